@@ -1,0 +1,176 @@
+"""The ``mdm`` command. Plugins add subcommands through ``mdm_register_cli``.
+
+Exit codes: 0 success, 1 failure, 2 usage error. Errors are one line on stderr; ``-v`` adds
+the traceback of unexpected ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+from typing import Any, Sequence
+
+from mdm_core.errors import MdmError
+from mdm_core.host import Host, create_host
+from mdm_core.output import print_json, print_table
+from mdm_core.plugins import hooks_of
+
+log = logging.getLogger("mdm")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our error format (one line, exit 2)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: MDM_CONFIG or conf/mdm.toml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+
+
+def build_parser(host: Host) -> argparse.ArgumentParser:
+    """The full parser: global options, core commands, then every plugin's."""
+    parser = _Parser(prog="mdm", description="A small pluggable MDM host with Apple Apps and Books (VPP) support.")
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    plugins = sub.add_parser("plugins", help="list loaded plugins", description="Each plugin's name, version, source and hooks.")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(func=cmd_plugins)
+
+    hooks = sub.add_parser("hooks", help="list every hook with its documentation")
+    hooks.add_argument("--json", action="store_true", help="print JSON")
+    hooks.set_defaults(func=cmd_hooks)
+
+    run = sub.add_parser("run", help="run the host: start-up hooks, then the scheduler until SIGINT/SIGTERM")
+    run.set_defaults(func=cmd_run)
+
+    jobs = sub.add_parser("jobs", help="list scheduled jobs and their next runs")
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    jobs.set_defaults(func=cmd_jobs)
+
+    host.pm.hook.mdm_register_cli(subparsers=sub, host=host)
+    return parser
+
+
+def cmd_plugins(host: Host, args: argparse.Namespace) -> int:
+    """``mdm plugins``"""
+    rows = []
+    for record in host.plugins:
+        plugin = host.pm.get_plugin(record.name)
+        rows.append({"name": record.name, "version": record.version, "source": record.source, "module": record.module, "hooks": hooks_of(host.pm, plugin)})
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "version", "source", "module", "hooks"])
+    return 0
+
+
+def hook_docs(host: Host) -> list[dict[str, Any]]:
+    """Every declared hook with its docstring and the plugins implementing it."""
+    rows = []
+    for name in sorted(n for n in dir(host.pm.hook) if n.startswith("mdm_")):
+        caller = getattr(host.pm.hook, name)
+        if caller.spec is None:
+            continue
+        doc = inspect.cleandoc(caller.spec.function.__doc__ or "")
+        opts = caller.spec.opts
+        rows.append({
+            "name": name,
+            "args": list(caller.spec.argnames),
+            "historic": bool(opts.get("historic")),
+            "firstresult": bool(opts.get("firstresult")),
+            "doc": doc,
+            "implemented_by": [host.pm.get_name(i.plugin) for i in caller.get_hookimpls()],
+        })
+    return rows
+
+
+def cmd_hooks(host: Host, args: argparse.Namespace) -> int:
+    """``mdm hooks``"""
+    rows = hook_docs(host)
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        flags = [f for f in ("historic", "firstresult") if row[f]]
+        print(f"{row['name']}({', '.join(row['args'])})" + (f"  [{', '.join(flags)}]" if flags else ""))
+        for line in row["doc"].splitlines():
+            print(f"    {line}")
+        print(f"    implemented by: {', '.join(row['implemented_by']) or '(none)'}\n")
+    return 0
+
+
+def cmd_run(host: Host, args: argparse.Namespace) -> int:
+    """``mdm run``"""
+    host.run()
+    return 0
+
+
+def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
+    """``mdm jobs``"""
+    from sqlalchemy import select
+
+    from mdm_core.models import JobRun
+
+    scheduler = host.scheduler
+    with host.db.session() as session:
+        runs = {r.name: r for r in session.execute(select(JobRun)).scalars()}
+    rows = []
+    for name, state in sorted(scheduler.jobs.items()):
+        last = runs.get(name)
+        rows.append({
+            "name": name, "plugin": state.plugin, "every_seconds": state.seconds, "next_run": scheduler.next_run(name),
+            "last_finished_at": last.last_finished_at if last else None, "last_error": last.last_error if last else None,
+        })
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
+    return 0
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """-q: errors; default: warnings and our info; -v: info; -vv: debug."""
+    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    if level > logging.DEBUG:
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mdm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    early, _ = pre.parse_known_args(argv)
+    setup_logging(early.verbose, early.quiet)
+    host = None
+    try:
+        host = create_host(early.config)
+        parser = build_parser(host)
+        args = parser.parse_args(argv)
+        return int(args.func(host, args) or 0)
+    except MdmError as exc:
+        print(f"mdm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mdm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if early.verbose:
+            log.exception("unexpected error")
+        print(f"mdm: error: {type(exc).__name__}: {' '.join(str(exc).split())} (run with -v for details)", file=sys.stderr)
+        return 1
+    finally:
+        if host is not None:
+            host.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Configuration: ``conf/mdm.toml`` (or ``--config`` / ``MDM_CONFIG``) plus ``MDM_*`` overrides.
+
+Each plugin reads its own ``[<plugin>]`` table, described by a dataclass it returns from the
+``mdm_config_sections`` hook. Unknown keys, wrong types and malformed TOML are one-line errors
+naming the file and the key. Secrets are never required inline: a secret setting takes a
+reference, ``{ env = "VAR" }`` or ``{ file = "path" }``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from mdm_core.errors import ConfigError
+
+DEFAULT_CONFIG = Path("conf") / "mdm.toml"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A reference to a secret kept outside the configuration file."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def resolve(self, config: "Config", environ: Mapping[str, str] | None = None) -> str:
+        """Read the secret now; a missing variable or file is a one-line ConfigError."""
+        environ = os.environ if environ is None else environ
+        if self.env is not None:
+            value = environ.get(self.env)
+            if not value:
+                raise ConfigError(f"environment variable {self.env} is not set: export it or change the reference")
+            return value
+        assert self.file is not None
+        path = config.resolve_path(self.file)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"secret file {path} cannot be read ({exc.strerror}): create it or change the reference") from None
+
+    def __repr__(self) -> str:
+        return f"SecretRef(env={self.env!r})" if self.env else f"SecretRef(file={self.file!r})"
+
+
+@dataclass
+class CoreSettings:
+    """``[core]``: where the host keeps its data and how it runs."""
+
+    database_url: str = "sqlite:///var/mdm.sqlite3"
+    var_dir: str = "var"
+    workers: int = 4
+    log_level: str = "INFO"
+    sqlite_busy_timeout: float = 30.0
+    secret_key: SecretRef | None = None
+
+
+@dataclass
+class PluginSettings:
+    """``[plugins]``: which plugins load besides the built-ins."""
+
+    enabled: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    autoload: bool = True
+
+
+class Config:
+    """The parsed configuration file; plugin sections are validated once their schemas are known."""
+
+    def __init__(self, raw: dict[str, Any], path: Path | None, environ: Mapping[str, str]):
+        self.raw = raw
+        self.path = path
+        self.environ = environ
+        self.base_dir = _base_dir(path)
+        self.core: CoreSettings = build_section(self, "core", CoreSettings)
+        self.plugins: PluginSettings = build_section(self, "plugins", PluginSettings)
+        self._sections: dict[str, Any] = {"core": self.core, "plugins": self.plugins}
+
+    @property
+    def source(self) -> str:
+        """How error messages name this configuration."""
+        return str(self.path) if self.path else "built-in defaults"
+
+    @property
+    def database_url(self) -> str:
+        """The database URL: ``MDM_DATABASE_URL`` wins over ``[core] database_url``."""
+        url = self.environ.get("MDM_DATABASE_URL") or self.core.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://":
+            relative = url[len(prefix):]
+            if relative and not relative.startswith(":memory:"):
+                return prefix + str(self.resolve_path(relative))
+        return url
+
+    @property
+    def var_dir(self) -> Path:
+        """The folder for the SQLite database, the key file and other local state."""
+        return self.resolve_path(self.core.var_dir)
+
+    def resolve_path(self, value: str | os.PathLike[str]) -> Path:
+        """A path from the configuration, relative ones taken from the project folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def section(self, name: str, schema: type) -> Any:
+        """The validated ``[name]`` table as an instance of the dataclass ``schema``."""
+        if name not in self._sections:
+            self._sections[name] = build_section(self, name, schema)
+        return self._sections[name]
+
+    def check_unknown_sections(self, known: set[str]) -> None:
+        """Fail on a top-level table no plugin reads (likely a typo or a disabled plugin)."""
+        for name in self.raw:
+            if name not in known:
+                raise ConfigError(
+                    f"{self.source}: unknown section [{name}]; known sections: {', '.join(sorted(known))}"
+                )
+
+
+def _base_dir(path: Path | None) -> Path:
+    if path is None:
+        return Path.cwd()
+    folder = path.resolve().parent
+    return folder.parent if folder.name == "conf" else folder
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration: ``path``, else ``MDM_CONFIG``, else ``conf/mdm.toml`` if present."""
+    environ = os.environ if environ is None else environ
+    chosen = path or environ.get("MDM_CONFIG")
+    if chosen:
+        file = Path(chosen)
+        if not file.is_file():
+            raise ConfigError(f"configuration file {file} does not exist: check --config or MDM_CONFIG")
+    else:
+        file = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: malformed TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot be read: {exc}") from None
+    return Config(raw, file, environ)
+
+
+def build_section(config: Config, name: str, schema: type) -> Any:
+    """Validate ``[name]`` against the dataclass ``schema`` and build it."""
+    table = config.raw.get(name, {})
+    where = f"{config.source}: [{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, not a {type(table).__name__}")
+    hints = typing.get_type_hints(schema)
+    known = {f.name for f in dataclasses.fields(schema)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where} unknown key '{key}'; known keys: {', '.join(sorted(known))}")
+        values[key] = _check_value(f"{where} {key}", value, hints[key])
+    return schema(**values)
+
+
+def _check_value(where: str, value: Any, expected: Any) -> Any:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(expected) if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check_value(where, value, option)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if expected is SecretRef:
+        if isinstance(value, dict) and set(value) in ({"env"}, {"file"}) and all(isinstance(v, str) for v in value.values()):
+            return SecretRef(**value)
+        raise ConfigError(f'{where} must be a secret reference like {{ env = "VAR" }} or {{ file = "path" }}, never the secret itself')
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {_kind(value)}")
+        return [_check_value(f"{where}[{i}]", item, item_type) for i, item in enumerate(value)]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{where} must be an integer, got a boolean")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {_type_name(expected)}, got {_kind(value)}")
+    return value
+
+
+def _type_name(expected: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(expected, str(expected))
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(
+        type(value), type(value).__name__
+    )

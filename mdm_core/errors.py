@@ -1,0 +1,27 @@
+"""Errors the host turns into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+
+class MdmError(Exception):
+    """A failure the user can act on: shown as one line, exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(MdmError):
+    """Bad command-line arguments or input files: exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(MdmError):
+    """The configuration is malformed: names the file and the key."""
+
+    exit_code = 2
+
+
+class PluginError(MdmError):
+    """A plugin is unknown, broken or misbehaving at start-up: names the plugin."""
+
+    exit_code = 1

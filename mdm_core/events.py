@@ -1,0 +1,168 @@
+"""Events: recorded in the transaction of the change they describe, delivered after commit.
+
+``EventBus.record(session, name, payload)`` writes an event into the ``core_event`` outbox in
+the caller's transaction; ``EventBus.deliver_pending()`` runs after the commit (and at every
+start, for what a crash left undelivered) and calls the hook ``mdm_<name>`` then ``mdm_event``,
+each implementation on its own so that one failing subscriber does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from mdm_core.db import Database
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A plain-value event: ``name`` selects the hook ``mdm_<name>``; ``id`` is stable."""
+
+    name: str
+    payload: dict[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: datetime | None = None
+
+    @property
+    def hook_name(self) -> str:
+        """The hook that delivers this event."""
+        return f"mdm_{self.name}"
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class EventBus:
+    """The outbox and its delivery."""
+
+    def __init__(self, db: "Database", pm: "pluggy.PluginManager", host: Any):
+        self.db = db
+        self.pm = pm
+        self.host = host
+        self.holder = _holder()
+
+    def record(self, session: Session, name: str, payload: dict[str, Any]) -> Event:
+        """Add an event to the caller's transaction; it is delivered only if that commits."""
+        from mdm_core.models import OutboxEvent, utcnow
+
+        event = Event(name=name, payload=payload, created_at=utcnow())
+        session.add(OutboxEvent(id=event.id, name=name, payload=payload, created_at=event.created_at))
+        return event
+
+    def record_many(self, session: Session, events: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Add several events in one bulk insert; returns how many."""
+        from mdm_core.models import OutboxEvent, utcnow
+
+        now = utcnow()
+        rows = [{"id": str(uuid.uuid4()), "name": n, "payload": p, "created_at": now} for n, p in events]
+        if rows:
+            session.execute(OutboxEvent.__table__.insert(), rows)
+        return len(rows)
+
+    def deliver_pending(self, limit: int | None = None) -> int:
+        """Deliver undelivered events in order; returns how many were delivered by this call."""
+        from mdm_core.models import OutboxEvent, utcnow
+
+        delivered = 0
+        last_seq = 0
+        while limit is None or delivered < limit:
+            with self.db.session() as session:
+                row = session.execute(
+                    select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
+                    .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.seq > last_seq)
+                    .order_by(OutboxEvent.seq)
+                    .limit(1)
+                ).first()
+            if row is None:
+                return delivered
+            last_seq = row.seq
+            if not self._claim(row.seq):
+                continue
+            event = Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)
+            self.dispatch(event)
+            with self.db.write_session() as session:
+                session.execute(update(OutboxEvent).where(OutboxEvent.seq == row.seq).values(delivered_at=utcnow()))
+                session.commit()
+            delivered += 1
+        return delivered
+
+    def _claim(self, seq: int) -> bool:
+        """Claim an event so that two processes never deliver it at the same time."""
+        from mdm_core.models import OutboxEvent, utcnow
+
+        now = utcnow()
+        with self.db.write_session() as session:
+            result = session.execute(
+                update(OutboxEvent)
+                .where(
+                    OutboxEvent.seq == seq,
+                    OutboxEvent.delivered_at.is_(None),
+                    (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT),
+                )
+                .values(claimed_by=self.holder, claimed_at=now)
+            )
+            session.commit()
+            return result.rowcount == 1
+
+    def dispatch(self, event: Event) -> list[tuple[str, str]]:
+        """Call ``mdm_<name>`` then ``mdm_event`` for ``event``; returns the failures (plugin, error)."""
+        failures = []
+        for hook_name in (event.hook_name, "mdm_event"):
+            caller = getattr(self.pm.hook, hook_name, None)
+            if caller is None:
+                continue
+            failures += call_isolated(self.pm, caller, {"host": self.host, "event": event}, on_error=self._on_error(event))
+        return failures
+
+    def _on_error(self, event: Event) -> Callable[[str, BaseException], None]:
+        def record(plugin: str, exc: BaseException) -> None:
+            from mdm_core.models import SubscriberFailure
+
+            log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, _one_line(exc))
+            try:
+                with self.db.write_session() as session:
+                    session.add(SubscriberFailure(event_id=event.id, event_name=event.name, plugin=plugin, error=_one_line(exc)))
+                    session.commit()
+            except Exception as db_exc:  # the failure is logged above even if it cannot be stored
+                log.error("could not record the failure of %s: %s", plugin, _one_line(db_exc))
+
+        return record
+
+
+def call_isolated(
+    pm: "pluggy.PluginManager",
+    caller: Any,
+    kwargs: dict[str, Any],
+    on_error: Callable[[str, BaseException], None],
+) -> list[tuple[str, str]]:
+    """Call each implementation of a hook on its own; an exception is reported, not raised."""
+    failures = []
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            plugin = pm.get_name(impl.plugin) or impl.plugin_name
+            on_error(plugin, exc)
+            failures.append((plugin, _one_line(exc)))
+    return failures
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

@@ -1,0 +1,163 @@
+"""Every hook of the host, grouped by lifecycle.
+
+Conventions (see the README, "Writing a plugin"):
+
+- Hooks are called with keyword arguments only; implementations take no default values.
+- Start-up and registration hooks fail fast: an exception names the plugin and stops the host.
+- Event hooks (``mdm_event``, ``mdm_device_enrolled``, ``mdm_device_removed`` and every
+  plugin-owned event hook) are delivered from the outbox after the transaction that recorded
+  the event has committed. Each implementation is called on its own: one that raises is
+  logged and recorded in ``core_subscriber_failure``; the others still run. Every event has a
+  stable ``event.id``, so subscribers can be idempotent: an event whose delivery was cut short
+  by a crash is delivered again at the next start.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import hookspec
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pluggy
+
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+@hookspec(historic=True)
+def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+    """Add a plugin's own hookspecs to the manager.
+
+    When: once per plugin, as it is registered (historic: plugins registered later still see
+    the call, so a consumer of another plugin's hooks can mark them ``optionalhook=True``).
+    Args: ``pluginmanager``, call ``pluginmanager.add_hookspecs(module)``.
+    Returns: nothing.
+    Errors: fail fast; the host names the plugin and stops.
+    """
+
+
+@hookspec
+def mdm_config_sections() -> dict[str, type] | None:
+    """Declare the configuration tables a plugin reads.
+
+    When: once at start-up, before ``mdm_configure``.
+    Returns: ``{"section": Dataclass}``; the host validates ``[section]`` of the configuration
+    file against the dataclass (unknown keys and wrong types are one-line errors naming the
+    file and the key). ``None`` means the plugin reads no configuration.
+    Errors: fail fast.
+    """
+
+
+@hookspec(historic=True)
+def mdm_configure(host: "Host") -> None:
+    """Let a plugin read its configuration and keep a reference to the host.
+
+    When: once, after every plugin is registered and the configuration is validated
+    (historic: a plugin registered later is configured as it registers).
+    Args: ``host``, the running host (``host.config.section(name, schema)``, ``host.db``).
+    Returns: nothing. Must not open network connections or start threads.
+    Errors: fail fast.
+    """
+
+
+@hookspec
+def mdm_register_tables() -> list[type] | None:
+    """Declare the SQLModel table classes a plugin owns.
+
+    When: once, before the database is first used; the host creates missing tables.
+    Returns: a list of SQLModel classes with ``table=True`` whose ``__tablename__`` starts with
+    the plugin name (``vpp_``, ``mobile_apps_``); ``None`` if the plugin has no table.
+    Errors: fail fast.
+    """
+
+
+@hookspec
+def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+    """Add the plugin's subcommands to the ``mdm`` command line.
+
+    When: once per ``mdm`` invocation, while the parser is built.
+    Args: ``subparsers`` from ``argparse``; each added parser sets
+    ``set_defaults(func=callable)`` where ``callable(host, args) -> int`` returns the exit code.
+    Returns: nothing.
+    Errors: fail fast.
+    """
+
+
+@hookspec
+def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+    """Register the plugin's scheduled jobs.
+
+    When: once when the host's scheduler is built (``mdm run``, ``mdm jobs``).
+    Args: ``scheduler``, call ``scheduler.add(name, seconds, func, plugin=...)``; jobs can
+    later be re-timed or removed with ``scheduler.retime`` / ``scheduler.remove``.
+    Returns: nothing.
+    Errors: fail fast. A job that raises while running is logged and recorded and keeps its
+    schedule.
+    """
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@hookspec
+def mdm_startup(host: "Host") -> None:
+    """The host is starting to run (``mdm run``), after tables exist and before jobs run.
+
+    Args: ``host``. Returns: nothing.
+    Errors: fail fast; the host does not start.
+    """
+
+
+@hookspec
+def mdm_shutdown(host: "Host") -> None:
+    """The host is stopping, after the running jobs have finished.
+
+    Args: ``host``. Returns: nothing.
+    Errors: logged; every implementation still runs.
+    """
+
+
+# --------------------------------------------------------------------------- events
+
+
+@hookspec
+def mdm_device_enrolled(host: "Host", event: "Event") -> None:
+    """A device was added to the inventory.
+
+    When: after the commit that enrolled it, delivered from the outbox.
+    Args: ``event.payload``: ``serial_number``, ``udid``, ``platform``, ``model``, ``owner``.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged, recorded, others still run).
+    """
+
+
+@hookspec
+def mdm_device_removed(host: "Host", event: "Event") -> None:
+    """A device was removed from the inventory (unenrolled, wiped, retired).
+
+    When: after the commit that removed it, delivered from the outbox. Plugins reclaim what
+    the device held here (for example its VPP licenses).
+    Args: ``event.payload``: ``serial_number``, ``udid``, ``platform``, ``model``, ``owner``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_event(host: "Host", event: "Event") -> None:
+    """Every event, whatever its name (audit logs, forwarding to a SIEM, metrics).
+
+    When: after the commit that recorded the event, once per event, after the event's own
+    hook (``mdm_<event.name>``) has been delivered.
+    Args: ``event`` with ``id`` (stable), ``name``, ``payload`` (plain JSON values),
+    ``created_at``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """

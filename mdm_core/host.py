@@ -1,0 +1,192 @@
+"""The running host: configuration, plugins, database, events, locks and the scheduler.
+
+Build one with ``create_host()``; nothing is created at import time, and each test builds
+its own (``create_host(database_url="sqlite://", plugins=[...])``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from functools import cached_property
+from typing import Any, Iterable, Mapping
+
+import pluggy
+
+from mdm_core.config import Config, load_config
+from mdm_core.db import Database
+from mdm_core.errors import PluginError
+from mdm_core.events import EventBus
+from mdm_core.locks import DbLock
+from mdm_core.plugins import PluginRecord, get_plugin_manager, load_plugins
+from mdm_core.scheduler import HostScheduler, JobState
+from mdm_core.secrets import KEY_FILE_NAME, SecretBox
+
+log = logging.getLogger(__name__)
+
+
+class Host:
+    """What plugins receive in every hook: ``host.config``, ``host.db``, ``host.events`` ..."""
+
+    def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: list[PluginRecord], *, database_url: str | None = None):
+        self.config = config
+        self.pm = pm
+        self.plugins = plugins
+        self._database_url = database_url
+        self._tables_ready = False
+        self._scheduler: HostScheduler | None = None
+        self.stop_event = threading.Event()
+
+    # ------------------------------------------------------------------ resources
+
+    @cached_property
+    def db(self) -> Database:
+        """The host's database; tables of every enabled plugin exist once it is returned."""
+        db = Database(self._database_url or self.config.database_url, busy_timeout=self.config.core.sqlite_busy_timeout)
+        db.create_tables(self.table_classes())
+        self._tables_ready = True
+        return db
+
+    @cached_property
+    def events(self) -> EventBus:
+        """The outbox: ``host.events.record(session, name, payload)``."""
+        return EventBus(self.db, self.pm, self)
+
+    @cached_property
+    def secrets(self) -> SecretBox:
+        """Encryption for secrets stored in the database."""
+        material = self.config.environ.get("MDM_SECRET_KEY")
+        if material:
+            return SecretBox(material)
+        if self.config.core.secret_key is not None:
+            return SecretBox(self.config.core.secret_key.resolve(self.config))
+        return SecretBox.from_key_file(self.config.var_dir / KEY_FILE_NAME)
+
+    def table_classes(self) -> list[type]:
+        """Every table class declared by the enabled plugins (the core's own included)."""
+        tables: list[type] = []
+        for result in self.pm.hook.mdm_register_tables():
+            tables.extend(result or [])
+        return tables
+
+    def lock(self, name: str, *, ttl: float = 600.0) -> DbLock:
+        """A lock shared by every process on this database."""
+        return DbLock(self.db, name, ttl=ttl)
+
+    def hook(self, name: str) -> Any:
+        """The caller of a hook, or ``None`` when no plugin declares it."""
+        return getattr(self.pm.hook, name, None)
+
+    # ------------------------------------------------------------------ events
+
+    def deliver_events(self) -> int:
+        """Deliver what the outbox holds; returns how many events were delivered."""
+        return self.events.deliver_pending()
+
+    # ------------------------------------------------------------------ scheduler
+
+    @property
+    def scheduler(self) -> HostScheduler:
+        """The host's one scheduler, with every plugin's jobs registered."""
+        if self._scheduler is None:
+            self._scheduler = self.build_scheduler()
+        return self._scheduler
+
+    def build_scheduler(self, *, inline: bool = False) -> HostScheduler:
+        """A scheduler with every plugin's jobs (``inline`` runs jobs on the caller's thread)."""
+        scheduler = HostScheduler(workers=self.config.core.workers, inline=inline, on_finish=self._record_job)
+        self.pm.hook.mdm_register_jobs(scheduler=scheduler, host=self)
+        self._scheduler = scheduler
+        return scheduler
+
+    def _record_job(self, state: JobState, error: BaseException | None) -> None:
+        from mdm_core.models import JobRun, utcnow
+
+        def work(session: Any) -> None:
+            row = session.get(JobRun, state.name) or JobRun(name=state.name, plugin=state.plugin)
+            row.last_started_at = row.last_started_at or utcnow()
+            row.last_finished_at = utcnow()
+            row.last_error = state.last_error
+            row.runs = (row.runs or 0) + 1
+            row.failures = (row.failures or 0) + (1 if error else 0)
+            session.add(row)
+
+        self.db.run_write(work)
+
+    # ------------------------------------------------------------------ run
+
+    def start(self) -> None:
+        """Create tables, deliver what a crash left in the outbox, and call ``mdm_startup``."""
+        _ = self.db
+        self.deliver_events()
+        for impl in reversed(self.pm.hook.mdm_startup.get_hookimpls()):
+            try:
+                impl.function(host=self)
+            except Exception as exc:
+                raise PluginError(f"plugin '{impl.plugin_name}' failed at start-up: {exc}") from None
+
+    def shutdown(self) -> None:
+        """Stop the scheduler after running jobs finish, then call ``mdm_shutdown``."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        for impl in reversed(self.pm.hook.mdm_shutdown.get_hookimpls()):
+            try:
+                impl.function(host=self)
+            except Exception as exc:
+                log.error("plugin %s failed at shutdown: %s", impl.plugin_name, exc)
+
+    def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True) -> None:
+        """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job."""
+        self.start()
+        scheduler = self.scheduler
+        if install_signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: self.stop_event.set())
+        log.info("host running with %d job(s)", len(scheduler.jobs))
+        try:
+            while not self.stop_event.is_set():
+                scheduler.run_pending()
+                self.deliver_events()
+                idle = scheduler.idle_seconds()
+                self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
+        finally:
+            log.info("stopping: waiting for running jobs")
+            self.shutdown()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+
+def create_host(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    config: Config | None = None,
+    environ: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+    plugins: Iterable[Any] | None = None,
+    autoload: bool | None = None,
+) -> Host:
+    """Load the configuration and the plugins, validate every plugin's section, configure them."""
+    environ = os.environ if environ is None else environ
+    config = config or load_config(config_path, environ)
+    pm = get_plugin_manager()
+    records = load_plugins(pm, config, environ, given=plugins, autoload=autoload)
+    known = {"core", "plugins"}
+    for sections in pm.hook.mdm_config_sections():
+        for name, schema in (sections or {}).items():
+            config.section(name, schema)
+            known.add(name)
+    config.check_unknown_sections(known | {r.name for r in records} | _blocked_sections(config, environ))
+    host = Host(config, pm, records, database_url=database_url)
+    pm.hook.mdm_configure.call_historic(kwargs={"host": host})
+    return host
+
+
+def _blocked_sections(config: Config, environ: Mapping[str, str]) -> set[str]:
+    from mdm_core.plugins import blocked_names
+
+    return blocked_names(config, environ)

@@ -1,0 +1,113 @@
+"""``mdm devices``, ``mdm users`` and ``mdm commands``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import inventory
+from mdm_core.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(subparsers: Any) -> None:
+    """Add the inventory commands to the ``mdm`` parser."""
+    devices = subparsers.add_parser("devices", help="enrolled devices", description="Enrolled devices: add, list, remove, import.")
+    dsub = devices.add_subparsers(dest="devices_cmd", required=True, metavar="COMMAND")
+    add = dsub.add_parser("add", help="enrol a device", description="Enrol a device (fires mdm_device_enrolled).")
+    add.add_argument("serial", metavar="SERIAL", help="the device's serial number")
+    add.add_argument("--platform", required=True, help="iOS, iPadOS, macOS or tvOS")
+    add.add_argument("--udid", help="the device's UDID")
+    add.add_argument("--model", help="the model, e.g. iPad13,1")
+    add.add_argument("--user", dest="owner", metavar="MDM_USER", help="the MDM user who owns it")
+    add.set_defaults(func=_devices_add)
+    lst = dsub.add_parser("list", help="list enrolled devices")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_devices_list)
+    rm = dsub.add_parser("remove", help="remove a device", description="Remove a device (fires mdm_device_removed: its VPP licenses are reclaimed).")
+    rm.add_argument("serial", metavar="SERIAL")
+    rm.set_defaults(func=_devices_remove)
+    imp = dsub.add_parser("import", help="import devices from CSV", description=f"Import devices from a CSV file with the header {','.join(inventory.DEVICE_HEADER)}. A bad row is reported by line and nothing is written.")
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.set_defaults(func=_devices_import)
+
+    users = subparsers.add_parser("users", help="MDM users", description="MDM users: their id is Apple's clientUserId.")
+    usub = users.add_subparsers(dest="users_cmd", required=True, metavar="COMMAND")
+    uadd = usub.add_parser("add", help="add an MDM user")
+    uadd.add_argument("id", metavar="ID", help="the user's id (sent to Apple as clientUserId)")
+    uadd.add_argument("--email")
+    uadd.add_argument("--managed-apple-id", dest="managed_apple_id")
+    uadd.add_argument("--name")
+    uadd.set_defaults(func=_users_add)
+    ulst = usub.add_parser("list", help="list MDM users")
+    ulst.add_argument("--json", action="store_true", help="print JSON")
+    ulst.set_defaults(func=_users_list)
+    uimp = usub.add_parser("import", help="import users from CSV", description=f"Import users from a CSV file with the header {','.join(inventory.USER_HEADER)}. A bad row is reported by line and nothing is written.")
+    uimp.add_argument("file", metavar="FILE.csv")
+    uimp.set_defaults(func=_users_import)
+
+    commands = subparsers.add_parser("commands", help="the MDM command queue")
+    csub = commands.add_subparsers(dest="commands_cmd", required=True, metavar="COMMAND")
+    clst = csub.add_parser("list", help="list queued and past commands")
+    clst.add_argument("--device", metavar="SERIAL", help="only this device's commands")
+    clst.add_argument("--json", action="store_true", help="print JSON (with each command's payload)")
+    clst.set_defaults(func=_commands_list)
+
+
+def _devices_add(host: "Host", args: argparse.Namespace) -> int:
+    row = inventory.add_device(host, args.serial, args.platform, udid=args.udid, model=args.model, owner=args.owner)
+    print(f"enrolled {row.serial_number} ({row.platform})")
+    return 0
+
+
+def _devices_list(host: "Host", args: argparse.Namespace) -> int:
+    rows = inventory.list_devices(host)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
+    return 0
+
+
+def _devices_remove(host: "Host", args: argparse.Namespace) -> int:
+    row = inventory.remove_device(host, args.serial)
+    print(f"removed {row.serial_number}")
+    return 0
+
+
+def _devices_import(host: "Host", args: argparse.Namespace) -> int:
+    added, updated = inventory.import_devices(host, args.file)
+    print(f"imported {args.file}: {added} enrolled, {updated} updated")
+    return 0
+
+
+def _users_add(host: "Host", args: argparse.Namespace) -> int:
+    row = inventory.add_user(host, args.id, email=args.email, managed_apple_id=args.managed_apple_id, name=args.name)
+    print(f"added user {row.id}")
+    return 0
+
+
+def _users_list(host: "Host", args: argparse.Namespace) -> int:
+    rows = inventory.list_users(host)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
+    return 0
+
+
+def _users_import(host: "Host", args: argparse.Namespace) -> int:
+    added, updated = inventory.import_users(host, args.file)
+    print(f"imported {args.file}: {added} added, {updated} updated")
+    return 0
+
+
+def _commands_list(host: "Host", args: argparse.Namespace) -> int:
+    rows = inventory.list_commands(host, args.device)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["uuid", "device_serial", "request_type", "status", "created_at"], empty="no commands")
+    return 0

@@ -1,0 +1,135 @@
+"""Core tables: the MDM inventory, the command queue, and the host's own bookkeeping.
+
+Every table name starts with ``core_``; plugin tables start with the plugin's name.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Platform(str, enum.Enum):
+    """Apple platforms an enrolled device can run."""
+
+    iOS = "iOS"
+    iPadOS = "iPadOS"
+    macOS = "macOS"
+    tvOS = "tvOS"
+
+
+class CommandStatus(str, enum.Enum):
+    """Life of an MDM command in the queue."""
+
+    queued = "queued"
+    sent = "sent"
+    acknowledged = "acknowledged"
+    error = "error"
+
+
+class Device(SQLModel, table=True):
+    """An enrolled device."""
+
+    __tablename__ = "core_device"
+
+    serial_number: str = Field(primary_key=True, max_length=64)
+    udid: Optional[str] = Field(default=None, max_length=64, index=True)
+    platform: str = Field(max_length=16)
+    model: Optional[str] = Field(default=None, max_length=128)
+    owner: Optional[str] = Field(default=None, max_length=255, index=True)
+    enrolled_at: datetime = Field(default_factory=utcnow)
+
+
+class MdmUser(SQLModel, table=True):
+    """An MDM user; ``id`` is what Apple sees as ``clientUserId``."""
+
+    __tablename__ = "core_user"
+
+    id: str = Field(primary_key=True, max_length=255)
+    name: Optional[str] = Field(default=None, max_length=255)
+    email: Optional[str] = Field(default=None, max_length=255)
+    managed_apple_id: Optional[str] = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Command(SQLModel, table=True):
+    """An MDM command queued for a device."""
+
+    __tablename__ = "core_command"
+    __table_args__ = (Index("ix_core_command_device_status", "device_serial", "status"),)
+
+    uuid: str = Field(default_factory=lambda: str(uuid.uuid4()).upper(), primary_key=True, max_length=36)
+    device_serial: str = Field(max_length=64)
+    request_type: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=CommandStatus.queued.value, max_length=16)
+    error: Optional[str] = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event written in the transaction of the change it describes, delivered after commit."""
+
+    __tablename__ = "core_event"
+    __table_args__ = (Index("ix_core_event_pending", "delivered_at", "seq"),)
+
+    seq: Optional[int] = Field(default=None, primary_key=True)
+    id: str = Field(max_length=36, unique=True)
+    name: str = Field(max_length=128)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    claimed_by: Optional[str] = Field(default=None, max_length=64)
+    claimed_at: Optional[datetime] = None
+    delivered_at: Optional[datetime] = None
+
+
+class SubscriberFailure(SQLModel, table=True):
+    """A subscriber that raised while an event was delivered to it."""
+
+    __tablename__ = "core_subscriber_failure"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=36, index=True)
+    event_name: str = Field(max_length=128)
+    plugin: str = Field(max_length=128)
+    error: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Lock(SQLModel, table=True):
+    """A named lock shared by every process on the database, with an expiry."""
+
+    __tablename__ = "core_lock"
+
+    name: str = Field(primary_key=True, max_length=191)
+    holder: str = Field(max_length=128)
+    acquired_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class JobRun(SQLModel, table=True):
+    """The last run of each scheduled job, so `mdm jobs` in another process can show it."""
+
+    __tablename__ = "core_job_run"
+
+    name: str = Field(primary_key=True, max_length=191)
+    plugin: str = Field(max_length=128)
+    last_started_at: Optional[datetime] = None
+    last_finished_at: Optional[datetime] = None
+    last_error: Optional[str] = None
+    runs: int = 0
+    failures: int = 0
+
+
+CORE_TABLES: list[type[SQLModel]] = [Device, MdmUser, Command, OutboxEvent, SubscriberFailure, Lock, JobRun]

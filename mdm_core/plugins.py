@@ -1,0 +1,133 @@
+"""The plugin-manager factory: built-ins, then ``[plugins] enabled``, then entry points.
+
+Nothing loads at import time. Names in ``[plugins] disabled`` or ``MDM_DISABLED_PLUGINS=a,b``
+are blocked before anything loads. ``check_pending()`` runs last, so an implementation of a
+hook nobody declared (a misspelt name) stops the host with the plugin's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import types
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import pluggy
+
+from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
+from mdm_core.config import Config
+from mdm_core.errors import PluginError
+
+BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory",)
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """Where a loaded plugin came from."""
+
+    name: str
+    source: str  # "built-in", "conf", "entry point" or "given"
+    module: str
+    version: str
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh manager with the core hookspecs and the historic ``mdm_add_hookspecs`` call armed."""
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.hook.mdm_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
+    return pm
+
+
+def blocked_names(config: Config, environ: Mapping[str, str]) -> set[str]:
+    """Plugin names blocked by the configuration or ``MDM_DISABLED_PLUGINS``."""
+    names = set(config.plugins.disabled)
+    names |= {n.strip() for n in environ.get("MDM_DISABLED_PLUGINS", "").split(",") if n.strip()}
+    return names
+
+
+def load_plugins(
+    pm: pluggy.PluginManager,
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    given: Iterable[Any] | None = None,
+    autoload: bool | None = None,
+) -> list[PluginRecord]:
+    """Register plugins in order and check every implementation has a spec.
+
+    ``given`` (tests, embedding) replaces the entry-point discovery with these modules or objects.
+    """
+    records: list[PluginRecord] = []
+    for name in blocked_names(config, environ):
+        pm.set_blocked(name)
+
+    for dotted in BUILTIN_PLUGINS:
+        _register(pm, records, _import(dotted, "built-in"), dotted.rsplit(".", 1)[-1], "built-in", _core_version())
+    for dotted in config.plugins.enabled:
+        module = _import(dotted, f"enabled in {config.source}")
+        name = getattr(module, "PLUGIN_NAME", dotted)
+        _register(pm, records, module, name, "conf", str(getattr(module, "__version__", "unknown")))
+    if given is not None:
+        for plugin in given:
+            name = getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None) or type(plugin).__name__
+            _register(pm, records, plugin, name, "given", str(getattr(plugin, "__version__", _core_version())))
+    else:
+        if autoload is None:
+            autoload = config.plugins.autoload and environ.get("MDM_PLUGIN_AUTOLOAD", "1") != "0"
+        if autoload:
+            for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+                    continue
+                try:
+                    module = ep.load()
+                except Exception as exc:
+                    raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {_one_line(exc)}") from None
+                if pm.is_registered(module):
+                    continue  # also enabled by module path in the configuration
+                version = ep.dist.version if ep.dist is not None else "unknown"
+                _register(pm, records, module, ep.name, "entry point", version)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is broken: {_one_line(exc)}") from None
+    return records
+
+
+def _import(dotted: str, why: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(dotted)
+    except Exception as exc:
+        raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {_one_line(exc)}") from None
+
+
+def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any, name: str, source: str, version: str) -> None:
+    if pm.is_blocked(name):
+        return
+    if pm.is_registered(plugin):
+        return
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(f"plugin '{name}' cannot be registered: {_one_line(exc)}") from None
+    except Exception as exc:  # a plugin's mdm_add_hookspecs raised
+        raise PluginError(f"plugin '{name}' failed while registering: {_one_line(exc)}") from None
+    module = getattr(plugin, "__name__", type(plugin).__name__)
+    records.append(PluginRecord(name=name, source=source, module=module, version=version))
+
+
+def _core_version() -> str:
+    try:
+        return importlib.metadata.version("mdm-host")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Names of the hooks a plugin implements."""
+    return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -1,0 +1,1 @@
+"""The mobile_apps plugin: publishes VPP assets as installable applications."""

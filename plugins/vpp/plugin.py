@@ -1,0 +1,1 @@
+"""VPP plugin hook implementations."""

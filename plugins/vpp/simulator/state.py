@@ -1,0 +1,631 @@
+"""The simulated location: assets, assignments, users, events and client config.
+
+All access goes through `SimState.lock`. Async events are processed lazily by
+`process_due()`, which every request and every Python-side operation calls first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Sequence
+
+from .errors import ERROR_MESSAGES
+from .models import (ASSOCIATED, DEVICE, REGISTERED, RETIRED, USER, Asset, AssetKey,
+                     AssignmentKey, Event, UserRecord)
+from .stores import AssignmentStore, UserStore, Versions, since_suffix
+
+DEFAULT_LIMITS: dict[str, int] = {
+    "maxAssets": 25,
+    "maxUsers": 100,
+    "maxClientUserIds": 1000,
+    "maxSerialNumbers": 1000,
+    "maxRevokeClientUserIds": 100,
+    "maxRevokeSerialNumbers": 100,
+    "maxNotificationLength": 512,
+    "maxMdmIdLength": 100,
+    "maxMdmNameLength": 100,
+    "maxMdmMetadataLength": 255,
+}
+NOTIFICATION_TYPES = ["ASSET_MANAGEMENT", "USER_MANAGEMENT", "USER_ASSOCIATED", "ASSET_COUNT"]
+_CACHE_SIZE = 8
+
+
+def make_id_hash(seed: object, client_user_id: str, apple_id: str) -> str:
+    """A base64 SHA-1 look-alike of the Apple Account hash."""
+    digest = hashlib.sha1(f"{seed}|{client_user_id}|{apple_id}".encode()).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def make_invite_code(seed: object, client_user_id: str, n: int) -> str:
+    return hashlib.md5(f"{seed}|invite|{client_user_id}|{n}".encode()).hexdigest()
+
+
+def failure(error_number: int, **error_info: Any) -> dict[str, Any]:
+    """An ErrorResponse entry of StatusResponse.failures."""
+    info = {k: v for k, v in error_info.items() if v}
+    return {"errorNumber": error_number, "errorMessage": ERROR_MESSAGES[error_number],
+            "errorInfo": info}
+
+
+class SimState:
+    """Everything Apple knows about one location."""
+
+    def __init__(self, seed: object = 1, *, page_size: int = 437, async_delay: float = 0.2,
+                 limits: dict[str, int] | None = None, org_name: str = "Springfield Schools",
+                 location_name: str | None = None, country: str = "US") -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        self.lock = threading.RLock()
+        self.seed = seed
+        self.rng = random.Random(f"{seed}/out-of-band")
+        self.page_size = page_size
+        self.async_delay = float(async_delay)
+        self.limits = {**DEFAULT_LIMITS, **(limits or {})}
+        self.org_name = org_name
+        self.location_name = location_name or f"{org_name} - Main Campus"
+        self.country = country
+        self.uid = str(random.Random(f"{seed}/uId").randrange(10 ** 15, 10 ** 16))
+        self.assets: dict[AssetKey, Asset] = {}
+        self.assignments = AssignmentStore()
+        self.users = UserStore()
+        self.devices: list[str] = []
+        self.versions = Versions(seed)
+        self.events: dict[str, Event] = {}
+        self._pending: list[Event] = []
+        self._event_counter = 0
+        self.mdm_info: dict[str, str] | None = None
+        self.notification_url: str | None = None
+        self.notification_auth_token: str | None = None
+        self.notification_types: list[str] = []
+        self._cache: dict[tuple, list] = {}
+        self._invites = 0
+
+    def __repr__(self) -> str:
+        return (f"<SimState assets={len(self.assets)} assignments={len(self.assignments)} "
+                f"users={len(self.users)}>")
+
+    # ----------------------------------------------------------------- helpers
+    def _bump(self, *names: str) -> int:
+        stamp = 0
+        for name in names:
+            stamp = self.versions.bump(name)
+        self._cache.clear()
+        return stamp
+
+    def device_serials(self) -> list[str]:
+        """The seeded device serial numbers."""
+        with self.lock:
+            return list(self.devices)
+
+    def user_ids(self, status: str | None = None) -> list[str]:
+        """clientUserIds of the latest records, optionally only those with `status`."""
+        with self.lock:
+            self.process_due()
+            return [cid for cid, rid in self.users.current.items()
+                    if status is None or self.users.records[rid].status == status]
+
+    def user_records(self) -> list[dict[str, Any]]:
+        """The latest record per clientUserId: clientUserId, email, managedAppleId, status, ..."""
+        with self.lock:
+            self.process_due()
+            return [self.users.records[rid].info() for rid in self.users.current.values()]
+
+    def user(self, client_user_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            self.process_due()
+            record = self.users.get(client_user_id)
+            return None if record is None else record.info()
+
+    def asset(self, adam_id: str, pricing_param: str = "STDQ") -> dict[str, Any] | None:
+        with self.lock:
+            self.process_due()
+            found = self.assets.get((adam_id, pricing_param))
+            return None if found is None else found.to_json()
+
+    def resolve_asset_key(self, adam_id: str, pricing_param: str | None) -> AssetKey:
+        """(adamId, pricingParam); a missing pricingParam picks the owned one (STDQ first)."""
+        if pricing_param:
+            return (adam_id, pricing_param)
+        if (adam_id, "STDQ") in self.assets:
+            return (adam_id, "STDQ")
+        for key in self.assets:
+            if key[0] == adam_id:
+                return key
+        return (adam_id, "STDQ")
+
+    def new_user_record(self, client_user_id: str, email: str | None,
+                        managed_apple_id: str | None, stamp: int) -> UserRecord:
+        """A fresh record: Associated with idHash given a managedAppleId, else Registered."""
+        if managed_apple_id:
+            return UserRecord(client_user_id, email, ASSOCIATED,
+                              id_hash=make_id_hash(self.seed, client_user_id, managed_apple_id),
+                              managed_apple_id=managed_apple_id, stamp=stamp)
+        self._invites += 1
+        return UserRecord(client_user_id, email, REGISTERED,
+                          invite_code=make_invite_code(self.seed, client_user_id, self._invites),
+                          stamp=stamp)
+
+    # ------------------------------------------------------------------ events
+    def submit(self, event_type: str, payload: dict[str, Any], num_requested: int) -> Event:
+        """Queue an async event; it stays PENDING for `async_delay` seconds."""
+        self._event_counter += 1
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sim:{self.seed}:event:{self._event_counter}"))
+        event = Event(event_id, event_type, time.monotonic() + self.async_delay, payload, num_requested)
+        self.events[event_id] = event
+        self._pending.append(event)
+        return event
+
+    def process_due(self, now: float | None = None) -> None:
+        """Process every pending event whose delay has passed, oldest first."""
+        if not self._pending:
+            return
+        now = time.monotonic() if now is None else now
+        while self._pending and self._pending[0].due <= now:
+            event = self._pending.pop(0)
+            handler = getattr(self, f"_run_{event.event_type.lower()}")
+            handler(event)
+            event.status = "FAILED" if event.failures else "COMPLETE"
+
+    def _run_associate(self, event: Event) -> None:
+        assets: list[AssetKey] = event.payload["assets"]
+        serials: list[str] = event.payload["serialNumbers"]
+        cids: list[str] = event.payload["clientUserIds"]
+        bad_users = [cid for cid in cids if not self._user_can_receive(cid)]
+        bad = set(bad_users)
+        good_users = [cid for cid in cids if cid not in bad]
+        stamp = None
+        completed = 0
+        for asset_key in assets:
+            asset = self.assets.get(asset_key)
+            short: dict[str, list[str]] = {DEVICE: [], USER: []}
+            for kind, value in [(DEVICE, s) for s in serials] + [(USER, c) for c in good_users]:
+                key = (asset_key[0], asset_key[1], kind, value)
+                if key in self.assignments:
+                    completed += 1
+                    continue
+                if asset is None or asset.available <= 0:
+                    short[kind].append(value)
+                    continue
+                if stamp is None:
+                    stamp = self._bump("assignments", "assets")
+                self.assignments.add(key, stamp)
+                asset.assigned += 1
+                completed += 1
+            if short[DEVICE] or short[USER]:
+                event.failures.append(failure(
+                    9709, assets=[{"adamId": asset_key[0], "pricingParam": asset_key[1]}],
+                    serialNumbers=short[DEVICE], clientUserIds=short[USER]))
+        if bad_users:
+            event.failures.append(failure(9609, clientUserIds=bad_users))
+        event.num_completed = completed
+
+    def _user_can_receive(self, client_user_id: str) -> bool:
+        record = self.users.get(client_user_id)
+        return record is not None and record.status == ASSOCIATED
+
+    def _run_disassociate(self, event: Event) -> None:
+        targets = [(DEVICE, s) for s in event.payload["serialNumbers"]] + \
+                  [(USER, c) for c in event.payload["clientUserIds"]]
+        keys = [(a[0], a[1], kind, value) for a in event.payload["assets"] for kind, value in targets]
+        self._remove_assignments(keys)
+        event.num_completed = len(keys)
+
+    def _run_revoke(self, event: Event) -> None:
+        keys: list[AssignmentKey] = []
+        for serial in event.payload["serialNumbers"]:
+            keys.extend(self.assignments.keys_for_serial(serial))
+        for cid in event.payload["clientUserIds"]:
+            keys.extend(self.assignments.keys_for_user(cid))
+        self._remove_assignments([k for k in keys if self._revocable(k)])
+        event.num_completed = event.num_requested
+
+    def _revocable(self, key: AssignmentKey) -> bool:
+        asset = self.assets.get((key[0], key[1]))
+        return asset is None or asset.revocable
+
+    def _remove_assignments(self, keys: Iterable[AssignmentKey]) -> int:
+        """Remove existing assignments (one version bump); returns how many went."""
+        present = [k for k in dict.fromkeys(keys) if k in self.assignments]
+        if not present:
+            return 0
+        self._bump("assignments", "assets")
+        for key in present:
+            self.assignments.remove(key)
+            asset = self.assets.get((key[0], key[1]))
+            if asset is not None:
+                asset.assigned -= 1
+        return len(present)
+
+    def _run_create(self, event: Event) -> None:
+        existing = []
+        stamp = None
+        for user in event.payload["users"]:
+            cid = user["clientUserId"]
+            record = self.users.get(cid)
+            if record is not None and record.active:
+                existing.append(cid)
+                continue
+            if stamp is None:
+                stamp = self._bump("users")
+            self.users.add(self.new_user_record(cid, user.get("email"), user.get("managedAppleId"), stamp))
+            event.num_completed += 1
+        if existing:
+            event.failures.append(failure(9716, clientUserIds=existing))
+
+    def _run_update(self, event: Event) -> None:
+        missing = []
+        stamp = None
+        for user in event.payload["users"]:
+            cid = user["clientUserId"]
+            record = self.users.get(cid)
+            if record is None or not record.active:
+                missing.append(cid)
+                continue
+            if stamp is None:
+                stamp = self._bump("users")
+            record = self.users.touch(cid, stamp)
+            if "email" in user:
+                record.email = user["email"]
+            apple_id = user.get("managedAppleId")
+            if apple_id:
+                record.managed_apple_id = apple_id
+                record.status = ASSOCIATED
+                record.id_hash = make_id_hash(self.seed, cid, apple_id)
+            event.num_completed += 1
+        if missing:
+            event.failures.append(failure(9609, clientUserIds=missing))
+
+    def _run_retire(self, event: Event) -> None:
+        missing = []
+        for user in event.payload["users"]:
+            cid = user["clientUserId"]
+            record = self.users.get(cid)
+            if record is None:
+                missing.append(cid)
+                continue
+            self._retire(cid)
+            event.num_completed += 1
+        if missing:
+            event.failures.append(failure(9609, clientUserIds=missing))
+
+    def _retire(self, client_user_id: str) -> bool:
+        """Retire a user: release its revocable licenses, mark the record Retired."""
+        record = self.users.get(client_user_id)
+        if record is None or not record.active:
+            return False
+        self._remove_assignments(k for k in self.assignments.keys_for_user(client_user_id)
+                                 if self._revocable(k))
+        record = self.users.touch(client_user_id, self._bump("users"))
+        record.status = RETIRED
+        return True
+
+    # ----------------------------------------------------------------- queries
+    def query_assets(self, *, adam_id: str | None = None, product_type: str | None = None,
+                     pricing_param: str | None = None, revocable: bool | None = None,
+                     device_assignable: bool | None = None, min_available: int | None = None,
+                     max_available: int | None = None, min_assigned: int | None = None,
+                     max_assigned: int | None = None) -> list[Asset]:
+        """Assets matching every given filter, in purchase order."""
+        rows = []
+        for asset in self.assets.values():
+            if adam_id is not None and asset.adam_id != adam_id:
+                continue
+            if product_type is not None and asset.product_type != product_type:
+                continue
+            if pricing_param is not None and asset.pricing_param != pricing_param:
+                continue
+            if revocable is not None and asset.revocable != revocable:
+                continue
+            if device_assignable is not None and asset.device_assignable != device_assignable:
+                continue
+            available, assigned = asset.available, asset.assigned
+            if min_available is not None and available < min_available:
+                continue
+            if max_available is not None and available > max_available:
+                continue
+            if min_assigned is not None and assigned < min_assigned:
+                continue
+            if max_assigned is not None and assigned > max_assigned:
+                continue
+            rows.append(asset)
+        return rows
+
+    def query_assignments(self, *, adam_id: str | None = None, pricing_param: str | None = None,
+                          client_user_id: str | None = None, serial_number: str | None = None,
+                          since: int | None = None,
+                          exclude_inactive_users: bool = False) -> list[AssignmentKey]:
+        """Assignment keys matching the filters, in stamp order (cached until the next write)."""
+        cache_key = ("assignments", adam_id, pricing_param, client_user_id, serial_number, since,
+                     exclude_inactive_users)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
+        store = self.assignments
+        if serial_number is not None:
+            rows = store.keys_for_serial(serial_number)
+            if client_user_id is not None:
+                rows = []
+        elif client_user_id is not None:
+            rows = store.keys_for_user(client_user_id)
+        elif adam_id is not None:
+            rows = store.keys_for_adam(adam_id)
+        else:
+            rows = store.keys()
+        if since is not None:
+            rows = since_suffix(rows, since, store.stamp_of)
+        checks = []
+        if adam_id is not None and (serial_number is not None or client_user_id is not None):
+            checks.append(lambda k: k[0] == adam_id)
+        if pricing_param is not None:
+            checks.append(lambda k: k[1] == pricing_param)
+        if exclude_inactive_users:
+            checks.append(lambda k: k[2] == DEVICE or self._user_active(k[3]))
+        if checks:
+            rows = [k for k in rows if all(check(k) for check in checks)]
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[cache_key] = rows
+        return rows
+
+    def _user_active(self, client_user_id: str) -> bool:
+        record = self.users.get(client_user_id)
+        return record is not None and record.active
+
+    def assignment_row(self, key: AssignmentKey, include_user_state: bool) -> dict[str, Any]:
+        """An Assignment (with userStatus and idHash on user rows when asked)."""
+        row = {"adamId": key[0], "pricingParam": key[1], key[2]: key[3]}
+        if include_user_state and key[2] == USER:
+            record = self.users.get(key[3])
+            if record is not None:
+                row["userStatus"] = record.status
+                if record.id_hash is not None:
+                    row["idHash"] = record.id_hash
+        return row
+
+    def query_users(self, *, active_only: bool = False, retired_only: bool = False,
+                    client_user_id: str | None = None, since: int | None = None) -> list[str]:
+        """User record ids matching the filters, in stamp order (cached until the next write)."""
+        cache_key = ("users", active_only, retired_only, client_user_id, since)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
+        store = self.users
+        rows = store.record_ids() if client_user_id is None else store.record_ids_for(client_user_id)
+        if since is not None:
+            rows = since_suffix(rows, since, store.stamp_of)
+        if active_only or retired_only:
+            records = store.records
+            rows = [rid for rid in rows
+                    if (not active_only or records[rid].active)
+                    and (not retired_only or not records[rid].active)]
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[cache_key] = rows
+        return rows
+
+    # ------------------------------------------------------------ out-of-band
+    def new_adam_id(self) -> str:
+        while True:
+            adam_id = str(self.rng.randrange(300_000_000, 1_999_999_999))
+            if not any(key[0] == adam_id for key in self.assets):
+                return adam_id
+
+    def purchase(self, adam_id: str | None = None, pricing_param: str = "STDQ", count: int = 10,
+                 product_type: str = "App", device_assignable: bool = True, revocable: bool = True,
+                 supported_platforms: Sequence[str] = ("iOS",)) -> AssetKey:
+        """Add licenses to an asset, creating it when new; returns (adamId, pricingParam)."""
+        from .seed import make_asset  # local import: seed depends on this module
+        with self.lock:
+            self.process_due()
+            adam_id = str(adam_id) if adam_id is not None else self.new_adam_id()
+            key = (adam_id, pricing_param)
+            self._bump("assets")
+            asset = self.assets.get(key)
+            if asset is not None:
+                asset.total += count
+                return key
+            if product_type == "Book":
+                device_assignable = revocable = False
+            self.assets[key] = make_asset(self.rng, adam_id, pricing_param, product_type, count,
+                                          device_assignable, revocable, tuple(supported_platforms),
+                                          len(self.assets))
+            return key
+
+    def remove_asset(self, adam_id: str, pricing_param: str = "STDQ") -> bool:
+        """Refund: the asset disappears entirely with its assignments."""
+        with self.lock:
+            self.process_due()
+            asset = self.assets.get((adam_id, pricing_param))
+            if asset is None:
+                return False
+            self._remove_assignments(self.assignments.keys_for_asset(adam_id, pricing_param))
+            self._bump("assets")
+            del self.assets[(adam_id, pricing_param)]
+            return True
+
+    refund = remove_asset
+
+    def _target(self, serial_number: str | None, client_user_id: str | None) -> tuple[str, str]:
+        if (serial_number is None) == (client_user_id is None):
+            raise ValueError("give exactly one of serial_number and client_user_id")
+        return (DEVICE, serial_number) if serial_number is not None else (USER, client_user_id)  # type: ignore[return-value]
+
+    def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
+                         serial_number: str | None = None,
+                         client_user_id: str | None = None) -> bool:
+        """Assign a license in Apple's portal; False if already held. ValueError if impossible."""
+        kind, value = self._target(serial_number, client_user_id)
+        with self.lock:
+            self.process_due()
+            asset = self.assets.get((adam_id, pricing_param))
+            if asset is None:
+                raise ValueError("unknown asset")
+            key = (adam_id, pricing_param, kind, value)
+            if key in self.assignments:
+                return False
+            if asset.available <= 0:
+                raise ValueError("not enough licenses")
+            if kind == DEVICE and not asset.device_assignable:
+                raise ValueError("asset is not device assignable")
+            if kind == USER and not self._user_can_receive(value):
+                raise ValueError("user is not an associated user")
+            self.assignments.add(key, self._bump("assignments", "assets"))
+            asset.assigned += 1
+            return True
+
+    def remove_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
+                         serial_number: str | None = None,
+                         client_user_id: str | None = None) -> bool:
+        """Remove a license in Apple's portal; False if it was not assigned."""
+        kind, value = self._target(serial_number, client_user_id)
+        with self.lock:
+            self.process_due()
+            return self._remove_assignments([(adam_id, pricing_param, kind, value)]) == 1
+
+    def retire_user(self, client_user_id: str) -> bool:
+        """Retire a user out of band; False if unknown or already retired."""
+        with self.lock:
+            self.process_due()
+            return self._retire(client_user_id)
+
+    def create_user(self, client_user_id: str | None = None, email: str | None = None,
+                    managed_apple_id: str | None = None) -> str:
+        """Create (or re-create a retired) user out of band; returns its clientUserId."""
+        with self.lock:
+            self.process_due()
+            if client_user_id is None:
+                client_user_id = f"user-oob-{self.rng.getrandbits(32):08x}"
+            existing = self.users.get(client_user_id)
+            if existing is not None and existing.active:
+                raise ValueError("user already exists")
+            if email is None:
+                email = f"{client_user_id}@students.example.org"
+            self.users.add(self.new_user_record(client_user_id, email, managed_apple_id,
+                                                self._bump("users")))
+            return client_user_id
+
+    def accept_invite(self, client_user_id: str, apple_id: str | None = None) -> bool:
+        """A Registered user opens the invitation: becomes Associated with an idHash."""
+        with self.lock:
+            self.process_due()
+            record = self.users.get(client_user_id)
+            if record is None or record.status != REGISTERED:
+                return False
+            record = self.users.touch(client_user_id, self._bump("users"))
+            record.status = ASSOCIATED
+            record.id_hash = make_id_hash(self.seed, client_user_id, apple_id or record.email or "")
+            return True
+
+    def update_user_email(self, client_user_id: str, email: str) -> bool:
+        with self.lock:
+            self.process_due()
+            record = self.users.get(client_user_id)
+            if record is None or not record.active:
+                return False
+            self.users.touch(client_user_id, self._bump("users")).email = email
+            return True
+
+    def touch_dataset(self, dataset: str) -> None:
+        """A real out-of-band write to `dataset` so its versionId changes (version_change fault)."""
+        with self.lock:
+            if dataset == "assets":
+                if self.assets:
+                    next(iter(self.assets.values())).total += 1
+                    self._bump("assets")
+                else:
+                    self.purchase(count=1)
+            elif dataset == "users":
+                active = [cid for cid, rid in self.users.current.items()
+                          if self.users.records[rid].active]
+                if active:
+                    cid = self.rng.choice(active)
+                    self.update_user_email(cid, f"{cid}+{self.rng.getrandbits(16):04x}@students.example.org")
+                else:
+                    self.create_user()
+            elif dataset == "assignments":
+                for asset in self.assets.values():
+                    if asset.device_assignable and asset.available > 0:
+                        serial = f"SIMVC{self.rng.getrandbits(28):07X}"[:12]
+                        self.assign_in_portal(asset.adam_id, asset.pricing_param, serial_number=serial)
+                        return
+                keys = self.assignments.keys()
+                if keys:
+                    self._remove_assignments([keys[-1]])
+
+    def mutate_fraction(self, fraction: float, seed: object = 0) -> dict[str, int]:
+        """Change `fraction` of assignments (remove half, add half) and of users, in one go."""
+        rng = random.Random(f"{self.seed}/mutate/{seed}")
+        summary = {"assignments_removed": 0, "assignments_added": 0, "users_updated": 0,
+                   "users_retired": 0, "users_created": 0}
+        with self.lock:
+            self.process_due()
+            keys = self.assignments.keys()
+            n_changes = int(round(len(keys) * fraction))
+            to_remove = rng.sample(keys, min(len(keys), n_changes // 2 + n_changes % 2))
+            summary["assignments_removed"] = self._remove_assignments(
+                k for k in to_remove if self._revocable(k))
+            summary["assignments_added"] = self._add_random_assignments(rng, n_changes // 2)
+            current = [cid for cid, rid in self.users.current.items() if self.users.records[rid].active]
+            n_users = int(round(len(current) * fraction))
+            picked = rng.sample(current, min(len(current), n_users))
+            n_retire = max(1, n_users // 5) if n_users else 0
+            for cid in picked[:n_retire]:
+                summary["users_retired"] += self._retire(cid)
+            if picked[n_retire:]:
+                stamp = self._bump("users")
+                for cid in picked[n_retire:]:
+                    record = self.users.touch(cid, stamp)
+                    record.email = f"{cid}.{rng.getrandbits(20):05x}@students.example.org"
+                    summary["users_updated"] += 1
+            n_create = n_retire
+            if n_create:
+                stamp = self._bump("users")
+                for _ in range(n_create):
+                    cid = f"user-new-{rng.getrandbits(40):010x}"
+                    if self.users.get(cid) is None:
+                        self.users.add(self.new_user_record(
+                            cid, f"{cid}@students.example.org", f"{cid}@appleid.example.org", stamp))
+                        summary["users_created"] += 1
+        return summary
+
+    def _add_random_assignments(self, rng: random.Random, count: int) -> int:
+        if count <= 0:
+            return 0
+        device_assets = [a for a in self.assets.values() if a.device_assignable]
+        if not device_assets or not self.devices:
+            return 0
+        stamp = self._bump("assignments", "assets")
+        added = 0
+        attempts = 0
+        while added < count and attempts < count * 4:
+            attempts += 1
+            asset = device_assets[int(rng.random() * len(device_assets))]
+            if asset.available <= 0:
+                asset.total += 1 + count // len(device_assets)
+            serial = self.devices[int(rng.random() * len(self.devices))]
+            if self.assignments.add((asset.adam_id, asset.pricing_param, DEVICE, serial), stamp):
+                asset.assigned += 1
+                added += 1
+        return added
+
+    # ----------------------------------------------------------- inspection
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data to compare a mirror against."""
+        with self.lock:
+            self.process_due()
+            return {
+                "assets": {key: asset.to_json() for key, asset in self.assets.items()},
+                "assignments": set(self.assignments.stamps),
+                "users": {cid: self.users.records[rid].snapshot()
+                          for cid, rid in self.users.current.items()},
+            }
+
+    def version_ids(self) -> dict[str, str]:
+        with self.lock:
+            self.process_due()
+            return self.versions.as_dict()

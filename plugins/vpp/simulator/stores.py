@@ -1,0 +1,185 @@
+"""Indexed stores for assignments and users, plus per-dataset versionIds.
+
+Rows are kept in dicts in modification order (a modified row is re-inserted at
+the end), so every ordered list is sorted by its `stamp` (the dataset counter of
+its last write) and a `sinceVersionId` delta is a suffix found by bisection.
+Ordered key lists are rebuilt lazily, only after writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from bisect import bisect_right
+from typing import Iterable
+
+from .models import DEVICE, AssignmentKey, UserRecord
+
+DATASETS = ("assets", "assignments", "users")
+_NAMESPACE = uuid.UUID("7c1f3c52-8f47-4a7e-9d5b-5a4e6f0b9a11")
+
+
+class Versions:
+    """A counter per dataset and its uuid-looking versionId (uuid5 of seed, dataset, counter)."""
+
+    def __init__(self, seed: object) -> None:
+        self._seed = seed
+        self.counters: dict[str, int] = {name: 0 for name in DATASETS}
+        self._current: dict[str, str] = {}
+        self._known: dict[str, tuple[str, int]] = {}
+        for name in DATASETS:
+            self._register(name, 0)
+
+    def _register(self, name: str, counter: int) -> None:
+        version_id = str(uuid.uuid5(_NAMESPACE, f"{self._seed}/{name}/{counter}"))
+        self._current[name] = version_id
+        self._known[version_id] = (name, counter)
+
+    def bump(self, name: str) -> int:
+        """Record a write to `name`; returns the new counter (the stamp of written rows)."""
+        self.counters[name] += 1
+        self._register(name, self.counters[name])
+        return self.counters[name]
+
+    def current(self, name: str) -> str:
+        return self._current[name]
+
+    def counter_of(self, name: str, version_id: str) -> int | None:
+        """The counter a versionId of `name` stands for, or None when unknown."""
+        found = self._known.get(version_id)
+        if found is None or found[0] != name:
+            return None
+        return found[1]
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._current)
+
+
+def since_suffix(keys: list, since: int, stamp_of) -> list:
+    """The rows of a stamp-ordered list written after counter `since`."""
+    return keys[bisect_right(keys, since, key=stamp_of):]
+
+
+class AssignmentStore:
+    """Assignments keyed by (adamId, pricingParam, kind, value) with adamId and target indexes."""
+
+    def __init__(self) -> None:
+        self.stamps: dict[AssignmentKey, int] = {}
+        self._by_adam: dict[str, dict[AssignmentKey, None]] = {}
+        self._by_serial: dict[str, dict[AssignmentKey, None]] = {}
+        self._by_user: dict[str, dict[AssignmentKey, None]] = {}
+        self._keys: list[AssignmentKey] | None = None
+        self._adam_keys: dict[str, list[AssignmentKey]] = {}
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.stamps
+
+    def stamp_of(self, key: AssignmentKey) -> int:
+        return self.stamps[key]
+
+    def add(self, key: AssignmentKey, stamp: int) -> bool:
+        """Insert a new assignment; False if it already exists (then nothing changes)."""
+        if key in self.stamps:
+            return False
+        self.stamps[key] = stamp
+        self._by_adam.setdefault(key[0], {})[key] = None
+        (self._by_serial if key[2] == DEVICE else self._by_user).setdefault(key[3], {})[key] = None
+        self._keys = None
+        self._adam_keys.pop(key[0], None)
+        return True
+
+    def remove(self, key: AssignmentKey) -> bool:
+        """Delete an assignment; False if absent."""
+        if self.stamps.pop(key, None) is None:
+            return False
+        for index, sub in ((self._by_adam, key[0]),
+                           (self._by_serial if key[2] == DEVICE else self._by_user, key[3])):
+            rows = index[sub]
+            del rows[key]
+            if not rows:
+                del index[sub]
+        self._keys = None
+        self._adam_keys.pop(key[0], None)
+        return True
+
+    def bulk_load(self, keys: Iterable[AssignmentKey], stamp: int) -> None:
+        """Fast initial load (keys must be new and unique)."""
+        for key in keys:
+            self.add(key, stamp)
+
+    def keys(self) -> list[AssignmentKey]:
+        """All assignments in stamp order."""
+        if self._keys is None:
+            self._keys = list(self.stamps)
+        return self._keys
+
+    def keys_for_adam(self, adam_id: str) -> list[AssignmentKey]:
+        cached = self._adam_keys.get(adam_id)
+        if cached is None:
+            cached = list(self._by_adam.get(adam_id, ()))
+            self._adam_keys[adam_id] = cached
+        return cached
+
+    def keys_for_serial(self, serial: str) -> list[AssignmentKey]:
+        return list(self._by_serial.get(serial, ()))
+
+    def keys_for_user(self, client_user_id: str) -> list[AssignmentKey]:
+        return list(self._by_user.get(client_user_id, ()))
+
+    def keys_for_asset(self, adam_id: str, pricing_param: str) -> list[AssignmentKey]:
+        return [k for k in self._by_adam.get(adam_id, ()) if k[1] == pricing_param]
+
+    def serials(self) -> list[str]:
+        return list(self._by_serial)
+
+
+class UserStore:
+    """User records in stamp order; `current` maps a clientUserId to its latest record."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, UserRecord] = {}
+        self.current: dict[str, str] = {}
+        self._by_cid: dict[str, list[str]] = {}
+        self._keys: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, client_user_id: str) -> UserRecord | None:
+        """The latest record of a clientUserId (possibly Retired)."""
+        record_id = self.current.get(client_user_id)
+        return None if record_id is None else self.records[record_id]
+
+    def add(self, record: UserRecord) -> str:
+        """Store a new record (a new incarnation when the clientUserId exists); returns its id."""
+        cid = record.client_user_id
+        history = self._by_cid.setdefault(cid, [])
+        record_id = cid if not history else f"{cid}#{len(history)}"
+        history.append(record_id)
+        self.records[record_id] = record
+        self.current[cid] = record_id
+        self._keys = None
+        return record_id
+
+    def touch(self, client_user_id: str, stamp: int) -> UserRecord:
+        """Mark the latest record of a clientUserId modified at `stamp` (moves it to the end)."""
+        record_id = self.current[client_user_id]
+        record = self.records.pop(record_id)
+        record.stamp = stamp
+        self.records[record_id] = record
+        self._keys = None
+        return record
+
+    def record_ids(self) -> list[str]:
+        if self._keys is None:
+            self._keys = list(self.records)
+        return self._keys
+
+    def record_ids_for(self, client_user_id: str) -> list[str]:
+        ids = self._by_cid.get(client_user_id, [])
+        return sorted(ids, key=lambda rid: self.records[rid].stamp)
+
+    def stamp_of(self, record_id: str) -> int:
+        return self.records[record_id].stamp
