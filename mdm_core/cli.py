@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from mdm_core.errors import MdmError
 from mdm_core.host import Host, create_host
 from mdm_core.output import print_json, print_table
-from mdm_core.plugins import hooks_of
+from mdm_core.plugins import call_hook, hooks_of
 
 log = logging.getLogger("mdm")
 
@@ -54,7 +54,7 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="print JSON")
     jobs.set_defaults(func=cmd_jobs)
 
-    host.pm.hook.mdm_register_cli(subparsers=sub, host=host)
+    call_hook(host.pm, "mdm_register_cli", subparsers=sub, host=host)
     return parser
 
 
@@ -146,9 +146,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mdm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(prog="mdm", add_help=False)
     _global_options(pre)
-    early, _ = pre.parse_known_args(argv)
+    try:
+        early, _ = pre.parse_known_args(argv)
+    except SystemExit as exc:  # `--config` without a value: one line, exit 2
+        return _exit_code(exc)
     setup_logging(early.verbose, early.quiet)
     host = None
     try:
@@ -159,9 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MdmError as exc:
         print(f"mdm: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # --help, or argparse's one-line usage error (exit 2)
+        return _exit_code(exc)
     except KeyboardInterrupt:
         print("mdm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mdm ... | head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         if early.verbose:
             log.exception("unexpected error")
@@ -170,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if host is not None:
             host.close()
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

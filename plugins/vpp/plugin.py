@@ -1,1 +1,125 @@
-"""VPP plugin hook implementations."""
+"""The VPP plugin's hook implementations: tables, configuration, commands, jobs, requests."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import hookimpl
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pluggy
+
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler
+
+PLUGIN_NAME = "vpp"
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+    """Declare the VPP plugin's own hooks (requests and events)."""
+    from plugins.vpp import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def mdm_config_sections() -> dict[str, type]:
+    """``[vpp]``."""
+    from plugins.vpp.settings import VppSettings
+
+    return {"vpp": VppSettings}
+
+
+@hookimpl
+def mdm_register_tables() -> list[type]:
+    """The ``vpp_*`` tables."""
+    from plugins.vpp.models import VPP_TABLES
+
+    return list(VPP_TABLES)
+
+
+@hookimpl
+def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+    """``mdm vpp ...`` and ``mdm demo``."""
+    from plugins.vpp import cli
+
+    cli.register(subparsers)
+
+
+@hookimpl
+def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+    """One sync job per account at its interval, and a job that follows account changes."""
+    from plugins.vpp.jobs import refresh_account_jobs
+    from plugins.vpp.accounts import settings
+
+    refresh_account_jobs(host, scheduler)
+    scheduler.add("vpp.accounts", settings(host).accounts_refresh, lambda: refresh_account_jobs(host, scheduler), plugin=PLUGIN_NAME)
+
+
+@hookimpl
+def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float) -> list[dict[str, Any]]:
+    """Sync one account or all (see the hookspec)."""
+    from plugins.vpp.runner import sync_accounts
+
+    return sync_accounts(host, account, full=full, trigger=trigger, wait=wait)
+
+
+@hookimpl
+def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]]:
+    """The accounts, without tokens."""
+    from plugins.vpp.accounts import list_accounts
+
+    return list_accounts(host)
+
+
+@hookimpl
+def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]]:
+    """The mirrored assets."""
+    from plugins.vpp.views import list_assets
+
+    return list_assets(host, account)
+
+
+@hookimpl
+def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[dict[str, Any]]:
+    """The mirrored licenses."""
+    from plugins.vpp.views import list_licenses
+
+    return list_licenses(host, account, adam_id, serial_number, client_user_id)
+
+
+@hookimpl
+def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]]:
+    """The mirrored VPP users."""
+    from plugins.vpp.views import list_users
+
+    return list_users(host, account)
+
+
+@hookimpl
+def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> dict[str, Any]:
+    """Associate licenses and follow Apple's events."""
+    from plugins.vpp.operations import manage_licenses
+
+    return manage_licenses(host, account, adam_id, pricing_param, serial_numbers, client_user_ids, wait=wait, associate=True)
+
+
+@hookimpl
+def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> dict[str, Any]:
+    """Disassociate licenses and follow Apple's events."""
+    from plugins.vpp.operations import manage_licenses
+
+    return manage_licenses(host, account, adam_id, pricing_param, serial_numbers, client_user_ids, wait=wait, associate=False)
+
+
+@hookimpl
+def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Content metadata for these adamIds."""
+    from plugins.vpp.operations import lookup_metadata
+
+    return lookup_metadata(host, account, adam_ids)

@@ -1,0 +1,308 @@
+"""VPP accounts: add (claim the location), renew, re-time, remove, list; and their clients.
+
+The token is decrypted only to build a client; it never leaves this module in clear except
+as the client's bearer value.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import utcnow
+
+from .client import DEFAULT_SERVICE_URL, AppsBooksClient
+from .errors import MdmConflictError, VppError
+from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from .retry import RetryPolicy
+from .settings import VppSettings
+from .stoken import SToken, TokenFileError, load_token_file
+from .token_state import ACTIONS, BLOCKING, as_utc, describe, expiry_state
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MIN_INTERVAL = 60
+
+
+def settings(host: "Host") -> VppSettings:
+    """The validated ``[vpp]`` section."""
+    return host.config.section("vpp", VppSettings)
+
+
+def read_token(path: str) -> SToken:
+    """Load a token file; a bad or expired one is a one-line usage error."""
+    try:
+        token = load_token_file(path)
+    except TokenFileError as exc:
+        raise UsageError(str(exc)) from None
+    if token.is_expired():
+        raise UsageError(
+            f"token file {path} expired on {token.expires_at:%Y-%m-%d}: download a new token from "
+            "Apple School Manager or Apple Business Manager (Settings > Apps and Books)"
+        )
+    return token
+
+
+def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None) -> AppsBooksClient:
+    """A client with the host's timeouts and retry bounds."""
+    s = settings(host)
+    return AppsBooksClient(
+        token,
+        service_url,
+        mdm_info_id=mdm_info_id,
+        timeout=(min(10.0, s.request_timeout), s.request_timeout),
+        retry=RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait),
+    )
+
+
+def account_token(host: "Host", account: VppAccount) -> SToken:
+    """Decrypt an account's token."""
+    return SToken.parse(host.secrets.decrypt(account.token_ciphertext), source=f"stored token of account {account.name}")
+
+
+def client_for(host: "Host", account: VppAccount) -> AppsBooksClient:
+    """A client for a stored account, checking that ``mdmInfo`` is still ours."""
+    return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id)
+
+
+def get_account(session: Session, name: str) -> VppAccount:
+    """The account called ``name``, or a one-line error listing the known ones."""
+    account = session.execute(select(VppAccount).where(VppAccount.name == name)).scalar_one_or_none()
+    if account is None:
+        names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
+        known = f"known accounts: {', '.join(names)}" if names else "add one with `mdm vpp account add`"
+        raise MdmError(f"no VPP account named '{name}' ({known})")
+    return account
+
+
+def _mdm_info(host: "Host", mdm_info_id: str) -> dict[str, str]:
+    return {"id": mdm_info_id, "name": settings(host).mdm_name[:100], "metadata": socket.getfqdn()[:255]}
+
+
+def _other_mdm(mdm_info: Any) -> str:
+    if not isinstance(mdm_info, dict):
+        return "another MDM"
+    name, metadata = mdm_info.get("name") or "another MDM", mdm_info.get("metadata")
+    return f"{name} ({metadata})" if metadata else str(name)
+
+
+def _vpp_failure(action: str, exc: VppError) -> MdmError:
+    return MdmError(f"{action}: {exc}")
+
+
+def add_account(
+    host: "Host", name: str, token_file: str, *, interval: int | None = None, service_url: str | None = None, take_over: bool = False
+) -> dict[str, Any]:
+    """Add an account: validate the token, read the location, refuse conflicts, claim it."""
+    if not NAME_RE.match(name):
+        raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
+    interval = _check_interval(interval if interval is not None else settings(host).default_interval)
+    token = read_token(token_file)
+    service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
+    with host.db.session() as session:
+        if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
+            raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
+    mdm_info_id = str(uuid.uuid4())
+    with make_client(host, token, service_url, None) as client:
+        try:
+            config = client.get_client_config()
+        except VppError as exc:
+            raise _vpp_failure(f"cannot read the location of token file {token_file} from {service_url}", exc) from None
+        uid = str(config.get("uId") or "")
+        if not uid:
+            raise MdmError(f"{service_url} answered client/config without a uId: check --service-url")
+        with host.db.session() as session:
+            other = session.execute(select(VppAccount.name).where(VppAccount.uid == uid)).scalar_one_or_none()
+        if other:
+            raise UsageError(f"this token's location {config.get('locationName') or uid} is already account '{other}': renew it with `mdm vpp account set {other} --token-file {token_file}`")
+        current = config.get("mdmInfo")
+        if isinstance(current, dict) and current.get("id") and not take_over:
+            raise MdmError(
+                f"location {config.get('locationName') or uid} is managed by {_other_mdm(current)}: "
+                "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over"
+            )
+        try:
+            client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id))
+        except VppError as exc:
+            raise _vpp_failure("cannot claim the location (POST client/config)", exc) from None
+
+    expires = _expiry_from(config, token)
+    account = VppAccount(
+        name=name, uid=uid, org_name=token.org_name, location_name=config.get("locationName"),
+        country=config.get("countryISO2ACode"), default_platform=config.get("defaultPlatform"), website_url=config.get("websiteURL"),
+        service_url=service_url, token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint,
+        token_expires_at=expires, mdm_info_id=mdm_info_id, interval_seconds=interval, token_state=expiry_state(expires),
+    )
+
+    def work(session: Session) -> None:
+        session.add(account)
+        session.flush()
+        _record_state(host, session, account, None, account.token_state, None)
+
+    host.db.run_write(work)
+    host.deliver_events()
+    return describe_account(account)
+
+
+def set_account(host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None) -> dict[str, Any]:
+    """Re-time an account, or renew its token (the new token must belong to the same location)."""
+    if interval is None and token_file is None:
+        raise UsageError("nothing to change: give --interval SECONDS and/or --token-file PATH")
+    with host.db.session() as session:
+        account = get_account(session, name)
+    updates: dict[str, Any] = {}
+    if interval is not None:
+        updates["interval_seconds"] = _check_interval(interval)
+    if token_file is not None:
+        token = read_token(token_file)
+        with make_client(host, token, account.service_url, None) as client:
+            try:
+                config = client.get_client_config()
+            except VppError as exc:
+                raise _vpp_failure(f"cannot check token file {token_file}", exc) from None
+            if str(config.get("uId")) != account.uid:
+                raise UsageError(
+                    f"token file {token_file} belongs to location {config.get('locationName') or config.get('uId')}, "
+                    f"not to account '{name}' ({account.location_name}): add it as a new account instead"
+                )
+            current = config.get("mdmInfo")
+            if not isinstance(current, dict) or current.get("id") != account.mdm_info_id:
+                client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))
+        expires = _expiry_from(config, token)
+        updates.update(
+            token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint, token_expires_at=expires,
+            token_state=expiry_state(expires), state_detail=None, paused=False,
+        )
+
+    def work(session: Session) -> VppAccount:
+        row = get_account(session, name)
+        previous = row.token_state
+        for key, value in updates.items():
+            setattr(row, key, value)
+        session.add(row)
+        if "token_state" in updates and previous != row.token_state:
+            _record_state(host, session, row, previous, row.token_state, None)
+        return row
+
+    row = host.db.run_write(work)
+    host.deliver_events()
+    return describe_account(row)
+
+
+def remove_account(host: "Host", name: str) -> None:
+    """Forget an account and its mirror; subscribers hear its assets removed."""
+
+    def work(session: Session) -> None:
+        account = get_account(session, name)
+        assets = [asset_dict(a, account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
+        for start in range(0, len(assets), 500):
+            host.events.record(session, "vpp_assets_removed", {"account": account.name, "assets": assets[start:start + 500]})
+        for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
+            session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
+        session.delete(account)
+
+    host.db.run_write(work)
+    host.deliver_events()
+
+
+def list_accounts(host: "Host") -> list[dict[str, Any]]:
+    """Every account, described without its token."""
+    with host.db.session() as session:
+        return [describe_account(a) for a in session.execute(select(VppAccount).order_by(VppAccount.name)).scalars()]
+
+
+def describe_account(account: VppAccount) -> dict[str, Any]:
+    """Plain values for `account list` and the ``mdm_vpp_accounts`` hook (never the token)."""
+    state = effective_state(account)
+    return {
+        "name": account.name,
+        "locationName": account.location_name,
+        "orgName": account.org_name,
+        "uId": account.uid,
+        "countryISO2ACode": account.country,
+        "defaultPlatform": account.default_platform,
+        "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(),
+        "token_state": state,
+        "token_status": describe(state, account.token_expires_at, account.state_detail),
+        "action": ACTIONS[state],
+        "paused": account.paused,
+        "interval_seconds": account.interval_seconds,
+        "service_url": account.service_url,
+        "last_sync_at": as_utc(account.last_sync_at).isoformat() if account.last_sync_at else None,
+        "last_sync_result": account.last_sync_result,
+    }
+
+
+def effective_state(account: VppAccount, now: datetime | None = None) -> str:
+    """A blocking state Apple told us about, else the state the expiry date gives."""
+    if account.token_state in BLOCKING:
+        return account.token_state
+    return expiry_state(account.token_expires_at, now)
+
+
+def set_token_state(host: "Host", session: Session, account: VppAccount, state: str, detail: str | None, *, pause: bool) -> None:
+    """Change an account's token state in the caller's transaction, with its event."""
+    previous = account.token_state
+    account.token_state, account.state_detail = state, detail
+    if pause:
+        account.paused = True
+    session.add(account)
+    if previous != state:
+        _record_state(host, session, account, previous, state, detail)
+
+
+def _record_state(host: "Host", session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
+    host.events.record(session, "vpp_token_state_changed", {
+        "account": account.name, "previous": previous, "state": state, "detail": detail,
+        "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(), "action": ACTIONS[state].replace("NAME", account.name),
+    })
+
+
+def asset_dict(asset: VppAsset, account: str) -> dict[str, Any]:
+    """A mirrored asset with Apple's field names."""
+    return {
+        "account": account, "adamId": asset.adam_id, "pricingParam": asset.pricing_param, "productType": asset.product_type,
+        "assignedCount": asset.assigned_count, "availableCount": asset.available_count, "retiredCount": asset.retired_count,
+        "totalCount": asset.total_count, "deviceAssignable": asset.device_assignable, "revocable": asset.revocable,
+        "supportedPlatforms": list(asset.supported_platforms or []),
+    }
+
+
+def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
+    """Apple's ``tokenExpirationDate`` when given, else the token's own ``expDate``."""
+    value = config.get("tokenExpirationDate")
+    if isinstance(value, str):
+        try:
+            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+    return token.expires_at
+
+
+def _check_interval(interval: int) -> int:
+    if interval < MIN_INTERVAL:
+        raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {MIN_INTERVAL} seconds")
+    return interval
+
+
+def account_count(host: "Host") -> int:
+    """How many accounts exist."""
+    with host.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(VppAccount)).scalar_one())
+
+
+def now_utc() -> datetime:
+    """The current UTC time."""
+    return datetime.now(timezone.utc)
+
+
+__all__ = ["add_account", "set_account", "remove_account", "list_accounts", "client_for", "utcnow"]

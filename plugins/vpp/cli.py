@@ -1,0 +1,232 @@
+"""``mdm vpp ...`` commands and ``mdm demo``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(subparsers: Any) -> None:
+    """Add ``vpp`` and ``demo`` to the ``mdm`` parser."""
+    vpp = subparsers.add_parser("vpp", help="Apple Apps and Books (VPP) accounts, sync and mirror",
+                                description="Apple Apps and Books (VPP): accounts, sync, and the mirrored assets, licenses and users.")
+    sub = vpp.add_subparsers(dest="vpp_cmd", required=True, metavar="COMMAND")
+
+    account = sub.add_parser("account", help="manage VPP accounts (locations and their tokens)")
+    asub = account.add_subparsers(dest="account_cmd", required=True, metavar="COMMAND")
+    add = asub.add_parser("add", help="add an account from a .vpptoken file and claim its location",
+                          description="Decode the token, read the location from Apple, refuse a location another MDM manages (unless --take-over), then claim it.")
+    add.add_argument("name", metavar="NAME", help="a short name for the account")
+    add.add_argument("--token-file", required=True, metavar="PATH", help="the .vpptoken file from Apple School/Business Manager")
+    add.add_argument("--interval", type=int, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
+    add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
+    add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
+    add.set_defaults(func=_account_add)
+    lst = asub.add_parser("list", help="list accounts with token state and last sync")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_account_list)
+    set_ = asub.add_parser("set", help="change an account's interval or renew its token")
+    set_.add_argument("name", metavar="NAME")
+    set_.add_argument("--interval", type=int, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
+    set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
+    set_.set_defaults(func=_account_set)
+    rm = asub.add_parser("remove", help="forget an account and its mirror")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(func=_account_remove)
+
+    sync = sub.add_parser("sync", help="sync one account or all now", description="Sync now (incremental when possible). Exit 1 if a sync failed or was already running.")
+    sync.add_argument("name", nargs="?", metavar="NAME", help="the account (default: all)")
+    sync.add_argument("--full", action="store_true", help="read everything again instead of the changes")
+    sync.add_argument("--wait", type=float, metavar="SECONDS", help="wait this long for a running sync of the same account (default: [vpp] lock_wait)")
+    sync.add_argument("--json", action="store_true", help="print the reports as JSON")
+    sync.set_defaults(func=_sync)
+
+    runs = sub.add_parser("runs", help="recent sync runs (trigger, mode, counts, error)")
+    runs.add_argument("name", nargs="?", metavar="NAME")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(func=_runs)
+
+    assets = sub.add_parser("assets", help="mirrored assets with their license counts")
+    assets.add_argument("--account", metavar="NAME")
+    assets.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    assets.set_defaults(func=_assets)
+
+    licenses = sub.add_parser("licenses", help="mirrored licenses (user and device licenses of assets)")
+    licenses.add_argument("--account", metavar="NAME")
+    licenses.add_argument("--asset", metavar="ADAM_ID")
+    licenses.add_argument("--device", metavar="SERIAL")
+    licenses.add_argument("--user", metavar="CLIENT_USER_ID")
+    licenses.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    licenses.set_defaults(func=_licenses)
+
+    users = sub.add_parser("users", help="mirrored VPP users; `register` creates VPP users for MDM users")
+    users.add_argument("--account", metavar="NAME")
+    users.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    users.set_defaults(func=_users)
+    usub = users.add_subparsers(dest="users_cmd", required=False, metavar="COMMAND")
+    reg = usub.add_parser("register", help="create VPP users for MDM users (clientUserId = MDM user id)",
+                          description="Users with a Managed Apple ID are associated at once; others get an invitation URL.")
+    reg.add_argument("users", nargs="+", metavar="MDM_USER")
+    reg.add_argument("--account", metavar="NAME", help="the account (needed when there are several)")
+    reg.add_argument("--json", action="store_true", help="print JSON")
+    reg.set_defaults(func=_users_register)
+
+    sim = sub.add_parser("simulator", help="a local Apple-compatible Apps and Books service")
+    ssub = sim.add_subparsers(dest="sim_cmd", required=True, metavar="COMMAND")
+    serve = ssub.add_parser("serve", help="run the simulator and write a matching .vpptoken file")
+    from plugins.vpp.simulator.cli import add_serve_arguments
+
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_sim_serve)
+
+    demo = subparsers.add_parser("demo", help="the whole flow against the local simulator",
+                                 description="Start the simulator, enrol devices and users, add the account, sync, show, change Apple's side, sync again, show what changed.")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed")
+    demo.set_defaults(func=_demo)
+
+
+def _account_add(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.accounts import add_account
+
+    account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over)
+    print(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    return 0
+
+
+def _account_list(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.accounts import list_accounts
+
+    rows = list_accounts(host)
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            row["expires"] = row["tokenExpirationDate"][:10]
+        print_table(rows, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"], empty="no VPP accounts: add one with `mdm vpp account add`")
+        for row in rows:
+            if row["token_state"] != "valid":
+                print(f"{row['name']}: {row['action'].replace('NAME', row['name'])}")
+    return 0
+
+
+def _account_set(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.accounts import set_account
+
+    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file)
+    print(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    return 0
+
+
+def _account_remove(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.accounts import remove_account
+
+    remove_account(host, args.name)
+    print(f"removed account {args.name}")
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """One line per sync report."""
+    if report["status"] != "ok":
+        return f"{report['account']}: {report['status']}" + (f": {report['error']}" if report.get("error") else "")
+    c = report["counts"]
+    parts = [f"{name} +{v.get('added', 0)} ~{v.get('changed', 0)} -{v.get('removed', 0)}" for name, v in c.items() if name != "licenses"]
+    lic = c.get("licenses", {})
+    parts.append(f"licenses +{lic.get('added', 0)} -{lic.get('removed', 0)}")
+    retired = c.get("users", {}).get("retired", 0)
+    extra = f", users retired {retired}" if retired else ""
+    return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {'; '.join(parts)}{extra}"
+
+
+def _sync(host: "Host", args: argparse.Namespace) -> int:
+    reports = host.pm.hook.mdm_vpp_sync(host=host, account=args.name, full=args.full, trigger="manual", wait=args.wait)
+    if args.json:
+        print_json(reports)
+    elif not reports:
+        print("no VPP accounts: add one with `mdm vpp account add`")
+    else:
+        for report in reports:
+            print(format_report(report))
+    return 0 if all(r["status"] == "ok" for r in reports) else 1
+
+
+def _runs(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.runner import recent_runs
+
+    rows = recent_runs(host, args.name, args.limit)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
+    return 0
+
+
+def _assets(host: "Host", args: argparse.Namespace) -> int:
+    rows = host.pm.hook.mdm_vpp_assets(host=host, account=args.account)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
+                           "deviceAssignable", "revocable", "supportedPlatforms"], empty="no assets: run `mdm vpp sync`")
+    return 0
+
+
+def _licenses(host: "Host", args: argparse.Namespace) -> int:
+    rows = host.pm.hook.mdm_vpp_licenses(host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
+    return 0
+
+
+def _users(host: "Host", args: argparse.Namespace) -> int:
+    rows = host.pm.hook.mdm_vpp_users(host=host, account=args.account)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
+    return 0
+
+
+def _users_register(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.accounts import list_accounts
+    from plugins.vpp.operations import register_users
+    from mdm_core.errors import UsageError
+
+    account = args.account
+    if account is None:
+        names = [a["name"] for a in list_accounts(host)]
+        if len(names) != 1:
+            raise UsageError("give --account NAME" + (f" (one of {', '.join(names)})" if names else ": no VPP account yet"))
+        account = names[0]
+    rows = register_users(host, account, args.users)
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            if row["status"] == "Associated":
+                print(f"{row['clientUserId']}: associated")
+            elif row["status"] == "Registered":
+                print(f"{row['clientUserId']}: registered; send the invitation: {row['invitationUrl']}")
+            else:
+                print(f"{row['clientUserId']}: failed: {row['errorMessage']} (Apple error {row['errorNumber']})")
+    return 0 if all(r["status"] != "FAILED" for r in rows) else 1
+
+
+def _sim_serve(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.simulator.cli import serve
+
+    return serve(args)
+
+
+def _demo(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.demo import run_demo
+
+    return run_demo(host, seed=args.seed)

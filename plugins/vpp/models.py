@@ -1,0 +1,149 @@
+"""``vpp_*`` tables: accounts, the mirror of Apple's assets, users and licenses, sync runs.
+
+Imported only when the plugin registers its tables. Staging tables hold the pages of a
+running sync, keyed by the run, so that memory does not grow with the account and the
+mirror changes in one final transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from mdm_core.models import utcnow
+
+
+class VppAccount(SQLModel, table=True):
+    """A VPP location and its (encrypted) token."""
+
+    __tablename__ = "vpp_account"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    uid: str = Field(max_length=64, unique=True)
+    org_name: Optional[str] = Field(default=None, max_length=255)
+    location_name: Optional[str] = Field(default=None, max_length=255)
+    country: Optional[str] = Field(default=None, max_length=8)
+    default_platform: Optional[str] = Field(default=None, max_length=32)
+    website_url: Optional[str] = Field(default=None, max_length=255)
+    invitation_template: Optional[str] = Field(default=None, max_length=512)  # service config's invitationEmail
+    service_url: str = Field(max_length=512)
+    token_ciphertext: str
+    token_fingerprint: str = Field(max_length=64)
+    token_expires_at: datetime
+    mdm_info_id: str = Field(max_length=64)
+    interval_seconds: int = 3600
+    token_state: str = Field(default="valid", max_length=32)
+    state_detail: Optional[str] = None
+    paused: bool = False
+    assets_version_id: Optional[str] = Field(default=None, max_length=128)
+    users_version_id: Optional[str] = Field(default=None, max_length=128)
+    assignments_version_id: Optional[str] = Field(default=None, max_length=128)
+    last_sync_at: Optional[datetime] = None
+    last_sync_result: Optional[str] = None
+    last_full_sync_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def __repr__(self) -> str:
+        return f"VppAccount(name={self.name!r}, uid={self.uid!r}, token_state={self.token_state!r})"
+
+
+class VppAsset(SQLModel, table=True):
+    """An asset of an account, with Apple's counts."""
+
+    __tablename__ = "vpp_asset"
+
+    account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
+    adam_id: str = Field(primary_key=True, max_length=32)
+    pricing_param: str = Field(primary_key=True, max_length=8)
+    product_type: str = Field(max_length=16)
+    assigned_count: int = 0
+    available_count: int = 0
+    retired_count: int = 0
+    total_count: int = 0
+    device_assignable: bool = False
+    revocable: bool = False
+    supported_platforms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class VppUser(SQLModel, table=True):
+    """The current VPP user record of a ``clientUserId`` (live, else the latest retired)."""
+
+    __tablename__ = "vpp_user"
+
+    account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
+    client_user_id: str = Field(primary_key=True, max_length=255)
+    email: Optional[str] = Field(default=None, max_length=255)
+    status: str = Field(max_length=16)
+    id_hash: Optional[str] = Field(default=None, max_length=255)
+    invite_code: Optional[str] = Field(default=None, max_length=255)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class VppLicense(SQLModel, table=True):
+    """One assignment: a license of an asset held by a device (``kind`` device) or a user."""
+
+    __tablename__ = "vpp_license"
+    __table_args__ = (Index("ix_vpp_license_target", "account_id", "kind", "target"),)
+
+    account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
+    adam_id: str = Field(primary_key=True, max_length=32)
+    pricing_param: str = Field(primary_key=True, max_length=8)
+    kind: str = Field(primary_key=True, max_length=8)  # "device" or "user"
+    target: str = Field(primary_key=True, max_length=255)  # serialNumber or clientUserId
+
+
+class VppSyncRun(SQLModel, table=True):
+    """One sync of one account: what triggered it, what it did, how it ended."""
+
+    __tablename__ = "vpp_sync_run"
+    __table_args__ = (Index("ix_vpp_sync_run_account", "account_id", "started_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
+    trigger: str = Field(max_length=32)
+    mode: str = Field(max_length=16)
+    status: str = Field(default="running", max_length=16)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+    pages: int = 0
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error_type: Optional[str] = Field(default=None, max_length=64)
+    error: Optional[str] = None
+
+
+class VppStageLicense(SQLModel, table=True):
+    """Assignments read by a running sync (deleted when it ends)."""
+
+    __tablename__ = "vpp_stage_license"
+    __table_args__ = (Index("ix_vpp_stage_license_key", "run_id", "adam_id", "pricing_param", "kind", "target"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(index=False)
+    adam_id: str = Field(max_length=32)
+    pricing_param: str = Field(max_length=8)
+    kind: str = Field(max_length=8)
+    target: str = Field(max_length=255)
+
+
+class VppStageUser(SQLModel, table=True):
+    """User records read by a running sync (deleted when it ends)."""
+
+    __tablename__ = "vpp_stage_user"
+    __table_args__ = (Index("ix_vpp_stage_user_key", "run_id", "client_user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int
+    client_user_id: str = Field(max_length=255)
+    email: Optional[str] = Field(default=None, max_length=255)
+    status: str = Field(max_length=16)
+    id_hash: Optional[str] = Field(default=None, max_length=255)
+    invite_code: Optional[str] = Field(default=None, max_length=255)
+    rank: int = 0  # 0 live, 1 retired or deleted: the live record wins
+
+
+VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppStageLicense, VppStageUser]

@@ -1,0 +1,161 @@
+"""Run syncs: the account lock, the sync-run record, failures and token states, reports.
+
+A token error (expired, revoked, invalid) or another MDM's claim pauses the account's
+scheduled syncs until the user acts (a manual sync or a renewed token): no retry storm.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError
+from mdm_core.locks import LockBusy
+from mdm_core.models import utcnow
+
+from .accounts import client_for, effective_state, get_account, set_token_state, settings
+from .errors import BadPageIndexError, InvalidVersionIdError, MdmConflictError, TokenError, VppError
+from .models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
+from .sync import AccountSync, choose_mode, monotonic_heartbeat
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+
+
+def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[dict[str, Any]]:
+    """Sync one account by name, or every account; one report each."""
+    with host.db.session() as session:
+        if account is not None:
+            names = [get_account(session, account).name]
+        else:
+            names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
+    return [sync_account(host, name, full=full, trigger=trigger, wait=wait) for name in names]
+
+
+def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> dict[str, Any]:
+    """Sync one account under its lock; never raises for a failed sync, reports it."""
+    s = settings(host)
+    with host.db.session() as session:
+        account = get_account(session, name)
+    report: dict[str, Any] = {"account": name, "trigger": trigger, "mode": None, "status": None, "error": None, "error_type": None}
+    if trigger == "schedule" and account.paused:
+        report.update(status="skipped", error=f"token {effective_state(account)}: waiting for the user to act")
+        return report
+    lock = host.lock(f"vpp.sync.{account.id}", ttl=s.lock_ttl)
+    try:
+        lock.acquire(wait=s.lock_wait if wait is None else wait)
+    except LockBusy:
+        report.update(status="already running", error=f"a sync of {name} is already running")
+        return report
+    try:
+        report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
+    finally:
+        lock.release()
+    host.deliver_events()
+    return report
+
+
+def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lock: Any, reconcile: int) -> dict[str, Any]:
+    _cleanup_interrupted(host, account.id)
+    mode = choose_mode(account, full, reconcile)
+    run_id = host.db.run_write(lambda s: _new_run(s, account.id, trigger, mode))
+    started = utcnow()
+    heartbeat = monotonic_heartbeat(lock.refresh, max(1.0, lock.ttl / 3))
+    client = None
+    try:
+        client = client_for(host, account)
+        client.get_client_config()  # the token works and mdmInfo is still ours
+        syncer = AccountSync(host, account, client, run_id, heartbeat)
+        try:
+            counts = syncer.run(mode)
+        except (InvalidVersionIdError, BadPageIndexError) as exc:
+            log.warning("account %s: %s; falling back to a full sync", account.name, exc)
+            _clear_stage(host, run_id)
+            mode = "full"
+            syncer = AccountSync(host, account, client, run_id, heartbeat)
+            counts = syncer.run(mode)
+        report = _report(account.name, trigger, mode, "ok", started, syncer.pages, counts, None, None)
+    except Exception as exc:  # recorded on the run; the mirror is unchanged
+        _clear_stage(host, run_id)
+        error_type = type(exc).__name__
+        message = str(exc) if isinstance(exc, (VppError, MdmError)) else f"{error_type}: {exc}"
+        message = " ".join(message.split())
+        if not isinstance(exc, (VppError, MdmError)):
+            log.exception("account %s: sync failed unexpectedly", account.name)
+        else:
+            log.error("account %s: sync failed: %s", account.name, message)
+        host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message))
+        report = _report(account.name, trigger, mode, "error", started, 0, {}, error_type, message)
+    finally:
+        if client is not None:
+            client.close()
+    with host.db.write_session() as session:
+        host.events.record(session, "vpp_sync_finished", report)
+        session.commit()
+    return report
+
+
+def _new_run(session: Session, account_id: int, trigger: str, mode: str) -> int:
+    run = VppSyncRun(account_id=account_id, trigger=trigger, mode=mode)
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    return run.id
+
+
+def _record_failure(host: "Host", session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
+    account = session.get(VppAccount, account_id)
+    run = session.get(VppSyncRun, run_id)
+    assert account is not None and run is not None
+    run.mode, run.status, run.finished_at, run.error_type, run.error = mode, "error", utcnow(), type(exc).__name__, message
+    session.add(run)
+    account.last_sync_at = utcnow()
+    account.last_sync_result = f"error: {message}"
+    if isinstance(exc, MdmConflictError):
+        other = exc.other_name or "another MDM"
+        set_token_state(host, session, account, "taken_over", f"{other} ({exc.other_metadata})" if exc.other_metadata else other, pause=True)
+    elif isinstance(exc, TokenError):
+        set_token_state(host, session, account, exc.token_state, None, pause=True)
+    session.add(account)
+
+
+def _cleanup_interrupted(host: "Host", account_id: int) -> None:
+    """Runs left ``running`` by a crash: mark them and drop their staged pages."""
+    with host.db.session() as session:
+        stale = list(session.execute(select(VppSyncRun.id).where(VppSyncRun.account_id == account_id, VppSyncRun.status == "running")).scalars())
+    for run_id in stale:
+        _clear_stage(host, run_id)
+        host.db.run_write(lambda s: s.execute(
+            update(VppSyncRun).where(VppSyncRun.id == run_id).values(status="interrupted", finished_at=utcnow(), error="the process stopped during this sync")
+        ))
+
+
+def _clear_stage(host: "Host", run_id: int) -> None:
+    def work(session: Session) -> None:
+        session.execute(delete(VppStageLicense).where(VppStageLicense.run_id == run_id))
+        session.execute(delete(VppStageUser).where(VppStageUser.run_id == run_id))
+
+    host.db.run_write(work)
+
+
+def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> dict[str, Any]:
+    finished = utcnow()
+    return {
+        "account": name, "trigger": trigger, "mode": mode, "status": status, "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(), "duration_s": round((finished - started).total_seconds(), 3), "pages": pages,
+        "counts": counts, "error_type": error_type, "error": error,
+    }
+
+
+def recent_runs(host: "Host", name: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest sync runs, newest first."""
+    query = select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id).order_by(VppSyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if name:
+        query = query.where(VppAccount.name == name)
+    with host.db.session() as session:
+        return [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
