@@ -1,0 +1,149 @@
+"""``mdm demo``: the whole flow against the local simulator, on the configured database.
+
+Every step runs a real ``mdm`` command in-process and prints it, so the output doubles as a
+walkthrough. Running it twice works: the demo account is replaced, devices and users upserted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.errors import MdmError
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+ACCOUNT = "demo"
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def _mdm(host: "Host", command: str) -> int:
+    """Run one ``mdm`` command in this process, printing it first."""
+    from mdm_core.cli import build_parser
+
+    print(f"$ mdm {command}", flush=True)
+    try:
+        args = build_parser(host).parse_args(shlex.split(command))
+        code = int(args.func(host, args) or 0)
+    except MdmError as exc:
+        print(f"mdm: error: {exc}", flush=True)
+        code = exc.exit_code
+    except SystemExit as exc:  # argparse refused the command
+        code = int(exc.code or 0)
+    sys.stdout.flush()
+    return code
+
+
+def _platforms_by_serial(snapshot: dict[str, Any]) -> dict[str, str]:
+    """A platform for each seeded device from the apps it holds (macOS-only app → Mac)."""
+    platforms = {key: asset.get("supportedPlatforms", []) for key, asset in _assets(snapshot).items()}
+    chosen: dict[str, str] = {}
+    for adam_id, pricing, kind, target in _assignments(snapshot):
+        if kind == "serialNumber" and platforms.get((adam_id, pricing)) == ["macOS"]:
+            chosen[target] = "macOS"
+    return chosen
+
+
+def _assets(snapshot: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    assets = snapshot["assets"]
+    if isinstance(assets, dict):
+        return assets
+    return {(a["adamId"], a["pricingParam"]): a for a in assets}
+
+
+def _assignments(snapshot: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [tuple(a) for a in snapshot["assignments"]]  # type: ignore[misc]
+
+
+def run_demo(host: "Host", *, seed: int = 7) -> int:
+    """Run the demo; returns the exit code."""
+    from mdm_core import inventory
+    from plugins.vpp.accounts import list_accounts, remove_account
+    from plugins.vpp.simulator import Simulator
+
+    started = time.monotonic()
+    var = host.config.var_dir / "demo"
+    var.mkdir(parents=True, exist_ok=True)
+    token_file = var / "demo.vpptoken"
+    has_apps = host.pm.has_plugin("mobile_apps")
+
+    _step("Starting the Apple Apps and Books simulator on loopback")
+    with Simulator(seed=seed, assets=12, devices=24, users=16, page_size=97, async_delay=0.2) as sim:
+        sim.write_token(token_file)
+        snapshot = sim.snapshot()
+        print(f"simulator at {sim.base_url}; token written to {token_file} (mode 0600)", flush=True)
+        print(f"database: {host.db.describe()}", flush=True)
+
+        _step("Enrolling devices and MDM users (the MDM side)")
+        macs = _platforms_by_serial(snapshot)
+        serials = sim.state.device_serials()
+        rows = []
+        for i, serial in enumerate(serials):
+            platform = macs.get(serial) or ("iPadOS" if i % 3 == 0 else "iOS")
+            rows.append(inventory.DeviceRow(serial, platform, None, {"macOS": "MacBookAir10,1", "iPadOS": "iPad13,18"}.get(platform, "iPhone15,2"), None))
+        users = [u for u in sim.state.user_records() if u.get("status") != "Retired"]
+        added_users = inventory.add_users(host, [inventory.UserRow(u["clientUserId"], u.get("email"), u.get("managedAppleId"), None) for u in users])
+        added_devices = inventory.add_devices(host, rows)
+        print(f"{len(users)} MDM users ({added_users[0]} new), {len(rows)} devices ({added_devices[0]} new): "
+              + ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.platform for r in rows).items())), flush=True)
+
+        if any(a["name"] == ACCOUNT for a in list_accounts(host)):
+            print(f"replacing the '{ACCOUNT}' account left by an earlier run", flush=True)
+            remove_account(host, ACCOUNT)
+
+        _step("Adding the VPP account (decodes the token, reads and claims the location)")
+        _mdm(host, f"vpp account add {ACCOUNT} --token-file {token_file} --service-url {sim.base_url} --interval 900")
+        _mdm(host, "vpp account list")
+
+        _step("Full sync: assets, users and licenses")
+        if _mdm(host, f"vpp sync {ACCOUNT}") != 0:
+            return 1
+        _mdm(host, f"vpp assets --account {ACCOUNT}")
+
+        asset = _asset_with_both(host)
+        _step(f"User licenses and device licenses of asset {asset}")
+        _mdm(host, f"vpp licenses --account {ACCOUNT} --asset {asset}")
+        if has_apps:
+            _step("The same assets published as installable mobile applications")
+            _mdm(host, "apps list")
+
+        _step("Meanwhile, in Apple School Manager: a new purchase, and a license removed")
+        new_adam, _ = sim.purchase(count=25, product_type="App", device_assignable=True, revocable=True, supported_platforms=("iOS",))
+        removed = next(a for a in _assignments(sim.snapshot()) if a[0] == asset and a[2] == "serialNumber")
+        sim.remove_in_portal(removed[0], removed[1], serial_number=removed[3])
+        print(f"purchased 25 licenses of new app {new_adam}; removed the license of {removed[0]} from device {removed[3]}", flush=True)
+
+        _step("Incremental sync: only what changed")
+        if _mdm(host, f"vpp sync {ACCOUNT}") != 0:
+            return 1
+        _mdm(host, f"vpp licenses --account {ACCOUNT} --device {removed[3]}")
+        _mdm(host, f"vpp assets --account {ACCOUNT}")
+        if has_apps:
+            _mdm(host, "apps list --platform iOS")
+            target = next((r for r in rows if r.platform in ("iOS", "iPadOS")), None)
+            if target is not None:
+                _step(f"Installing the new app on {target.serial_number} with a VPP license")
+                _mdm(host, f"apps install {new_adam} --device {target.serial_number} --wait 30")
+                _mdm(host, f"commands list --device {target.serial_number}")
+        _mdm(host, f"vpp runs {ACCOUNT} --limit 2")
+    print(f"\ndemo finished in {time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+def _asset_with_both(host: "Host") -> str:
+    """An asset that has both user and device licenses (else the most licensed one)."""
+    licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=ACCOUNT, adam_id=None, serial_number=None, client_user_id=None) or []
+    kinds: dict[str, set[str]] = {}
+    count: Counter[str] = Counter()
+    for lic in licenses:
+        kinds.setdefault(lic["adamId"], set()).add("device" if "serialNumber" in lic else "user")
+        count[lic["adamId"]] += 1
+    both = [a for a, k in kinds.items() if len(k) == 2]
+    return max(both or count, key=lambda a: count[a])
