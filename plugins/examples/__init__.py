@@ -1,0 +1,1 @@
+"""Example plugins, enabled by module path in ``[plugins] enabled``."""
