@@ -433,7 +433,7 @@ class AppsBooksClient:
             data = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         query = _encode_params(params)
-        all_secrets = [self._stoken.bearer(), *[s for s in secrets if s]]
+        all_secrets = [*self._stoken._secret_values(), *[s for s in secrets if s]]
 
         def send() -> dict[str, Any]:
             try:

@@ -51,10 +51,11 @@ def _aware(now: datetime | None) -> datetime:
 class SToken:
     """A parsed sToken. ``repr``/``str`` show only the organization and expiry."""
 
-    __slots__ = ("_raw", "org_name", "expires_at", "fingerprint")
+    __slots__ = ("_raw", "_inner", "org_name", "expires_at", "fingerprint")
 
-    def __init__(self, raw: str, org_name: str, expires_at: datetime) -> None:
+    def __init__(self, raw: str, org_name: str, expires_at: datetime, *, inner: str = "") -> None:
         self._raw = raw
+        self._inner = inner
         self.org_name = org_name
         self.expires_at = expires_at
         self.fingerprint = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
@@ -78,11 +79,15 @@ class SToken:
             raise _fail(source, "is empty")
         payload = _decode_payload(raw, source)
         org_name, expires_at = _read_fields(payload, source)
-        return cls(raw, org_name, expires_at)
+        return cls(raw, org_name, expires_at, inner=payload["token"])
 
     def bearer(self) -> str:
         """The raw sToken: the ``Authorization: Bearer`` value. Never log it."""
         return self._raw
+
+    def _secret_values(self) -> list[str]:
+        """Values to redact from messages (the raw token and its inner secret)."""
+        return [v for v in (self._raw, self._inner) if v]
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """True once ``now`` (default: current UTC time) reaches the expiry."""

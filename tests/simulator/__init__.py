@@ -1,0 +1,1 @@
+"""Tests of the Apple Apps and Books simulator (plugins/vpp/simulator)."""

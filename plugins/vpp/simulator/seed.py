@@ -14,6 +14,7 @@ _APP_SUFFIX = ["Pro", "Studio", "Kids", "Go", "Plus", "Lite", "HD", "Explorer", 
 _BOOK_WORDS = ["Introduction to", "A History of", "Field Guide to", "Essays on", "Handbook of"]
 _BOOK_TOPICS = ["Algebra", "Biology", "Poetry", "Physics", "Geography", "Music", "Ancient Rome"]
 _SERIAL_ALPHABET = string.ascii_uppercase + string.digits
+_SERIAL_TABLE = bytes(ord(_SERIAL_ALPHABET[i % 36]) for i in range(256))
 
 # (productType, pricingParam, deviceAssignable, revocable, platforms) forced for the first assets
 # so even a tiny seed has every kind the tests need.
@@ -85,9 +86,8 @@ def _seed_assets(state: SimState, rng: random.Random, count: int) -> None:
 
 def _seed_devices(state: SimState, rng: random.Random, count: int) -> None:
     seen: set[str] = set()
-    choices = rng.choices
     while len(seen) < count:
-        serial = "".join(choices(_SERIAL_ALPHABET, k=12))
+        serial = rng.randbytes(12).translate(_SERIAL_TABLE).decode("ascii")
         if serial not in seen:
             seen.add(serial)
             state.devices.append(serial)
@@ -120,39 +120,35 @@ def _seed_assignments(state: SimState, rng: random.Random, total: int) -> None:
     user_ids = [cid for cid, rid in state.users.current.items()
                 if state.users.records[rid].status == ASSOCIATED]
     serials = state.devices
-    store = state.assignments
-    stamps = store.stamps
     n_device = (2 * total) // 3 if user_ids else total
     n_user = total - n_device if asset_list else 0
     if not device_assets or not serials:
         n_device, n_user = 0, (total if user_ids and asset_list else 0)
+    chosen: dict[tuple[str, str, str, str], None] = {}
+    counts: dict[tuple[str, str], int] = {}
     rand = rng.random
     plans = ((n_device, device_assets, serials, DEVICE), (n_user, asset_list, user_ids, USER))
     for wanted, pool, targets, kind in plans:
         if not wanted or not pool or not targets:
             continue
-        capacity = len(pool) * len(targets)
-        wanted = min(wanted, capacity)
+        wanted = min(wanted, len(pool) * len(targets))
+        pool_keys = [a.key for a in pool]
         n_pool, n_targets = len(pool), len(targets)
-        added = attempts = 0
+        goal = len(chosen) + wanted
+        attempts = 0
         # Rejection sampling while sparse; an exhaustive sweep when nearly full.
-        while added < wanted and attempts < wanted * 3:
+        while len(chosen) < goal and attempts < wanted * 3:
             attempts += 1
-            asset = pool[int(rand() * n_pool)]
-            key = (asset.adam_id, asset.pricing_param, kind, targets[int(rand() * n_targets)])
-            if key not in stamps:
-                store.add(key, 0)
-                asset.assigned += 1
-                added += 1
-        if added < wanted:
-            for asset in pool:
-                for target in targets:
-                    if added >= wanted:
-                        break
-                    key = (asset.adam_id, asset.pricing_param, kind, target)
-                    if key not in stamps:
-                        store.add(key, 0)
-                        asset.assigned += 1
-                        added += 1
+            adam_id, pricing = pool_keys[int(rand() * n_pool)]
+            chosen[(adam_id, pricing, kind, targets[int(rand() * n_targets)])] = None
+        for adam_id, pricing in pool_keys:
+            for target in targets:
+                if len(chosen) >= goal:
+                    break
+                chosen[(adam_id, pricing, kind, target)] = None
+    for key in chosen:
+        counts[key[:2]] = counts.get(key[:2], 0) + 1
+    state.assignments.bulk_load(chosen, 0)
     for asset in asset_list:
+        asset.assigned = counts.get(asset.key, 0)
         asset.total = asset.assigned + 2 + int(rng.random() * (5 + asset.assigned // 4))

@@ -310,7 +310,12 @@ class SimState:
                      device_assignable: bool | None = None, min_available: int | None = None,
                      max_available: int | None = None, min_assigned: int | None = None,
                      max_assigned: int | None = None) -> list[Asset]:
-        """Assets matching every given filter, in purchase order."""
+        """Assets matching every given filter, in purchase order (cached until the next write)."""
+        cache_key = ("assets", adam_id, product_type, pricing_param, revocable, device_assignable,
+                     min_available, max_available, min_assigned, max_assigned)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
         rows = []
         for asset in self.assets.values():
             if adam_id is not None and asset.adam_id != adam_id:
@@ -333,7 +338,13 @@ class SimState:
             if max_assigned is not None and assigned > max_assigned:
                 continue
             rows.append(asset)
+        self._remember(cache_key, rows)
         return rows
+
+    def _remember(self, cache_key: tuple, rows: list) -> None:
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[cache_key] = rows
 
     def query_assignments(self, *, adam_id: str | None = None, pricing_param: str | None = None,
                           client_user_id: str | None = None, serial_number: str | None = None,
@@ -367,9 +378,7 @@ class SimState:
             checks.append(lambda k: k[2] == DEVICE or self._user_active(k[3]))
         if checks:
             rows = [k for k in rows if all(check(k) for check in checks)]
-        if len(self._cache) >= _CACHE_SIZE:
-            self._cache.clear()
-        self._cache[cache_key] = rows
+        self._remember(cache_key, rows)
         return rows
 
     def _user_active(self, client_user_id: str) -> bool:
@@ -403,9 +412,7 @@ class SimState:
             rows = [rid for rid in rows
                     if (not active_only or records[rid].active)
                     and (not retired_only or not records[rid].active)]
-        if len(self._cache) >= _CACHE_SIZE:
-            self._cache.clear()
-        self._cache[cache_key] = rows
+        self._remember(cache_key, rows)
         return rows
 
     # ------------------------------------------------------------ out-of-band
@@ -566,10 +573,11 @@ class SimState:
             self.process_due()
             keys = self.assignments.keys()
             n_changes = int(round(len(keys) * fraction))
-            to_remove = rng.sample(keys, min(len(keys), n_changes // 2 + n_changes % 2))
-            summary["assignments_removed"] = self._remove_assignments(
-                k for k in to_remove if self._revocable(k))
-            summary["assignments_added"] = self._add_random_assignments(rng, n_changes // 2)
+            to_remove = [k for k in rng.sample(keys, min(len(keys), n_changes // 2 + n_changes % 2))
+                         if self._revocable(k)]
+            summary["assignments_removed"] = self._remove_assignments(to_remove)
+            summary["assignments_added"] = self._add_random_assignments(rng, n_changes // 2,
+                                                                        set(to_remove))
             current = [cid for cid, rid in self.users.current.items() if self.users.records[rid].active]
             n_users = int(round(len(current) * fraction))
             picked = rng.sample(current, min(len(current), n_users))
@@ -593,7 +601,8 @@ class SimState:
                         summary["users_created"] += 1
         return summary
 
-    def _add_random_assignments(self, rng: random.Random, count: int) -> int:
+    def _add_random_assignments(self, rng: random.Random, count: int,
+                                exclude: set[AssignmentKey]) -> int:
         if count <= 0:
             return 0
         device_assets = [a for a in self.assets.values() if a.device_assignable]
@@ -608,7 +617,8 @@ class SimState:
             if asset.available <= 0:
                 asset.total += 1 + count // len(device_assets)
             serial = self.devices[int(rng.random() * len(self.devices))]
-            if self.assignments.add((asset.adam_id, asset.pricing_param, DEVICE, serial), stamp):
+            key = (asset.adam_id, asset.pricing_param, DEVICE, serial)
+            if key not in exclude and self.assignments.add(key, stamp):
                 asset.assigned += 1
                 added += 1
         return added

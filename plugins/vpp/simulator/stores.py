@@ -106,8 +106,20 @@ class AssignmentStore:
 
     def bulk_load(self, keys: Iterable[AssignmentKey], stamp: int) -> None:
         """Fast initial load (keys must be new and unique)."""
+        stamps, by_adam, by_serial, by_user = self.stamps, self._by_adam, self._by_serial, self._by_user
         for key in keys:
-            self.add(key, stamp)
+            stamps[key] = stamp
+            rows = by_adam.get(key[0])
+            if rows is None:
+                rows = by_adam[key[0]] = {}
+            rows[key] = None
+            index = by_serial if key[2] == DEVICE else by_user
+            rows = index.get(key[3])
+            if rows is None:
+                rows = index[key[3]] = {}
+            rows[key] = None
+        self._keys = None
+        self._adam_keys.clear()
 
     def keys(self) -> list[AssignmentKey]:
         """All assignments in stamp order."""

@@ -1,0 +1,97 @@
+"""The content metadata lookup (uclient-api `MZStorePlatform.woa/wa/lookup`, reference §5.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from .models import Asset
+
+LOOKUP_PATH = "/WebObjects/MZStorePlatform.woa/wa/lookup"
+_STOREFRONTS = {"US": "143441", "FR": "143442", "DE": "143443", "GB": "143444", "CA": "143455",
+                "AU": "143460", "JP": "143462", "ES": "143454", "IT": "143450", "NL": "143452"}
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """One cookie from a Cookie header (lenient: the value may be URL-encoded)."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return unquote(value.strip().strip('"'))
+    return None
+
+
+def _device_families(asset: Asset) -> list[str]:
+    families: list[str] = []
+    if "iOS" in asset.platforms:
+        families += ["iphone", "ipad", "ipod"]
+    if "macOS" in asset.platforms:
+        families.append("mac")
+    return families
+
+
+def _kind(asset: Asset) -> str:
+    if asset.product_type == "Book":
+        return "ebook"
+    return "macSoftware" if asset.platforms == ("macOS",) else "iosSoftware"
+
+
+def lockup(asset: Asset, cc: str) -> dict[str, Any]:
+    """The `mdm-lockup` record of one asset."""
+    slug = f"Purple{int(asset.adam_id) % 211}/v4/{asset.adam_id[:2]}/{asset.adam_id[2:4]}/{asset.adam_id}"
+    record: dict[str, Any] = {
+        "id": asset.adam_id,
+        "name": asset.name,
+        "nameRaw": asset.name,
+        "nameSortValue": asset.name.lower(),
+        "artistName": "Example Education Publishing",
+        "artistId": str(1_000_000_000 + int(asset.adam_id) % 99_999),
+        "artwork": {
+            "url": f"https://is1-ssl.mzstatic.com/image/thumb/{slug}/source/{{w}}x{{h}}bb.{{f}}",
+            "width": 1024,
+            "height": 1024,
+            "bgColor": "ffffff",
+        },
+        "kind": _kind(asset),
+        "deviceFamilies": _device_families(asset),
+        "offers": [{
+            "version": {"display": asset.version, "externalId": asset.external_version_id},
+            "price": 0.0,
+            "priceFormatted": "Free" if asset.product_type == "App" else "$0.00",
+            "type": "get" if asset.product_type == "App" else "buy",
+        }],
+        "genreNames": ["Education"],
+        "isVppDeviceBasedLicensingEnabled": asset.device_assignable,
+        "url": f"https://apps.apple.com/{cc.lower()}/app/id{asset.adam_id}",
+    }
+    if asset.bundle_id is not None:
+        record["bundleId"] = asset.bundle_id
+        record["minimumOSVersion"] = "15.0"
+    return record
+
+
+def lookup(assets: dict[tuple[str, str], Asset], query: dict[str, list[str]], authenticated: bool,
+           country: str) -> dict[str, Any]:
+    """Answer a lookup; `results` is empty without the `itvt` cookie or for unknown ids."""
+    cc = (query.get("cc") or [country])[0] or country
+    language = (query.get("l") or ["en"])[0] or "en"
+    ids = [i.strip() for raw in query.get("id", []) for i in raw.split(",") if i.strip()]
+    results: dict[str, Any] = {}
+    if authenticated:
+        by_adam: dict[str, Asset] = {}
+        for asset in assets.values():
+            by_adam.setdefault(asset.adam_id, asset)
+        for adam_id in ids:
+            asset = by_adam.get(adam_id)
+            if asset is not None:
+                results[adam_id] = lockup(asset, cc)
+    tag = language.lower() if "-" in language else f"{language.lower()}-{cc.lower()}"
+    return {
+        "results": results,
+        "version": 2,
+        "isAuthenticated": False,
+        "meta": {"storefront": {"id": _STOREFRONTS.get(cc.upper(), "143441"), "cc": cc.upper()},
+                 "language": {"tag": tag}},
+    }
