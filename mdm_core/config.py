@@ -31,7 +31,7 @@ class SecretRef:
 
     def resolve(self, config: "Config", environ: Mapping[str, str] | None = None) -> str:
         """Read the secret now; a missing variable or file is a one-line ConfigError."""
-        environ = os.environ if environ is None else environ
+        environ = config.environ if environ is None else environ  # the host's environment, as loaded
         if self.env is not None:
             value = environ.get(self.env)
             if not value:
@@ -186,6 +186,15 @@ def _check_value(where: str, value: Any, expected: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {_kind(value)}")
         return [_check_value(f"{where}[{i}]", item, item_type) for i, item in enumerate(value)]
+    if origin is dict:
+        key_type, value_type = typing.get_args(expected) or (str, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {_kind(value)}")
+        return {k: _check_value(f"{where}.{k}", v, value_type) for k, v in value.items()}
+    if expected is Any:
+        return value
+    if origin is not None:  # another generic (tuple[...], ...): check the container only
+        expected = origin
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool):

@@ -75,7 +75,8 @@ class Database:
     def create_tables(self, tables: list[type[SQLModel]]) -> None:
         """Create the missing tables of these SQLModel classes (existing ones are kept)."""
         try:
-            SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+            # under the write lock, so that two processes starting together do not both create a table
+            SQLModel.metadata.create_all(self.write_engine, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
         except OperationalError as exc:
             raise MdmError(f"database {self.describe()} cannot be opened: {exc.orig}") from None
 

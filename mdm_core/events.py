@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sqlalchemy import select, update
@@ -46,6 +46,24 @@ class Event:
 
 def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` names a process of this machine that has exited (a crashed delivery)."""
+    try:
+        hostname, pid_text, _ = holder.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if hostname != socket.gethostname() or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: alive, someone else's
+        return False
+    return False
 
 
 class EventBus:
@@ -84,7 +102,7 @@ class EventBus:
         while limit is None or delivered < limit:
             with self.db.session() as session:
                 row = session.execute(
-                    select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
+                    select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at, OutboxEvent.claimed_by)
                     .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.seq > last_seq)
                     .order_by(OutboxEvent.seq)
                     .limit(1)
@@ -92,9 +110,13 @@ class EventBus:
             if row is None:
                 return delivered
             last_seq = row.seq
-            if not self._claim(row.seq):
+            stale = row.claimed_by if row.claimed_by and _holder_is_dead(row.claimed_by) else None
+            if not self._claim(row.seq, stale_holder=stale):
                 continue
-            event = Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)
+            created_at = row.created_at
+            if created_at is not None and created_at.tzinfo is None:  # SQLite keeps no time zone
+                created_at = created_at.replace(tzinfo=timezone.utc)
+            event = Event(name=row.name, payload=row.payload, id=row.id, created_at=created_at)
             self.dispatch(event)
             with self.db.write_session() as session:
                 session.execute(update(OutboxEvent).where(OutboxEvent.seq == row.seq).values(delivered_at=utcnow()))
@@ -102,18 +124,25 @@ class EventBus:
             delivered += 1
         return delivered
 
-    def _claim(self, seq: int) -> bool:
-        """Claim an event so that two processes never deliver it at the same time."""
+    def _claim(self, seq: int, stale_holder: str | None = None) -> bool:
+        """Claim an event so that two processes never deliver it at the same time.
+
+        A claim is free when nobody holds it, when it is older than ``CLAIM_TIMEOUT``, or when
+        its holder (``stale_holder``) is a process of this machine that no longer exists.
+        """
         from mdm_core.models import OutboxEvent, utcnow
 
         now = utcnow()
+        free = (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT)
+        if stale_holder is not None:
+            free = free | (OutboxEvent.claimed_by == stale_holder)
         with self.db.write_session() as session:
             result = session.execute(
                 update(OutboxEvent)
                 .where(
                     OutboxEvent.seq == seq,
                     OutboxEvent.delivered_at.is_(None),
-                    (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT),
+                    free,
                 )
                 .values(claimed_by=self.holder, claimed_at=now)
             )
@@ -123,7 +152,8 @@ class EventBus:
     def dispatch(self, event: Event) -> list[tuple[str, str]]:
         """Call ``mdm_<name>`` then ``mdm_event`` for ``event``; returns the failures (plugin, error)."""
         failures = []
-        for hook_name in (event.hook_name, "mdm_event"):
+        hook_names = [event.hook_name] if event.hook_name == "mdm_event" else [event.hook_name, "mdm_event"]
+        for hook_name in hook_names:
             caller = getattr(self.pm.hook, hook_name, None)
             if caller is None:
                 continue

@@ -48,6 +48,7 @@ def mdm_config_sections() -> dict[str, type] | None:
     """Declare the configuration tables a plugin reads.
 
     When: once at start-up, before ``mdm_configure``.
+    Args: none.
     Returns: ``{"section": Dataclass}``; the host validates ``[section]`` of the configuration
     file against the dataclass (unknown keys and wrong types are one-line errors naming the
     file and the key). ``None`` means the plugin reads no configuration.
@@ -72,6 +73,7 @@ def mdm_register_tables() -> list[type] | None:
     """Declare the SQLModel table classes a plugin owns.
 
     When: once, before the database is first used; the host creates missing tables.
+    Args: none.
     Returns: a list of SQLModel classes with ``table=True`` whose ``__tablename__`` starts with
     the plugin name (``vpp_``, ``mobile_apps_``); ``None`` if the plugin has no table.
     Errors: fail fast.
@@ -85,6 +87,7 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
     When: once per ``mdm`` invocation, while the parser is built.
     Args: ``subparsers`` from ``argparse``; each added parser sets
     ``set_defaults(func=callable)`` where ``callable(host, args) -> int`` returns the exit code.
+    ``host``, the host (its configuration is loaded; its database is not opened yet).
     Returns: nothing.
     Errors: fail fast.
     """
@@ -96,7 +99,8 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
     When: once when the host's scheduler is built (``mdm run``, ``mdm jobs``).
     Args: ``scheduler``, call ``scheduler.add(name, seconds, func, plugin=...)``; jobs can
-    later be re-timed or removed with ``scheduler.retime`` / ``scheduler.remove``.
+    later be re-timed or removed with ``scheduler.retime`` / ``scheduler.remove``. ``host``, the
+    host.
     Returns: nothing.
     Errors: fail fast. A job that raises while running is logged and recorded and keeps its
     schedule.
@@ -108,18 +112,24 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 @hookspec
 def mdm_startup(host: "Host") -> None:
-    """The host is starting to run (``mdm run``), after tables exist and before jobs run.
+    """The host is starting to run.
 
-    Args: ``host``. Returns: nothing.
-    Errors: fail fast; the host does not start.
+    When: once per ``mdm run`` (``host.start()``), after the tables exist and the outbox left by
+    a previous run is delivered, before the first job runs.
+    Args: ``host``.
+    Returns: nothing.
+    Errors: fail fast; the host names the plugin and does not start.
     """
 
 
 @hookspec
 def mdm_shutdown(host: "Host") -> None:
-    """The host is stopping, after the running jobs have finished.
+    """The host is stopping.
 
-    Args: ``host``. Returns: nothing.
+    When: once, on SIGINT/SIGTERM or ``host.stop_event``, after the running jobs have finished
+    and the events they recorded are delivered.
+    Args: ``host``.
+    Returns: nothing.
     Errors: logged; every implementation still runs.
     """
 
@@ -132,7 +142,8 @@ def mdm_device_enrolled(host: "Host", event: "Event") -> None:
     """A device was added to the inventory.
 
     When: after the commit that enrolled it, delivered from the outbox.
-    Args: ``event.payload``: ``serial_number``, ``udid``, ``platform``, ``model``, ``owner``.
+    Args: ``host``; ``event`` whose ``payload`` holds ``serial_number``, ``udid``, ``platform``,
+    ``model``, ``owner``.
     Returns: nothing.
     Errors: isolated per subscriber (logged, recorded, others still run).
     """
@@ -144,7 +155,8 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
     When: after the commit that removed it, delivered from the outbox. Plugins reclaim what
     the device held here (for example its VPP licenses).
-    Args: ``event.payload``: ``serial_number``, ``udid``, ``platform``, ``model``, ``owner``.
+    Args: ``host``; ``event`` whose ``payload`` holds ``serial_number``, ``udid``, ``platform``,
+    ``model``, ``owner``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """
@@ -156,7 +168,7 @@ def mdm_event(host: "Host", event: "Event") -> None:
 
     When: after the commit that recorded the event, once per event, after the event's own
     hook (``mdm_<event.name>``) has been delivered.
-    Args: ``event`` with ``id`` (stable), ``name``, ``payload`` (plain JSON values),
+    Args: ``host``; ``event`` with ``id`` (stable), ``name``, ``payload`` (plain JSON values),
     ``created_at``.
     Returns: nothing.
     Errors: isolated per subscriber.

@@ -20,7 +20,7 @@ from mdm_core.db import Database
 from mdm_core.errors import PluginError
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
-from mdm_core.plugins import PluginRecord, get_plugin_manager, load_plugins
+from mdm_core.plugins import PluginRecord, call_hook, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
@@ -65,10 +65,20 @@ class Host:
         return SecretBox.from_key_file(self.config.var_dir / KEY_FILE_NAME)
 
     def table_classes(self) -> list[type]:
-        """Every table class declared by the enabled plugins (the core's own included)."""
-        tables: list[type] = []
-        for result in self.pm.hook.mdm_register_tables():
-            tables.extend(result or [])
+        """Every table class declared by the enabled plugins (the core's own included).
+
+        The host's bookkeeping tables (outbox, subscriber failures, locks, job runs) are always
+        included, even when the built-in inventory plugin is disabled.
+        """
+        from mdm_core.models import HOST_TABLES
+
+        tables: list[type] = list(HOST_TABLES)
+        for result in call_hook(self.pm, "mdm_register_tables"):
+            for table in result or []:
+                if getattr(table, "__table__", None) is None:
+                    raise PluginError(f"mdm_register_tables returned {table!r}, which is not an SQLModel class with table=True")
+                if table not in tables:
+                    tables.append(table)
         return tables
 
     def lock(self, name: str, *, ttl: float = 600.0) -> DbLock:
@@ -97,7 +107,9 @@ class Host:
     def build_scheduler(self, *, inline: bool = False) -> HostScheduler:
         """A scheduler with every plugin's jobs (``inline`` runs jobs on the caller's thread)."""
         scheduler = HostScheduler(workers=self.config.core.workers, inline=inline, on_finish=self._record_job)
-        self.pm.hook.mdm_register_jobs(scheduler=scheduler, host=self)
+        call_hook(self.pm, "mdm_register_jobs", scheduler=scheduler, host=self)
+        if self._scheduler is not None and self._scheduler is not scheduler:
+            self._scheduler.shutdown(wait=True)
         self._scheduler = scheduler
         return scheduler
 
@@ -106,7 +118,7 @@ class Host:
 
         def work(session: Any) -> None:
             row = session.get(JobRun, state.name) or JobRun(name=state.name, plugin=state.plugin)
-            row.last_started_at = row.last_started_at or utcnow()
+            row.last_started_at = state.last_started_at or utcnow()
             row.last_finished_at = utcnow()
             row.last_error = state.last_error
             row.runs = (row.runs or 0) + 1
@@ -121,42 +133,53 @@ class Host:
         """Create tables, deliver what a crash left in the outbox, and call ``mdm_startup``."""
         _ = self.db
         self.deliver_events()
-        for impl in reversed(self.pm.hook.mdm_startup.get_hookimpls()):
-            try:
-                impl.function(host=self)
-            except Exception as exc:
-                raise PluginError(f"plugin '{impl.plugin_name}' failed at start-up: {exc}") from None
+        call_hook(self.pm, "mdm_startup", host=self)
 
     def shutdown(self) -> None:
         """Stop the scheduler after running jobs finish, then call ``mdm_shutdown``."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
+        if "db" in self.__dict__:
+            try:  # what the last jobs recorded is delivered now, not at the next start
+                self.deliver_events()
+            except Exception as exc:
+                log.error("could not deliver pending events at shutdown: %s", _one_line(exc))
         for impl in reversed(self.pm.hook.mdm_shutdown.get_hookimpls()):
             try:
                 impl.function(host=self)
             except Exception as exc:
-                log.error("plugin %s failed at shutdown: %s", impl.plugin_name, exc)
+                log.error("plugin %s failed at shutdown: %s", self.pm.get_name(impl.plugin) or impl.plugin_name, _one_line(exc))
 
     def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True) -> None:
         """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job."""
-        self.start()
-        scheduler = self.scheduler
-        if install_signal_handlers:
+        previous: dict[int, Any] = {}
+        if install_signal_handlers:  # before start-up, so that an early SIGTERM also stops cleanly
             for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: self.stop_event.set())
-        log.info("host running with %d job(s)", len(scheduler.jobs))
+                previous[signum] = signal.signal(signum, lambda *_: self.stop_event.set())
         try:
-            while not self.stop_event.is_set():
-                scheduler.run_pending()
-                self.deliver_events()
-                idle = scheduler.idle_seconds()
-                self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
+            self.start()
+            scheduler = self.scheduler
+            log.info("host running with %d job(s)", len(scheduler.jobs))
+            try:
+                while not self.stop_event.is_set():
+                    scheduler.run_pending()
+                    try:
+                        self.deliver_events()
+                    except Exception as exc:  # a busy or unreachable database must not stop the host
+                        log.error("event delivery failed, retrying later: %s", _one_line(exc))
+                    idle = scheduler.idle_seconds()
+                    self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
+            finally:
+                log.info("stopping: waiting for running jobs")
+                self.shutdown()
         finally:
-            log.info("stopping: waiting for running jobs")
-            self.shutdown()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Stop the scheduler's workers (if any) and release the database connections."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
         if "db" in self.__dict__:
             self.db.dispose()
 
@@ -176,13 +199,13 @@ def create_host(
     pm = get_plugin_manager()
     records = load_plugins(pm, config, environ, given=plugins, autoload=autoload)
     known = {"core", "plugins"}
-    for sections in pm.hook.mdm_config_sections():
+    for sections in call_hook(pm, "mdm_config_sections"):
         for name, schema in (sections or {}).items():
             config.section(name, schema)
             known.add(name)
     config.check_unknown_sections(known | {r.name for r in records} | _blocked_sections(config, environ))
     host = Host(config, pm, records, database_url=database_url)
-    pm.hook.mdm_configure.call_historic(kwargs={"host": host})
+    call_hook(pm, "mdm_configure", historic=True, host=host)
     return host
 
 
@@ -190,3 +213,7 @@ def _blocked_sections(config: Config, environ: Mapping[str, str]) -> set[str]:
     from mdm_core.plugins import blocked_names
 
     return blocked_names(config, environ)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -155,14 +155,15 @@ def list_devices(host: "Host") -> list[dict[str, Any]]:
 
 def import_devices(host: "Host", path: str | Path) -> tuple[int, int]:
     """Import ``serial_number,platform,udid,model,user`` rows; any bad row means nothing is written."""
-    rows = _read_csv(Path(path), DEVICE_HEADER, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]), key=lambda d: d.serial_number)
+    lines: list[int] = []
+    rows = _read_csv(Path(path), DEVICE_HEADER, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]), key=lambda d: d.serial_number, lines=lines)
     with host.db.session() as session:
         owners = {d.owner for d in rows if d.owner}
         known = set(session.execute(select(MdmUser.id).where(MdmUser.id.in_(owners))).scalars()) if owners else set()
     missing = sorted(owners - known)
     if missing:
-        line = next(i for i, d in enumerate(rows, start=2) if d.owner in missing)
-        raise UsageError(f"{path}: line {line}: user '{missing[0]}' is not an MDM user: import users first (mdm users import)")
+        line, owner = next((n, d.owner) for n, d in zip(lines, rows) if d.owner in missing)
+        raise UsageError(f"{path}: line {line}: user '{owner}' is not an MDM user: import users first (mdm users import)")
     return add_devices(host, rows)
 
 
@@ -252,8 +253,11 @@ def set_command_status(host: "Host", command_uuid: str, status: str, error: str 
 # ---------------------------------------------------------------------- files
 
 
-def _read_csv(path: Path, header: list[str], parse: Any, key: Any) -> list[Any]:
-    """Parse every row or fail on the first bad one, naming the file and the line."""
+def _read_csv(path: Path, header: list[str], parse: Any, key: Any, lines: list[int] | None = None) -> list[Any]:
+    """Parse every row or fail on the first bad one, naming the file and the line.
+
+    ``lines``, when given, receives the file line of each returned row.
+    """
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -265,7 +269,8 @@ def _read_csv(path: Path, header: list[str], parse: Any, key: Any) -> list[Any]:
             if first is None or [c.strip() for c in first] != header:
                 raise UsageError(f"{path}: line 1: the header must be exactly {','.join(header)}")
             rows, seen = [], {}
-            for number, cells in enumerate(reader, start=2):
+            for cells in reader:
+                number = reader.line_num  # the file line where this row ends (quoted fields span lines)
                 if not any(c.strip() for c in cells):
                     continue
                 if len(cells) != len(header):
@@ -278,6 +283,8 @@ def _read_csv(path: Path, header: list[str], parse: Any, key: Any) -> list[Any]:
                     raise UsageError(f"{path}: line {number}: '{key(row)}' already appears on line {seen[key(row)]}")
                 seen[key(row)] = number
                 rows.append(row)
+                if lines is not None:
+                    lines.append(number)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise UsageError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
     return rows

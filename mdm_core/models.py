@@ -133,3 +133,5 @@ class JobRun(SQLModel, table=True):
 
 
 CORE_TABLES: list[type[SQLModel]] = [Device, MdmUser, Command, OutboxEvent, SubscriberFailure, Lock, JobRun]
+HOST_TABLES: list[type[SQLModel]] = [OutboxEvent, SubscriberFailure, Lock, JobRun]
+"""The tables the host itself needs, created even when the inventory plugin is disabled."""

@@ -17,7 +17,7 @@ import pluggy
 
 from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from mdm_core.config import Config
-from mdm_core.errors import PluginError
+from mdm_core.errors import MdmError, PluginError
 
 BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory",)
 
@@ -65,10 +65,18 @@ def load_plugins(
 
     for dotted in BUILTIN_PLUGINS:
         _register(pm, records, _import(dotted, "built-in"), dotted.rsplit(".", 1)[-1], "built-in", _core_version())
+    by_module = _entry_points_by_module() if config.plugins.enabled else {}
     for dotted in config.plugins.enabled:
+        ep = by_module.get(dotted)
+        # a module also registered as an entry point takes the entry point's name, so that
+        # `disabled = ["vpp"]` blocks it and it is registered once
+        name = ep.name if ep is not None else dotted
+        if pm.is_blocked(name) or pm.is_blocked(dotted) or pm.has_plugin(name):
+            continue  # blocked before anything is imported
         module = _import(dotted, f"enabled in {config.source}")
-        name = getattr(module, "PLUGIN_NAME", dotted)
-        _register(pm, records, module, name, "conf", str(getattr(module, "__version__", "unknown")))
+        name = getattr(module, "PLUGIN_NAME", None) or name
+        version = _dist_version(ep) if ep is not None else str(getattr(module, "__version__", "unknown"))
+        _register(pm, records, module, name, "conf", version)
     if given is not None:
         for plugin in given:
             name = getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None) or type(plugin).__name__
@@ -86,13 +94,67 @@ def load_plugins(
                     raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {_one_line(exc)}") from None
                 if pm.is_registered(module):
                     continue  # also enabled by module path in the configuration
-                version = ep.dist.version if ep.dist is not None else "unknown"
-                _register(pm, records, module, ep.name, "entry point", version)
+                _register(pm, records, module, ep.name, "entry point", _dist_version(ep))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin_name if hasattr(exc, 'plugin_name') else exc.plugin}' is broken: {_one_line(exc)}") from None
+        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+        message = str(exc).replace(repr(exc.plugin), f"'{name}'")
+        raise PluginError(f"plugin '{name}' is broken: {' '.join(message.split())} (a misspelt hook name?)") from None
     return records
+
+
+def _entry_points_by_module() -> dict[str, Any]:
+    """Entry points of our group keyed by the module they load (``pkg.mod`` of ``pkg.mod:attr``)."""
+    try:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # broken metadata must not hide the configuration's own plugins
+        return {}
+    return {ep.value.split(":", 1)[0].strip(): ep for ep in eps}
+
+
+def _dist_version(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.version) if dist is not None else "unknown"
+
+
+def call_hook(pm: pluggy.PluginManager, hook_name: str, *, historic: bool = False, **kwargs: Any) -> Any:
+    """Call a fail-fast hook; an unexpected exception becomes a one-line ``PluginError`` naming the plugin.
+
+    ``MdmError`` raised by a plugin (a ``ConfigError``, say) is already a message for the user
+    and passes through unchanged.
+    """
+    caller = getattr(pm.hook, hook_name)
+    try:
+        if historic:
+            caller.call_historic(kwargs=kwargs)
+            return None
+        return caller(**kwargs)
+    except MdmError:
+        raise
+    except Exception as exc:
+        name = blame(pm, caller, exc)
+        who = f"plugin '{name}'" if name else "a plugin"
+        raise PluginError(f"{who} failed in {hook_name}: {_one_line(exc)}") from exc
+
+
+def blame(pm: pluggy.PluginManager, caller: Any, exc: BaseException) -> str | None:
+    """The name of the plugin whose implementation of ``caller`` raised ``exc`` (from its traceback)."""
+    codes = {}
+    for impl in caller.get_hookimpls():
+        code = getattr(getattr(impl.function, "__wrapped__", impl.function), "__code__", None)
+        if code is not None:
+            codes[code] = impl
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:  # the innermost implementation frame wins
+        impl = codes.get(tb.tb_frame.f_code)
+        if impl is not None:
+            found = impl
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return pm.get_name(found.plugin) or found.plugin_name
 
 
 def _import(dotted: str, why: str) -> types.ModuleType:
@@ -109,12 +171,23 @@ def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any
         return
     try:
         pm.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:
+    except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin '{name}' cannot be registered: {_one_line(exc)}") from None
-    except Exception as exc:  # a plugin's mdm_add_hookspecs raised
+    except Exception as exc:
+        if isinstance(exc, ValueError) and _raised_by_pluggy(exc):
+            # pluggy's own refusal: the name or the object is already registered
+            raise PluginError(f"plugin '{name}' cannot be registered: {_one_line(exc)}") from None
+        # the plugin's mdm_add_hookspecs raised
         raise PluginError(f"plugin '{name}' failed while registering: {_one_line(exc)}") from None
     module = getattr(plugin, "__name__", type(plugin).__name__)
     records.append(PluginRecord(name=name, source=source, module=module, version=version))
+
+
+def _raised_by_pluggy(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pluggy")
 
 
 def _core_version() -> str:

@@ -12,7 +12,7 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import schedule
@@ -36,6 +36,7 @@ class JobState:
     failures: int = 0
     last_error: str | None = None
     last_run: datetime | None = None
+    last_started_at: datetime | None = None  # UTC, for the core_job_run row
     history: list[str] = field(default_factory=list)
 
 
@@ -63,7 +64,11 @@ class HostScheduler:
 
     def retime(self, name: str, seconds: float) -> None:
         """Change a job's interval; it takes effect from now."""
-        state = self.jobs[name]
+        state = self.jobs.get(name)
+        if state is None:
+            raise MdmError(f"job {name} is not scheduled")
+        if seconds <= 0:
+            raise MdmError(f"job {name}: interval must be positive, got {seconds}")
         self.scheduler.cancel_job(state.job)
         state.seconds = seconds
         state.job = self.scheduler.every(seconds).seconds.do(self._start, state).tag(state.plugin, name)
@@ -91,7 +96,10 @@ class HostScheduler:
 
     def next_run(self, name: str) -> datetime | None:
         """When the job runs next."""
-        return self.jobs[name].job.next_run
+        state = self.jobs.get(name)
+        if state is None:
+            raise MdmError(f"job {name} is not scheduled")
+        return state.job.next_run
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool, letting running jobs finish when ``wait``."""
@@ -112,6 +120,7 @@ class HostScheduler:
 
     def _run(self, state: JobState) -> None:
         state.last_run = datetime.now()
+        state.last_started_at = datetime.now(timezone.utc)
         state.runs += 1
         error: BaseException | None = None
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -41,14 +42,30 @@ class SecretBox:
     def from_key_file(cls, path: Path) -> "SecretBox":
         """Read the key file, creating it (mode 0600) if it does not exist."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_text(encoding="ascii"))
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
+        if not path.exists():
+            # written to a private temporary file, then linked into place: a reader never sees a
+            # half-written key, and of two processes creating it at once, one key wins
             key = Fernet.generate_key().decode()
-            handle.write(key)
-        return cls(key)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as handle:
+                    handle.write(key)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        try:
+            material = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MdmError(f"key file {path} cannot be read ({exc}): fix its permissions or set MDM_SECRET_KEY") from None
+        if not material:
+            raise MdmError(f"key file {path} is empty: restore it from a backup or set MDM_SECRET_KEY")
+        return cls(material)
 
     def encrypt(self, secret: str) -> str:
         """The secret, encrypted and authenticated, as ASCII text."""

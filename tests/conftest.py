@@ -39,3 +39,24 @@ def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
     yield make
     for host in hosts:
         host.close()
+
+
+@pytest.fixture
+def simulator() -> Iterator[Any]:
+    """A small Apple-compatible service on a free loopback port (events complete at once)."""
+    from plugins.vpp.simulator import Simulator
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=0) as sim:
+        yield sim
+
+
+@pytest.fixture
+def vpp_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> Host:
+    """A host with the installed plugins and an account ``school`` on the simulator (not yet synced)."""
+    from plugins.vpp.accounts import add_account
+
+    host = make_host()
+    token_file = project_dir / "school.vpptoken"
+    simulator.write_token(token_file)
+    add_account(host, "school", str(token_file), service_url=simulator.base_url)
+    return host

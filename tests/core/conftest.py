@@ -1,0 +1,110 @@
+"""Fixtures of the core tests: plugin modules written on the fly, the `mdm` command in-process."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import mdm_core.plugins
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`mdm` reconfigures the root logger; give the next test the logging it had."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path for the plugin modules a test writes."""
+    folder = tmp_path / "pluginsrc"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        if name.startswith("mdmtest_"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def write_plugin(plugin_dir: Path) -> Callable[..., str]:
+    """``write_plugin(source) -> module name``: an importable plugin module with a unique name."""
+
+    def write(source: str = "", name: str | None = None) -> str:
+        name = name or f"mdmtest_{uuid.uuid4().hex[:10]}"
+        header = "from mdm_core import hookimpl, hookspec\n"
+        (plugin_dir / f"{name}.py").write_text(header + textwrap.dedent(source))
+        importlib.invalidate_caches()
+        return name
+
+    return write
+
+
+@pytest.fixture
+def load_plugin(write_plugin: Callable[..., str]) -> Callable[..., Any]:
+    """``load_plugin(source) -> module``: write and import a plugin module."""
+
+    def load(source: str = "", name: str | None = None) -> Any:
+        return importlib.import_module(write_plugin(source, name))
+
+    return load
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """``fake_entry_points({"name": "module.path"})`` replaces the ``mdm.plugins`` group."""
+
+    def install(mapping: dict[str, str]) -> None:
+        eps = [importlib.metadata.EntryPoint(name=n, value=v, group="mdm.plugins") for n, v in mapping.items()]
+
+        def entry_points(**params: Any) -> list[importlib.metadata.EntryPoint]:
+            assert params.get("group") == "mdm.plugins"
+            return list(eps)
+
+        monkeypatch.setattr(mdm_core.plugins.importlib.metadata, "entry_points", entry_points)
+
+    return install
+
+
+@pytest.fixture
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``mdm("devices", "list", config="toml")`` -> (exit code, stdout, stderr), run in-process."""
+    from mdm_core.cli import main
+
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    monkeypatch.chdir(project_dir)
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "0")
+    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+    monkeypatch.delenv("MDM_CONFIG", raising=False)
+    monkeypatch.delenv("MDM_DISABLED_PLUGINS", raising=False)
+
+    def run(*args: str, config: str | None = None) -> tuple[int, str, str]:
+        if config is not None:
+            conf.write_text(config)
+        capsys.readouterr()
+        code = main(["--config", str(conf), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,143 @@
+"""The `mdm` command: help, exit codes, one-line errors, `mdm plugins` and `mdm hooks`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mdm_core.cli import build_parser
+from mdm_core.host import create_host
+
+CLI_PLUGIN = """
+    @hookimpl
+    def mdm_register_cli(subparsers, host):
+        p = subparsers.add_parser("explode", help="raise an unexpected error")
+        p.set_defaults(func=lambda host, args: 1 / 0)
+        p = subparsers.add_parser("fail", help="raise an MdmError")
+        p.set_defaults(func=_fail)
+
+    def _fail(host, args):
+        from mdm_core import MdmError
+        raise MdmError("the thing is not there: add it first")
+"""
+
+
+def subcommands(parser):
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+def all_command_paths():
+    host = create_host(environ={}, database_url="sqlite://", plugins=[])
+    try:
+        parser = build_parser(host)
+        paths = []
+        for name, sub in subcommands(parser).items():
+            paths.append([name])
+            try:
+                paths += [[name, child] for child in subcommands(sub)]
+            except StopIteration:
+                pass
+        return paths
+    finally:
+        host.close()
+
+
+def test_help(mdm):
+    code, out, _ = mdm("--help")
+    assert code == 0
+    for command in ("plugins", "hooks", "run", "jobs", "devices", "users", "commands"):
+        assert command in out
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p))
+def test_every_subcommand_has_help(mdm, path):
+    code, out, err = mdm(*path, "--help")
+    assert code == 0, err
+    assert out.startswith("usage: mdm " + " ".join(path))
+
+
+@pytest.mark.parametrize("args", [["nosuch"], ["devices", "list", "--bogus"], ["devices", "add", "S1"], []], ids=str)
+def test_bad_arguments_exit_2_with_one_line(mdm, args):
+    code, out, err = mdm(*args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if not line.startswith("usage:") and line.strip() and not line.startswith(" ")]
+    assert len(lines) == 1 and lines[0].startswith("mdm") and "error:" in lines[0], err
+
+
+def test_config_option_without_value_exits_2(mdm, capsys):
+    from mdm_core.cli import main
+
+    assert main(["--config"]) == 2
+    assert "expected one argument" in capsys.readouterr().err
+
+
+def test_mdm_error_exits_1_with_one_line_and_no_traceback(mdm, write_plugin):
+    mod = write_plugin(CLI_PLUGIN)
+    code, out, err = mdm("fail", config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert code == 1
+    assert err == "mdm: error: the thing is not there: add it first\n"
+    code, _, err = mdm("-v", "fail")
+    assert code == 1 and "Traceback" not in err
+
+
+def test_unexpected_error_one_line_then_traceback_with_v(mdm, write_plugin):
+    mod = write_plugin(CLI_PLUGIN)
+    code, out, err = mdm("explode", config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert code == 1
+    assert err == "mdm: error: ZeroDivisionError: division by zero (run with -v for details)\n"
+    code, _, err = mdm("-v", "explode")
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
+
+
+def test_plugins_json_and_table(mdm, write_plugin):
+    mod = write_plugin(CLI_PLUGIN + """
+    __version__ = "1.2.3"
+
+    @hookimpl
+    def mdm_shutdown(host):
+        pass
+    """)
+    code, out, _ = mdm("plugins", "--json", config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["name"], r["source"]) for r in rows] == [("inventory", "built-in"), (mod, "conf")]
+    assert rows[1]["version"] == "1.2.3" and rows[1]["hooks"] == ["mdm_register_cli", "mdm_shutdown"]
+    assert {"mdm_register_tables", "mdm_register_cli"} <= set(rows[0]["hooks"])
+    code, out, _ = mdm("plugins")
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["name", "version", "source", "module", "hooks"]
+    assert any(line.startswith(mod) and "mdm_register_cli,mdm_shutdown" in line for line in lines)
+
+
+def test_plugins_loads_entry_points_by_default(mdm, monkeypatch):
+    """The in-repo plugins are registered as entry points and load (they may be stubs)."""
+    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "1")
+    code, out, err = mdm("plugins", "--json")
+    assert code == 0, err
+    sources = {r["name"]: r["source"] for r in json.loads(out)}
+    assert sources.get("vpp") == "entry point" and sources.get("mobile_apps") == "entry point"
+
+
+def test_hooks_lists_every_hook_with_its_doc(mdm):
+    from mdm_core import hookspecs
+
+    code, out, _ = mdm("hooks", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    core = [n for n in vars(hookspecs) if n.startswith("mdm_")]
+    assert set(core) <= set(rows)
+    assert rows["mdm_add_hookspecs"]["historic"] is True
+    assert rows["mdm_register_tables"]["implemented_by"] == ["inventory"]
+    assert rows["mdm_event"]["args"] == ["host", "event"]
+    for name in core:
+        assert "When:" in rows[name]["doc"]
+    code, out, _ = mdm("hooks")
+    assert code == 0
+    assert "mdm_device_enrolled(host, event)" in out
+    assert "mdm_add_hookspecs(pluginmanager)  [historic]" in out
+    assert "    When: after the commit that enrolled it" in out
+    assert "implemented by: inventory" in out

@@ -1,0 +1,133 @@
+"""Configuration: file choice, MDM_* overrides, one-line errors naming the file and the key, secrets by reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from mdm_core.config import SecretRef, load_config
+from mdm_core.errors import ConfigError
+
+
+@pytest.fixture
+def conf(project_dir):
+    path = project_dir / "conf" / "mdm.toml"
+
+    def write(text: str):
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def test_config_from_path_env_or_default(conf, project_dir, monkeypatch, tmp_path):
+    path = conf("[core]\nworkers = 7\n")
+    assert load_config(path, environ={}).core.workers == 7
+    assert load_config(None, environ={"MDM_CONFIG": str(path)}).core.workers == 7
+    monkeypatch.chdir(project_dir)
+    assert load_config(None, environ={}).core.workers == 7  # conf/mdm.toml of the current folder
+    with pytest.raises(ConfigError, match="nowhere.toml does not exist"):
+        load_config("nowhere.toml", environ={})
+
+
+def test_relative_paths_are_taken_from_the_project_folder(conf, project_dir):
+    config = load_config(conf(""), environ={})
+    assert config.database_url == f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    assert config.var_dir == project_dir / "var"
+
+
+def test_database_url_env_override(conf, project_dir):
+    config = load_config(conf('[core]\ndatabase_url = "sqlite:///a.db"\n'), environ={"MDM_DATABASE_URL": "postgresql+psycopg://u@h/db"})
+    assert config.database_url == "postgresql+psycopg://u@h/db"
+    assert load_config(conf(""), environ={"MDM_DATABASE_URL": "sqlite://"}).database_url == "sqlite://"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[core\nworkers = 1\n", r"mdm\.toml: malformed TOML: .*line 1"),
+        ("[core]\nworkerz = 1\n", r"mdm\.toml: \[core\] unknown key 'workerz'; known keys: "),
+        ('[core]\nworkers = "four"\n', r"mdm\.toml: \[core\] workers must be an integer, got a string"),
+        ("[core]\nworkers = true\n", r"mdm\.toml: \[core\] workers must be an integer, got a boolean"),
+        ("[plugins]\nenabled = [1]\n", r"mdm\.toml: \[plugins\] enabled\[0\] must be a string, got an integer"),
+        ('[plugins]\nautoload = "yes"\n', r"mdm\.toml: \[plugins\] autoload must be true or false"),
+        ("core = 3\n", r"mdm\.toml: \[core\] must be a table"),
+        ('[core]\nsecret_key = "hunter2"\n', r"\[core\] secret_key must be a secret reference like \{ env = \"VAR\" \}.*never the secret itself"),
+        ('[core]\nsecret_key = { env = "A", file = "b" }\n', r"\[core\] secret_key must be a secret reference"),
+    ],
+    ids=["malformed", "unknown-key", "wrong-type", "bool-for-int", "list-item", "bool", "not-a-table", "inline-secret", "two-refs"],
+)
+def test_bad_configuration_is_one_line_error_naming_file_and_key(conf, text, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(conf(text), environ={})
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(str(conf(text)))
+
+
+def test_unknown_section_and_plugin_sections(make_host, load_plugin):
+    with pytest.raises(ConfigError, match=r"mdm\.toml: unknown section \[vpq\]; known sections: core, inventory, plugins") as info:
+        make_host(plugins=[], config="[vpq]\nx = 1\n")
+    assert "\n" not in str(info.value)
+    plug = load_plugin("""
+        from dataclasses import dataclass, field
+        from mdm_core.config import SecretRef
+
+        @dataclass
+        class Settings:
+            interval: float = 60.0
+            token: SecretRef | None = None
+            labels: dict[str, str] = field(default_factory=dict)
+
+        @hookimpl
+        def mdm_config_sections():
+            return {"thing": Settings}
+
+        @hookimpl
+        def mdm_configure(host):
+            global settings
+            settings = host.config.section("thing", Settings)
+    """)
+    host = make_host(plugins=[plug], config='[thing]\ninterval = 5\ntoken = { env = "THING_TOKEN" }\nlabels = { a = "b" }\n', environ={"THING_TOKEN": "s3cret"})
+    assert plug.settings.interval == 5.0 and isinstance(plug.settings.interval, float)
+    assert plug.settings.labels == {"a": "b"}
+    assert plug.settings.token.resolve(host.config) == "s3cret"
+    assert "s3cret" not in repr(plug.settings)
+    with pytest.raises(ConfigError, match=r"\[thing\] interval must be a number, got a string"):
+        make_host(plugins=[plug], config='[thing]\ninterval = "soon"\n')
+    with pytest.raises(ConfigError, match=r"\[thing\] labels\.a must be a string, got an integer"):
+        make_host(plugins=[plug], config="[thing]\nlabels = { a = 1 }\n")
+    with pytest.raises(ConfigError, match=r"\[thing\] token must be a secret reference"):
+        make_host(plugins=[plug], config='[thing]\ntoken = "inline-secret"\n')
+
+
+def test_secret_references(conf, project_dir):
+    (project_dir / "conf" / "token.txt").write_text("from-file\n")
+    config = load_config(conf('[core]\nsecret_key = { file = "conf/token.txt" }\n'), environ={})
+    assert config.core.secret_key == SecretRef(file="conf/token.txt")
+    assert config.core.secret_key.resolve(config) == "from-file"
+    with pytest.raises(ConfigError, match="environment variable NOPE is not set"):
+        SecretRef(env="NOPE").resolve(config, environ={})
+    with pytest.raises(ConfigError, match="secret file .*missing.txt cannot be read"):
+        SecretRef(file="missing.txt").resolve(config)
+
+
+def test_config_errors_exit_2_from_main(mdm):
+    code, out, err = mdm("plugins", config="[core]\nworkerz = 1\n")
+    assert code == 2
+    assert err.count("\n") == 1 and "mdm.toml: [core] unknown key 'workerz'" in err
+    assert "Traceback" not in err
+    code, _, err = mdm("plugins", config="[core\n")
+    assert code == 2 and "malformed TOML" in err and err.count("\n") == 1
+    code, _, err = mdm("plugins", config="[nosuch]\n")
+    assert code == 2 and "unknown section [nosuch]" in err
+
+
+def test_mdm_config_env_is_used_by_main(mdm, project_dir, monkeypatch, capsys):
+    from mdm_core.cli import main
+
+    other = project_dir / "other.toml"
+    other.write_text("[core]\nworkers = x\n")
+    monkeypatch.setenv("MDM_CONFIG", str(other))
+    assert main(["plugins"]) == 2
+    assert "other.toml: malformed TOML" in capsys.readouterr().err

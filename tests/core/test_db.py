@@ -1,0 +1,194 @@
+"""Database: SQLite file created on first use in WAL mode, concurrent writers, DbLock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+from mdm_core.db import Database
+from mdm_core.errors import ConfigError
+from mdm_core.locks import DbLock, LockBusy
+from mdm_core.models import Lock, MdmUser
+
+TABLE_PLUGIN = """
+    from typing import Optional
+    from sqlmodel import Field, SQLModel
+
+    class Widget(SQLModel, table=True):
+        __tablename__ = "{name}_widget"
+        id: Optional[int] = Field(default=None, primary_key=True)
+
+    @hookimpl
+    def mdm_register_tables():
+        return [Widget]
+"""
+
+
+def test_sqlite_file_created_on_first_use_in_wal_mode(make_host, project_dir):
+    db_file = project_dir / "var" / "sub" / "mdm.sqlite3"
+    host = make_host(plugins=[], database_url=f"sqlite:///{db_file}")
+    assert not db_file.exists()  # nothing at create_host
+    with host.db.session() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    assert db_file.exists()
+
+
+def test_default_database_is_under_var(make_host, project_dir):
+    from mdm_core.host import create_host
+
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    host = create_host(conf, environ={}, plugins=[])
+    try:
+        host.db
+        assert (project_dir / "var" / "mdm.sqlite3").exists()
+    finally:
+        host.close()
+
+
+def test_tables_of_enabled_plugins_are_created(make_host, load_plugin):
+    plug = load_plugin(TABLE_PLUGIN.replace("{name}", "tblplug"))
+    host = make_host(plugins=[plug])
+    names = set(inspect(host.db.engine).get_table_names())
+    assert {"core_device", "core_user", "core_command", "core_event", "core_subscriber_failure", "core_lock", "core_job_run", "tblplug_widget"} <= names
+
+
+def test_bad_database_url():
+    with pytest.raises(ConfigError, match="database URL is not valid"):
+        Database("not a url")
+
+
+def _writer(db: Database, prefix: str, n: int, errors: list[BaseException]) -> None:
+    for i in range(n):
+        try:
+            def work(session, i=i):
+                # read then write in one transaction: the pattern that fails without BEGIN IMMEDIATE
+                count = session.execute(select(func.count()).select_from(MdmUser)).scalar_one()
+                session.add(MdmUser(id=f"{prefix}-{i}", name=str(count)))
+
+            db.run_write(work, attempts=1)  # no retry: the lock itself must queue writers
+            with db.write_session() as session:
+                session.get(MdmUser, f"{prefix}-{i}").email = f"{i}@example.com"
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+
+def test_concurrent_thread_writers_never_see_database_is_locked(make_host):
+    host = make_host(plugins=[])
+    db = host.db
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_writer, args=(db, f"t{k}", 25, errors)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(MdmUser)).scalar_one() == 100
+
+
+WRITER = """
+import sys
+from mdm_core.db import Database
+from mdm_core.models import MdmUser
+db = Database(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    def work(session, i=i):
+        session.add(MdmUser(id=f"{sys.argv[2]}-{i}"))
+    db.run_write(work, attempts=1)
+db.dispose()
+"""
+
+
+def test_concurrent_process_writers_never_see_database_is_locked(make_host, project_dir):
+    host = make_host(plugins=[])
+    url = str(host.db.url)
+    host.close()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, url, f"p{k}", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k in range(3)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err
+        assert "locked" not in err
+    db = Database(url)
+    try:
+        with db.session() as s:
+            assert s.execute(select(func.count()).select_from(MdmUser)).scalar_one() == 120
+    finally:
+        db.dispose()
+
+
+# ---------------------------------------------------------------------- locks
+
+
+def test_second_acquirer_gets_lock_busy(make_host):
+    host = make_host(plugins=[])
+    first = DbLock(host.db, "vpp-sync:acct1")
+    second = DbLock(host.db, "vpp-sync:acct1")
+    first.acquire()
+    with pytest.raises(LockBusy, match="vpp-sync:acct1 is already running"):
+        second.acquire()
+    assert DbLock(host.db, "vpp-sync:acct2").try_acquire()  # other names are independent
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_acquire_waits_for_a_release(make_host):
+    host = make_host(plugins=[])
+    first, second = host.lock("job"), host.lock("job")
+    first.acquire()
+    timer = threading.Timer(0.2, first.release)
+    timer.start()
+    started = time.monotonic()
+    second.acquire(wait=5, poll=0.05)
+    assert time.monotonic() - started < 3
+    timer.join()
+    second.release()
+
+
+def test_expired_lock_can_be_taken_over_and_refresh_extends(make_host):
+    host = make_host(plugins=[])
+    crashed = DbLock(host.db, "job", ttl=0.2)
+    crashed.acquire()
+    other = DbLock(host.db, "job")
+    assert not other.try_acquire()
+    time.sleep(0.25)
+    assert other.try_acquire()  # taken over
+    with host.db.session() as s:
+        assert s.get(Lock, "job").holder == other.holder
+    crashed.release()  # the old holder's release does not free someone else's lock
+    assert not crashed.try_acquire()
+    other.release()
+
+    keeper = DbLock(host.db, "job2", ttl=0.3)
+    keeper.acquire()
+    with host.db.session() as s:
+        before = s.get(Lock, "job2").expires_at
+    keeper.ttl = 60
+    keeper.refresh()
+    with host.db.session() as s:
+        assert s.get(Lock, "job2").expires_at > before
+    time.sleep(0.35)
+    assert not DbLock(host.db, "job2").try_acquire()  # refreshed: still held
+    with keeper.held():  # re-entrant for its holder
+        pass
+    assert DbLock(host.db, "job2").try_acquire()
+
+
+def test_held_context_releases_on_error(make_host):
+    host = make_host(plugins=[])
+    lock = host.lock("ctx")
+    with pytest.raises(RuntimeError):
+        with lock.held():
+            raise RuntimeError("job failed")
+    assert host.lock("ctx").try_acquire()

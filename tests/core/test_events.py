@@ -1,0 +1,197 @@
+"""Events: recorded in the transaction, delivered after commit, one failing subscriber isolated."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select, update
+
+from mdm_core.models import OutboxEvent, SubscriberFailure
+
+SUBSCRIBERS = """
+    calls = []
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        calls.append(("{tag}", "enrolled", event.id, dict(event.payload)))
+        if "{tag}" == "bad":
+            raise RuntimeError("subscriber exploded\\nsecond line")
+
+    @hookimpl
+    def mdm_device_removed(host, event):
+        calls.append(("{tag}", "removed", event.id, dict(event.payload)))
+
+    @hookimpl
+    def mdm_event(host, event):
+        calls.append(("{tag}", "event:" + event.name, event.id, dict(event.payload)))
+"""
+
+
+@pytest.fixture
+def subscribers(load_plugin):
+    good1 = load_plugin(SUBSCRIBERS.replace("{tag}", "good1"))
+    bad = load_plugin(SUBSCRIBERS.replace("{tag}", "bad"))
+    good2 = load_plugin(SUBSCRIBERS.replace("{tag}", "good2"))
+    return good1, bad, good2
+
+
+def failures(host):
+    with host.db.session() as s:
+        return list(s.execute(select(SubscriberFailure)).scalars())
+
+
+def test_failing_subscriber_is_logged_recorded_and_others_still_run(make_host, subscribers, caplog):
+    good1, bad, good2 = subscribers
+    host = make_host(plugins=[good1, bad, good2])
+    with caplog.at_level(logging.ERROR):
+        host.db.run_write(lambda s: host.events.record(s, "device_enrolled", {"serial_number": "S1"}))
+        assert host.deliver_events() == 1
+    for mod in (good1, good2):
+        assert [c[:2] for c in mod.calls] == [(mod.calls[0][0], "enrolled"), (mod.calls[0][0], "event:device_enrolled")]
+    # the failing one still received mdm_event
+    assert [c[1] for c in bad.calls] == ["enrolled", "event:device_enrolled"]
+    [failure] = failures(host)
+    assert failure.plugin == bad.__name__ and failure.event_name == "device_enrolled"
+    assert failure.error == "RuntimeError: subscriber exploded second line"
+    assert failure.event_id == good1.calls[0][2]
+    assert any(bad.__name__ in r.getMessage() and "subscriber exploded" in r.getMessage() for r in caplog.records)
+    # delivered once: the failure does not make it re-deliver
+    assert host.deliver_events() == 0
+
+
+def test_every_event_has_a_stable_id(make_host, subscribers):
+    good1, _, good2 = subscribers
+    host = make_host(plugins=[good1, good2])
+    recorded = host.db.run_write(lambda s: host.events.record(s, "device_removed", {"serial_number": "S1"}))
+    host.deliver_events()
+    ids = {c[2] for c in good1.calls + good2.calls}
+    assert ids == {recorded.id}
+    with host.db.session() as s:
+        assert s.execute(select(OutboxEvent.id)).scalars().all() == [recorded.id]
+
+
+def test_rolled_back_transaction_delivers_nothing(make_host, subscribers):
+    good1, _, _ = subscribers
+    host = make_host(plugins=[good1])
+
+    def work(session):
+        host.events.record(session, "device_enrolled", {"serial_number": "S1"})
+        raise LookupError("changed my mind")
+
+    with pytest.raises(LookupError):
+        host.db.run_write(work)
+    with host.db.write_session() as session:
+        host.events.record(session, "device_enrolled", {"serial_number": "S2"})
+        session.rollback()
+    assert host.deliver_events() == 0
+    assert good1.calls == []
+
+
+def test_events_are_delivered_only_after_commit_and_in_order(make_host, subscribers):
+    good1, _, _ = subscribers
+    host = make_host(plugins=[good1])
+    with host.db.write_session() as session:
+        host.events.record(session, "device_enrolled", {"serial_number": "A"})
+        n = host.events.record_many(session, [("device_removed", {"serial_number": "A"}), ("custom_thing", {"x": 1})])
+        assert n == 2
+        session.commit()
+    assert good1.calls == []  # recording does not deliver
+    assert host.deliver_events() == 3
+    assert [c[1] for c in good1.calls] == [
+        "enrolled", "event:device_enrolled", "removed", "event:device_removed", "event:custom_thing",
+    ]
+
+
+def test_undelivered_events_are_delivered_at_next_start(make_host, subscribers):
+    good1, _, _ = subscribers
+    first = make_host(plugins=[good1])
+    first.db.run_write(lambda s: host_record(first, s))
+    first.close()  # "crash" before delivery
+    assert good1.calls == []
+    second = make_host(plugins=[good1])
+    second.start()
+    assert [c[1] for c in good1.calls] == ["enrolled", "event:device_enrolled"]
+    assert second.deliver_events() == 0
+
+
+def host_record(host, session):
+    return host.events.record(session, "device_enrolled", {"serial_number": "S9"})
+
+
+def test_event_claimed_by_a_dead_process_is_delivered_at_next_start(make_host, subscribers):
+    good1, _, _ = subscribers
+    host = make_host(plugins=[good1])
+    event = host.db.run_write(lambda s: host_record(host, s))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    import socket
+
+    holder = f"{socket.gethostname()}:{int(dead.stdout)}:deadbeef"
+    with host.db.write_session() as s:
+        s.execute(update(OutboxEvent).values(claimed_by=holder, claimed_at=event.created_at))
+        s.commit()
+    host.close()
+    again = make_host(plugins=[good1])
+    again.start()
+    assert [c[2] for c in good1.calls] == [event.id, event.id]
+
+
+def test_event_claimed_by_a_live_holder_is_not_delivered_twice(make_host, subscribers):
+    good1, _, _ = subscribers
+    host = make_host(plugins=[good1])
+    event = host.db.run_write(lambda s: host_record(host, s))
+    with host.db.write_session() as s:
+        s.execute(update(OutboxEvent).values(claimed_by="elsewhere:1:abc", claimed_at=event.created_at))
+        s.commit()
+    assert host.deliver_events() == 0
+    assert good1.calls == []
+
+
+def test_delivered_event_values_are_plain(make_host, subscribers):
+    good1, _, _ = subscribers
+    host = make_host(plugins=[good1])
+    recorded = host.db.run_write(lambda s: host.events.record(s, "device_enrolled", {"serial_number": "S1", "n": [1, 2]}))
+    seen = []
+    from mdm_core import hookimpl
+
+    class Probe:
+        @hookimpl
+        def mdm_event(self, host, event):
+            seen.append(event)
+
+    host.pm.register(Probe(), name="probe")
+    host.deliver_events()
+    [event] = seen
+    assert event.payload == {"serial_number": "S1", "n": [1, 2]}
+    assert event.created_at == recorded.created_at  # time-zone aware, as recorded
+    assert event.hook_name == "mdm_device_enrolled"
+
+
+def test_shutdown_delivers_what_the_last_jobs_recorded_before_mdm_shutdown(make_host, load_plugin):
+    plug = load_plugin("""
+        order = []
+
+        @hookimpl
+        def mdm_event(host, event):
+            order.append("event:" + event.name)
+
+        @hookimpl
+        def mdm_shutdown(host):
+            order.append("shutdown")
+            raise RuntimeError("shutdown errors are only logged")
+    """)
+    other = load_plugin("""
+        order = []
+
+        @hookimpl
+        def mdm_shutdown(host):
+            order.append("shutdown")
+    """)
+    host = make_host(plugins=[plug, other])
+    host.start()
+    host.db.run_write(lambda s: host.events.record(s, "sync_finished", {"n": 1}))
+    host.shutdown()
+    assert plug.order == ["event:sync_finished", "shutdown"]
+    assert other.order == ["shutdown"]  # the raising implementation did not stop the others

@@ -1,0 +1,212 @@
+"""The plugin-manager factory: order, blocking, one registration, one-line errors naming the plugin."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from mdm_core.errors import ConfigError, PluginError
+from mdm_core.host import create_host
+from mdm_core.plugins import get_plugin_manager, hooks_of
+
+STARTUP_RECORDER = """
+    import builtins
+    @hookimpl
+    def mdm_startup(host):
+        host.started_by = getattr(host, "started_by", []) + [__name__]
+"""
+
+
+def names(host):
+    return [(r.name, r.source) for r in host.plugins]
+
+
+def test_nothing_loads_at_import_time():
+    # importing the core registers no plugin and builds no engine
+    code = (
+        "import sys, threading, schedule, mdm_core, mdm_core.cli, mdm_core.host, mdm_core.plugins, mdm_core.inventory;"
+        "assert not [m for m in sys.modules if m.startswith('plugins.')], 'a plugin was imported';"
+        "assert not schedule.jobs, 'a job was scheduled';"
+        "assert threading.active_count() == 1, 'a thread was started'"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+    pm = get_plugin_manager()
+    assert pm.get_plugins() == set()
+
+
+def test_loading_order_builtin_conf_entry_points(make_host, write_plugin, fake_entry_points):
+    conf_mod = write_plugin(STARTUP_RECORDER)
+    ep_mod = write_plugin(STARTUP_RECORDER)
+    fake_entry_points({"zeta": ep_mod})
+    host = make_host(config=f'[plugins]\nenabled = ["{conf_mod}"]\n')
+    assert names(host) == [("inventory", "built-in"), (conf_mod, "conf"), ("zeta", "entry point")]
+    assert host.plugins[2].module == ep_mod
+
+
+def test_autoload_switches(make_host, write_plugin, fake_entry_points):
+    fake_entry_points({"zeta": write_plugin()})
+    assert [r.name for r in make_host(config="[plugins]\nautoload = false\n").plugins] == ["inventory"]
+    assert [r.name for r in make_host(environ={"MDM_PLUGIN_AUTOLOAD": "0"}).plugins] == ["inventory"]
+    assert [r.name for r in make_host().plugins] == ["inventory", "zeta"]
+
+
+def test_blocked_by_conf_and_env_before_loading(make_host, write_plugin, fake_entry_points):
+    # these modules raise on import: blocking must happen before anything is imported
+    broken = write_plugin("raise RuntimeError('must not be imported')\n")
+    broken2 = write_plugin("raise RuntimeError('must not be imported')\n")
+    fine = write_plugin()
+    fake_entry_points({"alpha": broken, "beta": broken2, "gamma": fine})
+    host = make_host(config='[plugins]\ndisabled = ["alpha"]\n', environ={"MDM_DISABLED_PLUGINS": " beta , "})
+    assert [r.name for r in host.plugins] == ["inventory", "gamma"]
+    assert broken not in sys.modules and broken2 not in sys.modules
+
+
+def test_conf_enabled_module_blocked_by_its_entry_point_name(make_host, write_plugin, fake_entry_points):
+    broken = write_plugin("raise RuntimeError('must not be imported')\n")
+    fake_entry_points({"vppish": broken})
+    host = make_host(config=f'[plugins]\nenabled = ["{broken}"]\ndisabled = ["vppish"]\n')
+    assert [r.name for r in host.plugins] == ["inventory"]
+
+
+def test_disabled_plugin_section_is_not_an_unknown_section(make_host, write_plugin, fake_entry_points):
+    fake_entry_points({"alpha": write_plugin()})
+    host = make_host(config='[plugins]\ndisabled = ["alpha"]\n[alpha]\nx = 1\n')
+    assert [r.name for r in host.plugins] == ["inventory"]
+
+
+def test_plugin_enabled_in_conf_and_entry_point_is_registered_once(make_host, write_plugin, fake_entry_points):
+    mod = write_plugin(STARTUP_RECORDER)
+    fake_entry_points({"both": mod})
+    host = make_host(config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert names(host) == [("inventory", "built-in"), ("both", "conf")]
+    host.start()
+    assert host.started_by == [mod]
+
+
+def test_misspelt_hook_is_one_line_error_naming_plugin(make_host, load_plugin):
+    bad = load_plugin("""
+        @hookimpl
+        def mdm_startp(host):
+            pass
+    """)
+    with pytest.raises(PluginError) as info:
+        make_host(plugins=[bad])
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"plugin '{bad.__name__}'" in message and "mdm_startp" in message
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("raise ImportError('no such thing')\n", "cannot be imported: ImportError: no such thing"),
+        ("def broken(:\n", "cannot be imported: SyntaxError"),
+        ("@hookimpl\ndef mdm_add_hookspecs(pluginmanager):\n    raise ValueError('boom')\n", "failed while registering: ValueError: boom"),
+        ("@hookimpl\ndef mdm_startup(hst):\n    pass\n", "cannot be registered"),
+    ],
+    ids=["import-error", "syntax-error", "raises-at-register", "bad-hook-arguments"],
+)
+def test_broken_conf_plugin_is_one_line_error_naming_it(make_host, write_plugin, source, expected):
+    mod = write_plugin(source)
+    with pytest.raises(PluginError) as info:
+        make_host(config=f'[plugins]\nenabled = ["{mod}"]\n')
+    message = str(info.value)
+    assert "\n" not in message and mod in message and expected in message
+
+
+def test_unknown_conf_plugin(make_host):
+    with pytest.raises(PluginError, match=r"plugin 'no_such_mdm_plugin' \(enabled in .*mdm.toml\) cannot be imported: ModuleNotFoundError"):
+        make_host(config='[plugins]\nenabled = ["no_such_mdm_plugin"]\n')
+
+
+def test_broken_entry_point(make_host, write_plugin, fake_entry_points):
+    fake_entry_points({"kaputt": write_plugin("raise RuntimeError('nope')\n")})
+    with pytest.raises(PluginError) as info:
+        make_host()
+    assert "plugin 'kaputt'" in str(info.value) and "RuntimeError: nope" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_plugin_owned_hookspecs_and_optional_consumer(make_host, load_plugin):
+    specs = load_plugin("""
+        @hookspec
+        def mdm_widget_made(host, event):
+            '''A widget was made.'''
+    """)
+    owner = load_plugin(f"""
+        import {specs.__name__} as specs
+        @hookimpl
+        def mdm_add_hookspecs(pluginmanager):
+            pluginmanager.add_hookspecs(specs)
+    """)
+    # a consumer of a hook that may not exist marks it optional and loads fine without its owner
+    consumer = load_plugin("""
+        seen = []
+        @hookimpl(optionalhook=True)
+        def mdm_widget_made(host, event):
+            seen.append(event.payload)
+    """)
+    make_host(plugins=[consumer])
+    host = make_host(plugins=[consumer, owner])  # consumer registered before the owner: historic spec call
+    host.db.run_write(lambda s: host.events.record(s, "widget_made", {"n": 1}))
+    host.deliver_events()
+    assert consumer.seen == [{"n": 1}]
+
+
+def test_mdm_plugins_lists_hooks(make_host, load_plugin):
+    plug = load_plugin(STARTUP_RECORDER)
+    host = make_host(plugins=[plug])
+    assert hooks_of(host.pm, plug) == ["mdm_startup"]
+    assert "mdm_register_tables" in hooks_of(host.pm, host.pm.get_plugin("inventory"))
+
+
+@pytest.mark.parametrize(
+    "hook, source",
+    [
+        ("mdm_config_sections", "@hookimpl\ndef mdm_config_sections():\n    raise KeyError('x')\n"),
+        ("mdm_configure", "@hookimpl\ndef mdm_configure(host):\n    raise KeyError('x')\n"),
+    ],
+)
+def test_start_up_hooks_fail_fast_naming_the_plugin(make_host, load_plugin, hook, source):
+    plug = load_plugin(source)
+    with pytest.raises(PluginError) as info:
+        make_host(plugins=[plug])
+    assert str(info.value) == f"plugin '{plug.__name__}' failed in {hook}: KeyError: 'x'"
+
+
+def test_config_error_from_a_plugin_passes_through(make_host, load_plugin):
+    plug = load_plugin("""
+        from mdm_core.errors import ConfigError
+        @hookimpl
+        def mdm_configure(host):
+            raise ConfigError("conf/mdm.toml: [thing] token is missing")
+    """)
+    with pytest.raises(ConfigError, match=r"^conf/mdm.toml: \[thing\] token is missing$"):
+        make_host(plugins=[plug])
+
+
+def test_register_tables_and_jobs_and_startup_fail_fast(make_host, load_plugin):
+    tables = load_plugin("@hookimpl\ndef mdm_register_tables():\n    return [object]\n")
+    with pytest.raises(PluginError, match="not an SQLModel class"):
+        make_host(plugins=[tables]).db
+    jobs = load_plugin("@hookimpl\ndef mdm_register_jobs(scheduler, host):\n    1 / 0\n")
+    with pytest.raises(PluginError, match=rf"plugin '{jobs.__name__}' failed in mdm_register_jobs: ZeroDivisionError"):
+        make_host(plugins=[jobs]).build_scheduler(inline=True)
+    start = load_plugin("@hookimpl\ndef mdm_startup(host):\n    raise OSError('disk\\nfull')\n")
+    with pytest.raises(PluginError) as info:
+        make_host(plugins=[start]).start()
+    assert str(info.value) == f"plugin '{start.__name__}' failed in mdm_startup: OSError: disk full"
+
+
+def test_blocking_the_builtin_keeps_host_tables(make_host, load_plugin):
+    host = make_host(plugins=[], environ={"MDM_DISABLED_PLUGINS": "inventory"})
+    assert host.plugins == []
+    lock = host.lock("x")
+    lock.acquire()
+    lock.release()
+    host.db.run_write(lambda s: host.events.record(s, "something", {}))
+    assert host.deliver_events() == 1

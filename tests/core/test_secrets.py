@@ -1,0 +1,69 @@
+"""SecretBox: round trip, a private key file under var/, one-line error with the wrong key."""
+
+from __future__ import annotations
+
+import stat
+import threading
+
+import pytest
+
+from mdm_core.errors import MdmError
+from mdm_core.secrets import SecretBox
+
+
+def test_round_trip_and_repr_hides_the_key():
+    box = SecretBox("my key material")
+    token = box.encrypt("eyJ0b2tlbiI6InNlY3JldCJ9")
+    assert "secret" not in token and token != "eyJ0b2tlbiI6InNlY3JldCJ9"
+    assert box.decrypt(token) == "eyJ0b2tlbiI6InNlY3JldCJ9"
+    assert SecretBox("my key material").decrypt(token) == "eyJ0b2tlbiI6InNlY3JldCJ9"
+    assert "my key material" not in repr(box) and repr(box) == "SecretBox(<key hidden>)"
+
+
+def test_wrong_key_is_one_line_mdm_error():
+    token = SecretBox("right").encrypt("s")
+    with pytest.raises(MdmError) as info:
+        SecretBox("wrong").decrypt(token)
+    assert "\n" not in str(info.value) and "MDM_SECRET_KEY" in str(info.value)
+    with pytest.raises(MdmError):
+        SecretBox("right").decrypt("not a token at all")
+
+
+def test_key_file_created_0600_under_var(make_host, project_dir):
+    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""})
+    key_file = project_dir / "var" / "secret.key"
+    assert not key_file.exists()
+    token = host.secrets.encrypt("s3cret")
+    assert key_file.exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".secret.key")] == []
+    again = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""})
+    assert again.secrets.decrypt(token) == "s3cret"  # the same key is read back
+
+
+def test_key_file_created_once_by_concurrent_callers(tmp_path):
+    path = tmp_path / "var" / "secret.key"
+    boxes: list[SecretBox] = []
+    threads = [threading.Thread(target=lambda: boxes.append(SecretBox.from_key_file(path))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    token = boxes[0].encrypt("x")
+    assert all(b.decrypt(token) == "x" for b in boxes)
+
+
+def test_empty_key_file_is_an_error_not_a_weak_key(tmp_path):
+    path = tmp_path / "secret.key"
+    path.write_text("")
+    with pytest.raises(MdmError, match="is empty"):
+        SecretBox.from_key_file(path)
+
+
+def test_key_sources(make_host, project_dir):
+    (project_dir / "conf" / "key.txt").write_text("file-key\n")
+    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""}, config='[core]\nsecret_key = { file = "conf/key.txt" }\n')
+    assert SecretBox("file-key").decrypt(host.secrets.encrypt("a")) == "a"
+    env_host = make_host(plugins=[], environ={"MDM_SECRET_KEY": "env-key"})
+    assert SecretBox("env-key").decrypt(env_host.secrets.encrypt("b")) == "b"
+    assert not (project_dir / "var" / "secret.key").exists()
