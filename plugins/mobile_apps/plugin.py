@@ -1,1 +1,114 @@
-"""mobile_apps plugin hook implementations."""
+"""mobile_apps plugin hook implementations.
+
+Publishes the VPP plugin's assets as installable applications, looks up their metadata,
+installs them with VPP licenses and reclaims licenses. It uses the VPP plugin only through its
+hooks (``host.pm.hook.mdm_vpp_*``) and event payloads; its implementations of VPP hooks are
+``optionalhook`` so that the plugin loads when the VPP plugin is disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import hookimpl
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pluggy
+
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler
+
+PLUGIN_NAME = "mobile_apps"
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+    """Declare the mobile_apps events (published, retired, install queued, reclaim finished)."""
+    from plugins.mobile_apps import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def mdm_config_sections() -> dict[str, type]:
+    """``[mobile_apps]``."""
+    from plugins.mobile_apps.settings import MobileAppsSettings
+
+    return {"mobile_apps": MobileAppsSettings}
+
+
+@hookimpl
+def mdm_register_tables() -> list[type]:
+    """The ``mobile_apps_*`` tables."""
+    from plugins.mobile_apps.models import MOBILE_APPS_TABLES
+
+    return list(MOBILE_APPS_TABLES)
+
+
+@hookimpl
+def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+    """``mdm apps ...``."""
+    from plugins.mobile_apps import cli
+
+    cli.register(subparsers)
+
+
+@hookimpl
+def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+    """Metadata lookups, reclaim retries and pending installs."""
+    from plugins.mobile_apps import jobs
+
+    jobs.register(host, scheduler)
+
+
+# --------------------------------------------------------------------------- VPP events
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
+    """Publish one application per platform of each new asset (books as books)."""
+    from plugins.mobile_apps.catalog import once, upsert_assets
+
+    once(host, event, lambda session: upsert_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
+    """Update counts and flags (and platforms) of published applications."""
+    from plugins.mobile_apps.catalog import once, upsert_assets
+
+    once(host, event, lambda session: upsert_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
+    """Retire the applications of assets that left the account (kept for history)."""
+    from plugins.mobile_apps.catalog import once, retire_assets
+
+    once(host, event, lambda session: retire_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
+    """Complete pending installs; with ``auto_install``, install licenses assigned in Apple's portal."""
+    from plugins.mobile_apps.installs import on_licenses_associated
+
+    on_licenses_associated(host, event)
+
+
+# --------------------------------------------------------------------------- core events
+
+
+@hookimpl
+def mdm_device_removed(host: "Host", event: "Event") -> None:
+    """Reclaim the VPP licenses the removed device held."""
+    if host.hook("mdm_vpp_licenses") is None:  # the VPP plugin is disabled
+        return
+    from plugins.mobile_apps.reclaims import on_device_removed
+
+    on_device_removed(host, event)

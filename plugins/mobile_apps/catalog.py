@@ -1,0 +1,267 @@
+"""Publishing VPP assets as applications (from the VPP sync events) and their metadata.
+
+Subscribers apply each event in one transaction together with a ``mobile_apps_seen_event`` row,
+so an event delivered twice (after a crash) changes nothing the second time. Metadata is never
+looked up while an event is delivered: applications are published with what the event says and
+their metadata is marked pending; the ``mobile_apps.metadata`` job (and ``mdm apps
+refresh-metadata``) looks it up in batches, and a failed lookup is retried later.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import or_, select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import utcnow
+
+from .models import AppMetadata, MobileApp, SeenEvent
+from .settings import settings
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+
+#: supportedPlatforms value (lower case) → application platform.
+APP_PLATFORMS = {"ios": "iOS", "ipados": "iOS", "macos": "macOS", "tvos": "tvOS", "watchos": "watchOS", "visionos": "visionOS"}
+#: device platform (core inventory) → application platform.
+DEVICE_TO_APP_PLATFORM = {"iOS": "iOS", "iPadOS": "iOS", "macOS": "macOS", "tvOS": "tvOS"}
+LOOKUP_BATCH = 100
+
+
+def app_platform(value: str) -> str:
+    """``ipados`` → ``iOS``; an unknown platform is kept as given."""
+    return APP_PLATFORMS.get(value.strip().lower(), value.strip())
+
+
+def once(host: "Host", event: "Event", work: Callable[[Session], Any]) -> Any:
+    """Apply ``work`` for ``event`` in one transaction, unless this event was applied before.
+
+    Events recorded by ``work`` are delivered by the delivery loop that called the subscriber
+    (no nested delivery here).
+    """
+
+    def run(session: Session) -> Any:
+        if session.get(SeenEvent, event.id) is not None:
+            log.info("event %s (%s) already applied; skipping", event.id, event.name)
+            return None
+        session.add(SeenEvent(event_id=event.id, name=event.name))
+        return work(session)
+
+    return host.db.run_write(run)
+
+
+# ---------------------------------------------------------------------- publishing
+
+
+def _payload(app: MobileApp) -> dict[str, Any]:
+    return {"id": app.id, "account": app.account, "adamId": app.adam_id, "pricingParam": app.pricing_param, "platform": app.platform,
+            "kind": app.kind, "availableCount": app.available_count, "totalCount": app.total_count}
+
+
+def upsert_assets(host: "Host", session: Session, account: str, assets: list[dict[str, Any]]) -> None:
+    """Publish (or update) one application per platform of each asset; retire dropped platforms."""
+    now = utcnow()
+    for asset in assets:
+        adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
+        kind = "book" if str(asset.get("productType", "")).lower() == "book" else "app"
+        platforms = list(dict.fromkeys(app_platform(p) for p in asset.get("supportedPlatforms") or []))
+        rows = {r.platform: r for r in session.execute(
+            select(MobileApp).where(MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing)
+        ).scalars()}
+        for platform in platforms:
+            row = rows.get(platform)
+            newly = row is None or row.state != "published"
+            if row is None:
+                row = MobileApp(account=account, adam_id=adam_id, pricing_param=pricing, platform=platform, kind=kind,
+                                product_type=str(asset.get("productType") or ""), published_at=now)
+            _set_counts(row, asset, kind)
+            row.state, row.retired_at, row.updated_at = "published", None, now
+            session.add(row)
+            session.flush()
+            if newly:
+                host.events.record(session, "mobile_apps_app_published", _payload(row))
+        for platform, row in rows.items():
+            if platform not in platforms and row.state != "retired":
+                _retire(host, session, row, now)
+        if session.get(AppMetadata, adam_id) is None:
+            session.add(AppMetadata(adam_id=adam_id, account=account, status="pending"))
+
+
+def _set_counts(row: MobileApp, asset: dict[str, Any], kind: str) -> None:
+    row.kind = kind
+    row.product_type = str(asset.get("productType") or row.product_type)
+    row.device_assignable = bool(asset.get("deviceAssignable"))
+    row.revocable = bool(asset.get("revocable"))
+    row.supported_platforms = list(asset.get("supportedPlatforms") or [])
+    for attr, key in (("assigned_count", "assignedCount"), ("available_count", "availableCount"), ("retired_count", "retiredCount"), ("total_count", "totalCount")):
+        if asset.get(key) is not None:
+            setattr(row, attr, int(asset[key]))
+
+
+def _retire(host: "Host", session: Session, row: MobileApp, now: Any) -> None:
+    row.state, row.retired_at, row.updated_at = "retired", now, now
+    session.add(row)
+    host.events.record(session, "mobile_apps_app_retired", _payload(row))
+
+
+def retire_assets(host: "Host", session: Session, account: str, assets: list[dict[str, Any]]) -> None:
+    """The assets left the account: their applications are retired (kept, not installable)."""
+    now = utcnow()
+    for asset in assets:
+        rows = session.execute(select(MobileApp).where(
+            MobileApp.account == account, MobileApp.adam_id == str(asset["adamId"]), MobileApp.pricing_param == str(asset["pricingParam"])
+        )).scalars()
+        for row in rows:
+            _set_counts(row, asset, row.kind)
+            if row.state != "retired":
+                _retire(host, session, row, now)
+            else:
+                session.add(row)
+
+
+# ---------------------------------------------------------------------- metadata
+
+
+def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = False) -> dict[str, int]:
+    """Look up the metadata that is pending, failed (when its retry is due, or ``force``) or
+    older than ``metadata_max_age`` (or all of it with ``everything``); returns counts.
+
+    A failed lookup never raises: the rows are marked ``error`` and retried after
+    ``metadata_retry`` seconds.
+    """
+    s = settings(host)
+    now = utcnow()
+    stale = now - timedelta(seconds=s.metadata_max_age)
+    with host.db.session() as session:
+        query = select(AppMetadata)
+        if not everything:
+            query = query.where(or_(AppMetadata.status.in_(("pending", "error")), AppMetadata.fetched_at < stale))
+            if not force:
+                query = query.where(or_(AppMetadata.next_attempt_at.is_(None), AppMetadata.next_attempt_at <= now))
+        rows = list(session.execute(query).scalars())
+        accounts = _live_accounts(session)
+    counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
+    by_account: dict[str, list[str]] = {}
+    for row in rows:
+        account = row.account if row.account in accounts else (accounts.get(row.adam_id) or row.account)
+        by_account.setdefault(account, []).append(row.adam_id)
+    for account, adam_ids in sorted(by_account.items()):
+        for start in range(0, len(adam_ids), LOOKUP_BATCH):
+            batch = adam_ids[start:start + LOOKUP_BATCH]
+            counts["looked_up"] += len(batch)
+            try:
+                found = host.pm.hook.mdm_vpp_lookup_metadata(host=host, account=account, adam_ids=batch)
+                if found is None:
+                    raise MdmError("the VPP plugin is not loaded")
+            except Exception as exc:  # never fails the caller: retried later
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
+                host.db.run_write(lambda session, batch=batch, message=message: _mark_failed(session, batch, message, s.metadata_retry))
+                counts["failed"] += len(batch)
+                continue
+            host.db.run_write(lambda session, batch=batch, found=found, account=account: _store(session, account, batch, found, s.metadata_max_age))
+            counts["found"] += sum(1 for a in batch if a in found)
+            counts["missing"] += sum(1 for a in batch if a not in found)
+    return counts
+
+
+def _live_accounts(session: Session) -> dict[str, str]:
+    """Published account of each adamId (and each account name mapped to itself)."""
+    out: dict[str, str] = {}
+    for account, adam_id in session.execute(select(MobileApp.account, MobileApp.adam_id).where(MobileApp.state == "published")).all():
+        out.setdefault(adam_id, account)
+        out[account] = account
+    return out
+
+
+def _mark_failed(session: Session, adam_ids: list[str], message: str, retry: int) -> None:
+    now = utcnow()
+    for adam_id in adam_ids:
+        row = session.get(AppMetadata, adam_id)
+        if row is None:
+            continue
+        row.status = "error" if row.fetched_at is None else row.status  # keep what we had; it is only stale
+        row.attempts += 1
+        row.last_error = message[:1000]
+        row.next_attempt_at = now + timedelta(seconds=retry)
+        session.add(row)
+
+
+def _store(session: Session, account: str, adam_ids: list[str], found: dict[str, dict[str, Any]], max_age: int) -> None:
+    now = utcnow()
+    for adam_id in adam_ids:
+        row = session.get(AppMetadata, adam_id)
+        if row is None:
+            continue
+        data = found.get(adam_id)
+        row.account, row.fetched_at, row.attempts, row.last_error = account, now, 0, None
+        row.next_attempt_at = now + timedelta(seconds=max_age)
+        if data is None:
+            row.status = "missing" if row.name is None else row.status
+            session.add(row)
+            continue
+        row.status = "ok"
+        row.name, row.bundle_id, row.version, row.icon_url = data.get("name"), data.get("bundleId"), data.get("version"), data.get("iconUrl")
+        row.store_kind, row.device_families = data.get("kind"), list(data.get("deviceFamilies") or [])
+        session.add(row)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
+    """An application as plain values."""
+    return {
+        "id": app.id, "kind": app.kind, "platform": app.platform, "state": app.state, "account": app.account,
+        "adamId": app.adam_id, "pricingParam": app.pricing_param, "productType": app.product_type,
+        "name": meta.name if meta else None, "bundleId": meta.bundle_id if meta else None, "version": meta.version if meta else None,
+        "iconUrl": meta.icon_url if meta else None, "metadata": meta.status if meta else "pending",
+        "metadataFetchedAt": meta.fetched_at if meta else None, "metadataError": meta.last_error if meta else None,
+        "deviceAssignable": app.device_assignable, "revocable": app.revocable, "supportedPlatforms": list(app.supported_platforms or []),
+        "assignedCount": app.assigned_count, "availableCount": app.available_count, "retiredCount": app.retired_count,
+        "totalCount": app.total_count, "publishedAt": app.published_at, "retiredAt": app.retired_at,
+    }
+
+
+def list_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+    """Applications (and books) with their metadata, by name then platform."""
+    query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+    if platform:
+        query = query.where(MobileApp.platform == app_platform(platform))
+    if kind:
+        query = query.where(MobileApp.kind == kind)
+    if state:
+        query = query.where(MobileApp.state == state)
+    with host.db.session() as session:
+        rows = [app_dict(a, m) for a, m in session.execute(query).all()]
+    return sorted(rows, key=lambda r: ((r["name"] or "~").lower(), r["adamId"], r["pricingParam"], r["platform"]))
+
+
+def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetadata | None]]:
+    """Applications matching an application id, an adamId or a bundle id."""
+    selector = selector.strip()
+    if not selector:
+        raise UsageError("APP is empty: give an application id, an adamId or a bundle id (see `mdm apps list`)")
+    base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+    if selector.isdigit():
+        rows = list(session.execute(base.where(MobileApp.adam_id == selector)).all())
+        if not rows:
+            rows = list(session.execute(base.where(MobileApp.id == int(selector))).all())
+    else:
+        rows = list(session.execute(base.where(AppMetadata.bundle_id == selector)).all())
+    if not rows:
+        raise MdmError(f"no application '{selector}': give an application id, an adamId or a bundle id (see `mdm apps list`; run `mdm vpp sync` after a purchase)")
+    return [(a, m) for a, m in rows]
+
+
+def label(app: MobileApp, meta: AppMetadata | None) -> str:
+    """``Name (adamId)`` or just the adamId."""
+    name = meta.name if meta and meta.name else None
+    return f"{name} ({app.adam_id})" if name else f"adamId {app.adam_id}"

@@ -1,0 +1,215 @@
+"""``mdm apps ...``: list, show, install, reclaim, reclaims, installs, refresh-metadata."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(subparsers: Any) -> None:
+    """Add ``apps`` to the ``mdm`` parser."""
+    apps = subparsers.add_parser("apps", help="mobile applications from VPP: list, install with licenses, reclaim",
+                                 description="Applications published from the VPP accounts' assets (one per platform; iOS also covers iPadOS). "
+                                             "APP is an application id, an adamId or a bundle id.")
+    sub = apps.add_subparsers(dest="apps_cmd", required=True, metavar="COMMAND")
+
+    lst = sub.add_parser("list", help="applications and books with their license counts")
+    lst.add_argument("--platform", metavar="P", help="iOS (also iPadOS), macOS, ...")
+    lst.add_argument("--kind", choices=["app", "book"])
+    lst.add_argument("--state", choices=["published", "retired"])
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_list)
+
+    show = sub.add_parser("show", help="one application: source, platforms, counts, state, metadata, license holders")
+    show.add_argument("app", metavar="APP")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_show)
+
+    inst = sub.add_parser("install", help="install an app with a VPP license on devices or for a user",
+                          description="Check each target, associate the license with Apple (unless already held), then queue "
+                                      "InstallApplication (PurchaseMethod 1). Exit 1 if any device or user was refused or failed.")
+    inst.add_argument("app", metavar="APP")
+    target = inst.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="SERIAL", action="append", help="a device serial number (repeatable)")
+    target.add_argument("--user", metavar="MDM_USER", help="an MDM user: a user license, installed on each enrolled device they own")
+    target.add_argument("--devices-file", metavar="FILE", help="serial numbers, one per line (or CSV with a serial_number column)")
+    inst.add_argument("--wait", type=float, metavar="SECONDS", help="how long to wait for Apple's confirmation (default: [mobile_apps] install_wait)")
+    inst.add_argument("--json", action="store_true", help="print JSON")
+    inst.set_defaults(func=_install)
+
+    installs = sub.add_parser("installs", help="recorded installs (queued, pending Apple's confirmation, failed)")
+    installs.add_argument("--status", choices=["queued", "pending", "failed"])
+    installs.add_argument("--json", action="store_true", help="print JSON")
+    installs.set_defaults(func=_installs)
+
+    rec = sub.add_parser("reclaim", help="free VPP licenses of an app (or of every app with --all --unused)",
+                         description="Disassociate licenses now; when Apple cannot be reached they stay pending and the "
+                                     "mobile_apps.reclaim job retries them. Irrevocable assets are reported, not attempted.")
+    rec.add_argument("app", metavar="APP", nargs="?")
+    rec.add_argument("--all", action="store_true", help="every app (only with --unused)")
+    which = rec.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", metavar="SERIAL", help="the license held by this device")
+    which.add_argument("--user", metavar="MDM_USER", help="the license held by this user")
+    which.add_argument("--unused", action="store_true", help="licenses held by devices no longer enrolled or users no longer in the MDM")
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.set_defaults(func=_reclaim)
+
+    recs = sub.add_parser("reclaims", help="pending, failed and irrevocable reclaims")
+    recs.add_argument("--all", action="store_true", help="done ones too")
+    recs.add_argument("--json", action="store_true", help="print JSON")
+    recs.set_defaults(func=_reclaims)
+
+    meta = sub.add_parser("refresh-metadata", help="look up names, bundle ids, versions and icons now")
+    meta.add_argument("--all", action="store_true", help="also refresh metadata that is not stale yet")
+    meta.set_defaults(func=_refresh_metadata)
+
+
+def _require_vpp(host: "Host") -> None:
+    if host.hook("mdm_vpp_associate") is None:
+        raise MdmError("the VPP plugin is not loaded (see `mdm plugins`): VPP apps cannot be installed or reclaimed")
+
+
+def _list(host: "Host", args: argparse.Namespace) -> int:
+    from .catalog import list_apps
+
+    rows = list_apps(host, platform=args.platform, kind=args.kind, state=args.state)
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        row["licenses"] = f"{row['availableCount']}/{row['totalCount']}"
+        row["name"] = row["name"] or f"({row['metadata']})"
+    print_table(rows, ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
+                empty="no applications: add a VPP account and run `mdm vpp sync`")
+    return 0
+
+
+def _show(host: "Host", args: argparse.Namespace) -> int:
+    from .catalog import app_dict, find_apps
+
+    with host.db.session() as session:
+        rows = find_apps(session, args.app)
+    apps = [app_dict(a, m) for a, m in rows]
+    holders: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    if host.hook("mdm_vpp_licenses") is not None:
+        for key in sorted({(a["account"], a["adamId"], a["pricingParam"]) for a in apps}):
+            licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=key[0], adam_id=key[1], serial_number=None, client_user_id=None) or []
+            holders[key] = [lic for lic in licenses if lic["pricingParam"] == key[2]]
+    for app in apps:
+        app["licenses"] = holders.get((app["account"], app["adamId"], app["pricingParam"]), [])
+    if args.json:
+        print_json(apps if len(apps) > 1 else apps[0])
+        return 0
+    for i, app in enumerate(apps):
+        if i:
+            print()
+        name = app["name"] or f"(metadata {app['metadata']})"
+        print(f"{name}  [application {app['id']}, {app['kind']}, {app['platform']}, {app['state']}]")
+        fields = [
+            ("source", f"VPP account {app['account']}, adamId {app['adamId']}, pricingParam {app['pricingParam']} ({app['productType']})"),
+            ("bundle id", app["bundleId"]), ("version", app["version"]), ("icon", app["iconUrl"]),
+            ("platforms", ", ".join(app["supportedPlatforms"]) + (" (iOS covers iPadOS)" if "iOS" in app["supportedPlatforms"] else "")),
+            ("licenses", f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"),
+            ("device-assignable", "yes" if app["deviceAssignable"] else "no (user licenses only)"),
+            ("revocable", "yes" if app["revocable"] else "no (licenses cannot be reclaimed)"),
+            ("metadata", app["metadata"] + (f", fetched {app['metadataFetchedAt']:%Y-%m-%d %H:%M:%S}" if app["metadataFetchedAt"] else "")
+             + (f", last error: {app['metadataError']}" if app["metadataError"] else "")),
+            ("published", f"{app['publishedAt']:%Y-%m-%d %H:%M:%S}" + (f", retired {app['retiredAt']:%Y-%m-%d %H:%M:%S}" if app["retiredAt"] else "")),
+        ]
+        for label, value in fields:
+            print(f"  {label + ':':<18} {value if value is not None else '-'}")
+        devices = [lic for lic in app["licenses"] if lic.get("serialNumber")]
+        users = [lic for lic in app["licenses"] if lic.get("clientUserId")]
+        print(f"  {'held by devices:':<18} " + (", ".join(l["serialNumber"] + ("" if l.get("enrolled") else " (not enrolled)") for l in devices) or "-"))
+        print(f"  {'held by users:':<18} " + (", ".join(l["clientUserId"] + ("" if l.get("mdmUser") else " (not an MDM user)") for l in users) or "-"))
+    return 0
+
+
+def _install(host: "Host", args: argparse.Namespace) -> int:
+    from .installs import install, read_devices_file
+
+    _require_vpp(host)
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be 0 or more seconds")
+    serials = read_devices_file(args.devices_file) if args.devices_file else args.device
+    outcome = install(host, args.app, serials=serials, user=args.user, wait=args.wait)
+    if args.json:
+        print_json({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()})
+    else:
+        for target, status, message in outcome.lines:
+            stream = sys.stdout if status not in ("refused", "failed") else sys.stderr
+            print(f"{target}: {status}: {message}", file=stream)
+        counts: dict[str, int] = {}
+        for _, status, _ in outcome.lines:
+            counts[status] = counts.get(status, 0) + 1
+        asset = outcome.asset
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+        print(f"{asset.label if asset else args.app} from account {asset.account if asset else '?'}: {summary}")
+    return 0 if outcome.ok else 1
+
+
+def _installs(host: "Host", args: argparse.Namespace) -> int:
+    from .installs import list_installs
+
+    rows = list_installs(host, args.status)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
+    return 0
+
+
+def _reclaim(host: "Host", args: argparse.Namespace) -> int:
+    from .reclaims import reclaim
+
+    _require_vpp(host)
+    if args.all and args.app:
+        raise UsageError("give APP or --all, not both")
+    if args.all and not args.unused:
+        raise UsageError("--all needs --unused (reclaim a device's or a user's license one app at a time)")
+    if not args.all and not args.app:
+        raise UsageError("give APP (an application id, an adamId or a bundle id), or --all --unused")
+    rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused)
+    if args.json:
+        print_json(rows)
+        return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
+    if not rows:
+        print("no license to reclaim")
+        return 0
+    for row in rows:
+        target = row.get("serialNumber") or row.get("clientUserId")
+        text = {"done": "license reclaimed", "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
+                "failed": "Apple refused", "irrevocable": "not reclaimed: the asset is irrevocable"}[row["status"]]
+        detail = f" ({row['last_error']})" if row["last_error"] and row["status"] in ("pending", "failed") else ""
+        print(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {text}{detail}")
+    return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
+
+
+def _reclaims(host: "Host", args: argparse.Namespace) -> int:
+    from .reclaims import list_reclaims
+
+    rows = list_reclaims(host, everything=args.all)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
+                    empty="no pending or failed reclaims")
+    return 0
+
+
+def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:
+    from .catalog import refresh_metadata
+
+    if host.hook("mdm_vpp_lookup_metadata") is None:
+        raise MdmError("the VPP plugin is not loaded (see `mdm plugins`): metadata cannot be looked up")
+    counts = refresh_metadata(host, force=True, everything=args.all)
+    print(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
+          + (" (retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))
+    return 1 if counts["failed"] else 0

@@ -1,0 +1,70 @@
+"""Hooks the mobile_apps plugin owns: events other plugins can react to.
+
+Each is delivered from the host's outbox after the transaction that recorded it committed,
+each implementation on its own (a failing subscriber is logged and recorded; the others still
+run). Every event has a stable ``event.id``: subscribers should be idempotent. Payloads are
+plain JSON values. Consumers mark their implementations ``@hookimpl(optionalhook=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mdm_core import hookspec
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+
+@hookspec
+def mdm_mobile_apps_app_published(host: "Host", event: "Event") -> None:
+    """An application (or book) became available: a VPP asset appeared, or came back.
+
+    When: after the VPP sync event that announced the asset was applied.
+    Args: ``host``; ``event``, whose ``event.payload`` has ``id`` (application id), ``account``, ``adamId``,
+    ``pricingParam``, ``platform`` (``iOS`` also covers iPadOS, ``macOS``), ``kind``
+    (``app`` or ``book``), ``availableCount``, ``totalCount``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_mobile_apps_app_retired(host: "Host", event: "Event") -> None:
+    """An application is no longer installable (its asset was refunded or transferred away,
+    or the asset no longer supports that platform). The row is kept for history.
+
+    When: after the VPP sync event that removed the asset was applied.
+    Args: ``host``; ``event``, whose ``event.payload`` has as ``mdm_mobile_apps_app_published``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_mobile_apps_install_queued(host: "Host", event: "Event") -> None:
+    """An ``InstallApplication`` command with a VPP license was queued for a device.
+
+    When: after ``mdm apps install``, an automatic install (``auto_install``) or a pending
+    install that Apple confirmed later, once the command is committed.
+    Args: ``host``; ``event``, whose ``event.payload`` has ``account``, ``adamId``, ``pricingParam``,
+    ``serialNumber``, ``commandUuid``, ``license`` (``device`` or ``user``), ``clientUserId``
+    (user licenses) and ``source`` (``request``, ``auto`` or ``pending``).
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_mobile_apps_reclaim_finished(host: "Host", event: "Event") -> None:
+    """A reclaim of a VPP license reached an end state.
+
+    When: after Apple confirmed (``done``) or refused (``failed``) a disassociation, or when the
+    asset turned out irrevocable (``irrevocable``, never attempted).
+    Args: ``host``; ``event``, whose ``event.payload`` has ``id``, ``account``, ``adamId``, ``pricingParam``,
+    ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``manual``,
+    ``unused``), ``status`` and ``error``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """

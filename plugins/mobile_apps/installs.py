@@ -1,0 +1,509 @@
+"""Installing applications with VPP licenses (doc §6.2: check, associate, wait, queue).
+
+1. Check each target: device enrolled, platform supported (iPadOS devices take iOS apps),
+   asset device-assignable (device licenses), licenses available for the batch; a VPP user
+   that is Associated (user licenses).
+2. Ask the VPP plugin to associate the licenses (``mdm_vpp_associate``), unless the target
+   already holds one (``mdm_vpp_licenses``).
+3. Queue ``InstallApplication`` (``PurchaseMethod`` 1) for each device whose license Apple
+   confirmed; report Apple's reason for the others and queue nothing for them.
+4. When Apple has not answered within ``--wait``, the install is recorded ``pending`` and its
+   command is queued when the license shows up (a sync's or this host's
+   ``vpp_licenses_associated``) or when the ``mobile_apps.installs`` job asks Apple again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.inventory import queue_command
+from mdm_core.models import Command, Device, MdmUser, utcnow
+
+from .catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
+from .models import AppMetadata, Install, MobileApp
+from .settings import settings
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+REQUEST_TYPE = "InstallApplication"
+
+
+@dataclass
+class Asset:
+    """One VPP asset (account, adamId, pricingParam) and its published applications by platform."""
+
+    account: str
+    adam_id: str
+    pricing_param: str
+    apps: dict[str, MobileApp]
+    meta: AppMetadata | None
+    device_assignable: bool
+    available_count: int
+
+    @property
+    def label(self) -> str:
+        return label(next(iter(self.apps.values())), self.meta)
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted(self.apps)
+
+
+@dataclass
+class Outcome:
+    """What an install did, one line per device or user."""
+
+    asset: Asset | None = None
+    lines: list[tuple[str, str, str]] = field(default_factory=list)  # (target, status, text)
+
+    def add(self, target: str, status: str, text: str) -> None:
+        self.lines.append((target, status, text))
+
+    @property
+    def ok(self) -> bool:
+        return not any(status in ("refused", "failed") for _, status, _ in self.lines)
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"target": t, "status": s, "message": m} for t, s, m in self.lines]
+
+
+# ---------------------------------------------------------------------- resolving
+
+
+def resolve_asset(host: "Host", selector: str) -> Asset:
+    """The one installable asset that ``selector`` names (or a one-line reason why not)."""
+    with host.db.session() as session:
+        rows = find_apps(session, selector)
+    apps = [(a, m) for a, m in rows if a.kind == "app"]
+    if not apps:
+        raise MdmError(f"'{selector}' is a book ({label(*rows[0])}): books are licensed to users and are not installed as apps")
+    published = [(a, m) for a, m in apps if a.state == "published"]
+    if not published:
+        a, m = apps[0]
+        raise MdmError(f"{label(a, m)} is retired (no longer in VPP account '{a.account}'): it cannot be installed")
+    groups: dict[tuple[str, str, str], list[tuple[MobileApp, AppMetadata | None]]] = {}
+    for a, m in published:
+        groups.setdefault((a.account, a.adam_id, a.pricing_param), []).append((a, m))
+    if len(groups) > 1:
+        choices = "; ".join(f"{', '.join(str(a.id) for a, _ in g)} = account {k[0]} {k[1]} {k[2]}" for k, g in sorted(groups.items()))
+        raise UsageError(f"'{selector}' matches several VPP assets: give an application id ({choices})")
+    (account, adam_id, pricing), group = next(iter(groups.items()))
+    with host.db.session() as session:  # every platform of the asset, whichever application was named
+        siblings = list(session.execute(select(MobileApp).where(
+            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
+            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+    group = [(a, group[0][1]) for a in siblings] or group
+    first = group[0][0]
+    return Asset(account, adam_id, pricing, {a.platform: a for a, _ in group}, group[0][1], first.device_assignable, first.available_count)
+
+
+def _fresh_counts(host: "Host", asset: Asset) -> None:
+    """Take the counts and flags from the VPP mirror (the events may lag behind)."""
+    assets = host.pm.hook.mdm_vpp_assets(host=host, account=asset.account)
+    if assets is None:
+        raise MdmError("the VPP plugin is not loaded: VPP apps cannot be installed (see `mdm plugins`)")
+    for row in assets:
+        if row["adamId"] == asset.adam_id and row["pricingParam"] == asset.pricing_param:
+            asset.available_count = int(row.get("availableCount") or 0)
+            asset.device_assignable = bool(row.get("deviceAssignable"))
+            return
+    raise MdmError(f"{asset.label} is no longer in VPP account '{asset.account}': run `mdm vpp sync {asset.account}`")
+
+
+def _held(host: "Host", asset: Asset, *, serial: str | None = None, user: str | None = None) -> bool:
+    rows = host.pm.hook.mdm_vpp_licenses(host=host, account=asset.account, adam_id=asset.adam_id, serial_number=serial, client_user_id=user) or []
+    return any(r["pricingParam"] == asset.pricing_param for r in rows)
+
+
+def read_devices_file(path: str) -> list[str]:
+    """Serials from a file: one per line, or CSV with a ``serial_number`` column. Any bad line
+    is reported by line number and nothing is returned."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = text.splitlines()
+    first = next((l for l in lines if l.strip() and not l.lstrip().startswith("#")), "")
+    entries: list[tuple[int, str]] = []
+    errors: list[str] = []
+    if "serial_number" in [c.strip().lower() for c in first.split(",")]:
+        reader = csv.reader(io.StringIO(text))
+        header: list[str] | None = None
+        for cells in reader:
+            number = reader.line_num
+            if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                header = [c.strip().lower() for c in cells]
+                continue
+            if len(cells) != len(header):
+                errors.append(f"{path}: line {number}: expected {len(header)} columns, got {len(cells)}")
+                continue
+            entries.append((number, cells[header.index("serial_number")].strip()))
+    else:
+        for number, line in enumerate(lines, 1):
+            value = line.strip()
+            if value and not value.startswith("#"):
+                entries.append((number, value))
+    seen: dict[str, int] = {}
+    serials = []
+    for number, value in entries:
+        serial = value.upper()
+        if not serial or len(serial) > 64 or not serial.replace("-", "").isalnum():
+            errors.append(f"{path}: line {number}: '{value}' is not a serial number (letters and digits only, at most 64)")
+        elif serial in seen:
+            errors.append(f"{path}: line {number}: {serial} already appears on line {seen[serial]}")
+        else:
+            seen[serial] = number
+            serials.append(serial)
+    if errors:
+        raise UsageError("; ".join(errors) + " (nothing was done)")
+    if not serials:
+        raise UsageError(f"{path}: no serial numbers (one per line, or CSV with a serial_number column)")
+    return serials
+
+
+# ---------------------------------------------------------------------- queueing
+
+
+def install_payload(host: "Host", adam_id: str, platform: str) -> dict[str, Any]:
+    """The ``InstallApplication`` keys of a VPP-licensed install (doc §6.1)."""
+    payload: dict[str, Any] = {
+        "iTunesStoreID": int(adam_id),
+        "Options": {"PurchaseMethod": 1},
+        "ManagementFlags": settings(host).management_flags(),
+        "ChangeManagementState": "Managed",
+    }
+    if platform == "macOS":
+        payload["InstallAsManaged"] = True
+    return payload
+
+
+def _queued_command(session: Session, serial: str, adam_id: str) -> str | None:
+    """The uuid of an InstallApplication of this app already waiting for the device."""
+    for command in session.execute(select(Command).where(
+        Command.device_serial == serial, Command.request_type == REQUEST_TYPE, Command.status == "queued"
+    )).scalars():
+        if str(command.payload.get("iTunesStoreID")) == adam_id:
+            return command.uuid
+    return None
+
+
+def queue_install(host: "Host", session: Session, account: str, adam_id: str, pricing: str, device: Device,
+                  license_kind: str, user: str | None, source: str) -> tuple[str, bool]:
+    """Queue InstallApplication for one device in the caller's transaction; (uuid, newly queued)."""
+    existing = _queued_command(session, device.serial_number, adam_id)
+    if existing:
+        return existing, False
+    platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
+    command = queue_command(host, session, device.serial_number, REQUEST_TYPE, install_payload(host, adam_id, platform))
+    host.events.record(session, "mobile_apps_install_queued", {
+        "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
+        "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,
+    })
+    return command.uuid, True
+
+
+# ---------------------------------------------------------------------- installing
+
+
+def install(host: "Host", selector: str, *, serials: list[str] | None = None, user: str | None = None, wait: float | None = None) -> Outcome:
+    """``mdm apps install``: device licenses for ``serials``, or a user license for ``user``."""
+    asset = resolve_asset(host, selector)
+    _fresh_counts(host, asset)
+    wait = settings(host).install_wait if wait is None else wait
+    if user is not None:
+        return _install_for_user(host, asset, user.strip(), wait)
+    return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)
+
+
+def _check_device(asset: Asset, serial: str, device: Device | None) -> str | None:
+    if device is None:
+        return "not enrolled (see `mdm devices list`)"
+    platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
+    if platform not in asset.apps:
+        return f"platform mismatch: the device runs {device.platform}, {asset.label} supports {', '.join(asset.platforms)}"
+    return None
+
+
+def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: float) -> Outcome:
+    out = Outcome(asset)
+    if not serials:
+        raise UsageError("no device given")
+    with host.db.session() as session:
+        devices = {s: session.get(Device, s) for s in serials}
+    checked: list[str] = []
+    for serial in dict.fromkeys(serials):
+        reason = _check_device(asset, serial, devices[serial])
+        if reason is None and not asset.device_assignable:
+            reason = f"{asset.label} is not device-assignable (Apple licenses it to users only): use --user"
+        if reason:
+            out.add(serial, "refused", reason)
+        else:
+            checked.append(serial)
+    held = [s for s in checked if _held(host, asset, serial=s)]
+    needed = [s for s in checked if s not in held]
+    if needed and asset.available_count < len(needed):
+        for serial in needed:
+            out.add(serial, "refused", f"not enough licenses: {asset.available_count} available in account '{asset.account}', {len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)")
+        needed = []
+    succeeded: list[str] = list(held)
+    if needed:
+        result = _associate(host, asset, needed, [], wait, out)
+        if result is not None:
+            succeeded += [s for s in result["succeeded"]["serialNumbers"] if s in needed]
+            for failure in result["failed"]:
+                if failure.get("serialNumber") in needed:
+                    out.add(failure["serialNumber"], "failed", _apple_reason(failure))
+            if result["status"] == "PENDING":
+                _record_pending(host, asset, "device", needed, result["event_ids"], wait, out)
+
+    def work(session: Session) -> None:
+        for serial in succeeded:
+            device = session.get(Device, serial)
+            if device is None:  # removed meanwhile
+                out.add(serial, "refused", "not enrolled any more")
+                continue
+            uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, device, "device", None, "request")
+            how = "license already held" if serial in held else "license associated"
+            out.add(serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})")
+            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial,
+                                source="request", status="queued", command_uuids=[uuid]))
+
+    if succeeded:
+        host.db.run_write(work)
+        host.deliver_events()
+    order = {s: i for i, s in enumerate(serials)}
+    out.lines.sort(key=lambda line: order.get(line[0], len(order)))
+    return out
+
+
+def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Outcome:
+    out = Outcome(asset)
+    with host.db.session() as session:
+        if session.get(MdmUser, user) is None:
+            out.add(user, "refused", f"not an MDM user: add it with `mdm users add {user}`")
+            return out
+        devices = list(session.execute(select(Device).where(Device.owner == user).order_by(Device.serial_number)).scalars())
+    vpp_users = host.pm.hook.mdm_vpp_users(host=host, account=asset.account) or []
+    vpp_user = next((u for u in vpp_users if u["clientUserId"] == user), None)
+    if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
+        out.add(user, "refused", f"no VPP user in account '{asset.account}': register it with `mdm vpp users register {user}`")
+        return out
+    if vpp_user["status"] != "Associated":
+        url = f": {vpp_user['invitationUrl']}" if vpp_user.get("invitationUrl") else ""
+        out.add(user, "refused", f"waiting for the user to accept the invitation (VPP user {vpp_user['status']}){url}")
+        return out
+    targets = []
+    for device in devices:
+        reason = _check_device(asset, device.serial_number, device)
+        if reason:
+            out.add(device.serial_number, "skipped", reason)
+        else:
+            targets.append(device)
+    held = _held(host, asset, user=user)
+    if not held:
+        if asset.available_count < 1:
+            out.add(user, "refused", f"not enough licenses: 0 available in account '{asset.account}' (buy more, or reclaim with `mdm apps reclaim`)")
+            return out
+        result = _associate(host, asset, [], [user], wait, out)
+        if result is None:
+            return out
+        if result["status"] == "PENDING":
+            _record_pending(host, asset, "user", [user], result["event_ids"], wait, out)
+            return out
+        failure = next((f for f in result["failed"] if f.get("clientUserId") == user), None)
+        if failure or user not in result["succeeded"]["clientUserIds"]:
+            out.add(user, "failed", _apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}))
+            return out
+    out.add(user, "licensed", "user license already held" if held else "user license associated")
+    if not targets:
+        if not devices:
+            out.add(user, "note", "no enrolled device owned by this user: the license is ready; run the install again once a device is enrolled")
+        return out
+
+    def work(session: Session) -> None:
+        for device in targets:
+            row = session.get(Device, device.serial_number)
+            if row is None:
+                continue
+            uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, row, "user", user, "request")
+            out.add(device.serial_number, "queued", f"InstallApplication queued (command {uuid}, user license of {user})" if new else f"InstallApplication already queued (command {uuid})")
+            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
+                                source="request", status="queued", command_uuids=[uuid]))
+
+    host.db.run_write(work)
+    host.deliver_events()
+    return out
+
+
+def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome) -> dict[str, Any] | None:
+    try:
+        result = host.pm.hook.mdm_vpp_associate(host=host, account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param,
+                                                serial_numbers=serials, client_user_ids=users, wait=wait)
+    except MdmError as exc:
+        for target in serials + users:
+            out.add(target, "failed", f"not licensed: {exc}")
+        return None
+    if result is None:
+        raise MdmError("the VPP plugin is not loaded: VPP apps cannot be installed (see `mdm plugins`)")
+    return result
+
+
+def _apple_reason(failure: dict[str, Any]) -> str:
+    number = failure.get("errorNumber")
+    hints = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
+    message = failure.get("errorMessage") or hints.get(number, "failed")
+    hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
+    return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
+
+
+def _record_pending(host: "Host", asset: Asset, kind: str, targets: list[str], event_ids: list[str], wait: float, out: Outcome) -> None:
+    def work(session: Session) -> None:
+        for target in targets:
+            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=target,
+                                source="request", status="pending", event_ids=list(event_ids)))
+
+    host.db.run_write(work)
+    for target in targets:
+        out.add(target, "pending", f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
+                                   "InstallApplication will be queued when it does (see `mdm apps installs`)")
+
+
+# ---------------------------------------------------------------------- later
+
+
+def complete_pending(host: "Host", session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
+    """Queue the commands of pending installs whose licenses are now held; returns how many."""
+    serials, users = set(serials), set(users)
+    if not serials and not users:
+        return 0
+    rows = list(session.execute(select(Install).where(
+        Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
+    )).scalars())
+    queued = 0
+    for row in rows:
+        if (row.kind == "device" and row.target not in serials) or (row.kind == "user" and row.target not in users):
+            continue
+        devices = [session.get(Device, row.target)] if row.kind == "device" else list(
+            session.execute(select(Device).where(Device.owner == row.target)).scalars())
+        platforms = set(session.execute(select(MobileApp.platform).where(
+            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
+            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+        for device in devices:
+            if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
+                continue
+            uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending")
+            row.command_uuids = [*row.command_uuids, uuid]
+            queued += int(new)
+        row.status, row.updated_at = "queued", utcnow()
+        session.add(row)
+    return queued
+
+
+def on_licenses_associated(host: "Host", event: "Event") -> None:
+    """Complete pending installs; with ``auto_install``, install what was licensed in Apple's portal."""
+    from .catalog import once
+
+    p = event.payload
+    auto = settings(host).auto_install and p.get("source") == "sync"
+
+    def work(session: Session) -> None:
+        account, adam_id, pricing = p["account"], str(p["adamId"]), str(p["pricingParam"])
+        complete_pending(host, session, account, adam_id, pricing, p.get("serialNumbers") or [], p.get("clientUserIds") or [])
+        if not auto:
+            return
+        platforms = set(session.execute(select(MobileApp.platform).where(
+            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
+            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+        if not platforms:
+            return
+        targets: list[tuple[Device, str, str | None]] = []
+        for serial in p.get("enrolledSerialNumbers") or []:
+            device = session.get(Device, serial)
+            if device is not None:
+                targets.append((device, "device", None))
+        for user in p.get("mdmUserIds") or []:
+            for device in session.execute(select(Device).where(Device.owner == user)).scalars():
+                targets.append((device, "user", user))
+        for device, kind, user in targets:
+            if DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
+                log.info("auto-install of %s skipped on %s: platform %s not supported", adam_id, device.serial_number, device.platform)
+                continue
+            uuid, new = queue_install(host, session, account, adam_id, pricing, device, kind, user, "auto")
+            if new:
+                session.add(Install(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=user or device.serial_number,
+                                    source="auto", status="queued", event_ids=[event.id], command_uuids=[uuid]))
+
+    once(host, event, work)
+
+
+def retry_pending(host: "Host") -> dict[str, int]:
+    """The ``mobile_apps.installs`` job: ask Apple again about pending installs."""
+    s = settings(host)
+    with host.db.session() as session:
+        rows = list(session.execute(select(Install).where(Install.status == "pending")).scalars())
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for row in rows:
+        groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)
+    counts = {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
+    for (account, adam_id, pricing, kind), targets in groups.items():
+        counts["asked"] += len(targets)
+        serials, users = (targets, []) if kind == "device" else ([], targets)
+        try:
+            result = host.pm.hook.mdm_vpp_associate(host=host, account=account, adam_id=adam_id, pricing_param=pricing,
+                                                    serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
+        except MdmError as exc:
+            log.warning("pending installs of %s: Apple could not be asked: %s", adam_id, exc)
+            host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
+            counts["pending"] += len(targets)
+            continue
+        if result is None or result["status"] == "PENDING":
+            counts["pending"] += len(targets)
+            continue
+        ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
+        failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
+
+        def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
+                 targets: list[str] = targets, ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users,
+                 failures: dict[str, Any] = failures) -> int:
+            for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
+                                                             Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
+                row.status, row.error, row.updated_at = "failed", _apple_reason(failures[row.target]), utcnow()
+                session.add(row)
+            return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
+
+        counts["queued"] += host.db.run_write(work)
+        counts["failed"] += len(failures)
+    host.deliver_events()
+    return counts
+
+
+def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
+    account, adam_id, pricing, kind = key
+    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
+                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(targets))).scalars():
+        row.attempts += 1
+        row.error, row.updated_at = error[:1000], utcnow()
+        session.add(row)
+
+
+def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
+    """Recorded installs, newest first."""
+    query = select(Install).order_by(Install.id.desc())  # type: ignore[union-attr]
+    if status:
+        query = query.where(Install.status == status)
+    with host.db.session() as session:
+        return [r.model_dump() for r in session.execute(query).scalars()]

@@ -1,0 +1,58 @@
+"""Scheduled jobs: ``mobile_apps.metadata``, ``mobile_apps.reclaim``, ``mobile_apps.installs``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mdm_core.errors import MdmError
+
+from .settings import settings
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler
+
+log = logging.getLogger(__name__)
+PLUGIN = "mobile_apps"
+
+
+def register(host: "Host", scheduler: "HostScheduler") -> None:
+    """Add the plugin's jobs at their configured intervals."""
+    s = settings(host)
+    scheduler.add("mobile_apps.metadata", s.metadata_retry, lambda: metadata_job(host), plugin=PLUGIN)
+    scheduler.add("mobile_apps.reclaim", s.reclaim_retry, lambda: reclaim_job(host), plugin=PLUGIN)
+    scheduler.add("mobile_apps.installs", s.install_retry, lambda: installs_job(host), plugin=PLUGIN)
+
+
+def metadata_job(host: "Host") -> dict[str, int]:
+    """Look up pending, failed (when due) and stale metadata; a failure is recorded on the job."""
+    from .catalog import refresh_metadata
+
+    if host.hook("mdm_vpp_lookup_metadata") is None:
+        return {}
+    counts = refresh_metadata(host)
+    if counts["failed"]:
+        raise MdmError(f"metadata lookup failed for {counts['failed']} app(s); retrying in {settings(host).metadata_retry}s")
+    return counts
+
+
+def reclaim_job(host: "Host") -> dict[str, int]:
+    """Retry the pending reclaims that are due."""
+    from .reclaims import process
+
+    if host.hook("mdm_vpp_disassociate") is None:
+        return {}
+    counts = process(host)
+    if counts["pending"]:
+        log.warning("%d reclaim(s) still pending; retrying in %ss", counts["pending"], settings(host).reclaim_retry)
+    return counts
+
+
+def installs_job(host: "Host") -> dict[str, int]:
+    """Ask Apple again about installs whose licenses were still pending."""
+    from .installs import retry_pending
+
+    if host.hook("mdm_vpp_associate") is None:
+        return {}
+    return retry_pending(host)

@@ -1,0 +1,125 @@
+"""``mobile_apps_*`` tables: published applications, metadata cache, installs, reclaims.
+
+Imported only when the plugin registers its tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from mdm_core.models import utcnow
+
+
+class MobileApp(SQLModel, table=True):
+    """One VPP asset on one platform (``iOS`` covers iPadOS): an installable application, or a book."""
+
+    __tablename__ = "mobile_apps_app"
+    __table_args__ = (
+        UniqueConstraint("account", "adam_id", "pricing_param", "platform", name="uq_mobile_apps_app_asset_platform"),
+        Index("ix_mobile_apps_app_adam", "adam_id"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account: str = Field(max_length=128)
+    adam_id: str = Field(max_length=32)
+    pricing_param: str = Field(max_length=8)
+    platform: str = Field(max_length=16)
+    kind: str = Field(max_length=8)  # "app" or "book"
+    state: str = Field(default="published", max_length=16)  # "published" or "retired"
+    product_type: str = Field(max_length=16)
+    device_assignable: bool = False
+    revocable: bool = False
+    supported_platforms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    assigned_count: int = 0
+    available_count: int = 0
+    retired_count: int = 0
+    total_count: int = 0
+    published_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    retired_at: Optional[datetime] = None
+
+
+class AppMetadata(SQLModel, table=True):
+    """Cached content metadata of an adamId (names, bundle id, version, icon)."""
+
+    __tablename__ = "mobile_apps_metadata"
+
+    adam_id: str = Field(primary_key=True, max_length=32)
+    account: str = Field(max_length=128)  # the account whose token looks it up
+    status: str = Field(default="pending", max_length=16)  # pending, ok, missing (Apple does not know it), error
+    name: Optional[str] = Field(default=None, max_length=512)
+    bundle_id: Optional[str] = Field(default=None, max_length=255, index=True)
+    version: Optional[str] = Field(default=None, max_length=64)
+    icon_url: Optional[str] = Field(default=None, max_length=1024)
+    store_kind: Optional[str] = Field(default=None, max_length=64)
+    device_families: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    fetched_at: Optional[datetime] = None
+    attempts: int = 0
+    last_error: Optional[str] = None
+    next_attempt_at: Optional[datetime] = None
+
+
+class Install(SQLModel, table=True):
+    """An install asked for (or started automatically): queued, pending Apple, or failed."""
+
+    __tablename__ = "mobile_apps_install"
+    __table_args__ = (Index("ix_mobile_apps_install_status", "status", "account", "adam_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account: str = Field(max_length=128)
+    adam_id: str = Field(max_length=32)
+    pricing_param: str = Field(max_length=8)
+    kind: str = Field(max_length=8)  # "device" or "user" (the license's holder)
+    target: str = Field(max_length=255)  # serial number or MDM user id
+    source: str = Field(max_length=16)  # "request" (mdm apps install) or "auto" (auto_install)
+    status: str = Field(max_length=16)  # "queued", "pending" (Apple has not confirmed), "failed"
+    event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    command_uuids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error: Optional[str] = None
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Reclaim(SQLModel, table=True):
+    """A license to give back to the pool: pending, done, failed or irrevocable."""
+
+    __tablename__ = "mobile_apps_reclaim"
+    __table_args__ = (Index("ix_mobile_apps_reclaim_status", "status", "next_attempt_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account: str = Field(max_length=128)
+    adam_id: str = Field(max_length=32)
+    pricing_param: str = Field(max_length=8)
+    kind: str = Field(max_length=8)  # "device" or "user"
+    target: str = Field(max_length=255)  # serial number or clientUserId
+    reason: str = Field(max_length=32)  # "device_removed", "manual", "unused"
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_error: Optional[str] = None
+    event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: Optional[datetime] = None
+
+
+class SeenEvent(SQLModel, table=True):
+    """Events already applied (subscribers are idempotent: a redelivered event is skipped)."""
+
+    __tablename__ = "mobile_apps_seen_event"
+
+    event_id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=128)
+    at: datetime = Field(default_factory=utcnow)
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A row as plain values."""
+    return row.model_dump()
+
+
+MOBILE_APPS_TABLES: list[type[SQLModel]] = [MobileApp, AppMetadata, Install, Reclaim, SeenEvent]

@@ -1,0 +1,102 @@
+"""Fixtures of the mobile_apps tests: a host with the installed plugins, an account on the
+simulator, and helpers to sync, enrol, run ``mdm`` and find applications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from mdm_core.host import Host
+
+BASE_CONFIG = """
+[vpp]
+max_attempts = 1
+max_total_wait = 1.0
+request_timeout = 5.0
+
+[mobile_apps]
+reclaim_wait = 2.0
+install_wait = 5.0
+"""
+
+
+@pytest.fixture
+def make_apps_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> Callable[..., Host]:
+    """``make_apps_host(extra_config="", sim=simulator)``: a host with account ``school`` on ``sim``."""
+    from plugins.vpp.accounts import add_account
+
+    def make(extra_config: str = "", sim: Any = None) -> Host:
+        sim = sim or simulator
+        host = make_host(config=BASE_CONFIG + extra_config)
+        token_file = project_dir / "school.vpptoken"
+        sim.write_token(token_file)
+        add_account(host, "school", str(token_file), service_url=sim.base_url)
+        return host
+
+    return make
+
+
+@pytest.fixture
+def host(make_apps_host: Callable[..., Host]) -> Host:
+    """A host with account ``school`` on the simulator, synced once."""
+    host = make_apps_host()
+    sync(host)
+    return host
+
+
+@pytest.fixture
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``mdm ARGS`` on the test's configuration and database; returns (exit code, stdout, stderr)."""
+    from mdm_core.cli import main
+
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--config", str(project_dir / "conf" / "mdm.toml"), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def sync(host: Host) -> dict[str, Any]:
+    """Sync account ``school`` and check that it went well."""
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=False, trigger="test", wait=0)
+    assert report["status"] == "ok", report
+    return report
+
+
+def fixed_assets(sim: Any) -> list[dict[str, Any]]:
+    """The simulator's first assets in seed order: 0 iOS app, 1 iOS+macOS app, 2 iOS app not
+    device-assignable, 3 macOS irrevocable app, 4 book, 5 PLUS app sharing asset 0's adamId."""
+    return [a.to_json() for a in list(sim.state.assets.values())[:6]]
+
+
+def app_id(host: Host, adam_id: str, pricing: str = "STDQ", platform: str = "iOS") -> str:
+    """The application id of an asset on a platform."""
+    from plugins.mobile_apps.catalog import list_apps
+
+    [row] = [r for r in list_apps(host) if r["adamId"] == adam_id and r["pricingParam"] == pricing and r["platform"] == platform]
+    return str(row["id"])
+
+
+def holders(sim: Any, adam_id: str, pricing: str = "STDQ") -> set[str]:
+    """Serials and clientUserIds holding a license of the asset in the simulator."""
+    return {t[3] for t in sim.snapshot()["assignments"] if t[0] == adam_id and t[1] == pricing}
+
+
+def free_serials(sim: Any, *adam_ids: str) -> list[str]:
+    """Seeded serials holding no license of these assets."""
+    held = {t[3] for t in sim.snapshot()["assignments"] if t[0] in adam_ids}
+    return [s for s in sim.state.device_serials() if s not in held]
+
+
+def commands(host: Host, serial: str | None = None) -> list[dict[str, Any]]:
+    """Queued InstallApplication commands."""
+    from mdm_core.inventory import list_commands
+
+    return [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication"]

@@ -1,0 +1,201 @@
+"""Installing with VPP licenses: devices, users, files, every refusal, Apple's failures,
+licenses already held, pending confirmations and auto-install of portal assignments."""
+
+from __future__ import annotations
+
+import time
+
+from mdm_core.inventory import add_device, add_user
+from plugins.mobile_apps.installs import list_installs
+
+from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
+
+
+def test_device_install_end_to_end(host, simulator, mdm):
+    a = fixed_assets(simulator)[1]  # iOS + macOS
+    ipad, mac = free_serials(simulator, a["adamId"])[:2]
+    add_device(host, ipad, "iPadOS")
+    add_device(host, mac, "macOS")
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", ipad, "--device", mac, "--wait", "5")
+    assert code == 0, err
+    assert f"{ipad}: queued: InstallApplication queued" in out and "license associated" in out
+    assert {ipad, mac} <= holders(simulator, a["adamId"])
+    [ios_cmd] = commands(host, ipad)
+    assert ios_cmd["payload"] == {"RequestType": "InstallApplication", "iTunesStoreID": int(a["adamId"]), "Options": {"PurchaseMethod": 1},
+                                  "ManagementFlags": 1, "ChangeManagementState": "Managed"}
+    assert isinstance(ios_cmd["payload"]["iTunesStoreID"], int)
+    [mac_cmd] = commands(host, mac)
+    assert mac_cmd["payload"]["InstallAsManaged"] is True
+    assert {r["target"] for r in list_installs(host, "queued")} == {ipad, mac}
+    code, out, _ = mdm("apps", "show", app_id(host, a["adamId"], platform="macOS"))
+    assert code == 0 and ipad in out and mac in out
+
+
+def test_already_licensed_device_gets_the_command_without_a_second_association(host, simulator, mdm):
+    a = fixed_assets(simulator)[0]
+    serial = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[0]
+    add_device(host, serial, "iOS")
+    events_before = simulator.state._event_counter
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial)
+    assert code == 0, err
+    assert "license already held" in out
+    assert simulator.state._event_counter == events_before  # no associate request reached Apple
+    assert len(commands(host, serial)) == 1
+    code, out, _ = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial)
+    assert code == 0 and "already queued" in out and len(commands(host, serial)) == 1
+
+
+def test_user_install_end_to_end(host, simulator, mdm):
+    a = fixed_assets(simulator)[0]  # iOS only
+    associated = [u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"])]
+    user = associated[0]
+    add_user(host, user)
+    ipad, mac = free_serials(simulator, a["adamId"])[:2]
+    add_device(host, ipad, "iPadOS", owner=user)
+    add_device(host, mac, "macOS", owner=user)
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", user)
+    assert code == 0, err
+    assert f"{user}: licensed: user license associated" in out
+    assert f"{mac}: skipped: platform mismatch" in out
+    assert user in holders(simulator, a["adamId"])
+    assert len(commands(host, ipad)) == 1 and commands(host, mac) == []
+    assert ipad not in holders(simulator, a["adamId"])  # a user license, not a device one
+
+
+def test_user_registered_with_mdm_vpp_users_register(host, simulator, mdm):
+    a = fixed_assets(simulator)[1]
+    add_user(host, "kid-42", email="kid42@example.org", managed_apple_id="kid42@appleid.example.org")
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iOS", owner="kid-42")
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
+    assert code == 1 and "register it with `mdm vpp users register kid-42`" in err
+    code, out, err = mdm("vpp", "users", "register", "kid-42")
+    assert code == 0 and "associated" in out, err
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
+    assert code == 0, err
+    assert "kid-42" in holders(simulator, a["adamId"]) and len(commands(host, serial)) == 1
+
+
+def test_every_refusal_says_why_and_queues_nothing(host, simulator, mdm):
+    assets = fixed_assets(simulator)
+    ios, user_only = assets[0], assets[2]
+    serials = free_serials(simulator, ios["adamId"], user_only["adamId"])
+    mac, ipad = serials[0], serials[1]
+    add_device(host, mac, "macOS")
+    add_device(host, ipad, "iPadOS")
+    ios_app = app_id(host, ios["adamId"])
+
+    code, _, err = mdm("apps", "install", ios_app, "--device", mac)
+    assert code == 1 and f"{mac}: refused: platform mismatch: the device runs macOS" in err
+    code, _, err = mdm("apps", "install", app_id(host, user_only["adamId"]), "--device", ipad)
+    assert code == 1 and "not device-assignable" in err
+    code, _, err = mdm("apps", "install", ios_app, "--device", "NOSUCHDEVICE1")
+    assert code == 1 and "NOSUCHDEVICE1: refused: not enrolled" in err
+    add_user(host, "nobody")
+    code, _, err = mdm("apps", "install", ios_app, "--user", "nobody")
+    assert code == 1 and "register it with `mdm vpp users register nobody`" in err
+    registered = simulator.state.user_ids("Registered")[0]
+    add_user(host, registered)
+    code, _, err = mdm("apps", "install", ios_app, "--user", registered)
+    assert code == 1 and "waiting for the user to accept the invitation" in err
+    code, _, err = mdm("apps", "install", ios_app, "--user", "ghost")
+    assert code == 1 and "not an MDM user" in err
+    book = app_id(host, assets[4]["adamId"])
+    code, _, err = mdm("apps", "install", book, "--device", ipad)
+    assert code == 1 and "is a book" in err
+
+    scarce, _ = simulator.purchase(count=1)
+    simulator.assign_in_portal(scarce, serial_number="ELSEWHERE001")
+    sync(host)
+    code, _, err = mdm("apps", "install", app_id(host, scarce), "--device", ipad)
+    assert code == 1 and "not enough licenses: 0 available" in err
+    assert commands(host) == []
+    assert mac not in holders(simulator, ios["adamId"]) and ipad not in holders(simulator, scarce)
+
+
+def test_apple_9709_is_reported_per_device_and_nothing_is_queued(host, simulator, mdm):
+    adam, _ = simulator.purchase(count=2)
+    sync(host)  # the mirror now says 2 available ...
+    simulator.assign_in_portal(adam, serial_number="PORTAL000001")
+    simulator.assign_in_portal(adam, serial_number="PORTAL000002")  # ... but Apple has none left
+    first, second = free_serials(simulator, adam)[:2]
+    add_device(host, first, "iOS")
+    add_device(host, second, "iPadOS")
+    code, out, err = mdm("apps", "install", app_id(host, adam), "--device", first, "--device", second)
+    assert code == 1
+    for serial in (first, second):
+        assert f"{serial}: failed: Apple refused the license" in err and "(Apple error 9709)" in err
+    assert err.count("9709") == 2
+    assert commands(host) == []
+
+
+def test_devices_file(host, simulator, mdm, project_dir):
+    a = fixed_assets(simulator)[0]
+    good = free_serials(simulator, a["adamId"])[:2]
+    for serial in good:
+        add_device(host, serial, "iOS")
+    bad = project_dir / "bad.txt"
+    bad.write_text(f"{good[0]}\nnot a serial!\n{good[0]}\n")
+    code, _, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices-file", str(bad))
+    assert code == 2 and "line 2:" in err and "line 3:" in err and "nothing was done" in err
+    assert commands(host) == []
+    csv_file = project_dir / "devices.csv"
+    csv_file.write_text("serial_number,room\n" + "".join(f"{s.lower()},B12\n" for s in good))
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices-file", str(csv_file))
+    assert code == 0, err
+    assert all(len(commands(host, s)) == 1 for s in good)
+
+
+def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, mdm):
+    from plugins.vpp.simulator import Simulator
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
+        host = make_apps_host(sim=slow)
+        sync(host)
+        a = fixed_assets(slow)[0]
+        serial = free_serials(slow, a["adamId"])[0]
+        add_device(host, serial, "iOS")
+        code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "0")
+        assert code == 0, err
+        assert f"{serial}: pending: Apple has not confirmed the license" in out
+        assert [r["target"] for r in list_installs(host, "pending")] == [serial] and commands(host) == []
+        slow.state.process_due(now=time.monotonic() + 120)  # Apple completes the event
+        sync(host)  # the license shows up: the pending install is queued
+        assert len(commands(host, serial)) == 1
+        assert list_installs(host, "pending") == []
+
+
+def test_auto_install_on_a_portal_assignment(make_apps_host, simulator):
+    from sqlalchemy import select
+
+    from mdm_core.models import OutboxEvent
+
+    host = make_apps_host("auto_install = true\n")
+    sync(host)
+    a = fixed_assets(simulator)
+    ipad, mac = free_serials(simulator, a[0]["adamId"])[:2]
+    add_device(host, ipad, "iPadOS")
+    add_device(host, mac, "macOS")
+    simulator.assign_in_portal(a[0]["adamId"], serial_number=ipad)
+    simulator.assign_in_portal(a[0]["adamId"], serial_number=mac)  # iOS-only app: not installable on the Mac
+    sync(host)
+    [cmd] = commands(host, ipad)
+    assert cmd["payload"]["iTunesStoreID"] == int(a[0]["adamId"]) and cmd["payload"]["Options"] == {"PurchaseMethod": 1}
+    assert commands(host, mac) == []
+    with host.db.session() as session:
+        [event] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_licenses_associated")).scalars()
+                   if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a[0]["adamId"]]
+    from mdm_core.events import Event
+
+    host.events.dispatch(Event(name=event.name, payload=event.payload, id=event.id))  # delivered twice
+    sync(host)
+    assert len(commands(host, ipad)) == 1
+
+
+def test_portal_assignment_without_auto_install_queues_nothing(host, simulator):
+    a = fixed_assets(simulator)[0]
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iOS")
+    simulator.assign_in_portal(a["adamId"], serial_number=serial)
+    sync(host)
+    assert commands(host, serial) == []

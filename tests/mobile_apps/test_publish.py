@@ -1,0 +1,105 @@
+"""Publishing: applications per platform after a sync, books as books, counts, retirement,
+metadata looked up outside the sync and retried after a failure, idempotent subscribers."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from mdm_core.events import Event
+from mdm_core.models import utcnow
+from plugins.mobile_apps.catalog import list_apps
+from plugins.mobile_apps.models import AppMetadata
+
+from .conftest import fixed_assets, sync
+
+
+def by_key(host):
+    return {(r["adamId"], r["pricingParam"], r["platform"]): r for r in list_apps(host)}
+
+
+def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator, mdm):
+    a = fixed_assets(simulator)
+    apps = by_key(host)
+    sim_assets = simulator.snapshot()["assets"]
+    expected = {(k[0], k[1], p) for k, asset in sim_assets.items() for p in asset["supportedPlatforms"]}
+    assert set(apps) == expected
+    ios_mac = a[1]["adamId"]
+    assert apps[(ios_mac, "STDQ", "iOS")]["kind"] == apps[(ios_mac, "STDQ", "macOS")]["kind"] == "app"
+    book = apps[(a[4]["adamId"], "STDQ", "iOS")]
+    assert book["kind"] == "book" and book["state"] == "published"
+    first = apps[(a[0]["adamId"], "STDQ", "iOS")]
+    assert (first["availableCount"], first["totalCount"]) == (a[0]["availableCount"], a[0]["totalCount"])
+    assert first["metadata"] == "pending" and first["name"] is None  # looked up later, not during the sync
+
+    code, out, _ = mdm("apps", "list", "--platform", "ipados", "--json")
+    rows = json.loads(out)
+    assert code == 0 and rows and {r["platform"] for r in rows} == {"iOS"}
+    code, out, _ = mdm("apps", "list", "--kind", "book")
+    assert code == 0 and "book" in out and " app " not in out
+
+
+def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm):
+    a = fixed_assets(simulator)
+    simulator.purchase(a[0]["adamId"], count=5)
+    sync(host)
+    assert by_key(host)[(a[0]["adamId"], "STDQ", "iOS")]["totalCount"] == a[0]["totalCount"] + 5
+    new_adam, _ = simulator.purchase(count=3, supported_platforms=("iOS", "macOS"))
+    simulator.remove_asset(a[2]["adamId"])
+    sync(host)
+    apps = by_key(host)
+    assert apps[(new_adam, "STDQ", "macOS")]["state"] == "published"
+    retired = apps[(a[2]["adamId"], "STDQ", "iOS")]
+    assert retired["state"] == "retired" and retired["retiredAt"] is not None
+    code, _, err = mdm("apps", "install", str(retired["id"]), "--device", "ABC123")
+    assert code == 1 and "retired" in err
+
+
+def test_metadata_failure_never_fails_the_sync_and_is_retried(host, simulator, mdm):
+    from plugins.mobile_apps.jobs import metadata_job
+
+    simulator.faults.add("server_error", endpoint="lookup")
+    simulator.purchase(count=2)
+    sync(host)  # the sync itself never calls the lookup
+    assert simulator.faults.hits["server_error"] == 0
+    code, out, _ = mdm("apps", "refresh-metadata")
+    assert code == 1 and "failed" in out
+    with host.db.session() as session:
+        rows = list(session.execute(select(AppMetadata)).scalars())
+    assert rows and all(r.status == "error" and r.attempts == 1 and r.next_attempt_at is not None for r in rows)
+    assert metadata_job(host) == {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}  # not due yet
+
+    simulator.faults.clear()
+    host.db.run_write(lambda s: s.execute(update(AppMetadata).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
+    counts = metadata_job(host)
+    assert counts["failed"] == 0 and counts["found"] == len(rows)
+    a = fixed_assets(simulator)
+    app = by_key(host)[(a[1]["adamId"], "STDQ", "macOS")]
+    sim_asset = simulator.state.assets[(a[1]["adamId"], "STDQ")]
+    assert (app["name"], app["bundleId"], app["version"], app["metadata"]) == (sim_asset.name, sim_asset.bundle_id, sim_asset.version, "ok")
+    assert app["iconUrl"].endswith("128x128bb.png")
+    code, out, _ = mdm("apps", "show", sim_asset.bundle_id)
+    assert code == 0 and sim_asset.name in out and "application" in out and "macOS" in out
+    assert metadata_job(host)["looked_up"] == 0  # cached until metadata_max_age
+
+
+def test_redelivered_events_change_nothing(host, simulator):
+    new_adam, _ = simulator.purchase(count=4)
+    before = len(list_apps(host))
+    event = Event(name="vpp_assets_added", payload={"account": "school", "assets": [{
+        "adamId": new_adam, "pricingParam": "STDQ", "productType": "App", "assignedCount": 0, "availableCount": 4,
+        "retiredCount": 0, "totalCount": 4, "deviceAssignable": True, "revocable": True, "supportedPlatforms": ["iOS"]}]})
+    host.events.dispatch(event)
+    host.events.dispatch(event)  # delivered again after a "crash"
+    host.deliver_events()
+    assert len(list_apps(host)) == before + 1
+    from sqlalchemy import select
+
+    from mdm_core.models import OutboxEvent
+
+    with host.db.session() as session:
+        published = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "mobile_apps_app_published")).scalars()
+                     if e.payload["adamId"] == new_adam]
+    assert len(published) == 1
