@@ -176,7 +176,10 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                 )
             current = config.get("mdmInfo")
             if not isinstance(current, dict) or current.get("id") != account.mdm_info_id:
-                client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))
+                try:
+                    client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))
+                except VppError as exc:
+                    raise _vpp_failure("cannot claim the location again (POST client/config)", exc) from None
         expires = _expiry_from(config, token)
         updates.update(
             token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint, token_expires_at=expires,
@@ -199,19 +202,35 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
 
 
 def remove_account(host: "Host", name: str) -> None:
-    """Forget an account and its mirror; subscribers hear its assets removed."""
+    """Forget an account and its mirror; subscribers hear its assets removed.
 
-    def work(session: Session) -> None:
-        account = get_account(session, name)
-        assets = [asset_dict(a, account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
-        for start in range(0, len(assets), 500):
-            host.events.record(session, "vpp_assets_removed", {"account": account.name, "assets": assets[start:start + 500]})
-        for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
-            session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
-        session.delete(account)
+    Takes the account's sync lock (waiting ``[vpp] lock_wait``), so that a running sync is
+    never left writing to an account that no longer exists.
+    """
+    from mdm_core.locks import LockBusy
 
-    host.db.run_write(work)
+    with host.db.session() as session:
+        account_id = get_account(session, name).id
+    lock = host.lock(f"vpp.sync.{account_id}", ttl=settings(host).lock_ttl)
+    try:
+        lock.acquire(wait=settings(host).lock_wait)
+    except LockBusy:
+        raise MdmError(f"a sync of {name} is running: remove the account when it has finished") from None
+    try:
+        host.db.run_write(lambda session: _remove(host, session, name))
+    finally:
+        lock.release()
     host.deliver_events()
+
+
+def _remove(host: "Host", session: Session, name: str) -> None:
+    account = get_account(session, name)
+    assets = [asset_dict(a, account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
+    for start in range(0, len(assets), 500):
+        host.events.record(session, "vpp_assets_removed", {"account": account.name, "assets": assets[start:start + 500]})
+    for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
+        session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
+    session.delete(account)
 
 
 def list_accounts(host: "Host") -> list[dict[str, Any]]:
@@ -233,7 +252,7 @@ def describe_account(account: VppAccount) -> dict[str, Any]:
         "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(),
         "token_state": state,
         "token_status": describe(state, account.token_expires_at, account.state_detail),
-        "action": ACTIONS[state],
+        "action": ACTIONS[state].replace("NAME", account.name),
         "paused": account.paused,
         "interval_seconds": account.interval_seconds,
         "service_url": account.service_url,

@@ -111,7 +111,7 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
         print_table(rows, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"], empty="no VPP accounts: add one with `mdm vpp account add`")
         for row in rows:
             if row["token_state"] != "valid":
-                print(f"{row['name']}: {row['action'].replace('NAME', row['name'])}")
+                print(f"{row['name']}: {row['action']}")
     return 0
 
 

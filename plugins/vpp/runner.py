@@ -53,6 +53,13 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
         report.update(status="already running", error=f"a sync of {name} is already running")
         return report
     try:
+        # read the account again under the lock: a sync we waited for may have stored new
+        # versionIds, paused the account, or the account may have been removed meanwhile
+        with host.db.session() as session:
+            account = get_account(session, name)
+        if trigger == "schedule" and account.paused:
+            report.update(status="skipped", error=f"token {effective_state(account)}: waiting for the user to act")
+            return report
         report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
     finally:
         lock.release()

@@ -65,6 +65,7 @@ class AccountSync:
         self.heartbeat = heartbeat
         self.pages = 0
         self.token_expiration: str | None = None
+        self.invitation_template: str | None = None
 
     # ------------------------------------------------------------------ traversal
 
@@ -82,7 +83,7 @@ class AccountSync:
                     expiry = page.get("tokenExpirationDate")
                     if isinstance(expiry, str):
                         self.token_expiration = expiry
-                elif version != first:
+                elif version is not None and first is not None and version != first:  # a page without versionId: lenient
                     changed = True
                     break
                 on_rows(page)
@@ -145,18 +146,39 @@ class AccountSync:
         if mode == "full":
             users_version = self.stage_users(None)
             assignments_version = self.stage_licenses()
+            assets, assets_version = self.refresh_assets(assets, assets_version)
             reread: list[str] = []
         else:
             users_version = self.stage_users(self.account.users_version_id)
             assignments_version = self.stage_licenses(since=self.account.assignments_version_id)
             self._dedupe_stage_licenses()
+            assets, assets_version = self.refresh_assets(assets, assets_version)
             reread = self.count_mismatches(assets)
             for adam_id in reread:
                 self.stage_licenses(adam_id=adam_id)
             if reread:
                 self._dedupe_stage_licenses()
         versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments_version}
+        # read before the write transaction: no HTTP request while the database is locked
+        self.invitation_template = self.client.service_config().urls.get("invitationEmail")
         return self.host.db.run_write(lambda session: self.apply(session, mode, assets, versions, reread))
+
+    def refresh_assets(self, assets: dict[tuple[str, str], dict[str, Any]], version: str | None) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None]:
+        """Read the assets again if Apple changed them while users and assignments were read.
+
+        Counts move with every assignment; without this, an assignment made in Apple's portal
+        during the sync would leave ``assignedCount`` one sync behind the mirrored licenses.
+        """
+        pages = self.client.iter_assets()
+        try:
+            first = next(pages)
+        finally:
+            pages.close()
+        self.pages += 1
+        if version is not None and version_of(first) == version:
+            return assets, version
+        log.info("account %s: assets changed during the sync; reading them again", self.account.name)
+        return self.fetch_assets()
 
     def _dedupe_stage_licenses(self) -> None:
         keep = select(func.min(SL.c.id)).where(SL.c.run_id == self.run_id).group_by(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
@@ -203,7 +225,7 @@ class AccountSync:
             except ValueError:
                 pass
         account.paused = False
-        account.invitation_template = self.client.service_config().urls.get("invitationEmail") or account.invitation_template
+        account.invitation_template = self.invitation_template or account.invitation_template
         new_state = expiry_state(account.token_expires_at)
         set_token_state(self.host, session, account, new_state, None, pause=False)
         run = session.get(VppSyncRun, self.run_id)

@@ -1,0 +1,219 @@
+"""`mdm vpp account add|list|set|remove` through the real CLI, against the simulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from plugins.vpp.models import VppAccount
+from plugins.vpp.simulator import Simulator
+
+from .conftest import FAST_CONFIG, account_row, inner_token
+
+
+def _accounts(host: Any) -> int:
+    with host.db.session() as session:
+        return session.execute(select(func.count()).select_from(VppAccount)).scalar_one()
+
+
+@pytest.fixture
+def plain_host(make_host: Any) -> Any:
+    return make_host(config=FAST_CONFIG)
+
+
+def test_add_list_set_remove(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url, "--interval", "900")
+    assert code == 0, err
+    assert "added account school" in out and "Springfield Schools" in out and "900s" in out
+    # claimed: Apple's client config carries our mdmInfo
+    row = account_row(plain_host)
+    assert simulator.state.mdm_info["id"] == row.mdm_info_id
+    assert simulator.state.mdm_info["name"] == "mdm-host"
+
+    code, out, err = cli("vpp", "account", "list", "--json")
+    assert code == 0, err
+    [acc] = json.loads(out)
+    assert acc["name"] == "school" and acc["locationName"] == simulator.state.location_name
+    assert acc["orgName"] == "Springfield Schools" and acc["uId"] == simulator.state.uid
+    assert acc["tokenExpirationDate"][:10] == simulator.token_expiration_date[:10]
+    assert acc["token_state"] == "valid" and acc["interval_seconds"] == 900
+    assert acc["last_sync_at"] is None and acc["last_sync_result"] is None
+    assert simulator.token not in out and inner_token(simulator) not in out
+
+    assert cli("vpp", "sync", "school")[0] == 0
+    code, out, _ = cli("vpp", "account", "list")
+    assert code == 0
+    header, line = out.splitlines()[:2]
+    for column in ("name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"):
+        assert column in header
+    assert "school" in line and "ok (full)" in line and simulator.token_expiration_date[:10] in line and "900" in line
+    assert simulator.token not in out and inner_token(simulator) not in out
+
+    code, out, err = cli("vpp", "account", "set", "school", "--interval", "120")
+    assert code == 0, err
+    assert account_row(plain_host).interval_seconds == 120
+    code, out, err = cli("vpp", "account", "set", "school", "--interval", "5")
+    assert code == 2 and "at least 60" in err and len(err.strip().splitlines()) == 1
+    assert account_row(plain_host).interval_seconds == 120
+
+    code, out, err = cli("vpp", "account", "remove", "school")
+    assert code == 0 and "removed account school" in out
+    assert _accounts(plain_host) == 0
+    assert cli("vpp", "assets", "--json")[1].strip() == "[]"
+
+
+def test_malformed_token_refused(plain_host: Any, cli: Any, simulator: Any, project_dir: Path) -> None:
+    bad = project_dir / "bad.vpptoken"
+    bad.write_text("this is not a token")
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(bad), "--service-url", simulator.base_url)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "bad.vpptoken" in err
+    assert _accounts(plain_host) == 0
+    assert simulator.state.mdm_info is None
+
+
+def test_expired_token_refused(plain_host: Any, cli: Any, project_dir: Path) -> None:
+    past = datetime.now(timezone.utc) - timedelta(days=2)
+    with Simulator(seed=3, assets=2, devices=2, users=2, async_delay=0, token_expires_at=past) as old:
+        path = old.write_token(project_dir / "old.vpptoken")
+        code, out, err = cli("vpp", "account", "add", "old", "--token-file", str(path), "--service-url", old.base_url)
+        assert code == 2
+        assert "expired" in err and len(err.strip().splitlines()) == 1
+        assert old.token not in err
+        assert old.state.mdm_info is None
+    assert _accounts(plain_host) == 0
+
+
+def test_same_location_twice_refused(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    code, out, err = cli("vpp", "account", "add", "again", "--token-file", str(token_file), "--service-url", simulator.base_url)
+    assert code == 2 and "already account 'school'" in err
+    assert _accounts(plain_host) == 1
+
+
+def test_location_of_other_mdm_refused_then_taken_over(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
+    assert code != 0
+    assert "RivalMDM" in err and "--take-over" in err and len(err.strip().splitlines()) == 1
+    assert _accounts(plain_host) == 0
+    assert simulator.state.mdm_info["name"] == "RivalMDM"
+
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url, "--take-over")
+    assert code == 0, err
+    assert simulator.state.mdm_info["id"] == account_row(plain_host).mdm_info_id
+    assert cli("vpp", "sync", "school")[0] == 0
+
+
+def test_renewal_must_be_same_location(plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path) -> None:
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    before = account_row(plain_host)
+    with Simulator(seed=99, assets=2, devices=2, users=2, async_delay=0) as other:
+        path = other.write_token(project_dir / "other.vpptoken")
+        code, out, err = cli("vpp", "account", "set", "school", "--token-file", str(path))
+        assert code != 0 and len(err.strip().splitlines()) == 1
+        assert other.token not in err
+    after = account_row(plain_host)
+    assert after.token_ciphertext == before.token_ciphertext and after.token_fingerprint == before.token_fingerprint
+    # the same location's token is accepted
+    code, out, err = cli("vpp", "account", "set", "school", "--token-file", str(token_file))
+    assert code == 0, err and "updated account school" in out
+
+
+def test_unknown_account(plain_host: Any, cli: Any) -> None:
+    code, out, err = cli("vpp", "account", "set", "nope", "--interval", "600")
+    assert code != 0 and "no VPP account named 'nope'" in err
+    code, out, err = cli("vpp", "sync", "nope")
+    assert code != 0 and "no VPP account named 'nope'" in err
+
+
+def test_sync_report_and_runs(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    code, out, err = cli("vpp", "sync")
+    assert code == 0, err
+    assert out.startswith("school: full sync ok") and "licenses +" in out
+    code, out, err = cli("vpp", "sync", "school", "--json")
+    assert code == 0
+    [report] = json.loads(out)
+    assert report["mode"] == "incremental" and report["status"] == "ok" and report["account"] == "school"
+    code, out, err = cli("vpp", "sync", "school", "--full", "--json")
+    assert json.loads(out)[0]["mode"] == "full"
+    code, out, err = cli("vpp", "runs", "--json")
+    runs = json.loads(out)
+    assert [r["mode"] for r in runs] == ["full", "incremental", "full"]
+    assert all(r["status"] == "ok" and r["trigger"] == "manual" for r in runs)
+    code, out, err = cli("vpp", "runs", "school")
+    assert code == 0 and "incremental" in out
+
+    # the mirror with Apple's field names
+    assets = json.loads(cli("vpp", "assets", "--json")[1])
+    assert {(a["adamId"], a["pricingParam"]) for a in assets} == set(simulator.snapshot()["assets"])
+    licenses = json.loads(cli("vpp", "licenses", "--json")[1])
+    assert len(licenses) == len(simulator.snapshot()["assignments"])
+    users = json.loads(cli("vpp", "users", "--json")[1])
+    assert {u["clientUserId"] for u in users} == set(simulator.snapshot()["users"])
+    registered = [u for u in users if u["status"] == "Registered"]
+    assert registered and all(u["inviteCode"] in (u["invitationUrl"] or "") for u in registered)
+
+
+def test_sync_error_exit_code(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    simulator.faults.add("server_error", endpoint="assets", retry_after=0)
+    code, out, err = cli("vpp", "sync")
+    assert code == 1
+    assert out.startswith("school: error:") and len(out.strip().splitlines()) == 1
+
+
+def test_token_never_in_output_logs_or_database(plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from plugins.vpp.runner import sync_account
+
+    secrets = [simulator.token, inner_token(simulator), base64.b64decode(simulator.token).decode()]
+    outputs = []
+    outputs.append(cli("-vv", "vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url))
+    for args in (["vpp", "account", "list"], ["vpp", "account", "list", "--json"], ["-vv", "vpp", "sync"], ["vpp", "runs", "--json"],
+                 ["vpp", "assets", "--json"], ["vpp", "users", "--json"], ["vpp", "licenses", "--json"]):
+        outputs.append(cli(*args))
+    simulator.faults.add("server_error", endpoint="users", count=1, retry_after=0)
+    simulator.expire_token()
+    outputs.append(cli("-vv", "vpp", "sync", "--full"))
+    simulator.restore_token()
+    outputs.append(cli("vpp", "account", "set", "school", "--token-file", str(token_file)))
+    with caplog.at_level(logging.DEBUG):
+        sync_account(plain_host, "school", full=True)
+        simulator.revoke_token()
+        sync_account(plain_host, "school")
+        simulator.restore_token()
+    text = "\n".join(o + e for _, o, e in outputs) + caplog.text
+    for secret in secrets:
+        assert secret not in text
+    for path in (project_dir / "var").iterdir():
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, path.name
+    assert "Bearer" not in caplog.text
+
+
+def test_hooks_and_remove_events(synced: Any, simulator: Any, recorder: Any) -> None:
+    from mdm_core.errors import MdmError
+    from plugins.vpp.accounts import remove_account
+
+    [acc] = synced.pm.hook.mdm_vpp_accounts(host=synced)
+    assert acc["name"] == "school" and acc["last_sync_result"] == "ok (full)"
+    assert all(simulator.token not in str(v) for v in acc.values())
+    with pytest.raises(MdmError, match="no VPP account named 'nope'"):
+        synced.pm.hook.mdm_vpp_sync(host=synced, account="nope", full=False, trigger="manual", wait=0)
+    [report] = synced.pm.hook.mdm_vpp_sync(host=synced, account="school", full=False, trigger="plugin", wait=0)
+    assert report["status"] == "ok" and report["trigger"] == "plugin"
+    recorder.clear()
+    remove_account(synced, "school")
+    removed = [a for p in recorder.named("vpp_assets_removed") for a in p["assets"]]
+    assert {(a["adamId"], a["pricingParam"]) for a in removed} == set(simulator.snapshot()["assets"])
+    assert synced.pm.hook.mdm_vpp_licenses(host=synced, account=None, adam_id=None, serial_number=None, client_user_id=None) == []

@@ -1,0 +1,165 @@
+"""Full and incremental syncs against the simulator: the mirror equals Apple afterwards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from plugins.vpp.runner import sync_account
+from plugins.vpp.simulator import DEVICE, USER
+
+from .conftest import account_row, apple_state, assert_mirror_equals_apple, mirror_state
+
+
+def _device_asset(sim: Any) -> tuple[str, str]:
+    for (adam_id, pricing), asset in sim.snapshot()["assets"].items():
+        if asset["deviceAssignable"] and asset["availableCount"] > 0:
+            return adam_id, pricing
+    raise AssertionError("no device-assignable asset with free licenses")
+
+
+def test_full_sync_mirror_equals_apple(school: Any, simulator: Any) -> None:
+    report = sync_account(school, "school")
+    assert report["status"] == "ok" and report["mode"] == "full"
+    assert_mirror_equals_apple(school, simulator)
+    apple = apple_state(simulator)
+    assert report["counts"]["assets"]["added"] == len(apple["assets"])
+    assert report["counts"]["licenses"]["added"] == len(apple["assignments"])
+    assert report["counts"]["users"]["added"] == len(apple["users"])
+    kinds = {k for _, _, k, _ in apple["assignments"]}
+    assert kinds == {DEVICE, USER}, "the seed should hold device and user assignments"
+    statuses = {u["status"] for u in apple["users"].values()}
+    assert {"Associated", "Registered"} <= statuses
+    row = account_row(school)
+    versions = simulator.versions()
+    assert row.users_version_id == versions["users"]
+    assert row.assignments_version_id == versions["assignments"]
+    assert row.last_full_sync_at is not None and row.last_sync_result == "ok (full)"
+
+
+def test_incremental_after_out_of_band_changes(synced: Any, simulator: Any) -> None:
+    sim = simulator
+    before = mirror_state(synced)
+    # a new asset and more licenses of an existing one
+    new_key = sim.purchase(count=5)
+    existing = next(iter(sim.snapshot()["assets"]))
+    sim.purchase(adam_id=existing[0], pricing_param=existing[1], count=3)
+    # an assignment made in Apple's portal
+    adam, pricing = _device_asset(sim)
+    assert sim.assign_in_portal(adam, pricing, serial_number="PORTAL000001")
+    # a REMOVAL in the portal: does not show in a sinceVersionId delta
+    removed = next(k for k in sorted(before["assignments"]) if k[2] == DEVICE and k[0] != adam)
+    assert sim.remove_in_portal(removed[0], removed[1], serial_number=removed[3])
+    # users: one retired, one created
+    retiree = next(cid for cid, u in sorted(before["users"].items()) if u["status"] == "Associated")
+    assert sim.retire_user(retiree)
+    created = sim.create_user("user-created-1", email="created@example.org")
+
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok", report
+    assert report["mode"] == "incremental"
+    assert_mirror_equals_apple(synced, sim)
+    mirror = mirror_state(synced)
+    assert new_key in mirror["assets"]
+    assert removed not in mirror["assignments"]
+    assert (adam, pricing, DEVICE, "PORTAL000001") in mirror["assignments"]
+    assert mirror["users"][retiree]["status"] == "Retired"
+    assert mirror["users"][created]["status"] == "Registered"
+    # only the assets whose counts disagree were read again: the removed license's asset, and
+    # the retired user's assets (retiring released its revocable licenses)
+    retired_assets = {k[0] for k in before["assignments"] if k[2] == USER and k[3] == retiree}
+    expected = {removed[0]} | retired_assets
+    assert report["counts"]["licenses"]["reread_assets"] == len(expected)
+    assert report["counts"]["users"]["retired"] == 1
+    assert report["counts"]["users"]["added"] == 1
+
+
+def test_incremental_after_mutate_fraction(synced: Any, simulator: Any) -> None:
+    summary = simulator.mutate_fraction(0.3, seed=5)
+    assert summary["assignments_removed"] and summary["users_retired"]
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental"
+    assert_mirror_equals_apple(synced, simulator)
+    assert 0 < report["counts"]["licenses"]["reread_assets"] < len(simulator.snapshot()["assets"])
+
+
+def test_incremental_without_changes_reads_nothing_again(synced: Any, simulator: Any) -> None:
+    report = sync_account(synced, "school")
+    assert report["mode"] == "incremental" and report["status"] == "ok"
+    assert report["counts"]["licenses"] == {"added": 0, "removed": 0, "reread_assets": 0}
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def test_refund_removes_asset_and_its_licenses(synced: Any, simulator: Any) -> None:
+    held = next(k for k in sorted(mirror_state(synced)["assignments"]))
+    assert simulator.remove_asset(held[0], held[1])
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok"
+    assert report["counts"]["assets"]["removed"] == 1
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def test_9721_falls_back_to_full(synced: Any, simulator: Any) -> None:
+    from plugins.vpp.models import VppAccount
+
+    def corrupt(session: Any) -> None:
+        row = session.get(VppAccount, account_row(synced).id)
+        row.assignments_version_id = "not-a-version-id"
+        session.add(row)
+
+    synced.db.run_write(corrupt)
+    simulator.remove_in_portal(*_first_device_assignment(synced))
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok", report
+    assert report["mode"] == "full"
+    assert_mirror_equals_apple(synced, simulator)
+    assert account_row(synced).assignments_version_id == simulator.versions()["assignments"]
+
+
+def test_9650_falls_back_to_full(synced: Any, simulator: Any) -> None:
+    simulator.create_user("user-9650")
+    simulator.faults.add("error_200", endpoint="users", count=1, error_number=9650)
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok", report
+    assert report["mode"] == "full"
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def _first_device_assignment(host: Any) -> tuple[str, str, None, str]:
+    a, p, _, serial = next(k for k in sorted(mirror_state(host)["assignments"]) if k[2] == DEVICE)
+    return a, p, serial  # type: ignore[return-value]
+
+
+def test_full_reconcile_when_last_full_sync_is_old(synced: Any, simulator: Any) -> None:
+    from plugins.vpp.models import VppAccount
+
+    assert sync_account(synced, "school")["mode"] == "incremental"
+
+    def age(session: Any) -> None:
+        row = session.get(VppAccount, account_row(synced).id)
+        row.last_full_sync_at = row.last_full_sync_at - timedelta(seconds=86400 + 5)
+        session.add(row)
+
+    synced.db.run_write(age)
+    report = sync_account(synced, "school")
+    assert report["mode"] == "full" and report["status"] == "ok"
+    assert sync_account(synced, "school")["mode"] == "incremental"
+
+
+def test_full_reconcile_interval_is_configurable(make_host: Any, simulator: Any, token_file: Any) -> None:
+    import time
+
+    import plugins.vpp.plugin
+    from plugins.vpp.accounts import add_account
+
+    host = make_host(plugins=[plugins.vpp.plugin], config="[vpp]\nfull_reconcile_interval = 1\nmax_attempts = 2\n")
+    add_account(host, "school", str(token_file), service_url=simulator.base_url)
+    assert sync_account(host, "school")["mode"] == "full"
+    time.sleep(1.1)
+    assert sync_account(host, "school")["mode"] == "full"
+
+
+def test_forced_full_sync(synced: Any, simulator: Any) -> None:
+    report = sync_account(synced, "school", full=True)
+    assert report["mode"] == "full" and report["status"] == "ok"
+    assert report["counts"]["assets"] == {"added": 0, "changed": 0, "removed": 0, "total": len(simulator.snapshot()["assets"])}

@@ -1,0 +1,175 @@
+"""Token states pause scheduled syncs (no retry storm); one sync per account at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugins.vpp.accounts import add_account, list_accounts, set_account
+from plugins.vpp.runner import sync_account, sync_accounts
+from plugins.vpp.simulator import Simulator
+
+from .conftest import account_row, assert_mirror_equals_apple, mirror_state
+
+
+def _state(host: Any, name: str = "school") -> dict[str, Any]:
+    return next(a for a in list_accounts(host) if a["name"] == name)
+
+
+@pytest.mark.parametrize("action, state", [("expire_token", "expired"), ("revoke_token", "revoked")])
+def test_token_error_pauses_schedule_until_manual_sync(synced: Any, simulator: Any, recorder: Any, request_counter: Any, action: str, state: str) -> None:
+    before = mirror_state(synced)
+    simulator.purchase(count=3)  # a change the failed syncs must not bring in
+    getattr(simulator, action)()
+    report = sync_account(synced, "school", trigger="schedule")
+    assert report["status"] == "error" and report["error_type"].startswith("Token")
+    acc = _state(synced)
+    assert acc["token_state"] == state and acc["paused"] is True
+    assert acc["last_sync_result"].startswith("error: ")
+    assert "mdm vpp account set school --token-file" in acc["action"]
+    assert mirror_state(synced) == before
+    [changed] = recorder.named("vpp_token_state_changed")
+    assert changed["account"] == "school" and changed["previous"] == "valid" and changed["state"] == state
+    assert "mdm vpp account set school --token-file" in changed["action"]
+
+    # scheduled syncs are skipped without a single request to Apple
+    seen = request_counter.seen
+    for _ in range(3):
+        skipped = sync_account(synced, "school", trigger="schedule")
+        assert skipped["status"] == "skipped" and state in skipped["error"]
+    assert request_counter.seen == seen
+    # a manual sync tries again (and fails again, without a second state event)
+    again = sync_account(synced, "school")
+    assert again["status"] == "error" and request_counter.seen > seen
+    assert len(recorder.named("vpp_token_state_changed")) == 1
+
+    simulator.restore_token()
+    recorder.clear()
+    ok = sync_account(synced, "school")
+    assert ok["status"] == "ok"
+    acc = _state(synced)
+    assert acc["token_state"] == "valid" and acc["paused"] is False
+    assert [(e["previous"], e["state"]) for e in recorder.named("vpp_token_state_changed")] == [(state, "valid")]
+    assert_mirror_equals_apple(synced, simulator)
+    assert sync_account(synced, "school", trigger="schedule")["status"] == "ok"
+
+
+def test_renewed_token_clears_paused_state(synced: Any, simulator: Any, token_file: Path, recorder: Any) -> None:
+    simulator.revoke_token()
+    assert sync_account(synced, "school")["status"] == "error"
+    assert _state(synced)["token_state"] == "revoked"
+    simulator.restore_token()
+    recorder.clear()
+    acc = set_account(synced, "school", token_file=str(token_file))
+    assert acc["token_state"] == "valid" and acc["paused"] is False
+    assert [(e["previous"], e["state"]) for e in recorder.named("vpp_token_state_changed")] == [("revoked", "valid")]
+    assert sync_account(synced, "school", trigger="schedule")["status"] == "ok"
+
+
+def test_taken_over_names_other_mdm(synced: Any, simulator: Any, recorder: Any, token_file: Path) -> None:
+    before = mirror_state(synced)
+    simulator.remove_in_portal(*next((a, p, None, t) for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId")[:2], client_user_id=next(t for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId"))
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    report = sync_account(synced, "school")
+    assert report["status"] == "error" and report["error_type"] == "MdmConflictError"
+    assert "RivalMDM" in report["error"]
+    acc = _state(synced)
+    assert acc["token_state"] == "taken_over" and acc["paused"]
+    assert "RivalMDM" in acc["token_status"]
+    [event] = recorder.named("vpp_token_state_changed")
+    assert event["state"] == "taken_over" and "RivalMDM" in event["detail"]
+    assert mirror_state(synced) == before
+    assert sync_account(synced, "school", trigger="schedule")["status"] == "skipped"
+    # a renewed token claims the location back
+    set_account(synced, "school", token_file=str(token_file))
+    assert simulator.state.mdm_info["id"] == account_row(synced).mdm_info_id
+    assert sync_account(synced, "school", trigger="schedule")["status"] == "ok"
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def test_other_account_keeps_syncing(synced: Any, simulator: Any, project_dir: Path) -> None:
+    with Simulator(seed=23, assets=4, devices=6, users=5, page_size=5, async_delay=0) as other:
+        path = other.write_token(project_dir / "college.vpptoken")
+        add_account(synced, "college", str(path), service_url=other.base_url)
+        simulator.expire_token()
+        reports = {r["account"]: r for r in sync_accounts(synced, None, trigger="schedule")}
+        assert reports["school"]["status"] == "error" and reports["college"]["status"] == "ok"
+        reports = {r["account"]: r for r in sync_accounts(synced, None, trigger="schedule")}
+        assert reports["school"]["status"] == "skipped" and reports["college"]["status"] == "ok"
+        assert_mirror_equals_apple(synced, other, "college")
+        assert _state(synced, "college")["token_state"] == "valid"
+
+
+def test_second_trigger_while_locked(synced: Any, cli: Any) -> None:
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
+    lock.acquire()
+    try:
+        report = sync_account(synced, "school")
+        assert report["status"] == "already running"
+        code, out, err = cli("vpp", "sync", "school")
+        assert code == 1 and "already running" in out
+    finally:
+        lock.release()
+    assert sync_account(synced, "school")["status"] == "ok"
+
+
+def test_wait_for_running_sync(synced: Any, cli: Any) -> None:
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
+    lock.acquire()
+    timer = threading.Timer(0.5, lock.release)
+    timer.start()
+    try:
+        started = time.monotonic()
+        code, out, err = cli("vpp", "sync", "school", "--wait", "10")
+        assert code == 0, out + err
+        assert time.monotonic() - started >= 0.4
+        assert "sync ok" in out
+    finally:
+        timer.join()
+
+
+def test_expired_lock_is_taken_over(synced: Any) -> None:
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=0.05)
+    lock.acquire()
+    time.sleep(0.1)  # the holder "crashed": its lock expired
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok"
+
+
+def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, request_counter: Any) -> None:
+    """A scheduled sync that waited for the lock uses the account as the other sync left it:
+    paused by a token error, it is skipped instead of asking Apple again."""
+    from plugins.vpp import runner
+
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
+    lock.acquire()
+    results: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: results.append(sync_account(synced, "school", trigger="schedule", wait=10)))
+    waiter.start()
+    try:
+        time.sleep(0.3)
+        simulator.expire_token()
+        report = runner._locked_sync(synced, account_row(synced), False, "manual", lock, 86400)
+        assert report["status"] == "error"
+        seen = request_counter.seen
+    finally:
+        lock.release()
+        waiter.join()
+    assert results[0]["status"] == "skipped"
+    assert request_counter.seen == seen
+
+
+def test_remove_refused_while_a_sync_runs(synced: Any, cli: Any) -> None:
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
+    lock.acquire()
+    try:
+        code, out, err = cli("vpp", "account", "remove", "school")
+        assert code == 1 and "running" in err
+        assert account_row(synced).name == "school"
+    finally:
+        lock.release()
+    assert cli("vpp", "account", "remove", "school")[0] == 0
