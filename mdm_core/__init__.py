@@ -17,7 +17,7 @@ ENTRY_POINT_GROUP = "mdm.plugins"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-from mdm_core.errors import ConfigError, MdmError, PluginError, UsageError  # noqa: E402
+from mdm_core.errors import ConfigError, MdmError, PluginError, TemporaryError, UsageError  # noqa: E402
 from mdm_core.events import Event  # noqa: E402
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "MdmError",
     "PluginError",
+    "TemporaryError",
     "UsageError",
     "hookimpl",
     "hookspec",

@@ -138,7 +138,16 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
 def setup_logging(verbose: int, quiet: bool) -> None:
     """-q: errors; default: warnings and our info; -v: info; -vv: debug."""
     level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    root = logging.getLogger()
+    root.setLevel(level)
+    handler = next((h for h in root.handlers if getattr(h, "mdm_cli", False)), None)
+    if handler is None:  # keep other handlers (pytest's caplog, an embedding application's)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.mdm_cli = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    handler.stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush a closed one)
+    handler.setLevel(level)
     if level > logging.DEBUG:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
 

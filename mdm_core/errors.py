@@ -7,6 +7,7 @@ class MdmError(Exception):
     """A failure the user can act on: shown as one line, exit code 1."""
 
     exit_code = 1
+    retryable = False
 
 
 class UsageError(MdmError):
@@ -25,3 +26,9 @@ class PluginError(MdmError):
     """A plugin is unknown, broken or misbehaving at start-up: names the plugin."""
 
     exit_code = 1
+
+
+class TemporaryError(MdmError):
+    """A failure that may go away by itself (a service unreachable or busy): retry later."""
+
+    retryable = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -74,6 +75,7 @@ class EventBus:
         self.pm = pm
         self.host = host
         self.holder = _holder()
+        self._local = threading.local()
 
     def record(self, session: Session, name: str, payload: dict[str, Any]) -> Event:
         """Add an event to the caller's transaction; it is delivered only if that commits."""
@@ -94,7 +96,20 @@ class EventBus:
         return len(rows)
 
     def deliver_pending(self, limit: int | None = None) -> int:
-        """Deliver undelivered events in order; returns how many were delivered by this call."""
+        """Deliver undelivered events in order; returns how many were delivered by this call.
+
+        A subscriber that causes new events (and asks for delivery) does not start a nested
+        delivery: the delivery already running in this thread picks them up in order.
+        """
+        if getattr(self._local, "delivering", False):
+            return 0
+        self._local.delivering = True
+        try:
+            return self._deliver_pending(limit)
+        finally:
+            self._local.delivering = False
+
+    def _deliver_pending(self, limit: int | None) -> int:
         from mdm_core.models import OutboxEvent, utcnow
 
         delivered = 0

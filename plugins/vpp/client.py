@@ -234,8 +234,8 @@ def check_mdm_info(data: Mapping[str, Any], expected_id: str | None) -> None:
     raise MdmConflictError(
         f"location is managed by another MDM {_short(name)!r} "
         f"(id {_short(other_id)!r}, metadata {_short(metadata)!r}), not by this server "
-        f"(id {_short(expected_id)!r}): release it there, or claim it explicitly with "
-        "POST client/config",
+        f"(id {_short(expected_id)!r}): stop the other MDM using this token, then renew it here with "
+        "`mdm vpp account set NAME --token-file FILE` (or add it again with --take-over)",
         other_id=str(other_id),
         other_name=name if isinstance(name, str) else None,
         other_metadata=metadata if isinstance(metadata, str) else None,

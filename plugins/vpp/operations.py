@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, TemporaryError, UsageError
 from mdm_core.models import MdmUser, utcnow
 
 from .accounts import client_for, get_account
 from .client import AppsBooksClient
-from .errors import EventTimeoutError, VppError
+from .errors import EventTimeoutError, VppError, is_retryable
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .records import page_users
 from .sync import license_payload
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 L = VppLicense.__table__  # type: ignore[attr-defined]
+
+
+def failure(action: str, exc: VppError) -> MdmError:
+    """A one-line error: ``TemporaryError`` when Apple is unreachable or busy (retry later)."""
+    if is_retryable(exc):
+        return TemporaryError(f"cannot reach Apple to {action} (try again later): {exc}")
+    return MdmError(f"Apple refused to {action}: {exc}")
 
 
 def _load(host: "Host", account: str, adam_id: str, pricing_param: str) -> tuple[VppAccount, VppAsset]:
@@ -61,7 +68,7 @@ def manage_licenses(
             if users:
                 event_ids += method([(adam_id, pricing_param)], client_user_ids=users)
         except VppError as exc:
-            raise MdmError(f"Apple refused to {verb} licenses of {adam_id}: {exc}") from None
+            raise failure(f"{verb} licenses of {adam_id}", exc) from None
         statuses = _follow(client, event_ids, wait)
     result = _outcome(event_ids, statuses, serials, users)
     if result["status"] != "PENDING":
@@ -78,7 +85,7 @@ def _follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[
         except EventTimeoutError:
             statuses.append({"eventStatus": "PENDING", "failures": []})
         except VppError as exc:
-            raise MdmError(f"cannot follow Apple's event {event_id}: {exc}") from None
+            raise failure(f"follow Apple's event {event_id}", exc) from None
     return statuses
 
 
@@ -156,7 +163,7 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
                     records.extend(page_users(page))
             template = client.service_config().urls.get("invitationEmail")
         except VppError as exc:
-            raise MdmError(f"Apple refused to register users: {exc}") from None
+            raise failure("register users", exc) from None
     failures = {uid: f for s in statuses for f in (s.get("failures") or []) for uid in ((f.get("errorInfo") or {}).get("clientUserIds") or [])}
     host.db.run_write(lambda s: _store_users(host, s, acc, records, template))
     host.deliver_events()
@@ -205,7 +212,7 @@ def lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str
         try:
             results = client.lookup_metadata(adam_ids, platform=acc.default_platform or "volumestore", country=acc.country or "US")
         except VppError as exc:
-            raise MdmError(f"content metadata lookup failed: {exc}") from None
+            raise failure("look up content metadata", exc) from None
     return {adam_id: summarize_metadata(data) for adam_id, data in results.items()}
 
 

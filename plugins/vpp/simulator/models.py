@@ -87,7 +87,7 @@ class UserRecord:
 
     def snapshot(self) -> dict[str, Any]:
         return {"email": self.email, "status": self.status, "idHash": self.id_hash,
-                "inviteCode": self.invite_code}
+                "inviteCode": self.invite_code if self.status == REGISTERED else None}
 
     def info(self) -> dict[str, Any]:
         return {"clientUserId": self.client_user_id, "email": self.email,
