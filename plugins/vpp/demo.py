@@ -112,6 +112,7 @@ def run_demo(host: "Host", *, seed: int = 7) -> int:
         _mdm(host, f"vpp licenses --account {ACCOUNT} --asset {asset}")
         if has_apps:
             _step("The same assets published as installable mobile applications")
+            _mdm(host, "apps refresh-metadata")
             _mdm(host, "apps list")
 
         _step("Meanwhile, in Apple School Manager: a new purchase, and a license removed")
@@ -126,12 +127,13 @@ def run_demo(host: "Host", *, seed: int = 7) -> int:
         _mdm(host, f"vpp licenses --account {ACCOUNT} --device {removed[3]}")
         _mdm(host, f"vpp assets --account {ACCOUNT}")
         if has_apps:
+            _mdm(host, "apps refresh-metadata")
             _mdm(host, "apps list --platform iOS")
             target = next((r for r in rows if r.platform in ("iOS", "iPadOS")), None)
             if target is not None:
                 _step(f"Installing the new app on {target.serial_number} with a VPP license")
                 _mdm(host, f"apps install {new_adam} --device {target.serial_number} --wait 30")
-                _mdm(host, f"commands list --device {target.serial_number}")
+                _mdm(host, f"commands list --device {target.serial_number} --json")
         _mdm(host, f"vpp runs {ACCOUNT} --limit 2")
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s", flush=True)
     return 0
