@@ -7,6 +7,7 @@ transaction; the hooks of the same names are delivered after commit.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -101,18 +102,27 @@ def _user_from(user_id: str, email: str | None, managed_apple_id: str | None, na
 def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> tuple[int, int]:
     """Enrol or update devices in one transaction; returns (added, updated)."""
     devices = list(devices)
+    return _upsert(host, Device, devices, lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
+                   check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]))
+
+
+def _upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, payload: Any, check: Any = None) -> tuple[int, int]:
+    """Insert new rows (recording ``event`` for each) and update existing ones, in one transaction."""
 
     def work(session: Session) -> tuple[int, int]:
-        _check_owners(session, [d.owner for d in devices if d.owner])
+        if check is not None:
+            check(session)
         added = updated = 0
-        for row in devices:
-            existing = session.get(Device, row.serial_number)
+        for row in rows:
+            values = dataclasses.asdict(row)
+            existing = session.get(model, key(row))
             if existing is None:
-                session.add(Device(serial_number=row.serial_number, udid=row.udid, platform=row.platform, model=row.model, owner=row.owner))
-                host.events.record(session, "device_enrolled", row.payload())
+                session.add(model(**values))
+                host.events.record(session, event, payload(row))
                 added += 1
             else:
-                existing.udid, existing.platform, existing.model, existing.owner = row.udid, row.platform, row.model, row.owner
+                for name, value in values.items():
+                    setattr(existing, name, value)
                 session.add(existing)
                 updated += 1
         return added, updated
@@ -178,25 +188,7 @@ def _check_owners(session: Session, owners: list[str]) -> None:
 
 def add_users(host: "Host", users: Iterable[UserRow]) -> tuple[int, int]:
     """Add or update MDM users in one transaction; returns (added, updated)."""
-    users = list(users)
-
-    def work(session: Session) -> tuple[int, int]:
-        added = updated = 0
-        for row in users:
-            existing = session.get(MdmUser, row.id)
-            if existing is None:
-                session.add(MdmUser(id=row.id, name=row.name, email=row.email, managed_apple_id=row.managed_apple_id))
-                host.events.record(session, "user_added", {"id": row.id, "email": row.email, "managed_apple_id": row.managed_apple_id, "name": row.name})
-                added += 1
-            else:
-                existing.name, existing.email, existing.managed_apple_id = row.name, row.email, row.managed_apple_id
-                session.add(existing)
-                updated += 1
-        return added, updated
-
-    result = host.db.run_write(work)
-    host.deliver_events()
-    return result
+    return _upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict)
 
 
 def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:

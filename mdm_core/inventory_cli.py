@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core import inventory
-from mdm_core.output import print_json, print_table
+from mdm_core.output import print_rows
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -64,11 +64,7 @@ def _devices_add(host: "Host", args: argparse.Namespace) -> int:
 
 def _devices_list(host: "Host", args: argparse.Namespace) -> int:
     rows = inventory.list_devices(host)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
-    return 0
+    return print_rows(rows, args.json, ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
 
 
 def _devices_remove(host: "Host", args: argparse.Namespace) -> int:
@@ -91,11 +87,7 @@ def _users_add(host: "Host", args: argparse.Namespace) -> int:
 
 def _users_list(host: "Host", args: argparse.Namespace) -> int:
     rows = inventory.list_users(host)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
-    return 0
+    return print_rows(rows, args.json, ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
 
 
 def _users_import(host: "Host", args: argparse.Namespace) -> int:
@@ -106,8 +98,4 @@ def _users_import(host: "Host", args: argparse.Namespace) -> int:
 
 def _commands_list(host: "Host", args: argparse.Namespace) -> int:
     rows = inventory.list_commands(host, args.device)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["uuid", "device_serial", "request_type", "status", "created_at"], empty="no commands")
-    return 0
+    return print_rows(rows, args.json, ["uuid", "device_serial", "request_type", "status", "created_at"], empty="no commands")

@@ -49,3 +49,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str], empty: str = "(none)") -> int:
+    """``--json`` or an aligned table: the one way list commands print; returns exit code 0."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, columns, empty=empty)
+    return 0

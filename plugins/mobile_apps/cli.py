@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import MdmError, UsageError
-from mdm_core.output import print_json, print_table
+from mdm_core.output import print_json, print_rows, print_table
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -159,11 +159,7 @@ def _installs(host: "Host", args: argparse.Namespace) -> int:
     from .installs import list_installs
 
     rows = list_installs(host, args.status)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
-    return 0
+    return print_rows(rows, args.json, ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
 
 
 def _reclaim(host: "Host", args: argparse.Namespace) -> int:
@@ -196,12 +192,8 @@ def _reclaims(host: "Host", args: argparse.Namespace) -> int:
     from .reclaims import list_reclaims
 
     rows = list_reclaims(host, everything=args.all)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
+    return print_rows(rows, args.json, ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
                     empty="no pending or failed reclaims")
-    return 0
 
 
 def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:

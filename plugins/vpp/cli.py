@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.output import print_json, print_table
+from mdm_core.output import print_json, print_rows, print_table
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -160,39 +160,23 @@ def _runs(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.runner import recent_runs
 
     rows = recent_runs(host, args.name, args.limit)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
-    return 0
+    return print_rows(rows, args.json, ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
 
 
 def _assets(host: "Host", args: argparse.Namespace) -> int:
     rows = host.pm.hook.mdm_vpp_assets(host=host, account=args.account)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
+    return print_rows(rows, args.json, ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
                            "deviceAssignable", "revocable", "supportedPlatforms"], empty="no assets: run `mdm vpp sync`")
-    return 0
 
 
 def _licenses(host: "Host", args: argparse.Namespace) -> int:
     rows = host.pm.hook.mdm_vpp_licenses(host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
-    return 0
+    return print_rows(rows, args.json, ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
 
 
 def _users(host: "Host", args: argparse.Namespace) -> int:
     rows = host.pm.hook.mdm_vpp_users(host=host, account=args.account)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
-    return 0
+    return print_rows(rows, args.json, ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
 
 
 def _users_register(host: "Host", args: argparse.Namespace) -> int:
