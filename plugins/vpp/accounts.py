@@ -52,16 +52,17 @@ def read_token(path: str) -> SToken:
     return token
 
 
-def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None) -> AppsBooksClient:
-    """A client with the host's timeouts and retry bounds."""
+def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False) -> AppsBooksClient:
+    """A client with the host's timeouts and retry bounds.
+
+    ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
+    wrong ``--service-url`` fails in a second with one line instead of backing off for minutes.
+    """
     s = settings(host)
-    return AppsBooksClient(
-        token,
-        service_url,
-        mdm_info_id=mdm_info_id,
-        timeout=(min(10.0, s.request_timeout), s.request_timeout),
-        retry=RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait),
-    )
+    retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)
+    if interactive:
+        retry = RetryPolicy(max_attempts=min(2, s.max_attempts), base_delay=0.2, max_total_wait=min(2.0, s.max_total_wait), max_retry_after=2.0)
+    return AppsBooksClient(token, service_url, mdm_info_id=mdm_info_id, timeout=(min(10.0, s.request_timeout), s.request_timeout), retry=retry)
 
 
 def account_token(host: "Host", account: VppAccount) -> SToken:
@@ -112,7 +113,7 @@ def add_account(
         if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
             raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
     mdm_info_id = str(uuid.uuid4())
-    with make_client(host, token, service_url, None) as client:
+    with make_client(host, token, service_url, None, interactive=True) as client:
         try:
             config = client.get_client_config()
         except VppError as exc:
@@ -164,7 +165,7 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
         updates["interval_seconds"] = _check_interval(interval)
     if token_file is not None:
         token = read_token(token_file)
-        with make_client(host, token, account.service_url, None) as client:
+        with make_client(host, token, account.service_url, None, interactive=True) as client:
             try:
                 config = client.get_client_config()
             except VppError as exc:

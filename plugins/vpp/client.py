@@ -495,7 +495,7 @@ class AppsBooksClient:
                 spent = max(self._monotonic() - start, slept)
                 if spent + delay > policy.max_total_wait:
                     raise
-                log.warning(
+                log.info(  # the final failure is what the user sees; retries show with -v
                     "Apps and Books %s %s failed (%s: %s); retry %d of %d in %.2fs",
                     method, urlsplit(url).path, type(err).__name__, err,
                     attempt, policy.max_attempts - 1, delay,

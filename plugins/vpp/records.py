@@ -34,8 +34,14 @@ def _id(record: Mapping[str, Any], name: str, what: str) -> str:
     return text
 
 
+def _page(page: Any) -> Mapping[str, Any]:
+    if not isinstance(page, Mapping):
+        raise MalformedResponseError(f"page is not a JSON object ({type(page).__name__})")
+    return page
+
+
 def _list(page: Mapping[str, Any], key: str) -> list[Any]:
-    value = page.get(key, [])
+    value = _page(page).get(key, [])
     if value is None:
         return []
     if not isinstance(value, list):
@@ -122,7 +128,7 @@ def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
 
 def version_of(page: Mapping[str, Any]) -> str | None:
     """A page's ``versionId`` (``None`` when Apple sent none)."""
-    value = page.get("versionId")
+    value = _page(page).get("versionId")
     if value is not None and not isinstance(value, str):
         raise MalformedResponseError("page field 'versionId' is not a string")
     return value

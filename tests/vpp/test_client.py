@@ -352,14 +352,14 @@ def test_never_retried(rsps, clock, number, status) -> None:
     assert clock.sleeps == []
 
 
-def test_retry_warning_is_logged_without_secrets(rsps, clock, caplog) -> None:
+def test_retry_is_logged_at_info_without_secrets(rsps, clock, caplog) -> None:
     rsps.add(responses.GET, URLS["eventStatus"], status=503, body="")
     rsps.add(responses.GET, URLS["eventStatus"], json={**COMMON, "eventStatus": "PENDING"})
     with caplog.at_level(logging.DEBUG, logger="plugins.vpp"):
         make_client(clock).event_status("evt-1")
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    text = warnings[0].getMessage()
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 1 and retries[0].levelno == logging.INFO  # shown with -v; the final error is what users see
+    text = retries[0].getMessage()
     assert "/mdm/v2/status" in text and "ServerError" in text and "retry 1 of 4" in text
     assert "evt-1" not in text  # no query string
     assert RAW not in caplog.text

@@ -1,0 +1,73 @@
+"""Run one sync in a child process and SIGKILL it at a chosen point (see test_crash.py).
+
+    python -m tests.reliability.crash_sync CONFIG DATABASE_URL POINT [FULL]
+
+POINT names where the process kills itself (``none``: it runs to the end, and the parent
+kills it from outside at a time offset). Prints ``READY`` once the host is built.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(obj: Any, name: str, calls: int = 1) -> None:
+    """Kill the process right after the ``calls``-th call of ``obj.name`` returns."""
+    original: Callable[..., Any] = getattr(obj, name)
+    seen = [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        seen[0] += 1
+        if seen[0] >= calls:
+            die()
+        return result
+
+    setattr(obj, name, wrapper)
+
+
+def before(obj: Any, name: str) -> None:
+    """Kill the process when ``obj.name`` is called."""
+    setattr(obj, name, lambda *a, **k: die())
+
+
+def main(argv: list[str]) -> None:
+    import plugins.vpp.plugin
+    from mdm_core.events import EventBus
+    from mdm_core.host import create_host
+    from plugins.vpp import client, runner, sync
+
+    config, database_url, point = argv[:3]
+    full = len(argv) > 3 and argv[3] == "full"
+    points = {
+        "none": lambda: None,
+        "run-recorded": lambda: before(runner, "client_for"),
+        "paging-assets": lambda: after(client.AppsBooksClient, "_fetch_page", 2),
+        "paging-assignments": lambda: after(client.AppsBooksClient, "_fetch_page", 7),
+        "staged-users": lambda: after(sync._StageBuffer, "flush", 1),
+        "staged-assignments": lambda: after(sync._StageBuffer, "flush", 2),
+        "apply-assets-written": lambda: after(sync.AccountSync, "_apply_assets"),
+        "apply-licenses-written": lambda: after(sync.AccountSync, "_apply_licenses"),
+        "apply-before-commit": lambda: after(sync.AccountSync, "apply"),
+        "committed-not-delivered": lambda: before(EventBus, "deliver_pending"),
+        "delivery-claimed": lambda: before(EventBus, "dispatch"),
+    }
+    points[point]()
+    host = create_host(config, environ={"MDM_SECRET_KEY": "test-secret-key"}, plugins=[plugins.vpp.plugin], database_url=database_url)
+    _ = host.db
+    print("READY", flush=True)
+    report = runner.sync_account(host, "school", full=full)
+    print("DONE", report["status"], flush=True)
+    host.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
