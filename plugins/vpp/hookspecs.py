@@ -35,13 +35,15 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
     """Sync one VPP account, or all of them, now.
 
     When: called by ``mdm vpp sync``, by the scheduler at each account's interval, or by any
-    plugin. One sync per account at a time, across processes: a trigger waits up to ``wait``
-    seconds for a running sync of the same account, then reports it as ``already running``.
-    Args: ``account`` name or ``None`` for all; ``full`` forces a full sync (else incremental
-    when possible); ``trigger`` is recorded on the sync run (``manual``, ``schedule``, ...).
-    Returns: one report per account: ``account``, ``mode``, ``status`` (``ok``, ``error``,
-    ``already running``, ``skipped``), ``error``, ``pages`` and the counts added, changed and
-    removed per entity. ``None`` means the VPP plugin is not loaded.
+    plugin. One sync per account at a time, across processes.
+    Args: ``host``; ``account``: a name, or ``None`` for all; ``full``: force a full sync
+    (else incremental when possible); ``trigger``: recorded on the sync run (``manual``,
+    ``schedule``, ...); ``wait``: seconds to wait for a running sync of the same account
+    before reporting ``already running`` (``None``: ``[vpp] lock_wait``).
+    Returns: one report per account: ``account``, ``trigger``, ``mode``, ``status`` (``ok``,
+    ``error``, ``already running``, ``skipped``), ``error_type``, ``error``, ``pages``,
+    ``duration_s`` and ``counts`` added/changed/removed per entity. ``None``: the VPP plugin
+    is not loaded.
     Errors: an unknown account raises ``MdmError``; a failing sync is reported, not raised.
     """
 
@@ -50,9 +52,12 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
 def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]] | None:
     """The VPP accounts, without their tokens.
 
+    When: any time (reads the database only).
+    Args: ``host``.
     Returns: for each: ``name``, ``locationName``, ``orgName``, ``uId``,
     ``countryISO2ACode``, ``defaultPlatform``, ``tokenExpirationDate``, ``token_state``,
-    ``interval_seconds``, ``last_sync_at``, ``last_sync_result``. ``None``: plugin absent.
+    ``action``, ``paused``, ``interval_seconds``, ``last_sync_at``, ``last_sync_result``.
+    ``None``: the VPP plugin is not loaded.
     Errors: none expected.
     """
 
@@ -61,8 +66,9 @@ def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]] | None:
 def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]] | None:
     """The mirrored assets with their counts (Apple's field names, plus ``account``).
 
-    Args: ``account`` name or ``None`` for all accounts.
-    Returns: a list (possibly empty); ``None``: plugin absent.
+    When: any time (reads the mirror only).
+    Args: ``host``; ``account``: a name, or ``None`` for all accounts.
+    Returns: a list (possibly empty); ``None``: the VPP plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
     """
 
@@ -73,18 +79,25 @@ def mdm_vpp_licenses(
 ) -> list[dict[str, Any]] | None:
     """The mirrored licenses (assignments), filtered by any of the arguments.
 
-    Returns: dicts with ``account``, ``adamId``, ``pricingParam`` and ``serialNumber`` or
-    ``clientUserId``; ``None``: plugin absent.
+    When: any time (reads the mirror only).
+    Args: ``host``; ``account``, ``adam_id``, ``serial_number``, ``client_user_id``: filters,
+    ``None`` for any.
+    Returns: dicts with ``account``, ``adamId``, ``pricingParam`` and either
+    ``serialNumber`` (+ ``enrolled``) or ``clientUserId`` (+ ``mdmUser``); ``None``: the VPP
+    plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
     """
 
 
 @hookspec(firstresult=True)
 def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]] | None:
-    """The mirrored VPP users: ``clientUserId``, ``email``, ``status``, ``idHash``,
-    ``inviteCode``, ``invitationUrl`` (while Registered), ``mdmUser`` (linked MDM user or None).
+    """The mirrored VPP users, linked to MDM users by ``clientUserId``.
 
-    Returns: a list; ``None``: plugin absent.
+    When: any time (reads the mirror only).
+    Args: ``host``; ``account``: a name, or ``None`` for all accounts.
+    Returns: dicts with ``account``, ``clientUserId``, ``email``, ``status``, ``idHash``,
+    ``inviteCode``, ``invitationUrl`` (while Registered) and ``mdmUser``; ``None``: the VPP
+    plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
     """
 
@@ -96,13 +109,16 @@ def mdm_vpp_associate(
     """Associate licenses of one asset with devices and/or users, and follow Apple's events.
 
     When: before an app is installed with a VPP license (``mdm apps install``).
-    Args: targets are chunked by Apple's ``limits``; ``wait`` bounds how long to follow the
-    events (0: return as soon as Apple accepted the request).
+    Args: ``host``; ``account``; ``adam_id`` and ``pricing_param``: the asset;
+    ``serial_numbers`` and ``client_user_ids``: the targets (chunked by Apple's ``limits``);
+    ``wait``: seconds to follow the events (0: return once Apple accepted the request).
     Returns: ``{"event_ids": [...], "status": "COMPLETE"|"FAILED"|"PENDING",
     "succeeded": {"serialNumbers": [...], "clientUserIds": [...]}, "failed": [{"serialNumber"
     or "clientUserId", "errorNumber", "errorMessage"}]}``; succeeded licenses are written to
-    the mirror and announced as ``vpp_licenses_associated``. ``None``: plugin absent.
-    Errors: a request Apple refuses outright (token, 9707, size limits) raises ``MdmError``.
+    the mirror and announced as ``vpp_licenses_associated``. ``None``: the VPP plugin is not
+    loaded.
+    Errors: ``TemporaryError`` when Apple cannot be reached (retry later); ``MdmError`` when
+    Apple refuses outright (token, 9707 not device-assignable, size limits).
     """
 
 
@@ -110,10 +126,15 @@ def mdm_vpp_associate(
 def mdm_vpp_disassociate(
     host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
 ) -> dict[str, Any] | None:
-    """Disassociate (reclaim) licenses of one asset; same arguments and result as
-    ``mdm_vpp_associate``. Irrevocable assets raise ``MdmError`` without calling Apple.
+    """Disassociate (reclaim) licenses of one asset, and follow Apple's events.
 
-    Errors: Apple unreachable raises ``MdmError`` (the caller may keep the reclaim pending).
+    When: a device left the inventory, or ``mdm apps reclaim``.
+    Args: as ``mdm_vpp_associate``: ``host``, ``account``, ``adam_id``, ``pricing_param``,
+    ``serial_numbers``, ``client_user_ids``, ``wait``.
+    Returns: as ``mdm_vpp_associate``; removed licenses are announced as
+    ``vpp_licenses_disassociated``. ``None``: the VPP plugin is not loaded.
+    Errors: ``MdmError`` for an irrevocable asset (9706, Apple is not called);
+    ``TemporaryError`` when Apple cannot be reached (keep the reclaim pending, retry).
     """
 
 
@@ -121,11 +142,13 @@ def mdm_vpp_disassociate(
 def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, dict[str, Any]] | None:
     """Look up names, bundle ids, versions and icons in Apple's content-metadata service.
 
-    Args: the account whose token (``itvt`` cookie), ``defaultPlatform`` and country are used.
+    When: whenever a plugin needs metadata; never call it inside a sync's event delivery path
+    if a slow lookup would matter (publish first, look up later).
+    Args: ``host``; ``account``: whose token (``itvt`` cookie), ``defaultPlatform`` and
+    country are used; ``adam_ids``: batched by the client.
     Returns: ``{adamId: {"name", "bundleId", "version", "iconUrl", "kind", "deviceFamilies"}}``
-    for the ids Apple knows (others are absent); ``None``: plugin absent.
-    Errors: Apple unreachable raises ``MdmError``; callers should publish without metadata and
-    retry later.
+    for the ids Apple knows (others are absent); ``None``: the VPP plugin is not loaded.
+    Errors: ``TemporaryError`` when Apple cannot be reached; ``MdmError`` otherwise.
     """
 
 
@@ -134,74 +157,89 @@ def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> 
 
 @hookspec
 def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
-    """New assets appeared in an account (a purchase, a transfer).
+    """A sync committed assets that are new to the account (a purchase, a transfer).
 
-    Payload: ``account``, ``assets``: list of Apple asset dicts (``adamId``, ``pricingParam``,
-    ``productType``, counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``).
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: Apple asset dicts (``adamId``, ``pricingParam``, ``productType``, the four counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``), at most 500 per event.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
-    """Assets whose counts or properties changed.
+    """A sync committed assets whose counts or properties changed.
 
-    Payload: ``account``, ``assets``: the new asset dicts (as in ``mdm_vpp_assets_added``).
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
-    """Assets that are no longer in the account (refunded, transferred away).
+    """A sync committed assets that left the account (refunded, transferred away), or the account was removed.
 
-    Payload: ``account``, ``assets``: the last known asset dicts.
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: the last known asset dicts.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
-    """Licenses newly associated with devices or users (by a sync or by this host).
+    """Licenses newly associated with devices or users were committed: found by a sync (e.g. assigned in Apple's portal) or associated by this host.
 
-    Payload: ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` when found by a
-    sync, e.g. assigned in Apple's portal; ``request`` when this host associated them),
-    ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event), and
-    ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` or ``request``), ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event), ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
-    """Licenses no longer associated (reclaimed here, or removed in Apple's portal).
+    """Licenses no longer associated were committed: reclaimed here, or removed in Apple's portal and found by a sync.
 
-    Payload: as ``mdm_vpp_licenses_associated``.
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_licenses_associated``.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
-    """VPP users that appeared. Payload: ``account``, ``users``: list of Apple user dicts
-    (``clientUserId``, ``email``, ``status``, ``idHash``, ``inviteCode``) with ``mdmUser``.
-    Errors: isolated per subscriber.
+    """A sync or a registration committed VPP users new to the account.
+
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``users``: Apple user dicts (``clientUserId``, ``email``, ``status``, ``idHash``, ``inviteCode``) with ``mdmUser`` (the linked MDM user or None).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
-    """VPP users whose email, status (e.g. Registered → Associated) or idHash changed.
-    Payload: as ``mdm_vpp_users_added``.
-    Errors: isolated per subscriber.
+    """VPP users whose email, status (e.g. Registered to Associated) or idHash changed were committed.
+
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_users_added``.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_users_retired(host: "Host", event: "Event") -> None:
-    """VPP users retired (their revocable licenses went back to the pool).
-    Payload: as ``mdm_vpp_users_added``.
-    Errors: isolated per subscriber.
+    """VPP users retired in Apple's records were committed (their revocable licenses went back to the pool).
+
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_users_added``.
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
@@ -209,26 +247,30 @@ def mdm_vpp_users_retired(host: "Host", event: "Event") -> None:
 def mdm_vpp_user_invited(host: "Host", event: "Event") -> None:
     """A VPP user was registered without a Managed Apple ID and must accept an invitation.
 
-    Payload: ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
-    """An account's token changed state: ``valid``, ``expiring_30``, ``expiring_14``,
-    ``expiring_7``, ``expired``, ``revoked``, ``invalid`` or ``taken_over``.
+    """An account's token changed state: ``valid``, ``expiring_30``, ``expiring_14``, ``expiring_7``, ``expired``, ``revoked``, ``invalid`` or ``taken_over``.
 
-    Payload: ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name),
-    ``tokenExpirationDate``, ``action`` (what the user should do).
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name), ``tokenExpirationDate``, ``action`` (what the user should do).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
 
 
 @hookspec
 def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
-    """A sync of one account finished, successfully or not.
+    """A sync of one account finished, successfully or not (after its transaction committed or rolled back).
 
-    Payload: the sync report (see ``mdm_vpp_sync``).
-    Errors: isolated per subscriber.
+    When: after the commit, delivered from the outbox.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: the sync report (see ``mdm_vpp_sync``).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
     """
