@@ -35,7 +35,12 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(host: Host) -> argparse.ArgumentParser:
     """The full parser: global options, core commands, then every plugin's."""
-    parser = _Parser(prog="mdm", description="A small pluggable MDM host with Apple Apps and Books (VPP) support.")
+    parser = _Parser(
+        prog="mdm",
+        description="A small pluggable MDM host with Apple Apps and Books (VPP) support.",
+        epilog="Try `mdm demo` (everything against a local simulator). Each command has --help. "
+        "Exit codes: 0 success, 1 failure, 2 usage error.",
+    )
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 

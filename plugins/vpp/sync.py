@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, update
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 3
-STAGE_BATCH = 5000
+STAGE_BATCH = 20000  # rows per staging transaction: fewer, larger commits write far less WAL (index pages)
 EVENT_TARGETS = 1000
 EVENT_RECORDS = 500
 
@@ -116,20 +117,22 @@ class AccountSync:
         buffer.flush()
         return version
 
-    def stage_licenses(self, since: str | None = None, adam_id: str | None = None) -> str | None:
-        """Stage assignments (all, changed since ``since``, or of one asset)."""
-        buffer = _StageBuffer(self.host, SL, self.run_id)
+    def stage_licenses(self, since: str | None = None, adam_id: str | None = None, shared: "_StageBuffer | None" = None) -> str | None:
+        """Stage assignments (all, changed since ``since``, or of one asset); ``shared``: a buffer
+        the caller flushes (the re-reads of many assets then commit in a few large batches)."""
+        buffer = shared if shared is not None else _StageBuffer(self.host, SL, self.run_id)
 
         def on_page(page: dict[str, Any]) -> None:
             buffer.add([{"adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in page_assignments(page)])
 
         def reset() -> None:
-            buffer.clear()
+            buffer.clear(adam_id)
             self._clear(SL, adam_id)
 
         pages = lambda: self.client.iter_assignments(since_version_id=since, adam_id=adam_id)  # noqa: E731
         version = self._traverse(f"assignments of {adam_id}" if adam_id else "assignments", pages, on_page, reset)
-        buffer.flush()
+        if shared is None:
+            buffer.flush()
         return version
 
     def _clear(self, table: Any, adam_id: str | None = None) -> None:
@@ -154,8 +157,10 @@ class AccountSync:
             self._dedupe_stage_licenses()
             assets, assets_version = self.refresh_assets(assets, assets_version)
             reread = self.count_mismatches(assets)
+            shared = _StageBuffer(self.host, SL, self.run_id)
             for adam_id in reread:
-                self.stage_licenses(adam_id=adam_id)
+                self.stage_licenses(adam_id=adam_id, shared=shared)
+            shared.flush()
             if reread:
                 self._dedupe_stage_licenses()
         versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments_version}
@@ -207,8 +212,8 @@ class AccountSync:
         removed_assets = self._apply_assets(session, assets, counts)
         self._apply_users(session, full=mode == "full", counts=counts)
         self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts)
-        session.execute(delete(SL).where(SL.c.run_id == self.run_id))
-        session.execute(delete(SU).where(SU.c.run_id == self.run_id))
+        for table in (SL, SU):
+            self._delete_stage(session, table)
 
         account = session.get(VppAccount, self.account.id)
         assert account is not None
@@ -257,6 +262,15 @@ class AccountSync:
         counts["assets"] = {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
         return removed
 
+    def _delete_stage(self, session: Session, table: Any) -> None:
+        """Drop this run's staged rows; on SQLite, when no other run has any (the write lock is
+        held), empty the table with an unqualified DELETE (SQLite's truncate optimisation)."""
+        low, high = session.execute(select(func.min(table.c.run_id), func.max(table.c.run_id))).one()
+        if self.host.db.is_sqlite and low in (None, self.run_id) and high in (None, self.run_id):
+            session.execute(delete(table))
+        else:
+            session.execute(delete(table).where(table.c.run_id == self.run_id))
+
     def _record_chunks(self, session: Session, event: str, records: list[dict[str, Any]]) -> None:
         key = "assets" if event.startswith("vpp_assets") else "users"
         for start in range(0, len(records), EVENT_RECORDS):
@@ -271,7 +285,14 @@ class AccountSync:
         )))
         fields = ("email", "status", "id_hash", "invite_code")
         in_mirror = exists().where(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
-        new_rows = [dict(r._mapping) for r in session.execute(select(SU.c.client_user_id, *(SU.c[f] for f in fields)).where(SU.c.run_id == run, ~in_mirror))]
+        is_new = and_(SU.c.run_id == run, ~in_mirror)
+        added = 0
+        new_rows: list[dict[str, Any]] = []
+        for r in session.execute(select(SU.c.client_user_id, *(SU.c[f] for f in fields)).where(is_new)):
+            new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
+            if len(new_rows) >= EVENT_RECORDS:
+                added += self._record_added_users(session, new_rows)
+        added += self._record_added_users(session, new_rows)
         joined = select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status")).join(
             U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
         ).where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
@@ -282,8 +303,9 @@ class AccountSync:
             removed_rows = [dict(r._mapping) for r in session.execute(select(U.c.client_user_id, *(U.c[f] for f in fields)).where(U.c.account_id == acc, gone))]
             session.execute(delete(U).where(U.c.account_id == acc, gone))
         now = utcnow()
-        if new_rows:
-            session.execute(insert(U), [{**r, "account_id": acc, "updated_at": now} for r in new_rows])
+        if added:
+            columns = ["account_id", "client_user_id", *fields, "updated_at"]
+            session.execute(insert(U).from_select(columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)))
         if changed_rows:
             session.execute(
                 update(U).where(U.c.account_id == acc, U.c.client_user_id == bindparam("b_id")),
@@ -292,10 +314,19 @@ class AccountSync:
         retired = [r for r in changed_rows if r["status"] in ("Retired", "Deleted") and r["old_status"] not in ("Retired", "Deleted")]
         retired_ids = {r["client_user_id"] for r in retired}
         other_changes = [r for r in changed_rows if r["client_user_id"] not in retired_ids]
-        linked = _existing(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in new_rows + changed_rows])  # type: ignore[attr-defined]
-        for event, rows in (("vpp_users_added", new_rows), ("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
+        linked = _existing(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in changed_rows])  # type: ignore[attr-defined]
+        for event, rows in (("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
             self._record_chunks(session, event, [_apple_user(r, linked) for r in rows])
-        counts["users"] = {"added": len(new_rows), "changed": len(other_changes), "retired": len(retired), "removed": len(removed_rows)}
+        counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": len(removed_rows)}
+
+    def _record_added_users(self, session: Session, rows: list[dict[str, Any]]) -> int:
+        """One ``vpp_users_added`` event for these (at most 500) new users; empties ``rows``."""
+        count = len(rows)
+        if rows:
+            linked = _existing(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in rows])  # type: ignore[attr-defined]
+            self._record_chunks(session, "vpp_users_added", [_apple_user(r, linked) for r in rows])
+            rows.clear()
+        return count
 
     def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any]) -> None:
         acc, run = self.account.id, self.run_id
@@ -331,6 +362,9 @@ class AccountSync:
         def flush() -> None:
             if current and batch:
                 events.append((event, license_payload(session, self.account.name, current[0], current[1], current[2], list(batch), "sync")))
+                if len(events) >= 100:  # written as they come: memory does not grow with the account
+                    self.host.events.record_many(session, events)
+                    events.clear()
             batch.clear()
 
         for adam_id, pricing, kind, target in rows:
@@ -356,12 +390,18 @@ def license_payload(session: Session, account: str, adam_id: str, pricing: str, 
             "clientUserIds": targets, "enrolledSerialNumbers": [], "mdmUserIds": [t for t in targets if t in known]}
 
 
+_EXISTING: dict[Any, Any] = {}  # column -> its "IN (:values)" query, built once (one per license event otherwise)
+
+
 def _existing(session: Session, column: Any, values: list[str]) -> set[str]:
     found: set[str] = set()
+    query = _EXISTING.get(column)
+    if query is None:
+        query = _EXISTING[column] = select(column).where(column.in_(bindparam("values", expanding=True)))
     for start in range(0, len(values), 500):
         chunk = values[start:start + 500]
         if chunk:
-            found.update(session.execute(select(column).where(column.in_(chunk))).scalars())
+            found.update(session.execute(query, {"values": chunk}).scalars())
     return found
 
 
@@ -393,6 +433,8 @@ class _StageBuffer:
     def __init__(self, host: "Host", table: Any, run_id: int):
         self.host, self.table, self.run_id = host, table, run_id
         self.rows: list[dict[str, Any]] = []
+        index = next(iter(table.indexes))  # the staging key, (run_id, ...)
+        self.key = itemgetter(*[c.name for c in index.columns if c.name != "run_id"])
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend({**r, "run_id": self.run_id} for r in rows)
@@ -402,10 +444,12 @@ class _StageBuffer:
     def flush(self) -> None:
         if self.rows:
             rows, self.rows = self.rows, []
+            rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
             self.host.db.run_write(lambda s: s.execute(insert(self.table), rows))
 
-    def clear(self) -> None:
-        self.rows = []
+    def clear(self, adam_id: str | None = None) -> None:
+        """Drop the buffered rows (of one adamId only, when given)."""
+        self.rows = [r for r in self.rows if r["adam_id"] != adam_id] if adam_id is not None else []
 
 
 def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:
