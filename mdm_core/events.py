@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT = timedelta(minutes=5)
+DELIVERY_BATCH = 100  # events claimed, dispatched and marked delivered together
 
 
 @dataclass(frozen=True)
@@ -115,54 +116,66 @@ class EventBus:
         delivered = 0
         last_seq = 0
         while limit is None or delivered < limit:
+            size = DELIVERY_BATCH if limit is None else min(DELIVERY_BATCH, limit - delivered)
             with self.db.session() as session:
-                row = session.execute(
-                    select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at, OutboxEvent.claimed_by)
+                rows = session.execute(
+                    select(OutboxEvent.seq, OutboxEvent.claimed_by)
                     .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.seq > last_seq)
                     .order_by(OutboxEvent.seq)
-                    .limit(1)
-                ).first()
-            if row is None:
+                    .limit(size)
+                ).all()
+            if not rows:
                 return delivered
-            last_seq = row.seq
-            stale = row.claimed_by if row.claimed_by and _holder_is_dead(row.claimed_by) else None
-            if not self._claim(row.seq, stale_holder=stale):
-                continue
-            created_at = row.created_at
-            if created_at is not None and created_at.tzinfo is None:  # SQLite keeps no time zone
-                created_at = created_at.replace(tzinfo=timezone.utc)
-            event = Event(name=row.name, payload=row.payload, id=row.id, created_at=created_at)
-            self.dispatch(event)
-            with self.db.write_session() as session:
-                session.execute(update(OutboxEvent).where(OutboxEvent.seq == row.seq).values(delivered_at=utcnow()))
-                session.commit()
-            delivered += 1
+            last_seq = rows[-1].seq
+            dead = {r.claimed_by for r in rows if r.claimed_by and _holder_is_dead(r.claimed_by)}
+            claimed = self._claim([r.seq for r in rows], dead)
+            done: list[int] = []
+            try:
+                for seq in sorted(claimed):
+                    self.dispatch(self._load(seq))  # one payload in memory at a time
+                    done.append(seq)
+            finally:
+                if done:  # one write per batch; a crash before it redelivers the batch (ids are stable)
+                    with self.db.write_session() as session:
+                        session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(done)).values(delivered_at=utcnow()))
+                        session.commit()
+                delivered += len(done)
         return delivered
 
-    def _claim(self, seq: int, stale_holder: str | None = None) -> bool:
-        """Claim an event so that two processes never deliver it at the same time.
+    def _load(self, seq: int) -> Event:
+        from mdm_core.models import OutboxEvent
+
+        with self.db.session() as session:
+            row = session.execute(
+                select(OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at).where(OutboxEvent.seq == seq)
+            ).one()
+        created_at = row.created_at
+        if created_at is not None and created_at.tzinfo is None:  # SQLite keeps no time zone
+            created_at = created_at.replace(tzinfo=timezone.utc)
+        return Event(name=row.name, payload=row.payload, id=row.id, created_at=created_at)
+
+    def _claim(self, seqs: list[int], dead_holders: set[str] = frozenset()) -> set[int]:  # type: ignore[assignment]
+        """Claim events so that two deliveries (processes or threads) never run the same one.
 
         A claim is free when nobody holds it, when it is older than ``CLAIM_TIMEOUT``, or when
-        its holder (``stale_holder``) is a process of this machine that no longer exists.
+        its holder is a process of this machine that no longer exists. Returns the seqs won.
         """
         from mdm_core.models import OutboxEvent, utcnow
 
         now = utcnow()
+        token = _holder()  # unique to this batch, in the holder format
         free = (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT)
-        if stale_holder is not None:
-            free = free | (OutboxEvent.claimed_by == stale_holder)
+        if dead_holders:
+            free = free | OutboxEvent.claimed_by.in_(sorted(dead_holders))
         with self.db.write_session() as session:
-            result = session.execute(
+            session.execute(
                 update(OutboxEvent)
-                .where(
-                    OutboxEvent.seq == seq,
-                    OutboxEvent.delivered_at.is_(None),
-                    free,
-                )
-                .values(claimed_by=self.holder, claimed_at=now)
+                .where(OutboxEvent.seq.in_(seqs), OutboxEvent.delivered_at.is_(None), free)
+                .values(claimed_by=token, claimed_at=now)
             )
+            won = set(session.execute(select(OutboxEvent.seq).where(OutboxEvent.seq.in_(seqs), OutboxEvent.claimed_by == token)).scalars())
             session.commit()
-            return result.rowcount == 1
+            return won
 
     def dispatch(self, event: Event) -> list[tuple[str, str]]:
         """Call ``mdm_<name>`` then ``mdm_event`` for ``event``; returns the failures (plugin, error)."""

@@ -380,6 +380,7 @@ class AppsBooksClient:
         self._config: ServiceConfig | None = None
         self._config_at = 0.0
         self._config_lock = threading.Lock()
+        self._in_flight = threading.BoundedSemaphore(max_parallel_pages)
 
     @staticmethod
     def _new_session(parallel: int) -> requests.Session:
@@ -461,10 +462,11 @@ class AppsBooksClient:
         check_mdm: bool,
     ) -> dict[str, Any]:
         try:
-            response = self._session.request(
-                method, url, params=query or None, data=data, headers=headers, timeout=self.timeout
-            )
-            body = response.content
+            with self._in_flight:  # Apple: at most 5 requests at once, whoever sends them
+                response = self._session.request(
+                    method, url, params=query or None, data=data, headers=headers, timeout=self.timeout
+                )
+                body = response.content
         except requests.RequestException as exc:
             raise _transport_error(exc, url) from None
         log.debug("Apps and Books %s %s -> HTTP %s", method, urlsplit(url).path, response.status_code)

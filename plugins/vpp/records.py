@@ -6,7 +6,8 @@ fields are ignored (Apple adds fields over time).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import MalformedResponseError
 
@@ -14,7 +15,7 @@ AssetKey = tuple[str, str]
 
 
 def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(record, Mapping):
+    if not isinstance(record, dict):
         raise MalformedResponseError(f"{what} record is not an object")
     value = record.get(name)
     if value is None:
@@ -35,7 +36,7 @@ def _id(record: Mapping[str, Any], name: str, what: str) -> str:
 
 
 def _page(page: Any) -> Mapping[str, Any]:
-    if not isinstance(page, Mapping):
+    if not isinstance(page, dict):
         raise MalformedResponseError(f"page is not a JSON object ({type(page).__name__})")
     return page
 
@@ -89,16 +90,27 @@ def page_assignments(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
     """(adam_id, pricing_param, kind, target) of one ``GET /assignments`` page."""
     rows = []
     for record in _list(page, "assignments"):
-        adam_id = _id(record, "adamId", "assignment")
-        pricing = _field(record, "pricingParam", str, "assignment")
-        serial, user = record.get("serialNumber"), record.get("clientUserId")
-        if serial and not user:
-            rows.append((adam_id, pricing, "device", str(serial)))
-        elif user and not serial:
-            rows.append((adam_id, pricing, "user", str(user)))
-        else:
-            raise MalformedResponseError("assignment record must have exactly one of 'serialNumber' and 'clientUserId'")
+        # the common, well-formed case first (hundreds of thousands of records per sync)
+        if type(record) is dict:
+            adam_id, pricing = record.get("adamId"), record.get("pricingParam")
+            serial, user = record.get("serialNumber"), record.get("clientUserId")
+            if type(adam_id) is str and adam_id and type(pricing) is str and pricing and (type(serial) is str) != (type(user) is str) and (serial or user):
+                rows.append((adam_id, pricing, "device", serial) if serial else (adam_id, pricing, "user", user))
+                continue
+        rows.append(_assignment(record))
     return rows
+
+
+def _assignment(record: Any) -> tuple[str, str, str, str]:
+    """One assignment record checked field by field, naming what is wrong."""
+    adam_id = _id(record, "adamId", "assignment")
+    pricing = _field(record, "pricingParam", str, "assignment")
+    serial, user = record.get("serialNumber"), record.get("clientUserId")
+    if serial and not user:
+        return (adam_id, pricing, "device", str(serial))
+    if user and not serial:
+        return (adam_id, pricing, "user", str(user))
+    raise MalformedResponseError("assignment record must have exactly one of 'serialNumber' and 'clientUserId'")
 
 
 def page_users(page: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,9 @@ A ``versionId`` that changes while paging restarts that traversal (bounded).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -65,6 +67,7 @@ class AccountSync:
         self.run_id = run_id
         self.heartbeat = heartbeat
         self.pages = 0
+        self._pages_lock = threading.Lock()
         self.token_expiration: str | None = None
         self.invitation_template: str | None = None
 
@@ -76,7 +79,8 @@ class AccountSync:
             first: str | None = None
             changed = False
             for index, page in enumerate(pages()):
-                self.pages += 1
+                with self._pages_lock:
+                    self.pages += 1
                 self.heartbeat()
                 version = version_of(page)
                 if index == 0:
@@ -158,8 +162,10 @@ class AccountSync:
             assets, assets_version = self.refresh_assets(assets, assets_version)
             reread = self.count_mismatches(assets)
             shared = _StageBuffer(self.host, SL, self.run_id)
-            for adam_id in reread:
-                self.stage_licenses(adam_id=adam_id, shared=shared)
+            # several assets at once; the client keeps Apple's limit of 5 requests in flight
+            with ThreadPoolExecutor(max_workers=self.client.max_parallel_pages, thread_name_prefix="vpp-reread") as pool:
+                for _ in pool.map(lambda adam_id: self.stage_licenses(adam_id=adam_id, shared=shared), reread):
+                    pass
             shared.flush()
             if reread:
                 self._dedupe_stage_licenses()
@@ -332,9 +338,10 @@ class AccountSync:
         acc, run = self.account.id, self.run_id
         columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
         is_new = and_(SL.c.run_id == run, ~_in_mirror(acc))
-        new_rows = session.execute(select(*columns).where(is_new).distinct().order_by(SL.c.adam_id, SL.c.pricing_param, SL.c.kind))
+        # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped
+        new_rows = session.execute(select(*columns).where(is_new).order_by(SL.c.run_id, *columns))
         added = self._record_license_events(session, "vpp_licenses_associated", new_rows)
-        session.execute(insert(L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new).distinct()))
+        session.execute(_insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
 
         removed = 0
         conditions = []
@@ -367,7 +374,12 @@ class AccountSync:
                     events.clear()
             batch.clear()
 
-        for adam_id, pricing, kind, target in rows:
+        previous = None
+        for row in rows:
+            if row == previous:
+                continue
+            previous = row
+            adam_id, pricing, kind, target = row
             key = (adam_id, pricing, kind)
             if key != current or len(batch) >= EVENT_TARGETS:
                 flush()
@@ -405,6 +417,18 @@ def _existing(session: Session, column: Any, values: list[str]) -> set[str]:
     return found
 
 
+def _insert_ignoring_duplicates(session: Session, table: Any) -> Any:
+    """``INSERT`` that skips rows whose key already exists (SQLite and PostgreSQL dialects)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
 def _in_mirror(account_id: int) -> Any:
     return exists().where(L.c.account_id == account_id, L.c.adam_id == SL.c.adam_id, L.c.pricing_param == SL.c.pricing_param, L.c.kind == SL.c.kind, L.c.target == SL.c.target)
 
@@ -433,23 +457,27 @@ class _StageBuffer:
     def __init__(self, host: "Host", table: Any, run_id: int):
         self.host, self.table, self.run_id = host, table, run_id
         self.rows: list[dict[str, Any]] = []
+        self.lock = threading.RLock()  # shared by the threads re-reading assets
         index = next(iter(table.indexes))  # the staging key, (run_id, ...)
         self.key = itemgetter(*[c.name for c in index.columns if c.name != "run_id"])
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend({**r, "run_id": self.run_id} for r in rows)
-        if len(self.rows) >= STAGE_BATCH:
-            self.flush()
+        with self.lock:
+            self.rows.extend({**r, "run_id": self.run_id} for r in rows)
+            if len(self.rows) >= STAGE_BATCH:
+                self.flush()
 
     def flush(self) -> None:
-        if self.rows:
+        with self.lock:
             rows, self.rows = self.rows, []
+        if rows:
             rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
             self.host.db.run_write(lambda s: s.execute(insert(self.table), rows))
 
     def clear(self, adam_id: str | None = None) -> None:
         """Drop the buffered rows (of one adamId only, when given)."""
-        self.rows = [r for r in self.rows if r["adam_id"] != adam_id] if adam_id is not None else []
+        with self.lock:
+            self.rows = [r for r in self.rows if r["adam_id"] != adam_id] if adam_id is not None else []
 
 
 def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:
@@ -466,8 +494,12 @@ def monotonic_heartbeat(refresh: Callable[[], None], every: float) -> Callable[[
     """A callable that runs ``refresh`` at most every ``every`` seconds."""
     last = [time.monotonic()]
 
+    lock = threading.Lock()
+
     def beat() -> None:
-        if time.monotonic() - last[0] >= every:
+        with lock:
+            if time.monotonic() - last[0] < every:
+                return
             last[0] = time.monotonic()
             refresh()
 
