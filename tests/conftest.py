@@ -60,3 +60,35 @@ def vpp_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) 
     simulator.write_token(token_file)
     add_account(host, "school", str(token_file), service_url=simulator.base_url)
     return host
+
+
+class MdmRunner:
+    """Runs ``mdm ARGS`` in-process on a test's configuration and database.
+
+    ``runner("vpp", "sync")`` -> (exit code, stdout, stderr). The environment points ``main``
+    at the project's SQLite file and a test key; ``config`` (if given) is written to the conf file.
+    """
+
+    def __init__(self, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                 config: str | None = None, environ: dict[str, str] | None = None):
+        self.project_dir = project_dir
+        self.conf = project_dir / "conf" / "mdm.toml"
+        self.db = project_dir / "var" / "mdm.sqlite3"
+        self.capsys = capsys
+        monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{self.db}")
+        monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+        monkeypatch.delenv("MDM_CONFIG", raising=False)
+        for name, value in (environ or {}).items():
+            monkeypatch.setenv(name, value)
+        if config is not None:
+            self.conf.write_text(config)
+        elif not self.conf.exists():
+            self.conf.write_text("")
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        from mdm_core.cli import main
+
+        self.capsys.readouterr()
+        code = main(["--config", str(self.conf), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err

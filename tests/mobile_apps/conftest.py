@@ -10,6 +10,8 @@ import pytest
 
 from mdm_core.host import Host
 
+from ..conftest import MdmRunner
+
 BASE_CONFIG = """
 [vpp]
 max_attempts = 1
@@ -49,18 +51,7 @@ def host(make_apps_host: Callable[..., Host]) -> Host:
 @pytest.fixture
 def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """Run ``mdm ARGS`` on the test's configuration and database; returns (exit code, stdout, stderr)."""
-    from mdm_core.cli import main
-
-    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["--config", str(project_dir / "conf" / "mdm.toml"), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return MdmRunner(project_dir, monkeypatch, capsys)
 
 
 def sync(host: Host) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 from sqlalchemy import create_engine, text
 
+from ..conftest import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,20 +42,8 @@ def row_counts(db: Path) -> dict[str, int]:
         engine.dispose()
 
 
-class Cli:
-    def __init__(self, project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.project_dir = project_dir
-        self.conf = project_dir / "conf" / "mdm.toml"
-        self.db = project_dir / "var" / "mdm.sqlite3"
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        from mdm_core.cli import main
-
-        self.capsys.readouterr()
-        code = main(["--config", str(self.conf), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+class Cli(MdmRunner):
+    """The shared in-process runner, plus a check that a failure is one clean line."""
 
     def fails(self, *args: str, code: int | tuple[int, ...] = (1, 2), says: tuple[str, ...] = ()) -> str:
         """Run, and check the failure: one line on stderr, no traceback, nothing written."""
@@ -74,10 +63,7 @@ class Cli:
 
 @pytest.fixture
 def cli(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-    (project_dir / "conf" / "mdm.toml").write_text(RELIABLE_CONFIG)
-    runner = Cli(project_dir, capsys)
+    runner = Cli(project_dir, monkeypatch, capsys, config=RELIABLE_CONFIG)
     assert runner("vpp", "account", "list")[0] == 0  # the database exists: "nothing written" is measurable
     return runner
 

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from mdm_core.host import Host, create_host
 from plugins.vpp.runner import sync_account
 
+from ..conftest import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure, inner_token
 
 
@@ -40,21 +41,8 @@ def _assert_absent(stoken: str, *places: str | bytes) -> None:
 
 @pytest.fixture
 def cli_env(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    from mdm_core.cli import main
-
-    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
     conf = project_dir / "conf" / "mdm.toml"
-    if not conf.exists():
-        conf.write_text(RELIABLE_CONFIG)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["--config", str(conf), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return MdmRunner(project_dir, monkeypatch, capsys, config=None if conf.exists() else RELIABLE_CONFIG)
 
 
 def test_demo_and_failing_syncs_never_show_the_token(project_dir: Path, cli_env: Callable[..., tuple[int, str, str]],

@@ -13,6 +13,8 @@ import pytest
 from mdm_core import hookimpl
 from mdm_core.host import Host
 
+from ..conftest import MdmRunner
+
 #: Fast failure: one retry at most, no long back-off (faults use retry_after=0).
 FAST_CONFIG = """
 [vpp]
@@ -137,23 +139,10 @@ def synced(school: Host, recorder: Recorder) -> Host:
 @pytest.fixture
 def cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """``cli("vpp", "sync")`` runs ``mdm`` on the fixture's config and database: (exit, out, err)."""
-    from mdm_core.cli import main
-
-    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-    # only this plugin: another plugin being edited must not break these tests
-    monkeypatch.setenv("MDM_DISABLED_PLUGINS", "mobile_apps")
     conf = project_dir / "conf" / "mdm.toml"
-    if not conf.exists():
-        conf.write_text(FAST_CONFIG)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["--config", str(conf), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    # only this plugin: the VPP tests do not depend on mobile_apps
+    return MdmRunner(project_dir, monkeypatch, capsys, config=None if conf.exists() else FAST_CONFIG,
+                     environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
 
 
 # ---------------------------------------------------------------------- comparisons

@@ -14,6 +14,8 @@ import responses
 from freezegun import freeze_time
 
 from plugins.vpp import errors as E
+
+from .test_errors import APPLE_ERROR_CASES
 from plugins.vpp.client import AppsBooksClient, RetryPolicy, parse_response
 from plugins.vpp.stoken import SToken
 
@@ -168,22 +170,10 @@ def test_refuses_to_send_token_over_plain_http(clock) -> None:
 
 # ------------------------------------------------------------------ error mapping
 
-ERROR_CASES = [
-    (9621, 401, E.TokenExpiredError),
-    (9625, 401, E.TokenRevokedError),
-    (9601, 401, E.TokenInvalidError),
-    (9622, 401, E.TokenInvalidError),
-    (9722, 401, E.TokenInvalidError),
-    (9646, 429, E.RateLimitedError),
-    (9603, 500, E.ServerError),
-    (9721, 400, E.InvalidVersionIdError),
-    (9650, 400, E.BadPageIndexError),
-    (9999, 400, E.RequestRejectedError),
-]
 
 
 @pytest.mark.parametrize("use_real_status", [True, False], ids=["http-status", "http-200"])
-@pytest.mark.parametrize("number,status,cls", ERROR_CASES)
+@pytest.mark.parametrize("number,status,cls", APPLE_ERROR_CASES)
 def test_error_codes(rsps, clock, number, status, cls, use_real_status) -> None:
     body = {"errorNumber": number, "errorMessage": f"message {number}",
             "errorInfo": {"serialNumbers": ["C02X"]}}

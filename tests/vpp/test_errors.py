@@ -7,20 +7,26 @@ import pytest
 from plugins.vpp import errors as E
 
 
+#: Apple's error numbers with the HTTP status Apple sends them with, and our typed error.
+APPLE_ERROR_CASES = [
+    (9621, 401, E.TokenExpiredError),
+    (9625, 401, E.TokenRevokedError),
+    (9601, 401, E.TokenInvalidError),
+    (9622, 401, E.TokenInvalidError),
+    (9722, 401, E.TokenInvalidError),
+    (9646, 429, E.RateLimitedError),
+    (9603, 500, E.ServerError),
+    (9721, 400, E.InvalidVersionIdError),
+    (9650, 400, E.BadPageIndexError),
+    (9999, 400, E.RequestRejectedError),
+]
+
+
 @pytest.mark.parametrize(
     "number,status,cls",
     [
-        (9621, 401, E.TokenExpiredError),
-        (9625, 401, E.TokenRevokedError),
-        (9601, 401, E.TokenInvalidError),
-        (9622, 401, E.TokenInvalidError),
-        (9722, 401, E.TokenInvalidError),
-        (9646, 429, E.RateLimitedError),
-        (9603, 500, E.ServerError),
-        (9721, 400, E.InvalidVersionIdError),
-        (9650, 400, E.BadPageIndexError),
+        *APPLE_ERROR_CASES,
         (9602, 400, E.RequestRejectedError),
-        (9999, 400, E.RequestRejectedError),
         (None, 429, E.RateLimitedError),
         (None, 500, E.ServerError),
         (None, 503, E.ServerError),
