@@ -154,8 +154,12 @@ def add_account(
     return describe_account(account)
 
 
-def set_account(host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None) -> dict[str, Any]:
-    """Re-time an account, or renew its token (the new token must belong to the same location)."""
+def set_account(host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None, take_over: bool = False) -> dict[str, Any]:
+    """Re-time an account, or renew its token (the new token must belong to the same location).
+
+    Renewing claims the location back for this host; if another MDM claimed it meanwhile,
+    that needs ``take_over`` (the user confirms the other MDM no longer uses the token).
+    """
     if interval is None and token_file is None:
         raise UsageError("nothing to change: give --interval SECONDS and/or --token-file PATH")
     with host.db.session() as session:
@@ -176,6 +180,11 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                     f"not to account '{name}' ({account.location_name}): add it as a new account instead"
                 )
             current = config.get("mdmInfo")
+            if isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not take_over:
+                raise MdmError(
+                    f"location {account.location_name or account.uid} is now managed by {_other_mdm(current)}: "
+                    "stop the other MDM using it, then run this again with --take-over"
+                )
             if not isinstance(current, dict) or current.get("id") != account.mdm_info_id:
                 try:
                     client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))

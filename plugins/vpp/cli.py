@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
     set_.add_argument("name", metavar="NAME")
     set_.add_argument("--interval", type=int, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
+    set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
     set_.set_defaults(func=_account_set)
     rm = asub.add_parser("remove", help="forget an account and its mirror")
     rm.add_argument("name", metavar="NAME")
@@ -118,7 +119,7 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
 def _account_set(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import set_account
 
-    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file)
+    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over)
     print(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
     return 0
 

@@ -34,7 +34,15 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
             names = [get_account(session, account).name]
         else:
             names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
-    return [sync_account(host, name, full=full, trigger=trigger, wait=wait) for name in names]
+    reports = []
+    for name in names:
+        try:
+            reports.append(sync_account(host, name, full=full, trigger=trigger, wait=wait))
+        except MdmError as exc:  # removed meanwhile: the other accounts still sync
+            if account is not None:
+                raise
+            reports.append({"account": name, "trigger": trigger, "mode": None, "status": "skipped", "error": str(exc), "error_type": type(exc).__name__})
+    return reports
 
 
 def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def test_token_error_pauses_scheduled_syncs_until_the_user_acts(synced: Host, sm
 
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
     monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-    code = main(["--config", str(project_dir / "conf" / "mdm.toml"), "vpp", "account", "set", "school", "--token-file", str(token_file)])
+    take_over = ["--take-over"] if kind == "claim_by_other_mdm" else []  # the user confirms the other MDM stopped
+    code = main(["--config", str(project_dir / "conf" / "mdm.toml"), "vpp", "account", "set", "school", "--token-file", str(token_file), *take_over])
     out, err = capsys.readouterr()
     assert code == 0, err
     info = account_info(synced)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from mdm_core.errors import MdmError
+
 from plugins.vpp.accounts import add_account, list_accounts, set_account
 from plugins.vpp.runner import sync_account, sync_accounts
 from plugins.vpp.simulator import Simulator
@@ -84,8 +86,11 @@ def test_taken_over_names_other_mdm(synced: Any, simulator: Any, recorder: Any, 
     assert event["state"] == "taken_over" and "RivalMDM" in event["detail"]
     assert mirror_state(synced) == before
     assert sync_account(synced, "school", trigger="schedule")["status"] == "skipped"
-    # a renewed token claims the location back
-    set_account(synced, "school", token_file=str(token_file))
+    # renewing refuses while another MDM holds the location, naming it; --take-over claims it back
+    with pytest.raises(MdmError, match="RivalMDM.*--take-over"):
+        set_account(synced, "school", token_file=str(token_file))
+    assert simulator.state.mdm_info["id"] != account_row(synced).mdm_info_id
+    set_account(synced, "school", token_file=str(token_file), take_over=True)
     assert simulator.state.mdm_info["id"] == account_row(synced).mdm_info_id
     assert sync_account(synced, "school", trigger="schedule")["status"] == "ok"
     assert_mirror_equals_apple(synced, simulator)
@@ -173,3 +178,28 @@ def test_remove_refused_while_a_sync_runs(synced: Any, cli: Any) -> None:
     finally:
         lock.release()
     assert cli("vpp", "account", "remove", "school")[0] == 0
+
+
+def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugins.vpp.runner as runner
+    from plugins.vpp.accounts import remove_account
+
+    real = runner.sync_account
+    names: list[str] = []
+
+    def remove_first(host: Any, name: str, **kwargs: Any) -> dict[str, Any]:
+        names.append(name)
+        if name == "ghost":
+            remove_account(host, "ghost")  # another process removed it after the list was read
+        return real(host, name, **kwargs)
+
+    from mdm_core.models import utcnow
+    from plugins.vpp.models import VppAccount
+
+    row = account_row(synced)
+    synced.db.run_write(lambda s: s.add(VppAccount(name="ghost", uid="ghost-uid", service_url=row.service_url, token_ciphertext=row.token_ciphertext,
+                                                   token_fingerprint="x", token_expires_at=utcnow(), mdm_info_id="ghost")))
+    monkeypatch.setattr(runner, "sync_account", remove_first)
+    reports = {r["account"]: r for r in sync_accounts(synced, None)}
+    assert reports["ghost"]["status"] == "skipped" and "no VPP account named 'ghost'" in reports["ghost"]["error"]
+    assert reports["school"]["status"] == "ok"
