@@ -228,3 +228,26 @@ def test_sigterm_stops_mdm_run_with_exit_0(project_dir):
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, project_dir):
+    """`mdm jobs` in another process counts the next run from the host's last start of the job."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import create_engine
+    from sqlmodel import Session
+
+    mod = write_plugin(JOBS_PLUGIN)
+    config = f'[plugins]\nenabled = ["{mod}"]\n'
+    assert mdm("jobs", config=config)[0] == 0  # tables exist
+    started = datetime.now(timezone.utc) - timedelta(seconds=20)
+    engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    with Session(engine) as session:
+        session.add(JobRun(name="demo.ok", plugin="demo", last_started_at=started, last_finished_at=started, runs=1))
+        session.commit()
+    engine.dispose()
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    next_ok = datetime.fromisoformat(rows["demo.ok"]["next_run"])
+    assert abs((next_ok - (started + timedelta(seconds=60))).total_seconds()) < 1  # 40 s from now, not 60
+    next_boom = datetime.fromisoformat(rows["demo.boom"]["next_run"])
+    assert next_boom - datetime.now(timezone.utc) > timedelta(seconds=55)  # never ran: one interval from now
