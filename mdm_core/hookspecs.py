@@ -163,6 +163,31 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
+def mdm_user_added(host: "Host", event: "Event") -> None:
+    """An MDM user was added to the inventory.
+
+    When: after the commit that added it, delivered from the outbox.
+    Args: ``host``; ``event`` whose ``payload`` holds ``id`` (Apple's ``clientUserId``),
+    ``email``, ``managed_apple_id``, ``name``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_user_removed(host: "Host", event: "Event") -> None:
+    """An MDM user was removed from the inventory (left the organisation).
+
+    When: after the commit that removed it (its devices stay enrolled, without an owner),
+    delivered from the outbox. Plugins reclaim what the user held here (e.g. VPP licenses).
+    Args: ``host``; ``event`` whose ``payload`` holds ``id``, ``email``,
+    ``managed_apple_id``, ``name``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
 def mdm_event(host: "Host", event: "Event") -> None:
     """Every event, whatever its name (audit logs, forwarding to a SIEM, metrics).
 

@@ -198,6 +198,26 @@ def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_ap
     return row
 
 
+def remove_user(host: "Host", user_id: str) -> UserRow:
+    """Remove an MDM user (its devices lose their owner); plugins hear of it through ``mdm_user_removed``."""
+
+    def work(session: Session) -> UserRow:
+        user = session.get(MdmUser, user_id.strip())
+        if user is None:
+            raise MdmError(f"'{user_id}' is not an MDM user: see `mdm users list`")
+        row = UserRow(user.id, user.email, user.managed_apple_id, user.name)
+        for device in session.execute(select(Device).where(Device.owner == user.id)).scalars():
+            device.owner = None
+            session.add(device)
+        session.delete(user)
+        host.events.record(session, "user_removed", dataclasses.asdict(row))
+        return row
+
+    row = host.db.run_write(work)
+    host.deliver_events()
+    return row
+
+
 def import_users(host: "Host", path: str | Path) -> tuple[int, int]:
     """Import ``id,email,managed_apple_id,name`` rows; any bad row means nothing is written."""
     rows = _read_csv(Path(path), USER_HEADER, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]), key=lambda u: u.id)

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     ulst = usub.add_parser("list", help="list MDM users")
     ulst.add_argument("--json", action="store_true", help="print JSON")
     ulst.set_defaults(func=_users_list)
+    urm = usub.add_parser("remove", help="remove an MDM user", description="Remove an MDM user (fires mdm_user_removed: its VPP user licenses are reclaimed); its devices stay enrolled.")
+    urm.add_argument("id", metavar="ID")
+    urm.set_defaults(func=_users_remove)
     uimp = usub.add_parser("import", help="import users from CSV", description=f"Import users from a CSV file with the header {','.join(inventory.USER_HEADER)}. A bad row is reported by line and nothing is written.")
     uimp.add_argument("file", metavar="FILE.csv")
     uimp.set_defaults(func=_users_import)
@@ -88,6 +91,12 @@ def _users_add(host: "Host", args: argparse.Namespace) -> int:
 def _users_list(host: "Host", args: argparse.Namespace) -> int:
     rows = inventory.list_users(host)
     return print_rows(rows, args.json, ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
+
+
+def _users_remove(host: "Host", args: argparse.Namespace) -> int:
+    row = inventory.remove_user(host, args.id)
+    print(f"removed user {row.id}")
+    return 0
 
 
 def _users_import(host: "Host", args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ def mdm_mobile_apps_reclaim_finished(host: "Host", event: "Event") -> None:
     When: after Apple confirmed (``done``) or refused (``failed``) a disassociation, or when the
     asset turned out irrevocable (``irrevocable``, never attempted).
     Args: ``host``; ``event``, whose ``event.payload`` has ``id``, ``account``, ``adamId``, ``pricingParam``,
-    ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``manual``,
+    ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``user_removed``, ``manual``,
     ``unused``), ``status`` and ``error``.
     Returns: nothing.
     Errors: isolated per subscriber.

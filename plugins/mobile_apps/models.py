@@ -97,7 +97,7 @@ class Reclaim(SQLModel, table=True):
     pricing_param: str = Field(max_length=8)
     kind: str = Field(max_length=8)  # "device" or "user"
     target: str = Field(max_length=255)  # serial number or clientUserId
-    reason: str = Field(max_length=32)  # "device_removed", "manual", "unused"
+    reason: str = Field(max_length=32)  # "device_removed", "user_removed", "manual", "unused"
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
     last_error: Optional[str] = None

@@ -112,3 +112,13 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
     from plugins.mobile_apps.reclaims import on_device_removed
 
     on_device_removed(host, event)
+
+
+@hookimpl
+def mdm_user_removed(host: "Host", event: "Event") -> None:
+    """Reclaim the VPP user licenses the removed MDM user held."""
+    if host.hook("mdm_vpp_licenses") is None:  # the VPP plugin is disabled
+        return
+    from plugins.mobile_apps.reclaims import on_user_removed
+
+    on_user_removed(host, event)

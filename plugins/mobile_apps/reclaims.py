@@ -163,13 +163,23 @@ def _update(host: "Host", session: Session, rows: list[Reclaim], status: str | N
 def on_device_removed(host: "Host", event: "Event") -> None:
     """Reclaim every license the removed device held (revocable ones at once)."""
     serial = str(event.payload.get("serial_number") or "").upper()
-    if not serial:
+    _reclaim_held(host, event, "device_removed", serial_number=serial or None, client_user_id=None)
+
+
+def on_user_removed(host: "Host", event: "Event") -> None:
+    """Reclaim every user license of the removed MDM user (revocable ones at once)."""
+    user = str(event.payload.get("id") or "")
+    _reclaim_held(host, event, "user_removed", serial_number=None, client_user_id=user or None)
+
+
+def _reclaim_held(host: "Host", event: "Event", reason: str, *, serial_number: str | None, client_user_id: str | None) -> None:
+    if not serial_number and not client_user_id:
         return
-    licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=None, adam_id=None, serial_number=serial, client_user_id=None)
+    licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=None, adam_id=None, serial_number=serial_number, client_user_id=client_user_id)
     if not licenses:
         once(host, event, lambda session: None)
         return
-    ids = create_reclaims(host, licenses, "device_removed", event)
+    ids = create_reclaims(host, licenses, reason, event)
     if ids:
         process(host, ids, deliver=False)
 
@@ -222,4 +232,4 @@ def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]
         return [reclaim_dict(r) for r in session.execute(query).scalars()]
 
 
-__all__ = ["FINAL", "create_reclaims", "list_reclaims", "on_device_removed", "process", "reclaim"]
+__all__ = ["FINAL", "create_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim"]

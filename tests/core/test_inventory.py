@@ -39,6 +39,38 @@ def test_add_and_remove_device_fire_hooks_with_payload(make_host, load_plugin):
         inventory.remove_device(host, "C02ABC")
 
 
+USER_RECORDER = """
+    seen = []
+
+    @hookimpl
+    def mdm_user_added(host, event):
+        seen.append(("added", dict(event.payload)))
+
+    @hookimpl
+    def mdm_user_removed(host, event):
+        seen.append(("removed", dict(event.payload)))
+"""
+
+
+def test_add_and_remove_user_fire_hooks_and_keep_its_devices(make_host, load_plugin, tmp_path):
+    from mdm_core.cli import main
+
+    rec = load_plugin(USER_RECORDER)
+    host = make_host(plugins=[rec])
+    inventory.add_user(host, "u1", email="u1@example.com", managed_apple_id="u1@school.example", name="Una")
+    payload = {"id": "u1", "email": "u1@example.com", "managed_apple_id": "u1@school.example", "name": "Una"}
+    assert rec.seen == [("added", payload)]
+    inventory.add_user(host, "u1", email="una@example.com")  # an update fires nothing
+    assert len(rec.seen) == 1
+    inventory.add_device(host, "S1", "ios", owner="u1")
+    inventory.remove_user(host, "u1")
+    assert rec.seen[1] == ("removed", {**payload, "email": "una@example.com", "managed_apple_id": None, "name": None})
+    assert inventory.list_users(host) == []
+    assert [(d["serial_number"], d["owner"]) for d in inventory.list_devices(host)] == [("S1", None)]
+    with pytest.raises(MdmError, match="'u1' is not an MDM user"):
+        inventory.remove_user(host, "u1")
+
+
 def test_device_validation(make_host):
     host = make_host(plugins=[])
     with pytest.raises(UsageError, match="unknown platform 'android': use one of iOS, iPadOS, macOS, tvOS"):

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from mdm_core.inventory import add_device, add_user, remove_device
+from mdm_core.inventory import add_device, add_user, remove_device, remove_user
 from mdm_core.models import utcnow
 from plugins.mobile_apps.models import Reclaim
 from plugins.mobile_apps.reclaims import list_reclaims
@@ -31,6 +31,24 @@ def test_removing_a_device_reclaims_its_licenses(host, simulator):
     done = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
     assert done and {r["status"] for r in done} <= {"done", "irrevocable"}
     assert any(r["adam_id"] == a["adamId"] and r["status"] == "done" and r["reason"] == "device_removed" for r in done)
+
+
+def test_removing_an_mdm_user_reclaims_its_revocable_user_licenses(host, simulator):
+    snapshot = simulator.snapshot()
+    revocable = {key for key, asset in snapshot["assets"].items() if asset["revocable"]}
+    held = {}
+    for adam_id, pricing, kind, target in snapshot["assignments"]:
+        if kind == "clientUserId":
+            held.setdefault(target, set()).add(((adam_id, pricing) in revocable, adam_id))
+    user = next(u for u, licenses in sorted(held.items()) if any(r for r, _ in licenses))
+    add_user(host, user)
+    remove_user(host, user)
+    left = {(a, p) for a, p, k, t in simulator.snapshot()["assignments"] if k == "clientUserId" and t == user}
+    assert not left & revocable  # every revocable user license went back to the pool
+    rows = [r for r in list_reclaims(host, everything=True) if r["target"] == user]
+    assert rows and {r["reason"] for r in rows} == {"user_removed"}
+    assert {r["status"] for r in rows} <= {"done", "irrevocable"}
+    assert {r["adam_id"] for r in rows if r["status"] == "irrevocable"} == {a for r, a in held[user] if not r}
 
 
 def test_reclaim_stays_pending_when_apple_is_unreachable_and_the_job_retries(host, simulator, mdm):
