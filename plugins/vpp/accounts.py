@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MIN_INTERVAL = 60
 
 
 def settings(host: "Host") -> VppSettings:
@@ -106,7 +105,7 @@ def add_account(
     """Add an account: validate the token, read the location, refuse conflicts, claim it."""
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
-    interval = _check_interval(interval if interval is not None else settings(host).default_interval)
+    interval = _check_interval(host, interval if interval is not None else settings(host).default_interval)
     token = read_token(token_file)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     with host.db.session() as session:
@@ -166,7 +165,7 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
         account = get_account(session, name)
     updates: dict[str, Any] = {}
     if interval is not None:
-        updates["interval_seconds"] = _check_interval(interval)
+        updates["interval_seconds"] = _check_interval(host, interval)
     if token_file is not None:
         token = read_token(token_file)
         with make_client(host, token, account.service_url, None, interactive=True) as client:
@@ -317,9 +316,10 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
     return token.expires_at
 
 
-def _check_interval(interval: int) -> int:
-    if interval < MIN_INTERVAL:
-        raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {MIN_INTERVAL} seconds")
+def _check_interval(host: "Host", interval: int) -> int:
+    shortest = settings(host).min_interval
+    if interval < shortest:
+        raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")
     return interval
 
 

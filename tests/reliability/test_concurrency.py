@@ -130,3 +130,43 @@ def test_concurrent_writers_never_see_database_is_locked(synced: Host, small_sim
     assert sync_account(synced, "school", wait=30)["status"] == "ok"
     assert_converged(synced, small_sim)
     count_figure("concurrency_cases")
+
+
+def test_two_mdm_run_processes_never_sync_one_account_together(synced: Host, small_sim: Any, project_dir: Path) -> None:
+    """Two real schedulers (`mdm run`) on one database, the account due every second."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sqlalchemy import update
+
+    from plugins.vpp.models import VppAccount
+
+    from .conftest import RELIABLE_CONFIG
+
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text(RELIABLE_CONFIG + "min_interval = 1\n")
+    synced.db.run_write(lambda s: s.execute(update(VppAccount).values(interval_seconds=1)))
+    small_sim.faults.add("slow", endpoint="assignments", seconds=0.2)  # each sync takes a while
+    env = {**os.environ, "MDM_DATABASE_URL": f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}", "MDM_SECRET_KEY": "test-secret-key",
+           "MDM_DISABLED_PLUGINS": "mobile_apps"}
+    env.pop("MDM_CONFIG", None)
+    mdm = Path(sys.executable).with_name("mdm")
+    before = len(runs(synced))
+    hosts = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        time.sleep(7)
+    finally:
+        for proc in hosts:
+            proc.send_signal(signal.SIGTERM)
+        logs = [proc.communicate(timeout=30)[1] for proc in hosts]
+    assert [proc.returncode for proc in hosts] == [0, 0], logs
+    scheduled = [r for r in runs(synced)[before:] if r["trigger"] == "schedule"]
+    assert len(scheduled) >= 3 and {r["status"] for r in scheduled} == {"ok"}, scheduled
+    _no_overlap(synced)
+    assert all("Traceback" not in log and "database is locked" not in log for log in logs)
+    small_sim.faults.clear()
+    assert_converged(synced, small_sim)
+    count_figure("concurrency_cases")
