@@ -21,6 +21,7 @@ from mdm_core.models import utcnow
 from .client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .errors import MdmConflictError, VppError
 from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from .records import apple_asset
 from .retry import RetryPolicy
 from .settings import VppSettings
 from .stoken import SToken, TokenFileError, load_token_file
@@ -234,7 +235,7 @@ def remove_account(host: "Host", name: str) -> None:
 
 def _remove(host: "Host", session: Session, name: str) -> None:
     account = get_account(session, name)
-    assets = [asset_dict(a, account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
+    assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
     for start in range(0, len(assets), 500):
         host.events.record(session, "vpp_assets_removed", {"account": account.name, "assets": assets[start:start + 500]})
     for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
@@ -293,16 +294,6 @@ def _record_state(host: "Host", session: Session, account: VppAccount, previous:
         "account": account.name, "previous": previous, "state": state, "detail": detail,
         "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(), "action": ACTIONS[state].replace("NAME", account.name),
     })
-
-
-def asset_dict(asset: VppAsset, account: str) -> dict[str, Any]:
-    """A mirrored asset with Apple's field names."""
-    return {
-        "account": account, "adamId": asset.adam_id, "pricingParam": asset.pricing_param, "productType": asset.product_type,
-        "assignedCount": asset.assigned_count, "availableCount": asset.available_count, "retiredCount": asset.retired_count,
-        "totalCount": asset.total_count, "deviceAssignable": asset.device_assignable, "revocable": asset.revocable,
-        "supportedPlatforms": list(asset.supported_platforms or []),
-    }
 
 
 def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:

@@ -43,6 +43,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceConfig",
     "check_mdm_info",
+    "invitation_url",
     "parse_response",
 ]
 
@@ -330,6 +331,14 @@ def _transport_error(exc: requests.RequestException, url: str) -> TransportError
     )
     err.url = url
     return err
+
+
+def invitation_url(template: str, invite_code: str) -> str:
+    """A user's invitation URL: Service Config's ``invitationEmail`` template with its code."""
+    if not isinstance(invite_code, str) or not invite_code:
+        raise ValueError("invite_code must be a non-empty string")
+    code = quote(invite_code, safe="")
+    return template.replace("%25inviteCode%25", code).replace("%inviteCode%", code)
 
 
 # --------------------------------------------------------------------------
@@ -861,7 +870,4 @@ class AppsBooksClient:
 
     def invitation_url(self, invite_code: str) -> str:
         """The user invitation URL from the ``invitationEmail`` template."""
-        if not isinstance(invite_code, str) or not invite_code:
-            raise ValueError("invite_code must be a non-empty string")
-        code = quote(invite_code, safe="")
-        return self.url("invitationEmail").replace("%25inviteCode%25", code).replace("%inviteCode%", code)
+        return invitation_url(self.url("invitationEmail"), invite_code)

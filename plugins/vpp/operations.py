@@ -20,7 +20,8 @@ from .errors import EventTimeoutError, VppError, is_retryable
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .records import page_users
 from .sync import license_payload
-from .views import invitation_url
+from .records import apple_user
+from .views import user_invitation_url
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -173,7 +174,7 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
         failure = failures.get(user.id)
         out.append({
             "clientUserId": user.id, "status": record["status"] if record else "FAILED", "idHash": record and record["id_hash"],
-            "invitationUrl": invitation_url(template, record["invite_code"]) if record and record["status"] == "Registered" else None,
+            "invitationUrl": user_invitation_url(template, record["invite_code"]) if record and record["status"] == "Registered" else None,
             "errorNumber": failure.get("errorNumber") if failure and not record else None,
             "errorMessage": failure.get("errorMessage") if failure and not record else None,
         })
@@ -194,13 +195,11 @@ def _store_users(host: "Host", session: Session, acc: VppAccount, records: list[
             for key, value in fields.items():
                 setattr(row, key, value)
         session.add(row)
-        user = {"clientUserId": record["client_user_id"], "email": record["email"], "status": record["status"], "idHash": record["id_hash"],
-                "inviteCode": record["invite_code"], "mdmUser": record["client_user_id"]}
-        host.events.record(session, event, {"account": acc.name, "users": [user]})
+        host.events.record(session, event, {"account": acc.name, "users": [apple_user(record, {record["client_user_id"]})]})
         if record["status"] == "Registered":
             host.events.record(session, "vpp_user_invited", {
                 "account": acc.name, "clientUserId": record["client_user_id"], "email": record["email"],
-                "invitationUrl": invitation_url(template, record["invite_code"]),
+                "invitationUrl": user_invitation_url(template, record["invite_code"]),
             })
 
 

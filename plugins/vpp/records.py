@@ -144,3 +144,20 @@ def version_of(page: Mapping[str, Any]) -> str | None:
     if value is not None and not isinstance(value, str):
         raise MalformedResponseError("page field 'versionId' is not a string")
     return value
+
+
+def apple_asset(row: Mapping[str, Any], account: str) -> dict[str, Any]:
+    """A ``vpp_asset`` row's values back in Apple's field names (views, events), with ``account``."""
+    return {
+        "account": account, "adamId": row["adam_id"], "pricingParam": row["pricing_param"], "productType": row["product_type"],
+        "assignedCount": row["assigned_count"], "availableCount": row["available_count"], "retiredCount": row["retired_count"],
+        "totalCount": row["total_count"], "deviceAssignable": row["device_assignable"], "revocable": row["revocable"],
+        "supportedPlatforms": list(row["supported_platforms"] or []),
+    }
+
+
+def apple_user(row: Mapping[str, Any], linked: set[str]) -> dict[str, Any]:
+    """A ``vpp_user`` row's values in Apple's field names, with ``mdmUser`` when the
+    ``clientUserId`` is one of the ``linked`` MDM users."""
+    return {"clientUserId": row["client_user_id"], "email": row["email"], "status": row["status"], "idHash": row["id_hash"],
+            "inviteCode": row["invite_code"], "mdmUser": row["client_user_id"] if row["client_user_id"] in linked else None}

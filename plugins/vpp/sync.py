@@ -27,11 +27,11 @@ from sqlmodel import Session
 
 from mdm_core.models import Device, MdmUser, utcnow
 
-from .accounts import asset_dict, effective_state, set_token_state
+from .accounts import effective_state, set_token_state
 from .client import AppsBooksClient
 from .errors import VppError
 from .models import VppAccount, VppAsset, VppLicense, VppStageLicense, VppStageUser, VppSyncRun, VppUser
-from .records import page_assets, page_assignments, page_users, version_of
+from .records import apple_asset, apple_user, page_assets, page_assignments, page_users, version_of
 from .token_state import BLOCKING, as_utc, expiry_state
 
 if TYPE_CHECKING:
@@ -73,14 +73,17 @@ class AccountSync:
 
     # ------------------------------------------------------------------ traversal
 
+    def _count_page(self) -> None:
+        with self._pages_lock:  # pages are read from several threads during re-reads
+            self.pages += 1
+
     def _traverse(self, what: str, pages: Callable[[], Iterator[dict[str, Any]]], on_rows: Callable[[dict[str, Any]], None], reset: Callable[[], None]) -> str | None:
         """Page to the end; restart if the first page's ``versionId`` changes underway."""
         for attempt in range(MAX_RESTARTS + 1):
             first: str | None = None
             changed = False
             for index, page in enumerate(pages()):
-                with self._pages_lock:
-                    self.pages += 1
+                self._count_page()
                 self.heartbeat()
                 version = version_of(page)
                 if index == 0:
@@ -167,8 +170,6 @@ class AccountSync:
                 for _ in pool.map(lambda adam_id: self.stage_licenses(adam_id=adam_id, shared=shared), reread):
                     pass
             shared.flush()
-            if reread:
-                self._dedupe_stage_licenses()
         versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments_version}
         # read before the write transaction: no HTTP request while the database is locked
         self.invitation_template = self.client.service_config().urls.get("invitationEmail")
@@ -185,7 +186,7 @@ class AccountSync:
             first = next(pages)
         finally:
             pages.close()
-        self.pages += 1
+        self._count_page()
         if version is not None and version_of(first) == version:
             return assets, version
         log.info("account %s: assets changed during the sync; reading them again", self.account.name)
@@ -259,11 +260,11 @@ class AccountSync:
                 update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
                 [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
             )
-        removed_dicts = [asset_dict(mirror[key], name) for key in removed]
+        removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
         for a, p in removed:
             session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
         for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
-            self._record_chunks(session, event, [_apple_asset(r, name) for r in rows])
+            self._record_chunks(session, event, [apple_asset(r, name) for r in rows])
         self._record_chunks(session, "vpp_assets_removed", removed_dicts)
         counts["assets"] = {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
         return removed
@@ -303,11 +304,10 @@ class AccountSync:
             U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
         ).where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
         changed_rows = [dict(r._mapping) for r in session.execute(joined)]
-        removed_rows: list[dict[str, Any]] = []
+        removed = 0
         if full:
             gone = ~exists().where(SU.c.run_id == run, SU.c.client_user_id == U.c.client_user_id)
-            removed_rows = [dict(r._mapping) for r in session.execute(select(U.c.client_user_id, *(U.c[f] for f in fields)).where(U.c.account_id == acc, gone))]
-            session.execute(delete(U).where(U.c.account_id == acc, gone))
+            removed = session.execute(delete(U).where(U.c.account_id == acc, gone)).rowcount
         now = utcnow()
         if added:
             columns = ["account_id", "client_user_id", *fields, "updated_at"]
@@ -322,15 +322,15 @@ class AccountSync:
         other_changes = [r for r in changed_rows if r["client_user_id"] not in retired_ids]
         linked = _existing(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in changed_rows])  # type: ignore[attr-defined]
         for event, rows in (("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
-            self._record_chunks(session, event, [_apple_user(r, linked) for r in rows])
-        counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": len(removed_rows)}
+            self._record_chunks(session, event, [apple_user(r, linked) for r in rows])
+        counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": removed}
 
     def _record_added_users(self, session: Session, rows: list[dict[str, Any]]) -> int:
         """One ``vpp_users_added`` event for these (at most 500) new users; empties ``rows``."""
         count = len(rows)
         if rows:
             linked = _existing(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in rows])  # type: ignore[attr-defined]
-            self._record_chunks(session, "vpp_users_added", [_apple_user(r, linked) for r in rows])
+            self._record_chunks(session, "vpp_users_added", [apple_user(r, linked) for r in rows])
             rows.clear()
         return count
 
@@ -435,20 +435,6 @@ def _in_mirror(account_id: int) -> Any:
 
 def _asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
     return any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms") or sorted(row.supported_platforms or []) != new["supported_platforms"]
-
-
-def _apple_asset(row: dict[str, Any], account: str) -> dict[str, Any]:
-    return {
-        "account": account, "adamId": row["adam_id"], "pricingParam": row["pricing_param"], "productType": row["product_type"],
-        "assignedCount": row["assigned_count"], "availableCount": row["available_count"], "retiredCount": row["retired_count"],
-        "totalCount": row["total_count"], "deviceAssignable": row["device_assignable"], "revocable": row["revocable"],
-        "supportedPlatforms": list(row["supported_platforms"]),
-    }
-
-
-def _apple_user(row: dict[str, Any], linked: set[str]) -> dict[str, Any]:
-    return {"clientUserId": row["client_user_id"], "email": row["email"], "status": row["status"], "idHash": row["id_hash"],
-            "inviteCode": row["invite_code"], "mdmUser": row["client_user_id"] if row["client_user_id"] in linked else None}
 
 
 class _StageBuffer:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from urllib.parse import quote
 
 from mdm_core.models import Device, MdmUser
 
-from .accounts import asset_dict, get_account
+from .accounts import get_account
+from .client import invitation_url
 from .models import VppAccount, VppAsset, VppLicense, VppUser
+from .records import apple_asset, apple_user
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -27,7 +28,7 @@ def list_assets(host: "Host", account: str | None = None) -> list[dict[str, Any]
     with host.db.session() as session:
         query = select(VppAsset, VppAccount.name).join(VppAccount, VppAccount.id == VppAsset.account_id)
         query = _account_filter(session, query, VppAsset, account).order_by(VppAccount.name, VppAsset.adam_id, VppAsset.pricing_param)
-        return [asset_dict(a, n) for a, n in session.execute(query).all()]
+        return [apple_asset(a.model_dump(), n) for a, n in session.execute(query).all()]
 
 
 def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[dict[str, Any]]:
@@ -70,18 +71,12 @@ def list_users(host: "Host", account: str | None = None) -> list[dict[str, Any]]
         )
         query = _account_filter(session, query, VppUser, account).order_by(VppAccount.name, VppUser.client_user_id)
         return [
-            {
-                "account": name, "clientUserId": u.client_user_id, "email": u.email, "status": u.status, "idHash": u.id_hash,
-                "inviteCode": u.invite_code, "invitationUrl": invitation_url(template, u.invite_code) if u.status == "Registered" else None,
-                "mdmUser": mdm_user,
-            }
+            {"account": name, **apple_user(u.model_dump(), {mdm_user} if mdm_user else set()),
+             "invitationUrl": user_invitation_url(template, u.invite_code) if u.status == "Registered" else None}
             for u, name, template, mdm_user in session.execute(query).all()
         ]
 
 
-def invitation_url(template: str | None, invite_code: str | None) -> str | None:
-    """The user's invitation URL from service config's ``invitationEmail`` template."""
-    if not template or not invite_code:
-        return None
-    code = quote(invite_code, safe="")
-    return template.replace("%25inviteCode%25", code).replace("%inviteCode%", code)
+def user_invitation_url(template: str | None, invite_code: str | None) -> str | None:
+    """The invitation URL from the stored ``invitationEmail`` template, when both are known."""
+    return invitation_url(template, invite_code) if template and invite_code else None
