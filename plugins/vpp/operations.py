@@ -171,12 +171,12 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
     out = []
     for user in users:
         record = next((r for r in records if r["client_user_id"] == user.id), None)
-        failure = failures.get(user.id)
+        refused = failures.get(user.id)  # (not `failure`: that names the error helper of this module)
         out.append({
             "clientUserId": user.id, "status": record["status"] if record else "FAILED", "idHash": record and record["id_hash"],
             "invitationUrl": user_invitation_url(template, record["invite_code"]) if record and record["status"] == "Registered" else None,
-            "errorNumber": failure.get("errorNumber") if failure and not record else None,
-            "errorMessage": failure.get("errorMessage") if failure and not record else None,
+            "errorNumber": refused.get("errorNumber") if refused and not record else None,
+            "errorMessage": refused.get("errorMessage") if refused and not record else None,
         })
     return out
 

@@ -92,3 +92,13 @@ def test_lookup_metadata_returns_names_bundle_ids_and_icons(synced: Host, simula
     sample = found[apps[0]]
     assert sample["name"] and sample["bundleId"] and sample["version"]
     assert sample["iconUrl"].endswith("128x128bb.png")
+
+
+def test_registering_users_while_apple_is_unreachable_is_a_temporary_error(synced: Host, simulator: Any) -> None:
+    from plugins.vpp.operations import register_users
+
+    inventory.add_user(synced, "new-teacher", email="new-teacher@example.com")
+    simulator.faults.add("drop", endpoint="users/create")
+    with pytest.raises(TemporaryError, match="cannot reach Apple to register users"):
+        register_users(synced, "school", ["new-teacher"], wait=2)
+    assert "new-teacher" not in simulator.snapshot()["users"]
