@@ -33,7 +33,7 @@ class Database:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise ConfigError(f"database URL is not valid: set [core] database_url or MDM_DATABASE_URL to an SQLAlchemy URL") from None
+            raise ConfigError("database URL is not valid: set [core] database_url or MDM_DATABASE_URL to an SQLAlchemy URL") from None
         self.url = parsed
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.busy_timeout = busy_timeout

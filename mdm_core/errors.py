@@ -32,3 +32,13 @@ class TemporaryError(MdmError):
     """A failure that may go away by itself (a service unreachable or busy): retry later."""
 
     retryable = True
+
+
+def one_line(text: object) -> str:
+    """Any text on one line: runs of white space, line breaks included, become one space."""
+    return " ".join(str(text).split())
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, for logs and recorded failures."""
+    return one_line(f"{type(exc).__name__}: {exc}")

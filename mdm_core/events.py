@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from sqlalchemy import select, update
 from sqlmodel import Session
 
+from mdm_core.errors import describe
+from mdm_core.locks import new_holder
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -44,10 +47,6 @@ class Event:
     def hook_name(self) -> str:
         """The hook that delivers this event."""
         return f"mdm_{self.name}"
-
-
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _holder_is_dead(holder: str) -> bool:
@@ -75,7 +74,6 @@ class EventBus:
         self.db = db
         self.pm = pm
         self.host = host
-        self.holder = _holder()
         self._local = threading.local()
 
     def record(self, session: Session, name: str, payload: dict[str, Any]) -> Event:
@@ -163,7 +161,7 @@ class EventBus:
         from mdm_core.models import OutboxEvent, utcnow
 
         now = utcnow()
-        token = _holder()  # unique to this batch, in the holder format
+        token = new_holder()  # unique to this batch, in the holder format
         free = (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT)
         if dead_holders:
             free = free | OutboxEvent.claimed_by.in_(sorted(dead_holders))
@@ -192,13 +190,13 @@ class EventBus:
         def record(plugin: str, exc: BaseException) -> None:
             from mdm_core.models import SubscriberFailure
 
-            log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, _one_line(exc))
+            log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, describe(exc))
             try:
                 with self.db.write_session() as session:
-                    session.add(SubscriberFailure(event_id=event.id, event_name=event.name, plugin=plugin, error=_one_line(exc)))
+                    session.add(SubscriberFailure(event_id=event.id, event_name=event.name, plugin=plugin, error=describe(exc)))
                     session.commit()
             except Exception as db_exc:  # the failure is logged above even if it cannot be stored
-                log.error("could not record the failure of %s: %s", plugin, _one_line(db_exc))
+                log.error("could not record the failure of %s: %s", plugin, describe(db_exc))
 
         return record
 
@@ -217,10 +215,6 @@ def call_isolated(
         except Exception as exc:
             plugin = pm.get_name(impl.plugin) or impl.plugin_name
             on_error(plugin, exc)
-            failures.append((plugin, _one_line(exc)))
+            failures.append((plugin, describe(exc)))
     return failures
 
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())

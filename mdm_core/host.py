@@ -17,10 +17,10 @@ import pluggy
 
 from mdm_core.config import Config, load_config
 from mdm_core.db import Database
-from mdm_core.errors import PluginError
+from mdm_core.errors import PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
-from mdm_core.plugins import PluginRecord, call_hook, get_plugin_manager, load_plugins
+from mdm_core.plugins import PluginRecord, blocked_names, call_hook, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
@@ -35,7 +35,6 @@ class Host:
         self.pm = pm
         self.plugins = plugins
         self._database_url = database_url
-        self._tables_ready = False
         self._scheduler: HostScheduler | None = None
         self.stop_event = threading.Event()
 
@@ -46,7 +45,6 @@ class Host:
         """The host's database; tables of every enabled plugin exist once it is returned."""
         db = Database(self._database_url or self.config.database_url, busy_timeout=self.config.core.sqlite_busy_timeout)
         db.create_tables(self.table_classes())
-        self._tables_ready = True
         return db
 
     @cached_property
@@ -143,12 +141,12 @@ class Host:
             try:  # what the last jobs recorded is delivered now, not at the next start
                 self.deliver_events()
             except Exception as exc:
-                log.error("could not deliver pending events at shutdown: %s", _one_line(exc))
+                log.error("could not deliver pending events at shutdown: %s", describe(exc))
         for impl in reversed(self.pm.hook.mdm_shutdown.get_hookimpls()):
             try:
                 impl.function(host=self)
             except Exception as exc:
-                log.error("plugin %s failed at shutdown: %s", self.pm.get_name(impl.plugin) or impl.plugin_name, _one_line(exc))
+                log.error("plugin %s failed at shutdown: %s", self.pm.get_name(impl.plugin) or impl.plugin_name, describe(exc))
 
     def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True) -> None:
         """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job."""
@@ -166,7 +164,7 @@ class Host:
                     try:
                         self.deliver_events()
                     except Exception as exc:  # a busy or unreachable database must not stop the host
-                        log.error("event delivery failed, retrying later: %s", _one_line(exc))
+                        log.error("event delivery failed, retrying later: %s", describe(exc))
                     idle = scheduler.idle_seconds()
                     self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
             finally:
@@ -203,17 +201,8 @@ def create_host(
         for name, schema in (sections or {}).items():
             config.section(name, schema)
             known.add(name)
-    config.check_unknown_sections(known | {r.name for r in records} | _blocked_sections(config, environ))
+    config.check_unknown_sections(known | {r.name for r in records} | blocked_names(config, environ))
     host = Host(config, pm, records, database_url=database_url)
     call_hook(pm, "mdm_configure", historic=True, host=host)
     return host
 
-
-def _blocked_sections(config: Config, environ: Mapping[str, str]) -> set[str]:
-    from mdm_core.plugins import blocked_names
-
-    return blocked_names(config, environ)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -22,6 +22,11 @@ from mdm_core.errors import MdmError
 from mdm_core.models import Lock, utcnow
 
 
+def new_holder() -> str:
+    """A holder id unique to this call: ``host:pid:random`` (so a dead local holder can be recognised)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class LockBusy(MdmError):
     """Another process holds the lock."""
 
@@ -33,7 +38,7 @@ class DbLock:
         self.db = db
         self.name = name
         self.ttl = ttl
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder or new_holder()
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free or expired; True if we hold it now."""

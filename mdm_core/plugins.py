@@ -17,7 +17,7 @@ import pluggy
 
 from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from mdm_core.config import Config
-from mdm_core.errors import MdmError, PluginError
+from mdm_core.errors import MdmError, PluginError, describe
 
 BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory",)
 
@@ -91,7 +91,7 @@ def load_plugins(
                 try:
                     module = ep.load()
                 except Exception as exc:
-                    raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {_one_line(exc)}") from None
+                    raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {describe(exc)}") from None
                 if pm.is_registered(module):
                     continue  # also enabled by module path in the configuration
                 _register(pm, records, module, ep.name, "entry point", _dist_version(ep))
@@ -135,7 +135,7 @@ def call_hook(pm: pluggy.PluginManager, hook_name: str, *, historic: bool = Fals
     except Exception as exc:
         name = blame(pm, caller, exc)
         who = f"plugin '{name}'" if name else "a plugin"
-        raise PluginError(f"{who} failed in {hook_name}: {_one_line(exc)}") from exc
+        raise PluginError(f"{who} failed in {hook_name}: {describe(exc)}") from exc
 
 
 def blame(pm: pluggy.PluginManager, caller: Any, exc: BaseException) -> str | None:
@@ -161,7 +161,7 @@ def _import(dotted: str, why: str) -> types.ModuleType:
     try:
         return importlib.import_module(dotted)
     except Exception as exc:
-        raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {_one_line(exc)}") from None
+        raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {describe(exc)}") from None
 
 
 def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any, name: str, source: str, version: str) -> None:
@@ -172,13 +172,13 @@ def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{name}' cannot be registered: {_one_line(exc)}") from None
+        raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}") from None
     except Exception as exc:
         if isinstance(exc, ValueError) and _raised_by_pluggy(exc):
             # pluggy's own refusal: the name or the object is already registered
-            raise PluginError(f"plugin '{name}' cannot be registered: {_one_line(exc)}") from None
+            raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}") from None
         # the plugin's mdm_add_hookspecs raised
-        raise PluginError(f"plugin '{name}' failed while registering: {_one_line(exc)}") from None
+        raise PluginError(f"plugin '{name}' failed while registering: {describe(exc)}") from None
     module = getattr(plugin, "__name__", type(plugin).__name__)
     records.append(PluginRecord(name=name, source=source, module=module, version=version))
 
@@ -201,6 +201,3 @@ def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
     """Names of the hooks a plugin implements."""
     return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())

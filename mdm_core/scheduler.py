@@ -9,15 +9,14 @@ its schedule, and never starts a job again while its previous run is still going
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 import schedule
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, describe
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,7 @@ class JobState:
     runs: int = 0
     failures: int = 0
     last_error: str | None = None
-    last_run: datetime | None = None
     last_started_at: datetime | None = None  # UTC, for the core_job_run row
-    history: list[str] = field(default_factory=list)
 
 
 class HostScheduler:
@@ -46,19 +43,15 @@ class HostScheduler:
     def __init__(self, *, workers: int = 4, inline: bool = False, on_finish: Callable[[JobState, BaseException | None], None] | None = None):
         self.scheduler = schedule.Scheduler()
         self.jobs: dict[str, JobState] = {}
-        self.inline = inline
         self.pool = None if inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdm-job")
         self.on_finish = on_finish
-        self._lock = threading.Lock()
 
     def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str) -> JobState:
         """Run ``func`` every ``seconds``; the first run is one interval from now."""
         if name in self.jobs:
             raise MdmError(f"job {name} is already scheduled")
-        if seconds <= 0:
-            raise MdmError(f"job {name}: interval must be positive, got {seconds}")
         state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None)  # type: ignore[arg-type]
-        state.job = self.scheduler.every(seconds).seconds.do(self._start, state).tag(plugin, name)
+        self._schedule(state, seconds)
         self.jobs[name] = state
         return state
 
@@ -67,11 +60,16 @@ class HostScheduler:
         state = self.jobs.get(name)
         if state is None:
             raise MdmError(f"job {name} is not scheduled")
+        self._schedule(state, seconds)
+
+    def _schedule(self, state: JobState, seconds: float) -> None:
+        """(Re)place the job in ``schedule`` at this interval, counted from now."""
         if seconds <= 0:
-            raise MdmError(f"job {name}: interval must be positive, got {seconds}")
-        self.scheduler.cancel_job(state.job)
+            raise MdmError(f"job {state.name}: interval must be positive, got {seconds}")
+        if state.job is not None:
+            self.scheduler.cancel_job(state.job)
         state.seconds = seconds
-        state.job = self.scheduler.every(seconds).seconds.do(self._start, state).tag(state.plugin, name)
+        state.job = self.scheduler.every(seconds).seconds.do(self._start, state).tag(state.plugin, state.name)
 
     def remove(self, name: str) -> None:
         """Stop scheduling a job (a run in progress finishes)."""
@@ -119,7 +117,6 @@ class HostScheduler:
             log.info("job %s not started: the host is stopping", state.name)
 
     def _run(self, state: JobState) -> None:
-        state.last_run = datetime.now()
         state.last_started_at = datetime.now(timezone.utc)
         state.runs += 1
         error: BaseException | None = None
@@ -128,7 +125,7 @@ class HostScheduler:
         except Exception as exc:
             error = exc
             state.failures += 1
-            state.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            state.last_error = describe(exc)
             log.error("job %s (%s) failed: %s", state.name, state.plugin, state.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
         else:
             state.last_error = None

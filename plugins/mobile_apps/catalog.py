@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import or_, select
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 
 from .models import AppMetadata, MobileApp, SeenEvent
@@ -161,7 +161,7 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
                 if found is None:
                     raise MdmError("the VPP plugin is not loaded")
             except Exception as exc:  # never fails the caller: retried later
-                message = " ".join(str(exc).split()) or type(exc).__name__
+                message = one_line(exc) or type(exc).__name__
                 log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
                 host.db.run_write(lambda session, batch=batch, message=message: _mark_failed(session, batch, message, s.metadata_retry))
                 counts["failed"] += len(batch)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, select
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 
 from .catalog import find_apps, once
@@ -110,7 +110,7 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True)
             if result is None:
                 raise MdmError("the VPP plugin is not loaded")
         except MdmError as exc:
-            message = " ".join(str(exc).split())
+            message = one_line(exc)
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
             log.warning("reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
                         "" if final else f" (retrying in {s.reclaim_retry}s)")

@@ -9,17 +9,16 @@ from __future__ import annotations
 import re
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
-from mdm_core.models import utcnow
 
 from .client import DEFAULT_SERVICE_URL, AppsBooksClient
-from .errors import MdmConflictError, VppError
+from .errors import VppError
 from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
 from .records import apple_asset
 from .retry import RetryPolicy
@@ -312,17 +311,3 @@ def _check_interval(host: "Host", interval: int) -> int:
     if interval < shortest:
         raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")
     return interval
-
-
-def account_count(host: "Host") -> int:
-    """How many accounts exist."""
-    with host.db.session() as session:
-        return int(session.execute(select(func.count()).select_from(VppAccount)).scalar_one())
-
-
-def now_utc() -> datetime:
-    """The current UTC time."""
-    return datetime.now(timezone.utc)
-
-
-__all__ = ["add_account", "set_account", "remove_account", "list_accounts", "client_for", "utcnow"]

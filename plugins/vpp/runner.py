@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import LockBusy
 from mdm_core.models import utcnow
 
@@ -98,13 +98,12 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         _clear_stage(host, run_id)
         error_type = type(exc).__name__
-        message = str(exc) if isinstance(exc, (VppError, MdmError)) else f"{error_type}: {exc}"
-        message = " ".join(message.split())
+        message = one_line(exc) if isinstance(exc, (VppError, MdmError)) else describe(exc)
         if not isinstance(exc, (VppError, MdmError)):
             log.exception("account %s: sync failed unexpectedly", account.name)
         else:
             log.error("account %s: sync failed: %s", account.name, message)
-        host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message))
+        host.db.run_write(lambda s, exc=exc: _record_failure(host, s, account.id, run_id, mode, exc, message))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, error_type, message)
     finally:
         if client is not None:

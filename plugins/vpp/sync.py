@@ -27,12 +27,12 @@ from sqlmodel import Session
 
 from mdm_core.models import Device, MdmUser, utcnow
 
-from .accounts import effective_state, set_token_state
+from .accounts import set_token_state
 from .client import AppsBooksClient
 from .errors import VppError
 from .models import VppAccount, VppAsset, VppLicense, VppStageLicense, VppStageUser, VppSyncRun, VppUser
 from .records import apple_asset, apple_user, page_assets, page_assignments, page_users, version_of
-from .token_state import BLOCKING, as_utc, expiry_state
+from .token_state import as_utc, expiry_state
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -492,4 +492,4 @@ def monotonic_heartbeat(refresh: Callable[[], None], every: float) -> Callable[[
     return beat
 
 
-__all__ = ["AccountSync", "DataChangedError", "choose_mode", "effective_state", "BLOCKING"]
+__all__ = ["AccountSync", "DataChangedError", "choose_mode", "license_payload", "monotonic_heartbeat"]

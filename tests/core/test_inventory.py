@@ -53,7 +53,6 @@ USER_RECORDER = """
 
 
 def test_add_and_remove_user_fire_hooks_and_keep_its_devices(make_host, load_plugin, tmp_path):
-    from mdm_core.cli import main
 
     rec = load_plugin(USER_RECORDER)
     host = make_host(plugins=[rec])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import pytest
 
 from mdm_core.errors import ConfigError, PluginError
-from mdm_core.host import create_host
 from mdm_core.plugins import get_plugin_manager, hooks_of
 
 STARTUP_RECORDER = """

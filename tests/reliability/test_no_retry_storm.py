@@ -5,12 +5,12 @@ other accounts keep syncing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from mdm_core.host import Host
-from plugins.vpp.accounts import add_account, set_account
+from plugins.vpp.accounts import add_account
 from plugins.vpp.runner import sync_account
 
 from .conftest import SIM_KWARGS, RequestCounter, account_info, assert_converged, count_figure, runs

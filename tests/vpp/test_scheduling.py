@@ -59,7 +59,6 @@ def test_refresh_follows_account_changes(school: Any, simulator: Any, project_di
 
 
 def test_scheduled_sync_failure_is_recorded_then_paused(school: Any, simulator: Any, request_counter: Any) -> None:
-    from sqlalchemy import select
 
     from mdm_core.models import JobRun
 
