@@ -77,13 +77,18 @@ def normalize_platform(value: str) -> str:
     return platform
 
 
-def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None) -> DeviceRow:
-    serial = serial.strip()
+def normalize_serial(value: str) -> str:
+    """A device serial number in upper case; anything else is a usage error saying why."""
+    serial = value.strip()
     if not serial:
         raise UsageError("serial number is empty")
     if len(serial) > 64 or not serial.replace("-", "").isalnum():
         raise UsageError(f"serial number '{serial}' is not valid: letters and digits only, at most 64")
-    return DeviceRow(serial.upper(), normalize_platform(platform), udid or None, model or None, owner or None)
+    return serial.upper()
+
+
+def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None) -> DeviceRow:
+    return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None)
 
 
 def _user_from(user_id: str, email: str | None, managed_apple_id: str | None, name: str | None) -> UserRow:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
-from mdm_core.inventory import queue_command
+from mdm_core.inventory import normalize_serial, queue_command
 from mdm_core.models import Command, Device, MdmUser, utcnow
 
 from .catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
@@ -160,10 +160,12 @@ def read_devices_file(path: str) -> list[str]:
     seen: dict[str, int] = {}
     serials = []
     for number, value in entries:
-        serial = value.upper()
-        if not serial or len(serial) > 64 or not serial.replace("-", "").isalnum():
-            errors.append(f"{path}: line {number}: '{value}' is not a serial number (letters and digits only, at most 64)")
-        elif serial in seen:
+        try:
+            serial = normalize_serial(value)
+        except UsageError as exc:
+            errors.append(f"{path}: line {number}: {exc}")
+            continue
+        if serial in seen:
             errors.append(f"{path}: line {number}: {serial} already appears on line {seen[serial]}")
         else:
             seen[serial] = number
