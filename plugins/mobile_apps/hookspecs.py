@@ -57,6 +57,23 @@ def mdm_mobile_apps_install_queued(host: "Host", event: "Event") -> None:
 
 
 @hookspec
+def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
+    """An install waiting for Apple's license failed: Apple refused the license (e.g. 9709, no
+    license left), so no ``InstallApplication`` was queued; the install is recorded ``failed``.
+
+    When: after the ``mobile_apps.installs`` job asked Apple again about a pending install and
+    Apple refused it, once that is committed; one event per install (device or user).
+    Args: ``host``; ``event``, whose ``event.payload`` has ``id`` (install id, as in
+    ``mdm apps installs``), ``account``, ``adamId``, ``pricingParam``, ``license`` (``device`` or
+    ``user``), ``serialNumber`` (device licenses, else None), ``clientUserId`` (user licenses,
+    else None), ``source`` (``request`` or ``auto``), ``error`` (one line, what Apple said) and
+    ``errorNumber`` (Apple's error number or None).
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
 def mdm_mobile_apps_reclaim_finished(host: "Host", event: "Event") -> None:
     """A reclaim of a VPP license reached an end state.
 

@@ -485,6 +485,11 @@ def retry_pending(host: "Host") -> dict[str, int]:
                                                              Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
                 row.status, row.error, row.updated_at = "failed", _apple_reason(failures[row.target]), utcnow()
                 session.add(row)
+                host.events.record(session, "mobile_apps_install_failed", {
+                    "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
+                    "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
+                    "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
+                })
             return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
 
         counts["queued"] += host.db.run_write(work)

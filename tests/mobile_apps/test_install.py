@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from mdm_core import hookimpl
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs import list_installs
 
@@ -199,3 +200,42 @@ def test_portal_assignment_without_auto_install_queues_nothing(host, simulator):
     simulator.assign_in_portal(a["adamId"], serial_number=serial)
     sync(host)
     assert commands(host, serial) == []
+
+
+class FailedInstalls:
+    """A subscriber to ``mobile_apps_install_failed``."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+
+    @hookimpl(optionalhook=True)
+    def mdm_mobile_apps_install_failed(self, host, event):
+        self.payloads.append(event.payload)
+
+
+def test_a_pending_install_that_apple_refuses_fails_with_an_event(make_apps_host, mdm):
+    from plugins.mobile_apps.installs import retry_pending
+    from plugins.vpp.simulator import Simulator
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
+        host = make_apps_host(sim=slow)
+        listener = FailedInstalls()
+        host.pm.register(listener)
+        adam, _ = slow.purchase(count=1)
+        sync(host)
+        serial = free_serials(slow, adam)[0]
+        add_device(host, serial, "iOS")
+        code, out, err = mdm("apps", "install", app_id(host, adam), "--device", serial, "--wait", "0")
+        assert code == 0 and f"{serial}: pending" in out, err
+        slow.assign_in_portal(adam, serial_number="ELSEWHERE001")  # the last license goes elsewhere meanwhile
+        slow.state.process_due(now=time.monotonic() + 120)
+        slow.state.async_delay = 0
+        assert retry_pending(host)["failed"] == 1
+        [row] = list_installs(host, "failed")
+        assert row["target"] == serial and "9709" in row["error"]
+        assert commands(host, serial) == []
+        [payload] = listener.payloads
+        assert payload == {"id": row["id"], "account": "school", "adamId": adam, "pricingParam": "STDQ", "license": "device",
+                           "serialNumber": serial, "clientUserId": None, "source": "request", "error": row["error"], "errorNumber": 9709}
+        assert retry_pending(host) == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
+        assert len(listener.payloads) == 1  # failed once, announced once
