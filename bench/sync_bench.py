@@ -94,7 +94,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from plugins.vpp.models import VppAsset, VppLicense, VppUser
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
 
     host = _host(Path(args.dir))
     try:
@@ -140,7 +140,7 @@ CREATE INDEX ix_vpp_license_target ON vpp_license (account_id, kind, target);
 def worker_floor(args: argparse.Namespace) -> dict[str, Any]:
     """Download and parse every page with the sync's own client; then sqlite3.executemany the rows."""
     from plugins.vpp.accounts import client_for, get_account
-    from plugins.vpp.records import page_assets, page_assignments, page_users
+    from plugins.vpp.apple.protocol import page_assets, page_assignments, page_users
 
     host = _host(Path(args.dir))
     with host.db.session() as session:

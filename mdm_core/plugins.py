@@ -19,7 +19,7 @@ from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from mdm_core.config import Config
 from mdm_core.errors import MdmError, PluginError, describe
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory.plugin",)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ def load_plugins(
         pm.set_blocked(name)
 
     for dotted in BUILTIN_PLUGINS:
-        _register(pm, records, _import(dotted, "built-in"), dotted.rsplit(".", 1)[-1], "built-in", _core_version())
+        module = _import(dotted, "built-in")
+        _register(pm, records, module, getattr(module, "PLUGIN_NAME", dotted.rsplit(".", 1)[-1]), "built-in", _core_version())
     by_module = _entry_points_by_module() if config.plugins.enabled else {}
     for dotted in config.plugins.enabled:
         ep = by_module.get(dotted)

@@ -11,7 +11,7 @@ from mdm_core.host import Host
 
 def test_license_audit_records_portal_changes_once(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> None:
     from plugins.vpp.accounts import add_account
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
 
     host = make_host(config='[plugins]\nenabled = ["plugins.examples.license_audit"]\n\n[license_audit]\npath = "var/audit.jsonl"\n')
     assert any(p.name == "license_audit" and p.source == "conf" for p in host.plugins)

@@ -27,8 +27,9 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("folder, forbidden", [
     ("mdm_core", ("plugins",)),
-    ("plugins/mobile_apps", ("plugins.vpp",)),
-    ("plugins/vpp", ("plugins.mobile_apps",)),
+    ("plugins/mobile_apps", ("plugins.vpp", "plugins.demo")),
+    ("plugins/vpp", ("plugins.mobile_apps", "plugins.demo")),
+    ("plugins/demo", ("plugins.mobile_apps",)),  # it drives mobile_apps through `mdm apps` only
 ])
 def test_rooms_import_only_what_is_below_them(folder: str, forbidden: tuple[str, ...]) -> None:
     offenders = {

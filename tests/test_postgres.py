@@ -43,7 +43,7 @@ def _mirror(host: Host) -> set[tuple[str, str, str, str]]:
 
 def test_sync_on_postgres_mirrors_apple_after_full_and_incremental(pg_host: Host, simulator: Any, project_dir: Path) -> None:
     from plugins.vpp.accounts import add_account
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
     from plugins.vpp.views import list_assets
 
     assert pg_host.db.url.get_backend_name() == "postgresql"

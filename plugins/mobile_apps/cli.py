@@ -133,7 +133,7 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _install(host: "Host", args: argparse.Namespace) -> int:
-    from .installs import install, read_devices_file
+    from .installs.request import install, read_devices_file
 
     _require_vpp(host)
     if args.wait is not None and args.wait < 0:
@@ -156,7 +156,7 @@ def _install(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _installs(host: "Host", args: argparse.Namespace) -> int:
-    from .installs import list_installs
+    from .installs.commands import list_installs
 
     rows = list_installs(host, args.status)
     return print_rows(rows, args.json, ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")

@@ -51,7 +51,7 @@ def reclaim_job(host: "Host") -> dict[str, int]:
 
 def installs_job(host: "Host") -> dict[str, int]:
     """Ask Apple again about installs whose licenses were still pending."""
-    from .installs import retry_pending
+    from .installs.pending import retry_pending
 
     if host.hook("mdm_vpp_associate") is None:
         return {}

@@ -96,7 +96,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
 @hookimpl(optionalhook=True)
 def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
     """Complete pending installs; with ``auto_install``, install licenses assigned in Apple's portal."""
-    from plugins.mobile_apps.installs import on_licenses_associated
+    from plugins.mobile_apps.installs.pending import on_licenses_associated
 
     on_licenses_associated(host, event)
 

@@ -17,13 +17,13 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
 
-from .client import DEFAULT_SERVICE_URL, AppsBooksClient
-from .errors import VppError
+from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
+from .apple.errors import VppError
 from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
-from .records import apple_asset
-from .retry import RetryPolicy
+from .apple.protocol import apple_asset
+from .apple.transport import RetryPolicy
 from .settings import VppSettings
-from .stoken import SToken, TokenFileError, load_token_file
+from .apple.stoken import SToken, TokenFileError, load_token_file
 from .token_state import ACTIONS, BLOCKING, as_utc, describe, expiry_state
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``mdm vpp ...`` commands and ``mdm demo``."""
+"""``mdm vpp ...`` commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``vpp`` and ``demo`` to the ``mdm`` parser."""
+    """Add ``vpp`` to the ``mdm`` parser."""
     vpp = subparsers.add_parser("vpp", help="Apple Apps and Books (VPP) accounts, sync and mirror",
                                 description="Apple Apps and Books (VPP): accounts, sync, and the mirrored assets, licenses and users.")
     sub = vpp.add_subparsers(dest="vpp_cmd", required=True, metavar="COMMAND")
@@ -86,11 +86,6 @@ def register(subparsers: Any) -> None:
     add_serve_arguments(serve)
     serve.set_defaults(func=_sim_serve)
 
-    demo = subparsers.add_parser("demo", help="the whole flow against the local simulator",
-                                 description="Start the simulator, enrol devices and users, add the account, sync, show, change Apple's side, sync again, show what changed.")
-    demo.add_argument("--seed", type=int, default=7, help="simulator seed")
-    demo.set_defaults(func=_demo)
-
 
 def _account_add(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import add_account
@@ -158,7 +153,7 @@ def _sync(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _runs(host: "Host", args: argparse.Namespace) -> int:
-    from plugins.vpp.runner import recent_runs
+    from plugins.vpp.sync.run import recent_runs
 
     rows = recent_runs(host, args.name, args.limit)
     return print_rows(rows, args.json, ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
@@ -209,9 +204,3 @@ def _sim_serve(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.simulator.cli import serve
 
     return serve(args)
-
-
-def _demo(host: "Host", args: argparse.Namespace) -> int:
-    from plugins.vpp.demo import run_demo
-
-    return run_demo(host, seed=args.seed)

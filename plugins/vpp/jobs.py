@@ -29,7 +29,7 @@ def _scheduled_sync(host: "Host", name: str) -> None:
     """A scheduled sync; a failed one raises so the scheduler logs and records it."""
     from mdm_core.errors import MdmError
 
-    from .runner import sync_account
+    from .sync.run import sync_account
 
     report = sync_account(host, name, trigger="schedule")
     if report["status"] == "error":

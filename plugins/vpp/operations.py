@@ -15,12 +15,12 @@ from mdm_core.errors import MdmError, TemporaryError, UsageError
 from mdm_core.models import MdmUser, utcnow
 
 from .accounts import client_for, get_account
-from .client import AppsBooksClient
-from .errors import EventTimeoutError, VppError, is_retryable
+from .apple.client import AppsBooksClient
+from .apple.errors import EventTimeoutError, VppError, is_retryable
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .records import page_users
-from .sync import license_payload
-from .records import apple_user
+from .apple.protocol import page_users
+from .sync.events import license_payload
+from .apple.protocol import apple_user
 from .views import user_invitation_url
 
 if TYPE_CHECKING:

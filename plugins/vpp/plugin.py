@@ -45,7 +45,7 @@ def mdm_register_tables() -> list[type]:
 
 @hookimpl
 def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
-    """``mdm vpp ...`` and ``mdm demo``."""
+    """``mdm vpp ...``."""
     from plugins.vpp import cli
 
     cli.register(subparsers)
@@ -64,7 +64,7 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 @hookimpl
 def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float) -> list[dict[str, Any]]:
     """Sync one account or all (see the hookspec)."""
-    from plugins.vpp.runner import sync_accounts
+    from plugins.vpp.sync.run import sync_accounts
 
     return sync_accounts(host, account, full=full, trigger=trigger, wait=wait)
 

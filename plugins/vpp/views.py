@@ -9,9 +9,9 @@ from sqlalchemy import select
 from mdm_core.models import Device, MdmUser
 
 from .accounts import get_account
-from .client import invitation_url
+from .apple.client import invitation_url
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .records import apple_asset, apple_user
+from .apple.protocol import apple_asset, apple_user
 
 if TYPE_CHECKING:
     from mdm_core.host import Host

@@ -24,7 +24,7 @@ def names(host):
 def test_nothing_loads_at_import_time():
     # importing the core registers no plugin and builds no engine
     code = (
-        "import sys, threading, schedule, mdm_core, mdm_core.cli, mdm_core.host, mdm_core.plugins, mdm_core.inventory;"
+        "import sys, threading, schedule, mdm_core, mdm_core.cli, mdm_core.host, mdm_core.plugins, mdm_core.inventory, mdm_core.inventory.plugin;"
         "assert not [m for m in sys.modules if m.startswith('plugins.')], 'a plugin was imported';"
         "assert not schedule.jobs, 'a job was scheduled';"
         "assert threading.active_count() == 1, 'a thread was started'"

@@ -7,7 +7,7 @@ import time
 
 from mdm_core import hookimpl
 from mdm_core.inventory import add_device, add_user
-from plugins.mobile_apps.installs import list_installs
+from plugins.mobile_apps.installs.commands import list_installs
 
 from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
 

@@ -99,7 +99,7 @@ def school(rhost: Host, small_sim: Any, project_dir: Path, recorder: Recorder) -
 @pytest.fixture
 def synced(school: Host, small_sim: Any, recorder: Recorder) -> Host:
     """``school`` after a first full sync that converged."""
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
 
     report = sync_account(school, "school")
     assert report["status"] == "ok", report

@@ -43,7 +43,9 @@ def main(argv: list[str]) -> None:
     import plugins.vpp.plugin
     from mdm_core.events import EventBus
     from mdm_core.host import create_host
-    from plugins.vpp import client, runner, sync
+    from plugins.vpp.apple import client
+    from plugins.vpp.sync import apply, read
+    from plugins.vpp.sync import run as runner
 
     config, database_url, point = argv[:3]
     full = len(argv) > 3 and argv[3] == "full"
@@ -52,11 +54,11 @@ def main(argv: list[str]) -> None:
         "run-recorded": lambda: before(runner, "client_for"),
         "paging-assets": lambda: after(client.AppsBooksClient, "_fetch_page", 2),
         "paging-assignments": lambda: after(client.AppsBooksClient, "_fetch_page", 7),
-        "staged-users": lambda: after(sync._StageBuffer, "flush", 1),
-        "staged-assignments": lambda: after(sync._StageBuffer, "flush", 2),
-        "apply-assets-written": lambda: after(sync.AccountSync, "_apply_assets"),
-        "apply-licenses-written": lambda: after(sync.AccountSync, "_apply_licenses"),
-        "apply-before-commit": lambda: after(sync.AccountSync, "apply"),
+        "staged-users": lambda: after(read.StageBuffer, "flush", 1),
+        "staged-assignments": lambda: after(read.StageBuffer, "flush", 2),
+        "apply-assets-written": lambda: after(apply.MirrorUpdate, "_apply_assets"),
+        "apply-licenses-written": lambda: after(apply.MirrorUpdate, "_apply_licenses"),
+        "apply-before-commit": lambda: after(apply.MirrorUpdate, "apply"),
         "committed-not-delivered": lambda: before(EventBus, "deliver_pending"),
         "delivery-claimed": lambda: before(EventBus, "dispatch"),
     }

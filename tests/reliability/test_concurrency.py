@@ -14,7 +14,7 @@ import pytest
 
 from mdm_core import inventory
 from mdm_core.host import Host
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from .conftest import apple_changes, assert_converged, count_figure, runs
 from .test_crash import _spawn

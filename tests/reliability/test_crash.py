@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from .conftest import (RELIABLE_CONFIG, Recorder, apple_changes, apple_state, assert_converged, count_figure, mirror_dump,
                        mirror_state, runs)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from plugins.vpp.errors import VppError
+from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from .conftest import (account_info, apple_changes, assert_converged, count_figure, inner_token, mirror_dump, runs,
                        stage_rows)
@@ -131,7 +131,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     import functools
 
     from plugins.vpp import accounts
-    from plugins.vpp.retry import RetryPolicy
+    from plugins.vpp.apple.transport import RetryPolicy
 
     monkeypatch.setattr(accounts, "RetryPolicy", functools.partial(RetryPolicy, base_delay=0.05))
 
@@ -238,7 +238,7 @@ def test_token_state_faults_fail_cleanly(request: pytest.FixtureRequest, state_f
 
 def test_unexpected_exception_is_recorded_and_the_mirror_unchanged(synced: Any, small_sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug (not a VppError) during the apply transaction rolls it back and is reported."""
-    from plugins.vpp import sync
+    from plugins.vpp.sync import apply
 
     apple_changes(small_sim)
     before = mirror_dump(synced)
@@ -246,7 +246,7 @@ def test_unexpected_exception_is_recorded_and_the_mirror_unchanged(synced: Any, 
     def broken(self: Any, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom in apply")
 
-    monkeypatch.setattr(sync.AccountSync, "_apply_licenses", broken)
+    monkeypatch.setattr(apply.MirrorUpdate, "_apply_licenses", broken)
     report = sync_account(synced, "school")
     count_figure("faults_tried")
     assert_failed_cleanly(synced, small_sim, report, before, "RuntimeError")
@@ -256,8 +256,8 @@ def test_unexpected_exception_is_recorded_and_the_mirror_unchanged(synced: Any, 
 
 def test_errors_are_vpp_errors() -> None:
     """Every error type the matrix expects from Apple's side is a VppError subclass."""
-    from plugins.vpp import errors
-    from plugins.vpp.sync import DataChangedError
+    from plugins.vpp.apple import errors
+    from plugins.vpp.sync.read import DataChangedError
 
     names = {e for _, e in FATAL.values()} | {v[1] for v in EXHAUSTED.values()} | {"MalformedResponseError", "MdmConflictError"}
     for name in names:

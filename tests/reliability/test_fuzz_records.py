@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.vpp.errors import MalformedResponseError, VppError
-from plugins.vpp.records import page_assets, page_assignments, page_users, version_of
+from plugins.vpp.apple.errors import MalformedResponseError, VppError
+from plugins.vpp.apple.protocol import page_assets, page_assignments, page_users, version_of
 
 from .conftest import count_figure
 

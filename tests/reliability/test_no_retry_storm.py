@@ -11,7 +11,7 @@ import pytest
 
 from mdm_core.host import Host
 from plugins.vpp.accounts import add_account
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from .conftest import SIM_KWARGS, RequestCounter, account_info, assert_converged, count_figure, runs
 

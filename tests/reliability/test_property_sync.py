@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mdm_core.host import create_host
 from plugins.vpp.accounts import add_account, remove_account
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from .conftest import RELIABLE_CONFIG, apple_state, count_figure, mirror_dump, mirror_state, stage_rows
 
@@ -93,7 +93,7 @@ def prop_host(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_mirror_equals_apple_after_every_sync(prop_host: Any, monkeypatch: pytest.MonkeyPatch, seed: int, page_size: int,
                                               plan: list[tuple[Any, ...]]) -> None:
     from plugins.vpp import accounts
-    from plugins.vpp.retry import RetryPolicy
+    from plugins.vpp.apple.transport import RetryPolicy
     from plugins.vpp.simulator import Simulator
 
     monkeypatch.setattr(accounts, "RetryPolicy", functools.partial(RetryPolicy, base_delay=0.01))

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host, create_host
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 
 from ..conftest import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure, inner_token
@@ -86,7 +86,7 @@ def test_token_echoed_by_apple_is_redacted(school: Host, small_sim: Any, caplog:
     import responses
 
     from plugins.vpp.accounts import client_for
-    from plugins.vpp.errors import VppError
+    from plugins.vpp.apple.errors import VppError
     from plugins.vpp.models import VppAccount
 
     caplog.set_level(logging.DEBUG)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from mdm_core import hookimpl
 from mdm_core.host import Host
 from plugins.vpp.accounts import add_account, list_accounts, set_account
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 from plugins.vpp.token_state import ACTIONS, STATES
 
 from .conftest import RELIABLE_CONFIG, SIM_KWARGS, count_figure

@@ -128,7 +128,7 @@ def school(host: Host, simulator: Any, token_file: Path, recorder: Recorder) -> 
 @pytest.fixture
 def synced(school: Host, recorder: Recorder) -> Host:
     """``school`` after a first (full) sync; the recorder is emptied."""
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
 
     report = sync_account(school, "school")
     assert report["status"] == "ok", report

@@ -173,7 +173,7 @@ def test_sync_error_exit_code(plain_host: Any, cli: Any, simulator: Any, token_f
 def test_token_never_in_output_logs_or_database(plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from plugins.vpp.runner import sync_account
+    from plugins.vpp.sync.run import sync_account
 
     secrets = [simulator.token, inner_token(simulator), base64.b64decode(simulator.token).decode()]
     outputs = []

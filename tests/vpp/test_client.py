@@ -1,4 +1,4 @@
-"""Tests for plugins.vpp.client: errors, retries, mdmInfo, config cache, writes, lookup, secrecy."""
+"""Tests for plugins.vpp.apple.client: errors, retries, mdmInfo, config cache, writes, lookup, secrecy."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import requests
 import responses
 from freezegun import freeze_time
 
-from plugins.vpp import errors as E
+from plugins.vpp.apple import errors as E
 
 from .test_errors import APPLE_ERROR_CASES
-from plugins.vpp.client import AppsBooksClient, RetryPolicy, parse_response
-from plugins.vpp.stoken import SToken
+from plugins.vpp.apple.client import AppsBooksClient, RetryPolicy, parse_response
+from plugins.vpp.apple.stoken import SToken
 
 INNER = "INNER-SECRET-5e6f7a"
 RAW = base64.b64encode(json.dumps(

@@ -7,9 +7,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugins.vpp.client import check_mdm_info, parse_response
-from plugins.vpp.errors import VppError
-from plugins.vpp.retry import parse_retry_after
+from plugins.vpp.apple.client import check_mdm_info, parse_response
+from plugins.vpp.apple.errors import VppError
+from plugins.vpp.apple.transport import parse_retry_after
 
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

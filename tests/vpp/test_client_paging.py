@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from plugins.vpp import errors as E
-from plugins.vpp.client import AppsBooksClient, RetryPolicy
-from plugins.vpp.stoken import SToken
+from plugins.vpp.apple import errors as E
+from plugins.vpp.apple.client import AppsBooksClient, RetryPolicy
+from plugins.vpp.apple.stoken import SToken
 
 RAW = base64.b64encode(json.dumps(
     {"token": "INNER-PAGING-1", "expDate": "2030-11-08T22:33:22+0000", "orgName": "Org"}).encode()).decode()

@@ -1,10 +1,10 @@
-"""Tests for plugins.vpp.errors: the errorNumber / HTTP status mapping."""
+"""Tests for plugins.vpp.apple.errors: the errorNumber / HTTP status mapping."""
 
 from __future__ import annotations
 
 import pytest
 
-from plugins.vpp import errors as E
+from plugins.vpp.apple import errors as E
 
 
 #: Apple's error numbers with the HTTP status Apple sends them with, and our typed error.

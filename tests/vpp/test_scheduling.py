@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.vpp.accounts import add_account, remove_account, set_account
-from plugins.vpp.runner import recent_runs
+from plugins.vpp.sync.run import recent_runs
 from plugins.vpp.simulator import Simulator
 
 from .conftest import assert_mirror_equals_apple

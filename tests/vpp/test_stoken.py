@@ -1,4 +1,4 @@
-"""Tests for plugins.vpp.stoken: parsing, secrecy and TokenFileError messages."""
+"""Tests for plugins.vpp.apple.stoken: parsing, secrecy and TokenFileError messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from plugins.vpp.stoken import SToken, TokenFileError, load_token_file
+from plugins.vpp.apple.stoken import SToken, TokenFileError, load_token_file
 
 INNER = "INNER-SECRET-7f3a9c"
 FIX_HINT = "Apple School Manager or Apple Business Manager"

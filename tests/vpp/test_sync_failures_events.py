@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from mdm_core.inventory import add_device, add_user
 from mdm_core.models import OutboxEvent
 from plugins.vpp.models import VppStageLicense, VppStageUser, VppSyncRun
-from plugins.vpp.runner import recent_runs, sync_account
+from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.simulator import DEVICE, USER
 
 from .conftest import account_row, apple_state, assert_mirror_equals_apple, mirror_state
@@ -196,7 +196,7 @@ def test_data_that_keeps_changing_fails_cleanly(synced: Any, simulator: Any) -> 
 
 def test_error_inside_the_final_transaction_rolls_everything_back(synced: Any, simulator: Any, recorder: Any, monkeypatch: Any) -> None:
     """Assets and users are applied first; a failure applying licenses undoes them too."""
-    from plugins.vpp import sync as sync_module
+    from plugins.vpp.sync import apply
 
     before, row = mirror_state(synced), account_row(synced)
     simulator.purchase(count=2)
@@ -207,7 +207,7 @@ def test_error_inside_the_final_transaction_rolls_everything_back(synced: Any, s
     def boom(self: Any, session: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(sync_module.AccountSync, "_apply_licenses", boom)
+    monkeypatch.setattr(apply.MirrorUpdate, "_apply_licenses", boom)
     report = sync_account(synced, "school")
     assert report["status"] == "error" and "disk on fire" in report["error"]
     assert mirror_state(synced) == before

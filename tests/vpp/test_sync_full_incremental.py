@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from plugins.vpp.runner import sync_account
+from plugins.vpp.sync.run import sync_account
 from plugins.vpp.simulator import DEVICE, USER
 
 from .conftest import account_row, apple_state, assert_mirror_equals_apple, mirror_state

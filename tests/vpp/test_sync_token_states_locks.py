@@ -12,7 +12,7 @@ import pytest
 from mdm_core.errors import MdmError
 
 from plugins.vpp.accounts import add_account, list_accounts, set_account
-from plugins.vpp.runner import sync_account, sync_accounts
+from plugins.vpp.sync.run import sync_account, sync_accounts
 from plugins.vpp.simulator import Simulator
 
 from .conftest import account_row, assert_mirror_equals_apple, mirror_state
@@ -148,7 +148,7 @@ def test_expired_lock_is_taken_over(synced: Any) -> None:
 def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, request_counter: Any) -> None:
     """A scheduled sync that waited for the lock uses the account as the other sync left it:
     paused by a token error, it is skipped instead of asking Apple again."""
-    from plugins.vpp import runner
+    from plugins.vpp.sync import run as runner
 
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()
@@ -181,7 +181,7 @@ def test_remove_refused_while_a_sync_runs(synced: Any, cli: Any) -> None:
 
 
 def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import plugins.vpp.runner as runner
+    import plugins.vpp.sync.run as runner
     from plugins.vpp.accounts import remove_account
 
     real = runner.sync_account

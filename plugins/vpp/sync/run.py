@@ -1,5 +1,8 @@
-"""Run syncs: the account lock, the sync-run record, failures and token states, reports.
+"""Running syncs: the account lock, the sync-run record, the fallback to a full sync,
+failures and token states, and the reports.
 
+A sync reads Apple's state (:mod:`.read`), then applies it in one transaction (:mod:`.apply`).
+Apple refusing a ``sinceVersionId`` (9721) or a page index (9650) restarts the read in full.
 A token error (expired, revoked, invalid) or another MDM's claim pauses the account's
 scheduled syncs until the user acts (a manual sync or a renewed token): no retry storm.
 """
@@ -7,19 +10,24 @@ scheduled syncs until the user acts (a manual sync or a renewed token): no retry
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import threading
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import LockBusy
 from mdm_core.models import utcnow
 
-from .accounts import client_for, effective_state, get_account, set_token_state, settings
-from .errors import BadPageIndexError, InvalidVersionIdError, MdmConflictError, TokenError, VppError
-from .models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
-from .sync import AccountSync, choose_mode, monotonic_heartbeat
+from ..accounts import client_for, effective_state, get_account, set_token_state, settings
+from ..apple.errors import BadPageIndexError, InvalidVersionIdError, MdmConflictError, TokenError, VppError
+from ..models import VppAccount, VppSyncRun
+from ..token_state import as_utc
+from .apply import apply_read
+from .read import SyncReader, clear_stage
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -85,18 +93,19 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
     try:
         client = client_for(host, account)
         client.get_client_config()  # the token works and mdmInfo is still ours
-        syncer = AccountSync(host, account, client, run_id, heartbeat)
+        reader = SyncReader(host, account, client, run_id, heartbeat)
         try:
-            counts = syncer.run(mode)
+            read = reader.read(mode)
         except (InvalidVersionIdError, BadPageIndexError) as exc:
             log.warning("account %s: %s; falling back to a full sync", account.name, exc)
-            _clear_stage(host, run_id)
+            clear_stage(host, run_id)
             mode = "full"
-            syncer = AccountSync(host, account, client, run_id, heartbeat)
-            counts = syncer.run(mode)
-        report = _report(account.name, trigger, mode, "ok", started, syncer.pages, counts, None, None)
+            reader = SyncReader(host, account, client, run_id, heartbeat)
+            read = reader.read(mode)
+        counts = apply_read(host, account, run_id, read)
+        report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
     except Exception as exc:  # recorded on the run; the mirror is unchanged
-        _clear_stage(host, run_id)
+        clear_stage(host, run_id)
         error_type = type(exc).__name__
         message = one_line(exc) if isinstance(exc, (VppError, MdmError)) else describe(exc)
         if not isinstance(exc, (VppError, MdmError)):
@@ -143,18 +152,10 @@ def _cleanup_interrupted(host: "Host", account_id: int) -> None:
     with host.db.session() as session:
         stale = list(session.execute(select(VppSyncRun.id).where(VppSyncRun.account_id == account_id, VppSyncRun.status == "running")).scalars())
     for run_id in stale:
-        _clear_stage(host, run_id)
+        clear_stage(host, run_id)
         host.db.run_write(lambda s: s.execute(
             update(VppSyncRun).where(VppSyncRun.id == run_id).values(status="interrupted", finished_at=utcnow(), error="the process stopped during this sync")
         ))
-
-
-def _clear_stage(host: "Host", run_id: int) -> None:
-    def work(session: Session) -> None:
-        session.execute(delete(VppStageLicense).where(VppStageLicense.run_id == run_id))
-        session.execute(delete(VppStageUser).where(VppStageUser.run_id == run_id))
-
-    host.db.run_write(work)
 
 
 def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> dict[str, Any]:
@@ -173,3 +174,29 @@ def recent_runs(host: "Host", name: str | None = None, limit: int = 20) -> list[
         query = query.where(VppAccount.name == name)
     with host.db.session() as session:
         return [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
+
+
+def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:
+    """``full`` when asked, on the first sync, or when the last full sync is too old."""
+    now = now or utcnow()
+    if full or not account.assignments_version_id or not account.users_version_id or account.last_full_sync_at is None:
+        return "full"
+    if (now - as_utc(account.last_full_sync_at)).total_seconds() >= reconcile_seconds:
+        return "full"
+    return "incremental"
+
+
+def monotonic_heartbeat(refresh: Callable[[], None], every: float) -> Callable[[], None]:
+    """A callable that runs ``refresh`` at most every ``every`` seconds."""
+    last = [time.monotonic()]
+
+    lock = threading.Lock()
+
+    def beat() -> None:
+        with lock:
+            if time.monotonic() - last[0] < every:
+                return
+            last[0] = time.monotonic()
+            refresh()
+
+    return beat

@@ -65,7 +65,7 @@ def _assignments(snapshot: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def run_demo(host: "Host", *, seed: int = 7) -> int:
     """Run the demo; returns the exit code."""
     from mdm_core import inventory
-    from plugins.vpp.accounts import list_accounts, remove_account
+    from plugins.vpp.accounts import remove_account
     from plugins.vpp.simulator import Simulator
 
     started = time.monotonic()
@@ -94,7 +94,7 @@ def run_demo(host: "Host", *, seed: int = 7) -> int:
         print(f"{len(users)} MDM users ({added_users[0]} new), {len(rows)} devices ({added_devices[0]} new): "
               + ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.platform for r in rows).items())), flush=True)
 
-        if any(a["name"] == ACCOUNT for a in list_accounts(host)):
+        if any(a["name"] == ACCOUNT for a in host.pm.hook.mdm_vpp_accounts(host=host) or []):
             print(f"replacing the '{ACCOUNT}' account left by an earlier run", flush=True)
             remove_account(host, ACCOUNT)
 

@@ -1,4 +1,4 @@
-"""Installing applications with VPP licenses (doc §6.2: check, associate, wait, queue).
+"""Interactive installs (``mdm apps install``): check, associate, wait, queue (doc §6.2).
 
 1. Check each target: device enrolled, platform supported (iPadOS devices take iOS apps),
    asset device-assignable (device licenses), licenses available for the batch; a VPP user
@@ -7,37 +7,32 @@
    already holds one (``mdm_vpp_licenses``).
 3. Queue ``InstallApplication`` (``PurchaseMethod`` 1) for each device whose license Apple
    confirmed; report Apple's reason for the others and queue nothing for them.
-4. When Apple has not answered within ``--wait``, the install is recorded ``pending`` and its
-   command is queued when the license shows up (a sync's or this host's
-   ``vpp_licenses_associated``) or when the ``mobile_apps.installs`` job asks Apple again.
+4. When Apple has not answered within ``--wait``, the install is recorded ``pending``:
+   :mod:`.pending` queues its command later.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
-from mdm_core.inventory import normalize_serial, queue_command
-from mdm_core.models import Command, Device, MdmUser, utcnow
+from mdm_core.inventory import normalize_serial
+from mdm_core.models import Device, MdmUser
 
-from .catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
-from .models import AppMetadata, Install, MobileApp
-from .settings import settings
+from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
+from ..models import AppMetadata, Install, MobileApp
+from ..settings import settings
+from .commands import apple_reason, queue_install
 
 if TYPE_CHECKING:
-    from mdm_core.events import Event
     from mdm_core.host import Host
-
-log = logging.getLogger(__name__)
-REQUEST_TYPE = "InstallApplication"
 
 
 @dataclass
@@ -177,46 +172,6 @@ def read_devices_file(path: str) -> list[str]:
     return serials
 
 
-# ---------------------------------------------------------------------- queueing
-
-
-def install_payload(host: "Host", adam_id: str, platform: str) -> dict[str, Any]:
-    """The ``InstallApplication`` keys of a VPP-licensed install (doc §6.1)."""
-    payload: dict[str, Any] = {
-        "iTunesStoreID": int(adam_id),
-        "Options": {"PurchaseMethod": 1},
-        "ManagementFlags": settings(host).management_flags(),
-        "ChangeManagementState": "Managed",
-    }
-    if platform == "macOS":
-        payload["InstallAsManaged"] = True
-    return payload
-
-
-def _queued_command(session: Session, serial: str, adam_id: str) -> str | None:
-    """The uuid of an InstallApplication of this app already waiting for the device."""
-    for command in session.execute(select(Command).where(
-        Command.device_serial == serial, Command.request_type == REQUEST_TYPE, Command.status == "queued"
-    )).scalars():
-        if str(command.payload.get("iTunesStoreID")) == adam_id:
-            return command.uuid
-    return None
-
-
-def queue_install(host: "Host", session: Session, account: str, adam_id: str, pricing: str, device: Device,
-                  license_kind: str, user: str | None, source: str) -> tuple[str, bool]:
-    """Queue InstallApplication for one device in the caller's transaction; (uuid, newly queued)."""
-    existing = _queued_command(session, device.serial_number, adam_id)
-    if existing:
-        return existing, False
-    platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
-    command = queue_command(host, session, device.serial_number, REQUEST_TYPE, install_payload(host, adam_id, platform))
-    host.events.record(session, "mobile_apps_install_queued", {
-        "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
-        "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,
-    })
-    return command.uuid, True
-
 
 # ---------------------------------------------------------------------- installing
 
@@ -268,7 +223,7 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
             succeeded += [s for s in result["succeeded"]["serialNumbers"] if s in needed]
             for failure in result["failed"]:
                 if failure.get("serialNumber") in needed:
-                    out.add(failure["serialNumber"], "failed", _apple_reason(failure))
+                    out.add(failure["serialNumber"], "failed", apple_reason(failure))
             if result["status"] == "PENDING":
                 _record_pending(host, asset, "device", needed, result["event_ids"], wait, out)
 
@@ -328,7 +283,7 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
             return out
         failure = next((f for f in result["failed"] if f.get("clientUserId") == user), None)
         if failure or user not in result["succeeded"]["clientUserIds"]:
-            out.add(user, "failed", _apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}))
+            out.add(user, "failed", apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}))
             return out
     out.add(user, "licensed", "user license already held" if held else "user license associated")
     if not targets:
@@ -364,14 +319,6 @@ def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str],
     return result
 
 
-def _apple_reason(failure: dict[str, Any]) -> str:
-    number = failure.get("errorNumber")
-    hints = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
-    message = failure.get("errorMessage") or hints.get(number, "failed")
-    hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
-    return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
-
-
 def _record_pending(host: "Host", asset: Asset, kind: str, targets: list[str], event_ids: list[str], wait: float, out: Outcome) -> None:
     def work(session: Session) -> None:
         for target in targets:
@@ -383,134 +330,3 @@ def _record_pending(host: "Host", asset: Asset, kind: str, targets: list[str], e
         out.add(target, "pending", f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
                                    "InstallApplication will be queued when it does (see `mdm apps installs`)")
 
-
-# ---------------------------------------------------------------------- later
-
-
-def complete_pending(host: "Host", session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
-    """Queue the commands of pending installs whose licenses are now held; returns how many."""
-    serials, users = set(serials), set(users)
-    if not serials and not users:
-        return 0
-    rows = list(session.execute(select(Install).where(
-        Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
-    )).scalars())
-    queued = 0
-    for row in rows:
-        if (row.kind == "device" and row.target not in serials) or (row.kind == "user" and row.target not in users):
-            continue
-        devices = [session.get(Device, row.target)] if row.kind == "device" else list(
-            session.execute(select(Device).where(Device.owner == row.target)).scalars())
-        platforms = set(session.execute(select(MobileApp.platform).where(
-            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
-        for device in devices:
-            if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
-                continue
-            uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending")
-            row.command_uuids = [*row.command_uuids, uuid]
-            queued += int(new)
-        row.status, row.updated_at = "queued", utcnow()
-        session.add(row)
-    return queued
-
-
-def on_licenses_associated(host: "Host", event: "Event") -> None:
-    """Complete pending installs; with ``auto_install``, install what was licensed in Apple's portal."""
-    from .catalog import once
-
-    p = event.payload
-    auto = settings(host).auto_install and p.get("source") == "sync"
-
-    def work(session: Session) -> None:
-        account, adam_id, pricing = p["account"], str(p["adamId"]), str(p["pricingParam"])
-        complete_pending(host, session, account, adam_id, pricing, p.get("serialNumbers") or [], p.get("clientUserIds") or [])
-        if not auto:
-            return
-        platforms = set(session.execute(select(MobileApp.platform).where(
-            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
-        if not platforms:
-            return
-        targets: list[tuple[Device, str, str | None]] = []
-        for serial in p.get("enrolledSerialNumbers") or []:
-            device = session.get(Device, serial)
-            if device is not None:
-                targets.append((device, "device", None))
-        for user in p.get("mdmUserIds") or []:
-            for device in session.execute(select(Device).where(Device.owner == user)).scalars():
-                targets.append((device, "user", user))
-        for device, kind, user in targets:
-            if DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
-                log.info("auto-install of %s skipped on %s: platform %s not supported", adam_id, device.serial_number, device.platform)
-                continue
-            uuid, new = queue_install(host, session, account, adam_id, pricing, device, kind, user, "auto")
-            if new:
-                session.add(Install(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=user or device.serial_number,
-                                    source="auto", status="queued", event_ids=[event.id], command_uuids=[uuid]))
-
-    once(host, event, work)
-
-
-def retry_pending(host: "Host") -> dict[str, int]:
-    """The ``mobile_apps.installs`` job: ask Apple again about pending installs."""
-    s = settings(host)
-    with host.db.session() as session:
-        rows = list(session.execute(select(Install).where(Install.status == "pending")).scalars())
-    groups: dict[tuple[str, str, str, str], list[str]] = {}
-    for row in rows:
-        groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)
-    counts = {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
-    for (account, adam_id, pricing, kind), targets in groups.items():
-        counts["asked"] += len(targets)
-        serials, users = (targets, []) if kind == "device" else ([], targets)
-        try:
-            result = host.pm.hook.mdm_vpp_associate(host=host, account=account, adam_id=adam_id, pricing_param=pricing,
-                                                    serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
-        except MdmError as exc:
-            log.warning("pending installs of %s: Apple could not be asked: %s", adam_id, exc)
-            host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
-            counts["pending"] += len(targets)
-            continue
-        if result is None or result["status"] == "PENDING":
-            counts["pending"] += len(targets)
-            continue
-        ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
-        failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
-
-        def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
-                 targets: list[str] = targets, ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users,
-                 failures: dict[str, Any] = failures) -> int:
-            for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
-                                                             Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
-                row.status, row.error, row.updated_at = "failed", _apple_reason(failures[row.target]), utcnow()
-                session.add(row)
-                host.events.record(session, "mobile_apps_install_failed", {
-                    "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
-                    "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
-                    "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
-                })
-            return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
-
-        counts["queued"] += host.db.run_write(work)
-        counts["failed"] += len(failures)
-    host.deliver_events()
-    return counts
-
-
-def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
-    account, adam_id, pricing, kind = key
-    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
-                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(targets))).scalars():
-        row.attempts += 1
-        row.error, row.updated_at = error[:1000], utcnow()
-        session.add(row)
-
-
-def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
-    """Recorded installs, newest first."""
-    query = select(Install).order_by(Install.id.desc())  # type: ignore[union-attr]
-    if status:
-        query = query.where(Install.status == status)
-    with host.db.session() as session:
-        return [r.model_dump() for r in session.execute(query).scalars()]

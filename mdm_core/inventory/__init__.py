@@ -1,0 +1,32 @@
+"""The MDM inventory (the built-in plugin ``inventory``): enrolled devices, MDM users and the
+MDM command queue. Plugins use the functions re-exported here.
+
+- ``devices``: enrol, remove, list, import devices.
+- ``users``: add, remove, list, import MDM users.
+- ``commands``: queue MDM commands and follow their status.
+- ``csvfile``: the CSV reader of the imports; ``upsert``: their one insert-or-update.
+- ``plugin``: the hook implementations; ``cli``: ``mdm devices|users|commands``.
+"""
+
+from __future__ import annotations
+
+from .commands import list_commands, queue_command, set_command_status
+from .devices import (
+    DEVICE_HEADER,
+    PLATFORMS,
+    DeviceRow,
+    add_device,
+    add_devices,
+    import_devices,
+    list_devices,
+    normalize_platform,
+    normalize_serial,
+    remove_device,
+)
+from .users import USER_HEADER, UserRow, add_user, add_users, import_users, list_users, remove_user
+
+__all__ = [
+    "DEVICE_HEADER", "PLATFORMS", "USER_HEADER", "DeviceRow", "UserRow", "add_device", "add_devices", "add_user",
+    "add_users", "import_devices", "import_users", "list_commands", "list_devices", "list_users", "normalize_platform",
+    "normalize_serial", "queue_command", "remove_device", "remove_user", "set_command_status",
+]

@@ -1,0 +1,43 @@
+"""The MDM command queue: commands queued for devices, and their status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError
+from mdm_core.models import Command, utcnow
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def queue_command(host: "Host", session: Session, device_serial: str, request_type: str, payload: dict[str, Any]) -> Command:
+    """Queue an MDM command for a device in the caller's transaction."""
+    command = Command(device_serial=device_serial, request_type=request_type, payload={"RequestType": request_type, **payload})
+    session.add(command)
+    host.events.record(session, "command_queued", {"command_uuid": command.uuid, "device_serial": device_serial, "request_type": request_type})
+    return command
+
+
+def list_commands(host: "Host", device: str | None = None) -> list[dict[str, Any]]:
+    """Queued and past commands, oldest first, optionally for one device."""
+    query = select(Command).order_by(Command.created_at, Command.uuid)
+    if device:
+        query = query.where(Command.device_serial == device.strip().upper())
+    with host.db.session() as session:
+        return [c.model_dump() for c in session.execute(query).scalars()]
+
+
+def set_command_status(host: "Host", command_uuid: str, status: str, error: str | None = None) -> None:
+    """Move a command along queued → sent → acknowledged / error."""
+    def work(session: Session) -> None:
+        command = session.get(Command, command_uuid)
+        if command is None:
+            raise MdmError(f"command {command_uuid} does not exist")
+        command.status, command.error, command.updated_at = status, error, utcnow()
+        session.add(command)
+
+    host.db.run_write(work)

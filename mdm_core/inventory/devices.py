@@ -1,0 +1,121 @@
+"""Enrolled devices: enrol (one, or an import file), remove, list.
+
+Enrolling or removing a device records ``device_enrolled`` / ``device_removed`` in the same
+transaction; the hooks of the same names are delivered after commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import Device, MdmUser, Platform
+
+from .csvfile import read_csv
+from .upsert import upsert
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+PLATFORMS = {p.value.lower(): p.value for p in Platform}
+DEVICE_HEADER = ["serial_number", "platform", "udid", "model", "user"]
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A device as given on the command line or in an import file."""
+
+    serial_number: str
+    platform: str
+    udid: str | None = None
+    model: str | None = None
+    owner: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The plain values carried by device events."""
+        return {"serial_number": self.serial_number, "udid": self.udid, "platform": self.platform, "model": self.model, "owner": self.owner}
+
+
+def normalize_platform(value: str) -> str:
+    """``ios`` → ``iOS``; an unknown platform is a usage error listing the valid ones."""
+    platform = PLATFORMS.get(value.strip().lower())
+    if platform is None:
+        raise UsageError(f"unknown platform '{value}': use one of {', '.join(p.value for p in Platform)}")
+    return platform
+
+
+def normalize_serial(value: str) -> str:
+    """A device serial number in upper case; anything else is a usage error saying why."""
+    serial = value.strip()
+    if not serial:
+        raise UsageError("serial number is empty")
+    if len(serial) > 64 or not serial.replace("-", "").isalnum():
+        raise UsageError(f"serial number '{serial}' is not valid: letters and digits only, at most 64")
+    return serial.upper()
+
+
+def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None) -> DeviceRow:
+    return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None)
+
+
+def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> tuple[int, int]:
+    """Enrol or update devices in one transaction; returns (added, updated)."""
+    devices = list(devices)
+    return upsert(host, Device, devices, lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
+                   check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]))
+
+
+def add_device(host: "Host", serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None) -> DeviceRow:
+    """Enrol one device (validated like an import row)."""
+    row = _device_from(serial, platform, udid, model, owner)
+    add_devices(host, [row])
+    return row
+
+
+def remove_device(host: "Host", serial: str) -> DeviceRow:
+    """Remove a device; plugins hear of it through ``mdm_device_removed``."""
+    serial = serial.strip().upper()
+
+    def work(session: Session) -> DeviceRow:
+        device = session.get(Device, serial)
+        if device is None:
+            raise MdmError(f"device {serial} is not enrolled: see `mdm devices list`")
+        row = DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner)
+        session.delete(device)
+        host.events.record(session, "device_removed", row.payload())
+        return row
+
+    row = host.db.run_write(work)
+    host.deliver_events()
+    return row
+
+
+def list_devices(host: "Host") -> list[dict[str, Any]]:
+    """Every enrolled device as plain values."""
+    with host.db.session() as session:
+        return [d.model_dump() for d in session.execute(select(Device).order_by(Device.serial_number)).scalars()]
+
+
+def import_devices(host: "Host", path: str | Path) -> tuple[int, int]:
+    """Import ``serial_number,platform,udid,model,user`` rows; any bad row means nothing is written."""
+    lines: list[int] = []
+    rows = read_csv(Path(path), DEVICE_HEADER, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]), key=lambda d: d.serial_number, lines=lines)
+    with host.db.session() as session:
+        owners = {d.owner for d in rows if d.owner}
+        known = set(session.execute(select(MdmUser.id).where(MdmUser.id.in_(owners))).scalars()) if owners else set()
+    missing = sorted(owners - known)
+    if missing:
+        line, owner = next((n, d.owner) for n, d in zip(lines, rows) if d.owner in missing)
+        raise UsageError(f"{path}: line {line}: user '{owner}' is not an MDM user: import users first (mdm users import)")
+    return add_devices(host, rows)
+
+
+def _check_owners(session: Session, owners: list[str]) -> None:
+    for owner in set(owners):
+        if session.get(MdmUser, owner) is None:
+            raise UsageError(f"user '{owner}' is not an MDM user: add it first with `mdm users add {owner}`")

@@ -1,0 +1,89 @@
+"""MDM users: add (one, or an import file), remove, list. A user's id is Apple's ``clientUserId``.
+
+Adding or removing a user records ``user_added`` / ``user_removed`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import Device, MdmUser
+
+from .csvfile import read_csv
+from .upsert import upsert
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+USER_HEADER = ["id", "email", "managed_apple_id", "name"]
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """An MDM user as given on the command line or in an import file."""
+
+    id: str
+    email: str | None = None
+    managed_apple_id: str | None = None
+    name: str | None = None
+
+
+def _user_from(user_id: str, email: str | None, managed_apple_id: str | None, name: str | None) -> UserRow:
+    user_id = user_id.strip()
+    if not user_id:
+        raise UsageError("user id is empty")
+    for label, value in (("email", email), ("managed Apple ID", managed_apple_id)):
+        if value and "@" not in value:
+            raise UsageError(f"{label} '{value}' is not an address like name@example.com")
+    return UserRow(user_id, email or None, managed_apple_id or None, name or None)
+
+
+def add_users(host: "Host", users: Iterable[UserRow]) -> tuple[int, int]:
+    """Add or update MDM users in one transaction; returns (added, updated)."""
+    return upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict)
+
+
+def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:
+    """Add one MDM user."""
+    row = _user_from(user_id, email, managed_apple_id, name)
+    add_users(host, [row])
+    return row
+
+
+def remove_user(host: "Host", user_id: str) -> UserRow:
+    """Remove an MDM user (its devices lose their owner); plugins hear of it through ``mdm_user_removed``."""
+
+    def work(session: Session) -> UserRow:
+        user = session.get(MdmUser, user_id.strip())
+        if user is None:
+            raise MdmError(f"'{user_id}' is not an MDM user: see `mdm users list`")
+        row = UserRow(user.id, user.email, user.managed_apple_id, user.name)
+        for device in session.execute(select(Device).where(Device.owner == user.id)).scalars():
+            device.owner = None
+            session.add(device)
+        session.delete(user)
+        host.events.record(session, "user_removed", dataclasses.asdict(row))
+        return row
+
+    row = host.db.run_write(work)
+    host.deliver_events()
+    return row
+
+
+def import_users(host: "Host", path: str | Path) -> tuple[int, int]:
+    """Import ``id,email,managed_apple_id,name`` rows; any bad row means nothing is written."""
+    rows = read_csv(Path(path), USER_HEADER, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]), key=lambda u: u.id)
+    return add_users(host, rows)
+
+
+def list_users(host: "Host") -> list[dict[str, Any]]:
+    """Every MDM user as plain values."""
+    with host.db.session() as session:
+        return [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id)).scalars()]

@@ -1,0 +1,31 @@
+"""The demo plugin's hook implementations: the ``mdm demo`` command."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import hookimpl
+from mdm_core.errors import MdmError
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+PLUGIN_NAME = "demo"
+
+
+@hookimpl
+def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+    """``mdm demo``."""
+    demo = subparsers.add_parser("demo", help="the whole flow against the local simulator",
+                                 description="Start the simulator, enrol devices and users, add the account, sync, show, change Apple's side, sync again, show what changed.")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed")
+    demo.set_defaults(func=_demo)
+
+
+def _demo(host: "Host", args: argparse.Namespace) -> int:
+    if not host.pm.has_plugin("vpp"):
+        raise MdmError("mdm demo needs the vpp plugin, which is disabled (see `mdm plugins`)")
+    from plugins.demo.run import run_demo
+
+    return run_demo(host, seed=args.seed)

@@ -1,0 +1,81 @@
+"""``InstallApplication`` commands of VPP-licensed installs, and the install records.
+
+One command per device and app at a time: an install already waiting in the device's queue is
+reused, not queued twice. Each newly queued command is announced as
+``mobile_apps_install_queued``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.inventory import queue_command
+from mdm_core.models import Command, Device
+
+from ..catalog import DEVICE_TO_APP_PLATFORM
+from ..models import Install
+from ..settings import settings
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+REQUEST_TYPE = "InstallApplication"
+
+
+def install_payload(host: "Host", adam_id: str, platform: str) -> dict[str, Any]:
+    """The ``InstallApplication`` keys of a VPP-licensed install (doc §6.1)."""
+    payload: dict[str, Any] = {
+        "iTunesStoreID": int(adam_id),
+        "Options": {"PurchaseMethod": 1},
+        "ManagementFlags": settings(host).management_flags(),
+        "ChangeManagementState": "Managed",
+    }
+    if platform == "macOS":
+        payload["InstallAsManaged"] = True
+    return payload
+
+
+def _queued_command(session: Session, serial: str, adam_id: str) -> str | None:
+    """The uuid of an InstallApplication of this app already waiting for the device."""
+    for command in session.execute(select(Command).where(
+        Command.device_serial == serial, Command.request_type == REQUEST_TYPE, Command.status == "queued"
+    )).scalars():
+        if str(command.payload.get("iTunesStoreID")) == adam_id:
+            return command.uuid
+    return None
+
+
+def queue_install(host: "Host", session: Session, account: str, adam_id: str, pricing: str, device: Device,
+                  license_kind: str, user: str | None, source: str) -> tuple[str, bool]:
+    """Queue InstallApplication for one device in the caller's transaction; (uuid, newly queued)."""
+    existing = _queued_command(session, device.serial_number, adam_id)
+    if existing:
+        return existing, False
+    platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
+    command = queue_command(host, session, device.serial_number, REQUEST_TYPE, install_payload(host, adam_id, platform))
+    host.events.record(session, "mobile_apps_install_queued", {
+        "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
+        "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,
+    })
+    return command.uuid, True
+
+
+def apple_reason(failure: dict[str, Any]) -> str:
+    """Apple's reason for refusing a license (from an event's ``failures``), as one line."""
+    number = failure.get("errorNumber")
+    hints = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
+    message = failure.get("errorMessage") or hints.get(number, "failed")
+    hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
+    return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
+
+
+def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
+    """Recorded installs, newest first."""
+    query = select(Install).order_by(Install.id.desc())  # type: ignore[union-attr]
+    if status:
+        query = query.where(Install.status == status)
+    with host.db.session() as session:
+        return [r.model_dump() for r in session.execute(query).scalars()]

@@ -1,0 +1,151 @@
+"""Installs waiting for a license, and licenses that arrive on their own.
+
+A ``pending`` install (Apple had not confirmed its license within ``--wait``) gets its
+``InstallApplication`` queued when the license shows up: in a ``vpp_licenses_associated``
+event (a sync's, or this host's), or when the ``mobile_apps.installs`` job asks Apple again
+(:func:`retry_pending`). With ``[mobile_apps] auto_install``, licenses a sync found assigned
+outside this host (Apple's portal) are installed on the enrolled devices too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import MdmError
+from mdm_core.models import Device, utcnow
+
+from ..catalog import DEVICE_TO_APP_PLATFORM
+from ..models import Install, MobileApp
+from ..settings import settings
+from .commands import apple_reason, queue_install
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+
+
+def complete_pending(host: "Host", session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
+    """Queue the commands of pending installs whose licenses are now held; returns how many."""
+    serials, users = set(serials), set(users)
+    if not serials and not users:
+        return 0
+    rows = list(session.execute(select(Install).where(
+        Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
+    )).scalars())
+    queued = 0
+    for row in rows:
+        if (row.kind == "device" and row.target not in serials) or (row.kind == "user" and row.target not in users):
+            continue
+        devices = [session.get(Device, row.target)] if row.kind == "device" else list(
+            session.execute(select(Device).where(Device.owner == row.target)).scalars())
+        platforms = set(session.execute(select(MobileApp.platform).where(
+            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
+            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+        for device in devices:
+            if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
+                continue
+            uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending")
+            row.command_uuids = [*row.command_uuids, uuid]
+            queued += int(new)
+        row.status, row.updated_at = "queued", utcnow()
+        session.add(row)
+    return queued
+
+
+def on_licenses_associated(host: "Host", event: "Event") -> None:
+    """Complete pending installs; with ``auto_install``, install what was licensed in Apple's portal."""
+    from ..catalog import once
+
+    p = event.payload
+    auto = settings(host).auto_install and p.get("source") == "sync"
+
+    def work(session: Session) -> None:
+        account, adam_id, pricing = p["account"], str(p["adamId"]), str(p["pricingParam"])
+        complete_pending(host, session, account, adam_id, pricing, p.get("serialNumbers") or [], p.get("clientUserIds") or [])
+        if not auto:
+            return
+        platforms = set(session.execute(select(MobileApp.platform).where(
+            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
+            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+        if not platforms:
+            return
+        targets: list[tuple[Device, str, str | None]] = []
+        for serial in p.get("enrolledSerialNumbers") or []:
+            device = session.get(Device, serial)
+            if device is not None:
+                targets.append((device, "device", None))
+        for user in p.get("mdmUserIds") or []:
+            for device in session.execute(select(Device).where(Device.owner == user)).scalars():
+                targets.append((device, "user", user))
+        for device, kind, user in targets:
+            if DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
+                log.info("auto-install of %s skipped on %s: platform %s not supported", adam_id, device.serial_number, device.platform)
+                continue
+            uuid, new = queue_install(host, session, account, adam_id, pricing, device, kind, user, "auto")
+            if new:
+                session.add(Install(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=user or device.serial_number,
+                                    source="auto", status="queued", event_ids=[event.id], command_uuids=[uuid]))
+
+    once(host, event, work)
+
+
+def retry_pending(host: "Host") -> dict[str, int]:
+    """The ``mobile_apps.installs`` job: ask Apple again about pending installs."""
+    s = settings(host)
+    with host.db.session() as session:
+        rows = list(session.execute(select(Install).where(Install.status == "pending")).scalars())
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for row in rows:
+        groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)
+    counts = {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
+    for (account, adam_id, pricing, kind), targets in groups.items():
+        counts["asked"] += len(targets)
+        serials, users = (targets, []) if kind == "device" else ([], targets)
+        try:
+            result = host.pm.hook.mdm_vpp_associate(host=host, account=account, adam_id=adam_id, pricing_param=pricing,
+                                                    serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
+        except MdmError as exc:
+            log.warning("pending installs of %s: Apple could not be asked: %s", adam_id, exc)
+            host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
+            counts["pending"] += len(targets)
+            continue
+        if result is None or result["status"] == "PENDING":
+            counts["pending"] += len(targets)
+            continue
+        ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
+        failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
+
+        def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
+                 targets: list[str] = targets, ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users,
+                 failures: dict[str, Any] = failures) -> int:
+            for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
+                                                             Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
+                row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
+                session.add(row)
+                host.events.record(session, "mobile_apps_install_failed", {
+                    "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
+                    "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
+                    "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
+                })
+            return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
+
+        counts["queued"] += host.db.run_write(work)
+        counts["failed"] += len(failures)
+    host.deliver_events()
+    return counts
+
+
+def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
+    account, adam_id, pricing, kind = key
+    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
+                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(targets))).scalars():
+        row.attempts += 1
+        row.error, row.updated_at = error[:1000], utcnow()
+        session.add(row)
+

@@ -1,0 +1,204 @@
+"""Applying a read to the mirror: set differences between the staging tables and the mirror,
+in one transaction that also updates the account, records the sync run and the events.
+
+Either the whole sync is committed or nothing changes (an error rolls everything back).
+Bulk statements only: new rows are ``INSERT ... SELECT`` from the staging tables, removed ones
+are deleted by anti-join, so memory does not grow with the account.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, update
+from sqlmodel import Session
+
+from mdm_core.models import MdmUser, utcnow
+
+from ..accounts import set_token_state
+from ..apple.protocol import apple_asset, apple_user
+from ..models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from ..token_state import as_utc, expiry_state
+from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
+from .read import SL, SU, AppleRead, in_mirror
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+L = VppLicense.__table__  # type: ignore[attr-defined]
+U = VppUser.__table__  # type: ignore[attr-defined]
+A = VppAsset.__table__  # type: ignore[attr-defined]
+
+
+def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead) -> dict[str, Any]:
+    """Apply ``read`` in one write transaction; returns the counts (added/changed/removed)."""
+    mirror = MirrorUpdate(host, account, run_id)
+    return host.db.run_write(lambda session: mirror.apply(session, read))
+
+
+class MirrorUpdate:
+    """The one transaction of a sync run of ``account``."""
+
+    def __init__(self, host: "Host", account: VppAccount, run_id: int):
+        self.host = host
+        self.account = account
+        self.run_id = run_id
+
+    def apply(self, session: Session, read: AppleRead) -> dict[str, Any]:
+        """The one transaction: mirror, account, sync run, events; returns the counts."""
+        mode, assets, versions, reread = read.mode, read.assets, read.versions, read.reread
+        counts: dict[str, Any] = {}
+        removed_assets = self._apply_assets(session, assets, counts)
+        self._apply_users(session, full=mode == "full", counts=counts)
+        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts)
+        for table in (SL, SU):
+            self._delete_stage(session, table)
+
+        account = session.get(VppAccount, self.account.id)
+        assert account is not None
+        now = utcnow()
+        for key, value in versions.items():
+            setattr(account, key, value)
+        account.last_sync_at = now
+        account.last_sync_result = f"ok ({mode})"
+        if mode == "full":
+            account.last_full_sync_at = now
+        if read.token_expiration:
+            try:
+                account.token_expires_at = as_utc(datetime.fromisoformat(read.token_expiration.replace("Z", "+00:00")))
+            except ValueError:
+                pass
+        account.paused = False
+        account.invitation_template = read.invitation_template or account.invitation_template
+        new_state = expiry_state(account.token_expires_at)
+        set_token_state(self.host, session, account, new_state, None, pause=False)
+        run = session.get(VppSyncRun, self.run_id)
+        assert run is not None
+        run.mode, run.status, run.finished_at, run.pages, run.counts = mode, "ok", now, read.pages, counts
+        session.add(run)
+        return counts
+
+    def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any]) -> list[tuple[str, str]]:
+        acc, name = self.account.id, self.account.name
+        mirror = {(r.adam_id, r.pricing_param): r for r in session.execute(select(VppAsset).where(VppAsset.account_id == acc)).scalars()}
+        now = utcnow()
+        added = [row for key, row in assets.items() if key not in mirror]
+        changed = [row for key, row in assets.items() if key in mirror and _asset_differs(mirror[key], row)]
+        removed = [key for key in mirror if key not in assets]
+        if added:
+            session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
+        if changed:
+            session.execute(
+                update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
+                [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
+            )
+        removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
+        for a, p in removed:
+            session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
+        for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
+            record_chunks(self.host, session, self.account.name, event, [apple_asset(r, name) for r in rows])
+        record_chunks(self.host, session, self.account.name, "vpp_assets_removed", removed_dicts)
+        counts["assets"] = {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
+        return removed
+
+    def _delete_stage(self, session: Session, table: Any) -> None:
+        """Drop this run's staged rows; on SQLite, when no other run has any (the write lock is
+        held), empty the table with an unqualified DELETE (SQLite's truncate optimisation)."""
+        low, high = session.execute(select(func.min(table.c.run_id), func.max(table.c.run_id))).one()
+        if self.host.db.is_sqlite and low in (None, self.run_id) and high in (None, self.run_id):
+            session.execute(delete(table))
+        else:
+            session.execute(delete(table).where(table.c.run_id == self.run_id))
+
+    def _apply_users(self, session: Session, *, full: bool, counts: dict[str, Any]) -> None:
+        acc, run = self.account.id, self.run_id
+        other = SU.alias("su2")
+        session.execute(delete(SU).where(SU.c.run_id == run, exists().where(
+            other.c.run_id == run, other.c.client_user_id == SU.c.client_user_id,
+            or_(other.c.rank < SU.c.rank, and_(other.c.rank == SU.c.rank, other.c.id > SU.c.id)),
+        )))
+        fields = ("email", "status", "id_hash", "invite_code")
+        in_mirror = exists().where(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
+        is_new = and_(SU.c.run_id == run, ~in_mirror)
+        added = 0
+        new_rows: list[dict[str, Any]] = []
+        for r in session.execute(select(SU.c.client_user_id, *(SU.c[f] for f in fields)).where(is_new)):
+            new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
+            if len(new_rows) >= EVENT_RECORDS:
+                added += self._record_added_users(session, new_rows)
+        added += self._record_added_users(session, new_rows)
+        joined = select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status")).join(
+            U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
+        ).where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
+        changed_rows = [dict(r._mapping) for r in session.execute(joined)]
+        removed = 0
+        if full:
+            gone = ~exists().where(SU.c.run_id == run, SU.c.client_user_id == U.c.client_user_id)
+            removed = session.execute(delete(U).where(U.c.account_id == acc, gone)).rowcount
+        now = utcnow()
+        if added:
+            columns = ["account_id", "client_user_id", *fields, "updated_at"]
+            session.execute(insert(U).from_select(columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)))
+        if changed_rows:
+            session.execute(
+                update(U).where(U.c.account_id == acc, U.c.client_user_id == bindparam("b_id")),
+                [{**{f: r[f] for f in fields}, "updated_at": now, "b_id": r["client_user_id"]} for r in changed_rows],
+            )
+        retired = [r for r in changed_rows if r["status"] in ("Retired", "Deleted") and r["old_status"] not in ("Retired", "Deleted")]
+        retired_ids = {r["client_user_id"] for r in retired}
+        other_changes = [r for r in changed_rows if r["client_user_id"] not in retired_ids]
+        linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in changed_rows])  # type: ignore[attr-defined]
+        for event, rows in (("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
+            record_chunks(self.host, session, self.account.name, event, [apple_user(r, linked) for r in rows])
+        counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": removed}
+
+    def _record_added_users(self, session: Session, rows: list[dict[str, Any]]) -> int:
+        """One ``vpp_users_added`` event for these (at most 500) new users; empties ``rows``."""
+        count = len(rows)
+        if rows:
+            linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in rows])  # type: ignore[attr-defined]
+            record_chunks(self.host, session, self.account.name, "vpp_users_added", [apple_user(r, linked) for r in rows])
+            rows.clear()
+        return count
+
+    def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any]) -> None:
+        acc, run = self.account.id, self.run_id
+        columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
+        is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
+        # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped
+        new_rows = session.execute(select(*columns).where(is_new).order_by(SL.c.run_id, *columns))
+        added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
+        session.execute(_insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
+
+        removed = 0
+        conditions = []
+        in_stage = exists().where(SL.c.run_id == run, SL.c.adam_id == L.c.adam_id, SL.c.pricing_param == L.c.pricing_param, SL.c.kind == L.c.kind, SL.c.target == L.c.target)
+        if full:
+            conditions.append(and_(L.c.account_id == acc, ~in_stage))
+        else:
+            for start in range(0, len(reread), 500):
+                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(reread[start:start + 500]), ~in_stage))
+        for a, p in removed_assets:
+            conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
+        for condition in conditions:
+            rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind))
+            removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
+            session.execute(delete(L).where(condition))
+        counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
+
+
+def _insert_ignoring_duplicates(session: Session, table: Any) -> Any:
+    """``INSERT`` that skips rows whose key already exists (SQLite and PostgreSQL dialects)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
+    return any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms") or sorted(row.supported_platforms or []) != new["supported_platforms"]

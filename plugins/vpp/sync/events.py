@@ -1,0 +1,88 @@
+"""Event payloads of the VPP mirror, cut so that no event grows with the account.
+
+Asset and user events carry at most ``EVENT_RECORDS`` records; license events at most
+``EVENT_TARGETS`` targets of one asset and one kind, with the subset the MDM inventory knows.
+The payload shapes are the public contract documented in :mod:`plugins.vpp.hookspecs`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import bindparam, select
+from sqlmodel import Session
+
+from mdm_core.models import Device, MdmUser
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+EVENT_TARGETS = 1000
+EVENT_RECORDS = 500
+
+
+def record_chunks(host: "Host", session: Session, account: str, event: str, records: list[dict[str, Any]]) -> None:
+    """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event."""
+    key = "assets" if event.startswith("vpp_assets") else "users"
+    for start in range(0, len(records), EVENT_RECORDS):
+        host.events.record(session, event, {"account": account, key: records[start:start + EVENT_RECORDS]})
+
+
+def record_license_events(host: "Host", session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
+    """Record license events from (adamId, pricingParam, kind, target) rows (sorted by asset and
+    kind, a repeated row skipped), at most ``EVENT_TARGETS`` targets each; returns the row count."""
+    total = 0
+    batch: list[str] = []
+    current: tuple[str, str, str] | None = None
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def flush() -> None:
+        if current and batch:
+            events.append((event, license_payload(session, account, current[0], current[1], current[2], list(batch), "sync")))
+            if len(events) >= 100:  # written as they come: memory does not grow with the account
+                host.events.record_many(session, events)
+                events.clear()
+        batch.clear()
+
+    previous = None
+    for row in rows:
+        if row == previous:
+            continue
+        previous = row
+        adam_id, pricing, kind, target = row
+        key = (adam_id, pricing, kind)
+        if key != current or len(batch) >= EVENT_TARGETS:
+            flush()
+            current = key
+        batch.append(target)
+        total += 1
+    flush()
+    host.events.record_many(session, events)
+    return total
+
+
+def license_payload(session: Session, account: str, adam_id: str, pricing: str, kind: str, targets: list[str], source: str) -> dict[str, Any]:
+    """The payload of a licenses event, with the targets the MDM inventory knows."""
+    if kind == "device":
+        known = known_ids(session, Device.__table__.c.serial_number, targets)  # type: ignore[attr-defined]
+        return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": targets,
+                "clientUserIds": [], "enrolledSerialNumbers": [t for t in targets if t in known], "mdmUserIds": []}
+    known = known_ids(session, MdmUser.__table__.c.id, targets)  # type: ignore[attr-defined]
+    return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": [],
+            "clientUserIds": targets, "enrolledSerialNumbers": [], "mdmUserIds": [t for t in targets if t in known]}
+
+
+_KNOWN: dict[Any, Any] = {}  # column -> its "IN (:values)" query, built once (one per license event otherwise)
+
+
+def known_ids(session: Session, column: Any, values: list[str]) -> set[str]:
+    """The ``values`` present in ``column`` (the enrolled serials, the MDM user ids), 500 at a time."""
+    found: set[str] = set()
+    query = _KNOWN.get(column)
+    if query is None:
+        query = _KNOWN[column] = select(column).where(column.in_(bindparam("values", expanding=True)))
+    for start in range(0, len(values), 500):
+        chunk = values[start:start + 500]
+        if chunk:
+            found.update(session.execute(query, {"values": chunk}).scalars())
+    return found
