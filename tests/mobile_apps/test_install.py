@@ -214,7 +214,7 @@ class FailedInstalls:
 
 
 def test_a_pending_install_that_apple_refuses_fails_with_an_event(make_apps_host, mdm):
-    from plugins.mobile_apps.installs import retry_pending
+    from plugins.mobile_apps.installs.pending import retry_pending
     from plugins.vpp.simulator import Simulator
 
     with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
