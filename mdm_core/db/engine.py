@@ -1,0 +1,138 @@
+"""The host's engine and sessions: an SQLite file by default, any SQLAlchemy URL otherwise.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+``BEGIN IMMEDIATE`` so concurrent writers queue for the lock (bounded by the timeout) instead
+of failing with "database is locked" half-way through. Sessions are short: open one per unit
+of work with ``session()`` (reads) or ``write_session()`` (writes), never across a hook call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from mdm_core.errors import ConfigError, MdmError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Database:
+    """The host's engine and its session factories."""
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, echo: bool = False):
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError("database URL is not valid: set [core] database_url or MDM_DATABASE_URL to an SQLAlchemy URL") from None
+        self.url = parsed
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        database = parsed.database or ""
+        self.in_memory = self.is_sqlite and (database in ("", ":memory:") or database.startswith("file::memory:"))
+        self.busy_timeout = busy_timeout
+        self.engine = self._create_engine(echo)
+        self.write_engine = self.engine.execution_options(mdm_write=True) if self.is_sqlite else self.engine
+
+    def _create_engine(self, echo: bool) -> Engine:
+        if not self.is_sqlite:
+            try:
+                return create_engine(self.url, echo=echo, pool_pre_ping=True)
+            except Exception as exc:  # an uninstalled driver, say
+                raise ConfigError(f"database {self.url.render_as_string(hide_password=True)} cannot be used: {exc}") from None
+        database = self.url.database or ""
+        in_memory = self.in_memory
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": self.busy_timeout}}
+        if in_memory:
+            kwargs["poolclass"] = StaticPool
+        else:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, echo=echo, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+            cursor = dbapi_connection.cursor()
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("mdm_write") else "BEGIN")
+
+        return engine
+
+    @property
+    def is_new_file(self) -> bool:
+        """True for an SQLite file that does not exist yet (the first connection creates it)."""
+        return self.is_sqlite and not self.in_memory and not Path(self.url.database or "").exists()
+
+    @contextmanager
+    def migration_connection(self) -> Iterator[Connection]:
+        """A connection for schema changes: its transactions take the write lock
+        (SQLite ``BEGIN IMMEDIATE``); on SQLite foreign keys are not enforced on it, so that a
+        table rebuilt by a migration (copy, drop, rename) does not cascade-delete the rows
+        that refer to it. ``PRAGMA foreign_key_check`` stands in for them (see migrate.py)."""
+        try:
+            conn = self.write_engine.connect()
+        except OperationalError as exc:
+            raise MdmError(f"database {self.describe()} cannot be opened: {exc.orig}") from None
+        try:
+            if self.is_sqlite:  # a PRAGMA of no effect inside a transaction: run it before any
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            yield conn
+        finally:
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                if self.is_sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            finally:
+                conn.close()
+
+    def describe(self) -> str:
+        """The URL without its password, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A short session for reads (and writes that need no lock ordering)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session whose transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``)."""
+        with Session(self.write_engine, expire_on_commit=False) as session:
+            yield session
+
+    def run_write(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
+        """Run ``work(session)`` in one write transaction and commit, retrying a busy database."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write_session() as session:
+                    result = work(session)
+                    session.commit()
+                    return result
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig) or attempt == attempts:
+                    raise
+                log.warning("database busy, retrying (%d/%d)", attempt, attempts)
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
