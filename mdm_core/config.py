@@ -58,6 +58,7 @@ class CoreSettings:
     log_level: str = "INFO"
     sqlite_busy_timeout: float = 30.0
     secret_key: SecretRef | None = None
+    auto_upgrade: bool = False  # `mdm run` applies pending migrations itself (under the database lock)
 
 
 @dataclass

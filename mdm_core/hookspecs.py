@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from mdm_core.db.migrate import MigrationSet
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
@@ -72,10 +73,29 @@ def mdm_configure(host: "Host") -> None:
 def mdm_register_tables() -> list[type] | None:
     """Declare the SQLModel table classes a plugin owns.
 
-    When: once, before the database is first used; the host creates missing tables.
+    When: once, before the database is first used. The tables are created and changed by the
+    plugin's migrations (``mdm_register_migrations``), never from these classes; the host
+    uses them to check that the migrations match the models.
     Args: none.
     Returns: a list of SQLModel classes with ``table=True`` whose ``__tablename__`` starts with
-    the plugin name (``vpp_``, ``mobile_apps_``); ``None`` if the plugin has no table.
+    the plugin name (``vpp_``, ``mobile_apps_``); ``None`` if the plugin has no table. A
+    plugin that returns tables must also implement ``mdm_register_migrations``.
+    Errors: fail fast.
+    """
+
+
+@hookspec
+def mdm_register_migrations() -> "MigrationSet | None":
+    """Declare where the plugin's schema migrations (Alembic revision files) are.
+
+    When: once, whenever the host opens the database (to check its revision at start) and
+    for every ``mdm db`` command.
+    Args: none.
+    Returns: ``MigrationSet(name, directory, depends_on=(...))`` from ``mdm_core.db.migrate``:
+    ``name`` names the history and its version table ``<name>_alembic_version``;
+    ``directory`` holds its revision files (``0001_....py``, kept beside the models);
+    ``depends_on`` names histories to apply first (the core's always is). The plugin's
+    ``mdm_register_tables`` classes belong to this history. ``None`` if it has no migrations.
     Errors: fail fast.
     """
 

@@ -17,7 +17,7 @@ import pluggy
 
 from mdm_core.config import Config, load_config
 from mdm_core.db import Database
-from mdm_core.errors import PluginError, describe
+from mdm_core.errors import MdmError, PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, get_plugin_manager, load_plugins
@@ -41,11 +41,30 @@ class Host:
     # ------------------------------------------------------------------ resources
 
     @cached_property
+    def unchecked_db(self) -> Database:
+        """The database, opened without checking its schema (the ``mdm db`` commands use it)."""
+        return Database(self._database_url or self.config.database_url, busy_timeout=self.config.core.sqlite_busy_timeout)
+
+    @cached_property
     def db(self) -> Database:
-        """The host's database; tables of every enabled plugin exist once it is returned."""
-        db = Database(self._database_url or self.config.database_url, busy_timeout=self.config.core.sqlite_busy_timeout)
-        db.create_tables(self.table_classes())
-        return db
+        """The host's database, its schema checked against this release's migrations.
+
+        A new, empty database is created by the migrations; one behind this release stops with
+        a one-line ``SchemaBehind`` (``mdm db upgrade`` fixes it), one ahead with ``SchemaAhead``.
+        The check only reads: it never takes the write lock.
+        """
+        from mdm_core.db.migrate import ensure_current
+
+        ensure_current(self.unchecked_db, self.migration_sets())
+        return self.unchecked_db
+
+    def upgrade_database(self) -> list[Any]:
+        """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps."""
+        from mdm_core.db.migrate import ensure_current
+
+        steps = ensure_current(self.unchecked_db, self.migration_sets(), upgrade_if_behind=True)
+        self.__dict__["db"] = self.unchecked_db
+        return steps
 
     @cached_property
     def events(self) -> EventBus:
@@ -62,22 +81,52 @@ class Host:
             return SecretBox(self.config.core.secret_key.resolve(self.config))
         return SecretBox.from_key_file(self.config.var_dir / KEY_FILE_NAME)
 
-    def table_classes(self) -> list[type]:
-        """Every table class declared by the enabled plugins (the core's own included).
+    def migration_sets(self) -> list[Any]:
+        """Every migration history of the enabled plugins, in dependency order (the core's first),
+        each with the model tables of its plugin.
 
-        The host's bookkeeping tables (outbox, subscriber failures, locks, job runs) are always
-        included, even when the built-in inventory plugin is disabled.
+        The core's history holds every ``core_`` table, even when the built-in inventory plugin
+        is disabled. A plugin that registers tables without migrations is an error.
         """
-        from mdm_core.models import HOST_TABLES
+        from mdm_core.db.migrate import MigrationSet, core_migration_set, order, with_tables
+        from mdm_core.models import CORE_TABLES
 
-        tables: list[type] = list(HOST_TABLES)
-        for result in call_hook(self.pm, "mdm_register_tables"):
-            for table in result or []:
+        core = core_migration_set(CORE_TABLES)
+        tables_by_plugin = self._results_by_plugin("mdm_register_tables")
+        sets: dict[str, MigrationSet] = {}
+        for plugin, result in self._results_by_plugin("mdm_register_migrations").items():
+            if result is None:
+                continue
+            if not isinstance(result, MigrationSet):
+                raise PluginError(f"plugin '{plugin}': mdm_register_migrations returned {result!r}, not a MigrationSet")
+            sets[plugin] = result
+        for plugin, tables in tables_by_plugin.items():
+            for table in tables or []:
                 if getattr(table, "__table__", None) is None:
                     raise PluginError(f"mdm_register_tables returned {table!r}, which is not an SQLModel class with table=True")
-                if table not in tables:
-                    tables.append(table)
-        return tables
+            own = [t for t in tables or [] if t not in core.tables]
+            if own and plugin not in sets:
+                names = ", ".join(t.__tablename__ for t in own)
+                raise PluginError(
+                    f"plugin '{plugin}' registers tables ({names}) but no migrations: return a MigrationSet from "
+                    "mdm_register_migrations (README, Writing a plugin)"
+                )
+            if own:
+                sets[plugin] = with_tables(sets[plugin], own)
+        return order([core, *sets.values()])
+
+    def _results_by_plugin(self, hook_name: str) -> dict[str, Any]:
+        """Call a no-argument registration hook per implementation: {plugin name: result}."""
+        found: dict[str, Any] = {}
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            try:
+                found[name] = impl.function()
+            except MdmError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin '{name}' failed in {hook_name}: {describe(exc)}") from exc
+        return found
 
     def lock(self, name: str, *, ttl: float = 600.0) -> DbLock:
         """A lock shared by every process on this database."""
@@ -128,7 +177,11 @@ class Host:
     # ------------------------------------------------------------------ run
 
     def start(self) -> None:
-        """Create tables, deliver what a crash left in the outbox, and call ``mdm_startup``."""
+        """Check the schema (upgrading it with ``[core] auto_upgrade``), deliver what a crash
+        left in the outbox, and call ``mdm_startup``."""
+        if self.config.core.auto_upgrade and "db" not in self.__dict__:
+            for step in self.upgrade_database():
+                log.warning("database upgraded: %s", step.describe())
         _ = self.db
         self.deliver_events()
         call_hook(self.pm, "mdm_startup", host=self)
@@ -178,8 +231,8 @@ class Host:
         """Stop the scheduler's workers (if any) and release the database connections."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
-        if "db" in self.__dict__:
-            self.db.dispose()
+        if "unchecked_db" in self.__dict__:
+            self.unchecked_db.dispose()
 
 
 def create_host(

@@ -13,6 +13,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
+from mdm_core.db.types import UTCDateTime
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
@@ -47,7 +49,7 @@ class Device(SQLModel, table=True):
     platform: str = Field(max_length=16)
     model: Optional[str] = Field(default=None, max_length=128)
     owner: Optional[str] = Field(default=None, max_length=255, index=True)
-    enrolled_at: datetime = Field(default_factory=utcnow)
+    enrolled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class MdmUser(SQLModel, table=True):
@@ -59,7 +61,7 @@ class MdmUser(SQLModel, table=True):
     name: Optional[str] = Field(default=None, max_length=255)
     email: Optional[str] = Field(default=None, max_length=255)
     managed_apple_id: Optional[str] = Field(default=None, max_length=255)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Command(SQLModel, table=True):
@@ -74,8 +76,8 @@ class Command(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default=CommandStatus.queued.value, max_length=16)
     error: Optional[str] = Field(default=None)
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class OutboxEvent(SQLModel, table=True):
@@ -88,10 +90,10 @@ class OutboxEvent(SQLModel, table=True):
     id: str = Field(max_length=36, unique=True)
     name: str = Field(max_length=128)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     claimed_by: Optional[str] = Field(default=None, max_length=64)
-    claimed_at: Optional[datetime] = None
-    delivered_at: Optional[datetime] = None
+    claimed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
 class SubscriberFailure(SQLModel, table=True):
@@ -104,7 +106,7 @@ class SubscriberFailure(SQLModel, table=True):
     event_name: str = Field(max_length=128)
     plugin: str = Field(max_length=128)
     error: str
-    at: datetime = Field(default_factory=utcnow)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Lock(SQLModel, table=True):
@@ -114,8 +116,8 @@ class Lock(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=191)
     holder: str = Field(max_length=128)
-    acquired_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime
+    acquired_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class JobRun(SQLModel, table=True):
@@ -125,8 +127,8 @@ class JobRun(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=191)
     plugin: str = Field(max_length=128)
-    last_started_at: Optional[datetime] = None
-    last_finished_at: Optional[datetime] = None
+    last_started_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     last_error: Optional[str] = None
     runs: int = 0
     failures: int = 0

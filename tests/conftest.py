@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -92,3 +94,45 @@ class MdmRunner:
         code = main(["--config", str(self.conf), *args])
         out, err = self.capsys.readouterr()
         return code, out, err
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+PG_ADMIN_URL = os.environ.get("MDM_TEST_POSTGRES_URL")
+PG_SKIP_REASON = "set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test session (or pytest-xdist worker) alone: created with a
+    unique name through ``MDM_TEST_POSTGRES_URL`` (whose role needs CREATEDB) and dropped at the
+    end, so that several checkouts and workers never share tables. Skipped without that URL."""
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"mdm_t_{worker}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_database)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return pg_database

@@ -1,35 +1,29 @@
 """The same host on PostgreSQL: inventory, outbox, locks and a full + incremental VPP sync.
 
-Runs when ``MDM_TEST_POSTGRES_URL`` names a database the tests may wipe (``.ci/run`` starts
-a local PostgreSQL server and sets it); without it the module is skipped, saying why.
+Runs when ``MDM_TEST_POSTGRES_URL`` is set (``.ci/run`` starts a local PostgreSQL server and
+sets it): each test session works in a database of its own (``pg_database`` in conftest.py);
+without it the module is skipped, saying why.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from mdm_core import inventory
 from mdm_core.host import Host
 
-PG_URL = os.environ.get("MDM_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)")
+from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
 
 
 @pytest.fixture
-def pg_host(make_host: Callable[..., Host]) -> Host:
-    """A host on a freshly emptied PostgreSQL database."""
-    assert PG_URL
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return make_host(database_url=PG_URL)
+def pg_host(make_host: Callable[..., Host], pg_url: str) -> Host:
+    """A host on an empty PostgreSQL database of its own."""
+    return make_host(database_url=pg_url)
 
 
 def _mirror(host: Host) -> set[tuple[str, str, str, str]]:

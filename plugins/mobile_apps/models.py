@@ -11,6 +11,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
 
 
@@ -38,9 +39,9 @@ class MobileApp(SQLModel, table=True):
     available_count: int = 0
     retired_count: int = 0
     total_count: int = 0
-    published_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    retired_at: Optional[datetime] = None
+    published_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    retired_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
 class AppMetadata(SQLModel, table=True):
@@ -57,10 +58,10 @@ class AppMetadata(SQLModel, table=True):
     icon_url: Optional[str] = Field(default=None, max_length=1024)
     store_kind: Optional[str] = Field(default=None, max_length=64)
     device_families: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    fetched_at: Optional[datetime] = None
+    fetched_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     last_error: Optional[str] = None
-    next_attempt_at: Optional[datetime] = None
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
 class Install(SQLModel, table=True):
@@ -81,8 +82,8 @@ class Install(SQLModel, table=True):
     command_uuids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     error: Optional[str] = None
     attempts: int = 0
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Reclaim(SQLModel, table=True):
@@ -102,9 +103,9 @@ class Reclaim(SQLModel, table=True):
     attempts: int = 0
     last_error: Optional[str] = None
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    next_attempt_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
 class SeenEvent(SQLModel, table=True):
@@ -114,7 +115,7 @@ class SeenEvent(SQLModel, table=True):
 
     event_id: str = Field(primary_key=True, max_length=36)
     name: str = Field(max_length=128)
-    at: datetime = Field(default_factory=utcnow)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 def as_dict(row: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from mdm_core.db.migrate import MigrationSet
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
@@ -48,6 +49,16 @@ def mdm_register_tables() -> list[type]:
     from plugins.mobile_apps.models import MOBILE_APPS_TABLES
 
     return list(MOBILE_APPS_TABLES)
+
+
+@hookimpl
+def mdm_register_migrations() -> "MigrationSet":
+    """The ``mobile_apps`` migration history: ``plugins/mobile_apps/migrations/``."""
+    from pathlib import Path
+
+    from mdm_core.db.migrate import MigrationSet
+
+    return MigrationSet("mobile_apps", Path(__file__).with_name("migrations"))
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
+from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
 
 
@@ -33,7 +34,7 @@ class VppAccount(SQLModel, table=True):
     service_url: str = Field(max_length=512)
     token_ciphertext: str
     token_fingerprint: str = Field(max_length=64)
-    token_expires_at: datetime
+    token_expires_at: datetime = Field(sa_type=UTCDateTime)
     mdm_info_id: str = Field(max_length=64)
     interval_seconds: int = 3600
     token_state: str = Field(default="valid", max_length=32)
@@ -42,10 +43,10 @@ class VppAccount(SQLModel, table=True):
     assets_version_id: Optional[str] = Field(default=None, max_length=128)
     users_version_id: Optional[str] = Field(default=None, max_length=128)
     assignments_version_id: Optional[str] = Field(default=None, max_length=128)
-    last_sync_at: Optional[datetime] = None
+    last_sync_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     last_sync_result: Optional[str] = None
-    last_full_sync_at: Optional[datetime] = None
-    created_at: datetime = Field(default_factory=utcnow)
+    last_full_sync_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"VppAccount(name={self.name!r}, uid={self.uid!r}, token_state={self.token_state!r})"
@@ -67,7 +68,7 @@ class VppAsset(SQLModel, table=True):
     device_assignable: bool = False
     revocable: bool = False
     supported_platforms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class VppUser(SQLModel, table=True):
@@ -81,7 +82,7 @@ class VppUser(SQLModel, table=True):
     status: str = Field(max_length=16)
     id_hash: Optional[str] = Field(default=None, max_length=255)
     invite_code: Optional[str] = Field(default=None, max_length=255)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class VppLicense(SQLModel, table=True):
@@ -108,8 +109,8 @@ class VppSyncRun(SQLModel, table=True):
     trigger: str = Field(max_length=32)
     mode: str = Field(max_length=16)
     status: str = Field(default="running", max_length=16)
-    started_at: datetime = Field(default_factory=utcnow)
-    finished_at: Optional[datetime] = None
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     pages: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error_type: Optional[str] = Field(default=None, max_length=64)

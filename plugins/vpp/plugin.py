@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from mdm_core.db.migrate import MigrationSet
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
 
@@ -41,6 +42,16 @@ def mdm_register_tables() -> list[type]:
     from plugins.vpp.models import VPP_TABLES
 
     return list(VPP_TABLES)
+
+
+@hookimpl
+def mdm_register_migrations() -> "MigrationSet":
+    """The ``vpp`` migration history: ``plugins/vpp/migrations/``."""
+    from pathlib import Path
+
+    from mdm_core.db.migrate import MigrationSet
+
+    return MigrationSet("vpp", Path(__file__).with_name("migrations"))
 
 
 @hookimpl

@@ -15,20 +15,6 @@ from mdm_core.errors import ConfigError
 from mdm_core.locks import DbLock, LockBusy
 from mdm_core.models import Lock, MdmUser
 
-TABLE_PLUGIN = """
-    from typing import Optional
-    from sqlmodel import Field, SQLModel
-
-    class Widget(SQLModel, table=True):
-        __tablename__ = "{name}_widget"
-        id: Optional[int] = Field(default=None, primary_key=True)
-
-    @hookimpl
-    def mdm_register_tables():
-        return [Widget]
-"""
-
-
 def test_sqlite_file_created_on_first_use_in_wal_mode(make_host, project_dir):
     db_file = project_dir / "var" / "sub" / "mdm.sqlite3"
     host = make_host(plugins=[], database_url=f"sqlite:///{db_file}")
@@ -52,11 +38,12 @@ def test_default_database_is_under_var(make_host, project_dir):
         host.close()
 
 
-def test_tables_of_enabled_plugins_are_created(make_host, load_plugin):
-    plug = load_plugin(TABLE_PLUGIN.replace("{name}", "tblplug"))
-    host = make_host(plugins=[plug])
+def test_tables_of_enabled_plugins_are_created(make_host):
+    from plugins.examples import device_notes
+
+    host = make_host(plugins=[device_notes])
     names = set(inspect(host.db.engine).get_table_names())
-    assert {"core_device", "core_user", "core_command", "core_event", "core_subscriber_failure", "core_lock", "core_job_run", "tblplug_widget"} <= names
+    assert {"core_device", "core_user", "core_command", "core_event", "core_subscriber_failure", "core_lock", "core_job_run", "device_notes_note"} <= names
 
 
 def test_bad_database_url():

@@ -24,7 +24,9 @@ def _accounts(host: Any) -> int:
 
 @pytest.fixture
 def plain_host(make_host: Any) -> Any:
-    return make_host(config=FAST_CONFIG)
+    host = make_host(config=FAST_CONFIG)
+    host.db  # created now, so that the commands of the test print only their own output
+    return host
 
 
 def test_add_list_set_remove(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:

@@ -1,0 +1,113 @@
+"""``mdm db``: upgrade, status, history, revision.
+
+These commands open the database without the start-up schema check that every other command
+makes, so that they work on a database behind or ahead of this release.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add ``mdm db`` and its subcommands."""
+    db = sub.add_parser("db", help="the database schema: upgrade, status, history",
+                        description="Schema migrations (Alembic), one history per plugin, the core's first.")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+
+    upgrade = db_sub.add_parser("upgrade", help="apply every pending migration (a new database is created)",
+                                description="Apply pending migrations, each in its own transaction, under the database's write lock. "
+                                "A database made by release 0.1.0 is recognised and kept.")
+    upgrade.set_defaults(func=cmd_upgrade)
+
+    status = db_sub.add_parser("status", help="each plugin's current and latest revision")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+
+    history = db_sub.add_parser("history", help="every migration of each plugin, applied or not")
+    history.add_argument("plugin", nargs="?", help="only this plugin's history")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=cmd_history)
+
+    revision = db_sub.add_parser(
+        "revision", help="(developers) write the next migration of a plugin",
+        description="Write PLUGIN's next revision file (NNNN_slug.py) in its migrations folder. With --autogenerate "
+        "its operations are the difference between the models and the migrations, found on a scratch SQLite database; "
+        "review it before committing.",
+    )
+    revision.add_argument("plugin", help="the history: core, vpp, mobile_apps or a plugin's")
+    revision.add_argument("-m", "--message", required=True, help="what the migration does, e.g. 'add device notes'")
+    revision.add_argument("--autogenerate", action="store_true", help="fill it from the models")
+    revision.set_defaults(func=cmd_revision)
+
+
+def cmd_upgrade(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm db upgrade``"""
+    from mdm_core.db.migrate import upgrade
+
+    db = host.unchecked_db
+    new_file = db.is_new_file
+    steps = upgrade(db, host.migration_sets(), on_step=lambda step: print(step.describe(), flush=True))
+    if new_file and steps:
+        print(f"created new database at {db.url.database}")
+    print(f"database {db.describe()} is up to date" + ("" if steps else " (nothing to do)"))
+    return 0
+
+
+def cmd_status(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm db status``"""
+    from mdm_core.db.migrate import History, read_states
+
+    states = read_states(host.unchecked_db, [History(s) for s in host.migration_sets()])
+    rows = [s.as_dict() for s in states]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        row["pending"] = " ".join(row["pending"]) or "-"
+        row["current"] = row["current"] or "-"
+    print_table(rows, ["plugin", "current", "head", "state", "pending"])
+    return 0
+
+
+def cmd_history(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm db history``"""
+    from mdm_core.db.migrate import History, read_states
+    from mdm_core.errors import UsageError
+
+    histories = [History(s) for s in host.migration_sets()]
+    if args.plugin is not None:
+        histories = [h for h in histories if h.name == args.plugin]
+        if not histories:
+            raise UsageError(f"no migration history named {args.plugin!r}: see `mdm db status`")
+    states = {s.name: s for s in read_states(host.unchecked_db, histories)}
+    rows = []
+    for history in histories:
+        state = states[history.name]
+        applied = set(history.ids) - set(state.pending) if state.state in ("current", "behind") else set()
+        for script in history.revisions:
+            rows.append({"plugin": history.name, "revision": script.revision, "applied": script.revision in applied,
+                         "message": history.message(script.revision), "file": script.path})
+    if args.json:
+        print_json(rows)
+        return 0
+    for history in histories:
+        print(f"{history.name} ({history.set.directory})")
+        for row in (r for r in rows if r["plugin"] == history.name):
+            print(f"  [{'x' if row['applied'] else ' '}] {row['revision']}  {row['message']}")
+    return 0
+
+
+def cmd_revision(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm db revision``"""
+    from mdm_core.db.migrate import new_revision
+
+    path, rev_id = new_revision(host.migration_sets(), args.plugin, args.message, autogenerate=args.autogenerate)
+    print(f"{args.plugin}: wrote {rev_id} at {path}")
+    return 0

@@ -1,0 +1,543 @@
+"""Schema migrations with Alembic: one history per plugin, each with its own version table.
+
+The core's history lives in ``mdm_core/migrations/``; a plugin returns a ``MigrationSet``
+from ``mdm_register_migrations`` naming the folder that holds its own, beside its models.
+Each history has its own version table, ``<name>_alembic_version``, so that a disabled or
+uninstalled plugin never blocks the others' upgrades and revision ids of different plugins
+never collide. Histories are applied in dependency order, the core's first.
+
+Every migration runs in its own transaction, which first takes the database's write lock
+(SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``pg_advisory_xact_lock``) and then re-reads the
+revision: two hosts upgrading together never apply the same migration twice, and a migration
+that fails is rolled back whole (PostgreSQL and SQLite both have transactional DDL), leaving
+the database at the previous revision.
+
+A database made by release 0.1.0 (tables, no version table) is recognised: when a history's
+tables exist without its version table and match its first migration (tables, columns,
+indexes), that migration is recorded as applied instead of being run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from mdm_core.db.engine import Database
+from mdm_core.errors import MdmError, PluginError, describe
+
+log = logging.getLogger(__name__)
+
+ALEMBIC_DIR = Path(__file__).with_name("alembic")
+CORE_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+UPGRADE_HINT = "run `mdm db upgrade`"
+_PG_LOCK_KEY = 0x6D646D5F6D6967  # "mdm_mig": one advisory lock for every migration of a database
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class SchemaBehind(MdmError):
+    """The database lacks migrations this release has."""
+
+
+class SchemaAhead(MdmError):
+    """The database has migrations this release does not know (a newer release ran on it)."""
+
+
+class MigrationFailed(MdmError):
+    """A migration raised; its transaction was rolled back."""
+
+
+class _OrphanRows(Exception):
+    """A migration left rows whose foreign key has no parent (SQLite checks it by hand)."""
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    """Where one history's migrations are and what must be migrated before them.
+
+    ``name``: the history's name (``core``, ``vpp``, ...), lower-case, also the prefix of its
+    version table ``<name>_alembic_version``. ``directory``: the folder of its revision files.
+    ``depends_on``: names of histories applied before this one (the core's always is).
+    ``tables``: the SQLModel classes the history creates; the host fills it from the same
+    plugin's ``mdm_register_tables``.
+    """
+
+    name: str
+    directory: Path
+    depends_on: tuple[str, ...] = ()
+    tables: tuple[type, ...] = field(default=(), compare=False)
+
+    @property
+    def version_table(self) -> str:
+        """The table holding this history's current revision."""
+        return f"{self.name}_alembic_version"
+
+    @property
+    def table_names(self) -> set[str]:
+        """Names of the tables of this history's models."""
+        return {t.__tablename__ for t in self.tables}  # type: ignore[attr-defined]
+
+
+@dataclass
+class HistoryState:
+    """Where one history stands in a database."""
+
+    name: str
+    current: str | None  # the revision recorded in the database (None: no version table)
+    head: str
+    pending: list[str]
+    state: str  # "current", "behind", "ahead", "new" (nothing created), "unstamped" (tables, no version)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for ``mdm db status --json``."""
+        return {"plugin": self.name, "current": self.current, "head": self.head, "pending": self.pending, "state": self.state}
+
+
+@dataclass
+class Step:
+    """One migration applied (or, for a 0.1.0 database, recognised and recorded)."""
+
+    history: str
+    previous: str | None
+    revision: str
+    message: str
+    adopted: bool = False
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line for ``mdm db upgrade``."""
+        if self.adopted:
+            return f"{self.history}: existing tables match {self.revision} ({self.message}): recorded as applied"
+        return f"{self.history}: applied {self.revision} ({self.message}) in {self.seconds:.2f}s"
+
+
+# ---------------------------------------------------------------------- scripts
+
+
+class History:
+    """One MigrationSet and its Alembic scripts."""
+
+    def __init__(self, migration_set: MigrationSet):
+        self.set = migration_set
+        self.name = migration_set.name
+        self.config = alembic_config(migration_set)
+        try:
+            self.script = ScriptDirectory.from_config(self.config)
+            heads = self.script.get_heads()
+            self.revisions: list[Script] = list(reversed(list(self.script.walk_revisions())))
+        except CommandError as exc:
+            raise PluginError(f"migrations of {self.name} in {migration_set.directory} cannot be read: {describe(exc)}") from None
+        if len(heads) != 1:
+            if not heads:
+                raise PluginError(f"migrations of {self.name}: no revision in {migration_set.directory}")
+            raise PluginError(
+                f"migrations of {self.name} have several heads ({', '.join(sorted(heads))}): two migrations follow the same "
+                "revision; make one follow the other (its down_revision) and renumber it"
+            )
+        self.head: str = heads[0]
+        self.ids = [r.revision for r in self.revisions]
+
+    def message(self, revision: str) -> str:
+        """The first line of a revision's docstring."""
+        script = self.script.get_revision(revision)
+        return (script.doc or "").strip().splitlines()[0] if script is not None and script.doc else ""
+
+    def after(self, revision: str | None) -> list[str]:
+        """Revisions still to apply after ``revision`` (all of them after None)."""
+        if revision is None:
+            return list(self.ids)
+        return self.ids[self.ids.index(revision) + 1:]
+
+
+def alembic_config(migration_set: MigrationSet, **attributes: Any) -> Config:
+    """An Alembic configuration for one history: the shared env.py, the history's folder."""
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(migration_set.directory))
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    config.attributes["migration_set"] = migration_set
+    config.attributes.update(attributes)
+    return config
+
+
+def core_migration_set(tables: Iterable[type]) -> MigrationSet:
+    """The core's own history."""
+    return MigrationSet("core", CORE_MIGRATIONS, depends_on=(), tables=tuple(tables))
+
+
+def order(sets: Sequence[MigrationSet]) -> list[MigrationSet]:
+    """The histories in dependency order, the core's first; a missing dependency or a cycle is an error."""
+    by_name: dict[str, MigrationSet] = {}
+    for s in sets:
+        if not _NAME.match(s.name):
+            raise PluginError(f"migration history name {s.name!r} is not valid: use lower-case letters, digits and _")
+        if s.name in by_name:
+            raise PluginError(f"two plugins declare the migration history {s.name!r}: each plugin needs its own name")
+        by_name[s.name] = s
+    ordered: list[MigrationSet] = []
+    visiting: set[str] = set()
+
+    def visit(s: MigrationSet) -> None:
+        if s in ordered:
+            return
+        if s.name in visiting:
+            raise PluginError(f"migrations of {s.name} depend on themselves (a cycle through depends_on)")
+        visiting.add(s.name)
+        for dep in ("core", *s.depends_on) if s.name != "core" else s.depends_on:
+            if dep not in by_name:
+                raise PluginError(f"migrations of {s.name} depend on {dep!r}, which is not loaded: enable that plugin")
+            visit(by_name[dep])
+        visiting.discard(s.name)
+        ordered.append(s)
+
+    for s in sorted(sets, key=lambda s: (s.name != "core", s.name)):
+        visit(s)
+    return ordered
+
+
+# ---------------------------------------------------------------------- state
+
+
+def _current_revision(conn: Connection, history: History, tables: set[str]) -> str | None:
+    if history.set.version_table not in tables:
+        return None
+    rows = [r[0] for r in conn.execute(text(f'SELECT version_num FROM "{history.set.version_table}"'))]
+    if len(rows) > 1:
+        raise MdmError(f"{history.set.version_table} holds several revisions ({', '.join(rows)}): keep the right one and run `mdm db upgrade`")
+    return rows[0] if rows else None
+
+
+def _state(conn: Connection, history: History, tables: set[str]) -> HistoryState:
+    current = _current_revision(conn, history, tables)
+    if current is None:
+        state = "unstamped" if history.set.table_names & tables else "new"
+        return HistoryState(history.name, None, history.head, history.after(None), state)
+    if current not in history.ids:
+        return HistoryState(history.name, current, history.head, [], "ahead")
+    pending = history.after(current)
+    return HistoryState(history.name, current, history.head, pending, "behind" if pending else "current")
+
+
+def read_states(db: Database, histories: Sequence[History]) -> list[HistoryState]:
+    """Each history's state, read without taking the write lock."""
+    try:
+        with db.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            states = [_state(conn, h, tables) for h in histories]
+            conn.rollback()
+            return states
+    except SQLAlchemyError as exc:
+        raise MdmError(f"database {db.describe()} cannot be read: {describe(exc)}") from None
+
+
+def behind_message(states: Sequence[HistoryState]) -> str:
+    """The one line a command prints when the database needs ``mdm db upgrade``."""
+    parts = []
+    for s in states:
+        if s.state in ("behind", "new", "unstamped"):
+            start = {"new": "nothing", "unstamped": "release 0.1.0 tables"}.get(s.state, s.current)
+            parts.append(f"{s.name} {start} -> {s.head}")
+    return f"database schema is behind this release: {UPGRADE_HINT} (pending: {', '.join(parts)})"
+
+
+def ahead_message(states: Sequence[HistoryState]) -> str:
+    """The one line a command prints when a newer release has migrated the database."""
+    parts = ", ".join(f"{s.name} is at {s.current}, this release knows up to {s.head}" for s in states if s.state == "ahead")
+    return (
+        f"database schema is ahead of this release ({parts}): a newer mdm-host has upgraded it; "
+        "run that release, or restore the backup made before the upgrade"
+    )
+
+
+def ensure_current(
+    db: Database,
+    sets: Sequence[MigrationSet],
+    *,
+    upgrade_if_behind: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> list[Step]:
+    """Check at start that the database is at this release's revisions, without the write lock.
+
+    A new, empty database is created by running every migration, and so are the tables of a
+    plugin used for the first time on this database (no version table, none of its tables);
+    ``notify`` says so. A database behind this release stops with ``SchemaBehind`` unless
+    ``upgrade_if_behind``; one ahead stops with ``SchemaAhead``.
+    """
+    notify = notify or _to_stderr
+    new_file = db.is_new_file
+    histories = [History(s) for s in order(sets)]
+    states = read_states(db, histories)
+    if any(s.state == "ahead" for s in states):
+        raise SchemaAhead(ahead_message(states))
+    if all(s.state == "current" for s in states):
+        return []
+    if not upgrade_if_behind and any(s.state in ("behind", "unstamped") for s in states):
+        raise SchemaBehind(behind_message(states))
+    steps = upgrade(db, sets, histories=histories)
+    created = [s.name for s in states if s.state == "new"]
+    if steps and not db.in_memory:
+        where = db.url.database if db.is_sqlite else db.describe()
+        if len(created) == len(states):
+            notify(f"created new database at {where}" if new_file or not db.is_sqlite else f"created the tables in empty database {where}")
+        elif created:
+            notify(f"created the tables of {', '.join(created)} (first use on this database)")
+    return steps
+
+
+def _to_stderr(message: str) -> None:
+    print(f"mdm: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- upgrade
+
+
+def upgrade(
+    db: Database,
+    sets: Sequence[MigrationSet],
+    *,
+    histories: Sequence[History] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> list[Step]:
+    """Apply every pending migration, history by history in dependency order; returns the steps.
+
+    Stops before changing anything if a history is ahead of this release. A failing migration
+    raises ``MigrationFailed`` after its transaction was rolled back (earlier ones stay).
+    """
+    histories = list(histories) if histories is not None else [History(s) for s in order(sets)]
+    states = read_states(db, histories)
+    if any(s.state == "ahead" for s in states):
+        raise SchemaAhead(ahead_message(states))
+    steps: list[Step] = []
+    for history in histories:
+        while (step := _step(db, history)) is not None:
+            log.info("%s", step.describe())
+            steps.append(step)
+            if on_step is not None:
+                on_step(step)
+    return steps
+
+
+def _lock(conn: Connection) -> None:
+    """The database-wide migration lock for this transaction (SQLite: BEGIN IMMEDIATE already holds it)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+
+
+def _step(db: Database, history: History) -> Step | None:
+    """Apply the next migration of ``history`` in one transaction; None when it is at its head."""
+    started = time.monotonic()
+    target = previous = None
+    try:
+        with db.migration_connection() as conn:
+            with conn.begin():
+                _lock(conn)
+                tables = set(inspect(conn).get_table_names())
+                state = _state(conn, history, tables)
+                if state.state == "ahead":
+                    raise SchemaAhead(ahead_message([state]))
+                if state.state == "current":
+                    return None
+                if state.state == "unstamped":
+                    target = history.ids[0]
+                    _check_matches_first(conn, history, tables)
+                    command.stamp(alembic_config(history.set, connection=conn), target)
+                    return Step(history.name, None, target, history.message(target), adopted=True)
+                previous, target = state.current, state.pending[0]
+                command.upgrade(alembic_config(history.set, connection=conn), target)
+                _check_foreign_keys(conn)
+            return Step(history.name, previous, target, history.message(target), seconds=time.monotonic() - started)
+    except MdmError:
+        raise
+    except Exception as exc:
+        if target is None:
+            raise MdmError(f"migrations of {history.name} cannot run on {db.describe()}: {describe(exc)}") from exc
+        raise MigrationFailed(
+            f"{history.name}: migration {target} ({history.message(target)}) failed and was rolled back; "
+            f"{history.name} stays at {previous or 'nothing'}: {exc if isinstance(exc, _OrphanRows) else describe(exc)}"
+        ) from exc
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    """SQLite: foreign keys are off while migrating (see ``Database.migration_connection``);
+    check the result still honours them before committing."""
+    if conn.dialect.name != "sqlite":
+        return
+    broken = conn.execute(text("PRAGMA foreign_key_check")).fetchall()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise _OrphanRows(f"the migration left {len(broken)} row(s) whose foreign key has no parent (first: {table} row {rowid} -> {parent})")
+
+
+# ---------------------------------------------------------------------- release 0.1.0
+
+
+def schema_of(conn: Connection, tables: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Tables, columns (with nullability) and named indexes, comparable across SQLite and PostgreSQL."""
+    inspector = inspect(conn)
+    found: dict[str, dict[str, Any]] = {}
+    for table in sorted(tables):
+        columns = {c["name"]: bool(c["nullable"]) for c in inspector.get_columns(table)}
+        indexes = {i["name"]: tuple(i["column_names"]) for i in inspector.get_indexes(table) if i.get("name") and not i.get("duplicates_constraint")}
+        found[table] = {"columns": columns, "indexes": indexes}
+    return found
+
+
+def first_revision_schema(history: History) -> dict[str, dict[str, Any]]:
+    """What the history's first migration creates, built in a scratch in-memory SQLite database."""
+    scratch = Database("sqlite://")
+    try:
+        with scratch.migration_connection() as conn:
+            with conn.begin():
+                command.upgrade(alembic_config(history.set, connection=conn), history.ids[0])
+                made = set(inspect(conn).get_table_names()) - {history.set.version_table}
+                return schema_of(conn, made)
+    finally:
+        scratch.dispose()
+
+
+def _check_matches_first(conn: Connection, history: History, tables: set[str]) -> None:
+    expected = first_revision_schema(history)
+    missing = sorted(set(expected) - tables)
+    if missing:
+        raise MdmError(
+            f"{history.name}: the database has some of its tables but not {', '.join(missing)}, so it is not a database of "
+            f"release 0.1.0 (or of {history.ids[0]}): restore a backup, or move the {history.name} tables away and run `mdm db upgrade`"
+        )
+    actual = schema_of(conn, expected)
+    for table, want in expected.items():
+        have = actual[table]
+        if have != want:
+            diff = _first_difference(want, have)
+            raise MdmError(
+                f"{history.name}: table {table} does not match revision {history.ids[0]} ({diff}), so it was not made by "
+                "release 0.1.0 and is left untouched: restore a backup or fix the table by hand"
+            )
+
+
+def _first_difference(want: Mapping[str, Any], have: Mapping[str, Any]) -> str:
+    for name in sorted(set(want["columns"]) | set(have["columns"])):
+        if name not in have["columns"]:
+            return f"column {name} is missing"
+        if name not in want["columns"]:
+            return f"column {name} is unexpected"
+        if want["columns"][name] != have["columns"][name]:
+            return f"column {name} is {'nullable' if have['columns'][name] else 'NOT NULL'}"
+    for name in sorted(set(want["indexes"]) | set(have["indexes"])):
+        if want["indexes"].get(name) != have["indexes"].get(name):
+            return f"index {name} differs"
+    return "it differs"
+
+
+# ---------------------------------------------------------------------- env.py
+
+
+def run_env(context: Any) -> None:
+    """The body of the shared ``env.py``: run Alembic on the connection this module passes in."""
+    from sqlmodel import SQLModel
+
+    config = context.config
+    migration_set: MigrationSet = config.attributes["migration_set"]
+    conn: Connection = config.attributes["connection"]
+    own = migration_set.table_names
+
+    def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:  # database side
+        return type_ != "table" or name in own
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # models side
+        return type_ != "table" or name in own
+
+    def skip_empty(context: Any, revision: Any, directives: list[Any]) -> None:
+        if config.attributes.get("skip_empty") and directives and directives[0].upgrade_ops.is_empty():
+            directives[:] = []  # `mdm db revision --autogenerate` found nothing to do: write no file
+
+    context.configure(
+        connection=conn,
+        process_revision_directives=skip_empty,
+        version_table=migration_set.version_table,
+        target_metadata=SQLModel.metadata,
+        include_name=include_name,
+        include_object=include_object,
+        render_as_batch=True,  # SQLite has no ALTER for most changes: Alembic's batch mode rebuilds the table
+        compare_type=True,
+        render_item=render_item,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():  # the caller's transaction: nothing more here
+        context.run_migrations()
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Autogenerate writes database types, not the models' Python types (migrations import no app code)."""
+    from sqlmodel.sql.sqltypes import AutoString
+
+    from mdm_core.db.types import UTCDateTime
+
+    if type_ == "type":
+        if isinstance(obj, UTCDateTime):
+            return "sa.DateTime(timezone=True)"
+        if isinstance(obj, AutoString):
+            return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
+    return False
+
+
+# ---------------------------------------------------------------------- new revisions
+
+
+def new_revision(sets: Sequence[MigrationSet], name: str, message: str, *, autogenerate: bool) -> tuple[Path, str]:
+    """Write the next revision file of history ``name``; returns its path and id.
+
+    Ids are four-digit numbers (``0002``), files ``<id>_<slug>.py``. With ``autogenerate`` the
+    operations are what differs between the history's models and its migrations, compared on a
+    scratch SQLite database built by running every migration.
+    """
+    ordered = order(sets)
+    by_name = {s.name: s for s in ordered}
+    if name not in by_name:
+        raise MdmError(f"no migration history named {name!r}: choose one of {', '.join(by_name)}")
+    target = by_name[name]
+    target.directory.mkdir(parents=True, exist_ok=True)
+    existing = [History(target)] if any(target.directory.glob("*.py")) else []
+    numbers = [int(r) for r in (existing[0].ids if existing else []) if r.isdigit()]
+    rev_id = f"{max(numbers, default=0) + 1:04d}"
+    scratch = Database("sqlite://")
+    try:
+        needed = [s for s in ordered if s.name in _ancestry(by_name, name) and (s.name != name or existing)]
+        upgrade(scratch, needed)
+        with scratch.migration_connection() as conn:
+            with conn.begin():
+                script = command.revision(
+                    alembic_config(target, connection=conn, skip_empty=autogenerate), message=message, autogenerate=autogenerate,
+                    rev_id=rev_id, version_path=str(target.directory),
+                )
+    finally:
+        scratch.dispose()
+    if not script:  # None or [] (Alembic's answer when the directive was dropped)
+        raise MdmError(f"no difference between the models of {name} and its migrations: no migration written")
+    assert not isinstance(script, list)
+    return Path(script.path), rev_id
+
+
+def _ancestry(by_name: Mapping[str, MigrationSet], name: str) -> set[str]:
+    found = {name, "core"}
+    for dep in by_name[name].depends_on:
+        found |= _ancestry(by_name, dep)
+    return found
+
+
+def with_tables(migration_set: MigrationSet, tables: Iterable[type]) -> MigrationSet:
+    """The same set with these model tables added."""
+    return replace(migration_set, tables=tuple(dict.fromkeys((*migration_set.tables, *tables))))

@@ -1,0 +1,412 @@
+"""Schema migrations on SQLite: a new database, behind and ahead, failures, the lock, 0.1.0 look-alikes.
+
+Each test plugin here is a package written on the fly with a ``migrations`` folder, enabled
+from the configuration like a third-party plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from sqlalchemy import inspect
+
+from mdm_core.db.migrate import MigrationSet, SchemaAhead, SchemaBehind, order
+from mdm_core.errors import PluginError
+
+PLUGIN = '''
+from pathlib import Path
+
+from mdm_core import hookimpl
+from mdm_core.db.migrate import MigrationSet
+
+PLUGIN_NAME = "{name}"
+
+
+@hookimpl
+def mdm_register_migrations():
+    return MigrationSet("{name}", Path(__file__).with_name("migrations"), depends_on={depends_on!r})
+'''
+
+
+def migration(revision: str, down: str | None, body: str, doc: str = "a step") -> str:
+    """The text of a revision file."""
+    return (
+        f'"""{doc}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f"revision = {revision!r}\ndown_revision = {down!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade():\n{textwrap.indent(textwrap.dedent(body).strip(), '    ')}\n\n\ndef downgrade():\n    pass\n"
+    )
+
+
+class PluginPackage:
+    """A plugin package in ``plugin_dir`` whose migrations a test adds and removes."""
+
+    def __init__(self, folder: Path, depends_on: tuple[str, ...] = ()):
+        self.name = f"mdmtest_{uuid.uuid4().hex[:10]}"
+        self.package = folder / self.name
+        (self.package / "migrations").mkdir(parents=True)
+        (self.package / "__init__.py").write_text(PLUGIN.format(name=self.name, depends_on=depends_on))
+        importlib.invalidate_caches()
+
+    @property
+    def config(self) -> str:
+        return f'[plugins]\nenabled = ["{self.name}"]\n'
+
+    def add(self, revision: str, down: str | None, body: str, doc: str = "a step") -> Path:
+        path = self.package / "migrations" / f"{revision}_step.py"
+        path.write_text(migration(revision, down, body, doc))
+        return path
+
+    def module(self) -> Any:
+        return importlib.import_module(self.name)
+
+
+@pytest.fixture
+def new_plugin(plugin_dir: Path) -> Callable[..., PluginPackage]:
+    return lambda depends_on=(): PluginPackage(plugin_dir, depends_on)
+
+
+CREATE_THINGS = """
+op.create_table("{p}_thing", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("name", sa.String(32), nullable=False))
+op.execute("INSERT INTO {p}_thing (id, name) VALUES (1, 'first')")
+"""
+
+
+def _db(project_dir: Path) -> sqlite3.Connection:
+    return sqlite3.connect(project_dir / "var" / "mdm.sqlite3")
+
+
+def _version(project_dir: Path, history: str) -> str | None:
+    with _db(project_dir) as conn:
+        row = conn.execute(f"SELECT version_num FROM {history}_alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def _columns(project_dir: Path, table: str) -> list[str]:
+    with _db(project_dir) as conn:
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+# ---------------------------------------------------------------------- a new database
+
+
+def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_dir):
+    db_file = project_dir / "var" / "mdm.sqlite3"
+    code, out, err = mdm("devices", "list")
+    assert code == 0, err
+    assert err.strip() == f"mdm: created new database at {db_file}"
+    assert _version(project_dir, "core") == "0001"
+    code, out, err = mdm("devices", "list")
+    assert (code, err) == (0, "")  # only once
+    code, out, _ = mdm("db", "status", "--json")
+    assert [(r["plugin"], r["current"], r["state"]) for r in json.loads(out)] == [("core", "0001", "current")]
+
+
+def test_mdm_db_upgrade_creates_a_new_database_too(mdm, project_dir):
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert "core: applied 0001 (release 0.1.0 schema)" in out
+    assert f"created new database at {project_dir / 'var' / 'mdm.sqlite3'}" in out
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0 and "(nothing to do)" in out
+
+
+def test_reads_never_take_the_write_lock(mdm, project_dir):
+    """A list command runs while another process holds SQLite's write lock (0.1.0 created
+    tables under BEGIN IMMEDIATE at every start, so it waited and failed)."""
+    config = "[core]\nsqlite_busy_timeout = 0.5\n"
+    assert mdm("devices", "add", "C02AAA111", "--platform", "macOS", config=config)[0] == 0
+    writer = _db(project_dir)
+    writer.isolation_level = None
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        code, out, err = mdm("devices", "list", config=config)
+        assert code == 0, err
+        assert "C02AAA111" in out
+        code, out, err = mdm("db", "status", config=config)
+        assert code == 0, err
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+# ---------------------------------------------------------------------- behind, ahead
+
+
+def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm, project_dir, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    assert mdm("devices", "list", config=plugin.config)[0] == 0
+
+    plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))', doc="thing colour")
+    code, out, err = mdm("devices", "list")
+    assert code == 1 and out == ""
+    assert err == f"mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: {plugin.name} 0001 -> 0002)\n"
+    code, out, _ = mdm("db", "status", "--json")
+    status = {r["plugin"]: r for r in json.loads(out)}
+    assert status[plugin.name] == {"plugin": plugin.name, "current": "0001", "head": "0002", "pending": ["0002"], "state": "behind"}
+    code, out, _ = mdm("db", "history", plugin.name)
+    assert out.splitlines()[1:] == ["  [x] 0001  a step", "  [ ] 0002  thing colour"]
+
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert f"{plugin.name}: applied 0002 (thing colour)" in out
+    assert _version(project_dir, plugin.name) == "0002"
+    assert "colour" in _columns(project_dir, f"{plugin.name}_thing")
+    with _db(project_dir) as conn:
+        assert conn.execute(f"SELECT id, name, colour FROM {plugin.name}_thing").fetchall() == [(1, "first", None)]
+    assert mdm("devices", "list")[0] == 0
+
+
+def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, project_dir, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    newer = plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))')
+    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    newer.unlink()  # the release now running is older than the one that upgraded the database
+
+    for command in (("devices", "list"), ("db", "upgrade")):
+        code, out, err = mdm(*command)
+        assert code == 1
+        assert err == (f"mdm: error: database schema is ahead of this release ({plugin.name} is at 0002, this release knows up "
+                       "to 0001): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n")
+    assert _version(project_dir, plugin.name) == "0002"
+    code, out, _ = mdm("db", "status")
+    assert code == 0 and any(line.split()[:4] == [plugin.name, "0002", "0001", "ahead"] for line in out.splitlines())
+
+
+def test_a_plugin_enabled_later_gets_its_tables_at_the_next_command(mdm, project_dir, new_plugin):
+    assert mdm("devices", "list")[0] == 0
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    code, out, err = mdm("devices", "list", config=plugin.config)
+    assert code == 0
+    assert err == f"mdm: created the tables of {plugin.name} (first use on this database)\n"
+    assert _version(project_dir, plugin.name) == "0001"
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm, project_dir, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    # 0002 creates a table, then adds a NOT NULL column without a default to a table with rows: refused
+    plugin.add("0002", "0001", f"""
+        op.create_table("{plugin.name}_extra", sa.Column("id", sa.Integer(), primary_key=True))
+        with op.batch_alter_table("{plugin.name}_thing") as batch:
+            batch.add_column(sa.Column("size", sa.Integer(), nullable=False))
+    """, doc="thing size")
+    plugin.add("0003", "0002", f'op.create_table("{plugin.name}_later", sa.Column("id", sa.Integer(), primary_key=True))')
+
+    code, out, err = mdm("db", "upgrade")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"mdm: error: {plugin.name}: migration 0002 (thing size) failed and was rolled back; {plugin.name} stays at 0001: ")
+    assert _version(project_dir, plugin.name) == "0001"
+    with _db(project_dir) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert f"{plugin.name}_extra" not in tables and f"{plugin.name}_later" not in tables
+        assert conn.execute(f"SELECT id, name FROM {plugin.name}_thing").fetchall() == [(1, "first")]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert _columns(project_dir, f"{plugin.name}_thing") == ["id", "name"]
+
+
+def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm, project_dir, new_plugin):
+    """Batch mode copies, drops and renames the table: with foreign keys enforced, the drop
+    would cascade-delete every child row. Migrations run with them off and checked after."""
+    plugin = new_plugin()
+    p = plugin.name
+    plugin.add("0001", None, f"""
+        op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
+        op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
+                        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id", ondelete="CASCADE"), nullable=False))
+        op.execute("INSERT INTO {p}_parent (id) VALUES (1)")
+        op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (10, 1), (11, 1)")
+    """)
+    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    plugin.add("0002", "0001", f"""
+        with op.batch_alter_table("{p}_parent", recreate="always") as batch:
+            batch.add_column(sa.Column("label", sa.String(32)))
+    """)
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    with _db(project_dir) as conn:
+        assert conn.execute(f"SELECT id, parent_id FROM {p}_child ORDER BY id").fetchall() == [(10, 1), (11, 1)]
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"DELETE FROM {p}_parent")  # the cascade still works on the rebuilt table
+        assert conn.execute(f"SELECT count(*) FROM {p}_child").fetchone() == (0,)
+
+
+def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, project_dir, new_plugin):
+    plugin = new_plugin()
+    p = plugin.name
+    plugin.add("0001", None, f"""
+        op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
+        op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
+                        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id"), nullable=False))
+    """)
+    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    plugin.add("0002", "0001", f'op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (1, 42)")')
+    code, out, err = mdm("db", "upgrade")
+    assert code == 1 and "row(s) whose foreign key has no parent" in err and "stays at 0001" in err
+    assert _version(project_dir, p) == "0001"
+
+
+# ---------------------------------------------------------------------- declaring histories
+
+
+def test_tables_without_migrations_stop_the_host_naming_the_plugin(make_host, load_plugin):
+    plug = load_plugin('''
+        from typing import Optional
+        from sqlmodel import Field, SQLModel
+
+        class Gadget(SQLModel, table=True):
+            __tablename__ = "nomig_gadget"
+            id: Optional[int] = Field(default=None, primary_key=True)
+
+        @hookimpl
+        def mdm_register_tables():
+            return [Gadget]
+    ''')
+    host = make_host(plugins=[plug])
+    with pytest.raises(PluginError, match=r"registers tables \(nomig_gadget\) but no migrations: return a MigrationSet"):
+        host.db
+
+
+def test_histories_run_in_dependency_order_the_cores_first(tmp_path):
+    sets = [MigrationSet("b", tmp_path, depends_on=("a",)), MigrationSet("a", tmp_path), MigrationSet("core", tmp_path)]
+    assert [s.name for s in order(sets)] == ["core", "a", "b"]
+    with pytest.raises(PluginError, match="depend on 'vpp', which is not loaded"):
+        order([MigrationSet("core", tmp_path), MigrationSet("x", tmp_path, depends_on=("vpp",))])
+    with pytest.raises(PluginError, match="not valid"):
+        order([MigrationSet("core", tmp_path), MigrationSet("Bad-Name", tmp_path)])
+
+
+def test_a_plugin_depending_on_another_is_migrated_after_it(mdm, project_dir, new_plugin):
+    first = new_plugin()
+    first.add("0001", None, CREATE_THINGS.format(p=first.name))
+    second = new_plugin(depends_on=(first.name,))
+    # refers to the first plugin's table: fails unless the first history ran before
+    second.add("0001", None, f'op.execute("INSERT INTO {first.name}_thing (id, name) VALUES (2, \'second\')")')
+    config = f'[plugins]\nenabled = ["{second.name}", "{first.name}"]\n'
+    code, out, err = mdm("db", "upgrade", config=config)
+    assert code == 0, err
+    lines = [line.split(":")[0] for line in out.splitlines() if "applied" in line]
+    assert lines == ["core", first.name, second.name]
+
+
+def test_two_migrations_following_the_same_revision_are_refused(mdm, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, "pass")
+    plugin.add("0002", "0001", "pass")
+    (plugin.package / "migrations" / "0003_step.py").write_text(migration("0003", "0001", "pass"))
+    code, out, err = mdm("devices", "list", config=plugin.config)
+    assert code == 1
+    assert f"migrations of {plugin.name} have several heads (0002, 0003)" in err
+
+
+# ---------------------------------------------------------------------- auto_upgrade and the lock
+
+
+def test_mdm_run_upgrades_only_with_auto_upgrade(make_host, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    make_host(plugins=[plugin.module()]).db
+    plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))')
+
+    host = make_host(plugins=[plugin.module()])
+    with pytest.raises(SchemaBehind, match="run `mdm db upgrade`"):
+        host.start()
+    host = make_host(plugins=[plugin.module()], config="[core]\nauto_upgrade = true\n")
+    host.start()
+    host.shutdown()
+    assert "colour" in {c["name"] for c in inspect(host.db.engine).get_columns(f"{plugin.name}_thing")}
+
+
+UPGRADER = """
+import sys
+from mdm_core.host import create_host
+host = create_host(sys.argv[1], environ={"MDM_SECRET_KEY": "k"}, database_url=sys.argv[2], autoload=False)
+steps = host.upgrade_database()
+print(",".join(f"{s.history}:{s.revision}" for s in steps))
+host.close()
+"""
+
+
+def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new_plugin, plugin_dir):
+    """The first host holds the lock inside migration 0002 (until the test lets it go); the
+    second waits for it, then finds 0002 applied and applies only 0003."""
+    plugin = new_plugin()
+    p = plugin.name
+    plugin.add("0001", None, f'op.create_table("{p}_log", sa.Column("step", sa.String(8), primary_key=True))')
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text(plugin.config)
+    url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    env = {"PYTHONPATH": f"{plugin_dir}:{Path.cwd()}", "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-c", UPGRADER, str(conf), url]
+    first_run = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert first_run.returncode == 0, first_run.stderr
+
+    inside, go = project_dir / "inside", project_dir / "go"
+    plugin.add("0002", "0001", f"""
+        import pathlib, time
+        op.execute("INSERT INTO {p}_log (step) VALUES ('0002')")
+        pathlib.Path({str(inside)!r}).touch()
+        deadline = time.monotonic() + 30
+        while not pathlib.Path({str(go)!r}).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    """)
+    plugin.add("0003", "0002", f"op.execute(\"INSERT INTO {p}_log (step) VALUES ('0003')\")")
+    first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(inside, first)
+        second = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=1.0)  # blocked behind the first host's migration
+        go.touch()
+        out1, err1 = first.communicate(timeout=60)
+        out2, err2 = second.communicate(timeout=60)
+    finally:
+        go.touch()
+        first.kill()
+    assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    applied = sorted(filter(None, (out1.strip() + "," + out2.strip()).split(",")))
+    assert applied == [f"{p}:0002", f"{p}:0003"]  # each once, by one host or the other
+    assert _version(project_dir, p) == "0003"
+    with _db(project_dir) as conn:
+        assert conn.execute(f"SELECT step FROM {p}_log ORDER BY step").fetchall() == [("0002",), ("0003",)]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first upgrade never reached migration 0002"
+        time.sleep(0.02)
+
+
+def test_ahead_is_reported_before_anything_is_applied(make_host, new_plugin, project_dir):
+    behind, ahead = new_plugin(), new_plugin()
+    behind.add("0001", None, "pass")
+    extra = ahead.add("0001", None, "pass")
+    make_host(plugins=[behind.module(), ahead.module()]).db
+    behind.add("0002", "0001", f'op.create_table("{behind.name}_new", sa.Column("id", sa.Integer(), primary_key=True))')
+    ahead.add("0002", "0001", "pass")
+    make_host(plugins=[ahead.module()]).upgrade_database()
+    (ahead.package / "migrations" / "0002_step.py").unlink()
+    assert extra.exists()
+    with pytest.raises(SchemaAhead):
+        make_host(plugins=[behind.module(), ahead.module()]).upgrade_database()
+    assert _version(project_dir, behind.name) == "0001"
