@@ -152,7 +152,6 @@ def _next_run(planned: Any, last: Any, seconds: float) -> datetime | None:
     started = getattr(last, "last_started_at", None)
     if started is None:
         return planned
-    started = started.replace(tzinfo=timezone.utc) if started.tzinfo is None else started
     return max(started + timedelta(seconds=seconds), datetime.now(timezone.utc))
 
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sqlalchemy import select, update
@@ -147,10 +147,7 @@ class EventBus:
             row = session.execute(
                 select(OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at).where(OutboxEvent.seq == seq)
             ).one()
-        created_at = row.created_at
-        if created_at is not None and created_at.tzinfo is None:  # SQLite keeps no time zone
-            created_at = created_at.replace(tzinfo=timezone.utc)
-        return Event(name=row.name, payload=row.payload, id=row.id, created_at=created_at)
+        return Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)
 
     def _claim(self, seqs: list[int], dead_holders: set[str] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """Claim events so that two deliveries (processes or threads) never run the same one.

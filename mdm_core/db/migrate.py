@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import inspect, text

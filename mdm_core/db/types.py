@@ -28,6 +28,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """To UTC before it is stored (SQLite would otherwise store a local wall-clock time)."""
         return None if value is None else as_utc(value)

@@ -24,7 +24,7 @@ from .apple.protocol import apple_asset
 from .apple.transport import RetryPolicy
 from .settings import VppSettings
 from .apple.stoken import SToken, TokenFileError, load_token_file
-from .token_state import ACTIONS, BLOCKING, as_utc, describe, expiry_state
+from .token_state import ACTIONS, BLOCKING, describe, expiry_state, parse_expiration
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -258,14 +258,14 @@ def describe_account(account: VppAccount) -> dict[str, Any]:
         "uId": account.uid,
         "countryISO2ACode": account.country,
         "defaultPlatform": account.default_platform,
-        "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(),
+        "tokenExpirationDate": account.token_expires_at.isoformat(),
         "token_state": state,
         "token_status": describe(state, account.token_expires_at, account.state_detail),
         "action": ACTIONS[state].replace("NAME", account.name),
         "paused": account.paused,
         "interval_seconds": account.interval_seconds,
         "service_url": account.service_url,
-        "last_sync_at": as_utc(account.last_sync_at).isoformat() if account.last_sync_at else None,
+        "last_sync_at": account.last_sync_at.isoformat() if account.last_sync_at else None,
         "last_sync_result": account.last_sync_result,
     }
 
@@ -291,7 +291,7 @@ def set_token_state(host: "Host", session: Session, account: VppAccount, state: 
 def _record_state(host: "Host", session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
     host.events.record(session, "vpp_token_state_changed", {
         "account": account.name, "previous": previous, "state": state, "detail": detail,
-        "tokenExpirationDate": as_utc(account.token_expires_at).isoformat(), "action": ACTIONS[state].replace("NAME", account.name),
+        "tokenExpirationDate": account.token_expires_at.isoformat(), "action": ACTIONS[state].replace("NAME", account.name),
     })
 
 
@@ -300,7 +300,7 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
     value = config.get("tokenExpirationDate")
     if isinstance(value, str):
         try:
-            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+            return parse_expiration(value)
         except ValueError:
             pass
     return token.expires_at

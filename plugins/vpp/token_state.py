@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from mdm_core.db.types import as_utc
+
 # States that only the user can clear (a manual sync or a renewed token).
 BLOCKING = ("expired", "revoked", "invalid", "taken_over")
 STATES = ("valid", "expiring_30", "expiring_14", "expiring_7", *BLOCKING)
@@ -20,15 +22,16 @@ ACTIONS = {
 }
 
 
-def as_utc(value: datetime) -> datetime:
-    """Datetimes read back from SQLite are naive UTC: make them aware."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+def parse_expiration(value: str) -> datetime:
+    """Apple's ``tokenExpirationDate`` (ISO 8601; ``Z``, an offset, or none for UTC) as aware
+    UTC; ``ValueError`` when malformed."""
+    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
 def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
     """``valid``, ``expiring_30``/``_14``/``_7`` or ``expired`` from the expiry date alone."""
     now = now or datetime.now(timezone.utc)
-    days = (as_utc(expires_at) - now).total_seconds() / 86400
+    days = (expires_at - now).total_seconds() / 86400
     if days <= 0:
         return "expired"
     if days <= 7:
@@ -43,7 +46,7 @@ def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
 def describe(state: str, expires_at: datetime, detail: str | None = None, now: datetime | None = None) -> str:
     """A short human text: ``expiring in 12 days``, ``taken over by OtherMDM`` ..."""
     now = now or datetime.now(timezone.utc)
-    days = int((as_utc(expires_at) - now).total_seconds() // 86400)
+    days = int((expires_at - now).total_seconds() // 86400)
     if state.startswith("expiring"):
         return f"expiring in {days} day{'s' if days != 1 else ''}"
     if state == "taken_over":

@@ -8,7 +8,6 @@ are deleted by anti-join, so memory does not grow with the account.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, update
@@ -19,7 +18,7 @@ from mdm_core.models import MdmUser, utcnow
 from ..accounts import set_token_state
 from ..apple.protocol import apple_asset, apple_user
 from ..models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
-from ..token_state import as_utc, expiry_state
+from ..token_state import expiry_state, parse_expiration
 from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
 from .read import SL, SU, AppleRead, in_mirror
 
@@ -66,7 +65,7 @@ class MirrorUpdate:
             account.last_full_sync_at = now
         if read.token_expiration:
             try:
-                account.token_expires_at = as_utc(datetime.fromisoformat(read.token_expiration.replace("Z", "+00:00")))
+                account.token_expires_at = parse_expiration(read.token_expiration)
             except ValueError:
                 pass
         account.paused = False

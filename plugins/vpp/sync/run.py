@@ -25,7 +25,6 @@ from mdm_core.models import utcnow
 from ..accounts import client_for, effective_state, get_account, set_token_state, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, MdmConflictError, TokenError, VppError
 from ..models import VppAccount, VppSyncRun
-from ..token_state import as_utc
 from .apply import apply_read
 from .read import SyncReader, clear_stage
 
@@ -181,7 +180,7 @@ def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: da
     now = now or utcnow()
     if full or not account.assignments_version_id or not account.users_version_id or account.last_full_sync_at is None:
         return "full"
-    if (now - as_utc(account.last_full_sync_at)).total_seconds() >= reconcile_seconds:
+    if (now - account.last_full_sync_at).total_seconds() >= reconcile_seconds:
         return "full"
     return "incremental"
 

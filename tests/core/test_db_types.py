@@ -1,0 +1,63 @@
+"""UTCDateTime: every datetime column stores UTC and reads back aware UTC, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlmodel import Session, SQLModel
+
+from mdm_core.db.types import UTCDateTime
+from mdm_core.models import Device
+
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+PARIS = timezone(timedelta(hours=2))
+
+
+def test_every_datetime_column_of_every_model_is_utc_aware() -> None:
+    import mdm_core.models  # noqa: F401
+    import plugins.examples.device_notes.models  # noqa: F401
+    import plugins.mobile_apps.models  # noqa: F401
+    import plugins.vpp.models  # noqa: F401
+
+    datetime_columns = [c for t in SQLModel.metadata.tables.values() for c in t.columns if c.type.python_type is datetime]
+    assert len(datetime_columns) >= 25
+    assert [f"{c.table.name}.{c.name}" for c in datetime_columns if not isinstance(c.type, UTCDateTime)] == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'types.sqlite3'}"
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return request.getfixturevalue("pg_url")
+
+
+def test_values_are_stored_in_utc_and_read_back_aware_utc(engine_url: str) -> None:
+    # on PostgreSQL the session's time zone is not UTC: what is read back still is
+    kwargs = {"connect_args": {"options": "-c timezone=America/New_York"}} if engine_url.startswith("postgresql") else {}
+    engine = create_engine(engine_url, **kwargs)
+    try:
+        SQLModel.metadata.create_all(engine, tables=[Device.__table__])  # type: ignore[attr-defined]
+        paris_noon = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)
+        with Session(engine) as session:
+            session.add(Device(serial_number="A1", platform="iOS", enrolled_at=paris_noon))
+            session.add(Device(serial_number="N1", platform="iOS", enrolled_at=datetime(2026, 3, 1, 10, 0)))  # naive: taken as UTC
+            session.commit()
+        with Session(engine) as session:
+            read = {serial: at for serial, at in session.execute(select(Device.serial_number, Device.enrolled_at))}
+            # comparisons in SQL convert the parameter the same way
+            later = session.execute(select(Device.serial_number).where(Device.enrolled_at >= datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc))).scalars().all()
+        for value in read.values():
+            assert value.tzinfo == timezone.utc
+            assert value == datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+        assert sorted(later) == ["A1", "N1"]
+        if engine_url.startswith("sqlite"):  # stored as 0.1.0 stored it: naive UTC text
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT enrolled_at FROM core_device WHERE serial_number = 'A1'")).scalar() == "2026-03-01 10:00:00.000000"
+    finally:
+        engine.dispose()
