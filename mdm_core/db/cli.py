@@ -26,7 +26,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                 "A database made by release 0.1.0 is recognised and kept.")
     upgrade.set_defaults(func=cmd_upgrade)
 
-    status = db_sub.add_parser("status", help="each plugin's current and latest revision")
+    status = db_sub.add_parser("status", help="each plugin's current and latest revision",
+                               description="Each plugin's current revision, the latest this release has, its state and what is pending; "
+                               "histories of plugins that are not loaded are listed as 'not loaded'.")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
@@ -64,7 +66,7 @@ def cmd_status(host: "Host", args: argparse.Namespace) -> int:
     """``mdm db status``"""
     from mdm_core.db.migrate import History, read_states
 
-    states = read_states(host.unchecked_db, [History(s) for s in host.migration_sets()])
+    states = read_states(host.unchecked_db, [History(s) for s in host.migration_sets()], unloaded=True)
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)
@@ -72,6 +74,7 @@ def cmd_status(host: "Host", args: argparse.Namespace) -> int:
     for row in rows:
         row["pending"] = " ".join(row["pending"]) or "-"
         row["current"] = row["current"] or "-"
+        row["head"] = row["head"] or "-"
     print_table(rows, ["plugin", "current", "head", "state", "pending"])
     return 0
 

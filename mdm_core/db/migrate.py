@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).with_name("alembic")
 CORE_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 UPGRADE_HINT = "run `mdm db upgrade`"
+VERSION_TABLE_SUFFIX = "_alembic_version"  # each history's version table: <name>_alembic_version
 _PG_LOCK_KEY = 0x6D646D5F6D6967  # "mdm_mig": one advisory lock for every migration of a database
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -82,7 +83,7 @@ class MigrationSet:
     @property
     def version_table(self) -> str:
         """The table holding this history's current revision."""
-        return f"{self.name}_alembic_version"
+        return f"{self.name}{VERSION_TABLE_SUFFIX}"
 
     @property
     def table_names(self) -> set[str]:
@@ -96,9 +97,9 @@ class HistoryState:
 
     name: str
     current: str | None  # the revision recorded in the database (None: no version table)
-    head: str
+    head: str | None  # None for a history no loaded plugin declares
     pending: list[str]
-    state: str  # "current", "behind", "ahead", "new" (nothing created), "unstamped" (tables, no version)
+    state: str  # "current", "behind", "ahead", "new" (nothing created), "unstamped" (tables, no version), "not loaded"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for ``mdm db status --json``."""
@@ -231,12 +232,18 @@ def _state(conn: Connection, history: History, tables: set[str]) -> HistoryState
     return HistoryState(history.name, current, history.head, pending, "behind" if pending else "current")
 
 
-def read_states(db: Database, histories: Sequence[History]) -> list[HistoryState]:
-    """Each history's state, read without taking the write lock."""
+def read_states(db: Database, histories: Sequence[History], *, unloaded: bool = False) -> list[HistoryState]:
+    """Each history's state, read without taking the write lock. With ``unloaded``, also the
+    histories the database has but no loaded plugin declares (state ``not loaded``)."""
     try:
         with db.engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             states = [_state(conn, h, tables) for h in histories]
+            if unloaded:
+                known = {h.set.version_table for h in histories}
+                for table in sorted(t for t in tables if t.endswith(VERSION_TABLE_SUFFIX) and t not in known):
+                    rows = [r[0] for r in conn.execute(text(f'SELECT version_num FROM "{table}"'))]
+                    states.append(HistoryState(table[: -len(VERSION_TABLE_SUFFIX)], ", ".join(rows) or None, None, [], "not loaded"))
             conn.rollback()
             return states
     except SQLAlchemyError as exc:
@@ -291,7 +298,7 @@ def ensure_current(
     if steps and not db.in_memory:
         where = db.url.database if db.is_sqlite else db.describe()
         if len(created) == len(states):
-            notify(f"created new database at {where}" if new_file or not db.is_sqlite else f"created the tables in empty database {where}")
+            notify(f"created new database at {where}" if new_file else f"created the tables in empty database {where}")
         elif created:
             notify(f"created the tables of {', '.join(created)} (first use on this database)")
     return steps

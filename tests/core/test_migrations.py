@@ -1,7 +1,8 @@
-"""Schema migrations on SQLite: a new database, behind and ahead, failures, the lock, 0.1.0 look-alikes.
+"""Schema migrations: a new database, behind and ahead, failures, the lock, dependencies.
 
 Each test plugin here is a package written on the fly with a ``migrations`` folder, enabled
-from the configuration like a third-party plugin.
+from the configuration like a third-party plugin. Tests taking ``db_url`` run on SQLite and,
+when ``MDM_TEST_POSTGRES_URL`` is set, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect, text
 
 from mdm_core.db.migrate import MigrationSet, SchemaAhead, SchemaBehind, order
 from mdm_core.errors import PluginError
+
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
 PLUGIN = '''
 from pathlib import Path
@@ -80,19 +83,56 @@ op.execute("INSERT INTO {p}_thing (id, name) VALUES (1, 'first')")
 """
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database of the test (and of its ``mdm`` commands): an SQLite file or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    elif not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    else:
+        url = request.getfixturevalue("pg_url")
+    request.getfixturevalue("mdm")  # sets MDM_DATABASE_URL to SQLite: this one wins
+    monkeypatch.setenv("MDM_DATABASE_URL", url)
+    return url
+
+
 def _db(project_dir: Path) -> sqlite3.Connection:
     return sqlite3.connect(project_dir / "var" / "mdm.sqlite3")
 
 
-def _version(project_dir: Path, history: str) -> str | None:
-    with _db(project_dir) as conn:
-        row = conn.execute(f"SELECT version_num FROM {history}_alembic_version").fetchone()
-    return row[0] if row else None
+def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
 
 
-def _columns(project_dir: Path, table: str) -> list[str]:
-    with _db(project_dir) as conn:
-        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+def _version(url: str, history: str) -> str | None:
+    rows = _query(url, f"SELECT version_num FROM {history}_alembic_version")
+    return rows[0][0] if rows else None
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _columns(url: str, table: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return [c["name"] for c in inspect(engine).get_columns(table)]
+    finally:
+        engine.dispose()
+
+
+def _sqlite_url(project_dir: Path) -> str:
+    return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
 
 
 # ---------------------------------------------------------------------- a new database
@@ -103,11 +143,20 @@ def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_
     code, out, err = mdm("devices", "list")
     assert code == 0, err
     assert err.strip() == f"mdm: created new database at {db_file}"
-    assert _version(project_dir, "core") == "0001"
+    assert _version(_sqlite_url(project_dir), "core") == "0001"
     code, out, err = mdm("devices", "list")
     assert (code, err) == (0, "")  # only once
     code, out, _ = mdm("db", "status", "--json")
     assert [(r["plugin"], r["current"], r["state"]) for r in json.loads(out)] == [("core", "0001", "current")]
+
+
+def test_an_empty_postgresql_database_is_created_by_the_migrations(mdm, pg_url, monkeypatch):
+    monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    code, out, err = mdm("devices", "list")
+    assert code == 0, err
+    assert err.startswith("mdm: created the tables in empty database postgresql+psycopg://") and "***" in err
+    assert _version(pg_url, "core") == "0001"
+    assert mdm("devices", "list")[2] == ""
 
 
 def test_mdm_db_upgrade_creates_a_new_database_too(mdm, project_dir):
@@ -141,7 +190,7 @@ def test_reads_never_take_the_write_lock(mdm, project_dir):
 # ---------------------------------------------------------------------- behind, ahead
 
 
-def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm, project_dir, new_plugin):
+def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm, db_url, new_plugin):
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     assert mdm("devices", "list", config=plugin.config)[0] == 0
@@ -159,14 +208,12 @@ def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     assert f"{plugin.name}: applied 0002 (thing colour)" in out
-    assert _version(project_dir, plugin.name) == "0002"
-    assert "colour" in _columns(project_dir, f"{plugin.name}_thing")
-    with _db(project_dir) as conn:
-        assert conn.execute(f"SELECT id, name, colour FROM {plugin.name}_thing").fetchall() == [(1, "first", None)]
+    assert _version(db_url, plugin.name) == "0002"
+    assert _query(db_url, f"SELECT id, name, colour FROM {plugin.name}_thing") == [(1, "first", None)]
     assert mdm("devices", "list")[0] == 0
 
 
-def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, project_dir, new_plugin):
+def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, db_url, new_plugin):
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     newer = plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))')
@@ -178,25 +225,35 @@ def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, p
         assert code == 1
         assert err == (f"mdm: error: database schema is ahead of this release ({plugin.name} is at 0002, this release knows up "
                        "to 0001): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n")
-    assert _version(project_dir, plugin.name) == "0002"
+    assert _version(db_url, plugin.name) == "0002"
     code, out, _ = mdm("db", "status")
     assert code == 0 and any(line.split()[:4] == [plugin.name, "0002", "0001", "ahead"] for line in out.splitlines())
 
 
-def test_a_plugin_enabled_later_gets_its_tables_at_the_next_command(mdm, project_dir, new_plugin):
+def test_a_plugin_enabled_later_gets_its_tables_at_the_next_command(mdm, db_url, new_plugin):
     assert mdm("devices", "list")[0] == 0
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     code, out, err = mdm("devices", "list", config=plugin.config)
     assert code == 0
     assert err == f"mdm: created the tables of {plugin.name} (first use on this database)\n"
-    assert _version(project_dir, plugin.name) == "0001"
+    assert _version(db_url, plugin.name) == "0001"
+
+
+def test_status_lists_the_histories_of_plugins_no_longer_loaded(mdm, db_url, new_plugin):
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    code, out, err = mdm("devices", "list", config="")  # the plugin disabled: its history is not checked
+    assert (code, err) == (0, "")
+    code, out, _ = mdm("db", "status", "--json")
+    assert json.loads(out)[-1] == {"plugin": plugin.name, "current": "0001", "head": None, "pending": [], "state": "not loaded"}
 
 
 # ---------------------------------------------------------------------- failures
 
 
-def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm, project_dir, new_plugin):
+def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm, db_url, new_plugin):
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
@@ -212,13 +269,12 @@ def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm
     assert code == 1
     assert len(err.splitlines()) == 1
     assert err.startswith(f"mdm: error: {plugin.name}: migration 0002 (thing size) failed and was rolled back; {plugin.name} stays at 0001: ")
-    assert _version(project_dir, plugin.name) == "0001"
-    with _db(project_dir) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert f"{plugin.name}_extra" not in tables and f"{plugin.name}_later" not in tables
-        assert conn.execute(f"SELECT id, name FROM {plugin.name}_thing").fetchall() == [(1, "first")]
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert _columns(project_dir, f"{plugin.name}_thing") == ["id", "name"]
+    assert _version(db_url, plugin.name) == "0001"
+    assert not {f"{plugin.name}_extra", f"{plugin.name}_later"} & _tables(db_url)
+    assert _query(db_url, f"SELECT id, name FROM {plugin.name}_thing") == [(1, "first")]
+    assert _columns(db_url, f"{plugin.name}_thing") == ["id", "name"]
+    if db_url.startswith("sqlite"):
+        assert _query(db_url, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm, project_dir, new_plugin):
@@ -247,7 +303,7 @@ def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm
         assert conn.execute(f"SELECT count(*) FROM {p}_child").fetchone() == (0,)
 
 
-def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, project_dir, new_plugin):
+def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, db_url, new_plugin):
     plugin = new_plugin()
     p = plugin.name
     plugin.add("0001", None, f"""
@@ -258,8 +314,11 @@ def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, project_dir, new_pl
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
     plugin.add("0002", "0001", f'op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (1, 42)")')
     code, out, err = mdm("db", "upgrade")
-    assert code == 1 and "row(s) whose foreign key has no parent" in err and "stays at 0001" in err
-    assert _version(project_dir, p) == "0001"
+    assert code == 1 and "stays at 0001" in err
+    # SQLite: checked before commit (its foreign keys are off while migrating); PostgreSQL: refused at once
+    assert ("row(s) whose foreign key has no parent" if db_url.startswith("sqlite") else "ForeignKeyViolation") in err
+    assert _version(db_url, p) == "0001"
+    assert _query(db_url, f"SELECT count(*) FROM {p}_child") == [(0,)]
 
 
 # ---------------------------------------------------------------------- declaring histories
@@ -292,7 +351,7 @@ def test_histories_run_in_dependency_order_the_cores_first(tmp_path):
         order([MigrationSet("core", tmp_path), MigrationSet("Bad-Name", tmp_path)])
 
 
-def test_a_plugin_depending_on_another_is_migrated_after_it(mdm, project_dir, new_plugin):
+def test_a_plugin_depending_on_another_is_migrated_after_it(mdm, db_url, new_plugin):
     first = new_plugin()
     first.add("0001", None, CREATE_THINGS.format(p=first.name))
     second = new_plugin(depends_on=(first.name,))
@@ -318,19 +377,20 @@ def test_two_migrations_following_the_same_revision_are_refused(mdm, new_plugin)
 # ---------------------------------------------------------------------- auto_upgrade and the lock
 
 
-def test_mdm_run_upgrades_only_with_auto_upgrade(make_host, new_plugin):
+def test_mdm_run_upgrades_only_with_auto_upgrade(make_host, new_plugin, db_url):
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
-    make_host(plugins=[plugin.module()]).db
+    make_host(plugins=[plugin.module()], database_url=db_url).db
     plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))')
 
-    host = make_host(plugins=[plugin.module()])
+    host = make_host(plugins=[plugin.module()], database_url=db_url)
     with pytest.raises(SchemaBehind, match="run `mdm db upgrade`"):
         host.start()
-    host = make_host(plugins=[plugin.module()], config="[core]\nauto_upgrade = true\n")
+    host = make_host(plugins=[plugin.module()], config="[core]\nauto_upgrade = true\n", database_url=db_url)
     host.start()
     host.shutdown()
-    assert "colour" in {c["name"] for c in inspect(host.db.engine).get_columns(f"{plugin.name}_thing")}
+    assert "colour" in _columns(db_url, f"{plugin.name}_thing")
+    assert _version(db_url, plugin.name) == "0002"
 
 
 UPGRADER = """
@@ -343,7 +403,7 @@ host.close()
 """
 
 
-def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new_plugin, plugin_dir):
+def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new_plugin, plugin_dir, db_url):
     """The first host holds the lock inside migration 0002 (until the test lets it go); the
     second waits for it, then finds 0002 applied and applies only 0003."""
     plugin = new_plugin()
@@ -351,7 +411,7 @@ def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new
     plugin.add("0001", None, f'op.create_table("{p}_log", sa.Column("step", sa.String(8), primary_key=True))')
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text(plugin.config)
-    url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    url = db_url
     env = {"PYTHONPATH": f"{plugin_dir}:{Path.cwd()}", "PATH": "/usr/bin:/bin"}
     run = [sys.executable, "-c", UPGRADER, str(conf), url]
     first_run = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
@@ -382,9 +442,8 @@ def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
     applied = sorted(filter(None, (out1.strip() + "," + out2.strip()).split(",")))
     assert applied == [f"{p}:0002", f"{p}:0003"]  # each once, by one host or the other
-    assert _version(project_dir, p) == "0003"
-    with _db(project_dir) as conn:
-        assert conn.execute(f"SELECT step FROM {p}_log ORDER BY step").fetchall() == [("0002",), ("0003",)]
+    assert _version(db_url, p) == "0003"
+    assert _query(db_url, f"SELECT step FROM {p}_log ORDER BY step") == [("0002",), ("0003",)]
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -397,16 +456,16 @@ def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
-def test_ahead_is_reported_before_anything_is_applied(make_host, new_plugin, project_dir):
+def test_ahead_is_reported_before_anything_is_applied(make_host, new_plugin, db_url):
     behind, ahead = new_plugin(), new_plugin()
     behind.add("0001", None, "pass")
     extra = ahead.add("0001", None, "pass")
-    make_host(plugins=[behind.module(), ahead.module()]).db
+    make_host(plugins=[behind.module(), ahead.module()], database_url=db_url).db
     behind.add("0002", "0001", f'op.create_table("{behind.name}_new", sa.Column("id", sa.Integer(), primary_key=True))')
     ahead.add("0002", "0001", "pass")
-    make_host(plugins=[ahead.module()]).upgrade_database()
+    make_host(plugins=[ahead.module()], database_url=db_url).upgrade_database()
     (ahead.package / "migrations" / "0002_step.py").unlink()
     assert extra.exists()
     with pytest.raises(SchemaAhead):
-        make_host(plugins=[behind.module(), ahead.module()]).upgrade_database()
-    assert _version(project_dir, behind.name) == "0001"
+        make_host(plugins=[behind.module(), ahead.module()], database_url=db_url).upgrade_database()
+    assert _version(db_url, behind.name) == "0001"
