@@ -1,0 +1,285 @@
+"""The channels alerts go out through: e-mail over SMTP and webhooks (a JSON POST).
+
+A channel sends one message or raises ``DeliveryError`` with a one-line reason that names the
+channel by what is safe to show (the SMTP server, a webhook's name and host), never a password
+or a webhook URL (Slack's and Teams' URLs are their credential). ``permanent`` failures (the
+server refused for good: a 5xx SMTP reply, an HTTP 4xx) are not retried.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from mdm_core.errors import MdmError, one_line
+
+from .settings import AlertsSettings
+
+if TYPE_CHECKING:
+    from mdm_core.config import Config, SecretRef
+
+
+class DeliveryError(Exception):
+    """A message could not be sent; ``permanent`` when trying again cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message as channels see it (plain values)."""
+
+    id: int | None
+    created_at: datetime
+    kind: str
+    subject: str
+    state: str
+    severity: str
+    account: str | None
+    title: str
+    text: str
+    action: str
+    fields: dict[str, Any]
+
+    def body(self) -> str:
+        """The plain text every channel shows: what happened, then what to do."""
+        ref = f"alert #{self.id}, " if self.id is not None else ""
+        return (f"{self.title}\n\n{self.text}\n\nWhat to do: {self.action}\n\n"
+                f"-- \nmdm-host {ref}{self.created_at:%Y-%m-%d %H:%M} UTC ({self.subject})")
+
+    def headline(self) -> str:
+        """``[WARNING] title``: the first line of a chat message or an e-mail subject."""
+        return f"[{self.severity.upper()}] {self.title}"
+
+
+class Channel(Protocol):
+    """Something that sends alerts."""
+
+    name: str
+
+    def describe(self) -> str:
+        """What to call the channel in output: no secret."""
+
+    def send(self, message: Outgoing) -> str | None:
+        """Send or raise ``DeliveryError``; returns a note worth keeping (e.g. refused recipients)."""
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` on one line with every secret in it replaced by ``***``."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return one_line(text)
+
+
+def network_reason(exc: BaseException) -> str:
+    """A connection failure in a few words, without the text of the exception (it may hold a URL)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason})" if exc.reason else "TLS failed"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return "connection closed by the server"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return "the server closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+# --------------------------------------------------------------------------- e-mail
+
+
+class EmailChannel:
+    """E-mail to ``[alerts] email_to`` through ``smtp_host`` (STARTTLS, implicit TLS or plain)."""
+
+    name = "email"
+
+    def __init__(self, s: AlertsSettings, config: "Config"):
+        self.s = s
+        self.config = config
+
+    def describe(self) -> str:
+        count = len(self.s.email_to)
+        return f"email to {count} recipient{'s' if count != 1 else ''} via {self.s.smtp_host}:{self.s.port} ({self.s.smtp_security})"
+
+    def message(self, message: Outgoing) -> EmailMessage:
+        """The e-mail: ``[mdm] WARNING: title``, plain text."""
+        mail = EmailMessage()
+        prefix = f"{self.s.subject_prefix} " if self.s.subject_prefix else ""
+        mail["Subject"] = f"{prefix}{message.severity.upper()}: {message.title}"
+        mail["From"] = self.s.email_from
+        mail["To"] = ", ".join(self.s.email_to)
+        mail["Date"] = formatdate(message.created_at.timestamp(), usegmt=True)
+        mail["Message-ID"] = make_msgid("mdm-alert", domain=self.s.email_from.rpartition("@")[2] or None)
+        mail["X-MDM-Alert"] = f"{message.kind} {message.state} {message.subject}"
+        mail.set_content(message.body())
+        return mail
+
+    def send(self, message: Outgoing) -> str | None:
+        s = self.s
+        password = _resolve(s.smtp_password, self.config, "smtp_password") if s.smtp_username else None
+        secrets = [password] if password else []
+        where = f"SMTP server {s.smtp_host}:{s.port}"
+        try:
+            context = ssl.create_default_context(cafile=str(self.config.resolve_path(s.smtp_ca_file)) if s.smtp_ca_file else None)
+        except OSError as exc:
+            raise DeliveryError(f"[alerts] smtp_ca_file {s.smtp_ca_file} cannot be read ({exc.strerror})", permanent=True) from None
+        try:
+            if s.smtp_security == "ssl":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(s.smtp_host, s.port, timeout=s.smtp_timeout, context=context)
+            else:
+                client = smtplib.SMTP(s.smtp_host, s.port, timeout=s.smtp_timeout)
+            with client:
+                client.ehlo()
+                if s.smtp_security == "starttls":
+                    if not client.has_extn("starttls"):
+                        raise DeliveryError(f"{where} does not offer STARTTLS: set [alerts] smtp_security = \"ssl\" (port 465) "
+                                            "or \"none\" for a local relay", permanent=True)
+                    client.starttls(context=context)
+                    client.ehlo()
+                if s.smtp_username:
+                    client.login(s.smtp_username, password or "")
+                refused = client.send_message(self.message(message), from_addr=s.email_from, to_addrs=list(s.email_to))
+        except DeliveryError:
+            raise
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            raise DeliveryError(scrub(f"{where} refused every recipient ({', '.join(f'{r}: {c}' for r, (c, _) in exc.recipients.items())})", secrets),
+                                permanent=all(c >= 500 for c in codes)) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(scrub(f"{where} refused the login of {s.smtp_username} ({exc.smtp_code} {_text(exc.smtp_error)}): "
+                                      "check smtp_username and the password", secrets), permanent=exc.smtp_code >= 500) from None
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(scrub(f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}", secrets), permanent=exc.smtp_code >= 500) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(scrub(f"{where}: {exc}", secrets), permanent=True) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot send through {where}: {network_reason(exc)}") from None
+        if refused:
+            return scrub(f"refused recipients: {', '.join(f'{r} ({c})' for r, (c, _) in refused.items())}", secrets)
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirected POST would arrive as a GET without its body: treat a redirect as a failure."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class WebhookChannel:
+    """A JSON POST: ``text`` (what Slack and Teams show) plus the alert's fields."""
+
+    def __init__(self, name: str, url_ref: "SecretRef", s: AlertsSettings, config: "Config"):
+        self.name = f"webhook:{name}"
+        self.label = name
+        self.url_ref = url_ref
+        self.s = s
+        self.config = config
+
+    def _url(self) -> tuple[str, str]:
+        url = _resolve(self.url_ref, self.config, f"webhooks.{self.label}").strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DeliveryError(f"webhook {self.label}: its URL ({_where(self.url_ref)}) is not an http(s) URL", permanent=True)
+        return url, parts.hostname
+
+    def describe(self) -> str:
+        try:
+            _, hostname = self._url()
+        except (DeliveryError, MdmError):
+            hostname = "URL not available"
+        return f"webhook {self.label} ({hostname})"
+
+    @staticmethod
+    def payload(message: Outgoing) -> dict[str, Any]:
+        """The JSON body: ``text`` for chat tools, then structured fields for everything else."""
+        return {
+            "text": f"{message.headline()}\n{message.text}\nWhat to do: {message.action}",
+            "title": message.title, "severity": message.severity, "kind": message.kind, "state": message.state,
+            "subject": message.subject, "account": message.account, "action": message.action, "details": message.fields,
+            "id": message.id, "created_at": message.created_at.isoformat(), "source": "mdm-host",
+        }
+
+    def send(self, message: Outgoing) -> str | None:
+        url, hostname = self._url()
+        parts = urlsplit(url)
+        secrets = [url, parts.path, parts.query, parts.netloc if "@" in parts.netloc else ""]
+        request = urllib.request.Request(url, data=json.dumps(self.payload(message)).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": "mdm-host-alerts"})
+        opener = urllib.request.build_opener(_NoRedirect)
+        where = f"webhook {self.label} ({hostname})"
+        try:
+            with opener.open(request, timeout=self.s.webhook_timeout) as response:
+                response.read(4096)
+                return None
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            try:
+                snippet = exc.read(300).decode("utf-8", "replace")
+            except Exception:
+                snippet = ""
+            finally:
+                exc.close()
+            detail = scrub(f"HTTP {status}" + (f": {snippet}" if snippet.strip() else ""), secrets)
+            if 300 <= status < 400:
+                raise DeliveryError(f"{where} answered {detail} (redirects are not followed: check the URL)", permanent=True) from None
+            permanent = 400 <= status < 500 and status not in (408, 425, 429)
+            raise DeliveryError(f"{where} answered {detail}", permanent=permanent) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason if isinstance(exc.reason, BaseException) else None
+            raise DeliveryError(f"cannot reach {where}: {network_reason(reason) if reason else 'request failed'}") from None
+        except (OSError, ValueError) as exc:
+            raise DeliveryError(f"cannot reach {where}: {network_reason(exc)}") from None
+
+
+# --------------------------------------------------------------------------- configured channels
+
+
+def _where(ref: "SecretRef") -> str:
+    return f"environment variable {ref.env}" if ref.env else f"file {ref.file}"
+
+
+def _resolve(ref: "SecretRef | None", config: "Config", key: str) -> str:
+    if ref is None:
+        raise DeliveryError(f"[alerts] {key} is not set", permanent=True)
+    try:
+        return ref.resolve(config)
+    except MdmError as exc:  # names the variable or the file, never a value
+        raise DeliveryError(f"[alerts] {key}: {exc}") from None
+
+
+def configured_channels(s: AlertsSettings, config: "Config") -> dict[str, Channel]:
+    """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``)."""
+    channels: dict[str, Channel] = {}
+    if s.email_to:
+        channels["email"] = EmailChannel(s, config)
+    for name, ref in sorted(s.webhooks.items()):
+        channel = WebhookChannel(name, ref, s, config)
+        channels[channel.name] = channel
+    return channels

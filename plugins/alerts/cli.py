@@ -1,0 +1,125 @@
+"""``mdm alerts ...``: list, test, send, retry."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import utcnow
+from mdm_core.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+NO_CHANNEL = ("no alert channel is configured: set [alerts] email_to and email_from (and smtp_host), "
+              "or add a webhook under [alerts.webhooks] (see the README, Alerts)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``alerts`` to the ``mdm`` parser."""
+    alerts = subparsers.add_parser("alerts", help="alerts to admins: what was sent, test the channels",
+                                   description="Alerts about tokens, failing syncs, low licenses and failed installs, sent by e-mail "
+                                               "and webhooks from [alerts] by the alerts.deliver job of `mdm run`.")
+    sub = alerts.add_subparsers(dest="alerts_cmd", required=True, metavar="COMMAND")
+
+    lst = sub.add_parser("list", help="recent alerts and their delivery through each channel (pending, sent, failed)")
+    lst.add_argument("--status", choices=["pending", "sent", "failed"], help="only deliveries in this state")
+    lst.add_argument("--limit", type=int, default=50, metavar="N", help="the N most recent alerts (default 50)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_list)
+
+    test = sub.add_parser("test", help="send a test message through every configured channel now and report each",
+                          description="Exit 1 if any channel failed or none is configured.")
+    test.set_defaults(func=_test)
+
+    send = sub.add_parser("send", help="check tokens and licenses now and send what is due (what `mdm run` does on its own)")
+    send.set_defaults(func=_send)
+
+    retry = sub.add_parser("retry", help="send failed alerts again (after fixing a channel)")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="alert ids (default: every failed delivery)")
+    retry.set_defaults(func=_retry)
+
+
+def list_alerts(host: "Host", status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The most recent alerts, newest first, each with its deliveries."""
+    from .delivery import outgoing
+    from .models import AlertDelivery, AlertMessage
+
+    with host.db.session() as session:
+        query = select(AlertMessage).order_by(AlertMessage.id.desc()).limit(limit)  # type: ignore[union-attr]
+        if status:
+            query = query.where(AlertMessage.id.in_(select(AlertDelivery.message_id).where(AlertDelivery.status == status)))  # type: ignore[union-attr]
+        messages = list(session.execute(query).scalars())
+        deliveries: dict[int, list[AlertDelivery]] = {}
+        ids = [m.id for m in messages]
+        for row in session.execute(select(AlertDelivery).where(AlertDelivery.message_id.in_(ids)).order_by(AlertDelivery.id)).scalars():  # type: ignore[attr-defined]
+            deliveries.setdefault(row.message_id, []).append(row)
+    out = []
+    for message in messages:
+        m = outgoing(message)
+        out.append({
+            "id": m.id, "created_at": m.created_at, "kind": m.kind, "subject": m.subject, "state": m.state, "severity": m.severity,
+            "account": m.account, "title": m.title, "text": m.text, "action": m.action, "fields": m.fields,
+            "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts,
+                            "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
+                            "sent_at": d.sent_at, "last_error": d.last_error}
+                           for d in deliveries.get(message.id, []) if status is None or d.status == status],  # type: ignore[index]
+        })
+    return out
+
+
+def _list(host: "Host", args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    alerts = list_alerts(host, args.status, args.limit)
+    if args.json:
+        print_json(alerts)
+        return 0
+    rows = []
+    for alert in alerts:
+        base = {"id": alert["id"], "created": alert["created_at"], "severity": alert["severity"], "title": alert["title"]}
+        for d in alert["deliveries"] or [{"channel": "(no channel configured)", "status": "-"}]:
+            rows.append({**base, "channel": d["channel"], "status": d["status"], "attempts": d.get("attempts"),
+                         "next_attempt": d.get("next_attempt_at"), "error": d.get("last_error")})
+    print_table(rows, ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"],
+                empty="(no alerts)")
+    return 0
+
+
+def _test(host: "Host", args: argparse.Namespace) -> int:
+    from .channels import Outgoing
+    from .delivery import send_now
+    from .rules import trial_alert
+
+    alert = trial_alert(socket.gethostname())
+    message = Outgoing(id=None, created_at=utcnow(), kind=alert.kind, subject=alert.subject, state=alert.state, severity=alert.severity,
+                       account=None, title=alert.title, text=alert.text, action=alert.action, fields={})
+    results = send_now(host, message)
+    if not results:
+        raise MdmError(NO_CHANNEL)
+    for result in results:
+        line = f"{result['target']}: {result['status']}" + (f": {result['error']}" if result["error"] else "")
+        print(line, file=sys.stdout if result["status"] == "sent" else sys.stderr)
+    return 0 if all(r["status"] == "sent" for r in results) else 1
+
+
+def _send(host: "Host", args: argparse.Namespace) -> int:
+    from .delivery import check, deliver_due
+
+    queued = check(host)["queued"]
+    counts = deliver_due(host)
+    print(f"{queued} new alert(s); {counts['sent']} sent, {counts['retrying']} to retry, {counts['failed']} failed")
+    return 1 if counts["retrying"] or counts["failed"] else 0
+
+
+def _retry(host: "Host", args: argparse.Namespace) -> int:
+    from .delivery import retry_failed
+
+    count = retry_failed(host, args.ids)
+    print(f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again; the alerts.deliver job (or `mdm alerts send`) sends them")
+    return 0

@@ -1,0 +1,181 @@
+"""Sending what is due: the ``alerts.deliver`` job, and the daily-ish ``alerts.check``.
+
+Each (alert, channel) is tried on its own. A failure waits ``retry_delay`` seconds, doubling at
+each attempt up to ``retry_max_delay``; after ``max_attempts`` (or at once when the server
+refused for good) the delivery is ``failed`` and shows in ``mdm alerts list``. A channel that
+fails is not tried again for other alerts in the same run, so a mail server that is down
+costs one timeout per run, not one per alert. One process delivers at a time (a database lock),
+so two ``mdm run`` on one database do not send twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.errors import describe
+from mdm_core.models import utcnow
+
+from . import store
+from .channels import Channel, DeliveryError, Outgoing, configured_channels
+from .models import AlertDelivery, AlertMessage
+from .settings import AlertsSettings, settings
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+BATCH = 200
+LOCK = "alerts.deliver"
+
+
+def outgoing(message: AlertMessage) -> Outgoing:
+    """A stored alert as channels see it."""
+    return Outgoing(id=message.id, created_at=store.as_utc(message.created_at), kind=message.kind, subject=message.subject,
+                    state=message.state, severity=message.severity, account=message.account, title=message.title,
+                    text=message.text, action=message.action, fields=dict(message.fields or {}))
+
+
+def backoff(s: AlertsSettings, attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1``: ``retry_delay`` doubling, at most ``retry_max_delay``."""
+    return float(min(s.retry_max_delay, s.retry_delay * 2 ** max(0, attempts - 1)))
+
+
+def deliver_due(host: "Host") -> dict[str, int]:
+    """Send every pending delivery whose time has come; returns counts (sent, retrying, failed)."""
+    counts = {"sent": 0, "retrying": 0, "failed": 0}
+    lock = host.lock(LOCK, ttl=max(300.0, settings(host).smtp_timeout * 4))
+    if not lock.try_acquire():
+        return counts  # another process is delivering
+    try:
+        channels = configured_channels(settings(host), host.config)
+        with host.db.session() as session:
+            due = list(session.execute(
+                select(AlertDelivery, AlertMessage).join(AlertMessage, AlertMessage.id == AlertDelivery.message_id)
+                .where(AlertDelivery.status == "pending", AlertDelivery.next_attempt_at <= utcnow())
+                .order_by(AlertDelivery.id).limit(BATCH)
+            ).all())
+        down: set[str] = set()
+        for delivery, message in due:
+            if delivery.channel in down:
+                continue
+            channel = channels.get(delivery.channel)
+            outcome = _attempt(channel, delivery.channel, outgoing(message))
+            status = _record(host, delivery.id, outcome)  # type: ignore[arg-type]
+            counts[status] += 1
+            if status != "sent" and channel is not None:
+                down.add(delivery.channel)
+            lock.refresh()
+    finally:
+        lock.release()
+    return counts
+
+
+def _attempt(channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
+    """(sent, error or note, permanent)."""
+    if channel is None:
+        return False, f"channel {name} is no longer configured in [alerts]", True
+    try:
+        return True, channel.send(message), False
+    except DeliveryError as exc:
+        return False, str(exc), exc.permanent
+    except Exception as exc:  # a bug must not stop the other channels; its text may not be safe to keep
+        log.error("alert %s through %s failed unexpectedly: %s", message.id, name, type(exc).__name__)
+        return False, f"unexpected {type(exc).__name__} (run with -vv and see the log)", False
+
+
+def _record(host: "Host", delivery_id: int, outcome: tuple[bool, str | None, bool]) -> str:
+    sent, text, permanent = outcome
+    s = settings(host)
+
+    def work(session: Session) -> str:
+        row = session.get(AlertDelivery, delivery_id)
+        assert row is not None
+        now = utcnow()
+        row.attempts += 1
+        row.updated_at = now
+        row.last_error = text
+        if sent:
+            row.status, row.sent_at = "sent", now
+        elif permanent or row.attempts >= s.max_attempts:
+            row.status = "failed"
+            log.error("alert %s through %s failed after %d attempt(s), giving up: %s", row.message_id, row.channel, row.attempts, text)
+        else:
+            row.next_attempt_at = now + timedelta(seconds=backoff(s, row.attempts))
+            log.warning("alert %s through %s failed (attempt %d of %d), retrying at %s: %s", row.message_id, row.channel, row.attempts,
+                        s.max_attempts, f"{row.next_attempt_at:%H:%M:%S}", text)
+        session.add(row)
+        return "sent" if sent else row.status if row.status == "failed" else "retrying"
+
+    return host.db.run_write(work)
+
+
+def send_now(host: "Host", message: Outgoing) -> list[dict[str, Any]]:
+    """Send ``message`` through every configured channel at once (``mdm alerts test``), one result each."""
+    results = []
+    for name, channel in configured_channels(settings(host), host.config).items():
+        sent, text, _ = _attempt(channel, name, message)
+        results.append({"channel": name, "target": channel.describe(), "status": "sent" if sent else "failed", "error": None if sent else text})
+    return results
+
+
+def retry_failed(host: "Host", message_ids: list[int]) -> int:
+    """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many."""
+
+    def work(session: Session) -> int:
+        query = select(AlertDelivery).where(AlertDelivery.status == "failed")
+        if message_ids:
+            query = query.where(AlertDelivery.message_id.in_(message_ids))  # type: ignore[attr-defined]
+        rows = list(session.execute(query).scalars())
+        for row in rows:
+            row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()
+            session.add(row)
+        return len(rows)
+
+    return host.db.run_write(work)
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def check(host: "Host", now: datetime | None = None) -> dict[str, int]:
+    """Token expiry and license counts as they are now, even without a sync (a paused account's
+    token still approaches its expiry), then housekeeping. Returns how many alerts it queued."""
+    accounts_hook = host.hook("mdm_vpp_accounts")
+    assets_hook = host.hook("mdm_vpp_assets")
+    queued = 0
+    if accounts_hook is not None and assets_hook is not None:
+        accounts = accounts_hook(host=host) or []
+        assets = assets_hook(host=host, account=None) or []
+        by_account: dict[str, list[dict[str, Any]]] = {a["name"]: [] for a in accounts}
+        for asset in assets:
+            by_account.setdefault(asset["account"], []).append(asset)
+
+        def work(session: Session) -> None:
+            nonlocal queued
+            alerts = []
+            for account in accounts:
+                alerts += store.token_state(session, account["name"], account["token_state"], expires=account.get("tokenExpirationDate"),
+                                            detail=None, action=account.get("action"), now=now)
+                alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], complete=True, now=now)
+            store.forget_accounts(session, set(by_account))
+            for alert in alerts:
+                store.enqueue(host, session, alert)
+            queued = len(alerts)
+
+        store.write(host, work)
+    host.db.run_write(lambda session: store.prune(session, settings(host).keep_days, now))
+    return {"queued": queued}
+
+
+def safely(name: str, func: Any) -> Any:
+    """Log, rather than raise, what fails at start-up (alerts must never stop the host)."""
+    try:
+        return func()
+    except Exception as exc:
+        log.error("%s failed: %s", name, describe(exc))
+        return None

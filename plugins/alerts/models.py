@@ -1,0 +1,82 @@
+"""``alerts_*`` tables: what state each watched subject is in, the alerts queued for sending,
+one delivery per alert and channel, and the events already handled.
+
+Imported only when the plugin registers its tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from mdm_core.models import utcnow
+
+
+class AlertSubject(SQLModel, table=True):
+    """The last known state of one watched thing, so that each change is alerted once.
+
+    ``subject`` is ``token:ACCOUNT``, ``sync:ACCOUNT`` or ``licenses:ACCOUNT:ADAMID:PRICING``.
+    License subjects exist only while low (no row: enough licenses).
+    """
+
+    __tablename__ = "alerts_subject"
+
+    subject: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(max_length=16)  # "token", "sync", "licenses"
+    account: str = Field(max_length=128, index=True)
+    state: str = Field(max_length=32)
+    failures: int = 0  # syncs failed in a row (sync subjects)
+    since: datetime = Field(default_factory=utcnow)  # when this state began
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AlertMessage(SQLModel, table=True):
+    """One alert: what happened, and what to do about it."""
+
+    __tablename__ = "alerts_message"
+    __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install"
+    subject: str = Field(max_length=255)
+    state: str = Field(max_length=32)
+    severity: str = Field(max_length=16)  # "critical", "warning", "resolved"
+    account: Optional[str] = Field(default=None, max_length=128)
+    title: str = Field(max_length=512)
+    text: str
+    action: str
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    event_id: Optional[str] = Field(default=None, max_length=36)
+
+
+class AlertDelivery(SQLModel, table=True):
+    """One alert through one channel: pending (with its next attempt), sent or failed."""
+
+    __tablename__ = "alerts_delivery"
+    __table_args__ = (Index("ix_alerts_delivery_due", "status", "next_attempt_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="alerts_message.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=80)  # "email" or "webhook:NAME"
+    status: str = Field(default="pending", max_length=16)  # "pending", "sent", "failed"
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: Optional[str] = None
+    sent_at: Optional[datetime] = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SeenEvent(SQLModel, table=True):
+    """Events already turned into state changes (a redelivered event changes nothing)."""
+
+    __tablename__ = "alerts_seen_event"
+
+    event_id: str = Field(primary_key=True, max_length=36)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+ALERTS_TABLES: list[type[SQLModel]] = [AlertSubject, AlertMessage, AlertDelivery, SeenEvent]

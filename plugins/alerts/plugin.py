@@ -1,0 +1,131 @@
+"""The alerts plugin's hook implementations: it tells admins about trouble by e-mail and webhooks.
+
+Written as a third-party plugin would be: it is loaded by its own ``mdm.plugins`` entry point,
+reads its own ``[alerts]`` section, owns its ``alerts_*`` tables and its ``alerts.*`` jobs,
+and knows the other plugins only by their documented events and request hooks
+(``mdm_vpp_accounts``, ``mdm_vpp_assets``), never by importing their modules. Its
+implementations of other plugins' hooks are ``optionalhook``, so it loads whichever of them is
+disabled, and its subscribers only write to its own queue, so no event waits for a mail server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mdm_core import hookimpl
+
+if TYPE_CHECKING:
+    import argparse
+
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler
+
+PLUGIN_NAME = "alerts"
+
+
+@hookimpl
+def mdm_config_sections() -> dict[str, type]:
+    """``[alerts]``."""
+    from .settings import AlertsSettings
+
+    return {"alerts": AlertsSettings}
+
+
+@hookimpl
+def mdm_configure(host: "Host") -> None:
+    """Check ``[alerts]`` beyond its types (addresses, thresholds, names)."""
+    from .settings import settings, validate
+
+    validate(settings(host), host.config.source)
+
+
+@hookimpl
+def mdm_register_tables() -> list[type]:
+    """The ``alerts_*`` tables."""
+    from .models import ALERTS_TABLES
+
+    return list(ALERTS_TABLES)
+
+
+@hookimpl
+def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+    """``mdm alerts ...``."""
+    from . import cli
+
+    cli.register(subparsers)
+
+
+@hookimpl
+def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+    """``alerts.deliver`` (send what is due) and ``alerts.check`` (token expiry, license counts)."""
+    from .delivery import check, deliver_due
+    from .settings import settings
+
+    s = settings(host)
+    scheduler.add("alerts.deliver", s.deliver_interval, lambda: deliver_due(host), plugin=PLUGIN_NAME)
+    scheduler.add("alerts.check", s.check_interval, lambda: check(host), plugin=PLUGIN_NAME)
+
+
+@hookimpl
+def mdm_startup(host: "Host") -> None:
+    """Check once at start (a token may have crossed a threshold while the host was down)."""
+    from .delivery import check, safely
+
+    safely("alerts check at start-up", lambda: check(host))
+
+
+# --------------------------------------------------------------------------- VPP events
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
+    """Expiring in 30/14/7 days, expired, revoked, invalid, taken over; valid again."""
+    from .store import on_event, token_state
+
+    p = event.payload
+    on_event(host, event, lambda session: token_state(session, p["account"], p["state"], expires=p.get("tokenExpirationDate"),
+                                                      detail=p.get("detail"), action=p.get("action")))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
+    """N failed syncs in a row; the first success after them."""
+    from .store import on_event, sync_finished
+
+    on_event(host, event, lambda session: sync_finished(host, session, event.payload))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
+    """New assets whose available licenses are already below their threshold."""
+    from .store import license_counts, on_event
+
+    on_event(host, event, lambda session: license_counts(host, session, event.payload["account"], event.payload.get("assets") or []))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
+    """Available licenses crossing their threshold, either way."""
+    from .store import license_counts, on_event
+
+    on_event(host, event, lambda session: license_counts(host, session, event.payload["account"], event.payload.get("assets") or []))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
+    """Assets that left the account are no longer watched."""
+    from .store import assets_removed, on_event
+
+    on_event(host, event, lambda session: assets_removed(session, event.payload["account"], event.payload.get("assets") or []))
+
+
+# --------------------------------------------------------------------------- mobile_apps events
+
+
+@hookimpl(optionalhook=True)
+def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
+    """An install Apple refused (failures of one asset close together make one alert)."""
+    from .store import install_failed, on_event
+
+    on_event(host, event, lambda session: install_failed(host, session, event.payload))

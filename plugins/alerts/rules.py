@@ -1,0 +1,211 @@
+"""What is alerted and how it reads: pure functions from a state change to an ``Alert``.
+
+Each alert says what happened, why it matters and what to do. Severities: ``critical``
+(something stopped working or is about to), ``warning`` (act soon), ``resolved`` (back to
+normal), ``info`` (a test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .settings import Threshold
+
+TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expired", "revoked", "invalid", "taken_over")
+LICENSE_STATES = ("ok", "low", "none")
+MAX_LISTED = 20  # targets listed in one install-failure alert
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message to send: ``subject`` names what it is about (``token:school``)."""
+
+    kind: str
+    subject: str
+    state: str
+    severity: str
+    account: str | None
+    title: str
+    text: str
+    action: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 text (``Z`` or an offset) as an aware UTC datetime; None if absent or bad."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def token_subject(account: str) -> str:
+    return f"token:{account}"
+
+
+def token_alert(account: str, previous: str | None, state: str, *, expires: Any, detail: str | None, action: str | None,
+                now: datetime) -> Alert | None:
+    """The alert for a token that went from ``previous`` to ``state`` (None: nothing to say)."""
+    if state == previous:
+        return None
+    when = parse_time(expires)
+    day = f"{when:%Y-%m-%d}" if when else "an unknown date"
+    fields = {"tokenState": state, "previousState": previous, "tokenExpirationDate": when.isoformat() if when else None, "detail": detail}
+    renew = f"mdm vpp account set {account} --token-file NEW.vpptoken"
+    if state not in TOKEN_ALERT_STATES:
+        if previous not in TOKEN_ALERT_STATES:
+            return None  # first seen, and fine
+        return Alert("token", token_subject(account), state, "resolved", account, f"VPP token of account '{account}' is valid again",
+                     f"The token of account '{account}' was {previous.replace('_', ' ')}; it is now valid until {day}.", "Nothing to do.", fields)
+    if state.startswith("expiring_"):
+        left = max(0, int((when - now).total_seconds() // 86400)) if when else int(state.rsplit("_", 1)[1])
+        title = f"VPP token of account '{account}' expires in {_days(left)}, on {day}"
+        text = ("When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
+                "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books).")
+        severity = "critical" if state == "expiring_7" else "warning"
+    elif state == "expired":
+        title, severity = f"VPP token of account '{account}' expired on {day}", "critical"
+        text = "This account no longer syncs, and its licenses can no longer be assigned or reclaimed."
+    elif state == "revoked":
+        title, severity = f"VPP token of account '{account}' was revoked", "critical"
+        text = "Someone revoked the token in Apple School Manager or Apple Business Manager (or reset the account's password). The account's syncs are stopped."
+    elif state == "invalid":
+        title, severity = f"Apple rejects the VPP token of account '{account}'", "critical"
+        text = "Apple no longer accepts this token. The account's syncs are stopped."
+    else:  # taken_over
+        other = detail or "another MDM"
+        title, severity = f"Another MDM took over the location of account '{account}': {other}", "critical"
+        text = ("Two MDMs on one location assign licenses unpredictably, so this account's syncs are stopped. "
+                "If the other MDM should manage the location, remove the account here.")
+    return Alert("token", token_subject(account), state, severity, account, title, text, action or f"Renew the token: {renew}", fields)
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+def sync_subject(account: str) -> str:
+    return f"sync:{account}"
+
+
+def sync_failing_alert(account: str, failures: int, since: datetime, error_type: str | None, error: str | None) -> Alert:
+    """An account's sync failed ``failures`` times in a row."""
+    last = f"{error_type}: {error}" if error_type and error else error or error_type or "unknown error"
+    return Alert(
+        "sync", sync_subject(account), "failing", "critical", account,
+        f"Sync of VPP account '{account}' failed {failures} times in a row",
+        f"Failing since {since:%Y-%m-%d %H:%M} UTC. Last error: {last}. Until a sync succeeds, assets, licenses and "
+        "published apps are not updated.",
+        f"Fix what the error says (network, service URL, token state in `mdm vpp account list`); `mdm vpp runs {account}` "
+        f"lists the failed runs; `mdm vpp sync {account}` tries again now.",
+        {"failures": failures, "since": since.isoformat(), "errorType": error_type, "error": error},
+    )
+
+
+def sync_recovered_alert(account: str, failures: int, since: datetime) -> Alert:
+    """An account that was reported failing synced successfully."""
+    return Alert(
+        "sync", sync_subject(account), "ok", "resolved", account,
+        f"Sync of VPP account '{account}' works again",
+        f"The sync succeeded after {failures} failed attempt(s) since {since:%Y-%m-%d %H:%M} UTC.",
+        "Nothing to do.",
+        {"failures": failures, "since": since.isoformat()},
+    )
+
+
+# --------------------------------------------------------------------------- licenses
+
+
+def license_subject(account: str, adam_id: str, pricing: str) -> str:
+    return f"licenses:{account}:{adam_id}:{pricing}"
+
+
+def license_level(asset: dict[str, Any], threshold: Threshold) -> str:
+    """``ok``, ``low`` (below the threshold) or ``none`` (no license left) for an asset's counts."""
+    available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
+    if not threshold.active or total <= 0:
+        return "ok"
+    if available <= 0:
+        return "none"
+    return "low" if threshold.is_low(available, total) else "ok"
+
+
+def license_alert(account: str, asset: dict[str, Any], previous: str, level: str, threshold: Threshold) -> Alert | None:
+    """The alert for an asset whose license level went from ``previous`` to ``level``."""
+    if level == previous:
+        return None
+    adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
+    available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
+    what = f"adamId {adam_id} ({pricing}, {asset.get('productType') or 'asset'})"
+    fields = {"adamId": adam_id, "pricingParam": pricing, "productType": asset.get("productType"), "availableCount": available,
+              "assignedCount": asset.get("assignedCount"), "retiredCount": asset.get("retiredCount"), "totalCount": total,
+              "threshold": str(threshold), "previousState": previous}
+    subject = license_subject(account, adam_id, pricing)
+    more = (f"Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: "
+            f"mdm apps reclaim {adam_id} --unused")
+    if level == "ok":
+        return Alert("licenses", subject, "ok", "resolved", account, f"Licenses of {what} in account '{account}' are available again",
+                     f"{available} of {total} licenses are available (threshold {threshold}).", "Nothing to do.", fields)
+    if level == "none":
+        return Alert("licenses", subject, "none", "critical", account, f"No licenses left of {what} in account '{account}'",
+                     f"All {total} licenses are in use: new installs of it fail (Apple error 9709) until licenses are bought or freed.",
+                     more, fields)
+    return Alert("licenses", subject, "low", "warning", account, f"Only {available} of {total} licenses left of {what} in account '{account}'",
+                 f"Available licenses are below the threshold ({threshold}).", more, fields)
+
+
+# --------------------------------------------------------------------------- installs
+
+
+def install_subject(account: str, adam_id: str, pricing: str) -> str:
+    return f"install:{account}:{adam_id}:{pricing}"
+
+
+def install_failure(payload: dict[str, Any]) -> dict[str, Any]:
+    """One failed install, from a ``mobile_apps_install_failed`` payload."""
+    target = payload.get("serialNumber") or payload.get("clientUserId")
+    return {"id": payload.get("id"), "license": payload.get("license"), "target": target, "error": payload.get("error"),
+            "errorNumber": payload.get("errorNumber")}
+
+
+def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]]) -> Alert:
+    """Installs of one asset that failed (several failures of one moment are one alert)."""
+    targets = [f"{'device' if f.get('license') == 'device' else 'user'} {f.get('target')}" for f in failures]
+    if len(failures) == 1:
+        title = f"Install of adamId {adam_id} ({pricing}) from account '{account}' failed for {targets[0]}"
+    else:
+        title = f"Installs of adamId {adam_id} ({pricing}) from account '{account}' failed for {len(failures)} devices or users"
+    lines = [f"{t}: {f.get('error') or 'failed'}" for t, f in zip(targets, failures)][:MAX_LISTED]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"... and {len(failures) - MAX_LISTED} more (`mdm apps installs --status failed`)")
+    numbers = {f.get("errorNumber") for f in failures}
+    if 9709 in numbers:
+        action = (f"No license was left: buy more in Apple School Manager or Apple Business Manager, or free unused ones "
+                  f"(`mdm apps reclaim {adam_id} --unused`), then run `mdm apps install {adam_id}` again for these targets.")
+    elif 9609 in numbers:
+        action = "The VPP user is not registered or has not accepted the invitation: see `mdm vpp users`, then install again."
+    else:
+        action = f"See `mdm apps installs --status failed`; fix what Apple said, then run `mdm apps install {adam_id}` again."
+    return Alert("install", install_subject(account, adam_id, pricing), "failed", "warning", account, title,
+                 "No InstallApplication was queued:\n" + "\n".join(lines), action,
+                 {"adamId": adam_id, "pricingParam": pricing, "failures": failures})
+
+
+def trial_alert(hostname: str) -> Alert:
+    """What ``mdm alerts test`` sends."""
+    return Alert("test", "test", "test", "info", None, f"Test alert from mdm-host on {hostname}",
+                 "If you read this, alerts of this MDM host reach you through this channel.", "Nothing to do.", {})

@@ -1,0 +1,230 @@
+"""State changes and the durable queue: every alert is a row (``alerts_message``) with one
+``alerts_delivery`` per configured channel, written in the transaction that changed the state.
+
+Subscribers only write here, so an event's delivery never waits for a mail server; the
+``alerts.deliver`` job sends what is due.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from mdm_core.models import utcnow
+
+from . import rules
+from .channels import configured_channels
+from .models import AlertDelivery, AlertMessage, AlertSubject, SeenEvent
+from .rules import Alert
+from .settings import settings, threshold_for
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+COALESCE_WINDOW = timedelta(minutes=10)  # install failures of one asset within this, not yet sent, make one alert
+
+
+def write(host: "Host", work: Callable[[Session], None]) -> None:
+    """Run ``work`` in one write transaction; a concurrent insert of the same row (two hosts
+    on one PostgreSQL) is retried, and then finds the row the other one wrote."""
+    for attempt in range(3):
+        try:
+            host.db.run_write(work)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+def on_event(host: "Host", event: "Event", work: Callable[[Session], Iterable[Alert]]) -> None:
+    """Apply an event once (a redelivered event changes nothing) and queue its alerts."""
+
+    def tx(session: Session) -> None:
+        if session.get(SeenEvent, event.id) is not None:
+            return
+        session.add(SeenEvent(event_id=event.id))
+        for alert in work(session):
+            enqueue(host, session, alert, event.id)
+
+    write(host, tx)
+
+
+def enqueue(host: "Host", session: Session, alert: Alert, event_id: str | None = None) -> AlertMessage:
+    """Record an alert and one pending delivery per configured channel."""
+    message = AlertMessage(kind=alert.kind, subject=alert.subject, state=alert.state, severity=alert.severity, account=alert.account,
+                           title=alert.title, text=alert.text, action=alert.action, fields=alert.fields, event_id=event_id)
+    session.add(message)
+    session.flush()
+    assert message.id is not None
+    for channel in configured_channels(settings(host), host.config):
+        session.add(AlertDelivery(message_id=message.id, channel=channel))
+    log.info("alert %s (%s): %s", message.id, alert.severity, alert.title)
+    return message
+
+
+def _subject(session: Session, key: str) -> AlertSubject | None:
+    return session.get(AlertSubject, key, with_for_update=True)
+
+
+def _set(session: Session, row: AlertSubject | None, key: str, kind: str, account: str, state: str, now: datetime, **values: Any) -> AlertSubject:
+    if row is None:
+        row = AlertSubject(subject=key, kind=kind, account=account, state=state, since=now, updated_at=now)
+    elif row.state != state:
+        row.state, row.since = state, now
+    row.updated_at = now
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.add(row)
+    return row
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datetimes read back from SQLite are naive UTC."""
+    return rules.parse_time(value) or value
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def token_state(session: Session, account: str, state: str, *, expires: Any, detail: str | None, action: str | None,
+                now: datetime | None = None) -> list[Alert]:
+    """An account's token is in ``state`` now (from the event, or from the daily check)."""
+    now = now or utcnow()
+    key = rules.token_subject(account)
+    row = _subject(session, key)
+    previous = row.state if row else None
+    if previous == state:
+        return []
+    _set(session, row, key, "token", account, state, now)
+    alert = rules.token_alert(account, previous, state, expires=expires, detail=detail, action=action, now=now)
+    return [alert] if alert else []
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: datetime | None = None) -> list[Alert]:
+    """Count failures in a row; alert at the N-th, and once more when a sync succeeds again."""
+    status, account = report.get("status"), report.get("account")
+    if status not in ("ok", "error") or not account:
+        return []  # "already running", "skipped": no news about the account's health
+    now = now or utcnow()
+    key = rules.sync_subject(account)
+    row = _subject(session, key)
+    if status == "ok":
+        if row is None or (row.state == "ok" and row.failures == 0):
+            _set(session, row, key, "sync", account, "ok", now, failures=0)
+            return []
+        alerts = [rules.sync_recovered_alert(account, row.failures, as_utc(row.since))] if row.state == "failing" else []
+        _set(session, row, key, "sync", account, "ok", now, failures=0)
+        return alerts
+    failures = (row.failures if row else 0) + 1
+    if row is None or row.failures == 0:  # the first failure of a run: "since" starts here
+        row = _set(session, row, key, "sync", account, "ok", now, failures=failures)
+        row.since = now
+    else:
+        _set(session, row, key, "sync", account, row.state, now, failures=failures)
+    if row.state != "failing" and failures >= settings(host).sync_failures:
+        since = as_utc(row.since)
+        row.state = "failing"  # "since" stays the first failure
+        session.add(row)
+        return [rules.sync_failing_alert(account, failures, since, report.get("error_type"), report.get("error"))]
+    return []
+
+
+# --------------------------------------------------------------------------- licenses
+
+
+def license_counts(host: "Host", session: Session, account: str, assets: list[dict[str, Any]], *, complete: bool = False,
+                   now: datetime | None = None) -> list[Alert]:
+    """Compare each asset's available licenses with its threshold; alert on a change of level.
+
+    Rows exist only for assets below their threshold. ``complete``: ``assets`` is every asset
+    of the account, so rows of assets not in it are dropped (without an alert).
+    """
+    now = now or utcnow()
+    s = settings(host)
+    prefix = f"licenses:{account}:"
+    rows = {r.subject: r for r in session.execute(
+        select(AlertSubject).where(AlertSubject.kind == "licenses", AlertSubject.account == account).with_for_update()).scalars()}
+    alerts = []
+    seen = set()
+    for asset in assets:
+        adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
+        key = rules.license_subject(account, adam_id, pricing)
+        seen.add(key)
+        threshold = threshold_for(s, adam_id, pricing)
+        level = rules.license_level(asset, threshold)
+        row = rows.get(key)
+        previous = row.state if row else "ok"
+        alert = rules.license_alert(account, asset, previous, level, threshold)
+        if alert is None:
+            continue
+        alerts.append(alert)
+        if level == "ok":
+            session.delete(row)
+        else:
+            _set(session, row, key, "licenses", account, level, now)
+    if complete:
+        for key, row in rows.items():
+            if key.startswith(prefix) and key not in seen:
+                session.delete(row)
+    return alerts
+
+
+def assets_removed(session: Session, account: str, assets: list[dict[str, Any]]) -> list[Alert]:
+    """Assets that left the account are no longer watched (no alert: the asset is gone)."""
+    keys = [rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets]
+    if keys:
+        session.execute(delete(AlertSubject).where(AlertSubject.subject.in_(keys)))  # type: ignore[attr-defined]
+    return []
+
+
+# --------------------------------------------------------------------------- installs
+
+
+def install_failed(host: "Host", session: Session, payload: dict[str, Any], now: datetime | None = None) -> list[Alert]:
+    """A failed install: joined to an alert of the same asset not yet sent, else a new alert."""
+    now = now or utcnow()
+    account, adam_id, pricing = str(payload.get("account")), str(payload.get("adamId")), str(payload.get("pricingParam"))
+    failure = rules.install_failure(payload)
+    key = rules.install_subject(account, adam_id, pricing)
+    recent = session.execute(
+        select(AlertMessage).where(AlertMessage.subject == key, AlertMessage.created_at >= now - COALESCE_WINDOW)
+        .order_by(AlertMessage.id.desc()).limit(1).with_for_update()  # type: ignore[union-attr]
+    ).scalar_one_or_none()
+    if recent is not None:
+        tried = session.execute(select(AlertDelivery.id).where(AlertDelivery.message_id == recent.id, AlertDelivery.attempts > 0)).first()
+        if tried is None:
+            alert = rules.install_alert(account, adam_id, pricing, [*recent.fields.get("failures", []), failure])
+            recent.title, recent.text, recent.action, recent.fields = alert.title, alert.text, alert.action, alert.fields
+            session.add(recent)
+            return []
+    return [rules.install_alert(account, adam_id, pricing, [failure])]
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+def forget_accounts(session: Session, known: set[str]) -> None:
+    """Drop the state of accounts that no longer exist (removed: nothing to alert)."""
+    session.execute(delete(AlertSubject).where(AlertSubject.account.not_in(known)))  # type: ignore[attr-defined]
+
+
+def prune(session: Session, keep_days: int, now: datetime | None = None) -> None:
+    """Forget handled events after 30 days, and alerts no longer pending after ``keep_days``."""
+    now = now or utcnow()
+    session.execute(delete(SeenEvent).where(SeenEvent.at < now - timedelta(days=max(30, keep_days))))
+    old = select(AlertMessage.id).where(AlertMessage.created_at < now - timedelta(days=keep_days))
+    pending = select(AlertDelivery.message_id).where(AlertDelivery.status == "pending")
+    ids = list(session.execute(old.where(AlertMessage.id.not_in(pending))).scalars())  # type: ignore[union-attr]
+    if ids:
+        session.execute(delete(AlertDelivery).where(AlertDelivery.message_id.in_(ids)))  # type: ignore[attr-defined]
+        session.execute(delete(AlertMessage).where(AlertMessage.id.in_(ids)))  # type: ignore[union-attr]

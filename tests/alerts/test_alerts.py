@@ -1,0 +1,217 @@
+"""What is alerted, and when: token states, failing syncs, low licenses and failed installs,
+each once per change of state (not at every sync), each saying what to do."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+from freezegun import freeze_time
+from sqlalchemy import select
+
+from mdm_core.events import Event
+from mdm_core.inventory import add_device
+from plugins.alerts.delivery import check, deliver_due
+from plugins.alerts.models import AlertSubject
+from plugins.vpp.simulator import Simulator
+
+from .conftest import alerts, sync, titles
+
+SIM = {"seed": 5, "assets": 6, "devices": 20, "users": 10, "page_size": 7, "async_delay": 0}
+
+
+def test_token_states_are_alerted_once_each_and_sent(alerts_host, webhook_server, project_dir):
+    from plugins.vpp.accounts import set_account
+
+    hook = webhook_server()
+    now = datetime.now(timezone.utc)
+    with Simulator(token_expires_at=now + timedelta(days=25, hours=1), **SIM) as sim:
+        host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, sim=sim)
+        assert titles(host) == [f"VPP token of account 'school' expires in 25 days, on {now + timedelta(days=25, hours=1):%Y-%m-%d}"]
+        [first] = alerts(host)
+        assert first["severity"] == "warning" and first["action"] == "renew the token within 30 days: mdm vpp account set school --token-file NEW.vpptoken"
+        assert sync(host)["status"] == "ok" and sync(host)["status"] == "ok"
+        assert len(alerts(host)) == 1  # syncs in the same state say nothing new
+
+        sim.revoke_token()
+        assert sync(host)["status"] == "error"
+        assert sync(host)["status"] == "error"  # a manual retry: still revoked, no second alert
+        sim.restore_token()
+        sim._token.expires_at = now + timedelta(days=300)
+        set_account(host, "school", token_file=str(sim.write_token(project_dir / "school.vpptoken")))
+        assert titles(host)[1:] == ["VPP token of account 'school' was revoked", "VPP token of account 'school' is valid again"]
+        revoked = alerts(host)[1]
+        assert revoked["severity"] == "critical" and "download a new one, then mdm vpp account set school --token-file" in revoked["action"]
+        assert alerts(host)[2]["severity"] == "resolved"
+
+        assert deliver_due(host) == {"sent": 3, "retrying": 0, "failed": 0}
+        assert [r["json"]["state"] for r in hook.requests] == ["expiring_30", "revoked", "valid"]
+        assert deliver_due(host) == {"sent": 0, "retrying": 0, "failed": 0} and len(hook.requests) == 3
+
+
+def test_taken_over_names_the_other_mdm(alerts_host):
+    with Simulator(**SIM) as sim:
+        host = alerts_host(sim=sim)
+        sim.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+        assert sync(host)["status"] == "error"
+        [alert] = alerts(host)
+        assert alert["title"] == "Another MDM took over the location of account 'school': RivalMDM (rival.example.com)"
+        assert "--take-over" in alert["action"]
+
+
+def test_expiry_is_noticed_without_any_sync(alerts_host):
+    """A paused or idle account's token still approaches its expiry: the check job sees it."""
+    real_now = datetime.now(timezone.utc).replace(microsecond=0)
+    expires = real_now + timedelta(days=60)
+    with Simulator(token_expires_at=expires, **SIM) as sim:
+        host = alerts_host(sim=sim)
+        assert alerts(host) == []
+        steps = [(timedelta(days=-31), None), (timedelta(days=-29, hours=-12), "expires in 29 days"),
+                 (timedelta(days=-20), None), (timedelta(days=-13, hours=-12), "expires in 13 days"),
+                 (timedelta(days=-6, hours=-12), "expires in 6 days"), (timedelta(days=-6), None),
+                 (timedelta(hours=12), "expired on")]
+        for offset, expected in steps:
+            with freeze_time(expires + offset):
+                before = len(alerts(host))
+                check(host)
+                check(host)  # twice: once per change of state
+                new = alerts(host)[before:]
+                if expected is None:
+                    assert new == [], offset
+                else:
+                    [alert] = new
+                    assert expected in alert["title"], (offset, alert["title"])
+        assert [a["state"] for a in alerts(host)] == ["expiring_30", "expiring_14", "expiring_7", "expired"]
+        assert [a["severity"] for a in alerts(host)] == ["warning", "warning", "critical", "critical"]
+
+
+def test_sync_failing_n_times_in_a_row_and_recovering(alerts_host, simulator):
+    host = alerts_host("sync_failures = 3\n")
+    assert sync(host)["status"] == "ok"
+    for _ in range(2):
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    assert sync(host)["status"] == "ok"  # two failures, then fine: nothing to say
+    assert alerts(host) == []
+    for _ in range(5):
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    [failing] = alerts(host)  # alerted at the third failure in a row, not again at the fourth and fifth
+    assert failing["title"] == "Sync of VPP account 'school' failed 3 times in a row"
+    assert "Last error: " in failing["text"] and "503" in failing["text"]
+    assert "`mdm vpp sync school` tries again now" in failing["action"]
+    assert failing["severity"] == "critical" and failing["fields"]["failures"] == 3
+    assert sync(host)["status"] == "ok"
+    assert titles(host)[1:] == ["Sync of VPP account 'school' works again"]
+    assert "after 5 failed attempt(s)" in alerts(host)[1]["text"]
+    assert sync(host)["status"] == "ok" and len(alerts(host)) == 2
+
+
+def test_a_redelivered_event_is_counted_once(alerts_host):
+    host = alerts_host("sync_failures = 2\n", account=False)
+    failed = {"account": "school", "status": "error", "error_type": "VppServerError", "error": "Apple answered 503"}
+    first = Event(name="vpp_sync_finished", payload=failed)
+    host.events.dispatch(first)
+    host.events.dispatch(first)  # the same event again, as after a crash
+    assert alerts(host) == []
+    host.events.dispatch(Event(name="vpp_sync_finished", payload=failed))
+    assert titles(host) == ["Sync of VPP account 'school' failed 2 times in a row"]
+
+
+def test_licenses_below_a_count_or_a_percentage(alerts_host, simulator):
+    scarce, _ = simulator.purchase(count=4)
+    big, _ = simulator.purchase(count=20)
+    host = alerts_host(f'low_licenses = 2\n\n[alerts.low_licenses_per_asset]\n{big} = "50%"\n')
+    assert sync(host)["status"] == "ok"
+    assert alerts(host) == []  # 4 of 4 and 20 of 20 available
+
+    for serial in ("PORTAL000001", "PORTAL000002", "PORTAL000003"):
+        simulator.assign_in_portal(scarce, serial_number=serial)
+    assert sync(host)["status"] == "ok"
+    assert sync(host)["status"] == "ok"
+    [low] = alerts(host)
+    assert low["title"] == f"Only 1 of 4 licenses left of adamId {scarce} (STDQ, App) in account 'school'"
+    assert low["severity"] == "warning" and f"mdm apps reclaim {scarce} --unused" in low["action"]
+
+    simulator.assign_in_portal(scarce, serial_number="PORTAL000004")
+    for n in range(11):
+        simulator.assign_in_portal(big, serial_number=f"PORTAL1000{n:02d}")
+    assert sync(host)["status"] == "ok"
+    assert set(titles(host)[1:]) == {f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'",
+                                     f"Only 9 of 20 licenses left of adamId {big} (STDQ, App) in account 'school'"}
+    none = next(a for a in alerts(host) if a["state"] == "none")
+    assert none["severity"] == "critical" and "9709" in none["text"]
+
+    for serial in ("PORTAL000001", "PORTAL000002"):
+        simulator.remove_in_portal(scarce, serial_number=serial)
+    assert sync(host)["status"] == "ok"
+    assert titles(host)[3:] == [f"Licenses of adamId {scarce} (STDQ, App) in account 'school' are available again"]
+    assert alerts(host)[3]["severity"] == "resolved" and "2 of 4 licenses are available (threshold 2)" in alerts(host)[3]["text"]
+
+    assert check(host) == {"queued": 0}  # the check job agrees with what the events said
+    assert len(alerts(host)) == 4
+
+
+def test_a_threshold_of_zero_never_alerts(alerts_host, simulator):
+    scarce, _ = simulator.purchase(count=1)
+    host = alerts_host("low_licenses = 0\n")
+    simulator.assign_in_portal(scarce, serial_number="PORTAL000001")
+    assert sync(host)["status"] == "ok"
+    assert check(host) == {"queued": 0} and alerts(host) == []
+
+
+def test_a_changed_threshold_is_applied_by_the_check(alerts_host, simulator, make_host):
+    scarce, _ = simulator.purchase(count=10)
+    host = alerts_host("low_licenses = 2\nlow_licenses_per_asset = {}\n")
+    for n in range(6):
+        simulator.assign_in_portal(scarce, serial_number=f"PORTAL0000{n:02d}")
+    assert sync(host)["status"] == "ok"
+    assert alerts(host) == []
+    stricter = make_host(config=host.config.path.read_text().replace("low_licenses_per_asset = {}", f'low_licenses_per_asset = {{ {scarce} = "50%" }}'))
+    assert check(stricter) == {"queued": 1}
+    assert titles(stricter) == [f"Only 4 of 10 licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
+
+
+def test_removed_assets_and_accounts_are_forgotten(alerts_host, simulator):
+    from plugins.vpp.accounts import remove_account
+
+    scarce, _ = simulator.purchase(count=1)
+    host = alerts_host("low_licenses = 1\n")
+    simulator.assign_in_portal(scarce, serial_number="PORTAL000001")
+    assert sync(host)["status"] == "ok"
+    assert titles(host) == [f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
+    remove_account(host, "school")
+    assert check(host) == {"queued": 0}
+    with host.db.session() as session:
+        assert list(session.execute(select(AlertSubject)).scalars()) == []
+
+
+def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server, mdm):
+    from plugins.mobile_apps.installs import retry_pending
+
+    hook = webhook_server()
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
+        host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\nlow_licenses = 0\n', environ={"OPS_URL": hook.url}, sim=slow)
+        adam, _ = slow.purchase(count=2)
+        assert sync(host)["status"] == "ok"
+        serials = [s for s in slow.state.device_serials()][:3]
+        for serial in serials:
+            add_device(host, serial, "iOS")
+        code, out, err = mdm("apps", "install", adam, "--device", serials[0], "--device", serials[1], "--wait", "0")
+        assert code == 0 and out.count(": pending") == 2, err
+        slow.assign_in_portal(adam, serial_number="ELSEWHERE001")
+        slow.assign_in_portal(adam, serial_number="ELSEWHERE002")  # every license went elsewhere meanwhile
+        slow.state.process_due(now=time.monotonic() + 120)
+        slow.state.async_delay = 0
+        assert retry_pending(host)["failed"] == 2
+        [alert] = alerts(host)
+        assert alert["title"] == f"Installs of adamId {adam} (STDQ) from account 'school' failed for 2 devices or users"
+        assert f"device {serials[0]}: Apple refused the license" in alert["text"] and f"device {serials[1]}: " in alert["text"]
+        assert "buy more" in alert["action"] and f"mdm apps reclaim {adam} --unused" in alert["action"]
+        assert deliver_due(host)["sent"] == 1 and len(hook.requests) == 1
+
+        # a later failure, once that alert went out, is a new alert
+        later = {"id": 99, "account": "school", "adamId": adam, "pricingParam": "STDQ", "license": "device", "serialNumber": serials[2],
+                 "clientUserId": None, "source": "request", "error": "Apple refused the license", "errorNumber": 9709}
+        host.events.dispatch(Event(name="mobile_apps_install_failed", payload=later))
+        assert titles(host)[1:] == [f"Install of adamId {adam} (STDQ) from account 'school' failed for device {serials[2]}"]

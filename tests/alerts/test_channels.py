@@ -1,0 +1,136 @@
+"""Each channel against a real receiver: SMTP (plain, STARTTLS, implicit TLS, with a login)
+and webhooks over HTTP; failures are one line, permanent or not, and never show a secret."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from plugins.alerts.channels import DeliveryError, Outgoing, configured_channels
+from plugins.alerts.settings import settings
+
+from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET
+
+MESSAGE = Outgoing(id=7, created_at=datetime(2026, 3, 1, 8, 30, tzinfo=timezone.utc), kind="token", subject="token:school",
+                   state="expiring_14", severity="warning", account="school", title="VPP token of account 'school' expires in 13 days",
+                   text="When it expires, this account stops syncing.", action="mdm vpp account set school --token-file NEW.vpptoken",
+                   fields={"tokenState": "expiring_14"})
+ENV = {"SMTP_PASSWORD": SMTP_PASSWORD}
+
+
+def channel(host, name="email"):
+    return configured_channels(settings(host), host.config)[name]
+
+
+def test_email_through_a_plain_local_relay(alerts_host, smtp_server):
+    server = smtp_server("none")
+    host = alerts_host(server.config(), account=False)
+    assert channel(host).describe() == f"email to 2 recipients via 127.0.0.1:{server.port} (none)"
+    assert channel(host).send(MESSAGE) is None
+    [mail] = server.mailbox.messages
+    assert mail["Subject"] == "[mdm] WARNING: VPP token of account 'school' expires in 13 days"
+    assert mail["From"] == "mdm@school.example" and mail["To"] == "it@school.example, ops@school.example"
+    assert server.mailbox.envelopes == [{"from": "mdm@school.example", "to": ["it@school.example", "ops@school.example"], "starttls": False}]
+    body = mail.get_content()
+    assert "When it expires, this account stops syncing." in body
+    assert "What to do: mdm vpp account set school --token-file NEW.vpptoken" in body
+    assert "alert #7" in body and mail["Message-ID"].endswith("@school.example>")
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_email_over_tls_with_a_login(alerts_host, smtp_server, certificate, security):
+    server = smtp_server(security, login=True)
+    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'),
+                       environ=ENV, account=False)
+    assert channel(host).send(MESSAGE) is None
+    assert server.mailbox.logins == [(SMTP_USER, SMTP_PASSWORD)]
+    assert server.mailbox.envelopes[0]["starttls"] is (security == "starttls")  # "ssl": the server speaks nothing but TLS
+    assert len(server.mailbox.messages) == 1
+
+
+def test_an_untrusted_certificate_is_refused_and_retried(alerts_host, smtp_server):
+    server = smtp_server("starttls", login=True)
+    host = alerts_host(server.config(smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'), environ=ENV, account=False)
+    with pytest.raises(DeliveryError) as caught:
+        channel(host).send(MESSAGE)
+    assert str(caught.value).startswith(f"cannot send through SMTP server 127.0.0.1:{server.port}: TLS certificate not trusted")
+    assert not caught.value.permanent and server.mailbox.logins == [] and server.mailbox.messages == []
+
+
+def test_a_wrong_password_is_permanent_and_never_shown(alerts_host, smtp_server, certificate):
+    server = smtp_server("starttls", login=True)
+    wrong = "wrong-Pa55-secret"
+    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'),
+                       environ={"SMTP_PASSWORD": wrong}, account=False)
+    with pytest.raises(DeliveryError) as caught:
+        channel(host).send(MESSAGE)
+    assert caught.value.permanent
+    assert f"refused the login of {SMTP_USER} (535" in str(caught.value)
+    assert wrong not in str(caught.value) and server.mailbox.messages == []
+
+
+def test_a_missing_password_variable_names_the_variable(alerts_host, smtp_server, certificate):
+    server = smtp_server("starttls", login=True)
+    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "NO_SUCH_VAR" }'),
+                       account=False)
+    with pytest.raises(DeliveryError, match=r"^\[alerts\] smtp_password: environment variable NO_SUCH_VAR is not set"):
+        channel(host).send(MESSAGE)
+
+
+def test_a_server_that_is_down(alerts_host):
+    from .conftest import free_port
+
+    port = free_port()
+    host = alerts_host(f'email_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n',
+                       account=False)
+    with pytest.raises(DeliveryError) as caught:
+        channel(host).send(MESSAGE)
+    assert str(caught.value) == f"cannot send through SMTP server 127.0.0.1:{port}: connection refused" and not caught.value.permanent
+
+
+def test_webhook_posts_text_and_structured_fields(alerts_host, webhook_server):
+    hook = webhook_server()
+    host = alerts_host('webhooks = { slack = { env = "SLACK_URL" } }\n', environ={"SLACK_URL": hook.url}, account=False)
+    webhook = channel(host, "webhook:slack")
+    assert webhook.describe() == "webhook slack (127.0.0.1)"
+    assert webhook.send(MESSAGE) is None
+    [request] = hook.requests
+    assert request["path"] == f"/services/{WEBHOOK_SECRET}"
+    assert request["headers"]["Content-Type"] == "application/json"
+    body = request["json"]
+    assert body["text"] == ("[WARNING] VPP token of account 'school' expires in 13 days\nWhen it expires, this account stops syncing.\n"
+                            "What to do: mdm vpp account set school --token-file NEW.vpptoken")
+    assert {k: body[k] for k in ("severity", "kind", "state", "subject", "account", "id", "source")} == {
+        "severity": "warning", "kind": "token", "state": "expiring_14", "subject": "token:school", "account": "school", "id": 7, "source": "mdm-host"}
+    assert body["details"] == {"tokenState": "expiring_14"} and body["created_at"] == "2026-03-01T08:30:00+00:00"
+
+
+@pytest.mark.parametrize("status, permanent", [(500, False), (503, False), (429, False), (404, True), (403, True), (302, True)])
+def test_webhook_failures_are_one_line_without_the_url(alerts_host, webhook_server, status, permanent):
+    hook = webhook_server()
+    hook.default = status
+    hook.body = f"no such hook: POST {hook.url} (/services/{WEBHOOK_SECRET})".encode()  # a server echoing the URL
+    host = alerts_host('webhooks = { teams = { file = "var/teams.url" } }\n', account=False)
+    (host.config.var_dir / "teams.url").write_text(hook.url + "\n")
+    with pytest.raises(DeliveryError) as caught:
+        channel(host, "webhook:teams").send(MESSAGE)
+    text = str(caught.value)
+    assert text.startswith(f"webhook teams (127.0.0.1) answered HTTP {status}: no such hook: POST *** (***)")
+    assert caught.value.permanent is permanent
+    assert WEBHOOK_SECRET not in text and "SECRET" not in text and "\n" not in text
+
+
+def test_webhook_unreachable_and_bad_urls(alerts_host, project_dir):
+    from .conftest import free_port
+
+    down = f"http://127.0.0.1:{free_port()}/services/{WEBHOOK_SECRET}"
+    host = alerts_host('webhooks = { down = { env = "DOWN" }, odd = { env = "ODD" } }\n',
+                       environ={"DOWN": down, "ODD": f"file:///etc/{WEBHOOK_SECRET}"}, account=False)
+    with pytest.raises(DeliveryError) as caught:
+        channel(host, "webhook:down").send(MESSAGE)
+    assert str(caught.value) == "cannot reach webhook down (127.0.0.1): connection refused" and not caught.value.permanent
+    with pytest.raises(DeliveryError) as caught:
+        channel(host, "webhook:odd").send(MESSAGE)
+    assert str(caught.value) == "webhook odd: its URL (environment variable ODD) is not an http(s) URL" and caught.value.permanent
+    assert channel(host, "webhook:odd").describe() == "webhook odd (URL not available)"
