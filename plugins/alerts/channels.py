@@ -274,6 +274,20 @@ def _resolve(ref: "SecretRef | None", config: "Config", key: str) -> str:
         raise DeliveryError(f"[alerts] {key}: {exc}") from None
 
 
+def known_secrets(s: AlertsSettings, config: "Config") -> list[str]:
+    """Every secret ``[alerts]`` refers to (the password, each webhook URL and its path), to keep
+    any of them out of a message about another channel too."""
+    found: list[str] = []
+    for ref in [s.smtp_password, *s.webhooks.values()]:
+        try:
+            value = ref.resolve(config) if ref is not None else ""
+        except MdmError:
+            continue
+        parts = urlsplit(value)
+        found += [value, parts.path, parts.query] if parts.scheme else [value]
+    return found
+
+
 def configured_channels(s: AlertsSettings, config: "Config") -> dict[str, Channel]:
     """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``)."""
     channels: dict[str, Channel] = {}

@@ -21,7 +21,7 @@ from mdm_core.errors import describe
 from mdm_core.models import utcnow
 
 from . import store
-from .channels import Channel, DeliveryError, Outgoing, configured_channels
+from .channels import Channel, DeliveryError, Outgoing, configured_channels, known_secrets, scrub
 from .models import AlertDelivery, AlertMessage
 from .settings import AlertsSettings, settings
 
@@ -64,7 +64,7 @@ def deliver_due(host: "Host") -> dict[str, int]:
             if delivery.channel in down:
                 continue
             channel = channels.get(delivery.channel)
-            outcome = _attempt(channel, delivery.channel, outgoing(message))
+            outcome = _attempt(host, channel, delivery.channel, outgoing(message))
             status = _record(host, delivery.id, outcome)  # type: ignore[arg-type]
             counts[status] += 1
             if status != "sent" and channel is not None:
@@ -75,14 +75,15 @@ def deliver_due(host: "Host") -> dict[str, int]:
     return counts
 
 
-def _attempt(channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
-    """(sent, error or note, permanent)."""
+def _attempt(host: "Host", channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
+    """(sent, error or note, permanent); the text holds no secret of ``[alerts]``."""
     if channel is None:
         return False, f"channel {name} is no longer configured in [alerts]", True
     try:
-        return True, channel.send(message), False
+        note = channel.send(message)
+        return True, scrub(note, known_secrets(settings(host), host.config)) if note else None, False
     except DeliveryError as exc:
-        return False, str(exc), exc.permanent
+        return False, scrub(str(exc), known_secrets(settings(host), host.config)), exc.permanent
     except Exception as exc:  # a bug must not stop the other channels; its text may not be safe to keep
         log.error("alert %s through %s failed unexpectedly: %s", message.id, name, type(exc).__name__)
         return False, f"unexpected {type(exc).__name__} (run with -vv and see the log)", False
@@ -118,7 +119,7 @@ def send_now(host: "Host", message: Outgoing) -> list[dict[str, Any]]:
     """Send ``message`` through every configured channel at once (``mdm alerts test``), one result each."""
     results = []
     for name, channel in configured_channels(settings(host), host.config).items():
-        sent, text, _ = _attempt(channel, name, message)
+        sent, text, _ = _attempt(host, channel, name, message)
         results.append({"channel": name, "target": channel.describe(), "status": "sent" if sent else "failed", "error": None if sent else text})
     return results
 

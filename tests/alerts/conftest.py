@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -100,6 +101,7 @@ class SmtpServer:
             # aiosmtpd counts only STARTTLS as TLS: with implicit TLS it must not require it (nor AUTH, or it warns)
             kwargs.update(authenticator=authenticate, auth_required=security == "starttls", auth_require_tls=security == "starttls")
         self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **kwargs)
+        logging.getLogger("mail.log").setLevel(logging.ERROR)  # the test server's own chatter is not ours to check
 
     def __enter__(self) -> "SmtpServer":
         self.controller.start()
