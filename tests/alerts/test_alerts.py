@@ -187,8 +187,6 @@ def test_removed_assets_and_accounts_are_forgotten(alerts_host, simulator):
 
 
 def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server, mdm):
-    from plugins.mobile_apps.installs import retry_pending
-
     hook = webhook_server()
     with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
         host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\nlow_licenses = 0\n', environ={"OPS_URL": hook.url}, sim=slow)
@@ -203,7 +201,7 @@ def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server
         slow.assign_in_portal(adam, serial_number="ELSEWHERE002")  # every license went elsewhere meanwhile
         slow.state.process_due(now=time.monotonic() + 120)
         slow.state.async_delay = 0
-        assert retry_pending(host)["failed"] == 2
+        assert host.build_scheduler(inline=True).jobs["mobile_apps.installs"].func()["failed"] == 2  # the job asks Apple again
         [alert] = alerts(host)
         assert alert["title"] == f"Installs of adamId {adam} (STDQ) from account 'school' failed for 2 devices or users"
         assert f"device {serials[0]}: Apple refused the license" in alert["text"] and f"device {serials[1]}: " in alert["text"]
