@@ -98,8 +98,20 @@ def settings(host: "Host") -> AlertsSettings:
     return host.config.section("alerts", AlertsSettings)
 
 
-def thresholds(s: AlertsSettings) -> tuple[Threshold, dict[tuple[str, str | None], Threshold]]:
+@dataclass(frozen=True)
+class Thresholds:
     """The default threshold and the per-asset ones keyed by (adamId, pricingParam or None)."""
+
+    default: Threshold
+    per_asset: dict[tuple[str, str | None], Threshold]
+
+    def for_asset(self, adam_id: str, pricing: str) -> Threshold:
+        """One asset's threshold: its own (with or without pricingParam), else the default."""
+        return self.per_asset.get((adam_id, pricing)) or self.per_asset.get((adam_id, None)) or self.default
+
+
+def thresholds(s: AlertsSettings) -> Thresholds:
+    """``low_licenses`` and ``low_licenses_per_asset``, parsed (one-line errors naming the key)."""
     default = parse_threshold("[alerts] low_licenses", s.low_licenses)
     per_asset: dict[tuple[str, str | None], Threshold] = {}
     for key, value in s.low_licenses_per_asset.items():
@@ -107,13 +119,7 @@ def thresholds(s: AlertsSettings) -> tuple[Threshold, dict[tuple[str, str | None
         if not adam_id.isdigit() or (pricing and not pricing.isalnum()):
             raise ConfigError(f"[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like \"1029705796:STDQ\"")
         per_asset[(adam_id, pricing or None)] = parse_threshold(f"[alerts.low_licenses_per_asset] {key}", value)
-    return default, per_asset
-
-
-def threshold_for(s: AlertsSettings, adam_id: str, pricing: str) -> Threshold:
-    """The threshold of one asset: its own (with or without pricingParam), else the default."""
-    default, per_asset = thresholds(s)
-    return per_asset.get((adam_id, pricing)) or per_asset.get((adam_id, None)) or default
+    return Thresholds(default, per_asset)
 
 
 def validate(s: AlertsSettings, source: str) -> None:

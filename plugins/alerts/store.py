@@ -21,7 +21,7 @@ from . import rules
 from .channels import configured_channels
 from .models import AlertDelivery, AlertMessage, AlertSubject, SeenEvent
 from .rules import Alert
-from .settings import settings, threshold_for
+from .settings import settings, thresholds
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -150,7 +150,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: list[di
     of the account, so rows of assets not in it are dropped (without an alert).
     """
     now = now or utcnow()
-    s = settings(host)
+    limits = thresholds(settings(host))
     prefix = f"licenses:{account}:"
     rows = {r.subject: r for r in session.execute(
         select(AlertSubject).where(AlertSubject.kind == "licenses", AlertSubject.account == account).with_for_update()).scalars()}
@@ -160,7 +160,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: list[di
         adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
         key = rules.license_subject(account, adam_id, pricing)
         seen.add(key)
-        threshold = threshold_for(s, adam_id, pricing)
+        threshold = limits.for_asset(adam_id, pricing)
         level = rules.license_level(asset, threshold)
         row = rows.get(key)
         previous = row.state if row else "ok"

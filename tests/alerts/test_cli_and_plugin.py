@@ -175,7 +175,7 @@ def test_other_subscribers_run_when_the_plugin_fails(alerts_host, simulator, mon
 def test_the_readme_configuration_example_is_valid(make_host):
     from pathlib import Path
 
-    from plugins.alerts.settings import settings, threshold_for
+    from plugins.alerts.settings import settings, thresholds
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Alerts"):]
@@ -183,5 +183,6 @@ def test_the_readme_configuration_example_is_valid(make_host):
     host = make_host(config=example)
     s = settings(host)
     assert s.port == 587 and s.smtp_password.env == "MDM_SMTP_PASSWORD" and set(s.webhooks) == {"slack", "teams"}
-    assert str(threshold_for(s, "1422705769", "STDQ")) == "5" and str(threshold_for(s, "1029705796", "STDQ")) == "25%"
-    assert str(threshold_for(s, "1029705796", "PLUS")) == "10%"
+    limits = thresholds(s)
+    assert str(limits.for_asset("1422705769", "STDQ")) == "5" and str(limits.for_asset("1029705796", "STDQ")) == "25%"
+    assert str(limits.for_asset("1029705796", "PLUS")) == "10%"

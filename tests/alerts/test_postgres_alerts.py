@@ -1,0 +1,44 @@
+"""The alerts plugin on PostgreSQL (row locks, JSON columns, its queue), when
+``MDM_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it); skipped otherwise, saying why."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from mdm_core.models import SubscriberFailure
+from plugins.alerts.delivery import check, deliver_due
+
+from .conftest import FAST_VPP, alerts, sync
+
+PG_URL = os.environ.get("MDM_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not PG_URL, reason="set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)")
+
+
+def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir):
+    from plugins.vpp.accounts import add_account
+
+    assert PG_URL
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    hook = webhook_server()
+    scarce, _ = simulator.purchase(count=2)
+    host = make_host(config=FAST_VPP + '[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = { %s = 2 }\n'
+                     'webhooks = { ops = { env = "OPS_URL" } }\n' % scarce, environ={"OPS_URL": hook.url}, database_url=PG_URL)
+    assert host.db.url.get_backend_name() == "postgresql"
+    add_account(host, "school", str(simulator.write_token(project_dir / "t.vpptoken")), service_url=simulator.base_url)
+    simulator.assign_in_portal(scarce, serial_number="PORTAL000001")
+    assert sync(host)["status"] == "ok"
+    simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+    assert sync(host)["status"] == "error"
+    assert sync(host)["status"] == "ok"
+    assert check(host) == {"queued": 0}
+    assert [a["state"] for a in alerts(host)] == ["low", "failing", "ok"]
+    assert deliver_due(host)["sent"] == 3 and len(hook.requests) == 3
+    with host.db.session() as session:
+        assert list(session.execute(select(SubscriberFailure.plugin, SubscriberFailure.error)).all()) == []

@@ -1,0 +1,61 @@
+"""The thresholds and state rules on their own: boundaries, unlimited and empty assets, and
+which token changes are news."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mdm_core.errors import ConfigError
+from plugins.alerts.rules import license_alert, license_level, token_alert
+from plugins.alerts.settings import Threshold, parse_threshold
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+def asset(available: int, total: int) -> dict:
+    return {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": available, "totalCount": total,
+            "assignedCount": total - available, "retiredCount": 0}
+
+
+@pytest.mark.parametrize("threshold, available, total, level", [
+    ("5", 5, 50, "ok"), ("5", 4, 50, "low"), ("5", 0, 50, "none"), ("5", 0, 0, "ok"),  # an asset with no license at all is not watched
+    ("10%", 10, 100, "ok"), ("10%", 9, 100, "low"), ("10%", 1, 3, "ok"), ("10%", 0, 3, "none"),
+    ("10%", 2147483000, 2147483647, "ok"),  # Apple's "unlimited" total
+    ("0", 0, 10, "ok"), ("0%", 0, 10, "ok"),  # 0: never
+    ("100%", 9, 10, "low"),
+])
+def test_license_levels(threshold, available, total, level):
+    parsed = parse_threshold("t", int(threshold) if threshold.isdigit() else threshold)
+    assert license_level(asset(available, total), parsed) == level
+
+
+@pytest.mark.parametrize("value", ["ten", "101%", "-5%", "5 licenses", -1])
+def test_bad_thresholds(value):
+    with pytest.raises(ConfigError):
+        parse_threshold("[alerts] low_licenses", value)
+
+
+def test_license_changes_that_are_news():
+    five = Threshold(count=5)
+    assert license_alert("a", asset(10, 10), "ok", "ok", five) is None
+    assert license_alert("a", asset(3, 10), "low", "low", five) is None
+    assert license_alert("a", asset(3, 10), "ok", "low", five).severity == "warning"
+    assert license_alert("a", asset(0, 10), "low", "none", five).severity == "critical"
+    assert license_alert("a", asset(2, 10), "none", "low", five).title.startswith("Only 2 of 10")
+    assert license_alert("a", asset(6, 10), "low", "ok", five).severity == "resolved"
+
+
+def test_token_changes_that_are_news():
+    expires = (NOW + timedelta(days=20)).isoformat()
+    assert token_alert("a", None, "valid", expires=expires, detail=None, action=None, now=NOW) is None  # first seen, fine
+    assert token_alert("a", "valid", "valid", expires=expires, detail=None, action=None, now=NOW) is None
+    first = token_alert("a", None, "expiring_30", expires=expires, detail=None, action="renew it", now=NOW)
+    assert first.title == "VPP token of account 'a' expires in 20 days, on 2026-06-21" and first.action == "renew it"
+    assert token_alert("a", "expiring_30", "expiring_30", expires=expires, detail=None, action=None, now=NOW) is None
+    back = token_alert("a", "revoked", "valid", expires=expires, detail=None, action=None, now=NOW)
+    assert back.severity == "resolved" and "was revoked; it is now valid until 2026-06-21" in back.text
+    assert token_alert("a", "expiring_7", "expired", expires=NOW.isoformat(), detail=None, action=None, now=NOW).severity == "critical"
+    one = token_alert("a", "expiring_14", "expiring_7", expires=(NOW + timedelta(days=1, hours=2)).isoformat(), detail=None, action=None, now=NOW)
+    assert "expires in 1 day," in one.title
