@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from mdm_core.errors import describe
+from mdm_core.errors import MdmError, describe
 from mdm_core.models import utcnow
 
 from . import store
@@ -72,6 +72,16 @@ def deliver_due(host: "Host") -> dict[str, int]:
             lock.refresh()
     finally:
         lock.release()
+    return counts
+
+
+def deliver_job(host: "Host") -> dict[str, int]:
+    """The ``alerts.deliver`` job: a run where a channel failed is recorded as failed on the job
+    (``mdm jobs``), with what to look at."""
+    counts = deliver_due(host)
+    if counts["retrying"] or counts["failed"]:
+        raise MdmError(f"{counts['retrying'] + counts['failed']} alert delivery(ies) failed ({counts['sent']} sent): "
+                       "see `mdm alerts list --status pending` and `--status failed`")
     return counts
 
 

@@ -59,11 +59,11 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
 @hookimpl
 def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
     """``alerts.deliver`` (send what is due) and ``alerts.check`` (token expiry, license counts)."""
-    from .delivery import check, deliver_due
+    from .delivery import check, deliver_job
     from .settings import settings
 
     s = settings(host)
-    scheduler.add("alerts.deliver", s.deliver_interval, lambda: deliver_due(host), plugin=PLUGIN_NAME)
+    scheduler.add("alerts.deliver", s.deliver_interval, lambda: deliver_job(host), plugin=PLUGIN_NAME)
     scheduler.add("alerts.check", s.check_interval, lambda: check(host), plugin=PLUGIN_NAME)
 
 

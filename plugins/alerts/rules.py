@@ -168,6 +168,30 @@ def license_alert(account: str, asset: dict[str, Any], previous: str, level: str
                  f"Available licenses are below the threshold ({threshold}).", more, fields)
 
 
+SEVERITY_ORDER = ("critical", "warning", "resolved", "info")
+DIGEST_AFTER = 3  # more license changes than this in one sync (or check) make one alert
+
+
+def license_digest(account: str, alerts: list[Alert]) -> Alert:
+    """Many assets of one account changing level at once (a first sync, a big purchase): one
+    alert listing them, rather than a message per asset."""
+    counts = {state: sum(1 for a in alerts if a.state == state) for state in ("none", "low", "ok")}
+    parts = [f"{counts['none']} with no license left" if counts["none"] else "", f"{counts['low']} low" if counts["low"] else "",
+             f"{counts['ok']} available again" if counts["ok"] else ""]
+    lines = [a.title for a in alerts][:MAX_LISTED]
+    if len(alerts) > MAX_LISTED:
+        lines.append(f"... and {len(alerts) - MAX_LISTED} more (`mdm vpp assets --account {account}`)")
+    needs_action = counts["none"] or counts["low"]
+    return Alert(
+        "licenses", f"licenses:{account}", "digest", min((a.severity for a in alerts), key=SEVERITY_ORDER.index), account,
+        f"Licenses of {len(alerts)} assets in account '{account}' changed: {', '.join(p for p in parts if p)}",
+        "\n".join(lines),
+        ("Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: "
+         "mdm apps reclaim ADAMID --unused" if needs_action else "Nothing to do."),
+        {"assets": [a.fields for a in alerts]},
+    )
+
+
 # --------------------------------------------------------------------------- installs
 
 

@@ -144,7 +144,8 @@ def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: d
 
 def license_counts(host: "Host", session: Session, account: str, assets: list[dict[str, Any]], *, complete: bool = False,
                    now: datetime | None = None) -> list[Alert]:
-    """Compare each asset's available licenses with its threshold; alert on a change of level.
+    """Compare each asset's available licenses with its threshold; alert on a change of level
+    (more than a few at once: one digest alert).
 
     Rows exist only for assets below their threshold. ``complete``: ``assets`` is every asset
     of the account, so rows of assets not in it are dropped (without an alert).
@@ -176,7 +177,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: list[di
         for key, row in rows.items():
             if key.startswith(prefix) and key not in seen:
                 session.delete(row)
-    return alerts
+    return [rules.license_digest(account, alerts)] if len(alerts) > rules.DIGEST_AFTER else alerts
 
 
 def assets_removed(session: Session, account: str, assets: list[dict[str, Any]]) -> list[Alert]:

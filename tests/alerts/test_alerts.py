@@ -213,3 +213,19 @@ def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server
                  "clientUserId": None, "source": "request", "error": "Apple refused the license", "errorNumber": 9709}
         host.events.dispatch(Event(name="mobile_apps_install_failed", payload=later))
         assert titles(host)[1:] == [f"Install of adamId {adam} (STDQ) from account 'school' failed for device {serials[2]}"]
+
+
+def test_many_assets_changing_at_once_make_one_digest(alerts_host, simulator):
+    adams = [simulator.purchase(count=1)[0] for _ in range(5)]
+    for i, adam in enumerate(adams):
+        simulator.assign_in_portal(adam, serial_number=f"PORTAL00000{i}")
+    host = alerts_host("low_licenses = 1\n")
+    assert sync(host)["status"] == "ok"  # the first sync finds five assets with no license left
+    [digest] = alerts(host)
+    assert digest["title"] == "Licenses of 5 assets in account 'school' changed: 5 with no license left"
+    assert digest["severity"] == "critical" and all(f"adamId {adam} " in digest["text"] for adam in adams)
+    assert "mdm apps reclaim ADAMID --unused" in digest["action"] and len(digest["fields"]["assets"]) == 5
+    assert sync(host)["status"] == "ok" and check(host) == {"queued": 0}  # each asset's state is kept
+    simulator.remove_in_portal(adams[0], serial_number="PORTAL000000")
+    assert sync(host)["status"] == "ok"
+    assert titles(host)[1:] == [f"Licenses of adamId {adams[0]} (STDQ, App) in account 'school' are available again"]

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from mdm_core.errors import MdmError
 from mdm_core.events import Event
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, free_port, sync
@@ -123,6 +124,11 @@ def test_the_plugin_registers_its_jobs_and_runs_them(alerts_host, webhook_server
     assert len(hook.requests) == 1
     code, out, _ = mdm("jobs")
     assert code == 0 and "alerts.deliver" in out and "alerts.check" in out
+
+    hook.default = 503  # a run where a channel fails is a failed run of the job, saying where to look
+    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "other", "status": "error", "error": "boom"}))
+    with pytest.raises(MdmError, match=r"^1 alert delivery\(ies\) failed \(0 sent\): see `mdm alerts list --status pending`"):
+        jobs["alerts.deliver"].func()
 
 
 def test_everything_else_works_with_the_plugin_disabled(make_host, simulator, project_dir, mdm, monkeypatch):
