@@ -128,14 +128,15 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     code, out, err = mdm("devices", "list")
     assert code == 1
     assert err == ("mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: core release 0.1.0 tables "
-                   "-> 0001, mobile_apps release 0.1.0 tables -> 0001, vpp release 0.1.0 tables -> 0001)\n")
+                   "-> 0001, alerts nothing -> 0001, mobile_apps release 0.1.0 tables -> 0001, vpp release 0.1.0 tables -> 0001)\n")
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     for history in RELEASE_HISTORIES:
         assert f"{history}: existing tables match 0001 (release 0.1.0 schema): recorded as applied" in out
+    assert "alerts: applied 0001 (alerts tables" in out  # a plugin new since 0.1.0: its tables are created
     assert "created" not in out + err
     code, out, _ = mdm("db", "status", "--json")
-    assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: ("0001", "current") for h in RELEASE_HISTORIES}
+    assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: ("0001", "current") for h in (*RELEASE_HISTORIES, "alerts")}
     assert table_contents(database_url) == before  # nothing recreated, nothing lost
 
     # every command works on the upgraded data
@@ -194,20 +195,22 @@ def test_tables_that_differ_from_release_0_1_0_are_refused_and_left_untouched(
 # ---------------------------------------------------------------------- the migrations' schema
 
 
-def _host(make_host: Any, url: str) -> Host:
+def _host(make_host: Any, url: str, *extra: Any) -> Host:
     from plugins.examples import device_notes
     import plugins.mobile_apps.plugin
     import plugins.vpp.plugin
 
-    return make_host(plugins=[plugins.vpp.plugin, plugins.mobile_apps.plugin, device_notes], database_url=url)
+    return make_host(plugins=[plugins.vpp.plugin, plugins.mobile_apps.plugin, device_notes, *extra], database_url=url)
 
 
 def test_the_migrations_make_exactly_the_models_schema(make_host: Any, database_url: str) -> None:
     """Autogenerate, comparing every history's models with a database built by its migrations,
     finds nothing to do (types included)."""
-    host = _host(make_host, database_url)
+    import plugins.alerts.plugin
+
+    host = _host(make_host, database_url, plugins.alerts.plugin)
     sets = host.migration_sets()
-    assert {s.name for s in sets} == {*RELEASE_HISTORIES, "device_notes"}
+    assert {s.name for s in sets} == {*RELEASE_HISTORIES, "device_notes", "alerts"}
     with host.db.engine.connect() as conn:
         for migration_set in sets:
             own = migration_set.table_names

@@ -49,7 +49,6 @@ def list_alerts(host: "Host", status: str | None = None, limit: int = 50) -> lis
     """The most recent alerts, newest first, each with its deliveries."""
     from .delivery import outgoing
     from .models import AlertDelivery, AlertMessage
-    from .store import as_utc
 
     with host.db.session() as session:
         query = select(AlertMessage).order_by(AlertMessage.id.desc()).limit(limit)  # type: ignore[union-attr]
@@ -67,8 +66,8 @@ def list_alerts(host: "Host", status: str | None = None, limit: int = 50) -> lis
             "id": m.id, "created_at": m.created_at, "kind": m.kind, "subject": m.subject, "state": m.state, "severity": m.severity,
             "account": m.account, "title": m.title, "text": m.text, "action": m.action, "fields": m.fields,
             "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts,
-                            "next_attempt_at": as_utc(d.next_attempt_at) if d.status == "pending" else None,
-                            "sent_at": as_utc(d.sent_at) if d.sent_at else None, "last_error": d.last_error}
+                            "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
+                            "sent_at": d.sent_at, "last_error": d.last_error}
                            for d in deliveries.get(message.id, []) if status is None or d.status == status],  # type: ignore[index]
         })
     return out

@@ -35,7 +35,7 @@ LOCK = "alerts.deliver"
 
 def outgoing(message: AlertMessage) -> Outgoing:
     """A stored alert as channels see it."""
-    return Outgoing(id=message.id, created_at=store.as_utc(message.created_at), kind=message.kind, subject=message.subject,
+    return Outgoing(id=message.id, created_at=message.created_at, kind=message.kind, subject=message.subject,
                     state=message.state, severity=message.severity, account=message.account, title=message.title,
                     text=message.text, action=message.action, fields=dict(message.fields or {}))
 

@@ -1,7 +1,8 @@
 """``alerts_*`` tables: what state each watched subject is in, the alerts queued for sending,
 one delivery per alert and channel, and the events already handled.
 
-Imported only when the plugin registers its tables.
+Imported only when the plugin registers its tables. Their schema is made by the plugin's own
+migrations (``migrations/`` beside this file, history ``alerts``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
+from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
 
 
@@ -29,8 +31,8 @@ class AlertSubject(SQLModel, table=True):
     account: str = Field(max_length=128, index=True)
     state: str = Field(max_length=32)
     failures: int = 0  # syncs failed in a row (sync subjects)
-    since: datetime = Field(default_factory=utcnow)  # when this state began
-    updated_at: datetime = Field(default_factory=utcnow)
+    since: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # when this state began
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class AlertMessage(SQLModel, table=True):
@@ -40,7 +42,7 @@ class AlertMessage(SQLModel, table=True):
     __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install"
     subject: str = Field(max_length=255)
     state: str = Field(max_length=32)
@@ -64,10 +66,10 @@ class AlertDelivery(SQLModel, table=True):
     channel: str = Field(max_length=80)  # "email" or "webhook:NAME"
     status: str = Field(default="pending", max_length=16)  # "pending", "sent", "failed"
     attempts: int = 0
-    next_attempt_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: Optional[str] = None
-    sent_at: Optional[datetime] = None
-    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class SeenEvent(SQLModel, table=True):
@@ -76,7 +78,7 @@ class SeenEvent(SQLModel, table=True):
     __tablename__ = "alerts_seen_event"
 
     event_id: str = Field(primary_key=True, max_length=36)
-    at: datetime = Field(default_factory=utcnow, index=True)
+    at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
 
 
 ALERTS_TABLES: list[type[SQLModel]] = [AlertSubject, AlertMessage, AlertDelivery, SeenEvent]

@@ -17,6 +17,7 @@ from mdm_core import hookimpl
 if TYPE_CHECKING:
     import argparse
 
+    from mdm_core.db.migrate import MigrationSet
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
@@ -46,6 +47,16 @@ def mdm_register_tables() -> list[type]:
     from .models import ALERTS_TABLES
 
     return list(ALERTS_TABLES)
+
+
+@hookimpl
+def mdm_register_migrations() -> "MigrationSet":
+    """The ``alerts`` migration history: ``plugins/alerts/migrations/`` (after the core's)."""
+    from pathlib import Path
+
+    from mdm_core.db.migrate import MigrationSet
+
+    return MigrationSet("alerts", Path(__file__).with_name("migrations"))
 
 
 @hookimpl

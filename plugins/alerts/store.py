@@ -85,11 +85,6 @@ def _set(session: Session, row: AlertSubject | None, key: str, kind: str, accoun
     return row
 
 
-def as_utc(value: datetime) -> datetime:
-    """Datetimes read back from SQLite are naive UTC."""
-    return rules.parse_time(value) or value
-
-
 # --------------------------------------------------------------------------- tokens
 
 
@@ -122,7 +117,7 @@ def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: d
         if row is None or (row.state == "ok" and row.failures == 0):
             _set(session, row, key, "sync", account, "ok", now, failures=0)
             return []
-        alerts = [rules.sync_recovered_alert(account, row.failures, as_utc(row.since))] if row.state == "failing" else []
+        alerts = [rules.sync_recovered_alert(account, row.failures, row.since)] if row.state == "failing" else []
         _set(session, row, key, "sync", account, "ok", now, failures=0)
         return alerts
     failures = (row.failures if row else 0) + 1
@@ -132,7 +127,7 @@ def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: d
     else:
         _set(session, row, key, "sync", account, row.state, now, failures=failures)
     if row.state != "failing" and failures >= settings(host).sync_failures:
-        since = as_utc(row.since)
+        since = row.since
         row.state = "failing"  # "since" stays the first failure
         session.add(row)
         return [rules.sync_failing_alert(account, failures, since, report.get("error_type"), report.get("error"))]
