@@ -130,7 +130,7 @@ def test_database_copied_without_the_key(synced: Host, small_sim: Any, project_d
 
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{elsewhere / 'mdm.sqlite3'}")
     monkeypatch.setenv("MDM_SECRET_KEY", "another-key")
-    monkeypatch.setenv("MDM_DISABLED_PLUGINS", "mobile_apps")  # the plugins the database was made with
+    monkeypatch.setenv("MDM_DISABLED_PLUGINS", "mobile_apps,alerts")  # the plugins the database was made with
     capsys.readouterr()
     code = main(["--config", str(elsewhere / "mdm.toml"), "vpp", "sync", "school"])
     out, err = capsys.readouterr()
