@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -112,17 +114,33 @@ def pg_database() -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    machine = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"mdm_t_{worker}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"mdm_t_{machine}_{os.getpid()}_{worker}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
+            # databases left by killed sessions of this machine (their process is gone)
+            for (old,) in conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": f"mdm\\_t\\_{machine}\\_%"}):
+                pid = old.split("_")[3]
+                if pid.isdigit() and not _process_alive(int(pid)):
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture
