@@ -109,7 +109,8 @@ def test_sync_failing_n_times_in_a_row_and_recovering(alerts_host, simulator):
 
 def test_a_redelivered_event_is_counted_once(alerts_host):
     host = alerts_host("sync_failures = 2\n", account=False)
-    failed = {"account": "school", "status": "error", "error_type": "VppServerError", "error": "Apple answered 503"}
+    failed = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError",
+           "error": "Apple answered 503"}
     first = Event(name="vpp_sync_finished", payload=failed)
     host.events.dispatch(first)
     host.events.dispatch(first)  # the same event again, as after a crash

@@ -118,7 +118,7 @@ def test_the_plugin_registers_its_jobs_and_runs_them(alerts_host, webhook_server
     jobs = host.build_scheduler(inline=True).jobs
     assert jobs["alerts.deliver"].seconds == 15 and jobs["alerts.check"].seconds == 7200
     assert jobs["alerts.deliver"].plugin == jobs["alerts.check"].plugin == "alerts"
-    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "school", "status": "error", "error": "boom"}))
+    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "school", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"}))
     jobs["alerts.check"].func()
     jobs["alerts.deliver"].func()
     assert len(hook.requests) == 1
@@ -126,7 +126,7 @@ def test_the_plugin_registers_its_jobs_and_runs_them(alerts_host, webhook_server
     assert code == 0 and "alerts.deliver" in out and "alerts.check" in out
 
     hook.default = 503  # a run where a channel fails is a failed run of the job, saying where to look
-    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "other", "status": "error", "error": "boom"}))
+    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "other", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"}))
     with pytest.raises(MdmError, match=r"^1 alert delivery\(ies\) failed \(0 sent\): see `mdm alerts list --status pending`"):
         jobs["alerts.deliver"].func()
 

@@ -14,7 +14,8 @@ from plugins.alerts.delivery import deliver_due
 from .conftest import alerts, free_port, sync
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
-FAILING = {"account": "school", "status": "error", "error_type": "VppServerError", "error": "Apple answered 503"}
+FAILING = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError",
+           "error": "Apple answered 503"}
 
 
 def raise_alert(host, n=1):
