@@ -17,14 +17,14 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
 
+from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import VppError
 from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
-from .apple.protocol import apple_asset
+from .apple.protocol import apple_asset, parse_apple_date
 from .apple.transport import RetryPolicy
 from .settings import VppSettings
 from .apple.stoken import SToken, TokenFileError, load_token_file
-from .token_state import ACTIONS, BLOCKING, describe, expiry_state, parse_expiration
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -140,13 +140,13 @@ def add_account(
         name=name, uid=uid, org_name=token.org_name, location_name=config.get("locationName"),
         country=config.get("countryISO2ACode"), default_platform=config.get("defaultPlatform"), website_url=config.get("websiteURL"),
         service_url=service_url, token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint,
-        token_expires_at=expires, mdm_info_id=mdm_info_id, interval_seconds=interval, token_state=expiry_state(expires),
+        token_expires_at=expires, mdm_info_id=mdm_info_id, interval_seconds=interval,
     )
 
     def work(session: Session) -> None:
         session.add(account)
         session.flush()
-        _record_state(host, session, account, None, account.token_state, None)
+        token_state.token_added(host, session, account)
 
     host.db.run_write(work)
     host.deliver_events()
@@ -189,20 +189,16 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                     client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))
                 except VppError as exc:
                     raise _vpp_failure("cannot claim the location again (POST client/config)", exc) from None
-        expires = _expiry_from(config, token)
-        updates.update(
-            token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint, token_expires_at=expires,
-            token_state=expiry_state(expires), state_detail=None, paused=False,
-        )
+        renewed_expiry = _expiry_from(config, token)
+        updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
 
     def work(session: Session) -> VppAccount:
         row = get_account(session, name)
-        previous = row.token_state
         for key, value in updates.items():
             setattr(row, key, value)
         session.add(row)
-        if "token_state" in updates and previous != row.token_state:
-            _record_state(host, session, row, previous, row.token_state, None)
+        if token_file is not None:
+            token_state.token_renewed(host, session, row, renewed_expiry)
         return row
 
     row = host.db.run_write(work)
@@ -250,7 +246,7 @@ def list_accounts(host: "Host") -> list[dict[str, Any]]:
 
 def describe_account(account: VppAccount) -> dict[str, Any]:
     """Plain values for `account list` and the ``mdm_vpp_accounts`` hook (never the token)."""
-    state = effective_state(account)
+    state = token_state.effective_state(account)
     return {
         "name": account.name,
         "locationName": account.location_name,
@@ -260,8 +256,8 @@ def describe_account(account: VppAccount) -> dict[str, Any]:
         "defaultPlatform": account.default_platform,
         "tokenExpirationDate": account.token_expires_at.isoformat(),
         "token_state": state,
-        "token_status": describe(state, account.token_expires_at, account.state_detail),
-        "action": ACTIONS[state].replace("NAME", account.name),
+        "token_status": token_state.describe(state, account.token_expires_at, account.state_detail),
+        "action": token_state.action(state, account.name),
         "paused": account.paused,
         "interval_seconds": account.interval_seconds,
         "service_url": account.service_url,
@@ -270,40 +266,9 @@ def describe_account(account: VppAccount) -> dict[str, Any]:
     }
 
 
-def effective_state(account: VppAccount, now: datetime | None = None) -> str:
-    """A blocking state Apple told us about, else the state the expiry date gives."""
-    if account.token_state in BLOCKING:
-        return account.token_state
-    return expiry_state(account.token_expires_at, now)
-
-
-def set_token_state(host: "Host", session: Session, account: VppAccount, state: str, detail: str | None, *, pause: bool) -> None:
-    """Change an account's token state in the caller's transaction, with its event."""
-    previous = account.token_state
-    account.token_state, account.state_detail = state, detail
-    if pause:
-        account.paused = True
-    session.add(account)
-    if previous != state:
-        _record_state(host, session, account, previous, state, detail)
-
-
-def _record_state(host: "Host", session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
-    host.events.record(session, "vpp_token_state_changed", {
-        "account": account.name, "previous": previous, "state": state, "detail": detail,
-        "tokenExpirationDate": account.token_expires_at.isoformat(), "action": ACTIONS[state].replace("NAME", account.name),
-    })
-
-
 def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
     """Apple's ``tokenExpirationDate`` when given, else the token's own ``expDate``."""
-    value = config.get("tokenExpirationDate")
-    if isinstance(value, str):
-        try:
-            return parse_expiration(value)
-        except ValueError:
-            pass
-    return token.expires_at
+    return parse_apple_date(config.get("tokenExpirationDate")) or token.expires_at
 
 
 def _check_interval(host: "Host", interval: int) -> int:

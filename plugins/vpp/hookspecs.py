@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float) -> list[dict[str, Any]] | None:
+def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[dict[str, Any]] | None:
     """Sync one VPP account, or all of them, now.
 
     When: called by ``mdm vpp sync``, by the scheduler at each account's interval, or by any

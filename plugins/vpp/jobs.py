@@ -26,11 +26,10 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
 
 
 def _scheduled_sync(host: "Host", name: str) -> None:
-    """A scheduled sync; a failed one raises so the scheduler logs and records it."""
+    """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
+    one raises so the scheduler logs and records it."""
     from mdm_core.errors import MdmError
 
-    from .sync.run import sync_account
-
-    report = sync_account(host, name, trigger="schedule")
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
     if report["status"] == "error":
         raise MdmError(f"sync of {name} failed: {report['error']}")

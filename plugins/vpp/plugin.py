@@ -73,7 +73,7 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float) -> list[dict[str, Any]]:
+def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[dict[str, Any]]:
     """Sync one account or all (see the hookspec)."""
     from plugins.vpp.sync.run import sync_accounts
 

@@ -1,10 +1,29 @@
-"""Token states: what an account's token is worth, and what the user should do about it."""
+"""Token states: what an account's token is worth, what the user should do, and every change.
+
+This module is the only place an account's ``token_state`` (and ``state_detail``, and the pause
+of its scheduled syncs on a blocking state) changes, and the only one that records
+``vpp_token_state_changed``. Each change is recorded in the caller's transaction:
+
+- :func:`token_added`: a new account starts in the state its expiry date gives.
+- :func:`token_renewed`: a renewed token clears a blocking state and the pause.
+- :func:`sync_succeeded`: a sync that worked re-reads the expiry (Apple's
+  ``tokenExpirationDate``) and lifts the pause.
+- :func:`apple_refused`: Apple refused the token (expired, revoked, invalid) or another MDM
+  claimed the location: a blocking state, and scheduled syncs pause until the user acts.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from mdm_core.db.types import as_utc
+from sqlmodel import Session
+
+from .apple.errors import MdmConflictError, TokenError
+from .models import VppAccount
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
 
 # States that only the user can clear (a manual sync or a renewed token).
 BLOCKING = ("expired", "revoked", "invalid", "taken_over")
@@ -22,12 +41,6 @@ ACTIONS = {
 }
 
 
-def parse_expiration(value: str) -> datetime:
-    """Apple's ``tokenExpirationDate`` (ISO 8601; ``Z``, an offset, or none for UTC) as aware
-    UTC; ``ValueError`` when malformed."""
-    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-
-
 def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
     """``valid``, ``expiring_30``/``_14``/``_7`` or ``expired`` from the expiry date alone."""
     now = now or datetime.now(timezone.utc)
@@ -43,6 +56,13 @@ def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
     return "valid"
 
 
+def effective_state(account: VppAccount, now: datetime | None = None) -> str:
+    """A blocking state Apple told us about, else the state the expiry date gives."""
+    if account.token_state in BLOCKING:
+        return account.token_state
+    return expiry_state(account.token_expires_at, now)
+
+
 def describe(state: str, expires_at: datetime, detail: str | None = None, now: datetime | None = None) -> str:
     """A short human text: ``expiring in 12 days``, ``taken over by OtherMDM`` ..."""
     now = now or datetime.now(timezone.utc)
@@ -52,3 +72,64 @@ def describe(state: str, expires_at: datetime, detail: str | None = None, now: d
     if state == "taken_over":
         return f"taken over by another MDM ({detail})" if detail else "taken over by another MDM"
     return state
+
+
+def action(state: str, account_name: str) -> str:
+    """What the user should do about ``state``, with the account's name filled in."""
+    return ACTIONS[state].replace("NAME", account_name)
+
+
+# ---------------------------------------------------------------------- transitions
+
+
+def token_added(host: "Host", session: Session, account: VppAccount) -> None:
+    """A new account (already added to ``session`` and flushed): its first state, announced."""
+    state = expiry_state(account.token_expires_at)
+    account.token_state, account.state_detail = state, None
+    session.add(account)
+    _record(host, session, account, None, state, None)
+
+
+def token_renewed(host: "Host", session: Session, account: VppAccount, expires_at: datetime) -> None:
+    """A renewed token was stored: the state its expiry gives; the pause of a blocking state ends."""
+    account.token_expires_at = expires_at
+    account.paused = False
+    _move(host, session, account, expiry_state(expires_at), None)
+
+
+def sync_succeeded(host: "Host", session: Session, account: VppAccount, token_expiration: datetime | None) -> None:
+    """A sync of ``account`` worked: Apple's expiry (when it sent one) decides the state; no pause."""
+    if token_expiration is not None:
+        account.token_expires_at = token_expiration
+    account.paused = False
+    _move(host, session, account, expiry_state(account.token_expires_at), None)
+
+
+def apple_refused(host: "Host", session: Session, account: VppAccount, exc: BaseException) -> None:
+    """A sync failed with ``exc``: a token error or another MDM's claim blocks the account (its
+    scheduled syncs pause until the user acts); any other error changes nothing here."""
+    if isinstance(exc, MdmConflictError):
+        other = exc.other_name or "another MDM"
+        detail = f"{other} ({exc.other_metadata})" if exc.other_metadata else other
+        state = "taken_over"
+    elif isinstance(exc, TokenError):
+        state, detail = exc.token_state, None
+    else:
+        return
+    account.paused = True
+    _move(host, session, account, state, detail)
+
+
+def _move(host: "Host", session: Session, account: VppAccount, state: str, detail: str | None) -> None:
+    previous = account.token_state
+    account.token_state, account.state_detail = state, detail
+    session.add(account)
+    if previous != state:
+        _record(host, session, account, previous, state, detail)
+
+
+def _record(host: "Host", session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
+    host.events.record(session, "vpp_token_state_changed", {
+        "account": account.name, "previous": previous, "state": state, "detail": detail,
+        "tokenExpirationDate": account.token_expires_at.isoformat(), "action": action(state, account.name),
+    })

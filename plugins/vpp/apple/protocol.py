@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ __all__ = [
     "page_assets",
     "page_assignments",
     "page_users",
+    "parse_apple_date",
     "parse_asset",
     "parse_response",
     "version_of",
@@ -220,6 +222,18 @@ def check_mdm_info(data: Mapping[str, Any], expected_id: str | None) -> None:
         other_name=name if isinstance(name, str) else None,
         other_metadata=metadata if isinstance(metadata, str) else None,
     )
+
+
+def parse_apple_date(value: object) -> datetime | None:
+    """An aware UTC datetime from Apple's ISO-8601 text (``2030-11-08T22:33:22+0000``, ``...Z``),
+    or ``None`` when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def invitation_url(template: str, invite_code: str) -> str:

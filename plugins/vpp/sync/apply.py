@@ -15,10 +15,9 @@ from sqlmodel import Session
 
 from mdm_core.models import MdmUser, utcnow
 
-from ..accounts import set_token_state
-from ..apple.protocol import apple_asset, apple_user
+from .. import token_state
+from ..apple.protocol import apple_asset, apple_user, parse_apple_date
 from ..models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
-from ..token_state import expiry_state, parse_expiration
 from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
 from .read import SL, SU, AppleRead, in_mirror
 
@@ -63,15 +62,8 @@ class MirrorUpdate:
         account.last_sync_result = f"ok ({mode})"
         if mode == "full":
             account.last_full_sync_at = now
-        if read.token_expiration:
-            try:
-                account.token_expires_at = parse_expiration(read.token_expiration)
-            except ValueError:
-                pass
-        account.paused = False
         account.invitation_template = read.invitation_template or account.invitation_template
-        new_state = expiry_state(account.token_expires_at)
-        set_token_state(self.host, session, account, new_state, None, pause=False)
+        token_state.sync_succeeded(self.host, session, account, parse_apple_date(read.token_expiration))
         run = session.get(VppSyncRun, self.run_id)
         assert run is not None
         run.mode, run.status, run.finished_at, run.pages, run.counts = mode, "ok", now, read.pages, counts

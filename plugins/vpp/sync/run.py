@@ -22,8 +22,9 @@ from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import LockBusy
 from mdm_core.models import utcnow
 
-from ..accounts import client_for, effective_state, get_account, set_token_state, settings
-from ..apple.errors import BadPageIndexError, InvalidVersionIdError, MdmConflictError, TokenError, VppError
+from .. import token_state
+from ..accounts import client_for, get_account, settings
+from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
 from ..models import VppAccount, VppSyncRun
 from .apply import apply_read
 from .read import SyncReader, clear_stage
@@ -59,7 +60,7 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
         account = get_account(session, name)
     report: dict[str, Any] = {"account": name, "trigger": trigger, "mode": None, "status": None, "error": None, "error_type": None}
     if trigger == "schedule" and account.paused:
-        report.update(status="skipped", error=f"token {effective_state(account)}: waiting for the user to act")
+        report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
         return report
     lock = host.lock(f"vpp.sync.{account.id}", ttl=s.lock_ttl)
     try:
@@ -73,7 +74,7 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
         with host.db.session() as session:
             account = get_account(session, name)
         if trigger == "schedule" and account.paused:
-            report.update(status="skipped", error=f"token {effective_state(account)}: waiting for the user to act")
+            report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
             return report
         report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
     finally:
@@ -138,12 +139,8 @@ def _record_failure(host: "Host", session: Session, account_id: int, run_id: int
     session.add(run)
     account.last_sync_at = utcnow()
     account.last_sync_result = f"error: {message}"
-    if isinstance(exc, MdmConflictError):
-        other = exc.other_name or "another MDM"
-        set_token_state(host, session, account, "taken_over", f"{other} ({exc.other_metadata})" if exc.other_metadata else other, pause=True)
-    elif isinstance(exc, TokenError):
-        set_token_state(host, session, account, exc.token_state, None, pause=True)
     session.add(account)
+    token_state.apple_refused(host, session, account, exc)
 
 
 def _cleanup_interrupted(host: "Host", account_id: int) -> None:
