@@ -4,6 +4,11 @@
 the caller's transaction; ``EventBus.deliver_pending()`` runs after the commit (and at every
 start, for what a crash left undelivered) and calls the hook ``mdm_<name>`` then ``mdm_event``,
 each implementation on its own so that one failing subscriber does not stop the others.
+
+Only declared events can be recorded: ``name`` needs a hookspec ``mdm_<name>`` (the core's, or
+one a plugin added with ``mdm_add_hookspecs``), so a misspelt event name fails at once instead
+of being delivered to nobody (datasette's ``register_events`` idea). Events already in the
+outbox are delivered whatever their name.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from mdm_core.errors import describe
+from mdm_core.errors import PluginError, describe
 from mdm_core.locks import new_holder
+from mdm_core.plugins import call_isolated
 
 if TYPE_CHECKING:
     import pluggy
@@ -75,21 +81,40 @@ class EventBus:
         self.pm = pm
         self.host = host
         self._local = threading.local()
+        self._declared: set[str] = set()  # names checked already (a hookspec is never removed)
 
-    def record(self, session: Session, name: str, payload: dict[str, Any]) -> Event:
-        """Add an event to the caller's transaction; it is delivered only if that commits."""
+    def check_declared(self, name: str) -> None:
+        """Raise ``PluginError`` unless a hookspec ``mdm_<name>`` declares the event ``name``."""
+        if name in self._declared:
+            return
+        caller = getattr(self.pm.hook, f"mdm_{name}", None)
+        if caller is None or caller.spec is None:
+            raise PluginError(
+                f"event '{name}' is not declared: add a hookspec mdm_{name}(host, event) to the plugin's hookspecs "
+                "(registered with mdm_add_hookspecs) before recording it"
+            )
+        self._declared.add(name)
+
+    def record(self, session: Session, name: str, payload: Mapping[str, Any]) -> Event:
+        """Add an event to the caller's transaction; it is delivered only if that commits.
+
+        Raises ``PluginError`` when no hookspec ``mdm_<name>`` declares the event.
+        """
         from mdm_core.models import OutboxEvent, utcnow
 
-        event = Event(name=name, payload=payload, created_at=utcnow())
-        session.add(OutboxEvent(id=event.id, name=name, payload=payload, created_at=event.created_at))
+        self.check_declared(name)
+        event = Event(name=name, payload=dict(payload), created_at=utcnow())
+        session.add(OutboxEvent(id=event.id, name=name, payload=event.payload, created_at=event.created_at))
         return event
 
-    def record_many(self, session: Session, events: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Add several events in one bulk insert; returns how many."""
+    def record_many(self, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Add several (declared) events in one bulk insert; returns how many."""
         from mdm_core.models import OutboxEvent, utcnow
 
         now = utcnow()
         rows = [{"id": str(uuid.uuid4()), "name": n, "payload": p, "created_at": now} for n, p in events]
+        for name in {r["name"] for r in rows}:
+            self.check_declared(name)
         if rows:
             session.execute(OutboxEvent.__table__.insert(), rows)
         return len(rows)
@@ -196,22 +221,3 @@ class EventBus:
                 log.error("could not record the failure of %s: %s", plugin, describe(db_exc))
 
         return record
-
-
-def call_isolated(
-    pm: "pluggy.PluginManager",
-    caller: Any,
-    kwargs: dict[str, Any],
-    on_error: Callable[[str, BaseException], None],
-) -> list[tuple[str, str]]:
-    """Call each implementation of a hook on its own; an exception is reported, not raised."""
-    failures = []
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            impl.function(**{name: kwargs[name] for name in impl.argnames})
-        except Exception as exc:
-            plugin = pm.get_name(impl.plugin) or impl.plugin_name
-            on_error(plugin, exc)
-            failures.append((plugin, describe(exc)))
-    return failures
-

@@ -6,7 +6,8 @@ Conventions (see the README, "Writing a plugin"):
 - Start-up and registration hooks fail fast: an exception names the plugin and stops the host.
 - Event hooks (``mdm_event``, ``mdm_device_enrolled``, ``mdm_device_removed`` and every
   plugin-owned event hook) are delivered from the outbox after the transaction that recorded
-  the event has committed. Each implementation is called on its own: one that raises is
+  the event has committed; only events declared by such a hookspec can be recorded. Payload
+  types are in ``mdm_core.payloads``. Each implementation is called on its own: one that raises is
   logged and recorded in ``core_subscriber_failure``; the others still run. Every event has a
   stable ``event.id``, so subscribers can be idempotent: an event whose delivery was cut short
   by a crash is delivered again at the next start.
@@ -162,8 +163,8 @@ def mdm_device_enrolled(host: "Host", event: "Event") -> None:
     """A device was added to the inventory.
 
     When: after the commit that enrolled it, delivered from the outbox.
-    Args: ``host``; ``event`` whose ``payload`` holds ``serial_number``, ``udid``, ``platform``,
-    ``model``, ``owner``.
+    Args: ``host``; ``event`` whose ``payload`` (``DevicePayload``) holds ``serial_number``,
+    ``udid``, ``platform``, ``model``, ``owner``.
     Returns: nothing.
     Errors: isolated per subscriber (logged, recorded, others still run).
     """
@@ -175,8 +176,8 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
     When: after the commit that removed it, delivered from the outbox. Plugins reclaim what
     the device held here (for example its VPP licenses).
-    Args: ``host``; ``event`` whose ``payload`` holds ``serial_number``, ``udid``, ``platform``,
-    ``model``, ``owner``.
+    Args: ``host``; ``event`` whose ``payload`` (``DevicePayload``) holds ``serial_number``,
+    ``udid``, ``platform``, ``model``, ``owner``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """
@@ -187,7 +188,7 @@ def mdm_user_added(host: "Host", event: "Event") -> None:
     """An MDM user was added to the inventory.
 
     When: after the commit that added it, delivered from the outbox.
-    Args: ``host``; ``event`` whose ``payload`` holds ``id`` (Apple's ``clientUserId``),
+    Args: ``host``; ``event`` whose ``payload`` (``UserPayload``) holds ``id`` (Apple's ``clientUserId``),
     ``email``, ``managed_apple_id``, ``name``.
     Returns: nothing.
     Errors: isolated per subscriber.
@@ -200,8 +201,20 @@ def mdm_user_removed(host: "Host", event: "Event") -> None:
 
     When: after the commit that removed it (its devices stay enrolled, without an owner),
     delivered from the outbox. Plugins reclaim what the user held here (e.g. VPP licenses).
-    Args: ``host``; ``event`` whose ``payload`` holds ``id``, ``email``,
+    Args: ``host``; ``event`` whose ``payload`` (``UserPayload``) holds ``id``, ``email``,
     ``managed_apple_id``, ``name``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_command_queued(host: "Host", event: "Event") -> None:
+    """An MDM command was queued for a device (``InstallApplication``, say).
+
+    When: after the commit that queued it, delivered from the outbox.
+    Args: ``host``; ``event`` whose ``payload`` (``CommandQueuedPayload``) holds
+    ``command_uuid``, ``device_serial``, ``request_type``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """

@@ -20,7 +20,7 @@ from mdm_core.db import Database
 from mdm_core.errors import MdmError, PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
-from mdm_core.plugins import PluginRecord, blocked_names, call_hook, get_plugin_manager, load_plugins
+from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
@@ -195,11 +195,8 @@ class Host:
                 self.deliver_events()
             except Exception as exc:
                 log.error("could not deliver pending events at shutdown: %s", describe(exc))
-        for impl in reversed(self.pm.hook.mdm_shutdown.get_hookimpls()):
-            try:
-                impl.function(host=self)
-            except Exception as exc:
-                log.error("plugin %s failed at shutdown: %s", self.pm.get_name(impl.plugin) or impl.plugin_name, describe(exc))
+        call_isolated(self.pm, self.pm.hook.mdm_shutdown, {"host": self},
+                      on_error=lambda plugin, exc: log.error("plugin %s failed at shutdown: %s", plugin, describe(exc)))
 
     def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True) -> None:
         """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job."""

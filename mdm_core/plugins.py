@@ -11,7 +11,7 @@ import importlib
 import importlib.metadata
 import types
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -20,6 +20,10 @@ from mdm_core.config import Config
 from mdm_core.errors import MdmError, PluginError, describe
 
 BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory.plugin",)
+
+#: ``observer(hook_name, kwargs, implementations)`` for every hook call (see ``observe_hook_calls``).
+HookObserver = Callable[[str, Mapping[str, Any], int], None]
+_HOOK_OBSERVERS: list[HookObserver] = []
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,31 @@ class PluginRecord:
     version: str
 
 
+def observe_hook_calls(observer: HookObserver) -> Callable[[], None]:
+    """Tell ``observer`` about every hook call of the managers made from now on: the hook's name,
+    its keyword arguments and how many implementations it had (also for hooks whose
+    implementations are called one by one, like events). Returns the function that stops it.
+
+    Used by :mod:`mdm_core.testing` to check that the suite exercises every hook; observers
+    must be quick and must not raise.
+    """
+    _HOOK_OBSERVERS.append(observer)
+    return lambda: _HOOK_OBSERVERS.remove(observer) if observer in _HOOK_OBSERVERS else None
+
+
+def _monitor(pm: pluggy.PluginManager) -> None:
+    def before(hook_name: str, impls: Any, kwargs: Mapping[str, Any]) -> None:
+        for observer in list(_HOOK_OBSERVERS):
+            observer(hook_name, kwargs, len(impls))
+
+    pm.add_hookcall_monitoring(before, lambda outcome, hook_name, impls, kwargs: None)
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     """A fresh manager with the core hookspecs and the historic ``mdm_add_hookspecs`` call armed."""
     pm = pluggy.PluginManager(PROJECT_NAME)
+    if _HOOK_OBSERVERS:
+        _monitor(pm)
     pm.add_hookspecs(hookspecs)
     pm.hook.mdm_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
     return pm
@@ -202,3 +228,23 @@ def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
     """Names of the hooks a plugin implements."""
     return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
 
+
+def call_isolated(
+    pm: "pluggy.PluginManager",
+    caller: Any,
+    kwargs: dict[str, Any],
+    on_error: Callable[[str, BaseException], None],
+) -> list[tuple[str, str]]:
+    """Call each implementation of a hook on its own; an exception is reported, not raised."""
+    failures = []
+    impls = list(reversed(caller.get_hookimpls()))
+    for observer in list(_HOOK_OBSERVERS):
+        observer(caller.name, kwargs, len(impls))
+    for impl in impls:
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            plugin = pm.get_name(impl.plugin) or impl.plugin_name
+            on_error(plugin, exc)
+            failures.append((plugin, describe(exc)))
+    return failures

@@ -1,4 +1,10 @@
-"""Shared fixtures: every test builds its own host, database and configuration."""
+"""Shared fixtures (from ``mdm_core.testing``), the simulator, and two suite-wide checks:
+
+- every event delivered during a test carries the payload its ``TypedDict`` declares
+  (``mdm_core.payloads``, ``plugins.vpp.payloads``, ``plugins.mobile_apps.payloads``);
+- when the whole suite runs, every declared hook was called with at least one implementation
+  (real calls, recorded by ``HookCallLog``); a hook nobody exercises fails the run, naming it.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +13,96 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
-from mdm_core.host import Host, create_host
+pytest.register_assert_rewrite("mdm_core.testing", "plugins.vpp.testing")
+pytest_plugins = ["mdm_core.testing"]
+
+from mdm_core.host import Host  # noqa: E402
+from mdm_core.testing import HookCallLog, declared_hooks, payload_problems  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+HOOK_CALLS = HookCallLog()
+PAYLOAD_PROBLEMS: list[str] = []
+_DESELECTED: list[Any] = []
+_FROM_WORKERS: set[str] = set()
 
 
-@pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
-    """A project folder with conf/ and var/ of its own."""
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "var").mkdir()
-    return tmp_path
+def all_hookspecs() -> set[str]:
+    """Every hook the host and the in-repo plugins declare."""
+    from mdm_core import hookspecs as core
+    from plugins.mobile_apps import hookspecs as mobile_apps
+    from plugins.vpp import hookspecs as vpp
+
+    return declared_hooks(core, vpp, mobile_apps)
 
 
-@pytest.fixture
-def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
-    """Build a host on a real SQLite file under the test's own folder.
+def _payload_types() -> dict[str, type]:
+    from mdm_core.payloads import EVENT_PAYLOADS as core
+    from plugins.mobile_apps.payloads import EVENT_PAYLOADS as mobile_apps
+    from plugins.vpp.payloads import EVENT_PAYLOADS as vpp
 
-    ``make_host(plugins=[module, ...], config="toml text", environ={...})``; ``plugins=None``
-    loads the installed entry points like ``mdm`` does.
-    """
-    hosts: list[Host] = []
+    return {**core, **vpp, **mobile_apps}
 
-    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: dict[str, str] | None = None, database_url: str | None = None) -> Host:
-        conf = project_dir / "conf" / "mdm.toml"
-        conf.write_text(config)
-        env = {"MDM_SECRET_KEY": "test-secret-key"}
-        env.update(environ or {})
-        host = create_host(conf, environ=env, plugins=plugins, database_url=database_url or f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-        hosts.append(host)
-        return host
 
-    yield make
-    for host in hosts:
-        host.close()
+def pytest_configure(config: pytest.Config) -> None:
+    types = _payload_types()
+
+    def check(name: str, kwargs: Mapping[str, Any]) -> None:
+        event = kwargs.get("event")
+        if event is None or name != f"mdm_{getattr(event, 'name', '')}" or event.name not in types:
+            return
+        PAYLOAD_PROBLEMS.extend(payload_problems(event.name, event.payload, types[event.name]))
+
+    HOOK_CALLS.on_call = check
+    HOOK_CALLS.install()
+
+
+@pytest.fixture(autouse=True)
+def _event_payloads_follow_their_types(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test during which an event was delivered with keys its TypedDict does not declare
+    (tests of the event machinery itself record hand-made payloads: ``arbitrary_payloads``)."""
+    PAYLOAD_PROBLEMS.clear()
+    yield
+    problems, PAYLOAD_PROBLEMS[:] = list(PAYLOAD_PROBLEMS), []
+    if request.node.get_closest_marker("arbitrary_payloads"):
+        return
+    assert not problems, "event payloads that break their declared types: " + "; ".join(sorted(set(problems)))
+
+
+def pytest_deselected(items: list[Any]) -> None:
+    _DESELECTED.extend(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist: gather the hooks each worker saw."""
+    _FROM_WORKERS.update(getattr(node, "workeroutput", {}).get("mdm_hooks_exercised", []))
+
+
+def _whole_suite(session: pytest.Session) -> bool:
+    config = session.config
+    paths = {Path(str(a).split("::")[0]).resolve() for a in config.args} or {TESTS}
+    filtered = bool(config.getoption("keyword", "") or config.getoption("markexpr", "") or _DESELECTED)
+    return paths in ({TESTS}, {TESTS.parent}) and not filtered
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The "every hook is exercised" check, on the calls recorded during the whole suite."""
+    config = session.config
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller decides
+        config.workeroutput["mdm_hooks_exercised"] = sorted(HOOK_CALLS.exercised())
+        return
+    if exitstatus != 0 or not _whole_suite(session):
+        return
+    missing = sorted(all_hookspecs() - HOOK_CALLS.exercised() - _FROM_WORKERS)
+    if missing:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: hooks no test exercised (called with an implementation): {', '.join(missing)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -57,45 +117,11 @@ def simulator() -> Iterator[Any]:
 @pytest.fixture
 def vpp_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> Host:
     """A host with the installed plugins and an account ``school`` on the simulator (not yet synced)."""
-    from plugins.vpp.accounts import add_account
+    from plugins.vpp.testing import add_simulated_account
 
     host = make_host()
-    token_file = project_dir / "school.vpptoken"
-    simulator.write_token(token_file)
-    add_account(host, "school", str(token_file), service_url=simulator.base_url)
+    add_simulated_account(host, simulator, project_dir)
     return host
-
-
-class MdmRunner:
-    """Runs ``mdm ARGS`` in-process on a test's configuration and database.
-
-    ``runner("vpp", "sync")`` -> (exit code, stdout, stderr). The environment points ``main``
-    at the project's SQLite file and a test key; ``config`` (if given) is written to the conf file.
-    """
-
-    def __init__(self, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                 config: str | None = None, environ: dict[str, str] | None = None):
-        self.project_dir = project_dir
-        self.conf = project_dir / "conf" / "mdm.toml"
-        self.db = project_dir / "var" / "mdm.sqlite3"
-        self.capsys = capsys
-        monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{self.db}")
-        monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-        monkeypatch.delenv("MDM_CONFIG", raising=False)
-        for name, value in (environ or {}).items():
-            monkeypatch.setenv(name, value)
-        if config is not None:
-            self.conf.write_text(config)
-        elif not self.conf.exists():
-            self.conf.write_text("")
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        from mdm_core.cli import main
-
-        self.capsys.readouterr()
-        code = main(["--config", str(self.conf), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
 
 
 # ---------------------------------------------------------------------- PostgreSQL

@@ -35,7 +35,8 @@ def test_license_audit_records_portal_changes_once(make_host: Callable[..., Host
     from mdm_core.events import Event
 
     event = Event(name="vpp_licenses_disassociated", payload={"account": "school", "adamId": adam_id, "pricingParam": pricing, "source": "sync",
-                  "serialNumbers": [target], "clientUserIds": []}, id=removed[0]["event_id"])
+                  "serialNumbers": [target], "clientUserIds": [], "enrolledSerialNumbers": [],
+                  "mdmUserIds": []}, id=removed[0]["event_id"])
     host.events.dispatch(event)
     assert len(audit.read_text().splitlines()) == len(lines)
 

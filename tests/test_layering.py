@@ -1,6 +1,7 @@
 """Each room knows only the one below it: the core knows no plugin, mobile_apps reaches the
-VPP plugin only through hooks and event payloads, and alerts (written as a third-party plugin)
-reaches the others only through their hooks and events (architecture.md, "Rooms")."""
+VPP plugin only through its hooks and its published payload types, and alerts (written as a
+third-party plugin) reaches the others only through their hooks, events and payload types
+(docs/architecture.md, "Rooms and layering")."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
     return found
 
 
+#: A plugin's public contract, which other plugins may import.
+CONTRACTS = ("plugins.vpp.payloads", "plugins.mobile_apps.payloads")
+
+
 @pytest.mark.parametrize("folder, forbidden", [
     ("mdm_core", ("plugins",)),
     ("plugins/mobile_apps", ("plugins.vpp", "plugins.demo", "plugins.alerts")),
@@ -42,7 +47,15 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 ])
 def test_rooms_import_only_what_is_below_them(folder: str, forbidden: tuple[str, ...]) -> None:
     offenders = {
-        path: sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden))
+        path: sorted(n for n in names if n not in CONTRACTS and any(n == f or n.startswith(f + ".") for f in forbidden))
         for path, names in imported_modules(ROOT / folder).items()
     }
     assert {p: n for p, n in offenders.items() if n} == {}
+
+
+def test_mobile_apps_calls_vpp_hooks_only_through_its_port() -> None:
+    """No ``mdm_vpp_*`` request hook is called, or probed by name, outside ``vpp_port.py``."""
+    folder = ROOT / "plugins" / "mobile_apps"
+    offenders = [str(p.relative_to(ROOT)) for p in folder.rglob("*.py")
+                 if p.name != "vpp_port.py" and ("hook.mdm_vpp_" in p.read_text() or 'hook("mdm_vpp_' in p.read_text())]
+    assert offenders == []

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError
 from mdm_core.models import Command, utcnow
+from mdm_core.payloads import CommandQueuedPayload
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -18,7 +19,8 @@ def queue_command(host: "Host", session: Session, device_serial: str, request_ty
     """Queue an MDM command for a device in the caller's transaction."""
     command = Command(device_serial=device_serial, request_type=request_type, payload={"RequestType": request_type, **payload})
     session.add(command)
-    host.events.record(session, "command_queued", {"command_uuid": command.uuid, "device_serial": device_serial, "request_type": request_type})
+    payload: CommandQueuedPayload = {"command_uuid": command.uuid, "device_serial": device_serial, "request_type": request_type}
+    host.events.record(session, "command_queued", payload)
     return command
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser, Platform
+from mdm_core.payloads import DevicePayload
 
 from .csvfile import read_csv
 from .upsert import upsert
@@ -36,7 +37,7 @@ class DeviceRow:
     model: str | None = None
     owner: str | None = None
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> DevicePayload:
         """The plain values carried by device events."""
         return {"serial_number": self.serial_number, "udid": self.udid, "platform": self.platform, "model": self.model, "owner": self.owner}
 

@@ -18,9 +18,12 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
+from plugins.vpp.payloads import Asset
 
 from .models import AppMetadata, MobileApp, SeenEvent
+from .payloads import AppPayload
 from .settings import settings
+from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -60,12 +63,12 @@ def once(host: "Host", event: "Event", work: Callable[[Session], Any]) -> Any:
 # ---------------------------------------------------------------------- publishing
 
 
-def _payload(app: MobileApp) -> dict[str, Any]:
+def _payload(app: MobileApp) -> AppPayload:
     return {"id": app.id, "account": app.account, "adamId": app.adam_id, "pricingParam": app.pricing_param, "platform": app.platform,
             "kind": app.kind, "availableCount": app.available_count, "totalCount": app.total_count}
 
 
-def upsert_assets(host: "Host", session: Session, account: str, assets: list[dict[str, Any]]) -> None:
+def upsert_assets(host: "Host", session: Session, account: str, assets: list[Asset]) -> None:
     """Publish (or update) one application per platform of each asset; retire dropped platforms."""
     now = utcnow()
     for asset in assets:
@@ -111,7 +114,7 @@ def _retire(host: "Host", session: Session, row: MobileApp, now: Any) -> None:
     host.events.record(session, "mobile_apps_app_retired", _payload(row))
 
 
-def retire_assets(host: "Host", session: Session, account: str, assets: list[dict[str, Any]]) -> None:
+def retire_assets(host: "Host", session: Session, account: str, assets: list[Asset]) -> None:
     """The assets left the account: their applications are retired (kept, not installable)."""
     now = utcnow()
     for asset in assets:
@@ -157,9 +160,7 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
             batch = adam_ids[start:start + LOOKUP_BATCH]
             counts["looked_up"] += len(batch)
             try:
-                found = host.pm.hook.mdm_vpp_lookup_metadata(host=host, account=account, adam_ids=batch)
-                if found is None:
-                    raise MdmError("the VPP plugin is not loaded")
+                found = VppPort(host).lookup_metadata(account, batch)
             except Exception as exc:  # never fails the caller: retried later
                 message = one_line(exc) or type(exc).__name__
                 log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)

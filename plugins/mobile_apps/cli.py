@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import UsageError
 from mdm_core.output import print_json, print_rows, print_table
+
+from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -71,9 +73,6 @@ def register(subparsers: Any) -> None:
     meta.set_defaults(func=_refresh_metadata)
 
 
-def _require_vpp(host: "Host") -> None:
-    if host.hook("mdm_vpp_associate") is None:
-        raise MdmError("the VPP plugin is not loaded (see `mdm plugins`): VPP apps cannot be installed or reclaimed")
 
 
 def _list(host: "Host", args: argparse.Namespace) -> int:
@@ -98,10 +97,10 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
         rows = find_apps(session, args.app)
     apps = [app_dict(a, m) for a, m in rows]
     holders: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    if host.hook("mdm_vpp_licenses") is not None:
+    port = VppPort(host)
+    if port.available:
         for key in sorted({(a["account"], a["adamId"], a["pricingParam"]) for a in apps}):
-            licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=key[0], adam_id=key[1], serial_number=None, client_user_id=None) or []
-            holders[key] = [lic for lic in licenses if lic["pricingParam"] == key[2]]
+            holders[key] = [lic for lic in port.licenses(key[0], key[1]) if lic["pricingParam"] == key[2]]
     for app in apps:
         app["licenses"] = holders.get((app["account"], app["adamId"], app["pricingParam"]), [])
     if args.json:
@@ -135,7 +134,7 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
 def _install(host: "Host", args: argparse.Namespace) -> int:
     from .installs.request import install, read_devices_file
 
-    _require_vpp(host)
+    VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.wait is not None and args.wait < 0:
         raise UsageError("--wait must be 0 or more seconds")
     serials = read_devices_file(args.devices_file) if args.devices_file else args.device
@@ -165,7 +164,7 @@ def _installs(host: "Host", args: argparse.Namespace) -> int:
 def _reclaim(host: "Host", args: argparse.Namespace) -> int:
     from .reclaims import reclaim
 
-    _require_vpp(host)
+    VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.all and args.app:
         raise UsageError("give APP or --all, not both")
     if args.all and not args.unused:
@@ -199,8 +198,7 @@ def _reclaims(host: "Host", args: argparse.Namespace) -> int:
 def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:
     from .catalog import refresh_metadata
 
-    if host.hook("mdm_vpp_lookup_metadata") is None:
-        raise MdmError("the VPP plugin is not loaded (see `mdm plugins`): metadata cannot be looked up")
+    VppPort(host).require("metadata cannot be looked up")
     counts = refresh_metadata(host, force=True, everything=args.all)
     print(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
           + (" (retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))

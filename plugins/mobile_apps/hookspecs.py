@@ -3,7 +3,8 @@
 Each is delivered from the host's outbox after the transaction that recorded it committed,
 each implementation on its own (a failing subscriber is logged and recorded; the others still
 run). Every event has a stable ``event.id``: subscribers should be idempotent. Payloads are
-plain JSON values. Consumers mark their implementations ``@hookimpl(optionalhook=True)``.
+plain JSON values, typed in :mod:`plugins.mobile_apps.payloads` (the contract subscribers may
+import). Consumers mark their implementations ``@hookimpl(optionalhook=True)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def mdm_mobile_apps_app_published(host: "Host", event: "Event") -> None:
     """An application (or book) became available: a VPP asset appeared, or came back.
 
     When: after the VPP sync event that announced the asset was applied.
-    Args: ``host``; ``event``, whose ``event.payload`` has ``id`` (application id), ``account``, ``adamId``,
+    Args: ``host``; ``event``, whose ``event.payload`` (``AppPayload``) has ``id`` (application id), ``account``, ``adamId``,
     ``pricingParam``, ``platform`` (``iOS`` also covers iPadOS, ``macOS``), ``kind``
     (``app`` or ``book``), ``availableCount``, ``totalCount``.
     Returns: nothing.
@@ -36,7 +37,7 @@ def mdm_mobile_apps_app_retired(host: "Host", event: "Event") -> None:
     or the asset no longer supports that platform). The row is kept for history.
 
     When: after the VPP sync event that removed the asset was applied.
-    Args: ``host``; ``event``, whose ``event.payload`` has as ``mdm_mobile_apps_app_published``.
+    Args: ``host``; ``event``, whose ``event.payload`` (``AppPayload``) has as ``mdm_mobile_apps_app_published``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """
@@ -48,7 +49,7 @@ def mdm_mobile_apps_install_queued(host: "Host", event: "Event") -> None:
 
     When: after ``mdm apps install``, an automatic install (``auto_install``) or a pending
     install that Apple confirmed later, once the command is committed.
-    Args: ``host``; ``event``, whose ``event.payload`` has ``account``, ``adamId``, ``pricingParam``,
+    Args: ``host``; ``event``, whose ``event.payload`` (``InstallQueuedPayload``) has ``account``, ``adamId``, ``pricingParam``,
     ``serialNumber``, ``commandUuid``, ``license`` (``device`` or ``user``), ``clientUserId``
     (user licenses) and ``source`` (``request``, ``auto`` or ``pending``).
     Returns: nothing.
@@ -63,7 +64,7 @@ def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
 
     When: after the ``mobile_apps.installs`` job asked Apple again about a pending install and
     Apple refused it, once that is committed; one event per install (device or user).
-    Args: ``host``; ``event``, whose ``event.payload`` has ``id`` (install id, as in
+    Args: ``host``; ``event``, whose ``event.payload`` (``InstallFailedPayload``) has ``id`` (install id, as in
     ``mdm apps installs``), ``account``, ``adamId``, ``pricingParam``, ``license`` (``device`` or
     ``user``), ``serialNumber`` (device licenses, else None), ``clientUserId`` (user licenses,
     else None), ``source`` (``request`` or ``auto``), ``error`` (one line, what Apple said) and
@@ -79,7 +80,7 @@ def mdm_mobile_apps_reclaim_finished(host: "Host", event: "Event") -> None:
 
     When: after Apple confirmed (``done``) or refused (``failed``) a disassociation, or when the
     asset turned out irrevocable (``irrevocable``, never attempted).
-    Args: ``host``; ``event``, whose ``event.payload`` has ``id``, ``account``, ``adamId``, ``pricingParam``,
+    Args: ``host``; ``event``, whose ``event.payload`` (``ReclaimFinishedPayload``) has ``id``, ``account``, ``adamId``, ``pricingParam``,
     ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``user_removed``, ``manual``,
     ``unused``), ``status`` and ``error``.
     Returns: nothing.

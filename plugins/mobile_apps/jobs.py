@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mdm_core.errors import MdmError
 
 from .settings import settings
+from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -29,7 +30,7 @@ def metadata_job(host: "Host") -> dict[str, int]:
     """Look up pending, failed (when due) and stale metadata; a failure is recorded on the job."""
     from .catalog import refresh_metadata
 
-    if host.hook("mdm_vpp_lookup_metadata") is None:
+    if not VppPort(host).available:
         return {}
     counts = refresh_metadata(host)
     if counts["failed"]:
@@ -41,7 +42,7 @@ def reclaim_job(host: "Host") -> dict[str, int]:
     """Retry the pending reclaims that are due."""
     from .reclaims import process
 
-    if host.hook("mdm_vpp_disassociate") is None:
+    if not VppPort(host).available:
         return {}
     counts = process(host)
     if counts["pending"]:
@@ -53,6 +54,6 @@ def installs_job(host: "Host") -> dict[str, int]:
     """Ask Apple again about installs whose licenses were still pending."""
     from .installs.pending import retry_pending
 
-    if host.hook("mdm_vpp_associate") is None:
+    if not VppPort(host).available:
         return {}
     return retry_pending(host)

@@ -1,15 +1,16 @@
 """mobile_apps plugin hook implementations.
 
 Publishes the VPP plugin's assets as installable applications, looks up their metadata,
-installs them with VPP licenses and reclaims licenses. It uses the VPP plugin only through its
-hooks (``host.pm.hook.mdm_vpp_*``) and event payloads; its implementations of VPP hooks are
+installs them with VPP licenses and reclaims licenses. It uses the VPP plugin only through
+``vpp_port.VppPort`` (a typed façade over the ``mdm_vpp_*`` request hooks) and the VPP event
+payloads (``plugins.vpp.payloads``); its implementations of VPP event hooks are
 ``optionalhook`` so that the plugin loads when the VPP plugin is disabled.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mdm_core import hookimpl
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
+    from plugins.vpp.payloads import AssetsPayload
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
@@ -85,7 +87,8 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
     """Publish one application per platform of each new asset (books as books)."""
     from plugins.mobile_apps.catalog import once, upsert_assets
 
-    once(host, event, lambda session: upsert_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+    payload = cast("AssetsPayload", event.payload)
+    once(host, event, lambda session: upsert_assets(host, session, payload["account"], payload["assets"]))
 
 
 @hookimpl(optionalhook=True)
@@ -93,7 +96,8 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
     """Update counts and flags (and platforms) of published applications."""
     from plugins.mobile_apps.catalog import once, upsert_assets
 
-    once(host, event, lambda session: upsert_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+    payload = cast("AssetsPayload", event.payload)
+    once(host, event, lambda session: upsert_assets(host, session, payload["account"], payload["assets"]))
 
 
 @hookimpl(optionalhook=True)
@@ -101,7 +105,8 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
     """Retire the applications of assets that left the account (kept for history)."""
     from plugins.mobile_apps.catalog import once, retire_assets
 
-    once(host, event, lambda session: retire_assets(host, session, event.payload["account"], event.payload.get("assets") or []))
+    payload = cast("AssetsPayload", event.payload)
+    once(host, event, lambda session: retire_assets(host, session, payload["account"], payload["assets"]))
 
 
 @hookimpl(optionalhook=True)
@@ -118,9 +123,11 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 @hookimpl
 def mdm_device_removed(host: "Host", event: "Event") -> None:
     """Reclaim the VPP licenses the removed device held."""
-    if host.hook("mdm_vpp_licenses") is None:  # the VPP plugin is disabled
-        return
     from plugins.mobile_apps.reclaims import on_device_removed
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    if not VppPort(host).available:  # the VPP plugin is disabled: nothing to reclaim
+        return
 
     on_device_removed(host, event)
 
@@ -128,8 +135,10 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 @hookimpl
 def mdm_user_removed(host: "Host", event: "Event") -> None:
     """Reclaim the VPP user licenses the removed MDM user held."""
-    if host.hook("mdm_vpp_licenses") is None:  # the VPP plugin is disabled
-        return
     from plugins.mobile_apps.reclaims import on_user_removed
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    if not VppPort(host).available:  # the VPP plugin is disabled: nothing to reclaim
+        return
 
     on_user_removed(host, event)

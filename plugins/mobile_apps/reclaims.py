@@ -20,7 +20,9 @@ from mdm_core.models import utcnow
 
 from .catalog import find_apps, once
 from .models import Reclaim
+from .payloads import ReclaimFinishedPayload
 from .settings import settings
+from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -34,7 +36,7 @@ def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str
     """(account, adamId, pricingParam) → revocable, from the VPP mirror."""
     out: dict[tuple[str, str, str], bool] = {}
     for account in sorted(accounts):
-        for asset in host.pm.hook.mdm_vpp_assets(host=host, account=account) or []:
+        for asset in VppPort(host).assets(account):
             out[(account, asset["adamId"], asset["pricingParam"])] = bool(asset.get("revocable"))
     return out
 
@@ -79,11 +81,16 @@ def create_reclaims(host: "Host", licenses: list[dict[str, Any]], reason: str, e
 
 
 def _finished(host: "Host", session: Session, row: Reclaim) -> None:
-    target = {"serialNumber": row.target} if row.kind == "device" else {"clientUserId": row.target}
-    host.events.record(session, "mobile_apps_reclaim_finished", {
-        "id": row.id, "account": row.account, "adamId": row.adam_id, "pricingParam": row.pricing_param, **target,
+    assert row.id is not None
+    payload: ReclaimFinishedPayload = {
+        "id": row.id, "account": row.account, "adamId": row.adam_id, "pricingParam": row.pricing_param,
         "reason": row.reason, "status": row.status, "error": row.last_error,
-    })
+    }
+    if row.kind == "device":
+        payload["serialNumber"] = row.target
+    else:
+        payload["clientUserId"] = row.target
+    host.events.record(session, "mobile_apps_reclaim_finished", payload)
 
 
 def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True) -> dict[str, int]:
@@ -104,12 +111,9 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True)
     for (account, adam_id, pricing, kind), group in groups.items():
         targets = [r.target for r in group]
         try:
-            result = host.pm.hook.mdm_vpp_disassociate(
-                host=host, account=account, adam_id=adam_id, pricing_param=pricing,
-                serial_numbers=targets if kind == "device" else [], client_user_ids=targets if kind == "user" else [], wait=s.reclaim_wait)
-            if result is None:
-                raise MdmError("the VPP plugin is not loaded")
-        except MdmError as exc:
+            result = VppPort(host).disassociate(account, adam_id, pricing, serial_numbers=targets if kind == "device" else [],
+                                                client_user_ids=targets if kind == "user" else [], wait=s.reclaim_wait)
+        except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
             message = one_line(exc)
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
             log.warning("reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
@@ -175,7 +179,7 @@ def on_user_removed(host: "Host", event: "Event") -> None:
 def _reclaim_held(host: "Host", event: "Event", reason: str, *, serial_number: str | None, client_user_id: str | None) -> None:
     if not serial_number and not client_user_id:
         return
-    licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=None, adam_id=None, serial_number=serial_number, client_user_id=client_user_id)
+    licenses = VppPort(host).licenses(serial_number=serial_number, client_user_id=client_user_id)
     if not licenses:
         once(host, event, lambda session: None)
         return
@@ -195,8 +199,8 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
     adam_ids = sorted({k[1] for k in keys}) if keys is not None else [None]
     licenses: list[dict[str, Any]] = []
     for adam_id in adam_ids:
-        licenses += host.pm.hook.mdm_vpp_licenses(host=host, account=None, adam_id=adam_id, serial_number=serial.strip().upper() if serial else None,
-                                                  client_user_id=user.strip() if user else None) or []
+        licenses += VppPort(host).licenses(adam_id=adam_id, serial_number=serial.strip().upper() if serial else None,
+                                           client_user_id=user.strip() if user else None)
     if keys is not None:
         licenses = [lic for lic in licenses if (lic["account"], lic["adamId"], lic["pricingParam"]) in keys]
     if unused:

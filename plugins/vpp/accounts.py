@@ -20,11 +20,13 @@ from mdm_core.errors import MdmError, UsageError
 from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import VppError
-from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
 from .apple.protocol import apple_asset, parse_apple_date
-from .apple.transport import RetryPolicy
-from .settings import VppSettings
 from .apple.stoken import SToken, TokenFileError, load_token_file
+from .apple.transport import RetryPolicy
+from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from .payloads import Account
+from .settings import VppSettings
+from .sync.events import record_chunks
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -231,20 +233,19 @@ def remove_account(host: "Host", name: str) -> None:
 def _remove(host: "Host", session: Session, name: str) -> None:
     account = get_account(session, name)
     assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
-    for start in range(0, len(assets), 500):
-        host.events.record(session, "vpp_assets_removed", {"account": account.name, "assets": assets[start:start + 500]})
+    record_chunks(host, session, account.name, "vpp_assets_removed", assets)
     for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
         session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
     session.delete(account)
 
 
-def list_accounts(host: "Host") -> list[dict[str, Any]]:
+def list_accounts(host: "Host") -> list[Account]:
     """Every account, described without its token."""
     with host.db.session() as session:
         return [describe_account(a) for a in session.execute(select(VppAccount).order_by(VppAccount.name)).scalars()]
 
 
-def describe_account(account: VppAccount) -> dict[str, Any]:
+def describe_account(account: VppAccount) -> Account:
     """Plain values for `account list` and the ``mdm_vpp_accounts`` hook (never the token)."""
     state = token_state.effective_state(account)
     return {

@@ -12,13 +12,14 @@ Two kinds:
   be idempotent, as an event cut short by a crash is delivered again at the next start.
   Payloads are plain JSON values; each carries ``account`` (the account's name).
 
-Consumers mark their implementations ``@hookimpl(optionalhook=True)`` so they load even when
+The types of the results and payloads are the ``TypedDict``s of :mod:`plugins.vpp.payloads`,
+the contract other plugins may import. Consumers mark their implementations ``@hookimpl(optionalhook=True)`` so they load even when
 the VPP plugin is disabled.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mdm_core import hookspec
 
@@ -26,12 +27,14 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
 
+    from .payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport
+
 
 # --------------------------------------------------------------------------- requests
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[dict[str, Any]] | None:
+def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport] | None:
     """Sync one VPP account, or all of them, now.
 
     When: called by ``mdm vpp sync``, by the scheduler at each account's interval, or by any
@@ -40,7 +43,7 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
     (else incremental when possible); ``trigger``: recorded on the sync run (``manual``,
     ``schedule``, ...); ``wait``: seconds to wait for a running sync of the same account
     before reporting ``already running`` (``None``: ``[vpp] lock_wait``).
-    Returns: one report per account: ``account``, ``trigger``, ``mode``, ``status`` (``ok``,
+    Returns: one ``SyncReport`` per account: ``account``, ``trigger``, ``mode``, ``status`` (``ok``,
     ``error``, ``already running``, ``skipped``), ``error_type``, ``error``, ``pages``,
     ``duration_s`` and ``counts`` added/changed/removed per entity. ``None``: the VPP plugin
     is not loaded.
@@ -49,12 +52,12 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]] | None:
+def mdm_vpp_accounts(host: "Host") -> list[Account] | None:
     """The VPP accounts, without their tokens.
 
     When: any time (reads the database only).
     Args: ``host``.
-    Returns: for each: ``name``, ``locationName``, ``orgName``, ``uId``,
+    Returns: an ``Account`` for each: ``name``, ``locationName``, ``orgName``, ``uId``,
     ``countryISO2ACode``, ``defaultPlatform``, ``tokenExpirationDate``, ``token_state``,
     ``action``, ``paused``, ``interval_seconds``, ``last_sync_at``, ``last_sync_result``.
     ``None``: the VPP plugin is not loaded.
@@ -63,12 +66,12 @@ def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]] | None:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]] | None:
+def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset] | None:
     """The mirrored assets with their counts (Apple's field names, plus ``account``).
 
     When: any time (reads the mirror only).
     Args: ``host``; ``account``: a name, or ``None`` for all accounts.
-    Returns: a list (possibly empty); ``None``: the VPP plugin is not loaded.
+    Returns: a list of ``Asset`` (possibly empty); ``None``: the VPP plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
     """
 
@@ -76,13 +79,13 @@ def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]] | 
 @hookspec(firstresult=True)
 def mdm_vpp_licenses(
     host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None
-) -> list[dict[str, Any]] | None:
+) -> list[License] | None:
     """The mirrored licenses (assignments), filtered by any of the arguments.
 
     When: any time (reads the mirror only).
     Args: ``host``; ``account``, ``adam_id``, ``serial_number``, ``client_user_id``: filters,
     ``None`` for any.
-    Returns: dicts with ``account``, ``adamId``, ``pricingParam`` and either
+    Returns: ``License`` dicts with ``account``, ``adamId``, ``pricingParam`` and either
     ``serialNumber`` (+ ``enrolled``) or ``clientUserId`` (+ ``mdmUser``); ``None``: the VPP
     plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
@@ -90,12 +93,12 @@ def mdm_vpp_licenses(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]] | None:
+def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser] | None:
     """The mirrored VPP users, linked to MDM users by ``clientUserId``.
 
     When: any time (reads the mirror only).
     Args: ``host``; ``account``: a name, or ``None`` for all accounts.
-    Returns: dicts with ``account``, ``clientUserId``, ``email``, ``status``, ``idHash``,
+    Returns: ``MirroredUser`` dicts with ``account``, ``clientUserId``, ``email``, ``status``, ``idHash``,
     ``inviteCode``, ``invitationUrl`` (while Registered) and ``mdmUser``; ``None``: the VPP
     plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
@@ -105,14 +108,14 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]] | N
 @hookspec(firstresult=True)
 def mdm_vpp_associate(
     host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
-) -> dict[str, Any] | None:
+) -> LicenseResult | None:
     """Associate licenses of one asset with devices and/or users, and follow Apple's events.
 
     When: before an app is installed with a VPP license (``mdm apps install``).
     Args: ``host``; ``account``; ``adam_id`` and ``pricing_param``: the asset;
     ``serial_numbers`` and ``client_user_ids``: the targets (chunked by Apple's ``limits``);
     ``wait``: seconds to follow the events (0: return once Apple accepted the request).
-    Returns: ``{"event_ids": [...], "status": "COMPLETE"|"FAILED"|"PENDING",
+    Returns: a ``LicenseResult``: ``{"event_ids": [...], "status": "COMPLETE"|"FAILED"|"PENDING",
     "succeeded": {"serialNumbers": [...], "clientUserIds": [...]}, "failed": [{"serialNumber"
     or "clientUserId", "errorNumber", "errorMessage"}]}``; succeeded licenses are written to
     the mirror and announced as ``vpp_licenses_associated``. ``None``: the VPP plugin is not
@@ -125,13 +128,13 @@ def mdm_vpp_associate(
 @hookspec(firstresult=True)
 def mdm_vpp_disassociate(
     host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
-) -> dict[str, Any] | None:
+) -> LicenseResult | None:
     """Disassociate (reclaim) licenses of one asset, and follow Apple's events.
 
     When: a device left the inventory, or ``mdm apps reclaim``.
     Args: as ``mdm_vpp_associate``: ``host``, ``account``, ``adam_id``, ``pricing_param``,
     ``serial_numbers``, ``client_user_ids``, ``wait``.
-    Returns: as ``mdm_vpp_associate``; removed licenses are announced as
+    Returns: a ``LicenseResult``, as ``mdm_vpp_associate``; removed licenses are announced as
     ``vpp_licenses_disassociated``. ``None``: the VPP plugin is not loaded.
     Errors: ``MdmError`` for an irrevocable asset (9706, Apple is not called);
     ``TemporaryError`` when Apple cannot be reached (keep the reclaim pending, retry).
@@ -139,14 +142,14 @@ def mdm_vpp_disassociate(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, dict[str, Any]] | None:
+def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, AppMetadata] | None:
     """Look up names, bundle ids, versions and icons in Apple's content-metadata service.
 
     When: whenever a plugin needs metadata; never call it inside a sync's event delivery path
     if a slow lookup would matter (publish first, look up later).
     Args: ``host``; ``account``: whose token (``itvt`` cookie), ``defaultPlatform`` and
     country are used; ``adam_ids``: batched by the client.
-    Returns: ``{adamId: {"name", "bundleId", "version", "iconUrl", "kind", "deviceFamilies"}}``
+    Returns: ``{adamId: AppMetadata}``, ``AppMetadata`` being ``{"name", "bundleId", "version", "iconUrl", "kind", "deviceFamilies"}}``
     for the ids Apple knows (others are absent); ``None``: the VPP plugin is not loaded.
     Errors: ``TemporaryError`` when Apple cannot be reached; ``MdmError`` otherwise.
     """
@@ -160,7 +163,7 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
     """A sync committed assets that are new to the account (a purchase, a transfer).
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: Apple asset dicts (``adamId``, ``pricingParam``, ``productType``, the four counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``), at most 500 per event.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: Apple asset dicts (``adamId``, ``pricingParam``, ``productType``, the four counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``), at most 500 per event.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -171,7 +174,7 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
     """A sync committed assets whose counts or properties changed.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -182,7 +185,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
     """A sync committed assets that left the account (refunded, transferred away), or the account was removed.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``assets``: the last known asset dicts.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: the last known asset dicts.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -193,7 +196,7 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
     """Licenses newly associated with devices or users were committed: found by a sync (e.g. assigned in Apple's portal) or associated by this host.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` or ``request``), ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event), ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesPayload``): ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` or ``request``), ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event), ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -204,7 +207,7 @@ def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
     """Licenses no longer associated were committed: reclaimed here, or removed in Apple's portal and found by a sync.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_licenses_associated``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesPayload``): as ``mdm_vpp_licenses_associated``.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -215,7 +218,7 @@ def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
     """A sync or a registration committed VPP users new to the account.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``users``: Apple user dicts (``clientUserId``, ``email``, ``status``, ``idHash``, ``inviteCode``) with ``mdmUser`` (the linked MDM user or None).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UsersPayload``): ``account``, ``users``: Apple user dicts (``clientUserId``, ``email``, ``status``, ``idHash``, ``inviteCode``) with ``mdmUser`` (the linked MDM user or None).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -226,7 +229,7 @@ def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
     """VPP users whose email, status (e.g. Registered to Associated) or idHash changed were committed.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_users_added``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UsersPayload``): as ``mdm_vpp_users_added``.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -237,7 +240,7 @@ def mdm_vpp_users_retired(host: "Host", event: "Event") -> None:
     """VPP users retired in Apple's records were committed (their revocable licenses went back to the pool).
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: as ``mdm_vpp_users_added``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UsersPayload``): as ``mdm_vpp_users_added``.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -248,7 +251,7 @@ def mdm_vpp_user_invited(host: "Host", event: "Event") -> None:
     """A VPP user was registered without a Managed Apple ID and must accept an invitation.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UserInvitedPayload``): ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -259,7 +262,7 @@ def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
     """An account's token changed state: ``valid``, ``expiring_30``, ``expiring_14``, ``expiring_7``, ``expired``, ``revoked``, ``invalid`` or ``taken_over``.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name), ``tokenExpirationDate``, ``action`` (what the user should do).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``TokenStatePayload``): ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name), ``tokenExpirationDate``, ``action`` (what the user should do).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -270,7 +273,7 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
     """A sync of one account finished, successfully or not (after its transaction committed or rolled back).
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``: the sync report (see ``mdm_vpp_sync``).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``SyncReport``): the sync report (see ``mdm_vpp_sync``).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """

@@ -17,10 +17,10 @@ from mdm_core.models import MdmUser, utcnow
 from .accounts import client_for, get_account
 from .apple.client import AppsBooksClient
 from .apple.errors import EventTimeoutError, VppError, is_retryable
+from .apple.protocol import apple_user, page_users
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .apple.protocol import page_users
+from .payloads import AppMetadata, LicenseResult
 from .sync.events import license_payload
-from .apple.protocol import apple_user
 from .views import user_invitation_url
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def _load(host: "Host", account: str, adam_id: str, pricing_param: str) -> tuple
 
 def manage_licenses(
     host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, associate: bool
-) -> dict[str, Any]:
+) -> LicenseResult:
     """Associate (or disassociate) one asset's licenses and follow Apple's events."""
     acc, asset = _load(host, account, adam_id, pricing_param)
     serials = sorted({s.strip().upper() for s in serial_numbers if s.strip()})
@@ -90,7 +90,7 @@ def _follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[
     return statuses
 
 
-def _outcome(event_ids: list[str], statuses: list[dict[str, Any]], serials: list[str], users: list[str]) -> dict[str, Any]:
+def _outcome(event_ids: list[str], statuses: list[dict[str, Any]], serials: list[str], users: list[str]) -> LicenseResult:
     """Per-target success and Apple's reasons for failures."""
     failed: list[dict[str, Any]] = []
     failed_serials: set[str] = set()
@@ -203,7 +203,7 @@ def _store_users(host: "Host", session: Session, acc: VppAccount, records: list[
             })
 
 
-def lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+def lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, AppMetadata]:
     """Names, bundle ids, versions and icons from Apple's content-metadata lookup."""
     with host.db.session() as session:
         acc = get_account(session, account)
@@ -215,7 +215,7 @@ def lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str
     return {adam_id: summarize_metadata(data) for adam_id, data in results.items()}
 
 
-def summarize_metadata(data: dict[str, Any]) -> dict[str, Any]:
+def summarize_metadata(data: dict[str, Any]) -> AppMetadata:
     """The fields an application needs from a lookup result."""
     artwork = data.get("artwork")
     if isinstance(artwork, list):  # older responses: sized entries

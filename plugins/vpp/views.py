@@ -9,9 +9,9 @@ from sqlalchemy import select
 from mdm_core.models import Device, MdmUser
 
 from .accounts import get_account
-from .apple.client import invitation_url
+from .apple.protocol import apple_asset, apple_user, invitation_url
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .apple.protocol import apple_asset, apple_user
+from .payloads import Asset, License, MirroredUser
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -23,7 +23,7 @@ def _account_filter(session: Any, query: Any, model: Any, account: str | None) -
     return query.where(model.account_id == get_account(session, account).id)
 
 
-def list_assets(host: "Host", account: str | None = None) -> list[dict[str, Any]]:
+def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
     """Mirrored assets, by account then adamId."""
     with host.db.session() as session:
         query = select(VppAsset, VppAccount.name).join(VppAccount, VppAccount.id == VppAsset.account_id)
@@ -31,7 +31,7 @@ def list_assets(host: "Host", account: str | None = None) -> list[dict[str, Any]
         return [apple_asset(a.model_dump(), n) for a, n in session.execute(query).all()]
 
 
-def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[dict[str, Any]]:
+def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
     with host.db.session() as session:
         query = (
@@ -61,7 +61,7 @@ def list_licenses(host: "Host", account: str | None = None, adam_id: str | None 
         return rows
 
 
-def list_users(host: "Host", account: str | None = None) -> list[dict[str, Any]]:
+def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:
     """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs."""
     with host.db.session() as session:
         query = (

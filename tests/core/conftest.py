@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import logging
 import sys
 import textwrap
 import uuid
@@ -14,22 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import mdm_core.plugins
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`mdm` reconfigures the root logger; give the next test the logging it had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+from mdm_core.testing import MdmRunner
 
 
 @pytest.fixture
@@ -86,25 +70,8 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, st
 
 
 @pytest.fixture
-def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """``mdm("devices", "list", config="toml")`` -> (exit code, stdout, stderr), run in-process."""
-    from mdm_core.cli import main
-
-    conf = project_dir / "conf" / "mdm.toml"
-    conf.write_text("")
-    monkeypatch.chdir(project_dir)
-    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
-    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "0")
-    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
-    monkeypatch.delenv("MDM_CONFIG", raising=False)
-    monkeypatch.delenv("MDM_DISABLED_PLUGINS", raising=False)
-
-    def run(*args: str, config: str | None = None) -> tuple[int, str, str]:
-        if config is not None:
-            conf.write_text(config)
-        capsys.readouterr()
-        code = main(["--config", str(conf), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
+    """``mdm("devices", "list", config="toml")`` -> (exit code, stdout, stderr), run in-process
+    from the project folder, with the built-in plugins only (no entry points)."""
+    return MdmRunner(project_dir, monkeypatch, capsys, config="", environ={"MDM_PLUGIN_AUTOLOAD": "0"},
+                     unset=("MDM_DISABLED_PLUGINS",), chdir=True)

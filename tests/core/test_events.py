@@ -11,6 +11,8 @@ from sqlalchemy import select, update
 
 from mdm_core.models import OutboxEvent, SubscriberFailure
 
+pytestmark = pytest.mark.arbitrary_payloads  # the machinery is tested with hand-made payloads
+
 SUBSCRIBERS = """
     calls = []
 
@@ -95,13 +97,13 @@ def test_events_are_delivered_only_after_commit_and_in_order(make_host, subscrib
     host = make_host(plugins=[good1])
     with host.db.write_session() as session:
         host.events.record(session, "device_enrolled", {"serial_number": "A"})
-        n = host.events.record_many(session, [("device_removed", {"serial_number": "A"}), ("custom_thing", {"x": 1})])
+        n = host.events.record_many(session, [("device_removed", {"serial_number": "A"}), ("user_added", {"id": "u1"})])
         assert n == 2
         session.commit()
     assert good1.calls == []  # recording does not deliver
     assert host.deliver_events() == 3
     assert [c[1] for c in good1.calls] == [
-        "enrolled", "event:device_enrolled", "removed", "event:device_removed", "event:custom_thing",
+        "enrolled", "event:device_enrolled", "removed", "event:device_removed", "event:user_added",
     ]
 
 
@@ -191,7 +193,38 @@ def test_shutdown_delivers_what_the_last_jobs_recorded_before_mdm_shutdown(make_
     """)
     host = make_host(plugins=[plug, other])
     host.start()
-    host.db.run_write(lambda s: host.events.record(s, "sync_finished", {"n": 1}))
+    host.db.run_write(lambda s: host.events.record(s, "command_queued", {"n": 1}))
     host.shutdown()
-    assert plug.order == ["event:sync_finished", "shutdown"]
+    assert plug.order == ["event:command_queued", "shutdown"]
     assert other.order == ["shutdown"]  # the raising implementation did not stop the others
+
+
+def test_recording_an_undeclared_event_is_an_error_and_writes_nothing(make_host, load_plugin):
+    """A misspelt event name fails at once (no hookspec mdm_<name>), and its transaction is rolled back."""
+    from mdm_core.errors import PluginError
+
+    host = make_host(plugins=[])
+
+    def work(session):
+        host.events.record(session, "device_enrolled", {"serial_number": "S1"})
+        host.events.record(session, "device_enroled", {"serial_number": "S1"})
+
+    with pytest.raises(PluginError, match="event 'device_enroled' is not declared: add a hookspec mdm_device_enroled"):
+        host.db.run_write(work)
+    with pytest.raises(PluginError, match="event 'widget_made' is not declared"):
+        host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {}), ("widget_made", {})]))
+    with host.db.session() as session:
+        assert session.execute(select(OutboxEvent)).first() is None
+    specs = load_plugin("""
+        @hookspec
+        def mdm_widget_made(host, event):
+            "A widget was made."
+
+        @hookimpl
+        def mdm_add_hookspecs(pluginmanager):
+            import sys
+            pluginmanager.add_hookspecs(sys.modules[__name__])
+    """)
+    declared = make_host(plugins=[specs])
+    declared.db.run_write(lambda s: declared.events.record(s, "widget_made", {"n": 1}))
+    assert declared.deliver_events() == 1

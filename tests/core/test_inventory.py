@@ -81,8 +81,15 @@ def test_device_validation(make_host):
     assert inventory.list_devices(host) == []
 
 
-def test_commands_queue_and_list(make_host):
-    host = make_host(plugins=[])
+def test_commands_queue_and_list(make_host, load_plugin):
+    queued = load_plugin("""
+        seen = []
+
+        @hookimpl
+        def mdm_command_queued(host, event):
+            seen.append(event.payload)
+    """)
+    host = make_host(plugins=[queued])
     inventory.add_device(host, "S1", "ios")
     inventory.add_device(host, "S2", "macos")
 
@@ -92,6 +99,9 @@ def test_commands_queue_and_list(make_host):
         return a.uuid, b.uuid
 
     first, second = host.db.run_write(work)
+    host.deliver_events()
+    assert queued.seen == [{"command_uuid": first, "device_serial": "S1", "request_type": "InstallApplication"},
+                           {"command_uuid": second, "device_serial": "S2", "request_type": "DeviceInformation"}]
     inventory.set_command_status(host, first, "acknowledged")
     rows = inventory.list_commands(host)
     assert [r["uuid"] for r in rows] == [first, second]

@@ -9,8 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from mdm_core.host import Host
-
-from ..conftest import MdmRunner
+from mdm_core.testing import EventRecorder, MdmRunner
 
 BASE_CONFIG = """
 [vpp]
@@ -25,16 +24,23 @@ install_wait = 5.0
 
 
 @pytest.fixture
-def make_apps_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> Callable[..., Host]:
-    """``make_apps_host(extra_config="", sim=simulator)``: a host with account ``school`` on ``sim``."""
-    from plugins.vpp.accounts import add_account
+def apps_events() -> EventRecorder:
+    """The mobile_apps events the test's hosts delivered (heard on their own hooks)."""
+    from plugins.mobile_apps.payloads import EVENT_PAYLOADS
+
+    return EventRecorder(events=EVENT_PAYLOADS)
+
+
+@pytest.fixture
+def make_apps_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path, apps_events: EventRecorder) -> Callable[..., Host]:
+    """``make_apps_host(extra_config="", sim=simulator)``: a host with account ``school`` on ``sim``
+    (and ``apps_events`` subscribed)."""
+    from plugins.vpp.testing import add_simulated_account
 
     def make(extra_config: str = "", sim: Any = None) -> Host:
-        sim = sim or simulator
         host = make_host(config=BASE_CONFIG + extra_config)
-        token_file = project_dir / "school.vpptoken"
-        sim.write_token(token_file)
-        add_account(host, "school", str(token_file), service_url=sim.base_url)
+        host.pm.register(apps_events)
+        add_simulated_account(host, sim or simulator, project_dir)
         return host
 
     return make

@@ -147,7 +147,7 @@ def test_devices_file(host, simulator, mdm, project_dir):
     assert all(len(commands(host, s)) == 1 for s in good)
 
 
-def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, mdm):
+def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, mdm, apps_events):
     from plugins.vpp.simulator import Simulator
 
     with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
@@ -162,8 +162,11 @@ def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, md
         assert [r["target"] for r in list_installs(host, "pending")] == [serial] and commands(host) == []
         slow.state.process_due(now=time.monotonic() + 120)  # Apple completes the event
         sync(host)  # the license shows up: the pending install is queued
-        assert len(commands(host, serial)) == 1
+        [command] = commands(host, serial)
         assert list_installs(host, "pending") == []
+        [queued] = apps_events.named("mobile_apps_install_queued")
+        assert queued == {"account": "school", "adamId": a["adamId"], "pricingParam": "STDQ", "serialNumber": serial,
+                          "commandUuid": command["uuid"], "license": "device", "clientUserId": None, "source": "pending"}
 
 
 def test_auto_install_on_a_portal_assignment(make_apps_host, simulator):

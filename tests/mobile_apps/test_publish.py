@@ -20,12 +20,15 @@ def by_key(host):
     return {(r["adamId"], r["pricingParam"], r["platform"]): r for r in list_apps(host)}
 
 
-def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator, mdm):
+def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator, mdm, apps_events):
     a = fixed_assets(simulator)
     apps = by_key(host)
     sim_assets = simulator.snapshot()["assets"]
     expected = {(k[0], k[1], p) for k, asset in sim_assets.items() for p in asset["supportedPlatforms"]}
     assert set(apps) == expected
+    published = apps_events.named("mobile_apps_app_published")
+    assert sorted((e["adamId"], e["pricingParam"], e["platform"]) for e in published) == sorted(expected)  # one event per application
+    assert {e["id"] for e in published} == {r["id"] for r in apps.values()}
     ios_mac = a[1]["adamId"]
     assert apps[(ios_mac, "STDQ", "iOS")]["kind"] == apps[(ios_mac, "STDQ", "macOS")]["kind"] == "app"
     book = apps[(a[4]["adamId"], "STDQ", "iOS")]
@@ -41,7 +44,7 @@ def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator,
     assert code == 0 and "book" in out and " app " not in out
 
 
-def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm):
+def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm, apps_events):
     a = fixed_assets(simulator)
     simulator.purchase(a[0]["adamId"], count=5)
     sync(host)
@@ -53,6 +56,8 @@ def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm):
     assert apps[(new_adam, "STDQ", "macOS")]["state"] == "published"
     retired = apps[(a[2]["adamId"], "STDQ", "iOS")]
     assert retired["state"] == "retired" and retired["retiredAt"] is not None
+    assert [(e["id"], e["adamId"]) for e in apps_events.named("mobile_apps_app_retired")] == [(retired["id"], a[2]["adamId"])]
+    assert {(e["adamId"], e["platform"]) for e in apps_events.named("mobile_apps_app_published")} >= {(new_adam, "iOS"), (new_adam, "macOS")}
     code, _, err = mdm("apps", "install", str(retired["id"]), "--device", "ABC123")
     assert code == 1 and "retired" in err
 

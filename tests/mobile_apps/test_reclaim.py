@@ -20,7 +20,7 @@ def seeded_holder(sim, adam_id):
     return sorted(s for s in holders(sim, adam_id) if s in sim.state.device_serials())[0]
 
 
-def test_removing_a_device_reclaims_its_licenses(host, simulator):
+def test_removing_a_device_reclaims_its_licenses(host, simulator, apps_events):
     a = fixed_assets(simulator)[0]
     serial = seeded_holder(simulator, a["adamId"])
     add_device(host, serial, "iOS")
@@ -31,6 +31,9 @@ def test_removing_a_device_reclaims_its_licenses(host, simulator):
     done = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
     assert done and {r["status"] for r in done} <= {"done", "irrevocable"}
     assert any(r["adam_id"] == a["adamId"] and r["status"] == "done" and r["reason"] == "device_removed" for r in done)
+    finished = apps_events.named("mobile_apps_reclaim_finished")
+    assert sorted((e["id"], e["serialNumber"], e["status"], e["reason"]) for e in finished) == sorted(
+        (r["id"], serial, r["status"], "device_removed") for r in done)  # one event per reclaim that reached its end
 
 
 def test_removing_an_mdm_user_reclaims_its_revocable_user_licenses(host, simulator):

@@ -1,6 +1,7 @@
 """Fixtures and helpers of the reliability and security suites.
 
-One comparison helper (``mirror_state`` vs ``apple_state``), one byte-level dump of the mirror
+The mirror-versus-Apple comparison (``plugins.vpp.testing``) with no staged rows left
+(``assert_converged``), one byte-level dump of the mirror
 (``mirror_dump``) to prove a failed sync changed nothing, and small simulators so that faults
 land on later pages (``page_size=5``).
 """
@@ -15,8 +16,9 @@ from typing import Any, Callable, Iterator
 import pytest
 from sqlalchemy import text
 
-from mdm_core import hookimpl
 from mdm_core.host import Host
+from mdm_core.testing import EventRecorder
+from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
 
 #: Small retry bounds: a persistent fault fails in a few seconds, a single one is absorbed.
 RELIABLE_CONFIG = """
@@ -34,38 +36,9 @@ ACCOUNT_MIRROR_COLUMNS = ("assets_version_id", "users_version_id", "assignments_
                           "token_expires_at", "invitation_template")
 
 
-class Recorder:
-    """A subscriber plugin object: every event lands in ``events`` as (name, id, payload)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    @hookimpl(optionalhook=True)
-    def mdm_event(self, host: Host, event: Any) -> None:
-        self.events.append((event.name, event.id, event.payload))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [p for n, _, p in self.events if n == name]
-
-    def clear(self) -> None:
-        self.events.clear()
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``mdm_core.cli.main`` points the root logger at the (captured) stderr: undo it afterwards."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+def recorder() -> EventRecorder:
+    return EventRecorder()
 
 
 @pytest.fixture
@@ -78,7 +51,7 @@ def small_sim() -> Iterator[Any]:
 
 
 @pytest.fixture
-def rhost(make_host: Callable[..., Host], recorder: Recorder) -> Host:
+def rhost(make_host: Callable[..., Host], recorder: EventRecorder) -> Host:
     """A host with the VPP plugin, a recorder and small retry bounds (no account yet)."""
     import plugins.vpp.plugin
 
@@ -86,18 +59,15 @@ def rhost(make_host: Callable[..., Host], recorder: Recorder) -> Host:
 
 
 @pytest.fixture
-def school(rhost: Host, small_sim: Any, project_dir: Path, recorder: Recorder) -> Host:
+def school(rhost: Host, small_sim: Any, project_dir: Path, recorder: EventRecorder) -> Host:
     """``rhost`` with the account ``school`` on ``small_sim`` (added, not synced)."""
-    from plugins.vpp.accounts import add_account
-
-    token_file = small_sim.write_token(project_dir / "school.vpptoken")
-    add_account(rhost, "school", str(token_file), service_url=small_sim.base_url)
+    add_simulated_account(rhost, small_sim, project_dir)
     recorder.clear()
     return rhost
 
 
 @pytest.fixture
-def synced(school: Host, small_sim: Any, recorder: Recorder) -> Host:
+def synced(school: Host, small_sim: Any, recorder: EventRecorder) -> Host:
     """``school`` after a first full sync that converged."""
     from plugins.vpp.sync.run import sync_account
 
@@ -111,39 +81,9 @@ def synced(school: Host, small_sim: Any, recorder: Recorder) -> Host:
 # ---------------------------------------------------------------------- comparisons
 
 
-def apple_state(sim: Any) -> dict[str, Any]:
-    """What Apple (the simulator) holds, in the shape of ``mirror_state``."""
-    snap = sim.snapshot()
-    assets = {key: {**a, "supportedPlatforms": sorted(a["supportedPlatforms"])} for key, a in snap["assets"].items()}
-    users = {cid: {**u, "inviteCode": u["inviteCode"] if u["status"] == "Registered" else None} for cid, u in snap["users"].items()}
-    return {"assets": assets, "assignments": set(snap["assignments"]), "users": users}
-
-
-def mirror_state(host: Host, account: str = "school") -> dict[str, Any]:
-    """The mirror through ``plugins.vpp.views`` (Apple's field names)."""
-    from plugins.vpp.views import list_assets, list_licenses, list_users
-
-    assets = {}
-    for row in list_assets(host, account):
-        row = dict(row)
-        row.pop("account")
-        row["supportedPlatforms"] = sorted(row["supportedPlatforms"])
-        assets[(row["adamId"], row["pricingParam"])] = row
-    assignments = set()
-    for row in list_licenses(host, account):
-        kind = "serialNumber" if "serialNumber" in row else "clientUserId"
-        assignments.add((row["adamId"], row["pricingParam"], kind, row[kind]))
-    users = {u["clientUserId"]: {"email": u["email"], "status": u["status"], "idHash": u["idHash"], "inviteCode": u["inviteCode"]}
-             for u in list_users(host, account)}
-    return {"assets": assets, "assignments": assignments, "users": users}
-
-
 def assert_converged(host: Host, sim: Any, account: str = "school") -> None:
     """The mirror equals Apple's state, and no staged rows are left behind."""
-    mirror, apple = mirror_state(host, account), apple_state(sim)
-    assert mirror["assets"] == apple["assets"]
-    assert mirror["assignments"] == apple["assignments"]
-    assert mirror["users"] == apple["users"]
+    assert_mirror_equals_apple(host, sim, account)
     assert stage_rows(host) == 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from ..conftest import MdmRunner
+from mdm_core.testing import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure
 
 ROOT = Path(__file__).resolve().parents[2]

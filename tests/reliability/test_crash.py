@@ -20,8 +20,10 @@ from sqlalchemy import text
 from mdm_core.host import Host
 from plugins.vpp.sync.run import sync_account
 
-from .conftest import (RELIABLE_CONFIG, Recorder, apple_changes, apple_state, assert_converged, count_figure, mirror_dump,
-                       mirror_state, runs)
+from mdm_core.testing import EventRecorder
+from plugins.vpp.testing import add_simulated_account, apple_state, mirror_state
+
+from .conftest import RELIABLE_CONFIG, apple_changes, assert_converged, count_figure, mirror_dump, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_CONFIG = RELIABLE_CONFIG.replace("lock_ttl = 3.0", "lock_ttl = 1.0")
@@ -42,13 +44,12 @@ def _spawn(project_dir: Path, point: str, full: bool = False) -> subprocess.Pope
 
 
 @pytest.fixture
-def crash_host(make_host: Callable[..., Host], recorder: Recorder, small_sim: Any, project_dir: Path) -> Host:
+def crash_host(make_host: Callable[..., Host], recorder: EventRecorder, small_sim: Any, project_dir: Path) -> Host:
     """A synced account whose Apple side then changed: the next sync has work to do."""
     import plugins.vpp.plugin
-    from plugins.vpp.accounts import add_account
 
     host = make_host(plugins=[plugins.vpp.plugin, recorder], config=CRASH_CONFIG)
-    add_account(host, "school", str(small_sim.write_token(project_dir / "school.vpptoken")), service_url=small_sim.base_url)
+    add_simulated_account(host, small_sim, project_dir)
     assert sync_account(host, "school")["status"] == "ok"
     apple_changes(small_sim)
     recorder.clear()
@@ -84,7 +85,7 @@ def _recover(host: Host, sim: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("point", SELF_KILL_POINTS)
-def test_sigkill_at_a_point(crash_host: Host, small_sim: Any, project_dir: Path, point: str, recorder: Recorder) -> None:
+def test_sigkill_at_a_point(crash_host: Host, small_sim: Any, project_dir: Path, point: str, recorder: EventRecorder) -> None:
     before = mirror_dump(crash_host)
     child = _spawn(project_dir, point)
     out, err = child.communicate(timeout=60)
@@ -123,13 +124,13 @@ def test_events_committed_before_the_crash_are_delivered_once(crash_host: Host, 
 
     import plugins.vpp.plugin
 
-    first, second = Recorder(), Recorder()
+    first, second = EventRecorder(), EventRecorder()
     for subscriber in (first, second):
         host = make_host(plugins=[plugins.vpp.plugin, subscriber], config=CRASH_CONFIG)
         host.start()
         host.start()  # a second start delivers nothing again
         host.shutdown()
-    assert [(n, i) for n, i, _ in first.events] == [(n, i) for i, n in pending]  # in order, stable ids
+    assert list(zip(first.names(), first.ids())) == [(n, i) for i, n in pending]  # in order, stable ids
     assert second.events == []  # delivered means delivered: not again to the next process
     with crash_host.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM core_event WHERE delivered_at IS NULL")).scalar_one() == 0

@@ -17,7 +17,9 @@ from mdm_core.host import create_host
 from plugins.vpp.accounts import add_account, remove_account
 from plugins.vpp.sync.run import sync_account
 
-from .conftest import RELIABLE_CONFIG, apple_state, count_figure, mirror_dump, mirror_state, stage_rows
+from plugins.vpp.testing import apple_state, mirror_state
+
+from .conftest import RELIABLE_CONFIG, count_figure, mirror_dump, stage_rows
 
 TRANSIENT = [
     dict(kind="rate_limit", count=1), dict(kind="server_error", status=503, count=2), dict(kind="server_error", status=500, body="empty", count=1),

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from mdm_core.host import Host, create_host
 from plugins.vpp.sync.run import sync_account
 
-from ..conftest import MdmRunner
+from mdm_core.testing import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure, inner_token
 
 

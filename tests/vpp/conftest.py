@@ -1,5 +1,5 @@
-"""Fixtures for the VPP integration tests: a host with an event recorder, the CLI, and
-helpers that compare the mirror with the simulator's own state."""
+"""Fixtures for the VPP integration tests: a host with an event recorder, the CLI, and the
+mirror-versus-Apple comparison (``plugins.vpp.testing``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from mdm_core import hookimpl
 from mdm_core.host import Host
-
-from ..conftest import MdmRunner
+from mdm_core.testing import EventRecorder, MdmRunner
 
 #: Fast failure: one retry at most, no long back-off (faults use retry_after=0).
 FAST_CONFIG = """
@@ -23,87 +21,16 @@ max_total_wait = 2
 request_timeout = 10
 """
 
-EVENT_NAMES = (
-    "vpp_assets_added", "vpp_assets_changed", "vpp_assets_removed",
-    "vpp_licenses_associated", "vpp_licenses_disassociated",
-    "vpp_users_added", "vpp_users_changed", "vpp_users_retired", "vpp_user_invited",
-    "vpp_token_state_changed", "vpp_sync_finished",
-)
+@pytest.fixture
+def recorder() -> EventRecorder:
+    """Every VPP event delivered by the test's hosts, heard on its own hook as a plugin would."""
+    from plugins.vpp.payloads import EVENT_PAYLOADS
 
-
-class Recorder:
-    """A subscriber plugin object: every VPP event lands in ``events`` as (name, payload)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.ids: list[str] = []
-
-    def _keep(self, name: str, event: Any) -> None:
-        self.events.append((name, event.payload))
-        self.ids.append(event.id)
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [p for n, p in self.events if n == name]
-
-    def names(self) -> list[str]:
-        return [n for n, _ in self.events]
-
-    def clear(self) -> None:
-        self.events.clear()
-        self.ids.clear()
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_assets_added(self, host: Host, event: Any) -> None:
-        self._keep("vpp_assets_added", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_assets_changed(self, host: Host, event: Any) -> None:
-        self._keep("vpp_assets_changed", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_assets_removed(self, host: Host, event: Any) -> None:
-        self._keep("vpp_assets_removed", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_licenses_associated(self, host: Host, event: Any) -> None:
-        self._keep("vpp_licenses_associated", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_licenses_disassociated(self, host: Host, event: Any) -> None:
-        self._keep("vpp_licenses_disassociated", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_users_added(self, host: Host, event: Any) -> None:
-        self._keep("vpp_users_added", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_users_changed(self, host: Host, event: Any) -> None:
-        self._keep("vpp_users_changed", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_users_retired(self, host: Host, event: Any) -> None:
-        self._keep("vpp_users_retired", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_user_invited(self, host: Host, event: Any) -> None:
-        self._keep("vpp_user_invited", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_token_state_changed(self, host: Host, event: Any) -> None:
-        self._keep("vpp_token_state_changed", event)
-
-    @hookimpl(optionalhook=True)
-    def mdm_vpp_sync_finished(self, host: Host, event: Any) -> None:
-        self._keep("vpp_sync_finished", event)
+    return EventRecorder(events=EVENT_PAYLOADS)
 
 
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def host(make_host: Callable[..., Host], recorder: Recorder) -> Host:
+def host(make_host: Callable[..., Host], recorder: EventRecorder) -> Host:
     """A host with the VPP plugin, the recorder and fast retries (no account yet)."""
     import plugins.vpp.plugin
 
@@ -116,7 +43,7 @@ def token_file(simulator: Any, project_dir: Path) -> Path:
 
 
 @pytest.fixture
-def school(host: Host, simulator: Any, token_file: Path, recorder: Recorder) -> Host:
+def school(host: Host, simulator: Any, token_file: Path, recorder: EventRecorder) -> Host:
     """``host`` with the account ``school`` on ``simulator`` (added, not synced)."""
     from plugins.vpp.accounts import add_account
 
@@ -126,7 +53,7 @@ def school(host: Host, simulator: Any, token_file: Path, recorder: Recorder) -> 
 
 
 @pytest.fixture
-def synced(school: Host, recorder: Recorder) -> Host:
+def synced(school: Host, recorder: EventRecorder) -> Host:
     """``school`` after a first (full) sync; the recorder is emptied."""
     from plugins.vpp.sync.run import sync_account
 
@@ -145,47 +72,7 @@ def cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
                      environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
 
 
-# ---------------------------------------------------------------------- comparisons
-
-
-def apple_state(sim: Any) -> dict[str, Any]:
-    """What Apple (the simulator) holds, in the shape of ``mirror_state``."""
-    snap = sim.snapshot()
-    assets = {}
-    for key, asset in snap["assets"].items():
-        assets[key] = {**asset, "supportedPlatforms": sorted(asset["supportedPlatforms"])}
-    users = {}
-    for cid, user in snap["users"].items():
-        # Apple sends inviteCode only while the user is Registered
-        users[cid] = {**user, "inviteCode": user["inviteCode"] if user["status"] == "Registered" else None}
-    return {"assets": assets, "assignments": set(snap["assignments"]), "users": users}
-
-
-def mirror_state(host: Host, account: str | None = "school") -> dict[str, Any]:
-    """The mirror as read through the plugin's hooks (Apple's field names)."""
-    hook = host.pm.hook
-    assets = {}
-    for row in hook.mdm_vpp_assets(host=host, account=account):
-        row = dict(row)
-        row.pop("account")
-        row["supportedPlatforms"] = sorted(row["supportedPlatforms"])
-        assets[(row["adamId"], row["pricingParam"])] = row
-    assignments = set()
-    for row in hook.mdm_vpp_licenses(host=host, account=account, adam_id=None, serial_number=None, client_user_id=None):
-        kind = "serialNumber" if "serialNumber" in row else "clientUserId"
-        assignments.add((row["adamId"], row["pricingParam"], kind, row[kind]))
-    users = {
-        row["clientUserId"]: {"email": row["email"], "status": row["status"], "idHash": row["idHash"], "inviteCode": row["inviteCode"]}
-        for row in hook.mdm_vpp_users(host=host, account=account)
-    }
-    return {"assets": assets, "assignments": assignments, "users": users}
-
-
-def assert_mirror_equals_apple(host: Host, sim: Any, account: str = "school") -> None:
-    mirror, apple = mirror_state(host, account), apple_state(sim)
-    assert mirror["assets"] == apple["assets"]
-    assert mirror["assignments"] == apple["assignments"]
-    assert mirror["users"] == apple["users"]
+# ---------------------------------------------------------------------- helpers
 
 
 def account_row(host: Host, name: str = "school") -> Any:

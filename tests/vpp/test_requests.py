@@ -10,7 +10,8 @@ from mdm_core import inventory
 from mdm_core.errors import MdmError, TemporaryError
 from mdm_core.host import Host
 
-from .conftest import Recorder, assert_mirror_equals_apple
+from mdm_core.testing import EventRecorder
+from plugins.vpp.testing import assert_mirror_equals_apple
 
 
 def _asset(sim: Any, **wanted: Any) -> tuple[str, str, dict[str, Any]]:
@@ -25,7 +26,7 @@ def _associate(host: Host, adam_id: str, pricing: str, serials: list[str] = [], 
                                          serial_numbers=serials, client_user_ids=users, wait=wait)
 
 
-def test_associate_devices_follows_the_event_and_updates_the_mirror(synced: Host, simulator: Any, recorder: Recorder) -> None:
+def test_associate_devices_follows_the_event_and_updates_the_mirror(synced: Host, simulator: Any, recorder: EventRecorder) -> None:
     adam_id, pricing, asset = _asset(simulator, deviceAssignable=True, productType="App")
     held = {a[3] for a in simulator.snapshot()["assignments"] if a[:2] == (adam_id, pricing) and a[2] == "serialNumber"}
     serial = next(s for s in simulator.state.device_serials() if s not in held)
@@ -60,7 +61,7 @@ def test_user_without_vpp_record_fails_with_9609(synced: Host, simulator: Any) -
     assert result["failed"][0]["errorNumber"] == 9609 and not result["succeeded"]["clientUserIds"]
 
 
-def test_disassociate_reclaims_and_irrevocable_is_refused_without_calling_apple(synced: Host, simulator: Any, recorder: Recorder) -> None:
+def test_disassociate_reclaims_and_irrevocable_is_refused_without_calling_apple(synced: Host, simulator: Any, recorder: EventRecorder) -> None:
     revocable = next(a for a in simulator.snapshot()["assignments"] if a[2] == "serialNumber"
                      and simulator.snapshot()["assets"][(a[0], a[1])]["revocable"])
     result = synced.pm.hook.mdm_vpp_disassociate(host=synced, account="school", adam_id=revocable[0], pricing_param=revocable[1],
@@ -102,3 +103,23 @@ def test_registering_users_while_apple_is_unreachable_is_a_temporary_error(synce
     with pytest.raises(TemporaryError, match="cannot reach Apple to register users"):
         register_users(synced, "school", ["new-teacher"], wait=2)
     assert "new-teacher" not in simulator.snapshot()["users"]
+
+
+def test_registering_users_invites_those_without_a_managed_apple_id(synced: Host, simulator: Any, recorder: EventRecorder) -> None:
+    """A Managed Apple ID associates the VPP user at once; without one the user is Registered and
+    the invitation URL is both returned and announced (``vpp_user_invited``)."""
+    from plugins.vpp.operations import register_users
+
+    inventory.add_user(synced, "new-teacher", email="new-teacher@example.com")
+    inventory.add_user(synced, "new-pupil", email="pupil@example.com", managed_apple_id="pupil@school.appleid.com")
+    rows = {r["clientUserId"]: r for r in register_users(synced, "school", ["new-teacher", "new-pupil"], wait=5)}
+    assert rows["new-pupil"]["status"] == "Associated" and rows["new-pupil"]["invitationUrl"] is None
+    teacher = rows["new-teacher"]
+    assert teacher["status"] == "Registered" and teacher["invitationUrl"]
+    code = simulator.snapshot()["users"]["new-teacher"]["inviteCode"]
+    assert code and code in teacher["invitationUrl"]
+    assert recorder.named("vpp_user_invited") == [
+        {"account": "school", "clientUserId": "new-teacher", "email": "new-teacher@example.com", "invitationUrl": teacher["invitationUrl"]}]
+    added = {u["clientUserId"]: u for p in recorder.named("vpp_users_added") for u in p["users"]}
+    assert set(added) == {"new-teacher", "new-pupil"} and added["new-pupil"]["mdmUser"] == "new-pupil"
+    assert_mirror_equals_apple(synced, simulator)

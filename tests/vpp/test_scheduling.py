@@ -10,7 +10,7 @@ from plugins.vpp.accounts import add_account, remove_account, set_account
 from plugins.vpp.sync.run import recent_runs
 from plugins.vpp.simulator import Simulator
 
-from .conftest import assert_mirror_equals_apple
+from plugins.vpp.testing import assert_mirror_equals_apple
 
 
 def _due(scheduler: Any, name: str) -> None:

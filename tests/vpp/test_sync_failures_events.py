@@ -12,7 +12,8 @@ from plugins.vpp.models import VppStageLicense, VppStageUser, VppSyncRun
 from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.simulator import DEVICE, USER
 
-from .conftest import account_row, apple_state, assert_mirror_equals_apple, mirror_state
+from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
+from .conftest import account_row
 
 
 def _stage_rows(host: Any) -> int:

@@ -8,7 +8,8 @@ from typing import Any
 from plugins.vpp.sync.run import sync_account
 from plugins.vpp.simulator import DEVICE, USER
 
-from .conftest import account_row, apple_state, assert_mirror_equals_apple, mirror_state
+from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
+from .conftest import account_row
 
 
 def _device_asset(sim: Any) -> tuple[str, str]:

@@ -15,7 +15,8 @@ from plugins.vpp.accounts import add_account, list_accounts, set_account
 from plugins.vpp.sync.run import sync_account, sync_accounts
 from plugins.vpp.simulator import Simulator
 
-from .conftest import account_row, assert_mirror_equals_apple, mirror_state
+from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
+from .conftest import account_row
 
 
 def _state(host: Any, name: str = "school") -> dict[str, Any]:

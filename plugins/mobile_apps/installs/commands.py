@@ -17,6 +17,7 @@ from mdm_core.models import Command, Device
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install
+from ..payloads import InstallQueuedPayload
 from ..settings import settings
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ REQUEST_TYPE = "InstallApplication"
 
 
 def install_payload(host: "Host", adam_id: str, platform: str) -> dict[str, Any]:
-    """The ``InstallApplication`` keys of a VPP-licensed install (doc §6.1)."""
+    """The ``InstallApplication`` keys of a VPP-licensed install (docs/apple-api.md,
+    "Installing an app with a license")."""
     payload: dict[str, Any] = {
         "iTunesStoreID": int(adam_id),
         "Options": {"PurchaseMethod": 1},
@@ -56,10 +58,11 @@ def queue_install(host: "Host", session: Session, account: str, adam_id: str, pr
         return existing, False
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
     command = queue_command(host, session, device.serial_number, REQUEST_TYPE, install_payload(host, adam_id, platform))
-    host.events.record(session, "mobile_apps_install_queued", {
+    payload: InstallQueuedPayload = {
         "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
         "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,
-    })
+    }
+    host.events.record(session, "mobile_apps_install_queued", payload)
     return command.uuid, True
 
 

@@ -10,17 +10,20 @@ outside this host (Apple's portal) are installed on the enrolled devices too.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError
 from mdm_core.models import Device, utcnow
+from plugins.vpp.payloads import LicensesPayload
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install, MobileApp
+from ..payloads import InstallFailedPayload
 from ..settings import settings
+from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install
 
 if TYPE_CHECKING:
@@ -62,7 +65,7 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
     """Complete pending installs; with ``auto_install``, install what was licensed in Apple's portal."""
     from ..catalog import once
 
-    p = event.payload
+    p = cast(LicensesPayload, event.payload)
     auto = settings(host).auto_install and p.get("source") == "sync"
 
     def work(session: Session) -> None:
@@ -108,14 +111,13 @@ def retry_pending(host: "Host") -> dict[str, int]:
         counts["asked"] += len(targets)
         serials, users = (targets, []) if kind == "device" else ([], targets)
         try:
-            result = host.pm.hook.mdm_vpp_associate(host=host, account=account, adam_id=adam_id, pricing_param=pricing,
-                                                    serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
+            result = VppPort(host).associate(account, adam_id, pricing, serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
         except MdmError as exc:
             log.warning("pending installs of %s: Apple could not be asked: %s", adam_id, exc)
             host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
             counts["pending"] += len(targets)
             continue
-        if result is None or result["status"] == "PENDING":
+        if result["status"] == "PENDING":
             counts["pending"] += len(targets)
             continue
         ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
@@ -128,11 +130,12 @@ def retry_pending(host: "Host") -> dict[str, int]:
                                                              Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
                 row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
                 session.add(row)
-                host.events.record(session, "mobile_apps_install_failed", {
+                failed: InstallFailedPayload = {
                     "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
                     "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
                     "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
-                })
+                }
+                host.events.record(session, "mobile_apps_install_failed", failed)
             return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
 
         counts["queued"] += host.db.run_write(work)

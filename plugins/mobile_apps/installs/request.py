@@ -1,4 +1,5 @@
-"""Interactive installs (``mdm apps install``): check, associate, wait, queue (doc §6.2).
+"""Interactive installs (``mdm apps install``): check, associate, wait, queue (docs/apple-api.md,
+"Installing an app with a license").
 
 1. Check each target: device enrolled, platform supported (iPadOS devices take iOS apps),
    asset device-assignable (device licenses), licenses available for the batch; a VPP user
@@ -17,7 +18,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -25,10 +26,12 @@ from sqlmodel import Session
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.inventory import normalize_serial
 from mdm_core.models import Device, MdmUser
+from plugins.vpp.payloads import LicenseResult
 
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
+from ..vpp_port import VppPort, VppUnavailable
 from .commands import apple_reason, queue_install
 
 if TYPE_CHECKING:
@@ -106,19 +109,15 @@ def resolve_asset(host: "Host", selector: str) -> Asset:
 
 def _fresh_counts(host: "Host", asset: Asset) -> None:
     """Take the counts and flags from the VPP mirror (the events may lag behind)."""
-    assets = host.pm.hook.mdm_vpp_assets(host=host, account=asset.account)
-    if assets is None:
-        raise MdmError("the VPP plugin is not loaded: VPP apps cannot be installed (see `mdm plugins`)")
-    for row in assets:
-        if row["adamId"] == asset.adam_id and row["pricingParam"] == asset.pricing_param:
-            asset.available_count = int(row.get("availableCount") or 0)
-            asset.device_assignable = bool(row.get("deviceAssignable"))
-            return
-    raise MdmError(f"{asset.label} is no longer in VPP account '{asset.account}': run `mdm vpp sync {asset.account}`")
+    row = VppPort(host).asset(asset.account, asset.adam_id, asset.pricing_param)
+    if row is None:
+        raise MdmError(f"{asset.label} is no longer in VPP account '{asset.account}': run `mdm vpp sync {asset.account}`")
+    asset.available_count = int(row.get("availableCount") or 0)
+    asset.device_assignable = bool(row.get("deviceAssignable"))
 
 
 def _held(host: "Host", asset: Asset, *, serial: str | None = None, user: str | None = None) -> bool:
-    rows = host.pm.hook.mdm_vpp_licenses(host=host, account=asset.account, adam_id=asset.adam_id, serial_number=serial, client_user_id=user) or []
+    rows = VppPort(host).licenses(asset.account, asset.adam_id, serial_number=serial, client_user_id=user)
     return any(r["pricingParam"] == asset.pricing_param for r in rows)
 
 
@@ -178,6 +177,7 @@ def read_devices_file(path: str) -> list[str]:
 
 def install(host: "Host", selector: str, *, serials: list[str] | None = None, user: str | None = None, wait: float | None = None) -> Outcome:
     """``mdm apps install``: device licenses for ``serials``, or a user license for ``user``."""
+    VppPort(host).require("VPP apps cannot be installed")
     asset = resolve_asset(host, selector)
     _fresh_counts(host, asset)
     wait = settings(host).install_wait if wait is None else wait
@@ -254,8 +254,7 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
             out.add(user, "refused", f"not an MDM user: add it with `mdm users add {user}`")
             return out
         devices = list(session.execute(select(Device).where(Device.owner == user).order_by(Device.serial_number)).scalars())
-    vpp_users = host.pm.hook.mdm_vpp_users(host=host, account=asset.account) or []
-    vpp_user = next((u for u in vpp_users if u["clientUserId"] == user), None)
+    vpp_user = VppPort(host).user(asset.account, user)
     if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
         out.add(user, "refused", f"no VPP user in account '{asset.account}': register it with `mdm vpp users register {user}`")
         return out
@@ -306,17 +305,15 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
     return out
 
 
-def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome) -> dict[str, Any] | None:
+def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome) -> LicenseResult | None:
     try:
-        result = host.pm.hook.mdm_vpp_associate(host=host, account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param,
-                                                serial_numbers=serials, client_user_ids=users, wait=wait)
+        return VppPort(host).associate(asset.account, asset.adam_id, asset.pricing_param, serial_numbers=serials, client_user_ids=users, wait=wait)
+    except VppUnavailable:
+        raise
     except MdmError as exc:
         for target in serials + users:
             out.add(target, "failed", f"not licensed: {exc}")
         return None
-    if result is None:
-        raise MdmError("the VPP plugin is not loaded: VPP apps cannot be installed (see `mdm plugins`)")
-    return result
 
 
 def _record_pending(host: "Host", asset: Asset, kind: str, targets: list[str], event_ids: list[str], wait: float, out: Outcome) -> None:

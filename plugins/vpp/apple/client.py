@@ -4,7 +4,7 @@ users, license management, event status and the content-metadata lookup.
 Requests go through :class:`.transport.Transport` (retries, limits, paging); responses are
 checked by :mod:`.protocol`. Every URL except ``/service/config`` comes from the Service
 Config ``urls``. The sToken never appears in logs, ``repr`` or error messages.
-Contract: doc §1 (auth), §2-3 (v2 endpoints), §5.1 (metadata lookup).
+Contract: docs/apple-api.md.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class AppsBooksClient(Transport):
         exclude_inactive_users: bool | None = None,
         include_user_state: bool | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Pages of ``GET /assignments`` (doc §3.4)."""
+        """Pages of ``GET /assignments`` (docs/apple-api.md, "Assignments")."""
         if serial_number is not None and client_user_id is not None:
             raise ValueError("give serial_number or client_user_id, not both")
         return self.iter_pages("getAssignments", {
@@ -157,7 +157,7 @@ class AppsBooksClient(Transport):
         client_user_id: str | None = None,
         retired_only: bool | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Pages of ``GET /users`` (doc §3.7)."""
+        """Pages of ``GET /users`` (docs/apple-api.md, "Users")."""
         return self.iter_pages("getUsers", {
             "sinceVersionId": since_version_id,
             "activeOnly": active_only,
@@ -285,7 +285,7 @@ class AppsBooksClient(Transport):
     # ------------------------------------------------------------------ events
 
     def event_status(self, event_id: str) -> dict[str, Any]:
-        """``GET status?eventId=…`` (StatusResponse, doc §3.6)."""
+        """``GET status?eventId=…`` (StatusResponse, docs/apple-api.md, "Managing licenses")."""
         if not isinstance(event_id, str) or not event_id:
             raise ValueError("event_id must be a non-empty string")
         data = self._request("GET", self.url("eventStatus"), params={"eventId": event_id})
@@ -323,7 +323,8 @@ class AppsBooksClient(Transport):
         self, adam_ids: Iterable[str], *, platform: str, country: str,
         language: str = "en", batch_size: int = 50,
     ) -> dict[str, dict[str, Any]]:
-        """Content metadata by adamId via ``contentMetadataLookup`` (doc §5.1).
+        """Content metadata by adamId via ``contentMetadataLookup`` (docs/apple-api.md,
+        "Content metadata lookup").
 
         The sToken goes as cookie ``itvt``. Ids absent from the result are not
         accessible (or unknown).

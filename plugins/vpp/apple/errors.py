@@ -2,7 +2,8 @@
 
 Every error raised by the client is a :class:`VppError`. ``str(err)`` is always
 one line and never contains the sToken (the client redacts it before raising).
-See ``/work/shared/docs/apple-apps-and-books-api.md`` §1 and §3.8 for the codes.
+The numbers and what they mean: docs/apple-api.md, "Errors and retries" and "Authentication
+and the sToken".
 """
 
 from __future__ import annotations

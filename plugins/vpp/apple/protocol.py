@@ -9,7 +9,7 @@
   :func:`apple_user`). A missing or wrong-typed required field is a
   ``MalformedResponseError`` naming it; unknown fields are ignored (Apple adds fields over time).
 
-Contract: doc §1 (auth), §2-3 (v2 endpoints and records), §3.8 (errors).
+Contract: docs/apple-api.md ("Assets", "Assignments", "Users", "Errors and retries").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from ..payloads import Asset, User
 from .errors import MalformedResponseError, MdmConflictError, VppError, error_for, one_line
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 
 DEFAULT_SERVICE_URL = "https://vpp.itunes.apple.com/mdm/v2"
 
-# Fallbacks when Service Config omits a limit (Apple's example values, doc §3.1).
+# Fallbacks when Service Config omits a limit (Apple's example values; docs/apple-api.md, "Service config").
 DEFAULT_LIMITS: dict[str, int] = {
     "maxAssets": 25,
     "maxUsers": 100,
@@ -64,7 +65,7 @@ AssetKey = tuple[str, str]
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Parsed ``GET /service/config`` (doc §3.1)."""
+    """Parsed ``GET /service/config`` (docs/apple-api.md, "Service config")."""
 
     urls: dict[str, str]
     limits: dict[str, int] = field(default_factory=dict)
@@ -381,7 +382,7 @@ def version_of(page: Mapping[str, Any]) -> str | None:
     return value
 
 
-def apple_asset(row: Mapping[str, Any], account: str) -> dict[str, Any]:
+def apple_asset(row: Mapping[str, Any], account: str) -> Asset:
     """A ``vpp_asset`` row's values back in Apple's field names (views, events), with ``account``."""
     return {
         "account": account, "adamId": row["adam_id"], "pricingParam": row["pricing_param"], "productType": row["product_type"],
@@ -391,7 +392,7 @@ def apple_asset(row: Mapping[str, Any], account: str) -> dict[str, Any]:
     }
 
 
-def apple_user(row: Mapping[str, Any], linked: set[str]) -> dict[str, Any]:
+def apple_user(row: Mapping[str, Any], linked: set[str]) -> User:
     """A ``vpp_user`` row's values in Apple's field names, with ``mdmUser`` when the
     ``clientUserId`` is one of the ``linked`` MDM users."""
     return {"clientUserId": row["client_user_id"], "email": row["email"], "status": row["status"], "idHash": row["id_hash"],

@@ -1,8 +1,9 @@
 """The Apps and Books sToken (content token) from a ``.vpptoken`` file.
 
 The file holds one base64 string; decoded, it is a JSON object
-``{"token", "expDate", "orgName"}`` (doc §1). The whole base64 string is the
-bearer value. The secret is only reachable through :meth:`SToken.bearer`.
+``{"token", "expDate", "orgName"}`` (docs/apple-api.md, "Authentication and the sToken").
+The whole base64 string is the bearer value. The secret is only reachable through
+:meth:`SToken.bearer`.
 """
 
 from __future__ import annotations

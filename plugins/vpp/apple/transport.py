@@ -5,7 +5,8 @@ errors only, full-jitter back-off or ``Retry-After``, bounded by :class:`RetryPo
 Apple's limit of requests in flight, redacts the sToken from every error, caches
 ``service/config`` (whose ``urls`` name every other endpoint) and pages through listings with
 a bounded number of pages prefetched in parallel. The endpoints themselves are in
-:mod:`.client`. Contract: doc §3.1 (service config), §3.8 (errors and retries).
+:mod:`.client`. Contract: docs/apple-api.md ("Service config", "Paging and versionId",
+"Errors and retries").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Error numbers the simulator knows, with Apple-style messages (reference §3.8, §4.10).
+#: Error numbers the simulator knows, with Apple-style messages (docs/apple-api.md, "Errors and retries").
 ERROR_MESSAGES: dict[int, str] = {
     9600: "Missing argument",
     9601: "Login required",

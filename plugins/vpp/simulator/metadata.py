@@ -1,4 +1,5 @@
-"""The content metadata lookup (uclient-api `MZStorePlatform.woa/wa/lookup`, reference §5.1)."""
+"""The content metadata lookup (uclient-api `MZStorePlatform.woa/wa/lookup`, docs/apple-api.md,
+"Content metadata lookup")."""
 
 from __future__ import annotations
 

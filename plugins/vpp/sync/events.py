@@ -14,6 +14,8 @@ from sqlmodel import Session
 
 from mdm_core.models import Device, MdmUser
 
+from ..payloads import LicensesPayload
+
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
@@ -61,7 +63,7 @@ def record_license_events(host: "Host", session: Session, account: str, event: s
     return total
 
 
-def license_payload(session: Session, account: str, adam_id: str, pricing: str, kind: str, targets: list[str], source: str) -> dict[str, Any]:
+def license_payload(session: Session, account: str, adam_id: str, pricing: str, kind: str, targets: list[str], source: str) -> LicensesPayload:
     """The payload of a licenses event, with the targets the MDM inventory knows."""
     if kind == "device":
         known = known_ids(session, Device.__table__.c.serial_number, targets)  # type: ignore[attr-defined]

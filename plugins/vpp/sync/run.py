@@ -26,6 +26,7 @@ from .. import token_state
 from ..accounts import client_for, get_account, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
 from ..models import VppAccount, VppSyncRun
+from ..payloads import SyncReport
 from .apply import apply_read
 from .read import SyncReader, clear_stage
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[dict[str, Any]]:
+def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[SyncReport]:
     """Sync one account by name, or every account; one report each."""
     with host.db.session() as session:
         if account is not None:
@@ -53,7 +54,7 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
     return reports
 
 
-def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> dict[str, Any]:
+def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
     """Sync one account under its lock; never raises for a failed sync, reports it."""
     s = settings(host)
     with host.db.session() as session:
@@ -154,7 +155,7 @@ def _cleanup_interrupted(host: "Host", account_id: int) -> None:
         ))
 
 
-def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> dict[str, Any]:
+def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> SyncReport:
     finished = utcnow()
     return {
         "account": name, "trigger": trigger, "mode": mode, "status": status, "started_at": started.isoformat(),

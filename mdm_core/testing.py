@@ -1,0 +1,233 @@
+"""Test helpers for the host and for plugin authors (a pytest plugin).
+
+Load it from a ``conftest.py`` with ``pytest_plugins = ["mdm_core.testing"]``; it gives:
+
+- ``project_dir``: a project folder of the test's own (``conf/``, ``var/``);
+- ``make_host``: ``make_host(plugins=[...], config="toml", environ={...})`` builds a host on a
+  real SQLite file in that folder (``plugins=None`` loads the installed entry points, as ``mdm``
+  does), closed after the test;
+- ``mdm_cli``: ``mdm_cli("devices", "list")`` runs the ``mdm`` command in-process on the
+  test's configuration and database and returns ``(exit code, stdout, stderr)``
+  (:class:`MdmRunner` for other set-ups);
+- :class:`EventRecorder`: a subscriber plugin object that keeps every delivered event;
+- :class:`HookCallLog`: which hooks were called with at least one implementation
+  (the suite uses it to check that every declared hook is exercised);
+- ``restore_logging`` (automatic): ``mdm`` reconfigures the root logger; each test gets the
+  logging it had back.
+
+For the VPP plugin's mirror compared with Apple's (simulated) state, see
+``plugins.vpp.testing``: the core knows nothing about Apple.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import pytest
+
+from mdm_core import hookimpl
+from mdm_core.events import Event
+from mdm_core.host import Host, create_host
+from mdm_core.plugins import observe_hook_calls
+
+TEST_SECRET_KEY = "test-secret-key"
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A project folder with ``conf/`` and ``var/`` of its own."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "var").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
+    """Build hosts on a real SQLite file under the test's own folder; they are closed afterwards.
+
+    ``make_host(plugins=[module, ...], config="toml text", environ={...}, database_url=None)``;
+    ``plugins=None`` loads the installed entry points like ``mdm`` does. The secret key is a
+    test key unless ``environ`` gives one.
+    """
+    hosts: list[Host] = []
+
+    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: Mapping[str, str] | None = None,
+             database_url: str | None = None) -> Host:
+        conf = project_dir / "conf" / "mdm.toml"
+        conf.write_text(config)
+        env = {"MDM_SECRET_KEY": TEST_SECRET_KEY, **(environ or {})}
+        host = create_host(conf, environ=env, plugins=plugins, database_url=database_url or f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+class MdmRunner:
+    """Runs ``mdm ARGS`` in-process on a project folder's configuration and database.
+
+    ``runner("vpp", "sync")`` -> (exit code, stdout, stderr). The environment points the command
+    at the folder's SQLite file and a test key (``environ`` adds or overrides variables,
+    ``unset`` removes some); ``config`` (if given) is written to ``conf/mdm.toml``, which is
+    created empty otherwise. ``runner(..., config="toml")`` rewrites it for one call.
+    """
+
+    def __init__(self, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *,
+                 config: str | None = None, environ: Mapping[str, str] | None = None, unset: Iterable[str] = (),
+                 chdir: bool = False):
+        self.project_dir = project_dir
+        self.conf = project_dir / "conf" / "mdm.toml"
+        self.db = project_dir / "var" / "mdm.sqlite3"
+        self.capsys = capsys
+        monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{self.db}")
+        monkeypatch.setenv("MDM_SECRET_KEY", TEST_SECRET_KEY)
+        for name in ("MDM_CONFIG", *unset):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in (environ or {}).items():
+            monkeypatch.setenv(name, value)
+        if chdir:
+            monkeypatch.chdir(project_dir)
+        if config is not None:
+            self.conf.write_text(config)
+        elif not self.conf.exists():
+            self.conf.write_text("")
+
+    def __call__(self, *args: str, config: str | None = None) -> tuple[int, str, str]:
+        from mdm_core.cli import main
+
+        if config is not None:
+            self.conf.write_text(config)
+        self.capsys.readouterr()
+        code = main(["--config", str(self.conf), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def mdm_cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
+    """``mdm_cli("devices", "list")`` -> (exit code, stdout, stderr), with the installed plugins."""
+    return MdmRunner(project_dir, monkeypatch, capsys)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``mdm_core.cli.main`` points the root logger at the (captured) stderr: undo it afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+# --------------------------------------------------------------------------- events
+
+
+class EventRecorder:
+    """A subscriber plugin object that keeps delivered events.
+
+    ``EventRecorder()`` hears every event through ``mdm_event`` (``prefix`` keeps those whose
+    name starts with it); ``EventRecorder(events=["vpp_sync_finished", ...])`` subscribes to
+    those events' own hooks (``mdm_<name>``, optional: the plugin that declares them may be
+    disabled), as a plugin would. Register it with ``host.pm.register(recorder)`` or
+    ``make_host(plugins=[..., recorder])``; then ``names()``, ``named(name)`` (their payloads),
+    ``ids()``, ``clear()``.
+    """
+
+    def __init__(self, events: Iterable[str] | None = None, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        for name in (events if events is not None else ["event"]):
+            setattr(self, f"mdm_{name}", self._subscriber())
+
+    def _subscriber(self) -> Callable[..., None]:
+        @hookimpl(optionalhook=True)
+        def subscriber(host: Host, event: Event) -> None:
+            self._keep(host, event)
+
+        return subscriber
+
+    def _keep(self, host: Host, event: Event) -> None:
+        if event.name.startswith(self.prefix):
+            with self._lock:
+                self.events.append(event)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e.payload for e in self.events if e.name == name]
+
+    def ids(self) -> list[str]:
+        return [e.id for e in self.events]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class HookCallLog:
+    """Which hooks were called, with how many implementations, while it is installed.
+
+    ``log.install()`` observes every plugin manager made afterwards (``observe_hook_calls``);
+    ``log.exercised()`` is the set of hook names called with at least one implementation, and
+    ``log.on_call`` (if set) sees every call (name, keyword arguments).
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.on_call: Callable[[str, Mapping[str, Any]], None] | None = None
+        self._stop: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        self._stop = observe_hook_calls(self._observe)
+
+    def uninstall(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def _observe(self, name: str, kwargs: Mapping[str, Any], implementations: int) -> None:
+        if implementations:
+            with self._lock:
+                self.calls[name] = self.calls.get(name, 0) + 1
+        if self.on_call is not None:
+            self.on_call(name, kwargs)
+
+    def exercised(self) -> set[str]:
+        return set(self.calls)
+
+
+def declared_hooks(*modules: Any) -> set[str]:
+    """The ``mdm_*`` hookspecs declared in these hookspec modules."""
+    return {name for module in modules for name, obj in vars(module).items() if name.startswith("mdm_") and hasattr(obj, "mdm_spec")}
+
+
+def payload_problems(name: str, payload: Mapping[str, Any], schema: type) -> list[str]:
+    """How ``payload`` of the event ``name`` departs from its ``TypedDict`` ``schema`` (keys only)."""
+    required: frozenset[str] = getattr(schema, "__required_keys__", frozenset())
+    optional: frozenset[str] = getattr(schema, "__optional_keys__", frozenset())
+    problems = [f"{name}: '{key}' missing ({schema.__name__})" for key in sorted(required - set(payload))]
+    problems += [f"{name}: '{key}' is not in {schema.__name__}" for key in sorted(set(payload) - required - optional)]
+    return problems

@@ -1,0 +1,77 @@
+"""The mobile_apps plugin's public contract: what its events carry (see :mod:`.hookspecs`).
+
+Plain JSON values, typed here so that subscribers (alerts, audit logs, other plugins) know
+them without reading this plugin's code. No dependency, no side effect.
+"""
+
+# (no ``from __future__ import annotations``: TypedDict must see NotRequired[...] at run time)
+from typing import NotRequired, TypedDict
+
+
+class AppPayload(TypedDict):
+    """``mobile_apps_app_published``, ``mobile_apps_app_retired``: one application (one platform
+    of a VPP asset; ``iOS`` also covers iPadOS)."""
+
+    id: int
+    account: str
+    adamId: str
+    pricingParam: str
+    platform: str
+    kind: str  # app or book
+    availableCount: int
+    totalCount: int
+
+
+class InstallQueuedPayload(TypedDict):
+    """``mobile_apps_install_queued``: an ``InstallApplication`` with a VPP license was queued.
+    ``source``: ``request`` (``mdm apps install``), ``auto`` (auto_install) or ``pending`` (a
+    license Apple confirmed late)."""
+
+    account: str
+    adamId: str
+    pricingParam: str
+    serialNumber: str
+    commandUuid: str
+    license: str  # device or user
+    clientUserId: str | None
+    source: str  # request, auto or pending
+
+
+class InstallFailedPayload(TypedDict):
+    """``mobile_apps_install_failed``: Apple refused the license of a pending install."""
+
+    id: int
+    account: str
+    adamId: str
+    pricingParam: str
+    license: str  # device or user
+    serialNumber: str | None
+    clientUserId: str | None
+    source: str  # request or auto
+    error: str
+    errorNumber: int | None
+
+
+class ReclaimFinishedPayload(TypedDict):
+    """``mobile_apps_reclaim_finished``: a reclaim reached ``done``, ``failed`` or ``irrevocable``;
+    it names the device (``serialNumber``) or the user (``clientUserId``)."""
+
+    id: int
+    account: str
+    adamId: str
+    pricingParam: str
+    serialNumber: NotRequired[str]
+    clientUserId: NotRequired[str]
+    reason: str  # device_removed, user_removed, manual, unused
+    status: str  # done, failed or irrevocable
+    error: str | None
+
+
+#: Event name (the hook is ``mdm_<name>``) -> its payload type.
+EVENT_PAYLOADS: dict[str, type] = {
+    "mobile_apps_app_published": AppPayload,
+    "mobile_apps_app_retired": AppPayload,
+    "mobile_apps_install_queued": InstallQueuedPayload,
+    "mobile_apps_install_failed": InstallFailedPayload,
+    "mobile_apps_reclaim_finished": ReclaimFinishedPayload,
+}

@@ -1,0 +1,219 @@
+"""The VPP plugin's public contract: what its request hooks return and what its events carry.
+
+Plain JSON values with Apple's field names (plus ``account``, the account's name), typed here
+so that other plugins (and type checkers) know them without reading the VPP plugin's code.
+Other plugins may import this module (and only this one, with the hookspecs): it has no
+dependency and no side effect. The hooks that return or carry each type are documented in
+:mod:`plugins.vpp.hookspecs`.
+"""
+
+# (no ``from __future__ import annotations``: TypedDict must see NotRequired[...] at run time)
+from typing import NotRequired, TypedDict
+
+#: valid, expiring_30, expiring_14, expiring_7, expired, revoked, invalid or taken_over
+TokenState = str
+
+
+# --------------------------------------------------------------------------- mirror records
+
+
+class Asset(TypedDict):
+    """A mirrored asset (Apple's ``ResponseAsset``) with its account: ``mdm_vpp_assets`` rows
+    and the ``assets`` of the asset events."""
+
+    account: str
+    adamId: str
+    pricingParam: str
+    productType: str  # App or Book
+    assignedCount: int
+    availableCount: int
+    retiredCount: int
+    totalCount: int  # 2147483647 for unlimited assets
+    deviceAssignable: bool
+    revocable: bool
+    supportedPlatforms: list[str]
+
+
+class License(TypedDict):
+    """A mirrored license (Apple's ``Assignment``): a device license has ``serialNumber`` and
+    ``enrolled``, a user license ``clientUserId`` and ``mdmUser`` (the linked MDM user or None)."""
+
+    account: str
+    adamId: str
+    pricingParam: str
+    serialNumber: NotRequired[str]
+    enrolled: NotRequired[bool]
+    clientUserId: NotRequired[str]
+    mdmUser: NotRequired[str | None]
+
+
+class User(TypedDict):
+    """A VPP user (Apple's ``ResponseUser``) as the user events carry it; ``mdmUser`` is the MDM
+    user with the same ``clientUserId``, or None."""
+
+    clientUserId: str
+    email: str | None
+    status: str  # Registered, Associated, Retired (or the legacy Deleted)
+    idHash: str | None
+    inviteCode: str | None
+    mdmUser: str | None
+
+
+class MirroredUser(User):
+    """A ``mdm_vpp_users`` row: a :class:`User` with its account and, while Registered, the
+    invitation URL to send."""
+
+    account: str
+    invitationUrl: str | None
+
+
+class Account(TypedDict):
+    """A ``mdm_vpp_accounts`` row: an account without its token."""
+
+    name: str
+    locationName: str | None
+    orgName: str | None
+    uId: str
+    countryISO2ACode: str | None
+    defaultPlatform: str | None
+    tokenExpirationDate: str
+    token_state: TokenState
+    token_status: str
+    action: str
+    paused: bool
+    interval_seconds: int
+    service_url: str
+    last_sync_at: str | None
+    last_sync_result: str | None
+
+
+# --------------------------------------------------------------------------- request results
+
+
+class SyncReport(TypedDict):
+    """One account's result of ``mdm_vpp_sync``, also the ``vpp_sync_finished`` payload.
+
+    ``status``: ``ok``, ``error``, ``already running`` or ``skipped`` (the last two, and a sync
+    that never started, carry only the first six keys).
+    """
+
+    account: str
+    trigger: str
+    mode: str | None  # full or incremental
+    status: str
+    error_type: str | None
+    error: str | None
+    started_at: NotRequired[str]
+    finished_at: NotRequired[str]
+    duration_s: NotRequired[float]
+    pages: NotRequired[int]
+    counts: NotRequired[dict[str, dict[str, int]]]  # assets/users/licenses -> added, changed, removed, ...
+
+
+class Targets(TypedDict):
+    """Devices and users a license request concerns."""
+
+    serialNumbers: list[str]
+    clientUserIds: list[str]
+
+
+class TargetFailure(TypedDict):
+    """One target Apple refused, with Apple's error (``errorNumber`` None when Apple named none)."""
+
+    serialNumber: NotRequired[str]
+    clientUserId: NotRequired[str]
+    errorNumber: int | None
+    errorMessage: str | None
+
+
+class LicenseResult(TypedDict):
+    """What ``mdm_vpp_associate`` / ``mdm_vpp_disassociate`` return.
+
+    ``status``: ``COMPLETE``, ``FAILED`` (some or all targets refused) or ``PENDING`` (Apple has
+    not finished within ``wait``; ``succeeded`` is then empty).
+    """
+
+    event_ids: list[str]
+    status: str  # COMPLETE, FAILED or PENDING
+    succeeded: Targets
+    failed: list[TargetFailure]
+
+
+class AppMetadata(TypedDict):
+    """One app's content metadata from ``mdm_vpp_lookup_metadata`` (None where Apple sent nothing)."""
+
+    name: str | None
+    bundleId: str | None
+    version: str | None
+    iconUrl: str | None
+    kind: str | None
+    deviceFamilies: list[str]
+
+
+# --------------------------------------------------------------------------- event payloads
+
+
+class AssetsPayload(TypedDict):
+    """``vpp_assets_added``, ``vpp_assets_changed``, ``vpp_assets_removed``: at most 500 assets."""
+
+    account: str
+    assets: list[Asset]
+
+
+class LicensesPayload(TypedDict):
+    """``vpp_licenses_associated``, ``vpp_licenses_disassociated``: one asset, one kind of
+    target, at most 1000 targets; ``enrolledSerialNumbers`` / ``mdmUserIds`` are the targets the
+    MDM inventory knows. ``source``: ``sync`` (found by a sync) or ``request`` (done by this host)."""
+
+    account: str
+    adamId: str
+    pricingParam: str
+    source: str  # sync or request
+    serialNumbers: list[str]
+    clientUserIds: list[str]
+    enrolledSerialNumbers: list[str]
+    mdmUserIds: list[str]
+
+
+class UsersPayload(TypedDict):
+    """``vpp_users_added``, ``vpp_users_changed``, ``vpp_users_retired``: at most 500 users."""
+
+    account: str
+    users: list[User]
+
+
+class UserInvitedPayload(TypedDict):
+    """``vpp_user_invited``: send ``invitationUrl`` to the user."""
+
+    account: str
+    clientUserId: str
+    email: str | None
+    invitationUrl: str | None
+
+
+class TokenStatePayload(TypedDict):
+    """``vpp_token_state_changed``: ``previous`` is None for a new account; ``detail`` names the
+    other MDM of a ``taken_over`` location; ``action`` says what the user should do."""
+
+    account: str
+    previous: TokenState | None
+    state: TokenState
+    detail: str | None
+    tokenExpirationDate: str
+    action: str
+
+
+#: Event name (the hook is ``mdm_<name>``) -> its payload type.
+EVENT_PAYLOADS: dict[str, type] = {
+    "vpp_assets_added": AssetsPayload,
+    "vpp_assets_changed": AssetsPayload,
+    "vpp_assets_removed": AssetsPayload,
+    "vpp_licenses_associated": LicensesPayload,
+    "vpp_licenses_disassociated": LicensesPayload,
+    "vpp_users_added": UsersPayload,
+    "vpp_users_changed": UsersPayload,
+    "vpp_users_retired": UsersPayload,
+    "vpp_user_invited": UserInvitedPayload,
+    "vpp_token_state_changed": TokenStatePayload,
+    "vpp_sync_finished": SyncReport,
+}

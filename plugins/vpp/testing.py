@@ -1,0 +1,68 @@
+"""Test helpers for the VPP plugin and for plugins built on it.
+
+- :func:`add_simulated_account`: an account on a running simulator
+  (``plugins.vpp.simulator.Simulator``).
+- :func:`mirror_state` / :func:`apple_state`: the mirror (read through the ``mdm_vpp_*``
+  hooks, as any plugin sees it) and Apple's state (the simulator's snapshot) in one shape;
+  :func:`assert_mirror_equals_apple` compares them.
+
+The generic helpers (hosts on a temporary database, the event recorder, the CLI runner) are
+in :mod:`mdm_core.testing`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def add_simulated_account(host: "Host", sim: Any, folder: Path, name: str = "school", **options: Any) -> Path:
+    """Write the simulator's token under ``folder`` and add it as account ``name``; returns the token file.
+
+    ``options`` go to ``add_account`` (``interval``, ``take_over``).
+    """
+    from plugins.vpp.accounts import add_account
+
+    token_file = sim.write_token(Path(folder) / f"{name}.vpptoken")
+    add_account(host, name, str(token_file), service_url=sim.base_url, **options)
+    return Path(token_file)
+
+
+def apple_state(sim: Any) -> dict[str, Any]:
+    """What Apple (the simulator) holds, in the shape of :func:`mirror_state`."""
+    snap = sim.snapshot()
+    assets = {key: {**asset, "supportedPlatforms": sorted(asset["supportedPlatforms"])} for key, asset in snap["assets"].items()}
+    # Apple sends inviteCode only while the user is Registered
+    users = {cid: {**user, "inviteCode": user["inviteCode"] if user["status"] == "Registered" else None} for cid, user in snap["users"].items()}
+    return {"assets": assets, "assignments": set(snap["assignments"]), "users": users}
+
+
+def mirror_state(host: "Host", account: str | None = "school") -> dict[str, Any]:
+    """The mirror as read through the plugin's hooks (Apple's field names)."""
+    hook = host.pm.hook
+    assets = {}
+    for row in hook.mdm_vpp_assets(host=host, account=account):
+        row = dict(row)
+        row.pop("account")
+        row["supportedPlatforms"] = sorted(row["supportedPlatforms"])
+        assets[(row["adamId"], row["pricingParam"])] = row
+    assignments = set()
+    for row in hook.mdm_vpp_licenses(host=host, account=account, adam_id=None, serial_number=None, client_user_id=None):
+        kind = "serialNumber" if "serialNumber" in row else "clientUserId"
+        assignments.add((row["adamId"], row["pricingParam"], kind, row[kind]))
+    users = {
+        row["clientUserId"]: {"email": row["email"], "status": row["status"], "idHash": row["idHash"], "inviteCode": row["inviteCode"]}
+        for row in hook.mdm_vpp_users(host=host, account=account)
+    }
+    return {"assets": assets, "assignments": assignments, "users": users}
+
+
+def assert_mirror_equals_apple(host: "Host", sim: Any, account: str = "school") -> None:
+    """The account's mirror holds exactly Apple's assets, assignments and users."""
+    mirror, apple = mirror_state(host, account), apple_state(sim)
+    assert mirror["assets"] == apple["assets"]
+    assert mirror["assignments"] == apple["assignments"]
+    assert mirror["users"] == apple["users"]
