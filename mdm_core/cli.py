@@ -155,9 +155,9 @@ def _next_run(planned: Any, last: Any, seconds: float) -> datetime | None:
     return max(started + timedelta(seconds=seconds), datetime.now(timezone.utc))
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    """-q: errors; default: warnings and our info; -v: info; -vv: debug."""
-    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:
+    """-q: errors; -v: info; -vv: debug; otherwise ``default`` (``[core] log_level``)."""
+    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.getLevelName(default.upper())
     root = logging.getLogger()
     root.setLevel(level)
     handler = next((h for h in root.handlers if getattr(h, "mdm_cli", False)), None)
@@ -185,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = None
     try:
         host = create_host(early.config)
+        setup_logging(early.verbose, early.quiet, host.config.core.log_level)
         parser = build_parser(host)
         args = parser.parse_args(argv)
         return int(args.func(host, args) or 0)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from mdm_core.errors import ConfigError
 
 DEFAULT_CONFIG = Path("conf") / "mdm.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class CoreSettings:
     database_url: str = "sqlite:///var/mdm.sqlite3"
     var_dir: str = "var"
     workers: int = 4
-    log_level: str = "INFO"
+    log_level: str = "WARNING"  # the `mdm` command's logging without -v/-q: DEBUG, INFO, WARNING, ERROR
     sqlite_busy_timeout: float = 30.0
     secret_key: SecretRef | None = None
     auto_upgrade: bool = False  # `mdm run` applies pending migrations itself (under the database lock)
@@ -79,6 +80,8 @@ class Config:
         self.environ = environ
         self.base_dir = _base_dir(path)
         self.core: CoreSettings = build_section(self, "core", CoreSettings)
+        if self.core.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{self.source}: [core] log_level '{self.core.log_level}' is not a level: use one of {', '.join(LOG_LEVELS)}")
         self.plugins: PluginSettings = build_section(self, "plugins", PluginSettings)
         self._sections: dict[str, Any] = {"core": self.core, "plugins": self.plugins}
 

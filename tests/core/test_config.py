@@ -130,3 +130,29 @@ def test_mdm_config_env_is_used_by_main(mdm, project_dir, monkeypatch, capsys):
     monkeypatch.setenv("MDM_CONFIG", str(other))
     assert main(["plugins"]) == 2
     assert "other.toml: malformed TOML" in capsys.readouterr().err
+
+
+def test_the_shipped_configuration_loads_and_its_examples_are_real():
+    """conf/mdm.toml is valid, and the plugin module its comment suggests exists."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "conf" / "mdm.toml"
+    config = load_config(shipped, environ={})
+    assert config.core.log_level == "WARNING" and config.plugins.enabled == []
+    [example] = re.findall(r'enabled = \[\]\s+# .*e\.g\. \["([\w.]+)"\]', shipped.read_text())
+    importlib.import_module(example)
+
+
+def test_log_level_is_the_default_logging_of_mdm(mdm):
+    import logging
+
+    assert mdm("plugins", config='[core]\nlog_level = "info"\n')[0] == 0
+    assert logging.getLogger().level == logging.INFO
+    assert mdm("-q", "plugins")[0] == 0  # -q and -v still win
+    assert logging.getLogger().level == logging.ERROR
+    assert mdm("plugins", config="")[0] == 0
+    assert logging.getLogger().level == logging.WARNING  # the default: warnings and errors only
+    code, _, err = mdm("plugins", config='[core]\nlog_level = "loud"\n')
+    assert code == 2 and err.strip().endswith("[core] log_level 'loud' is not a level: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
