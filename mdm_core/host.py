@@ -17,10 +17,10 @@ import pluggy
 
 from mdm_core.config import Config, load_config
 from mdm_core.db import Database
-from mdm_core.errors import MdmError, PluginError, describe
+from mdm_core.errors import PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
-from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, get_plugin_manager, load_plugins
+from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
@@ -117,16 +117,7 @@ class Host:
 
     def _results_by_plugin(self, hook_name: str) -> dict[str, Any]:
         """Call a no-argument registration hook per implementation: {plugin name: result}."""
-        found: dict[str, Any] = {}
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            name = self.pm.get_name(impl.plugin) or impl.plugin_name
-            try:
-                found[name] = impl.function()
-            except MdmError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"plugin '{name}' failed in {hook_name}: {describe(exc)}") from exc
-        return found
+        return call_per_plugin(self.pm, hook_name)
 
     def lock(self, name: str, *, ttl: float = 600.0) -> DbLock:
         """A lock shared by every process on this database."""

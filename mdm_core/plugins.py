@@ -248,3 +248,25 @@ def call_isolated(
             on_error(plugin, exc)
             failures.append((plugin, describe(exc)))
     return failures
+
+
+def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+    """Call each implementation of a fail-fast hook on its own: ``{plugin name: result}``.
+
+    An unexpected exception becomes a one-line ``PluginError`` naming the plugin; an
+    ``MdmError`` passes unchanged.
+    """
+    caller = getattr(pm.hook, hook_name)
+    impls = list(reversed(caller.get_hookimpls()))
+    for observer in list(_HOOK_OBSERVERS):
+        observer(hook_name, kwargs, len(impls))
+    found: dict[str, Any] = {}
+    for impl in impls:
+        name = pm.get_name(impl.plugin) or impl.plugin_name
+        try:
+            found[name] = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except MdmError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin '{name}' failed in {hook_name}: {describe(exc)}") from exc
+    return found

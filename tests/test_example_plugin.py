@@ -11,13 +11,12 @@ from mdm_core.host import Host
 
 
 def test_license_audit_records_portal_changes_once(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> None:
-    from plugins.vpp.accounts import add_account
     from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
 
     host = make_host(config='[plugins]\nenabled = ["plugins.examples.license_audit"]\n\n[license_audit]\npath = "var/audit.jsonl"\n')
     assert any(p.name == "license_audit" and p.source == "conf" for p in host.plugins)
-    simulator.write_token(project_dir / "t.vpptoken")
-    add_account(host, "school", str(project_dir / "t.vpptoken"), service_url=simulator.base_url)
+    add_simulated_account(host, simulator, project_dir)
     assert sync_account(host, "school")["status"] == "ok"
     audit = project_dir / "var" / "audit.jsonl"
     first = [json.loads(line) for line in audit.read_text().splitlines()]
@@ -51,7 +50,7 @@ def test_device_notes_table_then_column_from_its_own_migrations(project_dir: Pat
     from mdm_core.db.migrate import alembic_config, upgrade
     from mdm_core.host import create_host
 
-    from .conftest import MdmRunner
+    from mdm_core.testing import MdmRunner
 
     config = '[plugins]\nenabled = ["plugins.examples.device_notes"]\n'
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config=config, environ={"MDM_PLUGIN_AUTOLOAD": "0"})

@@ -36,15 +36,14 @@ def _mirror(host: Host) -> set[tuple[str, str, str, str]]:
 
 
 def test_sync_on_postgres_mirrors_apple_after_full_and_incremental(pg_host: Host, simulator: Any, project_dir: Path) -> None:
-    from plugins.vpp.accounts import add_account
     from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
     from plugins.vpp.views import list_assets
 
     assert pg_host.db.url.get_backend_name() == "postgresql"
     serial = simulator.state.device_serials()[0]
     inventory.add_device(pg_host, serial, "iOS")
-    simulator.write_token(project_dir / "t.vpptoken")
-    add_account(pg_host, "school", str(project_dir / "t.vpptoken"), service_url=simulator.base_url)
+    add_simulated_account(pg_host, simulator, project_dir)
     assert sync_account(pg_host, "school")["status"] == "ok"
     assert _mirror(pg_host) == {tuple(a) for a in simulator.snapshot()["assignments"]}
 

@@ -23,8 +23,9 @@ from sqlmodel import SQLModel
 from mdm_core.db import Database
 from mdm_core.db.migrate import alembic_config, order
 from mdm_core.host import Host
+from mdm_core.testing import MdmRunner
 
-from .conftest import PG_ADMIN_URL, PG_SKIP_REASON, MdmRunner
+from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_0_1_0"
 RELEASE_HISTORIES = ("core", "mobile_apps", "vpp")

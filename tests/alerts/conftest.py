@@ -21,8 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from mdm_core.host import Host
-
-from ..conftest import MdmRunner
+from mdm_core.testing import MdmRunner
 
 SMTP_USER = "mdm-alerts"
 SMTP_PASSWORD = "smtp-Pa55-do-not-show"
@@ -210,15 +209,12 @@ request_timeout = 5.0
 def alerts_host(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> Callable[..., Host]:
     """``alerts_host(alerts_config, environ=..., sim=...)``: the installed plugins (alerts included),
     account ``school`` on the simulator (or ``sim``), ``[alerts]`` as given."""
-    from plugins.vpp.accounts import add_account
+    from plugins.vpp.testing import add_simulated_account
 
     def make(alerts: str = "", environ: dict[str, str] | None = None, account: bool = True, sim: Any = None) -> Host:
-        sim = sim or simulator
         host = make_host(config=FAST_VPP + "\n[alerts]\n" + alerts, environ=environ)
         if account:
-            token_file = project_dir / "school.vpptoken"
-            sim.write_token(token_file)
-            add_account(host, "school", str(token_file), service_url=sim.base_url)
+            add_simulated_account(host, sim or simulator, project_dir)
         return host
 
     return make

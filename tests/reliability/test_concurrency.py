@@ -156,8 +156,10 @@ def test_two_mdm_run_processes_never_sync_one_account_together(synced: Host, sma
     before = len(runs(synced))
     hosts = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        time.sleep(7)
+    try:  # until both have run a while and several scheduled syncs are done (start-up takes seconds on a busy machine)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len([r for r in runs(synced)[before:] if r["trigger"] == "schedule"]) < 4:
+            time.sleep(0.25)
     finally:
         for proc in hosts:
             proc.send_signal(signal.SIGTERM)
