@@ -168,8 +168,8 @@ def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:
         root.addHandler(handler)
     handler.stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush a closed one)
     handler.setLevel(level)
-    if level > logging.DEBUG:
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    for chatty in ("urllib3", "alembic"):  # connection and set-up chatter (our own lines say what ran): -vv only
+        logging.getLogger(chatty).setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

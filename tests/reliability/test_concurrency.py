@@ -150,7 +150,7 @@ def test_two_mdm_run_processes_never_sync_one_account_together(synced: Host, sma
     synced.db.run_write(lambda s: s.execute(update(VppAccount).values(interval_seconds=1)))
     small_sim.faults.add("slow", endpoint="assignments", seconds=0.2)  # each sync takes a while
     env = {**os.environ, "MDM_DATABASE_URL": f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}", "MDM_SECRET_KEY": "test-secret-key",
-           "MDM_DISABLED_PLUGINS": "mobile_apps"}
+           "MDM_DISABLED_PLUGINS": "mobile_apps,alerts"}
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
     before = len(runs(synced))
