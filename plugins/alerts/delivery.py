@@ -27,6 +27,7 @@ from .settings import AlertsSettings, settings
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+    from plugins.vpp.payloads import Account, Asset
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -160,9 +161,9 @@ def check(host: "Host", now: datetime | None = None) -> dict[str, int]:
     assets_hook = host.hook("mdm_vpp_assets")
     queued = 0
     if accounts_hook is not None and assets_hook is not None:
-        accounts = accounts_hook(host=host) or []
-        assets = assets_hook(host=host, account=None) or []
-        by_account: dict[str, list[dict[str, Any]]] = {a["name"]: [] for a in accounts}
+        accounts: list[Account] = accounts_hook(host=host) or []
+        assets: list[Asset] = assets_hook(host=host, account=None) or []
+        by_account: dict[str, list[Asset]] = {a["name"]: [] for a in accounts}
         for asset in assets:
             by_account.setdefault(asset["account"], []).append(asset)
 

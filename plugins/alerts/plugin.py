@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
+    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.vpp.payloads import AssetsPayload, SyncReport, TokenStatePayload
 
 PLUGIN_NAME = "alerts"
 
@@ -94,7 +96,7 @@ def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
     """Expiring in 30/14/7 days, expired, revoked, invalid, taken over; valid again."""
     from .store import on_event, token_state
 
-    p = event.payload
+    p: TokenStatePayload = event.payload  # type: ignore[assignment]
     on_event(host, event, lambda session: token_state(session, p["account"], p["state"], expires=p.get("tokenExpirationDate"),
                                                       detail=p.get("detail"), action=p.get("action")))
 
@@ -104,7 +106,8 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
     """N failed syncs in a row; the first success after them."""
     from .store import on_event, sync_finished
 
-    on_event(host, event, lambda session: sync_finished(host, session, event.payload))
+    report: SyncReport = event.payload  # type: ignore[assignment]
+    on_event(host, event, lambda session: sync_finished(host, session, report))
 
 
 @hookimpl(optionalhook=True)
@@ -112,7 +115,8 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
     """New assets whose available licenses are already below their threshold."""
     from .store import license_counts, on_event
 
-    on_event(host, event, lambda session: license_counts(host, session, event.payload["account"], event.payload.get("assets") or []))
+    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
 
 
 @hookimpl(optionalhook=True)
@@ -120,7 +124,8 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
     """Available licenses crossing their threshold, either way."""
     from .store import license_counts, on_event
 
-    on_event(host, event, lambda session: license_counts(host, session, event.payload["account"], event.payload.get("assets") or []))
+    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
 
 
 @hookimpl(optionalhook=True)
@@ -128,7 +133,8 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
     """Assets that left the account are no longer watched."""
     from .store import assets_removed, on_event
 
-    on_event(host, event, lambda session: assets_removed(session, event.payload["account"], event.payload.get("assets") or []))
+    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    on_event(host, event, lambda session: assets_removed(session, p["account"], p["assets"]))
 
 
 # --------------------------------------------------------------------------- mobile_apps events
@@ -139,4 +145,5 @@ def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
     """An install Apple refused (failures of one asset close together make one alert)."""
     from .store import install_failed, on_event
 
-    on_event(host, event, lambda session: install_failed(host, session, event.payload))
+    payload: InstallFailedPayload = event.payload  # type: ignore[assignment]
+    on_event(host, event, lambda session: install_failed(host, session, payload))

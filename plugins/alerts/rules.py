@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .settings import Threshold
+
+if TYPE_CHECKING:  # the other plugins' published contracts: types only, no import at run time
+    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.vpp.payloads import Asset
 
 TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expired", "revoked", "invalid", "taken_over")
 LICENSE_STATES = ("ok", "low", "none")
@@ -134,7 +138,7 @@ def license_subject(account: str, adam_id: str, pricing: str) -> str:
     return f"licenses:{account}:{adam_id}:{pricing}"
 
 
-def license_level(asset: dict[str, Any], threshold: Threshold) -> str:
+def license_level(asset: "Asset", threshold: Threshold) -> str:
     """``ok``, ``low`` (below the threshold) or ``none`` (no license left) for an asset's counts."""
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
     if not threshold.active or total <= 0:
@@ -144,7 +148,7 @@ def license_level(asset: dict[str, Any], threshold: Threshold) -> str:
     return "low" if threshold.is_low(available, total) else "ok"
 
 
-def license_alert(account: str, asset: dict[str, Any], previous: str, level: str, threshold: Threshold) -> Alert | None:
+def license_alert(account: str, asset: "Asset", previous: str, level: str, threshold: Threshold) -> Alert | None:
     """The alert for an asset whose license level went from ``previous`` to ``level``."""
     if level == previous:
         return None
@@ -199,7 +203,7 @@ def install_subject(account: str, adam_id: str, pricing: str) -> str:
     return f"install:{account}:{adam_id}:{pricing}"
 
 
-def install_failure(payload: dict[str, Any]) -> dict[str, Any]:
+def install_failure(payload: "InstallFailedPayload") -> dict[str, Any]:
     """One failed install, from a ``mobile_apps_install_failed`` payload."""
     target = payload.get("serialNumber") or payload.get("clientUserId")
     return {"id": payload.get("id"), "license": payload.get("license"), "target": target, "error": payload.get("error"),

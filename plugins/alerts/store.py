@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,8 @@ from .settings import settings, thresholds
 if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
+    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.vpp.payloads import Asset, SyncReport
 
 log = logging.getLogger(__name__)
 COALESCE_WINDOW = timedelta(minutes=10)  # install failures of one asset within this, not yet sent, make one alert
@@ -105,7 +107,7 @@ def token_state(session: Session, account: str, state: str, *, expires: Any, det
 # --------------------------------------------------------------------------- syncs
 
 
-def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: datetime | None = None) -> list[Alert]:
+def sync_finished(host: "Host", session: Session, report: "SyncReport", now: datetime | None = None) -> list[Alert]:
     """Count failures in a row; alert at the N-th, and once more when a sync succeeds again."""
     status, account = report.get("status"), report.get("account")
     if status not in ("ok", "error") or not account:
@@ -137,7 +139,7 @@ def sync_finished(host: "Host", session: Session, report: dict[str, Any], now: d
 # --------------------------------------------------------------------------- licenses
 
 
-def license_counts(host: "Host", session: Session, account: str, assets: list[dict[str, Any]], *, complete: bool = False,
+def license_counts(host: "Host", session: Session, account: str, assets: "Sequence[Asset]", *, complete: bool = False,
                    now: datetime | None = None) -> list[Alert]:
     """Compare each asset's available licenses with its threshold; alert on a change of level
     (more than a few at once: one digest alert).
@@ -175,7 +177,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: list[di
     return [rules.license_digest(account, alerts)] if len(alerts) > rules.DIGEST_AFTER else alerts
 
 
-def assets_removed(session: Session, account: str, assets: list[dict[str, Any]]) -> list[Alert]:
+def assets_removed(session: Session, account: str, assets: "Sequence[Asset]") -> list[Alert]:
     """Assets that left the account are no longer watched (no alert: the asset is gone)."""
     keys = [rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets]
     if keys:
@@ -186,7 +188,7 @@ def assets_removed(session: Session, account: str, assets: list[dict[str, Any]])
 # --------------------------------------------------------------------------- installs
 
 
-def install_failed(host: "Host", session: Session, payload: dict[str, Any], now: datetime | None = None) -> list[Alert]:
+def install_failed(host: "Host", session: Session, payload: "InstallFailedPayload", now: datetime | None = None) -> list[Alert]:
     """A failed install: joined to an alert of the same asset not yet sent, else a new alert."""
     now = now or utcnow()
     account, adam_id, pricing = str(payload.get("account")), str(payload.get("adamId")), str(payload.get("pricingParam"))
