@@ -10,7 +10,6 @@ import argparse
 import inspect
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from mdm_core.errors import MdmError
@@ -135,7 +134,7 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     for name, state in sorted(scheduler.jobs.items()):
         last = runs.get(name)
         rows.append({
-            "name": name, "plugin": state.plugin, "every_seconds": state.seconds, "next_run": _next_run(scheduler.next_run(name), last, state.seconds),
+            "name": name, "plugin": state.plugin, "every_seconds": state.seconds, "next_run": scheduler.next_run(name),
             "last_finished_at": last.last_finished_at if last else None, "last_error": last.last_error if last else None,
         })
     if args.json:
@@ -143,16 +142,6 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     else:
         print_table(rows, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
     return 0
-
-
-def _next_run(planned: Any, last: Any, seconds: float) -> datetime | None:
-    """When the job runs next: one interval after its last start (by whichever process runs
-    the host), else as planned from now. In UTC."""
-    planned = planned.astimezone(timezone.utc) if planned is not None else None  # schedule plans in local time
-    started = getattr(last, "last_started_at", None)
-    if started is None:
-        return planned
-    return max(started + timedelta(seconds=seconds), datetime.now(timezone.utc))
 
 
 def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:

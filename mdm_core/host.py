@@ -144,12 +144,20 @@ class Host:
 
     def build_scheduler(self, *, inline: bool = False) -> HostScheduler:
         """A scheduler with every plugin's jobs (``inline`` runs jobs on the caller's thread)."""
-        scheduler = HostScheduler(workers=self.config.core.workers, inline=inline, on_finish=self._record_job)
+        scheduler = HostScheduler(workers=self.config.core.workers, inline=inline, on_finish=self._record_job, history=self._job_last_started)
         call_hook(self.pm, "mdm_register_jobs", scheduler=scheduler, host=self)
         if self._scheduler is not None and self._scheduler is not scheduler:
             self._scheduler.shutdown(wait=True)
         self._scheduler = scheduler
         return scheduler
+
+    def _job_last_started(self, name: str) -> Any:
+        """When job ``name`` last started on this database (by any process), or ``None``."""
+        from mdm_core.models import JobRun
+
+        with self.db.session() as session:
+            row = session.get(JobRun, name)
+            return row.last_started_at if row is not None else None
 
     def _record_job(self, state: JobState, error: BaseException | None) -> None:
         from mdm_core.models import JobRun, utcnow

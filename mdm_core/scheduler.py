@@ -1,4 +1,15 @@
-"""The host's one ``schedule.Scheduler``: jobs tagged per plugin, run off the loop thread.
+"""The host's one ``schedule.Scheduler``: jobs tagged per plugin, run off the loop thread, on a
+UTC clock.
+
+``schedule`` plans in the naive local time of the host, so a job jumps with the clock at a
+daylight-saving change (a 60-second job stalls an hour in autumn, an hourly one runs half an
+hour early in spring). Here its jobs plan and compare in UTC (:func:`utc_now`): the local
+zone never matters.
+
+A job's next run is one interval after the last time its work was done, as recorded in the
+database (the job's last start, or what the plugin says with ``last_done``, e.g. an account's
+last sync): a restarted host does not delay every job by a full interval, a job never run
+on this database runs at once, and ``mdm jobs`` in another process computes the same time.
 
 ``schedule`` itself does not catch exceptions (a raising job stays due and re-fires, and the
 jobs after it in that tick do not run) and runs jobs serially. Here every job runs through a
@@ -8,17 +19,84 @@ its schedule, and never starts a job again while its previous run is still going
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import schedule
 
 from mdm_core.errors import MdmError, describe
 
 log = logging.getLogger(__name__)
+
+MAX_INTERVAL = 365 * 24 * 3600  # a year: the longest interval a job (or an account) accepts
+LastDone = Callable[[], Optional[_dt.datetime]]
+
+
+def utc_now() -> _dt.datetime:
+    """The scheduler's clock: aware UTC, immune to the local zone and its DST changes."""
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def check_interval(seconds: Any, what: str = "interval") -> float:
+    """A job interval: a finite number of seconds, more than 0 and at most a year."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise MdmError(f"{what} must be a number of seconds, got {seconds!r}")
+    if seconds <= 0:
+        raise MdmError(f"{what} must be positive, got {seconds}")
+    if seconds > MAX_INTERVAL:
+        raise MdmError(f"{what} {seconds} is longer than a year ({MAX_INTERVAL} seconds)")
+    return seconds
+
+
+class _UtcJob(schedule.Job):
+    """A ``schedule`` interval job whose ``next_run`` is aware UTC, planned by the host.
+
+    When it falls due, it asks its planner again: work done meanwhile by another process (a
+    manual sync) moves the run later, exactly as ``mdm jobs`` shows it.
+    """
+
+    planner: Callable[[], _dt.datetime] | None = None
+    forced = False
+
+    def _plan(self) -> _dt.datetime:
+        fallback = utc_now() + _dt.timedelta(seconds=self.interval)
+        if self.planner is None:
+            return fallback
+        try:
+            return self.planner()
+        except Exception as exc:  # (a database read failed) the loop goes on, one interval from now
+            log.error("cannot plan the next run of %s, running it in %ss: %s", ",".join(map(str, self.tags)), self.interval, describe(exc))
+            return fallback
+
+    def _schedule_next_run(self) -> None:
+        self.forced = False
+        self.next_run = self._plan()
+
+    @property
+    def should_run(self) -> bool:
+        if utc_now() < self.next_run:
+            return False
+        if self.forced or self.planner is None:
+            return True
+        planned = self._plan()
+        if planned > utc_now():
+            self.next_run = planned
+            return False
+        return True
+
+
+class _UtcScheduler(schedule.Scheduler):
+    def every(self, interval: Any = 1) -> _UtcJob:
+        return _UtcJob(interval, self)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        nxt = self.get_next_run()
+        return None if nxt is None else (nxt - utc_now()).total_seconds()
 
 
 @dataclass
@@ -29,47 +107,76 @@ class JobState:
     plugin: str
     seconds: float
     func: Callable[[], Any]
-    job: schedule.Job
+    job: _UtcJob
+    last_done: LastDone | None = None
     running: Future[Any] | None = None
     runs: int = 0
     failures: int = 0
     last_error: str | None = None
-    last_started_at: datetime | None = None  # UTC, for the core_job_run row
+    last_started_at: _dt.datetime | None = None  # UTC, for the core_job_run row
 
 
 class HostScheduler:
-    """Add, re-time and remove named jobs; ``run_pending`` starts what is due."""
+    """Add, re-time and remove named jobs; ``run_pending`` starts what is due.
 
-    def __init__(self, *, workers: int = 4, inline: bool = False, on_finish: Callable[[JobState, BaseException | None], None] | None = None):
-        self.scheduler = schedule.Scheduler()
+    ``history(name)`` tells when a job last started on this database (the host reads its
+    ``core_job_run`` row); without it only this process's runs count.
+    """
+
+    def __init__(self, *, workers: int = 4, inline: bool = False, on_finish: Callable[[JobState, BaseException | None], None] | None = None,
+                 history: Callable[[str], _dt.datetime | None] | None = None):
+        self.scheduler = _UtcScheduler()
         self.jobs: dict[str, JobState] = {}
         self.pool = None if inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdm-job")
         self.on_finish = on_finish
+        self.history = history
 
-    def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str) -> JobState:
-        """Run ``func`` every ``seconds``; the first run is one interval from now."""
+    def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str, last_done: LastDone | None = None) -> JobState:
+        """Run ``func`` every ``seconds``.
+
+        The first run is one interval after the job's work was last done (its last start on
+        this database, or ``last_done()`` if later, e.g. an account's last sync), at once if
+        that is past or never happened.
+        """
         if name in self.jobs:
             raise MdmError(f"job {name} is already scheduled")
-        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None)  # type: ignore[arg-type]
+        check_interval(seconds, f"job {name}: interval")
+        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None, last_done=last_done)  # type: ignore[arg-type]
         self._schedule(state, seconds)
         self.jobs[name] = state
         return state
 
     def retime(self, name: str, seconds: float) -> None:
-        """Change a job's interval; it takes effect from now."""
+        """Change a job's interval: its next run is the new interval after its last run."""
         state = self.jobs.get(name)
         if state is None:
             raise MdmError(f"job {name} is not scheduled")
+        check_interval(seconds, f"job {name}: interval")
         self._schedule(state, seconds)
 
     def _schedule(self, state: JobState, seconds: float) -> None:
-        """(Re)place the job in ``schedule`` at this interval, counted from now."""
-        if seconds <= 0:
-            raise MdmError(f"job {state.name}: interval must be positive, got {seconds}")
+        """(Re)place the job in ``schedule`` at this interval."""
         if state.job is not None:
             self.scheduler.cancel_job(state.job)
         state.seconds = seconds
-        state.job = self.scheduler.every(seconds).seconds.do(self._start, state).tag(state.plugin, state.name)
+        job = self.scheduler.every(seconds)
+        job.planner = lambda: self.plan(state)
+        state.job = job.seconds.do(self._start, state).tag(state.plugin, state.name)
+
+    def plan(self, state: JobState, *, finished: bool = False) -> _dt.datetime:
+        """When the job runs next: one interval after its work was last done, now if overdue."""
+        now = utc_now()
+        if not finished and state.running is not None and not state.running.done():
+            return now + _dt.timedelta(seconds=state.seconds)  # planned again when it finishes
+        done = [state.last_started_at]
+        if self.history is not None:
+            done.append(self.history(state.name))
+        if state.last_done is not None:
+            done.append(state.last_done())
+        known = [d for d in done if d is not None]
+        if not known:
+            return now
+        return max(now, max(known) + _dt.timedelta(seconds=state.seconds))
 
     def remove(self, name: str) -> None:
         """Stop scheduling a job (a run in progress finishes)."""
@@ -77,10 +184,10 @@ class HostScheduler:
         if state is not None:
             self.scheduler.cancel_job(state.job)
 
-    def ensure(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str) -> None:
+    def ensure(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str, last_done: LastDone | None = None) -> None:
         """Add the job, or re-time it if its interval changed."""
         if name not in self.jobs:
-            self.add(name, seconds, func, plugin=plugin)
+            self.add(name, seconds, func, plugin=plugin, last_done=last_done)
         elif self.jobs[name].seconds != seconds:
             self.retime(name, seconds)
 
@@ -88,12 +195,20 @@ class HostScheduler:
         """Start every due job (each in the pool, or inline when built with ``inline=True``)."""
         self.scheduler.run_pending()
 
+    def make_due(self, name: str) -> None:
+        """Let the job run at the next ``run_pending`` (tests, and `run now` commands)."""
+        state = self.jobs.get(name)
+        if state is None:
+            raise MdmError(f"job {name} is not scheduled")
+        state.job.next_run = utc_now() - _dt.timedelta(microseconds=1)
+        state.job.forced = True
+
     def idle_seconds(self) -> float | None:
         """Seconds until the next job is due, ``None`` without jobs."""
         return self.scheduler.idle_seconds
 
-    def next_run(self, name: str) -> datetime | None:
-        """When the job runs next."""
+    def next_run(self, name: str) -> _dt.datetime:
+        """When the job runs next, in UTC."""
         state = self.jobs.get(name)
         if state is None:
             raise MdmError(f"job {name} is not scheduled")
@@ -108,6 +223,7 @@ class HostScheduler:
         if state.running is not None and not state.running.done():
             log.info("job %s is still running; skipping this turn", state.name)
             return
+        state.last_started_at = utc_now()
         if self.pool is None:
             self._run(state)
             return
@@ -117,7 +233,6 @@ class HostScheduler:
             log.info("job %s not started: the host is stopping", state.name)
 
     def _run(self, state: JobState) -> None:
-        state.last_started_at = datetime.now(timezone.utc)
         state.runs += 1
         error: BaseException | None = None
         try:
@@ -134,3 +249,8 @@ class HostScheduler:
                 self.on_finish(state, error)
             except Exception as exc:
                 log.error("could not record the run of job %s: %s", state.name, exc)
+        if self.pool is not None:  # inline: Job.run plans the next run right after this
+            try:
+                state.job.next_run = self.plan(state, finished=True)
+            except Exception as exc:
+                log.error("job %s: cannot plan its next run: %s", state.name, describe(exc))

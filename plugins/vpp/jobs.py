@@ -1,10 +1,18 @@
-"""Scheduled syncs: one job per account at its "Account Synchronization Interval (sec)"."""
+"""Scheduled syncs: one job per account at its "Account Synchronization Interval (sec)".
+
+An account's next scheduled sync is one interval after its last sync (scheduled or manual),
+at once if that is past: restarting ``mdm run`` delays nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+
+from mdm_core.errors import describe
 
 from .models import VppAccount
 
@@ -13,16 +21,32 @@ if TYPE_CHECKING:
     from mdm_core.scheduler import HostScheduler
 
 PREFIX = "vpp.sync."
+log = logging.getLogger(__name__)
 
 
 def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
-    """Add, re-time or remove per-account jobs to match the accounts table (no restart needed)."""
+    """Add, re-time or remove per-account jobs to match the accounts table (no restart needed).
+
+    An account whose job cannot be scheduled (an interval stored before it was validated) is
+    logged and left out; the other accounts are scheduled as usual.
+    """
     with host.db.session() as session:
         accounts = {name: interval for name, interval in session.execute(select(VppAccount.name, VppAccount.interval_seconds))}
     for name, interval in accounts.items():
-        scheduler.ensure(PREFIX + name, interval, lambda name=name: _scheduled_sync(host, name), plugin="vpp")
+        try:
+            scheduler.ensure(PREFIX + name, interval, lambda name=name: _scheduled_sync(host, name), plugin="vpp",
+                             last_done=lambda name=name: last_sync(host, name))
+        except Exception as exc:
+            scheduler.remove(PREFIX + name)
+            log.error("account %s is not scheduled: %s: fix it with `mdm vpp account set %s --interval SECONDS`", name, describe(exc), name)
     for job in [j for j in scheduler.jobs if j.startswith(PREFIX) and j[len(PREFIX):] not in accounts]:
         scheduler.remove(job)
+
+
+def last_sync(host: "Host", name: str) -> datetime | None:
+    """When the account last synced (any trigger, ok or not), or ``None``."""
+    with host.db.session() as session:
+        return session.execute(select(VppAccount.last_sync_at).where(VppAccount.name == name)).scalar_one_or_none()
 
 
 def _scheduled_sync(host: "Host", name: str) -> None:

@@ -43,9 +43,7 @@ def test_raising_job_is_logged_recorded_and_keeps_its_schedule(make_host, load_p
     host = make_host(plugins=[plug])
     with freeze_time("2024-05-01 12:00:00") as frozen:
         scheduler = host.build_scheduler(inline=True)
-        scheduler.run_pending()
-        assert plug.calls == []  # first run one interval from now
-        frozen.tick(timedelta(seconds=61))
+        assert scheduler.next_run("demo.ok").isoformat() == "2024-05-01T12:00:00+00:00"  # never ran here: at once
         with caplog.at_level(logging.ERROR):
             scheduler.run_pending()
         assert sorted(plug.calls) == ["boom", "ok"]  # the job after the failing one still ran
@@ -55,9 +53,11 @@ def test_raising_job_is_logged_recorded_and_keeps_its_schedule(make_host, load_p
         assert any("demo.boom" in r.getMessage() and "feed unreachable" in r.getMessage() for r in caplog.records)
         # still scheduled, not re-fired on every tick
         assert scheduler.next_run("demo.boom") == scheduler.next_run("demo.ok")
+        assert scheduler.next_run("demo.ok").isoformat() == "2024-05-01T12:01:00+00:00"
+        frozen.tick(timedelta(seconds=30))
         scheduler.run_pending()
         assert len(plug.calls) == 2
-        frozen.tick(timedelta(seconds=60))
+        frozen.tick(timedelta(seconds=31))
         scheduler.run_pending()
         assert sorted(plug.calls) == ["boom", "boom", "ok", "ok"]
         assert scheduler.jobs["demo.ok"].last_error is None
@@ -68,7 +68,7 @@ def test_raising_job_is_logged_recorded_and_keeps_its_schedule(make_host, load_p
     assert rows["demo.ok"].runs == 2 and rows["demo.ok"].failures == 0 and rows["demo.ok"].last_error is None
     assert rows["demo.ok"].plugin == "demo"
     assert rows["demo.ok"].last_started_at.replace(second=0) == rows["demo.ok"].last_finished_at.replace(second=0)
-    assert str(rows["demo.ok"].last_started_at).startswith("2024-05-01 12:02:01")
+    assert str(rows["demo.ok"].last_started_at).startswith("2024-05-01 12:01:01")
 
 
 def test_retime_remove_ensure():
@@ -77,24 +77,29 @@ def test_retime_remove_ensure():
         s = HostScheduler(inline=True)
         s.add("a", 60, lambda: calls.append("a"), plugin="p")
         s.add("b", 60, lambda: calls.append("b"), plugin="p")
-        frozen.tick(timedelta(seconds=30))
-        s.retime("a", 10)  # takes effect from now
-        assert s.next_run("a").isoformat() == "2024-05-01T12:00:40"
-        frozen.tick(timedelta(seconds=11))
+        s.run_pending()  # never ran: at once
+        assert calls == ["a", "b"]
+        frozen.tick(timedelta(seconds=5))
+        s.retime("a", 10)  # counted from its last run
+        assert s.next_run("a").isoformat() == "2024-05-01T12:00:10+00:00"
+        frozen.tick(timedelta(seconds=25))
+        s.retime("a", 20)  # overdue: at once
+        assert s.next_run("a").isoformat() == "2024-05-01T12:00:30+00:00"
         s.run_pending()
-        assert calls == ["a"]
+        assert calls == ["a", "b", "a"]
         s.remove("b")
         s.remove("b")  # removing twice is harmless
         frozen.tick(timedelta(seconds=60))
         s.run_pending()
-        assert calls == ["a", "a"]
-        s.ensure("a", 10, lambda: None, plugin="p")  # same interval: unchanged
-        assert s.next_run("a").isoformat() == "2024-05-01T12:01:51"
+        assert calls == ["a", "b", "a", "a"]
+        assert s.next_run("a").isoformat() == "2024-05-01T12:01:50+00:00"
+        s.ensure("a", 20, lambda: None, plugin="p")  # same interval: unchanged
+        assert s.next_run("a").isoformat() == "2024-05-01T12:01:50+00:00"
         s.ensure("a", 30, lambda: None, plugin="p")
         assert s.jobs["a"].seconds == 30
         s.ensure("c", 5, lambda: calls.append("c"), plugin="p")
         assert sorted(s.jobs) == ["a", "c"]
-        assert s.idle_seconds() == 5
+        assert s.idle_seconds() == 0  # c never ran
     with pytest.raises(MdmError, match="already scheduled"):
         s.add("a", 5, lambda: None, plugin="p")
     with pytest.raises(MdmError, match="interval must be positive"):
@@ -250,4 +255,4 @@ def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, proj
     next_ok = datetime.fromisoformat(rows["demo.ok"]["next_run"])
     assert abs((next_ok - (started + timedelta(seconds=60))).total_seconds()) < 1  # 40 s from now, not 60
     next_boom = datetime.fromisoformat(rows["demo.boom"]["next_run"])
-    assert next_boom - datetime.now(timezone.utc) > timedelta(seconds=55)  # never ran: one interval from now
+    assert abs(next_boom - datetime.now(timezone.utc)) < timedelta(seconds=2)  # never ran on this database: due now

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,11 @@ from plugins.vpp.testing import assert_mirror_equals_apple
 
 
 def _due(scheduler: Any, name: str) -> None:
-    scheduler.jobs[name].job.next_run = datetime.now() - timedelta(seconds=1)
+    scheduler.make_due(name)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def test_jobs_registered_at_account_interval(school: Any) -> None:
@@ -24,8 +28,7 @@ def test_jobs_registered_at_account_interval(school: Any) -> None:
     assert scheduler.jobs["vpp.sync.school"].plugin == "vpp"
     assert "vpp.accounts" in scheduler.jobs
     assert scheduler.jobs["vpp.accounts"].seconds == 30
-    nxt = scheduler.next_run("vpp.sync.school")
-    assert timedelta(seconds=590) < nxt - datetime.now() <= timedelta(seconds=600)
+    assert scheduler.next_run("vpp.sync.school") <= _now()  # never synced: at once
 
 
 def test_scheduled_sync_runs_and_is_recorded(school: Any, simulator: Any) -> None:
@@ -37,7 +40,7 @@ def test_scheduled_sync_runs_and_is_recorded(school: Any, simulator: Any) -> Non
     assert_mirror_equals_apple(school, simulator)
     assert scheduler.jobs["vpp.sync.school"].runs == 1 and scheduler.jobs["vpp.sync.school"].last_error is None
     # back on its interval
-    assert scheduler.next_run("vpp.sync.school") > datetime.now() + timedelta(seconds=3000)
+    assert scheduler.next_run("vpp.sync.school") > _now() + timedelta(seconds=3500)
 
 
 def test_refresh_follows_account_changes(school: Any, simulator: Any, project_dir: Path) -> None:
@@ -50,7 +53,7 @@ def test_refresh_follows_account_changes(school: Any, simulator: Any, project_di
         scheduler.run_pending()
         assert scheduler.jobs["vpp.sync.school"].seconds == 300
         assert scheduler.jobs["vpp.sync.college"].seconds == 900
-        assert scheduler.next_run("vpp.sync.school") <= datetime.now() + timedelta(seconds=300)
+        assert scheduler.next_run("vpp.sync.school") <= _now() + timedelta(seconds=300)
         remove_account(school, "college")
         _due(scheduler, "vpp.accounts")
         scheduler.run_pending()
@@ -92,3 +95,80 @@ def test_cli_set_interval_picked_up_without_restart(school: Any, cli: Any) -> No
     _due(scheduler, "vpp.accounts")
     scheduler.run_pending()
     assert not [j for j in scheduler.jobs if j.startswith("vpp.sync.")]
+
+
+def _set_last_sync(host: Any, name: str, when: datetime) -> None:
+    from sqlalchemy import update
+
+    from plugins.vpp.models import VppAccount
+
+    host.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == name).values(last_sync_at=when)))
+
+
+def test_restart_continues_from_the_last_sync_and_mdm_jobs_shows_it(school: Any, cli: Any) -> None:
+    """A restarted `mdm run` does not delay the account a full interval; `mdm jobs` agrees."""
+    import json
+
+    last = _now() - timedelta(seconds=3000)
+    _set_last_sync(school, "school", last)  # synced 50 minutes ago, every hour
+    scheduler = school.build_scheduler(inline=True)
+    expected = last + timedelta(seconds=3600)
+    assert abs((scheduler.next_run("vpp.sync.school") - expected).total_seconds()) < 1
+    code, out, err = cli("jobs", "--json")
+    assert code == 0, err
+    shown = {r["name"]: r for r in json.loads(out)}["vpp.sync.school"]
+    assert abs((datetime.fromisoformat(shown["next_run"]) - expected).total_seconds()) < 1
+    _set_last_sync(school, "school", _now() - timedelta(seconds=7200))  # overdue: at once
+    scheduler = school.build_scheduler(inline=True)
+    assert scheduler.next_run("vpp.sync.school") <= _now()
+
+
+def test_a_manual_sync_meanwhile_moves_the_scheduled_one(school: Any, cli: Any) -> None:
+    scheduler = school.build_scheduler(inline=True)  # never synced: due now
+    assert cli("vpp", "sync", "school")[0] == 0  # another process syncs first
+    scheduler.run_pending()
+    assert [r["trigger"] for r in recent_runs(school, "school")] == ["manual"]  # not synced twice
+    assert scheduler.next_run("vpp.sync.school") > _now() + timedelta(seconds=3590)
+
+
+def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: Any, simulator: Any, project_dir: Path, cli: Any, caplog: Any) -> None:
+    """An interval stored before it was validated: that account is logged and skipped."""
+    import json
+    import logging
+
+    from sqlalchemy import update
+
+    from plugins.vpp.models import VppAccount
+
+    with Simulator(seed=31, assets=3, devices=3, users=3, async_delay=0) as other:
+        add_account(school, "college", str(other.write_token(project_dir / "college.vpptoken")), service_url=other.base_url, interval=900)
+        school.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "school").values(interval_seconds=1_000_000_000_000)))
+        with caplog.at_level(logging.ERROR):
+            scheduler = school.build_scheduler(inline=True)
+        assert "vpp.sync.college" in scheduler.jobs and "vpp.sync.school" not in scheduler.jobs
+        assert any("school is not scheduled" in r.getMessage() and "--interval" in r.getMessage() for r in caplog.records)
+        code, out, err = cli("jobs", "--json")
+        assert code == 0, err
+        assert "vpp.sync.college" in {r["name"] for r in json.loads(out)}
+
+
+def test_numbers_are_checked_where_they_enter(school: Any, cli: Any) -> None:
+    for args in (
+        ("vpp", "account", "set", "school", "--interval", "1000000000000"),
+        ("vpp", "account", "set", "school", "--interval", "0"),
+        ("vpp", "sync", "school", "--wait", "nan"),
+        ("vpp", "sync", "school", "--wait", "-1"),
+        ("vpp", "sync", "school", "--wait", "inf"),
+        ("vpp", "runs", "--limit", "0"),
+    ):
+        code, out, err = cli(*args)
+        assert code == 2, (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and args[-2] in err, err
+    from mdm_core.errors import UsageError
+
+    import pytest
+
+    with pytest.raises(UsageError, match="wait must be a finite number"):
+        school.pm.hook.mdm_vpp_sync(host=school, account="school", full=False, trigger="manual", wait=float("nan"))
+    with pytest.raises(UsageError, match="not valid"):
+        set_account(school, "school", interval=10**12)
