@@ -9,6 +9,7 @@ reference, ``{ env = "VAR" }`` or ``{ file = "path" }``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -21,6 +22,14 @@ from mdm_core.errors import ConfigError
 
 DEFAULT_CONFIG = Path("conf") / "mdm.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A numeric setting with its accepted range, checked when the section is read::
+
+        interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
+    """
+    return field(default=default, metadata={"minimum": minimum, "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,9 @@ class CoreSettings:
 
     database_url: str = "sqlite:///var/mdm.sqlite3"
     var_dir: str = "var"
-    workers: int = 4
+    workers: int = setting(4, minimum=1, maximum=64)
     log_level: str = "WARNING"  # the `mdm` command's logging without -v/-q: DEBUG, INFO, WARNING, ERROR
-    sqlite_busy_timeout: float = 30.0
+    sqlite_busy_timeout: float = setting(30.0, minimum=0, maximum=3600)
     secret_key: SecretRef | None = None
     auto_upgrade: bool = False  # `mdm run` applies pending migrations itself (under the database lock)
 
@@ -167,7 +176,17 @@ def build_section(config: Config, name: str, schema: type) -> Any:
         if key not in known:
             raise ConfigError(f"{where} unknown key '{key}'; known keys: {', '.join(sorted(known))}")
         values[key] = _check_value(f"{where} {key}", value, hints[key])
+        _check_range(f"{where} {key}", values[key], next(f for f in dataclasses.fields(schema) if f.name == key).metadata)
     return schema(**values)
+
+
+def _check_range(where: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or (low is None and high is None):
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"from {low} to {high}" if low is not None and high is not None else f"at least {low}" if low is not None else f"at most {high}"
+        raise ConfigError(f"{where} must be {span}, got {value}")
 
 
 def _check_value(where: str, value: Any, expected: Any) -> Any:
@@ -201,6 +220,8 @@ def _check_value(where: str, value: Any, expected: Any) -> Any:
         expected = origin
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value}")
     if expected is int and isinstance(value, bool):
         raise ConfigError(f"{where} must be an integer, got a boolean")
     if not isinstance(value, expected):

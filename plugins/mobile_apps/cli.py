@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from mdm_core.argtypes import seconds
 from mdm_core.errors import UsageError
 from mdm_core.output import print_json, print_rows, print_table
 
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
     target.add_argument("--device", metavar="SERIAL", action="append", help="a device serial number (repeatable)")
     target.add_argument("--user", metavar="MDM_USER", help="an MDM user: a user license, installed on each enrolled device they own")
     target.add_argument("--devices-file", metavar="FILE", help="serial numbers, one per line (or CSV with a serial_number column)")
-    inst.add_argument("--wait", type=float, metavar="SECONDS", help="how long to wait for Apple's confirmation (default: [mobile_apps] install_wait)")
+    inst.add_argument("--wait", type=seconds(), metavar="SECONDS", help="how long to wait for Apple's confirmation (default: [mobile_apps] install_wait)")
     inst.add_argument("--json", action="store_true", help="print JSON")
     inst.set_defaults(func=_install)
 
@@ -135,8 +136,6 @@ def _install(host: "Host", args: argparse.Namespace) -> int:
     from .installs.request import install, read_devices_file
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
-    if args.wait is not None and args.wait < 0:
-        raise UsageError("--wait must be 0 or more seconds")
     serials = read_devices_file(args.devices_file) if args.devices_file else args.device
     outcome = install(host, args.app, serials=serials, user=args.user, wait=args.wait)
     if args.json:

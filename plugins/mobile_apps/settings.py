@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdm_core.config import setting
+from mdm_core.scheduler import MAX_INTERVAL
+
 
 @dataclass
 class MobileAppsSettings:
     """Settings of the mobile_apps plugin (``[mobile_apps]`` in ``conf/mdm.toml``)."""
 
     auto_install: bool = False  # install apps whose licenses were assigned outside this host (Apple's portal)
-    metadata_max_age: int = 86400  # refresh names, bundle ids, versions and icons after this many seconds
-    metadata_retry: int = 300  # the metadata job runs this often; a failed lookup is retried after this
-    reclaim_retry: int = 300  # the reclaim job retries pending reclaims this often
-    reclaim_wait: float = 10.0  # how long a reclaim follows Apple's event before leaving it to the job
-    install_wait: float = 30.0  # default of `mdm apps install --wait`
-    install_retry: int = 300  # the installs job asks Apple again about pending installs this often
+    metadata_max_age: int = setting(86400, minimum=0, maximum=MAX_INTERVAL)  # refresh names, bundle ids, versions and icons after this many seconds
+    metadata_retry: int = setting(300, minimum=1, maximum=MAX_INTERVAL)  # the metadata job runs this often; a failed lookup is retried after this
+    reclaim_retry: int = setting(300, minimum=1, maximum=MAX_INTERVAL)  # the reclaim job retries pending reclaims this often
+    reclaim_wait: float = setting(10.0, minimum=0, maximum=3600)  # how long a reclaim follows Apple's event before leaving it to the job
+    install_wait: float = setting(30.0, minimum=0, maximum=3600)  # default of `mdm apps install --wait`
+    install_retry: int = setting(300, minimum=1, maximum=MAX_INTERVAL)  # the installs job asks Apple again about pending installs this often
     remove_on_unenroll: bool = True  # ManagementFlags 1: remove the app when the MDM profile is removed
     prevent_backup: bool = False  # ManagementFlags 4: do not back up the app's data
 

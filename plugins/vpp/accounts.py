@@ -273,7 +273,11 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
 
 
 def _check_interval(host: "Host", interval: int) -> int:
+    from mdm_core.scheduler import MAX_INTERVAL
+
     shortest = settings(host).min_interval
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval > MAX_INTERVAL:
+        raise UsageError(f"--interval {interval} is not valid: give whole seconds from {shortest} to {MAX_INTERVAL} (a year)")
     if interval < shortest:
         raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")
     return interval

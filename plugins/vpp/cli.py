@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from mdm_core.argtypes import count, seconds
 from mdm_core.output import print_json, print_rows, print_table
+from mdm_core.scheduler import MAX_INTERVAL
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> None:
                           description="Decode the token, read the location from Apple, refuse a location another MDM manages (unless --take-over), then claim it.")
     add.add_argument("name", metavar="NAME", help="a short name for the account")
     add.add_argument("--token-file", required=True, metavar="PATH", help="the .vpptoken file from Apple School/Business Manager")
-    add.add_argument("--interval", type=int, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
+    add.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
     add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
     add.set_defaults(func=_account_add)
@@ -32,7 +34,7 @@ def register(subparsers: Any) -> None:
     lst.set_defaults(func=_account_list)
     set_ = asub.add_parser("set", help="change an account's interval or renew its token")
     set_.add_argument("name", metavar="NAME")
-    set_.add_argument("--interval", type=int, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
+    set_.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
     set_.set_defaults(func=_account_set)
@@ -43,13 +45,13 @@ def register(subparsers: Any) -> None:
     sync = sub.add_parser("sync", help="sync one account or all now", description="Sync now (incremental when possible). Exit 1 if a sync failed or was already running.")
     sync.add_argument("name", nargs="?", metavar="NAME", help="the account (default: all)")
     sync.add_argument("--full", action="store_true", help="read everything again instead of the changes")
-    sync.add_argument("--wait", type=float, metavar="SECONDS", help="wait this long for a running sync of the same account (default: [vpp] lock_wait)")
+    sync.add_argument("--wait", type=seconds(), metavar="SECONDS", help="wait this long for a running sync of the same account (default: [vpp] lock_wait)")
     sync.add_argument("--json", action="store_true", help="print the reports as JSON")
     sync.set_defaults(func=_sync)
 
     runs = sub.add_parser("runs", help="recent sync runs (trigger, mode, counts, error)")
     runs.add_argument("name", nargs="?", metavar="NAME")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=count(1), default=20, help="at most this many runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(func=_runs)
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdm_core.config import setting
+from mdm_core.scheduler import MAX_INTERVAL
+
 
 @dataclass
 class VppSettings:
     """Settings of the VPP plugin (``[vpp]`` in ``conf/mdm.toml``)."""
 
-    default_interval: int = 3600  # "Account Synchronization Interval (sec)" of new accounts
-    min_interval: int = 60  # the shortest interval accepted (be gentle with Apple's service)
-    full_reconcile_interval: int = 86400  # a full sync at least this often (seconds)
-    lock_wait: float = 0.0  # how long a manual sync waits for a running one
-    lock_ttl: float = 300.0  # a crashed sync's lock expires after this (refreshed while running)
-    request_timeout: float = 60.0
-    max_attempts: int = 5  # per request, first try included
-    max_total_wait: float = 300.0  # seconds of back-off per request at most
+    default_interval: int = setting(3600, minimum=1, maximum=MAX_INTERVAL)  # "Account Synchronization Interval (sec)" of new accounts
+    min_interval: int = setting(60, minimum=1, maximum=MAX_INTERVAL)  # the shortest interval accepted (be gentle with Apple's service)
+    full_reconcile_interval: int = setting(86400, minimum=1, maximum=MAX_INTERVAL)  # a full sync at least this often (seconds)
+    lock_wait: float = setting(0.0, minimum=0, maximum=MAX_INTERVAL)  # how long a manual sync waits for a running one
+    lock_ttl: float = setting(300.0, minimum=1, maximum=86400)  # a crashed sync's lock expires after this (refreshed while running)
+    request_timeout: float = setting(60.0, minimum=0.1, maximum=3600)
+    max_attempts: int = setting(5, minimum=1, maximum=100)  # per request, first try included
+    max_total_wait: float = setting(300.0, minimum=0, maximum=86400)  # seconds of back-off per request at most
     mdm_name: str = "mdm-host"  # mdmInfo.name sent to Apple
-    accounts_refresh: int = 30  # how often `mdm run` picks up added, removed or re-timed accounts
+    accounts_refresh: int = setting(30, minimum=1, maximum=86400)  # how often `mdm run` picks up added, removed or re-timed accounts

@@ -54,8 +54,12 @@ def test_database_url_env_override(conf, project_dir):
         ("core = 3\n", r"mdm\.toml: \[core\] must be a table"),
         ('[core]\nsecret_key = "hunter2"\n', r"\[core\] secret_key must be a secret reference like \{ env = \"VAR\" \}.*never the secret itself"),
         ('[core]\nsecret_key = { env = "A", file = "b" }\n', r"\[core\] secret_key must be a secret reference"),
+        ("[core]\nsqlite_busy_timeout = nan\n", r"\[core\] sqlite_busy_timeout must be a finite number, got nan"),
+        ("[core]\nsqlite_busy_timeout = inf\n", r"\[core\] sqlite_busy_timeout must be a finite number, got inf"),
+        ("[core]\nworkers = 0\n", r"\[core\] workers must be from 1 to 64, got 0"),
     ],
-    ids=["malformed", "unknown-key", "wrong-type", "bool-for-int", "list-item", "bool", "not-a-table", "inline-secret", "two-refs"],
+    ids=["malformed", "unknown-key", "wrong-type", "bool-for-int", "list-item", "bool", "not-a-table", "inline-secret", "two-refs",
+         "nan", "inf", "out-of-range"],
 )
 def test_bad_configuration_is_one_line_error_naming_file_and_key(conf, text, expected):
     with pytest.raises(ConfigError, match=expected) as info:
@@ -120,6 +124,13 @@ def test_config_errors_exit_2_from_main(mdm):
     assert code == 2 and "malformed TOML" in err and err.count("\n") == 1
     code, _, err = mdm("plugins", config="[nosuch]\n")
     assert code == 2 and "unknown section [nosuch]" in err
+    # plugin sections are checked the same way, at start
+    for text, expected in (("[vpp]\ndefault_interval = 1000000000000\n", "[vpp] default_interval must be from 1 to 31536000"),
+                           ("[vpp]\nlock_wait = nan\n", "[vpp] lock_wait must be a finite number, got nan"),
+                           ("[mobile_apps]\ninstall_wait = -1.0\n", "[mobile_apps] install_wait must be from 0 to 3600")):
+        enabled = '[plugins]\nenabled = ["plugins.vpp.plugin", "plugins.mobile_apps.plugin"]\n'
+        code, _, err = mdm("plugins", config=enabled + text)
+        assert code == 2 and expected in err and err.count("\n") == 1, err
 
 
 def test_mdm_config_env_is_used_by_main(mdm, project_dir, monkeypatch, capsys):

@@ -242,3 +242,17 @@ def test_a_pending_install_that_apple_refuses_fails_with_an_event(make_apps_host
                            "serialNumber": serial, "clientUserId": None, "source": "request", "error": row["error"], "errorNumber": 9709}
         assert retry_pending(host) == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
         assert len(listener.payloads) == 1  # failed once, announced once
+
+
+def test_install_wait_must_be_finite_and_not_negative(host, simulator, mdm):
+    import pytest
+
+    from mdm_core.errors import UsageError
+    from plugins.mobile_apps.installs.request import install
+
+    a = fixed_assets(simulator)[1]
+    for wait in ("nan", "inf", "-1"):
+        code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", "ABC", "--wait", wait)
+        assert code == 2 and "--wait" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(UsageError, match="--wait must be a finite number"):
+        install(host, a["adamId"], serials=["ABC"], wait=float("nan"))

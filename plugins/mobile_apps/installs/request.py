@@ -180,7 +180,9 @@ def install(host: "Host", selector: str, *, serials: list[str] | None = None, us
     VppPort(host).require("VPP apps cannot be installed")
     asset = resolve_asset(host, selector)
     _fresh_counts(host, asset)
-    wait = settings(host).install_wait if wait is None else wait
+    from mdm_core.argtypes import check_wait
+
+    wait = settings(host).install_wait if wait is None else check_wait(wait, "--wait")
     if user is not None:
         return _install_for_user(host, asset, user.strip(), wait)
     return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)

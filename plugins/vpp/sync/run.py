@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[SyncReport]:
     """Sync one account by name, or every account; one report each."""
+    from mdm_core.argtypes import check_wait
+
+    check_wait(wait, "the sync's wait")
     with host.db.session() as session:
         if account is not None:
             names = [get_account(session, account).name]

@@ -1,0 +1,56 @@
+"""Command-line number types: every number is checked where it enters, with a one-line
+argparse error naming the option and the accepted range (``nan``, ``inf`` and negative waits
+included).
+
+``parser.add_argument("--wait", type=seconds(), ...)``, ``type=count(minimum=1)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+from mdm_core.scheduler import MAX_INTERVAL
+
+
+def check_wait(value: float | None, what: str = "wait") -> float | None:
+    """A wait given through a hook or a setting: ``None``, or finite seconds from 0 to a year."""
+    from mdm_core.errors import UsageError
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_INTERVAL:
+        raise UsageError(f"{what} must be a finite number of seconds from 0 to {MAX_INTERVAL}, got {value!r}")
+    return float(value)
+
+
+def seconds(minimum: float = 0.0, maximum: float = MAX_INTERVAL) -> Callable[[str], float]:
+    """A finite number of seconds in [minimum, maximum] (a wait, a timeout)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"'{text}' must be a finite number of seconds from {minimum:g} to {maximum}")
+        return value
+
+    return parse
+
+
+def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
+    """A whole number in [minimum, maximum] (a limit, a size, an interval in seconds)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise argparse.ArgumentTypeError(f"'{text}' must be a whole number from {minimum}{upper}")
+        return value
+
+    return parse
