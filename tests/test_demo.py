@@ -1,19 +1,57 @@
-"""The README's main job: `mdm demo` works on a fresh project folder, and again."""
+"""The README's main job: `mdm demo` works on a fresh project folder, and again, on a
+database of its own: the configured database (production, say) is never touched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from mdm_core.cli import main
+from mdm_core.host import create_host
+
+APPLE = "https://vpp.itunes.apple.com/mdm/v2"
 
 
-def test_demo_runs_twice_on_the_default_sqlite_database(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def _admin_database(project_dir: Path, conf: Path) -> str:
+    """The admin's own database: an account named `demo` on Apple's service, a device and a user."""
+    from mdm_core.inventory import add_device, add_user
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.models import VppAccount
+    from plugins.vpp.simulator import Simulator
+
+    url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    host = create_host(conf, environ={"MDM_SECRET_KEY": "admin-key"}, database_url=url)
+    try:
+        with Simulator(seed=3, assets=2, devices=2, users=2, async_delay=0) as sim:
+            add_account(host, "demo", str(sim.write_token(project_dir / "admin.vpptoken")), service_url=sim.base_url)
+        host.db.run_write(lambda s: s.execute(update(VppAccount).values(service_url=APPLE)))
+        add_user(host, "alice", email="alice@school.example")
+        add_device(host, "ADMIN0001", "iOS", owner="alice")
+    finally:
+        host.close()
+    return url
+
+
+def _admin_state(conf: Path, url: str) -> tuple[list[tuple[str, str]], list[dict], list[dict]]:
+    from mdm_core.inventory import list_devices, list_users
+    from plugins.vpp.accounts import list_accounts
+
+    host = create_host(conf, environ={"MDM_SECRET_KEY": "admin-key"}, database_url=url)
+    try:
+        return [(a["name"], a["service_url"]) for a in list_accounts(host)], list_devices(host), list_users(host)
+    finally:
+        host.close()
+
+
+def test_demo_runs_twice_on_its_own_database(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text("")
-    monkeypatch.delenv("MDM_DATABASE_URL", raising=False)
-    monkeypatch.setenv("MDM_SECRET_KEY", "demo-test-key")
+    url = _admin_database(project_dir, conf)
+    before = _admin_state(conf, url)
+    monkeypatch.setenv("MDM_DATABASE_URL", url)  # even when the environment names the admin's database
+    monkeypatch.setenv("MDM_SECRET_KEY", "admin-key")
     for run in (1, 2):
         assert main(["--config", str(conf), "demo"]) == 0, capsys.readouterr()
         out = capsys.readouterr().out
@@ -21,6 +59,24 @@ def test_demo_runs_twice_on_the_default_sqlite_database(project_dir: Path, capsy
         assert "licenses +0 -1" in out  # the license removed in Apple's portal left the mirror
         assert "queued: InstallApplication queued" in out if run == 1 else "queued: InstallApplication already queued" in out
         assert '"iTunesStoreID": ' in out and '"PurchaseMethod": 1' in out
+        assert f"database: sqlite:///{project_dir / 'var' / 'demo' / 'demo.sqlite3'} (the demo's own" in out
+        assert f"its data stays in sqlite:///{project_dir / 'var' / 'demo' / 'demo.sqlite3'}" in out
         if run == 2:
             assert "replacing the 'demo' account left by an earlier run" in out
-    assert (project_dir / "var" / "mdm.sqlite3").is_file()  # the default database, under var/
+    assert (project_dir / "var" / "demo" / "demo.sqlite3").is_file()
+    assert (project_dir / "var" / "demo" / "secret.key").is_file()  # its own key: the host's is not created
+    assert not (project_dir / "var" / "secret.key").exists()
+    assert _admin_state(conf, url) == before  # the admin's account, device and user are untouched
+
+
+def test_demo_never_replaces_an_account_it_did_not_create(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    url = _admin_database(project_dir, conf)
+    before = _admin_state(conf, url)
+    monkeypatch.setenv("MDM_SECRET_KEY", "admin-key")
+    capsys.readouterr()
+    assert main(["--config", str(conf), "demo", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "has an account named 'demo' that the demo did not create" in err and err.count("\n") == 1
+    assert _admin_state(conf, url) == before

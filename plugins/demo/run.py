@@ -1,7 +1,13 @@
-"""``mdm demo``: the whole flow against the local simulator, on the configured database.
+"""``mdm demo``: the whole flow against the local simulator, on a database of its own.
+
+The demo keeps everything in ``var/demo/``: its database (``demo.sqlite3``), the simulator's
+token and its own key file. The configured database (``[core] database_url``,
+``MDM_DATABASE_URL``) is never opened. With ``--database-url`` it runs on the database given,
+and there it adds only what is missing and replaces the ``demo`` account only if an earlier
+demo made it (a loopback simulator's location): it never deletes what it did not create.
 
 Every step runs a real ``mdm`` command in-process and prints it, so the output doubles as a
-walkthrough. Running it twice works: the demo account is replaced, devices and users upserted.
+walkthrough. Running it twice works: the demo account is replaced, devices and users kept.
 """
 
 from __future__ import annotations
@@ -62,24 +68,65 @@ def _assignments(snapshot: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [tuple(a) for a in snapshot["assignments"]]  # type: ignore[misc]
 
 
-def run_demo(host: "Host", *, seed: int = 7) -> int:
-    """Run the demo; returns the exit code."""
+DEMO_DIR = "demo"
+DEMO_DATABASE = "demo.sqlite3"
+
+
+def demo_host(host: "Host", database_url: str | None) -> "Host":
+    """A host like ``host`` (same configuration and plugins) on the demo's database and key."""
+    from mdm_core.host import Host
+    from mdm_core.secrets import KEY_FILE_NAME, SecretBox
+
+    folder = host.config.var_dir / DEMO_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{folder / DEMO_DATABASE}"
+    if database_url is None and url == host.config.database_url:
+        raise MdmError(f"the configured database is the demo's own ({url}): point [core] database_url somewhere else")
+    demo = Host(host.config, host.pm, host.plugins, database_url=url)
+    demo.__dict__["secrets"] = SecretBox.from_key_file(folder / KEY_FILE_NAME)  # the demo's key, not the host's
+    return demo
+
+
+def _is_demo_account(account: dict[str, Any]) -> bool:
+    """An account an earlier demo added: its service is a simulator on loopback."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(str(account.get("service_url") or "")).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def run_demo(host: "Host", *, seed: int = 7, database_url: str | None = None) -> int:
+    """Run the demo on its own database (or ``database_url``); returns the exit code."""
+    demo = demo_host(host, database_url)
+    try:
+        return _run(demo, seed, own_database=database_url is None)
+    finally:
+        demo.close()
+
+
+def _run(host: "Host", seed: int, *, own_database: bool) -> int:
     from mdm_core import inventory
     from plugins.vpp.accounts import remove_account
     from plugins.vpp.simulator import Simulator
 
     started = time.monotonic()
-    var = host.config.var_dir / "demo"
-    var.mkdir(parents=True, exist_ok=True)
+    var = host.config.var_dir / DEMO_DIR
     token_file = var / "demo.vpptoken"
     has_apps = host.pm.has_plugin("mobile_apps")
+    existing = next((a for a in host.pm.hook.mdm_vpp_accounts(host=host) or [] if a["name"] == ACCOUNT), None)
+    if existing is not None and not _is_demo_account(existing):
+        raise MdmError(f"database {host.db.describe()} has an account named '{ACCOUNT}' that the demo did not create "
+                       f"(service {existing['service_url']}): the demo never replaces it; run it on another --database-url")
 
     _step("Starting the Apple Apps and Books simulator on loopback")
     with Simulator(seed=seed, assets=12, devices=24, users=16, page_size=97, async_delay=0.2) as sim:
         sim.write_token(token_file)
         snapshot = sim.snapshot()
         print(f"simulator at {sim.base_url}; token written to {token_file} (mode 0600)", flush=True)
-        print(f"database: {host.db.describe()}", flush=True)
+        if own_database:
+            print(f"database: {host.db.describe()} (the demo's own, in {var}; your configured database is not touched)", flush=True)
+        else:
+            print(f"database: {host.db.describe()} (given with --database-url)", flush=True)
 
         _step("Enrolling devices and MDM users (the MDM side)")
         macs = _platforms_by_serial(snapshot)
@@ -89,12 +136,16 @@ def run_demo(host: "Host", *, seed: int = 7) -> int:
             platform = macs.get(serial) or ("iPadOS" if i % 3 == 0 else "iOS")
             rows.append(inventory.DeviceRow(serial, platform, None, {"macOS": "MacBookAir10,1", "iPadOS": "iPad13,18"}.get(platform, "iPhone15,2"), None))
         users = [u for u in sim.state.user_records() if u.get("status") != "Retired"]
-        added_users = inventory.add_users(host, [inventory.UserRow(u["clientUserId"], u.get("email"), u.get("managedAppleId"), None) for u in users])
-        added_devices = inventory.add_devices(host, rows)
-        print(f"{len(users)} MDM users ({added_users[0]} new), {len(rows)} devices ({added_devices[0]} new): "
+        known_users = {u["id"] for u in inventory.list_users(host)}
+        known_devices = {d["serial_number"] for d in inventory.list_devices(host)}
+        new_users = [inventory.UserRow(u["clientUserId"], u.get("email"), u.get("managedAppleId"), None) for u in users if u["clientUserId"] not in known_users]
+        new_devices = [r for r in rows if r.serial_number not in known_devices]
+        inventory.add_users(host, new_users)  # only what is missing: existing records are never changed
+        inventory.add_devices(host, new_devices)
+        print(f"{len(users)} MDM users ({len(new_users)} new), {len(rows)} devices ({len(new_devices)} new): "
               + ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.platform for r in rows).items())), flush=True)
 
-        if any(a["name"] == ACCOUNT for a in host.pm.hook.mdm_vpp_accounts(host=host) or []):
+        if existing is not None:
             print(f"replacing the '{ACCOUNT}' account left by an earlier run", flush=True)
             remove_account(host, ACCOUNT)
 
@@ -135,7 +186,8 @@ def run_demo(host: "Host", *, seed: int = 7) -> int:
                 _mdm(host, f"apps install {new_adam} --device {target.serial_number} --wait 30")
                 _mdm(host, f"commands list --device {target.serial_number} --json")
         _mdm(host, f"vpp runs {ACCOUNT} --limit 2")
-    print(f"\ndemo finished in {time.monotonic() - started:.1f}s", flush=True)
+    print(f"\ndemo finished in {time.monotonic() - started:.1f}s; its data stays in {host.db.describe()}"
+          + (f" (delete {var} to start afresh)" if own_database else ""), flush=True)
     return 0
 
 
