@@ -4,7 +4,7 @@ MDM command queue. Plugins use the functions re-exported here.
 - ``devices``: enrol, remove, list, import devices.
 - ``users``: add, remove, list, import MDM users.
 - ``commands``: queue MDM commands and follow their status.
-- ``csvfile``: the CSV reader of the imports; ``upsert``: their one insert-or-update.
+- ``csvfile``: the CSV reader of the imports; ``upsert``: their one insert-or-update (and ``set``).
 - ``plugin``: the hook implementations; ``cli``: ``mdm devices|users|commands``.
 """
 
@@ -22,11 +22,13 @@ from .devices import (
     normalize_platform,
     normalize_serial,
     remove_device,
+    set_device,
 )
-from .users import USER_HEADER, UserRow, add_user, add_users, import_users, list_users, remove_user
+from .upsert import Counts
+from .users import USER_HEADER, UserRow, add_user, add_users, import_users, list_users, remove_user, set_user
 
 __all__ = [
     "DEVICE_HEADER", "PLATFORMS", "USER_HEADER", "DeviceRow", "UserRow", "add_device", "add_devices", "add_user",
     "add_users", "import_devices", "import_users", "list_commands", "list_devices", "list_users", "normalize_platform",
-    "normalize_serial", "queue_command", "remove_device", "remove_user", "set_command_status",
+    "normalize_serial", "queue_command", "remove_device", "remove_user", "set_command_status", "Counts", "set_device", "set_user",
 ]

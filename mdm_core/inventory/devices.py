@@ -18,13 +18,14 @@ from mdm_core.models import Device, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
 
 from .csvfile import read_csv
-from .upsert import upsert
+from .upsert import Counts, update_one, upsert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
 PLATFORMS = {p.value.lower(): p.value for p in Platform}
 DEVICE_HEADER = ["serial_number", "platform", "udid", "model", "user"]
+DEVICE_REQUIRED = ["serial_number", "platform"]
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,40 @@ def _device_from(serial: str, platform: str, udid: str | None, model: str | None
     return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None)
 
 
-def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> tuple[int, int]:
-    """Enrol or update devices in one transaction; returns (added, updated)."""
+def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> Counts:
+    """Enrol new devices and change the given fields (not ``None``) of enrolled ones, in one
+    transaction; returns the counts of real changes."""
     devices = list(devices)
     return upsert(host, Device, devices, lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
                    check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]))
 
 
 def add_device(host: "Host", serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None) -> DeviceRow:
-    """Enrol one device (validated like an import row)."""
+    """Enrol one new device (validated like an import row); an enrolled serial is refused."""
     row = _device_from(serial, platform, udid, model, owner)
-    add_devices(host, [row])
+    upsert(host, Device, [row], lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
+           check=lambda session: _check_owners(session, [row.owner] if row.owner else []),
+           exists=lambda d: f"device {d.serial_number} is already enrolled: change it with `mdm devices set {d.serial_number} "
+                  "[--platform P] [--udid U] [--model M] [--user MDM_USER]`")
     return row
+
+
+def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: str | None = None, model: str | None = None,
+               owner: str | None = None) -> tuple[DeviceRow, list[str]]:
+    """Change only the given fields of an enrolled device (``""`` clears udid, model or owner);
+    returns the device and the names of the fields that changed."""
+    serial = normalize_serial(serial)
+    given: dict[str, Any] = {}
+    if platform is not None:
+        given["platform"] = normalize_platform(platform)
+    for name, value in (("udid", udid), ("model", model), ("owner", owner)):
+        if value is not None:
+            given[name] = value.strip() or None
+    if not given:
+        raise UsageError("nothing to change: give --platform, --udid, --model and/or --user (\"\" clears udid, model or user)")
+    device, changed = update_one(host, Device, serial, given, f"device {serial} is not enrolled: enrol it with `mdm devices add {serial} --platform P`",
+                                 check=lambda session: _check_owners(session, [given["owner"]] if given.get("owner") else []))
+    return DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner), changed
 
 
 def remove_device(host: "Host", serial: str) -> DeviceRow:
@@ -102,10 +125,13 @@ def list_devices(host: "Host") -> list[dict[str, Any]]:
         return [d.model_dump() for d in session.execute(select(Device).order_by(Device.serial_number)).scalars()]
 
 
-def import_devices(host: "Host", path: str | Path) -> tuple[int, int]:
-    """Import ``serial_number,platform,udid,model,user`` rows; any bad row means nothing is written."""
+def import_devices(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:
+    """Import devices from a CSV file whose header names its columns (``serial_number`` and
+    ``platform`` required; ``udid``, ``model``, ``user`` optional; any order). An empty cell
+    keeps the stored value. Any bad row means nothing is written."""
     lines: list[int] = []
-    rows = read_csv(Path(path), DEVICE_HEADER, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]), key=lambda d: d.serial_number, lines=lines)
+    rows = read_csv(Path(path), DEVICE_HEADER, DEVICE_REQUIRED, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]),
+                    key=lambda d: d.serial_number, lines=lines, ignored=ignored)
     with host.db.session() as session:
         owners = {d.owner for d in rows if d.owner}
         known = set(session.execute(select(MdmUser.id).where(MdmUser.id.in_(owners))).scalars()) if owners else set()

@@ -17,12 +17,13 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 
 from .csvfile import read_csv
-from .upsert import upsert
+from .upsert import Counts, update_one, upsert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
 USER_HEADER = ["id", "email", "managed_apple_id", "name"]
+USER_REQUIRED = ["id", "email"]
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,41 @@ def _user_from(user_id: str, email: str | None, managed_apple_id: str | None, na
     user_id = user_id.strip()
     if not user_id:
         raise UsageError("user id is empty")
-    for label, value in (("email", email), ("managed Apple ID", managed_apple_id)):
-        if value and "@" not in value:
-            raise UsageError(f"{label} '{value}' is not an address like name@example.com")
+    _check_address("email", email)
+    _check_address("managed Apple ID", managed_apple_id)
     return UserRow(user_id, email or None, managed_apple_id or None, name or None)
 
 
-def add_users(host: "Host", users: Iterable[UserRow]) -> tuple[int, int]:
-    """Add or update MDM users in one transaction; returns (added, updated)."""
+def _check_address(label: str, value: str | None) -> None:
+    if value and "@" not in value:
+        raise UsageError(f"{label} '{value}' is not an address like name@example.com")
+
+
+def add_users(host: "Host", users: Iterable[UserRow]) -> Counts:
+    """Add new MDM users and change the given fields (not ``None``) of existing ones, in one
+    transaction; returns the counts of real changes."""
     return upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict)
 
 
 def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:
-    """Add one MDM user."""
+    """Add one new MDM user; an existing id is refused."""
     row = _user_from(user_id, email, managed_apple_id, name)
-    add_users(host, [row])
+    upsert(host, MdmUser, [row], lambda u: u.id, "user_added", dataclasses.asdict,
+           exists=lambda u: f"user {u.id} exists: change it with `mdm users set {u.id} [--email E] [--managed-apple-id A] [--name N]`")
     return row
+
+
+def set_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> tuple[UserRow, list[str]]:
+    """Change only the given fields of an MDM user (``""`` clears one); returns the user and
+    the names of the fields that changed."""
+    user_id = user_id.strip()
+    given = {n: v.strip() or None for n, v in (("email", email), ("managed_apple_id", managed_apple_id), ("name", name)) if v is not None}
+    if not given:
+        raise UsageError("nothing to change: give --email, --managed-apple-id and/or --name (\"\" clears one)")
+    _check_address("email", given.get("email"))
+    _check_address("managed Apple ID", given.get("managed_apple_id"))
+    user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`")
+    return UserRow(user.id, user.email, user.managed_apple_id, user.name), changed
 
 
 def remove_user(host: "Host", user_id: str) -> UserRow:
@@ -77,9 +97,12 @@ def remove_user(host: "Host", user_id: str) -> UserRow:
     return row
 
 
-def import_users(host: "Host", path: str | Path) -> tuple[int, int]:
-    """Import ``id,email,managed_apple_id,name`` rows; any bad row means nothing is written."""
-    rows = read_csv(Path(path), USER_HEADER, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]), key=lambda u: u.id)
+def import_users(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:
+    """Import users from a CSV file whose header names its columns (``id`` and ``email``
+    required; ``managed_apple_id``, ``name`` optional; any order). An empty cell keeps the
+    stored value. Any bad row means nothing is written."""
+    rows = read_csv(Path(path), USER_HEADER, USER_REQUIRED, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]),
+                    key=lambda u: u.id, ignored=ignored)
     return add_users(host, rows)
 
 

@@ -30,10 +30,10 @@ def test_add_and_remove_device_fire_hooks_with_payload(make_host, load_plugin):
     payload = {"serial_number": "C02ABC", "udid": "UDID-1", "platform": "iPadOS", "model": "iPad13,1", "owner": "u1"}
     assert row.payload() == payload
     assert rec.seen == [("enrolled", payload)]
-    inventory.add_device(host, "C02ABC", "iPadOS", model="iPad14,1", owner="u1")  # an update fires nothing
+    assert inventory.set_device(host, "C02ABC", model="iPad14,1")[1] == ["model"]  # an update fires nothing
     assert len(rec.seen) == 1
     inventory.remove_device(host, " c02abc ")
-    assert rec.seen[1] == ("removed", {**payload, "model": "iPad14,1", "udid": None})
+    assert rec.seen[1] == ("removed", {**payload, "model": "iPad14,1"})  # the other fields kept
     assert inventory.list_devices(host) == []
     with pytest.raises(MdmError, match="device C02ABC is not enrolled"):
         inventory.remove_device(host, "C02ABC")
@@ -59,11 +59,11 @@ def test_add_and_remove_user_fire_hooks_and_keep_its_devices(make_host, load_plu
     inventory.add_user(host, "u1", email="u1@example.com", managed_apple_id="u1@school.example", name="Una")
     payload = {"id": "u1", "email": "u1@example.com", "managed_apple_id": "u1@school.example", "name": "Una"}
     assert rec.seen == [("added", payload)]
-    inventory.add_user(host, "u1", email="una@example.com")  # an update fires nothing
+    inventory.set_user(host, "u1", email="una@example.com")  # an update fires nothing
     assert len(rec.seen) == 1
     inventory.add_device(host, "S1", "ios", owner="u1")
     inventory.remove_user(host, "u1")
-    assert rec.seen[1] == ("removed", {**payload, "email": "una@example.com", "managed_apple_id": None, "name": None})
+    assert rec.seen[1] == ("removed", {**payload, "email": "una@example.com"})  # the other fields kept
     assert inventory.list_users(host) == []
     assert [(d["serial_number"], d["owner"]) for d in inventory.list_devices(host)] == [("S1", None)]
     with pytest.raises(MdmError, match="'u1' is not an MDM user"):
@@ -161,19 +161,19 @@ def write(path, text):
 
 def test_imports_ok(mdm, project_dir):
     users = write(project_dir / "users.csv", "id,email,managed_apple_id,name\nu1,u1@example.com,,Ann\nu2,,u2@appleid.example.com,Bob\n")
-    assert mdm("users", "import", users)[:2] == (0, f"imported {users}: 2 added, 0 updated\n")
+    assert mdm("users", "import", users)[:2] == (0, f"imported {users}: 2 added, 0 updated, 0 unchanged\n")
     devices = write(project_dir / "devices.csv", "serial_number,platform,udid,model,user\nS1,ios,U1,iPhone15,2,u1\n\nS2,macOS,,,\n".replace("iPhone15,2", '"iPhone15,2"'))
     code, out, err = mdm("devices", "import", devices)
-    assert (code, out) == (0, f"imported {devices}: 2 enrolled, 0 updated\n"), err
+    assert (code, out) == (0, f"imported {devices}: 2 enrolled, 0 updated, 0 unchanged\n"), err
     code, out, _ = mdm("devices", "list", "--json")
     assert [(d["serial_number"], d["model"], d["owner"]) for d in json.loads(out)] == [("S1", "iPhone15,2", "u1"), ("S2", None, None)]
-    assert mdm("devices", "import", devices)[1] == f"imported {devices}: 0 enrolled, 2 updated\n"
+    assert mdm("devices", "import", devices)[1] == f"imported {devices}: 0 enrolled, 0 updated, 2 unchanged\n"
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("serial,platform\nS1,ios\n", "line 1: the header must be exactly serial_number,platform,udid,model,user"),
+        ("serial,platform\nS1,ios\n", "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user), in any order"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,\n", "line 3: expected 5 columns, got 4"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\n\nS2,android,,,\n", "line 4: unknown platform 'android'"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,,\ns1,macos,,,\n", "line 4: 'S1' already appears on line 2"),
@@ -208,5 +208,75 @@ def test_import_fires_one_event_per_new_device(make_host, load_plugin, project_d
     rec = load_plugin(RECORDER)
     host = make_host(plugins=[rec])
     path = write(project_dir / "devices.csv", "serial_number,platform,udid,model,user\nA1,ios,,,\nA2,tvos,,,\n")
-    assert inventory.import_devices(host, path) == (2, 0)
+    assert inventory.import_devices(host, path) == (2, 0, 0)
     assert [(k, p["serial_number"], p["platform"]) for k, p in rec.seen] == [("enrolled", "A1", "iOS"), ("enrolled", "A2", "tvOS")]
+
+
+def test_add_refuses_an_existing_record_and_set_changes_only_what_is_given(mdm):
+    assert mdm("users", "add", "u1", "--email", "u1@example.com", "--managed-apple-id", "u1@appleid.example.com")[0] == 0
+    assert mdm("users", "add", "u2")[0] == 0
+    assert mdm("devices", "add", "S1", "--platform", "ios", "--user", "u1", "--model", "iPhone15,2")[0] == 0
+    code, out, err = mdm("users", "add", "u1", "--name", "Ann")  # was: e-mail and Managed Apple ID wiped, "added"
+    assert (code, out) == (1, "") and err == "mdm: error: user u1 exists: change it with `mdm users set u1 [--email E] [--managed-apple-id A] [--name N]`\n"
+    code, out, err = mdm("devices", "add", "s1", "--platform", "ipados")  # was: owner and model wiped, "enrolled"
+    assert (code, out) == (1, "") and "device S1 is already enrolled: change it with `mdm devices set S1" in err
+    assert mdm("users", "set", "u1", "--name", "Ann")[:2] == (0, "updated user u1: name\n")
+    assert mdm("users", "set", "u1", "--name", "Ann")[:2] == (0, "user u1: no change\n")
+    assert mdm("devices", "set", "s1", "--platform", "ipados")[:2] == (0, "updated S1: platform\n")
+    assert mdm("devices", "set", "s1", "--user", "u2", "--model", "")[:2] == (0, "updated S1: model, owner\n")
+    users = {u["id"]: u for u in json.loads(mdm("users", "list", "--json")[1])}
+    assert (users["u1"]["email"], users["u1"]["managed_apple_id"], users["u1"]["name"]) == ("u1@example.com", "u1@appleid.example.com", "Ann")
+    [device] = json.loads(mdm("devices", "list", "--json")[1])
+    assert (device["platform"], device["owner"], device["model"]) == ("iPadOS", "u2", None)
+    code, _, err = mdm("devices", "set", "s1", "--user", "ghost")
+    assert code == 2 and "user 'ghost' is not an MDM user" in err
+    code, _, err = mdm("devices", "set", "nope1")
+    assert code == 2 and "nothing to change" in err
+    code, _, err = mdm("devices", "set", "nope1", "--model", "x")
+    assert code == 1 and "device NOPE1 is not enrolled" in err
+    code, _, err = mdm("users", "set", "ghost", "--name", "x")
+    assert code == 1 and "'ghost' is not an MDM user" in err
+    code, _, err = mdm("users", "set", "u1", "--email", "nope")
+    assert code == 2 and "email 'nope' is not an address" in err
+
+
+def test_import_keeps_stored_values_for_empty_cells_and_counts_real_changes(mdm, project_dir):
+    users = write(project_dir / "users.csv", "id,email,managed_apple_id,name\nu1,u1@example.com,u1@appleid.example.com,Ann\nu2,u2@example.com,,Bob\n")
+    assert mdm("users", "import", users)[1] == f"imported {users}: 2 added, 0 updated, 0 unchanged\n"
+    assert mdm("users", "import", users)[1] == f"imported {users}: 0 added, 0 updated, 2 unchanged\n"
+    sparse = write(project_dir / "sparse.csv", "id,email,managed_apple_id,name\nu1,,,\nu2,bob@example.com,,\n")
+    assert mdm("users", "import", sparse)[1] == f"imported {sparse}: 0 added, 1 updated, 1 unchanged\n"
+    stored = {u["id"]: u for u in json.loads(mdm("users", "list", "--json")[1])}
+    assert stored["u1"]["managed_apple_id"] == "u1@appleid.example.com" and stored["u1"]["email"] == "u1@example.com"
+    assert stored["u2"]["email"] == "bob@example.com" and stored["u2"]["name"] == "Bob"
+    devices = write(project_dir / "devices.csv", "serial_number,platform,udid,model,user\nS1,ios,U1,iPhone15,u1\n")
+    assert mdm("devices", "import", devices)[1] == f"imported {devices}: 1 enrolled, 0 updated, 0 unchanged\n"
+    again = write(project_dir / "again.csv", "serial_number,platform,udid,model,user\nS1,ios,,,\n")
+    assert mdm("devices", "import", again)[1] == f"imported {again}: 0 enrolled, 0 updated, 1 unchanged\n"
+    [device] = json.loads(mdm("devices", "list", "--json")[1])
+    assert (device["udid"], device["model"], device["owner"]) == ("U1", "iPhone15", "u1")
+
+
+def test_import_columns_in_any_order_with_extra_ones(mdm, project_dir):
+    users = write(project_dir / "users.csv", "Name, Email ,department,ID\nAnn,ann@example.com,Science,u1\n")
+    assert mdm("users", "import", users)[1] == f"imported {users}: 1 added, 0 updated, 0 unchanged (ignored columns: department)\n"
+    devices = write(project_dir / "devices.csv", "room,user,platform,serial_number\n12,u1,macos,m1\n")
+    assert mdm("devices", "import", devices)[1] == f"imported {devices}: 1 enrolled, 0 updated, 0 unchanged (ignored columns: room)\n"
+    [device] = json.loads(mdm("devices", "list", "--json")[1])
+    assert (device["serial_number"], device["platform"], device["owner"]) == ("M1", "macOS", "u1")
+    [user] = json.loads(mdm("users", "list", "--json")[1])
+    assert (user["id"], user["email"], user["name"]) == ("u1", "ann@example.com", "Ann")
+    code, _, err = mdm("users", "import", write(project_dir / "u2.csv", "id,name\nu2,Bob\n"))
+    assert code == 2 and "line 1: the header lacks email: it needs id,email (optional: managed_apple_id,name), in any order" in err
+    code, _, err = mdm("users", "import", write(project_dir / "u3.csv", "id,email,id\nu2,,u3\n"))
+    assert code == 2 and "line 1: column id appears twice in the header" in err
+
+
+def test_a_file_that_is_not_utf8_is_reported_at_its_real_line(mdm, project_dir):
+    path = project_dir / "users.csv"
+    rows = "".join(f"u{i},u{i}@example.com,,User {i}\n" for i in range(1, 3000))
+    path.write_bytes(("id,email,managed_apple_id,name\n" + rows).encode() + "u3000,z@example.com,,Zoë\n".encode("latin-1"))
+    code, out, err = mdm("users", "import", str(path))
+    assert code == 2 and out == ""
+    assert f"{path}: line 3001: not UTF-8 (byte 0xeb at column 24): save it as UTF-8" in err and err.count("\n") == 1
+    assert mdm("users", "list")[1] == "no MDM users\n"
