@@ -9,6 +9,7 @@ of work with ``session()`` (reads) or ``write_session()`` (writes), never across
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,17 @@ from mdm_core.errors import ConfigError, MdmError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CONNECT_HINT = "check [core] database_url or MDM_DATABASE_URL, and that the server is up"
+
+
+def driver_message(exc: BaseException) -> str:
+    """The database driver's own words for a failure, on one line, without SQLAlchemy's
+    wrapping ("(psycopg.OperationalError) ...", "Background on this error at: ...")."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)
+    return text or type(orig).__name__
 
 
 class Database:
@@ -88,7 +100,7 @@ class Database:
         try:
             conn = self.write_engine.connect()
         except OperationalError as exc:
-            raise MdmError(f"database {self.describe()} cannot be opened: {exc.orig}") from None
+            raise MdmError(f"cannot connect to database {self.describe()}: {driver_message(exc)}: {CONNECT_HINT}") from None
         try:
             if self.is_sqlite:  # a PRAGMA of no effect inside a transaction: run it before any
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]

@@ -235,6 +235,9 @@ def list_apps(host: "Host", platform: str | None = None, kind: str | None = None
     """Applications (and books) with their metadata, by name then platform."""
     query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
     if platform:
+        known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
+        if platform.strip().lower() not in APP_PLATFORMS:
+            raise UsageError(f"unknown platform '{platform}': use one of {', '.join(known)} (iPadOS apps are listed as iOS)")
         query = query.where(MobileApp.platform == app_platform(platform))
     if kind:
         query = query.where(MobileApp.kind == kind)

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     sub = apps.add_subparsers(dest="apps_cmd", required=True, metavar="COMMAND")
 
     lst = sub.add_parser("list", help="applications and books with their license counts")
-    lst.add_argument("--platform", metavar="P", help="iOS (also iPadOS), macOS, ...")
+    lst.add_argument("--platform", metavar="P", help="iOS (also iPadOS), macOS, tvOS, watchOS or visionOS")
     lst.add_argument("--kind", choices=["app", "book"])
     lst.add_argument("--state", choices=["published", "retired"])
     lst.add_argument("--json", action="store_true", help="print JSON")

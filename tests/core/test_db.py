@@ -179,3 +179,14 @@ def test_held_context_releases_on_error(make_host):
         with lock.held():
             raise RuntimeError("job failed")
     assert host.lock("ctx").try_acquire()
+
+
+def test_a_database_that_cannot_be_reached_is_one_plain_line(mdm, monkeypatch):
+    """No SQLAlchemy wrapping, no link: what failed and what to check."""
+    monkeypatch.setenv("MDM_DATABASE_URL", "postgresql+psycopg://mdm:secret-pw@127.0.0.1:1/mdm")
+    code, out, err = mdm("devices", "list")
+    assert code == 1 and out == ""
+    assert err.startswith("mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:1/mdm: connection failed")
+    assert err.rstrip().endswith("check [core] database_url or MDM_DATABASE_URL, and that the server is up")
+    assert err.count("\n") == 1 and "Background on this error" not in err and "psycopg.OperationalError" not in err
+    assert "secret-pw" not in err

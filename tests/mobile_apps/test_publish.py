@@ -42,6 +42,8 @@ def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator,
     assert code == 0 and rows and {r["platform"] for r in rows} == {"iOS"}
     code, out, _ = mdm("apps", "list", "--kind", "book")
     assert code == 0 and "book" in out and " app " not in out
+    code, out, err = mdm("apps", "list", "--platform", "Android")  # was: "no applications", as if none were published
+    assert (code, out) == (2, "") and "unknown platform 'Android': use one of iOS, macOS, tvOS, visionOS, watchOS" in err
 
 
 def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm, apps_events):
