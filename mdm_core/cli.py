@@ -12,12 +12,14 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import print_json, print_table
-from mdm_core.plugins import call_hook, hooks_of
+from mdm_core.plugins import call_hook, core_version, hooks_of
 
 log = logging.getLogger("mdm")
+#: what still works while a plugin is broken (``--help`` too): enough to see and fix it
+USABLE_WITH_BROKEN_PLUGINS = ("plugins", "hooks")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
 def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: MDM_CONFIG or conf/mdm.toml)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors: successes print nothing")
+    parser.add_argument("--version", action="version", version=f"mdm-host {core_version()}", help="print the version and exit")
 
 
 def build_parser(host: Host) -> argparse.ArgumentParser:
@@ -44,7 +47,8 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    plugins = sub.add_parser("plugins", help="list loaded plugins", description="Each plugin's name, version, source and hooks.")
+    plugins = sub.add_parser("plugins", help="list plugins: enabled, disabled and broken",
+                             description="Each plugin's name, version, source, state (enabled, disabled, broken) and hooks; a broken plugin's error.")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
 
@@ -67,16 +71,29 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_plugins(host: Host, args: argparse.Namespace) -> int:
-    """``mdm plugins``"""
+def plugin_rows(host: Host) -> list[dict[str, Any]]:
+    """Every plugin: the loaded ones, then the disabled and broken ones."""
     rows = []
     for record in host.plugins:
         plugin = host.pm.get_plugin(record.name)
-        rows.append({"name": record.name, "version": record.version, "source": record.source, "module": record.module, "hooks": hooks_of(host.pm, plugin)})
+        rows.append({"name": record.name, "version": record.version, "source": record.source, "state": record.state,
+                     "module": record.module, "hooks": hooks_of(host.pm, plugin), "error": None})
+    for record in host.unloaded:
+        rows.append({"name": record.name, "version": record.version, "source": record.source, "state": record.state,
+                     "module": record.module, "hooks": [], "error": record.error})
+    return rows
+
+
+def cmd_plugins(host: Host, args: argparse.Namespace) -> int:
+    """``mdm plugins``"""
+    rows = plugin_rows(host)
     if args.json:
         print_json(rows)
-    else:
-        print_table(rows, ["name", "version", "source", "module", "hooks"])
+        return 0
+    print_table(rows, ["name", "version", "source", "state", "module", "hooks"])
+    for row in rows:
+        if row["error"]:
+            print(f"{row['name']}: {row['error']}")
     return 0
 
 
@@ -173,10 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(early.verbose, early.quiet)
     host = None
     try:
-        host = create_host(early.config)
+        host = create_host(early.config, tolerate_broken=True)
         setup_logging(early.verbose, early.quiet, host.config.core.log_level)
         parser = build_parser(host)
         args = parser.parse_args(argv)
+        broken = [r for r in host.unloaded if r.state == "broken"]
+        if broken and args.command not in USABLE_WITH_BROKEN_PLUGINS:
+            raise PluginError(broken[0].error or f"plugin '{broken[0].name}' is broken")
         return int(args.func(host, args) or 0)
     except MdmError as exc:
         print(f"mdm: error: {exc}", file=sys.stderr)

@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 class Host:
     """What plugins receive in every hook: ``host.config``, ``host.db``, ``host.events`` ..."""
 
-    def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: list[PluginRecord], *, database_url: str | None = None):
+    def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: list[PluginRecord], *, database_url: str | None = None,
+                 unloaded: list[PluginRecord] | None = None):
         self.config = config
         self.pm = pm
-        self.plugins = plugins
+        self.plugins = plugins  # the loaded ones
+        self.unloaded = unloaded or []  # disabled by name, or broken (left out by `mdm`, see PluginRecord.error)
         self._database_url = database_url
         self._scheduler: HostScheduler | None = None
         self.stop_event = threading.Event()
@@ -239,19 +241,25 @@ def create_host(
     database_url: str | None = None,
     plugins: Iterable[Any] | None = None,
     autoload: bool | None = None,
+    tolerate_broken: bool = False,
 ) -> Host:
-    """Load the configuration and the plugins, validate every plugin's section, configure them."""
+    """Load the configuration and the plugins, validate every plugin's section, configure them.
+
+    ``tolerate_broken`` (the ``mdm`` command): a plugin that cannot be loaded is left out and
+    listed in ``host.unloaded`` as broken instead of stopping here.
+    """
     environ = os.environ if environ is None else environ
     config = config or load_config(config_path, environ)
     pm = get_plugin_manager()
-    records = load_plugins(pm, config, environ, given=plugins, autoload=autoload)
+    everything = load_plugins(pm, config, environ, given=plugins, autoload=autoload, tolerate_broken=tolerate_broken)
+    records = [r for r in everything if r.state == "enabled"]
     known = {"core", "plugins"}
     for sections in call_hook(pm, "mdm_config_sections"):
         for name, schema in (sections or {}).items():
             config.section(name, schema)
             known.add(name)
-    config.check_unknown_sections(known | {r.name for r in records} | blocked_names(config, environ))
-    host = Host(config, pm, records, database_url=database_url)
+    config.check_unknown_sections(known | {r.name for r in everything} | blocked_names(config, environ))
+    host = Host(config, pm, records, database_url=database_url, unloaded=[r for r in everything if r.state != "enabled"])
     call_hook(pm, "mdm_configure", historic=True, host=host)
     return host
 

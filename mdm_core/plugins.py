@@ -1,8 +1,11 @@
 """The plugin-manager factory: built-ins, then ``[plugins] enabled``, then entry points.
 
 Nothing loads at import time. Names in ``[plugins] disabled`` or ``MDM_DISABLED_PLUGINS=a,b``
-are blocked before anything loads. ``check_pending()`` runs last, so an implementation of a
-hook nobody declared (a misspelt name) stops the host with the plugin's name.
+are blocked before anything loads (and listed as ``disabled``). ``check_pending()`` runs last,
+so an implementation of a hook nobody declared (a misspelt name) stops the host with the
+plugin's name and how to disable it. With ``tolerate_broken`` (the ``mdm`` command) a plugin
+that cannot be loaded is left out and listed as ``broken`` instead, so that ``mdm --help``,
+``mdm plugins`` and ``mdm hooks`` still work; every other command stops with its error.
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ _HOOK_OBSERVERS: list[HookObserver] = []
 
 @dataclass(frozen=True)
 class PluginRecord:
-    """Where a loaded plugin came from."""
+    """Where a plugin came from, and whether it is loaded."""
 
     name: str
-    source: str  # "built-in", "conf", "entry point" or "given"
+    source: str  # "built-in", "conf", "entry point", "given", or "configuration" (a disabled name nothing provides)
     module: str
     version: str
+    state: str = "enabled"  # "enabled", "disabled" (blocked by name) or "broken" (left out: see error)
+    error: str | None = None
+
+
+def disable_hint(name: str) -> str:
+    """How to switch a plugin off."""
+    return f'disable it with [plugins] disabled = ["{name}"] in the configuration or MDM_DISABLED_PLUGINS={name}'
 
 
 def observe_hook_calls(observer: HookObserver) -> Callable[[], None]:
@@ -80,55 +90,99 @@ def load_plugins(
     *,
     given: Iterable[Any] | None = None,
     autoload: bool | None = None,
+    tolerate_broken: bool = False,
 ) -> list[PluginRecord]:
-    """Register plugins in order and check every implementation has a spec.
+    """Register plugins in order and check every implementation has a spec; returns a record
+    of each plugin, the disabled and broken ones included.
 
     ``given`` (tests, embedding) replaces the entry-point discovery with these modules or objects.
     """
     records: list[PluginRecord] = []
-    for name in blocked_names(config, environ):
+    blocked = blocked_names(config, environ)
+    for name in blocked:
         pm.set_blocked(name)
+
+    def attempt(name: str, source: str, module: str, load: Any) -> None:
+        try:
+            load()
+        except PluginError as exc:
+            if not tolerate_broken:
+                raise
+            records.append(PluginRecord(name, source, module, "unknown", "broken", str(exc)))
 
     for dotted in BUILTIN_PLUGINS:
         module = _import(dotted, "built-in")
-        _register(pm, records, module, getattr(module, "PLUGIN_NAME", dotted.rsplit(".", 1)[-1]), "built-in", _core_version())
+        name = getattr(module, "PLUGIN_NAME", dotted.rsplit(".", 1)[-1])
+        if pm.is_blocked(name):
+            records.append(PluginRecord(name, "built-in", dotted, core_version(), "disabled"))
+            continue
+        _register(pm, records, module, name, "built-in", core_version())
     by_module = _entry_points_by_module() if config.plugins.enabled else {}
     for dotted in config.plugins.enabled:
         ep = by_module.get(dotted)
         # a module also registered as an entry point takes the entry point's name, so that
         # `disabled = ["vpp"]` blocks it and it is registered once
         name = ep.name if ep is not None else dotted
-        if pm.is_blocked(name) or pm.is_blocked(dotted) or pm.has_plugin(name):
+        if pm.is_blocked(name) or pm.is_blocked(dotted):
+            records.append(PluginRecord(name, "conf", dotted, _dist_version(ep) if ep is not None else "unknown", "disabled"))
             continue  # blocked before anything is imported
-        module = _import(dotted, f"enabled in {config.source}")
-        name = getattr(module, "PLUGIN_NAME", None) or name
-        version = _dist_version(ep) if ep is not None else str(getattr(module, "__version__", "unknown"))
-        _register(pm, records, module, name, "conf", version)
+        if pm.has_plugin(name):
+            continue
+
+        def load_conf(dotted: str = dotted, ep: Any = ep, name: str = name) -> None:
+            module = _import(dotted, f"enabled in {config.source}", name)
+            version = _dist_version(ep) if ep is not None else str(getattr(module, "__version__", "unknown"))
+            _register(pm, records, module, getattr(module, "PLUGIN_NAME", None) or name, "conf", version)
+
+        attempt(name, "conf", dotted, load_conf)
     if given is not None:
         for plugin in given:
             name = getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None) or type(plugin).__name__
-            _register(pm, records, plugin, name, "given", str(getattr(plugin, "__version__", _core_version())))
+            _register(pm, records, plugin, name, "given", str(getattr(plugin, "__version__", core_version())))
     else:
         if autoload is None:
             autoload = config.plugins.autoload and environ.get("MDM_PLUGIN_AUTOLOAD", "1") != "0"
         if autoload:
             for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-                if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+                if pm.is_blocked(ep.name):
+                    if not any(r.name == ep.name for r in records):
+                        records.append(PluginRecord(ep.name, "entry point", ep.value.split(":", 1)[0], _dist_version(ep), "disabled"))
                     continue
-                try:
-                    module = ep.load()
-                except Exception as exc:
-                    raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {describe(exc)}") from None
-                if pm.is_registered(module):
-                    continue  # also enabled by module path in the configuration
-                _register(pm, records, module, ep.name, "entry point", _dist_version(ep))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
-        message = str(exc).replace(repr(exc.plugin), f"'{name}'")
-        raise PluginError(f"plugin '{name}' is broken: {' '.join(message.split())} (a misspelt hook name?)") from None
+                if pm.has_plugin(ep.name):
+                    continue
+
+                def load_ep(ep: Any = ep) -> None:
+                    try:
+                        module = ep.load()
+                    except Exception as exc:
+                        raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {describe(exc)}: {disable_hint(ep.name)}") from None
+                    if not pm.is_registered(module):  # else: also enabled by module path in the configuration
+                        _register(pm, records, module, ep.name, "entry point", _dist_version(ep))
+
+                attempt(ep.name, "entry point", ep.value.split(":", 1)[0], load_ep)
+    for name in sorted(blocked - {r.name for r in records}):
+        records.append(PluginRecord(name, "configuration", "-", "-", "disabled", "no plugin of this name is installed"))
+    _check_pending(pm, records, tolerate_broken)
     return records
+
+
+def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolerate_broken: bool) -> None:
+    """Every implementation has a spec; a plugin with a misspelt hook is an error (or, when
+    tolerated, unregistered and recorded as broken)."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+            message = str(exc).replace(repr(exc.plugin), f"'{name}'")
+            error = f"plugin '{name}' is broken: {' '.join(message.split())} (a misspelt hook name?): fix it, or {disable_hint(name)}"
+            if not tolerate_broken:
+                raise PluginError(error) from None
+            pm.unregister(exc.plugin)
+            for i, record in enumerate(records):
+                if record.name == name:
+                    records[i] = PluginRecord(record.name, record.source, record.module, record.version, "broken", error)
 
 
 def _entry_points_by_module() -> dict[str, Any]:
@@ -184,11 +238,11 @@ def blame(pm: pluggy.PluginManager, caller: Any, exc: BaseException) -> str | No
     return pm.get_name(found.plugin) or found.plugin_name
 
 
-def _import(dotted: str, why: str) -> types.ModuleType:
+def _import(dotted: str, why: str, name: str | None = None) -> types.ModuleType:
     try:
         return importlib.import_module(dotted)
     except Exception as exc:
-        raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {describe(exc)}") from None
+        raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {describe(exc)}: {disable_hint(name or dotted)}") from None
 
 
 def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any, name: str, source: str, version: str) -> None:
@@ -199,13 +253,13 @@ def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}") from None
+        raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}: {disable_hint(name)}") from None
     except Exception as exc:
         if isinstance(exc, ValueError) and _raised_by_pluggy(exc):
             # pluggy's own refusal: the name or the object is already registered
-            raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}") from None
+            raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}: {disable_hint(name)}") from None
         # the plugin's mdm_add_hookspecs raised
-        raise PluginError(f"plugin '{name}' failed while registering: {describe(exc)}") from None
+        raise PluginError(f"plugin '{name}' failed while registering: {describe(exc)}: {disable_hint(name)}") from None
     module = getattr(plugin, "__name__", type(plugin).__name__)
     records.append(PluginRecord(name=name, source=source, module=module, version=version))
 
@@ -217,7 +271,8 @@ def _raised_by_pluggy(exc: BaseException) -> bool:
     return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pluggy")
 
 
-def _core_version() -> str:
+def core_version() -> str:
+    """The installed mdm-host's version."""
     try:
         return importlib.metadata.version("mdm-host")
     except importlib.metadata.PackageNotFoundError:

@@ -59,9 +59,11 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, st
 
     def install(mapping: dict[str, str]) -> None:
         eps = [importlib.metadata.EntryPoint(name=n, value=v, group="mdm.plugins") for n, v in mapping.items()]
+        real = importlib.metadata.entry_points
 
-        def entry_points(**params: Any) -> list[importlib.metadata.EntryPoint]:
-            assert params.get("group") == "mdm.plugins"
+        def entry_points(**params: Any) -> Any:
+            if params.get("group") != "mdm.plugins":  # Alembic's own plugins, say
+                return real(**params)
             return list(eps)
 
         monkeypatch.setattr(mdm_core.plugins.importlib.metadata, "entry_points", entry_points)

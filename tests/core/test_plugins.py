@@ -209,3 +209,54 @@ def test_blocking_the_builtin_keeps_host_tables(make_host, load_plugin):
     lock.release()
     host.db.run_write(lambda s: host.events.record(s, "device_enrolled", {}))
     assert host.deliver_events() == 1
+
+
+def test_a_misspelt_hook_leaves_help_plugins_and_hooks_working(mdm, write_plugin, fake_entry_points, monkeypatch):
+    """One broken plugin: `--help`, `plugins` and `hooks` work; other commands say how to disable it."""
+    import json
+
+    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "1")
+    bad = write_plugin("@hookimpl\ndef mdm_devise_enrolled(host, event):\n    pass\n")
+    fake_entry_points({"badplug": bad})
+    config = "[plugins]\nautoload = true\n"
+    code, out, err = mdm("--help", config=config)
+    assert code == 0 and "COMMAND" in out and err == ""
+    code, out, err = mdm("devices", "list", config=config)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "plugin 'badplug' is broken" in err and "mdm_devise_enrolled" in err
+    assert 'disable it with [plugins] disabled = ["badplug"] in the configuration or MDM_DISABLED_PLUGINS=badplug' in err
+    code, out, err = mdm("plugins", "--json", config=config)
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["badplug"]["state"] == "broken" and "mdm_devise_enrolled" in rows["badplug"]["error"]
+    assert rows["inventory"]["state"] == "enabled"
+    code, out, err = mdm("hooks", config=config)
+    assert code == 0 and "mdm_device_enrolled" in out
+    # disabled as the message says: everything works again, and `mdm plugins` shows it disabled
+    code, out, err = mdm("devices", "list", config=config + 'disabled = ["badplug"]\n')
+    assert code == 0, err
+    code, out, err = mdm("plugins", config=config + 'disabled = ["badplug", "nosuchplug"]\n')
+    assert code == 0, err
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip() and ":" not in line.split()[0]}
+    assert lines["badplug"][2:4] == ["entry", "point"] and lines["badplug"][4] == "disabled"
+    assert "nosuchplug: no plugin of this name is installed" in out
+
+
+def test_mdm_plugins_lists_disabled_plugins_with_their_source(mdm, write_plugin, fake_entry_points, monkeypatch):
+    import json
+
+    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "1")
+    fake_entry_points({"alpha": write_plugin(), "beta": write_plugin()})
+    code, out, err = mdm("plugins", "--json", config='[plugins]\nautoload = true\ndisabled = ["beta", "inventory"]\n')
+    assert code == 0, err
+    rows = {r["name"]: (r["source"], r["state"]) for r in json.loads(out)}
+    assert rows == {"alpha": ("entry point", "enabled"), "beta": ("entry point", "disabled"), "inventory": ("built-in", "disabled")}
+
+
+def test_version(mdm):
+    import importlib.metadata
+
+    code, out, err = mdm("--version")
+    assert code == 0 and out == f"mdm-host {importlib.metadata.version('mdm-host')}\n"
+    code, out, err = mdm("--version", config="[core\n")  # even with a broken configuration
+    assert code == 0 and out.startswith("mdm-host ")
