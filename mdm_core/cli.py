@@ -10,11 +10,12 @@ import argparse
 import inspect
 import logging
 import sys
+import time
 from typing import Any, Sequence
 
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
-from mdm_core.output import print_json, print_table
+from mdm_core.output import TIME_FORMAT, print_json, print_table, say, set_quiet
 from mdm_core.plugins import call_hook, core_version, hooks_of
 
 log = logging.getLogger("mdm")
@@ -58,6 +59,13 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the host: start-up hooks, then the scheduler until SIGINT/SIGTERM")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="the database in use, its schema, plugins, accounts and jobs",
+                            description="What this host would run on: the configuration and database in use (and where its URL comes from), "
+                            "the schema state, every plugin (disabled and broken ones too), each plugin's status rows (VPP accounts) and the jobs "
+                            "with their next runs. Creates nothing. Exit 1 when something needs attention.")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
 
     jobs = sub.add_parser("jobs", help="list scheduled jobs and their next runs")
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -134,8 +142,39 @@ def cmd_hooks(host: Host, args: argparse.Namespace) -> int:
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
     """``mdm run``"""
-    host.run()
+    from mdm_core.status import banner
+
+    host.run(on_start=lambda: say(banner(host), out=sys.stderr))
     return 0
+
+
+def cmd_status(host: Host, args: argparse.Namespace) -> int:
+    """``mdm status``"""
+    from mdm_core.status import collect_status
+
+    status = collect_status(host)
+    if args.json:
+        print_json(status)
+        return 1 if status["problems"] else 0
+    db = status["database"]
+    print(f"mdm-host {status['version']}")
+    print(f"configuration: {status['config'] or 'none (built-in defaults)'}")
+    print(f"database:      {db['url']} ({db['source']})")
+    print(f"schema:        {db['schema']}" + (f" (pending: {', '.join(db['pending'])})" if db["pending"] else ""))
+    print("\nplugins:")
+    print_table(status["plugins"], ["name", "version", "source", "state"])
+    for name, rows in status["sections"].items():
+        print(f"\n{name}:")
+        print_table(rows, list(rows[0]) if rows else [], empty="(none)")
+    if status["jobs"]:
+        print("\njobs:")
+        print_table(status["jobs"], ["name", "plugin", "every_seconds", "next_run"])
+    for plugin in status["plugins"]:
+        if plugin["error"] and plugin["state"] == "broken":
+            print(f"\n{plugin['name']}: {plugin['error']}")
+    for problem in status["problems"]:
+        print(f"\nattention: {problem}")
+    return 1 if status["problems"] else 0
 
 
 def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
@@ -170,12 +209,19 @@ def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:
     if handler is None:  # keep other handlers (pytest's caplog, an embedding application's)
         handler = logging.StreamHandler(sys.stderr)
         handler.mdm_cli = True  # type: ignore[attr-defined]
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(utc_log_formatter())
         root.addHandler(handler)
     handler.stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush a closed one)
     handler.setLevel(level)
     for chatty in ("urllib3", "alembic"):  # connection and set-up chatter (our own lines say what ran): -vv only
         logging.getLogger(chatty).setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
+
+
+def utc_log_formatter() -> logging.Formatter:
+    """Log lines stamped like every other time shown: ``2026-11-28 04:37:29 UTC``."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=TIME_FORMAT)
+    formatter.converter = time.gmtime
+    return formatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # `--config` without a value: one line, exit 2
         return _exit_code(exc)
     setup_logging(early.verbose, early.quiet)
+    set_quiet(early.quiet)
     host = None
     try:
         host = create_host(early.config, tolerate_broken=True)

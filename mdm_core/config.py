@@ -111,6 +111,15 @@ class Config:
         return url
 
     @property
+    def database_source(self) -> str:
+        """Where the database URL comes from, for messages that name the database."""
+        if self.environ.get("MDM_DATABASE_URL"):
+            return "from MDM_DATABASE_URL"
+        if "database_url" in (self.raw.get("core") or {}):
+            return f"from [core] database_url in {self.source}"
+        return f"the default, relative to {self.base_dir}" + (f", the folder of {self.path}" if self.path and self.path.parent.name != "conf" else "")
+
+    @property
     def var_dir(self) -> Path:
         """The folder for the SQLite database, the key file and other local state."""
         return self.resolve_path(self.core.var_dir)

@@ -144,6 +144,19 @@ def mdm_startup(host: "Host") -> None:
 
 
 @hookspec
+def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]] | None:
+    """What a plugin adds to ``mdm status``: named lists of plain rows.
+
+    When: on ``mdm status`` (and the ``mdm run`` banner counts the rows), only when the
+    database schema is current; never during a sync.
+    Args: ``host``.
+    Returns: ``{"accounts": [{"name": ..., "token_state": ...}, ...]}`` (each list printed as a
+    table titled with its key; keep rows short and plain: no secrets), or ``None``.
+    Errors: logged and shown as that plugin's error line; ``mdm status`` still prints the rest.
+    """
+
+
+@hookspec
 def mdm_shutdown(host: "Host") -> None:
     """The host is stopping.
 

@@ -57,14 +57,22 @@ class Host:
         """
         from mdm_core.db.migrate import ensure_current
 
-        ensure_current(self.unchecked_db, self.migration_sets())
+        ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database)
         return self.unchecked_db
+
+    def _notify_database(self, message: str) -> None:
+        """Say on stderr that a database (or a plugin's tables) was created, and where the URL
+        came from, so that a mistyped path or a configuration outside conf/ is noticed."""
+        import sys
+
+        source = self.config.database_source if self._database_url is None else "given to this host"
+        print(f"mdm: {message} ({source})", file=sys.stderr, flush=True)
 
     def upgrade_database(self) -> list[Any]:
         """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps."""
         from mdm_core.db.migrate import ensure_current
 
-        steps = ensure_current(self.unchecked_db, self.migration_sets(), upgrade_if_behind=True)
+        steps = ensure_current(self.unchecked_db, self.migration_sets(), upgrade_if_behind=True, notify=self._notify_database)
         self.__dict__["db"] = self.unchecked_db
         return steps
 
@@ -199,8 +207,11 @@ class Host:
         call_isolated(self.pm, self.pm.hook.mdm_shutdown, {"host": self},
                       on_error=lambda plugin, exc: log.error("plugin %s failed at shutdown: %s", plugin, describe(exc)))
 
-    def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True) -> None:
-        """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job."""
+    def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True, on_start: Any = None) -> None:
+        """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job.
+
+        ``on_start()`` is called once the host has started and its jobs are planned (``mdm run``
+        prints its banner there)."""
         previous: dict[int, Any] = {}
         if install_signal_handlers:  # before start-up, so that an early SIGTERM also stops cleanly
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -209,6 +220,8 @@ class Host:
             self.start()
             scheduler = self.scheduler
             log.info("host running with %d job(s)", len(scheduler.jobs))
+            if on_start is not None:
+                on_start()
             try:
                 while not self.stop_event.is_set():
                     scheduler.run_pending()

@@ -1,11 +1,50 @@
-"""Printing lists for people (aligned columns) and for programs (``--json``)."""
+"""Printing for people (aligned columns, one time format, messages ``-q`` silences) and for
+programs (``--json``).
+
+- Times: :func:`format_time` is the one format of every time shown to people,
+  ``2026-11-28 04:37:29 UTC`` (tables, messages, log lines); JSON keeps ISO 8601 with its
+  offset (``2026-11-28T04:37:29+00:00``).
+- :func:`say` prints a success or progress message; ``mdm -q`` silences it. What a command
+  was asked to show (a list, ``--json``) and errors are always printed.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TextIO
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``mdm -q``: :func:`say` prints nothing."""
+    global _quiet
+    _quiet = quiet
+
+
+def say(message: str, out: TextIO | None = None) -> None:
+    """Print a success or progress message (on stdout, unless ``-q``)."""
+    if not _quiet:
+        print(message, file=out or sys.stdout, flush=True)
+
+
+def format_time(value: datetime | str | None) -> str:
+    """A time for people, in UTC and labelled so: ``2026-11-28 04:37:29 UTC`` (``-`` for none).
+
+    Accepts an aware datetime (a naive one is taken as UTC, as the database stores) or an
+    ISO-8601 string with an offset."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime(TIME_FORMAT)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -44,8 +83,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_TIME.match(value)):
+        return format_time(value)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)

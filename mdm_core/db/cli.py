@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.output import print_json, print_table
+from mdm_core.output import print_json, print_table, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -55,10 +55,10 @@ def cmd_upgrade(host: "Host", args: argparse.Namespace) -> int:
 
     db = host.unchecked_db
     new_file = db.is_new_file
-    steps = upgrade(db, host.migration_sets(), on_step=lambda step: print(step.describe(), flush=True))
+    steps = upgrade(db, host.migration_sets(), on_step=lambda step: say(step.describe()))
     if new_file and steps:
-        print(f"created new database at {db.url.database}")
-    print(f"database {db.describe()} is up to date" + ("" if steps else " (nothing to do)"))
+        say(f"created new database at {db.url.database}")
+    say(f"database {db.describe()} is up to date" + ("" if steps else " (nothing to do)"))
     return 0
 
 
@@ -112,5 +112,5 @@ def cmd_revision(host: "Host", args: argparse.Namespace) -> int:
     from mdm_core.db.migrate import new_revision
 
     path, rev_id = new_revision(host.migration_sets(), args.plugin, args.message, autogenerate=args.autogenerate)
-    print(f"{args.plugin}: wrote {rev_id} at {path}")
+    say(f"{args.plugin}: wrote {rev_id} at {path}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core import inventory
-from mdm_core.output import print_rows
+from mdm_core.output import print_rows, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -78,13 +78,13 @@ def register(subparsers: Any) -> None:
 
 def _devices_add(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.add_device(host, args.serial, args.platform, udid=args.udid, model=args.model, owner=args.owner)
-    print(f"enrolled {row.serial_number} ({row.platform})")
+    say(f"enrolled {row.serial_number} ({row.platform})")
     return 0
 
 
 def _devices_set(host: "Host", args: argparse.Namespace) -> int:
     row, changed = inventory.set_device(host, args.serial, platform=args.platform, udid=args.udid, model=args.model, owner=args.owner)
-    print(f"updated {row.serial_number}: {', '.join(changed)}" if changed else f"{row.serial_number}: no change")
+    say(f"updated {row.serial_number}: {', '.join(changed)}" if changed else f"{row.serial_number}: no change")
     return 0
 
 
@@ -95,26 +95,26 @@ def _devices_list(host: "Host", args: argparse.Namespace) -> int:
 
 def _devices_remove(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.remove_device(host, args.serial)
-    print(f"removed {row.serial_number}")
+    say(f"removed {row.serial_number}")
     return 0
 
 
 def _devices_import(host: "Host", args: argparse.Namespace) -> int:
     ignored: list[str] = []
     counts = inventory.import_devices(host, args.file, ignored=ignored)
-    print(f"imported {args.file}: {counts.added} enrolled, {counts.updated} updated, {counts.unchanged} unchanged" + _ignored(ignored))
+    say(f"imported {args.file}: {counts.added} enrolled, {counts.updated} updated, {counts.unchanged} unchanged" + _ignored(ignored))
     return 0
 
 
 def _users_add(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.add_user(host, args.id, email=args.email, managed_apple_id=args.managed_apple_id, name=args.name)
-    print(f"added user {row.id}")
+    say(f"added user {row.id}")
     return 0
 
 
 def _users_set(host: "Host", args: argparse.Namespace) -> int:
     row, changed = inventory.set_user(host, args.id, email=args.email, managed_apple_id=args.managed_apple_id, name=args.name)
-    print(f"updated user {row.id}: {', '.join(changed)}" if changed else f"user {row.id}: no change")
+    say(f"updated user {row.id}: {', '.join(changed)}" if changed else f"user {row.id}: no change")
     return 0
 
 
@@ -125,14 +125,14 @@ def _users_list(host: "Host", args: argparse.Namespace) -> int:
 
 def _users_remove(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.remove_user(host, args.id)
-    print(f"removed user {row.id}")
+    say(f"removed user {row.id}")
     return 0
 
 
 def _users_import(host: "Host", args: argparse.Namespace) -> int:
     ignored: list[str] = []
     counts = inventory.import_users(host, args.file, ignored=ignored)
-    print(f"imported {args.file}: {counts.added} added, {counts.updated} updated, {counts.unchanged} unchanged" + _ignored(ignored))
+    say(f"imported {args.file}: {counts.added} added, {counts.updated} updated, {counts.unchanged} unchanged" + _ignored(ignored))
     return 0
 
 

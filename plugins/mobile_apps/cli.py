@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import seconds
 from mdm_core.errors import UsageError
-from mdm_core.output import print_json, print_rows, print_table
+from mdm_core.output import print_json, print_rows, print_table, say
 
 from .vpp_port import VppPort
 
@@ -199,6 +199,6 @@ def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:
 
     VppPort(host).require("metadata cannot be looked up")
     counts = refresh_metadata(host, force=True, everything=args.all)
-    print(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
+    (print if counts["failed"] else say)(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
           + (" (retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))
     return 1 if counts["failed"] else 0

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import count, seconds
-from mdm_core.output import print_json, print_rows, print_table
+from mdm_core.output import print_json, print_rows, print_table, say
 from mdm_core.scheduler import MAX_INTERVAL
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def _account_add(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import add_account
 
     account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over)
-    print(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
     return 0
 
 
@@ -117,7 +117,7 @@ def _account_set(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import set_account
 
     account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over)
-    print(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
     return 0
 
 
@@ -125,7 +125,7 @@ def _account_remove(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import remove_account
 
     remove_account(host, args.name)
-    print(f"removed account {args.name}")
+    say(f"removed account {args.name}")
     return 0
 
 
@@ -150,7 +150,7 @@ def _sync(host: "Host", args: argparse.Namespace) -> int:
         print("no VPP accounts: add one with `mdm vpp account add`")
     else:
         for report in reports:
-            print(format_report(report))
+            (say if report["status"] == "ok" else print)(format_report(report))
     return 0 if all(r["status"] == "ok" for r in reports) else 1
 
 
@@ -194,7 +194,7 @@ def _users_register(host: "Host", args: argparse.Namespace) -> int:
     else:
         for row in rows:
             if row["status"] == "Associated":
-                print(f"{row['clientUserId']}: associated")
+                say(f"{row['clientUserId']}: associated")
             elif row["status"] == "Registered":
                 print(f"{row['clientUserId']}: registered; send the invitation: {row['invitationUrl']}")
             else:

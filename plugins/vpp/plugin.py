@@ -73,6 +73,15 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookimpl
+def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]]:
+    """The accounts in ``mdm status``: token state, interval, last sync."""
+    from plugins.vpp.accounts import list_accounts
+
+    return {"accounts": [{"name": a["name"], "location": a["locationName"], "token": a["token_state"], "interval_seconds": a["interval_seconds"],
+                          "last_sync_at": a["last_sync_at"], "last_sync_result": a["last_sync_result"]} for a in list_accounts(host)]}
+
+
+@hookimpl
 def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[dict[str, Any]]:
     """Sync one account or all (see the hookspec)."""
     from plugins.vpp.sync.run import sync_accounts

@@ -221,9 +221,12 @@ def test_sigterm_stops_mdm_run_with_exit_0(project_dir):
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
             lines.append(line)
-            if "host running" in line or not line:
+            if " running on database " in line or not line:
                 break
-        assert "host running" in lines[-1], "".join(lines)
+        assert "host running" in "".join(lines), "".join(lines)
+        banner = lines[-1]  # one line: what this host runs on
+        assert banner.startswith("mdm-host ") and f"running on database sqlite:///{project_dir / 'var' / 'mdm.sqlite3'} (from MDM_DATABASE_URL)" in banner
+        assert "schema current" in banner and f"configuration {conf}" in banner
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         rest = proc.stderr.read()

@@ -172,3 +172,14 @@ def test_numbers_are_checked_where_they_enter(school: Any, cli: Any) -> None:
         school.pm.hook.mdm_vpp_sync(host=school, account="school", full=False, trigger="manual", wait=float("nan"))
     with pytest.raises(UsageError, match="not valid"):
         set_account(school, "school", interval=10**12)
+
+
+def test_a_failed_manual_sync_is_printed_once(school: Any, simulator: Any, cli: Any) -> None:
+    """The report line says it; no log line repeats it (a scheduled sync's failure is logged)."""
+    simulator.expire_token()
+    cli("vpp", "runs")  # (plugins used for the first time here create their tables)
+    code, out, err = cli("vpp", "sync", "school")
+    assert code == 1 and out.startswith("school: error: ") and "expired" in out
+    assert err == ""
+    code, out, err = cli("-q", "vpp", "sync", "school")  # -q silences successes, never failures
+    assert code == 1 and out.startswith("school: ")

@@ -112,10 +112,12 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
         clear_stage(host, run_id)
         error_type = type(exc).__name__
         message = one_line(exc) if isinstance(exc, (VppError, MdmError)) else describe(exc)
-        if not isinstance(exc, (VppError, MdmError)):
-            log.exception("account %s: sync failed unexpectedly", account.name)
-        else:
-            log.error("account %s: sync failed: %s", account.name, message)
+        # a scheduled sync's failure is logged; a manual one's is the report line the caller
+        # prints (logged at INFO, seen with -v): an error is shown once
+        level = logging.ERROR if trigger == "schedule" else logging.INFO
+        unexpected = not isinstance(exc, (VppError, MdmError))
+        log.log(level, "account %s: sync failed%s: %s", account.name, " unexpectedly" if unexpected else "", message,
+                exc_info=unexpected and (level == logging.ERROR or log.isEnabledFor(logging.DEBUG)))
         host.db.run_write(lambda s, exc=exc: _record_failure(host, s, account.id, run_id, mode, exc, message))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, error_type, message)
     finally:

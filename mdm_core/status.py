@@ -1,0 +1,80 @@
+"""``mdm status``: which database is in use, its schema, the plugins, each plugin's own rows
+(accounts, ...) and the jobs; and the one-line banner ``mdm run`` prints when it starts.
+
+Nothing here creates or upgrades a database: a missing SQLite file is reported as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.errors import MdmError, describe
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+
+
+def collect_status(host: "Host") -> dict[str, Any]:
+    """Everything ``mdm status`` shows, as plain values."""
+    from mdm_core.cli import plugin_rows
+    from mdm_core.db.migrate import History, read_states
+    from mdm_core.plugins import core_version
+
+    db = host.unchecked_db
+    status: dict[str, Any] = {
+        "version": core_version(),
+        "config": str(host.config.path) if host.config.path else None,
+        "database": {"url": db.describe(), "source": host.config.database_source if host._database_url is None else "given",
+                     "exists": not db.is_new_file, "schema": None, "pending": []},
+        "plugins": [{k: r[k] for k in ("name", "version", "source", "state", "error")} for r in plugin_rows(host)],
+        "sections": {},
+        "jobs": [],
+        "problems": [],
+    }
+    if db.is_new_file:
+        status["database"]["schema"] = "new"
+        status["problems"].append(f"database file {db.url.database} does not exist: the next command creates it "
+                                  "(check the path if you expected your data there)")
+        return status
+    try:
+        states = read_states(db, [History(s) for s in host.migration_sets()])
+    except MdmError as exc:
+        status["database"]["schema"] = "unreachable"
+        status["problems"].append(str(exc))
+        return status
+    kinds = {s.state for s in states}
+    schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
+    status["database"]["schema"] = schema
+    status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]
+    if schema != "current":
+        status["problems"].append(f"database schema is {schema}: see `mdm db status`")
+        return status
+    for impl in reversed(host.pm.hook.mdm_status.get_hookimpls()):
+        name = host.pm.get_name(impl.plugin) or impl.plugin_name
+        try:
+            for section, rows in (impl.function(host=host) or {}).items():
+                status["sections"][section] = list(rows)
+        except Exception as exc:
+            log.info("plugin %s failed in mdm_status", name, exc_info=True)
+            status["problems"].append(f"plugin '{name}' cannot tell its status: {describe(exc)}")
+    try:
+        scheduler = host.build_scheduler(inline=True)
+        status["jobs"] = [{"name": n, "plugin": j.plugin, "every_seconds": j.seconds, "next_run": scheduler.next_run(n)}
+                          for n, j in sorted(scheduler.jobs.items())]
+    except MdmError as exc:
+        status["problems"].append(f"jobs cannot be planned: {exc}")
+    return status
+
+
+def banner(host: "Host") -> str:
+    """The line ``mdm run`` prints when it starts: version, database, schema, plugins, jobs."""
+    from mdm_core.plugins import core_version
+
+    disabled = [r.name for r in host.unloaded]
+    jobs = len(host.scheduler.jobs)
+    return (f"mdm-host {core_version()} running on database {host.db.describe()} ({host.config.database_source}), "
+            f"schema current, configuration {host.config.source}; {len(host.plugins)} plugins"
+            + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "") + f", {jobs} jobs")

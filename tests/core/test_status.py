@@ -1,0 +1,87 @@
+"""`mdm status`, the notice of a new database (a mistyped path, a configuration outside conf/),
+`-q`, one time format, errors printed once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mdm_core.cli import main
+
+
+def test_status_of_a_new_then_used_database(mdm, project_dir):
+    code, out, err = mdm("status", "--json")
+    assert code == 1, err  # the file does not exist yet: attention
+    status = json.loads(out)
+    db = project_dir / "var" / "mdm.sqlite3"
+    assert status["database"] == {"url": f"sqlite:///{db}", "source": "from MDM_DATABASE_URL", "exists": False, "schema": "new", "pending": []}
+    assert any("does not exist" in p for p in status["problems"])
+    assert not db.exists()  # status creates nothing
+    assert mdm("devices", "list")[0] == 0
+    code, out, err = mdm("status")
+    assert code == 0, out + err
+    assert f"database:      sqlite:///{db} (from MDM_DATABASE_URL)" in out
+    assert "schema:        current" in out
+    assert "inventory" in out and "enabled" in out
+
+
+def test_status_lists_disabled_plugins_accounts_and_jobs(vpp_host, project_dir, monkeypatch, capsys):
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text('[plugins]\ndisabled = ["demo"]\n')
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+    capsys.readouterr()
+    assert main(["--config", str(conf), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {"name": "demo", "state": "disabled"}.items() <= next(p for p in status["plugins"] if p["name"] == "demo").items()
+    [account] = status["sections"]["accounts"]
+    assert account["name"] == "school" and account["token"] == "valid" and account["interval_seconds"] == 3600
+    assert "vpp.sync.school" in {j["name"] for j in status["jobs"]}
+    assert main(["--config", str(conf), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "\naccounts:\n" in out and "school" in out and "vpp.sync.school" in out
+
+
+def test_a_new_database_says_where_its_url_came_from(project_dir, monkeypatch, capsys, tmp_path):
+    """A configuration outside conf/ (relative paths from its own folder) and a mistyped path
+    are noticed: the notice names the file and where the URL came from."""
+    monkeypatch.delenv("MDM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("MDM_PLUGIN_AUTOLOAD", "0")
+    monkeypatch.setenv("MDM_SECRET_KEY", "k")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "my.toml").write_text("")
+    capsys.readouterr()
+    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"mdm: created new database at {elsewhere / 'var' / 'mdm.sqlite3'} "
+                   f"(the default, relative to {elsewhere}, the folder of {elsewhere / 'my.toml'})\n")
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlte3'}")
+    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
+    assert capsys.readouterr().err == f"mdm: created new database at {project_dir / 'var' / 'mdm.sqlte3'} (from MDM_DATABASE_URL)\n"
+
+
+def test_quiet_silences_successes_but_not_lists_or_errors(mdm):
+    assert mdm("-q", "users", "add", "u1")[:2] == (0, "")
+    assert mdm("-q", "users", "set", "u1", "--name", "Ann")[:2] == (0, "")
+    assert "u1" in mdm("-q", "users", "list")[1]
+    code, out, err = mdm("-q", "users", "add", "u1")
+    assert code == 1 and out == "" and "exists" in err
+    assert mdm("users", "add", "u2")[1] == "added user u2\n"  # without -q again
+
+
+def test_times_are_labelled_utc_in_one_format(mdm, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    from mdm_core.cli import utc_log_formatter
+    from mdm_core.output import format_time
+
+    assert mdm("devices", "add", "S1", "--platform", "ios")[0] == 0
+    line = mdm("devices", "list")[1].splitlines()[1]
+    assert line.endswith(" UTC") and line.split()[-3].count("-") == 2  # enrolled_at 2026-11-28 04:37:29 UTC
+    eastern = datetime(2024, 11, 3, 1, 30, tzinfo=timezone(timedelta(hours=-4)))
+    assert format_time(eastern) == format_time(eastern.isoformat()) == "2024-11-03 05:30:00 UTC"
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", None, None)
+    record.created = eastern.timestamp()
+    assert utc_log_formatter().format(record).startswith("2024-11-03 05:30:00 UTC ERROR x: m")
