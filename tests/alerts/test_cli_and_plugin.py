@@ -69,7 +69,7 @@ def test_alerts_test_with_every_channel_down(mdm):
     ('low_licenses = -1', "[alerts] low_licenses must be 0 or more, got -1"),
     ('low_licenses_per_asset = { "app" = 3 }', "[alerts.low_licenses_per_asset] key 'app' must be an adamId"),
     ('sync_failures = 0', "[alerts] sync_failures must be at least 1, got 0"),
-    ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a positive number of seconds"),
+    ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a finite number, got nan"),
     ('colour = "red"', "[alerts] unknown key 'colour'"),
 ])
 def test_bad_settings_are_one_line_errors(mdm, text, message):
