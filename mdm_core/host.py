@@ -65,8 +65,9 @@ class Host:
         came from, so that a mistyped path or a configuration outside conf/ is noticed."""
         import sys
 
-        source = self.config.database_source if self._database_url is None else "given to this host"
-        print(f"mdm: {message} ({source})", file=sys.stderr, flush=True)
+        if message.startswith(("created new database", "created the tables in empty database")):
+            message += f" ({self.config.database_source if self._database_url is None else 'given to this host'})"
+        print(f"mdm: {message}", file=sys.stderr, flush=True)
 
     def upgrade_database(self) -> list[Any]:
         """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps."""

@@ -36,6 +36,7 @@ APP_PLATFORMS = {"ios": "iOS", "ipados": "iOS", "macos": "macOS", "tvos": "tvOS"
 #: device platform (core inventory) → application platform.
 DEVICE_TO_APP_PLATFORM = {"iOS": "iOS", "iPadOS": "iOS", "macOS": "macOS", "tvOS": "tvOS"}
 LOOKUP_BATCH = 100
+MANUAL_SYNC_LOOKUPS = 5 * LOOKUP_BATCH  # a manual sync looks up at most this many new apps at once (5 requests)
 
 
 def app_platform(value: str) -> str:
@@ -132,9 +133,11 @@ def retire_assets(host: "Host", session: Session, account: str, assets: list[Ass
 # ---------------------------------------------------------------------- metadata
 
 
-def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = False) -> dict[str, int]:
+def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = False, account: str | None = None,
+                     limit: int | None = None, pending_only: bool = False) -> dict[str, int]:
     """Look up the metadata that is pending, failed (when its retry is due, or ``force``) or
     older than ``metadata_max_age`` (or all of it with ``everything``); returns counts.
+    ``account``, ``limit`` and ``pending_only`` (never looked up) narrow it (after a manual sync).
 
     A failed lookup never raises: the rows are marked ``error`` and retried after
     ``metadata_retry`` seconds.
@@ -143,11 +146,17 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
     now = utcnow()
     stale = now - timedelta(seconds=s.metadata_max_age)
     with host.db.session() as session:
-        query = select(AppMetadata)
-        if not everything:
+        query = select(AppMetadata).order_by(AppMetadata.adam_id)
+        if pending_only:
+            query = query.where(AppMetadata.status == "pending")
+        elif not everything:
             query = query.where(or_(AppMetadata.status.in_(("pending", "error")), AppMetadata.fetched_at < stale))
             if not force:
                 query = query.where(or_(AppMetadata.next_attempt_at.is_(None), AppMetadata.next_attempt_at <= now))
+        if account is not None:
+            query = query.where(AppMetadata.account == account)
+        if limit is not None:
+            query = query.limit(limit)
         rows = list(session.execute(query).scalars())
         accounts = _live_accounts(session)
     counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}

@@ -117,6 +117,22 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
     on_licenses_associated(host, event)
 
 
+@hookimpl(optionalhook=True)
+def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
+    """After a manual sync (someone is waiting at the command line), look up the names, bundle
+    ids and versions of the account's new applications at once, bounded; a failed lookup is
+    logged and left to the mobile_apps.metadata job, never failing the sync."""
+    from plugins.mobile_apps.catalog import MANUAL_SYNC_LOOKUPS, refresh_metadata
+
+    report = event.payload
+    if report.get("trigger") != "manual" or report.get("status") != "ok":
+        return
+    try:
+        refresh_metadata(host, account=report["account"], limit=MANUAL_SYNC_LOOKUPS, pending_only=True)
+    except Exception as exc:  # the sync is done and reported; the job retries
+        log.warning("metadata of account %s not looked up after the sync (the mobile_apps.metadata job retries): %s", report["account"], exc)
+
+
 # --------------------------------------------------------------------------- core events
 
 

@@ -109,7 +109,7 @@ def test_plugins_json_and_table(mdm, write_plugin):
     code, out, _ = mdm("plugins")
     assert code == 0
     header, *lines = out.splitlines()
-    assert header.split() == ["name", "version", "source", "module", "hooks"]
+    assert header.split() == ["name", "version", "source", "state", "module", "hooks"]
     assert any(line.startswith(mod) and "mdm_register_cli,mdm_shutdown" in line for line in lines)
 
 

@@ -142,7 +142,7 @@ def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_
     db_file = project_dir / "var" / "mdm.sqlite3"
     code, out, err = mdm("devices", "list")
     assert code == 0, err
-    assert err.strip() == f"mdm: created new database at {db_file}"
+    assert err.strip() == f"mdm: created new database at {db_file} (from MDM_DATABASE_URL)"
     assert _version(_sqlite_url(project_dir), "core") == "0001"
     code, out, err = mdm("devices", "list")
     assert (code, err) == (0, "")  # only once

@@ -85,3 +85,26 @@ def test_times_are_labelled_utc_in_one_format(mdm, caplog):
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", None, None)
     record.created = eastern.timestamp()
     assert utc_log_formatter().format(record).startswith("2024-11-03 05:30:00 UTC ERROR x: m")
+
+
+STATUS_PLUGIN = """
+    @hookimpl
+    def mdm_status(host):
+        return {"widgets": [{"name": "w1", "state": "spinning"}]}
+"""
+
+BROKEN_STATUS_PLUGIN = """
+    @hookimpl
+    def mdm_status(host):
+        raise RuntimeError("widget store unreachable")
+"""
+
+
+def test_plugins_add_their_rows_and_a_failing_one_is_one_line(mdm, write_plugin):
+    good, bad = write_plugin(STATUS_PLUGIN), write_plugin(BROKEN_STATUS_PLUGIN)
+    config = f'[plugins]\nenabled = ["{good}", "{bad}"]\n'
+    assert mdm("devices", "list", config=config)[0] == 0
+    code, out, err = mdm("status", config=config)
+    assert code == 1, err
+    assert "\nwidgets:\nname  state\nw1    spinning\n" in out
+    assert f"attention: plugin '{bad}' cannot tell its status: RuntimeError: widget store unreachable" in out

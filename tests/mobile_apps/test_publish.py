@@ -110,3 +110,24 @@ def test_redelivered_events_change_nothing(host, simulator):
         published = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "mobile_apps_app_published")).scalars()
                      if e.payload["adamId"] == new_adam]
     assert len(published) == 1
+
+
+def test_a_manual_sync_looks_up_the_names_of_the_apps_it_published(make_apps_host, simulator, mdm):
+    make_apps_host()
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 0, err
+    rows = json.loads(mdm("apps", "list", "--json")[1])
+    assert rows and all(r["metadata"] != "pending" for r in rows)  # was: names only after the metadata job
+    assert any(r["name"] for r in rows)
+
+
+def test_a_failed_lookup_after_a_manual_sync_never_fails_it(make_apps_host, simulator, mdm):
+    make_apps_host()
+    simulator.faults.add("server_error", endpoint="lookup", status=503)
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 0 and "school: full sync ok" in out, out + err
+    rows = json.loads(mdm("apps", "list", "--json")[1])
+    assert rows and {r["metadata"] for r in rows} <= {"pending", "error"}  # the mobile_apps.metadata job retries
+    simulator.faults.clear()
+    assert mdm("apps", "refresh-metadata")[0] == 0
+    assert all(r["metadata"] != "error" for r in json.loads(mdm("apps", "list", "--json")[1]))
