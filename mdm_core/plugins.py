@@ -305,11 +305,12 @@ def call_isolated(
     return failures
 
 
-def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Call each implementation of a fail-fast hook on its own: ``{plugin name: result}``.
 
     An unexpected exception becomes a one-line ``PluginError`` naming the plugin; an
-    ``MdmError`` passes unchanged.
+    ``MdmError`` passes unchanged. With ``isolate``, nothing raises: a failing plugin's
+    result is its ``PluginError`` (or ``MdmError``), and the others still run.
     """
     caller = getattr(pm.hook, hook_name)
     impls = list(reversed(caller.get_hookimpls()))
@@ -320,8 +321,13 @@ def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> 
         name = pm.get_name(impl.plugin) or impl.plugin_name
         try:
             found[name] = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-        except MdmError:
-            raise
+        except MdmError as exc:
+            if not isolate:
+                raise
+            found[name] = exc
         except Exception as exc:
-            raise PluginError(f"plugin '{name}' failed in {hook_name}: {describe(exc)}") from exc
+            error = PluginError(f"plugin '{name}' failed in {hook_name}: {describe(exc)}")
+            if not isolate:
+                raise error from exc
+            found[name] = error
     return found

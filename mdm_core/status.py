@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.errors import MdmError, describe
+from mdm_core.errors import MdmError, PluginError
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -52,14 +52,14 @@ def collect_status(host: "Host") -> dict[str, Any]:
     if schema != "current":
         status["problems"].append(f"database schema is {schema}: see `mdm db status`")
         return status
-    for impl in reversed(host.pm.hook.mdm_status.get_hookimpls()):
-        name = host.pm.get_name(impl.plugin) or impl.plugin_name
-        try:
-            for section, rows in (impl.function(host=host) or {}).items():
-                status["sections"][section] = list(rows)
-        except Exception as exc:
-            log.info("plugin %s failed in mdm_status", name, exc_info=True)
-            status["problems"].append(f"plugin '{name}' cannot tell its status: {describe(exc)}")
+    from mdm_core.plugins import call_per_plugin
+
+    for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
+        if isinstance(result, Exception):
+            status["problems"].append(f"plugin '{name}' cannot tell its status: {str(result).split(': ', 1)[-1] if isinstance(result, PluginError) else result}")
+            continue
+        for section, rows in (result or {}).items():
+            status["sections"][section] = list(rows)
     try:
         scheduler = host.build_scheduler(inline=True)
         status["jobs"] = [{"name": n, "plugin": j.plugin, "every_seconds": j.seconds, "next_run": scheduler.next_run(n)}
