@@ -87,6 +87,18 @@ def register(subparsers: Any) -> None:
 
     add_serve_arguments(serve)
     serve.set_defaults(func=_sim_serve)
+    from plugins.vpp.simulator.cli import add_control_arguments
+
+    change = ssub.add_parser("change", help="change Apple's side of a running simulator (a purchase, a license removed, ...)",
+                             description="Send a control action to a simulator started with `serve`, e.g. "
+                             "`mdm vpp simulator change purchase count=25 supported_platforms='[\"iOS\"]'`.")
+    fault = ssub.add_parser("fault", help="arm a fault in a running simulator (429, 5xx, slow, dropped, ...); --list, --clear",
+                            description="Arm a fault for the next requests, e.g. `mdm vpp simulator fault rate_limit retry_after=2 --endpoint assets --count 3`.")
+    add_control_arguments(change, fault)
+    change.set_defaults(func=_sim_change)
+    fault.set_defaults(func=_sim_fault)
+    actions = ssub.add_parser("actions", help="every control action and fault with its parameters")
+    actions.set_defaults(func=_sim_actions)
 
 
 def _account_add(host: "Host", args: argparse.Namespace) -> int:
@@ -200,6 +212,25 @@ def _users_register(host: "Host", args: argparse.Namespace) -> int:
             else:
                 print(f"{row['clientUserId']}: failed: {row['errorMessage']} (Apple error {row['errorNumber']})")
     return 0 if all(r["status"] != "FAILED" for r in rows) else 1
+
+
+def _sim_change(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.simulator.cli import change
+
+    return change(args)
+
+
+def _sim_fault(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.simulator.cli import fault
+
+    return fault(args)
+
+
+def _sim_actions(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.simulator.remote import describe_actions
+
+    print(describe_actions())
+    return 0
 
 
 def _sim_serve(host: "Host", args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ lazily on the next request), status?eventId=.
 
 Control API (no auth, loopback clients only), JSON in and out:
 
+(From the command line: ``mdm vpp simulator change|fault|actions``, see the README.)
+
 - ``POST /_sim/faults``    arm a fault: {"kind", "endpoint"?, "count"?, "after"?, ...params}
   kinds: rate_limit (retry_after), server_error (status, body "9603"|"empty",
   retry_after), error_200 (error_number), slow (seconds), drop, truncated_json,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import signal
 import sys
 import threading
@@ -24,8 +26,72 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--page-size", type=int, default=437)
     parser.add_argument("--async-delay", type=float, default=0.2, help="seconds an event stays PENDING")
     parser.add_argument("--token-file", default="var/simulator.vpptoken",
-                        help="where to write the .vpptoken (mode 0600)")
+                        help="where to write the .vpptoken (mode 0600); the base URL goes beside it (FILE.url)")
+    parser.add_argument("--token-expires-in", type=_days, metavar="DAYS",
+                        help="the token expires in DAYS days (default: a year), e.g. 20 to preview expiring_30, 5 for expiring_7")
     return parser
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of days") from None
+    if not math.isfinite(value) or not 0 < value <= 3650:
+        raise argparse.ArgumentTypeError(f"'{text}' must be a number of days more than 0 and at most 3650")
+    return value
+
+
+def add_control_arguments(change: argparse.ArgumentParser, fault: argparse.ArgumentParser) -> None:
+    """The options of `change` and `fault` (a simulator started by `serve`)."""
+    from .remote import ACTIONS, FAULT_COMMON, FAULTS
+
+    for parser in (change, fault):
+        parser.add_argument("--url", help="the simulator's URL as `serve` printed it (default: the one `serve` wrote beside --token-file)")
+        parser.add_argument("--token-file", default="var/simulator.vpptoken", help="the token file given to `serve`")
+    change.add_argument("action", choices=sorted(ACTIONS), metavar="ACTION", help="one of: " + ", ".join(ACTIONS))
+    change.add_argument("params", nargs="*", metavar="NAME=VALUE", help="the action's parameters (see `mdm vpp simulator actions`); values are JSON or text")
+    fault.add_argument("kind", nargs="?", choices=sorted(FAULTS), metavar="KIND", help="one of: " + ", ".join(FAULTS))
+    fault.add_argument("params", nargs="*", metavar="NAME=VALUE", help="the fault's parameters (see `mdm vpp simulator actions`)")
+    fault.add_argument("--endpoint", help=FAULT_COMMON["endpoint"])
+    fault.add_argument("--count", type=int, help=FAULT_COMMON["count"])
+    fault.add_argument("--after", type=int, default=0, help=FAULT_COMMON["after"])
+    fault.add_argument("--list", action="store_true", help="show the armed faults and what fired")
+    fault.add_argument("--clear", action="store_true", help="disarm every fault and make the token valid again")
+
+
+def change(args: argparse.Namespace) -> int:
+    """`mdm vpp simulator change ACTION NAME=VALUE ...`"""
+    from .remote import action_parameters, call, control_url, parse_params
+
+    values = parse_params(args.params, [n for n, _ in action_parameters(args.action)], f"action {args.action}")
+    answer = call(control_url(args.url, args.token_file), "POST", "change", {"action": args.action, **values})
+    print(f"{args.action}: {json.dumps(answer.get('result'))}; versions {json.dumps(answer.get('versions'), sort_keys=True)}")
+    return 0
+
+
+def fault(args: argparse.Namespace) -> int:
+    """`mdm vpp simulator fault KIND NAME=VALUE ... | --list | --clear`"""
+    from mdm_core.errors import UsageError
+
+    from .remote import FAULTS, call, control_url, parse_params
+
+    root = control_url(args.url, args.token_file)
+    if args.clear:
+        call(root, "DELETE", "faults")
+        print("faults cleared; the token is valid again")
+        return 0
+    if args.list or args.kind is None:
+        answer = call(root, "GET", "faults")
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    if args.count is not None and args.count < 1 or args.after < 0:
+        raise UsageError("--count must be 1 or more and --after 0 or more")
+    values = parse_params(args.params, list(FAULTS[args.kind][0]), f"fault {args.kind}")
+    body = {"kind": args.kind, "endpoint": args.endpoint, "count": args.count, "after": args.after, **values}
+    answer = call(root, "POST", "faults", body)
+    print(f"armed {json.dumps(answer.get('fault'), sort_keys=True)}")
+    return 0
 
 
 def _seed_value(raw: object) -> object:
@@ -38,10 +104,16 @@ def _seed_value(raw: object) -> object:
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
     """Start the simulator, write the token file, print the URL, serve until a signal."""
+    from datetime import datetime, timedelta, timezone
+
+    from .remote import url_file
+
     stop = stop or threading.Event()
+    days = getattr(args, "token_expires_in", None)
+    expires = datetime.now(timezone.utc) + timedelta(days=days) if days is not None else None
     sim = Simulator(seed=_seed_value(args.seed), assets=args.assets, devices=args.devices,
                     users=args.users, assignments=args.assignments, page_size=args.page_size,
-                    async_delay=args.async_delay, host=args.host, port=args.port)
+                    async_delay=args.async_delay, host=args.host, port=args.port, token_expires_at=expires)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -49,7 +121,9 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     try:
         with sim:
             path = sim.write_token(args.token_file)
-            print(f"Apple Apps and Books simulator at {sim.base_url} (token file: {path})", flush=True)
+            url_file(path).write_text(sim.base_url + "\n", encoding="utf-8")
+            print(f"Apple Apps and Books simulator at {sim.base_url} (token file: {path}, token expires "
+                  f"{sim.token_expiration_date}); change it with `mdm vpp simulator change|fault` (see `mdm vpp simulator actions`)", flush=True)
             if ready is not None:
                 ready.set()
             while not stop.wait(0.5):

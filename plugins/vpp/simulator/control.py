@@ -30,21 +30,9 @@ def snapshot_json(sim: "Simulator") -> dict[str, Any]:
 
 
 def _actions(sim: "Simulator") -> dict[str, Callable[..., Any]]:
-    return {
-        "purchase": sim.purchase,
-        "assign": sim.assign_in_portal,
-        "remove": sim.remove_in_portal,
-        "retire_user": sim.retire_user,
-        "create_user": sim.create_user,
-        "accept_invite": sim.accept_invite,
-        "remove_asset": sim.remove_asset,
-        "refund": sim.remove_asset,
-        "mutate_fraction": sim.mutate_fraction,
-        "expire_token": sim.expire_token,
-        "revoke_token": sim.revoke_token,
-        "claim_by_other_mdm": sim.claim_by_other_mdm,
-        "restore_token": sim.restore_token,
-    }
+    from .remote import ACTIONS
+
+    return {action: getattr(sim, method) for action, (method, _) in ACTIONS.items()}
 
 
 def _error(status: int, message: str) -> Response:

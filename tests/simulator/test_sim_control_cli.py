@@ -1,0 +1,100 @@
+"""The simulator's control actions from `mdm`: change, fault, actions, and a token that
+expires soon (`serve --token-expires-in DAYS`) to preview the expiring states."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from plugins.vpp.simulator.cli import add_serve_arguments, serve
+
+from mdm_core.testing import MdmRunner
+
+
+@pytest.fixture
+def served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[str, Path]]:
+    """`mdm vpp simulator serve --token-expires-in 20` in a thread: (base URL, token file)."""
+    token_file = tmp_path / "sim.vpptoken"
+    args = add_serve_arguments(argparse.ArgumentParser()).parse_args(
+        ["--seed", "4", "--assets", "3", "--devices", "5", "--users", "5", "--async-delay", "0", "--token-file", str(token_file),
+         "--token-expires-in", "20"])
+    ready, stop = threading.Event(), threading.Event()
+    worker = threading.Thread(target=serve, args=(args,), kwargs={"ready": ready, "stop": stop})
+    worker.start()
+    try:
+        assert ready.wait(10)
+        capsys.readouterr()
+        yield Path(str(token_file) + ".url").read_text().strip(), token_file
+    finally:
+        stop.set()
+        worker.join(10)
+
+
+@pytest.fixture
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
+    return MdmRunner(project_dir, monkeypatch, capsys)
+
+
+def _root(url: str) -> str:
+    return url[: -len("/mdm/v2")]
+
+
+def test_change_and_fault_reach_a_running_simulator(served: tuple[str, Path], mdm: Any) -> None:
+    url, token_file = served
+    before = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
+    code, out, err = mdm("vpp", "simulator", "change", "purchase", "count=25", 'supported_platforms=["iOS","macOS"]', "--token-file", str(token_file))
+    assert code == 0, err
+    assert out.startswith("purchase: [") and "versions" in out
+    after = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
+    assert len(after["assets"]) == len(before["assets"]) + 1
+    new = next(a for a in after["assets"] if a not in before["assets"])
+    assert new["totalCount"] == 25 and new["supportedPlatforms"] == ["iOS", "macOS"]
+
+    code, out, err = mdm("vpp", "simulator", "fault", "rate_limit", "retry_after=2", "--endpoint", "assets", "--count", "1", "--url", url)
+    assert code == 0 and out.startswith("armed ") and '"retry_after": 2' in out, err
+    code, out, err = mdm("vpp", "simulator", "fault", "--list", "--url", url)
+    assert code == 0 and json.loads(out)["faults"][0]["kind"] == "rate_limit"
+    code, out, err = mdm("vpp", "simulator", "fault", "--clear", "--url", url)
+    assert (code, out) == (0, "faults cleared; the token is valid again\n")
+    assert requests.get(_root(url) + "/_sim/faults", timeout=5).json()["faults"] == []
+
+
+def test_bad_control_input_is_one_line(served: tuple[str, Path], mdm: Any, tmp_path: Path) -> None:
+    url, token_file = served
+    code, out, err = mdm("vpp", "simulator", "change", "purchase", "colour=red", "--url", url)
+    assert code == 2 and "action purchase takes no parameter 'colour'; it takes: adam_id, pricing_param, count" in err and err.count("\n") == 1
+    code, out, err = mdm("vpp", "simulator", "change", "teleport", "--url", url)
+    assert code == 2 and "invalid choice: 'teleport'" in err
+    code, out, err = mdm("vpp", "simulator", "fault", "slow", "secs=1", "--url", url)
+    assert code == 2 and "fault slow takes no parameter 'secs'; it takes: seconds" in err
+    code, out, err = mdm("vpp", "simulator", "change", "remove", "adam_id=1", "--token-file", str(tmp_path / "none.vpptoken"))
+    assert code == 2 and "no running simulator known" in err and "mdm vpp simulator serve" in err
+    code, out, err = mdm("vpp", "simulator", "change", "restore_token", "--url", "http://127.0.0.1:9/mdm/v2")
+    assert code == 1 and "cannot reach the simulator at http://127.0.0.1:9" in err
+
+
+def test_actions_are_documented_with_their_parameters(mdm: Any) -> None:
+    code, out, err = mdm("vpp", "simulator", "actions")
+    assert code == 0, err
+    assert "purchase" in out and "count=10" in out and "adam_id=null" in out
+    assert "remove" in out and "adam_id=(required)" in out
+    assert "rate_limit" in out and "retry_after" in out and "--endpoint" in out
+
+
+def test_a_token_that_expires_soon_previews_the_expiring_state(served: tuple[str, Path], mdm: Any) -> None:
+    url, token_file = served
+    expires = datetime.fromisoformat(requests.get(_root(url) + "/_sim/token", timeout=5).json()["tokenExpirationDate"].replace("Z", "+00:00"))
+    assert timedelta(days=19) < expires - datetime.now(timezone.utc) <= timedelta(days=20)
+    code, out, err = mdm("vpp", "account", "add", "preview", "--token-file", str(token_file), "--service-url", url)
+    assert code == 0, err
+    [account] = json.loads(mdm("vpp", "account", "list", "--json")[1])
+    assert account["token_state"] == "expiring_30"
+    code, out, err = mdm("vpp", "simulator", "serve", "--token-expires-in", "nan")
+    assert code == 2 and "--token-expires-in" in err
