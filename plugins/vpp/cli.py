@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
     sync.add_argument("--full", action="store_true", help="read everything again instead of the changes")
     sync.add_argument("--wait", type=seconds(), metavar="SECONDS", help="wait this long for a running sync of the same account (default: [vpp] lock_wait)")
     sync.add_argument("--json", action="store_true", help="print the reports as JSON")
+    sync.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="pages and rows per dataset every few seconds on stderr (default: when stderr is a terminal)")
     sync.set_defaults(func=_sync)
 
     runs = sub.add_parser("runs", help="recent sync runs (trigger, mode, counts, error)")
@@ -154,8 +156,23 @@ def format_report(report: dict[str, Any]) -> str:
     return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {'; '.join(parts)}{extra}"
 
 
+PROGRESS_EVERY = 3.0  # seconds between two progress lines
+
+
 def _sync(host: "Host", args: argparse.Namespace) -> int:
-    reports = host.pm.hook.mdm_vpp_sync(host=host, account=args.name, full=args.full, trigger="manual", wait=args.wait)
+    import sys
+    import time
+    from contextlib import nullcontext
+
+    from plugins.vpp.sync import progress
+
+    started = time.monotonic()
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    listen = progress.listening(progress.every(PROGRESS_EVERY, lambda line: print(line, file=sys.stderr, flush=True))) if show else nullcontext()
+    with listen:
+        reports = host.pm.hook.mdm_vpp_sync(host=host, account=args.name, full=args.full, trigger="manual", wait=args.wait)
+    if len(reports) == 1:  # the time this command took, as the admin waited for it
+        reports[0]["duration_s"] = round(time.monotonic() - started, 3)
     if args.json:
         print_json(reports)
     elif not reports:

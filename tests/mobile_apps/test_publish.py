@@ -131,3 +131,18 @@ def test_a_failed_lookup_after_a_manual_sync_never_fails_it(make_apps_host, simu
     simulator.faults.clear()
     assert mdm("apps", "refresh-metadata")[0] == 0
     assert all(r["metadata"] != "error" for r in json.loads(mdm("apps", "list", "--json")[1]))
+
+
+def test_the_sync_report_time_is_the_wall_time(make_apps_host, simulator, mdm):
+    """Event delivery (here a slow metadata lookup after the sync) is part of the time shown."""
+    import re
+    import time
+
+    make_apps_host()
+    simulator.faults.add("slow", endpoint="lookup", seconds=1.0)
+    started = time.monotonic()
+    code, out, err = mdm("vpp", "sync", "school")
+    wall = time.monotonic() - started
+    assert code == 0, err
+    shown = float(re.search(r"sync ok in ([\d.]+)s", out).group(1))
+    assert 1.0 <= shown <= wall + 0.01, (shown, wall)  # was: the read and apply alone, without delivery

@@ -24,6 +24,7 @@ from sqlalchemy import and_, delete, exists, func, insert, select
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
+from . import progress
 from ..apple.protocol import page_assets, page_assignments, page_users, version_of
 from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser
 
@@ -110,6 +111,7 @@ class SyncReader:
             changed = False
             for index, page in enumerate(pages()):
                 self._count_page()
+                progress.page(self.account.name, what, page)
                 self.heartbeat()
                 version = version_of(page)
                 if index == 0:
@@ -186,6 +188,7 @@ class SyncReader:
         finally:
             pages.close()
         self._count_page()
+        progress.page(self.account.name, "assets", first)
         if version is not None and version_of(first) == version:
             return assets, version
         log.info("account %s: assets changed during the sync; reading them again", self.account.name)

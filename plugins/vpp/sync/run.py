@@ -27,6 +27,7 @@ from ..accounts import client_for, get_account, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
 from ..models import VppAccount, VppSyncRun
 from ..payloads import SyncReport
+from . import progress
 from .apply import apply_read
 from .read import SyncReader, clear_stage
 
@@ -59,6 +60,7 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
 
 def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
     """Sync one account under its lock; never raises for a failed sync, reports it."""
+    wall = time.monotonic()  # the report's duration: lock wait and event delivery included
     s = settings(host)
     with host.db.session() as session:
         account = get_account(session, name)
@@ -84,6 +86,7 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
     finally:
         lock.release()
     host.deliver_events()
+    report["duration_s"] = round(time.monotonic() - wall, 3)
     return report
 
 
@@ -91,6 +94,7 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
     _cleanup_interrupted(host, account.id)
     mode = choose_mode(account, full, reconcile)
     run_id = host.db.run_write(lambda s: _new_run(s, account.id, trigger, mode))
+    progress.started(account.name, mode)
     started = utcnow()
     heartbeat = monotonic_heartbeat(lock.refresh, max(1.0, lock.ttl / 3))
     client = None
@@ -121,6 +125,7 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
         host.db.run_write(lambda s, exc=exc: _record_failure(host, s, account.id, run_id, mode, exc, message))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, error_type, message)
     finally:
+        progress.finished(account.name)
         if client is not None:
             client.close()
     with host.db.write_session() as session:

@@ -1,0 +1,100 @@
+"""Progress of running syncs: pages and rows read per dataset, as the sync goes.
+
+The sync reports each page here (one call in the reader); whoever wants to show progress
+listens: ``mdm vpp sync`` prints a line to stderr every few seconds on a terminal (or with
+``--progress``), and a console in the same process can poll :func:`current`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+DATASETS = ("assets", "users", "assignments")
+
+
+@dataclass
+class SyncProgress:
+    """One running sync: pages and rows per dataset so far."""
+
+    account: str
+    mode: str
+    started: float = field(default_factory=time.monotonic)
+    pages: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values: account, mode, elapsed seconds, and pages/rows per dataset."""
+        return {"account": self.account, "mode": self.mode, "elapsed_s": round(time.monotonic() - self.started, 1),
+                "datasets": {d: {"pages": self.pages.get(d, 0), "rows": self.rows.get(d, 0)} for d in DATASETS if d in self.pages}}
+
+    def line(self) -> str:
+        """``school: full sync: assets 1 page, 12 rows; users 3 pages, 1,200 rows (4s)``"""
+        parts = [f"{d} {self.pages[d]} page{'s' if self.pages[d] != 1 else ''}, {self.rows.get(d, 0):,} rows" for d in DATASETS if d in self.pages]
+        return f"{self.account}: {self.mode} sync: {'; '.join(parts) or 'starting'} ({time.monotonic() - self.started:.0f}s)"
+
+
+_lock = threading.Lock()
+_running: dict[str, SyncProgress] = {}
+_listeners: list[Callable[[SyncProgress], None]] = []
+
+
+def started(account: str, mode: str) -> None:
+    """A sync of ``account`` begins (the sync calls it)."""
+    with _lock:
+        _running[account] = SyncProgress(account, mode)
+
+
+def finished(account: str) -> None:
+    """The sync of ``account`` ended, well or not (the sync calls it)."""
+    with _lock:
+        _running.pop(account, None)
+
+
+def page(account: str, what: str, data: dict[str, Any]) -> None:
+    """One page of ``what`` (``assets``, ``users``, ``assignments``, ``assignments of ADAM_ID``) was read."""
+    dataset = what.split(" ", 1)[0]
+    rows = sum(len(v) for v in data.values() if isinstance(v, list))
+    with _lock:
+        progress = _running.get(account)
+        if progress is None:
+            return
+        progress.pages[dataset] = progress.pages.get(dataset, 0) + 1
+        progress.rows[dataset] = progress.rows.get(dataset, 0) + rows
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(progress)
+
+
+def current() -> list[dict[str, Any]]:
+    """The syncs running in this process, as plain values (for a console to poll)."""
+    with _lock:
+        return [p.as_dict() for p in _running.values()]
+
+
+@contextmanager
+def listening(callback: Callable[[SyncProgress], None]) -> Iterator[None]:
+    """Call ``callback(progress)`` after each page while the block runs (from the sync's threads)."""
+    with _lock:
+        _listeners.append(callback)
+    try:
+        yield
+    finally:
+        with _lock:
+            _listeners.remove(callback)
+
+
+def every(seconds: float, out: Callable[[str], None]) -> Callable[[SyncProgress], None]:
+    """A listener that writes the progress line at most every ``seconds``."""
+    last: dict[str, float] = {}
+
+    def show(progress: SyncProgress) -> None:
+        now = time.monotonic()
+        if now - last.get(progress.account, progress.started) >= seconds:
+            last[progress.account] = now
+            out(progress.line())
+
+    return show

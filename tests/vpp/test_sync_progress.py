@@ -1,0 +1,44 @@
+"""Progress of long syncs on stderr, and a report time that is the command's wall time."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from plugins.vpp.sync import progress
+
+
+def test_progress_lines_name_pages_and_rows_per_dataset(school: Any, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugins.vpp.cli
+
+    monkeypatch.setattr(plugins.vpp.cli, "PROGRESS_EVERY", 0.0)  # a line per page (every few seconds for people)
+    code, out, err = cli("vpp", "sync", "school", "--progress")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("school: full sync: ")]
+    assert lines, err
+    last = lines[-1]
+    assert re.search(r"assets \d+ pages?, [\d,]+ rows", last) and re.search(r"users \d+ pages?, [\d,]+ rows", last)
+    assert re.search(r"assignments \d+ pages?, [\d,]+ rows", last), last
+    assert out.startswith("school: full sync ok")  # the report stays on stdout
+    assert progress.current() == []  # nothing left running
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(school: Any, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugins.vpp.cli
+
+    monkeypatch.setattr(plugins.vpp.cli, "PROGRESS_EVERY", 0.0)
+    code, out, err = cli("vpp", "sync", "school")
+    assert code == 0 and " sync: assets" not in err
+    code, out, err = cli("vpp", "sync", "school", "--no-progress")
+    assert code == 0 and " sync: assets" not in err
+
+
+def test_a_console_can_poll_a_running_sync(school: Any) -> None:
+    seen: list[dict[str, Any]] = []
+    with progress.listening(lambda p: seen.append(p.as_dict())):
+        [report] = school.pm.hook.mdm_vpp_sync(host=school, account="school", full=True, trigger="manual", wait=0)
+    assert report["status"] == "ok"
+    assert seen and seen[-1]["account"] == "school" and seen[-1]["mode"] == "full"
+    assert sum(d["pages"] for d in seen[-1]["datasets"].values()) == report["pages"]
