@@ -29,3 +29,25 @@ def test_cited_sections_of_the_docs_exist() -> None:
                 if name not in headings.get(doc, set()):
                     missing.append(f"{path.relative_to(ROOT)}: {doc} has no section {name!r}")
     assert missing == []
+
+
+def test_the_readme_documents_every_event_and_hook(make_host) -> None:
+    """Every hook the installed plugins declare (events included) is named in the README."""
+    host = make_host()  # the installed plugins, as `mdm` loads them
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    declared = sorted(n for n in dir(host.pm.hook) if n.startswith("mdm_") and getattr(host.pm.hook, n).spec is not None)
+    events = [n for n in declared if list(getattr(host.pm.hook, n).spec.argnames) == ["host", "event"]]
+    assert {"mdm_mobile_apps_app_published", "mdm_device_enrolled", "mdm_vpp_assets_added"} <= set(events)
+    missing = [n for n in declared if f"`{n}`" not in readme and not re.search(rf"`{n}\(", readme)]
+    assert missing == []
+
+
+def test_the_readme_plugin_pyproject_is_complete() -> None:
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[build-system]" in b)
+    project = tomllib.loads(block)
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert project["project"]["name"] and project["project"]["version"] and "mdm-host" in project["project"]["dependencies"][0]
+    assert project["project"]["entry-points"]["mdm.plugins"] == {"widgets": "mdm_widgets.plugin"}
