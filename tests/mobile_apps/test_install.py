@@ -256,3 +256,65 @@ def test_install_wait_must_be_finite_and_not_negative(host, simulator, mdm):
         assert code == 2 and "--wait" in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(UsageError, match="--wait must be a finite number"):
         install(host, a["adamId"], serials=["ABC"], wait=float("nan"))
+
+
+def test_a_redelivered_license_event_does_not_install_the_app_again(make_apps_host, simulator):
+    """The duplicate-event guard: with auto_install, a ``vpp_licenses_associated`` delivered again
+    (after a crash) once its InstallApplication was sent must not queue a second one."""
+    from sqlalchemy import select
+
+    from mdm_core.events import Event
+    from mdm_core.inventory import set_command_status
+    from mdm_core.models import OutboxEvent
+
+    host = make_apps_host("auto_install = true\n")
+    sync(host)
+    a = fixed_assets(simulator)[0]
+    ipad = free_serials(simulator, a["adamId"])[0]
+    add_device(host, ipad, "iPadOS")
+    simulator.assign_in_portal(a["adamId"], serial_number=ipad)
+    sync(host)
+    [command] = commands(host, ipad)
+    set_command_status(host, command["uuid"], "acknowledged")  # the device installed it
+    with host.db.session() as session:
+        [event] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_licenses_associated")).scalars()
+                   if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a["adamId"]]
+    host.events.dispatch(Event(name=event.name, payload=event.payload, id=event.id))  # delivered again
+    host.deliver_events()
+    assert [c["uuid"] for c in commands(host, ipad)] == [command["uuid"]]
+    assert len([r for r in list_installs(host) if r["target"] == ipad]) == 1
+
+
+def test_the_installs_job_queues_a_pending_install_once_apple_confirms(make_apps_host, mdm, apps_events):
+    """The ``mobile_apps.installs`` job, run by the host's scheduler: while Apple cannot be reached
+    the install stays pending (attempt and error recorded); once Apple confirms the license the
+    job queues InstallApplication, without waiting for a sync."""
+    from plugins.vpp.simulator import Simulator
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60) as slow:
+        host = make_apps_host(sim=slow)
+        sync(host)
+        job = host.build_scheduler(inline=True).jobs["mobile_apps.installs"]
+        a = fixed_assets(slow)[0]
+        serial = free_serials(slow, a["adamId"])[0]
+        add_device(host, serial, "iOS")
+        assert mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "0")[0] == 0
+        [pending] = list_installs(host, "pending")
+
+        slow.faults.add("drop", endpoint="assets/associate")  # Apple unreachable at the job's first run
+        assert job.func() == {"asked": 1, "queued": 0, "failed": 0, "pending": 1}
+        [still] = list_installs(host, "pending")
+        assert still["id"] == pending["id"] and still["attempts"] == pending["attempts"] + 1 and "cannot reach Apple" in still["error"]
+        assert commands(host, serial) == []
+
+        slow.faults.clear()
+        slow.state.process_due(now=time.monotonic() + 120)  # Apple completes the first association
+        slow.state.async_delay = 0
+        counts = job.func()
+        # (the command is queued by the license event the job's association delivers, before the
+        # job's own bookkeeping: its "queued" count does not include it)
+        assert (counts["asked"], counts["failed"], counts["pending"]) == (1, 0, 0)
+        [command] = commands(host, serial)
+        assert list_installs(host, "pending") == [] and [r["command_uuids"] for r in list_installs(host, "queued")] == [[command["uuid"]]]
+        assert [e["source"] for e in apps_events.named("mobile_apps_install_queued")] == ["pending"]
+        assert job.func() == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}  # nothing left to ask

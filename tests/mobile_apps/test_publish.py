@@ -146,3 +146,20 @@ def test_the_sync_report_time_is_the_wall_time(make_apps_host, simulator, mdm):
     assert code == 0, err
     shown = float(re.search(r"sync ok in ([\d.]+)s", out).group(1))
     assert 1.0 <= shown <= wall + 0.01, (shown, wall)  # was: the read and apply alone, without delivery
+
+
+def test_an_old_event_delivered_again_does_not_bring_back_a_retired_app(host, simulator):
+    """The duplicate-event guard: an asset's ``vpp_assets_added`` redelivered (after a crash) once
+    the asset was refunded must not publish its application again."""
+    from mdm_core.models import OutboxEvent
+
+    new_adam, _ = simulator.purchase(count=2)
+    sync(host)
+    with host.db.session() as session:
+        [added] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_assets_added")).scalars()
+                   if any(a["adamId"] == new_adam for a in e.payload["assets"])]
+    simulator.remove_asset(new_adam)
+    sync(host)
+    assert by_key(host)[(new_adam, "STDQ", "iOS")]["state"] == "retired"
+    host.events.dispatch(Event(name=added.name, payload=added.payload, id=added.id))  # delivered again
+    assert by_key(host)[(new_adam, "STDQ", "iOS")]["state"] == "retired"

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from plugins.vpp.sync.run import sync_account
 from plugins.vpp.simulator import DEVICE, USER
 
 from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
+
 from .conftest import account_row
 
 
@@ -73,6 +76,39 @@ def test_incremental_after_out_of_band_changes(synced: Any, simulator: Any) -> N
     assert report["counts"]["licenses"]["reread_assets"] == len(expected)
     assert report["counts"]["users"]["retired"] == 1
     assert report["counts"]["users"]["added"] == 1
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "incremental"])
+@pytest.mark.parametrize("order", ["served", "reversed"])
+def test_a_live_user_record_beats_a_retired_one_of_the_same_client_user_id(synced: Any, simulator: Any, full: bool, order: str) -> None:
+    """Retired, then created again: Apple lists both records of the clientUserId, in no promised
+    order; the mirror keeps the live one, whichever comes first."""
+    before = mirror_state(synced)
+    cid = next(c for c, u in sorted(before["users"].items()) if u["status"] == "Associated")
+    assert simulator.retire_user(cid)
+    simulator.create_user(cid, email="back-again@example.org")
+    if order == "reversed":  # the retired record after the live one (the simulator serves them oldest first)
+        simulator.faults.add("reverse_records", endpoint="users")
+    records = [u for u in _user_records(simulator) if u["clientUserId"] == cid]
+    assert sorted(u["status"] for u in records) == ["Registered", "Retired"]  # both listed
+    report = sync_account(synced, "school", full=full)
+    assert report["status"] == "ok" and report["mode"] == ("full" if full else "incremental"), report
+    user = mirror_state(synced)["users"][cid]
+    assert (user["status"], user["email"]) == ("Registered", "back-again@example.org")
+    assert user["inviteCode"] and user["idHash"] is None
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def _user_records(sim: Any) -> list[dict[str, Any]]:
+    """Every record ``GET /users`` serves (all pages, the armed faults applied)."""
+    import requests
+
+    out, index = [], 0
+    while index is not None:
+        page = requests.get(f"{sim.base_url}/users", params={"pageIndex": index}, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10).json()
+        out += page["users"]
+        index = page.get("nextPageIndex")
+    return out
 
 
 def test_incremental_after_mutate_fraction(synced: Any, simulator: Any) -> None:

@@ -25,7 +25,7 @@ Control API (no auth, loopback clients only), JSON in and out:
   kinds: rate_limit (retry_after), server_error (status, body "9603"|"empty",
   retry_after), error_200 (error_number), slow (seconds), drop, truncated_json,
   malformed_json (body), missing_field (field), extra_field (fields),
-  version_change; the state faults expire_token, revoke_token, restore_token and
+  version_change, reverse_records; the state faults expire_token, revoke_token, restore_token and
   claim_by_other_mdm (id, name, metadata) are accepted too. Answers 201 {"fault": {...}}.
 - ``GET /_sim/faults``     armed faults and hit counts
 - ``DELETE /_sim/faults``  disarm everything and make the token valid again

@@ -16,6 +16,8 @@ requests it hits before disarming; None = until cleared), an optional `after`
 - missing_field: remove `field` from the response and from each listed record
 - extra_field: add unknown keys (`fields`, a dict) to the response and each record
 - version_change: after the page is built, a real out-of-band write to that dataset
+- reverse_records: the page's records in reverse order (Apple promises no order: a client must
+  not depend on it, e.g. for a clientUserId listed both Retired and live)
 
 State faults (`expire_token`, `revoke_token`, `claim_by_other_mdm`, `restore_token`)
 change the location itself and are methods here and on the Simulator.
@@ -32,7 +34,7 @@ from .state import SimState
 from .tokens import EXPIRED, REVOKED, VALID, TokenState
 
 KINDS = frozenset({"rate_limit", "server_error", "error_200", "slow", "drop", "truncated_json",
-                   "malformed_json", "missing_field", "extra_field", "version_change"})
+                   "malformed_json", "missing_field", "extra_field", "version_change", "reverse_records"})
 #: Kinds that answer instead of the real handler (first one firing wins).
 SHORT_CIRCUIT = ("drop", "rate_limit", "server_error", "error_200", "malformed_json")
 

@@ -189,6 +189,8 @@ def _apply_payload_faults(response: Response, by_kind: dict[str, Fault], sim: "S
         payload.update(json.loads(json.dumps(extra)))
         for record in records:
             record.update(json.loads(json.dumps(extra)))
+    if "reverse_records" in by_kind:
+        records.reverse()
     if "version_change" in by_kind and response.dataset:
         sim.state.touch_dataset(response.dataset)
 
