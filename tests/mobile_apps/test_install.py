@@ -140,6 +140,11 @@ def test_devices_file(host, simulator, mdm, project_dir):
     code, _, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices-file", str(bad))
     assert code == 2 and "line 2:" in err and "line 3:" in err and "nothing was done" in err
     assert commands(host) == []
+    bad_csv = project_dir / "bad.csv"  # read by the inventory's CSV reader: comments, column counts, duplicates
+    bad_csv.write_text(f"# exported from the asset register\nroom,Serial_Number\nB12,{good[0]}\nB13\nB14,{good[0].lower()}\n")
+    code, _, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices-file", str(bad_csv))
+    assert code == 2 and f"{bad_csv}: line 4: expected 2 columns, got 1" in err
+    assert f"{bad_csv}: line 5: '{good[0]}' already appears on line 3" in err and "nothing was done" in err
     csv_file = project_dir / "devices.csv"
     csv_file.write_text("serial_number,room\n" + "".join(f"{s.lower()},B12\n" for s in good))
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices-file", str(csv_file))

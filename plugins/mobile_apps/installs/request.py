@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +23,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.inventory import normalize_serial
+from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser
 from plugins.vpp.payloads import LicenseResult
 
@@ -122,35 +121,20 @@ def _held(host: "Host", asset: Asset, *, serial: str | None = None, user: str | 
 
 
 def read_devices_file(path: str) -> list[str]:
-    """Serials from a file: one per line, or CSV with a ``serial_number`` column. Any bad line
-    is reported by line number and nothing is returned."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    lines = text.splitlines()
+    """Serials from a file: one per line, or CSV with a ``serial_number`` column (read by the
+    inventory's CSV reader). Any bad line is reported by line number and nothing is returned."""
+    lines = read_text(Path(path)).splitlines()
     first = next((l for l in lines if l.strip() and not l.lstrip().startswith("#")), "")
     entries: list[tuple[int, str]] = []
     errors: list[str] = []
     if "serial_number" in [c.strip().lower() for c in first.split(",")]:
-        reader = csv.reader(io.StringIO(text))
-        header: list[str] | None = None
-        for cells in reader:
-            number = reader.line_num
-            if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
-                continue
-            if header is None:
-                header = [c.strip().lower() for c in cells]
-                continue
-            if len(cells) != len(header):
-                errors.append(f"{path}: line {number}: expected {len(header)} columns, got {len(cells)}")
-                continue
-            entries.append((number, cells[header.index("serial_number")].strip()))
+        for number, values in csv_rows(Path(path), ["serial_number"], ["serial_number"], comments=True):
+            if isinstance(values, str):
+                errors.append(f"{path}: line {number}: {values}")
+            else:
+                entries.append((number, values["serial_number"]))
     else:
-        for number, line in enumerate(lines, 1):
-            value = line.strip()
-            if value and not value.startswith("#"):
-                entries.append((number, value))
+        entries = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip() and not line.strip().startswith("#")]
     seen: dict[str, int] = {}
     serials = []
     for number, value in entries:
@@ -160,7 +144,7 @@ def read_devices_file(path: str) -> list[str]:
             errors.append(f"{path}: line {number}: {exc}")
             continue
         if serial in seen:
-            errors.append(f"{path}: line {number}: {serial} already appears on line {seen[serial]}")
+            errors.append(f"{path}: line {number}: {duplicate(serial, seen[serial])}")
         else:
             seen[serial] = number
             serials.append(serial)
@@ -169,7 +153,6 @@ def read_devices_file(path: str) -> list[str]:
     if not serials:
         raise UsageError(f"{path}: no serial numbers (one per line, or CSV with a serial_number column)")
     return serials
-
 
 
 # ---------------------------------------------------------------------- installing
