@@ -27,14 +27,19 @@ def check_wait(value: float | None, what: str = "wait") -> float | None:
 
 def seconds(minimum: float = 0.0, maximum: float = MAX_INTERVAL) -> Callable[[str], float]:
     """A finite number of seconds in [minimum, maximum] (a wait, a timeout)."""
+    return number("seconds", minimum, maximum)
+
+
+def number(unit: str, minimum: float, maximum: float) -> Callable[[str], float]:
+    """A finite number of ``unit`` (seconds, days) in [minimum, maximum]."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number of {unit}") from None
         if not math.isfinite(value) or not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"'{text}' must be a finite number of seconds from {minimum:g} to {maximum}")
+            raise argparse.ArgumentTypeError(f"'{text}' must be a finite number of {unit} from {minimum:g} to {maximum:g}")
         return value
 
     return parse

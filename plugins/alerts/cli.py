@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from mdm_core.argtypes import count
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import utcnow
 from mdm_core.output import print_json, print_table
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
 
     lst = sub.add_parser("list", help="recent alerts and their delivery through each channel (pending, sent, failed)")
     lst.add_argument("--status", choices=["pending", "sent", "failed"], help="only deliveries in this state")
-    lst.add_argument("--limit", type=int, default=50, metavar="N", help="the N most recent alerts (default 50)")
+    lst.add_argument("--limit", type=count(1), default=50, metavar="N", help="the N most recent alerts (default 50)")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=_list)
 
@@ -41,7 +42,7 @@ def register(subparsers: Any) -> None:
     send.set_defaults(func=_send)
 
     retry = sub.add_parser("retry", help="send failed alerts again (after fixing a channel)")
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="alert ids (default: every failed delivery)")
+    retry.add_argument("ids", nargs="*", type=count(1), metavar="ID", help="alert ids (default: every failed delivery)")
     retry.set_defaults(func=_retry)
 
 

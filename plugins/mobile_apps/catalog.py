@@ -134,10 +134,12 @@ def retire_assets(host: "Host", session: Session, account: str, assets: list[Ass
 
 
 def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = False, account: str | None = None,
-                     limit: int | None = None, pending_only: bool = False) -> dict[str, int]:
+                     limit: int | None = None, pending_only: bool = False, errors: list[str] | None = None) -> dict[str, int]:
     """Look up the metadata that is pending, failed (when its retry is due, or ``force``) or
     older than ``metadata_max_age`` (or all of it with ``everything``); returns counts.
     ``account``, ``limit`` and ``pending_only`` (never looked up) narrow it (after a manual sync).
+    With ``errors`` (a command that prints them itself) the failures are put there instead of
+    being logged as warnings.
 
     A failed lookup never raises: the rows are marked ``error`` and retried after
     ``metadata_retry`` seconds.
@@ -172,7 +174,10 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
                 found = VppPort(host).lookup_metadata(account, batch)
             except Exception as exc:  # never fails the caller: retried later
                 message = one_line(exc) or type(exc).__name__
-                log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
+                if errors is not None:
+                    errors.append(f"account {account}: {message}")
+                else:
+                    log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
                 host.db.run_write(lambda session, batch=batch, message=message: _mark_failed(session, batch, message, s.metadata_retry))
                 counts["failed"] += len(batch)
                 continue

@@ -198,7 +198,8 @@ def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:
     from .catalog import refresh_metadata
 
     VppPort(host).require("metadata cannot be looked up")
-    counts = refresh_metadata(host, force=True, everything=args.all)
+    errors: list[str] = []
+    counts = refresh_metadata(host, force=True, everything=args.all, errors=errors)
     (print if counts["failed"] else say)(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
-          + (" (retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))
+          + (f" ({'; '.join(dict.fromkeys(errors))}; retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))
     return 1 if counts["failed"] else 0

@@ -98,3 +98,15 @@ def test_a_token_that_expires_soon_previews_the_expiring_state(served: tuple[str
     assert account["token_state"] == "expiring_30"
     code, out, err = mdm("vpp", "simulator", "serve", "--token-expires-in", "nan")
     assert code == 2 and "--token-expires-in" in err
+
+
+def test_serve_numbers_are_checked(mdm: Any) -> None:
+    for args in (("--port", "70000"), ("--page-size", "0"), ("--devices", "-1"), ("--async-delay", "nan"), ("--token-expires-in", "0")):
+        code, out, err = mdm("vpp", "simulator", "serve", *args)
+        assert code == 2 and args[0] in err and err.count("\n") == 1, (args, err)
+
+
+def test_limits_are_at_least_one(mdm: Any) -> None:
+    for args in (("vpp", "runs", "--limit", "0"), ("alerts", "list", "--limit", "-5")):
+        code, out, err = mdm(*args)
+        assert code == 2 and "--limit" in err and err.count("\n") == 1, (args, err)

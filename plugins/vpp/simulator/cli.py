@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import threading
@@ -14,36 +13,30 @@ from .server import Simulator
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the serve options to `parser`."""
+    """Add the serve options to `parser` (every number checked where it enters)."""
+    from mdm_core.argtypes import count, number, seconds
+
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    parser.add_argument("--port", type=int, default=0, help="port (default 0 = a free port)")
+    parser.add_argument("--port", type=count(0, 65535), default=0, help="port (default 0 = a free port)")
     parser.add_argument("--seed", default="1", help="seed of the generated data")
-    parser.add_argument("--assets", type=int, default=12)
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--users", type=int, default=25)
-    parser.add_argument("--assignments", type=int, default=None,
+    parser.add_argument("--assets", type=count(0), default=12)
+    parser.add_argument("--devices", type=count(0), default=40)
+    parser.add_argument("--users", type=count(0), default=25)
+    parser.add_argument("--assignments", type=count(0), default=None,
                         help="total assignments (default 2*devices + users)")
-    parser.add_argument("--page-size", type=int, default=437)
-    parser.add_argument("--async-delay", type=float, default=0.2, help="seconds an event stays PENDING")
+    parser.add_argument("--page-size", type=count(1), default=437)
+    parser.add_argument("--async-delay", type=seconds(maximum=3600), default=0.2, help="seconds an event stays PENDING")
     parser.add_argument("--token-file", default="var/simulator.vpptoken",
                         help="where to write the .vpptoken (mode 0600); the base URL goes beside it (FILE.url)")
-    parser.add_argument("--token-expires-in", type=_days, metavar="DAYS",
+    parser.add_argument("--token-expires-in", type=number("days", 0.01, 3650), metavar="DAYS",
                         help="the token expires in DAYS days (default: a year), e.g. 20 to preview expiring_30, 5 for expiring_7")
     return parser
 
 
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of days") from None
-    if not math.isfinite(value) or not 0 < value <= 3650:
-        raise argparse.ArgumentTypeError(f"'{text}' must be a number of days more than 0 and at most 3650")
-    return value
-
-
 def add_control_arguments(change: argparse.ArgumentParser, fault: argparse.ArgumentParser) -> None:
     """The options of `change` and `fault` (a simulator started by `serve`)."""
+    from mdm_core.argtypes import count
+
     from .remote import ACTIONS, FAULT_COMMON, FAULTS
 
     for parser in (change, fault):
@@ -54,8 +47,8 @@ def add_control_arguments(change: argparse.ArgumentParser, fault: argparse.Argum
     fault.add_argument("kind", nargs="?", choices=sorted(FAULTS), metavar="KIND", help="one of: " + ", ".join(FAULTS))
     fault.add_argument("params", nargs="*", metavar="NAME=VALUE", help="the fault's parameters (see `mdm vpp simulator actions`)")
     fault.add_argument("--endpoint", help=FAULT_COMMON["endpoint"])
-    fault.add_argument("--count", type=int, help=FAULT_COMMON["count"])
-    fault.add_argument("--after", type=int, default=0, help=FAULT_COMMON["after"])
+    fault.add_argument("--count", type=count(1), help=FAULT_COMMON["count"])
+    fault.add_argument("--after", type=count(0), default=0, help=FAULT_COMMON["after"])
     fault.add_argument("--list", action="store_true", help="show the armed faults and what fired")
     fault.add_argument("--clear", action="store_true", help="disarm every fault and make the token valid again")
 
@@ -72,8 +65,6 @@ def change(args: argparse.Namespace) -> int:
 
 def fault(args: argparse.Namespace) -> int:
     """`mdm vpp simulator fault KIND NAME=VALUE ... | --list | --clear`"""
-    from mdm_core.errors import UsageError
-
     from .remote import FAULTS, call, control_url, parse_params
 
     root = control_url(args.url, args.token_file)
@@ -85,8 +76,6 @@ def fault(args: argparse.Namespace) -> int:
         answer = call(root, "GET", "faults")
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
-    if args.count is not None and args.count < 1 or args.after < 0:
-        raise UsageError("--count must be 1 or more and --after 0 or more")
     values = parse_params(args.params, list(FAULTS[args.kind][0]), f"fault {args.kind}")
     body = {"kind": args.kind, "endpoint": args.endpoint, "count": args.count, "after": args.after, **values}
     answer = call(root, "POST", "faults", body)
