@@ -7,6 +7,7 @@ at once if that is past: restarting ``mdm run`` delays nothing.
 from __future__ import annotations
 
 import logging
+import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 PREFIX = "vpp.sync."
 log = logging.getLogger(__name__)
+_told: "weakref.WeakKeyDictionary[HostScheduler, dict[str, str]]" = weakref.WeakKeyDictionary()  # problems already logged
 
 
 def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
@@ -38,7 +40,10 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
                              last_done=lambda name=name: last_sync(host, name))
         except Exception as exc:
             scheduler.remove(PREFIX + name)
-            log.error("account %s is not scheduled: %s: fix it with `mdm vpp account set %s --interval SECONDS`", name, describe(exc), name)
+            message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
+            told = _told.setdefault(scheduler, {})
+            log.log(logging.DEBUG if told.get(name) == message else logging.ERROR, "%s", message)  # once, not every refresh
+            told[name] = message
     for job in [j for j in scheduler.jobs if j.startswith(PREFIX) and j[len(PREFIX):] not in accounts]:
         scheduler.remove(job)
 

@@ -147,6 +147,11 @@ def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: An
             scheduler = school.build_scheduler(inline=True)
         assert "vpp.sync.college" in scheduler.jobs and "vpp.sync.school" not in scheduler.jobs
         assert any("school is not scheduled" in r.getMessage() and "--interval" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            _due(scheduler, "vpp.accounts")
+            scheduler.run_pending()  # the refresh every 30 s does not log it again
+        assert not [r for r in caplog.records if "not scheduled" in r.getMessage()]
         code, out, err = cli("jobs", "--json")
         assert code == 0, err
         assert "vpp.sync.college" in {r["name"] for r in json.loads(out)}
