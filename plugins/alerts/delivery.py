@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, describe
 from mdm_core.models import utcnow
+from mdm_core.output import format_time
 
 from . import store
 from .channels import Channel, DeliveryError, Outgoing, configured_channels, known_secrets, scrub
@@ -119,7 +120,7 @@ def _record(host: "Host", delivery_id: int, outcome: tuple[bool, str | None, boo
         else:
             row.next_attempt_at = now + timedelta(seconds=backoff(s, row.attempts))
             log.warning("alert %s through %s failed (attempt %d of %d), retrying at %s: %s", row.message_id, row.channel, row.attempts,
-                        s.max_attempts, f"{row.next_attempt_at:%H:%M:%S}", text)
+                        s.max_attempts, format_time(row.next_attempt_at), text)
         session.add(row)
         return "sent" if sent else row.status if row.status == "failed" else "retrying"
 

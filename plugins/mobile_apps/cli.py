@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import seconds
 from mdm_core.errors import UsageError
-from mdm_core.output import print_json, print_rows, print_table, say
+from mdm_core.output import format_time, print_json, print_rows, print_table, say
 
 from .vpp_port import VppPort
 
@@ -119,9 +119,9 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
             ("licenses", f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"),
             ("device-assignable", "yes" if app["deviceAssignable"] else "no (user licenses only)"),
             ("revocable", "yes" if app["revocable"] else "no (licenses cannot be reclaimed)"),
-            ("metadata", app["metadata"] + (f", fetched {app['metadataFetchedAt']:%Y-%m-%d %H:%M:%S}" if app["metadataFetchedAt"] else "")
+            ("metadata", app["metadata"] + (f", fetched {format_time(app['metadataFetchedAt'])}" if app["metadataFetchedAt"] else "")
              + (f", last error: {app['metadataError']}" if app["metadataError"] else "")),
-            ("published", f"{app['publishedAt']:%Y-%m-%d %H:%M:%S}" + (f", retired {app['retiredAt']:%Y-%m-%d %H:%M:%S}" if app["retiredAt"] else "")),
+            ("published", format_time(app["publishedAt"]) + (f", retired {format_time(app['retiredAt'])}" if app["retiredAt"] else "")),
         ]
         for label, value in fields:
             print(f"  {label + ':':<18} {value if value is not None else '-'}")
