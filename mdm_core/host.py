@@ -31,11 +31,12 @@ class Host:
     """What plugins receive in every hook: ``host.config``, ``host.db``, ``host.events`` ..."""
 
     def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: list[PluginRecord], *, database_url: str | None = None,
-                 unloaded: list[PluginRecord] | None = None):
+                 unloaded: list[PluginRecord] | None = None, database_source: str | None = None):
         self.config = config
         self.pm = pm
         self.plugins = plugins  # the loaded ones
         self.unloaded = unloaded or []  # disabled by name, or broken (left out by `mdm`, see PluginRecord.error)
+        self._database_source = database_source  # how messages say where a given database_url came from
         self._database_url = database_url
         self._scheduler: HostScheduler | None = None
         self.stop_event = threading.Event()
@@ -60,13 +61,20 @@ class Host:
         ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database)
         return self.unchecked_db
 
+    @property
+    def database_source(self) -> str:
+        """Where the database URL comes from, for messages (``from MDM_DATABASE_URL``, ...)."""
+        if self._database_url is None:
+            return self.config.database_source
+        return self._database_source or "given to this host"
+
     def _notify_database(self, message: str) -> None:
         """Say on stderr that a database (or a plugin's tables) was created, and where the URL
         came from, so that a mistyped path or a configuration outside conf/ is noticed."""
         import sys
 
         if message.startswith(("created new database", "created the tables in empty database")):
-            message += f" ({self.config.database_source if self._database_url is None else 'given to this host'})"
+            message += f" ({self.database_source})"
         print(f"mdm: {message}", file=sys.stderr, flush=True)
 
     def upgrade_database(self) -> list[Any]:

@@ -27,7 +27,7 @@ def collect_status(host: "Host") -> dict[str, Any]:
     status: dict[str, Any] = {
         "version": core_version(),
         "config": str(host.config.path) if host.config.path else None,
-        "database": {"url": db.describe(), "source": host.config.database_source if host._database_url is None else "given",
+        "database": {"url": db.describe(), "source": host.database_source,
                      "exists": not db.is_new_file, "schema": None, "pending": []},
         "plugins": [{k: r[k] for k in ("name", "version", "source", "state", "error")} for r in plugin_rows(host)],
         "sections": {},
@@ -75,6 +75,6 @@ def banner(host: "Host") -> str:
 
     disabled = [r.name for r in host.unloaded]
     jobs = len(host.scheduler.jobs)
-    return (f"mdm-host {core_version()} running on database {host.db.describe()} ({host.config.database_source}), "
+    return (f"mdm-host {core_version()} running on database {host.db.describe()} ({host.database_source}), "
             f"schema current, configuration {host.config.source}; {len(host.plugins)} plugins"
             + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "") + f", {jobs} jobs")

@@ -82,7 +82,8 @@ def demo_host(host: "Host", database_url: str | None) -> "Host":
     url = database_url or f"sqlite:///{folder / DEMO_DATABASE}"
     if database_url is None and url == host.config.database_url:
         raise MdmError(f"the configured database is the demo's own ({url}): point [core] database_url somewhere else")
-    demo = Host(host.config, host.pm, host.plugins, database_url=url)
+    demo = Host(host.config, host.pm, host.plugins, database_url=url,
+                database_source="the demo's own" if database_url is None else "given with --database-url")
     demo.__dict__["secrets"] = SecretBox.from_key_file(folder / KEY_FILE_NAME)  # the demo's key, not the host's
     return demo
 
