@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
 import time
 from typing import Any, Sequence
 
+from mdm_core import interrupts
+from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import TIME_FORMAT, print_json, print_table, say, set_quiet
@@ -225,8 +228,25 @@ def utc_log_formatter() -> logging.Formatter:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mdm`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``mdm`` console script.
+
+    SIGINT and SIGTERM stop a command cleanly (:mod:`mdm_core.interrupts`): what it was
+    writing is rolled back, its locks released, and it exits with 130. Run as the console
+    script (``argv`` None), it then exits at once, without waiting for requests still in
+    flight in worker threads."""
+    console = argv is None
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if console and code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(130)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     pre = _Parser(prog="mdm", add_help=False)
     _global_options(pre)
     try:
@@ -237,26 +257,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(early.quiet)
     host = None
     try:
-        host = create_host(early.config, tolerate_broken=True)
-        setup_logging(early.verbose, early.quiet, host.config.core.log_level)
-        parser = build_parser(host)
-        args = parser.parse_args(argv)
-        broken = [r for r in host.unloaded if r.state == "broken"]
-        if broken and args.command not in USABLE_WITH_BROKEN_PLUGINS:
-            raise PluginError(broken[0].error or f"plugin '{broken[0].name}' is broken")
-        return int(args.func(host, args) or 0)
+        with interrupts.handled():
+            host = create_host(early.config, tolerate_broken=True)
+            setup_logging(early.verbose, early.quiet, host.config.core.log_level)
+            parser = build_parser(host)
+            args = parser.parse_args(argv)
+            broken = [r for r in host.unloaded if r.state == "broken"]
+            if broken and args.command not in USABLE_WITH_BROKEN_PLUGINS:
+                raise PluginError(broken[0].error or f"plugin '{broken[0].name}' is broken")
+            return int(args.func(host, args) or 0)
     except MdmError as exc:
         print(f"mdm: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except SystemExit as exc:  # --help, or argparse's one-line usage error (exit 2)
         return _exit_code(exc)
-    except KeyboardInterrupt:
-        print("mdm: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "args", None) and exc.args[0] or "SIGINT"
+        print(f"mdm: interrupted ({name}): what was being written was rolled back", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `mdm ... | head`
         sys.stderr.close()
         return 0
     except Exception as exc:
+        if is_database_error(exc):  # one line naming the database and what to check: never SQL or its values
+            if early.verbose >= 2:
+                log.debug("database error", exc_info=True)
+            db = host.__dict__.get("unchecked_db") if host is not None else None
+            print(f"mdm: error: {database_error(exc, db)}", file=sys.stderr)
+            return 1
         if early.verbose:
             log.exception("unexpected error")
         print(f"mdm: error: {type(exc).__name__}: {' '.join(str(exc).split())} (run with -v for details)", file=sys.stderr)

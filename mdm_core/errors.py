@@ -40,5 +40,10 @@ def one_line(text: object) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` on one line, for logs and recorded failures."""
+    """``Type: message`` on one line, for logs and recorded failures; a database error is told
+    without its SQL and parameters (:mod:`mdm_core.db.errors`)."""
+    from mdm_core.db.errors import is_database_error, safe_text
+
+    if is_database_error(exc):
+        return one_line(f"{type(exc).__name__}: {safe_text(exc)}")
     return one_line(f"{type(exc).__name__}: {exc}")

@@ -14,8 +14,6 @@ outbox are delivered whatever their name.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from mdm_core.errors import PluginError, describe
-from mdm_core.locks import new_holder
+from mdm_core.locks import local_holder_is_dead, new_holder
 from mdm_core.plugins import call_isolated
 
 if TYPE_CHECKING:
@@ -53,24 +51,6 @@ class Event:
     def hook_name(self) -> str:
         """The hook that delivers this event."""
         return f"mdm_{self.name}"
-
-
-def _holder_is_dead(holder: str) -> bool:
-    """True when ``holder`` names a process of this machine that has exited (a crashed delivery)."""
-    try:
-        hostname, pid_text, _ = holder.rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if hostname != socket.gethostname() or pid == os.getpid() or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: alive, someone else's
-        return False
-    return False
 
 
 class EventBus:
@@ -150,7 +130,7 @@ class EventBus:
             if not rows:
                 return delivered
             last_seq = rows[-1].seq
-            dead = {r.claimed_by for r in rows if r.claimed_by and _holder_is_dead(r.claimed_by)}
+            dead = {r.claimed_by for r in rows if r.claimed_by and local_holder_is_dead(r.claimed_by)}
             claimed = self._claim([r.seq for r in rows], dead)
             done: list[int] = []
             try:

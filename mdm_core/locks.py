@@ -1,25 +1,48 @@
-"""Named locks kept in the database, shared by every process, with an expiry.
+"""Named locks kept in the database, shared by every process, with an expiry and a fencing token.
 
-A crashed holder blocks nobody for longer than the lock's time to live; a live holder keeps
-its lock with ``refresh()`` while it works.
+A lock row (``core_lock``) names its holder (``host:pid:random``, unique to each ``DbLock``) and
+a generation that grows at every acquisition: holder and generation together are the
+*fencing token*. Work that must only be committed by the current holder checks the token
+inside its own transaction with :meth:`DbLock.fence`, so a holder that was paused past its
+expiry and lost the lock can never commit afterwards.
+
+A lock is free when nobody holds it, when its expiry has passed, or when its holder is gone:
+a process of this machine that has exited (its pid is dead), or, on PostgreSQL, a holder
+whose database session ended (each holder keeps a session advisory lock, which dies with its
+connection). A live holder keeps its lock with :meth:`DbLock.refresh`, or with
+:meth:`DbLock.heartbeat`, a thread that refreshes it while long work goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
+import zlib
 from contextlib import contextmanager
-from datetime import timedelta
-from typing import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterator
 
-from sqlalchemy import delete, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
-from mdm_core.db import Database
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, describe
 from mdm_core.models import Lock, utcnow
+
+if TYPE_CHECKING:
+    from mdm_core.db import Database
+
+log = logging.getLogger(__name__)
+
+#: PostgreSQL advisory lock namespace (the first of the two int4 keys) of lock names and holders.
+_PG_NAME_CLASS = 0x4D444D4C  # "MDML"
+_PG_HOLDER_CLASS = 0x4D444D48  # "MDMH"
+_RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def new_holder() -> str:
@@ -27,62 +50,172 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def local_holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` names a process of this machine that has exited.
+
+    Any other holder (another machine, this process, a pid we may not signal) counts as alive.
+    """
+    try:
+        hostname, pid_text, _ = holder.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if hostname != socket.gethostname() or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: alive, someone else's
+        return False
+    return False
+
+
+def holder_is_dead(db: "Database", holder: str) -> bool:
+    """True when ``holder`` is known to be gone: a dead process of this machine, or on
+    PostgreSQL a holder whose database session (and so its advisory lock) has ended."""
+    if local_holder_is_dead(holder):
+        return True
+    if db.is_sqlite or not holder:
+        return False
+    try:
+        with db.engine.connect() as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(holder)}).scalar_one()
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(holder)})
+            conn.commit()
+            return bool(got)
+    except Exception as exc:  # cannot tell: alive
+        log.debug("cannot check holder %s: %s", holder, describe(exc))
+        return False
+
+
+def describe_holder(holder: str) -> str:
+    """``process 1234 on host-a`` from a holder id (the id itself when it has another form)."""
+    try:
+        hostname, pid, _ = holder.rsplit(":", 2)
+        int(pid)
+    except ValueError:
+        return holder
+    return f"process {pid} on {hostname}"
+
+
+def _key(value: str) -> int:
+    """A signed int4 advisory-lock key for a name or holder."""
+    return zlib.crc32(value.encode()) - (1 << 31)
+
+
+def _hhmmss(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a lock, since when, until when."""
+
+    name: str
+    holder: str
+    generation: int
+    acquired_at: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        """``held by process 1234 on host-a since 10:00:01 UTC; its lock expires at 10:05:01 UTC unless renewed``"""
+        return (f"held by {describe_holder(self.holder)} since {_hhmmss(self.acquired_at)}; "
+                f"its lock expires at {_hhmmss(self.expires_at)} unless renewed")
+
+
 class LockBusy(MdmError):
-    """Another process holds the lock."""
+    """Another process holds the lock; ``info`` says who and until when."""
+
+    def __init__(self, message: str, info: LockInfo | None = None):
+        super().__init__(message)
+        self.info = info
+
+
+class LockLost(MdmError):
+    """This holder no longer holds the lock: it expired and another holder took it (or it was
+    released). Work guarded by the lock must stop without committing anything."""
+
+    retryable = True
 
 
 class DbLock:
     """One named lock; ``acquire`` waits up to ``wait`` seconds, then raises ``LockBusy``."""
 
-    def __init__(self, db: Database, name: str, *, ttl: float = 600.0, holder: str | None = None):
+    def __init__(self, db: "Database", name: str, *, ttl: float = 600.0, holder: str | None = None):
         self.db = db
         self.name = name
         self.ttl = ttl
         self.holder = holder or new_holder()
+        self.generation: int | None = None
+        self.busy: LockInfo | None = None  # the holder that made the last try fail
+        self._pg_conn: Any = None
+
+    def __repr__(self) -> str:
+        return f"DbLock({self.name!r}, holder={self.holder!r}, generation={self.generation})"
+
+    # ------------------------------------------------------------------ taking and giving back
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free or expired; True if we hold it now."""
+        """Take the lock if it is free, expired or its holder is gone; True if we hold it now."""
+        session_gone = self._take_session_lock()
+        try:
+            won = self._take(session_gone)
+        except IntegrityError:  # another process inserted the row first
+            won = False
+        except BaseException:
+            self._drop_session_lock()
+            raise
+        if not won:
+            self._drop_session_lock()
+        return won
+
+    def _take(self, previous_session_gone: bool) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=self.ttl)
-        try:
-            with self.db.write_session() as session:
-                session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires))
-                session.commit()
-                return True
-        except IntegrityError:
-            pass
         with self.db.write_session() as session:
-            result = session.execute(
-                update(Lock)
-                .where(Lock.name == self.name, (Lock.expires_at < now) | (Lock.holder == self.holder))
-                .values(holder=self.holder, acquired_at=now, expires_at=expires)
-            )
+            row = session.execute(select(Lock).where(Lock.name == self.name).with_for_update()).scalar_one_or_none()
+            if row is None:
+                session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires, generation=1))
+                session.commit()
+                self.generation, self.busy = 1, None
+                return True
+            free = (row.expires_at <= now or row.holder == self.holder or previous_session_gone
+                    or local_holder_is_dead(row.holder))
+            if not free:
+                self.busy = LockInfo(self.name, row.holder, row.generation, row.acquired_at, row.expires_at)
+                return False
+            if row.expires_at > now and row.holder != self.holder:
+                log.warning("lock %s: its holder (%s) is gone; taking it", self.name, describe_holder(row.holder))
+            row.holder, row.acquired_at, row.expires_at = self.holder, now, expires
+            row.generation = (row.generation or 0) + 1
+            session.add(row)
             session.commit()
-            return result.rowcount == 1
+            self.generation, self.busy = row.generation, None
+            return True
 
     def acquire(self, wait: float = 0.0, poll: float = 0.5) -> None:
-        """Take the lock, waiting at most ``wait`` seconds."""
+        """Take the lock, waiting at most ``wait`` seconds; ``LockBusy`` names the holder."""
         deadline = time.monotonic() + wait
         while not self.try_acquire():
             if time.monotonic() >= deadline:
-                raise LockBusy(f"{self.name} is already running in another process; try again later")
+                detail = f": {self.busy.describe()}" if self.busy else ""
+                raise LockBusy(f"{self.name} is already running in another process{detail}; try again later", self.busy)
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or poll)
 
-    def refresh(self) -> None:
-        """Push the expiry forward while the work goes on."""
-        with self.db.write_session() as session:
-            session.execute(
-                update(Lock)
-                .where(Lock.name == self.name, Lock.holder == self.holder)
-                .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
-            )
-            session.commit()
-
     def release(self) -> None:
-        """Give the lock back (only if we still hold it)."""
-        with self.db.write_session() as session:
-            session.execute(delete(Lock).where(Lock.name == self.name, Lock.holder == self.holder))
-            session.commit()
+        """Give the lock back (only if we still hold it). The row stays, so that generations
+        keep growing: a released lock is one whose expiry has passed."""
+        try:
+            with self.db.write_session() as session:
+                session.execute(
+                    update(Lock).where(*self._ours()).values(expires_at=_RELEASED)
+                )
+                session.commit()
+        finally:
+            self.generation = None
+            self._drop_session_lock()
 
     @contextmanager
     def held(self, wait: float = 0.0) -> Iterator["DbLock"]:
@@ -92,3 +225,145 @@ class DbLock:
             yield self
         finally:
             self.release()
+
+    # ------------------------------------------------------------------ keeping it
+
+    def _ours(self) -> tuple[Any, ...]:
+        return (Lock.name == self.name, Lock.holder == self.holder, Lock.generation == self.generation)
+
+    def _lost(self) -> LockLost:
+        current = self.info()
+        if current is None:
+            who = "it no longer exists"
+        elif current.holder == self.holder:
+            who = "it was released"
+        elif current.expires_at <= utcnow():
+            who = f"{describe_holder(current.holder)} took it meanwhile and has finished"
+        else:
+            who = f"it is now {current.describe()}"
+        return LockLost(f"lost the lock {self.name} (it expired and {who}): stopped with nothing written")
+
+    def refresh(self) -> None:
+        """Push the expiry forward; ``LockLost`` at once if another holder has taken the lock."""
+        if self.generation is None:
+            raise LockLost(f"lock {self.name} is not held")
+        with self.db.write_session() as session:
+            result = session.execute(
+                update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
+            )
+            session.commit()
+        if result.rowcount != 1:
+            raise self._lost()
+        if self._pg_conn is not None and not self._pg_name_locked:
+            # taken from an expired holder that still had the name's advisory lock: take it once it lets go,
+            # so that our own end (not only our expiry) frees the lock
+            self._take_session_lock()
+
+    def fence(self, session: Session) -> None:
+        """In the caller's write transaction: check that we still hold the lock (holder and
+        generation) and extend it; ``LockLost`` otherwise, and the caller must roll back.
+
+        The row stays locked until that transaction ends (PostgreSQL row lock, SQLite write
+        lock), so nobody can take the lock between this check and the commit.
+        """
+        if self.generation is None:
+            raise LockLost(f"lock {self.name} is not held")
+        result = session.execute(
+            update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
+        )
+        if result.rowcount != 1:
+            raise self._lost()
+
+    def info(self) -> LockInfo | None:
+        """The lock's row as it is now (``None`` when it never existed)."""
+        with self.db.session() as session:
+            row = session.get(Lock, self.name)
+            if row is None:
+                return None
+            return LockInfo(row.name, row.holder, row.generation, row.acquired_at, row.expires_at)
+
+    @contextmanager
+    def heartbeat(self, every: float | None = None) -> Iterator["Heartbeat"]:
+        """Refresh the lock from a background thread every ``every`` seconds (a third of the
+        time to live by default) while the block runs; ``beat.check()`` raises ``LockLost``
+        as soon as a refresh found the lock taken."""
+        beat = Heartbeat(self, every if every is not None else max(0.05, self.ttl / 3))
+        beat.start()
+        try:
+            yield beat
+        finally:
+            beat.stop()
+
+    # ------------------------------------------------------------------ PostgreSQL sessions
+
+    def _take_session_lock(self) -> bool:
+        """On PostgreSQL: take the session advisory locks of the name and of our holder on a
+        connection kept for as long as we hold the lock. Returns True when the name's advisory
+        lock was free until now, i.e. the previous holder's session is gone (or there was none)."""
+        if self.db.is_sqlite:
+            return False
+        if self._pg_conn is None:
+            conn = self.db.engine.connect()
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(self.holder)})
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            self._pg_conn = conn
+            self._pg_name_locked = False
+        if self._pg_name_locked:  # ours since an earlier try: it says nothing about the row's holder now
+            return False
+        got = self._pg_conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": _PG_NAME_CLASS, "k": _key(self.name)}).scalar_one()
+        self._pg_conn.commit()
+        self._pg_name_locked = bool(got)
+        return self._pg_name_locked
+
+    def _drop_session_lock(self) -> None:
+        conn, self._pg_conn = self._pg_conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+        except Exception as exc:  # the connection is gone: so are its locks
+            log.debug("lock %s: %s", self.name, describe(exc))
+            conn.invalidate()
+        finally:
+            conn.close()
+
+
+class Heartbeat:
+    """A daemon thread that refreshes a lock until stopped (see :meth:`DbLock.heartbeat`)."""
+
+    def __init__(self, lock: DbLock, every: float):
+        self.lock = lock
+        self.every = every
+        self.lost: LockLost | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lock.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.lock.refresh()
+            except LockLost as exc:
+                self.lost = exc
+                log.error("%s", exc)
+                return
+            except Exception as exc:  # a busy database: try again at the next beat
+                log.warning("lock %s: refresh failed, retrying: %s", self.lock.name, describe(exc))
+
+    def check(self) -> None:
+        """Raise ``LockLost`` if a refresh found the lock taken by another holder."""
+        if self.lost is not None:
+            raise self.lost
+
+    __call__ = check

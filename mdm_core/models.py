@@ -97,7 +97,9 @@ class OutboxEvent(SQLModel, table=True):
 
 
 class SubscriberFailure(SQLModel, table=True):
-    """A subscriber that raised while an event was delivered to it."""
+    """A subscriber that raised while an event was delivered to it: the delivery to that one
+    subscriber is tried again with back-off (``next_attempt_at``), then left for
+    ``mdm events redeliver`` (``next_attempt_at`` empty). Removed once delivered."""
 
     __tablename__ = "core_subscriber_failure"
 
@@ -106,7 +108,10 @@ class SubscriberFailure(SQLModel, table=True):
     event_name: str = Field(max_length=128)
     plugin: str = Field(max_length=128)
     error: str
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # the last failure
+    hook: Optional[str] = Field(default=None, max_length=128)  # the hook that failed (mdm_<name> or mdm_event)
+    attempts: int = 1
+    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
 
 class Lock(SQLModel, table=True):
@@ -118,6 +123,7 @@ class Lock(SQLModel, table=True):
     holder: str = Field(max_length=128)
     acquired_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
+    generation: int = 0  # grows at every acquisition: with the holder, the fencing token
 
 
 class JobRun(SQLModel, table=True):

@@ -78,3 +78,10 @@ def test_inventory_outbox_and_locks_on_postgres(pg_host: Host, tmp_path: Path) -
     first.release()
     second.acquire()
     second.release()
+
+
+def test_lock_fencing_on_postgres(pg_host: Host) -> None:
+    """Issue 17 point 1 on PostgreSQL: refresh reports a lost lock, the fence writes nothing."""
+    from tests.core.test_db import check_fencing
+
+    check_fencing(pg_host.db)

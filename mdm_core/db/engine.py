@@ -22,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from mdm_core.errors import ConfigError, MdmError
+from mdm_core.interrupts import check as _check_interrupted, deferred
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +37,11 @@ def driver_message(exc: BaseException) -> str:
     text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
     text = re.sub(r"^\([\w.]+\)\s*", "", text)
     return text or type(orig).__name__
+
+
+def _interruption_point(*_args: Any) -> None:
+    """Before each SQL statement: a pending SIGINT/SIGTERM is raised here (see interrupts)."""
+    _check_interrupted()
 
 
 class Database:
@@ -57,9 +63,11 @@ class Database:
     def _create_engine(self, echo: bool) -> Engine:
         if not self.is_sqlite:
             try:
-                return create_engine(self.url, echo=echo, pool_pre_ping=True)
+                engine = create_engine(self.url, echo=echo, pool_pre_ping=True, hide_parameters=True)
             except Exception as exc:  # an uninstalled driver, say
                 raise ConfigError(f"database {self.url.render_as_string(hide_password=True)} cannot be used: {exc}") from None
+            event.listen(engine, "before_cursor_execute", _interruption_point)
+            return engine
         database = self.url.database or ""
         in_memory = self.in_memory
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": self.busy_timeout}}
@@ -67,7 +75,7 @@ class Database:
             kwargs["poolclass"] = StaticPool
         else:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, echo=echo, **kwargs)
+        engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -79,6 +87,8 @@ class Database:
             cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        event.listen(engine, "before_cursor_execute", _interruption_point)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -126,8 +136,11 @@ class Database:
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
-        """A session whose transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``)."""
-        with Session(self.write_engine, expire_on_commit=False) as session:
+        """A session whose transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``).
+
+        SIGINT/SIGTERM wait until it has ended (:mod:`mdm_core.interrupts`): a write is
+        committed or rolled back, never left open by an interruption."""
+        with deferred(), Session(self.write_engine, expire_on_commit=False) as session:
             yield session
 
     def run_write(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:

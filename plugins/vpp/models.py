@@ -115,6 +115,7 @@ class VppSyncRun(SQLModel, table=True):
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error_type: Optional[str] = Field(default=None, max_length=64)
     error: Optional[str] = None
+    holder: Optional[str] = Field(default=None, max_length=128)  # the lock holder running it (its staged rows are its own)
 
 
 class VppStageLicense(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -190,3 +191,62 @@ def test_a_database_that_cannot_be_reached_is_one_plain_line(mdm, monkeypatch):
     assert err.rstrip().endswith("check [core] database_url or MDM_DATABASE_URL, and that the server is up")
     assert err.count("\n") == 1 and "Background on this error" not in err and "psycopg.OperationalError" not in err
     assert "secret-pw" not in err
+
+
+# ---------------------------------------------------------------------- fencing (issue 17 points 1 and 6)
+
+
+def check_fencing(db) -> None:
+    """A holder that lost its lock learns it at its next refresh, and its fenced transaction
+    writes nothing; every acquisition has a new generation."""
+    from mdm_core.locks import LockLost
+    from mdm_core.models import MdmUser
+
+    paused = DbLock(db, "fence", ttl=0.2)
+    paused.acquire()
+    first_generation = paused.generation
+    time.sleep(0.3)  # paused past its expiry
+    other = DbLock(db, "fence", ttl=60)
+    assert other.try_acquire()
+    assert other.generation == first_generation + 1
+    with pytest.raises(LockLost, match="lost the lock fence .*it is now held by process"):
+        paused.refresh()
+    with pytest.raises(LockLost):
+        with db.write_session() as session:
+            session.add(MdmUser(id="written-by-a-fenced-holder"))
+            paused.fence(session)
+            session.commit()
+    with db.session() as session:
+        assert session.get(MdmUser, "written-by-a-fenced-holder") is None
+    with db.write_session() as session:  # the current holder passes its fence
+        other.fence(session)
+        session.commit()
+    other.refresh()
+    other.release()
+    assert paused.try_acquire() and paused.generation == first_generation + 2  # released: free again, a new generation
+    paused.release()
+
+
+def test_a_holder_that_lost_its_lock_is_fenced(make_host):
+    check_fencing(make_host(plugins=[]).db)
+
+
+def test_a_lock_of_a_dead_local_process_is_free_at_once(make_host):
+    import subprocess
+    import sys
+
+    host = make_host(plugins=[])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    holder = f"{__import__('socket').gethostname()}:{int(dead.stdout)}:deadbeef"
+    crashed = DbLock(host.db, "job", ttl=600, holder=holder)
+    crashed.acquire()  # as if that process had taken it, then died
+    assert DbLock(host.db, "job").try_acquire()  # at once: no 600 s wait
+
+
+def test_lock_busy_names_the_holder_and_its_expiry(make_host):
+    host = make_host(plugins=[])
+    first = DbLock(host.db, "job", ttl=300)
+    first.acquire()
+    with pytest.raises(LockBusy, match=rf"job is already running in another process: held by process {os.getpid()} on .* since "
+                                       r"\d\d:\d\d:\d\d UTC; its lock expires at \d\d:\d\d:\d\d UTC unless renewed"):
+        DbLock(host.db, "job").acquire()

@@ -3,7 +3,9 @@
     python -m tests.reliability.crash_sync CONFIG DATABASE_URL POINT [FULL]
 
 POINT names where the process kills itself (``none``: it runs to the end, and the parent
-kills it from outside at a time offset). Prints ``READY`` once the host is built.
+kills it from outside at a time offset; ``pause-...``: it stops itself with SIGSTOP and goes
+on when continued). Prints ``READY`` once the host is built, then ``DONE <status>`` and
+``ERROR <type> <message>``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,37 @@ def before(obj: Any, name: str) -> None:
     setattr(obj, name, lambda *a, **k: die())
 
 
+def pause_before(obj: Any, name: str) -> None:
+    """Stop the whole process (SIGSTOP, like a paused VM: every thread) when ``obj.name`` is
+    called; once continued (SIGCONT), the call goes on."""
+    original: Callable[..., Any] = getattr(obj, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        print("PAUSED", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return original(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+
+
+def sigint_inside_a_staging_write() -> None:
+    """Send ourselves SIGINT right after the first staged INSERT, inside its write transaction."""
+    from sqlmodel import Session
+
+    original = Session.execute
+    sent = [False]
+
+    def execute(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, statement, *args, **kwargs)
+        table = getattr(getattr(statement, "table", None), "name", "")
+        if not sent[0] and table == "vpp_stage_license" and statement.is_insert:
+            sent[0] = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    Session.execute = execute  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     import plugins.vpp.plugin
     from mdm_core.events import EventBus
@@ -61,13 +94,24 @@ def main(argv: list[str]) -> None:
         "apply-before-commit": lambda: after(apply.MirrorUpdate, "apply"),
         "committed-not-delivered": lambda: before(EventBus, "deliver_pending"),
         "delivery-claimed": lambda: before(EventBus, "dispatch"),
+        "pause-before-apply": lambda: pause_before(runner, "apply_read"),
+        "sigint-in-staging": sigint_inside_a_staging_write,
     }
     points[point]()
     host = create_host(config, environ={"MDM_SECRET_KEY": "test-secret-key"}, plugins=[plugins.vpp.plugin], database_url=database_url)
     _ = host.db
     print("READY", flush=True)
-    report = runner.sync_account(host, "school", full=full)
+    from mdm_core import interrupts
+
+    try:
+        with interrupts.handled():
+            report = runner.sync_account(host, "school", full=full)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        host.close()
+        sys.exit(130)
     print("DONE", report["status"], flush=True)
+    print("ERROR", report.get("error_type"), report.get("error"), flush=True)
     host.close()
 
 

@@ -15,8 +15,8 @@ from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
 from plugins.vpp.sync.run import sync_account
 
-from .conftest import (account_info, apple_changes, assert_converged, count_figure, inner_token, mirror_dump, runs,
-                       stage_rows)
+from .conftest import (account_info, apple_changes, apple_state, assert_converged, count_figure, inner_token, mirror_dump,
+                       mirror_state, runs, stage_rows)
 
 #: Where a fault lands: (endpoint, matching requests to let through first).
 POSITIONS = {
@@ -55,7 +55,6 @@ FATAL: dict[str, tuple[dict[str, Any], str]] = {
     "error_200-9622-token": (dict(kind="error_200", error_number=9622, count=1), "TokenInvalidError"),
     "error_200-9621-token": (dict(kind="error_200", error_number=9621, count=1), "TokenExpiredError"),
     "error_200-9625-token": (dict(kind="error_200", error_number=9625, count=1), "TokenRevokedError"),
-    "version_change-always": (dict(kind="version_change", count=None), "DataChangedError"),
     "error_200-9650-always": (dict(kind="error_200", error_number=9650, count=None), "BadPageIndexError"),
 }
 
@@ -181,6 +180,30 @@ def test_fatal_fault_fails_cleanly(request: pytest.FixtureRequest, fault: str, m
     assert_ok(host, sim, sync_account(host, "school"))
 
 
+@pytest.mark.parametrize("mode, position", COMBOS)
+def test_data_changing_at_every_page(request: pytest.FixtureRequest, mode: str, position: str) -> None:
+    """A busy location (a real write after every page): the first page's versionId is kept and
+    each traversal read to the end (issue 12 point 2). The sync either ends ok with nothing lost
+    and nothing Apple does not have, or, when counts keep moving under the re-reads, fails
+    cleanly; the next sync converges."""
+    host, sim = _prepare(request, mode)
+    before_sync = mirror_dump(host)
+    apple_before = apple_state(sim)
+    armed = _arm(sim, position, dict(kind="version_change", count=None))
+    report = sync_account(host, "school")
+    count_figure("faults_tried")
+    assert armed.fired >= 1
+    if report["status"] == "ok":
+        mirror, apple = mirror_state(host), apple_state(sim)
+        for part in ("assignments", "users"):  # the writes only add and update: nothing may be lost, nothing invented
+            assert set(apple_before[part]) <= set(mirror[part]) <= set(apple[part]), part
+        assert set(mirror["assets"]) == set(apple["assets"])
+    else:
+        assert_failed_cleanly(host, sim, report, before_sync, "DataChangedError")
+    sim.faults.clear()
+    assert_ok(host, sim, sync_account(host, "school"))
+
+
 @pytest.mark.parametrize("fault", EXHAUSTED)
 def test_retries_run_out_then_fail_cleanly(request: pytest.FixtureRequest, fault: str) -> None:
     spec, error_type, mode, position = EXHAUSTED[fault]
@@ -259,7 +282,7 @@ def test_errors_are_vpp_errors() -> None:
     from plugins.vpp.apple import errors
     from plugins.vpp.sync.read import DataChangedError
 
-    names = {e for _, e in FATAL.values()} | {v[1] for v in EXHAUSTED.values()} | {"MalformedResponseError", "MdmConflictError"}
+    names = {e for _, e in FATAL.values()} | {v[1] for v in EXHAUSTED.values()} | {"MalformedResponseError", "MdmConflictError", "DataChangedError"}
     for name in names:
         cls = getattr(errors, name, None) or (DataChangedError if name == "DataChangedError" else None)
         assert cls is not None and issubclass(cls, VppError), name

@@ -86,21 +86,18 @@ def test_pages_in_order_until_next_page_index_absent(rsps) -> None:
     assert sorted(server.requested) == [0, 1, 2, 3]
 
 
-def test_single_page_without_total_pages(rsps) -> None:
-    server = Server(lambda i: (200, page_body(i, last=0)))
+@pytest.mark.parametrize("last", [0, 4])
+def test_a_page_without_total_pages_is_malformed(rsps, last) -> None:
+    """Without totalPages the end of a listing cannot be checked: nothing is taken from it."""
+    server = Server(lambda i: (200, page_body(i, last=last)))
     rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
-    assert len(list(make_client().iter_pages("getAssets"))) == 1
-    assert server.requested == [0]
+    with pytest.raises(E.MalformedResponseError, match="assets: page 0 has no valid totalPages"):
+        list(make_client().iter_pages("getAssets"))
 
 
-def test_without_total_pages_follows_next_page_index(rsps) -> None:
-    server = Server(lambda i: (200, page_body(i, last=4)))
-    rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
-    assert [p["currentPageIndex"] for p in make_client().iter_pages("getAssets")] == [0, 1, 2, 3, 4]
-    assert server.requested == [0, 1, 2, 3, 4]
-
-
-def test_total_pages_overstates_stop_at_absent_next_page_index(rsps) -> None:
+def test_a_listing_that_ends_before_total_pages_fails(rsps) -> None:
+    """Issue 17 point 3: the last page Apple sent (no nextPageIndex) is page 2 of 10: the
+    listing ended early. Reading it as complete made a full sync delete most licenses."""
     def make(i):
         if i > 2:
             return 400, {"errorNumber": 9650, "errorMessage": "page index out of range"}
@@ -108,8 +105,17 @@ def test_total_pages_overstates_stop_at_absent_next_page_index(rsps) -> None:
 
     server = Server(make)
     rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
-    pages = list(make_client().iter_pages("getAssets"))
-    assert [p["currentPageIndex"] for p in pages] == [0, 1, 2]  # prefetched pages beyond are discarded
+    with pytest.raises(E.IncompletePagesError, match=r"assets: page 2 is the last one Apple sent \(no nextPageIndex\) but totalPages is 10"):
+        list(make_client().iter_pages("getAssets"))
+
+
+def test_a_server_that_always_offers_one_more_page_is_stopped(rsps) -> None:
+    """Paging is bounded by the first page's totalPages plus a margin, whatever nextPageIndex says."""
+    server = Server(lambda i: (200, page_body(i, last=10**9, total=3 + i)))
+    rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
+    with pytest.raises(E.MalformedResponseError, match="Apple offers page 13 but announced 3 pages at the start"):
+        list(make_client().iter_pages("getAssets"))
+    assert max(server.requested) <= 12 and len(server.requested) == len(set(server.requested))  # no page read twice
 
 
 def test_total_pages_grows_keep_following(rsps) -> None:
@@ -204,7 +210,7 @@ def test_inconsistent_page_indexes_are_malformed(rsps, bad) -> None:
 
 def test_mdm_conflict_while_paging(rsps) -> None:
     other = {"id": "other", "name": "Other MDM", "metadata": "x"}
-    rsps.add(responses.GET, URLS["getAssets"], json={**page_body(0, last=0), "mdmInfo": other})
+    rsps.add(responses.GET, URLS["getAssets"], json={**page_body(0, last=0, total=1), "mdmInfo": other})
     with pytest.raises(E.MdmConflictError, match="Other MDM"):
         list(make_client(mdm_info_id="mine").iter_assets())
 
@@ -213,7 +219,7 @@ def test_iter_assets_filters(rsps) -> None:
     seen = []
 
     def make(i):
-        return 200, page_body(i, last=0)
+        return 200, page_body(i, last=0, total=1)
 
     server = Server(make)
 

@@ -173,26 +173,36 @@ def test_sync_run_records(synced: Any) -> None:
     assert len(runs) == 1 and runs[0].status == "ok" and runs[0].pages > 0 and runs[0].trigger == "manual"
 
 
-def test_data_changing_while_paging_is_read_again(synced: Any, simulator: Any) -> None:
+def test_data_changing_while_paging_is_read_to_the_end(synced: Any, simulator: Any) -> None:
+    """Issue 12 point 2: the first page's versionId is kept (Apple's rule); what changed while
+    paging is read too, so the full sync still ends equal to Apple."""
+    first = simulator.versions()["users"]
     simulator.faults.add("version_change", endpoint="users", count=1)
     simulator.faults.add("version_change", endpoint="assignments", count=1)
     report = sync_account(synced, "school", full=True)
     assert report["status"] == "ok", report
     mirror, apple = mirror_state(synced), apple_state(simulator)
     assert mirror["users"] == apple["users"] and mirror["assignments"] == apple["assignments"]
-    assert account_row(synced).users_version_id == simulator.versions()["users"]
+    assert account_row(synced).users_version_id == first != simulator.versions()["users"]
     # the change made after /assets was read shows in the counts at the next sync
     assert sync_account(synced, "school")["status"] == "ok"
     assert_mirror_equals_apple(synced, simulator)
 
 
-def test_data_that_keeps_changing_fails_cleanly(synced: Any, simulator: Any) -> None:
-    before = mirror_state(synced)
+def test_data_that_keeps_changing_still_syncs_and_loses_nothing(synced: Any, simulator: Any) -> None:
+    """Issue 12 point 2: a versionId that changes at every page no longer fails the sync (it
+    failed after four restarts before); the first page's versionId is kept, no user is lost,
+    and the next sync picks up what changed meanwhile."""
+    before = set(apple_state(simulator)["users"])
     simulator.faults.add("version_change", endpoint="users")
     report = sync_account(synced, "school", full=True)
-    assert report["status"] == "error" and report["error_type"] == "DataChangedError"
-    assert mirror_state(synced) == before
+    assert report["status"] == "ok", report
+    assert before <= set(mirror_state(synced)["users"])
     assert _stage_rows(synced) == 0
+    simulator.faults.clear()
+    report = sync_account(synced, "school")
+    assert (report["status"], report["mode"]) == ("ok", "incremental")
+    assert_mirror_equals_apple(synced, simulator)
 
 
 def test_error_inside_the_final_transaction_rolls_everything_back(synced: Any, simulator: Any, recorder: Any, monkeypatch: Any) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "InvalidVersionIdError",
     "BadPageIndexError",
     "MalformedResponseError",
+    "IncompletePagesError",
     "RequestRejectedError",
     "EventFailedError",
     "EventTimeoutError",
@@ -166,6 +167,10 @@ class BadPageIndexError(VppError):
 
 class MalformedResponseError(VppError):
     """The body is not JSON, not an object, or lacks a required field."""
+
+
+class IncompletePagesError(MalformedResponseError):
+    """A listing ended before the last page its ``totalPages`` announced."""
 
 
 class RequestRejectedError(VppError):

@@ -278,11 +278,13 @@ def _page(page: Any) -> Mapping[str, Any]:
 
 
 def _list(page: Mapping[str, Any], key: str) -> list[Any]:
-    value = _page(page).get(key, [])
+    """A page's records: a page without its list (or with something else) is malformed, never
+    an empty list (a full sync would take every record as removed)."""
+    value = _page(page).get(key)
     if value is None:
-        return []
+        raise MalformedResponseError(f"a page of {key} has no '{key}' list: nothing is taken from it")
     if not isinstance(value, list):
-        raise MalformedResponseError(f"page field '{key}' is not a list")
+        raise MalformedResponseError(f"a page of {key} has a '{key}' that is not a list ({type(value).__name__})")
     return value
 
 

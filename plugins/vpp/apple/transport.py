@@ -27,13 +27,15 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import MalformedResponseError, TransportError, VppError, is_retryable
+from .errors import IncompletePagesError, MalformedResponseError, TransportError, VppError, is_retryable
 from .protocol import DEFAULT_SERVICE_URL, ServiceConfig, check_mdm_info, is_int, parse_response
 from .stoken import SToken
 
 __all__ = ["RetryPolicy", "Transport", "backoff_delay", "parse_retry_after"]
 
 USER_AGENT = "mdm-host-vpp/0.1"
+PAGE_MARGIN = 10  # pages a traversal may read beyond the first page's totalPages (at least; 10% for large listings)
+_LISTINGS = {"getAssets": "assets", "getAssignments": "assignments", "getUsers": "users"}
 
 log = logging.getLogger(__name__)
 
@@ -354,27 +356,47 @@ class Transport:
         return self._request("GET", url, params={**params, "pageIndex": index})
 
     @staticmethod
-    def _page_links(page: Mapping[str, Any], index: int) -> tuple[int | None, int | None]:
-        """Validate page ``index``; return (nextPageIndex or None, totalPages hint)."""
-        current = page.get("currentPageIndex", index)
+    def _page_links(page: Mapping[str, Any], index: int, what: str) -> tuple[int | None, int]:
+        """Check page ``index`` of ``what``; return (nextPageIndex or None, totalPages).
+
+        ``currentPageIndex`` must be ``index`` and ``totalPages`` a count; a page with
+        ``nextPageIndex`` must offer the next page, one without must be the last one
+        ``totalPages`` announces (else Apple's listing ended early: nothing may be taken as
+        removed on the strength of it).
+        """
+        current = page.get("currentPageIndex")
         if not is_int(current) or current != index:
-            raise MalformedResponseError(f"asked for page {index} but got currentPageIndex {current!r}")
-        nxt = page.get("nextPageIndex")
-        if nxt is not None and (not is_int(nxt) or nxt != index + 1):
-            raise MalformedResponseError(f"page {index} has nextPageIndex {nxt!r}, expected {index + 1}")
+            raise MalformedResponseError(f"{what}: asked for page {index} but got currentPageIndex {current!r}")
         total = page.get("totalPages")
-        return nxt, total if is_int(total) and total >= 0 else None
+        if not is_int(total) or total < 0:
+            raise MalformedResponseError(f"{what}: page {index} has no valid totalPages ({total!r})")
+        nxt = page.get("nextPageIndex")
+        if nxt is not None:
+            if not is_int(nxt) or nxt != index + 1:
+                raise MalformedResponseError(f"{what}: page {index} has nextPageIndex {nxt!r}, expected {index + 1}")
+            return nxt, total  # (beyond totalPages: the data grew; iter_pages bounds how far)
+        if index + 1 < total:
+            raise IncompletePagesError(
+                f"{what}: page {index} is the last one Apple sent (no nextPageIndex) but totalPages is {total}: "
+                "the listing ended early, so nothing is taken from it; the next sync tries again"
+            )
+        return None, total
 
     def iter_pages(self, url_key: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Yield every page's response dict in page order.
+        """Yield every page's response dict in page order, checked for completeness.
 
-        Follows ``nextPageIndex`` until it is absent; ``totalPages`` is only a
-        prefetch hint (at most ``max_parallel_pages`` requests in flight).
+        Follows ``nextPageIndex`` (always the next index: no page is read twice) until it is
+        absent, at which point the last page must be the last of ``totalPages``. A traversal
+        reads at most the first page's ``totalPages`` plus a margin (the data may grow while
+        paging): a server that always offers one more page cannot keep it going forever.
+        Up to ``max_parallel_pages`` pages are fetched ahead, within ``totalPages``.
         """
         url = self.url(url_key)
+        what = _LISTINGS.get(url_key, url_key)
         base = _encode_params(params)
         first = self._fetch_page(url, base, 0)
-        next_index, hint = self._page_links(first, 0)
+        next_index, announced = self._page_links(first, 0, what)
+        hint, limit = announced, announced + max(PAGE_MARGIN, announced // 10)
         yield first
         if next_index is None:
             return
@@ -382,20 +404,28 @@ class Transport:
         window = self.max_parallel_pages
         pending: dict[int, Future[dict[str, Any]]] = {}
         executor = ThreadPoolExecutor(max_workers=window, thread_name_prefix="vpp-page")
+        finished = False
         try:
             while next_index is not None:
-                last = max(next_index, min((hint or 0) - 1, next_index + window - 1))
+                if next_index >= limit:
+                    raise MalformedResponseError(
+                        f"{what}: Apple offers page {next_index} but announced {announced} pages at the start: "
+                        "stopped (the listing does not end); the next sync tries again"
+                    )
+                last = max(next_index, min(hint - 1, next_index + window - 1, limit - 1))
                 for index in range(next_index, last + 1):
                     if index not in pending:
                         pending[index] = executor.submit(self._fetch_page, url, base, index)
                 page = pending.pop(next_index).result()
                 current = next_index
-                next_index, new_hint = self._page_links(page, current)
-                hint = new_hint if new_hint is not None else hint
+                next_index, hint = self._page_links(page, current, what)
                 yield page
                 del page
+            finished = True
         finally:
             for future in pending.values():
                 future.cancel()
             pending.clear()
-            executor.shutdown(wait=True, cancel_futures=True)
+            # stopped early (an error, an interruption, the consumer closed us): do not wait for
+            # requests still in flight; their answers are dropped
+            executor.shutdown(wait=finished, cancel_futures=True)

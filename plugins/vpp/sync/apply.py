@@ -16,35 +16,42 @@ from sqlmodel import Session
 from mdm_core.models import MdmUser, utcnow
 
 from .. import token_state
-from ..apple.protocol import apple_asset, apple_user, parse_apple_date
+from ..apple.protocol import apple_asset, apple_user
 from ..models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
 from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
 from .read import SL, SU, AppleRead, in_mirror
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+    from mdm_core.locks import DbLock
 
 L = VppLicense.__table__  # type: ignore[attr-defined]
 U = VppUser.__table__  # type: ignore[attr-defined]
 A = VppAsset.__table__  # type: ignore[attr-defined]
 
 
-def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead) -> dict[str, Any]:
-    """Apply ``read`` in one write transaction; returns the counts (added/changed/removed)."""
-    mirror = MirrorUpdate(host, account, run_id)
+def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead, lock: "DbLock") -> dict[str, Any]:
+    """Apply ``read`` in one write transaction, if this run still holds ``lock``; returns the
+    counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it."""
+    mirror = MirrorUpdate(host, account, run_id, lock)
     return host.db.run_write(lambda session: mirror.apply(session, read))
 
 
 class MirrorUpdate:
     """The one transaction of a sync run of ``account``."""
 
-    def __init__(self, host: "Host", account: VppAccount, run_id: int):
+    def __init__(self, host: "Host", account: VppAccount, run_id: int, lock: "DbLock"):
         self.host = host
         self.account = account
         self.run_id = run_id
+        self.lock = lock
 
     def apply(self, session: Session, read: AppleRead) -> dict[str, Any]:
-        """The one transaction: mirror, account, sync run, events; returns the counts."""
+        """The one transaction: mirror, account, sync run, events; returns the counts.
+
+        It starts by checking the fencing token (holder and generation of the account's lock)
+        inside itself: a run that lost its lock writes nothing, whatever it read."""
+        self.lock.fence(session)
         mode, assets, versions, reread = read.mode, read.assets, read.versions, read.reread
         counts: dict[str, Any] = {}
         removed_assets = self._apply_assets(session, assets, counts)
@@ -63,7 +70,12 @@ class MirrorUpdate:
         if mode == "full":
             account.last_full_sync_at = now
         account.invitation_template = read.invitation_template or account.invitation_template
-        token_state.sync_succeeded(self.host, session, account, parse_apple_date(read.token_expiration))
+        token_state.sync_succeeded(self.host, session, account, read.token_expiration)
+        if read.unknown_assets:
+            counts["licenses"]["unknown_assets"] = sorted({a for a, _ in read.unknown_assets})
+            counts["licenses"]["of_unknown_assets"] = sum(read.unknown_assets.values())
+        if read.count_mismatches:
+            counts["assets"]["count_mismatches"] = read.count_mismatches
         run = session.get(VppSyncRun, self.run_id)
         assert run is not None
         run.mode, run.status, run.finished_at, run.pages, run.counts = mode, "ok", now, read.pages, counts

@@ -2,13 +2,26 @@
 
 - **Full**: every page of assets, users and assignments.
 - **Incremental**: assets in full (they have no delta), users and assignments since the
-  stored first-page ``versionId``. Removed licenses do not show in a delta, so each asset's
-  ``assignedCount`` is compared with the mirror and the assignments of just the assets that
-  disagree are read again (``GET /assignments?adamId=``).
+  stored first-page ``versionId``.
+
+Every traversal keeps its first page's ``versionId`` (Apple's rule) and reads to the end even
+when the data changes underway. When it did change, the records changed since that first
+page are read again (``sinceVersionId``) so that nothing changed during the traversal is
+missed; the next incremental sync starts from the first page's ``versionId`` too.
+
+Then the counts are reconciled: each asset's ``assignedCount`` must equal the licenses the
+mirror will hold for it (the staged ones, plus for an incremental sync those already
+mirrored). Removed licenses do not show in a delta, and a record can move between pages
+while Apple's data changes, so the assets that disagree have their assignments read again in
+full (``GET /assignments?adamId=``), and the counts are read again afterwards (Apple's counts
+move with every assignment), until they agree: a committed mirror is consistent.
+
+The asset list itself (a missing asset would be taken as removed) is read again while its
+``versionId`` changes underway, until two reads agree on which assets exist.
 
 Pages are staged in ``vpp_stage_*`` tables as they arrive (memory does not grow with the
-account). A ``versionId`` that changes while paging restarts that traversal (bounded). Every
-request to Apple happens here, before :mod:`.apply` opens the one write transaction.
+account), under the run's id. Every request to Apple happens here, before :mod:`.apply` opens
+the one write transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +29,8 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -24,25 +38,29 @@ from sqlalchemy import and_, delete, exists, func, insert, select
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
-from . import progress
-from ..apple.protocol import page_assets, page_assignments, page_users, version_of
+from ..apple.protocol import page_assets, page_assignments, page_users, parse_apple_date, version_of
 from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser
+from . import progress
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 3
+ASSET_READS = 4  # reads of the asset list at most, until two agree on which assets exist
+CATCH_UP_READS = 3  # sinceVersionId reads at most after a traversal during which the data changed
+RECONCILE_ROUNDS = 3  # rounds of re-reading the assets whose counts disagree
 STAGE_BATCH = 20000  # rows per staging transaction: fewer, larger commits write far less WAL (index pages)
 
 L = VppLicense.__table__  # type: ignore[attr-defined]
 SL = VppStageLicense.__table__  # type: ignore[attr-defined]
 SU = VppStageUser.__table__  # type: ignore[attr-defined]
 
+AssetKey = tuple[str, str]
+
 
 class DataChangedError(VppError):
-    """Apple's data kept changing while we paged through it; the next sync tries again."""
+    """Apple's data kept changing while we read it; the next sync tries again."""
 
     retryable = True
 
@@ -52,16 +70,30 @@ class AppleRead:
     """What one read found; the users and assignments wait in the staging tables under ``run_id``."""
 
     mode: str
-    assets: dict[tuple[str, str], dict[str, Any]]  # (adamId, pricingParam) -> vpp_asset values
+    assets: dict[AssetKey, dict[str, Any]]  # (adamId, pricingParam) -> vpp_asset values
     versions: dict[str, str | None]  # assets_version_id, users_version_id, assignments_version_id
-    reread: list[str]  # adamIds whose assignments were read again in full (incremental)
+    reread: list[str]  # adamIds whose assignments were read again in full
     pages: int
-    token_expiration: str | None  # the first page's tokenExpirationDate
+    token_expiration: datetime | None  # the latest tokenExpirationDate Apple sent during the read
     invitation_template: str | None  # Service Config's invitationEmail URL
+    unknown_assets: dict[AssetKey, int] = field(default_factory=dict)  # licenses of assets Apple did not list
+    count_mismatches: list[str] = field(default_factory=list)  # adamIds whose counts Apple itself does not match
+
+
+@dataclass
+class Traversal:
+    """One traversal of a listing: its first page's ``versionId``, and whether it changed underway."""
+
+    version: str | None
+    changed: bool
 
 
 class SyncReader:
-    """Reads one account's data from Apple for one sync run; ``read(mode)`` returns an :class:`AppleRead`."""
+    """Reads one account's data from Apple for one sync run; ``read(mode)`` returns an :class:`AppleRead`.
+
+    ``heartbeat`` is called at every page: it raises to stop the read (the lock was lost, the
+    process is being interrupted); threads re-reading assets stop at their next page too.
+    """
 
     def __init__(self, host: "Host", account: VppAccount, client: AppsBooksClient, run_id: int, heartbeat: Callable[[], None]):
         self.host = host
@@ -71,32 +103,23 @@ class SyncReader:
         self.heartbeat = heartbeat
         self.pages = 0
         self._pages_lock = threading.Lock()
-        self.token_expiration: str | None = None
+        self.expirations: list[datetime] = []
+        self.stopped = threading.Event()
 
     def read(self, mode: str) -> AppleRead:
         """Read Apple's state for ``mode`` (``full`` or ``incremental``)."""
         assets, assets_version = self.fetch_assets()
-        if mode == "full":
-            users_version = self.stage_users(None)
-            assignments_version = self.stage_licenses()
-            assets, assets_version = self.refresh_assets(assets, assets_version)
-            reread: list[str] = []
-        else:
-            users_version = self.stage_users(self.account.users_version_id)
-            assignments_version = self.stage_licenses(since=self.account.assignments_version_id)
-            self._dedupe_stage_licenses()
-            assets, assets_version = self.refresh_assets(assets, assets_version)
-            reread = self.count_mismatches(assets)
-            shared = StageBuffer(self.host, SL, self.run_id)
-            # several assets at once; the client keeps Apple's limit of 5 requests in flight
-            with ThreadPoolExecutor(max_workers=self.client.max_parallel_pages, thread_name_prefix="vpp-reread") as pool:
-                for _ in pool.map(lambda adam_id: self.stage_licenses(adam_id=adam_id, shared=shared), reread):
-                    pass
-            shared.flush()
-        versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments_version}
+        full = mode == "full"
+        users_version = self.stage_users(None if full else self.account.users_version_id)
+        assignments = self._read_assignments(None if full else self.account.assignments_version_id)
+        reread: set[str] = set()
+        mismatched = self.reconcile(assets, assets_version, full, reread, assignments.changed or not full)
+        assets, assets_version = self.last_assets
         # read now: no HTTP request once the write transaction holds the database
         template = self.client.service_config().urls.get("invitationEmail")
-        return AppleRead(mode, assets, versions, reread, self.pages, self.token_expiration, template)
+        versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments.version}
+        return AppleRead(mode, assets, versions, sorted(reread), self.pages, max(self.expirations, default=None), template,
+                         self._unknown_assets(assets), mismatched)
 
     # ------------------------------------------------------------------ traversal
 
@@ -104,84 +127,124 @@ class SyncReader:
         with self._pages_lock:  # pages are read from several threads during re-reads
             self.pages += 1
 
-    def _traverse(self, what: str, pages: Callable[[], Iterator[dict[str, Any]]], on_rows: Callable[[dict[str, Any]], None], reset: Callable[[], None]) -> str | None:
-        """Page to the end; restart if the first page's ``versionId`` changes underway."""
-        for attempt in range(MAX_RESTARTS + 1):
-            first: str | None = None
-            changed = False
-            for index, page in enumerate(pages()):
-                self._count_page()
-                progress.page(self.account.name, what, page)
-                self.heartbeat()
-                version = version_of(page)
-                if index == 0:
-                    first = version
-                    expiry = page.get("tokenExpirationDate")
-                    if isinstance(expiry, str):
-                        self.token_expiration = expiry
-                elif version is not None and first is not None and version != first:  # a page without versionId: lenient
-                    changed = True
-                    break
-                on_rows(page)
-            if not changed:
-                return first
-            log.info("%s changed while paging (account %s); reading it again (%d/%d)", what, self.account.name, attempt + 1, MAX_RESTARTS)
-            reset()
-        raise DataChangedError(f"Apple's {what} kept changing while paging ({MAX_RESTARTS + 1} tries): the next sync tries again")
+    def _note_expiration(self, page: dict[str, Any]) -> None:
+        expires = parse_apple_date(page.get("tokenExpirationDate"))
+        if expires is not None:
+            self.expirations.append(expires)
 
-    def fetch_assets(self) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None]:
-        """Every asset (they are few: kept in memory)."""
-        assets: dict[tuple[str, str], dict[str, Any]] = {}
+    def _traverse(self, what: str, pages: Callable[[], Iterator[dict[str, Any]]], on_rows: Callable[[dict[str, Any]], None]) -> Traversal:
+        """Page to the end, keeping the first page's ``versionId``; note whether it changed."""
+        first: str | None = None
+        changed = False
+        for index, page in enumerate(pages()):
+            self._count_page()
+            progress.page(self.account.name, what, page)
+            self.heartbeat()
+            if self.stopped.is_set():
+                raise DataChangedError("the read was stopped")
+            version = version_of(page)
+            self._note_expiration(page)
+            if index == 0:
+                first = version
+            elif version is not None and version != first:
+                changed = True
+            on_rows(page)
+        return Traversal(first, changed)
 
-        def on_page(page: dict[str, Any]) -> None:
-            for row in page_assets(page):
-                assets[(row["adam_id"], row["pricing_param"])] = row
+    def fetch_assets(self) -> tuple[dict[AssetKey, dict[str, Any]], str | None]:
+        """Every asset (they are few: kept in memory). While the list changes underway it is read
+        again, until two reads agree on which assets exist (the counts are reconciled later)."""
+        previous: set[AssetKey] | None = None
+        for attempt in range(ASSET_READS):
+            assets: dict[AssetKey, dict[str, Any]] = {}
 
-        version = self._traverse("assets", lambda: self.client.iter_assets(), on_page, assets.clear)
-        return assets, version
+            def on_page(page: dict[str, Any]) -> None:
+                for row in page_assets(page):
+                    assets[(row["adam_id"], row["pricing_param"])] = row
+
+            traversal = self._traverse("assets", lambda: self.client.iter_assets(), on_page)
+            if not traversal.changed or set(assets) == previous:
+                self.last_assets = (assets, traversal.version)
+                return assets, traversal.version
+            log.info("account %s: the assets changed while paging; reading them again (%d/%d)", self.account.name, attempt + 1, ASSET_READS)
+            previous = set(assets)
+        raise DataChangedError(f"Apple's asset list kept changing while paging ({ASSET_READS} reads): the next sync tries again")
 
     def stage_users(self, since: str | None) -> str | None:
-        """Stage user records (all, or changed since ``since``)."""
+        """Stage user records (all, or changed since ``since``); returns the first page's ``versionId``.
+
+        When the users changed while paging, a record may have moved into a page already read
+        and been missed: the same listing is read once more (the union is staged; the later
+        record of a user wins), then what changed since the first page."""
         buffer = StageBuffer(self.host, SU, self.run_id)
-
-        def reset() -> None:
-            buffer.clear()
-            self._clear(SU)
-
-        version = self._traverse("users", lambda: self.client.iter_users(since_version_id=since), lambda p: buffer.add(page_users(p)), reset)
+        on_page = lambda p: buffer.add(page_users(p))  # noqa: E731
+        traversal = self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
+        if traversal.changed:
+            log.info("account %s: users changed while paging; reading them once more", self.account.name)
+            self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
+        self._catch_up(traversal, lambda v: self.client.iter_users(since_version_id=v), on_page, "users")
         buffer.flush()
-        return version
+        return traversal.version
 
-    def stage_licenses(self, since: str | None = None, adam_id: str | None = None, shared: "StageBuffer | None" = None) -> str | None:
-        """Stage assignments (all, changed since ``since``, or of one asset); ``shared``: a buffer
-        the caller flushes (the re-reads of many assets then commit in a few large batches)."""
-        buffer = shared if shared is not None else StageBuffer(self.host, SL, self.run_id)
+    def _read_assignments(self, since: str | None) -> Traversal:
+        buffer = StageBuffer(self.host, SL, self.run_id)
+        on_page = self._license_rows(buffer)
+        traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
+        self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
+        buffer.flush()
+        return traversal
 
+    def _catch_up(self, traversal: Traversal, pages: Callable[[str], Iterator[dict[str, Any]]], on_page: Callable[[dict[str, Any]], None], what: str) -> None:
+        """After a traversal during which the data changed: read what changed since its first
+        page (again while that read changes too, a few times), so that nothing is missed."""
+        if not traversal.changed or traversal.version is None:
+            return
+        version = traversal.version
+        for attempt in range(CATCH_UP_READS):
+            log.info("account %s: %s changed while paging; reading the changes since the first page (%d/%d)",
+                     self.account.name, what, attempt + 1, CATCH_UP_READS)
+            catch_up = self._traverse(what, lambda: pages(version), on_page)
+            if not catch_up.changed:
+                return
+        # what changed during the last catch-up is left to the next sync (it starts from the first page's versionId)
+
+    @staticmethod
+    def _license_rows(buffer: "StageBuffer") -> Callable[[dict[str, Any]], None]:
         def on_page(page: dict[str, Any]) -> None:
             buffer.add([{"adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in page_assignments(page)])
 
-        def reset() -> None:
-            buffer.clear(adam_id)
-            self._clear(SL, adam_id)
+        return on_page
 
-        pages = lambda: self.client.iter_assignments(since_version_id=since, adam_id=adam_id)  # noqa: E731
-        version = self._traverse(f"assignments of {adam_id}" if adam_id else "assignments", pages, on_page, reset)
-        if shared is None:
-            buffer.flush()
-        return version
+    def reread_assets(self, adam_ids: list[str]) -> None:
+        """Read the assignments of these assets again in full, replacing what is staged for them."""
+        for start in range(0, len(adam_ids), 500):
+            chunk = adam_ids[start:start + 500]
+            self.host.db.run_write(lambda s, c=chunk: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(c))))
+        shared = StageBuffer(self.host, SL, self.run_id)
+        on_page = self._license_rows(shared)
 
-    def _clear(self, table: Any, adam_id: str | None = None) -> None:
-        condition = table.c.run_id == self.run_id
-        if adam_id is not None:
-            condition = and_(condition, table.c.adam_id == adam_id)
-        self.host.db.run_write(lambda s: s.execute(delete(table).where(condition)))
+        def one(adam_id: str) -> None:
+            self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), on_page)
 
-    def refresh_assets(self, assets: dict[tuple[str, str], dict[str, Any]], version: str | None) -> tuple[dict[tuple[str, str], dict[str, Any]], str | None]:
-        """Read the assets again if Apple changed them while users and assignments were read.
+        # several assets at once; the client keeps Apple's limit of 5 requests in flight
+        pool = ThreadPoolExecutor(max_workers=self.client.max_parallel_pages, thread_name_prefix="vpp-reread")
+        try:
+            for _ in pool.map(one, adam_ids):
+                pass
+        except Exception:
+            self.stopped.set()  # the other threads stop at their next page
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:  # interrupted: do not wait for requests in flight
+            self.stopped.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        shared.flush()
 
-        Counts move with every assignment; without this, an assignment made in Apple's portal
-        during the sync would leave ``assignedCount`` one sync behind the mirrored licenses.
-        """
+    def refresh_assets(self, assets: dict[AssetKey, dict[str, Any]], version: str | None) -> tuple[dict[AssetKey, dict[str, Any]], str | None, bool]:
+        """The assets as they are now: read again if their ``versionId`` moved since ``version``
+        (counts move with every assignment). Returns (assets, versionId, changed)."""
         pages = self.client.iter_assets()
         try:
             first = next(pages)
@@ -189,29 +252,80 @@ class SyncReader:
             pages.close()
         self._count_page()
         progress.page(self.account.name, "assets", first)
+        self._note_expiration(first)
         if version is not None and version_of(first) == version:
-            return assets, version
+            return assets, version, False
         log.info("account %s: assets changed during the sync; reading them again", self.account.name)
-        return self.fetch_assets()
+        assets, version = self.fetch_assets()
+        return assets, version, True
 
-    def _dedupe_stage_licenses(self) -> None:
-        keep = select(func.min(SL.c.id)).where(SL.c.run_id == self.run_id).group_by(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
-        self.host.db.run_write(lambda s: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.id.not_in(keep))))
+    # ------------------------------------------------------------------ counts
 
-    def count_mismatches(self, assets: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
-        """adamIds whose ``assignedCount`` differs from the mirror plus the staged delta."""
-        acc = self.account.id
+    def reconcile(self, assets: dict[AssetKey, dict[str, Any]], version: str | None, full: bool, reread: set[str], check: bool) -> list[str]:
+        """Make the staged licenses agree with the assets' counts (see the module docstring).
+
+        ``check`` False (a full read during which nothing changed) skips the re-reads but still
+        re-reads the counts. Returns the adamIds whose counts Apple's own list does not match
+        (read twice with nothing changing in between): reported, not retried forever."""
+        assets, version, changed = self.refresh_assets(assets, version)
+        self.last_assets = (assets, version)
+        for round_ in range(RECONCILE_ROUNDS):
+            if not (check or changed):
+                return []
+            todo = self.mismatches(assets, full, reread)
+            if not todo:
+                return []
+            if round_ > 0 and not changed and set(todo) <= reread:
+                # read again after the counts, and the counts have not moved since: Apple's own disagreement
+                log.warning("account %s: the assignedCount of %d asset(s) differs from Apple's own assignment list (%s): "
+                            "mirrored as Apple lists them", self.account.name, len(todo), ", ".join(todo[:5]))
+                return todo
+            log.info("account %s: %d asset(s) have counts that differ from the licenses read; reading their assignments again",
+                     self.account.name, len(todo))
+            self.reread_assets(todo)
+            reread.update(todo)
+            assets, version, changed = self.refresh_assets(assets, version)
+            self.last_assets = (assets, version)
+            check = True
+        todo = self.mismatches(assets, full, reread)
+        if not todo:
+            return []
+        if not changed:
+            return todo
+        raise DataChangedError(
+            f"the counts of {len(todo)} asset(s) kept changing while their assignments were read ({RECONCILE_ROUNDS} rounds): "
+            "nothing written; the next sync tries again"
+        )
+
+    def _staged_counts(self) -> dict[AssetKey, int]:
+        """Distinct staged licenses per asset."""
+        distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
-            mirrored = dict(((a, p), n) for a, p, n in session.execute(
-                select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == acc).group_by(L.c.adam_id, L.c.pricing_param)
-            ).all())
-            added = dict(((a, p), n) for a, p, n in session.execute(
-                select(SL.c.adam_id, SL.c.pricing_param, func.count()).where(SL.c.run_id == self.run_id, ~in_mirror(acc)).group_by(SL.c.adam_id, SL.c.pricing_param)
-            ).all())
-        adam_ids = {a for (a, p), asset in assets.items() if asset["assigned_count"] != mirrored.get((a, p), 0) + added.get((a, p), 0)}
-        if adam_ids:
-            log.info("account %s: %d asset(s) have counts that differ from the mirror; re-reading their assignments", self.account.name, len(adam_ids))
-        return sorted(adam_ids)
+            return {(a, p): n for a, p, n in session.execute(
+                select(distinct.c.adam_id, distinct.c.pricing_param, func.count()).group_by(distinct.c.adam_id, distinct.c.pricing_param))}
+
+    def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
+        """adamIds whose ``assignedCount`` differs from the licenses the mirror would hold."""
+        staged = self._staged_counts()
+        expected = dict(staged)
+        if not full:
+            acc = self.account.id
+            with self.host.db.session() as session:
+                mirrored = {(a, p): n for a, p, n in session.execute(
+                    select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == acc).group_by(L.c.adam_id, L.c.pricing_param))}
+                added = {(a, p): n for a, p, n in session.execute(
+                    select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
+                    .where(SL.c.run_id == self.run_id, ~in_mirror(acc)).group_by(SL.c.adam_id, SL.c.pricing_param))}
+            expected = {key: (staged.get(key, 0) if key[0] in reread else mirrored.get(key, 0) + added.get(key, 0))
+                        for key in set(mirrored) | set(staged)}
+        return sorted({a for (a, p), asset in assets.items() if asset["assigned_count"] != expected.get((a, p), 0)})
+
+    def _unknown_assets(self, assets: dict[AssetKey, dict[str, Any]]) -> dict[AssetKey, int]:
+        unknown = {key: n for key, n in self._staged_counts().items() if key not in assets}
+        if unknown:
+            log.warning("account %s: Apple lists %d license(s) of %d asset(s) it does not list as assets (%s)", self.account.name,
+                        sum(unknown.values()), len(unknown), ", ".join(f"{a} {p}" for a, p in sorted(unknown)[:5]))
+        return unknown
 
 
 def in_mirror(account_id: int) -> Any:
@@ -220,7 +334,7 @@ def in_mirror(account_id: int) -> Any:
 
 
 def clear_stage(host: "Host", run_id: int) -> None:
-    """Drop what a run staged (a failed or restarted read)."""
+    """Drop what a run staged (a failed, interrupted or abandoned read)."""
 
     def work(session: Any) -> None:
         session.execute(delete(VppStageLicense).where(VppStageLicense.run_id == run_id))
@@ -251,8 +365,3 @@ class StageBuffer:
         if rows:
             rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
             self.host.db.run_write(lambda s: s.execute(insert(self.table), rows))
-
-    def clear(self, adam_id: str | None = None) -> None:
-        """Drop the buffered rows (of one adamId only, when given)."""
-        with self.lock:
-            self.rows = [r for r in self.rows if r["adam_id"] != adam_id] if adam_id is not None else []

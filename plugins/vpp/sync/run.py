@@ -1,31 +1,37 @@
 """Running syncs: the account lock, the sync-run record, the fallback to a full sync,
-failures and token states, and the reports.
+failures, interruptions and token states, and the reports.
 
 A sync reads Apple's state (:mod:`.read`), then applies it in one transaction (:mod:`.apply`).
 Apple refusing a ``sinceVersionId`` (9721) or a page index (9650) restarts the read in full.
 A token error (expired, revoked, invalid) or another MDM's claim pauses the account's
 scheduled syncs until the user acts (a manual sync or a renewed token): no retry storm.
+
+One writer per account: the sync holds the account's lock (``vpp.sync.<id>``), refreshed by a
+heartbeat thread while it reads, and the apply transaction checks inside itself that this run
+still holds it (holder and generation, :meth:`mdm_core.locks.DbLock.fence`): a sync that was
+paused past the lock's expiry and lost it to another stops with nothing written. Staged rows
+belong to their run; another run deletes them only once their holder is known to be gone.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
+from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, describe, one_line
-from mdm_core.locks import LockBusy
+from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
 from mdm_core.models import utcnow
 
 from .. import token_state
 from ..accounts import client_for, get_account, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
-from ..models import VppAccount, VppSyncRun
+from ..apple.protocol import parse_apple_date
+from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from . import progress
 from .apply import apply_read
@@ -35,6 +41,12 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 log = logging.getLogger(__name__)
+
+#: A run still ``running`` whose holder cannot be checked (another machine on SQLite) is taken
+#: as abandoned after this long: its staged rows are deleted and it shows ``interrupted``.
+ABANDONED_AFTER = timedelta(hours=6)
+#: A last full sync this far in the future means the clock was set back: reconcile now.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[SyncReport]:
@@ -59,7 +71,11 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
 
 
 def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
-    """Sync one account under its lock; never raises for a failed sync, reports it."""
+    """Sync one account under its lock; never raises for a failed sync, reports it.
+
+    An interruption (SIGINT/SIGTERM, :class:`mdm_core.interrupts.Interrupted`) rolls back,
+    marks the run ``interrupted``, releases the lock and is raised again.
+    """
     wall = time.monotonic()  # the report's duration: lock wait and event delivery included
     s = settings(host)
     with host.db.session() as session:
@@ -71,8 +87,9 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
     lock = host.lock(f"vpp.sync.{account.id}", ttl=s.lock_ttl)
     try:
         lock.acquire(wait=s.lock_wait if wait is None else wait)
-    except LockBusy:
-        report.update(status="already running", error=f"a sync of {name} is already running")
+    except LockBusy as exc:
+        detail = exc.info.describe() if exc.info else "another process holds its lock"
+        report.update(status="already running", error=f"a sync of {name} is already running ({detail})")
         return report
     try:
         # read the account again under the lock: a sync we waited for may have stored new
@@ -84,58 +101,103 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
             return report
         report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
     finally:
-        lock.release()
+        _release(lock)
     host.deliver_events()
     report["duration_s"] = round(time.monotonic() - wall, 3)
     return report
 
 
-def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lock: Any, reconcile: int) -> dict[str, Any]:
-    _cleanup_interrupted(host, account.id)
+def _release(lock: DbLock) -> None:
+    try:
+        lock.release()
+    except Exception as exc:  # an unwritable database: the lock expires (or dies with this process)
+        log.error("could not release %s: %s", lock.name, describe(exc))
+
+
+def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lock: DbLock, reconcile: int) -> SyncReport:
+    _cleanup_abandoned(host, account.id, lock)
     mode = choose_mode(account, full, reconcile)
-    run_id = host.db.run_write(lambda s: _new_run(s, account.id, trigger, mode))
+    run_id = host.db.run_write(lambda s: _new_run(s, account.id, trigger, mode, lock.holder))
     progress.started(account.name, mode)
     started = utcnow()
-    heartbeat = monotonic_heartbeat(lock.refresh, max(1.0, lock.ttl / 3))
     client = None
     try:
-        client = client_for(host, account)
-        client.get_client_config()  # the token works and mdmInfo is still ours
-        reader = SyncReader(host, account, client, run_id, heartbeat)
-        try:
-            read = reader.read(mode)
-        except (InvalidVersionIdError, BadPageIndexError) as exc:
-            log.warning("account %s: %s; falling back to a full sync", account.name, exc)
-            clear_stage(host, run_id)
-            mode = "full"
-            reader = SyncReader(host, account, client, run_id, heartbeat)
-            read = reader.read(mode)
-        counts = apply_read(host, account, run_id, read)
+        with lock.heartbeat() as beat:
+            client = client_for(host, account)
+            config = client.get_client_config()  # the token works and mdmInfo is still ours
+            reader = SyncReader(host, account, client, run_id, beat.check)
+            _note_expiration(reader, config)
+            try:
+                read = reader.read(mode)
+            except (InvalidVersionIdError, BadPageIndexError) as exc:
+                log.warning("account %s: %s; falling back to a full sync", account.name, exc)
+                clear_stage(host, run_id)
+                mode = "full"
+                reader = SyncReader(host, account, client, run_id, beat.check)
+                _note_expiration(reader, config)
+                read = reader.read(mode)
+            beat.check()
+            counts = apply_read(host, account, run_id, read, lock)
         report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
     except Exception as exc:  # recorded on the run; the mirror is unchanged
-        clear_stage(host, run_id)
-        error_type = type(exc).__name__
-        message = one_line(exc) if isinstance(exc, (VppError, MdmError)) else describe(exc)
-        # a scheduled sync's failure is logged; a manual one's is the report line the caller
-        # prints (logged at INFO, seen with -v): an error is shown once
-        level = logging.ERROR if trigger == "schedule" else logging.INFO
-        unexpected = not isinstance(exc, (VppError, MdmError))
-        log.log(level, "account %s: sync failed%s: %s", account.name, " unexpectedly" if unexpected else "", message,
-                exc_info=unexpected and (level == logging.ERROR or log.isEnabledFor(logging.DEBUG)))
-        host.db.run_write(lambda s, exc=exc: _record_failure(host, s, account.id, run_id, mode, exc, message))
-        report = _report(account.name, trigger, mode, "error", started, 0, {}, error_type, message)
+        message = _failure(account.name, trigger, exc, host)
+        _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
+        _best_effort(f"record the failure of run {run_id}",
+                     lambda: host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message)))
+        report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
+    except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
+        log.warning("account %s: sync interrupted (%s); nothing written", account.name, exc or type(exc).__name__)
+        _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
+        _best_effort(f"mark run {run_id} interrupted", lambda: _mark_interrupted(host, run_id, f"interrupted ({exc or type(exc).__name__}): nothing written"))
+        raise
     finally:
         progress.finished(account.name)
         if client is not None:
             client.close()
-    with host.db.write_session() as session:
-        host.events.record(session, "vpp_sync_finished", report)
-        session.commit()
+    _best_effort("record the sync report", lambda: _record_report(host, report))
     return report
 
 
-def _new_run(session: Session, account_id: int, trigger: str, mode: str) -> int:
-    run = VppSyncRun(account_id=account_id, trigger=trigger, mode=mode)
+def _note_expiration(reader: SyncReader, config: dict[str, Any]) -> None:
+    expires = parse_apple_date(config.get("tokenExpirationDate"))
+    if expires is not None:
+        reader.expirations.append(expires)
+
+
+def _failure(account: str, trigger: str, exc: BaseException, host: "Host") -> str:
+    """The one line that says why a sync failed (never SQL, parameters or the token).
+
+    A scheduled sync's failure is logged; a manual one's is the report line the caller prints
+    (logged at INFO, seen with -v): an error is shown once."""
+    unexpected = False
+    if is_database_error(exc):
+        message = str(database_error(exc, host.db))
+    elif isinstance(exc, (VppError, MdmError)):
+        message = one_line(exc)
+    else:
+        message, unexpected = describe(exc), True
+    level = logging.ERROR if trigger == "schedule" else logging.INFO
+    log.log(level, "account %s: sync failed%s: %s", account, " unexpectedly" if unexpected else "", message)
+    if unexpected:
+        log.debug("account %s: the unexpected error", account, exc_info=True)
+    return message
+
+
+def _best_effort(what: str, work: Any) -> None:
+    try:
+        work()
+    except Exception as exc:
+        log.error("could not %s: %s", what, describe(exc))
+
+
+def _record_report(host: "Host", report: SyncReport) -> None:
+    with host.db.write_session() as session:
+        host.events.record(session, "vpp_sync_finished", report)
+        session.commit()
+
+
+def _new_run(session: Session, account_id: int, trigger: str, mode: str, holder: str) -> int:
+    run = VppSyncRun(account_id=account_id, trigger=trigger, mode=mode, holder=holder)
     session.add(run)
     session.flush()
     assert run.id is not None
@@ -143,26 +205,51 @@ def _new_run(session: Session, account_id: int, trigger: str, mode: str) -> int:
 
 
 def _record_failure(host: "Host", session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
-    account = session.get(VppAccount, account_id)
     run = session.get(VppSyncRun, run_id)
-    assert account is not None and run is not None
+    assert run is not None
     run.mode, run.status, run.finished_at, run.error_type, run.error = mode, "error", utcnow(), type(exc).__name__, message
     session.add(run)
+    if isinstance(exc, LockLost):  # the account belongs to the sync that took the lock: not a word on it
+        return
+    account = session.get(VppAccount, account_id)
+    if account is None:
+        return
     account.last_sync_at = utcnow()
     account.last_sync_result = f"error: {message}"
     session.add(account)
     token_state.apple_refused(host, session, account, exc)
 
 
-def _cleanup_interrupted(host: "Host", account_id: int) -> None:
-    """Runs left ``running`` by a crash: mark them and drop their staged pages."""
+def _mark_interrupted(host: "Host", run_id: int, error: str) -> None:
+    host.db.run_write(lambda s: s.execute(
+        update(VppSyncRun).where(VppSyncRun.id == run_id, VppSyncRun.status == "running").values(status="interrupted", finished_at=utcnow(), error=error)
+    ))
+
+
+def _cleanup_abandoned(host: "Host", account_id: int, lock: DbLock) -> None:
+    """Runs left ``running`` by a holder that is gone (a crash): mark them interrupted and drop
+    their staged rows. A run whose holder may still be alive (paused: it will find its lock
+    lost and stop by itself) keeps its rows, until ``ABANDONED_AFTER``. Staged rows of runs
+    that have ended are dropped too."""
+    now = utcnow()
     with host.db.session() as session:
-        stale = list(session.execute(select(VppSyncRun.id).where(VppSyncRun.account_id == account_id, VppSyncRun.status == "running")).scalars())
-    for run_id in stale:
+        running = list(session.execute(select(VppSyncRun.id, VppSyncRun.holder, VppSyncRun.started_at).where(
+            VppSyncRun.account_id == account_id, VppSyncRun.status == "running")).all())
+    for run_id, holder, started in running:
+        if holder == lock.holder:
+            continue
+        if holder is not None and not holder_is_dead(host.db, holder) and started > now - ABANDONED_AFTER:
+            log.info("run %d of %s may still be alive (its lock was lost): its staged rows are left to it", run_id, holder)
+            continue
         clear_stage(host, run_id)
-        host.db.run_write(lambda s: s.execute(
-            update(VppSyncRun).where(VppSyncRun.id == run_id).values(status="interrupted", finished_at=utcnow(), error="the process stopped during this sync")
-        ))
+        _mark_interrupted(host, run_id, "the process stopped during this sync")
+
+    def orphans(session: Session) -> None:
+        live = select(VppSyncRun.id).where(VppSyncRun.status == "running")
+        for table in (VppStageLicense, VppStageUser):
+            session.execute(delete(table).where(table.run_id.not_in(live)))  # type: ignore[attr-defined]
+
+    host.db.run_write(orphans)
 
 
 def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> SyncReport:
@@ -175,35 +262,25 @@ def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages
 
 
 def recent_runs(host: "Host", name: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest sync runs, newest first."""
+    """The latest sync runs, newest first; a run whose holder is gone shows ``interrupted``."""
     query = select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id).order_by(VppSyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
     if name:
         query = query.where(VppAccount.name == name)
     with host.db.session() as session:
-        return [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
+        rows = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
+    for row in rows:
+        if row["status"] == "running" and (row["holder"] is None or holder_is_dead(host.db, row["holder"])):
+            row["status"], row["error"] = "interrupted", "the process stopped during this sync"
+    return rows
 
 
 def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:
-    """``full`` when asked, on the first sync, or when the last full sync is too old."""
+    """``full`` when asked, on the first sync, when the last full sync is too old, or when it
+    lies in the future (the clock was set back: a wrong date must not stop the reconcile)."""
     now = now or utcnow()
     if full or not account.assignments_version_id or not account.users_version_id or account.last_full_sync_at is None:
         return "full"
-    if (now - account.last_full_sync_at).total_seconds() >= reconcile_seconds:
+    age = now - account.last_full_sync_at
+    if age.total_seconds() >= reconcile_seconds or age < -CLOCK_SKEW:
         return "full"
     return "incremental"
-
-
-def monotonic_heartbeat(refresh: Callable[[], None], every: float) -> Callable[[], None]:
-    """A callable that runs ``refresh`` at most every ``every`` seconds."""
-    last = [time.monotonic()]
-
-    lock = threading.Lock()
-
-    def beat() -> None:
-        with lock:
-            if time.monotonic() - last[0] < every:
-                return
-            last[0] = time.monotonic()
-            refresh()
-
-    return beat
