@@ -153,6 +153,12 @@ def format_report(report: dict[str, Any]) -> str:
     parts.append(f"licenses +{lic.get('added', 0)} -{lic.get('removed', 0)}")
     retired = c.get("users", {}).get("retired", 0)
     extra = f", users retired {retired}" if retired else ""
+    unknown = lic.get("unknown_assets")
+    if unknown:
+        extra += f"; {lic.get('of_unknown_assets', 0)} license(s) of {len(unknown)} asset(s) Apple does not list ({', '.join(unknown[:5])})"
+    mismatched = c.get("assets", {}).get("count_mismatches")
+    if mismatched:
+        extra += f"; Apple's assignedCount differs from its own licenses for {len(mismatched)} asset(s) ({', '.join(mismatched[:5])})"
     return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {'; '.join(parts)}{extra}"
 
 

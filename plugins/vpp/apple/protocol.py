@@ -250,25 +250,72 @@ def invitation_url(template: str, invite_code: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+#: The longest value each field may have: the mirror's columns (the same limits on SQLite, which
+#: would store anything, and on PostgreSQL, which refuses longer values).
+MAX_LENGTH = {
+    "adamId": 32, "pricingParam": 8, "productType": 16, "serialNumber": 255, "clientUserId": 255, "email": 255,
+    "status": 16, "idHash": 255, "inviteCode": 255, "supportedPlatforms": 32, "versionId": 128,
+}
+INT32_MAX = 2**31 - 1
+# characters no database column can hold: NUL (PostgreSQL refuses it), lone UTF-16 surrogates (not UTF-8)
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def label(value: object) -> str:
+    """A value Apple sent, quoted for a message: ASCII only, at most 40 characters."""
+    text = value if isinstance(value, str) else str(value)
+    return ascii(text[:40] + ("…" if len(text) > 40 else ""))
+
+
+def _checked_text(value: str, name: str, where: str) -> str:
+    """``value`` if it fits its column and holds no character a database refuses."""
+    limit = MAX_LENGTH.get(name)
+    if limit is not None and len(value) > limit:
+        raise MalformedResponseError(f"{where}: '{name}' has {len(value)} characters (at most {limit}): {label(value)}")
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate (not valid Unicode)"
+        raise MalformedResponseError(f"{where}: '{name}' holds {what}: {label(value)}")
+    return value
+
+
+def _where(record: Any, what: str, key: str | None) -> str:
+    """``asset record 'ID'``: the record a message is about."""
+    ident = record.get(key) if key and isinstance(record, dict) else None
+    return f"{what} record {label(ident)}" if isinstance(ident, (str, int)) and not isinstance(ident, bool) else f"{what} record"
+
+
+def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str, key: str | None = None) -> Any:
     if not isinstance(record, dict):
         raise MalformedResponseError(f"{what} record is not an object")
     value = record.get(name)
+    where = _where(record, what, key)
     if value is None:
-        raise MalformedResponseError(f"{what} record has no '{name}'")
+        raise MalformedResponseError(f"{where} has no '{name}'")
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise MalformedResponseError(f"{what} record has a '{name}' of the wrong type ({type(value).__name__})")
+        raise MalformedResponseError(f"{where} has a '{name}' of the wrong type ({type(value).__name__})")
+    if isinstance(value, str):
+        _checked_text(value, name, where)
+    return value
+
+
+def _int32(record: Mapping[str, Any], name: str, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedResponseError(f"{where} has a '{name}' of the wrong type ({type(value).__name__})")
+    if not 0 <= value <= INT32_MAX:
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}… ({len(str(value))} digits)"
+        raise MalformedResponseError(f"{where}: '{name}' is out of range ({shown}; 0 to {INT32_MAX})")
     return value
 
 
 def _id(record: Mapping[str, Any], name: str, what: str) -> str:
-    value = _field(record, name, (str, int), what)
+    value = _field(record, name, (str, int), what, name)
     if isinstance(value, bool):
         raise MalformedResponseError(f"{what} record has a '{name}' of the wrong type (bool)")
     text = str(value).strip()
     if not text:
         raise MalformedResponseError(f"{what} record has an empty '{name}'")
-    return text
+    return _checked_text(text, name, _where(record, what, name))
 
 
 def _page(page: Any) -> Mapping[str, Any]:
@@ -289,34 +336,37 @@ def _list(page: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def parse_asset(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A ResponseAsset as the values of a ``vpp_asset`` row (without the account)."""
-    platforms = record.get("supportedPlatforms", []) if isinstance(record, Mapping) else None
+    """A ResponseAsset as the values of a ``vpp_asset`` row (without the account); every value
+    checked against its column (type, length, characters, int32 range)."""
+    adam_id = _id(record, "adamId", "asset")
+    where = f"asset record {label(adam_id)}"
+    platforms = record.get("supportedPlatforms", [])
     if platforms is None:
         platforms = []
     if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms):
-        raise MalformedResponseError("asset record has a 'supportedPlatforms' that is not a list of strings")
+        raise MalformedResponseError(f"{where} has a 'supportedPlatforms' that is not a list of strings")
+    for platform in platforms:
+        _checked_text(platform, "supportedPlatforms", where)
     return {
-        "adam_id": _id(record, "adamId", "asset"),
-        "pricing_param": _field(record, "pricingParam", str, "asset"),
-        "product_type": _field(record, "productType", str, "asset"),
-        "assigned_count": _field(record, "assignedCount", int, "asset"),
-        "available_count": _count(record, "availableCount"),
-        "retired_count": _count(record, "retiredCount"),
-        "total_count": _count(record, "totalCount"),
-        "device_assignable": _field(record, "deviceAssignable", bool, "asset"),
-        "revocable": _field(record, "revocable", bool, "asset"),
+        "adam_id": adam_id,
+        "pricing_param": _field(record, "pricingParam", str, "asset", "adamId"),
+        "product_type": _field(record, "productType", str, "asset", "adamId"),
+        "assigned_count": _int32(record, "assignedCount", where, _field(record, "assignedCount", int, "asset", "adamId")),
+        "available_count": _count(record, "availableCount", where),
+        "retired_count": _count(record, "retiredCount", where),
+        "total_count": _count(record, "totalCount", where),
+        "device_assignable": _field(record, "deviceAssignable", bool, "asset", "adamId"),
+        "revocable": _field(record, "revocable", bool, "asset", "adamId"),
         "supported_platforms": sorted(platforms),
     }
 
 
-def _count(record: Mapping[str, Any], name: str) -> int:
-    # Unlimited assets may omit these (UnlimitedResponseAsset); a present value must be an int.
+def _count(record: Mapping[str, Any], name: str, where: str) -> int:
+    # Unlimited assets may omit these (UnlimitedResponseAsset); a present value must be an int32.
     value = record.get(name)
     if value is None:
-        return 2147483647 if name == "totalCount" else 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedResponseError(f"asset record has a '{name}' of the wrong type ({type(value).__name__})")
-    return value
+        return INT32_MAX if name == "totalCount" else 0
+    return _int32(record, name, where, value)
 
 
 def page_assets(page: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -327,14 +377,17 @@ def page_assets(page: Mapping[str, Any]) -> list[dict[str, Any]]:
 def page_assignments(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """(adam_id, pricing_param, kind, target) of one ``GET /assignments`` page."""
     rows = []
+    bad_text = _BAD_TEXT.search
     for record in _list(page, "assignments"):
         # the common, well-formed case first (hundreds of thousands of records per sync)
         if type(record) is dict:
             adam_id, pricing = record.get("adamId"), record.get("pricingParam")
             serial, user = record.get("serialNumber"), record.get("clientUserId")
             if type(adam_id) is str and adam_id and type(pricing) is str and pricing and (type(serial) is str) != (type(user) is str) and (serial or user):
-                rows.append((adam_id, pricing, "device", serial) if serial else (adam_id, pricing, "user", user))
-                continue
+                target = serial or user
+                if len(adam_id) <= 32 and len(pricing) <= 8 and len(target) <= 255 and bad_text(adam_id + pricing + target) is None:
+                    rows.append((adam_id, pricing, "device", serial) if serial else (adam_id, pricing, "user", user))
+                    continue
         rows.append(_assignment(record))
     return rows
 
@@ -342,46 +395,54 @@ def page_assignments(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
 def _assignment(record: Any) -> tuple[str, str, str, str]:
     """One assignment record checked field by field, naming what is wrong."""
     adam_id = _id(record, "adamId", "assignment")
-    pricing = _field(record, "pricingParam", str, "assignment")
+    pricing = _field(record, "pricingParam", str, "assignment", "adamId")
     serial, user = record.get("serialNumber"), record.get("clientUserId")
+    where = f"assignment record {label(adam_id)}"
+    for name, value in (("serialNumber", serial), ("clientUserId", user)):
+        if value is not None and not isinstance(value, str):
+            raise MalformedResponseError(f"{where}: '{name}' is not a string ({type(value).__name__}): {label(value)}")
     if serial and not user:
-        return (adam_id, pricing, "device", str(serial))
+        return (adam_id, pricing, "device", _checked_text(serial, "serialNumber", where))
     if user and not serial:
-        return (adam_id, pricing, "user", str(user))
-    raise MalformedResponseError("assignment record must have exactly one of 'serialNumber' and 'clientUserId'")
+        return (adam_id, pricing, "user", _checked_text(user, "clientUserId", where))
+    raise MalformedResponseError(f"{where} must have exactly one of 'serialNumber' and 'clientUserId'")
 
 
 def page_users(page: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The users of one ``GET /users`` page as ``vpp_stage_user`` values (rank 0 live, 1 retired)."""
     rows = []
     for record in _list(page, "users"):
-        status = _field(record, "status", str, "user")
+        client_user_id = _id(record, "clientUserId", "user")
+        status = _field(record, "status", str, "user", "clientUserId")
+        where = f"user record {label(client_user_id)}"
         rows.append({
-            "client_user_id": _id(record, "clientUserId", "user"),
-            "email": _opt_str(record, "email"),
+            "client_user_id": client_user_id,
+            "email": _opt_str(record, "email", where),
             "status": status,
-            "id_hash": _opt_str(record, "idHash"),
-            "invite_code": _opt_str(record, "inviteCode"),
+            "id_hash": _opt_str(record, "idHash", where),
+            "invite_code": _opt_str(record, "inviteCode", where),
             "rank": 1 if status in ("Retired", "Deleted") else 0,
         })
     return rows
 
 
-def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
+def _opt_str(record: Mapping[str, Any], name: str, where: str) -> str | None:
     value = record.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise MalformedResponseError(f"user record has a '{name}' of the wrong type ({type(value).__name__})")
-    return value
+        raise MalformedResponseError(f"{where} has a '{name}' of the wrong type ({type(value).__name__})")
+    return _checked_text(value, name, where)
 
 
 def version_of(page: Mapping[str, Any]) -> str | None:
     """A page's ``versionId`` (``None`` when Apple sent none)."""
     value = _page(page).get("versionId")
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise MalformedResponseError("page field 'versionId' is not a string")
-    return value
+    return _checked_text(value, "versionId", "a page")
 
 
 def apple_asset(row: Mapping[str, Any], account: str) -> Asset:
