@@ -9,7 +9,6 @@ of work with ``session()`` (reads) or ``write_session()`` (writes), never across
 from __future__ import annotations
 
 import logging
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,23 +20,12 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from mdm_core.db.errors import database_error
 from mdm_core.errors import ConfigError, MdmError
 from mdm_core.interrupts import check as _check_interrupted, deferred
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CONNECT_HINT = "check [core] database_url or MDM_DATABASE_URL, and that the server is up"
-
-
-def driver_message(exc: BaseException) -> str:
-    """The database driver's own words for a failure, on one line, without SQLAlchemy's
-    wrapping ("(psycopg.OperationalError) ...", "Background on this error at: ...")."""
-    orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
-    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
-    text = re.sub(r"^\([\w.]+\)\s*", "", text)
-    return text or type(orig).__name__
-
 
 def _interruption_point(*_args: Any) -> None:
     """Before each SQL statement: a pending SIGINT/SIGTERM is raised here (see interrupts)."""
@@ -110,7 +98,7 @@ class Database:
         try:
             conn = self.write_engine.connect()
         except OperationalError as exc:
-            raise MdmError(f"cannot connect to database {self.describe()}: {driver_message(exc)}: {CONNECT_HINT}") from None
+            raise database_error(exc, self) from None
         try:
             if self.is_sqlite:  # a PRAGMA of no effect inside a transaction: run it before any
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]

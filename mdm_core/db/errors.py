@@ -9,6 +9,7 @@ the database's name (for logs and records that already say where they come from)
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import MdmError, one_line
@@ -61,6 +62,17 @@ _POSTGRES_STATES = {
     "28000": ("unreachable", "refused the login: check the role and pg_hba.conf"),
 }
 _RETRYABLE = {"locked", "unreachable", "out_of_memory"}
+CONNECT_HINT = "check [core] database_url or MDM_DATABASE_URL, and that the server is up"
+
+
+def driver_message(exc: BaseException) -> str:
+    """The database driver's own words for a failure, on one line, without SQLAlchemy's
+    wrapping ("(psycopg.OperationalError) ...", "Background on this error at: ...")."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)
+    return text or type(orig).__name__
 
 
 def _orig(exc: BaseException) -> BaseException:
@@ -93,6 +105,11 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
+def _is_connection_failure(exc: BaseException) -> bool:
+    """The connection itself failed (no SQL was sent): the driver's words are safe to show."""
+    return getattr(exc, "statement", None) is None
+
+
 def is_database_error(exc: BaseException) -> bool:
     """True for SQLAlchemy and database-driver errors."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -118,5 +135,7 @@ def database_error(exc: BaseException, db: "Database | Any" = None) -> DatabaseE
     found = classify(exc)
     if found is not None:
         cause, advice = found
+        if cause == "unreachable" and not getattr(db, "is_sqlite", False) and _is_connection_failure(exc):
+            return DatabaseError(f"cannot connect to database {where}: {driver_message(exc)}: {CONNECT_HINT}", cause=cause, retryable=True)
         return DatabaseError(f"database {where} {advice}", cause=cause, retryable=cause in _RETRYABLE)
     return DatabaseError(f"database {where} refused the change ({type(_orig(exc)).__name__}: {_first_line(exc)})", cause="other")

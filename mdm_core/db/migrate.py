@@ -33,9 +33,10 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from mdm_core.db.engine import CONNECT_HINT, Database, driver_message
+from mdm_core.db.engine import Database
+from mdm_core.db.errors import database_error
 from mdm_core.errors import MdmError, PluginError, describe
 
 log = logging.getLogger(__name__)
@@ -246,10 +247,8 @@ def read_states(db: Database, histories: Sequence[History], *, unloaded: bool = 
                     states.append(HistoryState(table[: -len(VERSION_TABLE_SUFFIX)], ", ".join(rows) or None, None, [], "not loaded"))
             conn.rollback()
             return states
-    except OperationalError as exc:
-        raise MdmError(f"cannot connect to database {db.describe()}: {driver_message(exc)}: {CONNECT_HINT}") from None
     except SQLAlchemyError as exc:
-        raise MdmError(f"database {db.describe()} cannot be read: {describe(exc)}") from None
+        raise database_error(exc, db) from None
 
 
 def behind_message(states: Sequence[HistoryState]) -> str:

@@ -15,8 +15,9 @@ from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
 from plugins.vpp.sync.run import sync_account
 
-from .conftest import (account_info, apple_changes, apple_state, assert_converged, count_figure, inner_token, mirror_dump,
-                       mirror_state, runs, stage_rows)
+from plugins.vpp.testing import apple_state, mirror_state
+
+from .conftest import account_info, apple_changes, assert_converged, count_figure, inner_token, mirror_dump, runs, stage_rows
 
 #: Where a fault lands: (endpoint, matching requests to let through first).
 POSITIONS = {

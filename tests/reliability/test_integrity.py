@@ -29,8 +29,10 @@ from mdm_core.host import Host
 from plugins.vpp.sync.run import recent_runs, sync_account
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-from .conftest import (Recorder, apple_changes, apple_state, assert_converged, count_figure, mirror_dump, mirror_state, runs,
-                       stage_rows)
+from mdm_core.testing import EventRecorder as Recorder
+from plugins.vpp.testing import apple_state, mirror_state
+
+from .conftest import apple_changes, assert_converged, count_figure, mirror_dump, runs, stage_rows
 from .test_crash import CRASH_CONFIG, ROOT
 
 
@@ -161,7 +163,7 @@ def test_a_page_without_its_list_fails_cleanly(synced_on: Host, small_sim: Any, 
     assert f"has no '{dataset}' list" in report["error"]
     assert mirror_dump(synced_on) == before and stage_rows(synced_on) == 0
     synced_on.deliver_events()
-    assert not [n for n, _, _ in recorder.events if n.endswith(("_removed", "_disassociated"))]
+    assert not [n for n in recorder.names() if n.endswith(("_removed", "_disassociated"))]
     small_sim.faults.clear()
     assert sync_account(synced_on, "school")["status"] == "ok"
     assert_converged(synced_on, small_sim)

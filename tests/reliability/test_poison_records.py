@@ -17,8 +17,11 @@ import pytest
 from mdm_core.host import Host
 from plugins.vpp.sync.run import sync_account
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON, MdmRunner
-from .conftest import RELIABLE_CONFIG, Recorder, count_figure, mirror_dump, stage_rows
+from mdm_core.testing import EventRecorder as Recorder
+from mdm_core.testing import MdmRunner
+
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+from .conftest import RELIABLE_CONFIG, count_figure, mirror_dump, stage_rows
 
 LONG_ID = "1" * 100_000
 
