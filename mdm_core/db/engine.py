@@ -21,7 +21,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from mdm_core.db.errors import database_error
-from mdm_core.errors import ConfigError, MdmError
+from mdm_core.errors import ConfigError
 from mdm_core.interrupts import check as _check_interrupted, deferred
 
 log = logging.getLogger(__name__)

@@ -107,7 +107,7 @@ def test_concurrent_writers_never_see_database_is_locked(synced: Host, small_sim
         for _ in range(3):
             apple_changes(small_sim, seed=worker)
             report = sync_account(synced, "school", wait=30)
-            assert report["status"] == "ok", report
+            assert report["status"] == "ok", (report["error_type"], report["error"])
 
     def guarded(work: Any, worker: int) -> None:
         try:

@@ -34,7 +34,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import and_, delete, exists, func, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError

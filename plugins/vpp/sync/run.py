@@ -16,6 +16,7 @@ belong to their run; another run deletes them only once their holder is known to
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -143,12 +144,13 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
         message = _failure(account.name, trigger, exc, host)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
         _best_effort(f"record the failure of run {run_id}",
-                     lambda: host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message)))
+                     lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message)))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
     except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
-        log.warning("account %s: sync interrupted (%s); nothing written", account.name, exc or type(exc).__name__)
+        why = str(exc) or type(exc).__name__
+        log.warning("account %s: sync interrupted (%s); nothing written", account.name, why)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
-        _best_effort(f"mark run {run_id} interrupted", lambda: _mark_interrupted(host, run_id, f"interrupted ({exc or type(exc).__name__}): nothing written"))
+        _best_effort(f"mark run {run_id} interrupted", lambda: _mark_interrupted(host, run_id, f"interrupted ({why}): nothing written"))
         raise
     finally:
         progress.finished(account.name)
