@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
@@ -106,3 +109,47 @@ def make_client() -> Iterator[Any]:
     for api in created:
         api.close()
         api.sim.stop()
+
+
+class Receiver:
+    """A plain HTTP endpoint on loopback that records what is posted to it (an MDM's
+    notification URL); ``status`` is what it answers (a list: one answer per request, the
+    last one repeated)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str | None, dict[str, Any]]] = []
+        self.status: list[int] = [200]
+        received, answers = self.received, self.status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append((self.headers.get("Authorization"), json.loads(body)))
+                code = answers.pop(0) if len(answers) > 1 else answers[0]
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/apple/apps-books/notify/acc-1"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def bodies(self, notification_type: str | None = None) -> list[dict[str, Any]]:
+        """The envelopes received (of one type)."""
+        return [b for _, b in self.received if notification_type in (None, b["notificationType"])]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An MDM's notification endpoint stand-in on a free loopback port."""
+    running = Receiver()
+    yield running
+    running.close()

@@ -108,7 +108,7 @@ def test_wrong_method_and_content_type(client):
     assert (garbage.status_code, _error(garbage)) == (400, 9602)
 
 
-def test_client_config_get_and_post(fresh):
+def test_client_config_get_and_post(fresh, receiver):
     config = fresh.get("client/config").json()
     assert config["countryISO2ACode"] == "US"
     assert config["defaultPlatform"] == "volumestore"
@@ -117,12 +117,12 @@ def test_client_config_get_and_post(fresh):
     assert "mdmInfo" not in config
     mdm_info = {"id": "ours-123", "name": "mdm-host", "metadata": "mdm.example.org"}
     posted = fresh.post("client/config", {
-        "mdmInfo": mdm_info, "notificationUrl": "https://mdm.example.org/notify/1",
+        "mdmInfo": mdm_info, "notificationUrl": receiver.url,
         "notificationAuthToken": "s3cret", "notificationTypes": ["ASSET_MANAGEMENT", "ASSET_COUNT"]})
     assert posted.status_code == 200, posted.text
     body = posted.json()
     assert body["mdmInfo"] == mdm_info
-    assert body["notificationUrl"] == "https://mdm.example.org/notify/1"
+    assert body["notificationUrl"] == receiver.url
     assert body["notificationAuthToken"] == "s3cret"
     assert body["subscribedNotificationTypes"] == ["ASSET_MANAGEMENT", "ASSET_COUNT"]
     assert fresh.get("client/config").json()["mdmInfo"] == mdm_info

@@ -17,6 +17,16 @@ deltas on assignments and users), assets/associate|disassociate|revoke and
 users/create|update|retire (async: PENDING for `async_delay` seconds, processed
 lazily on the next request), status?eventId=.
 
+Notifications (`notifications.py`): once an MDM sets `notificationUrl`,
+`notificationAuthToken` and `notificationTypes` with POST client/config, the simulator
+posts TEST_NOTIFICATION at once (and answers 9728 if that delivery fails; plain http is
+accepted for loopback URLs only), ASSET_MANAGEMENT when an associate, disassociate or
+revoke event ends (SUCCESS and FAILURE with Apple's error), USER_MANAGEMENT when a users
+create, update or retire event ends, USER_ASSOCIATED when an invitation is accepted, and
+ASSET_COUNT when a purchase, a transfer or a refund changes a total. Events then run as soon
+as they are due. Delivery retries like Apple's (3 attempts; `notification_retry_delays`,
+default 60 s and 240 s), and `sim.notifications()` lists every delivery.
+
 Control API (no auth, loopback clients only), JSON in and out:
 
 (From the command line: ``mdm vpp simulator change|fault|actions``, see the README.)
@@ -25,15 +35,19 @@ Control API (no auth, loopback clients only), JSON in and out:
   kinds: rate_limit (retry_after), server_error (status, body "9603"|"empty",
   retry_after), error_200 (error_number), slow (seconds), drop, truncated_json,
   malformed_json (body), missing_field (field), extra_field (fields),
-  version_change, reverse_records; the state faults expire_token, revoke_token, restore_token and
+  version_change, reverse_records; notification faults notification_drop,
+  notification_delay (seconds) and notification_duplicate take "type" (a notificationType)
+  instead of "endpoint"; the state faults expire_token, revoke_token, restore_token and
   claim_by_other_mdm (id, name, metadata) are accepted too. Answers 201 {"fault": {...}}.
 - ``GET /_sim/faults``     armed faults and hit counts
 - ``DELETE /_sim/faults``  disarm everything and make the token valid again
 - ``POST /_sim/change``    {"action": ..., ...kwargs}; actions: purchase, assign,
   remove, retire_user, create_user, accept_invite, remove_asset (refund),
-  mutate_fraction, expire_token, revoke_token, claim_by_other_mdm, restore_token
+  transfer (adam_id, count: licenses in or out), mutate_fraction, expire_token, revoke_token, claim_by_other_mdm, restore_token
 - ``GET /_sim/snapshot``   {"assets": [...], "assignments": [[adamId, pricingParam,
   "serialNumber"|"clientUserId", value], ...], "users": {...}, "versions": {...}}
+- ``GET /_sim/notifications``  every notification sent: notificationId, type, payload,
+  status (queued, delivered, failed, dropped), attempts and the answers it got
 - ``GET /_sim/versions``   current versionId per dataset
 - ``GET /_sim/token``      {"token", "tokenExpirationDate", "status"}
 

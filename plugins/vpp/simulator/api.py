@@ -116,6 +116,12 @@ def _duplicates(values: list[Any]) -> list[Any]:
     return dups
 
 
+def _is_loopback_host(host: str | None) -> bool:
+    """127.x, ::1 or localhost: the one place a plain-http notification URL is accepted (tests
+    and the demo run without TLS); Apple itself requires https everywhere (9712)."""
+    return bool(host) and (host == "localhost" or host == "::1" or host.startswith("127."))  # type: ignore[union-attr]
+
+
 def _asset_info(keys: list[AssetKey]) -> list[dict[str, str]]:
     return [{"adamId": a, "pricingParam": p} for a, p in keys]
 
@@ -283,13 +289,16 @@ class Api:
                 raise ApiError(9711)
             if url:
                 parts = urlsplit(url)
-                if parts.scheme != "https" or not parts.hostname:
+                loopback = parts.scheme == "http" and _is_loopback_host(parts.hostname)
+                if not parts.hostname or (parts.scheme != "https" and not loopback):
                     raise ApiError(9712)
         types = body.get("notificationTypes")
         if types is not None and (not isinstance(types, list)
                                   or any(t not in NOTIFICATION_TYPES for t in types)):
             raise ApiError(9602, {"parameter": "notificationTypes"})
         state = self.state
+        if url and not state.test_notification(url, auth):  # Apple refuses what it cannot reach
+            raise ApiError(9728)
         if mdm_info is not None:
             state.mdm_info = {k: mdm_info[k] for k in ("id", "name", "metadata")}
         if url is not None:

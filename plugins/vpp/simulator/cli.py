@@ -26,6 +26,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="total assignments (default 2*devices + users)")
     parser.add_argument("--page-size", type=count(1), default=437)
     parser.add_argument("--async-delay", type=seconds(maximum=3600), default=0.2, help="seconds an event stays PENDING")
+    parser.add_argument("--notification-retry-delays", default="60,240", metavar="SECONDS,...",
+                        help="seconds between the 3 attempts to deliver a notification (default 60,240, as Apple)")
     parser.add_argument("--token-file", default="var/simulator.vpptoken",
                         help="where to write the .vpptoken (mode 0600); the base URL goes beside it (FILE.url)")
     parser.add_argument("--token-expires-in", type=number("days", 0.01, 3650), metavar="DAYS",
@@ -90,6 +92,16 @@ def _seed_value(raw: object) -> object:
         return raw
 
 
+def _delays(raw: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or any(not 0 <= d <= 3600 for d in delays):
+        raise SystemExit(f"--notification-retry-delays {raw!r} is not valid: give seconds from 0 to 3600 separated by commas, e.g. 60,240")
+    return delays
+
+
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
     """Start the simulator, write the token file, print the URL, serve until a signal."""
@@ -102,7 +114,8 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     expires = datetime.now(timezone.utc) + timedelta(days=days) if days is not None else None
     sim = Simulator(seed=_seed_value(args.seed), assets=args.assets, devices=args.devices,
                     users=args.users, assignments=args.assignments, page_size=args.page_size,
-                    async_delay=args.async_delay, host=args.host, port=args.port, token_expires_at=expires)
+                    async_delay=args.async_delay, host=args.host, port=args.port, token_expires_at=expires,
+                    notification_retry_delays=_delays(args.notification_retry_delays))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -74,6 +74,8 @@ def handle_control(sim: "Simulator", method: str, path: str, body: bytes,
             result = handler(**data)
             return Response(200, {"action": action, "result": list(result) if isinstance(result, tuple) else result,
                                   "versions": sim.versions()})
+        if route == "notifications" and method == "GET":
+            return Response(200, {"notifications": sim.notifications()})
         if route == "snapshot" and method == "GET":
             return Response(200, snapshot_json(sim))
         if route == "versions" and method == "GET":

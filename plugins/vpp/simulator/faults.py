@@ -19,6 +19,15 @@ requests it hits before disarming; None = until cleared), an optional `after`
 - reverse_records: the page's records in reverse order (Apple promises no order: a client must
   not depend on it, e.g. for a clientUserId listed both Retired and live)
 
+Notification faults act on the notifications sent to the MDM instead of on requests: they
+take `type` (a notificationType, e.g. "ASSET_COUNT" or "TEST_NOTIFICATION"; None matches
+any) instead of `endpoint`, and `count`/`after` as above:
+
+- notification_drop: the notification is never sent (a TEST_NOTIFICATION dropped makes
+  `POST client/config` answer 9728)
+- notification_delay: sent `seconds` (default 1.0) later
+- notification_duplicate: sent twice, with the same notificationId
+
 State faults (`expire_token`, `revoke_token`, `claim_by_other_mdm`, `restore_token`)
 change the location itself and are methods here and on the Simulator.
 """
@@ -33,8 +42,9 @@ from typing import Any
 from .state import SimState
 from .tokens import EXPIRED, REVOKED, VALID, TokenState
 
+NOTIFICATION_KINDS = frozenset({"notification_drop", "notification_delay", "notification_duplicate"})
 KINDS = frozenset({"rate_limit", "server_error", "error_200", "slow", "drop", "truncated_json",
-                   "malformed_json", "missing_field", "extra_field", "version_change", "reverse_records"})
+                   "malformed_json", "missing_field", "extra_field", "version_change", "reverse_records"}) | NOTIFICATION_KINDS
 #: Kinds that answer instead of the real handler (first one firing wins).
 SHORT_CIRCUIT = ("drop", "rate_limit", "server_error", "error_200", "malformed_json")
 
@@ -52,6 +62,8 @@ class Fault:
     fired: int = 0
 
     def matches(self, endpoint: str) -> bool:
+        if self.kind in NOTIFICATION_KINDS:
+            return False
         if self.endpoint is None:
             return True
         wanted = self.endpoint.strip("/")
@@ -106,10 +118,18 @@ class Faults:
 
     def select(self, endpoint: str) -> list[Fault]:
         """The faults firing for one request to `endpoint`; counts them and disarms spent ones."""
+        return self._select(lambda fault: fault.matches(endpoint))
+
+    def select_notification(self, notification_type: str) -> list[Fault]:
+        """The notification faults firing for one notification of this type."""
+        return self._select(lambda fault: fault.kind in NOTIFICATION_KINDS
+                            and fault.params.get("type") in (None, notification_type))
+
+    def _select(self, matches: Any) -> list[Fault]:
         firing: list[Fault] = []
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(endpoint):
+                if not matches(fault):
                     continue
                 fault.seen += 1
                 if fault.seen <= fault.after or fault.exhausted:

@@ -107,3 +107,4 @@ class Event:
     status: str = "PENDING"
     num_completed: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    done: list[Any] = field(default_factory=list)  # assignment keys or clientUserIds it changed (for notifications)

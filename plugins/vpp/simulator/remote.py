@@ -23,6 +23,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "accept_invite": ("accept_invite", "a Registered user accepts the invitation (becomes Associated)"),
     "remove_asset": ("remove_asset", "an asset refunded: gone with its licenses"),
     "refund": ("remove_asset", "the same as remove_asset"),
+    "transfer": ("transfer", "licenses moved between locations in Apple's portal: count > 0 in, < 0 out (ASSET_COUNT)"),
     "mutate_fraction": ("mutate_fraction", "a share of the licenses moved at random (benchmarks)"),
     "expire_token": ("expire_token", "the token expires: every authenticated request answers error 9621"),
     "revoke_token": ("revoke_token", "the token is revoked (a new one was downloaded): error 9625"),
@@ -42,6 +43,9 @@ FAULTS: dict[str, tuple[dict[str, str], str]] = {
     "missing_field": ({"field": "the key to remove from the answer and its records"}, "a field missing"),
     "extra_field": ({"fields": 'a JSON object of unknown keys, e.g. {"x":1}'}, "unknown fields added"),
     "version_change": ({}, "Apple's data changes while paging (a real out-of-band write)"),
+    "notification_drop": ({"type": "a notificationType (any by default)"}, "a notification to the MDM is never sent (TEST_NOTIFICATION: client/config answers 9728)"),
+    "notification_delay": ({"type": "a notificationType (any by default)", "seconds": "how much later (default 1.0)"}, "a notification to the MDM is sent later"),
+    "notification_duplicate": ({"type": "a notificationType (any by default)"}, "a notification to the MDM is sent twice (same notificationId)"),
 }
 FAULT_COMMON = {"endpoint": "path after /mdm/v2 (assets, assignments, users, client/config, status, lookup); any by default",
                 "count": "how many matching requests it hits (until cleared by default)", "after": "skip the first N matching requests"}

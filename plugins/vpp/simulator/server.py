@@ -20,6 +20,7 @@ from .control import handle_control
 from .errors import error_body
 from .faults import SHORT_CIRCUIT, Fault, Faults
 from .models import AssetKey
+from .notifications import DEFAULT_ATTEMPTS, DEFAULT_CHUNK, DEFAULT_RETRY_DELAYS, Notifier
 from .seed import seed_state
 from .state import SimState
 from .tokens import TokenState, build_stoken, default_expiry, random_secret
@@ -203,7 +204,10 @@ class Simulator:
                  host: str = "127.0.0.1", port: int = 0, org_name: str = "Springfield Schools",
                  location_name: str | None = None, country: str = "US",
                  limits: dict[str, int] | None = None,
-                 token_expires_at: datetime | str | None = None) -> None:
+                 token_expires_at: datetime | str | None = None,
+                 notification_attempts: int = DEFAULT_ATTEMPTS,
+                 notification_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+                 notification_chunk: int = DEFAULT_CHUNK) -> None:
         self.seed = seed
         self.host = host
         self.port = port
@@ -217,6 +221,9 @@ class Simulator:
         self._token = TokenState(build_stoken(secret, expires, org_name), expires)
         self.faults = Faults(self.state, self._token)
         self.api = Api(self.state, self._token)
+        self.notifier = Notifier(self.state, self.faults, attempts=notification_attempts,
+                                 retry_delays=tuple(notification_retry_delays), chunk=notification_chunk)
+        self.state.notifier = self.notifier
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -235,6 +242,7 @@ class Simulator:
                                         name=f"vpp-simulator-{self._server.server_address[1]}",
                                         daemon=True)
         self._thread.start()
+        self.notifier.start()
         return self
 
     def stop(self) -> None:
@@ -242,6 +250,7 @@ class Simulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self.notifier.stop()
         server.shutdown()
         with server.connections_lock:
             for connection in list(server.connections):
@@ -346,6 +355,10 @@ class Simulator:
     def remove_asset(self, adam_id: str, pricing_param: str = "STDQ") -> bool:
         return self.state.remove_asset(adam_id, pricing_param)
 
+    def transfer(self, adam_id: str, pricing_param: str = "STDQ", count: int = 1) -> int:
+        """Licenses moved in (``count`` > 0) or out (< 0) in Apple's portal; returns the new total."""
+        return self.state.transfer(adam_id, pricing_param, count)
+
     refund = remove_asset
 
     def mutate_fraction(self, fraction: float, seed: object = 0) -> dict[str, int]:
@@ -356,6 +369,16 @@ class Simulator:
         """{"assets": {(adamId, pricingParam): ResponseAsset}, "assignments": {(adamId,
         pricingParam, kind, value)}, "users": {clientUserId: {email, status, idHash, inviteCode}}}"""
         return self.state.snapshot()
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every notification sent or attempted, oldest first: notificationId, notificationType,
+        notification, status (queued, delivered, failed, dropped), attempts, answers, duplicate."""
+        return [d.describe() for d in list(self.notifier.log)]
+
+    def wait_notifications(self, timeout: float = 10.0) -> bool:
+        """Wait until every due event has run and every notification was delivered or given up
+        (retries included); True if that happened within ``timeout`` seconds."""
+        return self.notifier.wait_idle(timeout)
 
     def versions(self) -> dict[str, str]:
         """Current versionId per dataset (assets, assignments, users)."""

@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Iterable, Sequence
 
 from .errors import ERROR_MESSAGES
+from .notifications import Notifier, chunks, envelope
 from .models import (ASSOCIATED, DEVICE, REGISTERED, RETIRED, USER, Asset, AssetKey,
                      AssignmentKey, Event, UserRecord)
 from .stores import AssignmentStore, UserStore, Versions, since_suffix
@@ -84,6 +85,8 @@ class SimState:
         self.notification_types: list[str] = []
         self._cache: dict[tuple, list] = {}
         self._invites = 0
+        #: sends the notifications (set by the Simulator); without one, nothing is sent
+        self.notifier: Notifier | None = None
 
     def __repr__(self) -> str:
         return (f"<SimState assets={len(self.assets)} assignments={len(self.assignments)} "
@@ -158,7 +161,19 @@ class SimState:
         event = Event(event_id, event_type, time.monotonic() + self.async_delay, payload, num_requested)
         self.events[event_id] = event
         self._pending.append(event)
+        if self.notifier is not None:
+            self.notifier.wake()
         return event
+
+    def next_event_due(self) -> float | None:
+        """When the oldest pending event is due, while notifications are configured (they
+        follow their event at once); None otherwise (events then run at the next request)."""
+        if self.notification_url is None:
+            return None
+        try:
+            return self._pending[0].due
+        except IndexError:
+            return None
 
     def process_due(self, now: float | None = None) -> None:
         """Process every pending event whose delay has passed, oldest first."""
@@ -170,6 +185,55 @@ class SimState:
             handler = getattr(self, f"_run_{event.event_type.lower()}")
             handler(event)
             event.status = "FAILED" if event.failures else "COMPLETE"
+            self._notify_event(event)
+
+    # ----------------------------------------------------------- notifications
+    def subscribed(self, notification_type: str) -> bool:
+        """Notifications are configured and include ``notification_type``."""
+        return (self.notifier is not None and self.notification_url is not None
+                and notification_type in self.notification_types)
+
+    def notify(self, notification_type: str, notification: dict[str, Any]) -> None:
+        """Send a notification of this type if the MDM subscribed to it (queued, never blocks)."""
+        if self.subscribed(notification_type):
+            assert self.notifier is not None
+            self.notifier.enqueue(envelope(notification_type, notification, self.uid))
+
+    def test_notification(self, url: str, auth_token: str) -> bool:
+        """``TEST_NOTIFICATION`` to a URL being configured; True when it was delivered."""
+        return True if self.notifier is None else self.notifier.send_test(url, auth_token)
+
+    def _notify_event(self, event: Event) -> None:
+        """The notifications of a finished event (ASSET_MANAGEMENT or USER_MANAGEMENT)."""
+        size = self.notifier.chunk if self.notifier is not None else 1000
+        if event.event_type in ("ASSOCIATE", "DISASSOCIATE", "REVOKE"):
+            if not self.subscribed("ASSET_MANAGEMENT"):
+                return
+            base = {"type": event.event_type, "eventId": event.event_id}
+            if event.done or not event.failures:
+                for part in chunks([_assignment(k) for k in event.done], size):
+                    self.notify("ASSET_MANAGEMENT", {**base, "result": "SUCCESS", "assignments": part})
+            for item in event.failures:
+                error = {"errorNumber": item["errorNumber"], "errorMessage": item["errorMessage"]}
+                for part in chunks(_failed_assignments(event, item), size):
+                    self.notify("ASSET_MANAGEMENT", {**base, "result": "FAILURE", "assignments": part, "error": error})
+        elif event.event_type in ("CREATE", "UPDATE", "RETIRE"):
+            if not self.subscribed("USER_MANAGEMENT"):
+                return
+            base = {"type": event.event_type, "eventId": event.event_id}
+            records = [self.users.get(cid) for cid in event.done]
+            if event.done or not event.failures:
+                for part in chunks([r.to_json() for r in records if r is not None], size):
+                    self.notify("USER_MANAGEMENT", {**base, "result": "SUCCESS", "users": part})
+            for item in event.failures:
+                refused = (item.get("errorInfo") or {}).get("clientUserIds") or []
+                for part in chunks([{"clientUserId": cid} for cid in refused], size):
+                    self.notify("USER_MANAGEMENT", {**base, "result": "FAILURE", "users": part})
+
+    def _count_changed(self, key: AssetKey, delta: int) -> None:
+        """ASSET_COUNT: an asset's total moved outside the API (purchase, transfer, refund)."""
+        if delta:
+            self.notify("ASSET_COUNT", {"adamId": key[0], "pricingParam": key[1], "countDelta": delta})
 
     def _run_associate(self, event: Event) -> None:
         assets: list[AssetKey] = event.payload["assets"]
@@ -187,6 +251,7 @@ class SimState:
                 key = (asset_key[0], asset_key[1], kind, value)
                 if key in self.assignments:
                     completed += 1
+                    event.done.append(key)
                     continue
                 if asset is None or asset.available <= 0:
                     short[kind].append(value)
@@ -196,6 +261,7 @@ class SimState:
                 self.assignments.add(key, stamp)
                 asset.assigned += 1
                 completed += 1
+                event.done.append(key)
             if short[DEVICE] or short[USER]:
                 event.failures.append(failure(
                     9709, assets=[{"adamId": asset_key[0], "pricingParam": asset_key[1]}],
@@ -214,6 +280,7 @@ class SimState:
         keys = [(a[0], a[1], kind, value) for a in event.payload["assets"] for kind, value in targets]
         self._remove_assignments(keys)
         event.num_completed = len(keys)
+        event.done.extend(keys)
 
     def _run_revoke(self, event: Event) -> None:
         keys: list[AssignmentKey] = []
@@ -221,8 +288,10 @@ class SimState:
             keys.extend(self.assignments.keys_for_serial(serial))
         for cid in event.payload["clientUserIds"]:
             keys.extend(self.assignments.keys_for_user(cid))
-        self._remove_assignments([k for k in keys if self._revocable(k)])
+        revoked = [k for k in dict.fromkeys(keys) if self._revocable(k)]
+        self._remove_assignments(revoked)
         event.num_completed = event.num_requested
+        event.done.extend(revoked)
 
     def _revocable(self, key: AssignmentKey) -> bool:
         asset = self.assets.get((key[0], key[1]))
@@ -254,6 +323,7 @@ class SimState:
                 stamp = self._bump("users")
             self.users.add(self.new_user_record(cid, user.get("email"), user.get("managedAppleId"), stamp))
             event.num_completed += 1
+            event.done.append(cid)
         if existing:
             event.failures.append(failure(9716, clientUserIds=existing))
 
@@ -277,6 +347,7 @@ class SimState:
                 record.status = ASSOCIATED
                 record.id_hash = make_id_hash(self.seed, cid, apple_id)
             event.num_completed += 1
+            event.done.append(cid)
         if missing:
             event.failures.append(failure(9609, clientUserIds=missing))
 
@@ -290,6 +361,7 @@ class SimState:
                 continue
             self._retire(cid)
             event.num_completed += 1
+            event.done.append(cid)
         if missing:
             event.failures.append(failure(9609, clientUserIds=missing))
 
@@ -435,13 +507,30 @@ class SimState:
             asset = self.assets.get(key)
             if asset is not None:
                 asset.total += count
+                self._count_changed(key, count)
                 return key
             if product_type == "Book":
                 device_assignable = revocable = False
             self.assets[key] = make_asset(self.rng, adam_id, pricing_param, product_type, count,
                                           device_assignable, revocable, tuple(supported_platforms),
                                           len(self.assets))
+            self._count_changed(key, count)
             return key
+
+    def transfer(self, adam_id: str, pricing_param: str = "STDQ", count: int = 1) -> int:
+        """Licenses moved between this location and another in Apple's portal: ``count`` > 0
+        comes in, < 0 goes out (only unassigned licenses can leave). Returns the new total."""
+        with self.lock:
+            self.process_due()
+            asset = self.assets.get((adam_id, pricing_param))
+            if asset is None:
+                raise ValueError("unknown asset")
+            if count < 0 and -count > asset.available:
+                raise ValueError(f"only {asset.available} unassigned license(s) can be transferred out")
+            self._bump("assets")
+            asset.total += count
+            self._count_changed(asset.key, count)
+            return asset.total
 
     def remove_asset(self, adam_id: str, pricing_param: str = "STDQ") -> bool:
         """Refund: the asset disappears entirely with its assignments."""
@@ -453,6 +542,7 @@ class SimState:
             self._remove_assignments(self.assignments.keys_for_asset(adam_id, pricing_param))
             self._bump("assets")
             del self.assets[(adam_id, pricing_param)]
+            self._count_changed((adam_id, pricing_param), -asset.total)
             return True
 
     refund = remove_asset
@@ -526,6 +616,9 @@ class SimState:
             record = self.users.touch(client_user_id, self._bump("users"))
             record.status = ASSOCIATED
             record.id_hash = make_id_hash(self.seed, client_user_id, apple_id or record.email or "")
+            self.notify("USER_ASSOCIATED", {"associatedUsers": [{
+                "clientUserId": record.client_user_id, "email": record.email, "idHash": record.id_hash,
+                "inviteCode": record.invite_code, "status": ASSOCIATED}]})
             return True
 
     def update_user_email(self, client_user_id: str, email: str) -> bool:
@@ -542,8 +635,10 @@ class SimState:
         with self.lock:
             if dataset == "assets":
                 if self.assets:
-                    next(iter(self.assets.values())).total += 1
+                    first = next(iter(self.assets.values()))
+                    first.total += 1
                     self._bump("assets")
+                    self._count_changed(first.key, 1)
                 else:
                     self.purchase(count=1)
             elif dataset == "users":
@@ -616,6 +711,7 @@ class SimState:
             asset = device_assets[int(rng.random() * len(device_assets))]
             if asset.available <= 0:
                 asset.total += 1 + count // len(device_assets)
+                self._count_changed(asset.key, 1 + count // len(device_assets))
             serial = self.devices[int(rng.random() * len(self.devices))]
             key = (asset.adam_id, asset.pricing_param, DEVICE, serial)
             if key not in exclude and self.assignments.add(key, stamp):
@@ -639,3 +735,18 @@ class SimState:
         with self.lock:
             self.process_due()
             return self.versions.as_dict()
+
+
+def _assignment(key: AssignmentKey) -> dict[str, str]:
+    """An assignment of a notification: adamId, pricingParam and the serial or clientUserId."""
+    return {"adamId": key[0], "pricingParam": key[1], key[2]: key[3]}
+
+
+def _failed_assignments(event: Event, item: dict[str, Any]) -> list[dict[str, str]]:
+    """The assignments a failure names: its assets (else the event's) times its targets."""
+    info = item.get("errorInfo") or {}
+    assets = [(a["adamId"], a["pricingParam"]) for a in info.get("assets") or []] or list(event.payload.get("assets") or [])
+    targets = [(DEVICE, s) for s in info.get("serialNumbers") or []] + [(USER, c) for c in info.get("clientUserIds") or []]
+    if not assets:  # a revoke names devices and users only
+        return [{kind: value} for kind, value in targets]
+    return [_assignment((a, p, kind, value)) for a, p in assets for kind, value in targets]
