@@ -93,12 +93,14 @@ def _seed_value(raw: object) -> object:
 
 
 def _delays(raw: str) -> tuple[float, ...]:
+    from mdm_core.errors import UsageError
+
     try:
         delays = tuple(float(part) for part in raw.split(",") if part.strip())
     except ValueError:
         delays = ()
     if not delays or any(not 0 <= d <= 3600 for d in delays):
-        raise SystemExit(f"--notification-retry-delays {raw!r} is not valid: give seconds from 0 to 3600 separated by commas, e.g. 60,240")
+        raise UsageError(f"--notification-retry-delays {raw!r} is not valid: give seconds from 0 to 3600 separated by commas, e.g. 60,240")
     return delays
 
 
