@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import socket
 import uuid
+from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import delete, select
 from sqlmodel import Session
@@ -20,7 +21,7 @@ from mdm_core.errors import MdmError, UsageError
 from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import VppError
-from .apple.protocol import apple_asset, parse_apple_date
+from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.stoken import SToken, TokenFileError, load_token_file
 from .apple.transport import RetryPolicy
 from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
@@ -101,56 +102,95 @@ def _vpp_failure(action: str, exc: VppError) -> MdmError:
     return MdmError(f"{action}: {exc}")
 
 
+ACCOUNTS_LOCK = "vpp.accounts"  # serialises adding and renewing accounts: one claim at Apple at a time
+
+
+def _is_ours(host: "Host", mdm_info: Any) -> bool:
+    """``mdmInfo`` written by this host (same product name and host name): an earlier claim of
+    ours whose database write did not happen (a full disk, an interrupted add), or a location
+    whose account was removed here. Another MDM's claim is never ours."""
+    if not isinstance(mdm_info, dict) or not mdm_info.get("id"):
+        return False
+    mine = _mdm_info(host, "")
+    return mdm_info.get("name") == mine["name"] and mdm_info.get("metadata") == mine["metadata"]
+
+
+@contextmanager
+def _accounts_lock(host: "Host") -> Iterator[None]:
+    """Hold the accounts lock: also proves, before Apple is called, that the database takes
+    writes (a read-only or full database stops here with one line, nothing claimed)."""
+    from mdm_core.locks import LockBusy
+
+    lock = host.lock(ACCOUNTS_LOCK, ttl=120)
+    try:
+        lock.acquire(wait=30)
+    except LockBusy as exc:
+        raise MdmError(f"another command is adding or renewing a VPP account ({exc.info.describe() if exc.info else 'busy'}): try again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def add_account(
     host: "Host", name: str, token_file: str, *, interval: int | None = None, service_url: str | None = None, take_over: bool = False
-) -> dict[str, Any]:
-    """Add an account: validate the token, read the location, refuse conflicts, claim it."""
+) -> Account:
+    """Add an account: validate the token, read the location, refuse conflicts, claim it.
+
+    Nothing is claimed at Apple that cannot be recorded here: the database must take writes
+    (the accounts lock is one) and the token must encrypt with the host's key before the
+    claim; adds are serialised, so two adds of one name or one location never both claim. A
+    location this host claimed before (``mdmInfo`` naming this host and product: a removed
+    account, an add whose final write failed) is taken back without ``take_over``.
+    """
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
     interval = _check_interval(host, interval if interval is not None else settings(host).default_interval)
     token = read_token(token_file)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
-    with host.db.session() as session:
-        if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
-            raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
-    mdm_info_id = str(uuid.uuid4())
-    with make_client(host, token, service_url, None, interactive=True) as client:
-        try:
-            config = client.get_client_config()
-        except VppError as exc:
-            raise _vpp_failure(f"cannot read the location of token file {token_file} from {service_url}", exc) from None
-        uid = str(config.get("uId") or "")
-        if not uid:
-            raise MdmError(f"{service_url} answered client/config without a uId: check --service-url")
+    ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
+    with _accounts_lock(host):
         with host.db.session() as session:
-            other = session.execute(select(VppAccount.name).where(VppAccount.uid == uid)).scalar_one_or_none()
-        if other:
-            raise UsageError(f"this token's location {config.get('locationName') or uid} is already account '{other}': renew it with `mdm vpp account set {other} --token-file {token_file}`")
-        current = config.get("mdmInfo")
-        if isinstance(current, dict) and current.get("id") and not take_over:
-            raise MdmError(
-                f"location {config.get('locationName') or uid} is managed by {_other_mdm(current)}: "
-                "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over"
-            )
-        try:
-            client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id))
-        except VppError as exc:
-            raise _vpp_failure("cannot claim the location (POST client/config)", exc) from None
+            if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
+                raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
+        with make_client(host, token, service_url, None, interactive=True) as client:
+            try:
+                config = client.get_client_config()
+            except VppError as exc:
+                raise _vpp_failure(f"cannot read the location of token file {token_file} from {service_url}", exc) from None
+            try:
+                fields = client_config_fields(config, service_url)
+            except VppError as exc:
+                raise MdmError(str(exc)) from None
+            uid = fields["uid"]
+            with host.db.session() as session:
+                other = session.execute(select(VppAccount.name).where(VppAccount.uid == uid)).scalar_one_or_none()
+            if other:
+                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with `mdm vpp account set {other} --token-file {token_file}`")
+            current = config.get("mdmInfo")
+            ours = _is_ours(host, current)
+            if isinstance(current, dict) and current.get("id") and not ours and not take_over:
+                raise MdmError(
+                    f"location {fields['location_name'] or uid} is managed by {_other_mdm(current)}: "
+                    "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over"
+                )
+            mdm_info_id = str(current["id"])[:64] if ours else str(uuid.uuid4())
+            try:
+                client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id))
+            except VppError as exc:
+                raise _vpp_failure("cannot claim the location (POST client/config)", exc) from None
 
-    expires = _expiry_from(config, token)
-    account = VppAccount(
-        name=name, uid=uid, org_name=token.org_name, location_name=config.get("locationName"),
-        country=config.get("countryISO2ACode"), default_platform=config.get("defaultPlatform"), website_url=config.get("websiteURL"),
-        service_url=service_url, token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint,
-        token_expires_at=expires, mdm_info_id=mdm_info_id, interval_seconds=interval,
-    )
+        account = VppAccount(
+            name=name, org_name=token.org_name, service_url=service_url, token_ciphertext=ciphertext, token_fingerprint=token.fingerprint,
+            token_expires_at=_expiry_from(config, token), mdm_info_id=mdm_info_id, interval_seconds=interval, **fields,
+        )
 
-    def work(session: Session) -> None:
-        session.add(account)
-        session.flush()
-        token_state.token_added(host, session, account)
+        def work(session: Session) -> None:
+            session.add(account)
+            session.flush()
+            token_state.token_added(host, session, account)
 
-    host.db.run_write(work)
+        host.db.run_write(work)
     host.deliver_events()
     return describe_account(account)
 
@@ -168,8 +208,22 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
     updates: dict[str, Any] = {}
     if interval is not None:
         updates["interval_seconds"] = _check_interval(host, interval)
-    if token_file is not None:
-        token = read_token(token_file)
+    def work(session: Session) -> VppAccount:
+        row = get_account(session, name)
+        for key, value in updates.items():
+            setattr(row, key, value)
+        session.add(row)
+        if token_file is not None:
+            token_state.token_renewed(host, session, row, renewed_expiry)
+        return row
+
+    if token_file is None:
+        row = host.db.run_write(work)
+        host.deliver_events()
+        return describe_account(row)
+    token = read_token(token_file)
+    updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
+    with _accounts_lock(host):  # the database takes writes before the location is claimed again
         with make_client(host, token, account.service_url, None, interactive=True) as client:
             try:
                 config = client.get_client_config()
@@ -181,7 +235,8 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                     f"not to account '{name}' ({account.location_name}): add it as a new account instead"
                 )
             current = config.get("mdmInfo")
-            if isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not take_over:
+            theirs = isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current)
+            if theirs and not take_over:
                 raise MdmError(
                     f"location {account.location_name or account.uid} is now managed by {_other_mdm(current)}: "
                     "stop the other MDM using it, then run this again with --take-over"
@@ -192,18 +247,7 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                 except VppError as exc:
                     raise _vpp_failure("cannot claim the location again (POST client/config)", exc) from None
         renewed_expiry = _expiry_from(config, token)
-        updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
-
-    def work(session: Session) -> VppAccount:
-        row = get_account(session, name)
-        for key, value in updates.items():
-            setattr(row, key, value)
-        session.add(row)
-        if token_file is not None:
-            token_state.token_renewed(host, session, row, renewed_expiry)
-        return row
-
-    row = host.db.run_write(work)
+        row = host.db.run_write(work)
     host.deliver_events()
     return describe_account(row)
 

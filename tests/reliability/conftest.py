@@ -151,3 +151,44 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FIGURES:
         parts = ", ".join(f"{k}={v}" for k, v in sorted(FIGURES.items()))
         terminalreporter.write_line(f"reliability figures: {parts}")
+
+
+# ---------------------------------------------------------------------- an unwritable database
+
+
+def database_param(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """The URL of the database a test runs on: ``sqlite`` (a file of the project) or
+    ``postgresql`` (this session's, skipped without MDM_TEST_POSTGRES_URL)."""
+    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+    if request.param == "sqlite":
+        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return str(request.getfixturevalue("pg_url"))
+
+
+def make_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every database opened from now on refuses writes, as a read-only file or a PostgreSQL
+    standby does: SQLite ``PRAGMA query_only`` (SQLITE_READONLY), PostgreSQL read-only
+    transactions (SQLSTATE 25006). Reads still work."""
+    from sqlalchemy import event
+
+    from mdm_core.db import engine as engine_module
+
+    original = engine_module.Database._create_engine
+
+    def create(self: Any, echo: bool) -> Any:
+        engine = original(self, echo)
+
+        @event.listens_for(engine, "connect")
+        def read_only(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA query_only = ON" if self.is_sqlite else "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.close()
+            if not self.is_sqlite:
+                dbapi_connection.commit()
+
+        return engine
+
+    monkeypatch.setattr(engine_module.Database, "_create_engine", create)

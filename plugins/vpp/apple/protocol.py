@@ -445,6 +445,32 @@ def version_of(page: Mapping[str, Any]) -> str | None:
     return _checked_text(value, "versionId", "a page")
 
 
+#: client/config fields stored on the account: (Apple's name, column, longest value, required)
+_CLIENT_CONFIG = (("uId", "uid", 64, True), ("locationName", "location_name", 255, False),
+                  ("countryISO2ACode", "country", 8, False), ("defaultPlatform", "default_platform", 32, False),
+                  ("websiteURL", "website_url", 255, False))
+
+
+def client_config_fields(config: Mapping[str, Any], service_url: str) -> dict[str, Any]:
+    """The ``client/config`` values an account keeps, checked like records (a missing uId, a
+    value too long or holding NUL is one line, never an SQL error)."""
+    out: dict[str, Any] = {}
+    for apple, column, limit, required in _CLIENT_CONFIG:
+        value = config.get(apple)
+        if value is None or value == "":
+            if required:
+                raise MalformedResponseError(f"{service_url} answered client/config without a {apple}: check --service-url")
+            out[column] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise MalformedResponseError(f"client/config has a '{apple}' of the wrong type ({type(value).__name__})")
+        text = str(value)
+        if len(text) > limit:
+            raise MalformedResponseError(f"client/config: '{apple}' has {len(text)} characters (at most {limit}): {label(text)}")
+        out[column] = _checked_text(text, apple, "client/config")
+    return out
+
+
 def apple_asset(row: Mapping[str, Any], account: str) -> Asset:
     """A ``vpp_asset`` row's values back in Apple's field names (views, events), with ``account``."""
     return {
