@@ -60,7 +60,9 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     hooks.add_argument("--json", action="store_true", help="print JSON")
     hooks.set_defaults(func=cmd_hooks)
 
-    run = sub.add_parser("run", help="run the host: start-up hooks, then the scheduler until SIGINT/SIGTERM")
+    run = sub.add_parser("run", help="run the host: start-up hooks, the scheduler and the web console until SIGINT/SIGTERM")
+    run.add_argument("--listen", metavar="HOST:PORT", help="where the web console listens (default [web] listen, 127.0.0.1:8080; port 0 picks a free one)")
+    run.add_argument("--no-web", action="store_true", help="run the scheduler only, without the web console")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="the database in use, its schema, plugins, accounts and jobs",
@@ -144,10 +146,31 @@ def cmd_hooks(host: Host, args: argparse.Namespace) -> int:
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
-    """``mdm run``"""
+    """``mdm run``: the scheduler, and the web console beside it unless ``--no-web``."""
     from mdm_core.status import banner
 
-    host.run(on_start=lambda: say(banner(host), out=sys.stderr))
+    servers: list[Any] = []
+    web = not args.no_web and host.pm.has_plugin("web")
+    if web:
+        from mdm_core.web.access import web_settings
+        from mdm_core.web.settings import parse_listen
+
+        listen = args.listen or web_settings(host).listen
+        parse_listen(listen)  # a bad address stops here, before anything starts
+
+    def on_start() -> None:
+        say(banner(host), out=sys.stderr)
+        if web:  # once the schema is checked (or upgraded) and the jobs are planned
+            from mdm_core.web.server import WebServer
+
+            servers.append(WebServer(host, listen).start())
+            print(f"web console at {servers[0].url} (sign in as an admin: `mdm admins add NAME`)", file=sys.stderr, flush=True)
+
+    try:
+        host.run(on_start=on_start)
+    finally:
+        for server in servers:
+            server.stop()
     return 0
 
 

@@ -188,6 +188,36 @@ class EventBus:
             failures += call_isolated(self.pm, caller, {"host": self.host, "event": event}, on_error=self._on_error(event))
         return failures
 
+    def redeliver(self, failure_id: int) -> str | None:
+        """Deliver again, to the one subscriber that failed, the event of a recorded failure.
+
+        Returns ``None`` when it succeeded (the failure record is removed), else the new error
+        (recorded as a new failure). An unknown failure id raises ``MdmError``.
+        """
+        from mdm_core.errors import MdmError
+        from mdm_core.models import OutboxEvent, SubscriberFailure
+
+        with self.db.session() as session:
+            failure = session.get(SubscriberFailure, failure_id)
+            seq = session.execute(select(OutboxEvent.seq).where(OutboxEvent.id == failure.event_id)).scalar_one_or_none() if failure else None
+        if failure is None or seq is None:
+            raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone")
+        event = self._load(seq)
+        plugin = self.pm.get_plugin(failure.plugin)
+        errors: list[tuple[str, str]] = []
+        for hook_name in {event.hook_name, "mdm_event"}:
+            caller = getattr(self.pm.hook, hook_name, None)
+            if caller is None or plugin is None:
+                continue
+            impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
+            errors += call_isolated(self.pm, _Impls(hook_name, impls), {"host": self.host, "event": event}, on_error=self._on_error(event))
+        with self.db.write_session() as session:
+            session.execute(SubscriberFailure.__table__.delete().where(SubscriberFailure.id == failure_id))  # type: ignore[attr-defined]
+            session.commit()
+        if plugin is None:
+            return f"plugin {failure.plugin} is not loaded"
+        return errors[0][1] if errors else None
+
     def _on_error(self, event: Event) -> Callable[[str, BaseException], None]:
         def record(plugin: str, exc: BaseException) -> None:
             from mdm_core.models import SubscriberFailure
@@ -201,3 +231,14 @@ class EventBus:
                 log.error("could not record the failure of %s: %s", plugin, describe(db_exc))
 
         return record
+
+
+class _Impls:
+    """A hook caller reduced to some of its implementations (for ``redeliver``)."""
+
+    def __init__(self, name: str, impls: list[Any]):
+        self.name = name
+        self._impls = impls
+
+    def get_hookimpls(self) -> list[Any]:
+        return list(self._impls)

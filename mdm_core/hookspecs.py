@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
+    from mdm_core.web.registry import WebRegistry
 
 
 # --------------------------------------------------------------------------- set-up
@@ -125,6 +126,25 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
     Returns: nothing.
     Errors: fail fast. A job that raises while running is logged and recorded and keeps its
     schedule.
+    """
+
+
+@hookspec
+def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+    """Add the plugin's REST routes, console pages and navigation entries to the web console.
+
+    When: once each time the web application is built (``mdm run`` without ``--no-web``, and
+    tests), after ``mdm_configure``.
+    Args: ``web``, the registry: ``web.add_api(router, plugin=...)`` (a FastAPI ``APIRouter``
+    mounted under ``/api/v1``), ``web.add_pages(router, plugin=..., templates=folder)``
+    (console pages; templates extend ``base.html``), ``web.add_nav(label, path, order=...)``,
+    ``web.add_public(router, plugin=...)`` (only for endpoints that carry their own
+    authentication, e.g. Apple's notification endpoint). Every route but the public ones goes
+    through the one access check: signed-in admin or bearer token, and the ``admin`` role for
+    anything but GET. Route code uses ``mdm_core.web.helpers`` (``render``, ``WebError``,
+    ``redirect``, paging). ``host``, the host.
+    Returns: nothing.
+    Errors: fail fast; the host names the plugin and the console does not start.
     """
 
 

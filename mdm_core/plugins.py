@@ -22,7 +22,7 @@ from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from mdm_core.config import Config
 from mdm_core.errors import MdmError, PluginError, describe
 
-BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory.plugin",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory.plugin", "mdm_core.web")
 
 #: ``observer(hook_name, kwargs, implementations)`` for every hook call (see ``observe_hook_calls``).
 HookObserver = Callable[[str, Mapping[str, Any], int], None]

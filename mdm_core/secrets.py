@@ -36,7 +36,19 @@ class SecretBox:
     """Encrypt and decrypt short secrets with the host's key."""
 
     def __init__(self, key_material: str):
-        self._fernet = Fernet(_fernet_key(key_material))
+        key = _fernet_key(key_material)
+        self._fernet = Fernet(key)
+        self._derive_from = key
+
+    def derive(self, purpose: str) -> str:
+        """A secret for one purpose (signing web sessions, say), derived from the host's key.
+
+        Every process of the host derives the same value, so signed cookies made by one are
+        accepted by the others; the key itself never leaves this object.
+        """
+        import hmac
+
+        return hmac.new(self._derive_from, purpose.encode(), hashlib.sha256).hexdigest()
 
     @classmethod
     def from_key_file(cls, path: Path) -> "SecretBox":

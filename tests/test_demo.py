@@ -3,6 +3,8 @@ database of its own: the configured database (production, say) is never touched.
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -63,10 +65,25 @@ def test_demo_runs_twice_on_its_own_database(project_dir: Path, capsys: pytest.C
         assert f"its data stays in sqlite:///{project_dir / 'var' / 'demo' / 'demo.sqlite3'}" in out
         if run == 2:
             assert "replacing the 'demo' account left by an earlier run" in out
+        # it ends by telling how to open the console on the demo's database, leaving no server running
+        hint = re.search(r'export MDM_DATABASE_URL=(\S+) MDM_SECRET_KEY="\$\(cat (\S+)\)"', out)
+        listen = re.search(r"run --listen 127\.0\.0\.1:(\d+) .*http://127\.0\.0\.1:\1/", out)
+        assert hint and listen and "admins add demo-admin" in out
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", int(listen.group(1)))) != 0
     assert (project_dir / "var" / "demo" / "demo.sqlite3").is_file()
     assert (project_dir / "var" / "demo" / "secret.key").is_file()  # its own key: the host's is not created
     assert not (project_dir / "var" / "secret.key").exists()
     assert _admin_state(conf, url) == before  # the admin's account, device and user are untouched
+
+    # following the hint opens the demo's data in the console
+    assert hint is not None
+    monkeypatch.setenv("MDM_DATABASE_URL", hint.group(1))
+    monkeypatch.setenv("MDM_SECRET_KEY", Path(hint.group(2)).read_text().strip())
+    password = project_dir / "pw.txt"
+    password.write_text("correct horse battery staple\n")
+    assert main(["--config", str(conf), "admins", "add", "demo-admin", "--password-file", str(password)]) == 0
+    _console_shows_the_demo_account(conf)
 
 
 def test_demo_never_replaces_an_account_it_did_not_create(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,3 +97,19 @@ def test_demo_never_replaces_an_account_it_did_not_create(project_dir: Path, cap
     err = capsys.readouterr().err
     assert "has an account named 'demo' that the demo did not create" in err and err.count("\n") == 1
     assert _admin_state(conf, url) == before
+
+
+def _console_shows_the_demo_account(conf: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    host = create_host(conf)
+    try:
+        with TestClient(create_app(host)) as client:
+            client.get("/login")
+            signed_in = client.post("/login", data={"name": "demo-admin", "password": "correct horse battery staple", "next": "/vpp",
+                                                    "csrftoken": client.cookies.get("csrftoken")})
+            assert signed_in.status_code == 200 and 'href="/vpp/accounts/demo/assets"' in signed_in.text
+    finally:
+        host.close()

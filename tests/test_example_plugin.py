@@ -55,11 +55,12 @@ def test_device_notes_table_then_column_from_its_own_migrations(project_dir: Pat
     config = '[plugins]\nenabled = ["plugins.examples.device_notes"]\n'
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config=config, environ={"MDM_PLUGIN_AUTOLOAD": "0"})
     host = create_host(mdm.conf, autoload=False)
-    core, notes = host.migration_sets()
-    assert (core.name, notes.name) == ("core", "device_notes")
+    sets = {s.name: s for s in host.migration_sets()}
+    assert list(sets) == ["core", "device_notes", "web"]
+    notes = sets["device_notes"]
     db = Database(f"sqlite:///{mdm.db}")
     try:
-        upgrade(db, [core])
+        upgrade(db, [sets["core"], sets["web"]])
         with db.migration_connection() as conn, conn.begin():
             command.upgrade(alembic_config(notes, connection=conn), "0001")
             conn.execute(text("INSERT INTO device_notes_note (serial_number, text, created_at) VALUES ('C02OLD', 'old note', '2026-01-02 03:04:05.000000')"))

@@ -86,6 +86,7 @@ def build_release_0_1_0(url: str) -> None:
 
 def release_heads() -> dict[str, str]:
     """The latest revision of each history of the installed plugins, in this release."""
+    import mdm_core.web
     import plugins.alerts.plugin
     import plugins.mobile_apps.plugin
     import plugins.vpp.plugin
@@ -93,7 +94,8 @@ def release_heads() -> dict[str, str]:
     from mdm_core.models import CORE_TABLES
 
     sets = {"core": core_migration_set(CORE_TABLES), "vpp": plugins.vpp.plugin.mdm_register_migrations(),
-            "mobile_apps": plugins.mobile_apps.plugin.mdm_register_migrations(), "alerts": plugins.alerts.plugin.mdm_register_migrations()}
+            "mobile_apps": plugins.mobile_apps.plugin.mdm_register_migrations(), "alerts": plugins.alerts.plugin.mdm_register_migrations(),
+            "web": mdm_core.web.mdm_register_migrations()}
     return {name: History(s).head for name, s in sets.items()}
 
 
@@ -148,15 +150,19 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     assert code == 1
     assert err == ("mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: "
                    f"core release 0.1.0 tables -> {heads['core']}, alerts nothing -> {heads['alerts']}, "
-                   f"mobile_apps release 0.1.0 tables -> {heads['mobile_apps']}, vpp release 0.1.0 tables -> {heads['vpp']})\n")
+                   f"mobile_apps release 0.1.0 tables -> {heads['mobile_apps']}, vpp release 0.1.0 tables -> {heads['vpp']}, "
+                   f"web nothing -> {heads['web']})\n")
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     for history in RELEASE_HISTORIES:
         assert f"{history}: existing tables match 0001 (release 0.1.0 schema): recorded as applied" in out
-    assert "alerts: applied 0001 (alerts tables" in out  # a plugin new since 0.1.0: its tables are created
+    # then what came after 0.1.0: plugins new since (their tables are created), vpp's count history
+    assert "alerts: applied 0001 (alerts tables" in out
+    assert "web: applied 0001 (admins, API tokens and failed sign-ins)" in out
+    assert "vpp: applied 0003 (asset count history)" in out
     assert "created" not in out + err
     code, out, _ = mdm("db", "status", "--json")
-    assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: (heads[h], "current") for h in (*RELEASE_HISTORIES, "alerts")}
+    assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: (heads[h], "current") for h in (*RELEASE_HISTORIES, "alerts", "web")}
     assert table_contents(database_url, columns_of=before) == before  # nothing recreated, nothing lost
 
     # every command works on the upgraded data
@@ -186,10 +192,23 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
         code, out, err = mdm("vpp", "sync", "demo", "--full")
         assert code == 0, out + err
         assert "full sync ok" in out
+    engine = create_engine(database_url)
+    with engine.connect() as conn:  # vpp 0003's table takes the counts of the assets the sync changed
+        recorded = conn.execute(text("SELECT count(*) FROM vpp_asset_count")).scalar_one()
+    engine.dispose()
+    assert recorded > 0
+    code, out, err = mdm("admins", "add", "alice", "--password-file", str(_password_file(project_dir)))
+    assert code == 0, err  # web 0001's tables take admins
     code, out, err = mdm("devices", "add", "C02NEW00001", "--platform", "macOS")
     assert code == 0, err
     code, out, _ = mdm("devices", "list", "--json")
     assert len(json.loads(out)) == len(rows["core_device"]) + 1
+
+
+def _password_file(project_dir: Path) -> Path:
+    path = project_dir / "password.txt"
+    path.write_text("correct horse battery staple\n")
+    return path
 
 
 def test_tables_that_differ_from_release_0_1_0_are_refused_and_left_untouched(
@@ -225,7 +244,7 @@ def test_the_migrations_make_exactly_the_models_schema(make_host: Any, database_
     finds nothing to do (types included), for every installed plugin."""
     host = _host(make_host, database_url)
     sets = host.migration_sets()
-    assert {*RELEASE_HISTORIES, "device_notes", "alerts"} <= {s.name for s in sets}
+    assert {*RELEASE_HISTORIES, "device_notes", "alerts", "web"} <= {s.name for s in sets}
     with host.db.engine.connect() as conn:
         for migration_set in sets:
             own = migration_set.table_names

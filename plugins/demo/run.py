@@ -189,7 +189,28 @@ def _run(host: "Host", seed: int, *, own_database: bool) -> int:
         _mdm(host, f"vpp runs {ACCOUNT} --limit 2")
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s; its data stays in {host.db.describe()}"
           + (f" (delete {var} to start afresh)" if own_database else ""), flush=True)
+    _console_hint(host, own_database)
     return 0
+
+
+def _console_hint(host: "Host", own_database: bool) -> None:
+    """How to look at the demo's data in the web console (no server is left running)."""
+    import shlex
+    import socket
+
+    from mdm_core.secrets import KEY_FILE_NAME
+
+    with socket.socket() as sock:  # a port free now (the server is not started here)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = f" --config {shlex.quote(str(host.config.path))}" if host.config.path else ""
+    url = shlex.quote(str(host.db.url)) if own_database else "<the --database-url you gave>"
+    key = shlex.quote(str(host.config.var_dir / DEMO_DIR / KEY_FILE_NAME))
+    _step("Look at it in the web console")
+    print(f"  export MDM_DATABASE_URL={url} MDM_SECRET_KEY=\"$(cat {key})\"   # the demo's database and key", flush=True)
+    print(f"  mdm{config} admins add demo-admin            # asks for a password (or --password-file FILE)", flush=True)
+    print(f"  mdm{config} run --listen 127.0.0.1:{port}      # then open http://127.0.0.1:{port}/ and sign in as demo-admin; Ctrl-C stops it", flush=True)
+    print("  (the simulator stopped with the demo: the console shows what was synced; Synchronize needs a real account)", flush=True)
 
 
 def _asset_with_both(host: "Host") -> str:

@@ -262,6 +262,17 @@ def list_apps(host: "Host", platform: str | None = None, kind: str | None = None
     return sorted(rows, key=lambda r: ((r["name"] or "~").lower(), r["adamId"], r["pricingParam"], r["platform"]))
 
 
+def stored_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{adamId: {"name", "iconUrl"}}`` from the stored metadata of these adamIds."""
+    out: dict[str, dict[str, Any]] = {}
+    with host.db.session() as session:
+        for start in range(0, len(adam_ids), 500):
+            for meta in session.execute(select(AppMetadata).where(AppMetadata.adam_id.in_(adam_ids[start:start + 500]))).scalars():  # type: ignore[attr-defined]
+                if meta.name:
+                    out[meta.adam_id] = {"name": meta.name, "iconUrl": meta.icon_url}
+    return out
+
+
 def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetadata | None]]:
     """Applications matching an application id, an adamId or a bundle id."""
     selector = selector.strip()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from plugins.vpp.payloads import AssetsPayload
+    from mdm_core.web.registry import WebRegistry
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
@@ -77,6 +78,22 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
     from plugins.mobile_apps import jobs
 
     jobs.register(host, scheduler)
+
+
+@hookimpl
+def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+    """The Mobile Applications pages and the ``/api/v1/apps`` routes."""
+    from plugins.mobile_apps import web as apps_web
+
+    apps_web.register(web)
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_asset_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Names and icons from the stored metadata (never a lookup)."""
+    from plugins.mobile_apps.catalog import stored_labels
+
+    return stored_labels(host, adam_ids)
 
 
 # --------------------------------------------------------------------------- VPP events

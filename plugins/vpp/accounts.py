@@ -24,7 +24,7 @@ from .apple.errors import VppError
 from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.stoken import SToken, TokenFileError, load_token_file
 from .apple.transport import RetryPolicy
-from .models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from .payloads import Account
 from .settings import VppSettings
 from .sync.events import record_chunks
@@ -96,6 +96,14 @@ def _other_mdm(mdm_info: Any) -> str:
         return "another MDM"
     name, metadata = mdm_info.get("name") or "another MDM", mdm_info.get("metadata")
     return f"{name} ({metadata})" if metadata else str(name)
+
+
+class ClaimedByOtherMdm(MdmError):
+    """The location is managed by another MDM: adding or renewing needs an explicit take-over."""
+
+    def __init__(self, message: str, other: str):
+        super().__init__(message)
+        self.other = other
 
 
 def _vpp_failure(action: str, exc: VppError) -> MdmError:
@@ -170,9 +178,10 @@ def add_account(
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
-                raise MdmError(
+                raise ClaimedByOtherMdm(
                     f"location {fields['location_name'] or uid} is managed by {_other_mdm(current)}: "
-                    "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over"
+                    "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over",
+                    _other_mdm(current),
                 )
             mdm_info_id = str(current["id"])[:64] if ours else str(uuid.uuid4())
             try:
@@ -237,9 +246,10 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
             current = config.get("mdmInfo")
             theirs = isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current)
             if theirs and not take_over:
-                raise MdmError(
+                raise ClaimedByOtherMdm(
                     f"location {account.location_name or account.uid} is now managed by {_other_mdm(current)}: "
-                    "stop the other MDM using it, then run this again with --take-over"
+                    "stop the other MDM using it, then run this again with --take-over",
+                    _other_mdm(current),
                 )
             if not isinstance(current, dict) or current.get("id") != account.mdm_info_id:
                 try:
@@ -278,7 +288,7 @@ def _remove(host: "Host", session: Session, name: str) -> None:
     account = get_account(session, name)
     assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
     record_chunks(host, session, account.name, "vpp_assets_removed", assets)
-    for table in (VppLicense, VppUser, VppAsset, VppSyncRun):
+    for table in (VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
         session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
     session.delete(account)
 

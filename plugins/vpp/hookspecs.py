@@ -155,6 +155,18 @@ def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> 
     """
 
 
+@hookspec
+def mdm_vpp_asset_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]] | None:
+    """Names and icons already known for assets, to show beside their adamIds (the console).
+
+    When: while a page of assets is shown; must read stored data only, never call Apple.
+    Args: ``host``; ``adam_ids``: the assets on the page.
+    Returns: ``{adamId: {"name": ..., "iconUrl": ...}}`` for the ids the implementation knows
+    (the mobile_apps plugin answers from its stored metadata); ``None`` or ``{}`` if none.
+    Errors: should not raise; an exception leaves the names out.
+    """
+
+
 # --------------------------------------------------------------------------- events
 
 

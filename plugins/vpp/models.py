@@ -118,6 +118,24 @@ class VppSyncRun(SQLModel, table=True):
     holder: Optional[str] = Field(default=None, max_length=128)  # the lock holder running it (its staged rows are its own)
 
 
+class VppAssetCount(SQLModel, table=True):
+    """An asset's counts as a sync found them, recorded whenever they changed (the console's
+    chart of assigned and available licenses over time)."""
+
+    __tablename__ = "vpp_asset_count"
+    __table_args__ = (Index("ix_vpp_asset_count_asset", "account_id", "adam_id", "pricing_param", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
+    adam_id: str = Field(max_length=32)
+    pricing_param: str = Field(max_length=8)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    assigned_count: int = 0
+    available_count: int = 0
+    retired_count: int = 0
+    total_count: int = 0
+
+
 class VppStageLicense(SQLModel, table=True):
     """Assignments read by a running sync (deleted when it ends)."""
 
@@ -148,4 +166,4 @@ class VppStageUser(SQLModel, table=True):
     rank: int = 0  # 0 live, 1 retired or deleted: the live record wins
 
 
-VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppStageLicense, VppStageUser]
+VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppAssetCount, VppStageLicense, VppStageUser]

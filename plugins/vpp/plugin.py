@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mdm_core.db.migrate import MigrationSet
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
+    from mdm_core.web.registry import WebRegistry
 
 PLUGIN_NAME = "vpp"
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]]:
 
     return {"accounts": [{"name": a["name"], "location": a["locationName"], "token": a["token_state"], "interval_seconds": a["interval_seconds"],
                           "last_sync_at": a["last_sync_at"], "last_sync_result": a["last_sync_result"]} for a in list_accounts(host)]}
+
+
+@hookimpl
+def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+    """The Apple Volume Purchase Program pages and the ``/api/v1/vpp`` routes."""
+    from plugins.vpp import web as vpp_web
+
+    vpp_web.register(web)
 
 
 @hookimpl

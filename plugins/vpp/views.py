@@ -31,34 +31,102 @@ def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
         return [apple_asset(a.model_dump(), n) for a, n in session.execute(query).all()]
 
 
+class LicenseDetail(License, total=False):
+    """A license as the console shows it: with the device's owner or the VPP user's email."""
+
+    owner: str | None
+    email: str | None
+
+
+def _license_query(session: Any, account: str | None, adam_id: str | None, pricing_param: str | None, serial_number: str | None, client_user_id: str | None, kind: str | None = None) -> Any:
+    query = (
+        select(VppLicense, VppAccount.name, Device.serial_number, Device.owner, MdmUser.id, VppUser.email)
+        .join(VppAccount, VppAccount.id == VppLicense.account_id)
+        .outerjoin(Device, (VppLicense.kind == "device") & (Device.serial_number == VppLicense.target))
+        .outerjoin(MdmUser, (VppLicense.kind == "user") & (MdmUser.id == VppLicense.target))
+        .outerjoin(VppUser, (VppLicense.kind == "user") & (VppUser.account_id == VppLicense.account_id) & (VppUser.client_user_id == VppLicense.target))
+    )
+    query = _account_filter(session, query, VppLicense, account)
+    if adam_id:
+        query = query.where(VppLicense.adam_id == adam_id)
+    if pricing_param:
+        query = query.where(VppLicense.pricing_param == pricing_param)
+    if kind:
+        query = query.where(VppLicense.kind == kind)
+    if serial_number:
+        query = query.where(VppLicense.kind == "device", VppLicense.target == serial_number.upper())
+    if client_user_id:
+        query = query.where(VppLicense.kind == "user", VppLicense.target == client_user_id)
+    return query
+
+
+def _license_row(lic: VppLicense, name: str, device: str | None, owner: str | None, user: str | None, email: str | None, *, detail: bool = False) -> "LicenseDetail":
+    row: LicenseDetail = {"account": name, "adamId": lic.adam_id, "pricingParam": lic.pricing_param}
+    if lic.kind == "device":
+        row["serialNumber"] = lic.target
+        row["enrolled"] = device is not None
+        if detail:
+            row["owner"] = owner
+    else:
+        row["clientUserId"] = lic.target
+        row["mdmUser"] = user
+        if detail:
+            row["email"] = email
+    return row
+
+
 def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
     with host.db.session() as session:
-        query = (
-            select(VppLicense, VppAccount.name, Device.serial_number, MdmUser.id)
-            .join(VppAccount, VppAccount.id == VppLicense.account_id)
-            .outerjoin(Device, (VppLicense.kind == "device") & (Device.serial_number == VppLicense.target))
-            .outerjoin(MdmUser, (VppLicense.kind == "user") & (MdmUser.id == VppLicense.target))
-        )
-        query = _account_filter(session, query, VppLicense, account)
-        if adam_id:
-            query = query.where(VppLicense.adam_id == adam_id)
-        if serial_number:
-            query = query.where(VppLicense.kind == "device", VppLicense.target == serial_number.upper())
-        if client_user_id:
-            query = query.where(VppLicense.kind == "user", VppLicense.target == client_user_id)
+        query = _license_query(session, account, adam_id, None, serial_number, client_user_id)
         query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.kind, VppLicense.target)
-        rows = []
-        for lic, name, device, user in session.execute(query).all():
-            row: dict[str, Any] = {"account": name, "adamId": lic.adam_id, "pricingParam": lic.pricing_param}
-            if lic.kind == "device":
-                row["serialNumber"] = lic.target
-                row["enrolled"] = device is not None
-            else:
-                row["clientUserId"] = lic.target
-                row["mdmUser"] = user
-            rows.append(row)
-        return rows
+        return [_license_row(*r) for r in session.execute(query).all()]  # type: ignore[misc]
+
+
+LICENSE_KEY = ("account_id", "adam_id", "pricing_param", "kind", "target")
+
+
+def licenses_page(host: "Host", *, account: str | None = None, adam_id: str | None = None, pricing_param: str | None = None,
+                  serial_number: str | None = None, client_user_id: str | None = None, kind: str | None = None,
+                  limit: int = 100, after: list[Any] | None = None) -> tuple[list[LicenseDetail], list[Any] | None]:
+    """One page of licenses in primary-key order, from just after the key ``after``.
+
+    Keyset paging on the primary key: every page costs the same, the 3,000th as the first.
+    Returns the rows (with ``email`` / ``owner``) and the key to pass for the next page.
+    """
+    from sqlalchemy import tuple_
+
+    columns = [getattr(VppLicense, k) for k in LICENSE_KEY]
+    with host.db.session() as session:
+        query = _license_query(session, account, adam_id, pricing_param, serial_number, client_user_id, kind)
+        if after:
+            query = query.where(tuple_(*columns) > tuple_(*after))
+        rows = session.execute(query.order_by(*columns).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_key = [getattr(rows[-1][0], k) for k in LICENSE_KEY] if more else None
+    return [_license_row(*r, detail=True) for r in rows], next_key
+
+
+def count_licenses(host: "Host", account_id: int, adam_id: str, pricing_param: str, kind: str) -> int:
+    """How many licenses of one kind an asset has in the mirror."""
+    from sqlalchemy import func
+
+    with host.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(VppLicense).where(
+            VppLicense.account_id == account_id, VppLicense.adam_id == adam_id, VppLicense.pricing_param == pricing_param, VppLicense.kind == kind)).scalar_one())
+
+
+def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The asset's recorded counts, oldest first (the latest ``limit``)."""
+    from .models import VppAssetCount
+
+    with host.db.session() as session:
+        rows = list(session.execute(select(VppAssetCount).where(
+            VppAssetCount.account_id == account_id, VppAssetCount.adam_id == adam_id, VppAssetCount.pricing_param == pricing_param,
+        ).order_by(VppAssetCount.at.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
+    return [{"at": r.at, "assignedCount": r.assigned_count, "availableCount": r.available_count, "retiredCount": r.retired_count,
+             "totalCount": r.total_count} for r in reversed(rows)]
 
 
 def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:

@@ -103,8 +103,8 @@ def test_plugins_json_and_table(mdm, write_plugin):
     code, out, _ = mdm("plugins", "--json", config=f'[plugins]\nenabled = ["{mod}"]\n')
     assert code == 0
     rows = json.loads(out)
-    assert [(r["name"], r["source"]) for r in rows] == [("inventory", "built-in"), (mod, "conf")]
-    assert rows[1]["version"] == "1.2.3" and rows[1]["hooks"] == ["mdm_register_cli", "mdm_shutdown"]
+    assert [(r["name"], r["source"]) for r in rows] == [("inventory", "built-in"), ("web", "built-in"), (mod, "conf")]
+    assert rows[2]["version"] == "1.2.3" and rows[2]["hooks"] == ["mdm_register_cli", "mdm_shutdown"]
     assert {"mdm_register_tables", "mdm_register_cli"} <= set(rows[0]["hooks"])
     code, out, _ = mdm("plugins")
     assert code == 0
@@ -131,7 +131,7 @@ def test_hooks_lists_every_hook_with_its_doc(mdm):
     core = [n for n in vars(hookspecs) if n.startswith("mdm_")]
     assert set(core) <= set(rows)
     assert rows["mdm_add_hookspecs"]["historic"] is True
-    assert rows["mdm_register_tables"]["implemented_by"] == ["inventory"]
+    assert rows["mdm_register_tables"]["implemented_by"] == ["inventory", "web"]
     assert rows["mdm_event"]["args"] == ["host", "event"]
     for name in core:
         assert "When:" in rows[name]["doc"]
@@ -140,4 +140,4 @@ def test_hooks_lists_every_hook_with_its_doc(mdm):
     assert "mdm_device_enrolled(host, event)" in out
     assert "mdm_add_hookspecs(pluginmanager)  [historic]" in out
     assert "    When: after the commit that enrolled it" in out
-    assert "implemented by: inventory" in out
+    assert "implemented by: inventory, web" in out

@@ -155,7 +155,7 @@ def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_
     code, out, err = mdm("devices", "list")
     assert (code, err) == (0, "")  # only once
     code, out, _ = mdm("db", "status", "--json")
-    assert [(r["plugin"], r["current"], r["state"]) for r in json.loads(out)] == [("core", head, "current")]
+    assert [(r["plugin"], r["current"], r["state"]) for r in json.loads(out)] == [("core", head, "current"), ("web", "0001", "current")]
 
 
 def test_an_empty_postgresql_database_is_created_by_the_migrations(mdm, pg_url, monkeypatch):
@@ -369,7 +369,7 @@ def test_a_plugin_depending_on_another_is_migrated_after_it(mdm, db_url, new_plu
     code, out, err = mdm("db", "upgrade", config=config)
     assert code == 0, err
     lines = [line.split(":")[0] for line in out.splitlines() if "applied" in line]
-    assert list(dict.fromkeys(lines)) == ["core", first.name, second.name]
+    assert list(dict.fromkeys(lines)) == ["core", first.name, second.name, "web"]  # the built-in console's history sorts after mdmtest_
 
 
 def test_two_migrations_following_the_same_revision_are_refused(mdm, new_plugin):

@@ -41,15 +41,15 @@ def test_loading_order_builtin_conf_entry_points(make_host, write_plugin, fake_e
     ep_mod = write_plugin(STARTUP_RECORDER)
     fake_entry_points({"zeta": ep_mod})
     host = make_host(config=f'[plugins]\nenabled = ["{conf_mod}"]\n')
-    assert names(host) == [("inventory", "built-in"), (conf_mod, "conf"), ("zeta", "entry point")]
-    assert host.plugins[2].module == ep_mod
+    assert names(host) == [("inventory", "built-in"), ("web", "built-in"), (conf_mod, "conf"), ("zeta", "entry point")]
+    assert host.plugins[3].module == ep_mod
 
 
 def test_autoload_switches(make_host, write_plugin, fake_entry_points):
     fake_entry_points({"zeta": write_plugin()})
-    assert [r.name for r in make_host(config="[plugins]\nautoload = false\n").plugins] == ["inventory"]
-    assert [r.name for r in make_host(environ={"MDM_PLUGIN_AUTOLOAD": "0"}).plugins] == ["inventory"]
-    assert [r.name for r in make_host().plugins] == ["inventory", "zeta"]
+    assert [r.name for r in make_host(config="[plugins]\nautoload = false\n").plugins] == ["inventory", "web"]
+    assert [r.name for r in make_host(environ={"MDM_PLUGIN_AUTOLOAD": "0"}).plugins] == ["inventory", "web"]
+    assert [r.name for r in make_host().plugins] == ["inventory", "web", "zeta"]
 
 
 def test_blocked_by_conf_and_env_before_loading(make_host, write_plugin, fake_entry_points):
@@ -59,7 +59,7 @@ def test_blocked_by_conf_and_env_before_loading(make_host, write_plugin, fake_en
     fine = write_plugin()
     fake_entry_points({"alpha": broken, "beta": broken2, "gamma": fine})
     host = make_host(config='[plugins]\ndisabled = ["alpha"]\n', environ={"MDM_DISABLED_PLUGINS": " beta , "})
-    assert [r.name for r in host.plugins] == ["inventory", "gamma"]
+    assert [r.name for r in host.plugins] == ["inventory", "web", "gamma"]
     assert broken not in sys.modules and broken2 not in sys.modules
 
 
@@ -67,20 +67,20 @@ def test_conf_enabled_module_blocked_by_its_entry_point_name(make_host, write_pl
     broken = write_plugin("raise RuntimeError('must not be imported')\n")
     fake_entry_points({"vppish": broken})
     host = make_host(config=f'[plugins]\nenabled = ["{broken}"]\ndisabled = ["vppish"]\n')
-    assert [r.name for r in host.plugins] == ["inventory"]
+    assert [r.name for r in host.plugins] == ["inventory", "web"]
 
 
 def test_disabled_plugin_section_is_not_an_unknown_section(make_host, write_plugin, fake_entry_points):
     fake_entry_points({"alpha": write_plugin()})
     host = make_host(config='[plugins]\ndisabled = ["alpha"]\n[alpha]\nx = 1\n')
-    assert [r.name for r in host.plugins] == ["inventory"]
+    assert [r.name for r in host.plugins] == ["inventory", "web"]
 
 
 def test_plugin_enabled_in_conf_and_entry_point_is_registered_once(make_host, write_plugin, fake_entry_points):
     mod = write_plugin(STARTUP_RECORDER)
     fake_entry_points({"both": mod})
     host = make_host(config=f'[plugins]\nenabled = ["{mod}"]\n')
-    assert names(host) == [("inventory", "built-in"), ("both", "conf")]
+    assert names(host) == [("inventory", "built-in"), ("web", "built-in"), ("both", "conf")]
     host.start()
     assert host.started_by == [mod]
 
@@ -201,8 +201,8 @@ def test_register_tables_and_jobs_and_startup_fail_fast(make_host, load_plugin):
 
 
 @pytest.mark.arbitrary_payloads
-def test_blocking_the_builtin_keeps_host_tables(make_host, load_plugin):
-    host = make_host(plugins=[], environ={"MDM_DISABLED_PLUGINS": "inventory"})
+def test_blocking_the_builtins_keeps_host_tables(make_host, load_plugin):
+    host = make_host(plugins=[], environ={"MDM_DISABLED_PLUGINS": "inventory,web"})
     assert host.plugins == []
     lock = host.lock("x")
     lock.acquire()

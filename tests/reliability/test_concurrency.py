@@ -154,7 +154,7 @@ def test_two_mdm_run_processes_never_sync_one_account_together(synced: Host, sma
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
     before = len(runs(synced))
-    hosts = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
+    hosts = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run", "--no-web"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:  # until both have run a while and several scheduled syncs are done (start-up takes seconds on a busy machine)
         deadline = time.monotonic() + 60

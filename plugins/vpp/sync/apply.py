@@ -17,7 +17,7 @@ from mdm_core.models import MdmUser, utcnow
 
 from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
-from ..models import VppAccount, VppAsset, VppLicense, VppSyncRun, VppUser
+from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
 from .read import SL, SU, AppleRead, in_mirror
 
@@ -96,6 +96,13 @@ class MirrorUpdate:
                 update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
                 [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
             )
+        history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
+        history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
+        if history:  # the console's chart of assigned and available licenses over time
+            session.execute(insert(VppAssetCount.__table__), [  # type: ignore[attr-defined]
+                {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
+                for r in history
+            ])
         removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
         for a, p in removed:
             session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
@@ -201,6 +208,13 @@ def _insert_ignoring_duplicates(session: Session, table: Any) -> Any:
     else:
         return insert(table)
     return dialect_insert(table).on_conflict_do_nothing()
+
+
+COUNT_FIELDS = ("assigned_count", "available_count", "retired_count", "total_count")
+
+
+def _counts_differ(row: VppAsset, new: dict[str, Any]) -> bool:
+    return any(getattr(row, k) != new.get(k, 0) for k in COUNT_FIELDS)
 
 
 def _asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:

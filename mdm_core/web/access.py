@@ -1,0 +1,233 @@
+"""Admins, API tokens and sign-in: the one place that decides who may use the console.
+
+Passwords are hashed with Argon2 (``pwdlib``); API tokens are random (256 bits) and kept as
+SHA-256 (a slow hash adds nothing to a random token and would slow every API call). Failed
+sign-ins are counted in the database, per name and per address, so every ``mdm run`` process
+on it throttles the same guesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import utcnow
+
+from .models import ROLES, Admin, ApiToken, LoginAttempt
+from .settings import WebSettings
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,127}$")
+TOKEN_PREFIX = "mdm_"
+MIN_PASSWORD = 10
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who makes a request: an admin signed in to the console, or an API token."""
+
+    name: str
+    role: str
+    kind: str  # "session" or "token"
+
+    @property
+    def can_change(self) -> bool:
+        """Only the ``admin`` role syncs, installs, reclaims or changes settings."""
+        return self.role == "admin"
+
+
+def web_settings(host: "Host") -> WebSettings:
+    """The validated ``[web]`` section."""
+    return host.config.section("web", WebSettings)
+
+
+def _hasher() -> Any:
+    from pwdlib import PasswordHash
+
+    return PasswordHash.recommended()  # Argon2id with the library's current parameters
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UsageError(f"{kind} name '{name}' is not valid: use letters, digits, '@', '.', '_' or '-' (at most 128)")
+    return name
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UsageError(f"role '{role}' is not known: use {' or '.join(ROLES)}")
+    return role
+
+
+# ---------------------------------------------------------------------- admins
+
+
+def add_admin(host: "Host", name: str, password: str, role: str = "admin") -> dict[str, Any]:
+    """Add an admin, or set the password and role of an existing one (its sessions end)."""
+    _check_name("admin", name)
+    _check_role(role)
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+    hashed = _hasher().hash(password)
+
+    def work(session: Any) -> dict[str, Any]:
+        row = session.get(Admin, name)
+        if row is None:
+            row = Admin(name=name, role=role, password_hash=hashed)
+        else:
+            row.role, row.password_hash, row.session_epoch = role, hashed, row.session_epoch + 1
+        session.add(row)
+        return {"name": name, "role": role}
+
+    return host.db.run_write(work)
+
+
+def list_admins(host: "Host") -> list[dict[str, Any]]:
+    """Admins without their password hashes."""
+    with host.db.session() as session:
+        return [{"name": a.name, "role": a.role, "created_at": a.created_at, "last_login_at": a.last_login_at}
+                for a in session.execute(select(Admin).order_by(Admin.name)).scalars()]
+
+
+def remove_admin(host: "Host", name: str) -> None:
+    """Remove an admin; their open sessions end at their next request."""
+    def work(session: Any) -> None:
+        if session.execute(delete(Admin).where(Admin.name == name)).rowcount == 0:
+            raise MdmError(f"no admin named '{name}' (see `mdm admins list`)")
+
+    host.db.run_write(work)
+
+
+class SignInRefused(MdmError):
+    """A sign-in that failed or is throttled; the message never says which part was wrong."""
+
+    def __init__(self, message: str, *, throttled: bool = False):
+        super().__init__(message)
+        self.throttled = throttled
+
+
+def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
+    """Check a name and password, counting failures per name and per address."""
+    s = web_settings(host)
+    now = utcnow()
+    since = now - timedelta(seconds=s.login_window)
+    name = name.strip()[:128]
+    address = (address or "unknown")[:64]
+    with host.db.session() as session:
+        by_name = session.execute(select(func.count()).where(LoginAttempt.name == name, LoginAttempt.at >= since)).scalar_one()
+        by_address = session.execute(select(func.count()).where(LoginAttempt.address == address, LoginAttempt.at >= since)).scalar_one()
+        admin = session.get(Admin, name)
+    minutes = max(1, s.login_window // 60)
+    if by_name >= s.login_max_failures_per_name or by_address >= s.login_max_failures_per_address:
+        raise SignInRefused(f"too many failed sign-ins: wait {minutes} minutes and try again", throttled=True)
+    hasher = _hasher()
+    if admin is None:
+        hasher.verify(password, _dummy_hash())  # the same work whether or not the name exists
+        ok = False
+    else:
+        ok = hasher.verify(password, admin.password_hash)
+    if not ok:
+        def fail(session: Any) -> None:
+            session.execute(delete(LoginAttempt).where(LoginAttempt.at < since))
+            session.add(LoginAttempt(name=name, address=address, at=now))
+
+        host.db.run_write(fail)
+        raise SignInRefused("wrong name or password")
+    assert admin is not None
+
+    def succeed(session: Any) -> None:
+        session.execute(delete(LoginAttempt).where(LoginAttempt.name == name))
+        session.execute(update(Admin).where(Admin.name == name).values(last_login_at=now))
+
+    host.db.run_write(succeed)
+    return Principal(admin.name, admin.role, "session")
+
+
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(_hasher().hash(secrets.token_hex(16)))
+    return _DUMMY[0]
+
+
+def session_principal(host: "Host", name: str | None, epoch: Any) -> Principal | None:
+    """The admin a session cookie names, if they still exist with the same password."""
+    if not name:
+        return None
+    with host.db.session() as session:
+        admin = session.get(Admin, name)
+    if admin is None or admin.session_epoch != epoch:
+        return None
+    return Principal(admin.name, admin.role, "session")
+
+
+def admin_epoch(host: "Host", name: str) -> int:
+    """The session epoch stored in a new session cookie."""
+    with host.db.session() as session:
+        admin = session.get(Admin, name)
+    return admin.session_epoch if admin else -1
+
+
+# ---------------------------------------------------------------------- API tokens
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(host: "Host", name: str, role: str = "viewer") -> dict[str, Any]:
+    """Create an API token; the returned ``token`` is shown once and never stored."""
+    _check_name("token", name)
+    _check_role(role)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+    def work(session: Any) -> None:
+        if session.get(ApiToken, name) is not None:
+            raise UsageError(f"an API token named '{name}' exists: revoke it first or choose another name")
+        session.add(ApiToken(name=name, role=role, token_hash=_token_hash(token)))
+
+    host.db.run_write(work)
+    return {"name": name, "role": role, "token": token}
+
+
+def list_tokens(host: "Host") -> list[dict[str, Any]]:
+    """API tokens without their hashes."""
+    with host.db.session() as session:
+        return [{"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at}
+                for t in session.execute(select(ApiToken).order_by(ApiToken.name)).scalars()]
+
+
+def revoke_token(host: "Host", name: str) -> None:
+    """Revoke an API token at once, in every process."""
+    def work(session: Any) -> None:
+        if session.execute(delete(ApiToken).where(ApiToken.name == name)).rowcount == 0:
+            raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
+
+    host.db.run_write(work)
+
+
+def token_principal(host: "Host", token: str) -> Principal | None:
+    """The API token a bearer value belongs to, or ``None``."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    digest = _token_hash(token)
+    with host.db.session() as session:
+        row = session.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
+    if row is None:
+        return None
+    now = utcnow()
+    last = row.last_used_at
+    if last is None or (now - last).total_seconds() > 60:
+        host.db.run_write(lambda s: s.execute(update(ApiToken).where(ApiToken.name == row.name).values(last_used_at=now)))
+    return Principal(row.name, row.role, "token")

@@ -1,0 +1,266 @@
+"""The console and REST API as one FastAPI application, built from the host's plugins.
+
+Every route of a plugin is mounted behind one access check (``_access``): a console page
+without a session goes to the sign-in page, an API call without a valid bearer token (or
+session) gets 401, and a request that changes something needs the ``admin`` role (403).
+Starlette's signed-cookie sessions (itsdangerous) hold the signed-in admin; ``asgi-csrf``
+protects every state-changing form (double-submit cookie); the headers middleware adds the
+Content-Security-Policy (no inline scripts), refuses framing and marks data pages no-store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import ChoiceLoader, FileSystemLoader
+from markupsafe import Markup, escape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
+from mdm_core.plugins import call_hook
+
+from .access import Principal, session_principal, token_principal, web_settings
+from .helpers import WebError, format_time, url_with
+from .registry import WebRegistry
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+API_PREFIX = "/api/v1"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+SESSION_COOKIE = "mdm_session"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One route of the application as mounted: its full path, methods and access kind
+    (``api`` and ``page`` go through the access check; ``public`` and ``static`` do not)."""
+
+    path: str
+    methods: frozenset[str]
+    kind: str
+    plugin: str
+
+
+class SignInRequired(Exception):
+    """No valid session or token: 401 on the API, the sign-in page for the console."""
+
+    def __init__(self, message: str = "sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)"):
+        super().__init__(message)
+        self.message = message
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX + "/") or request.url.path == API_PREFIX
+
+
+def current_principal(request: Request) -> Principal | None:
+    """The bearer token's principal when an Authorization header is sent (never falling back
+    to the cookie), else the session's admin while the session is still valid."""
+    host: Host = request.app.state.host
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        return token_principal(host, value.strip()) if scheme.lower() == "bearer" else None
+    session = request.session
+    if not session.get("admin"):
+        return None
+    if time.time() - float(session.get("iat", 0)) > web_settings(host).session_lifetime:
+        session.clear()
+        return None
+    principal = session_principal(host, session.get("admin"), session.get("epoch"))
+    if principal is None:
+        session.clear()
+    return principal
+
+
+def _access(request: Request) -> Principal:
+    """The one check every non-public route goes through."""
+    principal = current_principal(request)
+    if principal is None:
+        raise SignInRequired()
+    if request.method not in SAFE_METHODS and not principal.can_change:
+        raise WebError(403, f"the role '{principal.role}' can only read: ask an admin to do this")
+    request.state.principal = principal
+    return principal
+
+
+class SecurityHeaders:
+    """Headers of every response; ``Secure`` on cookies and HSTS when served over https
+    (``X-Forwarded-Proto`` from a trusted proxy counts, see ``[web] trusted_proxies``)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static]
+                if https:
+                    headers = [(k, v + b"; Secure" if k.lower() == b"set-cookie" and b"secure" not in v.lower() else v) for k, v in headers]
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                ]
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
+    """asgi-csrf's refusal, as one line: JSON on the API, a short page elsewhere."""
+    text = "the form's security token is missing or stale (CSRF check failed): reload the page and submit again"
+    if scope["path"].startswith(API_PREFIX):
+        import json
+
+        body, kind = json.dumps({"error": text}).encode(), b"application/json"
+    else:
+        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Refused</title>'
+                f'<link rel="stylesheet" href="/static/style.css"></head><body><main class="narrow">'
+                f'<p class="flash error" id="error">{escape(text)}</p><p><a href="/">Back to the console</a></p></main></body></html>').encode()
+        kind = b"text/html; charset=utf-8"
+    await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", kind)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(host: "Host") -> FastAPI:
+    """The application for ``host``: the core's pages and API, then every plugin's."""
+    from . import core_routes
+
+    registry = WebRegistry()
+    core_routes.register(registry)
+    call_hook(host.pm, "mdm_register_web", web=registry, host=host)
+    settings = web_settings(host)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.background.shutdown(wait=True)
+
+    app = FastAPI(title="mdm-host", version="1", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.host = host
+    app.state.registry = registry
+    app.state.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="web-work")
+    loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), *(FileSystemLoader(str(d)) for d in registry.template_dirs)])
+    templates = Jinja2Templates(env=_environment(loader))
+    app.state.templates = templates
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    access = [Depends(_access)]
+    table: list[RouteInfo] = [RouteInfo("/static", frozenset({"GET"}), "static", "core")]
+    for kind, prefix, routers in (("public", "", registry.public), ("page", "", registry.pages), ("api", API_PREFIX, registry.api)):
+        for router, plugin in routers:
+            if kind == "public":
+                app.include_router(router)
+            elif kind == "page":
+                app.include_router(router, dependencies=access, include_in_schema=False)
+            else:
+                app.include_router(router, prefix=prefix, dependencies=access)
+            table += [RouteInfo(prefix + route.path, frozenset(getattr(route, "methods", None) or {"GET"}), kind, plugin) for route in router.routes]
+
+    @app.get(API_PREFIX + "/openapi.json", include_in_schema=False, dependencies=access)
+    def openapi() -> dict[str, Any]:
+        """The OpenAPI document of the REST API."""
+        return app.openapi()
+
+    table.append(RouteInfo(API_PREFIX + "/openapi.json", frozenset({"GET"}), "api", "core"))
+    app.state.route_table = table
+    app.state.top_level_routes = 2 + len(registry.public) + len(registry.pages) + len(registry.api)  # static, openapi, routers
+
+    _error_handlers(app)
+    app.add_middleware(SessionMiddleware, secret_key=host.secrets.derive("web-session"), session_cookie=SESSION_COOKIE,
+                       max_age=settings.session_idle, same_site="lax", https_only=False)
+    from asgi_csrf import asgi_csrf
+
+    app.add_middleware(asgi_csrf, signing_secret=host.secrets.derive("web-csrf"), always_protect={"/login"},
+                       cookie_samesite="Strict", send_csrf_failed=_csrf_failed)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _environment(loader: Any) -> Any:
+    from jinja2 import Environment, select_autoescape
+
+    env = Environment(loader=loader, autoescape=select_autoescape(["html", "xml", "svg"], default=True))
+
+    def csrf_field(request: Request) -> Markup:
+        return Markup('<input type="hidden" name="csrftoken" value="{}">').format(request.scope["csrftoken"]())
+
+    env.globals["csrf_field"] = csrf_field
+    env.globals["url_with"] = url_with
+    env.filters["time"] = format_time
+    return env
+
+
+def _error_handlers(app: FastAPI) -> None:
+    def respond(request: Request, status: int, message: str) -> Response:
+        if _is_api(request):
+            return JSONResponse({"error": one_line(message)}, status_code=status)
+        from .helpers import render
+
+        return render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+        if _is_api(request):
+            return JSONResponse({"error": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(WebError)
+    async def web_error(request: Request, exc: WebError) -> Response:
+        return respond(request, exc.status, exc.message)
+
+    @app.exception_handler(UsageError)
+    async def usage_error(request: Request, exc: UsageError) -> Response:
+        return respond(request, 422, str(exc))
+
+    @app.exception_handler(TemporaryError)
+    async def temporary_error(request: Request, exc: TemporaryError) -> Response:
+        return respond(request, 503, str(exc))
+
+    @app.exception_handler(MdmError)
+    async def mdm_error(request: Request, exc: MdmError) -> Response:
+        return respond(request, 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        return respond(request, 422, f"{where or 'request'}: {first.get('msg', 'is not valid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = {404: "no such page: check the address", 405: "this method is not allowed here"}.get(exc.status_code, str(exc.detail))
+        return respond(request, exc.status_code, message)

@@ -1,0 +1,66 @@
+"""Tables of the console's access control: admins, API tokens, failed sign-ins.
+
+The ``web`` plugin's own tables, created and changed by its migrations (``migrations/``).
+
+Shared by every ``mdm run`` process on the database: a sign-in made through one process is
+throttled by the others, and removing an admin or revoking a token takes effect everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from mdm_core.db.types import UTCDateTime
+from mdm_core.models import utcnow
+
+ROLES = ("admin", "viewer")
+
+
+class Admin(SQLModel, table=True):
+    """Someone who signs in to the console; only an Argon2 hash of the password is kept."""
+
+    __tablename__ = "web_admin"
+
+    name: str = Field(primary_key=True, max_length=128)
+    role: str = Field(default="admin", max_length=16)
+    password_hash: str = Field(max_length=255)
+    session_epoch: int = 0  # bumped when the password changes: older sessions end
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_login_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"Admin(name={self.name!r}, role={self.role!r})"
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the REST API; only its SHA-256 is kept (the token is shown once)."""
+
+    __tablename__ = "web_api_token"
+
+    name: str = Field(primary_key=True, max_length=128)
+    role: str = Field(default="viewer", max_length=16)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"ApiToken(name={self.name!r}, role={self.role!r})"
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A failed sign-in, counted per name and per address to throttle guessing."""
+
+    __tablename__ = "web_login_attempt"
+    __table_args__ = (Index("ix_web_login_attempt_name", "name", "at"), Index("ix_web_login_attempt_address", "address", "at"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    address: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+WEB_TABLES: list[type[SQLModel]] = [Admin, ApiToken, LoginAttempt]

@@ -1,0 +1,30 @@
+"""``[web]``: where the console listens and how it signs people in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mdm_core.errors import UsageError
+
+
+@dataclass
+class WebSettings:
+    """``[web]`` of the configuration file."""
+
+    listen: str = "127.0.0.1:8080"        # `mdm run --listen HOST:PORT` overrides it
+    session_idle: int = 3600              # seconds without a request before a session ends
+    session_lifetime: int = 43200         # seconds after sign-in when a session ends anyway
+    login_window: int = 900               # seconds over which failed sign-ins are counted
+    login_max_failures_per_name: int = 5  # then that name is refused until the window passes
+    login_max_failures_per_address: int = 20
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-For/-Proto honoured from these
+    upload_max_bytes: int = 65536         # largest .vpptoken accepted
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; a bad value is a one-line usage error."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"listen address '{value}' is not HOST:PORT: use e.g. 127.0.0.1:8080 (port 0 picks a free one)")
+    return host, int(port)

@@ -1,0 +1,154 @@
+"""The mobile_apps plugin's console pages and REST routes: Mobile Applications (published
+apps per platform), installing an app on devices or for users from a form, install status.
+
+Uses the VPP plugin only through the mobile_apps modules (which use its hooks): nothing here
+imports a VPP module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from mdm_core.errors import MdmError, UsageError
+from mdm_core.models import Device, MdmUser
+from mdm_core.web.helpers import DEFAULT_LIMIT, MAX_LIMIT, WebError, host_of, list_page, render
+
+from .catalog import app_dict, list_apps
+from .installs.commands import list_installs
+from .installs.request import Outcome, install
+from .models import AppMetadata, MobileApp
+from .vpp_port import VppPort, VppUnavailable
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+    from mdm_core.web.registry import WebRegistry
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SERIALS_RE = re.compile(r"[\s,;]+")
+MAX_TARGETS = 1000
+
+
+def register(web: "WebRegistry") -> None:
+    """Add the pages, the navigation entry and the API routes."""
+    web.add_pages(page_router(), plugin="mobile_apps", templates=TEMPLATES)
+    web.add_api(api_router(), plugin="mobile_apps")
+    web.add_nav("Mobile Applications", "/apps", order=20, plugin="mobile_apps")
+
+
+def _require_vpp(host: "Host") -> None:
+    try:
+        VppPort(host).require("apps cannot be installed with a VPP license")
+    except VppUnavailable as exc:
+        raise WebError(409, str(exc)) from None
+
+
+def _app(host: "Host", app_id: int) -> tuple[MobileApp, AppMetadata | None]:
+    with host.db.session() as session:
+        row = session.execute(select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+                              .where(MobileApp.id == app_id)).first()
+    if row is None:
+        raise WebError(404, f"no application {app_id}: see Mobile Applications (synchronize the VPP account after a purchase)")
+    return row[0], row[1]
+
+
+def run_install(host: "Host", selector: str, devices: list[str], users: list[str]) -> Outcome:
+    """Install on devices and/or for users; one outcome with a line per target."""
+    _require_vpp(host)
+    if not devices and not users:
+        raise WebError(422, "no target: give device serial numbers and/or MDM users")
+    if len(devices) + len(users) > MAX_TARGETS:
+        raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
+    try:
+        outcome = install(host, selector, serials=devices) if devices else Outcome()
+        for user in users:
+            more = install(host, selector, user=user)
+            outcome.asset = outcome.asset or more.asset
+            outcome.lines += more.lines
+    except UsageError:
+        raise
+    except MdmError as exc:
+        if str(exc).startswith("no application"):
+            raise WebError(404, str(exc)) from None
+        raise
+    return outcome
+
+
+def page_router() -> APIRouter:
+    """The console pages."""
+    router = APIRouter()
+
+    @router.get("/apps")
+    def apps(request: Request, platform: str = "", q: str = "", state: str = "published") -> Response:
+        rows = list_apps(host_of(request), platform=platform or None, state=state if state in ("published", "retired") else None)
+        needle = q.strip().lower()
+        if needle:
+            rows = [r for r in rows if needle in (r["name"] or "").lower() or needle in r["adamId"] or needle in (r["bundleId"] or "").lower()]
+        return render(request, "mobile_apps/apps.html", {"rows": rows, "platform": platform, "q": q, "state": state})
+
+    @router.get("/apps/installs")
+    def installs(request: Request, status: str = "") -> Response:
+        return render(request, "mobile_apps/installs.html", {"rows": list_installs(host_of(request), status or None)[:500], "status": status})
+
+    @router.get("/apps/{app_id}")
+    def app_page(request: Request, app_id: int) -> Response:
+        host = host_of(request)
+        app, meta = _app(host, app_id)
+        platforms = {"iOS": ("iOS", "iPadOS")}.get(app.platform, (app.platform,))
+        with host.db.session() as session:
+            devices = [d.model_dump() for d in session.execute(select(Device).where(Device.platform.in_(platforms)).order_by(Device.serial_number).limit(500)).scalars()]  # type: ignore[attr-defined]
+            users = [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id).limit(500)).scalars()]
+        history = [i for i in list_installs(host) if i["adam_id"] == app.adam_id and i["account"] == app.account][:100]
+        return render(request, "mobile_apps/app.html", {"app": app_dict(app, meta), "devices": devices, "users": users, "installs": history})
+
+    @router.post("/apps/{app_id}/install")
+    def install_form(request: Request, app_id: int, serials: str = Form(""), devices: list[str] = Form([]), user: str = Form("")) -> Response:
+        host = host_of(request)
+        app, meta = _app(host, app_id)
+        targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
+        outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
+        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok},
+                      status_code=200 if outcome.ok else 409)
+
+    return router
+
+
+def api_router() -> APIRouter:
+    """``/api/v1/apps``: as ``mdm apps list --json`` and ``mdm apps install --json``."""
+    router = APIRouter(prefix="/apps", tags=["mobile_apps"])
+
+    @router.get("")
+    def api_apps(request: Request, platform: str | None = None, state: str | None = None,
+                 limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> dict[str, Any]:
+        """Published (and retired) applications and books with their metadata and counts."""
+        return list_page(list_apps(host_of(request), platform=platform, state=state), limit, cursor)
+
+    @router.get("/installs")
+    def api_installs(request: Request, status: str | None = None, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+                     cursor: str | None = None) -> dict[str, Any]:
+        """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
+        return list_page(list_installs(host_of(request), status), limit, cursor)
+
+    @router.post("/{app}/install")
+    async def api_install(request: Request, app: str) -> JSONResponse:
+        """Install with a VPP license: ``{"devices": [serials], "users": [MDM user ids]}``.
+        200 when every target is queued, licensed or pending; 409 when one was refused."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise WebError(400, 'the body is not JSON: send {"devices": [...], "users": [...]}') from None
+        if not isinstance(body, dict) or not set(body) <= {"devices", "users"}:
+            raise WebError(422, 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else')
+        devices, users = body.get("devices") or [], body.get("users") or []
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (devices, users)):
+            raise WebError(422, '"devices" and "users" must be lists of strings')
+        outcome = run_install(host_of(request), app, devices, users)
+        return JSONResponse({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()},
+                            status_code=200 if outcome.ok else 409)
+
+    return router

@@ -1,0 +1,285 @@
+"""Nobody reads or changes anything without signing in; viewers only read; sessions, tokens,
+throttling, CSRF and security headers behave as an admin (and an attacker) would find them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from mdm_core.host import Host
+
+from .conftest import PASSWORD, csrf, sign_in, token_for
+
+#: Routes that answer an anonymous request, and why. Everything else must refuse it.
+ANONYMOUS_ALLOWED = {
+    "/login": "the sign-in page itself",
+    "/static": "style sheet, no data",
+    "/apple/apps-books/notify/{id}": "Apple's notification endpoint: carries its own bearer authentication",
+}
+
+
+def _replace_cookie(client: Any, value: str) -> None:
+    client.cookies.delete("mdm_session")
+    client.cookies.set("mdm_session", value, domain="testserver.local")
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_route_refuses_an_anonymous_request(app: Any, client: Any) -> None:
+    # every entry of the application is one the route table accounts for (nothing mounted
+    # beside the registry, where the access check would not see it)
+    assert len(app.routes) == app.state.top_level_routes
+    checked = 0
+    for route in app.state.route_table:
+        if route.path in ANONYMOUS_ALLOWED:
+            continue
+        assert route.kind in ("api", "page"), f"{route.path} ({route.plugin}) skips the access check: list it in ANONYMOUS_ALLOWED if it carries its own authentication"
+        for method in route.methods - {"HEAD"}:
+            response = client.request(method, _concrete(route.path), follow_redirects=False)
+            if route.kind == "api":
+                assert response.status_code == 401, (method, route.path, response.status_code)
+                assert list(response.json()) == ["error"] and response.json()["error"]
+            elif method == "GET":
+                assert response.status_code == 303 and response.headers["location"].startswith("/login?next="), (method, route.path, response.status_code)
+            else:  # a form without a session is sent to sign in, never performed
+                assert response.status_code == 303 and response.headers["location"].startswith("/login"), (method, route.path, response.status_code)
+            checked += 1
+    assert checked >= 40  # the core's, the VPP plugin's and mobile_apps' routes were all seen
+    plugins = {r.plugin for r in app.state.route_table}
+    assert {"core", "vpp", "mobile_apps"} <= plugins
+
+
+def test_anonymous_access_allowed_only_where_listed(app: Any, client: Any) -> None:
+    paths = {r.path for r in app.state.route_table}
+    assert "/login" in paths and "/static" in paths
+    assert client.get("/login").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+    public = set(app.state.registry.public_paths())
+    assert public <= set(ANONYMOUS_ALLOWED), f"public routes not listed in ANONYMOUS_ALLOWED: {public - set(ANONYMOUS_ALLOWED)}"
+
+
+def test_sign_in_sets_a_signed_httponly_samesite_session_and_sign_out_ends_it(client: Any) -> None:
+    response = sign_in(client)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "mdm_session=" in cookie and "httponly" in cookie.lower() and "samesite=lax" in cookie.lower() and "Max-Age=3600" in cookie
+    assert PASSWORD not in cookie
+    assert client.get("/devices").status_code == 200
+    tampered = client.cookies.get("mdm_session")[:-3] + "AAA"
+    _replace_cookie(client, tampered)
+    assert client.get("/devices", follow_redirects=False).status_code == 303
+    sign_in(client)
+    assert client.post("/logout", data={"csrftoken": csrf(client)}, follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/devices", follow_redirects=False).status_code == 303
+
+
+def test_cookies_are_secure_over_https(app: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="https://console.example") as c:
+        response = sign_in(c)
+        assert response.status_code == 303
+        assert "secure" in response.headers["set-cookie"].lower()
+        assert c.get("/login").headers["strict-transport-security"]
+
+
+def test_wrong_password_and_unknown_name_get_the_same_answer(client: Any) -> None:
+    wrong = sign_in(client, "alice", "not the password")
+    unknown = sign_in(client, "mallory", "not the password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "wrong name or password" in wrong.text and "wrong name or password" in unknown.text
+
+
+def test_sign_ins_are_throttled_per_name_and_per_address(web_host: Host, client: Any) -> None:
+    for _ in range(5):
+        assert sign_in(client, "alice", "guess").status_code == 401
+    refused = sign_in(client, "alice", PASSWORD)  # even the right password, for now
+    assert refused.status_code == 429 and "too many failed sign-ins" in refused.text
+    assert sign_in(client, "victor").status_code == 303  # another name from this address still works
+    for i in range(15):
+        sign_in(client, f"nobody{i}", "guess")
+    assert sign_in(client, "victor").status_code == 429  # 20 failures from one address
+
+
+def test_throttling_is_shared_by_every_process_on_the_database(web_host: Host, make_host: Any) -> None:
+    """Failures counted by one ``mdm run`` process refuse the next attempt in another."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG
+
+    other = make_host(config=WEB_CONFIG)
+    with TestClient(create_app(web_host)) as first, TestClient(create_app(other)) as second:
+        for _ in range(5):
+            sign_in(first, "alice", "guess")
+        assert sign_in(second, "alice", PASSWORD).status_code == 429
+
+
+def test_a_session_made_by_one_process_is_accepted_by_another(web_host: Host, make_host: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG
+
+    other = make_host(config=WEB_CONFIG)
+    with TestClient(create_app(web_host)) as first, TestClient(create_app(other)) as second:
+        sign_in(first)
+        _replace_cookie(second, first.cookies.get("mdm_session"))
+        assert second.get("/devices").status_code == 200
+
+
+def test_sessions_expire(client: Any, web_host: Host) -> None:
+    from freezegun import freeze_time
+
+    sign_in(client)
+    assert client.get("/devices").status_code == 200
+    with freeze_time(tick=True) as frozen:
+        frozen.move_to("2100-01-01")  # past the session's lifetime (and its cookie's signature age)
+        assert client.get("/devices", follow_redirects=False).status_code == 303
+
+
+def test_removing_an_admin_or_changing_the_password_ends_their_sessions(web_host: Host, admin: Any) -> None:
+    from mdm_core.web.access import add_admin, remove_admin
+
+    assert admin.get("/devices").status_code == 200
+    add_admin(web_host, "alice", "a brand new password", "admin")
+    assert admin.get("/devices", follow_redirects=False).status_code == 303
+    sign_in(admin, "alice", "a brand new password")
+    remove_admin(web_host, "alice")
+    assert admin.get("/devices", follow_redirects=False).status_code == 303
+
+
+def test_a_viewer_reads_but_changes_nothing(school: Host, viewer: Any) -> None:
+    assert viewer.get("/vpp").status_code == 200
+    assert "Synchronize" not in viewer.get("/vpp").text
+    response = viewer.post("/vpp/accounts/school/interval", data={"interval_seconds": "600", "csrftoken": csrf(viewer)})
+    assert response.status_code == 403 and "can only read" in response.text
+    assert viewer.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(viewer)}).status_code == 403
+    from plugins.vpp.accounts import list_accounts
+
+    assert list_accounts(school)[0]["interval_seconds"] == 3600
+
+
+def test_api_tokens_authenticate_and_carry_their_role(school: Host, client: Any) -> None:
+    viewer = token_for(school, "viewer")
+    admin = token_for(school, "admin")
+    assert client.get("/api/v1/vpp/accounts", headers=viewer).status_code == 200
+    refused = client.post("/api/v1/vpp/accounts/school/sync", headers=viewer)
+    assert refused.status_code == 403 and "can only read" in refused.json()["error"]
+    assert client.patch("/api/v1/vpp/accounts/school", headers=admin, json={"interval_seconds": 900}).json()["interval_seconds"] == 900
+    assert client.get("/api/v1/me", headers={"Authorization": "Bearer mdm_not-a-token"}).status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": "Basic YWxpY2U6eA=="}).status_code == 401
+
+
+def test_a_revoked_token_is_refused_at_once(web_host: Host, client: Any) -> None:
+    from mdm_core.web.access import create_token, revoke_token
+
+    token = create_token(web_host, "ci", "viewer")["token"]
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json() == {"name": "ci", "role": "viewer", "kind": "token"}
+    revoke_token(web_host, "ci")
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_a_stale_csrf_token_changes_nothing(school: Host, admin: Any) -> None:
+    from plugins.vpp.accounts import list_accounts
+
+    response = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "600", "csrftoken": "stale"})
+    assert response.status_code == 403
+    assert "security token is missing or stale" in response.text
+    response = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "600"})
+    assert response.status_code == 403
+    assert list_accounts(school)[0]["interval_seconds"] == 3600
+    assert admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "600", "csrftoken": csrf(admin)}).status_code == 200
+    assert list_accounts(school)[0]["interval_seconds"] == 600
+
+
+def test_sign_in_itself_needs_the_csrf_token(client: Any) -> None:
+    response = client.post("/login", data={"name": "alice", "password": PASSWORD}, follow_redirects=False)
+    assert response.status_code == 403
+
+
+def test_security_headers(admin: Any) -> None:
+    page = admin.get("/devices")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script" not in page.text and " style=" not in page.text
+    assert "no-store" not in admin.get("/static/style.css").headers.get("cache-control", "")
+
+
+def test_only_local_next_targets_after_sign_in(client: Any) -> None:
+    client.get("/login")
+    for target, expected in (("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/vpp", "/vpp")):
+        response = client.post("/login", data={"name": "alice", "password": PASSWORD, "next": target, "csrftoken": csrf(client)}, follow_redirects=False)
+        assert response.headers["location"] == expected
+
+
+def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) -> None:
+    from mdm_core import inventory
+
+    evil = "<script>alert(1)</script>"
+    inventory.add_user(school, "kid-evil", email="x@example.com", name=evil)
+    inventory.add_device(school, "EVIL00000001", "iOS", model=evil)
+    from sqlalchemy import update
+
+    from plugins.mobile_apps.models import AppMetadata
+
+    school.db.run_write(lambda s: s.execute(update(AppMetadata).values(name=evil)))
+    for path in ("/users", "/devices", "/apps", "/vpp/accounts/school/assets"):
+        text = admin.get(path).text
+        assert evil not in text, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
+
+
+@pytest.mark.parametrize("argv, expected, message", [
+    (["admins", "add", "x", "--role", "root"], 2, "argument --role: invalid choice: 'root'"),
+    (["admins", "remove", "nobody"], 1, "mdm: error: no admin named 'nobody' (see `mdm admins list`)"),
+    (["api-tokens", "revoke", "nobody"], 1, "mdm: error: no API token named 'nobody' (see `mdm api-tokens list`)"),
+])
+def test_cli_refuses_bad_input(mdm_cli: Any, argv: list[str], expected: int, message: str) -> None:
+    assert mdm_cli("db", "upgrade")[0] == 0  # the database exists: only the error is printed
+    code, out, err = mdm_cli(*argv)
+    assert code == expected and message in err and err.count("\n") == 1, err
+
+
+def test_cli_admins_and_tokens(mdm_cli: Any, project_dir: Any) -> None:
+    pw = project_dir / "pw.txt"
+    pw.write_text("a long enough password\n")
+    assert mdm_cli("admins", "add", "carol", "--role", "viewer", "--password-file", str(pw))[0] == 0
+    code, out, _ = mdm_cli("admins", "list", "--json")
+    assert code == 0 and '"carol"' in out and '"viewer"' in out and "argon2" not in out
+    short = project_dir / "short.txt"
+    short.write_text("short\n")
+    code, _, err = mdm_cli("admins", "add", "dan", "--password-file", str(short))
+    assert code == 2 and "too short" in err
+    code, out, _ = mdm_cli("api-tokens", "create", "ci", "--role", "admin", "--json")
+    import json
+
+    token = json.loads(out)["token"]
+    assert token.startswith("mdm_") and len(token) > 40
+    code, out, _ = mdm_cli("api-tokens", "list", "--json")
+    assert '"ci"' in out and token not in out
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    with engine.connect() as conn:
+        dump = " ".join(str(r) for r in conn.execute(text("select * from web_api_token")).all())
+        hashes = " ".join(str(r) for r in conn.execute(text("select password_hash from web_admin")).all())
+    engine.dispose()
+    assert token not in dump and "a long enough password" not in hashes and "$argon2id$" in hashes
+    assert mdm_cli("api-tokens", "revoke", "ci")[0] == 0
+    assert mdm_cli("admins", "remove", "carol")[0] == 0
+
+
+@pytest.fixture
+def mdm_cli(project_dir: Any, monkeypatch: Any, capsys: Any) -> Any:
+    from mdm_core.testing import MdmRunner
+
+    return MdmRunner(project_dir, monkeypatch, capsys)

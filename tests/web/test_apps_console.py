@@ -1,0 +1,91 @@
+"""Mobile Applications in the console and /api/v1/apps: published apps, installing on
+devices or for users from the form or the API, install status."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mdm_core import inventory
+from mdm_core.host import Host
+
+from .conftest import csrf, token_for
+
+
+def _ios_app(host: Host, simulator: Any) -> tuple[str, dict[str, Any]]:
+    from plugins.mobile_apps.catalog import list_apps
+
+    asset = list(simulator.state.assets.values())[0].to_json()  # an iOS app, device-assignable
+    [app] = [a for a in list_apps(host) if a["adamId"] == asset["adamId"] and a["pricingParam"] == asset["pricingParam"] and a["platform"] == "iOS"]
+    return str(app["id"]), asset
+
+
+def test_apps_page_lists_published_apps(school: Host, admin: Any, simulator: Any) -> None:
+    page = admin.get("/apps").text
+    assert page.count('class="app-link"') >= 5
+    app_id, asset = _ios_app(school, simulator)
+    assert f'href="/apps/{app_id}"' in page
+
+
+def test_install_on_a_device_from_the_form(school: Host, admin: Any, simulator: Any) -> None:
+    inventory.add_device(school, "WEBDEV000001", "iOS", model="iPhone15,2")
+    app_id, asset = _ios_app(school, simulator)
+    form = admin.get(f"/apps/{app_id}").text
+    assert 'id="install-form"' in form and "WEBDEV000001" in form
+    result = admin.post(f"/apps/{app_id}/install", data={"devices": ["WEBDEV000001"], "csrftoken": csrf(admin)})
+    assert result.status_code == 200, result.text
+    assert re.search(r"<td>WEBDEV000001</td><td class=\"status-queued\">queued</td>", result.text)
+    assert ("WEBDEV000001" in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == asset["adamId"]})
+    [command] = [c for c in inventory.list_commands(school, "WEBDEV000001")]
+    assert command["request_type"] == "InstallApplication"
+    assert re.search(r'<td>device</td><td>WEBDEV000001</td><td>request</td><td class="status-queued">queued</td>', admin.get("/apps/installs").text.replace("\n", ""))
+
+
+def test_refused_targets_are_reported_per_line(school: Host, admin: Any, simulator: Any) -> None:
+    app_id, _ = _ios_app(school, simulator)
+    result = admin.post(f"/apps/{app_id}/install", data={"serials": "NOTENROLLED1", "csrftoken": csrf(admin)})
+    assert result.status_code == 409 and "NOTENROLLED1" in result.text and "refused" in result.text
+    assert admin.post(f"/apps/{app_id}/install", data={"csrftoken": csrf(admin)}).status_code == 422
+    assert admin.get("/apps/999999").status_code == 404
+
+
+def test_install_through_the_api(school: Host, client: Any, simulator: Any) -> None:
+    inventory.add_device(school, "WEBDEV000002", "iPadOS", model="iPad13,18")
+    _, asset = _ios_app(school, simulator)
+    admin = token_for(school, "admin")
+    viewer = {"Authorization": token_for(school, "viewer")["Authorization"]}
+    assert client.post(f"/api/v1/apps/{asset['adamId']}/install", headers=viewer, json={"devices": ["WEBDEV000002"]}).status_code == 403
+    apps = client.get("/api/v1/apps?platform=iOS", headers=viewer).json()["items"]
+    assert apps and {"id", "adamId", "pricingParam", "platform", "name", "availableCount", "totalCount", "state"} <= set(apps[0])
+    response = client.post(f"/api/v1/apps/{asset['adamId']}/install", headers=admin, json={"devices": ["WEBDEV000002"], "users": []})
+    if response.status_code == 422:  # the adamId has several pricing params: name the application instead
+        app_id, _ = _ios_app(school, simulator)
+        response = client.post(f"/api/v1/apps/{app_id}/install", headers=admin, json={"devices": ["WEBDEV000002"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["status"] == "queued"
+    assert client.post("/api/v1/apps/1/install", headers=admin, content=b"not json").status_code == 400
+    assert client.post("/api/v1/apps/1/install", headers=admin, json={"devices": "X"}).status_code == 422
+    assert client.post("/api/v1/apps/0000/install", headers=admin, json={"devices": ["WEBDEV000002"]}).status_code == 404
+    installs = client.get("/api/v1/apps/installs", headers=viewer).json()["items"]
+    assert any(i["target"] == "WEBDEV000002" and i["status"] == "queued" for i in installs)
+
+
+def test_installing_without_the_vpp_plugin_is_refused_saying_so(make_host: Any, simulator: Any) -> None:
+    """The console keeps serving the apps already published when the VPP plugin is disabled,
+    and an install says why it cannot be done (409), changing nothing."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG
+
+    host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "vpp"})
+    inventory.add_device(host, "WEBDEV000003", "iOS")
+    with TestClient(create_app(host)) as client:
+        admin = token_for(host, "admin")
+        response = client.post("/api/v1/apps/1/install", headers=admin, json={"devices": ["WEBDEV000003"]})
+        assert response.status_code == 409
+        assert response.json() == {"error": "the VPP plugin is not loaded (see `mdm plugins`): apps cannot be installed with a VPP license"}
+        assert client.get("/api/v1/apps", headers=admin).json()["items"] == []
+        assert not any(r.path.startswith("/api/v1/vpp") for r in client.app.state.route_table)  # its pages went with it
+    assert inventory.list_commands(host, "WEBDEV000003") == []

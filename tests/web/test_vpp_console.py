@@ -1,0 +1,297 @@
+"""The Apple Volume Purchase Program pages and /api/v1/vpp against the simulator: what an
+admin sees and does, and how bad input is refused without changing anything."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mdm_core.host import Host
+
+from .conftest import csrf, token_for
+
+
+def _upload(client: Any, data: bytes, name: str = "second", **fields: str) -> Any:
+    form = {"csrftoken": csrf(client), "name": name, "interval": "900", **fields}
+    return client.post("/vpp/add", data=form, files={"token_file": ("x.vpptoken", data, "application/octet-stream")})
+
+
+def _accounts(host: Host) -> list[str]:
+    from plugins.vpp.accounts import list_accounts
+
+    return [a["name"] for a in list_accounts(host)]
+
+
+def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, admin: Any) -> None:
+    page = admin.get("/vpp").text
+    assert "Apple Volume Purchase Program" in page
+    assert re.search(r"expires in \d+ days", page)
+    assert "UTC" in page and "ok (full)" in page  # last sync, with its time zone
+    assert 'name="interval_seconds"' in page and 'value="3600"' in page
+
+
+def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    token = simulator.write_token(project_dir / "t.vpptoken").read_bytes()
+    response = _upload(admin, token, name="district", service_url=simulator.base_url)
+    assert response.status_code == 200 and "account district added" in response.text
+    assert _accounts(web_host) == ["district"]
+    assert not list((project_dir / "var").glob(".upload-*"))  # the uploaded token is not left on disk
+
+
+@pytest.mark.parametrize("content, status, message", [
+    (b"this is not a token", 422, "not"),
+    (b"x" * 70000, 413, "larger than"),
+])
+def test_bad_token_uploads_change_nothing(school: Host, admin: Any, content: bytes, status: int, message: str) -> None:
+    response = _upload(admin, content)
+    assert response.status_code == status, response.text
+    error = re.search(r'id="error">([^<]*)<', response.text).group(1)
+    assert message in error and "\n" not in error
+    assert _accounts(school) == ["school"]
+
+
+def test_an_expired_token_upload_is_refused(school: Host, admin: Any, simulator: Any) -> None:
+    expired = json.loads(base64.b64decode(simulator.token))
+    expired["expDate"] = "2020-01-01T00:00:00+0000"
+    response = _upload(admin, base64.b64encode(json.dumps(expired).encode()), service_url=simulator.base_url)
+    assert response.status_code == 422 and "expired" in response.text
+    assert _accounts(school) == ["school"]
+
+
+def test_taking_over_a_location_asks_for_confirmation_naming_the_other_mdm(web_host: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    simulator.state.mdm_info = {"id": "other-id", "name": "Jamf Pro", "metadata": "jamf.example.edu"}  # another MDM claimed it
+    token = simulator.write_token(project_dir / "t.vpptoken").read_bytes()
+    response = _upload(admin, token, name="district", service_url=simulator.base_url)
+    assert response.status_code == 409
+    assert "Jamf Pro (jamf.example.edu)" in response.text and "Take over from" in response.text
+    assert _accounts(web_host) == []
+    pending = re.search(r'name="pending" value="([^"]+)"', response.text).group(1)
+    assert simulator.token not in response.text  # only the server can read the pending token
+    form = {"csrftoken": csrf(admin), "pending": pending, "name": "district", "interval": "900", "service_url": simulator.base_url}
+    assert admin.post("/vpp/add", data=form).status_code == 409  # without the explicit confirmation
+    confirmed = admin.post("/vpp/add", data={**form, "take_over": "yes"})
+    assert confirmed.status_code == 200 and _accounts(web_host) == ["district"]
+
+
+@pytest.mark.parametrize("value", ["10", "99999999", "soon", ""])
+def test_interval_out_of_range_is_refused(school: Host, admin: Any, value: str) -> None:
+    response = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": value, "csrftoken": csrf(admin)})
+    assert response.status_code == 422 and "Account Synchronization Interval (sec)" in response.text
+    from plugins.vpp.accounts import list_accounts
+
+    assert list_accounts(school)[0]["interval_seconds"] == 3600
+
+
+def test_unknown_account_and_asset(school: Host, admin: Any, client: Any) -> None:
+    assert admin.get("/vpp/accounts/nope/assets").status_code == 404
+    assert "no VPP account named 'nope'" in html.unescape(admin.get("/vpp/accounts/nope/assets").text)
+    assert admin.get("/vpp/accounts/school/assets/1/STDQ").status_code == 404
+    headers = token_for(school, "admin")
+    assert client.get("/api/v1/vpp/assets?account=nope", headers=headers).status_code == 404
+    assert client.post("/api/v1/vpp/accounts/nope/sync", headers=headers).json()["error"].startswith("no VPP account named")
+    assert client.get("/api/v1/vpp/runs/999999", headers=headers).status_code == 404
+    assert client.get("/api/v1/vpp/licenses?cursor=@@@", headers=headers).status_code == 400
+    assert client.get("/api/v1/vpp/assets?limit=0", headers=headers).status_code == 422
+    assert client.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": 5}).status_code == 422
+
+
+def _wait_run(client: Any, run_id: int, headers: dict[str, str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/v1/vpp/runs/{run_id}", headers=headers).json()
+        if run["status"] != "running":
+            return dict(run)
+        time.sleep(0.05)  # polling a background sync the way an API client does
+    raise AssertionError("the sync did not finish")
+
+
+def test_sync_through_the_api_returns_202_with_a_run_id(school: Host, client: Any, simulator: Any) -> None:
+    headers = token_for(school, "admin")
+    simulator.purchase(count=7, product_type="App", device_assignable=True, revocable=True, supported_platforms=("iOS",))
+    response = client.post("/api/v1/vpp/accounts/school/sync", headers=headers)
+    assert response.status_code == 202
+    run = _wait_run(client, response.json()["id"], headers)
+    assert run["status"] == "ok" and run["counts"]["assets"]["added"] == 1 and run["trigger"] == "api"
+
+
+def test_synchronize_while_a_sync_runs_says_already_running(school: Host, admin: Any, client: Any) -> None:
+    lock = school.lock(f"vpp.sync.{_account_id(school)}", ttl=60)
+    lock.acquire(wait=0)  # another process is syncing this account
+    try:
+        page = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+        assert "already running" in page.text
+        api = client.post("/api/v1/vpp/accounts/school/sync", headers=token_for(school, "admin"))
+        assert api.status_code == 409 and "already running" in api.json()["error"]
+    finally:
+        lock.release()
+
+
+def _account_id(host: Host) -> int:
+    from sqlalchemy import select
+
+    from plugins.vpp.models import VppAccount
+
+    with host.db.session() as session:
+        return int(session.execute(select(VppAccount.id)).scalar_one())
+
+
+def test_synchronize_button_shows_progress_then_the_report(school: Host, admin: Any) -> None:
+    page = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+    assert "synchronization of school started" in page.text
+    run_url = str(page.url.path)
+    deadline = time.monotonic() + 60
+    while "running…" in page.text and time.monotonic() < deadline:
+        assert '<meta http-equiv="refresh"' in page.text  # the page refreshes itself, without a script
+        page = admin.get(run_url)
+    assert 'id="run-status">ok<' in page.text and "Assets" in page.text
+
+
+def test_assets_search_sort_and_paging(school: Host, admin: Any, simulator: Any) -> None:
+    from plugins.mobile_apps.catalog import refresh_metadata
+
+    refresh_metadata(school)
+    page = admin.get("/vpp/accounts/school/assets?sort=total&dir=desc").text
+    totals = [int(t) for t in re.findall(r'<td class="num">\d+</td><td class="num">\d+</td><td class="num">\d+</td><td class="num">(\d+)</td>', page)]
+    assert totals == sorted(totals, reverse=True) and len(totals) >= 10
+    name = simulator.state.assets[next(iter(simulator.state.assets))].name
+    found = admin.get(f"/vpp/accounts/school/assets?q={name[:5]}").text
+    assert name in found and found.count('class="asset-link"') < len(totals)
+
+
+def test_asset_page_counts_chart_and_license_tabs(school: Host, admin: Any, simulator: Any) -> None:
+    snap = simulator.snapshot()
+    adam, pricing = next((a[0], a[1]) for a in snap["assignments"] if a[2] == "serialNumber")
+    page = admin.get(f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=device").text
+    serials = {a[3] for a in snap["assignments"] if a[0] == adam and a[1] == pricing and a[2] == "serialNumber"}
+    shown = set(re.findall(r"<tr><td>([A-Z0-9]{12})</td><td>(?:yes|no)</td>", page))
+    assert shown == serials
+    assert '<svg class="chart"' in page and "<polyline" in page
+    users = admin.get(f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user").text
+    assert 'id="user-licenses"' in users
+
+
+def test_license_tabs_page_through_every_license(school: Host, admin: Any, simulator: Any) -> None:
+    import plugins.vpp.web as vpp_web
+
+    snap = simulator.snapshot()
+    adam, pricing = max({(a[0], a[1]) for a in snap["assignments"]}, key=lambda k: sum(1 for a in snap["assignments"] if (a[0], a[1]) == k))
+    expected = {a[3] for a in snap["assignments"] if (a[0], a[1]) == (adam, pricing) and a[2] == "clientUserId"}
+    old = vpp_web.PAGE_SIZE
+    vpp_web.PAGE_SIZE = 2
+    try:
+        seen: list[str] = []
+        url = f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user"
+        while url:
+            page = admin.get(url).text
+            seen += re.findall(r"<tr><td>([^<]+)</td><td>[^<]*</td><td>", page)
+            nxt = re.search(r'<a rel="next" href="\?([^"]+)">', page)
+            url = f"/vpp/accounts/school/assets/{adam}/{pricing}?{nxt.group(1).replace('&amp;', '&')}" if nxt else ""
+    finally:
+        vpp_web.PAGE_SIZE = old
+    assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
+
+
+def test_counts_are_recorded_at_each_sync_that_changes_them(school: Host, simulator: Any, client: Any) -> None:
+    from plugins.vpp.sync.run import sync_account
+
+    headers = token_for(school, "viewer")
+    adam, pricing = next(iter(simulator.state.assets))
+    before = client.get(f"/api/v1/vpp/assets/{adam}/history?account=school&pricing={pricing}", headers=headers).json()["items"]
+    assert len(before) == 1  # the first sync recorded the asset
+    assert sync_account(school, "school")["status"] == "ok"  # nothing changed: nothing recorded
+    assert len(client.get(f"/api/v1/vpp/assets/{adam}/history?account=school&pricing={pricing}", headers=headers).json()["items"]) == 1
+    snap = simulator.snapshot()
+    holder = next(a for a in snap["assignments"] if (a[0], a[1]) == (adam, pricing) and a[2] == "serialNumber")
+    simulator.remove_in_portal(adam, pricing, serial_number=holder[3])
+    assert sync_account(school, "school")["status"] == "ok"
+    after = client.get(f"/api/v1/vpp/assets/{adam}/history?account=school&pricing={pricing}", headers=headers).json()["items"]
+    assert len(after) == 2 and after[1]["assignedCount"] == before[0]["assignedCount"] - 1
+    assert after[1]["availableCount"] == before[0]["availableCount"] + 1
+
+
+def test_remove_needs_the_name_typed(school: Host, admin: Any) -> None:
+    assert "Type the account name" in admin.get("/vpp/accounts/school/remove").text
+    refused = admin.post("/vpp/accounts/school/remove", data={"confirm": "schol", "csrftoken": csrf(admin)})
+    assert refused.status_code == 422 and _accounts(school) == ["school"]
+    done = admin.post("/vpp/accounts/school/remove", data={"confirm": "school", "csrftoken": csrf(admin)})
+    assert done.status_code == 200 and "account school removed" in done.text and _accounts(school) == []
+
+
+def test_renew_token_by_upload(school: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    response = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
+    assert response.status_code == 200 and "token of school renewed" in response.text
+
+
+def test_api_uses_the_cli_field_names_and_pages(school: Host, client: Any, simulator: Any) -> None:
+    headers = token_for(school, "viewer")
+    [account] = client.get("/api/v1/vpp/accounts", headers=headers).json()["items"]
+    assert {"name", "locationName", "tokenExpirationDate", "token_state", "interval_seconds", "last_sync_at"} <= set(account)
+    assets = client.get("/api/v1/vpp/assets?account=school&limit=3", headers=headers).json()
+    assert len(assets["items"]) == 3 and assets["next_cursor"]
+    assert {"adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount", "deviceAssignable",
+            "supportedPlatforms"} <= set(assets["items"][0])
+    seen, cursor = [], None
+    while True:
+        page = client.get("/api/v1/vpp/licenses", params={"account": "school", "limit": 7, **({"cursor": cursor} if cursor else {})}, headers=headers).json()
+        seen += [(r["adamId"], r["pricingParam"], "serialNumber" if "serialNumber" in r else "clientUserId", r.get("serialNumber") or r["clientUserId"]) for r in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert set(seen) == set(simulator.snapshot()["assignments"]) and len(seen) == len(set(seen))
+    users = client.get("/api/v1/vpp/users?account=school", headers=headers).json()["items"]
+    assert users and {"clientUserId", "email", "status", "mdmUser"} <= set(users[0])
+    doc = client.get("/api/v1/openapi.json", headers=headers).json()
+    assert "/api/v1/vpp/accounts/{name}/sync" in doc["paths"] and "/api/v1/apps/{app}/install" in doc["paths"]
+    assert not any(p.startswith("/vpp") for p in doc["paths"])  # console pages are not API
+
+
+def test_asset_names_and_icons_come_from_the_plugin_that_knows_them(school: Host, admin: Any, simulator: Any) -> None:
+    """The VPP pages ask ``mdm_vpp_asset_labels`` for names: mobile_apps answers from the
+    metadata it looked up (never during the page), another plugin may answer too, and one
+    that fails leaves the names out without breaking the page."""
+    from plugins.mobile_apps.catalog import refresh_metadata
+
+    adam = next(a.adam_id for a in simulator.state.assets.values() if a.product_type == "App")
+    sim_asset = next(a for a in simulator.state.assets.values() if a.adam_id == adam)
+    assert school.pm.hook.mdm_vpp_asset_labels(host=school, adam_ids=[adam]) == [{}]  # nothing looked up yet
+    page = admin.get("/vpp/accounts/school/assets").text
+    assert f"adamId {adam}" in page and sim_asset.name not in page
+
+    refresh_metadata(school)
+    (labels,) = school.pm.hook.mdm_vpp_asset_labels(host=school, adam_ids=[adam])
+    assert labels[adam]["name"] == sim_asset.name and labels[adam]["iconUrl"].startswith("https://")
+    page = admin.get("/vpp/accounts/school/assets").text
+    assert html.escape(sim_asset.name) in page and f"adamId {adam}" not in page
+    assert re.search(r'<img class="icon" src="https://[^"]+\.png" alt="">\s*</td>\s*<td><a href="/vpp/accounts/school/assets/' + adam, page)
+
+    from mdm_core import hookimpl
+
+    class Catalogue:  # a third-party plugin that names one asset mobile_apps does not know
+        @hookimpl
+        def mdm_vpp_asset_labels(self, host: Host, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+            return {"999000111": {"name": "Named elsewhere", "iconUrl": None}} if "999000111" in adam_ids else {}
+
+    school.pm.register(Catalogue(), name="catalogue")
+    simulator.purchase("999000111", count=3)
+    from plugins.vpp.sync.run import sync_account
+
+    assert sync_account(school, "school")["status"] == "ok"
+    page = admin.get("/vpp/accounts/school/assets").text
+    assert "Named elsewhere" in page and html.escape(sim_asset.name) in page
+
+    class Broken:
+        @hookimpl
+        def mdm_vpp_asset_labels(self, host: Host, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+            raise RuntimeError("catalogue down")
+
+    school.pm.register(Broken(), name="broken")
+    response = admin.get("/vpp/accounts/school/assets")
+    assert response.status_code == 200 and f"adamId {adam}" in response.text
