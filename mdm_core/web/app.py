@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -30,10 +29,11 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
+from mdm_core.output import format_time
 from mdm_core.plugins import call_hook
 
 from .access import Principal, session_principal, token_principal, web_settings
-from .helpers import WebError, format_time, url_with
+from .helpers import BackgroundWork, WebError, url_with
 from .registry import WebRegistry
 
 if TYPE_CHECKING:
@@ -164,12 +164,12 @@ def create_app(host: "Host") -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.background.shutdown(wait=True)
+        app.state.background.shutdown()
 
     app = FastAPI(title="mdm-host", version="1", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.host = host
     app.state.registry = registry
-    app.state.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="web-work")
+    app.state.background = BackgroundWork(settings.background_workers)
     loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), *(FileSystemLoader(str(d)) for d in registry.template_dirs)])
     templates = Jinja2Templates(env=_environment(loader))
     app.state.templates = templates

@@ -8,8 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -22,6 +23,7 @@ from .access import Principal
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
+T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -82,20 +84,6 @@ def url_with(request: Request, **changes: Any) -> str:
     return request.url.path + ("?" + urlencode(params) if params else "")
 
 
-def format_time(value: Any) -> str:
-    """A time with its time zone, for people: ``2026-11-28 04:37:29 UTC``."""
-    if value in (None, ""):
-        return "never"
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return str(value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
-
-
 # ---------------------------------------------------------------------- paging
 
 
@@ -130,7 +118,36 @@ def list_page(rows: list[Any], limit: int, cursor: str | None) -> dict[str, Any]
 # ---------------------------------------------------------------------- background work
 
 
-def run_in_background(request: Request, work: Callable[[], Any]) -> None:
-    """Run ``work`` on the web server's worker pool (a sync started from a button, say);
-    the server waits for it before it stops."""
-    request.app.state.background.submit(work)
+class BackgroundWork:
+    """A bounded pool for work started from the console (a sync, say).
+
+    At most ``workers`` tasks run at once in this process; one more is refused with a 503
+    rather than queued without limit. The server waits for the running ones when it stops.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web-work")
+        self._slots = threading.BoundedSemaphore(workers)
+
+    def submit(self, work: Callable[[], T]) -> "Future[T]":
+        """Start ``work`` on a free worker, or raise ``WebError(503)`` when all are busy."""
+        if not self._slots.acquire(blocking=False):
+            raise WebError(503, f"the console is already running {self.workers} background task(s): try again when one has finished")
+        try:
+            future = self._pool.submit(work)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def shutdown(self) -> None:
+        """Wait for the running tasks (the server is stopping)."""
+        self._pool.shutdown(wait=True)
+
+
+def run_in_background(request: Request, work: Callable[[], T]) -> "Future[T]":
+    """Run ``work`` on the web server's bounded worker pool (see ``BackgroundWork``)."""
+    background: BackgroundWork = request.app.state.background
+    return background.submit(work)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mdm_core.config import setting
 from mdm_core.errors import UsageError
 
 
@@ -11,15 +12,15 @@ from mdm_core.errors import UsageError
 class WebSettings:
     """``[web]`` of the configuration file."""
 
-    listen: str = "127.0.0.1:8080"        # `mdm run --listen HOST:PORT` overrides it
-    session_idle: int = 3600              # seconds without a request before a session ends
-    session_lifetime: int = 43200         # seconds after sign-in when a session ends anyway
-    login_window: int = 900               # seconds over which failed sign-ins are counted
-    login_max_failures_per_name: int = 5  # then that name is refused until the window passes
-    login_max_failures_per_address: int = 20
+    listen: str = "127.0.0.1:8080"  # `mdm run --listen HOST:PORT` overrides it
+    session_idle: int = setting(3600, minimum=60, maximum=86400)  # seconds without a request before a session ends
+    session_lifetime: int = setting(43200, minimum=60, maximum=30 * 86400)  # seconds after sign-in when a session ends anyway
+    login_window: int = setting(900, minimum=1, maximum=86400)  # seconds over which failed sign-ins are counted
+    login_max_failures_per_name: int = setting(5, minimum=1, maximum=1000)  # then that name is refused until the window passes
+    login_max_failures_per_address: int = setting(20, minimum=1, maximum=100000)
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-For/-Proto honoured from these
-    upload_max_bytes: int = 65536         # largest .vpptoken accepted
-
+    upload_max_bytes: int = setting(65536, minimum=1024, maximum=10 * 1024 * 1024)  # largest .vpptoken accepted
+    background_workers: int = setting(2, minimum=1, maximum=32)  # syncs started from the console at once, per process
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; a bad value is a one-line usage error."""

@@ -136,13 +136,14 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 
 @hookimpl(optionalhook=True)
 def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
-    """After a manual sync (someone is waiting at the command line), look up the names, bundle
-    ids and versions of the account's new applications at once, bounded; a failed lookup is
-    logged and left to the mobile_apps.metadata job, never failing the sync."""
+    """After a sync someone is waiting for (``mdm vpp sync``, the console's Synchronize, the
+    REST API), look up the names, bundle ids and versions of the account's new applications at
+    once, bounded; a failed lookup is logged and left to the mobile_apps.metadata job, never
+    failing the sync."""
     from plugins.mobile_apps.catalog import MANUAL_SYNC_LOOKUPS, refresh_metadata
 
     report = event.payload
-    if report.get("trigger") != "manual" or report.get("status") != "ok":
+    if report.get("trigger") not in ("manual", "console", "api") or report.get("status") != "ok":
         return
     try:
         refresh_metadata(host, account=report["account"], limit=MANUAL_SYNC_LOOKUPS, pending_only=True)

@@ -153,7 +153,7 @@ def add_account(
     """
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
-    interval = _check_interval(host, interval if interval is not None else settings(host).default_interval)
+    interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
     token = read_token(token_file)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
@@ -216,7 +216,7 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
         account = get_account(session, name)
     updates: dict[str, Any] = {}
     if interval is not None:
-        updates["interval_seconds"] = _check_interval(host, interval)
+        updates["interval_seconds"] = check_interval(host, interval)
     def work(session: Session) -> VppAccount:
         row = get_account(session, name)
         for key, value in updates.items():
@@ -326,12 +326,17 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
     return parse_apple_date(config.get("tokenExpirationDate")) or token.expires_at
 
 
-def _check_interval(host: "Host", interval: int) -> int:
+def check_interval(host: "Host", value: Any, what: str = "--interval") -> int:
+    """An Account Synchronization Interval: whole seconds (a number, or digits from a form) from
+    ``[vpp] min_interval`` to a year; otherwise a one-line ``UsageError`` naming ``what``."""
     from mdm_core.scheduler import MAX_INTERVAL
 
     shortest = settings(host).min_interval
+    text = value.strip() if isinstance(value, str) else None
+    interval = int(text) if text is not None and text.isdigit() else value
     if isinstance(interval, bool) or not isinstance(interval, int) or interval > MAX_INTERVAL:
-        raise UsageError(f"--interval {interval} is not valid: give whole seconds from {shortest} to {MAX_INTERVAL} (a year)")
+        shown = repr(value) if text is not None else value  # a form's text quoted, so that an empty one shows
+        raise UsageError(f"{what} {shown} is not valid: give whole seconds from {shortest} to {MAX_INTERVAL} (a year)")
     if interval < shortest:
-        raise UsageError(f"--interval {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")
+        raise UsageError(f"{what} {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")
     return interval

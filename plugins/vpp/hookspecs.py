@@ -41,7 +41,7 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
     plugin. One sync per account at a time, across processes.
     Args: ``host``; ``account``: a name, or ``None`` for all; ``full``: force a full sync
     (else incremental when possible); ``trigger``: recorded on the sync run (``manual``,
-    ``schedule``, ...); ``wait``: seconds to wait for a running sync of the same account
+    ``schedule``, ``console``, ``api``, ...); ``wait``: seconds to wait for a running sync of the same account
     before reporting ``already running`` (``None``: ``[vpp] lock_wait``).
     Returns: one ``SyncReport`` per account: ``account``, ``trigger``, ``mode``, ``status`` (``ok``,
     ``error``, ``already running``, ``skipped``), ``error_type``, ``error``, ``pages``,

@@ -9,8 +9,10 @@ input before changing anything and answers a bad one with a one-line message and
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
-import threading
+import time
+from concurrent.futures import wait
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, or_, select
 
 from mdm_core.errors import MdmError
+from mdm_core.scheduler import MAX_INTERVAL
+from mdm_core.output import format_time
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import (DEFAULT_LIMIT, MAX_LIMIT, WebError, decode_cursor, encode_cursor, host_of, list_page,
                                   redirect, render, run_in_background)
 
-from .accounts import ClaimedByOtherMdm, add_account, describe_account, get_account, list_accounts, remove_account, set_account, settings
+from .accounts import ClaimedByOtherMdm, add_account, check_interval, describe_account, get_account, list_accounts, remove_account, set_account, settings
 from .models import VppAccount, VppAsset, VppSyncRun, VppUser
 from .apple.protocol import apple_asset
 from .views import asset_history, count_licenses, licenses_page, list_assets, list_users
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 50
-MAX_INTERVAL = 30 * 86400
+INTERVAL = "Account Synchronization Interval (sec)"
+START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
 SORTS = {"name": None, "adamId": "adam_id", "productType": "product_type", "pricingParam": "pricing_param", "assigned": "assigned_count",
          "available": "available_count", "retired": "retired_count", "total": "total_count"}
 
@@ -66,18 +71,6 @@ def _asset(host: "Host", account: VppAccount, adam_id: str, pricing: str) -> Vpp
     return asset
 
 
-def check_interval(host: "Host", value: Any) -> int:
-    """The Account Synchronization Interval (sec) from a form or JSON, or a 422."""
-    shortest = settings(host).min_interval
-    try:
-        interval = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise WebError(422, f"Account Synchronization Interval (sec) must be a whole number of seconds, from {shortest} to {MAX_INTERVAL}") from None
-    if not shortest <= interval <= MAX_INTERVAL:
-        raise WebError(422, f"Account Synchronization Interval (sec) {interval} is out of range: use {shortest} to {MAX_INTERVAL} seconds")
-    return interval
-
-
 def _labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
     hook = host.hook("mdm_vpp_asset_labels")
     merged: dict[str, dict[str, Any]] = {}
@@ -99,59 +92,75 @@ def days_left(expires: str | None) -> int | None:
     return int(delta.total_seconds() // 86400)
 
 
-def latest_runs(host: "Host") -> dict[str, dict[str, Any]]:
-    """The latest sync run of each account (running or finished)."""
-    with host.db.session() as session:
-        latest = select(func.max(VppSyncRun.id)).group_by(VppSyncRun.account_id)
-        rows = session.execute(select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id)
-                               .where(VppSyncRun.id.in_(latest))).all()  # type: ignore[union-attr]
-    return {name: run_dict(run, name) for run, name in rows}
-
-
-def run_dict(run: VppSyncRun, account: str) -> dict[str, Any]:
-    """A sync run as plain values (as ``mdm vpp runs --json``)."""
-    return {"account": account, **run.model_dump(exclude={"account_id"})}
-
-
 def get_run(host: "Host", run_id: int) -> dict[str, Any]:
-    """One sync run, or a 404."""
-    with host.db.session() as session:
-        row = session.execute(select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id)
-                              .where(VppSyncRun.id == run_id)).first()
-    if row is None:
+    """One sync run (as ``mdm vpp runs --json``), or a 404."""
+    from .sync.run import get_run as find_run
+
+    run = find_run(host, run_id)
+    if run is None:
         raise WebError(404, f"no sync run {run_id}: see GET /api/v1/vpp/runs")
-    return run_dict(row[0], row[1])
+    return run
+
+
+def run_progress(run: dict[str, Any]) -> dict[str, Any] | None:
+    """Pages and rows read so far by a running sync of this process (``sync.progress``), or None."""
+    from .sync import progress
+
+    if run["status"] != "running":
+        return None
+    return next((p for p in progress.current() if p["account"] == run["account"]), None)
 
 
 def start_sync(request: Request, name: str, full: bool, trigger: str) -> int:
-    """Start a sync in the background; returns its run id once recorded, 409 if one runs."""
-    from .sync.run import sync_account
+    """Start a sync through ``mdm_vpp_sync`` (as ``mdm vpp sync`` and the scheduler do) on the
+    console's bounded worker pool; returns the id of its run as soon as it is recorded.
+
+    409 when a sync of the account is already running in any process (the account's lock),
+    503 when the console's workers are all busy, 404 for an account removed meanwhile.
+    """
+    from .sync.run import recent_runs
 
     host = host_of(request)
-    _account(host, name)
-    started = threading.Event()
-    result: dict[str, Any] = {}
+    account = _account(host, name)
+    running = next((r for r in recent_runs(host, name, 1) if r["status"] == "running"), None)
+    if running is not None:  # seen in the database, whichever process runs it
+        raise WebError(409, f"a sync of {name} is already running (run {running['id']}, started {format_time(running['started_at'])}): "
+                            "wait for it to finish")
+    before = _latest_run_id(host, account.id)
+    future = run_in_background(request, lambda: host.pm.hook.mdm_vpp_sync(host=host, account=name, full=full, trigger=trigger, wait=0))
+    deadline = time.monotonic() + START_WAIT
+    while not future.done() and time.monotonic() < deadline:
+        run_id = _our_new_run(host, account.id, before, trigger)
+        if run_id is not None:
+            return run_id
+        wait([future], timeout=0.05)
+    run_id = _our_new_run(host, account.id, before, trigger)  # a sync quicker than one look
+    if run_id is not None:
+        return run_id
+    if not future.done():
+        raise WebError(503, f"the sync of {name} has not started within {START_WAIT} seconds: see Sync runs")
+    try:
+        reports = future.result()
+    except MdmError as exc:  # removed meanwhile
+        raise WebError(404, str(exc)) from None
+    report = (reports or [None])[0]
+    if report is not None and report["status"] == "already running":
+        raise WebError(409, report["error"] or f"a sync of {name} is already running")
+    raise WebError(400, (report or {}).get("error") or f"the sync of {name} did not start")
 
-    def on_run(run_id: int) -> None:
-        result["run_id"] = run_id
-        started.set()
 
-    def work() -> None:
-        try:
-            result["report"] = sync_account(host, name, full=full, trigger=trigger, wait=0, on_run=on_run)
-        except Exception as exc:  # an account removed meanwhile, say
-            result["error"] = str(exc)
-        finally:
-            started.set()
+def _latest_run_id(host: "Host", account_id: int | None) -> int:
+    with host.db.session() as session:
+        return int(session.execute(select(func.max(VppSyncRun.id)).where(VppSyncRun.account_id == account_id)).scalar() or 0)
 
-    run_in_background(request, work)
-    started.wait(30)
-    if "run_id" in result:
-        return int(result["run_id"])
-    report = result.get("report") or {}
-    if report.get("status") == "already running":
-        raise WebError(409, f"a sync of {name} is already running: wait for it to finish")
-    raise WebError(400, report.get("error") or result.get("error") or f"the sync of {name} did not start")
+
+def _our_new_run(host: "Host", account_id: int | None, after: int, trigger: str) -> int | None:
+    """The run this process started for the account since ``after`` (its lock holder names this process)."""
+    mine = f"{socket.gethostname()}:{os.getpid()}:"
+    with host.db.session() as session:
+        return session.execute(select(func.min(VppSyncRun.id)).where(
+            VppSyncRun.account_id == account_id, VppSyncRun.id > after, VppSyncRun.trigger == trigger,
+            VppSyncRun.holder.startswith(mine))).scalar()  # type: ignore[union-attr]
 
 
 def asset_rows(host: "Host", account: VppAccount, q: str, sort: str, direction: str) -> list[dict[str, Any]]:
@@ -251,6 +260,8 @@ def page_router() -> APIRouter:
     def accounts(request: Request) -> Response:
         host = host_of(request)
         rows = list_accounts(host)
+        from .sync.run import latest_runs
+
         runs = latest_runs(host)
         for row in rows:
             row["days_left"] = days_left(row["tokenExpirationDate"])
@@ -267,7 +278,7 @@ def page_router() -> APIRouter:
     async def add(request: Request, name: str = Form(""), interval: str = Form(""), service_url: str = Form(""),
                   token_file: UploadFile | None = File(None), pending: str = Form(""), take_over: str = Form("")) -> Response:
         host = host_of(request)
-        seconds = check_interval(host, interval or settings(host).default_interval)
+        seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
         data = await read_upload(request, token_file, pending)
         try:
             with_token_file(host, data, lambda path: add_account(host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None,
@@ -295,7 +306,7 @@ def page_router() -> APIRouter:
     def interval(request: Request, name: str, interval_seconds: str = Form("")) -> Response:
         host = host_of(request)
         _account(host, name)
-        seconds = check_interval(host, interval_seconds)
+        seconds = check_interval(host, interval_seconds, INTERVAL)
         set_account(host, name, interval=seconds)
         return redirect(request, "/vpp", f"{name}: Account Synchronization Interval set to {seconds} seconds")
 
@@ -312,7 +323,7 @@ def page_router() -> APIRouter:
     @router.get("/vpp/runs/{run_id}")
     def run_page(request: Request, run_id: int) -> Response:
         run = get_run(host_of(request), run_id)
-        return render(request, "vpp/run.html", {"run": run})
+        return render(request, "vpp/run.html", {"run": run, "progress": run_progress(run)})
 
     @router.get("/vpp/accounts/{name}/remove")
     def remove_form(request: Request, name: str) -> Response:
@@ -422,7 +433,7 @@ def api_router() -> APIRouter:
         unknown = sorted(set(body) - {"interval_seconds"})
         if unknown or "interval_seconds" not in body:
             raise WebError(422, f"send {{\"interval_seconds\": SECONDS}}{'; unknown field(s): ' + ', '.join(unknown) if unknown else ''}")
-        return set_account(host, name, interval=check_interval(host, body["interval_seconds"]))
+        return set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds"))
 
     @router.post("/accounts/{name}/sync", status_code=202)
     def api_sync(request: Request, name: str, full: bool = False) -> JSONResponse:

@@ -114,11 +114,16 @@ def _wait_run(client: Any, run_id: int, headers: dict[str, str]) -> dict[str, An
 
 def test_sync_through_the_api_returns_202_with_a_run_id(school: Host, client: Any, simulator: Any) -> None:
     headers = token_for(school, "admin")
-    simulator.purchase(count=7, product_type="App", device_assignable=True, revocable=True, supported_platforms=("iOS",))
+    key = simulator.purchase(count=7, product_type="App", device_assignable=True, revocable=True, supported_platforms=("iOS",))
     response = client.post("/api/v1/vpp/accounts/school/sync", headers=headers)
     assert response.status_code == 202
     run = _wait_run(client, response.json()["id"], headers)
     assert run["status"] == "ok" and run["counts"]["assets"]["added"] == 1 and run["trigger"] == "api"
+    # someone waits for this sync: the new app's name is looked up with it, not at the next metadata job
+    deadline = time.monotonic() + 30
+    while not (labels := school.pm.hook.mdm_vpp_asset_labels(host=school, adam_ids=[key[0]])[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the lookup follows the run record, in the sync's event delivery
+    assert labels[key[0]]["name"] == simulator.state.assets[key].name
 
 
 def test_synchronize_while_a_sync_runs_says_already_running(school: Host, admin: Any, client: Any) -> None:
@@ -288,3 +293,45 @@ def test_asset_names_and_icons_come_from_the_plugin_that_knows_them(school: Host
     school.pm.register(Broken(), name="broken")
     response = admin.get("/vpp/accounts/school/assets")
     assert response.status_code == 200 and f"adamId {adam}" in response.text
+
+
+def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: Any, simulator: Any, project_dir: Path) -> None:
+    """Synchronize goes through the sync hook on ``[web] background_workers`` threads: while
+    a sync reads, its run page shows the pages read so far; one more sync than there are
+    workers is refused (503) instead of queued; a second click on the same account says
+    "already running"; once the sync has ended (its events delivered), the worker takes the next one."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.simulator import Simulator
+
+    from .conftest import PASSWORD, WEB_CONFIG, sign_in
+
+    host = make_host(config=WEB_CONFIG + "\n[web]\nbackground_workers = 1\n")
+    add_admin(host, "alice", PASSWORD)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    with Simulator(seed=12, assets=3, devices=4, users=3, async_delay=0) as other:
+        add_account(host, "college", str(other.write_token(project_dir / "college.vpptoken")), service_url=other.base_url)
+        slow = simulator.faults.add("slow", endpoint="assets", after=1, count=1, seconds=4)  # the second page of assets takes a while
+        with TestClient(create_app(host)) as admin:
+            assert sign_in(admin).status_code == 303
+            page = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+            assert "synchronization of school started" in page.text
+            run_url = str(page.url.path)
+            deadline = time.monotonic() + 30
+            while 'id="run-progress"' not in page.text and time.monotonic() < deadline:
+                page = admin.get(run_url)
+            assert re.search(r'id="run-progress">assets: 1 page, 7 rows \(\d+ s\)', page.text), page.text
+            busy = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
+            assert busy.status_code == 503 and "already running 1 background task(s)" in busy.text
+            again = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+            assert "a sync of school is already running (run " in html.unescape(again.text)
+            while 'id="run-status">running' in page.text and time.monotonic() < deadline + 30:
+                page = admin.get(run_url)
+            assert 'id="run-status">ok<' in page.text and slow.fired == 1
+            done = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
+            while done.status_code == 503 and time.monotonic() < deadline + 60:  # the worker still delivers the sync's events
+                done = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
+            assert done.status_code == 200 and "synchronization of college started" in done.text

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
 
 from mdm_core.db.errors import database_error, is_database_error
@@ -263,11 +263,34 @@ def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages
     }
 
 
-def recent_runs(host: "Host", name: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest sync runs, newest first; a run whose holder is gone shows ``interrupted``."""
-    query = select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id).order_by(VppSyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+def recent_runs(host: "Host", name: str | None = None, limit: int = 20, *, before: int | None = None) -> list[dict[str, Any]]:
+    """The latest sync runs, newest first (older than run ``before`` when given, for paging);
+    a run whose holder is gone shows ``interrupted``."""
+    query = _runs_query().order_by(VppSyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
     if name:
         query = query.where(VppAccount.name == name)
+    if before is not None:
+        query = query.where(VppSyncRun.id < before)
+    return _run_rows(host, query)
+
+
+def get_run(host: "Host", run_id: int) -> dict[str, Any] | None:
+    """One sync run (as ``recent_runs`` shows it), or None."""
+    rows = _run_rows(host, _runs_query().where(VppSyncRun.id == run_id))
+    return rows[0] if rows else None
+
+
+def latest_runs(host: "Host") -> dict[str, dict[str, Any]]:
+    """The latest sync run of each account, by account name."""
+    latest = select(func.max(VppSyncRun.id)).group_by(VppSyncRun.account_id)
+    return {row["account"]: row for row in _run_rows(host, _runs_query().where(VppSyncRun.id.in_(latest)))}  # type: ignore[union-attr]
+
+
+def _runs_query() -> Any:
+    return select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id)
+
+
+def _run_rows(host: "Host", query: Any) -> list[dict[str, Any]]:
     with host.db.session() as session:
         rows = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
     for row in rows:
