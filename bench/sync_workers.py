@@ -1,0 +1,492 @@
+"""The child-process side of ``bench/sync_bench.py``: each figure is measured in a fresh process.
+
+    python bench/sync_workers.py KIND --dir SITE_DIR [--db URL] --url SIM_URL --token-file PATH [...]
+
+prints one JSON line. Kinds:
+
+- ``setup``: create the site's host (its database migrated) and add the account;
+- ``sync``: one sync (``--full`` or incremental) as ``mdm vpp sync`` runs it, with the wall time,
+  CPU, peak RSS, the report, a digest of the mirror, and the page traversals it made
+  (``--record PATH``: what the incremental floor replays);
+- ``floor``: every page downloaded and parsed with the sync's own client (no database), then
+  the same rows written to equivalent tables: ``sqlite3.executemany`` into a new SQLite file,
+  and ``COPY`` with psycopg into a new schema of each PostgreSQL database given (``--pg URL``);
+- ``replay``: the pages of a recorded sync downloaded and parsed again (the incremental floor);
+- ``listing``: ``mdm vpp licenses --json`` (or any ``mdm`` command after ``--``) run in this
+  process, its output written to a file: wall time, time to the first row, peak RSS, rows.
+
+Peak RSS is ``VmHWM`` of the worker alone (a fresh ``exec``: nothing of the driver's memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import sqlite3
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ACCOUNT = "bench"
+SECRET = "bench-secret-key"
+# the plugins of a "vpp only" site; a site with every plugin loads what `mdm` loads by default
+ONLY_VPP_DISABLED = ["mobile_apps", "alerts", "demo"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process: VmHWM (ru_maxrss would keep the parent's size at exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_site_config(site: Path, plugins: str) -> Path:
+    """The site's ``conf/mdm.toml``: every plugin (as `mdm` runs by default) or the VPP plugin alone."""
+    conf = site / "conf" / "mdm.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    (site / "var").mkdir(exist_ok=True)
+    disabled = f"\n[plugins]\ndisabled = {json.dumps(ONLY_VPP_DISABLED)}\n" if plugins == "vpp" else ""
+    conf.write_text(f'[core]\nvar_dir = "{site / "var"}"\n{disabled}')
+    return conf
+
+
+def site_environ(site: Path, db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
+    env.update(MDM_SECRET_KEY=SECRET, MDM_CONFIG=str(site / "conf" / "mdm.toml"), MDM_DATABASE_URL=db_url)
+    return env
+
+
+def open_host(site: Path, db_url: str) -> Any:
+    from mdm_core.host import create_host
+
+    return create_host(site / "conf" / "mdm.toml", environ=site_environ(site, db_url), database_url=db_url)
+
+
+# A multiset digest: the sum of a 64-bit hash of each row, modulo 2**64, with the row count.
+# Order-free, so the mirror (read in any order) and the simulator's snapshot can be compared
+# without sorting or holding millions of rows.
+
+def row_hash(parts: Iterable[Any]) -> int:
+    return int.from_bytes(hashlib.blake2b(json.dumps(list(parts), separators=(",", ":")).encode(), digest_size=8).digest(), "big")
+
+
+class Digest:
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add(self, parts: Iterable[Any]) -> None:
+        self.count += 1
+        self.total = (self.total + row_hash(parts)) & 0xFFFFFFFFFFFFFFFF
+
+    def value(self) -> list[int | str]:
+        return [self.count, f"{self.total:016x}"]
+
+
+def asset_parts(adam: str, pricing: str, product: str, assigned: int, available: int, retired: int, total: int,
+                device_assignable: bool, revocable: bool, platforms: list[str]) -> list[Any]:
+    return [adam, pricing, product, assigned, available, retired, total, bool(device_assignable), bool(revocable), sorted(platforms or [])]
+
+
+def user_parts(cid: str, email: str | None, status: str, id_hash: str | None, invite_code: str | None) -> list[Any]:
+    # Apple sends inviteCode only while the user is Registered
+    return [cid, email, status, id_hash, invite_code if status == "Registered" else None]
+
+
+def apple_digest(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The digest of the simulator's snapshot (``GET /_sim/snapshot``)."""
+    assets, users, licenses = Digest(), Digest(), Digest()
+    for a in snapshot["assets"]:
+        assets.add(asset_parts(a["adamId"], a["pricingParam"], a["productType"], a["assignedCount"], a["availableCount"], a["retiredCount"],
+                               a["totalCount"], a["deviceAssignable"], a["revocable"], a["supportedPlatforms"]))
+    for cid, u in snapshot["users"].items():
+        users.add(user_parts(cid, u["email"], u["status"], u["idHash"], u["inviteCode"]))
+    for adam, pricing, kind, target in snapshot["assignments"]:
+        licenses.add([adam, pricing, kind, target])
+    return {"assets": assets.value(), "users": users.value(), "licenses": licenses.value()}
+
+
+def mirror_digest(host: Any) -> dict[str, Any]:
+    """The digest of the account's mirror, read from the tables in batches (constant memory)."""
+    from sqlalchemy import select
+
+    from plugins.vpp.models import VppAccount, VppAsset, VppLicense, VppUser
+
+    A, U, L = (m.__table__ for m in (VppAsset, VppUser, VppLicense))  # type: ignore[attr-defined]
+    assets, users, licenses = Digest(), Digest(), Digest()
+    kinds = {"device": "serialNumber", "user": "clientUserId"}
+    with host.db.session() as session:
+        acc = session.execute(select(VppAccount.id).where(VppAccount.name == ACCOUNT)).scalar_one()
+        stream = {"yield_per": 10_000}
+        for r in session.execute(select(A.c.adam_id, A.c.pricing_param, A.c.product_type, A.c.assigned_count, A.c.available_count, A.c.retired_count,
+                                        A.c.total_count, A.c.device_assignable, A.c.revocable, A.c.supported_platforms).where(A.c.account_id == acc),
+                                 execution_options=stream):
+            assets.add(asset_parts(*r))
+        for r in session.execute(select(U.c.client_user_id, U.c.email, U.c.status, U.c.id_hash, U.c.invite_code).where(U.c.account_id == acc),
+                                 execution_options=stream):
+            users.add(user_parts(*r))
+        for adam, pricing, kind, target in session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc),
+                                                            execution_options=stream):
+            licenses.add([adam, pricing, kinds[kind], target])
+    return {"assets": assets.value(), "users": users.value(), "licenses": licenses.value()}
+
+
+# ------------------------------------------------------------------------------------ workers
+
+def worker_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Add the account. Every site of a run claims the location with one ``mdmInfo`` id (they
+    are one MDM to Apple, as the hosts of one deployment are), so their syncs do not see each
+    other as another MDM taking the location over."""
+    import uuid
+
+    from plugins.vpp import accounts
+
+    host = open_host(Path(args.dir), args.db)
+    try:
+        accounts.uuid.uuid4 = lambda: uuid.UUID(args.mdm_info_id)  # type: ignore[attr-defined]
+        accounts.add_account(host, ACCOUNT, args.token_file, service_url=args.url, take_over=True)
+        plugins = [r.name for r in host.plugins]
+    finally:
+        host.close()
+    return {"plugins": plugins}
+
+
+def record_traversals() -> list[dict[str, Any]]:
+    """Record every paged traversal the client makes (url key, parameters, pages read)."""
+    from plugins.vpp.apple.transport import Transport
+
+    traversals: list[dict[str, Any]] = []
+    original = Transport.iter_pages
+    lock = threading.Lock()
+
+    def recording(self: Any, url_key: str, params: Any = None) -> Iterator[dict[str, Any]]:
+        entry = {"url_key": url_key, "params": dict(params or {}), "pages": 0}
+        with lock:
+            traversals.append(entry)
+        inner = original(self, url_key, params)
+        try:
+            for page in inner:
+                entry["pages"] += 1
+                yield page
+        finally:
+            inner.close()
+
+    Transport.iter_pages = recording  # type: ignore[method-assign]
+    return traversals
+
+
+def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
+    from plugins.vpp.sync.run import sync_account
+
+    traversals = record_traversals()
+    host = open_host(Path(args.dir), args.db)
+    try:
+        _ = host.db  # the database is open and migrated before the clock starts
+        profiler = None
+        if args.profile_out:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.005)
+            profiler.start()
+        cpu0 = cpu_seconds()
+        started = time.perf_counter()
+        report = sync_account(host, ACCOUNT, full=args.full, trigger="manual")  # what `mdm vpp sync NAME` runs
+        wall = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu0
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile_out).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        rss = peak_rss_mb()
+        digest = mirror_digest(host)
+    finally:
+        host.close()
+    if args.record:
+        Path(args.record).write_text(json.dumps(traversals))
+    # `sync` excludes the event delivery that follows the commit (run.py: deliver_events)
+    return {"wall": wall, "sync": _sync_seconds(report), "cpu": cpu, "rss_mb": rss, "report": report, "digest": digest,
+            "traversals": len(traversals), "pages_read": sum(t["pages"] for t in traversals)}
+
+
+def _sync_seconds(report: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    if not report.get("started_at") or not report.get("finished_at"):
+        return float(report.get("duration_s") or 0.0)
+    return (datetime.fromisoformat(report["finished_at"]) - datetime.fromisoformat(report["started_at"])).total_seconds()
+
+
+PARSERS = {"getAssets": "page_assets", "getUsers": "page_users", "getAssignments": "page_assignments"}
+
+
+def _parser(url_key: str) -> Callable[[dict[str, Any]], Any]:
+    from plugins.vpp.apple import protocol
+
+    return getattr(protocol, PARSERS[url_key])
+
+
+def worker_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """Download and parse every page with the sync's own client; then write the rows with each
+    database's fastest bulk path into equivalent tables."""
+    from plugins.vpp.accounts import client_for, get_account
+    from plugins.vpp.apple.protocol import page_assets, page_assignments, page_users
+
+    host = open_host(Path(args.dir), args.db)
+    with host.db.session() as session:
+        account = get_account(session, ACCOUNT)
+    client = client_for(host, account)
+    try:
+        client.service_config()  # as the sync: read before the pages
+        started = time.perf_counter()
+        assets: list[dict[str, Any]] = []
+        users: list[dict[str, Any]] = []
+        licenses: list[tuple[str, str, str, str]] = []
+        pages = 0
+        for page in client.iter_assets():
+            assets.extend(page_assets(page))
+            pages += 1
+        for page in client.iter_users():
+            users.extend(page_users(page))
+            pages += 1
+        for page in client.iter_assignments():
+            licenses.extend(page_assignments(page))
+            pages += 1
+        fetch = time.perf_counter() - started
+    finally:
+        client.close()
+        host.close()
+    out: dict[str, Any] = {"fetch": fetch, "pages": pages, "rows": len(assets) + len(users) + len(licenses),
+                           "assets": len(assets), "users": len(users), "licenses": len(licenses), "insert": {}}
+    out["insert"]["sqlite"] = sqlite_floor(Path(args.dir) / "floor.sqlite3", assets, users, licenses)
+    for url in args.pg or []:
+        out["insert"].setdefault("postgres", postgres_floor(url, assets, users, licenses))
+    out["rss_mb"] = peak_rss_mb()
+    return out
+
+
+FLOOR_SQLITE = """
+CREATE TABLE vpp_asset (account_id INTEGER NOT NULL, adam_id VARCHAR(32) NOT NULL, pricing_param VARCHAR(8) NOT NULL,
+  product_type VARCHAR(16) NOT NULL, assigned_count INTEGER NOT NULL, available_count INTEGER NOT NULL,
+  retired_count INTEGER NOT NULL, total_count INTEGER NOT NULL, device_assignable BOOLEAN NOT NULL,
+  revocable BOOLEAN NOT NULL, supported_platforms JSON NOT NULL, updated_at DATETIME NOT NULL,
+  PRIMARY KEY (account_id, adam_id, pricing_param));
+CREATE TABLE vpp_user (account_id INTEGER NOT NULL, client_user_id VARCHAR(255) NOT NULL, email VARCHAR(255),
+  status VARCHAR(16) NOT NULL, id_hash VARCHAR(255), invite_code VARCHAR(255), updated_at DATETIME NOT NULL,
+  PRIMARY KEY (account_id, client_user_id));
+CREATE TABLE vpp_license (account_id INTEGER NOT NULL, adam_id VARCHAR(32) NOT NULL, pricing_param VARCHAR(8) NOT NULL,
+  kind VARCHAR(8) NOT NULL, target VARCHAR(255) NOT NULL, PRIMARY KEY (account_id, adam_id, pricing_param, kind, target));
+CREATE INDEX ix_vpp_license_target ON vpp_license (account_id, kind, target);
+"""
+
+# the same tables on PostgreSQL, in a schema of their own
+FLOOR_POSTGRES = FLOOR_SQLITE.replace("DATETIME", "TIMESTAMP WITH TIME ZONE").replace("CREATE INDEX ix_vpp_license_target ON vpp_license",
+                                                                                       "CREATE INDEX ix_vpp_license_target ON bench_floor.vpp_license")
+FLOOR_POSTGRES = FLOOR_POSTGRES.replace("CREATE TABLE vpp_", "CREATE TABLE bench_floor.vpp_")
+
+NOW = "2025-01-01 00:00:00.000000"
+
+
+def _kind(kind: str) -> str:
+    return "device" if kind == "serialNumber" else "user" if kind == "clientUserId" else kind
+
+
+def sqlite_floor(path: Path, assets: list[dict[str, Any]], users: list[dict[str, Any]], licenses: list[tuple[str, str, str, str]]) -> float:
+    """``sqlite3.executemany`` of the rows into equivalent tables, one transaction (WAL)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    started = time.perf_counter()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(FLOOR_SQLITE)
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT INTO vpp_asset VALUES (1,?,?,?,?,?,?,?,?,?,?,?)", [
+        (a["adam_id"], a["pricing_param"], a["product_type"], a["assigned_count"], a["available_count"], a["retired_count"],
+         a["total_count"], a["device_assignable"], a["revocable"], json.dumps(a["supported_platforms"]), NOW) for a in assets])
+    db.executemany("INSERT OR REPLACE INTO vpp_user VALUES (1,?,?,?,?,?,?)", [
+        (u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW) for u in users])
+    db.executemany("INSERT OR IGNORE INTO vpp_license VALUES (1,?,?,?,?)", ((a, p, _kind(k), t) for a, p, k, t in licenses))
+    db.execute("COMMIT")
+    db.close()
+    elapsed = time.perf_counter() - started
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return elapsed
+
+
+def psycopg_url(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as psycopg's conninfo."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def postgres_floor(url: str, assets: list[dict[str, Any]], users: list[dict[str, Any]], licenses: list[tuple[str, str, str, str]]) -> float:
+    """psycopg ``COPY`` of the rows into equivalent tables (primary keys, the target index), one transaction."""
+    import psycopg
+
+    # users: Apple may list a clientUserId twice (retired records): keep the last, as executemany's REPLACE does
+    latest = {u["client_user_id"]: u for u in users}
+    unique_licenses = dict.fromkeys((a, p, _kind(k), t) for a, p, k, t in licenses)
+    with psycopg.connect(psycopg_url(url)) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench_floor CASCADE")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.transaction():
+            conn.execute("CREATE SCHEMA bench_floor")
+            for statement in FLOOR_POSTGRES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            with conn.cursor() as cur:
+                with cur.copy("COPY bench_floor.vpp_asset FROM STDIN") as copy:
+                    for a in assets:
+                        copy.write_row((1, a["adam_id"], a["pricing_param"], a["product_type"], a["assigned_count"], a["available_count"], a["retired_count"],
+                                        a["total_count"], a["device_assignable"], a["revocable"], json.dumps(a["supported_platforms"]), NOW))
+                with cur.copy("COPY bench_floor.vpp_user FROM STDIN") as copy:
+                    for u in latest.values():
+                        copy.write_row((1, u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW))
+                with cur.copy("COPY bench_floor.vpp_license FROM STDIN") as copy:
+                    for row in unique_licenses:
+                        copy.write_row((1, *row))
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP SCHEMA bench_floor CASCADE")
+        conn.commit()
+    return elapsed
+
+
+def worker_replay(args: argparse.Namespace) -> dict[str, Any]:
+    """Download and parse the pages a recorded sync read, with the same client: at most
+    ``max_parallel_pages`` requests in flight across every traversal."""
+    from plugins.vpp.accounts import client_for, get_account
+
+    traversals = json.loads(Path(args.record).read_text())
+    host = open_host(Path(args.dir), args.db)
+    with host.db.session() as session:
+        account = get_account(session, ACCOUNT)
+    client = client_for(host, account)
+    pages = [0]
+    lock = threading.Lock()
+
+    def read(t: dict[str, Any]) -> int:
+        parse, rows, count = _parser(t["url_key"]), 0, 0
+        inner = client.iter_pages(t["url_key"], t["params"])
+        try:
+            for page in inner:
+                rows += len(parse(page))
+                count += 1
+                if count >= t["pages"]:
+                    break
+        finally:
+            inner.close()
+        with lock:
+            pages[0] += count
+        return rows
+
+    try:
+        client.service_config()
+        started = time.perf_counter()
+        # the largest traversals first, so that the small ones fill the gaps
+        ordered = sorted((t for t in traversals if t["pages"]), key=lambda t: -t["pages"])
+        with ThreadPoolExecutor(max_workers=client.max_parallel_pages) as pool:
+            rows = sum(pool.map(read, ordered))
+        elapsed = time.perf_counter() - started
+    finally:
+        client.close()
+        host.close()
+    return {"fetch": elapsed, "pages": pages[0], "rows": rows, "traversals": len(traversals)}
+
+
+class _FirstWrite:
+    """A text file that notes when the first row was written."""
+
+    def __init__(self, path: Path, started: float):
+        self.file = open(path, "w", encoding="utf-8")
+        self.started = started
+        self.first: float | None = None
+
+    def write(self, text: str) -> int:
+        if self.first is None and text.strip():
+            self.first = time.perf_counter() - self.started
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def worker_listing(args: argparse.Namespace) -> dict[str, Any]:
+    """Run an ``mdm`` command in this process with its output going to a file."""
+    from mdm_core.cli import main as mdm_main
+
+    site = Path(args.dir)
+    command = args.command or ["vpp", "licenses", "--json"]
+    os.environ.clear()
+    os.environ.update(site_environ(site, args.db))
+    out_path = site / "listing.out"
+    started = time.perf_counter()
+    sink = _FirstWrite(out_path, started)
+    real_stdout = sys.stdout
+    sys.stdout = sink  # type: ignore[assignment]
+    try:
+        code = mdm_main(command)
+    finally:
+        sys.stdout = real_stdout
+        sink.close()
+    wall = time.perf_counter() - started
+    rss = peak_rss_mb()
+    rows = 0
+    with open(out_path, encoding="utf-8") as f:
+        for line in f:
+            rows += line.count('"adamId"')
+    size = out_path.stat().st_size
+    out_path.unlink()
+    return {"exit": code, "wall": wall, "first_row": sink.first, "rss_mb": rss, "rows": rows, "bytes": size, "command": command}
+
+
+WORKERS = {"setup": worker_setup, "sync": worker_sync, "floor": worker_floor, "replay": worker_replay, "listing": worker_listing}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one measurement of the sync benchmark, in its own process")
+    parser.add_argument("kind", choices=sorted(WORKERS))
+    parser.add_argument("--dir", required=True, help="the site's folder (conf/, var/)")
+    parser.add_argument("--db", required=True, help="the site's database URL")
+    parser.add_argument("--url", help="the simulator's base URL")
+    parser.add_argument("--token-file")
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--record", help="sync: write the traversals here; replay: read them")
+    parser.add_argument("--pg", action="append", help="floor: also COPY into this PostgreSQL database")
+    parser.add_argument("--profile-out")
+    parser.add_argument("--mdm-info-id", default="00000000-0000-4000-8000-0000000b3e7c", help="setup: the mdmInfo id every site claims with")
+    parser.add_argument("command", nargs="*", help="listing: the mdm command (default: vpp licenses --json)")
+    args = parser.parse_args(argv)
+    print(json.dumps(WORKERS[args.kind](args), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
