@@ -1,8 +1,10 @@
-"""The benchmark keeps working: `bench/sync_bench.py --quick` prints every figure (timings are
-reported, never asserted: targets belong to the benchmark, not to a test that could flake)."""
+"""The benchmark keeps working: `bench/sync_bench.py` on the smallest size prints its table with
+every figure, and every mirror exact (timings are reported, never asserted: goals belong to the
+benchmark, not to a test that could flake). PostgreSQL is included when the suite has a server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +12,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_benchmark_prints_every_figure() -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--quick"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = run.stdout
-    for figure in ("machine:", "full sync:", "floor:", "incremental after a 1% spread change", "incremental after a 1% clustered change",
-                   "ratio full sync / floor", "ratio incremental (spread) / full", "peak RSS", "time per row"):
-        assert figure in out, f"missing figure {figure!r}"
+def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
+    out = run.stdout
+    assert out.startswith("Machine: ") and "Load average" in out
+    header = next(line for line in out.splitlines() if line.startswith("| quick-tenth"))
+    configurations = ["SQLite, every plugin", "SQLite, vpp only"]
+    if os.environ.get("MDM_TEST_POSTGRES_URL"):
+        configurations += ["PostgreSQL, every plugin", "PostgreSQL, vpp only"]
+    assert header.split(" | ")[1:] == ["goal", *configurations[:-1], configurations[-1] + " |"]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    for figure, goal in (("floor: download+parse of every page", "-"), ("full sync, events delivered", "-"), ("full sync / floor", "<= 2"),
+                         ("peak RSS of the full sync", "< 300 MB"), ("incremental sync after a 1% spread", "-"),
+                         ("incremental (spread) / download+parse of the pages it read", "<= 1.5"), ("incremental sync after a 1% clustered", "-"),
+                         ("mirror exact after every sync", "exact"), ("`mdm vpp licenses --json`: peak RSS", "< 100 MB")):
+        found = [cells for name, cells in rows.items() if name.startswith(figure)]
+        assert found, f"missing figure {figure!r}"
+        assert found[0][0] == goal
+    exact = next(cells for name, cells in rows.items() if name.startswith("mirror exact"))
+    assert all(cell.startswith("yes/yes/yes PASS") for cell in exact[1:]), exact
+    ratio = next(cells for name, cells in rows.items() if name == "full sync / floor")
+    assert ratio[1].endswith(("PASS", "MISS")) and ratio[2].endswith("(reference)")
