@@ -6,15 +6,23 @@ programs (``--json``).
   offset (``2026-11-28T04:37:29+00:00``).
 - :func:`say` prints a success or progress message; ``mdm -q`` silences it. What a command
   was asked to show (a list, ``--json``) and errors are always printed.
+- Lists: :func:`print_rows` is the one printer of every list command. It streams: each row is
+  written as it is read, so a listing of millions of rows starts at once and runs in constant
+  memory. Text tables take their column widths from the header and the first
+  :data:`WIDTH_SAMPLE` rows (a later, longer value widens its own line only, never cut);
+  ``--json`` writes one JSON array, element by element; ``--jsonl`` one object a line.
+  :func:`add_list_options` gives a command ``--json``, ``--jsonl``, ``--limit`` and ``--offset``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence, TextIO
+from itertools import islice
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -65,15 +73,24 @@ def print_json(data: Any, out: TextIO | None = None) -> None:
     out.write("\n")
 
 
+WIDTH_SAMPLE = 100  # rows read before a text table's first line: its column widths come from them
+FORMATS = ("text", "json", "jsonl")
+
+
 def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None, empty: str = "(none)") -> None:
-    """An aligned table of ``columns``; ``empty`` when there are no rows."""
+    """An aligned table of ``columns``, streamed (widths from the header and the first
+    :data:`WIDTH_SAMPLE` rows); ``empty`` when there are no rows."""
     out = out or sys.stdout
-    rendered = [[_cell(row.get(c)) for c in columns] for row in rows]
-    if not rendered:
+    rendered = ([_cell(row.get(c)) for c in columns] for row in rows)
+    first = list(islice(rendered, WIDTH_SAMPLE))
+    if not first:
         out.write(empty + "\n")
         return
-    widths = [max(len(c), *(len(r[i]) for r in rendered)) for i, c in enumerate(columns)]
+    widths = [max(len(c), *(len(r[i]) for r in first)) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for r in first:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+    del first
     for r in rendered:
         out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
 
@@ -90,10 +107,55 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str], empty: str = "(none)") -> int:
-    """``--json`` or an aligned table: the one way list commands print; returns exit code 0."""
-    if as_json:
-        print_json(rows)
+def print_json_rows(rows: Iterable[Any], out: TextIO | None = None) -> None:
+    """A JSON array written element by element: the same text as :func:`print_json` of the list."""
+    out = out or sys.stdout
+    opened = False
+    for row in rows:
+        out.write(",\n  " if opened else "[\n  ")
+        out.write(json.dumps(to_jsonable(row), indent=2).replace("\n", "\n  "))
+        opened = True
+    out.write("\n]\n" if opened else "[]\n")
+
+
+def print_jsonl(rows: Iterable[Any], out: TextIO | None = None) -> None:
+    """One JSON object a line (JSON Lines)."""
+    out = out or sys.stdout
+    for row in rows:
+        out.write(json.dumps(to_jsonable(row)) + "\n")
+
+
+def print_rows(rows: Iterable[dict[str, Any]], output: bool | str, columns: Sequence[str], empty: str = "(none)", out: TextIO | None = None) -> int:
+    """The one way list commands print, streaming ``rows`` (any iterable: a generator is read
+    as it is printed). ``output``: ``text``, ``json`` or ``jsonl`` (``True``/``False``: json or
+    text). Returns exit code 0."""
+    fmt = ("json" if output else "text") if isinstance(output, bool) else output
+    if fmt == "json":
+        print_json_rows(rows, out)
+    elif fmt == "jsonl":
+        print_jsonl(rows, out)
     else:
-        print_table(rows, columns, empty=empty)
+        print_table(rows, columns, out, empty=empty)
     return 0
+
+
+def add_list_options(parser: argparse.ArgumentParser, *, limit: int | None = None, json_help: str = "print JSON (an array)") -> None:
+    """``--json``, ``--jsonl``, ``--limit N`` (default ``limit``: all) and ``--offset N`` of a list command."""
+    from mdm_core.argtypes import count
+
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help=json_help)
+    fmt.add_argument("--jsonl", action="store_true", help="print one JSON object a line (JSON Lines)")
+    parser.add_argument("--limit", type=count(1), default=limit, metavar="N", help=f"at most N rows (default {limit if limit else 'all'})")
+    parser.add_argument("--offset", type=count(0), default=0, metavar="N", help="skip the first N rows (with --limit: page through a long list)")
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """``text``, ``json`` or ``jsonl`` from a list command's arguments."""
+    return "jsonl" if getattr(args, "jsonl", False) else "json" if getattr(args, "json", False) else "text"
+
+
+def window(rows: Iterable[Any], offset: int = 0, limit: int | None = None) -> Iterator[Any]:
+    """``rows`` after the first ``offset``, at most ``limit`` of them (for sources that cannot
+    skip in SQL)."""
+    return islice(rows, offset, None if limit is None else offset + limit)

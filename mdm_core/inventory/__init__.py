@@ -10,7 +10,7 @@ MDM command queue. Plugins use the functions re-exported here.
 
 from __future__ import annotations
 
-from .commands import list_commands, queue_command, set_command_status
+from .commands import iter_commands, list_commands, queue_command, set_command_status
 from .devices import (
     DEVICE_HEADER,
     PLATFORMS,
@@ -18,6 +18,7 @@ from .devices import (
     add_device,
     add_devices,
     import_devices,
+    iter_devices,
     list_devices,
     normalize_platform,
     normalize_serial,
@@ -25,10 +26,10 @@ from .devices import (
     set_device,
 )
 from .upsert import Counts
-from .users import USER_HEADER, UserRow, add_user, add_users, import_users, list_users, remove_user, set_user
+from .users import USER_HEADER, UserRow, add_user, add_users, import_users, iter_users, list_users, remove_user, set_user
 
 __all__ = [
     "DEVICE_HEADER", "PLATFORMS", "USER_HEADER", "DeviceRow", "UserRow", "add_device", "add_devices", "add_user",
-    "add_users", "import_devices", "import_users", "list_commands", "list_devices", "list_users", "normalize_platform",
+    "add_users", "import_devices", "import_users", "iter_commands", "iter_devices", "iter_users", "list_commands", "list_devices", "list_users", "normalize_platform",
     "normalize_serial", "queue_command", "remove_device", "remove_user", "set_command_status", "Counts", "set_device", "set_user",
 ]

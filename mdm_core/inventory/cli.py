@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core import inventory
-from mdm_core.output import print_rows, say
+from mdm_core.output import add_list_options, output_format, print_rows, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     dset.add_argument("--user", dest="owner", metavar="MDM_USER", help="the MDM user who owns it (\"\" for none)")
     dset.set_defaults(func=_devices_set)
     lst = dsub.add_parser("list", help="list enrolled devices")
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(lst)
     lst.set_defaults(func=_devices_list)
     rm = dsub.add_parser("remove", help="remove a device", description="Remove a device (fires mdm_device_removed: its VPP licenses are reclaimed).")
     rm.add_argument("serial", metavar="SERIAL")
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
     uset.add_argument("--name")
     uset.set_defaults(func=_users_set)
     ulst = usub.add_parser("list", help="list MDM users")
-    ulst.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(ulst)
     ulst.set_defaults(func=_users_list)
     urm = usub.add_parser("remove", help="remove an MDM user", description="Remove an MDM user (fires mdm_user_removed: its VPP user licenses are reclaimed); its devices stay enrolled.")
     urm.add_argument("id", metavar="ID")
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
     csub = commands.add_subparsers(dest="commands_cmd", required=True, metavar="COMMAND")
     clst = csub.add_parser("list", help="list queued and past commands")
     clst.add_argument("--device", metavar="SERIAL", help="only this device's commands")
-    clst.add_argument("--json", action="store_true", help="print JSON (with each command's payload)")
+    add_list_options(clst, json_help="print JSON (with each command's payload)")
     clst.set_defaults(func=_commands_list)
 
 
@@ -89,8 +89,8 @@ def _devices_set(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _devices_list(host: "Host", args: argparse.Namespace) -> int:
-    rows = inventory.list_devices(host)
-    return print_rows(rows, args.json, ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
+    rows = inventory.iter_devices(host, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
 
 
 def _devices_remove(host: "Host", args: argparse.Namespace) -> int:
@@ -119,8 +119,8 @@ def _users_set(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _users_list(host: "Host", args: argparse.Namespace) -> int:
-    rows = inventory.list_users(host)
-    return print_rows(rows, args.json, ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
+    rows = inventory.iter_users(host, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["id", "name", "email", "managed_apple_id"], empty="no MDM users")
 
 
 def _users_remove(host: "Host", args: argparse.Namespace) -> int:
@@ -141,5 +141,5 @@ def _ignored(columns: list[str]) -> str:
 
 
 def _commands_list(host: "Host", args: argparse.Namespace) -> int:
-    rows = inventory.list_commands(host, args.device)
-    return print_rows(rows, args.json, ["uuid", "device_serial", "request_type", "status", "created_at"], empty="no commands")
+    rows = inventory.iter_commands(host, args.device, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["uuid", "device_serial", "request_type", "status", "created_at"], empty="no commands")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError
 from mdm_core.models import Command, utcnow
 from mdm_core.payloads import CommandQueuedPayload
@@ -24,13 +25,17 @@ def queue_command(host: "Host", session: Session, device_serial: str, request_ty
     return command
 
 
-def list_commands(host: "Host", device: str | None = None) -> list[dict[str, Any]]:
-    """Queued and past commands, oldest first, optionally for one device."""
+def iter_commands(host: "Host", device: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Queued and past commands, oldest first, optionally for one device; streamed (constant memory)."""
     query = select(Command).order_by(Command.created_at, Command.uuid)
     if device:
         query = query.where(Command.device_serial == device.strip().upper())
-    with host.db.session() as session:
-        return [c.model_dump() for c in session.execute(query).scalars()]
+    return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def list_commands(host: "Host", device: str | None = None) -> list[dict[str, Any]]:
+    """Queued and past commands, oldest first, optionally for one device."""
+    return list(iter_commands(host, device))
 
 
 def set_command_status(host: "Host", command_uuid: str, status: str, error: str | None = None) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
@@ -119,10 +120,15 @@ def remove_device(host: "Host", serial: str) -> DeviceRow:
     return row
 
 
+def iter_devices(host: "Host", *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Enrolled devices as plain values, by serial number, streamed (constant memory)."""
+    rows = stream_rows(host.db, select(Device).order_by(Device.serial_number), offset=offset, limit=limit)
+    return (row[0].model_dump() for row in rows)
+
+
 def list_devices(host: "Host") -> list[dict[str, Any]]:
     """Every enrolled device as plain values."""
-    with host.db.session() as session:
-        return [d.model_dump() for d in session.execute(select(Device).order_by(Device.serial_number)).scalars()]
+    return list(iter_devices(host))
 
 
 def import_devices(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 
@@ -106,7 +107,12 @@ def import_users(host: "Host", path: str | Path, ignored: list[str] | None = Non
     return add_users(host, rows)
 
 
+def iter_users(host: "Host", *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """MDM users as plain values, by id, streamed (constant memory)."""
+    rows = stream_rows(host.db, select(MdmUser).order_by(MdmUser.id), offset=offset, limit=limit)
+    return (row[0].model_dump() for row in rows)
+
+
 def list_users(host: "Host") -> list[dict[str, Any]]:
     """Every MDM user as plain values."""
-    with host.db.session() as session:
-        return [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id)).scalars()]
+    return list(iter_users(host))

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from mdm_core.argtypes import count
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
-from mdm_core.output import print_json, print_table
+from mdm_core.output import add_list_options, output_format, print_rows
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -30,8 +30,7 @@ def register(subparsers: Any) -> None:
 
     lst = sub.add_parser("list", help="recent alerts and their delivery through each channel (pending, sent, failed)")
     lst.add_argument("--status", choices=["pending", "sent", "failed"], help="only deliveries in this state")
-    lst.add_argument("--limit", type=count(1), default=50, metavar="N", help="the N most recent alerts (default 50)")
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(lst, limit=50)
     lst.set_defaults(func=_list)
 
     test = sub.add_parser("test", help="send a test message through every configured channel now and report each",
@@ -46,13 +45,13 @@ def register(subparsers: Any) -> None:
     retry.set_defaults(func=_retry)
 
 
-def list_alerts(host: "Host", status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The most recent alerts, newest first, each with its deliveries."""
+def list_alerts(host: "Host", status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """The most recent alerts, newest first (``offset`` skips the newest), each with its deliveries."""
     from .delivery import outgoing
     from .models import AlertDelivery, AlertMessage
 
     with host.db.session() as session:
-        query = select(AlertMessage).order_by(AlertMessage.id.desc()).limit(limit)  # type: ignore[union-attr]
+        query = select(AlertMessage).order_by(AlertMessage.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
         if status:
             query = query.where(AlertMessage.id.in_(select(AlertDelivery.message_id).where(AlertDelivery.status == status)))  # type: ignore[union-attr]
         messages = list(session.execute(query).scalars())
@@ -75,21 +74,17 @@ def list_alerts(host: "Host", status: str | None = None, limit: int = 50) -> lis
 
 
 def _list(host: "Host", args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    alerts = list_alerts(host, args.status, args.limit)
-    if args.json:
-        print_json(alerts)
-        return 0
+    alerts = list_alerts(host, args.status, args.limit, args.offset)
+    fmt = output_format(args)
+    if fmt != "text":
+        return print_rows(alerts, fmt, [])
     rows = []
     for alert in alerts:
         base = {"id": alert["id"], "created": alert["created_at"], "severity": alert["severity"], "title": alert["title"]}
         for d in alert["deliveries"] or [{"channel": "(no channel configured)", "status": "-"}]:
             rows.append({**base, "channel": d["channel"], "status": d["status"], "attempts": d.get("attempts"),
                          "next_attempt": d.get("next_attempt_at"), "error": d.get("last_error")})
-    print_table(rows, ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"],
-                empty="(no alerts)")
-    return 0
+    return print_rows(rows, fmt, ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"], empty="(no alerts)")
 
 
 def _test(host: "Host", args: argparse.Namespace) -> int:

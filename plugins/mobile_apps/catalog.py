@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 from plugins.vpp.payloads import Asset
@@ -245,8 +246,10 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
-def list_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-    """Applications (and books) with their metadata, by name then platform."""
+def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None, *,
+              offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Applications (and books) with their metadata, by name (unnamed last) then adamId and
+    platform; streamed (constant memory). An unknown platform raises before any row."""
     query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
     if platform:
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
@@ -257,9 +260,13 @@ def list_apps(host: "Host", platform: str | None = None, kind: str | None = None
         query = query.where(MobileApp.kind == kind)
     if state:
         query = query.where(MobileApp.state == state)
-    with host.db.session() as session:
-        rows = [app_dict(a, m) for a, m in session.execute(query).all()]
-    return sorted(rows, key=lambda r: ((r["name"] or "~").lower(), r["adamId"], r["pricingParam"], r["platform"]))
+    query = query.order_by(func.lower(func.coalesce(AppMetadata.name, "~")), MobileApp.adam_id, MobileApp.pricing_param, MobileApp.platform, MobileApp.id)
+    return (app_dict(a, m) for a, m in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def list_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+    """Applications (and books) with their metadata, by name then platform."""
+    return list(iter_apps(host, platform, kind, state))
 
 
 def stored_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import seconds
 from mdm_core.errors import UsageError
-from mdm_core.output import format_time, print_json, print_rows, print_table, say
+from mdm_core.output import add_list_options, format_time, output_format, print_json, print_rows, say
 
 from .vpp_port import VppPort
 
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     lst.add_argument("--platform", metavar="P", help="iOS (also iPadOS), macOS, tvOS, watchOS or visionOS")
     lst.add_argument("--kind", choices=["app", "book"])
     lst.add_argument("--state", choices=["published", "retired"])
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(lst)
     lst.set_defaults(func=_list)
 
     show = sub.add_parser("show", help="one application: source, platforms, counts, state, metadata, license holders")
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 
     installs = sub.add_parser("installs", help="recorded installs (queued, pending Apple's confirmation, failed)")
     installs.add_argument("--status", choices=["queued", "pending", "failed"])
-    installs.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(installs)
     installs.set_defaults(func=_installs)
 
     rec = sub.add_parser("reclaim", help="free VPP licenses of an app (or of every app with --all --unused)",
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
 
     recs = sub.add_parser("reclaims", help="pending, failed and irrevocable reclaims")
     recs.add_argument("--all", action="store_true", help="done ones too")
-    recs.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(recs)
     recs.set_defaults(func=_reclaims)
 
     meta = sub.add_parser("refresh-metadata", help="look up names, bundle ids, versions and icons now")
@@ -77,18 +77,14 @@ def register(subparsers: Any) -> None:
 
 
 def _list(host: "Host", args: argparse.Namespace) -> int:
-    from .catalog import list_apps
+    from .catalog import iter_apps
 
-    rows = list_apps(host, platform=args.platform, kind=args.kind, state=args.state)
-    if args.json:
-        print_json(rows)
-        return 0
-    for row in rows:
-        row["licenses"] = f"{row['availableCount']}/{row['totalCount']}"
-        row["name"] = row["name"] or f"({row['metadata']})"
-    print_table(rows, ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
-                empty="no applications: add a VPP account and run `mdm vpp sync`")
-    return 0
+    rows = iter_apps(host, platform=args.platform, kind=args.kind, state=args.state, offset=args.offset, limit=args.limit)
+    fmt = output_format(args)
+    if fmt == "text":
+        rows = ({**row, "licenses": f"{row['availableCount']}/{row['totalCount']}", "name": row["name"] or f"({row['metadata']})"} for row in rows)
+    return print_rows(rows, fmt, ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
+                      empty="no applications: add a VPP account and run `mdm vpp sync`")
 
 
 def _show(host: "Host", args: argparse.Namespace) -> int:
@@ -154,10 +150,10 @@ def _install(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _installs(host: "Host", args: argparse.Namespace) -> int:
-    from .installs.commands import list_installs
+    from .installs.commands import iter_installs
 
-    rows = list_installs(host, args.status)
-    return print_rows(rows, args.json, ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
+    rows = iter_installs(host, args.status, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
 
 
 def _reclaim(host: "Host", args: argparse.Namespace) -> int:
@@ -187,10 +183,10 @@ def _reclaim(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _reclaims(host: "Host", args: argparse.Namespace) -> int:
-    from .reclaims import list_reclaims
+    from .reclaims import iter_reclaims
 
-    rows = list_reclaims(host, everything=args.all)
-    return print_rows(rows, args.json, ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
+    rows = iter_reclaims(host, everything=args.all, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
                     empty="no pending or failed reclaims")
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import or_, select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 
@@ -227,13 +228,18 @@ def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     return data
 
 
-def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]]:
-    """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first."""
+def iter_reclaims(host: "Host", everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first;
+    streamed (constant memory)."""
     query = select(Reclaim).order_by(Reclaim.id)
     if not everything:
         query = query.where(Reclaim.status.in_(("pending", "failed", "irrevocable")))  # type: ignore[attr-defined]
-    with host.db.session() as session:
-        return [reclaim_dict(r) for r in session.execute(query).scalars()]
+    return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-__all__ = ["FINAL", "create_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim"]
+def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]]:
+    """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first."""
+    return list(iter_reclaims(host, everything))
+
+
+__all__ = ["FINAL", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim"]

@@ -27,6 +27,7 @@ from .apple.transport import RetryPolicy
 from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from .payloads import Account
 from .settings import VppSettings
+from .views import get_account  # the lookup lives with the other reads of the mirror (light to import)
 from .sync.events import record_chunks
 
 if TYPE_CHECKING:
@@ -75,16 +76,6 @@ def account_token(host: "Host", account: VppAccount) -> SToken:
 def client_for(host: "Host", account: VppAccount) -> AppsBooksClient:
     """A client for a stored account, checking that ``mdmInfo`` is still ours."""
     return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id)
-
-
-def get_account(session: Session, name: str) -> VppAccount:
-    """The account called ``name``, or a one-line error listing the known ones."""
-    account = session.execute(select(VppAccount).where(VppAccount.name == name)).scalar_one_or_none()
-    if account is None:
-        names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
-        known = f"known accounts: {', '.join(names)}" if names else "add one with `mdm vpp account add`"
-        raise MdmError(f"no VPP account named '{name}' ({known})")
-    return account
 
 
 def _mdm_info(host: "Host", mdm_info_id: str) -> dict[str, str]:

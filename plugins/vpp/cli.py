@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import count, seconds
-from mdm_core.output import print_json, print_rows, print_table, say
+from mdm_core.output import add_list_options, output_format, print_json, print_rows, print_table, say
 from mdm_core.scheduler import MAX_INTERVAL
 
 if TYPE_CHECKING:
@@ -53,13 +53,12 @@ def register(subparsers: Any) -> None:
 
     runs = sub.add_parser("runs", help="recent sync runs (trigger, mode, counts, error)")
     runs.add_argument("name", nargs="?", metavar="NAME")
-    runs.add_argument("--limit", type=count(1), default=20, help="at most this many runs (default 20)")
-    runs.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(runs, limit=20)
     runs.set_defaults(func=_runs)
 
     assets = sub.add_parser("assets", help="mirrored assets with their license counts")
     assets.add_argument("--account", metavar="NAME")
-    assets.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    add_list_options(assets, json_help="print JSON (Apple's field names)")
     assets.set_defaults(func=_assets)
 
     licenses = sub.add_parser("licenses", help="mirrored licenses (user and device licenses of assets)")
@@ -67,12 +66,12 @@ def register(subparsers: Any) -> None:
     licenses.add_argument("--asset", metavar="ADAM_ID")
     licenses.add_argument("--device", metavar="SERIAL")
     licenses.add_argument("--user", metavar="CLIENT_USER_ID")
-    licenses.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    add_list_options(licenses, json_help="print JSON (Apple's field names)")
     licenses.set_defaults(func=_licenses)
 
     users = sub.add_parser("users", help="mirrored VPP users; `register` creates VPP users for MDM users")
     users.add_argument("--account", metavar="NAME")
-    users.add_argument("--json", action="store_true", help="print JSON (Apple's field names)")
+    add_list_options(users, json_help="print JSON (Apple's field names)")
     users.set_defaults(func=_users)
     usub = users.add_subparsers(dest="users_cmd", required=False, metavar="COMMAND")
     reg = usub.add_parser("register", help="create VPP users for MDM users (clientUserId = MDM user id)",
@@ -192,24 +191,25 @@ def _sync(host: "Host", args: argparse.Namespace) -> int:
 def _runs(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.sync.run import recent_runs
 
-    rows = recent_runs(host, args.name, args.limit)
-    return print_rows(rows, args.json, ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
+    rows = recent_runs(host, args.name, args.limit, offset=args.offset)
+    return print_rows(rows, output_format(args), ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
 
 
 def _assets(host: "Host", args: argparse.Namespace) -> int:
-    rows = host.pm.hook.mdm_vpp_assets(host=host, account=args.account)
-    return print_rows(rows, args.json, ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
+    rows = host.pm.hook.mdm_vpp_iter_assets(host=host, account=args.account, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
                            "deviceAssignable", "revocable", "supportedPlatforms"], empty="no assets: run `mdm vpp sync`")
 
 
 def _licenses(host: "Host", args: argparse.Namespace) -> int:
-    rows = host.pm.hook.mdm_vpp_licenses(host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user)
-    return print_rows(rows, args.json, ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
+    rows = host.pm.hook.mdm_vpp_iter_licenses(host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user,
+                                              offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
 
 
 def _users(host: "Host", args: argparse.Namespace) -> int:
-    rows = host.pm.hook.mdm_vpp_users(host=host, account=args.account)
-    return print_rows(rows, args.json, ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
+    rows = host.pm.hook.mdm_vpp_iter_users(host=host, account=args.account, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
 
 
 def _users_register(host: "Host", args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ the VPP plugin is disabled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mdm_core import hookspec
 
@@ -102,6 +102,51 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser] | Non
     ``inviteCode``, ``invitationUrl`` (while Registered) and ``mdmUser``; ``None``: the VPP
     plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> Iterator[Asset] | None:
+    """The mirrored assets, streamed: the paged form of ``mdm_vpp_assets``.
+
+    When: any time (reads the mirror only); for long lists (a console's pages, an export).
+    Args: ``host``; ``account``: a name, or ``None`` for all accounts; ``offset``: rows to
+    skip; ``limit``: at most this many rows (``None``: all).
+    Returns: an iterator of ``Asset``, by account then adamId, read from the database as it is
+    consumed (constant memory, one read transaction: read it to the end or close it);
+    ``None``: the VPP plugin is not loaded.
+    Errors: an unknown account raises ``MdmError`` at the call, before any row.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_iter_licenses(
+    host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
+) -> Iterator[License] | None:
+    """The mirrored licenses, streamed: the paged form of ``mdm_vpp_licenses``.
+
+    When: any time (reads the mirror only); for long lists (a console's pages, an export).
+    Args: ``host``; ``account``, ``adam_id``, ``serial_number``, ``client_user_id``: filters
+    as in ``mdm_vpp_licenses``, ``None`` for any; ``offset``: rows to skip; ``limit``: at most
+    this many rows (``None``: all).
+    Returns: an iterator of ``License``, by account, adamId, pricingParam, kind and holder,
+    read as it is consumed (constant memory, one read transaction: read it to the end or close
+    it); ``None``: the VPP plugin is not loaded.
+    Errors: an unknown account raises ``MdmError`` at the call, before any row.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> Iterator[MirroredUser] | None:
+    """The mirrored VPP users, streamed: the paged form of ``mdm_vpp_users``.
+
+    When: any time (reads the mirror only); for long lists (a console's pages, an export).
+    Args: ``host``; ``account``: a name, or ``None`` for all accounts; ``offset``: rows to
+    skip; ``limit``: at most this many rows (``None``: all).
+    Returns: an iterator of ``MirroredUser``, by account then clientUserId, read as it is
+    consumed (constant memory, one read transaction: read it to the end or close it);
+    ``None``: the VPP plugin is not loaded.
+    Errors: an unknown account raises ``MdmError`` at the call, before any row.
     """
 
 

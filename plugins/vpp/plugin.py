@@ -9,6 +9,7 @@ from mdm_core import hookimpl
 
 if TYPE_CHECKING:
     import argparse
+    from typing import Iterator
 
     import pluggy
 
@@ -128,6 +129,31 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]]:
     from plugins.vpp.views import list_users
 
     return list_users(host, account)
+
+
+@hookimpl
+def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+    """The mirrored assets, streamed."""
+    from plugins.vpp.views import iter_assets
+
+    return iter_assets(host, account, offset=offset, limit=limit)  # type: ignore[return-value]
+
+
+@hookimpl
+def mdm_vpp_iter_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None,
+                          offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+    """The mirrored licenses, streamed."""
+    from plugins.vpp.views import iter_licenses
+
+    return iter_licenses(host, account, adam_id, serial_number, client_user_id, offset=offset, limit=limit)  # type: ignore[return-value]
+
+
+@hookimpl
+def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+    """The mirrored VPP users, streamed."""
+    from plugins.vpp.views import iter_users
+
+    return iter_users(host, account, offset=offset, limit=limit)  # type: ignore[return-value]
 
 
 @hookimpl

@@ -1,14 +1,22 @@
-"""Read the mirror: assets, licenses and users with Apple's field names (plus ``account``)."""
+"""Read the mirror: assets, licenses and users with Apple's field names (plus ``account``).
+
+The ``iter_*`` forms stream (:func:`mdm_core.db.stream.stream_rows`: constant memory, one read
+transaction, ``offset``/``limit`` in SQL) and check their filters before the first row is read;
+the ``list_*`` forms are their lists. Rows come in a stable order that follows the tables'
+primary keys: account name, then the key.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import select
+from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
+from mdm_core.errors import MdmError
 from mdm_core.models import Device, MdmUser
 
-from .accounts import get_account
 from .apple.protocol import apple_asset, apple_user, invitation_url
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .payloads import Asset, License, MirroredUser
@@ -17,18 +25,33 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
+def get_account(session: Session, name: str) -> VppAccount:
+    """The account called ``name``, or a one-line error listing the known ones."""
+    account = session.execute(select(VppAccount).where(VppAccount.name == name)).scalar_one_or_none()
+    if account is None:
+        names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
+        known = f"known accounts: {', '.join(names)}" if names else "add one with `mdm vpp account add`"
+        raise MdmError(f"no VPP account named '{name}' ({known})")
+    return account
+
+
 def _account_filter(session: Any, query: Any, model: Any, account: str | None) -> Any:
     if account is None:
         return query
     return query.where(model.account_id == get_account(session, account).id)
 
 
-def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
-    """Mirrored assets, by account then adamId."""
-    with host.db.session() as session:
+def iter_assets(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[Asset]:
+    """Mirrored assets, by account then adamId, streamed."""
+    with host.db.session() as session:  # the account is checked now, before any row is read
         query = select(VppAsset, VppAccount.name).join(VppAccount, VppAccount.id == VppAsset.account_id)
         query = _account_filter(session, query, VppAsset, account).order_by(VppAccount.name, VppAsset.adam_id, VppAsset.pricing_param)
-        return [apple_asset(a.model_dump(), n) for a, n in session.execute(query).all()]
+    return (apple_asset(a.model_dump(), n) for a, n in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
+    """Mirrored assets, by account then adamId."""
+    return list(iter_assets(host, account))
 
 
 class LicenseDetail(License, total=False):
@@ -75,12 +98,19 @@ def _license_row(lic: VppLicense, name: str, device: str | None, owner: str | No
     return row
 
 
+def iter_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None,
+                  client_user_id: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[License]:
+    """Mirrored licenses with the enrolled device or MDM user each is linked to, by account,
+    adamId, pricingParam, kind and holder; streamed."""
+    with host.db.session() as session:  # the account is checked now, before any row is read
+        query = _license_query(session, account, adam_id, None, serial_number, client_user_id)
+    query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
+    return (_license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))  # type: ignore[misc]
+
+
 def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
-    with host.db.session() as session:
-        query = _license_query(session, account, adam_id, None, serial_number, client_user_id)
-        query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.kind, VppLicense.target)
-        return [_license_row(*r) for r in session.execute(query).all()]  # type: ignore[misc]
+    return list(iter_licenses(host, account, adam_id, serial_number, client_user_id))
 
 
 LICENSE_KEY = ("account_id", "adam_id", "pricing_param", "kind", "target")
@@ -129,20 +159,25 @@ def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: st
              "totalCount": r.total_count} for r in reversed(rows)]
 
 
-def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:
-    """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs."""
-    with host.db.session() as session:
+def iter_users(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[MirroredUser]:
+    """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs; streamed."""
+    with host.db.session() as session:  # the account is checked now, before any row is read
         query = (
             select(VppUser, VppAccount.name, VppAccount.invitation_template, MdmUser.id)
             .join(VppAccount, VppAccount.id == VppUser.account_id)
             .outerjoin(MdmUser, MdmUser.id == VppUser.client_user_id)
         )
         query = _account_filter(session, query, VppUser, account).order_by(VppAccount.name, VppUser.client_user_id)
-        return [
-            {"account": name, **apple_user(u.model_dump(), {mdm_user} if mdm_user else set()),
-             "invitationUrl": user_invitation_url(template, u.invite_code) if u.status == "Registered" else None}
-            for u, name, template, mdm_user in session.execute(query).all()
-        ]
+    return (
+        {"account": name, **apple_user(u.model_dump(), {mdm_user} if mdm_user else set()),  # type: ignore[typeddict-item]
+         "invitationUrl": user_invitation_url(template, u.invite_code) if u.status == "Registered" else None}
+        for u, name, template, mdm_user in stream_rows(host.db, query, offset=offset, limit=limit)
+    )
+
+
+def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:
+    """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs."""
+    return list(iter_users(host, account))
 
 
 def user_invitation_url(template: str | None, invite_code: str | None) -> str | None:

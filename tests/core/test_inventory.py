@@ -280,3 +280,22 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_real_line(mdm, project_dir):
     assert code == 2 and out == ""
     assert f"{path}: line 3001: not UTF-8 (byte 0xeb at column 24): save it as UTF-8" in err and err.count("\n") == 1
     assert mdm("users", "list")[1] == "no MDM users\n"
+
+
+def test_inventory_lists_page_and_print_json_lines(mdm, make_host):
+    host = make_host(plugins=[])  # the same database file as `mdm`
+    for i in range(5):
+        inventory.add_user(host, f"u{i}", email=f"u{i}@example.org")
+        inventory.add_device(host, f"S{i}", "ios", owner=f"u{i}")
+    host.close()
+    for command, key in ((("devices", "list"), "serial_number"), (("users", "list"), "id")):
+        code, out, _ = mdm(*command, "--jsonl")
+        everything = [json.loads(line) for line in out.splitlines()]
+        keys = [row[key] for row in everything]
+        assert code == 0 and len(keys) == 5 and keys == sorted(keys)
+        code, out, _ = mdm(*command, "--json", "--offset", "3", "--limit", "10")
+        assert code == 0 and json.loads(out) == everything[3:]
+        code, out, _ = mdm(*command, "--offset", "5")
+        assert code == 0 and out.startswith("no ")
+        code, _, err = mdm(*command, "--limit", "0")
+        assert code == 2 and "--limit" in err

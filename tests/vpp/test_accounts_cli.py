@@ -219,3 +219,26 @@ def test_hooks_and_remove_events(synced: Any, simulator: Any, recorder: Any) -> 
     removed = [a for p in recorder.named("vpp_assets_removed") for a in p["assets"]]
     assert {(a["adamId"], a["pricingParam"]) for a in removed} == set(simulator.snapshot()["assets"])
     assert synced.pm.hook.mdm_vpp_licenses(host=synced, account=None, adam_id=None, serial_number=None, client_user_id=None) == []
+
+
+def test_mirror_listings_page_and_stream_in_every_format(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    """--limit/--offset page through the same order as the whole list; --jsonl gives the same
+    objects one a line; the text table has a line per row."""
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    assert cli("vpp", "sync")[0] == 0
+    for command in (["vpp", "licenses"], ["vpp", "assets"], ["vpp", "users"], ["vpp", "runs"]):
+        whole = json.loads(cli(*command, "--json")[1])
+        assert len(whole) >= 1
+        code, out, _ = cli(*command, "--jsonl")
+        assert code == 0 and [json.loads(line) for line in out.splitlines()] == whole
+        code, out, _ = cli(*command, "--json", "--limit", "3", "--offset", "1")
+        assert code == 0 and json.loads(out) == whole[1:4]
+        code, out, _ = cli(*command, "--limit", "2")
+        assert code == 0 and len(out.splitlines()) == 1 + min(2, len(whole))
+    licenses = json.loads(cli("vpp", "licenses", "--json")[1])
+    keys = [(r["adamId"], r["pricingParam"], "clientUserId" in r, r.get("serialNumber") or r.get("clientUserId")) for r in licenses]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == len(simulator.snapshot()["assignments"])
+    code, out, err = cli("vpp", "licenses", "--json", "--jsonl")
+    assert code == 2 and "not allowed with argument" in err
+    code, out, err = cli("vpp", "licenses", "--account", "nope", "--json")
+    assert code == 1 and out == "" and "no VPP account named 'nope'" in err

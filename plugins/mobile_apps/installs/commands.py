@@ -7,11 +7,12 @@ reused, not queued twice. Each newly queued command is announced as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from mdm_core.db.stream import stream_rows
 from mdm_core.inventory import queue_command
 from mdm_core.models import Command, Device
 
@@ -75,10 +76,14 @@ def apple_reason(failure: dict[str, Any]) -> str:
     return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
 
 
-def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
-    """Recorded installs, newest first."""
+def iter_installs(host: "Host", status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Recorded installs, newest first; streamed (constant memory)."""
     query = select(Install).order_by(Install.id.desc())  # type: ignore[union-attr]
     if status:
         query = query.where(Install.status == status)
-    with host.db.session() as session:
-        return [r.model_dump() for r in session.execute(query).scalars()]
+    return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
+    """Recorded installs, newest first."""
+    return list(iter_installs(host, status))

@@ -263,10 +263,10 @@ def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages
     }
 
 
-def recent_runs(host: "Host", name: str | None = None, limit: int = 20, *, before: int | None = None) -> list[dict[str, Any]]:
-    """The latest sync runs, newest first (older than run ``before`` when given, for paging);
-    a run whose holder is gone shows ``interrupted``."""
-    query = _runs_query().order_by(VppSyncRun.id.desc()).limit(limit)  # type: ignore[union-attr]
+def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *, before: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """The latest sync runs, newest first (older than run ``before`` when given, for paging;
+    ``offset`` skips the newest ones); a run whose holder is gone shows ``interrupted``."""
+    query = _runs_query().order_by(VppSyncRun.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
     if name:
         query = query.where(VppAccount.name == name)
     if before is not None:
