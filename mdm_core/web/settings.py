@@ -21,6 +21,7 @@ class WebSettings:
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-For/-Proto honoured from these
     upload_max_bytes: int = setting(65536, minimum=1024, maximum=10 * 1024 * 1024)  # largest .vpptoken accepted
     background_workers: int = setting(2, minimum=1, maximum=32)  # syncs started from the console at once, per process
+    public_url: str | None = None  # how the outside world (Apple's notifications) reaches `mdm run`, e.g. "https://mdm.example.org"
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; a bad value is a one-line usage error."""

@@ -24,7 +24,7 @@ from .apple.errors import VppError
 from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.stoken import SToken, TokenFileError, load_token_file
 from .apple.transport import RetryPolicy
-from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
+from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppNotification, VppSyncRun, VppUser
 from .payloads import Account
 from .settings import VppSettings
 from .views import get_account  # the lookup lives with the other reads of the mirror (light to import)
@@ -132,7 +132,8 @@ def _accounts_lock(host: "Host") -> Iterator[None]:
 
 
 def add_account(
-    host: "Host", name: str, token_file: str, *, interval: int | None = None, service_url: str | None = None, take_over: bool = False
+    host: "Host", name: str, token_file: str, *, interval: int | None = None, service_url: str | None = None, take_over: bool = False,
+    notifications: bool | None = None,
 ) -> Account:
     """Add an account: validate the token, read the location, refuse conflicts, claim it.
 
@@ -141,13 +142,20 @@ def add_account(
     claim; adds are serialised, so two adds of one name or one location never both claim. A
     location this host claimed before (``mdmInfo`` naming this host and product: a removed
     account, an add whose final write failed) is taken back without ``take_over``.
+
+    ``notifications`` (None: on when ``[web] public_url`` is set) goes in the same claim; its
+    secret is committed as pending first, so that ``mdm run`` answers Apple's test notification
+    while the claim is under way (:mod:`.notifications.configure`).
     """
+    from .notifications import configure
+
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
     interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
     token = read_token(token_file)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
+    configure.check(host, notifications)
     with _accounts_lock(host):
         with host.db.session() as session:
             if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
@@ -175,10 +183,13 @@ def add_account(
                     _other_mdm(current),
                 )
             mdm_info_id = str(current["id"])[:64] if ours else str(uuid.uuid4())
+            change = configure.plan(host, mdm_info_id, None, notifications)
+            change.prepare(host)
             try:
-                client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id))
+                client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id), **change.request())
             except VppError as exc:
-                raise _vpp_failure("cannot claim the location (POST client/config)", exc) from None
+                change.abandon(host)
+                raise change.failure("cannot claim the location (POST client/config)", exc) from None
 
         account = VppAccount(
             name=name, org_name=token.org_name, service_url=service_url, token_ciphertext=ciphertext, token_fingerprint=token.fingerprint,
@@ -188,42 +199,68 @@ def add_account(
         def work(session: Session) -> None:
             session.add(account)
             session.flush()
+            change.accepted(session, account)
             token_state.token_added(host, session, account)
 
-        host.db.run_write(work)
+        with change.abandoned_on_error(host):
+            host.db.run_write(work)
     host.deliver_events()
     return describe_account(account)
 
 
-def set_account(host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None, take_over: bool = False) -> dict[str, Any]:
-    """Re-time an account, or renew its token (the new token must belong to the same location).
+def set_account(
+    host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None, take_over: bool = False,
+    notifications: bool | None = None,
+) -> Account:
+    """Re-time an account, renew its token (the new token must belong to the same location),
+    or turn Apple's notifications on or off (``notifications``).
 
     Renewing claims the location back for this host; if another MDM claimed it meanwhile,
-    that needs ``take_over`` (the user confirms the other MDM no longer uses the token).
+    that needs ``take_over`` (the user confirms the other MDM no longer uses the token). A
+    renewal gives Apple a fresh notification secret when the account's notifications are on
+    and ``[web] public_url`` is set.
     """
-    if interval is None and token_file is None:
-        raise UsageError("nothing to change: give --interval SECONDS and/or --token-file PATH")
+    from .notifications import configure
+
+    if interval is None and token_file is None and notifications is None:
+        raise UsageError("nothing to change: give --interval SECONDS, --token-file PATH and/or --notifications on|off")
     with host.db.session() as session:
         account = get_account(session, name)
     updates: dict[str, Any] = {}
     if interval is not None:
         updates["interval_seconds"] = check_interval(host, interval)
+    change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
+    renewed_expiry: datetime | None = None
+
     def work(session: Session) -> VppAccount:
         row = get_account(session, name)
         for key, value in updates.items():
             setattr(row, key, value)
+        change.accepted(session, row)
         session.add(row)
-        if token_file is not None:
+        if renewed_expiry is not None:
             token_state.token_renewed(host, session, row, renewed_expiry)
         return row
 
     if token_file is None:
-        row = host.db.run_write(work)
+        if change.on is None:
+            row = host.db.run_write(work)
+        else:
+            with _accounts_lock(host), change.abandoned_on_error(host):
+                change.prepare(host)
+                with client_for(host, account) as client:  # refuses, naming it, a location another MDM took
+                    try:
+                        client.get_client_config()
+                        client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id), **change.request())
+                    except VppError as exc:
+                        raise change.failure("cannot change the notifications (POST client/config)", exc) from None
+                row = host.db.run_write(work)
         host.deliver_events()
         return describe_account(row)
     token = read_token(token_file)
     updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
-    with _accounts_lock(host):  # the database takes writes before the location is claimed again
+    with _accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again
+        change.prepare(host)
         with make_client(host, token, account.service_url, None, interactive=True) as client:
             try:
                 config = client.get_client_config()
@@ -242,11 +279,11 @@ def set_account(host: "Host", name: str, *, interval: int | None = None, token_f
                     "stop the other MDM using it, then run this again with --take-over",
                     _other_mdm(current),
                 )
-            if not isinstance(current, dict) or current.get("id") != account.mdm_info_id:
+            if not isinstance(current, dict) or current.get("id") != account.mdm_info_id or change.on is not None:
                 try:
-                    client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id))
+                    client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id), **change.request())
                 except VppError as exc:
-                    raise _vpp_failure("cannot claim the location again (POST client/config)", exc) from None
+                    raise change.failure("cannot claim the location again (POST client/config)", exc) from None
         renewed_expiry = _expiry_from(config, token)
         row = host.db.run_write(work)
     host.deliver_events()
@@ -279,7 +316,7 @@ def _remove(host: "Host", session: Session, name: str) -> None:
     account = get_account(session, name)
     assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
     record_chunks(host, session, account.name, "vpp_assets_removed", assets)
-    for table in (VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
+    for table in (VppNotification, VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
         session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
     session.delete(account)
 
@@ -309,6 +346,8 @@ def describe_account(account: VppAccount) -> Account:
         "service_url": account.service_url,
         "last_sync_at": account.last_sync_at.isoformat() if account.last_sync_at else None,
         "last_sync_result": account.last_sync_result,
+        "notifications": account.notifications,
+        "last_notification_at": account.last_notification_at.isoformat() if account.last_notification_at else None,
     }
 
 

@@ -28,6 +28,8 @@ def register(subparsers: Any) -> None:
     add.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
     add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
+    add.add_argument("--notifications", choices=("on", "off"), help="Apple's notifications (default: on when [web] public_url is set; "
+                                                                    "`mdm run` must then be up and reachable there)")
     add.set_defaults(func=_account_add)
     lst = asub.add_parser("list", help="list accounts with token state and last sync")
     lst.add_argument("--json", action="store_true", help="print JSON")
@@ -37,6 +39,8 @@ def register(subparsers: Any) -> None:
     set_.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
+    set_.add_argument("--notifications", choices=("on", "off"), help="turn Apple's notifications on (needs [web] public_url and `mdm run` "
+                                                                     "reachable there) or off (sync by polling only)")
     set_.set_defaults(func=_account_set)
     rm = asub.add_parser("remove", help="forget an account and its mirror")
     rm.add_argument("name", metavar="NAME")
@@ -105,8 +109,9 @@ def register(subparsers: Any) -> None:
 def _account_add(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import add_account
 
-    account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over)
-    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over,
+                          notifications=_on_off(args.notifications))
+    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}")
     return 0
 
 
@@ -119,7 +124,8 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
     else:
         for row in rows:
             row["expires"] = row["tokenExpirationDate"][:10]
-        print_table(rows, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"], empty="no VPP accounts: add one with `mdm vpp account add`")
+        print_table(rows, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result",
+                           "notifications", "last_notification_at"], empty="no VPP accounts: add one with `mdm vpp account add`")
         for row in rows:
             if row["token_state"] != "valid":
                 print(f"{row['name']}: {row['action']}")
@@ -129,8 +135,13 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
 def _account_set(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import set_account
 
-    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over)
-    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s")
+    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over,
+                          notifications=_on_off(args.notifications))
+    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}")
+
+
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
     return 0
 
 

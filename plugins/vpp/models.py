@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
@@ -47,6 +47,11 @@ class VppAccount(SQLModel, table=True):
     last_sync_result: Optional[str] = None
     last_full_sync_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Apple's notifications (plugins/vpp/notifications/): "on" once Apple accepted our URL and secret
+    notifications: str = Field(default="off", max_length=8)
+    notification_url: Optional[str] = Field(default=None, max_length=512)
+    notification_secret: Optional[str] = None  # encrypted like the token: the bearer Apple sends
+    last_notification_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"VppAccount(name={self.name!r}, uid={self.uid!r}, token_state={self.token_state!r})"
@@ -166,4 +171,40 @@ class VppStageUser(SQLModel, table=True):
     rank: int = 0  # 0 live, 1 retired or deleted: the live record wins
 
 
-VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppAssetCount, VppStageLicense, VppStageUser]
+class VppPendingSecret(SQLModel, table=True):
+    """A notification secret being given to Apple (``POST client/config`` under way): Apple's
+    test notification is accepted with it, from any process, before the account has it."""
+
+    __tablename__ = "vpp_pending_secret"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    mdm_info_id: str = Field(max_length=64, index=True)  # the account's, or the account's being added
+    secret_ciphertext: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class VppNotification(SQLModel, table=True):
+    """A notification Apple posted for an account: recorded before it is answered, acted on
+    afterwards, once (``notificationId`` is unique per account)."""
+
+    __tablename__ = "vpp_notification"
+    __table_args__ = (
+        UniqueConstraint("account_id", "notification_id", name="uq_vpp_notification_id"),
+        Index("ix_vpp_notification_status", "status", "account_id", "id"),
+        Index("ix_vpp_notification_event", "account_id", "event_id"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
+    notification_id: str = Field(max_length=255)
+    notification_type: str = Field(max_length=32)
+    event_id: Optional[str] = Field(default=None, max_length=255)  # ASSET_MANAGEMENT, USER_MANAGEMENT
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # the whole envelope
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    status: str = Field(default="received", max_length=16)  # received, done, skipped, failed
+    attempts: int = 0
+    processed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    detail: Optional[str] = None  # what acting on it did, or why it could not
+
+
+VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppAssetCount, VppStageLicense, VppStageUser, VppPendingSecret, VppNotification]

@@ -85,6 +85,8 @@ class Account(TypedDict):
     service_url: str
     last_sync_at: str | None
     last_sync_result: str | None
+    notifications: str  # "on": Apple posts this account's notifications to this host; "off": polling only
+    last_notification_at: str | None
 
 
 # --------------------------------------------------------------------------- request results

@@ -70,8 +70,11 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
     from plugins.vpp.jobs import refresh_account_jobs
     from plugins.vpp.accounts import settings
 
+    from plugins.vpp.notifications.act import notifications_job
+
     refresh_account_jobs(host, scheduler)
     scheduler.add("vpp.accounts", settings(host).accounts_refresh, lambda: refresh_account_jobs(host, scheduler), plugin=PLUGIN_NAME)
+    scheduler.add("vpp.notifications", settings(host).notifications_poll, lambda: notifications_job(host), plugin=PLUGIN_NAME)
 
 
 @hookimpl
@@ -85,10 +88,13 @@ def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]]:
 
 @hookimpl
 def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
-    """The Apple Volume Purchase Program pages and the ``/api/v1/vpp`` routes."""
+    """The Apple Volume Purchase Program pages, the ``/api/v1/vpp`` routes, and the public
+    endpoint of Apple's notifications (``/apple/apps-books/notify/{id}``, its own bearer)."""
     from plugins.vpp import web as vpp_web
+    from plugins.vpp.notifications import web as notify_web
 
     vpp_web.register(web)
+    notify_web.register(web)
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from mdm_core.models import MdmUser, utcnow
@@ -83,33 +83,7 @@ class MirrorUpdate:
         return counts
 
     def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any]) -> list[tuple[str, str]]:
-        acc, name = self.account.id, self.account.name
-        mirror = {(r.adam_id, r.pricing_param): r for r in session.execute(select(VppAsset).where(VppAsset.account_id == acc)).scalars()}
-        now = utcnow()
-        added = [row for key, row in assets.items() if key not in mirror]
-        changed = [row for key, row in assets.items() if key in mirror and _asset_differs(mirror[key], row)]
-        removed = [key for key in mirror if key not in assets]
-        if added:
-            session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
-        if changed:
-            session.execute(
-                update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
-                [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
-            )
-        history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
-        history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
-        if history:  # the console's chart of assigned and available licenses over time
-            session.execute(insert(VppAssetCount.__table__), [  # type: ignore[attr-defined]
-                {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
-                for r in history
-            ])
-        removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
-        for a, p in removed:
-            session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
-        for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
-            record_chunks(self.host, session, self.account.name, event, [apple_asset(r, name) for r in rows])
-        record_chunks(self.host, session, self.account.name, "vpp_assets_removed", removed_dicts)
-        counts["assets"] = {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
+        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets)
         return removed
 
     def _delete_stage(self, session: Session, table: Any) -> None:
@@ -179,7 +153,7 @@ class MirrorUpdate:
         # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped
         new_rows = session.execute(select(*columns).where(is_new).order_by(SL.c.run_id, *columns))
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
-        session.execute(_insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
+        session.execute(insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
 
         removed = 0
         conditions = []
@@ -198,7 +172,46 @@ class MirrorUpdate:
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
 
 
-def _insert_ignoring_duplicates(session: Session, table: Any) -> Any:
+def apply_assets(host: "Host", session: Session, account: VppAccount, assets: dict[tuple[str, str], dict[str, Any]],
+                 only: set[tuple[str, str]] | None = None) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """Make the mirrored assets Apple's ``assets`` (vpp_asset values by key), in the caller's
+    transaction: new ones inserted, changed ones updated, missing ones deleted, with their
+    events and the count history. ``only``: the keys Apple was asked about (an asset read
+    again on its own); None: ``assets`` is every asset of the account. Returns the removed
+    keys (their licenses are the caller's) and the counts."""
+    acc, name = account.id, account.name
+    query = select(VppAsset).where(VppAsset.account_id == acc)
+    if only is not None:
+        query = query.where(tuple_(VppAsset.adam_id, VppAsset.pricing_param).in_(sorted(only)))
+    mirror = {(r.adam_id, r.pricing_param): r for r in session.execute(query).scalars()}
+    now = utcnow()
+    added = [row for key, row in assets.items() if key not in mirror]
+    changed = [row for key, row in assets.items() if key in mirror and asset_differs(mirror[key], row)]
+    removed = [key for key in mirror if key not in assets]
+    if added:
+        session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
+    if changed:
+        session.execute(
+            update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
+            [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
+        )
+    history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
+    history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
+    if history:  # the console's chart of assigned and available licenses over time
+        session.execute(insert(VppAssetCount.__table__), [  # type: ignore[attr-defined]
+            {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
+            for r in history
+        ])
+    removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
+    for a, p in removed:
+        session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
+    for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
+        record_chunks(host, session, name, event, [apple_asset(r, name) for r in rows])
+    record_chunks(host, session, name, "vpp_assets_removed", removed_dicts)
+    return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
+
+
+def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
     """``INSERT`` that skips rows whose key already exists (SQLite and PostgreSQL dialects)."""
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
@@ -217,5 +230,6 @@ def _counts_differ(row: VppAsset, new: dict[str, Any]) -> bool:
     return any(getattr(row, k) != new.get(k, 0) for k in COUNT_FIELDS)
 
 
-def _asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
+def asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
+    """The mirrored asset differs from Apple's record (``new``: vpp_asset values, platforms sorted)."""
     return any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms") or sorted(row.supported_platforms or []) != new["supported_platforms"]
