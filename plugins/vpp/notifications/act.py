@@ -285,6 +285,8 @@ def store_users(host: "Host", session: Session, account: VppAccount, records: li
     now = utcnow()
     for record in records:
         values = {f: record[f] for f in fields}
+        if record["status"] != "Registered":  # as GET /users gives it: the code only while it is of use
+            values["invite_code"] = record["invite_code"] = None
         current = session.get(VppUser, (account.id, record["client_user_id"]))
         if current is None:
             session.add(VppUser(account_id=account.id, client_user_id=record["client_user_id"], updated_at=now, **values))

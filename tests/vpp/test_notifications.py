@@ -1,0 +1,358 @@
+"""Apple's notifications end to end over loopback: the simulator posts them to this host's
+endpoint, which records them and acts on them (the mirror, the events), with a sync's rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from mdm_core.errors import MdmError
+from mdm_core.host import Host
+from mdm_core.testing import EventRecorder
+from plugins.vpp.notifications.act import MAX_ATTEMPTS, process_pending
+from plugins.vpp.notifications.inbox import receive
+from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
+
+from .conftest import account_row
+from .notify_helpers import Endpoint, act_until, inbox, settle
+
+
+@pytest.fixture
+def endpoint(host: Host, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
+    """This host's endpoint on loopback, given as ``[web] public_url``; the simulator retries fast."""
+    running = Endpoint(host)
+    monkeypatch.setattr("plugins.vpp.notifications.configure.public_url", lambda _host: running.public_url)
+    simulator.notifier.retry_delays = (0.05, 0.1)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def notified(synced: Host, endpoint: Endpoint, simulator: Any, recorder: EventRecorder) -> Host:
+    """``synced`` with Apple's notifications on (``mdm vpp account set school --notifications on``)."""
+    from plugins.vpp.accounts import set_account
+
+    set_account(synced, "school", notifications=True)
+    settle(synced, simulator)
+    recorder.clear()
+    return synced
+
+
+def _runs(host: Host) -> int:
+    from plugins.vpp.models import VppSyncRun
+
+    with host.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(VppSyncRun)).scalar_one())
+
+
+def _client(host: Host) -> Any:
+    from plugins.vpp.accounts import client_for
+
+    return client_for(host, account_row(host))
+
+
+# --------------------------------------------------------------------------- configuring
+
+
+def test_turning_notifications_on_gives_apple_our_url_and_a_fresh_secret(synced: Host, endpoint: Endpoint, simulator: Any,
+                                                                       cli: Any) -> None:
+    from plugins.vpp.accounts import set_account
+
+    described = set_account(synced, "school", notifications=True)
+    assert described["notifications"] == "on"
+    row = account_row(synced)
+    secret = synced.secrets.decrypt(row.notification_secret)
+    assert len(secret) >= 43 and row.notification_secret_next is None  # 32 random bytes, base64
+    config = simulator.api.client_config()
+    assert config["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
+    assert config["notificationAuthToken"] == secret
+    assert config["subscribedNotificationTypes"] == ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED"]
+    [test] = inbox(synced)  # Apple's test came in while the request was under way
+    assert (test.notification_type, test.status) == ("TEST_NOTIFICATION", "done")
+    code, out, _ = cli("vpp", "account", "list")
+    assert code == 0 and "notifications" in out.splitlines()[0] and " on " in out.splitlines()[1]
+    assert secret not in out
+    code, out, _ = cli("vpp", "account", "list", "--json")
+    assert '"notifications": "on"' in out and '"last_notification_at": "20' in out and secret not in out
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_the_url_and_changes_nothing(synced: Host, endpoint: Endpoint, simulator: Any) -> None:
+    from plugins.vpp.accounts import set_account
+
+    endpoint.close()
+    with pytest.raises(MdmError) as caught:
+        set_account(synced, "school", notifications=True)
+    message = str(caught.value)
+    assert "9728" in message and f"{endpoint.public_url}/apple/apps-books/notify/" in message and "mdm run" in message
+    assert "\n" not in message
+    row = account_row(synced)
+    assert (row.notifications, row.notification_secret, row.notification_secret_next) == ("off", None, None)
+    assert "notificationUrl" not in simulator.api.client_config()
+
+
+def test_notifications_need_public_url(synced: Host) -> None:
+    from mdm_core.errors import UsageError
+    from plugins.vpp.accounts import set_account
+
+    with pytest.raises(UsageError, match=r"\[web\] public_url"):
+        set_account(synced, "school", notifications=True)
+
+
+def test_turning_them_off_unsubscribes_and_refuses_the_old_secret(notified: Host, simulator: Any) -> None:
+    from plugins.vpp.accounts import set_account
+
+    row = account_row(notified)
+    secret = notified.secrets.decrypt(row.notification_secret)
+    assert set_account(notified, "school", notifications=False)["notifications"] == "off"
+    assert simulator.api.client_config()["subscribedNotificationTypes"] == []
+    simulator.purchase(count=2)
+    assert simulator.wait_notifications(5)
+    assert [n["notificationType"] for n in simulator.notifications()][-1] == "TEST_NOTIFICATION"  # nothing more was sent
+    late = receive(notified, row.mdm_info_id, f"Bearer {secret}", b"{}", max_bytes=4096)
+    assert late.status == 401
+
+
+def test_a_renewed_token_gives_apple_a_new_secret_and_the_old_one_stops_working(notified: Host, simulator: Any, token_file: Path) -> None:
+    from plugins.vpp.accounts import set_account
+
+    old = notified.secrets.decrypt(account_row(notified).notification_secret)
+    set_account(notified, "school", token_file=str(token_file))
+    row = account_row(notified)
+    new = notified.secrets.decrypt(row.notification_secret)
+    assert new != old and simulator.api.client_config()["notificationAuthToken"] == new
+    assert receive(notified, row.mdm_info_id, f"Bearer {old}", b"{}", max_bytes=4096).status == 401
+
+
+def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_added(host: Host, endpoint: Endpoint, simulator: Any,
+                                                                                 token_file: Path) -> None:
+    from plugins.vpp.accounts import add_account
+
+    added = add_account(host, "school", str(token_file), service_url=simulator.base_url)
+    assert added["notifications"] == "on" and not added["paused"]
+    [test] = inbox(host)
+    assert test.notification_type == "TEST_NOTIFICATION"
+
+
+def test_adding_an_account_apple_cannot_reach_leaves_no_account(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
+    from plugins.vpp.accounts import add_account, list_accounts
+
+    simulator.faults.add("notification_drop", type="TEST_NOTIFICATION", count=1)
+    with pytest.raises(MdmError, match="9728"):
+        add_account(host, "school", str(token_file), service_url=simulator.base_url)
+    assert list_accounts(host) == [] and "mdmInfo" not in simulator.api.client_config()
+    added = add_account(host, "school", str(token_file), service_url=simulator.base_url, notifications=False)
+    assert added["notifications"] == "off"
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def test_a_purchase_is_in_the_mirror_at_once_without_a_sync(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    runs = _runs(notified)
+    key = simulator.purchase(count=7, supported_platforms=("iOS", "macOS"))
+    settle(notified, simulator)
+    assert mirror_state(notified)["assets"][key]["totalCount"] == 7
+    assert_mirror_equals_apple(notified, simulator)
+    [added] = recorder.named("vpp_assets_added")
+    assert added["assets"][0]["adamId"] == key[0] and added["account"] == "school"
+    assert _runs(notified) == runs  # no sync ran: the notification did it
+    [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
+    assert row.status == "done" and "added" in row.detail
+
+
+def test_more_licenses_a_transfer_and_a_refund_change_the_asset_at_once(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    from plugins.vpp.models import VppAsset
+
+    with notified.db.session() as session:
+        asset = session.execute(select(VppAsset).where(VppAsset.revocable.is_(True), VppAsset.assigned_count > 0)).scalars().first()
+    key = (asset.adam_id, asset.pricing_param)
+    simulator.purchase(adam_id=key[0], pricing_param=key[1], count=4)
+    settle(notified, simulator)
+    assert mirror_state(notified)["assets"][key]["totalCount"] == asset.total_count + 4
+    simulator.transfer(key[0], key[1], count=-1)
+    settle(notified, simulator)
+    assert mirror_state(notified)["assets"][key]["totalCount"] == asset.total_count + 3
+    assert [e["assets"][0]["totalCount"] for e in recorder.named("vpp_assets_changed")] == [asset.total_count + 4, asset.total_count + 3]
+    simulator.remove_asset(key[0], key[1])  # refunded: gone with its licenses
+    settle(notified, simulator)
+    assert key not in mirror_state(notified)["assets"]
+    assert recorder.named("vpp_assets_removed")[0]["assets"][0]["adamId"] == key[0]
+    gone = [e for e in recorder.named("vpp_licenses_disassociated") if e["adamId"] == key[0]]
+    assert sum(len(e["serialNumbers"]) + len(e["clientUserIds"]) for e in gone) == asset.assigned_count
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_a_purchase_is_published_as_an_app_at_once(make_host: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugins.vpp.accounts import set_account
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    host = make_host()  # every installed plugin: mobile_apps publishes
+    add_simulated_account(host, simulator, project_dir)
+    sync_account(host, "school")
+    endpoint = Endpoint(host)
+    try:
+        monkeypatch.setattr("plugins.vpp.notifications.configure.public_url", lambda _host: endpoint.public_url)
+        set_account(host, "school", notifications=True)
+        key = simulator.purchase(count=3, supported_platforms=("iOS",))
+        settle(host, simulator)
+    finally:
+        endpoint.close()
+    from plugins.mobile_apps.models import MobileApp
+
+    with host.db.session() as session:
+        published = session.execute(select(MobileApp).where(MobileApp.adam_id == key[0])).scalars().all()
+    assert [(a.platform, a.state) for a in published] == [("iOS", "published")]
+
+
+def test_an_associate_completes_from_its_notification(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    from plugins.vpp.models import VppAsset
+
+    with notified.db.session() as session:
+        asset = session.execute(select(VppAsset).where(VppAsset.device_assignable.is_(True), VppAsset.available_count > 2)).scalars().first()
+    with _client(notified) as client:  # asked of Apple directly: only the notification tells the mirror
+        [event_id] = client.associate_assets([(asset.adam_id, asset.pricing_param)], serial_numbers=["NOTIFY00001", "NOTIFY00002"])
+    settle(notified, simulator)
+    [event] = recorder.named("vpp_licenses_associated")
+    assert (event["adamId"], event["source"], sorted(event["serialNumbers"])) == (asset.adam_id, "request", ["NOTIFY00001", "NOTIFY00002"])
+    assert_mirror_equals_apple(notified, simulator)  # licenses and counts
+    [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"]
+    assert row.event_id == event_id and row.status == "done"
+
+
+def test_a_failed_associate_reports_apples_error_and_changes_nothing(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    key = simulator.purchase(count=1)
+    settle(notified, simulator)
+    recorder.clear()
+    with _client(notified) as client:
+        client.associate_assets([key], serial_numbers=["FAIL0000001", "FAIL0000002"])
+    settle(notified, simulator)
+    managed = {n.body["notification"]["result"]: n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"}
+    assert "9709" in managed["FAILURE"].detail and "1 target" in managed["FAILURE"].detail
+    [event] = recorder.named("vpp_licenses_associated")  # the one license Apple granted
+    assert len(event["serialNumbers"]) == 1
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_users_created_and_invitations_accepted_reach_the_mirror(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    with _client(notified) as client:
+        client.create_users([{"clientUserId": "notified-1", "email": "n1@example.org"}])
+    settle(notified, simulator)
+    [added] = recorder.named("vpp_users_added")
+    assert added["users"][0]["clientUserId"] == "notified-1" and added["users"][0]["status"] == "Registered"
+    [invited] = recorder.named("vpp_user_invited")
+    assert invited["clientUserId"] == "notified-1"
+    recorder.clear()
+    simulator.accept_invite("notified-1")
+    settle(notified, simulator)
+    [changed] = recorder.named("vpp_users_changed")
+    assert changed["users"][0]["status"] == "Associated" and changed["users"][0]["idHash"]
+    assert recorder.named("vpp_user_invited") == []
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_a_retired_user_leaves_with_its_revocable_licenses(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    users = {a[3] for a in simulator.snapshot()["assignments"] if a[2] == "clientUserId"}
+    user = sorted(users)[0]
+    with _client(notified) as client:
+        client.retire_users([user])
+    settle(notified, simulator)
+    [retired] = recorder.named("vpp_users_retired")
+    assert retired["users"][0]["clientUserId"] == user
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_a_repeated_notification_is_acted_on_once(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    simulator.faults.add("notification_duplicate", type="ASSET_COUNT", count=1)
+    key = simulator.purchase(count=2)
+    settle(notified, simulator)
+    sent = [n for n in simulator.notifications() if n["notificationType"] == "ASSET_COUNT"]
+    assert len(sent) == 2 and all(n["status"] == "delivered" for n in sent)
+    assert len([n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]) == 1
+    assert [e["assets"][0]["adamId"] for e in recorder.named("vpp_assets_added")] == [key[0]]
+
+
+def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    from plugins.vpp.sync.run import sync_account
+
+    lock = notified.lock(f"vpp.sync.{account_row(notified).id}")
+    lock.acquire()  # like a sync holding the account: nothing is acted on
+    try:
+        simulator.purchase(count=2)
+        assert simulator.wait_notifications(5)
+        assert process_pending(notified)["busy"] == 1
+        [waiting] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
+        assert waiting.status == "received"
+    finally:
+        lock.release()
+    assert sync_account(notified, "school")["status"] == "ok"  # started after the notification arrived
+    added = len(recorder.named("vpp_assets_added"))
+    process_pending(notified)
+    [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
+    assert row.status == "skipped" and len(recorder.named("vpp_assets_added")) == added == 1
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_apple_unreachable_moves_the_counts_by_the_delta_and_the_sync_confirms(notified: Host, simulator: Any) -> None:
+    from plugins.vpp.sync.run import sync_account
+
+    key, asset = next((k, a) for k, a in mirror_state(notified)["assets"].items() if a["availableCount"] >= 0)
+    simulator.faults.add("server_error", endpoint="assets", status=503, retry_after=0)
+    simulator.purchase(adam_id=key[0], pricing_param=key[1], count=5)
+    settle(notified, simulator)
+    now = mirror_state(notified)["assets"][key]
+    assert (now["totalCount"], now["availableCount"]) == (asset["totalCount"] + 5, asset["availableCount"] + 5)
+    [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
+    assert "could not be reached" in row.detail
+    simulator.faults.clear()
+    assert sync_account(notified, "school")["status"] == "ok"
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_an_impossible_delta_with_apple_unreachable_is_retried_then_left_to_the_sync(notified: Host, simulator: Any) -> None:
+    from plugins.vpp.sync.run import sync_account
+
+    key = simulator.purchase(count=2)  # unknown to the mirror: no delta can be applied
+    simulator.faults.add("server_error", endpoint="assets", status=503, retry_after=0)
+    assert simulator.wait_notifications(5)
+    counted = lambda: [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]  # noqa: E731
+    act_until(notified, lambda: counted()[0].status != "received")
+    [row] = counted()
+    assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS) and "left to the next sync" in row.detail
+    simulator.faults.clear()
+    sync_account(notified, "school")
+    assert key in mirror_state(notified)["assets"]
+
+
+def test_a_lost_notification_is_caught_by_the_scheduled_sync(notified: Host, simulator: Any) -> None:
+    from plugins.vpp.jobs import _scheduled_sync
+
+    simulator.faults.add("notification_drop", type="ASSET_COUNT", count=1)
+    key = simulator.purchase(count=4)
+    settle(notified, simulator)
+    assert key not in mirror_state(notified)["assets"]  # Apple's notification never came
+    _scheduled_sync(notified, "school")  # the safety net at the account's interval
+    assert key in mirror_state(notified)["assets"]
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notified: Host, simulator: Any) -> None:
+    from datetime import timedelta
+
+    from mdm_core.models import utcnow
+    from plugins.vpp.models import VppNotification
+    from plugins.vpp.notifications.act import notifications_job
+
+    lock = notified.lock(f"vpp.sync.{account_row(notified).id}")
+    lock.acquire()
+    key = simulator.purchase(count=1)
+    assert simulator.wait_notifications(5)
+    lock.release()
+    act_until(notified, lambda: notifications_job(notified) or key in mirror_state(notified)["assets"])
+    old = utcnow() - timedelta(days=31)
+    notified.db.run_write(lambda s: s.execute(VppNotification.__table__.update().values(processed_at=old)))
+    notifications_job(notified)
+    assert inbox(notified) == []
