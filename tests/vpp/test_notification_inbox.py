@@ -26,17 +26,11 @@ def _give_secret(host: Host, name: str = "school") -> tuple[str, str]:
     from plugins.vpp.models import VppAccount
 
     secret = "s" * 10 + uuid.uuid4().hex + "S" * 10
-    change = Change(True, "https://mdm.example.org/apple/apps-books/notify/x", secret)
-
-    def work(session: Any) -> str:
-        row = account_row(host, name)
-        row = session.get(VppAccount, row.id)
-        change.prepare(host, row)
-        change.accepted(row)
-        session.add(row)
-        return row.mdm_info_id
-
-    return host.db.run_write(work), secret
+    row = account_row(host, name)
+    change = Change(True, row.mdm_info_id, "https://mdm.example.org/apple/apps-books/notify/x", secret)
+    change.prepare(host)
+    host.db.run_write(lambda session: change.accepted(session, session.get(VppAccount, row.id)))
+    return row.mdm_info_id, secret
 
 
 def _body(ntype: str = "ASSET_COUNT", notification: dict[str, Any] | None = None, uid: str | None = None, **extra: Any) -> bytes:
@@ -97,19 +91,24 @@ def test_an_account_without_notifications_refuses_every_bearer(school: Host) -> 
 
 
 def test_the_secret_being_configured_is_accepted_too(school: Host) -> None:
-    from plugins.vpp.models import VppAccount
-
     notify_id, secret = _give_secret(school)
-    nxt = Change(True, "https://mdm.example.org/n", "next-" + uuid.uuid4().hex)
-
-    def work(session: Any) -> None:
-        row = session.get(VppAccount, account_row(school).id)
-        nxt.prepare(school, row)
-        session.add(row)
-
-    school.db.run_write(work)
+    nxt = Change(True, notify_id, "https://mdm.example.org/n", "next-" + uuid.uuid4().hex)
+    nxt.prepare(school)
     assert _receive(school, notify_id, nxt.secret, _body("TEST_NOTIFICATION", {})).status == 200  # Apple's test during POST client/config
     assert _receive(school, notify_id, secret, _body()).status == 200  # the one Apple has until then
+    nxt.abandon(school)  # Apple refused it
+    assert _receive(school, notify_id, nxt.secret, _body()).status == 401
+
+
+def test_an_account_being_added_answers_apples_test_only(school: Host) -> None:
+    adding = str(uuid.uuid4())
+    change = Change(True, adding, "https://mdm.example.org/n", "adding-" + uuid.uuid4().hex)
+    change.prepare(school)
+    test = _receive(school, adding, change.secret, _body("TEST_NOTIFICATION", {}))
+    assert (test.status, test.message) == (200, "test received")
+    assert _receive(school, adding, change.secret, _body()).status == 503  # not yet an account: Apple tries again later
+    assert _receive(school, adding, "wrong", _body("TEST_NOTIFICATION", {})).status == 401
+    assert inbox(school) == []
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -48,6 +48,13 @@ def _runs(host: Host) -> int:
         return int(session.execute(select(func.count()).select_from(VppSyncRun)).scalar_one())
 
 
+def _pending(host: Host) -> int:
+    from plugins.vpp.models import VppPendingSecret
+
+    with host.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(VppPendingSecret)).scalar_one())
+
+
 def _client(host: Host) -> Any:
     from plugins.vpp.accounts import client_for
 
@@ -65,7 +72,7 @@ def test_turning_notifications_on_gives_apple_our_url_and_a_fresh_secret(synced:
     assert described["notifications"] == "on"
     row = account_row(synced)
     secret = synced.secrets.decrypt(row.notification_secret)
-    assert len(secret) >= 43 and row.notification_secret_next is None  # 32 random bytes, base64
+    assert len(secret) >= 43 and _pending(synced) == 0  # 32 random bytes, base64; nothing left pending
     config = simulator.api.client_config()
     assert config["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
     assert config["notificationAuthToken"] == secret
@@ -89,7 +96,7 @@ def test_an_unreachable_endpoint_is_one_line_naming_the_url_and_changes_nothing(
     assert "9728" in message and f"{endpoint.public_url}/apple/apps-books/notify/" in message and "mdm run" in message
     assert "\n" not in message
     row = account_row(synced)
-    assert (row.notifications, row.notification_secret, row.notification_secret_next) == ("off", None, None)
+    assert (row.notifications, row.notification_secret, _pending(synced)) == ("off", None, 0)
     assert "notificationUrl" not in simulator.api.client_config()
 
 
@@ -132,8 +139,12 @@ def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_add
 
     added = add_account(host, "school", str(token_file), service_url=simulator.base_url)
     assert added["notifications"] == "on" and not added["paused"]
-    [test] = inbox(host)
-    assert test.notification_type == "TEST_NOTIFICATION"
+    [test] = simulator.notifications()
+    assert (test["notificationType"], test["status"], test["answers"]) == ("TEST_NOTIFICATION", "delivered", [200])
+    assert inbox(host) == [] and _pending(host) == 0  # nothing to act on; the secret is the account's now
+    simulator.purchase(count=1)
+    settle(host, simulator)
+    assert [n.notification_type for n in inbox(host)] == ["ASSET_COUNT"]
 
 
 def test_adding_an_account_apple_cannot_reach_leaves_no_account(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
