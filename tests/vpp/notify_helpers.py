@@ -63,39 +63,16 @@ def inbox_all(host: Host) -> list[Any]:
 
 
 class Endpoint:
-    """This host's notification endpoint on a free loopback port, acting in the background
-    after each answer, as ``mdm run`` does. ``public_url`` is what ``[web] public_url`` would be."""
+    """``mdm run``'s web server for ``host`` on a free loopback port (the real application, with
+    the notification endpoint among its public routes), and ``[web] public_url`` pointing at it."""
 
     def __init__(self, host: Host) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from mdm_core.web.server import WebServer
+        from mdm_core.web.settings import WebSettings
 
-        from plugins.vpp.accounts import settings
-        from plugins.vpp.notifications.act import process_pending
-        from plugins.vpp.notifications.configure import NOTIFY_PATH
-        from plugins.vpp.notifications.inbox import receive
-
-        limit = settings(host).notification_max_bytes
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                notify_id = self.path[len(NOTIFY_PATH):] if self.path.startswith(NOTIFY_PATH) else ""
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receipt = receive(host, notify_id, self.headers.get("Authorization"), body, max_bytes=limit)
-                self.send_response(receipt.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                if receipt.new:
-                    process_pending(host, receipt.account_id)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.public_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.server = WebServer(host, "127.0.0.1:0").start()
+        self.public_url = self.server.url.rstrip("/")
+        host.config.section("web", WebSettings).public_url = self.public_url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()

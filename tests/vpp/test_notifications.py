@@ -21,10 +21,9 @@ from .notify_helpers import Endpoint, act_until, inbox, settle
 
 
 @pytest.fixture
-def endpoint(host: Host, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
+def endpoint(host: Host, simulator: Any) -> Iterator[Endpoint]:
     """This host's endpoint on loopback, given as ``[web] public_url``; the simulator retries fast."""
     running = Endpoint(host)
-    monkeypatch.setattr("plugins.vpp.notifications.configure.public_url", lambda _host: running.public_url)
     simulator.notifier.retry_delays = (0.05, 0.1)
     yield running
     running.close()
@@ -196,7 +195,7 @@ def test_more_licenses_a_transfer_and_a_refund_change_the_asset_at_once(notified
     assert_mirror_equals_apple(notified, simulator)
 
 
-def test_a_purchase_is_published_as_an_app_at_once(make_host: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_purchase_is_published_as_an_app_at_once(make_host: Any, simulator: Any, project_dir: Path) -> None:
     from plugins.vpp.accounts import set_account
     from plugins.vpp.sync.run import sync_account
     from plugins.vpp.testing import add_simulated_account
@@ -206,7 +205,6 @@ def test_a_purchase_is_published_as_an_app_at_once(make_host: Any, simulator: An
     sync_account(host, "school")
     endpoint = Endpoint(host)
     try:
-        monkeypatch.setattr("plugins.vpp.notifications.configure.public_url", lambda _host: endpoint.public_url)
         set_account(host, "school", notifications=True)
         key = simulator.purchase(count=3, supported_platforms=("iOS",))
         settle(host, simulator)
