@@ -365,3 +365,37 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     notified.db.run_write(lambda s: s.execute(VppNotification.__table__.update().values(processed_at=old)))
     notifications_job(notified)
     assert inbox(notified) == []
+
+
+# --------------------------------------------------------------------------- the HTTP endpoint
+
+
+def test_the_endpoint_over_http_checks_the_bearer_the_size_and_the_body(notified: Host, endpoint: Endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+    import uuid
+
+    import requests
+
+    row = account_row(notified)
+    secret = notified.secrets.decrypt(row.notification_secret)
+    url = f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}"
+    body = json.dumps({"notificationId": str(uuid.uuid4()), "notificationType": "TEST_NOTIFICATION", "notification": {}}).encode()
+    with caplog.at_level(logging.INFO):
+        wrong = requests.post(url, data=body, headers={"Authorization": "Bearer nope", "Content-Type": "application/json"}, timeout=10)
+        assert (wrong.status_code, wrong.headers.get("WWW-Authenticate")) == (401, "Bearer")
+        unknown = requests.post(f"{endpoint.public_url}/apple/apps-books/notify/{uuid.uuid4()}", data=body,
+                                headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+        assert unknown.status_code == 401
+        auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        huge = requests.post(url, data=b"x" * (2 * 1024 * 1024), headers=auth, timeout=10)
+        assert huge.status_code == 413
+        bad = requests.post(url, data=b"{nope", headers=auth, timeout=10)
+        assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+        ok = requests.post(url, data=body, headers=auth, timeout=10)
+        assert (ok.status_code, ok.json()) == (200, {"status": "recorded"})
+        again = requests.post(url, data=body, headers=auth, timeout=10)
+        assert (again.status_code, again.json()) == (200, {"status": "already recorded"})
+        assert requests.get(url, timeout=10).status_code == 405
+    assert secret not in caplog.text
+    assert len([n for n in inbox(notified) if n.notification_type == "TEST_NOTIFICATION"]) == 2  # configuring's, and this one

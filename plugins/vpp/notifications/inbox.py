@@ -53,12 +53,13 @@ class BadNotification(ValueError):
 @dataclass(frozen=True)
 class Receipt:
     """How a notification was answered: HTTP ``status``, a short ``message`` (never the body
-    or the secret), the account it was for and whether it is new (to act on it)."""
+    or the secret), the account it was for, whether it is new, and whether to act on it."""
 
     status: int
     message: str
     account_id: int | None = None
     new: bool = False
+    to_act: bool = False  # new and not Apple's test: something to act on
 
 
 # --------------------------------------------------------------------------- the bearer
@@ -217,7 +218,7 @@ def receive(host: "Host", notify_id: str, authorization: str | None, body: bytes
     kind = data["notificationType"]
     if new:
         log.info("account %s: %s notification %s recorded", account.name, kind, data["notificationId"])
-        return Receipt(200, "recorded", account.id, new=True)
+        return Receipt(200, "recorded", account.id, new=True, to_act=kind != "TEST_NOTIFICATION")
     log.info("account %s: %s notification %s received again (already recorded)", account.name, kind, data["notificationId"])
     return Receipt(200, "already recorded", account.id)
 

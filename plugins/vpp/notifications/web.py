@@ -48,7 +48,7 @@ def router() -> APIRouter:
                 if len(body) > limit:
                     break
         receipt = await run_in_threadpool(receive, host, id, request.headers.get("authorization"), body, max_bytes=limit, too_large=too_large)
-        if receipt.new and receipt.account_id is not None:
+        if receipt.to_act and receipt.account_id is not None:
             account_id = receipt.account_id
             run_in_background(request, lambda: process_pending(host, account_id))
         headers = {"WWW-Authenticate": "Bearer"} if receipt.status == 401 else None
