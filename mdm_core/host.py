@@ -22,7 +22,7 @@ from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
-from mdm_core.secrets import KEY_FILE_NAME, SecretBox
+from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,49 @@ class Host:
 
     @cached_property
     def secrets(self) -> SecretBox:
-        """Encryption for secrets stored in the database."""
-        material = self.config.environ.get("MDM_SECRET_KEY")
-        if material:
+        """Encryption for secrets stored in the database.
+
+        The key file is created on first use, but never while the database holds secrets:
+        those were encrypted with the key that is missing, so a new one would silently make
+        them unreadable (``KeyMissing`` says how to restore it instead)."""
+        source = self.secret_key_source()
+        if source != "key file":
+            material = self.config.environ.get("MDM_SECRET_KEY") or self.config.core.secret_key.resolve(self.config)  # type: ignore[union-attr]
             return SecretBox(material)
+        path = self.config.var_dir / KEY_FILE_NAME
+        if not path.exists():
+            stored = self.stored_secrets()
+            if stored:
+                raise KeyMissing(
+                    f"the secret key file {path} is missing, but the database holds {stored} secret(s) encrypted with it: "
+                    "restore the file from a backup (or set MDM_SECRET_KEY to that key); if the key is lost, run "
+                    "`mdm secrets new-key`, then enter each token again with `mdm vpp account set NAME --token-file FILE`"
+                )
+        return SecretBox.from_key_file(path)
+
+    def secret_key_source(self) -> str:
+        """Where the key comes from: ``MDM_SECRET_KEY``, ``[core] secret_key`` or ``key file``."""
+        if self.config.environ.get("MDM_SECRET_KEY"):
+            return "MDM_SECRET_KEY"
         if self.config.core.secret_key is not None:
-            return SecretBox(self.config.core.secret_key.resolve(self.config))
-        return SecretBox.from_key_file(self.config.var_dir / KEY_FILE_NAME)
+            return "[core] secret_key"
+        return "key file"
+
+    def secret_columns(self) -> list[Any]:
+        """Every column of the enabled plugins' tables that holds encrypted secrets."""
+        from mdm_core.secrets import secret_columns
+
+        return secret_columns(t for s in self.migration_sets() for t in s.tables)
+
+    def stored_secrets(self) -> int:
+        """How many encrypted secrets the database holds (reads only)."""
+        from sqlalchemy import func, select
+
+        count = 0
+        with self.db.session() as session:
+            for column in self.secret_columns():
+                count += session.execute(select(func.count()).select_from(column.table).where(column.is_not(None), column != "")).scalar_one()
+        return count
 
     def migration_sets(self) -> list[Any]:
         """Every migration history of the enabled plugins, in dependency order (the core's first),

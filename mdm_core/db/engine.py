@@ -9,6 +9,7 @@ of work with ``session()`` (reads) or ``write_session()`` (writes), never across
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,8 +63,18 @@ class Database:
         if in_memory:
             kwargs["poolclass"] = StaticPool
         else:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
+
+        if not in_memory:
+            @event.listens_for(engine, "do_connect")
+            def _private_file(*_args: Any) -> None:
+                """A new database file is created readable by its owner only (SQLite gives its
+                -wal and -shm files the same mode)."""
+                try:
+                    os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                except FileExistsError:
+                    pass
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +98,8 @@ class Database:
     @property
     def is_new_file(self) -> bool:
         """True for an SQLite file that does not exist yet (the first connection creates it)."""
-        return self.is_sqlite and not self.in_memory and not Path(self.url.database or "").exists()
+        path = Path(self.url.database or "")
+        return self.is_sqlite and not self.in_memory and (not path.exists() or path.stat().st_size == 0)
 
     @contextmanager
     def migration_connection(self) -> Iterator[Connection]:

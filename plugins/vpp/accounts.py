@@ -321,10 +321,27 @@ def _remove(host: "Host", session: Session, name: str) -> None:
     session.delete(account)
 
 
+UNREADABLE_ACTION = ("the stored token cannot be decrypted with this host's secret key: restore the key it was stored with "
+                     "(var/secret.key or MDM_SECRET_KEY), or enter the token again: mdm vpp account set NAME --token-file FILE")
+
+
 def list_accounts(host: "Host") -> list[Account]:
-    """Every account, described without its token."""
+    """Every account, described without its token; one whose token this host's key cannot
+    decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state."""
     with host.db.session() as session:
-        return [describe_account(a) for a in session.execute(select(VppAccount).order_by(VppAccount.name)).scalars()]
+        accounts = list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
+    try:
+        box: Any = host.secrets
+    except MdmError:  # no key at all: none can be read
+        box = None
+    rows = []
+    for account in accounts:
+        row = describe_account(account)
+        if box is None or not box.can_decrypt(account.token_ciphertext):
+            row.update(token_state="unreadable", token_status="unreadable (wrong or missing secret key)",
+                       action=UNREADABLE_ACTION.replace("NAME", account.name))
+        rows.append(row)
+    return rows
 
 
 def describe_account(account: VppAccount) -> Account:

@@ -119,6 +119,8 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import list_accounts
 
     rows = list_accounts(host)
+    if rows:
+        _ = host.secrets  # a missing key file: one line saying how to restore it, not a table of unreadable tokens
     if args.json:
         print_json(rows)
     else:

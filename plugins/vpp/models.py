@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
+from mdm_core.secrets import SECRET
 
 
 class VppAccount(SQLModel, table=True):
@@ -32,7 +33,7 @@ class VppAccount(SQLModel, table=True):
     website_url: Optional[str] = Field(default=None, max_length=255)
     invitation_template: Optional[str] = Field(default=None, max_length=512)  # service config's invitationEmail
     service_url: str = Field(max_length=512)
-    token_ciphertext: str
+    token_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})  # the sToken, encrypted (mdm_core.secrets)
     token_fingerprint: str = Field(max_length=64)
     token_expires_at: datetime = Field(sa_type=UTCDateTime)
     mdm_info_id: str = Field(max_length=64)

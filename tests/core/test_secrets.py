@@ -67,3 +67,33 @@ def test_key_sources(make_host, project_dir):
     env_host = make_host(plugins=[], environ={"MDM_SECRET_KEY": "env-key"})
     assert SecretBox("env-key").decrypt(env_host.secrets.encrypt("b")) == "b"
     assert not (project_dir / "var" / "secret.key").exists()
+
+
+def test_the_database_file_and_its_folder_are_created_for_their_owner_only(make_host, project_dir):
+    """Issue 17 point 16: the database file was created 0644 (umask), the folder 0755."""
+    fresh = project_dir / "fresh" / "mdm.sqlite3"
+    host = make_host(plugins=[], database_url=f"sqlite:///{fresh}")
+    host.db  # creates it through the migrations
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
+    for companion in (fresh.with_name(fresh.name + "-wal"), fresh.with_name(fresh.name + "-shm")):
+        if companion.exists():
+            assert stat.S_IMODE(companion.stat().st_mode) == 0o600
+    key = project_dir / "var" / "fresh-keys" / "secret.key"
+    SecretBox.from_key_file(key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+
+
+def test_import_files_are_read_with_a_size_bound(mdm, project_dir):
+    """Issue 17 point 16: an input file is read with a size bound (`/dev/zero` as a token file
+    grew to 23.5 GB before the kernel killed it; the same for CSV imports and devices files)."""
+    import resource
+
+    big = project_dir / "big.csv"
+    with open(big, "wb") as handle:  # sparse: larger than the bound, costs no disk
+        handle.truncate(300 * 2**20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for path in (big, "/dev/zero"):
+        code, out, err = mdm("devices", "import", str(path))
+        assert code == 2 and err.count("\n") == 1 and "larger than 256 MB" in err, err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 400 * 1024  # KB: bounded, no runaway read

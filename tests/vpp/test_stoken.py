@@ -173,3 +173,15 @@ def test_unreadable_file(tmp_path, monkeypatch) -> None:
 def test_non_string_input() -> None:
     with pytest.raises(TokenFileError, match="must be a string"):
         SToken.parse(12345)  # type: ignore[arg-type]
+
+
+def test_a_token_file_is_read_with_a_size_bound(tmp_path):
+    """Issue 17 point 16: `--token-file /dev/zero` grew to 23.5 GB before the kernel killed it."""
+    from plugins.vpp.apple.stoken import TokenFileError, load_token_file
+
+    big = tmp_path / "disk.img"
+    with open(big, "wb") as handle:
+        handle.truncate(2**30)
+    for path in (big, "/dev/zero"):
+        with pytest.raises(TokenFileError, match="is larger than 64 KB.*not a .vpptoken file"):
+            load_token_file(path)

@@ -152,12 +152,17 @@ def _read_fields(payload: dict[str, Any], source: str) -> tuple[str, datetime]:
     return org_name, expires_at
 
 
+MAX_TOKEN_FILE = 64 * 1024  # an sToken file is about 1 KB
+
+
 def load_token_file(path: str | os.PathLike[str]) -> SToken:
     """Read and parse a ``.vpptoken`` file. Raises :class:`TokenFileError`."""
     source = f"token file {os.fspath(path)}"
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_TOKEN_FILE + 1)  # bounded: a wrong path (/dev/zero, a disk image) never fills memory
+        if len(data) > MAX_TOKEN_FILE:
+            raise _fail(source, f"is larger than {MAX_TOKEN_FILE // 1024} KB", f"it is not a .vpptoken file: {_FIX}")
     except FileNotFoundError:
         raise _fail(source, "does not exist", f"check the path, or {_FIX}") from None
     except IsADirectoryError:

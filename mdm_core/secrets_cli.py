@@ -1,0 +1,150 @@
+"""``mdm secrets``: the key that encrypts the secrets stored in the database.
+
+- ``status``: where the key comes from, how many keys, and how many stored secrets each key
+  state covers (readable with the first key, readable with an older one, unreadable).
+- ``rotate``: re-encrypt every stored secret with a new key, in one transaction. With the
+  key file, a new key is generated; the file holds new and old keys until the transaction has
+  committed (whatever happens, everything stays readable), then the new key alone. With
+  ``MDM_SECRET_KEY`` / ``[core] secret_key``, set it to ``NEW,OLD`` first (Fernet keys), rotate,
+  then to ``NEW`` alone. A passphrase's secrets stored by release 0.1.0 are re-encrypted with
+  its scrypt-derived key.
+- ``new-key``: when the key file is lost, start a new one (the stored secrets stay unreadable
+  until each is entered again).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from mdm_core.errors import MdmError
+from mdm_core.output import print_json, say
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add ``mdm secrets`` and its subcommands."""
+    secrets = sub.add_parser("secrets", help="the key that encrypts stored secrets: status, rotate, new-key",
+                             description="The key that encrypts the secrets stored in the database (VPP tokens).")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True, metavar="COMMAND")
+    status = secrets_sub.add_parser("status", help="where the key comes from and which stored secrets it reads")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+    rotate = secrets_sub.add_parser(
+        "rotate", help="re-encrypt every stored secret with a new key, in one transaction",
+        description="With the key file (var/secret.key): generate a new key and re-encrypt every stored secret with it, in one "
+        "transaction; the old key is then dropped. With MDM_SECRET_KEY or [core] secret_key: set it to 'NEW,OLD' first, "
+        "rotate, then set it to 'NEW' alone.")
+    rotate.set_defaults(func=cmd_rotate)
+    new_key = secrets_sub.add_parser(
+        "new-key", help="start a new key file when the old one is lost (stored secrets must then be entered again)")
+    new_key.set_defaults(func=cmd_new_key)
+
+
+def _ciphertexts(host: "Host") -> list[tuple[Any, tuple[Any, ...], str]]:
+    """(column, primary key, ciphertext) of every stored secret."""
+    found = []
+    with host.db.session() as session:
+        for column in host.secret_columns():
+            pk = list(column.table.primary_key.columns)
+            for row in session.execute(select(*pk, column).where(column.is_not(None), column != "")):
+                found.append((column, tuple(row[:-1]), row[-1]))
+    return found
+
+
+def status(host: "Host") -> dict[str, Any]:
+    """The key's source, its number of keys, and the stored secrets by state."""
+    from mdm_core.secrets import KeyMissing
+
+    source = host.secret_key_source()
+    try:
+        box = host.secrets
+    except KeyMissing:
+        return {"source": source, "keys": 0, "secrets": len(_ciphertexts(host)), "current": 0, "older_key": 0, "unreadable": len(_ciphertexts(host))}
+    rows = _ciphertexts(host)
+    current = sum(1 for _, _, c in rows if box.is_current(c))
+    readable = sum(1 for _, _, c in rows if box.can_decrypt(c))
+    return {"source": source, "keys": box.key_count, "secrets": len(rows), "current": current, "older_key": readable - current,
+            "unreadable": len(rows) - readable}
+
+
+def cmd_status(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm secrets status``"""
+    info = status(host)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"key: {info['source']} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
+          f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable")
+    return 1 if info["unreadable"] else 0
+
+
+def rotate(host: "Host") -> tuple[int, str]:
+    """Re-encrypt every stored secret with the first key (a new one for the key file), in one
+    transaction; returns (how many, the key's source)."""
+    from cryptography.fernet import InvalidToken
+
+    from mdm_core.secrets import KEY_FILE_NAME, write_key_file
+
+    source = host.secret_key_source()
+    box = host.secrets
+    path = host.config.var_dir / KEY_FILE_NAME
+    new_key = None
+    if source == "key file":
+        box, new_key = box.with_new_key()
+        write_key_file(path, box._keys, replace=True)  # new, then old: readable whatever happens from here
+
+    def work(session: Any) -> int:
+        done = 0
+        for column, key, ciphertext in _ciphertexts(host):
+            try:
+                fresh = box.rotate(ciphertext)
+            except (InvalidToken, ValueError):
+                where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key))
+                raise MdmError(
+                    f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
+                    "re-encrypted; restore the key it was stored with, or enter it again (mdm vpp account set NAME --token-file FILE)"
+                ) from None
+            pk = list(column.table.primary_key.columns)
+            session.execute(update(column.table).where(*(c == v for c, v in zip(pk, key))).values({column.name: fresh}))
+            done += 1
+        return done
+
+    count = host.db.run_write(work)
+    if new_key is not None:
+        write_key_file(path, [new_key], replace=True)
+    return count, source
+
+
+def cmd_rotate(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm secrets rotate``"""
+    count, source = rotate(host)
+    if source == "key file":
+        say(f"re-encrypted {count} secret(s) with a new key in {host.config.var_dir / 'secret.key'}; back it up (the old key no longer reads them)")
+    else:
+        say(f"re-encrypted {count} secret(s) with the first key of {source}; you can now remove the older keys from it")
+    return 0
+
+
+def cmd_new_key(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm secrets new-key``"""
+    from cryptography.fernet import Fernet
+
+    from mdm_core.secrets import KEY_FILE_NAME, write_key_file
+
+    source = host.secret_key_source()
+    path = host.config.var_dir / KEY_FILE_NAME
+    if source != "key file":
+        raise MdmError(f"the key comes from {source}: give it a new value there instead")
+    if path.exists():
+        raise MdmError(f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)")
+    write_key_file(path, [Fernet.generate_key().decode()], replace=False)
+    stored = host.stored_secrets()
+    say(f"created a new key in {path}; back it up" + (
+        f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
+        "`mdm vpp account set NAME --token-file FILE` (see `mdm vpp account list`)" if stored else ""))
+    return 0

@@ -1,0 +1,171 @@
+"""The key of the stored secrets (issue 17 point 14, issue 16's KDF).
+
+A missing key file was silently replaced by a new key, after which no stored token decrypted
+and ``account list`` still said ``valid``. Now the host refuses to create a key while the
+database holds secrets, says how to restore it, and ``account list`` marks tokens it cannot
+read. ``mdm secrets rotate`` re-encrypts every secret with a new key in one transaction
+(MultiFernet), readable whatever happens half-way. A passphrase is stretched with scrypt; what
+release 0.1.0 encrypted with its SHA-256 still reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import create_engine, text
+
+from mdm_core.secrets import SecretBox
+from mdm_core.testing import MdmRunner
+
+from .conftest import count_figure
+
+
+@pytest.fixture
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
+    """The CLI on a project whose key is the key file under var/ (no MDM_SECRET_KEY)."""
+    return MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "mobile_apps,alerts"}, unset=["MDM_SECRET_KEY"])
+
+
+def _add(mdm: MdmRunner, sim: Any, project_dir: Path, name: str) -> None:
+    token = sim.write_token(project_dir / f"{name}.vpptoken")
+    code, out, err = mdm("vpp", "account", "add", name, "--token-file", str(token), "--service-url", sim.base_url)
+    assert code == 0, err
+
+
+def _ciphertexts(project_dir: Path) -> dict[str, str]:
+    engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT name, token_ciphertext FROM vpp_account")).all())
+    engine.dispose()
+    return rows
+
+
+def test_a_missing_key_file_is_never_replaced_while_secrets_exist(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    key_file.unlink()
+    for args in (("vpp", "account", "list"), ("vpp", "sync", "school")):
+        code, out, err = mdm(*args)
+        said = out + err  # (a sync reports it on its report line)
+        assert code == 1, (args, out, err)
+        assert said.count("\n") == 1 and f"the secret key file {key_file} is missing" in said and "restore the file from a backup" in said, said
+        assert "mdm vpp account set NAME --token-file FILE" in said
+        assert not key_file.exists(), "a new key was created over the secrets of the old one"
+    count_figure("key_cases")
+
+
+def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    _add(mdm, small_sim, project_dir, "school")
+    (project_dir / "var" / "secret.key").unlink()
+    code, out, err = mdm("secrets", "new-key")
+    assert code == 0 and "1 secret(s) stored with the lost key cannot be read" in out, out + err
+    code, out, err = mdm("vpp", "account", "list", "--json")
+    (account,) = json.loads(out)
+    assert account["token_state"] == "unreadable" and "mdm vpp account set school --token-file FILE" in account["action"]
+    assert mdm("vpp", "sync", "school")[0] == 1
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    assert mdm("vpp", "account", "set", "school", "--token-file", str(token))[0] == 0
+    assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["token_state"] == "valid"
+    assert mdm("vpp", "sync", "school")[0] == 0
+    count_figure("key_cases")
+
+
+def test_rotate_re_encrypts_every_secret_with_a_new_key(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    from plugins.vpp.simulator import Simulator
+
+    _add(mdm, small_sim, project_dir, "school")
+    with Simulator(seed=9, assets=3, devices=5, users=4, async_delay=0) as other:
+        _add(mdm, other, project_dir, "college")
+        key_file = project_dir / "var" / "secret.key"
+        old_key = key_file.read_text().strip()
+        before = _ciphertexts(project_dir)
+        code, out, err = mdm("secrets", "rotate")
+        assert code == 0 and "re-encrypted 2 secret(s) with a new key" in out, out + err
+        new_key = key_file.read_text().strip()
+        assert "\n" not in new_key and new_key != old_key
+        after = _ciphertexts(project_dir)
+        assert set(after) == set(before) and all(after[n] != before[n] for n in after)
+        for ciphertext in after.values():
+            Fernet(new_key.encode()).decrypt(ciphertext.encode())
+            with pytest.raises(InvalidToken):
+                Fernet(old_key.encode()).decrypt(ciphertext.encode())
+        assert mdm("vpp", "sync", "school")[0] == 0 and mdm("vpp", "sync", "college")[0] == 0
+        code, out, err = mdm("secrets", "status", "--json")
+        assert json.loads(out) == {"source": "key file", "keys": 1, "secrets": 2, "current": 2, "older_key": 0, "unreadable": 0}
+    count_figure("key_cases")
+
+
+def test_a_rotation_that_fails_half_way_leaves_everything_readable(mdm: MdmRunner, small_sim: Any, project_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdm_core import secrets_cli
+
+    _add(mdm, small_sim, project_dir, "school")
+    before = _ciphertexts(project_dir)
+    original = SecretBox.rotate
+    monkeypatch.setattr(SecretBox, "rotate", lambda self, c: (_ for _ in ()).throw(OSError("the disk went away")))
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 1
+    assert _ciphertexts(project_dir) == before  # one transaction: nothing re-encrypted
+    assert len((project_dir / "var" / "secret.key").read_text().split()) == 2  # the new key and the old: both read
+    assert mdm("vpp", "sync", "school")[0] == 0
+    monkeypatch.setattr(SecretBox, "rotate", original)
+    assert mdm("secrets", "rotate")[0] == 0
+    assert len((project_dir / "var" / "secret.key").read_text().split()) == 1
+    assert mdm("vpp", "sync", "school")[0] == 0
+    assert secrets_cli  # the module under test
+    count_figure("key_cases")
+
+
+def test_rotate_with_keys_in_the_environment(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    monkeypatch.setenv("MDM_SECRET_KEY", old)
+    _add(mdm, small_sim, project_dir, "school")
+    monkeypatch.setenv("MDM_SECRET_KEY", f"{new},{old}")
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 0 and "with the first key of MDM_SECRET_KEY" in out, err
+    monkeypatch.setenv("MDM_SECRET_KEY", new)
+    assert mdm("vpp", "sync", "school")[0] == 0
+    assert not (project_dir / "var" / "secret.key").exists()
+    count_figure("key_cases")
+
+
+def test_a_passphrase_is_stretched_with_scrypt_and_0_1_0_secrets_still_read(mdm: MdmRunner, small_sim: Any, project_dir: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: SHA-256 of a passphrase was the key; now scrypt derives it, and a database
+    written by 0.1.0 (SHA-256 key) stays readable until `mdm secrets rotate` re-encrypts it."""
+    passphrase = "correct horse battery staple"
+    sha256_key = base64.urlsafe_b64encode(hashlib.sha256(passphrase.encode()).digest())
+    fresh = SecretBox(passphrase).encrypt("secret")
+    with pytest.raises(InvalidToken):
+        Fernet(sha256_key).decrypt(fresh.encode())  # not the weak derivation any more
+    monkeypatch.setenv("MDM_SECRET_KEY", passphrase)
+    _add(mdm, small_sim, project_dir, "school")
+    token = SecretBox(passphrase).decrypt(_ciphertexts(project_dir)["school"])
+    engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    with engine.begin() as conn:  # as release 0.1.0 stored it
+        conn.execute(text("UPDATE vpp_account SET token_ciphertext = :c"), {"c": Fernet(sha256_key).encrypt(token.encode()).decode()})
+    engine.dispose()
+    assert mdm("vpp", "sync", "school")[0] == 0
+    assert json.loads(mdm("secrets", "status", "--json")[1])["older_key"] == 1
+    assert mdm("secrets", "rotate")[0] == 0
+    assert json.loads(mdm("secrets", "status", "--json")[1])["current"] == 1
+    with pytest.raises(InvalidToken):
+        Fernet(sha256_key).decrypt(_ciphertexts(project_dir)["school"].encode())
+    assert mdm("vpp", "sync", "school")[0] == 0
+    count_figure("key_cases")
+
+
+def test_a_running_host_reads_secrets_rotated_by_another_process(tmp_path: Path) -> None:
+    from mdm_core.secrets import write_key_file
+
+    path = tmp_path / "var" / "secret.key"
+    running = SecretBox.from_key_file(path)
+    rotated, _ = running.with_new_key()
+    write_key_file(path, rotated._keys[:1], replace=True)  # what `mdm secrets rotate` leaves
+    assert running.decrypt(rotated.encrypt("token")) == "token"
