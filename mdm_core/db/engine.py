@@ -63,7 +63,13 @@ class Database:
         if in_memory:
             kwargs["poolclass"] = StaticPool
         else:
-            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(
+                    f"database {self.describe()}: its folder {Path(database).parent} cannot be created ({exc.strerror}): "
+                    "check [core] database_url or MDM_DATABASE_URL"
+                ) from None
         engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
 
         if not in_memory:
@@ -154,7 +160,7 @@ class Database:
             except OperationalError as exc:
                 if "locked" not in str(exc.orig) and "busy" not in str(exc.orig) or attempt == attempts:
                     raise
-                log.warning("database busy, retrying (%d/%d)", attempt, attempts)
+                log.info("database busy, retrying (%d/%d)", attempt, attempts)
                 time.sleep(0.2 * attempt)
         raise AssertionError("unreachable")
 
