@@ -290,7 +290,9 @@ def _main(argv: list[str]) -> int:
             broken = [r for r in host.unloaded if r.state == "broken"]
             if broken and args.command not in USABLE_WITH_BROKEN_PLUGINS:
                 raise PluginError(broken[0].error or f"plugin '{broken[0].name}' is broken")
-            return int(args.func(host, args) or 0)
+            code = int(args.func(host, args) or 0)
+            _undelivered_notice(host)
+            return code
     except MdmError as exc:
         print(f"mdm: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -317,6 +319,16 @@ def _main(argv: list[str]) -> int:
     finally:
         if host is not None:
             host.close()
+
+
+def _undelivered_notice(host: Host) -> None:
+    """A command delivers events for ``[core] delivery_budget`` seconds at most: say what is left."""
+    bus = host.__dict__.get("events")
+    if bus is None or not bus.left_behind:
+        return
+    waiting = bus.pending_count()
+    if waiting:
+        print(f"mdm: {waiting} event(s) wait for delivery to plugins: `mdm run` delivers them ([core] delivery_budget)", file=sys.stderr)
 
 
 def _exit_code(exc: SystemExit) -> int:

@@ -69,6 +69,7 @@ class CoreSettings:
     sqlite_busy_timeout: float = setting(30.0, minimum=0, maximum=3600)
     secret_key: SecretRef | None = None
     auto_upgrade: bool = False  # `mdm run` applies pending migrations itself (under the database lock)
+    delivery_budget: float = setting(10.0, minimum=0, maximum=3600)  # seconds a command spends delivering events; `mdm run` delivers the rest
 
 
 @dataclass

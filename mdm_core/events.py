@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,6 +62,7 @@ class EventBus:
         self.pm = pm
         self.host = host
         self._local = threading.local()
+        self.left_behind = False  # the last delivery stopped at its budget with events still waiting
         self._declared: set[str] = set()  # names checked already (a hookspec is never removed)
 
     def check_declared(self, name: str) -> None:
@@ -87,38 +89,67 @@ class EventBus:
         session.add(OutboxEvent(id=event.id, name=name, payload=event.payload, created_at=event.created_at))
         return event
 
-    def record_many(self, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
-        """Add several (declared) events in one bulk insert; returns how many."""
-        from mdm_core.models import OutboxEvent, utcnow
+    def outbox_rows(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """The outbox rows of several (declared) events, for :meth:`record_rows`: built before
+        the transaction, so that a large batch holds the write lock only to insert them."""
+        from mdm_core.models import utcnow
 
         now = utcnow()
         rows = [{"id": str(uuid.uuid4()), "name": n, "payload": p, "created_at": now} for n, p in events]
         for name in {r["name"] for r in rows}:
             self.check_declared(name)
+        return rows
+
+    def record_rows(self, session: Session, rows: list[dict[str, Any]]) -> int:
+        """Insert rows made by :meth:`outbox_rows` in the caller's transaction; returns how many."""
+        from mdm_core.models import OutboxEvent
+
         if rows:
             session.execute(OutboxEvent.__table__.insert(), rows)
         return len(rows)
 
-    def deliver_pending(self, limit: int | None = None) -> int:
+    def record_many(self, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Add several (declared) events in one bulk insert; returns how many."""
+        rows = self.outbox_rows(events)
+        self.record_rows(session, rows)
+        return len(rows)
+
+    def deliver_pending(self, limit: int | None = None, budget: float | None = None) -> int:
         """Deliver undelivered events in order; returns how many were delivered by this call.
 
-        A subscriber that causes new events (and asks for delivery) does not start a nested
-        delivery: the delivery already running in this thread picks them up in order.
+        ``budget``: stop starting new batches after that many seconds (a command delivers what
+        its change caused and leaves a backlog to ``mdm run``); ``left_behind`` then says that
+        events are still waiting. A subscriber that causes new events (and asks for delivery)
+        does not start a nested delivery: the delivery already running in this thread picks
+        them up in order.
         """
         if getattr(self._local, "delivering", False):
             return 0
         self._local.delivering = True
         try:
-            return self._deliver_pending(limit)
+            return self._deliver_pending(limit, None if budget is None else time.monotonic() + budget)
         finally:
             self._local.delivering = False
 
-    def _deliver_pending(self, limit: int | None) -> int:
+    def pending_count(self) -> int:
+        """How many events wait for delivery."""
+        from sqlalchemy import func
+
+        from mdm_core.models import OutboxEvent
+
+        with self.db.session() as session:
+            return int(session.execute(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))).scalar_one())
+
+    def _deliver_pending(self, limit: int | None, deadline: float | None) -> int:
         from mdm_core.models import OutboxEvent, utcnow
 
         delivered = 0
         last_seq = 0
+        self.left_behind = False
         while limit is None or delivered < limit:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.left_behind = True
+                return delivered
             size = DELIVERY_BATCH if limit is None else min(DELIVERY_BATCH, limit - delivered)
             with self.db.session() as session:
                 rows = session.execute(
@@ -135,14 +166,23 @@ class EventBus:
             done: list[int] = []
             try:
                 for seq in sorted(claimed):
+                    if deadline is not None and done and time.monotonic() >= deadline:
+                        self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
+                        break
                     self.dispatch(self._load(seq))  # one payload in memory at a time
                     done.append(seq)
             finally:
-                if done:  # one write per batch; a crash before it redelivers the batch (ids are stable)
+                left = sorted(set(claimed) - set(done))
+                if done or left:  # one write per batch; a crash before it redelivers the batch (ids are stable)
                     with self.db.write_session() as session:
-                        session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(done)).values(delivered_at=utcnow()))
+                        if done:
+                            session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(done)).values(delivered_at=utcnow()))
+                        if left:
+                            session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(left)).values(claimed_by=None, claimed_at=None))
                         session.commit()
                 delivered += len(done)
+            if self.left_behind:
+                return delivered
         return delivered
 
     def _load(self, seq: int) -> Event:

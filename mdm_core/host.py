@@ -25,6 +25,7 @@ from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
 log = logging.getLogger(__name__)
+RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s loop (then the scheduler's turn)
 
 
 class Host:
@@ -39,6 +40,7 @@ class Host:
         self._database_source = database_source  # how messages say where a given database_url came from
         self._database_url = database_url
         self._scheduler: HostScheduler | None = None
+        self.delivery_budget: float | None = config.core.delivery_budget  # None: deliver everything (mdm run)
         self.stop_event = threading.Event()
 
     # ------------------------------------------------------------------ resources
@@ -185,8 +187,9 @@ class Host:
     # ------------------------------------------------------------------ events
 
     def deliver_events(self) -> int:
-        """Deliver what the outbox holds; returns how many events were delivered."""
-        return self.events.deliver_pending()
+        """Deliver what the outbox holds, within ``delivery_budget`` seconds (``[core]
+        delivery_budget`` for a command, none for ``mdm run``); returns how many were delivered."""
+        return self.events.deliver_pending(budget=self.delivery_budget)
 
     # ------------------------------------------------------------------ scheduler
 
@@ -261,6 +264,8 @@ class Host:
         if install_signal_handlers:  # before start-up, so that an early SIGTERM also stops cleanly
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, lambda *_: self.stop_event.set())
+        # a backlog is delivered in slices between the scheduler's turns, all of it in the end
+        self.delivery_budget = RUN_DELIVERY_SLICE
         try:
             self.start()
             scheduler = self.scheduler
@@ -274,7 +279,7 @@ class Host:
                         self.deliver_events()
                     except Exception as exc:  # a busy or unreachable database must not stop the host
                         log.error("event delivery failed, retrying later: %s", describe(exc))
-                    idle = scheduler.idle_seconds()
+                    idle = 0.0 if self.events.left_behind else scheduler.idle_seconds()
                     self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
             finally:
                 log.info("stopping: waiting for running jobs")

@@ -6,16 +6,15 @@ disk cleans its stage, releases its lock and records its run as failed."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from mdm_core.testing import MdmRunner
 
-from .conftest import count_figure, database_param, make_read_only, runs, stage_rows
+from .conftest import count_figure, database_param, make_read_only
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
