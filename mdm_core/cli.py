@@ -76,10 +76,11 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="print JSON")
     jobs.set_defaults(func=cmd_jobs)
 
-    from mdm_core import secrets_cli
+    from mdm_core import events_cli, secrets_cli
     from mdm_core.db import cli as db_cli
 
     db_cli.register(sub)
+    events_cli.register(sub)
     secrets_cli.register(sub)
 
     call_hook(host.pm, "mdm_register_cli", subparsers=sub, host=host)

@@ -28,6 +28,11 @@ class PluginError(MdmError):
     exit_code = 1
 
 
+class Unavailable(MdmError):
+    """Something this needs is not loaded in this process (a disabled plugin). A subscriber
+    that raises it keeps its event: it is delivered again when the host starts next."""
+
+
 class TemporaryError(MdmError):
     """A failure that may go away by itself (a service unreachable or busy): retry later."""
 

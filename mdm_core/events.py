@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT = timedelta(minutes=5)
+#: Waits before the 2nd, 3rd ... delivery to a subscriber that failed; then it is left ``failed``.
+RETRY_DELAYS = tuple(timedelta(minutes=m) for m in (1, 5, 15, 60, 180, 360))
 DELIVERY_BATCH = 100  # events claimed, dispatched and marked delivered together
 
 
@@ -218,63 +220,119 @@ class EventBus:
             return won
 
     def dispatch(self, event: Event) -> list[tuple[str, str]]:
-        """Call ``mdm_<name>`` then ``mdm_event`` for ``event``; returns the failures (plugin, error)."""
+        """Call ``mdm_<name>`` then ``mdm_event`` for ``event``; returns the failures (plugin, error).
+
+        A subscriber that raises is recorded (``core_subscriber_failure``) and gets the event
+        again later, on its own (:meth:`retry_due`)."""
         failures = []
         hook_names = [event.hook_name] if event.hook_name == "mdm_event" else [event.hook_name, "mdm_event"]
         for hook_name in hook_names:
             caller = getattr(self.pm.hook, hook_name, None)
             if caller is None:
                 continue
-            failures += call_isolated(self.pm, caller, {"host": self.host, "event": event}, on_error=self._on_error(event))
+            failures += call_isolated(self.pm, caller, {"host": self.host, "event": event}, on_error=self._on_error(event, hook_name))
         return failures
 
-    def redeliver(self, failure_id: int) -> str | None:
+    def _on_error(self, event: Event, hook_name: str, failure_id: int | None = None, manual: bool = False,
+                  now: datetime | None = None) -> Callable[[str, BaseException], None]:
+        def record(plugin: str, exc: BaseException) -> None:
+            log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, describe(exc))
+            try:
+                self._record_failure(event, hook_name, plugin, exc, failure_id, manual, now)
+            except Exception as db_exc:  # the failure is logged above even if it cannot be stored
+                log.error("could not record the failure of %s: %s", plugin, describe(db_exc))
+
+        return record
+
+    def _record_failure(self, event: Event, hook_name: str, plugin: str, exc: BaseException, failure_id: int | None, manual: bool,
+                        now: datetime | None = None) -> None:
+        """A new failure, or one more attempt of a recorded one: its next attempt (back-off,
+        bounded), ``waiting`` for a start when what it needs is not loaded, ``failed`` at the end."""
+        from mdm_core.errors import Unavailable
+        from mdm_core.models import SubscriberFailure, utcnow
+
+        with self.db.write_session() as session:
+            row = session.get(SubscriberFailure, failure_id) if failure_id is not None else None
+            if row is None:
+                row = SubscriberFailure(event_id=event.id, event_name=event.name, plugin=plugin, hook=hook_name, error="", attempts=0)
+            now = now or utcnow()
+            row.attempts = (row.attempts or 0) + (0 if isinstance(exc, Unavailable) else 1)
+            row.error, row.at = describe(exc), now
+            if isinstance(exc, Unavailable):
+                row.status, row.next_attempt_at = "waiting", None
+            elif manual or row.attempts > len(RETRY_DELAYS):
+                row.status, row.next_attempt_at = "failed", None
+            else:
+                row.status, row.next_attempt_at = "retrying", now + RETRY_DELAYS[max(0, row.attempts - 1)]
+            session.add(row)
+            session.commit()
+
+    # ------------------------------------------------------------------ failed deliveries
+
+    def failures(self, everything: bool = True) -> list[dict[str, Any]]:
+        """Recorded failed deliveries, oldest first (only ``failed`` ones unless ``everything``)."""
+        from mdm_core.models import SubscriberFailure
+
+        query = select(SubscriberFailure).order_by(SubscriberFailure.id)  # type: ignore[arg-type]
+        if not everything:
+            query = query.where(SubscriberFailure.status == "failed")
+        with self.db.session() as session:
+            return [r.model_dump() for r in session.execute(query).scalars()]
+
+    def retry_due(self, now: datetime | None = None, *, at_start: bool = False, limit: int = 200) -> tuple[int, int]:
+        """Deliver again, each to the one subscriber that failed, the events whose next attempt
+        is due (``mdm run`` calls it at every turn); ``at_start`` adds those ``waiting`` for a
+        start. Returns (delivered, failed again)."""
+        from mdm_core.models import SubscriberFailure, utcnow
+
+        now = now or utcnow()
+        due = (SubscriberFailure.status == "retrying") & (SubscriberFailure.next_attempt_at <= now)  # type: ignore[operator]
+        if at_start:
+            due = due | (SubscriberFailure.status == "waiting")
+        with self.db.session() as session:
+            ids = list(session.execute(select(SubscriberFailure.id).where(due).order_by(SubscriberFailure.id).limit(limit)).scalars())  # type: ignore[arg-type]
+        ok = failed = 0
+        for failure_id in ids:
+            error = self.redeliver(failure_id, manual=False, now=now)
+            ok, failed = (ok + 1, failed) if error is None else (ok, failed + 1)
+        return ok, failed
+
+    def redeliver(self, failure_id: int, *, manual: bool = True, now: datetime | None = None) -> str | None:
         """Deliver again, to the one subscriber that failed, the event of a recorded failure.
 
         Returns ``None`` when it succeeded (the failure record is removed), else the new error
-        (recorded as a new failure). An unknown failure id raises ``MdmError``.
-        """
-        from mdm_core.errors import MdmError
+        (recorded on the same failure: ``failed`` when ``manual``; a subscriber that is not
+        loaded leaves it ``waiting``). An unknown failure id raises ``MdmError``."""
+        from mdm_core.errors import MdmError, Unavailable
         from mdm_core.models import OutboxEvent, SubscriberFailure
 
         with self.db.session() as session:
             failure = session.get(SubscriberFailure, failure_id)
             seq = session.execute(select(OutboxEvent.seq).where(OutboxEvent.id == failure.event_id)).scalar_one_or_none() if failure else None
         if failure is None or seq is None:
-            raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone")
+            raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone (see `mdm events failures`)")
         event = self._load(seq)
+        hook_name = failure.hook or event.hook_name
         plugin = self.pm.get_plugin(failure.plugin)
-        errors: list[tuple[str, str]] = []
-        for hook_name in {event.hook_name, "mdm_event"}:
-            caller = getattr(self.pm.hook, hook_name, None)
-            if caller is None or plugin is None:
-                continue
-            impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
-            errors += call_isolated(self.pm, _Impls(hook_name, impls), {"host": self.host, "event": event}, on_error=self._on_error(event))
+        caller = getattr(self.pm.hook, hook_name, None)
+        impls = [i for i in caller.get_hookimpls() if i.plugin is plugin] if caller is not None and plugin is not None else []
+        if not impls:
+            error = f"plugin {failure.plugin} is not loaded (or no longer implements {hook_name})"
+            self._record_failure(event, hook_name, failure.plugin, Unavailable(error), failure_id, manual, now)
+            return error
+        errors = call_isolated(self.pm, _SomeImpls(hook_name, impls), {"host": self.host, "event": event},
+                               on_error=self._on_error(event, hook_name, failure_id, manual, now))
+        if errors:
+            return errors[0][1]
         with self.db.write_session() as session:
             session.execute(SubscriberFailure.__table__.delete().where(SubscriberFailure.id == failure_id))  # type: ignore[attr-defined]
             session.commit()
-        if plugin is None:
-            return f"plugin {failure.plugin} is not loaded"
-        return errors[0][1] if errors else None
-
-    def _on_error(self, event: Event) -> Callable[[str, BaseException], None]:
-        def record(plugin: str, exc: BaseException) -> None:
-            from mdm_core.models import SubscriberFailure
-
-            log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, describe(exc))
-            try:
-                with self.db.write_session() as session:
-                    session.add(SubscriberFailure(event_id=event.id, event_name=event.name, plugin=plugin, error=describe(exc)))
-                    session.commit()
-            except Exception as db_exc:  # the failure is logged above even if it cannot be stored
-                log.error("could not record the failure of %s: %s", plugin, describe(db_exc))
-
-        return record
+        log.info("event %s (%s) delivered to %s on attempt %d", event.name, event.id, failure.plugin, (failure.attempts or 0) + 1)
+        return None
 
 
-class _Impls:
-    """A hook caller reduced to some of its implementations (for ``redeliver``)."""
+class _SomeImpls:
+    """A hook caller reduced to some of its implementations (one plugin's, for a redelivery)."""
 
     def __init__(self, name: str, impls: list[Any]):
         self.name = name

@@ -235,13 +235,24 @@ class Host:
 
     def start(self) -> None:
         """Check the schema (upgrading it with ``[core] auto_upgrade``), deliver what a crash
-        left in the outbox, and call ``mdm_startup``."""
+        left in the outbox, deliver again the events of subscribers that failed and whose turn
+        has come or that waited for a start (a plugin enabled again), and call ``mdm_startup``."""
         if self.config.core.auto_upgrade and "db" not in self.__dict__:
             for step in self.upgrade_database():
                 log.warning("database upgraded: %s", step.describe())
         _ = self.db
         self.deliver_events()
+        self._retry_failed_deliveries(at_start=True)
         call_hook(self.pm, "mdm_startup", host=self)
+
+    def _retry_failed_deliveries(self, *, at_start: bool = False) -> None:
+        try:
+            delivered, failed = self.events.retry_due(at_start=at_start)
+        except Exception as exc:  # a busy or unreachable database must not stop the host
+            log.error("failed deliveries could not be retried, retrying later: %s", describe(exc))
+            return
+        if delivered or failed:
+            log.info("failed deliveries retried: %d delivered, %d failed again", delivered, failed)
 
     def shutdown(self) -> None:
         """Stop the scheduler after running jobs finish, then call ``mdm_shutdown``."""
@@ -279,6 +290,7 @@ class Host:
                         self.deliver_events()
                     except Exception as exc:  # a busy or unreachable database must not stop the host
                         log.error("event delivery failed, retrying later: %s", describe(exc))
+                    self._retry_failed_deliveries()
                     idle = 0.0 if self.events.left_behind else scheduler.idle_seconds()
                     self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
             finally:

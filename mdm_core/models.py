@@ -97,9 +97,10 @@ class OutboxEvent(SQLModel, table=True):
 
 
 class SubscriberFailure(SQLModel, table=True):
-    """A subscriber that raised while an event was delivered to it: the delivery to that one
-    subscriber is tried again with back-off (``next_attempt_at``), then left for
-    ``mdm events redeliver`` (``next_attempt_at`` empty). Removed once delivered."""
+    """A subscriber that raised while an event was delivered to it. ``status``: ``retrying``
+    (``mdm run`` delivers it again to that subscriber at ``next_attempt_at``, with back-off),
+    ``waiting`` (the subscriber, or a plugin it needs, is not loaded: tried again when the host
+    starts), ``failed`` (retries exhausted: ``mdm events redeliver``). Removed once delivered."""
 
     __tablename__ = "core_subscriber_failure"
 
@@ -112,6 +113,7 @@ class SubscriberFailure(SQLModel, table=True):
     hook: Optional[str] = Field(default=None, max_length=128)  # the hook that failed (mdm_<name> or mdm_event)
     attempts: int = 1
     next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    status: str = Field(default="failed", max_length=16, sa_column_kwargs={"server_default": "failed"})
 
 
 class Lock(SQLModel, table=True):

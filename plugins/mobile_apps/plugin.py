@@ -156,23 +156,21 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
 
 @hookimpl
 def mdm_device_removed(host: "Host", event: "Event") -> None:
-    """Reclaim the VPP licenses the removed device held."""
+    """Reclaim the VPP licenses the removed device held. With the VPP plugin disabled this
+    raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
     from plugins.mobile_apps.reclaims import on_device_removed
     from plugins.mobile_apps.vpp_port import VppPort
 
-    if not VppPort(host).available:  # the VPP plugin is disabled: nothing to reclaim
-        return
-
+    VppPort(host).require("the licenses of the removed device are reclaimed once it is enabled again")
     on_device_removed(host, event)
 
 
 @hookimpl
 def mdm_user_removed(host: "Host", event: "Event") -> None:
-    """Reclaim the VPP user licenses the removed MDM user held."""
+    """Reclaim the VPP user licenses the removed MDM user held. With the VPP plugin disabled
+    this raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
     from plugins.mobile_apps.reclaims import on_user_removed
     from plugins.mobile_apps.vpp_port import VppPort
 
-    if not VppPort(host).available:  # the VPP plugin is disabled: nothing to reclaim
-        return
-
+    VppPort(host).require("the licenses of the removed user are reclaimed once it is enabled again")
     on_user_removed(host, event)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import Unavailable
 from plugins.vpp.payloads import AppMetadata, Asset, License, LicenseResult, MirroredUser
 
 if TYPE_CHECKING:
@@ -28,8 +28,9 @@ HOOKS = {
 }
 
 
-class VppUnavailable(MdmError):
-    """The VPP plugin is not loaded: nothing VPP-licensed can be done."""
+class VppUnavailable(Unavailable):
+    """The VPP plugin is not loaded: nothing VPP-licensed can be done (an event handler that
+    raises it gets the event again once the host starts with the VPP plugin)."""
 
     def __init__(self, consequence: str = "VPP licenses cannot be used") -> None:
         super().__init__(f"the VPP plugin is not loaded (see `mdm plugins`): {consequence}")

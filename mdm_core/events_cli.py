@@ -1,0 +1,68 @@
+"""``mdm events``: deliveries to subscribers that failed, and delivering them again.
+
+A subscriber (a plugin's ``mdm_<event>`` or ``mdm_event``) that raises does not lose the
+event: ``mdm run`` delivers it again to that subscriber alone with back-off (after 1, 5, 15,
+60, 180 and 360 minutes), then leaves it ``failed``; one that failed because what it needs is
+not loaded (a disabled plugin) waits for the next start. ``mdm events redeliver`` delivers
+them again by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.errors import UsageError
+from mdm_core.output import print_json, print_table, say
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add ``mdm events`` and its subcommands."""
+    events = sub.add_parser("events", help="failed deliveries to subscribers: list them, deliver them again",
+                            description="Deliveries of events to subscribers (plugins) that failed, and delivering them again.")
+    events_sub = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    failures = events_sub.add_parser("failures", help="failed deliveries: retrying, waiting for a start, or failed",
+                                     description="Each failed delivery: the event, the subscriber (plugin and hook), attempts, "
+                                     "status (retrying at next_attempt_at, waiting for the host to start, failed) and the last error.")
+    failures.add_argument("--failed", action="store_true", help="only those whose retries are exhausted")
+    failures.add_argument("--json", action="store_true", help="print JSON")
+    failures.set_defaults(func=cmd_failures)
+    redeliver = events_sub.add_parser("redeliver", help="deliver events again to the subscribers that failed",
+                                      description="Deliver the event of each failed delivery again, to the subscriber that failed "
+                                      "only. Exit 1 if any fails again (it stays listed, failed).")
+    redeliver.add_argument("ids", nargs="*", type=int, metavar="ID", help="failed deliveries (from `mdm events failures`)")
+    redeliver.add_argument("--all", action="store_true", help="every failed delivery, whatever its status")
+    redeliver.set_defaults(func=cmd_redeliver)
+
+
+def cmd_failures(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm events failures``"""
+    rows = host.events.failures(everything=not args.failed)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "event_name", "event_id", "plugin", "hook", "attempts", "status", "next_attempt_at", "error"],
+                    empty="no failed deliveries")
+    return 0
+
+
+def cmd_redeliver(host: "Host", args: argparse.Namespace) -> int:
+    """``mdm events redeliver ID... | --all``"""
+    if args.all == bool(args.ids):
+        raise UsageError("give the ids of failed deliveries (mdm events failures), or --all")
+    ids = [r["id"] for r in host.events.failures()] if args.all else args.ids
+    failed = 0
+    for failure_id in ids:
+        error = host.events.redeliver(failure_id)
+        if error is None:
+            say(f"{failure_id}: delivered")
+        else:
+            failed += 1
+            print(f"{failure_id}: failed again: {error}")
+    host.deliver_events()  # what the subscribers recorded meanwhile
+    if args.all and not ids:
+        say("no failed deliveries")
+    return 1 if failed else 0
