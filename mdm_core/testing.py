@@ -10,8 +10,13 @@ Load it from a ``conftest.py`` with ``pytest_plugins = ["mdm_core.testing"]``; i
   test's configuration and database and returns ``(exit code, stdout, stderr)``
   (:class:`MdmRunner` for other set-ups);
 - :class:`EventRecorder`: a subscriber plugin object that keeps every delivered event;
-- :class:`HookCallLog`: which hooks were called with at least one implementation
-  (the suite uses it to check that every declared hook is exercised);
+- :class:`HookCallLog`: which hooks were called with at least one implementation, and
+  :class:`HookCoverage`: a pytest plugin failing a whole-suite run in which a declared hook was
+  never called with an implementation;
+- :class:`RunTally`: counts summed over a whole run and printed at its end;
+  both work under pytest-xdist (each worker sends what it saw to the controller);
+- ``closed_port``: a loopback port that refuses connections for the whole test (held, so that
+  no other test or pytest-xdist worker takes it meanwhile; never a fixed port);
 - ``restore_logging`` (automatic): ``mdm`` reconfigures the root logger; each test gets the
   logging it had back.
 
@@ -22,8 +27,10 @@ For the VPP plugin's mirror compared with Apple's (simulated) state, see
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from pathlib import Path
+from collections import Counter
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pytest
@@ -118,6 +125,15 @@ class MdmRunner:
 def mdm_cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
     """``mdm_cli("devices", "list")`` -> (exit code, stdout, stderr), with the installed plugins."""
     return MdmRunner(project_dir, monkeypatch, capsys)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback TCP port where nothing listens: connecting to it is refused. The port stays bound
+    (not listening) until the test ends, so no other test or pytest-xdist worker can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -217,6 +233,100 @@ class HookCallLog:
 
     def exercised(self) -> set[str]:
         return set(self.calls)
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """Whether this pytest process is a pytest-xdist worker (the controller sums up the run)."""
+    return hasattr(config, "workerinput")
+
+
+class HookCoverage:
+    """A pytest plugin: a run of the whole suite fails if a declared hook was never called with
+    an implementation, naming the hooks.
+
+    ``HookCoverage(log, declared, suite)``: ``log`` is an installed :class:`HookCallLog`,
+    ``declared()`` the names that must be exercised (e.g. ``declared_hooks(my.hookspecs)``),
+    ``suite`` the tests folder. It decides only when the run passed and was the whole suite (no
+    path narrowing it, no ``-k`` or ``-m``, nothing deselected). Under pytest-xdist each worker
+    sends the hooks it saw (and what it deselected) to the controller, which decides. Register it
+    from ``pytest_configure``: ``config.pluginmanager.register(HookCoverage(...), "hook-coverage")``.
+    """
+
+    KEY = "mdm_hooks_exercised"
+
+    def __init__(self, log: HookCallLog, declared: Callable[[], set[str]], suite: Path) -> None:
+        self.log = log
+        self.declared = declared
+        self.suite = suite.resolve()
+        self.from_workers: set[str] = set()
+        self.deselected = 0
+
+    def pytest_deselected(self, items: list[Any]) -> None:
+        self.deselected += len(items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        output = getattr(node, "workeroutput", {})
+        self.from_workers.update(output.get(self.KEY, []))
+        self.deselected += output.get(f"{self.KEY}_deselected", 0)
+
+    def whole_suite(self, config: pytest.Config) -> bool:
+        """The run was the whole suite: the tests folder (or its parent), unfiltered."""
+        paths = {Path(str(arg).split("::")[0]).resolve() for arg in config.args} or {self.suite}
+        filtered = bool(config.getoption("keyword", "") or config.getoption("markexpr", "") or self.deselected)
+        return paths in ({self.suite}, {self.suite.parent}) and not filtered
+
+    def missing(self) -> list[str]:
+        """Declared hooks that no test (in this process or any worker) called with an implementation."""
+        return sorted(self.declared() - self.log.exercised() - self.from_workers)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        config = session.config
+        if is_xdist_worker(config):  # the controller decides, on what every worker saw
+            config.workeroutput[self.KEY] = sorted(self.log.exercised())  # type: ignore[attr-defined]
+            config.workeroutput[f"{self.KEY}_deselected"] = self.deselected  # type: ignore[attr-defined]
+            return
+        if exitstatus != 0 or not self.whole_suite(config):
+            return
+        missing = self.missing()
+        if missing:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"FAILED: hooks no test exercised (called with an implementation): {', '.join(missing)}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+class RunTally:
+    """Counts summed over a whole pytest run, pytest-xdist workers included (a pytest plugin).
+
+    ``tally.add("crash_points")`` from any test; register the object from ``pytest_configure``
+    (``config.pluginmanager.register(tally)``). Each worker sends its counts to the controller at
+    the end; the controller prints ``label: name=count, ...`` in the terminal summary.
+    ``counts`` holds this process's counts (the run's totals in the controller).
+    """
+
+    def __init__(self, label: str, key: str | None = None) -> None:
+        self.label = label
+        self.key = key or "mdm_tally_" + "".join(c if c.isalnum() else "_" for c in label)
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if is_xdist_worker(session.config):
+            session.config.workeroutput[self.key] = dict(self.counts)  # type: ignore[attr-defined]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        for name, n in getattr(node, "workeroutput", {}).get(self.key, {}).items():
+            self.add(name, n)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        if self.counts and not is_xdist_worker(config):
+            terminalreporter.write_line(f"{self.label}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
 
 
 def declared_hooks(*modules: Any) -> set[str]:

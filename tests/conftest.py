@@ -3,7 +3,11 @@
 - every event delivered during a test carries the payload its ``TypedDict`` declares
   (``mdm_core.payloads``, ``plugins.vpp.payloads``, ``plugins.mobile_apps.payloads``);
 - when the whole suite runs, every declared hook was called with at least one implementation
-  (real calls, recorded by ``HookCallLog``); a hook nobody exercises fails the run, naming it.
+  (real calls, recorded by ``HookCallLog``, checked by ``HookCoverage``); a hook nobody exercises
+  fails the run, naming it.
+
+Both hold under pytest-xdist: the payload check runs in each worker, and each worker sends the
+hooks it saw (and the reliability figures, ``count_figure``) to the controller.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ from typing import Any, Callable, Iterator, Mapping
 import pytest
 
 pytest.register_assert_rewrite("mdm_core.testing", "plugins.vpp.testing")
-pytest_plugins = ["mdm_core.testing"]
+pytest_plugins = ["mdm_core.testing", "pytester"]
 
 from mdm_core.host import Host  # noqa: E402
-from mdm_core.testing import HookCallLog, declared_hooks, payload_problems  # noqa: E402
+from mdm_core.testing import HookCallLog, HookCoverage, RunTally, declared_hooks, payload_problems  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 HOOK_CALLS = HookCallLog()
 PAYLOAD_PROBLEMS: list[str] = []
-_DESELECTED: list[Any] = []
-_FROM_WORKERS: set[str] = set()
+#: Figures for the README "Reliability" section, counted by the tests and printed at the end.
+FIGURES = RunTally("reliability figures")
+
+
+def count_figure(name: str, n: int = 1) -> None:
+    """Count ``n`` more of a figure printed at the end of the run (summed over xdist workers)."""
+    FIGURES.add(name, n)
 
 
 def all_hookspecs() -> set[str]:
@@ -58,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     HOOK_CALLS.on_call = check
     HOOK_CALLS.install()
+    config.pluginmanager.register(HookCoverage(HOOK_CALLS, all_hookspecs, TESTS), "mdm-hook-coverage")
+    config.pluginmanager.register(FIGURES, "mdm-reliability-figures")
 
 
 @pytest.fixture(autouse=True)
@@ -70,39 +81,6 @@ def _event_payloads_follow_their_types(request: pytest.FixtureRequest) -> Iterat
     if request.node.get_closest_marker("arbitrary_payloads"):
         return
     assert not problems, "event payloads that break their declared types: " + "; ".join(sorted(set(problems)))
-
-
-def pytest_deselected(items: list[Any]) -> None:
-    _DESELECTED.extend(items)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    """pytest-xdist: gather the hooks each worker saw."""
-    _FROM_WORKERS.update(getattr(node, "workeroutput", {}).get("mdm_hooks_exercised", []))
-
-
-def _whole_suite(session: pytest.Session) -> bool:
-    config = session.config
-    paths = {Path(str(a).split("::")[0]).resolve() for a in config.args} or {TESTS}
-    filtered = bool(config.getoption("keyword", "") or config.getoption("markexpr", "") or _DESELECTED)
-    return paths in ({TESTS}, {TESTS.parent}) and not filtered
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The "every hook is exercised" check, on the calls recorded during the whole suite."""
-    config = session.config
-    if hasattr(config, "workeroutput"):  # an xdist worker: the controller decides
-        config.workeroutput["mdm_hooks_exercised"] = sorted(HOOK_CALLS.exercised())
-        return
-    if exitstatus != 0 or not _whole_suite(session):
-        return
-    missing = sorted(all_hookspecs() - HOOK_CALLS.exercised() - _FROM_WORKERS)
-    if missing:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"FAILED: hooks no test exercised (called with an implementation): {', '.join(missing)}", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the smallest benchmark in a subprocess, on SQLite and PostgreSQL
 def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)

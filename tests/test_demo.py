@@ -47,6 +47,7 @@ def _admin_state(conf: Path, url: str) -> tuple[list[tuple[str, str]], list[dict
         host.close()
 
 
+@pytest.mark.slow  # the whole demo, twice
 def test_demo_runs_twice_on_its_own_database(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text("")

@@ -35,6 +35,7 @@ def _mirror(host: Host) -> set[tuple[str, str, str, str]]:
     }
 
 
+@pytest.mark.slow  # a full and an incremental sync on PostgreSQL
 def test_sync_on_postgres_mirrors_apple_after_full_and_incremental(pg_host: Host, simulator: Any, project_dir: Path) -> None:
     from plugins.vpp.sync.run import sync_account
     from plugins.vpp.testing import add_simulated_account

@@ -135,6 +135,7 @@ def _comparable(table: Any, row: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- upgrading 0.1.0
 
 
+@pytest.mark.slow  # a release database upgraded, every row checked
 def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     database_url: str, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

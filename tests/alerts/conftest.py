@@ -5,6 +5,7 @@ plus a self-signed certificate for TLS and a host with the alerts plugin configu
 from __future__ import annotations
 
 import datetime
+import errno
 import ipaddress
 import json
 import logging
@@ -99,12 +100,22 @@ class SmtpServer:
 
             # aiosmtpd counts only STARTTLS as TLS: with implicit TLS it must not require it (nor AUTH, or it warns)
             kwargs.update(authenticator=authenticate, auth_required=security == "starttls", auth_require_tls=security == "starttls")
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **kwargs)
+        self._controller = lambda port: Controller(self.mailbox, hostname="127.0.0.1", port=port, **kwargs)
+        self.controller = self._controller(self.port)
         logging.getLogger("mail.log").setLevel(logging.ERROR)  # the test server's own chatter is not ours to check
 
     def __enter__(self) -> "SmtpServer":
-        self.controller.start()
-        return self
+        for _ in range(5):  # aiosmtpd needs a port number: another test (or xdist worker) may take it first
+            try:
+                self.controller.start()
+                return self
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                self.controller.loop.close()
+                self.port = free_port()
+                self.controller = self._controller(self.port)
+        raise RuntimeError("no free port for the test SMTP server")
 
     def __exit__(self, *exc: Any) -> None:
         self.controller.stop()

@@ -78,10 +78,8 @@ def test_a_missing_password_variable_names_the_variable(alerts_host, smtp_server
         channel(host).send(MESSAGE)
 
 
-def test_a_server_that_is_down(alerts_host):
-    from .conftest import free_port
-
-    port = free_port()
+def test_a_server_that_is_down(alerts_host, closed_port):
+    port = closed_port
     host = alerts_host(f'email_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n',
                        account=False)
     with pytest.raises(DeliveryError) as caught:
@@ -121,10 +119,8 @@ def test_webhook_failures_are_one_line_without_the_url(alerts_host, webhook_serv
     assert WEBHOOK_SECRET not in text and "SECRET" not in text and "\n" not in text
 
 
-def test_webhook_unreachable_and_bad_urls(alerts_host, project_dir):
-    from .conftest import free_port
-
-    down = f"http://127.0.0.1:{free_port()}/services/{WEBHOOK_SECRET}"
+def test_webhook_unreachable_and_bad_urls(alerts_host, project_dir, closed_port):
+    down = f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}"
     host = alerts_host('webhooks = { down = { env = "DOWN" }, odd = { env = "ODD" } }\n',
                        environ={"DOWN": down, "ODD": f"file:///etc/{WEBHOOK_SECRET}"}, account=False)
     with pytest.raises(DeliveryError) as caught:

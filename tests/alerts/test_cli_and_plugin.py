@@ -11,7 +11,7 @@ import pytest
 from mdm_core.errors import MdmError
 from mdm_core.events import Event
 
-from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, free_port, sync
+from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, sync
 
 
 def configure(mdm, text: str) -> None:
@@ -52,8 +52,8 @@ def test_alerts_test_without_a_channel(mdm):
     assert err.startswith("mdm: error: no alert channel is configured: set [alerts] email_to and email_from") and err.count("\n") == 1
 
 
-def test_alerts_test_with_every_channel_down(mdm):
-    configure(mdm, f'[alerts]\nemail_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {free_port()}\n')
+def test_alerts_test_with_every_channel_down(mdm, closed_port):
+    configure(mdm, f'[alerts]\nemail_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {closed_port}\n')
     code, out, err = mdm("alerts", "test")
     assert code == 1 and out == "" and "connection refused" in err and len(err.splitlines()) == 1
 

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 from mdm_core.events import Event
 from plugins.alerts.delivery import deliver_due
 
-from .conftest import alerts, free_port, sync
+from .conftest import alerts, sync
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
 FAILING = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError",
@@ -102,9 +102,9 @@ def test_a_refusal_for_good_is_not_retried(alerts_host, webhook_server):
     assert d["status"] == "failed" and d["attempts"] == 1 and "HTTP 404" in d["last_error"]
 
 
-def test_a_channel_that_is_down_costs_one_attempt_per_run_and_others_go_on(alerts_host, webhook_server):
+def test_a_channel_that_is_down_costs_one_attempt_per_run_and_others_go_on(alerts_host, webhook_server, closed_port):
     up = webhook_server()
-    down = f"http://127.0.0.1:{free_port()}/hook"
+    down = f"http://127.0.0.1:{closed_port}/hook"
     host = alerts_host('sync_failures = 1\nwebhooks = { up = { env = "UP" }, down = { env = "DOWN" } }\n',
                        environ={"UP": up.url, "DOWN": down}, account=False)
     _ = host.db

@@ -3,33 +3,27 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from mdm_core.models import SubscriberFailure
 from plugins.alerts.delivery import check, deliver_due
 
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import FAST_VPP, alerts, sync
 
-PG_URL = os.environ.get("MDM_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)")
+pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
 
 
-def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir):
+@pytest.mark.slow  # syncs and deliveries on PostgreSQL
+def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, pg_url):
+    """On the worker's own PostgreSQL database (``pg_url``), emptied for the test."""
     from plugins.vpp.accounts import add_account
 
-    assert PG_URL
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
     hook = webhook_server()
     scarce, _ = simulator.purchase(count=2)
     host = make_host(config=FAST_VPP + '[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = { %s = 2 }\n'
-                     'webhooks = { ops = { env = "OPS_URL" } }\n' % scarce, environ={"OPS_URL": hook.url}, database_url=PG_URL)
+                     'webhooks = { ops = { env = "OPS_URL" } }\n' % scarce, environ={"OPS_URL": hook.url}, database_url=pg_url)
     assert host.db.url.get_backend_name() == "postgresql"
     add_account(host, "school", str(simulator.write_token(project_dir / "t.vpptoken")), service_url=simulator.base_url)
     simulator.assign_in_portal(scarce, serial_number="PORTAL000001")

@@ -95,6 +95,7 @@ db.dispose()
 """
 
 
+@pytest.mark.slow  # writer processes
 def test_concurrent_process_writers_never_see_database_is_locked(make_host, project_dir):
     host = make_host(plugins=[])
     url = str(host.db.url)

@@ -411,6 +411,7 @@ host.close()
 """
 
 
+@pytest.mark.slow  # two upgrading processes
 def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new_plugin, plugin_dir, db_url):
     """The first host holds the lock inside migration 0002 (until the test lets it go); the
     second waits for it, then finds 0002 applied and applies only 0003."""

@@ -202,6 +202,7 @@ def test_mdm_jobs_lists_jobs_and_next_runs(mdm, write_plugin):
     assert mdm("jobs", config="")[1] == "no jobs\n"
 
 
+@pytest.mark.slow  # an mdm run process
 def test_sigterm_stops_mdm_run_with_exit_0(project_dir):
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text("")

@@ -20,6 +20,8 @@ from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
 from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
 
+from ..conftest import count_figure  # noqa: F401 - the tests count their figures through here
+
 #: Small retry bounds: a persistent fault fails in a few seconds, a single one is absorbed.
 RELIABLE_CONFIG = """
 [vpp]
@@ -137,20 +139,6 @@ class RequestCounter:
     @property
     def count(self) -> int:
         return self.fault.seen
-
-
-#: Figures for the README "Reliability" section, filled by the tests and printed at the end.
-FIGURES: dict[str, int] = {}
-
-
-def count_figure(name: str, n: int = 1) -> None:
-    FIGURES[name] = FIGURES.get(name, 0) + n
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        parts = ", ".join(f"{k}={v}" for k, v in sorted(FIGURES.items()))
-        terminalreporter.write_line(f"reliability figures: {parts}")
 
 
 # ---------------------------------------------------------------------- an unwritable database

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -68,12 +67,6 @@ def cli(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pyte
     return runner
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 FUTURE = (datetime.now(timezone.utc) + timedelta(days=300)).strftime("%Y-%m-%dT%H:%M:%S+0000")
 PAST = (datetime.now(timezone.utc) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
@@ -108,19 +101,19 @@ def test_token_file_is_a_directory(cli: Cli, project_dir: Path) -> None:
     cli.fails("vpp", "account", "add", "school", "--token-file", str(project_dir), code=2, says=("directory",))
 
 
-def test_unreachable_service_url_fails_fast_in_one_line(cli: Cli, project_dir: Path, small_sim: Any) -> None:
+def test_unreachable_service_url_fails_fast_in_one_line(cli: Cli, project_dir: Path, small_sim: Any, closed_port: int) -> None:
     token = small_sim.write_token(project_dir / "school.vpptoken")
     started = time.monotonic()
     cli.fails("vpp", "account", "add", "school", "--token-file", str(token), "--service-url",
-              f"http://127.0.0.1:{_closed_port()}/mdm/v2", code=1, says=("cannot reach", "--service-url"))
+              f"http://127.0.0.1:{closed_port}/mdm/v2", code=1, says=("cannot reach", "--service-url"))
     assert time.monotonic() - started < 3
 
 
-def test_unreachable_service_url_fails_without_traceback_and_writes_nothing(cli: Cli, project_dir: Path, small_sim: Any) -> None:
+def test_unreachable_service_url_fails_without_traceback_and_writes_nothing(cli: Cli, project_dir: Path, small_sim: Any, closed_port: int) -> None:
     """The part of the above that holds today: exit 1, the last line says what to check, nothing written."""
     token = small_sim.write_token(project_dir / "school.vpptoken")
     before = row_counts(cli.db)
-    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", f"http://127.0.0.1:{_closed_port()}/mdm/v2")
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", f"http://127.0.0.1:{closed_port}/mdm/v2")
     assert code == 1 and "Traceback" not in err
     assert "connection refused" in err.strip().splitlines()[-1] and "--service-url" in err.strip().splitlines()[-1]
     assert row_counts(cli.db) == before
@@ -246,6 +239,7 @@ def test_traceback_only_with_verbose(cli: Cli, monkeypatch: pytest.MonkeyPatch) 
     assert code == 1 and "Traceback" in err
 
 
+@pytest.mark.slow  # a real mdm process each
 @pytest.mark.parametrize("args, code, says", [
     (["vpp", "account", "add", "school", "--token-file", "TOKEN"], 2, "expDate"),
     (["--config", "CONFDIR/broken.toml", "vpp", "account", "list"], 2, "malformed TOML"),

@@ -19,6 +19,8 @@ from plugins.vpp.sync.run import sync_account
 from .conftest import apple_changes, assert_converged, count_figure, runs
 from .test_crash import _spawn
 
+pytestmark = pytest.mark.slow  # processes and threads racing for one account, with slowed answers
+
 
 def _no_overlap(host: Host) -> None:
     done = sorted((r["started_at"], r["finished_at"]) for r in runs(host) if r["status"] == "ok")

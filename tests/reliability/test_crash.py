@@ -25,6 +25,8 @@ from plugins.vpp.testing import add_simulated_account, apple_state, mirror_state
 
 from .conftest import RELIABLE_CONFIG, apple_changes, assert_converged, count_figure, mirror_dump, runs
 
+pytestmark = pytest.mark.slow  # a syncing child process per test, killed and waited for
+
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_CONFIG = RELIABLE_CONFIG.replace("lock_ttl = 3.0", "lock_ttl = 1.0")
 

@@ -19,6 +19,8 @@ from plugins.vpp.testing import apple_state, mirror_state
 
 from .conftest import account_info, apple_changes, assert_converged, count_figure, inner_token, mirror_dump, runs, stage_rows
 
+pytestmark = pytest.mark.slow  # every fault at several positions: retries, timeouts, Retry-After waits
+
 #: Where a fault lands: (endpoint, matching requests to let through first).
 POSITIONS = {
     "assets-first-page": ("assets", 0),

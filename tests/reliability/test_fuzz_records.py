@@ -48,6 +48,7 @@ def _check(page: Any) -> None:
                 assert isinstance(result, list)
 
 
+@pytest.mark.slow  # 250 examples
 @settings(max_examples=250, deadline=None)
 @given(pages)
 def test_record_parsers_raise_only_malformed_response(page: dict[str, Any]) -> None:

@@ -90,6 +90,7 @@ def prop_host(tmp_path_factory: pytest.TempPathFactory) -> Any:
     host.close()
 
 
+@pytest.mark.slow  # 40 examples of syncs
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), page_size=st.integers(3, 5), plan=steps)
 def test_mirror_equals_apple_after_every_sync(prop_host: Any, monkeypatch: pytest.MonkeyPatch, seed: int, page_size: int,

@@ -45,6 +45,7 @@ def cli_env(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     return MdmRunner(project_dir, monkeypatch, capsys, config=None if conf.exists() else RELIABLE_CONFIG)
 
 
+@pytest.mark.slow  # the whole demo and failing syncs
 def test_demo_and_failing_syncs_never_show_the_token(project_dir: Path, cli_env: Callable[..., tuple[int, str, str]],
                                                      caplog: pytest.LogCaptureFixture, small_sim: Any) -> None:
     caplog.set_level(logging.DEBUG)

@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 
 from plugins.vpp.simulator.cli import add_serve_arguments, serve
@@ -48,6 +49,7 @@ def test_serve_in_thread(tmp_path, capsys):
     assert result == [0]
 
 
+@pytest.mark.slow  # a simulator process
 def test_module_entry_point_stops_on_sigterm(tmp_path):
     token_file = tmp_path / "m.vpptoken"
     process = subprocess.Popen(

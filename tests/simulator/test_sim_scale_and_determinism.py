@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs
 
+import pytest
 import requests
 
 from plugins.vpp.simulator import Simulator
@@ -74,6 +75,7 @@ def test_invariants_after_http_traffic(fresh):
     _invariants(sim)
 
 
+@pytest.mark.slow  # 300,000 assignments
 def test_300k_assignments_seed_and_serve():
     started = time.perf_counter()
     sim = Simulator(seed=5, assets=1000, devices=60_000, users=10_000, assignments=300_000)
