@@ -3,14 +3,15 @@ a hook no test exercised fails a whole-suite run, naming it, even when the tests
 processes; hooks exercised in different workers add up; a narrowed run does not judge; the
 reliability figures are summed over the workers.
 
-Each case runs a small suite of its own in a pytest subprocess, with the same ``HookCoverage``
+Each case runs a small suite of its own (in-process; with ``-n 2`` its workers are real
+processes), with the same ``HookCoverage``
 and ``RunTally`` plugins as ``tests/conftest.py``, on real hosts and real hook calls."""
 
 from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow  # pytest subprocesses, each starting xdist workers
+pytestmark = pytest.mark.slow  # each run starts two xdist worker processes
 
 CONFTEST = '''
 from pathlib import Path
@@ -30,6 +31,10 @@ def pytest_configure(config):
     LOG.install()
     config.pluginmanager.register(HookCoverage(LOG, lambda: DECLARED, Path(__file__).parent), "hook-coverage")
     config.pluginmanager.register(FIGURES, "figures")
+
+
+def pytest_unconfigure(config):
+    LOG.uninstall()
 
 
 @pytest.fixture
@@ -61,7 +66,8 @@ def _run(make_host, figures, remove):
         inventory.remove_device(host, "S1")
     host.deliver_events()
     figures.add("tries")
-    Path(os.environ["WORKERS_FILE"]).open("a").write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+    with Path(os.environ["WORKERS_FILE"]).open("a") as workers:
+        workers.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
 
 
 def test_enrol(make_host, figures):
@@ -84,7 +90,7 @@ def _run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str)
     monkeypatch.setenv("WORKERS_FILE", str(workers))
     for name in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
-    result = pytester.runpytest_subprocess(*args)
+    result = pytester.runpytest(*args)  # in this process; with -n 2 the workers are processes of their own
     return result, sorted(workers.read_text().split()) if workers.exists() else []
 
 

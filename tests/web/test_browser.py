@@ -26,8 +26,12 @@ from mdm_core import inventory
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does it)")
+pytestmark = [
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does it)"),
+    pytest.mark.slow,  # a browser and an mdm run process
+    pytest.mark.xdist_group("browser"),  # the module's browser and console are shared: its tests stay on one worker
+]
 PASSWORD = "correct horse battery staple"
 WAIT = 30
 
