@@ -188,6 +188,18 @@ def mdm_shutdown(host: "Host") -> None:
     """
 
 
+@hookspec
+def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
+    """One line saying what a plugin did about a removed device or user, for the admin.
+
+    When: ``mdm devices remove`` / ``mdm users remove``, after the removal's events were
+    delivered (e.g. mobile_apps: ``VPP licenses: 2 reclaimed, 1 pending``).
+    Args: ``host``; ``kind``: ``device`` or ``user``; ``key``: the serial number or user id.
+    Returns: the line, or ``None`` when the plugin has nothing to say.
+    Errors: an exception is logged and the line left out (the removal is already committed).
+    """
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -197,7 +209,7 @@ def mdm_device_enrolled(host: "Host", event: "Event") -> None:
 
     When: after the commit that enrolled it, delivered from the outbox.
     Args: ``host``; ``event`` whose ``payload`` (``DevicePayload``) holds ``serial_number``,
-    ``udid``, ``platform``, ``model``, ``owner``.
+    ``udid``, ``platform``, ``model``, ``owner``, ``enrollment_type``.
     Returns: nothing.
     Errors: isolated per subscriber (logged, recorded, others still run).
     """
@@ -210,7 +222,7 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
     When: after the commit that removed it, delivered from the outbox. Plugins reclaim what
     the device held here (for example its VPP licenses).
     Args: ``host``; ``event`` whose ``payload`` (``DevicePayload``) holds ``serial_number``,
-    ``udid``, ``platform``, ``model``, ``owner``.
+    ``udid``, ``platform``, ``model``, ``owner``, ``enrollment_type``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """
@@ -223,6 +235,21 @@ def mdm_user_added(host: "Host", event: "Event") -> None:
     When: after the commit that added it, delivered from the outbox.
     Args: ``host``; ``event`` whose ``payload`` (``UserPayload``) holds ``id`` (Apple's ``clientUserId``),
     ``email``, ``managed_apple_id``, ``name``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_user_changed(host: "Host", event: "Event") -> None:
+    """An MDM user's e-mail address or Managed Apple ID changed (an add or import of an existing
+    user with other values).
+
+    When: after the commit that changed it, delivered from the outbox. Plugins that keep the
+    user elsewhere update it there (the VPP plugin sends Apple ``users/update``).
+    Args: ``host``; ``event`` whose ``payload`` (``UserChangedPayload``) holds ``id``,
+    ``email``, ``managed_apple_id``, ``name`` (the new values) and ``previous``:
+    ``{"email", "managed_apple_id"}`` before.
     Returns: nothing.
     Errors: isolated per subscriber.
     """

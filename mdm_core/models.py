@@ -30,6 +30,15 @@ class Platform(str, enum.Enum):
     tvOS = "tvOS"
 
 
+class EnrollmentType(str, enum.Enum):
+    """How a device enrolled: Device Enrollment, Automated Device Enrollment, or User Enrollment
+    (a personal device: Apple forbids some command keys there, e.g. ``ChangeManagementState``)."""
+
+    device = "device"
+    automated = "automated"
+    user = "user"
+
+
 class CommandStatus(str, enum.Enum):
     """Life of an MDM command in the queue."""
 
@@ -37,6 +46,7 @@ class CommandStatus(str, enum.Enum):
     sent = "sent"
     acknowledged = "acknowledged"
     error = "error"
+    canceled = "canceled"  # withdrawn before the device fetched it (e.g. its VPP license was reclaimed)
 
 
 class Device(SQLModel, table=True):
@@ -50,6 +60,7 @@ class Device(SQLModel, table=True):
     model: Optional[str] = Field(default=None, max_length=128)
     owner: Optional[str] = Field(default=None, max_length=255, index=True)
     enrolled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    enrollment_type: str = Field(default=EnrollmentType.device.value, max_length=16)
 
 
 class MdmUser(SQLModel, table=True):

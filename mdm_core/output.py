@@ -159,3 +159,23 @@ def window(rows: Iterable[Any], offset: int = 0, limit: int | None = None) -> It
     """``rows`` after the first ``offset``, at most ``limit`` of them (for sources that cannot
     skip in SQL)."""
     return islice(rows, offset, None if limit is None else offset + limit)
+
+
+def confirm(what: str, *, yes: bool, stdin: TextIO | None = None, out: TextIO | None = None) -> bool:
+    """Ask before a destructive bulk action: ``what`` (e.g. "reclaim 12 licenses") is asked on a
+    terminal (``[y/N]``, only ``y``/``yes`` proceeds); ``yes`` (``--yes``) skips the question.
+    Without a terminal and without ``--yes`` it refuses with a one-line usage error, so that a
+    script never does it by accident.
+    """
+    from mdm_core.errors import UsageError
+
+    if yes:
+        return True
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    if not (hasattr(stdin, "isatty") and stdin.isatty()):
+        raise UsageError(f"this would {what}: add --yes to do it without asking, or --dry-run to list what it would do")
+    out.write(f"This will {what}. Proceed? [y/N] ")
+    out.flush()
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")

@@ -11,6 +11,7 @@ class DevicePayload(TypedDict):
     platform: str
     model: str | None
     owner: str | None
+    enrollment_type: str  # "device", "automated" or "user" (User Enrollment)
 
 
 class UserPayload(TypedDict):
@@ -20,6 +21,20 @@ class UserPayload(TypedDict):
     email: str | None
     managed_apple_id: str | None
     name: str | None
+
+
+class PreviousUser(TypedDict):
+    """The fields of an MDM user that Apple keeps too, before a change."""
+
+    email: str | None
+    managed_apple_id: str | None
+
+
+class UserChangedPayload(UserPayload):
+    """``user_changed``: the user's new values and, in ``previous``, its e-mail and Managed Apple
+    ID before the change."""
+
+    previous: PreviousUser
 
 
 class CommandQueuedPayload(TypedDict):
@@ -35,6 +50,7 @@ EVENT_PAYLOADS: dict[str, type] = {
     "device_enrolled": DevicePayload,
     "device_removed": DevicePayload,
     "user_added": UserPayload,
+    "user_changed": UserChangedPayload,
     "user_removed": UserPayload,
     "command_queued": CommandQueuedPayload,
 }

@@ -48,6 +48,14 @@ def all_hookspecs() -> set[str]:
     return declared_hooks(core, vpp, mobile_apps)
 
 
+def head_revision(history: str) -> str:
+    """The newest migration of a built-in history (``core``, ``vpp``, ``mobile_apps``), as the
+    tests expect the database to end at it whatever migrations later branches add."""
+    root = Path(__file__).resolve().parents[1]
+    folder = {"core": root / "mdm_core" / "migrations"}.get(history, root / "plugins" / history / "migrations")
+    return max(p.name[:4] for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
 def _payload_types() -> dict[str, type]:
     from mdm_core.payloads import EVENT_PAYLOADS as core
     from plugins.mobile_apps.payloads import EVENT_PAYLOADS as mobile_apps

@@ -51,3 +51,12 @@ def test_the_readme_plugin_pyproject_is_complete() -> None:
     assert project["build-system"]["build-backend"] == "setuptools.build_meta"
     assert project["project"]["name"] and project["project"]["version"] and "mdm-host" in project["project"]["dependencies"][0]
     assert project["project"]["entry-points"]["mdm.plugins"] == {"widgets": "mdm_widgets.plugin"}
+
+
+def test_the_apple_reference_names_its_public_sources() -> None:
+    """What the code relies on from Apple comes with where Apple says it (issue 12)."""
+    text = (ROOT / "docs" / "apple-api.md").read_text(encoding="utf-8")
+    assert "https://developer.apple.com/documentation/devicemanagement/" in text
+    assert "https://github.com/apple/device-management" in text
+    for schema in ("application.install.yaml", "media.install.yaml", "application.remove.yaml"):
+        assert schema in text

@@ -25,7 +25,7 @@ from mdm_core.db.migrate import alembic_config, order
 from mdm_core.host import Host
 from mdm_core.testing import MdmRunner
 
-from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
+from .conftest import PG_ADMIN_URL, PG_SKIP_REASON, head_revision
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_0_1_0"
 RELEASE_HISTORIES = ("core", "mobile_apps", "vpp")
@@ -164,7 +164,21 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     assert "created" not in out + err
     code, out, _ = mdm("db", "status", "--json")
     assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: (heads[h], "current") for h in (*RELEASE_HISTORIES, "alerts", "web")}
-    assert table_contents(database_url, columns_of=before) == before  # nothing recreated, nothing lost
+    after = table_contents(database_url)  # nothing recreated, nothing lost (later migrations add columns)
+    metadata_before, metadata_after = before.pop("mobile_apps_metadata"), after.pop("mobile_apps_metadata")
+    assert {t: rows for t, rows in table_contents(database_url, columns_of=before).items() if t in before} == before
+    # mobile_apps 0002: metadata per platform; each adamId's cached entry is kept for its
+    # platforms, except the macOS entry of a universal app, which is looked up again
+    old = {r["adam_id"]: r for r in metadata_before}
+    platforms: dict[str, set[str]] = {}
+    for r in metadata_after:
+        platforms.setdefault(r["adam_id"], set()).add(r["platform"])
+    assert set(platforms) == set(old)
+    for r in metadata_after:
+        if r["platform"] == "macOS" and len(platforms[r["adam_id"]]) > 1:
+            assert (r["status"], r["bundle_id"]) == ("pending", None)
+        else:
+            assert {c: r[c] for c in old[r["adam_id"]]} == old[r["adam_id"]]
 
     # every command works on the upgraded data
     rows = fixture_rows()

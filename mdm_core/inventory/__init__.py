@@ -13,6 +13,7 @@ from __future__ import annotations
 from .commands import iter_commands, list_commands, queue_command, set_command_status
 from .devices import (
     DEVICE_HEADER,
+    ENROLLMENT_TYPES,
     PLATFORMS,
     DeviceRow,
     add_device,
@@ -20,6 +21,7 @@ from .devices import (
     import_devices,
     iter_devices,
     list_devices,
+    normalize_enrollment_type,
     normalize_platform,
     normalize_serial,
     remove_device,
@@ -29,7 +31,7 @@ from .upsert import Counts
 from .users import USER_HEADER, UserRow, add_user, add_users, import_users, iter_users, list_users, remove_user, set_user
 
 __all__ = [
-    "DEVICE_HEADER", "PLATFORMS", "USER_HEADER", "DeviceRow", "UserRow", "add_device", "add_devices", "add_user",
-    "add_users", "import_devices", "import_users", "iter_commands", "iter_devices", "iter_users", "list_commands", "list_devices", "list_users", "normalize_platform",
+    "DEVICE_HEADER", "ENROLLMENT_TYPES", "PLATFORMS", "USER_HEADER", "DeviceRow", "UserRow", "add_device", "add_devices", "add_user",
+    "add_users", "import_devices", "import_users", "iter_commands", "iter_devices", "iter_users", "list_commands", "list_devices", "list_users", "normalize_enrollment_type", "normalize_platform",
     "normalize_serial", "queue_command", "remove_device", "remove_user", "set_command_status", "Counts", "set_device", "set_user",
 ]

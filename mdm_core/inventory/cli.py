@@ -22,6 +22,8 @@ def register(subparsers: Any) -> None:
     add.add_argument("--udid", help="the device's UDID")
     add.add_argument("--model", help="the model, e.g. iPad13,1")
     add.add_argument("--user", dest="owner", metavar="MDM_USER", help="the MDM user who owns it")
+    add.add_argument("--enrollment-type", dest="enrollment_type", choices=inventory.ENROLLMENT_TYPES, default="device",
+                     help="device (default), automated (Automated Device Enrollment) or user (User Enrollment: a personal device)")
     add.set_defaults(func=_devices_add)
     dset = dsub.add_parser("set", help="change an enrolled device", description="Change only the fields given; \"\" clears udid, model or user.")
     dset.add_argument("serial", metavar="SERIAL")
@@ -29,6 +31,7 @@ def register(subparsers: Any) -> None:
     dset.add_argument("--udid")
     dset.add_argument("--model")
     dset.add_argument("--user", dest="owner", metavar="MDM_USER", help="the MDM user who owns it (\"\" for none)")
+    dset.add_argument("--enrollment-type", dest="enrollment_type", choices=inventory.ENROLLMENT_TYPES, help="device, automated or user")
     dset.set_defaults(func=_devices_set)
     lst = dsub.add_parser("list", help="list enrolled devices")
     add_list_options(lst)
@@ -37,7 +40,7 @@ def register(subparsers: Any) -> None:
     rm.add_argument("serial", metavar="SERIAL")
     rm.set_defaults(func=_devices_remove)
     imp = dsub.add_parser("import", help="import devices from CSV", description="Import devices from a UTF-8 CSV file whose header names its columns, in any order: "
-                          "serial_number and platform required, udid, model and user optional, others ignored. New devices are enrolled, "
+                          "serial_number and platform required, udid, model, user and enrollment_type (device, automated or user) optional, others ignored. New devices are enrolled, "
                           "enrolled ones get the values given (an empty cell keeps the stored value). A bad row is reported by line and nothing is written.")
     imp.add_argument("file", metavar="FILE.csv")
     imp.set_defaults(func=_devices_import)
@@ -77,25 +80,38 @@ def register(subparsers: Any) -> None:
 
 
 def _devices_add(host: "Host", args: argparse.Namespace) -> int:
-    row = inventory.add_device(host, args.serial, args.platform, udid=args.udid, model=args.model, owner=args.owner)
-    say(f"enrolled {row.serial_number} ({row.platform})")
+    row = inventory.add_device(host, args.serial, args.platform, udid=args.udid, model=args.model, owner=args.owner, enrollment_type=args.enrollment_type)
+    say(f"enrolled {row.serial_number} ({row.platform}{', User Enrollment' if row.enrollment_type == 'user' else ''})")
     return 0
 
 
 def _devices_set(host: "Host", args: argparse.Namespace) -> int:
-    row, changed = inventory.set_device(host, args.serial, platform=args.platform, udid=args.udid, model=args.model, owner=args.owner)
+    row, changed = inventory.set_device(host, args.serial, platform=args.platform, udid=args.udid, model=args.model, owner=args.owner,
+                                        enrollment_type=args.enrollment_type)
     say(f"updated {row.serial_number}: {', '.join(changed)}" if changed else f"{row.serial_number}: no change")
     return 0
 
 
 def _devices_list(host: "Host", args: argparse.Namespace) -> int:
     rows = inventory.iter_devices(host, offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
+    return print_rows(rows, output_format(args), ["serial_number", "platform", "enrollment_type", "model", "owner", "udid", "enrolled_at"], empty="no devices enrolled")
+
+
+def _removal_lines(host: "Host", kind: str, key: str) -> str:
+    """``: line; line`` from the plugins' ``mdm_removal_summary`` (none: empty)."""
+    import logging
+
+    try:
+        lines = [line for line in host.pm.hook.mdm_removal_summary(host=host, kind=kind, key=key) if line]
+    except Exception as exc:  # the removal is committed: never fail the command for its report
+        logging.getLogger(__name__).warning("removal summary failed: %s", exc)
+        return ""
+    return f": {'; '.join(lines)}" if lines else ""
 
 
 def _devices_remove(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.remove_device(host, args.serial)
-    say(f"removed {row.serial_number}")
+    say(f"removed {row.serial_number}{_removal_lines(host, 'device', row.serial_number)}")
     return 0
 
 
@@ -125,7 +141,7 @@ def _users_list(host: "Host", args: argparse.Namespace) -> int:
 
 def _users_remove(host: "Host", args: argparse.Namespace) -> int:
     row = inventory.remove_user(host, args.id)
-    say(f"removed user {row.id}")
+    say(f"removed user {row.id}{_removal_lines(host, 'user', row.id)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError
-from mdm_core.models import Device, MdmUser, Platform
+from mdm_core.models import Device, EnrollmentType, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
 
 from .csvfile import read_csv
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 PLATFORMS = {p.value.lower(): p.value for p in Platform}
 DEVICE_HEADER = ["serial_number", "platform", "udid", "model", "user"]
+DEVICE_HEADER = ["serial_number", "platform", "udid", "model", "user", "enrollment_type"]
 DEVICE_REQUIRED = ["serial_number", "platform"]
+ENROLLMENT_TYPES = [t.value for t in EnrollmentType]
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,22 @@ class DeviceRow:
     udid: str | None = None
     model: str | None = None
     owner: str | None = None
+    enrollment_type: str | None = None  # device, automated or user; None: not given (a new device is "device")
 
     def payload(self) -> DevicePayload:
         """The plain values carried by device events."""
-        return {"serial_number": self.serial_number, "udid": self.udid, "platform": self.platform, "model": self.model, "owner": self.owner}
+        return {"serial_number": self.serial_number, "udid": self.udid, "platform": self.platform, "model": self.model, "owner": self.owner,
+                "enrollment_type": self.enrollment_type or EnrollmentType.device.value}
+
+
+def normalize_enrollment_type(value: str | None) -> str | None:
+    """``User`` → ``user``; empty → None (not given); anything else is a usage error listing the valid ones."""
+    if value is None or not value.strip():
+        return None
+    kind = value.strip().lower()
+    if kind not in ENROLLMENT_TYPES:
+        raise UsageError(f"unknown enrollment type '{value}': use one of {', '.join(ENROLLMENT_TYPES)}")
+    return kind
 
 
 def normalize_platform(value: str) -> str:
@@ -62,8 +76,9 @@ def normalize_serial(value: str) -> str:
     return serial.upper()
 
 
-def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None) -> DeviceRow:
-    return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None)
+def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None, enrollment_type: str | None = None) -> DeviceRow:
+    return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None,
+                     normalize_enrollment_type(enrollment_type))
 
 
 def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> Counts:
@@ -74,18 +89,19 @@ def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> Counts:
                    check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]))
 
 
-def add_device(host: "Host", serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None) -> DeviceRow:
+def add_device(host: "Host", serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None,
+               enrollment_type: str | None = None) -> DeviceRow:
     """Enrol one new device (validated like an import row); an enrolled serial is refused."""
-    row = _device_from(serial, platform, udid, model, owner)
+    row = _device_from(serial, platform, udid, model, owner, enrollment_type or EnrollmentType.device.value)
     upsert(host, Device, [row], lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
            check=lambda session: _check_owners(session, [row.owner] if row.owner else []),
            exists=lambda d: f"device {d.serial_number} is already enrolled: change it with `mdm devices set {d.serial_number} "
-                  "[--platform P] [--udid U] [--model M] [--user MDM_USER]`")
+                  "[--platform P] [--udid U] [--model M] [--user MDM_USER] [--enrollment-type T]`")
     return row
 
 
 def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: str | None = None, model: str | None = None,
-               owner: str | None = None) -> tuple[DeviceRow, list[str]]:
+               owner: str | None = None, enrollment_type: str | None = None) -> tuple[DeviceRow, list[str]]:
     """Change only the given fields of an enrolled device (``""`` clears udid, model or owner);
     returns the device and the names of the fields that changed."""
     serial = normalize_serial(serial)
@@ -95,11 +111,13 @@ def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: 
     for name, value in (("udid", udid), ("model", model), ("owner", owner)):
         if value is not None:
             given[name] = value.strip() or None
+    if enrollment_type is not None:
+        given["enrollment_type"] = normalize_enrollment_type(enrollment_type) or EnrollmentType.device.value
     if not given:
-        raise UsageError("nothing to change: give --platform, --udid, --model and/or --user (\"\" clears udid, model or user)")
+        raise UsageError("nothing to change: give --platform, --udid, --model, --user and/or --enrollment-type (\"\" clears udid, model or user)")
     device, changed = update_one(host, Device, serial, given, f"device {serial} is not enrolled: enrol it with `mdm devices add {serial} --platform P`",
                                  check=lambda session: _check_owners(session, [given["owner"]] if given.get("owner") else []))
-    return DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner), changed
+    return DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner, device.enrollment_type), changed
 
 
 def remove_device(host: "Host", serial: str) -> DeviceRow:
@@ -110,7 +128,7 @@ def remove_device(host: "Host", serial: str) -> DeviceRow:
         device = session.get(Device, serial)
         if device is None:
             raise MdmError(f"device {serial} is not enrolled: see `mdm devices list`")
-        row = DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner)
+        row = DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner, device.enrollment_type)
         session.delete(device)
         host.events.record(session, "device_removed", row.payload())
         return row
@@ -133,10 +151,12 @@ def list_devices(host: "Host") -> list[dict[str, Any]]:
 
 def import_devices(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:
     """Import devices from a CSV file whose header names its columns (``serial_number`` and
-    ``platform`` required; ``udid``, ``model``, ``user`` optional; any order). An empty cell
-    keeps the stored value. Any bad row means nothing is written."""
+    ``platform`` required; ``udid``, ``model``, ``user``, ``enrollment_type`` optional; any
+    order). An empty cell keeps the stored value (a new device without an enrollment type is
+    ``device``). Any bad row means nothing is written."""
     lines: list[int] = []
-    rows = read_csv(Path(path), DEVICE_HEADER, DEVICE_REQUIRED, lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"]),
+    rows = read_csv(Path(path), DEVICE_HEADER, DEVICE_REQUIRED,
+                    lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"], r["enrollment_type"]),
                     key=lambda d: d.serial_number, lines=lines, ignored=ignored)
     with host.db.session() as session:
         owners = {d.owner for d in rows if d.owner}

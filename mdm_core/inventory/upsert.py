@@ -31,16 +31,34 @@ class Counts(NamedTuple):
     unchanged: int
 
 
+class Watch(NamedTuple):
+    """An event for changes of some fields of existing rows: ``event`` is recorded with
+    ``payload(row)`` (the row's new values, as a mapping) and ``previous`` (the ``fields``
+    before) when one of them changed."""
+
+    event: str
+    fields: tuple[str, ...]
+    payload: Callable[[Any], dict[str, Any]]
+
+
+def _change_event(watch: Watch | None, before: Any, diff: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    if watch is None or not any(name in diff for name in watch.fields):
+        return None
+    after = {**dict(before), **diff}
+    return watch.event, {**watch.payload(after), "previous": {name: before[name] for name in watch.fields}}
+
+
 def changes(existing: Any, values: dict[str, Any]) -> dict[str, Any]:
     """The given values (not ``None``) that differ from the stored row."""
     return {name: value for name, value in values.items() if value is not None and getattr(existing, name) != value}
 
 
 def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, payload: Any, check: Any = None,
-           exists: Callable[[Any], str] | None = None) -> Counts:
+           exists: Callable[[Any], str] | None = None, watch: Watch | None = None) -> Counts:
     """Insert new rows (recording ``event`` for each) and change the given fields of existing
     ones, in one transaction. With ``exists``, an existing row is refused instead: the
-    transaction fails with ``MdmError(exists(row))``.
+    transaction fails with ``MdmError(exists(row))``. With ``watch``, a change of its fields is
+    recorded as its event.
 
     All or nothing, and short: the stored rows are read and the differences worked out before
     (reads take no lock), then written in one transaction of bulk statements (one ``INSERT`` of
@@ -65,8 +83,8 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
         for row, row_key in zip(rows, keys):
             values = dataclasses.asdict(row)
             old = stored.get(row_key)
-            if old is None:
-                new.append({**defaults, **values})
+            if old is None:  # what is not given gets the column's default
+                new.append({**defaults, **{name: value for name, value in values.items() if value is not None}})
                 events.append((event, payload(row)))
                 continue
             if exists is not None:
@@ -76,6 +94,9 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
                 unchanged += 1
                 continue
             changed.setdefault(tuple(sorted(diff)), []).append({**diff, "b_key": row_key})
+            change = _change_event(watch, old, diff)
+            if change is not None:
+                events.append(change)
         return new, host.events.outbox_rows(events), changed, unchanged
 
     for attempt in (1, 2):
@@ -87,6 +108,7 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
                 check(session)
             if new:
                 session.execute(insert(table), new)
+            if event_rows:
                 host.events.record_rows(session, event_rows)
             for names, batch in changed.items():
                 session.execute(update(table).where(pk == bindparam("b_key")).values({n: bindparam(n) for n in names}), batch)
@@ -138,9 +160,10 @@ def _staged_write(host: "Host", table: Any, new: list[dict[str, Any]], event_row
             conn.commit()
 
 
-def update_one(host: "Host", model: type, ident: str, given: dict[str, Any], missing: str, check: Any = None) -> tuple[Any, list[str]]:
+def update_one(host: "Host", model: type, ident: str, given: dict[str, Any], missing: str, check: Any = None,
+               watch: Watch | None = None) -> tuple[Any, list[str]]:
     """Change only the ``given`` fields of one row (``""`` clears an optional field); returns
-    the row and the names of the fields that really changed."""
+    the row and the names of the fields that really changed (``watch``: as :func:`upsert`)."""
 
     def work(session: Session) -> tuple[Any, list[str]]:
         row = session.get(model, ident)
@@ -149,9 +172,12 @@ def update_one(host: "Host", model: type, ident: str, given: dict[str, Any], mis
         if check is not None:
             check(session)
         diff = {name: value for name, value in given.items() if getattr(row, name) != value}
+        change = _change_event(watch, row.model_dump(), diff)
         for name, value in diff.items():
             setattr(row, name, value)
         session.add(row)
+        if change is not None:
+            host.events.record(session, *change)
         return row, sorted(diff)
 
     result = host.db.run_write(work)

@@ -1,6 +1,7 @@
 """MDM users: add (one, or an import file), remove, list. A user's id is Apple's ``clientUserId``.
 
-Adding or removing a user records ``user_added`` / ``user_removed`` in the same transaction.
+Adding or removing a user records ``user_added`` / ``user_removed`` in the same transaction, and
+changing the e-mail or Managed Apple ID of an existing one ``user_changed``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 
 from .csvfile import read_csv
-from .upsert import Counts, update_one, upsert
+from .upsert import Counts, Watch, update_one, upsert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -51,10 +52,15 @@ def _check_address(label: str, value: str | None) -> None:
         raise UsageError(f"{label} '{value}' is not an address like name@example.com")
 
 
+#: a new e-mail or Managed Apple ID is recorded as ``user_changed`` (the VPP user follows at Apple)
+USER_CHANGED = Watch("user_changed", ("email", "managed_apple_id"),
+                     lambda u: {"id": u["id"], "email": u["email"], "managed_apple_id": u["managed_apple_id"], "name": u["name"]})
+
+
 def add_users(host: "Host", users: Iterable[UserRow]) -> Counts:
     """Add new MDM users and change the given fields (not ``None``) of existing ones, in one
     transaction; returns the counts of real changes."""
-    return upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict)
+    return upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict, watch=USER_CHANGED)
 
 
 def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:
@@ -74,7 +80,9 @@ def set_user(host: "Host", user_id: str, *, email: str | None = None, managed_ap
         raise UsageError("nothing to change: give --email, --managed-apple-id and/or --name (\"\" clears one)")
     _check_address("email", given.get("email"))
     _check_address("managed Apple ID", given.get("managed_apple_id"))
-    user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`")
+    user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`",
+                               watch=USER_CHANGED)
+    host.deliver_events()
     return UserRow(user.id, user.email, user.managed_apple_id, user.name), changed
 
 

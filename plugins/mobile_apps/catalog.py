@@ -38,6 +38,8 @@ APP_PLATFORMS = {"ios": "iOS", "ipados": "iOS", "macos": "macOS", "tvos": "tvOS"
 DEVICE_TO_APP_PLATFORM = {"iOS": "iOS", "iPadOS": "iOS", "macOS": "macOS", "tvOS": "tvOS"}
 LOOKUP_BATCH = 100
 MANUAL_SYNC_LOOKUPS = 5 * LOOKUP_BATCH  # a manual sync looks up at most this many new apps at once (5 requests)
+#: an application's metadata: its adamId's entry on its platform
+METADATA_JOIN = (AppMetadata.adam_id == MobileApp.adam_id) & (AppMetadata.platform == MobileApp.platform)
 
 
 def app_platform(value: str) -> str:
@@ -95,8 +97,9 @@ def upsert_assets(host: "Host", session: Session, account: str, assets: list[Ass
         for platform, row in rows.items():
             if platform not in platforms and row.state != "retired":
                 _retire(host, session, row, now)
-        if session.get(AppMetadata, adam_id) is None:
-            session.add(AppMetadata(adam_id=adam_id, account=account, status="pending"))
+        for platform in platforms:  # metadata per platform: a universal app's Mac entry differs
+            if session.get(AppMetadata, (adam_id, platform)) is None:
+                session.add(AppMetadata(adam_id=adam_id, platform=platform, account=account, status="pending"))
 
 
 def _set_counts(row: MobileApp, asset: dict[str, Any], kind: str) -> None:
@@ -163,26 +166,27 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
         rows = list(session.execute(query).scalars())
         accounts = _live_accounts(session)
     counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
-    by_account: dict[str, list[str]] = {}
+    by_account: dict[tuple[str, str], list[str]] = {}
     for row in rows:
         account = row.account if row.account in accounts else (accounts.get(row.adam_id) or row.account)
-        by_account.setdefault(account, []).append(row.adam_id)
-    for account, adam_ids in sorted(by_account.items()):
+        by_account.setdefault((account, row.platform), []).append(row.adam_id)
+    for (account, platform), adam_ids in sorted(by_account.items()):
         for start in range(0, len(adam_ids), LOOKUP_BATCH):
             batch = adam_ids[start:start + LOOKUP_BATCH]
             counts["looked_up"] += len(batch)
             try:
-                found = VppPort(host).lookup_metadata(account, batch)
+                found = VppPort(host).lookup_metadata(account, batch, platform)
             except Exception as exc:  # never fails the caller: retried later
                 message = one_line(exc) or type(exc).__name__
                 if errors is not None:
                     errors.append(f"account {account}: {message}")
                 else:
                     log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
-                host.db.run_write(lambda session, batch=batch, message=message: _mark_failed(session, batch, message, s.metadata_retry))
+                host.db.run_write(lambda session, batch=batch, message=message, platform=platform: _mark_failed(session, batch, platform, message, s.metadata_retry))
                 counts["failed"] += len(batch)
                 continue
-            host.db.run_write(lambda session, batch=batch, found=found, account=account: _store(session, account, batch, found, s.metadata_max_age))
+            host.db.run_write(lambda session, batch=batch, found=found, account=account, platform=platform:
+                              _store(session, account, platform, batch, found, s.metadata_max_age))
             counts["found"] += sum(1 for a in batch if a in found)
             counts["missing"] += sum(1 for a in batch if a not in found)
     return counts
@@ -197,10 +201,10 @@ def _live_accounts(session: Session) -> dict[str, str]:
     return out
 
 
-def _mark_failed(session: Session, adam_ids: list[str], message: str, retry: int) -> None:
+def _mark_failed(session: Session, adam_ids: list[str], platform: str, message: str, retry: int) -> None:
     now = utcnow()
     for adam_id in adam_ids:
-        row = session.get(AppMetadata, adam_id)
+        row = session.get(AppMetadata, (adam_id, platform))
         if row is None:
             continue
         row.status = "error" if row.fetched_at is None else row.status  # keep what we had; it is only stale
@@ -210,10 +214,10 @@ def _mark_failed(session: Session, adam_ids: list[str], message: str, retry: int
         session.add(row)
 
 
-def _store(session: Session, account: str, adam_ids: list[str], found: dict[str, dict[str, Any]], max_age: int) -> None:
+def _store(session: Session, account: str, platform: str, adam_ids: list[str], found: dict[str, dict[str, Any]], max_age: int) -> None:
     now = utcnow()
     for adam_id in adam_ids:
-        row = session.get(AppMetadata, adam_id)
+        row = session.get(AppMetadata, (adam_id, platform))
         if row is None:
             continue
         data = found.get(adam_id)
@@ -250,7 +254,7 @@ def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None
               offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Applications (and books) with their metadata, by name (unnamed last) then adamId and
     platform; streamed (constant memory). An unknown platform raises before any row."""
-    query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+    query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if platform:
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
         if platform.strip().lower() not in APP_PLATFORMS:
@@ -285,7 +289,7 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
     selector = selector.strip()
     if not selector:
         raise UsageError("APP is empty: give an application id, an adamId or a bundle id (see `mdm apps list`)")
-    base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+    base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if selector.isdigit():
         rows = list(session.execute(base.where(MobileApp.adam_id == selector)).all())
         if not rows:

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     inst.set_defaults(func=_install)
 
     installs = sub.add_parser("installs", help="recorded installs (queued, pending Apple's confirmation, failed)")
-    installs.add_argument("--status", choices=["queued", "pending", "failed"])
+    installs.add_argument("--status", choices=["associating", "pending", "queued", "licensed", "failed", "canceled", "removed"])
     add_list_options(installs)
     installs.set_defaults(func=_installs)
 
@@ -60,7 +60,9 @@ def register(subparsers: Any) -> None:
     which = rec.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", metavar="SERIAL", help="the license held by this device")
     which.add_argument("--user", metavar="MDM_USER", help="the license held by this user")
-    which.add_argument("--unused", action="store_true", help="licenses held by devices no longer enrolled or users no longer in the MDM")
+    which.add_argument("--unused", action="store_true", help="licenses held by devices or users that were removed from this MDM (never those of targets it never knew)")
+    rec.add_argument("--dry-run", action="store_true", help="list the licenses it would reclaim, change nothing")
+    rec.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts); without a terminal --unused needs it")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=_reclaim)
 
@@ -157,7 +159,9 @@ def _installs(host: "Host", args: argparse.Namespace) -> int:
 
 
 def _reclaim(host: "Host", args: argparse.Namespace) -> int:
-    from .reclaims import reclaim
+    from mdm_core.output import confirm
+
+    from .reclaims import reclaim, reclaim_candidates
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.all and args.app:
@@ -166,7 +170,19 @@ def _reclaim(host: "Host", args: argparse.Namespace) -> int:
         raise UsageError("--all needs --unused (reclaim a device's or a user's license one app at a time)")
     if not args.all and not args.app:
         raise UsageError("give APP (an application id, an adamId or a bundle id), or --all --unused")
-    rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused)
+    candidates = reclaim_candidates(host, args.app, serial=args.device, user=args.user, unused=args.unused)
+    if args.dry_run:
+        if args.json:
+            print_json(candidates)
+        elif not candidates:
+            print("no license to reclaim")
+        for lic in [] if args.json else candidates:
+            print(f"{lic['adamId']} {lic['pricingParam']} {lic.get('serialNumber') or lic.get('clientUserId')}: would be reclaimed (account {lic['account']})")
+        return 0
+    if args.unused and candidates and not confirm(f"reclaim {len(candidates)} license(s) held by devices and users removed from this MDM", yes=args.yes):
+        print("nothing reclaimed")
+        return 1
+    rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused, licenses=candidates)
     if args.json:
         print_json(rows)
         return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1

@@ -45,11 +45,13 @@ class MobileApp(SQLModel, table=True):
 
 
 class AppMetadata(SQLModel, table=True):
-    """Cached content metadata of an adamId (names, bundle id, version, icon)."""
+    """Cached content metadata of an adamId on one application platform (names, bundle id,
+    version, icon): a universal app's macOS entry is the Mac App Store's, not the iOS one."""
 
     __tablename__ = "mobile_apps_metadata"
 
     adam_id: str = Field(primary_key=True, max_length=32)
+    platform: str = Field(primary_key=True, max_length=16)
     account: str = Field(max_length=128)  # the account whose token looks it up
     status: str = Field(default="pending", max_length=16)  # pending, ok, missing (Apple does not know it), error
     name: Optional[str] = Field(default=None, max_length=512)
@@ -94,11 +96,12 @@ class Reclaim(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)
-    adam_id: str = Field(max_length=32)
+    adam_id: str = Field(max_length=32)  # "*" (and pricing_param "*"): Apple's revoke, every revocable license
     pricing_param: str = Field(max_length=8)
     kind: str = Field(max_length=8)  # "device" or "user"
     target: str = Field(max_length=255)  # serial number or clientUserId
     reason: str = Field(max_length=32)  # "device_removed", "user_removed", "manual", "unused"
+    cause: Optional[str] = Field(default=None, max_length=36, index=True)  # the removal event that asked for it
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
     last_error: Optional[str] = None

@@ -54,7 +54,9 @@ class InstallFailedPayload(TypedDict):
 
 class ReclaimFinishedPayload(TypedDict):
     """``mobile_apps_reclaim_finished``: a reclaim reached ``done``, ``failed`` or ``irrevocable``;
-    it names the device (``serialNumber``) or the user (``clientUserId``)."""
+    it names the device (``serialNumber``) or the user (``clientUserId``). ``adamId`` and
+    ``pricingParam`` are ``*`` for Apple's revoke of every revocable license of a removed
+    device or user."""
 
     id: int
     account: str

@@ -151,6 +151,14 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
         log.warning("metadata of account %s not looked up after the sync (the mobile_apps.metadata job retries): %s", report["account"], exc)
 
 
+@hookimpl(optionalhook=True)
+def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
+    """Licenses taken back: cancel their queued installs, remove the apps this MDM installed."""
+    from plugins.mobile_apps.installs.removal import on_licenses_disassociated
+
+    on_licenses_disassociated(host, event)
+
+
 # --------------------------------------------------------------------------- core events
 
 
@@ -163,6 +171,14 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
     VppPort(host).require("the licenses of the removed device are reclaimed once it is enabled again")
     on_device_removed(host, event)
+
+
+@hookimpl
+def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
+    """``VPP licenses: N reclaimed, M pending`` for a removed device or user."""
+    from plugins.mobile_apps.reclaims import removal_summary
+
+    return removal_summary(host, kind, key)
 
 
 @hookimpl

@@ -1,9 +1,20 @@
-"""Reclaiming VPP licenses: when a device leaves the inventory, on demand, and for unused ones.
+"""Reclaiming VPP licenses: when a device or a user leaves the inventory, on demand, and for
+unused ones.
 
 Each license to reclaim gets a ``mobile_apps_reclaim`` row first (committed), then the VPP plugin
-is asked to disassociate it (``mdm_vpp_disassociate``). Apple unreachable: the row stays
-``pending`` and the ``mobile_apps.reclaim`` job retries it every ``reclaim_retry`` seconds.
-Irrevocable assets are recorded ``irrevocable`` and never attempted.
+is asked to give it back. Apple unreachable: the row stays ``pending`` and the
+``mobile_apps.reclaim`` job retries it every ``reclaim_retry`` seconds. Irrevocable assets are
+recorded ``irrevocable`` and never attempted.
+
+- A removed device or user: Apple's ``assets/revoke`` for the serial number or the
+  ``clientUserId`` (``mdm_vpp_revoke``), once per account, so that licenses granted since the
+  last sync go back too. It is recorded as a row whose ``adam_id`` is ``*`` (every revocable
+  license), next to one row per mirrored license; it is tried once at once (no long back-off:
+  someone waits on ``mdm devices remove``) and otherwise left to the job. A removed user is then
+  retired at Apple (``mdm_vpp_retire_users``).
+- ``mdm apps reclaim``: Apple's ``assets/disassociate`` per asset (``mdm_vpp_disassociate``).
+- ``--unused``: licenses held by a device or a user that was removed from this MDM (recorded
+  here when it was removed, and not enrolled again), never those of targets this MDM never knew.
 """
 
 from __future__ import annotations
@@ -31,6 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FINAL = ("done", "failed", "irrevocable")
+#: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
+ALL = "*"
+REMOVALS = ("device_removed", "user_removed")
+#: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
+QUICK_WAIT = 2.0
 
 
 def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str], bool]:
@@ -42,28 +58,37 @@ def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str
     return out
 
 
-def create_reclaims(host: "Host", licenses: list[dict[str, Any]], reason: str, event: "Event | None" = None) -> list[int]:
-    """Record a reclaim per license (``pending``, or ``irrevocable``); returns the pending ids.
+def create_reclaims(host: "Host", licenses: list[dict[str, Any]], reason: str, event: "Event | None" = None,
+                    revokes: list[tuple[str, str, str]] = ()) -> list[int]:  # type: ignore[assignment]
+    """Record a reclaim per license (``pending``, or ``irrevocable``) and a revoke per
+    ``(account, kind, target)`` of ``revokes``; returns the pending ids.
 
-    A license that already has a pending reclaim is not recorded twice. With ``event``, the
-    rows are written once per event (a redelivered event adds nothing).
+    A license (or revoke) that already has a pending reclaim is not recorded twice. With
+    ``event``, the rows are written once per event (a redelivered event adds nothing) and carry
+    its id as their ``cause``.
     """
     revocable = _revocable_map(host, {lic["account"] for lic in licenses})
+    cause = event.id if event is not None else None
 
     def work(session: Session) -> list[int]:
         ids = []
+        wanted = [(acc, ALL, ALL, kind, target) for acc, kind, target in revokes]
         for lic in licenses:
             kind, target = ("device", lic["serialNumber"]) if lic.get("serialNumber") else ("user", lic["clientUserId"])
-            key = (lic["account"], lic["adamId"], lic["pricingParam"])
+            wanted.append((lic["account"], lic["adamId"], lic["pricingParam"], kind, target))
+        for account, adam_id, pricing, kind, target in wanted:
             existing = session.execute(select(Reclaim).where(
-                Reclaim.account == key[0], Reclaim.adam_id == key[1], Reclaim.pricing_param == key[2], Reclaim.kind == kind,
+                Reclaim.account == account, Reclaim.adam_id == adam_id, Reclaim.pricing_param == pricing, Reclaim.kind == kind,
                 Reclaim.target == target, Reclaim.status.in_(("pending", "irrevocable")))).scalars().first()  # type: ignore[attr-defined]
-            if existing is not None:  # already being reclaimed, or known to be irrevocable
-                if existing.status == "pending":
+            if existing is not None and (existing.status == "irrevocable" or adam_id != ALL or existing.reason == reason):
+                if existing.status == "pending":  # already being reclaimed, or known to be irrevocable
                     ids.append(existing.id)
+                if cause and adam_id != ALL:  # this removal's summary counts it
+                    existing.cause = cause
+                    session.add(existing)
                 continue
-            row = Reclaim(account=key[0], adam_id=key[1], pricing_param=key[2], kind=kind, target=target, reason=reason)
-            if not revocable.get(key, True):
+            row = Reclaim(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=target, reason=reason, cause=cause)
+            if adam_id != ALL and not revocable.get((account, adam_id, pricing), True):
                 row.status = "irrevocable"
                 row.last_error = "the asset is irrevocable: Apple does not allow reclaiming its licenses (error 9706)"
             session.add(row)
@@ -94,8 +119,9 @@ def _finished(host: "Host", session: Session, row: Reclaim) -> None:
     host.events.record(session, "mobile_apps_reclaim_finished", payload)
 
 
-def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True) -> dict[str, int]:
-    """Ask Apple to disassociate pending reclaims (``ids``, or every due one); returns counts."""
+def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False) -> dict[str, int]:
+    """Ask Apple to give back pending reclaims (``ids``, or every due one); returns counts of
+    licenses. ``quick``: one attempt without back-off and a short wait (someone is waiting)."""
     s = settings(host)
     now = utcnow()
     with host.db.session() as session:
@@ -105,15 +131,24 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True)
         else:
             query = query.where(or_(Reclaim.next_attempt_at.is_(None), Reclaim.next_attempt_at <= now))
         rows = list(session.execute(query.order_by(Reclaim.id)).scalars())
-    groups: dict[tuple[str, str, str, str], list[Reclaim]] = {}
-    for row in rows:
-        groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row)
+    revokes = [r for r in rows if r.adam_id == ALL]
+    covered = {(r.account, r.kind, r.target) for r in revokes}
     counts = {"done": 0, "failed": 0, "pending": 0, "irrevocable": 0}
-    for (account, adam_id, pricing, kind), group in groups.items():
+    groups: dict[tuple[str, str], list[Reclaim]] = {}
+    for row in revokes:
+        groups.setdefault((row.account, row.kind), []).append(row)
+    for (account, kind), group in groups.items():
+        _revoke(host, account, kind, group, counts, quick)
+    licenses: dict[tuple[str, str, str, str], list[Reclaim]] = {}
+    for row in rows:
+        if row.adam_id != ALL and (row.reason not in REMOVALS or (row.account, row.kind, row.target) not in covered):
+            licenses.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row)
+    for (account, adam_id, pricing, kind), group in licenses.items():
         targets = [r.target for r in group]
         try:
             result = VppPort(host).disassociate(account, adam_id, pricing, serial_numbers=targets if kind == "device" else [],
-                                                client_user_ids=targets if kind == "user" else [], wait=s.reclaim_wait)
+                                                client_user_ids=targets if kind == "user" else [],
+                                                wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait)
         except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
             message = one_line(exc)
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
@@ -122,26 +157,72 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True)
             host.db.run_write(lambda session, g=group, m=message, f=final: _update(host, session, g, f, m, [], s.reclaim_retry))
             counts[final or "pending"] += len(targets)
             continue
-        failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
-        status = result["status"]
-
-        def work(session: Session, group: list[Reclaim] = group, failures: dict[str, Any] = failures, status: str = status,
-                 event_ids: list[str] = result["event_ids"]) -> None:
-            for row in group:
-                if status == "PENDING":
-                    _update(host, session, [row], None, "Apple has not confirmed yet; asking again later", event_ids, s.reclaim_retry)
-                elif row.target in failures:
-                    f = failures[row.target]
-                    _update(host, session, [row], "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})", event_ids, s.reclaim_retry)
-                else:
-                    _update(host, session, [row], "done", None, event_ids, s.reclaim_retry)
-
-        host.db.run_write(work)
-        for row in group:
-            counts["pending" if status == "PENDING" else "failed" if row.target in failures else "done"] += 1
+        host.db.run_write(lambda session, g=group, r=result: _settle(host, session, g, r, s.reclaim_retry, counts))
     if deliver:
         host.deliver_events()
     return counts
+
+
+def _settle(host: "Host", session: Session, group: list[Reclaim], result: dict[str, Any], retry: int, counts: dict[str, int],
+            riders: dict[str, list[Reclaim]] | None = None) -> None:
+    """Apply Apple's answer to these reclaims (and to the license rows riding on a revoke)."""
+    failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
+    pending = {*result.get("pending", {}).get("serialNumbers", []), *result.get("pending", {}).get("clientUserIds", [])}
+    for row in group:
+        rows = [row, *(riders or {}).get(row.target, [])]
+        if row.target in pending:
+            _update(host, session, rows, None, "Apple has not confirmed yet; asking again later", result["event_ids"], retry)
+            outcome = "pending"
+        elif row.target in failures:
+            f = failures[row.target]
+            _update(host, session, rows, "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})", result["event_ids"], retry)
+            outcome = "failed"
+        else:
+            _update(host, session, rows, "done", None, result["event_ids"], retry)
+            outcome = "done"
+        counts[outcome] += max(1, len(rows) - 1) if riders is not None else 1
+
+
+def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool) -> None:
+    """Apple's revoke for removed devices or users of one account, then retire removed users."""
+    s = settings(host)
+    targets = [r.target for r in group]
+    with host.db.session() as session:  # the mirrored licenses of these targets ride on the revoke
+        riders: dict[str, list[Reclaim]] = {}
+        for row in session.execute(select(Reclaim).where(
+                Reclaim.status == "pending", Reclaim.account == account, Reclaim.kind == kind, Reclaim.adam_id != ALL,
+                Reclaim.reason.in_(REMOVALS), Reclaim.target.in_(targets))).scalars():  # type: ignore[attr-defined]
+            riders.setdefault(row.target, []).append(row)
+    try:
+        result = VppPort(host).revoke(account, serial_numbers=targets if kind == "device" else [],
+                                      client_user_ids=targets if kind == "user" else [],
+                                      wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait, quick=quick)
+    except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
+        message = one_line(exc)
+        log.warning("revoke of the licenses of %d %s(s) in %s: %s (retrying in %ss)", len(targets), kind, account, message, s.reclaim_retry)
+        every = group + [r for rows in riders.values() for r in rows]
+        host.db.run_write(lambda session: _update(host, session, every, None, message, [], s.reclaim_retry))
+        counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
+        return
+    if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
+        done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", [])
+                and t not in {f.get("clientUserId") for f in result["failed"]}]
+        retired_failed = _retire(host, account, done)
+        if retired_failed:
+            result = {**result, "pending": {"serialNumbers": [], "clientUserIds": [*result.get("pending", {}).get("clientUserIds", []), *retired_failed]}}
+    host.db.run_write(lambda session: _settle(host, session, group, result, s.reclaim_retry, counts, riders))
+
+
+def _retire(host: "Host", account: str, users: list[str]) -> list[str]:
+    """Retire these VPP users at Apple; returns those that could not be retired yet."""
+    if not users:
+        return []
+    try:
+        rows = VppPort(host).retire_users(account, users, wait=settings(host).reclaim_wait)
+    except MdmError as exc:
+        log.warning("retiring %d VPP user(s) in %s: %s (retrying in %ss)", len(users), account, one_line(exc), settings(host).reclaim_retry)
+        return list(users)
+    return [r["clientUserId"] for r in rows if r["status"] not in ("Retired", "unknown")]
 
 
 def _update(host: "Host", session: Session, rows: list[Reclaim], status: str | None, error: str | None, event_ids: list[str], retry: int) -> None:
@@ -166,31 +247,66 @@ def _update(host: "Host", session: Session, rows: list[Reclaim], status: str | N
 
 
 def on_device_removed(host: "Host", event: "Event") -> None:
-    """Reclaim every license the removed device held (revocable ones at once)."""
+    """Revoke every license the removed device held, in every account (one quick attempt)."""
     serial = str(event.payload.get("serial_number") or "").upper()
-    _reclaim_held(host, event, "device_removed", serial_number=serial or None, client_user_id=None)
+    if serial:
+        accounts = [a["name"] for a in VppPort(host).accounts()]
+        _reclaim_held(host, event, "device_removed", [(a, "device", serial) for a in accounts], serial_number=serial, client_user_id=None)
 
 
 def on_user_removed(host: "Host", event: "Event") -> None:
-    """Reclaim every user license of the removed MDM user (revocable ones at once)."""
+    """Revoke every license of the removed MDM user where it is a VPP user, then retire it there."""
     user = str(event.payload.get("id") or "")
-    _reclaim_held(host, event, "user_removed", serial_number=None, client_user_id=user or None)
+    if user:
+        accounts = sorted({u["account"] for u in VppPort(host).users(None)
+                           if u["clientUserId"] == user and u["status"] in ("Registered", "Associated")})
+        _reclaim_held(host, event, "user_removed", [(a, "user", user) for a in accounts], serial_number=None, client_user_id=user)
 
 
-def _reclaim_held(host: "Host", event: "Event", reason: str, *, serial_number: str | None, client_user_id: str | None) -> None:
-    if not serial_number and not client_user_id:
-        return
+def _reclaim_held(host: "Host", event: "Event", reason: str, revokes: list[tuple[str, str, str]], *,
+                  serial_number: str | None, client_user_id: str | None) -> None:
     licenses = VppPort(host).licenses(serial_number=serial_number, client_user_id=client_user_id)
-    if not licenses:
+    if not licenses and not revokes:
         once(host, event, lambda session: None)
         return
-    ids = create_reclaims(host, licenses, reason, event)
+    ids = create_reclaims(host, licenses, reason, event, revokes)
     if ids:
-        process(host, ids, deliver=False)
+        process(host, ids, deliver=False, quick=True)
 
 
-def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[dict[str, Any]]:
-    """``mdm apps reclaim``: free the licenses of one app (or every app with ``--unused``)."""
+def removal_summary(host: "Host", kind: str, target: str) -> str | None:
+    """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``."""
+    with host.db.session() as session:
+        latest = session.execute(select(Reclaim).where(Reclaim.kind == kind, Reclaim.target == target, Reclaim.reason.in_(REMOVALS),
+                                                       Reclaim.cause.is_not(None)).order_by(Reclaim.id.desc())).scalars().first()  # type: ignore[attr-defined, union-attr]
+        if latest is None:
+            return None
+        rows = list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
+    licenses = [r for r in rows if r.adam_id != ALL]
+    revokes = [r for r in rows if r.adam_id == ALL]
+    count = {status: sum(1 for r in licenses if r.status == status) for status in ("done", "pending", "failed", "irrevocable")}
+    text = f"VPP licenses: {count['done']} reclaimed, {count['pending']} pending"
+    if count["failed"]:
+        text += f", {count['failed']} refused by Apple"
+    if count["irrevocable"]:
+        text += f", {count['irrevocable']} irrevocable (kept)"
+    if any(r.status == "pending" for r in revokes):
+        text += " (Apple could not be reached: the mobile_apps.reclaim job retries; see `mdm apps reclaims`)"
+    return text
+
+
+def removed_targets(host: "Host") -> dict[str, set[str]]:
+    """Devices and users this MDM removed (recorded when they were), by kind."""
+    with host.db.session() as session:
+        rows = session.execute(select(Reclaim.kind, Reclaim.target).where(Reclaim.reason.in_(REMOVALS)).distinct()).all()  # type: ignore[attr-defined]
+    out: dict[str, set[str]] = {"device": set(), "user": set()}
+    for kind, target in rows:
+        out.setdefault(kind, set()).add(target)
+    return out
+
+
+def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[dict[str, Any]]:
+    """The licenses ``mdm apps reclaim`` would free (nothing is changed)."""
     keys: set[tuple[str, str, str]] | None = None
     if selector is not None:
         with host.db.session() as session:
@@ -204,8 +320,20 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
                                            client_user_id=user.strip() if user else None)
     if keys is not None:
         licenses = [lic for lic in licenses if (lic["account"], lic["adamId"], lic["pricingParam"]) in keys]
-    if unused:
-        licenses = [lic for lic in licenses if (lic.get("serialNumber") and not lic.get("enrolled")) or (lic.get("clientUserId") and not lic.get("mdmUser"))]
+    if unused:  # held by a device or user removed from this MDM, never by one it never knew
+        removed = removed_targets(host)
+        licenses = [lic for lic in licenses
+                    if (lic.get("serialNumber") and not lic.get("enrolled") and lic["serialNumber"] in removed["device"])
+                    or (lic.get("clientUserId") and not lic.get("mdmUser") and lic["clientUserId"] in removed["user"])]
+    return licenses
+
+
+def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False,
+            licenses: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``mdm apps reclaim``: free the licenses of one app (or every app with ``--unused``);
+    ``licenses``: the candidates already listed (and confirmed) by the caller."""
+    if licenses is None:
+        licenses = reclaim_candidates(host, selector, serial=serial, user=user, unused=unused)
     if not licenses:
         return []
     ids = create_reclaims(host, licenses, "unused" if unused else "manual")
@@ -242,4 +370,5 @@ def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]
     return list(iter_reclaims(host, everything))
 
 
-__all__ = ["FINAL", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim"]
+__all__ = ["ALL", "FINAL", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim",
+           "reclaim_candidates", "removal_summary", "removed_targets"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable
 
 from mdm_core.errors import Unavailable
-from plugins.vpp.payloads import AppMetadata, Asset, License, LicenseResult, MirroredUser
+from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserResult
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -25,6 +25,9 @@ HOOKS = {
     "mdm_vpp_associate": "VPP licenses cannot be associated",
     "mdm_vpp_disassociate": "VPP licenses cannot be reclaimed",
     "mdm_vpp_lookup_metadata": "metadata cannot be looked up",
+    "mdm_vpp_accounts": "VPP accounts cannot be read",
+    "mdm_vpp_revoke": "the licenses of removed devices and users cannot be revoked",
+    "mdm_vpp_retire_users": "VPP users cannot be retired",
 }
 
 
@@ -53,6 +56,10 @@ class VppPort:
             raise VppUnavailable(consequence)
 
     # ------------------------------------------------------------------ the mirror
+
+    def accounts(self) -> list[Account]:
+        """``mdm_vpp_accounts``: the VPP accounts (without their tokens)."""
+        return self._call("mdm_vpp_accounts")
 
     def assets(self, account: str | None) -> list[Asset]:
         """``mdm_vpp_assets``: the mirrored assets of ``account`` (or of every account)."""
@@ -90,9 +97,21 @@ class VppPort:
         return self._call("mdm_vpp_disassociate", account=account, adam_id=adam_id, pricing_param=pricing_param,
                           serial_numbers=list(serial_numbers), client_user_ids=list(client_user_ids), wait=wait)
 
-    def lookup_metadata(self, account: str, adam_ids: list[str]) -> dict[str, AppMetadata]:
-        """``mdm_vpp_lookup_metadata``: names, bundle ids, versions and icons of the ids Apple knows."""
-        return self._call("mdm_vpp_lookup_metadata", account=account, adam_ids=adam_ids)
+    def revoke(self, account: str, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (),
+               wait: float, quick: bool) -> LicenseResult:
+        """``mdm_vpp_revoke``: take back every revocable license of devices and/or users (Apple's
+        revoke); ``quick``: one short attempt (``TemporaryError`` when Apple cannot be reached)."""
+        return self._call("mdm_vpp_revoke", account=account, serial_numbers=list(serial_numbers),
+                          client_user_ids=list(client_user_ids), wait=wait, quick=quick)
+
+    def retire_users(self, account: str | None, client_user_ids: Iterable[str], *, wait: float) -> list[UserResult]:
+        """``mdm_vpp_retire_users``: retire VPP users at Apple."""
+        return self._call("mdm_vpp_retire_users", client_user_ids=list(client_user_ids), account=account, wait=wait)
+
+    def lookup_metadata(self, account: str, adam_ids: list[str], platform: str | None = None) -> dict[str, AppMetadata]:
+        """``mdm_vpp_lookup_metadata``: names, bundle ids, versions and icons of the ids Apple
+        knows, for an application ``platform`` (macOS: the Mac App Store's entry)."""
+        return self._call("mdm_vpp_lookup_metadata", account=account, adam_ids=adam_ids, platform=platform)
 
     # ------------------------------------------------------------------ plumbing
 

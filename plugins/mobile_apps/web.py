@@ -19,7 +19,7 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import DEFAULT_LIMIT, MAX_LIMIT, WebError, host_of, list_page, render
 
-from .catalog import app_dict, list_apps
+from .catalog import METADATA_JOIN, app_dict, list_apps
 from .installs.commands import list_installs
 from .installs.request import Outcome, install
 from .models import AppMetadata, MobileApp
@@ -50,7 +50,7 @@ def _require_vpp(host: "Host") -> None:
 
 def _app(host: "Host", app_id: int) -> tuple[MobileApp, AppMetadata | None]:
     with host.db.session() as session:
-        row = session.execute(select(MobileApp, AppMetadata).outerjoin(AppMetadata, AppMetadata.adam_id == MobileApp.adam_id)
+        row = session.execute(select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
                               .where(MobileApp.id == app_id)).first()
     if row is None:
         raise WebError(404, f"no application {app_id}: see Mobile Applications (synchronize the VPP account after a purchase)")

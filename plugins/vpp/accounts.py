@@ -6,9 +6,12 @@ as the client's bearer value.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import threading
 import uuid
+import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
@@ -22,6 +25,7 @@ from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import VppError
 from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
+from .apple.limiter import TokenGate
 from .apple.stoken import SToken, TokenFileError, load_token_file
 from .apple.transport import RetryPolicy
 from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppNotification, VppSyncRun, VppUser
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+log = logging.getLogger(__name__)
+_GATES: "weakref.WeakKeyDictionary[Host, dict[tuple[str, str], TokenGate]]" = weakref.WeakKeyDictionary()
+_GATES_LOCK = threading.Lock()
 
 
 def settings(host: "Host") -> VppSettings:
@@ -55,8 +62,47 @@ def read_token(path: str) -> SToken:
     return token
 
 
-def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False) -> AppsBooksClient:
-    """A client with the host's timeouts and retry bounds.
+class AccountBackoff:
+    """The account row keeps Apple's back-off, so that every process on the database honours it."""
+
+    def __init__(self, host: "Host", account_id: int) -> None:
+        self.host, self.account_id = host, account_id
+
+    def load(self) -> datetime | None:
+        with self.host.db.session() as session:
+            account = session.get(VppAccount, self.account_id)
+            return account.backoff_until if account is not None else None
+
+    def save(self, until: datetime) -> None:
+        def work(session: Session) -> None:
+            account = session.get(VppAccount, self.account_id)
+            if account is not None and (account.backoff_until is None or account.backoff_until < until):
+                account.backoff_until = until
+                session.add(account)
+
+        try:
+            self.host.db.run_write(work)
+        except Exception as exc:  # the in-process gate still holds it; never fail a request for this
+            log.warning("could not record Apple's back-off in the database: %s", type(exc).__name__)
+
+
+def token_gate(host: "Host", token: SToken, service_url: str, account_id: int | None) -> TokenGate:
+    """The one gate (5 requests in flight, Apple's back-off) of this token in this process."""
+    key = (service_url.rstrip("/"), token.fingerprint)
+    with _GATES_LOCK:
+        gates = _GATES.setdefault(host, {})
+        gate = gates.get(key)
+        if gate is None:
+            gate = gates[key] = TokenGate()
+        if account_id is not None and gate.store is None:
+            gate.store = AccountBackoff(host, account_id)
+    gate.refresh()  # a back-off another process recorded since
+    return gate
+
+
+def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False,
+                account_id: int | None = None) -> AppsBooksClient:
+    """A client with the host's timeouts and retry bounds, sharing the token's gate.
 
     ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
     wrong ``--service-url`` fails in a second with one line instead of backing off for minutes.
@@ -64,8 +110,9 @@ def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str 
     s = settings(host)
     retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)
     if interactive:
-        retry = RetryPolicy(max_attempts=min(2, s.max_attempts), base_delay=0.2, max_total_wait=min(2.0, s.max_total_wait), max_retry_after=2.0)
-    return AppsBooksClient(token, service_url, mdm_info_id=mdm_info_id, timeout=(min(10.0, s.request_timeout), s.request_timeout), retry=retry)
+        retry = RetryPolicy(max_attempts=min(2, s.max_attempts), base_delay=0.2, max_total_wait=min(2.0, s.max_total_wait))
+    return AppsBooksClient(token, service_url, mdm_info_id=mdm_info_id, timeout=(min(10.0, s.request_timeout), s.request_timeout), retry=retry,
+                           gate=token_gate(host, token, service_url, account_id))
 
 
 def account_token(host: "Host", account: VppAccount) -> SToken:
@@ -73,9 +120,10 @@ def account_token(host: "Host", account: VppAccount) -> SToken:
     return SToken.parse(host.secrets.decrypt(account.token_ciphertext), source=f"stored token of account {account.name}")
 
 
-def client_for(host: "Host", account: VppAccount) -> AppsBooksClient:
-    """A client for a stored account, checking that ``mdmInfo`` is still ours."""
-    return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id)
+def client_for(host: "Host", account: VppAccount, *, interactive: bool = False) -> AppsBooksClient:
+    """A client for a stored account, checking that ``mdmInfo`` is still ours (``interactive``:
+    see :func:`make_client`)."""
+    return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id)
 
 
 def _mdm_info(host: "Host", mdm_info_id: str) -> dict[str, str]:
@@ -210,10 +258,11 @@ def add_account(
 
 def set_account(
     host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None, take_over: bool = False,
-    notifications: bool | None = None,
+    notifications: bool | None = None, service_url: str | None = None,
 ) -> Account:
     """Re-time an account, renew its token (the new token must belong to the same location),
-    or turn Apple's notifications on or off (``notifications``).
+    turn Apple's notifications on or off (``notifications``), or move it to another service URL
+    (``service_url``: checked first, the location there must be this account's and still ours).
 
     Renewing claims the location back for this host; if another MDM claimed it meanwhile,
     that needs ``take_over`` (the user confirms the other MDM no longer uses the token). A
@@ -222,13 +271,31 @@ def set_account(
     """
     from .notifications import configure
 
-    if interval is None and token_file is None and notifications is None:
-        raise UsageError("nothing to change: give --interval SECONDS, --token-file PATH and/or --notifications on|off")
+    if interval is None and token_file is None and notifications is None and service_url is None:
+        raise UsageError("nothing to change: give --interval SECONDS, --token-file PATH, --notifications on|off and/or --service-url URL")
     with host.db.session() as session:
         account = get_account(session, name)
     updates: dict[str, Any] = {}
     if interval is not None:
         updates["interval_seconds"] = check_interval(host, interval)
+    if service_url is not None:
+        service_url = service_url.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", service_url):
+            raise UsageError(f"--service-url '{service_url}' is not an http(s) URL like {DEFAULT_SERVICE_URL}")
+        updates["service_url"] = account.service_url = service_url
+        if token_file is None:  # check the stored token there: same location, still ours
+            with make_client(host, account_token(host, account), service_url, None, interactive=True, account_id=account.id) as client:
+                try:
+                    config = client.get_client_config()
+                except VppError as exc:
+                    raise _vpp_failure(f"cannot read account {name}'s location from {service_url}", exc) from None
+            if str(config.get("uId")) != account.uid:
+                raise UsageError(f"{service_url} answers for location {config.get('locationName') or config.get('uId')}, "
+                                 f"not for account '{name}' ({account.location_name}): check the URL")
+            current = config.get("mdmInfo")
+            if isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current):
+                raise MdmError(f"location {account.location_name or account.uid} at {service_url} is managed by {_other_mdm(current)}: "
+                               "renew the token there with --token-file and --take-over once the other MDM stopped using it")
     change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
     renewed_expiry: datetime | None = None
 
@@ -261,7 +328,7 @@ def set_account(
     updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
     with _accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again
         change.prepare(host)
-        with make_client(host, token, account.service_url, None, interactive=True) as client:
+        with make_client(host, token, account.service_url, None, interactive=True, account_id=account.id) as client:
             try:
                 config = client.get_client_config()
             except VppError as exc:
@@ -288,6 +355,16 @@ def set_account(
         row = host.db.run_write(work)
     host.deliver_events()
     return describe_account(row)
+
+
+def account_contents(host: "Host", name: str) -> dict[str, int]:
+    """How many assets, licenses and VPP users the account's mirror holds (what removing it forgets)."""
+    from sqlalchemy import func
+
+    with host.db.session() as session:
+        account_id = get_account(session, name).id
+        return {label: int(session.execute(select(func.count()).select_from(table).where(table.account_id == account_id)).scalar_one())  # type: ignore[attr-defined]
+                for label, table in (("assets", VppAsset), ("licenses", VppLicense), ("users", VppUser))}
 
 
 def remove_account(host: "Host", name: str) -> None:

@@ -41,9 +41,13 @@ def register(subparsers: Any) -> None:
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
     set_.add_argument("--notifications", choices=("on", "off"), help="turn Apple's notifications on (needs [web] public_url and `mdm run` "
                                                                      "reachable there) or off (sync by polling only)")
+    set_.add_argument("--service-url", metavar="URL", help="another Apps and Books v2 base URL (checked with the stored token first)")
     set_.set_defaults(func=_account_set)
-    rm = asub.add_parser("remove", help="forget an account and its mirror")
+    rm = asub.add_parser("remove", help="forget an account and its mirror",
+                         description="Forget an account and its mirror (its applications are retired). Asks on a terminal; --yes for scripts.")
     rm.add_argument("name", metavar="NAME")
+    rm.add_argument("--dry-run", action="store_true", help="say what it would remove, change nothing")
+    rm.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
     rm.set_defaults(func=_account_remove)
 
     sync = sub.add_parser("sync", help="sync one account or all now", description="Sync now (incremental when possible). Exit 1 if a sync failed or was already running.")
@@ -84,6 +88,13 @@ def register(subparsers: Any) -> None:
     reg.add_argument("--account", metavar="NAME", help="the account (needed when there are several)")
     reg.add_argument("--json", action="store_true", help="print JSON")
     reg.set_defaults(func=_users_register)
+    ret = usub.add_parser("retire", help="retire VPP users at Apple (their revocable licenses go back to the pool)",
+                          description="Send Apple users/retire for these clientUserIds in every account where they are live VPP users "
+                                      "(or --account). Apple frees their revocable licenses; books stay with the user.")
+    ret.add_argument("users", nargs="+", metavar="CLIENT_USER_ID")
+    ret.add_argument("--account", metavar="NAME", help="only this account")
+    ret.add_argument("--json", action="store_true", help="print JSON")
+    ret.set_defaults(func=_users_retire)
 
     sim = sub.add_parser("simulator", help="a local Apple-compatible Apps and Books service")
     ssub = sim.add_subparsers(dest="sim_cmd", required=True, metavar="COMMAND")
@@ -138,8 +149,9 @@ def _account_set(host: "Host", args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import set_account
 
     account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over,
-                          notifications=_on_off(args.notifications))
-    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}")
+                          notifications=_on_off(args.notifications), service_url=args.service_url)
+    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}"
+        + (f", service {account['service_url']}" if args.service_url else ""))
 
 
 def _on_off(value: str | None) -> bool | None:
@@ -148,8 +160,18 @@ def _on_off(value: str | None) -> bool | None:
 
 
 def _account_remove(host: "Host", args: argparse.Namespace) -> int:
-    from plugins.vpp.accounts import remove_account
+    from mdm_core.output import confirm
+    from plugins.vpp.accounts import account_contents, remove_account
 
+    contents = account_contents(host, args.name)
+    what = (f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, "
+            f"{contents['users']} VPP users; nothing changes at Apple)")
+    if args.dry_run:
+        print(f"would {what}")
+        return 0
+    if not confirm(what, yes=args.yes):
+        print("nothing removed")
+        return 1
     remove_account(host, args.name)
     say(f"removed account {args.name}")
     return 0
@@ -267,6 +289,26 @@ def _sim_actions(host: "Host", args: argparse.Namespace) -> int:
 
     print(describe_actions())
     return 0
+
+
+def _users_retire(host: "Host", args: argparse.Namespace) -> int:
+    from plugins.vpp.operations import retire_users
+
+    rows = retire_users(host, args.users, account=args.account)
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            where = f" in {row['account']}" if row["account"] else ""
+            if row["status"] == "Retired":
+                print(f"{row['clientUserId']}: retired{where}")
+            elif row["status"] == "pending":
+                print(f"{row['clientUserId']}: pending{where}: Apple has not confirmed yet; see `mdm vpp users` after the next sync")
+            elif row["status"] == "unknown":
+                print(f"{row['clientUserId']}: not retired: {row['errorMessage']}")
+            else:
+                print(f"{row['clientUserId']}: failed{where}: {row['errorMessage']} (Apple error {row['errorNumber']})")
+    return 0 if all(r["status"] == "Retired" for r in rows) else 1
 
 
 def _sim_serve(host: "Host", args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
 
-    from .payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport
+    from .payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserResult
 
 
 # --------------------------------------------------------------------------- requests
@@ -162,9 +162,13 @@ def mdm_vpp_associate(
     ``wait``: seconds to follow the events (0: return once Apple accepted the request).
     Returns: a ``LicenseResult``: ``{"event_ids": [...], "status": "COMPLETE"|"FAILED"|"PENDING",
     "succeeded": {"serialNumbers": [...], "clientUserIds": [...]}, "failed": [{"serialNumber"
-    or "clientUserId", "errorNumber", "errorMessage"}]}``; succeeded licenses are written to
-    the mirror and announced as ``vpp_licenses_associated``. ``None``: the VPP plugin is not
-    loaded.
+    or "clientUserId", "errorNumber", "errorMessage"}], "pending": {"serialNumbers": [...],
+    "clientUserIds": [...]}}``: ``pending`` are the targets Apple has not confirmed yet (its
+    event still running after ``wait``, or failing with its transient 9603 after three rounds
+    of back-off; ask again later), ``status`` is ``PENDING`` when there are any. A target is
+    ``succeeded`` only when Apple's event did all it was asked (``numCompleted``) or Apple's
+    assignments show it. Succeeded licenses are written to the mirror and announced as
+    ``vpp_licenses_associated``. ``None``: the VPP plugin is not loaded.
     Errors: ``TemporaryError`` when Apple cannot be reached (retry later); ``MdmError`` when
     Apple refuses outright (token, 9707 not device-assignable, size limits).
     """
@@ -187,13 +191,67 @@ def mdm_vpp_disassociate(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, AppMetadata] | None:
+def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult | None:
+    """Take back every revocable license of devices or users with Apple's ``assets/revoke``,
+    including those granted since the last sync (which a disassociation of the mirrored ones
+    would miss).
+
+    When: a device or an MDM user left the inventory.
+    Args: ``host``; ``account``; ``serial_numbers`` and ``client_user_ids``: the targets
+    (chunked by ``maxRevokeSerialNumbers`` / ``maxRevokeClientUserIds``); ``wait``: seconds to
+    follow Apple's events; ``quick``: someone is waiting (``mdm devices remove``): one short
+    retry at most, the caller keeps what fails for a later attempt.
+    Returns: as ``mdm_vpp_associate``; a target has ``succeeded`` once Apple shows it holding no
+    revocable license. Its mirrored revocable licenses are removed and announced as
+    ``vpp_licenses_disassociated`` (source ``request``). ``None``: the VPP plugin is not loaded.
+    Errors: ``TemporaryError`` when Apple cannot be reached (retry later); ``MdmError`` when
+    Apple refuses outright.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
+    """Send Apple the current e-mail and Managed Apple ID of MDM users (``users/update``).
+
+    When: an MDM user's e-mail or Managed Apple ID changed (the VPP plugin does it itself on
+    ``mdm_user_changed``).
+    Args: ``host``; ``mdm_user_ids``; ``account``: one account, or ``None`` for every account
+    where the user is a live VPP user; ``wait``: seconds to follow Apple's events.
+    Returns: a ``UserResult`` per (account, user): ``account``, ``clientUserId``, ``status`` (Apple's
+    user status after the update, ``pending`` or ``FAILED``), ``email``, ``errorNumber``,
+    ``errorMessage``; the mirror is updated (``vpp_users_changed``). ``None``: the VPP plugin is
+    not loaded.
+    Errors: ``TemporaryError`` when Apple cannot be reached; ``MdmError`` otherwise.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
+    """Retire VPP users at Apple (``users/retire``); Apple frees their revocable licenses.
+
+    When: an MDM user left the inventory, once its licenses were reclaimed (mobile_apps does
+    it), or by hand (``mdm vpp users retire``).
+    Args: ``host``; ``client_user_ids``; ``account``: one account or ``None`` for every account
+    where they are live VPP users; ``wait``: seconds to follow Apple's events.
+    Returns: one dict per (account, user) as ``mdm_vpp_update_users``, ``status`` ``Retired``
+    when done (``unknown`` for a clientUserId that is no live VPP user). The mirror follows:
+    ``vpp_users_retired``, and the user's revocable licenses removed
+    (``vpp_licenses_disassociated``). ``None``: the VPP plugin is not loaded.
+    Errors: ``TemporaryError`` when Apple cannot be reached; ``MdmError`` otherwise.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata] | None:
     """Look up names, bundle ids, versions and icons in Apple's content-metadata service.
 
     When: whenever a plugin needs metadata; never call it inside a sync's event delivery path
     if a slow lookup would matter (publish first, look up later).
     Args: ``host``; ``account``: whose token (``itvt`` cookie), ``defaultPlatform`` and
-    country are used; ``adam_ids``: batched by the client.
+    country are used; ``adam_ids``: batched by the client; ``platform``: the application
+    platform the metadata is for: ``macOS`` asks the Mac App Store (``macappstore``: a
+    universal app's Mac bundle id and version), anything else (or ``None``) the account's
+    ``defaultPlatform``. Results are cached per adamId and platform by the caller.
     Returns: ``{adamId: AppMetadata}``, ``AppMetadata`` being ``{"name", "bundleId", "version", "iconUrl", "kind", "deviceFamilies"}}``
     for the ids Apple knows (others are absent); ``None``: the VPP plugin is not loaded.
     Errors: ``TemporaryError`` when Apple cannot be reached; ``MdmError`` otherwise.

@@ -53,6 +53,8 @@ class VppAccount(SQLModel, table=True):
     notification_url: Optional[str] = Field(default=None, max_length=512)
     notification_secret: Optional[str] = None  # encrypted like the token: the bearer Apple sends
     last_notification_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    # Apple asked (Retry-After, 9646) not to be called with this token before this time.
+    backoff_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"VppAccount(name={self.name!r}, uid={self.uid!r}, token_state={self.token_state!r})"

@@ -6,7 +6,9 @@ what succeeded to the mirror with its events, in one transaction.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import random
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import and_, delete, insert, select, update
 from sqlmodel import Session
@@ -18,8 +20,9 @@ from .accounts import client_for, get_account
 from .apple.client import AppsBooksClient
 from .apple.errors import EventTimeoutError, VppError, is_retryable
 from .apple.protocol import apple_user, page_users
+from .apple.transport import backoff_delay
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .payloads import AppMetadata, LicenseResult
+from .payloads import AppMetadata, LicenseResult, UserResult
 from .sync.events import license_payload
 from .views import user_invitation_url
 
@@ -46,10 +49,23 @@ def _load(host: "Host", account: str, adam_id: str, pricing_param: str) -> tuple
     return acc, asset
 
 
+#: errors in an event's ``failures`` that are Apple's own trouble: the same request is sent again.
+TRANSIENT_EVENT_ERRORS = {9603}
+#: rounds of re-sending the targets an event failed with a transient error, then left pending
+EVENT_ROUNDS = 3
+#: polling an event: first after 0.25 s, then twice as long each time, at most this
+MAX_POLL_INTERVAL = 5.0
+
+
 def manage_licenses(
     host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, associate: bool
 ) -> LicenseResult:
-    """Associate (or disassociate) one asset's licenses and follow Apple's events."""
+    """Associate (or disassociate) one asset's licenses and follow Apple's events.
+
+    A target Apple failed with a transient error (9603) is sent again with back-off; one whose
+    event completed without naming it is confirmed from ``numCompleted`` or else by reading its
+    assignment; what is still unknown after that is returned ``pending`` (asked again later).
+    """
     acc, asset = _load(host, account, adam_id, pricing_param)
     serials = sorted({s.strip().upper() for s in serial_numbers if s.strip()})
     users = sorted({u.strip() for u in client_user_ids if u.strip()})
@@ -62,27 +78,113 @@ def manage_licenses(
     verb = "associate" if associate else "disassociate"
     with client_for(host, acc) as client:
         method = client.associate_assets if associate else client.disassociate_assets
-        event_ids: list[str] = []
-        try:
-            if serials:
-                event_ids += method([(adam_id, pricing_param)], serial_numbers=serials)
-            if users:
-                event_ids += method([(adam_id, pricing_param)], client_user_ids=users)
-        except VppError as exc:
-            raise failure(f"{verb} licenses of {adam_id}", exc) from None
-        statuses = _follow(client, event_ids, wait)
-    result = _outcome(event_ids, statuses, serials, users)
-    if result["status"] != "PENDING":
+
+        def submit(todo_serials: list[str], todo_users: list[str]) -> list[str]:
+            event_ids: list[str] = []
+            try:
+                if todo_serials:
+                    event_ids += method([(adam_id, pricing_param)], serial_numbers=todo_serials)
+                if todo_users:
+                    event_ids += method([(adam_id, pricing_param)], client_user_ids=todo_users)
+            except VppError as exc:
+                raise failure(f"{verb} licenses of {adam_id}", exc) from None
+            return event_ids
+
+        def holds(kind: str, targets: list[str]) -> set[str]:
+            return _holders(client, adam_id, pricing_param, kind, targets)
+
+        result = follow_rounds(client, submit, serials, users, wait, confirm=holds, present=associate)
+    if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
         host.db.run_write(lambda s: _apply(host, s, acc, asset, result, associate))
         host.deliver_events()
     return result
 
 
-def _follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[dict[str, Any]]:
+def follow_rounds(
+    client: AppsBooksClient, submit: Callable[[list[str], list[str]], list[str]], serials: list[str], users: list[str],
+    wait: float, *, confirm: Callable[[str, list[str]], set[str]] | None, present: bool,
+) -> LicenseResult:
+    """Submit, follow the events, re-send what failed transiently (with back-off), confirm the
+    rest; returns ``event_ids``, ``status``, ``succeeded``, ``failed`` and ``pending``."""
+    event_ids: list[str] = []
+    succeeded: dict[str, list[str]] = {"serialNumbers": [], "clientUserIds": []}
+    failed: list[dict[str, Any]] = []
+    todo_serials, todo_users = list(serials), list(users)
+    pending = {"serialNumbers": [], "clientUserIds": []}
+    for round_index in range(EVENT_ROUNDS):
+        ids = submit(todo_serials, todo_users)
+        event_ids += ids
+        statuses = follow(client, ids, wait)
+        outcome = _outcome(statuses, todo_serials, todo_users)
+        failed += outcome["failed"]
+        unconfirmed = outcome["unconfirmed"]
+        if confirm is not None and any(unconfirmed.values()):
+            for key, kind in (("serialNumbers", "device"), ("clientUserIds", "user")):
+                if unconfirmed[key]:
+                    try:
+                        holding = confirm(kind, unconfirmed[key])
+                    except VppError as exc:
+                        raise failure("confirm Apple's event", exc) from None
+                    done = [t for t in unconfirmed[key] if (t in holding) == present]
+                    outcome["succeeded"][key] += done
+                    outcome["pending"][key] += [t for t in unconfirmed[key] if t not in done]
+        elif any(unconfirmed.values()):
+            for key in unconfirmed:
+                outcome["succeeded"][key] += unconfirmed[key]
+        for key in succeeded:
+            succeeded[key] += outcome["succeeded"][key]
+        pending = outcome["pending"]
+        todo_serials, todo_users = outcome["transient"]["serialNumbers"], outcome["transient"]["clientUserIds"]
+        if not todo_serials and not todo_users:
+            break
+        if round_index + 1 < EVENT_ROUNDS:
+            delay = backoff_delay(client.retry, round_index, random.Random())
+            log.info("Apple failed %d target(s) with a transient error; sending them again in %.1fs", len(todo_serials) + len(todo_users), delay)
+            client._sleep(delay)
+    for key, values in (("serialNumbers", todo_serials), ("clientUserIds", todo_users)):
+        pending[key] = sorted({*pending[key], *values})  # still failing transiently: asked again later
+    status = "PENDING" if any(pending.values()) else "FAILED" if failed else "COMPLETE"
+    result: LicenseResult = {"event_ids": event_ids, "status": status, "succeeded": succeeded, "failed": failed, "pending": pending}  # type: ignore[typeddict-item]
+    return result
+
+
+_WAITERS: dict[str, "threading.Event"] = {}
+_PUSHED: dict[str, dict[str, Any]] = {}
+_PUSH_LOCK = threading.Lock()
+
+
+def event_status_arrived(event_id: str, status: dict[str, Any]) -> None:
+    """A final event status learnt another way than polling (an ``ASSET_MANAGEMENT`` or
+    ``USER_MANAGEMENT`` notification): a request following that event returns at once."""
+    with _PUSH_LOCK:
+        _PUSHED[event_id] = status
+        waiter = _WAITERS.get(event_id)
+    if waiter is not None:
+        waiter.set()
+
+
+def _notified(event_id: str, seconds: float) -> dict[str, Any] | None:
+    with _PUSH_LOCK:
+        if event_id in _PUSHED:
+            return _PUSHED.pop(event_id)
+        waiter = _WAITERS.setdefault(event_id, threading.Event())
+    waiter.wait(seconds)
+    with _PUSH_LOCK:
+        _WAITERS.pop(event_id, None)
+        return _PUSHED.pop(event_id, None)
+
+
+def follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[dict[str, Any]]:
+    """Each event's final status, or a PENDING stand-in when ``wait`` ran out. Polls with back-off
+    (0.25 s, doubling to 5 s) and returns early when a notification delivered the status."""
     statuses = []
     for event_id in event_ids:
         try:
-            statuses.append(client.wait_for_event(event_id, timeout=wait, poll_interval=0.25) if wait > 0 else client.event_status(event_id))
+            if wait > 0:
+                statuses.append(client.wait_for_event(event_id, timeout=wait, poll_interval=0.25,
+                                                      max_poll_interval=MAX_POLL_INTERVAL, notified=_notified))
+            else:
+                statuses.append(client.event_status(event_id))
         except EventTimeoutError:
             statuses.append({"eventStatus": "PENDING", "failures": []})
         except VppError as exc:
@@ -90,31 +192,53 @@ def _follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[
     return statuses
 
 
-def _outcome(event_ids: list[str], statuses: list[dict[str, Any]], serials: list[str], users: list[str]) -> LicenseResult:
-    """Per-target success and Apple's reasons for failures."""
-    failed: list[dict[str, Any]] = []
-    failed_serials: set[str] = set()
-    failed_users: set[str] = set()
+def _holders(client: AppsBooksClient, adam_id: str, pricing: str, kind: str, targets: list[str]) -> set[str]:
+    """The targets that hold a license of the asset at Apple now (one read per target when few,
+    else one traversal of the asset's assignments)."""
+    field = "serialNumber" if kind == "device" else "clientUserId"
+    found: set[str] = set()
+    if len(targets) <= 5:
+        for target in targets:
+            params = {"serial_number": target} if kind == "device" else {"client_user_id": target}
+            for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing, **params):
+                found.update(a.get(field) for a in page.get("assignments") or [] if a.get("pricingParam", pricing) == pricing)
+        return found & set(targets)
+    for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing):
+        found.update(a.get(field) for a in page.get("assignments") or [] if a.get("pricingParam", pricing) == pricing)
+    return found & set(targets)
+
+
+def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str]) -> dict[str, Any]:
+    """Sort the targets of finished events: ``succeeded`` (the events did all they were asked),
+    ``failed`` (named with a final error), ``transient`` (named with 9603), ``unconfirmed``
+    (not named, but the events did less than asked) and ``pending`` (Apple is not done)."""
+    empty = lambda: {"serialNumbers": [], "clientUserIds": []}  # noqa: E731
+    out = {"succeeded": empty(), "failed": [], "transient": empty(), "unconfirmed": empty(), "pending": empty()}
+    if any(s.get("eventStatus") == "PENDING" for s in statuses):
+        out["pending"] = {"serialNumbers": list(serials), "clientUserIds": list(users)}
+        return out
+    named: dict[tuple[str, str], dict[str, Any]] = {}
     for status in statuses:
-        for failure in status.get("failures") or []:
-            info = failure.get("errorInfo") or {}
-            for serial in info.get("serialNumbers") or []:
-                failed_serials.add(serial)
-                failed.append({"serialNumber": serial, "errorNumber": failure.get("errorNumber"), "errorMessage": failure.get("errorMessage")})
-            for user in info.get("clientUserIds") or []:
-                failed_users.add(user)
-                failed.append({"clientUserId": user, "errorNumber": failure.get("errorNumber"), "errorMessage": failure.get("errorMessage")})
-    states = {s.get("eventStatus") for s in statuses}
-    status = "PENDING" if "PENDING" in states else "FAILED" if "FAILED" in states or failed else "COMPLETE"
-    if status == "FAILED" and not failed:  # Apple failed without naming targets: treat every target as failed
-        failed = [{"serialNumber": s, "errorNumber": None, "errorMessage": "failed"} for s in serials] + [
-            {"clientUserId": u, "errorNumber": None, "errorMessage": "failed"} for u in users
-        ]
-        failed_serials, failed_users = set(serials), set(users)
-    succeeded = {"serialNumbers": [s for s in serials if s not in failed_serials], "clientUserIds": [u for u in users if u not in failed_users]}
-    if status == "PENDING":
-        succeeded = {"serialNumbers": [], "clientUserIds": []}
-    return {"event_ids": event_ids, "status": status, "succeeded": succeeded, "failed": failed}
+        for item in status.get("failures") or []:
+            info = item.get("errorInfo") or {}
+            for key in ("serialNumbers", "clientUserIds"):
+                for target in info.get(key) or []:
+                    named.setdefault((key, target), item)
+    complete = all(s.get("eventStatus") == "COMPLETE" and not s.get("failures")
+                   and (not isinstance(s.get("numRequested"), int) or s.get("numCompleted") == s.get("numRequested")) for s in statuses)
+    for key, targets in (("serialNumbers", serials), ("clientUserIds", users)):
+        single = "serialNumber" if key == "serialNumbers" else "clientUserId"
+        for target in targets:
+            item = named.get((key, target))
+            if item is not None and item.get("errorNumber") in TRANSIENT_EVENT_ERRORS:
+                out["transient"][key].append(target)
+            elif item is not None:
+                out["failed"].append({single: target, "errorNumber": item.get("errorNumber"), "errorMessage": item.get("errorMessage")})
+            elif complete:
+                out["succeeded"][key].append(target)
+            else:  # Apple did less than asked without naming this one: look before believing it
+                out["unconfirmed"][key].append(target)
+    return out
 
 
 def _apply(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: dict[str, Any], associate: bool) -> None:
@@ -143,6 +267,67 @@ def _apply(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, res
         )
 
 
+def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, quick: bool = False) -> LicenseResult:
+    """Apple's ``assets/revoke``: every revocable license of these devices or users, including
+    those granted since the last sync (a disassociation would only free the mirrored ones).
+
+    Followed like :func:`manage_licenses`; a target counts as done once Apple shows it holding
+    no revocable license. The mirror drops the target's revocable licenses, announced as
+    ``vpp_licenses_disassociated`` (one event per asset).
+    """
+    with host.db.session() as session:
+        acc = get_account(session, account)
+        irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(
+            select(VppAsset).where(VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+    serials = sorted({s.strip().upper() for s in serial_numbers if s.strip()})
+    users = sorted({u.strip() for u in client_user_ids if u.strip()})
+    if not serials and not users:
+        raise UsageError("no device serial number or user given")
+    with client_for(host, acc, interactive=quick) as client:
+        def submit(todo_serials: list[str], todo_users: list[str]) -> list[str]:
+            try:
+                return client.revoke_assets(serial_numbers=todo_serials, client_user_ids=todo_users)
+            except VppError as exc:
+                raise failure("revoke licenses", exc) from None
+
+        def still_holding(kind: str, targets: list[str]) -> set[str]:
+            holding = set()
+            for target in targets:
+                params = {"serial_number": target} if kind == "device" else {"client_user_id": target}
+                for page in client.iter_assignments(**params):
+                    if any((a.get("adamId"), a.get("pricingParam")) not in irrevocable for a in page.get("assignments") or []):
+                        holding.add(target)
+            return holding
+
+        result = follow_rounds(client, submit, serials, users, wait, confirm=still_holding, present=False)
+    if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
+        host.db.run_write(lambda session: _drop_revoked(host, session, acc, result["succeeded"], irrevocable))
+        host.deliver_events()
+    return result
+
+
+def _drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: dict[str, list[str]], irrevocable: set[tuple[str, str]]) -> None:
+    """The mirror after a revoke: the targets' revocable licenses are gone, with their events."""
+    for kind, targets in (("device", succeeded["serialNumbers"]), ("user", succeeded["clientUserIds"])):
+        if not targets:
+            continue
+        rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.target).where(
+            L.c.account_id == acc.id, L.c.kind == kind, L.c.target.in_(targets))).all()
+        by_asset: dict[tuple[str, str], list[str]] = {}
+        for adam_id, pricing, target in rows:
+            if (adam_id, pricing) not in irrevocable:
+                by_asset.setdefault((adam_id, pricing), []).append(target)
+        for (adam_id, pricing), gone in sorted(by_asset.items()):
+            session.execute(delete(L).where(L.c.account_id == acc.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing,
+                                            L.c.kind == kind, L.c.target.in_(gone)))
+            session.execute(
+                update(VppAsset)
+                .where(VppAsset.account_id == acc.id, VppAsset.adam_id == adam_id, VppAsset.pricing_param == pricing)
+                .values(assigned_count=VppAsset.assigned_count - len(gone), available_count=VppAsset.available_count + len(gone), updated_at=utcnow())
+            )
+            host.events.record(session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
+
+
 def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait: float = 60.0) -> list[dict[str, Any]]:
     """Create VPP users for MDM users (``clientUserId`` = MDM user id); returns their records."""
     with host.db.session() as session:
@@ -157,7 +342,7 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
     with client_for(host, acc) as client:
         try:
             event_ids = client.create_users(body)
-            statuses = _follow(client, event_ids, wait)
+            statuses = follow(client, event_ids, wait)
             records = []
             for user in users:
                 for page in client.iter_users(client_user_id=user.id, active_only=True):
@@ -188,7 +373,8 @@ def _store_users(host: "Host", session: Session, acc: VppAccount, records: list[
     for record in records:
         row = session.get(VppUser, (acc.id, record["client_user_id"]))
         fields = {k: record[k] for k in ("email", "status", "id_hash", "invite_code")}
-        event = "vpp_users_added" if row is None else "vpp_users_changed"
+        previous = row.status if row is not None else None
+        event = "vpp_users_added" if row is None else "vpp_users_retired" if record["status"] == "Retired" != previous else "vpp_users_changed"
         if row is None:
             row = VppUser(account_id=acc.id, client_user_id=record["client_user_id"], **fields)
         else:
@@ -196,20 +382,114 @@ def _store_users(host: "Host", session: Session, acc: VppAccount, records: list[
                 setattr(row, key, value)
         session.add(row)
         host.events.record(session, event, {"account": acc.name, "users": [apple_user(record, {record["client_user_id"]})]})
-        if record["status"] == "Registered":
+        if record["status"] == "Registered" and previous != "Registered":
             host.events.record(session, "vpp_user_invited", {
                 "account": acc.name, "clientUserId": record["client_user_id"], "email": record["email"],
                 "invitationUrl": user_invitation_url(template, record["invite_code"]),
             })
 
 
-def lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, AppMetadata]:
-    """Names, bundle ids, versions and icons from Apple's content-metadata lookup."""
+def _active_vpp_accounts(host: "Host", client_user_id: str, account: str | None) -> list[VppAccount]:
+    """The accounts where this clientUserId is a live VPP user (or ``account`` alone)."""
     with host.db.session() as session:
-        acc = get_account(session, account)
+        if account is not None:
+            return [get_account(session, account)]
+        return list(session.execute(select(VppAccount).join(VppUser, VppUser.account_id == VppAccount.id).where(
+            VppUser.client_user_id == client_user_id, VppUser.status.in_(("Registered", "Associated")))).scalars())
+
+
+def _users_request(host: "Host", acc: VppAccount, client_user_ids: list[str], action: str, wait: float,
+                   send: Callable[[AppsBooksClient], list[str]]) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """Send a users/update or users/retire, follow its events, then read the users' records back."""
     with client_for(host, acc) as client:
         try:
-            results = client.lookup_metadata(adam_ids, platform=acc.default_platform or "volumestore", country=acc.country or "US")
+            event_ids = send(client)
+            statuses = follow(client, event_ids, wait)
+            records = []
+            for user_id in client_user_ids:
+                for page in client.iter_users(client_user_id=user_id):
+                    records.extend(page_users(page))
+            template = client.service_config().urls.get("invitationEmail")
+        except VppError as exc:
+            raise failure(f"{action} users", exc) from None
+    outcome = _outcome(statuses, [], client_user_ids)
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in records:  # a clientUserId has retired records and at most one live one
+        if record["client_user_id"] not in by_id or record["status"] != "Retired":
+            by_id[record["client_user_id"]] = record
+    return outcome, list(by_id.values()), template
+
+
+def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
+    """Send Apple the MDM users' current e-mail and Managed Apple ID (``users/update``) in every
+    account where they are VPP users; returns one result per (account, user)."""
+    with host.db.session() as session:
+        users = [u for u in (session.get(MdmUser, i) for i in mdm_user_ids) if u is not None]
+    out: list[UserResult] = []
+    for user in users:
+        for acc in _active_vpp_accounts(host, user.id, account):
+            body = {"clientUserId": user.id, **({"email": user.email} if user.email else {}),
+                    **({"managedAppleId": user.managed_apple_id} if user.managed_apple_id else {})}
+            outcome, records, template = _users_request(host, acc, [user.id], "update", wait, lambda c, b=body: c.update_users([b]))
+            host.db.run_write(lambda s, acc=acc, records=records, template=template: _store_users(host, s, acc, records, template))
+            out.append(_user_result(acc, user.id, outcome, records))
+    host.deliver_events()
+    return out
+
+
+def retire_users(host: "Host", client_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
+    """Retire VPP users at Apple (``users/retire``): Apple frees their revocable licenses, and so
+    does the mirror; the records become ``Retired`` (``vpp_users_retired``)."""
+    ids = sorted({u.strip() for u in client_user_ids if u.strip()})
+    if not ids:
+        raise UsageError("no clientUserId given")
+    out: list[UserResult] = []
+    for user_id in ids:
+        accounts = _active_vpp_accounts(host, user_id, account)
+        if not accounts:
+            out.append({"account": account, "clientUserId": user_id, "status": "unknown", "errorNumber": None,
+                        "errorMessage": "not a live VPP user in any account (see `mdm vpp users`)"})
+            continue
+        for acc in accounts:
+            outcome, records, template = _users_request(host, acc, [user_id], "retire", wait, lambda c, u=user_id: c.retire_users([u]))
+            result = _user_result(acc, user_id, outcome, records)
+
+            def work(session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: dict[str, Any] = result) -> None:
+                _store_users(host, session, acc, records, template)
+                if result["status"] == "Retired":
+                    with session.no_autoflush:
+                        irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
+                            VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+                    _drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [result["clientUserId"]]}, irrevocable)
+
+            host.db.run_write(work)
+            out.append(result)
+    host.deliver_events()
+    return out
+
+
+def _user_result(acc: VppAccount, user_id: str, outcome: dict[str, Any], records: list[dict[str, Any]]) -> UserResult:
+    record = next((r for r in records if r["client_user_id"] == user_id), None)
+    refused = next((f for f in outcome["failed"] if f.get("clientUserId") == user_id), None)
+    pending = user_id in outcome["pending"]["clientUserIds"] or user_id in outcome["transient"]["clientUserIds"]
+    status = "pending" if pending and not refused else (record["status"] if record else "FAILED")
+    return {"account": acc.name, "clientUserId": user_id, "status": status, "email": record and record["email"],
+            "errorNumber": refused.get("errorNumber") if refused else None, "errorMessage": refused.get("errorMessage") if refused else None}
+
+
+#: application platform -> the lookup's ``platform`` (others: the account's ``defaultPlatform``)
+LOOKUP_PLATFORMS = {"macOS": "macappstore"}
+
+
+def lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None = None) -> dict[str, AppMetadata]:
+    """Names, bundle ids, versions and icons from Apple's content-metadata lookup, for one
+    application platform (macOS apps from the Mac App Store, others the location's default)."""
+    with host.db.session() as session:
+        acc = get_account(session, account)
+    store = LOOKUP_PLATFORMS.get(platform or "") or acc.default_platform or "volumestore"
+    with client_for(host, acc) as client:
+        try:
+            results = client.lookup_metadata(adam_ids, platform=store, country=acc.country or "US")
         except VppError as exc:
             raise failure("look up content metadata", exc) from None
     return {adam_id: summarize_metadata(data) for adam_id, data in results.items()}

@@ -129,16 +129,29 @@ class TargetFailure(TypedDict):
 
 
 class LicenseResult(TypedDict):
-    """What ``mdm_vpp_associate`` / ``mdm_vpp_disassociate`` return.
+    """What ``mdm_vpp_associate`` / ``mdm_vpp_disassociate`` / ``mdm_vpp_revoke`` return.
 
-    ``status``: ``COMPLETE``, ``FAILED`` (some or all targets refused) or ``PENDING`` (Apple has
-    not finished within ``wait``; ``succeeded`` is then empty).
+    ``status``: ``COMPLETE``, ``FAILED`` (some or all targets refused) or ``PENDING`` (some
+    targets are not confirmed yet: Apple's event still running after ``wait``, or failing with
+    its transient 9603 after three rounds; they are in ``pending``, to ask about again later).
     """
 
     event_ids: list[str]
     status: str  # COMPLETE, FAILED or PENDING
     succeeded: Targets
     failed: list[TargetFailure]
+    pending: Targets
+
+
+class UserResult(TypedDict):
+    """One (account, user) of ``mdm_vpp_update_users`` / ``mdm_vpp_retire_users``."""
+
+    account: str | None
+    clientUserId: str
+    status: str  # Apple's user status after the request (Associated, Registered, Retired), pending, FAILED or unknown
+    email: NotRequired[str | None]
+    errorNumber: int | None
+    errorMessage: str | None
 
 
 class AppMetadata(TypedDict):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from mdm_core.db.migrate import MigrationSet
+    from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
@@ -179,8 +180,40 @@ def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param
 
 
 @hookimpl
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Content metadata for these adamIds."""
+def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> dict[str, Any]:
+    """Revoke every revocable license of these devices or users (Apple's assets/revoke)."""
+    from plugins.vpp.operations import revoke_licenses
+
+    return revoke_licenses(host, account, serial_numbers, client_user_ids, wait=wait, quick=quick)
+
+
+@hookimpl
+def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[dict[str, Any]]:
+    """users/update with the MDM users' e-mail and Managed Apple ID."""
+    from plugins.vpp.operations import update_users
+
+    return update_users(host, mdm_user_ids, account=account, wait=wait)
+
+
+@hookimpl
+def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[dict[str, Any]]:
+    """users/retire."""
+    from plugins.vpp.operations import retire_users
+
+    return retire_users(host, client_user_ids, account=account, wait=wait)
+
+
+@hookimpl
+def mdm_user_changed(host: "Host", event: "Event") -> None:
+    """VPP users follow MDM users: a new e-mail or Managed Apple ID goes to Apple (users/update)."""
+    from plugins.vpp.operations import update_users
+
+    update_users(host, [str(event.payload["id"])], wait=30.0)
+
+
+@hookimpl
+def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, dict[str, Any]]:
+    """Content metadata for these adamIds on an application platform."""
     from plugins.vpp.operations import lookup_metadata
 
-    return lookup_metadata(host, account, adam_ids)
+    return lookup_metadata(host, account, adam_ids, platform)

@@ -27,7 +27,7 @@ def test_add_and_remove_device_fire_hooks_with_payload(make_host, load_plugin):
     host = make_host(plugins=[rec])
     inventory.add_user(host, "u1", email="u1@example.com")
     row = inventory.add_device(host, "c02abc", "ipados", udid="UDID-1", model="iPad13,1", owner="u1")
-    payload = {"serial_number": "C02ABC", "udid": "UDID-1", "platform": "iPadOS", "model": "iPad13,1", "owner": "u1"}
+    payload = {"serial_number": "C02ABC", "udid": "UDID-1", "platform": "iPadOS", "model": "iPad13,1", "owner": "u1", "enrollment_type": "device"}
     assert row.payload() == payload
     assert rec.seen == [("enrolled", payload)]
     assert inventory.set_device(host, "C02ABC", model="iPad14,1")[1] == ["model"]  # an update fires nothing
@@ -123,7 +123,7 @@ def test_devices_and_users_commands(mdm):
     [device] = json.loads(out)
     assert device["serial_number"] == "S1" and device["owner"] == "u1" and device["platform"] == "iOS"
     code, out, _ = mdm("devices", "list")
-    assert out.splitlines()[0].split() == ["serial_number", "platform", "model", "owner", "udid", "enrolled_at"]
+    assert out.splitlines()[0].split() == ["serial_number", "platform", "enrollment_type", "model", "owner", "udid", "enrolled_at"]
     assert out.splitlines()[1].startswith("S1")
     code, out, _ = mdm("users", "list", "--json")
     assert [u["id"] for u in json.loads(out)] == ["u1"]
@@ -173,7 +173,7 @@ def test_imports_ok(mdm, project_dir):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("serial,platform\nS1,ios\n", "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user), in any order"),
+        ("serial,platform\nS1,ios\n", "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user,enrollment_type), in any order"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,\n", "line 3: expected 5 columns, got 4"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\n\nS2,android,,,\n", "line 4: unknown platform 'android'"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,,\ns1,macos,,,\n", "line 4: 'S1' already appears on line 2"),
@@ -299,3 +299,37 @@ def test_inventory_lists_page_and_print_json_lines(mdm, make_host):
         assert code == 0 and out.startswith("no ")
         code, _, err = mdm(*command, "--limit", "0")
         assert code == 2 and "--limit" in err
+
+
+USER_WATCHER = """
+    seen = []
+
+    @hookimpl
+    def mdm_user_changed(host, event):
+        seen.append(dict(event.payload))
+
+    @hookimpl
+    def mdm_removal_summary(host, kind, key):
+        return f"watcher saw {kind} {key} go"
+"""
+
+
+def test_a_user_whose_email_or_managed_apple_id_changes_fires_user_changed(make_host, load_plugin):
+    watcher = load_plugin(USER_WATCHER)
+    host = make_host(plugins=[watcher])
+    inventory.add_user(host, "u1", email="a@example.com", name="Ann")
+    inventory.set_user(host, "u1", name="Ann B.")  # the name alone: nothing for Apple
+    assert watcher.seen == []
+    inventory.set_user(host, "u1", email="b@example.com", managed_apple_id="ann@school.example.com")
+    assert watcher.seen == [{"id": "u1", "email": "b@example.com", "managed_apple_id": "ann@school.example.com", "name": "Ann B.",
+                             "previous": {"email": "a@example.com", "managed_apple_id": None}}]
+    inventory.add_users(host, [inventory.UserRow("u1", email="c@example.com")])  # an import with a new e-mail
+    assert watcher.seen[-1]["email"] == "c@example.com" and watcher.seen[-1]["previous"]["email"] == "b@example.com"
+
+
+def test_removals_print_what_plugins_did_about_them(mdm, write_plugin):
+    config = f'[plugins]\nenabled = ["{write_plugin(USER_WATCHER)}"]\n'
+    assert mdm("users", "add", "u1", config=config)[0] == 0
+    assert mdm("devices", "add", "s1", "--platform", "ios")[0] == 0
+    assert mdm("devices", "remove", "s1")[1] == "removed S1: watcher saw device S1 go\n"
+    assert mdm("users", "remove", "u1")[1] == "removed user u1: watcher saw user u1 go\n"

@@ -32,6 +32,30 @@ def test_device_install_end_to_end(host, simulator, mdm):
     assert code == 0 and ipad in out and mac in out
 
 
+def test_user_enrollment_gets_only_the_keys_apple_allows_there(host, simulator, mdm, project_dir):
+    """Apple forbids ChangeManagementState under User Enrollment (iOS and macOS), and on macOS
+    ManagementFlags and InstallAsManaged too (apple/device-management application.install.yaml)."""
+    a = fixed_assets(simulator)[1]  # iOS + macOS
+    phone, mac, byod_mac = free_serials(simulator, a["adamId"])[:3]
+    assert mdm("devices", "add", phone, "--platform", "iOS", "--enrollment-type", "user")[0] == 0
+    (project_dir / "devices.csv").write_text(f"serial_number,platform,udid,model,user,enrollment_type\n{mac},macOS,,,,automated\n{byod_mac},macOS,,,,User\n")
+    code, out, err = mdm("devices", "import", str(project_dir / "devices.csv"))
+    assert code == 0, err
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", phone, "--device", mac, "--device", byod_mac, "--wait", "5")
+    assert code == 0, err
+    [byod_phone_cmd] = commands(host, phone)
+    assert byod_phone_cmd["payload"] == {"RequestType": "InstallApplication", "iTunesStoreID": int(a["adamId"]),
+                                         "Options": {"PurchaseMethod": 1}, "ManagementFlags": 1}
+    [managed_mac_cmd] = commands(host, mac)
+    assert managed_mac_cmd["payload"]["ChangeManagementState"] == "Managed" and managed_mac_cmd["payload"]["InstallAsManaged"] is True
+    [byod_mac_cmd] = commands(host, byod_mac)
+    assert byod_mac_cmd["payload"] == {"RequestType": "InstallApplication", "iTunesStoreID": int(a["adamId"]), "Options": {"PurchaseMethod": 1}}
+    code, out, _ = mdm("devices", "list")
+    assert code == 0 and "enrollment_type" in out.splitlines()[0]
+    code, out, err = mdm("devices", "add", "C02BAD", "--platform", "iOS", "--enrollment-type", "byod")
+    assert code == 2 and "invalid choice: 'byod'" in err
+
+
 def test_already_licensed_device_gets_the_command_without_a_second_association(host, simulator, mdm):
     a = fixed_assets(simulator)[0]
     serial = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[0]

@@ -84,12 +84,19 @@ def test_metadata_failure_never_fails_the_sync_and_is_retried(host, simulator, m
     counts = metadata_job(host)
     assert counts["failed"] == 0 and counts["found"] == len(rows)
     a = fixed_assets(simulator)
-    app = by_key(host)[(a[1]["adamId"], "STDQ", "macOS")]
-    sim_asset = simulator.state.assets[(a[1]["adamId"], "STDQ")]
-    assert (app["name"], app["bundleId"], app["version"], app["metadata"]) == (sim_asset.name, sim_asset.bundle_id, sim_asset.version, "ok")
-    assert app["iconUrl"].endswith("128x128bb.png")
+    sim_asset = simulator.state.assets[(a[1]["adamId"], "STDQ")]  # a universal app (iOS and macOS)
+    ios = by_key(host)[(a[1]["adamId"], "STDQ", "iOS")]
+    assert (ios["name"], ios["bundleId"], ios["version"], ios["metadata"]) == (sim_asset.name, sim_asset.bundle_id, sim_asset.version, "ok")
+    assert ios["iconUrl"].endswith("128x128bb.png")
+    # the macOS application carries the Mac App Store's bundle id and version, not the iOS ones
+    from plugins.vpp.simulator.metadata import mac_version
+
+    mac = by_key(host)[(a[1]["adamId"], "STDQ", "macOS")]
+    assert (mac["name"], mac["bundleId"], mac["version"], mac["metadata"]) == (sim_asset.name, f"{sim_asset.bundle_id}.macos", mac_version(sim_asset), "ok")
     code, out, _ = mdm("apps", "show", sim_asset.bundle_id)
-    assert code == 0 and sim_asset.name in out and "application" in out and "macOS" in out
+    assert code == 0 and sim_asset.name in out and "application" in out and "iOS" in out
+    code, out, _ = mdm("apps", "show", f"{sim_asset.bundle_id}.macos")
+    assert code == 0 and sim_asset.name in out and "macOS" in out
     assert metadata_job(host)["looked_up"] == 0  # cached until metadata_max_age
 
 

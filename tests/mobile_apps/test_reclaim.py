@@ -60,7 +60,7 @@ def test_reclaim_stays_pending_when_apple_is_unreachable_and_the_job_retries(hos
     a = fixed_assets(simulator)[0]
     serial = seeded_holder(simulator, a["adamId"])
     add_device(host, serial, "iOS")
-    simulator.faults.add("drop", endpoint="assets/disassociate")
+    simulator.faults.add("drop", endpoint="assets/revoke")
     remove_device(host, serial)  # the removal itself succeeds
     assert serial in holders(simulator, a["adamId"])
     pending = [r for r in list_reclaims(host) if r["target"] == serial and r["adam_id"] == a["adamId"]]
@@ -89,22 +89,33 @@ def test_irrevocable_licenses_are_reported_not_attempted(host, simulator, mdm):
     assert any(r["status"] == "irrevocable" and r["serialNumber"] == serial for r in json.loads(out))
 
 
-def test_reclaim_unused_device_and_user(host, simulator, mdm):
+def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_this_mdm(host, simulator, mdm):
+    """"Unused" means held by a device or user this MDM removed (recorded), never one it never
+    knew (a partial inventory during a migration): those used to be reclaimed too."""
     a = fixed_assets(simulator)[0]
     devices = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())
     users = sorted(u for u in holders(simulator, a["adamId"]) if u.startswith("user-"))
-    kept = devices[0]
-    add_device(host, kept, "iOS")
-    if users:
-        add_user(host, users[0])
-    code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused")
+    removed, unknown = devices[0], devices[1:]
+    add_device(host, removed, "iOS")
+    simulator.faults.add("drop", endpoint="assets/revoke")  # the removal's revoke fails: the license stays
+    remove_device(host, removed)
+    simulator.faults.clear()
+    assert removed in holders(simulator, a["adamId"])
+
+    code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused", "--dry-run")
+    assert code == 0, err
+    assert out.splitlines() == [f"{a['adamId']} STDQ {removed}: would be reclaimed (account school)"]
+    code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused")  # no terminal, no --yes
+    assert code == 2 and "add --yes" in err and removed in holders(simulator, a["adamId"])
+    code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused", "--yes")
     assert code == 0, err
     left = holders(simulator, a["adamId"])
-    assert kept in left and all(d not in left for d in devices[1:])
-    assert (users[0] in left) if users else True
-    assert all(u not in left for u in users[1:])
-    assert out.count(": done: license reclaimed") == len(devices) - 1 + max(len(users) - 1, 0)
+    assert removed not in left
+    assert set(unknown) <= left and set(users) <= left  # never in this MDM: kept
+    assert out.count(": done: license reclaimed") == 1
 
+    kept = unknown[0]
+    add_device(host, kept, "iOS")
     code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--device", kept)
     assert code == 0 and f"{kept}: done: license reclaimed" in out
     assert kept not in holders(simulator, a["adamId"])
@@ -116,9 +127,16 @@ def test_reclaim_unused_device_and_user(host, simulator, mdm):
 
 def test_reclaim_all_unused_reports_irrevocable(host, simulator, mdm):
     a = fixed_assets(simulator)
-    code, out, _ = mdm("apps", "reclaim", "--all", "--unused")
-    assert code == 1  # irrevocable licenses (books, asset 3) are reported
-    assert "irrevocable" in out and ": done: license reclaimed" in out
-    snapshot_targets = {(t[0], t[1]) for t in simulator.snapshot()["assignments"]}
-    assert (a[0]["adamId"], "STDQ") not in snapshot_targets
-    assert (a[3]["adamId"], "STDQ") in snapshot_targets
+    revocable_holder = seeded_holder(simulator, a[0]["adamId"])
+    irrevocable_holder = seeded_holder(simulator, a[3]["adamId"])
+    for serial, platform in ((revocable_holder, "iOS"), (irrevocable_holder, "macOS")):
+        add_device(host, serial, platform)
+    simulator.faults.add("drop", endpoint="assets/revoke")
+    remove_device(host, revocable_holder)
+    remove_device(host, irrevocable_holder)
+    simulator.faults.clear()
+    code, out, _ = mdm("apps", "reclaim", "--all", "--unused", "--yes")
+    assert code == 1  # irrevocable licenses (asset 3) are reported
+    assert "irrevocable" in out and f"{revocable_holder}: done: license reclaimed" in out
+    assert revocable_holder not in holders(simulator, a[0]["adamId"])
+    assert irrevocable_holder in holders(simulator, a[3]["adamId"])

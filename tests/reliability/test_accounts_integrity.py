@@ -77,11 +77,11 @@ def test_a_location_this_host_claimed_before_is_ours_and_another_mdms_is_not(mdm
     """Issue 12 "Accounts": re-adding a removed account needs no --take-over; another MDM's
     claim still does."""
     assert _add(mdm, small_sim, token)[0] == 0
-    assert mdm("vpp", "account", "remove", "school")[0] == 0
+    assert mdm("vpp", "account", "remove", "school", "--yes")[0] == 0
     code, out, err = _add(mdm, small_sim, token, "school-again")
     assert code == 0, err
     assert mdm("vpp", "sync", "school-again")[0] == 0
-    assert mdm("vpp", "account", "remove", "school-again")[0] == 0
+    assert mdm("vpp", "account", "remove", "school-again", "--yes")[0] == 0
     small_sim.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
     code, out, err = _add(mdm, small_sim, token)
     assert code == 1 and "RivalMDM" in err and "--take-over" in err

@@ -39,18 +39,29 @@ def test_lookup_with_cookie(sim, client):
     assert results[book["adamId"]]["kind"] == "ebook" and "bundleId" not in results[book["adamId"]]
 
 
-def test_lookup_without_or_with_wrong_cookie(sim, client):
+def test_public_apps_are_answered_without_the_cookie_as_apple_does(sim, client):
     adam_id = next(iter(sim.snapshot()["assets"]))[0]
-    assert _lookup(client, [adam_id], cookie=False).json()["results"] == {}
+    assert set(_lookup(client, [adam_id], cookie=False).json()["results"]) == {adam_id}
     url = client.get("service/config").json()["urls"]["contentMetadataLookup"]
     wrong = client.session.get(url, params={"version": 2, "id": adam_id, "p": "mdm-lockup"},
                                cookies={"itvt": "nope"}, timeout=5)
-    assert wrong.status_code == 200 and wrong.json()["results"] == {}
+    assert wrong.status_code == 200 and set(wrong.json()["results"]) == {adam_id}
 
 
-def test_lookup_unauthenticated_when_token_revoked(fresh):
-    adam_id = next(iter(fresh.sim.snapshot()["assets"]))[0]
+def test_custom_apps_need_the_organizations_cookie(fresh):
+    adam_id, _ = fresh.sim.purchase(custom=True)
+    assert _lookup(fresh, [adam_id], cookie=False).json()["results"] == {}
+    assert set(_lookup(fresh, [adam_id]).json()["results"]) == {adam_id}
     fresh.sim.revoke_token()
     assert _lookup(fresh, [adam_id]).json()["results"] == {}
     fresh.sim.restore_token()
     assert set(_lookup(fresh, [adam_id]).json()["results"]) == {adam_id}
+
+
+def test_mac_app_store_platform_answers_the_mac_build_of_a_universal_app(fresh):
+    adam_id, _ = fresh.sim.purchase(supported_platforms=("iOS", "macOS"))
+    ios = _lookup(fresh, [adam_id]).json()["results"][adam_id]
+    mac = _lookup(fresh, [adam_id], platform="macappstore").json()["results"][adam_id]
+    assert ios["kind"] == "iosSoftware" and mac["kind"] == "macSoftware"
+    assert mac["bundleId"] != ios["bundleId"]
+    assert mac["offers"][0]["version"]["display"] != ios["offers"][0]["version"]["display"]

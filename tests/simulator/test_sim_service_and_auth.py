@@ -160,3 +160,42 @@ def test_stoken_format_and_secrecy(tmp_path):
         path = one.write_token(tmp_path / "sub" / "sim.vpptoken")
         assert path.read_text() == one.token
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_more_than_five_requests_of_one_token_at_once_get_9646(fresh):
+    """Apple's limit is per organization: a sixth request in flight is refused (429, 9646)."""
+    import threading
+
+    fresh.sim.faults.add("slow", endpoint="assets", seconds=0.3)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        import requests
+
+        response = requests.get(f"{fresh.sim.base_url}/assets", headers=fresh.auth, timeout=10)
+        with lock:
+            results.append(response.status_code if response.status_code == 200 else response.json()["errorNumber"])
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200] * 5 + [9646] * 3
+    assert fresh.sim.in_flight.peak == 5 and fresh.sim.in_flight.refused == 3
+
+
+def test_unlimited_assets_follow_the_unlimited_parameter(fresh):
+    adam_id, pricing = fresh.sim.purchase(unlimited=True)
+    def listed(**params):
+        pages = fresh.all_pages("assets", params)
+        return ([a for p in pages for a in p["assets"] if a["adamId"] == adam_id],
+                [a for p in pages for a in p.get("unlimitedAssets", []) if a["adamId"] == adam_id])
+
+    [plain], [] = listed()
+    assert plain["totalCount"] == 2147483647
+    assert listed(unlimited="false") == ([], [])
+    [], [apart] = listed(unlimited="true")
+    assert not {"availableCount", "retiredCount", "totalCount"} & set(apart)
+    assert apart["adamId"] == adam_id and apart["pricingParam"] == pricing

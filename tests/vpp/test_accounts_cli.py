@@ -64,7 +64,7 @@ def test_add_list_set_remove(plain_host: Any, cli: Any, simulator: Any, token_fi
     assert code == 2 and "at least 60" in err and len(err.strip().splitlines()) == 1
     assert account_row(plain_host).interval_seconds == 120
 
-    code, out, err = cli("vpp", "account", "remove", "school")
+    code, out, err = cli("vpp", "account", "remove", "school", "--yes")
     assert code == 0 and "removed account school" in out
     assert _accounts(plain_host) == 0
     assert cli("vpp", "assets", "--json")[1].strip() == "[]"

@@ -247,12 +247,57 @@ def test_retry_after_http_date_honoured(rsps, clock) -> None:
     assert clock.sleeps == [45.0]
 
 
-def test_retry_after_capped_by_max_retry_after(rsps, clock) -> None:
+def test_retry_after_longer_than_the_budget_ends_with_the_time_apple_asks_for(rsps, clock) -> None:
+    # Apple: calling before Retry-After only prolongs the block; capping it to 30 s and
+    # retrying (the old behaviour) was calling Apple early.
     rsps.add(responses.GET, URLS["clientConfig"], status=429, headers={"Retry-After": "5000"}, body="")
     rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
-    client = make_client(clock, retry=RetryPolicy(max_retry_after=30, max_total_wait=100))
-    client.get_client_config()
-    assert clock.sleeps == [30]
+    client = make_client(clock, retry=RetryPolicy(max_total_wait=100), wall_clock=lambda: 1_700_000_000.0)
+    with pytest.raises(E.RateLimitedError) as info:
+        client.get_client_config()
+    assert clock.sleeps == []
+    assert len(calls_to(rsps, URLS["clientConfig"])) == 1
+    message = str(info.value)
+    assert "Apple asks to wait until " in message and "\n" not in message
+    assert info.value.retry_at == 1_700_005_000.0
+    # the same client (and any sharing its gate) does not call Apple before then either
+    with pytest.raises(E.RateLimitedError, match="Apple asks to wait until"):
+        client.get_client_config()
+    assert len(calls_to(rsps, URLS["clientConfig"])) == 1
+
+
+def test_retry_after_zero_still_waits_the_back_off_floor(rsps, clock) -> None:
+    rsps.add(responses.GET, URLS["clientConfig"], status=503, headers={"Retry-After": "0"}, json={"errorNumber": 9603})
+    rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
+    make_client(clock, retry=RetryPolicy(base_delay=1.5)).get_client_config()
+    assert clock.sleeps == [0.75]  # the floor of the back-off: half the base delay
+
+
+def test_backoff_never_retries_at_almost_zero_seconds() -> None:
+    from plugins.vpp.apple.transport import backoff_delay
+
+    class MinRng(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a
+
+    policy = RetryPolicy(base_delay=1, max_delay=60)
+    assert [backoff_delay(policy, i, MinRng()) for i in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_clients_sharing_a_gate_share_the_back_off(rsps, clock) -> None:
+    from plugins.vpp.apple.limiter import TokenGate
+
+    gate = TokenGate()
+    rsps.add(responses.GET, URLS["clientConfig"], status=429, headers={"Retry-After": "20"}, json={"errorNumber": 9646})
+    first = make_client(clock, gate=gate, wall_clock=lambda: clock.now, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(E.RateLimitedError):  # one attempt only: Apple's 20 s stay recorded in the gate
+        first.get_client_config()
+    clock.now += 5  # 5 s later, another job of the same token
+    rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
+    other = make_client(clock, gate=gate, wall_clock=lambda: clock.now)
+    sleeps_before = len(clock.sleeps)
+    assert other.get_client_config() == COMMON
+    assert clock.sleeps[sleeps_before:] == [15]  # it waited for the rest of Apple's back-off, once
 
 
 def test_retry_after_beyond_total_budget_raises_at_once(rsps, clock) -> None:

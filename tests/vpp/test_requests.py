@@ -88,7 +88,7 @@ def test_apple_unreachable_is_a_temporary_error(synced: Host, simulator: Any) ->
 
 def test_lookup_metadata_returns_names_bundle_ids_and_icons(synced: Host, simulator: Any) -> None:
     apps = [a for (a, _), asset in simulator.snapshot()["assets"].items() if asset["productType"] == "App"]
-    found = synced.pm.hook.mdm_vpp_lookup_metadata(host=synced, account="school", adam_ids=apps + ["1"])
+    found = synced.pm.hook.mdm_vpp_lookup_metadata(host=synced, account="school", adam_ids=apps + ["1"], platform=None)
     assert set(found) == set(apps)  # an id Apple does not know is absent
     sample = found[apps[0]]
     assert sample["name"] and sample["bundleId"] and sample["version"]

@@ -90,7 +90,7 @@ def test_cli_set_interval_picked_up_without_restart(school: Any, cli: Any) -> No
     _due(scheduler, "vpp.accounts")
     scheduler.run_pending()
     assert scheduler.jobs["vpp.sync.school"].seconds == 120
-    code, out, err = cli("vpp", "account", "remove", "school")
+    code, out, err = cli("vpp", "account", "remove", "school", "--yes")
     assert code == 0, err
     _due(scheduler, "vpp.accounts")
     scheduler.run_pending()

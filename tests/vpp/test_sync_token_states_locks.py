@@ -173,12 +173,12 @@ def test_remove_refused_while_a_sync_runs(synced: Any, cli: Any) -> None:
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()
     try:
-        code, out, err = cli("vpp", "account", "remove", "school")
+        code, out, err = cli("vpp", "account", "remove", "school", "--yes")
         assert code == 1 and "running" in err
         assert account_row(synced).name == "school"
     finally:
         lock.release()
-    assert cli("vpp", "account", "remove", "school")[0] == 0
+    assert cli("vpp", "account", "remove", "school", "--yes")[0] == 0
 
 
 def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monkeypatch: pytest.MonkeyPatch) -> None:

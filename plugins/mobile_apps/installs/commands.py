@@ -25,26 +25,39 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 REQUEST_TYPE = "InstallApplication"
+MEDIA_TYPE = "InstallMedia"
 
 
-def install_payload(host: "Host", adam_id: str, platform: str) -> dict[str, Any]:
-    """The ``InstallApplication`` keys of a VPP-licensed install (docs/apple-api.md,
-    "Installing an app with a license")."""
-    payload: dict[str, Any] = {
-        "iTunesStoreID": int(adam_id),
-        "Options": {"PurchaseMethod": 1},
-        "ManagementFlags": settings(host).management_flags(),
-        "ChangeManagementState": "Managed",
-    }
-    if platform == "macOS":
-        payload["InstallAsManaged"] = True
+def install_payload(host: "Host", adam_id: str, platform: str, enrollment_type: str = "device") -> dict[str, Any]:
+    """The ``InstallApplication`` keys of a VPP-licensed install, as Apple's schema allows them
+    for the platform and the enrollment type (docs/apple-api.md,
+    "Installing an app with a license").
+
+    User Enrollment forbids ``ChangeManagementState`` (iOS and macOS) and, on macOS,
+    ``ManagementFlags`` and ``InstallAsManaged``; ``PurchaseMethod`` 1 is what lets an iOS app
+    install under User Enrollment at all.
+    """
+    user_enrollment = enrollment_type == "user"
+    payload: dict[str, Any] = {"iTunesStoreID": int(adam_id), "Options": {"PurchaseMethod": 1}}
+    if not (user_enrollment and platform == "macOS"):
+        payload["ManagementFlags"] = settings(host).management_flags()
+    if not user_enrollment:
+        payload["ChangeManagementState"] = "Managed"
+        if platform == "macOS":
+            payload["InstallAsManaged"] = True
     return payload
 
 
-def _queued_command(session: Session, serial: str, adam_id: str) -> str | None:
-    """The uuid of an InstallApplication of this app already waiting for the device."""
+def media_payload(adam_id: str) -> dict[str, Any]:
+    """The ``InstallMedia`` keys of a VPP-licensed book: its store id, and ``MediaType`` ``Book``
+    (the only type Apple allows)."""
+    return {"iTunesStoreID": int(adam_id), "MediaType": "Book"}
+
+
+def _queued_command(session: Session, serial: str, adam_id: str, request_type: str = REQUEST_TYPE) -> str | None:
+    """The uuid of an install command of this app (or book) already waiting for the device."""
     for command in session.execute(select(Command).where(
-        Command.device_serial == serial, Command.request_type == REQUEST_TYPE, Command.status == "queued"
+        Command.device_serial == serial, Command.request_type == request_type, Command.status == "queued"
     )).scalars():
         if str(command.payload.get("iTunesStoreID")) == adam_id:
             return command.uuid
@@ -52,13 +65,16 @@ def _queued_command(session: Session, serial: str, adam_id: str) -> str | None:
 
 
 def queue_install(host: "Host", session: Session, account: str, adam_id: str, pricing: str, device: Device,
-                  license_kind: str, user: str | None, source: str) -> tuple[str, bool]:
-    """Queue InstallApplication for one device in the caller's transaction; (uuid, newly queued)."""
-    existing = _queued_command(session, device.serial_number, adam_id)
+                  license_kind: str, user: str | None, source: str, kind: str = "app") -> tuple[str, bool]:
+    """Queue InstallApplication (``InstallMedia`` for a book) for one device in the caller's
+    transaction; (uuid, newly queued)."""
+    request_type = MEDIA_TYPE if kind == "book" else REQUEST_TYPE
+    existing = _queued_command(session, device.serial_number, adam_id, request_type)
     if existing:
         return existing, False
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
-    command = queue_command(host, session, device.serial_number, REQUEST_TYPE, install_payload(host, adam_id, platform))
+    command = queue_command(host, session, device.serial_number, request_type,
+                            media_payload(adam_id) if kind == "book" else install_payload(host, adam_id, platform, device.enrollment_type))
     payload: InstallQueuedPayload = {
         "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
         "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,

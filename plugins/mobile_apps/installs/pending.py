@@ -10,6 +10,7 @@ outside this host (Apple's portal) are installed on the enrolled devices too.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from sqlalchemy import select
@@ -47,13 +48,15 @@ def complete_pending(host: "Host", session: Session, account: str, adam_id: str,
             continue
         devices = [session.get(Device, row.target)] if row.kind == "device" else list(
             session.execute(select(Device).where(Device.owner == row.target)).scalars())
-        platforms = set(session.execute(select(MobileApp.platform).where(
+        published = list(session.execute(select(MobileApp.platform, MobileApp.kind).where(
             MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+            MobileApp.state == "published")).all())
+        kind = "app" if any(k == "app" for _, k in published) or not published else "book"
+        platforms = {p for p, k in published if k == kind}
         for device in devices:
             if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
                 continue
-            uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending")
+            uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending", kind)
             row.command_uuids = [*row.command_uuids, uuid]
             queued += int(new)
         row.status, row.updated_at = "queued", utcnow()
@@ -101,6 +104,12 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
 def retry_pending(host: "Host") -> dict[str, int]:
     """The ``mobile_apps.installs`` job: ask Apple again about pending installs."""
     s = settings(host)
+    interrupted = utcnow() - timedelta(seconds=s.interrupted_after)
+    with host.db.session() as session:
+        stale = list(session.execute(select(Install).where(Install.status == "associating", Install.updated_at <= interrupted)).scalars())
+    if stale:  # recorded before Apple was asked, then the process died: finish what it started
+        log.warning("%d install(s) were interrupted while Apple was asked for their licenses; asking again", len(stale))
+        host.db.run_write(lambda session: _resume(session, [r.id for r in stale]))
     with host.db.session() as session:
         rows = list(session.execute(select(Install).where(Install.status == "pending")).scalars())
     groups: dict[tuple[str, str, str, str], list[str]] = {}
@@ -117,9 +126,8 @@ def retry_pending(host: "Host") -> dict[str, int]:
             host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
             counts["pending"] += len(targets)
             continue
-        if result["status"] == "PENDING":
-            counts["pending"] += len(targets)
-            continue
+        still = result.get("pending", {})
+        counts["pending"] += len(still.get("serialNumbers", [])) + len(still.get("clientUserIds", []))
         ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
         failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
 
@@ -142,6 +150,12 @@ def retry_pending(host: "Host") -> dict[str, int]:
         counts["failed"] += len(failures)
     host.deliver_events()
     return counts
+
+
+def _resume(session: Session, ids: list[int | None]) -> None:
+    for row in session.execute(select(Install).where(Install.id.in_(ids), Install.status == "associating")).scalars():  # type: ignore[union-attr]
+        row.status, row.error, row.updated_at = "pending", "interrupted while Apple was asked; asking again", utcnow()
+        session.add(row)
 
 
 def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
 from mdm_core.inventory import normalize_serial
 from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
-from mdm_core.models import Device, MdmUser
+from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult
 
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Asset:
-    """One VPP asset (account, adamId, pricingParam) and its published applications by platform."""
+    """One VPP asset (account, adamId, pricingParam) and its published applications (or book) by platform."""
 
     account: str
     adam_id: str
@@ -48,6 +49,7 @@ class Asset:
     meta: AppMetadata | None
     device_assignable: bool
     available_count: int
+    kind: str = "app"  # or "book": licensed to users, installed with InstallMedia
 
     @property
     def label(self) -> str:
@@ -83,9 +85,7 @@ def resolve_asset(host: "Host", selector: str) -> Asset:
     """The one installable asset that ``selector`` names (or a one-line reason why not)."""
     with host.db.session() as session:
         rows = find_apps(session, selector)
-    apps = [(a, m) for a, m in rows if a.kind == "app"]
-    if not apps:
-        raise MdmError(f"'{selector}' is a book ({label(*rows[0])}): books are licensed to users and are not installed as apps")
+    apps = [(a, m) for a, m in rows if a.kind == "app"] or rows  # an adamId that is only a book: the book
     published = [(a, m) for a, m in apps if a.state == "published"]
     if not published:
         a, m = apps[0]
@@ -97,13 +97,14 @@ def resolve_asset(host: "Host", selector: str) -> Asset:
         choices = "; ".join(f"{', '.join(str(a.id) for a, _ in g)} = account {k[0]} {k[1]} {k[2]}" for k, g in sorted(groups.items()))
         raise UsageError(f"'{selector}' matches several VPP assets: give an application id ({choices})")
     (account, adam_id, pricing), group = next(iter(groups.items()))
+    kind = group[0][0].kind
     with host.db.session() as session:  # every platform of the asset, whichever application was named
         siblings = list(session.execute(select(MobileApp).where(
             MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+            MobileApp.state == "published", MobileApp.kind == kind)).scalars())
     group = [(a, group[0][1]) for a in siblings] or group
     first = group[0][0]
-    return Asset(account, adam_id, pricing, {a.platform: a for a, _ in group}, group[0][1], first.device_assignable, first.available_count)
+    return Asset(account, adam_id, pricing, {a.platform: a for a, _ in group}, group[0][1], first.device_assignable, first.available_count, kind)
 
 
 def _fresh_counts(host: "Host", asset: Asset) -> None:
@@ -168,6 +169,9 @@ def install(host: "Host", selector: str, *, serials: list[str] | None = None, us
     wait = settings(host).install_wait if wait is None else check_wait(wait, "--wait")
     if user is not None:
         return _install_for_user(host, asset, user.strip(), wait)
+    if asset.kind == "book":
+        raise MdmError(f"{asset.label} is a book: Apple licenses books to users only, give --user MDM_USER "
+                         "(InstallMedia then goes to each of the user's enrolled devices)")
     return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)
 
 
@@ -177,6 +181,8 @@ def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Non
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
     if platform not in asset.apps:
         return f"platform mismatch: the device runs {device.platform}, {asset.label} supports {', '.join(asset.platforms)}"
+    if asset.kind == "book" and platform == "macOS" and device.enrollment_type == "user":
+        return "Apple does not allow InstallMedia (books) on a Mac under User Enrollment"
     return None
 
 
@@ -202,27 +208,36 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
             out.add(serial, "refused", f"not enough licenses: {asset.available_count} available in account '{asset.account}', {len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)")
         needed = []
     succeeded: list[str] = list(held)
+    intents = record_intent(host, asset, "device", needed) if needed else {}
     if needed:
-        result = _associate(host, asset, needed, [], wait, out)
+        result = _associate(host, asset, needed, [], wait, out, intents)
         if result is not None:
             succeeded += [s for s in result["succeeded"]["serialNumbers"] if s in needed]
             for failure in result["failed"]:
                 if failure.get("serialNumber") in needed:
                     out.add(failure["serialNumber"], "failed", apple_reason(failure))
-            if result["status"] == "PENDING":
-                _record_pending(host, asset, "device", needed, result["event_ids"], wait, out)
+            _settle_failed(host, intents, {f["serialNumber"]: apple_reason(f) for f in result["failed"] if f.get("serialNumber") in needed})
+            pending = [s for s in result.get("pending", {}).get("serialNumbers", []) if s in needed]
+            if pending:
+                _record_pending(host, asset, pending, result["event_ids"], wait, out, intents)
 
     def work(session: Session) -> None:
         for serial in succeeded:
             device = session.get(Device, serial)
+            row = session.get(Install, intents[serial]) if serial in intents else None
             if device is None:  # removed meanwhile
                 out.add(serial, "refused", "not enrolled any more")
+                if row is not None:
+                    row.status, row.error, row.updated_at = "failed", "the device was removed while Apple licensed it", utcnow()
+                    session.add(row)
                 continue
             uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, device, "device", None, "request")
             how = "license already held" if serial in held else "license associated"
             out.add(serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})")
-            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial,
-                                source="request", status="queued", command_uuids=[uuid]))
+            row = row or Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial,
+                                 source="request", status="queued")
+            row.status, row.command_uuids, row.updated_at = "queued", [*row.command_uuids, uuid], utcnow()
+            session.add(row)
 
     if succeeded:
         host.db.run_write(work)
@@ -255,60 +270,115 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
         else:
             targets.append(device)
     held = _held(host, asset, user=user)
+    intents: dict[str, int] = {}
     if not held:
         if asset.available_count < 1:
             out.add(user, "refused", f"not enough licenses: 0 available in account '{asset.account}' (buy more, or reclaim with `mdm apps reclaim`)")
             return out
-        result = _associate(host, asset, [], [user], wait, out)
+        intents = record_intent(host, asset, "user", [user])
+        result = _associate(host, asset, [], [user], wait, out, intents)
         if result is None:
             return out
-        if result["status"] == "PENDING":
-            _record_pending(host, asset, "user", [user], result["event_ids"], wait, out)
+        if user in result.get("pending", {}).get("clientUserIds", []):
+            _record_pending(host, asset, [user], result["event_ids"], wait, out, intents)
             return out
         failure = next((f for f in result["failed"] if f.get("clientUserId") == user), None)
         if failure or user not in result["succeeded"]["clientUserIds"]:
-            out.add(user, "failed", apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}))
+            reason = apple_reason(failure or {"errorMessage": "Apple did not confirm the license"})
+            out.add(user, "failed", reason)
+            _settle_failed(host, intents, {user: reason})
             return out
     out.add(user, "licensed", "user license already held" if held else "user license associated")
     if not targets:
         if not devices:
             out.add(user, "note", "no enrolled device owned by this user: the license is ready; run the install again once a device is enrolled")
+        _settle_failed(host, intents, {user: "licensed, but no enrolled device of the user to install on"}, status="licensed")
         return out
 
     def work(session: Session) -> None:
+        row = session.get(Install, intents[user]) if user in intents else None
+        row = row or Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
+                             source="request", status="queued")
         for device in targets:
-            row = session.get(Device, device.serial_number)
-            if row is None:
+            enrolled = session.get(Device, device.serial_number)
+            if enrolled is None:
                 continue
-            uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, row, "user", user, "request")
-            out.add(device.serial_number, "queued", f"InstallApplication queued (command {uuid}, user license of {user})" if new else f"InstallApplication already queued (command {uuid})")
-            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
-                                source="request", status="queued", command_uuids=[uuid]))
+            uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
+            command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
+            out.add(device.serial_number, "queued", f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})")
+            row.command_uuids = [*row.command_uuids, uuid]
+        row.status, row.updated_at = "queued", utcnow()
+        session.add(row)
 
     host.db.run_write(work)
     host.deliver_events()
     return out
 
 
-def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome) -> LicenseResult | None:
+def record_intent(host: "Host", asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
+    """Record the installs as ``associating`` before Apple is asked (committed), so that a
+    process killed after Apple licensed them leaves a record the installs job completes;
+    returns their ids by target. A database that cannot be written stops here, before Apple
+    is called, with one line."""
+    def work(session: Session) -> dict[str, int]:
+        rows = {t: Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t,
+                           source="request", status="associating") for t in targets}
+        for row in rows.values():
+            session.add(row)
+        session.flush()
+        return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]
+
+    try:
+        return host.db.run_write(work)
+    except DBAPIError as exc:
+        reason = one_line(getattr(exc, "orig", exc))
+        raise MdmError(f"cannot record the install in database {host.db.describe()} ({reason}): nothing was asked of Apple; "
+                       "check that the database is writable (permissions, disk space) and run the install again") from None
+
+
+def _settle_failed(host: "Host", intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> None:
+    """Record the end of installs that queue nothing (Apple refused, or nothing to install on)."""
+    todo = {intents[t]: r for t, r in reasons.items() if t in intents}
+    if not todo:
+        return
+
+    def work(session: Session) -> None:
+        for install_id, reason in todo.items():
+            row = session.get(Install, install_id)
+            if row is not None and row.status == "associating":
+                row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
+                session.add(row)
+
+    host.db.run_write(work)
+
+
+def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome,
+               intents: dict[str, int]) -> LicenseResult | None:
     try:
         return VppPort(host).associate(asset.account, asset.adam_id, asset.pricing_param, serial_numbers=serials, client_user_ids=users, wait=wait)
-    except VppUnavailable:
+    except VppUnavailable as exc:
+        _settle_failed(host, intents, {t: one_line(exc) for t in serials + users})
         raise
     except MdmError as exc:
+        # Apple refused, or could not be reached: then it may have accepted the request first,
+        # so the installs job asks again (a license it finds is installed, none is refused)
+        pending = isinstance(exc, TemporaryError)
         for target in serials + users:
-            out.add(target, "failed", f"not licensed: {exc}")
+            out.add(target, "failed", f"not licensed: {exc}" + ("; the mobile_apps.installs job asks Apple again" if pending else ""))
+        _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
         return None
 
 
-def _record_pending(host: "Host", asset: Asset, kind: str, targets: list[str], event_ids: list[str], wait: float, out: Outcome) -> None:
+def _record_pending(host: "Host", asset: Asset, targets: list[str], event_ids: list[str], wait: float, out: Outcome,
+                    intents: dict[str, int]) -> None:
     def work(session: Session) -> None:
         for target in targets:
-            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=target,
-                                source="request", status="pending", event_ids=list(event_ids)))
+            row = session.get(Install, intents[target])
+            if row is not None:
+                row.status, row.event_ids, row.updated_at = "pending", list(event_ids), utcnow()
+                session.add(row)
 
     host.db.run_write(work)
     for target in targets:
         out.add(target, "pending", f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
                                    "InstallApplication will be queued when it does (see `mdm apps installs`)")
-

@@ -9,7 +9,7 @@ Contract: docs/apple-api.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import EventFailedError, EventTimeoutError, MalformedResponseError, VppError
@@ -295,27 +295,44 @@ class AppsBooksClient(Transport):
 
     def wait_for_event(
         self, event_id: str, *, timeout: float = 120, poll_interval: float = 0.5,
-        raise_on_failure: bool = False,
+        raise_on_failure: bool = False, max_poll_interval: float | None = None,
+        notified: Callable[[str, float], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         """Poll until eventStatus is COMPLETE or FAILED and return that status.
 
+        With ``max_poll_interval`` the interval doubles after each poll up to it (back-off:
+        a slow event is not asked about four times a second). ``notified(event_id, seconds)``,
+        when given, is waited on instead of sleeping between polls: it returns a final status
+        that arrived meanwhile by another way (an ``ASSET_MANAGEMENT`` notification), or None.
         Raises :class:`EventTimeoutError` after ``timeout`` seconds, and
         :class:`EventFailedError` on FAILED when ``raise_on_failure``.
         """
         deadline = self._monotonic() + timeout
+        interval = poll_interval
+        status = self.event_status(event_id)
         while True:
-            status = self.event_status(event_id)
             state = status["eventStatus"]
             if state == "FAILED" and raise_on_failure:
                 raise EventFailedError(f"event {short(event_id)} failed", error_info=status.get("failures"))
             if state in ("COMPLETE", "FAILED"):
                 return status
-            if self._monotonic() + poll_interval > deadline:
-                raise EventTimeoutError(
-                    f"event {short(event_id)} still {short(state)} after {timeout:g}s: "
-                    "check it later with event_status()"
-                )
-            self._sleep(poll_interval)
+            remaining = deadline - self._monotonic()
+            if interval > remaining:
+                if max_poll_interval is None or remaining <= 0:
+                    raise EventTimeoutError(
+                        f"event {short(event_id)} still {short(state)} after {timeout:g}s: "
+                        "check it later with event_status()"
+                    )
+                interval = remaining  # one last look at the deadline
+            pushed = notified(event_id, interval) if notified is not None else None
+            if pushed is None:
+                if notified is None:
+                    self._sleep(interval)
+                status = self.event_status(event_id)
+            else:
+                status = pushed
+            if max_poll_interval is not None:
+                interval = min(max_poll_interval, interval * 2)
 
     # ---------------------------------------------------------------- metadata
 

@@ -136,9 +136,14 @@ class MdmConflictError(VppError):
 
 
 class RateLimitedError(VppError):
-    """9646 / HTTP 429: too many requests; retried with backoff."""
+    """9646 / HTTP 429: too many requests; retried with backoff.
+
+    ``retry_at`` (epoch seconds) is set when Apple asked to wait longer than the retry budget:
+    nothing may call Apple with this token before then.
+    """
 
     retryable = True
+    retry_at: float | None = None
 
 
 class ServerError(VppError):

@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import IncompletePagesError, MalformedResponseError, TransportError, VppError, is_retryable
+from .errors import IncompletePagesError, MalformedResponseError, RateLimitedError, TransportError, VppError, is_retryable
+from .limiter import TokenGate, format_wait_until
 from .protocol import DEFAULT_SERVICE_URL, ServiceConfig, check_mdm_info, is_int, parse_response
 from .stoken import SToken
 
@@ -45,15 +46,15 @@ class RetryPolicy:
     """Bounds for retrying rate-limit, server and transport errors.
 
     ``max_attempts`` counts every request sent (first try included);
-    ``max_total_wait`` bounds the whole operation in seconds; a
-    ``Retry-After`` above ``max_retry_after`` is capped to it.
+    ``max_total_wait`` bounds the whole operation in seconds. A ``Retry-After`` that does not
+    fit in what is left of it ends the operation at once ("Apple asks to wait until HH:MM"):
+    calling Apple before that time only prolongs the block.
     """
 
     max_attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 60.0
     max_total_wait: float = 300.0
-    max_retry_after: float = 600.0
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -87,9 +88,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def backoff_delay(policy: RetryPolicy, retry_index: int, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform(0, min(max_delay, base * 2**i))."""
-    ceiling = min(policy.max_delay, policy.base_delay * (2 ** min(retry_index, 62)))
-    return rng.uniform(0.0, max(0.0, ceiling))
+    """Exponential back-off with "equal jitter": uniform(c/2, c), c = min(max_delay, base * 2**i).
+
+    Never close to 0 s: the shortest wait is half the base delay, so a burst of failures never
+    turns into a burst of immediate retries.
+    """
+    ceiling = max(0.0, min(policy.max_delay, policy.base_delay * (2 ** min(retry_index, 62))))
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 def _encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
@@ -172,7 +177,9 @@ class Transport:
         service_config_ttl: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        gate: TokenGate | None = None,
     ) -> None:
         if max_parallel_pages < 1:
             raise ValueError("max_parallel_pages must be at least 1")
@@ -192,7 +199,10 @@ class Transport:
         self._config: ServiceConfig | None = None
         self._config_at = 0.0
         self._config_lock = threading.Lock()
-        self._in_flight = threading.BoundedSemaphore(max_parallel_pages)
+        # Shared by every client of this token in the process when the host passes one
+        # (Apple's limits are per token); a client of its own otherwise.
+        self.gate = gate if gate is not None else TokenGate(max_parallel_pages)
+        self._wall = wall_clock
 
     @staticmethod
     def _new_session(parallel: int) -> requests.Session:
@@ -274,7 +284,7 @@ class Transport:
         check_mdm: bool,
     ) -> dict[str, Any]:
         try:
-            with self._in_flight:  # Apple: at most 5 requests at once, whoever sends them
+            with self.gate.in_flight:  # Apple: at most 5 requests at once per token, whoever sends them
                 response = self._session.request(
                     method, url, params=query or None, data=data, headers=headers, timeout=self.timeout
                 )
@@ -294,20 +304,48 @@ class Transport:
         err.args = (err.message,)
         return err
 
+    def _wait_for_gate(self) -> float:
+        """Wait out a back-off Apple asked for (recorded by any client of this token); returns
+        the seconds slept. One that does not fit in the retry budget ends the request at once."""
+        wait = self.gate.remaining(self._wall())
+        if wait <= 0:
+            return 0.0
+        if wait > self.retry.max_total_wait:
+            raise self._wait_until_error(self.gate.until(), None)
+        log.info("Apps and Books: Apple asked this token to wait; waiting %.1fs", wait)
+        self._sleep(wait)
+        return wait
+
+    @staticmethod
+    def _wait_until_error(until: float, cause: VppError | None) -> RateLimitedError:
+        err = RateLimitedError(
+            f"Apple asks to wait until {format_wait_until(until)} before calling it again with this token: "
+            "try again then (nothing was done)",
+            error_number=cause.error_number if cause else None, http_status=cause.http_status if cause else None,
+        )
+        err.url = cause.url if cause else None
+        err.retry_at = until
+        return err
+
     def _with_retries(self, method: str, url: str, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         policy = self.retry
         start = self._monotonic()
-        slept = 0.0
+        slept = self._wait_for_gate()
         attempt = 1
         while True:
             try:
                 return send()
             except VppError as err:
-                if not is_retryable(err) or attempt >= policy.max_attempts:
+                if not is_retryable(err):
                     raise
                 delay = self._retry_delay(err, attempt - 1)
+                asked = parse_retry_after(err.retry_after) is not None
+                if asked or isinstance(err, RateLimitedError):  # Apple's back-off: for every client of the token
+                    until = self.gate.note(delay, self._wall())
                 spent = max(self._monotonic() - start, slept)
-                if spent + delay > policy.max_total_wait:
+                if asked and spent + delay > policy.max_total_wait:
+                    raise self._wait_until_error(until, err) from None
+                if attempt >= policy.max_attempts or spent + delay > policy.max_total_wait:
                     raise
                 log.info(  # the final failure is what the user sees; retries show with -v
                     "Apps and Books %s %s failed (%s: %s); retry %d of %d in %.2fs",
@@ -321,7 +359,7 @@ class Transport:
     def _retry_delay(self, err: VppError, retry_index: int) -> float:
         after = parse_retry_after(err.retry_after)
         if after is not None:
-            return min(after, self.retry.max_retry_after)
+            return max(after, self.retry.base_delay / 2)  # "Retry-After: 0" is no licence to hammer: as back-off's floor
         with self._rng_lock:
             return backoff_delay(self.retry, retry_index, self._rng)
 

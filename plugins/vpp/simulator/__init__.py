@@ -51,6 +51,13 @@ Control API (no auth, loopback clients only), JSON in and out:
 - ``GET /_sim/versions``   current versionId per dataset
 - ``GET /_sim/token``      {"token", "tokenExpirationDate", "status"}
 
+Apple's limits: at most 5 requests of the token at once (more get 9646 / HTTP 429; see
+``Simulator.in_flight``). Metadata: public apps without the cookie, custom apps
+(``purchase(custom=True)``) only with it, ``platform=macappstore`` for a universal app's Mac
+entry. ``purchase(unlimited=True)``: an unlimited asset (the ``unlimited`` parameter of
+``/assets``). ``fail_next_event(type, error_number=9603, silent=False)``: the next event of a
+type fails naming its targets (or completes with ``numCompleted`` 0).
+
 Run it with ``python -m plugins.vpp.simulator --port 8800`` (see `cli.py`).
 The token never appears in logs, errors or repr().
 """

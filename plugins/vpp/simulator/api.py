@@ -316,8 +316,13 @@ class Api:
             device_assignable=_bool(query, "deviceAssignable"),
             min_available=_int(query, "minAvailableCount"),
             max_available=_int(query, "maxAvailableCount"),
-            min_assigned=_int(query, "minAssignedCount"), max_assigned=_int(query, "maxAssignedCount"))
+            min_assigned=_int(query, "minAssignedCount"), max_assigned=_int(query, "maxAssignedCount"),
+            unlimited=_bool(query, "unlimited"))
         chunk, meta = self._page(rows, query, "assets")
+        if _bool(query, "unlimited"):  # unlimited assets apart, as UnlimitedResponseAsset
+            return Response(200, {"assets": [a.to_json() for a in chunk if not a.unlimited],
+                                  "unlimitedAssets": [a.to_unlimited_json() for a in chunk if a.unlimited], **meta},
+                            listing="assets", dataset="assets")
         return Response(200, {"assets": [a.to_json() for a in chunk], **meta},
                         listing="assets", dataset="assets")
 

@@ -1,5 +1,11 @@
-"""The content metadata lookup (uclient-api `MZStorePlatform.woa/wa/lookup`, docs/apple-api.md,
-"Content metadata lookup")."""
+"""The content metadata lookup (uclient-api `MZStorePlatform.woa/wa/lookup`; see
+docs/apple-api.md, "Content metadata lookup").
+
+As Apple does: public apps and books are answered without a cookie; custom (B2B) apps only
+with the organization's token as the ``itvt`` cookie. ``platform=macappstore`` answers the
+Mac App Store entry of an app that runs on macOS (its own bundle id and version), any other
+platform the iOS entry.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +45,8 @@ def _kind(asset: Asset) -> str:
     return "macSoftware" if asset.platforms == ("macOS",) else "iosSoftware"
 
 
-def lockup(asset: Asset, cc: str) -> dict[str, Any]:
-    """The `mdm-lockup` record of one asset."""
+def lockup(asset: Asset, cc: str, mac: bool = False) -> dict[str, Any]:
+    """The `mdm-lockup` record of one asset (its Mac App Store entry with ``mac``)."""
     slug = f"Purple{int(asset.adam_id) % 211}/v4/{asset.adam_id[:2]}/{asset.adam_id[2:4]}/{asset.adam_id}"
     record: dict[str, Any] = {
         "id": asset.adam_id,
@@ -70,24 +76,34 @@ def lockup(asset: Asset, cc: str) -> dict[str, Any]:
     if asset.bundle_id is not None:
         record["bundleId"] = asset.bundle_id
         record["minimumOSVersion"] = "15.0"
+    if mac and "macOS" in asset.platforms and "iOS" in asset.platforms and asset.bundle_id is not None:
+        # a universal purchase: the Mac App Store has its own build, bundle id and version
+        record.update(kind="macSoftware", deviceFamilies=["mac"], bundleId=f"{asset.bundle_id}.macos", minimumOSVersion="12.0")
+        record["offers"][0]["version"] = {"display": mac_version(asset), "externalId": asset.external_version_id + 1}
     return record
+
+
+def mac_version(asset: Asset) -> str:
+    """The version of a universal app's Mac build (differs from the iOS one)."""
+    major, _, rest = asset.version.partition(".")
+    return f"{int(major) + 10}.{rest}" if major.isdigit() else asset.version
 
 
 def lookup(assets: dict[tuple[str, str], Asset], query: dict[str, list[str]], authenticated: bool,
            country: str) -> dict[str, Any]:
-    """Answer a lookup; `results` is empty without the `itvt` cookie or for unknown ids."""
+    """Answer a lookup: public assets always, custom apps only ``authenticated``, unknown ids never."""
     cc = (query.get("cc") or [country])[0] or country
+    mac = (query.get("platform") or [""])[0] == "macappstore"
     language = (query.get("l") or ["en"])[0] or "en"
     ids = [i.strip() for raw in query.get("id", []) for i in raw.split(",") if i.strip()]
     results: dict[str, Any] = {}
-    if authenticated:
-        by_adam: dict[str, Asset] = {}
-        for asset in assets.values():
-            by_adam.setdefault(asset.adam_id, asset)
-        for adam_id in ids:
-            asset = by_adam.get(adam_id)
-            if asset is not None:
-                results[adam_id] = lockup(asset, cc)
+    by_adam: dict[str, Asset] = {}
+    for asset in assets.values():
+        by_adam.setdefault(asset.adam_id, asset)
+    for adam_id in ids:
+        asset = by_adam.get(adam_id)
+        if asset is not None and (authenticated or not asset.custom):
+            results[adam_id] = lockup(asset, cc, mac)
     tag = language.lower() if "-" in language else f"{language.lower()}-{cc.lower()}"
     return {
         "results": results,

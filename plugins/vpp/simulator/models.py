@@ -13,6 +13,8 @@ AssetKey = tuple[str, str]
 AssignmentKey = tuple[str, str, str, str]
 
 ASSOCIATED, REGISTERED, RETIRED = "Associated", "Registered", "Retired"
+#: The totalCount Apple gives unlimited assets when the request does not ask for them apart.
+UNLIMITED_COUNT = 2147483647
 
 
 @dataclass(slots=True)
@@ -32,6 +34,7 @@ class Asset:
     external_version_id: int
     assigned: int = 0
     retired: int = 0
+    custom: bool = False  # a custom (B2B) app: its metadata only with the organization's itvt cookie
 
     @property
     def key(self) -> AssetKey:
@@ -40,6 +43,18 @@ class Asset:
     @property
     def available(self) -> int:
         return self.total - self.assigned - self.retired
+
+    @property
+    def unlimited(self) -> bool:
+        """A free app or book with no license limit (Apple shows totalCount 2147483647)."""
+        return self.total >= UNLIMITED_COUNT
+
+    def to_unlimited_json(self) -> dict[str, Any]:
+        """An UnlimitedResponseAsset: no availableCount, retiredCount or totalCount."""
+        row = self.to_json()
+        for name in ("availableCount", "retiredCount", "totalCount"):
+            del row[name]
+        return row
 
     def to_json(self) -> dict[str, Any]:
         """A ResponseAsset."""

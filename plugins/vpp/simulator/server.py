@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from .api import API_PREFIX, Api, Response, endpoint_for
 from .control import handle_control
 from .errors import error_body
+from .metadata import cookie_value
 from .faults import SHORT_CIRCUIT, Fault, Faults
 from .models import AssetKey
 from .notifications import DEFAULT_ATTEMPTS, DEFAULT_CHUNK, DEFAULT_RETRY_DELAYS, Notifier
@@ -28,6 +29,31 @@ from .tokens import TokenState, build_stoken, default_expiry, random_secret
 log = logging.getLogger(__name__)
 
 _DEFAULT_EXTRA = {"simUnknownField": "unexpected", "simUnknownObject": {"nested": [1, 2, 3]}}
+
+
+class InFlight:
+    """Apple's per-organization limit: at most ``limit`` requests of the token at once; one more
+    is refused with 9646 (HTTP 429). ``peak``, ``refused`` and ``total`` (requests made with the
+    token) are there for tests to read."""
+
+    def __init__(self, limit: int | None = 5) -> None:
+        self.limit = limit
+        self.current = self.peak = self.refused = self.total = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            self.total += 1
+            if self.limit is not None and self.current >= self.limit:
+                self.refused += 1
+                return False
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.current -= 1
 
 
 class _Server(ThreadingHTTPServer):
@@ -117,30 +143,50 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             with sim.state.lock:  # due events are processed on any request, faulted or not
                 sim.state.process_due()
-            endpoint = endpoint_for(path)
-            fired = sim.faults.select(endpoint) if endpoint else []
-            by_kind: dict[str, Fault] = {}
-            for fault in fired:
-                by_kind.setdefault(fault.kind, fault)
-            if "slow" in by_kind:
-                time.sleep(float(by_kind["slow"].params.get("seconds", 1.0)))
-            for kind in SHORT_CIRCUIT:
-                if kind in by_kind:
-                    if kind == "drop":
-                        self.close_connection = True
-                        return
-                    self._send(_fault_response(by_kind[kind]))
-                    return
-            query = parse_qs(split.query, keep_blank_values=True)
-            response = sim.api.handle(method, path, query, self.headers, body, self._self_url())
-            if response.status == 200 and isinstance(response.payload, dict):
-                _apply_payload_faults(response, by_kind, sim)
-            self._send(response, truncate="truncated_json" in by_kind)
+            counted = self._carries_token()
+            if counted and not sim.in_flight.enter():
+                self._send(Response(429, error_body(9646)))
+                return
+            try:
+                response, truncate = self._serve(method, path, split.query, body)
+            finally:
+                if counted:  # done before answering: the client may send its next one at once
+                    sim.in_flight.leave()
+            if response is not None:
+                self._send(response, truncate=truncate)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:  # pragma: no cover - a simulator bug must not kill the connection
             log.exception("simulator error on %s %s", method, urlsplit(self.path).path)
             self._send(Response(500, error_body(9603)))
+
+    def _carries_token(self) -> bool:
+        """The request is made with the sToken (bearer or ``itvt`` cookie): it counts against its limit."""
+        token = self.server.sim._token
+        bearer = (self.headers.get("Authorization") or "").partition(" ")[2]
+        return token.matches(bearer) or token.matches(cookie_value(self.headers.get("Cookie"), "itvt"))
+
+    def _serve(self, method: str, path: str, raw_query: str, body: bytes) -> tuple[Response | None, bool]:
+        """The answer to one request (None: drop the connection) and whether to truncate it."""
+        sim = self.server.sim
+        endpoint = endpoint_for(path)
+        fired = sim.faults.select(endpoint) if endpoint else []
+        by_kind: dict[str, Fault] = {}
+        for fault in fired:
+            by_kind.setdefault(fault.kind, fault)
+        if "slow" in by_kind:
+            time.sleep(float(by_kind["slow"].params.get("seconds", 1.0)))
+        for kind in SHORT_CIRCUIT:
+            if kind in by_kind:
+                if kind == "drop":
+                    self.close_connection = True
+                    return None, False
+                return _fault_response(by_kind[kind]), False
+        query = parse_qs(raw_query, keep_blank_values=True)
+        response = sim.api.handle(method, path, query, self.headers, body, self._self_url())
+        if response.status == 200 and isinstance(response.payload, dict):
+            _apply_payload_faults(response, by_kind, sim)
+        return response, "truncated_json" in by_kind
 
     def _send(self, response: Response, truncate: bool = False) -> None:
         body = response.encode()
@@ -207,7 +253,7 @@ class Simulator:
                  token_expires_at: datetime | str | None = None,
                  notification_attempts: int = DEFAULT_ATTEMPTS,
                  notification_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 notification_chunk: int = DEFAULT_CHUNK) -> None:
+                 notification_chunk: int = DEFAULT_CHUNK, max_in_flight: int | None = 5) -> None:
         self.seed = seed
         self.host = host
         self.port = port
@@ -224,6 +270,7 @@ class Simulator:
         self.notifier = Notifier(self.state, self.faults, attempts=notification_attempts,
                                  retry_delays=tuple(notification_retry_delays), chunk=notification_chunk)
         self.state.notifier = self.notifier
+        self.in_flight = InFlight(max_in_flight)  # Apple's 5 requests at once per token
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -329,10 +376,18 @@ class Simulator:
     # ------------------------------------------------------------ out of band
     def purchase(self, adam_id: str | None = None, pricing_param: str = "STDQ", count: int = 10,
                  product_type: str = "App", device_assignable: bool = True, revocable: bool = True,
-                 supported_platforms: Sequence[str] = ("iOS",)) -> AssetKey:
-        """Buy licenses (new asset or more of an existing one); returns (adamId, pricingParam)."""
+                 supported_platforms: Sequence[str] = ("iOS",), unlimited: bool = False,
+                 custom: bool = False) -> AssetKey:
+        """Buy licenses (new asset or more of an existing one); returns (adamId, pricingParam).
+        ``unlimited``: a free asset without a license limit; ``custom``: a custom (B2B) app."""
         return self.state.purchase(adam_id, pricing_param, count, product_type, device_assignable,
-                                   revocable, supported_platforms)
+                                   revocable, supported_platforms, unlimited, custom)
+
+    def fail_next_event(self, event_type: str, error_number: int | None = 9603, silent: bool = False) -> None:
+        """The next ``event_type`` event (ASSOCIATE, DISASSOCIATE, REVOKE, CREATE, UPDATE, RETIRE)
+        does nothing: FAILED naming every target with ``error_number``, or with ``silent``
+        COMPLETE with no failures and ``numCompleted`` 0."""
+        self.state.fail_next_event(event_type, error_number, silent)
 
     def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
                          serial_number: str | None = None, client_user_id: str | None = None) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ERROR_MESSAGES
 from .notifications import Notifier, chunks, envelope
-from .models import (ASSOCIATED, DEVICE, REGISTERED, RETIRED, USER, Asset, AssetKey,
+from .models import (ASSOCIATED, DEVICE, REGISTERED, RETIRED, UNLIMITED_COUNT, USER, Asset, AssetKey,
                      AssignmentKey, Event, UserRecord)
 from .stores import AssignmentStore, UserStore, Versions, since_suffix
 
@@ -87,6 +87,8 @@ class SimState:
         self._invites = 0
         #: sends the notifications (set by the Simulator); without one, nothing is sent
         self.notifier: Notifier | None = None
+        #: armed outcomes of the next events: {"event_type", "error_number" | None, "silent"}
+        self.event_faults: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return (f"<SimState assets={len(self.assets)} assignments={len(self.assignments)} "
@@ -182,6 +184,12 @@ class SimState:
         now = time.monotonic() if now is None else now
         while self._pending and self._pending[0].due <= now:
             event = self._pending.pop(0)
+            fault = next((f for f in self.event_faults if f["event_type"] == event.event_type), None)
+            if fault is not None:
+                self.event_faults.remove(fault)
+                self._run_faulty(event, fault)
+                self._notify_event(event)
+                continue
             handler = getattr(self, f"_run_{event.event_type.lower()}")
             handler(event)
             event.status = "FAILED" if event.failures else "COMPLETE"
@@ -234,6 +242,27 @@ class SimState:
         """ASSET_COUNT: an asset's total moved outside the API (purchase, transfer, refund)."""
         if delta:
             self.notify("ASSET_COUNT", {"adamId": key[0], "pricingParam": key[1], "countDelta": delta})
+
+    def fail_next_event(self, event_type: str, error_number: int | None = 9603, silent: bool = False) -> None:
+        """The next event of this type does nothing: it FAILs naming every target with
+        ``error_number`` (9603: Apple's internal error, worth retrying), or with ``silent`` it says
+        COMPLETE without failures while ``numCompleted`` stays 0."""
+        with self.lock:
+            self.event_faults.append({"event_type": event_type.upper(), "error_number": error_number, "silent": silent})
+
+    def _run_faulty(self, event: Event, fault: dict[str, Any]) -> None:
+        event.num_completed = 0
+        if fault["silent"]:
+            event.status = "COMPLETE"
+            return
+        info: dict[str, Any] = {}
+        for name in ("serialNumbers", "clientUserIds"):
+            if event.payload.get(name):
+                info[name] = list(event.payload[name])
+        if event.payload.get("assets"):
+            info["assets"] = [{"adamId": a, "pricingParam": p} for a, p in event.payload["assets"]]
+        event.failures.append(failure(int(fault["error_number"] or 9603), **info))
+        event.status = "FAILED"
 
     def _run_associate(self, event: Event) -> None:
         assets: list[AssetKey] = event.payload["assets"]
@@ -381,10 +410,12 @@ class SimState:
                      pricing_param: str | None = None, revocable: bool | None = None,
                      device_assignable: bool | None = None, min_available: int | None = None,
                      max_available: int | None = None, min_assigned: int | None = None,
-                     max_assigned: int | None = None) -> list[Asset]:
-        """Assets matching every given filter, in purchase order (cached until the next write)."""
+                     max_assigned: int | None = None, unlimited: bool | None = None) -> list[Asset]:
+        """Assets matching every given filter, in purchase order (cached until the next write).
+
+        ``unlimited=False`` leaves unlimited assets out (Apple's ``unlimited`` parameter)."""
         cache_key = ("assets", adam_id, product_type, pricing_param, revocable, device_assignable,
-                     min_available, max_available, min_assigned, max_assigned)
+                     min_available, max_available, min_assigned, max_assigned, unlimited)
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
@@ -399,6 +430,8 @@ class SimState:
             if revocable is not None and asset.revocable != revocable:
                 continue
             if device_assignable is not None and asset.device_assignable != device_assignable:
+                continue
+            if unlimited is False and asset.unlimited:
                 continue
             available, assigned = asset.available, asset.assigned
             if min_available is not None and available < min_available:
@@ -496,8 +529,12 @@ class SimState:
 
     def purchase(self, adam_id: str | None = None, pricing_param: str = "STDQ", count: int = 10,
                  product_type: str = "App", device_assignable: bool = True, revocable: bool = True,
-                 supported_platforms: Sequence[str] = ("iOS",)) -> AssetKey:
-        """Add licenses to an asset, creating it when new; returns (adamId, pricingParam)."""
+                 supported_platforms: Sequence[str] = ("iOS",), unlimited: bool = False,
+                 custom: bool = False) -> AssetKey:
+        """Add licenses to an asset, creating it when new; returns (adamId, pricingParam).
+
+        ``unlimited``: a free asset without a license limit; ``custom``: a custom (B2B) app
+        whose metadata needs the ``itvt`` cookie."""
         from .seed import make_asset  # local import: seed depends on this module
         with self.lock:
             self.process_due()
@@ -511,10 +548,12 @@ class SimState:
                 return key
             if product_type == "Book":
                 device_assignable = revocable = False
-            self.assets[key] = make_asset(self.rng, adam_id, pricing_param, product_type, count,
+            self.assets[key] = make_asset(self.rng, adam_id, pricing_param, product_type,
+                                          UNLIMITED_COUNT if unlimited else count,
                                           device_assignable, revocable, tuple(supported_platforms),
                                           len(self.assets))
             self._count_changed(key, count)
+            self.assets[key].custom = custom
             return key
 
     def transfer(self, adam_id: str, pricing_param: str = "STDQ", count: int = 1) -> int:

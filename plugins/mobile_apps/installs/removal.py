@@ -1,0 +1,92 @@
+"""After a license is taken back: withdraw what this MDM did with it.
+
+When licenses are disassociated (reclaimed here, revoked, retired, or removed in Apple's portal
+and found by a sync), each install this MDM made with them is followed up:
+
+- its ``InstallApplication`` still waiting in the device's queue is canceled (the device would
+  otherwise install an app it has no license for);
+- on a device that stays enrolled and was sent the command, ``RemoveApplication`` is queued with
+  the app's bundle identifier from the metadata of the device's platform (without it the app
+  keeps working for 30 days, then stops).
+
+The install is then recorded ``canceled`` or ``removed``. Books are never taken back (Apple makes
+their licenses irrevocable), and apps this MDM did not install are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from mdm_core.inventory import queue_command
+from mdm_core.models import Command, Device, utcnow
+
+from ..catalog import DEVICE_TO_APP_PLATFORM, once
+from ..models import AppMetadata, Install
+
+if TYPE_CHECKING:
+    from mdm_core.events import Event
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+REMOVE_TYPE = "RemoveApplication"
+
+
+def on_licenses_disassociated(host: "Host", event: "Event") -> None:
+    """Cancel queued installs and remove installed apps of the licenses taken back."""
+    p = event.payload
+
+    def work(session: Session) -> None:
+        for kind, targets in (("device", p.get("serialNumbers") or []), ("user", p.get("clientUserIds") or [])):
+            if not targets:
+                continue
+            rows = session.execute(select(Install).where(
+                Install.account == p["account"], Install.adam_id == str(p["adamId"]), Install.pricing_param == str(p["pricingParam"]),
+                Install.kind == kind, Install.status == "queued", Install.target.in_(targets))).scalars()  # type: ignore[attr-defined]
+            for row in list(rows):
+                take_back(host, session, row)
+
+    once(host, event, work)
+
+
+def bundle_id(session: Session, adam_id: str, platform: str) -> str | None:
+    """The bundle identifier of an app on a platform (from its looked-up metadata)."""
+    meta = session.get(AppMetadata, (adam_id, platform))
+    return meta.bundle_id if meta is not None else None
+
+
+def take_back(host: "Host", session: Session, row: Install) -> dict[str, Any]:
+    """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts."""
+    counts = {"canceled": 0, "removed": 0, "unknown": 0}
+    now = utcnow()
+    for uuid in row.command_uuids:
+        command = session.get(Command, uuid)
+        if command is None or command.request_type not in ("InstallApplication", "InstallMedia"):
+            continue
+        if command.status == "queued":
+            command.status, command.error, command.updated_at = "canceled", "its VPP license was taken back", now
+            session.add(command)
+            counts["canceled"] += 1
+            continue
+        device = session.get(Device, command.device_serial)
+        if device is None or command.status not in ("sent", "acknowledged") or command.request_type != "InstallApplication":
+            continue
+        platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
+        identifier = bundle_id(session, row.adam_id, platform)
+        if identifier is None:
+            log.warning("license of %s taken back from %s: no bundle id known for %s yet, so RemoveApplication was not queued "
+                        "(run `mdm apps refresh-metadata`); the app stops working 30 days after", row.adam_id, device.serial_number, platform)
+            counts["unknown"] += 1
+            continue
+        if platform == "macOS" and device.enrollment_type == "user":
+            continue  # Apple forbids RemoveApplication under User Enrollment on macOS
+        queue_command(host, session, device.serial_number, REMOVE_TYPE, {"Identifier": identifier})
+        counts["removed"] += 1
+    row.status = "removed" if counts["removed"] else "canceled"
+    row.error = "license taken back: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) if any(counts.values()) else "license taken back"
+    row.updated_at = now
+    session.add(row)
+    return counts

@@ -1,0 +1,107 @@
+"""The license lifecycle end to end (issue 12): after a license is taken back the app is removed
+(RemoveApplication, bundle id from the metadata) from a device that stays enrolled when this MDM
+installed it, and a still-queued InstallApplication is canceled; books go to users with
+InstallMedia; a removed device's or user's licenses are revoked at once or left pending
+without blocking the command; a removed user is retired at Apple."""
+
+from __future__ import annotations
+
+import time
+
+from mdm_core.inventory import add_device, add_user, list_commands, set_command_status
+
+from .conftest import app_id, fixed_assets, free_serials, holders
+
+
+def _commands(host, serial, request_type):
+    return [c for c in list_commands(host, serial) if c["request_type"] == request_type]
+
+
+def test_reclaimed_license_removes_the_app_this_mdm_installed_and_cancels_a_queued_install(host, simulator, mdm):
+    a = fixed_assets(simulator)[1]  # iOS + macOS, revocable, device-assignable
+    installed, waiting = free_serials(simulator, a["adamId"])[:2]
+    add_device(host, installed, "iPadOS")
+    add_device(host, waiting, "macOS")
+    assert mdm("apps", "refresh-metadata")[0] == 0
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", installed, "--device", waiting, "--wait", "5")
+    assert code == 0, err
+    [sent] = _commands(host, installed, "InstallApplication")
+    set_command_status(host, sent["uuid"], "acknowledged")  # the iPad installed it
+    for serial in (installed, waiting):
+        code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--device", serial)
+        assert code == 0 and f"{serial}: done: license reclaimed" in out, out + err
+    sim_asset = simulator.state.assets[(a["adamId"], "STDQ")]
+    [remove] = _commands(host, installed, "RemoveApplication")
+    assert remove["payload"] == {"RequestType": "RemoveApplication", "Identifier": sim_asset.bundle_id}
+    [queued] = _commands(host, waiting, "InstallApplication")
+    assert queued["status"] == "canceled"  # never fetched: withdrawn, nothing to remove
+    assert _commands(host, waiting, "RemoveApplication") == []
+    code, out, _ = mdm("apps", "installs", "--json")
+    assert {i["target"]: i["status"] for i in __import__("json").loads(out)} == {installed: "removed", waiting: "canceled"}
+
+
+def test_a_book_goes_to_a_user_and_to_each_of_their_devices_with_install_media(host, simulator, mdm):
+    book = fixed_assets(simulator)[4]
+    assert book["productType"] == "Book"
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, book["adamId"]))
+    add_user(host, user)
+    phone, ipad = free_serials(simulator, book["adamId"])[:2]
+    add_device(host, phone, "iOS", owner=user)
+    add_device(host, ipad, "iPadOS", owner=user)
+    code, out, _ = mdm("apps", "list", "--kind", "book")
+    assert code == 0 and all(line.split()[1] == "book" for line in out.splitlines()[1:]) and len(out.splitlines()) > 1
+    code, out, err = mdm("apps", "install", book["adamId"], "--device", phone)
+    assert code == 1 and "is a book" in err and "--user" in err
+    code, out, err = mdm("apps", "install", book["adamId"], "--user", user, "--wait", "5")
+    assert code == 0, err
+    assert f"{user}: licensed: user license associated" in out and "InstallMedia queued" in out
+    assert user in holders(simulator, book["adamId"])
+    for serial in (phone, ipad):
+        [media] = _commands(host, serial, "InstallMedia")
+        assert media["payload"] == {"RequestType": "InstallMedia", "iTunesStoreID": int(book["adamId"]), "MediaType": "Book"}
+        assert _commands(host, serial, "InstallApplication") == []
+
+
+def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclaims(host, simulator, mdm):
+    from plugins.mobile_apps.jobs import reclaim_job
+    from sqlalchemy import update
+
+    from mdm_core.models import utcnow
+    from plugins.mobile_apps.models import Reclaim
+
+    held_by, kept_by = {}, {}
+    for adam_id, pricing, kind, target in simulator.snapshot()["assignments"]:
+        if kind == "serialNumber":
+            revocable = simulator.state.assets[(adam_id, pricing)].revocable
+            (held_by if revocable else kept_by).setdefault(target, []).append(adam_id)
+    serial = max(held_by, key=lambda s: len(held_by[s]))
+    kept = f", {len(kept_by[serial])} irrevocable (kept)" if serial in kept_by else ""
+    add_device(host, serial, "iOS")
+    simulator.faults.add("server_error", endpoint="assets/revoke")  # Apple fails (500, 9603), no Retry-After
+    started = time.monotonic()
+    code, out, err = mdm("devices", "remove", serial)
+    elapsed = time.monotonic() - started
+    assert code == 0, err
+    assert out.strip() == (f"removed {serial}: VPP licenses: 0 reclaimed, {len(held_by[serial])} pending{kept} (Apple could not be reached: "
+                           "the mobile_apps.reclaim job retries; see `mdm apps reclaims`)")
+    assert elapsed < 6  # one quick attempt, not minutes of back-off per license
+    simulator.faults.clear()
+    host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow())))
+    reclaim_job(host)
+    assert not [t for t in simulator.snapshot()["assignments"] if t[3] == serial and simulator.state.assets[(t[0], t[1])].revocable]
+    code, out, err = mdm("devices", "add", serial, "--platform", "iOS")
+    code, out, err = mdm("devices", "remove", serial)
+    assert out.strip() == f"removed {serial}: VPP licenses: 0 reclaimed, 0 pending{kept}"
+
+
+def test_a_removed_user_is_reclaimed_then_retired_at_apple(host, simulator, mdm):
+    snapshot = simulator.snapshot()
+    user = next(u for u in simulator.state.user_ids("Associated")
+                if any(t[3] == u and snapshot["assets"][(t[0], t[1])]["revocable"] for t in snapshot["assignments"]))
+    add_user(host, user)
+    code, out, err = mdm("users", "remove", user)
+    assert code == 0, err
+    assert out.startswith(f"removed user {user}: VPP licenses: ") and "0 pending" in out
+    assert simulator.state.user(user)["status"] == "Retired"
+    revocable = {k for k, a in simulator.snapshot()["assets"].items() if a["revocable"]}
+    assert not [t for t in simulator.snapshot()["assignments"] if t[3] == user and (t[0], t[1]) in revocable]

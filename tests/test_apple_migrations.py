@@ -1,0 +1,94 @@
+"""The migrations of issue 12 (Apple contract fidelity), each from a database holding rows of
+the previous revision: the rows are kept and get the new columns' values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from mdm_core.testing import MdmRunner
+
+
+def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: dict[str, str], rows: list[str]) -> MdmRunner:
+    """A database whose histories are at ``revisions`` (the others at their head), holding ``rows``."""
+    from alembic import command
+
+    from mdm_core.db import Database
+    from mdm_core.db.migrate import alembic_config
+    from mdm_core.host import create_host
+
+    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    host = create_host(mdm.conf)
+    sets = host.migration_sets()
+    db = Database(f"sqlite:///{mdm.db}")
+    try:
+        for migration_set in sets:
+            with db.migration_connection() as conn, conn.begin():
+                command.upgrade(alembic_config(migration_set, connection=conn), revisions.get(migration_set.name, "heads"))
+        with db.migration_connection() as conn, conn.begin():
+            for row in rows:
+                conn.execute(text(row))
+    finally:
+        db.dispose()
+        host.close()
+    return mdm
+
+
+def test_core_0002_devices_enrolled_before_are_device_enrollment(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    mdm = _database_at(project_dir, monkeypatch, capsys, {"core": "0003"}, [
+        "INSERT INTO core_device (serial_number, platform, enrolled_at) VALUES ('C02OLD', 'iOS', '2026-01-02 03:04:05.000000')",
+    ])
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert "core: applied 0004 (device enrollment type" in out
+    code, out, _ = mdm("devices", "list", "--json")
+    [device] = json.loads(out)
+    assert (device["serial_number"], device["platform"], device["enrollment_type"]) == ("C02OLD", "iOS", "device")
+
+
+def test_vpp_0002_accounts_get_no_back_off(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    mdm = _database_at(project_dir, monkeypatch, capsys, {"vpp": "0004"}, [
+        "INSERT INTO vpp_account (id, name, uid, service_url, token_ciphertext, token_fingerprint, token_expires_at, mdm_info_id,"
+        " interval_seconds, token_state, paused, created_at) VALUES (1, 'school', 'u1', 'https://x.test/mdm/v2', 'c', 'f',"
+        " '2030-01-01 00:00:00.000000', 'm', 3600, 'valid', 0, '2026-01-02 03:04:05.000000')",
+    ])
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert "vpp: applied 0005 (account backoff until" in out
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name, backoff_until FROM vpp_account")).all() == [("school", None)]
+    engine.dispose()
+
+
+def test_mobile_apps_0002_metadata_becomes_per_platform(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    app = ("INSERT INTO mobile_apps_app (id, account, adam_id, pricing_param, platform, kind, state, product_type, device_assignable, revocable,"
+           " supported_platforms, assigned_count, available_count, retired_count, total_count, published_at, updated_at)"
+           " VALUES ({id}, 'school', '{adam}', 'STDQ', '{platform}', 'app', 'published', 'App', 1, 1, '[]', 0, 1, 0, 1,"
+           " '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')")
+    meta = ("INSERT INTO mobile_apps_metadata (adam_id, account, status, name, bundle_id, version, device_families, fetched_at, attempts)"
+            " VALUES ('{adam}', 'school', 'ok', 'Words', 'com.example.words', '6.2', '[]', '2026-01-02 03:04:05.000000', 0)")
+    mdm = _database_at(project_dir, monkeypatch, capsys, {"mobile_apps": "0001"}, [
+        app.format(id=1, adam="111", platform="iOS"), app.format(id=2, adam="111", platform="macOS"),  # a universal app
+        app.format(id=3, adam="222", platform="macOS"),  # a Mac-only app: its entry was the Mac one already
+        meta.format(adam="111"), meta.format(adam="222"),
+        "INSERT INTO mobile_apps_reclaim (account, adam_id, pricing_param, kind, target, reason, status, attempts, event_ids, created_at, updated_at)"
+        " VALUES ('school', '111', 'STDQ', 'device', 'C02OLD', 'manual', 'done', 1, '[]', '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')",
+    ])
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert "mobile_apps: applied 0002 (metadata per platform and reclaim cause" in out
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT adam_id, platform, status, bundle_id FROM mobile_apps_metadata ORDER BY adam_id, platform")).all()
+        reclaims = conn.execute(text("SELECT target, status, cause FROM mobile_apps_reclaim")).all()
+    engine.dispose()
+    assert rows == [("111", "iOS", "ok", "com.example.words"), ("111", "macOS", "pending", None), ("222", "macOS", "ok", "com.example.words")]
+    assert reclaims == [("C02OLD", "done", None)]

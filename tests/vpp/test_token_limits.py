@@ -1,0 +1,71 @@
+"""Apple's limits are per token (issue 12 point 3): every client of one token in a process
+shares 5 requests in flight, and a back-off Apple asked for is recorded in the database so
+that other jobs and processes do not call Apple for that token before it expires. Run
+against the simulator, which enforces 5 requests in flight per token with 9646 (HTTP 429)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from mdm_core.host import Host
+
+from mdm_core.testing import MdmRunner
+
+
+def test_three_clients_of_one_token_never_have_more_than_five_requests_in_flight(vpp_host: Host, simulator: Any) -> None:
+    from plugins.vpp.accounts import client_for, get_account
+
+    simulator.faults.add("slow", endpoint="assignments", seconds=0.05)  # every page takes a while
+    with vpp_host.db.session() as session:
+        account = get_account(session, "school")
+    clients = [client_for(vpp_host, account) for _ in range(3)]  # a sync, an install, a reclaim job
+    errors: list[BaseException] = []
+
+    def read_all(client: Any) -> None:
+        try:
+            for _ in client.iter_assignments():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read_all, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for client in clients:
+        client.close()
+    assert not errors, errors
+    assert simulator.in_flight.peak <= 5
+    assert simulator.in_flight.refused == 0  # Apple never had to say 9646
+
+
+def test_a_retry_after_beyond_the_budget_is_recorded_and_honoured_by_other_processes(
+    project_dir: Path, simulator: Any, monkeypatch: Any, capsys: Any, make_host: Callable[..., Host],
+) -> None:
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[vpp]\nmax_attempts = 3\nmax_total_wait = 5\n")
+    simulator.write_token(project_dir / "t.vpptoken")
+    assert mdm("vpp", "account", "add", "school", "--token-file", str(project_dir / "t.vpptoken"),
+               "--service-url", simulator.base_url)[0] == 0
+    simulator.faults.add("rate_limit", endpoint="assets", count=1, retry_after=3600)
+
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 1
+    line = out.strip()
+    assert "Apple asks to wait until " in line and "\n" not in line
+    asked = simulator.in_flight.total
+
+    # Another process on the same database: it does not call Apple with this token at all.
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 1 and "Apple asks to wait until " in out
+    assert simulator.in_flight.total == asked
+    from plugins.vpp.models import VppAccount
+
+    host = make_host(config="")
+    with host.db.session() as session:
+        [account] = session.execute(select(VppAccount)).scalars().all()
+        assert account.backoff_until is not None
