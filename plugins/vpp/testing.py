@@ -5,6 +5,8 @@
 - :func:`mirror_state` / :func:`apple_state`: the mirror (read through the ``mdm_vpp_*``
   hooks, as any plugin sees it) and Apple's state (the simulator's snapshot) in one shape;
   :func:`assert_mirror_equals_apple` compares them.
+- :func:`skip_client_waits`: the VPP client's waits (``Retry-After``, back-off) recorded and
+  skipped on a :class:`SkippedWaits` clock, for integration tests of retries without sleeping.
 
 The generic helpers (hosts on a temporary database, the event recorder, the CLI runner) are
 in :mod:`mdm_core.testing`.
@@ -12,10 +14,15 @@ in :mod:`mdm_core.testing`.
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pytest
+
     from mdm_core.host import Host
 
 
@@ -66,3 +73,38 @@ def assert_mirror_equals_apple(host: "Host", sim: Any, account: str = "school") 
     assert mirror["assets"] == apple["assets"]
     assert mirror["assignments"] == apple["assignments"]
     assert mirror["users"] == apple["users"]
+
+
+class SkippedWaits:
+    """A clock for the VPP client on which its waits pass at once.
+
+    ``sleep(seconds)`` records the wait in ``waits`` and returns; ``monotonic()`` is the real
+    monotonic clock plus every wait skipped so far, so the client's time budget
+    (``max_total_wait``) counts the waits as if they had been slept. Real time (request
+    timeouts, slow answers) still passes as usual.
+    """
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._skipped = 0.0
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            self._skipped += max(0.0, seconds)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._skipped
+
+
+def skip_client_waits(monkeypatch: "pytest.MonkeyPatch") -> SkippedWaits:
+    """Every VPP client the host makes from now on (syncs, account commands, scheduled jobs)
+    waits on a new :class:`SkippedWaits` clock, which it returns."""
+    from plugins.vpp import accounts
+    from plugins.vpp.apple.client import AppsBooksClient
+
+    clock = SkippedWaits()
+    monkeypatch.setattr(accounts, "AppsBooksClient", functools.partial(AppsBooksClient, sleep=clock.sleep, monotonic=clock.monotonic))
+    return clock

@@ -146,32 +146,38 @@ def test_acquire_waits_for_a_release(make_host):
 
 
 def test_expired_lock_can_be_taken_over_and_refresh_extends(make_host):
-    host = make_host(plugins=[])
-    crashed = DbLock(host.db, "job", ttl=0.2)
-    crashed.acquire()
-    other = DbLock(host.db, "job")
-    assert not other.try_acquire()
-    time.sleep(0.25)
-    assert other.try_acquire()  # taken over
-    with host.db.session() as s:
-        assert s.get(Lock, "job").holder == other.holder
-    crashed.release()  # the old holder's release does not free someone else's lock
-    assert not crashed.try_acquire()
-    other.release()
+    from freezegun import freeze_time
 
-    keeper = DbLock(host.db, "job2", ttl=0.3)
-    keeper.acquire()
-    with host.db.session() as s:
-        before = s.get(Lock, "job2").expires_at
-    keeper.ttl = 60
-    keeper.refresh()
-    with host.db.session() as s:
-        assert s.get(Lock, "job2").expires_at > before
-    time.sleep(0.35)
-    assert not DbLock(host.db, "job2").try_acquire()  # refreshed: still held
-    with keeper.held():  # re-entrant for its holder
-        pass
-    assert DbLock(host.db, "job2").try_acquire()
+    host = make_host(plugins=[])
+    _ = host.db
+    with freeze_time("2026-03-01 08:00:00") as clock:  # expiry is compared with the current time: move it instead of sleeping
+        crashed = DbLock(host.db, "job", ttl=0.2)
+        crashed.acquire()
+        other = DbLock(host.db, "job")
+        assert not other.try_acquire()
+        clock.tick(0.19)
+        assert not other.try_acquire()  # not yet expired
+        clock.tick(0.02)
+        assert other.try_acquire()  # taken over
+        with host.db.session() as s:
+            assert s.get(Lock, "job").holder == other.holder
+        crashed.release()  # the old holder's release does not free someone else's lock
+        assert not crashed.try_acquire()
+        other.release()
+
+        keeper = DbLock(host.db, "job2", ttl=0.3)
+        keeper.acquire()
+        with host.db.session() as s:
+            before = s.get(Lock, "job2").expires_at
+        keeper.ttl = 60
+        keeper.refresh()
+        with host.db.session() as s:
+            assert s.get(Lock, "job2").expires_at > before
+        clock.tick(0.35)  # past the first time to live
+        assert not DbLock(host.db, "job2").try_acquire()  # refreshed: still held
+        with keeper.held():  # re-entrant for its holder
+            pass
+        assert DbLock(host.db, "job2").try_acquire()
 
 
 def test_held_context_releases_on_error(make_host):

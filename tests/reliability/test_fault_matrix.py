@@ -14,6 +14,7 @@ from sqlalchemy import update
 from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
 from plugins.vpp.sync.run import sync_account
+from plugins.vpp.testing import SkippedWaits, skip_client_waits
 
 from plugins.vpp.testing import apple_state, mirror_state
 
@@ -128,14 +129,17 @@ def assert_ok(host: Any, sim: Any, report: dict[str, Any]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-off without Retry-After starts at 0.05 s instead of 1 s (the bounds are unchanged)."""
+def client_waits(monkeypatch: pytest.MonkeyPatch) -> SkippedWaits:
+    """The client's waits (Retry-After, back-off) are recorded and skipped on a clock that counts
+    them against the same bounds (``max_total_wait``); back-off without Retry-After starts at
+    0.05 s instead of 1 s (the bounds are unchanged). Timeouts still take real time."""
     import functools
 
     from plugins.vpp import accounts
     from plugins.vpp.apple.transport import RetryPolicy
 
     monkeypatch.setattr(accounts, "RetryPolicy", functools.partial(RetryPolicy, base_delay=0.05))
+    return skip_client_waits(monkeypatch)
 
 
 def _transient_cases() -> list[Any]:
@@ -147,12 +151,14 @@ def _transient_cases() -> list[Any]:
 
 
 @pytest.mark.parametrize("fault, mode, position", _transient_cases())
-def test_transient_fault_converges(request: pytest.FixtureRequest, fault: str, mode: str, position: str) -> None:
+def test_transient_fault_converges(request: pytest.FixtureRequest, client_waits: SkippedWaits, fault: str, mode: str, position: str) -> None:
     host, sim = _prepare(request, mode)
     armed = _arm(sim, position, TRANSIENT[fault])
     report = sync_account(host, "school", full=False)
     count_figure("faults_tried")
     assert armed.fired >= 1, "the fault never fired: the case proves nothing"
+    if TRANSIENT[fault].get("retry_after") is not None:
+        assert client_waits.waits.count(TRANSIENT[fault]["retry_after"]) >= armed.fired, "the client did not wait as Retry-After asked"
     if "9650" not in fault:
         assert report["mode"] == mode
     if fault.startswith("version_change"):
@@ -208,7 +214,7 @@ def test_data_changing_at_every_page(request: pytest.FixtureRequest, mode: str, 
 
 
 @pytest.mark.parametrize("fault", EXHAUSTED)
-def test_retries_run_out_then_fail_cleanly(request: pytest.FixtureRequest, fault: str) -> None:
+def test_retries_run_out_then_fail_cleanly(request: pytest.FixtureRequest, client_waits: SkippedWaits, fault: str) -> None:
     spec, error_type, mode, position = EXHAUSTED[fault]
     host, sim = _prepare(request, mode)
     before = mirror_dump(host)
@@ -217,6 +223,8 @@ def test_retries_run_out_then_fail_cleanly(request: pytest.FixtureRequest, fault
     count_figure("faults_tried")
     # bounded: max_attempts (3) per request, at most 5 page requests in flight
     assert 2 <= armed.fired <= 3 * 5, armed
+    if spec.get("retry_after"):
+        assert spec["retry_after"] in client_waits.waits, "the client did not wait as Retry-After asked"
     assert_failed_cleanly(host, sim, report, before, error_type)
     sim.faults.clear()
     assert_ok(host, sim, sync_account(host, "school"))

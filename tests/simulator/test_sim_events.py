@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 
 def _error(response) -> tuple[int, int]:
     return response.status_code, response.json()["errorNumber"]
@@ -23,18 +21,23 @@ def _seeded(api, **wanted):
 
 
 def test_associate_pending_then_complete(make_client):
+    from freezegun import freeze_time
+
     api = make_client(async_delay=0.3)
     key = api.sim.purchase(count=5)
-    response = api.post("assets/associate", {"assets": [_ref(key)], "serialNumbers": ["S1", "S2"]})
-    assert response.status_code == 200
-    event = response.json()
-    assert set(event) == {"eventId", "tokenExpirationDate", "uId"}
-    status = api.get("status", {"eventId": event["eventId"]}).json()
-    assert (status["eventStatus"], status["eventType"], status["numRequested"]) == ("PENDING", "ASSOCIATE", 2)
-    assert _asset(api, key)["assignedCount"] == 0
-    time.sleep(0.35)
-    status = api.get("status", {"eventId": event["eventId"]}).json()
-    assert (status["eventStatus"], status["numCompleted"], status["failures"]) == ("COMPLETE", 2, [])
+    with freeze_time() as clock:  # the event's delay runs on the (frozen) monotonic clock
+        response = api.post("assets/associate", {"assets": [_ref(key)], "serialNumbers": ["S1", "S2"]})
+        assert response.status_code == 200
+        event = response.json()
+        assert set(event) == {"eventId", "tokenExpirationDate", "uId"}
+        status = api.get("status", {"eventId": event["eventId"]}).json()
+        assert (status["eventStatus"], status["eventType"], status["numRequested"]) == ("PENDING", "ASSOCIATE", 2)
+        assert _asset(api, key)["assignedCount"] == 0
+        clock.tick(0.29)
+        assert api.get("status", {"eventId": event["eventId"]}).json()["eventStatus"] == "PENDING"
+        clock.tick(0.02)
+        status = api.get("status", {"eventId": event["eventId"]}).json()
+        assert (status["eventStatus"], status["numCompleted"], status["failures"]) == ("COMPLETE", 2, [])
     assert status["uId"] and status["tokenExpirationDate"]
     counts = _asset(api, key)
     assert (counts["assignedCount"], counts["availableCount"], counts["totalCount"]) == (2, 3, 5)

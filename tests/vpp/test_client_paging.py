@@ -162,16 +162,29 @@ def test_prefetch_is_bounded_while_consumer_is_slow(rsps) -> None:
 
 
 def test_abandoned_iteration_cancels_prefetch(rsps) -> None:
-    server = Server(lambda i: (200, page_body(i, last=99, total=100)), delay=0.01)
+    """Closed after two pages: close() does not wait for the pages in flight, and nothing past
+    the prefetch window is ever requested (a closed page thread pool goes no further)."""
+    release = threading.Event()
+
+    def make(index):
+        if index >= 2:
+            release.wait(30)  # the prefetched pages are in flight until released
+        return 200, page_body(index, last=99, total=100)
+
+    server = Server(make)
     rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
     pages = make_client().iter_pages("getAssets")
     assert next(pages)["currentPageIndex"] == 0
     assert next(pages)["currentPageIndex"] == 1
+    started = time.monotonic()
     pages.close()
-    requested = len(server.requested)
-    assert requested <= 1 + 1 + 5
-    time.sleep(0.05)
-    assert len(server.requested) == requested
+    assert time.monotonic() - started < 15, "close() waited for the pages in flight"
+    release.set()
+    deadline = time.monotonic() + 30  # the page threads end once their requests are answered
+    while any(t.name.startswith("vpp-page") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name.startswith("vpp-page") for t in threading.enumerate())
+    assert len(server.requested) <= 1 + 5 and max(server.requested) <= 1 + 5 - 1, server.requested
 
 
 def test_error_on_a_page_propagates(rsps) -> None:

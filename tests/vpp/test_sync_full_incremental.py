@@ -184,15 +184,28 @@ def test_full_reconcile_when_last_full_sync_is_old(synced: Any, simulator: Any) 
 
 
 def test_full_reconcile_interval_is_configurable(make_host: Any, simulator: Any, token_file: Any) -> None:
-    import time
-
+    """An hour instead of the default day: a last full sync just under an hour old gives an
+    incremental sync, just over an hour a full one (the last full sync's time is moved back
+    instead of waiting)."""
     import plugins.vpp.plugin
     from plugins.vpp.accounts import add_account
+    from plugins.vpp.models import VppAccount
 
-    host = make_host(plugins=[plugins.vpp.plugin], config="[vpp]\nfull_reconcile_interval = 1\nmax_attempts = 2\n")
+    host = make_host(plugins=[plugins.vpp.plugin], config="[vpp]\nfull_reconcile_interval = 3600\nmax_attempts = 2\n")
     add_account(host, "school", str(token_file), service_url=simulator.base_url)
     assert sync_account(host, "school")["mode"] == "full"
-    time.sleep(1.1)
+
+    def age(seconds: int) -> None:
+        def write(session: Any) -> None:
+            row = session.get(VppAccount, account_row(host).id)
+            row.last_full_sync_at = row.last_full_sync_at - timedelta(seconds=seconds)
+            session.add(row)
+
+        host.db.run_write(write)
+
+    age(3600 - 60)
+    assert sync_account(host, "school")["mode"] == "incremental"
+    age(60 + 5)
     assert sync_account(host, "school")["mode"] == "full"
 
 

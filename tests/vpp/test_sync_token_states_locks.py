@@ -139,25 +139,41 @@ def test_wait_for_running_sync(synced: Any, cli: Any) -> None:
 
 
 def test_expired_lock_is_taken_over(synced: Any) -> None:
-    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=0.05)
-    lock.acquire()
-    time.sleep(0.1)  # the holder "crashed": its lock expired
+    from datetime import datetime, timedelta, timezone
+
+    from freezegun import freeze_time
+
+    lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
+    with freeze_time(datetime.now(timezone.utc) - timedelta(seconds=61)):
+        lock.acquire()  # a minute ago, by a holder that "crashed" since: its lock has expired
     report = sync_account(synced, "school")
     assert report["status"] == "ok"
 
 
-def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, request_counter: Any) -> None:
+def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, request_counter: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scheduled sync that waited for the lock uses the account as the other sync left it:
     paused by a token error, it is skipped instead of asking Apple again."""
     from plugins.vpp.sync import run as runner
 
+    from mdm_core.locks import DbLock
+
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()
     results: list[dict[str, Any]] = []
+    waiting = threading.Event()
+    try_acquire = DbLock.try_acquire
+
+    def tried(self: DbLock) -> bool:
+        won = try_acquire(self)
+        if not won and threading.current_thread() is waiter:
+            waiting.set()
+        return won
+
+    monkeypatch.setattr(DbLock, "try_acquire", tried)
     waiter = threading.Thread(target=lambda: results.append(sync_account(synced, "school", trigger="schedule", wait=10)))
     waiter.start()
     try:
-        time.sleep(0.3)
+        assert waiting.wait(10), "the scheduled sync never waited for the lock"
         simulator.expire_token()
         report = runner._locked_sync(synced, account_row(synced), False, "manual", lock, 86400)
         assert report["status"] == "error"
