@@ -51,7 +51,7 @@ class VppAccount(SQLModel, table=True):
     # Apple's notifications (plugins/vpp/notifications/): "on" once Apple accepted our URL and secret
     notifications: str = Field(default="off", max_length=8)
     notification_url: Optional[str] = Field(default=None, max_length=512)
-    notification_secret: Optional[str] = None  # encrypted like the token: the bearer Apple sends
+    notification_secret: Optional[str] = Field(default=None, sa_column_kwargs={"info": SECRET})  # encrypted like the token: the bearer Apple sends
     last_notification_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     # Apple asked (Retry-After, 9646) not to be called with this token before this time.
     backoff_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
@@ -182,7 +182,7 @@ class VppPendingSecret(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     mdm_info_id: str = Field(max_length=64, index=True)  # the account's, or the account's being added
-    secret_ciphertext: str
+    secret_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

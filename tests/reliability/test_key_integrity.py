@@ -169,3 +169,11 @@ def test_a_running_host_reads_secrets_rotated_by_another_process(tmp_path: Path)
     rotated, _ = running.with_new_key()
     write_key_file(path, rotated._keys[:1], replace=True)  # what `mdm secrets rotate` leaves
     assert running.decrypt(rotated.encrypt("token")) == "token"
+
+
+def test_every_column_holding_an_encrypted_secret_is_marked(make_host: Any) -> None:
+    """`mdm secrets rotate` and the missing-key check find secrets by the SECRET mark: each
+    column the code fills with ``host.secrets.encrypt`` must carry it."""
+    host = make_host()
+    marked = {f"{c.table.name}.{c.name}" for c in host.secret_columns()}
+    assert {"vpp_account.token_ciphertext", "vpp_account.notification_secret", "vpp_pending_secret.secret_ciphertext"} <= marked
