@@ -144,12 +144,13 @@ class RequestCounter:
 # ---------------------------------------------------------------------- an unwritable database
 
 
-def database_param(request: pytest.FixtureRequest, project_dir: Path) -> str:
+def database_param(request: pytest.FixtureRequest, project_dir: Path, kind: str | None = None) -> str:
     """The URL of the database a test runs on: ``sqlite`` (a file of the project) or
-    ``postgresql`` (this session's, skipped without MDM_TEST_POSTGRES_URL)."""
+    ``postgresql`` (this session's, skipped without MDM_TEST_POSTGRES_URL); ``kind`` defaults
+    to the fixture's parameter."""
     from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
-    if request.param == "sqlite":
+    if (kind or request.param) == "sqlite":
         return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
     if not PG_ADMIN_URL:
         pytest.skip(PG_SKIP_REASON)

@@ -20,7 +20,7 @@ from mdm_core.inventory import add_device, remove_device
 from mdm_core.models import utcnow
 from mdm_core.testing import EventRecorder, MdmRunner
 
-from .conftest import count_figure
+from .conftest import count_figure, database_param
 
 
 class Flaky:
@@ -41,16 +41,21 @@ class Flaky:
         self.heard.append(event.payload["serial_number"])
 
 
-def _host(make_host: Callable[..., Host], *plugins: Any) -> Host:
-    host = make_host(plugins=[])
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    return database_param(request, project_dir)
+
+
+def _host(make_host: Callable[..., Host], *plugins: Any, database_url: str | None = None) -> Host:
+    host = make_host(plugins=[], database_url=database_url)
     for plugin in plugins:
         host.pm.register(plugin, name=getattr(plugin, "PLUGIN_NAME", None))
     return host
 
 
-def test_a_failing_subscriber_gets_the_event_again_with_back_off(make_host: Callable[..., Host]) -> None:
+def test_a_failing_subscriber_gets_the_event_again_with_back_off(make_host: Callable[..., Host], database_url: str) -> None:
     flaky, others = Flaky(failures=2), EventRecorder(events=["device_enrolled"])
-    host = _host(make_host, flaky, others)
+    host = _host(make_host, flaky, others, database_url=database_url)
     add_device(host, "C02RETRY0001", "macOS")
     (failure,) = host.events.failures()
     assert (failure["plugin"], failure["hook"], failure["status"], failure["attempts"]) == ("flaky", "mdm_device_enrolled", "retrying", 1)
