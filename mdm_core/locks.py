@@ -155,6 +155,16 @@ class DbLock:
     def __repr__(self) -> str:
         return f"DbLock({self.name!r}, holder={self.holder!r}, generation={self.generation})"
 
+    def __del__(self) -> None:
+        # a lock dropped without release: its PostgreSQL connection must not go back to the pool
+        # still holding session advisory locks (they would look alive for as long as it lives)
+        conn = getattr(self, "_pg_conn", None)
+        if conn is not None:
+            try:
+                conn.invalidate()
+            except Exception:
+                pass
+
     # ------------------------------------------------------------------ taking and giving back
 
     def try_acquire(self) -> bool:

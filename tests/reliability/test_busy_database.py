@@ -97,7 +97,7 @@ def test_a_large_import_is_all_or_nothing(make_host: Any, project_dir: Path, req
     from mdm_core import inventory
     from mdm_core.models import Device
 
-    host = make_host(plugins=[], database_url=database_param(request, project_dir, database))
+    host = make_host(plugins=[], database_url=database_param(request, project_dir, database), config="[core]\ndelivery_budget = 0\n")
     csv = project_dir / "devices.csv"
     csv.write_text("serial_number,platform\n" + "".join(f"C02BULK{i:05d},iOS\n" for i in range(5000)))
 
