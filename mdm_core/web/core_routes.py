@@ -8,16 +8,16 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, sign_in
 from .app import current_principal
-from .helpers import DEFAULT_LIMIT, MAX_LIMIT, WebError, host_of, list_page, redirect, render
+from .helpers import WebError, host_of, redirect, render
+from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
-PAGE_SIZE = 50
 
 
 def register(web: WebRegistry) -> None:
@@ -87,17 +87,23 @@ def page_router() -> APIRouter:
 
     @router.get("/devices")
     def devices(request: Request, q: str = "", page: int = Query(1, ge=1)) -> Response:
-        rows, total = _search(host_of(request), Device, [Device.serial_number, Device.model, Device.owner, Device.platform], Device.serial_number, q, page)
-        return render(request, "devices.html", {"rows": rows, "total": total, "q": q, "page": page, "pages": _pages(total)})
+        query = search(select(Device), q, [Device.serial_number, Device.model, Device.owner, Device.platform])
+        with host_of(request).db.session() as session:
+            found = numbered(session, query, [Device.serial_number], page=page)
+        return render(request, "devices.html", {"rows": [r[0].model_dump() for r in found.items], "found": found, "q": q})
 
     @router.get("/users")
     def users(request: Request, q: str = "", page: int = Query(1, ge=1)) -> Response:
-        rows, total = _search(host_of(request), MdmUser, [MdmUser.id, MdmUser.email, MdmUser.name, MdmUser.managed_apple_id], MdmUser.id, q, page)
-        return render(request, "users.html", {"rows": rows, "total": total, "q": q, "page": page, "pages": _pages(total)})
+        query = search(select(MdmUser), q, [MdmUser.id, MdmUser.email, MdmUser.name, MdmUser.managed_apple_id])
+        with host_of(request).db.session() as session:
+            found = numbered(session, query, [MdmUser.id], page=page)
+        return render(request, "users.html", {"rows": [r[0].model_dump() for r in found.items], "found": found, "q": q})
 
     @router.get("/events")
-    def events(request: Request, name: str = "") -> Response:
-        return render(request, "events.html", {"events": recent_events(host_of(request), name, 100), "failures": failures(host_of(request)), "name": name})
+    def events(request: Request, name: str = "", after: str | None = None, failures_after: str | None = None) -> Response:
+        host = host_of(request)
+        return render(request, "events.html", {"events": events_page(host, name, PAGE_SIZE, after), "failures": failures_page(host, PAGE_SIZE, failures_after),
+                                               "name": name, "first": not after, "failures_first": not failures_after})
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def redeliver(request: Request, failure_id: int) -> Response:
@@ -120,23 +126,28 @@ def api_router() -> APIRouter:
         return {"name": p.name, "role": p.role, "kind": p.kind}
 
     @router.get("/devices")
-    def api_devices(request: Request, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> dict[str, Any]:
+    def api_devices(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Enrolled devices (as ``mdm devices list --json``), by serial number."""
-        from mdm_core.inventory import list_devices
-
-        return list_page(list_devices(host_of(request)), limit, cursor)
+        with host_of(request).db.session() as session:
+            page = keyset(session, select(Device), [Device.serial_number], limit=limit, cursor=cursor)
+        return {"items": [r[0].model_dump() for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/users")
-    def api_users(request: Request, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> dict[str, Any]:
+    def api_users(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """MDM users (as ``mdm users list --json``), by id."""
-        from mdm_core.inventory import list_users
-
-        return list_page(list_users(host_of(request)), limit, cursor)
+        with host_of(request).db.session() as session:
+            page = keyset(session, select(MdmUser), [MdmUser.id], limit=limit, cursor=cursor)
+        return {"items": [r[0].model_dump() for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/events")
-    def api_events(request: Request, name: str = "", limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)) -> dict[str, Any]:
-        """The most recent events (newest first) and the failed deliveries."""
-        return {"items": recent_events(host_of(request), name, limit), "failures": failures(host_of(request)), "next_cursor": None}
+    def api_events(request: Request, name: str = "", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Events of the outbox, newest first (``name``: one kind only)."""
+        return events_page(host_of(request), name, limit, cursor).as_json()
+
+    @router.get("/events/failures")
+    def api_failures(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Deliveries a subscriber refused, newest first (deliver one again with POST .../redeliver)."""
+        return failures_page(host_of(request), limit, cursor).as_json()
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def api_redeliver(request: Request, failure_id: int) -> dict[str, Any]:
@@ -152,32 +163,19 @@ def api_router() -> APIRouter:
     return router
 
 
-def _pages(total: int) -> int:
-    return max(1, -(-total // PAGE_SIZE))
-
-
-def _search(host: Any, model: Any, columns: list[Any], order: Any, q: str, page: int) -> tuple[list[dict[str, Any]], int]:
-    query = select(model)
-    if q.strip():
-        like = f"%{q.strip().lower()}%"
-        query = query.where(or_(*(func.lower(c).like(like) for c in columns)))
-    with host.db.session() as session:
-        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        rows = [r.model_dump() for r in session.execute(query.order_by(order).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars()]
-    return rows, total
-
-
-def recent_events(host: Any, name: str, limit: int) -> list[dict[str, Any]]:
-    """The latest events of the outbox, newest first."""
-    query = select(OutboxEvent).order_by(OutboxEvent.seq.desc()).limit(limit)  # type: ignore[union-attr]
+def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
+    """Events of the outbox, newest first, ``name`` only when given."""
+    query = select(OutboxEvent)
     if name:
         query = query.where(OutboxEvent.name == name)
     with host.db.session() as session:
-        return [{"id": e.id, "name": e.name, "created_at": e.created_at, "delivered_at": e.delivered_at, "account": (e.payload or {}).get("account"),
-                 "payload": e.payload} for e in session.execute(query).scalars()]
+        page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True)
+    return Page([{"id": e.id, "name": e.name, "created_at": e.created_at, "delivered_at": e.delivered_at,
+                  "account": (e.payload or {}).get("account"), "payload": e.payload} for (e,) in page.items], page.next_cursor)
 
 
-def failures(host: Any) -> list[dict[str, Any]]:
+def failures_page(host: Any, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
     """Deliveries a subscriber refused, newest first."""
     with host.db.session() as session:
-        return [f.model_dump() for f in session.execute(select(SubscriberFailure).order_by(SubscriberFailure.id.desc()).limit(200)).scalars()]  # type: ignore[union-attr]
+        page = keyset(session, select(SubscriberFailure), [SubscriberFailure.id], limit=limit, cursor=cursor, descending=True)
+    return Page([f.model_dump() for (f,) in page.items], page.next_cursor)

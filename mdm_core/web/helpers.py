@@ -1,13 +1,10 @@
-"""What a plugin's pages and API routes use: rendering, errors, paging, background work.
+"""What a plugin's pages and API routes use: rendering, errors, background work (paging: ``paging``).
 
 Imported by plugins' web modules only (it imports FastAPI), never at plugin load time.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -24,8 +21,6 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 T = TypeVar("T")
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 
 
 class WebError(Exception):
@@ -82,37 +77,6 @@ def url_with(request: Request, **changes: Any) -> str:
         else:
             params[key] = str(value)
     return request.url.path + ("?" + urlencode(params) if params else "")
-
-
-# ---------------------------------------------------------------------- paging
-
-
-def encode_cursor(values: dict[str, Any]) -> str:
-    """An opaque cursor for the next page."""
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> dict[str, Any]:
-    """The values of a cursor from ``encode_cursor``; a bad one is a 400."""
-    if not cursor:
-        return {}
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(value, dict):
-            return value
-    except (binascii.Error, ValueError):
-        pass
-    raise WebError(400, "cursor is not valid: pass the next_cursor of the previous page unchanged")
-
-
-def list_page(rows: list[Any], limit: int, cursor: str | None) -> dict[str, Any]:
-    """One page of an in-memory list: ``{"items": [...], "next_cursor": ...}``."""
-    offset = decode_cursor(cursor).get("offset", 0)
-    if not isinstance(offset, int) or offset < 0:
-        raise WebError(400, "cursor is not valid: pass the next_cursor of the previous page unchanged")
-    items = rows[offset:offset + limit]
-    more = offset + limit < len(rows)
-    return {"items": items, "next_cursor": encode_cursor({"offset": offset + limit}) if more else None}
 
 
 # ---------------------------------------------------------------------- background work

@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlmodel import Session
 
 from mdm_core.db.stream import stream_rows
@@ -250,10 +250,9 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
-def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None, *,
-              offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Applications (and books) with their metadata, by name (unnamed last) then adamId and
-    platform; streamed (constant memory). An unknown platform raises before any row."""
+def apps_query(platform: str | None = None, kind: str | None = None, state: str | None = None) -> Any:
+    """Rows ``(MobileApp, AppMetadata or None)`` for :func:`app_dict`; an unknown platform is a
+    ``UsageError`` (raised at once, before any row is read)."""
     query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if platform:
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
@@ -264,7 +263,18 @@ def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None
         query = query.where(MobileApp.kind == kind)
     if state:
         query = query.where(MobileApp.state == state)
-    query = query.order_by(func.lower(func.coalesce(AppMetadata.name, "~")), MobileApp.adam_id, MobileApp.pricing_param, MobileApp.platform, MobileApp.id)
+    return query
+
+
+#: The order of the applications: by name (unnamed last), then adamId, pricing and platform.
+APP_ORDER = (func.lower(func.coalesce(AppMetadata.name, "~")), MobileApp.adam_id, MobileApp.pricing_param, MobileApp.platform, MobileApp.id)
+
+
+def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None, *,
+              offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Applications (and books) with their metadata, in ``APP_ORDER``; streamed (constant
+    memory). An unknown platform raises before any row."""
+    query = apps_query(platform, kind, state).order_by(*APP_ORDER)
     return (app_dict(a, m) for a, m in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
@@ -273,15 +283,15 @@ def list_apps(host: "Host", platform: str | None = None, kind: str | None = None
     return list(iter_apps(host, platform, kind, state))
 
 
-def stored_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """``{adamId: {"name", "iconUrl"}}`` from the stored metadata of these adamIds."""
-    out: dict[str, dict[str, Any]] = {}
-    with host.db.session() as session:
-        for start in range(0, len(adam_ids), 500):
-            for meta in session.execute(select(AppMetadata).where(AppMetadata.adam_id.in_(adam_ids[start:start + 500]))).scalars():  # type: ignore[attr-defined]
-                if meta.name:
-                    out[meta.adam_id] = {"name": meta.name, "iconUrl": meta.icon_url}
-    return out
+def label_source() -> Any:
+    """Names and icons of looked-up apps as a subquery (``adam_id``, ``name``, ``icon_url``), one
+    row per adamId (its iOS entry when it has one), for the VPP plugin's pages to join
+    (``mdm_vpp_asset_labels``)."""
+    first = func.row_number().over(partition_by=AppMetadata.adam_id,
+                                   order_by=(case((AppMetadata.platform == "iOS", 0), else_=1), AppMetadata.platform))
+    ranked = (select(AppMetadata.adam_id, AppMetadata.name, AppMetadata.icon_url, first.label("rank"))
+              .where(AppMetadata.name.is_not(None)).subquery())  # type: ignore[union-attr]
+    return select(ranked.c.adam_id, ranked.c.name, ranked.c.icon_url).where(ranked.c.rank == 1).subquery("asset_labels")
 
 
 def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetadata | None]]:

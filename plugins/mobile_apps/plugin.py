@@ -89,11 +89,11 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_asset_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Names and icons from the stored metadata (never a lookup)."""
-    from plugins.mobile_apps.catalog import stored_labels
+def mdm_vpp_asset_labels(host: "Host") -> Any:
+    """The stored metadata's names and icons (never a lookup)."""
+    from plugins.mobile_apps.catalog import label_source
 
-    return stored_labels(host, adam_ids)
+    return label_source()
 
 
 # --------------------------------------------------------------------------- VPP events

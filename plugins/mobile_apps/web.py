@@ -17,12 +17,13 @@ from sqlalchemy import select
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
-from mdm_core.web.helpers import DEFAULT_LIMIT, MAX_LIMIT, WebError, host_of, list_page, render
+from mdm_core.web.helpers import WebError, host_of, render
+from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 
-from .catalog import METADATA_JOIN, app_dict, list_apps
-from .installs.commands import list_installs
+from .catalog import APP_ORDER, app_dict, apps_query
+from .installs.commands import installs_query
 from .installs.request import Outcome, install
-from .models import AppMetadata, MobileApp
+from .models import AppMetadata, Install, MobileApp
 from .vpp_port import VppPort, VppUnavailable
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SERIALS_RE = re.compile(r"[\s,;]+")
 MAX_TARGETS = 1000
+PICK_LIMIT = 500  # devices and users offered in the install form's lists (more: type serial numbers)
 
 
 def register(web: "WebRegistry") -> None:
@@ -50,8 +52,7 @@ def _require_vpp(host: "Host") -> None:
 
 def _app(host: "Host", app_id: int) -> tuple[MobileApp, AppMetadata | None]:
     with host.db.session() as session:
-        row = session.execute(select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
-                              .where(MobileApp.id == app_id)).first()
+        row = session.execute(apps_query().where(MobileApp.id == app_id)).first()
     if row is None:
         raise WebError(404, f"no application {app_id}: see Mobile Applications (synchronize the VPP account after a purchase)")
     return row[0], row[1]
@@ -84,27 +85,32 @@ def page_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/apps")
-    def apps(request: Request, platform: str = "", q: str = "", state: str = "published") -> Response:
-        rows = list_apps(host_of(request), platform=platform or None, state=state if state in ("published", "retired") else None)
-        needle = q.strip().lower()
-        if needle:
-            rows = [r for r in rows if needle in (r["name"] or "").lower() or needle in r["adamId"] or needle in (r["bundleId"] or "").lower()]
-        return render(request, "mobile_apps/apps.html", {"rows": rows, "platform": platform, "q": q, "state": state})
+    def apps(request: Request, platform: str = "", q: str = "", state: str = "published", page: int = Query(1, ge=1)) -> Response:
+        query = search(apps_query(platform or None, state=state if state in ("published", "retired") else None), q,
+                       [AppMetadata.name, MobileApp.adam_id, AppMetadata.bundle_id])
+        with host_of(request).db.session() as session:
+            found = numbered(session, query, APP_ORDER, page=page)
+        return render(request, "mobile_apps/apps.html", {"rows": [app_dict(a, m) for a, m in found.items], "found": found,
+                                                        "platform": platform, "q": q, "state": state})
 
     @router.get("/apps/installs")
-    def installs(request: Request, status: str = "") -> Response:
-        return render(request, "mobile_apps/installs.html", {"rows": list_installs(host_of(request), status or None)[:500], "status": status})
+    def installs(request: Request, status: str = "", page: int = Query(1, ge=1)) -> Response:
+        with host_of(request).db.session() as session:
+            found = numbered(session, installs_query(status or None), [Install.id.desc()], page=page)  # type: ignore[union-attr]
+        return render(request, "mobile_apps/installs.html", {"rows": [i.model_dump() for (i,) in found.items], "found": found, "status": status})
 
     @router.get("/apps/{app_id}")
-    def app_page(request: Request, app_id: int) -> Response:
+    def app_page(request: Request, app_id: int, page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
         platforms = {"iOS": ("iOS", "iPadOS")}.get(app.platform, (app.platform,))
         with host.db.session() as session:
-            devices = [d.model_dump() for d in session.execute(select(Device).where(Device.platform.in_(platforms)).order_by(Device.serial_number).limit(500)).scalars()]  # type: ignore[attr-defined]
-            users = [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id).limit(500)).scalars()]
-        history = [i for i in list_installs(host) if i["adam_id"] == app.adam_id and i["account"] == app.account][:100]
-        return render(request, "mobile_apps/app.html", {"app": app_dict(app, meta), "devices": devices, "users": users, "installs": history})
+            devices = [d.model_dump() for d in session.execute(select(Device).where(Device.platform.in_(platforms)).order_by(Device.serial_number).limit(PICK_LIMIT)).scalars()]  # type: ignore[attr-defined]
+            users = [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id).limit(PICK_LIMIT)).scalars()]
+            found = numbered(session, installs_query().where(Install.adam_id == app.adam_id, Install.pricing_param == app.pricing_param,
+                                                             Install.account == app.account), [Install.id.desc()], page=page)  # type: ignore[union-attr]
+        return render(request, "mobile_apps/app.html", {"app": app_dict(app, meta), "devices": devices, "users": users,
+                                                       "installs": [i.model_dump() for (i,) in found.items], "found": found, "pick_limit": PICK_LIMIT})
 
     @router.post("/apps/{app_id}/install")
     def install_form(request: Request, app_id: int, serials: str = Form(""), devices: list[str] = Form([]), user: str = Form("")) -> Response:
@@ -123,16 +129,18 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix="/apps", tags=["mobile_apps"])
 
     @router.get("")
-    def api_apps(request: Request, platform: str | None = None, state: str | None = None,
-                 limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> dict[str, Any]:
-        """Published (and retired) applications and books with their metadata and counts."""
-        return list_page(list_apps(host_of(request), platform=platform, state=state), limit, cursor)
+    def api_apps(request: Request, platform: str | None = None, state: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Published (and retired) applications and books with their metadata and counts, by id."""
+        with host_of(request).db.session() as session:
+            page = keyset(session, apps_query(platform, state=state), [MobileApp.id], limit=limit, cursor=cursor)
+        return {"items": [app_dict(a, m) for a, m in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/installs")
-    def api_installs(request: Request, status: str | None = None, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-                     cursor: str | None = None) -> dict[str, Any]:
+    def api_installs(request: Request, status: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
-        return list_page(list_installs(host_of(request), status), limit, cursor)
+        with host_of(request).db.session() as session:
+            page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)
+        return {"items": [i.model_dump() for (i,) in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/{app}/install")
     async def api_install(request: Request, app: str) -> JSONResponse:

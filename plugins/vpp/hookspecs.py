@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from mdm_core import hookspec
 
 if TYPE_CHECKING:
+    from sqlalchemy.sql import FromClause
+
     from mdm_core.events import Event
     from mdm_core.host import Host
 
@@ -258,15 +260,19 @@ def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], pla
     """
 
 
-@hookspec
-def mdm_vpp_asset_labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]] | None:
-    """Names and icons already known for assets, to show beside their adamIds (the console).
+@hookspec(firstresult=True)
+def mdm_vpp_asset_labels(host: "Host") -> "FromClause | None":
+    """Where the console finds the names and icons of assets, to show, search and sort by them.
 
-    When: while a page of assets is shown; must read stored data only, never call Apple.
-    Args: ``host``; ``adam_ids``: the assets on the page.
-    Returns: ``{adamId: {"name": ..., "iconUrl": ...}}`` for the ids the implementation knows
-    (the mobile_apps plugin answers from its stored metadata); ``None`` or ``{}`` if none.
-    Errors: should not raise; an exception leaves the names out.
+    When: each time a console page or API route lists assets; the answer is joined into the VPP
+    plugin's own query (one database), so it reads stored rows only and never calls Apple.
+    Args: ``host``.
+    Returns: an SQLAlchemy selectable (a subquery over the implementing plugin's own table) with
+    the columns ``adam_id``, ``name`` and ``icon_url`` (nullable), at most one row per
+    ``adam_id``: the mobile_apps plugin answers with the metadata it looked up. ``None``: no
+    names known (the pages show adamIds). The first implementation that answers wins.
+    Errors: an exception, or a selectable the database refuses, is logged and the pages show
+    adamIds without names.
     """
 
 

@@ -63,10 +63,15 @@ def effective_state(account: VppAccount, now: datetime | None = None) -> str:
     return expiry_state(account.token_expires_at, now)
 
 
+def days_left(expires_at: datetime, now: datetime | None = None) -> int:
+    """Whole days until the token expires (negative once it has)."""
+    now = now or datetime.now(timezone.utc)
+    return int((expires_at - now).total_seconds() // 86400)
+
+
 def describe(state: str, expires_at: datetime, detail: str | None = None, now: datetime | None = None) -> str:
     """A short human text: ``expiring in 12 days``, ``taken over by OtherMDM`` ..."""
-    now = now or datetime.now(timezone.utc)
-    days = int((expires_at - now).total_seconds() // 86400)
+    days = days_left(expires_at, now)
     if state.startswith("expiring"):
         return f"expiring in {days} day{'s' if days != 1 else ''}"
     if state == "taken_over":

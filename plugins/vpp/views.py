@@ -1,28 +1,40 @@
 """Read the mirror: assets, licenses and users with Apple's field names (plus ``account``).
 
-The ``iter_*`` forms stream (:func:`mdm_core.db.stream.stream_rows`: constant memory, one read
-transaction, ``offset``/``limit`` in SQL) and check their filters before the first row is read;
-the ``list_*`` forms are their lists. Rows come in a stable order that follows the tables'
+Each list is one query and one row converter. The ``iter_*`` forms stream them
+(:func:`mdm_core.db.stream.stream_rows`: constant memory, one read transaction,
+``offset``/``limit`` in SQL) and check their filters before the first row is read; the
+``list_*`` forms are their lists; the console and the REST API page the same queries in the
+database (``mdm_core.web.paging``). Rows come in a stable order that follows the tables'
 primary keys: account name, then the key.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, null, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from mdm_core.db.stream import stream_rows
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, describe
 from mdm_core.models import Device, MdmUser
 
 from .apple.protocol import apple_asset, apple_user, invitation_url
-from .models import VppAccount, VppAsset, VppLicense, VppUser
+from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppUser
 from .payloads import Asset, License, MirroredUser
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The keyset of each list: NOT NULL columns ending with the primary key.
+ASSET_KEY = (VppAsset.account_id, VppAsset.adam_id, VppAsset.pricing_param)
+LICENSE_KEY = (VppLicense.account_id, VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
+USER_KEY = (VppUser.account_id, VppUser.client_user_id)
 
 
 def get_account(session: Session, name: str) -> VppAccount:
@@ -35,23 +47,89 @@ def get_account(session: Session, name: str) -> VppAccount:
     return account
 
 
-def _account_filter(session: Any, query: Any, model: Any, account: str | None) -> Any:
-    if account is None:
-        return query
-    return query.where(model.account_id == get_account(session, account).id)
+def account_id(session: Session, account: str | None) -> int | None:
+    """The id of the account named ``account`` (an unknown name raises ``MdmError``), None for all."""
+    return None if account is None else get_account(session, account).id
+
+
+# ---------------------------------------------------------------------- assets
+
+
+def assets_query(account_id: int | None = None, labels: Any = None) -> Any:
+    """Rows ``(VppAsset, account name, name, icon URL)``; name and icon come from ``labels``
+    (see :func:`label_source`), None without it."""
+    if labels is None:
+        query = select(VppAsset, VppAccount.name, null().label("name"), null().label("icon_url"))
+    else:
+        query = select(VppAsset, VppAccount.name, labels.c.name, labels.c.icon_url).outerjoin(labels, labels.c.adam_id == VppAsset.adam_id)
+    query = query.join(VppAccount, VppAccount.id == VppAsset.account_id)
+    return query if account_id is None else query.where(VppAsset.account_id == account_id)
+
+
+def asset_row(asset: VppAsset, account: str, *_labels: Any) -> Asset:
+    """An asset as Apple names its fields, with ``account``."""
+    return apple_asset(asset.model_dump(), account)
+
+
+def labelled_asset_row(asset: VppAsset, account: str, name: str | None, icon_url: str | None) -> dict[str, Any]:
+    """An asset with the ``name`` and ``iconUrl`` the console shows."""
+    return {**apple_asset(asset.model_dump(), account), "name": name, "iconUrl": icon_url}
 
 
 def iter_assets(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[Asset]:
     """Mirrored assets, by account then adamId, streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
-        query = select(VppAsset, VppAccount.name).join(VppAccount, VppAccount.id == VppAsset.account_id)
-        query = _account_filter(session, query, VppAsset, account).order_by(VppAccount.name, VppAsset.adam_id, VppAsset.pricing_param)
-    return (apple_asset(a.model_dump(), n) for a, n in stream_rows(host.db, query, offset=offset, limit=limit))
+        query = assets_query(account_id(session, account)).order_by(VppAccount.name, VppAsset.adam_id, VppAsset.pricing_param)
+    return (asset_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
     """Mirrored assets, by account then adamId."""
     return list(iter_assets(host, account))
+
+
+def label_source(host: "Host") -> Any:
+    """The names and icons another plugin offers (``mdm_vpp_asset_labels``), or None."""
+    try:
+        return host.pm.hook.mdm_vpp_asset_labels(host=host)
+    except Exception as exc:  # names are a nicety: the pages work without them
+        log.warning("asset names are not available (mdm_vpp_asset_labels failed): %s", describe(exc))
+        return None
+
+
+def with_labels(host: "Host", read: Callable[[Any], T]) -> T:
+    """``read(labels)`` with the label source, or ``read(None)`` when there is none or the
+    database refuses the plugin's selectable."""
+    labels = label_source(host)
+    if labels is None:
+        return read(None)
+    try:
+        return read(labels)
+    except SQLAlchemyError as exc:
+        log.warning("asset names are not available (the mdm_vpp_asset_labels query failed): %s", describe(exc))
+        return read(None)
+
+
+def asset_history_query(account_id: int | None, adam_id: str, pricing_param: str) -> Any:
+    """The asset's recorded counts (``VppAssetCount`` rows)."""
+    return select(VppAssetCount).where(
+        VppAssetCount.account_id == account_id, VppAssetCount.adam_id == adam_id, VppAssetCount.pricing_param == pricing_param)
+
+
+def history_row(row: VppAssetCount) -> dict[str, Any]:
+    """One recorded count, with Apple's field names."""
+    return {"at": row.at, "assignedCount": row.assigned_count, "availableCount": row.available_count, "retiredCount": row.retired_count,
+            "totalCount": row.total_count}
+
+
+def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The asset's latest ``limit`` recorded counts, oldest first (the console's chart)."""
+    with host.db.session() as session:
+        rows = list(session.execute(asset_history_query(account_id, adam_id, pricing_param).order_by(VppAssetCount.id.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
+    return [history_row(r) for r in reversed(rows)]
+
+
+# ---------------------------------------------------------------------- licenses
 
 
 class LicenseDetail(License, total=False):
@@ -61,7 +139,9 @@ class LicenseDetail(License, total=False):
     email: str | None
 
 
-def _license_query(session: Any, account: str | None, adam_id: str | None, pricing_param: str | None, serial_number: str | None, client_user_id: str | None, kind: str | None = None) -> Any:
+def licenses_query(account_id: int | None = None, adam_id: str | None = None, pricing_param: str | None = None, serial_number: str | None = None,
+                   client_user_id: str | None = None, kind: str | None = None) -> Any:
+    """Rows for :func:`license_row`, filtered by whatever is given."""
     query = (
         select(VppLicense, VppAccount.name, Device.serial_number, Device.owner, MdmUser.id, VppUser.email)
         .join(VppAccount, VppAccount.id == VppLicense.account_id)
@@ -69,7 +149,8 @@ def _license_query(session: Any, account: str | None, adam_id: str | None, prici
         .outerjoin(MdmUser, (VppLicense.kind == "user") & (MdmUser.id == VppLicense.target))
         .outerjoin(VppUser, (VppLicense.kind == "user") & (VppUser.account_id == VppLicense.account_id) & (VppUser.client_user_id == VppLicense.target))
     )
-    query = _account_filter(session, query, VppLicense, account)
+    if account_id is not None:
+        query = query.where(VppLicense.account_id == account_id)
     if adam_id:
         query = query.where(VppLicense.adam_id == adam_id)
     if pricing_param:
@@ -83,7 +164,9 @@ def _license_query(session: Any, account: str | None, adam_id: str | None, prici
     return query
 
 
-def _license_row(lic: VppLicense, name: str, device: str | None, owner: str | None, user: str | None, email: str | None, *, detail: bool = False) -> "LicenseDetail":
+def license_row(lic: VppLicense, name: str, device: str | None, owner: str | None, user: str | None, email: str | None, *, detail: bool = False) -> LicenseDetail:
+    """A license with the enrolled device or MDM user it is linked to (and, with ``detail``,
+    the device's owner or the VPP user's email)."""
     row: LicenseDetail = {"account": name, "adamId": lic.adam_id, "pricingParam": lic.pricing_param}
     if lic.kind == "device":
         row["serialNumber"] = lic.target
@@ -103,9 +186,9 @@ def iter_licenses(host: "Host", account: str | None = None, adam_id: str | None 
     """Mirrored licenses with the enrolled device or MDM user each is linked to, by account,
     adamId, pricingParam, kind and holder; streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
-        query = _license_query(session, account, adam_id, None, serial_number, client_user_id)
+        query = licenses_query(account_id(session, account), adam_id, None, serial_number, client_user_id)
     query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
-    return (_license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))  # type: ignore[misc]
+    return (license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))  # type: ignore[misc]
 
 
 def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
@@ -113,66 +196,37 @@ def list_licenses(host: "Host", account: str | None = None, adam_id: str | None 
     return list(iter_licenses(host, account, adam_id, serial_number, client_user_id))
 
 
-LICENSE_KEY = ("account_id", "adam_id", "pricing_param", "kind", "target")
-
-
-def licenses_page(host: "Host", *, account: str | None = None, adam_id: str | None = None, pricing_param: str | None = None,
-                  serial_number: str | None = None, client_user_id: str | None = None, kind: str | None = None,
-                  limit: int = 100, after: list[Any] | None = None) -> tuple[list[LicenseDetail], list[Any] | None]:
-    """One page of licenses in primary-key order, from just after the key ``after``.
-
-    Keyset paging on the primary key: every page costs the same, the 3,000th as the first.
-    Returns the rows (with ``email`` / ``owner``) and the key to pass for the next page.
-    """
-    from sqlalchemy import tuple_
-
-    columns = [getattr(VppLicense, k) for k in LICENSE_KEY]
-    with host.db.session() as session:
-        query = _license_query(session, account, adam_id, pricing_param, serial_number, client_user_id, kind)
-        if after:
-            query = query.where(tuple_(*columns) > tuple_(*after))
-        rows = session.execute(query.order_by(*columns).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_key = [getattr(rows[-1][0], k) for k in LICENSE_KEY] if more else None
-    return [_license_row(*r, detail=True) for r in rows], next_key
-
-
 def count_licenses(host: "Host", account_id: int, adam_id: str, pricing_param: str, kind: str) -> int:
     """How many licenses of one kind an asset has in the mirror."""
-    from sqlalchemy import func
-
     with host.db.session() as session:
         return int(session.execute(select(func.count()).select_from(VppLicense).where(
             VppLicense.account_id == account_id, VppLicense.adam_id == adam_id, VppLicense.pricing_param == pricing_param, VppLicense.kind == kind)).scalar_one())
 
 
-def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
-    """The asset's recorded counts, oldest first (the latest ``limit``)."""
-    from .models import VppAssetCount
+# ---------------------------------------------------------------------- users
 
-    with host.db.session() as session:
-        rows = list(session.execute(select(VppAssetCount).where(
-            VppAssetCount.account_id == account_id, VppAssetCount.adam_id == adam_id, VppAssetCount.pricing_param == pricing_param,
-        ).order_by(VppAssetCount.at.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
-    return [{"at": r.at, "assignedCount": r.assigned_count, "availableCount": r.available_count, "retiredCount": r.retired_count,
-             "totalCount": r.total_count} for r in reversed(rows)]
+
+def users_query(account_id: int | None = None) -> Any:
+    """Rows for :func:`user_row`."""
+    query = (
+        select(VppUser, VppAccount.name, VppAccount.invitation_template, MdmUser.id)
+        .join(VppAccount, VppAccount.id == VppUser.account_id)
+        .outerjoin(MdmUser, MdmUser.id == VppUser.client_user_id)
+    )
+    return query if account_id is None else query.where(VppUser.account_id == account_id)
+
+
+def user_row(user: VppUser, account: str, template: str | None, mdm_user: str | None) -> MirroredUser:
+    """A VPP user as Apple names its fields, with the linked MDM user and the invitation URL."""
+    return {"account": account, **apple_user(user.model_dump(), {mdm_user} if mdm_user else set()),  # type: ignore[typeddict-item]
+            "invitationUrl": user_invitation_url(template, user.invite_code) if user.status == "Registered" else None}
 
 
 def iter_users(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[MirroredUser]:
     """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs; streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
-        query = (
-            select(VppUser, VppAccount.name, VppAccount.invitation_template, MdmUser.id)
-            .join(VppAccount, VppAccount.id == VppUser.account_id)
-            .outerjoin(MdmUser, MdmUser.id == VppUser.client_user_id)
-        )
-        query = _account_filter(session, query, VppUser, account).order_by(VppAccount.name, VppUser.client_user_id)
-    return (
-        {"account": name, **apple_user(u.model_dump(), {mdm_user} if mdm_user else set()),  # type: ignore[typeddict-item]
-         "invitationUrl": user_invitation_url(template, u.invite_code) if u.status == "Registered" else None}
-        for u, name, template, mdm_user in stream_rows(host.db, query, offset=offset, limit=limit)
-    )
+        query = users_query(account_id(session, account)).order_by(VppAccount.name, VppUser.client_user_id)
+    return (user_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:

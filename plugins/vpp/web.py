@@ -19,30 +19,30 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from mdm_core.errors import MdmError
-from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.output import format_time
+from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import (DEFAULT_LIMIT, MAX_LIMIT, WebError, decode_cursor, encode_cursor, host_of, list_page,
-                                  redirect, render, run_in_background)
+from mdm_core.web.helpers import WebError, host_of, redirect, render, run_in_background
+from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
-from .accounts import ClaimedByOtherMdm, add_account, check_interval, describe_account, get_account, list_accounts, remove_account, set_account, settings
-from .models import VppAccount, VppAsset, VppSyncRun, VppUser
-from .apple.protocol import apple_asset
-from .views import asset_history, count_licenses, licenses_page, list_assets, list_users
+from . import token_state, views
+from .accounts import ClaimedByOtherMdm, add_account, check_interval, describe_account, get_account, remove_account, set_account, settings
+from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.web.registry import WebRegistry
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PAGE_SIZE = 50
 INTERVAL = "Account Synchronization Interval (sec)"
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
-SORTS = {"name": None, "adamId": "adam_id", "productType": "product_type", "pricingParam": "pricing_param", "assigned": "assigned_count",
-         "available": "available_count", "retired": "retired_count", "total": "total_count"}
+#: The Assets table's sort keys (``name`` needs the label source, see ``asset_sort``).
+SORTS = {"adamId": VppAsset.adam_id, "productType": VppAsset.product_type, "pricingParam": VppAsset.pricing_param,
+         "assigned": VppAsset.assigned_count, "available": VppAsset.available_count, "retired": VppAsset.retired_count,
+         "total": VppAsset.total_count}
 
 
 def register(web: "WebRegistry") -> None:
@@ -69,27 +69,6 @@ def _asset(host: "Host", account: VppAccount, adam_id: str, pricing: str) -> Vpp
     if asset is None:
         raise WebError(404, f"asset {adam_id} ({pricing}) is not in account '{account.name}': synchronize the account if it was just bought")
     return asset
-
-
-def _labels(host: "Host", adam_ids: list[str]) -> dict[str, dict[str, Any]]:
-    hook = host.hook("mdm_vpp_asset_labels")
-    merged: dict[str, dict[str, Any]] = {}
-    if hook is None or not adam_ids:
-        return merged
-    try:
-        for result in hook(host=host, adam_ids=adam_ids):
-            merged.update(result or {})
-    except Exception:  # names are a nicety: the page works without them
-        return {}
-    return merged
-
-
-def days_left(expires: str | None) -> int | None:
-    """Whole days until the token expires (negative once expired)."""
-    if not expires:
-        return None
-    delta = datetime.fromisoformat(expires) - datetime.now(timezone.utc)
-    return int(delta.total_seconds() // 86400)
 
 
 def get_run(host: "Host", run_id: int) -> dict[str, Any]:
@@ -163,22 +142,35 @@ def _our_new_run(host: "Host", account_id: int | None, after: int, trigger: str)
             VppSyncRun.holder.startswith(mine))).scalar()  # type: ignore[union-attr]
 
 
-def asset_rows(host: "Host", account: VppAccount, q: str, sort: str, direction: str) -> list[dict[str, Any]]:
-    """An account's assets with names and icons, filtered and sorted (a few thousand at most)."""
-    rows = list_assets(host, account.name)
-    labels = _labels(host, [r["adamId"] for r in rows])
-    for row in rows:
-        label = labels.get(row["adamId"]) or {}
-        row["name"], row["iconUrl"] = label.get("name"), label.get("iconUrl")
-    needle = q.strip().lower()
-    if needle:
-        rows = [r for r in rows if needle in (r["name"] or "").lower() or needle in r["adamId"] or needle == r["pricingParam"].lower()
-                or needle in r["productType"].lower()]
-    key = {"name": lambda r: ((r["name"] or "~").lower(), r["adamId"]), "adamId": lambda r: (r["adamId"], r["pricingParam"]),
-           "productType": lambda r: (r["productType"], r["adamId"]), "pricingParam": lambda r: (r["pricingParam"], r["adamId"]),
-           "assigned": lambda r: (r["assignedCount"], r["adamId"]), "available": lambda r: (r["availableCount"], r["adamId"]),
-           "retired": lambda r: (r["retiredCount"], r["adamId"]), "total": lambda r: (r["totalCount"], r["adamId"])}[sort]
-    return sorted(rows, key=key, reverse=direction == "desc")
+def assets_table(host: "Host", account: VppAccount, q: str, sort: str, descending: bool, page: int) -> Any:
+    """One numbered page of an account's assets with names and icons, searched and sorted in
+    the database (name, adamId, product type or pricing; any column)."""
+    def read(labels: Any) -> Any:
+        query = views.assets_query(account.id, labels)
+        columns = [VppAsset.adam_id, VppAsset.product_type, VppAsset.pricing_param] + ([labels.c.name] if labels is not None else [])
+        query = search(query, q, columns)
+        if sort == "name" and labels is not None:
+            first = func.lower(func.coalesce(labels.c.name, "~"))  # unnamed assets last
+        else:
+            first = SORTS.get(sort, VppAsset.adam_id)
+        order = [first, VppAsset.adam_id, VppAsset.pricing_param]
+        with host.db.session() as session:
+            return numbered(session, query, [c.desc() if descending else c.asc() for c in order], page=page)
+
+    found = views.with_labels(host, read)
+    return found, [views.labelled_asset_row(*row) for row in found.items]
+
+
+def asset_label(host: "Host", adam_id: str) -> tuple[str | None, str | None]:
+    """The name and icon URL of one adamId, from the label source."""
+    def read(labels: Any) -> tuple[str | None, str | None]:
+        if labels is None:
+            return None, None
+        with host.db.session() as session:
+            row = session.execute(select(labels.c.name, labels.c.icon_url).where(labels.c.adam_id == adam_id)).first()
+        return (row[0], row[1]) if row else (None, None)
+
+    return views.with_labels(host, read)
 
 
 def chart(history: list[dict[str, Any]], current: VppAsset, width: int = 640, height: int = 200) -> dict[str, Any]:
@@ -257,18 +249,20 @@ def page_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/vpp")
-    def accounts(request: Request) -> Response:
-        host = host_of(request)
-        rows = list_accounts(host)
+    def accounts(request: Request, page: int = Query(1, ge=1)) -> Response:
         from .sync.run import latest_runs
 
+        host = host_of(request)
+        with host.db.session() as session:
+            found = numbered(session, select(VppAccount), [VppAccount.name], page=page)
+        rows: list[dict[str, Any]] = [dict(describe_account(a)) for (a,) in found.items]
         runs = latest_runs(host)
-        for row in rows:
-            row["days_left"] = days_left(row["tokenExpirationDate"])
+        for row, (account,) in zip(rows, found.items):
+            row["days_left"] = token_state.days_left(account.token_expires_at)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
-        return render(request, "vpp/accounts.html", {"accounts": rows, "running": running, "min_interval": settings(host).min_interval,
-                                                    "max_interval": MAX_INTERVAL})
+        return render(request, "vpp/accounts.html", {"accounts": rows, "found": found, "running": running,
+                                                    "min_interval": settings(host).min_interval, "max_interval": MAX_INTERVAL})
 
     @router.get("/vpp/add")
     def add_form(request: Request) -> Response:
@@ -343,86 +337,73 @@ def page_router() -> APIRouter:
     def assets(request: Request, name: str, q: str = "", sort: str = "name", dir: str = "asc", page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         account = _account(host, name)
-        sort = sort if sort in SORTS else "name"
-        direction = "desc" if dir == "desc" else "asc"
-        rows = asset_rows(host, account, q, sort, direction)
-        pages = max(1, -(-len(rows) // PAGE_SIZE))
-        page = min(page, pages)
-        return render(request, "vpp/assets.html", {
-            "account": describe_account(account), "rows": rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], "total": len(rows),
-            "q": q, "sort": sort, "direction": direction, "page": page, "pages": pages})
+        sort = sort if sort in SORTS or sort == "name" else "name"
+        found, rows = assets_table(host, account, q, sort, dir == "desc", page)
+        return render(request, "vpp/assets.html", {"account": describe_account(account), "rows": rows, "found": found, "q": q, "sort": sort,
+                                                  "direction": "desc" if dir == "desc" else "asc"})
 
     @router.get("/vpp/accounts/{name}/assets/{adam_id}/{pricing}")
-    def asset(request: Request, name: str, adam_id: str, pricing: str, tab: str = "user", after: str = "") -> Response:
+    def asset(request: Request, name: str, adam_id: str, pricing: str, tab: str = "user", after: str | None = None) -> Response:
         host = host_of(request)
         account = _account(host, name)
         row = _asset(host, account, adam_id, pricing)
         kind = "device" if tab == "device" else "user"
-        key = decode_cursor(after).get("key") if after else None
-        licenses, next_key = licenses_page(host, account=name, adam_id=adam_id, pricing_param=pricing, kind=kind, limit=PAGE_SIZE, after=key)
-        label = _labels(host, [adam_id]).get(adam_id) or {}
+        with host.db.session() as session:
+            licenses = keyset(session, views.licenses_query(account.id, adam_id, pricing, kind=kind), views.LICENSE_KEY, limit=PAGE_SIZE, cursor=after)
+        label, icon = asset_label(host, adam_id)
         return render(request, "vpp/asset.html", {
-            "account": describe_account(account), "asset": apple_asset(row.model_dump(), name), "name": label.get("name"),
-            "icon": label.get("iconUrl"), "tab": kind, "licenses": licenses, "first": not after,
-            "next": encode_cursor({"key": next_key}) if next_key else None,
-            "user_count": count_licenses(host, account.id, adam_id, pricing, "user") if account.id else 0,
-            "device_count": count_licenses(host, account.id, adam_id, pricing, "device") if account.id else 0,
-            "chart": chart(asset_history(host, account.id or 0, adam_id, pricing), row)})
+            "account": describe_account(account), "asset": views.asset_row(row, name), "name": label, "icon": icon, "tab": kind,
+            "licenses": [views.license_row(*r, detail=True) for r in licenses.items], "first": not after, "next": licenses.next_cursor,
+            "user_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "user"),
+            "device_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "device"),
+            "chart": chart(views.asset_history(host, account.id or 0, adam_id, pricing), row)})
 
     @router.get("/vpp/accounts/{name}/users")
     def users(request: Request, name: str, q: str = "", page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         account = _account(host, name)
-        rows, total = users_page(host, account, q, page)
-        return render(request, "vpp/users.html", {"account": describe_account(account), "rows": rows, "total": total, "q": q, "page": page,
-                                                 "pages": max(1, -(-total // PAGE_SIZE))})
+        query = search(views.users_query(account.id), q, [VppUser.client_user_id, VppUser.email, VppUser.status])
+        with host.db.session() as session:
+            found = numbered(session, query, [VppUser.client_user_id], page=page)
+        return render(request, "vpp/users.html", {"account": describe_account(account), "rows": [views.user_row(*r) for r in found.items],
+                                                 "found": found, "q": q})
 
     @router.get("/vpp/accounts/{name}/runs")
-    def runs(request: Request, name: str) -> Response:
-        from .sync.run import recent_runs
+    def runs(request: Request, name: str, page: int = Query(1, ge=1)) -> Response:
+        from .sync.run import run_rows, runs_query
 
         host = host_of(request)
         account = _account(host, name)
-        return render(request, "vpp/runs.html", {"account": describe_account(account), "runs": recent_runs(host, name, 50)})
+        with host.db.session() as session:
+            found = numbered(session, runs_query().where(VppSyncRun.account_id == account.id), [VppSyncRun.id.desc()], page=page)  # type: ignore[union-attr]
+            rows = run_rows(host, found.items)
+        return render(request, "vpp/runs.html", {"account": describe_account(account), "runs": rows, "found": found})
 
     return router
-
-
-def users_page(host: "Host", account: VppAccount, q: str, page: int) -> tuple[list[dict[str, Any]], int]:
-    """One page of an account's VPP users (indexed offset paging), with invitation URLs."""
-    from mdm_core.models import MdmUser
-
-    from .views import user_invitation_url
-
-    query = select(VppUser, MdmUser.id).outerjoin(MdmUser, MdmUser.id == VppUser.client_user_id).where(VppUser.account_id == account.id)
-    if q.strip():
-        like = f"%{q.strip().lower()}%"
-        query = query.where(or_(func.lower(VppUser.client_user_id).like(like), func.lower(VppUser.email).like(like), func.lower(VppUser.status).like(like)))
-    with host.db.session() as session:
-        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        rows = session.execute(query.order_by(VppUser.client_user_id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
-    return [{"clientUserId": u.client_user_id, "email": u.email, "status": u.status, "idHash": u.id_hash, "mdmUser": m,
-             "invitationUrl": user_invitation_url(account.invitation_template, u.invite_code) if u.status == "Registered" else None}
-            for u, m in rows], total
 
 
 # ---------------------------------------------------------------------- API
 
 
 def api_router() -> APIRouter:
-    """``/api/v1/vpp``: the same field names as ``mdm vpp ... --json`` (Apple's)."""
+    """``/api/v1/vpp``: the same field names as ``mdm vpp ... --json`` (Apple's); every list is
+    keyset-paged (``limit``, ``cursor``)."""
     router = APIRouter(prefix="/vpp", tags=["vpp"])
-    Limit = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+    def account_filter(host: "Host", account: str | None) -> int | None:
+        return None if account is None else _account(host, account).id
 
     @router.get("/accounts")
-    def api_accounts(request: Request, limit: int = Limit, cursor: str | None = None) -> dict[str, Any]:
-        """The accounts (never their tokens), as ``mdm vpp account list --json``."""
-        return list_page(list_accounts(host_of(request)), limit, cursor)
+    def api_accounts(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """The accounts (never their tokens), as ``mdm vpp account list --json``, by name."""
+        with host_of(request).db.session() as session:
+            page = keyset(session, select(VppAccount), [VppAccount.name], limit=limit, cursor=cursor)
+        return {"items": [describe_account(a) for (a,) in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/accounts/{name}")
     def api_account(request: Request, name: str) -> dict[str, Any]:
         """One account."""
-        return describe_account(_account(host_of(request), name))
+        return dict(describe_account(_account(host_of(request), name)))
 
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:
@@ -433,7 +414,7 @@ def api_router() -> APIRouter:
         unknown = sorted(set(body) - {"interval_seconds"})
         if unknown or "interval_seconds" not in body:
             raise WebError(422, f"send {{\"interval_seconds\": SECONDS}}{'; unknown field(s): ' + ', '.join(unknown) if unknown else ''}")
-        return set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds"))
+        return dict(set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds")))
 
     @router.post("/accounts/{name}/sync", status_code=202)
     def api_sync(request: Request, name: str, full: bool = False) -> JSONResponse:
@@ -442,13 +423,17 @@ def api_router() -> APIRouter:
         return JSONResponse({"id": run_id, "account": name, "status": "running", "run": f"/api/v1/vpp/runs/{run_id}"}, status_code=202)
 
     @router.get("/runs")
-    def api_runs(request: Request, account: str | None = None, limit: int = Limit) -> dict[str, Any]:
-        """Recent sync runs, newest first."""
-        from .sync.run import recent_runs
+    def api_runs(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Sync runs, newest first, as ``mdm vpp runs --json``."""
+        from .sync.run import run_rows, runs_query
 
-        if account:
-            _account(host_of(request), account)
-        return {"items": recent_runs(host_of(request), account, limit), "next_cursor": None}
+        host = host_of(request)
+        query = runs_query()
+        if account is not None:
+            query = query.where(VppSyncRun.account_id == account_filter(host, account))
+        with host.db.session() as session:
+            page = keyset(session, query, [VppSyncRun.id], limit=limit, cursor=cursor, descending=True)
+            return {"items": run_rows(host, page.items), "next_cursor": page.next_cursor}
 
     @router.get("/runs/{run_id}")
     def api_run(request: Request, run_id: int) -> dict[str, Any]:
@@ -456,42 +441,41 @@ def api_router() -> APIRouter:
         return get_run(host_of(request), run_id)
 
     @router.get("/assets")
-    def api_assets(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = None) -> dict[str, Any]:
+    def api_assets(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Assets with their counts, as ``mdm vpp assets --json``."""
-        if account:
-            _account(host_of(request), account)
-        return list_page(list_assets(host_of(request), account), limit, cursor)
+        host = host_of(request)
+        query = views.assets_query(account_filter(host, account))
+        with host.db.session() as session:
+            page = keyset(session, query, views.ASSET_KEY, limit=limit, cursor=cursor)
+        return {"items": [views.asset_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/assets/{adam_id}/history")
-    def api_history(request: Request, adam_id: str, account: str, pricing: str = "STDQ") -> dict[str, Any]:
+    def api_history(request: Request, adam_id: str, account: str, pricing: str = "STDQ", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """The asset's counts at every sync that changed them, oldest first."""
         host = host_of(request)
         acc = _account(host, account)
         _asset(host, acc, adam_id, pricing)
-        return {"items": asset_history(host, acc.id or 0, adam_id, pricing), "next_cursor": None}
+        with host.db.session() as session:
+            page = keyset(session, views.asset_history_query(acc.id, adam_id, pricing), [VppAssetCount.id], limit=limit, cursor=cursor)
+        return {"items": [views.history_row(r) for (r,) in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/licenses")
     def api_licenses(request: Request, account: str | None = None, asset: str | None = None, device: str | None = None, user: str | None = None,
-                     limit: int = Limit, cursor: str | None = None) -> dict[str, Any]:
-        """Licenses (keyset-paged), as ``mdm vpp licenses --json``."""
+                     limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Licenses, as ``mdm vpp licenses --json``."""
         host = host_of(request)
-        if account:
-            _account(host, account)
-        key = decode_cursor(cursor).get("key") if cursor else None
-        if cursor and not isinstance(key, list):
-            raise WebError(400, "cursor is not valid: pass the next_cursor of the previous page unchanged")
-        rows, next_key = licenses_page(host, account=account, adam_id=asset, serial_number=device, client_user_id=user, limit=limit, after=key)
-        for row in rows:
-            row.pop("owner", None)
-            row.pop("email", None)
-        return {"items": rows, "next_cursor": encode_cursor({"key": next_key}) if next_key else None}
+        query = views.licenses_query(account_filter(host, account), asset, None, device, user)
+        with host.db.session() as session:
+            page = keyset(session, query, views.LICENSE_KEY, limit=limit, cursor=cursor)
+        return {"items": [views.license_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/users")
-    def api_users(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = None) -> dict[str, Any]:
+    def api_users(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """VPP users, as ``mdm vpp users --json``."""
-        if account:
-            _account(host_of(request), account)
-        return list_page(list_users(host_of(request), account), limit, cursor)
+        host = host_of(request)
+        with host.db.session() as session:
+            page = keyset(session, views.users_query(account_filter(host, account)), views.USER_KEY, limit=limit, cursor=cursor)
+        return {"items": [views.user_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     return router
 

@@ -7,6 +7,7 @@ import base64
 import html
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,12 @@ def test_sync_through_the_api_returns_202_with_a_run_id(school: Host, client: An
     run = _wait_run(client, response.json()["id"], headers)
     assert run["status"] == "ok" and run["counts"]["assets"]["added"] == 1 and run["trigger"] == "api"
     # someone waits for this sync: the new app's name is looked up with it, not at the next metadata job
+    from plugins.vpp.web import asset_label
+
     deadline = time.monotonic() + 30
-    while not (labels := school.pm.hook.mdm_vpp_asset_labels(host=school, adam_ids=[key[0]])[0]) and time.monotonic() < deadline:
+    while asset_label(school, key[0])[0] is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the lookup follows the run record, in the sync's event delivery
-    assert labels[key[0]]["name"] == simulator.state.assets[key].name
+    assert asset_label(school, key[0])[0] == simulator.state.assets[key].name
 
 
 def test_synchronize_while_a_sync_runs_says_already_running(school: Host, admin: Any, client: Any) -> None:
@@ -196,8 +199,8 @@ def test_license_tabs_page_through_every_license(school: Host, admin: Any, simul
         while url:
             page = admin.get(url).text
             seen += re.findall(r"<tr><td>([^<]+)</td><td>[^<]*</td><td>", page)
-            nxt = re.search(r'<a rel="next" href="\?([^"]+)">', page)
-            url = f"/vpp/accounts/school/assets/{adam}/{pricing}?{nxt.group(1).replace('&amp;', '&')}" if nxt else ""
+            nxt = re.search(r'<a rel="next" href="([^"]+)">', page)
+            url = html.unescape(nxt.group(1)) if nxt else ""
     finally:
         vpp_web.PAGE_SIZE = old
     assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
@@ -258,41 +261,81 @@ def test_api_uses_the_cli_field_names_and_pages(school: Host, client: Any, simul
     assert not any(p.startswith("/vpp") for p in doc["paths"])  # console pages are not API
 
 
+def _single_pricing(simulator: Any) -> list[Any]:
+    """The simulator's assets whose adamId has one pricing only."""
+    assets = list(simulator.state.assets.values())
+    return [a for a in assets if sum(1 for b in assets if b.adam_id == a.adam_id) == 1]
+
+
 def test_asset_names_and_icons_come_from_the_plugin_that_knows_them(school: Host, admin: Any, simulator: Any) -> None:
-    """The VPP pages ask ``mdm_vpp_asset_labels`` for names: mobile_apps answers from the
-    metadata it stored (looked up after the manual sync, never during the page), another
-    plugin may answer too, and one that fails leaves the names out without breaking the page."""
-    adam = next(a.adam_id for a in simulator.state.assets.values() if a.product_type == "App")
-    sim_asset = next(a for a in simulator.state.assets.values() if a.adam_id == adam)
-    (labels,) = school.pm.hook.mdm_vpp_asset_labels(host=school, adam_ids=[adam])
-    assert labels[adam]["name"] == sim_asset.name and labels[adam]["iconUrl"].startswith("https://")
-    page = admin.get("/vpp/accounts/school/assets").text
-    assert html.escape(sim_asset.name) in page and f"adamId {adam}" not in page
-    assert re.search(r'<img class="icon" src="https://[^"]+\.png" alt="">\s*</td>\s*<td><a href="/vpp/accounts/school/assets/' + adam, page)
+    """The VPP pages join the label source ``mdm_vpp_asset_labels`` gives: mobile_apps answers
+    with the metadata it stored (looked up after the manual sync, never while a page is drawn),
+    so names are searched and sorted in the database; a failing source leaves the names out
+    without breaking the page."""
+    from sqlalchemy import select
+
+    apps = [a for a in _single_pricing(simulator) if a.product_type == "App"]  # Apple names an adamId, not a pricing
+    source = school.pm.hook.mdm_vpp_asset_labels(host=school)
+    with school.db.session() as session:
+        stored = dict(session.execute(select(source.c.adam_id, source.c.name)).all())
+    assert {a.adam_id: a.name for a in apps}.items() <= stored.items()
+    page = admin.get("/vpp/accounts/school/assets?sort=name").text
+    shown = re.findall(r'class="asset-link">([^<]+)</a>', page)
+    assert [n for n in shown if not n.startswith("adamId ")] == sorted((n for n in shown if not n.startswith("adamId ")), key=str.lower)
+    one = apps[0]
+    assert re.search(r'<img class="icon" src="https://[^"]+\.png" alt="">\s*</td>\s*<td><a href="/vpp/accounts/school/assets/' + one.adam_id, page)
+    found = admin.get(f"/vpp/accounts/school/assets?q={one.name.split()[0].lower()}").text  # the name, in the database's search
+    assert html.escape(one.name) in found and found.count('class="asset-link"') < len(shown)
 
     from mdm_core import hookimpl
 
-    class Catalogue:  # a third-party plugin that names one asset mobile_apps does not know
-        @hookimpl
-        def mdm_vpp_asset_labels(self, host: Host, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
-            return {"999000111": {"name": "Named elsewhere", "iconUrl": None}} if "999000111" in adam_ids else {}
-
-    school.pm.register(Catalogue(), name="catalogue")
-    simulator.purchase("999000111", count=3)
-    from plugins.vpp.sync.run import sync_account
-
-    assert sync_account(school, "school", trigger="schedule")["status"] == "ok"  # a scheduled sync looks up no name
-    page = admin.get("/vpp/accounts/school/assets").text
-    assert "Named elsewhere" in page and html.escape(sim_asset.name) in page
-
-    class Broken:
-        @hookimpl
-        def mdm_vpp_asset_labels(self, host: Host, adam_ids: list[str]) -> dict[str, dict[str, Any]]:
+    class Broken:  # a source that fails: the pages fall back to adamIds
+        @hookimpl(tryfirst=True)
+        def mdm_vpp_asset_labels(self, host: Host) -> Any:
             raise RuntimeError("catalogue down")
 
     school.pm.register(Broken(), name="broken")
-    response = admin.get("/vpp/accounts/school/assets")
-    assert response.status_code == 200 and f"adamId {adam}" in response.text
+    response = admin.get("/vpp/accounts/school/assets?sort=name")
+    assert response.status_code == 200 and f"adamId {one.adam_id}" in response.text and html.escape(one.name) not in response.text
+
+
+def test_without_mobile_apps_another_plugin_can_name_the_assets(make_host: Any, simulator: Any, project_dir: Path) -> None:
+    """The label source is a hook: a plugin with its own catalogue of names answers it when
+    mobile_apps is disabled, and its selectable is joined like mobile_apps' one."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import literal, select, union_all
+
+    from mdm_core import hookimpl
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+    from plugins.vpp.testing import add_simulated_account
+
+    from .conftest import PASSWORD, WEB_CONFIG, sign_in
+
+    named = sorted(_single_pricing(simulator), key=lambda a: a.adam_id)[:2]
+
+    class Catalogue:
+        @hookimpl
+        def mdm_vpp_asset_labels(self, host: Host) -> Any:
+            rows = [select(literal(a.adam_id).label("adam_id"), literal(f"Catalogue {a.adam_id}").label("name"),
+                           literal(None).label("icon_url")) for a in named]
+            return union_all(*rows).subquery("catalogue")
+
+    host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
+    host.pm.register(Catalogue(), name="catalogue")
+    add_admin(host, "alice", PASSWORD)
+    add_simulated_account(host, simulator, project_dir)
+    from plugins.vpp.sync.run import sync_account
+
+    assert sync_account(host, "school")["status"] == "ok"
+    with TestClient(create_app(host)) as client:
+        assert sign_in(client).status_code == 303
+        page = client.get("/vpp/accounts/school/assets?sort=name").text
+        shown = re.findall(r'class="asset-link">([^<]+)</a>', page)
+        assert shown[:2] == [f"Catalogue {a.adam_id}" for a in named]  # named ones first, by name
+        assert all(n.startswith("adamId ") for n in shown[2:])
+        detail = client.get(f"/vpp/accounts/school/assets/{named[0].adam_id}/{named[0].pricing_param}").text
+        assert f"Catalogue {named[0].adam_id}" in detail
 
 
 def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: Any, simulator: Any, project_dir: Path) -> None:
@@ -312,26 +355,38 @@ def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: 
     host = make_host(config=WEB_CONFIG + "\n[web]\nbackground_workers = 1\n")
     add_admin(host, "alice", PASSWORD)
     add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
-    with Simulator(seed=12, assets=3, devices=4, users=3, async_delay=0) as other:
+    from plugins.vpp.sync import progress
+
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(sync: Any) -> None:  # the sync's thread waits here, after its first page of assets
+        if sync.account == "school" and sync.pages.get("assets") == 1 and not release.is_set():
+            reached.set()
+            release.wait(60)
+
+    with Simulator(seed=12, assets=3, devices=4, users=3, async_delay=0) as other, progress.listening(hold):
         add_account(host, "college", str(other.write_token(project_dir / "college.vpptoken")), service_url=other.base_url)
-        slow = simulator.faults.add("slow", endpoint="assets", after=1, count=1, seconds=4)  # the second page of assets takes a while
-        with TestClient(create_app(host)) as admin:
-            assert sign_in(admin).status_code == 303
-            page = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
-            assert "synchronization of school started" in page.text
-            run_url = str(page.url.path)
-            deadline = time.monotonic() + 30
-            while 'id="run-progress"' not in page.text and time.monotonic() < deadline:
+        try:
+            with TestClient(create_app(host)) as admin:
+                assert sign_in(admin).status_code == 303
+                page = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+                assert "synchronization of school started" in page.text
+                run_url = str(page.url.path)
+                assert reached.wait(60)
                 page = admin.get(run_url)
-            assert re.search(r'id="run-progress">assets: 1 page, 7 rows \(\d+ s\)', page.text), page.text
-            busy = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
-            assert busy.status_code == 503 and "already running 1 background task(s)" in busy.text
-            again = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
-            assert "a sync of school is already running (run " in html.unescape(again.text)
-            while 'id="run-status">running' in page.text and time.monotonic() < deadline + 30:
-                page = admin.get(run_url)
-            assert 'id="run-status">ok<' in page.text and slow.fired == 1
-            done = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
-            while done.status_code == 503 and time.monotonic() < deadline + 60:  # the worker still delivers the sync's events
+                assert re.search(r'id="run-progress">assets: 1 page, 7 rows \(\d+ s\)', page.text), page.text
+                busy = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
+                assert busy.status_code == 503 and "already running 1 background task(s)" in busy.text
+                again = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
+                assert "a sync of school is already running (run " in html.unescape(again.text)
+                release.set()
+                deadline = time.monotonic() + 60
+                while 'id="run-status">running' in page.text and time.monotonic() < deadline:
+                    page = admin.get(run_url)
+                assert 'id="run-status">ok<' in page.text
                 done = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
-            assert done.status_code == 200 and "synchronization of college started" in done.text
+                while done.status_code == 503 and time.monotonic() < deadline:  # the worker still delivers the sync's events
+                    done = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
+                assert done.status_code == 200 and "synchronization of college started" in done.text
+        finally:
+            release.set()  # never leave the sync waiting

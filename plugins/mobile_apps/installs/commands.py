@@ -92,11 +92,15 @@ def apple_reason(failure: dict[str, Any]) -> str:
     return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
 
 
+def installs_query(status: str | None = None) -> Any:
+    """Recorded installs (``Install`` rows), ``status`` only when given."""
+    query = select(Install)
+    return query.where(Install.status == status) if status else query
+
+
 def iter_installs(host: "Host", status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Recorded installs, newest first; streamed (constant memory)."""
-    query = select(Install).order_by(Install.id.desc())  # type: ignore[union-attr]
-    if status:
-        query = query.where(Install.status == status)
+    query = installs_query(status).order_by(Install.id.desc())  # type: ignore[union-attr]
     return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
@@ -263,40 +263,44 @@ def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages
     }
 
 
-def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *, before: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """The latest sync runs, newest first (older than run ``before`` when given, for paging;
-    ``offset`` skips the newest ones); a run whose holder is gone shows ``interrupted``."""
-    query = _runs_query().order_by(VppSyncRun.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *, offset: int = 0) -> list[dict[str, Any]]:
+    """The latest sync runs, newest first (``offset`` skips the newest ones); a run whose holder
+    is gone shows ``interrupted``."""
+    query = runs_query().order_by(VppSyncRun.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
     if name:
         query = query.where(VppAccount.name == name)
-    if before is not None:
-        query = query.where(VppSyncRun.id < before)
-    return _run_rows(host, query)
+    with host.db.session() as session:
+        return run_rows(host, session.execute(query).all())
 
 
 def get_run(host: "Host", run_id: int) -> dict[str, Any] | None:
     """One sync run (as ``recent_runs`` shows it), or None."""
-    rows = _run_rows(host, _runs_query().where(VppSyncRun.id == run_id))
+    with host.db.session() as session:
+        rows = run_rows(host, session.execute(runs_query().where(VppSyncRun.id == run_id)).all())
     return rows[0] if rows else None
 
 
 def latest_runs(host: "Host") -> dict[str, dict[str, Any]]:
     """The latest sync run of each account, by account name."""
     latest = select(func.max(VppSyncRun.id)).group_by(VppSyncRun.account_id)
-    return {row["account"]: row for row in _run_rows(host, _runs_query().where(VppSyncRun.id.in_(latest)))}  # type: ignore[union-attr]
+    with host.db.session() as session:
+        rows = run_rows(host, session.execute(runs_query().where(VppSyncRun.id.in_(latest))).all())  # type: ignore[union-attr]
+    return {row["account"]: row for row in rows}
 
 
-def _runs_query() -> Any:
+def runs_query() -> Any:
+    """Rows ``(VppSyncRun, account name)`` for :func:`run_rows`."""
     return select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id)
 
 
-def _run_rows(host: "Host", query: Any) -> list[dict[str, Any]]:
-    with host.db.session() as session:
-        rows = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in session.execute(query).all()]
-    for row in rows:
+def run_rows(host: "Host", rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Sync runs as plain values (``mdm vpp runs --json``); a run still ``running`` whose holder
+    is gone shows ``interrupted``."""
+    found = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in rows]
+    for row in found:
         if row["status"] == "running" and (row["holder"] is None or holder_is_dead(host.db, row["holder"])):
             row["status"], row["error"] = "interrupted", "the process stopped during this sync"
-    return rows
+    return found
 
 
 def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:

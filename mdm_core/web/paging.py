@@ -1,0 +1,120 @@
+"""Server-side paging for the console and the REST API, done by the database.
+
+- REST lists use keyset cursors (``limit`` plus ``cursor``): the next page starts just after
+  the sort key of the last row sent, so every page costs the same, the 3,000th as the first,
+  and rows added meanwhile never shift a page. The key is a tuple of columns, all in one
+  direction, ending with a unique one (the primary key); its columns must be NOT NULL.
+- Console tables use numbered pages (an admin jumps to page N, sees how many there are):
+  ``LIMIT``/``OFFSET`` on an indexed order, with the total from ``COUNT(*)``. Lists that can
+  hold hundreds of thousands of rows (licenses, events) use the keyset instead ("Next").
+
+Nothing here loads a whole list: at most ``limit`` + 1 rows are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Generic, Sequence, TypeVar
+
+from fastapi import Query
+from sqlalchemy import func, or_, select, tuple_
+
+from .helpers import WebError
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+PAGE_SIZE = 50  # rows of a console table
+
+#: The ``limit`` parameter of every REST list.
+Limit: Any = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"rows per page, 1 to {MAX_LIMIT}")
+#: The ``cursor`` parameter of every REST list: the ``next_cursor`` of the previous page.
+Cursor: Any = Query(None, description="the next_cursor of the previous page; none for the first page")
+
+_BAD_CURSOR = "cursor is not valid: pass the next_cursor of the previous page unchanged"
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    """An opaque cursor."""
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any]:
+    """The values of a cursor from ``encode_cursor``; a bad one is a 400."""
+    if not cursor:
+        return {}
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise WebError(400, _BAD_CURSOR) from None
+    if not isinstance(value, dict):
+        raise WebError(400, _BAD_CURSOR)
+    return value
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page: its rows and the cursor of the next one (None on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """What a REST list answers: ``{"items": [...], "next_cursor": ...}``."""
+        return {"items": self.items, "next_cursor": self.next_cursor}
+
+
+def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: str | None, descending: bool = False) -> Page[Any]:
+    """One page of ``query`` in the order of the ``key`` columns, starting after ``cursor``.
+
+    Returns the result rows (without the key columns) and the next cursor. The key columns
+    must be NOT NULL and end with a unique one.
+    """
+    after = decode_cursor(cursor).get("after") if cursor else None
+    if cursor is not None and (not isinstance(after, list) or len(after) != len(key)
+                               or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in after)):
+        raise WebError(400, _BAD_CURSOR)
+    if after is not None:
+        bound = tuple_(*key) < tuple_(*after) if descending else tuple_(*key) > tuple_(*after)
+        query = query.where(bound)
+    width = len(key)
+    query = query.add_columns(*(column.label(f"page_key_{i}") for i, column in enumerate(key)))
+    query = query.order_by(None).order_by(*(column.desc() if descending else column.asc() for column in key)).limit(limit + 1)
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor({"after": list(rows[-1][-width:])}) if more and rows else None
+    return Page([tuple(row[:-width]) for row in rows], next_cursor)
+
+
+@dataclass(frozen=True)
+class Numbered(Generic[T]):
+    """One numbered page of a console table: its rows, its number, how many pages and rows."""
+
+    items: list[T]
+    page: int
+    pages: int
+    total: int
+
+
+def numbered(session: Any, query: Any, order: Sequence[Any], *, page: int, size: int = PAGE_SIZE) -> Numbered[Any]:
+    """Page ``page`` (from 1; past the last, the last) of ``query`` in ``order`` (which must end
+    with a unique column, so that no row shows on two pages)."""
+    total = int(session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one())
+    pages = max(1, -(-total // size))
+    page = min(max(page, 1), pages)
+    rows = session.execute(query.order_by(None).order_by(*order).offset((page - 1) * size).limit(size)).all()
+    return Numbered([tuple(row) for row in rows], page, pages, total)
+
+
+def search(query: Any, text: str, columns: Sequence[Any]) -> Any:
+    """``query`` narrowed to rows where one of ``columns`` contains ``text`` (any case; ``%``
+    and ``_`` are taken literally). An empty ``text`` changes nothing."""
+    needle = text.strip().lower()
+    if not needle:
+        return query
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return query.where(or_(*(func.lower(column).like(pattern, escape="\\") for column in columns)))
