@@ -142,7 +142,8 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
     authentication, e.g. Apple's notification endpoint). Every route but the public ones goes
     through the one access check: signed-in admin or bearer token, and the ``admin`` role for
     anything but GET. Route code uses ``mdm_core.web.helpers`` (``render``, ``WebError``,
-    ``redirect``, paging). ``host``, the host.
+    ``redirect``, ``run_in_background``) and ``mdm_core.web.paging`` (``keyset`` for REST lists,
+    ``numbered`` for console tables, ``search``). ``host``, the host.
     Returns: nothing.
     Errors: fail fast; the host names the plugin and the console does not start.
     """

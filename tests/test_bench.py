@@ -39,3 +39,12 @@ def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
     assert all(cell.startswith("yes/yes/yes PASS") for cell in exact[1:]), exact
     ratio = next(cells for name, cells in rows.items() if name == "full sync / floor")
     assert ratio[1].endswith(("PASS", "MISS")) and ratio[2].endswith("(reference)")
+
+
+@pytest.mark.slow  # a tenth of the district in a subprocess
+def test_quick_web_benchmark_prints_every_figure() -> None:
+    """`bench/web_bench.py --quick` keeps working: every console page and REST list it times answers."""
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "web_bench.py"), "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for figure in ("assets, last page by total:", "VPP users, last page:", "asset, next device page:", "licenses (", "VPP users (", "peak RSS"):
+        assert figure in run.stdout, f"missing figure {figure!r}"

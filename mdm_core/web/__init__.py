@@ -3,7 +3,7 @@
 ``mdm run`` serves it beside the scheduler (``[web] listen``, ``--listen``, ``--no-web``).
 Plugins add their API routes, console pages and navigation entries through the
 ``mdm_register_web`` hook (see ``mdm_core.web.registry``); their route code uses
-``mdm_core.web.helpers``. This module stays light: FastAPI is imported only when the
+``mdm_core.web.helpers`` and ``mdm_core.web.paging``. This module stays light: FastAPI is imported only when the
 application is built.
 """
 

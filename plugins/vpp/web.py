@@ -362,9 +362,11 @@ def page_router() -> APIRouter:
     def users(request: Request, name: str, q: str = "", page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         account = _account(host, name)
-        query = search(views.users_query(account.id), q, [VppUser.client_user_id, VppUser.email, VppUser.status])
+        columns = [VppUser.client_user_id, VppUser.email, VppUser.status]
+        query = search(views.users_query(account.id), q, columns)
+        count = search(select(VppUser.client_user_id).where(VppUser.account_id == account.id), q, columns)
         with host.db.session() as session:
-            found = numbered(session, query, [VppUser.client_user_id], page=page)
+            found = numbered(session, query, [VppUser.client_user_id], page=page, count=count)
         return render(request, "vpp/users.html", {"account": describe_account(account), "rows": [views.user_row(*r) for r in found.items],
                                                  "found": found, "q": q})
 

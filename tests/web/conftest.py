@@ -3,6 +3,12 @@ FastAPI TestClients that sign in through the real sign-in form."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -103,3 +109,60 @@ def token_for(host: Host, role: str) -> dict[str, str]:
     from mdm_core.web.access import create_token
 
     return {"Authorization": "Bearer " + create_token(host, f"t-{role}", role)["token"]}
+
+
+# ---------------------------------------------------------------------- real `mdm run` processes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """An empty database shared by the processes of a test: an SQLite file, or PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return str(request.getfixturevalue("pg_url"))
+
+
+class MdmRun:
+    """A real ``mdm run`` (``python -m mdm_core.cli``) in its own process, started and ready:
+    ``url`` is its console (None with ``--no-web``), ``lines`` what it printed on stderr."""
+
+    def __init__(self, folder: Path, env: dict[str, str], *args: str, ready: str = "web console at", timeout: float = 60):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen([sys.executable, "-m", "mdm_core.cli", *args], env={**os.environ, **env}, cwd=folder,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url: str | None = None
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + timeout
+        for line in self.process.stderr:  # until it says it is ready (or ends)
+            self.lines.append(line.rstrip("\n"))
+            match = re.search(r"web console at (http://\S+)", line)
+            if match:
+                self.url = match.group(1).rstrip("/")
+            if ready in line or time.monotonic() > deadline:
+                break
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)  # never let its log fill the pipe
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; its exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(60)
+        self._drain.join(10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return code
+
+
+def run_env(database_url: str, config: Path) -> dict[str, str]:
+    """The environment of the test's ``mdm`` processes: one database, one key, one configuration."""
+    return {"MDM_DATABASE_URL": database_url, "MDM_SECRET_KEY": "processes-test-key", "MDM_CONFIG": str(config)}

@@ -9,18 +9,17 @@ Set ``MDM_UPDATE_SCREENSHOTS=1`` to refresh ``docs/img/asset-page.png`` from thi
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from mdm_core import inventory
+
+from .artwork import ArtworkServer
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,8 +36,16 @@ WAIT = 30
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module, with a fresh profile."""
+def artwork() -> Iterator[ArtworkServer]:
+    """Apple's artwork host, served on loopback (see ``artwork.py``)."""
+    with ArtworkServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(artwork: ArtworkServer) -> Iterator[Any]:
+    """One headless Chromium for the module, with a fresh profile; Apple's artwork host is
+    resolved to the loopback stand-in, whose throw-away certificate it accepts."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -46,7 +53,8 @@ def browser() -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1000"):
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1000",
+                 artwork.resolver_rule, "--ignore-certificate-errors"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
@@ -64,11 +72,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     from mdm_core.web.access import add_admin
     from plugins.vpp.simulator import Simulator
 
+    from .conftest import MdmRun, run_env
+
     folder = tmp_path_factory.mktemp("console")
     (folder / "conf").mkdir()
     conf = folder / "conf" / "mdm.toml"
     conf.write_text("[vpp]\nmax_attempts = 1\nmax_total_wait = 1.0\n\n[mobile_apps]\ninstall_wait = 10.0\n")
-    env = {**os.environ, "MDM_DATABASE_URL": f"sqlite:///{folder / 'mdm.sqlite3'}", "MDM_SECRET_KEY": "browser-test-key", "MDM_CONFIG": str(conf)}
+    env = run_env(f"sqlite:///{folder / 'mdm.sqlite3'}", conf)
     with Simulator(seed=5, assets=8, devices=12, users=8, page_size=50, async_delay=0) as sim:
         host = create_host(conf, environ=env, database_url=env["MDM_DATABASE_URL"])
         try:
@@ -79,25 +89,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         finally:
             host.close()
         token = sim.write_token(folder / "school.vpptoken")
-        process = subprocess.Popen([sys.executable, "-m", "mdm_core.cli", "run", "--listen", "127.0.0.1:0"], env=env, cwd=folder,
-                                   stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        process = MdmRun(folder, env, "run", "--listen", "127.0.0.1:0")
         try:
-            url = None
-            assert process.stderr is not None
-            for line in process.stderr:  # the first line names the free port it took
-                match = re.search(r"web console at (http://\S+)", line)
-                if match:
-                    url = match.group(1).rstrip("/")
-                    break
-            assert url, "mdm run did not start its web console"
-            drain = threading.Thread(target=process.stderr.read, daemon=True)  # never let its log fill the pipe
-            drain.start()
-            yield {"url": url, "sim": sim, "token": token, "serials": serials}
+            assert process.url, f"mdm run did not start its web console: {process.lines}"
+            yield {"url": process.url, "sim": sim, "token": token, "serials": serials}
         finally:
-            process.terminate()
-            assert process.wait(30) == 0  # SIGTERM stops the scheduler and the web server cleanly
-            if process.stderr is not None:
-                process.stderr.close()
+            assert process.stop() == 0  # SIGTERM stops the scheduler and the web server cleanly
 
 
 def _wait_text(driver: Any, css: str, text: str) -> Any:
@@ -119,7 +116,7 @@ def _wait(driver: Any, css: str) -> Any:
 
 def test_the_seed_path_in_a_browser(browser: Any, console: dict[str, Any]) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, sim = console["url"], console["sim"]
     # anonymous: sent to sign in
@@ -145,26 +142,49 @@ def test_the_seed_path_in_a_browser(browser: Any, console: dict[str, Any]) -> No
     _wait_text(browser, ".flash", "account school added")
     assert "expires in" in browser.find_element(By.ID, "token-state-school").text
 
+    # an asset with user and device licenses, of an adamId with one pricing (Apple names an adamId)
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for adam, pricing, kind, _ in sim.snapshot()["assignments"]:
+        kinds.setdefault((adam, pricing), set()).add(kind)
+    pricings = [key[0] for key in sim.state.assets]
+    adam, pricing = next(k for k, v in sorted(kinds.items()) if len(v) == 2 and pricings.count(k[0]) == 1)
+    name = sim.state.assets[(adam, pricing)].name
+
     # Synchronize: the run page follows the sync to its report
     browser.find_element(By.ID, "sync-school").click()
     _wait_text(browser, "#run-status", "ok")
+    # a device license given back in Apple's portal, then Synchronize again: the asset's chart
+    # gets its second point
+    holder = next(a[3] for a in sim.snapshot()["assignments"] if (a[0], a[1]) == (adam, pricing) and a[2] == "serialNumber")
+    assert sim.remove_in_portal(adam, pricing, serial_number=holder)
+    browser.find_element(By.LINK_TEXT, "Apple Volume Purchase Program").click()
+    browser.find_element(By.ID, "sync-school").click()
+    _wait_text(browser, "#run-status", "ok")
+    assert "incremental" in browser.find_element(By.ID, "run").text
     browser.find_element(By.ID, "open-assets").click()
     _wait(browser, "#assets")
     links = browser.find_elements(By.CSS_SELECTOR, "a.asset-link")
     assert len(links) == len(sim.state.assets)
 
-    # an asset with user and device licenses
+    # the asset, named and drawn as the App Store does: Synchronize looked its metadata up (the
+    # simulator serves Apple's lookup; the icon comes from the stand-in of Apple's artwork host)
     snap = sim.snapshot()
-    kinds: dict[tuple[str, str], set[str]] = {}
-    for adam, pricing, kind, _ in snap["assignments"]:
-        kinds.setdefault((adam, pricing), set()).add(kind)
-    adam, pricing = next(k for k, v in sorted(kinds.items()) if len(v) == 2)
+    deadline = time.monotonic() + WAIT
+    while name not in browser.find_element(By.ID, "assets").text and time.monotonic() < deadline:
+        browser.refresh()  # the names arrive with the sync's events, just after its report
+        _wait(browser, "#assets")
+    assert name in browser.find_element(By.ID, "assets").text
     browser.find_element(By.CSS_SELECTOR, f'a.asset-link[href$="/assets/{adam}/{pricing}"]').click()
     _wait(browser, "#user-licenses")
+    assert browser.find_element(By.ID, "asset-title").text == name
+    icon = browser.find_element(By.CSS_SELECTOR, "#asset-title img.icon")
+    assert icon.get_attribute("src").startswith("https://is1-ssl.mzstatic.com/")
+    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", icon) == 64)
     users = {a[3] for a in snap["assignments"] if (a[0], a[1]) == (adam, pricing) and a[2] == "clientUserId"}
     shown = {row.find_elements(By.TAG_NAME, "td")[0].text for row in browser.find_elements(By.CSS_SELECTOR, "#user-licenses tbody tr")}
     assert shown == users
     assert browser.find_element(By.ID, "chart").is_displayed()
+    assert "2 recorded changes" in browser.find_element(By.TAG_NAME, "main").text
     shot = browser.get_screenshot_as_png()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("MDM_UPDATE_SCREENSHOTS") == "1":

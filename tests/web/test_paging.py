@@ -1,0 +1,132 @@
+"""Every list of the REST API and the console is paged by the database: walking the pages of a
+list, a few rows at a time, gives each row exactly once and in the order of one big page; a
+cursor that was not given by the server is refused in one line; console tables count and
+number their pages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from mdm_core import inventory
+from mdm_core.host import Host
+
+from .conftest import token_for
+
+
+@pytest.fixture
+def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
+    """``school`` with enrolled devices and users, a second sync, an install, a failed delivery
+    and a second account."""
+    from mdm_core import hookimpl
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.testing import add_simulated_account
+    from plugins.mobile_apps.catalog import list_apps
+    from plugins.mobile_apps.installs.request import install
+    from plugins.vpp.sync.run import sync_account
+
+    serials = simulator.state.device_serials()
+    inventory.add_devices(school, [inventory.DeviceRow(s, "iOS", None, "iPhone15,2", None) for s in serials])
+    inventory.add_users(school, [inventory.UserRow(u["clientUserId"], u.get("email"), None, None) for u in simulator.state.user_records()])
+
+    class Grumpy:  # a subscriber that refuses device enrolments: failed deliveries to list
+        @hookimpl
+        def mdm_device_enrolled(self, host: Host, event: Any) -> None:
+            raise RuntimeError("no")
+
+    school.pm.register(Grumpy(), name="grumpy")
+    inventory.add_devices(school, [inventory.DeviceRow(f"PAGING{i:06d}", "iOS", None, None, None) for i in range(5)])
+    school.deliver_events()
+    school.pm.unregister(name="grumpy")
+    adam, pricing = next(k for k, a in simulator.state.assets.items() if a.product_type == "App" and a.device_assignable and "iOS" in a.platforms)
+    simulator.remove_in_portal(adam, pricing, serial_number=next(a[3] for a in simulator.snapshot()["assignments"]
+                                                                 if (a[0], a[1]) == (adam, pricing) and a[2] == "serialNumber"))
+    assert sync_account(school, "school")["status"] == "ok"
+    app = next(a for a in list_apps(school) if (a["adamId"], a["pricingParam"], a["platform"]) == (adam, pricing, "iOS"))
+    install(school, str(app["id"]), serials=["PAGING000001", "PAGING000002"])
+    with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
+        add_simulated_account(school, other, project_dir, "college")
+    return school
+
+
+#: Every REST list, with the query that selects a non-trivial list and how a row is identified.
+LISTS = {
+    "/api/v1/devices": lambda r: r["serial_number"],
+    "/api/v1/users": lambda r: r["id"],
+    "/api/v1/events": lambda r: r["id"],
+    "/api/v1/events/failures": lambda r: r["id"],
+    "/api/v1/vpp/accounts": lambda r: r["name"],
+    "/api/v1/vpp/runs?account=school": lambda r: r["id"],
+    "/api/v1/vpp/assets?account=school": lambda r: (r["adamId"], r["pricingParam"]),
+    "/api/v1/vpp/licenses?account=school": lambda r: (r["adamId"], r["pricingParam"], r.get("serialNumber"), r.get("clientUserId")),
+    "/api/v1/vpp/users?account=school": lambda r: r["clientUserId"],
+    "/api/v1/apps": lambda r: r["id"],
+    "/api/v1/apps/installs": lambda r: r["id"],
+}
+
+
+def _get(client: Any, path: str, headers: dict[str, str], **params: Any) -> Any:
+    base, _, query = path.partition("?")
+    return client.get(base, params={**dict(parse_qsl(query)), **params}, headers=headers)
+
+
+def _walk(client: Any, path: str, headers: dict[str, str], limit: int) -> list[Any]:
+    rows, cursor = [], None
+    while True:
+        response = _get(client, path, headers, limit=limit, **({"cursor": cursor} if cursor else {}))
+        assert response.status_code == 200, (path, response.text)
+        body = response.json()
+        assert set(body) == {"items", "next_cursor"}, path
+        assert len(body["items"]) <= limit
+        rows += body["items"]
+        cursor = body["next_cursor"]
+        if not cursor:
+            return rows
+
+
+def test_every_rest_list_is_paged_by_the_database(busy: Host, client: Any) -> None:
+    headers = token_for(busy, "viewer")
+    routes = {r.path for r in client.app.state.route_table if r.kind == "api" and "GET" in r.methods}
+    listed = {path.split("?")[0] for path in LISTS}
+    paged = {path for path in routes if "{" not in path and path not in ("/api/v1/me", "/api/v1/openapi.json")}
+    assert paged == listed, "a REST list without a paging test"
+    for path, key in LISTS.items():
+        whole = _get(client, path, headers, limit=1000).json()
+        assert whole["next_cursor"] is None and len(whole["items"]) >= 2, path
+        walked = _walk(client, path, headers, 2)
+        assert [key(r) for r in walked] == [key(r) for r in whole["items"]], path  # each row once, in the same order
+        assert len({repr(key(r)) for r in walked}) == len(walked), path
+
+
+def test_an_asset_history_is_paged_too(busy: Host, client: Any, simulator: Any) -> None:
+    headers = token_for(busy, "viewer")
+    adam, pricing = next(k for k, a in simulator.state.assets.items() if a.product_type == "App" and a.device_assignable and "iOS" in a.platforms)
+    path = f"/api/v1/vpp/assets/{adam}/history?account=school&pricing={pricing}"
+    walked = _walk(client, path, headers, 1)
+    assert len(walked) == 2 and walked[1]["assignedCount"] == walked[0]["assignedCount"] - 1  # oldest first
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "eyJhZnRlciI6IDF9", "eyJhZnRlciI6W3RydWVdfQ", "W10"])
+def test_a_cursor_the_server_did_not_give_is_refused(busy: Host, client: Any, cursor: str) -> None:
+    response = client.get("/api/v1/vpp/licenses", params={"account": "school", "cursor": cursor}, headers=token_for(busy, "viewer"))
+    assert response.status_code == 400
+    assert response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
+
+
+def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mdm_core.web.paging as paging
+
+    monkeypatch.setitem(paging.numbered.__kwdefaults__, "size", 3)  # three rows a page
+    for path, cell in (("/devices", r"<tr><td>([A-Z0-9]+)</td>"), ("/vpp/accounts/school/users", r"<tr><td>(user-\d+)</td>")):
+        first = admin.get(path).text
+        total, pages = map(int, re.search(r"(\d+) \w+(?: \w+)? · page 1 of (\d+)", first).groups())  # type: ignore[union-attr]
+        assert pages == -(-total // 3)
+        seen = []
+        for page in range(1, pages + 1):
+            seen += re.findall(cell, admin.get(f"{path}?page={page}").text)
+        assert len(seen) == total == len(set(seen))
+        assert seen == sorted(seen)
