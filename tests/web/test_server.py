@@ -22,6 +22,8 @@ from mdm_core.host import Host, create_host
 
 from .conftest import PASSWORD, MdmRun, run_env
 
+pytestmark = pytest.mark.slow  # real mdm processes, seconds each
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
