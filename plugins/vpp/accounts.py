@@ -36,11 +36,18 @@ from .sync.events import record_chunks
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+    from mdm_core.locks import DbLock
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 log = logging.getLogger(__name__)
 _GATES: "weakref.WeakKeyDictionary[Host, dict[tuple[str, str], TokenGate]]" = weakref.WeakKeyDictionary()
 _GATES_LOCK = threading.Lock()
+
+
+def account_lock(host: "Host", account_id: int | None) -> "DbLock":
+    """The account's lock: one writer of its mirror at a time, across processes (a sync,
+    notifications being acted on, the account's removal)."""
+    return host.lock(f"vpp.sync.{account_id}", ttl=settings(host).lock_ttl)
 
 
 def settings(host: "Host") -> VppSettings:
@@ -377,7 +384,7 @@ def remove_account(host: "Host", name: str) -> None:
 
     with host.db.session() as session:
         account_id = get_account(session, name).id
-    lock = host.lock(f"vpp.sync.{account_id}", ttl=settings(host).lock_ttl)
+    lock = account_lock(host, account_id)
     try:
         lock.acquire(wait=settings(host).lock_wait)
     except LockBusy:

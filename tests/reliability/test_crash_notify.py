@@ -63,4 +63,4 @@ def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next
     notifications_job(host)  # and it is not acted on twice
     assert len(recorder.named("vpp_assets_added")) == 1
     assert_mirror_equals_apple(host, small_sim)
-    count_figure("crash_points")
+    count_figure("notification_crashes")

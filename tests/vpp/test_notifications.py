@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from mdm_core.errors import MdmError
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
+from plugins.vpp.accounts import account_lock
 from plugins.vpp.notifications.act import MAX_ATTEMPTS, process_pending
 from plugins.vpp.notifications.inbox import receive
 from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
@@ -287,7 +288,7 @@ def test_a_repeated_notification_is_acted_on_once(notified: Host, simulator: Any
 def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
     from plugins.vpp.sync.run import sync_account
 
-    lock = notified.lock(f"vpp.sync.{account_row(notified).id}")
+    lock = account_lock(notified, account_row(notified).id)
     lock.acquire()  # like a sync holding the account: nothing is acted on
     try:
         simulator.purchase(count=2)
@@ -355,7 +356,7 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     from plugins.vpp.models import VppNotification
     from plugins.vpp.notifications.act import notifications_job
 
-    lock = notified.lock(f"vpp.sync.{account_row(notified).id}")
+    lock = account_lock(notified, account_row(notified).id)
     lock.acquire()
     key = simulator.purchase(count=1)
     assert simulator.wait_notifications(5)

@@ -36,6 +36,14 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
     assert re.search(r"expires in \d+ days", page)
     assert "UTC" in page and "ok (full)" in page  # last sync, with its time zone
     assert 'name="interval_seconds"' in page and 'value="3600"' in page
+    assert re.search(r'id="notifications-school">off: changes at Apple are found by the scheduled sync<', page)
+    from sqlalchemy import update
+
+    from mdm_core.models import utcnow
+    from plugins.vpp.models import VppAccount
+
+    school.db.run_write(lambda s: s.execute(update(VppAccount).values(notifications="on", last_notification_at=utcnow())))
+    assert re.search(r'id="notifications-school">on — last received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', admin.get("/vpp").text)
 
 
 def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, project_dir: Path) -> None:

@@ -40,7 +40,7 @@ from mdm_core.errors import MdmError, describe
 from mdm_core.locks import LockLost
 from mdm_core.models import MdmUser, utcnow
 
-from ..accounts import client_for, settings
+from ..accounts import account_lock, client_for, settings
 from ..apple.errors import VppError
 from ..apple.protocol import apple_user, page_assignments, page_users
 from ..models import VppAccount, VppAsset, VppLicense, VppNotification, VppSyncRun, VppUser
@@ -88,7 +88,7 @@ def _waiting_accounts(host: "Host", account_id: int | None) -> list[int]:
 
 
 def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> None:
-    lock = host.lock(f"vpp.sync.{account_id}", ttl=settings(host).lock_ttl)
+    lock = account_lock(host, account_id)
     if not lock.try_acquire():
         totals["busy"] += 1
         return

@@ -29,7 +29,7 @@ from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
 from mdm_core.models import utcnow
 
 from .. import token_state
-from ..accounts import client_for, get_account, settings
+from ..accounts import account_lock, client_for, get_account, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
 from ..apple.protocol import parse_apple_date
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
@@ -85,7 +85,7 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
     if trigger == "schedule" and account.paused:
         report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
         return report
-    lock = host.lock(f"vpp.sync.{account.id}", ttl=s.lock_ttl)
+    lock = account_lock(host, account.id)
     try:
         lock.acquire(wait=s.lock_wait if wait is None else wait)
     except LockBusy as exc:
