@@ -161,6 +161,7 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     assert "alerts: applied 0001 (alerts tables" in out
     assert "web: applied 0001 (admins, API tokens and failed sign-ins)" in out
     assert "vpp: applied 0003 (asset count history)" in out
+    assert "vpp: applied 0004 (notifications)" in out
     assert "created" not in out + err
     code, out, _ = mdm("db", "status", "--json")
     assert {r["plugin"]: (r["current"], r["state"]) for r in json.loads(out)} == {h: (heads[h], "current") for h in (*RELEASE_HISTORIES, "alerts", "web")}
@@ -193,6 +194,7 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     code, out, err = mdm("vpp", "account", "list", "--json")
     (account,) = json.loads(out)
     assert account["name"] == "demo" and account["last_sync_at"].endswith("+00:00")  # 0.1.0's naive UTC reads back aware
+    assert (account["notifications"], account["last_notification_at"]) == ("off", None)  # vpp 0004: polling, as before
     assert datetime.fromisoformat(account["last_sync_at"]) == datetime.fromisoformat(rows["vpp_account"][0]["last_sync_at"]).replace(tzinfo=timezone.utc)
     code, out, err = mdm("apps", "list", "--json")
     assert code == 0 and len(json.loads(out)) == len(rows["mobile_apps_app"])
