@@ -80,11 +80,12 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 @hookimpl
 def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]]:
-    """The accounts in ``mdm status``: token state, interval, last sync."""
+    """The accounts in ``mdm status``: token state, interval, last sync, Apple's notifications."""
     from plugins.vpp.accounts import list_accounts
 
     return {"accounts": [{"name": a["name"], "location": a["locationName"], "token": a["token_state"], "interval_seconds": a["interval_seconds"],
-                          "last_sync_at": a["last_sync_at"], "last_sync_result": a["last_sync_result"]} for a in list_accounts(host)]}
+                          "last_sync_at": a["last_sync_at"], "last_sync_result": a["last_sync_result"],
+                          "notifications": a["notifications"], "last_notification_at": a["last_notification_at"]} for a in list_accounts(host)]}
 
 
 @hookimpl

@@ -36,6 +36,7 @@ def test_status_lists_disabled_plugins_accounts_and_jobs(vpp_host, project_dir, 
     assert {"name": "demo", "state": "disabled"}.items() <= next(p for p in status["plugins"] if p["name"] == "demo").items()
     [account] = status["sections"]["accounts"]
     assert account["name"] == "school" and account["token"] == "valid" and account["interval_seconds"] == 3600
+    assert (account["notifications"], account["last_notification_at"]) == ("off", None)
     assert "vpp.sync.school" in {j["name"] for j in status["jobs"]}
     assert main(["--config", str(conf), "status"]) == 0
     out = capsys.readouterr().out
