@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError
@@ -23,7 +22,8 @@ from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .payloads import AppMetadata, LicenseResult, UserResult
-from .sync.events import license_payload
+from .sync.apply import insert_ignoring_duplicates
+from .sync.events import known_ids, license_payload, record_chunks
 from .views import user_invitation_url
 
 if TYPE_CHECKING:
@@ -55,6 +55,18 @@ TRANSIENT_EVENT_ERRORS = {9603}
 EVENT_ROUNDS = 3
 #: polling an event: first after 0.25 s, then twice as long each time, at most this
 MAX_POLL_INTERVAL = 5.0
+#: the same while Apple's notifications tell when the event ended (polling is the fallback)
+MAX_POLL_INTERVAL_NOTIFIED = 30.0
+
+Notified = Callable[[str, float], None]
+
+
+def event_waiter(host: "Host", acc: VppAccount) -> Notified | None:
+    """What :func:`follow` waits on between two status requests: Apple's notifications about
+    the event, recorded by ``mdm run`` (in any process), when the account has them on."""
+    from .notifications.inbox import waiter
+
+    return waiter(host, acc.id) if acc.notifications == "on" and acc.id is not None else None
 
 
 def manage_licenses(
@@ -93,16 +105,16 @@ def manage_licenses(
         def holds(kind: str, targets: list[str]) -> set[str]:
             return _holders(client, adam_id, pricing_param, kind, targets)
 
-        result = follow_rounds(client, submit, serials, users, wait, confirm=holds, present=associate)
+        result = follow_rounds(client, submit, serials, users, wait, confirm=holds, present=associate, notified=event_waiter(host, acc))
     if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
-        host.db.run_write(lambda s: _apply(host, s, acc, asset, result, associate))
+        host.db.run_write(lambda s: apply_licenses(host, s, acc, asset, result, associate))
         host.deliver_events()
     return result
 
 
 def follow_rounds(
     client: AppsBooksClient, submit: Callable[[list[str], list[str]], list[str]], serials: list[str], users: list[str],
-    wait: float, *, confirm: Callable[[str, list[str]], set[str]] | None, present: bool,
+    wait: float, *, confirm: Callable[[str, list[str]], set[str]] | None, present: bool, notified: Notified | None = None,
 ) -> LicenseResult:
     """Submit, follow the events, re-send what failed transiently (with back-off), confirm the
     rest; returns ``event_ids``, ``status``, ``succeeded``, ``failed`` and ``pending``."""
@@ -114,7 +126,7 @@ def follow_rounds(
     for round_index in range(EVENT_ROUNDS):
         ids = submit(todo_serials, todo_users)
         event_ids += ids
-        statuses = follow(client, ids, wait)
+        statuses = follow(client, ids, wait, notified)
         outcome = _outcome(statuses, todo_serials, todo_users)
         failed += outcome["failed"]
         unconfirmed = outcome["unconfirmed"]
@@ -148,41 +160,19 @@ def follow_rounds(
     return result
 
 
-_WAITERS: dict[str, "threading.Event"] = {}
-_PUSHED: dict[str, dict[str, Any]] = {}
-_PUSH_LOCK = threading.Lock()
-
-
-def event_status_arrived(event_id: str, status: dict[str, Any]) -> None:
-    """A final event status learnt another way than polling (an ``ASSET_MANAGEMENT`` or
-    ``USER_MANAGEMENT`` notification): a request following that event returns at once."""
-    with _PUSH_LOCK:
-        _PUSHED[event_id] = status
-        waiter = _WAITERS.get(event_id)
-    if waiter is not None:
-        waiter.set()
-
-
-def _notified(event_id: str, seconds: float) -> dict[str, Any] | None:
-    with _PUSH_LOCK:
-        if event_id in _PUSHED:
-            return _PUSHED.pop(event_id)
-        waiter = _WAITERS.setdefault(event_id, threading.Event())
-    waiter.wait(seconds)
-    with _PUSH_LOCK:
-        _WAITERS.pop(event_id, None)
-        return _PUSHED.pop(event_id, None)
-
-
-def follow(client: AppsBooksClient, event_ids: list[str], wait: float) -> list[dict[str, Any]]:
+def follow(client: AppsBooksClient, event_ids: list[str], wait: float, notified: Notified | None = None) -> list[dict[str, Any]]:
     """Each event's final status, or a PENDING stand-in when ``wait`` ran out. Polls with back-off
-    (0.25 s, doubling to 5 s) and returns early when a notification delivered the status."""
+    (0.25 s, doubling to 5 s). With ``notified`` (the account's notifications are on: see
+    :func:`event_waiter`) it waits for Apple's notification about the event between polls and
+    asks for the status as soon as one arrives; the polls then back off to 30 s, a fallback for
+    a notification that is late or lost."""
     statuses = []
     for event_id in event_ids:
         try:
             if wait > 0:
-                statuses.append(client.wait_for_event(event_id, timeout=wait, poll_interval=0.25,
-                                                      max_poll_interval=MAX_POLL_INTERVAL, notified=_notified))
+                statuses.append(client.wait_for_event(
+                    event_id, timeout=wait, poll_interval=0.25, notified=notified,
+                    max_poll_interval=MAX_POLL_INTERVAL if notified is None else MAX_POLL_INTERVAL_NOTIFIED))
             else:
                 statuses.append(client.event_status(event_id))
         except EventTimeoutError:
@@ -241,8 +231,11 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
     return out
 
 
-def _apply(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: dict[str, Any], associate: bool) -> None:
-    """Write what Apple did to the mirror, with its events, in the caller's transaction."""
+def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: dict[str, Any], associate: bool) -> None:
+    """Write what Apple did (``result["succeeded"]``) to the mirror, with its events, in the
+    caller's transaction. Only the licenses this transaction itself adds or removes count and
+    are announced: the request that asked Apple and the notification that told of it may both
+    write them at the same moment, and the second finds nothing left to do."""
     changed = 0
     for kind, targets in (("device", result["succeeded"]["serialNumbers"]), ("user", result["succeeded"]["clientUserIds"])):
         if not targets:
@@ -253,9 +246,13 @@ def _apply(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, res
         if not todo:
             continue
         if associate:
-            session.execute(insert(L), [{"account_id": acc.id, "adam_id": asset.adam_id, "pricing_param": asset.pricing_param, "kind": kind, "target": t} for t in todo])
+            rows = [{"account_id": acc.id, "adam_id": asset.adam_id, "pricing_param": asset.pricing_param, "kind": kind, "target": t} for t in todo]
+            done = set(session.execute(insert_ignoring_duplicates(session, L).returning(L.c.target), rows).scalars())
         else:
-            session.execute(delete(L).where(key, L.c.target.in_(todo)))
+            done = set(session.execute(delete(L).where(key, L.c.target.in_(todo)).returning(L.c.target)).scalars())
+        todo = [t for t in todo if t in done]
+        if not todo:
+            continue
         changed += len(todo) if associate else -len(todo)
         event = "vpp_licenses_associated" if associate else "vpp_licenses_disassociated"
         host.events.record(session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
@@ -299,14 +296,14 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
                         holding.add(target)
             return holding
 
-        result = follow_rounds(client, submit, serials, users, wait, confirm=still_holding, present=False)
+        result = follow_rounds(client, submit, serials, users, wait, confirm=still_holding, present=False, notified=event_waiter(host, acc))
     if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
-        host.db.run_write(lambda session: _drop_revoked(host, session, acc, result["succeeded"], irrevocable))
+        host.db.run_write(lambda session: drop_revoked(host, session, acc, result["succeeded"], irrevocable))
         host.deliver_events()
     return result
 
 
-def _drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: dict[str, list[str]], irrevocable: set[tuple[str, str]]) -> None:
+def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: dict[str, list[str]], irrevocable: set[tuple[str, str]]) -> None:
     """The mirror after a revoke: the targets' revocable licenses are gone, with their events."""
     for kind, targets in (("device", succeeded["serialNumbers"]), ("user", succeeded["clientUserIds"])):
         if not targets:
@@ -318,8 +315,11 @@ def _drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: di
             if (adam_id, pricing) not in irrevocable:
                 by_asset.setdefault((adam_id, pricing), []).append(target)
         for (adam_id, pricing), gone in sorted(by_asset.items()):
-            session.execute(delete(L).where(L.c.account_id == acc.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing,
-                                            L.c.kind == kind, L.c.target.in_(gone)))
+            deleted = set(session.execute(delete(L).where(L.c.account_id == acc.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing,
+                                                          L.c.kind == kind, L.c.target.in_(gone)).returning(L.c.target)).scalars())
+            gone = [t for t in gone if t in deleted]  # another writer may have removed some meanwhile
+            if not gone:
+                continue
             session.execute(
                 update(VppAsset)
                 .where(VppAsset.account_id == acc.id, VppAsset.adam_id == adam_id, VppAsset.pricing_param == pricing)
@@ -342,7 +342,7 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
     with client_for(host, acc) as client:
         try:
             event_ids = client.create_users(body)
-            statuses = follow(client, event_ids, wait)
+            statuses = follow(client, event_ids, wait, event_waiter(host, acc))
             records = []
             for user in users:
                 for page in client.iter_users(client_user_id=user.id, active_only=True):
@@ -351,7 +351,7 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
         except VppError as exc:
             raise failure("register users", exc) from None
     failures = {uid: f for s in statuses for f in (s.get("failures") or []) for uid in ((f.get("errorInfo") or {}).get("clientUserIds") or [])}
-    host.db.run_write(lambda s: _store_users(host, s, acc, records, template))
+    host.db.run_write(lambda s: store_users(host, s, acc, records, template))
     host.deliver_events()
     out = []
     for user in users:
@@ -366,27 +366,61 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
     return out
 
 
-def _store_users(host: "Host", session: Session, acc: VppAccount, records: list[dict[str, Any]], template: str | None) -> None:
+RETIRED = ("Retired", "Deleted")
+
+
+def store_users(host: "Host", session: Session, acc: VppAccount, records: list[dict[str, Any]], template: str | None = None) -> dict[str, int]:
+    """Apple's user records (``page_users`` values) over the mirrored ones, in the caller's
+    transaction, announcing only what changed, as a sync does (``vpp_users_added``,
+    ``_changed``, ``_retired``); a user newly waiting for its invitation is announced
+    ``vpp_user_invited``, and a user newly retired loses its licenses of revocable assets
+    (Apple released them). ``template``: Service Config's invitation URL, kept on the account.
+    Used by the requests here and by Apple's notifications; returns the counts."""
     account = session.get(VppAccount, acc.id)
     assert account is not None
-    account.invitation_template = template or account.invitation_template
+    if template:
+        account.invitation_template = template
+        session.add(account)
+    fields = ("email", "status", "id_hash", "invite_code")
+    added: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    retired: list[dict[str, Any]] = []
+    invited: list[dict[str, Any]] = []
+    now = utcnow()
     for record in records:
+        if record["status"] != "Registered":  # as GET /users gives it: the code only while it is of use
+            record = {**record, "invite_code": None}
+        values = {f: record[f] for f in fields}
         row = session.get(VppUser, (acc.id, record["client_user_id"]))
-        fields = {k: record[k] for k in ("email", "status", "id_hash", "invite_code")}
-        previous = row.status if row is not None else None
-        event = "vpp_users_added" if row is None else "vpp_users_retired" if record["status"] == "Retired" != previous else "vpp_users_changed"
         if row is None:
-            row = VppUser(account_id=acc.id, client_user_id=record["client_user_id"], **fields)
-        else:
-            for key, value in fields.items():
+            session.add(VppUser(account_id=acc.id, client_user_id=record["client_user_id"], updated_at=now, **values))
+            added.append(record)
+            was = None
+        elif any(getattr(row, f) != values[f] for f in fields):
+            was = row.status
+            for key, value in values.items():
                 setattr(row, key, value)
-        session.add(row)
-        host.events.record(session, event, {"account": acc.name, "users": [apple_user(record, {record["client_user_id"]})]})
-        if record["status"] == "Registered" and previous != "Registered":
-            host.events.record(session, "vpp_user_invited", {
-                "account": acc.name, "clientUserId": record["client_user_id"], "email": record["email"],
-                "invitationUrl": user_invitation_url(template, record["invite_code"]),
-            })
+            row.updated_at = now
+            session.add(row)
+            (retired if record["status"] in RETIRED and was not in RETIRED else changed).append(record)
+        else:
+            continue
+        if record["status"] == "Registered" and was != "Registered":
+            invited.append(record)
+    session.flush()
+    linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in records])  # type: ignore[attr-defined]
+    for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
+        record_chunks(host, session, acc.name, event, [apple_user(r, linked) for r in rows])
+    for record in invited:
+        host.events.record(session, "vpp_user_invited", {
+            "account": acc.name, "clientUserId": record["client_user_id"], "email": record["email"],
+            "invitationUrl": user_invitation_url(account.invitation_template, record["invite_code"])})
+    if retired:
+        with session.no_autoflush:
+            irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
+                VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+        drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [r["client_user_id"] for r in retired]}, irrevocable)
+    return {"added": len(added), "changed": len(changed), "retired": len(retired)}
 
 
 def _active_vpp_accounts(host: "Host", client_user_id: str, account: str | None) -> list[VppAccount]:
@@ -404,7 +438,7 @@ def _users_request(host: "Host", acc: VppAccount, client_user_ids: list[str], ac
     with client_for(host, acc) as client:
         try:
             event_ids = send(client)
-            statuses = follow(client, event_ids, wait)
+            statuses = follow(client, event_ids, wait, event_waiter(host, acc))
             records = []
             for user_id in client_user_ids:
                 for page in client.iter_users(client_user_id=user_id):
@@ -431,7 +465,7 @@ def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None =
             body = {"clientUserId": user.id, **({"email": user.email} if user.email else {}),
                     **({"managedAppleId": user.managed_apple_id} if user.managed_apple_id else {})}
             outcome, records, template = _users_request(host, acc, [user.id], "update", wait, lambda c, b=body: c.update_users([b]))
-            host.db.run_write(lambda s, acc=acc, records=records, template=template: _store_users(host, s, acc, records, template))
+            host.db.run_write(lambda s, acc=acc, records=records, template=template: store_users(host, s, acc, records, template))
             out.append(_user_result(acc, user.id, outcome, records))
     host.deliver_events()
     return out
@@ -455,12 +489,12 @@ def retire_users(host: "Host", client_user_ids: list[str], *, account: str | Non
             result = _user_result(acc, user_id, outcome, records)
 
             def work(session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: dict[str, Any] = result) -> None:
-                _store_users(host, session, acc, records, template)
+                store_users(host, session, acc, records, template)
                 if result["status"] == "Retired":
                     with session.no_autoflush:
                         irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
                             VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
-                    _drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [result["clientUserId"]]}, irrevocable)
+                    drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [result["clientUserId"]]}, irrevocable)
 
             host.db.run_write(work)
             out.append(result)

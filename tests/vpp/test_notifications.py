@@ -400,3 +400,63 @@ def test_the_endpoint_over_http_checks_the_bearer_the_size_and_the_body(notified
         assert requests.get(url, timeout=10).status_code == 405
     assert secret not in caplog.text
     assert len([n for n in inbox(notified) if n.notification_type == "TEST_NOTIFICATION"]) == 2  # configuring's, and this one
+
+
+# --------------------------------------------------------------------------- requests waiting for Apple's events
+
+
+def test_a_request_waiting_for_its_event_is_woken_by_the_notification(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    """An associate followed for up to 30 s: Apple's event ends while the request's polls have
+    backed off to seconds apart; the notification makes it ask again at once."""
+    import threading
+    import time
+
+    from plugins.vpp.models import VppAsset
+
+    with notified.db.session() as session:
+        asset = session.execute(select(VppAsset).where(VppAsset.device_assignable.is_(True), VppAsset.available_count > 2)).scalars().first()
+    simulator.state.async_delay = 600  # Apple takes its time: the event ends only when the test says so
+    polls = simulator.faults.add("slow", endpoint="status", seconds=0)  # counts the status requests
+    ended: list[float] = []
+
+    def apple_finishes_later() -> None:
+        while polls.seen < 5:  # the request has polled at 0, .25, .75, 1.75 and 3.75 s: the next poll is 4 s away
+            time.sleep(0.01)
+        with simulator.state.lock:
+            simulator.state.process_due(now=time.monotonic() + 1200)
+        ended.append(time.monotonic())
+
+    finisher = threading.Thread(target=apple_finishes_later)
+    finisher.start()
+    result = notified.pm.hook.mdm_vpp_associate(host=notified, account="school", adam_id=asset.adam_id, pricing_param=asset.pricing_param,
+                                                serial_numbers=["WOKEN000001"], client_user_ids=[], wait=30)
+    returned = time.monotonic()
+    finisher.join()
+    assert result["status"] == "COMPLETE" and result["succeeded"]["serialNumbers"] == ["WOKEN000001"]
+    assert returned - ended[0] < 2.0, "the request waited for its next poll instead of the notification"
+    assert polls.seen == 6  # one more status request, right after the notification, to confirm
+    settle(notified, simulator)
+    assert len(recorder.named("vpp_licenses_associated")) == 1  # the request and the notification wrote it once between them
+    assert_mirror_equals_apple(notified, simulator)
+
+
+def test_the_inbox_waiter_wakes_as_soon_as_a_notification_about_the_event_is_recorded(notified: Host) -> None:
+    import json
+    import threading
+    import time
+    import uuid
+
+    from plugins.vpp.notifications.inbox import wait_for_event
+
+    row = account_row(notified)
+    secret = notified.secrets.decrypt(row.notification_secret)
+    body = json.dumps({"notificationId": str(uuid.uuid4()), "notificationType": "ASSET_MANAGEMENT", "notification": {
+        "type": "ASSOCIATE", "result": "FAILURE", "eventId": "event-42", "assignments": [{"serialNumber": "S1"}],
+        "error": {"errorNumber": 9709, "errorMessage": "not enough licenses"}}}).encode()
+    timer = threading.Timer(0.3, lambda: receive(notified, row.mdm_info_id, f"Bearer {secret}", body, max_bytes=4096))
+    started = time.monotonic()
+    timer.start()
+    newest = wait_for_event(notified, row.id, "event-42", 30)
+    timer.join()
+    assert newest > 0 and time.monotonic() - started < 10  # not the 30 s it was allowed
+    assert wait_for_event(notified, row.id, "event-42", 0.2, after=newest) == 0  # nothing newer: waits, then says so

@@ -302,8 +302,9 @@ class AppsBooksClient(Transport):
 
         With ``max_poll_interval`` the interval doubles after each poll up to it (back-off:
         a slow event is not asked about four times a second). ``notified(event_id, seconds)``,
-        when given, is waited on instead of sleeping between polls: it returns a final status
-        that arrived meanwhile by another way (an ``ASSET_MANAGEMENT`` notification), or None.
+        when given, is waited on instead of sleeping between polls (at most ``seconds``, less when
+        Apple's notification about the event arrives): it returns a final status learnt another
+        way, or None to ask Apple for the status now.
         Raises :class:`EventTimeoutError` after ``timeout`` seconds, and
         :class:`EventFailedError` on FAILED when ``raise_on_failure``.
         """

@@ -38,17 +38,15 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError, describe
 from mdm_core.locks import LockLost
-from mdm_core.models import MdmUser, utcnow
+from mdm_core.models import utcnow
 
 from ..accounts import account_lock, client_for, settings
 from ..apple.errors import VppError
-from ..apple.protocol import apple_user, page_assignments, page_users
-from ..models import VppAccount, VppAsset, VppLicense, VppNotification, VppSyncRun, VppUser
-from ..operations import _apply as apply_licenses
+from ..apple.protocol import page_assignments, page_users
+from ..models import VppAccount, VppAsset, VppNotification, VppSyncRun
+from ..operations import apply_licenses, store_users
 from ..sync.apply import apply_assets
 from ..sync.asset import apply_asset, read_asset
-from ..sync.events import known_ids, record_chunks
-from ..views import user_invitation_url
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -59,7 +57,6 @@ T = TypeVar("T")
 
 BATCH = 200
 MAX_ATTEMPTS = 5
-RETIRED = ("Retired", "Deleted")
 
 
 def process_pending(host: "Host", account_id: int | None = None) -> Counter[str]:
@@ -271,62 +268,6 @@ def _store_records(notice: Notice, records: list[dict[str, Any]], what: str) -> 
         notice.finish(session, "done", f"{what}: users +{counts['added']} ~{counts['changed']} retired {counts['retired']}")
 
     notice.write(work)
-
-
-def store_users(host: "Host", session: Session, account: VppAccount, records: list[dict[str, Any]]) -> dict[str, int]:
-    """Apple's user records over the mirrored ones, announcing only what changed, as a sync
-    does; a user newly Registered is announced ``vpp_user_invited``; a retired user's
-    licenses of revocable assets go (Apple released them)."""
-    fields = ("email", "status", "id_hash", "invite_code")
-    added: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    retired: list[dict[str, Any]] = []
-    invited: list[dict[str, Any]] = []
-    now = utcnow()
-    for record in records:
-        values = {f: record[f] for f in fields}
-        if record["status"] != "Registered":  # as GET /users gives it: the code only while it is of use
-            values["invite_code"] = record["invite_code"] = None
-        current = session.get(VppUser, (account.id, record["client_user_id"]))
-        if current is None:
-            session.add(VppUser(account_id=account.id, client_user_id=record["client_user_id"], updated_at=now, **values))
-            added.append(record)
-        elif any(getattr(current, f) != values[f] for f in fields):
-            was = current.status
-            for f, v in values.items():
-                setattr(current, f, v)
-            current.updated_at = now
-            session.add(current)
-            (retired if record["status"] in RETIRED and was not in RETIRED else changed).append(record)
-            if record["status"] == "Registered" and was != "Registered":
-                invited.append(record)
-            continue
-        else:
-            continue
-        if record["status"] == "Registered":
-            invited.append(record)
-    session.flush()
-    linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in records])  # type: ignore[attr-defined]
-    for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
-        record_chunks(host, session, account.name, event, [apple_user(r, linked) for r in rows])
-    for record in invited:
-        host.events.record(session, "vpp_user_invited", {
-            "account": account.name, "clientUserId": record["client_user_id"], "email": record["email"],
-            "invitationUrl": user_invitation_url(account.invitation_template, record["invite_code"])})
-    for record in retired:
-        release_licenses(host, session, account, record["client_user_id"])
-    return {"added": len(added), "changed": len(changed), "retired": len(retired)}
-
-
-def release_licenses(host: "Host", session: Session, account: VppAccount, client_user_id: str) -> None:
-    """A retired user's licenses of revocable assets leave the mirror (Apple released them)."""
-    revocable = {(a.adam_id, a.pricing_param): a for a in session.execute(select(VppAsset).where(
-        VppAsset.account_id == account.id, VppAsset.revocable.is_(True))).scalars()}  # type: ignore[attr-defined]
-    held = session.execute(select(VppLicense.adam_id, VppLicense.pricing_param).where(
-        VppLicense.account_id == account.id, VppLicense.kind == "user", VppLicense.target == client_user_id)).all()
-    for key in sorted(set(held)):
-        if key in revocable:
-            apply_licenses(host, session, account, revocable[key], {"succeeded": {"serialNumbers": [], "clientUserIds": [client_user_id]}}, False)
 
 
 def _nothing(notice: Notice) -> None:
