@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     inst.set_defaults(func=_install)
 
     installs = sub.add_parser("installs", help="recorded installs (queued, pending Apple's confirmation, failed)")
-    installs.add_argument("--status", choices=["associating", "pending", "queued", "licensed", "failed", "canceled", "removed"])
+    installs.add_argument("--status", choices=["associating", "invited", "pending", "queued", "licensed", "failed", "canceled", "removed"])
     add_list_options(installs)
     installs.set_defaults(func=_installs)
 

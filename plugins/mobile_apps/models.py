@@ -79,7 +79,7 @@ class Install(SQLModel, table=True):
     kind: str = Field(max_length=8)  # "device" or "user" (the license's holder)
     target: str = Field(max_length=255)  # serial number or MDM user id
     source: str = Field(max_length=16)  # "request" (mdm apps install) or "auto" (auto_install)
-    status: str = Field(max_length=16)  # "queued", "pending" (Apple has not confirmed), "failed"
+    status: str = Field(max_length=16)  # "queued", "pending" (Apple has not confirmed), "invited" (the user has not accepted), "failed"
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     command_uuids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     error: Optional[str] = None

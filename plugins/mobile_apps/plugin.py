@@ -135,6 +135,14 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
+def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
+    """Users who accepted the invitation: the installs waiting for them go ahead."""
+    from plugins.mobile_apps.installs.pending import on_users_changed
+
+    on_users_changed(host, event)
+
+
+@hookimpl(optionalhook=True)
 def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
     """After a sync someone is waiting for (``mdm vpp sync``, the console's Synchronize, the
     REST API), look up the names, bundle ids and versions of the account's new applications at

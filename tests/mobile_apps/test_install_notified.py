@@ -44,3 +44,56 @@ def test_a_pending_install_is_queued_as_soon_as_apples_notification_arrives(make
             assert managed.status == "done"
         finally:
             endpoint.close()
+
+
+def _waiting_user(host: Host, sim: Any, mdm: Any) -> tuple[str, str, dict[str, Any]]:
+    """A Registered VPP user with an enrolled iPhone asks for an app: the install waits."""
+    from mdm_core.inventory import add_user
+
+    registered = sim.state.user_ids("Registered")[0]
+    add_user(host, registered)
+    a = fixed_assets(sim)[0]
+    serial = free_serials(sim, a["adamId"])[0]
+    add_device(host, serial, "iOS", owner=registered)
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", registered)
+    assert code == 0 and f"{registered}: waiting: waiting for the user to accept the invitation" in out, out + err
+    assert "associateVPPUserWithITSAccount" in out  # the invitation URL to send them
+    assert [(r["target"], r["kind"]) for r in list_installs(host, "invited")] == [(registered, "user")]
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", registered)  # asked twice: one install waits
+    assert code == 0 and len(list_installs(host, "invited")) == 1
+    assert commands(host, serial) == []
+    return registered, serial, a
+
+
+def test_an_install_waiting_for_the_invitation_goes_ahead_when_apple_says_it_was_accepted(make_apps_host: Callable[..., Host], mdm: Any,
+                                                                                        simulator: Any, apps_events: EventRecorder) -> None:
+    from plugins.vpp.accounts import set_account
+    from tests.vpp.notify_helpers import Endpoint, inbox, settle
+
+    simulator.notifier.retry_delays = (0.05, 0.1)
+    host = make_apps_host()
+    sync(host)
+    endpoint = Endpoint(host)
+    try:
+        set_account(host, "school", notifications=True)
+        registered, serial, a = _waiting_user(host, simulator, mdm)
+        simulator.accept_invite(registered)  # USER_ASSOCIATED reaches the endpoint: no sync
+        settle(host, simulator)
+        [command] = commands(host, serial)
+        assert list_installs(host, "invited") == [] and [r["target"] for r in list_installs(host, "queued")] == [registered]
+        assert registered in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == a["adamId"]}  # licensed at Apple
+        [queued] = apps_events.named("mobile_apps_install_queued")
+        assert (queued["clientUserId"], queued["serialNumber"], queued["commandUuid"]) == (registered, serial, command["uuid"])
+        assert [n.notification_type for n in inbox(host)][-1:] == ["ASSET_MANAGEMENT"]  # the license's own notification came too
+    finally:
+        endpoint.close()
+
+
+def test_without_notifications_the_next_sync_lets_it_go_ahead(make_apps_host: Callable[..., Host], mdm: Any, simulator: Any) -> None:
+    host = make_apps_host()
+    sync(host)
+    registered, serial, _ = _waiting_user(host, simulator, mdm)
+    simulator.accept_invite(registered)
+    assert commands(host, serial) == []  # nobody told this host yet
+    sync(host)  # the sync finds the user Associated: same event, same outcome
+    assert len(commands(host, serial)) == 1 and list_installs(host, "invited") == []

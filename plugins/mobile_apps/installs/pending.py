@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError
 from mdm_core.models import Device, utcnow
-from plugins.vpp.payloads import LicensesPayload
+from plugins.vpp.payloads import LicensesPayload, UsersPayload
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install, MobileApp
@@ -101,17 +101,44 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
     once(host, event, work)
 
 
-def retry_pending(host: "Host") -> dict[str, int]:
-    """The ``mobile_apps.installs`` job: ask Apple again about pending installs."""
+def on_users_changed(host: "Host", event: "Event") -> None:
+    """VPP users who accepted the invitation (``Associated``, found by a sync or told by Apple's
+    notification): the installs waiting for them (``invited``) go ahead at once."""
+    p = cast(UsersPayload, event.payload)
+    associated = [u["clientUserId"] for u in p["users"] if u.get("status") == "Associated"]
+    if not associated:
+        return
+
+    def work(session: Session) -> list[int]:
+        rows = list(session.execute(select(Install).where(
+            Install.status == "invited", Install.account == p["account"], Install.kind == "user", Install.target.in_(associated))).scalars())
+        for row in rows:
+            row.status, row.error, row.updated_at = "pending", None, utcnow()
+            session.add(row)
+        return [int(row.id) for row in rows]  # type: ignore[arg-type]
+
+    ids = host.db.run_write(work)  # a redelivered event finds nothing left invited
+    if ids:
+        log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
+        retry_pending(host, ids)
+
+
+def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
+    """The ``mobile_apps.installs`` job: ask Apple again about pending installs (``ids``: only
+    these, at once)."""
     s = settings(host)
-    interrupted = utcnow() - timedelta(seconds=s.interrupted_after)
+    if ids is None:
+        interrupted = utcnow() - timedelta(seconds=s.interrupted_after)
+        with host.db.session() as session:
+            stale = list(session.execute(select(Install).where(Install.status == "associating", Install.updated_at <= interrupted)).scalars())
+        if stale:  # recorded before Apple was asked, then the process died: finish what it started
+            log.warning("%d install(s) were interrupted while Apple was asked for their licenses; asking again", len(stale))
+            host.db.run_write(lambda session: _resume(session, [r.id for r in stale]))
+    query = select(Install).where(Install.status == "pending")
+    if ids is not None:
+        query = query.where(Install.id.in_(ids))  # type: ignore[union-attr]
     with host.db.session() as session:
-        stale = list(session.execute(select(Install).where(Install.status == "associating", Install.updated_at <= interrupted)).scalars())
-    if stale:  # recorded before Apple was asked, then the process died: finish what it started
-        log.warning("%d install(s) were interrupted while Apple was asked for their licenses; asking again", len(stale))
-        host.db.run_write(lambda session: _resume(session, [r.id for r in stale]))
-    with host.db.session() as session:
-        rows = list(session.execute(select(Install).where(Install.status == "pending")).scalars())
+        rows = list(session.execute(query).scalars())
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     for row in rows:
         groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)

@@ -259,8 +259,10 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
         out.add(user, "refused", f"no VPP user in account '{asset.account}': register it with `mdm vpp users register {user}`")
         return out
     if vpp_user["status"] != "Associated":
-        url = f": {vpp_user['invitationUrl']}" if vpp_user.get("invitationUrl") else ""
-        out.add(user, "refused", f"waiting for the user to accept the invitation (VPP user {vpp_user['status']}){url}")
+        url = f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""
+        _record_invited(host, asset, user)
+        out.add(user, "waiting", f"waiting for the user to accept the invitation{url}: licensed and installed on the user's devices "
+                                 "as soon as they do (see `mdm apps installs --status invited`)")
         return out
     targets = []
     for device in devices:
@@ -367,6 +369,20 @@ def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str],
             out.add(target, "failed", f"not licensed: {exc}" + ("; the mobile_apps.installs job asks Apple again" if pending else ""))
         _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
         return None
+
+
+def _record_invited(host: "Host", asset: Asset, user: str) -> None:
+    """An install for a VPP user who has not accepted the invitation yet: ``invited`` until the
+    user is Associated (:func:`..pending.on_users_changed`), once per app and user."""
+    def work(session: Session) -> None:
+        waiting = session.execute(select(Install.id).where(
+            Install.status == "invited", Install.account == asset.account, Install.adam_id == asset.adam_id,
+            Install.pricing_param == asset.pricing_param, Install.kind == "user", Install.target == user)).first()
+        if waiting is None:
+            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
+                                source="request", status="invited"))
+
+    host.db.run_write(work)
 
 
 def _record_pending(host: "Host", asset: Asset, targets: list[str], event_ids: list[str], wait: float, out: Outcome,
