@@ -158,7 +158,11 @@ def test_transient_fault_converges(request: pytest.FixtureRequest, client_waits:
     count_figure("faults_tried")
     assert armed.fired >= 1, "the fault never fired: the case proves nothing"
     if TRANSIENT[fault].get("retry_after") is not None:
-        assert client_waits.waits.count(TRANSIENT[fault]["retry_after"]) >= armed.fired, "the client did not wait as Retry-After asked"
+        # The wait is counted from Apple's answer (the per-token back-off is a deadline), so
+        # it may be a few milliseconds short of what Apple asked when it starts.
+        asked = TRANSIENT[fault]["retry_after"]
+        waited = [w for w in client_waits.waits if w >= asked - 0.05]
+        assert len(waited) >= armed.fired, f"the client did not wait as Retry-After asked ({asked} s): {client_waits.waits}"
     if "9650" not in fault:
         assert report["mode"] == mode
     if fault.startswith("version_change"):
