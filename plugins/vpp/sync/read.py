@@ -112,6 +112,7 @@ class SyncReader:
         full = mode == "full"
         users_version = self.stage_users(None if full else self.account.users_version_id)
         assignments = self._read_assignments(None if full else self.account.assignments_version_id)
+        self.host.db.analyze(SU.name, SL.name)  # the reconcile and the apply join these rows with the mirror
         reread: set[str] = set()
         mismatched = self.reconcile(assets, assets_version, full, reread, assignments.changed or not full)
         assets, assets_version = self.last_assets
