@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pluggy
 
@@ -23,6 +23,9 @@ from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
+
+if TYPE_CHECKING:
+    from mdm_core.cluster import Cluster
 
 log = logging.getLogger(__name__)
 RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s loop (then the scheduler's turn)
@@ -176,6 +179,14 @@ class Host:
         """Call a no-argument registration hook per implementation: {plugin name: result}."""
         return call_per_plugin(self.pm, hook_name)
 
+    @cached_property
+    def cluster(self) -> "Cluster":
+        """The hosts sharing this database (``mdm run`` joins it): who is alive, who owns which
+        share of the work (:mod:`mdm_core.cluster`)."""
+        from mdm_core.cluster import Cluster
+
+        return Cluster(self.db)
+
     def lock(self, name: str, *, ttl: float = 600.0) -> DbLock:
         """A lock shared by every process on this database."""
         return DbLock(self.db, name, ttl=ttl)
@@ -279,6 +290,7 @@ class Host:
         self.delivery_budget = RUN_DELIVERY_SLICE
         try:
             self.start()
+            self.cluster.join()  # before the jobs are planned: they ask who owns what
             scheduler = self.scheduler
             log.info("host running with %d job(s)", len(scheduler.jobs))
             if on_start is not None:
@@ -296,6 +308,7 @@ class Host:
             finally:
                 log.info("stopping: waiting for running jobs")
                 self.shutdown()
+                self.cluster.leave()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -2,18 +2,28 @@
 
 An account's next scheduled sync is one interval after its last sync (scheduled or manual),
 at once if that is past: restarting ``mdm run`` delays nothing.
+
+Several ``mdm run`` hosts on one database share the accounts (:mod:`mdm_core.cluster`): each
+account has an owner among the live hosts, which syncs it when it is due; the others plan it
+:func:`grace` later, and step in only if it was not synced by then (its owner stuck, or gone
+and not yet known to be). A scheduled sync remembers the last sync it saw when it fell due
+and, under the account's lock, does nothing if the account was synced since (by another
+host): an account is synced once per interval across the hosts, never twice at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from mdm_core.errors import describe
+
+from mdm_core.models import utcnow
 
 from .models import VppAccount
 
@@ -22,7 +32,11 @@ if TYPE_CHECKING:
     from mdm_core.scheduler import HostScheduler
 
 PREFIX = "vpp.sync."
+MAX_GRACE = 300.0  # seconds: the longest a host waits past an account's due time before stepping in for its owner
 log = logging.getLogger(__name__)
+#: the account's last sync as the scheduled sync running in this context saw it when it fell due
+#: (read by :func:`plugins.vpp.sync.run.sync_account` under the account's lock)
+SCHEDULED_AFTER: "ContextVar[tuple[datetime | None] | None]" = ContextVar("vpp_scheduled_after", default=None)
 _told: "weakref.WeakKeyDictionary[HostScheduler, dict[str, str]]" = weakref.WeakKeyDictionary()  # problems already logged
 
 
@@ -37,7 +51,7 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
     for name, interval in accounts.items():
         try:
             scheduler.ensure(PREFIX + name, interval, lambda name=name: _scheduled_sync(host, name), plugin="vpp",
-                             last_done=lambda name=name: last_sync(host, name))
+                             last_done=lambda name=name: plan_basis(host, name))
         except Exception as exc:
             scheduler.remove(PREFIX + name)
             message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
@@ -54,11 +68,37 @@ def last_sync(host: "Host", name: str) -> datetime | None:
         return session.execute(select(VppAccount.last_sync_at).where(VppAccount.name == name)).scalar_one_or_none()
 
 
+def grace(interval: float) -> float:
+    """How long after an account falls due the hosts that do not own it wait for its owner."""
+    return min(interval / 2, MAX_GRACE)
+
+
+def plan_basis(host: "Host", name: str) -> datetime | None:
+    """When the account's work was last done, for the scheduler (the next run is one interval
+    later): its last sync, or for a host that does not own it, :func:`grace` later."""
+    with host.db.session() as session:
+        rows = session.execute(select(VppAccount.name, VppAccount.last_sync_at, VppAccount.interval_seconds).order_by(VppAccount.name)).all()
+    mine = next((r for r in rows if r.name == name), None)
+    if mine is None:
+        return None
+    if host.cluster.owns(name, [r.name for r in rows]):
+        return mine.last_sync_at
+    delay = timedelta(seconds=grace(mine.interval_seconds))
+    if mine.last_sync_at is None:  # never synced: its owner goes now, the others a grace later
+        return utcnow() - timedelta(seconds=mine.interval_seconds) + delay
+    return mine.last_sync_at + delay
+
+
 def _scheduled_sync(host: "Host", name: str) -> None:
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
-    one raises so the scheduler logs and records it."""
+    one raises so the scheduler logs and records it. Nothing happens if another host synced
+    the account since it fell due (:data:`SCHEDULED_AFTER`)."""
     from mdm_core.errors import MdmError
 
-    [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
+    token = SCHEDULED_AFTER.set((last_sync(host, name),))
+    try:
+        [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
+    finally:
+        SCHEDULED_AFTER.reset(token)
     if report["status"] == "error":
         raise MdmError(f"sync of {name} failed: {report['error']}")

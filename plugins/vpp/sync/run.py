@@ -27,11 +27,13 @@ from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
 from mdm_core.models import utcnow
+from mdm_core.output import format_time
 
 from .. import token_state
 from ..accounts import account_lock, client_for, get_account, settings
 from ..apple.errors import BadPageIndexError, InvalidVersionIdError, VppError
 from ..apple.protocol import parse_apple_date
+from ..jobs import SCHEDULED_AFTER
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from . import progress
@@ -99,6 +101,10 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
             account = get_account(session, name)
         if trigger == "schedule" and account.paused:
             report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
+            return report
+        seen = SCHEDULED_AFTER.get() if trigger == "schedule" else None
+        if seen is not None and account.last_sync_at != seen[0]:  # another host synced it since it fell due
+            report.update(status="skipped", error=f"already synced at {format_time(account.last_sync_at)} (by another host)")
             return report
         report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
     finally:

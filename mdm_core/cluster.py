@@ -1,0 +1,134 @@
+"""Several hosts sharing one database: which ``mdm run`` processes are alive, and which of them
+does which share of the work.
+
+Each ``mdm run`` joins at start: it holds a lock of its own, ``host.<holder>`` in ``core_lock``,
+refreshed by a thread every third of :data:`HOST_TTL`. A host is alive while that lock is
+unexpired and its holder is not known to be gone (a dead process of this machine; on
+PostgreSQL, a holder whose database session ended: its advisory lock died with it, so a killed
+host drops out at once). :meth:`Cluster.owner` shares keys (e.g. account names) round-robin
+over the live hosts in a fixed order, so that every host computes the same owner for a key
+without talking to the others; when a host joins or leaves, its keys move.
+
+Ownership only says who goes first: the work itself stays guarded by its own lock (a
+key's work never runs twice at a time), and the others step in when the owner does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Sequence
+
+from sqlalchemy import delete, select
+
+from mdm_core.errors import describe
+from mdm_core.locks import DbLock, LockLost, holder_is_dead, new_holder
+from mdm_core.models import Lock, utcnow
+
+if TYPE_CHECKING:
+    from mdm_core.db import Database
+
+log = logging.getLogger(__name__)
+
+HOST_PREFIX = "host."
+HOST_TTL = 30.0  # seconds a host stays listed after its last refresh (a crashed host on another machine, without PostgreSQL)
+MEMBERS_CACHE = 1.0  # seconds the list of live hosts is reused
+
+
+class Cluster:
+    """This process's view of the hosts sharing its database (see the module docstring)."""
+
+    def __init__(self, db: "Database", ttl: float = HOST_TTL):
+        self.db = db
+        self.ttl = ttl
+        self.lock: DbLock | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._members: tuple[float, list[str]] | None = None
+
+    @property
+    def holder(self) -> str | None:
+        """This host's id (``host:pid:random``) once it has joined."""
+        return self.lock.holder if self.lock is not None else None
+
+    def join(self) -> None:
+        """Be listed as a live host until :meth:`leave` (``mdm run`` joins at start)."""
+        if self.lock is not None:
+            return
+        holder = new_holder()
+        self._prune()
+        self.lock = DbLock(self.db, HOST_PREFIX + holder, ttl=self.ttl, holder=holder)
+        self.lock.acquire()
+        self._members = None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._keep, name="cluster-membership", daemon=True)
+        self._thread.start()
+        log.info("joined the hosts of this database as %s", holder)
+
+    def leave(self) -> None:
+        """Stop being listed (at shutdown): the others take this host's share at once."""
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            lock.release()
+        except Exception as exc:  # the row expires by itself
+            log.warning("could not leave the hosts of this database: %s", describe(exc))
+        self._members = None
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            lock = self.lock
+            if lock is None:
+                return
+            try:
+                lock.refresh()
+            except LockLost:  # listed as gone (paused past the expiry, pruned): join again
+                try:
+                    lock.try_acquire()
+                except Exception as exc:
+                    log.warning("could not rejoin the hosts of this database: %s", describe(exc))
+            except Exception as exc:  # a busy database: next beat
+                log.warning("could not refresh this host's membership: %s", describe(exc))
+
+    def _prune(self) -> None:
+        """Forget hosts whose membership expired long ago (each start adds one row)."""
+        old = utcnow() - timedelta(seconds=max(self.ttl * 10, 3600))
+        try:
+            self.db.run_write(lambda s: s.execute(delete(Lock).where(Lock.name.like(HOST_PREFIX + "%"), Lock.expires_at < old)))  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.debug("could not prune old hosts: %s", describe(exc))
+
+    def members(self) -> list[str]:
+        """The live hosts' ids, sorted; this host among them once joined."""
+        cached = self._members
+        if cached is not None and time.monotonic() - cached[0] < MEMBERS_CACHE:
+            return cached[1]
+        now = utcnow()
+        with self.db.session() as session:
+            rows = session.execute(select(Lock.holder).where(Lock.name.like(HOST_PREFIX + "%"), Lock.expires_at > now)).scalars().all()  # type: ignore[attr-defined]
+        me = self.holder
+        live = sorted({h for h in rows if h == me or not holder_is_dead(self.db, h)} | ({me} if me else set()))
+        self._members = (time.monotonic(), live)
+        return live
+
+    def owner(self, key: str, keys: Sequence[str]) -> str | None:
+        """The live host whose share ``key`` is: round-robin over the live hosts, in the order of
+        the sorted ``keys`` (every host computes the same). ``None`` when no host is listed."""
+        members = self.members()
+        if not members:
+            return None
+        ordered = sorted(set(keys) | {key})
+        return members[ordered.index(key) % len(members)]
+
+    def owns(self, key: str, keys: Sequence[str]) -> bool:
+        """True when this host should do ``key`` first: its owner, or any host while this
+        process has not joined (a single host, ``mdm vpp sync``)."""
+        if self.lock is None:
+            return True
+        return self.owner(key, keys) == self.lock.holder
