@@ -167,11 +167,11 @@ class EventBus:
             claimed = self._claim([r.seq for r in rows], dead)
             done: list[int] = []
             try:
-                for seq in sorted(claimed):
+                for seq, event in self._load_batch(sorted(claimed)):  # one read for the batch (at most DELIVERY_BATCH payloads)
                     if deadline is not None and done and time.monotonic() >= deadline:
                         self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
                         break
-                    self.dispatch(self._load(seq))  # one payload in memory at a time
+                    self.dispatch(event)
                     done.append(seq)
             finally:
                 left = sorted(set(claimed) - set(done))
@@ -187,14 +187,18 @@ class EventBus:
                 return delivered
         return delivered
 
-    def _load(self, seq: int) -> Event:
+    def _load_batch(self, seqs: list[int]) -> list[tuple[int, Event]]:
+        """The claimed events of a batch, in order, read at once."""
         from mdm_core.models import OutboxEvent
 
+        if not seqs:
+            return []
         with self.db.session() as session:
-            row = session.execute(
-                select(OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at).where(OutboxEvent.seq == seq)
-            ).one()
-        return Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)
+            rows = session.execute(
+                select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
+                .where(OutboxEvent.seq.in_(seqs)).order_by(OutboxEvent.seq)
+            ).all()
+        return [(row.seq, Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)) for row in rows]
 
     def _claim(self, seqs: list[int], dead_holders: set[str] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """Claim events so that two deliveries (processes or threads) never run the same one.
@@ -311,7 +315,7 @@ class EventBus:
             seq = session.execute(select(OutboxEvent.seq).where(OutboxEvent.id == failure.event_id)).scalar_one_or_none() if failure else None
         if failure is None or seq is None:
             raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone (see `mdm events failures`)")
-        event = self._load(seq)
+        [(_, event)] = self._load_batch([seq])
         hook_name = failure.hook or event.hook_name
         plugin = self.pm.get_plugin(failure.plugin)
         caller = getattr(self.pm.hook, hook_name, None)

@@ -73,15 +73,22 @@ def _payload(app: MobileApp) -> AppPayload:
 
 
 def upsert_assets(host: "Host", session: Session, account: str, assets: list[Asset]) -> None:
-    """Publish (or update) one application per platform of each asset; retire dropped platforms."""
+    """Publish (or update) one application per platform of each asset; retire dropped platforms.
+
+    The event's applications and metadata rows are read in two queries and written in one
+    flush (an event carries up to 500 assets)."""
     now = utcnow()
+    adam_ids = sorted({str(a["adamId"]) for a in assets})
+    existing: dict[tuple[str, str], dict[str, MobileApp]] = {}
+    for row in session.execute(select(MobileApp).where(MobileApp.account == account, MobileApp.adam_id.in_(adam_ids))).scalars():  # type: ignore[attr-defined]
+        existing.setdefault((row.adam_id, row.pricing_param), {})[row.platform] = row
+    known = {(a, p) for a, p in session.execute(select(AppMetadata.adam_id, AppMetadata.platform).where(AppMetadata.adam_id.in_(adam_ids)))}  # type: ignore[attr-defined]
+    published: list[MobileApp] = []
     for asset in assets:
         adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
         kind = "book" if str(asset.get("productType", "")).lower() == "book" else "app"
         platforms = list(dict.fromkeys(app_platform(p) for p in asset.get("supportedPlatforms") or []))
-        rows = {r.platform: r for r in session.execute(
-            select(MobileApp).where(MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing)
-        ).scalars()}
+        rows = existing.get((adam_id, pricing), {})
         for platform in platforms:
             row = rows.get(platform)
             newly = row is None or row.state != "published"
@@ -91,15 +98,18 @@ def upsert_assets(host: "Host", session: Session, account: str, assets: list[Ass
             _set_counts(row, asset, kind)
             row.state, row.retired_at, row.updated_at = "published", None, now
             session.add(row)
-            session.flush()
             if newly:
-                host.events.record(session, "mobile_apps_app_published", _payload(row))
+                published.append(row)
         for platform, row in rows.items():
             if platform not in platforms and row.state != "retired":
                 _retire(host, session, row, now)
         for platform in platforms:  # metadata per platform: a universal app's Mac entry differs
-            if session.get(AppMetadata, (adam_id, platform)) is None:
+            if (adam_id, platform) not in known:
                 session.add(AppMetadata(adam_id=adam_id, platform=platform, account=account, status="pending"))
+                known.add((adam_id, platform))
+    session.flush()  # the new applications get their ids
+    for row in published:
+        host.events.record(session, "mobile_apps_app_published", _payload(row))
 
 
 def _set_counts(row: MobileApp, asset: dict[str, Any], kind: str) -> None:

@@ -70,6 +70,8 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
 
     p = cast(LicensesPayload, event.payload)
     auto = settings(host).auto_install and p.get("source") == "sync"
+    if not auto and not _has_pending(host, p["account"], str(p["adamId"]), str(p["pricingParam"])):
+        return  # nothing waits for these licenses: no work, so nothing to guard against a repeat either
 
     def work(session: Session) -> None:
         account, adam_id, pricing = p["account"], str(p["adamId"]), str(p["pricingParam"])
@@ -121,6 +123,15 @@ def on_users_changed(host: "Host", event: "Event") -> None:
     if ids:
         log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
         retry_pending(host, ids)
+
+
+def _has_pending(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
+    """Whether an install of this asset waits for its license (a read: most license events of a
+    sync find none, and skip the write transaction)."""
+    with host.db.session() as session:
+        return session.execute(select(Install.id).where(
+            Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
+        ).limit(1)).first() is not None
 
 
 def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:

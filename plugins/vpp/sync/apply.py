@@ -18,7 +18,7 @@ from mdm_core.models import MdmUser, utcnow
 from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
-from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events
+from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events, with_known
 from .read import SL, SU, AppleRead, in_mirror
 
 if TYPE_CHECKING:
@@ -150,8 +150,9 @@ class MirrorUpdate:
         acc, run = self.account.id, self.run_id
         columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
         is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
-        # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped
-        new_rows = session.execute(select(*columns).where(is_new).order_by(SL.c.run_id, *columns))
+        # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
+        # whether the inventory knows each holder comes with the row (no query per event)
+        new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns))
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
         session.execute(insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
 
@@ -166,7 +167,8 @@ class MirrorUpdate:
         for a, p in removed_assets:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:
-            rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind))
+            rows = session.execute(with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition)
+                                   .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind))
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
             session.execute(delete(L).where(condition))
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}

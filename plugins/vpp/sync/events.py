@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, case, select
 from sqlmodel import Session
 
 from mdm_core.models import Device, MdmUser
@@ -30,33 +30,48 @@ def record_chunks(host: "Host", session: Session, account: str, event: str, reco
         host.events.record(session, event, {"account": account, key: records[start:start + EVENT_RECORDS]})
 
 
+def with_known(query: Any, table: Any) -> Any:
+    """``query`` (over ``table``'s ``kind`` and ``target``) with a last column: whether the
+    MDM inventory knows the holder (an enrolled serial number, an MDM user id)."""
+    D, MU = Device.__table__, MdmUser.__table__  # type: ignore[attr-defined]
+    known = case((table.c.kind == "device", D.c.serial_number.is_not(None)), else_=MU.c.id.is_not(None))
+    return (query.add_columns(known.label("known"))
+            .outerjoin(D, and_(table.c.kind == "device", D.c.serial_number == table.c.target))
+            .outerjoin(MU, and_(table.c.kind == "user", MU.c.id == table.c.target)))
+
+
 def record_license_events(host: "Host", session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
-    """Record license events from (adamId, pricingParam, kind, target) rows (sorted by asset and
-    kind, a repeated row skipped), at most ``EVENT_TARGETS`` targets each; returns the row count."""
+    """Record license events from (adamId, pricingParam, kind, target, known) rows (sorted by
+    asset and kind, a repeated row skipped; ``known``: see :func:`with_known`), at most
+    ``EVENT_TARGETS`` targets each; returns the row count."""
     total = 0
     batch: list[str] = []
+    known: set[str] = set()
     current: tuple[str, str, str] | None = None
     events: list[tuple[str, dict[str, Any]]] = []
 
     def flush() -> None:
         if current and batch:
-            events.append((event, license_payload(session, account, current[0], current[1], current[2], list(batch), "sync")))
+            events.append((event, licenses_payload(account, current[0], current[1], current[2], list(batch), known, "sync")))
             if len(events) >= 100:  # written as they come: memory does not grow with the account
                 host.events.record_many(session, events)
                 events.clear()
         batch.clear()
+        known.clear()
 
     previous = None
-    for row in rows:
+    for adam_id, pricing, kind, target, is_known in rows:
+        row = (adam_id, pricing, kind, target)
         if row == previous:
             continue
         previous = row
-        adam_id, pricing, kind, target = row
         key = (adam_id, pricing, kind)
         if key != current or len(batch) >= EVENT_TARGETS:
             flush()
             current = key
         batch.append(target)
+        if is_known:
+            known.add(target)
         total += 1
     flush()
     host.events.record_many(session, events)
@@ -65,11 +80,15 @@ def record_license_events(host: "Host", session: Session, account: str, event: s
 
 def license_payload(session: Session, account: str, adam_id: str, pricing: str, kind: str, targets: list[str], source: str) -> LicensesPayload:
     """The payload of a licenses event, with the targets the MDM inventory knows."""
+    column = Device.__table__.c.serial_number if kind == "device" else MdmUser.__table__.c.id  # type: ignore[attr-defined]
+    return licenses_payload(account, adam_id, pricing, kind, targets, known_ids(session, column, targets), source)
+
+
+def licenses_payload(account: str, adam_id: str, pricing: str, kind: str, targets: list[str], known: set[str], source: str) -> LicensesPayload:
+    """The payload of a licenses event; ``known``: the targets the MDM inventory knows."""
     if kind == "device":
-        known = known_ids(session, Device.__table__.c.serial_number, targets)  # type: ignore[attr-defined]
         return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": targets,
                 "clientUserIds": [], "enrolledSerialNumbers": [t for t in targets if t in known], "mdmUserIds": []}
-    known = known_ids(session, MdmUser.__table__.c.id, targets)  # type: ignore[attr-defined]
     return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": [],
             "clientUserIds": targets, "enrolledSerialNumbers": [], "mdmUserIds": [t for t in targets if t in known]}
 

@@ -34,7 +34,9 @@ from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy import delete, exists, func, select
+
+from mdm_core.db.bulk import insert_rows
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
@@ -177,8 +179,8 @@ class SyncReader:
         When the users changed while paging, a record may have moved into a page already read
         and been missed: the same listing is read once more (the union is staged; the later
         record of a user wins), then what changed since the first page."""
-        buffer = StageBuffer(self.host, SU, self.run_id)
-        on_page = lambda p: buffer.add(page_users(p))  # noqa: E731
+        buffer = StageBuffer(self.host, SU, self.run_id, USER_COLUMNS)
+        on_page = lambda p: buffer.add([tuple(r[c] for c in USER_COLUMNS) for r in page_users(p)])  # noqa: E731
         traversal = self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
         if traversal.changed:
             log.info("account %s: users changed while paging; reading them once more", self.account.name)
@@ -188,7 +190,7 @@ class SyncReader:
         return traversal.version
 
     def _read_assignments(self, since: str | None) -> Traversal:
-        buffer = StageBuffer(self.host, SL, self.run_id)
+        buffer = StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS)
         on_page = self._license_rows(buffer)
         traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
         self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
@@ -212,7 +214,7 @@ class SyncReader:
     @staticmethod
     def _license_rows(buffer: "StageBuffer") -> Callable[[dict[str, Any]], None]:
         def on_page(page: dict[str, Any]) -> None:
-            buffer.add([{"adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in page_assignments(page)])
+            buffer.add(page_assignments(page))  # (adam_id, pricing_param, kind, target) tuples: LICENSE_COLUMNS
 
         return on_page
 
@@ -221,7 +223,7 @@ class SyncReader:
         for start in range(0, len(adam_ids), 500):
             chunk = adam_ids[start:start + 500]
             self.host.db.run_write(lambda s, c=chunk: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(c))))
-        shared = StageBuffer(self.host, SL, self.run_id)
+        shared = StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS)
         on_page = self._license_rows(shared)
 
         def one(adam_id: str) -> None:
@@ -344,19 +346,24 @@ def clear_stage(host: "Host", run_id: int) -> None:
     host.db.run_write(work)
 
 
-class StageBuffer:
-    """Rows waiting to be written to a staging table, flushed in batches."""
+LICENSE_COLUMNS = ("adam_id", "pricing_param", "kind", "target")  # the staged tuples of vpp_stage_license
+USER_COLUMNS = ("client_user_id", "email", "status", "id_hash", "invite_code", "rank")  # ... of vpp_stage_user
 
-    def __init__(self, host: "Host", table: Any, run_id: int):
-        self.host, self.table, self.run_id = host, table, run_id
-        self.rows: list[dict[str, Any]] = []
+
+class StageBuffer:
+    """Rows (tuples in the order of ``columns``) waiting to be written to a staging table under
+    the run's id, flushed in batches with :func:`mdm_core.db.bulk.insert_rows` (COPY on PostgreSQL)."""
+
+    def __init__(self, host: "Host", table: Any, run_id: int, columns: tuple[str, ...]):
+        self.host, self.table, self.run_id, self.columns = host, table, run_id, columns
+        self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.RLock()  # shared by the threads re-reading assets
         index = next(iter(table.indexes))  # the staging key, (run_id, ...)
-        self.key = itemgetter(*[c.name for c in index.columns if c.name != "run_id"])
+        self.key = itemgetter(*[columns.index(c.name) for c in index.columns if c.name != "run_id"])
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
         with self.lock:
-            self.rows.extend({**r, "run_id": self.run_id} for r in rows)
+            self.rows.extend(rows)
             if len(self.rows) >= STAGE_BATCH:
                 self.flush()
 
@@ -365,4 +372,5 @@ class StageBuffer:
             rows, self.rows = self.rows, []
         if rows:
             rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
-            self.host.db.run_write(lambda s: s.execute(insert(self.table), rows))
+            run, columns = self.run_id, ("run_id", *self.columns)
+            self.host.db.run_write(lambda s: insert_rows(s, self.table, columns, [(run, *r) for r in rows]))

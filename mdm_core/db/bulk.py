@@ -1,0 +1,32 @@
+"""Writing many rows fast, in the caller's transaction.
+
+:func:`insert_rows` takes plain tuples: on PostgreSQL it streams them with ``COPY ... FROM
+STDIN`` (psycopg), elsewhere it hands them to the driver's ``executemany`` (SQLite steps one
+prepared statement). Both skip SQLAlchemy's per-row parameter processing, which costs more
+than the database's own work for hundreds of thousands of rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+
+def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``) into ``table`` in ``session``'s transaction."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    names = ", ".join(f'"{c}"' for c in columns)
+    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+    elif dialect == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))
+    else:
+        conn.execute(insert(table), [dict(zip(columns, row)) for row in rows])
