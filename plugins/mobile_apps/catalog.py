@@ -226,8 +226,10 @@ def _mark_failed(session: Session, adam_ids: list[str], platform: str, message: 
 
 def _store(session: Session, account: str, platform: str, adam_ids: list[str], found: dict[str, dict[str, Any]], max_age: int) -> None:
     now = utcnow()
+    rows = {r.adam_id: r for r in session.execute(select(AppMetadata).where(
+        AppMetadata.adam_id.in_(adam_ids), AppMetadata.platform == platform)).scalars()}  # type: ignore[attr-defined]
     for adam_id in adam_ids:
-        row = session.get(AppMetadata, (adam_id, platform))
+        row = rows.get(adam_id)
         if row is None:
             continue
         data = found.get(adam_id)

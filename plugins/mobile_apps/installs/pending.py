@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Iterable, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError
@@ -124,14 +124,16 @@ def on_users_changed(host: "Host", event: "Event") -> None:
         log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
         retry_pending(host, ids)
 
+_PENDING = select(Install.id).where(  # built once: a sync delivers thousands of license events
+    Install.status == "pending", Install.account == bindparam("account"), Install.adam_id == bindparam("adam_id"),
+    Install.pricing_param == bindparam("pricing")).limit(1)
+
 
 def _has_pending(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
     """Whether an install of this asset waits for its license (a read: most license events of a
     sync find none, and skip the write transaction)."""
-    with host.db.session() as session:
-        return session.execute(select(Install.id).where(
-            Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
-        ).limit(1)).first() is not None
+    with host.db.engine.connect() as conn:
+        return conn.execute(_PENDING, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 
 def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:

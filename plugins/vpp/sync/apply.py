@@ -107,11 +107,16 @@ class MirrorUpdate:
         is_new = and_(SU.c.run_id == run, ~in_mirror)
         added = 0
         new_rows: list[dict[str, Any]] = []
-        for r in session.execute(select(SU.c.client_user_id, *(SU.c[f] for f in fields)).where(is_new)):
+        linked_new: set[str] = set()
+        MU = MdmUser.__table__  # type: ignore[attr-defined]
+        new_users = select(SU.c.client_user_id, *(SU.c[f] for f in fields), MU.c.id.label("mdm_user")).outerjoin(MU, MU.c.id == SU.c.client_user_id)
+        for r in session.execute(new_users.where(is_new)):
             new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
+            if r.mdm_user is not None:
+                linked_new.add(r.mdm_user)
             if len(new_rows) >= EVENT_RECORDS:
-                added += self._record_added_users(session, new_rows)
-        added += self._record_added_users(session, new_rows)
+                added += self._record_added_users(session, new_rows, linked_new)
+        added += self._record_added_users(session, new_rows, linked_new)
         joined = select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status")).join(
             U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
         ).where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
@@ -137,13 +142,14 @@ class MirrorUpdate:
             record_chunks(self.host, session, self.account.name, event, [apple_user(r, linked) for r in rows])
         counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": removed}
 
-    def _record_added_users(self, session: Session, rows: list[dict[str, Any]]) -> int:
-        """One ``vpp_users_added`` event for these (at most 500) new users; empties ``rows``."""
+    def _record_added_users(self, session: Session, rows: list[dict[str, Any]], linked: set[str]) -> int:
+        """One ``vpp_users_added`` event for these (at most 500) new users, ``linked``: those that
+        are MDM users; empties both."""
         count = len(rows)
         if rows:
-            linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in rows])  # type: ignore[attr-defined]
             record_chunks(self.host, session, self.account.name, "vpp_users_added", [apple_user(r, linked) for r in rows])
             rows.clear()
+            linked.clear()
         return count
 
     def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any]) -> None:

@@ -107,6 +107,7 @@ class SyncReader:
         self._pages_lock = threading.Lock()
         self.expirations: list[datetime] = []
         self.stopped = threading.Event()
+        self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
 
     def read(self, mode: str) -> AppleRead:
         """Read Apple's state for ``mode`` (``full`` or ``incremental``)."""
@@ -195,6 +196,7 @@ class SyncReader:
         traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
         self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
         buffer.flush()
+        self._staged = None
         return traversal
 
     def _catch_up(self, traversal: Traversal, pages: Callable[[str], Iterator[dict[str, Any]]], on_page: Callable[[dict[str, Any]], None], what: str) -> None:
@@ -220,6 +222,7 @@ class SyncReader:
 
     def reread_assets(self, adam_ids: list[str]) -> None:
         """Read the assignments of these assets again in full, replacing what is staged for them."""
+        self._staged = None
         for start in range(0, len(adam_ids), 500):
             chunk = adam_ids[start:start + 500]
             self.host.db.run_write(lambda s, c=chunk: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(c))))
@@ -301,11 +304,14 @@ class SyncReader:
         )
 
     def _staged_counts(self) -> dict[AssetKey, int]:
-        """Distinct staged licenses per asset."""
+        """Distinct staged licenses per asset (kept until the staged licenses change: a re-read)."""
+        if self._staged is not None:
+            return self._staged
         distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
-            return {(a, p): n for a, p, n in session.execute(
+            self._staged = {(a, p): n for a, p, n in session.execute(
                 select(distinct.c.adam_id, distinct.c.pricing_param, func.count()).group_by(distinct.c.adam_id, distinct.c.pricing_param))}
+        return self._staged
 
     def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
         """adamIds whose ``assignedCount`` differs from the licenses the mirror would hold."""
@@ -359,13 +365,16 @@ class StageBuffer:
         self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.RLock()  # shared by the threads re-reading assets
         index = next(iter(table.indexes))  # the staging key, (run_id, ...)
-        self.key = itemgetter(*[columns.index(c.name) for c in index.columns if c.name != "run_id"])
+        positions = [columns.index(c.name) for c in index.columns if c.name != "run_id"]
+        # the whole row is the key (licenses): tuples sort as they are, much faster than with a key function
+        self.key = None if positions == list(range(len(columns))) else itemgetter(*positions)
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
         with self.lock:
             self.rows.extend(rows)
-            if len(self.rows) >= STAGE_BATCH:
-                self.flush()
+            full = len(self.rows) >= STAGE_BATCH
+        if full:  # written outside the lock: the other re-reading threads keep adding meanwhile
+            self.flush()
 
     def flush(self) -> None:
         with self.lock:
