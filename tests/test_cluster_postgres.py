@@ -82,7 +82,7 @@ def test_three_hosts_share_six_accounts_and_take_over_a_killed_one(make_host: Ca
         mdm = Path(sys.executable).with_name("mdm")
         conf = project_dir / "conf" / "mdm.toml"
         try:
-            procs = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
+            procs = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run", "--listen", "127.0.0.1:0"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True) for _ in range(HOSTS)]
             _wait(lambda: len(_members(host)) == HOSTS, 90, "the three hosts to join")
             joined = datetime.now(timezone.utc)

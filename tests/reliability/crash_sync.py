@@ -55,21 +55,21 @@ def pause_before(obj: Any, name: str) -> None:
 
 
 def sigint_inside_a_staging_write() -> None:
-    """Send ourselves SIGINT right after the first staged INSERT, inside its write transaction."""
-    from sqlmodel import Session
+    """Send ourselves SIGINT right after the first staged INSERT, inside its write transaction
+    (staged rows are written by ``insert_rows``, before ``run_write`` commits)."""
+    from plugins.vpp.sync import read
 
-    original = Session.execute
+    original = read.insert_rows
     sent = [False]
 
-    def execute(self: Any, statement: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, statement, *args, **kwargs)
-        table = getattr(getattr(statement, "table", None), "name", "")
-        if not sent[0] and table == "vpp_stage_license" and statement.is_insert:
+    def insert_rows(session: Any, table: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(session, table, *args, **kwargs)
+        if not sent[0] and table.name == "vpp_stage_license":
             sent[0] = True
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    Session.execute = execute  # type: ignore[method-assign]
+    read.insert_rows = insert_rows  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> None:

@@ -18,7 +18,7 @@ from mdm_core.models import MdmUser, utcnow
 from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
-from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events, with_known
+from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events, with_known, with_known_keys
 from .read import SL, SU, AppleRead, in_mirror
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ class MirrorUpdate:
         counts: dict[str, Any] = {}
         removed_assets = self._apply_assets(session, assets, counts)
         self._apply_users(session, full=mode == "full", counts=counts)
-        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts)
+        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts,
+                             diffed=read.diffed, gone=read.removed)
         for table in (SL, SU):
             self._delete_stage(session, table)
 
@@ -152,7 +153,8 @@ class MirrorUpdate:
             linked.clear()
         return count
 
-    def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any]) -> None:
+    def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any],
+                        diffed: list[str], gone: list[tuple[str, str, str, str]]) -> None:
         acc, run = self.account.id, self.run_id
         columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
         is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
@@ -167,9 +169,15 @@ class MirrorUpdate:
         in_stage = exists().where(SL.c.run_id == run, SL.c.adam_id == L.c.adam_id, SL.c.pricing_param == L.c.pricing_param, SL.c.kind == L.c.kind, SL.c.target == L.c.target)
         if full:
             conditions.append(and_(L.c.account_id == acc, ~in_stage))
-        else:
-            for start in range(0, len(reread), 500):
-                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(reread[start:start + 500]), ~in_stage))
+        else:  # assets re-read whole: what the stage lacks is gone (the diffed ones named theirs: ``gone``)
+            whole = sorted(set(reread) - set(diffed))
+            for start in range(0, len(whole), 500):
+                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(whole[start:start + 500]), ~in_stage))
+        if gone:
+            removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
+            key = and_(L.c.account_id == acc, L.c.adam_id == bindparam("k_adam"), L.c.pricing_param == bindparam("k_pricing"),
+                       L.c.kind == bindparam("k_kind"), L.c.target == bindparam("k_target"))
+            session.execute(delete(L).where(key), [{"k_adam": a, "k_pricing": p, "k_kind": k, "k_target": t} for a, p, k, t in gone])
         for a, p in removed_assets:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:

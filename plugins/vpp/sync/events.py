@@ -40,6 +40,14 @@ def with_known(query: Any, table: Any) -> Any:
             .outerjoin(MU, and_(table.c.kind == "user", MU.c.id == table.c.target)))
 
 
+def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str, bool]]:
+    """(adamId, pricingParam, kind, target) keys, sorted, with whether the inventory knows each
+    holder (as :func:`with_known` gives them from a query)."""
+    devices = known_ids(session, Device.__table__.c.serial_number, [t for _, _, k, t in keys if k == "device"])  # type: ignore[attr-defined]
+    users = known_ids(session, MdmUser.__table__.c.id, [t for _, _, k, t in keys if k != "device"])  # type: ignore[attr-defined]
+    return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
+
+
 def record_license_events(host: "Host", session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
     """Record license events from (adamId, pricingParam, kind, target, known) rows (sorted by
     asset and kind, a repeated row skipped; ``known``: see :func:`with_known`), at most

@@ -16,6 +16,11 @@ while Apple's data changes, so the assets that disagree have their assignments r
 full (``GET /assignments?adamId=``), and the counts are read again afterwards (Apple's counts
 move with every assignment), until they agree: a committed mirror is consistent.
 
+An incremental sync compares an asset it reads again with the asset's mirrored licenses in
+memory (:data:`DIFF_LIMIT` at most; a larger asset is staged whole): only the licenses the
+mirror lacks are staged, and the mirrored ones Apple no longer lists are kept as removals
+(:attr:`AppleRead.removed`). Its cost follows the pages it reads, not the size of the mirror.
+
 The asset list itself (a missing asset would be taken as removed) is read again while its
 ``versionId`` changes underway, until two reads agree on which assets exist.
 
@@ -53,6 +58,8 @@ ASSET_READS = 4  # reads of the asset list at most, until two agree on which ass
 CATCH_UP_READS = 3  # sinceVersionId reads at most after a traversal during which the data changed
 RECONCILE_ROUNDS = 3  # rounds of re-reading the assets whose counts disagree
 STAGE_BATCH = 20000  # rows per staging transaction: fewer, larger commits write far less WAL (index pages)
+DIFF_LIMIT = 50_000  # mirrored licenses of one asset compared in memory when it is read again (larger: staged whole)
+REMOVED_LIMIT = 200_000  # removals kept in memory by one read; past it, re-read assets are staged whole
 
 L = VppLicense.__table__  # type: ignore[attr-defined]
 SL = VppStageLicense.__table__  # type: ignore[attr-defined]
@@ -80,6 +87,8 @@ class AppleRead:
     invitation_template: str | None  # Service Config's invitationEmail URL
     unknown_assets: dict[AssetKey, int] = field(default_factory=dict)  # licenses of assets Apple did not list
     count_mismatches: list[str] = field(default_factory=list)  # adamIds whose counts Apple itself does not match
+    diffed: list[str] = field(default_factory=list)  # adamIds of ``reread`` compared with the mirror: only their changes are staged
+    removed: list[tuple[str, str, str, str]] = field(default_factory=list)  # their mirrored licenses Apple no longer lists
 
 
 @dataclass
@@ -108,11 +117,15 @@ class SyncReader:
         self.expirations: list[datetime] = []
         self.stopped = threading.Event()
         self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
+        self.diff = False  # re-read assets are compared with the mirror (incremental syncs)
+        self.matched: dict[str, dict[AssetKey, int]] = {}  # diffed adamId -> mirrored licenses Apple still lists, per asset
+        self.removed: dict[str, list[tuple[str, str, str, str]]] = {}  # diffed adamId -> mirrored licenses Apple no longer lists
 
     def read(self, mode: str) -> AppleRead:
         """Read Apple's state for ``mode`` (``full`` or ``incremental``)."""
         assets, assets_version = self.fetch_assets()
         full = mode == "full"
+        self.diff = not full
         users_version = self.stage_users(None if full else self.account.users_version_id)
         assignments = self._read_assignments(None if full else self.account.assignments_version_id)
         self.host.db.analyze(SU.name, SL.name)  # the reconcile and the apply join these rows with the mirror
@@ -122,8 +135,9 @@ class SyncReader:
         # read now: no HTTP request once the write transaction holds the database
         template = self.client.service_config().urls.get("invitationEmail")
         versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments.version}
+        removed = [row for adam_id in sorted(self.removed) for row in self.removed[adam_id]]
         return AppleRead(mode, assets, versions, sorted(reread), self.pages, max(self.expirations, default=None), template,
-                         self._unknown_assets(assets), mismatched)
+                         self._unknown_assets(assets), mismatched, sorted(self.matched), removed)
 
     # ------------------------------------------------------------------ traversal
 
@@ -221,16 +235,47 @@ class SyncReader:
         return on_page
 
     def reread_assets(self, adam_ids: list[str]) -> None:
-        """Read the assignments of these assets again in full, replacing what is staged for them."""
+        """Read the assignments of these assets again in full, replacing what is staged for them
+        (in an incremental sync, compared with the mirror: see the module docstring)."""
         self._staged = None
         for start in range(0, len(adam_ids), 500):
             chunk = adam_ids[start:start + 500]
             self.host.db.run_write(lambda s, c=chunk: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(c))))
+        for adam_id in adam_ids:
+            self.matched.pop(adam_id, None)
+            self.removed.pop(adam_id, None)
         shared = StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS)
         on_page = self._license_rows(shared)
+        removals = [sum(len(r) for r in self.removed.values())]
+        removals_lock = threading.Lock()
 
         def one(adam_id: str) -> None:
-            self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), on_page)
+            mirrored = self._mirrored(adam_id) if self.diff and removals[0] < REMOVED_LIMIT else None
+            if mirrored is None:  # staged whole
+                self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), on_page)
+                return
+            seen: set[tuple[str, str, str]] = set()
+
+            def diff_page(page: dict[str, Any]) -> None:
+                rows = page_assignments(page)
+                new = []
+                for row in rows:
+                    key = row[1:]
+                    if key in mirrored:
+                        seen.add(key)
+                    else:
+                        new.append(row)
+                shared.add(new)
+
+            self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), diff_page)
+            matched: dict[AssetKey, int] = {}
+            for pricing, _, _ in seen:
+                matched[(adam_id, pricing)] = matched.get((adam_id, pricing), 0) + 1
+            gone = sorted((adam_id, *key) for key in mirrored - seen)
+            with removals_lock:
+                self.matched[adam_id] = matched
+                self.removed[adam_id] = gone
+                removals[0] += len(gone)
 
         # several assets at once; the client keeps Apple's limit of 5 requests in flight
         pool = ThreadPoolExecutor(max_workers=self.client.max_parallel_pages, thread_name_prefix="vpp-reread")
@@ -303,6 +348,14 @@ class SyncReader:
             "nothing written; the next sync tries again"
         )
 
+    def _mirrored(self, adam_id: str) -> set[tuple[str, str, str]] | None:
+        """The asset's mirrored licenses as (pricingParam, kind, target), or ``None`` when it has
+        more than :data:`DIFF_LIMIT` (then it is staged whole)."""
+        query = select(L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == self.account.id, L.c.adam_id == adam_id).limit(DIFF_LIMIT + 1)
+        with self.host.db.session() as session:
+            rows = {tuple(r) for r in session.execute(query)}
+        return rows if len(rows) <= DIFF_LIMIT else None  # type: ignore[return-value]
+
     def _staged_counts(self) -> dict[AssetKey, int]:
         """Distinct staged licenses per asset (kept until the staged licenses change: a re-read)."""
         if self._staged is not None:
@@ -325,7 +378,10 @@ class SyncReader:
                 added = {(a, p): n for a, p, n in session.execute(
                     select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
                     .where(SL.c.run_id == self.run_id, ~in_mirror(acc)).group_by(SL.c.adam_id, SL.c.pricing_param))}
-            expected = {key: (staged.get(key, 0) if key[0] in reread else mirrored.get(key, 0) + added.get(key, 0))
+            # a re-read asset holds what Apple listed: staged whole, or (diffed) the mirrored licenses
+            # Apple still lists plus the staged ones the mirror lacks
+            expected = {key: (staged.get(key, 0) + self.matched.get(key[0], {}).get(key, 0) if key[0] in reread
+                              else mirrored.get(key, 0) + added.get(key, 0))
                         for key in set(mirrored) | set(staged)}
         return sorted({a for (a, p), asset in assets.items() if asset["assigned_count"] != expected.get((a, p), 0)})
 
