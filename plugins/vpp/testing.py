@@ -98,6 +98,12 @@ class SkippedWaits:
         with self._lock:
             return time.monotonic() + self._skipped
 
+    def wall(self) -> float:
+        """The wall clock (epoch seconds) plus every wait skipped so far: a back-off Apple asked
+        for, recorded as a deadline on this clock, has passed once it was waited."""
+        with self._lock:
+            return time.time() + self._skipped
+
 
 def skip_client_waits(monkeypatch: "pytest.MonkeyPatch") -> SkippedWaits:
     """Every VPP client the host makes from now on (syncs, account commands, scheduled jobs)
@@ -106,5 +112,5 @@ def skip_client_waits(monkeypatch: "pytest.MonkeyPatch") -> SkippedWaits:
     from plugins.vpp.apple.client import AppsBooksClient
 
     clock = SkippedWaits()
-    monkeypatch.setattr(accounts, "AppsBooksClient", functools.partial(AppsBooksClient, sleep=clock.sleep, monotonic=clock.monotonic))
+    monkeypatch.setattr(accounts, "AppsBooksClient", functools.partial(AppsBooksClient, sleep=clock.sleep, monotonic=clock.monotonic, wall_clock=clock.wall))
     return clock

@@ -23,7 +23,7 @@ from ..apple.client import AppsBooksClient
 from ..apple.protocol import page_assets, page_assignments
 from ..models import VppAccount, VppLicense
 from .apply import apply_assets
-from .events import record_license_events
+from .events import record_license_events, with_known_keys
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -88,7 +88,7 @@ def _remove_licenses(host: "Host", session: Session, account: VppAccount, key: t
         targets = [t for _, _, k, t in gone if k == kind]
         for start in range(0, len(targets), 500):
             session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start:start + 500])))
-    return record_license_events(host, session, account.name, "vpp_licenses_disassociated", gone)
+    return record_license_events(host, session, account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
 
 
 def _add_licenses(host: "Host", session: Session, account: VppAccount, key: tuple[str, str], apple: set[tuple[str, str]]) -> int:
@@ -99,4 +99,4 @@ def _add_licenses(host: "Host", session: Session, account: VppAccount, key: tupl
     new = sorted((adam_id, pricing, kind, target) for kind, target in apple if (kind, target) not in held)
     if new:
         session.execute(insert(L), [{"account_id": account.id, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in new])
-    return record_license_events(host, session, account.name, "vpp_licenses_associated", new)
+    return record_license_events(host, session, account.name, "vpp_licenses_associated", with_known_keys(session, new))
