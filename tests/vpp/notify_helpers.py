@@ -19,7 +19,7 @@ def inbox(host: Host, account: str = "school") -> list[Any]:
                                     .where(VppAccount.name == account).order_by(VppNotification.id)).scalars())
 
 
-def settle(host: Host, sim: Any, timeout: float = 10.0) -> None:
+def settle(host: Host, sim: Any, timeout: float = 30.0) -> None:
     """Wait until the simulator sent everything due, then until every notification recorded
     was acted on (by the endpoint's background work, or here)."""
     from plugins.vpp.notifications.act import process_pending
