@@ -120,3 +120,27 @@ def test_account_remove_asks_first_and_has_a_dry_run(synced: Host, cli: Any) -> 
     assert code == 2 and "add --yes" in err
     assert [a["name"] for a in synced.pm.hook.mdm_vpp_accounts(host=synced)] == ["school"]
     assert cli("vpp", "account", "remove", "school", "--yes")[0] == 0
+
+
+def test_a_users_update_that_apple_refuses_is_sent_again_by_the_failed_deliveries_retry(synced: Host, simulator: Any, cli: Any) -> None:
+    """The MDM user's change is kept even when Apple fails; the subscriber's failure is recorded
+    and the host's retry of failed deliveries sends the users/update again once Apple answers."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from mdm_core.models import SubscriberFailure, utcnow
+
+    inventory.add_user(synced, "pupil-2", email="old@example.com")
+    assert cli("vpp", "users", "register", "pupil-2", "--account", "school")[0] == 0
+    simulator.faults.add("server_error", endpoint="users/update", status=503, retry_after=0)  # every try
+    code, out, err = cli("users", "set", "pupil-2", "--email", "moved@example.com")
+    assert code == 0, err  # the inventory changed; Apple's side follows later
+    assert simulator.state.user("pupil-2")["email"] == "old@example.com"
+    with synced.db.session() as session:
+        [failure] = session.execute(select(SubscriberFailure)).scalars().all()
+        assert (failure.plugin, failure.status) == ("vpp", "retrying")
+    simulator.faults.clear()
+    assert synced.events.retry_due(now=utcnow() + timedelta(minutes=2)) == (1, 0)
+    assert simulator.state.user("pupil-2")["email"] == "moved@example.com"
+    assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if u["clientUserId"] == "pupil-2"] == ["moved@example.com"]
