@@ -35,6 +35,11 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    """Whether ``mdm -q`` is in force (for output that :func:`say` alone cannot carry)."""
+    return _quiet
+
+
 def say(message: str, out: TextIO | None = None) -> None:
     """Print a success or progress message (on stdout, unless ``-q``)."""
     if not _quiet:

@@ -114,3 +114,31 @@ def _console_shows_the_demo_account(conf: Path) -> None:
             assert signed_in.status_code == 200 and 'href="/vpp/accounts/demo/assets"' in signed_in.text
     finally:
         host.close()
+
+
+def test_quiet_demo_prints_nothing_unless_it_fails(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mdm -q demo``: no walkthrough on success; a failure names its step on stderr."""
+    import plugins.demo.run as demo
+
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    capsys.readouterr()
+    assert main(["--config", str(conf), "-q", "demo"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "error" not in err
+    assert (project_dir / "var" / "demo" / "demo.sqlite3").is_file()  # it did run
+
+    real = demo._mdm
+
+    def sync_fails(host, command):  # type: ignore[no-untyped-def]
+        if command.startswith("vpp sync"):
+            print("demo: full sync failed: (a simulated failure)")
+            return 1
+        return real(host, command)
+
+    monkeypatch.setattr(demo, "_mdm", sync_fails)
+    assert main(["--config", str(conf), "-q", "demo"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == ('mdm: error: the demo failed at "Full sync: assets, users and licenses": '
+                                    "run `mdm demo` without -q to see each command")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from mdm_core.argtypes import count
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
-from mdm_core.output import add_list_options, output_format, print_rows
+from mdm_core.output import add_list_options, output_format, print_rows, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -100,7 +100,10 @@ def _test(host: "Host", args: argparse.Namespace) -> int:
         raise MdmError(NO_CHANNEL)
     for result in results:
         line = f"{result['target']}: {result['status']}" + (f": {result['error']}" if result["error"] else "")
-        print(line, file=sys.stdout if result["status"] == "sent" else sys.stderr)
+        if result["status"] == "sent":
+            say(line)
+        else:
+            print(line, file=sys.stderr)
     return 0 if all(r["status"] == "sent" for r in results) else 1
 
 
@@ -109,13 +112,14 @@ def _send(host: "Host", args: argparse.Namespace) -> int:
 
     queued = check(host)["queued"]
     counts = deliver_due(host)
-    print(f"{queued} new alert(s); {counts['sent']} sent, {counts['retrying']} to retry, {counts['failed']} failed")
-    return 1 if counts["retrying"] or counts["failed"] else 0
+    failed = bool(counts["retrying"] or counts["failed"])
+    (print if failed else say)(f"{queued} new alert(s); {counts['sent']} sent, {counts['retrying']} to retry, {counts['failed']} failed")
+    return 1 if failed else 0
 
 
 def _retry(host: "Host", args: argparse.Namespace) -> int:
     from .delivery import retry_failed
 
     count = retry_failed(host, args.ids)
-    print(f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again; the alerts.deliver job (or `mdm alerts send`) sends them")
+    say(f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again; the alerts.deliver job (or `mdm alerts send`) sends them")
     return 0

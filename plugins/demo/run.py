@@ -12,6 +12,8 @@ walkthrough. Running it twice works: the demo account is replaced, devices and u
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shlex
 import sys
 import time
@@ -26,7 +28,12 @@ if TYPE_CHECKING:
 ACCOUNT = "demo"
 
 
+_current_step = ""
+
+
 def _step(title: str) -> None:
+    global _current_step
+    _current_step = title
     print(f"\n== {title}", flush=True)
 
 
@@ -39,7 +46,7 @@ def _mdm(host: "Host", command: str) -> int:
         args = build_parser(host).parse_args(shlex.split(command))
         code = int(args.func(host, args) or 0)
     except MdmError as exc:
-        print(f"mdm: error: {exc}", flush=True)
+        print(f"mdm: error: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
     except SystemExit as exc:  # argparse refused the command
         code = int(exc.code or 0)
@@ -98,9 +105,18 @@ def _is_demo_account(account: dict[str, Any]) -> bool:
 
 def run_demo(host: "Host", *, seed: int = 7, database_url: str | None = None) -> int:
     """Run the demo on its own database (or ``database_url``); returns the exit code."""
+    from mdm_core.output import is_quiet
+
     demo = demo_host(host, database_url)
     try:
-        return _run(demo, seed, own_database=database_url is None)
+        if not is_quiet():
+            return _run(demo, seed, own_database=database_url is None)
+        with contextlib.redirect_stdout(io.StringIO()):  # ``mdm -q demo``: errors only (stderr)
+            code = _run(demo, seed, own_database=database_url is None)
+        if code:
+            print(f"mdm: error: the demo failed at \"{_current_step}\": run `mdm demo` without -q to see each command",
+                  file=sys.stderr, flush=True)
+        return code
     finally:
         demo.close()
 

@@ -140,14 +140,16 @@ def _install(host: "Host", args: argparse.Namespace) -> int:
         print_json({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()})
     else:
         for target, status, message in outcome.lines:
-            stream = sys.stdout if status not in ("refused", "failed") else sys.stderr
-            print(f"{target}: {status}: {message}", file=stream)
+            if status in ("refused", "failed"):
+                print(f"{target}: {status}: {message}", file=sys.stderr)
+            else:
+                say(f"{target}: {status}: {message}")
         counts: dict[str, int] = {}
         for _, status, _ in outcome.lines:
             counts[status] = counts.get(status, 0) + 1
         asset = outcome.asset
         summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-        print(f"{asset.label if asset else args.app} from account {asset.account if asset else '?'}: {summary}")
+        (say if outcome.ok else print)(f"{asset.label if asset else args.app} from account {asset.account if asset else '?'}: {summary}")
     return 0 if outcome.ok else 1
 
 
@@ -187,14 +189,14 @@ def _reclaim(host: "Host", args: argparse.Namespace) -> int:
         print_json(rows)
         return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
     if not rows:
-        print("no license to reclaim")
+        say("no license to reclaim")
         return 0
     for row in rows:
         target = row.get("serialNumber") or row.get("clientUserId")
         text = {"done": "license reclaimed", "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
                 "failed": "Apple refused", "irrevocable": "not reclaimed: the asset is irrevocable"}[row["status"]]
         detail = f" ({row['last_error']})" if row["last_error"] and row["status"] in ("pending", "failed") else ""
-        print(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {text}{detail}")
+        (say if row["status"] in ("done", "pending") else print)(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {text}{detail}")
     return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
 
 

@@ -301,7 +301,7 @@ def _users_retire(host: "Host", args: argparse.Namespace) -> int:
         for row in rows:
             where = f" in {row['account']}" if row["account"] else ""
             if row["status"] == "Retired":
-                print(f"{row['clientUserId']}: retired{where}")
+                say(f"{row['clientUserId']}: retired{where}")
             elif row["status"] == "pending":
                 print(f"{row['clientUserId']}: pending{where}: Apple has not confirmed yet; see `mdm vpp users` after the next sync")
             elif row["status"] == "unknown":

@@ -41,6 +41,8 @@ def test_alerts_test_reports_each_channel(mdm, smtp_server, webhook_server, cert
     bad.default = 200
     code, out, err = mdm("alerts", "test")
     assert code == 0 and len(out.splitlines()) == 3 and err == ""
+    assert mdm("-q", "alerts", "test") == (0, "", "")  # -q silences successes
+    assert len(good.requests) == 3 and len(smtp.mailbox.messages) == 3  # ... and still sends
     code, out, _ = mdm("alerts", "list")
     assert out == "(no alerts)\n"  # a test is not an alert
 
@@ -50,6 +52,13 @@ def test_alerts_test_without_a_channel(mdm):
     code, out, err = mdm("alerts", "test")
     assert code == 1 and out == ""
     assert err.startswith("mdm: error: no alert channel is configured: set [alerts] email_to and email_from") and err.count("\n") == 1
+
+
+def test_quiet_alerts_send_and_retry_print_nothing_when_all_went_well(mdm):
+    configure(mdm, "")
+    assert mdm("alerts", "send")[:2] == (0, "0 new alert(s); 0 sent, 0 to retry, 0 failed\n")
+    assert mdm("-q", "alerts", "send") == (0, "", "")
+    assert mdm("-q", "alerts", "retry") == (0, "", "")
 
 
 def test_alerts_test_with_every_channel_down(mdm, closed_port):

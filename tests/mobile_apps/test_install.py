@@ -347,3 +347,15 @@ def test_the_installs_job_queues_a_pending_install_once_apple_confirms(make_apps
         assert list_installs(host, "pending") == [] and [r["command_uuids"] for r in list_installs(host, "queued")] == [[command["uuid"]]]
         assert [e["source"] for e in apps_events.named("mobile_apps_install_queued")] == ["pending"]
         assert job.func() == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}  # nothing left to ask
+
+
+def test_quiet_install_prints_only_what_went_wrong(host, simulator, mdm):
+    """``mdm -q apps install``: nothing on success; a refused target still says why, on stderr."""
+    a = fixed_assets(simulator)[1]
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iPadOS")
+    assert mdm("-q", "apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "5") == (0, "", "")
+    assert [c["payload"]["RequestType"] for c in commands(host, serial)] == ["InstallApplication"]
+    code, out, err = mdm("-q", "apps", "install", app_id(host, a["adamId"]), "--device", "NOT-ENROLLED", "--wait", "5")
+    assert code == 1 and "NOT-ENROLLED: refused:" in err
+    assert "1 refused" in out  # the summary of a command that failed is not silenced

@@ -140,3 +140,12 @@ def test_reclaim_all_unused_reports_irrevocable(host, simulator, mdm):
     assert "irrevocable" in out and f"{revocable_holder}: done: license reclaimed" in out
     assert revocable_holder not in holders(simulator, a[0]["adamId"])
     assert irrevocable_holder in holders(simulator, a[3]["adamId"])
+
+
+def test_quiet_reclaim_prints_nothing_when_every_license_came_back(host, simulator, mdm):
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    add_device(host, serial, "iOS")
+    assert mdm("-q", "apps", "reclaim", app_id(host, a["adamId"]), "--device", serial) == (0, "", "")
+    assert serial not in holders(simulator, a["adamId"])
+    assert mdm("-q", "apps", "reclaim", app_id(host, a["adamId"]), "--device", serial) == (0, "", "")  # nothing left to reclaim

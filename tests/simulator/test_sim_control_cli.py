@@ -63,6 +63,10 @@ def test_change_and_fault_reach_a_running_simulator(served: tuple[str, Path], md
     assert code == 0 and json.loads(out)["faults"][0]["kind"] == "rate_limit"
     code, out, err = mdm("vpp", "simulator", "fault", "--clear", "--url", url)
     assert (code, out) == (0, "faults cleared; the token is valid again\n")
+    assert mdm("-q", "vpp", "simulator", "fault", "slow", "seconds=0", "--count", "1", "--url", url) == (0, "", "")  # -q: successes are silent
+    assert requests.get(_root(url) + "/_sim/faults", timeout=5).json()["faults"][0]["kind"] == "slow"
+    assert mdm("-q", "vpp", "simulator", "fault", "--clear", "--url", url) == (0, "", "")
+    assert mdm("-q", "vpp", "simulator", "change", "purchase", "count=2", "--url", url) == (0, "", "")
     assert requests.get(_root(url) + "/_sim/faults", timeout=5).json()["faults"] == []
 
 

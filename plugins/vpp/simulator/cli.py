@@ -57,22 +57,26 @@ def add_control_arguments(change: argparse.ArgumentParser, fault: argparse.Argum
 
 def change(args: argparse.Namespace) -> int:
     """`mdm vpp simulator change ACTION NAME=VALUE ...`"""
+    from mdm_core.output import say
+
     from .remote import action_parameters, call, control_url, parse_params
 
     values = parse_params(args.params, [n for n, _ in action_parameters(args.action)], f"action {args.action}")
     answer = call(control_url(args.url, args.token_file), "POST", "change", {"action": args.action, **values})
-    print(f"{args.action}: {json.dumps(answer.get('result'))}; versions {json.dumps(answer.get('versions'), sort_keys=True)}")
+    say(f"{args.action}: {json.dumps(answer.get('result'))}; versions {json.dumps(answer.get('versions'), sort_keys=True)}")
     return 0
 
 
 def fault(args: argparse.Namespace) -> int:
     """`mdm vpp simulator fault KIND NAME=VALUE ... | --list | --clear`"""
+    from mdm_core.output import say
+
     from .remote import FAULTS, call, control_url, parse_params
 
     root = control_url(args.url, args.token_file)
     if args.clear:
         call(root, "DELETE", "faults")
-        print("faults cleared; the token is valid again")
+        say("faults cleared; the token is valid again")
         return 0
     if args.list or args.kind is None:
         answer = call(root, "GET", "faults")
@@ -81,7 +85,7 @@ def fault(args: argparse.Namespace) -> int:
     values = parse_params(args.params, list(FAULTS[args.kind][0]), f"fault {args.kind}")
     body = {"kind": args.kind, "endpoint": args.endpoint, "count": args.count, "after": args.after, **values}
     answer = call(root, "POST", "faults", body)
-    print(f"armed {json.dumps(answer.get('fault'), sort_keys=True)}")
+    say(f"armed {json.dumps(answer.get('fault'), sort_keys=True)}")
     return 0
 
 
