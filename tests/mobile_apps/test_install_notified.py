@@ -24,7 +24,7 @@ def test_a_pending_install_is_queued_as_soon_as_apples_notification_arrives(make
     with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60, notification_retry_delays=(0.05, 0.1)) as slow:
         host = make_apps_host(sim=slow)
         sync(host)
-        endpoint = Endpoint(host)
+        endpoint = Endpoint(host, slow)
         try:
             set_account(host, "school", notifications=True)
             a = fixed_assets(slow)[0]
@@ -73,7 +73,7 @@ def test_an_install_waiting_for_the_invitation_goes_ahead_when_apple_says_it_was
     simulator.notifier.retry_delays = (0.05, 0.1)
     host = make_apps_host()
     sync(host)
-    endpoint = Endpoint(host)
+    endpoint = Endpoint(host, simulator)
     try:
         set_account(host, "school", notifications=True)
         registered, serial, a = _waiting_user(host, simulator, mdm)

@@ -62,17 +62,34 @@ def inbox_all(host: Host) -> list[Any]:
         return list(session.execute(select(VppNotification).order_by(VppNotification.id)).scalars())
 
 
+#: How long the simulator waits for this host's answer to a notification, and (longer) the
+#: host for Apple's answer to ``POST client/config``, which includes posting Apple's test
+#: notification to the endpoint: bounds for a loaded machine, never waited for when all is well.
+#: The host's bound is the longer one, so a slow endpoint is Apple's 9728, not a client timeout.
+SIMULATOR_PATIENCE = 60.0
+HOST_PATIENCE = 90.0
+
+
 class Endpoint:
     """``mdm run``'s web server for ``host`` on a free loopback port (the real application, with
-    the notification endpoint among its public routes), and ``[web] public_url`` pointing at it."""
+    the notification endpoint among its public routes), and ``[web] public_url`` pointing at it.
+    With ``sim``, the simulator waits up to :data:`SIMULATOR_PATIENCE` for the endpoint's answer
+    and the host up to :data:`HOST_PATIENCE` for the simulator's (the 10 s of the VPP tests'
+    configuration timed out on a loaded 2-core machine while Apple's test notification was
+    being answered)."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, sim: Any = None) -> None:
         from mdm_core.web.server import WebServer
         from mdm_core.web.settings import WebSettings
+        from plugins.vpp.settings import VppSettings
 
         self.server = WebServer(host, "127.0.0.1:0").start()
         self.public_url = self.server.url.rstrip("/")
         host.config.section("web", WebSettings).public_url = self.public_url
+        if sim is not None:
+            sim.notifier.timeout = SIMULATOR_PATIENCE
+            vpp = host.config.section("vpp", VppSettings)
+            vpp.request_timeout = max(vpp.request_timeout, HOST_PATIENCE)
 
     def close(self) -> None:
         self.server.stop()

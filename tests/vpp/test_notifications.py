@@ -24,7 +24,7 @@ from .notify_helpers import Endpoint, act_until, inbox, settle
 @pytest.fixture
 def endpoint(host: Host, simulator: Any) -> Iterator[Endpoint]:
     """This host's endpoint on loopback, given as ``[web] public_url``; the simulator retries fast."""
-    running = Endpoint(host)
+    running = Endpoint(host, simulator)
     simulator.notifier.retry_delays = (0.05, 0.1)
     yield running
     running.close()
@@ -204,7 +204,7 @@ def test_a_purchase_is_published_as_an_app_at_once(make_host: Any, simulator: An
     host = make_host()  # every installed plugin: mobile_apps publishes
     add_simulated_account(host, simulator, project_dir)
     sync_account(host, "school")
-    endpoint = Endpoint(host)
+    endpoint = Endpoint(host, simulator)
     try:
         set_account(host, "school", notifications=True)
         key = simulator.purchase(count=3, supported_platforms=("iOS",))
@@ -420,7 +420,10 @@ def test_a_request_waiting_for_its_event_is_woken_by_the_notification(notified: 
     ended: list[float] = []
 
     def apple_finishes_later() -> None:
-        while polls.seen < 5:  # the request has polled at 0, .25, .75, 1.75 and 3.75 s: the next poll is 4 s away
+        # the request has polled at 0, .25, .75, 1.75 and 3.75 s: the next poll is 4 s away. The fifth
+        # poll is counted before it is answered: wait for the answer (the request leaves the
+        # in-flight count first), else the event could end before it and the fifth poll see it
+        while polls.seen < 5 or simulator.in_flight.current:
             time.sleep(0.01)
         with simulator.state.lock:
             simulator.state.process_due(now=time.monotonic() + 1200)
