@@ -133,6 +133,32 @@ def test_a_renewed_token_gives_apple_a_new_secret_and_the_old_one_stops_working(
     assert receive(notified, row.mdm_info_id, f"Bearer {old}", b"{}", max_bytes=4096).status == 401
 
 
+def test_taking_the_location_back_gives_apple_a_new_secret_and_our_url(notified: Host, simulator: Any, token_file: Path) -> None:
+    """Another MDM claimed the location and subscribed its own URL: ``--take-over`` (with the
+    token renewed) claims it back with our URL and a fresh secret; the old one stops working."""
+    from plugins.vpp.accounts import set_account
+    from plugins.vpp.sync.run import sync_account
+
+    row = account_row(notified)
+    old = notified.secrets.decrypt(row.notification_secret)
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    with simulator.state.lock:  # the other MDM wants no notifications: Apple stops sending ours
+        simulator.state.notification_url = simulator.state.notification_auth_token = None
+    assert sync_account(notified, "school")["status"] == "error" and account_row(notified).token_state == "taken_over"
+    with pytest.raises(MdmError, match="RivalMDM"):
+        set_account(notified, "school", token_file=str(token_file))
+    set_account(notified, "school", token_file=str(token_file), take_over=True)
+    row = account_row(notified)
+    new = notified.secrets.decrypt(row.notification_secret)
+    config = simulator.api.client_config()
+    assert new != old and (row.notifications, row.token_state) == ("on", "valid")
+    assert (config["mdmInfo"]["id"], config["notificationUrl"], config["notificationAuthToken"]) == (row.mdm_info_id, row.notification_url, new)
+    assert receive(notified, row.mdm_info_id, f"Bearer {old}", b"{}", max_bytes=4096).status == 401
+    key = simulator.purchase(count=2)
+    settle(notified, simulator)
+    assert key in mirror_state(notified)["assets"]  # Apple's notifications reach us again
+
+
 def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_added(host: Host, endpoint: Endpoint, simulator: Any,
                                                                                  token_file: Path) -> None:
     from plugins.vpp.accounts import add_account
@@ -233,6 +259,29 @@ def test_an_associate_completes_from_its_notification(notified: Host, simulator:
     assert row.event_id == event_id and row.status == "done"
 
 
+def test_a_disassociate_and_a_revoke_complete_from_their_notifications(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    """Licenses removed at Apple by this host's requests leave the mirror when Apple's
+    ASSET_MANAGEMENT notifications arrive, with the events a sync would send."""
+    revocable = {key for key, asset in mirror_state(notified)["assets"].items() if asset["revocable"]}
+    licenses = sorted((a[3], a[0], a[1]) for a in simulator.snapshot()["assignments"] if a[2] == "serialNumber" and (a[0], a[1]) in revocable)
+    taken, adam_id, pricing = licenses[0]
+    revoked = next(serial for serial, _, _ in licenses if serial != taken)
+    held = {(a, p) for serial, a, p in licenses if serial == revoked}
+    with _client(notified) as client:  # asked of Apple directly: only the notifications tell the mirror
+        [gone] = client.disassociate_assets([(adam_id, pricing)], serial_numbers=[taken])
+        [revoke] = client.revoke_assets(serial_numbers=[revoked])
+    settle(notified, simulator)
+    events = recorder.named("vpp_licenses_disassociated")
+    assert {(e["adamId"], e["source"]) for e in events if taken in e["serialNumbers"]} == {(adam_id, "request")}
+    assert {(e["adamId"], e["pricingParam"]) for e in events if revoked in e["serialNumbers"]} == held
+    assert not any(a[3] in (taken, revoked) and (a[0], a[1]) in held | {(adam_id, pricing)}
+                   for a in mirror_state(notified)["assignments"] if a[2] == "serialNumber")
+    assert_mirror_equals_apple(notified, simulator)  # licenses and counts
+    managed = {n.event_id: n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"}
+    assert managed[gone].status == managed[revoke].status == "done"
+    assert managed[gone].body["notification"]["type"] == "DISASSOCIATE" and managed[revoke].body["notification"]["type"] == "REVOKE"
+
+
 def test_a_failed_associate_reports_apples_error_and_changes_nothing(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
     key = simulator.purchase(count=1)
     settle(notified, simulator)
@@ -262,6 +311,19 @@ def test_users_created_and_invitations_accepted_reach_the_mirror(notified: Host,
     assert changed["users"][0]["status"] == "Associated" and changed["users"][0]["idHash"]
     assert recorder.named("vpp_user_invited") == []
     assert_mirror_equals_apple(notified, simulator)
+
+
+def test_an_updated_user_is_changed_at_once(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+    user = sorted(mirror_state(notified)["users"])[0]
+    with _client(notified) as client:
+        client.update_users([{"clientUserId": user, "email": "renamed@example.org"}])
+    settle(notified, simulator)
+    [changed] = recorder.named("vpp_users_changed")
+    assert [(u["clientUserId"], u["email"]) for u in changed["users"]] == [(user, "renamed@example.org")]
+    assert mirror_state(notified)["users"][user]["email"] == "renamed@example.org"
+    assert_mirror_equals_apple(notified, simulator)
+    [row] = [n for n in inbox(notified) if n.notification_type == "USER_MANAGEMENT"]
+    assert (row.body["notification"]["type"], row.status) == ("UPDATE", "done")
 
 
 def test_a_retired_user_leaves_with_its_revocable_licenses(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
