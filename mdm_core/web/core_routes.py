@@ -107,7 +107,7 @@ def page_router() -> APIRouter:
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def redeliver(request: Request, failure_id: int) -> Response:
-        error = host_of(request).events.redeliver(failure_id)
+        error = redeliver_failure(host_of(request), failure_id)
         if error:
             return redirect(request, "/events", f"delivered again, and it failed again: {error}", "error")
         return redirect(request, "/events", "delivered again: the subscriber accepted the event")
@@ -152,15 +152,21 @@ def api_router() -> APIRouter:
     @router.post("/events/failures/{failure_id}/redeliver")
     def api_redeliver(request: Request, failure_id: int) -> dict[str, Any]:
         """Deliver a failed event again to the subscriber that failed."""
-        from mdm_core.errors import MdmError
-
-        try:
-            error = host_of(request).events.redeliver(failure_id)
-        except MdmError as exc:
-            raise WebError(404, str(exc)) from None
+        error = redeliver_failure(host_of(request), failure_id)
         return {"id": failure_id, "delivered": error is None, "error": error}
 
     return router
+
+
+def redeliver_failure(host: Any, failure_id: int) -> str | None:
+    """Deliver a failed event again (``None``: accepted, else the new error); a failure that
+    is gone (delivered again meanwhile) is a 404."""
+    from mdm_core.errors import MdmError
+
+    try:
+        return host.events.redeliver(failure_id)  # type: ignore[no-any-return]
+    except MdmError as exc:
+        raise WebError(404, str(exc)) from None
 
 
 def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:

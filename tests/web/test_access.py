@@ -198,6 +198,20 @@ def test_a_stale_csrf_token_changes_nothing(school: Host, admin: Any) -> None:
     assert list_accounts(school)[0]["interval_seconds"] == 600
 
 
+def test_every_state_changing_route_needs_the_csrf_token(app: Any, admin: Any) -> None:
+    """Every POST/PATCH/... of the console and of the API called with the session cookie (a
+    browser's ambient credential), the plugins' ones included, is refused without the form's
+    token before its route runs; only a bearer token (which a browser never adds by itself)
+    goes without it."""
+    changing = [(m, r) for r in app.state.route_table if r.path not in ANONYMOUS_ALLOWED for m in sorted(r.methods - {"GET", "HEAD", "OPTIONS"})]
+    assert len(changing) >= 10 and {r.plugin for _, r in changing} >= {"core", "vpp", "mobile_apps"}
+    for method, route in changing:
+        response = admin.request(method, _concrete(route.path), data={"csrftoken": "forged"}, follow_redirects=False)
+        assert response.status_code == 403, (method, route.path, response.status_code)
+        assert "security token is missing or stale" in response.text, (method, route.path)
+    assert admin.get("/devices").status_code == 200  # still signed in: nothing was done, nothing ended
+
+
 def test_sign_in_itself_needs_the_csrf_token(client: Any) -> None:
     response = client.post("/login", data={"name": "alice", "password": PASSWORD}, follow_redirects=False)
     assert response.status_code == 403
@@ -227,12 +241,20 @@ def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) ->
     evil = "<script>alert(1)</script>"
     inventory.add_user(school, "kid-evil", email="x@example.com", name=evil)
     inventory.add_device(school, "EVIL00000001", "iOS", model=evil)
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
     from plugins.mobile_apps.models import AppMetadata
 
+    from plugins.vpp.models import VppAccount, VppLicense, VppUser
+
     school.db.run_write(lambda s: s.execute(update(AppMetadata).values(name=evil)))
-    for path in ("/users", "/devices", "/apps", "/vpp/accounts/school/assets"):
+    school.db.run_write(lambda s: s.execute(update(VppUser).values(email=evil)))  # Apple's records
+    school.db.run_write(lambda s: s.execute(update(VppAccount).values(org_name=evil, location_name=evil)))
+    with school.db.session() as session:
+        adam, pricing = session.execute(select(VppLicense.adam_id, VppLicense.pricing_param).where(VppLicense.kind == "user")).first()
+    apps = re.findall(r'href="(/apps/\d+)"', admin.get("/apps").text)
+    for path in ("/users", "/devices", "/apps", apps[0], "/vpp", "/vpp/accounts/school/assets", "/vpp/accounts/school/users",
+                 f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user", "/vpp/accounts/school/remove"):
         text = admin.get(path).text
         assert evil not in text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
@@ -283,3 +305,45 @@ def mdm_cli(project_dir: Any, monkeypatch: Any, capsys: Any) -> Any:
     from mdm_core.testing import MdmRunner
 
     return MdmRunner(project_dir, monkeypatch, capsys)
+
+
+def _signs_in(project_dir: Any, name: str, password: str) -> bool:
+    """Whether ``name`` signs in with ``password`` on the command's database."""
+    from mdm_core.host import create_host
+    from mdm_core.web.access import SignInRefused, sign_in as check
+
+    host = create_host(project_dir / "conf" / "mdm.toml")
+    try:
+        check(host, name, password, "127.0.0.9")
+        return True
+    except SignInRefused:
+        return False
+    finally:
+        host.close()
+
+
+def test_admins_add_prompts_twice_on_a_terminal(mdm_cli: Any, project_dir: Any, monkeypatch: Any) -> None:
+    import getpass
+    import sys
+
+    typed: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": typed.pop(0))
+    typed += ["a typed password", "a typed pasword"]
+    code, _, err = mdm_cli("admins", "add", "erin")
+    assert code == 2 and err.strip() == "mdm: error: the two passwords differ: run the command again"
+    assert '"erin"' not in mdm_cli("admins", "list", "--json")[1]  # nothing added
+    typed += ["a typed password", "a typed password"]
+    assert mdm_cli("admins", "add", "erin")[0] == 0 and not typed  # asked twice
+    assert _signs_in(project_dir, "erin", "a typed password")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    code, _, err = mdm_cli("admins", "add", "frank")
+    assert code == 2 and "no terminal to type the password on: give --password-file FILE" in err
+
+
+def test_a_password_files_trailing_newline_is_not_part_of_the_password(mdm_cli: Any, project_dir: Any) -> None:
+    pw = project_dir / "pw.txt"
+    pw.write_text("a long enough password\r\n")
+    assert mdm_cli("admins", "add", "gina", "--password-file", str(pw))[0] == 0
+    assert _signs_in(project_dir, "gina", "a long enough password")
+    assert not _signs_in(project_dir, "gina", "a long enough password\n")

@@ -1,0 +1,107 @@
+"""Pages an admin reads every day beside the assets: Events (recent events, failed deliveries
+and Deliver again), an account's VPP users (status, invitation) and Sync runs (history with
+errors)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from mdm_core import hookimpl, inventory
+from mdm_core.host import Host
+
+from .conftest import csrf, token_for
+
+
+class Refusing:
+    """A subscriber that refuses device enrolments until told to accept them."""
+
+    def __init__(self) -> None:
+        self.accept = False
+        self.seen: list[str] = []
+
+    @hookimpl
+    def mdm_device_enrolled(self, host: Host, event: Any) -> None:
+        if not self.accept:
+            raise RuntimeError("the asset register is down for maintenance")
+        self.seen.append(event.id)
+
+
+def _failures(page: str) -> list[str]:
+    return re.findall(r'action="/events/failures/(\d+)/redeliver"', page)
+
+
+def test_events_page_lists_events_and_failed_deliveries_and_delivers_again(web_host: Host, admin: Any, viewer: Any) -> None:
+    subscriber = Refusing()
+    web_host.pm.register(subscriber, name="asset-register")
+    inventory.add_device(web_host, "EVENTS000001", "iOS")
+    web_host.deliver_events()
+    page = admin.get("/events").text
+    [failure] = _failures(page)
+    row = re.search(r'<table class="grid" id="failures">.*?</table>', page, re.S).group(0)  # type: ignore[union-attr]
+    assert "asset-register" in row and "the asset register is down for maintenance" in row and "Deliver again" in row
+    recent = re.search(r'<table class="grid" id="events">.*?</table>', page, re.S).group(0)  # type: ignore[union-attr]
+    assert re.search(r"<td>device_enrolled</td>", recent)
+    assert "Deliver again" not in viewer.get("/events").text  # a viewer reads, never delivers
+
+    # delivered again while the subscriber still refuses: said so, the failure stays
+    again = admin.post(f"/events/failures/{failure}/redeliver", data={"csrftoken": csrf(admin)})
+    assert again.status_code == 200 and "delivered again, and it failed again: " in html.unescape(again.text)
+    assert _failures(again.text) == [failure]
+    # and once it accepts: delivered, gone from the failures
+    subscriber.accept = True
+    done = admin.post(f"/events/failures/{failure}/redeliver", data={"csrftoken": csrf(admin)})
+    assert done.status_code == 200 and "delivered again: the subscriber accepted the event" in done.text
+    assert _failures(done.text) == [] and len(subscriber.seen) == 1
+    # a failure delivered meanwhile (another admin, another tab): one line, 404, nothing delivered twice
+    stale = admin.post(f"/events/failures/{failure}/redeliver", data={"csrftoken": csrf(admin)})
+    assert stale.status_code == 404 and f"no failed delivery {failure}" in html.unescape(stale.text)
+    assert len(subscriber.seen) == 1
+
+
+def test_failed_deliveries_through_the_api(web_host: Host, client: Any) -> None:
+    subscriber = Refusing()
+    web_host.pm.register(subscriber, name="asset-register")
+    inventory.add_device(web_host, "EVENTS000002", "iOS")
+    web_host.deliver_events()
+    viewer, admin = token_for(web_host, "viewer"), token_for(web_host, "admin")
+    [failure] = client.get("/api/v1/events/failures", headers=viewer).json()["items"]
+    assert failure["plugin"] == "asset-register" and "down for maintenance" in failure["error"]
+    assert client.post(f"/api/v1/events/failures/{failure['id']}/redeliver", headers=viewer).status_code == 403
+    subscriber.accept = True
+    answer = client.post(f"/api/v1/events/failures/{failure['id']}/redeliver", headers=admin)
+    assert answer.status_code == 200 and answer.json() == {"id": failure["id"], "delivered": True, "error": None}
+    assert client.get("/api/v1/events/failures", headers=viewer).json()["items"] == []
+    gone = client.post(f"/api/v1/events/failures/{failure['id']}/redeliver", headers=admin)
+    assert gone.status_code == 404 and gone.json()["error"].startswith(f"no failed delivery {failure['id']}")
+
+
+def test_vpp_users_page_shows_status_and_invitation(school: Host, admin: Any, simulator: Any) -> None:
+    records = {u["clientUserId"]: u for u in simulator.state.user_records()}
+    page = admin.get("/vpp/accounts/school/users").text
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td><td>([^<]+)</td><td>[^<]*</td><td>(.*?)</td></tr>", page)
+    assert {r[0] for r in rows} == set(records)  # fewer than a page
+    for client_user_id, email, status, invitation in rows:
+        assert status == records[client_user_id]["status"] and email == (records[client_user_id].get("email") or "")
+        if status == "Registered":  # invited, not yet accepted: the link to send them
+            link = html.unescape(re.search(r'href="([^"]+)"', invitation).group(1))  # type: ignore[union-attr]
+            assert link.startswith(simulator.base_url.split("/mdm/")[0] + "/") and records[client_user_id]["inviteCode"] in link
+        else:
+            assert invitation == ""
+    assert {"Registered", "Associated"} <= {r[2] for r in rows}
+
+
+def test_sync_runs_page_shows_the_history_with_errors(school: Host, admin: Any, simulator: Any) -> None:
+    from plugins.vpp.sync.run import sync_account
+
+    simulator.faults.add("server_error", endpoint="assets", count=10)
+    report = sync_account(school, "school")
+    assert report["status"] == "error"
+    simulator.faults.clear()
+    page = admin.get("/vpp/accounts/school/runs").text
+    rows = re.findall(r'<tr><td><a href="/vpp/runs/(\d+)">\d+</a></td>.*?<td class="status-(\w+)">.*?<td>([^<]*)</td></tr>', page, re.S)
+    assert [(status, bool(error)) for _, status, error in rows] == [("error", True), ("ok", False)]  # newest first
+    assert html.unescape(rows[0][2]) == report["error"]
+    run = admin.get(f"/vpp/runs/{rows[0][0]}").text
+    assert html.unescape(re.search(r'id="run-error">([^<]+)<', run).group(1)) == report["error"]  # type: ignore[union-attr]
