@@ -33,6 +33,12 @@ def _interruption_point(*_args: Any) -> None:
     _check_interrupted()
 
 
+#: Seconds a PostgreSQL connection may take (libpq's ``connect_timeout``) unless the URL sets
+#: its own ``?connect_timeout=``: a host that drops packets fails in one line, not after minutes.
+CONNECT_TIMEOUT = 10
+LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+
+
 class Database:
     """The host's engine and its session factories."""
 
@@ -51,8 +57,11 @@ class Database:
 
     def _create_engine(self, echo: bool) -> Engine:
         if not self.is_sqlite:
+            connect_args: dict[str, Any] = {}
+            if self.url.get_driver_name() in LIBPQ_DRIVERS and "connect_timeout" not in self.url.query:
+                connect_args["connect_timeout"] = CONNECT_TIMEOUT  # a silent host fails in seconds, not never
             try:
-                engine = create_engine(self.url, echo=echo, pool_pre_ping=True, hide_parameters=True)
+                engine = create_engine(self.url, echo=echo, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args)
             except Exception as exc:  # an uninstalled driver, say
                 raise ConfigError(f"database {self.url.render_as_string(hide_password=True)} cannot be used: {exc}") from None
             event.listen(engine, "before_cursor_execute", _interruption_point)

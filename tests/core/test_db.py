@@ -194,8 +194,8 @@ def test_a_database_that_cannot_be_reached_is_one_plain_line(mdm, monkeypatch):
     monkeypatch.setenv("MDM_DATABASE_URL", "postgresql+psycopg://mdm:secret-pw@127.0.0.1:1/mdm")
     code, out, err = mdm("devices", "list")
     assert code == 1 and out == ""
-    assert err.startswith("mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:1/mdm: connection failed")
-    assert err.rstrip().endswith("check [core] database_url or MDM_DATABASE_URL, and that the server is up")
+    assert err == ("mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:1/mdm: nothing accepts connections "
+                   "at 127.0.0.1:1: check that the database server runs there, and the host and port in [core] database_url or MDM_DATABASE_URL\n")
     assert err.count("\n") == 1 and "Background on this error" not in err and "psycopg.OperationalError" not in err
     assert "secret-pw" not in err
 
@@ -257,3 +257,68 @@ def test_lock_busy_names_the_holder_and_its_expiry(make_host):
     with pytest.raises(LockBusy, match=rf"job is already running in another process: held by process {os.getpid()} on .* since "
                                        r"\d\d:\d\d:\d\d UTC; its lock expires at \d\d:\d\d:\d\d UTC unless renewed"):
         DbLock(host.db, "job").acquire()
+
+
+def _pg_connect_error(mdm, monkeypatch, url: str) -> str:
+    monkeypatch.setenv("MDM_DATABASE_URL", url)
+    code, out, err = mdm("devices", "list")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    line = err.strip()
+    for driver_words in ("FATAL", "connection to server", "psycopg.", "OperationalError", "Background on this error", "secret-pw"):
+        assert driver_words not in line, line  # our words, not the driver's
+    return line
+
+
+def test_a_silent_database_host_fails_in_one_line_within_the_connect_timeout(mdm, monkeypatch):
+    """A port that accepts but never answers (a firewall, a wrong service): libpq's connect
+    timeout ends it, told in one line."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        line = _pg_connect_error(mdm, monkeypatch, f"postgresql+psycopg://mdm:secret-pw@127.0.0.1:{port}/mdm?connect_timeout=1")
+    assert line == (f"mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:{port}/mdm?connect_timeout=1: "
+                    f"the server at 127.0.0.1:{port} did not answer in time: check the host and port in [core] database_url or "
+                    "MDM_DATABASE_URL, that the server runs, and the network (a firewall)")
+
+
+def test_an_unknown_database_host_name_is_one_line(mdm, monkeypatch):
+    line = _pg_connect_error(mdm, monkeypatch, "postgresql+psycopg://mdm:secret-pw@no-such-host.invalid/mdm?connect_timeout=5")
+    assert line.endswith(": the host name no-such-host.invalid is unknown (DNS): check the host in [core] database_url or MDM_DATABASE_URL")
+
+
+def test_postgresql_connections_have_a_bounded_connect_timeout():
+    """Without one, libpq waits for a host that drops packets for as long as the OS lets it;
+    a URL's own ``connect_timeout`` wins."""
+    from sqlalchemy import event
+
+    for url, expected in (("postgresql+psycopg://mdm:pw@127.0.0.1:1/mdm", 10), ("postgresql+psycopg://mdm:pw@127.0.0.1:1/mdm?connect_timeout=3", "3")):
+        db = Database(url)
+        seen: list = []
+
+        @event.listens_for(db.engine, "do_connect")
+        def spy(dialect, conn_rec, cargs, cparams):  # type: ignore[no-untyped-def]
+            seen.append(cparams.get("connect_timeout"))
+            raise ConnectionAbortedError("not connecting in this test")
+
+        with pytest.raises(Exception):
+            with db.engine.connect():
+                pass
+        db.engine.dispose()
+        assert seen == [expected], url
+
+
+@pytest.mark.skipif(not os.environ.get("MDM_TEST_POSTGRES_URL"), reason="set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)")
+@pytest.mark.parametrize("change, says", [
+    ({"password": "secret-pw"}, "the server refused the password of user {user}: check the user and password in [core] database_url or MDM_DATABASE_URL"),
+    ({"database": "mdm_no_such_database"}, "the server has no database mdm_no_such_database: create it (createdb -O {user} mdm_no_such_database) "
+                                           "or correct its name in [core] database_url or MDM_DATABASE_URL"),
+])
+def test_a_postgresql_login_that_fails_says_what_to_fix(mdm, monkeypatch, change, says):
+    from sqlalchemy import make_url
+
+    url = make_url(os.environ["MDM_TEST_POSTGRES_URL"]).set(**change)
+    line = _pg_connect_error(mdm, monkeypatch, url.render_as_string(hide_password=False))
+    assert line == f"mdm: error: cannot connect to database {url.render_as_string(hide_password=True)}: " + says.format(user=url.username)
