@@ -525,3 +525,50 @@ def test_the_inbox_waiter_wakes_as_soon_as_a_notification_about_the_event_is_rec
     timer.join()
     assert newest > 0 and time.monotonic() - started < 10  # not the 30 s it was allowed
     assert wait_for_event(notified, row.id, "event-42", 0.2, after=newest) == 0  # nothing newer: waits, then says so
+
+
+# --------------------------------------------------------------------------- the secret
+
+
+def test_the_notification_secret_never_shows(synced: Host, endpoint: Endpoint, simulator: Any, cli: Any, token_file: Path,
+                                             project_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every secret given to Apple (turning them on, a renewal, one Apple refused with 9728) is
+    absent from the commands' output and the logs at -vv (the endpoint's too) and from the
+    database file, which holds it encrypted."""
+    import logging
+    import secrets as random
+
+    from .notify_helpers import HOST_PATIENCE
+
+    made: list[str] = []
+    real = random.token_urlsafe
+    monkeypatch.setattr(random, "token_urlsafe", lambda n=None: made.append(real(n)) or made[-1])
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text(conf.read_text().replace("request_timeout = 10", f"request_timeout = {HOST_PATIENCE}")
+                    + f'\n[web]\npublic_url = "{endpoint.public_url}"\n')
+    caplog.set_level(logging.DEBUG)
+    outputs: list[str] = []
+
+    def run(*args: str, code: int = 0) -> None:
+        got, out, err = cli("-vv", *args)
+        assert got == code, err[-2000:]
+        outputs.extend((out, err))
+
+    run("vpp", "account", "set", "school", "--notifications", "on")
+    run("vpp", "account", "set", "school", "--token-file", str(token_file))
+    simulator.purchase(count=2)
+    settle(synced, simulator)
+    run("vpp", "account", "list")
+    run("vpp", "account", "list", "--json")
+    run("status")
+    run("vpp", "sync", "school", "--json")
+    endpoint.close()
+    run("vpp", "account", "set", "school", "--token-file", str(token_file), code=1)
+    assert "9728" in outputs[-1]
+    assert len(made) == 3 and account_row(synced).notification_secret
+    db = Path(str(synced.db.url.database))
+    stored = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    for secret in made:
+        for place in (*outputs, caplog.text):
+            assert secret not in place
+        assert secret.encode() not in stored
