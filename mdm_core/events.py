@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from sqlalchemy import select, update
 from sqlmodel import Session
@@ -275,13 +275,18 @@ class EventBus:
 
     def failures(self, everything: bool = True) -> list[dict[str, Any]]:
         """Recorded failed deliveries, oldest first (only ``failed`` ones unless ``everything``)."""
+        return list(self.iter_failures(everything))
+
+    def iter_failures(self, everything: bool = True, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`failures` streamed in constant memory (``mdm events failures``), ``offset``
+        and ``limit`` applied in SQL."""
+        from mdm_core.db.stream import stream_rows
         from mdm_core.models import SubscriberFailure
 
         query = select(SubscriberFailure).order_by(SubscriberFailure.id)  # type: ignore[arg-type]
         if not everything:
             query = query.where(SubscriberFailure.status == "failed")
-        with self.db.session() as session:
-            return [r.model_dump() for r in session.execute(query).scalars()]
+        return (row[0].model_dump() for row in stream_rows(self.db, query, offset=offset, limit=limit))
 
     def retry_due(self, now: datetime | None = None, *, at_start: bool = False, limit: int = 200) -> tuple[int, int]:
         """Deliver again, each to the one subscriber that failed, the events whose next attempt

@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError
-from mdm_core.output import print_json, print_table, say
+from mdm_core.output import add_list_options, output_format, print_rows, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -28,7 +28,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                      description="Each failed delivery: the event, the subscriber (plugin and hook), attempts, "
                                      "status (retrying at next_attempt_at, waiting for the host to start, failed) and the last error.")
     failures.add_argument("--failed", action="store_true", help="only those whose retries are exhausted")
-    failures.add_argument("--json", action="store_true", help="print JSON")
+    add_list_options(failures)
     failures.set_defaults(func=cmd_failures)
     redeliver = events_sub.add_parser("redeliver", help="deliver events again to the subscribers that failed",
                                       description="Deliver the event of each failed delivery again, to the subscriber that failed "
@@ -39,14 +39,10 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 
 def cmd_failures(host: "Host", args: argparse.Namespace) -> int:
-    """``mdm events failures``"""
-    rows = host.events.failures(everything=not args.failed)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["id", "event_name", "event_id", "plugin", "hook", "attempts", "status", "next_attempt_at", "error"],
-                    empty="no failed deliveries")
-    return 0
+    """``mdm events failures``: streamed, oldest first."""
+    rows = host.events.iter_failures(everything=not args.failed, offset=args.offset, limit=args.limit)
+    return print_rows(rows, output_format(args), ["id", "event_name", "event_id", "plugin", "hook", "attempts", "status", "next_attempt_at", "error"],
+                      empty="no failed deliveries")
 
 
 def cmd_redeliver(host: "Host", args: argparse.Namespace) -> int:

@@ -135,3 +135,28 @@ def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(
     assert revocable and not [a for a in simulator.snapshot()["assignments"] if a[3] == serial and a in revocable]
     assert {r["status"] for r in list_reclaims(with_vpp, everything=True) if r["target"] == serial} <= {"done", "irrevocable"}
     count_figure("failed_deliveries")
+
+
+def test_failed_deliveries_list_pages_and_prints_json_lines(make_host: Callable[..., Host], project_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``mdm events failures`` is a list command like the others (issue 15): --jsonl, --limit and
+    --offset page through the same order (oldest first) as the whole --json list."""
+    host = _host(make_host, Flaky(failures=10**6))
+    for i in range(5):
+        add_device(host, f"C02PAGE{i:05d}", "macOS")
+    import mdm_core.cli as cli
+
+    monkeypatch.setattr(cli, "create_host", lambda *a, **k: host)
+    monkeypatch.setattr(host, "close", lambda: None)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    code, out, _ = mdm("events", "failures", "--json")
+    whole = json.loads(out)
+    assert code == 0 and len(whole) == 5 and [r["id"] for r in whole] == sorted(r["id"] for r in whole)
+    code, out, _ = mdm("events", "failures", "--jsonl")
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == whole
+    code, out, _ = mdm("events", "failures", "--json", "--offset", "1", "--limit", "3")
+    assert code == 0 and json.loads(out) == whole[1:4]
+    code, out, _ = mdm("events", "failures", "--limit", "2")
+    assert code == 0 and len(out.splitlines()) == 3 and "C02PAGE" not in out and "retrying" in out
+    code, out, _ = mdm("events", "failures", "--failed", "--jsonl")
+    assert code == 0 and out == ""
