@@ -105,3 +105,38 @@ def test_a_removed_user_is_reclaimed_then_retired_at_apple(host, simulator, mdm)
     assert simulator.state.user(user)["status"] == "Retired"
     revocable = {k for k, a in simulator.snapshot()["assets"].items() if a["revocable"]}
     assert not [t for t in simulator.snapshot()["assignments"] if t[3] == user and (t[0], t[1]) in revocable]
+
+
+def test_licenses_removed_in_the_portal_are_followed_up_only_where_this_mdm_installed(host, simulator, mdm):
+    """A sync that finds licenses removed in Apple's portal (issue 15: thousands of them at a
+    district's scale) withdraws the queued install of the asset this MDM installed, and spends
+    no write transaction on the assets it never installed (nothing recorded for their events)."""
+    from sqlalchemy import select
+
+    from plugins.mobile_apps.models import SeenEvent
+
+    from .conftest import sync
+
+    mine, other = fixed_assets(simulator)[0], fixed_assets(simulator)[1]
+    [serial] = free_serials(simulator, mine["adamId"])[:1]
+    add_device(host, serial, "iPadOS")
+    assert mdm("apps", "refresh-metadata")[0] == 0
+    code, out, err = mdm("apps", "install", app_id(host, mine["adamId"]), "--device", serial, "--wait", "5")
+    assert code == 0, err
+    taken = sorted(holders(simulator, other["adamId"]))[:3]
+    assert taken
+    for target in taken:
+        kind = "client_user_id" if target in simulator.state.user_ids() else "serial_number"
+        assert simulator.state.remove_in_portal(other["adamId"], **{kind: target})
+    assert simulator.state.remove_in_portal(mine["adamId"], serial_number=serial)
+    with host.db.session() as session:
+        before = set(session.execute(select(SeenEvent.event_id)).scalars())
+    report = sync(host)
+    assert report["counts"]["licenses"]["removed"] == len(taken) + 1
+    with host.db.session() as session:
+        seen = [name for event_id, name in session.execute(select(SeenEvent.event_id, SeenEvent.name)) if event_id not in before]
+    assert seen.count("vpp_licenses_disassociated") == 1  # the asset this MDM installed; the other asset's event cost no write
+    [queued] = _commands(host, serial, "InstallApplication")
+    assert queued["status"] == "canceled"
+    code, out, _ = mdm("apps", "installs", "--json")
+    assert [(i["target"], i["status"]) for i in __import__("json").loads(out)] == [(serial, "canceled")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from mdm_core.inventory import queue_command
@@ -35,9 +35,23 @@ log = logging.getLogger(__name__)
 REMOVE_TYPE = "RemoveApplication"
 
 
+_QUEUED = select(Install.id).where(  # built once: a sync delivers an event per asset whose licenses were taken back
+    Install.status == "queued", Install.account == bindparam("account"), Install.adam_id == bindparam("adam_id"),
+    Install.pricing_param == bindparam("pricing")).limit(1)
+
+
+def _has_queued(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
+    """Whether this MDM queued an install of this asset (a read: most license events of a sync
+    find none, and skip the write transaction)."""
+    with host.db.engine.connect() as conn:
+        return conn.execute(_QUEUED, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
+
+
 def on_licenses_disassociated(host: "Host", event: "Event") -> None:
     """Cancel queued installs and remove installed apps of the licenses taken back."""
     p = event.payload
+    if not _has_queued(host, p["account"], str(p["adamId"]), str(p["pricingParam"])):
+        return  # no install of this asset to follow up: no work, so nothing to guard against a repeat either
 
     def work(session: Session) -> None:
         for kind, targets in (("device", p.get("serialNumbers") or []), ("user", p.get("clientUserIds") or [])):
