@@ -218,9 +218,14 @@ class WebhookChannel:
 
     @staticmethod
     def payload(message: Outgoing) -> dict[str, Any]:
-        """The JSON body: ``text`` for chat tools, then structured fields for everything else."""
+        """The JSON body: ``text`` for chat tools, then structured fields for everything else
+        (raw values). ``text`` has Slack's three control characters escaped (``&amp;``,
+        ``&lt;``, ``&gt;``; https://api.slack.com/reference/surfaces/formatting#escaping): a
+        serial number or an error holding ``<!channel>`` or ``<url|label>`` is shown as written,
+        never a mention or a link."""
+        text = f"{message.headline()}\n{message.text}\nWhat to do: {message.action}"
         return {
-            "text": f"{message.headline()}\n{message.text}\nWhat to do: {message.action}",
+            "text": text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
             "title": message.title, "severity": message.severity, "kind": message.kind, "state": message.state,
             "subject": message.subject, "account": message.account, "action": message.action, "details": message.fields,
             "id": message.id, "created_at": message.created_at.isoformat(), "source": "mdm-host",

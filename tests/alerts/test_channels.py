@@ -104,6 +104,23 @@ def test_webhook_posts_text_and_structured_fields(alerts_host, webhook_server):
     assert body["details"] == {"tokenState": "expiring_14"} and body["created_at"] == "2026-03-01T08:30:00+00:00"
 
 
+def test_webhook_text_escapes_what_slack_would_parse(alerts_host, webhook_server):
+    """Slack reads ``&``, ``<`` and ``>`` in ``text`` as markup (``<!channel>`` pings everyone,
+    ``<url|label>`` is a link): a serial number or an error text holding them is shown as
+    written; the structured fields keep the raw values."""
+    from dataclasses import replace
+
+    hook = webhook_server()
+    host = alerts_host('webhooks = { slack = { env = "SLACK_URL" } }\n', environ={"SLACK_URL": hook.url}, account=False)
+    message = replace(MESSAGE, title="Install failed for device <!channel>", text="Apple said: R&D <https://evil.example|click>",
+                      action="see `mdm apps installs` > failed")
+    assert channel(host, "webhook:slack").send(message) is None
+    body = hook.requests[0]["json"]
+    assert body["text"] == ("[WARNING] Install failed for device &lt;!channel&gt;\nApple said: R&amp;D &lt;https://evil.example|click&gt;\n"
+                            "What to do: see `mdm apps installs` &gt; failed")
+    assert (body["title"], body["action"]) == (message.title, message.action)
+
+
 @pytest.mark.parametrize("status, permanent", [(500, False), (503, False), (429, False), (404, True), (403, True), (302, True)])
 def test_webhook_failures_are_one_line_without_the_url(alerts_host, webhook_server, status, permanent):
     hook = webhook_server()
