@@ -19,7 +19,7 @@ from mdm_core.models import Device, EnrollmentType, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
 
 from .csvfile import read_csv
-from .upsert import Counts, update_one, upsert
+from .upsert import Counts, check_lengths, update_one, upsert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -76,7 +76,11 @@ def normalize_serial(value: str) -> str:
     return serial.upper()
 
 
+DEVICE_LABELS = {"owner": "user"}
+
+
 def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None, enrollment_type: str | None = None) -> DeviceRow:
+    check_lengths(Device, {"udid": udid, "model": model, "owner": owner}, DEVICE_LABELS)
     return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None,
                      normalize_enrollment_type(enrollment_type))
 
@@ -113,6 +117,7 @@ def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: 
             given[name] = value.strip() or None
     if enrollment_type is not None:
         given["enrollment_type"] = normalize_enrollment_type(enrollment_type) or EnrollmentType.device.value
+    check_lengths(Device, given, DEVICE_LABELS)
     if not given:
         raise UsageError("nothing to change: give --platform, --udid, --model, --user and/or --enrollment-type (\"\" clears udid, model or user)")
     device, changed = update_one(host, Device, serial, given, f"device {serial} is not enrolled: enrol it with `mdm devices add {serial} --platform P`",

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from mdm_core.errors import MdmError
+from mdm_core.errors import MdmError, UsageError
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 IN_CHUNK = 500  # keys per IN list (well under SQLite's and PostgreSQL's parameter limits)
 STAGED_INSERT = 5000  # on SQLite, at least this many new rows go through TEMP tables (see _staged_write)
+
+
+def check_lengths(model: type, values: dict[str, Any], labels: dict[str, str]) -> None:
+    """Refuse a value longer than its column (``model``'s ``max_length``), naming the field and
+    the limit: the same on SQLite (which would store it) and PostgreSQL (which would refuse it
+    with a database error naming no field). ``labels``: how the user calls each field."""
+    for name, value in values.items():
+        limit = getattr(model.__table__.c[name].type, "length", None) if isinstance(value, str) else None  # type: ignore[attr-defined]
+        if limit is not None and len(value) > limit:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise UsageError(f"{labels.get(name, name)} '{shown}' is too long ({len(value)} characters): at most {limit}")
 
 
 class Counts(NamedTuple):

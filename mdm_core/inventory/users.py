@@ -19,13 +19,14 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 
 from .csvfile import read_csv
-from .upsert import Counts, Watch, update_one, upsert
+from .upsert import Counts, Watch, check_lengths, update_one, upsert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
 USER_HEADER = ["id", "email", "managed_apple_id", "name"]
 USER_REQUIRED = ["id", "email"]
+USER_LABELS = {"id": "user id", "managed_apple_id": "managed Apple ID"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def _user_from(user_id: str, email: str | None, managed_apple_id: str | None, na
         raise UsageError("user id is empty")
     _check_address("email", email)
     _check_address("managed Apple ID", managed_apple_id)
+    check_lengths(MdmUser, {"id": user_id, "email": email, "managed_apple_id": managed_apple_id, "name": name}, USER_LABELS)
     return UserRow(user_id, email or None, managed_apple_id or None, name or None)
 
 
@@ -80,6 +82,7 @@ def set_user(host: "Host", user_id: str, *, email: str | None = None, managed_ap
         raise UsageError("nothing to change: give --email, --managed-apple-id and/or --name (\"\" clears one)")
     _check_address("email", given.get("email"))
     _check_address("managed Apple ID", given.get("managed_apple_id"))
+    check_lengths(MdmUser, given, USER_LABELS)
     user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`",
                                watch=USER_CHANGED)
     host.deliver_events()

@@ -218,7 +218,29 @@ def test_bad_arguments(cli: Cli, case: str) -> None:
     cli.fails(*args, code=code)
 
 
+LONG = "x" * 300
+TOO_LONG = {  # accepted by SQLite before (PostgreSQL refused it with a database error naming no field)
+    "user-id": (("users", "add", LONG), ("user id", "300 characters", "at most 255")),
+    "user-email": (("users", "add", "u9", "--email", LONG + "@example.org"), ("email", "at most 255")),
+    "user-name": (("users", "add", "u9", "--name", LONG), ("name", "at most 255")),
+    "user-set-managed-apple-id": (("users", "set", "u1", "--managed-apple-id", LONG + "@example.org"), ("managed Apple ID", "at most 255")),
+    "device-model": (("devices", "add", "ABC123", "--platform", "iOS", "--model", LONG), ("model", "at most 128")),
+    "device-udid": (("devices", "add", "ABC123", "--platform", "iOS", "--udid", LONG), ("udid", "at most 64")),
+    "device-set-model": (("devices", "set", "ABC999", "--model", LONG), ("model", "at most 128")),
+}
+
+
+@pytest.mark.parametrize("case", TOO_LONG)
+def test_a_value_longer_than_its_column_is_refused_naming_the_field(cli: Cli, case: str) -> None:
+    assert cli("users", "add", "u1")[0] == 0 and cli("devices", "add", "ABC999", "--platform", "iOS")[0] == 0
+    args, says = TOO_LONG[case]
+    line = cli.fails(*args, code=2, says=says)
+    assert LONG not in line  # the value is shown cut short
+
+
 IMPORTS = {
+    "users-id-too-long": ("users", "id,email\nu1,a@example.org\n" + "u" * 256 + ",b@example.org\n", ("line 3", "user id", "at most 255")),
+    "devices-model-too-long": ("devices", "serial_number,platform,model\nABC1,iOS," + "m" * 129 + "\n", ("line 2", "model", "at most 128")),
     "devices-bad-header": ("devices", "serial,platform\nABC,iOS\n", ("header",)),
     "devices-bad-platform-line-3": ("devices", "serial_number,platform,udid,model,user\nABC1,iOS,,,\nABC2,Windows,,,\n", ("line 3",)),
     "devices-duplicate": ("devices", "serial_number,platform,udid,model,user\nABC1,iOS,,,\nABC1,iOS,,,\n", ("line 3", "already")),
