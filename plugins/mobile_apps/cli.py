@@ -163,7 +163,7 @@ def _installs(host: "Host", args: argparse.Namespace) -> int:
 def _reclaim(host: "Host", args: argparse.Namespace) -> int:
     from mdm_core.output import confirm
 
-    from .reclaims import reclaim, reclaim_candidates
+    from .reclaims import reclaim, reclaim_candidates, reclaim_ok, reclaim_result
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.all and args.app:
@@ -187,17 +187,14 @@ def _reclaim(host: "Host", args: argparse.Namespace) -> int:
     rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused, licenses=candidates)
     if args.json:
         print_json(rows)
-        return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
+        return 0 if reclaim_ok(rows) else 1
     if not rows:
         say("no license to reclaim")
         return 0
     for row in rows:
         target = row.get("serialNumber") or row.get("clientUserId")
-        text = {"done": "license reclaimed", "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
-                "failed": "Apple refused", "irrevocable": "not reclaimed: the asset is irrevocable"}[row["status"]]
-        detail = f" ({row['last_error']})" if row["last_error"] and row["status"] in ("pending", "failed") else ""
-        (say if row["status"] in ("done", "pending") else print)(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {text}{detail}")
-    return 0 if all(r["status"] in ("done", "pending") for r in rows) else 1
+        (say if row["status"] in ("done", "pending") else print)(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {reclaim_result(row)}")
+    return 0 if reclaim_ok(rows) else 1
 
 
 def _reclaims(host: "Host", args: argparse.Namespace) -> int:

@@ -349,6 +349,22 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
         return [reclaim_dict(r) for r in sorted(latest.values(), key=lambda r: r.id or 0)]
 
 
+#: What each final status of a reclaim means, as ``mdm apps reclaim`` and the console say it.
+RESULT_TEXT = {"done": "license reclaimed", "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
+               "failed": "Apple refused", "irrevocable": "not reclaimed: the asset is irrevocable"}
+
+
+def reclaim_result(row: dict[str, Any]) -> str:
+    """One reclaim's outcome in words, with Apple's error when it failed or is pending."""
+    detail = f" ({row['last_error']})" if row.get("last_error") and row["status"] in ("pending", "failed") else ""
+    return RESULT_TEXT[row["status"]] + detail
+
+
+def reclaim_ok(rows: list[dict[str, Any]]) -> bool:
+    """Every license was reclaimed or is pending (Apple unreachable): nothing refused or irrevocable."""
+    return all(r["status"] in ("done", "pending") for r in rows)
+
+
 def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     """A reclaim as plain values."""
     data = row.model_dump()
@@ -370,5 +386,5 @@ def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]
     return list(iter_reclaims(host, everything))
 
 
-__all__ = ["ALL", "FINAL", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim",
-           "reclaim_candidates", "removal_summary", "removed_targets"]
+__all__ = ["ALL", "FINAL", "RESULT_TEXT", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim",
+           "reclaim_candidates", "reclaim_ok", "reclaim_result", "removal_summary", "removed_targets"]

@@ -1,5 +1,6 @@
 """The mobile_apps plugin's console pages and REST routes: Mobile Applications (published
-apps per platform), installing an app on devices or for users from a form, install status.
+apps per platform), installing an app on devices or for users from a form, install status,
+reclaiming the licenses a device or a user holds.
 
 Uses the VPP plugin only through the mobile_apps modules (which use its hooks): nothing here
 imports a VPP module.
@@ -80,6 +81,35 @@ def run_install(host: "Host", selector: str, devices: list[str], users: list[str
     return outcome
 
 
+def run_reclaim(host: "Host", selector: str, devices: list[str], users: list[str]) -> tuple[bool, list[dict[str, Any]]]:
+    """Reclaim the app's licenses held by devices and/or users (``mdm apps reclaim APP
+    --device``/``--user``): whether all went back (or are pending), and a line per license or
+    per target that holds none."""
+    from .reclaims import reclaim, reclaim_ok, reclaim_result
+
+    _require_vpp(host)
+    targets = [("device", s) for s in devices] + [("user", u) for u in users]
+    if not targets:
+        raise WebError(422, "no target: give device serial numbers and/or MDM users whose license to reclaim")
+    if len(targets) > MAX_TARGETS:
+        raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
+    lines: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for kind, target in targets:
+        try:
+            found = reclaim(host, selector, serial=target if kind == "device" else None, user=target if kind == "user" else None)
+        except UsageError:
+            raise
+        except MdmError as exc:
+            if str(exc).startswith("no application"):
+                raise WebError(404, str(exc)) from None
+            raise
+        rows += found
+        lines += [{"target": target, "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
+                  for r in found] or [{"target": target, "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
+    return reclaim_ok(rows), lines
+
+
 def page_router() -> APIRouter:
     """The console pages."""
     router = APIRouter()
@@ -118,8 +148,16 @@ def page_router() -> APIRouter:
         app, meta = _app(host, app_id)
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
         outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
-        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok},
+        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok, "action": "install"},
                       status_code=200 if outcome.ok else 409)
+
+    @router.post("/apps/{app_id}/reclaim")
+    def reclaim_form(request: Request, app_id: int, serials: str = Form(""), user: str = Form("")) -> Response:
+        host = host_of(request)
+        app, meta = _app(host, app_id)
+        ok, lines = run_reclaim(host, str(app.id), sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else [])
+        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"},
+                      status_code=200 if ok else 409)
 
     return router
 
@@ -146,17 +184,33 @@ def api_router() -> APIRouter:
     async def api_install(request: Request, app: str) -> JSONResponse:
         """Install with a VPP license: ``{"devices": [serials], "users": [MDM user ids]}``.
         200 when every target is queued, licensed or pending; 409 when one was refused."""
-        try:
-            body = await request.json()
-        except ValueError:
-            raise WebError(400, 'the body is not JSON: send {"devices": [...], "users": [...]}') from None
-        if not isinstance(body, dict) or not set(body) <= {"devices", "users"}:
-            raise WebError(422, 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else')
-        devices, users = body.get("devices") or [], body.get("users") or []
-        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (devices, users)):
-            raise WebError(422, '"devices" and "users" must be lists of strings')
+        devices, users = await _targets(request)
         outcome = run_install(host_of(request), app, devices, users)
         return JSONResponse({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()},
                             status_code=200 if outcome.ok else 409)
 
+    @router.post("/{app}/reclaim")
+    async def api_reclaim(request: Request, app: str) -> JSONResponse:
+        """Reclaim the app's licenses held by ``{"devices": [serials], "users": [MDM user ids]}``
+        (as ``mdm apps reclaim APP --device/--user``): a line per license (``done``, ``pending``
+        when Apple cannot be reached, ``failed``, ``irrevocable``) or per target holding none
+        (``none``). 200 when every license went back or is pending; 409 otherwise."""
+        devices, users = await _targets(request)
+        ok, lines = run_reclaim(host_of(request), app, devices, users)
+        return JSONResponse({"ok": ok, "results": lines}, status_code=200 if ok else 409)
+
     return router
+
+
+async def _targets(request: Request) -> tuple[list[str], list[str]]:
+    """``{"devices": [...], "users": [...]}`` of an install or reclaim request, checked."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise WebError(400, 'the body is not JSON: send {"devices": [...], "users": [...]}') from None
+    if not isinstance(body, dict) or not set(body) <= {"devices", "users"}:
+        raise WebError(422, 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else')
+    devices, users = body.get("devices") or [], body.get("users") or []
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (devices, users)):
+        raise WebError(422, '"devices" and "users" must be lists of strings')
+    return devices, users

@@ -89,3 +89,62 @@ def test_installing_without_the_vpp_plugin_is_refused_saying_so(make_host: Any, 
         assert client.get("/api/v1/apps", headers=admin).json()["items"] == []
         assert not any(r.path.startswith("/api/v1/vpp") for r in client.app.state.route_table)  # its pages went with it
     assert inventory.list_commands(host, "WEBDEV000003") == []
+
+
+def _app_with_holders(host: Host, simulator: Any, *, revocable: bool, kind: str) -> tuple[str, tuple[str, str], list[str]]:
+    """An application (id) of an adamId with one pricing, its asset key and the targets
+    (serial numbers or clientUserIds) holding its licenses."""
+    from plugins.mobile_apps.catalog import list_apps
+
+    snap = simulator.snapshot()
+    pricings = [k[0] for k in simulator.state.assets]
+    for key, asset in sorted(simulator.state.assets.items()):
+        holders = sorted(a[3] for a in snap["assignments"] if (a[0], a[1]) == key and a[2] == kind)
+        if asset.product_type == "App" and asset.revocable == revocable and pricings.count(key[0]) == 1 and holders:
+            app = next(a for a in list_apps(host) if (a["adamId"], a["pricingParam"]) == key)
+            return str(app["id"]), key, holders
+    raise AssertionError("the simulator's seed has no such asset")
+
+
+def _held(simulator: Any, key: tuple[str, str], target: str) -> bool:
+    return any((a[0], a[1]) == key and a[3] == target for a in simulator.snapshot()["assignments"])
+
+
+def test_reclaim_a_device_license_from_the_form(school: Host, admin: Any, viewer: Any, simulator: Any) -> None:
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=True, kind="serialNumber")
+    page = admin.get(f"/apps/{app_id}").text
+    assert 'id="reclaim-form"' in page
+    assert 'id="reclaim-form"' not in viewer.get(f"/apps/{app_id}").text
+    assert viewer.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "csrftoken": csrf(viewer)}).status_code == 403
+    assert _held(simulator, key, holders[0])  # the viewer changed nothing
+    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": f"{holders[0]}\nNOLICENSE001", "csrftoken": csrf(admin)})
+    assert result.status_code == 200, result.text
+    text = result.text.replace("\n", "")
+    assert re.search(rf'<td>{holders[0]}</td><td class="status-done">done</td><td>license reclaimed</td>', text)
+    assert re.search(r'<td>NOLICENSE001</td><td class="status-none">none</td><td>holds no license of this app</td>', text)
+    assert not _held(simulator, key, holders[0])  # back in the pool at Apple
+    assert admin.post(f"/apps/{app_id}/reclaim", data={"csrftoken": csrf(admin)}).status_code == 422
+
+
+def test_an_irrevocable_license_is_reported_not_reclaimed(school: Host, admin: Any, simulator: Any) -> None:
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=False, kind="serialNumber")
+    assert 'id="reclaim-irrevocable"' in admin.get(f"/apps/{app_id}").text
+    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "csrftoken": csrf(admin)})
+    assert result.status_code == 409 and "not reclaimed: the asset is irrevocable" in result.text
+    assert _held(simulator, key, holders[0])
+
+
+def test_reclaim_through_the_api(school: Host, client: Any, simulator: Any) -> None:
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=True, kind="clientUserId")
+    admin, viewer = token_for(school, "admin"), {"Authorization": token_for(school, "viewer")["Authorization"]}
+    assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=viewer, json={"users": [holders[0]]}).status_code == 403
+    response = client.post(f"/api/v1/apps/{key[0]}/reclaim", headers=admin, json={"users": [holders[0]]})  # by adamId, as the CLI
+    assert response.status_code == 200, response.text
+    assert response.json() == {"ok": True, "results": [{"target": holders[0], "adamId": key[0], "pricingParam": key[1], "status": "done",
+                                                         "message": "license reclaimed"}]}
+    assert not _held(simulator, key, holders[0])
+    assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, content=b"not json").status_code == 400
+    assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, json={"devices": "X"}).status_code == 422
+    assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, json={}).json()["error"].startswith("no target")
+    missing = client.post("/api/v1/apps/0000/reclaim", headers=admin, json={"devices": ["X"]})
+    assert missing.status_code == 404 and missing.json()["error"].startswith("no application '0000'")
