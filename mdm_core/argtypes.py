@@ -39,10 +39,15 @@ def number(unit: str, minimum: float, maximum: float) -> Callable[[str], float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a number of {unit}") from None
         if not math.isfinite(value) or not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"'{text}' must be a finite number of {unit} from {minimum:g} to {maximum:g}")
+            raise argparse.ArgumentTypeError(f"'{text}' must be a finite number of {unit} from {_plain(minimum)} to {_plain(maximum)}")
         return value
 
     return parse
+
+
+def _plain(value: float) -> str:
+    """31536000, not 3.1536e+07; 0.5 stays 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
@@ -54,8 +59,8 @@ def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
         if value < minimum or (maximum is not None and value > maximum):
-            upper = f" to {maximum}" if maximum is not None else " or more"
-            raise argparse.ArgumentTypeError(f"'{text}' must be a whole number from {minimum}{upper}")
+            span = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"'{text}' must be a whole number {span}")
         return value
 
     return parse

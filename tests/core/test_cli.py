@@ -66,6 +66,16 @@ def test_bad_arguments_exit_2_with_one_line(mdm, args):
     assert len(lines) == 1 and lines[0].startswith("mdm") and "error:" in lines[0], err
 
 
+@pytest.mark.parametrize("args, says", [
+    (["users", "list", "--limit", "0"], "argument --limit: '0' must be a whole number of at least 1"),
+    (["users", "list", "--offset", "-1"], "argument --offset: '-1' must be a whole number of at least 0"),
+    (["users", "list", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+], ids=str)
+def test_a_number_out_of_range_says_the_range_in_plain_words(mdm, args, says):
+    code, out, err = mdm(*args)
+    assert code == 2 and says in err, err
+
+
 def test_config_option_without_value_exits_2(mdm, capsys):
     from mdm_core.cli import main
 
