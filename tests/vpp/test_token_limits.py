@@ -69,3 +69,20 @@ def test_a_retry_after_beyond_the_budget_is_recorded_and_honoured_by_other_proce
     with host.db.session() as session:
         [account] = session.execute(select(VppAccount)).scalars().all()
         assert account.backoff_until is not None
+
+
+def test_the_time_apple_asks_to_wait_until_is_utc_whatever_the_host_zone(monkeypatch: Any) -> None:
+    import time as time_module
+    from datetime import datetime, timezone
+
+    from plugins.vpp.apple.limiter import format_wait_until
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time_module.tzset()
+    try:
+        now = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc).timestamp()
+        assert format_wait_until(now + 30 * 60, now=now) == "22:30 UTC"  # was "17:30 EST"
+        assert format_wait_until(now + 3 * 3600, now=now) == "2026-12-01 01:00 UTC"
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()

@@ -75,9 +75,10 @@ class TokenGate:
             return True
 
 
-def format_wait_until(epoch: float) -> str:
-    """``HH:MM`` in the host's local time with its zone (``14:05 CET``); the date too when not today."""
-    when = datetime.fromtimestamp(epoch, timezone.utc).astimezone()
-    today = datetime.now(timezone.utc).astimezone().date()
-    text = when.strftime("%H:%M %Z").strip()
+def format_wait_until(epoch: float, now: float | None = None) -> str:
+    """``HH:MM UTC`` (every time shown to people is in UTC and labelled so, whatever the host's
+    zone); the date too when it is not today: ``2026-12-01 00:05 UTC``."""
+    when = datetime.fromtimestamp(epoch, timezone.utc)
+    today = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+    text = when.strftime("%H:%M UTC")
     return text if when.date() == today else f"{when:%Y-%m-%d} {text}"
