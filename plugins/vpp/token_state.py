@@ -40,6 +40,19 @@ ACTIONS = {
     "taken_over": "another MDM claimed this location: stop it using the token, then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
 }
 
+#: The same advice for the console, where the token is renewed by uploading it (Renew token).
+CONSOLE_ACTIONS = {
+    "valid": "nothing to do",
+    "expiring_30": "renew the token within 30 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+    "expiring_14": "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+    "expiring_7": "renew the token this week: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+    "expired": "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+    "revoked": "the token was revoked in Apple School/Business Manager: download a new one and upload it with Renew token",
+    "invalid": "Apple rejects the token: download a new one and upload it with Renew token",
+    "taken_over": "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over "
+                  "(or remove the account)",
+}
+
 
 def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
     """``valid``, ``expiring_30``/``_14``/``_7`` or ``expired`` from the expiry date alone."""
@@ -79,9 +92,10 @@ def describe(state: str, expires_at: datetime, detail: str | None = None, now: d
     return state
 
 
-def action(state: str, account_name: str) -> str:
-    """What the user should do about ``state``, with the account's name filled in."""
-    return ACTIONS[state].replace("NAME", account_name)
+def action(state: str, account_name: str, *, console: bool = False) -> str:
+    """What the user should do about ``state``, with the account's name filled in (the
+    command to run; with ``console``, the console's Renew token instead)."""
+    return (CONSOLE_ACTIONS if console else ACTIONS)[state].replace("NAME", account_name)
 
 
 # ---------------------------------------------------------------------- transitions

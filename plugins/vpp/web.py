@@ -259,6 +259,7 @@ def page_router() -> APIRouter:
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items):
             row["days_left"] = token_state.days_left(account.token_expires_at)
+            row["console_action"] = token_state.action(row["token_state"], row["name"], console=True)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
         return render(request, "vpp/accounts.html", {"accounts": rows, "found": found, "running": running,

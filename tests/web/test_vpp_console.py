@@ -46,6 +46,32 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
     assert re.search(r'id="notifications-school">on — last received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', admin.get("/vpp").text)
 
 
+@pytest.mark.parametrize("hours, shown, advice", [
+    (10 * 24 + 1, "expiring soon — expires in 10 days (", "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager "
+                                                          "and upload it with Renew token"),
+    (-3 * 24, "expired — expired ", "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token"),
+])
+def test_a_token_to_renew_says_what_to_do_in_the_console(school: Host, admin: Any, simulator: Any, project_dir: Path,
+                                                          hours: int, shown: str, advice: str) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from mdm_core.models import utcnow
+    from plugins.vpp.models import VppAccount
+
+    school.db.run_write(lambda s: s.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(hours=hours))))
+    page = admin.get("/vpp").text
+    state = html.unescape(re.search(r'id="token-state-school">([^<]+)<', page).group(1))  # type: ignore[union-attr]
+    assert state.startswith(shown) and "expiring in" not in state  # said once
+    assert html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1)) == advice  # type: ignore[union-attr]
+    assert "mdm vpp account set" not in page  # the console's way, not the command line's
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
+    assert renewed.status_code == 200 and re.search(r'id="token-state-school">valid — expires in \d+ days \(', renewed.text)
+    assert 'id="token-action-school"' not in renewed.text
+
+
 def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
     token = simulator.write_token(project_dir / "t.vpptoken").read_bytes()
     response = _upload(admin, token, name="district", service_url=simulator.base_url)
