@@ -292,7 +292,8 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
 
 @hookspec
 def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
-    """A sync committed assets whose counts or properties changed.
+    """A sync committed assets whose counts or properties changed; also a license request
+    of this host, or Apple's notification, that moved an asset's counts (with its licenses event).
 
     When: after the commit, delivered from the outbox.
     Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.

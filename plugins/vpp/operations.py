@@ -9,7 +9,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select
 from sqlmodel import Session
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError
@@ -22,7 +22,7 @@ from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .payloads import AppMetadata, LicenseResult, UserResult
-from .sync.apply import insert_ignoring_duplicates
+from .sync.apply import insert_ignoring_duplicates, move_counts
 from .sync.events import known_ids, license_payload, record_chunks
 from .views import user_invitation_url
 
@@ -256,12 +256,8 @@ def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAs
         changed += len(todo) if associate else -len(todo)
         event = "vpp_licenses_associated" if associate else "vpp_licenses_disassociated"
         host.events.record(session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
-    if changed:
-        session.execute(
-            update(VppAsset)
-            .where(VppAsset.account_id == acc.id, VppAsset.adam_id == asset.adam_id, VppAsset.pricing_param == asset.pricing_param)
-            .values(assigned_count=VppAsset.assigned_count + changed, available_count=VppAsset.available_count - changed, updated_at=utcnow())
-        )
+    if changed:  # the counts follow, announced as a sync would (vpp_assets_changed)
+        move_counts(host, session, acc, (asset.adam_id, asset.pricing_param), assigned=changed)
 
 
 def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, quick: bool = False) -> LicenseResult:
@@ -320,11 +316,7 @@ def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: dic
             gone = [t for t in gone if t in deleted]  # another writer may have removed some meanwhile
             if not gone:
                 continue
-            session.execute(
-                update(VppAsset)
-                .where(VppAsset.account_id == acc.id, VppAsset.adam_id == adam_id, VppAsset.pricing_param == pricing)
-                .values(assigned_count=VppAsset.assigned_count - len(gone), available_count=VppAsset.available_count + len(gone), updated_at=utcnow())
-            )
+            move_counts(host, session, acc, (adam_id, pricing), assigned=-len(gone))
             host.events.record(session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
 
 

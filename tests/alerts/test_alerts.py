@@ -153,6 +153,25 @@ def test_licenses_below_a_count_or_a_percentage(alerts_host, simulator):
     assert len(alerts(host)) == 4
 
 
+def test_licenses_taken_and_freed_by_this_host_alert_at_once(alerts_host, simulator):
+    """A license granted or taken back by this host's own request (an install, a reclaim; or
+    Apple's notification of it) moves the counts as a sync would: the alert comes at once, not
+    at the next sync or check, which then have nothing new to say."""
+    scarce, pricing = simulator.purchase(count=2)
+    host = alerts_host("low_licenses = 2\n")  # low below 2 available
+    assert sync(host)["status"] == "ok" and alerts(host) == []
+    hook = host.pm.hook
+    result = hook.mdm_vpp_associate(host=host, account="school", adam_id=scarce, pricing_param=pricing,
+                                    serial_numbers=["TAKEN0000001", "TAKEN0000002"], client_user_ids=[], wait=30)
+    assert result["status"] == "COMPLETE"
+    assert titles(host) == [f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
+    result = hook.mdm_vpp_disassociate(host=host, account="school", adam_id=scarce, pricing_param=pricing,
+                                       serial_numbers=["TAKEN0000001"], client_user_ids=[], wait=30)
+    assert result["status"] == "COMPLETE"
+    assert titles(host)[1:] == [f"Only 1 of 2 licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
+    assert sync(host)["status"] == "ok" and check(host) == {"queued": 0} and len(alerts(host)) == 2
+
+
 def test_a_threshold_of_zero_never_alerts(alerts_host, simulator):
     scarce, _ = simulator.purchase(count=1)
     host = alerts_host("low_licenses = 0\n")

@@ -254,6 +254,9 @@ def test_an_associate_completes_from_its_notification(notified: Host, simulator:
     settle(notified, simulator)
     [event] = recorder.named("vpp_licenses_associated")
     assert (event["adamId"], event["source"], sorted(event["serialNumbers"])) == (asset.adam_id, "request", ["NOTIFY00001", "NOTIFY00002"])
+    [changed] = recorder.named("vpp_assets_changed")  # the counts moved: subscribers hear it as from a sync
+    assert [(a["adamId"], a["assignedCount"], a["availableCount"]) for a in changed["assets"]] == [
+        (asset.adam_id, asset.assigned_count + 2, asset.available_count - 2)]
     assert_mirror_equals_apple(notified, simulator)  # licenses and counts
     [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"]
     assert row.event_id == event_id and row.status == "done"

@@ -45,7 +45,7 @@ from ..apple.errors import VppError
 from ..apple.protocol import page_assignments, page_users
 from ..models import VppAccount, VppAsset, VppNotification, VppSyncRun
 from ..operations import apply_licenses, store_users
-from ..sync.apply import apply_assets
+from ..sync.apply import move_counts
 from ..sync.asset import apply_asset, read_asset
 
 if TYPE_CHECKING:
@@ -241,9 +241,7 @@ def _add_delta(notice: Notice, session: Session, key: tuple[str, str], delta: in
     asset = session.get(VppAsset, (notice.account.id, key[0], key[1]))
     if asset is None or asset.total_count + delta < asset.assigned_count + asset.retired_count or asset.available_count + delta < 0:
         return False
-    record = {k: v for k, v in asset.model_dump().items() if k not in ("account_id", "updated_at")}
-    record.update(total_count=asset.total_count + delta, available_count=asset.available_count + delta)
-    apply_assets(notice.host, session, notice.account, {key: record}, only={key})
+    move_counts(notice.host, session, notice.account, key, total=delta)
     notice.finish(session, "done", f"counts of asset {key[0]} moved by {delta:+d}; Apple could not be reached to read them "
                                    f"again ({exc}): the next sync checks them")
     return True

@@ -227,6 +227,21 @@ def apply_assets(host: "Host", session: Session, account: VppAccount, assets: di
     return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
 
 
+def move_counts(host: "Host", session: Session, account: VppAccount, key: tuple[str, str], *, assigned: int = 0, total: int = 0) -> bool:
+    """Move a mirrored asset's counts by ``assigned`` and ``total`` (``availableCount``
+    follows) through :func:`apply_assets`, so that subscribers hear ``vpp_assets_changed`` and
+    the count history grows as after a sync; False if the mirror does not know the asset."""
+    asset = session.execute(select(VppAsset).where(VppAsset.account_id == account.id, VppAsset.adam_id == key[0], VppAsset.pricing_param == key[1])
+                            .execution_options(populate_existing=True)).scalar_one_or_none()
+    if asset is None:
+        return False
+    record = {k: v for k, v in asset.model_dump().items() if k not in ("account_id", "updated_at")}
+    record.update(assigned_count=asset.assigned_count + assigned, total_count=asset.total_count + total,
+                  available_count=asset.available_count + total - assigned)
+    apply_assets(host, session, account, {key: record}, only={key})
+    return True
+
+
 def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
     """``INSERT`` that skips rows whose key already exists (SQLite and PostgreSQL dialects)."""
     dialect = session.get_bind().dialect.name
