@@ -165,6 +165,7 @@ def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_add
 
     added = add_account(host, "school", str(token_file), service_url=simulator.base_url)
     assert added["notifications"] == "on" and not added["paused"]
+    assert added["last_notification_at"]  # Apple's test arrived: `mdm vpp account list` says when
     [test] = simulator.notifications()
     assert (test["notificationType"], test["status"], test["answers"]) == ("TEST_NOTIFICATION", "delivered", [200])
     assert inbox(host) == [] and _pending(host) == 0  # nothing to act on; the secret is the account's now

@@ -106,6 +106,8 @@ class Change:
             assert pending is not None, "the pending notification secret vanished"
             account.notifications, account.notification_url = "on", self.url
             account.notification_secret = pending.secret_ciphertext
+            if account.last_notification_at is None:  # an account being added: Apple accepted once its test arrived
+                account.last_notification_at = utcnow()
             session.delete(pending)
         else:
             account.notifications, account.notification_url, account.notification_secret = "off", None, None
