@@ -7,6 +7,7 @@ the traceback of unexpected ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
 import os
@@ -29,7 +30,7 @@ USABLE_WITH_BROKEN_PLUGINS = ("plugins", "hooks")
 class _Parser(argparse.ArgumentParser):
     """argparse with our error format (one line, exit 2)."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -237,7 +238,7 @@ def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:
     handler = next((h for h in root.handlers if getattr(h, "mdm_cli", False)), None)
     if handler is None:  # keep other handlers (pytest's caplog, an embedding application's)
         handler = logging.StreamHandler(sys.stderr)
-        handler.mdm_cli = True  # type: ignore[attr-defined]
+        handler.mdm_cli = True  # type: ignore[attr-defined]  # our mark on the handler, found again by getattr above
         handler.setFormatter(utc_log_formatter())
         root.addHandler(handler)
     handler.stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush a closed one)
@@ -264,10 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if console and code == 130:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:
-                pass
         os._exit(130)
     return code
 

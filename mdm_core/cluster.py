@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Sequence
 
 from sqlalchemy import delete, select
+from sqlmodel import col
 
 from mdm_core.errors import describe
 from mdm_core.locks import DbLock, LockLost, holder_is_dead, new_holder
@@ -100,7 +101,7 @@ class Cluster:
         """Forget hosts whose membership expired long ago (each start adds one row)."""
         old = utcnow() - timedelta(seconds=max(self.ttl * 10, 3600))
         try:
-            self.db.run_write(lambda s: s.execute(delete(Lock).where(Lock.name.like(HOST_PREFIX + "%"), Lock.expires_at < old)))  # type: ignore[attr-defined]
+            self.db.run_write(lambda s: s.execute(delete(Lock).where(col(Lock.name).like(HOST_PREFIX + "%"), col(Lock.expires_at) < old)))
         except Exception as exc:
             log.debug("could not prune old hosts: %s", describe(exc))
 
@@ -111,7 +112,7 @@ class Cluster:
             return cached[1]
         now = utcnow()
         with self.db.session() as session:
-            rows = session.execute(select(Lock.holder).where(Lock.name.like(HOST_PREFIX + "%"), Lock.expires_at > now)).scalars().all()  # type: ignore[attr-defined]
+            rows = session.execute(select(col(Lock.holder)).where(col(Lock.name).like(HOST_PREFIX + "%"), col(Lock.expires_at) > now)).scalars().all()
         me = self.holder
         live = sorted({h for h in rows if h == me or not holder_is_dead(self.db, h)} | ({me} if me else set()))
         self._members = (time.monotonic(), live)

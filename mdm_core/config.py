@@ -156,6 +156,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     """Read the configuration: ``path``, else ``MDM_CONFIG``, else ``conf/mdm.toml`` if present."""
     environ = os.environ if environ is None else environ
     chosen = path or environ.get("MDM_CONFIG")
+    file: Path | None
     if chosen:
         file = Path(chosen)
         if not file.is_file():

@@ -19,11 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping
 
-from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlalchemy import delete, select, update
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import table_of
 from mdm_core.errors import PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
 from mdm_core.plugins import call_isolated
@@ -87,8 +88,9 @@ class EventBus:
         from mdm_core.models import OutboxEvent, utcnow
 
         self.check_declared(name)
-        event = Event(name=name, payload=dict(payload), created_at=utcnow())
-        session.add(OutboxEvent(id=event.id, name=name, payload=event.payload, created_at=event.created_at))
+        created_at = utcnow()
+        event = Event(name=name, payload=dict(payload), created_at=created_at)
+        session.add(OutboxEvent(id=event.id, name=name, payload=event.payload, created_at=created_at))
         return event
 
     def outbox_rows(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -97,7 +99,7 @@ class EventBus:
         from mdm_core.models import utcnow
 
         now = utcnow()
-        rows = [{"id": str(uuid.uuid4()), "name": n, "payload": p, "created_at": now} for n, p in events]
+        rows: list[dict[str, Any]] = [{"id": str(uuid.uuid4()), "name": n, "payload": p, "created_at": now} for n, p in events]
         for name in {r["name"] for r in rows}:
             self.check_declared(name)
         return rows
@@ -107,7 +109,7 @@ class EventBus:
         from mdm_core.models import OutboxEvent
 
         if rows:
-            session.execute(OutboxEvent.__table__.insert(), rows)
+            session.execute(table_of(OutboxEvent).insert(), rows)
         return len(rows)
 
     def record_many(self, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
@@ -140,7 +142,7 @@ class EventBus:
         from mdm_core.models import OutboxEvent
 
         with self.db.session() as session:
-            return int(session.execute(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))).scalar_one())
+            return int(session.execute(select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.delivered_at).is_(None))).scalar_one())
 
     def _deliver_pending(self, limit: int | None, deadline: float | None) -> int:
         from mdm_core.models import OutboxEvent, utcnow
@@ -155,9 +157,9 @@ class EventBus:
             size = DELIVERY_BATCH if limit is None else min(DELIVERY_BATCH, limit - delivered)
             with self.db.session() as session:
                 rows = session.execute(
-                    select(OutboxEvent.seq, OutboxEvent.claimed_by)
-                    .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.seq > last_seq)
-                    .order_by(OutboxEvent.seq)
+                    select(col(OutboxEvent.seq), col(OutboxEvent.claimed_by))
+                    .where(col(OutboxEvent.delivered_at).is_(None), col(OutboxEvent.seq) > last_seq)
+                    .order_by(col(OutboxEvent.seq))
                     .limit(size)
                 ).all()
             if not rows:
@@ -178,9 +180,9 @@ class EventBus:
                 if done or left:  # one write per batch; a crash before it redelivers the batch (ids are stable)
                     with self.db.write_session() as session:
                         if done:
-                            session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(done)).values(delivered_at=utcnow()))
+                            session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(done)).values(delivered_at=utcnow()))
                         if left:
-                            session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(left)).values(claimed_by=None, claimed_at=None))
+                            session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(left)).values(claimed_by=None, claimed_at=None))
                         session.commit()
                 delivered += len(done)
             if self.left_behind:
@@ -195,12 +197,12 @@ class EventBus:
             return []
         with self.db.session() as session:
             rows = session.execute(
-                select(OutboxEvent.seq, OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
-                .where(OutboxEvent.seq.in_(seqs)).order_by(OutboxEvent.seq)
+                select(col(OutboxEvent.seq), col(OutboxEvent.id), col(OutboxEvent.name), col(OutboxEvent.payload), col(OutboxEvent.created_at))
+                .where(col(OutboxEvent.seq).in_(seqs)).order_by(col(OutboxEvent.seq))
             ).all()
         return [(row.seq, Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)) for row in rows]
 
-    def _claim(self, seqs: list[int], dead_holders: set[str] = frozenset()) -> set[int]:  # type: ignore[assignment]
+    def _claim(self, seqs: list[int], dead_holders: Collection[str] = frozenset()) -> set[int]:
         """Claim events so that two deliveries (processes or threads) never run the same one.
 
         A claim is free when nobody holds it, when it is older than ``CLAIM_TIMEOUT``, or when
@@ -210,16 +212,16 @@ class EventBus:
 
         now = utcnow()
         token = new_holder()  # unique to this batch, in the holder format
-        free = (OutboxEvent.claimed_at.is_(None)) | (OutboxEvent.claimed_at < now - CLAIM_TIMEOUT)
+        free = (col(OutboxEvent.claimed_at).is_(None)) | (col(OutboxEvent.claimed_at) < now - CLAIM_TIMEOUT)
         if dead_holders:
-            free = free | OutboxEvent.claimed_by.in_(sorted(dead_holders))
+            free = free | col(OutboxEvent.claimed_by).in_(sorted(dead_holders))
         with self.db.write_session() as session:
             session.execute(
                 update(OutboxEvent)
-                .where(OutboxEvent.seq.in_(seqs), OutboxEvent.delivered_at.is_(None), free)
+                .where(col(OutboxEvent.seq).in_(seqs), col(OutboxEvent.delivered_at).is_(None), free)
                 .values(claimed_by=token, claimed_at=now)
             )
-            won = set(session.execute(select(OutboxEvent.seq).where(OutboxEvent.seq.in_(seqs), OutboxEvent.claimed_by == token)).scalars())
+            won = set(session.execute(select(col(OutboxEvent.seq)).where(col(OutboxEvent.seq).in_(seqs), col(OutboxEvent.claimed_by) == token)).scalars())
             session.commit()
             return won
 
@@ -283,9 +285,9 @@ class EventBus:
         from mdm_core.db.stream import stream_rows
         from mdm_core.models import SubscriberFailure
 
-        query = select(SubscriberFailure).order_by(SubscriberFailure.id)  # type: ignore[arg-type]
+        query = select(SubscriberFailure).order_by(col(SubscriberFailure.id))
         if not everything:
-            query = query.where(SubscriberFailure.status == "failed")
+            query = query.where(col(SubscriberFailure.status) == "failed")
         return (row[0].model_dump() for row in stream_rows(self.db, query, offset=offset, limit=limit))
 
     def retry_due(self, now: datetime | None = None, *, at_start: bool = False, limit: int = 200) -> tuple[int, int]:
@@ -295,11 +297,11 @@ class EventBus:
         from mdm_core.models import SubscriberFailure, utcnow
 
         now = now or utcnow()
-        due = (SubscriberFailure.status == "retrying") & (SubscriberFailure.next_attempt_at <= now)  # type: ignore[operator]
+        due = (col(SubscriberFailure.status) == "retrying") & (col(SubscriberFailure.next_attempt_at) <= now)
         if at_start:
             due = due | (SubscriberFailure.status == "waiting")
         with self.db.session() as session:
-            ids = list(session.execute(select(SubscriberFailure.id).where(due).order_by(SubscriberFailure.id).limit(limit)).scalars())  # type: ignore[arg-type]
+            ids = list(session.execute(select(col(SubscriberFailure.id)).where(due).order_by(col(SubscriberFailure.id)).limit(limit)).scalars())
         ok = failed = 0
         for failure_id in ids:
             error = self.redeliver(failure_id, manual=False, now=now)
@@ -317,7 +319,7 @@ class EventBus:
 
         with self.db.session() as session:
             failure = session.get(SubscriberFailure, failure_id)
-            seq = session.execute(select(OutboxEvent.seq).where(OutboxEvent.id == failure.event_id)).scalar_one_or_none() if failure else None
+            seq = session.execute(select(col(OutboxEvent.seq)).where(col(OutboxEvent.id) == failure.event_id)).scalar_one_or_none() if failure else None
         if failure is None or seq is None:
             raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone (see `mdm events failures`)")
         [(_, event)] = self._load_batch([seq])
@@ -334,7 +336,7 @@ class EventBus:
         if errors:
             return errors[0][1]
         with self.db.write_session() as session:
-            session.execute(SubscriberFailure.__table__.delete().where(SubscriberFailure.id == failure_id))  # type: ignore[attr-defined]
+            session.execute(delete(SubscriberFailure).where(col(SubscriberFailure.id) == failure_id))
             session.commit()
         log.info("event %s (%s) delivered to %s on attempt %d", event.name, event.id, failure.plugin, (failure.attempts or 0) + 1)
         return None

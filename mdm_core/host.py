@@ -282,7 +282,7 @@ class Host:
 
         ``on_start()`` is called once the host has started and its jobs are planned (``mdm run``
         prints its banner there)."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signal_handlers:  # before start-up, so that an early SIGTERM also stops cleanly
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, lambda *_: self.stop_event.set())

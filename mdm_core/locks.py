@@ -15,6 +15,7 @@ connection). A live holder keeps its lock with :meth:`DbLock.refresh`, or with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -29,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import rowcount
 from mdm_core.errors import MdmError, describe
 from mdm_core.models import Lock, utcnow
 
@@ -160,10 +162,8 @@ class DbLock:
         # still holding session advisory locks (they would look alive for as long as it lives)
         conn = getattr(self, "_pg_conn", None)
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 conn.invalidate()
-            except Exception:
-                pass
 
     # ------------------------------------------------------------------ taking and giving back
 
@@ -185,7 +185,7 @@ class DbLock:
         now = utcnow()
         expires = now + timedelta(seconds=self.ttl)
         with self.db.write_session() as session:
-            row = session.execute(select(Lock).where(Lock.name == self.name).with_for_update()).scalar_one_or_none()
+            row = session.execute(select(Lock).where(col(Lock.name) == self.name).with_for_update()).scalar_one_or_none()
             if row is None:
                 session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires, generation=1))
                 session.commit()
@@ -262,7 +262,7 @@ class DbLock:
                 update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
             )
             session.commit()
-        if result.rowcount != 1:
+        if rowcount(result) != 1:
             raise self._lost()
         if self._pg_conn is not None and not self._pg_name_locked:
             # taken from an expired holder that still had the name's advisory lock: take it once it lets go,
@@ -281,7 +281,7 @@ class DbLock:
         result = session.execute(
             update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
         )
-        if result.rowcount != 1:
+        if rowcount(result) != 1:
             raise self._lost()
 
     def info(self) -> LockInfo | None:

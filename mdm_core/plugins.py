@@ -174,7 +174,7 @@ def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolera
             pm.check_pending()
             return
         except pluggy.PluginValidationError as exc:
-            name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+            name = pm.get_name(exc.plugin) or str(getattr(exc.plugin, "__name__", repr(exc.plugin)))
             message = str(exc).replace(repr(exc.plugin), f"'{name}'")
             error = f"plugin '{name}' is broken: {' '.join(message.split())} (a misspelt hook name?): fix it, or {disable_hint(name)}"
             if not tolerate_broken:

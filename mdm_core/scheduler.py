@@ -78,6 +78,7 @@ class _UtcJob(schedule.Job):
 
     @property
     def should_run(self) -> bool:
+        assert self.next_run is not None, "a scheduled job has its next run planned"
         if utc_now() < self.next_run:
             return False
         if self.forced or self.planner is None:
@@ -212,6 +213,7 @@ class HostScheduler:
         state = self.jobs.get(name)
         if state is None:
             raise MdmError(f"job {name} is not scheduled")
+        assert state.job.next_run is not None, "a scheduled job has its next run planned"
         return state.job.next_run
 
     def shutdown(self, wait: bool = True) -> None:

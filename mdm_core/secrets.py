@@ -23,6 +23,7 @@ them (a missing key) and re-encrypts them (``mdm secrets rotate``) without knowi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -222,10 +223,8 @@ def write_key_file(path: Path, keys: list[str], *, replace: bool) -> None:
         if replace:
             os.replace(tmp, path)
         else:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
     finally:
         tmp.unlink(missing_ok=True)
     dirfd = os.open(path.parent, os.O_RDONLY)

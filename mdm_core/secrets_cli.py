@@ -104,13 +104,13 @@ def rotate(host: "Host") -> tuple[int, str]:
             try:
                 fresh = box.rotate(ciphertext)
             except (InvalidToken, ValueError):
-                where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key))
+                where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key, strict=True))
                 raise MdmError(
                     f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
                     "re-encrypted; restore the key it was stored with, or enter it again (mdm vpp account set NAME --token-file FILE)"
                 ) from None
             pk = list(column.table.primary_key.columns)
-            session.execute(update(column.table).where(*(c == v for c, v in zip(pk, key))).values({column.name: fresh}))
+            session.execute(update(column.table).where(*(c == v for c, v in zip(pk, key, strict=True))).values({column.name: fresh}))
             done += 1
         return done
 

@@ -283,8 +283,8 @@ class HookCoverage:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config = session.config
         if is_xdist_worker(config):  # the controller decides, on what every worker saw
-            config.workeroutput[self.KEY] = sorted(self.log.exercised())  # type: ignore[attr-defined]
-            config.workeroutput[f"{self.KEY}_deselected"] = self.deselected  # type: ignore[attr-defined]
+            config.workeroutput[self.KEY] = sorted(self.log.exercised())  # type: ignore[attr-defined]  # set by pytest-xdist on workers
+            config.workeroutput[f"{self.KEY}_deselected"] = self.deselected  # type: ignore[attr-defined]  # set by pytest-xdist on workers
             return
         if exitstatus != 0 or not self.whole_suite(config):
             return
@@ -317,7 +317,7 @@ class RunTally:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if is_xdist_worker(session.config):
-            session.config.workeroutput[self.key] = dict(self.counts)  # type: ignore[attr-defined]
+            session.config.workeroutput[self.key] = dict(self.counts)  # type: ignore[attr-defined]  # set by pytest-xdist on workers
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -21,7 +21,7 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iter
     names = ", ".join(f'"{c}"' for c in columns)
     if dialect == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection
-        with raw.cursor() as cursor:  # type: ignore[union-attr]
+        with raw.cursor() as cursor:  # type: ignore[union-attr]  # a checked-out connection has its driver connection
             with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -29,4 +29,4 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iter
         marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))
     else:
-        conn.execute(insert(table), [dict(zip(columns, row)) for row in rows])
+        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])

@@ -8,6 +8,7 @@ of work with ``session()`` (reads) or ``write_session()`` (writes), never across
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -86,10 +87,8 @@ class Database:
             def _private_file(*_args: Any) -> None:
                 """A new database file is created readable by its owner only (SQLite gives its
                 -wal and -shm files the same mode)."""
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                except FileExistsError:
-                    pass
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -128,14 +127,14 @@ class Database:
             raise database_error(exc, self) from None
         try:
             if self.is_sqlite:  # a PRAGMA of no effect inside a transaction: run it before any
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]  # a checked-out connection has its driver connection
             yield conn
         finally:
             try:
                 if conn.in_transaction():
                     conn.rollback()
                 if self.is_sqlite:
-                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]  # a checked-out connection has its driver connection
             finally:
                 conn.close()
 

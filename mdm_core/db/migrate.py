@@ -34,6 +34,7 @@ from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
 
 from mdm_core.db.engine import Database
 from mdm_core.db.errors import database_error
@@ -79,7 +80,7 @@ class MigrationSet:
     name: str
     directory: Path
     depends_on: tuple[str, ...] = ()
-    tables: tuple[type, ...] = field(default=(), compare=False)
+    tables: tuple[type[SQLModel], ...] = field(default=(), compare=False)
 
     @property
     def version_table(self) -> str:
@@ -89,7 +90,7 @@ class MigrationSet:
     @property
     def table_names(self) -> set[str]:
         """Names of the tables of this history's models."""
-        return {t.__tablename__ for t in self.tables}  # type: ignore[attr-defined]
+        return {str(t.__tablename__) for t in self.tables}  # a str on every table class (SQLModel types it str or a callable)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def alembic_config(migration_set: MigrationSet, **attributes: Any) -> Config:
     return config
 
 
-def core_migration_set(tables: Iterable[type]) -> MigrationSet:
+def core_migration_set(tables: Iterable[type[SQLModel]]) -> MigrationSet:
     """The core's own history."""
     return MigrationSet("core", CORE_MIGRATIONS, depends_on=(), tables=tuple(tables))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError
@@ -20,16 +20,16 @@ def queue_command(host: "Host", session: Session, device_serial: str, request_ty
     """Queue an MDM command for a device in the caller's transaction."""
     command = Command(device_serial=device_serial, request_type=request_type, payload={"RequestType": request_type, **payload})
     session.add(command)
-    payload: CommandQueuedPayload = {"command_uuid": command.uuid, "device_serial": device_serial, "request_type": request_type}
-    host.events.record(session, "command_queued", payload)
+    queued: CommandQueuedPayload = {"command_uuid": command.uuid, "device_serial": device_serial, "request_type": request_type}
+    host.events.record(session, "command_queued", queued)
     return command
 
 
 def iter_commands(host: "Host", device: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Queued and past commands, oldest first, optionally for one device; streamed (constant memory)."""
-    query = select(Command).order_by(Command.created_at, Command.uuid)
+    query = select(Command).order_by(col(Command.created_at), col(Command.uuid))
     if device:
-        query = query.where(Command.device_serial == device.strip().upper())
+        query = query.where(col(Command.device_serial) == device.strip().upper())
     return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 

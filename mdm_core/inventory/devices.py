@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError
@@ -165,10 +165,10 @@ def import_devices(host: "Host", path: str | Path, ignored: list[str] | None = N
                     key=lambda d: d.serial_number, lines=lines, ignored=ignored)
     with host.db.session() as session:
         owners = {d.owner for d in rows if d.owner}
-        known = set(session.execute(select(MdmUser.id).where(MdmUser.id.in_(owners))).scalars()) if owners else set()
+        known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(owners))).scalars()) if owners else set()
     missing = sorted(owners - known)
     if missing:
-        line, owner = next((n, d.owner) for n, d in zip(lines, rows) if d.owner in missing)
+        line, owner = next((n, d.owner) for n, d in zip(lines, rows, strict=True) if d.owner in missing)
         raise UsageError(f"{path}: line {line}: user '{owner}' is not an MDM user: import users first (mdm users import)")
     return add_devices(host, rows)
 

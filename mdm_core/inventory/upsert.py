@@ -7,12 +7,14 @@ option left out). Counts are of real changes: a row equal to what is stored is `
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
+from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError
 
 if TYPE_CHECKING:
@@ -23,12 +25,12 @@ IN_CHUNK = 500  # keys per IN list (well under SQLite's and PostgreSQL's paramet
 STAGED_INSERT = 5000  # on SQLite, at least this many new rows go through TEMP tables (see _staged_write)
 
 
-def check_lengths(model: type, values: dict[str, Any], labels: dict[str, str]) -> None:
+def check_lengths(model: type[SQLModel], values: dict[str, Any], labels: dict[str, str]) -> None:
     """Refuse a value longer than its column (``model``'s ``max_length``), naming the field and
     the limit: the same on SQLite (which would store it) and PostgreSQL (which would refuse it
     with a database error naming no field). ``labels``: how the user calls each field."""
     for name, value in values.items():
-        limit = getattr(model.__table__.c[name].type, "length", None) if isinstance(value, str) else None  # type: ignore[attr-defined]
+        limit = getattr(table_of(model).c[name].type, "length", None) if isinstance(value, str) else None
         if limit is not None and len(value) > limit:
             shown = value if len(value) <= 40 else value[:40] + "..."
             raise UsageError(f"{labels.get(name, name)} '{shown}' is too long ({len(value)} characters): at most {limit}")
@@ -64,7 +66,7 @@ def changes(existing: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None and getattr(existing, name) != value}
 
 
-def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, payload: Any, check: Any = None,
+def upsert(host: "Host", model: type[SQLModel], rows: list[Any], key: Any, event: str, payload: Any, check: Any = None,
            exists: Callable[[Any], str] | None = None, watch: Watch | None = None) -> Counts:
     """Insert new rows (recording ``event`` for each) and change the given fields of existing
     ones, in one transaction. With ``exists``, an existing row is refused instead: the
@@ -76,10 +78,10 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
     the new rows, one ``UPDATE`` per set of changed columns, one insert of the events), so that
     a 300,000-row import holds the database's write lock for seconds, not minutes. A row that
     another writer added meanwhile makes the insert fail: the differences are worked out again."""
-    table = model.__table__  # type: ignore[attr-defined]
+    table = table_of(model)
     (pk,) = table.primary_key.columns
     keys = [key(row) for row in rows]
-    defaults = {name: info.get_default(call_default_factory=True) for name, info in model.model_fields.items()}  # type: ignore[attr-defined]
+    defaults = {name: info.get_default(call_default_factory=True) for name, info in model.model_fields.items()}
 
     def plan() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, ...], list[dict[str, Any]]], int]:
         stored: dict[Any, Any] = {}
@@ -91,7 +93,7 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
         events: list[tuple[str, Any]] = []
         changed: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         unchanged = 0
-        for row, row_key in zip(rows, keys):
+        for row, row_key in zip(rows, keys, strict=True):
             values = dataclasses.asdict(row)
             old = stored.get(row_key)
             if old is None:  # what is not given gets the column's default
@@ -126,7 +128,7 @@ def upsert(host: "Host", model: type, rows: list[Any], key: Any, event: str, pay
 
         try:
             if host.db.is_sqlite and len(new) >= STAGED_INSERT:
-                _staged_write(host, table, new, event_rows, lambda session: work(session, [], [], changed))
+                _staged_write(host, table, new, event_rows, partial(work, new=[], event_rows=[]))
             else:
                 host.db.run_write(work)
             break
@@ -147,7 +149,7 @@ def _staged_write(host: "Host", table: Any, new: list[dict[str, Any]], event_row
     from mdm_core.interrupts import deferred
     from mdm_core.models import OutboxEvent
 
-    outbox = OutboxEvent.__table__  # type: ignore[attr-defined]
+    outbox = table_of(OutboxEvent)
     meta = MetaData()
     stage = Table("mdm_stage_rows", meta, *[Column(c.name, c.type) for c in table.columns], prefixes=["TEMPORARY"])
     stage_events = Table("mdm_stage_events", meta, *[Column(c.name, c.type) for c in outbox.columns if c.name in event_rows[0]],

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError
@@ -97,7 +97,7 @@ def remove_user(host: "Host", user_id: str) -> UserRow:
         if user is None:
             raise MdmError(f"'{user_id}' is not an MDM user: see `mdm users list`")
         row = UserRow(user.id, user.email, user.managed_apple_id, user.name)
-        for device in session.execute(select(Device).where(Device.owner == user.id)).scalars():
+        for device in session.execute(select(Device).where(col(Device.owner) == user.id)).scalars():
             device.owner = None
             session.add(device)
         session.delete(user)

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
+from sqlmodel import col
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import utcnow
@@ -101,7 +102,7 @@ def list_admins(host: "Host") -> list[dict[str, Any]]:
 def remove_admin(host: "Host", name: str) -> None:
     """Remove an admin; their open sessions end at their next request."""
     def work(session: Any) -> None:
-        if session.execute(delete(Admin).where(Admin.name == name)).rowcount == 0:
+        if session.execute(delete(Admin).where(col(Admin.name) == name)).rowcount == 0:
             raise MdmError(f"no admin named '{name}' (see `mdm admins list`)")
 
     host.db.run_write(work)
@@ -123,8 +124,8 @@ def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
     name = name.strip()[:128]
     address = (address or "unknown")[:64]
     with host.db.session() as session:
-        by_name = session.execute(select(func.count()).where(LoginAttempt.name == name, LoginAttempt.at >= since)).scalar_one()
-        by_address = session.execute(select(func.count()).where(LoginAttempt.address == address, LoginAttempt.at >= since)).scalar_one()
+        by_name = session.execute(select(func.count()).where(col(LoginAttempt.name) == name, col(LoginAttempt.at) >= since)).scalar_one()
+        by_address = session.execute(select(func.count()).where(col(LoginAttempt.address) == address, col(LoginAttempt.at) >= since)).scalar_one()
         admin = session.get(Admin, name)
     minutes = max(1, s.login_window // 60)
     if by_name >= s.login_max_failures_per_name or by_address >= s.login_max_failures_per_address:
@@ -137,7 +138,7 @@ def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
         ok = hasher.verify(password, admin.password_hash)
     if not ok:
         def fail(session: Any) -> None:
-            session.execute(delete(LoginAttempt).where(LoginAttempt.at < since))
+            session.execute(delete(LoginAttempt).where(col(LoginAttempt.at) < since))
             session.add(LoginAttempt(name=name, address=address, at=now))
 
         host.db.run_write(fail)
@@ -145,8 +146,8 @@ def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
     assert admin is not None
 
     def succeed(session: Any) -> None:
-        session.execute(delete(LoginAttempt).where(LoginAttempt.name == name))
-        session.execute(update(Admin).where(Admin.name == name).values(last_login_at=now))
+        session.execute(delete(LoginAttempt).where(col(LoginAttempt.name) == name))
+        session.execute(update(Admin).where(col(Admin.name) == name).values(last_login_at=now))
 
     host.db.run_write(succeed)
     return Principal(admin.name, admin.role, "session")
@@ -211,7 +212,7 @@ def list_tokens(host: "Host") -> list[dict[str, Any]]:
 def revoke_token(host: "Host", name: str) -> None:
     """Revoke an API token at once, in every process."""
     def work(session: Any) -> None:
-        if session.execute(delete(ApiToken).where(ApiToken.name == name)).rowcount == 0:
+        if session.execute(delete(ApiToken).where(col(ApiToken.name) == name)).rowcount == 0:
             raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
 
     host.db.run_write(work)
@@ -223,7 +224,7 @@ def token_principal(host: "Host", token: str) -> Principal | None:
         return None
     digest = _token_hash(token)
     with host.db.session() as session:
-        row = session.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
+        row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == digest)).scalar_one_or_none()
     if row is None:
         return None
     now = utcnow()

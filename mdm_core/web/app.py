@@ -185,7 +185,9 @@ def create_app(host: "Host") -> FastAPI:
                 app.include_router(router, dependencies=access, include_in_schema=False)
             else:
                 app.include_router(router, prefix=prefix, dependencies=access)
-            table += [RouteInfo(prefix + route.path, frozenset(getattr(route, "methods", None) or {"GET"}), kind, plugin) for route in router.routes]
+            # every route class (Route, WebSocketRoute, Mount) has a path; their base class does not declare it
+            table += [RouteInfo(prefix + route.path, frozenset(getattr(route, "methods", None) or {"GET"}), kind, plugin)  # type: ignore[attr-defined]
+                      for route in router.routes]
 
     @app.get(API_PREFIX + "/openapi.json", include_in_schema=False, dependencies=access)
     def openapi() -> dict[str, Any]:

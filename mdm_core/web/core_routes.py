@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
@@ -80,7 +81,7 @@ def page_router() -> APIRouter:
             counts = {
                 "devices": session.execute(select(func.count()).select_from(Device)).scalar_one(),
                 "users": session.execute(select(func.count()).select_from(MdmUser)).scalar_one(),
-                "pending": session.execute(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))).scalar_one(),
+                "pending": session.execute(select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.delivered_at).is_(None))).scalar_one(),
                 "failures": session.execute(select(func.count()).select_from(SubscriberFailure)).scalar_one(),
             }
         return render(request, "home.html", {"counts": counts})
@@ -164,7 +165,7 @@ def redeliver_failure(host: Any, failure_id: int) -> str | None:
     from mdm_core.errors import MdmError
 
     try:
-        return host.events.redeliver(failure_id)  # type: ignore[no-any-return]
+        return host.events.redeliver(failure_id)
     except MdmError as exc:
         raise WebError(404, str(exc)) from None
 
@@ -173,7 +174,7 @@ def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[di
     """Events of the outbox, newest first, ``name`` only when given."""
     query = select(OutboxEvent)
     if name:
-        query = query.where(OutboxEvent.name == name)
+        query = query.where(col(OutboxEvent.name) == name)
     with host.db.session() as session:
         page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True)
     return Page([{"id": e.id, "name": e.name, "created_at": e.created_at, "delivered_at": e.delivered_at,

@@ -35,12 +35,12 @@ class WebError(Exception):
 
 def host_of(request: Request) -> "Host":
     """The running host."""
-    return request.app.state.host  # type: ignore[no-any-return]
+    return request.app.state.host
 
 
 def principal_of(request: Request) -> Principal:
     """Who made the request (set by the access check every route goes through)."""
-    return request.state.principal  # type: ignore[no-any-return]
+    return request.state.principal
 
 
 def flash(request: Request, message: str, kind: str = "ok") -> None:
@@ -65,7 +65,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
         "messages": request.session.pop("flash", []) if "session" in request.scope else [],
     }
     ctx.update(context or {})
-    return templates.TemplateResponse(request, template, ctx, status_code=status_code)  # type: ignore[no-any-return]
+    return templates.TemplateResponse(request, template, ctx, status_code=status_code)
 
 
 def url_with(request: Request, **changes: Any) -> str:

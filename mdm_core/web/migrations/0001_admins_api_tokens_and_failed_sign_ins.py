@@ -1,7 +1,7 @@
 """admins, API tokens and failed sign-ins
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-30 07:36:56.434191
 """
 

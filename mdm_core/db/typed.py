@@ -1,0 +1,23 @@
+"""Typed access to what SQLModel and SQLAlchemy leave untyped, so that callers need no
+``# type: ignore``: the ``Table`` of a model class, the row count of an UPDATE or DELETE."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, Table
+from sqlmodel import SQLModel
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The ``Table`` of a SQLModel table class (``Model.__table__``, which SQLModel sets but does not declare)."""
+    table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass on table=True classes
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a SQLModel table class (table=True)")
+    return table
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` types its result as a plain
+    ``Result``; for DML it is a ``CursorResult``)."""
+    return cast(CursorResult[Any], result).rowcount
