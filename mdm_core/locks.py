@@ -8,8 +8,8 @@ expiry and lost the lock can never commit afterwards.
 
 A lock is free when nobody holds it, when its expiry has passed, or when its holder is gone:
 a process of this machine that has exited (its pid is dead), or, on PostgreSQL, a holder
-whose database session ended (each holder keeps a session advisory lock, which dies with its
-connection). A live holder keeps its lock with :meth:`DbLock.refresh`, or with
+whose database session ended (each holder keeps a session advisory lock named after itself,
+which dies with its connection, and a taker checks the row's holder for it). A live holder keeps its lock with :meth:`DbLock.refresh`, or with
 :meth:`DbLock.heartbeat`, a thread that refreshes it while long work goes on.
 """
 
@@ -41,8 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL advisory lock namespace (the first of the two int4 keys) of lock names and holders.
-_PG_NAME_CLASS = 0x4D444D4C  # "MDML"
+#: PostgreSQL advisory lock namespace (the first of the two int4 keys) of lock holders.
 _PG_HOLDER_CLASS = 0x4D444D48  # "MDMH"
 _RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -169,9 +168,9 @@ class DbLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free, expired or its holder is gone; True if we hold it now."""
-        session_gone = self._take_session_lock()
+        self._take_session_lock()
         try:
-            won = self._take(session_gone)
+            won = self._take()
         except IntegrityError:  # another process inserted the row first
             won = False
         except BaseException:
@@ -181,7 +180,7 @@ class DbLock:
             self._drop_session_lock()
         return won
 
-    def _take(self, previous_session_gone: bool) -> bool:
+    def _take(self) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=self.ttl)
         with self.db.write_session() as session:
@@ -191,8 +190,9 @@ class DbLock:
                 session.commit()
                 self.generation, self.busy = 1, None
                 return True
-            free = (row.expires_at <= now or row.holder == self.holder or previous_session_gone
-                    or local_holder_is_dead(row.holder))
+            # the row's own holder is checked (its session advisory lock), never the name: a
+            # holder that won the row while another try was under way must still count as alive
+            free = row.expires_at <= now or row.holder == self.holder or holder_is_dead(self.db, row.holder)
             if not free:
                 self.busy = LockInfo(self.name, row.holder, row.generation, row.acquired_at, row.expires_at)
                 return False
@@ -264,10 +264,6 @@ class DbLock:
             session.commit()
         if rowcount(result) != 1:
             raise self._lost()
-        if self._pg_conn is not None and not self._pg_name_locked:
-            # taken from an expired holder that still had the name's advisory lock: take it once it lets go,
-            # so that our own end (not only our expiry) frees the lock
-            self._take_session_lock()
 
     def fence(self, session: Session) -> None:
         """In the caller's write transaction: check that we still hold the lock (holder and
@@ -306,28 +302,20 @@ class DbLock:
 
     # ------------------------------------------------------------------ PostgreSQL sessions
 
-    def _take_session_lock(self) -> bool:
-        """On PostgreSQL: take the session advisory locks of the name and of our holder on a
-        connection kept for as long as we hold the lock. Returns True when the name's advisory
-        lock was free until now, i.e. the previous holder's session is gone (or there was none)."""
-        if self.db.is_sqlite:
-            return False
-        if self._pg_conn is None:
-            conn = self.db.engine.connect()
-            try:
-                conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(self.holder)})
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            self._pg_conn = conn
-            self._pg_name_locked = False
-        if self._pg_name_locked:  # ours since an earlier try: it says nothing about the row's holder now
-            return False
-        got = self._pg_conn.execute(text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": _PG_NAME_CLASS, "k": _key(self.name)}).scalar_one()
-        self._pg_conn.commit()
-        self._pg_name_locked = bool(got)
-        return self._pg_name_locked
+    def _take_session_lock(self) -> None:
+        """On PostgreSQL: take the session advisory lock of our holder on a connection kept for
+        as long as we hold the lock, so that others can tell when our session has ended
+        (:func:`holder_is_dead`)."""
+        if self.db.is_sqlite or self._pg_conn is not None:
+            return
+        conn = self.db.engine.connect()
+        try:
+            conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(self.holder)})
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        self._pg_conn = conn
 
     def _drop_session_lock(self) -> None:
         conn, self._pg_conn = self._pg_conn, None

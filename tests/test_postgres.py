@@ -86,3 +86,28 @@ def test_lock_fencing_on_postgres(pg_host: Host) -> None:
     from tests.core.test_db import check_fencing
 
     check_fencing(pg_host.db)
+
+
+def test_a_lock_won_while_another_try_was_under_way_stays_with_its_live_holder(pg_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tries at once on a fresh lock (two `vpp account add` of one name): the first to
+    insert the row holds it, and the other's next try must find it busy. The lock was taken
+    from its live holder when the loser's own earlier try was taken as proof that the winner's
+    session had ended (test_two_adds_of_one_name_at_once_claim_once failed ~1 run in 3)."""
+    from mdm_core.locks import DbLock
+
+    first, second = pg_host.lock("vpp.accounts", ttl=60), pg_host.lock("vpp.accounts", ttl=60)
+    real_take = DbLock._take
+    interleaved: list[bool] = []
+
+    def take_after_the_other(self: DbLock, *args: Any) -> bool:
+        if self is second and not interleaved:
+            interleaved.append(first.try_acquire())  # the other try wins the row meanwhile
+        return real_take(self, *args)
+
+    monkeypatch.setattr(DbLock, "_take", take_after_the_other)
+    assert second.try_acquire() is False and interleaved == [True]
+    assert second.try_acquire() is False, "the lock was taken from its live holder"
+    assert second.busy is not None and second.busy.holder == first.holder
+    first.release()
+    assert second.try_acquire() is True
+    second.release()
