@@ -66,7 +66,8 @@ def test_expiry_is_noticed_without_any_sync(alerts_host):
     with Simulator(token_expires_at=expires, **SIM) as sim:
         host = alerts_host(sim=sim)
         assert alerts(host) == []
-        steps = [(timedelta(days=-31), None), (timedelta(days=-29, hours=-12), "expires in 29 days"),
+        steps = [(timedelta(days=-31), None), (timedelta(days=-30, minutes=-1), None),  # from 30 days left, not before
+                 (timedelta(days=-30, minutes=1), "expires in 29 days"), (timedelta(days=-29, hours=-12), None),
                  (timedelta(days=-20), None), (timedelta(days=-13, hours=-12), "expires in 13 days"),
                  (timedelta(days=-6, hours=-12), "expires in 6 days"), (timedelta(days=-6), None),
                  (timedelta(hours=12), "expired on")]
