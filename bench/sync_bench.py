@@ -285,6 +285,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
         floor_extra: list[str] = []
         if pg is not None and "postgres" in args.databases:
             floor_extra = ["--pg", pg.create(f"{label}_floor")[1]]
+        if "sqlite" not in args.databases:
+            floor_extra.append("--no-sqlite")  # 13 minutes of sqlite3.executemany at 10x, for no figure
         out["floor"] = floor = run_worker("floor", sites[0], sim, *floor_extra)
         out["rows"] = floor["rows"]
         say(f"[{label}] floor: download+parse {floor['fetch']:.2f} s ({floor['pages']} pages, {floor['rows']:,} rows); "

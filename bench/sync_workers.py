@@ -276,7 +276,8 @@ def worker_floor(args: argparse.Namespace) -> dict[str, Any]:
         host.close()
     out: dict[str, Any] = {"fetch": fetch, "pages": pages, "rows": len(assets) + len(users) + len(licenses),
                            "assets": len(assets), "users": len(users), "licenses": len(licenses), "insert": {}}
-    out["insert"]["sqlite"] = sqlite_floor(Path(args.dir) / "floor.sqlite3", assets, users, licenses)
+    if not args.no_sqlite:
+        out["insert"]["sqlite"] = sqlite_floor(Path(args.dir) / "floor.sqlite3", assets, users, licenses)
     for url in args.pg or []:
         out["insert"].setdefault("postgres", postgres_floor(url, assets, users, licenses))
     out["rss_mb"] = peak_rss_mb()
@@ -480,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--record", help="sync: write the traversals here; replay: read them")
     parser.add_argument("--pg", action="append", help="floor: also COPY into this PostgreSQL database")
+    parser.add_argument("--no-sqlite", action="store_true", help="floor: no sqlite3.executemany (a run on PostgreSQL alone)")
     parser.add_argument("--profile-out")
     parser.add_argument("--mdm-info-id", default="00000000-0000-4000-8000-0000000b3e7c", help="setup: the mdmInfo id every site claims with")
     parser.add_argument("command", nargs="*", help="listing: the mdm command (default: vpp licenses --json)")
