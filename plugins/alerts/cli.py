@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.argtypes import count
 from mdm_core.errors import MdmError
@@ -51,13 +52,13 @@ def list_alerts(host: "Host", status: str | None = None, limit: int | None = 50,
     from .models import AlertDelivery, AlertMessage
 
     with host.db.session() as session:
-        query = select(AlertMessage).order_by(AlertMessage.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+        query = select(AlertMessage).order_by(col(AlertMessage.id).desc()).offset(offset).limit(limit)
         if status:
-            query = query.where(AlertMessage.id.in_(select(AlertDelivery.message_id).where(AlertDelivery.status == status)))  # type: ignore[union-attr]
+            query = query.where(col(AlertMessage.id).in_(select(col(AlertDelivery.message_id)).where(col(AlertDelivery.status) == status)))
         messages = list(session.execute(query).scalars())
         deliveries: dict[int, list[AlertDelivery]] = {}
         ids = [m.id for m in messages]
-        for row in session.execute(select(AlertDelivery).where(AlertDelivery.message_id.in_(ids)).order_by(AlertDelivery.id)).scalars():  # type: ignore[attr-defined]
+        for row in session.execute(select(AlertDelivery).where(col(AlertDelivery.message_id).in_(ids)).order_by(col(AlertDelivery.id))).scalars():
             deliveries.setdefault(row.message_id, []).append(row)
     out = []
     for message in messages:
@@ -68,7 +69,7 @@ def list_alerts(host: "Host", status: str | None = None, limit: int | None = 50,
             "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts,
                             "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
                             "sent_at": d.sent_at, "last_error": d.last_error}
-                           for d in deliveries.get(message.id, []) if status is None or d.status == status],  # type: ignore[index]
+                           for d in deliveries.get(message.id, []) if status is None or d.status == status],
         })
     return out
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, describe
 from mdm_core.models import utcnow
@@ -57,9 +57,9 @@ def deliver_due(host: "Host") -> dict[str, int]:
         channels = configured_channels(settings(host), host.config)
         with host.db.session() as session:
             due = list(session.execute(
-                select(AlertDelivery, AlertMessage).join(AlertMessage, AlertMessage.id == AlertDelivery.message_id)
-                .where(AlertDelivery.status == "pending", AlertDelivery.next_attempt_at <= utcnow())
-                .order_by(AlertDelivery.id).limit(BATCH)
+                select(AlertDelivery, AlertMessage).join(AlertMessage, col(AlertMessage.id) == col(AlertDelivery.message_id))
+                .where(col(AlertDelivery.status) == "pending", col(AlertDelivery.next_attempt_at) <= utcnow())
+                .order_by(col(AlertDelivery.id)).limit(BATCH)
             ).all())
         down: set[str] = set()
         for delivery, message in due:
@@ -67,7 +67,7 @@ def deliver_due(host: "Host") -> dict[str, int]:
                 continue
             channel = channels.get(delivery.channel)
             outcome = _attempt(host, channel, delivery.channel, outgoing(message))
-            status = _record(host, delivery.id, outcome)  # type: ignore[arg-type]
+            status = _record(host, delivery.id, outcome)
             counts[status] += 1
             if status != "sent" and channel is not None:
                 down.add(delivery.channel)
@@ -140,9 +140,9 @@ def retry_failed(host: "Host", message_ids: list[int]) -> int:
     """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many."""
 
     def work(session: Session) -> int:
-        query = select(AlertDelivery).where(AlertDelivery.status == "failed")
+        query = select(AlertDelivery).where(col(AlertDelivery.status) == "failed")
         if message_ids:
-            query = query.where(AlertDelivery.message_id.in_(message_ids))  # type: ignore[attr-defined]
+            query = query.where(col(AlertDelivery.message_id).in_(message_ids))
         rows = list(session.execute(query).scalars())
         for row in rows:
             row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()

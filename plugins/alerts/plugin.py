@@ -10,7 +10,7 @@ disabled, and its subscribers only write to its own queue, so no event waits for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mdm_core import hookimpl
 
@@ -96,7 +96,7 @@ def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
     """Expiring in 30/14/7 days, expired, revoked, invalid, taken over; valid again."""
     from .store import on_event, token_state
 
-    p: TokenStatePayload = event.payload  # type: ignore[assignment]
+    p = cast("TokenStatePayload", event.payload)
     on_event(host, event, lambda session: token_state(session, p["account"], p["state"], expires=p.get("tokenExpirationDate"),
                                                       detail=p.get("detail"), action=p.get("action")))
 
@@ -106,7 +106,7 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
     """N failed syncs in a row; the first success after them."""
     from .store import on_event, sync_finished
 
-    report: SyncReport = event.payload  # type: ignore[assignment]
+    report = cast("SyncReport", event.payload)
     on_event(host, event, lambda session: sync_finished(host, session, report))
 
 
@@ -115,7 +115,7 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
     """New assets whose available licenses are already below their threshold."""
     from .store import license_counts, on_event
 
-    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    p = cast("AssetsPayload", event.payload)
     on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
 
 
@@ -124,7 +124,7 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
     """Available licenses crossing their threshold, either way."""
     from .store import license_counts, on_event
 
-    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    p = cast("AssetsPayload", event.payload)
     on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
 
 
@@ -133,7 +133,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
     """Assets that left the account are no longer watched."""
     from .store import assets_removed, on_event
 
-    p: AssetsPayload = event.payload  # type: ignore[assignment]
+    p = cast("AssetsPayload", event.payload)
     on_event(host, event, lambda session: assets_removed(session, p["account"], p["assets"]))
 
 
@@ -145,5 +145,5 @@ def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
     """An install Apple refused (failures of one asset close together make one alert)."""
     from .store import install_failed, on_event
 
-    payload: InstallFailedPayload = event.payload  # type: ignore[assignment]
+    payload = cast("InstallFailedPayload", event.payload)
     on_event(host, event, lambda session: install_failed(host, session, payload))

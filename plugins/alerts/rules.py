@@ -217,7 +217,7 @@ def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[
         title = f"Install of adamId {adam_id} ({pricing}) from account '{account}' failed for {targets[0]}"
     else:
         title = f"Installs of adamId {adam_id} ({pricing}) from account '{account}' failed for {len(failures)} devices or users"
-    lines = [f"{t}: {f.get('error') or 'failed'}" for t, f in zip(targets, failures)][:MAX_LISTED]
+    lines = [f"{t}: {f.get('error') or 'failed'}" for t, f in zip(targets, failures, strict=True)][:MAX_LISTED]
     if len(failures) > MAX_LISTED:
         lines.append(f"... and {len(failures) - MAX_LISTED} more (`mdm apps installs --status failed`)")
     numbers = {f.get("errorNumber") for f in failures}

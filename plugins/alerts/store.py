@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.models import utcnow
 
@@ -151,7 +151,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: "Sequen
     limits = thresholds(settings(host))
     prefix = f"licenses:{account}:"
     rows = {r.subject: r for r in session.execute(
-        select(AlertSubject).where(AlertSubject.kind == "licenses", AlertSubject.account == account).with_for_update()).scalars()}
+        select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()).scalars()}
     alerts = []
     seen = set()
     for asset in assets:
@@ -181,7 +181,7 @@ def assets_removed(session: Session, account: str, assets: "Sequence[Asset]") ->
     """Assets that left the account are no longer watched (no alert: the asset is gone)."""
     keys = [rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets]
     if keys:
-        session.execute(delete(AlertSubject).where(AlertSubject.subject.in_(keys)))  # type: ignore[attr-defined]
+        session.execute(delete(AlertSubject).where(col(AlertSubject.subject).in_(keys)))
     return []
 
 
@@ -195,11 +195,11 @@ def install_failed(host: "Host", session: Session, payload: "InstallFailedPayloa
     failure = rules.install_failure(payload)
     key = rules.install_subject(account, adam_id, pricing)
     recent = session.execute(
-        select(AlertMessage).where(AlertMessage.subject == key, AlertMessage.created_at >= now - COALESCE_WINDOW)
-        .order_by(AlertMessage.id.desc()).limit(1).with_for_update()  # type: ignore[union-attr]
+        select(AlertMessage).where(col(AlertMessage.subject) == key, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
+        .order_by(col(AlertMessage.id).desc()).limit(1).with_for_update()
     ).scalar_one_or_none()
     if recent is not None:
-        tried = session.execute(select(AlertDelivery.id).where(AlertDelivery.message_id == recent.id, AlertDelivery.attempts > 0)).first()
+        tried = session.execute(select(col(AlertDelivery.id)).where(col(AlertDelivery.message_id) == recent.id, col(AlertDelivery.attempts) > 0)).first()
         if tried is None:
             alert = rules.install_alert(account, adam_id, pricing, [*recent.fields.get("failures", []), failure])
             recent.title, recent.text, recent.action, recent.fields = alert.title, alert.text, alert.action, alert.fields
@@ -213,16 +213,16 @@ def install_failed(host: "Host", session: Session, payload: "InstallFailedPayloa
 
 def forget_accounts(session: Session, known: set[str]) -> None:
     """Drop the state of accounts that no longer exist (removed: nothing to alert)."""
-    session.execute(delete(AlertSubject).where(AlertSubject.account.not_in(known)))  # type: ignore[attr-defined]
+    session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known)))
 
 
 def prune(session: Session, keep_days: int, now: datetime | None = None) -> None:
     """Forget handled events after 30 days, and alerts no longer pending after ``keep_days``."""
     now = now or utcnow()
-    session.execute(delete(SeenEvent).where(SeenEvent.at < now - timedelta(days=max(30, keep_days))))
-    old = select(AlertMessage.id).where(AlertMessage.created_at < now - timedelta(days=keep_days))
-    pending = select(AlertDelivery.message_id).where(AlertDelivery.status == "pending")
-    ids = list(session.execute(old.where(AlertMessage.id.not_in(pending))).scalars())  # type: ignore[union-attr]
+    session.execute(delete(SeenEvent).where(col(SeenEvent.at) < now - timedelta(days=max(30, keep_days))))
+    old = select(col(AlertMessage.id)).where(col(AlertMessage.created_at) < now - timedelta(days=keep_days))
+    pending = select(col(AlertDelivery.message_id)).where(col(AlertDelivery.status) == "pending")
+    ids = list(session.execute(old.where(col(AlertMessage.id).not_in(pending))).scalars())
     if ids:
-        session.execute(delete(AlertDelivery).where(AlertDelivery.message_id.in_(ids)))  # type: ignore[attr-defined]
-        session.execute(delete(AlertMessage).where(AlertMessage.id.in_(ids)))  # type: ignore[union-attr]
+        session.execute(delete(AlertDelivery).where(col(AlertDelivery.message_id).in_(ids)))
+        session.execute(delete(AlertMessage).where(col(AlertMessage.id).in_(ids)))

@@ -72,7 +72,7 @@ def _assets(snapshot: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _assignments(snapshot: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    return [tuple(a) for a in snapshot["assignments"]]  # type: ignore[misc]
+    return [tuple(a) for a in snapshot["assignments"]]
 
 
 DEMO_DIR = "demo"

@@ -1,7 +1,7 @@
 """alerts tables: subjects (state per watched thing), messages, deliveries, seen events
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-30 07:23:51.026972
 """
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core import hookimpl
 from mdm_core.output import print_rows
@@ -82,7 +83,7 @@ def _insert(session: Any, note: Any) -> Any:
 def _list(host: "Host", args: argparse.Namespace) -> int:
     from .models import Note
 
-    query = select(Note).order_by(Note.id)
+    query = select(Note).order_by(col(Note.id))
     if args.serial:
         query = query.where(Note.serial_number == args.serial)
     with host.db.session() as session:

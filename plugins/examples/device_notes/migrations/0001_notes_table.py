@@ -1,7 +1,7 @@
 """notes table
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-30 07:08:19.884942
 """
 
