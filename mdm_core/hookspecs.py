@@ -136,7 +136,8 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
     When: once each time the web application is built (``mdm run`` without ``--no-web``, and
     tests), after ``mdm_configure``.
     Args: ``web``, the registry: ``web.add_api(router, plugin=...)`` (a FastAPI ``APIRouter``
-    mounted under ``/api/v1``), ``web.add_pages(router, plugin=..., templates=folder)``
+    mounted under ``/api/v1``; ``mdm_core.web.helpers.rest_router()`` makes one whose JSON is
+    the CLI's ``--json``), ``web.add_pages(router, plugin=..., templates=folder)``
     (console pages; templates extend ``base.html``), ``web.add_nav(label, path, order=...)``,
     ``web.add_public(router, plugin=...)`` (only for endpoints that carry their own
     authentication, e.g. Apple's notification endpoint). Every route but the public ones goes

@@ -15,7 +15,7 @@ from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, sign_in
 from .app import current_principal
-from .helpers import WebError, host_of, redirect, render
+from .helpers import WebError, host_of, redirect, render, rest_router
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
@@ -118,7 +118,7 @@ def page_router() -> APIRouter:
 
 def api_router() -> APIRouter:
     """``/api/v1`` routes of the core."""
-    router = APIRouter(tags=["core"])
+    router = rest_router(tags=["core"])
 
     @router.get("/me")
     def me(request: Request) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 
 from mdm_core.errors import one_line
 
@@ -31,6 +32,21 @@ class WebError(Exception):
         super().__init__(one_line(message))
         self.status = status
         self.message = one_line(message)
+
+
+class CliJsonRoute(APIRoute):
+    """A REST route whose JSON is the CLI's ``--json``: the returned values are encoded as
+    they are (datetimes as ``isoformat()``, ``+00:00``), never re-serialized through a
+    response model inferred from the return annotation (pydantic writes ``Z``)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        kwargs["response_model"] = None
+        super().__init__(path, endpoint, **kwargs)
+
+
+def rest_router(**kwargs: Any) -> APIRouter:
+    """An ``APIRouter`` for ``web.add_api`` whose routes answer what ``mdm ... --json`` prints."""
+    return APIRouter(route_class=CliJsonRoute, **kwargs)
 
 
 def host_of(request: Request) -> "Host":

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
-from mdm_core.web.helpers import WebError, host_of, render
+from mdm_core.web.helpers import WebError, host_of, render, rest_router
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 
 from .catalog import APP_ORDER, app_dict, apps_query
@@ -164,7 +164,7 @@ def page_router() -> APIRouter:
 
 def api_router() -> APIRouter:
     """``/api/v1/apps``: as ``mdm apps list --json`` and ``mdm apps install --json``."""
-    router = APIRouter(prefix="/apps", tags=["mobile_apps"])
+    router = rest_router(prefix="/apps", tags=["mobile_apps"])
 
     @router.get("")
     def api_apps(request: Request, platform: str | None = None, state: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:

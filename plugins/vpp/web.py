@@ -25,7 +25,7 @@ from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, redirect, render, run_in_background
+from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_router, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
 from . import token_state, views
@@ -391,7 +391,7 @@ def page_router() -> APIRouter:
 def api_router() -> APIRouter:
     """``/api/v1/vpp``: the same field names as ``mdm vpp ... --json`` (Apple's); every list is
     keyset-paged (``limit``, ``cursor``)."""
-    router = APIRouter(prefix="/vpp", tags=["vpp"])
+    router = rest_router(prefix="/vpp", tags=["vpp"])
 
     def account_filter(host: "Host", account: str | None) -> int | None:
         return None if account is None else _account(host, account).id

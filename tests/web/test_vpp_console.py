@@ -424,3 +424,39 @@ def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: 
                 assert done.status_code == 200 and "synchronization of college started" in done.text
         finally:
             release.set()  # never leave the sync waiting
+
+
+@pytest.mark.parametrize("argv, path", [
+    (["vpp", "account", "list", "--json"], "/api/v1/vpp/accounts"),
+    (["vpp", "assets", "--json"], "/api/v1/vpp/assets"),
+    (["vpp", "licenses", "--json"], "/api/v1/vpp/licenses"),
+    (["vpp", "users", "--json"], "/api/v1/vpp/users"),
+    (["vpp", "runs", "--json"], "/api/v1/vpp/runs"),
+    (["apps", "list", "--json"], "/api/v1/apps"),
+    (["devices", "list", "--json"], "/api/v1/devices"),
+    (["users", "list", "--json"], "/api/v1/users"),
+])
+def test_api_rows_are_the_cli_json_rows(school: Host, client: Any, project_dir: Path, monkeypatch: Any, capsys: Any,
+                                        argv: list[str], path: str) -> None:
+    """What a script reads from the API is what it read from ``mdm ... --json``: the same rows
+    with the same field names and values."""
+    from mdm_core import inventory
+    from mdm_core.testing import MdmRunner
+
+    inventory.add_user(school, "kid-1", email="kid-1@example.org", name="Kid One")
+    inventory.add_device(school, "CLIJSON00001", "iOS", model="iPhone15,2", owner="kid-1")
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)(*argv)
+    assert code == 0, err
+    cli = json.loads(out)
+    api = client.get(path, params={"limit": 1000}, headers=token_for(school, "viewer")).json()["items"]
+
+    def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        identity = ("id", "name", "adamId", "pricingParam", "serialNumber", "clientUserId", "account")
+        return {json.dumps([r.get(k) for k in identity]): r for r in rows}
+
+    assert len(api) == len(cli) >= 1
+    api_rows, cli_rows = by_key(api), by_key(cli)
+    assert api_rows.keys() == cli_rows.keys()
+    for key, row in api_rows.items():
+        differ = {f: (row.get(f), cli_rows[key].get(f)) for f in set(row) | set(cli_rows[key]) if row.get(f, "absent") != cli_rows[key].get(f, "absent")}
+        assert not differ, (key, differ)
