@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mdm_core.errors import ConfigError
+from mdm_core.files import CONFIG_FILE, SMALL_SECRET_FILE, FileTooLarge, read_bounded
 
 DEFAULT_CONFIG = Path("conf") / "mdm.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -50,7 +51,11 @@ class SecretRef:
         assert self.file is not None
         path = config.resolve_path(self.file)
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return read_bounded(path, SMALL_SECRET_FILE).decode("utf-8").strip()
+        except FileTooLarge as exc:
+            raise ConfigError(f"secret file {path} is larger than {exc.size}: it is not a secret; check the reference") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"secret file {path} is not UTF-8 text: check the reference") from None
         except OSError as exc:
             raise ConfigError(f"secret file {path} cannot be read ({exc.strerror}): create it or change the reference") from None
 
@@ -159,14 +164,16 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     file: Path | None
     if chosen:
         file = Path(chosen)
-        if not file.is_file():
+        if not file.exists():
             raise ConfigError(f"configuration file {file} does not exist: check --config or MDM_CONFIG")
     else:
         file = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
     raw: dict[str, Any] = {}
     if file is not None:
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            raw = tomllib.loads(read_bounded(file, CONFIG_FILE).decode("utf-8"))
+        except FileTooLarge as exc:
+            raise ConfigError(f"{file}: larger than {exc.size}: not a configuration file; check --config or MDM_CONFIG") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: malformed TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:

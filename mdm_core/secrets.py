@@ -36,6 +36,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from mdm_core.errors import MdmError
+from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
 
 KEY_FILE_NAME = "secret.key"
 SECRET: dict[str, Any] = {"mdm_secret": True}
@@ -45,7 +46,6 @@ SECRET: dict[str, Any] = {"mdm_secret": True}
 #: The salt is fixed: a key is needed before anything can be stored to hold a random one.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 SCRYPT_SALT = b"mdm-host secret key (scrypt, v1)"
-MAX_KEY_FILE = 64 * 1024
 
 
 class KeyMissing(MdmError):
@@ -135,12 +135,11 @@ class SecretBox:
                 raise KeyMissing(f"the secret key file {path} is missing")
             write_key_file(path, [Fernet.generate_key().decode()], replace=False)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_KEY_FILE + 1)
+            raw = read_bounded(path, SMALL_SECRET_FILE)
+        except FileTooLarge as exc:
+            raise MdmError(f"key file {path} is larger than {exc.size}: it is not a key file; restore it from a backup") from None
         except OSError as exc:
             raise MdmError(f"key file {path} cannot be read ({exc.strerror or exc}): fix its permissions or set MDM_SECRET_KEY") from None
-        if len(raw) > MAX_KEY_FILE:
-            raise MdmError(f"key file {path} is larger than {MAX_KEY_FILE // 1024} KB: it is not a key file; restore it from a backup")
         try:
             material = raw.decode("ascii").strip()
         except UnicodeDecodeError:

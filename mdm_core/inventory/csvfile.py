@@ -12,31 +12,25 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mdm_core.errors import UsageError
+from mdm_core.files import IMPORT_FILE, FileTooLarge, read_bounded
 
 UTF8_FIX = "save it as UTF-8 (Excel: CSV UTF-8; or `iconv -f WINDOWS-1252 -t UTF-8 FILE > NEW.csv`)"
 
 
-MAX_INPUT_FILE = 256 * 1024 * 1024  # an import of a million devices is about 60 MB
-
-
 def read_text(path: Path) -> str:
     """The file as text; a file that is not UTF-8 is an error naming its real line and the fix.
-    At most ``MAX_INPUT_FILE`` bytes are read: a wrong path (``/dev/zero``) is an error, not a
+    At most ``IMPORT_FILE`` bytes are read: a wrong path (``/dev/zero``) is an error, not a
     process that fills memory."""
     try:
-        with open(path, "rb") as handle:
-            # a regular file that is too large fails before it is read; a device or a pipe at the bound
-            too_large = os.fstat(handle.fileno()).st_size > MAX_INPUT_FILE
-            data = b"" if too_large else handle.read(MAX_INPUT_FILE + 1)
+        data = read_bounded(path, IMPORT_FILE)
+    except FileTooLarge as exc:
+        raise UsageError(f"{path}: larger than {exc.size}: not an import file (split it into smaller files)") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
-    if too_large or len(data) > MAX_INPUT_FILE:
-        raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MB: not an import file (split it into smaller files)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

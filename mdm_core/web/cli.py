@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError
+from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
 from mdm_core.output import print_json, print_table
 
 from .models import ROLES
@@ -54,7 +54,9 @@ def read_password(path: str | None) -> str:
     """From a file (trailing newline ignored), else typed twice on a terminal."""
     if path:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_bounded(path, SMALL_SECRET_FILE).decode("utf-8")
+        except FileTooLarge as exc:
+            raise UsageError(f"password file {path} is larger than {exc.size}: it is not a password file; check the path") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"password file {path} cannot be read ({getattr(exc, 'strerror', None) or exc}): check the path") from None
         return text.rstrip("\r\n")

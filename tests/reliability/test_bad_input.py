@@ -266,6 +266,28 @@ def test_bad_import_file(cli: Cli, project_dir: Path, case: str) -> None:
     assert str(path) in line
 
 
+BOUNDED_FILES = {  # a wrong path given as a small file: /dev/zero was read until the kernel killed the process
+    "token-file": (("vpp", "account", "add", "school", "--token-file", "/dev/zero"), None, ("token file /dev/zero", "larger than 64 KB")),
+    "password-file": (("admins", "add", "ann", "--password-file", "/dev/zero"), None, ("password file /dev/zero", "larger than 64 KB")),
+    "configuration-file": (("--config", "/dev/zero", "vpp", "account", "list"), None, ("/dev/zero", "larger than 4 MB", "--config")),
+    "secret-key-reference": (("secrets", "status"), '[core]\nsecret_key = { file = "/dev/zero" }\n', ("secret file /dev/zero", "larger than 64 KB")),
+}
+
+
+@pytest.mark.parametrize("case", BOUNDED_FILES)
+def test_a_file_named_by_the_user_is_read_with_a_size_bound(cli: Cli, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Issue 17 point 16: every file a user names is read with a bound, one line when it holds more."""
+    import resource
+
+    args, config, says = BOUNDED_FILES[case]
+    if config is not None:
+        monkeypatch.delenv("MDM_SECRET_KEY")
+        cli.conf.write_text(config)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cli.fails(*args, says=says)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KB: read up to the bound, no further
+
+
 def test_traceback_only_with_verbose(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected error: one line, and its traceback only with -v."""
     from plugins.vpp import accounts

@@ -16,6 +16,8 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
+from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
+
 __all__ = ["SToken", "TokenFileError", "load_token_file"]
 
 _FIX = (
@@ -152,17 +154,13 @@ def _read_fields(payload: dict[str, Any], source: str) -> tuple[str, datetime]:
     return org_name, expires_at
 
 
-MAX_TOKEN_FILE = 64 * 1024  # an sToken file is about 1 KB
-
-
 def load_token_file(path: str | os.PathLike[str]) -> SToken:
     """Read and parse a ``.vpptoken`` file. Raises :class:`TokenFileError`."""
     source = f"token file {os.fspath(path)}"
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_TOKEN_FILE + 1)  # bounded: a wrong path (/dev/zero, a disk image) never fills memory
-        if len(data) > MAX_TOKEN_FILE:
-            raise _fail(source, f"is larger than {MAX_TOKEN_FILE // 1024} KB", f"it is not a .vpptoken file: {_FIX}")
+        data = read_bounded(path, SMALL_SECRET_FILE)  # a wrong path (/dev/zero, a disk image) never fills memory
+    except FileTooLarge as exc:
+        raise _fail(source, f"is larger than {exc.size}", f"it is not a .vpptoken file: {_FIX}") from None
     except FileNotFoundError:
         raise _fail(source, "does not exist", f"check the path, or {_FIX}") from None
     except IsADirectoryError:

@@ -1,0 +1,46 @@
+"""Reading the files people name on the command line or in the configuration (a token, a key,
+an import, a password, the configuration itself) with a size bound: a wrong path (``/dev/zero``,
+a disk image) is a one-line error, never a process that grows until the kernel kills it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The bounds of each kind of file (a bound is far above any real file of its kind).
+SMALL_SECRET_FILE = 64 * 1024  # a token, a key, a password: a few hundred bytes
+CONFIG_FILE = 4 * 1024 * 1024  # conf/mdm.toml: a few KB
+IMPORT_FILE = 256 * 1024 * 1024  # an import of a million devices is about 60 MB
+
+
+class FileTooLarge(Exception):
+    """The file holds more than ``limit`` bytes (nothing more than that was read)."""
+
+    def __init__(self, path: str | os.PathLike[str], limit: int) -> None:
+        super().__init__(f"{os.fspath(path)} is larger than {describe_size(limit)}")
+        self.limit = limit
+
+    @property
+    def size(self) -> str:
+        """The bound, for a message: ``64 KB``, ``256 MB``."""
+        return describe_size(self.limit)
+
+
+def describe_size(limit: int) -> str:
+    """``64 KB``, ``4 MB``: a bound for people."""
+    return f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 1024} KB"
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them; :class:`FileTooLarge` when it holds more.
+
+    A regular file larger than the bound fails before it is read; a device or a pipe
+    (``/dev/zero``) is read up to the bound. ``OSError`` (missing, a directory, no permission)
+    is the caller's to word."""
+    with open(Path(path), "rb") as handle:
+        if os.fstat(handle.fileno()).st_size > limit:
+            raise FileTooLarge(path, limit)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, limit)
+    return data
