@@ -20,6 +20,7 @@ from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import TIME_FORMAT, print_json, print_table, say, set_quiet
+from mdm_core.text import bad_character, shown
 from mdm_core.plugins import call_hook, core_version, hooks_of
 
 log = logging.getLogger("mdm")
@@ -272,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    for place, arg in enumerate(argv, 1):
+        what = bad_character(arg)
+        if what is not None:  # bytes that are not UTF-8 (Python made surrogates of them): never stored, never sent
+            print(f"mdm: error: argument {place} {shown(arg)} holds {what}: give it as UTF-8 text", file=sys.stderr)
+            return 2
     pre = _Parser(prog="mdm", add_help=False)
     _global_options(pre)
     try:

@@ -16,6 +16,7 @@ from sqlmodel import Session, SQLModel
 
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError
+from mdm_core.text import bad_character, shown
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -27,13 +28,16 @@ STAGED_INSERT = 5000  # on SQLite, at least this many new rows go through TEMP t
 
 def check_lengths(model: type[SQLModel], values: dict[str, Any], labels: dict[str, str]) -> None:
     """Refuse a value longer than its column (``model``'s ``max_length``), naming the field and
-    the limit: the same on SQLite (which would store it) and PostgreSQL (which would refuse it
-    with a database error naming no field). ``labels``: how the user calls each field."""
+    the limit, or holding a character no database holds (NUL, :mod:`mdm_core.text`): the same
+    on SQLite (which would store it) and PostgreSQL (which would refuse it with a database error
+    naming no field). ``labels``: how the user calls each field."""
     for name, value in values.items():
+        what = bad_character(value) if isinstance(value, str) else None
+        if what is not None:
+            raise UsageError(f"{labels.get(name, name)} {shown(value)} holds {what}: remove it")
         limit = getattr(table_of(model).c[name].type, "length", None) if isinstance(value, str) else None
         if limit is not None and len(value) > limit:
-            shown = value if len(value) <= 40 else value[:40] + "..."
-            raise UsageError(f"{labels.get(name, name)} '{shown}' is too long ({len(value)} characters): at most {limit}")
+            raise UsageError(f"{labels.get(name, name)} {shown(value)} is too long ({len(value)} characters): at most {limit}")
 
 
 class Counts(NamedTuple):

@@ -238,6 +238,26 @@ def test_a_value_longer_than_its_column_is_refused_naming_the_field(cli: Cli, ca
     assert LONG not in line  # the value is shown cut short
 
 
+NOT_TEXT = {  # SQLite stored them; PostgreSQL refused them with a database error naming no field, or the driver raised
+    "argument-not-utf8": (None, ("users", "add", "u9", "--name", "caf\udce9"), ("argument", "caf", "surrogate", "UTF-8")),
+    "import-nul-email": ("users", "id,email\nu9,a\x00b@example.org\n", ("line 2", "email", "NUL")),
+    "import-nul-model": ("devices", "serial_number,platform,model\nABC1,iOS,iPad\x00Pro\n", ("line 2", "model", "NUL")),
+    "import-nul-user-id": ("users", "id,email\nu\x009,a@example.org\n", ("line 2", "user id", "NUL")),
+}
+
+
+@pytest.mark.parametrize("case", NOT_TEXT)
+def test_a_value_no_database_holds_is_refused_naming_it(cli: Cli, project_dir: Path, case: str) -> None:
+    what, content, says = NOT_TEXT[case]
+    if what is None:
+        cli.fails(*content, code=2, says=says)
+        return
+    path = project_dir / f"{case}.csv"
+    path.write_text(content)
+    line = cli.fails(what, "import", str(path), code=2, says=says)
+    assert "\x00" not in line
+
+
 IMPORTS = {
     "users-id-too-long": ("users", "id,email\nu1,a@example.org\n" + "u" * 256 + ",b@example.org\n", ("line 3", "user id", "at most 255")),
     "devices-model-too-long": ("devices", "serial_number,platform,model\nABC1,iOS," + "m" * 129 + "\n", ("line 2", "model", "at most 128")),

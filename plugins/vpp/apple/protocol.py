@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from mdm_core.text import BAD_TEXT, bad_character, shown
+
 from ..payloads import Asset, User
 from .errors import MalformedResponseError, MdmConflictError, VppError, error_for, one_line
 
@@ -257,14 +259,8 @@ MAX_LENGTH = {
     "status": 16, "idHash": 255, "inviteCode": 255, "supportedPlatforms": 32, "versionId": 128,
 }
 INT32_MAX = 2**31 - 1
-# characters no database column can hold: NUL (PostgreSQL refuses it), lone UTF-16 surrogates (not UTF-8)
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
-def label(value: object) -> str:
-    """A value Apple sent, quoted for a message: ASCII only, at most 40 characters."""
-    text = value if isinstance(value, str) else str(value)
-    return ascii(text[:40] + ("…" if len(text) > 40 else ""))
+#: A value Apple sent, quoted for a message: ASCII only, at most 40 characters.
+label = shown
 
 
 def _checked_text(value: str, name: str, where: str) -> str:
@@ -272,9 +268,8 @@ def _checked_text(value: str, name: str, where: str) -> str:
     limit = MAX_LENGTH.get(name)
     if limit is not None and len(value) > limit:
         raise MalformedResponseError(f"{where}: '{name}' has {len(value)} characters (at most {limit}): {label(value)}")
-    bad = _BAD_TEXT.search(value)
-    if bad is not None:
-        what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate (not valid Unicode)"
+    what = bad_character(value)
+    if what is not None:
         raise MalformedResponseError(f"{where}: '{name}' holds {what}: {label(value)}")
     return value
 
@@ -377,7 +372,7 @@ def page_assets(page: Mapping[str, Any]) -> list[dict[str, Any]]:
 def page_assignments(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """(adam_id, pricing_param, kind, target) of one ``GET /assignments`` page."""
     rows = []
-    bad_text = _BAD_TEXT.search
+    bad_text = BAD_TEXT.search
     for record in _list(page, "assignments"):
         # the common, well-formed case first (hundreds of thousands of records per sync)
         if type(record) is dict:
