@@ -199,6 +199,7 @@ def create_app(host: "Host") -> FastAPI:
     app.state.top_level_routes = 2 + len(registry.public) + len(registry.pages) + len(registry.api)  # static, openapi, routers
 
     _error_handlers(app)
+    app.add_middleware(CatchUnexpected)
     app.add_middleware(SessionMiddleware, secret_key=host.secrets.derive("web-session"), session_cookie=SESSION_COOKIE,
                        max_age=settings.session_idle, same_site="lax", https_only=False)
     from asgi_csrf import asgi_csrf
@@ -223,13 +224,52 @@ def _environment(loader: Any) -> Any:
     return env
 
 
-def _error_handlers(app: FastAPI) -> None:
-    def respond(request: Request, status: int, message: str) -> Response:
-        if _is_api(request):
-            return JSONResponse({"error": one_line(message)}, status_code=status)
-        from .helpers import render
+def _respond(request: Request, status: int, message: str) -> Response:
+    """An error: ``{"error": "one line"}`` on the API, the error page in the console."""
+    if _is_api(request):
+        return JSONResponse({"error": one_line(message)}, status_code=status)
+    from .helpers import render
 
-        return render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+    return render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+
+
+class CatchUnexpected:
+    """A route that fails unexpectedly (a bug, in a plugin say) answers 500 in the one-line
+    error shape, inside the session, CSRF and headers middleware; the exception, whose text a
+    client must not see, goes to the host's log."""
+
+    MESSAGE = "internal error: the host's log has the details"
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
+            if started:
+                raise
+            request = Request(scope, receive)
+            try:
+                response = _respond(request, 500, self.MESSAGE)
+            except Exception:  # the error page itself failed: plain text
+                response = Response(self.MESSAGE, status_code=500, media_type="text/plain")
+            await response(scope, receive, send)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    respond = _respond
 
     @app.exception_handler(SignInRequired)
     async def sign_in(request: Request, exc: SignInRequired) -> Response:

@@ -347,3 +347,40 @@ def test_a_password_files_trailing_newline_is_not_part_of_the_password(mdm_cli: 
     assert mdm_cli("admins", "add", "gina", "--password-file", str(pw))[0] == 0
     assert _signs_in(project_dir, "gina", "a long enough password")
     assert not _signs_in(project_dir, "gina", "a long enough password\n")
+
+
+def test_an_unexpected_error_is_one_line_and_tells_nothing_more(web_host: Host, caplog: Any) -> None:
+    """A bug in a route (a plugin's, say) answers 500 with the one-line error shape, JSON on the
+    API and a page in the console; what the exception says stays in the host's log."""
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+
+    from mdm_core import hookimpl
+    from mdm_core.web.app import create_app
+    from mdm_core.web.helpers import rest_router
+
+    class Buggy:
+        @hookimpl
+        def mdm_register_web(self, web: Any, host: Host) -> None:
+            api, pages = rest_router(), APIRouter()
+
+            @api.get("/buggy")
+            def broken_api() -> None:
+                raise RuntimeError("token mdm_SECRET leaked into an exception")
+
+            @pages.get("/buggy")
+            def broken_page() -> None:
+                raise RuntimeError("token mdm_SECRET leaked into an exception")
+
+            web.add_api(api, plugin="buggy")
+            web.add_pages(pages, plugin="buggy")
+
+    web_host.pm.register(Buggy(), name="buggy")
+    with TestClient(create_app(web_host), raise_server_exceptions=False) as client:
+        api = client.get("/api/v1/buggy", headers=token_for(web_host, "viewer"))
+        assert api.status_code == 500 and list(api.json()) == ["error"] and "\n" not in api.json()["error"]
+        sign_in(client)
+        page = client.get("/buggy")
+        assert page.status_code == 500 and 'id="error"' in page.text and page.headers["content-security-policy"]
+        assert "mdm_SECRET" not in api.text + page.text
+    assert "token mdm_SECRET leaked" in caplog.text  # for the admin who reads the log
