@@ -148,3 +148,25 @@ def test_reclaim_through_the_api(school: Host, client: Any, simulator: Any) -> N
     assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, json={}).json()["error"].startswith("no target")
     missing = client.post("/api/v1/apps/0000/reclaim", headers=admin, json={"devices": ["X"]})
     assert missing.status_code == 404 and missing.json()["error"].startswith("no application '0000'")
+
+
+def test_install_for_a_user_from_the_form(school: Host, admin: Any, simulator: Any) -> None:
+    """A user license from the form: the MDM user's VPP user gets the license at Apple and the
+    user's enrolled device its InstallApplication; the app page's install status shows it."""
+    app_id, asset = _ios_app(school, simulator)
+    key = (asset["adamId"], asset["pricingParam"])
+    holders = {a[3] for a in simulator.snapshot()["assignments"] if (a[0], a[1]) == key}
+    user = next(u["clientUserId"] for u in simulator.state.user_records() if u["status"] == "Associated" and u["clientUserId"] not in holders)
+    inventory.add_user(school, user, email=f"{user}@example.org")
+    inventory.add_device(school, "WEBUSER00001", "iOS", owner=user)
+    assert f'<option value="{user}">' in admin.get(f"/apps/{app_id}").text
+    result = admin.post(f"/apps/{app_id}/install", data={"user": user, "csrftoken": csrf(admin)})
+    assert result.status_code == 200, result.text
+    text = result.text.replace("\n", "")
+    assert re.search(rf'<td>{user}</td><td class="status-licensed">licensed</td><td>user license associated</td>', text)
+    [command] = inventory.list_commands(school, "WEBUSER00001")
+    assert command["request_type"] == "InstallApplication"
+    assert re.search(rf'<td>WEBUSER00001</td><td class="status-queued">queued</td><td>InstallApplication queued \(command {command["uuid"]}, user license of {user}\)</td>', text)
+    assert _held(simulator, key, user)  # the license is the user's at Apple
+    status = admin.get(f"/apps/{app_id}").text
+    assert re.search(rf'<td>user</td><td>{user}</td><td class="status-queued">queued</td><td>{command["uuid"]}</td>', status)

@@ -219,6 +219,28 @@ def test_asset_page_counts_chart_and_license_tabs(school: Host, admin: Any, simu
     assert 'id="user-licenses"' in users
 
 
+def test_license_tabs_link_licenses_to_the_inventory(school: Host, admin: Any, simulator: Any) -> None:
+    """Device licenses say whether the device is enrolled here and whose it is; user licenses
+    show the VPP user's email and the MDM user they belong to."""
+    from mdm_core import inventory
+
+    snap = simulator.snapshot()
+    adam, pricing = next((a[0], a[1]) for a in snap["assignments"] if a[2] == "serialNumber"
+                         and sum(1 for b in snap["assignments"] if (b[0], b[1], b[2]) == (a[0], a[1], "serialNumber")) >= 2
+                         and any((b[0], b[1], b[2]) == (a[0], a[1], "clientUserId") for b in snap["assignments"]))
+    serials = sorted(a[3] for a in snap["assignments"] if (a[0], a[1], a[2]) == (adam, pricing, "serialNumber"))
+    users = sorted(a[3] for a in snap["assignments"] if (a[0], a[1], a[2]) == (adam, pricing, "clientUserId"))
+    email = {u["clientUserId"]: u.get("email") or "" for u in simulator.state.user_records()}
+    inventory.add_user(school, users[0], email="kid@example.org", name="Kid")
+    inventory.add_device(school, serials[0], "iOS", owner=users[0])
+    page = admin.get(f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=device").text
+    rows = dict((r[0], r[1:]) for r in re.findall(r"<tr><td>([A-Z0-9]{12})</td><td>(yes|no)</td><td>([^<]*)</td></tr>", page))
+    assert rows == {s: ("yes", users[0]) if s == serials[0] else ("no", "") for s in serials}
+    page = admin.get(f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user").text
+    rows = dict((r[0], r[1:]) for r in re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td><td>([^<]+)</td></tr>", page))
+    assert rows == {u: (email[u], users[0] if u == users[0] else "not in the MDM") for u in users}
+
+
 def test_license_tabs_page_through_every_license(school: Host, admin: Any, simulator: Any) -> None:
     import plugins.vpp.web as vpp_web
 
