@@ -14,7 +14,7 @@ import uuid
 import weakref
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sqlalchemy import delete, select
 from sqlmodel import Session
@@ -414,18 +414,26 @@ def list_accounts(host: "Host") -> list[Account]:
     decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state."""
     with host.db.session() as session:
         accounts = list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
+    readable = token_readability(host)
+    return [describe_readable(account, readable) for account in accounts]
+
+
+def token_readability(host: "Host") -> Callable[[VppAccount], bool]:
+    """Whether this host's secret key decrypts an account's stored token."""
     try:
         box: Any = host.secrets
     except MdmError:  # no key at all: none can be read
-        box = None
-    rows = []
-    for account in accounts:
-        row = describe_account(account)
-        if box is None or not box.can_decrypt(account.token_ciphertext):
-            row.update(token_state="unreadable", token_status="unreadable (wrong or missing secret key)",
-                       action=UNREADABLE_ACTION.replace("NAME", account.name))
-        rows.append(row)
-    return rows
+        return lambda account: False
+    return lambda account: bool(box.can_decrypt(account.token_ciphertext))
+
+
+def describe_readable(account: VppAccount, readable: Callable[[VppAccount], bool]) -> Account:
+    """:func:`describe_account`, saying ``unreadable`` when this host cannot decrypt the token."""
+    row = describe_account(account)
+    if not readable(account):
+        row.update(token_state="unreadable", token_status="unreadable (wrong or missing secret key)",
+                   action=UNREADABLE_ACTION.replace("NAME", account.name))
+    return row
 
 
 def describe_account(account: VppAccount) -> Account:

@@ -51,6 +51,8 @@ CONSOLE_ACTIONS = {
     "invalid": "Apple rejects the token: download a new one and upload it with Renew token",
     "taken_over": "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over "
                   "(or remove the account)",
+    "unreadable": "this host's secret key cannot decrypt the stored token: give it the key the token was stored with "
+                  "(MDM_SECRET_KEY or var/secret.key, the same on every host), or upload the token again with Renew token",
 }
 
 

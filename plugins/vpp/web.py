@@ -29,7 +29,8 @@ from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_route
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
 from . import token_state, views
-from .accounts import ClaimedByOtherMdm, add_account, check_interval, describe_account, get_account, remove_account, set_account, settings
+from .accounts import (ClaimedByOtherMdm, add_account, check_interval, describe_account, describe_readable, get_account, remove_account, set_account,
+                       settings, token_readability)
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 
 if TYPE_CHECKING:
@@ -255,7 +256,8 @@ def page_router() -> APIRouter:
         host = host_of(request)
         with host.db.session() as session:
             found = numbered(session, select(VppAccount), [VppAccount.name], page=page)
-        rows: list[dict[str, Any]] = [dict(describe_account(a)) for (a,) in found.items]
+        readable = token_readability(host)
+        rows: list[dict[str, Any]] = [dict(describe_readable(a, readable)) for (a,) in found.items]
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items):
             row["days_left"] = token_state.days_left(account.token_expires_at)
@@ -399,14 +401,17 @@ def api_router() -> APIRouter:
     @router.get("/accounts")
     def api_accounts(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """The accounts (never their tokens), as ``mdm vpp account list --json``, by name."""
-        with host_of(request).db.session() as session:
+        host = host_of(request)
+        with host.db.session() as session:
             page = keyset(session, select(VppAccount), [VppAccount.name], limit=limit, cursor=cursor)
-        return {"items": [describe_account(a) for (a,) in page.items], "next_cursor": page.next_cursor}
+        readable = token_readability(host)
+        return {"items": [describe_readable(a, readable) for (a,) in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/accounts/{name}")
     def api_account(request: Request, name: str) -> dict[str, Any]:
         """One account."""
-        return dict(describe_account(_account(host_of(request), name)))
+        host = host_of(request)
+        return dict(describe_readable(_account(host, name), token_readability(host)))
 
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:

@@ -72,6 +72,29 @@ def test_a_token_to_renew_says_what_to_do_in_the_console(school: Host, admin: An
     assert 'id="token-action-school"' not in renewed.text
 
 
+def test_a_token_this_host_cannot_decrypt_says_so(school: Host, make_host: Any, simulator: Any, project_dir: Path) -> None:
+    """A host started with another secret key (a second host set up without the first one's
+    key, say) shows the account's token as unreadable and how to fix it, on the page and in
+    the API, as `mdm vpp account list` does; uploading the token again with Renew token fixes it."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG, sign_in
+
+    other = make_host(config=WEB_CONFIG, environ={"MDM_SECRET_KEY": "another host's key"})
+    with TestClient(create_app(other)) as admin:
+        assert sign_in(admin).status_code == 303
+        page = admin.get("/vpp").text
+        assert re.search(r'id="token-state-school">unreadable \(wrong or missing secret key\)', page)
+        assert "give it the key the token was stored with" in html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1))  # type: ignore[union-attr]
+        [row] = admin.get("/api/v1/vpp/accounts").json()["items"]
+        assert row["token_state"] == "unreadable"
+        token = simulator.write_token(project_dir / "again.vpptoken").read_bytes()
+        renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("t.vpptoken", token)})
+        assert renewed.status_code == 200 and re.search(r'id="token-state-school">valid — expires in', renewed.text)
+
+
 def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
     token = simulator.write_token(project_dir / "t.vpptoken").read_bytes()
     response = _upload(admin, token, name="district", service_url=simulator.base_url)
