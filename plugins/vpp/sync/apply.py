@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 L = VppLicense.__table__  # type: ignore[attr-defined]
 U = VppUser.__table__  # type: ignore[attr-defined]
 A = VppAsset.__table__  # type: ignore[attr-defined]
+#: Reads of a number of rows that grows with the account (new users and licenses, removed
+#: licenses) stream: a server-side cursor on PostgreSQL, where psycopg would otherwise fetch the
+#: whole result into memory first (3,000,000 licenses: 600 MB)
+STREAMED = {"yield_per": 5000}
 
 
 def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead, lock: "DbLock") -> dict[str, Any]:
@@ -111,7 +115,7 @@ class MirrorUpdate:
         linked_new: set[str] = set()
         MU = MdmUser.__table__  # type: ignore[attr-defined]
         new_users = select(SU.c.client_user_id, *(SU.c[f] for f in fields), MU.c.id.label("mdm_user")).outerjoin(MU, MU.c.id == SU.c.client_user_id)
-        for r in session.execute(new_users.where(is_new)):
+        for r in session.execute(new_users.where(is_new), execution_options=STREAMED):
             new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
             if r.mdm_user is not None:
                 linked_new.add(r.mdm_user)
@@ -160,7 +164,7 @@ class MirrorUpdate:
         is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
         # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
         # whether the inventory knows each holder comes with the row (no query per event)
-        new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns))
+        new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED)
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
         session.execute(insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
 
@@ -182,7 +186,7 @@ class MirrorUpdate:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:
             rows = session.execute(with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition)
-                                   .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind))
+                                   .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind), execution_options=STREAMED)
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
             session.execute(delete(L).where(condition))
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
