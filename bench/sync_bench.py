@@ -305,8 +305,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 say(f"[{label}] {site.label}: mdm vpp licenses --json: {lst['wall']:.2f} s, first row after {lst['first_row'] or 0:.2f} s, "
                     f"peak RSS {lst['rss_mb']:.0f} MB, {lst['rows']:,} licenses")
 
-        changes = [("spread", lambda snap: sim.change("mutate_fraction", fraction=args.fraction, seed=1))]
-        if args.clustered:
+        changes = [("spread", lambda snap: sim.change("mutate_fraction", fraction=args.fraction, seed=1))] if args.incremental else []
+        if args.clustered and args.incremental:
             changes.append(("clustered", lambda snap: clustered_change(sim, snap, args.fraction, 2)))
         snap: dict[str, Any] | None = None
         for name, change in changes:
@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=None, help="simulator page size (default: the simulator's, 437)")
     parser.add_argument("--no-clustered", dest="clustered", action="store_false", help="skip the clustered-change incremental sync")
     parser.add_argument("--no-listing", dest="listing", action="store_false", help="skip `mdm vpp licenses --json`")
+    parser.add_argument("--no-incremental", dest="incremental", action="store_false",
+                        help="the full sync alone (its time per row, peak RSS and exact mirror): the quickest --size 10x")
     parser.add_argument("--profile", action="store_true", help="profile each sync with pyinstrument (slower; texts left in the --keep folder)")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (databases, profiles)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
