@@ -505,3 +505,21 @@ def test_api_rows_are_the_cli_json_rows(school: Host, client: Any, project_dir: 
     for key, row in api_rows.items():
         differ = {f: (row.get(f), cli_rows[key].get(f)) for f in set(row) | set(cli_rows[key]) if row.get(f, "absent") != cli_rows[key].get(f, "absent")}
         assert not differ, (key, differ)
+
+
+def test_licenses_are_filtered_by_asset_device_and_user(school: Host, client: Any, simulator: Any) -> None:
+    headers = token_for(school, "viewer")
+    snap = sorted(simulator.snapshot()["assignments"])
+
+    def licenses(**params: str) -> set[tuple[str, str, str]]:
+        rows = client.get("/api/v1/vpp/licenses", params={"limit": 1000, **params}, headers=headers).json()["items"]
+        return {(r["adamId"], r["pricingParam"], r.get("serialNumber") or r["clientUserId"]) for r in rows}
+
+    serial = next(a[3] for a in snap if a[2] == "serialNumber")
+    user = next(a[3] for a in snap if a[2] == "clientUserId")
+    adam = snap[0][0]
+    assert licenses(account="school", device=serial) == {(a[0], a[1], a[3]) for a in snap if a[2] == "serialNumber" and a[3] == serial}
+    assert licenses(user=user) == {(a[0], a[1], a[3]) for a in snap if a[2] == "clientUserId" and a[3] == user}
+    assert licenses(asset=adam) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam}
+    assert licenses(asset=adam, device=serial) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam and a[3] == serial}
+    assert licenses(device="NOSUCHSERIAL") == set()
