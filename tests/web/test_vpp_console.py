@@ -523,3 +523,23 @@ def test_licenses_are_filtered_by_asset_device_and_user(school: Host, client: An
     assert licenses(asset=adam) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam}
     assert licenses(asset=adam, device=serial) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam and a[3] == serial}
     assert licenses(device="NOSUCHSERIAL") == set()
+
+
+def test_a_bad_renewal_changes_nothing(school: Host, admin: Any, project_dir: Path) -> None:
+    from sqlalchemy import select
+
+    from plugins.vpp.models import VppAccount
+
+    def stored() -> tuple[str, Any]:
+        with school.db.session() as session:
+            account = session.execute(select(VppAccount)).scalar_one()
+            return account.token_ciphertext, account.token_expires_at
+
+    before = stored()
+    for content, status in ((b"garbage", 422), (b"x" * 70000, 413)):
+        response = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", content)})
+        assert response.status_code == status, response.text
+        assert "\n" not in re.search(r'id="error">([^<]*)<', response.text).group(1)  # type: ignore[union-attr]
+    missing = admin.post("/vpp/accounts/nope/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", b"x")})
+    assert missing.status_code == 404
+    assert stored() == before
