@@ -5,16 +5,19 @@ Imported by plugins' web modules only (it imports FastAPI), never at plugin load
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from mdm_core.errors import one_line
+from mdm_core.output import to_jsonable
 
 from .access import Principal
 
@@ -35,13 +38,34 @@ class WebError(Exception):
 
 
 class CliJsonRoute(APIRoute):
-    """A REST route whose JSON is the CLI's ``--json``: the returned values are encoded as
-    they are (datetimes as ``isoformat()``, ``+00:00``), never re-serialized through a
-    response model inferred from the return annotation (pydantic writes ``Z``)."""
+    """A REST route whose JSON is the CLI's ``--json``: what the endpoint returns is encoded
+    by ``mdm_core.output.to_jsonable`` (datetimes as ``isoformat()``, ``+00:00``), as ``mdm
+    ... --json`` does, never re-serialized through a response model inferred from the return
+    annotation (pydantic writes ``Z``) nor FastAPI's generic encoder (ten times slower on a
+    page of 1,000 rows). A ``Response`` the endpoint returns goes out as it is."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
         kwargs["response_model"] = None
-        super().__init__(path, endpoint, **kwargs)
+        status = kwargs.get("status_code") or 200
+        super().__init__(path, _answering_cli_json(endpoint, status), **kwargs)
+
+
+def _answering_cli_json(endpoint: Callable[..., Any], status: int) -> Callable[..., Any]:
+    def answer(value: Any) -> Any:
+        return value if isinstance(value, Response) else JSONResponse(to_jsonable(value), status_code=status)
+
+    if inspect.iscoroutinefunction(endpoint):
+        @functools.wraps(endpoint)
+        async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
+            return answer(await endpoint(*args, **kwargs))
+
+        return wrapped_async
+
+    @functools.wraps(endpoint)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return answer(endpoint(*args, **kwargs))
+
+    return wrapped
 
 
 def rest_router(**kwargs: Any) -> APIRouter:
