@@ -135,6 +135,14 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
+def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
+    """Pending installs whose license Apple refused (its notification) fail at once."""
+    from plugins.mobile_apps.installs.pending import on_licenses_refused
+
+    on_licenses_refused(host, event)
+
+
+@hookimpl(optionalhook=True)
 def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
     """Users who accepted the invitation: the installs waiting for them go ahead."""
     from plugins.mobile_apps.installs.pending import on_users_changed

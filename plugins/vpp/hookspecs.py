@@ -336,6 +336,21 @@ def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
 
 
 @hookspec
+def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
+    """Apple refused licenses of an event this host asked for (an associate, a disassociate, a
+    revoke), as its ``ASSET_MANAGEMENT`` notification said: nothing changed at Apple for these
+    targets. A request still following the event reports the same error itself; this tells the
+    ones that stopped following it (a pending install).
+
+    When: after the commit of the notification's act, delivered from the outbox; one event per
+    asset named (a revoke's failures, which name no asset, make none).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesRefusedPayload``): ``account``, ``type`` (``ASSOCIATE``, ``DISASSOCIATE``, ``REVOKE``), ``eventId``, ``adamId``, ``pricingParam``, ``serialNumbers``, ``clientUserIds``, ``errorNumber``, ``errorMessage`` (Apple's).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
+    """
+
+
+@hookspec
 def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
     """A sync or a registration committed VPP users new to the account.
 

@@ -190,6 +190,22 @@ class LicensesPayload(TypedDict):
     mdmUserIds: list[str]
 
 
+class LicensesRefusedPayload(TypedDict):
+    """``vpp_licenses_refused``: Apple's notification that it refused part of an associate,
+    disassociate or revoke event (``type``) for one asset: the targets it names, with Apple's
+    error. At most 1000 targets."""
+
+    account: str
+    type: str  # ASSOCIATE, DISASSOCIATE or REVOKE
+    eventId: str
+    adamId: str
+    pricingParam: str
+    serialNumbers: list[str]
+    clientUserIds: list[str]
+    errorNumber: int | None
+    errorMessage: str | None
+
+
 class UsersPayload(TypedDict):
     """``vpp_users_added``, ``vpp_users_changed``, ``vpp_users_retired``: at most 500 users."""
 
@@ -225,6 +241,7 @@ EVENT_PAYLOADS: dict[str, type] = {
     "vpp_assets_removed": AssetsPayload,
     "vpp_licenses_associated": LicensesPayload,
     "vpp_licenses_disassociated": LicensesPayload,
+    "vpp_licenses_refused": LicensesRefusedPayload,
     "vpp_users_added": UsersPayload,
     "vpp_users_changed": UsersPayload,
     "vpp_users_retired": UsersPayload,

@@ -46,6 +46,44 @@ def test_a_pending_install_is_queued_as_soon_as_apples_notification_arrives(make
             endpoint.close()
 
 
+def test_a_pending_install_apple_refuses_fails_as_soon_as_apples_notification_arrives(make_apps_host: Callable[..., Host], mdm: Any,
+                                                                                       apps_events: EventRecorder) -> None:
+    """Two installs left pending, one event each; Apple refuses the first (9709) and grants the
+    second: the first fails at once with Apple's reason (no job, no new question to Apple), the
+    second is queued."""
+    from plugins.vpp.accounts import set_account
+    from plugins.vpp.simulator import Simulator
+    from tests.vpp.notify_helpers import Endpoint, inbox, settle
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=7, async_delay=60, notification_retry_delays=(0.05, 0.1)) as slow:
+        host = make_apps_host(sim=slow)
+        sync(host)
+        endpoint = Endpoint(host, slow)
+        try:
+            set_account(host, "school", notifications=True)
+            a = fixed_assets(slow)[0]
+            refused, granted = free_serials(slow, a["adamId"])[:2]
+            for serial in (refused, granted):
+                add_device(host, serial, "iOS")
+                code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "0")
+                assert code == 0 and f"{serial}: pending" in out, out + err
+            slow.fail_next_event("ASSOCIATE", 9709)  # the older event: the first install's
+            asked = slow.in_flight.total
+            with slow.state.lock:
+                slow.state.process_due(now=time.monotonic() + 120)  # Apple ends both events and notifies (no sync follows)
+            settle(host, slow)
+            assert commands(host, refused) == [] and len(commands(host, granted)) == 1
+            [failed] = list_installs(host, "failed")
+            assert failed["target"] == refused and "Apple error 9709" in failed["error"] and "nothing queued" in failed["error"]
+            assert list_installs(host, "pending") == []
+            [event] = apps_events.named("mobile_apps_install_failed")
+            assert (event["serialNumber"], event["errorNumber"], event["source"]) == (refused, 9709, "request")
+            assert {n.body["notification"]["result"] for n in inbox(host) if n.notification_type == "ASSET_MANAGEMENT"} == {"SUCCESS", "FAILURE"}
+            assert slow.in_flight.total == asked  # nothing asked of Apple again: the notifications said it all
+        finally:
+            endpoint.close()
+
+
 def _waiting_user(host: Host, sim: Any, mdm: Any) -> tuple[str, str, dict[str, Any]]:
     """A Registered VPP user with an enrolled iPhone asks for an app: the install waits."""
     from mdm_core.inventory import add_user

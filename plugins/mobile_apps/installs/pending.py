@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from mdm_core.errors import MdmError
 from mdm_core.models import Device, utcnow
-from plugins.vpp.payloads import LicensesPayload, UsersPayload
+from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install, MobileApp
@@ -172,24 +172,56 @@ def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
         failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
 
         def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
-                 targets: list[str] = targets, ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users,
-                 failures: dict[str, Any] = failures) -> int:
-            for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
-                                                             Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
-                row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
-                session.add(row)
-                failed: InstallFailedPayload = {
-                    "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
-                    "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
-                    "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
-                }
-                host.events.record(session, "mobile_apps_install_failed", failed)
+                 ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users, failures: dict[str, Any] = failures) -> int:
+            fail_pending(host, session, (account, adam_id, pricing, kind), failures)
             return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
 
         counts["queued"] += host.db.run_write(work)
         counts["failed"] += len(failures)
     host.deliver_events()
     return counts
+
+
+def fail_pending(host: "Host", session: Session, key: tuple[str, str, str, str], failures: dict[str, dict[str, Any]],
+                 event_id: str | None = None) -> int:
+    """Pending installs of ``key`` (account, adamId, pricingParam, license kind) whose target
+    Apple refused (``failures``: target -> Apple's failure, ``errorNumber``/``errorMessage``)
+    fail with Apple's reason, each announced (``mobile_apps_install_failed``); ``event_id``:
+    only those waiting for that Apple event. Returns how many."""
+    account, adam_id, pricing, kind = key
+    failed = 0
+    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
+                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
+        if event_id is not None and event_id not in row.event_ids:
+            continue
+        row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
+        session.add(row)
+        payload: InstallFailedPayload = {
+            "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
+            "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
+            "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
+        }
+        host.events.record(session, "mobile_apps_install_failed", payload)
+        failed += 1
+    return failed
+
+
+def on_licenses_refused(host: "Host", event: "Event") -> None:
+    """Apple refused the licenses of an associate that pending installs wait for (its
+    ``ASSET_MANAGEMENT`` notification): they fail at once with Apple's reason, as when the
+    ``mobile_apps.installs`` job asks again, instead of waiting for it."""
+    p = cast(LicensesRefusedPayload, event.payload)
+    if p["type"] != "ASSOCIATE" or not _has_pending(host, p["account"], p["adamId"], p["pricingParam"]):
+        return
+    failure = {"errorNumber": p["errorNumber"], "errorMessage": p["errorMessage"]}
+
+    def work(session: Session) -> int:  # a redelivered event finds them failed already
+        return sum(fail_pending(host, session, (p["account"], p["adamId"], p["pricingParam"], kind), dict.fromkeys(targets, failure), p["eventId"])
+                   for kind, targets in (("device", p["serialNumbers"]), ("user", p["clientUserIds"])) if targets)
+
+    failed = host.db.run_write(work)
+    if failed:
+        log.info("%d pending install(s) of %s failed: Apple refused their licenses (event %s)", failed, p["adamId"], p["eventId"])
 
 
 def _resume(session: Session, ids: list[int | None]) -> None:

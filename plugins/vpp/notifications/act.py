@@ -12,7 +12,8 @@ What each type does (the same mirror changes and events as a sync would make):
 - ``ASSET_MANAGEMENT``: ``SUCCESS`` of an associate adds the licenses, of a disassociate or a
   revoke removes them (counts follow; ``vpp_licenses_associated``/``_disassociated``, source
   ``request``: this host asked); an asset the mirror does not know is re-read. ``FAILURE``
-  changes nothing here: the request following that event reports Apple's error per target.
+  changes nothing in the mirror: the request following that event reports Apple's error per
+  target, and ``vpp_licenses_refused`` tells the ones that stopped following it (a pending install).
 - ``ASSET_COUNT``: the asset is re-read from Apple (:mod:`..sync.asset`): a purchase shows in
   ``mdm vpp assets`` and is published at once. If Apple cannot be reached, ``countDelta`` is
   added to the total and available counts when that stays consistent; otherwise the
@@ -51,6 +52,8 @@ from ..sync.asset import apply_asset, read_asset
 if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.locks import DbLock
+
+    from ..payloads import LicensesRefusedPayload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -185,8 +188,15 @@ def _asset_management(notice: Notice) -> None:
     if p["result"] == "FAILURE":
         error = p.get("error") or {}
         targets = [a.get("serialNumber") or a.get("clientUserId") for a in p.get("assignments") or []]
-        notice.done(f"{kind} event {event_id} failed for {len(targets)} target(s): "
-                    f"{error.get('errorMessage') or 'no reason given'} (Apple error {error.get('errorNumber')})")
+        refused = _refused(account.name, p, error)
+
+        def failed(session: Session) -> None:
+            for payload in refused:
+                host.events.record(session, "vpp_licenses_refused", payload)
+            notice.finish(session, "done", f"{kind} event {event_id} failed for {len(targets)} target(s): "
+                                           f"{error.get('errorMessage') or 'no reason given'} (Apple error {error.get('errorNumber')})")
+
+        notice.write(failed)
         return
     groups: dict[tuple[str, str], dict[str, list[str]]] = {}
     for adam_id, pricing, target_kind, target in page_assignments({"assignments": p.get("assignments") or []}):
@@ -212,6 +222,32 @@ def _asset_management(notice: Notice) -> None:
                       + (f", {len(reads)} asset(s) read from Apple" if reads else ""))
 
     notice.write(work)
+
+
+def _refused(account: str, p: dict[str, Any], error: dict[str, Any]) -> list["LicensesRefusedPayload"]:
+    """The ``vpp_licenses_refused`` payloads of a failed event's notification: per asset named,
+    at most 1000 targets each (a revoke's failures name no asset: none)."""
+    number = error.get("errorNumber")
+    number = number if isinstance(number, int) and not isinstance(number, bool) else None
+    message = str(error["errorMessage"])[:1000] if error.get("errorMessage") is not None else None
+    groups: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for item in p.get("assignments") or []:
+        if not isinstance(item, dict) or item.get("adamId") is None or not isinstance(item.get("pricingParam"), str):
+            continue
+        group = groups.setdefault((str(item["adamId"]), item["pricingParam"]), {"serialNumbers": [], "clientUserIds": []})
+        for field in ("serialNumbers", "clientUserIds"):
+            value = item.get(field[:-1])
+            if isinstance(value, str):
+                group[field].append(value)
+    payloads: list["LicensesRefusedPayload"] = []
+    for (adam_id, pricing), group in sorted(groups.items()):
+        for field, values in group.items():
+            for start in range(0, len(values), 1000):
+                payloads.append({"account": account, "type": p["type"], "eventId": p["eventId"], "adamId": adam_id, "pricingParam": pricing,
+                                 "serialNumbers": values[start:start + 1000] if field == "serialNumbers" else [],
+                                 "clientUserIds": values[start:start + 1000] if field == "clientUserIds" else [],
+                                 "errorNumber": number, "errorMessage": message})
+    return payloads
 
 
 def _asset_count(notice: Notice) -> None:
