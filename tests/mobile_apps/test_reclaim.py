@@ -149,3 +149,16 @@ def test_quiet_reclaim_prints_nothing_when_every_license_came_back(host, simulat
     assert mdm("-q", "apps", "reclaim", app_id(host, a["adamId"]), "--device", serial) == (0, "", "")
     assert serial not in holders(simulator, a["adamId"])
     assert mdm("-q", "apps", "reclaim", app_id(host, a["adamId"]), "--device", serial) == (0, "", "")  # nothing left to reclaim
+
+
+def test_removing_a_device_reclaims_licenses_granted_since_the_last_sync(host, simulator):
+    """Apple's revoke for the serial number takes every revocable license it holds, including
+    one assigned in the portal after the last sync (which the mirror does not know yet)."""
+    a = fixed_assets(simulator)[0]
+    serial = sorted(s for s in simulator.state.device_serials() if s not in holders(simulator, a["adamId"]))[0]
+    add_device(host, serial, "iOS")
+    simulator.assign_in_portal(a["adamId"], "STDQ", serial_number=serial)  # after the sync: not mirrored
+    assert serial in holders(simulator, a["adamId"])
+    remove_device(host, serial)
+    assert serial not in holders(simulator, a["adamId"])
+    assert "done" in {r["status"] for r in list_reclaims(host, everything=True) if r["target"] == serial}
