@@ -119,10 +119,14 @@ def _finished(host: "Host", session: Session, row: Reclaim) -> None:
     host.events.record(session, "mobile_apps_reclaim_finished", payload)
 
 
-def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False) -> dict[str, int]:
+def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False,
+            reported: bool = False) -> dict[str, int]:
     """Ask Apple to give back pending reclaims (``ids``, or every due one); returns counts of
-    licenses. ``quick``: one attempt without back-off and a short wait (someone is waiting)."""
+    licenses. ``quick``: one attempt without back-off and a short wait (someone is waiting).
+    ``reported``: the caller shows each outcome (a command's report line), so Apple's failure
+    is logged at INFO (``-v``) instead of a second time as a warning."""
     s = settings(host)
+    trouble = logging.INFO if reported else logging.WARNING
     now = utcnow()
     with host.db.session() as session:
         query = select(Reclaim).where(Reclaim.status == "pending")
@@ -138,7 +142,7 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
     for row in revokes:
         groups.setdefault((row.account, row.kind), []).append(row)
     for (account, kind), group in groups.items():
-        _revoke(host, account, kind, group, counts, quick)
+        _revoke(host, account, kind, group, counts, quick, trouble)
     licenses: dict[tuple[str, str, str, str], list[Reclaim]] = {}
     for row in rows:
         if row.adam_id != ALL and (row.reason not in REMOVALS or (row.account, row.kind, row.target) not in covered):
@@ -152,8 +156,8 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
         except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
             message = one_line(exc)
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
-            log.warning("reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
-                        "" if final else f" (retrying in {s.reclaim_retry}s)")
+            log.log(trouble, "reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
+                    "" if final else f" (retrying in {s.reclaim_retry}s)")
             host.db.run_write(lambda session, g=group, m=message, f=final: _update(host, session, g, f, m, [], s.reclaim_retry))
             counts[final or "pending"] += len(targets)
             continue
@@ -183,7 +187,8 @@ def _settle(host: "Host", session: Session, group: list[Reclaim], result: dict[s
         counts[outcome] += max(1, len(rows) - 1) if riders is not None else 1
 
 
-def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool) -> None:
+def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool,
+            trouble: int = logging.WARNING) -> None:
     """Apple's revoke for removed devices or users of one account, then retire removed users."""
     s = settings(host)
     targets = [r.target for r in group]
@@ -199,7 +204,7 @@ def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts:
                                       wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait, quick=quick)
     except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
         message = one_line(exc)
-        log.warning("revoke of the licenses of %d %s(s) in %s: %s (retrying in %ss)", len(targets), kind, account, message, s.reclaim_retry)
+        log.log(trouble, "revoke of the licenses of %d %s(s) in %s: %s (retrying in %ss)", len(targets), kind, account, message, s.reclaim_retry)
         every = group + [r for rows in riders.values() for r in rows]
         host.db.run_write(lambda session: _update(host, session, every, None, message, [], s.reclaim_retry))
         counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
@@ -207,20 +212,20 @@ def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts:
     if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
         done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", [])
                 and t not in {f.get("clientUserId") for f in result["failed"]}]
-        retired_failed = _retire(host, account, done)
+        retired_failed = _retire(host, account, done, trouble)
         if retired_failed:
             result = {**result, "pending": {"serialNumbers": [], "clientUserIds": [*result.get("pending", {}).get("clientUserIds", []), *retired_failed]}}
     host.db.run_write(lambda session: _settle(host, session, group, result, s.reclaim_retry, counts, riders))
 
 
-def _retire(host: "Host", account: str, users: list[str]) -> list[str]:
+def _retire(host: "Host", account: str, users: list[str], trouble: int = logging.WARNING) -> list[str]:
     """Retire these VPP users at Apple; returns those that could not be retired yet."""
     if not users:
         return []
     try:
         rows = VppPort(host).retire_users(account, users, wait=settings(host).reclaim_wait)
     except MdmError as exc:
-        log.warning("retiring %d VPP user(s) in %s: %s (retrying in %ss)", len(users), account, one_line(exc), settings(host).reclaim_retry)
+        log.log(trouble, "retiring %d VPP user(s) in %s: %s (retrying in %ss)", len(users), account, one_line(exc), settings(host).reclaim_retry)
         return list(users)
     return [r["clientUserId"] for r in rows if r["status"] not in ("Retired", "unknown")]
 
@@ -271,7 +276,7 @@ def _reclaim_held(host: "Host", event: "Event", reason: str, revokes: list[tuple
         return
     ids = create_reclaims(host, licenses, reason, event, revokes)
     if ids:
-        process(host, ids, deliver=False, quick=True)
+        process(host, ids, deliver=False, quick=True, reported=True)
 
 
 def removal_summary(host: "Host", kind: str, target: str) -> str | None:
@@ -337,7 +342,7 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
     if not licenses:
         return []
     ids = create_reclaims(host, licenses, "unused" if unused else "manual")
-    process(host, ids)
+    process(host, ids, reported=True)
     wanted = {(lic["account"], lic["adamId"], lic["pricingParam"], "device" if lic.get("serialNumber") else "user", lic.get("serialNumber") or lic.get("clientUserId")) for lic in licenses}
     with host.db.session() as session:
         rows = session.execute(select(Reclaim).order_by(Reclaim.id.desc())).scalars()

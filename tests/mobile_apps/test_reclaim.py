@@ -4,6 +4,7 @@ the job, irrevocable assets reported, and ``mdm apps reclaim --unused``."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -54,7 +55,7 @@ def test_removing_an_mdm_user_reclaims_its_revocable_user_licenses(host, simulat
     assert {r["adam_id"] for r in rows if r["status"] == "irrevocable"} == {a for r, a in held[user] if not r}
 
 
-def test_reclaim_stays_pending_when_apple_is_unreachable_and_the_job_retries(host, simulator, mdm):
+def test_reclaim_stays_pending_when_apple_is_unreachable_and_the_job_retries(host, simulator, mdm, caplog):
     from plugins.mobile_apps.jobs import reclaim_job
 
     a = fixed_assets(simulator)[0]
@@ -69,6 +70,10 @@ def test_reclaim_stays_pending_when_apple_is_unreachable_and_the_job_retries(hos
     assert code == 0 and serial in out and "pending" in out
 
     assert reclaim_job(host)["done"] == 0  # not due yet
+    host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
+    with caplog.at_level(logging.WARNING, logger="plugins.mobile_apps"):
+        assert reclaim_job(host)["pending"] >= 1  # the job, which nobody watches, warns
+    assert any("revoke of the licenses of 1 device(s) in school" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     simulator.faults.clear()
     host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
     counts = reclaim_job(host)
