@@ -34,6 +34,7 @@ from mdm_core.plugins import call_hook
 
 from .access import Principal, session_principal, token_principal, web_settings
 from .helpers import BackgroundWork, WebError, url_with
+from .limits import BodyLimit
 from .registry import WebRegistry
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ def create_app(host: "Host") -> FastAPI:
     app.add_middleware(asgi_csrf, signing_secret=host.secrets.derive("web-csrf"), always_protect={"/login"},
                        cookie_samesite="Strict", send_csrf_failed=_csrf_failed)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)  # outermost: before anything reads a body
     return app
 
 

@@ -20,6 +20,7 @@ class WebSettings:
     login_max_failures_per_address: int = setting(20, minimum=1, maximum=100000)
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # X-Forwarded-For/-Proto honoured from these
     upload_max_bytes: int = setting(65536, minimum=1024, maximum=10 * 1024 * 1024)  # largest .vpptoken accepted
+    request_max_bytes: int = setting(16 * 1024 * 1024, minimum=65536, maximum=256 * 1024 * 1024)  # any request body (413 beyond)
     background_workers: int = setting(2, minimum=1, maximum=32)  # syncs started from the console at once, per process
     public_url: str | None = None  # how the outside world (Apple's notifications) reaches `mdm run`, e.g. "https://mdm.example.org"
 
