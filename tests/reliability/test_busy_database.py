@@ -115,3 +115,4 @@ def test_a_large_import_is_all_or_nothing(make_host: Any, project_dir: Path, req
     assert inventory.import_devices(host, csv).added == 5000
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(Device)).scalar_one() == 5000
+    count_figure("large_imports")

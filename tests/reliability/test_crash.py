@@ -136,6 +136,7 @@ def test_events_committed_before_the_crash_are_delivered_once(crash_host: Host, 
     assert second.events == []  # delivered means delivered: not again to the next process
     with crash_host.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM core_event WHERE delivered_at IS NULL")).scalar_one() == 0
+    count_figure("undelivered_events")
 
 
 @pytest.mark.parametrize("offset", [0.3, 0.8, 1.4])

@@ -18,6 +18,8 @@ from mdm_core.host import Host
 
 from mdm_core.testing import MdmRunner
 
+from .conftest import count_figure
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
 [vpp]
@@ -85,6 +87,7 @@ def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installi
         commands = [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication" and c["status"] == "queued"]
         assert len(commands) == 1, f"{point}: {serial} has {len(commands)} InstallApplication"
     assert {i["target"]: i["status"] for i in list_installs(host)} == {s: "queued" for s in serials}
+    count_figure("install_cases")
 
 
 def test_a_read_only_database_stops_the_install_before_apple_is_asked(installing: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
@@ -111,3 +114,4 @@ def test_a_read_only_database_stops_the_install_before_apple_is_asked(installing
     assert "readonly" in err and len(err.strip().splitlines()) == 1 and "[SQL" not in err
     assert sim.state._event_counter == events_before  # no associate reached Apple
     assert not _licensed(sim, adam_id, pricing, serials[0])
+    count_figure("install_cases")

@@ -152,14 +152,19 @@ def test_a_sync_longer_than_the_lock_ttl_keeps_its_lock_while_another_process_wa
 
 
 @pytest.mark.parametrize("dataset", ["assets", "users", "assignments"])
-def test_a_page_without_its_list_fails_cleanly(synced_on: Host, small_sim: Any, dataset: str, recorder: Recorder) -> None:
-    """Point 2: a 200 page lacking ``assets`` / ``users`` / ``assignments`` was read as an empty
-    list, and a full sync deleted every asset, user or license, reported ok."""
+@pytest.mark.parametrize("shape", ["missing", "not a list"])
+def test_a_page_without_its_list_fails_cleanly(synced_on: Host, small_sim: Any, dataset: str, shape: str, recorder: Recorder) -> None:
+    """Point 2: a 200 page lacking ``assets`` / ``users`` / ``assignments`` (or with an object
+    there) was read as an empty list, and a full sync deleted every asset, user or license,
+    reported ok."""
     before = mirror_dump(synced_on)
-    small_sim.faults.add("missing_field", endpoint=dataset, field=dataset, count=None)
+    if shape == "missing":
+        small_sim.faults.add("missing_field", endpoint=dataset, field=dataset, count=None)
+    else:
+        small_sim.faults.add("extra_field", endpoint=dataset, fields={dataset: {"records": []}}, count=None)
     report = sync_account(synced_on, "school", full=True)
     assert report["status"] == "error" and report["error_type"] == "MalformedResponseError", report
-    assert f"has no '{dataset}' list" in report["error"]
+    assert (f"has no '{dataset}' list" if shape == "missing" else f"has a '{dataset}' that is not a list (dict)") in report["error"]
     assert mirror_dump(synced_on) == before and stage_rows(synced_on) == 0
     synced_on.deliver_events()
     assert not [n for n in recorder.names() if n.endswith(("_removed", "_disassociated"))]

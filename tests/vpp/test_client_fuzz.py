@@ -11,6 +11,8 @@ from plugins.vpp.apple.client import check_mdm_info, parse_response
 from plugins.vpp.apple.errors import VppError
 from plugins.vpp.apple.transport import parse_retry_after
 
+from ..conftest import count_figure
+
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,6 +35,7 @@ headers = st.dictionaries(st.sampled_from(["Retry-After", "retry-after", "Conten
 
 
 def check(status: int, hdrs: dict, body: bytes) -> None:
+    count_figure("fuzz_examples")
     try:
         result = parse_response(status, hdrs, body, url="https://vpp.test/mdm/v2/assets")
     except VppError as err:
@@ -70,5 +73,6 @@ def test_error_shaped_objects(status: int, hdrs: dict, value: dict) -> None:
 @FUZZ
 @given(st.text(max_size=60))
 def test_retry_after_never_raises(value: str) -> None:
+    count_figure("fuzz_examples")
     result = parse_retry_after(value)
     assert result is None or result >= 0
