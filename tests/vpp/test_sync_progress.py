@@ -30,9 +30,9 @@ def test_no_progress_when_stderr_is_not_a_terminal(school: Any, cli: Any, monkey
 
     monkeypatch.setattr(plugins.vpp.cli, "PROGRESS_EVERY", 0.0)
     code, out, err = cli("vpp", "sync", "school")
-    assert code == 0 and " sync: assets" not in err
+    assert code == 0 and " sync: assets" not in err, out + err
     code, out, err = cli("vpp", "sync", "school", "--no-progress")
-    assert code == 0 and " sync: assets" not in err
+    assert code == 0 and " sync: assets" not in err, out + err
 
 
 def test_a_console_can_poll_a_running_sync(school: Any) -> None:
