@@ -58,7 +58,7 @@ def synced(school: Host, recorder: EventRecorder) -> Host:
     from plugins.vpp.sync.run import sync_account
 
     report = sync_account(school, "school")
-    assert report["status"] == "ok", report
+    assert report["status"] == "ok", (report.get("error_type"), report.get("error"))
     recorder.clear()
     return school
 
