@@ -18,7 +18,7 @@ from mdm_core.host import Host
 
 from mdm_core.testing import MdmRunner
 
-from .conftest import count_figure
+from .conftest import count_figure, database_param, make_read_only
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -33,7 +33,13 @@ POINTS = ["intent-recorded", "associate-sent", "event-followed", "mirror-written
 
 
 @pytest.fixture
-def installing(make_host: Callable[..., Host], project_dir: Path) -> Any:
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    """SQLite, unless a test asks for ``postgresql`` (indirect parametrization)."""
+    return database_param(request, project_dir, getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def installing(make_host: Callable[..., Host], project_dir: Path, database_url: str) -> Any:
     """A synced account on a simulator, two enrolled iPads and an app with licenses left."""
     from plugins.vpp.accounts import add_account
     from plugins.vpp.simulator import Simulator
@@ -41,7 +47,7 @@ def installing(make_host: Callable[..., Host], project_dir: Path) -> Any:
     from mdm_core.inventory import add_device
 
     with Simulator(seed=7, assets=6, devices=12, users=4, page_size=50, async_delay=0) as sim:
-        host = make_host(config=CONFIG)
+        host = make_host(config=CONFIG, database_url=database_url)
         add_account(host, "school", str(sim.write_token(project_dir / "t.vpptoken")), service_url=sim.base_url)
         [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=True, trigger="test", wait=0)
         assert report["status"] == "ok"
@@ -90,28 +96,21 @@ def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installi
     count_figure("install_cases")
 
 
-def test_a_read_only_database_stops_the_install_before_apple_is_asked(installing: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
-    """Every SQLite connection the command opens is read-only (``PRAGMA query_only``: the same
-    "attempt to write a readonly database" as a file mode, which root would ignore)."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_read_only_database_stops_the_install_before_apple_is_asked(installing: Any, project_dir: Path, monkeypatch: Any, capsys: Any,
+                                                                      database_url: str) -> None:
+    """Every connection the command opens is read-only (SQLite ``PRAGMA query_only``: the same
+    "attempt to write a readonly database" as a file mode, which root would ignore; PostgreSQL
+    read-only transactions, as on a standby)."""
     host, sim, app, adam_id, pricing, serials = installing
     host.close()
-
-    def read_only(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA query_only = 1")
-
-    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url})
     events_before = sim.state._event_counter
-    event.listen(Engine, "connect", read_only)
-    try:
-        code, out, err = mdm("apps", "install", app, "--device", serials[0])
-    finally:
-        event.remove(Engine, "connect", read_only)
+    make_read_only(monkeypatch)
+    code, out, err = mdm("apps", "install", app, "--device", serials[0])
     assert code == 1
-    assert err.startswith("mdm: error: cannot record the install in database sqlite:///") and "nothing was asked of Apple" in err
-    assert "readonly" in err and len(err.strip().splitlines()) == 1 and "[SQL" not in err
+    assert err.startswith(f"mdm: error: cannot record the install: database {database_url.split(':')[0]}") and "nothing was asked of Apple" in err
+    assert "is read-only" in err and len(err.strip().splitlines()) == 1 and "SQL" not in err and "INSERT" not in err
     assert sim.state._event_counter == events_before  # no associate reached Apple
     assert not _licensed(sim, adam_id, pricing, serials[0])
     count_figure("install_cases")

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from mdm_core.db.errors import database_error
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
 from mdm_core.inventory import normalize_serial
 from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
@@ -332,10 +333,9 @@ def record_intent(host: "Host", asset: Asset, kind: str, targets: list[str]) -> 
 
     try:
         return host.db.run_write(work)
-    except DBAPIError as exc:
-        reason = one_line(getattr(exc, "orig", exc))
-        raise MdmError(f"cannot record the install in database {host.db.describe()} ({reason}): nothing was asked of Apple; "
-                       "check that the database is writable (permissions, disk space) and run the install again") from None
+    except DBAPIError as exc:  # in the host's words (never the SQL or its values), on SQLite as on PostgreSQL
+        raise MdmError(f"cannot record the install: {database_error(exc, host.db)}; nothing was asked of Apple: "
+                       "run the install again once the database takes writes") from None
 
 
 def _settle_failed(host: "Host", intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> None:
