@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, overload
 
 from mdm_core.scheduler import MAX_INTERVAL
 
 
+@overload
+def check_wait(value: float, what: str = ...) -> float: ...
+@overload
+def check_wait(value: None, what: str = ...) -> None: ...
 def check_wait(value: float | None, what: str = "wait") -> float | None:
     """A wait given through a hook or a setting: ``None``, or finite seconds from 0 to a year."""
     from mdm_core.errors import UsageError

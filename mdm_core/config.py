@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar, cast
 
 from mdm_core.errors import ConfigError
 from mdm_core.files import CONFIG_FILE, SMALL_SECRET_FILE, FileTooLarge, read_bounded
@@ -31,6 +31,9 @@ def setting(default: Any, *, minimum: float | None = None, maximum: float | None
         interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
     """
     return field(default=default, metadata={"minimum": minimum, "maximum": maximum})
+
+
+SectionT = TypeVar("SectionT")
 
 
 @dataclass(frozen=True)
@@ -135,11 +138,11 @@ class Config:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
-    def section(self, name: str, schema: type) -> Any:
+    def section(self, name: str, schema: type[SectionT]) -> SectionT:
         """The validated ``[name]`` table as an instance of the dataclass ``schema``."""
         if name not in self._sections:
             self._sections[name] = build_section(self, name, schema)
-        return self._sections[name]
+        return cast(SectionT, self._sections[name])
 
     def check_unknown_sections(self, known: set[str]) -> None:
         """Fail on a top-level table no plugin reads (likely a typo or a disabled plugin)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from sqlalchemy import case, func, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -39,7 +40,7 @@ DEVICE_TO_APP_PLATFORM = {"iOS": "iOS", "iPadOS": "iOS", "macOS": "macOS", "tvOS
 LOOKUP_BATCH = 100
 MANUAL_SYNC_LOOKUPS = 5 * LOOKUP_BATCH  # a manual sync looks up at most this many new apps at once (5 requests)
 #: an application's metadata: its adamId's entry on its platform
-METADATA_JOIN = (AppMetadata.adam_id == MobileApp.adam_id) & (AppMetadata.platform == MobileApp.platform)
+METADATA_JOIN = (col(AppMetadata.adam_id) == col(MobileApp.adam_id)) & (col(AppMetadata.platform) == col(MobileApp.platform))
 
 
 def app_platform(value: str) -> str:
@@ -68,6 +69,7 @@ def once(host: "Host", event: "Event", work: Callable[[Session], Any]) -> Any:
 
 
 def _payload(app: MobileApp) -> AppPayload:
+    assert app.id is not None, "published and retired apps are stored rows (flushed)"
     return {"id": app.id, "account": app.account, "adamId": app.adam_id, "pricingParam": app.pricing_param, "platform": app.platform,
             "kind": app.kind, "availableCount": app.available_count, "totalCount": app.total_count}
 
@@ -80,9 +82,9 @@ def upsert_assets(host: "Host", session: Session, account: str, assets: list[Ass
     now = utcnow()
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, MobileApp]] = {}
-    for row in session.execute(select(MobileApp).where(MobileApp.account == account, MobileApp.adam_id.in_(adam_ids))).scalars():  # type: ignore[attr-defined]
+    for row in session.execute(select(MobileApp).where(col(MobileApp.account) == account, col(MobileApp.adam_id).in_(adam_ids))).scalars():
         existing.setdefault((row.adam_id, row.pricing_param), {})[row.platform] = row
-    known = {(a, p) for a, p in session.execute(select(AppMetadata.adam_id, AppMetadata.platform).where(AppMetadata.adam_id.in_(adam_ids)))}  # type: ignore[attr-defined]
+    known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
     published: list[MobileApp] = []
     for asset in assets:
         adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
@@ -112,7 +114,7 @@ def upsert_assets(host: "Host", session: Session, account: str, assets: list[Ass
         host.events.record(session, "mobile_apps_app_published", _payload(row))
 
 
-def _set_counts(row: MobileApp, asset: dict[str, Any], kind: str) -> None:
+def _set_counts(row: MobileApp, asset: Mapping[str, Any], kind: str) -> None:
     row.kind = kind
     row.product_type = str(asset.get("productType") or row.product_type)
     row.device_assignable = bool(asset.get("deviceAssignable"))
@@ -134,7 +136,7 @@ def retire_assets(host: "Host", session: Session, account: str, assets: list[Ass
     now = utcnow()
     for asset in assets:
         rows = session.execute(select(MobileApp).where(
-            MobileApp.account == account, MobileApp.adam_id == str(asset["adamId"]), MobileApp.pricing_param == str(asset["pricingParam"])
+            col(MobileApp.account) == account, col(MobileApp.adam_id) == str(asset["adamId"]), col(MobileApp.pricing_param) == str(asset["pricingParam"])
         )).scalars()
         for row in rows:
             _set_counts(row, asset, row.kind)
@@ -164,13 +166,13 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
     with host.db.session() as session:
         query = select(AppMetadata).order_by(AppMetadata.adam_id)
         if pending_only:
-            query = query.where(AppMetadata.status == "pending")
+            query = query.where(col(AppMetadata.status) == "pending")
         elif not everything:
-            query = query.where(or_(AppMetadata.status.in_(("pending", "error")), AppMetadata.fetched_at < stale))
+            query = query.where(or_(col(AppMetadata.status).in_(("pending", "error")), col(AppMetadata.fetched_at) < stale))
             if not force:
-                query = query.where(or_(AppMetadata.next_attempt_at.is_(None), AppMetadata.next_attempt_at <= now))
+                query = query.where(or_(col(AppMetadata.next_attempt_at).is_(None), col(AppMetadata.next_attempt_at) <= now))
         if account is not None:
-            query = query.where(AppMetadata.account == account)
+            query = query.where(col(AppMetadata.account) == account)
         if limit is not None:
             query = query.limit(limit)
         rows = list(session.execute(query).scalars())
@@ -192,11 +194,10 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
                     errors.append(f"account {account}: {message}")
                 else:
                     log.warning("metadata lookup of %d app(s) in account %s failed, retrying in %ss: %s", len(batch), account, s.metadata_retry, message)
-                host.db.run_write(lambda session, batch=batch, message=message, platform=platform: _mark_failed(session, batch, platform, message, s.metadata_retry))
+                host.db.run_write(partial(_mark_failed, adam_ids=batch, platform=platform, message=message, retry=s.metadata_retry))
                 counts["failed"] += len(batch)
                 continue
-            host.db.run_write(lambda session, batch=batch, found=found, account=account, platform=platform:
-                              _store(session, account, platform, batch, found, s.metadata_max_age))
+            host.db.run_write(partial(_store, account=account, platform=platform, adam_ids=batch, found=found, max_age=s.metadata_max_age))
             counts["found"] += sum(1 for a in batch if a in found)
             counts["missing"] += sum(1 for a in batch if a not in found)
     return counts
@@ -205,7 +206,7 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
 def _live_accounts(session: Session) -> dict[str, str]:
     """Published account of each adamId (and each account name mapped to itself)."""
     out: dict[str, str] = {}
-    for account, adam_id in session.execute(select(MobileApp.account, MobileApp.adam_id).where(MobileApp.state == "published")).all():
+    for account, adam_id in session.execute(select(col(MobileApp.account), col(MobileApp.adam_id)).where(col(MobileApp.state) == "published")).all():
         out.setdefault(adam_id, account)
         out[account] = account
     return out
@@ -224,10 +225,10 @@ def _mark_failed(session: Session, adam_ids: list[str], platform: str, message: 
         session.add(row)
 
 
-def _store(session: Session, account: str, platform: str, adam_ids: list[str], found: dict[str, dict[str, Any]], max_age: int) -> None:
+def _store(session: Session, account: str, platform: str, adam_ids: list[str], found: Mapping[str, Mapping[str, Any]], max_age: int) -> None:
     now = utcnow()
     rows = {r.adam_id: r for r in session.execute(select(AppMetadata).where(
-        AppMetadata.adam_id.in_(adam_ids), AppMetadata.platform == platform)).scalars()}  # type: ignore[attr-defined]
+        col(AppMetadata.adam_id).in_(adam_ids), col(AppMetadata.platform) == platform)).scalars()}
     for adam_id in adam_ids:
         row = rows.get(adam_id)
         if row is None:
@@ -270,11 +271,11 @@ def apps_query(platform: str | None = None, kind: str | None = None, state: str 
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
         if platform.strip().lower() not in APP_PLATFORMS:
             raise UsageError(f"unknown platform '{platform}': use one of {', '.join(known)} (iPadOS apps are listed as iOS)")
-        query = query.where(MobileApp.platform == app_platform(platform))
+        query = query.where(col(MobileApp.platform) == app_platform(platform))
     if kind:
-        query = query.where(MobileApp.kind == kind)
+        query = query.where(col(MobileApp.kind) == kind)
     if state:
-        query = query.where(MobileApp.state == state)
+        query = query.where(col(MobileApp.state) == state)
     return query
 
 
@@ -300,9 +301,9 @@ def label_source() -> Any:
     row per adamId (its iOS entry when it has one), for the VPP plugin's pages to join
     (``mdm_vpp_asset_labels``)."""
     first = func.row_number().over(partition_by=AppMetadata.adam_id,
-                                   order_by=(case((AppMetadata.platform == "iOS", 0), else_=1), AppMetadata.platform))
-    ranked = (select(AppMetadata.adam_id, AppMetadata.name, AppMetadata.icon_url, first.label("rank"))
-              .where(AppMetadata.name.is_not(None)).subquery())  # type: ignore[union-attr]
+                                   order_by=(case((col(AppMetadata.platform) == "iOS", 0), else_=1), AppMetadata.platform))
+    ranked = (select(col(AppMetadata.adam_id), col(AppMetadata.name), col(AppMetadata.icon_url), first.label("rank"))
+              .where(col(AppMetadata.name).is_not(None)).subquery())
     return select(ranked.c.adam_id, ranked.c.name, ranked.c.icon_url).where(ranked.c.rank == 1).subquery("asset_labels")
 
 
@@ -313,11 +314,11 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
         raise UsageError("APP is empty: give an application id, an adamId or a bundle id (see `mdm apps list`)")
     base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if selector.isdigit():
-        rows = list(session.execute(base.where(MobileApp.adam_id == selector)).all())
+        rows = list(session.execute(base.where(col(MobileApp.adam_id) == selector)).all())
         if not rows:
-            rows = list(session.execute(base.where(MobileApp.id == int(selector))).all())
+            rows = list(session.execute(base.where(col(MobileApp.id) == int(selector))).all())
     else:
-        rows = list(session.execute(base.where(AppMetadata.bundle_id == selector)).all())
+        rows = list(session.execute(base.where(col(AppMetadata.bundle_id) == selector)).all())
     if not rows:
         raise MdmError(f"no application '{selector}': give an application id, an adamId or a bundle id (see `mdm apps list`; run `mdm vpp sync` after a purchase)")
     return [(a, m) for a, m in rows]

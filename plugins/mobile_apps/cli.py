@@ -14,6 +14,7 @@ from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+    from plugins.vpp.payloads import License
 
 
 def register(subparsers: Any) -> None:
@@ -95,7 +96,7 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
     with host.db.session() as session:
         rows = find_apps(session, args.app)
     apps = [app_dict(a, m) for a, m in rows]
-    holders: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    holders: dict[tuple[str, str, str], list[License]] = {}
     port = VppPort(host)
     if port.available:
         for key in sorted({(a["account"], a["adamId"], a["pricingParam"]) for a in apps}):
@@ -125,8 +126,8 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
             print(f"  {label + ':':<18} {value if value is not None else '-'}")
         devices = [lic for lic in app["licenses"] if lic.get("serialNumber")]
         users = [lic for lic in app["licenses"] if lic.get("clientUserId")]
-        print(f"  {'held by devices:':<18} " + (", ".join(l["serialNumber"] + ("" if l.get("enrolled") else " (not enrolled)") for l in devices) or "-"))
-        print(f"  {'held by users:':<18} " + (", ".join(l["clientUserId"] + ("" if l.get("mdmUser") else " (not an MDM user)") for l in users) or "-"))
+        print(f"  {'held by devices:':<18} " + (", ".join(d["serialNumber"] + ("" if d.get("enrolled") else " (not enrolled)") for d in devices) or "-"))
+        print(f"  {'held by users:':<18} " + (", ".join(u["clientUserId"] + ("" if u.get("mdmUser") else " (not an MDM user)") for u in users) or "-"))
     return 0
 
 

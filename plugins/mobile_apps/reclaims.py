@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -39,6 +40,7 @@ from .vpp_port import VppPort
 if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
+    from plugins.vpp.payloads import License
 
 log = logging.getLogger(__name__)
 FINAL = ("done", "failed", "irrevocable")
@@ -58,8 +60,8 @@ def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str
     return out
 
 
-def create_reclaims(host: "Host", licenses: list[dict[str, Any]], reason: str, event: "Event | None" = None,
-                    revokes: list[tuple[str, str, str]] = ()) -> list[int]:  # type: ignore[assignment]
+def create_reclaims(host: "Host", licenses: Sequence[Mapping[str, Any]], reason: str, event: "Event | None" = None,
+                    revokes: Sequence[tuple[str, str, str]] = ()) -> list[int]:
     """Record a reclaim per license (``pending``, or ``irrevocable``) and a revoke per
     ``(account, kind, target)`` of ``revokes``; returns the pending ids.
 
@@ -78,8 +80,8 @@ def create_reclaims(host: "Host", licenses: list[dict[str, Any]], reason: str, e
             wanted.append((lic["account"], lic["adamId"], lic["pricingParam"], kind, target))
         for account, adam_id, pricing, kind, target in wanted:
             existing = session.execute(select(Reclaim).where(
-                Reclaim.account == account, Reclaim.adam_id == adam_id, Reclaim.pricing_param == pricing, Reclaim.kind == kind,
-                Reclaim.target == target, Reclaim.status.in_(("pending", "irrevocable")))).scalars().first()  # type: ignore[attr-defined]
+                col(Reclaim.account) == account, col(Reclaim.adam_id) == adam_id, col(Reclaim.pricing_param) == pricing, col(Reclaim.kind) == kind,
+                col(Reclaim.target) == target, col(Reclaim.status).in_(("pending", "irrevocable")))).scalars().first()
             if existing is not None and (existing.status == "irrevocable" or adam_id != ALL or existing.reason == reason):
                 if existing.status == "pending":  # already being reclaimed, or known to be irrevocable
                     ids.append(existing.id)
@@ -129,12 +131,12 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
     trouble = logging.INFO if reported else logging.WARNING
     now = utcnow()
     with host.db.session() as session:
-        query = select(Reclaim).where(Reclaim.status == "pending")
+        query = select(Reclaim).where(col(Reclaim.status) == "pending")
         if ids is not None:
-            query = query.where(Reclaim.id.in_(ids or [-1]))  # type: ignore[union-attr]
+            query = query.where(col(Reclaim.id).in_(ids or [-1]))
         else:
-            query = query.where(or_(Reclaim.next_attempt_at.is_(None), Reclaim.next_attempt_at <= now))
-        rows = list(session.execute(query.order_by(Reclaim.id)).scalars())
+            query = query.where(or_(col(Reclaim.next_attempt_at).is_(None), col(Reclaim.next_attempt_at) <= now))
+        rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
     revokes = [r for r in rows if r.adam_id == ALL]
     covered = {(r.account, r.kind, r.target) for r in revokes}
     counts = {"done": 0, "failed": 0, "pending": 0, "irrevocable": 0}
@@ -158,16 +160,16 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
             log.log(trouble, "reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
                     "" if final else f" (retrying in {s.reclaim_retry}s)")
-            host.db.run_write(lambda session, g=group, m=message, f=final: _update(host, session, g, f, m, [], s.reclaim_retry))
+            host.db.run_write(partial(_update, host, rows=group, status=final, error=message, event_ids=[], retry=s.reclaim_retry))
             counts[final or "pending"] += len(targets)
             continue
-        host.db.run_write(lambda session, g=group, r=result: _settle(host, session, g, r, s.reclaim_retry, counts))
+        host.db.run_write(partial(_settle, host, group=group, result=result, retry=s.reclaim_retry, counts=counts))
     if deliver:
         host.deliver_events()
     return counts
 
 
-def _settle(host: "Host", session: Session, group: list[Reclaim], result: dict[str, Any], retry: int, counts: dict[str, int],
+def _settle(host: "Host", session: Session, group: list[Reclaim], result: Mapping[str, Any], retry: int, counts: dict[str, int],
             riders: dict[str, list[Reclaim]] | None = None) -> None:
     """Apply Apple's answer to these reclaims (and to the license rows riding on a revoke)."""
     failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
@@ -195,8 +197,8 @@ def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts:
     with host.db.session() as session:  # the mirrored licenses of these targets ride on the revoke
         riders: dict[str, list[Reclaim]] = {}
         for row in session.execute(select(Reclaim).where(
-                Reclaim.status == "pending", Reclaim.account == account, Reclaim.kind == kind, Reclaim.adam_id != ALL,
-                Reclaim.reason.in_(REMOVALS), Reclaim.target.in_(targets))).scalars():  # type: ignore[attr-defined]
+                col(Reclaim.status) == "pending", col(Reclaim.account) == account, col(Reclaim.kind) == kind, col(Reclaim.adam_id) != ALL,
+                col(Reclaim.reason).in_(REMOVALS), col(Reclaim.target).in_(targets))).scalars():
             riders.setdefault(row.target, []).append(row)
     try:
         result = VppPort(host).revoke(account, serial_numbers=targets if kind == "device" else [],
@@ -282,8 +284,8 @@ def _reclaim_held(host: "Host", event: "Event", reason: str, revokes: list[tuple
 def removal_summary(host: "Host", kind: str, target: str) -> str | None:
     """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``."""
     with host.db.session() as session:
-        latest = session.execute(select(Reclaim).where(Reclaim.kind == kind, Reclaim.target == target, Reclaim.reason.in_(REMOVALS),
-                                                       Reclaim.cause.is_not(None)).order_by(Reclaim.id.desc())).scalars().first()  # type: ignore[attr-defined, union-attr]
+        latest = session.execute(select(Reclaim).where(col(Reclaim.kind) == kind, col(Reclaim.target) == target, col(Reclaim.reason).in_(REMOVALS),
+                                                       col(Reclaim.cause).is_not(None)).order_by(col(Reclaim.id).desc())).scalars().first()
         if latest is None:
             return None
         rows = list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
@@ -303,14 +305,14 @@ def removal_summary(host: "Host", kind: str, target: str) -> str | None:
 def removed_targets(host: "Host") -> dict[str, set[str]]:
     """Devices and users this MDM removed (recorded when they were), by kind."""
     with host.db.session() as session:
-        rows = session.execute(select(Reclaim.kind, Reclaim.target).where(Reclaim.reason.in_(REMOVALS)).distinct()).all()  # type: ignore[attr-defined]
+        rows = session.execute(select(col(Reclaim.kind), col(Reclaim.target)).where(col(Reclaim.reason).in_(REMOVALS)).distinct()).all()
     out: dict[str, set[str]] = {"device": set(), "user": set()}
     for kind, target in rows:
         out.setdefault(kind, set()).add(target)
     return out
 
 
-def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[dict[str, Any]]:
+def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[License]:
     """The licenses ``mdm apps reclaim`` would free (nothing is changed)."""
     keys: set[tuple[str, str, str]] | None = None
     if selector is not None:
@@ -319,7 +321,7 @@ def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None
     elif not unused:
         raise UsageError("give APP, or --all with --unused")
     adam_ids = sorted({k[1] for k in keys}) if keys is not None else [None]
-    licenses: list[dict[str, Any]] = []
+    licenses: list[License] = []
     for adam_id in adam_ids:
         licenses += VppPort(host).licenses(adam_id=adam_id, serial_number=serial.strip().upper() if serial else None,
                                            client_user_id=user.strip() if user else None)
@@ -334,7 +336,7 @@ def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None
 
 
 def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False,
-            licenses: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+            licenses: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """``mdm apps reclaim``: free the licenses of one app (or every app with ``--unused``);
     ``licenses``: the candidates already listed (and confirmed) by the caller."""
     if licenses is None:
@@ -345,7 +347,7 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
     process(host, ids, reported=True)
     wanted = {(lic["account"], lic["adamId"], lic["pricingParam"], "device" if lic.get("serialNumber") else "user", lic.get("serialNumber") or lic.get("clientUserId")) for lic in licenses}
     with host.db.session() as session:
-        rows = session.execute(select(Reclaim).order_by(Reclaim.id.desc())).scalars()
+        rows = session.execute(select(Reclaim).order_by(col(Reclaim.id).desc())).scalars()
         latest: dict[tuple[str, str, str, str, str], Reclaim] = {}
         for row in rows:
             key = (row.account, row.adam_id, row.pricing_param, row.kind, row.target)
@@ -380,9 +382,9 @@ def reclaim_dict(row: Reclaim) -> dict[str, Any]:
 def iter_reclaims(host: "Host", everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first;
     streamed (constant memory)."""
-    query = select(Reclaim).order_by(Reclaim.id)
+    query = select(Reclaim).order_by(col(Reclaim.id))
     if not everything:
-        query = query.where(Reclaim.status.in_(("pending", "failed", "irrevocable")))  # type: ignore[attr-defined]
+        query = query.where(col(Reclaim.status).in_(("pending", "failed", "irrevocable")))
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 

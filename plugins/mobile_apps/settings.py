@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mdm_core.config import setting
 from mdm_core.scheduler import MAX_INTERVAL
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
 
 
 @dataclass
@@ -28,6 +32,6 @@ class MobileAppsSettings:
         return (1 if self.remove_on_unenroll else 0) | (4 if self.prevent_backup else 0)
 
 
-def settings(host: object) -> MobileAppsSettings:
+def settings(host: Host) -> MobileAppsSettings:
     """The validated ``[mobile_apps]`` section."""
-    return host.config.section("mobile_apps", MobileAppsSettings)  # type: ignore[attr-defined]
+    return host.config.section("mobile_apps", MobileAppsSettings)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
@@ -126,7 +127,7 @@ def page_router() -> APIRouter:
     @router.get("/apps/installs")
     def installs(request: Request, status: str = "", page: int = Query(1, ge=1)) -> Response:
         with host_of(request).db.session() as session:
-            found = numbered(session, installs_query(status or None), [Install.id.desc()], page=page)  # type: ignore[union-attr]
+            found = numbered(session, installs_query(status or None), [col(Install.id).desc()], page=page)
         return render(request, "mobile_apps/installs.html", {"rows": [i.model_dump() for (i,) in found.items], "found": found, "status": status})
 
     @router.get("/apps/{app_id}")
@@ -135,10 +136,10 @@ def page_router() -> APIRouter:
         app, meta = _app(host, app_id)
         platforms = {"iOS": ("iOS", "iPadOS")}.get(app.platform, (app.platform,))
         with host.db.session() as session:
-            devices = [d.model_dump() for d in session.execute(select(Device).where(Device.platform.in_(platforms)).order_by(Device.serial_number).limit(PICK_LIMIT)).scalars()]  # type: ignore[attr-defined]
+            devices = [d.model_dump() for d in session.execute(select(Device).where(col(Device.platform).in_(platforms)).order_by(col(Device.serial_number)).limit(PICK_LIMIT)).scalars()]
             users = [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id).limit(PICK_LIMIT)).scalars()]
             found = numbered(session, installs_query().where(Install.adam_id == app.adam_id, Install.pricing_param == app.pricing_param,
-                                                             Install.account == app.account), [Install.id.desc()], page=page)  # type: ignore[union-attr]
+                                                             col(Install.account) == app.account), [col(Install.id).desc()], page=page)
         return render(request, "mobile_apps/app.html", {"app": app_dict(app, meta), "devices": devices, "users": users,
                                                        "installs": [i.model_dump() for (i,) in found.items], "found": found, "pick_limit": PICK_LIMIT})
 

@@ -7,10 +7,10 @@ reused, not queued twice. Each newly queued command is announced as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.inventory import queue_command
@@ -57,7 +57,7 @@ def media_payload(adam_id: str) -> dict[str, Any]:
 def _queued_command(session: Session, serial: str, adam_id: str, request_type: str = REQUEST_TYPE) -> str | None:
     """The uuid of an install command of this app (or book) already waiting for the device."""
     for command in session.execute(select(Command).where(
-        Command.device_serial == serial, Command.request_type == request_type, Command.status == "queued"
+        col(Command.device_serial) == serial, col(Command.request_type) == request_type, col(Command.status) == "queued"
     )).scalars():
         if str(command.payload.get("iTunesStoreID")) == adam_id:
             return command.uuid
@@ -83,10 +83,10 @@ def queue_install(host: "Host", session: Session, account: str, adam_id: str, pr
     return command.uuid, True
 
 
-def apple_reason(failure: dict[str, Any]) -> str:
+def apple_reason(failure: Mapping[str, Any]) -> str:
     """Apple's reason for refusing a license (from an event's ``failures``), as one line."""
     number = failure.get("errorNumber")
-    hints = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
+    hints: dict[Any, str] = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
     message = failure.get("errorMessage") or hints.get(number, "failed")
     hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
     return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
@@ -95,12 +95,12 @@ def apple_reason(failure: dict[str, Any]) -> str:
 def installs_query(status: str | None = None) -> Any:
     """Recorded installs (``Install`` rows), ``status`` only when given."""
     query = select(Install)
-    return query.where(Install.status == status) if status else query
+    return query.where(col(Install.status) == status) if status else query
 
 
 def iter_installs(host: "Host", status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Recorded installs, newest first; streamed (constant memory)."""
-    query = installs_query(status).order_by(Install.id.desc())  # type: ignore[union-attr]
+    query = installs_query(status).order_by(col(Install.id).desc())
     return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from sqlalchemy import bindparam, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
 from mdm_core.models import Device, utcnow
@@ -40,7 +41,7 @@ def complete_pending(host: "Host", session: Session, account: str, adam_id: str,
     if not serials and not users:
         return 0
     rows = list(session.execute(select(Install).where(
-        Install.status == "pending", Install.account == account, Install.adam_id == adam_id, Install.pricing_param == pricing
+        col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id, col(Install.pricing_param) == pricing
     )).scalars())
     queued = 0
     for row in rows:
@@ -48,9 +49,9 @@ def complete_pending(host: "Host", session: Session, account: str, adam_id: str,
             continue
         devices = [session.get(Device, row.target)] if row.kind == "device" else list(
             session.execute(select(Device).where(Device.owner == row.target)).scalars())
-        published = list(session.execute(select(MobileApp.platform, MobileApp.kind).where(
-            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published")).all())
+        published = list(session.execute(select(col(MobileApp.platform), col(MobileApp.kind)).where(
+            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
+            col(MobileApp.state) == "published")).all())
         kind = "app" if any(k == "app" for _, k in published) or not published else "book"
         platforms = {p for p, k in published if k == kind}
         for device in devices:
@@ -78,9 +79,9 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
         complete_pending(host, session, account, adam_id, pricing, p.get("serialNumbers") or [], p.get("clientUserIds") or [])
         if not auto:
             return
-        platforms = set(session.execute(select(MobileApp.platform).where(
-            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == "app")).scalars())
+        platforms = set(session.execute(select(col(MobileApp.platform)).where(
+            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
+            col(MobileApp.state) == "published", col(MobileApp.kind) == "app")).scalars())
         if not platforms:
             return
         targets: list[tuple[Device, str, str | None]] = []
@@ -88,9 +89,9 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
             device = session.get(Device, serial)
             if device is not None:
                 targets.append((device, "device", None))
-        for user in p.get("mdmUserIds") or []:
-            for device in session.execute(select(Device).where(Device.owner == user)).scalars():
-                targets.append((device, "user", user))
+        for owner in p.get("mdmUserIds") or []:
+            for device in session.execute(select(Device).where(col(Device.owner) == owner)).scalars():
+                targets.append((device, "user", owner))
         for device, kind, user in targets:
             if DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
                 log.info("auto-install of %s skipped on %s: platform %s not supported", adam_id, device.serial_number, device.platform)
@@ -113,20 +114,20 @@ def on_users_changed(host: "Host", event: "Event") -> None:
 
     def work(session: Session) -> list[int]:
         rows = list(session.execute(select(Install).where(
-            Install.status == "invited", Install.account == p["account"], Install.kind == "user", Install.target.in_(associated))).scalars())
+            col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated))).scalars())
         for row in rows:
             row.status, row.error, row.updated_at = "pending", None, utcnow()
             session.add(row)
-        return [int(row.id) for row in rows]  # type: ignore[arg-type]
+        return [int(row.id) for row in rows]
 
     ids = host.db.run_write(work)  # a redelivered event finds nothing left invited
     if ids:
         log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
         retry_pending(host, ids)
 
-_PENDING = select(Install.id).where(  # built once: a sync delivers thousands of license events
-    Install.status == "pending", Install.account == bindparam("account"), Install.adam_id == bindparam("adam_id"),
-    Install.pricing_param == bindparam("pricing")).limit(1)
+_PENDING = select(col(Install.id)).where(  # built once: a sync delivers thousands of license events
+    col(Install.status) == "pending", col(Install.account) == bindparam("account"), col(Install.adam_id) == bindparam("adam_id"),
+    col(Install.pricing_param) == bindparam("pricing")).limit(1)
 
 
 def _has_pending(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
@@ -143,13 +144,13 @@ def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
     if ids is None:
         interrupted = utcnow() - timedelta(seconds=s.interrupted_after)
         with host.db.session() as session:
-            stale = list(session.execute(select(Install).where(Install.status == "associating", Install.updated_at <= interrupted)).scalars())
+            stale = list(session.execute(select(Install).where(col(Install.status) == "associating", col(Install.updated_at) <= interrupted)).scalars())
         if stale:  # recorded before Apple was asked, then the process died: finish what it started
             log.warning("%d install(s) were interrupted while Apple was asked for their licenses; asking again", len(stale))
             host.db.run_write(lambda session: _resume(session, [r.id for r in stale]))
-    query = select(Install).where(Install.status == "pending")
+    query = select(Install).where(col(Install.status) == "pending")
     if ids is not None:
-        query = query.where(Install.id.in_(ids))  # type: ignore[union-attr]
+        query = query.where(col(Install.id).in_(ids))
     with host.db.session() as session:
         rows = list(session.execute(query).scalars())
     groups: dict[tuple[str, str, str, str], list[str]] = {}
@@ -163,13 +164,13 @@ def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
             result = VppPort(host).associate(account, adam_id, pricing, serial_numbers=serials, client_user_ids=users, wait=min(s.install_wait, 10.0))
         except MdmError as exc:
             log.warning("pending installs of %s: Apple could not be asked: %s", adam_id, exc)
-            host.db.run_write(lambda session, a=(account, adam_id, pricing, kind), t=targets, e=str(exc): _bump(session, a, t, e))
+            host.db.run_write(partial(_bump, key=(account, adam_id, pricing, kind), targets=targets, error=str(exc)))
             counts["pending"] += len(targets)
             continue
         still = result.get("pending", {})
         counts["pending"] += len(still.get("serialNumbers", [])) + len(still.get("clientUserIds", []))
         ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
-        failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
+        failures = {str(f.get("serialNumber") or f.get("clientUserId")): f for f in result["failed"]}
 
         def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
                  ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users, failures: dict[str, Any] = failures) -> int:
@@ -190,8 +191,8 @@ def fail_pending(host: "Host", session: Session, key: tuple[str, str, str, str],
     only those waiting for that Apple event. Returns how many."""
     account, adam_id, pricing, kind = key
     failed = 0
-    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
-                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(failures))).scalars():
+    for row in session.execute(select(Install).where(col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id,
+                                                     col(Install.pricing_param) == pricing, col(Install.kind) == kind, col(Install.target).in_(failures))).scalars():
         if event_id is not None and event_id not in row.event_ids:
             continue
         row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
@@ -225,15 +226,15 @@ def on_licenses_refused(host: "Host", event: "Event") -> None:
 
 
 def _resume(session: Session, ids: list[int | None]) -> None:
-    for row in session.execute(select(Install).where(Install.id.in_(ids), Install.status == "associating")).scalars():  # type: ignore[union-attr]
+    for row in session.execute(select(Install).where(col(Install.id).in_(ids), col(Install.status) == "associating")).scalars():
         row.status, row.error, row.updated_at = "pending", "interrupted while Apple was asked; asking again", utcnow()
         session.add(row)
 
 
 def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
     account, adam_id, pricing, kind = key
-    for row in session.execute(select(Install).where(Install.status == "pending", Install.account == account, Install.adam_id == adam_id,
-                                                     Install.pricing_param == pricing, Install.kind == kind, Install.target.in_(targets))).scalars():
+    for row in session.execute(select(Install).where(col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id,
+                                                     col(Install.pricing_param) == pricing, col(Install.kind) == kind, col(Install.target).in_(targets))).scalars():
         row.attempts += 1
         row.error, row.updated_at = error[:1000], utcnow()
         session.add(row)

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.inventory import queue_command
 from mdm_core.models import Command, Device, utcnow
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 REMOVE_TYPE = "RemoveApplication"
 
 
-_QUEUED = select(Install.id).where(  # built once: a sync delivers an event per asset whose licenses were taken back
-    Install.status == "queued", Install.account == bindparam("account"), Install.adam_id == bindparam("adam_id"),
-    Install.pricing_param == bindparam("pricing")).limit(1)
+_QUEUED = select(col(Install.id)).where(  # built once: a sync delivers an event per asset whose licenses were taken back
+    col(Install.status) == "queued", col(Install.account) == bindparam("account"), col(Install.adam_id) == bindparam("adam_id"),
+    col(Install.pricing_param) == bindparam("pricing")).limit(1)
 
 
 def _has_queued(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
@@ -58,8 +58,8 @@ def on_licenses_disassociated(host: "Host", event: "Event") -> None:
             if not targets:
                 continue
             rows = session.execute(select(Install).where(
-                Install.account == p["account"], Install.adam_id == str(p["adamId"]), Install.pricing_param == str(p["pricingParam"]),
-                Install.kind == kind, Install.status == "queued", Install.target.in_(targets))).scalars()  # type: ignore[attr-defined]
+                col(Install.account) == p["account"], col(Install.adam_id) == str(p["adamId"]), col(Install.pricing_param) == str(p["pricingParam"]),
+                col(Install.kind) == kind, col(Install.status) == "queued", col(Install.target).in_(targets))).scalars()
             for row in list(rows):
                 take_back(host, session, row)
 

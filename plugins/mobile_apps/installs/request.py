@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.errors import database_error
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
@@ -101,8 +101,8 @@ def resolve_asset(host: "Host", selector: str) -> Asset:
     kind = group[0][0].kind
     with host.db.session() as session:  # every platform of the asset, whichever application was named
         siblings = list(session.execute(select(MobileApp).where(
-            MobileApp.account == account, MobileApp.adam_id == adam_id, MobileApp.pricing_param == pricing,
-            MobileApp.state == "published", MobileApp.kind == kind)).scalars())
+            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
+            col(MobileApp.state) == "published", col(MobileApp.kind) == kind)).scalars())
     group = [(a, group[0][1]) for a in siblings] or group
     first = group[0][0]
     return Asset(account, adam_id, pricing, {a.platform: a for a, _ in group}, group[0][1], first.device_assignable, first.available_count, kind)
@@ -126,7 +126,7 @@ def read_devices_file(path: str) -> list[str]:
     """Serials from a file: one per line, or CSV with a ``serial_number`` column (read by the
     inventory's CSV reader). Any bad line is reported by line number and nothing is returned."""
     lines = read_text(Path(path)).splitlines()
-    first = next((l for l in lines if l.strip() and not l.lstrip().startswith("#")), "")
+    first = next((line for line in lines if line.strip() and not line.lstrip().startswith("#")), "")
     entries: list[tuple[int, str]] = []
     errors: list[str] = []
     if "serial_number" in [c.strip().lower() for c in first.split(",")]:
@@ -254,7 +254,7 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
         if session.get(MdmUser, user) is None:
             out.add(user, "refused", f"not an MDM user: add it with `mdm users add {user}`")
             return out
-        devices = list(session.execute(select(Device).where(Device.owner == user).order_by(Device.serial_number)).scalars())
+        devices = list(session.execute(select(Device).where(col(Device.owner) == user).order_by(col(Device.serial_number))).scalars())
     vpp_user = VppPort(host).user(asset.account, user)
     if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
         out.add(user, "refused", f"no VPP user in account '{asset.account}': register it with `mdm vpp users register {user}`")
@@ -329,7 +329,7 @@ def record_intent(host: "Host", asset: Asset, kind: str, targets: list[str]) -> 
         for row in rows.values():
             session.add(row)
         session.flush()
-        return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]
+        return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]  # ids set by the flush above
 
     try:
         return host.db.run_write(work)
@@ -375,9 +375,9 @@ def _record_invited(host: "Host", asset: Asset, user: str) -> None:
     """An install for a VPP user who has not accepted the invitation yet: ``invited`` until the
     user is Associated (:func:`..pending.on_users_changed`), once per app and user."""
     def work(session: Session) -> None:
-        waiting = session.execute(select(Install.id).where(
-            Install.status == "invited", Install.account == asset.account, Install.adam_id == asset.adam_id,
-            Install.pricing_param == asset.pricing_param, Install.kind == "user", Install.target == user)).first()
+        waiting = session.execute(select(col(Install.id)).where(
+            col(Install.status) == "invited", col(Install.account) == asset.account, col(Install.adam_id) == asset.adam_id,
+            col(Install.pricing_param) == asset.pricing_param, col(Install.kind) == "user", col(Install.target) == user)).first()
         if waiting is None:
             session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
                                 source="request", status="invited"))
