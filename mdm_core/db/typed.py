@@ -21,3 +21,11 @@ def rowcount(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE matched (``Session.execute`` types its result as a plain
     ``Result``; for DML it is a ``CursorResult``)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def stored_id(row: Any) -> int:
+    """The integer primary key ``id`` of a stored (loaded or flushed) row, which SQLModel types
+    ``int | None`` because a row not yet added has none."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id: it is not stored yet")
+    return int(row.id)

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sqlalchemy import delete, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError
 
 from . import token_state
@@ -213,7 +214,7 @@ def add_account(
     configure.check(host, notifications)
     with _accounts_lock(host):
         with host.db.session() as session:
-            if session.execute(select(VppAccount.id).where(VppAccount.name == name)).first():
+            if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
                 raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
         with make_client(host, token, service_url, None, interactive=True) as client:
             try:
@@ -226,7 +227,7 @@ def add_account(
                 raise MdmError(str(exc)) from None
             uid = fields["uid"]
             with host.db.session() as session:
-                other = session.execute(select(VppAccount.name).where(VppAccount.uid == uid)).scalar_one_or_none()
+                other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
             if other:
                 raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with `mdm vpp account set {other} --token-file {token_file}`")
             current = config.get("mdmInfo")
@@ -237,7 +238,7 @@ def add_account(
                     "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over",
                     _other_mdm(current),
                 )
-            mdm_info_id = str(current["id"])[:64] if ours else str(uuid.uuid4())
+            mdm_info_id = str(current["id"])[:64] if ours and isinstance(current, dict) else str(uuid.uuid4())
             change = configure.plan(host, mdm_info_id, None, notifications)
             change.prepare(host)
             try:
@@ -370,8 +371,8 @@ def account_contents(host: "Host", name: str) -> dict[str, int]:
 
     with host.db.session() as session:
         account_id = get_account(session, name).id
-        return {label: int(session.execute(select(func.count()).select_from(table).where(table.account_id == account_id)).scalar_one())  # type: ignore[attr-defined]
-                for label, table in (("assets", VppAsset), ("licenses", VppLicense), ("users", VppUser))}
+        return {label: int(session.execute(select(func.count()).select_from(table).where(table.c.account_id == account_id)).scalar_one())
+                for label, table in (("assets", table_of(VppAsset)), ("licenses", table_of(VppLicense)), ("users", table_of(VppUser)))}
 
 
 def remove_account(host: "Host", name: str) -> None:
@@ -398,10 +399,11 @@ def remove_account(host: "Host", name: str) -> None:
 
 def _remove(host: "Host", session: Session, name: str) -> None:
     account = get_account(session, name)
-    assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()]
+    assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()]
     record_chunks(host, session, account.name, "vpp_assets_removed", assets)
-    for table in (VppNotification, VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
-        session.execute(delete(table).where(table.account_id == account.id))  # type: ignore[attr-defined]
+    for model in (VppNotification, VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
+        table = table_of(model)
+        session.execute(delete(table).where(table.c.account_id == account.id))
     session.delete(account)
 
 
@@ -431,8 +433,9 @@ def describe_readable(account: VppAccount, readable: Callable[[VppAccount], bool
     """:func:`describe_account`, saying ``unreadable`` when this host cannot decrypt the token."""
     row = describe_account(account)
     if not readable(account):
-        row.update(token_state="unreadable", token_status="unreadable (wrong or missing secret key)",
-                   action=UNREADABLE_ACTION.replace("NAME", account.name))
+        row["token_state"] = "unreadable"
+        row["token_status"] = "unreadable (wrong or missing secret key)"
+        row["action"] = UNREADABLE_ACTION.replace("NAME", account.name)
     return row
 
 

@@ -135,9 +135,8 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        for row in rows:
-            row["expires"] = row["tokenExpirationDate"][:10]
-        print_table(rows, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result",
+        shown: list[dict[str, Any]] = [{**row, "expires": row["tokenExpirationDate"][:10]} for row in rows]
+        print_table(shown, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result",
                            "notifications", "last_notification_at"], empty="no VPP accounts: add one with `mdm vpp account add`")
         for row in rows:
             if row["token_state"] != "valid":
@@ -152,11 +151,11 @@ def _account_set(host: "Host", args: argparse.Namespace) -> int:
                           notifications=_on_off(args.notifications), service_url=args.service_url)
     say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}"
         + (f", service {account['service_url']}" if args.service_url else ""))
+    return 0
 
 
 def _on_off(value: str | None) -> bool | None:
     return None if value is None else value == "on"
-    return 0
 
 
 def _account_remove(host: "Host", args: argparse.Namespace) -> int:

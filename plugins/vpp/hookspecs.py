@@ -19,7 +19,7 @@ the VPP plugin is disabled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from mdm_core import hookspec
 

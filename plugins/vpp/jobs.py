@@ -17,9 +17,11 @@ import logging
 import weakref
 from contextvars import ContextVar
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.errors import describe
 
@@ -47,11 +49,11 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
     logged and left out; the other accounts are scheduled as usual.
     """
     with host.db.session() as session:
-        accounts = {name: interval for name, interval in session.execute(select(VppAccount.name, VppAccount.interval_seconds))}
+        accounts = {name: interval for name, interval in session.execute(select(col(VppAccount.name), col(VppAccount.interval_seconds)))}
     for name, interval in accounts.items():
         try:
-            scheduler.ensure(PREFIX + name, interval, lambda name=name: _scheduled_sync(host, name), plugin="vpp",
-                             last_done=lambda name=name: plan_basis(host, name))
+            scheduler.ensure(PREFIX + name, interval, partial(_scheduled_sync, host, name), plugin="vpp",
+                             last_done=partial(plan_basis, host, name))
         except Exception as exc:
             scheduler.remove(PREFIX + name)
             message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
@@ -65,7 +67,7 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
 def last_sync(host: "Host", name: str) -> datetime | None:
     """When the account last synced (any trigger, ok or not), or ``None``."""
     with host.db.session() as session:
-        return session.execute(select(VppAccount.last_sync_at).where(VppAccount.name == name)).scalar_one_or_none()
+        return session.execute(select(col(VppAccount.last_sync_at)).where(col(VppAccount.name) == name)).scalar_one_or_none()
 
 
 def grace(interval: float) -> float:
@@ -77,7 +79,7 @@ def plan_basis(host: "Host", name: str) -> datetime | None:
     """When the account's work was last done, for the scheduler (the next run is one interval
     later): its last sync, or for a host that does not own it, :func:`grace` later."""
     with host.db.session() as session:
-        rows = session.execute(select(VppAccount.name, VppAccount.last_sync_at, VppAccount.interval_seconds).order_by(VppAccount.name)).all()
+        rows = session.execute(select(col(VppAccount.name), col(VppAccount.last_sync_at), col(VppAccount.interval_seconds)).order_by(col(VppAccount.name))).all()
     mine = next((r for r in rows if r.name == name), None)
     if mine is None:
         return None

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy import and_, delete, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import stored_id, table_of
 from mdm_core.errors import MdmError, TemporaryError, UsageError
 from mdm_core.models import MdmUser, utcnow
 
@@ -21,7 +23,7 @@ from .apple.errors import EventTimeoutError, VppError, is_retryable
 from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .payloads import AppMetadata, LicenseResult, UserResult
+from .payloads import AppMetadata, LicenseResult, Targets, UserResult
 from .sync.apply import insert_ignoring_duplicates, move_counts
 from .sync.events import known_ids, license_payload, record_chunks
 from .views import user_invitation_url
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 log = logging.getLogger(__name__)
-L = VppLicense.__table__  # type: ignore[attr-defined]
+L = table_of(VppLicense)
 
 
 def failure(action: str, exc: VppError) -> MdmError:
@@ -122,7 +124,7 @@ def follow_rounds(
     succeeded: dict[str, list[str]] = {"serialNumbers": [], "clientUserIds": []}
     failed: list[dict[str, Any]] = []
     todo_serials, todo_users = list(serials), list(users)
-    pending = {"serialNumbers": [], "clientUserIds": []}
+    pending: dict[str, list[str]] = {"serialNumbers": [], "clientUserIds": []}
     for round_index in range(EVENT_ROUNDS):
         ids = submit(todo_serials, todo_users)
         event_ids += ids
@@ -189,8 +191,8 @@ def _holders(client: AppsBooksClient, adam_id: str, pricing: str, kind: str, tar
     found: set[str] = set()
     if len(targets) <= 5:
         for target in targets:
-            params = {"serial_number": target} if kind == "device" else {"client_user_id": target}
-            for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing, **params):
+            serial, user = (target, None) if kind == "device" else (None, target)
+            for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing, serial_number=serial, client_user_id=user):
                 found.update(a.get(field) for a in page.get("assignments") or [] if a.get("pricingParam", pricing) == pricing)
         return found & set(targets)
     for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing):
@@ -202,8 +204,10 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
     """Sort the targets of finished events: ``succeeded`` (the events did all they were asked),
     ``failed`` (named with a final error), ``transient`` (named with 9603), ``unconfirmed``
     (not named, but the events did less than asked) and ``pending`` (Apple is not done)."""
-    empty = lambda: {"serialNumbers": [], "clientUserIds": []}  # noqa: E731
-    out = {"succeeded": empty(), "failed": [], "transient": empty(), "unconfirmed": empty(), "pending": empty()}
+    def empty() -> dict[str, list[str]]:
+        return {"serialNumbers": [], "clientUserIds": []}
+
+    out: dict[str, Any] = {"succeeded": empty(), "failed": [], "transient": empty(), "unconfirmed": empty(), "pending": empty()}
     if any(s.get("eventStatus") == "PENDING" for s in statuses):
         out["pending"] = {"serialNumbers": list(serials), "clientUserIds": list(users)}
         return out
@@ -231,7 +235,7 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
     return out
 
 
-def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: dict[str, Any], associate: bool) -> None:
+def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: Mapping[str, Any], associate: bool) -> None:
     """Write what Apple did (``result["succeeded"]``) to the mirror, with its events, in the
     caller's transaction. Only the licenses this transaction itself adds or removes count and
     are announced: the request that asked Apple and the notification that told of it may both
@@ -271,7 +275,7 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
     with host.db.session() as session:
         acc = get_account(session, account)
         irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(
-            select(VppAsset).where(VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+            select(VppAsset).where(col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
     serials = sorted({s.strip().upper() for s in serial_numbers if s.strip()})
     users = sorted({u.strip() for u in client_user_ids if u.strip()})
     if not serials and not users:
@@ -286,8 +290,8 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
         def still_holding(kind: str, targets: list[str]) -> set[str]:
             holding = set()
             for target in targets:
-                params = {"serial_number": target} if kind == "device" else {"client_user_id": target}
-                for page in client.iter_assignments(**params):
+                serial, user = (target, None) if kind == "device" else (None, target)
+                for page in client.iter_assignments(serial_number=serial, client_user_id=user):
                     if any((a.get("adamId"), a.get("pricingParam")) not in irrevocable for a in page.get("assignments") or []):
                         holding.add(target)
             return holding
@@ -299,7 +303,7 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
     return result
 
 
-def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: dict[str, list[str]], irrevocable: set[tuple[str, str]]) -> None:
+def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: Targets, irrevocable: set[tuple[str, str]]) -> None:
     """The mirror after a revoke: the targets' revocable licenses are gone, with their events."""
     for kind, targets in (("device", succeeded["serialNumbers"]), ("user", succeeded["clientUserIds"])):
         if not targets:
@@ -385,7 +389,7 @@ def store_users(host: "Host", session: Session, acc: VppAccount, records: list[d
         values = {f: record[f] for f in fields}
         row = session.get(VppUser, (acc.id, record["client_user_id"]))
         if row is None:
-            session.add(VppUser(account_id=acc.id, client_user_id=record["client_user_id"], updated_at=now, **values))
+            session.add(VppUser(account_id=stored_id(acc), client_user_id=record["client_user_id"], updated_at=now, **values))
             added.append(record)
             was = None
         elif any(getattr(row, f) != values[f] for f in fields):
@@ -400,7 +404,7 @@ def store_users(host: "Host", session: Session, acc: VppAccount, records: list[d
         if record["status"] == "Registered" and was != "Registered":
             invited.append(record)
     session.flush()
-    linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in records])  # type: ignore[attr-defined]
+    linked = known_ids(session, table_of(MdmUser).c.id, [r["client_user_id"] for r in records])
     for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
         record_chunks(host, session, acc.name, event, [apple_user(r, linked) for r in rows])
     for record in invited:
@@ -410,7 +414,7 @@ def store_users(host: "Host", session: Session, acc: VppAccount, records: list[d
     if retired:
         with session.no_autoflush:
             irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
-                VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+                col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
         drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [r["client_user_id"] for r in retired]}, irrevocable)
     return {"added": len(added), "changed": len(changed), "retired": len(retired)}
 
@@ -420,8 +424,8 @@ def _active_vpp_accounts(host: "Host", client_user_id: str, account: str | None)
     with host.db.session() as session:
         if account is not None:
             return [get_account(session, account)]
-        return list(session.execute(select(VppAccount).join(VppUser, VppUser.account_id == VppAccount.id).where(
-            VppUser.client_user_id == client_user_id, VppUser.status.in_(("Registered", "Associated")))).scalars())
+        return list(session.execute(select(VppAccount).join(VppUser, col(VppUser.account_id) == col(VppAccount.id)).where(
+            col(VppUser.client_user_id) == client_user_id, col(VppUser.status).in_(("Registered", "Associated")))).scalars())
 
 
 def _users_request(host: "Host", acc: VppAccount, client_user_ids: list[str], action: str, wait: float,
@@ -456,8 +460,8 @@ def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None =
         for acc in _active_vpp_accounts(host, user.id, account):
             body = {"clientUserId": user.id, **({"email": user.email} if user.email else {}),
                     **({"managedAppleId": user.managed_apple_id} if user.managed_apple_id else {})}
-            outcome, records, template = _users_request(host, acc, [user.id], "update", wait, lambda c, b=body: c.update_users([b]))
-            host.db.run_write(lambda s, acc=acc, records=records, template=template: store_users(host, s, acc, records, template))
+            outcome, records, template = _users_request(host, acc, [user.id], "update", wait, partial(_update_users, body=body))
+            host.db.run_write(partial(store_users, host, acc=acc, records=records, template=template))
             out.append(_user_result(acc, user.id, outcome, records))
     host.deliver_events()
     return out
@@ -477,15 +481,16 @@ def retire_users(host: "Host", client_user_ids: list[str], *, account: str | Non
                         "errorMessage": "not a live VPP user in any account (see `mdm vpp users`)"})
             continue
         for acc in accounts:
-            outcome, records, template = _users_request(host, acc, [user_id], "retire", wait, lambda c, u=user_id: c.retire_users([u]))
+            outcome, records, template = _users_request(host, acc, [user_id], "retire", wait, partial(_retire_users, client_user_id=user_id))
             result = _user_result(acc, user_id, outcome, records)
 
-            def work(session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: dict[str, Any] = result) -> None:
+            def work(session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: UserResult = result,
+                     template: str | None = template) -> None:
                 store_users(host, session, acc, records, template)
                 if result["status"] == "Retired":
                     with session.no_autoflush:
                         irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
-                            VppAsset.account_id == acc.id, VppAsset.revocable.is_(False))).scalars()}  # type: ignore[attr-defined]
+                            col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
                     drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [result["clientUserId"]]}, irrevocable)
 
             host.db.run_write(work)
@@ -494,12 +499,20 @@ def retire_users(host: "Host", client_user_ids: list[str], *, account: str | Non
     return out
 
 
+def _update_users(client: AppsBooksClient, body: dict[str, Any]) -> list[str]:
+    return client.update_users([body])
+
+
+def _retire_users(client: AppsBooksClient, client_user_id: str) -> list[str]:
+    return client.retire_users([client_user_id])
+
+
 def _user_result(acc: VppAccount, user_id: str, outcome: dict[str, Any], records: list[dict[str, Any]]) -> UserResult:
     record = next((r for r in records if r["client_user_id"] == user_id), None)
     refused = next((f for f in outcome["failed"] if f.get("clientUserId") == user_id), None)
     pending = user_id in outcome["pending"]["clientUserIds"] or user_id in outcome["transient"]["clientUserIds"]
     status = "pending" if pending and not refused else (record["status"] if record else "FAILED")
-    return {"account": acc.name, "clientUserId": user_id, "status": status, "email": record and record["email"],
+    return {"account": acc.name, "clientUserId": user_id, "status": status, "email": record["email"] if record else None,
             "errorNumber": refused.get("errorNumber") if refused else None, "errorMessage": refused.get("errorMessage") if refused else None}
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
+    from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserResult
 
 PLUGIN_NAME = "vpp"
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[dict[str, Any]]:
+def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport]:
     """Sync one account or all (see the hookspec)."""
     from plugins.vpp.sync.run import sync_accounts
 
@@ -108,7 +109,7 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
 
 
 @hookimpl
-def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]]:
+def mdm_vpp_accounts(host: "Host") -> list[Account]:
     """The accounts, without tokens."""
     from plugins.vpp.accounts import list_accounts
 
@@ -116,7 +117,7 @@ def mdm_vpp_accounts(host: "Host") -> list[dict[str, Any]]:
 
 
 @hookimpl
-def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]]:
+def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset]:
     """The mirrored assets."""
     from plugins.vpp.views import list_assets
 
@@ -124,7 +125,7 @@ def mdm_vpp_assets(host: "Host", account: str | None) -> list[dict[str, Any]]:
 
 
 @hookimpl
-def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[dict[str, Any]]:
+def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License]:
     """The mirrored licenses."""
     from plugins.vpp.views import list_licenses
 
@@ -132,7 +133,7 @@ def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, ser
 
 
 @hookimpl
-def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]]:
+def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser]:
     """The mirrored VPP users."""
     from plugins.vpp.views import list_users
 
@@ -140,32 +141,32 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[dict[str, Any]]:
 
 
 @hookimpl
-def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[Asset]":
     """The mirrored assets, streamed."""
     from plugins.vpp.views import iter_assets
 
-    return iter_assets(host, account, offset=offset, limit=limit)  # type: ignore[return-value]
+    return iter_assets(host, account, offset=offset, limit=limit)
 
 
 @hookimpl
 def mdm_vpp_iter_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None,
-                          offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+                          offset: int, limit: int | None) -> "Iterator[License]":
     """The mirrored licenses, streamed."""
     from plugins.vpp.views import iter_licenses
 
-    return iter_licenses(host, account, adam_id, serial_number, client_user_id, offset=offset, limit=limit)  # type: ignore[return-value]
+    return iter_licenses(host, account, adam_id, serial_number, client_user_id, offset=offset, limit=limit)
 
 
 @hookimpl
-def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[dict[str, Any]]":
+def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[MirroredUser]":
     """The mirrored VPP users, streamed."""
     from plugins.vpp.views import iter_users
 
-    return iter_users(host, account, offset=offset, limit=limit)  # type: ignore[return-value]
+    return iter_users(host, account, offset=offset, limit=limit)
 
 
 @hookimpl
-def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> dict[str, Any]:
+def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> LicenseResult:
     """Associate licenses and follow Apple's events."""
     from plugins.vpp.operations import manage_licenses
 
@@ -173,7 +174,7 @@ def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: s
 
 
 @hookimpl
-def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> dict[str, Any]:
+def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> LicenseResult:
     """Disassociate licenses and follow Apple's events."""
     from plugins.vpp.operations import manage_licenses
 
@@ -181,7 +182,7 @@ def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param
 
 
 @hookimpl
-def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> dict[str, Any]:
+def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult:
     """Revoke every revocable license of these devices or users (Apple's assets/revoke)."""
     from plugins.vpp.operations import revoke_licenses
 
@@ -189,7 +190,7 @@ def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client
 
 
 @hookimpl
-def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[dict[str, Any]]:
+def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
     """users/update with the MDM users' e-mail and Managed Apple ID."""
     from plugins.vpp.operations import update_users
 
@@ -197,7 +198,7 @@ def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | N
 
 
 @hookimpl
-def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[dict[str, Any]]:
+def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
     """users/retire."""
     from plugins.vpp.operations import retire_users
 
@@ -213,7 +214,7 @@ def mdm_user_changed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, dict[str, Any]]:
+def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata]:
     """Content metadata for these adamIds on an application platform."""
     from plugins.vpp.operations import lookup_metadata
 

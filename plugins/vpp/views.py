@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import func, null, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, describe
@@ -39,9 +39,9 @@ USER_KEY = (VppUser.account_id, VppUser.client_user_id)
 
 def get_account(session: Session, name: str) -> VppAccount:
     """The account called ``name``, or a one-line error listing the known ones."""
-    account = session.execute(select(VppAccount).where(VppAccount.name == name)).scalar_one_or_none()
+    account = session.execute(select(VppAccount).where(col(VppAccount.name) == name)).scalar_one_or_none()
     if account is None:
-        names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
+        names = list(session.execute(select(col(VppAccount.name)).order_by(col(VppAccount.name))).scalars())
         known = f"known accounts: {', '.join(names)}" if names else "add one with `mdm vpp account add`"
         raise MdmError(f"no VPP account named '{name}' ({known})")
     return account
@@ -59,11 +59,11 @@ def assets_query(account_id: int | None = None, labels: Any = None) -> Any:
     """Rows ``(VppAsset, account name, name, icon URL)``; name and icon come from ``labels``
     (see :func:`label_source`), None without it."""
     if labels is None:
-        query = select(VppAsset, VppAccount.name, null().label("name"), null().label("icon_url"))
+        query = select(VppAsset, col(VppAccount.name), null().label("name"), null().label("icon_url"))
     else:
-        query = select(VppAsset, VppAccount.name, labels.c.name, labels.c.icon_url).outerjoin(labels, labels.c.adam_id == VppAsset.adam_id)
-    query = query.join(VppAccount, VppAccount.id == VppAsset.account_id)
-    return query if account_id is None else query.where(VppAsset.account_id == account_id)
+        query = select(VppAsset, col(VppAccount.name), labels.c.name, labels.c.icon_url).outerjoin(labels, labels.c.adam_id == col(VppAsset.adam_id))
+    query = query.join(VppAccount, col(VppAccount.id) == VppAsset.account_id)
+    return query if account_id is None else query.where(col(VppAsset.account_id) == account_id)
 
 
 def asset_row(asset: VppAsset, account: str, *_labels: Any) -> Asset:
@@ -113,7 +113,7 @@ def with_labels(host: "Host", read: Callable[[Any], T]) -> T:
 def asset_history_query(account_id: int | None, adam_id: str, pricing_param: str) -> Any:
     """The asset's recorded counts (``VppAssetCount`` rows)."""
     return select(VppAssetCount).where(
-        VppAssetCount.account_id == account_id, VppAssetCount.adam_id == adam_id, VppAssetCount.pricing_param == pricing_param)
+        col(VppAssetCount.account_id) == account_id, col(VppAssetCount.adam_id) == adam_id, col(VppAssetCount.pricing_param) == pricing_param)
 
 
 def history_row(row: VppAssetCount) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def history_row(row: VppAssetCount) -> dict[str, Any]:
 def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
     """The asset's latest ``limit`` recorded counts, oldest first (the console's chart)."""
     with host.db.session() as session:
-        rows = list(session.execute(asset_history_query(account_id, adam_id, pricing_param).order_by(VppAssetCount.id.desc()).limit(limit)).scalars())  # type: ignore[union-attr]
+        rows = list(session.execute(asset_history_query(account_id, adam_id, pricing_param).order_by(col(VppAssetCount.id).desc()).limit(limit)).scalars())
     return [history_row(r) for r in reversed(rows)]
 
 
@@ -143,24 +143,24 @@ def licenses_query(account_id: int | None = None, adam_id: str | None = None, pr
                    client_user_id: str | None = None, kind: str | None = None) -> Any:
     """Rows for :func:`license_row`, filtered by whatever is given."""
     query = (
-        select(VppLicense, VppAccount.name, Device.serial_number, Device.owner, MdmUser.id, VppUser.email)
-        .join(VppAccount, VppAccount.id == VppLicense.account_id)
-        .outerjoin(Device, (VppLicense.kind == "device") & (Device.serial_number == VppLicense.target))
-        .outerjoin(MdmUser, (VppLicense.kind == "user") & (MdmUser.id == VppLicense.target))
-        .outerjoin(VppUser, (VppLicense.kind == "user") & (VppUser.account_id == VppLicense.account_id) & (VppUser.client_user_id == VppLicense.target))
+        select(VppLicense, col(VppAccount.name), col(Device.serial_number), col(Device.owner), col(MdmUser.id), col(VppUser.email))
+        .join(VppAccount, col(VppAccount.id) == VppLicense.account_id)
+        .outerjoin(Device, (col(VppLicense.kind) == "device") & (col(Device.serial_number) == VppLicense.target))
+        .outerjoin(MdmUser, (col(VppLicense.kind) == "user") & (col(MdmUser.id) == VppLicense.target))
+        .outerjoin(VppUser, (col(VppLicense.kind) == "user") & (col(VppUser.account_id) == VppLicense.account_id) & (col(VppUser.client_user_id) == VppLicense.target))
     )
     if account_id is not None:
-        query = query.where(VppLicense.account_id == account_id)
+        query = query.where(col(VppLicense.account_id) == account_id)
     if adam_id:
-        query = query.where(VppLicense.adam_id == adam_id)
+        query = query.where(col(VppLicense.adam_id) == adam_id)
     if pricing_param:
-        query = query.where(VppLicense.pricing_param == pricing_param)
+        query = query.where(col(VppLicense.pricing_param) == pricing_param)
     if kind:
-        query = query.where(VppLicense.kind == kind)
+        query = query.where(col(VppLicense.kind) == kind)
     if serial_number:
-        query = query.where(VppLicense.kind == "device", VppLicense.target == serial_number.upper())
+        query = query.where(col(VppLicense.kind) == "device", col(VppLicense.target) == serial_number.upper())
     if client_user_id:
-        query = query.where(VppLicense.kind == "user", VppLicense.target == client_user_id)
+        query = query.where(col(VppLicense.kind) == "user", col(VppLicense.target) == client_user_id)
     return query
 
 
@@ -188,7 +188,7 @@ def iter_licenses(host: "Host", account: str | None = None, adam_id: str | None 
     with host.db.session() as session:  # the account is checked now, before any row is read
         query = licenses_query(account_id(session, account), adam_id, None, serial_number, client_user_id)
     query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
-    return (license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))  # type: ignore[misc]
+    return (license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
@@ -200,7 +200,7 @@ def count_licenses(host: "Host", account_id: int, adam_id: str, pricing_param: s
     """How many licenses of one kind an asset has in the mirror."""
     with host.db.session() as session:
         return int(session.execute(select(func.count()).select_from(VppLicense).where(
-            VppLicense.account_id == account_id, VppLicense.adam_id == adam_id, VppLicense.pricing_param == pricing_param, VppLicense.kind == kind)).scalar_one())
+            col(VppLicense.account_id) == account_id, col(VppLicense.adam_id) == adam_id, col(VppLicense.pricing_param) == pricing_param, col(VppLicense.kind) == kind)).scalar_one())
 
 
 # ---------------------------------------------------------------------- users
@@ -209,16 +209,16 @@ def count_licenses(host: "Host", account_id: int, adam_id: str, pricing_param: s
 def users_query(account_id: int | None = None) -> Any:
     """Rows for :func:`user_row`."""
     query = (
-        select(VppUser, VppAccount.name, VppAccount.invitation_template, MdmUser.id)
-        .join(VppAccount, VppAccount.id == VppUser.account_id)
-        .outerjoin(MdmUser, MdmUser.id == VppUser.client_user_id)
+        select(VppUser, col(VppAccount.name), col(VppAccount.invitation_template), col(MdmUser.id))
+        .join(VppAccount, col(VppAccount.id) == VppUser.account_id)
+        .outerjoin(MdmUser, col(MdmUser.id) == VppUser.client_user_id)
     )
-    return query if account_id is None else query.where(VppUser.account_id == account_id)
+    return query if account_id is None else query.where(col(VppUser.account_id) == account_id)
 
 
 def user_row(user: VppUser, account: str, template: str | None, mdm_user: str | None) -> MirroredUser:
     """A VPP user as Apple names its fields, with the linked MDM user and the invitation URL."""
-    return {"account": account, **apple_user(user.model_dump(), {mdm_user} if mdm_user else set()),  # type: ignore[typeddict-item]
+    return {"account": account, **apple_user(user.model_dump(), {mdm_user} if mdm_user else set()),
             "invitationUrl": user_invitation_url(template, user.invite_code) if user.status == "Registered" else None}
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from mdm_core.errors import MdmError
 from mdm_core.output import format_time
@@ -131,16 +132,16 @@ def start_sync(request: Request, name: str, full: bool, trigger: str) -> int:
 
 def _latest_run_id(host: "Host", account_id: int | None) -> int:
     with host.db.session() as session:
-        return int(session.execute(select(func.max(VppSyncRun.id)).where(VppSyncRun.account_id == account_id)).scalar() or 0)
+        return int(session.execute(select(func.max(col(VppSyncRun.id))).where(col(VppSyncRun.account_id) == account_id)).scalar() or 0)
 
 
 def _our_new_run(host: "Host", account_id: int | None, after: int, trigger: str) -> int | None:
     """The run this process started for the account since ``after`` (its lock holder names this process)."""
     mine = f"{socket.gethostname()}:{os.getpid()}:"
     with host.db.session() as session:
-        return session.execute(select(func.min(VppSyncRun.id)).where(
-            VppSyncRun.account_id == account_id, VppSyncRun.id > after, VppSyncRun.trigger == trigger,
-            VppSyncRun.holder.startswith(mine))).scalar()  # type: ignore[union-attr]
+        return session.execute(select(func.min(col(VppSyncRun.id))).where(
+            col(VppSyncRun.account_id) == account_id, col(VppSyncRun.id) > after, col(VppSyncRun.trigger) == trigger,
+            col(VppSyncRun.holder).startswith(mine))).scalar()
 
 
 def assets_table(host: "Host", account: VppAccount, q: str, sort: str, descending: bool, page: int) -> Any:
@@ -150,11 +151,12 @@ def assets_table(host: "Host", account: VppAccount, q: str, sort: str, descendin
         query = views.assets_query(account.id, labels)
         columns = [VppAsset.adam_id, VppAsset.product_type, VppAsset.pricing_param] + ([labels.c.name] if labels is not None else [])
         query = search(query, q, columns)
+        first: Any
         if sort == "name" and labels is not None:
             first = func.lower(func.coalesce(labels.c.name, "~"))  # unnamed assets last
         else:
             first = SORTS.get(sort, VppAsset.adam_id)
-        order = [first, VppAsset.adam_id, VppAsset.pricing_param]
+        order: list[Any] = [first, VppAsset.adam_id, VppAsset.pricing_param]
         with host.db.session() as session:
             return numbered(session, query, [c.desc() if descending else c.asc() for c in order], page=page)
 
@@ -259,7 +261,7 @@ def page_router() -> APIRouter:
         readable = token_readability(host)
         rows: list[dict[str, Any]] = [dict(describe_readable(a, readable)) for (a,) in found.items]
         runs = latest_runs(host)
-        for row, (account,) in zip(rows, found.items):
+        for row, (account,) in zip(rows, found.items, strict=True):
             row["days_left"] = token_state.days_left(account.token_expires_at)
             row["console_action"] = token_state.action(row["token_state"], row["name"], console=True)
             row["run"] = runs.get(row["name"])
@@ -367,7 +369,7 @@ def page_router() -> APIRouter:
         account = _account(host, name)
         columns = [VppUser.client_user_id, VppUser.email, VppUser.status]
         query = search(views.users_query(account.id), q, columns)
-        count = search(select(VppUser.client_user_id).where(VppUser.account_id == account.id), q, columns)
+        count = search(select(col(VppUser.client_user_id)).where(col(VppUser.account_id) == account.id), q, columns)
         with host.db.session() as session:
             found = numbered(session, query, [VppUser.client_user_id], page=page, count=count)
         return render(request, "vpp/users.html", {"account": describe_account(account), "rows": [views.user_row(*r) for r in found.items],
@@ -380,7 +382,7 @@ def page_router() -> APIRouter:
         host = host_of(request)
         account = _account(host, name)
         with host.db.session() as session:
-            found = numbered(session, runs_query().where(VppSyncRun.account_id == account.id), [VppSyncRun.id.desc()], page=page)  # type: ignore[union-attr]
+            found = numbered(session, runs_query().where(col(VppSyncRun.account_id) == account.id), [col(VppSyncRun.id).desc()], page=page)
             rows = run_rows(host, found.items)
         return render(request, "vpp/runs.html", {"account": describe_account(account), "runs": rows, "found": found})
 

@@ -9,7 +9,7 @@ Contract: docs/apple-api.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import EventFailedError, EventTimeoutError, MalformedResponseError, VppError
@@ -114,7 +114,7 @@ class AppsBooksClient(Transport):
         )
 
 
-    def iter_assets(self, **filters: Any) -> Iterator[dict[str, Any]]:
+    def iter_assets(self, **filters: Any) -> Generator[dict[str, Any], None, None]:
         """Pages of ``GET /assets``. Filters: snake_case (``product_type``) or Apple names."""
         params: dict[str, Any] = {}
         apple_names = set(_ASSET_FILTERS.values())
@@ -135,7 +135,7 @@ class AppsBooksClient(Transport):
         client_user_id: str | None = None,
         exclude_inactive_users: bool | None = None,
         include_user_state: bool | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Pages of ``GET /assignments`` (docs/apple-api.md, "Assignments")."""
         if serial_number is not None and client_user_id is not None:
             raise ValueError("give serial_number or client_user_id, not both")
@@ -156,7 +156,7 @@ class AppsBooksClient(Transport):
         active_only: bool | None = None,
         client_user_id: str | None = None,
         retired_only: bool | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Pages of ``GET /users`` (docs/apple-api.md, "Users")."""
         return self.iter_pages("getUsers", {
             "sinceVersionId": since_version_id,

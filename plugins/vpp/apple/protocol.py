@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard, cast
 from urllib.parse import quote
 
 from mdm_core.text import BAD_TEXT, bad_character, shown
@@ -106,7 +106,7 @@ class ServiceConfig:
         )
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """A JSON integer (``bool`` is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -379,9 +379,9 @@ def page_assignments(page: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
             adam_id, pricing = record.get("adamId"), record.get("pricingParam")
             serial, user = record.get("serialNumber"), record.get("clientUserId")
             if type(adam_id) is str and adam_id and type(pricing) is str and pricing and (type(serial) is str) != (type(user) is str) and (serial or user):
-                target = serial or user
+                target = cast(str, serial or user)  # exactly one of them is a non-empty string
                 if len(adam_id) <= 32 and len(pricing) <= 8 and len(target) <= 255 and bad_text(adam_id + pricing + target) is None:
-                    rows.append((adam_id, pricing, "device", serial) if serial else (adam_id, pricing, "user", user))
+                    rows.append((adam_id, pricing, "device" if serial else "user", target))
                     continue
         rows.append(_assignment(record))
     return rows

@@ -16,12 +16,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -223,7 +223,7 @@ class Transport:
         if self._owns_session:
             self._session.close()
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -420,7 +420,7 @@ class Transport:
             )
         return None, total
 
-    def iter_pages(self, url_key: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def iter_pages(self, url_key: str, params: Mapping[str, Any] | None = None) -> Generator[dict[str, Any], None, None]:
         """Yield every page's response dict in page order, checked for completeness.
 
         Follows ``nextPageIndex`` (always the next index: no page is read twice) until it is

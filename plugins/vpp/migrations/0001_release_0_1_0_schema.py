@@ -1,7 +1,7 @@
 """release 0.1.0 schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-30 07:07:30.478256
 """
 

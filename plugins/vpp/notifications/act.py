@@ -35,8 +35,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from sqlalchemy import delete, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import rowcount
 from mdm_core.errors import MdmError, describe
 from mdm_core.locks import LockLost
 from mdm_core.models import utcnow
@@ -80,9 +81,9 @@ def process_pending(host: "Host", account_id: int | None = None) -> Counter[str]
 
 
 def _waiting_accounts(host: "Host", account_id: int | None) -> list[int]:
-    query = select(VppNotification.account_id).where(VppNotification.status == "received").distinct()
+    query = select(col(VppNotification.account_id)).where(col(VppNotification.status) == "received").distinct()
     if account_id is not None:
-        query = query.where(VppNotification.account_id == account_id)
+        query = query.where(col(VppNotification.account_id) == account_id)
     with host.db.session() as session:
         return sorted(session.execute(query).scalars())
 
@@ -99,8 +100,8 @@ def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> Non
                 with host.db.session() as session:
                     account = session.get(VppAccount, account_id)
                     rows = list(session.execute(select(VppNotification).where(
-                        VppNotification.account_id == account_id, VppNotification.status == "received", VppNotification.id > last,
-                    ).order_by(VppNotification.id).limit(BATCH)).scalars())
+                        col(VppNotification.account_id) == account_id, col(VppNotification.status) == "received", col(VppNotification.id) > last,
+                    ).order_by(col(VppNotification.id)).limit(BATCH)).scalars())
                     synced = _last_sync_start(session, account_id)
                 if account is None or not rows:
                     return
@@ -117,8 +118,8 @@ def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> Non
 
 def _last_sync_start(session: Session, account_id: int) -> datetime | None:
     """When the last successful sync of the account started reading Apple's data."""
-    return session.execute(select(VppSyncRun.started_at).where(
-        VppSyncRun.account_id == account_id, VppSyncRun.status == "ok").order_by(VppSyncRun.id.desc()).limit(1)).scalar_one_or_none()  # type: ignore[union-attr]
+    return session.execute(select(col(VppSyncRun.started_at)).where(
+        col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "ok").order_by(col(VppSyncRun.id).desc()).limit(1)).scalar_one_or_none()
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Notice:
     @property
     def payload(self) -> dict[str, Any]:
         """The ``notification`` object of the envelope."""
-        return self.row.body["notification"]  # type: ignore[no-any-return]
+        return self.row.body["notification"]
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a write transaction, only while we still hold the account's lock."""
@@ -146,7 +147,7 @@ class Notice:
 
     def finish(self, session: Session, status: str, detail: str) -> None:
         """Mark the notification acted on, in the transaction of what it changed."""
-        session.execute(update(VppNotification).where(VppNotification.id == self.row.id).values(
+        session.execute(update(VppNotification).where(col(VppNotification.id) == self.row.id).values(
             status=status, detail=detail[:1000], processed_at=utcnow(), attempts=self.row.attempts + 1))
 
     def done(self, detail: str, status: str = "done") -> None:
@@ -173,7 +174,7 @@ def _act(notice: Notice, synced: datetime | None) -> str:
     attempts = row.attempts + 1
     final = attempts >= MAX_ATTEMPTS
     detail = f"{message}; left to the next sync" if final else message
-    notice.write(lambda s: s.execute(update(VppNotification).where(VppNotification.id == row.id).values(
+    notice.write(lambda s: s.execute(update(VppNotification).where(col(VppNotification.id) == row.id).values(
         attempts=attempts, detail=detail[:1000], status="failed" if final else "received", processed_at=utcnow() if final else None)))
     log.warning("account %s: %s notification %s: %s", account.name, row.notification_type, row.notification_id, detail)
     return "failed" if final else "retried"
@@ -203,7 +204,7 @@ def _asset_management(notice: Notice) -> None:
         group = groups.setdefault((adam_id, pricing), {"serialNumbers": [], "clientUserIds": []})
         group["serialNumbers" if target_kind == "device" else "clientUserIds"].append(target)
     with host.db.session() as session:
-        known = {(a.adam_id, a.pricing_param): a for a in session.execute(select(VppAsset).where(VppAsset.account_id == account.id)).scalars()
+        known = {(a.adam_id, a.pricing_param): a for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()
                  if (a.adam_id, a.pricing_param) in groups}
     associate = kind == "associate"
     unknown = [key for key in groups if key not in known] if associate else []
@@ -319,8 +320,8 @@ HANDLERS: dict[str, Callable[[Notice], None]] = {
 
 def prune(host: "Host", older_than: datetime) -> int:
     """Forget notifications acted on before ``older_than`` (their ids no longer need guarding)."""
-    return int(host.db.run_write(lambda s: s.execute(delete(VppNotification).where(
-        VppNotification.status != "received", VppNotification.processed_at < older_than)).rowcount))
+    return host.db.run_write(lambda s: rowcount(s.execute(delete(VppNotification).where(
+        col(VppNotification.status) != "received", col(VppNotification.processed_at) < older_than))))
 
 
 def notifications_job(host: "Host") -> None:

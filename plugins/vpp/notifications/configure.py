@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.errors import ConfigError, MdmError, UsageError
 from mdm_core.models import utcnow
@@ -88,7 +88,7 @@ class Change:
         pending = VppPendingSecret(mdm_info_id=self.mdm_info_id, secret_ciphertext=host.secrets.encrypt(self.secret))
 
         def work(session: Session) -> int:
-            session.execute(delete(VppPendingSecret).where(VppPendingSecret.created_at < utcnow() - PENDING_FOR))
+            session.execute(delete(VppPendingSecret).where(col(VppPendingSecret.created_at) < utcnow() - PENDING_FOR))
             session.add(pending)
             session.flush()
             assert pending.id is not None
@@ -117,7 +117,7 @@ class Change:
         """Apple refused (or we stopped): drop the pending secret."""
         if self.pending_id is not None:
             pending_id, self.pending_id = self.pending_id, None
-            host.db.run_write(lambda session: session.execute(delete(VppPendingSecret).where(VppPendingSecret.id == pending_id)))
+            host.db.run_write(lambda session: session.execute(delete(VppPendingSecret).where(col(VppPendingSecret.id) == pending_id)))
 
     @contextmanager
     def abandoned_on_error(self, host: "Host") -> Iterator[None]:

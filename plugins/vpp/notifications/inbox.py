@@ -25,8 +25,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
 
@@ -87,9 +88,9 @@ def authenticate(host: "Host", notify_id: str, authorization: str | None) -> Cal
     ciphertexts: list[str] = []
     if 0 < len(notify_id) <= 64:
         with host.db.session() as session:
-            account = session.execute(select(VppAccount).where(VppAccount.mdm_info_id == notify_id)).scalar_one_or_none()
-            ciphertexts = list(session.execute(select(VppPendingSecret.secret_ciphertext).where(
-                VppPendingSecret.mdm_info_id == notify_id, VppPendingSecret.created_at > utcnow() - PENDING_FOR)).scalars())
+            account = session.execute(select(VppAccount).where(col(VppAccount.mdm_info_id) == notify_id)).scalar_one_or_none()
+            ciphertexts = list(session.execute(select(col(VppPendingSecret.secret_ciphertext)).where(
+                col(VppPendingSecret.mdm_info_id) == notify_id, col(VppPendingSecret.created_at) > utcnow() - PENDING_FOR)).scalars())
     if account is not None and account.notification_secret:
         ciphertexts.append(account.notification_secret)
     secrets: list[str] = []
@@ -233,13 +234,13 @@ def record(session: Session, account_id: int, data: dict[str, Any]) -> bool:
     payload = data["notification"]
     event_id = payload.get("eventId") if ntype in ("ASSET_MANAGEMENT", "USER_MANAGEMENT") else None
     done = ntype == "TEST_NOTIFICATION"  # nothing to act on: it proves Apple reaches us
-    table = VppNotification.__table__  # type: ignore[attr-defined]
-    inserted = session.execute(insert_ignoring_duplicates(session, table).values(
+    table = table_of(VppNotification)
+    inserted = rowcount(session.execute(insert_ignoring_duplicates(session, table).values(
         account_id=account_id, notification_id=data["notificationId"], notification_type=ntype, event_id=event_id,
         body=data, received_at=now, status="done" if done else "received", attempts=0,
         processed_at=now if done else None, detail="Apple reaches this host" if done else None,
-    )).rowcount
-    session.execute(update(VppAccount).where(VppAccount.id == account_id).values(last_notification_at=now))
+    )))
+    session.execute(update(VppAccount).where(col(VppAccount.id) == account_id).values(last_notification_at=now))
     return bool(inserted)
 
 
@@ -258,7 +259,7 @@ def newest_about(host: "Host", account_id: int, event_id: str) -> int:
     """The id of the newest notification about Apple event ``event_id`` of this account (0: none)."""
     with host.db.session() as session:
         newest = session.execute(select(func.max(VppNotification.id)).where(
-            VppNotification.account_id == account_id, VppNotification.event_id == event_id)).scalar_one_or_none()
+            col(VppNotification.account_id) == account_id, col(VppNotification.event_id) == event_id)).scalar_one_or_none()
     return int(newest or 0)
 
 

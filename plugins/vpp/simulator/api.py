@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from .errors import ApiError, service_error_codes
@@ -19,6 +19,12 @@ INVITATION_PATH = "/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 Query = Mapping[str, list[str]]
+
+
+class Headers(Protocol):
+    """Request headers: a mapping, or the HTTP server's (case-insensitive) message."""
+
+    def get(self, name: str, /) -> Any: ...
 
 #: endpoint (relative to /mdm/v2) -> allowed methods
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -149,7 +155,7 @@ class Api:
             "users/retire": lambda b: self._manage_users("RETIRE", b),
         }
 
-    def handle(self, method: str, path: str, query: Query, headers: Mapping[str, str],
+    def handle(self, method: str, path: str, query: Query, headers: Headers,
                body: bytes, self_url: str) -> Response:
         """Answer one request; `self_url` is "http://host:port" of this simulator."""
         endpoint = endpoint_for(path)
@@ -185,7 +191,7 @@ class Api:
         return fields
 
     @staticmethod
-    def _json_body(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    def _json_body(headers: Headers, body: bytes) -> dict[str, Any]:
         content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(9727)
@@ -297,7 +303,7 @@ class Api:
                                   or any(t not in NOTIFICATION_TYPES for t in types)):
             raise ApiError(9602, {"parameter": "notificationTypes"})
         state = self.state
-        if url and not state.test_notification(url, auth):  # Apple refuses what it cannot reach
+        if url and isinstance(auth, str) and not state.test_notification(url, auth):  # Apple refuses what it cannot reach
             raise ApiError(9728)
         if mdm_info is not None:
             state.mdm_info = {k: mdm_info[k] for k in ("id", "name", "metadata")}
@@ -461,7 +467,7 @@ class Api:
         return self._event_response(event_type, {"users": cleaned}, len(cleaned))
 
     # ----------------------------------------------------------------- lookup
-    def _lookup(self, method: str, query: Query, headers: Mapping[str, str]) -> Response:
+    def _lookup(self, method: str, query: Query, headers: Headers) -> Response:
         if method != "GET":
             raise ApiError(9726)
         with self.state.lock:

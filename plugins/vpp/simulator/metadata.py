@@ -9,7 +9,7 @@ platform the iOS entry.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import unquote
 
 from .models import Asset
@@ -89,7 +89,7 @@ def mac_version(asset: Asset) -> str:
     return f"{int(major) + 10}.{rest}" if major.isdigit() else asset.version
 
 
-def lookup(assets: dict[tuple[str, str], Asset], query: dict[str, list[str]], authenticated: bool,
+def lookup(assets: dict[tuple[str, str], Asset], query: Mapping[str, list[str]], authenticated: bool,
            country: str) -> dict[str, Any]:
     """Answer a lookup: public assets always, custom apps only ``authenticated``, unknown ids never."""
     cc = (query.get("cc") or [country])[0] or country
@@ -101,9 +101,9 @@ def lookup(assets: dict[tuple[str, str], Asset], query: dict[str, list[str]], au
     for asset in assets.values():
         by_adam.setdefault(asset.adam_id, asset)
     for adam_id in ids:
-        asset = by_adam.get(adam_id)
-        if asset is not None and (authenticated or not asset.custom):
-            results[adam_id] = lockup(asset, cc, mac)
+        found = by_adam.get(adam_id)
+        if found is not None and (authenticated or not found.custom):
+            results[adam_id] = lockup(found, cc, mac)
     tag = language.lower() if "-" in language else f"{language.lower()}-{cc.lower()}"
     return {
         "results": results,

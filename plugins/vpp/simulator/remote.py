@@ -72,8 +72,8 @@ def describe_actions() -> str:
         params = " ".join(f"{n}={d}" if d != "required" else f"{n}=(required)" for n, d in action_parameters(action))
         lines.append(f"  {action:<19} {doc}" + (f"\n  {'':<19} {params}" if params else ""))
     lines.append("fault KIND [NAME=VALUE ...] [--endpoint E] [--count N] [--after N]:")
-    for kind, (params, doc) in FAULTS.items():
-        lines.append(f"  {kind:<19} {doc}" + "".join(f"\n  {'':<19} {n}: {d}" for n, d in params.items()))
+    for kind, (fault_params, doc) in FAULTS.items():
+        lines.append(f"  {kind:<19} {doc}" + "".join(f"\n  {'':<19} {n}: {d}" for n, d in fault_params.items()))
     lines.append("  " + "; ".join(f"--{n}: {d}" for n, d in FAULT_COMMON.items()))
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 from urllib.parse import parse_qs, urlsplit
 
 from .api import API_PREFIX, Api, Response, endpoint_for
@@ -78,10 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover
-            pass
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
 
@@ -127,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _self_url(self) -> str:
-        host, port = self.server.server_address[:2]
+        host, port = cast(tuple[str, int], self.server.server_address[:2])  # a TCP server's address
         if host in ("0.0.0.0", "::", ""):
             return f"http://{self.headers.get('Host') or f'127.0.0.1:{port}'}"
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -198,9 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         # Headers and body in one write: avoids Nagle / delayed-ACK stalls on keep-alive.
-        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]  # BaseHTTPRequestHandler's buffer, undeclared in typeshed
         if self.command != "HEAD":
-            self._headers_buffer.append(body)
+            self._headers_buffer.append(body)  # type: ignore[attr-defined]  # the same buffer
         self.flush_headers()
 
 
@@ -301,10 +300,8 @@ class Simulator:
         server.shutdown()
         with server.connections_lock:
             for connection in list(server.connections):
-                try:
+                with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -320,7 +317,7 @@ class Simulator:
     def address(self) -> tuple[str, int]:
         if self._server is None:
             raise RuntimeError("simulator not started")
-        host, port = self._server.server_address[:2]
+        host, port = cast(tuple[str, int], self._server.server_address[:2])  # a TCP server's address
         return host, port
 
     @property

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, tuple_, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.models import MdmUser, utcnow
 
 from .. import token_state
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.locks import DbLock
 
-L = VppLicense.__table__  # type: ignore[attr-defined]
-U = VppUser.__table__  # type: ignore[attr-defined]
-A = VppAsset.__table__  # type: ignore[attr-defined]
+L = table_of(VppLicense)
+U = table_of(VppUser)
+A = table_of(VppAsset)
 #: Reads of a number of rows that grows with the account (new users and licenses, removed
 #: licenses) stream: a server-side cursor on PostgreSQL, where psycopg would otherwise fetch the
 #: whole result into memory first (3,000,000 licenses: 600 MB)
@@ -113,7 +114,7 @@ class MirrorUpdate:
         added = 0
         new_rows: list[dict[str, Any]] = []
         linked_new: set[str] = set()
-        MU = MdmUser.__table__  # type: ignore[attr-defined]
+        MU = table_of(MdmUser)
         new_users = select(SU.c.client_user_id, *(SU.c[f] for f in fields), MU.c.id.label("mdm_user")).outerjoin(MU, MU.c.id == SU.c.client_user_id)
         for r in session.execute(new_users.where(is_new), execution_options=STREAMED):
             new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
@@ -129,7 +130,7 @@ class MirrorUpdate:
         removed = 0
         if full:
             gone = ~exists().where(SU.c.run_id == run, SU.c.client_user_id == U.c.client_user_id)
-            removed = session.execute(delete(U).where(U.c.account_id == acc, gone)).rowcount
+            removed = rowcount(session.execute(delete(U).where(U.c.account_id == acc, gone)))
         now = utcnow()
         if added:
             columns = ["account_id", "client_user_id", *fields, "updated_at"]
@@ -142,7 +143,7 @@ class MirrorUpdate:
         retired = [r for r in changed_rows if r["status"] in ("Retired", "Deleted") and r["old_status"] not in ("Retired", "Deleted")]
         retired_ids = {r["client_user_id"] for r in retired}
         other_changes = [r for r in changed_rows if r["client_user_id"] not in retired_ids]
-        linked = known_ids(session, MdmUser.__table__.c.id, [r["client_user_id"] for r in changed_rows])  # type: ignore[attr-defined]
+        linked = known_ids(session, table_of(MdmUser).c.id, [r["client_user_id"] for r in changed_rows])
         for event, rows in (("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
             record_chunks(self.host, session, self.account.name, event, [apple_user(r, linked) for r in rows])
         counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": removed}
@@ -200,7 +201,7 @@ def apply_assets(host: "Host", session: Session, account: VppAccount, assets: di
     again on its own); None: ``assets`` is every asset of the account. Returns the removed
     keys (their licenses are the caller's) and the counts."""
     acc, name = account.id, account.name
-    query = select(VppAsset).where(VppAsset.account_id == acc)
+    query = select(VppAsset).where(col(VppAsset.account_id) == acc)
     if only is not None:
         query = query.where(tuple_(VppAsset.adam_id, VppAsset.pricing_param).in_(sorted(only)))
     mirror = {(r.adam_id, r.pricing_param): r for r in session.execute(query).scalars()}
@@ -218,7 +219,7 @@ def apply_assets(host: "Host", session: Session, account: VppAccount, assets: di
     history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
     history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
     if history:  # the console's chart of assigned and available licenses over time
-        session.execute(insert(VppAssetCount.__table__), [  # type: ignore[attr-defined]
+        session.execute(insert(table_of(VppAssetCount)), [
             {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
             for r in history
         ])
@@ -235,7 +236,7 @@ def move_counts(host: "Host", session: Session, account: VppAccount, key: tuple[
     """Move a mirrored asset's counts by ``assigned`` and ``total`` (``availableCount``
     follows) through :func:`apply_assets`, so that subscribers hear ``vpp_assets_changed`` and
     the count history grows as after a sync; False if the mirror does not know the asset."""
-    asset = session.execute(select(VppAsset).where(VppAsset.account_id == account.id, VppAsset.adam_id == key[0], VppAsset.pricing_param == key[1])
+    asset = session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id, col(VppAsset.adam_id) == key[0], col(VppAsset.pricing_param) == key[1])
                             .execution_options(populate_existing=True)).scalar_one_or_none()
     if asset is None:
         return False
@@ -250,12 +251,14 @@ def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
     """``INSERT`` that skips rows whose key already exists (SQLite and PostgreSQL dialects)."""
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return insert(table)
-    return dialect_insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return insert(table)
 
 
 COUNT_FIELDS = ("assigned_count", "available_count", "retired_count", "total_count")

@@ -25,10 +25,12 @@ from ..models import VppAccount, VppLicense
 from .apply import apply_assets
 from .events import record_license_events, with_known_keys
 
+from mdm_core.db.typed import table_of
+
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
-L = VppLicense.__table__  # type: ignore[attr-defined]
+L = table_of(VppLicense)
 
 
 @dataclass

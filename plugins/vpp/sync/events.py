@@ -7,11 +7,12 @@ The payload shapes are the public contract documented in :mod:`plugins.vpp.hooks
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, bindparam, case, select
 from sqlmodel import Session
 
+from mdm_core.db.typed import table_of
 from mdm_core.models import Device, MdmUser
 
 from ..payloads import LicensesPayload
@@ -23,7 +24,7 @@ EVENT_TARGETS = 1000
 EVENT_RECORDS = 500
 
 
-def record_chunks(host: "Host", session: Session, account: str, event: str, records: list[dict[str, Any]]) -> None:
+def record_chunks(host: "Host", session: Session, account: str, event: str, records: Sequence[Mapping[str, Any]]) -> None:
     """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event."""
     key = "assets" if event.startswith("vpp_assets") else "users"
     for start in range(0, len(records), EVENT_RECORDS):
@@ -33,7 +34,7 @@ def record_chunks(host: "Host", session: Session, account: str, event: str, reco
 def with_known(query: Any, table: Any) -> Any:
     """``query`` (over ``table``'s ``kind`` and ``target``) with a last column: whether the
     MDM inventory knows the holder (an enrolled serial number, an MDM user id)."""
-    D, MU = Device.__table__, MdmUser.__table__  # type: ignore[attr-defined]
+    D, MU = table_of(Device), table_of(MdmUser)
     known = case((table.c.kind == "device", D.c.serial_number.is_not(None)), else_=MU.c.id.is_not(None))
     return (query.add_columns(known.label("known"))
             .outerjoin(D, and_(table.c.kind == "device", D.c.serial_number == table.c.target))
@@ -43,8 +44,8 @@ def with_known(query: Any, table: Any) -> Any:
 def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str, bool]]:
     """(adamId, pricingParam, kind, target) keys, sorted, with whether the inventory knows each
     holder (as :func:`with_known` gives them from a query)."""
-    devices = known_ids(session, Device.__table__.c.serial_number, [t for _, _, k, t in keys if k == "device"])  # type: ignore[attr-defined]
-    users = known_ids(session, MdmUser.__table__.c.id, [t for _, _, k, t in keys if k != "device"])  # type: ignore[attr-defined]
+    devices = known_ids(session, table_of(Device).c.serial_number, [t for _, _, k, t in keys if k == "device"])
+    users = known_ids(session, table_of(MdmUser).c.id, [t for _, _, k, t in keys if k != "device"])
     return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
 
 
@@ -56,7 +57,7 @@ def record_license_events(host: "Host", session: Session, account: str, event: s
     batch: list[str] = []
     known: set[str] = set()
     current: tuple[str, str, str] | None = None
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[str, Mapping[str, Any]]] = []
 
     def flush() -> None:
         if current and batch:
@@ -88,7 +89,7 @@ def record_license_events(host: "Host", session: Session, account: str, event: s
 
 def license_payload(session: Session, account: str, adam_id: str, pricing: str, kind: str, targets: list[str], source: str) -> LicensesPayload:
     """The payload of a licenses event, with the targets the MDM inventory knows."""
-    column = Device.__table__.c.serial_number if kind == "device" else MdmUser.__table__.c.id  # type: ignore[attr-defined]
+    column = table_of(Device).c.serial_number if kind == "device" else table_of(MdmUser).c.id
     return licenses_payload(account, adam_id, pricing, kind, targets, known_ids(session, column, targets), source)
 
 

@@ -36,12 +36,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sqlalchemy import bindparam, delete, exists, func, select
+from sqlmodel import Session, col
 
 from mdm_core.db.bulk import insert_rows
+from mdm_core.db.typed import table_of
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
@@ -61,9 +64,9 @@ STAGE_BATCH = 20000  # rows per staging transaction: fewer, larger commits write
 DIFF_LIMIT = 50_000  # mirrored licenses of one asset compared in memory when it is read again (larger: staged whole)
 REMOVED_LIMIT = 200_000  # removals kept in memory by one read; past it, re-read assets are staged whole
 
-L = VppLicense.__table__  # type: ignore[attr-defined]
-SL = VppStageLicense.__table__  # type: ignore[attr-defined]
-SU = VppStageUser.__table__  # type: ignore[attr-defined]
+L = table_of(VppLicense)
+SL = table_of(VppStageLicense)
+SU = table_of(VppStageUser)
 
 AssetKey = tuple[str, str]
 #: an asset's mirrored licenses, for :meth:`SyncReader._mirrored` (built once)
@@ -178,7 +181,7 @@ class SyncReader:
         for attempt in range(ASSET_READS):
             assets: dict[AssetKey, dict[str, Any]] = {}
 
-            def on_page(page: dict[str, Any]) -> None:
+            def on_page(page: dict[str, Any], assets: dict[AssetKey, dict[str, Any]] = assets) -> None:
                 for row in page_assets(page):
                     assets[(row["adam_id"], row["pricing_param"])] = row
 
@@ -240,9 +243,11 @@ class SyncReader:
         """Read the assignments of these assets again in full, replacing what is staged for them
         (in an incremental sync, compared with the mirror: see the module docstring)."""
         self._staged = None
+        def drop(session: Session, chunk: list[str]) -> None:
+            session.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(chunk)))
+
         for start in range(0, len(adam_ids), 500):
-            chunk = adam_ids[start:start + 500]
-            self.host.db.run_write(lambda s, c=chunk: s.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(c))))
+            self.host.db.run_write(partial(drop, chunk=adam_ids[start:start + 500]))
         for adam_id in adam_ids:
             self.matched.pop(adam_id, None)
             self.removed.pop(adam_id, None)
@@ -356,7 +361,7 @@ class SyncReader:
         pooled connection: it runs once per asset read again, from several threads."""
         with self.host.db.engine.connect() as conn:
             rows = {(p, k, t) for p, k, t in conn.execute(_MIRRORED, {"account": self.account.id, "adam": adam_id})}
-        return rows if len(rows) <= DIFF_LIMIT else None  # type: ignore[return-value]
+        return rows if len(rows) <= DIFF_LIMIT else None
 
     def _staged_counts(self) -> dict[AssetKey, int]:
         """Distinct staged licenses per asset (kept until the staged licenses change: a re-read)."""
@@ -395,7 +400,7 @@ class SyncReader:
         return unknown
 
 
-def in_mirror(account_id: int) -> Any:
+def in_mirror(account_id: int | None) -> Any:
     """SQL: the staged license row is already in the account's mirror."""
     return exists().where(L.c.account_id == account_id, L.c.adam_id == SL.c.adam_id, L.c.pricing_param == SL.c.pricing_param, L.c.kind == SL.c.kind, L.c.target == SL.c.target)
 
@@ -404,8 +409,8 @@ def clear_stage(host: "Host", run_id: int) -> None:
     """Drop what a run staged (a failed, interrupted or abandoned read)."""
 
     def work(session: Any) -> None:
-        session.execute(delete(VppStageLicense).where(VppStageLicense.run_id == run_id))
-        session.execute(delete(VppStageUser).where(VppStageUser.run_id == run_id))
+        session.execute(delete(VppStageLicense).where(col(VppStageLicense.run_id) == run_id))
+        session.execute(delete(VppStageUser).where(col(VppStageUser.run_id) == run_id))
 
     host.db.run_write(work)
 

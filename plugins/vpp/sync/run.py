@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import delete, func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from mdm_core.db.typed import stored_id, table_of
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
@@ -61,7 +62,7 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
         if account is not None:
             names = [get_account(session, account).name]
         else:
-            names = list(session.execute(select(VppAccount.name).order_by(VppAccount.name)).scalars())
+            names = list(session.execute(select(col(VppAccount.name)).order_by(col(VppAccount.name))).scalars())
     reports = []
     for name in names:
         try:
@@ -83,35 +84,35 @@ def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = 
     s = settings(host)
     with host.db.session() as session:
         account = get_account(session, name)
-    report: dict[str, Any] = {"account": name, "trigger": trigger, "mode": None, "status": None, "error": None, "error_type": None}
     if trigger == "schedule" and account.paused:
-        report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
-        return report
+        return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
     lock = account_lock(host, account.id)
     try:
         lock.acquire(wait=s.lock_wait if wait is None else wait)
     except LockBusy as exc:
         detail = exc.info.describe() if exc.info else "another process holds its lock"
-        report.update(status="already running", error=f"a sync of {name} is already running ({detail})")
-        return report
+        return _not_run(name, trigger, "already running", f"a sync of {name} is already running ({detail})")
     try:
         # read the account again under the lock: a sync we waited for may have stored new
         # versionIds, paused the account, or the account may have been removed meanwhile
         with host.db.session() as session:
             account = get_account(session, name)
         if trigger == "schedule" and account.paused:
-            report.update(status="skipped", error=f"token {token_state.effective_state(account)}: waiting for the user to act")
-            return report
+            return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
         seen = SCHEDULED_AFTER.get() if trigger == "schedule" else None
         if seen is not None and account.last_sync_at != seen[0]:  # another host synced it since it fell due
-            report.update(status="skipped", error=f"already synced at {format_time(account.last_sync_at)} (by another host)")
-            return report
+            return _not_run(name, trigger, "skipped", f"already synced at {format_time(account.last_sync_at)} (by another host)")
         report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
     finally:
         _release(lock)
     host.deliver_events()
     report["duration_s"] = round(time.monotonic() - wall, 3)
     return report
+
+
+def _not_run(name: str, trigger: str, status: str, error: str) -> SyncReport:
+    """The report of a sync that did not start (skipped, already running): the first six keys."""
+    return {"account": name, "trigger": trigger, "mode": None, "status": status, "error": error, "error_type": None}
 
 
 def _release(lock: DbLock) -> None:
@@ -122,9 +123,10 @@ def _release(lock: DbLock) -> None:
 
 
 def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lock: DbLock, reconcile: int) -> SyncReport:
-    _cleanup_abandoned(host, account.id, lock)
+    account_id = stored_id(account)
+    _cleanup_abandoned(host, account_id, lock)
     mode = choose_mode(account, full, reconcile)
-    run_id = host.db.run_write(lambda s: _new_run(s, account.id, trigger, mode, lock.holder))
+    run_id = host.db.run_write(lambda s: _new_run(s, account_id, trigger, mode, lock.holder))
     progress.started(account.name, mode)
     started = utcnow()
     client = None
@@ -150,7 +152,7 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
         message = _failure(account.name, trigger, exc, host)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
         _best_effort(f"record the failure of run {run_id}",
-                     lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account.id, run_id, mode, exc, message)))
+                     lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account_id, run_id, mode, exc, message)))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
     except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
         why = str(exc) or type(exc).__name__
@@ -230,7 +232,7 @@ def _record_failure(host: "Host", session: Session, account_id: int, run_id: int
 
 def _mark_interrupted(host: "Host", run_id: int, error: str) -> None:
     host.db.run_write(lambda s: s.execute(
-        update(VppSyncRun).where(VppSyncRun.id == run_id, VppSyncRun.status == "running").values(status="interrupted", finished_at=utcnow(), error=error)
+        update(VppSyncRun).where(col(VppSyncRun.id) == run_id, col(VppSyncRun.status) == "running").values(status="interrupted", finished_at=utcnow(), error=error)
     ))
 
 
@@ -241,8 +243,8 @@ def _cleanup_abandoned(host: "Host", account_id: int, lock: DbLock) -> None:
     that have ended are dropped too."""
     now = utcnow()
     with host.db.session() as session:
-        running = list(session.execute(select(VppSyncRun.id, VppSyncRun.holder, VppSyncRun.started_at).where(
-            VppSyncRun.account_id == account_id, VppSyncRun.status == "running")).all())
+        running = list(session.execute(select(col(VppSyncRun.id), col(VppSyncRun.holder), col(VppSyncRun.started_at)).where(
+            col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "running")).all())
     for run_id, holder, started in running:
         if holder == lock.holder:
             continue
@@ -252,12 +254,12 @@ def _cleanup_abandoned(host: "Host", account_id: int, lock: DbLock) -> None:
         clear_stage(host, run_id)
         _mark_interrupted(host, run_id, "the process stopped during this sync")
 
-    live = select(VppSyncRun.id).where(VppSyncRun.status == "running")
-    tables = (VppStageLicense, VppStageUser)
+    live = select(col(VppSyncRun.id)).where(col(VppSyncRun.status) == "running")
+    tables = (table_of(VppStageLicense), table_of(VppStageUser))
     with host.db.session() as session:  # a read first: most syncs find nothing to drop and take no write lock for it
-        found = any(session.execute(select(t.id).where(t.run_id.not_in(live)).limit(1)).first() for t in tables)  # type: ignore[attr-defined]
+        found = any(session.execute(select(t.c.id).where(t.c.run_id.not_in(live)).limit(1)).first() for t in tables)
     if found:
-        host.db.run_write(lambda session: [session.execute(delete(t).where(t.run_id.not_in(live))) for t in tables])  # type: ignore[attr-defined]
+        host.db.run_write(lambda session: [session.execute(delete(t).where(t.c.run_id.not_in(live))) for t in tables])
 
 
 def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> SyncReport:
@@ -272,7 +274,7 @@ def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages
 def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *, offset: int = 0) -> list[dict[str, Any]]:
     """The latest sync runs, newest first (``offset`` skips the newest ones); a run whose holder
     is gone shows ``interrupted``."""
-    query = runs_query().order_by(VppSyncRun.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+    query = runs_query().order_by(col(VppSyncRun.id).desc()).offset(offset).limit(limit)
     if name:
         query = query.where(VppAccount.name == name)
     with host.db.session() as session:
@@ -288,15 +290,15 @@ def get_run(host: "Host", run_id: int) -> dict[str, Any] | None:
 
 def latest_runs(host: "Host") -> dict[str, dict[str, Any]]:
     """The latest sync run of each account, by account name."""
-    latest = select(func.max(VppSyncRun.id)).group_by(VppSyncRun.account_id)
+    latest = select(func.max(col(VppSyncRun.id))).group_by(col(VppSyncRun.account_id))
     with host.db.session() as session:
-        rows = run_rows(host, session.execute(runs_query().where(VppSyncRun.id.in_(latest))).all())  # type: ignore[union-attr]
+        rows = run_rows(host, session.execute(runs_query().where(col(VppSyncRun.id).in_(latest))).all())
     return {row["account"]: row for row in rows}
 
 
 def runs_query() -> Any:
     """Rows ``(VppSyncRun, account name)`` for :func:`run_rows`."""
-    return select(VppSyncRun, VppAccount.name).join(VppAccount, VppAccount.id == VppSyncRun.account_id)
+    return select(VppSyncRun, col(VppAccount.name)).join(VppAccount, col(VppAccount.id) == col(VppSyncRun.account_id))
 
 
 def run_rows(host: "Host", rows: Iterable[Any]) -> list[dict[str, Any]]:
