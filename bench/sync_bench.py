@@ -264,7 +264,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
     sim = Sim(workdir, args.seed, assets, assignments, users, devices, args.page_size)
     out: dict[str, Any] = {"label": label, "size": SIZES[label], "sites": []}
     try:
-        say(f"[{label}] simulator up in {time.perf_counter() - started:.1f} s; {assets:,} assets, {assignments:,} assignments, {users:,} users, {devices:,} devices")
+        say(f"[{label}] simulator up in {time.perf_counter() - started:.1f} s; "
+            f"{assets:,} assets, {assignments:,} assignments, {users:,} users, {devices:,} devices")
         sites = []
         for database in args.databases:
             for plugins in args.plugins:
@@ -292,8 +293,9 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
         say(f"[{label}] floor: download+parse {floor['fetch']:.2f} s ({floor['pages']} pages, {floor['rows']:,} rows); "
             + "; ".join(f"{INSERT_FLOOR[db]} {t:.2f} s" for db, t in floor["insert"].items()))
 
-        prof = lambda site, phase: (["--profile-out", str(root / f"profile-{label}-{site.database}-{site.plugins}-{phase}.txt")]  # noqa: E731
-                                    if args.profile else [])
+        def prof(site: Any, phase: str) -> list[str]:
+            return ["--profile-out", str(root / f"profile-{label}-{site.database}-{site.plugins}-{phase}.txt")] if args.profile else []
+
         want = apple_digest(sim.snapshot())
         for site in sites:
             r = site.results["full"] = run_worker("sync", site, sim, "--full", *prof(site, "full"))

@@ -426,7 +426,7 @@ class _FirstWrite:
     """A text file that notes when the first row was written."""
 
     def __init__(self, path: Path, started: float):
-        self.file = open(path, "w", encoding="utf-8")
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115  # kept open while rows come; closed by close()
         self.started = started
         self.first: float | None = None
 

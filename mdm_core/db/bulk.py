@@ -21,10 +21,9 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iter
     names = ", ".join(f'"{c}"' for c in columns)
     if dialect == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection
-        with raw.cursor() as cursor:  # type: ignore[union-attr]  # a checked-out connection has its driver connection
-            with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:  # type: ignore[union-attr]  # a checked-out connection has its driver connection
+            for row in rows:
+                copy.write_row(row)
     elif dialect == "sqlite":
         marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
     rm.add_argument("serial", metavar="SERIAL")
     rm.set_defaults(func=_devices_remove)
     imp = dsub.add_parser("import", help="import devices from CSV", description="Import devices from a UTF-8 CSV file whose header names its columns, in any order: "
-                          "serial_number and platform required, udid, model, user and enrollment_type (device, automated or user) optional, others ignored. New devices are enrolled, "
+                          "serial_number and platform required, udid, model, user and enrollment_type (device, automated or user) optional, "
+                          "others ignored. New devices are enrolled, "
                           "enrolled ones get the values given (an empty cell keeps the stored value). A bad row is reported by line and nothing is written.")
     imp.add_argument("file", metavar="FILE.csv")
     imp.set_defaults(func=_devices_import)

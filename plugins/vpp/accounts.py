@@ -229,7 +229,8 @@ def add_account(
             with host.db.session() as session:
                 other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
             if other:
-                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with `mdm vpp account set {other} --token-file {token_file}`")
+                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': "
+                                 f"renew it with `mdm vpp account set {other} --token-file {token_file}`")
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:

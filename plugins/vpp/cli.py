@@ -122,7 +122,9 @@ def _account_add(host: "Host", args: argparse.Namespace) -> int:
 
     account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over,
                           notifications=_on_off(args.notifications))
-    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}")
+    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), "
+        f"token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "
+        f"sync every {account['interval_seconds']}s, notifications {account['notifications']}")
     return 0
 
 
@@ -149,7 +151,8 @@ def _account_set(host: "Host", args: argparse.Namespace) -> int:
 
     account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over,
                           notifications=_on_off(args.notifications), service_url=args.service_url)
-    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, sync every {account['interval_seconds']}s, notifications {account['notifications']}"
+    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "
+        f"sync every {account['interval_seconds']}s, notifications {account['notifications']}"
         + (f", service {account['service_url']}" if args.service_url else ""))
     return 0
 

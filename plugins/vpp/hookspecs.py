@@ -284,7 +284,10 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
     """A sync committed assets that are new to the account (a purchase, a transfer).
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: Apple asset dicts (``adamId``, ``pricingParam``, ``productType``, the four counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``), at most 500 per event.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``):
+    ``account``, ``assets``: Apple asset dicts (``adamId``, ``pricingParam``, ``productType``,
+    the four counts, ``deviceAssignable``, ``revocable``, ``supportedPlatforms``), at most 500
+    per event.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -296,7 +299,8 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
     of this host, or Apple's notification, that moved an asset's counts (with its licenses event).
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``): ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AssetsPayload``):
+    ``account``, ``assets``: the new asset dicts, as in ``mdm_vpp_assets_added``.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -318,7 +322,10 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
     """Licenses newly associated with devices or users were committed: found by a sync (e.g. assigned in Apple's portal) or associated by this host.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesPayload``): ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` or ``request``), ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event), ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesPayload``):
+    ``account``, ``adamId``, ``pricingParam``, ``source`` (``sync`` or ``request``),
+    ``serialNumbers`` and ``clientUserIds`` (at most 1000 targets per event),
+    ``enrolledSerialNumbers`` / ``mdmUserIds``: the subset known to the MDM inventory.
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -355,7 +362,9 @@ def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
     """A sync or a registration committed VPP users new to the account.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UsersPayload``): ``account``, ``users``: Apple user dicts (``clientUserId``, ``email``, ``status``, ``idHash``, ``inviteCode``) with ``mdmUser`` (the linked MDM user or None).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UsersPayload``):
+    ``account``, ``users``: Apple user dicts (``clientUserId``, ``email``, ``status``,
+    ``idHash``, ``inviteCode``) with ``mdmUser`` (the linked MDM user or None).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -388,7 +397,8 @@ def mdm_vpp_user_invited(host: "Host", event: "Event") -> None:
     """A VPP user was registered without a Managed Apple ID and must accept an invitation.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UserInvitedPayload``): ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``UserInvitedPayload``):
+    ``account``, ``clientUserId``, ``email``, ``invitationUrl`` (send it to the user).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
@@ -399,7 +409,9 @@ def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
     """An account's token changed state: ``valid``, ``expiring_30``, ``expiring_14``, ``expiring_7``, ``expired``, ``revoked``, ``invalid`` or ``taken_over``.
 
     When: after the commit, delivered from the outbox.
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``TokenStatePayload``): ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name), ``tokenExpirationDate``, ``action`` (what the user should do).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``TokenStatePayload``):
+    ``account``, ``previous``, ``state``, ``detail`` (e.g. the other MDM's name),
+    ``tokenExpirationDate``, ``action`` (what the user should do).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """

@@ -37,7 +37,8 @@ ACTIONS = {
     "expired": "download a new token from Apple School/Business Manager, then: mdm vpp account set NAME --token-file NEW.vpptoken",
     "revoked": "the token was revoked in Apple School/Business Manager: download a new one, then mdm vpp account set NAME --token-file NEW.vpptoken",
     "invalid": "Apple rejects the token: download a new one, then mdm vpp account set NAME --token-file NEW.vpptoken",
-    "taken_over": "another MDM claimed this location: stop it using the token, then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
+    "taken_over": "another MDM claimed this location: stop it using the token, "
+                  "then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
 }
 
 #: The same advice for the console, where the token is renewed by uploading it (Renew token).

@@ -206,7 +206,8 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
     needed = [s for s in checked if s not in held]
     if needed and asset.available_count < len(needed):
         for serial in needed:
-            out.add(serial, "refused", f"not enough licenses: {asset.available_count} available in account '{asset.account}', {len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)")
+            out.add(serial, "refused", f"not enough licenses: {asset.available_count} available in account '{asset.account}', "
+                                       f"{len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)")
         needed = []
     succeeded: list[str] = list(held)
     intents = record_intent(host, asset, "device", needed) if needed else {}
