@@ -7,6 +7,7 @@ Runs when ``MDM_TEST_POSTGRES_URL`` is set (``.ci/run`` starts PostgreSQL)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 import os
 import signal
 import subprocess
@@ -110,7 +111,7 @@ def test_three_hosts_share_six_accounts_and_take_over_a_killed_one(make_host: Ca
         mine = sorted((r for r in runs if r["account"] == f"site{i}" and r["status"] in ("ok", "error")), key=lambda r: r["started_at"])
         # never two syncs of one account at a time, and once per interval across the hosts:
         # the next sync starts one interval after the previous one finished, whichever host runs it
-        for before, after in zip(mine, mine[1:]):
+        for before, after in pairwise(mine):
             assert after["started_at"] >= before["finished_at"] + timedelta(seconds=INTERVAL - 0.5), (i, before, after)
         # the killed host's accounts were taken over within one interval (plus scheduling latency)
         later = [r for r in mine if r["started_at"] > killed]

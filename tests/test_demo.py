@@ -130,7 +130,7 @@ def test_quiet_demo_prints_nothing_unless_it_fails(project_dir: Path, capsys: py
 
     real = demo._mdm
 
-    def sync_fails(host, command):  # type: ignore[no-untyped-def]
+    def sync_fails(host, command):
         if command.startswith("vpp sync"):
             print("demo: full sync failed: (a simulated failure)")
             return 1

@@ -21,13 +21,13 @@ def test_license_audit_records_portal_changes_once(make_host: Callable[..., Host
     audit = project_dir / "var" / "audit.jsonl"
     first = [json.loads(line) for line in audit.read_text().splitlines()]
     assert first and {line["change"] for line in first} == {"associated"}
-    assert sum(len(l["devices"]) + len(l["users"]) for l in first) == len(simulator.snapshot()["assignments"])
+    assert sum(len(e["devices"]) + len(e["users"]) for e in first) == len(simulator.snapshot()["assignments"])
 
     adam_id, pricing, kind, target = next(tuple(a) for a in simulator.snapshot()["assignments"] if a[2] == "serialNumber")
     simulator.remove_in_portal(adam_id, pricing, serial_number=target)
     assert sync_account(host, "school")["status"] == "ok"
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    removed = [l for l in lines[len(first):] if l["change"] == "disassociated"]
+    removed = [e for e in lines[len(first):] if e["change"] == "disassociated"]
     assert removed == [{**removed[0], "adamId": adam_id, "devices": [target], "users": [], "source": "sync"}]
 
     # Delivering the same event again (as after a crash) writes nothing new.

@@ -30,8 +30,8 @@ def _mirror(host: Host) -> set[tuple[str, str, str, str]]:
     from plugins.vpp.views import list_licenses
 
     return {
-        (l["adamId"], l["pricingParam"], "serialNumber" if "serialNumber" in l else "clientUserId", l.get("serialNumber") or l.get("clientUserId"))
-        for l in list_licenses(host, "school")
+        (lic["adamId"], lic["pricingParam"], "serialNumber" if "serialNumber" in lic else "clientUserId", str(lic.get("serialNumber") or lic.get("clientUserId")))
+        for lic in list_licenses(host, "school")
     }
 
 

@@ -25,7 +25,7 @@ from mdm_core.db.migrate import alembic_config, order
 from mdm_core.host import Host
 from mdm_core.testing import MdmRunner
 
-from .conftest import PG_ADMIN_URL, PG_SKIP_REASON, head_revision
+from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_0_1_0"
 RELEASE_HISTORIES = ("core", "mobile_apps", "vpp")
@@ -77,9 +77,9 @@ def build_release_0_1_0(url: str) -> None:
                 if rows.get(table.name):
                     conn.execute(table.insert(), [_typed(table, r) for r in rows[table.name]])
             if engine.dialect.name == "postgresql":
-                for table, column in (("core_event", "seq"), ("vpp_account", "id"), ("vpp_sync_run", "id"), ("mobile_apps_app", "id"),
-                                      ("mobile_apps_install", "id"), ("mobile_apps_reclaim", "id")):
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), (SELECT max({column}) FROM {table}))"))
+                for name, column in (("core_event", "seq"), ("vpp_account", "id"), ("vpp_sync_run", "id"), ("mobile_apps_app", "id"),
+                                     ("mobile_apps_install", "id"), ("mobile_apps_reclaim", "id")):
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', '{column}'), (SELECT max({column}) FROM {name}))"))
     finally:
         engine.dispose()
 

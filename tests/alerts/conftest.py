@@ -70,7 +70,7 @@ class Mailbox:
     logins: list[tuple[str, str]] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         self.envelopes.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "starttls": session.ssl is not None})
         return "250 OK"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from freezegun import freeze_time
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from plugins.vpp.simulator import Simulator
 
 from .conftest import alerts, sync, titles
 
-SIM = {"seed": 5, "assets": 6, "devices": 20, "users": 10, "page_size": 7, "async_delay": 0}
+SIM: dict[str, Any] = {"seed": 5, "assets": 6, "devices": 20, "users": 10, "page_size": 7, "async_delay": 0}
 
 
 def test_token_states_are_alerted_once_each_and_sent(alerts_host, webhook_server, project_dir):

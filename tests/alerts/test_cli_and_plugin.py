@@ -12,6 +12,7 @@ from mdm_core.errors import MdmError
 from mdm_core.events import Event
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, sync
+from sqlmodel import col
 
 
 def configure(mdm, text: str) -> None:
@@ -183,7 +184,7 @@ def test_other_subscribers_run_when_the_plugin_fails(alerts_host, simulator, mon
 
     assert list_apps(host)  # mobile_apps published the apps from the same events
     with host.db.session() as session:
-        failures = list(session.execute(select(SubscriberFailure.plugin, SubscriberFailure.error)).all())
+        failures = list(session.execute(select(col(SubscriberFailure.plugin), col(SubscriberFailure.error))).all())
     assert failures and {p for p, _ in failures} == {"alerts"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.models import SubscriberFailure
 from plugins.alerts.delivery import check, deliver_due
@@ -22,8 +23,8 @@ def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, p
 
     hook = webhook_server()
     scarce, _ = simulator.purchase(count=2)
-    host = make_host(config=FAST_VPP + '[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = { %s = 2 }\n'
-                     'webhooks = { ops = { env = "OPS_URL" } }\n' % scarce, environ={"OPS_URL": hook.url}, database_url=pg_url)
+    host = make_host(config=FAST_VPP + f'[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = {{ {scarce} = 2 }}\n'
+                     'webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=pg_url)
     assert host.db.url.get_backend_name() == "postgresql"
     add_account(host, "school", str(simulator.write_token(project_dir / "t.vpptoken")), service_url=simulator.base_url)
     simulator.assign_in_portal(scarce, serial_number="PORTAL000001")
@@ -35,4 +36,4 @@ def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, p
     assert [a["state"] for a in alerts(host)] == ["low", "failing", "ok"]
     assert deliver_due(host)["sent"] == 3 and len(hook.requests) == 3
     with host.db.session() as session:
-        assert list(session.execute(select(SubscriberFailure.plugin, SubscriberFailure.error)).all()) == []
+        assert list(session.execute(select(col(SubscriberFailure.plugin), col(SubscriberFailure.error))).all()) == []

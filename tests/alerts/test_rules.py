@@ -4,19 +4,21 @@ which token changes are news."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 import pytest
 
 from mdm_core.errors import ConfigError
 from plugins.alerts.rules import license_alert, license_level, token_alert
 from plugins.alerts.settings import Threshold, parse_threshold
+from plugins.vpp.payloads import Asset
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
-def asset(available: int, total: int) -> dict:
-    return {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": available, "totalCount": total,
-            "assignedCount": total - available, "retiredCount": 0}
+def asset(available: int, total: int) -> Asset:
+    return cast("Asset", {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": available, "totalCount": total,
+            "assignedCount": total - available, "retiredCount": 0})  # only what the rules read
 
 
 @pytest.mark.parametrize("threshold, available, total, level", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -35,10 +36,8 @@ def all_command_paths():
         paths = []
         for name, sub in subcommands(parser).items():
             paths.append([name])
-            try:
+            with contextlib.suppress(StopIteration):
                 paths += [[name, child] for child in subcommands(sub)]
-            except StopIteration:
-                pass
         return paths
     finally:
         host.close()

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlmodel import Session, SQLModel
+from sqlmodel import SQLModel, Session, col
 
+from mdm_core.db.typed import table_of
 from mdm_core.db.types import UTCDateTime
 from mdm_core.models import Device
 
@@ -42,16 +43,16 @@ def test_values_are_stored_in_utc_and_read_back_aware_utc(engine_url: str) -> No
     kwargs = {"connect_args": {"options": "-c timezone=America/New_York"}} if engine_url.startswith("postgresql") else {}
     engine = create_engine(engine_url, **kwargs)
     try:
-        SQLModel.metadata.create_all(engine, tables=[Device.__table__])  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(engine, tables=[table_of(Device)])
         paris_noon = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)
         with Session(engine) as session:
             session.add(Device(serial_number="A1", platform="iOS", enrolled_at=paris_noon))
             session.add(Device(serial_number="N1", platform="iOS", enrolled_at=datetime(2026, 3, 1, 10, 0)))  # naive: taken as UTC
             session.commit()
         with Session(engine) as session:
-            read = {serial: at for serial, at in session.execute(select(Device.serial_number, Device.enrolled_at))}
+            read = {serial: at for serial, at in session.execute(select(col(Device.serial_number), col(Device.enrolled_at)))}
             # comparisons in SQL convert the parameter the same way
-            later = session.execute(select(Device.serial_number).where(Device.enrolled_at >= datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc))).scalars().all()
+            later = session.execute(select(col(Device.serial_number)).where(col(Device.enrolled_at) >= datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc))).scalars().all()
         for value in read.values():
             assert value.tzinfo == timezone.utc
             assert value == datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from mdm_core.models import OutboxEvent, SubscriberFailure
 
@@ -72,7 +73,7 @@ def test_every_event_has_a_stable_id(make_host, subscribers):
     ids = {c[2] for c in good1.calls + good2.calls}
     assert ids == {recorded.id}
     with host.db.session() as s:
-        assert s.execute(select(OutboxEvent.id)).scalars().all() == [recorded.id]
+        assert s.execute(select(col(OutboxEvent.id))).scalars().all() == [recorded.id]
 
 
 def test_rolled_back_transaction_delivers_nothing(make_host, subscribers):

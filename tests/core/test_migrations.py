@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, inspect, text
 from mdm_core.db.migrate import MigrationSet, SchemaAhead, SchemaBehind, order
 from mdm_core.errors import PluginError
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON, head_revision
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
 PLUGIN = '''
 from pathlib import Path

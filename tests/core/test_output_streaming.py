@@ -39,7 +39,7 @@ def test_rows_are_printed_while_they_are_read() -> None:
         out = io.StringIO()
         seen_at: list[str] = []
 
-        def source() -> Iterator[dict[str, Any]]:
+        def source(out: io.StringIO = out, seen_at: list[str] = seen_at) -> Iterator[dict[str, Any]]:
             for i in range(WIDTH_SAMPLE * 3):
                 if i == WIDTH_SAMPLE * 2:
                     seen_at.append(out.getvalue())

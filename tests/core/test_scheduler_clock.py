@@ -3,6 +3,7 @@ daylight-saving changes (a controlled clock, with TZ set, no sleeps)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 import datetime as dt
 import time
 from typing import Any, Callable, Iterator
@@ -33,7 +34,7 @@ def new_york_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dt.dat
 
     class FakeDatetime(real):  # type: ignore[misc,valid-type]
         @classmethod
-        def now(cls, tz: Any = None) -> dt.datetime:  # type: ignore[override]
+        def now(cls, tz: Any = None) -> dt.datetime:
             utc = clocks[-1].utc
             return utc.astimezone(NEW_YORK).replace(tzinfo=None) if tz is None else utc.astimezone(tz)
 
@@ -52,7 +53,7 @@ def new_york_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dt.dat
 
 
 def _gaps(runs: list[dt.datetime]) -> list[float]:
-    return [(b - a).total_seconds() for a, b in zip(runs, runs[1:])]
+    return [(b - a).total_seconds() for a, b in pairwise(runs)]
 
 
 def test_a_60_second_job_keeps_running_through_the_autumn_change(new_york_clock: Callable[[dt.datetime], Clock]) -> None:

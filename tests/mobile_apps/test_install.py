@@ -10,6 +10,7 @@ from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs.commands import list_installs
 
 from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
+from sqlmodel import col
 
 
 def test_device_install_end_to_end(host, simulator, mdm):
@@ -216,7 +217,7 @@ def test_auto_install_on_a_portal_assignment(make_apps_host, simulator):
     assert cmd["payload"]["iTunesStoreID"] == int(a[0]["adamId"]) and cmd["payload"]["Options"] == {"PurchaseMethod": 1}
     assert commands(host, mac) == []
     with host.db.session() as session:
-        [event] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_licenses_associated")).scalars()
+        [event] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
                    if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a[0]["adamId"]]
     from mdm_core.events import Event
 
@@ -306,7 +307,7 @@ def test_a_redelivered_license_event_does_not_install_the_app_again(make_apps_ho
     [command] = commands(host, ipad)
     set_command_status(host, command["uuid"], "acknowledged")  # the device installed it
     with host.db.session() as session:
-        [event] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_licenses_associated")).scalars()
+        [event] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
                    if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a["adamId"]]
     host.events.dispatch(Event(name=event.name, payload=event.payload, id=event.id))  # delivered again
     host.deliver_events()

@@ -6,10 +6,12 @@ without blocking the command; a removed user is retired at Apple."""
 
 from __future__ import annotations
 
+from typing import Any
 
 from mdm_core.inventory import add_device, add_user, list_commands, set_command_status
 
 from .conftest import app_id, fixed_assets, free_serials, holders
+from sqlmodel import col
 
 
 def _commands(host, serial, request_type):
@@ -68,7 +70,8 @@ def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclai
     from mdm_core.models import utcnow
     from plugins.mobile_apps.models import Reclaim
 
-    held_by, kept_by = {}, {}
+    held_by: dict[Any, Any] = {}
+    kept_by: dict[Any, Any] = {}
     for adam_id, pricing, kind, target in simulator.snapshot()["assignments"]:
         if kind == "serialNumber":
             revocable = simulator.state.assets[(adam_id, pricing)].revocable
@@ -129,11 +132,11 @@ def test_licenses_removed_in_the_portal_are_followed_up_only_where_this_mdm_inst
         assert simulator.state.remove_in_portal(other["adamId"], **{kind: target})
     assert simulator.state.remove_in_portal(mine["adamId"], serial_number=serial)
     with host.db.session() as session:
-        before = set(session.execute(select(SeenEvent.event_id)).scalars())
+        before = set(session.execute(select(col(SeenEvent.event_id))).scalars())
     report = sync(host)
     assert report["counts"]["licenses"]["removed"] == len(taken) + 1
     with host.db.session() as session:
-        seen = [name for event_id, name in session.execute(select(SeenEvent.event_id, SeenEvent.name)) if event_id not in before]
+        seen = [name for event_id, name in session.execute(select(col(SeenEvent.event_id), col(SeenEvent.name))) if event_id not in before]
     assert seen.count("vpp_licenses_disassociated") == 1  # the asset this MDM installed; the other asset's event cost no write
     [queued] = _commands(host, serial, "InstallApplication")
     assert queued["status"] == "canceled"

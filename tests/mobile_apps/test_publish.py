@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from mdm_core.events import Event
 from mdm_core.models import utcnow
@@ -115,7 +116,7 @@ def test_redelivered_events_change_nothing(host, simulator):
     from mdm_core.models import OutboxEvent
 
     with host.db.session() as session:
-        published = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "mobile_apps_app_published")).scalars()
+        published = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "mobile_apps_app_published")).scalars()
                      if e.payload["adamId"] == new_adam]
     assert len(published) == 1
 
@@ -164,7 +165,7 @@ def test_an_old_event_delivered_again_does_not_bring_back_a_retired_app(host, si
     new_adam, _ = simulator.purchase(count=2)
     sync(host)
     with host.db.session() as session:
-        [added] = [e for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_assets_added")).scalars()
+        [added] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_assets_added")).scalars()
                    if any(a["adamId"] == new_adam for a in e.payload["assets"])]
     simulator.remove_asset(new_adam)
     sync(host)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 
@@ -40,7 +41,7 @@ def test_removing_a_device_reclaims_its_licenses(host, simulator, apps_events):
 def test_removing_an_mdm_user_reclaims_its_revocable_user_licenses(host, simulator):
     snapshot = simulator.snapshot()
     revocable = {key for key, asset in snapshot["assets"].items() if asset["revocable"]}
-    held = {}
+    held: dict[Any, Any] = {}
     for adam_id, pricing, kind, target in snapshot["assignments"]:
         if kind == "clientUserId":
             held.setdefault(target, set()).add(((adam_id, pricing) in revocable, adam_id))

@@ -25,7 +25,8 @@ def test_results_follow_the_published_types(host, simulator):
     assert users and all(not payload_problems("user", u, MirroredUser) for u in users)
     assert port.user("school", users[0]["clientUserId"]) == users[0] and port.user("school", "nobody") is None
     a = fixed_assets(simulator)[0]
-    assert port.asset("school", a["adamId"], "STDQ")["totalCount"] == a["totalCount"]
+    asset = port.asset("school", a["adamId"], "STDQ")
+    assert asset is not None and asset["totalCount"] == a["totalCount"]
     assert port.asset("school", a["adamId"], "NOPE") is None
     serial = free_serials(simulator, a["adamId"])[0]
     add_device(host, serial, "iOS")

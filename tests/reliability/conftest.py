@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 from sqlalchemy import text
@@ -111,7 +111,7 @@ def runs(host: Host) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM vpp_sync_run ORDER BY id"))]
 
 
-def account_info(host: Host, name: str = "school") -> dict[str, Any]:
+def account_info(host: Host, name: str = "school") -> Mapping[str, Any]:
     from plugins.vpp.accounts import list_accounts
 
     return next(a for a in list_accounts(host) if a["name"] == name)

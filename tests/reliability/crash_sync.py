@@ -69,7 +69,7 @@ def sigint_inside_a_staging_write() -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    read.insert_rows = insert_rows  # type: ignore[assignment]
+    read.insert_rows = insert_rows
 
 
 def main(argv: list[str]) -> None:

@@ -97,7 +97,11 @@ def test_two_adds_of_one_name_at_once_claim_once(make_host: Callable[..., Host],
     host = make_host(plugins=[plugins.vpp.plugin], database_url=database_url)
     posts: list[Any] = []
     original = small_sim.api._post["client/config"]
-    small_sim.api._post["client/config"] = lambda body: (posts.append(body), original(body))[1]
+    def recorded(body: Any) -> Any:
+        posts.append(body)
+        return original(body)
+
+    small_sim.api._post["client/config"] = recorded
     barrier = threading.Barrier(2)
     results: list[Any] = []
 

@@ -169,6 +169,7 @@ def test_invalid_configuration(cli: Cli, case: str) -> None:
     if isinstance(content, bytes):
         cli.conf.write_bytes(content)
     else:
+        assert isinstance(content, str)
         cli.conf.write_text(content)
     line = cli.fails("vpp", "account", "list", code=2, says=says)
     assert "mdm.toml" in line
@@ -281,6 +282,7 @@ def test_bad_import_file(cli: Cli, project_dir: Path, case: str) -> None:
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
+        assert isinstance(content, str)
         path.write_text(content)
     line = cli.fails(what, "import", str(path), code=2, says=says)
     assert str(path) in line

@@ -4,11 +4,12 @@ concurrent writers never shows "database is locked" to the user."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow  # processes and threads racing for one account, w
 
 def _no_overlap(host: Host) -> None:
     done = sorted((r["started_at"], r["finished_at"]) for r in runs(host) if r["status"] == "ok")
-    for (_, end), (start, _) in zip(done, done[1:]):
+    for (_, end), (start, _) in pairwise(done):
         assert end <= start, "two syncs of one account overlapped"
 
 
@@ -48,7 +49,7 @@ def test_two_threads_at_the_same_instant(synced: Host, small_sim: Any, wait: flo
     small_sim.faults.add("slow", endpoint="assignments", seconds=0.1)
     barrier = threading.Barrier(2)
 
-    def run() -> dict[str, Any]:
+    def run() -> Mapping[str, Any]:
         barrier.wait()
         return sync_account(synced, "school", wait=wait)
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pytest
 from sqlalchemy import text
@@ -76,7 +76,7 @@ def _after_crash(host: Host, sim: Any, before: list[Any], committed: bool | None
     return "new"
 
 
-def _recover(host: Host, sim: Any) -> dict[str, Any]:
+def _recover(host: Host, sim: Any) -> Mapping[str, Any]:
     """The next sync takes the dead process's lock at once (no wait) and converges."""
     report = sync_account(host, "school", wait=0)
     assert report["status"] == "ok", report
@@ -132,7 +132,7 @@ def test_events_committed_before_the_crash_are_delivered_once(crash_host: Host, 
         host.start()
         host.start()  # a second start delivers nothing again
         host.shutdown()
-    assert list(zip(first.names(), first.ids())) == [(n, i) for i, n in pending]  # in order, stable ids
+    assert list(zip(first.names(), first.ids(), strict=True)) == [(n, i) for i, n in pending]  # in order, stable ids
     assert second.events == []  # delivered means delivered: not again to the next process
     with crash_host.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM core_event WHERE delivered_at IS NULL")).scalar_one() == 0

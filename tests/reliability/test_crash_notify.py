@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
@@ -54,7 +55,7 @@ def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next
         child.stdout and child.stdout.close()
         child.stderr and child.stderr.close()
     with host.db.session() as session:
-        [row] = session.execute(select(VppNotification).where(VppNotification.notification_type == "ASSET_COUNT")).scalars().all()
+        [row] = session.execute(select(VppNotification).where(col(VppNotification.notification_type) == "ASSET_COUNT")).scalars().all()
     assert row.status == "received" and key not in mirror_state(host)["assets"]  # recorded, not acted on
     small_sim.wait_notifications(10)
     notifications_job(host)  # the next round, in another process: nothing was lost

@@ -51,8 +51,8 @@ def test_a_read_only_database_is_one_line_and_reads_still_work(mdm: MdmRunner, s
         code, out, err = mdm(*args)
         assert code == 1, (args, out, err)
         _one_clean_line(out + err, "is read-only", where)
-    for args in (("devices", "list"), ("users", "list"), ("vpp", "account", "list"), ("vpp", "runs"), ("vpp", "licenses")):
-        assert mdm(*args)[0] == 0, args
+    for reading in (("devices", "list"), ("users", "list"), ("vpp", "account", "list"), ("vpp", "runs"), ("vpp", "licenses")):
+        assert mdm(*reading)[0] == 0, reading
     count_figure("database_errors")
 
 

@@ -6,10 +6,11 @@ byte-for-byte unchanged, and the account telling the user what to do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 from sqlalchemy import update
+from sqlmodel import col
 
 from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
@@ -98,7 +99,7 @@ def _prepare(request: pytest.FixtureRequest, mode: str) -> tuple[Any, Any]:
     return host, sim
 
 
-def assert_failed_cleanly(host: Any, sim: Any, report: dict[str, Any], before: list[Any], error_type: str | tuple[str, ...]) -> None:
+def assert_failed_cleanly(host: Any, sim: Any, report: Mapping[str, Any], before: list[Any], error_type: str | tuple[str, ...]) -> None:
     """A typed error, recorded on the run; the mirror unchanged; the account says what to do."""
     expected = (error_type,) if isinstance(error_type, str) else error_type
     assert report["status"] == "error", report
@@ -120,7 +121,7 @@ def assert_failed_cleanly(host: Any, sim: Any, report: dict[str, Any], before: l
         assert info["last_sync_result"].startswith("error: ")
 
 
-def assert_ok(host: Any, sim: Any, report: dict[str, Any]) -> None:
+def assert_ok(host: Any, sim: Any, report: Mapping[str, Any]) -> None:
     assert report["status"] == "ok", report
     assert runs(host)[-1]["status"] == "ok"
     assert account_info(host)["last_sync_result"].startswith("ok")
@@ -237,7 +238,7 @@ def test_retries_run_out_then_fail_cleanly(request: pytest.FixtureRequest, clien
 @pytest.mark.parametrize("column", ["assignments_version_id", "users_version_id"])
 def test_invalid_stored_version_id_9721_falls_back_to_full(synced: Any, small_sim: Any, column: str) -> None:
     """A corrupt stored versionId makes Apple answer 9721; the sync reads everything again."""
-    synced.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "school").values({column: "corrupt-version-id"})))
+    synced.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == "school").values({column: "corrupt-version-id"})))
     apple_changes(small_sim)
     report = sync_account(synced, "school")
     count_figure("faults_tried")
@@ -251,7 +252,7 @@ def test_invalid_stored_version_id_9721_falls_back_to_full(synced: Any, small_si
 
 
 def test_9721_then_failure_of_the_full_fallback_keeps_the_mirror(synced: Any, small_sim: Any) -> None:
-    synced.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "school").values(assignments_version_id="corrupt")))
+    synced.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(assignments_version_id="corrupt")))
     apple_changes(small_sim)
     before = mirror_dump(synced)
     small_sim.faults.add("malformed_json", endpoint="assignments", after=1, count=None)

@@ -67,4 +67,4 @@ def test_record_parsers_on_a_page_that_is_not_an_object() -> None:
     for page in (None, [], ["assets"], "assets", 3, True):
         for parse in PARSERS:
             with pytest.raises(MalformedResponseError):
-                parse(page)
+                parse(page)  # type: ignore[arg-type]  # not a mapping, on purpose

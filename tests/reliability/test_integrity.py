@@ -211,7 +211,7 @@ def test_a_change_during_the_rereads_never_commits_licenses_newer_than_their_cou
     spare = next(s for s in small_sim.state.device_serials() if (adam_id, pricing, "serialNumber", s) not in
                  {tuple(a) for a in small_sim.snapshot()["assignments"]})
     original = small_sim.api._get["assignments"]
-    fired = []
+    fired: list[Any] = []
 
     def reread_with_a_change(query: Any) -> Any:
         if query.get("adamId") in (adam_id, [adam_id]) and not fired:

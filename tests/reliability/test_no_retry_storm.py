@@ -113,7 +113,7 @@ def test_second_account_keeps_syncing(synced: Host, small_sim: Any, project_dir:
         blocked = RequestCounter(small_sim)
         scheduler = synced.build_scheduler(inline=True)
         sent = []
-        for turn in range(3):
+        for _turn in range(3):
             other.create_user()
             for name in ("school", "other"):
                 scheduler.jobs[f"vpp.sync.{name}"].job.run()

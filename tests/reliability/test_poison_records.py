@@ -82,9 +82,10 @@ def test_a_poison_record_fails_the_sync_in_one_line_on_both_databases(synced_hos
     def change(records: list[dict[str, Any]]) -> None:
         record = next((r for r in records if field in r or field in ("email", "inviteCode")), records[0])
         if field == "serialNumber":
-            record = next((r for r in records if "serialNumber" in r), None)
-            if record is None:
+            device = next((r for r in records if "serialNumber" in r), None)
+            if device is None:
                 return
+            record = device
         record[field] = value
         touched.append(record)
 

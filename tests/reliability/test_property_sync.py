@@ -4,6 +4,7 @@ successful sync the mirror equals Apple's state, and after a failed one it is un
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 from pathlib import Path
@@ -56,16 +57,12 @@ def _change(sim: Any, action: str, n: int) -> None:
     elif action == "assign_in_portal" and assets:
         adam, pricing = assets[n % len(assets)]
         serials = sim.state.device_serials()
-        try:
+        with contextlib.suppress(ValueError):  # no license left, or not device-assignable
             sim.assign_in_portal(adam, pricing, serial_number=serials[n % len(serials)])
-        except ValueError:  # no license left, or not device-assignable
-            pass
     elif action == "remove_in_portal" and assignments:
         adam, pricing, kind, value = assignments[n % len(assignments)]
-        try:
+        with contextlib.suppress(ValueError):  # not revocable
             sim.remove_in_portal(adam, pricing, **({"serial_number": value} if kind == "serialNumber" else {"client_user_id": value}))
-        except ValueError:  # not revocable
-            pass
     elif action == "retire_user" and users:
         sim.retire_user(users[n % len(users)])
     elif action == "create_user":

@@ -67,7 +67,7 @@ class Client:
 
 
 def make_sim(**kwargs: Any) -> Simulator:
-    options = {"seed": 7, "page_size": 10, "async_delay": 0}
+    options: dict[str, Any] = {"seed": 7, "page_size": 10, "async_delay": 0}
     options.update(kwargs)
     return Simulator(**options)
 

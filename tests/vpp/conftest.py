@@ -12,6 +12,7 @@ import pytest
 
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder, MdmRunner
+from sqlmodel import col
 
 #: Fast failure: one retry at most, no long back-off (faults use retry_after=0).
 FAST_CONFIG = """
@@ -81,7 +82,7 @@ def account_row(host: Host, name: str = "school") -> Any:
     from plugins.vpp.models import VppAccount
 
     with host.db.session() as session:
-        return session.execute(select(VppAccount).where(VppAccount.name == name)).scalar_one()
+        return session.execute(select(VppAccount).where(col(VppAccount.name) == name)).scalar_one()
 
 
 def inner_token(sim: Any) -> str:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.host import Host
 
@@ -15,8 +16,8 @@ def inbox(host: Host, account: str = "school") -> list[Any]:
     from plugins.vpp.models import VppAccount, VppNotification
 
     with host.db.session() as session:
-        return list(session.execute(select(VppNotification).join(VppAccount, VppAccount.id == VppNotification.account_id)
-                                    .where(VppAccount.name == account).order_by(VppNotification.id)).scalars())
+        return list(session.execute(select(VppNotification).join(VppAccount, col(VppAccount.id) == col(VppNotification.account_id))
+                                    .where(col(VppAccount.name) == account).order_by(col(VppNotification.id))).scalars())
 
 
 def settle(host: Host, sim: Any, timeout: float = 30.0) -> None:
@@ -52,14 +53,14 @@ def _undelivered(host: Host) -> int:
     from mdm_core.models import OutboxEvent
 
     with host.db.session() as session:
-        return int(session.execute(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))).scalar_one())
+        return int(session.execute(select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.delivered_at).is_(None))).scalar_one())
 
 
 def inbox_all(host: Host) -> list[Any]:
     from plugins.vpp.models import VppNotification
 
     with host.db.session() as session:
-        return list(session.execute(select(VppNotification).order_by(VppNotification.id)).scalars())
+        return list(session.execute(select(VppNotification).order_by(col(VppNotification.id))).scalars())
 
 
 #: How long the simulator waits for this host's answer to a notification, and (longer) the

@@ -53,8 +53,9 @@ def test_body_code_wins_over_http_200(number) -> None:
 
 
 def test_token_states() -> None:
-    assert E.error_for(9621, 401, None).token_state == "expired"
-    assert E.error_for(9625, 401, None).token_state == "revoked"
+    expired, revoked = E.error_for(9621, 401, None), E.error_for(9625, 401, None)
+    assert isinstance(expired, E.TokenError) and expired.token_state == "expired"
+    assert isinstance(revoked, E.TokenError) and revoked.token_state == "revoked"
     for number in (9601, 9622, 9722):
         err = E.error_for(number, 200, None)
         assert isinstance(err, E.TokenError) and err.token_state == "invalid"
@@ -65,10 +66,10 @@ def test_retryable() -> None:
     for err in (E.error_for(9646, 429, None), E.error_for(None, 502, None), E.error_for(9603, 200, None),
                 E.TransportError("x")):
         assert E.is_retryable(err)
-    for err in (E.error_for(9621, 401, None), E.error_for(9721, 400, None), E.error_for(9650, 400, None),
-                E.error_for(9602, 400, None), E.MdmConflictError("x"), E.MalformedResponseError("x"),
-                E.TransportError("x", retryable=False), ValueError("x")):
-        assert not E.is_retryable(err)
+    for final in (E.error_for(9621, 401, None), E.error_for(9721, 400, None), E.error_for(9650, 400, None),
+                  E.error_for(9602, 400, None), E.MdmConflictError("x"), E.MalformedResponseError("x"),
+                  E.TransportError("x", retryable=False), ValueError("x")):
+        assert not E.is_retryable(final)
     assert set(E.RETRYABLE) == {E.RateLimitedError, E.ServerError, E.TransportError}
 
 

@@ -29,11 +29,11 @@ def _give_secret(host: Host, name: str = "school") -> tuple[str, str]:
     row = account_row(host, name)
     change = Change(True, row.mdm_info_id, "https://mdm.example.org/apple/apps-books/notify/x", secret)
     change.prepare(host)
-    host.db.run_write(lambda session: change.accepted(session, session.get(VppAccount, row.id)))
+    host.db.run_write(lambda session: change.accepted(session, session.get_one(VppAccount, row.id)))
     return row.mdm_info_id, secret
 
 
-def _body(ntype: str = "ASSET_COUNT", notification: dict[str, Any] | None = None, uid: str | None = None, **extra: Any) -> bytes:
+def _body(ntype: str = "ASSET_COUNT", notification: Any = None, uid: str | None = None, **extra: Any) -> bytes:
     if notification is None:
         notification = {"adamId": "408709785", "pricingParam": "STDQ", "countDelta": 5}
     envelope = {"notificationId": str(uuid.uuid4()), "notificationType": ntype, "notification": notification, **extra}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from mdm_core.errors import MdmError
 from mdm_core.host import Host
@@ -205,7 +206,7 @@ def test_more_licenses_a_transfer_and_a_refund_change_the_asset_at_once(notified
     from plugins.vpp.models import VppAsset
 
     with notified.db.session() as session:
-        asset = session.execute(select(VppAsset).where(VppAsset.revocable.is_(True), VppAsset.assigned_count > 0)).scalars().first()
+        asset = session.execute(select(VppAsset).where(col(VppAsset.revocable).is_(True), col(VppAsset.assigned_count) > 0)).scalars().first()
     key = (asset.adam_id, asset.pricing_param)
     simulator.purchase(adam_id=key[0], pricing_param=key[1], count=4)
     settle(notified, simulator)
@@ -249,7 +250,7 @@ def test_an_associate_completes_from_its_notification(notified: Host, simulator:
     from plugins.vpp.models import VppAsset
 
     with notified.db.session() as session:
-        asset = session.execute(select(VppAsset).where(VppAsset.device_assignable.is_(True), VppAsset.available_count > 2)).scalars().first()
+        asset = session.execute(select(VppAsset).where(col(VppAsset.device_assignable).is_(True), col(VppAsset.available_count) > 2)).scalars().first()
     with _client(notified) as client:  # asked of Apple directly: only the notification tells the mirror
         [event_id] = client.associate_assets([(asset.adam_id, asset.pricing_param)], serial_numbers=["NOTIFY00001", "NOTIFY00002"])
     settle(notified, simulator)
@@ -427,9 +428,13 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     key = simulator.purchase(count=1)
     assert simulator.wait_notifications(5)
     lock.release()
-    act_until(notified, lambda: notifications_job(notified) or key in mirror_state(notified)["assets"])
+    def acted() -> bool:
+        notifications_job(notified)
+        return key in mirror_state(notified)["assets"]
+
+    act_until(notified, acted)
     old = utcnow() - timedelta(days=31)
-    notified.db.run_write(lambda s: s.execute(VppNotification.__table__.update().values(processed_at=old)))
+    notified.db.run_write(lambda s: s.execute(update(VppNotification).values(processed_at=old)))
     notifications_job(notified)
     assert inbox(notified) == []
 
@@ -480,7 +485,7 @@ def test_a_request_waiting_for_its_event_is_woken_by_the_notification(notified: 
     from plugins.vpp.models import VppAsset
 
     with notified.db.session() as session:
-        asset = session.execute(select(VppAsset).where(VppAsset.device_assignable.is_(True), VppAsset.available_count > 2)).scalars().first()
+        asset = session.execute(select(VppAsset).where(col(VppAsset.device_assignable).is_(True), col(VppAsset.available_count) > 2)).scalars().first()
     simulator.state.async_delay = 600  # Apple takes its time: the event ends only when the test says so
     polls = simulator.faults.add("slow", endpoint="status", seconds=0)  # counts the status requests
     ended: list[float] = []
@@ -546,7 +551,11 @@ def test_the_notification_secret_never_shows(synced: Host, endpoint: Endpoint, s
 
     made: list[str] = []
     real = random.token_urlsafe
-    monkeypatch.setattr(random, "token_urlsafe", lambda n=None: made.append(real(n)) or made[-1])
+    def recorded(n: int | None = None) -> str:
+        made.append(real(n))
+        return made[-1]
+
+    monkeypatch.setattr(random, "token_urlsafe", recorded)
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text(conf.read_text().replace("request_timeout = 10", f"request_timeout = {HOST_PATIENCE}")
                     + f'\n[web]\npublic_url = "{endpoint.public_url}"\n')

@@ -11,6 +11,7 @@ from plugins.vpp.sync.run import recent_runs
 from plugins.vpp.simulator import Simulator
 
 from plugins.vpp.testing import assert_mirror_equals_apple
+from sqlmodel import col
 
 
 def _due(scheduler: Any, name: str) -> None:
@@ -102,7 +103,7 @@ def _set_last_sync(host: Any, name: str, when: datetime) -> None:
 
     from plugins.vpp.models import VppAccount
 
-    host.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == name).values(last_sync_at=when)))
+    host.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == name).values(last_sync_at=when)))
 
 
 def test_restart_continues_from_the_last_sync_and_mdm_jobs_shows_it(school: Any, cli: Any) -> None:
@@ -142,7 +143,7 @@ def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: An
 
     with Simulator(seed=31, assets=3, devices=3, users=3, async_delay=0) as other:
         add_account(school, "college", str(other.write_token(project_dir / "college.vpptoken")), service_url=other.base_url, interval=900)
-        school.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "school").values(interval_seconds=1_000_000_000_000)))
+        school.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(interval_seconds=1_000_000_000_000)))
         with caplog.at_level(logging.ERROR):
             scheduler = school.build_scheduler(inline=True)
         assert "vpp.sync.college" in scheduler.jobs and "vpp.sync.school" not in scheduler.jobs

@@ -22,7 +22,7 @@ def b64(value: object) -> str:
 
 
 def token_payload(**overrides: object) -> dict:
-    payload = {"token": INNER, "expDate": "2030-11-08T22:33:22+0000", "orgName": "Example School"}
+    payload: dict[str, object] = {"token": INNER, "expDate": "2030-11-08T22:33:22+0000", "orgName": "Example School"}
     payload.update(overrides)
     return {k: v for k, v in payload.items() if v is not _DROP}
 

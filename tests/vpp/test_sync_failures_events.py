@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from mdm_core.inventory import add_device, add_user
 from mdm_core.models import OutboxEvent
@@ -78,7 +79,7 @@ def test_events_are_delivered_after_commit(school: Any, simulator: Any, recorder
     sync_account(school, "school")
     assert seen_committed == [len(simulator.snapshot()["assets"])]
     with school.db.session() as session:
-        pending = session.execute(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))).scalar_one()
+        pending = session.execute(select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.delivered_at).is_(None))).scalar_one()
     assert pending == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 
@@ -19,7 +19,7 @@ from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
 from .conftest import account_row
 
 
-def _state(host: Any, name: str = "school") -> dict[str, Any]:
+def _state(host: Any, name: str = "school") -> Mapping[str, Any]:
     return next(a for a in list_accounts(host) if a["name"] == name)
 
 
@@ -159,7 +159,7 @@ def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, requ
 
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()
-    results: list[dict[str, Any]] = []
+    results: list[Mapping[str, Any]] = []
     waiting = threading.Event()
     try_acquire = DbLock.try_acquire
 
@@ -204,7 +204,7 @@ def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monk
     real = runner.sync_account
     names: list[str] = []
 
-    def remove_first(host: Any, name: str, **kwargs: Any) -> dict[str, Any]:
+    def remove_first(host: Any, name: str, **kwargs: Any) -> Mapping[str, Any]:
         names.append(name)
         if name == "ghost":
             remove_account(host, "ghost")  # another process removed it after the list was read

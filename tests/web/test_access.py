@@ -10,6 +10,7 @@ import pytest
 from mdm_core.host import Host
 
 from .conftest import PASSWORD, csrf, sign_in, token_for
+from sqlmodel import col
 
 #: Routes that answer an anonymous request, and why. Everything else must refuse it.
 ANONYMOUS_ALLOWED = {
@@ -129,7 +130,7 @@ def test_a_session_made_by_one_process_is_accepted_by_another(web_host: Host, ma
     other = make_host(config=WEB_CONFIG)
     with TestClient(create_app(web_host)) as first, TestClient(create_app(other)) as second:
         sign_in(first)
-        _replace_cookie(second, first.cookies.get("mdm_session"))
+        _replace_cookie(second, first.cookies["mdm_session"])
         assert second.get("/devices").status_code == 200
 
 
@@ -251,7 +252,7 @@ def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) ->
     school.db.run_write(lambda s: s.execute(update(VppUser).values(email=evil)))  # Apple's records
     school.db.run_write(lambda s: s.execute(update(VppAccount).values(org_name=evil, location_name=evil)))
     with school.db.session() as session:
-        adam, pricing = session.execute(select(VppLicense.adam_id, VppLicense.pricing_param).where(VppLicense.kind == "user")).first()
+        adam, pricing = session.execute(select(col(VppLicense.adam_id), col(VppLicense.pricing_param)).where(col(VppLicense.kind) == "user").limit(1)).one()
     apps = re.findall(r'href="(/apps/\d+)"', admin.get("/apps").text)
     for path in ("/users", "/devices", "/apps", apps[0], "/vpp", "/vpp/accounts/school/assets", "/vpp/accounts/school/users",
                  f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user", "/vpp/accounts/school/remove"):

@@ -39,9 +39,9 @@ def test_events_page_lists_events_and_failed_deliveries_and_delivers_again(web_h
     web_host.deliver_events()
     page = admin.get("/events").text
     [failure] = _failures(page)
-    row = re.search(r'<table class="grid" id="failures">.*?</table>', page, re.S).group(0)  # type: ignore[union-attr]
+    row = re.search(r'<table class="grid" id="failures">.*?</table>', page, re.S).group(0)
     assert "asset-register" in row and "the asset register is down for maintenance" in row and "Deliver again" in row
-    recent = re.search(r'<table class="grid" id="events">.*?</table>', page, re.S).group(0)  # type: ignore[union-attr]
+    recent = re.search(r'<table class="grid" id="events">.*?</table>', page, re.S).group(0)
     assert re.search(r"<td>device_enrolled</td>", recent)
     assert "Deliver again" not in viewer.get("/events").text  # a viewer reads, never delivers
 
@@ -85,7 +85,7 @@ def test_vpp_users_page_shows_status_and_invitation(school: Host, admin: Any, si
     for client_user_id, email, status, invitation in rows:
         assert status == records[client_user_id]["status"] and email == (records[client_user_id].get("email") or "")
         if status == "Registered":  # invited, not yet accepted: the link to send them
-            link = html.unescape(re.search(r'href="([^"]+)"', invitation).group(1))  # type: ignore[union-attr]
+            link = html.unescape(re.search(r'href="([^"]+)"', invitation).group(1))
             assert link.startswith(simulator.base_url.split("/mdm/")[0] + "/") and records[client_user_id]["inviteCode"] in link
         else:
             assert invitation == ""
@@ -104,4 +104,4 @@ def test_sync_runs_page_shows_the_history_with_errors(school: Host, admin: Any, 
     assert [(status, bool(error)) for _, status, error in rows] == [("error", True), ("ok", False)]  # newest first
     assert html.unescape(rows[0][2]) == report["error"]
     run = admin.get(f"/vpp/runs/{rows[0][0]}").text
-    assert html.unescape(re.search(r'id="run-error">([^<]+)<', run).group(1)) == report["error"]  # type: ignore[union-attr]
+    assert html.unescape(re.search(r'id="run-error">([^<]+)<', run).group(1)) == report["error"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import pytest
@@ -124,10 +124,10 @@ def test_a_cursor_the_server_did_not_give_is_refused(busy: Host, client: Any, cu
 def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import mdm_core.web.paging as paging
 
-    monkeypatch.setitem(paging.numbered.__kwdefaults__, "size", 3)  # three rows a page
+    monkeypatch.setitem(cast(dict, paging.numbered.__kwdefaults__), "size", 3)  # three rows a page
     for path, cell in (("/devices", r"<tr><td>([A-Z0-9]+)</td>"), ("/vpp/accounts/school/users", r"<tr><td>(user-\d+)</td>")):
         first = admin.get(path).text
-        total, pages = map(int, re.search(r"(\d+) \w+(?: \w+)? · page 1 of (\d+)", first).groups())  # type: ignore[union-attr]
+        total, pages = map(int, re.search(r"(\d+) \w+(?: \w+)? · page 1 of (\d+)", first).groups())
         assert pages == -(-total // 3)
         seen = []
         for page in range(1, pages + 1):

@@ -17,6 +17,7 @@ import pytest
 from mdm_core.host import Host
 
 from .conftest import csrf, token_for
+from sqlmodel import col
 
 
 def _upload(client: Any, data: bytes, name: str = "second", **fields: str) -> Any:
@@ -62,9 +63,9 @@ def test_a_token_to_renew_says_what_to_do_in_the_console(school: Host, admin: An
 
     school.db.run_write(lambda s: s.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(hours=hours))))
     page = admin.get("/vpp").text
-    state = html.unescape(re.search(r'id="token-state-school">([^<]+)<', page).group(1))  # type: ignore[union-attr]
+    state = html.unescape(re.search(r'id="token-state-school">([^<]+)<', page).group(1))
     assert state.startswith(shown) and "expiring in" not in state  # said once
-    assert html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1)) == advice  # type: ignore[union-attr]
+    assert html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1)) == advice
     assert "mdm vpp account set" not in page  # the console's way, not the command line's
     token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
     renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
@@ -204,7 +205,7 @@ def _account_id(host: Host) -> int:
     from plugins.vpp.models import VppAccount
 
     with host.db.session() as session:
-        return int(session.execute(select(VppAccount.id)).scalar_one())
+        return int(session.execute(select(col(VppAccount.id))).scalar_one())
 
 
 def test_synchronize_button_shows_progress_then_the_report(school: Host, admin: Any) -> None:
