@@ -254,6 +254,7 @@ def test_a_value_no_database_holds_is_refused_naming_it(cli: Cli, project_dir: P
         cli.fails(*content, code=2, says=says)
         return
     path = project_dir / f"{case}.csv"
+    assert isinstance(content, str)
     path.write_text(content)
     line = cli.fails(what, "import", str(path), code=2, says=says)
     assert "\x00" not in line

@@ -88,7 +88,7 @@ def test_a_token_this_host_cannot_decrypt_says_so(school: Host, make_host: Any, 
         assert sign_in(admin).status_code == 303
         page = admin.get("/vpp").text
         assert re.search(r'id="token-state-school">unreadable \(wrong or missing secret key\)', page)
-        assert "give it the key the token was stored with" in html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1))  # type: ignore[union-attr]
+        assert "give it the key the token was stored with" in html.unescape(re.search(r'id="token-action-school">([^<]+)<', page).group(1))
         [row] = admin.get("/api/v1/vpp/accounts").json()["items"]
         assert row["token_state"] == "unreadable"
         token = simulator.write_token(project_dir / "again.vpptoken").read_bytes()
