@@ -9,8 +9,9 @@ imports a VPP module.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -67,19 +68,27 @@ def run_install(host: "Host", selector: str, devices: list[str], users: list[str
         raise WebError(422, "no target: give device serial numbers and/or MDM users")
     if len(devices) + len(users) > MAX_TARGETS:
         raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
-    try:
+    with _unknown_app_is_404():
         outcome = install(host, selector, serials=devices) if devices else Outcome()
         for user in users:
             more = install(host, selector, user=user)
             outcome.asset = outcome.asset or more.asset
             outcome.lines += more.lines
+    return outcome
+
+
+@contextmanager
+def _unknown_app_is_404() -> Iterator[None]:
+    """An application the selector does not find ("no application ...") is a 404; a usage
+    error or any other error passes unchanged."""
+    try:
+        yield
     except UsageError:
         raise
     except MdmError as exc:
         if str(exc).startswith("no application"):
             raise WebError(404, str(exc)) from None
         raise
-    return outcome
 
 
 def run_reclaim(host: "Host", selector: str, devices: list[str], users: list[str]) -> tuple[bool, list[dict[str, Any]]]:
@@ -97,14 +106,8 @@ def run_reclaim(host: "Host", selector: str, devices: list[str], users: list[str
     lines: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for kind, target in targets:
-        try:
+        with _unknown_app_is_404():
             found = reclaim(host, selector, serial=target if kind == "device" else None, user=target if kind == "user" else None)
-        except UsageError:
-            raise
-        except MdmError as exc:
-            if str(exc).startswith("no application"):
-                raise WebError(404, str(exc)) from None
-            raise
         rows += found
         lines += [{"target": target, "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
                   for r in found] or [{"target": target, "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
