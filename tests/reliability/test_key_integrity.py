@@ -41,7 +41,7 @@ def _add(mdm: MdmRunner, sim: Any, project_dir: Path, name: str) -> None:
 def _ciphertexts(project_dir: Path) -> dict[str, str]:
     engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
     with engine.connect() as conn:
-        rows: dict[str, str] = dict(conn.execute(text("SELECT name, token_ciphertext FROM vpp_account")).tuples().all())
+        rows: dict[str, str] = {name: ciphertext for name, ciphertext in conn.execute(text("SELECT name, token_ciphertext FROM vpp_account"))}
     engine.dispose()
     return rows
 
