@@ -127,15 +127,25 @@ class Notifier:
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is queued, being sent, or waiting to run as an event; True if so."""
+        """Wait until nothing is queued, being sent, or waiting to run as an event; True if so.
+
+        Looked at under the state's lock (then this one, the order ``enqueue`` takes them in):
+        an event is run under the state's lock, so it is either still waiting or its
+        notifications are queued, never half-way (taken off the events, not yet queued)."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy or self.state.next_event_due() is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
+        while True:
+            if self.state.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                try:
+                    with self._cond:
+                        if not self._queue and not self._busy and self.state.next_event_due() is None:
+                            return True
+                finally:
+                    self.state.lock.release()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._cond:
                 self._cond.wait(min(remaining, 0.05))
-            return True
 
     # ------------------------------------------------------------------ sending
     def enqueue(self, body: dict[str, Any]) -> None:
