@@ -104,7 +104,7 @@ class Host:
         them unreadable (``KeyMissing`` says how to restore it instead)."""
         source = self.secret_key_source()
         if source != "key file":
-            material = self.config.environ.get("MDM_SECRET_KEY") or self.config.core.secret_key.resolve(self.config)  # type: ignore[union-attr]
+            material = self.config.environ.get("MDM_SECRET_KEY") or self.config.core.secret_key.resolve(self.config)  # type: ignore[union-attr]  # not a key file: the variable or [core] secret_key is set
             return SecretBox(material)
         path = self.config.var_dir / KEY_FILE_NAME
         if not path.exists():

@@ -142,7 +142,7 @@ class HostScheduler:
         if name in self.jobs:
             raise MdmError(f"job {name} is already scheduled")
         check_interval(seconds, f"job {name}: interval")
-        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None, last_done=last_done)  # type: ignore[arg-type]
+        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None, last_done=last_done)  # type: ignore[arg-type]  # _schedule sets the job just below
         self._schedule(state, seconds)
         self.jobs[name] = state
         return state

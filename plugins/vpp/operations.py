@@ -158,7 +158,7 @@ def follow_rounds(
     for key, values in (("serialNumbers", todo_serials), ("clientUserIds", todo_users)):
         pending[key] = sorted({*pending[key], *values})  # still failing transiently: asked again later
     status = "PENDING" if any(pending.values()) else "FAILED" if failed else "COMPLETE"
-    result: LicenseResult = {"event_ids": event_ids, "status": status, "succeeded": succeeded, "failed": failed, "pending": pending}  # type: ignore[typeddict-item]
+    result: LicenseResult = {"event_ids": event_ids, "status": status, "succeeded": succeeded, "failed": failed, "pending": pending}  # type: ignore[typeddict-item]  # both hold exactly the two keys of Targets
     return result
 
 

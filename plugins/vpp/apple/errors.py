@@ -159,7 +159,7 @@ class TransportError(VppError):
 
     def __init__(self, message: str, *, retryable: bool = True, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self.retryable = retryable  # type: ignore[misc]
+        self.retryable = retryable  # type: ignore[misc]  # this instance overrides its class's default
 
 
 class InvalidVersionIdError(VppError):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.typed import rowcount, table_of
+from mdm_core.db.typed import rowcount, stored_id, table_of
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
 
@@ -213,8 +213,8 @@ def receive(host: "Host", notify_id: str, authorization: str | None, body: bytes
             return Receipt(200, "test received")
         log.info("account being added: %s notification refused until it is (Apple retries)", data["notificationType"])
         return Receipt(503, "the account is being added: try again")
-    assert account.id is not None
-    new = host.db.run_write(lambda session: record(session, account.id, data))  # type: ignore[arg-type]
+    account_id = stored_id(account)
+    new = host.db.run_write(lambda session: record(session, account_id, data))
     wake_waiters()
     kind = data["notificationType"]
     if new:

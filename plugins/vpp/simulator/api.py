@@ -125,7 +125,9 @@ def _duplicates(values: list[Any]) -> list[Any]:
 def _is_loopback_host(host: str | None) -> bool:
     """127.x, ::1 or localhost: the one place a plain-http notification URL is accepted (tests
     and the demo run without TLS); Apple itself requires https everywhere (9712)."""
-    return bool(host) and (host == "localhost" or host == "::1" or host.startswith("127."))  # type: ignore[union-attr]
+    if not host:
+        return False
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _asset_info(keys: list[AssetKey]) -> list[dict[str, str]]:

@@ -589,7 +589,10 @@ class SimState:
     def _target(self, serial_number: str | None, client_user_id: str | None) -> tuple[str, str]:
         if (serial_number is None) == (client_user_id is None):
             raise ValueError("give exactly one of serial_number and client_user_id")
-        return (DEVICE, serial_number) if serial_number is not None else (USER, client_user_id)  # type: ignore[return-value]
+        if serial_number is not None:
+            return DEVICE, serial_number
+        assert client_user_id is not None  # exactly one was given (checked above)
+        return USER, client_user_id
 
     def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
                          serial_number: str | None = None,
