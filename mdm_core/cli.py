@@ -19,7 +19,7 @@ from mdm_core import interrupts
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
-from mdm_core.output import TIME_FORMAT, print_json, print_table, say, set_quiet
+from mdm_core.output import TIME_FORMAT, print_json, print_rows, print_table, say, set_quiet
 from mdm_core.text import bad_character, shown
 from mdm_core.plugins import call_hook, core_version, hooks_of
 
@@ -224,11 +224,7 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
             "name": name, "plugin": state.plugin, "every_seconds": state.seconds, "next_run": scheduler.next_run(name),
             "last_finished_at": last.last_finished_at if last else None, "last_error": last.last_error if last else None,
         })
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
-    return 0
+    return print_rows(rows, args.json, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
 
 
 def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:

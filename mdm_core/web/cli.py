@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError
 from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
-from mdm_core.output import print_json, print_table
+from mdm_core.output import print_json, print_rows
 
 from .models import ROLES
 
@@ -81,12 +81,7 @@ def cmd_admins_list(host: "Host", args: argparse.Namespace) -> int:
     """``mdm admins list``"""
     from .access import list_admins
 
-    rows = list_admins(host)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "role", "created_at", "last_login_at"], empty="no admin: add one with `mdm admins add NAME`")
-    return 0
+    return print_rows(list_admins(host), args.json, ["name", "role", "created_at", "last_login_at"], empty="no admin: add one with `mdm admins add NAME`")
 
 
 def cmd_admins_remove(host: "Host", args: argparse.Namespace) -> int:
@@ -115,12 +110,8 @@ def cmd_tokens_list(host: "Host", args: argparse.Namespace) -> int:
     """``mdm api-tokens list``"""
     from .access import list_tokens
 
-    rows = list_tokens(host)
-    if args.json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "role", "created_at", "last_used_at"], empty="no API token: create one with `mdm api-tokens create NAME`")
-    return 0
+    return print_rows(list_tokens(host), args.json, ["name", "role", "created_at", "last_used_at"],
+                      empty="no API token: create one with `mdm api-tokens create NAME`")
 
 
 def cmd_tokens_revoke(host: "Host", args: argparse.Namespace) -> int:
