@@ -544,3 +544,16 @@ def test_a_bad_renewal_changes_nothing(school: Host, admin: Any, project_dir: Pa
     missing = admin.post("/vpp/accounts/nope/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", b"x")})
     assert missing.status_code == 404
     assert stored() == before
+
+
+def test_renewing_a_location_another_mdm_claimed_asks_to_take_it_over(school: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    simulator.state.mdm_info = {"id": "other-id", "name": "Jamf Pro", "metadata": "jamf.example.edu"}
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    asked = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
+    assert asked.status_code == 409 and "Jamf Pro (jamf.example.edu)" in asked.text and "Take over from" in asked.text
+    assert simulator.state.mdm_info["name"] == "Jamf Pro"  # nothing claimed yet
+    pending = re.search(r'name="pending" value="([^"]+)"', asked.text).group(1)  # type: ignore[union-attr]
+    assert re.search(r'<form[^>]+action="/vpp/accounts/school/renew"', asked.text)
+    done = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "pending": pending, "take_over": "yes"})
+    assert done.status_code == 200 and "token of school renewed" in done.text
+    assert simulator.state.mdm_info["name"] != "Jamf Pro"  # this MDM manages the location again
