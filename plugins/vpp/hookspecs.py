@@ -351,7 +351,10 @@ def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
 
     When: after the commit of the notification's act, delivered from the outbox; one event per
     asset named (a revoke's failures, which name no asset, make none).
-    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``LicensesRefusedPayload``): ``account``, ``type`` (``ASSOCIATE``, ``DISASSOCIATE``, ``REVOKE``), ``eventId``, ``adamId``, ``pricingParam``, ``serialNumbers``, ``clientUserIds``, ``errorNumber``, ``errorMessage`` (Apple's).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload``
+    (``LicensesRefusedPayload``): ``account``, ``type`` (``ASSOCIATE``, ``DISASSOCIATE``,
+    ``REVOKE``), ``eventId``, ``adamId``, ``pricingParam``, ``serialNumbers``,
+    ``clientUserIds``, ``errorNumber``, ``errorMessage`` (Apple's).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
