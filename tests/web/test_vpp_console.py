@@ -552,7 +552,7 @@ def test_renewing_a_location_another_mdm_claimed_asks_to_take_it_over(school: Ho
     asked = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
     assert asked.status_code == 409 and "Jamf Pro (jamf.example.edu)" in asked.text and "Take over from" in asked.text
     assert simulator.state.mdm_info["name"] == "Jamf Pro"  # nothing claimed yet
-    pending = re.search(r'name="pending" value="([^"]+)"', asked.text).group(1)  # type: ignore[union-attr]
+    pending = re.search(r'name="pending" value="([^"]+)"', asked.text).group(1)
     assert re.search(r'<form[^>]+action="/vpp/accounts/school/renew"', asked.text)
     done = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "pending": pending, "take_over": "yes"})
     assert done.status_code == 200 and "token of school renewed" in done.text
