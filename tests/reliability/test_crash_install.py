@@ -67,14 +67,15 @@ def _licensed(sim: Any, adam_id: str, pricing: str, serial: str) -> bool:
     return (adam_id, pricing, "serialNumber", serial) in sim.snapshot()["assignments"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("point", POINTS)
-def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installing: Any, project_dir: Path, point: str) -> None:
+def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installing: Any, project_dir: Path, point: str, database_url: str) -> None:
     from mdm_core.inventory import list_commands
     from plugins.mobile_apps.installs.commands import list_installs
     from plugins.mobile_apps.jobs import installs_job
 
     host, sim, app, adam_id, pricing, serials = installing
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDM_DATABASE_URL": f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}",
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDM_DATABASE_URL": database_url,
            "MDM_SECRET_KEY": "test-secret-key"}
     child = subprocess.run([sys.executable, "-m", "tests.reliability.crash_install", str(project_dir / "conf" / "mdm.toml"), point, app, *serials],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
