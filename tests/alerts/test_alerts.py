@@ -60,6 +60,16 @@ def test_taken_over_names_the_other_mdm(alerts_host):
         assert "--take-over" in alert["action"]
 
 
+def test_a_token_apple_rejects_is_alerted_once(alerts_host):
+    with Simulator(**SIM) as sim:
+        host = alerts_host(sim=sim)
+        sim.faults.add("error_200", endpoint="client/config", error_number=9622)  # Apple no longer knows the token
+        assert sync(host)["status"] == "error" and sync(host)["status"] == "error"
+        [alert] = alerts(host)
+        assert (alert["title"], alert["severity"], alert["state"]) == ("Apple rejects the VPP token of account 'school'", "critical", "invalid")
+        assert "download a new one, then mdm vpp account set school --token-file" in alert["action"]
+
+
 def test_expiry_is_noticed_without_any_sync(alerts_host):
     """A paused or idle account's token still approaches its expiry: the check job sees it."""
     real_now = datetime.now(timezone.utc).replace(microsecond=0)
