@@ -166,7 +166,7 @@ def test_more_than_five_requests_of_one_token_at_once_get_9646(fresh):
     """Apple's limit is per organization: a sixth request in flight is refused (429, 9646)."""
     import threading
 
-    fresh.sim.faults.add("slow", endpoint="assets", seconds=0.3)
+    fresh.sim.faults.add("slow", endpoint="assets", seconds=2.0)  # long enough for 8 threads to overlap on a loaded machine
     results: list[int] = []
     lock = threading.Lock()
 
