@@ -60,6 +60,9 @@ class InFlight:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a sync's parallel pages plus background jobs on a
+    # loaded machine could find the queue full and see refused connections Apple never gives.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sim: "Simulator") -> None:
         self.sim = sim
