@@ -59,11 +59,11 @@ SIZES = {
 RUNS = {"default": ["full", "tenth"], "10x": ["10x", "full"], "quick": ["quick", "quick-tenth"]}
 
 GOALS = {
-    "full_floor": 2.0,        # full sync / (download+parse + the database's bulk insert)
+    "full_floor": 2.0,  # full sync / (download+parse + the database's bulk insert)
     "incremental_floor": 1.5,  # incremental sync / download+parse of the pages it read
-    "rss_mb": 300.0,          # peak RSS of a sync
-    "rss_growth": 1.5,        # peak RSS big / small size
-    "per_row_growth": 1.3,    # time per row big / small size
+    "rss_mb": 300.0,  # peak RSS of a sync
+    "rss_growth": 1.5,  # peak RSS big / small size
+    "per_row_growth": 1.3,  # time per row big / small size
     "listing_rss_mb": 100.0,  # peak RSS of `mdm vpp licenses --json`
 }
 DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
@@ -73,6 +73,7 @@ INSERT_FLOOR = {"sqlite": "sqlite3.executemany", "postgres": "psycopg COPY"}
 
 # ---------------------------------------------------------------------------------- simulator
 
+
 class Sim:
     """The simulator in its own process, and its control API."""
 
@@ -80,9 +81,27 @@ class Sim:
         import requests
 
         self.token_file = workdir / "sim.vpptoken"
-        cmd = [sys.executable, "-m", "plugins.vpp.simulator", "--port", "0", "--seed", str(seed), "--assets", str(assets),
-               "--devices", str(devices), "--users", str(users), "--assignments", str(assignments),
-               "--async-delay", "0", "--token-file", str(self.token_file)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "plugins.vpp.simulator",
+            "--port",
+            "0",
+            "--seed",
+            str(seed),
+            "--assets",
+            str(assets),
+            "--devices",
+            str(devices),
+            "--users",
+            str(users),
+            "--assignments",
+            str(assignments),
+            "--async-delay",
+            "0",
+            "--token-file",
+            str(self.token_file),
+        ]
         if page_size:
             cmd += ["--page-size", str(page_size)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -171,16 +190,23 @@ def clustered_change(sim: Sim, snap: dict[str, Any], fraction: float, seed: int)
     n_accept = max(0, min(n_users - 2 * n_retire, len(registered) - n_retire))
     for cid in registered[:n_accept]:
         sim.change("accept_invite", client_user_id=cid)
-    for cid in registered[n_accept:n_accept + n_retire]:
+    for cid in registered[n_accept : n_accept + n_retire]:
         sim.change("retire_user", client_user_id=cid)
     for i in range(n_retire):
         cid = f"user-cl{seed}-{i:06d}"
         sim.change("create_user", client_user_id=cid, managed_apple_id=f"{cid}@appleid.example.org")
-    return {"assignments_removed": len(removed), "removal_assets": len(chosen), "assignments_added": len(adds),
-            "users_accepted": n_accept, "users_retired": n_retire, "users_created": n_retire}
+    return {
+        "assignments_removed": len(removed),
+        "removal_assets": len(chosen),
+        "assignments_added": len(adds),
+        "users_accepted": n_accept,
+        "users_retired": n_retire,
+        "users_created": n_retire,
+    }
 
 
 # ---------------------------------------------------------------------------------- sites and databases
+
 
 @dataclass
 class Site:
@@ -242,8 +268,7 @@ class PgServer:
 
 
 def run_worker(kind: str, site: Site, sim: Sim, *extra: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(WORKERS), kind, "--dir", str(site.dir), "--db", site.url, "--url", sim.base_url,
-           "--token-file", str(sim.token_file), *extra]
+    cmd = [sys.executable, str(WORKERS), kind, "--dir", str(site.dir), "--db", site.url, "--url", sim.base_url, "--token-file", str(sim.token_file), *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
@@ -256,6 +281,7 @@ def run_worker(kind: str, site: Site, sim: Sim, *extra: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- one size
 
+
 def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | None, say: Any) -> dict[str, Any]:
     assets, assignments, users, devices = SIZES[label]
     workdir = root / label
@@ -264,8 +290,10 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
     sim = Sim(workdir, args.seed, assets, assignments, users, devices, args.page_size)
     out: dict[str, Any] = {"label": label, "size": SIZES[label], "sites": []}
     try:
-        say(f"[{label}] simulator up in {time.perf_counter() - started:.1f} s; "
-            f"{assets:,} assets, {assignments:,} assignments, {users:,} users, {devices:,} devices")
+        say(
+            f"[{label}] simulator up in {time.perf_counter() - started:.1f} s; "
+            f"{assets:,} assets, {assignments:,} assignments, {users:,} users, {devices:,} devices"
+        )
         sites = []
         for database in args.databases:
             for plugins in args.plugins:
@@ -290,8 +318,10 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
             floor_extra.append("--no-sqlite")  # 13 minutes of sqlite3.executemany at 10x, for no figure
         out["floor"] = floor = run_worker("floor", sites[0], sim, *floor_extra)
         out["rows"] = floor["rows"]
-        say(f"[{label}] floor: download+parse {floor['fetch']:.2f} s ({floor['pages']} pages, {floor['rows']:,} rows); "
-            + "; ".join(f"{INSERT_FLOOR[db]} {t:.2f} s" for db, t in floor["insert"].items()))
+        say(
+            f"[{label}] floor: download+parse {floor['fetch']:.2f} s ({floor['pages']} pages, {floor['rows']:,} rows); "
+            + "; ".join(f"{INSERT_FLOOR[db]} {t:.2f} s" for db, t in floor["insert"].items())
+        )
 
         def prof(site: Any, phase: str) -> list[str]:
             return ["--profile-out", str(root / f"profile-{label}-{site.database}-{site.plugins}-{phase}.txt")] if args.profile else []
@@ -300,12 +330,16 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
         for site in sites:
             r = site.results["full"] = run_worker("sync", site, sim, "--full", *prof(site, "full"))
             site.results["exact"] = {"full": r["digest"] == want}
-            say(f"[{label}] {site.label}: full sync {r['wall']:.2f} s ({r['sync']:.2f} s before event delivery), peak RSS {r['rss_mb']:.0f} MB, "
-                f"mirror {'exact' if r['digest'] == want else 'DIFFERS'}")
+            say(
+                f"[{label}] {site.label}: full sync {r['wall']:.2f} s ({r['sync']:.2f} s before event delivery), peak RSS {r['rss_mb']:.0f} MB, "
+                f"mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
+            )
             if args.listing and site.plugins == args.plugins[0]:
                 lst = site.results["listing"] = run_worker("listing", site, sim)
-                say(f"[{label}] {site.label}: mdm vpp licenses --json: {lst['wall']:.2f} s, first row after {lst['first_row'] or 0:.2f} s, "
-                    f"peak RSS {lst['rss_mb']:.0f} MB, {lst['rows']:,} licenses")
+                say(
+                    f"[{label}] {site.label}: mdm vpp licenses --json: {lst['wall']:.2f} s, first row after {lst['first_row'] or 0:.2f} s, "
+                    f"peak RSS {lst['rss_mb']:.0f} MB, {lst['rows']:,} licenses"
+                )
 
         changes = [("spread", lambda snap: sim.change("mutate_fraction", fraction=args.fraction, seed=1))] if args.incremental else []
         if args.clustered and args.incremental:
@@ -323,8 +357,10 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 site.results["exact"][name] = r["digest"] == want
                 fl = site.results[f"floor_{name}"] = run_worker("replay", site, sim, "--record", str(record))
                 lc = r["report"]["counts"]["licenses"]
-                say(f"[{label}] {site.label}: incremental after the {name} change {r['wall']:.2f} s ({lc['reread_assets']:,} assets re-read, "
-                    f"{r['pages_read']} pages; their download+parse {fl['fetch']:.2f} s), mirror {'exact' if r['digest'] == want else 'DIFFERS'}")
+                say(
+                    f"[{label}] {site.label}: incremental after the {name} change {r['wall']:.2f} s ({lc['reread_assets']:,} assets re-read, "
+                    f"{r['pages_read']} pages; their download+parse {fl['fetch']:.2f} s), mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
+                )
         out["sites"] = [{"database": s.database, "plugins": s.plugins, **s.results} for s in sites]
         return out
     finally:
@@ -332,6 +368,7 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
 
 
 # ---------------------------------------------------------------------------------- the table
+
 
 def mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
@@ -363,14 +400,25 @@ def figures(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[tu
         def floor_s(s: dict[str, Any]) -> float:
             return float(fl["fetch"] + fl["insert"][s["database"]])
 
-        add(f"floor: download+parse of every page ({fl['pages']:,} pages, {fl['rows']:,} rows) + the same rows bulk-inserted "
-            "(sqlite3.executemany / psycopg COPY)", "-", lambda s: f"{fl['fetch']:.2f} + {fl['insert'][s['database']]:.2f} = {floor_s(s):.2f} s")
-        add("full sync, events delivered (before delivery)", "-",
-            lambda s: f"{s['full']['wall']:.2f} s ({s['full']['sync']:.2f} s), {size['rows'] / s['full']['wall']:,.0f} rows/s")
-        add("full sync / floor", f"<= {GOALS['full_floor']:g}",
-            lambda s: cell(f"{s['full']['wall'] / floor_s(s):.2f}", s["full"]["wall"] / floor_s(s) <= GOALS["full_floor"], s["plugins"] == "all"))
+        add(
+            f"floor: download+parse of every page ({fl['pages']:,} pages, {fl['rows']:,} rows) + the same rows bulk-inserted "
+            "(sqlite3.executemany / psycopg COPY)",
+            "-",
+            lambda s: f"{fl['fetch']:.2f} + {fl['insert'][s['database']]:.2f} = {floor_s(s):.2f} s",
+        )
+        add(
+            "full sync, events delivered (before delivery)",
+            "-",
+            lambda s: f"{s['full']['wall']:.2f} s ({s['full']['sync']:.2f} s), {size['rows'] / s['full']['wall']:,.0f} rows/s",
+        )
+        add(
+            "full sync / floor",
+            f"<= {GOALS['full_floor']:g}",
+            lambda s: cell(f"{s['full']['wall'] / floor_s(s):.2f}", s["full"]["wall"] / floor_s(s) <= GOALS["full_floor"], s["plugins"] == "all"),
+        )
         add("peak RSS of the full sync", f"< {GOALS['rss_mb']:g} MB", lambda s: cell(f"{s['full']['rss_mb']:.0f} MB", s["full"]["rss_mb"] < GOALS["rss_mb"]))
         for name, what in (("spread", "spread (mutate_fraction)"), ("clustered", "clustered")):
+
             def incr(s: dict[str, Any], name: str = name) -> str | None:
                 if f"incr_{name}" not in s:
                     return None
@@ -385,12 +433,28 @@ def figures(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[tu
                 return cell(f"{value:.2f} (pages: {ifl['fetch']:.2f} s)", value <= GOALS["incremental_floor"], s["plugins"] == "all" and name == "spread")
 
             add(f"incremental sync after a 1% {what} change", "-", incr)
-            add(f"incremental ({name}) / download+parse of the pages it read", f"<= {GOALS['incremental_floor']:g}" + ("" if name == "spread" else " (reference)"), ratio)
-        add("mirror exact after every sync (full, spread, clustered)", "exact",
-            lambda s: cell("/".join("yes" if v else "NO" for v in s["exact"].values()), all(s["exact"].values())))
-        add("`mdm vpp licenses --json`: peak RSS (time, first row after)", f"< {GOALS['listing_rss_mb']:g} MB",
-            lambda s: cell(f"{s['listing']['rss_mb']:.0f} MB ({s['listing']['wall']:.2f} s, {s['listing']['first_row'] or 0:.2f} s; {s['listing']['rows']:,} rows)",
-                           s["listing"]["rss_mb"] < GOALS["listing_rss_mb"] and s["listing"]["exit"] == 0) if "listing" in s else None)
+            add(
+                f"incremental ({name}) / download+parse of the pages it read",
+                f"<= {GOALS['incremental_floor']:g}" + ("" if name == "spread" else " (reference)"),
+                ratio,
+            )
+        add(
+            "mirror exact after every sync (full, spread, clustered)",
+            "exact",
+            lambda s: cell("/".join("yes" if v else "NO" for v in s["exact"].values()), all(s["exact"].values())),
+        )
+        add(
+            "`mdm vpp licenses --json`: peak RSS (time, first row after)",
+            f"< {GOALS['listing_rss_mb']:g} MB",
+            lambda s: (
+                cell(
+                    f"{s['listing']['rss_mb']:.0f} MB ({s['listing']['wall']:.2f} s, {s['listing']['first_row'] or 0:.2f} s; {s['listing']['rows']:,} rows)",
+                    s["listing"]["rss_mb"] < GOALS["listing_rss_mb"] and s["listing"]["exit"] == 0,
+                )
+                if "listing" in s
+                else None
+            ),
+        )
         tables.append((f"{size['label']}: {a:,} assets, {n:,} assignments, {u:,} users", confs, rows))
     if len(results) == 2:
         big, small = results
@@ -405,8 +469,10 @@ def figures(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[tu
             g = b["full"]["rss_mb"] / s["full"]["rss_mb"]
             return cell(f"{g:.2f} ({b['full']['rss_mb']:.0f} / {s['full']['rss_mb']:.0f} MB)", g <= GOALS["rss_growth"])
 
-        rows = [("time per row of the full sync", f"<= {GOALS['per_row_growth']:g}", {conf_of(b): per_row(b, s) for b, s in pairs}),
-                ("peak RSS of the full sync", f"<= {GOALS['rss_growth']:g}", {conf_of(b): rss(b, s) for b, s in pairs})]
+        rows = [
+            ("time per row of the full sync", f"<= {GOALS['per_row_growth']:g}", {conf_of(b): per_row(b, s) for b, s in pairs}),
+            ("peak RSS of the full sync", f"<= {GOALS['rss_growth']:g}", {conf_of(b): rss(b, s) for b, s in pairs}),
+        ]
         tables.append((f"{big['label']} / {small['label']}", confs, rows))
     return tables
 
@@ -435,28 +501,39 @@ def machine(pg: PgServer | None) -> str:
     except (OSError, StopIteration, ValueError):
         pass
     postgres = f", PostgreSQL {pg.version()}" if pg is not None else ""
-    return (f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}{postgres}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}{postgres}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(RUNS), default="default",
-                        help="default: full and a tenth; 10x: ten times the full size and the full size; quick: small sizes")
+    parser.add_argument(
+        "--size", choices=sorted(RUNS), default="default", help="default: full and a tenth; 10x: ten times the full size and the full size; quick: small sizes"
+    )
     parser.add_argument("--quick", action="store_const", const="quick", dest="size", help="the same as --size quick")
     parser.add_argument("--only", choices=["big", "small"], help="run one size only (no growth figures)")
     parser.add_argument("--databases", default=None, help="comma-separated: sqlite,postgres (default: both when a PostgreSQL server is known)")
-    parser.add_argument("--postgres", metavar="URL", default=os.environ.get("MDM_BENCH_POSTGRES_URL") or os.environ.get("MDM_TEST_POSTGRES_URL"),
-                        help="a PostgreSQL server (SQLAlchemy URL; the role needs CREATEDB) where mdm_bench_* databases are created and dropped "
-                             "(default: $MDM_BENCH_POSTGRES_URL or $MDM_TEST_POSTGRES_URL)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=os.environ.get("MDM_BENCH_POSTGRES_URL") or os.environ.get("MDM_TEST_POSTGRES_URL"),
+        help="a PostgreSQL server (SQLAlchemy URL; the role needs CREATEDB) where mdm_bench_* databases are created and dropped "
+        "(default: $MDM_BENCH_POSTGRES_URL or $MDM_TEST_POSTGRES_URL)",
+    )
     parser.add_argument("--plugins", default="all,vpp", help="comma-separated plugin sets: all (as mdm runs by default), vpp (the VPP plugin alone)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fraction", type=float, default=0.01, help="share of assignments and users changed before the incremental sync")
     parser.add_argument("--page-size", type=int, default=None, help="simulator page size (default: the simulator's, 437)")
     parser.add_argument("--no-clustered", dest="clustered", action="store_false", help="skip the clustered-change incremental sync")
     parser.add_argument("--no-listing", dest="listing", action="store_false", help="skip `mdm vpp licenses --json`")
-    parser.add_argument("--no-incremental", dest="incremental", action="store_false",
-                        help="the full sync alone (its time per row, peak RSS and exact mirror): the quickest --size 10x")
+    parser.add_argument(
+        "--no-incremental",
+        dest="incremental",
+        action="store_false",
+        help="the full sync alone (its time per row, peak RSS and exact mirror): the quickest --size 10x",
+    )
     parser.add_argument("--profile", action="store_true", help="profile each sync with pyinstrument (slower; texts left in the --keep folder)")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (databases, profiles)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")

@@ -29,9 +29,10 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,6 +43,7 @@ ONLY_VPP_DISABLED = ["mobile_apps", "alerts", "demo"]
 
 
 # ------------------------------------------------------------------------------------ helpers
+
 
 def peak_rss_mb() -> float:
     """Peak RSS of this process: VmHWM (ru_maxrss would keep the parent's size at exec)."""
@@ -92,6 +94,7 @@ def open_host(site: Path, db_url: str) -> Any:
 # Order-free, so the mirror (read in any order) and the simulator's snapshot can be compared
 # without sorting or holding millions of rows.
 
+
 def row_hash(parts: Iterable[Any]) -> int:
     return int.from_bytes(hashlib.blake2b(json.dumps(list(parts), separators=(",", ":")).encode(), digest_size=8).digest(), "big")
 
@@ -109,8 +112,18 @@ class Digest:
         return [self.count, f"{self.total:016x}"]
 
 
-def asset_parts(adam: str, pricing: str, product: str, assigned: int, available: int, retired: int, total: int,
-                device_assignable: bool, revocable: bool, platforms: list[str]) -> list[Any]:
+def asset_parts(
+    adam: str,
+    pricing: str,
+    product: str,
+    assigned: int,
+    available: int,
+    retired: int,
+    total: int,
+    device_assignable: bool,
+    revocable: bool,
+    platforms: list[str],
+) -> list[Any]:
     return [adam, pricing, product, assigned, available, retired, total, bool(device_assignable), bool(revocable), sorted(platforms or [])]
 
 
@@ -123,8 +136,20 @@ def apple_digest(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The digest of the simulator's snapshot (``GET /_sim/snapshot``)."""
     assets, users, licenses = Digest(), Digest(), Digest()
     for a in snapshot["assets"]:
-        assets.add(asset_parts(a["adamId"], a["pricingParam"], a["productType"], a["assignedCount"], a["availableCount"], a["retiredCount"],
-                               a["totalCount"], a["deviceAssignable"], a["revocable"], a["supportedPlatforms"]))
+        assets.add(
+            asset_parts(
+                a["adamId"],
+                a["pricingParam"],
+                a["productType"],
+                a["assignedCount"],
+                a["availableCount"],
+                a["retiredCount"],
+                a["totalCount"],
+                a["deviceAssignable"],
+                a["revocable"],
+                a["supportedPlatforms"],
+            )
+        )
     for cid, u in snapshot["users"].items():
         users.add(user_parts(cid, u["email"], u["status"], u["idHash"], u["inviteCode"]))
     for adam, pricing, kind, target in snapshot["assignments"]:
@@ -144,20 +169,35 @@ def mirror_digest(host: Any) -> dict[str, Any]:
     with host.db.session() as session:
         acc = session.execute(select(VppAccount.id).where(VppAccount.name == ACCOUNT)).scalar_one()
         stream = {"yield_per": 10_000}
-        for r in session.execute(select(A.c.adam_id, A.c.pricing_param, A.c.product_type, A.c.assigned_count, A.c.available_count, A.c.retired_count,
-                                        A.c.total_count, A.c.device_assignable, A.c.revocable, A.c.supported_platforms).where(A.c.account_id == acc),
-                                 execution_options=stream):
+        for r in session.execute(
+            select(
+                A.c.adam_id,
+                A.c.pricing_param,
+                A.c.product_type,
+                A.c.assigned_count,
+                A.c.available_count,
+                A.c.retired_count,
+                A.c.total_count,
+                A.c.device_assignable,
+                A.c.revocable,
+                A.c.supported_platforms,
+            ).where(A.c.account_id == acc),
+            execution_options=stream,
+        ):
             assets.add(asset_parts(*r))
-        for r in session.execute(select(U.c.client_user_id, U.c.email, U.c.status, U.c.id_hash, U.c.invite_code).where(U.c.account_id == acc),
-                                 execution_options=stream):
+        for r in session.execute(
+            select(U.c.client_user_id, U.c.email, U.c.status, U.c.id_hash, U.c.invite_code).where(U.c.account_id == acc), execution_options=stream
+        ):
             users.add(user_parts(*r))
-        for adam, pricing, kind, target in session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc),
-                                                            execution_options=stream):
+        for adam, pricing, kind, target in session.execute(
+            select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc), execution_options=stream
+        ):
             licenses.add([adam, pricing, kinds[kind], target])
     return {"assets": assets.value(), "users": users.value(), "licenses": licenses.value()}
 
 
 # ------------------------------------------------------------------------------------ workers
+
 
 def worker_setup(args: argparse.Namespace) -> dict[str, Any]:
     """Add the account. Every site of a run claims the location with one ``mdmInfo`` id (they
@@ -229,8 +269,16 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
     if args.record:
         Path(args.record).write_text(json.dumps(traversals))
     # `sync` excludes the event delivery that follows the commit (run.py: deliver_events)
-    return {"wall": wall, "sync": _sync_seconds(report), "cpu": cpu, "rss_mb": rss, "report": report, "digest": digest,
-            "traversals": len(traversals), "pages_read": sum(t["pages"] for t in traversals)}
+    return {
+        "wall": wall,
+        "sync": _sync_seconds(report),
+        "cpu": cpu,
+        "rss_mb": rss,
+        "report": report,
+        "digest": digest,
+        "traversals": len(traversals),
+        "pages_read": sum(t["pages"] for t in traversals),
+    }
 
 
 def _sync_seconds(report: dict[str, Any]) -> float:
@@ -280,8 +328,15 @@ def worker_floor(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         client.close()
         host.close()
-    out: dict[str, Any] = {"fetch": fetch, "pages": pages, "rows": len(assets) + len(users) + len(licenses),
-                           "assets": len(assets), "users": len(users), "licenses": len(licenses), "insert": {}}
+    out: dict[str, Any] = {
+        "fetch": fetch,
+        "pages": pages,
+        "rows": len(assets) + len(users) + len(licenses),
+        "assets": len(assets),
+        "users": len(users),
+        "licenses": len(licenses),
+        "insert": {},
+    }
     if not args.no_sqlite:
         out["insert"]["sqlite"] = sqlite_floor(Path(args.dir) / "floor.sqlite3", assets, users, licenses)
     for url in args.pg or []:
@@ -305,8 +360,9 @@ CREATE INDEX ix_vpp_license_target ON vpp_license (account_id, kind, target);
 """
 
 # the same tables on PostgreSQL, in a schema of their own
-FLOOR_POSTGRES = FLOOR_SQLITE.replace("DATETIME", "TIMESTAMP WITH TIME ZONE").replace("CREATE INDEX ix_vpp_license_target ON vpp_license",
-                                                                                       "CREATE INDEX ix_vpp_license_target ON bench_floor.vpp_license")
+FLOOR_POSTGRES = FLOOR_SQLITE.replace("DATETIME", "TIMESTAMP WITH TIME ZONE").replace(
+    "CREATE INDEX ix_vpp_license_target ON vpp_license", "CREATE INDEX ix_vpp_license_target ON bench_floor.vpp_license"
+)
 FLOOR_POSTGRES = FLOOR_POSTGRES.replace("CREATE TABLE vpp_", "CREATE TABLE bench_floor.vpp_")
 
 NOW = "2025-01-01 00:00:00.000000"
@@ -326,11 +382,29 @@ def sqlite_floor(path: Path, assets: list[dict[str, Any]], users: list[dict[str,
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(FLOOR_SQLITE)
     db.execute("BEGIN IMMEDIATE")
-    db.executemany("INSERT INTO vpp_asset VALUES (1,?,?,?,?,?,?,?,?,?,?,?)", [
-        (a["adam_id"], a["pricing_param"], a["product_type"], a["assigned_count"], a["available_count"], a["retired_count"],
-         a["total_count"], a["device_assignable"], a["revocable"], json.dumps(a["supported_platforms"]), NOW) for a in assets])
-    db.executemany("INSERT OR REPLACE INTO vpp_user VALUES (1,?,?,?,?,?,?)", [
-        (u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW) for u in users])
+    db.executemany(
+        "INSERT INTO vpp_asset VALUES (1,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                a["adam_id"],
+                a["pricing_param"],
+                a["product_type"],
+                a["assigned_count"],
+                a["available_count"],
+                a["retired_count"],
+                a["total_count"],
+                a["device_assignable"],
+                a["revocable"],
+                json.dumps(a["supported_platforms"]),
+                NOW,
+            )
+            for a in assets
+        ],
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO vpp_user VALUES (1,?,?,?,?,?,?)",
+        [(u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW) for u in users],
+    )
     db.executemany("INSERT OR IGNORE INTO vpp_license VALUES (1,?,?,?,?)", ((a, p, _kind(k), t) for a, p, k, t in licenses))
     db.execute("COMMIT")
     db.close()
@@ -366,8 +440,22 @@ def postgres_floor(url: str, assets: list[dict[str, Any]], users: list[dict[str,
             with conn.cursor() as cur:
                 with cur.copy("COPY bench_floor.vpp_asset FROM STDIN") as copy:
                     for a in assets:
-                        copy.write_row((1, a["adam_id"], a["pricing_param"], a["product_type"], a["assigned_count"], a["available_count"], a["retired_count"],
-                                        a["total_count"], a["device_assignable"], a["revocable"], json.dumps(a["supported_platforms"]), NOW))
+                        copy.write_row(
+                            (
+                                1,
+                                a["adam_id"],
+                                a["pricing_param"],
+                                a["product_type"],
+                                a["assigned_count"],
+                                a["available_count"],
+                                a["retired_count"],
+                                a["total_count"],
+                                a["device_assignable"],
+                                a["revocable"],
+                                json.dumps(a["supported_platforms"]),
+                                NOW,
+                            )
+                        )
                 with cur.copy("COPY bench_floor.vpp_user FROM STDIN") as copy:
                     for u in latest.values():
                         copy.write_row((1, u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW))

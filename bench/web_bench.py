@@ -60,7 +60,9 @@ def enrol(host: Any, sim: Any) -> None:
 
     now = utcnow()
     users = [{"id": u["clientUserId"], "email": u.get("email"), "name": None, "managed_apple_id": None, "created_at": now} for u in sim.state.user_records()]
-    devices = [{"serial_number": s, "platform": "iOS", "model": "iPhone15,2", "udid": None, "owner": None, "enrolled_at": now} for s in sim.state.device_serials()]
+    devices = [
+        {"serial_number": s, "platform": "iOS", "model": "iPhone15,2", "udid": None, "owner": None, "enrolled_at": now} for s in sim.state.device_serials()
+    ]
 
     def work(session: Any) -> None:
         session.execute(insert(MdmUser), users)
@@ -85,8 +87,10 @@ def main() -> int:
     conf = folder / "conf" / "mdm.toml"
     conf.write_text("")
     sizes = {"assets": 1000 // scale, "devices": 100_000 // scale, "users": 100_000 // scale, "assignments": 300_000 // scale}
-    print(f"data: {sizes['assets']:,} assets, {sizes['assignments']:,} licenses, {sizes['users']:,} VPP users, "
-          f"{sizes['devices']:,} devices, {sizes['users']:,} MDM users (SQLite)")
+    print(
+        f"data: {sizes['assets']:,} assets, {sizes['assignments']:,} licenses, {sizes['users']:,} VPP users, "
+        f"{sizes['devices']:,} devices, {sizes['users']:,} MDM users (SQLite)"
+    )
     with Simulator(seed=3, async_delay=0, **sizes) as sim:
         host = create_host(conf, environ={"MDM_SECRET_KEY": "bench"}, database_url=f"sqlite:///{folder / 'mdm.sqlite3'}")
         add_admin(host, "bench", PASSWORD)
@@ -127,15 +131,22 @@ def main() -> int:
             median, worst, _ = timed(client, path)
             print(f"  {label}: median {median:.0f} ms, worst {worst:.0f} ms")
         print("REST lists (limit=1000), first and last page:")
-        for label, path in {"licenses": "/api/v1/vpp/licenses?account=big&limit=1000", "VPP users": "/api/v1/vpp/users?account=big&limit=1000",
-                            "assets": "/api/v1/vpp/assets?account=big&limit=1000", "devices": "/api/v1/devices?limit=1000",
-                            "MDM users": "/api/v1/users?limit=1000", "events": "/api/v1/events?limit=1000",
-                            "apps": "/api/v1/apps?limit=1000"}.items():
+        for label, path in {
+            "licenses": "/api/v1/vpp/licenses?account=big&limit=1000",
+            "VPP users": "/api/v1/vpp/users?account=big&limit=1000",
+            "assets": "/api/v1/vpp/assets?account=big&limit=1000",
+            "devices": "/api/v1/devices?limit=1000",
+            "MDM users": "/api/v1/users?limit=1000",
+            "events": "/api/v1/events?limit=1000",
+            "apps": "/api/v1/apps?limit=1000",
+        }.items():
             last, pages = last_api_page(client, path, token)
             first_median, first_worst, _ = timed(client, path, headers=token)
             last_median, last_worst, _ = timed(client, last, headers=token)
-            print(f"  {label} ({pages:,} pages): first median {first_median:.0f} ms (worst {first_worst:.0f}), "
-                  f"last median {last_median:.0f} ms (worst {last_worst:.0f})")
+            print(
+                f"  {label} ({pages:,} pages): first median {first_median:.0f} ms (worst {first_worst:.0f}), "
+                f"last median {last_median:.0f} ms (worst {last_worst:.0f})"
+            )
     host.close()
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

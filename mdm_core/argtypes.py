@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, overload
+from collections.abc import Callable
+from typing import overload
 
 from mdm_core.scheduler import MAX_INTERVAL
 

@@ -13,15 +13,16 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mdm_core import interrupts
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import TIME_FORMAT, print_json, print_rows, print_table, say, set_quiet
-from mdm_core.text import bad_character, shown
 from mdm_core.plugins import call_hook, core_version, hooks_of
+from mdm_core.text import bad_character, shown
 
 log = logging.getLogger("mdm")
 #: what still works while a plugin is broken (``--help`` too): enough to see and fix it
@@ -47,14 +48,16 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mdm",
         description="A small pluggable MDM host with Apple Apps and Books (VPP) support.",
-        epilog="Try `mdm demo` (everything against a local simulator). Each command has --help. "
-        "Exit codes: 0 success, 1 failure, 2 usage error.",
+        epilog="Try `mdm demo` (everything against a local simulator). Each command has --help. Exit codes: 0 success, 1 failure, 2 usage error.",
     )
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    plugins = sub.add_parser("plugins", help="list plugins: enabled, disabled and broken",
-                             description="Each plugin's name, version, source, state (enabled, disabled, broken) and hooks; a broken plugin's error.")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list plugins: enabled, disabled and broken",
+        description="Each plugin's name, version, source, state (enabled, disabled, broken) and hooks; a broken plugin's error.",
+    )
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
 
@@ -67,10 +70,13 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     run.add_argument("--no-web", action="store_true", help="run the scheduler only, without the web console")
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="the database in use, its schema, plugins, accounts and jobs",
-                            description="What this host would run on: the configuration and database in use (and where its URL comes from), "
-                            "the schema state, every plugin (disabled and broken ones too), each plugin's status rows (VPP accounts) and the jobs "
-                            "with their next runs. Creates nothing. Exit 1 when something needs attention.")
+    status = sub.add_parser(
+        "status",
+        help="the database in use, its schema, plugins, accounts and jobs",
+        description="What this host would run on: the configuration and database in use (and where its URL comes from), "
+        "the schema state, every plugin (disabled and broken ones too), each plugin's status rows (VPP accounts) and the jobs "
+        "with their next runs. Creates nothing. Exit 1 when something needs attention.",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
@@ -94,11 +100,29 @@ def plugin_rows(host: Host) -> list[dict[str, Any]]:
     rows = []
     for record in host.plugins:
         plugin = host.pm.get_plugin(record.name)
-        rows.append({"name": record.name, "version": record.version, "source": record.source, "state": record.state,
-                     "module": record.module, "hooks": hooks_of(host.pm, plugin), "error": None})
+        rows.append(
+            {
+                "name": record.name,
+                "version": record.version,
+                "source": record.source,
+                "state": record.state,
+                "module": record.module,
+                "hooks": hooks_of(host.pm, plugin),
+                "error": None,
+            }
+        )
     for record in host.unloaded:
-        rows.append({"name": record.name, "version": record.version, "source": record.source, "state": record.state,
-                     "module": record.module, "hooks": [], "error": record.error})
+        rows.append(
+            {
+                "name": record.name,
+                "version": record.version,
+                "source": record.source,
+                "state": record.state,
+                "module": record.module,
+                "hooks": [],
+                "error": record.error,
+            }
+        )
     return rows
 
 
@@ -124,14 +148,16 @@ def hook_docs(host: Host) -> list[dict[str, Any]]:
             continue
         doc = inspect.cleandoc(caller.spec.function.__doc__ or "")
         opts = caller.spec.opts
-        rows.append({
-            "name": name,
-            "args": list(caller.spec.argnames),
-            "historic": bool(opts.get("historic")),
-            "firstresult": bool(opts.get("firstresult")),
-            "doc": doc,
-            "implemented_by": [host.pm.get_name(i.plugin) for i in caller.get_hookimpls()],
-        })
+        rows.append(
+            {
+                "name": name,
+                "args": list(caller.spec.argnames),
+                "historic": bool(opts.get("historic")),
+                "firstresult": bool(opts.get("firstresult")),
+                "doc": doc,
+                "implemented_by": [host.pm.get_name(i.plugin) for i in caller.get_hookimpls()],
+            }
+        )
     return rows
 
 
@@ -220,10 +246,16 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     rows = []
     for name, state in sorted(scheduler.jobs.items()):
         last = runs.get(name)
-        rows.append({
-            "name": name, "plugin": state.plugin, "every_seconds": state.seconds, "next_run": scheduler.next_run(name),
-            "last_finished_at": last.last_finished_at if last else None, "last_error": last.last_error if last else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "plugin": state.plugin,
+                "every_seconds": state.seconds,
+                "next_run": scheduler.next_run(name),
+                "last_finished_at": last.last_finished_at if last else None,
+                "last_error": last.last_error if last else None,
+            }
+        )
     return print_rows(rows, args.json, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
 
 

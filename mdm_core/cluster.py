@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlmodel import col
@@ -41,7 +42,7 @@ MEMBERS_CACHE = 1.0  # seconds the list of live hosts is reused
 class Cluster:
     """This process's view of the hosts sharing its database (see the module docstring)."""
 
-    def __init__(self, db: "Database", ttl: float = HOST_TTL):
+    def __init__(self, db: Database, ttl: float = HOST_TTL):
         self.db = db
         self.ttl = ttl
         self.lock: DbLock | None = None

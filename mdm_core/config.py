@@ -14,9 +14,10 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from mdm_core.errors import ConfigError
 from mdm_core.files import CONFIG_FILE, SMALL_SECRET_FILE, FileTooLarge, read_bounded
@@ -28,7 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None) -> Any:
     """A numeric setting with its accepted range, checked when the section is read::
 
-        interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
+    interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
     """
     return field(default=default, metadata={"minimum": minimum, "maximum": maximum})
 
@@ -43,7 +44,7 @@ class SecretRef:
     env: str | None = None
     file: str | None = None
 
-    def resolve(self, config: "Config", environ: Mapping[str, str] | None = None) -> str:
+    def resolve(self, config: Config, environ: Mapping[str, str] | None = None) -> str:
         """Read the secret now; a missing variable or file is a one-line ConfigError."""
         environ = config.environ if environ is None else environ  # the host's environment, as loaded
         if self.env is not None:
@@ -114,7 +115,7 @@ class Config:
         url = self.environ.get("MDM_DATABASE_URL") or self.core.database_url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://":
-            relative = url[len(prefix):]
+            relative = url[len(prefix) :]
             if relative and not relative.startswith(":memory:"):
                 return prefix + str(self.resolve_path(relative))
         return url
@@ -148,9 +149,7 @@ class Config:
         """Fail on a top-level table no plugin reads (likely a typo or a disabled plugin)."""
         for name in self.raw:
             if name not in known:
-                raise ConfigError(
-                    f"{self.source}: unknown section [{name}]; known sections: {', '.join(sorted(known))}"
-                )
+                raise ConfigError(f"{self.source}: unknown section [{name}]; known sections: {', '.join(sorted(known))}")
 
 
 def _base_dir(path: Path | None) -> Path:
@@ -255,6 +254,4 @@ def _type_name(expected: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(
-        type(value), type(value).__name__
-    )
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(type(value), type(value).__name__)

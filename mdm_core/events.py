@@ -17,9 +17,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlmodel import Session, col
@@ -60,7 +61,7 @@ class Event:
 class EventBus:
     """The outbox and its delivery."""
 
-    def __init__(self, db: "Database", pm: "pluggy.PluginManager", host: Any):
+    def __init__(self, db: Database, pm: pluggy.PluginManager, host: Any):
         self.db = db
         self.pm = pm
         self.host = host
@@ -198,7 +199,8 @@ class EventBus:
         with self.db.session() as session:
             rows = session.execute(
                 select(col(OutboxEvent.seq), col(OutboxEvent.id), col(OutboxEvent.name), col(OutboxEvent.payload), col(OutboxEvent.created_at))
-                .where(col(OutboxEvent.seq).in_(seqs)).order_by(col(OutboxEvent.seq))
+                .where(col(OutboxEvent.seq).in_(seqs))
+                .order_by(col(OutboxEvent.seq))
             ).all()
         return [(row.seq, Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)) for row in rows]
 
@@ -239,8 +241,9 @@ class EventBus:
             failures += call_isolated(self.pm, caller, {"host": self.host, "event": event}, on_error=self._on_error(event, hook_name))
         return failures
 
-    def _on_error(self, event: Event, hook_name: str, failure_id: int | None = None, manual: bool = False,
-                  now: datetime | None = None) -> Callable[[str, BaseException], None]:
+    def _on_error(
+        self, event: Event, hook_name: str, failure_id: int | None = None, manual: bool = False, now: datetime | None = None
+    ) -> Callable[[str, BaseException], None]:
         def record(plugin: str, exc: BaseException) -> None:
             log.error("subscriber %s failed on event %s (%s): %s", plugin, event.name, event.id, describe(exc))
             try:
@@ -250,8 +253,9 @@ class EventBus:
 
         return record
 
-    def _record_failure(self, event: Event, hook_name: str, plugin: str, exc: BaseException, failure_id: int | None, manual: bool,
-                        now: datetime | None = None) -> None:
+    def _record_failure(
+        self, event: Event, hook_name: str, plugin: str, exc: BaseException, failure_id: int | None, manual: bool, now: datetime | None = None
+    ) -> None:
         """A new failure, or one more attempt of a recorded one: its next attempt (back-off,
         bounded), ``waiting`` for a start when what it needs is not loaded, ``failed`` at the end."""
         from mdm_core.errors import Unavailable
@@ -331,8 +335,9 @@ class EventBus:
             error = f"plugin {failure.plugin} is not loaded (or no longer implements {hook_name})"
             self._record_failure(event, hook_name, failure.plugin, Unavailable(error), failure_id, manual, now)
             return error
-        errors = call_isolated(self.pm, _SomeImpls(hook_name, impls), {"host": self.host, "event": event},
-                               on_error=self._on_error(event, hook_name, failure_id, manual, now))
+        errors = call_isolated(
+            self.pm, _SomeImpls(hook_name, impls), {"host": self.host, "event": event}, on_error=self._on_error(event, hook_name, failure_id, manual, now)
+        )
         if errors:
             return errors[0][1]
         with self.db.write_session() as session:

@@ -19,33 +19,45 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``mdm events`` and its subcommands."""
-    events = sub.add_parser("events", help="failed deliveries to subscribers: list them, deliver them again",
-                            description="Deliveries of events to subscribers (plugins) that failed, and delivering them again.")
+    events = sub.add_parser(
+        "events",
+        help="failed deliveries to subscribers: list them, deliver them again",
+        description="Deliveries of events to subscribers (plugins) that failed, and delivering them again.",
+    )
     events_sub = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
-    failures = events_sub.add_parser("failures", help="failed deliveries: retrying, waiting for a start, or failed",
-                                     description="Each failed delivery: the event, the subscriber (plugin and hook), attempts, "
-                                     "status (retrying at next_attempt_at, waiting for the host to start, failed) and the last error.")
+    failures = events_sub.add_parser(
+        "failures",
+        help="failed deliveries: retrying, waiting for a start, or failed",
+        description="Each failed delivery: the event, the subscriber (plugin and hook), attempts, "
+        "status (retrying at next_attempt_at, waiting for the host to start, failed) and the last error.",
+    )
     failures.add_argument("--failed", action="store_true", help="only those whose retries are exhausted")
     add_list_options(failures)
     failures.set_defaults(func=cmd_failures)
-    redeliver = events_sub.add_parser("redeliver", help="deliver events again to the subscribers that failed",
-                                      description="Deliver the event of each failed delivery again, to the subscriber that failed "
-                                      "only. Exit 1 if any fails again (it stays listed, failed).")
+    redeliver = events_sub.add_parser(
+        "redeliver",
+        help="deliver events again to the subscribers that failed",
+        description="Deliver the event of each failed delivery again, to the subscriber that failed only. Exit 1 if any fails again (it stays listed, failed).",
+    )
     redeliver.add_argument("ids", nargs="*", type=int, metavar="ID", help="failed deliveries (from `mdm events failures`)")
     redeliver.add_argument("--all", action="store_true", help="every failed delivery, whatever its status")
     redeliver.set_defaults(func=cmd_redeliver)
 
 
-def cmd_failures(host: "Host", args: argparse.Namespace) -> int:
+def cmd_failures(host: Host, args: argparse.Namespace) -> int:
     """``mdm events failures``: streamed, oldest first."""
     rows = host.events.iter_failures(everything=not args.failed, offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["id", "event_name", "event_id", "plugin", "hook", "attempts", "status", "next_attempt_at", "error"],
-                      empty="no failed deliveries")
+    return print_rows(
+        rows,
+        output_format(args),
+        ["id", "event_name", "event_id", "plugin", "hook", "attempts", "status", "next_attempt_at", "error"],
+        empty="no failed deliveries",
+    )
 
 
-def cmd_redeliver(host: "Host", args: argparse.Namespace) -> int:
+def cmd_redeliver(host: Host, args: argparse.Namespace) -> int:
     """``mdm events redeliver ID... | --all``"""
     if args.all == bool(args.ids):
         raise UsageError("give the ids of failed deliveries (mdm events failures), or --all")

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 @hookspec(historic=True)
-def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+def mdm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
     """Add a plugin's own hookspecs to the manager.
 
     When: once per plugin, as it is registered (historic: plugins registered later still see
@@ -60,7 +60,7 @@ def mdm_config_sections() -> dict[str, type] | None:
 
 
 @hookspec(historic=True)
-def mdm_configure(host: "Host") -> None:
+def mdm_configure(host: Host) -> None:
     """Let a plugin read its configuration and keep a reference to the host.
 
     When: once, after every plugin is registered and the configuration is validated
@@ -87,7 +87,7 @@ def mdm_register_tables() -> list[type] | None:
 
 
 @hookspec
-def mdm_register_migrations() -> "MigrationSet | None":
+def mdm_register_migrations() -> MigrationSet | None:
     """Declare where the plugin's schema migrations (Alembic revision files) are.
 
     When: once, whenever the host opens the database (to check its revision at start) and
@@ -103,7 +103,7 @@ def mdm_register_migrations() -> "MigrationSet | None":
 
 
 @hookspec
-def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """Add the plugin's subcommands to the ``mdm`` command line.
 
     When: once per ``mdm`` invocation, while the parser is built.
@@ -116,7 +116,7 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
 
 
 @hookspec
-def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     """Register the plugin's scheduled jobs.
 
     When: once when the host's scheduler is built (``mdm run``, ``mdm jobs``).
@@ -130,7 +130,7 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookspec
-def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+def mdm_register_web(web: WebRegistry, host: Host) -> None:
     """Add the plugin's REST routes, console pages and navigation entries to the web console.
 
     When: once each time the web application is built (``mdm run`` without ``--no-web``, and
@@ -154,7 +154,7 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
 
 
 @hookspec
-def mdm_startup(host: "Host") -> None:
+def mdm_startup(host: Host) -> None:
     """The host is starting to run.
 
     When: once per ``mdm run`` (``host.start()``), after the tables exist and the outbox left by
@@ -166,7 +166,7 @@ def mdm_startup(host: "Host") -> None:
 
 
 @hookspec
-def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]] | None:
+def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]] | None:
     """What a plugin adds to ``mdm status``: named lists of plain rows.
 
     When: on ``mdm status`` (and the ``mdm run`` banner counts the rows), only when the
@@ -179,7 +179,7 @@ def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]] | None:
 
 
 @hookspec
-def mdm_shutdown(host: "Host") -> None:
+def mdm_shutdown(host: Host) -> None:
     """The host is stopping.
 
     When: once, on SIGINT/SIGTERM or ``host.stop_event``, after the running jobs have finished
@@ -191,7 +191,7 @@ def mdm_shutdown(host: "Host") -> None:
 
 
 @hookspec
-def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
+def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
     """One line saying what a plugin did about a removed device or user, for the admin.
 
     When: ``mdm devices remove`` / ``mdm users remove``, after the removal's events were
@@ -206,7 +206,7 @@ def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
 
 
 @hookspec
-def mdm_device_enrolled(host: "Host", event: "Event") -> None:
+def mdm_device_enrolled(host: Host, event: Event) -> None:
     """A device was added to the inventory.
 
     When: after the commit that enrolled it, delivered from the outbox.
@@ -218,7 +218,7 @@ def mdm_device_enrolled(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_device_removed(host: "Host", event: "Event") -> None:
+def mdm_device_removed(host: Host, event: Event) -> None:
     """A device was removed from the inventory (unenrolled, wiped, retired).
 
     When: after the commit that removed it, delivered from the outbox. Plugins reclaim what
@@ -231,7 +231,7 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_user_added(host: "Host", event: "Event") -> None:
+def mdm_user_added(host: Host, event: Event) -> None:
     """An MDM user was added to the inventory.
 
     When: after the commit that added it, delivered from the outbox.
@@ -243,7 +243,7 @@ def mdm_user_added(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_user_changed(host: "Host", event: "Event") -> None:
+def mdm_user_changed(host: Host, event: Event) -> None:
     """An MDM user's e-mail address or Managed Apple ID changed (an add or import of an existing
     user with other values).
 
@@ -258,7 +258,7 @@ def mdm_user_changed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_user_removed(host: "Host", event: "Event") -> None:
+def mdm_user_removed(host: Host, event: Event) -> None:
     """An MDM user was removed from the inventory (left the organisation).
 
     When: after the commit that removed it (its devices stay enrolled, without an owner),
@@ -271,7 +271,7 @@ def mdm_user_removed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_command_queued(host: "Host", event: "Event") -> None:
+def mdm_command_queued(host: Host, event: Event) -> None:
     """An MDM command was queued for a device (``InstallApplication``, say).
 
     When: after the commit that queued it, delivered from the outbox.
@@ -283,7 +283,7 @@ def mdm_command_queued(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_event(host: "Host", event: "Event") -> None:
+def mdm_event(host: Host, event: Event) -> None:
     """Every event, whatever its name (audit logs, forwarding to a SIEM, metrics).
 
     When: after the commit that recorded the event, once per event, after the event's own

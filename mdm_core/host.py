@@ -10,8 +10,9 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -34,8 +35,16 @@ RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s lo
 class Host:
     """What plugins receive in every hook: ``host.config``, ``host.db``, ``host.events`` ..."""
 
-    def __init__(self, config: Config, pm: pluggy.PluginManager, plugins: list[PluginRecord], *, database_url: str | None = None,
-                 unloaded: list[PluginRecord] | None = None, database_source: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        pm: pluggy.PluginManager,
+        plugins: list[PluginRecord],
+        *,
+        database_url: str | None = None,
+        unloaded: list[PluginRecord] | None = None,
+        database_source: str | None = None,
+    ):
         self.config = config
         self.pm = pm
         self.plugins = plugins  # the loaded ones
@@ -180,7 +189,7 @@ class Host:
         return call_per_plugin(self.pm, hook_name)
 
     @cached_property
-    def cluster(self) -> "Cluster":
+    def cluster(self) -> Cluster:
         """The hosts sharing this database (``mdm run`` joins it): who is alive, who owns which
         share of the work (:mod:`mdm_core.cluster`)."""
         from mdm_core.cluster import Cluster
@@ -274,8 +283,12 @@ class Host:
                 self.deliver_events()
             except Exception as exc:
                 log.error("could not deliver pending events at shutdown: %s", describe(exc))
-        call_isolated(self.pm, self.pm.hook.mdm_shutdown, {"host": self},
-                      on_error=lambda plugin, exc: log.error("plugin %s failed at shutdown: %s", plugin, describe(exc)))
+        call_isolated(
+            self.pm,
+            self.pm.hook.mdm_shutdown,
+            {"host": self},
+            on_error=lambda plugin, exc: log.error("plugin %s failed at shutdown: %s", plugin, describe(exc)),
+        )
 
     def run(self, *, max_sleep: float = 1.0, install_signal_handlers: bool = True, on_start: Any = None) -> None:
         """Run the scheduler loop until SIGINT/SIGTERM or ``stop_event``; sleep until the next job.
@@ -350,4 +363,3 @@ def create_host(
     host = Host(config, pm, records, database_url=database_url, unloaded=[r for r in everything if r.state != "enabled"])
     call_hook(pm, "mdm_configure", historic=True, host=host)
     return host
-

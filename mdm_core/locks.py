@@ -23,10 +23,11 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: PostgreSQL advisory lock namespace (the first of the two int4 keys) of lock holders.
 _PG_HOLDER_CLASS = 0x4D444D48  # "MDMH"
-_RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def new_holder() -> str:
@@ -72,7 +73,7 @@ def local_holder_is_dead(holder: str) -> bool:
     return False
 
 
-def holder_is_dead(db: "Database", holder: str) -> bool:
+def holder_is_dead(db: Database, holder: str) -> bool:
     """True when ``holder`` is known to be gone: a dead process of this machine, or on
     PostgreSQL a holder whose database session (and so its advisory lock) has ended."""
     if local_holder_is_dead(holder):
@@ -107,7 +108,7 @@ def _key(value: str) -> int:
 
 
 def _hhmmss(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
+    return when.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ class LockInfo:
 
     def describe(self) -> str:
         """``held by process 1234 on host-a since 10:00:01 UTC; its lock expires at 10:05:01 UTC unless renewed``"""
-        return (f"held by {describe_holder(self.holder)} since {_hhmmss(self.acquired_at)}; "
-                f"its lock expires at {_hhmmss(self.expires_at)} unless renewed")
+        return f"held by {describe_holder(self.holder)} since {_hhmmss(self.acquired_at)}; its lock expires at {_hhmmss(self.expires_at)} unless renewed"
 
 
 class LockBusy(MdmError):
@@ -144,7 +144,7 @@ class LockLost(MdmError):
 class DbLock:
     """One named lock; ``acquire`` waits up to ``wait`` seconds, then raises ``LockBusy``."""
 
-    def __init__(self, db: "Database", name: str, *, ttl: float = 600.0, holder: str | None = None):
+    def __init__(self, db: Database, name: str, *, ttl: float = 600.0, holder: str | None = None):
         self.db = db
         self.name = name
         self.ttl = ttl
@@ -219,16 +219,14 @@ class DbLock:
         keep growing: a released lock is one whose expiry has passed."""
         try:
             with self.db.write_session() as session:
-                session.execute(
-                    update(Lock).where(*self._ours()).values(expires_at=_RELEASED)
-                )
+                session.execute(update(Lock).where(*self._ours()).values(expires_at=_RELEASED))
                 session.commit()
         finally:
             self.generation = None
             self._drop_session_lock()
 
     @contextmanager
-    def held(self, wait: float = 0.0) -> Iterator["DbLock"]:
+    def held(self, wait: float = 0.0) -> Iterator[DbLock]:
         """``with lock.held(): ...``"""
         self.acquire(wait)
         try:
@@ -258,9 +256,7 @@ class DbLock:
         if self.generation is None:
             raise LockLost(f"lock {self.name} is not held")
         with self.db.write_session() as session:
-            result = session.execute(
-                update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
-            )
+            result = session.execute(update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
             session.commit()
         if rowcount(result) != 1:
             raise self._lost()
@@ -274,9 +270,7 @@ class DbLock:
         """
         if self.generation is None:
             raise LockLost(f"lock {self.name} is not held")
-        result = session.execute(
-            update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl))
-        )
+        result = session.execute(update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
         if rowcount(result) != 1:
             raise self._lost()
 
@@ -289,7 +283,7 @@ class DbLock:
             return LockInfo(row.name, row.holder, row.generation, row.acquired_at, row.expires_at)
 
     @contextmanager
-    def heartbeat(self, every: float | None = None) -> Iterator["Heartbeat"]:
+    def heartbeat(self, every: float | None = None) -> Iterator[Heartbeat]:
         """Refresh the lock from a background thread every ``every`` seconds (a third of the
         time to live by default) while the block runs; ``beat.check()`` raises ``LockLost``
         as soon as a refresh found the lock taken."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -18,7 +18,7 @@ from mdm_core.db.types import UTCDateTime
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Platform(str, enum.Enum):
@@ -55,10 +55,10 @@ class Device(SQLModel, table=True):
     __tablename__ = "core_device"
 
     serial_number: str = Field(primary_key=True, max_length=64)
-    udid: Optional[str] = Field(default=None, max_length=64, index=True)
+    udid: str | None = Field(default=None, max_length=64, index=True)
     platform: str = Field(max_length=16)
-    model: Optional[str] = Field(default=None, max_length=128)
-    owner: Optional[str] = Field(default=None, max_length=255, index=True)
+    model: str | None = Field(default=None, max_length=128)
+    owner: str | None = Field(default=None, max_length=255, index=True)
     enrolled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     enrollment_type: str = Field(default=EnrollmentType.device.value, max_length=16)
 
@@ -69,9 +69,9 @@ class MdmUser(SQLModel, table=True):
     __tablename__ = "core_user"
 
     id: str = Field(primary_key=True, max_length=255)
-    name: Optional[str] = Field(default=None, max_length=255)
-    email: Optional[str] = Field(default=None, max_length=255)
-    managed_apple_id: Optional[str] = Field(default=None, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    managed_apple_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -86,7 +86,7 @@ class Command(SQLModel, table=True):
     request_type: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default=CommandStatus.queued.value, max_length=16)
-    error: Optional[str] = Field(default=None)
+    error: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -97,14 +97,14 @@ class OutboxEvent(SQLModel, table=True):
     __tablename__ = "core_event"
     __table_args__ = (Index("ix_core_event_pending", "delivered_at", "seq"),)
 
-    seq: Optional[int] = Field(default=None, primary_key=True)
+    seq: int | None = Field(default=None, primary_key=True)
     id: str = Field(max_length=36, unique=True)
     name: str = Field(max_length=128)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    claimed_by: Optional[str] = Field(default=None, max_length=64)
-    claimed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    delivered_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SubscriberFailure(SQLModel, table=True):
@@ -115,15 +115,15 @@ class SubscriberFailure(SQLModel, table=True):
 
     __tablename__ = "core_subscriber_failure"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=36, index=True)
     event_name: str = Field(max_length=128)
     plugin: str = Field(max_length=128)
     error: str
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # the last failure
-    hook: Optional[str] = Field(default=None, max_length=128)  # the hook that failed (mdm_<name> or mdm_event)
+    hook: str | None = Field(default=None, max_length=128)  # the hook that failed (mdm_<name> or mdm_event)
     attempts: int = 1
-    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     status: str = Field(default="failed", max_length=16, sa_column_kwargs={"server_default": "failed"})
 
 
@@ -146,9 +146,9 @@ class JobRun(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=191)
     plugin: str = Field(max_length=128)
-    last_started_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    last_finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    last_error: Optional[str] = None
+    last_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
     runs: int = 0
     failures: int = 0
 

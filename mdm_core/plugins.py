@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import types
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -285,7 +286,7 @@ def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
 
 
 def call_isolated(
-    pm: "pluggy.PluginManager",
+    pm: pluggy.PluginManager,
     caller: Any,
     kwargs: dict[str, Any],
     on_error: Callable[[str, BaseException], None],

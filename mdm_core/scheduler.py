@@ -22,9 +22,10 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import schedule
 
@@ -33,12 +34,12 @@ from mdm_core.errors import MdmError, describe
 log = logging.getLogger(__name__)
 
 MAX_INTERVAL = 365 * 24 * 3600  # a year: the longest interval a job (or an account) accepts
-LastDone = Callable[[], Optional[_dt.datetime]]
+LastDone = Callable[[], _dt.datetime | None]
 
 
 def utc_now() -> _dt.datetime:
     """The scheduler's clock: aware UTC, immune to the local zone and its DST changes."""
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def check_interval(seconds: Any, what: str = "interval") -> float:
@@ -124,8 +125,14 @@ class HostScheduler:
     ``core_job_run`` row); without it only this process's runs count.
     """
 
-    def __init__(self, *, workers: int = 4, inline: bool = False, on_finish: Callable[[JobState, BaseException | None], None] | None = None,
-                 history: Callable[[str], _dt.datetime | None] | None = None):
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        inline: bool = False,
+        on_finish: Callable[[JobState, BaseException | None], None] | None = None,
+        history: Callable[[str], _dt.datetime | None] | None = None,
+    ):
         self.scheduler = _UtcScheduler()
         self.jobs: dict[str, JobState] = {}
         self.pool = None if inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdm-job")

@@ -28,9 +28,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -127,7 +128,7 @@ class SecretBox:
         return True
 
     @classmethod
-    def from_key_file(cls, path: Path, *, create: bool = True) -> "SecretBox":
+    def from_key_file(cls, path: Path, *, create: bool = True) -> SecretBox:
         """Read the key file, creating it (mode 0600, in a folder only its owner can enter) if
         it does not exist and ``create``; :class:`KeyMissing` otherwise."""
         if not path.exists():
@@ -198,7 +199,7 @@ class SecretBox:
         key = self._keys[0].encode() if is_fernet_key(self._keys[0]) else passphrase_key(self._keys[0])
         return hmac.new(key, purpose.encode(), hashlib.sha256).hexdigest()
 
-    def with_new_key(self) -> tuple["SecretBox", str]:
+    def with_new_key(self) -> tuple[SecretBox, str]:
         """A box whose first key is a fresh one, the current keys kept for reading; and that key."""
         new = Fernet.generate_key().decode()
         return SecretBox("\n".join([new, *self._keys])), new

@@ -26,26 +26,30 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``mdm secrets`` and its subcommands."""
-    secrets = sub.add_parser("secrets", help="the key that encrypts stored secrets: status, rotate, new-key",
-                             description="The key that encrypts the secrets stored in the database (VPP tokens).")
+    secrets = sub.add_parser(
+        "secrets",
+        help="the key that encrypts stored secrets: status, rotate, new-key",
+        description="The key that encrypts the secrets stored in the database (VPP tokens).",
+    )
     secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True, metavar="COMMAND")
     status = secrets_sub.add_parser("status", help="where the key comes from and which stored secrets it reads")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
     rotate = secrets_sub.add_parser(
-        "rotate", help="re-encrypt every stored secret with a new key, in one transaction",
+        "rotate",
+        help="re-encrypt every stored secret with a new key, in one transaction",
         description="With the key file (var/secret.key): generate a new key and re-encrypt every stored secret with it, in one "
         "transaction; the old key is then dropped. With MDM_SECRET_KEY or [core] secret_key: set it to 'NEW,OLD' first, "
-        "rotate, then set it to 'NEW' alone.")
+        "rotate, then set it to 'NEW' alone.",
+    )
     rotate.set_defaults(func=cmd_rotate)
-    new_key = secrets_sub.add_parser(
-        "new-key", help="start a new key file when the old one is lost (stored secrets must then be entered again)")
+    new_key = secrets_sub.add_parser("new-key", help="start a new key file when the old one is lost (stored secrets must then be entered again)")
     new_key.set_defaults(func=cmd_new_key)
 
 
-def _ciphertexts(host: "Host") -> list[tuple[Any, tuple[Any, ...], str]]:
+def _ciphertexts(host: Host) -> list[tuple[Any, tuple[Any, ...], str]]:
     """(column, primary key, ciphertext) of every stored secret."""
     found = []
     with host.db.session() as session:
@@ -56,7 +60,7 @@ def _ciphertexts(host: "Host") -> list[tuple[Any, tuple[Any, ...], str]]:
     return found
 
 
-def status(host: "Host") -> dict[str, Any]:
+def status(host: Host) -> dict[str, Any]:
     """The key's source, its number of keys, and the stored secrets by state."""
     from mdm_core.secrets import KeyMissing
 
@@ -68,22 +72,30 @@ def status(host: "Host") -> dict[str, Any]:
     rows = _ciphertexts(host)
     current = sum(1 for _, _, c in rows if box.is_current(c))
     readable = sum(1 for _, _, c in rows if box.can_decrypt(c))
-    return {"source": source, "keys": box.key_count, "secrets": len(rows), "current": current, "older_key": readable - current,
-            "unreadable": len(rows) - readable}
+    return {
+        "source": source,
+        "keys": box.key_count,
+        "secrets": len(rows),
+        "current": current,
+        "older_key": readable - current,
+        "unreadable": len(rows) - readable,
+    }
 
 
-def cmd_status(host: "Host", args: argparse.Namespace) -> int:
+def cmd_status(host: Host, args: argparse.Namespace) -> int:
     """``mdm secrets status``"""
     info = status(host)
     if args.json:
         print_json(info)
         return 0
-    print(f"key: {info['source']} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
-          f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable")
+    print(
+        f"key: {info['source']} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
+        f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable"
+    )
     return 1 if info["unreadable"] else 0
 
 
-def rotate(host: "Host") -> tuple[int, str]:
+def rotate(host: Host) -> tuple[int, str]:
     """Re-encrypt every stored secret with the first key (a new one for the key file), in one
     transaction; returns (how many, the key's source)."""
     from cryptography.fernet import InvalidToken
@@ -120,7 +132,7 @@ def rotate(host: "Host") -> tuple[int, str]:
     return count, source
 
 
-def cmd_rotate(host: "Host", args: argparse.Namespace) -> int:
+def cmd_rotate(host: Host, args: argparse.Namespace) -> int:
     """``mdm secrets rotate``"""
     count, source = rotate(host)
     if source == "key file":
@@ -130,7 +142,7 @@ def cmd_rotate(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_new_key(host: "Host", args: argparse.Namespace) -> int:
+def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
     """``mdm secrets new-key``"""
     from cryptography.fernet import Fernet
 
@@ -144,7 +156,13 @@ def cmd_new_key(host: "Host", args: argparse.Namespace) -> int:
         raise MdmError(f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)")
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
     stored = host.stored_secrets()
-    say(f"created a new key in {path}; back it up" + (
-        f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
-        "`mdm vpp account set NAME --token-file FILE` (see `mdm vpp account list`)" if stored else ""))
+    say(
+        f"created a new key in {path}; back it up"
+        + (
+            f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
+            "`mdm vpp account set NAME --token-file FILE` (see `mdm vpp account list`)"
+            if stored
+            else ""
+        )
+    )
     return 0

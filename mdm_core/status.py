@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def collect_status(host: "Host") -> dict[str, Any]:
+def collect_status(host: Host) -> dict[str, Any]:
     """Everything ``mdm status`` shows, as plain values."""
     from mdm_core.cli import plugin_rows
     from mdm_core.db.migrate import History, read_states
@@ -27,8 +27,7 @@ def collect_status(host: "Host") -> dict[str, Any]:
     status: dict[str, Any] = {
         "version": core_version(),
         "config": str(host.config.path) if host.config.path else None,
-        "database": {"url": db.describe(), "source": host.database_source,
-                     "exists": not db.is_new_file, "schema": None, "pending": []},
+        "database": {"url": db.describe(), "source": host.database_source, "exists": not db.is_new_file, "schema": None, "pending": []},
         "plugins": [{k: r[k] for k in ("name", "version", "source", "state", "error")} for r in plugin_rows(host)],
         "sections": {},
         "jobs": [],
@@ -36,8 +35,9 @@ def collect_status(host: "Host") -> dict[str, Any]:
     }
     if db.is_new_file:
         status["database"]["schema"] = "new"
-        status["problems"].append(f"database file {db.url.database} does not exist: the next command creates it "
-                                  "(check the path if you expected your data there)")
+        status["problems"].append(
+            f"database file {db.url.database} does not exist: the next command creates it (check the path if you expected your data there)"
+        )
         return status
     try:
         states = read_states(db, [History(s) for s in host.migration_sets()])
@@ -56,25 +56,31 @@ def collect_status(host: "Host") -> dict[str, Any]:
 
     for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
         if isinstance(result, Exception):
-            status["problems"].append(f"plugin '{name}' cannot tell its status: {str(result).split(': ', 1)[-1] if isinstance(result, PluginError) else result}")
+            status["problems"].append(
+                f"plugin '{name}' cannot tell its status: {str(result).split(': ', 1)[-1] if isinstance(result, PluginError) else result}"
+            )
             continue
         for section, rows in (result or {}).items():
             status["sections"][section] = list(rows)
     try:
         scheduler = host.build_scheduler(inline=True)
-        status["jobs"] = [{"name": n, "plugin": j.plugin, "every_seconds": j.seconds, "next_run": scheduler.next_run(n)}
-                          for n, j in sorted(scheduler.jobs.items())]
+        status["jobs"] = [
+            {"name": n, "plugin": j.plugin, "every_seconds": j.seconds, "next_run": scheduler.next_run(n)} for n, j in sorted(scheduler.jobs.items())
+        ]
     except MdmError as exc:
         status["problems"].append(f"jobs cannot be planned: {exc}")
     return status
 
 
-def banner(host: "Host") -> str:
+def banner(host: Host) -> str:
     """The line ``mdm run`` prints when it starts: version, database, schema, plugins, jobs."""
     from mdm_core.plugins import core_version
 
     disabled = [r.name for r in host.unloaded]
     jobs = len(host.scheduler.jobs)
-    return (f"mdm-host {core_version()} running on database {host.db.describe()} ({host.database_source}), "
-            f"schema current, configuration {host.config.source}; {len(host.plugins)} plugins"
-            + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "") + f", {jobs} jobs")
+    return (
+        f"mdm-host {core_version()} running on database {host.db.describe()} ({host.database_source}), "
+        f"schema current, configuration {host.config.source}; {len(host.plugins)} plugins"
+        + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "")
+        + f", {jobs} jobs"
+    )

@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from pathlib import Path
 from collections import Counter
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,8 +65,7 @@ def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
     """
     hosts: list[Host] = []
 
-    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: Mapping[str, str] | None = None,
-             database_url: str | None = None) -> Host:
+    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: Mapping[str, str] | None = None, database_url: str | None = None) -> Host:
         conf = project_dir / "conf" / "mdm.toml"
         conf.write_text(config)
         env = {"MDM_SECRET_KEY": TEST_SECRET_KEY, **(environ or {})}
@@ -90,9 +90,17 @@ class MdmRunner:
     created empty otherwise. ``runner(..., config="toml")`` rewrites it for one call.
     """
 
-    def __init__(self, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *,
-                 config: str | None = None, environ: Mapping[str, str] | None = None, unset: Iterable[str] = (),
-                 chdir: bool = False):
+    def __init__(
+        self,
+        project_dir: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        *,
+        config: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        unset: Iterable[str] = (),
+        chdir: bool = False,
+    ):
         self.project_dir = project_dir
         self.conf = project_dir / "conf" / "mdm.toml"
         self.db = project_dir / "var" / "mdm.sqlite3"
@@ -170,7 +178,7 @@ class EventRecorder:
         self.prefix = prefix
         self.events: list[Event] = []
         self._lock = threading.Lock()
-        for name in (events if events is not None else ["event"]):
+        for name in events if events is not None else ["event"]:
             setattr(self, f"mdm_{name}", self._subscriber())
 
     def _subscriber(self) -> Callable[..., None]:

@@ -38,9 +38,15 @@ def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: di
 
 
 def test_core_0002_devices_enrolled_before_are_device_enrollment(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
-    mdm = _database_at(project_dir, monkeypatch, capsys, {"core": "0003"}, [
-        "INSERT INTO core_device (serial_number, platform, enrolled_at) VALUES ('C02OLD', 'iOS', '2026-01-02 03:04:05.000000')",
-    ])
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"core": "0003"},
+        [
+            "INSERT INTO core_device (serial_number, platform, enrolled_at) VALUES ('C02OLD', 'iOS', '2026-01-02 03:04:05.000000')",
+        ],
+    )
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     assert "core: applied 0004 (device enrollment type" in out
@@ -50,11 +56,17 @@ def test_core_0002_devices_enrolled_before_are_device_enrollment(project_dir: Pa
 
 
 def test_vpp_0002_accounts_get_no_back_off(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
-    mdm = _database_at(project_dir, monkeypatch, capsys, {"vpp": "0004"}, [
-        "INSERT INTO vpp_account (id, name, uid, service_url, token_ciphertext, token_fingerprint, token_expires_at, mdm_info_id,"
-        " interval_seconds, token_state, paused, created_at) VALUES (1, 'school', 'u1', 'https://x.test/mdm/v2', 'c', 'f',"
-        " '2030-01-01 00:00:00.000000', 'm', 3600, 'valid', 0, '2026-01-02 03:04:05.000000')",
-    ])
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"vpp": "0004"},
+        [
+            "INSERT INTO vpp_account (id, name, uid, service_url, token_ciphertext, token_fingerprint, token_expires_at, mdm_info_id,"
+            " interval_seconds, token_state, paused, created_at) VALUES (1, 'school', 'u1', 'https://x.test/mdm/v2', 'c', 'f',"
+            " '2030-01-01 00:00:00.000000', 'm', 3600, 'valid', 0, '2026-01-02 03:04:05.000000')",
+        ],
+    )
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     assert "vpp: applied 0005 (account backoff until" in out
@@ -67,19 +79,31 @@ def test_vpp_0002_accounts_get_no_back_off(project_dir: Path, monkeypatch: Any, 
 
 
 def test_mobile_apps_0002_metadata_becomes_per_platform(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
-    app = ("INSERT INTO mobile_apps_app (id, account, adam_id, pricing_param, platform, kind, state, product_type, device_assignable, revocable,"
-           " supported_platforms, assigned_count, available_count, retired_count, total_count, published_at, updated_at)"
-           " VALUES ({id}, 'school', '{adam}', 'STDQ', '{platform}', 'app', 'published', 'App', 1, 1, '[]', 0, 1, 0, 1,"
-           " '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')")
-    meta = ("INSERT INTO mobile_apps_metadata (adam_id, account, status, name, bundle_id, version, device_families, fetched_at, attempts)"
-            " VALUES ('{adam}', 'school', 'ok', 'Words', 'com.example.words', '6.2', '[]', '2026-01-02 03:04:05.000000', 0)")
-    mdm = _database_at(project_dir, monkeypatch, capsys, {"mobile_apps": "0001"}, [
-        app.format(id=1, adam="111", platform="iOS"), app.format(id=2, adam="111", platform="macOS"),  # a universal app
-        app.format(id=3, adam="222", platform="macOS"),  # a Mac-only app: its entry was the Mac one already
-        meta.format(adam="111"), meta.format(adam="222"),
-        "INSERT INTO mobile_apps_reclaim (account, adam_id, pricing_param, kind, target, reason, status, attempts, event_ids, created_at, updated_at)"
-        " VALUES ('school', '111', 'STDQ', 'device', 'C02OLD', 'manual', 'done', 1, '[]', '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')",
-    ])
+    app = (
+        "INSERT INTO mobile_apps_app (id, account, adam_id, pricing_param, platform, kind, state, product_type, device_assignable, revocable,"
+        " supported_platforms, assigned_count, available_count, retired_count, total_count, published_at, updated_at)"
+        " VALUES ({id}, 'school', '{adam}', 'STDQ', '{platform}', 'app', 'published', 'App', 1, 1, '[]', 0, 1, 0, 1,"
+        " '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')"
+    )
+    meta = (
+        "INSERT INTO mobile_apps_metadata (adam_id, account, status, name, bundle_id, version, device_families, fetched_at, attempts)"
+        " VALUES ('{adam}', 'school', 'ok', 'Words', 'com.example.words', '6.2', '[]', '2026-01-02 03:04:05.000000', 0)"
+    )
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"mobile_apps": "0001"},
+        [
+            app.format(id=1, adam="111", platform="iOS"),
+            app.format(id=2, adam="111", platform="macOS"),  # a universal app
+            app.format(id=3, adam="222", platform="macOS"),  # a Mac-only app: its entry was the Mac one already
+            meta.format(adam="111"),
+            meta.format(adam="222"),
+            "INSERT INTO mobile_apps_reclaim (account, adam_id, pricing_param, kind, target, reason, status, attempts, event_ids, created_at, updated_at)"
+            " VALUES ('school', '111', 'STDQ', 'device', 'C02OLD', 'manual', 'done', 1, '[]', '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')",
+        ],
+    )
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     assert "mobile_apps: applied 0002 (metadata per platform and reclaim cause" in out

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow  # the smallest benchmark in a subprocess, on SQLite and PostgreSQL
 def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     out = run.stdout
@@ -28,10 +29,17 @@ def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
         configurations += ["PostgreSQL, every plugin", "PostgreSQL, vpp only"]
     assert header.split(" | ")[1:] == ["goal", *configurations[:-1], configurations[-1] + " |"]
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.splitlines() if line.startswith("| ") and "---" not in line}
-    for figure, goal in (("floor: download+parse of every page", "-"), ("full sync, events delivered", "-"), ("full sync / floor", "<= 2"),
-                         ("peak RSS of the full sync", "< 300 MB"), ("incremental sync after a 1% spread", "-"),
-                         ("incremental (spread) / download+parse of the pages it read", "<= 1.5"), ("incremental sync after a 1% clustered", "-"),
-                         ("mirror exact after every sync", "exact"), ("`mdm vpp licenses --json`: peak RSS", "< 100 MB")):
+    for figure, goal in (
+        ("floor: download+parse of every page", "-"),
+        ("full sync, events delivered", "-"),
+        ("full sync / floor", "<= 2"),
+        ("peak RSS of the full sync", "< 300 MB"),
+        ("incremental sync after a 1% spread", "-"),
+        ("incremental (spread) / download+parse of the pages it read", "<= 1.5"),
+        ("incremental sync after a 1% clustered", "-"),
+        ("mirror exact after every sync", "exact"),
+        ("`mdm vpp licenses --json`: peak RSS", "< 100 MB"),
+    ):
         found = [cells for name, cells in rows.items() if name.startswith(figure)]
         assert found, f"missing figure {figure!r}"
         assert found[0][0] == goal

@@ -7,16 +7,17 @@ Runs when ``MDM_TEST_POSTGRES_URL`` is set (``.ci/run`` starts PostgreSQL)."""
 
 from __future__ import annotations
 
-from itertools import pairwise
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -83,19 +84,36 @@ def test_three_hosts_share_six_accounts_and_take_over_a_killed_one(make_host: Ca
         mdm = Path(sys.executable).with_name("mdm")
         conf = project_dir / "conf" / "mdm.toml"
         try:
-            procs = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run", "--listen", "127.0.0.1:0"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(HOSTS)]
+            procs = [
+                subprocess.Popen(
+                    [str(mdm), "-v", "--config", str(conf), "run", "--listen", "127.0.0.1:0"],
+                    env=env,
+                    cwd=project_dir,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(HOSTS)
+            ]
             _wait(lambda: len(_members(host)) == HOSTS, 90, "the three hosts to join")
-            joined = datetime.now(timezone.utc)
+            joined = datetime.now(UTC)
             # steady state: every account synced several times with the three hosts up
-            _wait(lambda: all(sum(1 for r in _runs(host) if r["account"] == f"site{i}" and r["status"] == "ok" and r["started_at"] > joined) >= 3
-                              for i in range(ACCOUNTS)), 60 + 4 * INTERVAL, "three syncs of every account")
+            _wait(
+                lambda: all(
+                    sum(1 for r in _runs(host) if r["account"] == f"site{i}" and r["status"] == "ok" and r["started_at"] > joined) >= 3 for i in range(ACCOUNTS)
+                ),
+                60 + 4 * INTERVAL,
+                "three syncs of every account",
+            )
             victim = procs[0]
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
-            killed = datetime.now(timezone.utc)
-            _wait(lambda: all(any(r["account"] == f"site{i}" and r["status"] == "ok" and r["started_at"] > killed for r in _runs(host))
-                              for i in range(ACCOUNTS)), 2 * INTERVAL + 30, "a sync of every account after the kill")
+            killed = datetime.now(UTC)
+            _wait(
+                lambda: all(any(r["account"] == f"site{i}" and r["status"] == "ok" and r["started_at"] > killed for r in _runs(host)) for i in range(ACCOUNTS)),
+                2 * INTERVAL + 30,
+                "a sync of every account after the kill",
+            )
             time.sleep(2 * INTERVAL)  # a few more intervals with two hosts
         finally:
             for proc in procs[1:]:

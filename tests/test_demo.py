@@ -109,8 +109,9 @@ def _console_shows_the_demo_account(conf: Path) -> None:
     try:
         with TestClient(create_app(host)) as client:
             client.get("/login")
-            signed_in = client.post("/login", data={"name": "demo-admin", "password": "correct horse battery staple", "next": "/vpp",
-                                                    "csrftoken": client.cookies.get("csrftoken")})
+            signed_in = client.post(
+                "/login", data={"name": "demo-admin", "password": "correct horse battery staple", "next": "/vpp", "csrftoken": client.cookies.get("csrftoken")}
+            )
             assert signed_in.status_code == 200 and 'href="/vpp/accounts/demo/assets"' in signed_in.text
     finally:
         host.close()
@@ -140,5 +141,4 @@ def test_quiet_demo_prints_nothing_unless_it_fails(project_dir: Path, capsys: py
     assert main(["--config", str(conf), "-q", "demo"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines()[-1] == ('mdm: error: the demo failed at "Full sync: assets, users and licenses": '
-                                    "run `mdm demo` without -q to see each command")
+    assert err.splitlines()[-1] == ('mdm: error: the demo failed at "Full sync: assets, users and licenses": run `mdm demo` without -q to see each command')

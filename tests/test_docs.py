@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [p for folder in ("mdm_core", "plugins", "tests", "bench", "docs", "conf") for p in (ROOT / folder).rglob("*")
-           if p.suffix in (".py", ".md", ".toml")] + [ROOT / "README.md"]
+SOURCES = [
+    p for folder in ("mdm_core", "plugins", "tests", "bench", "docs", "conf") for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md", ".toml")
+] + [ROOT / "README.md"]
 
 
 def test_nothing_cites_a_path_outside_the_repository() -> None:
@@ -19,8 +20,10 @@ def test_nothing_cites_a_path_outside_the_repository() -> None:
 
 def test_cited_sections_of_the_docs_exist() -> None:
     """``docs/apple-api.md, "Section"`` (or ``("A", "B")``) names headings of that document."""
-    headings = {doc.name: {line.lstrip("#").strip() for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("#")}
-                for doc in (ROOT / "docs").glob("*.md")}
+    headings = {
+        doc.name: {line.lstrip("#").strip() for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("#")}
+        for doc in (ROOT / "docs").glob("*.md")
+    }
     cited = re.compile(r"docs/([\w-]+\.md),?\s*\(?((?:\"[^\"]+\"(?:,\s*|\s+and\s+)?)+)", re.S)
     missing = []
     for path in (p for p in SOURCES if p != Path(__file__)):

@@ -4,8 +4,9 @@ changes; device_notes brings its own table and migrations."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mdm_core.host import Host
 
@@ -27,15 +28,26 @@ def test_license_audit_records_portal_changes_once(make_host: Callable[..., Host
     simulator.remove_in_portal(adam_id, pricing, serial_number=target)
     assert sync_account(host, "school")["status"] == "ok"
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
-    removed = [e for e in lines[len(first):] if e["change"] == "disassociated"]
+    removed = [e for e in lines[len(first) :] if e["change"] == "disassociated"]
     assert removed == [{**removed[0], "adamId": adam_id, "devices": [target], "users": [], "source": "sync"}]
 
     # Delivering the same event again (as after a crash) writes nothing new.
     from mdm_core.events import Event
 
-    event = Event(name="vpp_licenses_disassociated", payload={"account": "school", "adamId": adam_id, "pricingParam": pricing, "source": "sync",
-                  "serialNumbers": [target], "clientUserIds": [], "enrolledSerialNumbers": [],
-                  "mdmUserIds": []}, id=removed[0]["event_id"])
+    event = Event(
+        name="vpp_licenses_disassociated",
+        payload={
+            "account": "school",
+            "adamId": adam_id,
+            "pricingParam": pricing,
+            "source": "sync",
+            "serialNumbers": [target],
+            "clientUserIds": [],
+            "enrolledSerialNumbers": [],
+            "mdmUserIds": [],
+        },
+        id=removed[0]["event_id"],
+    )
     host.events.dispatch(event)
     assert len(audit.read_text().splitlines()) == len(lines)
 
@@ -49,7 +61,6 @@ def test_device_notes_table_then_column_from_its_own_migrations(project_dir: Pat
     from mdm_core.db import Database
     from mdm_core.db.migrate import alembic_config, upgrade
     from mdm_core.host import create_host
-
     from mdm_core.testing import MdmRunner
 
     config = '[plugins]\nenabled = ["plugins.examples.device_notes"]\n'

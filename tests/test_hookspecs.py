@@ -19,8 +19,7 @@ from plugins.vpp import hookspecs as vpp
 from plugins.vpp.payloads import EVENT_PAYLOADS as VPP_PAYLOADS
 
 MODULES = {"core": core, "vpp": vpp, "mobile_apps": mobile_apps}
-HOOKS = sorted((owner, name) for owner, module in MODULES.items() for name, obj in vars(module).items()
-               if name.startswith("mdm_") and inspect.isfunction(obj))
+HOOKS = sorted((owner, name) for owner, module in MODULES.items() for name, obj in vars(module).items() if name.startswith("mdm_") and inspect.isfunction(obj))
 PAYLOADS = {**CORE_PAYLOADS, **VPP_PAYLOADS, **MOBILE_APPS_PAYLOADS}
 
 
@@ -53,13 +52,13 @@ def test_every_hookspec_is_documented(owner: str, name: str) -> None:
 def test_every_event_declares_its_payload_type(owner: str, name: str) -> None:
     if name == "mdm_event":
         return  # every event, whatever its payload
-    event = name[len("mdm_"):]
+    event = name[len("mdm_") :]
     assert event in PAYLOADS, f"no TypedDict for the payload of {name} in {owner}'s payloads module"
     assert PAYLOADS[event].__name__ in (inspect.getdoc(getattr(MODULES[owner], name)) or ""), f"{name}'s doc does not name its payload type"
 
 
 def test_every_payload_type_belongs_to_a_declared_event() -> None:
-    events = {name[len("mdm_"):] for _, name in HOOKS}
+    events = {name[len("mdm_") :] for _, name in HOOKS}
     assert set(PAYLOADS) <= events
 
 

@@ -26,7 +26,7 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
                 names.add(node.module)
             elif isinstance(node, ast.ImportFrom) and node.level > 0:
                 base = ".".join(package[: len(package) - node.level + 1])
-                for alias in ([] if node.module else node.names):  # `from .. import vpp` names modules
+                for alias in [] if node.module else node.names:  # `from .. import vpp` names modules
                     names.add(f"{base}.{alias.name}")
                 if node.module:
                     names.add(f"{base}.{node.module}")
@@ -38,13 +38,16 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 CONTRACTS = ("plugins.vpp.payloads", "plugins.mobile_apps.payloads")
 
 
-@pytest.mark.parametrize("folder, forbidden", [
-    ("mdm_core", ("plugins",)),
-    ("plugins/mobile_apps", ("plugins.vpp", "plugins.demo", "plugins.alerts")),
-    ("plugins/vpp", ("plugins.mobile_apps", "plugins.demo", "plugins.alerts")),
-    ("plugins/demo", ("plugins.mobile_apps", "plugins.alerts")),  # it drives mobile_apps through `mdm apps` only
-    ("plugins/alerts", ("plugins.vpp", "plugins.mobile_apps", "plugins.demo", "plugins.examples")),
-])
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        ("mdm_core", ("plugins",)),
+        ("plugins/mobile_apps", ("plugins.vpp", "plugins.demo", "plugins.alerts")),
+        ("plugins/vpp", ("plugins.mobile_apps", "plugins.demo", "plugins.alerts")),
+        ("plugins/demo", ("plugins.mobile_apps", "plugins.alerts")),  # it drives mobile_apps through `mdm apps` only
+        ("plugins/alerts", ("plugins.vpp", "plugins.mobile_apps", "plugins.demo", "plugins.examples")),
+    ],
+)
 def test_rooms_import_only_what_is_below_them(folder: str, forbidden: tuple[str, ...]) -> None:
     offenders = {
         path: sorted(n for n in names if n not in CONTRACTS and any(n == f or n.startswith(f + ".") for f in forbidden))
@@ -56,6 +59,9 @@ def test_rooms_import_only_what_is_below_them(folder: str, forbidden: tuple[str,
 def test_mobile_apps_calls_vpp_hooks_only_through_its_port() -> None:
     """No ``mdm_vpp_*`` request hook is called, or probed by name, outside ``vpp_port.py``."""
     folder = ROOT / "plugins" / "mobile_apps"
-    offenders = [str(p.relative_to(ROOT)) for p in folder.rglob("*.py")
-                 if p.name != "vpp_port.py" and ("hook.mdm_vpp_" in p.read_text() or 'hook("mdm_vpp_' in p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in folder.rglob("*.py")
+        if p.name != "vpp_port.py" and ("hook.mdm_vpp_" in p.read_text() or 'hook("mdm_vpp_' in p.read_text())
+    ]
     assert offenders == []

@@ -7,8 +7,9 @@ without it the module is skipped, saying why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,12 @@ def _mirror(host: Host) -> set[tuple[str, str, str, str]]:
     from plugins.vpp.views import list_licenses
 
     return {
-        (lic["adamId"], lic["pricingParam"], "serialNumber" if "serialNumber" in lic else "clientUserId", str(lic.get("serialNumber") or lic.get("clientUserId")))
+        (
+            lic["adamId"],
+            lic["pricingParam"],
+            "serialNumber" if "serialNumber" in lic else "clientUserId",
+            str(lic.get("serialNumber") or lic.get("clientUserId")),
+        )
         for lic in list_licenses(host, "school")
     }
 

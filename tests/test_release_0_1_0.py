@@ -8,9 +8,10 @@ there). Each test runs on SQLite, and on PostgreSQL when ``MDM_TEST_POSTGRES_URL
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from alembic import command
@@ -53,7 +54,7 @@ def _typed(table: Any, row: dict[str, Any]) -> dict[str, Any]:
     for name, value in row.items():
         kind = table.c[name].type
         if value is not None and isinstance(kind, DateTime):
-            value = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)  # 0.1.0 wrote aware UTC
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)  # 0.1.0 wrote aware UTC
         elif value is not None and isinstance(kind, JSON):
             value = json.loads(value)
         elif value is not None and isinstance(kind, Boolean):
@@ -77,8 +78,14 @@ def build_release_0_1_0(url: str) -> None:
                 if rows.get(table.name):
                     conn.execute(table.insert(), [_typed(table, r) for r in rows[table.name]])
             if engine.dialect.name == "postgresql":
-                for name, column in (("core_event", "seq"), ("vpp_account", "id"), ("vpp_sync_run", "id"), ("mobile_apps_app", "id"),
-                                     ("mobile_apps_install", "id"), ("mobile_apps_reclaim", "id")):
+                for name, column in (
+                    ("core_event", "seq"),
+                    ("vpp_account", "id"),
+                    ("vpp_sync_run", "id"),
+                    ("mobile_apps_app", "id"),
+                    ("mobile_apps_install", "id"),
+                    ("mobile_apps_reclaim", "id"),
+                ):
                     conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', '{column}'), (SELECT max({column}) FROM {name}))"))
     finally:
         engine.dispose()
@@ -93,9 +100,13 @@ def release_heads() -> dict[str, str]:
     from mdm_core.db.migrate import History, core_migration_set
     from mdm_core.models import CORE_TABLES
 
-    sets = {"core": core_migration_set(CORE_TABLES), "vpp": plugins.vpp.plugin.mdm_register_migrations(),
-            "mobile_apps": plugins.mobile_apps.plugin.mdm_register_migrations(), "alerts": plugins.alerts.plugin.mdm_register_migrations(),
-            "web": mdm_core.web.mdm_register_migrations()}
+    sets = {
+        "core": core_migration_set(CORE_TABLES),
+        "vpp": plugins.vpp.plugin.mdm_register_migrations(),
+        "mobile_apps": plugins.mobile_apps.plugin.mdm_register_migrations(),
+        "alerts": plugins.alerts.plugin.mdm_register_migrations(),
+        "web": mdm_core.web.mdm_register_migrations(),
+    }
     return {name: History(s).head for name, s in sets.items()}
 
 
@@ -123,7 +134,7 @@ def _comparable(table: Any, row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in row.items():
         if isinstance(value, datetime):
-            value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
         elif isinstance(value, str) and isinstance(table.c[name].type, JSON):
             value = json.loads(value)
         elif isinstance(table.c[name].type, Boolean) and value is not None:
@@ -149,10 +160,12 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     heads = release_heads()
     code, out, err = mdm("devices", "list")
     assert code == 1
-    assert err == ("mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: "
-                   f"core release 0.1.0 tables -> {heads['core']}, alerts nothing -> {heads['alerts']}, "
-                   f"mobile_apps release 0.1.0 tables -> {heads['mobile_apps']}, vpp release 0.1.0 tables -> {heads['vpp']}, "
-                   f"web nothing -> {heads['web']})\n")
+    assert err == (
+        "mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: "
+        f"core release 0.1.0 tables -> {heads['core']}, alerts nothing -> {heads['alerts']}, "
+        f"mobile_apps release 0.1.0 tables -> {heads['mobile_apps']}, vpp release 0.1.0 tables -> {heads['vpp']}, "
+        f"web nothing -> {heads['web']})\n"
+    )
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     for history in RELEASE_HISTORIES:
@@ -183,11 +196,17 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
 
     # every command works on the upgraded data
     rows = fixture_rows()
-    for args, count in ((("devices", "list", "--json"), len(rows["core_device"])), (("users", "list", "--json"), len(rows["core_user"])),
-                        (("commands", "list", "--json"), len(rows["core_command"])), (("vpp", "assets", "--json"), len(rows["vpp_asset"])),
-                        (("vpp", "licenses", "--json"), len(rows["vpp_license"])), (("vpp", "users", "--json"), len(rows["vpp_user"])),
-                        (("vpp", "runs", "--json"), len(rows["vpp_sync_run"])), (("apps", "installs", "--json"), len(rows["mobile_apps_install"])),
-                        (("apps", "reclaims", "--json"), len(rows["mobile_apps_reclaim"]))):
+    for args, count in (
+        (("devices", "list", "--json"), len(rows["core_device"])),
+        (("users", "list", "--json"), len(rows["core_user"])),
+        (("commands", "list", "--json"), len(rows["core_command"])),
+        (("vpp", "assets", "--json"), len(rows["vpp_asset"])),
+        (("vpp", "licenses", "--json"), len(rows["vpp_license"])),
+        (("vpp", "users", "--json"), len(rows["vpp_user"])),
+        (("vpp", "runs", "--json"), len(rows["vpp_sync_run"])),
+        (("apps", "installs", "--json"), len(rows["mobile_apps_install"])),
+        (("apps", "reclaims", "--json"), len(rows["mobile_apps_reclaim"])),
+    ):
         code, out, err = mdm(*args)
         assert code == 0, (args, err)
         assert len(json.loads(out)) == count, args
@@ -195,7 +214,7 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     (account,) = json.loads(out)
     assert account["name"] == "demo" and account["last_sync_at"].endswith("+00:00")  # 0.1.0's naive UTC reads back aware
     assert (account["notifications"], account["last_notification_at"]) == ("off", None)  # vpp 0004: polling, as before
-    assert datetime.fromisoformat(account["last_sync_at"]) == datetime.fromisoformat(rows["vpp_account"][0]["last_sync_at"]).replace(tzinfo=timezone.utc)
+    assert datetime.fromisoformat(account["last_sync_at"]) == datetime.fromisoformat(rows["vpp_account"][0]["last_sync_at"]).replace(tzinfo=UTC)
     code, out, err = mdm("apps", "list", "--json")
     assert code == 0 and len(json.loads(out)) == len(rows["mobile_apps_app"])
     assert mdm("jobs")[0] == 0
@@ -239,8 +258,10 @@ def test_tables_that_differ_from_release_0_1_0_are_refused_and_left_untouched(
     mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url})
     code, out, err = mdm("db", "upgrade")
     assert code == 1
-    assert err == ("mdm: error: vpp: table vpp_sync_run does not match revision 0001 (column pages is missing), so it was not made "
-                   "by release 0.1.0 and is left untouched: restore a backup or fix the table by hand\n")
+    assert err == (
+        "mdm: error: vpp: table vpp_sync_run does not match revision 0001 (column pages is missing), so it was not made "
+        "by release 0.1.0 and is left untouched: restore a backup or fix the table by hand\n"
+    )
     engine = create_engine(database_url)
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
@@ -281,14 +302,21 @@ def _schema(conn: Connection) -> Any:
     """The database's own account of its schema: SQLite's stored DDL, PostgreSQL's catalog."""
     if conn.dialect.name == "sqlite":
         return sorted(tuple(r) for r in conn.execute(text("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE '%alembic%'")))
-    columns = conn.execute(text(
-        "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, column_default FROM information_schema.columns "
-        "WHERE table_schema = 'public' AND table_name NOT LIKE '%alembic%' ORDER BY 1, 2"))
-    constraints = conn.execute(text(
-        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text NOT LIKE '%alembic%' ORDER BY 1, 2"))
-    indexes = conn.execute(text("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-                                "AND tablename NOT LIKE '%alembic%' ORDER BY 1, 2"))
+    columns = conn.execute(
+        text(
+            "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, column_default FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name NOT LIKE '%alembic%' ORDER BY 1, 2"
+        )
+    )
+    constraints = conn.execute(
+        text(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text NOT LIKE '%alembic%' ORDER BY 1, 2"
+        )
+    )
+    indexes = conn.execute(
+        text("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename NOT LIKE '%alembic%' ORDER BY 1, 2")
+    )
     return [list(map(tuple, columns)), list(map(tuple, constraints)), list(map(tuple, indexes))]
 
 
@@ -313,9 +341,8 @@ def test_the_first_migrations_are_release_0_1_0s_schema_exactly(make_host: Any, 
     try:
         for migration_set in order(_host(make_host, fresh).migration_sets()):
             if migration_set.name in RELEASE_HISTORIES:
-                with db.migration_connection() as conn:
-                    with conn.begin():
-                        command.upgrade(alembic_config(migration_set, connection=conn), "0001")
+                with db.migration_connection() as conn, conn.begin():
+                    command.upgrade(alembic_config(migration_set, connection=conn), "0001")
         with db.engine.connect() as conn:
             assert _schema(conn) == expected
     finally:

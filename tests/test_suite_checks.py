@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # each run starts two xdist worker processes
 
-CONFTEST = '''
+CONFTEST = """
 from pathlib import Path
 
 import pytest
@@ -40,9 +40,9 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def figures():
     return FIGURES
-'''
+"""
 
-TESTS = '''
+TESTS = """
 import os
 from pathlib import Path
 
@@ -76,7 +76,7 @@ def test_enrol(make_host, figures):
 
 def test_enrol_then_remove(make_host, figures):
     _run(make_host, figures, remove=REMOVE)
-'''
+"""
 
 
 def _suite(pytester: pytest.Pytester, remove: bool) -> None:

@@ -8,7 +8,8 @@ than the database's own work for hundreds of thousands of rows.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session

@@ -15,20 +15,27 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``mdm db`` and its subcommands."""
-    db = sub.add_parser("db", help="the database schema: upgrade, status, history",
-                        description="Schema migrations (Alembic), one history per plugin, the core's first.")
+    db = sub.add_parser(
+        "db", help="the database schema: upgrade, status, history", description="Schema migrations (Alembic), one history per plugin, the core's first."
+    )
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
 
-    upgrade = db_sub.add_parser("upgrade", help="apply every pending migration (a new database is created)",
-                                description="Apply pending migrations, each in its own transaction, under the database's write lock. "
-                                "A database made by release 0.1.0 is recognised and kept.")
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="apply every pending migration (a new database is created)",
+        description="Apply pending migrations, each in its own transaction, under the database's write lock. "
+        "A database made by release 0.1.0 is recognised and kept.",
+    )
     upgrade.set_defaults(func=cmd_upgrade)
 
-    status = db_sub.add_parser("status", help="each plugin's current and latest revision",
-                               description="Each plugin's current revision, the latest this release has, its state and what is pending; "
-                               "histories of plugins that are not loaded are listed as 'not loaded'.")
+    status = db_sub.add_parser(
+        "status",
+        help="each plugin's current and latest revision",
+        description="Each plugin's current revision, the latest this release has, its state and what is pending; "
+        "histories of plugins that are not loaded are listed as 'not loaded'.",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
@@ -38,7 +45,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     history.set_defaults(func=cmd_history)
 
     revision = db_sub.add_parser(
-        "revision", help="(developers) write the next migration of a plugin",
+        "revision",
+        help="(developers) write the next migration of a plugin",
         description="Write PLUGIN's next revision file (NNNN_slug.py) in its migrations folder. With --autogenerate "
         "its operations are the difference between the models and the migrations, found on a scratch SQLite database; "
         "review it before committing.",
@@ -49,7 +57,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     revision.set_defaults(func=cmd_revision)
 
 
-def cmd_upgrade(host: "Host", args: argparse.Namespace) -> int:
+def cmd_upgrade(host: Host, args: argparse.Namespace) -> int:
     """``mdm db upgrade``"""
     from mdm_core.db.migrate import upgrade
 
@@ -62,7 +70,7 @@ def cmd_upgrade(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(host: "Host", args: argparse.Namespace) -> int:
+def cmd_status(host: Host, args: argparse.Namespace) -> int:
     """``mdm db status``"""
     from mdm_core.db.migrate import History, read_states
 
@@ -79,7 +87,7 @@ def cmd_status(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(host: "Host", args: argparse.Namespace) -> int:
+def cmd_history(host: Host, args: argparse.Namespace) -> int:
     """``mdm db history``"""
     from mdm_core.db.migrate import History, read_states
     from mdm_core.errors import UsageError
@@ -95,8 +103,15 @@ def cmd_history(host: "Host", args: argparse.Namespace) -> int:
         state = states[history.name]
         applied = set(history.ids) - set(state.pending) if state.state in ("current", "behind") else set()
         for script in history.revisions:
-            rows.append({"plugin": history.name, "revision": script.revision, "applied": script.revision in applied,
-                         "message": history.message(script.revision), "file": script.path})
+            rows.append(
+                {
+                    "plugin": history.name,
+                    "revision": script.revision,
+                    "applied": script.revision in applied,
+                    "message": history.message(script.revision),
+                    "file": script.path,
+                }
+            )
     if args.json:
         print_json(rows)
         return 0
@@ -107,7 +122,7 @@ def cmd_history(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_revision(host: "Host", args: argparse.Namespace) -> int:
+def cmd_revision(host: Host, args: argparse.Namespace) -> int:
     """``mdm db revision``"""
     from mdm_core.db.migrate import new_revision
 

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -24,10 +25,12 @@ from sqlmodel import Session
 
 from mdm_core.db.errors import database_error
 from mdm_core.errors import ConfigError
-from mdm_core.interrupts import check as _check_interrupted, deferred
+from mdm_core.interrupts import check as _check_interrupted
+from mdm_core.interrupts import deferred
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
 
 def _interruption_point(*_args: Any) -> None:
     """Before each SQL statement: a pending SIGINT/SIGTERM is raised here (see interrupts)."""
@@ -83,6 +86,7 @@ class Database:
         engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
 
         if not in_memory:
+
             @event.listens_for(engine, "do_connect")
             def _private_file(*_args: Any) -> None:
                 """A new database file is created readable by its owner only (SQLite gives its

@@ -29,16 +29,25 @@ class DatabaseError(MdmError):
 
 # (substring of the driver's message or SQLSTATE, cause, what to check)
 _SQLITE = (
-    ("readonly", "read_only", "is read-only: check the permissions of the file, of its -wal and -shm files and of its folder, "
-                              "and that the disk is not mounted read-only"),
+    (
+        "readonly",
+        "read_only",
+        "is read-only: check the permissions of the file, of its -wal and -shm files and of its folder, and that the disk is not mounted read-only",
+    ),
     ("read-only", "read_only", "is read-only: check the permissions of the file and its folder, and the disk's mount"),
     ("database or disk is full", "disk_full", "cannot grow: the disk is full (or the database reached its size limit); free space, then try again"),
     ("disk i/o error", "io_error", "cannot be written: the disk reported an I/O error; check the disk and free space"),
-    ("database is locked", "locked", "is locked by another process for longer than [core] sqlite_busy_timeout: "
-                                     "look for a stuck `mdm` process, or raise the timeout"),
+    (
+        "database is locked",
+        "locked",
+        "is locked by another process for longer than [core] sqlite_busy_timeout: look for a stuck `mdm` process, or raise the timeout",
+    ),
     ("database table is locked", "locked", "is locked by another process: try again"),
-    ("unable to open database file", "unreachable", "cannot be opened: check the path in [core] database_url or MDM_DATABASE_URL, "
-                                                    "that its folder exists and is writable"),
+    (
+        "unable to open database file",
+        "unreachable",
+        "cannot be opened: check the path in [core] database_url or MDM_DATABASE_URL, that its folder exists and is writable",
+    ),
     ("file is not a database", "corrupt", "is not an SQLite database (or is encrypted): check [core] database_url"),
     ("database disk image is malformed", "corrupt", "is damaged: restore it from a backup (sqlite3 .recover may save some of it)"),
     ("no such table", "schema", "lacks a table this release needs: run `mdm db upgrade`"),
@@ -70,26 +79,47 @@ _SETTING = "[core] database_url or MDM_DATABASE_URL"
 #: the URL. The driver's own wording ("connection to server at ... failed: FATAL: ...") is not
 #: shown: it repeats the URL and reads differently for every driver and version.
 _CONNECT_FAILURES: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("28P01", "password authentication failed"), "the server refused the password of user {user}",
-     f"check the user and password in {_SETTING}"),
-    (("3D000", 'database "{database}" does not exist'), "the server has no database {database}",
-     f"create it (createdb -O {{user}} {{database}}) or correct its name in {_SETTING}"),
-    (("no password supplied", "fe_sendauth"), "the server wants a password for user {user} and none is given",
-     f"add it to {_SETTING} (postgresql+psycopg://{{user}}:PASSWORD@{{host}}/{{database}})"),
+    (("28P01", "password authentication failed"), "the server refused the password of user {user}", f"check the user and password in {_SETTING}"),
+    (
+        ("3D000", 'database "{database}" does not exist'),
+        "the server has no database {database}",
+        f"create it (createdb -O {{user}} {{database}}) or correct its name in {_SETTING}",
+    ),
+    (
+        ("no password supplied", "fe_sendauth"),
+        "the server wants a password for user {user} and none is given",
+        f"add it to {_SETTING} (postgresql+psycopg://{{user}}:PASSWORD@{{host}}/{{database}})",
+    ),
     (('role "{user}" does not exist',), "the server has no role {user}", f"create it, or correct the user in {_SETTING}"),
-    (("28000", "no pg_hba.conf entry"), "the server does not let user {user} in from this machine",
-     "check the server's pg_hba.conf (and the user in the URL)"),
-    (("connection refused",), "nothing accepts connections at {host}:{port}",
-     f"check that the database server runs there, and the host and port in {_SETTING}"),
-    (("failed to resolve host", "could not translate host name", "name or service not known", "nodename nor servname",
-      "temporary failure in name resolution"), "the host name {host} is unknown (DNS)", f"check the host in {_SETTING}"),
-    (("timeout expired", "timed out", "connection timeout"), "the server at {host}:{port} did not answer in time",
-     f"check the host and port in {_SETTING}, that the server runs, and the network (a firewall)"),
+    (("28000", "no pg_hba.conf entry"), "the server does not let user {user} in from this machine", "check the server's pg_hba.conf (and the user in the URL)"),
+    (
+        ("connection refused",),
+        "nothing accepts connections at {host}:{port}",
+        f"check that the database server runs there, and the host and port in {_SETTING}",
+    ),
+    (
+        (
+            "failed to resolve host",
+            "could not translate host name",
+            "name or service not known",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+        ),
+        "the host name {host} is unknown (DNS)",
+        f"check the host in {_SETTING}",
+    ),
+    (
+        ("timeout expired", "timed out", "connection timeout"),
+        "the server at {host}:{port} did not answer in time",
+        f"check the host and port in {_SETTING}, that the server runs, and the network (a firewall)",
+    ),
     (("ssl",), "the TLS connection failed", f"check the sslmode and certificates in {_SETTING} and the server's TLS settings"),
-    (("too many clients", "53300"), "the server accepts no more connections (too many clients)",
-     "check max_connections, or other clients of the server"),
-    (("the database system is starting up", "the database system is shutting down", "57p03"), "the server is starting up or shutting down",
-     "try again shortly"),
+    (("too many clients", "53300"), "the server accepts no more connections (too many clients)", "check max_connections, or other clients of the server"),
+    (
+        ("the database system is starting up", "the database system is shutting down", "57p03"),
+        "the server is starting up or shutting down",
+        "try again shortly",
+    ),
 )
 
 
@@ -99,12 +129,16 @@ def connection_failure(exc: BaseException, url: Any) -> str:
     orig = _orig(exc)
     state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None) or ""
     text = " ".join(str(orig).split()).lower()
-    parts = {"host": getattr(url, "host", None) or "localhost", "port": getattr(url, "port", None) or 5432,
-             "user": getattr(url, "username", None) or "(none)", "database": getattr(url, "database", None) or "(none)"}
+    parts = {
+        "host": getattr(url, "host", None) or "localhost",
+        "port": getattr(url, "port", None) or 5432,
+        "user": getattr(url, "username", None) or "(none)",
+        "database": getattr(url, "database", None) or "(none)",
+    }
     for needles, what, check in _CONNECT_FAILURES:
         if state in needles or any(n.format(**parts).lower() in text for n in needles):
             return f"{what.format(**parts)}: {check.format(**parts)}"
-    detail = re.sub(r'^connection to server (at|on) .*? failed: (fatal: )?', "", driver_message(exc), flags=re.IGNORECASE)
+    detail = re.sub(r"^connection to server (at|on) .*? failed: (fatal: )?", "", driver_message(exc), flags=re.IGNORECASE)
     return f"the connection failed ({one_line(detail)[:200]}): {CONNECT_HINT}"
 
 
@@ -141,9 +175,16 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
     for needle, cause, advice in _SQLITE:
         if needle in text:
             return cause, advice
-    if type(orig).__module__.startswith("psycopg") and any(c.__name__ == "OperationalError" for c in type(orig).__mro__) and (
-        "connect" in text or "connection" in text or "server closed" in text or "timeout" in text
-        or _is_connection_failure(exc)  # a host name that does not resolve, say: no SQL was sent
+    if (
+        type(orig).__module__.startswith("psycopg")
+        and any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
+        and (
+            "connect" in text
+            or "connection" in text
+            or "server closed" in text
+            or "timeout" in text
+            or _is_connection_failure(exc)  # a host name that does not resolve, say: no SQL was sent
+        )
     ):
         return "unreachable", "cannot be reached: check that the database server runs and accepts connections, and [core] database_url"
     return None
@@ -173,14 +214,13 @@ def safe_text(exc: BaseException) -> str:
     return f"the database refused the change ({type(_orig(exc)).__name__}: {_first_line(exc)})"
 
 
-def database_error(exc: BaseException, db: "Database | Any" = None) -> DatabaseError:
+def database_error(exc: BaseException, db: Database | Any = None) -> DatabaseError:
     """The one-line error for ``exc``, naming the database ``db`` (its URL without password)."""
     where = db.describe() if db is not None and hasattr(db, "describe") else "the database"
     found = classify(exc)
     if found is not None:
         cause, advice = found
         if cause == "unreachable" and not getattr(db, "is_sqlite", False) and _is_connection_failure(exc):
-            return DatabaseError(f"cannot connect to database {where}: {connection_failure(exc, getattr(db, 'url', None))}",
-                                 cause=cause, retryable=True)
+            return DatabaseError(f"cannot connect to database {where}: {connection_failure(exc, getattr(db, 'url', None))}", cause=cause, retryable=True)
         return DatabaseError(f"database {where} {advice}", cause=cause, retryable=cause in _RETRYABLE)
     return DatabaseError(f"database {where} refused the change ({type(_orig(exc)).__name__}: {_first_line(exc)})", cause="other")

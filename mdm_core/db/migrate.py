@@ -23,9 +23,10 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -161,7 +162,7 @@ class History:
         """Revisions still to apply after ``revision`` (all of them after None)."""
         if revision is None:
             return list(self.ids)
-        return self.ids[self.ids.index(revision) + 1:]
+        return self.ids[self.ids.index(revision) + 1 :]
 
 
 def alembic_config(migration_set: MigrationSet, **attributes: Any) -> Config:
@@ -266,8 +267,7 @@ def ahead_message(states: Sequence[HistoryState]) -> str:
     """The one line a command prints when a newer release has migrated the database."""
     parts = ", ".join(f"{s.name} is at {s.current}, this release knows up to {s.head}" for s in states if s.state == "ahead")
     return (
-        f"database schema is ahead of this release ({parts}): a newer mdm-host has upgraded it; "
-        "run that release, or restore the backup made before the upgrade"
+        f"database schema is ahead of this release ({parts}): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade"
     )
 
 
@@ -408,11 +408,10 @@ def first_revision_schema(history: History) -> dict[str, dict[str, Any]]:
     """What the history's first migration creates, built in a scratch in-memory SQLite database."""
     scratch = Database("sqlite://")
     try:
-        with scratch.migration_connection() as conn:
-            with conn.begin():
-                command.upgrade(alembic_config(history.set, connection=conn), history.ids[0])
-                made = set(inspect(conn).get_table_names()) - {history.set.version_table}
-                return schema_of(conn, made)
+        with scratch.migration_connection() as conn, conn.begin():
+            command.upgrade(alembic_config(history.set, connection=conn), history.ids[0])
+            made = set(inspect(conn).get_table_names()) - {history.set.version_table}
+            return schema_of(conn, made)
     finally:
         scratch.dispose()
 
@@ -525,12 +524,14 @@ def new_revision(sets: Sequence[MigrationSet], name: str, message: str, *, autog
     try:
         needed = [s for s in ordered if s.name in _ancestry(by_name, name) and (s.name != name or existing)]
         upgrade(scratch, needed)
-        with scratch.migration_connection() as conn:
-            with conn.begin():
-                script = command.revision(
-                    alembic_config(target, connection=conn, skip_empty=autogenerate), message=message, autogenerate=autogenerate,
-                    rev_id=rev_id, version_path=str(target.directory),
-                )
+        with scratch.migration_connection() as conn, conn.begin():
+            script = command.revision(
+                alembic_config(target, connection=conn, skip_empty=autogenerate),
+                message=message,
+                autogenerate=autogenerate,
+                rev_id=rev_id,
+                version_path=str(target.directory),
+            )
     finally:
         scratch.dispose()
     if not script:  # None or [] (Alembic's answer when the directive was dropped)

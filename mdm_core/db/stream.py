@@ -9,7 +9,8 @@ the transaction.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 STREAM_BATCH = 500
 
 
-def stream_rows(db: "Database", query: "Select[Any]", *, offset: int = 0, limit: int | None = None, batch: int = STREAM_BATCH) -> Iterator[Any]:
+def stream_rows(db: Database, query: Select[Any], *, offset: int = 0, limit: int | None = None, batch: int = STREAM_BATCH) -> Iterator[Any]:
     """The rows of ``query`` (``OFFSET``/``LIMIT`` applied in SQL), read ``batch`` at a time."""
     if offset:
         query = query.offset(offset)

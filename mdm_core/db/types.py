@@ -12,7 +12,7 @@ database type, ``sa.DateTime(timezone=True)``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
@@ -43,4 +43,4 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def as_utc(value: datetime) -> datetime:
     """``value`` as an aware UTC datetime; a naive one is taken as UTC already."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def queue_command(host: "Host", session: Session, device_serial: str, request_type: str, payload: dict[str, Any]) -> Command:
+def queue_command(host: Host, session: Session, device_serial: str, request_type: str, payload: dict[str, Any]) -> Command:
     """Queue an MDM command for a device in the caller's transaction."""
     command = Command(device_serial=device_serial, request_type=request_type, payload={"RequestType": request_type, **payload})
     session.add(command)
@@ -25,7 +26,7 @@ def queue_command(host: "Host", session: Session, device_serial: str, request_ty
     return command
 
 
-def iter_commands(host: "Host", device: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_commands(host: Host, device: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Queued and past commands, oldest first, optionally for one device; streamed (constant memory)."""
     query = select(Command).order_by(col(Command.created_at), col(Command.uuid))
     if device:
@@ -33,13 +34,14 @@ def iter_commands(host: "Host", device: str | None = None, *, offset: int = 0, l
     return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_commands(host: "Host", device: str | None = None) -> list[dict[str, Any]]:
+def list_commands(host: Host, device: str | None = None) -> list[dict[str, Any]]:
     """Queued and past commands, oldest first, optionally for one device."""
     return list(iter_commands(host, device))
 
 
-def set_command_status(host: "Host", command_uuid: str, status: str, error: str | None = None) -> None:
+def set_command_status(host: Host, command_uuid: str, status: str, error: str | None = None) -> None:
     """Move a command along queued → sent → acknowledged / error."""
+
     def work(session: Session) -> None:
         command = session.get(Command, command_uuid)
         if command is None:

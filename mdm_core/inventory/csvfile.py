@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from mdm_core.errors import UsageError
 from mdm_core.files import IMPORT_FILE, FileTooLarge, read_bounded
@@ -34,13 +35,14 @@ def read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise UsageError(f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}): {UTF8_FIX}") from None
 
 
-def csv_rows(path: Path, columns: Sequence[str], required: Sequence[str], *, ignored: list[str] | None = None,
-             comments: bool = False) -> Iterator[tuple[int, dict[str, str] | str]]:
+def csv_rows(
+    path: Path, columns: Sequence[str], required: Sequence[str], *, ignored: list[str] | None = None, comments: bool = False
+) -> Iterator[tuple[int, dict[str, str] | str]]:
     """``(line, {column: value})`` for each row, or ``(line, problem)`` for a row whose column
     count does not match the header; blank rows are skipped.
 
@@ -63,8 +65,11 @@ def csv_rows(path: Path, columns: Sequence[str], required: Sequence[str], *, ign
         missing = [c for c in required if c not in header]
         if first is None or missing:
             optional = [c for c in columns if c not in required]
-            raise UsageError(f"{path}: line {reader.line_num or 1}: the header lacks {', '.join(missing or required)}: it needs {','.join(required)}"
-                             + (f" (optional: {','.join(optional)})" if optional else "") + ", in any order")
+            raise UsageError(
+                f"{path}: line {reader.line_num or 1}: the header lacks {', '.join(missing or required)}: it needs {','.join(required)}"
+                + (f" (optional: {','.join(optional)})" if optional else "")
+                + ", in any order"
+            )
         doubled = sorted({c for c in header if c and header.count(c) > 1})
         if doubled:
             raise UsageError(f"{path}: line {reader.line_num}: column {', '.join(doubled)} appears twice in the header")
@@ -88,8 +93,9 @@ def duplicate(key: object, first_line: int) -> str:
     return f"'{key}' already appears on line {first_line}"
 
 
-def read_csv(path: Path, columns: Sequence[str], required: Sequence[str], parse: Any, key: Any,
-             lines: list[int] | None = None, ignored: list[str] | None = None) -> list[Any]:
+def read_csv(
+    path: Path, columns: Sequence[str], required: Sequence[str], parse: Any, key: Any, lines: list[int] | None = None, ignored: list[str] | None = None
+) -> list[Any]:
     """Parse every row (see :func:`csv_rows`) or fail on the first bad one, naming the file and
     the line; ``key`` must be unique. ``parse`` receives every known column. ``lines``, when
     given, receives the file line of each returned row.

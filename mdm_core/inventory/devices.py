@@ -6,9 +6,10 @@ transaction; the hooks of the same names are delivered after commit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -44,8 +45,14 @@ class DeviceRow:
 
     def payload(self) -> DevicePayload:
         """The plain values carried by device events."""
-        return {"serial_number": self.serial_number, "udid": self.udid, "platform": self.platform, "model": self.model, "owner": self.owner,
-                "enrollment_type": self.enrollment_type or EnrollmentType.device.value}
+        return {
+            "serial_number": self.serial_number,
+            "udid": self.udid,
+            "platform": self.platform,
+            "model": self.model,
+            "owner": self.owner,
+            "enrollment_type": self.enrollment_type or EnrollmentType.device.value,
+        }
 
 
 def normalize_enrollment_type(value: str | None) -> str | None:
@@ -81,31 +88,57 @@ DEVICE_LABELS = {"owner": "user"}
 
 def _device_from(serial: str, platform: str, udid: str | None, model: str | None, owner: str | None, enrollment_type: str | None = None) -> DeviceRow:
     check_lengths(Device, {"udid": udid, "model": model, "owner": owner}, DEVICE_LABELS)
-    return DeviceRow(normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None,
-                     normalize_enrollment_type(enrollment_type))
+    return DeviceRow(
+        normalize_serial(serial), normalize_platform(platform), udid or None, model or None, owner or None, normalize_enrollment_type(enrollment_type)
+    )
 
 
-def add_devices(host: "Host", devices: Iterable[DeviceRow]) -> Counts:
+def add_devices(host: Host, devices: Iterable[DeviceRow]) -> Counts:
     """Enrol new devices and change the given fields (not ``None``) of enrolled ones, in one
     transaction; returns the counts of real changes."""
     devices = list(devices)
-    return upsert(host, Device, devices, lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
-                   check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]))
+    return upsert(
+        host,
+        Device,
+        devices,
+        lambda d: d.serial_number,
+        "device_enrolled",
+        DeviceRow.payload,
+        check=lambda session: _check_owners(session, [d.owner for d in devices if d.owner]),
+    )
 
 
-def add_device(host: "Host", serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None,
-               enrollment_type: str | None = None) -> DeviceRow:
+def add_device(
+    host: Host, serial: str, platform: str, *, udid: str | None = None, model: str | None = None, owner: str | None = None, enrollment_type: str | None = None
+) -> DeviceRow:
     """Enrol one new device (validated like an import row); an enrolled serial is refused."""
     row = _device_from(serial, platform, udid, model, owner, enrollment_type or EnrollmentType.device.value)
-    upsert(host, Device, [row], lambda d: d.serial_number, "device_enrolled", DeviceRow.payload,
-           check=lambda session: _check_owners(session, [row.owner] if row.owner else []),
-           exists=lambda d: f"device {d.serial_number} is already enrolled: change it with `mdm devices set {d.serial_number} "
-                  "[--platform P] [--udid U] [--model M] [--user MDM_USER] [--enrollment-type T]`")
+    upsert(
+        host,
+        Device,
+        [row],
+        lambda d: d.serial_number,
+        "device_enrolled",
+        DeviceRow.payload,
+        check=lambda session: _check_owners(session, [row.owner] if row.owner else []),
+        exists=lambda d: (
+            f"device {d.serial_number} is already enrolled: change it with `mdm devices set {d.serial_number} "
+            "[--platform P] [--udid U] [--model M] [--user MDM_USER] [--enrollment-type T]`"
+        ),
+    )
     return row
 
 
-def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: str | None = None, model: str | None = None,
-               owner: str | None = None, enrollment_type: str | None = None) -> tuple[DeviceRow, list[str]]:
+def set_device(
+    host: Host,
+    serial: str,
+    *,
+    platform: str | None = None,
+    udid: str | None = None,
+    model: str | None = None,
+    owner: str | None = None,
+    enrollment_type: str | None = None,
+) -> tuple[DeviceRow, list[str]]:
     """Change only the given fields of an enrolled device (``""`` clears udid, model or owner);
     returns the device and the names of the fields that changed."""
     serial = normalize_serial(serial)
@@ -119,13 +152,19 @@ def set_device(host: "Host", serial: str, *, platform: str | None = None, udid: 
         given["enrollment_type"] = normalize_enrollment_type(enrollment_type) or EnrollmentType.device.value
     check_lengths(Device, given, DEVICE_LABELS)
     if not given:
-        raise UsageError("nothing to change: give --platform, --udid, --model, --user and/or --enrollment-type (\"\" clears udid, model or user)")
-    device, changed = update_one(host, Device, serial, given, f"device {serial} is not enrolled: enrol it with `mdm devices add {serial} --platform P`",
-                                 check=lambda session: _check_owners(session, [given["owner"]] if given.get("owner") else []))
+        raise UsageError('nothing to change: give --platform, --udid, --model, --user and/or --enrollment-type ("" clears udid, model or user)')
+    device, changed = update_one(
+        host,
+        Device,
+        serial,
+        given,
+        f"device {serial} is not enrolled: enrol it with `mdm devices add {serial} --platform P`",
+        check=lambda session: _check_owners(session, [given["owner"]] if given.get("owner") else []),
+    )
     return DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner, device.enrollment_type), changed
 
 
-def remove_device(host: "Host", serial: str) -> DeviceRow:
+def remove_device(host: Host, serial: str) -> DeviceRow:
     """Remove a device; plugins hear of it through ``mdm_device_removed``."""
     serial = serial.strip().upper()
 
@@ -143,26 +182,32 @@ def remove_device(host: "Host", serial: str) -> DeviceRow:
     return row
 
 
-def iter_devices(host: "Host", *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_devices(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Enrolled devices as plain values, by serial number, streamed (constant memory)."""
     rows = stream_rows(host.db, select(Device).order_by(Device.serial_number), offset=offset, limit=limit)
     return (row[0].model_dump() for row in rows)
 
 
-def list_devices(host: "Host") -> list[dict[str, Any]]:
+def list_devices(host: Host) -> list[dict[str, Any]]:
     """Every enrolled device as plain values."""
     return list(iter_devices(host))
 
 
-def import_devices(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:
+def import_devices(host: Host, path: str | Path, ignored: list[str] | None = None) -> Counts:
     """Import devices from a CSV file whose header names its columns (``serial_number`` and
     ``platform`` required; ``udid``, ``model``, ``user``, ``enrollment_type`` optional; any
     order). An empty cell keeps the stored value (a new device without an enrollment type is
     ``device``). Any bad row means nothing is written."""
     lines: list[int] = []
-    rows = read_csv(Path(path), DEVICE_HEADER, DEVICE_REQUIRED,
-                    lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"], r["enrollment_type"]),
-                    key=lambda d: d.serial_number, lines=lines, ignored=ignored)
+    rows = read_csv(
+        Path(path),
+        DEVICE_HEADER,
+        DEVICE_REQUIRED,
+        lambda r: _device_from(r["serial_number"], r["platform"], r["udid"], r["model"], r["user"], r["enrollment_type"]),
+        key=lambda d: d.serial_number,
+        lines=lines,
+        ignored=ignored,
+    )
     with host.db.session() as session:
         owners = {d.owner for d in rows if d.owner}
         known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(owners))).scalars()) if owners else set()

@@ -20,7 +20,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_cli(subparsers: Any, host: "Host") -> None:
+def mdm_register_cli(subparsers: Any, host: Host) -> None:
     """``mdm devices``, ``mdm users``, ``mdm commands``."""
     from mdm_core.inventory import cli
 

@@ -7,8 +7,9 @@ option left out). Counts are of real changes: a row equal to what is stored is `
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -70,8 +71,17 @@ def changes(existing: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None and getattr(existing, name) != value}
 
 
-def upsert(host: "Host", model: type[SQLModel], rows: list[Any], key: Any, event: str, payload: Any, check: Any = None,
-           exists: Callable[[Any], str] | None = None, watch: Watch | None = None) -> Counts:
+def upsert(
+    host: Host,
+    model: type[SQLModel],
+    rows: list[Any],
+    key: Any,
+    event: str,
+    payload: Any,
+    check: Any = None,
+    exists: Callable[[Any], str] | None = None,
+    watch: Watch | None = None,
+) -> Counts:
     """Insert new rows (recording ``event`` for each) and change the given fields of existing
     ones, in one transaction. With ``exists``, an existing row is refused instead: the
     transaction fails with ``MdmError(exists(row))``. With ``watch``, a change of its fields is
@@ -91,7 +101,7 @@ def upsert(host: "Host", model: type[SQLModel], rows: list[Any], key: Any, event
         stored: dict[Any, Any] = {}
         with host.db.session() as session:
             for start in range(0, len(keys), IN_CHUNK):
-                for found in session.execute(select(table).where(pk.in_(keys[start:start + IN_CHUNK]))):
+                for found in session.execute(select(table).where(pk.in_(keys[start : start + IN_CHUNK]))):
                     stored[found._mapping[pk.name]] = found._mapping
         new: list[dict[str, Any]] = []
         events: list[tuple[str, Any]] = []
@@ -119,8 +129,12 @@ def upsert(host: "Host", model: type[SQLModel], rows: list[Any], key: Any, event
     for attempt in (1, 2):
         new, event_rows, changed, unchanged = plan()
 
-        def work(session: Session, new: list[dict[str, Any]] = new, event_rows: list[dict[str, Any]] = event_rows,
-                 changed: dict[tuple[str, ...], list[dict[str, Any]]] = changed) -> None:
+        def work(
+            session: Session,
+            new: list[dict[str, Any]] = new,
+            event_rows: list[dict[str, Any]] = event_rows,
+            changed: dict[tuple[str, ...], list[dict[str, Any]]] = changed,
+        ) -> None:
             if check is not None:
                 check(session)
             if new:
@@ -143,7 +157,7 @@ def upsert(host: "Host", model: type[SQLModel], rows: list[Any], key: Any, event
     return Counts(len(new), sum(len(b) for b in changed.values()), unchanged)
 
 
-def _staged_write(host: "Host", table: Any, new: list[dict[str, Any]], event_rows: list[dict[str, Any]], rest: Callable[[Session], None]) -> None:
+def _staged_write(host: Host, table: Any, new: list[dict[str, Any]], event_rows: list[dict[str, Any]], rest: Callable[[Session], None]) -> None:
     """SQLite: the new rows and their events go first to TEMP tables of one connection (which
     take no lock on the database), then into the real tables with ``INSERT ... SELECT`` in one
     short write transaction that also runs ``rest``: all or nothing, the write lock held only
@@ -156,8 +170,7 @@ def _staged_write(host: "Host", table: Any, new: list[dict[str, Any]], event_row
     outbox = table_of(OutboxEvent)
     meta = MetaData()
     stage = Table("mdm_stage_rows", meta, *[Column(c.name, c.type) for c in table.columns], prefixes=["TEMPORARY"])
-    stage_events = Table("mdm_stage_events", meta, *[Column(c.name, c.type) for c in outbox.columns if c.name in event_rows[0]],
-                         prefixes=["TEMPORARY"])
+    stage_events = Table("mdm_stage_events", meta, *[Column(c.name, c.type) for c in outbox.columns if c.name in event_rows[0]], prefixes=["TEMPORARY"])
     with host.db.engine.connect() as conn:
         try:
             meta.create_all(conn)
@@ -177,8 +190,9 @@ def _staged_write(host: "Host", table: Any, new: list[dict[str, Any]], event_row
             conn.commit()
 
 
-def update_one(host: "Host", model: type, ident: str, given: dict[str, Any], missing: str, check: Any = None,
-               watch: Watch | None = None) -> tuple[Any, list[str]]:
+def update_one(
+    host: Host, model: type, ident: str, given: dict[str, Any], missing: str, check: Any = None, watch: Watch | None = None
+) -> tuple[Any, list[str]]:
     """Change only the ``given`` fields of one row (``""`` clears an optional field); returns
     the row and the names of the fields that really changed (``watch``: as :func:`upsert`)."""
 

@@ -7,9 +7,10 @@ changing the e-mail or Managed Apple ID of an existing one ``user_changed``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -55,41 +56,48 @@ def _check_address(label: str, value: str | None) -> None:
 
 
 #: a new e-mail or Managed Apple ID is recorded as ``user_changed`` (the VPP user follows at Apple)
-USER_CHANGED = Watch("user_changed", ("email", "managed_apple_id"),
-                     lambda u: {"id": u["id"], "email": u["email"], "managed_apple_id": u["managed_apple_id"], "name": u["name"]})
+USER_CHANGED = Watch(
+    "user_changed", ("email", "managed_apple_id"), lambda u: {"id": u["id"], "email": u["email"], "managed_apple_id": u["managed_apple_id"], "name": u["name"]}
+)
 
 
-def add_users(host: "Host", users: Iterable[UserRow]) -> Counts:
+def add_users(host: Host, users: Iterable[UserRow]) -> Counts:
     """Add new MDM users and change the given fields (not ``None``) of existing ones, in one
     transaction; returns the counts of real changes."""
     return upsert(host, MdmUser, list(users), lambda u: u.id, "user_added", dataclasses.asdict, watch=USER_CHANGED)
 
 
-def add_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:
+def add_user(host: Host, user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> UserRow:
     """Add one new MDM user; an existing id is refused."""
     row = _user_from(user_id, email, managed_apple_id, name)
-    upsert(host, MdmUser, [row], lambda u: u.id, "user_added", dataclasses.asdict,
-           exists=lambda u: f"user {u.id} exists: change it with `mdm users set {u.id} [--email E] [--managed-apple-id A] [--name N]`")
+    upsert(
+        host,
+        MdmUser,
+        [row],
+        lambda u: u.id,
+        "user_added",
+        dataclasses.asdict,
+        exists=lambda u: f"user {u.id} exists: change it with `mdm users set {u.id} [--email E] [--managed-apple-id A] [--name N]`",
+    )
     return row
 
 
-def set_user(host: "Host", user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> tuple[UserRow, list[str]]:
+def set_user(host: Host, user_id: str, *, email: str | None = None, managed_apple_id: str | None = None, name: str | None = None) -> tuple[UserRow, list[str]]:
     """Change only the given fields of an MDM user (``""`` clears one); returns the user and
     the names of the fields that changed."""
     user_id = user_id.strip()
     given = {n: v.strip() or None for n, v in (("email", email), ("managed_apple_id", managed_apple_id), ("name", name)) if v is not None}
     if not given:
-        raise UsageError("nothing to change: give --email, --managed-apple-id and/or --name (\"\" clears one)")
+        raise UsageError('nothing to change: give --email, --managed-apple-id and/or --name ("" clears one)')
     _check_address("email", given.get("email"))
     _check_address("managed Apple ID", given.get("managed_apple_id"))
     check_lengths(MdmUser, given, USER_LABELS)
-    user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`",
-                               watch=USER_CHANGED)
+    user, changed = update_one(host, MdmUser, user_id, given, f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`", watch=USER_CHANGED)
     host.deliver_events()
     return UserRow(user.id, user.email, user.managed_apple_id, user.name), changed
 
 
-def remove_user(host: "Host", user_id: str) -> UserRow:
+def remove_user(host: Host, user_id: str) -> UserRow:
     """Remove an MDM user (its devices lose their owner); plugins hear of it through ``mdm_user_removed``."""
 
     def work(session: Session) -> UserRow:
@@ -109,21 +117,22 @@ def remove_user(host: "Host", user_id: str) -> UserRow:
     return row
 
 
-def import_users(host: "Host", path: str | Path, ignored: list[str] | None = None) -> Counts:
+def import_users(host: Host, path: str | Path, ignored: list[str] | None = None) -> Counts:
     """Import users from a CSV file whose header names its columns (``id`` and ``email``
     required; ``managed_apple_id``, ``name`` optional; any order). An empty cell keeps the
     stored value. Any bad row means nothing is written."""
-    rows = read_csv(Path(path), USER_HEADER, USER_REQUIRED, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]),
-                    key=lambda u: u.id, ignored=ignored)
+    rows = read_csv(
+        Path(path), USER_HEADER, USER_REQUIRED, lambda r: _user_from(r["id"], r["email"], r["managed_apple_id"], r["name"]), key=lambda u: u.id, ignored=ignored
+    )
     return add_users(host, rows)
 
 
-def iter_users(host: "Host", *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_users(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """MDM users as plain values, by id, streamed (constant memory)."""
     rows = stream_rows(host.db, select(MdmUser).order_by(MdmUser.id), offset=offset, limit=limit)
     return (row[0].model_dump() for row in rows)
 
 
-def list_users(host: "Host") -> list[dict[str, Any]]:
+def list_users(host: Host) -> list[dict[str, Any]]:
     """Every MDM user as plain values."""
     return list(iter_users(host))

@@ -11,23 +11,22 @@ Revises: 0002
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-
-revision: str = '0003'
-down_revision: Union[str, Sequence[str], None] = '0002'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('core_subscriber_failure', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('status', sa.String(length=16), nullable=False, server_default='failed'))
+    with op.batch_alter_table("core_subscriber_failure", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("status", sa.String(length=16), nullable=False, server_default="failed"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('core_subscriber_failure', schema=None) as batch_op:
-        batch_op.drop_column('status')
+    with op.batch_alter_table("core_subscriber_failure", schema=None) as batch_op:
+        batch_op.drop_column("status")

@@ -38,7 +38,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_migrations() -> "MigrationSet":
+def mdm_register_migrations() -> MigrationSet:
     """The ``web`` migration history: ``mdm_core/web/migrations/``."""
     from mdm_core.db.migrate import MigrationSet
 
@@ -46,7 +46,7 @@ def mdm_register_migrations() -> "MigrationSet":
 
 
 @hookimpl
-def mdm_register_cli(subparsers: Any, host: "Host") -> None:
+def mdm_register_cli(subparsers: Any, host: Host) -> None:
     """``mdm admins ...`` and ``mdm api-tokens ...``."""
     from mdm_core.web import cli
 

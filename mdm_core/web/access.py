@@ -46,7 +46,7 @@ class Principal:
         return self.role == "admin"
 
 
-def web_settings(host: "Host") -> WebSettings:
+def web_settings(host: Host) -> WebSettings:
     """The validated ``[web]`` section."""
     return host.config.section("web", WebSettings)
 
@@ -72,7 +72,7 @@ def _check_role(role: str) -> str:
 # ---------------------------------------------------------------------- admins
 
 
-def add_admin(host: "Host", name: str, password: str, role: str = "admin") -> dict[str, Any]:
+def add_admin(host: Host, name: str, password: str, role: str = "admin") -> dict[str, Any]:
     """Add an admin, or set the password and role of an existing one (its sessions end)."""
     _check_name("admin", name)
     _check_role(role)
@@ -92,15 +92,18 @@ def add_admin(host: "Host", name: str, password: str, role: str = "admin") -> di
     return host.db.run_write(work)
 
 
-def list_admins(host: "Host") -> list[dict[str, Any]]:
+def list_admins(host: Host) -> list[dict[str, Any]]:
     """Admins without their password hashes."""
     with host.db.session() as session:
-        return [{"name": a.name, "role": a.role, "created_at": a.created_at, "last_login_at": a.last_login_at}
-                for a in session.execute(select(Admin).order_by(Admin.name)).scalars()]
+        return [
+            {"name": a.name, "role": a.role, "created_at": a.created_at, "last_login_at": a.last_login_at}
+            for a in session.execute(select(Admin).order_by(Admin.name)).scalars()
+        ]
 
 
-def remove_admin(host: "Host", name: str) -> None:
+def remove_admin(host: Host, name: str) -> None:
     """Remove an admin; their open sessions end at their next request."""
+
     def work(session: Any) -> None:
         if session.execute(delete(Admin).where(col(Admin.name) == name)).rowcount == 0:
             raise MdmError(f"no admin named '{name}' (see `mdm admins list`)")
@@ -116,7 +119,7 @@ class SignInRefused(MdmError):
         self.throttled = throttled
 
 
-def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
+def sign_in(host: Host, name: str, password: str, address: str) -> Principal:
     """Check a name and password, counting failures per name and per address."""
     s = web_settings(host)
     now = utcnow()
@@ -137,6 +140,7 @@ def sign_in(host: "Host", name: str, password: str, address: str) -> Principal:
     else:
         ok = hasher.verify(password, admin.password_hash)
     if not ok:
+
         def fail(session: Any) -> None:
             session.execute(delete(LoginAttempt).where(col(LoginAttempt.at) < since))
             session.add(LoginAttempt(name=name, address=address, at=now))
@@ -162,7 +166,7 @@ def _dummy_hash() -> str:
     return _DUMMY[0]
 
 
-def session_principal(host: "Host", name: str | None, epoch: Any) -> Principal | None:
+def session_principal(host: Host, name: str | None, epoch: Any) -> Principal | None:
     """The admin a session cookie names, if they still exist with the same password."""
     if not name:
         return None
@@ -173,7 +177,7 @@ def session_principal(host: "Host", name: str | None, epoch: Any) -> Principal |
     return Principal(admin.name, admin.role, "session")
 
 
-def admin_epoch(host: "Host", name: str) -> int:
+def admin_epoch(host: Host, name: str) -> int:
     """The session epoch stored in a new session cookie."""
     with host.db.session() as session:
         admin = session.get(Admin, name)
@@ -187,7 +191,7 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(host: "Host", name: str, role: str = "viewer") -> dict[str, Any]:
+def create_token(host: Host, name: str, role: str = "viewer") -> dict[str, Any]:
     """Create an API token; the returned ``token`` is shown once and never stored."""
     _check_name("token", name)
     _check_role(role)
@@ -202,15 +206,18 @@ def create_token(host: "Host", name: str, role: str = "viewer") -> dict[str, Any
     return {"name": name, "role": role, "token": token}
 
 
-def list_tokens(host: "Host") -> list[dict[str, Any]]:
+def list_tokens(host: Host) -> list[dict[str, Any]]:
     """API tokens without their hashes."""
     with host.db.session() as session:
-        return [{"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at}
-                for t in session.execute(select(ApiToken).order_by(ApiToken.name)).scalars()]
+        return [
+            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at}
+            for t in session.execute(select(ApiToken).order_by(ApiToken.name)).scalars()
+        ]
 
 
-def revoke_token(host: "Host", name: str) -> None:
+def revoke_token(host: Host, name: str) -> None:
     """Revoke an API token at once, in every process."""
+
     def work(session: Any) -> None:
         if session.execute(delete(ApiToken).where(col(ApiToken.name) == name)).rowcount == 0:
             raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
@@ -218,7 +225,7 @@ def revoke_token(host: "Host", name: str) -> None:
     host.db.run_write(work)
 
 
-def token_principal(host: "Host", token: str) -> Principal | None:
+def token_principal(host: Host, token: str) -> Principal | None:
     """The API token a bearer value belongs to, or ``None``."""
     if not token.startswith(TOKEN_PREFIX):
         return None

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,8 +46,10 @@ HERE = Path(__file__).resolve().parent
 API_PREFIX = "/api/v1"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 SESSION_COOKIE = "mdm_session"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -145,15 +148,17 @@ async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
 
         body, kind = json.dumps({"error": text}).encode(), b"application/json"
     else:
-        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Refused</title>'
-                f'<link rel="stylesheet" href="/static/style.css"></head><body><main class="narrow">'
-                f'<p class="flash error" id="error">{escape(text)}</p><p><a href="/">Back to the console</a></p></main></body></html>').encode()
+        body = (
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Refused</title>'
+            f'<link rel="stylesheet" href="/static/style.css"></head><body><main class="narrow">'
+            f'<p class="flash error" id="error">{escape(text)}</p><p><a href="/">Back to the console</a></p></main></body></html>'
+        ).encode()
         kind = b"text/html; charset=utf-8"
     await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", kind)]})
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(host: "Host") -> FastAPI:
+def create_app(host: Host) -> FastAPI:
     """The application for ``host``: the core's pages and API, then every plugin's."""
     from . import core_routes
 
@@ -187,8 +192,10 @@ def create_app(host: "Host") -> FastAPI:
             else:
                 app.include_router(router, prefix=prefix, dependencies=access)
             # every route class (Route, WebSocketRoute, Mount) has a path; their base class does not declare it
-            table += [RouteInfo(prefix + route.path, frozenset(getattr(route, "methods", None) or {"GET"}), kind, plugin)  # type: ignore[attr-defined]
-                      for route in router.routes]
+            table += [
+                RouteInfo(prefix + route.path, frozenset(getattr(route, "methods", None) or {"GET"}), kind, plugin)  # type: ignore[attr-defined]
+                for route in router.routes
+            ]
 
     @app.get(API_PREFIX + "/openapi.json", include_in_schema=False, dependencies=access)
     def openapi() -> dict[str, Any]:
@@ -201,12 +208,19 @@ def create_app(host: "Host") -> FastAPI:
 
     _error_handlers(app)
     app.add_middleware(CatchUnexpected)
-    app.add_middleware(SessionMiddleware, secret_key=host.secrets.derive("web-session"), session_cookie=SESSION_COOKIE,
-                       max_age=settings.session_idle, same_site="lax", https_only=False)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=host.secrets.derive("web-session"),
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_idle,
+        same_site="lax",
+        https_only=False,
+    )
     from asgi_csrf import asgi_csrf
 
-    app.add_middleware(asgi_csrf, signing_secret=host.secrets.derive("web-csrf"), always_protect={"/login"},
-                       cookie_samesite="Strict", send_csrf_failed=_csrf_failed)
+    app.add_middleware(
+        asgi_csrf, signing_secret=host.secrets.derive("web-csrf"), always_protect={"/login"}, cookie_samesite="Strict", send_csrf_failed=_csrf_failed
+    )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)  # outermost: before anything reads a body
     return app

@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     """Add the subcommands."""
-    admins = subparsers.add_parser("admins", help="people who sign in to the web console",
-                                   description="Admins sign in to the console with a name and password (hashed with Argon2).")
+    admins = subparsers.add_parser(
+        "admins", help="people who sign in to the web console", description="Admins sign in to the console with a name and password (hashed with Argon2)."
+    )
     sub = admins.add_subparsers(dest="admins_command", required=True, metavar="COMMAND")
     add = sub.add_parser("add", help="add an admin, or set the password and role of one (their sessions end)")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, default="admin", help="admin changes things; viewer only reads (default admin)")
-    add.add_argument("--password-file", metavar="FILE", help="read the password from FILE (its trailing newline is ignored); prompts twice on a terminal otherwise")
+    add.add_argument(
+        "--password-file", metavar="FILE", help="read the password from FILE (its trailing newline is ignored); prompts twice on a terminal otherwise"
+    )
     add.set_defaults(func=cmd_admins_add)
     lst = sub.add_parser("list", help="list admins")
     lst.add_argument("--json", action="store_true", help="print JSON")
@@ -34,8 +37,9 @@ def register(subparsers: Any) -> None:
     rm.add_argument("name")
     rm.set_defaults(func=cmd_admins_remove)
 
-    tokens = subparsers.add_parser("api-tokens", help="bearer tokens for the REST API",
-                                   description="Tokens for `Authorization: Bearer TOKEN` on /api/v1; only a hash is stored.")
+    tokens = subparsers.add_parser(
+        "api-tokens", help="bearer tokens for the REST API", description="Tokens for `Authorization: Bearer TOKEN` on /api/v1; only a hash is stored."
+    )
     sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
     create = sub.add_parser("create", help="create a token and print it once")
     create.add_argument("name")
@@ -68,7 +72,7 @@ def read_password(path: str | None) -> str:
     return first
 
 
-def cmd_admins_add(host: "Host", args: argparse.Namespace) -> int:
+def cmd_admins_add(host: Host, args: argparse.Namespace) -> int:
     """``mdm admins add``"""
     from .access import add_admin
 
@@ -77,14 +81,14 @@ def cmd_admins_add(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_admins_list(host: "Host", args: argparse.Namespace) -> int:
+def cmd_admins_list(host: Host, args: argparse.Namespace) -> int:
     """``mdm admins list``"""
     from .access import list_admins
 
     return print_rows(list_admins(host), args.json, ["name", "role", "created_at", "last_login_at"], empty="no admin: add one with `mdm admins add NAME`")
 
 
-def cmd_admins_remove(host: "Host", args: argparse.Namespace) -> int:
+def cmd_admins_remove(host: Host, args: argparse.Namespace) -> int:
     """``mdm admins remove``"""
     from .access import remove_admin
 
@@ -93,7 +97,7 @@ def cmd_admins_remove(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tokens_create(host: "Host", args: argparse.Namespace) -> int:
+def cmd_tokens_create(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens create``"""
     from .access import create_token
 
@@ -106,15 +110,16 @@ def cmd_tokens_create(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tokens_list(host: "Host", args: argparse.Namespace) -> int:
+def cmd_tokens_list(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens list``"""
     from .access import list_tokens
 
-    return print_rows(list_tokens(host), args.json, ["name", "role", "created_at", "last_used_at"],
-                      empty="no API token: create one with `mdm api-tokens create NAME`")
+    return print_rows(
+        list_tokens(host), args.json, ["name", "role", "created_at", "last_used_at"], empty="no API token: create one with `mdm api-tokens create NAME`"
+    )
 
 
-def cmd_tokens_revoke(host: "Host", args: argparse.Namespace) -> int:
+def cmd_tokens_revoke(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens revoke``"""
     from .access import revoke_token
 

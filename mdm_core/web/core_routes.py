@@ -20,7 +20,6 @@ from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
 
-
 def register(web: WebRegistry) -> None:
     """Add the core's routes and navigation to the registry."""
     web.add_public(sign_in_router(), plugin="core")
@@ -55,8 +54,7 @@ def sign_in_router() -> APIRouter:
         try:
             principal = sign_in(host, name, password, address)
         except SignInRefused as exc:
-            return render(request, "login.html", {"next": _safe_next(next), "error": str(exc), "name": name},
-                          status_code=429 if exc.throttled else 401)
+            return render(request, "login.html", {"next": _safe_next(next), "error": str(exc), "name": name}, status_code=429 if exc.throttled else 401)
         request.session.clear()
         request.session.update({"admin": principal.name, "epoch": admin_epoch(host, principal.name), "iat": time.time()})
         return RedirectResponse(_safe_next(next), status_code=303)
@@ -103,8 +101,17 @@ def page_router() -> APIRouter:
     @router.get("/events")
     def events(request: Request, name: str = "", after: str | None = None, failures_after: str | None = None) -> Response:
         host = host_of(request)
-        return render(request, "events.html", {"events": events_page(host, name, PAGE_SIZE, after), "failures": failures_page(host, PAGE_SIZE, failures_after),
-                                               "name": name, "first": not after, "failures_first": not failures_after})
+        return render(
+            request,
+            "events.html",
+            {
+                "events": events_page(host, name, PAGE_SIZE, after),
+                "failures": failures_page(host, PAGE_SIZE, failures_after),
+                "name": name,
+                "first": not after,
+                "failures_first": not failures_after,
+            },
+        )
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def redeliver(request: Request, failure_id: int) -> Response:
@@ -177,8 +184,20 @@ def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[di
         query = query.where(col(OutboxEvent.name) == name)
     with host.db.session() as session:
         page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True)
-    return Page([{"id": e.id, "name": e.name, "created_at": e.created_at, "delivered_at": e.delivered_at,
-                  "account": (e.payload or {}).get("account"), "payload": e.payload} for (e,) in page.items], page.next_cursor)
+    return Page(
+        [
+            {
+                "id": e.id,
+                "name": e.name,
+                "created_at": e.created_at,
+                "delivered_at": e.delivered_at,
+                "account": (e.payload or {}).get("account"),
+                "payload": e.payload,
+            }
+            for (e,) in page.items
+        ],
+        page.next_cursor,
+    )
 
 
 def failures_page(host: Any, limit: int, cursor: str | None) -> Page[dict[str, Any]]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -55,6 +56,7 @@ def _answering_cli_json(endpoint: Callable[..., Any], status: int) -> Callable[.
         return value if isinstance(value, Response) else JSONResponse(to_jsonable(value), status_code=status)
 
     if inspect.iscoroutinefunction(endpoint):
+
         @functools.wraps(endpoint)
         async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
             return answer(await endpoint(*args, **kwargs))
@@ -73,7 +75,7 @@ def rest_router(**kwargs: Any) -> APIRouter:
     return APIRouter(route_class=CliJsonRoute, **kwargs)
 
 
-def host_of(request: Request) -> "Host":
+def host_of(request: Request) -> Host:
     """The running host."""
     return request.app.state.host
 
@@ -134,7 +136,7 @@ class BackgroundWork:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web-work")
         self._slots = threading.BoundedSemaphore(workers)
 
-    def submit(self, work: Callable[[], T]) -> "Future[T]":
+    def submit(self, work: Callable[[], T]) -> Future[T]:
         """Start ``work`` on a free worker, or raise ``WebError(503)`` when all are busy."""
         if not self._slots.acquire(blocking=False):
             raise WebError(503, f"the console is already running {self.workers} background task(s): try again when one has finished")
@@ -151,7 +153,7 @@ class BackgroundWork:
         self._pool.shutdown(wait=True)
 
 
-def run_in_background(request: Request, work: Callable[[], T]) -> "Future[T]":
+def run_in_background(request: Request, work: Callable[[], T]) -> Future[T]:
     """Run ``work`` on the web server's bounded worker pool (see ``BackgroundWork``)."""
     background: BackgroundWork = request.app.state.background
     return background.submit(work)

@@ -58,7 +58,11 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = (f"request body larger than {self.max_bytes} bytes ([web] request_max_bytes): send less\n").encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -9,7 +9,6 @@ throttled by the others, and removing an admin or revoking a token takes effect 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
@@ -30,7 +29,7 @@ class Admin(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     session_epoch: int = 0  # bumped when the password changes: older sessions end
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_login_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"Admin(name={self.name!r}, role={self.role!r})"
@@ -45,7 +44,7 @@ class ApiToken(SQLModel, table=True):
     role: str = Field(default="viewer", max_length=16)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"ApiToken(name={self.name!r}, role={self.role!r})"
@@ -57,7 +56,7 @@ class LoginAttempt(SQLModel, table=True):
     __tablename__ = "web_login_attempt"
     __table_args__ = (Index("ix_web_login_attempt_name", "name", "at"), Index("ix_web_login_attempt_address", "address", "at"))
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128)
     address: str = Field(max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import Query
 from sqlalchemy import func, or_, select, tuple_
@@ -74,8 +75,9 @@ def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: 
     must be NOT NULL and end with a unique one.
     """
     after = decode_cursor(cursor).get("after") if cursor else None
-    if cursor is not None and (not isinstance(after, list) or len(after) != len(key)
-                               or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in after)):
+    if cursor is not None and (
+        not isinstance(after, list) or len(after) != len(key) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in after)
+    ):
         raise WebError(400, _BAD_CURSOR)
     if after is not None:
         bound = tuple_(*key) < tuple_(*after) if descending else tuple_(*key) > tuple_(*after)

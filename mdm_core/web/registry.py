@@ -30,18 +30,18 @@ class NavEntry:
 class WebRegistry:
     """Collects every plugin's contribution to the web application."""
 
-    api: list[tuple["APIRouter", str]] = field(default_factory=list)
-    pages: list[tuple["APIRouter", str]] = field(default_factory=list)
-    public: list[tuple["APIRouter", str]] = field(default_factory=list)
+    api: list[tuple[APIRouter, str]] = field(default_factory=list)
+    pages: list[tuple[APIRouter, str]] = field(default_factory=list)
+    public: list[tuple[APIRouter, str]] = field(default_factory=list)
     nav: list[NavEntry] = field(default_factory=list)
     template_dirs: list[Path] = field(default_factory=list)
 
-    def add_api(self, router: "APIRouter", *, plugin: str) -> None:
+    def add_api(self, router: APIRouter, *, plugin: str) -> None:
         """REST routes, mounted under ``/api/v1``: a bearer token or a console session is
         required, and methods other than GET/HEAD need the ``admin`` role (403 otherwise)."""
         self.api.append((router, plugin))
 
-    def add_pages(self, router: "APIRouter", *, plugin: str, templates: str | Path | None = None) -> None:
+    def add_pages(self, router: APIRouter, *, plugin: str, templates: str | Path | None = None) -> None:
         """Console pages at the root: anonymous requests are sent to sign in; forms must carry
         the CSRF token (``{{ csrf_field() }}``); POSTs need the ``admin`` role. ``templates``:
         the plugin's template folder (its templates extend ``base.html``)."""
@@ -49,7 +49,7 @@ class WebRegistry:
         if templates is not None:
             self.template_dirs.append(Path(templates))
 
-    def add_public(self, router: "APIRouter", *, plugin: str) -> None:
+    def add_public(self, router: APIRouter, *, plugin: str) -> None:
         """Routes that carry their own authentication (each must check it itself, and is
         listed in the anonymous-access test's exceptions)."""
         self.public.append((router, plugin))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class WebServer:
     """A running console: ``url``, ``stop()``."""
 
-    def __init__(self, host: "Host", listen: str):
+    def __init__(self, host: Host, listen: str):
         import uvicorn
 
         from .app import create_app
@@ -45,15 +45,16 @@ class WebServer:
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}/"
-        config = uvicorn.Config(create_app(host), log_level="warning", proxy_headers=True,
-                                forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            create_app(host), log_level="warning", proxy_headers=True, forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
 
     def _serve(self) -> None:
         self.server.run(sockets=[self.socket])
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         """Start serving; returns once the server accepts connections."""
         self.thread.start()
         while not self.server.started and self.thread.is_alive():

@@ -24,6 +24,7 @@ class WebSettings:
     background_workers: int = setting(2, minimum=1, maximum=32)  # syncs started from the console at once, per process
     public_url: str | None = None  # how the outside world (Apple's notifications) reaches `mdm run`, e.g. "https://mdm.example.org"
 
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a pair; a bad value is a one-line usage error."""
     host, sep, port = value.rpartition(":")

@@ -56,8 +56,7 @@ class Outgoing:
     def body(self) -> str:
         """The plain text every channel shows: what happened, then what to do."""
         ref = f"alert #{self.id}, " if self.id is not None else ""
-        return (f"{self.title}\n\n{self.text}\n\nWhat to do: {self.action}\n\n"
-                f"-- \nmdm-host {ref}{self.created_at:%Y-%m-%d %H:%M} UTC ({self.subject})")
+        return f"{self.title}\n\n{self.text}\n\nWhat to do: {self.action}\n\n-- \nmdm-host {ref}{self.created_at:%Y-%m-%d %H:%M} UTC ({self.subject})"
 
     def headline(self) -> str:
         """``[WARNING] title``: the first line of a chat message or an e-mail subject."""
@@ -112,7 +111,7 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, s: AlertsSettings, config: "Config"):
+    def __init__(self, s: AlertsSettings, config: Config):
         self.s = s
         self.config = config
 
@@ -151,8 +150,9 @@ class EmailChannel:
                 client.ehlo()
                 if s.smtp_security == "starttls":
                     if not client.has_extn("starttls"):
-                        raise DeliveryError(f"{where} does not offer STARTTLS: set [alerts] smtp_security = \"ssl\" (port 465) "
-                                            "or \"none\" for a local relay", permanent=True)
+                        raise DeliveryError(
+                            f'{where} does not offer STARTTLS: set [alerts] smtp_security = "ssl" (port 465) or "none" for a local relay', permanent=True
+                        )
                     client.starttls(context=context)
                     client.ehlo()
                 if s.smtp_username:
@@ -162,11 +162,17 @@ class EmailChannel:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(scrub(f"{where} refused every recipient ({', '.join(f'{r}: {c}' for r, (c, _) in exc.recipients.items())})", secrets),
-                                permanent=all(c >= 500 for c in codes)) from None
+            raise DeliveryError(
+                scrub(f"{where} refused every recipient ({', '.join(f'{r}: {c}' for r, (c, _) in exc.recipients.items())})", secrets),
+                permanent=all(c >= 500 for c in codes),
+            ) from None
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(scrub(f"{where} refused the login of {s.smtp_username} ({exc.smtp_code} {_text(exc.smtp_error)}): "
-                                      "check smtp_username and the password", secrets), permanent=exc.smtp_code >= 500) from None
+            raise DeliveryError(
+                scrub(
+                    f"{where} refused the login of {s.smtp_username} ({exc.smtp_code} {_text(exc.smtp_error)}): check smtp_username and the password", secrets
+                ),
+                permanent=exc.smtp_code >= 500,
+            ) from None
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(scrub(f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}", secrets), permanent=exc.smtp_code >= 500) from None
         except smtplib.SMTPNotSupportedError as exc:
@@ -195,7 +201,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class WebhookChannel:
     """A JSON POST: ``text`` (what Slack and Teams show) plus the alert's fields."""
 
-    def __init__(self, name: str, url_ref: "SecretRef", s: AlertsSettings, config: "Config"):
+    def __init__(self, name: str, url_ref: SecretRef, s: AlertsSettings, config: Config):
         self.name = f"webhook:{name}"
         self.label = name
         self.url_ref = url_ref
@@ -226,17 +232,26 @@ class WebhookChannel:
         text = f"{message.headline()}\n{message.text}\nWhat to do: {message.action}"
         return {
             "text": text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
-            "title": message.title, "severity": message.severity, "kind": message.kind, "state": message.state,
-            "subject": message.subject, "account": message.account, "action": message.action, "details": message.fields,
-            "id": message.id, "created_at": message.created_at.isoformat(), "source": "mdm-host",
+            "title": message.title,
+            "severity": message.severity,
+            "kind": message.kind,
+            "state": message.state,
+            "subject": message.subject,
+            "account": message.account,
+            "action": message.action,
+            "details": message.fields,
+            "id": message.id,
+            "created_at": message.created_at.isoformat(),
+            "source": "mdm-host",
         }
 
     def send(self, message: Outgoing) -> str | None:
         url, hostname = self._url()
         parts = urlsplit(url)
         secrets = [url, parts.path, parts.query, parts.netloc if "@" in parts.netloc else ""]
-        request = urllib.request.Request(url, data=json.dumps(self.payload(message)).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "mdm-host-alerts"})
+        request = urllib.request.Request(
+            url, data=json.dumps(self.payload(message)).encode(), method="POST", headers={"Content-Type": "application/json", "User-Agent": "mdm-host-alerts"}
+        )
         opener = urllib.request.build_opener(_NoRedirect)
         where = f"webhook {self.label} ({hostname})"
         try:
@@ -266,11 +281,11 @@ class WebhookChannel:
 # --------------------------------------------------------------------------- configured channels
 
 
-def _where(ref: "SecretRef") -> str:
+def _where(ref: SecretRef) -> str:
     return f"environment variable {ref.env}" if ref.env else f"file {ref.file}"
 
 
-def _resolve(ref: "SecretRef | None", config: "Config", key: str) -> str:
+def _resolve(ref: SecretRef | None, config: Config, key: str) -> str:
     if ref is None:
         raise DeliveryError(f"[alerts] {key} is not set", permanent=True)
     try:
@@ -279,7 +294,7 @@ def _resolve(ref: "SecretRef | None", config: "Config", key: str) -> str:
         raise DeliveryError(f"[alerts] {key}: {exc}") from None
 
 
-def known_secrets(s: AlertsSettings, config: "Config") -> list[str]:
+def known_secrets(s: AlertsSettings, config: Config) -> list[str]:
     """Every secret ``[alerts]`` refers to (the password, each webhook URL and its path), to keep
     any of them out of a message about another channel too."""
     found: list[str] = []
@@ -293,7 +308,7 @@ def known_secrets(s: AlertsSettings, config: "Config") -> list[str]:
     return found
 
 
-def configured_channels(s: AlertsSettings, config: "Config") -> dict[str, Channel]:
+def configured_channels(s: AlertsSettings, config: Config) -> dict[str, Channel]:
     """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``)."""
     channels: dict[str, Channel] = {}
     if s.email_to:

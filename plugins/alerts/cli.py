@@ -18,15 +18,19 @@ from mdm_core.output import add_list_options, output_format, print_rows, say
 if TYPE_CHECKING:
     from mdm_core.host import Host
 
-NO_CHANNEL = ("no alert channel is configured: set [alerts] email_to and email_from (and smtp_host), "
-              "or add a webhook under [alerts.webhooks] (see the README, Alerts)")
+NO_CHANNEL = (
+    "no alert channel is configured: set [alerts] email_to and email_from (and smtp_host), or add a webhook under [alerts.webhooks] (see the README, Alerts)"
+)
 
 
 def register(subparsers: Any) -> None:
     """Add ``alerts`` to the ``mdm`` parser."""
-    alerts = subparsers.add_parser("alerts", help="alerts to admins: what was sent, test the channels",
-                                   description="Alerts about tokens, failing syncs, low licenses and failed installs, sent by e-mail "
-                                               "and webhooks from [alerts] by the alerts.deliver job of `mdm run`.")
+    alerts = subparsers.add_parser(
+        "alerts",
+        help="alerts to admins: what was sent, test the channels",
+        description="Alerts about tokens, failing syncs, low licenses and failed installs, sent by e-mail "
+        "and webhooks from [alerts] by the alerts.deliver job of `mdm run`.",
+    )
     sub = alerts.add_subparsers(dest="alerts_cmd", required=True, metavar="COMMAND")
 
     lst = sub.add_parser("list", help="recent alerts and their delivery through each channel (pending, sent, failed)")
@@ -34,8 +38,11 @@ def register(subparsers: Any) -> None:
     add_list_options(lst, limit=50)
     lst.set_defaults(func=_list)
 
-    test = sub.add_parser("test", help="send a test message through every configured channel now and report each",
-                          description="Exit 1 if any channel failed or none is configured.")
+    test = sub.add_parser(
+        "test",
+        help="send a test message through every configured channel now and report each",
+        description="Exit 1 if any channel failed or none is configured.",
+    )
     test.set_defaults(func=_test)
 
     send = sub.add_parser("send", help="check tokens and licenses now and send what is due (what `mdm run` does on its own)")
@@ -46,7 +53,7 @@ def register(subparsers: Any) -> None:
     retry.set_defaults(func=_retry)
 
 
-def list_alerts(host: "Host", status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
+def list_alerts(host: Host, status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
     """The most recent alerts, newest first (``offset`` skips the newest), each with its deliveries."""
     from .delivery import outgoing
     from .models import AlertDelivery, AlertMessage
@@ -63,18 +70,37 @@ def list_alerts(host: "Host", status: str | None = None, limit: int | None = 50,
     out = []
     for message in messages:
         m = outgoing(message)
-        out.append({
-            "id": m.id, "created_at": m.created_at, "kind": m.kind, "subject": m.subject, "state": m.state, "severity": m.severity,
-            "account": m.account, "title": m.title, "text": m.text, "action": m.action, "fields": m.fields,
-            "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts,
-                            "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
-                            "sent_at": d.sent_at, "last_error": d.last_error}
-                           for d in deliveries.get(message.id, []) if status is None or d.status == status],
-        })
+        out.append(
+            {
+                "id": m.id,
+                "created_at": m.created_at,
+                "kind": m.kind,
+                "subject": m.subject,
+                "state": m.state,
+                "severity": m.severity,
+                "account": m.account,
+                "title": m.title,
+                "text": m.text,
+                "action": m.action,
+                "fields": m.fields,
+                "deliveries": [
+                    {
+                        "channel": d.channel,
+                        "status": d.status,
+                        "attempts": d.attempts,
+                        "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
+                        "sent_at": d.sent_at,
+                        "last_error": d.last_error,
+                    }
+                    for d in deliveries.get(message.id, [])
+                    if status is None or d.status == status
+                ],
+            }
+        )
     return out
 
 
-def _list(host: "Host", args: argparse.Namespace) -> int:
+def _list(host: Host, args: argparse.Namespace) -> int:
     alerts = list_alerts(host, args.status, args.limit, args.offset)
     fmt = output_format(args)
     if fmt != "text":
@@ -83,19 +109,38 @@ def _list(host: "Host", args: argparse.Namespace) -> int:
     for alert in alerts:
         base = {"id": alert["id"], "created": alert["created_at"], "severity": alert["severity"], "title": alert["title"]}
         for d in alert["deliveries"] or [{"channel": "(no channel configured)", "status": "-"}]:
-            rows.append({**base, "channel": d["channel"], "status": d["status"], "attempts": d.get("attempts"),
-                         "next_attempt": d.get("next_attempt_at"), "error": d.get("last_error")})
+            rows.append(
+                {
+                    **base,
+                    "channel": d["channel"],
+                    "status": d["status"],
+                    "attempts": d.get("attempts"),
+                    "next_attempt": d.get("next_attempt_at"),
+                    "error": d.get("last_error"),
+                }
+            )
     return print_rows(rows, fmt, ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"], empty="(no alerts)")
 
 
-def _test(host: "Host", args: argparse.Namespace) -> int:
+def _test(host: Host, args: argparse.Namespace) -> int:
     from .channels import Outgoing
     from .delivery import send_now
     from .rules import trial_alert
 
     alert = trial_alert(socket.gethostname())
-    message = Outgoing(id=None, created_at=utcnow(), kind=alert.kind, subject=alert.subject, state=alert.state, severity=alert.severity,
-                       account=None, title=alert.title, text=alert.text, action=alert.action, fields={})
+    message = Outgoing(
+        id=None,
+        created_at=utcnow(),
+        kind=alert.kind,
+        subject=alert.subject,
+        state=alert.state,
+        severity=alert.severity,
+        account=None,
+        title=alert.title,
+        text=alert.text,
+        action=alert.action,
+        fields={},
+    )
     results = send_now(host, message)
     if not results:
         raise MdmError(NO_CHANNEL)
@@ -108,7 +153,7 @@ def _test(host: "Host", args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "sent" for r in results) else 1
 
 
-def _send(host: "Host", args: argparse.Namespace) -> int:
+def _send(host: Host, args: argparse.Namespace) -> int:
     from .delivery import check, deliver_due
 
     queued = check(host)["queued"]
@@ -118,7 +163,7 @@ def _send(host: "Host", args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _retry(host: "Host", args: argparse.Namespace) -> int:
+def _retry(host: Host, args: argparse.Namespace) -> int:
     from .delivery import retry_failed
 
     count = retry_failed(host, args.ids)

@@ -37,9 +37,19 @@ LOCK = "alerts.deliver"
 
 def outgoing(message: AlertMessage) -> Outgoing:
     """A stored alert as channels see it."""
-    return Outgoing(id=message.id, created_at=message.created_at, kind=message.kind, subject=message.subject,
-                    state=message.state, severity=message.severity, account=message.account, title=message.title,
-                    text=message.text, action=message.action, fields=dict(message.fields or {}))
+    return Outgoing(
+        id=message.id,
+        created_at=message.created_at,
+        kind=message.kind,
+        subject=message.subject,
+        state=message.state,
+        severity=message.severity,
+        account=message.account,
+        title=message.title,
+        text=message.text,
+        action=message.action,
+        fields=dict(message.fields or {}),
+    )
 
 
 def backoff(s: AlertsSettings, attempts: int) -> float:
@@ -47,7 +57,7 @@ def backoff(s: AlertsSettings, attempts: int) -> float:
     return float(min(s.retry_max_delay, s.retry_delay * 2 ** max(0, attempts - 1)))
 
 
-def deliver_due(host: "Host") -> dict[str, int]:
+def deliver_due(host: Host) -> dict[str, int]:
     """Send every pending delivery whose time has come; returns counts (sent, retrying, failed)."""
     counts = {"sent": 0, "retrying": 0, "failed": 0}
     lock = host.lock(LOCK, ttl=max(300.0, settings(host).smtp_timeout * 4))
@@ -56,11 +66,15 @@ def deliver_due(host: "Host") -> dict[str, int]:
     try:
         channels = configured_channels(settings(host), host.config)
         with host.db.session() as session:
-            due = list(session.execute(
-                select(AlertDelivery, AlertMessage).join(AlertMessage, col(AlertMessage.id) == col(AlertDelivery.message_id))
-                .where(col(AlertDelivery.status) == "pending", col(AlertDelivery.next_attempt_at) <= utcnow())
-                .order_by(col(AlertDelivery.id)).limit(BATCH)
-            ).all())
+            due = list(
+                session.execute(
+                    select(AlertDelivery, AlertMessage)
+                    .join(AlertMessage, col(AlertMessage.id) == col(AlertDelivery.message_id))
+                    .where(col(AlertDelivery.status) == "pending", col(AlertDelivery.next_attempt_at) <= utcnow())
+                    .order_by(col(AlertDelivery.id))
+                    .limit(BATCH)
+                ).all()
+            )
         down: set[str] = set()
         for delivery, message in due:
             if delivery.channel in down:
@@ -77,17 +91,19 @@ def deliver_due(host: "Host") -> dict[str, int]:
     return counts
 
 
-def deliver_job(host: "Host") -> dict[str, int]:
+def deliver_job(host: Host) -> dict[str, int]:
     """The ``alerts.deliver`` job: a run where a channel failed is recorded as failed on the job
     (``mdm jobs``), with what to look at."""
     counts = deliver_due(host)
     if counts["retrying"] or counts["failed"]:
-        raise MdmError(f"{counts['retrying'] + counts['failed']} alert delivery(ies) failed ({counts['sent']} sent): "
-                       "see `mdm alerts list --status pending` and `--status failed`")
+        raise MdmError(
+            f"{counts['retrying'] + counts['failed']} alert delivery(ies) failed ({counts['sent']} sent): "
+            "see `mdm alerts list --status pending` and `--status failed`"
+        )
     return counts
 
 
-def _attempt(host: "Host", channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
+def _attempt(host: Host, channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
     """(sent, error or note, permanent); the text holds no secret of ``[alerts]``."""
     if channel is None:
         return False, f"channel {name} is no longer configured in [alerts]", True
@@ -101,7 +117,7 @@ def _attempt(host: "Host", channel: Channel | None, name: str, message: Outgoing
         return False, f"unexpected {type(exc).__name__} (run with -vv and see the log)", False
 
 
-def _record(host: "Host", delivery_id: int, outcome: tuple[bool, str | None, bool]) -> str:
+def _record(host: Host, delivery_id: int, outcome: tuple[bool, str | None, bool]) -> str:
     sent, text, permanent = outcome
     s = settings(host)
 
@@ -119,15 +135,22 @@ def _record(host: "Host", delivery_id: int, outcome: tuple[bool, str | None, boo
             log.error("alert %s through %s failed after %d attempt(s), giving up: %s", row.message_id, row.channel, row.attempts, text)
         else:
             row.next_attempt_at = now + timedelta(seconds=backoff(s, row.attempts))
-            log.warning("alert %s through %s failed (attempt %d of %d), retrying at %s: %s", row.message_id, row.channel, row.attempts,
-                        s.max_attempts, format_time(row.next_attempt_at), text)
+            log.warning(
+                "alert %s through %s failed (attempt %d of %d), retrying at %s: %s",
+                row.message_id,
+                row.channel,
+                row.attempts,
+                s.max_attempts,
+                format_time(row.next_attempt_at),
+                text,
+            )
         session.add(row)
         return "sent" if sent else row.status if row.status == "failed" else "retrying"
 
     return host.db.run_write(work)
 
 
-def send_now(host: "Host", message: Outgoing) -> list[dict[str, Any]]:
+def send_now(host: Host, message: Outgoing) -> list[dict[str, Any]]:
     """Send ``message`` through every configured channel at once (``mdm alerts test``), one result each."""
     results = []
     for name, channel in configured_channels(settings(host), host.config).items():
@@ -136,7 +159,7 @@ def send_now(host: "Host", message: Outgoing) -> list[dict[str, Any]]:
     return results
 
 
-def retry_failed(host: "Host", message_ids: list[int]) -> int:
+def retry_failed(host: Host, message_ids: list[int]) -> int:
     """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many."""
 
     def work(session: Session) -> int:
@@ -155,7 +178,7 @@ def retry_failed(host: "Host", message_ids: list[int]) -> int:
 # --------------------------------------------------------------------------- the check
 
 
-def check(host: "Host", now: datetime | None = None) -> dict[str, int]:
+def check(host: Host, now: datetime | None = None) -> dict[str, int]:
     """Token expiry and license counts as they are now, even without a sync (a paused account's
     token still approaches its expiry), then housekeeping. Returns how many alerts it queued."""
     accounts_hook = host.hook("mdm_vpp_accounts")
@@ -172,8 +195,15 @@ def check(host: "Host", now: datetime | None = None) -> dict[str, int]:
             nonlocal queued
             alerts = []
             for account in accounts:
-                alerts += store.token_state(session, account["name"], account["token_state"], expires=account.get("tokenExpirationDate"),
-                                            detail=None, action=account.get("action"), now=now)
+                alerts += store.token_state(
+                    session,
+                    account["name"],
+                    account["token_state"],
+                    expires=account.get("tokenExpirationDate"),
+                    detail=None,
+                    action=account.get("action"),
+                    now=now,
+                )
                 alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], complete=True, now=now)
             store.forget_accounts(session, set(by_account))
             for alert in alerts:

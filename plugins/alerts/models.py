@@ -8,7 +8,7 @@ migrations (``migrations/`` beside this file, history ``alerts``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -41,18 +41,18 @@ class AlertMessage(SQLModel, table=True):
     __tablename__ = "alerts_message"
     __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install"
     subject: str = Field(max_length=255)
     state: str = Field(max_length=32)
     severity: str = Field(max_length=16)  # "critical", "warning", "resolved"
-    account: Optional[str] = Field(default=None, max_length=128)
+    account: str | None = Field(default=None, max_length=128)
     title: str = Field(max_length=512)
     text: str
     action: str
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    event_id: Optional[str] = Field(default=None, max_length=36)
+    event_id: str | None = Field(default=None, max_length=36)
 
 
 class AlertDelivery(SQLModel, table=True):
@@ -61,14 +61,14 @@ class AlertDelivery(SQLModel, table=True):
     __tablename__ = "alerts_delivery"
     __table_args__ = (Index("ix_alerts_delivery_due", "status", "next_attempt_at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="alerts_message.id", index=True, ondelete="CASCADE")
     channel: str = Field(max_length=80)  # "email" or "webhook:NAME"
     status: str = Field(default="pending", max_length=16)  # "pending", "sent", "failed"
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_error: Optional[str] = None
-    sent_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -36,7 +36,7 @@ def mdm_config_sections() -> dict[str, type]:
 
 
 @hookimpl
-def mdm_configure(host: "Host") -> None:
+def mdm_configure(host: Host) -> None:
     """Check ``[alerts]`` beyond its types (addresses, thresholds, names)."""
     from .settings import settings, validate
 
@@ -52,7 +52,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_migrations() -> "MigrationSet":
+def mdm_register_migrations() -> MigrationSet:
     """The ``alerts`` migration history: ``plugins/alerts/migrations/`` (after the core's)."""
     from pathlib import Path
 
@@ -62,7 +62,7 @@ def mdm_register_migrations() -> "MigrationSet":
 
 
 @hookimpl
-def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """``mdm alerts ...``."""
     from . import cli
 
@@ -70,7 +70,7 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
 
 
 @hookimpl
-def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     """``alerts.deliver`` (send what is due) and ``alerts.check`` (token expiry, license counts)."""
     from .delivery import check, deliver_job
     from .settings import settings
@@ -81,7 +81,7 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_startup(host: "Host") -> None:
+def mdm_startup(host: Host) -> None:
     """Check once at start (a token may have crossed a threshold while the host was down)."""
     from .delivery import check, safely
 
@@ -92,17 +92,20 @@ def mdm_startup(host: "Host") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
     """Expiring in 30/14/7 days, expired, revoked, invalid, taken over; valid again."""
     from .store import on_event, token_state
 
     p = cast("TokenStatePayload", event.payload)
-    on_event(host, event, lambda session: token_state(session, p["account"], p["state"], expires=p.get("tokenExpirationDate"),
-                                                      detail=p.get("detail"), action=p.get("action")))
+    on_event(
+        host,
+        event,
+        lambda session: token_state(session, p["account"], p["state"], expires=p.get("tokenExpirationDate"), detail=p.get("detail"), action=p.get("action")),
+    )
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
+def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """N failed syncs in a row; the first success after them."""
     from .store import on_event, sync_finished
 
@@ -111,7 +114,7 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """New assets whose available licenses are already below their threshold."""
     from .store import license_counts, on_event
 
@@ -120,7 +123,7 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Available licenses crossing their threshold, either way."""
     from .store import license_counts, on_event
 
@@ -129,7 +132,7 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
     """Assets that left the account are no longer watched."""
     from .store import assets_removed, on_event
 
@@ -141,7 +144,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
     """An install Apple refused (failures of one asset close together make one alert)."""
     from .store import install_failed, on_event
 

@@ -8,7 +8,7 @@ normal), ``info`` (a test).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .settings import Threshold
@@ -48,7 +48,7 @@ def parse_time(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _days(n: int) -> str:
@@ -62,8 +62,7 @@ def token_subject(account: str) -> str:
     return f"token:{account}"
 
 
-def token_alert(account: str, previous: str | None, state: str, *, expires: Any, detail: str | None, action: str | None,
-                now: datetime) -> Alert | None:
+def token_alert(account: str, previous: str | None, state: str, *, expires: Any, detail: str | None, action: str | None, now: datetime) -> Alert | None:
     """The alert for a token that went from ``previous`` to ``state`` (None: nothing to say)."""
     if state == previous:
         return None
@@ -74,13 +73,24 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
     if state not in TOKEN_ALERT_STATES:
         if previous not in TOKEN_ALERT_STATES:
             return None  # first seen, and fine
-        return Alert("token", token_subject(account), state, "resolved", account, f"VPP token of account '{account}' is valid again",
-                     f"The token of account '{account}' was {previous.replace('_', ' ')}; it is now valid until {day}.", "Nothing to do.", fields)
+        return Alert(
+            "token",
+            token_subject(account),
+            state,
+            "resolved",
+            account,
+            f"VPP token of account '{account}' is valid again",
+            f"The token of account '{account}' was {previous.replace('_', ' ')}; it is now valid until {day}.",
+            "Nothing to do.",
+            fields,
+        )
     if state.startswith("expiring_"):
         left = max(0, int((when - now).total_seconds() // 86400)) if when else int(state.rsplit("_", 1)[1])
         title = f"VPP token of account '{account}' expires in {_days(left)}, on {day}"
-        text = ("When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
-                "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books).")
+        text = (
+            "When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
+            "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books)."
+        )
         severity = "critical" if state == "expiring_7" else "warning"
     elif state == "expired":
         title, severity = f"VPP token of account '{account}' expired on {day}", "critical"
@@ -94,8 +104,10 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
     else:  # taken_over
         other = detail or "another MDM"
         title, severity = f"Another MDM took over the location of account '{account}': {other}", "critical"
-        text = ("Two MDMs on one location assign licenses unpredictably, so this account's syncs are stopped. "
-                "If the other MDM should manage the location, remove the account here.")
+        text = (
+            "Two MDMs on one location assign licenses unpredictably, so this account's syncs are stopped. "
+            "If the other MDM should manage the location, remove the account here."
+        )
     return Alert("token", token_subject(account), state, severity, account, title, text, action or f"Renew the token: {renew}", fields)
 
 
@@ -110,10 +122,13 @@ def sync_failing_alert(account: str, failures: int, since: datetime, error_type:
     """An account's sync failed ``failures`` times in a row."""
     last = f"{error_type}: {error}" if error_type and error else error or error_type or "unknown error"
     return Alert(
-        "sync", sync_subject(account), "failing", "critical", account,
+        "sync",
+        sync_subject(account),
+        "failing",
+        "critical",
+        account,
         f"Sync of VPP account '{account}' failed {failures} times in a row",
-        f"Failing since {since:%Y-%m-%d %H:%M} UTC. Last error: {last}. Until a sync succeeds, assets, licenses and "
-        "published apps are not updated.",
+        f"Failing since {since:%Y-%m-%d %H:%M} UTC. Last error: {last}. Until a sync succeeds, assets, licenses and published apps are not updated.",
         f"Fix what the error says (network, service URL, token state in `mdm vpp account list`); `mdm vpp runs {account}` "
         f"lists the failed runs; `mdm vpp sync {account}` tries again now.",
         {"failures": failures, "since": since.isoformat(), "errorType": error_type, "error": error},
@@ -123,7 +138,11 @@ def sync_failing_alert(account: str, failures: int, since: datetime, error_type:
 def sync_recovered_alert(account: str, failures: int, since: datetime) -> Alert:
     """An account that was reported failing synced successfully."""
     return Alert(
-        "sync", sync_subject(account), "ok", "resolved", account,
+        "sync",
+        sync_subject(account),
+        "ok",
+        "resolved",
+        account,
         f"Sync of VPP account '{account}' works again",
         f"The sync succeeded after {failures} failed attempt(s) since {since:%Y-%m-%d %H:%M} UTC.",
         "Nothing to do.",
@@ -138,7 +157,7 @@ def license_subject(account: str, adam_id: str, pricing: str) -> str:
     return f"licenses:{account}:{adam_id}:{pricing}"
 
 
-def license_level(asset: "Asset", threshold: Threshold) -> str:
+def license_level(asset: Asset, threshold: Threshold) -> str:
     """``ok``, ``low`` (below the threshold) or ``none`` (no license left) for an asset's counts."""
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
     if not threshold.active or total <= 0:
@@ -148,28 +167,61 @@ def license_level(asset: "Asset", threshold: Threshold) -> str:
     return "low" if threshold.is_low(available, total) else "ok"
 
 
-def license_alert(account: str, asset: "Asset", previous: str, level: str, threshold: Threshold) -> Alert | None:
+def license_alert(account: str, asset: Asset, previous: str, level: str, threshold: Threshold) -> Alert | None:
     """The alert for an asset whose license level went from ``previous`` to ``level``."""
     if level == previous:
         return None
     adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
     what = f"adamId {adam_id} ({pricing}, {asset.get('productType') or 'asset'})"
-    fields = {"adamId": adam_id, "pricingParam": pricing, "productType": asset.get("productType"), "availableCount": available,
-              "assignedCount": asset.get("assignedCount"), "retiredCount": asset.get("retiredCount"), "totalCount": total,
-              "threshold": str(threshold), "previousState": previous}
+    fields = {
+        "adamId": adam_id,
+        "pricingParam": pricing,
+        "productType": asset.get("productType"),
+        "availableCount": available,
+        "assignedCount": asset.get("assignedCount"),
+        "retiredCount": asset.get("retiredCount"),
+        "totalCount": total,
+        "threshold": str(threshold),
+        "previousState": previous,
+    }
     subject = license_subject(account, adam_id, pricing)
-    more = (f"Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: "
-            f"mdm apps reclaim {adam_id} --unused")
+    more = f"Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: mdm apps reclaim {adam_id} --unused"
     if level == "ok":
-        return Alert("licenses", subject, "ok", "resolved", account, f"Licenses of {what} in account '{account}' are available again",
-                     f"{available} of {total} licenses are available (threshold {threshold}).", "Nothing to do.", fields)
+        return Alert(
+            "licenses",
+            subject,
+            "ok",
+            "resolved",
+            account,
+            f"Licenses of {what} in account '{account}' are available again",
+            f"{available} of {total} licenses are available (threshold {threshold}).",
+            "Nothing to do.",
+            fields,
+        )
     if level == "none":
-        return Alert("licenses", subject, "none", "critical", account, f"No licenses left of {what} in account '{account}'",
-                     f"All {total} licenses are in use: new installs of it fail (Apple error 9709) until licenses are bought or freed.",
-                     more, fields)
-    return Alert("licenses", subject, "low", "warning", account, f"Only {available} of {total} licenses left of {what} in account '{account}'",
-                 f"Available licenses are below the threshold ({threshold}).", more, fields)
+        return Alert(
+            "licenses",
+            subject,
+            "none",
+            "critical",
+            account,
+            f"No licenses left of {what} in account '{account}'",
+            f"All {total} licenses are in use: new installs of it fail (Apple error 9709) until licenses are bought or freed.",
+            more,
+            fields,
+        )
+    return Alert(
+        "licenses",
+        subject,
+        "low",
+        "warning",
+        account,
+        f"Only {available} of {total} licenses left of {what} in account '{account}'",
+        f"Available licenses are below the threshold ({threshold}).",
+        more,
+        fields,
+    )
 
 
 SEVERITY_ORDER = ("critical", "warning", "resolved", "info")
@@ -180,18 +232,28 @@ def license_digest(account: str, alerts: list[Alert]) -> Alert:
     """Many assets of one account changing level at once (a first sync, a big purchase): one
     alert listing them, rather than a message per asset."""
     counts = {state: sum(1 for a in alerts if a.state == state) for state in ("none", "low", "ok")}
-    parts = [f"{counts['none']} with no license left" if counts["none"] else "", f"{counts['low']} low" if counts["low"] else "",
-             f"{counts['ok']} available again" if counts["ok"] else ""]
+    parts = [
+        f"{counts['none']} with no license left" if counts["none"] else "",
+        f"{counts['low']} low" if counts["low"] else "",
+        f"{counts['ok']} available again" if counts["ok"] else "",
+    ]
     lines = [a.title for a in alerts][:MAX_LISTED]
     if len(alerts) > MAX_LISTED:
         lines.append(f"... and {len(alerts) - MAX_LISTED} more (`mdm vpp assets --account {account}`)")
     needs_action = counts["none"] or counts["low"]
     return Alert(
-        "licenses", f"licenses:{account}", "digest", min((a.severity for a in alerts), key=SEVERITY_ORDER.index), account,
+        "licenses",
+        f"licenses:{account}",
+        "digest",
+        min((a.severity for a in alerts), key=SEVERITY_ORDER.index),
+        account,
         f"Licenses of {len(alerts)} assets in account '{account}' changed: {', '.join(p for p in parts if p)}",
         "\n".join(lines),
-        ("Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: "
-         "mdm apps reclaim ADAMID --unused" if needs_action else "Nothing to do."),
+        (
+            "Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: mdm apps reclaim ADAMID --unused"
+            if needs_action
+            else "Nothing to do."
+        ),
         {"assets": [a.fields for a in alerts]},
     )
 
@@ -203,11 +265,16 @@ def install_subject(account: str, adam_id: str, pricing: str) -> str:
     return f"install:{account}:{adam_id}:{pricing}"
 
 
-def install_failure(payload: "InstallFailedPayload") -> dict[str, Any]:
+def install_failure(payload: InstallFailedPayload) -> dict[str, Any]:
     """One failed install, from a ``mobile_apps_install_failed`` payload."""
     target = payload.get("serialNumber") or payload.get("clientUserId")
-    return {"id": payload.get("id"), "license": payload.get("license"), "target": target, "error": payload.get("error"),
-            "errorNumber": payload.get("errorNumber")}
+    return {
+        "id": payload.get("id"),
+        "license": payload.get("license"),
+        "target": target,
+        "error": payload.get("error"),
+        "errorNumber": payload.get("errorNumber"),
+    }
 
 
 def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]]) -> Alert:
@@ -222,18 +289,37 @@ def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[
         lines.append(f"... and {len(failures) - MAX_LISTED} more (`mdm apps installs --status failed`)")
     numbers = {f.get("errorNumber") for f in failures}
     if 9709 in numbers:
-        action = (f"No license was left: buy more in Apple School Manager or Apple Business Manager, or free unused ones "
-                  f"(`mdm apps reclaim {adam_id} --unused`), then run `mdm apps install {adam_id}` again for these targets.")
+        action = (
+            f"No license was left: buy more in Apple School Manager or Apple Business Manager, or free unused ones "
+            f"(`mdm apps reclaim {adam_id} --unused`), then run `mdm apps install {adam_id}` again for these targets."
+        )
     elif 9609 in numbers:
         action = "The VPP user is not registered or has not accepted the invitation: see `mdm vpp users`, then install again."
     else:
         action = f"See `mdm apps installs --status failed`; fix what Apple said, then run `mdm apps install {adam_id}` again."
-    return Alert("install", install_subject(account, adam_id, pricing), "failed", "warning", account, title,
-                 "No InstallApplication was queued:\n" + "\n".join(lines), action,
-                 {"adamId": adam_id, "pricingParam": pricing, "failures": failures})
+    return Alert(
+        "install",
+        install_subject(account, adam_id, pricing),
+        "failed",
+        "warning",
+        account,
+        title,
+        "No InstallApplication was queued:\n" + "\n".join(lines),
+        action,
+        {"adamId": adam_id, "pricingParam": pricing, "failures": failures},
+    )
 
 
 def trial_alert(hostname: str) -> Alert:
     """What ``mdm alerts test`` sends."""
-    return Alert("test", "test", "test", "info", None, f"Test alert from mdm-host on {hostname}",
-                 "If you read this, alerts of this MDM host reach you through this channel.", "Nothing to do.", {})
+    return Alert(
+        "test",
+        "test",
+        "test",
+        "info",
+        None,
+        f"Test alert from mdm-host on {hostname}",
+        "If you read this, alerts of this MDM host reach you through this channel.",
+        "Nothing to do.",
+        {},
+    )

@@ -93,7 +93,7 @@ def parse_threshold(where: str, value: int | str) -> Threshold:
     return Threshold(percent=float(match.group(1)))
 
 
-def settings(host: "Host") -> AlertsSettings:
+def settings(host: Host) -> AlertsSettings:
     """The validated ``[alerts]`` section."""
     return host.config.section("alerts", AlertsSettings)
 
@@ -117,7 +117,7 @@ def thresholds(s: AlertsSettings) -> Thresholds:
     for key, value in s.low_licenses_per_asset.items():
         adam_id, _, pricing = key.partition(":")
         if not adam_id.isdigit() or (pricing and not pricing.isalnum()):
-            raise ConfigError(f"[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like \"1029705796:STDQ\"")
+            raise ConfigError(f'[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like "1029705796:STDQ"')
         per_asset[(adam_id, pricing or None)] = parse_threshold(f"[alerts.low_licenses_per_asset] {key}", value)
     return Thresholds(default, per_asset)
 
@@ -131,7 +131,7 @@ def validate(s: AlertsSettings, source: str) -> None:
         if not ADDRESS.match(address):
             raise ConfigError(f"{where} email_to: {address!r} is not an e-mail address")
     if s.email_to and not ADDRESS.match(s.email_from):
-        raise ConfigError(f"{where} email_from must be the sender's address (e.g. \"mdm@school.example\") when email_to is set")
+        raise ConfigError(f'{where} email_from must be the sender\'s address (e.g. "mdm@school.example") when email_to is set')
     if s.smtp_password is not None and not s.smtp_username:
         raise ConfigError(f"{where} smtp_password is set without smtp_username: set both to log in, or neither")
     if not 0 <= s.smtp_port <= 65535:

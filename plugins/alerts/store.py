@@ -8,8 +8,9 @@ Subscribers only write here, so an event's delivery never waits for a mail serve
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 COALESCE_WINDOW = timedelta(minutes=10)  # install failures of one asset within this, not yet sent, make one alert
 
 
-def write(host: "Host", work: Callable[[Session], None]) -> None:
+def write(host: Host, work: Callable[[Session], None]) -> None:
     """Run ``work`` in one write transaction; a concurrent insert of the same row (two hosts
     on one PostgreSQL) is retried, and then finds the row the other one wrote."""
     for attempt in range(3):
@@ -45,7 +46,7 @@ def write(host: "Host", work: Callable[[Session], None]) -> None:
                 raise
 
 
-def on_event(host: "Host", event: "Event", work: Callable[[Session], Iterable[Alert]]) -> None:
+def on_event(host: Host, event: Event, work: Callable[[Session], Iterable[Alert]]) -> None:
     """Apply an event once (a redelivered event changes nothing) and queue its alerts."""
 
     def tx(session: Session) -> None:
@@ -58,10 +59,20 @@ def on_event(host: "Host", event: "Event", work: Callable[[Session], Iterable[Al
     write(host, tx)
 
 
-def enqueue(host: "Host", session: Session, alert: Alert, event_id: str | None = None) -> AlertMessage:
+def enqueue(host: Host, session: Session, alert: Alert, event_id: str | None = None) -> AlertMessage:
     """Record an alert and one pending delivery per configured channel."""
-    message = AlertMessage(kind=alert.kind, subject=alert.subject, state=alert.state, severity=alert.severity, account=alert.account,
-                           title=alert.title, text=alert.text, action=alert.action, fields=alert.fields, event_id=event_id)
+    message = AlertMessage(
+        kind=alert.kind,
+        subject=alert.subject,
+        state=alert.state,
+        severity=alert.severity,
+        account=alert.account,
+        title=alert.title,
+        text=alert.text,
+        action=alert.action,
+        fields=alert.fields,
+        event_id=event_id,
+    )
     session.add(message)
     session.flush()
     assert message.id is not None
@@ -90,8 +101,9 @@ def _set(session: Session, row: AlertSubject | None, key: str, kind: str, accoun
 # --------------------------------------------------------------------------- tokens
 
 
-def token_state(session: Session, account: str, state: str, *, expires: Any, detail: str | None, action: str | None,
-                now: datetime | None = None) -> list[Alert]:
+def token_state(
+    session: Session, account: str, state: str, *, expires: Any, detail: str | None, action: str | None, now: datetime | None = None
+) -> list[Alert]:
     """An account's token is in ``state`` now (from the event, or from the daily check)."""
     now = now or utcnow()
     key = rules.token_subject(account)
@@ -107,7 +119,7 @@ def token_state(session: Session, account: str, state: str, *, expires: Any, det
 # --------------------------------------------------------------------------- syncs
 
 
-def sync_finished(host: "Host", session: Session, report: "SyncReport", now: datetime | None = None) -> list[Alert]:
+def sync_finished(host: Host, session: Session, report: SyncReport, now: datetime | None = None) -> list[Alert]:
     """Count failures in a row; alert at the N-th, and once more when a sync succeeds again."""
     status, account = report.get("status"), report.get("account")
     if status not in ("ok", "error") or not account:
@@ -139,8 +151,7 @@ def sync_finished(host: "Host", session: Session, report: "SyncReport", now: dat
 # --------------------------------------------------------------------------- licenses
 
 
-def license_counts(host: "Host", session: Session, account: str, assets: "Sequence[Asset]", *, complete: bool = False,
-                   now: datetime | None = None) -> list[Alert]:
+def license_counts(host: Host, session: Session, account: str, assets: Sequence[Asset], *, complete: bool = False, now: datetime | None = None) -> list[Alert]:
     """Compare each asset's available licenses with its threshold; alert on a change of level
     (more than a few at once: one digest alert).
 
@@ -150,8 +161,12 @@ def license_counts(host: "Host", session: Session, account: str, assets: "Sequen
     now = now or utcnow()
     limits = thresholds(settings(host))
     prefix = f"licenses:{account}:"
-    rows = {r.subject: r for r in session.execute(
-        select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()).scalars()}
+    rows = {
+        r.subject: r
+        for r in session.execute(
+            select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()
+        ).scalars()
+    }
     alerts = []
     seen = set()
     for asset in assets:
@@ -177,7 +192,7 @@ def license_counts(host: "Host", session: Session, account: str, assets: "Sequen
     return [rules.license_digest(account, alerts)] if len(alerts) > rules.DIGEST_AFTER else alerts
 
 
-def assets_removed(session: Session, account: str, assets: "Sequence[Asset]") -> list[Alert]:
+def assets_removed(session: Session, account: str, assets: Sequence[Asset]) -> list[Alert]:
     """Assets that left the account are no longer watched (no alert: the asset is gone)."""
     keys = [rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets]
     if keys:
@@ -188,15 +203,18 @@ def assets_removed(session: Session, account: str, assets: "Sequence[Asset]") ->
 # --------------------------------------------------------------------------- installs
 
 
-def install_failed(host: "Host", session: Session, payload: "InstallFailedPayload", now: datetime | None = None) -> list[Alert]:
+def install_failed(host: Host, session: Session, payload: InstallFailedPayload, now: datetime | None = None) -> list[Alert]:
     """A failed install: joined to an alert of the same asset not yet sent, else a new alert."""
     now = now or utcnow()
     account, adam_id, pricing = str(payload.get("account")), str(payload.get("adamId")), str(payload.get("pricingParam"))
     failure = rules.install_failure(payload)
     key = rules.install_subject(account, adam_id, pricing)
     recent = session.execute(
-        select(AlertMessage).where(col(AlertMessage.subject) == key, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
-        .order_by(col(AlertMessage.id).desc()).limit(1).with_for_update()
+        select(AlertMessage)
+        .where(col(AlertMessage.subject) == key, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
+        .order_by(col(AlertMessage.id).desc())
+        .limit(1)
+        .with_for_update()
     ).scalar_one_or_none()
     if recent is not None:
         tried = session.execute(select(col(AlertDelivery.id)).where(col(AlertDelivery.message_id) == recent.id, col(AlertDelivery.attempts) > 0)).first()

@@ -37,7 +37,7 @@ def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def _mdm(host: "Host", command: str) -> int:
+def _mdm(host: Host, command: str) -> int:
     """Run one ``mdm`` command in this process, printing it first."""
     from mdm_core.cli import build_parser
 
@@ -79,7 +79,7 @@ DEMO_DIR = "demo"
 DEMO_DATABASE = "demo.sqlite3"
 
 
-def demo_host(host: "Host", database_url: str | None) -> "Host":
+def demo_host(host: Host, database_url: str | None) -> Host:
     """A host like ``host`` (same configuration and plugins) on the demo's database and key."""
     from mdm_core.host import Host
     from mdm_core.secrets import KEY_FILE_NAME, SecretBox
@@ -89,8 +89,7 @@ def demo_host(host: "Host", database_url: str | None) -> "Host":
     url = database_url or f"sqlite:///{folder / DEMO_DATABASE}"
     if database_url is None and url == host.config.database_url:
         raise MdmError(f"the configured database is the demo's own ({url}): point [core] database_url somewhere else")
-    demo = Host(host.config, host.pm, host.plugins, database_url=url,
-                database_source="the demo's own" if database_url is None else "given with --database-url")
+    demo = Host(host.config, host.pm, host.plugins, database_url=url, database_source="the demo's own" if database_url is None else "given with --database-url")
     demo.__dict__["secrets"] = SecretBox.from_key_file(folder / KEY_FILE_NAME)  # the demo's key, not the host's
     return demo
 
@@ -103,7 +102,7 @@ def _is_demo_account(account: dict[str, Any]) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def run_demo(host: "Host", *, seed: int = 7, database_url: str | None = None) -> int:
+def run_demo(host: Host, *, seed: int = 7, database_url: str | None = None) -> int:
     """Run the demo on its own database (or ``database_url``); returns the exit code."""
     from mdm_core.output import is_quiet
 
@@ -114,14 +113,13 @@ def run_demo(host: "Host", *, seed: int = 7, database_url: str | None = None) ->
         with contextlib.redirect_stdout(io.StringIO()):  # ``mdm -q demo``: errors only (stderr)
             code = _run(demo, seed, own_database=database_url is None)
         if code:
-            print(f"mdm: error: the demo failed at \"{_current_step}\": run `mdm demo` without -q to see each command",
-                  file=sys.stderr, flush=True)
+            print(f'mdm: error: the demo failed at "{_current_step}": run `mdm demo` without -q to see each command', file=sys.stderr, flush=True)
         return code
     finally:
         demo.close()
 
 
-def _run(host: "Host", seed: int, *, own_database: bool) -> int:
+def _run(host: Host, seed: int, *, own_database: bool) -> int:
     from mdm_core import inventory
     from plugins.vpp.accounts import remove_account
     from plugins.vpp.simulator import Simulator
@@ -132,8 +130,10 @@ def _run(host: "Host", seed: int, *, own_database: bool) -> int:
     has_apps = host.pm.has_plugin("mobile_apps")
     existing = next((a for a in host.pm.hook.mdm_vpp_accounts(host=host) or [] if a["name"] == ACCOUNT), None)
     if existing is not None and not _is_demo_account(existing):
-        raise MdmError(f"database {host.db.describe()} has an account named '{ACCOUNT}' that the demo did not create "
-                       f"(service {existing['service_url']}): the demo never replaces it; run it on another --database-url")
+        raise MdmError(
+            f"database {host.db.describe()} has an account named '{ACCOUNT}' that the demo did not create "
+            f"(service {existing['service_url']}): the demo never replaces it; run it on another --database-url"
+        )
 
     _step("Starting the Apple Apps and Books simulator on loopback")
     with Simulator(seed=seed, assets=12, devices=24, users=16, page_size=97, async_delay=0.2) as sim:
@@ -159,8 +159,11 @@ def _run(host: "Host", seed: int, *, own_database: bool) -> int:
         new_devices = [r for r in rows if r.serial_number not in known_devices]
         inventory.add_users(host, new_users)  # only what is missing: existing records are never changed
         inventory.add_devices(host, new_devices)
-        print(f"{len(users)} MDM users ({len(new_users)} new), {len(rows)} devices ({len(new_devices)} new): "
-              + ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.platform for r in rows).items())), flush=True)
+        print(
+            f"{len(users)} MDM users ({len(new_users)} new), {len(rows)} devices ({len(new_devices)} new): "
+            + ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.platform for r in rows).items())),
+            flush=True,
+        )
 
         if existing is not None:
             print(f"replacing the '{ACCOUNT}' account left by an earlier run", flush=True)
@@ -203,13 +206,16 @@ def _run(host: "Host", seed: int, *, own_database: bool) -> int:
                 _mdm(host, f"apps install {new_adam} --device {target.serial_number} --wait 30")
                 _mdm(host, f"commands list --device {target.serial_number} --json")
         _mdm(host, f"vpp runs {ACCOUNT} --limit 2")
-    print(f"\ndemo finished in {time.monotonic() - started:.1f}s; its data stays in {host.db.describe()}"
-          + (f" (delete {var} to start afresh)" if own_database else ""), flush=True)
+    print(
+        f"\ndemo finished in {time.monotonic() - started:.1f}s; its data stays in {host.db.describe()}"
+        + (f" (delete {var} to start afresh)" if own_database else ""),
+        flush=True,
+    )
     _console_hint(host, own_database)
     return 0
 
 
-def _console_hint(host: "Host", own_database: bool) -> None:
+def _console_hint(host: Host, own_database: bool) -> None:
     """How to look at the demo's data in the web console (no server is left running)."""
     import shlex
     import socket
@@ -223,13 +229,13 @@ def _console_hint(host: "Host", own_database: bool) -> None:
     url = shlex.quote(str(host.db.url)) if own_database else "<the --database-url you gave>"
     key = shlex.quote(str(host.config.var_dir / DEMO_DIR / KEY_FILE_NAME))
     _step("Look at it in the web console")
-    print(f"  export MDM_DATABASE_URL={url} MDM_SECRET_KEY=\"$(cat {key})\"   # the demo's database and key", flush=True)
+    print(f'  export MDM_DATABASE_URL={url} MDM_SECRET_KEY="$(cat {key})"   # the demo\'s database and key', flush=True)
     print(f"  mdm{config} admins add demo-admin            # asks for a password (or --password-file FILE)", flush=True)
     print(f"  mdm{config} run --listen 127.0.0.1:{port}      # then open http://127.0.0.1:{port}/ and sign in as demo-admin; Ctrl-C stops it", flush=True)
     print("  (the simulator stopped with the demo: the console shows what was synced; Synchronize needs a real account)", flush=True)
 
 
-def _asset_with_both(host: "Host") -> str:
+def _asset_with_both(host: Host) -> str:
     """An asset that has both user and device licenses (else the most licensed one)."""
     licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=ACCOUNT, adam_id=None, serial_number=None, client_user_id=None) or []
     kinds: dict[str, set[str]] = {}

@@ -41,27 +41,32 @@ def mdm_config_sections() -> dict[str, type]:
     return {"license_audit": AuditSettings}
 
 
-def _append(host: "Host", event: "Event", change: str) -> None:
+def _append(host: Host, event: Event, change: str) -> None:
     path = host.config.resolve_path(host.config.section("license_audit", AuditSettings).path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and f'"event_id": "{event.id}"' in path.read_text(encoding="utf-8"):
         return  # already written: events can be delivered again after a crash
     p: dict[str, Any] = event.payload
     line = {
-        "event_id": event.id, "change": change, "account": p["account"], "adamId": p["adamId"], "source": p["source"],
-        "devices": p["serialNumbers"], "users": p["clientUserIds"],
+        "event_id": event.id,
+        "change": change,
+        "account": p["account"],
+        "adamId": p["adamId"],
+        "source": p["source"],
+        "devices": p["serialNumbers"],
+        "users": p["clientUserIds"],
     }
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(line) + "\n")
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_associated(host: Host, event: Event) -> None:
     """Record licenses that appeared (a sync found them, or this host associated them)."""
     _append(host, event, "associated")
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
     """Record licenses that went away."""
     _append(host, event, "disassociated")

@@ -10,9 +10,10 @@ refresh-metadata``) looks it up in batches, and a failed lookup is retried later
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, or_, select
 from sqlmodel import Session, col
@@ -48,7 +49,7 @@ def app_platform(value: str) -> str:
     return APP_PLATFORMS.get(value.strip().lower(), value.strip())
 
 
-def once(host: "Host", event: "Event", work: Callable[[Session], Any]) -> Any:
+def once(host: Host, event: Event, work: Callable[[Session], Any]) -> Any:
     """Apply ``work`` for ``event`` in one transaction, unless this event was applied before.
 
     Events recorded by ``work`` are delivered by the delivery loop that called the subscriber
@@ -70,11 +71,19 @@ def once(host: "Host", event: "Event", work: Callable[[Session], Any]) -> Any:
 
 def _payload(app: MobileApp) -> AppPayload:
     assert app.id is not None, "published and retired apps are stored rows (flushed)"
-    return {"id": app.id, "account": app.account, "adamId": app.adam_id, "pricingParam": app.pricing_param, "platform": app.platform,
-            "kind": app.kind, "availableCount": app.available_count, "totalCount": app.total_count}
+    return {
+        "id": app.id,
+        "account": app.account,
+        "adamId": app.adam_id,
+        "pricingParam": app.pricing_param,
+        "platform": app.platform,
+        "kind": app.kind,
+        "availableCount": app.available_count,
+        "totalCount": app.total_count,
+    }
 
 
-def upsert_assets(host: "Host", session: Session, account: str, assets: list[Asset]) -> None:
+def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset]) -> None:
     """Publish (or update) one application per platform of each asset; retire dropped platforms.
 
     The event's applications and metadata rows are read in two queries and written in one
@@ -95,8 +104,15 @@ def upsert_assets(host: "Host", session: Session, account: str, assets: list[Ass
             row = rows.get(platform)
             newly = row is None or row.state != "published"
             if row is None:
-                row = MobileApp(account=account, adam_id=adam_id, pricing_param=pricing, platform=platform, kind=kind,
-                                product_type=str(asset.get("productType") or ""), published_at=now)
+                row = MobileApp(
+                    account=account,
+                    adam_id=adam_id,
+                    pricing_param=pricing,
+                    platform=platform,
+                    kind=kind,
+                    product_type=str(asset.get("productType") or ""),
+                    published_at=now,
+                )
             _set_counts(row, asset, kind)
             row.state, row.retired_at, row.updated_at = "published", None, now
             session.add(row)
@@ -120,24 +136,31 @@ def _set_counts(row: MobileApp, asset: Mapping[str, Any], kind: str) -> None:
     row.device_assignable = bool(asset.get("deviceAssignable"))
     row.revocable = bool(asset.get("revocable"))
     row.supported_platforms = list(asset.get("supportedPlatforms") or [])
-    for attr, key in (("assigned_count", "assignedCount"), ("available_count", "availableCount"), ("retired_count", "retiredCount"), ("total_count", "totalCount")):
+    for attr, key in (
+        ("assigned_count", "assignedCount"),
+        ("available_count", "availableCount"),
+        ("retired_count", "retiredCount"),
+        ("total_count", "totalCount"),
+    ):
         if asset.get(key) is not None:
             setattr(row, attr, int(asset[key]))
 
 
-def _retire(host: "Host", session: Session, row: MobileApp, now: Any) -> None:
+def _retire(host: Host, session: Session, row: MobileApp, now: Any) -> None:
     row.state, row.retired_at, row.updated_at = "retired", now, now
     session.add(row)
     host.events.record(session, "mobile_apps_app_retired", _payload(row))
 
 
-def retire_assets(host: "Host", session: Session, account: str, assets: list[Asset]) -> None:
+def retire_assets(host: Host, session: Session, account: str, assets: list[Asset]) -> None:
     """The assets left the account: their applications are retired (kept, not installable)."""
     now = utcnow()
     for asset in assets:
-        rows = session.execute(select(MobileApp).where(
-            col(MobileApp.account) == account, col(MobileApp.adam_id) == str(asset["adamId"]), col(MobileApp.pricing_param) == str(asset["pricingParam"])
-        )).scalars()
+        rows = session.execute(
+            select(MobileApp).where(
+                col(MobileApp.account) == account, col(MobileApp.adam_id) == str(asset["adamId"]), col(MobileApp.pricing_param) == str(asset["pricingParam"])
+            )
+        ).scalars()
         for row in rows:
             _set_counts(row, asset, row.kind)
             if row.state != "retired":
@@ -149,8 +172,16 @@ def retire_assets(host: "Host", session: Session, account: str, assets: list[Ass
 # ---------------------------------------------------------------------- metadata
 
 
-def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = False, account: str | None = None,
-                     limit: int | None = None, pending_only: bool = False, errors: list[str] | None = None) -> dict[str, int]:
+def refresh_metadata(
+    host: Host,
+    *,
+    force: bool = False,
+    everything: bool = False,
+    account: str | None = None,
+    limit: int | None = None,
+    pending_only: bool = False,
+    errors: list[str] | None = None,
+) -> dict[str, int]:
     """Look up the metadata that is pending, failed (when its retry is due, or ``force``) or
     older than ``metadata_max_age`` (or all of it with ``everything``); returns counts.
     ``account``, ``limit`` and ``pending_only`` (never looked up) narrow it (after a manual sync).
@@ -184,7 +215,7 @@ def refresh_metadata(host: "Host", *, force: bool = False, everything: bool = Fa
         by_account.setdefault((account, row.platform), []).append(row.adam_id)
     for (account, platform), adam_ids in sorted(by_account.items()):
         for start in range(0, len(adam_ids), LOOKUP_BATCH):
-            batch = adam_ids[start:start + LOOKUP_BATCH]
+            batch = adam_ids[start : start + LOOKUP_BATCH]
             counts["looked_up"] += len(batch)
             try:
                 found = VppPort(host).lookup_metadata(account, batch, platform)
@@ -227,8 +258,10 @@ def _mark_failed(session: Session, adam_ids: list[str], platform: str, message: 
 
 def _store(session: Session, account: str, platform: str, adam_ids: list[str], found: Mapping[str, Mapping[str, Any]], max_age: int) -> None:
     now = utcnow()
-    rows = {r.adam_id: r for r in session.execute(select(AppMetadata).where(
-        col(AppMetadata.adam_id).in_(adam_ids), col(AppMetadata.platform) == platform)).scalars()}
+    rows = {
+        r.adam_id: r
+        for r in session.execute(select(AppMetadata).where(col(AppMetadata.adam_id).in_(adam_ids), col(AppMetadata.platform) == platform)).scalars()
+    }
     for adam_id in adam_ids:
         row = rows.get(adam_id)
         if row is None:
@@ -252,14 +285,30 @@ def _store(session: Session, account: str, platform: str, adam_ids: list[str], f
 def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     """An application as plain values."""
     return {
-        "id": app.id, "kind": app.kind, "platform": app.platform, "state": app.state, "account": app.account,
-        "adamId": app.adam_id, "pricingParam": app.pricing_param, "productType": app.product_type,
-        "name": meta.name if meta else None, "bundleId": meta.bundle_id if meta else None, "version": meta.version if meta else None,
-        "iconUrl": meta.icon_url if meta else None, "metadata": meta.status if meta else "pending",
-        "metadataFetchedAt": meta.fetched_at if meta else None, "metadataError": meta.last_error if meta else None,
-        "deviceAssignable": app.device_assignable, "revocable": app.revocable, "supportedPlatforms": list(app.supported_platforms or []),
-        "assignedCount": app.assigned_count, "availableCount": app.available_count, "retiredCount": app.retired_count,
-        "totalCount": app.total_count, "publishedAt": app.published_at, "retiredAt": app.retired_at,
+        "id": app.id,
+        "kind": app.kind,
+        "platform": app.platform,
+        "state": app.state,
+        "account": app.account,
+        "adamId": app.adam_id,
+        "pricingParam": app.pricing_param,
+        "productType": app.product_type,
+        "name": meta.name if meta else None,
+        "bundleId": meta.bundle_id if meta else None,
+        "version": meta.version if meta else None,
+        "iconUrl": meta.icon_url if meta else None,
+        "metadata": meta.status if meta else "pending",
+        "metadataFetchedAt": meta.fetched_at if meta else None,
+        "metadataError": meta.last_error if meta else None,
+        "deviceAssignable": app.device_assignable,
+        "revocable": app.revocable,
+        "supportedPlatforms": list(app.supported_platforms or []),
+        "assignedCount": app.assigned_count,
+        "availableCount": app.available_count,
+        "retiredCount": app.retired_count,
+        "totalCount": app.total_count,
+        "publishedAt": app.published_at,
+        "retiredAt": app.retired_at,
     }
 
 
@@ -283,15 +332,16 @@ def apps_query(platform: str | None = None, kind: str | None = None, state: str 
 APP_ORDER = (func.lower(func.coalesce(AppMetadata.name, "~")), MobileApp.adam_id, MobileApp.pricing_param, MobileApp.platform, MobileApp.id)
 
 
-def iter_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None, *,
-              offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_apps(
+    host: Host, platform: str | None = None, kind: str | None = None, state: str | None = None, *, offset: int = 0, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Applications (and books) with their metadata, in ``APP_ORDER``; streamed (constant
     memory). An unknown platform raises before any row."""
     query = apps_query(platform, kind, state).order_by(*APP_ORDER)
     return (app_dict(a, m) for a, m in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_apps(host: "Host", platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+def list_apps(host: Host, platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
     """Applications (and books) with their metadata, by name then platform."""
     return list(iter_apps(host, platform, kind, state))
 
@@ -300,10 +350,12 @@ def label_source() -> Any:
     """Names and icons of looked-up apps as a subquery (``adam_id``, ``name``, ``icon_url``), one
     row per adamId (its iOS entry when it has one), for the VPP plugin's pages to join
     (``mdm_vpp_asset_labels``)."""
-    first = func.row_number().over(partition_by=AppMetadata.adam_id,
-                                   order_by=(case((col(AppMetadata.platform) == "iOS", 0), else_=1), AppMetadata.platform))
-    ranked = (select(col(AppMetadata.adam_id), col(AppMetadata.name), col(AppMetadata.icon_url), first.label("rank"))
-              .where(col(AppMetadata.name).is_not(None)).subquery())
+    first = func.row_number().over(partition_by=AppMetadata.adam_id, order_by=(case((col(AppMetadata.platform) == "iOS", 0), else_=1), AppMetadata.platform))
+    ranked = (
+        select(col(AppMetadata.adam_id), col(AppMetadata.name), col(AppMetadata.icon_url), first.label("rank"))
+        .where(col(AppMetadata.name).is_not(None))
+        .subquery()
+    )
     return select(ranked.c.adam_id, ranked.c.name, ranked.c.icon_url).where(ranked.c.rank == 1).subquery("asset_labels")
 
 
@@ -320,7 +372,9 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
     else:
         rows = list(session.execute(base.where(col(AppMetadata.bundle_id) == selector)).all())
     if not rows:
-        raise MdmError(f"no application '{selector}': give an application id, an adamId or a bundle id (see `mdm apps list`; run `mdm vpp sync` after a purchase)")
+        raise MdmError(
+            f"no application '{selector}': give an application id, an adamId or a bundle id (see `mdm apps list`; run `mdm vpp sync` after a purchase)"
+        )
     return [(a, m) for a, m in rows]
 
 

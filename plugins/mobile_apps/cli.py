@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     """Add ``apps`` to the ``mdm`` parser."""
-    apps = subparsers.add_parser("apps", help="mobile applications from VPP: list, install with licenses, reclaim",
-                                 description="Applications published from the VPP accounts' assets (one per platform; iOS also covers iPadOS). "
-                                             "APP is an application id, an adamId or a bundle id.")
+    apps = subparsers.add_parser(
+        "apps",
+        help="mobile applications from VPP: list, install with licenses, reclaim",
+        description="Applications published from the VPP accounts' assets (one per platform; iOS also covers iPadOS). "
+        "APP is an application id, an adamId or a bundle id.",
+    )
     sub = apps.add_subparsers(dest="apps_cmd", required=True, metavar="COMMAND")
 
     lst = sub.add_parser("list", help="applications and books with their license counts")
@@ -36,9 +39,12 @@ def register(subparsers: Any) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
 
-    inst = sub.add_parser("install", help="install an app with a VPP license on devices or for a user",
-                          description="Check each target, associate the license with Apple (unless already held), then queue "
-                                      "InstallApplication (PurchaseMethod 1). Exit 1 if any device or user was refused or failed.")
+    inst = sub.add_parser(
+        "install",
+        help="install an app with a VPP license on devices or for a user",
+        description="Check each target, associate the license with Apple (unless already held), then queue "
+        "InstallApplication (PurchaseMethod 1). Exit 1 if any device or user was refused or failed.",
+    )
     inst.add_argument("app", metavar="APP")
     target = inst.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", metavar="SERIAL", action="append", help="a device serial number (repeatable)")
@@ -53,15 +59,20 @@ def register(subparsers: Any) -> None:
     add_list_options(installs)
     installs.set_defaults(func=_installs)
 
-    rec = sub.add_parser("reclaim", help="free VPP licenses of an app (or of every app with --all --unused)",
-                         description="Disassociate licenses now; when Apple cannot be reached they stay pending and the "
-                                     "mobile_apps.reclaim job retries them. Irrevocable assets are reported, not attempted.")
+    rec = sub.add_parser(
+        "reclaim",
+        help="free VPP licenses of an app (or of every app with --all --unused)",
+        description="Disassociate licenses now; when Apple cannot be reached they stay pending and the "
+        "mobile_apps.reclaim job retries them. Irrevocable assets are reported, not attempted.",
+    )
     rec.add_argument("app", metavar="APP", nargs="?")
     rec.add_argument("--all", action="store_true", help="every app (only with --unused)")
     which = rec.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", metavar="SERIAL", help="the license held by this device")
     which.add_argument("--user", metavar="MDM_USER", help="the license held by this user")
-    which.add_argument("--unused", action="store_true", help="licenses held by devices or users that were removed from this MDM (never those of targets it never knew)")
+    which.add_argument(
+        "--unused", action="store_true", help="licenses held by devices or users that were removed from this MDM (never those of targets it never knew)"
+    )
     rec.add_argument("--dry-run", action="store_true", help="list the licenses it would reclaim, change nothing")
     rec.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts); without a terminal --unused needs it")
     rec.add_argument("--json", action="store_true", help="print JSON")
@@ -77,20 +88,22 @@ def register(subparsers: Any) -> None:
     meta.set_defaults(func=_refresh_metadata)
 
 
-
-
-def _list(host: "Host", args: argparse.Namespace) -> int:
+def _list(host: Host, args: argparse.Namespace) -> int:
     from .catalog import iter_apps
 
     rows = iter_apps(host, platform=args.platform, kind=args.kind, state=args.state, offset=args.offset, limit=args.limit)
     fmt = output_format(args)
     if fmt == "text":
         rows = ({**row, "licenses": f"{row['availableCount']}/{row['totalCount']}", "name": row["name"] or f"({row['metadata']})"} for row in rows)
-    return print_rows(rows, fmt, ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
-                      empty="no applications: add a VPP account and run `mdm vpp sync`")
+    return print_rows(
+        rows,
+        fmt,
+        ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
+        empty="no applications: add a VPP account and run `mdm vpp sync`",
+    )
 
 
-def _show(host: "Host", args: argparse.Namespace) -> int:
+def _show(host: Host, args: argparse.Namespace) -> int:
     from .catalog import app_dict, find_apps
 
     with host.db.session() as session:
@@ -113,13 +126,19 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
         print(f"{name}  [application {app['id']}, {app['kind']}, {app['platform']}, {app['state']}]")
         fields = [
             ("source", f"VPP account {app['account']}, adamId {app['adamId']}, pricingParam {app['pricingParam']} ({app['productType']})"),
-            ("bundle id", app["bundleId"]), ("version", app["version"]), ("icon", app["iconUrl"]),
+            ("bundle id", app["bundleId"]),
+            ("version", app["version"]),
+            ("icon", app["iconUrl"]),
             ("platforms", ", ".join(app["supportedPlatforms"]) + (" (iOS covers iPadOS)" if "iOS" in app["supportedPlatforms"] else "")),
             ("licenses", f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"),
             ("device-assignable", "yes" if app["deviceAssignable"] else "no (user licenses only)"),
             ("revocable", "yes" if app["revocable"] else "no (licenses cannot be reclaimed)"),
-            ("metadata", app["metadata"] + (f", fetched {format_time(app['metadataFetchedAt'])}" if app["metadataFetchedAt"] else "")
-             + (f", last error: {app['metadataError']}" if app["metadataError"] else "")),
+            (
+                "metadata",
+                app["metadata"]
+                + (f", fetched {format_time(app['metadataFetchedAt'])}" if app["metadataFetchedAt"] else "")
+                + (f", last error: {app['metadataError']}" if app["metadataError"] else ""),
+            ),
             ("published", format_time(app["publishedAt"]) + (f", retired {format_time(app['retiredAt'])}" if app["retiredAt"] else "")),
         ]
         for label, value in fields:
@@ -131,7 +150,7 @@ def _show(host: "Host", args: argparse.Namespace) -> int:
     return 0
 
 
-def _install(host: "Host", args: argparse.Namespace) -> int:
+def _install(host: Host, args: argparse.Namespace) -> int:
     from .installs.request import install, read_devices_file
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
@@ -154,14 +173,19 @@ def _install(host: "Host", args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
-def _installs(host: "Host", args: argparse.Namespace) -> int:
+def _installs(host: Host, args: argparse.Namespace) -> int:
     from .installs.commands import iter_installs
 
     rows = iter_installs(host, args.status, offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"], empty="no installs")
+    return print_rows(
+        rows,
+        output_format(args),
+        ["id", "account", "adam_id", "pricing_param", "kind", "target", "source", "status", "updated_at", "error"],
+        empty="no installs",
+    )
 
 
-def _reclaim(host: "Host", args: argparse.Namespace) -> int:
+def _reclaim(host: Host, args: argparse.Namespace) -> int:
     from mdm_core.output import confirm
 
     from .reclaims import reclaim, reclaim_candidates, reclaim_ok, reclaim_result
@@ -198,20 +222,26 @@ def _reclaim(host: "Host", args: argparse.Namespace) -> int:
     return 0 if reclaim_ok(rows) else 1
 
 
-def _reclaims(host: "Host", args: argparse.Namespace) -> int:
+def _reclaims(host: Host, args: argparse.Namespace) -> int:
     from .reclaims import iter_reclaims
 
     rows = iter_reclaims(host, everything=args.all, offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
-                    empty="no pending or failed reclaims")
+    return print_rows(
+        rows,
+        output_format(args),
+        ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
+        empty="no pending or failed reclaims",
+    )
 
 
-def _refresh_metadata(host: "Host", args: argparse.Namespace) -> int:
+def _refresh_metadata(host: Host, args: argparse.Namespace) -> int:
     from .catalog import refresh_metadata
 
     VppPort(host).require("metadata cannot be looked up")
     errors: list[str] = []
     counts = refresh_metadata(host, force=True, everything=args.all, errors=errors)
-    (print if counts["failed"] else say)(f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
-          + (f" ({'; '.join(dict.fromkeys(errors))}; retried later by the mobile_apps.metadata job)" if counts["failed"] else ""))
+    (print if counts["failed"] else say)(
+        f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
+        + (f" ({'; '.join(dict.fromkeys(errors))}; retried later by the mobile_apps.metadata job)" if counts["failed"] else "")
+    )
     return 1 if counts["failed"] else 0

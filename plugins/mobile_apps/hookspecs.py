@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 @hookspec
-def mdm_mobile_apps_app_published(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_app_published(host: Host, event: Event) -> None:
     """An application (or book) became available: a VPP asset appeared, or came back.
 
     When: after the VPP sync event that announced the asset was applied.
@@ -32,7 +32,7 @@ def mdm_mobile_apps_app_published(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_mobile_apps_app_retired(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_app_retired(host: Host, event: Event) -> None:
     """An application is no longer installable (its asset was refunded or transferred away,
     or the asset no longer supports that platform). The row is kept for history.
 
@@ -44,7 +44,7 @@ def mdm_mobile_apps_app_retired(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_mobile_apps_install_queued(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_install_queued(host: Host, event: Event) -> None:
     """An ``InstallApplication`` command with a VPP license was queued for a device.
 
     When: after ``mdm apps install``, an automatic install (``auto_install``) or a pending
@@ -58,7 +58,7 @@ def mdm_mobile_apps_install_queued(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
     """An install waiting for Apple's license failed: Apple refused the license (e.g. 9709, no
     license left), so no ``InstallApplication`` was queued; the install is recorded ``failed``.
 
@@ -75,7 +75,7 @@ def mdm_mobile_apps_install_failed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_mobile_apps_reclaim_finished(host: "Host", event: "Event") -> None:
+def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
     """A reclaim of a VPP license reached an end state.
 
     When: after Apple confirmed (``done``) or refused (``failed``) a disassociation, or when the

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 PLUGIN = "mobile_apps"
 
 
-def register(host: "Host", scheduler: "HostScheduler") -> None:
+def register(host: Host, scheduler: HostScheduler) -> None:
     """Add the plugin's jobs at their configured intervals."""
     s = settings(host)
     scheduler.add("mobile_apps.metadata", s.metadata_retry, lambda: metadata_job(host), plugin=PLUGIN)
@@ -26,7 +26,7 @@ def register(host: "Host", scheduler: "HostScheduler") -> None:
     scheduler.add("mobile_apps.installs", s.install_retry, lambda: installs_job(host), plugin=PLUGIN)
 
 
-def metadata_job(host: "Host") -> dict[str, int]:
+def metadata_job(host: Host) -> dict[str, int]:
     """Look up pending, failed (when due) and stale metadata; a failure is recorded on the job."""
     from .catalog import refresh_metadata
 
@@ -38,7 +38,7 @@ def metadata_job(host: "Host") -> dict[str, int]:
     return counts
 
 
-def reclaim_job(host: "Host") -> dict[str, int]:
+def reclaim_job(host: Host) -> dict[str, int]:
     """Retry the pending reclaims that are due."""
     from .reclaims import process
 
@@ -50,7 +50,7 @@ def reclaim_job(host: "Host") -> dict[str, int]:
     return counts
 
 
-def installs_job(host: "Host") -> dict[str, int]:
+def installs_job(host: Host) -> dict[str, int]:
     """Ask Apple again about installs whose licenses were still pending."""
     from .installs.pending import retry_pending
 

@@ -6,7 +6,7 @@ Imported only when the plugin registers its tables.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -24,7 +24,7 @@ class MobileApp(SQLModel, table=True):
         Index("ix_mobile_apps_app_adam", "adam_id"),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)
     adam_id: str = Field(max_length=32)
     pricing_param: str = Field(max_length=8)
@@ -41,7 +41,7 @@ class MobileApp(SQLModel, table=True):
     total_count: int = 0
     published_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    retired_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AppMetadata(SQLModel, table=True):
@@ -54,16 +54,16 @@ class AppMetadata(SQLModel, table=True):
     platform: str = Field(primary_key=True, max_length=16)
     account: str = Field(max_length=128)  # the account whose token looks it up
     status: str = Field(default="pending", max_length=16)  # pending, ok, missing (Apple does not know it), error
-    name: Optional[str] = Field(default=None, max_length=512)
-    bundle_id: Optional[str] = Field(default=None, max_length=255, index=True)
-    version: Optional[str] = Field(default=None, max_length=64)
-    icon_url: Optional[str] = Field(default=None, max_length=1024)
-    store_kind: Optional[str] = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=512)
+    bundle_id: str | None = Field(default=None, max_length=255, index=True)
+    version: str | None = Field(default=None, max_length=64)
+    icon_url: str | None = Field(default=None, max_length=1024)
+    store_kind: str | None = Field(default=None, max_length=64)
     device_families: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    fetched_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    fetched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
-    last_error: Optional[str] = None
-    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Install(SQLModel, table=True):
@@ -72,7 +72,7 @@ class Install(SQLModel, table=True):
     __tablename__ = "mobile_apps_install"
     __table_args__ = (Index("ix_mobile_apps_install_status", "status", "account", "adam_id"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)
     adam_id: str = Field(max_length=32)
     pricing_param: str = Field(max_length=8)
@@ -82,7 +82,7 @@ class Install(SQLModel, table=True):
     status: str = Field(max_length=16)  # "queued", "pending" (Apple has not confirmed), "invited" (the user has not accepted), "failed"
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     command_uuids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    error: Optional[str] = None
+    error: str | None = None
     attempts: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -94,21 +94,21 @@ class Reclaim(SQLModel, table=True):
     __tablename__ = "mobile_apps_reclaim"
     __table_args__ = (Index("ix_mobile_apps_reclaim_status", "status", "next_attempt_at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)
     adam_id: str = Field(max_length=32)  # "*" (and pricing_param "*"): Apple's revoke, every revocable license
     pricing_param: str = Field(max_length=8)
     kind: str = Field(max_length=8)  # "device" or "user"
     target: str = Field(max_length=255)  # serial number or clientUserId
     reason: str = Field(max_length=32)  # "device_removed", "user_removed", "manual", "unused"
-    cause: Optional[str] = Field(default=None, max_length=36, index=True)  # the removal event that asked for it
+    cause: str | None = Field(default=None, max_length=36, index=True)  # the removal event that asked for it
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
-    last_error: Optional[str] = None
+    last_error: str | None = None
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    next_attempt_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SeenEvent(SQLModel, table=True):

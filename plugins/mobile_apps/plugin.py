@@ -23,15 +23,15 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
-    from plugins.vpp.payloads import AssetsPayload
     from mdm_core.web.registry import WebRegistry
+    from plugins.vpp.payloads import AssetsPayload
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
 
 
 @hookimpl
-def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+def mdm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
     """Declare the mobile_apps events (published, retired, install queued, reclaim finished)."""
     from plugins.mobile_apps import hookspecs
 
@@ -55,7 +55,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_migrations() -> "MigrationSet":
+def mdm_register_migrations() -> MigrationSet:
     """The ``mobile_apps`` migration history: ``plugins/mobile_apps/migrations/``."""
     from pathlib import Path
 
@@ -65,7 +65,7 @@ def mdm_register_migrations() -> "MigrationSet":
 
 
 @hookimpl
-def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """``mdm apps ...``."""
     from plugins.mobile_apps import cli
 
@@ -73,7 +73,7 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
 
 
 @hookimpl
-def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     """Metadata lookups, reclaim retries and pending installs."""
     from plugins.mobile_apps import jobs
 
@@ -81,7 +81,7 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+def mdm_register_web(web: WebRegistry, host: Host) -> None:
     """The Mobile Applications pages and the ``/api/v1/apps`` routes."""
     from plugins.mobile_apps import web as apps_web
 
@@ -89,7 +89,7 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_asset_labels(host: "Host") -> Any:
+def mdm_vpp_asset_labels(host: Host) -> Any:
     """The stored metadata's names and icons (never a lookup)."""
     from plugins.mobile_apps.catalog import label_source
 
@@ -100,7 +100,7 @@ def mdm_vpp_asset_labels(host: "Host") -> Any:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """Publish one application per platform of each new asset (books as books)."""
     from plugins.mobile_apps.catalog import once, upsert_assets
 
@@ -109,7 +109,7 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Update counts and flags (and platforms) of published applications."""
     from plugins.mobile_apps.catalog import once, upsert_assets
 
@@ -118,7 +118,7 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
     """Retire the applications of assets that left the account (kept for history)."""
     from plugins.mobile_apps.catalog import once, retire_assets
 
@@ -127,7 +127,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_associated(host: Host, event: Event) -> None:
     """Complete pending installs; with ``auto_install``, install licenses assigned in Apple's portal."""
     from plugins.mobile_apps.installs.pending import on_licenses_associated
 
@@ -135,7 +135,7 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_refused(host: Host, event: Event) -> None:
     """Pending installs whose license Apple refused (its notification) fail at once."""
     from plugins.mobile_apps.installs.pending import on_licenses_refused
 
@@ -143,7 +143,7 @@ def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_users_changed(host: Host, event: Event) -> None:
     """Users who accepted the invitation: the installs waiting for them go ahead."""
     from plugins.mobile_apps.installs.pending import on_users_changed
 
@@ -151,7 +151,7 @@ def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
+def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """After a sync someone is waiting for (``mdm vpp sync``, the console's Synchronize, the
     REST API), look up the names, bundle ids and versions of the account's new applications at
     once, bounded; a failed lookup is logged and left to the mobile_apps.metadata job, never
@@ -168,7 +168,7 @@ def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
 
 
 @hookimpl(optionalhook=True)
-def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
     """Licenses taken back: cancel their queued installs, remove the apps this MDM installed."""
     from plugins.mobile_apps.installs.removal import on_licenses_disassociated
 
@@ -179,7 +179,7 @@ def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
 
 
 @hookimpl
-def mdm_device_removed(host: "Host", event: "Event") -> None:
+def mdm_device_removed(host: Host, event: Event) -> None:
     """Reclaim the VPP licenses the removed device held. With the VPP plugin disabled this
     raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
     from plugins.mobile_apps.reclaims import on_device_removed
@@ -190,7 +190,7 @@ def mdm_device_removed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl
-def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
+def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
     """``VPP licenses: N reclaimed, M pending`` for a removed device or user."""
     from plugins.mobile_apps.reclaims import removal_summary
 
@@ -198,7 +198,7 @@ def mdm_removal_summary(host: "Host", kind: str, key: str) -> str | None:
 
 
 @hookimpl
-def mdm_user_removed(host: "Host", event: "Event") -> None:
+def mdm_user_removed(host: Host, event: Event) -> None:
     """Reclaim the VPP user licenses the removed MDM user held. With the VPP plugin disabled
     this raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
     from plugins.mobile_apps.reclaims import on_user_removed

@@ -20,9 +20,10 @@ recorded ``irrevocable`` and never attempted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 from sqlmodel import Session, col
@@ -51,7 +52,7 @@ REMOVALS = ("device_removed", "user_removed")
 QUICK_WAIT = 2.0
 
 
-def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str], bool]:
+def _revocable_map(host: Host, accounts: set[str]) -> dict[tuple[str, str, str], bool]:
     """(account, adamId, pricingParam) → revocable, from the VPP mirror."""
     out: dict[tuple[str, str, str], bool] = {}
     for account in sorted(accounts):
@@ -60,8 +61,9 @@ def _revocable_map(host: "Host", accounts: set[str]) -> dict[tuple[str, str, str
     return out
 
 
-def create_reclaims(host: "Host", licenses: Sequence[Mapping[str, Any]], reason: str, event: "Event | None" = None,
-                    revokes: Sequence[tuple[str, str, str]] = ()) -> list[int]:
+def create_reclaims(
+    host: Host, licenses: Sequence[Mapping[str, Any]], reason: str, event: Event | None = None, revokes: Sequence[tuple[str, str, str]] = ()
+) -> list[int]:
     """Record a reclaim per license (``pending``, or ``irrevocable``) and a revoke per
     ``(account, kind, target)`` of ``revokes``; returns the pending ids.
 
@@ -79,9 +81,20 @@ def create_reclaims(host: "Host", licenses: Sequence[Mapping[str, Any]], reason:
             kind, target = ("device", lic["serialNumber"]) if lic.get("serialNumber") else ("user", lic["clientUserId"])
             wanted.append((lic["account"], lic["adamId"], lic["pricingParam"], kind, target))
         for account, adam_id, pricing, kind, target in wanted:
-            existing = session.execute(select(Reclaim).where(
-                col(Reclaim.account) == account, col(Reclaim.adam_id) == adam_id, col(Reclaim.pricing_param) == pricing, col(Reclaim.kind) == kind,
-                col(Reclaim.target) == target, col(Reclaim.status).in_(("pending", "irrevocable")))).scalars().first()
+            existing = (
+                session.execute(
+                    select(Reclaim).where(
+                        col(Reclaim.account) == account,
+                        col(Reclaim.adam_id) == adam_id,
+                        col(Reclaim.pricing_param) == pricing,
+                        col(Reclaim.kind) == kind,
+                        col(Reclaim.target) == target,
+                        col(Reclaim.status).in_(("pending", "irrevocable")),
+                    )
+                )
+                .scalars()
+                .first()
+            )
             if existing is not None and (existing.status == "irrevocable" or adam_id != ALL or existing.reason == reason):
                 if existing.status == "pending":  # already being reclaimed, or known to be irrevocable
                     ids.append(existing.id)
@@ -108,11 +121,16 @@ def create_reclaims(host: "Host", licenses: Sequence[Mapping[str, Any]], reason:
     return ids
 
 
-def _finished(host: "Host", session: Session, row: Reclaim) -> None:
+def _finished(host: Host, session: Session, row: Reclaim) -> None:
     assert row.id is not None
     payload: ReclaimFinishedPayload = {
-        "id": row.id, "account": row.account, "adamId": row.adam_id, "pricingParam": row.pricing_param,
-        "reason": row.reason, "status": row.status, "error": row.last_error,
+        "id": row.id,
+        "account": row.account,
+        "adamId": row.adam_id,
+        "pricingParam": row.pricing_param,
+        "reason": row.reason,
+        "status": row.status,
+        "error": row.last_error,
     }
     if row.kind == "device":
         payload["serialNumber"] = row.target
@@ -121,8 +139,7 @@ def _finished(host: "Host", session: Session, row: Reclaim) -> None:
     host.events.record(session, "mobile_apps_reclaim_finished", payload)
 
 
-def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False,
-            reported: bool = False) -> dict[str, int]:
+def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False, reported: bool = False) -> dict[str, int]:
     """Ask Apple to give back pending reclaims (``ids``, or every due one); returns counts of
     licenses. ``quick``: one attempt without back-off and a short wait (someone is waiting).
     ``reported``: the caller shows each outcome (a command's report line), so Apple's failure
@@ -152,14 +169,26 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
     for (account, adam_id, pricing, kind), group in licenses.items():
         targets = [r.target for r in group]
         try:
-            result = VppPort(host).disassociate(account, adam_id, pricing, serial_numbers=targets if kind == "device" else [],
-                                                client_user_ids=targets if kind == "user" else [],
-                                                wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait)
+            result = VppPort(host).disassociate(
+                account,
+                adam_id,
+                pricing,
+                serial_numbers=targets if kind == "device" else [],
+                client_user_ids=targets if kind == "user" else [],
+                wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait,
+            )
         except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
             message = one_line(exc)
             final = "irrevocable" if "irrevocable" in message or "9706" in message else None
-            log.log(trouble, "reclaim of %d license(s) of %s in %s: %s%s", len(targets), adam_id, account, message,
-                    "" if final else f" (retrying in {s.reclaim_retry}s)")
+            log.log(
+                trouble,
+                "reclaim of %d license(s) of %s in %s: %s%s",
+                len(targets),
+                adam_id,
+                account,
+                message,
+                "" if final else f" (retrying in {s.reclaim_retry}s)",
+            )
             host.db.run_write(partial(_update, host, rows=group, status=final, error=message, event_ids=[], retry=s.reclaim_retry))
             counts[final or "pending"] += len(targets)
             continue
@@ -169,8 +198,15 @@ def process(host: "Host", ids: list[int] | None = None, *, deliver: bool = True,
     return counts
 
 
-def _settle(host: "Host", session: Session, group: list[Reclaim], result: Mapping[str, Any], retry: int, counts: dict[str, int],
-            riders: dict[str, list[Reclaim]] | None = None) -> None:
+def _settle(
+    host: Host,
+    session: Session,
+    group: list[Reclaim],
+    result: Mapping[str, Any],
+    retry: int,
+    counts: dict[str, int],
+    riders: dict[str, list[Reclaim]] | None = None,
+) -> None:
     """Apply Apple's answer to these reclaims (and to the license rows riding on a revoke)."""
     failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
     pending = {*result.get("pending", {}).get("serialNumbers", []), *result.get("pending", {}).get("clientUserIds", [])}
@@ -189,21 +225,31 @@ def _settle(host: "Host", session: Session, group: list[Reclaim], result: Mappin
         counts[outcome] += max(1, len(rows) - 1) if riders is not None else 1
 
 
-def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool,
-            trouble: int = logging.WARNING) -> None:
+def _revoke(host: Host, account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool, trouble: int = logging.WARNING) -> None:
     """Apple's revoke for removed devices or users of one account, then retire removed users."""
     s = settings(host)
     targets = [r.target for r in group]
     with host.db.session() as session:  # the mirrored licenses of these targets ride on the revoke
         riders: dict[str, list[Reclaim]] = {}
-        for row in session.execute(select(Reclaim).where(
-                col(Reclaim.status) == "pending", col(Reclaim.account) == account, col(Reclaim.kind) == kind, col(Reclaim.adam_id) != ALL,
-                col(Reclaim.reason).in_(REMOVALS), col(Reclaim.target).in_(targets))).scalars():
+        for row in session.execute(
+            select(Reclaim).where(
+                col(Reclaim.status) == "pending",
+                col(Reclaim.account) == account,
+                col(Reclaim.kind) == kind,
+                col(Reclaim.adam_id) != ALL,
+                col(Reclaim.reason).in_(REMOVALS),
+                col(Reclaim.target).in_(targets),
+            )
+        ).scalars():
             riders.setdefault(row.target, []).append(row)
     try:
-        result = VppPort(host).revoke(account, serial_numbers=targets if kind == "device" else [],
-                                      client_user_ids=targets if kind == "user" else [],
-                                      wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait, quick=quick)
+        result = VppPort(host).revoke(
+            account,
+            serial_numbers=targets if kind == "device" else [],
+            client_user_ids=targets if kind == "user" else [],
+            wait=min(s.reclaim_wait, QUICK_WAIT) if quick else s.reclaim_wait,
+            quick=quick,
+        )
     except MdmError as exc:  # Apple unreachable or refusing, or the VPP plugin gone: kept pending
         message = one_line(exc)
         log.log(trouble, "revoke of the licenses of %d %s(s) in %s: %s (retrying in %ss)", len(targets), kind, account, message, s.reclaim_retry)
@@ -212,15 +258,16 @@ def _revoke(host: "Host", account: str, kind: str, group: list[Reclaim], counts:
         counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
         return
     if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
-        done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", [])
-                and t not in {f.get("clientUserId") for f in result["failed"]}]
+        done = [
+            t for t in targets if t not in result.get("pending", {}).get("clientUserIds", []) and t not in {f.get("clientUserId") for f in result["failed"]}
+        ]
         retired_failed = _retire(host, account, done, trouble)
         if retired_failed:
             result = {**result, "pending": {"serialNumbers": [], "clientUserIds": [*result.get("pending", {}).get("clientUserIds", []), *retired_failed]}}
     host.db.run_write(lambda session: _settle(host, session, group, result, s.reclaim_retry, counts, riders))
 
 
-def _retire(host: "Host", account: str, users: list[str], trouble: int = logging.WARNING) -> list[str]:
+def _retire(host: Host, account: str, users: list[str], trouble: int = logging.WARNING) -> list[str]:
     """Retire these VPP users at Apple; returns those that could not be retired yet."""
     if not users:
         return []
@@ -232,7 +279,7 @@ def _retire(host: "Host", account: str, users: list[str], trouble: int = logging
     return [r["clientUserId"] for r in rows if r["status"] not in ("Retired", "unknown")]
 
 
-def _update(host: "Host", session: Session, rows: list[Reclaim], status: str | None, error: str | None, event_ids: list[str], retry: int) -> None:
+def _update(host: Host, session: Session, rows: list[Reclaim], status: str | None, error: str | None, event_ids: list[str], retry: int) -> None:
     now = utcnow()
     for stale in rows:
         row = session.get(Reclaim, stale.id)
@@ -253,7 +300,7 @@ def _update(host: "Host", session: Session, rows: list[Reclaim], status: str | N
 # ---------------------------------------------------------------------- entry points
 
 
-def on_device_removed(host: "Host", event: "Event") -> None:
+def on_device_removed(host: Host, event: Event) -> None:
     """Revoke every license the removed device held, in every account (one quick attempt)."""
     serial = str(event.payload.get("serial_number") or "").upper()
     if serial:
@@ -261,17 +308,15 @@ def on_device_removed(host: "Host", event: "Event") -> None:
         _reclaim_held(host, event, "device_removed", [(a, "device", serial) for a in accounts], serial_number=serial, client_user_id=None)
 
 
-def on_user_removed(host: "Host", event: "Event") -> None:
+def on_user_removed(host: Host, event: Event) -> None:
     """Revoke every license of the removed MDM user where it is a VPP user, then retire it there."""
     user = str(event.payload.get("id") or "")
     if user:
-        accounts = sorted({u["account"] for u in VppPort(host).users(None)
-                           if u["clientUserId"] == user and u["status"] in ("Registered", "Associated")})
+        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in ("Registered", "Associated")})
         _reclaim_held(host, event, "user_removed", [(a, "user", user) for a in accounts], serial_number=None, client_user_id=user)
 
 
-def _reclaim_held(host: "Host", event: "Event", reason: str, revokes: list[tuple[str, str, str]], *,
-                  serial_number: str | None, client_user_id: str | None) -> None:
+def _reclaim_held(host: Host, event: Event, reason: str, revokes: list[tuple[str, str, str]], *, serial_number: str | None, client_user_id: str | None) -> None:
     licenses = VppPort(host).licenses(serial_number=serial_number, client_user_id=client_user_id)
     if not licenses and not revokes:
         once(host, event, lambda session: None)
@@ -281,11 +326,18 @@ def _reclaim_held(host: "Host", event: "Event", reason: str, revokes: list[tuple
         process(host, ids, deliver=False, quick=True, reported=True)
 
 
-def removal_summary(host: "Host", kind: str, target: str) -> str | None:
+def removal_summary(host: Host, kind: str, target: str) -> str | None:
     """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``."""
     with host.db.session() as session:
-        latest = session.execute(select(Reclaim).where(col(Reclaim.kind) == kind, col(Reclaim.target) == target, col(Reclaim.reason).in_(REMOVALS),
-                                                       col(Reclaim.cause).is_not(None)).order_by(col(Reclaim.id).desc())).scalars().first()
+        latest = (
+            session.execute(
+                select(Reclaim)
+                .where(col(Reclaim.kind) == kind, col(Reclaim.target) == target, col(Reclaim.reason).in_(REMOVALS), col(Reclaim.cause).is_not(None))
+                .order_by(col(Reclaim.id).desc())
+            )
+            .scalars()
+            .first()
+        )
         if latest is None:
             return None
         rows = list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
@@ -302,7 +354,7 @@ def removal_summary(host: "Host", kind: str, target: str) -> str | None:
     return text
 
 
-def removed_targets(host: "Host") -> dict[str, set[str]]:
+def removed_targets(host: Host) -> dict[str, set[str]]:
     """Devices and users this MDM removed (recorded when they were), by kind."""
     with host.db.session() as session:
         rows = session.execute(select(col(Reclaim.kind), col(Reclaim.target)).where(col(Reclaim.reason).in_(REMOVALS)).distinct()).all()
@@ -312,7 +364,7 @@ def removed_targets(host: "Host") -> dict[str, set[str]]:
     return out
 
 
-def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[License]:
+def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[License]:
     """The licenses ``mdm apps reclaim`` would free (nothing is changed)."""
     keys: set[tuple[str, str, str]] | None = None
     if selector is not None:
@@ -323,20 +375,31 @@ def reclaim_candidates(host: "Host", selector: str | None, *, serial: str | None
     adam_ids = sorted({k[1] for k in keys}) if keys is not None else [None]
     licenses: list[License] = []
     for adam_id in adam_ids:
-        licenses += VppPort(host).licenses(adam_id=adam_id, serial_number=serial.strip().upper() if serial else None,
-                                           client_user_id=user.strip() if user else None)
+        licenses += VppPort(host).licenses(
+            adam_id=adam_id, serial_number=serial.strip().upper() if serial else None, client_user_id=user.strip() if user else None
+        )
     if keys is not None:
         licenses = [lic for lic in licenses if (lic["account"], lic["adamId"], lic["pricingParam"]) in keys]
     if unused:  # held by a device or user removed from this MDM, never by one it never knew
         removed = removed_targets(host)
-        licenses = [lic for lic in licenses
-                    if (lic.get("serialNumber") and not lic.get("enrolled") and lic["serialNumber"] in removed["device"])
-                    or (lic.get("clientUserId") and not lic.get("mdmUser") and lic["clientUserId"] in removed["user"])]
+        licenses = [
+            lic
+            for lic in licenses
+            if (lic.get("serialNumber") and not lic.get("enrolled") and lic["serialNumber"] in removed["device"])
+            or (lic.get("clientUserId") and not lic.get("mdmUser") and lic["clientUserId"] in removed["user"])
+        ]
     return licenses
 
 
-def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False,
-            licenses: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+def reclaim(
+    host: Host,
+    selector: str | None,
+    *,
+    serial: str | None = None,
+    user: str | None = None,
+    unused: bool = False,
+    licenses: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """``mdm apps reclaim``: free the licenses of one app (or every app with ``--unused``);
     ``licenses``: the candidates already listed (and confirmed) by the caller."""
     if licenses is None:
@@ -345,7 +408,16 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
         return []
     ids = create_reclaims(host, licenses, "unused" if unused else "manual")
     process(host, ids, reported=True)
-    wanted = {(lic["account"], lic["adamId"], lic["pricingParam"], "device" if lic.get("serialNumber") else "user", lic.get("serialNumber") or lic.get("clientUserId")) for lic in licenses}
+    wanted = {
+        (
+            lic["account"],
+            lic["adamId"],
+            lic["pricingParam"],
+            "device" if lic.get("serialNumber") else "user",
+            lic.get("serialNumber") or lic.get("clientUserId"),
+        )
+        for lic in licenses
+    }
     with host.db.session() as session:
         rows = session.execute(select(Reclaim).order_by(col(Reclaim.id).desc())).scalars()
         latest: dict[tuple[str, str, str, str, str], Reclaim] = {}
@@ -357,8 +429,12 @@ def reclaim(host: "Host", selector: str | None, *, serial: str | None = None, us
 
 
 #: What each final status of a reclaim means, as ``mdm apps reclaim`` and the console say it.
-RESULT_TEXT = {"done": "license reclaimed", "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
-               "failed": "Apple refused", "irrevocable": "not reclaimed: the asset is irrevocable"}
+RESULT_TEXT = {
+    "done": "license reclaimed",
+    "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
+    "failed": "Apple refused",
+    "irrevocable": "not reclaimed: the asset is irrevocable",
+}
 
 
 def reclaim_result(row: dict[str, Any]) -> str:
@@ -379,7 +455,7 @@ def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     return data
 
 
-def iter_reclaims(host: "Host", everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_reclaims(host: Host, everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first;
     streamed (constant memory)."""
     query = select(Reclaim).order_by(col(Reclaim.id))
@@ -388,10 +464,25 @@ def iter_reclaims(host: "Host", everything: bool = False, *, offset: int = 0, li
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_reclaims(host: "Host", everything: bool = False) -> list[dict[str, Any]]:
+def list_reclaims(host: Host, everything: bool = False) -> list[dict[str, Any]]:
     """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first."""
     return list(iter_reclaims(host, everything))
 
 
-__all__ = ["ALL", "FINAL", "RESULT_TEXT", "create_reclaims", "iter_reclaims", "list_reclaims", "on_device_removed", "on_user_removed", "process", "reclaim",
-           "reclaim_candidates", "reclaim_ok", "reclaim_result", "removal_summary", "removed_targets"]
+__all__ = [
+    "ALL",
+    "FINAL",
+    "RESULT_TEXT",
+    "create_reclaims",
+    "iter_reclaims",
+    "list_reclaims",
+    "on_device_removed",
+    "on_user_removed",
+    "process",
+    "reclaim",
+    "reclaim_candidates",
+    "reclaim_ok",
+    "reclaim_result",
+    "removal_summary",
+    "removed_targets",
+]

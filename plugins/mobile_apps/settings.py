@@ -23,7 +23,9 @@ class MobileAppsSettings:
     reclaim_wait: float = setting(10.0, minimum=0, maximum=3600)  # how long a reclaim follows Apple's event before leaving it to the job
     install_wait: float = setting(30.0, minimum=0, maximum=3600)  # default of `mdm apps install --wait`
     install_retry: int = setting(300, minimum=1, maximum=MAX_INTERVAL)  # the installs job asks Apple again about pending installs this often
-    interrupted_after: float = setting(900.0, minimum=0, maximum=MAX_INTERVAL)  # an install still "associating" this long was interrupted: the installs job completes it
+    interrupted_after: float = setting(
+        900.0, minimum=0, maximum=MAX_INTERVAL
+    )  # an install still "associating" this long was interrupted: the installs job completes it
     remove_on_unenroll: bool = True  # ManagementFlags 1: remove the app when the MDM profile is removed
     prevent_backup: bool = False  # ManagementFlags 4: do not back up the app's data
 

@@ -9,7 +9,8 @@ plugin calls a ``mdm_vpp_*`` hook.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import Unavailable
 from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserResult
@@ -42,7 +43,7 @@ class VppUnavailable(Unavailable):
 class VppPort:
     """The VPP plugin as mobile_apps sees it, for one host."""
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     @property
@@ -69,8 +70,9 @@ class VppPort:
         """One mirrored asset, or ``None`` when the account does not hold it (any more)."""
         return next((a for a in self.assets(account) if a["adamId"] == adam_id and a["pricingParam"] == pricing_param), None)
 
-    def licenses(self, account: str | None = None, adam_id: str | None = None, serial_number: str | None = None,
-                 client_user_id: str | None = None) -> list[License]:
+    def licenses(
+        self, account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None
+    ) -> list[License]:
         """``mdm_vpp_licenses``: the mirrored licenses matching every filter given."""
         return self._call("mdm_vpp_licenses", account=account, adam_id=adam_id, serial_number=serial_number, client_user_id=client_user_id)
 
@@ -84,25 +86,39 @@ class VppPort:
 
     # ------------------------------------------------------------------ requests to Apple
 
-    def associate(self, account: str, adam_id: str, pricing_param: str, *, serial_numbers: Iterable[str] = (),
-                  client_user_ids: Iterable[str] = (), wait: float) -> LicenseResult:
+    def associate(
+        self, account: str, adam_id: str, pricing_param: str, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (), wait: float
+    ) -> LicenseResult:
         """``mdm_vpp_associate``: license one asset to devices and/or users (``TemporaryError`` when
         Apple cannot be reached, ``MdmError`` when it refuses)."""
-        return self._call("mdm_vpp_associate", account=account, adam_id=adam_id, pricing_param=pricing_param,
-                          serial_numbers=list(serial_numbers), client_user_ids=list(client_user_ids), wait=wait)
+        return self._call(
+            "mdm_vpp_associate",
+            account=account,
+            adam_id=adam_id,
+            pricing_param=pricing_param,
+            serial_numbers=list(serial_numbers),
+            client_user_ids=list(client_user_ids),
+            wait=wait,
+        )
 
-    def disassociate(self, account: str, adam_id: str, pricing_param: str, *, serial_numbers: Iterable[str] = (),
-                     client_user_ids: Iterable[str] = (), wait: float) -> LicenseResult:
+    def disassociate(
+        self, account: str, adam_id: str, pricing_param: str, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (), wait: float
+    ) -> LicenseResult:
         """``mdm_vpp_disassociate``: reclaim one asset's licenses (``MdmError`` for an irrevocable asset)."""
-        return self._call("mdm_vpp_disassociate", account=account, adam_id=adam_id, pricing_param=pricing_param,
-                          serial_numbers=list(serial_numbers), client_user_ids=list(client_user_ids), wait=wait)
+        return self._call(
+            "mdm_vpp_disassociate",
+            account=account,
+            adam_id=adam_id,
+            pricing_param=pricing_param,
+            serial_numbers=list(serial_numbers),
+            client_user_ids=list(client_user_ids),
+            wait=wait,
+        )
 
-    def revoke(self, account: str, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (),
-               wait: float, quick: bool) -> LicenseResult:
+    def revoke(self, account: str, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (), wait: float, quick: bool) -> LicenseResult:
         """``mdm_vpp_revoke``: take back every revocable license of devices and/or users (Apple's
         revoke); ``quick``: one short attempt (``TemporaryError`` when Apple cannot be reached)."""
-        return self._call("mdm_vpp_revoke", account=account, serial_numbers=list(serial_numbers),
-                          client_user_ids=list(client_user_ids), wait=wait, quick=quick)
+        return self._call("mdm_vpp_revoke", account=account, serial_numbers=list(serial_numbers), client_user_ids=list(client_user_ids), wait=wait, quick=quick)
 
     def retire_users(self, account: str | None, client_user_ids: Iterable[str], *, wait: float) -> list[UserResult]:
         """``mdm_vpp_retire_users``: retire VPP users at Apple."""

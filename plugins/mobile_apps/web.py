@@ -9,9 +9,10 @@ imports a VPP module.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -39,21 +40,21 @@ MAX_TARGETS = 1000
 PICK_LIMIT = 500  # devices and users offered in the install form's lists (more: type serial numbers)
 
 
-def register(web: "WebRegistry") -> None:
+def register(web: WebRegistry) -> None:
     """Add the pages, the navigation entry and the API routes."""
     web.add_pages(page_router(), plugin="mobile_apps", templates=TEMPLATES)
     web.add_api(api_router(), plugin="mobile_apps")
     web.add_nav("Mobile Applications", "/apps", order=20, plugin="mobile_apps")
 
 
-def _require_vpp(host: "Host") -> None:
+def _require_vpp(host: Host) -> None:
     try:
         VppPort(host).require("apps cannot be installed with a VPP license")
     except VppUnavailable as exc:
         raise WebError(409, str(exc)) from None
 
 
-def _app(host: "Host", app_id: int) -> tuple[MobileApp, AppMetadata | None]:
+def _app(host: Host, app_id: int) -> tuple[MobileApp, AppMetadata | None]:
     with host.db.session() as session:
         row = session.execute(apps_query().where(MobileApp.id == app_id)).first()
     if row is None:
@@ -61,7 +62,7 @@ def _app(host: "Host", app_id: int) -> tuple[MobileApp, AppMetadata | None]:
     return row[0], row[1]
 
 
-def run_install(host: "Host", selector: str, devices: list[str], users: list[str]) -> Outcome:
+def run_install(host: Host, selector: str, devices: list[str], users: list[str]) -> Outcome:
     """Install on devices and/or for users; one outcome with a line per target."""
     _require_vpp(host)
     if not devices and not users:
@@ -91,7 +92,7 @@ def _unknown_app_is_404() -> Iterator[None]:
         raise
 
 
-def run_reclaim(host: "Host", selector: str, devices: list[str], users: list[str]) -> tuple[bool, list[dict[str, Any]]]:
+def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str]) -> tuple[bool, list[dict[str, Any]]]:
     """Reclaim the app's licenses held by devices and/or users (``mdm apps reclaim APP
     --device``/``--user``): whether all went back (or are pending), and a line per license or
     per target that holds none."""
@@ -109,8 +110,9 @@ def run_reclaim(host: "Host", selector: str, devices: list[str], users: list[str
         with _unknown_app_is_404():
             found = reclaim(host, selector, serial=target if kind == "device" else None, user=target if kind == "user" else None)
         rows += found
-        lines += [{"target": target, "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
-                  for r in found] or [{"target": target, "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
+        lines += [
+            {"target": target, "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)} for r in found
+        ] or [{"target": target, "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
     return reclaim_ok(rows), lines
 
 
@@ -120,12 +122,16 @@ def page_router() -> APIRouter:
 
     @router.get("/apps")
     def apps(request: Request, platform: str = "", q: str = "", state: str = "published", page: int = Query(1, ge=1)) -> Response:
-        query = search(apps_query(platform or None, state=state if state in ("published", "retired") else None), q,
-                       [AppMetadata.name, MobileApp.adam_id, AppMetadata.bundle_id])
+        query = search(
+            apps_query(platform or None, state=state if state in ("published", "retired") else None),
+            q,
+            [AppMetadata.name, MobileApp.adam_id, AppMetadata.bundle_id],
+        )
         with host_of(request).db.session() as session:
             found = numbered(session, query, APP_ORDER, page=page)
-        return render(request, "mobile_apps/apps.html", {"rows": [app_dict(a, m) for a, m in found.items], "found": found,
-                                                        "platform": platform, "q": q, "state": state})
+        return render(
+            request, "mobile_apps/apps.html", {"rows": [app_dict(a, m) for a, m in found.items], "found": found, "platform": platform, "q": q, "state": state}
+        )
 
     @router.get("/apps/installs")
     def installs(request: Request, status: str = "", page: int = Query(1, ge=1)) -> Response:
@@ -139,12 +145,31 @@ def page_router() -> APIRouter:
         app, meta = _app(host, app_id)
         platforms = {"iOS": ("iOS", "iPadOS")}.get(app.platform, (app.platform,))
         with host.db.session() as session:
-            devices = [d.model_dump() for d in session.execute(select(Device).where(col(Device.platform).in_(platforms)).order_by(col(Device.serial_number)).limit(PICK_LIMIT)).scalars()]
+            devices = [
+                d.model_dump()
+                for d in session.execute(
+                    select(Device).where(col(Device.platform).in_(platforms)).order_by(col(Device.serial_number)).limit(PICK_LIMIT)
+                ).scalars()
+            ]
             users = [u.model_dump() for u in session.execute(select(MdmUser).order_by(MdmUser.id).limit(PICK_LIMIT)).scalars()]
-            found = numbered(session, installs_query().where(Install.adam_id == app.adam_id, Install.pricing_param == app.pricing_param,
-                                                             col(Install.account) == app.account), [col(Install.id).desc()], page=page)
-        return render(request, "mobile_apps/app.html", {"app": app_dict(app, meta), "devices": devices, "users": users,
-                                                       "installs": [i.model_dump() for (i,) in found.items], "found": found, "pick_limit": PICK_LIMIT})
+            found = numbered(
+                session,
+                installs_query().where(Install.adam_id == app.adam_id, Install.pricing_param == app.pricing_param, col(Install.account) == app.account),
+                [col(Install.id).desc()],
+                page=page,
+            )
+        return render(
+            request,
+            "mobile_apps/app.html",
+            {
+                "app": app_dict(app, meta),
+                "devices": devices,
+                "users": users,
+                "installs": [i.model_dump() for (i,) in found.items],
+                "found": found,
+                "pick_limit": PICK_LIMIT,
+            },
+        )
 
     @router.post("/apps/{app_id}/install")
     def install_form(request: Request, app_id: int, serials: str = Form(""), devices: list[str] = Form([]), user: str = Form("")) -> Response:
@@ -152,16 +177,21 @@ def page_router() -> APIRouter:
         app, meta = _app(host, app_id)
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
         outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
-        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok, "action": "install"},
-                      status_code=200 if outcome.ok else 409)
+        return render(
+            request,
+            "mobile_apps/result.html",
+            {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok, "action": "install"},
+            status_code=200 if outcome.ok else 409,
+        )
 
     @router.post("/apps/{app_id}/reclaim")
     def reclaim_form(request: Request, app_id: int, serials: str = Form(""), user: str = Form("")) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
         ok, lines = run_reclaim(host, str(app.id), sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else [])
-        return render(request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"},
-                      status_code=200 if ok else 409)
+        return render(
+            request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"}, status_code=200 if ok else 409
+        )
 
     return router
 
@@ -190,8 +220,9 @@ def api_router() -> APIRouter:
         200 when every target is queued, licensed or pending; 409 when one was refused."""
         devices, users = await _targets(request)
         outcome = run_install(host_of(request), app, devices, users)
-        return JSONResponse({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()},
-                            status_code=200 if outcome.ok else 409)
+        return JSONResponse(
+            {"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()}, status_code=200 if outcome.ok else 409
+        )
 
     @router.post("/{app}/reclaim")
     async def api_reclaim(request: Request, app: str) -> JSONResponse:

@@ -12,9 +12,10 @@ import socket
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
@@ -25,15 +26,15 @@ from mdm_core.errors import MdmError, UsageError
 from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import VppError
-from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.limiter import TokenGate
+from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.stoken import SToken, TokenFileError, load_token_file
 from .apple.transport import RetryPolicy
 from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppNotification, VppSyncRun, VppUser
 from .payloads import Account
 from .settings import VppSettings
-from .views import get_account  # the lookup lives with the other reads of the mirror (light to import)
 from .sync.events import record_chunks
+from .views import get_account  # the lookup lives with the other reads of the mirror (light to import)
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -41,17 +42,17 @@ if TYPE_CHECKING:
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 log = logging.getLogger(__name__)
-_GATES: "weakref.WeakKeyDictionary[Host, dict[tuple[str, str], TokenGate]]" = weakref.WeakKeyDictionary()
+_GATES: weakref.WeakKeyDictionary[Host, dict[tuple[str, str], TokenGate]] = weakref.WeakKeyDictionary()
 _GATES_LOCK = threading.Lock()
 
 
-def account_lock(host: "Host", account_id: int | None) -> "DbLock":
+def account_lock(host: Host, account_id: int | None) -> DbLock:
     """The account's lock: one writer of its mirror at a time, across processes (a sync,
     notifications being acted on, the account's removal)."""
     return host.lock(f"vpp.sync.{account_id}", ttl=settings(host).lock_ttl)
 
 
-def settings(host: "Host") -> VppSettings:
+def settings(host: Host) -> VppSettings:
     """The validated ``[vpp]`` section."""
     return host.config.section("vpp", VppSettings)
 
@@ -73,7 +74,7 @@ def read_token(path: str) -> SToken:
 class AccountBackoff:
     """The account row keeps Apple's back-off, so that every process on the database honours it."""
 
-    def __init__(self, host: "Host", account_id: int) -> None:
+    def __init__(self, host: Host, account_id: int) -> None:
         self.host, self.account_id = host, account_id
 
     def load(self) -> datetime | None:
@@ -94,7 +95,7 @@ class AccountBackoff:
             log.warning("could not record Apple's back-off in the database: %s", type(exc).__name__)
 
 
-def token_gate(host: "Host", token: SToken, service_url: str, account_id: int | None) -> TokenGate:
+def token_gate(host: Host, token: SToken, service_url: str, account_id: int | None) -> TokenGate:
     """The one gate (5 requests in flight, Apple's back-off) of this token in this process."""
     key = (service_url.rstrip("/"), token.fingerprint)
     with _GATES_LOCK:
@@ -108,8 +109,9 @@ def token_gate(host: "Host", token: SToken, service_url: str, account_id: int | 
     return gate
 
 
-def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False,
-                account_id: int | None = None) -> AppsBooksClient:
+def make_client(
+    host: Host, token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False, account_id: int | None = None
+) -> AppsBooksClient:
     """A client with the host's timeouts and retry bounds, sharing the token's gate.
 
     ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
@@ -119,22 +121,28 @@ def make_client(host: "Host", token: SToken, service_url: str, mdm_info_id: str 
     retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)
     if interactive:
         retry = RetryPolicy(max_attempts=min(2, s.max_attempts), base_delay=0.2, max_total_wait=min(2.0, s.max_total_wait))
-    return AppsBooksClient(token, service_url, mdm_info_id=mdm_info_id, timeout=(min(10.0, s.request_timeout), s.request_timeout), retry=retry,
-                           gate=token_gate(host, token, service_url, account_id))
+    return AppsBooksClient(
+        token,
+        service_url,
+        mdm_info_id=mdm_info_id,
+        timeout=(min(10.0, s.request_timeout), s.request_timeout),
+        retry=retry,
+        gate=token_gate(host, token, service_url, account_id),
+    )
 
 
-def account_token(host: "Host", account: VppAccount) -> SToken:
+def account_token(host: Host, account: VppAccount) -> SToken:
     """Decrypt an account's token."""
     return SToken.parse(host.secrets.decrypt(account.token_ciphertext), source=f"stored token of account {account.name}")
 
 
-def client_for(host: "Host", account: VppAccount, *, interactive: bool = False) -> AppsBooksClient:
+def client_for(host: Host, account: VppAccount, *, interactive: bool = False) -> AppsBooksClient:
     """A client for a stored account, checking that ``mdmInfo`` is still ours (``interactive``:
     see :func:`make_client`)."""
     return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id)
 
 
-def _mdm_info(host: "Host", mdm_info_id: str) -> dict[str, str]:
+def _mdm_info(host: Host, mdm_info_id: str) -> dict[str, str]:
     return {"id": mdm_info_id, "name": settings(host).mdm_name[:100], "metadata": socket.getfqdn()[:255]}
 
 
@@ -160,7 +168,7 @@ def _vpp_failure(action: str, exc: VppError) -> MdmError:
 ACCOUNTS_LOCK = "vpp.accounts"  # serialises adding and renewing accounts: one claim at Apple at a time
 
 
-def _is_ours(host: "Host", mdm_info: Any) -> bool:
+def _is_ours(host: Host, mdm_info: Any) -> bool:
     """``mdmInfo`` written by this host (same product name and host name): an earlier claim of
     ours whose database write did not happen (a full disk, an interrupted add), or a location
     whose account was removed here. Another MDM's claim is never ours."""
@@ -171,7 +179,7 @@ def _is_ours(host: "Host", mdm_info: Any) -> bool:
 
 
 @contextmanager
-def _accounts_lock(host: "Host") -> Iterator[None]:
+def _accounts_lock(host: Host) -> Iterator[None]:
     """Hold the accounts lock: also proves, before Apple is called, that the database takes
     writes (a read-only or full database stops here with one line, nothing claimed)."""
     from mdm_core.locks import LockBusy
@@ -188,7 +196,13 @@ def _accounts_lock(host: "Host") -> Iterator[None]:
 
 
 def add_account(
-    host: "Host", name: str, token_file: str, *, interval: int | None = None, service_url: str | None = None, take_over: bool = False,
+    host: Host,
+    name: str,
+    token_file: str,
+    *,
+    interval: int | None = None,
+    service_url: str | None = None,
+    take_over: bool = False,
     notifications: bool | None = None,
 ) -> Account:
     """Add an account: validate the token, read the location, refuse conflicts, claim it.
@@ -229,8 +243,10 @@ def add_account(
             with host.db.session() as session:
                 other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
             if other:
-                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': "
-                                 f"renew it with `mdm vpp account set {other} --token-file {token_file}`")
+                raise UsageError(
+                    f"this token's location {fields['location_name'] or uid} is already account '{other}': "
+                    f"renew it with `mdm vpp account set {other} --token-file {token_file}`"
+                )
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
@@ -249,8 +265,15 @@ def add_account(
                 raise change.failure("cannot claim the location (POST client/config)", exc) from None
 
         account = VppAccount(
-            name=name, org_name=token.org_name, service_url=service_url, token_ciphertext=ciphertext, token_fingerprint=token.fingerprint,
-            token_expires_at=_expiry_from(config, token), mdm_info_id=mdm_info_id, interval_seconds=interval, **fields,
+            name=name,
+            org_name=token.org_name,
+            service_url=service_url,
+            token_ciphertext=ciphertext,
+            token_fingerprint=token.fingerprint,
+            token_expires_at=_expiry_from(config, token),
+            mdm_info_id=mdm_info_id,
+            interval_seconds=interval,
+            **fields,
         )
 
         def work(session: Session) -> None:
@@ -266,8 +289,14 @@ def add_account(
 
 
 def set_account(
-    host: "Host", name: str, *, interval: int | None = None, token_file: str | None = None, take_over: bool = False,
-    notifications: bool | None = None, service_url: str | None = None,
+    host: Host,
+    name: str,
+    *,
+    interval: int | None = None,
+    token_file: str | None = None,
+    take_over: bool = False,
+    notifications: bool | None = None,
+    service_url: str | None = None,
 ) -> Account:
     """Re-time an account, renew its token (the new token must belong to the same location),
     turn Apple's notifications on or off (``notifications``), or move it to another service URL
@@ -299,12 +328,16 @@ def set_account(
                 except VppError as exc:
                     raise _vpp_failure(f"cannot read account {name}'s location from {service_url}", exc) from None
             if str(config.get("uId")) != account.uid:
-                raise UsageError(f"{service_url} answers for location {config.get('locationName') or config.get('uId')}, "
-                                 f"not for account '{name}' ({account.location_name}): check the URL")
+                raise UsageError(
+                    f"{service_url} answers for location {config.get('locationName') or config.get('uId')}, "
+                    f"not for account '{name}' ({account.location_name}): check the URL"
+                )
             current = config.get("mdmInfo")
             if isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current):
-                raise MdmError(f"location {account.location_name or account.uid} at {service_url} is managed by {_other_mdm(current)}: "
-                               "renew the token there with --token-file and --take-over once the other MDM stopped using it")
+                raise MdmError(
+                    f"location {account.location_name or account.uid} at {service_url} is managed by {_other_mdm(current)}: "
+                    "renew the token there with --token-file and --take-over once the other MDM stopped using it"
+                )
     change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
     renewed_expiry: datetime | None = None
 
@@ -366,17 +399,19 @@ def set_account(
     return describe_account(row)
 
 
-def account_contents(host: "Host", name: str) -> dict[str, int]:
+def account_contents(host: Host, name: str) -> dict[str, int]:
     """How many assets, licenses and VPP users the account's mirror holds (what removing it forgets)."""
     from sqlalchemy import func
 
     with host.db.session() as session:
         account_id = get_account(session, name).id
-        return {label: int(session.execute(select(func.count()).select_from(table).where(table.c.account_id == account_id)).scalar_one())
-                for label, table in (("assets", table_of(VppAsset)), ("licenses", table_of(VppLicense)), ("users", table_of(VppUser)))}
+        return {
+            label: int(session.execute(select(func.count()).select_from(table).where(table.c.account_id == account_id)).scalar_one())
+            for label, table in (("assets", table_of(VppAsset)), ("licenses", table_of(VppLicense)), ("users", table_of(VppUser)))
+        }
 
 
-def remove_account(host: "Host", name: str) -> None:
+def remove_account(host: Host, name: str) -> None:
     """Forget an account and its mirror; subscribers hear its assets removed.
 
     Takes the account's sync lock (waiting ``[vpp] lock_wait``), so that a running sync is
@@ -398,7 +433,7 @@ def remove_account(host: "Host", name: str) -> None:
     host.deliver_events()
 
 
-def _remove(host: "Host", session: Session, name: str) -> None:
+def _remove(host: Host, session: Session, name: str) -> None:
     account = get_account(session, name)
     assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()]
     record_chunks(host, session, account.name, "vpp_assets_removed", assets)
@@ -408,11 +443,13 @@ def _remove(host: "Host", session: Session, name: str) -> None:
     session.delete(account)
 
 
-UNREADABLE_ACTION = ("the stored token cannot be decrypted with this host's secret key: restore the key it was stored with "
-                     "(var/secret.key or MDM_SECRET_KEY), or enter the token again: mdm vpp account set NAME --token-file FILE")
+UNREADABLE_ACTION = (
+    "the stored token cannot be decrypted with this host's secret key: restore the key it was stored with "
+    "(var/secret.key or MDM_SECRET_KEY), or enter the token again: mdm vpp account set NAME --token-file FILE"
+)
 
 
-def list_accounts(host: "Host") -> list[Account]:
+def list_accounts(host: Host) -> list[Account]:
     """Every account, described without its token; one whose token this host's key cannot
     decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state."""
     with host.db.session() as session:
@@ -421,7 +458,7 @@ def list_accounts(host: "Host") -> list[Account]:
     return [describe_readable(account, readable) for account in accounts]
 
 
-def token_readability(host: "Host") -> Callable[[VppAccount], bool]:
+def token_readability(host: Host) -> Callable[[VppAccount], bool]:
     """Whether this host's secret key decrypts an account's stored token."""
     try:
         box: Any = host.secrets
@@ -469,7 +506,7 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
     return parse_apple_date(config.get("tokenExpirationDate")) or token.expires_at
 
 
-def check_interval(host: "Host", value: Any, what: str = "--interval") -> int:
+def check_interval(host: Host, value: Any, what: str = "--interval") -> int:
     """An Account Synchronization Interval: whole seconds (a number, or digits from a form) from
     ``[vpp] min_interval`` to a year; otherwise a one-line ``UsageError`` naming ``what``."""
     from mdm_core.scheduler import MAX_INTERVAL

@@ -15,21 +15,32 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     """Add ``vpp`` to the ``mdm`` parser."""
-    vpp = subparsers.add_parser("vpp", help="Apple Apps and Books (VPP) accounts, sync and mirror",
-                                description="Apple Apps and Books (VPP): accounts, sync, and the mirrored assets, licenses and users.")
+    vpp = subparsers.add_parser(
+        "vpp",
+        help="Apple Apps and Books (VPP) accounts, sync and mirror",
+        description="Apple Apps and Books (VPP): accounts, sync, and the mirrored assets, licenses and users.",
+    )
     sub = vpp.add_subparsers(dest="vpp_cmd", required=True, metavar="COMMAND")
 
     account = sub.add_parser("account", help="manage VPP accounts (locations and their tokens)")
     asub = account.add_subparsers(dest="account_cmd", required=True, metavar="COMMAND")
-    add = asub.add_parser("add", help="add an account from a .vpptoken file and claim its location",
-                          description="Decode the token, read the location from Apple, refuse a location another MDM manages (unless --take-over), then claim it.")
+    add = asub.add_parser(
+        "add",
+        help="add an account from a .vpptoken file and claim its location",
+        description="Decode the token, read the location from Apple, refuse a location another MDM manages (unless --take-over), then claim it.",
+    )
     add.add_argument("name", metavar="NAME", help="a short name for the account")
     add.add_argument("--token-file", required=True, metavar="PATH", help="the .vpptoken file from Apple School/Business Manager")
-    add.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
+    add.add_argument(
+        "--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)"
+    )
     add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
-    add.add_argument("--notifications", choices=("on", "off"), help="Apple's notifications (default: on when [web] public_url is set; "
-                                                                    "`mdm run` must then be up and reachable there)")
+    add.add_argument(
+        "--notifications",
+        choices=("on", "off"),
+        help="Apple's notifications (default: on when [web] public_url is set; `mdm run` must then be up and reachable there)",
+    )
     add.set_defaults(func=_account_add)
     lst = asub.add_parser("list", help="list accounts with token state and last sync")
     lst.add_argument("--json", action="store_true", help="print JSON")
@@ -39,24 +50,36 @@ def register(subparsers: Any) -> None:
     set_.add_argument("--interval", type=count(1, MAX_INTERVAL), metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
-    set_.add_argument("--notifications", choices=("on", "off"), help="turn Apple's notifications on (needs [web] public_url and `mdm run` "
-                                                                     "reachable there) or off (sync by polling only)")
+    set_.add_argument(
+        "--notifications",
+        choices=("on", "off"),
+        help="turn Apple's notifications on (needs [web] public_url and `mdm run` reachable there) or off (sync by polling only)",
+    )
     set_.add_argument("--service-url", metavar="URL", help="another Apps and Books v2 base URL (checked with the stored token first)")
     set_.set_defaults(func=_account_set)
-    rm = asub.add_parser("remove", help="forget an account and its mirror",
-                         description="Forget an account and its mirror (its applications are retired). Asks on a terminal; --yes for scripts.")
+    rm = asub.add_parser(
+        "remove",
+        help="forget an account and its mirror",
+        description="Forget an account and its mirror (its applications are retired). Asks on a terminal; --yes for scripts.",
+    )
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--dry-run", action="store_true", help="say what it would remove, change nothing")
     rm.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
     rm.set_defaults(func=_account_remove)
 
-    sync = sub.add_parser("sync", help="sync one account or all now", description="Sync now (incremental when possible). Exit 1 if a sync failed or was already running.")
+    sync = sub.add_parser(
+        "sync", help="sync one account or all now", description="Sync now (incremental when possible). Exit 1 if a sync failed or was already running."
+    )
     sync.add_argument("name", nargs="?", metavar="NAME", help="the account (default: all)")
     sync.add_argument("--full", action="store_true", help="read everything again instead of the changes")
     sync.add_argument("--wait", type=seconds(), metavar="SECONDS", help="wait this long for a running sync of the same account (default: [vpp] lock_wait)")
     sync.add_argument("--json", action="store_true", help="print the reports as JSON")
-    sync.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                      help="pages and rows per dataset every few seconds on stderr (default: when stderr is a terminal)")
+    sync.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pages and rows per dataset every few seconds on stderr (default: when stderr is a terminal)",
+    )
     sync.set_defaults(func=_sync)
 
     runs = sub.add_parser("runs", help="recent sync runs (trigger, mode, counts, error)")
@@ -82,15 +105,21 @@ def register(subparsers: Any) -> None:
     add_list_options(users, json_help="print JSON (Apple's field names)")
     users.set_defaults(func=_users)
     usub = users.add_subparsers(dest="users_cmd", required=False, metavar="COMMAND")
-    reg = usub.add_parser("register", help="create VPP users for MDM users (clientUserId = MDM user id)",
-                          description="Users with a Managed Apple ID are associated at once; others get an invitation URL.")
+    reg = usub.add_parser(
+        "register",
+        help="create VPP users for MDM users (clientUserId = MDM user id)",
+        description="Users with a Managed Apple ID are associated at once; others get an invitation URL.",
+    )
     reg.add_argument("users", nargs="+", metavar="MDM_USER")
     reg.add_argument("--account", metavar="NAME", help="the account (needed when there are several)")
     reg.add_argument("--json", action="store_true", help="print JSON")
     reg.set_defaults(func=_users_register)
-    ret = usub.add_parser("retire", help="retire VPP users at Apple (their revocable licenses go back to the pool)",
-                          description="Send Apple users/retire for these clientUserIds in every account where they are live VPP users "
-                                      "(or --account). Apple frees their revocable licenses; books stay with the user.")
+    ret = usub.add_parser(
+        "retire",
+        help="retire VPP users at Apple (their revocable licenses go back to the pool)",
+        description="Send Apple users/retire for these clientUserIds in every account where they are live VPP users "
+        "(or --account). Apple frees their revocable licenses; books stay with the user.",
+    )
     ret.add_argument("users", nargs="+", metavar="CLIENT_USER_ID")
     ret.add_argument("--account", metavar="NAME", help="only this account")
     ret.add_argument("--json", action="store_true", help="print JSON")
@@ -105,11 +134,17 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_sim_serve)
     from plugins.vpp.simulator.cli import add_control_arguments
 
-    change = ssub.add_parser("change", help="change Apple's side of a running simulator (a purchase, a license removed, ...)",
-                             description="Send a control action to a simulator started with `serve`, e.g. "
-                             "`mdm vpp simulator change purchase count=25 supported_platforms='[\"iOS\"]'`.")
-    fault = ssub.add_parser("fault", help="arm a fault in a running simulator (429, 5xx, slow, dropped, ...); --list, --clear",
-                            description="Arm a fault for the next requests, e.g. `mdm vpp simulator fault rate_limit retry_after=2 --endpoint assets --count 3`.")
+    change = ssub.add_parser(
+        "change",
+        help="change Apple's side of a running simulator (a purchase, a license removed, ...)",
+        description="Send a control action to a simulator started with `serve`, e.g. "
+        "`mdm vpp simulator change purchase count=25 supported_platforms='[\"iOS\"]'`.",
+    )
+    fault = ssub.add_parser(
+        "fault",
+        help="arm a fault in a running simulator (429, 5xx, slow, dropped, ...); --list, --clear",
+        description="Arm a fault for the next requests, e.g. `mdm vpp simulator fault rate_limit retry_after=2 --endpoint assets --count 3`.",
+    )
     add_control_arguments(change, fault)
     change.set_defaults(func=_sim_change)
     fault.set_defaults(func=_sim_fault)
@@ -117,18 +152,27 @@ def register(subparsers: Any) -> None:
     actions.set_defaults(func=_sim_actions)
 
 
-def _account_add(host: "Host", args: argparse.Namespace) -> int:
+def _account_add(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import add_account
 
-    account = add_account(host, args.name, args.token_file, interval=args.interval, service_url=args.service_url, take_over=args.take_over,
-                          notifications=_on_off(args.notifications))
-    say(f"added account {account['name']}: {account['locationName']} ({account['orgName']}), "
+    account = add_account(
+        host,
+        args.name,
+        args.token_file,
+        interval=args.interval,
+        service_url=args.service_url,
+        take_over=args.take_over,
+        notifications=_on_off(args.notifications),
+    )
+    say(
+        f"added account {account['name']}: {account['locationName']} ({account['orgName']}), "
         f"token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "
-        f"sync every {account['interval_seconds']}s, notifications {account['notifications']}")
+        f"sync every {account['interval_seconds']}s, notifications {account['notifications']}"
+    )
     return 0
 
 
-def _account_list(host: "Host", args: argparse.Namespace) -> int:
+def _account_list(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import list_accounts
 
     rows = list_accounts(host)
@@ -138,22 +182,45 @@ def _account_list(host: "Host", args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         shown: list[dict[str, Any]] = [{**row, "expires": row["tokenExpirationDate"][:10]} for row in rows]
-        print_table(shown, ["name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result",
-                           "notifications", "last_notification_at"], empty="no VPP accounts: add one with `mdm vpp account add`")
+        print_table(
+            shown,
+            [
+                "name",
+                "locationName",
+                "orgName",
+                "expires",
+                "token_status",
+                "interval_seconds",
+                "last_sync_at",
+                "last_sync_result",
+                "notifications",
+                "last_notification_at",
+            ],
+            empty="no VPP accounts: add one with `mdm vpp account add`",
+        )
         for row in rows:
             if row["token_state"] != "valid":
                 print(f"{row['name']}: {row['action']}")
     return 0
 
 
-def _account_set(host: "Host", args: argparse.Namespace) -> int:
+def _account_set(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.accounts import set_account
 
-    account = set_account(host, args.name, interval=args.interval, token_file=args.token_file, take_over=args.take_over,
-                          notifications=_on_off(args.notifications), service_url=args.service_url)
-    say(f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "
+    account = set_account(
+        host,
+        args.name,
+        interval=args.interval,
+        token_file=args.token_file,
+        take_over=args.take_over,
+        notifications=_on_off(args.notifications),
+        service_url=args.service_url,
+    )
+    say(
+        f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "
         f"sync every {account['interval_seconds']}s, notifications {account['notifications']}"
-        + (f", service {account['service_url']}" if args.service_url else ""))
+        + (f", service {account['service_url']}" if args.service_url else "")
+    )
     return 0
 
 
@@ -161,13 +228,15 @@ def _on_off(value: str | None) -> bool | None:
     return None if value is None else value == "on"
 
 
-def _account_remove(host: "Host", args: argparse.Namespace) -> int:
+def _account_remove(host: Host, args: argparse.Namespace) -> int:
     from mdm_core.output import confirm
     from plugins.vpp.accounts import account_contents, remove_account
 
     contents = account_contents(host, args.name)
-    what = (f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, "
-            f"{contents['users']} VPP users; nothing changes at Apple)")
+    what = (
+        f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, "
+        f"{contents['users']} VPP users; nothing changes at Apple)"
+    )
     if args.dry_run:
         print(f"would {what}")
         return 0
@@ -201,7 +270,7 @@ def format_report(report: dict[str, Any]) -> str:
 PROGRESS_EVERY = 3.0  # seconds between two progress lines
 
 
-def _sync(host: "Host", args: argparse.Namespace) -> int:
+def _sync(host: Host, args: argparse.Namespace) -> int:
     import sys
     import time
     from contextlib import nullcontext
@@ -225,34 +294,55 @@ def _sync(host: "Host", args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in reports) else 1
 
 
-def _runs(host: "Host", args: argparse.Namespace) -> int:
+def _runs(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.sync.run import recent_runs
 
     rows = recent_runs(host, args.name, args.limit, offset=args.offset)
-    return print_rows(rows, output_format(args), ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs")
+    return print_rows(
+        rows, output_format(args), ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs"
+    )
 
 
-def _assets(host: "Host", args: argparse.Namespace) -> int:
+def _assets(host: Host, args: argparse.Namespace) -> int:
     rows = host.pm.hook.mdm_vpp_iter_assets(host=host, account=args.account, offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["account", "adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
-                           "deviceAssignable", "revocable", "supportedPlatforms"], empty="no assets: run `mdm vpp sync`")
+    return print_rows(
+        rows,
+        output_format(args),
+        [
+            "account",
+            "adamId",
+            "pricingParam",
+            "productType",
+            "assignedCount",
+            "availableCount",
+            "retiredCount",
+            "totalCount",
+            "deviceAssignable",
+            "revocable",
+            "supportedPlatforms",
+        ],
+        empty="no assets: run `mdm vpp sync`",
+    )
 
 
-def _licenses(host: "Host", args: argparse.Namespace) -> int:
-    rows = host.pm.hook.mdm_vpp_iter_licenses(host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user,
-                                              offset=args.offset, limit=args.limit)
-    return print_rows(rows, output_format(args), ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses")
+def _licenses(host: Host, args: argparse.Namespace) -> int:
+    rows = host.pm.hook.mdm_vpp_iter_licenses(
+        host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user, offset=args.offset, limit=args.limit
+    )
+    return print_rows(
+        rows, output_format(args), ["account", "adamId", "pricingParam", "serialNumber", "enrolled", "clientUserId", "mdmUser"], empty="no licenses"
+    )
 
 
-def _users(host: "Host", args: argparse.Namespace) -> int:
+def _users(host: Host, args: argparse.Namespace) -> int:
     rows = host.pm.hook.mdm_vpp_iter_users(host=host, account=args.account, offset=args.offset, limit=args.limit)
     return print_rows(rows, output_format(args), ["account", "clientUserId", "email", "status", "idHash", "inviteCode", "mdmUser"], empty="no VPP users")
 
 
-def _users_register(host: "Host", args: argparse.Namespace) -> int:
+def _users_register(host: Host, args: argparse.Namespace) -> int:
+    from mdm_core.errors import UsageError
     from plugins.vpp.accounts import list_accounts
     from plugins.vpp.operations import register_users
-    from mdm_core.errors import UsageError
 
     account = args.account
     if account is None:
@@ -274,26 +364,26 @@ def _users_register(host: "Host", args: argparse.Namespace) -> int:
     return 0 if all(r["status"] != "FAILED" for r in rows) else 1
 
 
-def _sim_change(host: "Host", args: argparse.Namespace) -> int:
+def _sim_change(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.simulator.cli import change
 
     return change(args)
 
 
-def _sim_fault(host: "Host", args: argparse.Namespace) -> int:
+def _sim_fault(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.simulator.cli import fault
 
     return fault(args)
 
 
-def _sim_actions(host: "Host", args: argparse.Namespace) -> int:
+def _sim_actions(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.simulator.remote import describe_actions
 
     print(describe_actions())
     return 0
 
 
-def _users_retire(host: "Host", args: argparse.Namespace) -> int:
+def _users_retire(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.operations import retire_users
 
     rows = retire_users(host, args.users, account=args.account)
@@ -313,7 +403,7 @@ def _users_retire(host: "Host", args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "Retired" for r in rows) else 1
 
 
-def _sim_serve(host: "Host", args: argparse.Namespace) -> int:
+def _sim_serve(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.simulator.cli import serve
 
     return serve(args)

@@ -19,7 +19,8 @@ the VPP plugin is disabled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from mdm_core import hookspec
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport] | None:
+def mdm_vpp_sync(host: Host, account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport] | None:
     """Sync one VPP account, or all of them, now.
 
     When: called by ``mdm vpp sync``, by the scheduler at each account's interval, or by any
@@ -54,7 +55,7 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_accounts(host: "Host") -> list[Account] | None:
+def mdm_vpp_accounts(host: Host) -> list[Account] | None:
     """The VPP accounts, without their tokens.
 
     When: any time (reads the database only).
@@ -68,7 +69,7 @@ def mdm_vpp_accounts(host: "Host") -> list[Account] | None:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset] | None:
+def mdm_vpp_assets(host: Host, account: str | None) -> list[Asset] | None:
     """The mirrored assets with their counts (Apple's field names, plus ``account``).
 
     When: any time (reads the mirror only).
@@ -79,9 +80,7 @@ def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset] | None:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_licenses(
-    host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None
-) -> list[License] | None:
+def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License] | None:
     """The mirrored licenses (assignments), filtered by any of the arguments.
 
     When: any time (reads the mirror only).
@@ -95,7 +94,7 @@ def mdm_vpp_licenses(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser] | None:
+def mdm_vpp_users(host: Host, account: str | None) -> list[MirroredUser] | None:
     """The mirrored VPP users, linked to MDM users by ``clientUserId``.
 
     When: any time (reads the mirror only).
@@ -108,7 +107,7 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser] | Non
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> Iterator[Asset] | None:
+def mdm_vpp_iter_assets(host: Host, account: str | None, offset: int, limit: int | None) -> Iterator[Asset] | None:
     """The mirrored assets, streamed: the paged form of ``mdm_vpp_assets``.
 
     When: any time (reads the mirror only); for long lists (a console's pages, an export).
@@ -123,7 +122,7 @@ def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: i
 
 @hookspec(firstresult=True)
 def mdm_vpp_iter_licenses(
-    host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
+    host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
 ) -> Iterator[License] | None:
     """The mirrored licenses, streamed: the paged form of ``mdm_vpp_licenses``.
 
@@ -139,7 +138,7 @@ def mdm_vpp_iter_licenses(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> Iterator[MirroredUser] | None:
+def mdm_vpp_iter_users(host: Host, account: str | None, offset: int, limit: int | None) -> Iterator[MirroredUser] | None:
     """The mirrored VPP users, streamed: the paged form of ``mdm_vpp_users``.
 
     When: any time (reads the mirror only); for long lists (a console's pages, an export).
@@ -154,7 +153,7 @@ def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: in
 
 @hookspec(firstresult=True)
 def mdm_vpp_associate(
-    host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
+    host: Host, account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
 ) -> LicenseResult | None:
     """Associate licenses of one asset with devices and/or users, and follow Apple's events.
 
@@ -178,7 +177,7 @@ def mdm_vpp_associate(
 
 @hookspec(firstresult=True)
 def mdm_vpp_disassociate(
-    host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
+    host: Host, account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
 ) -> LicenseResult | None:
     """Disassociate (reclaim) licenses of one asset, and follow Apple's events.
 
@@ -193,7 +192,7 @@ def mdm_vpp_disassociate(
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult | None:
+def mdm_vpp_revoke(host: Host, account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult | None:
     """Take back every revocable license of devices or users with Apple's ``assets/revoke``,
     including those granted since the last sync (which a disassociation of the mirrored ones
     would miss).
@@ -212,7 +211,7 @@ def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
+def mdm_vpp_update_users(host: Host, mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
     """Send Apple the current e-mail and Managed Apple ID of MDM users (``users/update``).
 
     When: an MDM user's e-mail or Managed Apple ID changed (the VPP plugin does it itself on
@@ -228,7 +227,7 @@ def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | N
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
+def mdm_vpp_retire_users(host: Host, client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult] | None:
     """Retire VPP users at Apple (``users/retire``); Apple frees their revocable licenses.
 
     When: an MDM user left the inventory, once its licenses were reclaimed (mobile_apps does
@@ -244,7 +243,7 @@ def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str 
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata] | None:
+def mdm_vpp_lookup_metadata(host: Host, account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata] | None:
     """Look up names, bundle ids, versions and icons in Apple's content-metadata service.
 
     When: whenever a plugin needs metadata; never call it inside a sync's event delivery path
@@ -261,7 +260,7 @@ def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], pla
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_asset_labels(host: "Host") -> "FromClause | None":
+def mdm_vpp_asset_labels(host: Host) -> FromClause | None:
     """Where the console finds the names and icons of assets, to show, search and sort by them.
 
     When: each time a console page or API route lists assets; the answer is joined into the VPP
@@ -280,7 +279,7 @@ def mdm_vpp_asset_labels(host: "Host") -> "FromClause | None":
 
 
 @hookspec
-def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """A sync committed assets that are new to the account (a purchase, a transfer).
 
     When: after the commit, delivered from the outbox.
@@ -294,7 +293,7 @@ def mdm_vpp_assets_added(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """A sync committed assets whose counts or properties changed; also a license request
     of this host, or Apple's notification, that moved an asset's counts (with its licenses event).
 
@@ -307,7 +306,7 @@ def mdm_vpp_assets_changed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
+def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
     """A sync committed assets that left the account (refunded, transferred away), or the account was removed.
 
     When: after the commit, delivered from the outbox.
@@ -318,7 +317,7 @@ def mdm_vpp_assets_removed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_associated(host: Host, event: Event) -> None:
     """Licenses newly associated with devices or users were committed: found by a sync (e.g. assigned in Apple's portal) or associated by this host.
 
     When: after the commit, delivered from the outbox.
@@ -332,7 +331,7 @@ def mdm_vpp_licenses_associated(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
     """Licenses no longer associated were committed: reclaimed here, or removed in Apple's portal and found by a sync.
 
     When: after the commit, delivered from the outbox.
@@ -343,7 +342,7 @@ def mdm_vpp_licenses_disassociated(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
+def mdm_vpp_licenses_refused(host: Host, event: Event) -> None:
     """Apple refused licenses of an event this host asked for (an associate, a disassociate, a
     revoke), as its ``ASSET_MANAGEMENT`` notification said: nothing changed at Apple for these
     targets. A request still following the event reports the same error itself; this tells the
@@ -361,7 +360,7 @@ def mdm_vpp_licenses_refused(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
+def mdm_vpp_users_added(host: Host, event: Event) -> None:
     """A sync or a registration committed VPP users new to the account.
 
     When: after the commit, delivered from the outbox.
@@ -374,7 +373,7 @@ def mdm_vpp_users_added(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_users_changed(host: Host, event: Event) -> None:
     """VPP users whose email, status (e.g. Registered to Associated) or idHash changed were committed.
 
     When: after the commit, delivered from the outbox.
@@ -385,7 +384,7 @@ def mdm_vpp_users_changed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_users_retired(host: "Host", event: "Event") -> None:
+def mdm_vpp_users_retired(host: Host, event: Event) -> None:
     """VPP users retired in Apple's records were committed (their revocable licenses went back to the pool).
 
     When: after the commit, delivered from the outbox.
@@ -396,7 +395,7 @@ def mdm_vpp_users_retired(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_user_invited(host: "Host", event: "Event") -> None:
+def mdm_vpp_user_invited(host: Host, event: Event) -> None:
     """A VPP user was registered without a Managed Apple ID and must accept an invitation.
 
     When: after the commit, delivered from the outbox.
@@ -408,7 +407,7 @@ def mdm_vpp_user_invited(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
+def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
     """An account's token changed state: ``valid``, ``expiring_30``, ``expiring_14``, ``expiring_7``, ``expired``, ``revoked``, ``invalid`` or ``taken_over``.
 
     When: after the commit, delivered from the outbox.
@@ -421,7 +420,7 @@ def mdm_vpp_token_state_changed(host: "Host", event: "Event") -> None:
 
 
 @hookspec
-def mdm_vpp_sync_finished(host: "Host", event: "Event") -> None:
+def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """A sync of one account finished, successfully or not (after its transaction committed or rolled back).
 
     When: after the commit, delivered from the outbox.

@@ -24,7 +24,6 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from mdm_core.errors import describe
-
 from mdm_core.models import utcnow
 
 from .models import VppAccount
@@ -38,11 +37,11 @@ MAX_GRACE = 300.0  # seconds: the longest a host waits past an account's due tim
 log = logging.getLogger(__name__)
 #: the account's last sync as the scheduled sync running in this context saw it when it fell due
 #: (read by :func:`plugins.vpp.sync.run.sync_account` under the account's lock)
-SCHEDULED_AFTER: "ContextVar[tuple[datetime | None] | None]" = ContextVar("vpp_scheduled_after", default=None)
-_told: "weakref.WeakKeyDictionary[HostScheduler, dict[str, str]]" = weakref.WeakKeyDictionary()  # problems already logged
+SCHEDULED_AFTER: ContextVar[tuple[datetime | None] | None] = ContextVar("vpp_scheduled_after", default=None)
+_told: weakref.WeakKeyDictionary[HostScheduler, dict[str, str]] = weakref.WeakKeyDictionary()  # problems already logged
 
 
-def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
+def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
     """Add, re-time or remove per-account jobs to match the accounts table (no restart needed).
 
     An account whose job cannot be scheduled (an interval stored before it was validated) is
@@ -52,19 +51,18 @@ def refresh_account_jobs(host: "Host", scheduler: "HostScheduler") -> None:
         accounts = {name: interval for name, interval in session.execute(select(col(VppAccount.name), col(VppAccount.interval_seconds)))}
     for name, interval in accounts.items():
         try:
-            scheduler.ensure(PREFIX + name, interval, partial(_scheduled_sync, host, name), plugin="vpp",
-                             last_done=partial(plan_basis, host, name))
+            scheduler.ensure(PREFIX + name, interval, partial(_scheduled_sync, host, name), plugin="vpp", last_done=partial(plan_basis, host, name))
         except Exception as exc:
             scheduler.remove(PREFIX + name)
             message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
             told = _told.setdefault(scheduler, {})
             log.log(logging.DEBUG if told.get(name) == message else logging.ERROR, "%s", message)  # once, not every refresh
             told[name] = message
-    for job in [j for j in scheduler.jobs if j.startswith(PREFIX) and j[len(PREFIX):] not in accounts]:
+    for job in [j for j in scheduler.jobs if j.startswith(PREFIX) and j[len(PREFIX) :] not in accounts]:
         scheduler.remove(job)
 
 
-def last_sync(host: "Host", name: str) -> datetime | None:
+def last_sync(host: Host, name: str) -> datetime | None:
     """When the account last synced (any trigger, ok or not), or ``None``."""
     with host.db.session() as session:
         return session.execute(select(col(VppAccount.last_sync_at)).where(col(VppAccount.name) == name)).scalar_one_or_none()
@@ -75,11 +73,13 @@ def grace(interval: float) -> float:
     return min(interval / 2, MAX_GRACE)
 
 
-def plan_basis(host: "Host", name: str) -> datetime | None:
+def plan_basis(host: Host, name: str) -> datetime | None:
     """When the account's work was last done, for the scheduler (the next run is one interval
     later): its last sync, or for a host that does not own it, :func:`grace` later."""
     with host.db.session() as session:
-        rows = session.execute(select(col(VppAccount.name), col(VppAccount.last_sync_at), col(VppAccount.interval_seconds)).order_by(col(VppAccount.name))).all()
+        rows = session.execute(
+            select(col(VppAccount.name), col(VppAccount.last_sync_at), col(VppAccount.interval_seconds)).order_by(col(VppAccount.name))
+        ).all()
     mine = next((r for r in rows if r.name == name), None)
     if mine is None:
         return None
@@ -91,7 +91,7 @@ def plan_basis(host: "Host", name: str) -> datetime | None:
     return mine.last_sync_at + delay
 
 
-def _scheduled_sync(host: "Host", name: str) -> None:
+def _scheduled_sync(host: Host, name: str) -> None:
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
     one raises so the scheduler logs and records it. Nothing happens if another host synced
     the account since it fell due (:data:`SCHEDULED_AFTER`)."""

@@ -8,7 +8,7 @@ mirror changes in one final transaction.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -23,15 +23,15 @@ class VppAccount(SQLModel, table=True):
 
     __tablename__ = "vpp_account"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128, unique=True)
     uid: str = Field(max_length=64, unique=True)
-    org_name: Optional[str] = Field(default=None, max_length=255)
-    location_name: Optional[str] = Field(default=None, max_length=255)
-    country: Optional[str] = Field(default=None, max_length=8)
-    default_platform: Optional[str] = Field(default=None, max_length=32)
-    website_url: Optional[str] = Field(default=None, max_length=255)
-    invitation_template: Optional[str] = Field(default=None, max_length=512)  # service config's invitationEmail
+    org_name: str | None = Field(default=None, max_length=255)
+    location_name: str | None = Field(default=None, max_length=255)
+    country: str | None = Field(default=None, max_length=8)
+    default_platform: str | None = Field(default=None, max_length=32)
+    website_url: str | None = Field(default=None, max_length=255)
+    invitation_template: str | None = Field(default=None, max_length=512)  # service config's invitationEmail
     service_url: str = Field(max_length=512)
     token_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})  # the sToken, encrypted (mdm_core.secrets)
     token_fingerprint: str = Field(max_length=64)
@@ -39,22 +39,22 @@ class VppAccount(SQLModel, table=True):
     mdm_info_id: str = Field(max_length=64)
     interval_seconds: int = 3600
     token_state: str = Field(default="valid", max_length=32)
-    state_detail: Optional[str] = None
+    state_detail: str | None = None
     paused: bool = False
-    assets_version_id: Optional[str] = Field(default=None, max_length=128)
-    users_version_id: Optional[str] = Field(default=None, max_length=128)
-    assignments_version_id: Optional[str] = Field(default=None, max_length=128)
-    last_sync_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    last_sync_result: Optional[str] = None
-    last_full_sync_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    assets_version_id: str | None = Field(default=None, max_length=128)
+    users_version_id: str | None = Field(default=None, max_length=128)
+    assignments_version_id: str | None = Field(default=None, max_length=128)
+    last_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_sync_result: str | None = None
+    last_full_sync_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Apple's notifications (plugins/vpp/notifications/): "on" once Apple accepted our URL and secret
     notifications: str = Field(default="off", max_length=8)
-    notification_url: Optional[str] = Field(default=None, max_length=512)
-    notification_secret: Optional[str] = Field(default=None, sa_column_kwargs={"info": SECRET})  # encrypted like the token: the bearer Apple sends
-    last_notification_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    notification_url: str | None = Field(default=None, max_length=512)
+    notification_secret: str | None = Field(default=None, sa_column_kwargs={"info": SECRET})  # encrypted like the token: the bearer Apple sends
+    last_notification_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Apple asked (Retry-After, 9646) not to be called with this token before this time.
-    backoff_until: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    backoff_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
         return f"VppAccount(name={self.name!r}, uid={self.uid!r}, token_state={self.token_state!r})"
@@ -86,10 +86,10 @@ class VppUser(SQLModel, table=True):
 
     account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
     client_user_id: str = Field(primary_key=True, max_length=255)
-    email: Optional[str] = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
     status: str = Field(max_length=16)
-    id_hash: Optional[str] = Field(default=None, max_length=255)
-    invite_code: Optional[str] = Field(default=None, max_length=255)
+    id_hash: str | None = Field(default=None, max_length=255)
+    invite_code: str | None = Field(default=None, max_length=255)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -112,18 +112,18 @@ class VppSyncRun(SQLModel, table=True):
     __tablename__ = "vpp_sync_run"
     __table_args__ = (Index("ix_vpp_sync_run_account", "account_id", "started_at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
     trigger: str = Field(max_length=32)
     mode: str = Field(max_length=16)
     status: str = Field(default="running", max_length=16)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     pages: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    error_type: Optional[str] = Field(default=None, max_length=64)
-    error: Optional[str] = None
-    holder: Optional[str] = Field(default=None, max_length=128)  # the lock holder running it (its staged rows are its own)
+    error_type: str | None = Field(default=None, max_length=64)
+    error: str | None = None
+    holder: str | None = Field(default=None, max_length=128)  # the lock holder running it (its staged rows are its own)
 
 
 class VppAssetCount(SQLModel, table=True):
@@ -133,7 +133,7 @@ class VppAssetCount(SQLModel, table=True):
     __tablename__ = "vpp_asset_count"
     __table_args__ = (Index("ix_vpp_asset_count_asset", "account_id", "adam_id", "pricing_param", "at"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
     adam_id: str = Field(max_length=32)
     pricing_param: str = Field(max_length=8)
@@ -150,7 +150,7 @@ class VppStageLicense(SQLModel, table=True):
     __tablename__ = "vpp_stage_license"
     __table_args__ = (Index("ix_vpp_stage_license_key", "run_id", "adam_id", "pricing_param", "kind", "target"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(index=False)
     adam_id: str = Field(max_length=32)
     pricing_param: str = Field(max_length=8)
@@ -164,13 +164,13 @@ class VppStageUser(SQLModel, table=True):
     __tablename__ = "vpp_stage_user"
     __table_args__ = (Index("ix_vpp_stage_user_key", "run_id", "client_user_id"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     run_id: int
     client_user_id: str = Field(max_length=255)
-    email: Optional[str] = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
     status: str = Field(max_length=16)
-    id_hash: Optional[str] = Field(default=None, max_length=255)
-    invite_code: Optional[str] = Field(default=None, max_length=255)
+    id_hash: str | None = Field(default=None, max_length=255)
+    invite_code: str | None = Field(default=None, max_length=255)
     rank: int = 0  # 0 live, 1 retired or deleted: the live record wins
 
 
@@ -180,7 +180,7 @@ class VppPendingSecret(SQLModel, table=True):
 
     __tablename__ = "vpp_pending_secret"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     mdm_info_id: str = Field(max_length=64, index=True)  # the account's, or the account's being added
     secret_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -197,17 +197,28 @@ class VppNotification(SQLModel, table=True):
         Index("ix_vpp_notification_event", "account_id", "event_id"),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
     notification_id: str = Field(max_length=255)
     notification_type: str = Field(max_length=32)
-    event_id: Optional[str] = Field(default=None, max_length=255)  # ASSET_MANAGEMENT, USER_MANAGEMENT
+    event_id: str | None = Field(default=None, max_length=255)  # ASSET_MANAGEMENT, USER_MANAGEMENT
     body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # the whole envelope
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     status: str = Field(default="received", max_length=16)  # received, done, skipped, failed
     attempts: int = 0
-    processed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
-    detail: Optional[str] = None  # what acting on it did, or why it could not
+    processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    detail: str | None = None  # what acting on it did, or why it could not
 
 
-VPP_TABLES: list[type[SQLModel]] = [VppAccount, VppAsset, VppUser, VppLicense, VppSyncRun, VppAssetCount, VppStageLicense, VppStageUser, VppPendingSecret, VppNotification]
+VPP_TABLES: list[type[SQLModel]] = [
+    VppAccount,
+    VppAsset,
+    VppUser,
+    VppLicense,
+    VppSyncRun,
+    VppAssetCount,
+    VppStageLicense,
+    VppStageUser,
+    VppPendingSecret,
+    VppNotification,
+]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, select
 from sqlmodel import Session, col
@@ -42,7 +43,7 @@ def failure(action: str, exc: VppError) -> MdmError:
     return MdmError(f"Apple refused to {action}: {exc}")
 
 
-def _load(host: "Host", account: str, adam_id: str, pricing_param: str) -> tuple[VppAccount, VppAsset]:
+def _load(host: Host, account: str, adam_id: str, pricing_param: str) -> tuple[VppAccount, VppAsset]:
     with host.db.session() as session:
         acc = get_account(session, account)
         asset = session.get(VppAsset, (acc.id, adam_id, pricing_param))
@@ -63,7 +64,7 @@ MAX_POLL_INTERVAL_NOTIFIED = 30.0
 Notified = Callable[[str, float], None]
 
 
-def event_waiter(host: "Host", acc: VppAccount) -> Notified | None:
+def event_waiter(host: Host, acc: VppAccount) -> Notified | None:
     """What :func:`follow` waits on between two status requests: Apple's notifications about
     the event, recorded by ``mdm run`` (in any process), when the account has them on."""
     from .notifications.inbox import waiter
@@ -72,7 +73,7 @@ def event_waiter(host: "Host", acc: VppAccount) -> Notified | None:
 
 
 def manage_licenses(
-    host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, associate: bool
+    host: Host, account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, associate: bool
 ) -> LicenseResult:
     """Associate (or disassociate) one asset's licenses and follow Apple's events.
 
@@ -115,8 +116,15 @@ def manage_licenses(
 
 
 def follow_rounds(
-    client: AppsBooksClient, submit: Callable[[list[str], list[str]], list[str]], serials: list[str], users: list[str],
-    wait: float, *, confirm: Callable[[str, list[str]], set[str]] | None, present: bool, notified: Notified | None = None,
+    client: AppsBooksClient,
+    submit: Callable[[list[str], list[str]], list[str]],
+    serials: list[str],
+    users: list[str],
+    wait: float,
+    *,
+    confirm: Callable[[str, list[str]], set[str]] | None,
+    present: bool,
+    notified: Notified | None = None,
 ) -> LicenseResult:
     """Submit, follow the events, re-send what failed transiently (with back-off), confirm the
     rest; returns ``event_ids``, ``status``, ``succeeded``, ``failed`` and ``pending``."""
@@ -172,9 +180,15 @@ def follow(client: AppsBooksClient, event_ids: list[str], wait: float, notified:
     for event_id in event_ids:
         try:
             if wait > 0:
-                statuses.append(client.wait_for_event(
-                    event_id, timeout=wait, poll_interval=0.25, notified=notified,
-                    max_poll_interval=MAX_POLL_INTERVAL if notified is None else MAX_POLL_INTERVAL_NOTIFIED))
+                statuses.append(
+                    client.wait_for_event(
+                        event_id,
+                        timeout=wait,
+                        poll_interval=0.25,
+                        notified=notified,
+                        max_poll_interval=MAX_POLL_INTERVAL if notified is None else MAX_POLL_INTERVAL_NOTIFIED,
+                    )
+                )
             else:
                 statuses.append(client.event_status(event_id))
         except EventTimeoutError:
@@ -204,6 +218,7 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
     """Sort the targets of finished events: ``succeeded`` (the events did all they were asked),
     ``failed`` (named with a final error), ``transient`` (named with 9603), ``unconfirmed``
     (not named, but the events did less than asked) and ``pending`` (Apple is not done)."""
+
     def empty() -> dict[str, list[str]]:
         return {"serialNumbers": [], "clientUserIds": []}
 
@@ -218,8 +233,12 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
             for key in ("serialNumbers", "clientUserIds"):
                 for target in info.get(key) or []:
                     named.setdefault((key, target), item)
-    complete = all(s.get("eventStatus") == "COMPLETE" and not s.get("failures")
-                   and (not isinstance(s.get("numRequested"), int) or s.get("numCompleted") == s.get("numRequested")) for s in statuses)
+    complete = all(
+        s.get("eventStatus") == "COMPLETE"
+        and not s.get("failures")
+        and (not isinstance(s.get("numRequested"), int) or s.get("numCompleted") == s.get("numRequested"))
+        for s in statuses
+    )
     for key, targets in (("serialNumbers", serials), ("clientUserIds", users)):
         single = "serialNumber" if key == "serialNumbers" else "clientUserId"
         for target in targets:
@@ -235,7 +254,7 @@ def _outcome(statuses: list[dict[str, Any]], serials: list[str], users: list[str
     return out
 
 
-def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAsset, result: Mapping[str, Any], associate: bool) -> None:
+def apply_licenses(host: Host, session: Session, acc: VppAccount, asset: VppAsset, result: Mapping[str, Any], associate: bool) -> None:
     """Write what Apple did (``result["succeeded"]``) to the mirror, with its events, in the
     caller's transaction. Only the licenses this transaction itself adds or removes count and
     are announced: the request that asked Apple and the notification that told of it may both
@@ -264,7 +283,7 @@ def apply_licenses(host: "Host", session: Session, acc: VppAccount, asset: VppAs
         move_counts(host, session, acc, (asset.adam_id, asset.pricing_param), assigned=changed)
 
 
-def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, quick: bool = False) -> LicenseResult:
+def revoke_licenses(host: Host, account: str, serial_numbers: list[str], client_user_ids: list[str], *, wait: float, quick: bool = False) -> LicenseResult:
     """Apple's ``assets/revoke``: every revocable license of these devices or users, including
     those granted since the last sync (a disassociation would only free the mirrored ones).
 
@@ -274,13 +293,16 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
     """
     with host.db.session() as session:
         acc = get_account(session, account)
-        irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(
-            select(VppAsset).where(col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
+        irrevocable = {
+            (a.adam_id, a.pricing_param)
+            for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()
+        }
     serials = sorted({s.strip().upper() for s in serial_numbers if s.strip()})
     users = sorted({u.strip() for u in client_user_ids if u.strip()})
     if not serials and not users:
         raise UsageError("no device serial number or user given")
     with client_for(host, acc, interactive=quick) as client:
+
         def submit(todo_serials: list[str], todo_users: list[str]) -> list[str]:
             try:
                 return client.revoke_assets(serial_numbers=todo_serials, client_user_ids=todo_users)
@@ -303,20 +325,26 @@ def revoke_licenses(host: "Host", account: str, serial_numbers: list[str], clien
     return result
 
 
-def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: Targets, irrevocable: set[tuple[str, str]]) -> None:
+def drop_revoked(host: Host, session: Session, acc: VppAccount, succeeded: Targets, irrevocable: set[tuple[str, str]]) -> None:
     """The mirror after a revoke: the targets' revocable licenses are gone, with their events."""
     for kind, targets in (("device", succeeded["serialNumbers"]), ("user", succeeded["clientUserIds"])):
         if not targets:
             continue
-        rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.target).where(
-            L.c.account_id == acc.id, L.c.kind == kind, L.c.target.in_(targets))).all()
+        rows = session.execute(
+            select(L.c.adam_id, L.c.pricing_param, L.c.target).where(L.c.account_id == acc.id, L.c.kind == kind, L.c.target.in_(targets))
+        ).all()
         by_asset: dict[tuple[str, str], list[str]] = {}
         for adam_id, pricing, target in rows:
             if (adam_id, pricing) not in irrevocable:
                 by_asset.setdefault((adam_id, pricing), []).append(target)
         for (adam_id, pricing), gone in sorted(by_asset.items()):
-            deleted = set(session.execute(delete(L).where(L.c.account_id == acc.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing,
-                                                          L.c.kind == kind, L.c.target.in_(gone)).returning(L.c.target)).scalars())
+            deleted = set(
+                session.execute(
+                    delete(L)
+                    .where(L.c.account_id == acc.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing, L.c.kind == kind, L.c.target.in_(gone))
+                    .returning(L.c.target)
+                ).scalars()
+            )
             gone = [t for t in gone if t in deleted]  # another writer may have removed some meanwhile
             if not gone:
                 continue
@@ -324,7 +352,7 @@ def drop_revoked(host: "Host", session: Session, acc: VppAccount, succeeded: Tar
             host.events.record(session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
 
 
-def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait: float = 60.0) -> list[dict[str, Any]]:
+def register_users(host: Host, account: str, mdm_user_ids: list[str], *, wait: float = 60.0) -> list[dict[str, Any]]:
     """Create VPP users for MDM users (``clientUserId`` = MDM user id); returns their records."""
     with host.db.session() as session:
         acc = get_account(session, account)
@@ -334,7 +362,10 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
             if user is None:
                 raise UsageError(f"'{user_id}' is not an MDM user: add it with `mdm users add {user_id}`")
             users.append(user)
-    body = [{"clientUserId": u.id, **({"email": u.email} if u.email else {}), **({"managedAppleId": u.managed_apple_id} if u.managed_apple_id else {})} for u in users]
+    body = [
+        {"clientUserId": u.id, **({"email": u.email} if u.email else {}), **({"managedAppleId": u.managed_apple_id} if u.managed_apple_id else {})}
+        for u in users
+    ]
     with client_for(host, acc) as client:
         try:
             event_ids = client.create_users(body)
@@ -353,19 +384,23 @@ def register_users(host: "Host", account: str, mdm_user_ids: list[str], *, wait:
     for user in users:
         record = next((r for r in records if r["client_user_id"] == user.id), None)
         refused = failures.get(user.id)  # (not `failure`: that names the error helper of this module)
-        out.append({
-            "clientUserId": user.id, "status": record["status"] if record else "FAILED", "idHash": record and record["id_hash"],
-            "invitationUrl": user_invitation_url(template, record["invite_code"]) if record and record["status"] == "Registered" else None,
-            "errorNumber": refused.get("errorNumber") if refused and not record else None,
-            "errorMessage": refused.get("errorMessage") if refused and not record else None,
-        })
+        out.append(
+            {
+                "clientUserId": user.id,
+                "status": record["status"] if record else "FAILED",
+                "idHash": record and record["id_hash"],
+                "invitationUrl": user_invitation_url(template, record["invite_code"]) if record and record["status"] == "Registered" else None,
+                "errorNumber": refused.get("errorNumber") if refused and not record else None,
+                "errorMessage": refused.get("errorMessage") if refused and not record else None,
+            }
+        )
     return out
 
 
 RETIRED = ("Retired", "Deleted")
 
 
-def store_users(host: "Host", session: Session, acc: VppAccount, records: list[dict[str, Any]], template: str | None = None) -> dict[str, int]:
+def store_users(host: Host, session: Session, acc: VppAccount, records: list[dict[str, Any]], template: str | None = None) -> dict[str, int]:
     """Apple's user records (``page_users`` values) over the mirrored ones, in the caller's
     transaction, announcing only what changed, as a sync does (``vpp_users_added``,
     ``_changed``, ``_retired``); a user newly waiting for its invitation is announced
@@ -408,28 +443,43 @@ def store_users(host: "Host", session: Session, acc: VppAccount, records: list[d
     for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
         record_chunks(host, session, acc.name, event, [apple_user(r, linked) for r in rows])
     for record in invited:
-        host.events.record(session, "vpp_user_invited", {
-            "account": acc.name, "clientUserId": record["client_user_id"], "email": record["email"],
-            "invitationUrl": user_invitation_url(account.invitation_template, record["invite_code"])})
+        host.events.record(
+            session,
+            "vpp_user_invited",
+            {
+                "account": acc.name,
+                "clientUserId": record["client_user_id"],
+                "email": record["email"],
+                "invitationUrl": user_invitation_url(account.invitation_template, record["invite_code"]),
+            },
+        )
     if retired:
         with session.no_autoflush:
-            irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
-                col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
+            irrevocable = {
+                (a.adam_id, a.pricing_param)
+                for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()
+            }
         drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [r["client_user_id"] for r in retired]}, irrevocable)
     return {"added": len(added), "changed": len(changed), "retired": len(retired)}
 
 
-def _active_vpp_accounts(host: "Host", client_user_id: str, account: str | None) -> list[VppAccount]:
+def _active_vpp_accounts(host: Host, client_user_id: str, account: str | None) -> list[VppAccount]:
     """The accounts where this clientUserId is a live VPP user (or ``account`` alone)."""
     with host.db.session() as session:
         if account is not None:
             return [get_account(session, account)]
-        return list(session.execute(select(VppAccount).join(VppUser, col(VppUser.account_id) == col(VppAccount.id)).where(
-            col(VppUser.client_user_id) == client_user_id, col(VppUser.status).in_(("Registered", "Associated")))).scalars())
+        return list(
+            session.execute(
+                select(VppAccount)
+                .join(VppUser, col(VppUser.account_id) == col(VppAccount.id))
+                .where(col(VppUser.client_user_id) == client_user_id, col(VppUser.status).in_(("Registered", "Associated")))
+            ).scalars()
+        )
 
 
-def _users_request(host: "Host", acc: VppAccount, client_user_ids: list[str], action: str, wait: float,
-                   send: Callable[[AppsBooksClient], list[str]]) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+def _users_request(
+    host: Host, acc: VppAccount, client_user_ids: list[str], action: str, wait: float, send: Callable[[AppsBooksClient], list[str]]
+) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
     """Send a users/update or users/retire, follow its events, then read the users' records back."""
     with client_for(host, acc) as client:
         try:
@@ -450,7 +500,7 @@ def _users_request(host: "Host", acc: VppAccount, client_user_ids: list[str], ac
     return outcome, list(by_id.values()), template
 
 
-def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
+def update_users(host: Host, mdm_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
     """Send Apple the MDM users' current e-mail and Managed Apple ID (``users/update``) in every
     account where they are VPP users; returns one result per (account, user)."""
     with host.db.session() as session:
@@ -458,8 +508,11 @@ def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None =
     out: list[UserResult] = []
     for user in users:
         for acc in _active_vpp_accounts(host, user.id, account):
-            body = {"clientUserId": user.id, **({"email": user.email} if user.email else {}),
-                    **({"managedAppleId": user.managed_apple_id} if user.managed_apple_id else {})}
+            body = {
+                "clientUserId": user.id,
+                **({"email": user.email} if user.email else {}),
+                **({"managedAppleId": user.managed_apple_id} if user.managed_apple_id else {}),
+            }
             outcome, records, template = _users_request(host, acc, [user.id], "update", wait, partial(_update_users, body=body))
             host.db.run_write(partial(store_users, host, acc=acc, records=records, template=template))
             out.append(_user_result(acc, user.id, outcome, records))
@@ -467,7 +520,7 @@ def update_users(host: "Host", mdm_user_ids: list[str], *, account: str | None =
     return out
 
 
-def retire_users(host: "Host", client_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
+def retire_users(host: Host, client_user_ids: list[str], *, account: str | None = None, wait: float = 60.0) -> list[UserResult]:
     """Retire VPP users at Apple (``users/retire``): Apple frees their revocable licenses, and so
     does the mirror; the records become ``Retired`` (``vpp_users_retired``)."""
     ids = sorted({u.strip() for u in client_user_ids if u.strip()})
@@ -477,20 +530,30 @@ def retire_users(host: "Host", client_user_ids: list[str], *, account: str | Non
     for user_id in ids:
         accounts = _active_vpp_accounts(host, user_id, account)
         if not accounts:
-            out.append({"account": account, "clientUserId": user_id, "status": "unknown", "errorNumber": None,
-                        "errorMessage": "not a live VPP user in any account (see `mdm vpp users`)"})
+            out.append(
+                {
+                    "account": account,
+                    "clientUserId": user_id,
+                    "status": "unknown",
+                    "errorNumber": None,
+                    "errorMessage": "not a live VPP user in any account (see `mdm vpp users`)",
+                }
+            )
             continue
         for acc in accounts:
             outcome, records, template = _users_request(host, acc, [user_id], "retire", wait, partial(_retire_users, client_user_id=user_id))
             result = _user_result(acc, user_id, outcome, records)
 
-            def work(session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: UserResult = result,
-                     template: str | None = template) -> None:
+            def work(
+                session: Session, acc: VppAccount = acc, records: list[dict[str, Any]] = records, result: UserResult = result, template: str | None = template
+            ) -> None:
                 store_users(host, session, acc, records, template)
                 if result["status"] == "Retired":
                     with session.no_autoflush:
-                        irrevocable = {(a.adam_id, a.pricing_param) for a in session.execute(select(VppAsset).where(
-                            col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()}
+                        irrevocable = {
+                            (a.adam_id, a.pricing_param)
+                            for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == acc.id, col(VppAsset.revocable).is_(False))).scalars()
+                        }
                     drop_revoked(host, session, acc, {"serialNumbers": [], "clientUserIds": [result["clientUserId"]]}, irrevocable)
 
             host.db.run_write(work)
@@ -512,15 +575,21 @@ def _user_result(acc: VppAccount, user_id: str, outcome: dict[str, Any], records
     refused = next((f for f in outcome["failed"] if f.get("clientUserId") == user_id), None)
     pending = user_id in outcome["pending"]["clientUserIds"] or user_id in outcome["transient"]["clientUserIds"]
     status = "pending" if pending and not refused else (record["status"] if record else "FAILED")
-    return {"account": acc.name, "clientUserId": user_id, "status": status, "email": record["email"] if record else None,
-            "errorNumber": refused.get("errorNumber") if refused else None, "errorMessage": refused.get("errorMessage") if refused else None}
+    return {
+        "account": acc.name,
+        "clientUserId": user_id,
+        "status": status,
+        "email": record["email"] if record else None,
+        "errorNumber": refused.get("errorNumber") if refused else None,
+        "errorMessage": refused.get("errorMessage") if refused else None,
+    }
 
 
 #: application platform -> the lookup's ``platform`` (others: the account's ``defaultPlatform``)
 LOOKUP_PLATFORMS = {"macOS": "macappstore"}
 
 
-def lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None = None) -> dict[str, AppMetadata]:
+def lookup_metadata(host: Host, account: str, adam_ids: list[str], platform: str | None = None) -> dict[str, AppMetadata]:
     """Names, bundle ids, versions and icons from Apple's content-metadata lookup, for one
     application platform (macOS apps from the Mac App Store, others the location's default)."""
     with host.db.session() as session:
@@ -547,6 +616,10 @@ def summarize_metadata(data: dict[str, Any]) -> AppMetadata:
         if isinstance(offer, dict) and isinstance(offer.get("version"), dict):
             version = offer["version"].get("display") or version
     return {
-        "name": data.get("name"), "bundleId": data.get("bundleId"), "version": version, "iconUrl": icon,
-        "kind": data.get("kind"), "deviceFamilies": data.get("deviceFamilies") or [],
+        "name": data.get("name"),
+        "bundleId": data.get("bundleId"),
+        "version": version,
+        "iconUrl": icon,
+        "kind": data.get("kind"),
+        "deviceFamilies": data.get("deviceFamilies") or [],
     }

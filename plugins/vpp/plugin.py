@@ -9,7 +9,7 @@ from mdm_core import hookimpl
 
 if TYPE_CHECKING:
     import argparse
-    from typing import Iterator
+    from collections.abc import Iterator
 
     import pluggy
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @hookimpl
-def mdm_add_hookspecs(pluginmanager: "pluggy.PluginManager") -> None:
+def mdm_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
     """Declare the VPP plugin's own hooks (requests and events)."""
     from plugins.vpp import hookspecs
 
@@ -49,7 +49,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_migrations() -> "MigrationSet":
+def mdm_register_migrations() -> MigrationSet:
     """The ``vpp`` migration history: ``plugins/vpp/migrations/``."""
     from pathlib import Path
 
@@ -59,7 +59,7 @@ def mdm_register_migrations() -> "MigrationSet":
 
 
 @hookimpl
-def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """``mdm vpp ...``."""
     from plugins.vpp import cli
 
@@ -67,11 +67,10 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
 
 
 @hookimpl
-def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
+def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     """One sync job per account at its interval, and a job that follows account changes."""
-    from plugins.vpp.jobs import refresh_account_jobs
     from plugins.vpp.accounts import settings
-
+    from plugins.vpp.jobs import refresh_account_jobs
     from plugins.vpp.notifications.act import notifications_job
 
     refresh_account_jobs(host, scheduler)
@@ -80,17 +79,29 @@ def mdm_register_jobs(scheduler: "HostScheduler", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_status(host: "Host") -> dict[str, list[dict[str, Any]]]:
+def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]]:
     """The accounts in ``mdm status``: token state, interval, last sync, Apple's notifications."""
     from plugins.vpp.accounts import list_accounts
 
-    return {"accounts": [{"name": a["name"], "location": a["locationName"], "token": a["token_state"], "interval_seconds": a["interval_seconds"],
-                          "last_sync_at": a["last_sync_at"], "last_sync_result": a["last_sync_result"],
-                          "notifications": a["notifications"], "last_notification_at": a["last_notification_at"]} for a in list_accounts(host)]}
+    return {
+        "accounts": [
+            {
+                "name": a["name"],
+                "location": a["locationName"],
+                "token": a["token_state"],
+                "interval_seconds": a["interval_seconds"],
+                "last_sync_at": a["last_sync_at"],
+                "last_sync_result": a["last_sync_result"],
+                "notifications": a["notifications"],
+                "last_notification_at": a["last_notification_at"],
+            }
+            for a in list_accounts(host)
+        ]
+    }
 
 
 @hookimpl
-def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
+def mdm_register_web(web: WebRegistry, host: Host) -> None:
     """The Apple Volume Purchase Program pages, the ``/api/v1/vpp`` routes, and the public
     endpoint of Apple's notifications (``/apple/apps-books/notify/{id}``, its own bearer)."""
     from plugins.vpp import web as vpp_web
@@ -101,7 +112,7 @@ def mdm_register_web(web: "WebRegistry", host: "Host") -> None:
 
 
 @hookimpl
-def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport]:
+def mdm_vpp_sync(host: Host, account: str | None, full: bool, trigger: str, wait: float | None) -> list[SyncReport]:
     """Sync one account or all (see the hookspec)."""
     from plugins.vpp.sync.run import sync_accounts
 
@@ -109,7 +120,7 @@ def mdm_vpp_sync(host: "Host", account: str | None, full: bool, trigger: str, wa
 
 
 @hookimpl
-def mdm_vpp_accounts(host: "Host") -> list[Account]:
+def mdm_vpp_accounts(host: Host) -> list[Account]:
     """The accounts, without tokens."""
     from plugins.vpp.accounts import list_accounts
 
@@ -117,7 +128,7 @@ def mdm_vpp_accounts(host: "Host") -> list[Account]:
 
 
 @hookimpl
-def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset]:
+def mdm_vpp_assets(host: Host, account: str | None) -> list[Asset]:
     """The mirrored assets."""
     from plugins.vpp.views import list_assets
 
@@ -125,7 +136,7 @@ def mdm_vpp_assets(host: "Host", account: str | None) -> list[Asset]:
 
 
 @hookimpl
-def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License]:
+def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License]:
     """The mirrored licenses."""
     from plugins.vpp.views import list_licenses
 
@@ -133,7 +144,7 @@ def mdm_vpp_licenses(host: "Host", account: str | None, adam_id: str | None, ser
 
 
 @hookimpl
-def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser]:
+def mdm_vpp_users(host: Host, account: str | None) -> list[MirroredUser]:
     """The mirrored VPP users."""
     from plugins.vpp.views import list_users
 
@@ -141,7 +152,7 @@ def mdm_vpp_users(host: "Host", account: str | None) -> list[MirroredUser]:
 
 
 @hookimpl
-def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[Asset]":
+def mdm_vpp_iter_assets(host: Host, account: str | None, offset: int, limit: int | None) -> Iterator[Asset]:
     """The mirrored assets, streamed."""
     from plugins.vpp.views import iter_assets
 
@@ -149,8 +160,9 @@ def mdm_vpp_iter_assets(host: "Host", account: str | None, offset: int, limit: i
 
 
 @hookimpl
-def mdm_vpp_iter_licenses(host: "Host", account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None,
-                          offset: int, limit: int | None) -> "Iterator[License]":
+def mdm_vpp_iter_licenses(
+    host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
+) -> Iterator[License]:
     """The mirrored licenses, streamed."""
     from plugins.vpp.views import iter_licenses
 
@@ -158,7 +170,7 @@ def mdm_vpp_iter_licenses(host: "Host", account: str | None, adam_id: str | None
 
 
 @hookimpl
-def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: int | None) -> "Iterator[MirroredUser]":
+def mdm_vpp_iter_users(host: Host, account: str | None, offset: int, limit: int | None) -> Iterator[MirroredUser]:
     """The mirrored VPP users, streamed."""
     from plugins.vpp.views import iter_users
 
@@ -166,7 +178,9 @@ def mdm_vpp_iter_users(host: "Host", account: str | None, offset: int, limit: in
 
 
 @hookimpl
-def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> LicenseResult:
+def mdm_vpp_associate(
+    host: Host, account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
+) -> LicenseResult:
     """Associate licenses and follow Apple's events."""
     from plugins.vpp.operations import manage_licenses
 
@@ -174,7 +188,9 @@ def mdm_vpp_associate(host: "Host", account: str, adam_id: str, pricing_param: s
 
 
 @hookimpl
-def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float) -> LicenseResult:
+def mdm_vpp_disassociate(
+    host: Host, account: str, adam_id: str, pricing_param: str, serial_numbers: list[str], client_user_ids: list[str], wait: float
+) -> LicenseResult:
     """Disassociate licenses and follow Apple's events."""
     from plugins.vpp.operations import manage_licenses
 
@@ -182,7 +198,7 @@ def mdm_vpp_disassociate(host: "Host", account: str, adam_id: str, pricing_param
 
 
 @hookimpl
-def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult:
+def mdm_vpp_revoke(host: Host, account: str, serial_numbers: list[str], client_user_ids: list[str], wait: float, quick: bool) -> LicenseResult:
     """Revoke every revocable license of these devices or users (Apple's assets/revoke)."""
     from plugins.vpp.operations import revoke_licenses
 
@@ -190,7 +206,7 @@ def mdm_vpp_revoke(host: "Host", account: str, serial_numbers: list[str], client
 
 
 @hookimpl
-def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
+def mdm_vpp_update_users(host: Host, mdm_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
     """users/update with the MDM users' e-mail and Managed Apple ID."""
     from plugins.vpp.operations import update_users
 
@@ -198,7 +214,7 @@ def mdm_vpp_update_users(host: "Host", mdm_user_ids: list[str], account: str | N
 
 
 @hookimpl
-def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
+def mdm_vpp_retire_users(host: Host, client_user_ids: list[str], account: str | None, wait: float) -> list[UserResult]:
     """users/retire."""
     from plugins.vpp.operations import retire_users
 
@@ -206,7 +222,7 @@ def mdm_vpp_retire_users(host: "Host", client_user_ids: list[str], account: str 
 
 
 @hookimpl
-def mdm_user_changed(host: "Host", event: "Event") -> None:
+def mdm_user_changed(host: Host, event: Event) -> None:
     """VPP users follow MDM users: a new e-mail or Managed Apple ID goes to Apple (users/update)."""
     from plugins.vpp.operations import update_users
 
@@ -214,7 +230,7 @@ def mdm_user_changed(host: "Host", event: "Event") -> None:
 
 
 @hookimpl
-def mdm_vpp_lookup_metadata(host: "Host", account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata]:
+def mdm_vpp_lookup_metadata(host: Host, account: str, adam_ids: list[str], platform: str | None) -> dict[str, AppMetadata]:
     """Content metadata for these adamIds on an application platform."""
     from plugins.vpp.operations import lookup_metadata
 

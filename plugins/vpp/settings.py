@@ -24,4 +24,6 @@ class VppSettings:
     accounts_refresh: int = setting(30, minimum=1, maximum=86400)  # how often `mdm run` picks up added, removed or re-timed accounts
     notification_max_bytes: int = setting(1048576, minimum=1024, maximum=67108864)  # a larger notification from Apple is refused (413)
     notifications_poll: int = setting(30, minimum=1, maximum=86400)  # how often `mdm run` acts on notifications left waiting (a sync held the lock, a crash)
-    notification_retention: int = setting(30 * 86400, minimum=3600, maximum=10 * 365 * 86400)  # seconds a notification acted on is kept (its id guards against repeats)
+    notification_retention: int = setting(
+        30 * 86400, minimum=3600, maximum=10 * 365 * 86400
+    )  # seconds a notification acted on is kept (its id guards against repeats)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def add_simulated_account(host: "Host", sim: Any, folder: Path, name: str = "school", **options: Any) -> Path:
+def add_simulated_account(host: Host, sim: Any, folder: Path, name: str = "school", **options: Any) -> Path:
     """Write the simulator's token under ``folder`` and add it as account ``name``; returns the token file.
 
     ``options`` go to ``add_account`` (``interval``, ``take_over``).
@@ -47,7 +47,7 @@ def apple_state(sim: Any) -> dict[str, Any]:
     return {"assets": assets, "assignments": set(snap["assignments"]), "users": users}
 
 
-def mirror_state(host: "Host", account: str | None = "school") -> dict[str, Any]:
+def mirror_state(host: Host, account: str | None = "school") -> dict[str, Any]:
     """The mirror as read through the plugin's hooks (Apple's field names)."""
     hook = host.pm.hook
     assets = {}
@@ -67,7 +67,7 @@ def mirror_state(host: "Host", account: str | None = "school") -> dict[str, Any]
     return {"assets": assets, "assignments": assignments, "users": users}
 
 
-def assert_mirror_equals_apple(host: "Host", sim: Any, account: str = "school") -> None:
+def assert_mirror_equals_apple(host: Host, sim: Any, account: str = "school") -> None:
     """The account's mirror holds exactly Apple's assets, assignments and users."""
     mirror, apple = mirror_state(host, account), apple_state(sim)
     assert mirror["assets"] == apple["assets"]
@@ -105,7 +105,7 @@ class SkippedWaits:
             return time.time() + self._skipped
 
 
-def skip_client_waits(monkeypatch: "pytest.MonkeyPatch") -> SkippedWaits:
+def skip_client_waits(monkeypatch: pytest.MonkeyPatch) -> SkippedWaits:
     """Every VPP client the host makes from now on (syncs, account commands, scheduled jobs)
     waits on a new :class:`SkippedWaits` clock, which it returns."""
     from plugins.vpp import accounts

@@ -14,7 +14,7 @@ of its scheduled syncs on a blocking state) changes, and the only one that recor
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session
@@ -38,7 +38,7 @@ ACTIONS = {
     "revoked": "the token was revoked in Apple School/Business Manager: download a new one, then mdm vpp account set NAME --token-file NEW.vpptoken",
     "invalid": "Apple rejects the token: download a new one, then mdm vpp account set NAME --token-file NEW.vpptoken",
     "taken_over": "another MDM claimed this location: stop it using the token, "
-                  "then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
+    "then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
 }
 
 #: The same advice for the console, where the token is renewed by uploading it (Renew token).
@@ -51,15 +51,15 @@ CONSOLE_ACTIONS = {
     "revoked": "the token was revoked in Apple School/Business Manager: download a new one and upload it with Renew token",
     "invalid": "Apple rejects the token: download a new one and upload it with Renew token",
     "taken_over": "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over "
-                  "(or remove the account)",
+    "(or remove the account)",
     "unreadable": "this host's secret key cannot decrypt the stored token: give it the key the token was stored with "
-                  "(MDM_SECRET_KEY or var/secret.key, the same on every host), or upload the token again with Renew token",
+    "(MDM_SECRET_KEY or var/secret.key, the same on every host), or upload the token again with Renew token",
 }
 
 
 def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
     """``valid``, ``expiring_30``/``_14``/``_7`` or ``expired`` from the expiry date alone."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     days = (expires_at - now).total_seconds() / 86400
     if days <= 0:
         return "expired"
@@ -81,7 +81,7 @@ def effective_state(account: VppAccount, now: datetime | None = None) -> str:
 
 def days_left(expires_at: datetime, now: datetime | None = None) -> int:
     """Whole days until the token expires (negative once it has)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return int((expires_at - now).total_seconds() // 86400)
 
 
@@ -104,7 +104,7 @@ def action(state: str, account_name: str, *, console: bool = False) -> str:
 # ---------------------------------------------------------------------- transitions
 
 
-def token_added(host: "Host", session: Session, account: VppAccount) -> None:
+def token_added(host: Host, session: Session, account: VppAccount) -> None:
     """A new account (already added to ``session`` and flushed): its first state, announced."""
     state = expiry_state(account.token_expires_at)
     account.token_state, account.state_detail = state, None
@@ -112,14 +112,14 @@ def token_added(host: "Host", session: Session, account: VppAccount) -> None:
     _record(host, session, account, None, state, None)
 
 
-def token_renewed(host: "Host", session: Session, account: VppAccount, expires_at: datetime) -> None:
+def token_renewed(host: Host, session: Session, account: VppAccount, expires_at: datetime) -> None:
     """A renewed token was stored: the state its expiry gives; the pause of a blocking state ends."""
     account.token_expires_at = expires_at
     account.paused = False
     _move(host, session, account, expiry_state(expires_at), None)
 
 
-def sync_succeeded(host: "Host", session: Session, account: VppAccount, token_expiration: datetime | None) -> None:
+def sync_succeeded(host: Host, session: Session, account: VppAccount, token_expiration: datetime | None) -> None:
     """A sync of ``account`` worked: Apple's expiry (when it sent one) decides the state; no pause."""
     if token_expiration is not None:
         account.token_expires_at = token_expiration
@@ -127,7 +127,7 @@ def sync_succeeded(host: "Host", session: Session, account: VppAccount, token_ex
     _move(host, session, account, expiry_state(account.token_expires_at), None)
 
 
-def apple_refused(host: "Host", session: Session, account: VppAccount, exc: BaseException) -> None:
+def apple_refused(host: Host, session: Session, account: VppAccount, exc: BaseException) -> None:
     """A sync failed with ``exc``: a token error or another MDM's claim blocks the account (its
     scheduled syncs pause until the user acts); any other error changes nothing here."""
     if isinstance(exc, MdmConflictError):
@@ -142,7 +142,7 @@ def apple_refused(host: "Host", session: Session, account: VppAccount, exc: Base
     _move(host, session, account, state, detail)
 
 
-def _move(host: "Host", session: Session, account: VppAccount, state: str, detail: str | None) -> None:
+def _move(host: Host, session: Session, account: VppAccount, state: str, detail: str | None) -> None:
     previous = account.token_state
     account.token_state, account.state_detail = state, detail
     session.add(account)
@@ -150,8 +150,16 @@ def _move(host: "Host", session: Session, account: VppAccount, state: str, detai
         _record(host, session, account, previous, state, detail)
 
 
-def _record(host: "Host", session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
-    host.events.record(session, "vpp_token_state_changed", {
-        "account": account.name, "previous": previous, "state": state, "detail": detail,
-        "tokenExpirationDate": account.token_expires_at.isoformat(), "action": action(state, account.name),
-    })
+def _record(host: Host, session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
+    host.events.record(
+        session,
+        "vpp_token_state_changed",
+        {
+            "account": account.name,
+            "previous": previous,
+            "state": state,
+            "detail": detail,
+            "tokenExpirationDate": account.token_expires_at.isoformat(),
+            "action": action(state, account.name),
+        },
+    )

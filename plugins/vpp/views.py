@@ -11,7 +11,8 @@ primary keys: account name, then the key.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, null, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -76,19 +77,19 @@ def labelled_asset_row(asset: VppAsset, account: str, name: str | None, icon_url
     return {**apple_asset(asset.model_dump(), account), "name": name, "iconUrl": icon_url}
 
 
-def iter_assets(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[Asset]:
+def iter_assets(host: Host, account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[Asset]:
     """Mirrored assets, by account then adamId, streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
         query = assets_query(account_id(session, account)).order_by(VppAccount.name, VppAsset.adam_id, VppAsset.pricing_param)
     return (asset_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_assets(host: "Host", account: str | None = None) -> list[Asset]:
+def list_assets(host: Host, account: str | None = None) -> list[Asset]:
     """Mirrored assets, by account then adamId."""
     return list(iter_assets(host, account))
 
 
-def label_source(host: "Host") -> Any:
+def label_source(host: Host) -> Any:
     """The names and icons another plugin offers (``mdm_vpp_asset_labels``), or None."""
     try:
         return host.pm.hook.mdm_vpp_asset_labels(host=host)
@@ -97,7 +98,7 @@ def label_source(host: "Host") -> Any:
         return None
 
 
-def with_labels(host: "Host", read: Callable[[Any], T]) -> T:
+def with_labels(host: Host, read: Callable[[Any], T]) -> T:
     """``read(labels)`` with the label source, or ``read(None)`` when there is none or the
     database refuses the plugin's selectable."""
     labels = label_source(host)
@@ -113,16 +114,22 @@ def with_labels(host: "Host", read: Callable[[Any], T]) -> T:
 def asset_history_query(account_id: int | None, adam_id: str, pricing_param: str) -> Any:
     """The asset's recorded counts (``VppAssetCount`` rows)."""
     return select(VppAssetCount).where(
-        col(VppAssetCount.account_id) == account_id, col(VppAssetCount.adam_id) == adam_id, col(VppAssetCount.pricing_param) == pricing_param)
+        col(VppAssetCount.account_id) == account_id, col(VppAssetCount.adam_id) == adam_id, col(VppAssetCount.pricing_param) == pricing_param
+    )
 
 
 def history_row(row: VppAssetCount) -> dict[str, Any]:
     """One recorded count, with Apple's field names."""
-    return {"at": row.at, "assignedCount": row.assigned_count, "availableCount": row.available_count, "retiredCount": row.retired_count,
-            "totalCount": row.total_count}
+    return {
+        "at": row.at,
+        "assignedCount": row.assigned_count,
+        "availableCount": row.available_count,
+        "retiredCount": row.retired_count,
+        "totalCount": row.total_count,
+    }
 
 
-def asset_history(host: "Host", account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
+def asset_history(host: Host, account_id: int, adam_id: str, pricing_param: str, limit: int = 500) -> list[dict[str, Any]]:
     """The asset's latest ``limit`` recorded counts, oldest first (the console's chart)."""
     with host.db.session() as session:
         rows = list(session.execute(asset_history_query(account_id, adam_id, pricing_param).order_by(col(VppAssetCount.id).desc()).limit(limit)).scalars())
@@ -139,15 +146,23 @@ class LicenseDetail(License, total=False):
     email: str | None
 
 
-def licenses_query(account_id: int | None = None, adam_id: str | None = None, pricing_param: str | None = None, serial_number: str | None = None,
-                   client_user_id: str | None = None, kind: str | None = None) -> Any:
+def licenses_query(
+    account_id: int | None = None,
+    adam_id: str | None = None,
+    pricing_param: str | None = None,
+    serial_number: str | None = None,
+    client_user_id: str | None = None,
+    kind: str | None = None,
+) -> Any:
     """Rows for :func:`license_row`, filtered by whatever is given."""
     query = (
         select(VppLicense, col(VppAccount.name), col(Device.serial_number), col(Device.owner), col(MdmUser.id), col(VppUser.email))
         .join(VppAccount, col(VppAccount.id) == VppLicense.account_id)
         .outerjoin(Device, (col(VppLicense.kind) == "device") & (col(Device.serial_number) == VppLicense.target))
         .outerjoin(MdmUser, (col(VppLicense.kind) == "user") & (col(MdmUser.id) == VppLicense.target))
-        .outerjoin(VppUser, (col(VppLicense.kind) == "user") & (col(VppUser.account_id) == VppLicense.account_id) & (col(VppUser.client_user_id) == VppLicense.target))
+        .outerjoin(
+            VppUser, (col(VppLicense.kind) == "user") & (col(VppUser.account_id) == VppLicense.account_id) & (col(VppUser.client_user_id) == VppLicense.target)
+        )
     )
     if account_id is not None:
         query = query.where(col(VppLicense.account_id) == account_id)
@@ -164,7 +179,9 @@ def licenses_query(account_id: int | None = None, adam_id: str | None = None, pr
     return query
 
 
-def license_row(lic: VppLicense, name: str, device: str | None, owner: str | None, user: str | None, email: str | None, *, detail: bool = False) -> LicenseDetail:
+def license_row(
+    lic: VppLicense, name: str, device: str | None, owner: str | None, user: str | None, email: str | None, *, detail: bool = False
+) -> LicenseDetail:
     """A license with the enrolled device or MDM user it is linked to (and, with ``detail``,
     the device's owner or the VPP user's email)."""
     row: LicenseDetail = {"account": name, "adamId": lic.adam_id, "pricingParam": lic.pricing_param}
@@ -181,8 +198,16 @@ def license_row(lic: VppLicense, name: str, device: str | None, owner: str | Non
     return row
 
 
-def iter_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None,
-                  client_user_id: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[License]:
+def iter_licenses(
+    host: Host,
+    account: str | None = None,
+    adam_id: str | None = None,
+    serial_number: str | None = None,
+    client_user_id: str | None = None,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> Iterator[License]:
     """Mirrored licenses with the enrolled device or MDM user each is linked to, by account,
     adamId, pricingParam, kind and holder; streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
@@ -191,16 +216,28 @@ def iter_licenses(host: "Host", account: str | None = None, adam_id: str | None 
     return (license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_licenses(host: "Host", account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None) -> list[License]:
+def list_licenses(
+    host: Host, account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None
+) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
     return list(iter_licenses(host, account, adam_id, serial_number, client_user_id))
 
 
-def count_licenses(host: "Host", account_id: int, adam_id: str, pricing_param: str, kind: str) -> int:
+def count_licenses(host: Host, account_id: int, adam_id: str, pricing_param: str, kind: str) -> int:
     """How many licenses of one kind an asset has in the mirror."""
     with host.db.session() as session:
-        return int(session.execute(select(func.count()).select_from(VppLicense).where(
-            col(VppLicense.account_id) == account_id, col(VppLicense.adam_id) == adam_id, col(VppLicense.pricing_param) == pricing_param, col(VppLicense.kind) == kind)).scalar_one())
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(VppLicense)
+                .where(
+                    col(VppLicense.account_id) == account_id,
+                    col(VppLicense.adam_id) == adam_id,
+                    col(VppLicense.pricing_param) == pricing_param,
+                    col(VppLicense.kind) == kind,
+                )
+            ).scalar_one()
+        )
 
 
 # ---------------------------------------------------------------------- users
@@ -218,18 +255,21 @@ def users_query(account_id: int | None = None) -> Any:
 
 def user_row(user: VppUser, account: str, template: str | None, mdm_user: str | None) -> MirroredUser:
     """A VPP user as Apple names its fields, with the linked MDM user and the invitation URL."""
-    return {"account": account, **apple_user(user.model_dump(), {mdm_user} if mdm_user else set()),
-            "invitationUrl": user_invitation_url(template, user.invite_code) if user.status == "Registered" else None}
+    return {
+        "account": account,
+        **apple_user(user.model_dump(), {mdm_user} if mdm_user else set()),
+        "invitationUrl": user_invitation_url(template, user.invite_code) if user.status == "Registered" else None,
+    }
 
 
-def iter_users(host: "Host", account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[MirroredUser]:
+def iter_users(host: Host, account: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[MirroredUser]:
     """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs; streamed."""
     with host.db.session() as session:  # the account is checked now, before any row is read
         query = users_query(account_id(session, account)).order_by(VppAccount.name, VppUser.client_user_id)
     return (user_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_users(host: "Host", account: str | None = None) -> list[MirroredUser]:
+def list_users(host: Host, account: str | None = None) -> list[MirroredUser]:
     """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs."""
     return list(iter_users(host, account))
 

@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 from concurrent.futures import wait
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,18 @@ from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_route
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
 from . import token_state, views
-from .accounts import (ClaimedByOtherMdm, add_account, check_interval, describe_account, describe_readable, get_account, remove_account, set_account,
-                       settings, token_readability)
+from .accounts import (
+    ClaimedByOtherMdm,
+    add_account,
+    check_interval,
+    describe_account,
+    describe_readable,
+    get_account,
+    remove_account,
+    set_account,
+    settings,
+    token_readability,
+)
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 
 if TYPE_CHECKING:
@@ -42,12 +52,18 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
 #: The Assets table's sort keys (``name`` needs the label source, see ``asset_sort``).
-SORTS = {"adamId": VppAsset.adam_id, "productType": VppAsset.product_type, "pricingParam": VppAsset.pricing_param,
-         "assigned": VppAsset.assigned_count, "available": VppAsset.available_count, "retired": VppAsset.retired_count,
-         "total": VppAsset.total_count}
+SORTS = {
+    "adamId": VppAsset.adam_id,
+    "productType": VppAsset.product_type,
+    "pricingParam": VppAsset.pricing_param,
+    "assigned": VppAsset.assigned_count,
+    "available": VppAsset.available_count,
+    "retired": VppAsset.retired_count,
+    "total": VppAsset.total_count,
+}
 
 
-def register(web: "WebRegistry") -> None:
+def register(web: WebRegistry) -> None:
     """Add the VPP pages, navigation entry and API routes."""
     web.add_pages(page_router(), plugin="vpp", templates=TEMPLATES)
     web.add_api(api_router(), plugin="vpp")
@@ -57,7 +73,7 @@ def register(web: "WebRegistry") -> None:
 # ---------------------------------------------------------------------- shared
 
 
-def _account(host: "Host", name: str) -> VppAccount:
+def _account(host: Host, name: str) -> VppAccount:
     with host.db.session() as session:
         try:
             return get_account(session, name)
@@ -65,7 +81,7 @@ def _account(host: "Host", name: str) -> VppAccount:
             raise WebError(404, str(exc)) from None
 
 
-def _asset(host: "Host", account: VppAccount, adam_id: str, pricing: str) -> VppAsset:
+def _asset(host: Host, account: VppAccount, adam_id: str, pricing: str) -> VppAsset:
     with host.db.session() as session:
         asset = session.get(VppAsset, (account.id, adam_id, pricing))
     if asset is None:
@@ -73,7 +89,7 @@ def _asset(host: "Host", account: VppAccount, adam_id: str, pricing: str) -> Vpp
     return asset
 
 
-def get_run(host: "Host", run_id: int) -> dict[str, Any]:
+def get_run(host: Host, run_id: int) -> dict[str, Any]:
     """One sync run (as ``mdm vpp runs --json``), or a 404."""
     from .sync.run import get_run as find_run
 
@@ -105,8 +121,7 @@ def start_sync(request: Request, name: str, full: bool, trigger: str) -> int:
     account = _account(host, name)
     running = next((r for r in recent_runs(host, name, 1) if r["status"] == "running"), None)
     if running is not None:  # seen in the database, whichever process runs it
-        raise WebError(409, f"a sync of {name} is already running (run {running['id']}, started {format_time(running['started_at'])}): "
-                            "wait for it to finish")
+        raise WebError(409, f"a sync of {name} is already running (run {running['id']}, started {format_time(running['started_at'])}): wait for it to finish")
     before = _latest_run_id(host, account.id)
     future = run_in_background(request, lambda: host.pm.hook.mdm_vpp_sync(host=host, account=name, full=full, trigger=trigger, wait=0))
     deadline = time.monotonic() + START_WAIT
@@ -130,23 +145,29 @@ def start_sync(request: Request, name: str, full: bool, trigger: str) -> int:
     raise WebError(400, (report or {}).get("error") or f"the sync of {name} did not start")
 
 
-def _latest_run_id(host: "Host", account_id: int | None) -> int:
+def _latest_run_id(host: Host, account_id: int | None) -> int:
     with host.db.session() as session:
         return int(session.execute(select(func.max(col(VppSyncRun.id))).where(col(VppSyncRun.account_id) == account_id)).scalar() or 0)
 
 
-def _our_new_run(host: "Host", account_id: int | None, after: int, trigger: str) -> int | None:
+def _our_new_run(host: Host, account_id: int | None, after: int, trigger: str) -> int | None:
     """The run this process started for the account since ``after`` (its lock holder names this process)."""
     mine = f"{socket.gethostname()}:{os.getpid()}:"
     with host.db.session() as session:
-        return session.execute(select(func.min(col(VppSyncRun.id))).where(
-            col(VppSyncRun.account_id) == account_id, col(VppSyncRun.id) > after, col(VppSyncRun.trigger) == trigger,
-            col(VppSyncRun.holder).startswith(mine))).scalar()
+        return session.execute(
+            select(func.min(col(VppSyncRun.id))).where(
+                col(VppSyncRun.account_id) == account_id,
+                col(VppSyncRun.id) > after,
+                col(VppSyncRun.trigger) == trigger,
+                col(VppSyncRun.holder).startswith(mine),
+            )
+        ).scalar()
 
 
-def assets_table(host: "Host", account: VppAccount, q: str, sort: str, descending: bool, page: int) -> Any:
+def assets_table(host: Host, account: VppAccount, q: str, sort: str, descending: bool, page: int) -> Any:
     """One numbered page of an account's assets with names and icons, searched and sorted in
     the database (name, adamId, product type or pricing; any column)."""
+
     def read(labels: Any) -> Any:
         query = views.assets_query(account.id, labels)
         columns = [VppAsset.adam_id, VppAsset.product_type, VppAsset.pricing_param] + ([labels.c.name] if labels is not None else [])
@@ -164,8 +185,9 @@ def assets_table(host: "Host", account: VppAccount, q: str, sort: str, descendin
     return found, [views.labelled_asset_row(*row) for row in found.items]
 
 
-def asset_label(host: "Host", adam_id: str) -> tuple[str | None, str | None]:
+def asset_label(host: Host, adam_id: str) -> tuple[str | None, str | None]:
     """The name and icon URL of one adamId, from the label source."""
+
     def read(labels: Any) -> tuple[str | None, str | None]:
         if labels is None:
             return None, None
@@ -179,7 +201,7 @@ def asset_label(host: "Host", adam_id: str) -> tuple[str | None, str | None]:
 def chart(history: list[dict[str, Any]], current: VppAsset, width: int = 640, height: int = 200) -> dict[str, Any]:
     """Points of the assigned/available chart, drawn as SVG by the template (no script)."""
     points = list(history)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     points.append({"at": now, "assignedCount": current.assigned_count, "availableCount": current.available_count})
     left, right, top, bottom = 48, 12, 12, 28
     t0, t1 = points[0]["at"].timestamp(), points[-1]["at"].timestamp()
@@ -201,14 +223,22 @@ def chart(history: list[dict[str, Any]], current: VppAsset, width: int = 640, he
         return " ".join(out)
 
     return {
-        "width": width, "height": height, "assigned": line("assignedCount"), "available": line("availableCount"),
+        "width": width,
+        "height": height,
+        "assigned": line("assignedCount"),
+        "available": line("availableCount"),
         "dots": [{"x": x(p), "assigned": y(p["assignedCount"]), "available": y(p["availableCount"])} for p in points[:-1]],
         "ticks": [{"y": y(v), "label": v} for v in sorted({0, high // 2, high})],
-        "start": points[0]["at"], "end": now, "left": left, "bottom": height - bottom, "right": width - right, "records": len(history),
+        "start": points[0]["at"],
+        "end": now,
+        "left": left,
+        "bottom": height - bottom,
+        "right": width - right,
+        "records": len(history),
     }
 
 
-def _store_upload(host: "Host", data: bytes) -> str:
+def _store_upload(host: Host, data: bytes) -> str:
     """The uploaded token in a private temporary file (removed by the caller)."""
     folder = host.config.var_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,7 +265,7 @@ async def read_upload(request: Request, upload: UploadFile | None, pending: str)
     return data
 
 
-def with_token_file(host: "Host", data: bytes, work: Any) -> Any:
+def with_token_file(host: Host, data: bytes, work: Any) -> Any:
     """Run ``work(path)`` with the token in a private temporary file."""
     path = _store_upload(host, data)
     try:
@@ -266,26 +296,48 @@ def page_router() -> APIRouter:
             row["console_action"] = token_state.action(row["token_state"], row["name"], console=True)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
-        return render(request, "vpp/accounts.html", {"accounts": rows, "found": found, "running": running,
-                                                    "min_interval": settings(host).min_interval, "max_interval": MAX_INTERVAL})
+        return render(
+            request,
+            "vpp/accounts.html",
+            {"accounts": rows, "found": found, "running": running, "min_interval": settings(host).min_interval, "max_interval": MAX_INTERVAL},
+        )
 
     @router.get("/vpp/add")
     def add_form(request: Request) -> Response:
         return render(request, "vpp/add.html", {"default_interval": settings(host_of(request)).default_interval, "values": {}})
 
     @router.post("/vpp/add")
-    async def add(request: Request, name: str = Form(""), interval: str = Form(""), service_url: str = Form(""),
-                  token_file: UploadFile | None = File(None), pending: str = Form(""), take_over: str = Form("")) -> Response:
+    async def add(
+        request: Request,
+        name: str = Form(""),
+        interval: str = Form(""),
+        service_url: str = Form(""),
+        token_file: UploadFile | None = File(None),
+        pending: str = Form(""),
+        take_over: str = Form(""),
+    ) -> Response:
         host = host_of(request)
         seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
         data = await read_upload(request, token_file, pending)
         try:
-            with_token_file(host, data, lambda path: add_account(host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None,
-                                                                 take_over=take_over == "yes"))
+            with_token_file(
+                host,
+                data,
+                lambda path: add_account(host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None, take_over=take_over == "yes"),
+            )
         except ClaimedByOtherMdm as exc:
-            return render(request, "vpp/take_over.html", {
-                "action": "/vpp/add", "other": exc.other, "message": str(exc), "pending": host.secrets.encrypt(data.decode("utf-8", "replace")),
-                "fields": {"name": name, "interval": seconds, "service_url": service_url}}, status_code=409)
+            return render(
+                request,
+                "vpp/take_over.html",
+                {
+                    "action": "/vpp/add",
+                    "other": exc.other,
+                    "message": str(exc),
+                    "pending": host.secrets.encrypt(data.decode("utf-8", "replace")),
+                    "fields": {"name": name, "interval": seconds, "service_url": service_url},
+                },
+                status_code=409,
+            )
         return redirect(request, "/vpp", f"account {name.strip()} added: click Synchronize to read its assets now, or wait for the interval")
 
     @router.post("/vpp/accounts/{name}/renew")
@@ -296,9 +348,18 @@ def page_router() -> APIRouter:
         try:
             with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes"))
         except ClaimedByOtherMdm as exc:
-            return render(request, "vpp/take_over.html", {
-                "action": f"/vpp/accounts/{name}/renew", "other": exc.other, "message": str(exc),
-                "pending": host.secrets.encrypt(data.decode("utf-8", "replace")), "fields": {}}, status_code=409)
+            return render(
+                request,
+                "vpp/take_over.html",
+                {
+                    "action": f"/vpp/accounts/{name}/renew",
+                    "other": exc.other,
+                    "message": str(exc),
+                    "pending": host.secrets.encrypt(data.decode("utf-8", "replace")),
+                    "fields": {},
+                },
+                status_code=409,
+            )
         return redirect(request, "/vpp", f"token of {name} renewed")
 
     @router.post("/vpp/accounts/{name}/interval")
@@ -344,8 +405,11 @@ def page_router() -> APIRouter:
         account = _account(host, name)
         sort = sort if sort in SORTS or sort == "name" else "name"
         found, rows = assets_table(host, account, q, sort, dir == "desc", page)
-        return render(request, "vpp/assets.html", {"account": describe_account(account), "rows": rows, "found": found, "q": q, "sort": sort,
-                                                  "direction": "desc" if dir == "desc" else "asc"})
+        return render(
+            request,
+            "vpp/assets.html",
+            {"account": describe_account(account), "rows": rows, "found": found, "q": q, "sort": sort, "direction": "desc" if dir == "desc" else "asc"},
+        )
 
     @router.get("/vpp/accounts/{name}/assets/{adam_id}/{pricing}")
     def asset(request: Request, name: str, adam_id: str, pricing: str, tab: str = "user", after: str | None = None) -> Response:
@@ -356,12 +420,23 @@ def page_router() -> APIRouter:
         with host.db.session() as session:
             licenses = keyset(session, views.licenses_query(account.id, adam_id, pricing, kind=kind), views.LICENSE_KEY, limit=PAGE_SIZE, cursor=after)
         label, icon = asset_label(host, adam_id)
-        return render(request, "vpp/asset.html", {
-            "account": describe_account(account), "asset": views.asset_row(row, name), "name": label, "icon": icon, "tab": kind,
-            "licenses": [views.license_row(*r, detail=True) for r in licenses.items], "first": not after, "next": licenses.next_cursor,
-            "user_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "user"),
-            "device_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "device"),
-            "chart": chart(views.asset_history(host, account.id or 0, adam_id, pricing), row)})
+        return render(
+            request,
+            "vpp/asset.html",
+            {
+                "account": describe_account(account),
+                "asset": views.asset_row(row, name),
+                "name": label,
+                "icon": icon,
+                "tab": kind,
+                "licenses": [views.license_row(*r, detail=True) for r in licenses.items],
+                "first": not after,
+                "next": licenses.next_cursor,
+                "user_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "user"),
+                "device_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "device"),
+                "chart": chart(views.asset_history(host, account.id or 0, adam_id, pricing), row),
+            },
+        )
 
     @router.get("/vpp/accounts/{name}/users")
     def users(request: Request, name: str, q: str = "", page: int = Query(1, ge=1)) -> Response:
@@ -372,8 +447,9 @@ def page_router() -> APIRouter:
         count = search(select(col(VppUser.client_user_id)).where(col(VppUser.account_id) == account.id), q, columns)
         with host.db.session() as session:
             found = numbered(session, query, [VppUser.client_user_id], page=page, count=count)
-        return render(request, "vpp/users.html", {"account": describe_account(account), "rows": [views.user_row(*r) for r in found.items],
-                                                 "found": found, "q": q})
+        return render(
+            request, "vpp/users.html", {"account": describe_account(account), "rows": [views.user_row(*r) for r in found.items], "found": found, "q": q}
+        )
 
     @router.get("/vpp/accounts/{name}/runs")
     def runs(request: Request, name: str, page: int = Query(1, ge=1)) -> Response:
@@ -397,7 +473,7 @@ def api_router() -> APIRouter:
     keyset-paged (``limit``, ``cursor``)."""
     router = rest_router(prefix="/vpp", tags=["vpp"])
 
-    def account_filter(host: "Host", account: str | None) -> int | None:
+    def account_filter(host: Host, account: str | None) -> int | None:
         return None if account is None else _account(host, account).id
 
     @router.get("/accounts")
@@ -423,7 +499,7 @@ def api_router() -> APIRouter:
         body = await _json_object(request)
         unknown = sorted(set(body) - {"interval_seconds"})
         if unknown or "interval_seconds" not in body:
-            raise WebError(422, f"send {{\"interval_seconds\": SECONDS}}{'; unknown field(s): ' + ', '.join(unknown) if unknown else ''}")
+            raise WebError(422, f'send {{"interval_seconds": SECONDS}}{"; unknown field(s): " + ", ".join(unknown) if unknown else ""}')
         return dict(set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds")))
 
     @router.post("/accounts/{name}/sync", status_code=202)
@@ -470,8 +546,15 @@ def api_router() -> APIRouter:
         return {"items": [views.history_row(r) for (r,) in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/licenses")
-    def api_licenses(request: Request, account: str | None = None, asset: str | None = None, device: str | None = None, user: str | None = None,
-                     limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+    def api_licenses(
+        request: Request,
+        account: str | None = None,
+        asset: str | None = None,
+        device: str | None = None,
+        user: str | None = None,
+        limit: int = Limit,
+        cursor: str | None = Cursor,
+    ) -> dict[str, Any]:
         """Licenses, as ``mdm vpp licenses --json``."""
         host = host_of(request)
         query = views.licenses_query(account_filter(host, account), asset, None, device, user)

@@ -12,12 +12,13 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,10 +46,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -93,6 +98,7 @@ class SmtpServer:
             if security == "starttls":
                 kwargs["require_starttls"] = True
         if login:
+
             def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
                 user, password = auth_data.login.decode(), auth_data.password.decode()
                 self.mailbox.logins.append((user, password))
@@ -104,7 +110,7 @@ class SmtpServer:
         self.controller = self._controller(self.port)
         logging.getLogger("mail.log").setLevel(logging.ERROR)  # the test server's own chatter is not ours to check
 
-    def __enter__(self) -> "SmtpServer":
+    def __enter__(self) -> SmtpServer:
         for _ in range(5):  # aiosmtpd needs a port number: another test (or xdist worker) may take it first
             try:
                 self.controller.start()
@@ -122,8 +128,14 @@ class SmtpServer:
 
     def config(self, ca_file: Path | None = None, **extra: Any) -> str:
         """The ``[alerts]`` lines that send to this server."""
-        lines = ['email_to = ["it@school.example", "ops@school.example"]', 'email_from = "mdm@school.example"',
-                 'smtp_host = "127.0.0.1"', f"smtp_port = {self.port}", f'smtp_security = "{self.security}"', "smtp_timeout = 5"]
+        lines = [
+            'email_to = ["it@school.example", "ops@school.example"]',
+            'email_from = "mdm@school.example"',
+            'smtp_host = "127.0.0.1"',
+            f"smtp_port = {self.port}",
+            f'smtp_security = "{self.security}"',
+            "smtp_timeout = 5",
+        ]
         if ca_file is not None:
             lines.append(f'smtp_ca_file = "{ca_file}"')
         for key, value in extra.items():

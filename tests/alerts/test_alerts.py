@@ -4,7 +4,7 @@ each once per change of state (not at every sync), each saying what to do."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from freezegun import freeze_time
@@ -25,7 +25,7 @@ def test_token_states_are_alerted_once_each_and_sent(alerts_host, webhook_server
     from plugins.vpp.accounts import set_account
 
     hook = webhook_server()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with Simulator(token_expires_at=now + timedelta(days=25, hours=1), **SIM) as sim:
         host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, sim=sim)
         assert titles(host) == [f"VPP token of account 'school' expires in 25 days, on {now + timedelta(days=25, hours=1):%Y-%m-%d}"]
@@ -72,16 +72,22 @@ def test_a_token_apple_rejects_is_alerted_once(alerts_host):
 
 def test_expiry_is_noticed_without_any_sync(alerts_host):
     """A paused or idle account's token still approaches its expiry: the check job sees it."""
-    real_now = datetime.now(timezone.utc).replace(microsecond=0)
+    real_now = datetime.now(UTC).replace(microsecond=0)
     expires = real_now + timedelta(days=60)
     with Simulator(token_expires_at=expires, **SIM) as sim:
         host = alerts_host(sim=sim)
         assert alerts(host) == []
-        steps = [(timedelta(days=-31), None), (timedelta(days=-30, minutes=-1), None),  # from 30 days left, not before
-                 (timedelta(days=-30, minutes=1), "expires in 29 days"), (timedelta(days=-29, hours=-12), None),
-                 (timedelta(days=-20), None), (timedelta(days=-13, hours=-12), "expires in 13 days"),
-                 (timedelta(days=-6, hours=-12), "expires in 6 days"), (timedelta(days=-6), None),
-                 (timedelta(hours=12), "expired on")]
+        steps = [
+            (timedelta(days=-31), None),
+            (timedelta(days=-30, minutes=-1), None),  # from 30 days left, not before
+            (timedelta(days=-30, minutes=1), "expires in 29 days"),
+            (timedelta(days=-29, hours=-12), None),
+            (timedelta(days=-20), None),
+            (timedelta(days=-13, hours=-12), "expires in 13 days"),
+            (timedelta(days=-6, hours=-12), "expires in 6 days"),
+            (timedelta(days=-6), None),
+            (timedelta(hours=12), "expired on"),
+        ]
         for offset, expected in steps:
             with freeze_time(expires + offset):
                 before = len(alerts(host))
@@ -121,8 +127,14 @@ def test_sync_failing_n_times_in_a_row_and_recovering(alerts_host, simulator):
 
 def test_a_redelivered_event_is_counted_once(alerts_host):
     host = alerts_host("sync_failures = 2\n", account=False)
-    failed = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError",
-           "error": "Apple answered 503"}
+    failed = {
+        "account": "school",
+        "trigger": "schedule",
+        "mode": "incremental",
+        "status": "error",
+        "error_type": "VppServerError",
+        "error": "Apple answered 503",
+    }
     first = Event(name="vpp_sync_finished", payload=failed)
     host.events.dispatch(first)
     host.events.dispatch(first)  # the same event again, as after a crash
@@ -150,8 +162,10 @@ def test_licenses_below_a_count_or_a_percentage(alerts_host, simulator):
     for n in range(11):
         simulator.assign_in_portal(big, serial_number=f"PORTAL1000{n:02d}")
     assert sync(host)["status"] == "ok"
-    assert set(titles(host)[1:]) == {f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'",
-                                     f"Only 9 of 20 licenses left of adamId {big} (STDQ, App) in account 'school'"}
+    assert set(titles(host)[1:]) == {
+        f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'",
+        f"Only 9 of 20 licenses left of adamId {big} (STDQ, App) in account 'school'",
+    }
     none = next(a for a in alerts(host) if a["state"] == "none")
     assert none["severity"] == "critical" and "9709" in none["text"]
 
@@ -173,12 +187,14 @@ def test_licenses_taken_and_freed_by_this_host_alert_at_once(alerts_host, simula
     host = alerts_host("low_licenses = 2\n")  # low below 2 available
     assert sync(host)["status"] == "ok" and alerts(host) == []
     hook = host.pm.hook
-    result = hook.mdm_vpp_associate(host=host, account="school", adam_id=scarce, pricing_param=pricing,
-                                    serial_numbers=["TAKEN0000001", "TAKEN0000002"], client_user_ids=[], wait=30)
+    result = hook.mdm_vpp_associate(
+        host=host, account="school", adam_id=scarce, pricing_param=pricing, serial_numbers=["TAKEN0000001", "TAKEN0000002"], client_user_ids=[], wait=30
+    )
     assert result["status"] == "COMPLETE"
     assert titles(host) == [f"No licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
-    result = hook.mdm_vpp_disassociate(host=host, account="school", adam_id=scarce, pricing_param=pricing,
-                                       serial_numbers=["TAKEN0000001"], client_user_ids=[], wait=30)
+    result = hook.mdm_vpp_disassociate(
+        host=host, account="school", adam_id=scarce, pricing_param=pricing, serial_numbers=["TAKEN0000001"], client_user_ids=[], wait=30
+    )
     assert result["status"] == "COMPLETE"
     assert titles(host)[1:] == [f"Only 1 of 2 licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
     assert sync(host)["status"] == "ok" and check(host) == {"queued": 0} and len(alerts(host)) == 2
@@ -241,8 +257,18 @@ def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server
         assert deliver_due(host)["sent"] == 1 and len(hook.requests) == 1
 
         # a later failure, once that alert went out, is a new alert
-        later = {"id": 99, "account": "school", "adamId": adam, "pricingParam": "STDQ", "license": "device", "serialNumber": serials[2],
-                 "clientUserId": None, "source": "request", "error": "Apple refused the license", "errorNumber": 9709}
+        later = {
+            "id": 99,
+            "account": "school",
+            "adamId": adam,
+            "pricingParam": "STDQ",
+            "license": "device",
+            "serialNumber": serials[2],
+            "clientUserId": None,
+            "source": "request",
+            "error": "Apple refused the license",
+            "errorNumber": 9709,
+        }
         host.events.dispatch(Event(name="mobile_apps_install_failed", payload=later))
         assert titles(host)[1:] == [f"Install of adamId {adam} (STDQ) from account 'school' failed for device {serials[2]}"]
 

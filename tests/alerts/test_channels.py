@@ -3,7 +3,7 @@ and webhooks over HTTP; failures are one line, permanent or not, and never show 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,10 +12,19 @@ from plugins.alerts.settings import settings
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET
 
-MESSAGE = Outgoing(id=7, created_at=datetime(2026, 3, 1, 8, 30, tzinfo=timezone.utc), kind="token", subject="token:school",
-                   state="expiring_14", severity="warning", account="school", title="VPP token of account 'school' expires in 13 days",
-                   text="When it expires, this account stops syncing.", action="mdm vpp account set school --token-file NEW.vpptoken",
-                   fields={"tokenState": "expiring_14"})
+MESSAGE = Outgoing(
+    id=7,
+    created_at=datetime(2026, 3, 1, 8, 30, tzinfo=UTC),
+    kind="token",
+    subject="token:school",
+    state="expiring_14",
+    severity="warning",
+    account="school",
+    title="VPP token of account 'school' expires in 13 days",
+    text="When it expires, this account stops syncing.",
+    action="mdm vpp account set school --token-file NEW.vpptoken",
+    fields={"tokenState": "expiring_14"},
+)
 ENV = {"SMTP_PASSWORD": SMTP_PASSWORD}
 
 
@@ -41,8 +50,9 @@ def test_email_through_a_plain_local_relay(alerts_host, smtp_server):
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
 def test_email_over_tls_with_a_login(alerts_host, smtp_server, certificate, security):
     server = smtp_server(security, login=True)
-    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'),
-                       environ=ENV, account=False)
+    host = alerts_host(
+        server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'), environ=ENV, account=False
+    )
     assert channel(host).send(MESSAGE) is None
     assert server.mailbox.logins == [(SMTP_USER, SMTP_PASSWORD)]
     assert server.mailbox.envelopes[0]["starttls"] is (security == "starttls")  # "ssl": the server speaks nothing but TLS
@@ -61,8 +71,11 @@ def test_an_untrusted_certificate_is_refused_and_retried(alerts_host, smtp_serve
 def test_a_wrong_password_is_permanent_and_never_shown(alerts_host, smtp_server, certificate):
     server = smtp_server("starttls", login=True)
     wrong = "wrong-Pa55-secret"
-    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'),
-                       environ={"SMTP_PASSWORD": wrong}, account=False)
+    host = alerts_host(
+        server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'),
+        environ={"SMTP_PASSWORD": wrong},
+        account=False,
+    )
     with pytest.raises(DeliveryError) as caught:
         channel(host).send(MESSAGE)
     assert caught.value.permanent
@@ -72,16 +85,14 @@ def test_a_wrong_password_is_permanent_and_never_shown(alerts_host, smtp_server,
 
 def test_a_missing_password_variable_names_the_variable(alerts_host, smtp_server, certificate):
     server = smtp_server("starttls", login=True)
-    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "NO_SUCH_VAR" }'),
-                       account=False)
+    host = alerts_host(server.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "NO_SUCH_VAR" }'), account=False)
     with pytest.raises(DeliveryError, match=r"^\[alerts\] smtp_password: environment variable NO_SUCH_VAR is not set"):
         channel(host).send(MESSAGE)
 
 
 def test_a_server_that_is_down(alerts_host, closed_port):
     port = closed_port
-    host = alerts_host(f'email_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n',
-                       account=False)
+    host = alerts_host(f'email_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n', account=False)
     with pytest.raises(DeliveryError) as caught:
         channel(host).send(MESSAGE)
     assert str(caught.value) == f"cannot send through SMTP server 127.0.0.1:{port}: connection refused" and not caught.value.permanent
@@ -97,10 +108,19 @@ def test_webhook_posts_text_and_structured_fields(alerts_host, webhook_server):
     assert request["path"] == f"/services/{WEBHOOK_SECRET}"
     assert request["headers"]["Content-Type"] == "application/json"
     body = request["json"]
-    assert body["text"] == ("[WARNING] VPP token of account 'school' expires in 13 days\nWhen it expires, this account stops syncing.\n"
-                            "What to do: mdm vpp account set school --token-file NEW.vpptoken")
+    assert body["text"] == (
+        "[WARNING] VPP token of account 'school' expires in 13 days\nWhen it expires, this account stops syncing.\n"
+        "What to do: mdm vpp account set school --token-file NEW.vpptoken"
+    )
     assert {k: body[k] for k in ("severity", "kind", "state", "subject", "account", "id", "source")} == {
-        "severity": "warning", "kind": "token", "state": "expiring_14", "subject": "token:school", "account": "school", "id": 7, "source": "mdm-host"}
+        "severity": "warning",
+        "kind": "token",
+        "state": "expiring_14",
+        "subject": "token:school",
+        "account": "school",
+        "id": 7,
+        "source": "mdm-host",
+    }
     assert body["details"] == {"tokenState": "expiring_14"} and body["created_at"] == "2026-03-01T08:30:00+00:00"
 
 
@@ -112,12 +132,15 @@ def test_webhook_text_escapes_what_slack_would_parse(alerts_host, webhook_server
 
     hook = webhook_server()
     host = alerts_host('webhooks = { slack = { env = "SLACK_URL" } }\n', environ={"SLACK_URL": hook.url}, account=False)
-    message = replace(MESSAGE, title="Install failed for device <!channel>", text="Apple said: R&D <https://evil.example|click>",
-                      action="see `mdm apps installs` > failed")
+    message = replace(
+        MESSAGE, title="Install failed for device <!channel>", text="Apple said: R&D <https://evil.example|click>", action="see `mdm apps installs` > failed"
+    )
     assert channel(host, "webhook:slack").send(message) is None
     body = hook.requests[0]["json"]
-    assert body["text"] == ("[WARNING] Install failed for device &lt;!channel&gt;\nApple said: R&amp;D &lt;https://evil.example|click&gt;\n"
-                            "What to do: see `mdm apps installs` &gt; failed")
+    assert body["text"] == (
+        "[WARNING] Install failed for device &lt;!channel&gt;\nApple said: R&amp;D &lt;https://evil.example|click&gt;\n"
+        "What to do: see `mdm apps installs` &gt; failed"
+    )
     assert (body["title"], body["action"]) == (message.title, message.action)
 
 
@@ -138,8 +161,9 @@ def test_webhook_failures_are_one_line_without_the_url(alerts_host, webhook_serv
 
 def test_webhook_unreachable_and_bad_urls(alerts_host, project_dir, closed_port):
     down = f"http://127.0.0.1:{closed_port}/services/{WEBHOOK_SECRET}"
-    host = alerts_host('webhooks = { down = { env = "DOWN" }, odd = { env = "ODD" } }\n',
-                       environ={"DOWN": down, "ODD": f"file:///etc/{WEBHOOK_SECRET}"}, account=False)
+    host = alerts_host(
+        'webhooks = { down = { env = "DOWN" }, odd = { env = "ODD" } }\n', environ={"DOWN": down, "ODD": f"file:///etc/{WEBHOOK_SECRET}"}, account=False
+    )
     with pytest.raises(DeliveryError) as caught:
         channel(host, "webhook:down").send(MESSAGE)
     assert str(caught.value) == "cannot reach webhook down (127.0.0.1): connection refused" and not caught.value.permanent

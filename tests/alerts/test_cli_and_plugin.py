@@ -7,12 +7,12 @@ import json
 import logging
 
 import pytest
+from sqlmodel import col
 
 from mdm_core.errors import MdmError
 from mdm_core.events import Event
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, sync
-from sqlmodel import col
 
 
 def configure(mdm, text: str) -> None:
@@ -27,8 +27,12 @@ def test_alerts_test_reports_each_channel(mdm, smtp_server, webhook_server, cert
     monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
     monkeypatch.setenv("SLACK_URL", good.url)
     monkeypatch.setenv("TEAMS_URL", bad.url)
-    configure(mdm, "[alerts]\n" + smtp.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }')
-              + 'webhooks = { slack = { env = "SLACK_URL" }, teams = { env = "TEAMS_URL" } }\n')
+    configure(
+        mdm,
+        "[alerts]\n"
+        + smtp.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }')
+        + 'webhooks = { slack = { env = "SLACK_URL" }, teams = { env = "TEAMS_URL" } }\n',
+    )
     code, out, err = mdm("alerts", "test")
     assert code == 1
     assert out.splitlines() == [f"email to 2 recipients via 127.0.0.1:{smtp.port} (starttls): sent", "webhook slack (127.0.0.1): sent"]
@@ -68,20 +72,25 @@ def test_alerts_test_with_every_channel_down(mdm, closed_port):
     assert code == 1 and out == "" and "connection refused" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("text, message", [
-    ('webhooks = { slack = "https://hooks.slack.com/services/T0/B0/SECRET" }',
-     '[alerts] webhooks.slack must be a secret reference like { env = "VAR" } or { file = "path" }, never the secret itself'),
-    ('smtp_password = "hunter2-secret"', "[alerts] smtp_password must be a secret reference"),
-    ('email_to = ["it@school.example"]', "[alerts] email_from must be the sender's address"),
-    ('email_to = ["not an address"]\nemail_from = "mdm@school.example"', "[alerts] email_to: 'not an address' is not an e-mail address"),
-    ('smtp_security = "tls"', "[alerts] smtp_security must be one of starttls, ssl, none, got 'tls'"),
-    ('low_licenses = "ten percent"', '[alerts] low_licenses must be a count like 5 or a percentage like "10%", got \'ten percent\''),
-    ('low_licenses = -1', "[alerts] low_licenses must be 0 or more, got -1"),
-    ('low_licenses_per_asset = { "app" = 3 }', "[alerts.low_licenses_per_asset] key 'app' must be an adamId"),
-    ('sync_failures = 0', "[alerts] sync_failures must be at least 1, got 0"),
-    ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a finite number, got nan"),
-    ('colour = "red"', "[alerts] unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'webhooks = { slack = "https://hooks.slack.com/services/T0/B0/SECRET" }',
+            '[alerts] webhooks.slack must be a secret reference like { env = "VAR" } or { file = "path" }, never the secret itself',
+        ),
+        ('smtp_password = "hunter2-secret"', "[alerts] smtp_password must be a secret reference"),
+        ('email_to = ["it@school.example"]', "[alerts] email_from must be the sender's address"),
+        ('email_to = ["not an address"]\nemail_from = "mdm@school.example"', "[alerts] email_to: 'not an address' is not an e-mail address"),
+        ('smtp_security = "tls"', "[alerts] smtp_security must be one of starttls, ssl, none, got 'tls'"),
+        ('low_licenses = "ten percent"', "[alerts] low_licenses must be a count like 5 or a percentage like \"10%\", got 'ten percent'"),
+        ("low_licenses = -1", "[alerts] low_licenses must be 0 or more, got -1"),
+        ('low_licenses_per_asset = { "app" = 3 }', "[alerts.low_licenses_per_asset] key 'app' must be an adamId"),
+        ("sync_failures = 0", "[alerts] sync_failures must be at least 1, got 0"),
+        ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a finite number, got nan"),
+        ('colour = "red"', "[alerts] unknown key 'colour'"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(mdm, text, message):
     configure(mdm, f"[alerts]\n{text}\n")
     code, out, err = mdm("alerts", "list")
@@ -90,8 +99,9 @@ def test_bad_settings_are_one_line_errors(mdm, text, message):
     assert "hunter2-secret" not in err and "SECRET" not in err
 
 
-def test_secrets_never_appear_in_output_logs_or_the_database(alerts_host, webhook_server, smtp_server, certificate, mdm, project_dir,
-                                                            caplog, monkeypatch, simulator):
+def test_secrets_never_appear_in_output_logs_or_the_database(
+    alerts_host, webhook_server, smtp_server, certificate, mdm, project_dir, caplog, monkeypatch, simulator
+):
     hook = webhook_server()
     hook.default = 500
     hook.body = f"echo {hook.url} {SMTP_PASSWORD}".encode()
@@ -99,8 +109,10 @@ def test_secrets_never_appear_in_output_logs_or_the_database(alerts_host, webhoo
     env = {"SMTP_PASSWORD": SMTP_PASSWORD, "OPS_URL": hook.url}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    config = (smtp.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }')
-              + 'sync_failures = 1\nlow_licenses = 0\nwebhooks = { ops = { env = "OPS_URL" } }\n')
+    config = (
+        smtp.config(ca_file=certificate[0], smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }')
+        + 'sync_failures = 1\nlow_licenses = 0\nwebhooks = { ops = { env = "OPS_URL" } }\n'
+    )
     caplog.set_level(logging.DEBUG)
     host = alerts_host(config, environ=env)
     simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
@@ -123,12 +135,19 @@ def test_secrets_never_appear_in_output_logs_or_the_database(alerts_host, webhoo
 
 def test_the_plugin_registers_its_jobs_and_runs_them(alerts_host, webhook_server, mdm):
     hook = webhook_server()
-    host = alerts_host('sync_failures = 1\nlow_licenses = 0\ndeliver_interval = 15\ncheck_interval = 7200\nwebhooks = { ops = { env = "OPS_URL" } }\n',
-                       environ={"OPS_URL": hook.url})
+    host = alerts_host(
+        'sync_failures = 1\nlow_licenses = 0\ndeliver_interval = 15\ncheck_interval = 7200\nwebhooks = { ops = { env = "OPS_URL" } }\n',
+        environ={"OPS_URL": hook.url},
+    )
     jobs = host.build_scheduler(inline=True).jobs
     assert jobs["alerts.deliver"].seconds == 15 and jobs["alerts.check"].seconds == 7200
     assert jobs["alerts.deliver"].plugin == jobs["alerts.check"].plugin == "alerts"
-    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "school", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"}))
+    host.events.dispatch(
+        Event(
+            name="vpp_sync_finished",
+            payload={"account": "school", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"},
+        )
+    )
     jobs["alerts.check"].func()
     jobs["alerts.deliver"].func()
     assert len(hook.requests) == 1
@@ -136,7 +155,12 @@ def test_the_plugin_registers_its_jobs_and_runs_them(alerts_host, webhook_server
     assert code == 0 and "alerts.deliver" in out and "alerts.check" in out
 
     hook.default = 503  # a run where a channel fails is a failed run of the job, saying where to look
-    host.events.dispatch(Event(name="vpp_sync_finished", payload={"account": "other", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"}))
+    host.events.dispatch(
+        Event(
+            name="vpp_sync_finished",
+            payload={"account": "other", "trigger": "schedule", "mode": "full", "status": "error", "error_type": "VppServerError", "error": "boom"},
+        )
+    )
     with pytest.raises(MdmError, match=r"^1 alert delivery\(ies\) failed \(0 sent\): see `mdm alerts list --status pending`"):
         jobs["alerts.deliver"].func()
 
@@ -194,8 +218,8 @@ def test_the_readme_configuration_example_is_valid(make_host):
     from plugins.alerts.settings import settings, thresholds
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Alerts"):]
-    example = section[section.index("```toml\n") + 8:section.index("```\n", section.index("```toml\n") + 8)]
+    section = readme[readme.index("## Alerts") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", section.index("```toml\n") + 8)]
     host = make_host(config=example)
     s = settings(host)
     assert s.port == 587 and s.smtp_password.env == "MDM_SMTP_PASSWORD" and set(s.webhooks) == {"slack", "teams"}

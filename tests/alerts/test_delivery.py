@@ -4,7 +4,7 @@ controlled clock (no sleeps), failures visible, and a sync never waiting for a c
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from freezegun import freeze_time
 
@@ -13,9 +13,8 @@ from plugins.alerts.delivery import deliver_due
 
 from .conftest import alerts, sync
 
-T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
-FAILING = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError",
-           "error": "Apple answered 503"}
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+FAILING = {"account": "school", "trigger": "schedule", "mode": "incremental", "status": "error", "error_type": "VppServerError", "error": "Apple answered 503"}
 
 
 def raise_alert(host, n=1):
@@ -49,7 +48,7 @@ def test_a_failing_webhook_is_retried_with_backoff_then_failed_while_email_goes_
             clock.tick(wait - 1)
             assert deliver_due(host) == {"sent": 0, "retrying": 0, "failed": 0}  # not due yet: nothing is tried
             clock.tick(1)
-            attempts_at.append(datetime.now(timezone.utc))
+            attempts_at.append(datetime.now(UTC))
             counts = deliver_due(host)
             assert counts["sent"] == 0 and counts["retrying"] + counts["failed"] == 1
         assert len(hook.requests) == 4 and counts["failed"] == 1
@@ -105,8 +104,7 @@ def test_a_refusal_for_good_is_not_retried(alerts_host, webhook_server):
 def test_a_channel_that_is_down_costs_one_attempt_per_run_and_others_go_on(alerts_host, webhook_server, closed_port):
     up = webhook_server()
     down = f"http://127.0.0.1:{closed_port}/hook"
-    host = alerts_host('sync_failures = 1\nwebhooks = { up = { env = "UP" }, down = { env = "DOWN" } }\n',
-                       environ={"UP": up.url, "DOWN": down}, account=False)
+    host = alerts_host('sync_failures = 1\nwebhooks = { up = { env = "UP" }, down = { env = "DOWN" } }\n', environ={"UP": up.url, "DOWN": down}, account=False)
     _ = host.db
     with freeze_time(T0) as clock:
         raise_alert(host, 3)
@@ -131,7 +129,7 @@ def test_a_channel_removed_from_the_configuration_fails_its_pending_deliveries(a
     hook = webhook_server()
     host = alerts_host('sync_failures = 1\nwebhooks = { old = { env = "OLD" } }\n', environ={"OLD": hook.url}, account=False)
     raise_alert(host)
-    again = make_host(config=host.config.path.read_text().replace("webhooks = { old = { env = \"OLD\" } }", ""))
+    again = make_host(config=host.config.path.read_text().replace('webhooks = { old = { env = "OLD" } }', ""))
     assert deliver_due(again) == {"sent": 0, "retrying": 0, "failed": 1}
     [d] = deliveries(again, "webhook:old")
     assert d["last_error"] == "channel webhook:old is no longer configured in [alerts]" and hook.requests == []

@@ -23,8 +23,12 @@ def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, p
 
     hook = webhook_server()
     scarce, _ = simulator.purchase(count=2)
-    host = make_host(config=FAST_VPP + f'[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = {{ {scarce} = 2 }}\n'
-                     'webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=pg_url)
+    host = make_host(
+        config=FAST_VPP + f"[alerts]\nsync_failures = 1\nlow_licenses = 0\nlow_licenses_per_asset = {{ {scarce} = 2 }}\n"
+        'webhooks = { ops = { env = "OPS_URL" } }\n',
+        environ={"OPS_URL": hook.url},
+        database_url=pg_url,
+    )
     assert host.db.url.get_backend_name() == "postgresql"
     add_account(host, "school", str(simulator.write_token(project_dir / "t.vpptoken")), service_url=simulator.base_url)
     simulator.assign_in_portal(scarce, serial_number="PORTAL000001")

@@ -3,7 +3,7 @@ which token changes are news."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import pytest
@@ -13,21 +13,41 @@ from plugins.alerts.rules import license_alert, license_level, token_alert
 from plugins.alerts.settings import Threshold, parse_threshold
 from plugins.vpp.payloads import Asset
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def asset(available: int, total: int) -> Asset:
-    return cast("Asset", {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": available, "totalCount": total,
-            "assignedCount": total - available, "retiredCount": 0})  # only what the rules read
+    return cast(
+        "Asset",
+        {
+            "adamId": "1",
+            "pricingParam": "STDQ",
+            "productType": "App",
+            "availableCount": available,
+            "totalCount": total,
+            "assignedCount": total - available,
+            "retiredCount": 0,
+        },
+    )  # only what the rules read
 
 
-@pytest.mark.parametrize("threshold, available, total, level", [
-    ("5", 5, 50, "ok"), ("5", 4, 50, "low"), ("5", 0, 50, "none"), ("5", 0, 0, "ok"),  # an asset with no license at all is not watched
-    ("10%", 10, 100, "ok"), ("10%", 9, 100, "low"), ("10%", 1, 3, "ok"), ("10%", 0, 3, "none"),
-    ("10%", 2147483000, 2147483647, "ok"),  # Apple's "unlimited" total
-    ("0", 0, 10, "ok"), ("0%", 0, 10, "ok"),  # 0: never
-    ("100%", 9, 10, "low"),
-])
+@pytest.mark.parametrize(
+    "threshold, available, total, level",
+    [
+        ("5", 5, 50, "ok"),
+        ("5", 4, 50, "low"),
+        ("5", 0, 50, "none"),
+        ("5", 0, 0, "ok"),  # an asset with no license at all is not watched
+        ("10%", 10, 100, "ok"),
+        ("10%", 9, 100, "low"),
+        ("10%", 1, 3, "ok"),
+        ("10%", 0, 3, "none"),
+        ("10%", 2147483000, 2147483647, "ok"),  # Apple's "unlimited" total
+        ("0", 0, 10, "ok"),
+        ("0%", 0, 10, "ok"),  # 0: never
+        ("100%", 9, 10, "low"),
+    ],
+)
 def test_license_levels(threshold, available, total, level):
     parsed = parse_threshold("t", int(threshold) if threshold.isdigit() else threshold)
     assert license_level(asset(available, total), parsed) == level

@@ -7,8 +7,9 @@ import importlib.metadata
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -75,5 +76,4 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, st
 def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> MdmRunner:
     """``mdm("devices", "list", config="toml")`` -> (exit code, stdout, stderr), run in-process
     from the project folder, with the built-in plugins only (no entry points)."""
-    return MdmRunner(project_dir, monkeypatch, capsys, config="", environ={"MDM_PLUGIN_AUTOLOAD": "0"},
-                     unset=("MDM_DISABLED_PLUGINS",), chdir=True)
+    return MdmRunner(project_dir, monkeypatch, capsys, config="", environ={"MDM_PLUGIN_AUTOLOAD": "0"}, unset=("MDM_DISABLED_PLUGINS",), chdir=True)

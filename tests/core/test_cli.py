@@ -65,11 +65,15 @@ def test_bad_arguments_exit_2_with_one_line(mdm, args):
     assert len(lines) == 1 and lines[0].startswith("mdm") and "error:" in lines[0], err
 
 
-@pytest.mark.parametrize("args, says", [
-    (["users", "list", "--limit", "0"], "argument --limit: '0' must be a whole number of at least 1"),
-    (["users", "list", "--offset", "-1"], "argument --offset: '-1' must be a whole number of at least 0"),
-    (["users", "list", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
-], ids=str)
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["users", "list", "--limit", "0"], "argument --limit: '0' must be a whole number of at least 1"),
+        (["users", "list", "--offset", "-1"], "argument --offset: '-1' must be a whole number of at least 0"),
+        (["users", "list", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+    ],
+    ids=str,
+)
 def test_a_number_out_of_range_says_the_range_in_plain_words(mdm, args, says):
     code, out, err = mdm(*args)
     assert code == 2 and says in err, err
@@ -102,13 +106,16 @@ def test_unexpected_error_one_line_then_traceback_with_v(mdm, write_plugin):
 
 
 def test_plugins_json_and_table(mdm, write_plugin):
-    mod = write_plugin(CLI_PLUGIN + """
+    mod = write_plugin(
+        CLI_PLUGIN
+        + """
     __version__ = "1.2.3"
 
     @hookimpl
     def mdm_shutdown(host):
         pass
-    """)
+    """
+    )
     code, out, _ = mdm("plugins", "--json", config=f'[plugins]\nenabled = ["{mod}"]\n')
     assert code == 0
     rows = json.loads(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from mdm_core.config import SecretRef, load_config
@@ -58,8 +57,20 @@ def test_database_url_env_override(conf, project_dir):
         ("[core]\nsqlite_busy_timeout = inf\n", r"\[core\] sqlite_busy_timeout must be a finite number, got inf"),
         ("[core]\nworkers = 0\n", r"\[core\] workers must be from 1 to 64, got 0"),
     ],
-    ids=["malformed", "unknown-key", "wrong-type", "bool-for-int", "list-item", "bool", "not-a-table", "inline-secret", "two-refs",
-         "nan", "inf", "out-of-range"],
+    ids=[
+        "malformed",
+        "unknown-key",
+        "wrong-type",
+        "bool-for-int",
+        "list-item",
+        "bool",
+        "not-a-table",
+        "inline-secret",
+        "two-refs",
+        "nan",
+        "inf",
+        "out-of-range",
+    ],
 )
 def test_bad_configuration_is_one_line_error_naming_file_and_key(conf, text, expected):
     with pytest.raises(ConfigError, match=expected) as info:
@@ -125,9 +136,11 @@ def test_config_errors_exit_2_from_main(mdm):
     code, _, err = mdm("plugins", config="[nosuch]\n")
     assert code == 2 and "unknown section [nosuch]" in err
     # plugin sections are checked the same way, at start
-    for text, expected in (("[vpp]\ndefault_interval = 1000000000000\n", "[vpp] default_interval must be from 1 to 31536000"),
-                           ("[vpp]\nlock_wait = nan\n", "[vpp] lock_wait must be a finite number, got nan"),
-                           ("[mobile_apps]\ninstall_wait = -1.0\n", "[mobile_apps] install_wait must be from 0 to 3600")):
+    for text, expected in (
+        ("[vpp]\ndefault_interval = 1000000000000\n", "[vpp] default_interval must be from 1 to 31536000"),
+        ("[vpp]\nlock_wait = nan\n", "[vpp] lock_wait must be a finite number, got nan"),
+        ("[mobile_apps]\ninstall_wait = -1.0\n", "[mobile_apps] install_wait must be from 0 to 3600"),
+    ):
         enabled = '[plugins]\nenabled = ["plugins.vpp.plugin", "plugins.mobile_apps.plugin"]\n'
         code, _, err = mdm("plugins", config=enabled + text)
         assert code == 2 and expected in err and err.count("\n") == 1, err

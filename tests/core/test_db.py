@@ -16,6 +16,7 @@ from mdm_core.errors import ConfigError
 from mdm_core.locks import DbLock, LockBusy
 from mdm_core.models import Lock, MdmUser
 
+
 def test_sqlite_file_created_on_first_use_in_wal_mode(make_host, project_dir):
     db_file = project_dir / "var" / "sub" / "mdm.sqlite3"
     host = make_host(plugins=[], database_url=f"sqlite:///{db_file}")
@@ -55,6 +56,7 @@ def test_bad_database_url():
 def _writer(db: Database, prefix: str, n: int, errors: list[BaseException]) -> None:
     for i in range(n):
         try:
+
             def work(session, i=i):
                 # read then write in one transaction: the pattern that fails without BEGIN IMMEDIATE
                 count = session.execute(select(func.count()).select_from(MdmUser)).scalar_one()
@@ -100,10 +102,7 @@ def test_concurrent_process_writers_never_see_database_is_locked(make_host, proj
     host = make_host(plugins=[])
     url = str(host.db.url)
     host.close()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, url, f"p{k}", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for k in range(3)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, f"p{k}", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
     results = [p.communicate(timeout=60) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
@@ -183,9 +182,8 @@ def test_expired_lock_can_be_taken_over_and_refresh_extends(make_host):
 def test_held_context_releases_on_error(make_host):
     host = make_host(plugins=[])
     lock = host.lock("ctx")
-    with pytest.raises(RuntimeError):
-        with lock.held():
-            raise RuntimeError("job failed")
+    with pytest.raises(RuntimeError), lock.held():
+        raise RuntimeError("job failed")
     assert host.lock("ctx").try_acquire()
 
 
@@ -194,8 +192,10 @@ def test_a_database_that_cannot_be_reached_is_one_plain_line(mdm, monkeypatch):
     monkeypatch.setenv("MDM_DATABASE_URL", "postgresql+psycopg://mdm:secret-pw@127.0.0.1:1/mdm")
     code, out, err = mdm("devices", "list")
     assert code == 1 and out == ""
-    assert err == ("mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:1/mdm: nothing accepts connections "
-                   "at 127.0.0.1:1: check that the database server runs there, and the host and port in [core] database_url or MDM_DATABASE_URL\n")
+    assert err == (
+        "mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:1/mdm: nothing accepts connections "
+        "at 127.0.0.1:1: check that the database server runs there, and the host and port in [core] database_url or MDM_DATABASE_URL\n"
+    )
     assert err.count("\n") == 1 and "Background on this error" not in err and "psycopg.OperationalError" not in err
     assert "secret-pw" not in err
 
@@ -218,11 +218,10 @@ def check_fencing(db) -> None:
     assert other.generation == first_generation + 1
     with pytest.raises(LockLost, match="lost the lock fence .*it is now held by process"):
         paused.refresh()
-    with pytest.raises(LockLost):
-        with db.write_session() as session:
-            session.add(MdmUser(id="written-by-a-fenced-holder"))
-            paused.fence(session)
-            session.commit()
+    with pytest.raises(LockLost), db.write_session() as session:
+        session.add(MdmUser(id="written-by-a-fenced-holder"))
+        paused.fence(session)
+        session.commit()
     with db.session() as session:
         assert session.get(MdmUser, "written-by-a-fenced-holder") is None
     with db.write_session() as session:  # the current holder passes its fence
@@ -254,8 +253,11 @@ def test_lock_busy_names_the_holder_and_its_expiry(make_host):
     host = make_host(plugins=[])
     first = DbLock(host.db, "job", ttl=300)
     first.acquire()
-    with pytest.raises(LockBusy, match=rf"job is already running in another process: held by process {os.getpid()} on .* since "
-                                       r"\d\d:\d\d:\d\d UTC; its lock expires at \d\d:\d\d:\d\d UTC unless renewed"):
+    with pytest.raises(
+        LockBusy,
+        match=rf"job is already running in another process: held by process {os.getpid()} on .* since "
+        r"\d\d:\d\d:\d\d UTC; its lock expires at \d\d:\d\d:\d\d UTC unless renewed",
+    ):
         DbLock(host.db, "job").acquire()
 
 
@@ -279,9 +281,11 @@ def test_a_silent_database_host_fails_in_one_line_within_the_connect_timeout(mdm
         silent.listen(1)
         port = silent.getsockname()[1]
         line = _pg_connect_error(mdm, monkeypatch, f"postgresql+psycopg://mdm:secret-pw@127.0.0.1:{port}/mdm?connect_timeout=1")
-    assert line == (f"mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:{port}/mdm?connect_timeout=1: "
-                    f"the server at 127.0.0.1:{port} did not answer in time: check the host and port in [core] database_url or "
-                    "MDM_DATABASE_URL, that the server runs, and the network (a firewall)")
+    assert line == (
+        f"mdm: error: cannot connect to database postgresql+psycopg://mdm:***@127.0.0.1:{port}/mdm?connect_timeout=1: "
+        f"the server at 127.0.0.1:{port} did not answer in time: check the host and port in [core] database_url or "
+        "MDM_DATABASE_URL, that the server runs, and the network (a firewall)"
+    )
 
 
 def test_an_unknown_database_host_name_is_one_line(mdm, monkeypatch):
@@ -303,19 +307,24 @@ def test_postgresql_connections_have_a_bounded_connect_timeout():
             seen.append(cparams.get("connect_timeout"))  # noqa: B023  # the listener runs (and is dropped) in this turn
             raise ConnectionAbortedError("not connecting in this test")
 
-        with pytest.raises(ConnectionAbortedError):
-            with db.engine.connect():
-                pass
+        with pytest.raises(ConnectionAbortedError), db.engine.connect():
+            pass
         db.engine.dispose()
         assert seen == [expected], url
 
 
 @pytest.mark.skipif(not os.environ.get("MDM_TEST_POSTGRES_URL"), reason="set MDM_TEST_POSTGRES_URL to run the PostgreSQL tests (.ci/run does)")
-@pytest.mark.parametrize("change, says", [
-    ({"password": "secret-pw"}, "the server refused the password of user {user}: check the user and password in [core] database_url or MDM_DATABASE_URL"),
-    ({"database": "mdm_no_such_database"}, "the server has no database mdm_no_such_database: create it (createdb -O {user} mdm_no_such_database) "
-                                           "or correct its name in [core] database_url or MDM_DATABASE_URL"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"password": "secret-pw"}, "the server refused the password of user {user}: check the user and password in [core] database_url or MDM_DATABASE_URL"),
+        (
+            {"database": "mdm_no_such_database"},
+            "the server has no database mdm_no_such_database: create it (createdb -O {user} mdm_no_such_database) "
+            "or correct its name in [core] database_url or MDM_DATABASE_URL",
+        ),
+    ],
+)
 def test_a_postgresql_login_that_fails_says_what_to_fix(mdm, monkeypatch, change, says):
     from sqlalchemy import make_url
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlmodel import SQLModel, Session, col
+from sqlmodel import Session, SQLModel, col
 
 from mdm_core.db.typed import table_of
 from mdm_core.db.types import UTCDateTime
@@ -52,10 +52,10 @@ def test_values_are_stored_in_utc_and_read_back_aware_utc(engine_url: str) -> No
         with Session(engine) as session:
             read = {serial: at for serial, at in session.execute(select(col(Device.serial_number), col(Device.enrolled_at)))}
             # comparisons in SQL convert the parameter the same way
-            later = session.execute(select(col(Device.serial_number)).where(col(Device.enrolled_at) >= datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc))).scalars().all()
+            later = session.execute(select(col(Device.serial_number)).where(col(Device.enrolled_at) >= datetime(2026, 3, 1, 10, 0, tzinfo=UTC))).scalars().all()
         for value in read.values():
-            assert value.tzinfo == timezone.utc
-            assert value == datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+            assert value.tzinfo == UTC
+            assert value == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
         assert sorted(later) == ["A1", "N1"]
         if engine_url.startswith("sqlite"):  # stored as 0.1.0 stored it: naive UTC text
             with engine.connect() as conn:

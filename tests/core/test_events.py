@@ -104,7 +104,11 @@ def test_events_are_delivered_only_after_commit_and_in_order(make_host, subscrib
     assert good1.calls == []  # recording does not deliver
     assert host.deliver_events() == 3
     assert [c[1] for c in good1.calls] == [
-        "enrolled", "event:device_enrolled", "removed", "event:device_removed", "event:user_added",
+        "enrolled",
+        "event:device_enrolled",
+        "removed",
+        "event:device_removed",
+        "event:user_added",
     ]
 
 

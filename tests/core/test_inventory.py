@@ -100,8 +100,10 @@ def test_commands_queue_and_list(make_host, load_plugin):
 
     first, second = host.db.run_write(work)
     host.deliver_events()
-    assert queued.seen == [{"command_uuid": first, "device_serial": "S1", "request_type": "InstallApplication"},
-                           {"command_uuid": second, "device_serial": "S2", "request_type": "DeviceInformation"}]
+    assert queued.seen == [
+        {"command_uuid": first, "device_serial": "S1", "request_type": "InstallApplication"},
+        {"command_uuid": second, "device_serial": "S2", "request_type": "DeviceInformation"},
+    ]
     inventory.set_command_status(host, first, "acknowledged")
     rows = inventory.list_commands(host)
     assert [r["uuid"] for r in rows] == [first, second]
@@ -162,7 +164,9 @@ def write(path, text):
 def test_imports_ok(mdm, project_dir):
     users = write(project_dir / "users.csv", "id,email,managed_apple_id,name\nu1,u1@example.com,,Ann\nu2,,u2@appleid.example.com,Bob\n")
     assert mdm("users", "import", users)[:2] == (0, f"imported {users}: 2 added, 0 updated, 0 unchanged\n")
-    devices = write(project_dir / "devices.csv", "serial_number,platform,udid,model,user\nS1,ios,U1,iPhone15,2,u1\n\nS2,macOS,,,\n".replace("iPhone15,2", '"iPhone15,2"'))
+    devices = write(
+        project_dir / "devices.csv", "serial_number,platform,udid,model,user\nS1,ios,U1,iPhone15,2,u1\n\nS2,macOS,,,\n".replace("iPhone15,2", '"iPhone15,2"')
+    )
     code, out, err = mdm("devices", "import", devices)
     assert (code, out) == (0, f"imported {devices}: 2 enrolled, 0 updated, 0 unchanged\n"), err
     code, out, _ = mdm("devices", "list", "--json")
@@ -173,7 +177,10 @@ def test_imports_ok(mdm, project_dir):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("serial,platform\nS1,ios\n", "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user,enrollment_type), in any order"),
+        (
+            "serial,platform\nS1,ios\n",
+            "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user,enrollment_type), in any order",
+        ),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,\n", "line 3: expected 5 columns, got 4"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\n\nS2,android,,,\n", "line 4: unknown platform 'android'"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,,\ns1,macos,,,\n", "line 4: 'S1' already appears on line 2"),
@@ -187,7 +194,7 @@ def test_bad_device_import_is_reported_by_line_and_writes_nothing(mdm, project_d
     path = write(project_dir / "devices.csv", text)
     code, out, err = mdm("devices", "import", path)
     assert code == 2 and out == ""
-    assert err == f"mdm: error: {path}: {message}" + err[len(f"mdm: error: {path}: {message}"):]
+    assert err == f"mdm: error: {path}: {message}" + err[len(f"mdm: error: {path}: {message}") :]
     assert err.count("\n") == 1
     assert mdm("devices", "list")[1] == "no devices enrolled\n"
 
@@ -321,8 +328,15 @@ def test_a_user_whose_email_or_managed_apple_id_changes_fires_user_changed(make_
     inventory.set_user(host, "u1", name="Ann B.")  # the name alone: nothing for Apple
     assert watcher.seen == []
     inventory.set_user(host, "u1", email="b@example.com", managed_apple_id="ann@school.example.com")
-    assert watcher.seen == [{"id": "u1", "email": "b@example.com", "managed_apple_id": "ann@school.example.com", "name": "Ann B.",
-                             "previous": {"email": "a@example.com", "managed_apple_id": None}}]
+    assert watcher.seen == [
+        {
+            "id": "u1",
+            "email": "b@example.com",
+            "managed_apple_id": "ann@school.example.com",
+            "name": "Ann B.",
+            "previous": {"email": "a@example.com", "managed_apple_id": None},
+        }
+    ]
     inventory.add_users(host, [inventory.UserRow("u1", email="c@example.com")])  # an import with a new e-mail
     assert watcher.seen[-1]["email"] == "c@example.com" and watcher.seen[-1]["previous"]["email"] == "b@example.com"
 

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -25,7 +26,7 @@ from mdm_core.errors import PluginError
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
-PLUGIN = '''
+PLUGIN = """
 from pathlib import Path
 
 from mdm_core import hookimpl
@@ -37,7 +38,7 @@ PLUGIN_NAME = "{name}"
 @hookimpl
 def mdm_register_migrations():
     return MigrationSet("{name}", Path(__file__).with_name("migrations"), depends_on={depends_on!r})
-'''
+"""
 
 
 def migration(revision: str, down: str | None, body: str, doc: str = "a step") -> str:
@@ -231,8 +232,10 @@ def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, d
     for command in (("devices", "list"), ("db", "upgrade")):
         code, out, err = mdm(*command)
         assert code == 1
-        assert err == (f"mdm: error: database schema is ahead of this release ({plugin.name} is at 0002, this release knows up "
-                       "to 0001): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n")
+        assert err == (
+            f"mdm: error: database schema is ahead of this release ({plugin.name} is at 0002, this release knows up "
+            "to 0001): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n"
+        )
     assert _version(db_url, plugin.name) == "0002"
     code, out, _ = mdm("db", "status")
     assert code == 0 and any(line.split()[:4] == [plugin.name, "0002", "0001", "ahead"] for line in out.splitlines())
@@ -266,11 +269,16 @@ def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
     # 0002 creates a table, then adds a NOT NULL column without a default to a table with rows: refused
-    plugin.add("0002", "0001", f"""
+    plugin.add(
+        "0002",
+        "0001",
+        f"""
         op.create_table("{plugin.name}_extra", sa.Column("id", sa.Integer(), primary_key=True))
         with op.batch_alter_table("{plugin.name}_thing") as batch:
             batch.add_column(sa.Column("size", sa.Integer(), nullable=False))
-    """, doc="thing size")
+    """,
+        doc="thing size",
+    )
     plugin.add("0003", "0002", f'op.create_table("{plugin.name}_later", sa.Column("id", sa.Integer(), primary_key=True))')
 
     code, out, err = mdm("db", "upgrade")
@@ -290,18 +298,26 @@ def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm
     would cascade-delete every child row. Migrations run with them off and checked after."""
     plugin = new_plugin()
     p = plugin.name
-    plugin.add("0001", None, f"""
+    plugin.add(
+        "0001",
+        None,
+        f"""
         op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
         op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
                         sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id", ondelete="CASCADE"), nullable=False))
         op.execute("INSERT INTO {p}_parent (id) VALUES (1)")
         op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (10, 1), (11, 1)")
-    """)
+    """,
+    )
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
-    plugin.add("0002", "0001", f"""
+    plugin.add(
+        "0002",
+        "0001",
+        f"""
         with op.batch_alter_table("{p}_parent", recreate="always") as batch:
             batch.add_column(sa.Column("label", sa.String(32)))
-    """)
+    """,
+    )
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     with _db(project_dir) as conn:
@@ -314,11 +330,15 @@ def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm
 def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, db_url, new_plugin):
     plugin = new_plugin()
     p = plugin.name
-    plugin.add("0001", None, f"""
+    plugin.add(
+        "0001",
+        None,
+        f"""
         op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
         op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
                         sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id"), nullable=False))
-    """)
+    """,
+    )
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
     plugin.add("0002", "0001", f'op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (1, 42)")')
     code, out, err = mdm("db", "upgrade")
@@ -333,7 +353,7 @@ def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, db_url, new_plugin)
 
 
 def test_tables_without_migrations_stop_the_host_naming_the_plugin(make_host, load_plugin):
-    plug = load_plugin('''
+    plug = load_plugin("""
         from typing import Optional
         from sqlmodel import Field, SQLModel
 
@@ -344,7 +364,7 @@ def test_tables_without_migrations_stop_the_host_naming_the_plugin(make_host, lo
         @hookimpl
         def mdm_register_tables():
             return [Gadget]
-    ''')
+    """)
     host = make_host(plugins=[plug])
     with pytest.raises(PluginError, match=r"registers tables \(nomig_gadget\) but no migrations: return a MigrationSet"):
         host.db
@@ -364,7 +384,7 @@ def test_a_plugin_depending_on_another_is_migrated_after_it(mdm, db_url, new_plu
     first.add("0001", None, CREATE_THINGS.format(p=first.name))
     second = new_plugin(depends_on=(first.name,))
     # refers to the first plugin's table: fails unless the first history ran before
-    second.add("0001", None, f'op.execute("INSERT INTO {first.name}_thing (id, name) VALUES (2, \'second\')")')
+    second.add("0001", None, f"op.execute(\"INSERT INTO {first.name}_thing (id, name) VALUES (2, 'second')\")")
     config = f'[plugins]\nenabled = ["{second.name}", "{first.name}"]\n'
     code, out, err = mdm("db", "upgrade", config=config)
     assert code == 0, err
@@ -427,14 +447,18 @@ def test_two_hosts_upgrading_together_apply_each_migration_once(project_dir, new
     assert first_run.returncode == 0, first_run.stderr
 
     inside, go = project_dir / "inside", project_dir / "go"
-    plugin.add("0002", "0001", f"""
+    plugin.add(
+        "0002",
+        "0001",
+        f"""
         import pathlib, time
         op.execute("INSERT INTO {p}_log (step) VALUES ('0002')")
         pathlib.Path({str(inside)!r}).touch()
         deadline = time.monotonic() + 30
         while not pathlib.Path({str(go)!r}).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-    """)
+    """,
+    )
     plugin.add("0003", "0002", f"op.execute(\"INSERT INTO {p}_log (step) VALUES ('0003')\")")
     first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from mdm_core.output import WIDTH_SAMPLE, print_json, print_rows
 

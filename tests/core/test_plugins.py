@@ -250,8 +250,12 @@ def test_mdm_plugins_lists_disabled_plugins_with_their_source(mdm, write_plugin,
     code, out, err = mdm("plugins", "--json", config='[plugins]\nautoload = true\ndisabled = ["beta", "inventory"]\n')
     assert code == 0, err
     rows = {r["name"]: (r["source"], r["state"]) for r in json.loads(out)}
-    assert rows == {"alpha": ("entry point", "enabled"), "beta": ("entry point", "disabled"), "inventory": ("built-in", "disabled"),
-                    "web": ("built-in", "enabled")}
+    assert rows == {
+        "alpha": ("entry point", "enabled"),
+        "beta": ("entry point", "disabled"),
+        "inventory": ("built-in", "disabled"),
+        "web": ("built-in", "enabled"),
+    }
 
 
 def test_version(mdm):

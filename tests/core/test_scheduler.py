@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -241,7 +241,7 @@ def test_sigterm_stops_mdm_run_with_exit_0(project_dir):
 
 def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, project_dir):
     """`mdm jobs` in another process counts the next run from the host's last start of the job."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from sqlalchemy import create_engine
     from sqlmodel import Session
@@ -249,7 +249,7 @@ def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, proj
     mod = write_plugin(JOBS_PLUGIN)
     config = f'[plugins]\nenabled = ["{mod}"]\n'
     assert mdm("jobs", config=config)[0] == 0  # tables exist
-    started = datetime.now(timezone.utc) - timedelta(seconds=20)
+    started = datetime.now(UTC) - timedelta(seconds=20)
     engine = create_engine(f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
     with Session(engine) as session:
         session.add(JobRun(name="demo.ok", plugin="demo", last_started_at=started, last_finished_at=started, runs=1))
@@ -259,4 +259,4 @@ def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, proj
     next_ok = datetime.fromisoformat(rows["demo.ok"]["next_run"])
     assert abs((next_ok - (started + timedelta(seconds=60))).total_seconds()) < 1  # 40 s from now, not 60
     next_boom = datetime.fromisoformat(rows["demo.boom"]["next_run"])
-    assert abs(next_boom - datetime.now(timezone.utc)) < timedelta(seconds=2)  # never ran on this database: due now
+    assert abs(next_boom - datetime.now(UTC)) < timedelta(seconds=2)  # never ran on this database: due now

@@ -3,10 +3,11 @@ daylight-saving changes (a controlled clock, with TZ set, no sleeps)."""
 
 from __future__ import annotations
 
-from itertools import pairwise
 import datetime as dt
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from itertools import pairwise
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -58,7 +59,7 @@ def _gaps(runs: list[dt.datetime]) -> list[float]:
 
 def test_a_60_second_job_keeps_running_through_the_autumn_change(new_york_clock: Callable[[dt.datetime], Clock]) -> None:
     # 2024-11-03 06:00 UTC: New York's clocks go back from 02:00 EDT to 01:00 EST
-    clock = new_york_clock(dt.datetime(2024, 11, 3, 5, 57, 30, tzinfo=dt.timezone.utc))
+    clock = new_york_clock(dt.datetime(2024, 11, 3, 5, 57, 30, tzinfo=dt.UTC))
     runs: list[dt.datetime] = []
     scheduler = HostScheduler(inline=True)
     scheduler.add("tick", 60, lambda: runs.append(clock.utc), plugin="p")
@@ -71,7 +72,7 @@ def test_a_60_second_job_keeps_running_through_the_autumn_change(new_york_clock:
 
 def test_an_hourly_job_does_not_run_early_in_spring(new_york_clock: Callable[[dt.datetime], Clock]) -> None:
     # 2024-03-10 07:00 UTC: New York's clocks jump from 02:00 EST to 03:00 EDT
-    clock = new_york_clock(dt.datetime(2024, 3, 10, 5, 45, tzinfo=dt.timezone.utc))
+    clock = new_york_clock(dt.datetime(2024, 3, 10, 5, 45, tzinfo=dt.UTC))
     runs: list[dt.datetime] = []
     scheduler = HostScheduler(inline=True)
     scheduler.add("hourly", 3600, lambda: runs.append(clock.utc), plugin="p")
@@ -83,9 +84,9 @@ def test_an_hourly_job_does_not_run_early_in_spring(new_york_clock: Callable[[dt
 
 
 def test_next_runs_are_utc_whatever_the_host_zone(new_york_clock: Callable[[dt.datetime], Clock]) -> None:
-    clock = new_york_clock(dt.datetime(2024, 11, 3, 5, 59, tzinfo=dt.timezone.utc))
+    clock = new_york_clock(dt.datetime(2024, 11, 3, 5, 59, tzinfo=dt.UTC))
     last = clock.utc - dt.timedelta(seconds=30)
     scheduler = HostScheduler(inline=True, history=lambda name: last)
     scheduler.add("job", 120, lambda: None, plugin="p")
-    assert scheduler.next_run("job") == dt.datetime(2024, 11, 3, 6, 0, 30, tzinfo=dt.timezone.utc)
+    assert scheduler.next_run("job") == dt.datetime(2024, 11, 3, 6, 0, 30, tzinfo=dt.UTC)
     assert scheduler.idle_seconds() == 90

@@ -55,8 +55,9 @@ def test_a_new_database_says_where_its_url_came_from(project_dir, monkeypatch, c
     capsys.readouterr()
     assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
     err = capsys.readouterr().err
-    assert err == (f"mdm: created new database at {elsewhere / 'var' / 'mdm.sqlite3'} "
-                   f"(the default, relative to {elsewhere}, the folder of {elsewhere / 'my.toml'})\n")
+    assert err == (
+        f"mdm: created new database at {elsewhere / 'var' / 'mdm.sqlite3'} (the default, relative to {elsewhere}, the folder of {elsewhere / 'my.toml'})\n"
+    )
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlte3'}")
     assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
     assert capsys.readouterr().err == f"mdm: created new database at {project_dir / 'var' / 'mdm.sqlte3'} (from MDM_DATABASE_URL)\n"

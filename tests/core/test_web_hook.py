@@ -4,8 +4,9 @@ public one) and names the plugin when its hook fails."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from mdm_core.host import Host
 
 from ..web.conftest import PASSWORD, csrf, sign_in
 
-NOTES_PLUGIN = '''
+NOTES_PLUGIN = """
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Form
@@ -66,7 +67,7 @@ def mdm_register_web(web, host):
     web.add_pages(pages, plugin="{name}", templates=TEMPLATES)
     web.add_public(public, plugin="{name}")
     web.add_nav("Notes", "/notes", order=5, plugin="{name}")
-'''
+"""
 
 TEMPLATE = """{% extends "base.html" %}
 {% block title %}Notes{% endblock %}

@@ -3,8 +3,9 @@ simulator, and helpers to sync, enrol, run ``mdm`` and find applications."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 
+from sqlmodel import col
+
 from mdm_core import hookimpl
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs.commands import list_installs
 
 from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
-from sqlmodel import col
 
 
 def test_device_install_end_to_end(host, simulator, mdm):
@@ -23,8 +24,13 @@ def test_device_install_end_to_end(host, simulator, mdm):
     assert f"{ipad}: queued: InstallApplication queued" in out and "license associated" in out
     assert {ipad, mac} <= holders(simulator, a["adamId"])
     [ios_cmd] = commands(host, ipad)
-    assert ios_cmd["payload"] == {"RequestType": "InstallApplication", "iTunesStoreID": int(a["adamId"]), "Options": {"PurchaseMethod": 1},
-                                  "ManagementFlags": 1, "ChangeManagementState": "Managed"}
+    assert ios_cmd["payload"] == {
+        "RequestType": "InstallApplication",
+        "iTunesStoreID": int(a["adamId"]),
+        "Options": {"PurchaseMethod": 1},
+        "ManagementFlags": 1,
+        "ChangeManagementState": "Managed",
+    }
     assert isinstance(ios_cmd["payload"]["iTunesStoreID"], int)
     [mac_cmd] = commands(host, mac)
     assert mac_cmd["payload"]["InstallAsManaged"] is True
@@ -45,8 +51,12 @@ def test_user_enrollment_gets_only_the_keys_apple_allows_there(host, simulator, 
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", phone, "--device", mac, "--device", byod_mac, "--wait", "5")
     assert code == 0, err
     [byod_phone_cmd] = commands(host, phone)
-    assert byod_phone_cmd["payload"] == {"RequestType": "InstallApplication", "iTunesStoreID": int(a["adamId"]),
-                                         "Options": {"PurchaseMethod": 1}, "ManagementFlags": 1}
+    assert byod_phone_cmd["payload"] == {
+        "RequestType": "InstallApplication",
+        "iTunesStoreID": int(a["adamId"]),
+        "Options": {"PurchaseMethod": 1},
+        "ManagementFlags": 1,
+    }
     [managed_mac_cmd] = commands(host, mac)
     assert managed_mac_cmd["payload"]["ChangeManagementState"] == "Managed" and managed_mac_cmd["payload"]["InstallAsManaged"] is True
     [byod_mac_cmd] = commands(host, byod_mac)
@@ -195,8 +205,16 @@ def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, md
         [command] = commands(host, serial)
         assert list_installs(host, "pending") == []
         [queued] = apps_events.named("mobile_apps_install_queued")
-        assert queued == {"account": "school", "adamId": a["adamId"], "pricingParam": "STDQ", "serialNumber": serial,
-                          "commandUuid": command["uuid"], "license": "device", "clientUserId": None, "source": "pending"}
+        assert queued == {
+            "account": "school",
+            "adamId": a["adamId"],
+            "pricingParam": "STDQ",
+            "serialNumber": serial,
+            "commandUuid": command["uuid"],
+            "license": "device",
+            "clientUserId": None,
+            "source": "pending",
+        }
 
 
 def test_auto_install_on_a_portal_assignment(make_apps_host, simulator):
@@ -217,8 +235,11 @@ def test_auto_install_on_a_portal_assignment(make_apps_host, simulator):
     assert cmd["payload"]["iTunesStoreID"] == int(a[0]["adamId"]) and cmd["payload"]["Options"] == {"PurchaseMethod": 1}
     assert commands(host, mac) == []
     with host.db.session() as session:
-        [event] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
-                   if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a[0]["adamId"]]
+        [event] = [
+            e
+            for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
+            if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a[0]["adamId"]
+        ]
     from mdm_core.events import Event
 
     host.events.dispatch(Event(name=event.name, payload=event.payload, id=event.id))  # delivered twice
@@ -268,8 +289,18 @@ def test_a_pending_install_that_apple_refuses_fails_with_an_event(make_apps_host
         assert row["target"] == serial and "9709" in row["error"]
         assert commands(host, serial) == []
         [payload] = listener.payloads
-        assert payload == {"id": row["id"], "account": "school", "adamId": adam, "pricingParam": "STDQ", "license": "device",
-                           "serialNumber": serial, "clientUserId": None, "source": "request", "error": row["error"], "errorNumber": 9709}
+        assert payload == {
+            "id": row["id"],
+            "account": "school",
+            "adamId": adam,
+            "pricingParam": "STDQ",
+            "license": "device",
+            "serialNumber": serial,
+            "clientUserId": None,
+            "source": "request",
+            "error": row["error"],
+            "errorNumber": 9709,
+        }
         assert retry_pending(host) == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
         assert len(listener.payloads) == 1  # failed once, announced once
 
@@ -307,8 +338,11 @@ def test_a_redelivered_license_event_does_not_install_the_app_again(make_apps_ho
     [command] = commands(host, ipad)
     set_command_status(host, command["uuid"], "acknowledged")  # the device installed it
     with host.db.session() as session:
-        [event] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
-                   if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a["adamId"]]
+        [event] = [
+            e
+            for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_associated")).scalars()
+            if ipad in e.payload["serialNumbers"] and e.payload["adamId"] == a["adamId"]
+        ]
     host.events.dispatch(Event(name=event.name, payload=event.payload, id=event.id))  # delivered again
     host.deliver_events()
     assert [c["uuid"] for c in commands(host, ipad)] == [command["uuid"]]

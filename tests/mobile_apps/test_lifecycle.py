@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import col
+
 from mdm_core.inventory import add_device, add_user, list_commands, set_command_status
 
 from .conftest import app_id, fixed_assets, free_serials, holders
-from sqlmodel import col
 
 
 def _commands(host, serial, request_type):
@@ -64,10 +65,10 @@ def test_a_book_goes_to_a_user_and_to_each_of_their_devices_with_install_media(h
 
 
 def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclaims(host, simulator, mdm):
-    from plugins.mobile_apps.jobs import reclaim_job
     from sqlalchemy import update
 
     from mdm_core.models import utcnow
+    from plugins.mobile_apps.jobs import reclaim_job
     from plugins.mobile_apps.models import Reclaim
 
     held_by: dict[Any, Any] = {}
@@ -82,8 +83,10 @@ def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclai
     failing = simulator.faults.add("server_error", endpoint="assets/revoke")  # Apple fails (500, 9603), no Retry-After
     code, out, err = mdm("devices", "remove", serial)
     assert code == 0, err
-    assert out.strip() == (f"removed {serial}: VPP licenses: 0 reclaimed, {len(held_by[serial])} pending{kept} (Apple could not be reached: "
-                           "the mobile_apps.reclaim job retries; see `mdm apps reclaims`)")
+    assert out.strip() == (
+        f"removed {serial}: VPP licenses: 0 reclaimed, {len(held_by[serial])} pending{kept} (Apple could not be reached: "
+        "the mobile_apps.reclaim job retries; see `mdm apps reclaims`)"
+    )
     assert "Internal error" not in err and "revoke of the licenses" not in err  # told once, by the line above: not again as a log line
     # one revoke for the device (the fixture allows one attempt), not a request and a back-off per license
     assert failing.fired == 1 < len(held_by[serial]), (failing.fired, held_by[serial])
@@ -98,8 +101,9 @@ def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclai
 
 def test_a_removed_user_is_reclaimed_then_retired_at_apple(host, simulator, mdm):
     snapshot = simulator.snapshot()
-    user = next(u for u in simulator.state.user_ids("Associated")
-                if any(t[3] == u and snapshot["assets"][(t[0], t[1])]["revocable"] for t in snapshot["assignments"]))
+    user = next(
+        u for u in simulator.state.user_ids("Associated") if any(t[3] == u and snapshot["assets"][(t[0], t[1])]["revocable"] for t in snapshot["assignments"])
+    )
     add_user(host, user)
     code, out, err = mdm("users", "remove", user)
     assert code == 0, err

@@ -104,9 +104,26 @@ def test_metadata_failure_never_fails_the_sync_and_is_retried(host, simulator, m
 def test_redelivered_events_change_nothing(host, simulator):
     new_adam, _ = simulator.purchase(count=4)
     before = len(list_apps(host))
-    event = Event(name="vpp_assets_added", payload={"account": "school", "assets": [{
-        "adamId": new_adam, "pricingParam": "STDQ", "productType": "App", "assignedCount": 0, "availableCount": 4,
-        "retiredCount": 0, "totalCount": 4, "deviceAssignable": True, "revocable": True, "supportedPlatforms": ["iOS"]}]})
+    event = Event(
+        name="vpp_assets_added",
+        payload={
+            "account": "school",
+            "assets": [
+                {
+                    "adamId": new_adam,
+                    "pricingParam": "STDQ",
+                    "productType": "App",
+                    "assignedCount": 0,
+                    "availableCount": 4,
+                    "retiredCount": 0,
+                    "totalCount": 4,
+                    "deviceAssignable": True,
+                    "revocable": True,
+                    "supportedPlatforms": ["iOS"],
+                }
+            ],
+        },
+    )
     host.events.dispatch(event)
     host.events.dispatch(event)  # delivered again after a "crash"
     host.deliver_events()
@@ -116,8 +133,11 @@ def test_redelivered_events_change_nothing(host, simulator):
     from mdm_core.models import OutboxEvent
 
     with host.db.session() as session:
-        published = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "mobile_apps_app_published")).scalars()
-                     if e.payload["adamId"] == new_adam]
+        published = [
+            e
+            for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "mobile_apps_app_published")).scalars()
+            if e.payload["adamId"] == new_adam
+        ]
     assert len(published) == 1
 
 
@@ -165,8 +185,11 @@ def test_an_old_event_delivered_again_does_not_bring_back_a_retired_app(host, si
     new_adam, _ = simulator.purchase(count=2)
     sync(host)
     with host.db.session() as session:
-        [added] = [e for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_assets_added")).scalars()
-                   if any(a["adamId"] == new_adam for a in e.payload["assets"])]
+        [added] = [
+            e
+            for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_assets_added")).scalars()
+            if any(a["adamId"] == new_adam for a in e.payload["assets"])
+        ]
     simulator.remove_asset(new_adam)
     sync(host)
     assert by_key(host)[(new_adam, "STDQ", "iOS")]["state"] == "retired"

@@ -35,7 +35,8 @@ def test_removing_a_device_reclaims_its_licenses(host, simulator, apps_events):
     assert any(r["adam_id"] == a["adamId"] and r["status"] == "done" and r["reason"] == "device_removed" for r in done)
     finished = apps_events.named("mobile_apps_reclaim_finished")
     assert sorted((e["id"], e["serialNumber"], e["status"], e["reason"]) for e in finished) == sorted(
-        (r["id"], serial, r["status"], "device_removed") for r in done)  # one event per reclaim that reached its end
+        (r["id"], serial, r["status"], "device_removed") for r in done
+    )  # one event per reclaim that reached its end
 
 
 def test_removing_an_mdm_user_reclaims_its_revocable_user_licenses(host, simulator):
@@ -96,7 +97,7 @@ def test_irrevocable_licenses_are_reported_not_attempted(host, simulator, mdm):
 
 
 def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_this_mdm(host, simulator, mdm):
-    """"Unused" means held by a device or user this MDM removed (recorded), never one it never
+    """ "Unused" means held by a device or user this MDM removed (recorded), never one it never
     knew (a partial inventory during a migration): those used to be reclaimed too."""
     a = fixed_assets(simulator)[0]
     devices = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())

@@ -44,9 +44,14 @@ def test_without_the_vpp_plugin_every_call_is_one_clear_error(make_host, project
     host = make_host(plugins=[plugin], environ={"MDM_DISABLED_PLUGINS": "vpp"})
     port = VppPort(host)
     assert not port.available
-    calls = [lambda: port.assets(None), lambda: port.licenses(), lambda: port.users(None), lambda: port.lookup_metadata("x", ["1"]),
-             lambda: port.associate("x", "1", "STDQ", serial_numbers=["S"], wait=0),
-             lambda: port.disassociate("x", "1", "STDQ", serial_numbers=["S"], wait=0)]
+    calls = [
+        lambda: port.assets(None),
+        lambda: port.licenses(),
+        lambda: port.users(None),
+        lambda: port.lookup_metadata("x", ["1"]),
+        lambda: port.associate("x", "1", "STDQ", serial_numbers=["S"], wait=0),
+        lambda: port.disassociate("x", "1", "STDQ", serial_numbers=["S"], wait=0),
+    ]
     for call in calls:
         with pytest.raises(VppUnavailable, match=r"^the VPP plugin is not loaded \(see `mdm plugins`\): "):
             call()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -34,8 +35,7 @@ lock_ttl = 3.0
 SIM_KWARGS: dict[str, Any] = dict(assets=6, devices=15, users=14, page_size=5, async_delay=0)
 
 MIRROR_TABLES = ("vpp_asset", "vpp_user", "vpp_license")
-ACCOUNT_MIRROR_COLUMNS = ("assets_version_id", "users_version_id", "assignments_version_id", "last_full_sync_at",
-                          "token_expires_at", "invitation_template")
+ACCOUNT_MIRROR_COLUMNS = ("assets_version_id", "users_version_id", "assignments_version_id", "last_full_sync_at", "token_expires_at", "invitation_template")
 
 
 @pytest.fixture

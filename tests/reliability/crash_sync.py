@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def die() -> None:

@@ -9,8 +9,9 @@ called, adds are serialised, and a claim this host made before is recognised as 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,9 @@ def _add(mdm: MdmRunner, sim: Any, token: str, name: str = "school", *extra: str
     return mdm("vpp", "account", "add", name, "--token-file", token, "--service-url", sim.base_url, *extra)
 
 
-def test_a_read_only_database_stops_the_add_before_apple_is_claimed(mdm: MdmRunner, small_sim: Any, token: str, database_url: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_database_stops_the_add_before_apple_is_claimed(
+    mdm: MdmRunner, small_sim: Any, token: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert mdm("devices", "list")[0] == 0  # the database exists, then it becomes read-only
     make_read_only(monkeypatch)
     code, out, err = _add(mdm, small_sim, token)
@@ -50,8 +52,7 @@ def test_a_read_only_database_stops_the_add_before_apple_is_claimed(mdm: MdmRunn
     count_figure("claims_checked")
 
 
-def test_an_add_whose_final_write_failed_is_retried_without_take_over(mdm: MdmRunner, small_sim: Any, token: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_add_whose_final_write_failed_is_retried_without_take_over(mdm: MdmRunner, small_sim: Any, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The claim happened, then the disk filled up: the retry recognises our own claim."""
     from sqlalchemy.exc import OperationalError
 
@@ -97,6 +98,7 @@ def test_two_adds_of_one_name_at_once_claim_once(make_host: Callable[..., Host],
     host = make_host(plugins=[plugins.vpp.plugin], database_url=database_url)
     posts: list[Any] = []
     original = small_sim.api._post["client/config"]
+
     def recorded(body: Any) -> Any:
         posts.append(body)
         return original(body)

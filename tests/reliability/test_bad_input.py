@@ -7,7 +7,7 @@ import base64
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mdm_core.testing import MdmRunner
+
 from .conftest import RELIABLE_CONFIG, count_figure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,8 +67,8 @@ def cli(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pyte
     return runner
 
 
-FUTURE = (datetime.now(timezone.utc) + timedelta(days=300)).strftime("%Y-%m-%dT%H:%M:%S+0000")
-PAST = (datetime.now(timezone.utc) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+FUTURE = (datetime.now(UTC) + timedelta(days=300)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+PAST = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 TOKEN_FILES: dict[str, tuple[bytes | None, tuple[str, ...]]] = {
     "not-base64": (b"%%% this is not a token %%%", ("not base64",)),
@@ -100,8 +101,7 @@ def test_token_file_is_a_directory(cli: Cli, project_dir: Path) -> None:
     cli.fails("vpp", "account", "add", "school", "--token-file", str(project_dir), code=2, says=("directory",))
 
 
-def test_unreachable_service_url_fails_fast_in_one_line(cli: Cli, project_dir: Path, small_sim: Any, closed_port: int,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_service_url_fails_fast_in_one_line(cli: Cli, project_dir: Path, small_sim: Any, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Someone waits at the command line: at most two tries, a bounded connect timeout, and at
     most 2 s of back-off between them (recorded, not slept), then one line. Asserted on what
     the client actually sends and waits, not on elapsed time (which a busy machine stretches)."""
@@ -121,8 +121,18 @@ def test_unreachable_service_url_fails_fast_in_one_line(cli: Cli, project_dir: P
     monkeypatch.setattr(requests.Session, "request", spy_request)
     monkeypatch.setattr(accounts, "AppsBooksClient", lambda *a, **kw: real_client(*a, sleep=waits.append, **kw))
     token = small_sim.write_token(project_dir / "school.vpptoken")
-    cli.fails("vpp", "account", "add", "school", "--token-file", str(token), "--service-url",
-              f"http://127.0.0.1:{closed_port}/mdm/v2", code=1, says=("cannot reach", "--service-url"))
+    cli.fails(
+        "vpp",
+        "account",
+        "add",
+        "school",
+        "--token-file",
+        str(token),
+        "--service-url",
+        f"http://127.0.0.1:{closed_port}/mdm/v2",
+        code=1,
+        says=("cannot reach", "--service-url"),
+    )
     assert 1 <= len(sent) <= 2, sent  # the configured max_attempts (3) is not used at the prompt
     assert all(isinstance(t, tuple) and 0 < t[0] <= 10 for t in sent), sent  # connect timeout bounded
     assert len(waits) == len(sent) - 1 and sum(waits) <= 2.0, waits
@@ -142,8 +152,18 @@ def test_unreachable_service_url_fails_without_traceback_and_writes_nothing(cli:
 def test_wrong_service_url(cli: Cli, project_dir: Path, small_sim: Any) -> None:
     """An HTTP server that is not Apple's service (a 404 page)."""
     token = small_sim.write_token(project_dir / "school.vpptoken")
-    cli.fails("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", small_sim.root_url + "/not/the/service",
-              code=1, says=("cannot read the location",))
+    cli.fails(
+        "vpp",
+        "account",
+        "add",
+        "school",
+        "--token-file",
+        str(token),
+        "--service-url",
+        small_sim.root_url + "/not/the/service",
+        code=1,
+        says=("cannot read the location",),
+    )
 
 
 def test_invalid_url_scheme(cli: Cli, project_dir: Path, small_sim: Any) -> None:
@@ -326,10 +346,13 @@ def test_traceback_only_with_verbose(cli: Cli, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.slow  # a real mdm process each
-@pytest.mark.parametrize("args, code, says", [
-    (["vpp", "account", "add", "school", "--token-file", "TOKEN"], 2, "expDate"),
-    (["--config", "CONFDIR/broken.toml", "vpp", "account", "list"], 2, "malformed TOML"),
-])
+@pytest.mark.parametrize(
+    "args, code, says",
+    [
+        (["vpp", "account", "add", "school", "--token-file", "TOKEN"], 2, "expDate"),
+        (["--config", "CONFDIR/broken.toml", "vpp", "account", "list"], 2, "malformed TOML"),
+    ],
+)
 def test_real_mdm_process(project_dir: Path, args: list[str], code: int, says: str) -> None:
     """The installed console script, in a process of its own."""
     token = project_dir / "bad.vpptoken"

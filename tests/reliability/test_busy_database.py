@@ -23,14 +23,30 @@ from mdm_core.testing import MdmRunner
 
 from .conftest import count_figure, database_param
 
-READS = [("devices", "list"), ("users", "list"), ("commands", "list"), ("vpp", "account", "list"), ("vpp", "assets"),
-         ("vpp", "licenses"), ("vpp", "users"), ("vpp", "runs"), ("apps", "list"), ("apps", "installs"), ("apps", "reclaims"),
-         ("alerts", "list"), ("jobs",), ("status",), ("db", "status"), ("db", "history"), ("plugins",), ("hooks",),
-         ("secrets", "status")]
+READS = [
+    ("devices", "list"),
+    ("users", "list"),
+    ("commands", "list"),
+    ("vpp", "account", "list"),
+    ("vpp", "assets"),
+    ("vpp", "licenses"),
+    ("vpp", "users"),
+    ("vpp", "runs"),
+    ("apps", "list"),
+    ("apps", "installs"),
+    ("apps", "reclaims"),
+    ("alerts", "list"),
+    ("jobs",),
+    ("status",),
+    ("db", "status"),
+    ("db", "history"),
+    ("plugins",),
+    ("hooks",),
+    ("secrets", "status"),
+]
 
 
-def test_reads_never_take_the_write_lock(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                         small_sim: Any) -> None:
+def test_reads_never_take_the_write_lock(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], small_sim: Any) -> None:
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[core]\nsqlite_busy_timeout = 0.5\n")
     token = small_sim.write_token(project_dir / "school.vpptoken")
     assert mdm("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", small_sim.base_url)[0] == 0
@@ -60,9 +76,9 @@ class SlowSubscriber:
         self.seen.append(event.payload["serial_number"])
 
 
-def test_a_command_delivers_within_its_budget_and_mdm_run_delivers_the_rest(make_host: Any, project_dir: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch,
-                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_command_delivers_within_its_budget_and_mdm_run_delivers_the_rest(
+    make_host: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mdm_core import inventory
     from mdm_core.cli import _undelivered_notice
 

@@ -4,12 +4,13 @@ concurrent writers never shows "database is locked" to the user."""
 
 from __future__ import annotations
 
-from itertools import pairwise
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -63,8 +64,9 @@ def test_two_threads_at_the_same_instant(synced: Host, small_sim: Any, wait: flo
     count_figure("concurrency_cases")
 
 
-def test_manual_cli_sync_during_a_running_one(synced: Host, small_sim: Any, project_dir: Path,
-                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_manual_cli_sync_during_a_running_one(
+    synced: Host, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from mdm_core.cli import main
 
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
@@ -152,13 +154,21 @@ def test_two_mdm_run_processes_never_sync_one_account_together(synced: Host, sma
     conf.write_text(RELIABLE_CONFIG + "min_interval = 1\n")
     synced.db.run_write(lambda s: s.execute(update(VppAccount).values(interval_seconds=1)))
     small_sim.faults.add("slow", endpoint="assignments", seconds=0.2)  # each sync takes a while
-    env = {**os.environ, "MDM_DATABASE_URL": f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}", "MDM_SECRET_KEY": "test-secret-key",
-           "MDM_DISABLED_PLUGINS": "mobile_apps,alerts"}
+    env = {
+        **os.environ,
+        "MDM_DATABASE_URL": f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}",
+        "MDM_SECRET_KEY": "test-secret-key",
+        "MDM_DISABLED_PLUGINS": "mobile_apps,alerts",
+    }
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
     before = len(runs(synced))
-    hosts = [subprocess.Popen([str(mdm), "-v", "--config", str(conf), "run", "--no-web"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    hosts = [
+        subprocess.Popen(
+            [str(mdm), "-v", "--config", str(conf), "run", "--no-web"], env=env, cwd=project_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     try:  # until both have run a while and several scheduled syncs are done (start-up takes seconds on a busy machine)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len([r for r in runs(synced)[before:] if r["trigger"] == "schedule"]) < 4:

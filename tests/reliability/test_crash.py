@@ -11,16 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host
-from plugins.vpp.sync.run import sync_account
-
 from mdm_core.testing import EventRecorder
+from plugins.vpp.sync.run import sync_account
 from plugins.vpp.testing import add_simulated_account, apple_state, mirror_state
 
 from .conftest import RELIABLE_CONFIG, apple_changes, assert_converged, count_figure, mirror_dump, runs
@@ -31,8 +31,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CRASH_CONFIG = RELIABLE_CONFIG.replace("lock_ttl = 3.0", "lock_ttl = 1.0")
 
 SELF_KILL_POINTS = [
-    "run-recorded", "paging-assets", "paging-assignments", "staged-users", "staged-assignments",
-    "apply-assets-written", "apply-licenses-written", "apply-before-commit", "committed-not-delivered", "delivery-claimed",
+    "run-recorded",
+    "paging-assets",
+    "paging-assignments",
+    "staged-users",
+    "staged-assignments",
+    "apply-assets-written",
+    "apply-licenses-written",
+    "apply-before-commit",
+    "committed-not-delivered",
+    "delivery-claimed",
 ]
 #: Where the new state must be in the database once the child is dead.
 COMMITTED = {"committed-not-delivered", "delivery-claimed"}
@@ -40,8 +48,15 @@ COMMITTED = {"committed-not-delivered", "delivery-claimed"}
 
 def _spawn(project_dir: Path, point: str, full: bool = False) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "tests.reliability.crash_sync", str(project_dir / "conf" / "mdm.toml"),
-            f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}", point, "full" if full else "incremental"]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.reliability.crash_sync",
+        str(project_dir / "conf" / "mdm.toml"),
+        f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}",
+        point,
+        "full" if full else "incremental",
+    ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -114,8 +129,9 @@ def test_sigkill_at_a_point(crash_host: Host, small_sim: Any, project_dir: Path,
 
 
 @pytest.mark.parametrize("point", sorted(COMMITTED))
-def test_events_committed_before_the_crash_are_delivered_once(crash_host: Host, small_sim: Any, project_dir: Path,
-                                                               make_host: Callable[..., Host], point: str) -> None:
+def test_events_committed_before_the_crash_are_delivered_once(
+    crash_host: Host, small_sim: Any, project_dir: Path, make_host: Callable[..., Host], point: str
+) -> None:
     child = _spawn(project_dir, point)
     child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL

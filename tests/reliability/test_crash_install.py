@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from mdm_core.host import Host
-
 from mdm_core.testing import MdmRunner
 
 from .conftest import count_figure, database_param, make_read_only
@@ -41,18 +41,18 @@ def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
 @pytest.fixture
 def installing(make_host: Callable[..., Host], project_dir: Path, database_url: str) -> Any:
     """A synced account on a simulator, two enrolled iPads and an app with licenses left."""
+    from mdm_core.inventory import add_device
     from plugins.vpp.accounts import add_account
     from plugins.vpp.simulator import Simulator
-
-    from mdm_core.inventory import add_device
 
     with Simulator(seed=7, assets=6, devices=12, users=4, page_size=50, async_delay=0) as sim:
         host = make_host(config=CONFIG, database_url=database_url)
         add_account(host, "school", str(sim.write_token(project_dir / "t.vpptoken")), service_url=sim.base_url)
         [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=True, trigger="test", wait=0)
         assert report["status"] == "ok"
-        adam_id, pricing = next(k for k, a in sim.state.assets.items()
-                                if a.product_type == "App" and a.device_assignable and a.available > 3 and "iOS" in a.platforms)
+        adam_id, pricing = next(
+            k for k, a in sim.state.assets.items() if a.product_type == "App" and a.device_assignable and a.available > 3 and "iOS" in a.platforms
+        )
         held = {k[3] for k in sim.snapshot()["assignments"] if k[0] == adam_id}
         serials = [s for s in sim.state.device_serials() if s not in held][:2]
         for serial in serials:
@@ -75,10 +75,15 @@ def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installi
     from plugins.mobile_apps.jobs import installs_job
 
     host, sim, app, adam_id, pricing, serials = installing
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDM_DATABASE_URL": database_url,
-           "MDM_SECRET_KEY": "test-secret-key"}
-    child = subprocess.run([sys.executable, "-m", "tests.reliability.crash_install", str(project_dir / "conf" / "mdm.toml"), point, app, *serials],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MDM_DATABASE_URL": database_url, "MDM_SECRET_KEY": "test-secret-key"}
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.crash_install", str(project_dir / "conf" / "mdm.toml"), point, app, *serials],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
     assert "READY" in child.stdout and "DONE" not in child.stdout
 
@@ -98,8 +103,9 @@ def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installi
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_a_read_only_database_stops_the_install_before_apple_is_asked(installing: Any, project_dir: Path, monkeypatch: Any, capsys: Any,
-                                                                      database_url: str) -> None:
+def test_a_read_only_database_stops_the_install_before_apple_is_asked(
+    installing: Any, project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str
+) -> None:
     """Every connection the command opens is read-only (SQLite ``PRAGMA query_only``: the same
     "attempt to write a readonly database" as a file mode, which root would ignore; PostgreSQL
     read-only transactions, as on a standby)."""

@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next_job(
-        make_host: Callable[..., Host], recorder: EventRecorder, small_sim: Any, project_dir: Path) -> None:
+    make_host: Callable[..., Host], recorder: EventRecorder, small_sim: Any, project_dir: Path
+) -> None:
     import plugins.vpp.plugin
     from mdm_core.web.settings import WebSettings
     from plugins.vpp.accounts import set_account
@@ -36,9 +38,14 @@ def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next
     add_simulated_account(host, small_sim, project_dir)
     assert sync_account(host, "school")["status"] == "ok"
     small_sim.notifier.retry_delays = (0.05, 0.05)
-    child = subprocess.Popen([sys.executable, "-m", "tests.reliability.crash_notify", str(project_dir / "conf" / "mdm.toml"),
-                              f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"],
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.crash_notify", str(project_dir / "conf" / "mdm.toml"), f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None
         line = child.stdout.readline().split()

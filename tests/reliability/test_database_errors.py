@@ -41,13 +41,18 @@ def _synced(mdm: MdmRunner, sim: Any, project_dir: Path) -> None:
     assert mdm("vpp", "sync", "school")[0] == 0
 
 
-def test_a_read_only_database_is_one_line_and_reads_still_work(mdm: MdmRunner, small_sim: Any, project_dir: Path, database_url: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_database_is_one_line_and_reads_still_work(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _synced(mdm, small_sim, project_dir)
     assert mdm("users", "add", "kid-1", "--email", "kid-1@example.org")[0] == 0
     make_read_only(monkeypatch)
     where = database_url.split("@")[-1] if "@" in database_url else database_url.split("///")[-1]
-    for args in (("users", "add", "kid-2", "--email", "kid-2@example.org"), ("vpp", "sync", "school"), ("devices", "add", "C02RO0000001", "--platform", "macOS")):
+    for args in (
+        ("users", "add", "kid-2", "--email", "kid-2@example.org"),
+        ("vpp", "sync", "school"),
+        ("devices", "add", "C02RO0000001", "--platform", "macOS"),
+    ):
         code, out, err = mdm(*args)
         assert code == 1, (args, out, err)
         _one_clean_line(out + err, "is read-only", where)
@@ -72,13 +77,13 @@ def test_a_locked_sqlite_database_is_one_line(project_dir: Path, monkeypatch: py
     count_figure("database_errors")
 
 
-def test_a_sync_that_fills_the_disk_fails_in_one_line_and_cleans_up(project_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sync_that_fills_the_disk_fails_in_one_line_and_cleans_up(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Point 10: a raw SQLAlchemy error, the run left running, the lock held and 40,204 staged
     rows on the full disk. The disk is full here as SQLite sees it: PRAGMA max_page_count."""
-    from plugins.vpp.simulator import Simulator
-
     from mdm_core.db import engine as engine_module
+    from plugins.vpp.simulator import Simulator
 
     mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "mobile_apps,alerts"})
     with Simulator(seed=3, assets=8, devices=40, users=30, page_size=50, async_delay=0) as sim:
@@ -127,8 +132,10 @@ def stage_count(db_file: Path) -> int:
 
 def test_an_unreachable_database_is_one_line(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     (project_dir / "not-a-folder").write_text("a file where the database's folder should be")
-    for url, expected in ((f"sqlite:///{project_dir / 'not-a-folder' / 'mdm.sqlite3'}", "cannot be created"),
-                          ("postgresql+psycopg://mdm:pw-secret@127.0.0.1:1/mdm", "cannot connect to database")):
+    for url, expected in (
+        (f"sqlite:///{project_dir / 'not-a-folder' / 'mdm.sqlite3'}", "cannot be created"),
+        ("postgresql+psycopg://mdm:pw-secret@127.0.0.1:1/mdm", "cannot connect to database"),
+    ):
         mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": url})
         code, out, err = mdm("devices", "list")
         assert code in (1, 2)
@@ -137,8 +144,10 @@ def test_an_unreachable_database_is_one_line(project_dir: Path, monkeypatch: pyt
     count_figure("database_errors")
 
 
-@pytest.mark.parametrize("state, words", [("53100", "disk is full"), ("25006", "is read-only"), ("08006", "cannot be reached"),
-                                          ("55P03", "is locked"), ("42501", "permission denied")])
+@pytest.mark.parametrize(
+    "state, words",
+    [("53100", "disk is full"), ("25006", "is read-only"), ("08006", "cannot be reached"), ("55P03", "is locked"), ("42501", "permission denied")],
+)
 def test_postgresql_error_states_are_translated(state: str, words: str) -> None:
     """The SQLSTATEs a PostgreSQL server answers when full, read-only, gone, locked or refusing."""
     from sqlalchemy.exc import OperationalError

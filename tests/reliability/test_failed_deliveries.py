@@ -7,9 +7,10 @@ them. A device removed while the VPP plugin is disabled is reclaimed once it is 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -70,8 +71,9 @@ def test_a_failing_subscriber_gets_the_event_again_with_back_off(make_host: Call
     count_figure("failed_deliveries")
 
 
-def test_retries_are_bounded_then_left_for_redeliver(make_host: Callable[..., Host], project_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retries_are_bounded_then_left_for_redeliver(
+    make_host: Callable[..., Host], project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     flaky = Flaky(failures=10**6)
     host = _host(make_host, flaky)
     add_device(host, "C02RETRY0002", "macOS")
@@ -105,8 +107,7 @@ def test_retries_are_bounded_then_left_for_redeliver(make_host: Callable[..., Ho
     count_figure("failed_deliveries")
 
 
-def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(make_host: Callable[..., Host], simulator: Any,
-                                                                              project_dir: Path) -> None:
+def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> None:
     from plugins.mobile_apps.reclaims import list_reclaims
     from plugins.vpp.sync.run import sync_account
     from plugins.vpp.testing import add_simulated_account
@@ -137,8 +138,9 @@ def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(
     count_figure("failed_deliveries")
 
 
-def test_failed_deliveries_list_pages_and_prints_json_lines(make_host: Callable[..., Host], project_dir: Path,
-                                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_deliveries_list_pages_and_prints_json_lines(
+    make_host: Callable[..., Host], project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``mdm events failures`` is a list command like the others (issue 15): --jsonl, --limit and
     --offset page through the same order (oldest first) as the whole --json list."""
     host = _host(make_host, Flaky(failures=10**6))

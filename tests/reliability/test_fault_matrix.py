@@ -6,7 +6,8 @@ byte-for-byte unchanged, and the account telling the user what to do.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -15,9 +16,7 @@ from sqlmodel import col
 from plugins.vpp.apple.errors import VppError
 from plugins.vpp.models import VppAccount
 from plugins.vpp.sync.run import sync_account
-from plugins.vpp.testing import SkippedWaits, skip_client_waits
-
-from plugins.vpp.testing import apple_state, mirror_state
+from plugins.vpp.testing import SkippedWaits, apple_state, mirror_state, skip_client_waits
 
 from .conftest import account_info, apple_changes, assert_converged, count_figure, inner_token, mirror_dump, runs, stage_rows
 
@@ -262,9 +261,14 @@ def test_9721_then_failure_of_the_full_fallback_keeps_the_mirror(synced: Any, sm
     assert report["mode"] == "full"
 
 
-@pytest.mark.parametrize("state_fault, error_type", [
-    ("expire_token", "TokenExpiredError"), ("revoke_token", "TokenRevokedError"), ("claim_by_other_mdm", "MdmConflictError"),
-])
+@pytest.mark.parametrize(
+    "state_fault, error_type",
+    [
+        ("expire_token", "TokenExpiredError"),
+        ("revoke_token", "TokenRevokedError"),
+        ("claim_by_other_mdm", "MdmConflictError"),
+    ],
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_token_state_faults_fail_cleanly(request: pytest.FixtureRequest, state_fault: str, error_type: str, mode: str) -> None:
     host, sim = _prepare(request, mode)

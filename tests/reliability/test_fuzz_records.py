@@ -20,17 +20,36 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-FIELDS = ["adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount",
-          "deviceAssignable", "revocable", "supportedPlatforms", "serialNumber", "clientUserId", "email", "status",
-          "idHash", "inviteCode", "versionId"]
+FIELDS = [
+    "adamId",
+    "pricingParam",
+    "productType",
+    "assignedCount",
+    "availableCount",
+    "retiredCount",
+    "totalCount",
+    "deviceAssignable",
+    "revocable",
+    "supportedPlatforms",
+    "serialNumber",
+    "clientUserId",
+    "email",
+    "status",
+    "idHash",
+    "inviteCode",
+    "versionId",
+]
 #: Records that look almost right: Apple's field names with arbitrary values.
 near_records = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS)) | json_values
-pages = st.fixed_dictionaries({}, optional={
-    "assets": st.lists(near_records, max_size=4) | json_values,
-    "assignments": st.lists(near_records, max_size=4) | json_values,
-    "users": st.lists(near_records, max_size=4) | json_values,
-    "versionId": json_values,
-}) | st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+pages = st.fixed_dictionaries(
+    {},
+    optional={
+        "assets": st.lists(near_records, max_size=4) | json_values,
+        "assignments": st.lists(near_records, max_size=4) | json_values,
+        "users": st.lists(near_records, max_size=4) | json_values,
+        "versionId": json_values,
+    },
+) | st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 
 PARSERS = (page_assets, page_assignments, page_users, version_of)
 

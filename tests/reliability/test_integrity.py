@@ -18,19 +18,19 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host
-from plugins.vpp.sync.run import recent_runs, sync_account
-
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from mdm_core.testing import EventRecorder as Recorder
+from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.testing import apple_state, mirror_state
 
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import apple_changes, assert_converged, count_figure, mirror_dump, runs, stage_rows
 from .test_crash import CRASH_CONFIG, ROOT
 
@@ -63,8 +63,15 @@ def _spawn(project_dir: Path, database_url: str, point: str, full: bool = False)
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "tests.reliability.crash_sync", str(project_dir / "conf" / "mdm.toml"), database_url, point,
-            "full" if full else "incremental"]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.reliability.crash_sync",
+        str(project_dir / "conf" / "mdm.toml"),
+        database_url,
+        point,
+        "full" if full else "incremental",
+    ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -81,12 +88,14 @@ def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
 
 def _staged_rows_of(host: Host, run_id: int) -> int:
     with host.db.engine.connect() as conn:
-        return sum(conn.execute(text(f"SELECT count(*) FROM {t} WHERE run_id = :r"), {"r": run_id}).scalar_one()
-                   for t in ("vpp_stage_license", "vpp_stage_user"))
+        return sum(
+            conn.execute(text(f"SELECT count(*) FROM {t} WHERE run_id = :r"), {"r": run_id}).scalar_one() for t in ("vpp_stage_license", "vpp_stage_user")
+        )
 
 
-def test_a_sync_paused_past_its_lock_commits_nothing_when_it_resumes(synced_on: Host, small_sim: Any, project_dir: Path,
-                                                                     database_url: str, recorder: Recorder) -> None:
+def test_a_sync_paused_past_its_lock_commits_nothing_when_it_resumes(
+    synced_on: Host, small_sim: Any, project_dir: Path, database_url: str, recorder: Recorder
+) -> None:
     """Point 1: the paused full sync read everything, then lost its lock to a second sync that
     finished. Before the fence it resumed and committed a full sync of a stage the second
     sync had deleted: licenses and users removed, reported ok."""
@@ -127,8 +136,9 @@ def assert_converged_but_for_stage(host: Host, sim: Any) -> None:
     assert mirror == apple
 
 
-def test_a_sync_longer_than_the_lock_ttl_keeps_its_lock_while_another_process_waits(synced_on: Host, small_sim: Any,
-                                                                                     project_dir: Path, database_url: str) -> None:
+def test_a_sync_longer_than_the_lock_ttl_keeps_its_lock_while_another_process_waits(
+    synced_on: Host, small_sim: Any, project_dir: Path, database_url: str
+) -> None:
     """Issue 16 (b): one page takes 3 s, the lock lives 1 s. The heartbeat keeps it: the
     waiting sync starts only after the first one has committed, and both succeed. Without
     the heartbeat the waiting sync takes the lock mid-sync and the first one is fenced."""
@@ -208,8 +218,9 @@ def test_a_change_during_the_rereads_never_commits_licenses_newer_than_their_cou
     snap = small_sim.snapshot()
     adam_id, pricing, kind, target = next(tuple(a) for a in snap["assignments"] if a[2] == "serialNumber")
     small_sim.remove_in_portal(adam_id, pricing, serial_number=target)  # the count drops: this asset is re-read
-    spare = next(s for s in small_sim.state.device_serials() if (adam_id, pricing, "serialNumber", s) not in
-                 {tuple(a) for a in small_sim.snapshot()["assignments"]})
+    spare = next(
+        s for s in small_sim.state.device_serials() if (adam_id, pricing, "serialNumber", s) not in {tuple(a) for a in small_sim.snapshot()["assignments"]}
+    )
     original = small_sim.api._get["assignments"]
     fired: list[Any] = []
 
@@ -227,8 +238,7 @@ def test_a_change_during_the_rereads_never_commits_licenses_newer_than_their_cou
     count_figure("truncation_cases")
 
 
-def test_a_dead_holders_lock_is_taken_at_once_and_a_busy_one_is_named(synced_on: Host, small_sim: Any, project_dir: Path,
-                                                                      database_url: str) -> None:
+def test_a_dead_holders_lock_is_taken_at_once_and_a_busy_one_is_named(synced_on: Host, small_sim: Any, project_dir: Path, database_url: str) -> None:
     """Point 6: a killed sync blocked the account for lock_ttl ("already running" though
     nothing ran; scheduled syncs skipped too), and "already running" did not say who."""
     lock = synced_on.lock(f"vpp.sync.{_account_id(synced_on)}", ttl=300)
@@ -297,8 +307,9 @@ def _lock_is_free(host: Host) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(synced_on: Host, small_sim: Any, project_dir: Path,
-                                                                                database_url: str, signum: int) -> None:
+def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
+    synced_on: Host, small_sim: Any, project_dir: Path, database_url: str, signum: int
+) -> None:
     """Point 5: Ctrl-C during a sync hung ~30 s and exited 1 with a raw "database is locked";
     SIGTERM left the run "running" and the lock held. Now: rollback, lock released, run
     interrupted, exit 130 within a second."""
@@ -310,8 +321,14 @@ def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(s
     env = {**os.environ, "MDM_DATABASE_URL": database_url, "MDM_SECRET_KEY": "test-secret-key", "MDM_DISABLED_PLUGINS": "mobile_apps"}
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
-    child = subprocess.Popen([str(mdm), "--config", str(project_dir / "conf" / "mdm.toml"), "vpp", "sync", "school", "--full"],
-                             env=env, cwd=project_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [str(mdm), "--config", str(project_dir / "conf" / "mdm.toml"), "vpp", "sync", "school", "--full"],
+        env=env,
+        cwd=project_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (runs(synced_on)[-1]["status"] == "running" and stage_rows(synced_on) > 0):
         time.sleep(0.02)

@@ -101,8 +101,7 @@ def test_rotate_re_encrypts_every_secret_with_a_new_key(mdm: MdmRunner, small_si
     count_figure("key_cases")
 
 
-def test_a_rotation_that_fails_half_way_leaves_everything_readable(mdm: MdmRunner, small_sim: Any, project_dir: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotation_that_fails_half_way_leaves_everything_readable(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mdm_core import secrets_cli
 
     _add(mdm, small_sim, project_dir, "school")
@@ -135,8 +134,9 @@ def test_rotate_with_keys_in_the_environment(mdm: MdmRunner, small_sim: Any, pro
     count_figure("key_cases")
 
 
-def test_a_passphrase_is_stretched_with_scrypt_and_0_1_0_secrets_still_read(mdm: MdmRunner, small_sim: Any, project_dir: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_passphrase_is_stretched_with_scrypt_and_0_1_0_secrets_still_read(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 16: SHA-256 of a passphrase was the key; now scrypt derives it, and a database
     written by 0.1.0 (SHA-256 key) stays readable until `mdm secrets rotate` re-encrypts it."""
     passphrase = "correct horse battery staple"

@@ -40,8 +40,9 @@ EXPECTED = {"expire_token": "expired", "revoke_token": "revoked", "error_200-962
 
 
 @pytest.mark.parametrize("kind", EXPECTED)
-def test_token_error_pauses_scheduled_syncs_until_the_user_acts(synced: Host, small_sim: Any, project_dir: Path, kind: str,
-                                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_error_pauses_scheduled_syncs_until_the_user_acts(
+    synced: Host, small_sim: Any, project_dir: Path, kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _token_error(small_sim, kind)
     first = sync_account(synced, "school", trigger="schedule")
     assert first["status"] == "error"

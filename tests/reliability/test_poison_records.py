@@ -9,16 +9,16 @@ both databases, and nothing is written. Licenses of an asset Apple does not list
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from mdm_core.host import Host
-from plugins.vpp.sync.run import sync_account
-
 from mdm_core.testing import EventRecorder as Recorder
 from mdm_core.testing import MdmRunner
+from plugins.vpp.sync.run import sync_account
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import RELIABLE_CONFIG, count_figure, mirror_dump, stage_rows
@@ -72,9 +72,9 @@ def poison(sim: Any, listing: str, change: Callable[[list[dict[str, Any]]], None
 
 
 @pytest.mark.parametrize("case", POISONS)
-def test_a_poison_record_fails_the_sync_in_one_line_on_both_databases(synced_host: Host, small_sim: Any, case: str,
-                                                                      project_dir: Path, database_url: str,
-                                                                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_poison_record_fails_the_sync_in_one_line_on_both_databases(
+    synced_host: Host, small_sim: Any, case: str, project_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     listing, field, value, expected = POISONS[case]
     before = mirror_dump(synced_host)
     touched: list[Any] = []
@@ -102,15 +102,20 @@ def test_a_poison_record_fails_the_sync_in_one_line_on_both_databases(synced_hos
     count_figure("poison_records")
 
 
-def test_licenses_of_an_asset_apple_does_not_list_are_reported(synced_host: Host, small_sim: Any, project_dir: Path,
-                                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_licenses_of_an_asset_apple_does_not_list_are_reported(
+    synced_host: Host, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def change(records: list[dict[str, Any]]) -> None:
         if not any(r.get("adamId") == "999000111" for r in records):
             records.append({"adamId": "999000111", "pricingParam": "STDQ", "serialNumber": "GHOST0000001"})
 
     poison(small_sim, "assignments", change)
-    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": str(synced_host.db.url.render_as_string(hide_password=False)),
-                                                              "MDM_DISABLED_PLUGINS": "mobile_apps"})
+    mdm = MdmRunner(
+        project_dir,
+        monkeypatch,
+        capsys,
+        environ={"MDM_DATABASE_URL": str(synced_host.db.url.render_as_string(hide_password=False)), "MDM_DISABLED_PLUGINS": "mobile_apps"},
+    )
     code, out, err = mdm("vpp", "sync", "school", "--full", "--json")
     assert code == 0, err
     (report,) = json.loads(out)

@@ -17,35 +17,43 @@ from hypothesis import strategies as st
 from mdm_core.host import create_host
 from plugins.vpp.accounts import add_account, remove_account
 from plugins.vpp.sync.run import sync_account
-
 from plugins.vpp.testing import apple_state, mirror_state
 
 from .conftest import RELIABLE_CONFIG, count_figure, mirror_dump, stage_rows
 
 TRANSIENT = [
-    dict(kind="rate_limit", count=1), dict(kind="server_error", status=503, count=2), dict(kind="server_error", status=500, body="empty", count=1),
-    dict(kind="error_200", error_number=9603, count=1), dict(kind="drop", count=1), dict(kind="extra_field", count=None),
+    dict(kind="rate_limit", count=1),
+    dict(kind="server_error", status=503, count=2),
+    dict(kind="server_error", status=500, body="empty", count=1),
+    dict(kind="error_200", error_number=9603, count=1),
+    dict(kind="drop", count=1),
+    dict(kind="extra_field", count=None),
     dict(kind="error_200", error_number=9650, count=1),
 ]
 FATAL = [
-    dict(kind="malformed_json", count=1), dict(kind="truncated_json", count=1), dict(kind="error_200", error_number=9622, count=1),
-    dict(kind="server_error", status=503, count=None), dict(kind="missing_field", field="assignedCount", count=None),
-    dict(kind="missing_field", field="clientUserId", count=None), dict(kind="error_200", error_number=9650, count=None),
+    dict(kind="malformed_json", count=1),
+    dict(kind="truncated_json", count=1),
+    dict(kind="error_200", error_number=9622, count=1),
+    dict(kind="server_error", status=503, count=None),
+    dict(kind="missing_field", field="assignedCount", count=None),
+    dict(kind="missing_field", field="clientUserId", count=None),
+    dict(kind="error_200", error_number=9650, count=None),
 ]
 ENDPOINTS = ["assets", "assignments", "users"]
 
 changes = st.one_of(
     st.tuples(st.just("purchase"), st.integers(1, 3)),
-    st.tuples(st.just("assign_in_portal"), st.integers(0, 10 ** 6)),
-    st.tuples(st.just("remove_in_portal"), st.integers(0, 10 ** 6)),
-    st.tuples(st.just("retire_user"), st.integers(0, 10 ** 6)),
+    st.tuples(st.just("assign_in_portal"), st.integers(0, 10**6)),
+    st.tuples(st.just("remove_in_portal"), st.integers(0, 10**6)),
+    st.tuples(st.just("retire_user"), st.integers(0, 10**6)),
     st.tuples(st.just("create_user"), st.just(0)),
-    st.tuples(st.just("remove_asset"), st.integers(0, 10 ** 6)),
+    st.tuples(st.just("remove_asset"), st.integers(0, 10**6)),
     st.tuples(st.just("mutate_fraction"), st.integers(1, 30)),
 )
 syncs = st.tuples(st.just("sync"), st.booleans())
 faulted = st.tuples(st.just("transient"), st.integers(0, len(TRANSIENT) - 1), st.sampled_from(ENDPOINTS), st.integers(0, 2), st.booleans()) | st.tuples(
-    st.just("fatal"), st.integers(0, len(FATAL) - 1), st.sampled_from(ENDPOINTS), st.integers(0, 2), st.booleans())
+    st.just("fatal"), st.integers(0, len(FATAL) - 1), st.sampled_from(ENDPOINTS), st.integers(0, 2), st.booleans()
+)
 steps = st.lists(st.one_of(changes, changes, syncs, faulted), min_size=1, max_size=10)
 
 
@@ -81,8 +89,9 @@ def prop_host(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("prop")
     (folder / "conf").mkdir()
     (folder / "conf" / "mdm.toml").write_text(RELIABLE_CONFIG)
-    host = create_host(folder / "conf" / "mdm.toml", environ={"MDM_SECRET_KEY": "k"}, plugins=[plugins.vpp.plugin],
-                       database_url=f"sqlite:///{folder / 'mdm.sqlite3'}")
+    host = create_host(
+        folder / "conf" / "mdm.toml", environ={"MDM_SECRET_KEY": "k"}, plugins=[plugins.vpp.plugin], database_url=f"sqlite:///{folder / 'mdm.sqlite3'}"
+    )
     yield host
     host.close()
 
@@ -90,8 +99,7 @@ def prop_host(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.mark.slow  # 40 examples of syncs
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), page_size=st.integers(3, 5), plan=steps)
-def test_mirror_equals_apple_after_every_sync(prop_host: Any, monkeypatch: pytest.MonkeyPatch, seed: int, page_size: int,
-                                              plan: list[tuple[Any, ...]]) -> None:
+def test_mirror_equals_apple_after_every_sync(prop_host: Any, monkeypatch: pytest.MonkeyPatch, seed: int, page_size: int, plan: list[tuple[Any, ...]]) -> None:
     from plugins.vpp import accounts
     from plugins.vpp.apple.transport import RetryPolicy
     from plugins.vpp.simulator import Simulator
@@ -99,8 +107,7 @@ def test_mirror_equals_apple_after_every_sync(prop_host: Any, monkeypatch: pytes
     monkeypatch.setattr(accounts, "RetryPolicy", functools.partial(RetryPolicy, base_delay=0.01))
     count_figure("property_examples")
     host = prop_host
-    with Simulator(seed=seed, assets=4, devices=8, users=6, page_size=page_size, async_delay=0) as sim, \
-            tempfile.TemporaryDirectory() as folder:
+    with Simulator(seed=seed, assets=4, devices=8, users=6, page_size=page_size, async_delay=0) as sim, tempfile.TemporaryDirectory() as folder:
         add_account(host, "school", str(sim.write_token(Path(folder) / "t.vpptoken")), service_url=sim.base_url)
         try:
             for step in [*plan, ("sync", False)]:

@@ -8,16 +8,17 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host, create_host
+from mdm_core.testing import MdmRunner
 from plugins.vpp.sync.run import sync_account
 
-from mdm_core.testing import MdmRunner
 from .conftest import RELIABLE_CONFIG, count_figure, inner_token
 
 
@@ -46,8 +47,9 @@ def cli_env(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
 
 @pytest.mark.slow  # the whole demo and failing syncs
-def test_demo_and_failing_syncs_never_show_the_token(project_dir: Path, cli_env: Callable[..., tuple[int, str, str]],
-                                                     caplog: pytest.LogCaptureFixture, small_sim: Any) -> None:
+def test_demo_and_failing_syncs_never_show_the_token(
+    project_dir: Path, cli_env: Callable[..., tuple[int, str, str]], caplog: pytest.LogCaptureFixture, small_sim: Any
+) -> None:
     caplog.set_level(logging.DEBUG)
     code, out, err = cli_env("-vv", "demo")
     assert code == 0, err[-2000:]
@@ -97,8 +99,12 @@ def test_token_echoed_by_apple_is_redacted(school: Host, small_sim: Any, caplog:
     client = client_for(school, account)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add(responses.GET, small_sim.base_url + "/service/config", json={"urls": {"clientConfig": small_sim.base_url + "/client/config"}})
-        mock.add(responses.GET, small_sim.base_url + "/client/config", status=401,
-                 json={"errorNumber": 9622, "errorMessage": f"token {token} / {inner} is invalid", "errorInfo": {"echo": [token, inner]}})
+        mock.add(
+            responses.GET,
+            small_sim.base_url + "/client/config",
+            status=401,
+            json={"errorNumber": 9622, "errorMessage": f"token {token} / {inner} is invalid", "errorInfo": {"echo": [token, inner]}},
+        )
         with pytest.raises(VppError) as caught:
             client.get_client_config()
     exc = caught.value
@@ -106,8 +112,15 @@ def test_token_echoed_by_apple_is_redacted(school: Host, small_sim: Any, caplog:
     client.close()
 
 
-def test_database_copied_without_the_key(synced: Host, small_sim: Any, project_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-                                         make_host: Callable[..., Host], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_copied_without_the_key(
+    synced: Host,
+    small_sim: Any,
+    project_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_host: Callable[..., Host],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import plugins.vpp.plugin
 
     with synced.db.engine.connect() as conn:
@@ -117,8 +130,9 @@ def test_database_copied_without_the_key(synced: Host, small_sim: Any, project_d
     _assert_absent(small_sim.token, (elsewhere / "mdm.sqlite3").read_bytes())
 
     (elsewhere / "mdm.toml").write_text(RELIABLE_CONFIG)
-    thief = create_host(elsewhere / "mdm.toml", environ={"MDM_SECRET_KEY": "another-key"}, plugins=[plugins.vpp.plugin],
-                        database_url=f"sqlite:///{elsewhere / 'mdm.sqlite3'}")
+    thief = create_host(
+        elsewhere / "mdm.toml", environ={"MDM_SECRET_KEY": "another-key"}, plugins=[plugins.vpp.plugin], database_url=f"sqlite:///{elsewhere / 'mdm.sqlite3'}"
+    )
     try:
         report = sync_account(thief, "school")
     finally:
@@ -145,8 +159,9 @@ def test_key_file_created_0600_without_mdm_secret_key(project_dir: Path, small_s
     from plugins.vpp.accounts import add_account
 
     (project_dir / "conf" / "mdm.toml").write_text(RELIABLE_CONFIG)
-    host = create_host(project_dir / "conf" / "mdm.toml", environ={}, plugins=[plugins.vpp.plugin],
-                       database_url=f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    host = create_host(
+        project_dir / "conf" / "mdm.toml", environ={}, plugins=[plugins.vpp.plugin], database_url=f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    )
     try:
         add_account(host, "school", str(small_sim.write_token(project_dir / "t.vpptoken")), service_url=small_sim.base_url)
         assert sync_account(host, "school")["status"] == "ok"

@@ -4,9 +4,10 @@ distinct states (``list_accounts`` → ``token_state``), each announced once by 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mdm_core import hookimpl
 from mdm_core.host import Host
@@ -38,7 +39,7 @@ def test_every_token_state_is_distinct_and_announced(make_host: Callable[..., Ho
 
     renewer = Renewer()
     host = make_host(plugins=[plugins.vpp.plugin, renewer], config=RELIABLE_CONFIG)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     seen: list[str] = []
 
     def state() -> str:
@@ -93,4 +94,4 @@ def test_every_token_state_is_distinct_and_announced(make_host: Callable[..., Ho
     assert set(seen) == set(STATES), "every state was reached"
     assert len(renewer.heard) == len(seen) and len({i for i, _ in renewer.heard}) == len(seen)
     assert any("taken_over" in n and "another MDM claimed" in n for n in renewer.notices)
-    assert "taken over by another MDM (OtherMDM (other.example.com))" == list_accounts(host)[0]["token_status"]
+    assert list_accounts(host)[0]["token_status"] == "taken over by another MDM (OtherMDM (other.example.com))"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -30,13 +31,11 @@ class Client:
 
     def get(self, endpoint: str, params: dict[str, Any] | None = None, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", self.auth)
-        return self.session.get(f"{self.sim.base_url}/{endpoint}", params=params, headers=headers,
-                                timeout=10, **kwargs)
+        return self.session.get(f"{self.sim.base_url}/{endpoint}", params=params, headers=headers, timeout=10, **kwargs)
 
     def post(self, endpoint: str, body: Any, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", self.auth)
-        return self.session.post(f"{self.sim.base_url}/{endpoint}", json=body, headers=headers,
-                                 timeout=10, **kwargs)
+        return self.session.post(f"{self.sim.base_url}/{endpoint}", json=body, headers=headers, timeout=10, **kwargs)
 
     def all_pages(self, endpoint: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every page of a listing, following nextPageIndex."""

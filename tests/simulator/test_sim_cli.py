@@ -29,7 +29,8 @@ def test_defaults():
 def test_serve_in_thread(tmp_path, capsys):
     token_file = tmp_path / "sim.vpptoken"
     args = add_serve_arguments(argparse.ArgumentParser()).parse_args(
-        ["--seed", "4", "--devices", "5", "--users", "5", "--page-size", "3", "--token-file", str(token_file)])
+        ["--seed", "4", "--devices", "5", "--users", "5", "--page-size", "3", "--token-file", str(token_file)]
+    )
     ready, stop = threading.Event(), threading.Event()
     result: list[int] = []
     worker = threading.Thread(target=lambda: result.append(serve(args, ready=ready, stop=stop)))
@@ -54,7 +55,11 @@ def test_module_entry_point_stops_on_sigterm(tmp_path):
     token_file = tmp_path / "m.vpptoken"
     process = subprocess.Popen(
         [sys.executable, "-m", "plugins.vpp.simulator", "--port", "0", "--token-file", str(token_file)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         assert "/mdm/v2" in line and str(token_file) in line

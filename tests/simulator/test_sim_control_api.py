@@ -8,8 +8,7 @@ def _control(api, method, route, body=None):
 
 
 def test_faults_over_http(fresh):
-    armed = _control(fresh, "POST", "faults", {"kind": "rate_limit", "endpoint": "users", "count": 2,
-                                                "retry_after": 5})
+    armed = _control(fresh, "POST", "faults", {"kind": "rate_limit", "endpoint": "users", "count": 2, "retry_after": 5})
     assert armed.status_code == 201 and armed.json()["fault"]["kind"] == "rate_limit"
     assert fresh.get("users").status_code == 429
     listed = _control(fresh, "GET", "faults").json()
@@ -33,17 +32,14 @@ def test_changes_over_http(fresh):
     adam_id, pricing = bought.json()["result"]
     assert sim.snapshot()["assets"][(adam_id, pricing)]["totalCount"] == 4
     assert bought.json()["versions"] == sim.versions()
-    assert _control(fresh, "POST", "change", {"action": "assign", "adam_id": adam_id,
-                                              "pricing_param": pricing, "serial_number": "CTRL00000001"}).ok
+    assert _control(fresh, "POST", "change", {"action": "assign", "adam_id": adam_id, "pricing_param": pricing, "serial_number": "CTRL00000001"}).ok
     assert (adam_id, pricing, "serialNumber", "CTRL00000001") in sim.snapshot()["assignments"]
-    assert _control(fresh, "POST", "change", {"action": "remove", "adam_id": adam_id,
-                                              "pricing_param": pricing, "serial_number": "CTRL00000001"}).ok
+    assert _control(fresh, "POST", "change", {"action": "remove", "adam_id": adam_id, "pricing_param": pricing, "serial_number": "CTRL00000001"}).ok
     assert (adam_id, pricing, "serialNumber", "CTRL00000001") not in sim.snapshot()["assignments"]
     user = sim.state.user_ids("Associated")[0]
     assert _control(fresh, "POST", "change", {"action": "retire_user", "client_user_id": user}).json()["result"]
     assert sim.snapshot()["users"][user]["status"] == "Retired"
-    assert _control(fresh, "POST", "change", {"action": "remove_asset", "adam_id": adam_id,
-                                              "pricing_param": pricing}).json()["result"] is True
+    assert _control(fresh, "POST", "change", {"action": "remove_asset", "adam_id": adam_id, "pricing_param": pricing}).json()["result"] is True
     assert (adam_id, pricing) not in sim.snapshot()["assets"]
     mutated = _control(fresh, "POST", "change", {"action": "mutate_fraction", "fraction": 0.2, "seed": 1})
     assert mutated.json()["result"]["assignments_added"] > 0

@@ -6,16 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from plugins.vpp.simulator.cli import add_serve_arguments, serve
-
 from mdm_core.testing import MdmRunner
+from plugins.vpp.simulator.cli import add_serve_arguments, serve
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple
     """`mdm vpp simulator serve --token-expires-in 20` in a thread: (base URL, token file)."""
     token_file = tmp_path / "sim.vpptoken"
     args = add_serve_arguments(argparse.ArgumentParser()).parse_args(
-        ["--seed", "4", "--assets", "3", "--devices", "5", "--users", "5", "--async-delay", "0", "--token-file", str(token_file),
-         "--token-expires-in", "20"])
+        ["--seed", "4", "--assets", "3", "--devices", "5", "--users", "5", "--async-delay", "0", "--token-file", str(token_file), "--token-expires-in", "20"]
+    )
     ready, stop = threading.Event(), threading.Event()
     worker = threading.Thread(target=serve, args=(args,), kwargs={"ready": ready, "stop": stop})
     worker.start()
@@ -95,7 +95,7 @@ def test_actions_are_documented_with_their_parameters(mdm: Any) -> None:
 def test_a_token_that_expires_soon_previews_the_expiring_state(served: tuple[str, Path], mdm: Any) -> None:
     url, token_file = served
     expires = datetime.fromisoformat(requests.get(_root(url) + "/_sim/token", timeout=5).json()["tokenExpirationDate"].replace("Z", "+00:00"))
-    assert timedelta(days=19) < expires - datetime.now(timezone.utc) <= timedelta(days=20)
+    assert timedelta(days=19) < expires - datetime.now(UTC) <= timedelta(days=20)
     code, out, err = mdm("vpp", "account", "add", "preview", "--token-file", str(token_file), "--service-url", url)
     assert code == 0, err
     [account] = json.loads(mdm("vpp", "account", "list", "--json")[1])

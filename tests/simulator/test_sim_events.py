@@ -16,8 +16,7 @@ def _ref(key) -> dict[str, str]:
 
 
 def _seeded(api, **wanted):
-    return next(k for k, a in api.sim.snapshot()["assets"].items()
-                if all(a[f] == v for f, v in wanted.items()))
+    return next(k for k, a in api.sim.snapshot()["assets"].items() if all(a[f] == v for f, v in wanted.items()))
 
 
 def test_associate_pending_then_complete(make_client):
@@ -61,11 +60,9 @@ def test_user_association_and_9609(fresh):
     associated = sim.state.user_ids("Associated")[0]
     registered = sim.state.user_ids("Registered")[0]
     retired = sim.state.user_ids("Retired")[0]
-    status = fresh.run("assets/associate", {"assets": [_ref(key)],
-                                            "clientUserIds": [associated, registered, retired, "ghost"]})
+    status = fresh.run("assets/associate", {"assets": [_ref(key)], "clientUserIds": [associated, registered, retired, "ghost"]})
     assert (status["eventStatus"], status["numRequested"], status["numCompleted"]) == ("FAILED", 4, 1)
-    assert [(f["errorNumber"], f["errorInfo"]) for f in status["failures"]] == [
-        (9609, {"clientUserIds": [registered, retired, "ghost"]})]
+    assert [(f["errorNumber"], f["errorInfo"]) for f in status["failures"]] == [(9609, {"clientUserIds": [registered, retired, "ghost"]})]
     assert (key[0], key[1], "clientUserId", associated) in sim.snapshot()["assignments"]
     # associating a license already held is a no-op success
     again = fresh.run("assets/associate", {"assets": [_ref(key)], "clientUserIds": [associated]})
@@ -127,9 +124,15 @@ def test_synchronous_asset_errors(fresh):
 
 def test_users_create_update_retire(fresh):
     sim = fresh.sim
-    status = fresh.run("users/create", {"users": [
-        {"clientUserId": "new-a", "email": "a@example.org", "managedAppleId": "a@appleid.example.org"},
-        {"clientUserId": "new-b", "email": "b@example.org"}]})
+    status = fresh.run(
+        "users/create",
+        {
+            "users": [
+                {"clientUserId": "new-a", "email": "a@example.org", "managedAppleId": "a@appleid.example.org"},
+                {"clientUserId": "new-b", "email": "b@example.org"},
+            ]
+        },
+    )
     assert (status["eventStatus"], status["eventType"], status["numCompleted"]) == ("COMPLETE", "CREATE", 2)
     a = fresh.get("users", {"clientUserId": "new-a"}).json()["users"][0]
     b = fresh.get("users", {"clientUserId": "new-b"}).json()["users"][0]
@@ -137,10 +140,8 @@ def test_users_create_update_retire(fresh):
     assert b["status"] == "Registered" and b["inviteCode"] and "idHash" not in b
     duplicate = fresh.run("users/create", {"users": [{"clientUserId": "new-a"}, {"clientUserId": "new-c"}]})
     assert (duplicate["eventStatus"], duplicate["numCompleted"]) == ("FAILED", 1)
-    assert [(f["errorNumber"], f["errorInfo"]) for f in duplicate["failures"]] == [
-        (9716, {"clientUserIds": ["new-a"]})]
-    updated = fresh.run("users/update", {"users": [{"clientUserId": "new-b", "email": "b2@example.org"},
-                                                    {"clientUserId": "ghost"}]})
+    assert [(f["errorNumber"], f["errorInfo"]) for f in duplicate["failures"]] == [(9716, {"clientUserIds": ["new-a"]})]
+    updated = fresh.run("users/update", {"users": [{"clientUserId": "new-b", "email": "b2@example.org"}, {"clientUserId": "ghost"}]})
     assert updated["eventStatus"] == "FAILED" and updated["failures"][0]["errorNumber"] == 9609
     assert sim.state.user("new-b")["email"] == "b2@example.org"
 

@@ -23,8 +23,7 @@ def test_rate_limit_with_and_without_retry_after(fresh):
 
 
 def test_server_errors(fresh):
-    fresh.sim.faults.add("server_error", endpoint="assignments", count=1, status=503, body="empty",
-                         retry_after=3)
+    fresh.sim.faults.add("server_error", endpoint="assignments", count=1, status=503, body="empty", retry_after=3)
     fresh.sim.faults.add("server_error", endpoint="users", count=1)
     unavailable = fresh.get("assignments")
     assert (unavailable.status_code, unavailable.content, unavailable.headers["Retry-After"]) == (503, b"", "3")
@@ -107,8 +106,7 @@ def test_endpoint_matching_is_exact(fresh):
     fresh.sim.faults.add("rate_limit", endpoint="assets")
     assert fresh.get("assignments").status_code == 200
     key = fresh.sim.purchase(count=1)
-    ok = fresh.post("assets/associate", {"assets": [{"adamId": key[0], "pricingParam": key[1]}],
-                                         "serialNumbers": ["M1"]})
+    ok = fresh.post("assets/associate", {"assets": [{"adamId": key[0], "pricingParam": key[1]}], "serialNumbers": ["M1"]})
     assert ok.status_code == 200
     assert fresh.get("assets").status_code == 429 and fresh.get("assets").status_code == 429
     fresh.sim.faults.clear()

@@ -7,8 +7,7 @@ import re
 
 def _lookup(client, ids, cookie=True, **params):
     url = client.get("service/config").json()["urls"]["contentMetadataLookup"]
-    query = {"version": 2, "id": ",".join(ids), "p": "mdm-lockup", "caller": "MDM",
-             "platform": "volumestore", "cc": "us", "l": "en", **params}
+    query = {"version": 2, "id": ",".join(ids), "p": "mdm-lockup", "caller": "MDM", "platform": "volumestore", "cc": "us", "l": "en", **params}
     cookies = {"itvt": client.sim.token} if cookie else {}
     return client.session.get(url, params=query, cookies=cookies, timeout=5)
 
@@ -43,8 +42,7 @@ def test_public_apps_are_answered_without_the_cookie_as_apple_does(sim, client):
     adam_id = next(iter(sim.snapshot()["assets"]))[0]
     assert set(_lookup(client, [adam_id], cookie=False).json()["results"]) == {adam_id}
     url = client.get("service/config").json()["urls"]["contentMetadataLookup"]
-    wrong = client.session.get(url, params={"version": 2, "id": adam_id, "p": "mdm-lockup"},
-                               cookies={"itvt": "nope"}, timeout=5)
+    wrong = client.session.get(url, params={"version": 2, "id": adam_id, "p": "mdm-lockup"}, cookies={"itvt": "nope"}, timeout=5)
     assert wrong.status_code == 200 and set(wrong.json()["results"]) == {adam_id}
 
 

@@ -8,9 +8,15 @@ ALL_TYPES = ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIA
 
 
 def _subscribe(api, receiver, types=ALL_TYPES, secret="n0tify-secret-" + "x" * 30):
-    response = api.post("client/config", {
-        "mdmInfo": {"id": "ours", "name": "mdm-host", "metadata": "mdm.example.org"},
-        "notificationUrl": receiver.url, "notificationAuthToken": secret, "notificationTypes": types})
+    response = api.post(
+        "client/config",
+        {
+            "mdmInfo": {"id": "ours", "name": "mdm-host", "metadata": "mdm.example.org"},
+            "notificationUrl": receiver.url,
+            "notificationAuthToken": secret,
+            "notificationTypes": types,
+        },
+    )
     assert response.status_code == 200, response.text
     return secret
 
@@ -33,8 +39,12 @@ def test_configuring_sends_test_notification_with_the_bearer_secret(make_client,
 def test_unreachable_or_refusing_url_is_9728_and_nothing_changes(make_client, receiver):
     api = make_client()
     receiver.status[:] = [401]
-    body = {"mdmInfo": {"id": "ours", "name": "n", "metadata": "m"}, "notificationUrl": receiver.url,
-            "notificationAuthToken": "t" * 40, "notificationTypes": ["ASSET_COUNT"]}
+    body = {
+        "mdmInfo": {"id": "ours", "name": "n", "metadata": "m"},
+        "notificationUrl": receiver.url,
+        "notificationAuthToken": "t" * 40,
+        "notificationTypes": ["ASSET_COUNT"],
+    }
     refused = api.post("client/config", body)
     assert (refused.status_code, refused.json()["errorNumber"]) == (400, 9728)
     config = api.get("client/config").json()
@@ -163,7 +173,10 @@ def test_control_api_lists_notifications_and_arms_their_faults(make_client, rece
     assert api.sim.wait_notifications(5)
     listed = requests.get(f"{root}/_sim/notifications", timeout=5).json()["notifications"]
     assert [(n["notificationType"], n["status"]) for n in listed] == [
-        ("TEST_NOTIFICATION", "delivered"), ("ASSET_COUNT", "dropped"), ("ASSET_COUNT", "delivered")]
+        ("TEST_NOTIFICATION", "delivered"),
+        ("ASSET_COUNT", "dropped"),
+        ("ASSET_COUNT", "delivered"),
+    ]
     assert all("n0tify-secret" not in repr(n) for n in listed)
 
 

@@ -15,11 +15,10 @@ def _error(response) -> tuple[int, int]:
 
 
 def test_default_page_size_is_437():
-    with Simulator(seed=2, devices=400, users=100, assignments=1000) as sim:
-        with requests.Session() as session:
-            url, auth = sim.base_url + "/assignments", {"Authorization": f"Bearer {sim.token}"}
-            first = session.get(url, headers=auth, timeout=5).json()
-            last = session.get(url, params={"pageIndex": 2}, headers=auth, timeout=5).json()
+    with Simulator(seed=2, devices=400, users=100, assignments=1000) as sim, requests.Session() as session:
+        url, auth = sim.base_url + "/assignments", {"Authorization": f"Bearer {sim.token}"}
+        first = session.get(url, headers=auth, timeout=5).json()
+        last = session.get(url, params={"pageIndex": 2}, headers=auth, timeout=5).json()
     assert sim.state.page_size == 437
     assert (first["size"], first["totalPages"], first["nextPageIndex"]) == (437, 3, 1)
     assert last["size"] == 1000 - 2 * 437 and "nextPageIndex" not in last
@@ -35,8 +34,11 @@ def test_assignment_pages_cover_the_snapshot(sim, client):
         if index < len(pages) - 1:
             assert page["nextPageIndex"] == index + 1 and page["size"] == 10
     assert "nextPageIndex" not in pages[-1]
-    rows = {(r["adamId"], r["pricingParam"], "serialNumber" if "serialNumber" in r else "clientUserId",
-             r.get("serialNumber") or r["clientUserId"]) for p in pages for r in p["assignments"]}
+    rows = {
+        (r["adamId"], r["pricingParam"], "serialNumber" if "serialNumber" in r else "clientUserId", r.get("serialNumber") or r["clientUserId"])
+        for p in pages
+        for r in p["assignments"]
+    }
     assert rows == snapshot
     assert all(("serialNumber" in r) != ("clientUserId" in r) for p in pages for r in p["assignments"])
     assert len({p["versionId"] for p in pages}) == 1
@@ -55,9 +57,24 @@ def test_page_index_out_of_range(client):
 
 def test_asset_filters(sim, client):
     assets = [a for p in client.all_pages("assets") for a in p["assets"]]
-    assert {tuple(sorted(a)) for a in assets} == {tuple(sorted(
-        ["adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount",
-         "totalCount", "deviceAssignable", "revocable", "supportedPlatforms"]))}
+    assert {tuple(sorted(a)) for a in assets} == {
+        tuple(
+            sorted(
+                [
+                    "adamId",
+                    "pricingParam",
+                    "productType",
+                    "assignedCount",
+                    "availableCount",
+                    "retiredCount",
+                    "totalCount",
+                    "deviceAssignable",
+                    "revocable",
+                    "supportedPlatforms",
+                ]
+            )
+        )
+    }
     for asset in assets:
         assert asset["totalCount"] == asset["assignedCount"] + asset["availableCount"] + asset["retiredCount"]
         assert asset["availableCount"] > 0
@@ -73,8 +90,7 @@ def test_asset_filters(sim, client):
     assert {a["pricingParam"] for a in shared} == {"STDQ", "PLUS"}
     middle = sorted(a["availableCount"] for a in assets)[len(assets) // 2]
     ranged = client.get("assets", {"minAvailableCount": middle, "maxAssignedCount": 1000}).json()["assets"]
-    assert {a["adamId"] + a["pricingParam"] for a in ranged} == {
-        a["adamId"] + a["pricingParam"] for a in assets if a["availableCount"] >= middle}
+    assert {a["adamId"] + a["pricingParam"] for a in ranged} == {a["adamId"] + a["pricingParam"] for a in assets if a["availableCount"] >= middle}
     assert {("iOS",), ("macOS",), ("iOS", "macOS")} <= {tuple(a["supportedPlatforms"]) for a in assets}
 
 
@@ -85,12 +101,9 @@ def test_assignment_filters(sim, client):
     assert {r["adamId"] for r in by_serial} == {row[0] for row in snapshot if row[3] == serial}
     user = next(row[3] for row in snapshot if row[2] == "clientUserId")
     by_user = client.get("assignments", {"clientUserId": user, "includeUserState": "true"}).json()
-    assert by_user["assignments"] and all(
-        r["clientUserId"] == user and r["userStatus"] == "Associated" and r["idHash"]
-        for r in by_user["assignments"])
+    assert by_user["assignments"] and all(r["clientUserId"] == user and r["userStatus"] == "Associated" and r["idHash"] for r in by_user["assignments"])
     adam_id, pricing = next((row[0], row[1]) for row in snapshot if row[1] == "PLUS")
-    rows = [r for p in client.all_pages("assignments", {"adamId": adam_id, "pricingParam": "PLUS"})
-            for r in p["assignments"]]
+    rows = [r for p in client.all_pages("assignments", {"adamId": adam_id, "pricingParam": "PLUS"}) for r in p["assignments"]]
     assert len(rows) == sum(1 for row in snapshot if row[:2] == (adam_id, "PLUS"))
     plain = client.get("assignments", {"serialNumber": serial}).json()["assignments"]
     assert all("userStatus" not in r and "idHash" not in r for r in plain)
@@ -104,10 +117,8 @@ def test_exclude_inactive_users(fresh):
     sim.retire_user(holder)  # books are irrevocable: the license stays with the retired user
     rows = fresh.get("assignments", {"clientUserId": holder, "includeUserState": "true"}).json()["assignments"]
     assert [r["userStatus"] for r in rows] == ["Retired"] * len(rows) and rows
-    assert all(r["adamId"] in {k[0] for k, a in sim.snapshot()["assets"].items() if not a["revocable"]}
-               for r in rows)
-    active = [r for p in fresh.all_pages("assignments", {"excludeInactiveUsers": "true"})
-              for r in p["assignments"]]
+    assert all(r["adamId"] in {k[0] for k, a in sim.snapshot()["assets"].items() if not a["revocable"]} for r in rows)
+    active = [r for p in fresh.all_pages("assignments", {"excludeInactiveUsers": "true"}) for r in p["assignments"]]
     assert holder not in {r.get("clientUserId") for r in active}
 
 
@@ -136,8 +147,7 @@ def test_version_ids_change_only_for_touched_dataset(fresh):
     sim.purchase(count=3)
     after_purchase = sim.versions()
     assert after_purchase["assets"] != before["assets"]
-    assert {k: after_purchase[k] for k in ("assignments", "users")} == {
-        k: before[k] for k in ("assignments", "users")}
+    assert {k: after_purchase[k] for k in ("assignments", "users")} == {k: before[k] for k in ("assignments", "users")}
     sim.create_user("user-new-1", managed_apple_id="new1@appleid.example.org")
     after_user = sim.versions()
     assert after_user["users"] != after_purchase["users"]
@@ -161,8 +171,7 @@ def test_since_version_deltas(fresh):
     adam_id, pricing = sim.purchase(count=5)
     sim.assign_in_portal(adam_id, pricing, serial_number="DELTA0000001")
     snap = sim.snapshot()
-    removed = next(row for row in sorted(snap["assignments"]) if row[2] == "serialNumber"
-                   and snap["assets"][row[:2]]["revocable"])
+    removed = next(row for row in sorted(snap["assignments"]) if row[2] == "serialNumber" and snap["assets"][row[:2]]["revocable"])
     sim.remove_in_portal(removed[0], removed[1], serial_number=removed[3])
     delta = [r for p in fresh.all_pages("assignments", {"sinceVersionId": start}) for r in p["assignments"]]
     assert delta == [{"adamId": adam_id, "pricingParam": pricing, "serialNumber": "DELTA0000001"}]
@@ -178,8 +187,7 @@ def test_since_version_deltas(fresh):
     retiree = sim.state.user_ids("Associated")[0]
     sim.retire_user(retiree)
     users = [u for p in fresh.all_pages("users", {"sinceVersionId": users_start}) for u in p["users"]]
-    assert [(u["clientUserId"], u["status"]) for u in users] == [
-        ("user-delta", "Registered"), (retiree, "Retired")]
+    assert [(u["clientUserId"], u["status"]) for u in users] == [("user-delta", "Registered"), (retiree, "Retired")]
 
 
 def test_invalid_since_version(client):

@@ -83,12 +83,10 @@ def test_300k_assignments_seed_and_serve():
     assert len(sim.state.assignments) == 300_000
     assert seeded < 10, seeded
     with sim, requests.Session() as session:
-        page = session.get(sim.base_url + "/assignments", params={"pageIndex": 500},
-                           headers={"Authorization": f"Bearer {sim.token}"}, timeout=10).json()
+        page = session.get(sim.base_url + "/assignments", params={"pageIndex": 500}, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10).json()
         assert (page["size"], page["totalPages"], page["nextPageIndex"]) == (437, 687, 501)
     headers = {"Authorization": f"Bearer {sim.token}"}
-    for query in ("pageIndex=300", "adamId=" + next(iter(sim.snapshot()["assets"]))[0],
-                  "includeUserState=true&excludeInactiveUsers=true&pageIndex=9"):
+    for query in ("pageIndex=300", "adamId=" + next(iter(sim.snapshot()["assets"]))[0], "includeUserState=true&excludeInactiveUsers=true&pageIndex=9"):
         sim.api.handle("GET", "/mdm/v2/assignments", parse_qs(query), headers, b"", "http://x")
         cpu = time.process_time()
         for _ in range(20):

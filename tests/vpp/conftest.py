@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+from sqlmodel import col
 
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder, MdmRunner
-from sqlmodel import col
 
 #: Fast failure: one retry at most, no long back-off (faults use retry_after=0).
 FAST_CONFIG = """
@@ -21,6 +22,7 @@ max_attempts = 2
 max_total_wait = 2
 request_timeout = 10
 """
+
 
 @pytest.fixture
 def recorder() -> EventRecorder:
@@ -69,8 +71,7 @@ def cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     """``cli("vpp", "sync")`` runs ``mdm`` on the fixture's config and database: (exit, out, err)."""
     conf = project_dir / "conf" / "mdm.toml"
     # only this plugin: the VPP tests do not depend on mobile_apps
-    return MdmRunner(project_dir, monkeypatch, capsys, config=None if conf.exists() else FAST_CONFIG,
-                     environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
+    return MdmRunner(project_dir, monkeypatch, capsys, config=None if conf.exists() else FAST_CONFIG, environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
 
 
 # ---------------------------------------------------------------------- helpers

@@ -16,8 +16,14 @@ def inbox(host: Host, account: str = "school") -> list[Any]:
     from plugins.vpp.models import VppAccount, VppNotification
 
     with host.db.session() as session:
-        return list(session.execute(select(VppNotification).join(VppAccount, col(VppAccount.id) == col(VppNotification.account_id))
-                                    .where(col(VppAccount.name) == account).order_by(col(VppNotification.id))).scalars())
+        return list(
+            session.execute(
+                select(VppNotification)
+                .join(VppAccount, col(VppAccount.id) == col(VppNotification.account_id))
+                .where(col(VppAccount.name) == account)
+                .order_by(col(VppNotification.id))
+            ).scalars()
+        )
 
 
 def settle(host: Host, sim: Any, timeout: float = 30.0) -> None:

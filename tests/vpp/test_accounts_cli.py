@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def test_malformed_token_refused(plain_host: Any, cli: Any, simulator: Any, proj
 
 
 def test_expired_token_refused(plain_host: Any, cli: Any, project_dir: Path) -> None:
-    past = datetime.now(timezone.utc) - timedelta(days=2)
+    past = datetime.now(UTC) - timedelta(days=2)
     with Simulator(seed=3, assets=2, devices=2, users=2, async_delay=0, token_expires_at=past) as old:
         path = old.write_token(project_dir / "old.vpptoken")
         code, out, err = cli("vpp", "account", "add", "old", "--token-file", str(path), "--service-url", old.base_url)
@@ -172,7 +172,9 @@ def test_sync_error_exit_code(plain_host: Any, cli: Any, simulator: Any, token_f
     assert out.startswith("school: error:") and len(out.strip().splitlines()) == 1
 
 
-def test_token_never_in_output_logs_or_database(plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_never_in_output_logs_or_database(
+    plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from plugins.vpp.sync.run import sync_account
@@ -180,8 +182,15 @@ def test_token_never_in_output_logs_or_database(plain_host: Any, cli: Any, simul
     secrets = [simulator.token, inner_token(simulator), base64.b64decode(simulator.token).decode()]
     outputs = []
     outputs.append(cli("-vv", "vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url))
-    for args in (["vpp", "account", "list"], ["vpp", "account", "list", "--json"], ["-vv", "vpp", "sync"], ["vpp", "runs", "--json"],
-                 ["vpp", "assets", "--json"], ["vpp", "users", "--json"], ["vpp", "licenses", "--json"]):
+    for args in (
+        ["vpp", "account", "list"],
+        ["vpp", "account", "list", "--json"],
+        ["-vv", "vpp", "sync"],
+        ["vpp", "runs", "--json"],
+        ["vpp", "assets", "--json"],
+        ["vpp", "users", "--json"],
+        ["vpp", "licenses", "--json"],
+    ):
         outputs.append(cli(*args))
     simulator.faults.add("server_error", endpoint="users", count=1, retry_after=0)
     simulator.expire_token()

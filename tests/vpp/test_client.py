@@ -14,25 +14,30 @@ import responses
 from freezegun import freeze_time
 
 from plugins.vpp.apple import errors as E
-
-from .test_errors import APPLE_ERROR_CASES
 from plugins.vpp.apple.client import AppsBooksClient, RetryPolicy, parse_response
 from plugins.vpp.apple.stoken import SToken
 
+from .test_errors import APPLE_ERROR_CASES
+
 INNER = "INNER-SECRET-5e6f7a"
-RAW = base64.b64encode(json.dumps(
-    {"token": INNER, "expDate": "2030-11-08T22:33:22+0000", "orgName": "Example School"}).encode()).decode()
+RAW = base64.b64encode(json.dumps({"token": INNER, "expDate": "2030-11-08T22:33:22+0000", "orgName": "Example School"}).encode()).decode()
 BASE = "https://vpp.test/mdm/v2"
 LOOKUP = "https://uclient.test/WebObjects/MZStorePlatform.woa/wa/lookup"
-INVITE = ("https://buy.test/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount"
-          "?inviteCode=%25inviteCode%25&mt=8")
+INVITE = "https://buy.test/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount?inviteCode=%25inviteCode%25&mt=8"
 URLS = {
-    "clientConfig": f"{BASE}/client/config", "getAssets": f"{BASE}/assets",
-    "getAssignments": f"{BASE}/assignments", "getUsers": f"{BASE}/users",
-    "associateAssets": f"{BASE}/assets/associate", "disassociateAssets": f"{BASE}/assets/disassociate",
-    "revokeAssets": f"{BASE}/assets/revoke", "createUsers": f"{BASE}/users/create",
-    "updateUsers": f"{BASE}/users/update", "retireUsers": f"{BASE}/users/retire",
-    "eventStatus": f"{BASE}/status", "contentMetadataLookup": LOOKUP, "invitationEmail": INVITE,
+    "clientConfig": f"{BASE}/client/config",
+    "getAssets": f"{BASE}/assets",
+    "getAssignments": f"{BASE}/assignments",
+    "getUsers": f"{BASE}/users",
+    "associateAssets": f"{BASE}/assets/associate",
+    "disassociateAssets": f"{BASE}/assets/disassociate",
+    "revokeAssets": f"{BASE}/assets/revoke",
+    "createUsers": f"{BASE}/users/create",
+    "updateUsers": f"{BASE}/users/update",
+    "retireUsers": f"{BASE}/users/retire",
+    "eventStatus": f"{BASE}/status",
+    "contentMetadataLookup": LOOKUP,
+    "invitationEmail": INVITE,
 }
 COMMON = {"uId": "2049025000431439", "tokenExpirationDate": "2030-11-08T22:33:22+0000"}
 
@@ -40,8 +45,15 @@ COMMON = {"uId": "2049025000431439", "tokenExpirationDate": "2030-11-08T22:33:22
 def service_config(**limits: int) -> dict:
     return {
         "urls": URLS,
-        "limits": {"maxAssets": 25, "maxSerialNumbers": 1000, "maxClientUserIds": 1000, "maxUsers": 100,
-                   "maxRevokeSerialNumbers": 100, "maxRevokeClientUserIds": 100, **limits},
+        "limits": {
+            "maxAssets": 25,
+            "maxSerialNumbers": 1000,
+            "maxClientUserIds": 1000,
+            "maxUsers": 100,
+            "maxRevokeSerialNumbers": 100,
+            "maxRevokeClientUserIds": 100,
+            **limits,
+        },
         "errorCodes": [{"errorNumber": 9621, "errorMessage": "Token expired"}],
         "notificationTypes": ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED"],
     }
@@ -97,9 +109,9 @@ def test_auth_header_and_service_config_has_no_auth(rsps, clock) -> None:
     rsps.add(responses.GET, URLS["clientConfig"], json={**COMMON, "locationName": "Main"})
     client = make_client(clock)
     assert client.get_client_config()["locationName"] == "Main"
-    config_call, = calls_to(rsps, f"{BASE}/service/config")
+    (config_call,) = calls_to(rsps, f"{BASE}/service/config")
     assert "Authorization" not in config_call.request.headers
-    call, = calls_to(rsps, URLS["clientConfig"])
+    (call,) = calls_to(rsps, URLS["clientConfig"])
     assert call.request.headers["Authorization"] == f"Bearer {RAW}"
 
 
@@ -161,8 +173,7 @@ def test_missing_url_key(clock) -> None:
 
 def test_refuses_to_send_token_over_plain_http(clock) -> None:
     with responses.RequestsMock() as mock:
-        mock.add(responses.GET, f"{BASE}/service/config",
-                 json={"urls": {**URLS, "clientConfig": "http://evil.test/client/config"}})
+        mock.add(responses.GET, f"{BASE}/service/config", json={"urls": {**URLS, "clientConfig": "http://evil.test/client/config"}})
         with pytest.raises(E.TransportError, match="non-HTTPS"):
             make_client(clock).get_client_config()
         assert len(mock.calls) == 1
@@ -171,12 +182,10 @@ def test_refuses_to_send_token_over_plain_http(clock) -> None:
 # ------------------------------------------------------------------ error mapping
 
 
-
 @pytest.mark.parametrize("use_real_status", [True, False], ids=["http-status", "http-200"])
 @pytest.mark.parametrize("number,status,cls", APPLE_ERROR_CASES)
 def test_error_codes(rsps, clock, number, status, cls, use_real_status) -> None:
-    body = {"errorNumber": number, "errorMessage": f"message {number}",
-            "errorInfo": {"serialNumbers": ["C02X"]}}
+    body = {"errorNumber": number, "errorMessage": f"message {number}", "errorInfo": {"serialNumbers": ["C02X"]}}
     rsps.add(responses.GET, URLS["clientConfig"], json=body, status=status if use_real_status else 200)
     client = make_client(clock, retry=RetryPolicy(max_attempts=1))
     with pytest.raises(cls) as info:
@@ -189,10 +198,19 @@ def test_error_codes(rsps, clock, number, status, cls, use_real_status) -> None:
     assert "/mdm/v2/client/config" in str(err)
 
 
-@pytest.mark.parametrize("status,cls", [(429, E.RateLimitedError), (500, E.ServerError), (502, E.ServerError),
-                                        (503, E.ServerError), (401, E.TokenInvalidError),
-                                        (403, E.TokenInvalidError), (404, E.RequestRejectedError),
-                                        (415, E.RequestRejectedError)])
+@pytest.mark.parametrize(
+    "status,cls",
+    [
+        (429, E.RateLimitedError),
+        (500, E.ServerError),
+        (502, E.ServerError),
+        (503, E.ServerError),
+        (401, E.TokenInvalidError),
+        (403, E.TokenInvalidError),
+        (404, E.RequestRejectedError),
+        (415, E.RequestRejectedError),
+    ],
+)
 @pytest.mark.parametrize("body", [b"", b"<html>oops</html>", b'{"unrelated": 1}'])
 def test_http_status_without_error_number(status, cls, body) -> None:
     with pytest.raises(cls) as info:
@@ -230,8 +248,7 @@ def test_retry_after_header_kept_on_error() -> None:
 
 
 def test_retry_after_seconds_honoured(rsps, clock) -> None:
-    rsps.add(responses.GET, URLS["clientConfig"], status=429, headers={"Retry-After": "7"},
-             json={"errorNumber": 9646, "errorMessage": "Too many requests"})
+    rsps.add(responses.GET, URLS["clientConfig"], status=429, headers={"Retry-After": "7"}, json={"errorNumber": 9646, "errorMessage": "Too many requests"})
     rsps.add(responses.GET, URLS["clientConfig"], status=503, headers={"Retry-After": "120"}, body="")
     rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
     assert make_client(clock).get_client_config() == COMMON
@@ -240,8 +257,7 @@ def test_retry_after_seconds_honoured(rsps, clock) -> None:
 
 @freeze_time("2024-03-01 12:00:00")
 def test_retry_after_http_date_honoured(rsps, clock) -> None:
-    rsps.add(responses.GET, URLS["clientConfig"], status=503,
-             headers={"Retry-After": "Fri, 01 Mar 2024 12:00:45 GMT"}, json={"errorNumber": 9603})
+    rsps.add(responses.GET, URLS["clientConfig"], status=503, headers={"Retry-After": "Fri, 01 Mar 2024 12:00:45 GMT"}, json={"errorNumber": 9603})
     rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
     assert make_client(clock).get_client_config() == COMMON
     assert clock.sleeps == [45.0]
@@ -349,13 +365,16 @@ def test_total_wait_counts_elapsed_request_time(rsps, clock) -> None:
     assert clock.sleeps == [1]  # 8 + 1 + 8 = 17 s spent; + 2 would exceed 18
 
 
-@pytest.mark.parametrize("exc,reason", [
-    (requests.ConnectionError("[Errno 111] Connection refused"), "connection refused"),
-    (requests.ConnectionError("Connection reset by peer"), "connection reset"),
-    (requests.ConnectionError("Failed to resolve 'vpp.test' (Name or service not known)"), "DNS lookup failed"),
-    (requests.ReadTimeout("read timed out"), "timed out"),
-    (requests.exceptions.ChunkedEncodingError("broken"), "connection broken"),
-])
+@pytest.mark.parametrize(
+    "exc,reason",
+    [
+        (requests.ConnectionError("[Errno 111] Connection refused"), "connection refused"),
+        (requests.ConnectionError("Connection reset by peer"), "connection reset"),
+        (requests.ConnectionError("Failed to resolve 'vpp.test' (Name or service not known)"), "DNS lookup failed"),
+        (requests.ReadTimeout("read timed out"), "timed out"),
+        (requests.exceptions.ChunkedEncodingError("broken"), "connection broken"),
+    ],
+)
 def test_transport_errors_are_retried(rsps, clock, exc, reason) -> None:
     rsps.add(responses.GET, URLS["clientConfig"], body=exc)
     rsps.add(responses.GET, URLS["clientConfig"], json=COMMON)
@@ -375,8 +394,9 @@ def test_ssl_error_not_retried(rsps, clock) -> None:
     assert clock.sleeps == []
 
 
-@pytest.mark.parametrize("number,status", [(9621, 401), (9625, 401), (9601, 401), (9622, 200), (9722, 401),
-                                           (9721, 400), (9650, 400), (9602, 400), (None, 403), (None, 404)])
+@pytest.mark.parametrize(
+    "number,status", [(9621, 401), (9625, 401), (9601, 401), (9622, 200), (9722, 401), (9721, 400), (9650, 400), (9602, 400), (None, 403), (None, 404)]
+)
 def test_never_retried(rsps, clock, number, status) -> None:
     body = {"errorNumber": number} if number else {}
     rsps.add(responses.GET, URLS["clientConfig"], status=status, json=body, headers={"Retry-After": "1"})
@@ -416,14 +436,12 @@ def test_mdm_conflict_names_other_mdm(rsps, clock) -> None:
 
 
 def test_mdm_conflict_on_any_authenticated_response(rsps, clock) -> None:
-    rsps.add(responses.GET, URLS["eventStatus"],
-             json={**COMMON, "eventStatus": "COMPLETE", "mdmInfo": {"id": "x", "name": "X", "metadata": ""}})
+    rsps.add(responses.GET, URLS["eventStatus"], json={**COMMON, "eventStatus": "COMPLETE", "mdmInfo": {"id": "x", "name": "X", "metadata": ""}})
     with pytest.raises(E.MdmConflictError):
         make_client(clock, mdm_info_id="our-id").event_status("e")
 
 
-@pytest.mark.parametrize("extra", [{}, {"mdmInfo": {"id": "our-id", "name": "Us", "metadata": "m"}},
-                                   {"mdmInfo": None}])
+@pytest.mark.parametrize("extra", [{}, {"mdmInfo": {"id": "our-id", "name": "Us", "metadata": "m"}}, {"mdmInfo": None}])
 def test_mdm_info_absent_or_own_is_fine(rsps, clock, extra) -> None:
     rsps.add(responses.GET, URLS["clientConfig"], json={**COMMON, **extra})
     assert make_client(clock, mdm_info_id="our-id").get_client_config()["uId"] == COMMON["uId"]
@@ -440,9 +458,8 @@ def test_no_mdm_check_without_own_id(rsps, clock) -> None:
 def test_post_client_config_sends_only_given_keys(rsps, clock) -> None:
     rsps.add(responses.POST, URLS["clientConfig"], json={**COMMON, "mdmInfo": {"id": "our-id"}})
     client = make_client(clock, mdm_info_id="our-id")
-    client.post_client_config(mdm_info={"id": "our-id", "name": "mdm-host", "metadata": "host"},
-                              notification_types=["ASSET_MANAGEMENT"])
-    call, = calls_to(rsps, URLS["clientConfig"])
+    client.post_client_config(mdm_info={"id": "our-id", "name": "mdm-host", "metadata": "host"}, notification_types=["ASSET_MANAGEMENT"])
+    (call,) = calls_to(rsps, URLS["clientConfig"])
     assert call.request.headers["Content-Type"] == "application/json"
     assert json.loads(call.request.body) == {
         "mdmInfo": {"id": "our-id", "name": "mdm-host", "metadata": "host"},
@@ -463,13 +480,14 @@ def test_post_client_config_validation(clock) -> None:
 def test_notification_auth_token_never_leaks(rsps, clock, caplog) -> None:
     secret = "NOTIFY-SECRET-91c2"
     rsps.add(responses.POST, URLS["clientConfig"], status=503, body="")
-    rsps.add(responses.POST, URLS["clientConfig"], status=400,
-             json={"errorNumber": 9711, "errorMessage": f"too long: {secret}",
-                   "errorInfo": {"notificationAuthToken": secret}})
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(E.RequestRejectedError) as info:
-            make_client(clock).post_client_config(notification_url="https://mdm.test/n",
-                                                  notification_auth_token=secret)
+    rsps.add(
+        responses.POST,
+        URLS["clientConfig"],
+        status=400,
+        json={"errorNumber": 9711, "errorMessage": f"too long: {secret}", "errorInfo": {"notificationAuthToken": secret}},
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(E.RequestRejectedError) as info:
+        make_client(clock).post_client_config(notification_url="https://mdm.test/n", notification_auth_token=secret)
     assert secret not in str(info.value) and secret not in repr(info.value.error_info)
     assert secret not in caplog.text
     assert json.loads(calls_to(rsps, URLS["clientConfig"])[0].request.body)["notificationAuthToken"] == secret
@@ -482,18 +500,17 @@ def event_callback(bodies: list):
     def callback(request):
         bodies.append(json.loads(request.body))
         return 200, {}, json.dumps({**COMMON, "eventId": f"evt-{len(bodies)}"})
+
     return callback
 
 
 def test_associate_chunks_by_limits_and_splits_serials_from_users(clock) -> None:
     bodies: list = []
     with responses.RequestsMock() as mock:
-        mock.add(responses.GET, f"{BASE}/service/config",
-                 json=service_config(maxAssets=2, maxSerialNumbers=3, maxClientUserIds=2))
+        mock.add(responses.GET, f"{BASE}/service/config", json=service_config(maxAssets=2, maxSerialNumbers=3, maxClientUserIds=2))
         mock.add_callback(responses.POST, URLS["associateAssets"], callback=event_callback(bodies))
         assets = [("1", "STDQ"), ("2", "STDQ"), ("3", "PLUS"), ("1", "STDQ")]
-        events = make_client(clock).associate_assets(
-            assets, serial_numbers=["S1", "S2", "S3", "S4"], client_user_ids=["u1", "u2", "u3"])
+        events = make_client(clock).associate_assets(assets, serial_numbers=["S1", "S2", "S3", "S4"], client_user_ids=["u1", "u2", "u3"])
         for call in mock.calls[1:]:
             assert call.request.headers["Content-Type"] == "application/json"
     assert events == [f"evt-{i}" for i in range(1, 9)]
@@ -517,13 +534,11 @@ def test_disassociate_uses_its_url(rsps, clock) -> None:
 def test_revoke_chunks_by_revoke_limits(clock) -> None:
     bodies: list = []
     with responses.RequestsMock() as mock:
-        mock.add(responses.GET, f"{BASE}/service/config",
-                 json=service_config(maxRevokeSerialNumbers=2, maxRevokeClientUserIds=1))
+        mock.add(responses.GET, f"{BASE}/service/config", json=service_config(maxRevokeSerialNumbers=2, maxRevokeClientUserIds=1))
         mock.add_callback(responses.POST, URLS["revokeAssets"], callback=event_callback(bodies))
         events = make_client(clock).revoke_assets(serial_numbers=["a", "b", "c"], client_user_ids=["x", "y"])
     assert len(events) == 4
-    assert bodies == [{"serialNumbers": ["a", "b"]}, {"serialNumbers": ["c"]},
-                      {"clientUserIds": ["x"]}, {"clientUserIds": ["y"]}]
+    assert bodies == [{"serialNumbers": ["a", "b"]}, {"serialNumbers": ["c"]}, {"clientUserIds": ["x"]}, {"clientUserIds": ["y"]}]
 
 
 def test_users_chunk_by_max_users(clock) -> None:
@@ -586,8 +601,7 @@ def test_write_without_event_id_is_malformed(rsps, clock) -> None:
 
 def test_wait_for_event_polls_until_complete(rsps, clock) -> None:
     for state in ("PENDING", "PENDING", "COMPLETE"):
-        rsps.add(responses.GET, URLS["eventStatus"],
-                 json={**COMMON, "eventStatus": state, "eventType": "ASSOCIATE", "numRequested": 1})
+        rsps.add(responses.GET, URLS["eventStatus"], json={**COMMON, "eventStatus": state, "eventType": "ASSOCIATE", "numRequested": 1})
     status = make_client(clock).wait_for_event("evt-9", poll_interval=0.5)
     assert status["eventStatus"] == "COMPLETE"
     assert clock.sleeps == [0.5, 0.5]
@@ -623,12 +637,10 @@ def test_event_status_requires_event_status_field(rsps, clock) -> None:
 def test_lookup_metadata_uses_itvt_cookie_and_batches(rsps, clock) -> None:
     def callback(request):
         ids = parse_qs(urlsplit(request.url).query)["id"][0].split(",")
-        return 200, {}, json.dumps({"results": {i: {"id": i, "name": f"App {i}"} for i in ids if i != "3"},
-                                    "version": 2, "isAuthenticated": False})
+        return 200, {}, json.dumps({"results": {i: {"id": i, "name": f"App {i}"} for i in ids if i != "3"}, "version": 2, "isAuthenticated": False})
 
     rsps.add_callback(responses.GET, LOOKUP, callback=callback)
-    result = make_client(clock).lookup_metadata(["1", "2", "3", "1"], platform="volumestore",
-                                                country="US", batch_size=2)
+    result = make_client(clock).lookup_metadata(["1", "2", "3", "1"], platform="volumestore", country="US", batch_size=2)
     assert set(result) == {"1", "2"}
     assert result["2"]["name"] == "App 2"
     calls = calls_to(rsps, LOOKUP)
@@ -639,14 +651,19 @@ def test_lookup_metadata_uses_itvt_cookie_and_batches(rsps, clock) -> None:
         assert RAW not in call.request.url
         query = parse_qs(urlsplit(call.request.url).query)
         assert {k: v[0] for k, v in query.items() if k != "id"} == {
-            "version": "2", "p": "mdm-lockup", "caller": "MDM", "platform": "volumestore", "cc": "us", "l": "en"}
+            "version": "2",
+            "p": "mdm-lockup",
+            "caller": "MDM",
+            "platform": "volumestore",
+            "cc": "us",
+            "l": "en",
+        }
     assert make_client(clock).lookup_metadata([], platform="volumestore", country="us") == {}
 
 
 def test_invitation_url(rsps, clock) -> None:
     url = make_client(clock).invitation_url("abc/123")
-    assert url == ("https://buy.test/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount"
-                   "?inviteCode=abc%2F123&mt=8")
+    assert url == ("https://buy.test/WebObjects/MZFinance.woa/wa/associateVPPUserWithITSAccount?inviteCode=abc%2F123&mt=8")
 
 
 # ------------------------------------------------------------------ secrecy
@@ -654,16 +671,18 @@ def test_invitation_url(rsps, clock) -> None:
 
 def test_token_never_in_repr_errors_or_logs(rsps, clock, caplog) -> None:
     rsps.add(responses.GET, URLS["clientConfig"], status=503, body="")
-    rsps.add(responses.GET, URLS["clientConfig"], status=401,
-             json={"errorNumber": 9622, "errorMessage": f"Invalid authentication token {RAW} {INNER}",
-                   "errorInfo": {"token": RAW}})
+    rsps.add(
+        responses.GET,
+        URLS["clientConfig"],
+        status=401,
+        json={"errorNumber": 9622, "errorMessage": f"Invalid authentication token {RAW} {INNER}", "errorInfo": {"token": RAW}},
+    )
     client = make_client(clock)
     with caplog.at_level(logging.DEBUG):
         with pytest.raises(E.TokenInvalidError) as info:
             client.get_client_config()
         logging.getLogger("test").error("failed: %s %r %r", info.value, info.value, client)
-    for text in (str(info.value), repr(info.value), repr(info.value.error_info), repr(client), str(client),
-                 caplog.text):
+    for text in (str(info.value), repr(info.value), repr(info.value.error_info), repr(client), str(client), caplog.text):
         assert RAW not in text
         assert INNER not in text
     assert "Example School" in repr(client)

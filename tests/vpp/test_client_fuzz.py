@@ -14,25 +14,28 @@ from plugins.vpp.apple.transport import parse_retry_after
 
 from ..conftest import count_figure
 
-FUZZ = settings(max_examples=200, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
 )
-error_numbers = st.one_of(st.none(), st.integers(), st.sampled_from([0, 9621, 9625, 9601, 9622, 9722, 9646,
-                                                                     9603, 9721, 9650, 9602, 9999]),
-                          st.text(max_size=6), st.floats(), st.booleans(), json_values)
+error_numbers = st.one_of(
+    st.none(),
+    st.integers(),
+    st.sampled_from([0, 9621, 9625, 9601, 9622, 9722, 9646, 9603, 9721, 9650, 9602, 9999]),
+    st.text(max_size=6),
+    st.floats(),
+    st.booleans(),
+    json_values,
+)
 error_objects = st.fixed_dictionaries(
     {},
-    optional={"errorNumber": error_numbers, "errorMessage": json_values, "errorInfo": json_values,
-              "mdmInfo": json_values, "eventId": json_values},
+    optional={"errorNumber": error_numbers, "errorMessage": json_values, "errorInfo": json_values, "mdmInfo": json_values, "eventId": json_values},
 )
 statuses = st.integers(min_value=100, max_value=599)
-headers = st.dictionaries(st.sampled_from(["Retry-After", "retry-after", "Content-Type", "X"]),
-                          st.text(max_size=40), max_size=3)
+headers = st.dictionaries(st.sampled_from(["Retry-After", "retry-after", "Content-Type", "X"]), st.text(max_size=40), max_size=3)
 
 
 def check(status: int, hdrs: dict, body: bytes) -> None:

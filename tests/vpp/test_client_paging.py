@@ -15,8 +15,7 @@ from plugins.vpp.apple import errors as E
 from plugins.vpp.apple.client import AppsBooksClient, RetryPolicy
 from plugins.vpp.apple.stoken import SToken
 
-RAW = base64.b64encode(json.dumps(
-    {"token": "INNER-PAGING-1", "expDate": "2030-11-08T22:33:22+0000", "orgName": "Org"}).encode()).decode()
+RAW = base64.b64encode(json.dumps({"token": "INNER-PAGING-1", "expDate": "2030-11-08T22:33:22+0000", "orgName": "Org"}).encode()).decode()
 BASE = "https://vpp.test/mdm/v2"
 URLS = {"getAssets": f"{BASE}/assets", "getAssignments": f"{BASE}/assignments", "getUsers": f"{BASE}/users"}
 
@@ -30,8 +29,14 @@ def query(request) -> dict[str, str]:
 
 
 def page_body(index: int, *, last: int, total: int | None = None, key: str = "assets", **extra) -> dict:
-    body = {key: [{"adamId": f"{index}-{n}", "pricingParam": "STDQ"} for n in range(3)],
-            "currentPageIndex": index, "size": 3, "versionId": "v1", "uId": "1", **extra}
+    body = {
+        key: [{"adamId": f"{index}-{n}", "pricingParam": "STDQ"} for n in range(3)],
+        "currentPageIndex": index,
+        "size": 3,
+        "versionId": "v1",
+        "uId": "1",
+        **extra,
+    }
     if total is not None:
         body["totalPages"] = total
     if index < last:
@@ -98,6 +103,7 @@ def test_a_page_without_total_pages_is_malformed(rsps, last) -> None:
 def test_a_listing_that_ends_before_total_pages_fails(rsps) -> None:
     """Issue 17 point 3: the last page Apple sent (no nextPageIndex) is page 2 of 10: the
     listing ended early. Reading it as complete made a full sync delete most licenses."""
+
     def make(i):
         if i > 2:
             return 400, {"errorNumber": 9650, "errorMessage": "page index out of range"}
@@ -215,8 +221,7 @@ def test_retry_inside_prefetch(rsps) -> None:
     assert [p["currentPageIndex"] for p in client.iter_pages("getAssets")] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("bad", [{"nextPageIndex": 5}, {"nextPageIndex": "1"}, {"currentPageIndex": 3},
-                                 {"currentPageIndex": None}])
+@pytest.mark.parametrize("bad", [{"nextPageIndex": 5}, {"nextPageIndex": "1"}, {"currentPageIndex": 3}, {"currentPageIndex": None}])
 def test_inconsistent_page_indexes_are_malformed(rsps, bad) -> None:
     rsps.add(responses.GET, URLS["getAssets"], json={**page_body(0, last=3, total=4), **bad})
     with pytest.raises(E.MalformedResponseError):
@@ -243,10 +248,8 @@ def test_iter_assets_filters(rsps) -> None:
         return server(request)
 
     rsps.add_callback(responses.GET, URLS["getAssets"], callback=callback)
-    list(make_client().iter_assets(product_type="App", device_assignable=True, unlimited=False,
-                                   minAvailableCount=1, adam_id=None))
-    assert seen == [{"productType": "App", "deviceAssignable": "true", "unlimited": "false",
-                     "minAvailableCount": "1", "pageIndex": "0"}]
+    list(make_client().iter_assets(product_type="App", device_assignable=True, unlimited=False, minAvailableCount=1, adam_id=None))
+    assert seen == [{"productType": "App", "deviceAssignable": "true", "unlimited": "false", "minAvailableCount": "1", "pageIndex": "0"}]
     with pytest.raises(TypeError):
         make_client().iter_assets(bogus=1)
 
@@ -262,11 +265,9 @@ def test_iter_assignments_and_users_params(rsps) -> None:
     rsps.add_callback(responses.GET, URLS["getAssignments"], callback=callback)
     rsps.add_callback(responses.GET, URLS["getUsers"], callback=callback)
     client = make_client()
-    assert len(list(client.iter_assignments(since_version_id="v9", adam_id="42", pricing_param="STDQ",
-                                            serial_number="C02X"))) == 2
+    assert len(list(client.iter_assignments(since_version_id="v9", adam_id="42", pricing_param="STDQ", serial_number="C02X"))) == 2
     assert len(list(client.iter_users(active_only=True, client_user_id="u1"))) == 2
-    assert seen[0] == {"sinceVersionId": "v9", "adamId": "42", "pricingParam": "STDQ",
-                       "serialNumber": "C02X", "pageIndex": "0"}
+    assert seen[0] == {"sinceVersionId": "v9", "adamId": "42", "pricingParam": "STDQ", "serialNumber": "C02X", "pageIndex": "0"}
     assert seen[1]["pageIndex"] == "1" and seen[1]["sinceVersionId"] == "v9"
     assert seen[2] == {"activeOnly": "true", "clientUserId": "u1", "pageIndex": "0"}
     with pytest.raises(ValueError):

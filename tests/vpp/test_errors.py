@@ -6,7 +6,6 @@ import pytest
 
 from plugins.vpp.apple import errors as E
 
-
 #: Apple's error numbers with the HTTP status Apple sends them with, and our typed error.
 APPLE_ERROR_CASES = [
     (9621, 401, E.TokenExpiredError),
@@ -63,12 +62,18 @@ def test_token_states() -> None:
 
 
 def test_retryable() -> None:
-    for err in (E.error_for(9646, 429, None), E.error_for(None, 502, None), E.error_for(9603, 200, None),
-                E.TransportError("x")):
+    for err in (E.error_for(9646, 429, None), E.error_for(None, 502, None), E.error_for(9603, 200, None), E.TransportError("x")):
         assert E.is_retryable(err)
-    for final in (E.error_for(9621, 401, None), E.error_for(9721, 400, None), E.error_for(9650, 400, None),
-                  E.error_for(9602, 400, None), E.MdmConflictError("x"), E.MalformedResponseError("x"),
-                  E.TransportError("x", retryable=False), ValueError("x")):
+    for final in (
+        E.error_for(9621, 401, None),
+        E.error_for(9721, 400, None),
+        E.error_for(9650, 400, None),
+        E.error_for(9602, 400, None),
+        E.MdmConflictError("x"),
+        E.MalformedResponseError("x"),
+        E.TransportError("x", retryable=False),
+        ValueError("x"),
+    ):
         assert not E.is_retryable(final)
     assert set(E.RETRYABLE) == {E.RateLimitedError, E.ServerError, E.TransportError}
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from mdm_core import inventory
 from mdm_core.host import Host
-
 from mdm_core.testing import EventRecorder as Recorder
 from plugins.vpp.testing import assert_mirror_equals_apple
 
@@ -27,8 +26,9 @@ def _free_serial(sim: Any, adam_id: str) -> str:
 
 
 def _associate(host: Host, adam_id: str, pricing: str, serials: list[str], wait: float = 5) -> dict[str, Any]:
-    return host.pm.hook.mdm_vpp_associate(host=host, account="school", adam_id=adam_id, pricing_param=pricing,
-                                         serial_numbers=serials, client_user_ids=[], wait=wait)
+    return host.pm.hook.mdm_vpp_associate(
+        host=host, account="school", adam_id=adam_id, pricing_param=pricing, serial_numbers=serials, client_user_ids=[], wait=wait
+    )
 
 
 def test_an_internal_error_inside_the_event_is_sent_again_not_reported_final(synced: Host, simulator: Any) -> None:
@@ -83,8 +83,12 @@ def test_vpp_users_follow_mdm_users_and_can_be_retired_by_hand(synced: Host, sim
     assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if u["clientUserId"] == "pupil-1"] == ["new.pupil@example.com"]
 
     adam_id, pricing = _free_app(simulator)
-    assert synced.pm.hook.mdm_vpp_associate(host=synced, account="school", adam_id=adam_id, pricing_param=pricing,
-                                            serial_numbers=[], client_user_ids=["pupil-1"], wait=5)["status"] == "COMPLETE"
+    assert (
+        synced.pm.hook.mdm_vpp_associate(
+            host=synced, account="school", adam_id=adam_id, pricing_param=pricing, serial_numbers=[], client_user_ids=["pupil-1"], wait=5
+        )["status"]
+        == "COMPLETE"
+    )
     code, out, err = cli("vpp", "users", "retire", "pupil-1")
     assert code == 0, err
     assert out.strip() == "pupil-1: retired in school"

@@ -111,24 +111,28 @@ def test_an_account_being_added_answers_apples_test_only(school: Host) -> None:
     assert inbox(school) == []
 
 
-@pytest.mark.parametrize("body, reason", [
-    (b"{not json", "not JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (_body(notificationId=None), "notificationId"),
-    (_body("SUBSCRIPTION_COUNT", {}), "not one this host subscribes to"),
-    (_body("ASSET_COUNT", {"adamId": "1", "pricingParam": "STDQ", "countDelta": "5"}), "countDelta"),
-    (_body("ASSET_COUNT", {"pricingParam": "STDQ", "countDelta": 5}), "adamId"),
-    (_body("ASSET_MANAGEMENT", {"type": "ASSOCIATE", "result": "SUCCESS", "eventId": "e1",
-                                "assignments": [{"adamId": "1", "pricingParam": "STDQ"}]}), "exactly one of"),
-    (_body("ASSET_MANAGEMENT", {"type": "BUY", "result": "SUCCESS", "eventId": "e1", "assignments": []}), "'type'"),
-    (_body("ASSET_MANAGEMENT", {"type": "REVOKE", "result": "SUCCESS", "assignments": []}), "eventId"),
-    (_body("USER_MANAGEMENT", {"type": "CREATE", "result": "SUCCESS", "eventId": "e", "users": [{"clientUserId": "u"}]}), "status"),
-    (_body("USER_ASSOCIATED", {"associatedUsers": "u1"}), "not a list"),
-    (_body(notification=[]), "notification is missing"),
-    (_body(uid="1234"), "uId"),
-])
-def test_malformed_or_unknown_bodies_are_400_nothing_recorded_and_logged(school: Host, caplog: pytest.LogCaptureFixture,
-                                                                         body: bytes, reason: str) -> None:
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (_body(notificationId=None), "notificationId"),
+        (_body("SUBSCRIPTION_COUNT", {}), "not one this host subscribes to"),
+        (_body("ASSET_COUNT", {"adamId": "1", "pricingParam": "STDQ", "countDelta": "5"}), "countDelta"),
+        (_body("ASSET_COUNT", {"pricingParam": "STDQ", "countDelta": 5}), "adamId"),
+        (
+            _body("ASSET_MANAGEMENT", {"type": "ASSOCIATE", "result": "SUCCESS", "eventId": "e1", "assignments": [{"adamId": "1", "pricingParam": "STDQ"}]}),
+            "exactly one of",
+        ),
+        (_body("ASSET_MANAGEMENT", {"type": "BUY", "result": "SUCCESS", "eventId": "e1", "assignments": []}), "'type'"),
+        (_body("ASSET_MANAGEMENT", {"type": "REVOKE", "result": "SUCCESS", "assignments": []}), "eventId"),
+        (_body("USER_MANAGEMENT", {"type": "CREATE", "result": "SUCCESS", "eventId": "e", "users": [{"clientUserId": "u"}]}), "status"),
+        (_body("USER_ASSOCIATED", {"associatedUsers": "u1"}), "not a list"),
+        (_body(notification=[]), "notification is missing"),
+        (_body(uid="1234"), "uId"),
+    ],
+)
+def test_malformed_or_unknown_bodies_are_400_nothing_recorded_and_logged(school: Host, caplog: pytest.LogCaptureFixture, body: bytes, reason: str) -> None:
     notify_id, secret = _give_secret(school)
     with caplog.at_level(logging.WARNING, logger="plugins.vpp.notifications"):
         receipt = _receive(school, notify_id, secret, body)

@@ -3,8 +3,9 @@ endpoint, which records them and acts on them (the mirror, the events), with a s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -65,8 +66,7 @@ def _client(host: Host) -> Any:
 # --------------------------------------------------------------------------- configuring
 
 
-def test_turning_notifications_on_gives_apple_our_url_and_a_fresh_secret(synced: Host, endpoint: Endpoint, simulator: Any,
-                                                                       cli: Any) -> None:
+def test_turning_notifications_on_gives_apple_our_url_and_a_fresh_secret(synced: Host, endpoint: Endpoint, simulator: Any, cli: Any) -> None:
     from plugins.vpp.accounts import set_account
 
     described = set_account(synced, "school", notifications=True)
@@ -160,8 +160,7 @@ def test_taking_the_location_back_gives_apple_a_new_secret_and_our_url(notified:
     assert key in mirror_state(notified)["assets"]  # Apple's notifications reach us again
 
 
-def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_added(host: Host, endpoint: Endpoint, simulator: Any,
-                                                                                 token_file: Path) -> None:
+def test_adding_an_account_turns_them_on_and_answers_apples_test_while_it_is_added(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
     from plugins.vpp.accounts import add_account
 
     added = add_account(host, "school", str(token_file), service_url=simulator.base_url)
@@ -258,7 +257,8 @@ def test_an_associate_completes_from_its_notification(notified: Host, simulator:
     assert (event["adamId"], event["source"], sorted(event["serialNumbers"])) == (asset.adam_id, "request", ["NOTIFY00001", "NOTIFY00002"])
     [changed] = recorder.named("vpp_assets_changed")  # the counts moved: subscribers hear it as from a sync
     assert [(a["adamId"], a["assignedCount"], a["availableCount"]) for a in changed["assets"]] == [
-        (asset.adam_id, asset.assigned_count + 2, asset.available_count - 2)]
+        (asset.adam_id, asset.assigned_count + 2, asset.available_count - 2)
+    ]
     assert_mirror_equals_apple(notified, simulator)  # licenses and counts
     [row] = [n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"]
     assert row.event_id == event_id and row.status == "done"
@@ -279,8 +279,9 @@ def test_a_disassociate_and_a_revoke_complete_from_their_notifications(notified:
     events = recorder.named("vpp_licenses_disassociated")
     assert {(e["adamId"], e["source"]) for e in events if taken in e["serialNumbers"]} == {(adam_id, "request")}
     assert {(e["adamId"], e["pricingParam"]) for e in events if revoked in e["serialNumbers"]} == held
-    assert not any(a[3] in (taken, revoked) and (a[0], a[1]) in held | {(adam_id, pricing)}
-                   for a in mirror_state(notified)["assignments"] if a[2] == "serialNumber")
+    assert not any(
+        a[3] in (taken, revoked) and (a[0], a[1]) in held | {(adam_id, pricing)} for a in mirror_state(notified)["assignments"] if a[2] == "serialNumber"
+    )
     assert_mirror_equals_apple(notified, simulator)  # licenses and counts
     managed = {n.event_id: n for n in inbox(notified) if n.notification_type == "ASSET_MANAGEMENT"}
     assert managed[gone].status == managed[revoke].status == "done"
@@ -428,6 +429,7 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     key = simulator.purchase(count=1)
     assert simulator.wait_notifications(5)
     lock.release()
+
     def acted() -> bool:
         notifications_job(notified)
         return key in mirror_state(notified)["assets"]
@@ -456,8 +458,9 @@ def test_the_endpoint_over_http_checks_the_bearer_the_size_and_the_body(notified
     with caplog.at_level(logging.INFO):
         wrong = requests.post(url, data=body, headers={"Authorization": "Bearer nope", "Content-Type": "application/json"}, timeout=10)
         assert (wrong.status_code, wrong.headers.get("WWW-Authenticate")) == (401, "Bearer")
-        unknown = requests.post(f"{endpoint.public_url}/apple/apps-books/notify/{uuid.uuid4()}", data=body,
-                                headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+        unknown = requests.post(
+            f"{endpoint.public_url}/apple/apps-books/notify/{uuid.uuid4()}", data=body, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+        )
         assert unknown.status_code == 401
         auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         huge = requests.post(url, data=b"x" * (2 * 1024 * 1024), headers=auth, timeout=10)
@@ -502,8 +505,9 @@ def test_a_request_waiting_for_its_event_is_woken_by_the_notification(notified: 
 
     finisher = threading.Thread(target=apple_finishes_later)
     finisher.start()
-    result = notified.pm.hook.mdm_vpp_associate(host=notified, account="school", adam_id=asset.adam_id, pricing_param=asset.pricing_param,
-                                                serial_numbers=["WOKEN000001"], client_user_ids=[], wait=30)
+    result = notified.pm.hook.mdm_vpp_associate(
+        host=notified, account="school", adam_id=asset.adam_id, pricing_param=asset.pricing_param, serial_numbers=["WOKEN000001"], client_user_ids=[], wait=30
+    )
     returned = time.monotonic()
     finisher.join()
     assert result["status"] == "COMPLETE" and result["succeeded"]["serialNumbers"] == ["WOKEN000001"]
@@ -524,9 +528,19 @@ def test_the_inbox_waiter_wakes_as_soon_as_a_notification_about_the_event_is_rec
 
     row = account_row(notified)
     secret = notified.secrets.decrypt(row.notification_secret)
-    body = json.dumps({"notificationId": str(uuid.uuid4()), "notificationType": "ASSET_MANAGEMENT", "notification": {
-        "type": "ASSOCIATE", "result": "FAILURE", "eventId": "event-42", "assignments": [{"serialNumber": "S1"}],
-        "error": {"errorNumber": 9709, "errorMessage": "not enough licenses"}}}).encode()
+    body = json.dumps(
+        {
+            "notificationId": str(uuid.uuid4()),
+            "notificationType": "ASSET_MANAGEMENT",
+            "notification": {
+                "type": "ASSOCIATE",
+                "result": "FAILURE",
+                "eventId": "event-42",
+                "assignments": [{"serialNumber": "S1"}],
+                "error": {"errorNumber": 9709, "errorMessage": "not enough licenses"},
+            },
+        }
+    ).encode()
     timer = threading.Timer(0.3, lambda: receive(notified, row.mdm_info_id, f"Bearer {secret}", body, max_bytes=4096))
     started = time.monotonic()
     timer.start()
@@ -539,8 +553,16 @@ def test_the_inbox_waiter_wakes_as_soon_as_a_notification_about_the_event_is_rec
 # --------------------------------------------------------------------------- the secret
 
 
-def test_the_notification_secret_never_shows(synced: Host, endpoint: Endpoint, simulator: Any, cli: Any, token_file: Path,
-                                             project_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_notification_secret_never_shows(
+    synced: Host,
+    endpoint: Endpoint,
+    simulator: Any,
+    cli: Any,
+    token_file: Path,
+    project_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Every secret given to Apple (turning them on, a renewal, one Apple refused with 9728) is
     absent from the commands' output and the logs at -vv (the endpoint's too) and from the
     database file, which holds it encrypted."""
@@ -551,14 +573,14 @@ def test_the_notification_secret_never_shows(synced: Host, endpoint: Endpoint, s
 
     made: list[str] = []
     real = random.token_urlsafe
+
     def recorded(n: int | None = None) -> str:
         made.append(real(n))
         return made[-1]
 
     monkeypatch.setattr(random, "token_urlsafe", recorded)
     conf = project_dir / "conf" / "mdm.toml"
-    conf.write_text(conf.read_text().replace("request_timeout = 10", f"request_timeout = {HOST_PATIENCE}")
-                    + f'\n[web]\npublic_url = "{endpoint.public_url}"\n')
+    conf.write_text(conf.read_text().replace("request_timeout = 10", f"request_timeout = {HOST_PATIENCE}") + f'\n[web]\npublic_url = "{endpoint.public_url}"\n')
     caplog.set_level(logging.DEBUG)
     outputs: list[str] = []
 

@@ -9,7 +9,6 @@ import pytest
 from mdm_core import inventory
 from mdm_core.errors import MdmError, TemporaryError
 from mdm_core.host import Host
-
 from mdm_core.testing import EventRecorder
 from plugins.vpp.testing import assert_mirror_equals_apple
 
@@ -22,8 +21,9 @@ def _asset(sim: Any, **wanted: Any) -> tuple[str, str, dict[str, Any]]:
 
 
 def _associate(host: Host, adam_id: str, pricing: str, serials: list[str] = [], users: list[str] = [], wait: float = 5) -> dict[str, Any]:  # noqa: B006
-    return host.pm.hook.mdm_vpp_associate(host=host, account="school", adam_id=adam_id, pricing_param=pricing,
-                                         serial_numbers=serials, client_user_ids=users, wait=wait)
+    return host.pm.hook.mdm_vpp_associate(
+        host=host, account="school", adam_id=adam_id, pricing_param=pricing, serial_numbers=serials, client_user_ids=users, wait=wait
+    )
 
 
 def test_associate_devices_follows_the_event_and_updates_the_mirror(synced: Host, simulator: Any, recorder: EventRecorder) -> None:
@@ -62,10 +62,10 @@ def test_user_without_vpp_record_fails_with_9609(synced: Host, simulator: Any) -
 
 
 def test_disassociate_reclaims_and_irrevocable_is_refused_without_calling_apple(synced: Host, simulator: Any, recorder: EventRecorder) -> None:
-    revocable = next(a for a in simulator.snapshot()["assignments"] if a[2] == "serialNumber"
-                     and simulator.snapshot()["assets"][(a[0], a[1])]["revocable"])
-    result = synced.pm.hook.mdm_vpp_disassociate(host=synced, account="school", adam_id=revocable[0], pricing_param=revocable[1],
-                                                 serial_numbers=[revocable[3]], client_user_ids=[], wait=5)
+    revocable = next(a for a in simulator.snapshot()["assignments"] if a[2] == "serialNumber" and simulator.snapshot()["assets"][(a[0], a[1])]["revocable"])
+    result = synced.pm.hook.mdm_vpp_disassociate(
+        host=synced, account="school", adam_id=revocable[0], pricing_param=revocable[1], serial_numbers=[revocable[3]], client_user_ids=[], wait=5
+    )
     assert result["status"] == "COMPLETE" and revocable not in simulator.snapshot()["assignments"]
     assert recorder.named("vpp_licenses_disassociated")[0]["serialNumbers"] == [revocable[3]]
     assert_mirror_equals_apple(synced, simulator)
@@ -73,9 +73,15 @@ def test_disassociate_reclaims_and_irrevocable_is_refused_without_calling_apple(
     irrevocable = next(a for a in simulator.snapshot()["assignments"] if not simulator.snapshot()["assets"][(a[0], a[1])]["revocable"])
     counter = simulator.faults.add("slow", seconds=0)
     with pytest.raises(MdmError, match="irrevocable"):
-        synced.pm.hook.mdm_vpp_disassociate(host=synced, account="school", adam_id=irrevocable[0], pricing_param=irrevocable[1],
-                                            serial_numbers=[irrevocable[3]] if irrevocable[2] == "serialNumber" else [],
-                                            client_user_ids=[irrevocable[3]] if irrevocable[2] == "clientUserId" else [], wait=5)
+        synced.pm.hook.mdm_vpp_disassociate(
+            host=synced,
+            account="school",
+            adam_id=irrevocable[0],
+            pricing_param=irrevocable[1],
+            serial_numbers=[irrevocable[3]] if irrevocable[2] == "serialNumber" else [],
+            client_user_ids=[irrevocable[3]] if irrevocable[2] == "clientUserId" else [],
+            wait=5,
+        )
     assert counter.seen == 0
 
 
@@ -119,7 +125,8 @@ def test_registering_users_invites_those_without_a_managed_apple_id(synced: Host
     code = simulator.snapshot()["users"]["new-teacher"]["inviteCode"]
     assert code and code in teacher["invitationUrl"]
     assert recorder.named("vpp_user_invited") == [
-        {"account": "school", "clientUserId": "new-teacher", "email": "new-teacher@example.com", "invitationUrl": teacher["invitationUrl"]}]
+        {"account": "school", "clientUserId": "new-teacher", "email": "new-teacher@example.com", "invitationUrl": teacher["invitationUrl"]}
+    ]
     added = {u["clientUserId"]: u for p in recorder.named("vpp_users_added") for u in p["users"]}
     assert set(added) == {"new-teacher", "new-pupil"} and added["new-pupil"]["mdmUser"] == "new-pupil"
     assert_mirror_equals_apple(synced, simulator)

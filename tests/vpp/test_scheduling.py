@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from plugins.vpp.accounts import add_account, remove_account, set_account
-from plugins.vpp.sync.run import recent_runs
-from plugins.vpp.simulator import Simulator
-
-from plugins.vpp.testing import assert_mirror_equals_apple
 from sqlmodel import col
+
+from plugins.vpp.accounts import add_account, remove_account, set_account
+from plugins.vpp.simulator import Simulator
+from plugins.vpp.sync.run import recent_runs
+from plugins.vpp.testing import assert_mirror_equals_apple
 
 
 def _due(scheduler: Any, name: str) -> None:
@@ -19,7 +19,7 @@ def _due(scheduler: Any, name: str) -> None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def test_jobs_registered_at_account_interval(school: Any) -> None:
@@ -170,9 +170,9 @@ def test_numbers_are_checked_where_they_enter(school: Any, cli: Any) -> None:
         code, out, err = cli(*args)
         assert code == 2, (args, out, err)
         assert len(err.strip().splitlines()) == 1 and args[-2] in err, err
-    from mdm_core.errors import UsageError
-
     import pytest
+
+    from mdm_core.errors import UsageError
 
     with pytest.raises(UsageError, match="wait must be a finite number"):
         school.pm.hook.mdm_vpp_sync(host=school, account="school", full=False, trigger="manual", wait=float("nan"))

@@ -6,7 +6,7 @@ import base64
 import builtins
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,16 +34,15 @@ RAW = b64(token_payload())
 def test_parse_valid_token() -> None:
     tok = SToken.parse(f"  {RAW}\n")
     assert tok.org_name == "Example School"
-    assert tok.expires_at == datetime(2030, 11, 8, 22, 33, 22, tzinfo=timezone.utc)
+    assert tok.expires_at == datetime(2030, 11, 8, 22, 33, 22, tzinfo=UTC)
     assert tok.bearer() == RAW
     assert tok.fingerprint == hashlib.sha256(RAW.encode()).hexdigest()[:16]
 
 
-@pytest.mark.parametrize("exp", ["2030-11-08T22:33:22+00:00", "2030-11-08T22:33:22Z",
-                                 "2030-11-09T00:33:22+0200", "2030-11-08T22:33:22"])
+@pytest.mark.parametrize("exp", ["2030-11-08T22:33:22+00:00", "2030-11-08T22:33:22Z", "2030-11-09T00:33:22+0200", "2030-11-08T22:33:22"])
 def test_exp_date_formats(exp: str) -> None:
     tok = SToken.parse(b64(token_payload(expDate=exp)))
-    assert tok.expires_at == datetime(2030, 11, 8, 22, 33, 22, tzinfo=timezone.utc)
+    assert tok.expires_at == datetime(2030, 11, 8, 22, 33, 22, tzinfo=UTC)
     assert tok.expires_at.tzinfo is not None
 
 
@@ -99,7 +98,7 @@ BAD_CONTENTS = [
     (b64("this is not json"), "does not decode to JSON"),
     (base64.b64encode(b"\xff\xfe\x00garbage").decode(), "does not decode to JSON"),
     (b64([1, 2, 3]), "does not decode to a JSON object"),
-    (b64("\"just a string\""), "does not decode to a JSON object"),
+    (b64('"just a string"'), "does not decode to a JSON object"),
     (b64(token_payload(token=_DROP)), "has no 'token' field"),
     (b64(token_payload(token="")), "has no 'token' field"),
     (b64(token_payload(token=12345)), "has a 'token' field that is not a string"),

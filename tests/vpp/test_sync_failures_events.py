@@ -10,10 +10,10 @@ from sqlmodel import col
 from mdm_core.inventory import add_device, add_user
 from mdm_core.models import OutboxEvent
 from plugins.vpp.models import VppStageLicense, VppStageUser, VppSyncRun
-from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.simulator import DEVICE, USER
-
+from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
+
 from .conftest import account_row
 
 
@@ -91,7 +91,8 @@ def test_sync_event_payloads(school: Any, simulator: Any, recorder: Any) -> None
     sample = added[0]
     assert sample["account"] == "school"
     assert {k: v for k, v in sample.items() if k not in ("account", "supportedPlatforms")} == {
-        k: v for k, v in apple["assets"][(sample["adamId"], sample["pricingParam"])].items() if k != "supportedPlatforms"}
+        k: v for k, v in apple["assets"][(sample["adamId"], sample["pricingParam"])].items() if k != "supportedPlatforms"
+    }
     users = [u for p in recorder.named("vpp_users_added") for u in p["users"]]
     assert {u["clientUserId"] for u in users} == set(apple["users"])
     assert all(p["account"] == "school" for p in recorder.named("vpp_users_added"))
@@ -213,8 +214,10 @@ def test_error_inside_the_final_transaction_rolls_everything_back(synced: Any, s
     before, row = mirror_state(synced), account_row(synced)
     simulator.purchase(count=2)
     simulator.create_user("user-rollback")
-    simulator.remove_in_portal(*next((a, p) for a, p, k, t in sorted(before["assignments"]) if k == DEVICE),
-                               serial_number=next(t for a, p, k, t in sorted(before["assignments"]) if k == DEVICE))
+    simulator.remove_in_portal(
+        *next((a, p) for a, p, k, t in sorted(before["assignments"]) if k == DEVICE),
+        serial_number=next(t for a, p, k, t in sorted(before["assignments"]) if k == DEVICE),
+    )
 
     def boom(self: Any, session: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk on fire")

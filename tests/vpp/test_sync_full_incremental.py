@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from plugins.vpp.sync.run import sync_account
 from plugins.vpp.simulator import DEVICE, USER
-
+from plugins.vpp.sync.run import sync_account
 from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
 
 from .conftest import account_row

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
 from mdm_core.errors import MdmError
-
 from plugins.vpp.accounts import add_account, list_accounts, set_account
-from plugins.vpp.sync.run import sync_account, sync_accounts
 from plugins.vpp.simulator import Simulator
-
+from plugins.vpp.sync.run import sync_account, sync_accounts
 from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
+
 from .conftest import account_row
 
 
@@ -75,7 +76,10 @@ def test_renewed_token_clears_paused_state(synced: Any, simulator: Any, token_fi
 
 def test_taken_over_names_other_mdm(synced: Any, simulator: Any, recorder: Any, token_file: Path) -> None:
     before = mirror_state(synced)
-    simulator.remove_in_portal(*next((a, p, None, t) for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId")[:2], client_user_id=next(t for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId"))
+    simulator.remove_in_portal(
+        *next((a, p, None, t) for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId")[:2],
+        client_user_id=next(t for a, p, k, t in sorted(before["assignments"]) if k == "clientUserId"),
+    )
     simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
     report = sync_account(synced, "school")
     assert report["status"] == "error" and report["error_type"] == "MdmConflictError"
@@ -139,12 +143,12 @@ def test_wait_for_running_sync(synced: Any, cli: Any) -> None:
 
 
 def test_expired_lock_is_taken_over(synced: Any) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from freezegun import freeze_time
 
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
-    with freeze_time(datetime.now(timezone.utc) - timedelta(seconds=61)):
+    with freeze_time(datetime.now(UTC) - timedelta(seconds=61)):
         lock.acquire()  # a minute ago, by a holder that "crashed" since: its lock has expired
     report = sync_account(synced, "school")
     assert report["status"] == "ok"
@@ -153,9 +157,8 @@ def test_expired_lock_is_taken_over(synced: Any) -> None:
 def test_waiting_scheduled_sync_sees_the_pause(synced: Any, simulator: Any, request_counter: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scheduled sync that waited for the lock uses the account as the other sync left it:
     paused by a token error, it is skipped instead of asking Apple again."""
-    from plugins.vpp.sync import run as runner
-
     from mdm_core.locks import DbLock
+    from plugins.vpp.sync import run as runner
 
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()
@@ -214,8 +217,19 @@ def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monk
     from plugins.vpp.models import VppAccount
 
     row = account_row(synced)
-    synced.db.run_write(lambda s: s.add(VppAccount(name="ghost", uid="ghost-uid", service_url=row.service_url, token_ciphertext=row.token_ciphertext,
-                                                   token_fingerprint="x", token_expires_at=utcnow(), mdm_info_id="ghost")))
+    synced.db.run_write(
+        lambda s: s.add(
+            VppAccount(
+                name="ghost",
+                uid="ghost-uid",
+                service_url=row.service_url,
+                token_ciphertext=row.token_ciphertext,
+                token_fingerprint="x",
+                token_expires_at=utcnow(),
+                mdm_info_id="ghost",
+            )
+        )
+    )
     monkeypatch.setattr(runner, "sync_account", remove_first)
     reports = {r["account"]: r for r in sync_accounts(synced, None)}
     assert reports["ghost"]["status"] == "skipped" and "no VPP account named 'ghost'" in reports["ghost"]["error"]

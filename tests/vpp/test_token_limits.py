@@ -6,13 +6,14 @@ against the simulator, which enforces 5 requests in flight per token with 9646 (
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 
 from mdm_core.host import Host
-
 from mdm_core.testing import MdmRunner
 
 
@@ -45,12 +46,15 @@ def test_three_clients_of_one_token_never_have_more_than_five_requests_in_flight
 
 
 def test_a_retry_after_beyond_the_budget_is_recorded_and_honoured_by_other_processes(
-    project_dir: Path, simulator: Any, monkeypatch: Any, capsys: Any, make_host: Callable[..., Host],
+    project_dir: Path,
+    simulator: Any,
+    monkeypatch: Any,
+    capsys: Any,
+    make_host: Callable[..., Host],
 ) -> None:
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[vpp]\nmax_attempts = 3\nmax_total_wait = 5\n")
     simulator.write_token(project_dir / "t.vpptoken")
-    assert mdm("vpp", "account", "add", "school", "--token-file", str(project_dir / "t.vpptoken"),
-               "--service-url", simulator.base_url)[0] == 0
+    assert mdm("vpp", "account", "add", "school", "--token-file", str(project_dir / "t.vpptoken"), "--service-url", simulator.base_url)[0] == 0
     simulator.faults.add("rate_limit", endpoint="assets", count=1, retry_after=3600)
 
     code, out, err = mdm("vpp", "sync", "school")
@@ -73,14 +77,14 @@ def test_a_retry_after_beyond_the_budget_is_recorded_and_honoured_by_other_proce
 
 def test_the_time_apple_asks_to_wait_until_is_utc_whatever_the_host_zone(monkeypatch: Any) -> None:
     import time as time_module
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from plugins.vpp.apple.limiter import format_wait_until
 
     monkeypatch.setenv("TZ", "America/New_York")
     time_module.tzset()
     try:
-        now = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc).timestamp()
+        now = datetime(2026, 11, 30, 22, 0, tzinfo=UTC).timestamp()
         assert format_wait_until(now + 30 * 60, now=now) == "22:30 UTC"  # was "17:30 EST"
         assert format_wait_until(now + 3 * 3600, now=now) == "2026-12-01 01:00 UTC"
     finally:

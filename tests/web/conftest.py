@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -52,8 +53,7 @@ def app(web_host: Host) -> Any:
 def sign_in(client: Any, name: str = "alice", password: str = PASSWORD) -> Any:
     """Sign in through the form, as a browser does; returns the response."""
     client.get("/login")
-    return client.post("/login", data={"name": name, "password": password, "next": "/", "csrftoken": client.cookies.get("csrftoken")},
-                       follow_redirects=False)
+    return client.post("/login", data={"name": name, "password": password, "next": "/", "csrftoken": client.cookies.get("csrftoken")}, follow_redirects=False)
 
 
 def csrf(client: Any) -> str:
@@ -132,8 +132,9 @@ class MdmRun:
 
     def __init__(self, folder: Path, env: dict[str, str], *args: str, ready: str = "web console at", timeout: float = 60):
         self.lines: list[str] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "mdm_core.cli", *args], env={**os.environ, **env}, cwd=folder,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mdm_core.cli", *args], env={**os.environ, **env}, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         self.url: str | None = None
         assert self.process.stderr is not None
         deadline = time.monotonic() + timeout

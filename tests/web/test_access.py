@@ -7,10 +7,11 @@ import re
 from typing import Any
 
 import pytest
+from sqlmodel import col
+
 from mdm_core.host import Host
 
 from .conftest import PASSWORD, csrf, sign_in, token_for
-from sqlmodel import col
 
 #: Routes that answer an anonymous request, and why. Everything else must refuse it.
 ANONYMOUS_ALLOWED = {
@@ -37,7 +38,9 @@ def test_every_route_refuses_an_anonymous_request(app: Any, client: Any) -> None
     for route in app.state.route_table:
         if route.path in ANONYMOUS_ALLOWED:
             continue
-        assert route.kind in ("api", "page"), f"{route.path} ({route.plugin}) skips the access check: list it in ANONYMOUS_ALLOWED if it carries its own authentication"
+        assert route.kind in ("api", "page"), (
+            f"{route.path} ({route.plugin}) skips the access check: list it in ANONYMOUS_ALLOWED if it carries its own authentication"
+        )
         for method in route.methods - {"HEAD"}:
             response = client.request(method, _concrete(route.path), follow_redirects=False)
             if route.kind == "api":
@@ -245,7 +248,6 @@ def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) ->
     from sqlalchemy import select, update
 
     from plugins.mobile_apps.models import AppMetadata
-
     from plugins.vpp.models import VppAccount, VppLicense, VppUser
 
     school.db.run_write(lambda s: s.execute(update(AppMetadata).values(name=evil)))
@@ -254,18 +256,30 @@ def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) ->
     with school.db.session() as session:
         adam, pricing = session.execute(select(col(VppLicense.adam_id), col(VppLicense.pricing_param)).where(col(VppLicense.kind) == "user").limit(1)).one()
     apps = re.findall(r'href="(/apps/\d+)"', admin.get("/apps").text)
-    for path in ("/users", "/devices", "/apps", apps[0], "/vpp", "/vpp/accounts/school/assets", "/vpp/accounts/school/users",
-                 f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user", "/vpp/accounts/school/remove"):
+    for path in (
+        "/users",
+        "/devices",
+        "/apps",
+        apps[0],
+        "/vpp",
+        "/vpp/accounts/school/assets",
+        "/vpp/accounts/school/users",
+        f"/vpp/accounts/school/assets/{adam}/{pricing}?tab=user",
+        "/vpp/accounts/school/remove",
+    ):
         text = admin.get(path).text
         assert evil not in text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
 
 
-@pytest.mark.parametrize("argv, expected, message", [
-    (["admins", "add", "x", "--role", "root"], 2, "argument --role: invalid choice: 'root'"),
-    (["admins", "remove", "nobody"], 1, "mdm: error: no admin named 'nobody' (see `mdm admins list`)"),
-    (["api-tokens", "revoke", "nobody"], 1, "mdm: error: no API token named 'nobody' (see `mdm api-tokens list`)"),
-])
+@pytest.mark.parametrize(
+    "argv, expected, message",
+    [
+        (["admins", "add", "x", "--role", "root"], 2, "argument --role: invalid choice: 'root'"),
+        (["admins", "remove", "nobody"], 1, "mdm: error: no admin named 'nobody' (see `mdm admins list`)"),
+        (["api-tokens", "revoke", "nobody"], 1, "mdm: error: no API token named 'nobody' (see `mdm api-tokens list`)"),
+    ],
+)
 def test_cli_refuses_bad_input(mdm_cli: Any, argv: list[str], expected: int, message: str) -> None:
     assert mdm_cli("db", "upgrade")[0] == 0  # the database exists: only the error is printed
     code, out, err = mdm_cli(*argv)
@@ -311,7 +325,8 @@ def mdm_cli(project_dir: Any, monkeypatch: Any, capsys: Any) -> Any:
 def _signs_in(project_dir: Any, name: str, password: str) -> bool:
     """Whether ``name`` signs in with ``password`` on the command's database."""
     from mdm_core.host import create_host
-    from mdm_core.web.access import SignInRefused, sign_in as check
+    from mdm_core.web.access import SignInRefused
+    from mdm_core.web.access import sign_in as check
 
     host = create_host(project_dir / "conf" / "mdm.toml")
     try:

@@ -35,10 +35,12 @@ def test_install_on_a_device_from_the_form(school: Host, admin: Any, simulator: 
     result = admin.post(f"/apps/{app_id}/install", data={"devices": ["WEBDEV000001"], "csrftoken": csrf(admin)})
     assert result.status_code == 200, result.text
     assert re.search(r"<td>WEBDEV000001</td><td class=\"status-queued\">queued</td>", result.text)
-    assert ("WEBDEV000001" in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == asset["adamId"]})
+    assert "WEBDEV000001" in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == asset["adamId"]}
     [command] = [c for c in inventory.list_commands(school, "WEBDEV000001")]
     assert command["request_type"] == "InstallApplication"
-    assert re.search(r'<td>device</td><td>WEBDEV000001</td><td>request</td><td class="status-queued">queued</td>', admin.get("/apps/installs").text.replace("\n", ""))
+    assert re.search(
+        r'<td>device</td><td>WEBDEV000001</td><td>request</td><td class="status-queued">queued</td>', admin.get("/apps/installs").text.replace("\n", "")
+    )
 
 
 def test_refused_targets_are_reported_per_line(school: Host, admin: Any, simulator: Any) -> None:
@@ -140,8 +142,10 @@ def test_reclaim_through_the_api(school: Host, client: Any, simulator: Any) -> N
     assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=viewer, json={"users": [holders[0]]}).status_code == 403
     response = client.post(f"/api/v1/apps/{key[0]}/reclaim", headers=admin, json={"users": [holders[0]]})  # by adamId, as the CLI
     assert response.status_code == 200, response.text
-    assert response.json() == {"ok": True, "results": [{"target": holders[0], "adamId": key[0], "pricingParam": key[1], "status": "done",
-                                                         "message": "license reclaimed"}]}
+    assert response.json() == {
+        "ok": True,
+        "results": [{"target": holders[0], "adamId": key[0], "pricingParam": key[1], "status": "done", "message": "license reclaimed"}],
+    }
     assert not _held(simulator, key, holders[0])
     assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, content=b"not json").status_code == 400
     assert client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, json={"devices": "X"}).status_code == 422
@@ -166,7 +170,10 @@ def test_install_for_a_user_from_the_form(school: Host, admin: Any, simulator: A
     assert re.search(rf'<td>{user}</td><td class="status-licensed">licensed</td><td>user license associated</td>', text)
     [command] = inventory.list_commands(school, "WEBUSER00001")
     assert command["request_type"] == "InstallApplication"
-    assert re.search(rf'<td>WEBUSER00001</td><td class="status-queued">queued</td><td>InstallApplication queued \(command {command["uuid"]}, user license of {user}\)</td>', text)
+    assert re.search(
+        rf'<td>WEBUSER00001</td><td class="status-queued">queued</td><td>InstallApplication queued \(command {command["uuid"]}, user license of {user}\)</td>',
+        text,
+    )
     assert _held(simulator, key, user)  # the license is the user's at Apple
     status = admin.get(f"/apps/{app_id}").text
     assert re.search(rf'<td>user</td><td>{user}</td><td class="status-queued">queued</td><td>{command["uuid"]}</td>', status)

@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,13 +22,13 @@ from mdm_core import inventory
 
 from .artwork import ArtworkServer
 
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                       reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does it)"),
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER), reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does it)"
+    ),
     pytest.mark.slow,  # a browser and an mdm run process
     pytest.mark.xdist_group("browser"),  # the module's browser and console are shared: its tests stay on one worker
 ]
@@ -52,9 +53,21 @@ def browser(artwork: ArtworkServer) -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="mdm-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,1000",
-                 artwork.resolver_rule, "--ignore-certificate-errors"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+        artwork.resolver_rule,
+        "--ignore-certificate-errors",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
@@ -208,12 +221,20 @@ def test_the_seed_path_in_a_browser(browser: Any, console: dict[str, Any]) -> No
     # install an app on a device from Mobile Applications
     browser.find_element(By.LINK_TEXT, "Mobile Applications").click()
     _wait(browser, "#apps")
-    installable = [a for a in snap["assets"].values() if a["deviceAssignable"] and "iOS" in a["supportedPlatforms"] and a["productType"] == "App" and a["availableCount"] > 0]
+    installable = [
+        a
+        for a in snap["assets"].values()
+        if a["deviceAssignable"] and "iOS" in a["supportedPlatforms"] and a["productType"] == "App" and a["availableCount"] > 0
+    ]
     target_asset = installable[0]
     rows = browser.find_elements(By.CSS_SELECTOR, "#apps tbody tr")
-    link = next(r.find_element(By.CSS_SELECTOR, "a.app-link") for r in rows
-                if r.find_elements(By.TAG_NAME, "td")[6].text == target_asset["adamId"] and r.find_elements(By.TAG_NAME, "td")[2].text == "iOS"
-                and r.find_elements(By.TAG_NAME, "td")[7].text == target_asset["pricingParam"])
+    link = next(
+        r.find_element(By.CSS_SELECTOR, "a.app-link")
+        for r in rows
+        if r.find_elements(By.TAG_NAME, "td")[6].text == target_asset["adamId"]
+        and r.find_elements(By.TAG_NAME, "td")[2].text == "iOS"
+        and r.find_elements(By.TAG_NAME, "td")[7].text == target_asset["pricingParam"]
+    )
     link.click()
     select = Select(_wait(browser, "#install-devices"))
     holders = {a[3] for a in snap["assignments"] if (a[0], a[1]) == (target_asset["adamId"], target_asset["pricingParam"])}

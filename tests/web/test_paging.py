@@ -23,11 +23,11 @@ def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
     """``school`` with enrolled devices and users, a second sync, an install, a failed delivery
     and a second account."""
     from mdm_core import hookimpl
-    from plugins.vpp.simulator import Simulator
-    from plugins.vpp.testing import add_simulated_account
     from plugins.mobile_apps.catalog import list_apps
     from plugins.mobile_apps.installs.request import install
+    from plugins.vpp.simulator import Simulator
     from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
 
     serials = simulator.state.device_serials()
     inventory.add_devices(school, [inventory.DeviceRow(s, "iOS", None, "iPhone15,2", None) for s in serials])
@@ -43,8 +43,9 @@ def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
     school.deliver_events()
     school.pm.unregister(name="grumpy")
     adam, pricing = next(k for k, a in simulator.state.assets.items() if a.product_type == "App" and a.device_assignable and "iOS" in a.platforms)
-    simulator.remove_in_portal(adam, pricing, serial_number=next(a[3] for a in simulator.snapshot()["assignments"]
-                                                                 if (a[0], a[1]) == (adam, pricing) and a[2] == "serialNumber"))
+    simulator.remove_in_portal(
+        adam, pricing, serial_number=next(a[3] for a in simulator.snapshot()["assignments"] if (a[0], a[1]) == (adam, pricing) and a[2] == "serialNumber")
+    )
     assert sync_account(school, "school")["status"] == "ok"
     app = next(a for a in list_apps(school) if (a["adamId"], a["pricingParam"], a["platform"]) == (adam, pricing, "iOS"))
     install(school, str(app["id"]), serials=["PAGING000001", "PAGING000002"])

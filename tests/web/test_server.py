@@ -12,8 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -62,8 +63,9 @@ def admins(database_url: str, config: Path) -> Iterator[Host]:
 def sign_in(session: requests.Session, url: str, name: str = "alice", password: str = PASSWORD) -> requests.Response:
     """The sign-in form, as a browser sends it (its CSRF cookie first)."""
     session.get(f"{url}/login")
-    return session.post(f"{url}/login", data={"name": name, "password": password, "next": "/vpp", "csrftoken": session.cookies.get("csrftoken")},
-                        allow_redirects=False)
+    return session.post(
+        f"{url}/login", data={"name": name, "password": password, "next": "/vpp", "csrftoken": session.cookies.get("csrftoken")}, allow_redirects=False
+    )
 
 
 # ---------------------------------------------------------------------- one process
@@ -103,19 +105,32 @@ def test_a_disabled_console_plugin_serves_nothing(admins: Host, database_url: st
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_bad_or_taken_address_is_one_line(admins: Host, database_url: str, config: Path, project_dir: Path) -> None:
     env = {**run_env(database_url, config), "PYTHONWARNINGS": "ignore"}
-    bad = subprocess.run([sys.executable, "-m", "mdm_core.cli", "run", "--listen", "localhost"], env={**os.environ, **env},
-                         cwd=project_dir, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mdm_core.cli", "run", "--listen", "localhost"],
+        env={**os.environ, **env},
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert bad.stderr == "mdm: error: listen address 'localhost' is not HOST:PORT: use e.g. 127.0.0.1:8080 (port 0 picks a free one)\n"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        busy = subprocess.run([sys.executable, "-m", "mdm_core.cli", "run", "--listen", f"127.0.0.1:{port}"], env={**os.environ, **env},
-                              cwd=project_dir, capture_output=True, text=True, timeout=60)
+        busy = subprocess.run(
+            [sys.executable, "-m", "mdm_core.cli", "run", "--listen", f"127.0.0.1:{port}"],
+            env={**os.environ, **env},
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert busy.returncode == 1
-    assert busy.stderr.splitlines()[-1] == (f"mdm: error: cannot listen on 127.0.0.1:{port} (Address already in use): choose another address "
-                                            "with `mdm run --listen HOST:PORT` or [web] listen")
+    assert busy.stderr.splitlines()[-1] == (
+        f"mdm: error: cannot listen on 127.0.0.1:{port} (Address already in use): choose another address with `mdm run --listen HOST:PORT` or [web] listen"
+    )
     assert "Traceback" not in busy.stderr
 
 
@@ -160,8 +175,7 @@ def test_failed_sign_ins_counted_by_one_process_refuse_the_next_at_the_other(adm
     assert sign_in(requests.Session(), second, "alice").status_code == 303  # another name is not locked out
 
 
-def test_synchronize_says_already_running_while_another_process_syncs(admins: Host, database_url: str, config: Path, project_dir: Path,
-                                                                      simulator: Any) -> None:
+def test_synchronize_says_already_running_while_another_process_syncs(admins: Host, database_url: str, config: Path, project_dir: Path, simulator: Any) -> None:
     from mdm_core.web.access import create_token
     from plugins.vpp.sync.run import recent_runs, sync_account
     from plugins.vpp.testing import add_simulated_account
@@ -171,8 +185,14 @@ def test_synchronize_says_already_running_while_another_process_syncs(admins: Ho
     env = run_env(database_url, config)
     console = MdmRun(project_dir, env, "run", "--listen", "127.0.0.1:0")
     simulator.faults.add("slow", endpoint="assets", seconds=8, count=1)  # the other process's sync takes a while
-    cli = subprocess.Popen([sys.executable, "-m", "mdm_core.cli", "vpp", "sync", "school"], env={**os.environ, **env}, cwd=project_dir,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mdm_core.cli", "vpp", "sync", "school"],
+        env={**os.environ, **env},
+        cwd=project_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not [r for r in recent_runs(admins, "school", 1) if r["status"] == "running"] and time.monotonic() < deadline:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import col
 
 from mdm_core.host import Host
 
 from .conftest import csrf, token_for
-from sqlmodel import col
 
 
 def _upload(client: Any, data: bytes, name: str = "second", **fields: str) -> Any:
@@ -47,13 +47,20 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
     assert re.search(r'id="notifications-school">on — last received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', admin.get("/vpp").text)
 
 
-@pytest.mark.parametrize("hours, shown, advice", [
-    (10 * 24 + 1, "expiring soon — expires in 10 days (", "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager "
-                                                          "and upload it with Renew token"),
-    (-3 * 24, "expired — expired ", "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token"),
-])
-def test_a_token_to_renew_says_what_to_do_in_the_console(school: Host, admin: Any, simulator: Any, project_dir: Path,
-                                                          hours: int, shown: str, advice: str) -> None:
+@pytest.mark.parametrize(
+    "hours, shown, advice",
+    [
+        (
+            10 * 24 + 1,
+            "expiring soon — expires in 10 days (",
+            "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+        ),
+        (-3 * 24, "expired — expired ", "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token"),
+    ],
+)
+def test_a_token_to_renew_says_what_to_do_in_the_console(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, hours: int, shown: str, advice: str
+) -> None:
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -104,10 +111,13 @@ def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, pr
     assert not list((project_dir / "var").glob(".upload-*"))  # the uploaded token is not left on disk
 
 
-@pytest.mark.parametrize("content, status, message", [
-    (b"this is not a token", 422, "not"),
-    (b"x" * 70000, 413, "larger than"),
-])
+@pytest.mark.parametrize(
+    "content, status, message",
+    [
+        (b"this is not a token", 422, "not"),
+        (b"x" * 70000, 413, "larger than"),
+    ],
+)
 def test_bad_token_uploads_change_nothing(school: Host, admin: Any, content: bytes, status: int, message: str) -> None:
     response = _upload(admin, content)
     assert response.status_code == status, response.text
@@ -249,9 +259,13 @@ def test_license_tabs_link_licenses_to_the_inventory(school: Host, admin: Any, s
     from mdm_core import inventory
 
     snap = simulator.snapshot()
-    adam, pricing = next((a[0], a[1]) for a in snap["assignments"] if a[2] == "serialNumber"
-                         and sum(1 for b in snap["assignments"] if (b[0], b[1], b[2]) == (a[0], a[1], "serialNumber")) >= 2
-                         and any((b[0], b[1], b[2]) == (a[0], a[1], "clientUserId") for b in snap["assignments"]))
+    adam, pricing = next(
+        (a[0], a[1])
+        for a in snap["assignments"]
+        if a[2] == "serialNumber"
+        and sum(1 for b in snap["assignments"] if (b[0], b[1], b[2]) == (a[0], a[1], "serialNumber")) >= 2
+        and any((b[0], b[1], b[2]) == (a[0], a[1], "clientUserId") for b in snap["assignments"])
+    )
     serials = sorted(a[3] for a in snap["assignments"] if (a[0], a[1], a[2]) == (adam, pricing, "serialNumber"))
     users = sorted(a[3] for a in snap["assignments"] if (a[0], a[1], a[2]) == (adam, pricing, "clientUserId"))
     email = {u["clientUserId"]: u.get("email") or "" for u in simulator.state.user_records()}
@@ -324,12 +338,24 @@ def test_api_uses_the_cli_field_names_and_pages(school: Host, client: Any, simul
     assert {"name", "locationName", "tokenExpirationDate", "token_state", "interval_seconds", "last_sync_at"} <= set(account)
     assets = client.get("/api/v1/vpp/assets?account=school&limit=3", headers=headers).json()
     assert len(assets["items"]) == 3 and assets["next_cursor"]
-    assert {"adamId", "pricingParam", "productType", "assignedCount", "availableCount", "retiredCount", "totalCount", "deviceAssignable",
-            "supportedPlatforms"} <= set(assets["items"][0])
+    assert {
+        "adamId",
+        "pricingParam",
+        "productType",
+        "assignedCount",
+        "availableCount",
+        "retiredCount",
+        "totalCount",
+        "deviceAssignable",
+        "supportedPlatforms",
+    } <= set(assets["items"][0])
     seen, cursor = [], None
     while True:
         page = client.get("/api/v1/vpp/licenses", params={"account": "school", "limit": 7, **({"cursor": cursor} if cursor else {})}, headers=headers).json()
-        seen += [(r["adamId"], r["pricingParam"], "serialNumber" if "serialNumber" in r else "clientUserId", r.get("serialNumber") or r["clientUserId"]) for r in page["items"]]
+        seen += [
+            (r["adamId"], r["pricingParam"], "serialNumber" if "serialNumber" in r else "clientUserId", r.get("serialNumber") or r["clientUserId"])
+            for r in page["items"]
+        ]
         cursor = page["next_cursor"]
         if not cursor:
             break
@@ -397,8 +423,9 @@ def test_without_mobile_apps_another_plugin_can_name_the_assets(make_host: Any, 
     class Catalogue:
         @hookimpl
         def mdm_vpp_asset_labels(self, host: Host) -> Any:
-            rows = [select(literal(a.adam_id).label("adam_id"), literal(f"Catalogue {a.adam_id}").label("name"),
-                           literal(None).label("icon_url")) for a in named]
+            rows = [
+                select(literal(a.adam_id).label("adam_id"), literal(f"Catalogue {a.adam_id}").label("name"), literal(None).label("icon_url")) for a in named
+            ]
             return union_all(*rows).subquery("catalogue")
 
     host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "mobile_apps"})
@@ -472,18 +499,20 @@ def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: 
             release.set()  # never leave the sync waiting
 
 
-@pytest.mark.parametrize("argv, path", [
-    (["vpp", "account", "list", "--json"], "/api/v1/vpp/accounts"),
-    (["vpp", "assets", "--json"], "/api/v1/vpp/assets"),
-    (["vpp", "licenses", "--json"], "/api/v1/vpp/licenses"),
-    (["vpp", "users", "--json"], "/api/v1/vpp/users"),
-    (["vpp", "runs", "--json"], "/api/v1/vpp/runs"),
-    (["apps", "list", "--json"], "/api/v1/apps"),
-    (["devices", "list", "--json"], "/api/v1/devices"),
-    (["users", "list", "--json"], "/api/v1/users"),
-])
-def test_api_rows_are_the_cli_json_rows(school: Host, client: Any, project_dir: Path, monkeypatch: Any, capsys: Any,
-                                        argv: list[str], path: str) -> None:
+@pytest.mark.parametrize(
+    "argv, path",
+    [
+        (["vpp", "account", "list", "--json"], "/api/v1/vpp/accounts"),
+        (["vpp", "assets", "--json"], "/api/v1/vpp/assets"),
+        (["vpp", "licenses", "--json"], "/api/v1/vpp/licenses"),
+        (["vpp", "users", "--json"], "/api/v1/vpp/users"),
+        (["vpp", "runs", "--json"], "/api/v1/vpp/runs"),
+        (["apps", "list", "--json"], "/api/v1/apps"),
+        (["devices", "list", "--json"], "/api/v1/devices"),
+        (["users", "list", "--json"], "/api/v1/users"),
+    ],
+)
+def test_api_rows_are_the_cli_json_rows(school: Host, client: Any, project_dir: Path, monkeypatch: Any, capsys: Any, argv: list[str], path: str) -> None:
     """What a script reads from the API is what it read from ``mdm ... --json``: the same rows
     with the same field names and values."""
     from mdm_core import inventory

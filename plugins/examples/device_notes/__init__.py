@@ -43,7 +43,7 @@ def mdm_register_tables() -> list[type]:
 
 
 @hookimpl
-def mdm_register_migrations() -> "MigrationSet":
+def mdm_register_migrations() -> MigrationSet:
     """Its migration history, in the ``migrations`` folder beside the models."""
     from mdm_core.db.migrate import MigrationSet
 
@@ -51,7 +51,7 @@ def mdm_register_migrations() -> "MigrationSet":
 
 
 @hookimpl
-def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host") -> None:
+def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """``mdm notes add|list``."""
     notes = subparsers.add_parser("notes", help="notes about devices (example plugin)")
     sub = notes.add_subparsers(dest="notes_cmd", required=True, metavar="COMMAND")
@@ -66,7 +66,7 @@ def mdm_register_cli(subparsers: "argparse._SubParsersAction[Any]", host: "Host"
     lst.set_defaults(func=_list)
 
 
-def _add(host: "Host", args: argparse.Namespace) -> int:
+def _add(host: Host, args: argparse.Namespace) -> int:
     from .models import Note
 
     note = host.db.run_write(lambda session: _insert(session, Note(serial_number=args.serial, text=args.text, author=args.author)))
@@ -80,7 +80,7 @@ def _insert(session: Any, note: Any) -> Any:
     return note
 
 
-def _list(host: "Host", args: argparse.Namespace) -> int:
+def _list(host: Host, args: argparse.Namespace) -> int:
     from .models import Note
 
     query = select(Note).order_by(col(Note.id))

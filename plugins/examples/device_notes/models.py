@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlmodel import Field, SQLModel
 
@@ -16,8 +15,8 @@ class Note(SQLModel, table=True):
 
     __tablename__ = "device_notes_note"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     serial_number: str = Field(max_length=64, index=True)
     text: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    author: Optional[str] = Field(default=None, max_length=255)  # added in 0002
+    author: str | None = Field(default=None, max_length=255)  # added in 0002

@@ -7,7 +7,8 @@ reused, not queued twice. Each newly queued command is announced as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -28,7 +29,7 @@ REQUEST_TYPE = "InstallApplication"
 MEDIA_TYPE = "InstallMedia"
 
 
-def install_payload(host: "Host", adam_id: str, platform: str, enrollment_type: str = "device") -> dict[str, Any]:
+def install_payload(host: Host, adam_id: str, platform: str, enrollment_type: str = "device") -> dict[str, Any]:
     """The ``InstallApplication`` keys of a VPP-licensed install, as Apple's schema allows them
     for the platform and the enrollment type (docs/apple-api.md,
     "Installing an app with a license").
@@ -56,16 +57,17 @@ def media_payload(adam_id: str) -> dict[str, Any]:
 
 def _queued_command(session: Session, serial: str, adam_id: str, request_type: str = REQUEST_TYPE) -> str | None:
     """The uuid of an install command of this app (or book) already waiting for the device."""
-    for command in session.execute(select(Command).where(
-        col(Command.device_serial) == serial, col(Command.request_type) == request_type, col(Command.status) == "queued"
-    )).scalars():
+    for command in session.execute(
+        select(Command).where(col(Command.device_serial) == serial, col(Command.request_type) == request_type, col(Command.status) == "queued")
+    ).scalars():
         if str(command.payload.get("iTunesStoreID")) == adam_id:
             return command.uuid
     return None
 
 
-def queue_install(host: "Host", session: Session, account: str, adam_id: str, pricing: str, device: Device,
-                  license_kind: str, user: str | None, source: str, kind: str = "app") -> tuple[str, bool]:
+def queue_install(
+    host: Host, session: Session, account: str, adam_id: str, pricing: str, device: Device, license_kind: str, user: str | None, source: str, kind: str = "app"
+) -> tuple[str, bool]:
     """Queue InstallApplication (``InstallMedia`` for a book) for one device in the caller's
     transaction; (uuid, newly queued)."""
     request_type = MEDIA_TYPE if kind == "book" else REQUEST_TYPE
@@ -73,11 +75,22 @@ def queue_install(host: "Host", session: Session, account: str, adam_id: str, pr
     if existing:
         return existing, False
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
-    command = queue_command(host, session, device.serial_number, request_type,
-                            media_payload(adam_id) if kind == "book" else install_payload(host, adam_id, platform, device.enrollment_type))
+    command = queue_command(
+        host,
+        session,
+        device.serial_number,
+        request_type,
+        media_payload(adam_id) if kind == "book" else install_payload(host, adam_id, platform, device.enrollment_type),
+    )
     payload: InstallQueuedPayload = {
-        "account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": device.serial_number,
-        "commandUuid": command.uuid, "license": license_kind, "clientUserId": user, "source": source,
+        "account": account,
+        "adamId": adam_id,
+        "pricingParam": pricing,
+        "serialNumber": device.serial_number,
+        "commandUuid": command.uuid,
+        "license": license_kind,
+        "clientUserId": user,
+        "source": source,
     }
     host.events.record(session, "mobile_apps_install_queued", payload)
     return command.uuid, True
@@ -98,12 +111,12 @@ def installs_query(status: str | None = None) -> Any:
     return query.where(col(Install.status) == status) if status else query
 
 
-def iter_installs(host: "Host", status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_installs(host: Host, status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Recorded installs, newest first; streamed (constant memory)."""
     query = installs_query(status).order_by(col(Install.id).desc())
     return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_installs(host: "Host", status: str | None = None) -> list[dict[str, Any]]:
+def list_installs(host: Host, status: str | None = None) -> list[dict[str, Any]]:
     """Recorded installs, newest first."""
     return list(iter_installs(host, status))

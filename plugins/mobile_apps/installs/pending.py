@@ -10,9 +10,10 @@ outside this host (Apple's portal) are installed on the enrolled devices too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import bindparam, select
 from sqlmodel import Session, col
@@ -35,23 +36,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def complete_pending(host: "Host", session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
+def complete_pending(host: Host, session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
     """Queue the commands of pending installs whose licenses are now held; returns how many."""
     serials, users = set(serials), set(users)
     if not serials and not users:
         return 0
-    rows = list(session.execute(select(Install).where(
-        col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id, col(Install.pricing_param) == pricing
-    )).scalars())
+    rows = list(
+        session.execute(
+            select(Install).where(
+                col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id, col(Install.pricing_param) == pricing
+            )
+        ).scalars()
+    )
     queued = 0
     for row in rows:
         if (row.kind == "device" and row.target not in serials) or (row.kind == "user" and row.target not in users):
             continue
-        devices = [session.get(Device, row.target)] if row.kind == "device" else list(
-            session.execute(select(Device).where(Device.owner == row.target)).scalars())
-        published = list(session.execute(select(col(MobileApp.platform), col(MobileApp.kind)).where(
-            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
-            col(MobileApp.state) == "published")).all())
+        devices = (
+            [session.get(Device, row.target)] if row.kind == "device" else list(session.execute(select(Device).where(Device.owner == row.target)).scalars())
+        )
+        published = list(
+            session.execute(
+                select(col(MobileApp.platform), col(MobileApp.kind)).where(
+                    col(MobileApp.account) == account,
+                    col(MobileApp.adam_id) == adam_id,
+                    col(MobileApp.pricing_param) == pricing,
+                    col(MobileApp.state) == "published",
+                )
+            ).all()
+        )
         kind = "app" if any(k == "app" for _, k in published) or not published else "book"
         platforms = {p for p, k in published if k == kind}
         for device in devices:
@@ -65,7 +78,7 @@ def complete_pending(host: "Host", session: Session, account: str, adam_id: str,
     return queued
 
 
-def on_licenses_associated(host: "Host", event: "Event") -> None:
+def on_licenses_associated(host: Host, event: Event) -> None:
     """Complete pending installs; with ``auto_install``, install what was licensed in Apple's portal."""
     from ..catalog import once
 
@@ -79,9 +92,17 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
         complete_pending(host, session, account, adam_id, pricing, p.get("serialNumbers") or [], p.get("clientUserIds") or [])
         if not auto:
             return
-        platforms = set(session.execute(select(col(MobileApp.platform)).where(
-            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
-            col(MobileApp.state) == "published", col(MobileApp.kind) == "app")).scalars())
+        platforms = set(
+            session.execute(
+                select(col(MobileApp.platform)).where(
+                    col(MobileApp.account) == account,
+                    col(MobileApp.adam_id) == adam_id,
+                    col(MobileApp.pricing_param) == pricing,
+                    col(MobileApp.state) == "published",
+                    col(MobileApp.kind) == "app",
+                )
+            ).scalars()
+        )
         if not platforms:
             return
         targets: list[tuple[Device, str, str | None]] = []
@@ -98,13 +119,24 @@ def on_licenses_associated(host: "Host", event: "Event") -> None:
                 continue
             uuid, new = queue_install(host, session, account, adam_id, pricing, device, kind, user, "auto")
             if new:
-                session.add(Install(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=user or device.serial_number,
-                                    source="auto", status="queued", event_ids=[event.id], command_uuids=[uuid]))
+                session.add(
+                    Install(
+                        account=account,
+                        adam_id=adam_id,
+                        pricing_param=pricing,
+                        kind=kind,
+                        target=user or device.serial_number,
+                        source="auto",
+                        status="queued",
+                        event_ids=[event.id],
+                        command_uuids=[uuid],
+                    )
+                )
 
     once(host, event, work)
 
 
-def on_users_changed(host: "Host", event: "Event") -> None:
+def on_users_changed(host: Host, event: Event) -> None:
     """VPP users who accepted the invitation (``Associated``, found by a sync or told by Apple's
     notification): the installs waiting for them (``invited``) go ahead at once."""
     p = cast(UsersPayload, event.payload)
@@ -113,8 +145,13 @@ def on_users_changed(host: "Host", event: "Event") -> None:
         return
 
     def work(session: Session) -> list[int]:
-        rows = list(session.execute(select(Install).where(
-            col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated))).scalars())
+        rows = list(
+            session.execute(
+                select(Install).where(
+                    col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated)
+                )
+            ).scalars()
+        )
         for row in rows:
             row.status, row.error, row.updated_at = "pending", None, utcnow()
             session.add(row)
@@ -125,19 +162,27 @@ def on_users_changed(host: "Host", event: "Event") -> None:
         log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
         retry_pending(host, ids)
 
-_PENDING = select(col(Install.id)).where(  # built once: a sync delivers thousands of license events
-    col(Install.status) == "pending", col(Install.account) == bindparam("account"), col(Install.adam_id) == bindparam("adam_id"),
-    col(Install.pricing_param) == bindparam("pricing")).limit(1)
+
+_PENDING = (
+    select(col(Install.id))
+    .where(  # built once: a sync delivers thousands of license events
+        col(Install.status) == "pending",
+        col(Install.account) == bindparam("account"),
+        col(Install.adam_id) == bindparam("adam_id"),
+        col(Install.pricing_param) == bindparam("pricing"),
+    )
+    .limit(1)
+)
 
 
-def _has_pending(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
+def _has_pending(host: Host, account: str, adam_id: str, pricing: str) -> bool:
     """Whether an install of this asset waits for its license (a read: most license events of a
     sync find none, and skip the write transaction)."""
     with host.db.engine.connect() as conn:
         return conn.execute(_PENDING, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 
-def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
+def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
     """The ``mobile_apps.installs`` job: ask Apple again about pending installs (``ids``: only
     these, at once)."""
     s = settings(host)
@@ -172,8 +217,16 @@ def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
         ok_serials, ok_users = result["succeeded"]["serialNumbers"], result["succeeded"]["clientUserIds"]
         failures = {str(f.get("serialNumber") or f.get("clientUserId")): f for f in result["failed"]}
 
-        def work(session: Session, account: str = account, adam_id: str = adam_id, pricing: str = pricing, kind: str = kind,
-                 ok_serials: list[str] = ok_serials, ok_users: list[str] = ok_users, failures: dict[str, Any] = failures) -> int:
+        def work(
+            session: Session,
+            account: str = account,
+            adam_id: str = adam_id,
+            pricing: str = pricing,
+            kind: str = kind,
+            ok_serials: list[str] = ok_serials,
+            ok_users: list[str] = ok_users,
+            failures: dict[str, Any] = failures,
+        ) -> int:
             fail_pending(host, session, (account, adam_id, pricing, kind), failures)
             return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
 
@@ -183,31 +236,45 @@ def retry_pending(host: "Host", ids: list[int] | None = None) -> dict[str, int]:
     return counts
 
 
-def fail_pending(host: "Host", session: Session, key: tuple[str, str, str, str], failures: dict[str, dict[str, Any]],
-                 event_id: str | None = None) -> int:
+def fail_pending(host: Host, session: Session, key: tuple[str, str, str, str], failures: dict[str, dict[str, Any]], event_id: str | None = None) -> int:
     """Pending installs of ``key`` (account, adamId, pricingParam, license kind) whose target
     Apple refused (``failures``: target -> Apple's failure, ``errorNumber``/``errorMessage``)
     fail with Apple's reason, each announced (``mobile_apps_install_failed``); ``event_id``:
     only those waiting for that Apple event. Returns how many."""
     account, adam_id, pricing, kind = key
     failed = 0
-    for row in session.execute(select(Install).where(col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id,
-                                                     col(Install.pricing_param) == pricing, col(Install.kind) == kind, col(Install.target).in_(failures))).scalars():
+    for row in session.execute(
+        select(Install).where(
+            col(Install.status) == "pending",
+            col(Install.account) == account,
+            col(Install.adam_id) == adam_id,
+            col(Install.pricing_param) == pricing,
+            col(Install.kind) == kind,
+            col(Install.target).in_(failures),
+        )
+    ).scalars():
         if event_id is not None and event_id not in row.event_ids:
             continue
         row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
         session.add(row)
         payload: InstallFailedPayload = {
-            "id": row.id, "account": account, "adamId": adam_id, "pricingParam": pricing, "license": kind,
-            "serialNumber": row.target if kind == "device" else None, "clientUserId": row.target if kind == "user" else None,
-            "source": row.source, "error": row.error, "errorNumber": failures[row.target].get("errorNumber"),
+            "id": row.id,
+            "account": account,
+            "adamId": adam_id,
+            "pricingParam": pricing,
+            "license": kind,
+            "serialNumber": row.target if kind == "device" else None,
+            "clientUserId": row.target if kind == "user" else None,
+            "source": row.source,
+            "error": row.error,
+            "errorNumber": failures[row.target].get("errorNumber"),
         }
         host.events.record(session, "mobile_apps_install_failed", payload)
         failed += 1
     return failed
 
 
-def on_licenses_refused(host: "Host", event: "Event") -> None:
+def on_licenses_refused(host: Host, event: Event) -> None:
     """Apple refused the licenses of an associate that pending installs wait for (its
     ``ASSET_MANAGEMENT`` notification): they fail at once with Apple's reason, as when the
     ``mobile_apps.installs`` job asks again, instead of waiting for it."""
@@ -217,8 +284,11 @@ def on_licenses_refused(host: "Host", event: "Event") -> None:
     failure = {"errorNumber": p["errorNumber"], "errorMessage": p["errorMessage"]}
 
     def work(session: Session) -> int:  # a redelivered event finds them failed already
-        return sum(fail_pending(host, session, (p["account"], p["adamId"], p["pricingParam"], kind), dict.fromkeys(targets, failure), p["eventId"])
-                   for kind, targets in (("device", p["serialNumbers"]), ("user", p["clientUserIds"])) if targets)
+        return sum(
+            fail_pending(host, session, (p["account"], p["adamId"], p["pricingParam"], kind), dict.fromkeys(targets, failure), p["eventId"])
+            for kind, targets in (("device", p["serialNumbers"]), ("user", p["clientUserIds"]))
+            if targets
+        )
 
     failed = host.db.run_write(work)
     if failed:
@@ -233,9 +303,16 @@ def _resume(session: Session, ids: list[int | None]) -> None:
 
 def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
     account, adam_id, pricing, kind = key
-    for row in session.execute(select(Install).where(col(Install.status) == "pending", col(Install.account) == account, col(Install.adam_id) == adam_id,
-                                                     col(Install.pricing_param) == pricing, col(Install.kind) == kind, col(Install.target).in_(targets))).scalars():
+    for row in session.execute(
+        select(Install).where(
+            col(Install.status) == "pending",
+            col(Install.account) == account,
+            col(Install.adam_id) == adam_id,
+            col(Install.pricing_param) == pricing,
+            col(Install.kind) == kind,
+            col(Install.target).in_(targets),
+        )
+    ).scalars():
         row.attempts += 1
         row.error, row.updated_at = error[:1000], utcnow()
         session.add(row)
-

@@ -35,19 +35,26 @@ log = logging.getLogger(__name__)
 REMOVE_TYPE = "RemoveApplication"
 
 
-_QUEUED = select(col(Install.id)).where(  # built once: a sync delivers an event per asset whose licenses were taken back
-    col(Install.status) == "queued", col(Install.account) == bindparam("account"), col(Install.adam_id) == bindparam("adam_id"),
-    col(Install.pricing_param) == bindparam("pricing")).limit(1)
+_QUEUED = (
+    select(col(Install.id))
+    .where(  # built once: a sync delivers an event per asset whose licenses were taken back
+        col(Install.status) == "queued",
+        col(Install.account) == bindparam("account"),
+        col(Install.adam_id) == bindparam("adam_id"),
+        col(Install.pricing_param) == bindparam("pricing"),
+    )
+    .limit(1)
+)
 
 
-def _has_queued(host: "Host", account: str, adam_id: str, pricing: str) -> bool:
+def _has_queued(host: Host, account: str, adam_id: str, pricing: str) -> bool:
     """Whether this MDM queued an install of this asset (a read: most license events of a sync
     find none, and skip the write transaction)."""
     with host.db.engine.connect() as conn:
         return conn.execute(_QUEUED, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 
-def on_licenses_disassociated(host: "Host", event: "Event") -> None:
+def on_licenses_disassociated(host: Host, event: Event) -> None:
     """Cancel queued installs and remove installed apps of the licenses taken back."""
     p = event.payload
     if not _has_queued(host, p["account"], str(p["adamId"]), str(p["pricingParam"])):
@@ -57,9 +64,16 @@ def on_licenses_disassociated(host: "Host", event: "Event") -> None:
         for kind, targets in (("device", p.get("serialNumbers") or []), ("user", p.get("clientUserIds") or [])):
             if not targets:
                 continue
-            rows = session.execute(select(Install).where(
-                col(Install.account) == p["account"], col(Install.adam_id) == str(p["adamId"]), col(Install.pricing_param) == str(p["pricingParam"]),
-                col(Install.kind) == kind, col(Install.status) == "queued", col(Install.target).in_(targets))).scalars()
+            rows = session.execute(
+                select(Install).where(
+                    col(Install.account) == p["account"],
+                    col(Install.adam_id) == str(p["adamId"]),
+                    col(Install.pricing_param) == str(p["pricingParam"]),
+                    col(Install.kind) == kind,
+                    col(Install.status) == "queued",
+                    col(Install.target).in_(targets),
+                )
+            ).scalars()
             for row in list(rows):
                 take_back(host, session, row)
 
@@ -72,7 +86,7 @@ def bundle_id(session: Session, adam_id: str, platform: str) -> str | None:
     return meta.bundle_id if meta is not None else None
 
 
-def take_back(host: "Host", session: Session, row: Install) -> dict[str, Any]:
+def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
     """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts."""
     counts = {"canceled": 0, "removed": 0, "unknown": 0}
     now = utcnow()
@@ -91,8 +105,13 @@ def take_back(host: "Host", session: Session, row: Install) -> dict[str, Any]:
         platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
         identifier = bundle_id(session, row.adam_id, platform)
         if identifier is None:
-            log.warning("license of %s taken back from %s: no bundle id known for %s yet, so RemoveApplication was not queued "
-                        "(run `mdm apps refresh-metadata`); the app stops working 30 days after", row.adam_id, device.serial_number, platform)
+            log.warning(
+                "license of %s taken back from %s: no bundle id known for %s yet, so RemoveApplication was not queued "
+                "(run `mdm apps refresh-metadata`); the app stops working 30 days after",
+                row.adam_id,
+                device.serial_number,
+                platform,
+            )
             counts["unknown"] += 1
             continue
         if platform == "macOS" and device.enrollment_type == "user":

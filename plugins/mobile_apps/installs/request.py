@@ -82,7 +82,7 @@ class Outcome:
 # ---------------------------------------------------------------------- resolving
 
 
-def resolve_asset(host: "Host", selector: str) -> Asset:
+def resolve_asset(host: Host, selector: str) -> Asset:
     """The one installable asset that ``selector`` names (or a one-line reason why not)."""
     with host.db.session() as session:
         rows = find_apps(session, selector)
@@ -100,15 +100,23 @@ def resolve_asset(host: "Host", selector: str) -> Asset:
     (account, adam_id, pricing), group = next(iter(groups.items()))
     kind = group[0][0].kind
     with host.db.session() as session:  # every platform of the asset, whichever application was named
-        siblings = list(session.execute(select(MobileApp).where(
-            col(MobileApp.account) == account, col(MobileApp.adam_id) == adam_id, col(MobileApp.pricing_param) == pricing,
-            col(MobileApp.state) == "published", col(MobileApp.kind) == kind)).scalars())
+        siblings = list(
+            session.execute(
+                select(MobileApp).where(
+                    col(MobileApp.account) == account,
+                    col(MobileApp.adam_id) == adam_id,
+                    col(MobileApp.pricing_param) == pricing,
+                    col(MobileApp.state) == "published",
+                    col(MobileApp.kind) == kind,
+                )
+            ).scalars()
+        )
     group = [(a, group[0][1]) for a in siblings] or group
     first = group[0][0]
     return Asset(account, adam_id, pricing, {a.platform: a for a, _ in group}, group[0][1], first.device_assignable, first.available_count, kind)
 
 
-def _fresh_counts(host: "Host", asset: Asset) -> None:
+def _fresh_counts(host: Host, asset: Asset) -> None:
     """Take the counts and flags from the VPP mirror (the events may lag behind)."""
     row = VppPort(host).asset(asset.account, asset.adam_id, asset.pricing_param)
     if row is None:
@@ -117,7 +125,7 @@ def _fresh_counts(host: "Host", asset: Asset) -> None:
     asset.device_assignable = bool(row.get("deviceAssignable"))
 
 
-def _held(host: "Host", asset: Asset, *, serial: str | None = None, user: str | None = None) -> bool:
+def _held(host: Host, asset: Asset, *, serial: str | None = None, user: str | None = None) -> bool:
     rows = VppPort(host).licenses(asset.account, asset.adam_id, serial_number=serial, client_user_id=user)
     return any(r["pricingParam"] == asset.pricing_param for r in rows)
 
@@ -160,7 +168,7 @@ def read_devices_file(path: str) -> list[str]:
 # ---------------------------------------------------------------------- installing
 
 
-def install(host: "Host", selector: str, *, serials: list[str] | None = None, user: str | None = None, wait: float | None = None) -> Outcome:
+def install(host: Host, selector: str, *, serials: list[str] | None = None, user: str | None = None, wait: float | None = None) -> Outcome:
     """``mdm apps install``: device licenses for ``serials``, or a user license for ``user``."""
     VppPort(host).require("VPP apps cannot be installed")
     asset = resolve_asset(host, selector)
@@ -171,8 +179,9 @@ def install(host: "Host", selector: str, *, serials: list[str] | None = None, us
     if user is not None:
         return _install_for_user(host, asset, user.strip(), wait)
     if asset.kind == "book":
-        raise MdmError(f"{asset.label} is a book: Apple licenses books to users only, give --user MDM_USER "
-                         "(InstallMedia then goes to each of the user's enrolled devices)")
+        raise MdmError(
+            f"{asset.label} is a book: Apple licenses books to users only, give --user MDM_USER (InstallMedia then goes to each of the user's enrolled devices)"
+        )
     return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)
 
 
@@ -187,7 +196,7 @@ def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Non
     return None
 
 
-def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: float) -> Outcome:
+def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: float) -> Outcome:
     out = Outcome(asset)
     if not serials:
         raise UsageError("no device given")
@@ -206,8 +215,12 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
     needed = [s for s in checked if s not in held]
     if needed and asset.available_count < len(needed):
         for serial in needed:
-            out.add(serial, "refused", f"not enough licenses: {asset.available_count} available in account '{asset.account}', "
-                                       f"{len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)")
+            out.add(
+                serial,
+                "refused",
+                f"not enough licenses: {asset.available_count} available in account '{asset.account}', "
+                f"{len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)",
+            )
         needed = []
     succeeded: list[str] = list(held)
     intents = record_intent(host, asset, "device", needed) if needed else {}
@@ -235,9 +248,12 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
                 continue
             uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, device, "device", None, "request")
             how = "license already held" if serial in held else "license associated"
-            out.add(serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})")
-            row = row or Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial,
-                                 source="request", status="queued")
+            out.add(
+                serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})"
+            )
+            row = row or Install(
+                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial, source="request", status="queued"
+            )
             row.status, row.command_uuids, row.updated_at = "queued", [*row.command_uuids, uuid], utcnow()
             session.add(row)
 
@@ -249,7 +265,7 @@ def _install_on_devices(host: "Host", asset: Asset, serials: list[str], wait: fl
     return out
 
 
-def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Outcome:
+def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outcome:
     out = Outcome(asset)
     with host.db.session() as session:
         if session.get(MdmUser, user) is None:
@@ -263,8 +279,12 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
     if vpp_user["status"] != "Associated":
         url = f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""
         _record_invited(host, asset, user)
-        out.add(user, "waiting", f"waiting for the user to accept the invitation{url}: licensed and installed on the user's devices "
-                                 "as soon as they do (see `mdm apps installs --status invited`)")
+        out.add(
+            user,
+            "waiting",
+            f"waiting for the user to accept the invitation{url}: licensed and installed on the user's devices "
+            "as soon as they do (see `mdm apps installs --status invited`)",
+        )
         return out
     targets = []
     for device in devices:
@@ -301,15 +321,20 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
 
     def work(session: Session) -> None:
         row = session.get(Install, intents[user]) if user in intents else None
-        row = row or Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
-                             source="request", status="queued")
+        row = row or Install(
+            account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
+        )
         for device in targets:
             enrolled = session.get(Device, device.serial_number)
             if enrolled is None:
                 continue
             uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
             command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
-            out.add(device.serial_number, "queued", f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})")
+            out.add(
+                device.serial_number,
+                "queued",
+                f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})",
+            )
             row.command_uuids = [*row.command_uuids, uuid]
         row.status, row.updated_at = "queued", utcnow()
         session.add(row)
@@ -319,14 +344,19 @@ def _install_for_user(host: "Host", asset: Asset, user: str, wait: float) -> Out
     return out
 
 
-def record_intent(host: "Host", asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
+def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
     """Record the installs as ``associating`` before Apple is asked (committed), so that a
     process killed after Apple licensed them leaves a record the installs job completes;
     returns their ids by target. A database that cannot be written stops here, before Apple
     is called, with one line."""
+
     def work(session: Session) -> dict[str, int]:
-        rows = {t: Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t,
-                           source="request", status="associating") for t in targets}
+        rows = {
+            t: Install(
+                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="associating"
+            )
+            for t in targets
+        }
         for row in rows.values():
             session.add(row)
         session.flush()
@@ -335,11 +365,12 @@ def record_intent(host: "Host", asset: Asset, kind: str, targets: list[str]) -> 
     try:
         return host.db.run_write(work)
     except DBAPIError as exc:  # in the host's words (never the SQL or its values), on SQLite as on PostgreSQL
-        raise MdmError(f"cannot record the install: {database_error(exc, host.db)}; nothing was asked of Apple: "
-                       "run the install again once the database takes writes") from None
+        raise MdmError(
+            f"cannot record the install: {database_error(exc, host.db)}; nothing was asked of Apple: run the install again once the database takes writes"
+        ) from None
 
 
-def _settle_failed(host: "Host", intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> None:
+def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> None:
     """Record the end of installs that queue nothing (Apple refused, or nothing to install on)."""
     todo = {intents[t]: r for t, r in reasons.items() if t in intents}
     if not todo:
@@ -355,8 +386,7 @@ def _settle_failed(host: "Host", intents: dict[str, int], reasons: dict[str, str
     host.db.run_write(work)
 
 
-def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome,
-               intents: dict[str, int]) -> LicenseResult | None:
+def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome, intents: dict[str, int]) -> LicenseResult | None:
     try:
         return VppPort(host).associate(asset.account, asset.adam_id, asset.pricing_param, serial_numbers=serials, client_user_ids=users, wait=wait)
     except VppUnavailable as exc:
@@ -372,22 +402,38 @@ def _associate(host: "Host", asset: Asset, serials: list[str], users: list[str],
         return None
 
 
-def _record_invited(host: "Host", asset: Asset, user: str) -> None:
+def _record_invited(host: Host, asset: Asset, user: str) -> None:
     """An install for a VPP user who has not accepted the invitation yet: ``invited`` until the
     user is Associated (:func:`..pending.on_users_changed`), once per app and user."""
+
     def work(session: Session) -> None:
-        waiting = session.execute(select(col(Install.id)).where(
-            col(Install.status) == "invited", col(Install.account) == asset.account, col(Install.adam_id) == asset.adam_id,
-            col(Install.pricing_param) == asset.pricing_param, col(Install.kind) == "user", col(Install.target) == user)).first()
+        waiting = session.execute(
+            select(col(Install.id)).where(
+                col(Install.status) == "invited",
+                col(Install.account) == asset.account,
+                col(Install.adam_id) == asset.adam_id,
+                col(Install.pricing_param) == asset.pricing_param,
+                col(Install.kind) == "user",
+                col(Install.target) == user,
+            )
+        ).first()
         if waiting is None:
-            session.add(Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user,
-                                source="request", status="invited"))
+            session.add(
+                Install(
+                    account=asset.account,
+                    adam_id=asset.adam_id,
+                    pricing_param=asset.pricing_param,
+                    kind="user",
+                    target=user,
+                    source="request",
+                    status="invited",
+                )
+            )
 
     host.db.run_write(work)
 
 
-def _record_pending(host: "Host", asset: Asset, targets: list[str], event_ids: list[str], wait: float, out: Outcome,
-                    intents: dict[str, int]) -> None:
+def _record_pending(host: Host, asset: Asset, targets: list[str], event_ids: list[str], wait: float, out: Outcome, intents: dict[str, int]) -> None:
     def work(session: Session) -> None:
         for target in targets:
             row = session.get(Install, intents[target])
@@ -397,5 +443,9 @@ def _record_pending(host: "Host", asset: Asset, targets: list[str], event_ids: l
 
     host.db.run_write(work)
     for target in targets:
-        out.add(target, "pending", f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
-                                   "InstallApplication will be queued when it does (see `mdm apps installs`)")
+        out.add(
+            target,
+            "pending",
+            f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
+            "InstallApplication will be queued when it does (see `mdm apps installs`)",
+        )

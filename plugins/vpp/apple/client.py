@@ -109,10 +109,11 @@ class AppsBooksClient(Transport):
         if not body:
             raise ValueError("post_client_config needs at least one setting")
         return self._request(
-            "POST", self.url("clientConfig"), json_body=body,
+            "POST",
+            self.url("clientConfig"),
+            json_body=body,
             secrets=[notification_auth_token] if notification_auth_token else (),
         )
-
 
     def iter_assets(self, **filters: Any) -> Generator[dict[str, Any], None, None]:
         """Pages of ``GET /assets``. Filters: snake_case (``product_type``) or Apple names."""
@@ -139,15 +140,18 @@ class AppsBooksClient(Transport):
         """Pages of ``GET /assignments`` (docs/apple-api.md, "Assignments")."""
         if serial_number is not None and client_user_id is not None:
             raise ValueError("give serial_number or client_user_id, not both")
-        return self.iter_pages("getAssignments", {
-            "sinceVersionId": since_version_id,
-            "adamId": adam_id,
-            "pricingParam": pricing_param,
-            "serialNumber": serial_number,
-            "clientUserId": client_user_id,
-            "excludeInactiveUsers": exclude_inactive_users,
-            "includeUserState": include_user_state,
-        })
+        return self.iter_pages(
+            "getAssignments",
+            {
+                "sinceVersionId": since_version_id,
+                "adamId": adam_id,
+                "pricingParam": pricing_param,
+                "serialNumber": serial_number,
+                "clientUserId": client_user_id,
+                "excludeInactiveUsers": exclude_inactive_users,
+                "includeUserState": include_user_state,
+            },
+        )
 
     def iter_users(
         self,
@@ -158,12 +162,15 @@ class AppsBooksClient(Transport):
         retired_only: bool | None = None,
     ) -> Generator[dict[str, Any], None, None]:
         """Pages of ``GET /users`` (docs/apple-api.md, "Users")."""
-        return self.iter_pages("getUsers", {
-            "sinceVersionId": since_version_id,
-            "activeOnly": active_only,
-            "retiredOnly": retired_only,
-            "clientUserId": client_user_id,
-        })
+        return self.iter_pages(
+            "getUsers",
+            {
+                "sinceVersionId": since_version_id,
+                "activeOnly": active_only,
+                "retiredOnly": retired_only,
+                "clientUserId": client_user_id,
+            },
+        )
 
     # ------------------------------------------------------------------ writes
 
@@ -186,8 +193,11 @@ class AppsBooksClient(Transport):
         return events
 
     def _manage_assets(
-        self, url_key: str, assets: Iterable[tuple[str, str]],
-        serial_numbers: Iterable[str], client_user_ids: Iterable[str],
+        self,
+        url_key: str,
+        assets: Iterable[tuple[str, str]],
+        serial_numbers: Iterable[str],
+        client_user_ids: Iterable[str],
     ) -> list[str]:
         asset_objs = _asset_list(assets)
         serials = _str_list(serial_numbers, "serial_numbers")
@@ -211,21 +221,30 @@ class AppsBooksClient(Transport):
         return self._post_chunks(self.url(url_key), bodies)
 
     def associate_assets(
-        self, assets: Iterable[tuple[str, str]], *,
-        serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (),
+        self,
+        assets: Iterable[tuple[str, str]],
+        *,
+        serial_numbers: Iterable[str] = (),
+        client_user_ids: Iterable[str] = (),
     ) -> list[str]:
         """``POST assets/associate``; serials and users go in separate, chunked requests."""
         return self._manage_assets("associateAssets", assets, serial_numbers, client_user_ids)
 
     def disassociate_assets(
-        self, assets: Iterable[tuple[str, str]], *,
-        serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (),
+        self,
+        assets: Iterable[tuple[str, str]],
+        *,
+        serial_numbers: Iterable[str] = (),
+        client_user_ids: Iterable[str] = (),
     ) -> list[str]:
         """``POST assets/disassociate``; serials and users go in separate, chunked requests."""
         return self._manage_assets("disassociateAssets", assets, serial_numbers, client_user_ids)
 
     def revoke_assets(
-        self, *, serial_numbers: Iterable[str] = (), client_user_ids: Iterable[str] = (),
+        self,
+        *,
+        serial_numbers: Iterable[str] = (),
+        client_user_ids: Iterable[str] = (),
     ) -> list[str]:
         """``POST assets/revoke`` (all revocable assets), chunked by maxRevoke* limits."""
         serials = _str_list(serial_numbers, "serial_numbers")
@@ -294,8 +313,13 @@ class AppsBooksClient(Transport):
         return data
 
     def wait_for_event(
-        self, event_id: str, *, timeout: float = 120, poll_interval: float = 0.5,
-        raise_on_failure: bool = False, max_poll_interval: float | None = None,
+        self,
+        event_id: str,
+        *,
+        timeout: float = 120,
+        poll_interval: float = 0.5,
+        raise_on_failure: bool = False,
+        max_poll_interval: float | None = None,
         notified: Callable[[str, float], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         """Poll until eventStatus is COMPLETE or FAILED and return that status.
@@ -320,10 +344,7 @@ class AppsBooksClient(Transport):
             remaining = deadline - self._monotonic()
             if interval > remaining:
                 if max_poll_interval is None or remaining <= 0:
-                    raise EventTimeoutError(
-                        f"event {short(event_id)} still {short(state)} after {timeout:g}s: "
-                        "check it later with event_status()"
-                    )
+                    raise EventTimeoutError(f"event {short(event_id)} still {short(state)} after {timeout:g}s: check it later with event_status()")
                 interval = remaining  # one last look at the deadline
             pushed = notified(event_id, interval) if notified is not None else None
             if pushed is None:
@@ -338,8 +359,13 @@ class AppsBooksClient(Transport):
     # ---------------------------------------------------------------- metadata
 
     def lookup_metadata(
-        self, adam_ids: Iterable[str], *, platform: str, country: str,
-        language: str = "en", batch_size: int = 50,
+        self,
+        adam_ids: Iterable[str],
+        *,
+        platform: str,
+        country: str,
+        language: str = "en",
+        batch_size: int = 50,
     ) -> dict[str, dict[str, Any]]:
         """Content metadata by adamId via ``contentMetadataLookup`` (docs/apple-api.md,
         "Content metadata lookup").
@@ -356,8 +382,13 @@ class AppsBooksClient(Transport):
         url = self.url("contentMetadataLookup")
         for batch in _chunks(ids, batch_size):
             params = {
-                "version": "2", "id": ",".join(batch), "p": "mdm-lockup", "caller": "MDM",
-                "platform": platform, "cc": country.lower(), "l": language,
+                "version": "2",
+                "id": ",".join(batch),
+                "p": "mdm-lockup",
+                "caller": "MDM",
+                "platform": platform,
+                "cc": country.lower(),
+                "l": language,
             }
             data = self._request("GET", url, params=params, auth=False, itvt_cookie=True, check_mdm=False)
             results = data.get("results", {})

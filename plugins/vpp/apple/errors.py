@@ -34,10 +34,7 @@ __all__ = [
     "one_line",
 ]
 
-_TOKEN_FIX = (
-    "download a new token from Apple School Manager or Apple Business Manager "
-    "(Settings > Apps and Books) and upload it again"
-)
+_TOKEN_FIX = "download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books) and upload it again"
 
 
 def one_line(text: object) -> str:

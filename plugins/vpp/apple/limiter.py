@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 __all__ = ["MAX_IN_FLIGHT", "BackoffStore", "TokenGate", "format_wait_until"]
@@ -64,7 +64,7 @@ class TokenGate:
         now = time.time() if now is None else now
         until = now + max(0.0, seconds)
         if self._extend(until) and self.store is not None:
-            self.store.save(datetime.fromtimestamp(until, timezone.utc))
+            self.store.save(datetime.fromtimestamp(until, UTC))
         return until
 
     def _extend(self, until: float) -> bool:
@@ -78,7 +78,7 @@ class TokenGate:
 def format_wait_until(epoch: float, now: float | None = None) -> str:
     """``HH:MM UTC`` (every time shown to people is in UTC and labelled so, whatever the host's
     zone); the date too when it is not today: ``2026-12-01 00:05 UTC``."""
-    when = datetime.fromtimestamp(epoch, timezone.utc)
-    today = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).date()
+    when = datetime.fromtimestamp(epoch, UTC)
+    today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
     text = when.strftime("%H:%M UTC")
     return text if when.date() == today else f"{when:%Y-%m-%d} {text}"

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeGuard, cast
 from urllib.parse import quote
 
@@ -80,7 +80,7 @@ class ServiceConfig:
         return value if isinstance(value, int) and value > 0 else default
 
     @classmethod
-    def from_response(cls, data: Mapping[str, Any]) -> "ServiceConfig":
+    def from_response(cls, data: Mapping[str, Any]) -> ServiceConfig:
         """Build from the decoded body; ``urls`` is required, the rest lenient."""
         urls = data.get("urls")
         if not isinstance(urls, dict):
@@ -90,17 +90,11 @@ class ServiceConfig:
         types = data.get("notificationTypes")
         return cls(
             urls={str(k): v for k, v in urls.items() if isinstance(v, str) and v},
-            limits={
-                str(k): v
-                for k, v in (limits.items() if isinstance(limits, dict) else ())
-                if is_int(v)
-            },
+            limits={str(k): v for k, v in (limits.items() if isinstance(limits, dict) else ()) if is_int(v)},
             error_codes={
                 c["errorNumber"]: c["errorMessage"]
                 for c in (codes if isinstance(codes, list) else ())
-                if isinstance(c, dict)
-                and is_int(c.get("errorNumber"))
-                and isinstance(c.get("errorMessage"), str)
+                if isinstance(c, dict) and is_int(c.get("errorNumber")) and isinstance(c.get("errorMessage"), str)
             },
             notification_types=[t for t in (types if isinstance(types, list) else ()) if isinstance(t, str)],
         )
@@ -173,8 +167,7 @@ def parse_response(status: int, headers: Any, body: bytes | None, *, url: str) -
         elif status >= 400:
             err = error_for(None, status, message, info)
         elif not valid:
-            err = MalformedResponseError("response has an 'errorNumber' that is not a number",
-                                         http_status=status)
+            err = MalformedResponseError("response has an 'errorNumber' that is not a number", http_status=status)
     elif status >= 400:
         what = problem or "a JSON body that is not an object"
         err = error_for(None, status, f"HTTP {status} with {what}", None)
@@ -236,7 +229,7 @@ def parse_apple_date(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def invitation_url(template: str, invite_code: str) -> str:
@@ -255,8 +248,17 @@ def invitation_url(template: str, invite_code: str) -> str:
 #: The longest value each field may have: the mirror's columns (the same limits on SQLite, which
 #: would store anything, and on PostgreSQL, which refuses longer values).
 MAX_LENGTH = {
-    "adamId": 32, "pricingParam": 8, "productType": 16, "serialNumber": 255, "clientUserId": 255, "email": 255,
-    "status": 16, "idHash": 255, "inviteCode": 255, "supportedPlatforms": 32, "versionId": 128,
+    "adamId": 32,
+    "pricingParam": 8,
+    "productType": 16,
+    "serialNumber": 255,
+    "clientUserId": 255,
+    "email": 255,
+    "status": 16,
+    "idHash": 255,
+    "inviteCode": 255,
+    "supportedPlatforms": 32,
+    "versionId": 128,
 }
 INT32_MAX = 2**31 - 1
 #: A value Apple sent, quoted for a message: ASCII only, at most 40 characters.
@@ -410,14 +412,16 @@ def page_users(page: Mapping[str, Any]) -> list[dict[str, Any]]:
         client_user_id = _id(record, "clientUserId", "user")
         status = _field(record, "status", str, "user", "clientUserId")
         where = f"user record {label(client_user_id)}"
-        rows.append({
-            "client_user_id": client_user_id,
-            "email": _opt_str(record, "email", where),
-            "status": status,
-            "id_hash": _opt_str(record, "idHash", where),
-            "invite_code": _opt_str(record, "inviteCode", where),
-            "rank": 1 if status in ("Retired", "Deleted") else 0,
-        })
+        rows.append(
+            {
+                "client_user_id": client_user_id,
+                "email": _opt_str(record, "email", where),
+                "status": status,
+                "id_hash": _opt_str(record, "idHash", where),
+                "invite_code": _opt_str(record, "inviteCode", where),
+                "rank": 1 if status in ("Retired", "Deleted") else 0,
+            }
+        )
     return rows
 
 
@@ -441,9 +445,13 @@ def version_of(page: Mapping[str, Any]) -> str | None:
 
 
 #: client/config fields stored on the account: (Apple's name, column, longest value, required)
-_CLIENT_CONFIG = (("uId", "uid", 64, True), ("locationName", "location_name", 255, False),
-                  ("countryISO2ACode", "country", 8, False), ("defaultPlatform", "default_platform", 32, False),
-                  ("websiteURL", "website_url", 255, False))
+_CLIENT_CONFIG = (
+    ("uId", "uid", 64, True),
+    ("locationName", "location_name", 255, False),
+    ("countryISO2ACode", "country", 8, False),
+    ("defaultPlatform", "default_platform", 32, False),
+    ("websiteURL", "website_url", 255, False),
+)
 
 
 def client_config_fields(config: Mapping[str, Any], service_url: str) -> dict[str, Any]:
@@ -469,9 +477,16 @@ def client_config_fields(config: Mapping[str, Any], service_url: str) -> dict[st
 def apple_asset(row: Mapping[str, Any], account: str) -> Asset:
     """A ``vpp_asset`` row's values back in Apple's field names (views, events), with ``account``."""
     return {
-        "account": account, "adamId": row["adam_id"], "pricingParam": row["pricing_param"], "productType": row["product_type"],
-        "assignedCount": row["assigned_count"], "availableCount": row["available_count"], "retiredCount": row["retired_count"],
-        "totalCount": row["total_count"], "deviceAssignable": row["device_assignable"], "revocable": row["revocable"],
+        "account": account,
+        "adamId": row["adam_id"],
+        "pricingParam": row["pricing_param"],
+        "productType": row["product_type"],
+        "assignedCount": row["assigned_count"],
+        "availableCount": row["available_count"],
+        "retiredCount": row["retired_count"],
+        "totalCount": row["total_count"],
+        "deviceAssignable": row["device_assignable"],
+        "revocable": row["revocable"],
         "supportedPlatforms": list(row["supported_platforms"] or []),
     }
 
@@ -479,5 +494,11 @@ def apple_asset(row: Mapping[str, Any], account: str) -> Asset:
 def apple_user(row: Mapping[str, Any], linked: set[str]) -> User:
     """A ``vpp_user`` row's values in Apple's field names, with ``mdmUser`` when the
     ``clientUserId`` is one of the ``linked`` MDM users."""
-    return {"clientUserId": row["client_user_id"], "email": row["email"], "status": row["status"], "idHash": row["id_hash"],
-            "inviteCode": row["invite_code"], "mdmUser": row["client_user_id"] if row["client_user_id"] in linked else None}
+    return {
+        "clientUserId": row["client_user_id"],
+        "email": row["email"],
+        "status": row["status"],
+        "idHash": row["id_hash"],
+        "inviteCode": row["invite_code"],
+        "mdmUser": row["client_user_id"] if row["client_user_id"] in linked else None,
+    }

@@ -13,17 +13,14 @@ import binascii
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
 
 __all__ = ["SToken", "TokenFileError", "load_token_file"]
 
-_FIX = (
-    "download the token again from Apple School Manager or Apple Business Manager "
-    "(Settings > Apps and Books)"
-)
+_FIX = "download the token again from Apple School Manager or Apple Business Manager (Settings > Apps and Books)"
 
 
 class TokenFileError(ValueError):
@@ -39,15 +36,15 @@ def _parse_exp_date(value: str) -> datetime:
     """Parse ``2030-11-08T22:33:22+0000`` (also ``+00:00`` / ``Z``) to aware UTC."""
     parsed = datetime.fromisoformat(value.strip())
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def _aware(now: datetime | None) -> datetime:
     if now is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if now.tzinfo is None:
-        return now.replace(tzinfo=timezone.utc)
+        return now.replace(tzinfo=UTC)
     return now
 
 
@@ -64,7 +61,7 @@ class SToken:
         self.fingerprint = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
     @classmethod
-    def parse(cls, raw: str | bytes, *, source: str = "sToken") -> "SToken":
+    def parse(cls, raw: str | bytes, *, source: str = "sToken") -> SToken:
         """Parse the base64 content of a ``.vpptoken`` file (whitespace trimmed).
 
         ``source`` names the origin in error messages (e.g. ``token file x``).
@@ -166,9 +163,7 @@ def load_token_file(path: str | os.PathLike[str]) -> SToken:
     except IsADirectoryError:
         raise _fail(source, "is a directory", "give the path of the .vpptoken file") from None
     except PermissionError:
-        raise _fail(source, "cannot be read (permission denied)",
-                    "fix the file permissions for the user running the server") from None
+        raise _fail(source, "cannot be read (permission denied)", "fix the file permissions for the user running the server") from None
     except OSError as exc:
-        raise _fail(source, f"cannot be read ({exc.strerror or type(exc).__name__})",
-                    "check the file and its permissions") from None
+        raise _fail(source, f"cannot be read ({exc.strerror or type(exc).__name__})", "check the file and its permissions") from None
     return SToken.parse(data, source=source)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -82,8 +82,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
     return max(0.0, (when - current).total_seconds())
 
 
@@ -140,14 +140,12 @@ def _transport_error(exc: requests.RequestException, url: str) -> TransportError
             reason = "connection reset"
         else:
             reason = "connection failed"
-    elif isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                          requests.exceptions.InvalidSchema)):
+    elif isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
         reason, retryable = "invalid URL", False
     else:
         reason, retryable = f"request failed ({type(exc).__name__})", False
     err = TransportError(
-        f"cannot reach the Apps and Books service at {host} ({reason}): "
-        "check --service-url and the network",
+        f"cannot reach the Apps and Books service at {host} ({reason}): check --service-url and the network",
         retryable=retryable,
     )
     err.url = url
@@ -269,8 +267,7 @@ class Transport:
     def _check_secure(self, url: str) -> None:
         if self.service_url.startswith("https://") and not url.startswith("https://"):
             raise TransportError(
-                f"refusing to send the sToken to a non-HTTPS URL on {urlsplit(url).hostname}: "
-                "check the service config and --service-url",
+                f"refusing to send the sToken to a non-HTTPS URL on {urlsplit(url).hostname}: check the service config and --service-url",
                 retryable=False,
             )
 
@@ -285,9 +282,7 @@ class Transport:
     ) -> dict[str, Any]:
         try:
             with self.gate.in_flight:  # Apple: at most 5 requests at once per token, whoever sends them
-                response = self._session.request(
-                    method, url, params=query or None, data=data, headers=headers, timeout=self.timeout
-                )
+                response = self._session.request(method, url, params=query or None, data=data, headers=headers, timeout=self.timeout)
                 body = response.content
         except requests.RequestException as exc:
             raise _transport_error(exc, url) from None
@@ -319,9 +314,9 @@ class Transport:
     @staticmethod
     def _wait_until_error(until: float, cause: VppError | None) -> RateLimitedError:
         err = RateLimitedError(
-            f"Apple asks to wait until {format_wait_until(until)} before calling it again with this token: "
-            "try again then (nothing was done)",
-            error_number=cause.error_number if cause else None, http_status=cause.http_status if cause else None,
+            f"Apple asks to wait until {format_wait_until(until)} before calling it again with this token: try again then (nothing was done)",
+            error_number=cause.error_number if cause else None,
+            http_status=cause.http_status if cause else None,
         )
         err.url = cause.url if cause else None
         err.retry_at = until
@@ -349,8 +344,13 @@ class Transport:
                     raise
                 log.info(  # the final failure is what the user sees; retries show with -v
                     "Apps and Books %s %s failed (%s: %s); retry %d of %d in %.2fs",
-                    method, urlsplit(url).path, type(err).__name__, err,
-                    attempt, policy.max_attempts - 1, delay,
+                    method,
+                    urlsplit(url).path,
+                    type(err).__name__,
+                    err,
+                    attempt,
+                    policy.max_attempts - 1,
+                    delay,
                 )
                 self._sleep(delay)
                 slept += delay
@@ -386,7 +386,6 @@ class Transport:
     def limit(self, name: str, default: int) -> int:
         """A Service Config limit (e.g. ``maxSerialNumbers``), or ``default``."""
         return self.service_config().limit(name, default)
-
 
     # ------------------------------------------------------------------ paging
 

@@ -10,23 +10,22 @@ Revises: 0001
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-
-revision: str = '0002'
-down_revision: Union[str, Sequence[str], None] = '0001'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('vpp_sync_run', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('holder', sa.String(length=128), nullable=True))
+    with op.batch_alter_table("vpp_sync_run", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("holder", sa.String(length=128), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('vpp_sync_run', schema=None) as batch_op:
-        batch_op.drop_column('holder')
+    with op.batch_alter_table("vpp_sync_run", schema=None) as batch_op:
+        batch_op.drop_column("holder")

@@ -8,23 +8,22 @@ Create Date: 2026-11-30 07:31:07.669676
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-
-revision: str = '0005'
-down_revision: Union[str, Sequence[str], None] = '0004'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('vpp_account', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('backoff_until', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("vpp_account", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("backoff_until", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('vpp_account', schema=None) as batch_op:
-        batch_op.drop_column('backoff_until')
+    with op.batch_alter_table("vpp_account", schema=None) as batch_op:
+        batch_op.drop_column("backoff_until")

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlmodel import Session, col
@@ -63,7 +64,7 @@ BATCH = 200
 MAX_ATTEMPTS = 5
 
 
-def process_pending(host: "Host", account_id: int | None = None) -> Counter[str]:
+def process_pending(host: Host, account_id: int | None = None) -> Counter[str]:
     """Act on every notification waiting (of one account, or of all); returns how many ended
     ``done``, ``skipped``, ``failed`` or were ``retried``, and ``busy`` accounts (a sync holds
     their lock: they wait for the next round)."""
@@ -80,7 +81,7 @@ def process_pending(host: "Host", account_id: int | None = None) -> Counter[str]
     return totals
 
 
-def _waiting_accounts(host: "Host", account_id: int | None) -> list[int]:
+def _waiting_accounts(host: Host, account_id: int | None) -> list[int]:
     query = select(col(VppNotification.account_id)).where(col(VppNotification.status) == "received").distinct()
     if account_id is not None:
         query = query.where(col(VppNotification.account_id) == account_id)
@@ -88,7 +89,7 @@ def _waiting_accounts(host: "Host", account_id: int | None) -> list[int]:
         return sorted(session.execute(query).scalars())
 
 
-def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> None:
+def _process_account(host: Host, account_id: int, totals: Counter[str]) -> None:
     lock = account_lock(host, account_id)
     if not lock.try_acquire():
         totals["busy"] += 1
@@ -99,9 +100,18 @@ def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> Non
             while True:
                 with host.db.session() as session:
                     account = session.get(VppAccount, account_id)
-                    rows = list(session.execute(select(VppNotification).where(
-                        col(VppNotification.account_id) == account_id, col(VppNotification.status) == "received", col(VppNotification.id) > last,
-                    ).order_by(col(VppNotification.id)).limit(BATCH)).scalars())
+                    rows = list(
+                        session.execute(
+                            select(VppNotification)
+                            .where(
+                                col(VppNotification.account_id) == account_id,
+                                col(VppNotification.status) == "received",
+                                col(VppNotification.id) > last,
+                            )
+                            .order_by(col(VppNotification.id))
+                            .limit(BATCH)
+                        ).scalars()
+                    )
                     synced = _last_sync_start(session, account_id)
                 if account is None or not rows:
                     return
@@ -118,18 +128,22 @@ def _process_account(host: "Host", account_id: int, totals: Counter[str]) -> Non
 
 def _last_sync_start(session: Session, account_id: int) -> datetime | None:
     """When the last successful sync of the account started reading Apple's data."""
-    return session.execute(select(col(VppSyncRun.started_at)).where(
-        col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "ok").order_by(col(VppSyncRun.id).desc()).limit(1)).scalar_one_or_none()
+    return session.execute(
+        select(col(VppSyncRun.started_at))
+        .where(col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "ok")
+        .order_by(col(VppSyncRun.id).desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 @dataclass
 class Notice:
     """One recorded notification being acted on, and what acting on it needs."""
 
-    host: "Host"
+    host: Host
     account: VppAccount
     row: VppNotification
-    lock: "DbLock"
+    lock: DbLock
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -147,8 +161,11 @@ class Notice:
 
     def finish(self, session: Session, status: str, detail: str) -> None:
         """Mark the notification acted on, in the transaction of what it changed."""
-        session.execute(update(VppNotification).where(col(VppNotification.id) == self.row.id).values(
-            status=status, detail=detail[:1000], processed_at=utcnow(), attempts=self.row.attempts + 1))
+        session.execute(
+            update(VppNotification)
+            .where(col(VppNotification.id) == self.row.id)
+            .values(status=status, detail=detail[:1000], processed_at=utcnow(), attempts=self.row.attempts + 1)
+        )
 
     def done(self, detail: str, status: str = "done") -> None:
         """Mark it acted on when it changed nothing in the mirror."""
@@ -174,8 +191,13 @@ def _act(notice: Notice, synced: datetime | None) -> str:
     attempts = row.attempts + 1
     final = attempts >= MAX_ATTEMPTS
     detail = f"{message}; left to the next sync" if final else message
-    notice.write(lambda s: s.execute(update(VppNotification).where(col(VppNotification.id) == row.id).values(
-        attempts=attempts, detail=detail[:1000], status="failed" if final else "received", processed_at=utcnow() if final else None)))
+    notice.write(
+        lambda s: s.execute(
+            update(VppNotification)
+            .where(col(VppNotification.id) == row.id)
+            .values(attempts=attempts, detail=detail[:1000], status="failed" if final else "received", processed_at=utcnow() if final else None)
+        )
+    )
     log.warning("account %s: %s notification %s: %s", account.name, row.notification_type, row.notification_id, detail)
     return "failed" if final else "retried"
 
@@ -194,8 +216,12 @@ def _asset_management(notice: Notice) -> None:
         def failed(session: Session) -> None:
             for payload in refused:
                 host.events.record(session, "vpp_licenses_refused", payload)
-            notice.finish(session, "done", f"{kind} event {event_id} failed for {len(targets)} target(s): "
-                                           f"{error.get('errorMessage') or 'no reason given'} (Apple error {error.get('errorNumber')})")
+            notice.finish(
+                session,
+                "done",
+                f"{kind} event {event_id} failed for {len(targets)} target(s): "
+                f"{error.get('errorMessage') or 'no reason given'} (Apple error {error.get('errorNumber')})",
+            )
 
         notice.write(failed)
         return
@@ -204,8 +230,11 @@ def _asset_management(notice: Notice) -> None:
         group = groups.setdefault((adam_id, pricing), {"serialNumbers": [], "clientUserIds": []})
         group["serialNumbers" if target_kind == "device" else "clientUserIds"].append(target)
     with host.db.session() as session:
-        known = {(a.adam_id, a.pricing_param): a for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()
-                 if (a.adam_id, a.pricing_param) in groups}
+        known = {
+            (a.adam_id, a.pricing_param): a
+            for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()
+            if (a.adam_id, a.pricing_param) in groups
+        }
     associate = kind == "associate"
     unknown = [key for key in groups if key not in known] if associate else []
     reads = []
@@ -219,13 +248,16 @@ def _asset_management(notice: Notice) -> None:
         for read in reads:
             apply_asset(host, session, account, read)
         count = sum(len(g["serialNumbers"]) + len(g["clientUserIds"]) for g in groups.values())
-        notice.finish(session, "done", f"{kind} event {event_id}: {count} license(s) of {len(groups)} asset(s)"
-                      + (f", {len(reads)} asset(s) read from Apple" if reads else ""))
+        notice.finish(
+            session,
+            "done",
+            f"{kind} event {event_id}: {count} license(s) of {len(groups)} asset(s)" + (f", {len(reads)} asset(s) read from Apple" if reads else ""),
+        )
 
     notice.write(work)
 
 
-def _refused(account: str, p: dict[str, Any], error: dict[str, Any]) -> list["LicensesRefusedPayload"]:
+def _refused(account: str, p: dict[str, Any], error: dict[str, Any]) -> list[LicensesRefusedPayload]:
     """The ``vpp_licenses_refused`` payloads of a failed event's notification: per asset named,
     at most 1000 targets each (a revoke's failures name no asset: none)."""
     number = error.get("errorNumber")
@@ -240,14 +272,23 @@ def _refused(account: str, p: dict[str, Any], error: dict[str, Any]) -> list["Li
             value = item.get(field[:-1])
             if isinstance(value, str):
                 group[field].append(value)
-    payloads: list["LicensesRefusedPayload"] = []
+    payloads: list[LicensesRefusedPayload] = []
     for (adam_id, pricing), group in sorted(groups.items()):
         for field, values in group.items():
             for start in range(0, len(values), 1000):
-                payloads.append({"account": account, "type": p["type"], "eventId": p["eventId"], "adamId": adam_id, "pricingParam": pricing,
-                                 "serialNumbers": values[start:start + 1000] if field == "serialNumbers" else [],
-                                 "clientUserIds": values[start:start + 1000] if field == "clientUserIds" else [],
-                                 "errorNumber": number, "errorMessage": message})
+                payloads.append(
+                    {
+                        "account": account,
+                        "type": p["type"],
+                        "eventId": p["eventId"],
+                        "adamId": adam_id,
+                        "pricingParam": pricing,
+                        "serialNumbers": values[start : start + 1000] if field == "serialNumbers" else [],
+                        "clientUserIds": values[start : start + 1000] if field == "clientUserIds" else [],
+                        "errorNumber": number,
+                        "errorMessage": message,
+                    }
+                )
     return payloads
 
 
@@ -266,8 +307,12 @@ def _asset_count(notice: Notice) -> None:
     def work(session: Session) -> None:
         changed = apply_asset(host, session, account, read)
         what = "added" if changed["added"] else "removed" if changed["removed"] else "changed" if changed["changed"] else "unchanged"
-        notice.finish(session, "done", f"asset {key[0]} ({key[1]}) read again after a count change of {delta:+d}: {what}"
-                      + (f", licenses +{changed['licenses_added']} -{changed['licenses_removed']}" if read.assignments is not None else ""))
+        notice.finish(
+            session,
+            "done",
+            f"asset {key[0]} ({key[1]}) read again after a count change of {delta:+d}: {what}"
+            + (f", licenses +{changed['licenses_added']} -{changed['licenses_removed']}" if read.assignments is not None else ""),
+        )
 
     notice.write(work)
 
@@ -279,8 +324,9 @@ def _add_delta(notice: Notice, session: Session, key: tuple[str, str], delta: in
     if asset is None or asset.total_count + delta < asset.assigned_count + asset.retired_count or asset.available_count + delta < 0:
         return False
     move_counts(notice.host, session, notice.account, key, total=delta)
-    notice.finish(session, "done", f"counts of asset {key[0]} moved by {delta:+d}; Apple could not be reached to read them "
-                                   f"again ({exc}): the next sync checks them")
+    notice.finish(
+        session, "done", f"counts of asset {key[0]} moved by {delta:+d}; Apple could not be reached to read them again ({exc}): the next sync checks them"
+    )
     return True
 
 
@@ -318,13 +364,14 @@ HANDLERS: dict[str, Callable[[Notice], None]] = {
 }
 
 
-def prune(host: "Host", older_than: datetime) -> int:
+def prune(host: Host, older_than: datetime) -> int:
     """Forget notifications acted on before ``older_than`` (their ids no longer need guarding)."""
-    return host.db.run_write(lambda s: rowcount(s.execute(delete(VppNotification).where(
-        col(VppNotification.status) != "received", col(VppNotification.processed_at) < older_than))))
+    return host.db.run_write(
+        lambda s: rowcount(s.execute(delete(VppNotification).where(col(VppNotification.status) != "received", col(VppNotification.processed_at) < older_than)))
+    )
 
 
-def notifications_job(host: "Host") -> None:
+def notifications_job(host: Host) -> None:
     """The ``vpp.notifications`` job of ``mdm run``: act on notifications left waiting (a sync
     held the lock, the process stopped after answering Apple), forget old ones."""
     from datetime import timedelta

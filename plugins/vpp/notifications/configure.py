@@ -19,9 +19,10 @@ wanted) and forgets the secret: a late notification is then refused with 401. Wi
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete
@@ -41,7 +42,7 @@ NOTIFY_PATH = "/apple/apps-books/notify/"
 SECRET_BYTES = 32
 
 
-def public_url(host: "Host") -> str | None:
+def public_url(host: Host) -> str | None:
     """``[web] public_url`` without its trailing slash, or None when it is not set; a value
     that is not an http(s) URL of a host (and path) is a one-line configuration error."""
     from mdm_core.web.settings import WebSettings
@@ -51,8 +52,10 @@ def public_url(host: "Host") -> str | None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment or parts.username:
-        raise ConfigError(f"[web] public_url {url!r} is not valid: give the https URL by which Apple reaches this host, "
-                          "host and optional path only, e.g. https://mdm.example.org")
+        raise ConfigError(
+            f"[web] public_url {url!r} is not valid: give the https URL by which Apple reaches this host, "
+            "host and optional path only, e.g. https://mdm.example.org"
+        )
     return url.rstrip("/")
 
 
@@ -80,7 +83,7 @@ class Change:
             return {"notification_types": []}
         return {"notification_url": self.url, "notification_auth_token": self.secret, "notification_types": list(SUBSCRIBED)}
 
-    def prepare(self, host: "Host") -> None:
+    def prepare(self, host: Host) -> None:
         """Commit the new secret as pending, before Apple is asked (and tests the URL)."""
         if not self.on:
             return
@@ -113,14 +116,14 @@ class Change:
             account.notifications, account.notification_url, account.notification_secret = "off", None, None
         session.add(account)
 
-    def abandon(self, host: "Host") -> None:
+    def abandon(self, host: Host) -> None:
         """Apple refused (or we stopped): drop the pending secret."""
         if self.pending_id is not None:
             pending_id, self.pending_id = self.pending_id, None
             host.db.run_write(lambda session: session.execute(delete(VppPendingSecret).where(col(VppPendingSecret.id) == pending_id)))
 
     @contextmanager
-    def abandoned_on_error(self, host: "Host") -> Iterator[None]:
+    def abandoned_on_error(self, host: Host) -> Iterator[None]:
         """Drop the pending secret if the block fails (Apple refused, the final write failed)."""
         try:
             yield
@@ -136,23 +139,28 @@ class Change:
             return MdmError(
                 f"Apple could not deliver a test notification to {self.url} (error 9728): `mdm run` must be running, "
                 "serving [web] public_url and reachable from the internet, with the same database and key; "
-                "or use --notifications off to sync by polling")
+                "or use --notifications off to sync by polling"
+            )
         if self.on and number in (9710, 9711, 9712):
-            return MdmError(f"Apple refused the notification URL {self.url} (error {number}): set [web] public_url "
-                            "to this host's https address (host and path, at most a few hundred characters)")
+            return MdmError(
+                f"Apple refused the notification URL {self.url} (error {number}): set [web] public_url "
+                "to this host's https address (host and path, at most a few hundred characters)"
+            )
         return MdmError(f"{action}: {exc}")
 
 
-def check(host: "Host", wanted: bool | None) -> str | None:
+def check(host: Host, wanted: bool | None) -> str | None:
     """``public_url``; a one-line usage error when notifications are asked for without it."""
     base = public_url(host)
     if wanted and base is None:
-        raise UsageError("notifications need [web] public_url: set it to the https URL by which Apple reaches this host "
-                         "(where `mdm run` serves the console), then run this again")
+        raise UsageError(
+            "notifications need [web] public_url: set it to the https URL by which Apple reaches this host "
+            "(where `mdm run` serves the console), then run this again"
+        )
     return base
 
 
-def plan(host: "Host", mdm_info_id: str, current: str | None, wanted: bool | None) -> Change:
+def plan(host: Host, mdm_info_id: str, current: str | None, wanted: bool | None) -> Change:
     """The notification change of the next ``POST client/config`` of an account.
 
     ``mdm_info_id``: the account's (its notification URL ends with it); ``current``: its

@@ -20,9 +20,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlmodel import Session, col
@@ -80,7 +81,7 @@ class Caller:
     account: VppAccount | None
 
 
-def authenticate(host: "Host", notify_id: str, authorization: str | None) -> Caller | None:
+def authenticate(host: Host, notify_id: str, authorization: str | None) -> Caller | None:
     """The caller whose notification URL is ``notify_id`` if the bearer is that account's
     secret or one being given to Apple, compared in constant time; None otherwise."""
     presented = bearer(authorization) or ""
@@ -89,8 +90,13 @@ def authenticate(host: "Host", notify_id: str, authorization: str | None) -> Cal
     if 0 < len(notify_id) <= 64:
         with host.db.session() as session:
             account = session.execute(select(VppAccount).where(col(VppAccount.mdm_info_id) == notify_id)).scalar_one_or_none()
-            ciphertexts = list(session.execute(select(col(VppPendingSecret.secret_ciphertext)).where(
-                col(VppPendingSecret.mdm_info_id) == notify_id, col(VppPendingSecret.created_at) > utcnow() - PENDING_FOR)).scalars())
+            ciphertexts = list(
+                session.execute(
+                    select(col(VppPendingSecret.secret_ciphertext)).where(
+                        col(VppPendingSecret.mdm_info_id) == notify_id, col(VppPendingSecret.created_at) > utcnow() - PENDING_FOR
+                    )
+                ).scalars()
+            )
     if account is not None and account.notification_secret:
         ciphertexts.append(account.notification_secret)
     secrets: list[str] = []
@@ -98,9 +104,11 @@ def authenticate(host: "Host", notify_id: str, authorization: str | None) -> Cal
         try:
             secrets.append(host.secrets.decrypt(ciphertext))
         except MdmError:
-            log.error("a notification secret of %s cannot be decrypted with this host's key: `mdm run` and the command "
-                      "that configured notifications must share MDM_SECRET_KEY (or var/secret.key)",
-                      f"account {account.name}" if account else "an account being added")
+            log.error(
+                "a notification secret of %s cannot be decrypted with this host's key: `mdm run` and the command "
+                "that configured notifications must share MDM_SECRET_KEY (or var/secret.key)",
+                f"account {account.name}" if account else "an account being added",
+            )
     match = False
     for secret in secrets or [_DUMMY]:
         match |= hmac.compare_digest(presented.encode(), secret.encode())
@@ -190,7 +198,7 @@ def _event_id(payload: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- recording
 
 
-def receive(host: "Host", notify_id: str, authorization: str | None, body: bytes, *, max_bytes: int, too_large: bool = False) -> Receipt:
+def receive(host: Host, notify_id: str, authorization: str | None, body: bytes, *, max_bytes: int, too_large: bool = False) -> Receipt:
     """Answer one notification POSTed to ``.../notify/{notify_id}`` (see the module docstring);
     ``too_large``: the body was not read, its declared size being over ``max_bytes``."""
     caller = authenticate(host, notify_id, authorization)
@@ -235,11 +243,22 @@ def record(session: Session, account_id: int, data: dict[str, Any]) -> bool:
     event_id = payload.get("eventId") if ntype in ("ASSET_MANAGEMENT", "USER_MANAGEMENT") else None
     done = ntype == "TEST_NOTIFICATION"  # nothing to act on: it proves Apple reaches us
     table = table_of(VppNotification)
-    inserted = rowcount(session.execute(insert_ignoring_duplicates(session, table).values(
-        account_id=account_id, notification_id=data["notificationId"], notification_type=ntype, event_id=event_id,
-        body=data, received_at=now, status="done" if done else "received", attempts=0,
-        processed_at=now if done else None, detail="Apple reaches this host" if done else None,
-    )))
+    inserted = rowcount(
+        session.execute(
+            insert_ignoring_duplicates(session, table).values(
+                account_id=account_id,
+                notification_id=data["notificationId"],
+                notification_type=ntype,
+                event_id=event_id,
+                body=data,
+                received_at=now,
+                status="done" if done else "received",
+                attempts=0,
+                processed_at=now if done else None,
+                detail="Apple reaches this host" if done else None,
+            )
+        )
+    )
     session.execute(update(VppAccount).where(col(VppAccount.id) == account_id).values(last_notification_at=now))
     return bool(inserted)
 
@@ -255,15 +274,16 @@ def wake_waiters() -> None:
         _arrived.notify_all()
 
 
-def newest_about(host: "Host", account_id: int, event_id: str) -> int:
+def newest_about(host: Host, account_id: int, event_id: str) -> int:
     """The id of the newest notification about Apple event ``event_id`` of this account (0: none)."""
     with host.db.session() as session:
-        newest = session.execute(select(func.max(VppNotification.id)).where(
-            col(VppNotification.account_id) == account_id, col(VppNotification.event_id) == event_id)).scalar_one_or_none()
+        newest = session.execute(
+            select(func.max(VppNotification.id)).where(col(VppNotification.account_id) == account_id, col(VppNotification.event_id) == event_id)
+        ).scalar_one_or_none()
     return int(newest or 0)
 
 
-def wait_for_event(host: "Host", account_id: int, event_id: str, seconds: float, *, after: int = 0, every: float = 0.2) -> int:
+def wait_for_event(host: Host, account_id: int, event_id: str, seconds: float, *, after: int = 0, every: float = 0.2) -> int:
     """Wait up to ``seconds`` for a notification about ``event_id`` newer than inbox id
     ``after``; returns its id as soon as there is one, else 0. Looks at the inbox every
     ``every`` seconds (another process may record it) and at once when this process records one."""
@@ -279,7 +299,7 @@ def wait_for_event(host: "Host", account_id: int, event_id: str, seconds: float,
             _arrived.wait(min(every, remaining))
 
 
-def waiter(host: "Host", account_id: int) -> Callable[[str, float], None]:
+def waiter(host: Host, account_id: int) -> Callable[[str, float], None]:
     """A ``notified(event_id, seconds)`` for the client's event polling: it sleeps at most
     ``seconds`` but returns as soon as a new notification about the event arrives, so that the
     next status request (which confirms what Apple did) is sent at once."""

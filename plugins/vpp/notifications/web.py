@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mdm_core.web.registry import WebRegistry
 
 
-def register(web: "WebRegistry") -> None:
+def register(web: WebRegistry) -> None:
     """Add the notification endpoint as a public route of the console's server."""
     web.add_public(router(), plugin="vpp")
 

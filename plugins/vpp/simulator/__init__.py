@@ -73,5 +73,4 @@ from .state import DEFAULT_LIMITS, SimState
 
 DEFAULT_PAGE_SIZE = 437
 
-__all__ = ["ApiError", "DEFAULT_LIMITS", "DEFAULT_PAGE_SIZE", "DEVICE", "ERROR_MESSAGES",
-           "FAULT_KINDS", "Fault", "Faults", "SimState", "Simulator", "USER"]
+__all__ = ["ApiError", "DEFAULT_LIMITS", "DEFAULT_PAGE_SIZE", "DEVICE", "ERROR_MESSAGES", "FAULT_KINDS", "Fault", "Faults", "SimState", "Simulator", "USER"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .errors import ApiError, service_error_codes
@@ -25,6 +26,7 @@ class Headers(Protocol):
     """Request headers: a mapping, or the HTTP server's (case-insensitive) message."""
 
     def get(self, name: str, /) -> Any: ...
+
 
 #: endpoint (relative to /mdm/v2) -> allowed methods
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -69,7 +71,7 @@ def endpoint_for(path: str) -> str | None:
     if path == LOOKUP_PATH:
         return "lookup"
     if path.startswith(API_PREFIX + "/"):
-        rel = path[len(API_PREFIX) + 1:].strip("/")
+        rel = path[len(API_PREFIX) + 1 :].strip("/")
         if rel in ROUTES:
             return rel
     return None
@@ -157,8 +159,7 @@ class Api:
             "users/retire": lambda b: self._manage_users("RETIRE", b),
         }
 
-    def handle(self, method: str, path: str, query: Query, headers: Headers,
-               body: bytes, self_url: str) -> Response:
+    def handle(self, method: str, path: str, query: Query, headers: Headers, body: bytes, self_url: str) -> Response:
         """Answer one request; `self_url` is "http://host:port" of this simulator."""
         endpoint = endpoint_for(path)
         if endpoint is None:
@@ -186,8 +187,7 @@ class Api:
     # ------------------------------------------------------------------ common
     def common_fields(self) -> dict[str, Any]:
         """uId, tokenExpirationDate and (once set) mdmInfo."""
-        fields: dict[str, Any] = {"tokenExpirationDate": self.token.expiration_date,
-                                  "uId": self.state.uid}
+        fields: dict[str, Any] = {"tokenExpirationDate": self.token.expiration_date, "uId": self.state.uid}
         if self.state.mdm_info is not None:
             fields["mdmInfo"] = dict(self.state.mdm_info)
         return fields
@@ -212,9 +212,8 @@ class Api:
         total_pages = (len(rows) + size - 1) // size
         if page_index < 0 or (page_index >= total_pages and not (page_index == 0 and not rows)):
             raise ApiError(9650)
-        chunk = rows[page_index * size:(page_index + 1) * size]
-        meta: dict[str, Any] = {"currentPageIndex": page_index, "size": len(chunk),
-                                "totalPages": total_pages}
+        chunk = rows[page_index * size : (page_index + 1) * size]
+        meta: dict[str, Any] = {"currentPageIndex": page_index, "size": len(chunk), "totalPages": total_pages}
         if page_index + 1 < total_pages:
             meta["nextPageIndex"] = page_index + 1
         meta["versionId"] = self.state.versions.current(dataset)
@@ -278,8 +277,7 @@ class Api:
         limits = self.state.limits
         mdm_info = body.get("mdmInfo")
         if mdm_info is not None:
-            if not isinstance(mdm_info, dict) or not all(
-                    isinstance(mdm_info.get(k), str) and mdm_info.get(k) for k in ("id", "name", "metadata")):
+            if not isinstance(mdm_info, dict) or not all(isinstance(mdm_info.get(k), str) and mdm_info.get(k) for k in ("id", "name", "metadata")):
                 raise ApiError(9723)
             if len(mdm_info["id"]) > limits["maxMdmIdLength"]:
                 raise ApiError(9724)
@@ -301,8 +299,7 @@ class Api:
                 if not parts.hostname or (parts.scheme != "https" and not loopback):
                     raise ApiError(9712)
         types = body.get("notificationTypes")
-        if types is not None and (not isinstance(types, list)
-                                  or any(t not in NOTIFICATION_TYPES for t in types)):
+        if types is not None and (not isinstance(types, list) or any(t not in NOTIFICATION_TYPES for t in types)):
             raise ApiError(9602, {"parameter": "notificationTypes"})
         state = self.state
         if url and isinstance(auth, str) and not state.test_notification(url, auth):  # Apple refuses what it cannot reach
@@ -319,53 +316,66 @@ class Api:
     # --------------------------------------------------------------- listings
     def _get_assets(self, query: Query) -> Response:
         rows: list[Asset] = self.state.query_assets(
-            adam_id=_str(query, "adamId"), product_type=_str(query, "productType"),
-            pricing_param=_str(query, "pricingParam"), revocable=_bool(query, "revocable"),
+            adam_id=_str(query, "adamId"),
+            product_type=_str(query, "productType"),
+            pricing_param=_str(query, "pricingParam"),
+            revocable=_bool(query, "revocable"),
             device_assignable=_bool(query, "deviceAssignable"),
             min_available=_int(query, "minAvailableCount"),
             max_available=_int(query, "maxAvailableCount"),
-            min_assigned=_int(query, "minAssignedCount"), max_assigned=_int(query, "maxAssignedCount"),
-            unlimited=_bool(query, "unlimited"))
+            min_assigned=_int(query, "minAssignedCount"),
+            max_assigned=_int(query, "maxAssignedCount"),
+            unlimited=_bool(query, "unlimited"),
+        )
         chunk, meta = self._page(rows, query, "assets")
         if _bool(query, "unlimited"):  # unlimited assets apart, as UnlimitedResponseAsset
-            return Response(200, {"assets": [a.to_json() for a in chunk if not a.unlimited],
-                                  "unlimitedAssets": [a.to_unlimited_json() for a in chunk if a.unlimited], **meta},
-                            listing="assets", dataset="assets")
-        return Response(200, {"assets": [a.to_json() for a in chunk], **meta},
-                        listing="assets", dataset="assets")
+            return Response(
+                200,
+                {"assets": [a.to_json() for a in chunk if not a.unlimited], "unlimitedAssets": [a.to_unlimited_json() for a in chunk if a.unlimited], **meta},
+                listing="assets",
+                dataset="assets",
+            )
+        return Response(200, {"assets": [a.to_json() for a in chunk], **meta}, listing="assets", dataset="assets")
 
     def _get_assignments(self, query: Query) -> Response:
         rows = self.state.query_assignments(
-            adam_id=_str(query, "adamId"), pricing_param=_str(query, "pricingParam"),
-            client_user_id=_str(query, "clientUserId"), serial_number=_str(query, "serialNumber"),
+            adam_id=_str(query, "adamId"),
+            pricing_param=_str(query, "pricingParam"),
+            client_user_id=_str(query, "clientUserId"),
+            serial_number=_str(query, "serialNumber"),
             since=self._since(query, "assignments"),
-            exclude_inactive_users=bool(_bool(query, "excludeInactiveUsers")))
+            exclude_inactive_users=bool(_bool(query, "excludeInactiveUsers")),
+        )
         include_state = bool(_bool(query, "includeUserState"))
         chunk, meta = self._page(rows, query, "assignments")
         row = self.state.assignment_row
-        return Response(200, {"assignments": [row(k, include_state) for k in chunk], **meta},
-                        listing="assignments", dataset="assignments")
+        return Response(200, {"assignments": [row(k, include_state) for k in chunk], **meta}, listing="assignments", dataset="assignments")
 
     def _get_users(self, query: Query) -> Response:
         rows = self.state.query_users(
-            active_only=bool(_bool(query, "activeOnly")), retired_only=bool(_bool(query, "retiredOnly")),
-            client_user_id=_str(query, "clientUserId"), since=self._since(query, "users"))
+            active_only=bool(_bool(query, "activeOnly")),
+            retired_only=bool(_bool(query, "retiredOnly")),
+            client_user_id=_str(query, "clientUserId"),
+            since=self._since(query, "users"),
+        )
         chunk, meta = self._page(rows, query, "users")
         records = self.state.users.records
-        return Response(200, {"users": [records[rid].to_json() for rid in chunk], **meta},
-                        listing="users", dataset="users")
+        return Response(200, {"users": [records[rid].to_json() for rid in chunk], **meta}, listing="users", dataset="users")
 
     def _get_status(self, query: Query) -> Response:
         event = self.state.events.get(_str(query, "eventId") or "")
         if event is None:
             raise ApiError(9708)
-        return Response(200, {
-            "eventStatus": event.status,
-            "eventType": event.event_type,
-            "numRequested": event.num_requested,
-            "numCompleted": event.num_completed,
-            "failures": [dict(f) for f in event.failures],
-        })
+        return Response(
+            200,
+            {
+                "eventStatus": event.status,
+                "eventType": event.event_type,
+                "numRequested": event.num_requested,
+                "numCompleted": event.num_completed,
+                "failures": [dict(f) for f in event.failures],
+            },
+        )
 
     # ------------------------------------------------------------ management
     def _event_response(self, event_type: str, payload: dict[str, Any], num_requested: int) -> Response:
@@ -381,8 +391,7 @@ class Api:
             raise ApiError(9602, {"parameter": "assets"})
         keys: list[AssetKey] = []
         for item in raw_assets:
-            if not isinstance(item, dict) or not isinstance(item.get("adamId"), (str, int)) \
-                    or str(item.get("adamId")) == "":
+            if not isinstance(item, dict) or not isinstance(item.get("adamId"), (str, int)) or str(item.get("adamId")) == "":
                 raise ApiError(9602, {"parameter": "assets"})
             pricing = item.get("pricingParam")
             if pricing is not None and not isinstance(pricing, str):
@@ -448,8 +457,7 @@ class Api:
             raise ApiError(9714)
         cleaned: list[dict[str, Any]] = []
         for user in users:
-            if not isinstance(user, dict) or not isinstance(user.get("clientUserId"), str) \
-                    or not user["clientUserId"]:
+            if not isinstance(user, dict) or not isinstance(user.get("clientUserId"), str) or not user["clientUserId"]:
                 raise ApiError(9602, {"parameter": "clientUserId"})
             item: dict[str, Any] = {"clientUserId": user["clientUserId"]}
             if event_type != "RETIRE":

@@ -7,7 +7,8 @@ import json
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC
 
 from .server import Simulator
 
@@ -22,16 +23,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--assets", type=count(0), default=12)
     parser.add_argument("--devices", type=count(0), default=40)
     parser.add_argument("--users", type=count(0), default=25)
-    parser.add_argument("--assignments", type=count(0), default=None,
-                        help="total assignments (default 2*devices + users)")
+    parser.add_argument("--assignments", type=count(0), default=None, help="total assignments (default 2*devices + users)")
     parser.add_argument("--page-size", type=count(1), default=437)
     parser.add_argument("--async-delay", type=seconds(maximum=3600), default=0.2, help="seconds an event stays PENDING")
-    parser.add_argument("--notification-retry-delays", default="60,240", metavar="SECONDS,...",
-                        help="seconds between the 3 attempts to deliver a notification (default 60,240, as Apple)")
-    parser.add_argument("--token-file", default="var/simulator.vpptoken",
-                        help="where to write the .vpptoken (mode 0600); the base URL goes beside it (FILE.url)")
-    parser.add_argument("--token-expires-in", type=number("days", 0.01, 3650), metavar="DAYS",
-                        help="the token expires in DAYS days (default: a year), e.g. 20 to preview expiring_30, 5 for expiring_7")
+    parser.add_argument(
+        "--notification-retry-delays",
+        default="60,240",
+        metavar="SECONDS,...",
+        help="seconds between the 3 attempts to deliver a notification (default 60,240, as Apple)",
+    )
+    parser.add_argument(
+        "--token-file", default="var/simulator.vpptoken", help="where to write the .vpptoken (mode 0600); the base URL goes beside it (FILE.url)"
+    )
+    parser.add_argument(
+        "--token-expires-in",
+        type=number("days", 0.01, 3650),
+        metavar="DAYS",
+        help="the token expires in DAYS days (default: a year), e.g. 20 to preview expiring_30, 5 for expiring_7",
+    )
     return parser
 
 
@@ -108,20 +117,28 @@ def _delays(raw: str) -> tuple[float, ...]:
     return delays
 
 
-def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
-          stop: threading.Event | None = None) -> int:
+def serve(args: argparse.Namespace, *, ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
     """Start the simulator, write the token file, print the URL, serve until a signal."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from .remote import url_file
 
     stop = stop or threading.Event()
     days = getattr(args, "token_expires_in", None)
-    expires = datetime.now(timezone.utc) + timedelta(days=days) if days is not None else None
-    sim = Simulator(seed=_seed_value(args.seed), assets=args.assets, devices=args.devices,
-                    users=args.users, assignments=args.assignments, page_size=args.page_size,
-                    async_delay=args.async_delay, host=args.host, port=args.port, token_expires_at=expires,
-                    notification_retry_delays=_delays(args.notification_retry_delays))
+    expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+    sim = Simulator(
+        seed=_seed_value(args.seed),
+        assets=args.assets,
+        devices=args.devices,
+        users=args.users,
+        assignments=args.assignments,
+        page_size=args.page_size,
+        async_delay=args.async_delay,
+        host=args.host,
+        port=args.port,
+        token_expires_at=expires,
+        notification_retry_delays=_delays(args.notification_retry_delays),
+    )
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -130,8 +147,11 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
         with sim:
             path = sim.write_token(args.token_file)
             url_file(path).write_text(sim.base_url + "\n", encoding="utf-8")
-            print(f"Apple Apps and Books simulator at {sim.base_url} (token file: {path}, token expires "
-                  f"{sim.token_expiration_date}); change it with `mdm vpp simulator change|fault` (see `mdm vpp simulator actions`)", flush=True)
+            print(
+                f"Apple Apps and Books simulator at {sim.base_url} (token file: {path}, token expires "
+                f"{sim.token_expiration_date}); change it with `mdm vpp simulator change|fault` (see `mdm vpp simulator actions`)",
+                flush=True,
+            )
             if ready is not None:
                 ready.set()
             while not stop.wait(0.5):
@@ -143,8 +163,9 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_serve_arguments(argparse.ArgumentParser(
-        prog="python -m plugins.vpp.simulator", description="Serve a local Apple Apps and Books v2 simulator."))
+    parser = add_serve_arguments(
+        argparse.ArgumentParser(prog="python -m plugins.vpp.simulator", description="Serve a local Apple Apps and Books v2 simulator.")
+    )
     return serve(parser.parse_args(argv))
 
 

@@ -87,8 +87,7 @@ def service_error_codes() -> list[dict[str, Any]]:
 class ApiError(Exception):
     """A synchronous Apple error; carries the error number, HTTP status and optional errorInfo."""
 
-    def __init__(self, error_number: int, error_info: dict[str, Any] | None = None,
-                 status: int | None = None) -> None:
+    def __init__(self, error_number: int, error_info: dict[str, Any] | None = None, status: int | None = None) -> None:
         super().__init__(f"{error_number} {ERROR_MESSAGES.get(error_number, 'Error')}")
         self.error_number = error_number
         self.error_info = error_info

@@ -43,8 +43,24 @@ from .state import SimState
 from .tokens import EXPIRED, REVOKED, VALID, TokenState
 
 NOTIFICATION_KINDS = frozenset({"notification_drop", "notification_delay", "notification_duplicate"})
-KINDS = frozenset({"rate_limit", "server_error", "error_200", "slow", "drop", "truncated_json",
-                   "malformed_json", "missing_field", "extra_field", "version_change", "reverse_records"}) | NOTIFICATION_KINDS
+KINDS = (
+    frozenset(
+        {
+            "rate_limit",
+            "server_error",
+            "error_200",
+            "slow",
+            "drop",
+            "truncated_json",
+            "malformed_json",
+            "missing_field",
+            "extra_field",
+            "version_change",
+            "reverse_records",
+        }
+    )
+    | NOTIFICATION_KINDS
+)
 #: Kinds that answer instead of the real handler (first one firing wins).
 SHORT_CIRCUIT = ("drop", "rate_limit", "server_error", "error_200", "malformed_json")
 
@@ -74,8 +90,15 @@ class Fault:
         return self.count is not None and self.fired >= self.count
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "endpoint": self.endpoint, "count": self.count,
-                "after": self.after, "params": self.params, "seen": self.seen, "fired": self.fired}
+        return {
+            "kind": self.kind,
+            "endpoint": self.endpoint,
+            "count": self.count,
+            "after": self.after,
+            "params": self.params,
+            "seen": self.seen,
+            "fired": self.fired,
+        }
 
 
 class Faults:
@@ -91,8 +114,7 @@ class Faults:
     def __repr__(self) -> str:
         return f"<Faults armed={[f.kind for f in self._faults]} hits={dict(self.hits)}>"
 
-    def add(self, kind: str, endpoint: str | None = None, count: int | None = None,
-            after: int = 0, **params: Any) -> Fault:
+    def add(self, kind: str, endpoint: str | None = None, count: int | None = None, after: int = 0, **params: Any) -> Fault:
         """Arm a request fault (see the module docstring for kinds and params)."""
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -122,8 +144,7 @@ class Faults:
 
     def select_notification(self, notification_type: str) -> list[Fault]:
         """The notification faults firing for one notification of this type."""
-        return self._select(lambda fault: fault.kind in NOTIFICATION_KINDS
-                            and fault.params.get("type") in (None, notification_type))
+        return self._select(lambda fault: fault.kind in NOTIFICATION_KINDS and fault.params.get("type") in (None, notification_type))
 
     def _select(self, matches: Any) -> list[Fault]:
         firing: list[Fault] = []
@@ -156,8 +177,12 @@ class Faults:
         self._token.set_status(VALID)
         self.hits["restore_token"] += 1
 
-    def claim_by_other_mdm(self, id: str = "other-mdm-id", name: str = "OtherMDM",  # noqa: A002
-                           metadata: str = "other.example.com") -> None:
+    def claim_by_other_mdm(
+        self,
+        id: str = "other-mdm-id",
+        name: str = "OtherMDM",  # noqa: A002
+        metadata: str = "other.example.com",
+    ) -> None:
         """Another MDM writes Client Config: mdmInfo changes on every response."""
         with self._state.lock:
             self._state.mdm_info = {"id": id, "name": name, "metadata": metadata}

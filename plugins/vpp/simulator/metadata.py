@@ -9,14 +9,25 @@ platform the iOS entry.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from .models import Asset
 
 LOOKUP_PATH = "/WebObjects/MZStorePlatform.woa/wa/lookup"
-_STOREFRONTS = {"US": "143441", "FR": "143442", "DE": "143443", "GB": "143444", "CA": "143455",
-                "AU": "143460", "JP": "143462", "ES": "143454", "IT": "143450", "NL": "143452"}
+_STOREFRONTS = {
+    "US": "143441",
+    "FR": "143442",
+    "DE": "143443",
+    "GB": "143444",
+    "CA": "143455",
+    "AU": "143460",
+    "JP": "143462",
+    "ES": "143454",
+    "IT": "143450",
+    "NL": "143452",
+}
 
 
 def cookie_value(header: str | None, name: str) -> str | None:
@@ -63,12 +74,14 @@ def lockup(asset: Asset, cc: str, mac: bool = False) -> dict[str, Any]:
         },
         "kind": _kind(asset),
         "deviceFamilies": _device_families(asset),
-        "offers": [{
-            "version": {"display": asset.version, "externalId": asset.external_version_id},
-            "price": 0.0,
-            "priceFormatted": "Free" if asset.product_type == "App" else "$0.00",
-            "type": "get" if asset.product_type == "App" else "buy",
-        }],
+        "offers": [
+            {
+                "version": {"display": asset.version, "externalId": asset.external_version_id},
+                "price": 0.0,
+                "priceFormatted": "Free" if asset.product_type == "App" else "$0.00",
+                "type": "get" if asset.product_type == "App" else "buy",
+            }
+        ],
         "genreNames": ["Education"],
         "isVppDeviceBasedLicensingEnabled": asset.device_assignable,
         "url": f"https://apps.apple.com/{cc.lower()}/app/id{asset.adam_id}",
@@ -89,8 +102,7 @@ def mac_version(asset: Asset) -> str:
     return f"{int(major) + 10}.{rest}" if major.isdigit() else asset.version
 
 
-def lookup(assets: dict[tuple[str, str], Asset], query: Mapping[str, list[str]], authenticated: bool,
-           country: str) -> dict[str, Any]:
+def lookup(assets: dict[tuple[str, str], Asset], query: Mapping[str, list[str]], authenticated: bool, country: str) -> dict[str, Any]:
     """Answer a lookup: public assets always, custom apps only ``authenticated``, unknown ids never."""
     cc = (query.get("cc") or [country])[0] or country
     mac = (query.get("platform") or [""])[0] == "macappstore"
@@ -109,6 +121,5 @@ def lookup(assets: dict[tuple[str, str], Asset], query: Mapping[str, list[str]],
         "results": results,
         "version": 2,
         "isAuthenticated": False,
-        "meta": {"storefront": {"id": _STOREFRONTS.get(cc.upper(), "143441"), "cc": cc.upper()},
-                 "language": {"tag": tag}},
+        "meta": {"storefront": {"id": _STOREFRONTS.get(cc.upper(), "143441"), "cc": cc.upper()}, "language": {"tag": tag}},
     }

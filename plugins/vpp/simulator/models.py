@@ -101,13 +101,17 @@ class UserRecord:
         return row
 
     def snapshot(self) -> dict[str, Any]:
-        return {"email": self.email, "status": self.status, "idHash": self.id_hash,
-                "inviteCode": self.invite_code if self.status == REGISTERED else None}
+        return {"email": self.email, "status": self.status, "idHash": self.id_hash, "inviteCode": self.invite_code if self.status == REGISTERED else None}
 
     def info(self) -> dict[str, Any]:
-        return {"clientUserId": self.client_user_id, "email": self.email,
-                "managedAppleId": self.managed_apple_id, "status": self.status,
-                "idHash": self.id_hash, "inviteCode": self.invite_code}
+        return {
+            "clientUserId": self.client_user_id,
+            "email": self.email,
+            "managedAppleId": self.managed_apple_id,
+            "status": self.status,
+            "idHash": self.id_hash,
+            "inviteCode": self.invite_code,
+        }
 
 
 @dataclass(slots=True)

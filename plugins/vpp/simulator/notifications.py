@@ -56,8 +56,7 @@ DEFAULT_CHUNK = 1000
 
 def envelope(notification_type: str, notification: dict[str, Any], uid: str) -> dict[str, Any]:
     """Apple's notification envelope with a fresh ``notificationId``."""
-    return {"notificationId": str(uuid.uuid4()), "notificationType": notification_type,
-            "notification": notification, "uId": uid}
+    return {"notificationId": str(uuid.uuid4()), "notificationType": notification_type, "notification": notification, "uId": uid}
 
 
 @dataclass
@@ -72,17 +71,30 @@ class Delivery:
 
     def describe(self) -> dict[str, Any]:
         """Plain values for the control API and tests (never the auth token)."""
-        return {"notificationId": self.body["notificationId"], "notificationType": self.body["notificationType"],
-                "notification": self.body["notification"], "status": self.status, "attempts": self.attempts,
-                "answers": list(self.answers), "duplicate": self.copy}
+        return {
+            "notificationId": self.body["notificationId"],
+            "notificationType": self.body["notificationType"],
+            "notification": self.body["notification"],
+            "status": self.status,
+            "attempts": self.attempts,
+            "answers": list(self.answers),
+            "duplicate": self.copy,
+        }
 
 
 class Notifier:
     """Sends a location's notifications from one thread, in order, with Apple's retries."""
 
-    def __init__(self, state: "SimState", faults: "Faults", *, attempts: int = DEFAULT_ATTEMPTS,
-                 retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0,
-                 chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(
+        self,
+        state: SimState,
+        faults: Faults,
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+        retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+        timeout: float = 10.0,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
         self.state = state
@@ -183,8 +195,7 @@ class Notifier:
     def _post(self, delivery: Delivery, url: str, auth_token: str) -> bool:
         delivery.attempts += 1
         data = json.dumps(delivery.body, separators=(",", ":")).encode()
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {auth_token}"})
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json", "Authorization": f"Bearer {auth_token}"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310 (the MDM's URL)
                 answer.read()
@@ -240,8 +251,7 @@ class Notifier:
             return
         if delivery.attempts >= self.attempts:
             delivery.status = "failed"
-            log.info("notification %s not delivered after %d attempts: %s", delivery.body["notificationType"],
-                     delivery.attempts, delivery.answers)
+            log.info("notification %s not delivered after %d attempts: %s", delivery.body["notificationType"], delivery.attempts, delivery.answers)
             return
         delay = self.retry_delays[min(delivery.attempts - 1, len(self.retry_delays) - 1)] if self.retry_delays else 0.0
         with self._cond:
@@ -252,5 +262,4 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
     """``items`` cut into lists of at most ``size`` (one empty list for no items)."""
     if not items:
         return [[]]
-    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
-
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]

@@ -43,12 +43,21 @@ FAULTS: dict[str, tuple[dict[str, str], str]] = {
     "missing_field": ({"field": "the key to remove from the answer and its records"}, "a field missing"),
     "extra_field": ({"fields": 'a JSON object of unknown keys, e.g. {"x":1}'}, "unknown fields added"),
     "version_change": ({}, "Apple's data changes while paging (a real out-of-band write)"),
-    "notification_drop": ({"type": "a notificationType (any by default)"}, "a notification to the MDM is never sent (TEST_NOTIFICATION: client/config answers 9728)"),
-    "notification_delay": ({"type": "a notificationType (any by default)", "seconds": "how much later (default 1.0)"}, "a notification to the MDM is sent later"),
+    "notification_drop": (
+        {"type": "a notificationType (any by default)"},
+        "a notification to the MDM is never sent (TEST_NOTIFICATION: client/config answers 9728)",
+    ),
+    "notification_delay": (
+        {"type": "a notificationType (any by default)", "seconds": "how much later (default 1.0)"},
+        "a notification to the MDM is sent later",
+    ),
     "notification_duplicate": ({"type": "a notificationType (any by default)"}, "a notification to the MDM is sent twice (same notificationId)"),
 }
-FAULT_COMMON = {"endpoint": "path after /mdm/v2 (assets, assignments, users, client/config, status, lookup); any by default",
-                "count": "how many matching requests it hits (until cleared by default)", "after": "skip the first N matching requests"}
+FAULT_COMMON = {
+    "endpoint": "path after /mdm/v2 (assets, assignments, users, client/config, status, lookup); any by default",
+    "count": "how many matching requests it hits (until cleared by default)",
+    "after": "skip the first N matching requests",
+}
 URL_FILE_SUFFIX = ".url"
 
 
@@ -61,7 +70,9 @@ def action_parameters(action: str) -> list[tuple[str, str]]:
     for name, p in inspect.signature(method).parameters.items():
         if name == "self":
             continue
-        params.append((name, "required" if p.default is inspect.Parameter.empty else json.dumps(p.default if not isinstance(p.default, tuple) else list(p.default))))
+        params.append(
+            (name, "required" if p.default is inspect.Parameter.empty else json.dumps(p.default if not isinstance(p.default, tuple) else list(p.default)))
+        )
     return params
 
 

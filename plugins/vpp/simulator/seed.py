@@ -8,8 +8,26 @@ import string
 from .models import ASSOCIATED, DEVICE, REGISTERED, RETIRED, USER, Asset, UserRecord
 from .state import SimState, make_id_hash, make_invite_code
 
-_APP_WORDS = ["Math", "Reader", "Notes", "Atlas", "Chem", "Code", "Piano", "Draw", "Quiz",
-              "Planner", "Lab", "Story", "Globe", "Pixel", "Words", "Bio", "Clock", "Scan"]
+_APP_WORDS = [
+    "Math",
+    "Reader",
+    "Notes",
+    "Atlas",
+    "Chem",
+    "Code",
+    "Piano",
+    "Draw",
+    "Quiz",
+    "Planner",
+    "Lab",
+    "Story",
+    "Globe",
+    "Pixel",
+    "Words",
+    "Bio",
+    "Clock",
+    "Scan",
+]
 _APP_SUFFIX = ["Pro", "Studio", "Kids", "Go", "Plus", "Lite", "HD", "Explorer", "Academy"]
 _BOOK_WORDS = ["Introduction to", "A History of", "Field Guide to", "Essays on", "Handbook of"]
 _BOOK_TOPICS = ["Algebra", "Biology", "Poetry", "Physics", "Geography", "Music", "Ancient Rome"]
@@ -28,9 +46,17 @@ _FIXED_KINDS = [
 ]
 
 
-def make_asset(rng: random.Random, adam_id: str, pricing_param: str, product_type: str,
-               total: int, device_assignable: bool, revocable: bool,
-               platforms: tuple[str, ...], index: int) -> Asset:
+def make_asset(
+    rng: random.Random,
+    adam_id: str,
+    pricing_param: str,
+    product_type: str,
+    total: int,
+    device_assignable: bool,
+    revocable: bool,
+    platforms: tuple[str, ...],
+    index: int,
+) -> Asset:
     """An Asset with plausible metadata (name, bundle id, version)."""
     if product_type == "Book":
         name = f"{rng.choice(_BOOK_WORDS)} {rng.choice(_BOOK_TOPICS)}"
@@ -41,8 +67,9 @@ def make_asset(rng: random.Random, adam_id: str, pricing_param: str, product_typ
         name = f"{word} {suffix}"
         bundle_id = f"com.example.{word.lower()}{suffix.lower()}{index}"
         version = f"{rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}"
-    return Asset(adam_id, pricing_param, product_type, total, device_assignable, revocable,
-                 platforms, name, bundle_id, version, rng.randrange(800_000_000, 899_999_999))
+    return Asset(
+        adam_id, pricing_param, product_type, total, device_assignable, revocable, platforms, name, bundle_id, version, rng.randrange(800_000_000, 899_999_999)
+    )
 
 
 def _random_kind(rng: random.Random) -> tuple[str, str, bool, bool, tuple[str, ...]]:
@@ -53,8 +80,7 @@ def _random_kind(rng: random.Random) -> tuple[str, str, bool, bool, tuple[str, .
     return ("App", pricing, rng.random() < 0.85, rng.random() < 0.9, platforms)
 
 
-def seed_state(state: SimState, *, assets: int = 12, devices: int = 40, users: int = 25,
-               assignments: int | None = None) -> None:
+def seed_state(state: SimState, *, assets: int = 12, devices: int = 40, users: int = 25, assignments: int | None = None) -> None:
     """Fill an empty state deterministically from `state.seed`."""
     rng = random.Random(f"{state.seed}/seed")
     _seed_assets(state, rng, assets)
@@ -79,8 +105,7 @@ def _seed_assets(state: SimState, rng: random.Random, count: int) -> None:
                 adam_id = str(rng.randrange(300_000_000, 1_999_999_999))
         used.add(adam_id)
         first_adam = first_adam or adam_id
-        asset = make_asset(rng, adam_id, pricing, product_type, 0, device_ok, revocable,
-                           platforms, index)
+        asset = make_asset(rng, adam_id, pricing, product_type, 0, device_ok, revocable, platforms, index)
         state.assets[asset.key] = asset
 
 
@@ -102,14 +127,12 @@ def _seed_users(state: SimState, rng: random.Random, count: int) -> None:
         roll = rng.random()
         # Fixed positions guarantee every status in small seeds.
         if i % 25 == 3 or (roll < 0.12 and i % 25 != 1):
-            record = UserRecord(cid, email, REGISTERED,
-                                invite_code=make_invite_code(seed, cid, 0))
+            record = UserRecord(cid, email, REGISTERED, invite_code=make_invite_code(seed, cid, 0))
         elif i % 25 == 7 or roll > 0.96:
             record = UserRecord(cid, email, RETIRED, id_hash=make_id_hash(seed, cid, email))
         else:
             apple_id = f"student{i:0{width}d}@appleid.example.org" if roll < 0.6 else None
-            record = UserRecord(cid, email, ASSOCIATED, managed_apple_id=apple_id,
-                                id_hash=make_id_hash(seed, cid, apple_id or email))
+            record = UserRecord(cid, email, ASSOCIATED, managed_apple_id=apple_id, id_hash=make_id_hash(seed, cid, apple_id or email))
         state.users.add(record)
 
 
@@ -117,8 +140,7 @@ def _seed_assignments(state: SimState, rng: random.Random, total: int) -> None:
     """About 2/3 device and 1/3 user licenses; every asset keeps available licenses."""
     asset_list = list(state.assets.values())
     device_assets = [a for a in asset_list if a.device_assignable]
-    user_ids = [cid for cid, rid in state.users.current.items()
-                if state.users.records[rid].status == ASSOCIATED]
+    user_ids = [cid for cid, rid in state.users.current.items() if state.users.records[rid].status == ASSOCIATED]
     serials = state.devices
     n_device = (2 * total) // 3 if user_ids else total
     n_user = total - n_device if asset_list else 0

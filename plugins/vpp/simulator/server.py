@@ -10,17 +10,18 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from .api import API_PREFIX, Api, Response, endpoint_for
 from .control import handle_control
 from .errors import error_body
-from .metadata import cookie_value
 from .faults import SHORT_CIRCUIT, Fault, Faults
+from .metadata import cookie_value
 from .models import AssetKey
 from .notifications import DEFAULT_ATTEMPTS, DEFAULT_CHUNK, DEFAULT_RETRY_DELAYS, Notifier
 from .seed import seed_state
@@ -64,7 +65,7 @@ class _Server(ThreadingHTTPServer):
     # loaded machine could find the queue full and see refused connections Apple never gives.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], sim: "Simulator") -> None:
+    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
         self.sim = sim
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -225,7 +226,7 @@ def _fault_response(fault: Fault) -> Response:
     return Response(200, body=str(params.get("body") or '<html>{"assets": [oops,,').encode())
 
 
-def _apply_payload_faults(response: Response, by_kind: dict[str, Fault], sim: "Simulator") -> None:
+def _apply_payload_faults(response: Response, by_kind: dict[str, Fault], sim: Simulator) -> None:
     payload = response.payload
     records = payload.get(response.listing, []) if response.listing else []
     if "missing_field" in by_kind:
@@ -247,20 +248,33 @@ def _apply_payload_faults(response: Response, by_kind: dict[str, Fault], sim: "S
 class Simulator:
     """A local Apple Apps and Books v2 service with seeded data, faults and a control API."""
 
-    def __init__(self, seed: object = 1, assets: int = 12, devices: int = 40, users: int = 25,
-                 assignments: int | None = None, page_size: int = 437, async_delay: float = 0.2,
-                 host: str = "127.0.0.1", port: int = 0, org_name: str = "Springfield Schools",
-                 location_name: str | None = None, country: str = "US",
-                 limits: dict[str, int] | None = None,
-                 token_expires_at: datetime | str | None = None,
-                 notification_attempts: int = DEFAULT_ATTEMPTS,
-                 notification_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 notification_chunk: int = DEFAULT_CHUNK, max_in_flight: int | None = 5) -> None:
+    def __init__(
+        self,
+        seed: object = 1,
+        assets: int = 12,
+        devices: int = 40,
+        users: int = 25,
+        assignments: int | None = None,
+        page_size: int = 437,
+        async_delay: float = 0.2,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        org_name: str = "Springfield Schools",
+        location_name: str | None = None,
+        country: str = "US",
+        limits: dict[str, int] | None = None,
+        token_expires_at: datetime | str | None = None,
+        notification_attempts: int = DEFAULT_ATTEMPTS,
+        notification_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        notification_chunk: int = DEFAULT_CHUNK,
+        max_in_flight: int | None = 5,
+    ) -> None:
         self.seed = seed
         self.host = host
         self.port = port
-        self.state = SimState(seed, page_size=page_size, async_delay=async_delay, limits=limits,
-                              org_name=org_name, location_name=location_name, country=country)
+        self.state = SimState(
+            seed, page_size=page_size, async_delay=async_delay, limits=limits, org_name=org_name, location_name=location_name, country=country
+        )
         seed_state(self.state, assets=assets, devices=devices, users=users, assignments=assignments)
         if isinstance(token_expires_at, str):
             token_expires_at = datetime.fromisoformat(token_expires_at.replace("Z", "+00:00"))
@@ -269,8 +283,9 @@ class Simulator:
         self._token = TokenState(build_stoken(secret, expires, org_name), expires)
         self.faults = Faults(self.state, self._token)
         self.api = Api(self.state, self._token)
-        self.notifier = Notifier(self.state, self.faults, attempts=notification_attempts,
-                                 retry_delays=tuple(notification_retry_delays), chunk=notification_chunk)
+        self.notifier = Notifier(
+            self.state, self.faults, attempts=notification_attempts, retry_delays=tuple(notification_retry_delays), chunk=notification_chunk
+        )
         self.state.notifier = self.notifier
         self.in_flight = InFlight(max_in_flight)  # Apple's 5 requests at once per token
         self._server: _Server | None = None
@@ -278,18 +293,17 @@ class Simulator:
 
     def __repr__(self) -> str:
         where = self.root_url if self._server else "not started"
-        return (f"<Simulator seed={self.seed!r} {where} assets={len(self.state.assets)} "
-                f"assignments={len(self.state.assignments)} users={len(self.state.users)}>")
+        return f"<Simulator seed={self.seed!r} {where} assets={len(self.state.assets)} assignments={len(self.state.assignments)} users={len(self.state.users)}>"
 
     # ------------------------------------------------------------- lifecycle
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         """Bind (port 0 = a free port) and serve in a daemon thread."""
         if self._server is not None:
             return self
         self._server = _Server((self.host, self.port), self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"vpp-simulator-{self._server.server_address[1]}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"vpp-simulator-{self._server.server_address[1]}", daemon=True
+        )
         self._thread.start()
         self.notifier.start()
         return self
@@ -310,7 +324,7 @@ class Simulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -369,19 +383,30 @@ class Simulator:
     def restore_token(self) -> None:
         self.faults.restore_token()
 
-    def claim_by_other_mdm(self, id: str = "other-mdm-id", name: str = "OtherMDM",  # noqa: A002
-                           metadata: str = "other.example.com") -> None:
+    def claim_by_other_mdm(
+        self,
+        id: str = "other-mdm-id",
+        name: str = "OtherMDM",  # noqa: A002
+        metadata: str = "other.example.com",
+    ) -> None:
         self.faults.claim_by_other_mdm(id=id, name=name, metadata=metadata)
 
     # ------------------------------------------------------------ out of band
-    def purchase(self, adam_id: str | None = None, pricing_param: str = "STDQ", count: int = 10,
-                 product_type: str = "App", device_assignable: bool = True, revocable: bool = True,
-                 supported_platforms: Sequence[str] = ("iOS",), unlimited: bool = False,
-                 custom: bool = False) -> AssetKey:
+    def purchase(
+        self,
+        adam_id: str | None = None,
+        pricing_param: str = "STDQ",
+        count: int = 10,
+        product_type: str = "App",
+        device_assignable: bool = True,
+        revocable: bool = True,
+        supported_platforms: Sequence[str] = ("iOS",),
+        unlimited: bool = False,
+        custom: bool = False,
+    ) -> AssetKey:
         """Buy licenses (new asset or more of an existing one); returns (adamId, pricingParam).
         ``unlimited``: a free asset without a license limit; ``custom``: a custom (B2B) app."""
-        return self.state.purchase(adam_id, pricing_param, count, product_type, device_assignable,
-                                   revocable, supported_platforms, unlimited, custom)
+        return self.state.purchase(adam_id, pricing_param, count, product_type, device_assignable, revocable, supported_platforms, unlimited, custom)
 
     def fail_next_event(self, event_type: str, error_number: int | None = 9603, silent: bool = False) -> None:
         """The next ``event_type`` event (ASSOCIATE, DISASSOCIATE, REVOKE, CREATE, UPDATE, RETIRE)
@@ -389,19 +414,16 @@ class Simulator:
         COMPLETE with no failures and ``numCompleted`` 0."""
         self.state.fail_next_event(event_type, error_number, silent)
 
-    def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
-                         serial_number: str | None = None, client_user_id: str | None = None) -> bool:
+    def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ", serial_number: str | None = None, client_user_id: str | None = None) -> bool:
         return self.state.assign_in_portal(adam_id, pricing_param, serial_number, client_user_id)
 
-    def remove_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
-                         serial_number: str | None = None, client_user_id: str | None = None) -> bool:
+    def remove_in_portal(self, adam_id: str, pricing_param: str = "STDQ", serial_number: str | None = None, client_user_id: str | None = None) -> bool:
         return self.state.remove_in_portal(adam_id, pricing_param, serial_number, client_user_id)
 
     def retire_user(self, client_user_id: str) -> bool:
         return self.state.retire_user(client_user_id)
 
-    def create_user(self, client_user_id: str | None = None, email: str | None = None,
-                    managed_apple_id: str | None = None) -> str:
+    def create_user(self, client_user_id: str | None = None, email: str | None = None, managed_apple_id: str | None = None) -> str:
         return self.state.create_user(client_user_id, email, managed_apple_id)
 
     def accept_invite(self, client_user_id: str, apple_id: str | None = None) -> bool:

@@ -12,12 +12,12 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .errors import ERROR_MESSAGES
+from .models import ASSOCIATED, DEVICE, REGISTERED, RETIRED, UNLIMITED_COUNT, USER, Asset, AssetKey, AssignmentKey, Event, UserRecord
 from .notifications import Notifier, chunks, envelope
-from .models import (ASSOCIATED, DEVICE, REGISTERED, RETIRED, UNLIMITED_COUNT, USER, Asset, AssetKey,
-                     AssignmentKey, Event, UserRecord)
 from .stores import AssignmentStore, UserStore, Versions, since_suffix
 
 DEFAULT_LIMITS: dict[str, int] = {
@@ -49,16 +49,23 @@ def make_invite_code(seed: object, client_user_id: str, n: int) -> str:
 def failure(error_number: int, **error_info: Any) -> dict[str, Any]:
     """An ErrorResponse entry of StatusResponse.failures."""
     info = {k: v for k, v in error_info.items() if v}
-    return {"errorNumber": error_number, "errorMessage": ERROR_MESSAGES[error_number],
-            "errorInfo": info}
+    return {"errorNumber": error_number, "errorMessage": ERROR_MESSAGES[error_number], "errorInfo": info}
 
 
 class SimState:
     """Everything Apple knows about one location."""
 
-    def __init__(self, seed: object = 1, *, page_size: int = 437, async_delay: float = 0.2,
-                 limits: dict[str, int] | None = None, org_name: str = "Springfield Schools",
-                 location_name: str | None = None, country: str = "US") -> None:
+    def __init__(
+        self,
+        seed: object = 1,
+        *,
+        page_size: int = 437,
+        async_delay: float = 0.2,
+        limits: dict[str, int] | None = None,
+        org_name: str = "Springfield Schools",
+        location_name: str | None = None,
+        country: str = "US",
+    ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
         self.lock = threading.RLock()
@@ -70,7 +77,7 @@ class SimState:
         self.org_name = org_name
         self.location_name = location_name or f"{org_name} - Main Campus"
         self.country = country
-        self.uid = str(random.Random(f"{seed}/uId").randrange(10 ** 15, 10 ** 16))
+        self.uid = str(random.Random(f"{seed}/uId").randrange(10**15, 10**16))
         self.assets: dict[AssetKey, Asset] = {}
         self.assignments = AssignmentStore()
         self.users = UserStore()
@@ -91,8 +98,7 @@ class SimState:
         self.event_faults: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
-        return (f"<SimState assets={len(self.assets)} assignments={len(self.assignments)} "
-                f"users={len(self.users)}>")
+        return f"<SimState assets={len(self.assets)} assignments={len(self.assignments)} users={len(self.users)}>"
 
     # ----------------------------------------------------------------- helpers
     def _bump(self, *names: str) -> int:
@@ -111,8 +117,7 @@ class SimState:
         """clientUserIds of the latest records, optionally only those with `status`."""
         with self.lock:
             self.process_due()
-            return [cid for cid, rid in self.users.current.items()
-                    if status is None or self.users.records[rid].status == status]
+            return [cid for cid, rid in self.users.current.items() if status is None or self.users.records[rid].status == status]
 
     def user_records(self) -> list[dict[str, Any]]:
         """The latest record per clientUserId: clientUserId, email, managedAppleId, status, ..."""
@@ -143,17 +148,19 @@ class SimState:
                 return key
         return (adam_id, "STDQ")
 
-    def new_user_record(self, client_user_id: str, email: str | None,
-                        managed_apple_id: str | None, stamp: int) -> UserRecord:
+    def new_user_record(self, client_user_id: str, email: str | None, managed_apple_id: str | None, stamp: int) -> UserRecord:
         """A fresh record: Associated with idHash given a managedAppleId, else Registered."""
         if managed_apple_id:
-            return UserRecord(client_user_id, email, ASSOCIATED,
-                              id_hash=make_id_hash(self.seed, client_user_id, managed_apple_id),
-                              managed_apple_id=managed_apple_id, stamp=stamp)
+            return UserRecord(
+                client_user_id,
+                email,
+                ASSOCIATED,
+                id_hash=make_id_hash(self.seed, client_user_id, managed_apple_id),
+                managed_apple_id=managed_apple_id,
+                stamp=stamp,
+            )
         self._invites += 1
-        return UserRecord(client_user_id, email, REGISTERED,
-                          invite_code=make_invite_code(self.seed, client_user_id, self._invites),
-                          stamp=stamp)
+        return UserRecord(client_user_id, email, REGISTERED, invite_code=make_invite_code(self.seed, client_user_id, self._invites), stamp=stamp)
 
     # ------------------------------------------------------------------ events
     def submit(self, event_type: str, payload: dict[str, Any], num_requested: int) -> Event:
@@ -198,8 +205,7 @@ class SimState:
     # ----------------------------------------------------------- notifications
     def subscribed(self, notification_type: str) -> bool:
         """Notifications are configured and include ``notification_type``."""
-        return (self.notifier is not None and self.notification_url is not None
-                and notification_type in self.notification_types)
+        return self.notifier is not None and self.notification_url is not None and notification_type in self.notification_types
 
     def notify(self, notification_type: str, notification: dict[str, Any]) -> None:
         """Send a notification of this type if the MDM subscribed to it (queued, never blocks)."""
@@ -292,9 +298,9 @@ class SimState:
                 completed += 1
                 event.done.append(key)
             if short[DEVICE] or short[USER]:
-                event.failures.append(failure(
-                    9709, assets=[{"adamId": asset_key[0], "pricingParam": asset_key[1]}],
-                    serialNumbers=short[DEVICE], clientUserIds=short[USER]))
+                event.failures.append(
+                    failure(9709, assets=[{"adamId": asset_key[0], "pricingParam": asset_key[1]}], serialNumbers=short[DEVICE], clientUserIds=short[USER])
+                )
         if bad_users:
             event.failures.append(failure(9609, clientUserIds=bad_users))
         event.num_completed = completed
@@ -304,8 +310,7 @@ class SimState:
         return record is not None and record.status == ASSOCIATED
 
     def _run_disassociate(self, event: Event) -> None:
-        targets = [(DEVICE, s) for s in event.payload["serialNumbers"]] + \
-                  [(USER, c) for c in event.payload["clientUserIds"]]
+        targets = [(DEVICE, s) for s in event.payload["serialNumbers"]] + [(USER, c) for c in event.payload["clientUserIds"]]
         keys = [(a[0], a[1], kind, value) for a in event.payload["assets"] for kind, value in targets]
         self._remove_assignments(keys)
         event.num_completed = len(keys)
@@ -399,23 +404,42 @@ class SimState:
         record = self.users.get(client_user_id)
         if record is None or not record.active:
             return False
-        self._remove_assignments(k for k in self.assignments.keys_for_user(client_user_id)
-                                 if self._revocable(k))
+        self._remove_assignments(k for k in self.assignments.keys_for_user(client_user_id) if self._revocable(k))
         record = self.users.touch(client_user_id, self._bump("users"))
         record.status = RETIRED
         return True
 
     # ----------------------------------------------------------------- queries
-    def query_assets(self, *, adam_id: str | None = None, product_type: str | None = None,
-                     pricing_param: str | None = None, revocable: bool | None = None,
-                     device_assignable: bool | None = None, min_available: int | None = None,
-                     max_available: int | None = None, min_assigned: int | None = None,
-                     max_assigned: int | None = None, unlimited: bool | None = None) -> list[Asset]:
+    def query_assets(
+        self,
+        *,
+        adam_id: str | None = None,
+        product_type: str | None = None,
+        pricing_param: str | None = None,
+        revocable: bool | None = None,
+        device_assignable: bool | None = None,
+        min_available: int | None = None,
+        max_available: int | None = None,
+        min_assigned: int | None = None,
+        max_assigned: int | None = None,
+        unlimited: bool | None = None,
+    ) -> list[Asset]:
         """Assets matching every given filter, in purchase order (cached until the next write).
 
         ``unlimited=False`` leaves unlimited assets out (Apple's ``unlimited`` parameter)."""
-        cache_key = ("assets", adam_id, product_type, pricing_param, revocable, device_assignable,
-                     min_available, max_available, min_assigned, max_assigned, unlimited)
+        cache_key = (
+            "assets",
+            adam_id,
+            product_type,
+            pricing_param,
+            revocable,
+            device_assignable,
+            min_available,
+            max_available,
+            min_assigned,
+            max_assigned,
+            unlimited,
+        )
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
@@ -451,13 +475,18 @@ class SimState:
             self._cache.clear()
         self._cache[cache_key] = rows
 
-    def query_assignments(self, *, adam_id: str | None = None, pricing_param: str | None = None,
-                          client_user_id: str | None = None, serial_number: str | None = None,
-                          since: int | None = None,
-                          exclude_inactive_users: bool = False) -> list[AssignmentKey]:
+    def query_assignments(
+        self,
+        *,
+        adam_id: str | None = None,
+        pricing_param: str | None = None,
+        client_user_id: str | None = None,
+        serial_number: str | None = None,
+        since: int | None = None,
+        exclude_inactive_users: bool = False,
+    ) -> list[AssignmentKey]:
         """Assignment keys matching the filters, in stamp order (cached until the next write)."""
-        cache_key = ("assignments", adam_id, pricing_param, client_user_id, serial_number, since,
-                     exclude_inactive_users)
+        cache_key = ("assignments", adam_id, pricing_param, client_user_id, serial_number, since, exclude_inactive_users)
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
@@ -501,8 +530,7 @@ class SimState:
                     row["idHash"] = record.id_hash
         return row
 
-    def query_users(self, *, active_only: bool = False, retired_only: bool = False,
-                    client_user_id: str | None = None, since: int | None = None) -> list[str]:
+    def query_users(self, *, active_only: bool = False, retired_only: bool = False, client_user_id: str | None = None, since: int | None = None) -> list[str]:
         """User record ids matching the filters, in stamp order (cached until the next write)."""
         cache_key = ("users", active_only, retired_only, client_user_id, since)
         cached = self._cache.get(cache_key)
@@ -514,9 +542,7 @@ class SimState:
             rows = since_suffix(rows, since, store.stamp_of)
         if active_only or retired_only:
             records = store.records
-            rows = [rid for rid in rows
-                    if (not active_only or records[rid].active)
-                    and (not retired_only or not records[rid].active)]
+            rows = [rid for rid in rows if (not active_only or records[rid].active) and (not retired_only or not records[rid].active)]
         self._remember(cache_key, rows)
         return rows
 
@@ -527,15 +553,24 @@ class SimState:
             if not any(key[0] == adam_id for key in self.assets):
                 return adam_id
 
-    def purchase(self, adam_id: str | None = None, pricing_param: str = "STDQ", count: int = 10,
-                 product_type: str = "App", device_assignable: bool = True, revocable: bool = True,
-                 supported_platforms: Sequence[str] = ("iOS",), unlimited: bool = False,
-                 custom: bool = False) -> AssetKey:
+    def purchase(
+        self,
+        adam_id: str | None = None,
+        pricing_param: str = "STDQ",
+        count: int = 10,
+        product_type: str = "App",
+        device_assignable: bool = True,
+        revocable: bool = True,
+        supported_platforms: Sequence[str] = ("iOS",),
+        unlimited: bool = False,
+        custom: bool = False,
+    ) -> AssetKey:
         """Add licenses to an asset, creating it when new; returns (adamId, pricingParam).
 
         ``unlimited``: a free asset without a license limit; ``custom``: a custom (B2B) app
         whose metadata needs the ``itvt`` cookie."""
         from .seed import make_asset  # local import: seed depends on this module
+
         with self.lock:
             self.process_due()
             adam_id = str(adam_id) if adam_id is not None else self.new_adam_id()
@@ -548,10 +583,17 @@ class SimState:
                 return key
             if product_type == "Book":
                 device_assignable = revocable = False
-            self.assets[key] = make_asset(self.rng, adam_id, pricing_param, product_type,
-                                          UNLIMITED_COUNT if unlimited else count,
-                                          device_assignable, revocable, tuple(supported_platforms),
-                                          len(self.assets))
+            self.assets[key] = make_asset(
+                self.rng,
+                adam_id,
+                pricing_param,
+                product_type,
+                UNLIMITED_COUNT if unlimited else count,
+                device_assignable,
+                revocable,
+                tuple(supported_platforms),
+                len(self.assets),
+            )
             self._count_changed(key, count)
             self.assets[key].custom = custom
             return key
@@ -594,9 +636,7 @@ class SimState:
         assert client_user_id is not None  # exactly one was given (checked above)
         return USER, client_user_id
 
-    def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
-                         serial_number: str | None = None,
-                         client_user_id: str | None = None) -> bool:
+    def assign_in_portal(self, adam_id: str, pricing_param: str = "STDQ", serial_number: str | None = None, client_user_id: str | None = None) -> bool:
         """Assign a license in Apple's portal; False if already held. ValueError if impossible."""
         kind, value = self._target(serial_number, client_user_id)
         with self.lock:
@@ -617,9 +657,7 @@ class SimState:
             asset.assigned += 1
             return True
 
-    def remove_in_portal(self, adam_id: str, pricing_param: str = "STDQ",
-                         serial_number: str | None = None,
-                         client_user_id: str | None = None) -> bool:
+    def remove_in_portal(self, adam_id: str, pricing_param: str = "STDQ", serial_number: str | None = None, client_user_id: str | None = None) -> bool:
         """Remove a license in Apple's portal; False if it was not assigned."""
         kind, value = self._target(serial_number, client_user_id)
         with self.lock:
@@ -632,8 +670,7 @@ class SimState:
             self.process_due()
             return self._retire(client_user_id)
 
-    def create_user(self, client_user_id: str | None = None, email: str | None = None,
-                    managed_apple_id: str | None = None) -> str:
+    def create_user(self, client_user_id: str | None = None, email: str | None = None, managed_apple_id: str | None = None) -> str:
         """Create (or re-create a retired) user out of band; returns its clientUserId."""
         with self.lock:
             self.process_due()
@@ -644,8 +681,7 @@ class SimState:
                 raise ValueError("user already exists")
             if email is None:
                 email = f"{client_user_id}@students.example.org"
-            self.users.add(self.new_user_record(client_user_id, email, managed_apple_id,
-                                                self._bump("users")))
+            self.users.add(self.new_user_record(client_user_id, email, managed_apple_id, self._bump("users")))
             return client_user_id
 
     def accept_invite(self, client_user_id: str, apple_id: str | None = None) -> bool:
@@ -658,9 +694,20 @@ class SimState:
             record = self.users.touch(client_user_id, self._bump("users"))
             record.status = ASSOCIATED
             record.id_hash = make_id_hash(self.seed, client_user_id, apple_id or record.email or "")
-            self.notify("USER_ASSOCIATED", {"associatedUsers": [{
-                "clientUserId": record.client_user_id, "email": record.email, "idHash": record.id_hash,
-                "inviteCode": record.invite_code, "status": ASSOCIATED}]})
+            self.notify(
+                "USER_ASSOCIATED",
+                {
+                    "associatedUsers": [
+                        {
+                            "clientUserId": record.client_user_id,
+                            "email": record.email,
+                            "idHash": record.id_hash,
+                            "inviteCode": record.invite_code,
+                            "status": ASSOCIATED,
+                        }
+                    ]
+                },
+            )
             return True
 
     def update_user_email(self, client_user_id: str, email: str) -> bool:
@@ -684,8 +731,7 @@ class SimState:
                 else:
                     self.purchase(count=1)
             elif dataset == "users":
-                active = [cid for cid, rid in self.users.current.items()
-                          if self.users.records[rid].active]
+                active = [cid for cid, rid in self.users.current.items() if self.users.records[rid].active]
                 if active:
                     cid = self.rng.choice(active)
                     self.update_user_email(cid, f"{cid}+{self.rng.getrandbits(16):04x}@students.example.org")
@@ -704,17 +750,14 @@ class SimState:
     def mutate_fraction(self, fraction: float, seed: object = 0) -> dict[str, int]:
         """Change `fraction` of assignments (remove half, add half) and of users, in one go."""
         rng = random.Random(f"{self.seed}/mutate/{seed}")
-        summary = {"assignments_removed": 0, "assignments_added": 0, "users_updated": 0,
-                   "users_retired": 0, "users_created": 0}
+        summary = {"assignments_removed": 0, "assignments_added": 0, "users_updated": 0, "users_retired": 0, "users_created": 0}
         with self.lock:
             self.process_due()
             keys = self.assignments.keys()
             n_changes = int(round(len(keys) * fraction))
-            to_remove = [k for k in rng.sample(keys, min(len(keys), n_changes // 2 + n_changes % 2))
-                         if self._revocable(k)]
+            to_remove = [k for k in rng.sample(keys, min(len(keys), n_changes // 2 + n_changes % 2)) if self._revocable(k)]
             summary["assignments_removed"] = self._remove_assignments(to_remove)
-            summary["assignments_added"] = self._add_random_assignments(rng, n_changes // 2,
-                                                                        set(to_remove))
+            summary["assignments_added"] = self._add_random_assignments(rng, n_changes // 2, set(to_remove))
             current = [cid for cid, rid in self.users.current.items() if self.users.records[rid].active]
             n_users = int(round(len(current) * fraction))
             picked = rng.sample(current, min(len(current), n_users))
@@ -733,13 +776,11 @@ class SimState:
                 for _ in range(n_create):
                     cid = f"user-new-{rng.getrandbits(40):010x}"
                     if self.users.get(cid) is None:
-                        self.users.add(self.new_user_record(
-                            cid, f"{cid}@students.example.org", f"{cid}@appleid.example.org", stamp))
+                        self.users.add(self.new_user_record(cid, f"{cid}@students.example.org", f"{cid}@appleid.example.org", stamp))
                         summary["users_created"] += 1
         return summary
 
-    def _add_random_assignments(self, rng: random.Random, count: int,
-                                exclude: set[AssignmentKey]) -> int:
+    def _add_random_assignments(self, rng: random.Random, count: int, exclude: set[AssignmentKey]) -> int:
         if count <= 0:
             return 0
         device_assets = [a for a in self.assets.values() if a.device_assignable]
@@ -769,8 +810,7 @@ class SimState:
             return {
                 "assets": {key: asset.to_json() for key, asset in self.assets.items()},
                 "assignments": set(self.assignments.stamps),
-                "users": {cid: self.users.records[rid].snapshot()
-                          for cid, rid in self.users.current.items()},
+                "users": {cid: self.users.records[rid].snapshot() for cid, rid in self.users.current.items()},
             }
 
     def version_ids(self) -> dict[str, str]:

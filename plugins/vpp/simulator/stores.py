@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from typing import Iterable
+from collections.abc import Iterable
 
 from .models import DEVICE, AssignmentKey, UserRecord
 
@@ -56,7 +56,7 @@ class Versions:
 
 def since_suffix(keys: list, since: int, stamp_of) -> list:
     """The rows of a stamp-ordered list written after counter `since`."""
-    return keys[bisect_right(keys, since, key=stamp_of):]
+    return keys[bisect_right(keys, since, key=stamp_of) :]
 
 
 class AssignmentStore:
@@ -94,8 +94,7 @@ class AssignmentStore:
         """Delete an assignment; False if absent."""
         if self.stamps.pop(key, None) is None:
             return False
-        for index, sub in ((self._by_adam, key[0]),
-                           (self._by_serial if key[2] == DEVICE else self._by_user, key[3])):
+        for index, sub in ((self._by_adam, key[0]), (self._by_serial if key[2] == DEVICE else self._by_user, key[3])):
             rows = index[sub]
             del rows[key]
             if not rows:

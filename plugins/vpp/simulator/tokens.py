@@ -7,7 +7,7 @@ import hmac
 import json
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .errors import ApiError
 
@@ -17,15 +17,15 @@ VALID, EXPIRED, REVOKED = "valid", "expired", "revoked"
 def format_apple_date(moment: datetime) -> str:
     """ISO-8601 with a numeric offset and no colon, e.g. `2027-11-28T10:00:00+0000`."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def default_expiry(now: datetime | None = None) -> datetime:
     """One year from now, at 10:00 UTC (stable within a day)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     day = (now + timedelta(days=365)).date()
-    return datetime(day.year, day.month, day.day, 10, 0, 0, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, 10, 0, 0, tzinfo=UTC)
 
 
 def build_stoken(secret: str, expires_at: datetime, org_name: str) -> str:
@@ -89,5 +89,5 @@ class TokenState:
         """Raise 9625 when revoked, 9621 when expired (by fault or by date)."""
         if self.status == REVOKED:
             raise ApiError(9625)
-        if self.status == EXPIRED or datetime.now(timezone.utc) >= self.expires_at:
+        if self.status == EXPIRED or datetime.now(UTC) >= self.expires_at:
             raise ApiError(9621)

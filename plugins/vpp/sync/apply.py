@@ -35,7 +35,7 @@ A = table_of(VppAsset)
 STREAMED = {"yield_per": 5000}
 
 
-def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead, lock: "DbLock") -> dict[str, Any]:
+def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lock: DbLock) -> dict[str, Any]:
     """Apply ``read`` in one write transaction, if this run still holds ``lock``; returns the
     counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it."""
     mirror = MirrorUpdate(host, account, run_id, lock)
@@ -45,7 +45,7 @@ def apply_read(host: "Host", account: VppAccount, run_id: int, read: AppleRead, 
 class MirrorUpdate:
     """The one transaction of a sync run of ``account``."""
 
-    def __init__(self, host: "Host", account: VppAccount, run_id: int, lock: "DbLock"):
+    def __init__(self, host: Host, account: VppAccount, run_id: int, lock: DbLock):
         self.host = host
         self.account = account
         self.run_id = run_id
@@ -61,8 +61,7 @@ class MirrorUpdate:
         counts: dict[str, Any] = {}
         removed_assets = self._apply_assets(session, assets, counts)
         self._apply_users(session, full=mode == "full", counts=counts)
-        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts,
-                             diffed=read.diffed, gone=read.removed)
+        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts, diffed=read.diffed, gone=read.removed)
         for table in (SL, SU):
             self._delete_stage(session, table)
 
@@ -104,10 +103,16 @@ class MirrorUpdate:
     def _apply_users(self, session: Session, *, full: bool, counts: dict[str, Any]) -> None:
         acc, run = self.account.id, self.run_id
         other = SU.alias("su2")
-        session.execute(delete(SU).where(SU.c.run_id == run, exists().where(
-            other.c.run_id == run, other.c.client_user_id == SU.c.client_user_id,
-            or_(other.c.rank < SU.c.rank, and_(other.c.rank == SU.c.rank, other.c.id > SU.c.id)),
-        )))
+        session.execute(
+            delete(SU).where(
+                SU.c.run_id == run,
+                exists().where(
+                    other.c.run_id == run,
+                    other.c.client_user_id == SU.c.client_user_id,
+                    or_(other.c.rank < SU.c.rank, and_(other.c.rank == SU.c.rank, other.c.id > SU.c.id)),
+                ),
+            )
+        )
         fields = ("email", "status", "id_hash", "invite_code")
         in_mirror = exists().where(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
         is_new = and_(SU.c.run_id == run, ~in_mirror)
@@ -123,9 +128,11 @@ class MirrorUpdate:
             if len(new_rows) >= EVENT_RECORDS:
                 added += self._record_added_users(session, new_rows, linked_new)
         added += self._record_added_users(session, new_rows, linked_new)
-        joined = select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status")).join(
-            U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
-        ).where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
+        joined = (
+            select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status"))
+            .join(U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id))
+            .where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
+        )
         changed_rows = [dict(r._mapping) for r in session.execute(joined)]
         removed = 0
         if full:
@@ -134,7 +141,11 @@ class MirrorUpdate:
         now = utcnow()
         if added:
             columns = ["account_id", "client_user_id", *fields, "updated_at"]
-            session.execute(insert(U).from_select(columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)))
+            session.execute(
+                insert(U).from_select(
+                    columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)
+                )
+            )
         if changed_rows:
             session.execute(
                 update(U).where(U.c.account_id == acc, U.c.client_user_id == bindparam("b_id")),
@@ -158,8 +169,17 @@ class MirrorUpdate:
             linked.clear()
         return count
 
-    def _apply_licenses(self, session: Session, *, full: bool, reread: list[str], removed_assets: list[tuple[str, str]], counts: dict[str, Any],
-                        diffed: list[str], gone: list[tuple[str, str, str, str]]) -> None:
+    def _apply_licenses(
+        self,
+        session: Session,
+        *,
+        full: bool,
+        reread: list[str],
+        removed_assets: list[tuple[str, str]],
+        counts: dict[str, Any],
+        diffed: list[str],
+        gone: list[tuple[str, str, str, str]],
+    ) -> None:
         acc, run = self.account.id, self.run_id
         columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
         is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
@@ -167,34 +187,48 @@ class MirrorUpdate:
         # whether the inventory knows each holder comes with the row (no query per event)
         new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED)
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
-        session.execute(insert_ignoring_duplicates(session, L).from_select(["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)))
+        session.execute(
+            insert_ignoring_duplicates(session, L).from_select(
+                ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)
+            )
+        )
 
         removed = 0
         conditions = []
-        in_stage = exists().where(SL.c.run_id == run, SL.c.adam_id == L.c.adam_id, SL.c.pricing_param == L.c.pricing_param, SL.c.kind == L.c.kind, SL.c.target == L.c.target)
+        in_stage = exists().where(
+            SL.c.run_id == run, SL.c.adam_id == L.c.adam_id, SL.c.pricing_param == L.c.pricing_param, SL.c.kind == L.c.kind, SL.c.target == L.c.target
+        )
         if full:
             conditions.append(and_(L.c.account_id == acc, ~in_stage))
         else:  # assets re-read whole: what the stage lacks is gone (the diffed ones named theirs: ``gone``)
             whole = sorted(set(reread) - set(diffed))
             for start in range(0, len(whole), 500):
-                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(whole[start:start + 500]), ~in_stage))
+                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(whole[start : start + 500]), ~in_stage))
         if gone:
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
-            key = and_(L.c.account_id == acc, L.c.adam_id == bindparam("k_adam"), L.c.pricing_param == bindparam("k_pricing"),
-                       L.c.kind == bindparam("k_kind"), L.c.target == bindparam("k_target"))
+            key = and_(
+                L.c.account_id == acc,
+                L.c.adam_id == bindparam("k_adam"),
+                L.c.pricing_param == bindparam("k_pricing"),
+                L.c.kind == bindparam("k_kind"),
+                L.c.target == bindparam("k_target"),
+            )
             session.execute(delete(L).where(key), [{"k_adam": a, "k_pricing": p, "k_kind": k, "k_target": t} for a, p, k, t in gone])
         for a, p in removed_assets:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:
-            rows = session.execute(with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition)
-                                   .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind), execution_options=STREAMED)
+            rows = session.execute(
+                with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind),
+                execution_options=STREAMED,
+            )
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
             session.execute(delete(L).where(condition))
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
 
 
-def apply_assets(host: "Host", session: Session, account: VppAccount, assets: dict[tuple[str, str], dict[str, Any]],
-                 only: set[tuple[str, str]] | None = None) -> tuple[list[tuple[str, str]], dict[str, int]]:
+def apply_assets(
+    host: Host, session: Session, account: VppAccount, assets: dict[tuple[str, str], dict[str, Any]], only: set[tuple[str, str]] | None = None
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Make the mirrored assets Apple's ``assets`` (vpp_asset values by key), in the caller's
     transaction: new ones inserted, changed ones updated, missing ones deleted, with their
     events and the count history. ``only``: the keys Apple was asked about (an asset read
@@ -214,15 +248,27 @@ def apply_assets(host: "Host", session: Session, account: VppAccount, assets: di
     if changed:
         session.execute(
             update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
-            [{**{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")}, "updated_at": now, "b_account": acc, "b_adam": row["adam_id"], "b_pricing": row["pricing_param"]} for row in changed],
+            [
+                {
+                    **{k: v for k, v in row.items() if k not in ("adam_id", "pricing_param")},
+                    "updated_at": now,
+                    "b_account": acc,
+                    "b_adam": row["adam_id"],
+                    "b_pricing": row["pricing_param"],
+                }
+                for row in changed
+            ],
         )
     history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
     history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
     if history:  # the console's chart of assigned and available licenses over time
-        session.execute(insert(table_of(VppAssetCount)), [
-            {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
-            for r in history
-        ])
+        session.execute(
+            insert(table_of(VppAssetCount)),
+            [
+                {"account_id": acc, "adam_id": r["adam_id"], "pricing_param": r["pricing_param"], "at": now, **{k: r.get(k, 0) for k in COUNT_FIELDS}}
+                for r in history
+            ],
+        )
     removed_dicts = [apple_asset(mirror[key].model_dump(), name) for key in removed]
     for a, p in removed:
         session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
@@ -232,17 +278,21 @@ def apply_assets(host: "Host", session: Session, account: VppAccount, assets: di
     return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
 
 
-def move_counts(host: "Host", session: Session, account: VppAccount, key: tuple[str, str], *, assigned: int = 0, total: int = 0) -> bool:
+def move_counts(host: Host, session: Session, account: VppAccount, key: tuple[str, str], *, assigned: int = 0, total: int = 0) -> bool:
     """Move a mirrored asset's counts by ``assigned`` and ``total`` (``availableCount``
     follows) through :func:`apply_assets`, so that subscribers hear ``vpp_assets_changed`` and
     the count history grows as after a sync; False if the mirror does not know the asset."""
-    asset = session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id, col(VppAsset.adam_id) == key[0], col(VppAsset.pricing_param) == key[1])
-                            .execution_options(populate_existing=True)).scalar_one_or_none()
+    asset = session.execute(
+        select(VppAsset)
+        .where(col(VppAsset.account_id) == account.id, col(VppAsset.adam_id) == key[0], col(VppAsset.pricing_param) == key[1])
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     if asset is None:
         return False
     record = {k: v for k, v in asset.model_dump().items() if k not in ("account_id", "updated_at")}
-    record.update(assigned_count=asset.assigned_count + assigned, total_count=asset.total_count + total,
-                  available_count=asset.available_count + total - assigned)
+    record.update(
+        assigned_count=asset.assigned_count + assigned, total_count=asset.total_count + total, available_count=asset.available_count + total - assigned
+    )
     apply_assets(host, session, account, {key: record}, only={key})
     return True
 
@@ -270,4 +320,7 @@ def _counts_differ(row: VppAsset, new: dict[str, Any]) -> bool:
 
 def asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
     """The mirrored asset differs from Apple's record (``new``: vpp_asset values, platforms sorted)."""
-    return any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms") or sorted(row.supported_platforms or []) != new["supported_platforms"]
+    return (
+        any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms")
+        or sorted(row.supported_platforms or []) != new["supported_platforms"]
+    )

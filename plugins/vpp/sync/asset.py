@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, insert, select
 from sqlmodel import Session
 
+from mdm_core.db.typed import table_of
+
 from ..apple.client import AppsBooksClient
 from ..apple.protocol import page_assets, page_assignments
 from ..models import VppAccount, VppLicense
 from .apply import apply_assets
 from .events import record_license_events, with_known_keys
-
-from mdm_core.db.typed import table_of
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -44,7 +44,7 @@ class AssetRead:
     pages: int = 0
 
 
-def read_asset(host: "Host", account: VppAccount, client: AppsBooksClient, key: tuple[str, str]) -> AssetRead:
+def read_asset(host: Host, account: VppAccount, client: AppsBooksClient, key: tuple[str, str]) -> AssetRead:
     """Apple's record of the asset ``key`` and, if its ``assignedCount`` is not what the mirror
     holds, its assignments (every page)."""
     adam_id, pricing = key
@@ -55,8 +55,9 @@ def read_asset(host: "Host", account: VppAccount, client: AppsBooksClient, key: 
             if (row["adam_id"], row["pricing_param"]) == key:
                 read.record = row
     with host.db.session() as session:
-        held = session.execute(select(func.count()).select_from(L).where(
-            L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)).scalar_one()
+        held = session.execute(
+            select(func.count()).select_from(L).where(L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)
+        ).scalar_one()
     if read.record is not None and read.record["assigned_count"] != held:
         read.assignments = set()
         for page in client.iter_assignments(adam_id=adam_id, pricing_param=pricing):
@@ -65,7 +66,7 @@ def read_asset(host: "Host", account: VppAccount, client: AppsBooksClient, key: 
     return read
 
 
-def apply_asset(host: "Host", session: Session, account: VppAccount, read: AssetRead) -> dict[str, int]:
+def apply_asset(host: Host, session: Session, account: VppAccount, read: AssetRead) -> dict[str, int]:
     """Make the mirror of one asset Apple's, with a sync's events and count history, in the
     caller's transaction; returns what changed (asset added/changed/removed, licenses
     added/removed)."""
@@ -80,7 +81,7 @@ def apply_asset(host: "Host", session: Session, account: VppAccount, read: Asset
     return {**counts, **licenses}
 
 
-def _remove_licenses(host: "Host", session: Session, account: VppAccount, key: tuple[str, str], keep: set[tuple[str, str]] | None) -> int:
+def _remove_licenses(host: Host, session: Session, account: VppAccount, key: tuple[str, str], keep: set[tuple[str, str]] | None) -> int:
     """Delete the asset's mirrored licenses not in ``keep`` (all of them for None), with events."""
     adam_id, pricing = key
     where = and_(L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)
@@ -89,15 +90,14 @@ def _remove_licenses(host: "Host", session: Session, account: VppAccount, key: t
     for kind in ("device", "user"):
         targets = [t for _, _, k, t in gone if k == kind]
         for start in range(0, len(targets), 500):
-            session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start:start + 500])))
+            session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start : start + 500])))
     return record_license_events(host, session, account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
 
 
-def _add_licenses(host: "Host", session: Session, account: VppAccount, key: tuple[str, str], apple: set[tuple[str, str]]) -> int:
+def _add_licenses(host: Host, session: Session, account: VppAccount, key: tuple[str, str], apple: set[tuple[str, str]]) -> int:
     """Insert Apple's licenses of the asset that the mirror lacks, with events."""
     adam_id, pricing = key
-    held = set(session.execute(select(L.c.kind, L.c.target).where(
-        L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)).all())
+    held = set(session.execute(select(L.c.kind, L.c.target).where(L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)).all())
     new = sorted((adam_id, pricing, kind, target) for kind, target in apple if (kind, target) not in held)
     if new:
         session.execute(insert(L), [{"account_id": account.id, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in new])

@@ -7,7 +7,8 @@ The payload shapes are the public contract documented in :mod:`plugins.vpp.hooks
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, case, select
 from sqlmodel import Session
@@ -24,11 +25,11 @@ EVENT_TARGETS = 1000
 EVENT_RECORDS = 500
 
 
-def record_chunks(host: "Host", session: Session, account: str, event: str, records: Sequence[Mapping[str, Any]]) -> None:
+def record_chunks(host: Host, session: Session, account: str, event: str, records: Sequence[Mapping[str, Any]]) -> None:
     """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event."""
     key = "assets" if event.startswith("vpp_assets") else "users"
     for start in range(0, len(records), EVENT_RECORDS):
-        host.events.record(session, event, {"account": account, key: records[start:start + EVENT_RECORDS]})
+        host.events.record(session, event, {"account": account, key: records[start : start + EVENT_RECORDS]})
 
 
 def with_known(query: Any, table: Any) -> Any:
@@ -36,9 +37,11 @@ def with_known(query: Any, table: Any) -> Any:
     MDM inventory knows the holder (an enrolled serial number, an MDM user id)."""
     D, MU = table_of(Device), table_of(MdmUser)
     known = case((table.c.kind == "device", D.c.serial_number.is_not(None)), else_=MU.c.id.is_not(None))
-    return (query.add_columns(known.label("known"))
-            .outerjoin(D, and_(table.c.kind == "device", D.c.serial_number == table.c.target))
-            .outerjoin(MU, and_(table.c.kind == "user", MU.c.id == table.c.target)))
+    return (
+        query.add_columns(known.label("known"))
+        .outerjoin(D, and_(table.c.kind == "device", D.c.serial_number == table.c.target))
+        .outerjoin(MU, and_(table.c.kind == "user", MU.c.id == table.c.target))
+    )
 
 
 def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str, bool]]:
@@ -49,7 +52,7 @@ def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> 
     return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
 
 
-def record_license_events(host: "Host", session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
+def record_license_events(host: Host, session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
     """Record license events from (adamId, pricingParam, kind, target, known) rows (sorted by
     asset and kind, a repeated row skipped; ``known``: see :func:`with_known`), at most
     ``EVENT_TARGETS`` targets each; returns the row count."""
@@ -96,10 +99,26 @@ def license_payload(session: Session, account: str, adam_id: str, pricing: str, 
 def licenses_payload(account: str, adam_id: str, pricing: str, kind: str, targets: list[str], known: set[str], source: str) -> LicensesPayload:
     """The payload of a licenses event; ``known``: the targets the MDM inventory knows."""
     if kind == "device":
-        return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": targets,
-                "clientUserIds": [], "enrolledSerialNumbers": [t for t in targets if t in known], "mdmUserIds": []}
-    return {"account": account, "adamId": adam_id, "pricingParam": pricing, "source": source, "serialNumbers": [],
-            "clientUserIds": targets, "enrolledSerialNumbers": [], "mdmUserIds": [t for t in targets if t in known]}
+        return {
+            "account": account,
+            "adamId": adam_id,
+            "pricingParam": pricing,
+            "source": source,
+            "serialNumbers": targets,
+            "clientUserIds": [],
+            "enrolledSerialNumbers": [t for t in targets if t in known],
+            "mdmUserIds": [],
+        }
+    return {
+        "account": account,
+        "adamId": adam_id,
+        "pricingParam": pricing,
+        "source": source,
+        "serialNumbers": [],
+        "clientUserIds": targets,
+        "enrolledSerialNumbers": [],
+        "mdmUserIds": [t for t in targets if t in known],
+    }
 
 
 _KNOWN: dict[Any, Any] = {}  # column -> its "IN (:values)" query, built once (one per license event otherwise)
@@ -112,7 +131,7 @@ def known_ids(session: Session, column: Any, values: list[str]) -> set[str]:
     if query is None:
         query = _KNOWN[column] = select(column).where(column.in_(bindparam("values", expanding=True)))
     for start in range(0, len(values), 500):
-        chunk = values[start:start + 500]
+        chunk = values[start : start + 500]
         if chunk:
             found.update(session.execute(query, {"values": chunk}).scalars())
     return found

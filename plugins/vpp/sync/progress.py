@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 DATASETS = ("assets", "users", "assignments")
 
@@ -28,8 +29,12 @@ class SyncProgress:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values: account, mode, elapsed seconds, and pages/rows per dataset."""
-        return {"account": self.account, "mode": self.mode, "elapsed_s": round(time.monotonic() - self.started, 1),
-                "datasets": {d: {"pages": self.pages.get(d, 0), "rows": self.rows.get(d, 0)} for d in DATASETS if d in self.pages}}
+        return {
+            "account": self.account,
+            "mode": self.mode,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "datasets": {d: {"pages": self.pages.get(d, 0), "rows": self.rows.get(d, 0)} for d in DATASETS if d in self.pages},
+        }
 
     def line(self) -> str:
         """``school: full sync: assets 1 page, 12 rows; users 3 pages, 1,200 rows (4s)``"""

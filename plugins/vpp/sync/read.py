@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, exists, func, select
 from sqlmodel import Session, col
@@ -70,7 +71,9 @@ SU = table_of(VppStageUser)
 
 AssetKey = tuple[str, str]
 #: an asset's mirrored licenses, for :meth:`SyncReader._mirrored` (built once)
-_MIRRORED = select(L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == bindparam("account"), L.c.adam_id == bindparam("adam")).limit(DIFF_LIMIT + 1)
+_MIRRORED = (
+    select(L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == bindparam("account"), L.c.adam_id == bindparam("adam")).limit(DIFF_LIMIT + 1)
+)
 
 
 class DataChangedError(VppError):
@@ -111,7 +114,7 @@ class SyncReader:
     process is being interrupted); threads re-reading assets stop at their next page too.
     """
 
-    def __init__(self, host: "Host", account: VppAccount, client: AppsBooksClient, run_id: int, heartbeat: Callable[[], None]):
+    def __init__(self, host: Host, account: VppAccount, client: AppsBooksClient, run_id: int, heartbeat: Callable[[], None]):
         self.host = host
         self.account = account
         self.client = client
@@ -141,8 +144,19 @@ class SyncReader:
         template = self.client.service_config().urls.get("invitationEmail")
         versions = {"assets_version_id": assets_version, "users_version_id": users_version, "assignments_version_id": assignments.version}
         removed = [row for adam_id in sorted(self.removed) for row in self.removed[adam_id]]
-        return AppleRead(mode, assets, versions, sorted(reread), self.pages, max(self.expirations, default=None), template,
-                         self._unknown_assets(assets), mismatched, sorted(self.matched), removed)
+        return AppleRead(
+            mode,
+            assets,
+            versions,
+            sorted(reread),
+            self.pages,
+            max(self.expirations, default=None),
+            template,
+            self._unknown_assets(assets),
+            mismatched,
+            sorted(self.matched),
+            removed,
+        )
 
     # ------------------------------------------------------------------ traversal
 
@@ -225,15 +239,16 @@ class SyncReader:
             return
         version = traversal.version
         for attempt in range(CATCH_UP_READS):
-            log.info("account %s: %s changed while paging; reading the changes since the first page (%d/%d)",
-                     self.account.name, what, attempt + 1, CATCH_UP_READS)
+            log.info(
+                "account %s: %s changed while paging; reading the changes since the first page (%d/%d)", self.account.name, what, attempt + 1, CATCH_UP_READS
+            )
             catch_up = self._traverse(what, lambda: pages(version), on_page)
             if not catch_up.changed:
                 return
         # what changed during the last catch-up is left to the next sync (it starts from the first page's versionId)
 
     @staticmethod
-    def _license_rows(buffer: "StageBuffer") -> Callable[[dict[str, Any]], None]:
+    def _license_rows(buffer: StageBuffer) -> Callable[[dict[str, Any]], None]:
         def on_page(page: dict[str, Any]) -> None:
             buffer.add(page_assignments(page))  # (adam_id, pricing_param, kind, target) tuples: LICENSE_COLUMNS
 
@@ -243,11 +258,12 @@ class SyncReader:
         """Read the assignments of these assets again in full, replacing what is staged for them
         (in an incremental sync, compared with the mirror: see the module docstring)."""
         self._staged = None
+
         def drop(session: Session, chunk: list[str]) -> None:
             session.execute(delete(SL).where(SL.c.run_id == self.run_id, SL.c.adam_id.in_(chunk)))
 
         for start in range(0, len(adam_ids), 500):
-            self.host.db.run_write(partial(drop, chunk=adam_ids[start:start + 500]))
+            self.host.db.run_write(partial(drop, chunk=adam_ids[start : start + 500]))
         for adam_id in adam_ids:
             self.matched.pop(adam_id, None)
             self.removed.pop(adam_id, None)
@@ -335,11 +351,14 @@ class SyncReader:
                 return []
             if round_ > 0 and not changed and set(todo) <= reread:
                 # read again after the counts, and the counts have not moved since: Apple's own disagreement
-                log.warning("account %s: the assignedCount of %d asset(s) differs from Apple's own assignment list (%s): "
-                            "mirrored as Apple lists them", self.account.name, len(todo), ", ".join(todo[:5]))
+                log.warning(
+                    "account %s: the assignedCount of %d asset(s) differs from Apple's own assignment list (%s): mirrored as Apple lists them",
+                    self.account.name,
+                    len(todo),
+                    ", ".join(todo[:5]),
+                )
                 return todo
-            log.info("account %s: %d asset(s) have counts that differ from the licenses read; reading their assignments again",
-                     self.account.name, len(todo))
+            log.info("account %s: %d asset(s) have counts that differ from the licenses read; reading their assignments again", self.account.name, len(todo))
             self.reread_assets(todo)
             reread.update(todo)
             assets, version, changed = self.refresh_assets(assets, version)
@@ -369,8 +388,12 @@ class SyncReader:
             return self._staged
         distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
-            self._staged = {(a, p): n for a, p, n in session.execute(
-                select(distinct.c.adam_id, distinct.c.pricing_param, func.count()).group_by(distinct.c.adam_id, distinct.c.pricing_param))}
+            self._staged = {
+                (a, p): n
+                for a, p, n in session.execute(
+                    select(distinct.c.adam_id, distinct.c.pricing_param, func.count()).group_by(distinct.c.adam_id, distinct.c.pricing_param)
+                )
+            }
         return self._staged
 
     def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
@@ -380,32 +403,49 @@ class SyncReader:
         if not full:
             acc = self.account.id
             with self.host.db.session() as session:
-                mirrored = {(a, p): n for a, p, n in session.execute(
-                    select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == acc).group_by(L.c.adam_id, L.c.pricing_param))}
-                added = {(a, p): n for a, p, n in session.execute(
-                    select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
-                    .where(SL.c.run_id == self.run_id, ~in_mirror(acc)).group_by(SL.c.adam_id, SL.c.pricing_param))}
+                mirrored = {
+                    (a, p): n
+                    for a, p, n in session.execute(
+                        select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == acc).group_by(L.c.adam_id, L.c.pricing_param)
+                    )
+                }
+                added = {
+                    (a, p): n
+                    for a, p, n in session.execute(
+                        select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
+                        .where(SL.c.run_id == self.run_id, ~in_mirror(acc))
+                        .group_by(SL.c.adam_id, SL.c.pricing_param)
+                    )
+                }
             # a re-read asset holds what Apple listed: staged whole, or (diffed) the mirrored licenses
             # Apple still lists plus the staged ones the mirror lacks
-            expected = {key: (staged.get(key, 0) + self.matched.get(key[0], {}).get(key, 0) if key[0] in reread
-                              else mirrored.get(key, 0) + added.get(key, 0))
-                        for key in set(mirrored) | set(staged)}
+            expected = {
+                key: (staged.get(key, 0) + self.matched.get(key[0], {}).get(key, 0) if key[0] in reread else mirrored.get(key, 0) + added.get(key, 0))
+                for key in set(mirrored) | set(staged)
+            }
         return sorted({a for (a, p), asset in assets.items() if asset["assigned_count"] != expected.get((a, p), 0)})
 
     def _unknown_assets(self, assets: dict[AssetKey, dict[str, Any]]) -> dict[AssetKey, int]:
         unknown = {key: n for key, n in self._staged_counts().items() if key not in assets}
         if unknown:
-            log.warning("account %s: Apple lists %d license(s) of %d asset(s) it does not list as assets (%s)", self.account.name,
-                        sum(unknown.values()), len(unknown), ", ".join(f"{a} {p}" for a, p in sorted(unknown)[:5]))
+            log.warning(
+                "account %s: Apple lists %d license(s) of %d asset(s) it does not list as assets (%s)",
+                self.account.name,
+                sum(unknown.values()),
+                len(unknown),
+                ", ".join(f"{a} {p}" for a, p in sorted(unknown)[:5]),
+            )
         return unknown
 
 
 def in_mirror(account_id: int | None) -> Any:
     """SQL: the staged license row is already in the account's mirror."""
-    return exists().where(L.c.account_id == account_id, L.c.adam_id == SL.c.adam_id, L.c.pricing_param == SL.c.pricing_param, L.c.kind == SL.c.kind, L.c.target == SL.c.target)
+    return exists().where(
+        L.c.account_id == account_id, L.c.adam_id == SL.c.adam_id, L.c.pricing_param == SL.c.pricing_param, L.c.kind == SL.c.kind, L.c.target == SL.c.target
+    )
 
 
-def clear_stage(host: "Host", run_id: int) -> None:
+def clear_stage(host: Host, run_id: int) -> None:
     """Drop what a run staged (a failed, interrupted or abandoned read)."""
 
     def work(session: Any) -> None:
@@ -423,7 +463,7 @@ class StageBuffer:
     """Rows (tuples in the order of ``columns``) waiting to be written to a staging table under
     the run's id, flushed in batches with :func:`mdm_core.db.bulk.insert_rows` (COPY on PostgreSQL)."""
 
-    def __init__(self, host: "Host", table: Any, run_id: int, columns: tuple[str, ...]):
+    def __init__(self, host: Host, table: Any, run_id: int, columns: tuple[str, ...]):
         self.host, self.table, self.run_id, self.columns = host, table, run_id, columns
         self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.RLock()  # shared by the threads re-reading assets

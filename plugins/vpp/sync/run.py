@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.typed import stored_id, table_of
 from mdm_core.db.errors import database_error, is_database_error
+from mdm_core.db.typed import stored_id, table_of
 from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
 from mdm_core.models import utcnow
@@ -53,7 +54,7 @@ ABANDONED_AFTER = timedelta(hours=6)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[SyncReport]:
+def sync_accounts(host: Host, account: str | None, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> list[SyncReport]:
     """Sync one account by name, or every account; one report each."""
     from mdm_core.argtypes import check_wait
 
@@ -74,7 +75,7 @@ def sync_accounts(host: "Host", account: str | None, *, full: bool = False, trig
     return reports
 
 
-def sync_account(host: "Host", name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
+def sync_account(host: Host, name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
     """Sync one account under its lock; never raises for a failed sync, reports it.
 
     An interruption (SIGINT/SIGTERM, :class:`mdm_core.interrupts.Interrupted`) rolls back,
@@ -122,7 +123,7 @@ def _release(lock: DbLock) -> None:
         log.error("could not release %s: %s", lock.name, describe(exc))
 
 
-def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lock: DbLock, reconcile: int) -> SyncReport:
+def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock: DbLock, reconcile: int) -> SyncReport:
     account_id = stored_id(account)
     _cleanup_abandoned(host, account_id, lock)
     mode = choose_mode(account, full, reconcile)
@@ -151,8 +152,9 @@ def _locked_sync(host: "Host", account: VppAccount, full: bool, trigger: str, lo
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         message = _failure(account.name, trigger, exc, host)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
-        _best_effort(f"record the failure of run {run_id}",
-                     lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account_id, run_id, mode, exc, message)))
+        _best_effort(
+            f"record the failure of run {run_id}", lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account_id, run_id, mode, exc, message))
+        )
         report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
     except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
         why = str(exc) or type(exc).__name__
@@ -174,7 +176,7 @@ def _note_expiration(reader: SyncReader, config: dict[str, Any]) -> None:
         reader.expirations.append(expires)
 
 
-def _failure(account: str, trigger: str, exc: BaseException, host: "Host") -> str:
+def _failure(account: str, trigger: str, exc: BaseException, host: Host) -> str:
     """The one line that says why a sync failed (never SQL, parameters or the token).
 
     A scheduled sync's failure is logged; a manual one's is the report line the caller prints
@@ -200,7 +202,7 @@ def _best_effort(what: str, work: Any) -> None:
         log.error("could not %s: %s", what, describe(exc))
 
 
-def _record_report(host: "Host", report: SyncReport) -> None:
+def _record_report(host: Host, report: SyncReport) -> None:
     with host.db.write_session() as session:
         host.events.record(session, "vpp_sync_finished", report)
         session.commit()
@@ -214,7 +216,7 @@ def _new_run(session: Session, account_id: int, trigger: str, mode: str, holder:
     return run.id
 
 
-def _record_failure(host: "Host", session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
+def _record_failure(host: Host, session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
     run = session.get(VppSyncRun, run_id)
     assert run is not None
     run.mode, run.status, run.finished_at, run.error_type, run.error = mode, "error", utcnow(), type(exc).__name__, message
@@ -230,21 +232,30 @@ def _record_failure(host: "Host", session: Session, account_id: int, run_id: int
     token_state.apple_refused(host, session, account, exc)
 
 
-def _mark_interrupted(host: "Host", run_id: int, error: str) -> None:
-    host.db.run_write(lambda s: s.execute(
-        update(VppSyncRun).where(col(VppSyncRun.id) == run_id, col(VppSyncRun.status) == "running").values(status="interrupted", finished_at=utcnow(), error=error)
-    ))
+def _mark_interrupted(host: Host, run_id: int, error: str) -> None:
+    host.db.run_write(
+        lambda s: s.execute(
+            update(VppSyncRun)
+            .where(col(VppSyncRun.id) == run_id, col(VppSyncRun.status) == "running")
+            .values(status="interrupted", finished_at=utcnow(), error=error)
+        )
+    )
 
 
-def _cleanup_abandoned(host: "Host", account_id: int, lock: DbLock) -> None:
+def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
     """Runs left ``running`` by a holder that is gone (a crash): mark them interrupted and drop
     their staged rows. A run whose holder may still be alive (paused: it will find its lock
     lost and stop by itself) keeps its rows, until ``ABANDONED_AFTER``. Staged rows of runs
     that have ended are dropped too."""
     now = utcnow()
     with host.db.session() as session:
-        running = list(session.execute(select(col(VppSyncRun.id), col(VppSyncRun.holder), col(VppSyncRun.started_at)).where(
-            col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "running")).all())
+        running = list(
+            session.execute(
+                select(col(VppSyncRun.id), col(VppSyncRun.holder), col(VppSyncRun.started_at)).where(
+                    col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "running"
+                )
+            ).all()
+        )
     for run_id, holder, started in running:
         if holder == lock.holder:
             continue
@@ -262,16 +273,26 @@ def _cleanup_abandoned(host: "Host", account_id: int, lock: DbLock) -> None:
         host.db.run_write(lambda session: [session.execute(delete(t).where(t.c.run_id.not_in(live))) for t in tables])
 
 
-def _report(name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None) -> SyncReport:
+def _report(
+    name: str, trigger: str, mode: str, status: str, started: Any, pages: int, counts: dict[str, Any], error_type: str | None, error: str | None
+) -> SyncReport:
     finished = utcnow()
     return {
-        "account": name, "trigger": trigger, "mode": mode, "status": status, "started_at": started.isoformat(),
-        "finished_at": finished.isoformat(), "duration_s": round((finished - started).total_seconds(), 3), "pages": pages,
-        "counts": counts, "error_type": error_type, "error": error,
+        "account": name,
+        "trigger": trigger,
+        "mode": mode,
+        "status": status,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "pages": pages,
+        "counts": counts,
+        "error_type": error_type,
+        "error": error,
     }
 
 
-def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *, offset: int = 0) -> list[dict[str, Any]]:
+def recent_runs(host: Host, name: str | None = None, limit: int | None = 20, *, offset: int = 0) -> list[dict[str, Any]]:
     """The latest sync runs, newest first (``offset`` skips the newest ones); a run whose holder
     is gone shows ``interrupted``."""
     query = runs_query().order_by(col(VppSyncRun.id).desc()).offset(offset).limit(limit)
@@ -281,14 +302,14 @@ def recent_runs(host: "Host", name: str | None = None, limit: int | None = 20, *
         return run_rows(host, session.execute(query).all())
 
 
-def get_run(host: "Host", run_id: int) -> dict[str, Any] | None:
+def get_run(host: Host, run_id: int) -> dict[str, Any] | None:
     """One sync run (as ``recent_runs`` shows it), or None."""
     with host.db.session() as session:
         rows = run_rows(host, session.execute(runs_query().where(VppSyncRun.id == run_id)).all())
     return rows[0] if rows else None
 
 
-def latest_runs(host: "Host") -> dict[str, dict[str, Any]]:
+def latest_runs(host: Host) -> dict[str, dict[str, Any]]:
     """The latest sync run of each account, by account name."""
     latest = select(func.max(col(VppSyncRun.id))).group_by(col(VppSyncRun.account_id))
     with host.db.session() as session:
@@ -301,7 +322,7 @@ def runs_query() -> Any:
     return select(VppSyncRun, col(VppAccount.name)).join(VppAccount, col(VppAccount.id) == col(VppSyncRun.account_id))
 
 
-def run_rows(host: "Host", rows: Iterable[Any]) -> list[dict[str, Any]]:
+def run_rows(host: Host, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Sync runs as plain values (``mdm vpp runs --json``); a run still ``running`` whose holder
     is gone shows ``interrupted``."""
     found = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in rows]
