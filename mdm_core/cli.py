@@ -21,7 +21,7 @@ from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import TIME_FORMAT, print_json, print_rows, print_table, say, set_quiet
-from mdm_core.plugins import call_hook, core_version, hooks_of
+from mdm_core.plugins import PluginRecord, call_hook, core_version, hooks_of
 from mdm_core.text import bad_character, shown
 
 log = logging.getLogger("mdm")
@@ -95,34 +95,25 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_row(record: PluginRecord, hooks: list[str], error: str | None) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "version": record.version,
+        "source": record.source,
+        "state": record.state,
+        "module": record.module,
+        "hooks": hooks,
+        "error": error,
+    }
+
+
 def plugin_rows(host: Host) -> list[dict[str, Any]]:
     """Every plugin: the loaded ones, then the disabled and broken ones."""
     rows = []
     for record in host.plugins:
-        plugin = host.pm.get_plugin(record.name)
-        rows.append(
-            {
-                "name": record.name,
-                "version": record.version,
-                "source": record.source,
-                "state": record.state,
-                "module": record.module,
-                "hooks": hooks_of(host.pm, plugin),
-                "error": None,
-            }
-        )
+        rows.append(_plugin_row(record, hooks_of(host.pm, host.pm.get_plugin(record.name)), None))
     for record in host.unloaded:
-        rows.append(
-            {
-                "name": record.name,
-                "version": record.version,
-                "source": record.source,
-                "state": record.state,
-                "module": record.module,
-                "hooks": [],
-                "error": record.error,
-            }
-        )
+        rows.append(_plugin_row(record, [], record.error))
     return rows
 
 

@@ -30,6 +30,8 @@ from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
+
     from mdm_core.events import Event
     from mdm_core.host import Host
 
@@ -243,16 +245,7 @@ def fail_pending(host: Host, session: Session, key: tuple[str, str, str, str], f
     only those waiting for that Apple event. Returns how many."""
     account, adam_id, pricing, kind = key
     failed = 0
-    for row in session.execute(
-        select(Install).where(
-            col(Install.status) == "pending",
-            col(Install.account) == account,
-            col(Install.adam_id) == adam_id,
-            col(Install.pricing_param) == pricing,
-            col(Install.kind) == kind,
-            col(Install.target).in_(failures),
-        )
-    ).scalars():
+    for row in session.execute(_pending_of(key, failures)).scalars():
         if event_id is not None and event_id not in row.event_ids:
             continue
         row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
@@ -301,18 +294,21 @@ def _resume(session: Session, ids: list[int | None]) -> None:
         session.add(row)
 
 
-def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
+def _pending_of(key: tuple[str, str, str, str], targets: Iterable[str]) -> Select[Install]:
+    """The pending installs of ``key`` (account, adamId, pricingParam, license kind) for ``targets``."""
     account, adam_id, pricing, kind = key
-    for row in session.execute(
-        select(Install).where(
-            col(Install.status) == "pending",
-            col(Install.account) == account,
-            col(Install.adam_id) == adam_id,
-            col(Install.pricing_param) == pricing,
-            col(Install.kind) == kind,
-            col(Install.target).in_(targets),
-        )
-    ).scalars():
+    return select(Install).where(
+        col(Install.status) == "pending",
+        col(Install.account) == account,
+        col(Install.adam_id) == adam_id,
+        col(Install.pricing_param) == pricing,
+        col(Install.kind) == kind,
+        col(Install.target).in_(list(targets)),
+    )
+
+
+def _bump(session: Session, key: tuple[str, str, str, str], targets: list[str], error: str) -> None:
+    for row in session.execute(_pending_of(key, targets)).scalars():
         row.attempts += 1
         row.error, row.updated_at = error[:1000], utcnow()
         session.add(row)
