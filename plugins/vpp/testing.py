@@ -98,6 +98,12 @@ class SkippedWaits:
         with self._lock:
             return time.monotonic() + self._skipped
 
+    def waited_at_least(self, seconds: float) -> int:
+        """How many waits lasted ``seconds`` (a back-off is a deadline counted from Apple's
+        answer, so a wait may start a few milliseconds after it and be that much shorter)."""
+        with self._lock:
+            return sum(1 for wait in self.waits if wait >= seconds - 0.05)
+
     def wall(self) -> float:
         """The wall clock (epoch seconds) plus every wait skipped so far: a back-off Apple asked
         for, recorded as a deadline on this clock, has passed once it was waited."""
