@@ -68,11 +68,6 @@ def last_sync(host: Host, name: str) -> datetime | None:
         return session.execute(select(col(VppAccount.last_sync_at)).where(col(VppAccount.name) == name)).scalar_one_or_none()
 
 
-def _interval(host: Host, name: str) -> int:
-    with host.db.session() as session:
-        return int(session.execute(select(col(VppAccount.interval_seconds)).where(col(VppAccount.name) == name)).scalar_one_or_none() or 0)
-
-
 def grace(interval: float) -> float:
     """How long after an account falls due the hosts that do not own it wait for its owner."""
     return min(interval / 2, MAX_GRACE)
@@ -102,13 +97,7 @@ def _scheduled_sync(host: Host, name: str) -> None:
     the account since it fell due (:data:`SCHEDULED_AFTER`)."""
     from mdm_core.errors import MdmError
 
-    seen = last_sync(host, name)
-    if seen is not None and seen + timedelta(seconds=_interval(host, name)) > utcnow() + timedelta(seconds=1):
-        # planned before a sync that has happened since (another host's, at start-up while the
-        # hosts were still joining, or a manual one): the next one is an interval after it
-        log.info("scheduled sync of %s not needed: synced at %s", name, seen.isoformat(timespec="seconds"))
-        return
-    token = SCHEDULED_AFTER.set((seen,))
+    token = SCHEDULED_AFTER.set((last_sync(host, name),))
     try:
         [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
     finally:

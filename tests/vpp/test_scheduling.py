@@ -132,16 +132,6 @@ def test_a_manual_sync_meanwhile_moves_the_scheduled_one(school: Any, cli: Any) 
     assert scheduler.next_run("vpp.sync.school") > _now() + timedelta(seconds=3590)
 
 
-def test_a_scheduled_sync_planned_before_a_sync_elsewhere_does_nothing(school: Any, cli: Any) -> None:
-    """Hosts joining at start-up can each plan a never-synced account at once: the one whose
-    job fires after another's sync does not sync it again within the interval."""
-    scheduler = school.build_scheduler(inline=True)
-    assert cli("vpp", "sync", "school")[0] == 0  # another host syncs first
-    _due(scheduler, "vpp.sync.school")  # this host's job fires anyway (planned before)
-    scheduler.run_pending()
-    assert [r["trigger"] for r in recent_runs(school, "school")] == ["manual"]
-
-
 def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: Any, simulator: Any, project_dir: Path, cli: Any, caplog: Any) -> None:
     """An interval stored before it was validated: that account is logged and skipped."""
     import json
