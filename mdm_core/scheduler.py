@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,13 @@ log = logging.getLogger(__name__)
 
 MAX_INTERVAL = 365 * 24 * 3600  # a year: the longest interval a job (or an account) accepts
 LastDone = Callable[[], _dt.datetime | None]
+_FORCED: ContextVar[bool] = ContextVar("mdm_job_forced", default=False)
+
+
+def run_is_forced() -> bool:
+    """Whether the job running in this context was made due by :meth:`HostScheduler.make_due`
+    (a test, a "run now") rather than by its plan."""
+    return _FORCED.get()
 
 
 def utc_now() -> _dt.datetime:
@@ -233,17 +241,19 @@ class HostScheduler:
             log.info("job %s is still running; skipping this turn", state.name)
             return
         state.last_started_at = utc_now()
+        forced = state.job.forced  # read now: ``schedule`` plans the next run (and clears it) as soon as this returns
         if self.pool is None:
-            self._run(state)
+            self._run(state, forced)
             return
         try:
-            state.running = self.pool.submit(self._run, state)
+            state.running = self.pool.submit(self._run, state, forced)
         except RuntimeError:  # the pool is shutting down
             log.info("job %s not started: the host is stopping", state.name)
 
-    def _run(self, state: JobState) -> None:
+    def _run(self, state: JobState, forced: bool = False) -> None:
         state.runs += 1
         error: BaseException | None = None
+        token = _FORCED.set(forced)
         try:
             state.func()
         except Exception as exc:
@@ -253,6 +263,8 @@ class HostScheduler:
             log.error("job %s (%s) failed: %s", state.name, state.plugin, state.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
         else:
             state.last_error = None
+        finally:
+            _FORCED.reset(token)
         if self.on_finish is not None:
             try:
                 self.on_finish(state, error)

@@ -6,9 +6,12 @@ at once if that is past: restarting ``mdm run`` delays nothing.
 Several ``mdm run`` hosts on one database share the accounts (:mod:`mdm_core.cluster`): each
 account has an owner among the live hosts, which syncs it when it is due; the others plan it
 :func:`grace` later, and step in only if it was not synced by then (its owner stuck, or gone
-and not yet known to be). A scheduled sync remembers the last sync it saw when it fell due
-and, under the account's lock, does nothing if the account was synced since (by another
-host): an account is synced once per interval across the hosts, never twice at a time.
+and not yet known to be). A scheduled sync remembers the last sync its plan saw when it fell
+due (not when a worker got to it: jobs due together wait for a free worker, and another host
+may sync the account meanwhile) and, under the account's lock, does nothing if the account
+was synced since: an account is synced once per interval across the hosts, never twice at a
+time. A job made due on purpose (:meth:`~mdm_core.scheduler.HostScheduler.make_due`) looks
+at the last sync when it starts instead.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import logging
 import weakref
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -25,6 +27,7 @@ from sqlmodel import col
 
 from mdm_core.errors import describe
 from mdm_core.models import utcnow
+from mdm_core.scheduler import run_is_forced
 
 from .models import VppAccount
 
@@ -51,7 +54,8 @@ def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
         accounts = {name: interval for name, interval in session.execute(select(col(VppAccount.name), col(VppAccount.interval_seconds)))}
     for name, interval in accounts.items():
         try:
-            scheduler.ensure(PREFIX + name, interval, partial(_scheduled_sync, host, name), plugin="vpp", last_done=partial(plan_basis, host, name))
+            job = AccountJob(host, name)  # (kept only if the account has no job yet)
+            scheduler.ensure(PREFIX + name, interval, job.run, plugin="vpp", last_done=job.plan_basis)
         except Exception as exc:
             scheduler.remove(PREFIX + name)
             message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
@@ -76,28 +80,55 @@ def grace(interval: float) -> float:
 def plan_basis(host: Host, name: str) -> datetime | None:
     """When the account's work was last done, for the scheduler (the next run is one interval
     later): its last sync, or for a host that does not own it, :func:`grace` later."""
+    return _plan(host, name)[1]
+
+
+def _plan(host: Host, name: str) -> tuple[tuple[datetime | None] | None, datetime | None]:
+    """One read of the accounts: the account's last sync (``None`` if the account is gone,
+    else a 1-tuple) and its :func:`plan_basis`."""
     with host.db.session() as session:
         rows = session.execute(
             select(col(VppAccount.name), col(VppAccount.last_sync_at), col(VppAccount.interval_seconds)).order_by(col(VppAccount.name))
         ).all()
     mine = next((r for r in rows if r.name == name), None)
     if mine is None:
-        return None
+        return None, None
+    seen = (mine.last_sync_at,)
     if host.cluster.owns(name, [r.name for r in rows]):
-        return mine.last_sync_at
+        return seen, mine.last_sync_at
     delay = timedelta(seconds=grace(mine.interval_seconds))
     if mine.last_sync_at is None:  # never synced: its owner goes now, the others a grace later
-        return utcnow() - timedelta(seconds=mine.interval_seconds) + delay
-    return mine.last_sync_at + delay
+        return seen, utcnow() - timedelta(seconds=mine.interval_seconds) + delay
+    return seen, mine.last_sync_at + delay
 
 
-def _scheduled_sync(host: Host, name: str) -> None:
+class AccountJob:
+    """One account's scheduled sync in one scheduler, and the last sync its latest plan saw."""
+
+    def __init__(self, host: Host, name: str):
+        self.host = host
+        self.name = name
+        self.seen: tuple[datetime | None] | None = None
+
+    def plan_basis(self) -> datetime | None:
+        """:func:`plan_basis`, remembering the last sync it read (the scheduler plans a job
+        again when it falls due, and not while it runs)."""
+        self.seen, basis = _plan(self.host, self.name)
+        return basis
+
+    def run(self) -> None:
+        """The scheduled sync, skipped if the account was synced since the plan that made it due."""
+        _scheduled_sync(self.host, self.name, None if run_is_forced() else self.seen)
+
+
+def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None = None) -> None:
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
-    one raises so the scheduler logs and records it. Nothing happens if another host synced
-    the account since it fell due (:data:`SCHEDULED_AFTER`)."""
+    one raises so the scheduler logs and records it. Nothing happens if the account's last sync
+    is no longer ``seen`` (by default, the last sync now): another host synced it since it fell
+    due (:data:`SCHEDULED_AFTER`)."""
     from mdm_core.errors import MdmError
 
-    token = SCHEDULED_AFTER.set((last_sync(host, name),))
+    token = SCHEDULED_AFTER.set(seen or (last_sync(host, name),))
     try:
         [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
     finally:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import col
 
 from plugins.vpp.accounts import add_account, remove_account, set_account
@@ -130,6 +131,34 @@ def test_a_manual_sync_meanwhile_moves_the_scheduled_one(school: Any, cli: Any) 
     scheduler.run_pending()
     assert [r["trigger"] for r in recent_runs(school, "school")] == ["manual"]  # not synced twice
     assert scheduler.next_run("vpp.sync.school") > _now() + timedelta(seconds=3590)
+
+
+def test_a_sync_by_another_host_while_the_due_job_waits_for_a_worker_is_not_repeated(school: Any, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accounts due together wait for a free worker: if another host syncs the account in
+    that wait, the job does nothing when a worker takes it (the start-up race of hosts that
+    all planned a never-synced account)."""
+    from mdm_core.scheduler import HostScheduler
+
+    scheduler = school.build_scheduler(inline=True)  # never synced: due now
+    run = HostScheduler._run
+
+    def after_a_wait_for_a_worker(self: HostScheduler, state: Any, *args: Any) -> None:
+        if state.name == "vpp.sync.school":
+            assert cli("vpp", "sync", "school")[0] == 0  # another host, meanwhile
+        run(self, state, *args)
+
+    monkeypatch.setattr(HostScheduler, "_run", after_a_wait_for_a_worker)
+    scheduler.run_pending()
+    assert [r["trigger"] for r in recent_runs(school, "school")] == ["manual"]  # not synced twice
+    assert scheduler.jobs["vpp.sync.school"].last_error is None
+
+
+def test_a_job_made_due_on_purpose_syncs_even_just_after_a_sync(school: Any, cli: Any) -> None:
+    scheduler = school.build_scheduler(inline=True)
+    assert cli("vpp", "sync", "school")[0] == 0
+    _due(scheduler, "vpp.sync.school")  # "run now": not a plan that another sync answered already
+    scheduler.run_pending()
+    assert [r["trigger"] for r in recent_runs(school, "school")] == ["schedule", "manual"]
 
 
 def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: Any, simulator: Any, project_dir: Path, cli: Any, caplog: Any) -> None:
