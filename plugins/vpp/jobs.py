@@ -54,8 +54,8 @@ def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
         accounts = {name: interval for name, interval in session.execute(select(col(VppAccount.name), col(VppAccount.interval_seconds)))}
     for name, interval in accounts.items():
         try:
-            job = AccountJob(host, name)  # (kept only if the account has no job yet)
-            scheduler.ensure(PREFIX + name, interval, job.run, plugin="vpp", last_done=job.plan_basis)
+            account_job = AccountJob(host, name)  # (kept only if the account has no job yet)
+            scheduler.ensure(PREFIX + name, interval, account_job.run, plugin="vpp", last_done=account_job.plan_basis)
         except Exception as exc:
             scheduler.remove(PREFIX + name)
             message = f"account {name} is not scheduled: {describe(exc)}: fix it with `mdm vpp account set {name} --interval SECONDS`"
