@@ -117,3 +117,34 @@ def test_a_lock_won_while_another_try_was_under_way_stays_with_its_live_holder(p
     first.release()
     assert second.try_acquire() is True
     second.release()
+
+
+@pytest.mark.slow  # a full sync of 1,200 licenses and an incremental one on PostgreSQL
+def test_a_sync_that_fills_the_mirror_refreshes_its_planner_statistics(pg_host: Host, project_dir: Path) -> None:
+    """A first full sync bulk-loads the mirror; until autovacuum passes, PostgreSQL plans the
+    next sync's joins with it as with empty tables (seconds instead of milliseconds at 300,000
+    licenses). The sync refreshes the statistics of what it changed by a large share, and
+    only that: a small incremental sync analyzes nothing."""
+    from sqlalchemy import text
+
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.sync.apply import refresh_statistics
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    def planner_rows(table: str) -> float:
+        with pg_host.db.engine.connect() as conn:
+            return float(conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}).scalar_one())
+
+    with Simulator(seed=5, assets=6, devices=900, users=700, assignments=1200, page_size=200, async_delay=0) as sim:
+        add_simulated_account(pg_host, sim, project_dir)
+        assert planner_rows("vpp_license") <= 0  # never analyzed (-1), or empty
+        report = sync_account(pg_host, "school", full=True)
+        assert report["status"] == "ok" and report["counts"]["licenses"]["added"] == 1200
+        assert planner_rows("vpp_license") == 1200
+        assert planner_rows("vpp_user") == report["counts"]["users"]["added"] == 700
+        adam_id, pricing, _, serial = next(a for a in sim.snapshot()["assignments"] if a[2] == "serialNumber")
+        sim.remove_in_portal(adam_id, pricing, serial_number=serial)
+        report = sync_account(pg_host, "school")
+        assert (report["status"], report["counts"]["licenses"]["removed"]) == ("ok", 1)
+        assert refresh_statistics(pg_host, report["counts"]) == []

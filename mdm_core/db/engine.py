@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -187,6 +187,31 @@ class Database:
         with self.engine.connect() as conn:
             conn.exec_driver_sql(f"ANALYZE {names}")
             conn.commit()
+
+    def analyze_changed(self, changed: Mapping[str, int], *, share: float = 0.1, minimum: int = 500) -> list[str]:
+        """Refresh the planner's statistics (PostgreSQL) of the tables in ``changed`` (name →
+        rows just inserted, updated or deleted) whose change is large next to the rows their
+        statistics count (``share`` of them plus ``minimum``); returns the tables analyzed.
+
+        A bulk write (a first full sync: 300,000 licenses) leaves statistics that say the
+        table is empty until autovacuum passes; the next sync's joins with it are then planned
+        as with an empty table (a 300,000-row sort for a 1,000-row anti-join, a sequential
+        scan per staged user) and take seconds instead of milliseconds. SQLite: nothing."""
+        if self.url.get_backend_name() != "postgresql":
+            return []
+        names = sorted(t for t, n in changed.items() if n >= minimum)
+        if not names:
+            return []
+        with self.engine.connect() as conn:
+            counted: dict[str, float] = dict(
+                conn.exec_driver_sql(
+                    "SELECT relname, greatest(reltuples, 0) FROM pg_class WHERE oid IN (SELECT to_regclass(n) FROM unnest(%(names)s::text[]) AS n)",
+                    {"names": names},
+                ).all()
+            )
+        stale = [t for t in names if changed[t] >= minimum + share * float(counted.get(t, 0))]
+        self.analyze(*stale)
+        return stale
 
     def dispose(self) -> None:
         """Close every pooled connection."""

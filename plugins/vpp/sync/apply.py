@@ -42,6 +42,21 @@ def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lo
     return host.db.run_write(lambda session: mirror.apply(session, read))
 
 
+def refresh_statistics(host: Host, counts: dict[str, Any]) -> list[str]:
+    """After a committed sync: the planner's statistics of the mirror's tables that it changed
+    by a large share (a first full sync fills them), so that the next sync's joins with them
+    are planned for their real size (:meth:`mdm_core.db.engine.Database.analyze_changed`);
+    returns the tables analyzed (PostgreSQL; none on SQLite)."""
+    licenses, users, assets = (counts.get(k, {}) for k in ("licenses", "users", "assets"))
+    return host.db.analyze_changed(
+        {
+            L.name: licenses.get("added", 0) + licenses.get("removed", 0),
+            U.name: sum(users.get(k, 0) for k in ("added", "changed", "retired", "removed")),
+            A.name: sum(assets.get(k, 0) for k in ("added", "changed", "removed")),
+        }
+    )
+
+
 class MirrorUpdate:
     """The one transaction of a sync run of ``account``."""
 

@@ -39,7 +39,7 @@ from ..jobs import SCHEDULED_AFTER
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from . import progress
-from .apply import apply_read
+from .apply import apply_read, refresh_statistics
 from .read import SyncReader, clear_stage
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                 read = reader.read(mode)
             beat.check()
             counts = apply_read(host, account, run_id, read, lock)
+            _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, counts))
         report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         message = _failure(account.name, trigger, exc, host)
