@@ -125,6 +125,7 @@ class SyncReader:
         self.expirations: list[datetime] = []
         self.stopped = threading.Event()
         self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
+        self._mirrored_per_asset: dict[AssetKey, int] | None = None  # _mirrored_counts
         self.diff = False  # re-read assets are compared with the mirror (incremental syncs)
         self.matched: dict[str, dict[AssetKey, int]] = {}  # diffed adamId -> mirrored licenses Apple still lists, per asset
         self.removed: dict[str, list[tuple[str, str, str, str]]] = {}  # diffed adamId -> mirrored licenses Apple no longer lists
@@ -396,19 +397,29 @@ class SyncReader:
             }
         return self._staged
 
+    def _mirrored_counts(self) -> dict[AssetKey, int]:
+        """Mirrored licenses per asset, counted once per read (a scan of the account's whole
+        mirror): the read writes nothing to the mirror, so the reconcile's rounds reuse it. An
+        asset whose licenses changed meanwhile (an assignment made through this host) at worst
+        mismatches and is read again; the re-read assets' counts never use these."""
+        if self._mirrored_per_asset is None:
+            with self.host.db.session() as session:
+                self._mirrored_per_asset = {
+                    (a, p): n
+                    for a, p, n in session.execute(
+                        select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == self.account.id).group_by(L.c.adam_id, L.c.pricing_param)
+                    )
+                }
+        return self._mirrored_per_asset
+
     def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
         """adamIds whose ``assignedCount`` differs from the licenses the mirror would hold."""
         staged = self._staged_counts()
         expected = dict(staged)
         if not full:
             acc = self.account.id
+            mirrored = self._mirrored_counts()
             with self.host.db.session() as session:
-                mirrored = {
-                    (a, p): n
-                    for a, p, n in session.execute(
-                        select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == acc).group_by(L.c.adam_id, L.c.pricing_param)
-                    )
-                }
                 added = {
                     (a, p): n
                     for a, p, n in session.execute(
