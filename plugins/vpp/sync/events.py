@@ -26,10 +26,13 @@ EVENT_RECORDS = 500
 
 
 def record_chunks(host: Host, session: Session, account: str, event: str, records: Sequence[Mapping[str, Any]]) -> None:
-    """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event."""
+    """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event.
+
+    Each event is inserted at once (a bulk insert, not an ORM object left in the session until
+    its next flush): a sync that records its events while it streams rows holds none of them."""
     key = "assets" if event.startswith("vpp_assets") else "users"
     for start in range(0, len(records), EVENT_RECORDS):
-        host.events.record(session, event, {"account": account, key: records[start : start + EVENT_RECORDS]})
+        host.events.record_many(session, [(event, {"account": account, key: records[start : start + EVENT_RECORDS]})])
 
 
 def with_known(query: Any, table: Any) -> Any:
