@@ -234,3 +234,39 @@ def test_sync_all_goes_on_when_an_account_is_removed_meanwhile(synced: Any, monk
     reports = {r["account"]: r for r in sync_accounts(synced, None)}
     assert reports["ghost"]["status"] == "skipped" and "no VPP account named 'ghost'" in reports["ghost"]["error"]
     assert reports["school"]["status"] == "ok"
+
+
+def test_an_apply_longer_than_the_lock_ttl_still_holds_the_lock_after_its_commit(synced: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apply transaction holds the lock's row from its first statement (the fence), so the
+    heartbeat cannot extend the lock meanwhile (it waits on that row): an apply that outlasts
+    the TTL must extend the lock itself before it commits, or another host could take the
+    account as soon as it commits, while this sync still delivers its events."""
+    from datetime import timedelta
+
+    from mdm_core import locks
+    from plugins.vpp.sync import run as runner
+
+    name = f"vpp.sync.{account_row(synced).id}"
+    lock = synced.lock(name, ttl=600)
+    lock.acquire()
+    real_fence, real_now, fences = locks.DbLock.fence, locks.utcnow, []
+
+    def fence_begun_long_ago(self: locks.DbLock, session: Any) -> None:
+        if not fences:  # the apply's first statement, as if the apply had begun 700 s ago
+            with monkeypatch.context() as m:
+                m.setattr(locks, "utcnow", lambda: real_now() - timedelta(seconds=700))
+                real_fence(self, session)
+        else:
+            real_fence(self, session)
+        fences.append(self.name)
+
+    monkeypatch.setattr(locks.DbLock, "fence", fence_begun_long_ago)
+    try:
+        report = runner._locked_sync(synced, account_row(synced), True, "manual", lock, 86400)
+        assert report["status"] == "ok", report
+        info = lock.info()
+        assert info is not None and info.holder == lock.holder
+        assert info.expires_at > real_now(), "the lock expired at the commit of a long apply"
+        assert not synced.lock(name, ttl=600).try_acquire(), "another holder took the account right after the sync's commit"
+    finally:
+        lock.release()

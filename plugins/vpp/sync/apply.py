@@ -70,7 +70,8 @@ class MirrorUpdate:
         """The one transaction: mirror, account, sync run, events; returns the counts.
 
         It starts by checking the fencing token (holder and generation of the account's lock)
-        inside itself: a run that lost its lock writes nothing, whatever it read."""
+        inside itself: a run that lost its lock writes nothing, whatever it read. It ends by
+        extending the lock again (its row is held meanwhile: the heartbeat cannot)."""
         self.lock.fence(session)
         mode, assets, versions, reread = read.mode, read.assets, read.versions, read.reread
         counts: dict[str, Any] = {}
@@ -100,6 +101,9 @@ class MirrorUpdate:
         assert run is not None
         run.mode, run.status, run.finished_at, run.pages, run.counts = mode, "ok", now, read.pages, counts
         session.add(run)
+        # the lock's row is ours since the fence above, so the heartbeat waits on it until the
+        # commit: extend the lock from here, or an apply longer than its TTL ends with it expired
+        self.lock.fence(session)
         return counts
 
     def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any]) -> list[tuple[str, str]]:
