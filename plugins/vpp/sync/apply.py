@@ -19,7 +19,7 @@ from mdm_core.models import MdmUser, utcnow
 from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
-from .events import EVENT_RECORDS, known_ids, record_chunks, record_license_events, with_known, with_known_keys
+from .events import EVENT_RECORDS, record_chunks, record_license_events, with_known, with_known_keys
 from .read import SL, SU, AppleRead, in_mirror
 
 if TYPE_CHECKING:
@@ -135,24 +135,27 @@ class MirrorUpdate:
         fields = ("email", "status", "id_hash", "invite_code")
         in_mirror = exists().where(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id)
         is_new = and_(SU.c.run_id == run, ~in_mirror)
-        added = 0
-        new_rows: list[dict[str, Any]] = []
-        linked_new: set[str] = set()
         MU = table_of(MdmUser)
         new_users = select(SU.c.client_user_id, *(SU.c[f] for f in fields), MU.c.id.label("mdm_user")).outerjoin(MU, MU.c.id == SU.c.client_user_id)
-        for r in session.execute(new_users.where(is_new), execution_options=STREAMED):
-            new_rows.append(dict(r._mapping))  # streamed, an event of 500 at a time: memory does not grow with the account
-            if r.mdm_user is not None:
-                linked_new.add(r.mdm_user)
-            if len(new_rows) >= EVENT_RECORDS:
-                added += self._record_added_users(session, new_rows, linked_new)
-        added += self._record_added_users(session, new_rows, linked_new)
+        news = UserEvents(self, session, "vpp_users_added")
+        for r in session.execute(new_users.where(is_new), execution_options=STREAMED):  # streamed: memory does not grow with the account
+            news.add(r._mapping)
+        news.flush()
+        added = news.count
+        retiring = ("Retired", "Deleted")
         joined = (
-            select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status"))
+            select(SU.c.client_user_id, *(SU.c[f] for f in fields), U.c.status.label("old_status"), MU.c.id.label("mdm_user"))
             .join(U, and_(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id))
+            .outerjoin(MU, MU.c.id == SU.c.client_user_id)
             .where(SU.c.run_id == run, or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
         )
-        changed_rows = [dict(r._mapping) for r in session.execute(joined)]
+        # streamed, their events recorded 500 at a time, the mirror updated by one statement after
+        changed = {"vpp_users_changed": UserEvents(self, session, "vpp_users_changed"), "vpp_users_retired": UserEvents(self, session, "vpp_users_retired")}
+        for r in session.execute(joined, execution_options=STREAMED):
+            retired = r.status in retiring and r.old_status not in retiring
+            changed["vpp_users_retired" if retired else "vpp_users_changed"].add(r._mapping)
+        for events in changed.values():
+            events.flush()
         removed = 0
         if full:
             gone = ~exists().where(SU.c.run_id == run, SU.c.client_user_id == U.c.client_user_id)
@@ -165,28 +168,14 @@ class MirrorUpdate:
                     columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)
                 )
             )
-        if changed_rows:
+        if any(events.count for events in changed.values()):  # UPDATE ... FROM the stage (one staged row per user: see above)
             session.execute(
-                update(U).where(U.c.account_id == acc, U.c.client_user_id == bindparam("b_id")),
-                [{**{f: r[f] for f in fields}, "updated_at": now, "b_id": r["client_user_id"]} for r in changed_rows],
+                update(U)
+                .where(U.c.account_id == acc, U.c.client_user_id == SU.c.client_user_id, SU.c.run_id == run)
+                .where(or_(*(SU.c[f].is_distinct_from(U.c[f]) for f in fields)))
+                .values({**{f: SU.c[f] for f in fields}, "updated_at": now})
             )
-        retired = [r for r in changed_rows if r["status"] in ("Retired", "Deleted") and r["old_status"] not in ("Retired", "Deleted")]
-        retired_ids = {r["client_user_id"] for r in retired}
-        other_changes = [r for r in changed_rows if r["client_user_id"] not in retired_ids]
-        linked = known_ids(session, table_of(MdmUser).c.id, [r["client_user_id"] for r in changed_rows])
-        for event, rows in (("vpp_users_changed", other_changes), ("vpp_users_retired", retired)):
-            record_chunks(self.host, session, self.account.name, event, [apple_user(r, linked) for r in rows])
-        counts["users"] = {"added": added, "changed": len(other_changes), "retired": len(retired), "removed": removed}
-
-    def _record_added_users(self, session: Session, rows: list[dict[str, Any]], linked: set[str]) -> int:
-        """One ``vpp_users_added`` event for these (at most 500) new users, ``linked``: those that
-        are MDM users; empties both."""
-        count = len(rows)
-        if rows:
-            record_chunks(self.host, session, self.account.name, "vpp_users_added", [apple_user(r, linked) for r in rows])
-            rows.clear()
-            linked.clear()
-        return count
+        counts["users"] = {"added": added, "changed": changed["vpp_users_changed"].count, "retired": changed["vpp_users_retired"].count, "removed": removed}
 
     def _apply_licenses(
         self,
@@ -347,3 +336,30 @@ def asset_differs(row: VppAsset, new: dict[str, Any]) -> bool:
         any(getattr(row, key) != value for key, value in new.items() if key != "supported_platforms")
         or sorted(row.supported_platforms or []) != new["supported_platforms"]
     )
+
+
+class UserEvents:
+    """User events of one kind recorded as the rows stream, ``EVENT_RECORDS`` users each;
+    ``count``: the rows added."""
+
+    def __init__(self, mirror: MirrorUpdate, session: Session, event: str):
+        self.mirror, self.session, self.event = mirror, session, event
+        self.rows: list[dict[str, Any]] = []
+        self.linked: set[str] = set()
+        self.count = 0
+
+    def add(self, row: Any) -> None:
+        """One user row (with ``mdm_user``: its MDM user id, or None)."""
+        self.rows.append(dict(row))
+        if row["mdm_user"] is not None:
+            self.linked.add(row["mdm_user"])
+        self.count += 1
+        if len(self.rows) >= EVENT_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the event of the rows added since the last one."""
+        if self.rows:
+            record_chunks(self.mirror.host, self.session, self.mirror.account.name, self.event, [apple_user(r, self.linked) for r in self.rows])
+            self.rows.clear()
+            self.linked.clear()
