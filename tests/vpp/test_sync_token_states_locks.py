@@ -249,7 +249,8 @@ def test_an_apply_longer_than_the_lock_ttl_still_holds_the_lock_after_its_commit
     name = f"vpp.sync.{account_row(synced).id}"
     lock = synced.lock(name, ttl=600)
     lock.acquire()
-    real_fence, real_now, fences = locks.DbLock.fence, locks.utcnow, []
+    real_fence, real_now = locks.DbLock.fence, locks.utcnow
+    fences: list[str] = []
 
     def fence_begun_long_ago(self: locks.DbLock, session: Any) -> None:
         if not fences:  # the apply's first statement, as if the apply had begun 700 s ago
