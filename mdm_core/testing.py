@@ -18,7 +18,10 @@ Load it from a ``conftest.py`` with ``pytest_plugins = ["mdm_core.testing"]``; i
 - ``closed_port``: a loopback port that refuses connections for the whole test (held, so that
   no other test or pytest-xdist worker takes it meanwhile; never a fixed port);
 - ``restore_logging`` (automatic): ``mdm`` reconfigures the root logger; each test gets the
-  logging it had back.
+  logging it had back;
+- :class:`MigratedTemplates` (automatic): a new, empty SQLite database is migrated once per
+  set of migrations in each test process and copied afterwards, so that a database per test
+  costs a file copy rather than every migration.
 
 For the VPP plugin's mirror compared with Apple's (simulated) state, see
 ``plugins.vpp.testing``: the core knows nothing about Apple.
@@ -26,13 +29,18 @@ For the VPP plugin's mirror compared with Apple's (simulated) state, see
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import shutil
 import socket
+import sqlite3
+import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,6 +48,10 @@ from mdm_core import hookimpl
 from mdm_core.events import Event
 from mdm_core.host import Host, create_host
 from mdm_core.plugins import observe_hook_calls
+
+if TYPE_CHECKING:
+    from mdm_core.db.engine import Database
+    from mdm_core.db.migrate import History, MigrationSet, Step
 
 TEST_SECRET_KEY = "test-secret-key"
 
@@ -76,6 +88,126 @@ def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
     yield make
     for host in hosts:
         host.close()
+
+
+# --------------------------------------------------------------------------- migrated templates
+
+
+class MigratedTemplates:
+    """Migrates a new, empty SQLite database once per set of migrations, then copies it.
+
+    ``install()`` wraps ``mdm_core.db.migrate.upgrade`` (which ``Host.db`` runs on a new
+    database, and ``mdm db upgrade``): when the database is an SQLite file without any table,
+    the first upgrade with a given set of histories (their names, dependencies, tables and the
+    contents of their migration files) runs every migration as usual and keeps a copy of the
+    result; later ones copy it into the database (SQLite's backup API) and return the same
+    steps, logged and passed to ``on_step`` as the migrations would. Anything else (PostgreSQL,
+    a database with tables, older revisions to upgrade, a failing migration) runs the real
+    migrations. Each process keeps its own copies, in a folder removed by ``uninstall()``.
+    """
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.steps: dict[str, list[Step]] = {}
+        self._lock = threading.Lock()
+        self._real: Callable[..., list[Step]] | None = None
+
+    def install(self) -> None:
+        from mdm_core.db import migrate
+
+        if self._real is None:
+            self._real = migrate.upgrade
+            migrate.upgrade = self.upgrade  # same signature, see upgrade()
+
+    def uninstall(self) -> None:
+        from mdm_core.db import migrate
+
+        if self._real is not None:
+            migrate.upgrade = self._real  # the original function
+            self._real = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+        self.steps.clear()
+
+    def upgrade(
+        self,
+        db: Database,
+        sets: Sequence[MigrationSet],
+        *,
+        histories: Sequence[History] | None = None,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> list[Step]:
+        """``mdm_core.db.migrate.upgrade``, served from a template when the database is new."""
+        from mdm_core.db import migrate
+
+        assert self._real is not None
+        histories = list(histories) if histories is not None else [migrate.History(s) for s in migrate.order(sets)]
+        if not db.is_sqlite or db.in_memory or not _has_no_tables(db):
+            return self._real(db, sets, histories=histories, on_step=on_step)
+        key = _histories_key(histories)
+        with self._lock:
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="mdm-migrated-"))
+            template = self.folder / f"{key}.sqlite3"
+            known = self.steps.get(key)
+        if known is None:
+            steps = self._real(db, sets, histories=histories, on_step=on_step)
+            with _driver_connection(db) as source, sqlite3.connect(template) as copy:
+                source.backup(copy)
+            copy.close()
+            with self._lock:
+                self.steps[key] = list(steps)
+            return steps
+        with sqlite3.connect(template) as source, _driver_connection(db) as target:
+            source.backup(target)
+        source.close()
+        for step in known:
+            migrate.log.info("%s", step.describe())
+            if on_step is not None:
+                on_step(step)
+        return list(known)
+
+
+def _has_no_tables(db: Database) -> bool:
+    from sqlalchemy import inspect
+
+    with db.engine.connect() as conn:
+        return not inspect(conn).get_table_names()
+
+
+@contextlib.contextmanager
+def _driver_connection(db: Database) -> Iterator[sqlite3.Connection]:
+    """The database's own sqlite3 connection (with its pragmas), back to its pool afterwards."""
+    raw = db.engine.raw_connection()
+    try:
+        yield raw.driver_connection  # type: ignore[misc]  # an sqlite3.Connection on an SQLite engine
+    finally:
+        raw.close()
+
+
+def _histories_key(histories: Sequence[History]) -> str:
+    """What decides the schema a new database gets: each history's name, dependencies, tables
+    and migration files (their names and contents)."""
+    digest = hashlib.sha256()
+    for history in histories:
+        s = history.set
+        digest.update(repr((s.name, s.depends_on, sorted(s.table_names))).encode())
+        for path in sorted(Path(s.directory).glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+#: The migrated templates of this test process (installed while the plugin is loaded).
+TEMPLATES = MigratedTemplates()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    TEMPLATES.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    TEMPLATES.uninstall()
 
 
 # --------------------------------------------------------------------------- the command line
