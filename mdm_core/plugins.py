@@ -10,6 +10,7 @@ that cannot be loaded is left out and listed as ``broken`` instead, so that ``md
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import types
@@ -197,7 +198,18 @@ def _entry_points_by_module() -> dict[str, Any]:
 
 def _dist_version(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
-    return str(dist.version) if dist is not None else "unknown"
+    if dist is None:
+        return "unknown"
+    where = getattr(dist, "_path", None)  # parsing a distribution's metadata is slow: once per metadata folder
+    if where is None:
+        return str(dist.version)
+    key = str(where)
+    if key not in _VERSIONS:
+        _VERSIONS[key] = str(dist.version)
+    return _VERSIONS[key]
+
+
+_VERSIONS: dict[str, str] = {}
 
 
 def call_hook(pm: pluggy.PluginManager, hook_name: str, *, historic: bool = False, **kwargs: Any) -> Any:
@@ -272,8 +284,9 @@ def _raised_by_pluggy(exc: BaseException) -> bool:
     return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pluggy")
 
 
+@functools.cache
 def core_version() -> str:
-    """The installed mdm-host's version."""
+    """The installed mdm-host's version (read once per process)."""
     try:
         return importlib.metadata.version("mdm-host")
     except importlib.metadata.PackageNotFoundError:

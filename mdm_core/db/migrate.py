@@ -20,8 +20,10 @@ indexes), that migration is recorded as applied instead of being run.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -138,9 +140,7 @@ class History:
         self.name = migration_set.name
         self.config = alembic_config(migration_set)
         try:
-            self.script = ScriptDirectory.from_config(self.config)
-            heads = self.script.get_heads()
-            self.revisions: list[Script] = list(reversed(list(self.script.walk_revisions())))
+            self.script, heads, self.revisions = _read_scripts(migration_set.directory, self.config)
         except CommandError as exc:
             raise PluginError(f"migrations of {self.name} in {migration_set.directory} cannot be read: {describe(exc)}") from None
         if len(heads) != 1:
@@ -163,6 +163,31 @@ class History:
         if revision is None:
             return list(self.ids)
         return self.ids[self.ids.index(revision) + 1 :]
+
+
+_SCRIPTS: dict[tuple[Any, ...], tuple[ScriptDirectory, tuple[str, ...], list[Script]]] = {}
+_SCRIPTS_LOCK = threading.Lock()
+
+
+def _read_scripts(directory: Path, config: Config) -> tuple[ScriptDirectory, tuple[str, ...], list[Script]]:
+    """A folder's revision scripts, its heads and its revisions oldest first. Alembic reads a
+    folder by executing every file in it; the result is kept while no file in the folder is
+    added, removed or changed (names, sizes, modification times), as every host made in one
+    process (in-process commands, tests) reads the same folders."""
+    try:
+        files = tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(directory) if e.name.endswith(".py")))
+    except OSError:
+        files = ()
+    key = (str(directory), files)
+    with _SCRIPTS_LOCK:
+        known = _SCRIPTS.get(key)
+    if known is None:
+        script = ScriptDirectory.from_config(config)
+        heads = tuple(script.get_heads())
+        known = (script, heads, list(reversed(list(script.walk_revisions()))))
+        with _SCRIPTS_LOCK:
+            _SCRIPTS[key] = known
+    return known[0], known[1], list(known[2])
 
 
 def alembic_config(migration_set: MigrationSet, **attributes: Any) -> Config:
