@@ -92,6 +92,22 @@ def _event_payloads_follow_their_types(request: pytest.FixtureRequest) -> Iterat
     assert not problems, "event payloads that break their declared types: " + "; ".join(sorted(set(problems)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes() -> Iterator[None]:
+    """In-process password hashes use Argon2id with its smallest cost (1 pass, 1 MiB) instead of
+    the library's recommended one (3 passes, 64 MiB: a fifth of a second of CPU per sign-in and
+    per admin added): the same algorithm, code and stored format, at a cost a test can afford.
+    ``mdm`` processes started by the tests keep the real parameters."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    from mdm_core.web import access
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(access, "_hasher", lambda: PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)))
+        yield
+
+
 @pytest.fixture
 def simulator() -> Iterator[Any]:
     """A small Apple-compatible service on a free loopback port (events complete at once)."""
