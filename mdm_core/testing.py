@@ -103,7 +103,8 @@ class MigratedTemplates:
     result; later ones copy it into the database (SQLite's backup API) and return the same
     steps, logged and passed to ``on_step`` as the migrations would. Anything else (PostgreSQL,
     a database with tables, older revisions to upgrade, a failing migration) runs the real
-    migrations. Each process keeps its own copies, in a folder removed by ``uninstall()``.
+    migrations. Each process keeps its own copies, in a folder removed by the outermost
+    ``uninstall()``.
     """
 
     def __init__(self) -> None:
@@ -111,17 +112,24 @@ class MigratedTemplates:
         self.steps: dict[str, list[Step]] = {}
         self._lock = threading.Lock()
         self._real: Callable[..., list[Step]] | None = None
+        self._installed = 0
 
     def install(self) -> None:
+        """Wrap the migrations (nested pytest sessions, e.g. pytester's, install it again)."""
         from mdm_core.db import migrate
 
+        self._installed += 1
         if self._real is None:
             self._real = migrate.upgrade
             migrate.upgrade = self.upgrade  # same signature, see upgrade()
 
     def uninstall(self) -> None:
+        """Undo the outermost ``install()`` and remove the copies."""
         from mdm_core.db import migrate
 
+        self._installed -= 1
+        if self._installed > 0:
+            return
         if self._real is not None:
             migrate.upgrade = self._real  # the original function
             self._real = None
