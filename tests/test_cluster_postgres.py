@@ -27,7 +27,7 @@ from mdm_core.testing import TEST_SECRET_KEY
 
 from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
-pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
+pytestmark = [pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON), pytest.mark.slow]  # three real `mdm run` processes
 
 INTERVAL = 4  # seconds between two syncs of an account
 ACCOUNTS = 6

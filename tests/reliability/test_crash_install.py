@@ -67,6 +67,7 @@ def _licensed(sim: Any, adam_id: str, pricing: str, serial: str) -> bool:
     return (adam_id, pricing, "serialNumber", serial) in sim.snapshot()["assignments"]
 
 
+@pytest.mark.slow  # a real install process, killed
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("point", POINTS)
 def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installing: Any, project_dir: Path, point: str, database_url: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -25,6 +26,7 @@ from .conftest import RELIABLE_CONFIG, count_figure
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a real process, killed
 def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next_job(
     make_host: Callable[..., Host], recorder: EventRecorder, small_sim: Any, project_dir: Path
 ) -> None:

