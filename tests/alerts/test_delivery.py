@@ -145,7 +145,7 @@ def test_a_sync_never_waits_for_a_channel(alerts_host, webhook_server, simulator
     started = time.monotonic()
     assert sync(host)["status"] == "error"
     assert sync(host)["status"] == "ok"
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20, "a sync waited for the webhook (which holds each request 30 s, timeout 30 s)"
     assert hook.requests == []
     assert [a["state"] for a in alerts(host)] == ["failing", "ok"]
     assert {d["status"] for a in alerts(host) for d in a["deliveries"]} == {"pending"}
