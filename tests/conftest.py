@@ -80,6 +80,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(FIGURES, "mdm-reliability-figures")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL variant of a test run on both databases is ``slow`` (a real server, each
+    test's schema made by the migrations there): the fast subset runs the SQLite variant, the
+    whole suite both."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgresql" in params.values() or any(str(v).startswith("postgresql") for v in params.values()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _event_payloads_follow_their_types(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails the test during which an event was delivered with keys its TypedDict does not declare
