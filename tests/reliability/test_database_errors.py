@@ -64,11 +64,18 @@ def test_a_read_only_database_is_one_line_and_reads_still_work(
 def test_a_locked_sqlite_database_is_one_line(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[core]\nsqlite_busy_timeout = 0.3\n", environ={"MDM_DISABLED_PLUGINS": "mobile_apps,alerts"})
     assert mdm("devices", "list")[0] == 0
+    from types import SimpleNamespace
+
+    from mdm_core.db import engine as engine_module
+
+    slept: list[float] = []
+    monkeypatch.setattr(engine_module, "time", SimpleNamespace(sleep=slept.append))  # the pauses between attempts, not waited here
     holder = sqlite3.connect(project_dir / "var" / "mdm.sqlite3", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process writing for a long time
     try:
         code, out, err = mdm("users", "add", "kid-9", "--email", "kid-9@example.org")
         assert code == 1
+        assert slept == pytest.approx([0.2, 0.4, 0.6, 0.8])  # five attempts, each waiting the busy timeout, with growing pauses between
         _one_clean_line(err, "is locked by another process", "sqlite_busy_timeout")
         assert mdm("users", "list")[0] == 0  # a read does not need the write lock
     finally:
