@@ -391,8 +391,10 @@ def test_apple_unreachable_moves_the_counts_by_the_delta_and_the_sync_confirms(n
 
 
 def test_an_impossible_delta_with_apple_unreachable_is_retried_then_left_to_the_sync(notified: Host, simulator: Any) -> None:
+    from plugins.vpp.settings import VppSettings
     from plugins.vpp.sync.run import sync_account
 
+    notified.config.section("vpp", VppSettings).max_attempts = 1  # each try of the notification asks Apple once (no back-off waited)
     key = simulator.purchase(count=2)  # unknown to the mirror: no delta can be applied
     simulator.faults.add("server_error", endpoint="assets", status=503, retry_after=0)
     assert simulator.wait_notifications(5)
