@@ -271,6 +271,7 @@ def _pg_connect_error(mdm, monkeypatch, url: str) -> str:
     return line
 
 
+@pytest.mark.slow  # waits out libpq's real connect timeout (2 s)
 def test_a_silent_database_host_fails_in_one_line_within_the_connect_timeout(mdm, monkeypatch):
     """A port that accepts but never answers (a firewall, a wrong service): libpq's connect
     timeout ends it, told in one line."""

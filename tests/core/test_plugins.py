@@ -21,6 +21,7 @@ def names(host):
     return [(r.name, r.source) for r in host.plugins]
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_nothing_loads_at_import_time():
     # importing the core registers no plugin and builds no engine
     code = (

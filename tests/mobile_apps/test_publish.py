@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 from sqlmodel import col
 
@@ -162,6 +163,7 @@ def test_a_failed_lookup_after_a_manual_sync_never_fails_it(make_apps_host, simu
     assert all(r["metadata"] != "error" for r in json.loads(mdm("apps", "list", "--json")[1]))
 
 
+@pytest.mark.slow  # a metadata lookup held 1 s
 def test_the_sync_report_time_is_the_wall_time(make_apps_host, simulator, mdm):
     """Event delivery (here a slow metadata lookup after the sync) is part of the time shown."""
     import re

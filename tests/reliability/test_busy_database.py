@@ -76,6 +76,7 @@ class SlowSubscriber:
         self.seen.append(event.payload["serial_number"])
 
 
+@pytest.mark.slow  # waits out real delivery budgets (3 s)
 def test_a_command_delivers_within_its_budget_and_mdm_run_delivers_the_rest(
     make_host: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

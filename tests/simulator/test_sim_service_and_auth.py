@@ -9,6 +9,7 @@ import re
 import stat
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import requests
 
 from plugins.vpp.simulator import Simulator
@@ -178,6 +179,7 @@ def test_stoken_format_and_secrecy(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+@pytest.mark.slow  # requests held 2 s to overlap
 def test_more_than_five_requests_of_one_token_at_once_get_9646(fresh):
     """Apple's limit is per organization: a sixth request in flight is refused (429, 9646)."""
     import threading
