@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def load_plugins(
         if autoload is None:
             autoload = config.plugins.autoload and environ.get("MDM_PLUGIN_AUTOLOAD", "1") != "0"
         if autoload:
-            for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            for ep in sorted(_group_entry_points(), key=lambda e: e.name):
                 if pm.is_blocked(ep.name):
                     if not any(r.name == ep.name for r in records):
                         records.append(PluginRecord(ep.name, "entry point", ep.value.split(":", 1)[0], _dist_version(ep), "disabled"))
@@ -190,10 +191,28 @@ def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolera
 def _entry_points_by_module() -> dict[str, Any]:
     """Entry points of our group keyed by the module they load (``pkg.mod`` of ``pkg.mod:attr``)."""
     try:
-        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        eps = _group_entry_points()
     except Exception:  # broken metadata must not hide the configuration's own plugins
         return {}
     return {ep.value.split(":", 1)[0].strip(): ep for ep in eps}
+
+
+_FIND_ENTRY_POINTS = importlib.metadata.entry_points
+_FOUND: dict[tuple[str, ...], tuple[Any, ...]] = {}
+
+
+def _group_entry_points() -> tuple[Any, ...]:
+    """The installed entry points of the ``mdm.plugins`` group. Finding them reads the metadata
+    of every installed distribution (milliseconds, at each host made in a process: in-process
+    commands, tests): they are found once per ``sys.path``. A replaced
+    ``importlib.metadata.entry_points`` (tests) is asked each time."""
+    find = importlib.metadata.entry_points
+    if find is not _FIND_ENTRY_POINTS:
+        return tuple(find(group=ENTRY_POINT_GROUP))
+    key = tuple(sys.path)
+    if key not in _FOUND:
+        _FOUND[key] = tuple(find(group=ENTRY_POINT_GROUP))
+    return _FOUND[key]
 
 
 def _dist_version(ep: Any) -> str:
