@@ -224,6 +224,19 @@ class Site:
         return f"{DATABASES[self.database]}, {PLUGIN_SETS[self.plugins]}"
 
 
+def drop_database(conn: Any, name: str) -> None:
+    """Drop a benchmark database, ending the sessions left on it. ``WITH (FORCE)`` may not end
+    an autovacuum worker (after millions of rows it often runs: "must be a member of the role
+    whose process is being terminated" for a role without pg_signal_backend); a plain DROP
+    cancels autovacuum by itself."""
+    import psycopg
+
+    try:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.errors.InsufficientPrivilege:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 class PgServer:
     """Creates the benchmark's PostgreSQL databases (``mdm_bench_<pid>_...``) and drops them."""
 
@@ -244,14 +257,14 @@ class PgServer:
             for name in names:
                 found = re.match(r"mdm_bench_(\d+)_", name)
                 if found and not Path(f"/proc/{found.group(1)}").exists():
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    drop_database(conn, name)
 
     def create(self, suffix: str) -> tuple[str, str]:
         from sqlalchemy.engine import make_url
 
         name = re.sub(r"[^a-z0-9_]", "_", f"mdm_bench_{os.getpid()}_{suffix}".lower())
         with self._admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(conn, name)
             conn.execute(f'CREATE DATABASE "{name}"')
         self.created.append(name)
         return name, make_url(self.url).set(database=name).render_as_string(hide_password=False)
@@ -259,7 +272,7 @@ class PgServer:
     def drop_all(self) -> None:
         with self._admin() as conn:
             for name in self.created:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop_database(conn, name)
         self.created.clear()
 
     def version(self) -> str:
