@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
 from mdm_core.db.typed import rowcount
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 #: PostgreSQL advisory lock namespace (the first of the two int4 keys) of lock holders.
 _PG_HOLDER_CLASS = 0x4D444D48  # "MDMH"
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # SELECT ... FOR UPDATE NOWAIT on a row another transaction holds
 
 
 def new_holder() -> str:
@@ -183,8 +184,17 @@ class DbLock:
     def _take(self) -> bool:
         now = utcnow()
         expires = now + timedelta(seconds=self.ttl)
-        with self.db.write_session() as session:
-            row = session.execute(select(Lock).where(col(Lock.name) == self.name).with_for_update()).scalar_one_or_none()
+        with self._write_session() as session:
+            try:
+                # PostgreSQL: never wait for the row's lock. Its holder is in a transaction on it
+                # (a sync's apply, from its fence to its commit): it is alive, so the lock is busy
+                row = session.execute(select(Lock).where(col(Lock.name) == self.name).with_for_update(nowait=not self.db.is_sqlite)).scalar_one_or_none()
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
+                    raise
+                session.rollback()
+                self.busy = self.info()  # a plain read does not wait for the row's lock
+                return False
             if row is None:
                 session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires, generation=1))
                 session.commit()
@@ -218,7 +228,7 @@ class DbLock:
         """Give the lock back (only if we still hold it). The row stays, so that generations
         keep growing: a released lock is one whose expiry has passed."""
         try:
-            with self.db.write_session() as session:
+            with self._write_session() as session:
                 session.execute(update(Lock).where(*self._ours()).values(expires_at=_RELEASED))
                 session.commit()
         finally:
@@ -255,7 +265,7 @@ class DbLock:
         """Push the expiry forward; ``LockLost`` at once if another holder has taken the lock."""
         if self.generation is None:
             raise LockLost(f"lock {self.name} is not held")
-        with self.db.write_session() as session:
+        with self._write_session() as session:
             result = session.execute(update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
             session.commit()
         if rowcount(result) != 1:
@@ -295,6 +305,17 @@ class DbLock:
             beat.stop()
 
     # ------------------------------------------------------------------ PostgreSQL sessions
+
+    @contextmanager
+    def _write_session(self) -> Iterator[Session]:
+        """A write transaction on the lock's row. On PostgreSQL the server ends it if it stays
+        idle longer than the lock's time to live: a process frozen between its renewal's UPDATE
+        and its COMMIT (a suspended VM, SIGSTOP) would otherwise keep the row locked for as
+        long as it stays frozen, and every other host's try would find it busy."""
+        with self.db.write_session() as session:
+            if not self.db.is_sqlite:
+                session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"), {"ms": str(max(1000, round(self.ttl * 1000)))})
+            yield session
 
     def _take_session_lock(self) -> None:
         """On PostgreSQL: take the session advisory lock of our holder on a connection kept for

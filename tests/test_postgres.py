@@ -119,6 +119,73 @@ def test_a_lock_won_while_another_try_was_under_way_stays_with_its_live_holder(p
     second.release()
 
 
+def test_a_lock_whose_row_a_transaction_holds_is_busy_at_once(pg_host: Host) -> None:
+    """A sync's apply holds its lock's row from its fence to its commit (minutes at ten times
+    the size). Another host's try with ``wait=0`` (`mdm vpp sync`) waited for that commit,
+    and `--wait 5` waited far past five seconds: a try answers busy at once, naming the holder."""
+    import threading
+
+    from mdm_core.locks import LockBusy
+
+    holder, other = pg_host.lock("vpp.sync.1", ttl=60), pg_host.lock("vpp.sync.1", ttl=60)
+    holder.acquire()
+    with pg_host.db.write_session() as applying:
+        holder.fence(applying)  # the apply's transaction, still open
+        answers: list[bool] = []
+        attempt = threading.Thread(target=lambda: answers.append(other.try_acquire()), daemon=True)
+        attempt.start()
+        attempt.join(timeout=10)
+        assert answers == [False], "a try waited for the holder's transaction to end"
+        assert other.busy is not None and other.busy.holder == holder.holder
+        with pytest.raises(LockBusy, match="already running"):
+            other.acquire(wait=0.3)
+        applying.commit()
+    holder.release()
+    assert other.try_acquire() is True
+    other.release()
+
+
+@pytest.mark.slow  # waits for the server to end a transaction left idle for the lock's time to live (1 s)
+def test_a_renewal_frozen_before_its_commit_holds_the_row_one_time_to_live_at_most(pg_host: Host) -> None:
+    """A host frozen (suspended VM, SIGSTOP) between its renewal's UPDATE and COMMIT kept the
+    lock's row locked for as long as it stayed frozen: every other host found it busy (before,
+    they hung). The server ends such a transaction after the lock's time to live, so its
+    lock expires as any other and another host takes it."""
+    import threading
+
+    from sqlalchemy import update
+
+    from mdm_core.models import Lock, utcnow
+
+    frozen, other = pg_host.lock("vpp.sync.2", ttl=1), pg_host.lock("vpp.sync.2", ttl=60)
+    frozen.acquire()
+    thawed, renewing = threading.Event(), threading.Event()
+    ended: list[BaseException] = []
+
+    def renew_then_freeze() -> None:
+        try:
+            with frozen._write_session() as session:
+                session.execute(update(Lock).where(*frozen._ours()).values(expires_at=utcnow()))
+                renewing.set()
+                thawed.wait(20)
+                session.commit()
+        except Exception as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=renew_then_freeze, daemon=True)
+    thread.start()
+    assert renewing.wait(10)
+    try:
+        other.acquire(wait=10, poll=0.1)  # busy while the frozen transaction holds the row, then free
+    finally:
+        thawed.set()
+        thread.join(timeout=10)
+    assert ended, "the frozen renewal committed: the server did not end its transaction"
+    info = other.info()
+    assert info is not None and info.holder == other.holder
+    other.release()
+
+
 @pytest.mark.slow  # a full sync of 1,200 licenses and an incremental one on PostgreSQL
 def test_a_sync_that_fills_the_mirror_refreshes_its_planner_statistics(pg_host: Host, project_dir: Path) -> None:
     """A first full sync bulk-loads the mirror; until autovacuum passes, PostgreSQL plans the
