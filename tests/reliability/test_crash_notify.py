@@ -66,7 +66,7 @@ def test_a_notification_recorded_then_the_process_killed_is_acted_on_by_the_next
     with host.db.session() as session:
         [row] = session.execute(select(VppNotification).where(col(VppNotification.notification_type) == "ASSET_COUNT")).scalars().all()
     assert row.status == "received" and key not in mirror_state(host)["assets"]  # recorded, not acted on
-    small_sim.wait_notifications(10)
+    small_sim.wait_notifications(30)
     notifications_job(host)  # the next round, in another process: nothing was lost
     assert key in mirror_state(host)["assets"]
     assert [e["assets"][0]["adamId"] for e in recorder.named("vpp_assets_added")] == [key[0]]

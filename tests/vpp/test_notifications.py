@@ -117,7 +117,7 @@ def test_turning_them_off_unsubscribes_and_refuses_the_old_secret(notified: Host
     assert set_account(notified, "school", notifications=False)["notifications"] == "off"
     assert simulator.api.client_config()["subscribedNotificationTypes"] == []
     simulator.purchase(count=2)
-    assert simulator.wait_notifications(5)
+    assert simulator.wait_notifications(30)
     assert [n["notificationType"] for n in simulator.notifications()][-1] == "TEST_NOTIFICATION"  # nothing more was sent
     late = receive(notified, row.mdm_info_id, f"Bearer {secret}", b"{}", max_bytes=4096)
     assert late.status == 401
@@ -360,7 +360,7 @@ def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simu
     lock.acquire()  # like a sync holding the account: nothing is acted on
     try:
         simulator.purchase(count=2)
-        assert simulator.wait_notifications(5)
+        assert simulator.wait_notifications(30)
         assert process_pending(notified)["busy"] == 1
         [waiting] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
         assert waiting.status == "received"
@@ -397,7 +397,7 @@ def test_an_impossible_delta_with_apple_unreachable_is_retried_then_left_to_the_
     notified.config.section("vpp", VppSettings).max_attempts = 1  # each try of the notification asks Apple once (no back-off waited)
     key = simulator.purchase(count=2)  # unknown to the mirror: no delta can be applied
     simulator.faults.add("server_error", endpoint="assets", status=503, retry_after=0)
-    assert simulator.wait_notifications(5)
+    assert simulator.wait_notifications(30)
     counted = lambda: [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]  # noqa: E731
     act_until(notified, lambda: counted()[0].status != "received")
     [row] = counted()
@@ -429,7 +429,7 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     lock = account_lock(notified, account_row(notified).id)
     lock.acquire()
     key = simulator.purchase(count=1)
-    assert simulator.wait_notifications(5)
+    assert simulator.wait_notifications(30)
     lock.release()
 
     def acted() -> bool:
