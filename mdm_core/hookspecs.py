@@ -106,9 +106,12 @@ def mdm_register_migrations() -> MigrationSet | None:
 def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) -> None:
     """Add the plugin's subcommands to the ``mdm`` command line.
 
-    When: once per ``mdm`` invocation, while the parser is built.
+    When: while the parser is built: once per process for the same set of plugins (a process
+    running many commands in-process, like the tests or the demo, reuses the parser), so the
+    parsers added must not depend on the host's configuration.
     Args: ``subparsers`` from ``argparse``; each added parser sets
-    ``set_defaults(func=callable)`` where ``callable(host, args) -> int`` returns the exit code.
+    ``set_defaults(func=callable)`` where ``callable(host, args) -> int`` returns the exit code
+    (read configuration there, from the ``host`` it is given).
     ``host``, the host (its configuration is loaded; its database is not opened yet).
     Returns: nothing.
     Errors: fail fast.

@@ -39,11 +39,11 @@ def _step(title: str) -> None:
 
 def _mdm(host: Host, command: str) -> int:
     """Run one ``mdm`` command in this process, printing it first."""
-    from mdm_core.cli import build_parser
+    from mdm_core.cli import parser_for
 
     print(f"$ mdm {command}", flush=True)
     try:
-        args = build_parser(host).parse_args(shlex.split(command))
+        args = parser_for(host).parse_args(shlex.split(command))
         code = int(args.func(host, args) or 0)
     except MdmError as exc:
         print(f"mdm: error: {exc}", file=sys.stderr, flush=True)

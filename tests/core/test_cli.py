@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mdm_core.cli import build_parser
+from mdm_core.cli import build_parser, parser_for
 from mdm_core.host import create_host
 
 CLI_PLUGIN = """
@@ -93,6 +93,19 @@ def test_mdm_error_exits_1_with_one_line_and_no_traceback(mdm, write_plugin):
     assert err == "mdm: error: the thing is not there: add it first\n"
     code, _, err = mdm("-v", "fail")
     assert code == 1 and "Traceback" not in err
+
+
+def test_the_parser_is_built_once_per_set_of_plugins(mdm, write_plugin):
+    hosts = [create_host(environ={}, database_url="sqlite://") for _ in range(2)]
+    try:
+        assert parser_for(hosts[0]) is parser_for(hosts[1])
+        assert "fail" not in subcommands(parser_for(hosts[0]))
+    finally:
+        for host in hosts:
+            host.close()
+    mod = write_plugin(CLI_PLUGIN)  # another plugin enabled after: its commands are there
+    code, _, err = mdm("fail", config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert code == 1 and "the thing is not there" in err
 
 
 def test_unexpected_error_one_line_then_traceback_with_v(mdm, write_plugin):
