@@ -21,7 +21,7 @@ from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
 from mdm_core.output import TIME_FORMAT, print_json, print_rows, print_table, say, set_quiet
-from mdm_core.plugins import PluginRecord, call_hook, core_version, hooks_of
+from mdm_core.plugins import PerPluginSet, PluginRecord, call_hook, core_version, hooks_of
 from mdm_core.text import bad_character, shown
 
 log = logging.getLogger("mdm")
@@ -41,30 +41,6 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors: successes print nothing")
     parser.add_argument("--version", action="version", version=f"mdm-host {core_version()}", help="print the version and exit")
-
-
-#: parsers already built in this process, keyed by the plugins that registered them
-_PARSERS: dict[tuple[tuple[str, int], ...], tuple[list[object], argparse.ArgumentParser]] = {}
-_PARSERS_KEPT = 8
-
-
-def parser_for(host: Host) -> argparse.ArgumentParser:
-    """The parser of ``host``'s plugins, built once per process for the same plugins.
-
-    Building it costs ~10 ms (every plugin's ``mdm_register_cli``); a process that runs
-    many commands in-process (the tests, the demo) builds it once per set of plugins.
-    Parsing leaves a parser unchanged, so sharing it is safe."""
-    plugins = sorted(host.pm.list_name_plugin(), key=lambda item: item[0])
-    key = tuple((name, id(plugin)) for name, plugin in plugins)
-    cached = _PARSERS.get(key)
-    if cached is not None:
-        return cached[1]
-    parser = build_parser(host)
-    if len(_PARSERS) >= _PARSERS_KEPT:
-        _PARSERS.pop(next(iter(_PARSERS)))
-    # the plugin objects are kept with their parser, so no other object can reuse their ids
-    _PARSERS[key] = ([plugin for _, plugin in plugins], parser)
-    return parser
 
 
 def build_parser(host: Host) -> argparse.ArgumentParser:
@@ -117,6 +93,11 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
 
     call_hook(host.pm, "mdm_register_cli", subparsers=sub, host=host)
     return parser
+
+
+#: the parser of a host's plugins, built once per process for the same plugins: building it
+#: costs ~10 ms, paid by each in-process command otherwise; parsing leaves it unchanged
+parser_for = PerPluginSet(build_parser)
 
 
 def _plugin_row(record: PluginRecord, hooks: list[str], error: str | None) -> dict[str, Any]:

@@ -136,8 +136,10 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
 def mdm_register_web(web: WebRegistry, host: Host) -> None:
     """Add the plugin's REST routes, console pages and navigation entries to the web console.
 
-    When: once each time the web application is built (``mdm run`` without ``--no-web``, and
-    tests), after ``mdm_configure``.
+    When: when the web application is built (``mdm run`` without ``--no-web``, and tests), after
+    ``mdm_configure``: once per process for the same set of plugins (applications built later,
+    for other hosts, reuse the routers), so the routes added must not depend on the host's
+    configuration (read it in the route, from ``request.app.state.host``).
     Args: ``web``, the registry: ``web.add_api(router, plugin=...)`` (a FastAPI ``APIRouter``
     mounted under ``/api/v1``; ``mdm_core.web.helpers.rest_router()`` makes one whose JSON is
     the CLI's ``--json``), ``web.add_pages(router, plugin=..., templates=folder)``

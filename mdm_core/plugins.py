@@ -17,7 +17,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pluggy
 
@@ -229,6 +229,33 @@ def _dist_version(ep: Any) -> str:
 
 
 _VERSIONS: dict[str, str] = {}
+
+_Built = TypeVar("_Built")
+
+
+class PerPluginSet(Generic[_Built]):
+    """What ``build(host)`` makes from every plugin's hooks, built once per process for the same
+    plugins (the ``mdm`` parser, the web console's routes): a process that makes many hosts (the
+    tests, the demo) pays for it once per set of plugins. What is built must not depend on the
+    host's configuration, only on its plugins."""
+
+    def __init__(self, build: Callable[[Any], _Built], kept: int = 8):
+        self._build = build
+        self._kept = kept
+        self._built: dict[tuple[tuple[str, int], ...], tuple[list[object], _Built]] = {}
+
+    def __call__(self, host: Any) -> _Built:
+        plugins = sorted(host.pm.list_name_plugin(), key=lambda item: item[0])
+        key = tuple((name, id(plugin)) for name, plugin in plugins)
+        found = self._built.get(key)
+        if found is not None:
+            return found[1]
+        built = self._build(host)
+        if len(self._built) >= self._kept:
+            self._built.pop(next(iter(self._built)))
+        # the plugin objects are kept with what they built, so no other object can reuse their ids
+        self._built[key] = ([plugin for _, plugin in plugins], built)
+        return built
 
 
 def call_hook(pm: pluggy.PluginManager, hook_name: str, *, historic: bool = False, **kwargs: Any) -> Any:

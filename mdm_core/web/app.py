@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
 from mdm_core.output import format_time
-from mdm_core.plugins import call_hook
+from mdm_core.plugins import PerPluginSet, call_hook
 
 from .access import Principal, session_principal, token_principal, web_settings
 from .helpers import BackgroundWork, WebError, url_with
@@ -158,13 +158,25 @@ async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(host: Host) -> FastAPI:
-    """The application for ``host``: the core's pages and API, then every plugin's."""
+def build_registry(host: Host) -> WebRegistry:
+    """The core's routers, then every plugin's (``mdm_register_web``)."""
     from . import core_routes
 
     registry = WebRegistry()
     core_routes.register(registry)
     call_hook(host.pm, "mdm_register_web", web=registry, host=host)
+    return registry
+
+
+#: the routers of a host's plugins, built once per process for the same plugins: defining
+#: FastAPI routes costs ~50 ms per application otherwise; an application includes a router
+#: without changing it, so applications share them
+registry_for = PerPluginSet(build_registry)
+
+
+def create_app(host: Host) -> FastAPI:
+    """The application for ``host``: the core's pages and API, then every plugin's."""
+    registry = registry_for(host)
     settings = web_settings(host)
 
     @asynccontextmanager

@@ -158,3 +158,22 @@ def test_a_failing_mdm_register_web_names_the_plugin(make_host: Callable[..., Ho
     with pytest.raises(PluginError) as info:
         create_app(make_host(plugins=[broken]))
     assert str(info.value) == f"plugin '{broken.__name__}' failed in mdm_register_web: ZeroDivisionError: division by zero"
+
+
+def test_applications_of_hosts_with_the_same_plugins_share_routers_but_serve_their_own_host(make_host: Callable[..., Host], project_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mdm_core.inventory.devices import add_device
+    from mdm_core.web.app import create_app
+
+    from ..web.conftest import token_for
+
+    hosts = [make_host(), make_host(database_url=f"sqlite:///{project_dir / 'var' / 'other.sqlite3'}")]
+    for host, serial in zip(hosts, ("C02AAAAAAAA1", "C02BBBBBBBB2"), strict=True):
+        add_device(host, serial, "iOS")
+    apps = [create_app(host) for host in hosts]
+    assert apps[0].state.registry is apps[1].state.registry  # built once for these plugins
+    for app, host, serial in zip(apps, hosts, ("C02AAAAAAAA1", "C02BBBBBBBB2"), strict=True):
+        with TestClient(app) as client:
+            rows = client.get("/api/v1/devices", headers=token_for(host, "viewer")).json()["items"]
+        assert [row["serial_number"] for row in rows] == [serial]
