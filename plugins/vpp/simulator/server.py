@@ -302,7 +302,7 @@ class Simulator:
             return self
         self._server = _Server((self.host, self.port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"vpp-simulator-{self._server.server_address[1]}", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name=f"vpp-simulator-{self._server.server_address[1]}", daemon=True
         )
         self._thread.start()
         self.notifier.start()
