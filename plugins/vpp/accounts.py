@@ -72,13 +72,16 @@ def read_token(path: str) -> SToken:
 
 
 class AccountBackoff:
-    """The account row keeps Apple's back-off, so that every process on the database honours it."""
+    """The account row keeps Apple's back-off, so that every process on the database honours it.
+
+    It holds the host's database, not the host: the gates are kept per host in a
+    ``WeakKeyDictionary``, whose values must not refer to their key (the host would never go)."""
 
     def __init__(self, host: Host, account_id: int) -> None:
-        self.host, self.account_id = host, account_id
+        self.db, self.account_id = host.db, account_id
 
     def load(self) -> datetime | None:
-        with self.host.db.session() as session:
+        with self.db.session() as session:
             account = session.get(VppAccount, self.account_id)
             return account.backoff_until if account is not None else None
 
@@ -90,7 +93,7 @@ class AccountBackoff:
                 session.add(account)
 
         try:
-            self.host.db.run_write(work)
+            self.db.run_write(work)
         except Exception as exc:  # the in-process gate still holds it; never fail a request for this
             log.warning("could not record Apple's back-off in the database: %s", type(exc).__name__)
 

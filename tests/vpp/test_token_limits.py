@@ -90,3 +90,28 @@ def test_the_time_apple_asks_to_wait_until_is_utc_whatever_the_host_zone(monkeyp
     finally:
         monkeypatch.delenv("TZ")
         time_module.tzset()
+
+
+def test_a_closed_host_is_not_kept_alive_by_its_token_gates(simulator: Any, project_dir: Path) -> None:
+    """The gates are kept per host in a WeakKeyDictionary: a gate's back-off store held the host
+    itself, so every host that made a client stayed in memory with its engines and caches (in
+    the test suite, a quarter of all hosts, and a garbage collection that grew with them)."""
+    import gc
+    import weakref
+
+    from mdm_core.host import create_host
+    from mdm_core.testing import TEST_SECRET_KEY
+    from plugins.vpp.accounts import client_for, get_account
+    from plugins.vpp.testing import add_simulated_account
+
+    (project_dir / "conf" / "mdm.toml").write_text("")
+    url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    host = create_host(project_dir / "conf" / "mdm.toml", environ={"MDM_SECRET_KEY": TEST_SECRET_KEY}, plugins=None, database_url=url)
+    add_simulated_account(host, simulator, project_dir)
+    with host.db.session() as session:
+        client_for(host, get_account(session, "school")).close()
+    gone = weakref.ref(host)
+    host.close()
+    del host
+    gc.collect()
+    assert gone() is None, [type(r).__qualname__ for r in gc.get_referrers(gone())]
