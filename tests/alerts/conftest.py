@@ -4,9 +4,7 @@ plus a self-signed certificate for TLS and a host with the alerts plugin configu
 
 from __future__ import annotations
 
-import datetime
 import errno
-import ipaddress
 import json
 import logging
 import socket
@@ -24,6 +22,7 @@ import pytest
 
 from mdm_core.host import Host
 from mdm_core.testing import MdmRunner
+from tests.tls import self_signed_certificate
 
 SMTP_USER = "mdm-alerts"
 SMTP_PASSWORD = "smtp-Pa55-do-not-show"
@@ -39,31 +38,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost: (certificate file, key file)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_file, key_file
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), "localhost", stem=("cert.pem", "key.pem"), days=3650, ca=True)
 
 
 @dataclass

@@ -9,10 +9,8 @@ colour per app, the same for the same path.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import ssl
 import struct
 import tempfile
@@ -20,6 +18,8 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Any
+
+from tests.tls import self_signed_certificate
 
 APPLE_ARTWORK_HOST = "is1-ssl.mzstatic.com"
 
@@ -36,29 +36,7 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, APPLE_ARTWORK_HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(APPLE_ARTWORK_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "artwork.pem", folder / "artwork.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_file, key_file
+    return self_signed_certificate(folder, APPLE_ARTWORK_HOST, stem=("artwork.pem", "artwork.key"), days=1)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
