@@ -368,6 +368,23 @@ FLOOR_POSTGRES = FLOOR_POSTGRES.replace("CREATE TABLE vpp_", "CREATE TABLE bench
 NOW = "2025-01-01 00:00:00.000000"
 
 
+def _asset_row(a: dict[str, Any]) -> tuple[Any, ...]:
+    """An asset's columns after the account id, as both floors write them."""
+    return (
+        a["adam_id"],
+        a["pricing_param"],
+        a["product_type"],
+        a["assigned_count"],
+        a["available_count"],
+        a["retired_count"],
+        a["total_count"],
+        a["device_assignable"],
+        a["revocable"],
+        json.dumps(a["supported_platforms"]),
+        NOW,
+    )
+
+
 def _kind(kind: str) -> str:
     return "device" if kind == "serialNumber" else "user" if kind == "clientUserId" else kind
 
@@ -384,22 +401,7 @@ def sqlite_floor(path: Path, assets: list[dict[str, Any]], users: list[dict[str,
     db.execute("BEGIN IMMEDIATE")
     db.executemany(
         "INSERT INTO vpp_asset VALUES (1,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                a["adam_id"],
-                a["pricing_param"],
-                a["product_type"],
-                a["assigned_count"],
-                a["available_count"],
-                a["retired_count"],
-                a["total_count"],
-                a["device_assignable"],
-                a["revocable"],
-                json.dumps(a["supported_platforms"]),
-                NOW,
-            )
-            for a in assets
-        ],
+        [_asset_row(a) for a in assets],
     )
     db.executemany(
         "INSERT OR REPLACE INTO vpp_user VALUES (1,?,?,?,?,?,?)",
@@ -440,22 +442,7 @@ def postgres_floor(url: str, assets: list[dict[str, Any]], users: list[dict[str,
             with conn.cursor() as cur:
                 with cur.copy("COPY bench_floor.vpp_asset FROM STDIN") as copy:
                     for a in assets:
-                        copy.write_row(
-                            (
-                                1,
-                                a["adam_id"],
-                                a["pricing_param"],
-                                a["product_type"],
-                                a["assigned_count"],
-                                a["available_count"],
-                                a["retired_count"],
-                                a["total_count"],
-                                a["device_assignable"],
-                                a["revocable"],
-                                json.dumps(a["supported_platforms"]),
-                                NOW,
-                            )
-                        )
+                        copy.write_row((1, *_asset_row(a)))
                 with cur.copy("COPY bench_floor.vpp_user FROM STDIN") as copy:
                     for u in latest.values():
                         copy.write_row((1, u["client_user_id"], u["email"], u["status"], u["id_hash"], u["invite_code"], NOW))
