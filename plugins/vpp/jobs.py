@@ -77,15 +77,10 @@ def grace(interval: float) -> float:
     return min(interval / 2, MAX_GRACE)
 
 
-def plan_basis(host: Host, name: str) -> datetime | None:
-    """When the account's work was last done, for the scheduler (the next run is one interval
-    later): its last sync, or for a host that does not own it, :func:`grace` later."""
-    return _plan(host, name)[1]
-
-
 def _plan(host: Host, name: str) -> tuple[tuple[datetime | None] | None, datetime | None]:
     """One read of the accounts: the account's last sync (``None`` if the account is gone,
-    else a 1-tuple) and its :func:`plan_basis`."""
+    else a 1-tuple), and when its work was last done for the scheduler (the next run is one
+    interval later): that last sync, or for a host that does not own it, :func:`grace` later."""
     with host.db.session() as session:
         rows = session.execute(
             select(col(VppAccount.name), col(VppAccount.last_sync_at), col(VppAccount.interval_seconds)).order_by(col(VppAccount.name))
@@ -111,8 +106,9 @@ class AccountJob:
         self.seen: tuple[datetime | None] | None = None
 
     def plan_basis(self) -> datetime | None:
-        """:func:`plan_basis`, remembering the last sync it read (the scheduler plans a job
-        again when it falls due, and not while it runs)."""
+        """When the account's work was last done, for the scheduler (see :func:`_plan`),
+        remembering the last sync it read (the scheduler plans a job again when it falls due,
+        and not while it runs)."""
         self.seen, basis = _plan(self.host, self.name)
         return basis
 
