@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -180,11 +180,13 @@ def refresh_metadata(
     account: str | None = None,
     limit: int | None = None,
     pending_only: bool = False,
+    published_since: datetime | None = None,
     errors: list[str] | None = None,
 ) -> dict[str, int]:
     """Look up the metadata that is pending, failed (when its retry is due, or ``force``) or
     older than ``metadata_max_age`` (or all of it with ``everything``); returns counts.
-    ``account``, ``limit`` and ``pending_only`` (never looked up) narrow it (after a manual sync).
+    ``account``, ``limit``, ``pending_only`` (never looked up) and ``published_since`` (apps
+    published since then: a manual sync's own) narrow it (after a manual sync).
     With ``errors`` (a command that prints them itself) the failures are put there instead of
     being logged as warnings.
 
@@ -204,6 +206,8 @@ def refresh_metadata(
                 query = query.where(or_(col(AppMetadata.next_attempt_at).is_(None), col(AppMetadata.next_attempt_at) <= now))
         if account is not None:
             query = query.where(col(AppMetadata.account) == account)
+        if published_since is not None:
+            query = query.where(select(col(MobileApp.id)).where(METADATA_JOIN, col(MobileApp.published_at) >= published_since).exists())
         if limit is not None:
             query = query.limit(limit)
         rows = list(session.execute(query).scalars())

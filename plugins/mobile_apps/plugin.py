@@ -153,16 +153,20 @@ def mdm_vpp_users_changed(host: Host, event: Event) -> None:
 @hookimpl(optionalhook=True)
 def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """After a sync someone is waiting for (``mdm vpp sync``, the console's Synchronize, the
-    REST API), look up the names, bundle ids and versions of the account's new applications at
-    once, bounded; a failed lookup is logged and left to the mobile_apps.metadata job, never
-    failing the sync."""
+    REST API), look up the names, bundle ids and versions of the applications that sync
+    published at once, bounded; older pending ones are the mobile_apps.metadata job's (a sync
+    costs what it changed). A failed lookup is logged and left to the job, never failing the
+    sync."""
+    from datetime import datetime
+
     from plugins.mobile_apps.catalog import MANUAL_SYNC_LOOKUPS, refresh_metadata
 
     report = event.payload
     if report.get("trigger") not in ("manual", "console", "api") or report.get("status") != "ok":
         return
     try:
-        refresh_metadata(host, account=report["account"], limit=MANUAL_SYNC_LOOKUPS, pending_only=True)
+        since = datetime.fromisoformat(report["started_at"])
+        refresh_metadata(host, account=report["account"], limit=MANUAL_SYNC_LOOKUPS, pending_only=True, published_since=since)
     except Exception as exc:  # the sync is done and reported; the job retries
         log.warning("metadata of account %s not looked up after the sync (the mobile_apps.metadata job retries): %s", report["account"], exc)
 
