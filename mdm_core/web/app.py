@@ -209,10 +209,7 @@ def create_app(host: Host) -> FastAPI:
                 for route in router.routes
             ]
 
-    @app.get(API_PREFIX + "/openapi.json", include_in_schema=False, dependencies=access)
-    def openapi() -> dict[str, Any]:
-        """The OpenAPI document of the REST API."""
-        return app.openapi()
+    app.add_api_route(API_PREFIX + "/openapi.json", _openapi, include_in_schema=False, dependencies=access)
 
     table.append(RouteInfo(API_PREFIX + "/openapi.json", frozenset({"GET"}), "api", "core"))
     app.state.route_table = table
@@ -236,6 +233,12 @@ def create_app(host: Host) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)  # outermost: before anything reads a body
     return app
+
+
+def _openapi(request: Request) -> dict[str, Any]:
+    """The OpenAPI document of the REST API (a module function: FastAPI keeps the callables of
+    routes in a module-level cache, where a closure over the application would keep it alive)."""
+    return request.app.openapi()
 
 
 def _environment(loader: Any) -> Any:

@@ -177,3 +177,34 @@ def test_applications_of_hosts_with_the_same_plugins_share_routers_but_serve_the
         with TestClient(app) as client:
             rows = client.get("/api/v1/devices", headers=token_for(host, "viewer")).json()["items"]
         assert [row["serial_number"] for row in rows] == [serial]
+
+
+def test_a_closed_hosts_application_is_not_kept_alive(project_dir: Path) -> None:
+    """Routers are shared between applications, and FastAPI keeps the callables of routes in a
+    module-level cache (4,096 entries): a route that closed over its application (the OpenAPI
+    document's did) kept every application and its host in memory with their engines (in the
+    test suite, every web test's, and a garbage collection that grew with them)."""
+    import gc
+    import weakref
+
+    from fastapi.testclient import TestClient
+
+    from mdm_core.host import create_host
+    from mdm_core.testing import TEST_SECRET_KEY
+    from mdm_core.web.app import create_app
+
+    from ..web.conftest import token_for
+
+    (project_dir / "conf" / "mdm.toml").write_text("")
+    url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    host = create_host(project_dir / "conf" / "mdm.toml", environ={"MDM_SECRET_KEY": TEST_SECRET_KEY}, plugins=None, database_url=url)
+    app = create_app(host)
+    with TestClient(app) as client:
+        assert client.get("/api/v1/openapi.json", headers=token_for(host, "viewer")).json()["info"]["title"] == "mdm-host"
+        assert client.get("/login").status_code == 200
+    gone_app, gone_host = weakref.ref(app), weakref.ref(host)
+    host.close()
+    del app, host, client
+    gc.collect()
+    assert gone_app() is None, [type(r).__qualname__ for r in gc.get_referrers(gone_app())]
+    assert gone_host() is None, [type(r).__qualname__ for r in gc.get_referrers(gone_host())]
