@@ -116,3 +116,48 @@ def test_mobile_apps_0002_metadata_becomes_per_platform(project_dir: Path, monke
     engine.dispose()
     assert rows == [("111", "iOS", "ok", "com.example.words"), ("111", "macOS", "pending", None), ("222", "macOS", "ok", "com.example.words")]
     assert reclaims == [("C02OLD", "done", None)]
+
+
+def test_vpp_0006_assets_get_the_count_of_their_mirrored_licenses(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    """The stored per-asset license count an incremental sync compares with Apple's
+    assignedCount (instead of counting the whole mirror) starts as the licenses mirrored."""
+    account = (
+        "INSERT INTO vpp_account (id, name, uid, service_url, token_ciphertext, token_fingerprint, token_expires_at, mdm_info_id,"
+        " interval_seconds, token_state, paused, created_at) VALUES ({id}, '{name}', 'u{id}', 'https://x.test/mdm/v2', 'c', 'f',"
+        " '2030-01-01 00:00:00.000000', 'm', 3600, 'valid', 0, '2026-01-02 03:04:05.000000')"
+    )
+    asset = (
+        "INSERT INTO vpp_asset (account_id, adam_id, pricing_param, product_type, assigned_count, available_count, retired_count,"
+        " total_count, device_assignable, revocable, supported_platforms, updated_at) VALUES ({id}, '{adam}', '{pricing}', 'App', 2, 3, 0, 5,"
+        " 1, 1, '[\"iOS\"]', '2026-01-02 03:04:05.000000')"
+    )
+    license = "INSERT INTO vpp_license (account_id, adam_id, pricing_param, kind, target) VALUES ({id}, '{adam}', '{pricing}', '{kind}', '{target}')"
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"vpp": "0005"},
+        [
+            account.format(id=1, name="school"),
+            account.format(id=2, name="office"),
+            asset.format(id=1, adam="111", pricing="STDQ"),
+            asset.format(id=1, adam="111", pricing="PLUS"),
+            asset.format(id=1, adam="222", pricing="STDQ"),
+            asset.format(id=2, adam="111", pricing="STDQ"),
+            license.format(id=1, adam="111", pricing="STDQ", kind="device", target="C01"),
+            license.format(id=1, adam="111", pricing="STDQ", kind="user", target="u1"),
+            license.format(id=1, adam="111", pricing="PLUS", kind="device", target="C01"),
+            license.format(id=1, adam="999", pricing="STDQ", kind="device", target="C02"),  # an asset Apple does not list
+            license.format(id=2, adam="111", pricing="STDQ", kind="device", target="C09"),
+        ],
+    )
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert "vpp: applied 0006 (asset license count" in out
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT account_id, adam_id, pricing_param, license_count FROM vpp_asset ORDER BY 1, 2, 3")).all()
+    engine.dispose()
+    assert rows == [(1, "111", "PLUS", 1), (1, "111", "STDQ", 2), (1, "222", "STDQ", 0), (2, "111", "STDQ", 1)]

@@ -77,6 +77,10 @@ class VppAsset(SQLModel, table=True):
     revocable: bool = False
     supported_platforms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # the vpp_license rows the mirror holds for this asset, kept by every writer of vpp_license
+    # (plugins/vpp/license_counts.py): an incremental sync compares Apple's assignedCount with
+    # it instead of counting the whole mirror
+    license_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class VppUser(SQLModel, table=True):

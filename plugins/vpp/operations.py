@@ -23,6 +23,7 @@ from .apple.client import AppsBooksClient
 from .apple.errors import EventTimeoutError, VppError, is_retryable
 from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
+from .license_counts import add_license_counts
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .payloads import AppMetadata, LicenseResult, Targets, UserResult
 from .sync.apply import insert_ignoring_duplicates, move_counts
@@ -280,6 +281,7 @@ def apply_licenses(host: Host, session: Session, acc: VppAccount, asset: VppAsse
         event = "vpp_licenses_associated" if associate else "vpp_licenses_disassociated"
         host.events.record(session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
     if changed:  # the counts follow, announced as a sync would (vpp_assets_changed)
+        add_license_counts(session, acc.id, {(asset.adam_id, asset.pricing_param): changed})
         move_counts(host, session, acc, (asset.adam_id, asset.pricing_param), assigned=changed)
 
 
@@ -348,6 +350,7 @@ def drop_revoked(host: Host, session: Session, acc: VppAccount, succeeded: Targe
             gone = [t for t in gone if t in deleted]  # another writer may have removed some meanwhile
             if not gone:
                 continue
+            add_license_counts(session, acc.id, {(adam_id, pricing): -len(gone)})
             move_counts(host, session, acc, (adam_id, pricing), assigned=-len(gone))
             host.events.record(session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
 

@@ -4,7 +4,8 @@
   (``plugins.vpp.simulator.Simulator``).
 - :func:`mirror_state` / :func:`apple_state`: the mirror (read through the ``mdm_vpp_*``
   hooks, as any plugin sees it) and Apple's state (the simulator's snapshot) in one shape;
-  :func:`assert_mirror_equals_apple` compares them.
+  :func:`assert_mirror_equals_apple` compares them (and :func:`assert_license_counts_exact`
+  checks the stored per-asset license counts).
 - :func:`skip_client_waits`: the VPP client's waits (``Retry-After``, back-off) recorded and
   skipped on a :class:`SkippedWaits` clock, for integration tests of retries without sleeping.
 
@@ -73,6 +74,22 @@ def assert_mirror_equals_apple(host: Host, sim: Any, account: str = "school") ->
     assert mirror["assets"] == apple["assets"]
     assert mirror["assignments"] == apple["assignments"]
     assert mirror["users"] == apple["users"]
+    assert_license_counts_exact(host)
+
+
+def assert_license_counts_exact(host: Host) -> None:
+    """Every mirrored asset's stored license count is the licenses the mirror holds for it."""
+    from sqlalchemy import func, select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.models import VppAsset, VppLicense
+
+    A, L = table_of(VppAsset), table_of(VppLicense)
+    with host.db.session() as session:
+        stored = {(r.account_id, r.adam_id, r.pricing_param): r.license_count for r in session.execute(select(A))}
+        key = (L.c.account_id, L.c.adam_id, L.c.pricing_param)
+        held = {(r[0], r[1], r[2]): r[3] for r in session.execute(select(*key, func.count()).group_by(*key))}
+    assert stored == {key: held.get(key, 0) for key in stored}, "vpp_asset.license_count differs from the mirrored licenses"
 
 
 class SkippedWaits:

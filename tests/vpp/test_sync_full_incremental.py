@@ -126,6 +126,28 @@ def test_incremental_without_changes_reads_nothing_again(synced: Any, simulator:
     assert_mirror_equals_apple(synced, simulator)
 
 
+def test_an_incremental_sync_compares_apple_counts_with_the_stored_license_counts(synced: Any, simulator: Any) -> None:
+    """The licenses the mirror holds per asset are stored on the asset (no count of the whole
+    mirror at each sync): an asset whose stored count is off is read again, and the read puts
+    the count right."""
+    from sqlalchemy import update
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.models import VppAsset
+
+    adam_id, pricing = next(k for k in sorted(mirror_state(synced)["assignments"]))[:2]
+    A = table_of(VppAsset)
+    with synced.db.write_session() as session:
+        session.execute(update(A).where(A.c.adam_id == adam_id, A.c.pricing_param == pricing).values(license_count=A.c.license_count + 1))
+        session.commit()
+    report = sync_account(synced, "school")
+    assert report["mode"] == "incremental" and report["status"] == "ok"
+    assert report["counts"]["licenses"] == {"added": 0, "removed": 0, "reread_assets": 1}
+    assert_mirror_equals_apple(synced, simulator)  # the stored counts included
+    report = sync_account(synced, "school")
+    assert report["counts"]["licenses"]["reread_assets"] == 0
+
+
 def test_refund_removes_asset_and_its_licenses(synced: Any, simulator: Any) -> None:
     held = next(k for k in sorted(mirror_state(synced)["assignments"]))
     assert simulator.remove_asset(held[0], held[1])

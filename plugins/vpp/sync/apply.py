@@ -18,6 +18,7 @@ from mdm_core.models import MdmUser, utcnow
 
 from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
+from ..license_counts import add_license_counts, per_asset, recount_licenses
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from .events import EVENT_RECORDS, record_chunks, record_license_events, with_known, with_known_keys
 from .read import SL, SU, AppleRead, in_mirror
@@ -77,7 +78,9 @@ class MirrorUpdate:
         counts: dict[str, Any] = {}
         removed_assets = self._apply_assets(session, assets, counts)
         self._apply_users(session, full=mode == "full", counts=counts)
-        self._apply_licenses(session, full=mode == "full", reread=reread, removed_assets=removed_assets, counts=counts, diffed=read.diffed, gone=read.removed)
+        self._apply_licenses(
+            session, full=mode == "full", reread=reread, assets=assets, removed_assets=removed_assets, counts=counts, diffed=read.diffed, gone=read.removed
+        )
         for table in (SL, SU):
             self._delete_stage(session, table)
 
@@ -183,6 +186,7 @@ class MirrorUpdate:
         *,
         full: bool,
         reread: list[str],
+        assets: dict[tuple[str, str], dict[str, Any]],
         removed_assets: list[tuple[str, str]],
         counts: dict[str, Any],
         diffed: list[str],
@@ -198,11 +202,13 @@ class MirrorUpdate:
         # whether the inventory knows each holder comes with the row (no query per event)
         new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED)
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
-        session.execute(
-            insert_ignoring_duplicates(session, L).from_select(
-                ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)
-            )
+        inserting = insert_ignoring_duplicates(session, L).from_select(
+            ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)
         )
+        if full:  # every count is recounted below
+            session.execute(inserting)
+        else:  # the rows this statement inserted (as many as the change), counted per asset
+            add_license_counts(session, acc, per_asset(session.execute(inserting.returning(L.c.adam_id, L.c.pricing_param))))
 
         removed = 0
         conditions = []
@@ -235,6 +241,10 @@ class MirrorUpdate:
             )
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
             session.execute(delete(L).where(condition))
+        # the stored counts (license_counts): a full sync recounts them all, an incremental one
+        # the assets it read again (their licenses, as many as the pages it read)
+        again = set(reread)
+        recount_licenses(session, acc, None if full else [key for key in assets if key[0] in again])
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
 
 
@@ -257,6 +267,7 @@ def apply_assets(
     removed = [key for key in mirror if key not in assets]
     if added:
         session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
+        recount_licenses(session, acc, [(row["adam_id"], row["pricing_param"]) for row in added])  # licenses mirrored before Apple listed it
     if changed:
         session.execute(
             update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),

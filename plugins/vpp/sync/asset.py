@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, insert, select
 from sqlmodel import Session
 
-from mdm_core.db.typed import table_of
+from mdm_core.db.typed import rowcount, table_of
 
 from ..apple.client import AppsBooksClient
 from ..apple.protocol import page_assets, page_assignments
+from ..license_counts import add_license_counts
 from ..models import VppAccount, VppLicense
 from .apply import apply_assets
 from .events import record_license_events, with_known_keys
@@ -87,10 +88,12 @@ def _remove_licenses(host: Host, session: Session, account: VppAccount, key: tup
     where = and_(L.c.account_id == account.id, L.c.adam_id == adam_id, L.c.pricing_param == pricing)
     rows = session.execute(select(L.c.kind, L.c.target).where(where).order_by(L.c.kind, L.c.target)).all()
     gone = [(adam_id, pricing, kind, target) for kind, target in rows if keep is None or (kind, target) not in keep]
+    deleted = 0
     for kind in ("device", "user"):
         targets = [t for _, _, k, t in gone if k == kind]
         for start in range(0, len(targets), 500):
-            session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start : start + 500])))
+            deleted += rowcount(session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start : start + 500]))))
+    add_license_counts(session, account.id, {key: -deleted})
     return record_license_events(host, session, account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
 
 
@@ -101,4 +104,5 @@ def _add_licenses(host: Host, session: Session, account: VppAccount, key: tuple[
     new = sorted((adam_id, pricing, kind, target) for kind, target in apple if (kind, target) not in held)
     if new:
         session.execute(insert(L), [{"account_id": account.id, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in new])
+        add_license_counts(session, account.id, {key: len(new)})
     return record_license_events(host, session, account.name, "vpp_licenses_associated", with_known_keys(session, new))

@@ -50,6 +50,7 @@ from mdm_core.db.typed import table_of
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
 from ..apple.protocol import page_assets, page_assignments, page_users, parse_apple_date, version_of
+from ..license_counts import counted_licenses, license_counts
 from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser
 from . import progress
 
@@ -404,20 +405,24 @@ class SyncReader:
             }
         return self._staged
 
-    def _mirrored_counts(self) -> dict[AssetKey, int]:
-        """Mirrored licenses per asset, counted once per read (a scan of the account's whole
-        mirror): the read writes nothing to the mirror, so the reconcile's rounds reuse it. An
-        asset whose licenses changed meanwhile (an assignment made through this host) at worst
-        mismatches and is read again; the re-read assets' counts never use these."""
-        if self._mirrored_per_asset is None:
+    def _mirrored_counts(self, assets: dict[AssetKey, dict[str, Any]]) -> dict[AssetKey, int]:
+        """Mirrored licenses per asset: the counts stored on the mirrored assets (one row per
+        asset, :mod:`..license_counts`), and for assets Apple lists that the mirror does not
+        yet, their licenses counted (licenses of an asset Apple listed none of before). Read
+        once per read: the read writes nothing to the mirror, so the reconcile's rounds reuse
+        it. An asset whose licenses changed meanwhile (an assignment made through this host)
+        at worst mismatches and is read again; the re-read assets' counts never use these."""
+        counts = self._mirrored_per_asset
+        missing = list(assets) if counts is None else [key for key in assets if key not in counts]
+        if missing:
             with self.host.db.session() as session:
-                self._mirrored_per_asset = {
-                    (a, p): n
-                    for a, p, n in session.execute(
-                        select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == self.account.id).group_by(L.c.adam_id, L.c.pricing_param)
-                    )
-                }
-        return self._mirrored_per_asset
+                if counts is None:
+                    counts = license_counts(session, self.account.id)
+                    missing = [key for key in missing if key not in counts]
+                found = counted_licenses(session, self.account.id, missing)
+            counts.update({key: found.get(key, 0) for key in missing})
+            self._mirrored_per_asset = counts
+        return counts or {}
 
     def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
         """adamIds whose ``assignedCount`` differs from the licenses the mirror would hold."""
@@ -425,7 +430,7 @@ class SyncReader:
         expected = dict(staged)
         if not full:
             acc = self.account.id
-            mirrored = self._mirrored_counts()
+            mirrored = self._mirrored_counts(assets)
             with self.host.db.session() as session:
                 added = {
                     (a, p): n

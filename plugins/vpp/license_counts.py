@@ -1,0 +1,86 @@
+"""The licenses the mirror holds per asset (``vpp_asset.license_count``).
+
+An incremental sync compares each asset's ``assignedCount`` with the licenses the mirror will
+hold for it; counting them would scan the account's whole mirror at every sync, so the count
+is stored on the asset and kept by every writer of ``vpp_license`` in the same transaction as
+its rows: the sync's apply (:mod:`.sync.apply`: relative for an incremental sync, recounted
+for a full one), an asset read again (:mod:`.sync.asset`: notifications), associations,
+disassociations and revocations (:mod:`.operations`). Relative changes count the rows the
+statement itself inserted or deleted (``RETURNING``), so two writers of one asset at the same
+moment (a request and the notification that tells of it) both stay exact. Licenses of an asset
+the mirror does not list are counted when the asset is inserted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select, tuple_, update
+from sqlmodel import Session
+
+from mdm_core.db.typed import table_of
+
+from .models import VppAsset, VppLicense
+
+A = table_of(VppAsset)
+L = table_of(VppLicense)
+AssetKey = tuple[str, str]
+
+_ADD = (
+    update(A)
+    .where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing"))
+    .values(license_count=A.c.license_count + bindparam("b_delta"))
+)
+
+
+def per_asset(rows: Iterable[Any]) -> Counter[AssetKey]:
+    """Rows whose first two columns are (adamId, pricingParam), counted per asset."""
+    return Counter((row[0], row[1]) for row in rows)
+
+
+def add_license_counts(session: Session, account_id: int | None, deltas: Mapping[AssetKey, int]) -> None:
+    """Move the stored counts by ``deltas`` (licenses inserted minus deleted, per asset), in the
+    caller's transaction; an asset the mirror does not list has no count to move."""
+    rows = [{"b_account": account_id, "b_adam": a, "b_pricing": p, "b_delta": d} for (a, p), d in sorted(deltas.items()) if d]
+    if rows:
+        session.execute(_ADD, rows)
+
+
+def recount_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey] | None = None) -> None:
+    """Set the stored counts of these assets (every asset of the account for None) from the
+    mirrored licenses: after a full sync, and for assets just inserted."""
+    count = (
+        select(func.count())
+        .select_from(L)
+        .where(L.c.account_id == A.c.account_id, L.c.adam_id == A.c.adam_id, L.c.pricing_param == A.c.pricing_param)
+        .scalar_subquery()
+    )
+    if keys is None:
+        session.execute(update(A).where(A.c.account_id == account_id).values(license_count=count))
+        return
+    todo = sorted(set(keys))
+    for start in range(0, len(todo), 500):
+        chunk = todo[start : start + 500]
+        session.execute(update(A).where(A.c.account_id == account_id, tuple_(A.c.adam_id, A.c.pricing_param).in_(chunk)).values(license_count=count))
+
+
+def license_counts(session: Session, account_id: int | None) -> dict[AssetKey, int]:
+    """The stored count of every asset of the account (one row per asset, not per license)."""
+    return {(a, p): n for a, p, n in session.execute(select(A.c.adam_id, A.c.pricing_param, A.c.license_count).where(A.c.account_id == account_id))}
+
+
+def counted_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey]) -> dict[AssetKey, int]:
+    """The mirrored licenses of these assets, counted (assets the mirror does not list yet)."""
+    todo = sorted(set(keys))
+    found: dict[AssetKey, int] = {}
+    for start in range(0, len(todo), 500):
+        chunk = todo[start : start + 500]
+        query = (
+            select(L.c.adam_id, L.c.pricing_param, func.count())
+            .where(and_(L.c.account_id == account_id, tuple_(L.c.adam_id, L.c.pricing_param).in_(chunk)))
+            .group_by(L.c.adam_id, L.c.pricing_param)
+        )
+        found.update({(a, p): n for a, p, n in session.execute(query)})
+    return found
