@@ -215,3 +215,23 @@ def test_a_sync_that_fills_the_mirror_refreshes_its_planner_statistics(pg_host: 
         report = sync_account(pg_host, "school")
         assert (report["status"], report["counts"]["licenses"]["removed"]) == ("ok", 1)
         assert refresh_statistics(pg_host, report["counts"]) == []
+
+
+def test_a_first_sync_on_postgres_publishes_each_asset_under_its_own_application_id(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    """mobile_apps publishes a first sync's assets in bulk (one insert of the applications, with
+    their ids returned, one of their events): each ``mobile_apps_app_published`` event names the
+    id of its own application, on PostgreSQL as on SQLite."""
+    from sqlalchemy import select
+
+    from mdm_core.models import OutboxEvent
+    from plugins.mobile_apps.catalog import list_apps
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    apps = {(r["adamId"], r["pricingParam"], r["platform"]): r["id"] for r in list_apps(pg_host)}
+    assert set(apps) == {(k[0], k[1], p) for k, asset in simulator.snapshot()["assets"].items() for p in asset["supportedPlatforms"]}
+    with pg_host.db.session() as session:
+        events = [e.payload for e in session.execute(select(OutboxEvent).where(OutboxEvent.name == "mobile_apps_app_published")).scalars()]  # type: ignore[arg-type]
+    assert sorted((e["id"], e["adamId"], e["pricingParam"], e["platform"]) for e in events) == sorted((i, *key) for key, i in apps.items())

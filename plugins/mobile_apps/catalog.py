@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, insert, or_, select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 from plugins.vpp.payloads import Asset
@@ -69,32 +70,38 @@ def once(host: Host, event: Event, work: Callable[[Session], Any]) -> Any:
 # ---------------------------------------------------------------------- publishing
 
 
-def _payload(app: MobileApp) -> AppPayload:
-    assert app.id is not None, "published and retired apps are stored rows (flushed)"
+def _payload(app: MobileApp | Mapping[str, Any]) -> AppPayload:
+    """The event payload of a stored application (an ORM row, or the values of a row inserted in bulk with its id)."""
+    get: Callable[[str], Any] = app.__getitem__ if isinstance(app, Mapping) else partial(getattr, app)
+    assert get("id") is not None, "published and retired apps are stored rows (flushed)"
     return {
-        "id": app.id,
-        "account": app.account,
-        "adamId": app.adam_id,
-        "pricingParam": app.pricing_param,
-        "platform": app.platform,
-        "kind": app.kind,
-        "availableCount": app.available_count,
-        "totalCount": app.total_count,
+        "id": get("id"),
+        "account": get("account"),
+        "adamId": get("adam_id"),
+        "pricingParam": get("pricing_param"),
+        "platform": get("platform"),
+        "kind": get("kind"),
+        "availableCount": get("available_count"),
+        "totalCount": get("total_count"),
     }
 
 
 def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset]) -> None:
     """Publish (or update) one application per platform of each asset; retire dropped platforms.
 
-    The event's applications and metadata rows are read in two queries and written in one
-    flush (an event carries up to 500 assets)."""
+    The event's applications and metadata rows are read in two queries; the new applications,
+    their metadata rows and their ``mobile_apps_app_published`` events are each inserted by one
+    bulk statement (an event carries up to 500 assets: a first sync publishes every asset), the
+    existing applications are updated in one flush."""
     now = utcnow()
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, MobileApp]] = {}
     for row in session.execute(select(MobileApp).where(col(MobileApp.account) == account, col(MobileApp.adam_id).in_(adam_ids))).scalars():
         existing.setdefault((row.adam_id, row.pricing_param), {})[row.platform] = row
     known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
-    published: list[MobileApp] = []
+    published: list[MobileApp | dict[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
+    new_apps: list[dict[str, Any]] = []
+    new_metadata: list[dict[str, Any]] = []
     for asset in assets:
         adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
         kind = "book" if str(asset.get("productType", "")).lower() == "book" else "app"
@@ -102,17 +109,21 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
         rows = existing.get((adam_id, pricing), {})
         for platform in platforms:
             row = rows.get(platform)
-            newly = row is None or row.state != "published"
             if row is None:
-                row = MobileApp(
-                    account=account,
-                    adam_id=adam_id,
-                    pricing_param=pricing,
-                    platform=platform,
-                    kind=kind,
-                    product_type=str(asset.get("productType") or ""),
-                    published_at=now,
-                )
+                values = {
+                    **NEW_APP,
+                    "account": account,
+                    "adam_id": adam_id,
+                    "pricing_param": pricing,
+                    "platform": platform,
+                    "published_at": now,
+                    "updated_at": now,
+                }
+                values.update(_asset_values(asset, kind, ""))
+                new_apps.append(values)
+                published.append(values)
+                continue
+            newly = row.state != "published"
             _set_counts(row, asset, kind)
             row.state, row.retired_at, row.updated_at = "published", None, now
             session.add(row)
@@ -123,27 +134,57 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 _retire(host, session, row, now)
         for platform in platforms:  # metadata per platform: a universal app's Mac entry differs
             if (adam_id, platform) not in known:
-                session.add(AppMetadata(adam_id=adam_id, platform=platform, account=account, status="pending"))
+                new_metadata.append({**NEW_METADATA, "adam_id": adam_id, "platform": platform, "account": account})
                 known.add((adam_id, platform))
-    session.flush()  # the new applications get their ids
-    for row in published:
-        host.events.record(session, "mobile_apps_app_published", _payload(row))
+    session.flush()  # the updated applications, before the new ones (one transaction either way)
+    if new_apps:  # their ids, in the order of the rows given
+        apps = table_of(MobileApp)
+        ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
+        for values, new_id in zip(new_apps, ids, strict=True):
+            values["id"] = new_id
+    if new_metadata:
+        session.execute(insert(table_of(AppMetadata)), new_metadata)
+    host.events.record_many(session, [("mobile_apps_app_published", _payload(row)) for row in published])
+
+
+#: the columns of a new application that do not come from its asset
+NEW_APP: dict[str, Any] = {"state": "published", "retired_at": None, "assigned_count": 0, "available_count": 0, "retired_count": 0, "total_count": 0}
+#: a new metadata row: pending, to be looked up by the ``mobile_apps.metadata`` job
+NEW_METADATA: dict[str, Any] = {
+    "status": "pending",
+    "name": None,
+    "bundle_id": None,
+    "version": None,
+    "icon_url": None,
+    "store_kind": None,
+    "device_families": [],
+    "fetched_at": None,
+    "attempts": 0,
+    "last_error": None,
+    "next_attempt_at": None,
+}
+COUNTS = (("assigned_count", "assignedCount"), ("available_count", "availableCount"), ("retired_count", "retiredCount"), ("total_count", "totalCount"))
+
+
+def _asset_values(asset: Mapping[str, Any], kind: str, product_type: str) -> dict[str, Any]:
+    """An application's columns taken from its asset; ``product_type``: kept when the asset has
+    none; a count the asset lacks is left out (a new application's is 0)."""
+    values: dict[str, Any] = {
+        "kind": kind,
+        "product_type": str(asset.get("productType") or product_type),
+        "device_assignable": bool(asset.get("deviceAssignable")),
+        "revocable": bool(asset.get("revocable")),
+        "supported_platforms": list(asset.get("supportedPlatforms") or []),
+    }
+    for attr, key in COUNTS:
+        if asset.get(key) is not None:
+            values[attr] = int(asset[key])
+    return values
 
 
 def _set_counts(row: MobileApp, asset: Mapping[str, Any], kind: str) -> None:
-    row.kind = kind
-    row.product_type = str(asset.get("productType") or row.product_type)
-    row.device_assignable = bool(asset.get("deviceAssignable"))
-    row.revocable = bool(asset.get("revocable"))
-    row.supported_platforms = list(asset.get("supportedPlatforms") or [])
-    for attr, key in (
-        ("assigned_count", "assignedCount"),
-        ("available_count", "availableCount"),
-        ("retired_count", "retiredCount"),
-        ("total_count", "totalCount"),
-    ):
-        if asset.get(key) is not None:
-            setattr(row, attr, int(asset[key]))
+    for attr, value in _asset_values(asset, kind, row.product_type).items():
+        setattr(row, attr, value)
 
 
 def _retire(host: Host, session: Session, row: MobileApp, now: Any) -> None:

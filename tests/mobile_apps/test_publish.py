@@ -30,7 +30,8 @@ def test_sync_publishes_one_app_per_platform_and_books_as_books(host, simulator,
     assert set(apps) == expected
     published = apps_events.named("mobile_apps_app_published")
     assert sorted((e["adamId"], e["pricingParam"], e["platform"]) for e in published) == sorted(expected)  # one event per application
-    assert {e["id"] for e in published} == {r["id"] for r in apps.values()}
+    # each event names its own application
+    assert {(e["id"], e["adamId"], e["pricingParam"], e["platform"]) for e in published} == {(r["id"], *key) for key, r in apps.items()}
     ios_mac = a[1]["adamId"]
     assert apps[(ios_mac, "STDQ", "iOS")]["kind"] == apps[(ios_mac, "STDQ", "macOS")]["kind"] == "app"
     book = apps[(a[4]["adamId"], "STDQ", "iOS")]
