@@ -168,7 +168,10 @@ class MirrorUpdate:
             columns = ["account_id", "client_user_id", *fields, "updated_at"]
             session.execute(
                 insert(U).from_select(
-                    columns, select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type)).where(is_new)
+                    columns,
+                    select(literal(acc), SU.c.client_user_id, *(SU.c[f] for f in fields), literal(now, U.c.updated_at.type))
+                    .where(is_new)
+                    .order_by(SU.c.run_id, SU.c.client_user_id),  # the mirror's key order (as the licenses below)
                 )
             )
         if any(events.count for events in changed.values()):  # UPDATE ... FROM the stage (one staged row per user: see above)
@@ -202,8 +205,12 @@ class MirrorUpdate:
         # whether the inventory knows each holder comes with the row (no query per event)
         new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED)
         added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
+        # inserted in the mirror's key order (read from the staging index: no sort), each row
+        # next to the previous one in the primary key's index, rather than in the staged order
+        # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
+        # in the staged order, 2.9 s in key order (3.7 s vs 2.7 s from an unsorted stage)
         inserting = insert_ignoring_duplicates(session, L).from_select(
-            ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new)
+            ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new).order_by(SL.c.run_id, *columns)
         )
         if full:  # every count is recounted below
             session.execute(inserting)
