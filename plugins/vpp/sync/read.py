@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -215,22 +215,22 @@ class SyncReader:
         When the users changed while paging, a record may have moved into a page already read
         and been missed: the same listing is read once more (the union is staged; the later
         record of a user wins), then what changed since the first page."""
-        buffer = StageBuffer(self.host, SU, self.run_id, USER_COLUMNS)
-        on_page = lambda p: buffer.add([tuple(r[c] for c in USER_COLUMNS) for r in page_users(p)])  # noqa: E731
-        traversal = self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
-        if traversal.changed:
-            log.info("account %s: users changed while paging; reading them once more", self.account.name)
-            self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
-        self._catch_up(traversal, lambda v: self.client.iter_users(since_version_id=v), on_page, "users")
-        buffer.flush()
+        with StageBuffer(self.host, SU, self.run_id, USER_COLUMNS, background=True) as buffer:
+            on_page = lambda p: buffer.add([tuple(r[c] for c in USER_COLUMNS) for r in page_users(p)])  # noqa: E731
+            traversal = self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
+            if traversal.changed:
+                log.info("account %s: users changed while paging; reading them once more", self.account.name)
+                self._traverse("users", lambda: self.client.iter_users(since_version_id=since), on_page)
+            self._catch_up(traversal, lambda v: self.client.iter_users(since_version_id=v), on_page, "users")
+            buffer.flush()
         return traversal.version
 
     def _read_assignments(self, since: str | None) -> Traversal:
-        buffer = StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS)
-        on_page = self._license_rows(buffer)
-        traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
-        self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
-        buffer.flush()
+        with StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS, background=True) as buffer:
+            on_page = self._license_rows(buffer)
+            traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
+            self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
+            buffer.flush()
         self._staged = None
         return traversal
 
@@ -524,9 +524,17 @@ USER_COLUMNS = ("client_user_id", "email", "status", "id_hash", "invite_code", "
 
 class StageBuffer:
     """Rows (tuples in the order of ``columns``) waiting to be written to a staging table under
-    the run's id, flushed in batches with :func:`mdm_core.db.bulk.insert_rows` (COPY on PostgreSQL)."""
+    the run's id, flushed in batches with :func:`mdm_core.db.bulk.insert_rows` (COPY on PostgreSQL).
 
-    def __init__(self, host: Host, table: Any, run_id: int, columns: tuple[str, ...]):
+    ``background`` (PostgreSQL; one thread adding rows): each full batch is written by a
+    thread of its own while the pages that follow are downloaded and parsed, so the server's
+    COPY overlaps the client's parsing instead of pausing it; the next full batch waits for
+    the previous one (memory holds two batches at most), :meth:`flush` waits for the last one
+    and raises a failed write's error. Used as a context manager, the buffer waits on exit for
+    a batch still being written, so that nothing is staged after a failed read drops its rows.
+    On SQLite the batches are written in the adding thread (one writer at a time anyway)."""
+
+    def __init__(self, host: Host, table: Any, run_id: int, columns: tuple[str, ...], *, background: bool = False):
         self.host, self.table, self.run_id, self.columns = host, table, run_id, columns
         self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.RLock()  # shared by the threads re-reading assets
@@ -534,17 +542,45 @@ class StageBuffer:
         positions = [columns.index(c.name) for c in index.columns if c.name != "run_id"]
         # the whole row is the key (licenses): tuples sort as they are, much faster than with a key function
         self.key = None if positions == list(range(len(columns))) else itemgetter(*positions)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-stage") if background and not host.db.is_sqlite else None
+        self.writing: Future[None] | None = None
+
+    def __enter__(self) -> StageBuffer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)  # a batch being written ends (its error, if any, is the read's to ignore: it failed)
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
         with self.lock:
             self.rows.extend(rows)
             full = len(self.rows) >= STAGE_BATCH
         if full:  # written outside the lock: the other re-reading threads keep adding meanwhile
-            self.flush()
+            self._write_batch(wait=False)
 
     def flush(self) -> None:
+        """Write the rows added so far; return once every batch is written."""
+        self._write_batch(wait=True)
+
+    def _write_batch(self, *, wait: bool) -> None:
         with self.lock:
             rows, self.rows = self.rows, []
+        if self.writer is None:
+            self._write(rows)
+            return
+        self._wait()  # the previous batch first: at most one being written
+        if rows:
+            self.writing = self.writer.submit(self._write, rows)
+        if wait:
+            self._wait()
+
+    def _wait(self) -> None:
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()  # a failed write's error is raised here
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
             run, columns = self.run_id, ("run_id", *self.columns)
