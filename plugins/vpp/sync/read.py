@@ -41,7 +41,7 @@ from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, select, text
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import insert_rows
@@ -397,6 +397,11 @@ class SyncReader:
             return self._staged
         distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
+            if not self.host.db.is_sqlite:
+                # PostgreSQL: the distinct rows streamed from the staging index in its order and
+                # counted as they pass, instead of a hash of every staged license, which spills
+                # to disk past work_mem (300,000 licenses: 0.1 s of server time instead of 0.35-0.5 s)
+                session.execute(text("SET LOCAL enable_hashagg = off"))
             self._staged = {
                 (a, p): n
                 for a, p, n in session.execute(
