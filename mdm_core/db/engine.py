@@ -153,6 +153,20 @@ class Database:
             yield session
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction of their own (each statement sees
+        what is committed when it runs): autocommit on PostgreSQL, so that a read is one round
+        trip, without BEGIN and ROLLBACK (checks made once per event, the re-read assets'
+        licenses). SQLite reads stay as they are (in-process, no round trip to save)."""
+        conn = self.engine.connect()
+        try:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
     def write_session(self) -> Iterator[Session]:
         """A session whose transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``).
 

@@ -180,7 +180,7 @@ _PENDING = (
 def _has_pending(host: Host, account: str, adam_id: str, pricing: str) -> bool:
     """Whether an install of this asset waits for its license (a read: most license events of a
     sync find none, and skip the write transaction)."""
-    with host.db.engine.connect() as conn:
+    with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK): once per license event
         return conn.execute(_PENDING, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 

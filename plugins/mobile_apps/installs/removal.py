@@ -50,7 +50,7 @@ _QUEUED = (
 def _has_queued(host: Host, account: str, adam_id: str, pricing: str) -> bool:
     """Whether this MDM queued an install of this asset (a read: most license events of a sync
     find none, and skip the write transaction)."""
-    with host.db.engine.connect() as conn:
+    with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK): once per license event
         return conn.execute(_QUEUED, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 

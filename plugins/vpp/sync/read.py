@@ -35,6 +35,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -467,29 +468,21 @@ class SyncReader:
 
 
 class _MirrorReader:
-    """A connection held by one thread re-reading assets, for :meth:`licenses`; autocommit on
-    PostgreSQL while held (each read is one round trip: no BEGIN, no ROLLBACK)."""
+    """A connection held by one thread re-reading assets, for :meth:`licenses` (autocommit on
+    PostgreSQL: :meth:`mdm_core.db.engine.Database.reading`)."""
 
     def __init__(self, host: Host):
         self.host = host
+        self._held = ExitStack()
 
     def __enter__(self) -> _MirrorReader:
-        self.conn = self.host.db.engine.connect()
-        raw = self.conn.connection.dbapi_connection
-        assert raw is not None, "a connection just checked out is open"
-        self.raw: Any = raw
-        self.autocommit = self.conn.dialect.name == "postgresql"
-        if self.autocommit:
-            self.raw.autocommit = True
-        self.sql = _MIRRORED.format(p=_PLACEHOLDERS[self.conn.dialect.paramstyle])
+        conn = self._held.enter_context(self.host.db.reading())
+        self.raw: Any = conn.connection.dbapi_connection
+        self.sql = _MIRRORED.format(p=_PLACEHOLDERS[conn.dialect.paramstyle])
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if self.autocommit:
-                self.raw.autocommit = False  # the pool's other users expect transactions
-        finally:
-            self.conn.close()
+        self._held.close()
 
     def licenses(self, account_id: int | None, adam_id: str) -> set[tuple[str, str, str]] | None:
         """The asset's mirrored licenses as (pricingParam, kind, target), or ``None`` when it has
