@@ -274,3 +274,22 @@ def test_a_staging_write_that_fails_in_the_background_fails_the_sync_with_nothin
         for model in (VppLicense, VppStageLicense, VppStageUser):
             assert session.execute(select(func.count()).select_from(model)).scalar_one() == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("vpp-stage")]
+
+
+def test_the_staging_tables_are_unlogged_and_the_mirror_logged_on_postgres(pg_host: Host) -> None:
+    """vpp migration 0007: the sync's staging tables write no WAL (a full sync stages as many
+    rows as the mirror holds); the mirror's own tables stay logged (crash-safe)."""
+    from sqlalchemy import text
+
+    tables = ["vpp_stage_license", "vpp_stage_user", "vpp_license", "vpp_user", "vpp_asset", "vpp_account", "vpp_sync_run"]
+    with pg_host.db.engine.connect() as conn:
+        persistence = dict(conn.execute(text("SELECT relname, relpersistence FROM pg_class WHERE relkind = 'r' AND relname = ANY(:t)"), {"t": tables}).all())
+    assert persistence == {
+        "vpp_stage_license": "u",
+        "vpp_stage_user": "u",
+        "vpp_license": "p",
+        "vpp_user": "p",
+        "vpp_asset": "p",
+        "vpp_account": "p",
+        "vpp_sync_run": "p",
+    }
