@@ -283,7 +283,9 @@ def test_the_staging_tables_are_unlogged_and_the_mirror_logged_on_postgres(pg_ho
 
     tables = ["vpp_stage_license", "vpp_stage_user", "vpp_license", "vpp_user", "vpp_asset", "vpp_account", "vpp_sync_run"]
     with pg_host.db.engine.connect() as conn:
-        persistence = dict(conn.execute(text("SELECT relname, relpersistence FROM pg_class WHERE relkind = 'r' AND relname = ANY(:t)"), {"t": tables}).all())
+        persistence: dict[str, str] = dict(
+            conn.execute(text("SELECT relname, relpersistence FROM pg_class WHERE relkind = 'r' AND relname = ANY(:t)"), {"t": tables}).all()
+        )
     assert persistence == {
         "vpp_stage_license": "u",
         "vpp_stage_user": "u",
