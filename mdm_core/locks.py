@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 _PG_HOLDER_CLASS = 0x4D444D48  # "MDMH"
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 _PG_LOCK_NOT_AVAILABLE = "55P03"  # SELECT ... FOR UPDATE NOWAIT on a row another transaction holds
+#: Seconds before a waiter first tries a busy lock again (doubling up to ``acquire``'s ``poll``).
+FIRST_POLL = 0.05
 
 
 def new_holder() -> str:
@@ -216,13 +218,19 @@ class DbLock:
             return True
 
     def acquire(self, wait: float = 0.0, poll: float = 0.5) -> None:
-        """Take the lock, waiting at most ``wait`` seconds; ``LockBusy`` names the holder."""
+        """Take the lock, waiting at most ``wait`` seconds; ``LockBusy`` names the holder.
+
+        A waiter tries again after 50 ms, then twice as long each time up to ``poll`` seconds:
+        a lock held for a moment (a short sync, a command) is taken at once after its release,
+        one held for minutes is asked about at most every ``poll`` seconds."""
         deadline = time.monotonic() + wait
+        interval = min(FIRST_POLL, poll)
         while not self.try_acquire():
             if time.monotonic() >= deadline:
                 detail = f": {self.busy.describe()}" if self.busy else ""
                 raise LockBusy(f"{self.name} is already running in another process{detail}; try again later", self.busy)
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or poll)
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())) or interval)
+            interval = min(interval * 2, poll)
 
     def release(self) -> None:
         """Give the lock back (only if we still hold it). The row stays, so that generations

@@ -144,6 +144,30 @@ def test_acquire_waits_for_a_release(make_host):
     second.release()
 
 
+def test_a_waiter_tries_again_soon_then_less_and_less_often(make_host, monkeypatch):
+    """A lock held for a moment is taken 50 ms after its release, not half a second later (a
+    sync queued behind a short one, every test that waits for a lock); a long hold is asked
+    about at most every ``poll`` seconds."""
+    import types
+
+    from mdm_core import locks
+
+    host = make_host(plugins=[])
+    first, second = host.lock("job"), host.lock("job")
+    first.acquire()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the holder lets go during the sixth wait
+        slept.append(round(seconds, 3))
+        if len(slept) == 6:
+            first.release()
+
+    monkeypatch.setattr(locks, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    second.acquire(wait=60)
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    second.release()
+
+
 def test_expired_lock_can_be_taken_over_and_refresh_extends(make_host):
     from freezegun import freeze_time
 
