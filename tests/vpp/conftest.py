@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder, MdmRunner
+from plugins.vpp.testing import SkippedWaits, skip_client_waits
 
 #: Fast failure: one retry at most, no long back-off (faults use retry_after=0).
 FAST_CONFIG = """
@@ -64,6 +65,14 @@ def synced(school: Host, recorder: EventRecorder) -> Host:
     assert report["status"] == "ok", (report.get("error_type"), report.get("error"))
     recorder.clear()
     return school
+
+
+@pytest.fixture
+def skipped_waits(monkeypatch: pytest.MonkeyPatch) -> SkippedWaits:
+    """The waits of every VPP client the test's hosts make from now on (Retry-After, back-off,
+    the rounds of an event) recorded in ``.waits`` and skipped: for tests of what a retry does,
+    not of how long it waits (``plugins.vpp.testing.skip_client_waits``)."""
+    return skip_client_waits(monkeypatch)
 
 
 @pytest.fixture

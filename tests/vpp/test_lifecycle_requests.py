@@ -31,13 +31,14 @@ def _associate(host: Host, adam_id: str, pricing: str, serials: list[str], wait:
     )
 
 
-def test_an_internal_error_inside_the_event_is_sent_again_not_reported_final(synced: Host, simulator: Any) -> None:
+def test_an_internal_error_inside_the_event_is_sent_again_not_reported_final(synced: Host, simulator: Any, skipped_waits: Any) -> None:
     adam_id, pricing = _free_app(simulator)
     serial = _free_serial(simulator, adam_id)
     simulator.fail_next_event("ASSOCIATE", 9603)  # Apple's event FAILs naming the serial, with 9603
     result = _associate(synced, adam_id, pricing, [serial])
     assert result["status"] == "COMPLETE" and result["succeeded"]["serialNumbers"] == [serial] and not result["failed"]
     assert len(result["event_ids"]) == 2  # the second round did it
+    assert skipped_waits.waits  # after a back-off
     assert (adam_id, pricing, "serialNumber", serial) in simulator.snapshot()["assignments"]
     assert_mirror_equals_apple(synced, simulator)
 
@@ -126,7 +127,7 @@ def test_account_remove_asks_first_and_has_a_dry_run(synced: Host, cli: Any) -> 
     assert cli("vpp", "account", "remove", "school", "--yes")[0] == 0
 
 
-def test_a_users_update_that_apple_refuses_is_sent_again_by_the_failed_deliveries_retry(synced: Host, simulator: Any, cli: Any) -> None:
+def test_a_users_update_that_apple_refuses_is_sent_again_by_the_failed_deliveries_retry(synced: Host, simulator: Any, cli: Any, skipped_waits: Any) -> None:
     """The MDM user's change is kept even when Apple fails; the subscriber's failure is recorded
     and the host's retry of failed deliveries sends the users/update again once Apple answers."""
     from datetime import timedelta

@@ -374,7 +374,7 @@ def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simu
     assert_mirror_equals_apple(notified, simulator)
 
 
-def test_apple_unreachable_moves_the_counts_by_the_delta_and_the_sync_confirms(notified: Host, simulator: Any) -> None:
+def test_apple_unreachable_moves_the_counts_by_the_delta_and_the_sync_confirms(notified: Host, simulator: Any, skipped_waits: Any) -> None:
     from plugins.vpp.sync.run import sync_account
 
     key, asset = next((k, a) for k, a in mirror_state(notified)["assets"].items() if a["availableCount"] >= 0)
@@ -390,7 +390,7 @@ def test_apple_unreachable_moves_the_counts_by_the_delta_and_the_sync_confirms(n
     assert_mirror_equals_apple(notified, simulator)
 
 
-def test_an_impossible_delta_with_apple_unreachable_is_retried_then_left_to_the_sync(notified: Host, simulator: Any) -> None:
+def test_an_impossible_delta_with_apple_unreachable_is_retried_then_left_to_the_sync(notified: Host, simulator: Any, skipped_waits: Any) -> None:
     from plugins.vpp.settings import VppSettings
     from plugins.vpp.sync.run import sync_account
 

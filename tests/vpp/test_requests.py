@@ -85,7 +85,7 @@ def test_disassociate_reclaims_and_irrevocable_is_refused_without_calling_apple(
     assert counter.seen == 0
 
 
-def test_apple_unreachable_is_a_temporary_error(synced: Host, simulator: Any) -> None:
+def test_apple_unreachable_is_a_temporary_error(synced: Host, simulator: Any, skipped_waits: Any) -> None:
     adam_id, pricing, _ = _asset(simulator, deviceAssignable=True, productType="App")
     simulator.faults.add("drop")
     with pytest.raises(TemporaryError, match="try again later"):
@@ -101,7 +101,7 @@ def test_lookup_metadata_returns_names_bundle_ids_and_icons(synced: Host, simula
     assert sample["iconUrl"].endswith("128x128bb.png")
 
 
-def test_registering_users_while_apple_is_unreachable_is_a_temporary_error(synced: Host, simulator: Any) -> None:
+def test_registering_users_while_apple_is_unreachable_is_a_temporary_error(synced: Host, simulator: Any, skipped_waits: Any) -> None:
     from plugins.vpp.operations import register_users
 
     inventory.add_user(synced, "new-teacher", email="new-teacher@example.com")
