@@ -295,3 +295,32 @@ def test_the_staging_tables_are_unlogged_and_the_mirror_logged_on_postgres(pg_ho
         "vpp_account": "p",
         "vpp_sync_run": "p",
     }
+
+
+def test_a_license_apple_lists_twice_in_a_full_sync_is_mirrored_once_on_postgres(
+    pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full sync on PostgreSQL inserts its new licenses without a conflict check per row; a
+    license staged twice (Apple repeats a record while its data changes) makes that insert
+    fail, and the sync inserts them again skipping what exists: one license, mirror exact."""
+    from plugins.vpp.sync import read
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    real_page_assignments = read.page_assignments
+    repeated: list[tuple[str, str, str, str]] = []
+
+    def repeating_the_first_record(page: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        rows = real_page_assignments(page)
+        if rows and not repeated:
+            repeated.append(rows[0])
+            return [*rows, rows[0]]
+        return rows
+
+    monkeypatch.setattr(read, "page_assignments", repeating_the_first_record)
+    add_simulated_account(pg_host, simulator, project_dir)
+    report = sync_account(pg_host, "school", full=True)
+    assert report["status"] == "ok", report
+    assert repeated
+    want = {tuple(a) for a in simulator.snapshot()["assignments"]}
+    assert _mirror(pg_host) == want and report["counts"]["licenses"]["added"] == len(want)

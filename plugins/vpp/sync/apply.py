@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mdm_core.db.typed import rowcount, table_of
@@ -209,10 +210,11 @@ class MirrorUpdate:
         # next to the previous one in the primary key's index, rather than in the staged order
         # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
         # in the staged order, 2.9 s in key order (3.7 s vs 2.7 s from an unsorted stage)
-        inserting = insert_ignoring_duplicates(session, L).from_select(
-            ["account_id", "adam_id", "pricing_param", "kind", "target"], select(literal(acc), *columns).where(is_new).order_by(SL.c.run_id, *columns)
-        )
-        if full:  # every count is recounted below
+        new_licenses = select(literal(acc), *columns).where(is_new).order_by(SL.c.run_id, *columns)
+        inserting = insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, new_licenses)
+        if full and not self.host.db.is_sqlite:  # every count is recounted below
+            insert_or_ignore(session, insert(L).from_select(LICENSE_KEY, new_licenses), inserting)
+        elif full:
             session.execute(inserting)
         else:  # the rows this statement inserted (as many as the change), counted per asset
             add_license_counts(session, acc, per_asset(session.execute(inserting.returning(L.c.adam_id, L.c.pricing_param))))
@@ -325,6 +327,22 @@ def move_counts(host: Host, session: Session, account: VppAccount, key: tuple[st
     )
     apply_assets(host, session, account, {key: record}, only={key})
     return True
+
+
+LICENSE_KEY = ["account_id", "adam_id", "pricing_param", "kind", "target"]
+
+
+def insert_or_ignore(session: Session, plain: Any, ignoring: Any) -> None:
+    """Run ``plain`` (an ``INSERT ... SELECT``) in a savepoint; if a row's key exists already
+    (the select repeats one, or another writer committed it meanwhile), run ``ignoring`` (the
+    same with ``ON CONFLICT DO NOTHING``) instead. On PostgreSQL the conflict check of every
+    row (a speculative insertion, confirmed afterwards) costs a quarter of the insert: 300,000
+    licenses took 2.0-2.1 s of server CPU without it, 2.7 s with it."""
+    try:
+        with session.begin_nested():
+            session.execute(plain)
+    except IntegrityError:
+        session.execute(ignoring)
 
 
 def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
