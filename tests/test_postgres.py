@@ -324,3 +324,42 @@ def test_a_license_apple_lists_twice_in_a_full_sync_is_mirrored_once_on_postgres
     assert repeated
     want = {tuple(a) for a in simulator.snapshot()["assignments"]}
     assert _mirror(pg_host) == want and report["counts"]["licenses"]["added"] == len(want)
+
+
+def test_a_pooled_connection_is_pinged_only_after_being_idle(pg_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection returned to the pool less than PING_AFTER_IDLE ago is handed out without a
+    round trip (a sync's delivery checks one out per event); one idle longer is pinged, and a
+    dead one (its server session ended) is replaced before anyone uses it."""
+    from sqlalchemy import text
+
+    from mdm_core.db import engine as engine_module
+
+    engine = pg_host.db.engine
+    pings: list[int] = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+
+    def backend_pid(conn: Any) -> int:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    for _ in range(10):  # every pooled connection used once (those idle since the host was made are pinged)
+        with pg_host.db.reading() as conn:
+            backend_pid(conn)
+    pinged = len(pings)
+    for _ in range(20):
+        with pg_host.db.reading() as conn:
+            backend_pid(conn)
+    assert len(pings) == pinged  # each returned just before: no round trip
+
+    # a pooled connection's server session ends while it is idle (a server restart, a firewall)
+    victim = pg_host.db.reading()
+    first = backend_pid(victim.__enter__())
+    with pg_host.db.reading() as other:
+        assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar_one() is True
+    victim.__exit__(None, None, None)  # back in the pool, dead
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE", 0.0)
+    seen = set()
+    for _ in range(5):  # whichever connection the pool hands out is alive: the dead one is replaced
+        with pg_host.db.reading() as conn:
+            seen.add(backend_pid(conn))
+    assert first not in seen and len(pings) > pinged

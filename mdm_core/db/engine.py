@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -32,6 +32,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pessimistic disconnect handling (``pool_pre_ping``), for connections idle
+    :data:`PING_AFTER_IDLE` or more: a dead one is replaced before anyone uses it."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["mdm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("mdm_idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError() from exc  # the pool connects again (SQLAlchemy retries the checkout)
+            raise
+
+
 def _interruption_point(*_args: Any) -> None:
     """Before each SQL statement: a pending SIGINT/SIGTERM is raised here (see interrupts)."""
     _check_interrupted()
@@ -41,6 +62,10 @@ def _interruption_point(*_args: Any) -> None:
 #: its own ``?connect_timeout=``: a host that drops packets fails in one line, not after minutes.
 CONNECT_TIMEOUT = 10
 LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+#: A pooled PostgreSQL connection idle at least this long is pinged before it is handed out (a
+#: server restarted, a connection cut by a firewall); one returned more recently worked then,
+#: and is used without a round trip (a sync's event delivery checks out one per event).
+PING_AFTER_IDLE = 1.0
 
 
 class Database:
@@ -65,10 +90,11 @@ class Database:
             if self.url.get_driver_name() in LIBPQ_DRIVERS and "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = CONNECT_TIMEOUT  # a silent host fails in seconds, not never
             try:
-                engine = create_engine(self.url, echo=echo, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args)
+                engine = create_engine(self.url, echo=echo, hide_parameters=True, connect_args=connect_args)
             except Exception as exc:  # an uninstalled driver, say
                 raise ConfigError(f"database {self.url.render_as_string(hide_password=True)} cannot be used: {exc}") from None
             event.listen(engine, "before_cursor_execute", _interruption_point)
+            _ping_when_idle(engine)
             return engine
         database = self.url.database or ""
         in_memory = self.in_memory
