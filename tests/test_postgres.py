@@ -337,7 +337,12 @@ def test_a_pooled_connection_is_pinged_only_after_being_idle(pg_host: Host, monk
     engine = pg_host.db.engine
     pings: list[int] = []
     real_ping = engine.dialect.do_ping
-    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+
+    def counted_ping(conn: Any) -> bool:
+        pings.append(1)
+        return bool(real_ping(conn))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
 
     def backend_pid(conn: Any) -> int:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
