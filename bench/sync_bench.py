@@ -280,6 +280,12 @@ class PgServer:
             return str(conn.execute("SHOW server_version").fetchone()[0])
 
 
+def cpu_of_server(result: dict[str, Any]) -> str:
+    """`` + server N s`` when the PostgreSQL server's CPU for the sync's connections was read."""
+    server = result.get("server_cpu")
+    return f" + server {server:.2f} s" if server is not None else ""
+
+
 def run_worker(kind: str, site: Site, sim: Sim, *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, str(WORKERS), kind, "--dir", str(site.dir), "--db", site.url, "--url", sim.base_url, "--token-file", str(sim.token_file), *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -345,7 +351,7 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
             site.results["exact"] = {"full": r["digest"] == want}
             say(
                 f"[{label}] {site.label}: full sync {r['wall']:.2f} s ({r['sync']:.2f} s before event delivery), peak RSS {r['rss_mb']:.0f} MB, "
-                f"mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
+                f"CPU {r['cpu']:.2f} s{cpu_of_server(r)}, mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
             )
             if args.listing and site.plugins == args.plugins[0]:
                 lst = site.results["listing"] = run_worker("listing", site, sim)
@@ -372,7 +378,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 lc = r["report"]["counts"]["licenses"]
                 say(
                     f"[{label}] {site.label}: incremental after the {name} change {r['wall']:.2f} s ({lc['reread_assets']:,} assets re-read, "
-                    f"{r['pages_read']} pages; their download+parse {fl['fetch']:.2f} s), mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
+                    f"{r['pages_read']} pages; their download+parse {fl['fetch']:.2f} s), CPU {r['cpu']:.2f} s{cpu_of_server(r)}, "
+                    f"mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
                 )
         out["sites"] = [{"database": s.database, "plugins": s.plugins, **s.results} for s in sites]
         return out

@@ -61,6 +61,56 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of process ``pid`` from /proc, or None if it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """CPU seconds of the PostgreSQL server processes serving an engine's connections from the
+    moment each is first checked out (psycopg's ``info.backend_pid``), read from /proc: a
+    server on this machine only; :meth:`seconds` is None otherwise."""
+
+    def __init__(self, engine: Any):
+        from sqlalchemy import event
+
+        self.start: dict[int, float | None] = {}
+        self.last: dict[int, float | None] = {}
+        event.listen(engine, "checkout", self._checkout)
+        event.listen(engine, "checkin", self._seen)
+        event.listen(engine, "close", self._seen)
+
+    @staticmethod
+    def _pid(dbapi_connection: Any) -> int | None:
+        info = getattr(dbapi_connection, "info", None)
+        return getattr(info, "backend_pid", None)
+
+    def _checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        pid = self._pid(dbapi_connection)
+        if pid is not None and pid not in self.start:
+            self.start[pid] = process_cpu(pid)
+
+    def _seen(self, dbapi_connection: Any, _record: Any) -> None:
+        pid = self._pid(dbapi_connection)
+        if pid is not None and pid in self.start:
+            self.last[pid] = process_cpu(pid)
+
+    def seconds(self) -> float | None:
+        """The server CPU so far of every connection seen (those still open read now)."""
+        total = 0.0
+        for pid, start in self.start.items():
+            end = process_cpu(pid)
+            end = self.last.get(pid) if end is None else end
+            if start is None or end is None:
+                return None
+            total += end - start
+        return total
+
+
 def write_site_config(site: Path, plugins: str) -> Path:
     """The site's ``conf/mdm.toml``: every plugin (as `mdm` runs by default) or the VPP plugin alone."""
     conf = site / "conf" / "mdm.toml"
@@ -248,6 +298,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
     host = open_host(Path(args.dir), args.db)
     try:
         _ = host.db  # the database is open and migrated before the clock starts
+        server = ServerCpu(host.db.engine) if host.db.url.get_backend_name() == "postgresql" else None
         profiler = None
         if args.profile_out:
             from pyinstrument import Profiler
@@ -259,6 +310,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         report = sync_account(host, ACCOUNT, full=args.full, trigger="manual")  # what `mdm vpp sync NAME` runs
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu0
+        server_cpu = server.seconds() if server is not None else None
         if profiler is not None:
             profiler.stop()
             Path(args.profile_out).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
@@ -273,6 +325,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         "wall": wall,
         "sync": _sync_seconds(report),
         "cpu": cpu,
+        "server_cpu": server_cpu,  # PostgreSQL on this machine: its processes serving the sync's connections
         "rss_mb": rss,
         "report": report,
         "digest": digest,
