@@ -135,18 +135,38 @@ class BackgroundWork:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web-work")
         self._slots = threading.BoundedSemaphore(workers)
+        self._running = 0
+        self._changed = threading.Condition()
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
         """Start ``work`` on a free worker, or raise ``WebError(503)`` when all are busy."""
         if not self._slots.acquire(blocking=False):
             raise WebError(503, f"the console is already running {self.workers} background task(s): try again when one has finished")
+        self._count(+1)
+
+        def run() -> T:
+            try:
+                return work()
+            finally:
+                self._count(-1)  # before the future is done: whoever sees it done finds the slot free
+
         try:
-            future = self._pool.submit(work)
+            return self._pool.submit(run)
         except BaseException:
-            self._slots.release()
+            self._count(-1)
             raise
-        future.add_done_callback(lambda _: self._slots.release())
-        return future
+
+    def _count(self, step: int) -> None:
+        with self._changed:
+            self._running += step
+            if step < 0:
+                self._slots.release()
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no task runs: True, or False after ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._running == 0, timeout)
 
     def shutdown(self) -> None:
         """Wait for the running tasks (the server is stopping)."""

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class WebServer:
-    """A running console: ``url``, ``stop()``."""
+    """A running console: ``url``, ``app`` (its FastAPI application), ``stop()``."""
 
     def __init__(self, host: Host, listen: str):
         import uvicorn
@@ -45,8 +45,9 @@ class WebServer:
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}/"
+        self.app = create_app(host)
         config = uvicorn.Config(
-            create_app(host), log_level="warning", proxy_headers=True, forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on"
+            self.app, log_level="warning", proxy_headers=True, forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)

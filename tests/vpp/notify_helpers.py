@@ -98,5 +98,10 @@ class Endpoint:
             vpp = host.config.section("vpp", VppSettings)
             vpp.request_timeout = max(vpp.request_timeout, HOST_PATIENCE)
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until the work the endpoint started in the background (acting on what it
+        received) has ended: on a loaded machine it can start after the test's next step."""
+        assert self.server.app.state.background.wait_idle(timeout), "the endpoint's background work did not end"
+
     def close(self) -> None:
         self.server.stop()

@@ -353,7 +353,7 @@ def test_a_repeated_notification_is_acted_on_once(notified: Host, simulator: Any
     assert [e["assets"][0]["adamId"] for e in recorder.named("vpp_assets_added")] == [key[0]]
 
 
-def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simulator: Any, recorder: EventRecorder) -> None:
+def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simulator: Any, recorder: EventRecorder, endpoint: Endpoint) -> None:
     from plugins.vpp.sync.run import sync_account
 
     lock = account_lock(notified, account_row(notified).id)
@@ -361,6 +361,7 @@ def test_a_notification_older_than_the_last_sync_is_skipped(notified: Host, simu
     try:
         simulator.purchase(count=2)
         assert simulator.wait_notifications(30)
+        endpoint.wait_idle()  # its try found the account busy (else it could act once the lock is released)
         assert process_pending(notified)["busy"] == 1
         [waiting] = [n for n in inbox(notified) if n.notification_type == "ASSET_COUNT"]
         assert waiting.status == "received"
