@@ -37,6 +37,21 @@ def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: di
     return mdm
 
 
+def _upgrade_then_query(mdm: MdmRunner, applied: str, *queries: str) -> list[list[Any]]:
+    """``mdm db upgrade`` (it must say ``applied``), then the rows of each query on the file."""
+    from sqlalchemy import create_engine
+
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0, err
+    assert applied in out
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    try:
+        with engine.connect() as conn:
+            return [list(conn.execute(text(query)).all()) for query in queries]
+    finally:
+        engine.dispose()
+
+
 def test_core_0002_devices_enrolled_before_are_device_enrollment(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
     mdm = _database_at(
         project_dir,
@@ -67,15 +82,8 @@ def test_vpp_0002_accounts_get_no_back_off(project_dir: Path, monkeypatch: Any, 
             " '2030-01-01 00:00:00.000000', 'm', 3600, 'valid', 0, '2026-01-02 03:04:05.000000')",
         ],
     )
-    code, out, err = mdm("db", "upgrade")
-    assert code == 0, err
-    assert "vpp: applied 0005 (account backoff until" in out
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{mdm.db}")
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT name, backoff_until FROM vpp_account")).all() == [("school", None)]
-    engine.dispose()
+    [accounts] = _upgrade_then_query(mdm, "vpp: applied 0005 (account backoff until", "SELECT name, backoff_until FROM vpp_account")
+    assert accounts == [("school", None)]
 
 
 def test_mobile_apps_0002_metadata_becomes_per_platform(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
@@ -104,16 +112,12 @@ def test_mobile_apps_0002_metadata_becomes_per_platform(project_dir: Path, monke
             " VALUES ('school', '111', 'STDQ', 'device', 'C02OLD', 'manual', 'done', 1, '[]', '2026-01-02 03:04:05.000000', '2026-01-02 03:04:05.000000')",
         ],
     )
-    code, out, err = mdm("db", "upgrade")
-    assert code == 0, err
-    assert "mobile_apps: applied 0002 (metadata per platform and reclaim cause" in out
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{mdm.db}")
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT adam_id, platform, status, bundle_id FROM mobile_apps_metadata ORDER BY adam_id, platform")).all()
-        reclaims = conn.execute(text("SELECT target, status, cause FROM mobile_apps_reclaim")).all()
-    engine.dispose()
+    rows, reclaims = _upgrade_then_query(
+        mdm,
+        "mobile_apps: applied 0002 (metadata per platform and reclaim cause",
+        "SELECT adam_id, platform, status, bundle_id FROM mobile_apps_metadata ORDER BY adam_id, platform",
+        "SELECT target, status, cause FROM mobile_apps_reclaim",
+    )
     assert rows == [("111", "iOS", "ok", "com.example.words"), ("111", "macOS", "pending", None), ("222", "macOS", "ok", "com.example.words")]
     assert reclaims == [("C02OLD", "done", None)]
 
@@ -151,13 +155,7 @@ def test_vpp_0006_assets_get_the_count_of_their_mirrored_licenses(project_dir: P
             license.format(id=2, adam="111", pricing="STDQ", kind="device", target="C09"),
         ],
     )
-    code, out, err = mdm("db", "upgrade")
-    assert code == 0, err
-    assert "vpp: applied 0006 (asset license count" in out
-    from sqlalchemy import create_engine
-
-    engine = create_engine(f"sqlite:///{mdm.db}")
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT account_id, adam_id, pricing_param, license_count FROM vpp_asset ORDER BY 1, 2, 3")).all()
-    engine.dispose()
+    [rows] = _upgrade_then_query(
+        mdm, "vpp: applied 0006 (asset license count", "SELECT account_id, adam_id, pricing_param, license_count FROM vpp_asset ORDER BY 1, 2, 3"
+    )
     assert rows == [(1, "111", "PLUS", 1), (1, "111", "STDQ", 2), (1, "222", "STDQ", 0), (2, "111", "STDQ", 1)]
