@@ -146,52 +146,72 @@ class EventBus:
             return int(session.execute(select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.delivered_at).is_(None))).scalar_one())
 
     def _deliver_pending(self, limit: int | None, deadline: float | None) -> int:
-        from mdm_core.models import OutboxEvent, utcnow
+        """Two transactions a batch: a read of the next events (with their payloads, which never
+        change), and one write that marks the previous batch delivered and claims this one. A
+        crash before that write redelivers the previous batch (ids are stable), as before."""
+        from mdm_core.models import OutboxEvent
 
         delivered = 0
         last_seq = 0
         self.left_behind = False
-        while limit is None or delivered < limit:
-            if deadline is not None and time.monotonic() >= deadline:
-                self.left_behind = True
-                return delivered
-            size = DELIVERY_BATCH if limit is None else min(DELIVERY_BATCH, limit - delivered)
-            with self.db.session() as session:
-                rows = session.execute(
-                    select(col(OutboxEvent.seq), col(OutboxEvent.claimed_by))
-                    .where(col(OutboxEvent.delivered_at).is_(None), col(OutboxEvent.seq) > last_seq)
-                    .order_by(col(OutboxEvent.seq))
-                    .limit(size)
-                ).all()
-            if not rows:
-                return delivered
-            last_seq = rows[-1].seq
-            dead = {r.claimed_by for r in rows if r.claimed_by and local_holder_is_dead(r.claimed_by)}
-            claimed = self._claim([r.seq for r in rows], dead)
-            done: list[int] = []
-            try:
-                for seq, event in self._load_batch(sorted(claimed)):  # one read for the batch (at most DELIVERY_BATCH payloads)
+        done: list[int] = []  # delivered, not yet marked: marked with the next claim, or at the end
+        left: list[int] = []  # claimed, not delivered (out of budget, or a subscriber raised through)
+        try:
+            while limit is None or delivered < limit:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.left_behind = True
+                    return delivered
+                size = DELIVERY_BATCH if limit is None else min(DELIVERY_BATCH, limit - delivered)
+                with self.db.session() as session:
+                    rows = session.execute(
+                        select(
+                            col(OutboxEvent.seq),
+                            col(OutboxEvent.claimed_by),
+                            col(OutboxEvent.id),
+                            col(OutboxEvent.name),
+                            col(OutboxEvent.payload),
+                            col(OutboxEvent.created_at),
+                        )
+                        .where(col(OutboxEvent.delivered_at).is_(None), col(OutboxEvent.seq) > last_seq)
+                        .order_by(col(OutboxEvent.seq))
+                        .limit(size)
+                    ).all()
+                if not rows:
+                    return delivered
+                last_seq = rows[-1].seq
+                dead = {r.claimed_by for r in rows if r.claimed_by and local_holder_is_dead(r.claimed_by)}
+                claimed = self._claim([r.seq for r in rows], dead, mark_delivered=done)
+                done = []  # marked in the claim's transaction
+                batch = [(r.seq, Event(name=r.name, payload=r.payload, id=r.id, created_at=r.created_at)) for r in rows if r.seq in claimed]
+                left = [seq for seq, _ in batch]
+                for seq, event in batch:
                     if deadline is not None and done and time.monotonic() >= deadline:
                         self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
                         break
                     self.dispatch(event)
                     done.append(seq)
-            finally:
-                left = sorted(set(claimed) - set(done))
-                if done or left:  # one write per batch; a crash before it redelivers the batch (ids are stable)
-                    with self.db.write_session() as session:
-                        if done:
-                            session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(done)).values(delivered_at=utcnow()))
-                        if left:
-                            session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(left)).values(claimed_by=None, claimed_at=None))
-                        session.commit()
+                    left.pop(0)  # delivered in the batch's order: always the first one left
                 delivered += len(done)
-            if self.left_behind:
-                return delivered
-        return delivered
+                if self.left_behind:
+                    return delivered
+            return delivered
+        finally:
+            self._finish(done, left)
+
+    def _finish(self, done: list[int], left: list[int]) -> None:
+        """Mark ``done`` delivered and release the claims of ``left`` (one write, if any)."""
+        from mdm_core.models import OutboxEvent, utcnow
+
+        if done or left:
+            with self.db.write_session() as session:
+                if done:
+                    session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(done)).values(delivered_at=utcnow()))
+                if left:
+                    session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(left)).values(claimed_by=None, claimed_at=None))
+                session.commit()
 
     def _load_batch(self, seqs: list[int]) -> list[tuple[int, Event]]:
-        """The claimed events of a batch, in order, read at once."""
+        """The events of these seqs, in order, read at once."""
         from mdm_core.models import OutboxEvent
 
         if not seqs:
@@ -204,11 +224,12 @@ class EventBus:
             ).all()
         return [(row.seq, Event(name=row.name, payload=row.payload, id=row.id, created_at=row.created_at)) for row in rows]
 
-    def _claim(self, seqs: list[int], dead_holders: Collection[str] = frozenset()) -> set[int]:
+    def _claim(self, seqs: list[int], dead_holders: Collection[str] = frozenset(), mark_delivered: Collection[int] = ()) -> set[int]:
         """Claim events so that two deliveries (processes or threads) never run the same one.
 
         A claim is free when nobody holds it, when it is older than ``CLAIM_TIMEOUT``, or when
-        its holder is a process of this machine that no longer exists. Returns the seqs won.
+        its holder is a process of this machine that no longer exists. ``mark_delivered``: the
+        previous batch's delivered events, marked in the same transaction. Returns the seqs won.
         """
         from mdm_core.models import OutboxEvent, utcnow
 
@@ -218,6 +239,8 @@ class EventBus:
         if dead_holders:
             free = free | col(OutboxEvent.claimed_by).in_(sorted(dead_holders))
         with self.db.write_session() as session:
+            if mark_delivered:
+                session.execute(update(OutboxEvent).where(col(OutboxEvent.seq).in_(sorted(mark_delivered))).values(delivered_at=now))
             session.execute(
                 update(OutboxEvent)
                 .where(col(OutboxEvent.seq).in_(seqs), col(OutboxEvent.delivered_at).is_(None), free)

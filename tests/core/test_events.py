@@ -233,3 +233,38 @@ def test_recording_an_undeclared_event_is_an_error_and_writes_nothing(make_host,
     declared = make_host(plugins=[specs])
     declared.db.run_write(lambda s: declared.events.record(s, "widget_made", {"n": 1}))
     assert declared.deliver_events() == 1
+
+
+def test_an_interruption_in_a_later_batch_keeps_the_earlier_batches_delivered_once(make_host, load_plugin, monkeypatch):
+    """The delivered events of a batch are marked in the next batch's claim (one write a batch):
+    an interruption inside a later batch marks what it delivered, releases the rest, and the
+    next delivery starts at the first event not delivered, each event once and in order."""
+    from mdm_core import events
+
+    monkeypatch.setattr(events, "DELIVERY_BATCH", 2)
+    plugin = load_plugin(
+        """
+    calls = []
+    stop_at = ["S3"]
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        if event.payload["serial_number"] in stop_at:
+            stop_at.clear()
+            raise KeyboardInterrupt
+        calls.append(event.payload["serial_number"])
+"""
+    )
+    host = make_host(plugins=[plugin])
+    serials = [f"S{i}" for i in range(1, 6)]
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": n}) for n in serials]))
+    with pytest.raises(KeyboardInterrupt):
+        host.events.deliver_pending()
+    assert plugin.calls == ["S1", "S2"]
+    with host.db.session() as s:
+        rows = s.execute(select(col(OutboxEvent.payload), col(OutboxEvent.delivered_at), col(OutboxEvent.claimed_by)).order_by(col(OutboxEvent.seq))).all()
+    assert [(r[0]["serial_number"], r[1] is not None) for r in rows] == [(n, n in ("S1", "S2")) for n in serials]
+    assert all(r[2] is None for r in rows if r[1] is None)  # the interrupted batch's claims are released
+    assert host.events.deliver_pending() == 3
+    assert plugin.calls == serials
+    assert host.events.deliver_pending() == 0
