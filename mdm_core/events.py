@@ -43,6 +43,11 @@ RETRY_DELAYS = tuple(timedelta(minutes=m) for m in (1, 5, 15, 60, 180, 360))
 DELIVERY_BATCH = 100  # events claimed, dispatched and marked delivered together
 
 
+class DeliveryBatch(list["Event"]):
+    """The events of one delivery batch, in order (:meth:`EventBus.delivering`); a list with
+    weak references, so that a subscriber's memo of a batch never keeps its payloads alive."""
+
+
 @dataclass(frozen=True)
 class Event:
     """A plain-value event: ``name`` selects the hook ``mdm_<name>``; ``id`` is stable."""
@@ -136,6 +141,13 @@ class EventBus:
         finally:
             self._local.delivering = False
 
+    def delivering(self) -> DeliveryBatch:
+        """The batch of events this thread is delivering (empty outside a delivery), for a
+        subscriber that answers the same question for each of many events: it may ask once for
+        the whole batch (mobile_apps: whether an install waits for a license event's asset).
+        The answer is then as of the first event of the batch that asked, not of each event."""
+        return getattr(self._local, "batch", None) or DeliveryBatch()
+
     def pending_count(self) -> int:
         """How many events wait for delivery."""
         from sqlalchemy import func
@@ -184,6 +196,7 @@ class EventBus:
                 done = []  # marked in the claim's transaction
                 batch = [(r.seq, Event(name=r.name, payload=r.payload, id=r.id, created_at=r.created_at)) for r in rows if r.seq in claimed]
                 left = [seq for seq, _ in batch]
+                self._local.batch = DeliveryBatch(event for _, event in batch)
                 for seq, event in batch:
                     if deadline is not None and done and time.monotonic() >= deadline:
                         self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
@@ -196,6 +209,7 @@ class EventBus:
                     return delivered
             return delivered
         finally:
+            self._local.batch = None
             self._finish(done, left)
 
     def _finish(self, done: list[int], left: list[int]) -> None:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
@@ -28,6 +28,7 @@ from ..payloads import InstallFailedPayload
 from ..settings import settings
 from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install
+from .waiting import install_waits
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -86,7 +87,7 @@ def on_licenses_associated(host: Host, event: Event) -> None:
 
     p = cast(LicensesPayload, event.payload)
     auto = settings(host).auto_install and p.get("source") == "sync"
-    if not auto and not _has_pending(host, p["account"], str(p["adamId"]), str(p["pricingParam"])):
+    if not auto and not install_waits(host, "pending", event):
         return  # nothing waits for these licenses: no work, so nothing to guard against a repeat either
 
     def work(session: Session) -> None:
@@ -163,25 +164,6 @@ def on_users_changed(host: Host, event: Event) -> None:
     if ids:
         log.info("%d install(s) waiting for an invitation go ahead: %s accepted", len(ids), ", ".join(associated[:5]))
         retry_pending(host, ids)
-
-
-_PENDING = (
-    select(col(Install.id))
-    .where(  # built once: a sync delivers thousands of license events
-        col(Install.status) == "pending",
-        col(Install.account) == bindparam("account"),
-        col(Install.adam_id) == bindparam("adam_id"),
-        col(Install.pricing_param) == bindparam("pricing"),
-    )
-    .limit(1)
-)
-
-
-def _has_pending(host: Host, account: str, adam_id: str, pricing: str) -> bool:
-    """Whether an install of this asset waits for its license (a read: most license events of a
-    sync find none, and skip the write transaction)."""
-    with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK): once per license event
-        return conn.execute(_PENDING, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
 
 
 def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
@@ -272,7 +254,7 @@ def on_licenses_refused(host: Host, event: Event) -> None:
     ``ASSET_MANAGEMENT`` notification): they fail at once with Apple's reason, as when the
     ``mobile_apps.installs`` job asks again, instead of waiting for it."""
     p = cast(LicensesRefusedPayload, event.payload)
-    if p["type"] != "ASSOCIATE" or not _has_pending(host, p["account"], p["adamId"], p["pricingParam"]):
+    if p["type"] != "ASSOCIATE" or not install_waits(host, "pending", event):
         return
     failure = {"errorNumber": p["errorNumber"], "errorMessage": p["errorMessage"]}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.inventory import queue_command
@@ -26,6 +26,7 @@ from mdm_core.models import Command, Device, utcnow
 
 from ..catalog import DEVICE_TO_APP_PLATFORM, once
 from ..models import AppMetadata, Install
+from .waiting import install_waits
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -35,29 +36,10 @@ log = logging.getLogger(__name__)
 REMOVE_TYPE = "RemoveApplication"
 
 
-_QUEUED = (
-    select(col(Install.id))
-    .where(  # built once: a sync delivers an event per asset whose licenses were taken back
-        col(Install.status) == "queued",
-        col(Install.account) == bindparam("account"),
-        col(Install.adam_id) == bindparam("adam_id"),
-        col(Install.pricing_param) == bindparam("pricing"),
-    )
-    .limit(1)
-)
-
-
-def _has_queued(host: Host, account: str, adam_id: str, pricing: str) -> bool:
-    """Whether this MDM queued an install of this asset (a read: most license events of a sync
-    find none, and skip the write transaction)."""
-    with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK): once per license event
-        return conn.execute(_QUEUED, {"account": account, "adam_id": adam_id, "pricing": pricing}).first() is not None
-
-
 def on_licenses_disassociated(host: Host, event: Event) -> None:
     """Cancel queued installs and remove installed apps of the licenses taken back."""
     p = event.payload
-    if not _has_queued(host, p["account"], str(p["adamId"]), str(p["pricingParam"])):
+    if not install_waits(host, "queued", event):
         return  # no install of this asset to follow up: no work, so nothing to guard against a repeat either
 
     def work(session: Session) -> None:
