@@ -196,21 +196,29 @@ class EventBus:
                 done = []  # marked in the claim's transaction
                 batch = [(r.seq, Event(name=r.name, payload=r.payload, id=r.id, created_at=r.created_at)) for r in rows if r.seq in claimed]
                 left = [seq for seq, _ in batch]
-                self._local.batch = DeliveryBatch(event for _, event in batch)
-                for seq, event in batch:
-                    if deadline is not None and done and time.monotonic() >= deadline:
-                        self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
-                        break
-                    self.dispatch(event)
-                    done.append(seq)
-                    left.pop(0)  # delivered in the batch's order: always the first one left
+                self._dispatch_batch(batch, deadline, done, left)
+                del rows, batch  # this batch's payloads go before the next read: one batch in memory at a time
                 delivered += len(done)
                 if self.left_behind:
                     return delivered
             return delivered
         finally:
-            self._local.batch = None
             self._finish(done, left)
+
+    def _dispatch_batch(self, batch: list[tuple[int, Event]], deadline: float | None, done: list[int], left: list[int]) -> None:
+        """Dispatch a claimed batch in order, moving each seq from ``left`` to ``done``; stops
+        early (``left_behind``) when past ``deadline`` after at least one event."""
+        self._local.batch = DeliveryBatch(event for _, event in batch)
+        try:
+            for seq, event in batch:
+                if deadline is not None and done and time.monotonic() >= deadline:
+                    self.left_behind = True  # out of budget: the rest of the batch is left, unclaimed below
+                    return
+                self.dispatch(event)
+                done.append(seq)
+                left.pop(0)  # delivered in the batch's order: always the first one left
+        finally:
+            self._local.batch = None
 
     def _finish(self, done: list[int], left: list[int]) -> None:
         """Mark ``done`` delivered and release the claims of ``left`` (one write, if any)."""

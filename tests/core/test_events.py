@@ -268,3 +268,26 @@ def test_an_interruption_in_a_later_batch_keeps_the_earlier_batches_delivered_on
     assert host.events.deliver_pending() == 3
     assert plugin.calls == serials
     assert host.events.deliver_pending() == 0
+
+
+def test_a_delivered_batch_is_let_go_before_the_next_one_is_read(make_host, monkeypatch):
+    """One batch of payloads in memory at a time (a sync's user events carry 500 users each):
+    when the next batch is read and claimed, nothing holds the previous batch's payloads."""
+    import gc
+
+    from mdm_core import events
+
+    monkeypatch.setattr(events, "DELIVERY_BATCH", 2)
+    held: list[set[str]] = []
+    claim = events.EventBus._claim
+
+    def claim_and_look(self, seqs, *args, **kwargs):
+        gc.collect()
+        held.append({o["serial_number"] for o in gc.get_objects() if isinstance(o, dict) and "tags" in o and isinstance(o.get("serial_number"), str)})
+        return claim(self, seqs, *args, **kwargs)
+
+    monkeypatch.setattr(events.EventBus, "_claim", claim_and_look)
+    host = make_host()
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}", "tags": [i]}) for i in range(1, 5)]))
+    assert host.events.deliver_pending() == 4
+    assert held == [{"S1", "S2"}, {"S3", "S4"}]  # each claim sees its own batch's payloads only
