@@ -8,11 +8,22 @@ than the database's own work for hundreds of thousands of rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
+#: keys per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on bound parameters
+IN_CHUNK = 500
+
+
+def in_chunks(keys: list[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
+    """``keys`` in consecutive slices of at most ``size``, one ``IN (...)`` list each."""
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
 
 
 def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.text import bad_character, shown
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-IN_CHUNK = 500  # keys per IN list (well under SQLite's and PostgreSQL's parameter limits)
 STAGED_INSERT = 5000  # on SQLite, at least this many new rows go through TEMP tables (see _staged_write)
 
 
@@ -100,8 +100,8 @@ def upsert(
     def plan() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, ...], list[dict[str, Any]]], int]:
         stored: dict[Any, Any] = {}
         with host.db.session() as session:
-            for start in range(0, len(keys), IN_CHUNK):
-                for found in session.execute(select(table).where(pk.in_(keys[start : start + IN_CHUNK]))):
+            for chunk in in_chunks(keys):
+                for found in session.execute(select(table).where(pk.in_(chunk))):
                     stored[found._mapping[pk.name]] = found._mapping
         new: list[dict[str, Any]] = []
         events: list[tuple[str, Any]] = []

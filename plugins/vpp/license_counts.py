@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, tuple_, update
 from sqlmodel import Session
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import table_of
 
 from .models import VppAsset, VppLicense
@@ -60,9 +61,7 @@ def recount_licenses(session: Session, account_id: int | None, keys: Iterable[As
     if keys is None:
         session.execute(update(A).where(A.c.account_id == account_id).values(license_count=count))
         return
-    todo = sorted(set(keys))
-    for start in range(0, len(todo), 500):
-        chunk = todo[start : start + 500]
+    for chunk in in_chunks(sorted(set(keys))):
         session.execute(update(A).where(A.c.account_id == account_id, tuple_(A.c.adam_id, A.c.pricing_param).in_(chunk)).values(license_count=count))
 
 
@@ -73,10 +72,8 @@ def license_counts(session: Session, account_id: int | None) -> dict[AssetKey, i
 
 def counted_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey]) -> dict[AssetKey, int]:
     """The mirrored licenses of these assets, counted (assets the mirror does not list yet)."""
-    todo = sorted(set(keys))
     found: dict[AssetKey, int] = {}
-    for start in range(0, len(todo), 500):
-        chunk = todo[start : start + 500]
+    for chunk in in_chunks(sorted(set(keys))):
         query = (
             select(L.c.adam_id, L.c.pricing_param, func.count())
             .where(and_(L.c.account_id == account_id, tuple_(L.c.adam_id, L.c.pricing_param).in_(chunk)))

@@ -14,6 +14,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, o
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.models import MdmUser, utcnow
 
@@ -228,9 +229,8 @@ class MirrorUpdate:
             if held_before:
                 conditions.append(and_(L.c.account_id == acc, ~in_stage))
         else:  # assets re-read whole: what the stage lacks is gone (the diffed ones named theirs: ``gone``)
-            whole = sorted(set(reread) - set(diffed))
-            for start in range(0, len(whole), 500):
-                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(whole[start : start + 500]), ~in_stage))
+            for chunk in in_chunks(sorted(set(reread) - set(diffed))):
+                conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(chunk), ~in_stage))
         if gone:
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
             key = and_(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, insert, select
 from sqlmodel import Session
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import rowcount, table_of
 
 from ..apple.client import AppsBooksClient
@@ -91,8 +92,8 @@ def _remove_licenses(host: Host, session: Session, account: VppAccount, key: tup
     deleted = 0
     for kind in ("device", "user"):
         targets = [t for _, _, k, t in gone if k == kind]
-        for start in range(0, len(targets), 500):
-            deleted += rowcount(session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(targets[start : start + 500]))))
+        for chunk in in_chunks(targets):
+            deleted += rowcount(session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(chunk))))
     add_license_counts(session, account.id, {key: -deleted})
     return record_license_events(host, session, account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
 
