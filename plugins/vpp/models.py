@@ -88,7 +88,7 @@ class VppUser(SQLModel, table=True):
 
     __tablename__ = "vpp_user"
 
-    account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
+    account_id: int = Field(primary_key=True)  # vpp_account.id, kept by triggers (vpp migration 0008)
     client_user_id: str = Field(primary_key=True, max_length=255)
     email: str | None = Field(default=None, max_length=255)
     status: str = Field(max_length=16)
@@ -103,7 +103,7 @@ class VppLicense(SQLModel, table=True):
     __tablename__ = "vpp_license"
     __table_args__ = (Index("ix_vpp_license_target", "account_id", "kind", "target"),)
 
-    account_id: int = Field(primary_key=True, foreign_key="vpp_account.id", ondelete="CASCADE")
+    account_id: int = Field(primary_key=True)  # vpp_account.id, kept by triggers (vpp migration 0008)
     adam_id: str = Field(primary_key=True, max_length=32)
     pricing_param: str = Field(primary_key=True, max_length=8)
     kind: str = Field(primary_key=True, max_length=8)  # "device" or "user"
