@@ -237,18 +237,21 @@ def test_a_first_sync_on_postgres_publishes_each_asset_under_its_own_application
     assert sorted((e["id"], e["adamId"], e["pricingParam"], e["platform"]) for e in events) == sorted((i, *key) for key, i in apps.items())
 
 
-def test_a_staging_write_that_fails_in_the_background_fails_the_sync_with_nothing_written(
-    pg_host: Host, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("first", [True, False], ids=["first-sync-straight-into-the-mirror", "staged"])
+def test_a_license_write_that_fails_in_the_background_fails_the_sync_with_nothing_written(
+    pg_host: Host, project_dir: Path, monkeypatch: pytest.MonkeyPatch, first: bool
 ) -> None:
-    """On PostgreSQL the staged batches are written by a thread of their own while the next
-    pages are parsed: a batch whose COPY fails fails the sync (it is not lost, leaving a
-    mirror short of licenses), the staged rows are dropped, and no writer thread is left."""
+    """On PostgreSQL the license batches are written by a thread of their own while the next
+    pages are parsed (staged, or on a first full sync straight into the mirror in the sync's
+    open transaction): a batch whose COPY fails fails the sync (it is not lost, leaving a
+    mirror short of licenses), nothing is written (the mirror as before, no staged row), and
+    no writer thread is left."""
     import threading
 
     from sqlalchemy import func, select
     from sqlalchemy.exc import OperationalError
 
-    from plugins.vpp.models import VppLicense, VppStageLicense, VppStageUser
+    from plugins.vpp.models import VppStageLicense, VppStageUser
     from plugins.vpp.simulator import Simulator
     from plugins.vpp.sync import read
     from plugins.vpp.sync.run import sync_account
@@ -258,20 +261,26 @@ def test_a_staging_write_that_fails_in_the_background_fails_the_sync_with_nothin
     real_insert_rows = read.insert_rows
 
     def failing_third_license_batch(session: Any, table: Any, columns: Any, rows: Any) -> None:
-        writes.append(table.name)
-        if writes.count("vpp_stage_license") == 3:
-            raise OperationalError("COPY vpp_stage_license", {}, Exception("could not extend file: No space left on device"))
+        if table.name in ("vpp_stage_license", "vpp_license"):
+            writes.append(table.name)
+            if len(writes) == 3:
+                raise OperationalError(f"COPY {table.name}", {}, Exception("could not extend file: No space left on device"))
         real_insert_rows(session, table, columns, rows)
 
     monkeypatch.setattr(read, "STAGE_BATCH", 200)
-    monkeypatch.setattr(read, "insert_rows", failing_third_license_batch)
     with Simulator(seed=5, assets=6, devices=900, users=700, assignments=1200, page_size=100, async_delay=0) as sim:
         add_simulated_account(pg_host, sim, project_dir)
+        if not first:
+            assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+            sim.mutate_fraction(0.1, seed=3)
+        before = _mirror(pg_host)
+        monkeypatch.setattr(read, "insert_rows", failing_third_license_batch)
         report = sync_account(pg_host, "school", full=True)
     assert report["status"] == "error" and "No space left on device" in str(report["error"])
-    assert writes.count("vpp_stage_license") == 3  # the read stopped at the failed batch
+    assert writes == 3 * ["vpp_license" if first else "vpp_stage_license"]  # the read stopped at the failed batch
+    assert _mirror(pg_host) == before and len(before) == (0 if first else 1200)
     with pg_host.db.session() as session:
-        for model in (VppLicense, VppStageLicense, VppStageUser):
+        for model in (VppStageLicense, VppStageUser):
             assert session.execute(select(func.count()).select_from(model)).scalar_one() == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("vpp-stage")]
 

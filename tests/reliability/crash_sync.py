@@ -73,6 +73,15 @@ def sigint_inside_a_staging_write() -> None:
     read.insert_rows = insert_rows
 
 
+def _after_two_direct_batches() -> None:
+    """Kill after the second batch of licenses a first full sync wrote straight into the
+    mirror (PostgreSQL), with batches of 5 rows so that a small sync writes several."""
+    from plugins.vpp.sync import read
+
+    read.STAGE_BATCH = 5
+    after(read.DirectLicenses, "write", 2)
+
+
 def main(argv: list[str]) -> None:
     import plugins.vpp.plugin
     from mdm_core.events import EventBus
@@ -90,6 +99,7 @@ def main(argv: list[str]) -> None:
         "paging-assignments": lambda: after(client.AppsBooksClient, "_fetch_page", 7),
         "staged-users": lambda: after(read.StageBuffer, "flush", 1),
         "staged-assignments": lambda: after(read.StageBuffer, "flush", 2),
+        "direct-licenses-written": _after_two_direct_batches,
         "apply-assets-written": lambda: after(apply.MirrorUpdate, "_apply_assets"),
         "apply-licenses-written": lambda: after(apply.MirrorUpdate, "_apply_licenses"),
         "apply-before-commit": lambda: after(apply.MirrorUpdate, "apply"),

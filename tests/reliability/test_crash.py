@@ -46,14 +46,14 @@ SELF_KILL_POINTS = [
 COMMITTED = {"committed-not-delivered", "delivery-claimed"}
 
 
-def _spawn(project_dir: Path, point: str, full: bool = False) -> subprocess.Popen[str]:
+def _spawn(project_dir: Path, point: str, full: bool = False, database_url: str | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [
         sys.executable,
         "-m",
         "tests.reliability.crash_sync",
         str(project_dir / "conf" / "mdm.toml"),
-        f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}",
+        database_url or f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}",
         point,
         "full" if full else "incremental",
     ]
@@ -186,3 +186,38 @@ def test_sigkill_of_one_of_two_concurrent_syncs(crash_host: Host, small_sim: Any
     report = sync_account(crash_host, "school", wait=10)
     assert report["status"] == "ok"
     assert_converged(crash_host, small_sim)
+
+
+@pytest.mark.parametrize("point", ["direct-licenses-written", "apply-licenses-written", "apply-before-commit"])
+def test_sigkill_of_a_first_full_sync_writing_straight_into_the_mirror_on_postgres(
+    make_host: Callable[..., Host], recorder: EventRecorder, small_sim: Any, project_dir: Path, point: str, request: pytest.FixtureRequest
+) -> None:
+    """A first full sync on PostgreSQL writes its licenses into the mirror in its own open
+    transaction (plugins/vpp/sync/read.py: DirectLicenses): killed after two of its batches,
+    or inside the apply that continues that transaction, it leaves nothing (no license, user,
+    asset or event of it, no staged license); the crashed run shows interrupted and the next
+    sync mirrors Apple exactly."""
+    import plugins.vpp.plugin
+
+    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    url = str(request.getfixturevalue("pg_url"))
+    host = make_host(plugins=[plugins.vpp.plugin, recorder], config=CRASH_CONFIG, database_url=url)
+    add_simulated_account(host, small_sim, project_dir)
+    child = _spawn(project_dir, point, full=True, database_url=url)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, (out, err)
+    assert "READY" in out and "DONE" not in out
+    count_figure("crash_points")
+    with host.db.engine.connect() as conn:
+        for table in ("vpp_license", "vpp_user", "vpp_asset", "vpp_stage_license"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0, table
+        assert conn.execute(text("SELECT count(*) FROM core_event WHERE name LIKE 'vpp_licenses%'")).scalar_one() == 0
+    from plugins.vpp.sync.run import recent_runs
+
+    assert recent_runs(host, "school")[0]["status"] == "interrupted"
+    _recover(host, small_sim)
+    with host.db.engine.connect() as conn:  # the users the dead run staged are dropped by the next one
+        assert conn.execute(text("SELECT count(*) FROM vpp_stage_user")).scalar_one() == 0

@@ -16,6 +16,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import rowcount, table_of
+from mdm_core.interrupts import deferred
 from mdm_core.models import MdmUser, utcnow
 
 from .. import token_state
@@ -23,7 +24,7 @@ from ..apple.protocol import apple_asset, apple_user
 from ..license_counts import add_license_counts, per_asset, recount_licenses
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from .events import EVENT_RECORDS, record_chunks, record_license_events, with_known, with_known_keys
-from .read import SL, SU, AppleRead, in_mirror
+from .read import SL, SU, AppleRead, DirectFallback, DirectLicenses, in_mirror
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -42,7 +43,16 @@ def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lo
     """Apply ``read`` in one write transaction, if this run still holds ``lock``; returns the
     counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it."""
     mirror = MirrorUpdate(host, account, run_id, lock)
-    return host.db.run_write(lambda session: mirror.apply(session, read))
+    if read.direct is None:
+        return host.db.run_write(lambda session: mirror.apply(session, read))
+    with deferred():  # the transaction that holds the licenses written straight into the mirror
+        try:
+            counts = mirror.apply(read.direct.session, read)
+            read.direct.session.commit()
+        except BaseException:
+            read.direct.close()  # rolled back now: its row locks (the account, the run) go with it
+            raise
+    return counts
 
 
 def refresh_statistics(host: Host, counts: dict[str, Any]) -> list[str]:
@@ -81,7 +91,15 @@ class MirrorUpdate:
         removed_assets = self._apply_assets(session, assets, counts)
         self._apply_users(session, full=mode == "full", counts=counts)
         self._apply_licenses(
-            session, full=mode == "full", reread=reread, assets=assets, removed_assets=removed_assets, counts=counts, diffed=read.diffed, gone=read.removed
+            session,
+            full=mode == "full",
+            reread=reread,
+            assets=assets,
+            removed_assets=removed_assets,
+            counts=counts,
+            diffed=read.diffed,
+            gone=read.removed,
+            direct=read.direct,
         )
         for table in (SL, SU):
             self._delete_stage(session, table)
@@ -196,8 +214,12 @@ class MirrorUpdate:
         counts: dict[str, Any],
         diffed: list[str],
         gone: list[tuple[str, str, str, str]],
+        direct: DirectLicenses | None = None,
     ) -> None:
         acc, run = self.account.id, self.run_id
+        if direct is not None:  # a first full sync wrote them straight into the mirror, in this transaction
+            self._direct_licenses(session, direct, counts)
+            return
         columns = (SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target)
         is_new = and_(SL.c.run_id == run, ~in_mirror(acc))
         # a first full sync finds no license to take back: the anti-join of every license just
@@ -255,6 +277,25 @@ class MirrorUpdate:
         again = set(reread)
         recount_licenses(session, acc, None if full else [key for key in assets if key[0] in again])
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
+
+    def _direct_licenses(self, session: Session, direct: DirectLicenses, counts: dict[str, Any]) -> None:
+        """The licenses of a first full sync, already in the mirror (this transaction): every
+        license of the account is new, so each gets its associated event and nothing is removed,
+        unless another writer committed one of the account's licenses since the read began
+        (then the account holds more rows than the sync wrote: :class:`DirectFallback`)."""
+        acc = self.account.id
+        held = session.execute(select(func.count()).select_from(L).where(L.c.account_id == acc)).scalar_one()
+        if held != direct.rows:
+            raise DirectFallback(f"{held - direct.rows} license(s) of the account were mirrored meanwhile")
+        rows = session.execute(
+            with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L)
+            .where(L.c.account_id == acc)
+            .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target),
+            execution_options=STREAMED,
+        )
+        added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", rows)
+        recount_licenses(session, acc)
+        counts["licenses"] = {"added": added, "removed": 0, "reread_assets": 0}
 
 
 def apply_assets(

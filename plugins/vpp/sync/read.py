@@ -27,6 +27,16 @@ The asset list itself (a missing asset would be taken as removed) is read again 
 Pages are staged in ``vpp_stage_*`` tables as they arrive (memory does not grow with the
 account), under the run's id. Every request to Apple happens here, before :mod:`.apply` opens
 the one write transaction.
+
+A first full sync on PostgreSQL (the account's mirror holds no license) writes the licenses
+straight into the mirror instead (:class:`DirectLicenses`): COPY into ``vpp_license`` in a
+transaction opened for it, which the apply then continues and commits, so that each license
+is written once instead of staged and then inserted. Nothing of it is visible to anyone before
+that commit; a failure, an interruption or a crash rolls it back (nothing written, as with
+staged rows). What would need the staged rows (a license Apple lists twice in two batches, an
+asset read again, a license another writer committed for the account meanwhile) rolls the
+transaction back and the sync reads everything again the staged way (:class:`DirectFallback`).
+While it is open, another writer's insert of the very license it holds waits for its end.
 """
 
 from __future__ import annotations
@@ -43,10 +53,12 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import insert_rows
 from mdm_core.db.typed import table_of
+from mdm_core.errors import describe
 
 from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
@@ -78,6 +90,47 @@ _MIRRORED = f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id 
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
+class DirectFallback(Exception):
+    """A first full sync writing its licenses straight into the mirror met what needs them
+    staged: its transaction is rolled back and the sync reads again, staging them."""
+
+
+class DirectLicenses:
+    """The licenses of a first full sync on PostgreSQL, written straight into the mirror in one
+    transaction held open from the read to the apply's commit (see the module docstring).
+    ``session`` is that transaction's; :meth:`close` rolls it back unless it was committed."""
+
+    def __init__(self, host: Host, account_id: int | None):
+        self.account_id = account_id
+        self.conn = host.db.write_engine.connect()
+        self.session = Session(bind=self.conn, expire_on_commit=False)
+        self.rows = 0  # licenses written (each once: see write)
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        """COPY sorted (adam_id, pricing_param, kind, target) rows, a repeated row once; a row
+        already in the mirror (written by an earlier batch, or by another writer) falls back."""
+        unique = [row for i, row in enumerate(rows) if i == 0 or row != rows[i - 1]]
+        acc = self.account_id
+        try:
+            insert_rows(self.session, L, ("account_id", *LICENSE_COLUMNS), [(acc, *r) for r in unique])
+        except Exception as exc:  # COPY raises the driver's own error (psycopg's UniqueViolation)
+            if not isinstance(exc, IntegrityError) and getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            raise DirectFallback("a license is listed twice, or was mirrored meanwhile") from exc  # the transaction is lost
+        self.rows += len(unique)
+
+    def close(self) -> None:
+        """Roll back what was not committed (again: nothing)."""
+        try:
+            self.session.close()
+            self.conn.close()
+        except Exception as exc:  # a lost connection: the server rolled it back
+            log.warning("could not close the sync's license transaction: %s", describe(exc))
+
+
 class DataChangedError(VppError):
     """Apple's data kept changing while we read it; the next sync tries again."""
 
@@ -99,6 +152,7 @@ class AppleRead:
     count_mismatches: list[str] = field(default_factory=list)  # adamIds whose counts Apple itself does not match
     diffed: list[str] = field(default_factory=list)  # adamIds of ``reread`` compared with the mirror: only their changes are staged
     removed: list[tuple[str, str, str, str]] = field(default_factory=list)  # their mirrored licenses Apple no longer lists
+    direct: DirectLicenses | None = None  # the licenses were written straight into the mirror, in this open transaction
 
 
 @dataclass
@@ -116,8 +170,10 @@ class SyncReader:
     process is being interrupted); threads re-reading assets stop at their next page too.
     """
 
-    def __init__(self, host: Host, account: VppAccount, client: AppsBooksClient, run_id: int, heartbeat: Callable[[], None]):
+    def __init__(self, host: Host, account: VppAccount, client: AppsBooksClient, run_id: int, heartbeat: Callable[[], None], *, direct: bool = True):
         self.host = host
+        self.allow_direct = direct  # a first full sync on PostgreSQL may write its licenses straight into the mirror
+        self.direct: DirectLicenses | None = None
         self.account = account
         self.client = client
         self.run_id = run_id
@@ -159,7 +215,13 @@ class SyncReader:
             mismatched,
             sorted(self.matched),
             removed,
+            self.direct,
         )
+
+    def close(self) -> None:
+        """Roll back the licenses written straight into the mirror, unless the apply committed them."""
+        if self.direct is not None:
+            self.direct.close()
 
     # ------------------------------------------------------------------ traversal
 
@@ -227,7 +289,11 @@ class SyncReader:
         return traversal.version
 
     def _read_assignments(self, since: str | None) -> Traversal:
-        with StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS, background=True) as buffer:
+        if since is None and self.allow_direct and not self.host.db.is_sqlite:
+            with self.host.db.session() as session:
+                if session.execute(select(L.c.target).where(L.c.account_id == self.account.id).limit(1)).first() is None:
+                    self.direct = DirectLicenses(self.host, self.account.id)
+        with StageBuffer(self.host, SL, self.run_id, LICENSE_COLUMNS, background=True, direct=self.direct) as buffer:
             on_page = self._license_rows(buffer)
             traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
             self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
@@ -260,6 +326,8 @@ class SyncReader:
     def reread_assets(self, adam_ids: list[str]) -> None:
         """Read the assignments of these assets again in full, replacing what is staged for them
         (in an incremental sync, compared with the mirror: see the module docstring)."""
+        if self.direct is not None:
+            raise DirectFallback(f"{len(adam_ids)} asset(s) to read again")
         self._staged = None
 
         def drop(session: Session, chunk: list[str]) -> None:
@@ -395,6 +463,10 @@ class SyncReader:
     def _staged_counts(self) -> dict[AssetKey, int]:
         """Distinct staged licenses per asset (kept until the staged licenses change: a re-read)."""
         if self._staged is not None:
+            return self._staged
+        if self.direct is not None:  # written straight into the mirror (each once): counted there, in its transaction
+            query = select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == self.account.id).group_by(L.c.adam_id, L.c.pricing_param)
+            self._staged = {(a, p): n for a, p, n in self.direct.session.execute(query)}
             return self._staged
         distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
@@ -532,8 +604,8 @@ class StageBuffer:
     a batch still being written, so that nothing is staged after a failed read drops its rows.
     On SQLite the batches are written in the adding thread (one writer at a time anyway)."""
 
-    def __init__(self, host: Host, table: Any, run_id: int, columns: tuple[str, ...], *, background: bool = False):
-        self.host, self.table, self.run_id, self.columns = host, table, run_id, columns
+    def __init__(self, host: Host, table: Any, run_id: int, columns: tuple[str, ...], *, background: bool = False, direct: DirectLicenses | None = None):
+        self.host, self.table, self.run_id, self.columns, self.direct = host, table, run_id, columns, direct
         self.rows: list[tuple[Any, ...]] = []
         self.lock = threading.RLock()  # shared by the threads re-reading assets
         index = next(iter(table.indexes))  # the staging key, (run_id, ...)
@@ -581,5 +653,8 @@ class StageBuffer:
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             rows.sort(key=self.key)  # in index order (stable: equal keys keep Apple's order), a batch touches few index pages
+            if self.direct is not None:
+                self.direct.write(rows)
+                return
             run, columns = self.run_id, ("run_id", *self.columns)
             self.host.db.run_write(lambda s: insert_rows(s, self.table, columns, [(run, *r) for r in rows]))

@@ -40,7 +40,7 @@ from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from . import progress
 from .apply import apply_read, refresh_statistics
-from .read import SyncReader, clear_stage
+from .read import DirectFallback, SyncReader, clear_stage
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -131,26 +131,41 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     progress.started(account.name, mode)
     started = utcnow()
     client = None
+    readers: list[SyncReader] = []  # each closed at the end (licenses written straight into the mirror and not committed roll back)
+
+    def reader_for(direct: bool = True) -> SyncReader:
+        assert client is not None
+        reader = SyncReader(host, account, client, run_id, beat.check, direct=direct)
+        readers.append(reader)
+        _note_expiration(reader, config)
+        return reader
+
     try:
         with lock.heartbeat() as beat:
             client = client_for(host, account)
             config = client.get_client_config()  # the token works and mdmInfo is still ours
-            reader = SyncReader(host, account, client, run_id, beat.check)
-            _note_expiration(reader, config)
             try:
-                read = reader.read(mode)
-            except (InvalidVersionIdError, BadPageIndexError) as exc:
-                log.warning("account %s: %s; falling back to a full sync", account.name, exc)
+                try:
+                    read = reader_for().read(mode)
+                except (InvalidVersionIdError, BadPageIndexError) as exc:
+                    log.warning("account %s: %s; falling back to a full sync", account.name, exc)
+                    _close(readers)
+                    clear_stage(host, run_id)
+                    mode = "full"
+                    read = reader_for().read(mode)
+                beat.check()
+                counts = apply_read(host, account, run_id, read, lock)
+            except DirectFallback as exc:  # rolled back: read again, staging the licenses
+                log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
+                _close(readers)
                 clear_stage(host, run_id)
-                mode = "full"
-                reader = SyncReader(host, account, client, run_id, beat.check)
-                _note_expiration(reader, config)
-                read = reader.read(mode)
-            beat.check()
-            counts = apply_read(host, account, run_id, read, lock)
+                read = reader_for(direct=False).read(mode)
+                beat.check()
+                counts = apply_read(host, account, run_id, read, lock)
             _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, counts))
         report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
     except Exception as exc:  # recorded on the run; the mirror is unchanged
+        _close(readers)  # rolled back first: its row locks would hold up the record of the failure
         message = _failure(account.name, trigger, exc, host)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
         _best_effort(
@@ -159,16 +174,24 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
         report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
     except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
         why = str(exc) or type(exc).__name__
+        _close(readers)
         log.warning("account %s: sync interrupted (%s); nothing written", account.name, why)
         _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
         _best_effort(f"mark run {run_id} interrupted", lambda: _mark_interrupted(host, run_id, f"interrupted ({why}): nothing written"))
         raise
     finally:
+        _close(readers)
         progress.finished(account.name)
         if client is not None:
             client.close()
     _best_effort("record the sync report", lambda: _record_report(host, report))
     return report
+
+
+def _close(readers: list[SyncReader]) -> None:
+    for reader in readers:
+        reader.close()
+    readers.clear()
 
 
 def _note_expiration(reader: SyncReader, config: dict[str, Any]) -> None:

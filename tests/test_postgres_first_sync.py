@@ -1,0 +1,205 @@
+"""A first full sync on PostgreSQL writes its licenses straight into the mirror, in a
+transaction that the apply continues and commits (plugins/vpp/sync/read.py: DirectLicenses):
+each license written once, nothing visible before the commit, the same mirror and events as
+the staged way, and whatever needs the staged rows reads again staging them.
+
+Runs when ``MDM_TEST_POSTGRES_URL`` is set (as tests/test_postgres.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from mdm_core.host import Host
+
+from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
+from .test_postgres import _mirror
+
+pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
+
+
+@pytest.fixture
+def pg_host(make_host: Callable[..., Host], pg_url: str) -> Host:
+    return make_host(database_url=pg_url)
+
+
+@pytest.fixture
+def license_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The tables license batches are written to, in order (the staging table or the mirror)."""
+    from plugins.vpp.sync import read
+
+    writes: list[str] = []
+    real = read.insert_rows
+
+    def recording(session: Any, table: Any, columns: Any, rows: Any) -> None:
+        if table.name in ("vpp_stage_license", "vpp_license"):
+            writes.append(table.name)
+        real(session, table, columns, rows)
+
+    monkeypatch.setattr(read, "insert_rows", recording)
+    monkeypatch.setattr(read, "STAGE_BATCH", 300)
+    yield writes
+
+
+def _associated(host: Host) -> list[str]:
+    """Every target of the recorded vpp_licenses_associated events, as adamId/kind/target."""
+    found = []
+    with host.db.engine.connect() as conn:
+        for (payload,) in conn.execute(text("SELECT payload FROM core_event WHERE name = 'vpp_licenses_associated'")):
+            for kind, key in (("serialNumber", "serialNumbers"), ("clientUserId", "clientUserIds")):
+                found += [f"{payload['adamId']}/{payload['pricingParam']}/{kind}/{t}" for t in payload[key]]
+    return sorted(found)
+
+
+def _apple(sim: Any) -> set[tuple[str, str, str, str]]:
+    return {tuple(a) for a in sim.snapshot()["assignments"]}
+
+
+def test_a_first_full_sync_writes_each_license_once_straight_into_the_mirror(
+    pg_host: Host, simulator: Any, project_dir: Path, license_writes: list[str]
+) -> None:
+    """No license is staged; the mirror is Apple's, each license has its associated event; the
+    next (incremental) sync stages its changes as before and the mirror stays exact."""
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    report = sync_account(pg_host, "school", full=True)
+    want = _apple(simulator)
+    assert report["status"] == "ok", report
+    assert license_writes and set(license_writes) == {"vpp_license"}
+    assert _mirror(pg_host) == want and report["counts"]["licenses"] == {"added": len(want), "removed": 0, "reread_assets": 0}
+    assert _associated(pg_host) == sorted("/".join(a) for a in want)
+    with pg_host.db.engine.connect() as conn:  # the stored per-asset counts are the mirror's
+        stored: dict[str, int] = dict(conn.execute(text("SELECT adam_id || '/' || pricing_param, license_count FROM vpp_asset")).all())
+    assert stored == {key: sum(1 for a in want if f"{a[0]}/{a[1]}" == key) for key in stored}
+
+    simulator.mutate_fraction(0.2, seed=4)
+    license_writes.clear()
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    assert set(license_writes) == {"vpp_stage_license"} and _mirror(pg_host) == _apple(simulator)
+
+
+def test_nothing_is_visible_before_the_first_sync_commits(pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the read goes on (licenses already written in the sync's transaction) another
+    connection sees no license; a failure in the apply then leaves none at all."""
+    from plugins.vpp.sync import apply, read
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    seen: list[int] = []
+    real_reconcile = read.SyncReader.reconcile
+
+    def looking(self: Any, *args: Any, **kwargs: Any) -> Any:
+        assert self.direct is not None and self.direct.rows > 0
+        with pg_host.db.engine.connect() as conn:
+            seen.append(conn.execute(text("SELECT count(*) FROM vpp_license")).scalar_one())
+        return real_reconcile(self, *args, **kwargs)
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(read.SyncReader, "reconcile", looking)
+    monkeypatch.setattr(apply.MirrorUpdate, "_delete_stage", failing)  # after the licenses' events, before the commit
+    add_simulated_account(pg_host, simulator, project_dir)
+    report = sync_account(pg_host, "school", full=True)
+    assert report["status"] == "error" and "disk on fire" in str(report["error"])
+    assert seen == [0]
+    assert _mirror(pg_host) == set()
+    with pg_host.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM core_event WHERE name LIKE 'vpp_licenses%'")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM vpp_stage_user")).scalar_one() == 0
+    monkeypatch.undo()
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    assert _mirror(pg_host) == _apple(simulator)
+
+
+def test_a_license_listed_in_two_batches_reads_again_staging(
+    pg_host: Host, project_dir: Path, license_writes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A license Apple repeats in a later batch (its data changing underway) is already in the
+    mirror: that transaction is rolled back, the sync reads again staging the licenses, and
+    the mirror holds it once, each license with one event."""
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.sync import read
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    real_page_assignments = read.page_assignments
+    pages: list[list[tuple[str, str, str, str]]] = []
+
+    def repeating_the_first_page(page: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        rows = real_page_assignments(page)
+        pages.append(rows)
+        return [*rows, pages[0][0]] if len(pages) == 5 else rows
+
+    monkeypatch.setattr(read, "page_assignments", repeating_the_first_page)
+    with Simulator(seed=5, assets=6, devices=900, users=700, assignments=1200, page_size=100, async_delay=0) as sim:  # 12 pages, 3 a batch
+        add_simulated_account(pg_host, sim, project_dir)
+        report = sync_account(pg_host, "school", full=True)
+        want = _apple(sim)
+    assert report["status"] == "ok", report
+    assert license_writes[0] == "vpp_license" and license_writes[-1] == "vpp_stage_license"
+    assert _mirror(pg_host) == want and report["counts"]["licenses"]["added"] == len(want)
+    assert _associated(pg_host) == sorted("/".join(a) for a in want)
+
+
+def test_a_license_another_writer_commits_during_the_first_sync_reads_again_staging(
+    pg_host: Host, simulator: Any, project_dir: Path, license_writes: list[str], monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    """A license of the account committed by another writer while the first sync reads (one
+    Apple does not list): the mirror would hold more than the sync wrote, so it reads again
+    staging, and the full sync takes that license back: the mirror is Apple's."""
+    from plugins.vpp.sync import read
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    real_page_assignments = read.page_assignments
+    calls: list[int] = []
+    other = create_engine(pg_url)
+
+    def writing_meanwhile(page: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        calls.append(1)
+        if len(calls) == 3:
+            with other.begin() as conn:
+                conn.execute(text("INSERT INTO vpp_license SELECT id, '999', 'STDQ', 'device', 'ELSEWHERE' FROM vpp_account WHERE name = 'school'"))
+        return real_page_assignments(page)
+
+    monkeypatch.setattr(read, "page_assignments", writing_meanwhile)
+    add_simulated_account(pg_host, simulator, project_dir)
+    try:
+        report = sync_account(pg_host, "school", full=True)
+    finally:
+        other.dispose()
+    assert report["status"] == "ok", report
+    assert license_writes[0] == "vpp_license" and license_writes[-1] == "vpp_stage_license"
+    assert _mirror(pg_host) == _apple(simulator) and report["counts"]["licenses"]["removed"] == 1
+
+
+def test_a_first_sync_failing_after_its_apply_wrote_the_account_records_the_failure(
+    pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply of a first full sync continues the read's transaction; failing once it has
+    written the account's row, that transaction is rolled back before the failure is
+    recorded on the same row (else the record would wait on it): the sync reports the error,
+    the account and the run say so, nothing of the mirror is written."""
+    from plugins.vpp.sync import apply
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    def failing(host: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        session.flush()  # the account's row is now this transaction's
+        raise RuntimeError("token state lost")
+
+    monkeypatch.setattr(apply.token_state, "sync_succeeded", failing)
+    add_simulated_account(pg_host, simulator, project_dir)
+    report = sync_account(pg_host, "school", full=True)
+    assert report["status"] == "error" and "token state lost" in str(report["error"])
+    with pg_host.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT last_sync_result FROM vpp_account")).scalar_one().startswith("error: ")
+        assert conn.execute(text("SELECT status FROM vpp_sync_run")).scalar_one() == "error"
+    assert _mirror(pg_host) == set()
