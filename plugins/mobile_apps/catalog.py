@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, insert, or_, select
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
@@ -89,17 +89,21 @@ def _payload(app: MobileApp | Mapping[str, Any]) -> AppPayload:
 def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset]) -> None:
     """Publish (or update) one application per platform of each asset; retire dropped platforms.
 
-    The event's applications and metadata rows are read in two queries; the new applications,
-    their metadata rows and their ``mobile_apps_app_published`` events are each inserted by one
-    bulk statement (an event carries up to 500 assets: a first sync publishes every asset), the
-    existing applications are updated in one flush."""
+    The event's applications and metadata rows are read in two queries; the stored
+    applications are updated by one ``UPDATE`` run for all of them (an incremental sync's
+    event names hundreds of assets whose counts moved: ORM objects changed attribute by
+    attribute cost 0.1 s of CPU per 750 applications); the new applications, their metadata
+    rows and their ``mobile_apps_app_published`` events are each inserted by one bulk statement
+    (an event carries up to 500 assets: a first sync publishes every asset)."""
     now = utcnow()
+    apps = table_of(MobileApp)
     adam_ids = sorted({str(a["adamId"]) for a in assets})
-    existing: dict[tuple[str, str], dict[str, MobileApp]] = {}
-    for row in session.execute(select(MobileApp).where(col(MobileApp.account) == account, col(MobileApp.adam_id).in_(adam_ids))).scalars():
-        existing.setdefault((row.adam_id, row.pricing_param), {})[row.platform] = row
+    existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for stored in session.execute(select(apps).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids))).mappings():
+        existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = dict(stored)
     known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
-    published: list[MobileApp | dict[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
+    published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
+    updates: list[dict[str, Any]] = []
     new_apps: list[dict[str, Any]] = []
     new_metadata: list[dict[str, Any]] = []
     for asset in assets:
@@ -123,28 +127,39 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 new_apps.append(values)
                 published.append(values)
                 continue
-            newly = row.state != "published"
-            _set_counts(row, asset, kind)
-            row.state, row.retired_at, row.updated_at = "published", None, now
-            session.add(row)
-            if newly:
-                published.append(row)
+            changes = _updated_values(row, asset, kind, now)
+            updates.append({"b_id": row["id"], **changes})
+            if row["state"] != "published":
+                published.append({**row, **changes})
         for platform, row in rows.items():
-            if platform not in platforms and row.state != "retired":
-                _retire(host, session, row, now)
+            if platform not in platforms and row["state"] != "retired":
+                app = session.get(MobileApp, row["id"])
+                assert app is not None
+                _retire(host, session, app, now)
         for platform in platforms:  # metadata per platform: a universal app's Mac entry differs
             if (adam_id, platform) not in known:
                 new_metadata.append({**NEW_METADATA, "adam_id": adam_id, "platform": platform, "account": account})
                 known.add((adam_id, platform))
-    session.flush()  # the updated applications, before the new ones (one transaction either way)
+    session.flush()  # the retired applications
+    if updates:  # the updated applications, before the new ones (one transaction either way)
+        session.execute(update(apps).where(apps.c.id == bindparam("b_id")), updates)
     if new_apps:  # their ids, in the order of the rows given
-        apps = table_of(MobileApp)
         ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
         for values, new_id in zip(new_apps, ids, strict=True):
             values["id"] = new_id
     if new_metadata:
         session.execute(insert(table_of(AppMetadata)), new_metadata)
     host.events.record_many(session, [("mobile_apps_app_published", _payload(row)) for row in published])
+
+
+def _updated_values(row: Mapping[str, Any], asset: Mapping[str, Any], kind: str, now: datetime) -> dict[str, Any]:
+    """A stored application's columns as the asset sets them, published again: every count
+    column (the stored one where the asset lacks it), so that every row of one ``UPDATE`` sets
+    the same columns."""
+    values: dict[str, Any] = {attr: row[attr] for attr, _ in COUNTS}
+    values.update(_asset_values(asset, kind, row["product_type"]))
+    values.update(state="published", retired_at=None, updated_at=now)
+    return values
 
 
 #: the columns of a new application that do not come from its asset

@@ -13,7 +13,7 @@ from sqlmodel import col
 from mdm_core.events import Event
 from mdm_core.models import utcnow
 from plugins.mobile_apps.catalog import list_apps
-from plugins.mobile_apps.models import AppMetadata
+from plugins.mobile_apps.models import AppMetadata, MobileApp
 
 from .conftest import fixed_assets, sync
 
@@ -218,3 +218,39 @@ def test_an_old_event_delivered_again_does_not_bring_back_a_retired_app(host, si
     assert by_key(host)[(new_adam, "STDQ", "iOS")]["state"] == "retired"
     host.events.dispatch(Event(name=added.name, payload=added.payload, id=added.id))  # delivered again
     assert by_key(host)[(new_adam, "STDQ", "iOS")]["state"] == "retired"
+
+
+def test_one_changed_event_updates_retires_and_publishes_again_each_app_as_its_asset_says(host, simulator, apps_events):
+    """The applications an event names are updated by one statement for all of them: each takes
+    its own asset's counts and flags (a count the asset lacks stays as stored), a dropped
+    platform retires, a retired application is published again with its stored id."""
+    a = fixed_assets(simulator)
+    before = by_key(host)
+    ios, both, third = (a[0]["adamId"], "STDQ"), (a[1]["adamId"], "STDQ"), (a[2]["adamId"], "STDQ")
+    with host.db.session() as session:  # the third app was retired (a refund) earlier
+        session.execute(update(MobileApp).where(col(MobileApp.adam_id) == third[0]).values(state="retired", retired_at=utcnow()))
+        session.commit()
+    first = {**a[0], "assignedCount": 7, "availableCount": 3, "totalCount": 10, "revocable": False}
+    lacking = {k: v for k, v in {**a[1], "assignedCount": 2, "supportedPlatforms": ["iOS"]}.items() if k not in ("totalCount", "retiredCount")}
+    again = {**a[2], "availableCount": 42}
+    host.events.dispatch(Event(name="vpp_assets_changed", payload={"account": "school", "assets": [first, lacking, again]}))
+    host.deliver_events()
+
+    apps = by_key(host)
+    one = apps[(*ios, "iOS")]
+    assert (one["assignedCount"], one["availableCount"], one["totalCount"], one["revocable"]) == (7, 3, 10, False)
+    kept = apps[(*both, "iOS")]
+    assert (kept["assignedCount"], kept["totalCount"], kept["retiredCount"]) == (
+        2,
+        before[(*both, "iOS")]["totalCount"],
+        before[(*both, "iOS")]["retiredCount"],
+    )
+    assert kept["availableCount"] == a[1]["availableCount"] and kept["state"] == "published"
+    assert apps[(*both, "macOS")]["state"] == "retired"  # its platform was dropped
+    republished = apps[(*third, "iOS")]
+    assert (republished["state"], republished["availableCount"], republished["retiredAt"]) == ("published", 42, None)
+    assert republished["id"] == before[(*third, "iOS")]["id"]
+    assert [(e["id"], e["availableCount"]) for e in apps_events.named("mobile_apps_app_published") if e["adamId"] == third[0]][-1] == (republished["id"], 42)
+    assert [e["id"] for e in apps_events.named("mobile_apps_app_retired")] == [apps[(*both, "macOS")]["id"]]
+    others = {key: row for key, row in apps.items() if key[:2] not in (ios, both, third)}
+    assert others == {key: row for key, row in before.items() if key[:2] not in (ios, both, third)}  # the apps it does not name are untouched
