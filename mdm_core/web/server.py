@@ -30,6 +30,7 @@ class WebServer:
         import uvicorn
 
         from .app import create_app
+        from .stoppable import StoppableServer
 
         address, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -49,7 +50,7 @@ class WebServer:
         config = uvicorn.Config(
             self.app, log_level="warning", proxy_headers=True, forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on"
         )
-        self.server = uvicorn.Server(config)
+        self.server = StoppableServer(config)
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
 
     def _serve(self) -> None:
@@ -66,6 +67,6 @@ class WebServer:
 
     def stop(self) -> None:
         """Stop accepting, finish the requests under way and the background work."""
-        self.server.should_exit = True
+        self.server.stop()
         self.thread.join(30)
         self.socket.close()
