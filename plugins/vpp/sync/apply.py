@@ -88,7 +88,7 @@ class MirrorUpdate:
         self.lock.fence(session)
         mode, assets, versions, reread = read.mode, read.assets, read.versions, read.reread
         counts: dict[str, Any] = {}
-        removed_assets = self._apply_assets(session, assets, counts)
+        removed_assets = self._apply_assets(session, assets, counts, recount=mode != "full")
         self._apply_users(session, full=mode == "full", counts=counts)
         self._apply_licenses(
             session,
@@ -129,8 +129,8 @@ class MirrorUpdate:
         self.lock.fence(session)
         return counts
 
-    def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any]) -> list[tuple[str, str]]:
-        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets)
+    def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any], *, recount: bool) -> list[tuple[str, str]]:
+        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets, recount=recount)
         return removed
 
     def _delete_stage(self, session: Session, table: Any) -> None:
@@ -299,13 +299,21 @@ class MirrorUpdate:
 
 
 def apply_assets(
-    host: Host, session: Session, account: VppAccount, assets: dict[tuple[str, str], dict[str, Any]], only: set[tuple[str, str]] | None = None
+    host: Host,
+    session: Session,
+    account: VppAccount,
+    assets: dict[tuple[str, str], dict[str, Any]],
+    only: set[tuple[str, str]] | None = None,
+    *,
+    recount: bool = True,
 ) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Make the mirrored assets Apple's ``assets`` (vpp_asset values by key), in the caller's
     transaction: new ones inserted, changed ones updated, missing ones deleted, with their
     events and the count history. ``only``: the keys Apple was asked about (an asset read
     again on its own); None: ``assets`` is every asset of the account. Returns the removed
-    keys (their licenses are the caller's) and the counts."""
+    keys (their licenses are the caller's) and the counts. ``recount`` False: the caller sets
+    every stored license count afterwards (a full sync), the new assets' are not counted here
+    (a first full sync on PostgreSQL already holds its licenses: 300,000 counted twice)."""
     acc, name = account.id, account.name
     query = select(VppAsset).where(col(VppAsset.account_id) == acc)
     if only is not None:
@@ -317,7 +325,8 @@ def apply_assets(
     removed = [key for key in mirror if key not in assets]
     if added:
         session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
-        recount_licenses(session, acc, [(row["adam_id"], row["pricing_param"]) for row in added])  # licenses mirrored before Apple listed it
+        if recount:
+            recount_licenses(session, acc, [(row["adam_id"], row["pricing_param"]) for row in added])  # licenses mirrored before Apple listed it
     if changed:
         session.execute(
             update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
