@@ -62,7 +62,7 @@ def test_a_read_only_database_is_one_line_and_reads_still_work(
 
 
 def test_a_locked_sqlite_database_is_one_line(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[core]\nsqlite_busy_timeout = 0.3\n", environ={"MDM_DISABLED_PLUGINS": "mobile_apps,alerts"})
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, config="[core]\nsqlite_busy_timeout = 0.05\n", environ={"MDM_DISABLED_PLUGINS": "mobile_apps,alerts"})
     assert mdm("devices", "list")[0] == 0
     from types import SimpleNamespace
 
