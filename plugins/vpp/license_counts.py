@@ -49,9 +49,12 @@ def add_license_counts(session: Session, account_id: int | None, deltas: Mapping
         session.execute(_ADD, rows)
 
 
-def recount_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey] | None = None) -> None:
+def recount_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey] | None = None, *, only_off: bool = False) -> None:
     """Set the stored counts of these assets (every asset of the account for None) from the
-    mirrored licenses: after a full sync, and for assets just inserted."""
+    mirrored licenses: after a full sync, and for assets just inserted. ``only_off``: only
+    those whose stored count differs from their ``assigned_count`` (an incremental sync's
+    assets read again, whose licenses now are Apple's: counting them all read every license
+    of every such asset, 171,000 at full size, 0.12-0.16 s of server time on PostgreSQL)."""
     count = (
         select(func.count())
         .select_from(L)
@@ -61,6 +64,10 @@ def recount_licenses(session: Session, account_id: int | None, keys: Iterable[As
     if keys is None:
         session.execute(update(A).where(A.c.account_id == account_id).values(license_count=count))
         return
+    if only_off:  # the account's assets whose count is not Apple's, found by one plain read (one row per asset)
+        query = select(A.c.adam_id, A.c.pricing_param).where(A.c.account_id == account_id, A.c.license_count != A.c.assigned_count)
+        off = {(a, p) for a, p in session.execute(query)}
+        keys = [key for key in keys if key in off]
     for chunk in in_chunks(sorted(set(keys))):
         session.execute(update(A).where(A.c.account_id == account_id, tuple_(A.c.adam_id, A.c.pricing_param).in_(chunk)).values(license_count=count))
 

@@ -234,3 +234,40 @@ def test_forced_full_sync(synced: Any, simulator: Any) -> None:
     report = sync_account(synced, "school", full=True)
     assert report["mode"] == "full" and report["status"] == "ok"
     assert report["counts"]["assets"] == {"added": 0, "changed": 0, "removed": 0, "total": len(simulator.snapshot()["assets"])}
+
+
+def test_licenses_another_writer_removed_during_the_read_leave_the_stored_counts_exact(synced: Any, simulator: Any, monkeypatch: Any) -> None:
+    """An incremental sync moves the stored counts of the assets it read again by the licenses
+    it inserts and deletes, and recounts only those whose count is then not Apple's; when
+    another writer deleted some of the removed licenses between the read and the apply (and
+    moved the counts itself), the sync deletes fewer than it read and recounts instead of
+    taking them off twice."""
+    from sqlalchemy import delete
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.license_counts import add_license_counts
+    from plugins.vpp.models import VppLicense
+    from plugins.vpp.sync import run
+
+    summary = simulator.mutate_fraction(0.3, seed=5)
+    assert summary["assignments_removed"]
+    L = table_of(VppLicense)
+    original = run.apply_read
+    taken: list[tuple[str, str, str, str]] = []
+
+    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+        taken.extend(read.removed[:3])  # licenses Apple no longer lists: this host disassociates them meanwhile
+
+        def other_writer(session: Any) -> None:
+            for a, p, k, t in taken:
+                session.execute(delete(L).where(L.c.account_id == account.id, L.c.adam_id == a, L.c.pricing_param == p, L.c.kind == k, L.c.target == t))
+                add_license_counts(session, account.id, {(a, p): -1})
+
+        host.db.run_write(other_writer)
+        return original(host, account, run_id, read, lock)
+
+    monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental"
+    assert len(taken) == 3
+    assert_mirror_equals_apple(synced, simulator)  # the stored license counts included

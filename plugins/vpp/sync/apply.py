@@ -243,6 +243,7 @@ class MirrorUpdate:
             add_license_counts(session, acc, per_asset(session.execute(inserting.returning(L.c.adam_id, L.c.pricing_param))))
 
         removed = 0
+        exact = True  # every license deleted below is counted off its asset's stored count
         conditions = []
         in_stage = exists().where(
             SL.c.run_id == run, SL.c.adam_id == L.c.adam_id, SL.c.pricing_param == L.c.pricing_param, SL.c.kind == L.c.kind, SL.c.target == L.c.target
@@ -262,7 +263,12 @@ class MirrorUpdate:
                 L.c.kind == bindparam("k_kind"),
                 L.c.target == bindparam("k_target"),
             )
-            session.execute(delete(L).where(key), [{"k_adam": a, "k_pricing": p, "k_kind": k, "k_target": t} for a, p, k, t in gone])
+            deleted = rowcount(session.execute(delete(L).where(key), [{"k_adam": a, "k_pricing": p, "k_kind": k, "k_target": t} for a, p, k, t in gone]))
+            # one key deletes one row at most: when every key deleted one, the counts move by
+            # them; otherwise (another writer took some meanwhile) the check below recounts
+            exact = deleted == len(gone)
+            if exact:
+                add_license_counts(session, acc, {key: -n for key, n in per_asset(gone).items()})
         for a, p in removed_assets:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:
@@ -271,11 +277,24 @@ class MirrorUpdate:
                 execution_options=STREAMED,
             )
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
-            session.execute(delete(L).where(condition))
-        # the stored counts (license_counts): a full sync recounts them all, an incremental one
-        # the assets it read again (their licenses, as many as the pages it read)
+            if full:
+                session.execute(delete(L).where(condition))
+            else:  # the rows this statement deleted, counted off their assets
+                add_license_counts(
+                    session,
+                    acc,
+                    {key: -n for key, n in per_asset(session.execute(delete(L).where(condition).returning(L.c.adam_id, L.c.pricing_param))).items()},
+                )
+        # the stored counts (license_counts): a full sync recounts them all; an incremental one
+        # moved them by the rows it inserted and deleted, and recounts only the assets it read
+        # again whose count is not Apple's (the reconcile made the licenses to hold agree with
+        # it): a count that was off, Apple's own mismatch, or another writer meanwhile
         again = set(reread)
-        recount_licenses(session, acc, None if full else [key for key in assets if key[0] in again])
+        keys = [key for key in assets if key[0] in again]
+        if full:
+            recount_licenses(session, acc, None)
+        else:
+            recount_licenses(session, acc, keys, only_off=exact)
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
 
     def _direct_licenses(self, session: Session, direct: DirectLicenses, counts: dict[str, Any]) -> None:
