@@ -12,6 +12,7 @@ hooks it saw (and the reliability figures, ``count_figure``) to the controller.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import socket
@@ -78,6 +79,18 @@ def pytest_configure(config: pytest.Config) -> None:
     HOOK_CALLS.install()
     config.pluginmanager.register(HookCoverage(HOOK_CALLS, all_hookspecs, TESTS), "mdm-hook-coverage")
     config.pluginmanager.register(FIGURES, "mdm-reliability-figures")
+
+
+#: The test processes' garbage collector runs its oldest generation after 100 collections of
+#: the middle one rather than 10 (Python's default): after collection a worker holds about
+#: 190,000 long-lived objects (the test items, the imported modules), and each full collection
+#: walked them all for the few cycles it freed (29 per worker in the fast subset: 5 CPU seconds
+#: of each worker's 35). Young cycles are still collected as often as ever.
+GC_THRESHOLDS = (700, 10, 100)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
