@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -91,6 +93,21 @@ GC_THRESHOLDS = (700, 10, 100)
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """In the pytest-xdist controller, once a worker has collected the tests and starts running
+    them: import hypothesis on a thread of its own. Hypothesis's pytest plugin imports it in the
+    controller's terminal summary otherwise, a second at the very end of the run that nothing
+    overlapped (the workers import it while collecting)."""
+    global _HYPOTHESIS_IMPORT
+    if _HYPOTHESIS_IMPORT is None:
+        _HYPOTHESIS_IMPORT = threading.Thread(target=importlib.import_module, args=("hypothesis",), name="import-hypothesis", daemon=True)
+        _HYPOTHESIS_IMPORT.start()
+
+
+_HYPOTHESIS_IMPORT: threading.Thread | None = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
