@@ -271,3 +271,32 @@ def test_licenses_another_writer_removed_during_the_read_leave_the_stored_counts
     assert report["status"] == "ok" and report["mode"] == "incremental"
     assert len(taken) == 3
     assert_mirror_equals_apple(synced, simulator)  # the stored license counts included
+
+
+def test_the_mirrored_licenses_of_an_asset_read_again_are_read_exactly(synced: Any, monkeypatch: Any) -> None:
+    """The licenses an incremental sync compares with Apple's come back as one string per asset
+    (split in Python); a target holding the separators is still read exactly (row by row), and
+    an asset past DIFF_LIMIT is still staged whole."""
+    from sqlalchemy import insert, select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.models import VppLicense
+    from plugins.vpp.sync import read as read_module
+
+    L = table_of(VppLicense)
+    acc = account_row(synced).id
+    with synced.db.session() as session:
+        rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc)).all()
+    first, second = sorted({r[0] for r in rows})[:2]
+    odd = [("STDQ", "user", "odd\x1ename"), ("STDQ", "user", "odd\x1fpart"), ("STDQ", "user", "x\x1fy\x1ez")]
+    with synced.db.write_session() as session:
+        session.execute(insert(L), [{"account_id": acc, "adam_id": second, "pricing_param": p, "kind": k, "target": t} for p, k, t in odd])
+        session.commit()
+    held = {a: {(p, k, t) for a2, p, k, t in rows if a2 == a} for a in (first, second)}
+    held[second] |= set(odd)
+    with read_module._MirrorReader(synced) as reader:
+        assert reader.licenses(acc, first) == held[first] and held[first]
+        assert reader.licenses(acc, second) == held[second]
+        assert reader.licenses(acc, "no-such-asset") == set()
+        monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[first]) - 1)
+        assert reader.licenses(acc, first) is None
