@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, tuple_, update
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlmodel import Session
 
 from mdm_core.db.bulk import in_chunks
@@ -77,14 +77,13 @@ def license_counts(session: Session, account_id: int | None) -> dict[AssetKey, i
     return {(a, p): n for a, p, n in session.execute(select(A.c.adam_id, A.c.pricing_param, A.c.license_count).where(A.c.account_id == account_id))}
 
 
-def counted_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey]) -> dict[AssetKey, int]:
-    """The mirrored licenses of these assets, counted (assets the mirror does not list yet)."""
+def counted_licenses(session: Session, account_id: int | None, keys: Iterable[AssetKey] | None) -> dict[AssetKey, int]:
+    """The mirrored licenses of these assets (every asset of the account for None), counted
+    from the licenses themselves (assets the mirror does not list yet included)."""
+    count = select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == account_id).group_by(L.c.adam_id, L.c.pricing_param)
+    if keys is None:
+        return {(a, p): n for a, p, n in session.execute(count)}
     found: dict[AssetKey, int] = {}
     for chunk in in_chunks(sorted(set(keys))):
-        query = (
-            select(L.c.adam_id, L.c.pricing_param, func.count())
-            .where(and_(L.c.account_id == account_id, tuple_(L.c.adam_id, L.c.pricing_param).in_(chunk)))
-            .group_by(L.c.adam_id, L.c.pricing_param)
-        )
-        found.update({(a, p): n for a, p, n in session.execute(query)})
+        found.update({(a, p): n for a, p, n in session.execute(count.where(tuple_(L.c.adam_id, L.c.pricing_param).in_(chunk)))})
     return found

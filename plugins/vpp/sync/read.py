@@ -469,8 +469,7 @@ class SyncReader:
         if self._staged is not None:
             return self._staged
         if self.direct is not None:  # written straight into the mirror (each once): counted there, in its transaction
-            query = select(L.c.adam_id, L.c.pricing_param, func.count()).where(L.c.account_id == self.account.id).group_by(L.c.adam_id, L.c.pricing_param)
-            self._staged = {(a, p): n for a, p, n in self.direct.session.execute(query)}
+            self._staged = counted_licenses(self.direct.session, self.account.id, None)
             return self._staged
         distinct = select(SL.c.adam_id, SL.c.pricing_param, SL.c.kind, SL.c.target).where(SL.c.run_id == self.run_id).distinct().subquery()
         with self.host.db.session() as session:
