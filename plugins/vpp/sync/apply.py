@@ -46,12 +46,8 @@ def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lo
     if read.direct is None:
         return host.db.run_write(lambda session: mirror.apply(session, read))
     with deferred():  # the transaction that holds the licenses written straight into the mirror
-        try:
-            counts = mirror.apply(read.direct.session, read)
-            read.direct.session.commit()
-        except BaseException:
-            read.direct.close()  # rolled back now: its row locks (the account, the run) go with it
-            raise
+        counts = mirror.apply(read.direct.session, read)  # on failure the sync closes it (rolled back) before recording the failure
+        read.direct.session.commit()
     return counts
 
 
