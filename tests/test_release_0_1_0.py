@@ -219,8 +219,10 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     assert code == 0 and len(json.loads(out)) == len(rows["mobile_apps_app"])
     assert mdm("jobs")[0] == 0
 
-    # the token 0.1.0 encrypted still decrypts and syncs (Apple is the same seeded simulator)
-    with Simulator(seed=7, assets=12, devices=24, users=16, async_delay=0) as sim:
+    # the token 0.1.0 encrypted still decrypts and syncs (Apple is the same seeded simulator,
+    # with the token's expiry of the day the fixture was made: the sToken carries its expDate)
+    expires = rows["vpp_account"][0]["token_expires_at"]
+    with Simulator(seed=7, assets=12, devices=24, users=16, async_delay=0, token_expires_at=expires) as sim:
         engine = create_engine(database_url)
         with engine.begin() as conn:
             conn.execute(text("UPDATE vpp_account SET service_url = :url"), {"url": sim.base_url})

@@ -111,6 +111,15 @@ def test_expired_by_date(make_client):
     assert (response.status_code, _error(response)) == (401, 9621)
 
 
+def test_a_naive_expiry_is_utc(make_client):
+    """An expiry read back from a database column without a zone is UTC, as the sToken writes it."""
+    api = make_client(token_expires_at="2027-11-30 10:00:00.000000")
+    response = api.get("client/config")
+    assert response.status_code == 200 and response.json()["tokenExpirationDate"] == "2027-11-30T10:00:00+0000"
+    expired = make_client(token_expires_at=(datetime.now(UTC) - timedelta(days=1)).replace(tzinfo=None).isoformat())
+    assert _error(expired.get("users")) == 9621
+
+
 def test_wrong_method_and_content_type(client):
     wrong = client.post("assets", {})
     assert (wrong.status_code, _error(wrong)) == (405, 9726)

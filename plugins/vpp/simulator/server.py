@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -278,6 +278,8 @@ class Simulator:
         seed_state(self.state, assets=assets, devices=devices, users=users, assignments=assignments)
         if isinstance(token_expires_at, str):
             token_expires_at = datetime.fromisoformat(token_expires_at.replace("Z", "+00:00"))
+        if token_expires_at is not None and token_expires_at.tzinfo is None:
+            token_expires_at = token_expires_at.replace(tzinfo=UTC)  # a naive expiry is UTC, as the sToken writes it
         expires = token_expires_at or default_expiry()
         secret = random_secret(random.Random(f"{seed}/token"))
         self._token = TokenState(build_stoken(secret, expires, org_name), expires)
