@@ -377,3 +377,47 @@ def test_a_pooled_connection_is_pinged_only_after_being_idle(pg_host: Host, monk
         with pg_host.db.reading() as conn:
             seen.add(backend_pid(conn))
     assert first not in seen and len(pings) > pinged
+
+
+def test_license_counts_of_many_assets_move_by_one_statement_on_postgres(pg_host: Host) -> None:
+    """On PostgreSQL the deltas of several assets go in one ``UPDATE ... FROM unnest(...)``
+    (an executemany runs the statement once per asset): each asset moves by its own delta, a
+    zero delta and an asset the mirror does not list change nothing."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event, insert, select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.license_counts import add_license_counts
+    from plugins.vpp.models import VppAccount, VppAsset
+
+    A = table_of(VppAsset)
+    with pg_host.db.write_session() as session:
+        account = VppAccount(
+            name="counts", uid="u-counts", service_url="http://x", token_ciphertext="c", token_fingerprint="f",
+            token_expires_at=datetime(2030, 1, 1, tzinfo=UTC), mdm_info_id="m",
+        )  # fmt: skip
+        session.add(account)
+        session.flush()
+        acc = account.id
+        session.execute(
+            insert(A),
+            [
+                {"account_id": acc, "adam_id": a, "pricing_param": "STDQ", "product_type": "App", "supported_platforms": [], "license_count": n}
+                for a, n in (("1", 5), ("2", 2), ("3", 7))
+            ],
+        )
+        session.commit()
+    statements: list[tuple[str, bool]] = []  # (statement, run as an executemany: once per row on the server)
+    listener = lambda conn, cursor, statement, params, context, many: statements.append((statement, many))  # noqa: E731
+    event.listen(pg_host.db.write_engine, "before_cursor_execute", listener)
+    try:
+        with pg_host.db.write_session() as session:
+            add_license_counts(session, acc, {("1", "STDQ"): 3, ("2", "STDQ"): -2, ("3", "STDQ"): 0, ("9", "STDQ"): 4})
+            session.commit()
+    finally:
+        event.remove(pg_host.db.write_engine, "before_cursor_execute", listener)
+    assert [many for s, many in statements if s.startswith("UPDATE vpp_asset")] == [False]
+    with pg_host.db.session() as session:
+        stored = dict(session.execute(select(A.c.adam_id, A.c.license_count).where(A.c.account_id == acc)).all())
+    assert stored == {"1": 8, "2": 0, "3": 7}

@@ -300,3 +300,28 @@ def test_the_mirrored_licenses_of_an_asset_read_again_are_read_exactly(synced: A
         assert reader.licenses(acc, "no-such-asset") == set()
         monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[first]) - 1)
         assert reader.licenses(acc, first) is None
+
+
+def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(synced: Any, simulator: Any) -> None:
+    """Licenses added and taken back in one sync move their assets' stored counts by the sum,
+    written once: one ``UPDATE`` of ``license_count`` by delta, not one per statement that
+    inserted or deleted licenses (each writes every such asset row again)."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def look(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    summary = simulator.mutate_fraction(0.3, seed=11)
+    assert summary["assignments_removed"] and summary["assignments_added"]
+    event.listen(synced.db.write_engine, "before_cursor_execute", look)
+    try:
+        report = sync_account(synced, "school")
+    finally:
+        event.remove(synced.db.write_engine, "before_cursor_execute", look)
+    assert report["status"] == "ok" and report["mode"] == "incremental"
+    assert report["counts"]["licenses"]["added"] and report["counts"]["licenses"]["removed"]
+    by_delta = [s for s in statements if s.startswith("UPDATE vpp_asset SET license_count=(vpp_asset.license_count +")]
+    assert len(by_delta) == 1, by_delta
+    assert_mirror_equals_apple(synced, simulator)  # the stored counts included
