@@ -266,3 +266,20 @@ def test_version(mdm):
     assert code == 0 and out == f"mdm-host {importlib.metadata.version('mdm-host')}\n"
     code, out, err = mdm("--version", config="[core\n")  # even with a broken configuration
     assert code == 0 and out.startswith("mdm-host ")
+
+
+def test_the_objects_alive_after_the_first_plugin_load_are_frozen_once(make_host, monkeypatch):
+    """A process freezes its startup heap (modules, mappers, plugins: alive as long as it) once,
+    after loading its first plugins, so that full collections stop scanning it; a second host
+    does not freeze again (that would keep the garbage of its time forever)."""
+    import gc
+
+    from mdm_core import plugins
+
+    frozen: list[int] = []
+    monkeypatch.setattr(plugins, "_frozen", False)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    make_host()
+    assert frozen == [1]
+    make_host()
+    assert frozen == [1]
