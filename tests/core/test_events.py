@@ -12,6 +12,8 @@ from sqlmodel import col
 
 from mdm_core.models import OutboxEvent, SubscriberFailure
 
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
 pytestmark = pytest.mark.arbitrary_payloads  # the machinery is tested with hand-made payloads
 
 SUBSCRIBERS = """
@@ -291,3 +293,42 @@ def test_a_delivered_batch_is_let_go_before_the_next_one_is_read(make_host, monk
     host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}", "tags": [i]}) for i in range(1, 5)]))
     assert host.events.deliver_pending() == 4
     assert held == [{"S1", "S2"}, {"S3", "S4"}]  # each claim sees its own batch's payloads only
+
+
+@pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
+def test_a_delivery_on_postgres_takes_over_only_dead_and_stale_claims(make_host, pg_url, load_plugin):
+    """The claim's lists go as array parameters on PostgreSQL: an event claimed by a live holder
+    is left to it; those of a dead local process, of an expired claim and of nobody are
+    delivered once, in order, and marked delivered."""
+    import socket
+
+    from mdm_core.events import CLAIM_TIMEOUT
+    from mdm_core.models import utcnow
+
+    plugin = load_plugin(
+        """
+    seen = []
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        seen.append(event.payload["serial_number"])
+"""
+    )
+    host = make_host(database_url=pg_url, plugins=[plugin])
+    names = ["LIVE", "DEAD", "STALE", "FREE"]
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": n}) for n in names]))
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    now = utcnow()
+    claims = {"LIVE": ("elsewhere:1:abc", now), "DEAD": (f"{socket.gethostname()}:{dead_pid}:dead", now), "STALE": ("elsewhere:2:abc", now - CLAIM_TIMEOUT * 2)}
+    with host.db.write_session() as s:
+        seqs = dict(zip(names, s.execute(select(col(OutboxEvent.seq)).order_by(col(OutboxEvent.seq))).scalars(), strict=True))
+        for name, (holder, at) in claims.items():
+            s.execute(update(OutboxEvent).where(col(OutboxEvent.seq) == seqs[name]).values(claimed_by=holder, claimed_at=at))
+        s.commit()
+    assert host.deliver_events() == 3
+    assert plugin.seen == ["DEAD", "STALE", "FREE"]
+    with host.db.session() as s:
+        rows = {r.seq: r for r in s.execute(select(OutboxEvent)).scalars()}
+    assert [rows[seqs[n]].delivered_at is not None for n in names] == [False, True, True, True]
+    assert rows[seqs["LIVE"]].claimed_by == "elsewhere:1:abc"
+    assert host.deliver_events() == 0 and plugin.seen == ["DEAD", "STALE", "FREE"]
