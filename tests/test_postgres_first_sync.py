@@ -65,7 +65,7 @@ def test_a_first_full_sync_writes_each_license_once_straight_into_the_mirror(
     """No license is staged; the mirror is Apple's, each license has its associated event; the
     next (incremental) sync stages its changes as before and the mirror stays exact."""
     from plugins.vpp.sync.run import sync_account
-    from plugins.vpp.testing import add_simulated_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
 
     add_simulated_account(pg_host, simulator, project_dir)
     report = sync_account(pg_host, "school", full=True)
@@ -80,8 +80,11 @@ def test_a_first_full_sync_writes_each_license_once_straight_into_the_mirror(
 
     simulator.mutate_fraction(0.2, seed=4)
     license_writes.clear()
-    assert sync_account(pg_host, "school")["status"] == "ok"
+    report = sync_account(pg_host, "school")
+    assert report["status"] == "ok", (report.get("error_type"), report.get("error"))
     assert set(license_writes) == {"vpp_stage_license"} and _mirror(pg_host) == _apple(simulator)
+    assert report["counts"]["assets"]["changed"] > 1  # their new values set by one statement (unnest)
+    assert_mirror_equals_apple(pg_host, simulator)  # assets, users, licenses and the stored counts
 
 
 def test_nothing_is_visible_before_the_first_sync_commits(pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

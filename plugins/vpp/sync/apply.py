@@ -8,10 +8,13 @@ are deleted by anti-join, so memory does not grow with the account.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Text, and_, bindparam, cast, column, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -344,7 +347,12 @@ def apply_assets(
         session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
         if recount:
             recount_licenses(session, acc, [(row["adam_id"], row["pricing_param"]) for row in added])  # licenses mirrored before Apple listed it
-    if changed:
+    if len(changed) > 1 and not host.db.is_sqlite and all(row.keys() == _CHANGED_KEYS for row in changed):
+        # one UPDATE ... FROM unnest(...) (an executemany runs the UPDATE once per asset on the server)
+        values = {f"v_{key}": [row[key] for row in changed] for key in ("adam_id", "pricing_param", *ASSET_FIELDS)}
+        values["v_supported_platforms"] = [json.dumps(platforms) for platforms in values["v_supported_platforms"]]
+        session.execute(_update_assets(), {**values, "b_account": acc, "b_now": now})
+    elif changed:
         session.execute(
             update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
             [
@@ -375,6 +383,29 @@ def apply_assets(
         record_chunks(host, session, name, event, [apple_asset(r, name) for r in rows])
     record_chunks(host, session, name, "vpp_assets_removed", removed_dicts)
     return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
+
+
+#: the values of an asset as Apple gives them (:func:`plugins.vpp.apple.protocol.parse_asset`), besides its key
+ASSET_FIELDS = ("product_type", "assigned_count", "available_count", "retired_count", "total_count", "device_assignable", "revocable", "supported_platforms")
+_CHANGED_KEYS = {"adam_id", "pricing_param", *ASSET_FIELDS}
+
+
+@functools.cache
+def _update_assets() -> Any:
+    """PostgreSQL: the changed assets' values set by one statement, each column passed as an array."""
+    keys = ("adam_id", "pricing_param", *ASSET_FIELDS)
+    types = {key: Text() if key == "supported_platforms" else A.c[key].type for key in keys}  # platforms: JSON text (a list is not an array element)
+    rows = (
+        func.unnest(*(bindparam(f"v_{key}", type_=ARRAY(types[key])) for key in keys))
+        .table_valued(*(column(key, types[key]) for key in keys))
+        .render_derived(name="changed")
+    )
+    values = {key: rows.c[key] for key in ASSET_FIELDS} | {"supported_platforms": cast(rows.c.supported_platforms, A.c.supported_platforms.type)}
+    return (
+        update(A)
+        .where(A.c.account_id == bindparam("b_account"), A.c.adam_id == rows.c.adam_id, A.c.pricing_param == rows.c.pricing_param)
+        .values({**values, "updated_at": bindparam("b_now", type_=A.c.updated_at.type)})
+    )
 
 
 def move_counts(host: Host, session: Session, account: VppAccount, key: tuple[str, str], *, assigned: int = 0, total: int = 0) -> bool:
