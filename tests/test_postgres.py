@@ -421,3 +421,42 @@ def test_license_counts_of_many_assets_move_by_one_statement_on_postgres(pg_host
     with pg_host.db.session() as session:
         stored = dict(session.execute(select(A.c.adam_id, A.c.license_count).where(A.c.account_id == acc)).all())
     assert stored == {"1": 8, "2": 0, "3": 7}
+
+
+def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_licenses_exactly(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    """On PostgreSQL the mirrored licenses of the assets read again come back as one string per
+    chunk of assets: values holding the separators are read exactly, and
+    an incremental sync after licenses were removed, added and kept (the odd ones, which Apple
+    does not list, among the removed) leaves the mirror exactly Apple's."""
+    from sqlalchemy import insert, select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.license_counts import add_license_counts
+    from plugins.vpp.models import VppAccount, VppLicense
+    from plugins.vpp.sync import read
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    L = table_of(VppLicense)
+    with pg_host.db.session() as session:
+        acc = session.execute(select(table_of(VppAccount).c.id)).scalar_one()
+        rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc)).all()
+    assets = sorted({r[0] for r in rows})
+    odd = {assets[0]: ("STDQ", "user", "odd\x1ename"), assets[1]: ("STDQ", "user", "odd\x1fpart"), assets[2]: ("STDQ", "user", "x\x1fy\x1ez")}
+    odd[assets[3]] = ("STDQ", "user", "f\x1cile")
+    with pg_host.db.write_session() as session:
+        session.execute(insert(L), [{"account_id": acc, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, (p, k, t) in odd.items()])
+        add_license_counts(session, acc, {(a, p): 1 for a, (p, _, _) in odd.items()})
+        session.commit()
+    held = {a: {(p, k, t) for a2, p, k, t in rows if a2 == a} | ({odd[a]} if a in odd else set()) for a in assets}
+    order = [*reversed(assets), "no-such-asset"]
+    with pg_host.db.reading() as conn:
+        assert list(read.mirrored_licenses(conn, acc, order, first=2)) == [(a, held.get(a, set())) for a in order]
+
+    simulator.mutate_fraction(0.3, seed=5)
+    report = sync_account(pg_host, "school")
+    assert (report["status"], report["mode"]) == ("ok", "incremental"), report
+    assert report["counts"]["licenses"]["removed"] >= len(odd) and report["counts"]["licenses"]["added"]
+    assert_mirror_equals_apple(pg_host, simulator)

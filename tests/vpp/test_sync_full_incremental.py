@@ -273,10 +273,11 @@ def test_licenses_another_writer_removed_during_the_read_leave_the_stored_counts
     assert_mirror_equals_apple(synced, simulator)  # the stored license counts included
 
 
-def test_the_mirrored_licenses_of_an_asset_read_again_are_read_exactly(synced: Any, monkeypatch: Any) -> None:
-    """The licenses an incremental sync compares with Apple's come back as one string per asset
-    (split in Python); a target holding the separators is still read exactly (row by row), and
-    an asset past DIFF_LIMIT is still staged whole."""
+def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced: Any, monkeypatch: Any) -> None:
+    """The licenses an incremental sync compares with Apple's come back as one string per chunk
+    of assets (split in Python); a target holding the separators is still
+    read exactly (row by row), an asset without licenses is empty, and an asset past DIFF_LIMIT
+    is still staged whole."""
     from sqlalchemy import insert, select
 
     from mdm_core.db.typed import table_of
@@ -287,19 +288,29 @@ def test_the_mirrored_licenses_of_an_asset_read_again_are_read_exactly(synced: A
     acc = account_row(synced).id
     with synced.db.session() as session:
         rows = session.execute(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target).where(L.c.account_id == acc)).all()
-    first, second = sorted({r[0] for r in rows})[:2]
-    odd = [("STDQ", "user", "odd\x1ename"), ("STDQ", "user", "odd\x1fpart"), ("STDQ", "user", "x\x1fy\x1ez")]
+    assets = sorted({r[0] for r in rows})
+    # each on an asset of its own: a separator adds a record, adds fields, or both
+    odd = {assets[1]: ("STDQ", "user", "odd\x1ename"), assets[2]: ("STDQ", "user", "odd\x1fpart"), assets[3]: ("STDQ", "user", "x\x1fy\x1ez")}
+    odd[assets[4]], odd[assets[5]] = ("STDQ", "user", "g\x1droup"), ("STDQ", "user", "f\x1cile")  # the latter: its chunk row by row
+    odd["ad\x1dam"] = ("STDQ", "user", "t")  # an adamId holding a separator
     with synced.db.write_session() as session:
-        session.execute(insert(L), [{"account_id": acc, "adam_id": second, "pricing_param": p, "kind": k, "target": t} for p, k, t in odd])
+        session.execute(insert(L), [{"account_id": acc, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, (p, k, t) in odd.items()])
         session.commit()
-    held = {a: {(p, k, t) for a2, p, k, t in rows if a2 == a} for a in (first, second)}
-    held[second] |= set(odd)
-    with read_module._MirrorReader(synced) as reader:
-        assert reader.licenses(acc, first) == held[first] and held[first]
-        assert reader.licenses(acc, second) == held[second]
-        assert reader.licenses(acc, "no-such-asset") == set()
-        monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[first]) - 1)
-        assert reader.licenses(acc, first) is None
+    held = {a: {(p, k, t) for a2, p, k, t in rows if a2 == a} for a in assets}
+    for a, license in odd.items():
+        held.setdefault(a, set()).add(license)
+    held["no-such-asset"] = set()
+    order = [assets[2], assets[1], "no-such-asset", *assets[3:], "ad\x1dam", assets[0]]
+    monkeypatch.setattr(read_module, "MIRROR_CHUNK", 3)  # chunks of 1, 2, 3, 3...
+    with synced.db.reading() as conn:
+        assert list(read_module.mirrored_licenses(conn, acc, order, first=1)) == [(a, held[a]) for a in order]
+        # chunks cut by the assets' known sizes too (one asset at least)
+        monkeypatch.setattr(read_module, "CHUNK_LICENSES", len(held[assets[2]]))
+        assert list(read_module.mirrored_licenses(conn, acc, order, sizes={a: len(h) for a, h in held.items()})) == [(a, held[a]) for a in order]
+        monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[assets[0]]) - 1)
+        got = dict(read_module.mirrored_licenses(conn, acc, order, first=1))
+    assert got[assets[0]] is None and all(got[a] is None for a in assets if len(held[a]) > len(held[assets[0]]) - 1)
+    assert got["no-such-asset"] == set() and all(got[a] == held[a] for a in assets if len(held[a]) < len(held[assets[0]]))
 
 
 def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(synced: Any, simulator: Any) -> None:

@@ -20,6 +20,11 @@ An incremental sync compares an asset it reads again with the asset's mirrored l
 memory (:data:`DIFF_LIMIT` at most; a larger asset is staged whole): only the licenses the
 mirror lacks are staged, and the mirrored ones Apple no longer lists are kept as removals
 (:attr:`AppleRead.removed`). Its cost follows the pages it reads, not the size of the mirror.
+The mirrored licenses of the assets read again are read on a thread of their own, a chunk of
+assets per statement in the order the threads reading pages take the assets, ahead of them
+(:data:`MIRROR_AHEAD` licenses at most): those threads never hold one of Apple's request slots
+waiting for the database. An asset's rows wait for its mirrored licenses (:data:`DIFF_LIMIT`
+rows at most: then its thread waits), and are compared once they are in.
 
 The asset list itself (a missing asset would be taken as removed) is read again while its
 ``versionId`` changes underway, until two reads agree on which assets exist.
@@ -43,9 +48,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Callable, Generator, Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -84,14 +89,25 @@ SL = table_of(VppStageLicense)
 SU = table_of(VppStageUser)
 
 AssetKey = tuple[str, str]
-#: an asset's mirrored licenses, for :meth:`_MirrorReader.licenses`, in the driver's own
-#: parameter style ({p}): read with the driver's cursor and ``fetchall`` (plain tuples)
+#: an asset's mirrored licenses, one row each, in the driver's own parameter style ({p}): read
+#: with the driver's cursor and ``fetchall`` (plain tuples) when a value holds a separator
 _MIRRORED = f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = {{p}} LIMIT {DIFF_LIMIT + 1}"
-#: the same rows as one string ({agg}: the database's string aggregate, {ch}: its chr()), fields
-#: joined by the unit separator and rows by the record separator, with their count
-_MIRRORED_JOINED = "SELECT count(*), {agg}(pricing_param || {ch}(31) || kind || {ch}(31) || target, {ch}(30)) FROM (" + _MIRRORED + ") AS m"
+#: the mirrored licenses of several assets (``{assets}``: ``VALUES`` of their adamIds) as one
+#: string: for each asset in turn, its adamId, its count (at most ``DIFF_LIMIT + 1``) and its
+#: rows ({agg}: the database's string aggregate, {ch}: its chr()), these three joined by the
+#: group separator, fields by the unit separator, rows by the record separator, assets by the
+#: file separator
+_MIRRORED_SETS = (
+    "WITH t(adam_id) AS (VALUES {assets}) SELECT {agg}(s, {ch}(28)) FROM (SELECT t.adam_id || {ch}(29) || (SELECT count(*) || {ch}(29) || "
+    "coalesce({agg}(pricing_param || {ch}(31) || kind || {ch}(31) || target, {ch}(30)), '') FROM ("
+    f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = t.adam_id LIMIT {DIFF_LIMIT + 1}"
+    ") AS m) AS s FROM t) AS x"
+)
 _AGGREGATES = {"sqlite": ("group_concat", "char"), "postgresql": ("string_agg", "chr")}
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+MIRROR_CHUNK = 64  # assets per query of their mirrored licenses at most (the first query: one per re-reading thread)
+CHUNK_LICENSES = 20_000  # ... and their stored license counts summed at most (one asset at least)
+MIRROR_AHEAD = DIFF_LIMIT  # mirrored licenses read ahead of the re-reading threads at most (one asset at least)
 
 
 UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
@@ -346,16 +362,38 @@ class SyncReader:
         on_page = self._license_rows(shared)
         removals = [sum(len(r) for r in self.removed.values())]
         removals_lock = threading.Lock()
+        # several assets at once; the client keeps Apple's limit of 5 requests in flight
+        workers = max(1, min(self.client.max_parallel_pages, len(adam_ids)))
+        mirror = None
+        if self.diff:
+            sizes: dict[str, int] = {}
+            for (adam_id, _), n in (self._mirrored_per_asset or {}).items():
+                sizes[adam_id] = sizes.get(adam_id, 0) + n
+            mirror = _MirrorPrefetch(self.host, self.account.id, adam_ids, self.stopped, workers, sizes)
 
-        def one(adam_id: str, reader: _MirrorReader) -> None:
-            mirrored = reader.licenses(self.account.id, adam_id) if self.diff and removals[0] < REMOVED_LIMIT else None
-            if mirrored is None:  # staged whole
+        def one(adam_id: str) -> None:
+            if mirror is None:
                 self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), on_page)
                 return
+            try:
+                if removals[0] >= REMOVED_LIMIT:  # staged whole
+                    self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), on_page)
+                else:
+                    compare(adam_id, mirror)
+            finally:
+                mirror.done(adam_id)
+
+        def compare(adam_id: str, mirror: _MirrorPrefetch) -> None:
+            """Read the asset's pages while its mirrored licenses are read; compare them with
+            the mirror once those are in (until then its rows wait, DIFF_LIMIT at most)."""
+            mirrored: Mirrored = _UNREAD
+            waiting: list[tuple[str, str, str, str]] = []
             seen: set[tuple[str, str, str]] = set()
 
-            def diff_page(page: dict[str, Any]) -> None:
-                rows = page_assignments(page)
+            def compared(rows: list[tuple[str, str, str, str]]) -> None:
+                if mirrored is None:  # past DIFF_LIMIT: staged whole
+                    shared.add(rows)
+                    return
                 new = []
                 for row in rows:
                     key = row[1:]
@@ -365,7 +403,23 @@ class SyncReader:
                         new.append(row)
                 shared.add(new)
 
+            def diff_page(page: dict[str, Any]) -> None:
+                nonlocal mirrored, waiting
+                rows = page_assignments(page)
+                if mirrored is _UNREAD:
+                    waiting.extend(rows)
+                    mirrored = mirror.take(adam_id, wait=len(waiting) > DIFF_LIMIT)
+                    if mirrored is _UNREAD:
+                        return
+                    rows, waiting = waiting, []
+                compared(rows)
+
             self._traverse("assignments", lambda: self.client.iter_assignments(adam_id=adam_id), diff_page)
+            if mirrored is _UNREAD:
+                mirrored = mirror.take(adam_id, wait=True)
+                compared(waiting)
+            if mirrored is None:
+                return
             matched: dict[AssetKey, int] = {}
             for pricing, _, _ in seen:
                 matched[(adam_id, pricing)] = matched.get((adam_id, pricing), 0) + 1
@@ -375,36 +429,41 @@ class SyncReader:
                 self.removed[adam_id] = gone
                 removals[0] += len(gone)
 
-        todo = iter(adam_ids)
+        todo = iter(adam_ids)  # in the order the mirrored licenses are read
         todo_lock = threading.Lock()
 
         def worker() -> None:
-            """Re-read assets until none is left, with one database connection of its own for
-            their mirrored licenses (a pooled checkout per asset cost a ping and a rollback)."""
-            with _MirrorReader(self.host) as reader:
-                while not self.stopped.is_set():
-                    with todo_lock:
-                        adam_id = next(todo, None)
-                    if adam_id is None:
-                        return
-                    one(adam_id, reader)
+            """Re-read assets until none is left."""
+            while not self.stopped.is_set():
+                with todo_lock:
+                    adam_id = next(todo, None)
+                if adam_id is None:
+                    return
+                one(adam_id)
 
-        # several assets at once; the client keeps Apple's limit of 5 requests in flight
-        workers = max(1, min(self.client.max_parallel_pages, len(adam_ids)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vpp-reread")
+        pool = ThreadPoolExecutor(max_workers=workers + (mirror is not None), thread_name_prefix="vpp-reread")
+        futures = [pool.submit(mirror.run)] if mirror is not None else []  # first: the first assets' licenses are read at once
+        futures += [pool.submit(worker) for _ in range(workers)]
         try:
-            for future in [pool.submit(worker) for _ in range(workers)]:
-                future.result()
-        except Exception:
-            self.stopped.set()  # the other threads stop at their next page
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:  # interrupted: do not wait for requests in flight
-            self.stopped.set()
+            self._stop(mirror)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            self._stop(mirror)  # the other threads stop at their next page
+            pool.shutdown(wait=True, cancel_futures=True)
+            if mirror is not None and futures[0].exception() is not None:
+                failed = futures[:1]  # the reader's error, rather than the stop it caused in a re-reading thread
+            failed[0].result()
         pool.shutdown(wait=True)
         shared.flush()
+
+    def _stop(self, mirror: _MirrorPrefetch | None) -> None:
+        self.stopped.set()
+        if mirror is not None:
+            mirror.wake()
 
     def refresh_assets(self, assets: dict[AssetKey, dict[str, Any]], version: str | None) -> tuple[dict[AssetKey, dict[str, Any]], str | None, bool]:
         """The assets as they are now: read again if their ``versionId`` moved since ``version``
@@ -542,53 +601,137 @@ class SyncReader:
         return unknown
 
 
-class _MirrorReader:
-    """A connection held by one thread re-reading assets, for :meth:`licenses` (autocommit on
-    PostgreSQL: :meth:`mdm_core.db.engine.Database.reading`)."""
+Mirrored = set[tuple[str, str, str]] | None  # an asset's mirrored licenses, None past DIFF_LIMIT
+_UNREAD: Any = object()  # an asset whose mirrored licenses have not been read yet
 
-    def __init__(self, host: Host):
-        self.host = host
-        self._held = ExitStack()
 
-    def __enter__(self) -> _MirrorReader:
-        conn = self._held.enter_context(self.host.db.reading())
-        self.raw: Any = conn.connection.dbapi_connection
-        p = _PLACEHOLDERS[conn.dialect.paramstyle]
-        self.sql = _MIRRORED.format(p=p)
-        agg, ch = _AGGREGATES.get(conn.dialect.name, (None, None))
-        self.joined = _MIRRORED_JOINED.format(p=p, agg=agg, ch=ch) if agg else None
-        return self
+def mirrored_licenses(
+    conn: Any, account_id: int | None, adam_ids: list[str], first: int = MIRROR_CHUNK, sizes: Mapping[str, int] | None = None
+) -> Generator[tuple[str, Mirrored], None, None]:
+    """The mirrored licenses of these assets as (pricingParam, kind, target), each asset's in
+    the order given, ``None`` for one with more than :data:`DIFF_LIMIT` (then it is staged
+    whole). ``conn``: a SQLAlchemy connection (:meth:`mdm_core.db.engine.Database.reading`);
+    ``sizes``: the assets' licenses as far as known (their stored counts), to size the chunks.
 
-    def __exit__(self, *exc: object) -> None:
-        self._held.close()
+    One statement per chunk of assets (the first ``first`` of them, so that the first assets
+    arrive at once, then twice as many each time, :data:`MIRROR_CHUNK` and
+    :data:`CHUNK_LICENSES` at most) on the driver's cursor returns the chunk's rows as one
+    string, split here: SQLite hands the GIL back and forth at every row it steps, which with
+    the threads downloading pages made one row per license, then one per asset, the slowest
+    part of the comparison; a statement per asset cost a round trip each. A value holding a
+    separator (the counts disagree) is read again row by row."""
+    raw: Any = conn.connection.dbapi_connection
+    p = _PLACEHOLDERS[conn.dialect.paramstyle]
+    agg, ch = _AGGREGATES.get(conn.dialect.name, (None, None))
+    cursor = raw.cursor()
+    try:
 
-    def licenses(self, account_id: int | None, adam_id: str) -> set[tuple[str, str, str]] | None:
-        """The asset's mirrored licenses as (pricingParam, kind, target), or ``None`` when it has
-        more than :data:`DIFF_LIMIT` (then it is staged whole). One prepared statement on the
-        driver's cursor, run once per asset read again, that returns the asset's rows as one
-        string (split here): SQLite hands the GIL back and forth at every row it steps, which
-        with the threads downloading pages cost the re-read of 566 assets (171,000 licenses)
-        0.3 s of CPU and wall. A value holding a separator (the counts disagree) is read again
-        row by row."""
-        cursor = self.raw.cursor()
-        try:
-            if self.joined is not None:
-                cursor.execute(self.joined, (account_id, adam_id))
-                count, joined = cursor.fetchone()
-                if count > DIFF_LIMIT:
-                    return None
-                if not count:
-                    return set()
-                records = joined.split("\x1e")
-                if len(records) == count:
-                    split = {tuple(r.split("\x1f")) for r in records}
-                    if len(split) == count and all(len(r) == 3 for r in split):
-                        return split
-            cursor.execute(self.sql, (account_id, adam_id))
+        def rows_of(adam_id: str) -> Mirrored:
+            cursor.execute(_MIRRORED.format(p=p), (account_id, adam_id))
             rows = set(cursor.fetchall())
+            return rows if len(rows) <= DIFF_LIMIT else None
+
+        def parsed(adam_id: str, piece: str) -> Mirrored:
+            got, _, rest = piece.partition("\x1d")
+            head, _, body = rest.partition("\x1d")
+            if got != adam_id:  # the adamId holds a separator
+                return rows_of(adam_id)
+            count = int(head)
+            if count > DIFF_LIMIT:
+                return None
+            if not count:
+                return set()
+            records = body.split("\x1e")
+            if len(records) == count:
+                split = {tuple(r.split("\x1f")) for r in records}
+                if len(split) == count and all(len(r) == 3 for r in split):
+                    return split  # type: ignore[return-value]
+            return rows_of(adam_id)
+
+        start, size = 0, max(1, first)
+        while start < len(adam_ids):
+            end, held = start, 0
+            while end < len(adam_ids) and end - start < size and (end == start or held + (sizes or {}).get(adam_ids[end], 0) <= CHUNK_LICENSES):
+                held += (sizes or {}).get(adam_ids[end], 0)
+                end += 1
+            chunk = adam_ids[start:end]
+            start, size = end, min(2 * size, MIRROR_CHUNK)
+            if agg is None:  # a database without a string aggregate known here: row by row
+                for adam_id in chunk:
+                    yield adam_id, rows_of(adam_id)
+                continue
+            cursor.execute(_MIRRORED_SETS.format(assets=", ".join([f"({p})"] * len(chunk)), p=p, agg=agg, ch=ch), (*chunk, account_id))
+            (joined,) = cursor.fetchone()
+            pieces = joined.split("\x1c")
+            if len(pieces) != len(chunk):  # a value holds the file separator: each asset row by row
+                pieces = [""] * len(chunk)
+            for adam_id, piece in zip(chunk, pieces, strict=True):
+                yield adam_id, parsed(adam_id, piece)
+    finally:
+        cursor.close()
+
+
+class _MirrorPrefetch:
+    """Reads the mirrored licenses of the assets an incremental sync reads again, on a thread of
+    its own with one connection (:func:`mirrored_licenses`), in the order the re-reading threads
+    take the assets and ahead of them (:data:`MIRROR_AHEAD` licenses at most), so that those
+    threads download pages instead of waiting for the database. :meth:`run` is the thread;
+    :meth:`take` an asset's licenses, :meth:`done` when its thread is done with the asset."""
+
+    def __init__(self, host: Host, account_id: int | None, adam_ids: list[str], stopped: threading.Event, first: int, sizes: Mapping[str, int]):
+        self.host, self.account_id, self.adam_ids, self.stopped, self.first, self.sizes = host, account_id, adam_ids, stopped, first, sizes
+        self.cond = threading.Condition()
+        self.ready: dict[str, Mirrored] = {}  # read, not yet taken
+        self.held: dict[str, int] = {}  # read, the thread re-reading it not done with it: its licenses
+        self.dropped: set[str] = set()  # not needed (staged whole): not kept when read
+        self.ahead = 0  # sum of held
+        self.ended = False
+
+    def run(self) -> None:
+        try:
+            with self.host.db.reading() as conn, closing(mirrored_licenses(conn, self.account_id, self.adam_ids, self.first, self.sizes)) as sets:
+                for adam_id, licenses in sets:
+                    with self.cond:
+                        while self.ahead >= MIRROR_AHEAD and not self.stopped.is_set():
+                            self.cond.wait()
+                        if self.stopped.is_set():
+                            return
+                        if adam_id in self.dropped:
+                            continue
+                        self.ready[adam_id] = licenses
+                        self.held[adam_id] = n = len(licenses or ())
+                        self.ahead += n
+                        self.cond.notify_all()
         finally:
-            cursor.close()
-        return rows if len(rows) <= DIFF_LIMIT else None
+            with self.cond:
+                self.ended = True
+                self.cond.notify_all()
+
+    def take(self, adam_id: str, *, wait: bool) -> Mirrored:
+        """The asset's mirrored licenses; :data:`_UNREAD` when not read yet and not ``wait``."""
+        with self.cond:
+            while adam_id not in self.ready:
+                if not wait:
+                    return _UNREAD
+                if self.stopped.is_set() or self.ended:  # the read failed or was stopped (its error is the read's)
+                    raise DataChangedError("the read of the mirrored licenses was stopped")
+                self.cond.wait()
+            return self.ready.pop(adam_id)
+
+    def done(self, adam_id: str) -> None:
+        """The asset's thread is done with it: its licenses no longer count as read ahead."""
+        with self.cond:
+            self.ready.pop(adam_id, None)
+            if adam_id in self.held:
+                self.ahead -= self.held.pop(adam_id)
+            else:
+                self.dropped.add(adam_id)
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        """After ``stopped`` was set: the waiting threads stop."""
+        with self.cond:
+            self.cond.notify_all()
 
 
 def in_mirror(account_id: int | None) -> Any:
