@@ -460,3 +460,41 @@ def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_lice
     assert (report["status"], report["mode"]) == ("ok", "incremental"), report
     assert report["counts"]["licenses"]["removed"] >= len(odd) and report["counts"]["licenses"]["added"]
     assert_mirror_equals_apple(pg_host, simulator)
+
+
+def test_changed_assets_update_their_published_applications_by_one_statement_on_postgres(pg_host: Host) -> None:
+    """mobile_apps updates the applications of a ``vpp_assets_changed`` event in one
+    ``UPDATE ... FROM unnest(...)`` on PostgreSQL (not one execution per application): each
+    application gets its own asset's counts, flags and platforms."""
+    from sqlalchemy import event, select
+
+    from plugins.mobile_apps.models import MobileApp
+
+    def asset(adam_id: str, assigned: int, platforms: list[str], revocable: bool) -> dict[str, Any]:
+        return {
+            "account": "school", "adamId": adam_id, "pricingParam": "STDQ", "productType": "App", "assignedCount": assigned,
+            "availableCount": 10 - assigned, "retiredCount": 0, "totalCount": 10, "deviceAssignable": True, "revocable": revocable,
+            "supportedPlatforms": platforms,
+        }  # fmt: skip
+
+    old = [asset("1", 1, ["iOS", "macOS"], True), asset("2", 2, ["iOS"], True), asset("3", 3, ["macOS"], True)]
+    pg_host.db.run_write(lambda s: pg_host.events.record_many(s, [("vpp_assets_added", {"account": "school", "assets": old})]))
+    assert pg_host.deliver_events() >= 1
+    new = [asset("1", 4, ["iOS", "macOS"], False), asset("2", 5, ["iOS"], True), asset("3", 6, ["macOS"], False)]
+    pg_host.db.run_write(lambda s: pg_host.events.record_many(s, [("vpp_assets_changed", {"account": "school", "assets": new})]))
+    statements: list[tuple[str, bool]] = []
+    listener = lambda conn, cursor, statement, params, context, many: statements.append((statement, many))  # noqa: E731
+    event.listen(pg_host.db.write_engine, "before_cursor_execute", listener)
+    try:
+        assert pg_host.deliver_events() >= 1
+    finally:
+        event.remove(pg_host.db.write_engine, "before_cursor_execute", listener)
+    assert [many for s, many in statements if s.startswith("UPDATE mobile_apps_app")] == [False]
+    with pg_host.db.session() as session:
+        apps = {(a.adam_id, a.platform): a for a in session.execute(select(MobileApp)).scalars()}
+    assert sorted(apps) == [("1", "iOS"), ("1", "macOS"), ("2", "iOS"), ("3", "macOS")]
+    for (adam_id, platform), app in apps.items():
+        want = next(a for a in new if a["adamId"] == adam_id)
+        assert (app.assigned_count, app.available_count, app.revocable, app.supported_platforms, app.state) == (
+            want["assignedCount"], want["availableCount"], want["revocable"], want["supportedPlatforms"], "published",
+        ), (adam_id, platform)  # fmt: skip
