@@ -9,16 +9,13 @@ refresh-metadata``) looks it up in batches, and a failed lookup is retried later
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, bindparam, case, cast, column, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
@@ -144,14 +141,7 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 new_metadata.append({**NEW_METADATA, "adam_id": adam_id, "platform": platform, "account": account})
                 known.add((adam_id, platform))
     session.flush()  # the retired applications
-    keys = tuple(updates[0]) if updates else ()
-    if len(updates) > 1 and session.get_bind().dialect.name == "postgresql" and all(tuple(row) == keys for row in updates):
-        # one UPDATE ... FROM unnest(...): an executemany runs the UPDATE once per application on the server
-        arrays = {f"v_{key}": [row[key] for row in updates] for key in keys}
-        if "v_supported_platforms" in arrays:
-            arrays["v_supported_platforms"] = [json.dumps(platforms) for platforms in arrays["v_supported_platforms"]]
-        session.execute(_update_apps(keys), arrays)
-    elif updates:  # the updated applications, before the new ones (one transaction either way)
+    if updates:  # the updated applications, before the new ones (one transaction either way)
         session.execute(update(apps).where(apps.c.id == bindparam("b_id")), updates)
     if new_apps:  # their ids, in the order of the rows given
         ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
@@ -160,18 +150,6 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     if new_metadata:
         session.execute(insert(table_of(AppMetadata)), new_metadata)
     host.events.record_many(session, [("mobile_apps_app_published", _payload(row)) for row in published])
-
-
-@functools.cache
-def _update_apps(keys: tuple[str, ...]) -> Any:
-    """PostgreSQL: stored applications updated by one statement, each of ``keys`` (``b_id``: the
-    application's id, then its columns) passed as an array (platforms as JSON text, cast back)."""
-    apps = table_of(MobileApp)
-    types = {key: apps.c.id.type if key == "b_id" else Text() if key == "supported_platforms" else apps.c[key].type for key in keys}
-    rows = func.unnest(*(bindparam(f"v_{key}", type_=ARRAY(types[key])) for key in keys)).table_valued(*(column(key, types[key]) for key in keys))
-    rows = rows.render_derived(name="updated")
-    values = {key: cast(rows.c[key], apps.c[key].type) if key == "supported_platforms" else rows.c[key] for key in keys if key != "b_id"}
-    return update(apps).where(apps.c.id == rows.c.b_id).values(values)
 
 
 def _updated_values(row: Mapping[str, Any], asset: Mapping[str, Any], kind: str, now: datetime) -> dict[str, Any]:
