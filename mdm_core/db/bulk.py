@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, column, func, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
@@ -41,3 +42,11 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iter
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))
     else:
         conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def unnest_rows(name: str, prefix: str, columns: dict[str, Any]) -> Any:
+    """PostgreSQL: a derived table ``name`` of rows passed as one array parameter per column
+    (``{prefix}{column}``, of ``columns``' types), for a statement that writes many rows in one
+    execution (``UPDATE ... FROM unnest(...)``: an executemany runs the statement once a row)."""
+    arrays = (bindparam(f"{prefix}{key}", type_=ARRAY(kind)) for key, kind in columns.items())
+    return func.unnest(*arrays).table_valued(*(column(key, kind) for key, kind in columns.items())).render_derived(name=name)

@@ -17,11 +17,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, column, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Integer, String, bindparam, func, select, tuple_, update
 from sqlmodel import Session
 
-from mdm_core.db.bulk import in_chunks
+from mdm_core.db.bulk import in_chunks, unnest_rows
 from mdm_core.db.typed import table_of
 
 from .models import VppAsset, VppLicense
@@ -44,11 +43,7 @@ def per_asset(rows: Iterable[Any]) -> Counter[AssetKey]:
 
 #: PostgreSQL: every count moved by one statement, the deltas passed as three arrays (an
 #: executemany runs the UPDATE once per asset: 500 assets, 9 ms against 3 ms)
-_DELTAS = (
-    func.unnest(bindparam("b_adams", type_=ARRAY(String)), bindparam("b_pricings", type_=ARRAY(String)), bindparam("b_deltas", type_=ARRAY(Integer)))
-    .table_valued(column("adam_id", String), column("pricing_param", String), column("delta", Integer))
-    .render_derived(name="deltas")
-)
+_DELTAS = unnest_rows("deltas", "b_", {"adam_id": String(), "pricing_param": String(), "delta": Integer()})
 _ADD_ALL = (
     update(A)
     .where(A.c.account_id == bindparam("b_account"), A.c.adam_id == _DELTAS.c.adam_id, A.c.pricing_param == _DELTAS.c.pricing_param)
@@ -62,7 +57,7 @@ def add_license_counts(session: Session, account_id: int | None, deltas: Mapping
     moves = [(a, p, d) for (a, p), d in sorted(deltas.items()) if d]
     if len(moves) > 1 and session.get_bind().dialect.name == "postgresql":
         adams, pricings, counts = (list(c) for c in zip(*moves, strict=True))
-        session.execute(_ADD_ALL, {"b_account": account_id, "b_adams": adams, "b_pricings": pricings, "b_deltas": counts})
+        session.execute(_ADD_ALL, {"b_account": account_id, "b_adam_id": adams, "b_pricing_param": pricings, "b_delta": counts})
     elif moves:
         session.execute(_ADD, [{"b_account": account_id, "b_adam": a, "b_pricing": p, "b_delta": d} for a, p, d in moves])
 

@@ -13,12 +13,11 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, and_, bindparam, cast, column, delete, exists, func, insert, literal, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import in_chunks
+from mdm_core.db.bulk import in_chunks, unnest_rows
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.interrupts import deferred
 from mdm_core.models import MdmUser, utcnow
@@ -395,11 +394,7 @@ def _update_assets() -> Any:
     """PostgreSQL: the changed assets' values set by one statement, each column passed as an array."""
     keys = ("adam_id", "pricing_param", *ASSET_FIELDS)
     types = {key: Text() if key == "supported_platforms" else A.c[key].type for key in keys}  # platforms: JSON text (a list is not an array element)
-    rows = (
-        func.unnest(*(bindparam(f"v_{key}", type_=ARRAY(types[key])) for key in keys))
-        .table_valued(*(column(key, types[key]) for key in keys))
-        .render_derived(name="changed")
-    )
+    rows = unnest_rows("changed", "v_", types)
     values = {key: rows.c[key] for key in ASSET_FIELDS} | {"supported_platforms": cast(rows.c.supported_platforms, A.c.supported_platforms.type)}
     return (
         update(A)
