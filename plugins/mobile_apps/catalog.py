@@ -267,7 +267,7 @@ def refresh_metadata(
         if limit is not None:
             query = query.limit(limit)
         rows = list(session.execute(query).scalars())
-        accounts = _live_accounts(session)
+        accounts = _live_accounts(session) if rows else {}  # every published app: read only when there is something to look up
     counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
     by_account: dict[tuple[str, str], list[str]] = {}
     for row in rows:

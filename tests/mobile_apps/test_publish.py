@@ -172,6 +172,35 @@ def test_a_manual_sync_leaves_older_pending_apps_to_the_metadata_job(host, simul
     assert all(r["metadata"] != "pending" for r in by_key(host).values())
 
 
+def test_a_manual_sync_that_published_nothing_reads_only_what_waits_for_a_lookup(host, simulator):
+    """After a manual sync that published no application (most incremental syncs), its
+    delivery asks once whether metadata waits for a lookup and stops there: every published
+    application is read (to pick the account of each lookup) only when one does (was: all of
+    them read after every manual sync, 0.005-0.012 s of CPU at the benchmark's size)."""
+    from sqlalchemy import event
+
+    from plugins.mobile_apps.catalog import MANUAL_SYNC_LOOKUPS, refresh_metadata
+
+    statements: list[str] = []
+
+    def look(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(host.db.engine, "before_cursor_execute", look)
+    try:
+        counts = refresh_metadata(host, account="school", limit=MANUAL_SYNC_LOOKUPS, pending_only=True, published_since=utcnow())
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", look)
+    assert counts == {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, statements
+    new_adam, _ = simulator.purchase(count=1, supported_platforms=("iOS",))
+    since = utcnow()
+    sync(host)  # published by a sync that looks nothing up (trigger "test"): pending
+    counts = refresh_metadata(host, account="school", limit=MANUAL_SYNC_LOOKUPS, pending_only=True, published_since=since)
+    assert counts["looked_up"] == 1 and counts["found"] == 1
+    assert by_key(host)[(new_adam, "STDQ", "iOS")]["metadata"] == "ok"
+
+
 def test_a_failed_lookup_after_a_manual_sync_never_fails_it(make_apps_host, simulator, mdm):
     make_apps_host()
     simulator.faults.add("server_error", endpoint="lookup", status=503)
