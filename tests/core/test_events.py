@@ -295,6 +295,50 @@ def test_a_delivered_batch_is_let_go_before_the_next_one_is_read(make_host, monk
     assert held == [{"S1", "S2"}, {"S3", "S4"}]  # each claim sees its own batch's payloads only
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plugin, request, monkeypatch, database):
+    """A batch is bounded by its payloads' stored bytes as well as by its count: a sync's
+    1,381 small events go in two batches (was: 14 of 100, each one claim and one mark more), a
+    run of large payloads in batches of ``DELIVERY_BYTES`` (one batch in memory stays small), a
+    payload larger than that alone; each event once, in order."""
+    import secrets
+
+    from mdm_core import events
+
+    if database == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    plugin = load_plugin(
+        """
+    seen = []
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        seen.append(event.payload["serial_number"])
+"""
+    )
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
+    claims: list[int] = []
+    claim = events.EventBus._claim
+
+    def counted(self, seqs, *args, **kwargs):
+        claims.append(len(seqs))
+        return claim(self, seqs, *args, **kwargs)
+
+    monkeypatch.setattr(events.EventBus, "_claim", counted)
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}"}) for i in range(1, 1200)]))
+    assert host.events.deliver_pending() == 1199
+    assert claims == [events.DELIVERY_BATCH, 199]
+    claims.clear()
+    monkeypatch.setattr(events, "DELIVERY_BYTES", 10_000)
+    sizes = [3000] * 6 + [12_000, 100]  # bytes of JSON text
+    large = [("device_enrolled", {"serial_number": f"L{i}", "tags": secrets.token_hex(n // 2)}) for i, n in enumerate(sizes)]
+    host.db.run_write(lambda s: host.events.record_many(s, large))
+    assert host.events.deliver_pending() == 8
+    assert claims == [4, 3, 1]  # 4 x 3 kB start within 10 kB; then 2 x 3 kB and the 12 kB one; then the last
+    assert plugin.seen == [f"S{i}" for i in range(1, 1200)] + [f"L{i}" for i in range(8)]
+
+
 @pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
 def test_a_delivery_on_postgres_takes_over_only_dead_and_stale_claims(make_host, pg_url, load_plugin):
     """The claim's lists go as array parameters on PostgreSQL: an event claimed by a live holder
