@@ -92,7 +92,9 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     The event's applications and metadata rows are read in two queries; the stored
     applications are updated by one ``UPDATE`` run for all of them (an incremental sync's
     event names hundreds of assets whose counts moved: ORM objects changed attribute by
-    attribute cost 0.1 s of CPU per 750 applications); the new applications, their metadata
+    attribute cost 0.1 s of CPU per 750 applications), one that sets their counts alone for
+    those whose counts alone moved (most of them: no flags and platforms bound again), none for
+    those the asset leaves as stored; the new applications, their metadata
     rows and their ``mobile_apps_app_published`` events are each inserted by one bulk statement
     (an event carries up to 500 assets: a first sync publishes every asset)."""
     now = utcnow()
@@ -103,7 +105,8 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
         existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = dict(stored)
     known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
-    updates: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []  # every column the asset sets
+    counts: list[dict[str, Any]] = []  # the license counts alone
     new_apps: list[dict[str, Any]] = []
     new_metadata: list[dict[str, Any]] = []
     for asset in assets:
@@ -127,10 +130,16 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 new_apps.append(values)
                 published.append(values)
                 continue
-            changes = _updated_values(row, asset, kind, now)
-            updates.append({"b_id": row["id"], **changes})
+            values = _asset_values(asset, kind, row["product_type"])
+            moved = {attr for attr, value in values.items() if row[attr] != value}
             if row["state"] != "published":
+                changes = _updated_values(row, values, now)
+                updates.append({"b_id": row["id"], **changes})
                 published.append({**row, **changes})
+            elif moved and moved <= COUNT_ATTRS:  # most changed assets: only their license counts moved
+                counts.append({"b_id": row["id"], **{attr: values.get(attr, row[attr]) for attr in COUNT_ATTRS}, "updated_at": now})
+            elif moved:
+                updates.append({"b_id": row["id"], **_updated_values(row, values, now)})
         for platform, row in rows.items():
             if platform not in platforms and row["state"] != "retired":
                 app = session.get(MobileApp, row["id"])
@@ -141,8 +150,9 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 new_metadata.append({**NEW_METADATA, "adam_id": adam_id, "platform": platform, "account": account})
                 known.add((adam_id, platform))
     session.flush()  # the retired applications
-    if updates:  # the updated applications, before the new ones (one transaction either way)
-        session.execute(update(apps).where(apps.c.id == bindparam("b_id")), updates)
+    for changed in (updates, counts):  # the updated applications, before the new ones (one transaction either way)
+        if changed:
+            session.execute(update(apps).where(apps.c.id == bindparam("b_id")), changed)
     if new_apps:  # their ids, in the order of the rows given
         ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
         for values, new_id in zip(new_apps, ids, strict=True):
@@ -152,14 +162,14 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     host.events.record_many(session, [("mobile_apps_app_published", _payload(row)) for row in published])
 
 
-def _updated_values(row: Mapping[str, Any], asset: Mapping[str, Any], kind: str, now: datetime) -> dict[str, Any]:
-    """A stored application's columns as the asset sets them, published again: every count
-    column (the stored one where the asset lacks it), so that every row of one ``UPDATE`` sets
-    the same columns."""
-    values: dict[str, Any] = {attr: row[attr] for attr, _ in COUNTS}
-    values.update(_asset_values(asset, kind, row["product_type"]))
-    values.update(state="published", retired_at=None, updated_at=now)
-    return values
+def _updated_values(row: Mapping[str, Any], values: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """A stored application's columns as its asset's ``values`` (:func:`_asset_values`) set
+    them, published again: every count column (the stored one where the asset lacks it), so
+    that every row of one ``UPDATE`` sets the same columns."""
+    updated: dict[str, Any] = {attr: row[attr] for attr, _ in COUNTS}
+    updated.update(values)
+    updated.update(state="published", retired_at=None, updated_at=now)
+    return updated
 
 
 #: the columns of a new application that do not come from its asset
@@ -179,6 +189,7 @@ NEW_METADATA: dict[str, Any] = {
     "next_attempt_at": None,
 }
 COUNTS = (("assigned_count", "assignedCount"), ("available_count", "availableCount"), ("retired_count", "retiredCount"), ("total_count", "totalCount"))
+COUNT_ATTRS = frozenset(attr for attr, _ in COUNTS)
 
 
 def _asset_values(asset: Mapping[str, Any], kind: str, product_type: str) -> dict[str, Any]:

@@ -283,3 +283,41 @@ def test_one_changed_event_updates_retires_and_publishes_again_each_app_as_its_a
     assert [e["id"] for e in apps_events.named("mobile_apps_app_retired")] == [apps[(*both, "macOS")]["id"]]
     others = {key: row for key, row in apps.items() if key[:2] not in (ios, both, third)}
     assert others == {key: row for key, row in before.items() if key[:2] not in (ios, both, third)}  # the apps it does not name are untouched
+
+
+def test_a_change_of_license_counts_alone_writes_the_counts_alone(host, simulator):
+    """After the benchmark's spread change most changed assets moved their license counts
+    only: their applications get one UPDATE of the counts (no flags, platforms or JSON bound
+    again), an application its asset leaves as stored is not written at all, and one whose
+    flags moved gets every column, each as its asset says."""
+    from sqlalchemy import event
+
+    a = fixed_assets(simulator)
+    before = by_key(host)
+    with host.db.session() as session:
+        stamps = {(r.adam_id, r.pricing_param, r.platform): r.updated_at for r in session.execute(select(MobileApp)).scalars()}
+    counted = {**a[0], "assignedCount": 7, "availableCount": 3}
+    flagged = {**a[2], "revocable": not a[2]["revocable"], "availableCount": 5}
+    statements: list[tuple[str, int]] = []
+
+    def look(_conn, _cursor, statement, parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE MOBILE_APPS_APP"):
+            statements.append((statement, len(parameters) if executemany else 1))
+
+    event.listen(host.db.engine, "before_cursor_execute", look)
+    try:
+        host.events.dispatch(Event(name="vpp_assets_changed", payload={"account": "school", "assets": [counted, a[1], flagged]}))
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", look)
+
+    apps = by_key(host)
+    one, flags = apps[(a[0]["adamId"], "STDQ", "iOS")], apps[(a[2]["adamId"], "STDQ", "iOS")]
+    assert (one["assignedCount"], one["availableCount"], one["totalCount"]) == (7, 3, before[(a[0]["adamId"], "STDQ", "iOS")]["totalCount"])
+    assert (flags["revocable"], flags["availableCount"]) == (not a[2]["revocable"], 5)
+    assert {k: r for k, r in apps.items() if k[0] == a[1]["adamId"]} == {k: r for k, r in before.items() if k[0] == a[1]["adamId"]}
+    with host.db.session() as session:
+        after = {(r.adam_id, r.pricing_param, r.platform): r.updated_at for r in session.execute(select(MobileApp)).scalars()}
+    assert all(after[k] == stamps[k] for k in stamps if k[0] == a[1]["adamId"])  # left as stored: not written
+    full = [n for s, n in statements if "supported_platforms" in s]
+    counts_only = [n for s, n in statements if "supported_platforms" not in s and "available_count" in s]
+    assert (full, counts_only) == ([1], [1]), statements  # was: one UPDATE of every column for all three
