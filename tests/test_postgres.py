@@ -460,3 +460,66 @@ def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_lice
     assert (report["status"], report["mode"]) == ("ok", "incremental"), report
     assert report["counts"]["licenses"]["removed"] >= len(odd) and report["counts"]["licenses"]["added"]
     assert_mirror_equals_apple(pg_host, simulator)
+
+
+def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: Any) -> None:
+    """On PostgreSQL the licenses an incremental sync read as gone are deleted by one
+    ``DELETE ... USING unnest(...)`` and their enrolled holders found by one ``= ANY(...)`` per
+    kind (an executemany or an ``IN`` list sends one statement a license, or a new text per
+    500): their events name exactly the licenses taken back and the enrolled devices among
+    them; when another writer deleted some of them meanwhile the stored counts stay exact."""
+    from sqlalchemy import delete, event, select
+
+    from mdm_core.db.typed import table_of
+    from mdm_core.models import OutboxEvent
+    from plugins.vpp.license_counts import add_license_counts
+    from plugins.vpp.models import VppLicense
+    from plugins.vpp.sync import run
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    before = _mirror(pg_host)
+    assert simulator.mutate_fraction(0.3, seed=5)["assignments_removed"]
+    L, E = table_of(VppLicense), table_of(OutboxEvent)
+    original, taken, enrolled = run.apply_read, [], []
+
+    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+        devices = [key for key in read.removed if key[2] == "device"]
+        assert len(read.removed) > 10 and devices  # named by the read: the statement under test deletes them
+        enrolled.append(devices[0][3])
+        inventory.add_device(host, devices[0][3], "iOS")
+        taken.extend(read.removed[-3:])  # another writer disassociates these meanwhile
+
+        def other_writer(session: Any) -> None:
+            for a, p, k, t in taken:
+                session.execute(delete(L).where(L.c.account_id == account.id, L.c.adam_id == a, L.c.pricing_param == p, L.c.kind == k, L.c.target == t))
+                add_license_counts(session, account.id, {(a, p): -1})
+
+        host.db.run_write(other_writer)
+        return original(host, account, run_id, read, lock)
+
+    statements: list[tuple[str, bool]] = []
+    listener = lambda conn, cursor, statement, params, context, many: statements.append((" ".join(statement.split()), many))  # noqa: E731
+    monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
+    with pg_host.db.write_session() as session:
+        seen = session.execute(select(E.c.seq).order_by(E.c.seq.desc()).limit(1)).scalar() or 0
+    event.listen(pg_host.db.write_engine, "before_cursor_execute", listener)
+    try:
+        report = sync_account(pg_host, "school")
+    finally:
+        event.remove(pg_host.db.write_engine, "before_cursor_execute", listener)
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    assert [many for s, many in statements if s.startswith("DELETE FROM vpp_license USING unnest(")] == [False]
+    assert not [s for s, many in statements if s.startswith("DELETE FROM vpp_license") and many]
+    devices = [s for s, _ in statements if s.startswith("SELECT core_device.serial_number FROM core_device WHERE")]
+    assert devices and all("= ANY (" in s for s in devices)
+    assert_mirror_equals_apple(pg_host, simulator)  # the stored license counts included
+    gone = before - _mirror(pg_host)
+    with pg_host.db.session() as session:
+        payloads = session.execute(select(E.c.payload).where(E.c.seq > seen, E.c.name == "vpp_licenses_disassociated")).scalars().all()
+    named = {(p["adamId"], p["pricingParam"], "serialNumber", t) for p in payloads for t in p["serialNumbers"]}
+    named |= {(p["adamId"], p["pricingParam"], "clientUserId", t) for p in payloads for t in p["clientUserIds"]}
+    assert named == gone  # those the other writer took included: the sync read them as gone
+    assert [s for p in payloads for s in p["enrolledSerialNumbers"]] == enrolled

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, column, func, insert
+from sqlalchemy import bindparam, column, delete, func, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,26 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iter
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))
     else:
         conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def delete_rows(session: Session, table: Any, fixed: dict[str, Any], columns: dict[str, Any], rows: Sequence[Sequence[Any]]) -> int:
+    """Delete the rows of ``table`` whose ``fixed`` columns hold these values and whose
+    ``columns`` (name: type) are one of ``rows`` (tuples in their order), in the caller's
+    transaction; returns how many it deleted. PostgreSQL: one ``DELETE ... USING unnest(...)``
+    (an executemany runs the statement once a row on the server, each row sent on its own);
+    elsewhere the driver's ``executemany`` of one prepared statement (no per-row parameter
+    processing by SQLAlchemy)."""
+    if not rows:
+        return 0
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        keys = unnest_rows("keys", "k_", columns)
+        statement = delete(table).where(*(table.c[c] == bindparam(f"f_{c}") for c in fixed), *(table.c[c] == keys.c[c] for c in columns))
+        arrays = {f"k_{c}": list(values) for c, values in zip(columns, zip(*rows, strict=True), strict=True)}
+        return int(conn.execute(statement, {**{f"f_{c}": v for c, v in fixed.items()}, **arrays}).rowcount)
+    where = " AND ".join(f'"{c}" = ?' for c in (*fixed, *columns))
+    constant = tuple(fixed.values())
+    return int(conn.exec_driver_sql(f'DELETE FROM "{table.name}" WHERE {where}', [(*constant, *row) for row in rows]).rowcount)
 
 
 def unnest_rows(name: str, prefix: str, columns: dict[str, Any]) -> Any:

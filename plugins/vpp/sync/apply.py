@@ -17,7 +17,7 @@ from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import in_chunks, unnest_rows
+from mdm_core.db.bulk import delete_rows, in_chunks, unnest_rows
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.interrupts import deferred
 from mdm_core.models import MdmUser, utcnow
@@ -259,14 +259,7 @@ class MirrorUpdate:
                 conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(chunk), ~in_stage))
         if gone:
             removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
-            key = and_(
-                L.c.account_id == acc,
-                L.c.adam_id == bindparam("k_adam"),
-                L.c.pricing_param == bindparam("k_pricing"),
-                L.c.kind == bindparam("k_kind"),
-                L.c.target == bindparam("k_target"),
-            )
-            deleted = rowcount(session.execute(delete(L).where(key), [{"k_adam": a, "k_pricing": p, "k_kind": k, "k_target": t} for a, p, k, t in gone]))
+            deleted = delete_rows(session, L, {"account_id": acc}, {c: L.c[c].type for c in LICENSE_KEY[1:]}, gone)
             # one key deletes one row at most: when every key deleted one, the counts move by
             # them; otherwise (another writer took some meanwhile) the check below recounts
             exact = deleted == len(gone)

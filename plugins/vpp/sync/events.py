@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, case, select
+from sqlalchemy import and_, any_, bindparam, case, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 from mdm_core.db.typed import table_of
@@ -124,15 +125,24 @@ def licenses_payload(account: str, adam_id: str, pricing: str, kind: str, target
     }
 
 
-_KNOWN: dict[Any, Any] = {}  # column -> its "IN (:values)" query, built once (one per license event otherwise)
+_KNOWN: dict[Any, Any] = {}  # (column, dialect) -> its query, built once (one per license event otherwise)
 
 
 def known_ids(session: Session, column: Any, values: list[str]) -> set[str]:
-    """The ``values`` present in ``column`` (the enrolled serials, the MDM user ids), 500 at a time."""
+    """The ``values`` present in ``column`` (the enrolled serials, the MDM user ids): on
+    PostgreSQL by one ``= ANY(:array)`` (one parameter: the statement text is the same at every
+    call, where an ``IN`` list of 500 parameters is parsed again each time, by psycopg and by
+    the server), elsewhere 500 at a time."""
     found: set[str] = set()
-    query = _KNOWN.get(column)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _KNOWN.get((column, postgres))
     if query is None:
-        query = _KNOWN[column] = select(column).where(column.in_(bindparam("values", expanding=True)))
+        match = column == any_(bindparam("values", type_=ARRAY(column.type))) if postgres else column.in_(bindparam("values", expanding=True))
+        query = _KNOWN[(column, postgres)] = select(column).where(match)
+    if postgres:
+        if values:
+            found.update(session.execute(query, {"values": values}).scalars())
+        return found
     for start in range(0, len(values), 500):
         chunk = values[start : start + 500]
         if chunk:
