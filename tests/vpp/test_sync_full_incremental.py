@@ -302,15 +302,26 @@ def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced:
     held["no-such-asset"] = set()
     order = [assets[2], assets[1], "no-such-asset", *assets[3:], "ad\x1dam", assets[0]]
     monkeypatch.setattr(read_module, "MIRROR_CHUNK", 3)  # chunks of 1, 2, 3, 3...
-    with synced.db.reading() as conn:
-        assert list(read_module.mirrored_licenses(conn, acc, order, first=1)) == [(a, held[a]) for a in order]
-        # chunks cut by the assets' known sizes too (one asset at least)
-        monkeypatch.setattr(read_module, "CHUNK_LICENSES", len(held[assets[2]]))
-        assert list(read_module.mirrored_licenses(conn, acc, order, sizes={a: len(h) for a, h in held.items()})) == [(a, held[a]) for a in order]
-        monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[assets[0]]) - 1)
-        got = dict(read_module.mirrored_licenses(conn, acc, order, first=1))
-    assert got[assets[0]] is None and all(got[a] is None for a in assets if len(held[a]) > len(held[assets[0]]) - 1)
-    assert got["no-such-asset"] == set() and all(got[a] == held[a] for a in assets if len(held[a]) < len(held[assets[0]]))
+
+    def read(**kwargs: Any) -> list[tuple[str, Any]]:
+        with synced.db.reading() as conn:
+            return list(read_module.mirrored_licenses(conn, acc, order, **kwargs))
+
+    got = read(first=1)
+    assert [(a, m.licenses()) for a, m in got] == [(a, held[a]) for a in order]
+    # each license is the string the database joined, unless a value holds a separator
+    row_by_row = {a for a, m in got if m.joined is None}
+    assert {assets[1], assets[2], assets[3], "ad\x1dam", assets[5]} <= row_by_row and not {assets[0], assets[6], "no-such-asset"} & row_by_row
+    for a, m in got:
+        assert all(m.count(p) == sum(1 for license in held[a] if license[0] == p) for p in ("STDQ", "PLUS", "ST\x1fDQ", "ST\x1dDQ"))
+    # chunks cut by the assets' known sizes too (one asset at least)
+    monkeypatch.setattr(read_module, "CHUNK_LICENSES", len(held[assets[2]]))
+    assert [(a, m.licenses()) for a, m in read(sizes={a: len(h) for a, h in held.items()})] == [(a, held[a]) for a in order]
+    monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[assets[0]]) - 1)
+    past = dict(read(first=1))
+    assert past[assets[0]] is None and all(past[a] is None for a in assets if len(held[a]) > len(held[assets[0]]) - 1)
+    assert past["no-such-asset"].licenses() == set()
+    assert all(past[a].licenses() == held[a] for a in assets if len(held[a]) < len(held[assets[0]]))
 
 
 def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(synced: Any, simulator: Any) -> None:

@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from itertools import compress, filterfalse
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -388,20 +389,20 @@ class SyncReader:
             the mirror once those are in (until then its rows wait, DIFF_LIMIT at most)."""
             mirrored: Mirrored = _UNREAD
             waiting: list[tuple[str, str, str, str]] = []
-            seen: set[tuple[str, str, str]] = set()
+            seen: set[Any] = set()  # the keys of Apple's rows
+            pricings: set[str] = set()  # ... and their pricingParams
 
             def compared(rows: list[tuple[str, str, str, str]]) -> None:
+                """Stage the rows the mirror lacks; each step a pass of C code over the rows."""
                 if mirrored is None:  # past DIFF_LIMIT: staged whole
                     shared.add(rows)
                     return
-                new = []
-                for row in rows:
-                    key = row[1:]
-                    if key in mirrored:
-                        seen.add(key)
-                    else:
-                        new.append(row)
-                shared.add(new)
+                keys = mirrored.keys_of(rows)
+                seen.update(keys)
+                pricings.update(map(_PRICING, rows))
+                absent = set(filterfalse(mirrored.keys.__contains__, keys))
+                if absent:
+                    shared.add(list(compress(rows, map(absent.__contains__, keys))))
 
             def diff_page(page: dict[str, Any]) -> None:
                 nonlocal mirrored, waiting
@@ -420,10 +421,12 @@ class SyncReader:
                 compared(waiting)
             if mirrored is None:
                 return
+            gone = sorted((adam_id, *key) for key in mirrored.licenses(mirrored.keys - seen))
             matched: dict[AssetKey, int] = {}
-            for pricing, _, _ in seen:
-                matched[(adam_id, pricing)] = matched.get((adam_id, pricing), 0) + 1
-            gone = sorted((adam_id, *key) for key in mirrored - seen)
+            for pricing in pricings:  # a mirrored license Apple still lists has one of these
+                still = mirrored.count(pricing) - sum(1 for row in gone if row[1] == pricing)
+                if still:
+                    matched[(adam_id, pricing)] = still
             with removals_lock:
                 self.matched[adam_id] = matched
                 self.removed[adam_id] = gone
@@ -601,25 +604,71 @@ class SyncReader:
         return unknown
 
 
-Mirrored = set[tuple[str, str, str]] | None  # an asset's mirrored licenses, None past DIFF_LIMIT
+_FIELDS = itemgetter(1, 2, 3)  # a staged license row's (pricingParam, kind, target)
+_PRICING = itemgetter(1)
+_JOIN = "\x1f".join  # the database's record of a license: its fields joined by the unit separator
+_SPLITTERS = frozenset("\x1e\x1f")  # no value of a joined record holds them
+
+
+class MirroredLicenses:
+    """An asset's mirrored licenses, to compare Apple's rows with (see :meth:`keys_of`).
+
+    Read as one string (``joined``: the records ``pricing US kind US target`` separated by the
+    record separator, no value holding a separator), each license is the record string as it
+    came: no split into fields, and an Apple row's key is built by C code (:data:`_JOIN`), so
+    that hundreds of thousands of licenses cost no Python bytecode each. Read row by row (a
+    value holds a separator), the licenses are (pricingParam, kind, target) tuples. A record
+    holds exactly two unit separators, so a key of Apple's holding one in a value never
+    matches one."""
+
+    __slots__ = ("keys", "joined")
+
+    def __init__(self, keys: set[Any], joined: str | None = None):
+        self.keys = keys  # record strings (joined) or tuples
+        self.joined = joined  # the records as read (to count them per pricingParam), None for tuples
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def keys_of(self, rows: list[tuple[str, str, str, str]]) -> list[Any]:
+        """The keys of staged license rows (adam_id, pricing_param, kind, target), in order."""
+        fields = map(_FIELDS, rows)
+        return list(fields if self.joined is None else map(_JOIN, fields))
+
+    def licenses(self, keys: Iterable[Any] | None = None) -> set[tuple[str, str, str]]:
+        """These keys (all by default) as (pricingParam, kind, target)."""
+        keys = self.keys if keys is None else keys
+        return set(keys) if self.joined is None else {tuple(k.split("\x1f")) for k in keys}
+
+    def count(self, pricing: str) -> int:
+        """Mirrored licenses of this pricingParam."""
+        if self.joined is None:
+            return sum(1 for k in self.keys if k[0] == pricing)
+        if _SPLITTERS.intersection(pricing):  # no record holds it (each was checked)
+            return 0
+        head = pricing + "\x1f"
+        return self.joined.startswith(head) + self.joined.count("\x1e" + head)
+
+
+Mirrored = MirroredLicenses | None  # an asset's mirrored licenses, None past DIFF_LIMIT
 _UNREAD: Any = object()  # an asset whose mirrored licenses have not been read yet
 
 
 def mirrored_licenses(
     conn: Any, account_id: int | None, adam_ids: list[str], first: int = MIRROR_CHUNK, sizes: Mapping[str, int] | None = None
 ) -> Generator[tuple[str, Mirrored], None, None]:
-    """The mirrored licenses of these assets as (pricingParam, kind, target), each asset's in
-    the order given, ``None`` for one with more than :data:`DIFF_LIMIT` (then it is staged
-    whole). ``conn``: a SQLAlchemy connection (:meth:`mdm_core.db.engine.Database.reading`);
+    """The mirrored licenses of these assets (:class:`MirroredLicenses`), each asset's in the
+    order given, ``None`` for one with more than :data:`DIFF_LIMIT` (then it is staged whole).
+    ``conn``: a SQLAlchemy connection (:meth:`mdm_core.db.engine.Database.reading`);
     ``sizes``: the assets' licenses as far as known (their stored counts), to size the chunks.
 
     One statement per chunk of assets (the first ``first`` of them, so that the first assets
     arrive at once, then twice as many each time, :data:`MIRROR_CHUNK` and
     :data:`CHUNK_LICENSES` at most) on the driver's cursor returns the chunk's rows as one
-    string, split here: SQLite hands the GIL back and forth at every row it steps, which with
-    the threads downloading pages made one row per license, then one per asset, the slowest
-    part of the comparison; a statement per asset cost a round trip each. A value holding a
-    separator (the counts disagree) is read again row by row."""
+    string, split here into records: SQLite hands the GIL back and forth at every row it
+    steps, which with the threads downloading pages made one row per license, then one per
+    asset, the slowest part of the comparison; a statement per asset cost a round trip each.
+    A value holding a separator (the counts disagree) is read again row by row."""
     raw: Any = conn.connection.dbapi_connection
     p = _PLACEHOLDERS[conn.dialect.paramstyle]
     agg, ch = _AGGREGATES.get(conn.dialect.name, (None, None))
@@ -629,7 +678,7 @@ def mirrored_licenses(
         def rows_of(adam_id: str) -> Mirrored:
             cursor.execute(_MIRRORED.format(p=p), (account_id, adam_id))
             rows = set(cursor.fetchall())
-            return rows if len(rows) <= DIFF_LIMIT else None
+            return MirroredLicenses(rows) if len(rows) <= DIFF_LIMIT else None
 
         def parsed(adam_id: str, piece: str) -> Mirrored:
             got, _, rest = piece.partition("\x1d")
@@ -640,12 +689,13 @@ def mirrored_licenses(
             if count > DIFF_LIMIT:
                 return None
             if not count:
-                return set()
+                return MirroredLicenses(set(), "")
             records = body.split("\x1e")
-            if len(records) == count:
-                split = {tuple(r.split("\x1f")) for r in records}
-                if len(split) == count and all(len(r) == 3 for r in split):
-                    return split  # type: ignore[return-value]
+            # no record separator in a value, each record exactly three fields (two unit separators)
+            if len(records) == count and body.count("\x1f") == 2 * count:
+                keys = set(records)
+                if len(keys) == count:
+                    return MirroredLicenses(keys, body)
             return rows_of(adam_id)
 
         start, size = 0, max(1, first)
