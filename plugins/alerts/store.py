@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.models import utcnow
 
 from . import rules
@@ -155,18 +156,20 @@ def license_counts(host: Host, session: Session, account: str, assets: Sequence[
     """Compare each asset's available licenses with its threshold; alert on a change of level
     (more than a few at once: one digest alert).
 
-    Rows exist only for assets below their threshold. ``complete``: ``assets`` is every asset
-    of the account, so rows of assets not in it are dropped (without an alert).
+    Rows exist only for assets below their threshold: those of ``assets`` are read (and locked),
+    not every asset's of the account (an incremental sync's event names some of them). ``complete``:
+    ``assets`` is every asset of the account, so rows of assets not in it are dropped (without an
+    alert).
     """
     now = now or utcnow()
     limits = thresholds(settings(host))
     prefix = f"licenses:{account}:"
-    rows = {
-        r.subject: r
-        for r in session.execute(
-            select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()
-        ).scalars()
-    }
+    query = select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()
+    if complete:
+        rows = {r.subject: r for r in session.execute(query).scalars()}
+    else:
+        keys = sorted({rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets})
+        rows = {r.subject: r for chunk in in_chunks(keys) for r in session.execute(query.where(col(AlertSubject.subject).in_(chunk))).scalars()}
     alerts = []
     seen = set()
     for asset in assets:
