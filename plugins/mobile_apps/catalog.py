@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import bind_value, update_rows
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -101,12 +102,14 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     apps = table_of(MobileApp)
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for stored in session.execute(select(apps).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids))).mappings():
+    stored_columns = [c for c in apps.c if c.name not in ("published_at", "updated_at", "retired_at")]  # dates: written, never compared
+    for stored in session.execute(select(*stored_columns).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids))).mappings():
         existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = dict(stored)
     known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
     updates: list[dict[str, Any]] = []  # every column the asset sets
-    counts: list[dict[str, Any]] = []  # the license counts alone
+    counts: list[tuple[Any, ...]] = []  # the license counts alone, and updated_at (update_rows)
+    stamp = bind_value(session, apps.c.updated_at, now)
     new_apps: list[dict[str, Any]] = []
     new_metadata: list[dict[str, Any]] = []
     for asset in assets:
@@ -137,7 +140,7 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 updates.append({"b_id": row["id"], **changes})
                 published.append({**row, **changes})
             elif moved and moved <= COUNT_ATTRS:  # most changed assets: only their license counts moved
-                counts.append({"b_id": row["id"], **{attr: values.get(attr, row[attr]) for attr in COUNT_ATTRS}, "updated_at": now})
+                counts.append((*(values.get(attr, row[attr]) for attr, _ in COUNTS), stamp, row["id"]))
             elif moved:
                 updates.append({"b_id": row["id"], **_updated_values(row, values, now)})
         for platform, row in rows.items():
@@ -150,9 +153,10 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 new_metadata.append({**NEW_METADATA, "adam_id": adam_id, "platform": platform, "account": account})
                 known.add((adam_id, platform))
     session.flush()  # the retired applications
-    for changed in (updates, counts):  # the updated applications, before the new ones (one transaction either way)
-        if changed:
-            session.execute(update(apps).where(apps.c.id == bindparam("b_id")), changed)
+    if updates:  # the updated applications, before the new ones (one transaction either way)
+        session.execute(update(apps).where(apps.c.id == bindparam("b_id")), updates)
+    if counts:
+        update_rows(session, apps, "id", [*COUNT_ATTRS_ORDER, "updated_at"], counts)
     if new_apps:  # their ids, in the order of the rows given
         ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
         for values, new_id in zip(new_apps, ids, strict=True):
@@ -189,7 +193,8 @@ NEW_METADATA: dict[str, Any] = {
     "next_attempt_at": None,
 }
 COUNTS = (("assigned_count", "assignedCount"), ("available_count", "availableCount"), ("retired_count", "retiredCount"), ("total_count", "totalCount"))
-COUNT_ATTRS = frozenset(attr for attr, _ in COUNTS)
+COUNT_ATTRS_ORDER = [attr for attr, _ in COUNTS]
+COUNT_ATTRS = frozenset(COUNT_ATTRS_ORDER)
 
 
 def _asset_values(asset: Mapping[str, Any], kind: str, product_type: str) -> dict[str, Any]:

@@ -62,3 +62,32 @@ def test_values_are_stored_in_utc_and_read_back_aware_utc(engine_url: str) -> No
                 assert conn.execute(text("SELECT enrolled_at FROM core_device WHERE serial_number = 'A1'")).scalar() == "2026-03-01 10:00:00.000000"
     finally:
         engine.dispose()
+
+
+def test_rows_updated_by_the_driver_store_what_sqlalchemy_would(engine_url: str) -> None:
+    """``bulk.update_rows`` hands the driver plain tuples (no per-row parameter processing):
+    with ``bind_value`` a datetime is stored as SQLAlchemy stores it (UTC, read back aware
+    UTC), each row gets its own values, the rows not named are left alone."""
+    from mdm_core.db.bulk import bind_value, update_rows
+
+    kwargs = {"connect_args": {"options": "-c timezone=America/New_York"}} if engine_url.startswith("postgresql") else {}
+    engine = create_engine(engine_url, **kwargs)
+    try:
+        devices = table_of(Device)
+        SQLModel.metadata.create_all(engine, tables=[devices])
+        old = datetime(2026, 1, 1, tzinfo=UTC)
+        with Session(engine) as session:
+            session.add_all([Device(serial_number=s, platform="iOS", enrolled_at=old) for s in ("A1", "B2", "C3")])
+            session.commit()
+        paris_noon = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)
+        with Session(engine) as session:
+            stamp = bind_value(session, devices.c.enrolled_at, paris_noon)
+            update_rows(session, devices, "serial_number", ["model", "enrolled_at"], [("iPad", stamp, "A1"), ("iPhone", stamp, "C3")])
+            session.commit()
+        with Session(engine) as session:
+            read = {s: (m, at) for s, m, at in session.execute(select(col(Device.serial_number), col(Device.model), col(Device.enrolled_at)))}
+        noon_utc = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+        assert read == {"A1": ("iPad", noon_utc), "B2": (None, old), "C3": ("iPhone", noon_utc)}
+        assert all(at.tzinfo == UTC for _, at in read.values())
+    finally:
+        engine.dispose()

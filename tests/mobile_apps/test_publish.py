@@ -301,6 +301,7 @@ def test_a_change_of_license_counts_alone_writes_the_counts_alone(host, simulato
     statements: list[tuple[str, int]] = []
 
     def look(_conn, _cursor, statement, parameters, _context, executemany):
+        statement = statement.replace('"', "")
         if statement.lstrip().upper().startswith("UPDATE MOBILE_APPS_APP"):
             statements.append((statement, len(parameters) if executemany else 1))
 
