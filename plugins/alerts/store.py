@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
+from mdm_core.db.typed import table_of
 from mdm_core.models import utcnow
 
 from . import rules
@@ -50,10 +51,12 @@ def write(host: Host, work: Callable[[Session], None]) -> None:
 def on_event(host: Host, event: Event, work: Callable[[Session], Iterable[Alert]]) -> None:
     """Apply an event once (a redelivered event changes nothing) and queue its alerts."""
 
-    def tx(session: Session) -> None:
-        if session.get(SeenEvent, event.id) is not None:
+    seen = table_of(SeenEvent)
+
+    def tx(session: Session) -> None:  # Core statements: no ORM object, identity lookup or flush for the guard
+        if session.execute(select(seen.c.event_id).where(seen.c.event_id == event.id)).first() is not None:
             return
-        session.add(SeenEvent(event_id=event.id))
+        session.execute(insert(seen).values(event_id=event.id, at=utcnow()))
         for alert in work(session):
             enqueue(host, session, alert, event.id)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import bind_value, update_rows
+from mdm_core.db.bulk import update_rows
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -58,11 +58,13 @@ def once(host: Host, event: Event, work: Callable[[Session], Any]) -> Any:
     (no nested delivery here).
     """
 
-    def run(session: Session) -> Any:
-        if session.get(SeenEvent, event.id) is not None:
+    seen = table_of(SeenEvent)
+
+    def run(session: Session) -> Any:  # Core statements: no ORM object, identity lookup or flush for the guard
+        if session.execute(select(seen.c.event_id).where(seen.c.event_id == event.id)).first() is not None:
             log.info("event %s (%s) already applied; skipping", event.id, event.name)
             return None
-        session.add(SeenEvent(event_id=event.id, name=event.name))
+        session.execute(insert(seen).values(event_id=event.id, name=event.name, at=utcnow()))
         return work(session)
 
     return host.db.run_write(run)
@@ -103,13 +105,16 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     stored_columns = [c for c in apps.c if c.name not in ("published_at", "updated_at", "retired_at")]  # dates: written, never compared
-    for stored in session.execute(select(*stored_columns).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids))).mappings():
-        existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = dict(stored)
-    known = {(a, p) for a, p in session.execute(select(col(AppMetadata.adam_id), col(AppMetadata.platform)).where(col(AppMetadata.adam_id).in_(adam_ids)))}
+    result = session.execute(select(*stored_columns).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids)))  # Core: no ORM compile state
+    names = list(result.keys())
+    for fetched in result:
+        stored = dict(zip(names, fetched, strict=True))
+        existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = stored
+    metadata = table_of(AppMetadata)
+    known = {(a, p) for a, p in session.execute(select(metadata.c.adam_id, metadata.c.platform).where(metadata.c.adam_id.in_(adam_ids)))}
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
     updates: list[dict[str, Any]] = []  # every column the asset sets
-    counts: list[tuple[Any, ...]] = []  # the license counts alone, and updated_at (update_rows)
-    stamp = bind_value(session, apps.c.updated_at, now)
+    counts: list[tuple[Any, ...]] = []  # the license counts alone (update_rows)
     new_apps: list[dict[str, Any]] = []
     new_metadata: list[dict[str, Any]] = []
     for asset in assets:
@@ -140,7 +145,7 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
                 updates.append({"b_id": row["id"], **changes})
                 published.append({**row, **changes})
             elif moved and moved <= COUNT_ATTRS:  # most changed assets: only their license counts moved
-                counts.append((*(values.get(attr, row[attr]) for attr, _ in COUNTS), stamp, row["id"]))
+                counts.append((*(values.get(attr, row[attr]) for attr, _ in COUNTS), row["id"]))
             elif moved:
                 updates.append({"b_id": row["id"], **_updated_values(row, values, now)})
         for platform, row in rows.items():
@@ -156,7 +161,7 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     if updates:  # the updated applications, before the new ones (one transaction either way)
         session.execute(update(apps).where(apps.c.id == bindparam("b_id")), updates)
     if counts:
-        update_rows(session, apps, "id", [*COUNT_ATTRS_ORDER, "updated_at"], counts)
+        update_rows(session, apps, "id", COUNT_ATTRS_ORDER, counts, fixed={"updated_at": now})
     if new_apps:  # their ids, in the order of the rows given
         ids = session.execute(insert(apps).returning(apps.c.id, sort_by_parameter_order=True), new_apps).scalars().all()
         for values, new_id in zip(new_apps, ids, strict=True):

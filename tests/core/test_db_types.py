@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlmodel import Session, SQLModel, col
 
 from mdm_core.db.typed import table_of
@@ -65,10 +65,11 @@ def test_values_are_stored_in_utc_and_read_back_aware_utc(engine_url: str) -> No
 
 
 def test_rows_updated_by_the_driver_store_what_sqlalchemy_would(engine_url: str) -> None:
-    """``bulk.update_rows`` hands the driver plain tuples (no per-row parameter processing):
-    with ``bind_value`` a datetime is stored as SQLAlchemy stores it (UTC, read back aware
-    UTC), each row gets its own values, the rows not named are left alone."""
-    from mdm_core.db.bulk import bind_value, update_rows
+    """``bulk.update_rows`` writes plain values without SQLAlchemy's per-row processing (one
+    ``UPDATE ... FROM unnest`` on PostgreSQL, the driver's executemany elsewhere): each row gets
+    its own values, a fixed datetime is stored as SQLAlchemy stores it (UTC, read back aware
+    UTC), the rows not named are left alone."""
+    from mdm_core.db.bulk import update_rows
 
     kwargs = {"connect_args": {"options": "-c timezone=America/New_York"}} if engine_url.startswith("postgresql") else {}
     engine = create_engine(engine_url, **kwargs)
@@ -80,10 +81,13 @@ def test_rows_updated_by_the_driver_store_what_sqlalchemy_would(engine_url: str)
             session.add_all([Device(serial_number=s, platform="iOS", enrolled_at=old) for s in ("A1", "B2", "C3")])
             session.commit()
         paris_noon = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)
+        sent: list[bool] = []
+        event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[-1]))  # executemany or not
         with Session(engine) as session:
-            stamp = bind_value(session, devices.c.enrolled_at, paris_noon)
-            update_rows(session, devices, "serial_number", ["model", "enrolled_at"], [("iPad", stamp, "A1"), ("iPhone", stamp, "C3")])
+            update_rows(session, devices, "serial_number", ["model"], [("iPad", "A1"), ("iPhone", "C3")], fixed={"enrolled_at": paris_noon})
             session.commit()
+        # PostgreSQL: one execution of one UPDATE ... FROM unnest (an executemany sends each row on its own)
+        assert sent == ([False] if engine_url.startswith("postgresql") else [True])
         with Session(engine) as session:
             read = {s: (m, at) for s, m, at in session.execute(select(col(Device.serial_number), col(Device.model), col(Device.enrolled_at)))}
         noon_utc = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
