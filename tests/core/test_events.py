@@ -339,6 +339,65 @@ def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plug
     assert plugin.seen == [f"S{i}" for i in range(1, 1200)] + [f"L{i}" for i in range(8)]
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_batch_is_claimed_marked_and_released_by_its_range_and_holder(make_host, load_plugin, request, database):
+    """A claim's holder is its own: its batch is marked delivered (and what an interruption left,
+    released) by the range of its seqs and that holder, a few parameters whatever the batch's
+    size (was: each of 200 seqs bound, three times), and so is claimed on SQLite. An event in
+    the range that a live delivery elsewhere holds is neither delivered, marked nor released."""
+    from sqlalchemy import event
+
+    from mdm_core.models import utcnow
+
+    if database == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    plugin = load_plugin(
+        """
+    seen = []
+    stop_at = ["S150"]
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        if event.payload["serial_number"] in stop_at:
+            stop_at.clear()
+            raise KeyboardInterrupt
+        seen.append(event.payload["serial_number"])
+"""
+    )
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
+    names = [f"S{i}" for i in range(1, 201)]
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": n}) for n in names]))
+    with host.db.write_session() as s:
+        third = s.execute(select(col(OutboxEvent.seq)).order_by(col(OutboxEvent.seq)).offset(2).limit(1)).scalar_one()
+        s.execute(update(OutboxEvent).where(col(OutboxEvent.seq) == third).values(claimed_by="elsewhere:1:abc", claimed_at=utcnow()))
+        s.commit()
+    bound: list[int] = []
+
+    def look(_conn, _cursor, statement, parameters, *_args):
+        if statement.lstrip().upper().startswith("UPDATE CORE_EVENT"):
+            bound.append(len(parameters))
+
+    event.listen(host.db.engine, "before_cursor_execute", look)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            host.events.deliver_pending()
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", look)
+    assert plugin.seen == [n for n in names[:149] if n != "S3"]
+    assert len(bound) == 3 and max(bound) <= 8, bound  # the claim; the mark and the release at the end
+    with host.db.session() as s:
+        rows = {
+            r[0]["serial_number"]: (r[1] is not None, r[2])
+            for r in s.execute(select(col(OutboxEvent.payload), col(OutboxEvent.delivered_at), col(OutboxEvent.claimed_by)))
+        }
+    assert rows["S3"] == (False, "elsewhere:1:abc")  # in the range, held elsewhere: left as it was
+    assert all(rows[n][0] for n in names[:149] if n != "S3")
+    assert all(rows[n] == (False, None) for n in names[149:])  # released
+    assert host.events.deliver_pending() == 51
+    assert plugin.seen == [n for n in names if n != "S3"]
+
+
 @pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
 def test_a_delivery_on_postgres_takes_over_only_dead_and_stale_claims(make_host, pg_url, load_plugin):
     """The claim's lists go as array parameters on PostgreSQL: an event claimed by a live holder
