@@ -139,3 +139,31 @@ def test_without_notifications_the_next_sync_lets_it_go_ahead(make_apps_host: Ca
     assert commands(host, serial) == []  # nobody told this host yet
     sync(host)  # the sync finds the user Associated: same event, same outcome
     assert len(commands(host, serial)) == 1 and list_installs(host, "invited") == []
+
+
+def test_users_accepting_the_invitation_without_an_install_waiting_take_no_write(make_apps_host: Callable[..., Host], mdm: Any, simulator: Any) -> None:
+    """A sync's ``vpp_users_changed`` names users who became Associated (hundreds after the
+    benchmark's spread change); when no install waits for them (almost always) the event is
+    answered by one read, without a write transaction (was: one for each event); when one
+    waits, it goes ahead as before."""
+    from mdm_core.events import Event
+
+    host = make_apps_host()
+    sync(host)
+    registered = simulator.state.user_ids("Registered")
+    writes: list[str] = []
+    run_write = host.db.run_write
+
+    def counted(work: Any, **kwargs: Any) -> Any:
+        writes.append(getattr(work, "__qualname__", ""))
+        return run_write(work, **kwargs)
+
+    host.db.run_write = counted  # type: ignore[method-assign]
+    users = [{"clientUserId": u, "status": "Associated"} for u in registered[1:4]]
+    host.events.dispatch(Event(name="vpp_users_changed", payload={"account": "school", "users": users}))
+    assert writes == []
+    host.db.run_write = run_write  # type: ignore[method-assign]
+    waiting, serial, _ = _waiting_user(host, simulator, mdm)
+    simulator.accept_invite(waiting)
+    sync(host)
+    assert len(commands(host, serial)) == 1 and list_installs(host, "invited") == []

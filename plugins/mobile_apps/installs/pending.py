@@ -146,15 +146,13 @@ def on_users_changed(host: Host, event: Event) -> None:
     associated = [u["clientUserId"] for u in p["users"] if u.get("status") == "Associated"]
     if not associated:
         return
+    invited = (col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated))
+    with host.db.reading() as conn:  # almost always none: no write transaction then
+        if conn.execute(select(col(Install.id)).where(*invited).limit(1)).first() is None:
+            return
 
     def work(session: Session) -> list[int]:
-        rows = list(
-            session.execute(
-                select(Install).where(
-                    col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated)
-                )
-            ).scalars()
-        )
+        rows = list(session.execute(select(Install).where(*invited)).scalars())
         for row in rows:
             row.status, row.error, row.updated_at = "pending", None, utcnow()
             session.add(row)
