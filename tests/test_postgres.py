@@ -526,3 +526,14 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
     named |= {(p["adamId"], p["pricingParam"], "clientUserId", t) for p in payloads for t in p["clientUserIds"]}
     assert named == gone  # those the other writer took included: the sync read them as gone
     assert [s for p in payloads for s in p["enrolledSerialNumbers"]] == enrolled
+
+
+def test_changed_assets_are_written_by_one_statement_and_copy_on_postgres(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    from .vpp.test_sync_full_incremental import changed_assets_written_by_the_driver
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    changed_assets_written_by_the_driver(pg_host, simulator)

@@ -347,3 +347,51 @@ def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(
     by_delta = [s for s in statements if s.startswith("UPDATE vpp_asset SET license_count=(vpp_asset.license_count +")]
     assert len(by_delta) == 1, by_delta
     assert_mirror_equals_apple(synced, simulator)  # the stored counts included
+
+
+def changed_assets_written_by_the_driver(host: Any, simulator: Any) -> None:
+    """An incremental sync after counts moved on many assets: their new values and their count
+    history are written without SQLAlchemy's per-row parameter processing (the driver's
+    executemany of one prepared statement, or one statement of arrays / COPY on PostgreSQL),
+    yet stored as SQLAlchemy stores them: the mirror is Apple's, and each asset whose counts
+    moved has one new history row of its new counts, at the time its row was updated."""
+    from sqlalchemy import event, select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.models import VppAsset, VppAssetCount
+
+    A, AC = table_of(VppAsset), table_of(VppAssetCount)
+    with host.db.session() as session:
+        history_before = session.execute(select(AC.c.id)).scalars().all()
+    simulator.mutate_fraction(0.3, seed=11)
+    written: list[tuple[str, bool, bool]] = []  # (statement, executemany, processed by SQLAlchemy)
+
+    def look(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        written.append((" ".join(statement.split()), many, context.compiled is not None))
+
+    event.listen(host.db.write_engine, "before_cursor_execute", look)
+    try:
+        report = sync_account(host, "school")
+    finally:
+        event.remove(host.db.write_engine, "before_cursor_execute", look)
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    changed = report["counts"]["assets"]["changed"]
+    assert changed > 1
+    values = [(many, compiled) for s, many, compiled in written if s.startswith(("UPDATE vpp_asset SET product_type", 'UPDATE "vpp_asset" SET "product_type"'))]
+    assert values in ([(True, False)], [(False, True)]), values  # the driver's executemany, or one UPDATE ... FROM unnest(...)
+    assert not [s for s, _, compiled in written if "vpp_asset_count" in s and compiled]  # COPY on PostgreSQL: not seen here
+    assert_mirror_equals_apple(host, simulator)  # the values and platforms read back as SQLAlchemy stored them
+    with host.db.session() as session:
+        assets = {(r.adam_id, r.pricing_param): r for r in session.execute(select(A))}
+        new = session.execute(select(AC).where(AC.c.id.not_in(history_before))).all()
+    assert changed >= len(new) > 1 and len({(r.adam_id, r.pricing_param) for r in new}) == len(new)
+    for r in new:
+        asset = assets[(r.adam_id, r.pricing_param)]
+        assert r.at == asset.updated_at and r.at.tzinfo is not None
+        assert (r.assigned_count, r.available_count, r.retired_count, r.total_count) == (
+            asset.assigned_count, asset.available_count, asset.retired_count, asset.total_count,
+        )  # fmt: skip
+
+
+def test_changed_assets_are_written_by_the_driver(synced: Any, simulator: Any) -> None:
+    changed_assets_written_by_the_driver(synced, simulator)
