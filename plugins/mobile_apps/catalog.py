@@ -273,6 +273,11 @@ def refresh_metadata(
     s = settings(host)
     now = utcnow()
     stale = now - timedelta(seconds=s.metadata_max_age)
+    if published_since is not None:  # after a manual sync: most publish nothing, and then nothing is looked up
+        apps = table_of(MobileApp)
+        with host.db.reading() as conn:
+            if conn.execute(select(apps.c.id).where(apps.c.published_at >= published_since).limit(1)).first() is None:
+                return {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
     with host.db.session() as session:
         query = select(AppMetadata).order_by(AppMetadata.adam_id)
         if pending_only:
