@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -167,34 +167,43 @@ def license_counts(host: Host, session: Session, account: str, assets: Sequence[
     now = now or utcnow()
     limits = thresholds(settings(host))
     prefix = f"licenses:{account}:"
-    query = select(AlertSubject).where(col(AlertSubject.kind) == "licenses", col(AlertSubject.account) == account).with_for_update()
+    subjects = table_of(AlertSubject)  # Core rows: no ORM object per state read (hundreds an event)
+    query = select(subjects.c.subject, subjects.c.state).where(subjects.c.kind == "licenses", subjects.c.account == account).with_for_update()
     if complete:
-        rows = {r.subject: r for r in session.execute(query).scalars()}
+        states = {k: v for k, v in session.execute(query)}
     else:
         keys = sorted({rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets})
-        rows = {r.subject: r for chunk in in_chunks(keys) for r in session.execute(query.where(col(AlertSubject.subject).in_(chunk))).scalars()}
+        states = {k: v for chunk in in_chunks(keys) for k, v in session.execute(query.where(subjects.c.subject.in_(chunk)))}
     alerts = []
     seen = set()
+    gone: list[str] = []
+    moved: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
     for asset in assets:
         adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
         key = rules.license_subject(account, adam_id, pricing)
         seen.add(key)
         threshold = limits.for_asset(adam_id, pricing)
         level = rules.license_level(asset, threshold)
-        row = rows.get(key)
-        previous = row.state if row else "ok"
+        previous = states.get(key, "ok")
         alert = rules.license_alert(account, asset, previous, level, threshold)
         if alert is None:
             continue
         alerts.append(alert)
         if level == "ok":
-            session.delete(row)
+            gone.append(key)
+        elif key in states:
+            moved.append({"b_subject": key, "state": level})
         else:
-            _set(session, row, key, "licenses", account, level, now)
+            new.append({"subject": key, "kind": "licenses", "account": account, "state": level, "failures": 0, "since": now, "updated_at": now})
     if complete:
-        for key, row in rows.items():
-            if key.startswith(prefix) and key not in seen:
-                session.delete(row)
+        gone += [key for key in states if key.startswith(prefix) and key not in seen]
+    for chunk in in_chunks(gone):
+        session.execute(delete(subjects).where(subjects.c.subject.in_(chunk)))
+    if moved:  # a level that changed: its state begins now
+        session.execute(update(subjects).where(subjects.c.subject == bindparam("b_subject")).values(since=now, updated_at=now), moved)
+    if new:
+        session.execute(insert(subjects), new)
     return [rules.license_digest(account, alerts)] if len(alerts) > rules.DIGEST_AFTER else alerts
 
 
