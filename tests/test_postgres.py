@@ -537,3 +537,41 @@ def test_changed_assets_are_written_by_one_statement_and_copy_on_postgres(pg_hos
     add_simulated_account(pg_host, simulator, project_dir)
     assert sync_account(pg_host, "school", full=True)["status"] == "ok"
     changed_assets_written_by_the_driver(pg_host, simulator)
+
+
+def test_an_incremental_sync_delivers_its_events_to_every_plugin_by_array_parameters_on_postgres(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    """After licenses were assigned in Apple's portal, every plugin hears the incremental sync
+    on PostgreSQL as on SQLite: mobile_apps' applications take their assets' new counts, alerts
+    records the asset left without a license; the lists of an event's keys (its assets, their
+    license states, the installs of a batch's assets) go as one array parameter each (``= ANY``),
+    not as an ``IN`` list rendered, sent and parsed again at each event."""
+    from sqlalchemy import event
+
+    from plugins.mobile_apps.catalog import list_apps
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    scarce, _ = simulator.purchase(count=1)
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    simulator.assign_in_portal(scarce, serial_number="PORTAL000001")
+    statements: list[str] = []
+    event.listen(pg_host.db.engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: statements.append(" ".join(statement.split())))
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    apps = {(r["adamId"], r["pricingParam"]): r for r in list_apps(pg_host)}
+    assets = simulator.snapshot()["assets"]
+    assert all((apps[key]["availableCount"], apps[key]["totalCount"]) == (a["availableCount"], a["totalCount"]) for key, a in assets.items())
+    assert apps[(scarce, "STDQ")]["availableCount"] == 0
+    marks = (
+        "FROM mobile_apps_app WHERE mobile_apps_app.account",
+        "FROM mobile_apps_metadata WHERE",
+        "FROM alerts_subject WHERE alerts_subject.kind",
+        "mobile_apps_install.status FROM",
+    )
+    keyed = {m: [s for s in statements if s.startswith("SELECT") and m in s] for m in marks}
+    assert all(keyed.values()) and all("= ANY (" in s for found in keyed.values() for s in found), keyed
+    with pg_host.db.session() as session:
+        from plugins.alerts.models import AlertSubject
+
+        assert session.get(AlertSubject, f"licenses:school:{scarce}:STDQ") is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, column, delete, func, insert, update
+from sqlalchemy import any_, bindparam, column, delete, func, insert, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,16 @@ T = TypeVar("T")
 
 #: keys per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on bound parameters
 IN_CHUNK = 500
+
+
+def one_of(column: Any, name: str, postgres: bool) -> Any:
+    """``column`` is one of the list given as parameter ``name``: on PostgreSQL one array
+    parameter (``= ANY``), so that the statement's text, and psycopg's parsing of it at each
+    execution, do not grow with the list (hundreds of keys an event); elsewhere an expanding
+    ``IN`` (at most ``IN_CHUNK`` values a statement: :func:`in_chunks`)."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def in_chunks(keys: list[T], size: int = IN_CHUNK) -> Iterator[list[T]]:

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import in_chunks
+from mdm_core.db.bulk import in_chunks, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.models import utcnow
 
@@ -173,7 +173,8 @@ def license_counts(host: Host, session: Session, account: str, assets: Sequence[
         states = {k: v for k, v in session.execute(query)}
     else:
         keys = sorted({rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets})
-        states = {k: v for chunk in in_chunks(keys) for k, v in session.execute(query.where(subjects.c.subject.in_(chunk)))}
+        of_keys = query.where(one_of(subjects.c.subject, "keys", not host.db.is_sqlite))
+        states = {k: v for chunk in in_chunks(keys) for k, v in session.execute(of_keys, {"keys": chunk})}
     alerts = []
     seen = set()
     gone: list[str] = []

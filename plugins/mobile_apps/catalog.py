@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import update_rows
+from mdm_core.db.bulk import one_of, update_rows
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -105,13 +105,17 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     stored_columns = [c for c in apps.c if c.name not in ("published_at", "updated_at", "retired_at")]  # dates: written, never compared
-    result = session.execute(select(*stored_columns).where(apps.c.account == account, apps.c.adam_id.in_(adam_ids)))  # Core: no ORM compile state
+    postgres = not host.db.is_sqlite
+    of_event = {"adam_ids": adam_ids}  # at most 500: one event's assets
+    stored_query = select(*stored_columns).where(apps.c.account == account, one_of(apps.c.adam_id, "adam_ids", postgres))
+    result = session.execute(stored_query, of_event)  # Core: no ORM compile state
     names = list(result.keys())
     for fetched in result:
         stored = dict(zip(names, fetched, strict=True))
         existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = stored
     metadata = table_of(AppMetadata)
-    known = {(a, p) for a, p in session.execute(select(metadata.c.adam_id, metadata.c.platform).where(metadata.c.adam_id.in_(adam_ids)))}
+    known_query = select(metadata.c.adam_id, metadata.c.platform).where(one_of(metadata.c.adam_id, "adam_ids", postgres))
+    known = {(a, p) for a, p in session.execute(known_query, of_event)}
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
     updates: list[dict[str, Any]] = []  # every column the asset sets
     counts: list[tuple[Any, ...]] = []  # the license counts alone (update_rows)

@@ -18,7 +18,9 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlmodel import col
+
+from mdm_core.db.bulk import one_of
+from mdm_core.db.typed import table_of
 
 from ..models import Install
 
@@ -57,14 +59,15 @@ def install_waits(host: Host, status: str, event: Event) -> bool:
 
 def _statuses(host: Host, keys: set[Key]) -> dict[Key, set[str]]:
     """The statuses (``pending``, ``queued``) of the installs of these assets, in one read."""
-    query = select(col(Install.account), col(Install.adam_id), col(Install.pricing_param), col(Install.status)).where(
-        col(Install.status).in_(("pending", "queued")),
-        col(Install.account).in_(sorted({k[0] for k in keys})),
-        col(Install.adam_id).in_(sorted({k[1] for k in keys})),
+    installs, postgres = table_of(Install), not host.db.is_sqlite
+    query = select(installs.c.account, installs.c.adam_id, installs.c.pricing_param, installs.c.status).where(
+        installs.c.status.in_(("pending", "queued")),
+        one_of(installs.c.account, "accounts", postgres),
+        one_of(installs.c.adam_id, "adam_ids", postgres),  # a delivery batch's assets: up to ~1,000 (SQLite takes 32,766)
     )
     found: dict[Key, set[str]] = {}
     with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK)
-        for account, adam_id, pricing, status in conn.execute(query):
+        for account, adam_id, pricing, status in conn.execute(query, {"accounts": sorted({k[0] for k in keys}), "adam_ids": sorted({k[1] for k in keys})}):
             if (account, adam_id, pricing) in keys:
                 found.setdefault((account, adam_id, pricing), set()).add(status)
     return found
