@@ -143,9 +143,11 @@ def test_without_notifications_the_next_sync_lets_it_go_ahead(make_apps_host: Ca
 
 def test_users_accepting_the_invitation_without_an_install_waiting_take_no_write(make_apps_host: Callable[..., Host], mdm: Any, simulator: Any) -> None:
     """A sync's ``vpp_users_changed`` names users who became Associated (hundreds after the
-    benchmark's spread change); when no install waits for them (almost always) the event is
-    answered by one read, without a write transaction (was: one for each event); when one
-    waits, it goes ahead as before."""
+    benchmark's spread change); when no install of the account waits for an invitation (almost
+    always) the event is answered by one read, without a write transaction (was: one for each
+    event) and without binding its users; when one waits, it goes ahead as before."""
+    from sqlalchemy import event as sa_event
+
     from mdm_core.events import Event
 
     host = make_apps_host()
@@ -160,8 +162,16 @@ def test_users_accepting_the_invitation_without_an_install_waiting_take_no_write
 
     host.db.run_write = counted  # type: ignore[method-assign]
     users = [{"clientUserId": u, "status": "Associated"} for u in registered[1:4]]
-    host.events.dispatch(Event(name="vpp_users_changed", payload={"account": "school", "users": users}))
+    statements: list[str] = []
+    listener = lambda _c, _cur, statement, *_a: statements.append(statement)  # noqa: E731
+    sa_event.listen(host.db.engine, "before_cursor_execute", listener)
+    try:
+        host.events.dispatch(Event(name="vpp_users_changed", payload={"account": "school", "users": users}))
+    finally:
+        sa_event.remove(host.db.engine, "before_cursor_execute", listener)
     assert writes == []
+    [read] = [s for s in statements if "mobile_apps_install" in s]
+    assert "target" not in read.split("WHERE", 1)[1]  # no install invited in the account: the users are not even bound
     host.db.run_write = run_write  # type: ignore[method-assign]
     waiting, serial, _ = _waiting_user(host, simulator, mdm)
     simulator.accept_invite(waiting)

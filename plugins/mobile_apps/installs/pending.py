@@ -146,9 +146,10 @@ def on_users_changed(host: Host, event: Event) -> None:
     associated = [u["clientUserId"] for u in p["users"] if u.get("status") == "Associated"]
     if not associated:
         return
-    invited = (col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user", col(Install.target).in_(associated))
-    with host.db.reading() as conn:  # almost always none: no write transaction then
-        if conn.execute(select(col(Install.id)).where(*invited).limit(1)).first() is None:
+    waiting = (col(Install.status) == "invited", col(Install.account) == p["account"], col(Install.kind) == "user")
+    invited = (*waiting, col(Install.target).in_(associated))
+    with host.db.reading() as conn:  # almost always none: no write transaction then, nor the event's users bound
+        if conn.execute(select(col(Install.id)).where(*waiting).limit(1)).first() is None:
             return
 
     def work(session: Session) -> list[int]:
