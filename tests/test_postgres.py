@@ -575,3 +575,43 @@ def test_an_incremental_sync_delivers_its_events_to_every_plugin_by_array_parame
         from plugins.alerts.models import AlertSubject
 
         assert session.get(AlertSubject, f"licenses:school:{scarce}:STDQ") is not None
+
+
+def test_an_incremental_sync_joins_its_staged_users_by_the_mirrors_key_on_postgres(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    """An incremental sync's statements over its few staged users are planned without hash
+    joins (the planner hashed every mirrored user of the account in each: 81 ms of server time
+    at 100,000 users, 32 ms through the primary key); a full sync's (every user staged) and
+    the licenses' statements after them are planned as configured; the users end as Apple's."""
+    from sqlalchemy import event
+
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    planned: list[tuple[str, str]] = []  # (statement, enable_hashjoin when it ran)
+
+    def look(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(
+            ("UPDATE vpp_user", "INSERT INTO vpp_user", "SELECT vpp_stage_user.client_user_id", "INSERT INTO vpp_license", "DELETE FROM vpp_license")
+        ):
+            with conn.connection.dbapi_connection.cursor() as other:  # the same transaction
+                other.execute("SHOW enable_hashjoin")
+                planned.append((statement.split(" (")[0].split(" SET")[0][:40], other.fetchone()[0]))
+
+    event.listen(pg_host.db.write_engine, "before_cursor_execute", look)
+    try:
+        assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+        full = list(planned)
+        planned.clear()
+        summary = simulator.mutate_fraction(0.3, seed=3)
+        report = sync_account(pg_host, "school")
+    finally:
+        event.remove(pg_host.db.write_engine, "before_cursor_execute", look)
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    assert summary["users_updated"] and summary["users_created"] and report["counts"]["users"]["changed"] and report["counts"]["users"]["added"]
+    users = [on for s, on in planned if "vpp_user" in s or "vpp_stage_user" in s]
+    licenses = [on for s, on in planned if "vpp_license" in s]
+    assert len(users) >= 3 and set(users) == {"off"}, planned
+    assert licenses and set(licenses) == {"on"}, planned
+    assert full and {on for _, on in full} == {"on"}, full
+    assert_mirror_equals_apple(pg_host, simulator)

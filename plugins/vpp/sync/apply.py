@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -142,6 +142,19 @@ class MirrorUpdate:
             session.execute(delete(table).where(table.c.run_id == self.run_id))
 
     def _apply_users(self, session: Session, *, full: bool, counts: dict[str, Any]) -> None:
+        """The staged users into the mirror, with their events. On PostgreSQL an incremental
+        sync's few staged users (1% of 100,000: 1,113) are joined with the mirror through its
+        primary key: the planner hashed every mirrored user of the account instead, in each of
+        the four statements below (81 ms of server time against 32 ms). Its setting is back for
+        the rest of the transaction afterwards (a rolled-back transaction undoes it as well)."""
+        by_key = not full and not self.host.db.is_sqlite
+        if by_key:
+            session.execute(text("SET LOCAL enable_hashjoin = off"))
+        self._write_users(session, full=full, counts=counts)
+        if by_key:
+            session.execute(text("SET LOCAL enable_hashjoin TO DEFAULT"))
+
+    def _write_users(self, session: Session, *, full: bool, counts: dict[str, Any]) -> None:
         acc, run = self.account.id, self.run_id
         other = SU.alias("su2")
         session.execute(
