@@ -455,7 +455,7 @@ def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_lice
     with pg_host.db.reading() as conn:
         got = list(read.mirrored_licenses(conn, acc, order, first=2))
     assert [(a, m.licenses()) for a, m in got] == [(a, held.get(a, set())) for a in order]
-    row_by_row = {a for a, m in got if m.joined is None}  # a value holds a separator: read row by row
+    row_by_row = {a for a, m in got if not m.joined}  # a value holds a separator: read row by row
     assert set(odd) <= row_by_row and order[0] not in row_by_row and "no-such-asset" not in row_by_row
 
     simulator.mutate_fraction(0.3, seed=5)

@@ -277,7 +277,7 @@ def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced:
     """The licenses an incremental sync compares with Apple's come back as one string per chunk
     of assets (split in Python); a target holding the separators is still
     read exactly (row by row), an asset without licenses is empty, and an asset past DIFF_LIMIT
-    is still staged whole."""
+    (read, or known from its stored count) is still staged whole."""
     from sqlalchemy import insert, select
 
     from mdm_core.db.typed import table_of
@@ -293,10 +293,14 @@ def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced:
     odd = {assets[1]: ("STDQ", "user", "odd\x1ename"), assets[2]: ("STDQ", "user", "odd\x1fpart"), assets[3]: ("STDQ", "user", "x\x1fy\x1ez")}
     odd[assets[4]], odd[assets[5]] = ("STDQ", "user", "g\x1droup"), ("STDQ", "user", "f\x1cile")  # the latter: its chunk row by row
     odd["ad\x1dam"] = ("STDQ", "user", "t")  # an adamId holding a separator
+    # an asset's licenses under several pricingParams and kinds (each group read on its own)
+    groups = [(assets[6], "PLUS", "device", "S1"), (assets[6], "PLUS", "user", "S1"), (assets[6], "STDQ", "device", "S1")]
     with synced.db.write_session() as session:
-        session.execute(insert(L), [{"account_id": acc, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, (p, k, t) in odd.items()])
+        licenses = [{"adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, (p, k, t) in odd.items()]
+        licenses += [{"adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in groups]
+        session.execute(insert(L), [{"account_id": acc, **license} for license in licenses])
         session.commit()
-    held = {a: {(p, k, t) for a2, p, k, t in rows if a2 == a} for a in assets}
+    held = {a: {(p, k, t) for a2, p, k, t in [*rows, *groups] if a2 == a} for a in assets}
     for a, license in odd.items():
         held.setdefault(a, set()).add(license)
     held["no-such-asset"] = set()
@@ -310,13 +314,16 @@ def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced:
     got = read(first=1)
     assert [(a, m.licenses()) for a, m in got] == [(a, held[a]) for a in order]
     # each license is the string the database joined, unless a value holds a separator
-    row_by_row = {a for a, m in got if m.joined is None}
+    row_by_row = {a for a, m in got if not m.joined}
     assert {assets[1], assets[2], assets[3], "ad\x1dam", assets[5]} <= row_by_row and not {assets[0], assets[6], "no-such-asset"} & row_by_row
     for a, m in got:
         assert all(m.count(p) == sum(1 for license in held[a] if license[0] == p) for p in ("STDQ", "PLUS", "ST\x1fDQ", "ST\x1dDQ"))
     # chunks cut by the assets' known sizes too (one asset at least)
     monkeypatch.setattr(read_module, "CHUNK_LICENSES", len(held[assets[2]]))
     assert [(a, m.licenses()) for a, m in read(sizes={a: len(h) for a, h in held.items()})] == [(a, held[a]) for a in order]
+    # an asset whose stored count is past DIFF_LIMIT is not read (staged whole), the others are
+    known = dict(read(sizes={assets[6]: read_module.DIFF_LIMIT + 1}))
+    assert known[assets[6]] is None and all(known[a].licenses() == held[a] for a in order if a != assets[6])
     monkeypatch.setattr(read_module, "DIFF_LIMIT", len(held[assets[0]]) - 1)
     past = dict(read(first=1))
     assert past[assets[0]] is None and all(past[a] is None for a in assets if len(held[a]) > len(held[assets[0]]) - 1)

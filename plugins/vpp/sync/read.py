@@ -94,17 +94,21 @@ AssetKey = tuple[str, str]
 #: with the driver's cursor and ``fetchall`` (plain tuples) when a value holds a separator
 _MIRRORED = f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = {{p}} LIMIT {DIFF_LIMIT + 1}"
 #: the mirrored licenses of several assets (``{assets}``: ``VALUES`` of their adamIds) as one
-#: string: for each asset in turn, its adamId, its count (at most ``DIFF_LIMIT + 1``) and its
-#: rows ({agg}: the database's string aggregate, {ch}: its chr()), these three joined by the
-#: group separator, fields by the unit separator, rows by the record separator, assets by the
-#: file separator
+#: string ({agg}: the database's string aggregate): for each asset in turn, its adamId, its
+#: licenses counted and its licenses grouped by pricingParam and kind, these three joined by
+#: the group separator; a group is its pricingParam, its kind and its targets joined by the
+#: unit separator, targets joined by the record separator, groups by the group separator,
+#: assets by the file separator. A license is its target alone, where it was its three fields
+#: joined: the database's concatenations per license were most of the statement's time
+#: (SQLite), and the count of its own scan (to stop past DIFF_LIMIT) cost more than it saved
+#: (PostgreSQL): an asset known to be larger is not read (see :func:`mirrored_licenses`).
 _MIRRORED_SETS = (
-    "WITH t(adam_id) AS (VALUES {assets}) SELECT {agg}(s, {ch}(28)) FROM (SELECT t.adam_id || {ch}(29) || (SELECT count(*) || {ch}(29) || "
-    "coalesce({agg}(pricing_param || {ch}(31) || kind || {ch}(31) || target, {ch}(30)), '') FROM ("
-    f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = t.adam_id LIMIT {DIFF_LIMIT + 1}"
-    ") AS m) AS s FROM t) AS x"
+    "WITH t(adam_id) AS (VALUES {assets}) SELECT {agg}(s, '\x1c') FROM (SELECT t.adam_id || '\x1d' || ("
+    "SELECT coalesce(sum(g.n), 0) || '\x1d' || coalesce({agg}(g.p || '\x1f' || g.k || '\x1f' || g.ts, '\x1d'), '') FROM ("
+    f"SELECT pricing_param AS p, kind AS k, count(*) AS n, {{agg}}(target, '\x1e') AS ts FROM {L.name} "
+    "WHERE account_id = {p} AND adam_id = t.adam_id GROUP BY pricing_param, kind) AS g) AS s FROM t) AS x"
 )
-_AGGREGATES = {"sqlite": ("group_concat", "char"), "postgresql": ("string_agg", "chr")}
+_AGGREGATES = {"sqlite": "group_concat", "postgresql": "string_agg"}
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 MIRROR_CHUNK = 64  # assets per query of their mirrored licenses at most (the first query: one per re-reading thread)
 CHUNK_LICENSES = 20_000  # ... and their stored license counts summed at most (one asset at least)
@@ -607,25 +611,28 @@ class SyncReader:
 _FIELDS = itemgetter(1, 2, 3)  # a staged license row's (pricingParam, kind, target)
 _PRICING = itemgetter(1)
 _JOIN = "\x1f".join  # the database's record of a license: its fields joined by the unit separator
-_SPLITTERS = frozenset("\x1e\x1f")  # no value of a joined record holds them
 
 
 class MirroredLicenses:
     """An asset's mirrored licenses, to compare Apple's rows with (see :meth:`keys_of`).
 
-    Read as one string (``joined``: the records ``pricing US kind US target`` separated by the
-    record separator, no value holding a separator), each license is the record string as it
-    came: no split into fields, and an Apple row's key is built by C code (:data:`_JOIN`), so
-    that hundreds of thousands of licenses cost no Python bytecode each. Read row by row (a
-    value holds a separator), the licenses are (pricingParam, kind, target) tuples. A record
-    holds exactly two unit separators, so a key of Apple's holding one in a value never
-    matches one."""
+    Read as one string (``joined``: no value holding a separator), each license is the string
+    ``pricing US kind US target``, and an Apple row's key is built by C code (:data:`_JOIN`),
+    so that hundreds of thousands of licenses cost no Python bytecode each. Read row by row
+    (a value holds a separator), the licenses are (pricingParam, kind, target) tuples. A joined
+    license holds exactly two unit separators, so a key of Apple's holding one in a value never
+    matches one. ``per_pricing``: the licenses counted per pricingParam."""
 
-    __slots__ = ("keys", "joined")
+    __slots__ = ("keys", "joined", "per_pricing")
 
-    def __init__(self, keys: set[Any], joined: str | None = None):
-        self.keys = keys  # record strings (joined) or tuples
-        self.joined = joined  # the records as read (to count them per pricingParam), None for tuples
+    def __init__(self, keys: set[Any], per_pricing: dict[str, int] | None = None):
+        self.keys = keys  # joined strings, or tuples
+        self.joined = per_pricing is not None
+        if per_pricing is None:
+            per_pricing = {}
+            for pricing, _, _ in keys:
+                per_pricing[pricing] = per_pricing.get(pricing, 0) + 1
+        self.per_pricing = per_pricing
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -633,21 +640,16 @@ class MirroredLicenses:
     def keys_of(self, rows: list[tuple[str, str, str, str]]) -> list[Any]:
         """The keys of staged license rows (adam_id, pricing_param, kind, target), in order."""
         fields = map(_FIELDS, rows)
-        return list(fields if self.joined is None else map(_JOIN, fields))
+        return list(map(_JOIN, fields) if self.joined else fields)
 
     def licenses(self, keys: Iterable[Any] | None = None) -> set[tuple[str, str, str]]:
         """These keys (all by default) as (pricingParam, kind, target)."""
         keys = self.keys if keys is None else keys
-        return set(keys) if self.joined is None else {tuple(k.split("\x1f")) for k in keys}
+        return {tuple(k.split("\x1f")) for k in keys} if self.joined else set(keys)
 
     def count(self, pricing: str) -> int:
         """Mirrored licenses of this pricingParam."""
-        if self.joined is None:
-            return sum(1 for k in self.keys if k[0] == pricing)
-        if _SPLITTERS.intersection(pricing):  # no record holds it (each was checked)
-            return 0
-        head = pricing + "\x1f"
-        return self.joined.startswith(head) + self.joined.count("\x1e" + head)
+        return self.per_pricing.get(pricing, 0)
 
 
 Mirrored = MirroredLicenses | None  # an asset's mirrored licenses, None past DIFF_LIMIT
@@ -660,18 +662,20 @@ def mirrored_licenses(
     """The mirrored licenses of these assets (:class:`MirroredLicenses`), each asset's in the
     order given, ``None`` for one with more than :data:`DIFF_LIMIT` (then it is staged whole).
     ``conn``: a SQLAlchemy connection (:meth:`mdm_core.db.engine.Database.reading`);
-    ``sizes``: the assets' licenses as far as known (their stored counts), to size the chunks.
+    ``sizes``: the assets' licenses as far as known (their stored counts), to size the chunks:
+    one known to hold more than :data:`DIFF_LIMIT` is not read; the others are read whole (one
+    whose stored count is behind, by licenses this host assigned meanwhile, reads those too).
 
     One statement per chunk of assets (the first ``first`` of them, so that the first assets
     arrive at once, then twice as many each time, :data:`MIRROR_CHUNK` and
     :data:`CHUNK_LICENSES` at most) on the driver's cursor returns the chunk's rows as one
-    string, split here into records: SQLite hands the GIL back and forth at every row it
+    string, split here into licenses: SQLite hands the GIL back and forth at every row it
     steps, which with the threads downloading pages made one row per license, then one per
     asset, the slowest part of the comparison; a statement per asset cost a round trip each.
     A value holding a separator (the counts disagree) is read again row by row."""
     raw: Any = conn.connection.dbapi_connection
     p = _PLACEHOLDERS[conn.dialect.paramstyle]
-    agg, ch = _AGGREGATES.get(conn.dialect.name, (None, None))
+    agg = _AGGREGATES.get(conn.dialect.name)
     cursor = raw.cursor()
     try:
 
@@ -689,20 +693,34 @@ def mirrored_licenses(
             if count > DIFF_LIMIT:
                 return None
             if not count:
-                return MirroredLicenses(set(), "")
-            records = body.split("\x1e")
-            # no record separator in a value, each record exactly three fields (two unit separators)
-            if len(records) == count and body.count("\x1f") == 2 * count:
-                keys = set(records)
+                return MirroredLicenses(set(), {})
+            groups = body.split("\x1d")
+            # no separator in a value: two unit separators per group, and one record separator
+            # fewer than the targets in each (the count and the groups are of one statement)
+            if body.count("\x1f") == 2 * len(groups) and body.count("\x1e") == count - len(groups):
+                keys: set[str] = set()
+                per_pricing: dict[str, int] = {}
+                for group in groups:
+                    pricing, kind, joined = group.split("\x1f")
+                    targets = joined.split("\x1e")
+                    keys.update(map(f"{pricing}\x1f{kind}\x1f".__add__, targets))
+                    per_pricing[pricing] = per_pricing.get(pricing, 0) + len(targets)
                 if len(keys) == count:
-                    return MirroredLicenses(keys, body)
+                    return MirroredLicenses(keys, per_pricing)
             return rows_of(adam_id)
 
+        known = sizes or {}
         start, size = 0, max(1, first)
         while start < len(adam_ids):
+            if known.get(adam_ids[start], 0) > DIFF_LIMIT:  # staged whole: not read
+                yield adam_ids[start], None
+                start += 1
+                continue
             end, held = start, 0
-            while end < len(adam_ids) and end - start < size and (end == start or held + (sizes or {}).get(adam_ids[end], 0) <= CHUNK_LICENSES):
-                held += (sizes or {}).get(adam_ids[end], 0)
+            while end < len(adam_ids) and end - start < size and known.get(adam_ids[end], 0) <= DIFF_LIMIT:
+                if end > start and held + known.get(adam_ids[end], 0) > CHUNK_LICENSES:
+                    break
+                held += known.get(adam_ids[end], 0)
                 end += 1
             chunk = adam_ids[start:end]
             start, size = end, min(2 * size, MIRROR_CHUNK)
@@ -710,7 +728,7 @@ def mirrored_licenses(
                 for adam_id in chunk:
                     yield adam_id, rows_of(adam_id)
                 continue
-            cursor.execute(_MIRRORED_SETS.format(assets=", ".join([f"({p})"] * len(chunk)), p=p, agg=agg, ch=ch), (*chunk, account_id))
+            cursor.execute(_MIRRORED_SETS.format(assets=", ".join([f"({p})"] * len(chunk)), p=p, agg=agg), (*chunk, account_id))
             (joined,) = cursor.fetchone()
             pieces = joined.split("\x1c")
             if len(pieces) != len(chunk):  # a value holds the file separator: each asset row by row
