@@ -394,7 +394,6 @@ class SyncReader:
             mirrored: Mirrored = _UNREAD
             waiting: list[tuple[str, str, str, str]] = []
             seen: set[Any] = set()  # the keys of Apple's rows
-            pricings: set[str] = set()  # ... and their pricingParams
 
             def compared(rows: list[tuple[str, str, str, str]]) -> None:
                 """Stage the rows the mirror lacks; each step a pass of C code over the rows."""
@@ -403,7 +402,6 @@ class SyncReader:
                     return
                 keys = mirrored.keys_of(rows)
                 seen.update(keys)
-                pricings.update(map(_PRICING, rows))
                 absent = set(filterfalse(mirrored.keys.__contains__, keys))
                 if absent:
                     shared.add(list(compress(rows, map(absent.__contains__, keys))))
@@ -427,8 +425,8 @@ class SyncReader:
                 return
             gone = sorted((adam_id, *key) for key in mirrored.licenses(mirrored.keys - seen))
             matched: dict[AssetKey, int] = {}
-            for pricing in pricings:  # a mirrored license Apple still lists has one of these
-                still = mirrored.count(pricing) - sum(1 for row in gone if row[1] == pricing)
+            for pricing, held in mirrored.per_pricing.items():  # those Apple still lists: all but the gone ones
+                still = held - sum(1 for row in gone if row[1] == pricing)
                 if still:
                     matched[(adam_id, pricing)] = still
             with removals_lock:
@@ -609,7 +607,6 @@ class SyncReader:
 
 
 _FIELDS = itemgetter(1, 2, 3)  # a staged license row's (pricingParam, kind, target)
-_PRICING = itemgetter(1)
 _JOIN = "\x1f".join  # the database's record of a license: its fields joined by the unit separator
 
 
@@ -646,10 +643,6 @@ class MirroredLicenses:
         """These keys (all by default) as (pricingParam, kind, target)."""
         keys = self.keys if keys is None else keys
         return {tuple(k.split("\x1f")) for k in keys} if self.joined else set(keys)
-
-    def count(self, pricing: str) -> int:
-        """Mirrored licenses of this pricingParam."""
-        return self.per_pricing.get(pricing, 0)
 
 
 Mirrored = MirroredLicenses | None  # an asset's mirrored licenses, None past DIFF_LIMIT
