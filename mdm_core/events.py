@@ -459,17 +459,21 @@ def _next_events() -> Any:
     from mdm_core.models import OutboxEvent
 
     outbox = table_of(OutboxEvent)
-    columns = (outbox.c.seq, outbox.c.claimed_by, outbox.c.id, outbox.c.name, outbox.c.payload, outbox.c.created_at)
-    ahead = (
-        select(*columns, text_bytes(outbox.c.payload).label("size"))
+    ahead = (  # seqs and sizes alone: payloads carried through the window would be copied (SQLite stores the subquery)
+        select(outbox.c.seq, text_bytes(outbox.c.payload).label("size"))
         .where(outbox.c.delivered_at.is_(None), outbox.c.seq > bindparam("last_seq"))
         .order_by(outbox.c.seq)
         .limit(bindparam("size"))
         .subquery("ahead")
     )
     before = func.sum(ahead.c.size).over(order_by=ahead.c.seq) - ahead.c.size  # the batch's bytes before each event
-    sized = select(*(ahead.c[c.name] for c in columns), before.label("before")).subquery("sized")
-    return select(*(sized.c[c.name] for c in columns)).where(sized.c.before < bindparam("bytes")).order_by(sized.c.seq)
+    sized = select(ahead.c.seq, before.label("before")).subquery("sized")
+    return (
+        select(outbox.c.seq, outbox.c.claimed_by, outbox.c.id, outbox.c.name, outbox.c.payload, outbox.c.created_at)
+        .join_from(outbox, sized, outbox.c.seq == sized.c.seq)
+        .where(sized.c.before < bindparam("bytes"))
+        .order_by(outbox.c.seq)
+    )
 
 
 class _SomeImpls:

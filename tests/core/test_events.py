@@ -339,6 +339,22 @@ def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plug
     assert plugin.seen == [f"S{i}" for i in range(1, 1200)] + [f"L{i}" for i in range(8)]
 
 
+def test_the_read_of_a_batch_measures_payloads_without_carrying_them_through_its_window():
+    """The byte bound of a batch is a running sum over the next events' sizes: only their seqs
+    and sizes go through the window, the payloads are read by a join on the seqs it keeps (SQLite
+    stores a subquery: carrying the payloads copied a full sync's 18 MB of user events at each
+    batch, +0.17 s of CPU in its delivery)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from mdm_core.events import _next_events
+
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        sql = " ".join(str(_next_events().compile(dialect=dialect)).split())
+        outer, window = sql.split(" JOIN ", 1)
+        assert "core_event.payload" in outer
+        assert window.count("payload") == 1 and "OVER" in window, window  # in the size alone
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_a_batch_is_claimed_marked_and_released_by_its_range_and_holder(make_host, load_plugin, request, database):
     """A claim's holder is its own: its batch is marked delivered (and what an interruption left,
