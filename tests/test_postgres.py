@@ -471,21 +471,19 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
     kind (an executemany or an ``IN`` list sends one statement a license, or a new text per
     500): their events name exactly the licenses taken back and the enrolled devices among
     them; when another writer deleted some of them meanwhile the stored counts stay exact."""
-    from sqlalchemy import delete, event, select
+    from sqlalchemy import event, select
 
     from mdm_core.db.typed import table_of
     from mdm_core.models import OutboxEvent
-    from plugins.vpp.license_counts import add_license_counts
-    from plugins.vpp.models import VppLicense
     from plugins.vpp.sync import run
     from plugins.vpp.sync.run import sync_account
-    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple, delete_licenses_as_another_writer
 
     add_simulated_account(pg_host, simulator, project_dir)
     assert sync_account(pg_host, "school", full=True)["status"] == "ok"
     before = _mirror(pg_host)
     assert simulator.mutate_fraction(0.3, seed=5)["assignments_removed"]
-    L, E = table_of(VppLicense), table_of(OutboxEvent)
+    E = table_of(OutboxEvent)
     original, taken, enrolled = run.apply_read, [], []
 
     def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
@@ -494,13 +492,7 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
         enrolled.append(devices[0][3])
         inventory.add_device(host, devices[0][3], "iOS")
         taken.extend(read.removed[-3:])  # another writer disassociates these meanwhile
-
-        def other_writer(session: Any) -> None:
-            for a, p, k, t in taken:
-                session.execute(delete(L).where(L.c.account_id == account.id, L.c.adam_id == a, L.c.pricing_param == p, L.c.kind == k, L.c.target == t))
-                add_license_counts(session, account.id, {(a, p): -1})
-
-        host.db.run_write(other_writer)
+        delete_licenses_as_another_writer(host, account.id, taken)
         return original(host, account, run_id, read, lock)
 
     statements: list[tuple[str, bool]] = []

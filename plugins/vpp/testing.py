@@ -6,6 +6,8 @@
   hooks, as any plugin sees it) and Apple's state (the simulator's snapshot) in one shape;
   :func:`assert_mirror_equals_apple` compares them (and :func:`assert_license_counts_exact`
   checks the stored per-asset license counts).
+- :func:`delete_licenses_as_another_writer`: licenses taken out of the mirror (and its counts)
+  by another writer, e.g. between a sync's read and its apply.
 - :func:`skip_client_waits`: the VPP client's waits (``Retry-After``, back-off) recorded and
   skipped on a :class:`SkippedWaits` clock, for integration tests of retries without sleeping.
 
@@ -126,6 +128,25 @@ class SkippedWaits:
         for, recorded as a deadline on this clock, has passed once it was waited."""
         with self._lock:
             return time.time() + self._skipped
+
+
+def delete_licenses_as_another_writer(host: Host, account_id: int, keys: list[tuple[str, str, str, str]]) -> None:
+    """Delete these (adamId, pricingParam, kind, target) licenses of the account from the mirror
+    and move its stored counts, in a transaction of its own, as another writer on the host does."""
+    from sqlalchemy import delete
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.license_counts import add_license_counts
+    from plugins.vpp.models import VppLicense
+
+    L = table_of(VppLicense)
+
+    def write(session: Any) -> None:
+        for a, p, k, t in keys:
+            session.execute(delete(L).where(L.c.account_id == account_id, L.c.adam_id == a, L.c.pricing_param == p, L.c.kind == k, L.c.target == t))
+            add_license_counts(session, account_id, {(a, p): -1})
+
+    host.db.run_write(write)
 
 
 def skip_client_waits(monkeypatch: pytest.MonkeyPatch) -> SkippedWaits:

@@ -242,28 +242,17 @@ def test_licenses_another_writer_removed_during_the_read_leave_the_stored_counts
     another writer deleted some of the removed licenses between the read and the apply (and
     moved the counts itself), the sync deletes fewer than it read and recounts instead of
     taking them off twice."""
-    from sqlalchemy import delete
-
-    from mdm_core.db.typed import table_of
-    from plugins.vpp.license_counts import add_license_counts
-    from plugins.vpp.models import VppLicense
     from plugins.vpp.sync import run
+    from plugins.vpp.testing import delete_licenses_as_another_writer
 
     summary = simulator.mutate_fraction(0.3, seed=5)
     assert summary["assignments_removed"]
-    L = table_of(VppLicense)
     original = run.apply_read
     taken: list[tuple[str, str, str, str]] = []
 
     def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
         taken.extend(read.removed[:3])  # licenses Apple no longer lists: this host disassociates them meanwhile
-
-        def other_writer(session: Any) -> None:
-            for a, p, k, t in taken:
-                session.execute(delete(L).where(L.c.account_id == account.id, L.c.adam_id == a, L.c.pricing_param == p, L.c.kind == k, L.c.target == t))
-                add_license_counts(session, account.id, {(a, p): -1})
-
-        host.db.run_write(other_writer)
+        delete_licenses_as_another_writer(host, account.id, taken)
         return original(host, account, run_id, read, lock)
 
     monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
