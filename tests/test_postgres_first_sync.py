@@ -206,3 +206,77 @@ def test_a_first_sync_failing_after_its_apply_wrote_the_account_records_the_fail
         assert conn.execute(text("SELECT last_sync_result FROM vpp_account")).scalar_one().startswith("error: ")
         assert conn.execute(text("SELECT status FROM vpp_sync_run")).scalar_one() == "error"
     assert _mirror(pg_host) == set()
+
+
+def _stage_statements(host: Host) -> list[str]:
+    """The statements the sync runs that name a staging table (recorded from now on)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "vpp_stage_" in statement:
+            seen.append(" ".join(statement.split()))
+
+    event.listen(host.db.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_full_sync_leaves_no_dead_staged_rows_for_the_next_syncs_to_scan(
+    pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staged users of a full sync are deleted by run and the table vacuumed after the
+    commit: the next (incremental) sync finds it empty on disk, not 100,000 dead rows to scan;
+    the apply deletes its staged rows without first reading the run ids staged (PostgreSQL)."""
+    from plugins.vpp.sync import apply
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+
+    monkeypatch.setattr(apply, "VACUUM_AFTER", 1)  # the simulated account's few users count as many
+    add_simulated_account(pg_host, simulator, project_dir)
+    statements = _stage_statements(pg_host)
+    report = sync_account(pg_host, "school", full=True)
+    assert report["status"] == "ok", report
+    assert [s for s in statements if s.startswith("DELETE FROM vpp_stage_user WHERE vpp_stage_user.run_id = ") and "EXISTS" not in s]
+    assert not [s for s in statements if "min(vpp_stage" in s]  # one statement: no read of the run ids staged first
+    with pg_host.db.engine.connect() as conn:
+        sizes: dict[str, int] = dict(
+            conn.execute(text("SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname IN ('vpp_stage_user', 'vpp_stage_license')")).all()
+        )
+    assert sizes == {"vpp_stage_user": 0, "vpp_stage_license": 0}
+    simulator.mutate_fraction(0.2, seed=4)
+    assert sync_account(pg_host, "school")["status"] == "ok"
+    assert_mirror_equals_apple(pg_host, simulator)
+
+
+def test_the_vacuum_after_a_sync_keeps_the_rows_other_runs_are_staging(
+    pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another account's run staging meanwhile (its transaction open across the sync) keeps
+    every staged row; the sync neither waits for it nor fails."""
+    from plugins.vpp.sync import apply
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    monkeypatch.setattr(apply, "VACUUM_AFTER", 1)
+    add_simulated_account(pg_host, simulator, project_dir)
+    vacuumed: list[list[str]] = []
+    real = apply.vacuum_stage
+
+    def recording(host: Host, cleared: dict[str, int]) -> list[str]:
+        vacuumed.append(real(host, cleared))
+        return vacuumed[-1]
+
+    monkeypatch.setattr(apply, "vacuum_stage", recording)
+    other = create_engine(pg_host.db.url)
+    try:
+        with other.connect() as conn:
+            staging = "SELECT 999999, 'other-' || n, 'Registered', n FROM generate_series(1, 50) AS n"
+            conn.execute(text(f"INSERT INTO vpp_stage_user (run_id, client_user_id, status, rank) {staging}"))
+            report = sync_account(pg_host, "school", full=True)
+            conn.commit()
+            kept = conn.execute(text("SELECT count(*) FROM vpp_stage_user WHERE run_id = 999999")).scalar_one()
+    finally:
+        other.dispose()
+    assert report["status"] == "ok", report
+    assert vacuumed == [["vpp_stage_user"]] and kept == 50

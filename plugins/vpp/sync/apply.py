@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.bulk import delete_rows, in_chunks, insert_rows, unnest_rows
 from mdm_core.db.typed import rowcount, table_of
+from mdm_core.errors import describe
 from mdm_core.interrupts import deferred
 from mdm_core.models import MdmUser, utcnow
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.locks import DbLock
 
+log = logging.getLogger(__name__)
 L = table_of(VppLicense)
 U = table_of(VppUser)
 A = table_of(VppAsset)
@@ -40,6 +43,10 @@ A = table_of(VppAsset)
 #: licenses) stream: a server-side cursor on PostgreSQL, where psycopg would otherwise fetch the
 #: whole result into memory first (3,000,000 licenses: 600 MB)
 STREAMED = {"yield_per": 5000}
+#: A run that leaves at least this many dead staged rows in a table vacuums it after its commit
+#: (PostgreSQL): the staged rows are deleted by run, and a full sync's 100,000 staged users
+#: otherwise stay in the table as dead rows that the next syncs scan (until autovacuum passes)
+VACUUM_AFTER = 10_000
 
 
 def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lock: DbLock) -> dict[str, Any]:
@@ -47,11 +54,30 @@ def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lo
     counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it."""
     mirror = MirrorUpdate(host, account, run_id, lock)
     if read.direct is None:
-        return host.db.run_write(lambda session: mirror.apply(session, read))
-    with deferred():  # the transaction that holds the licenses written straight into the mirror
-        counts = mirror.apply(read.direct.session, read)  # on failure the sync closes it (rolled back) before recording the failure
-        read.direct.session.commit()
+        counts = host.db.run_write(lambda session: mirror.apply(session, read))
+    else:
+        with deferred():  # the transaction that holds the licenses written straight into the mirror
+            counts = mirror.apply(read.direct.session, read)  # on failure the sync closes it (rolled back) before recording the failure
+            read.direct.session.commit()
+    vacuum_stage(host, mirror.cleared)
     return counts
+
+
+def vacuum_stage(host: Host, cleared: dict[str, int]) -> list[str]:
+    """After a committed sync (PostgreSQL): vacuum the staging tables it left
+    :data:`VACUUM_AFTER` dead rows or more in, so that the next syncs do not scan them
+    (only dead rows go: other runs' staged rows stay); returns the tables vacuumed. Best effort:
+    the sync is committed whatever happens here."""
+    names = sorted(t for t, n in cleared.items() if n >= VACUUM_AFTER)
+    if host.db.is_sqlite or not names:
+        return []
+    try:
+        with host.db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM " + ", ".join(f'"{t}"' for t in names))
+    except Exception as exc:  # autovacuum passes later
+        log.warning("could not vacuum %s: %s", ", ".join(names), describe(exc))
+        return []
+    return names
 
 
 def refresh_statistics(host: Host, counts: dict[str, Any]) -> list[str]:
@@ -77,6 +103,7 @@ class MirrorUpdate:
         self.account = account
         self.run_id = run_id
         self.lock = lock
+        self.cleared: dict[str, int] = {}  # staging table -> rows of this run it deleted
 
     def apply(self, session: Session, read: AppleRead) -> dict[str, Any]:
         """The one transaction: mirror, account, sync run, events; returns the counts.
@@ -133,13 +160,16 @@ class MirrorUpdate:
         return removed
 
     def _delete_stage(self, session: Session, table: Any) -> None:
-        """Drop this run's staged rows; on SQLite, when no other run has any (the write lock is
-        held), empty the table with an unqualified DELETE (SQLite's truncate optimisation)."""
-        low, high = session.execute(select(func.min(table.c.run_id), func.max(table.c.run_id))).one()
-        if self.host.db.is_sqlite and low in (None, self.run_id) and high in (None, self.run_id):
-            session.execute(delete(table))
-        else:
-            session.execute(delete(table).where(table.c.run_id == self.run_id))
+        """Drop this run's staged rows, counted in :attr:`cleared`; on SQLite, when no other run
+        has any (the write lock is held), empty the table with an unqualified DELETE (SQLite's
+        truncate optimisation). PostgreSQL deletes by run (other runs may be staging meanwhile,
+        uncommitted: unseen), the dead rows vacuumed after the commit (:func:`vacuum_stage`)."""
+        if self.host.db.is_sqlite:
+            low, high = session.execute(select(func.min(table.c.run_id), func.max(table.c.run_id))).one()
+            if low in (None, self.run_id) and high in (None, self.run_id):
+                self.cleared[table.name] = rowcount(session.execute(delete(table)))
+                return
+        self.cleared[table.name] = rowcount(session.execute(delete(table).where(table.c.run_id == self.run_id)))
 
     def _apply_users(self, session: Session, *, full: bool, counts: dict[str, Any]) -> None:
         """The staged users into the mirror, with their events. On PostgreSQL an incremental
