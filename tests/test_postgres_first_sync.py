@@ -280,3 +280,22 @@ def test_the_vacuum_after_a_sync_keeps_the_rows_other_runs_are_staging(
         other.dispose()
     assert report["status"] == "ok", report
     assert vacuumed == [["vpp_stage_user"]] and kept == 50
+
+
+def test_an_incremental_sync_reads_the_staged_licenses_the_mirror_lacks_once(pg_host: Host, simulator: Any, project_dir: Path) -> None:
+    """PostgreSQL: the reconcile's second count check (after assets were read again) reuses the
+    first one's count of the staged licenses the mirror lacks: one anti-join with the mirror."""
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+
+    from .vpp.test_sync_reread import added_count_reads
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    simulator.mutate_fraction(0.3, seed=5)
+    reads = added_count_reads(pg_host)
+    report = sync_account(pg_host, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    assert report["counts"]["licenses"]["reread_assets"] > 0
+    assert len(reads) == 1
+    assert_mirror_equals_apple(pg_host, simulator)

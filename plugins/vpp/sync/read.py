@@ -209,6 +209,7 @@ class SyncReader:
         self.stopped = threading.Event()
         self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
         self._mirrored_per_asset: dict[AssetKey, int] | None = None  # _mirrored_counts
+        self._added: dict[AssetKey, int] | None = None  # _added_counts, until the assignments are read again
         self.diff = False  # re-read assets are compared with the mirror (incremental syncs)
         self.matched: dict[str, dict[AssetKey, int]] = {}  # diffed adamId -> mirrored licenses Apple still lists, per asset
         self.removed: dict[str, list[tuple[str, str, str, str]]] = {}  # diffed adamId -> mirrored licenses Apple no longer lists
@@ -323,7 +324,7 @@ class SyncReader:
             traversal = self._traverse("assignments", lambda: self.client.iter_assignments(since_version_id=since), on_page)
             self._catch_up(traversal, lambda v: self.client.iter_assignments(since_version_id=v), on_page, "assignments")
             buffer.flush()
-        self._staged = None
+        self._staged = self._added = None
         return traversal
 
     def _catch_up(self, traversal: Traversal, pages: Callable[[str], Iterator[dict[str, Any]]], on_page: Callable[[dict[str, Any]], None], what: str) -> None:
@@ -569,22 +570,31 @@ class SyncReader:
             self._mirrored_per_asset = counts
         return counts or {}
 
+    def _added_counts(self) -> dict[AssetKey, int]:
+        """Distinct staged licenses the mirror lacks, per asset. Read once per read of the
+        assignments: used only for assets not read again, whose staged licenses a re-read
+        (of other assets) leaves as they are, and the read writes nothing to the mirror (as
+        :meth:`_mirrored_counts`): the reconcile's later rounds reuse it (PostgreSQL: an
+        anti-join of the staged licenses with the mirror, 13 ms for 1,500 of them, not run again)."""
+        if self._added is None:
+            with self.host.db.session() as session:
+                self._added = {
+                    (a, p): n
+                    for a, p, n in session.execute(
+                        select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
+                        .where(SL.c.run_id == self.run_id, ~in_mirror(self.account.id))
+                        .group_by(SL.c.adam_id, SL.c.pricing_param)
+                    )
+                }
+        return self._added
+
     def mismatches(self, assets: dict[AssetKey, dict[str, Any]], full: bool, reread: set[str]) -> list[str]:
         """adamIds whose ``assignedCount`` differs from the licenses the mirror would hold."""
         staged = self._staged_counts()
         expected = dict(staged)
         if not full:
-            acc = self.account.id
             mirrored = self._mirrored_counts(assets)
-            with self.host.db.session() as session:
-                added = {
-                    (a, p): n
-                    for a, p, n in session.execute(
-                        select(SL.c.adam_id, SL.c.pricing_param, func.count(func.distinct(SL.c.kind + ":" + SL.c.target)))
-                        .where(SL.c.run_id == self.run_id, ~in_mirror(acc))
-                        .group_by(SL.c.adam_id, SL.c.pricing_param)
-                    )
-                }
+            added = self._added_counts()
             # a re-read asset holds what Apple listed: staged whole, or (diffed) the mirrored licenses
             # Apple still lists plus the staged ones the mirror lacks
             expected = {
