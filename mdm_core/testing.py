@@ -15,6 +15,7 @@ Load it from a ``conftest.py`` with ``pytest_plugins = ["mdm_core.testing"]``; i
   never called with an implementation;
 - :class:`RunTally`: counts summed over a whole run and printed at its end;
   both work under pytest-xdist (each worker sends what it saw to the controller);
+- :func:`recorded_statements`: the SQL statements an engine runs inside a ``with`` block;
 - ``closed_port``: a loopback port that refuses connections for the whole test (held, so that
   no other test or pytest-xdist worker takes it meanwhile; never a fixed port);
 - ``restore_logging`` (automatic): ``mdm`` reconfigures the root logger; each test gets the
@@ -42,6 +43,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -388,6 +390,39 @@ def restore_logging() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement an engine ran: its SQL with whitespace collapsed to single spaces, its
+    parameters, whether it ran as an executemany (once per row on the server), and whether
+    SQLAlchemy compiled it (False: sent as text, e.g. ``exec_driver_sql``)."""
+
+    sql: str
+    parameters: Any
+    many: bool
+    compiled: bool
+
+
+@contextlib.contextmanager
+def recorded_statements(engine: Any) -> Iterator[list[Statement]]:
+    """Record every statement ``engine`` (a SQLAlchemy engine, e.g. ``host.db.write_engine``)
+    runs inside the ``with`` block, in order; the list stays readable afterwards."""
+    from sqlalchemy import event
+
+    seen: list[Statement] = []
+
+    def look(_conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(Statement(" ".join(statement.split()), parameters, many, context is not None and context.compiled is not None))
+
+    event.listen(engine, "before_cursor_execute", look)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", look)
 
 
 # --------------------------------------------------------------------------- events

@@ -15,6 +15,7 @@ import pytest
 
 from mdm_core import inventory
 from mdm_core.host import Host
+from mdm_core.testing import recorded_statements
 
 from .conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
@@ -385,7 +386,7 @@ def test_license_counts_of_many_assets_move_by_one_statement_on_postgres(pg_host
     zero delta and an asset the mirror does not list change nothing."""
     from datetime import UTC, datetime
 
-    from sqlalchemy import event, insert, select
+    from sqlalchemy import insert, select
 
     from mdm_core.db.typed import table_of
     from plugins.vpp.license_counts import add_license_counts
@@ -408,16 +409,10 @@ def test_license_counts_of_many_assets_move_by_one_statement_on_postgres(pg_host
             ],
         )
         session.commit()
-    statements: list[tuple[str, bool]] = []  # (statement, run as an executemany: once per row on the server)
-    listener = lambda conn, cursor, statement, params, context, many: statements.append((statement, many))  # noqa: E731
-    event.listen(pg_host.db.write_engine, "before_cursor_execute", listener)
-    try:
-        with pg_host.db.write_session() as session:
-            add_license_counts(session, acc, {("1", "STDQ"): 3, ("2", "STDQ"): -2, ("3", "STDQ"): 0, ("9", "STDQ"): 4})
-            session.commit()
-    finally:
-        event.remove(pg_host.db.write_engine, "before_cursor_execute", listener)
-    assert [many for s, many in statements if s.startswith("UPDATE vpp_asset")] == [False]
+    with recorded_statements(pg_host.db.write_engine) as statements, pg_host.db.write_session() as session:
+        add_license_counts(session, acc, {("1", "STDQ"): 3, ("2", "STDQ"): -2, ("3", "STDQ"): 0, ("9", "STDQ"): 4})
+        session.commit()
+    assert [s.many for s in statements if s.sql.startswith("UPDATE vpp_asset")] == [False]  # not once per row on the server
     with pg_host.db.session() as session:
         stored = dict(session.execute(select(A.c.adam_id, A.c.license_count).where(A.c.account_id == acc)).all())
     assert stored == {"1": 8, "2": 0, "3": 7}
@@ -471,7 +466,7 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
     kind (an executemany or an ``IN`` list sends one statement a license, or a new text per
     500): their events name exactly the licenses taken back and the enrolled devices among
     them; when another writer deleted some of them meanwhile the stored counts stay exact."""
-    from sqlalchemy import event, select
+    from sqlalchemy import select
 
     from mdm_core.db.typed import table_of
     from mdm_core.models import OutboxEvent
@@ -495,20 +490,15 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
         delete_licenses_as_another_writer(host, account.id, taken)
         return original(host, account, run_id, read, lock)
 
-    statements: list[tuple[str, bool]] = []
-    listener = lambda conn, cursor, statement, params, context, many: statements.append((" ".join(statement.split()), many))  # noqa: E731
     monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
     with pg_host.db.write_session() as session:
         seen = session.execute(select(E.c.seq).order_by(E.c.seq.desc()).limit(1)).scalar() or 0
-    event.listen(pg_host.db.write_engine, "before_cursor_execute", listener)
-    try:
+    with recorded_statements(pg_host.db.write_engine) as statements:
         report = sync_account(pg_host, "school")
-    finally:
-        event.remove(pg_host.db.write_engine, "before_cursor_execute", listener)
     assert report["status"] == "ok" and report["mode"] == "incremental", report
-    assert [many for s, many in statements if s.startswith("DELETE FROM vpp_license USING unnest(")] == [False]
-    assert not [s for s, many in statements if s.startswith("DELETE FROM vpp_license") and many]
-    devices = [s for s, _ in statements if s.startswith("SELECT core_device.serial_number FROM core_device WHERE")]
+    assert [s.many for s in statements if s.sql.startswith("DELETE FROM vpp_license USING unnest(")] == [False]
+    assert not [s for s in statements if s.sql.startswith("DELETE FROM vpp_license") and s.many]
+    devices = [s.sql for s in statements if s.sql.startswith("SELECT core_device.serial_number FROM core_device WHERE")]
     assert devices and all("= ANY (" in s for s in devices)
     assert_mirror_equals_apple(pg_host, simulator)  # the stored license counts included
     gone = before - _mirror(pg_host)

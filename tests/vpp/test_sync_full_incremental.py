@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mdm_core.testing import recorded_statements
 from plugins.vpp.simulator import DEVICE, USER
 from plugins.vpp.sync.run import sync_account
 from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
@@ -326,23 +327,13 @@ def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(
     """Licenses added and taken back in one sync move their assets' stored counts by the sum,
     written once: one ``UPDATE`` of ``license_count`` by delta, not one per statement that
     inserted or deleted licenses (each writes every such asset row again)."""
-    from sqlalchemy import event
-
-    statements: list[str] = []
-
-    def look(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
     summary = simulator.mutate_fraction(0.3, seed=11)
     assert summary["assignments_removed"] and summary["assignments_added"]
-    event.listen(synced.db.write_engine, "before_cursor_execute", look)
-    try:
+    with recorded_statements(synced.db.write_engine) as statements:
         report = sync_account(synced, "school")
-    finally:
-        event.remove(synced.db.write_engine, "before_cursor_execute", look)
     assert report["status"] == "ok" and report["mode"] == "incremental"
     assert report["counts"]["licenses"]["added"] and report["counts"]["licenses"]["removed"]
-    by_delta = [s for s in statements if s.startswith("UPDATE vpp_asset SET license_count=(vpp_asset.license_count +")]
+    by_delta = [s.sql for s in statements if s.sql.startswith("UPDATE vpp_asset SET license_count=(vpp_asset.license_count +")]
     assert len(by_delta) == 1, by_delta
     assert_mirror_equals_apple(synced, simulator)  # the stored counts included
 
@@ -353,7 +344,7 @@ def changed_assets_written_by_the_driver(host: Any, simulator: Any) -> None:
     executemany of one prepared statement, or one statement of arrays / COPY on PostgreSQL),
     yet stored as SQLAlchemy stores them: the mirror is Apple's, and each asset whose counts
     moved has one new history row of its new counts, at the time its row was updated."""
-    from sqlalchemy import event, select
+    from sqlalchemy import select
 
     from mdm_core.db.typed import table_of
     from plugins.vpp.models import VppAsset, VppAssetCount
@@ -362,22 +353,14 @@ def changed_assets_written_by_the_driver(host: Any, simulator: Any) -> None:
     with host.db.session() as session:
         history_before = session.execute(select(AC.c.id)).scalars().all()
     simulator.mutate_fraction(0.3, seed=11)
-    written: list[tuple[str, bool, bool]] = []  # (statement, executemany, processed by SQLAlchemy)
-
-    def look(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        written.append((" ".join(statement.split()), many, context.compiled is not None))
-
-    event.listen(host.db.write_engine, "before_cursor_execute", look)
-    try:
+    with recorded_statements(host.db.write_engine) as written:  # compiled: processed by SQLAlchemy
         report = sync_account(host, "school")
-    finally:
-        event.remove(host.db.write_engine, "before_cursor_execute", look)
     assert report["status"] == "ok" and report["mode"] == "incremental", report
     changed = report["counts"]["assets"]["changed"]
     assert changed > 1
-    values = [(many, compiled) for s, many, compiled in written if s.startswith(("UPDATE vpp_asset SET product_type", 'UPDATE "vpp_asset" SET "product_type"'))]
+    values = [(s.many, s.compiled) for s in written if s.sql.startswith(("UPDATE vpp_asset SET product_type", 'UPDATE "vpp_asset" SET "product_type"'))]
     assert values in ([(True, False)], [(False, True)]), values  # the driver's executemany, or one UPDATE ... FROM unnest(...)
-    assert not [s for s, _, compiled in written if "vpp_asset_count" in s and compiled]  # COPY on PostgreSQL: not seen here
+    assert not [s for s in written if "vpp_asset_count" in s.sql and s.compiled]  # COPY on PostgreSQL: not seen here
     assert_mirror_equals_apple(host, simulator)  # the values and platforms read back as SQLAlchemy stored them
     with host.db.session() as session:
         assets = {(r.adam_id, r.pricing_param): r for r in session.execute(select(A))}
