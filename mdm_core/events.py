@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Integer, bindparam, delete, func, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import one_of
 from mdm_core.db.typed import table_of
 from mdm_core.errors import PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
@@ -409,12 +409,8 @@ def _claim_statement(arrays: bool) -> Any:
 
     outbox = table_of(OutboxEvent)
     now = bindparam("now", type_=outbox.c.claimed_at.type)
-    if arrays:
-        events = outbox.c.seq == any_(bindparam("seqs", type_=ARRAY(outbox.c.seq.type)))
-        dead = outbox.c.claimed_by == any_(bindparam("dead", type_=ARRAY(outbox.c.claimed_by.type)))
-    else:
-        events = outbox.c.seq.between(bindparam("first"), bindparam("last"))
-        dead = outbox.c.claimed_by.in_(bindparam("dead", expanding=True))
+    events = one_of(outbox.c.seq, "seqs", True) if arrays else outbox.c.seq.between(bindparam("first"), bindparam("last"))
+    dead = one_of(outbox.c.claimed_by, "dead", arrays)
     free = outbox.c.claimed_at.is_(None) | (outbox.c.claimed_at < bindparam("stale", type_=outbox.c.claimed_at.type)) | dead
     return update(outbox).where(events, outbox.c.delivered_at.is_(None), free).values(claimed_by=bindparam("token"), claimed_at=now).returning(outbox.c.seq)
 

@@ -92,15 +92,16 @@ def update_rows(session: Session, table: Any, key: str, columns: Sequence[str], 
         arrays = {f"u_{c}": list(column_values) for c, column_values in zip(names, zip(*rows, strict=True), strict=True)}
         conn.execute(update(table).where(table.c[key] == values.c[key]).values(sets), {**arrays, **{f"f_{c}": v for c, v in fixed.items()}})
         return
-    constants = tuple(_bind_value(conn, table.c[c], v) for c, v in fixed.items())
+    constants = tuple(bound_value(conn.dialect, table.c[c], v) for c, v in fixed.items())
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sets_sql = ", ".join(f'"{c}" = {mark}' for c in (*columns, *fixed))
     conn.exec_driver_sql(f'UPDATE "{table.name}" SET {sets_sql} WHERE "{key}" = {mark}', [(*r[:-1], *constants, r[-1]) for r in rows])
 
 
-def _bind_value(conn: Any, column: Any, value: Any) -> Any:
-    """``value`` as SQLAlchemy hands it to the driver for ``column`` (its type's bind processing)."""
-    process = column.type._cached_bind_processor(conn.dialect)
+def bound_value(dialect: Any, column: Any, value: Any) -> Any:
+    """``value`` as SQLAlchemy hands it to the driver for ``column`` (its type's bind processing),
+    for a statement sent by the driver's ``executemany`` (a value bound once for every row)."""
+    process = column.type.bind_processor(dialect)
     return value if process is None else process(value)
 
 

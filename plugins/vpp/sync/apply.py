@@ -18,7 +18,7 @@ from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import delete_rows, in_chunks, insert_rows, unnest_rows
+from mdm_core.db.bulk import bound_value, delete_rows, in_chunks, insert_rows, unnest_rows
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import describe
 from mdm_core.interrupts import deferred
@@ -401,7 +401,7 @@ def apply_assets(
     history = [row for row in added if row.get("total_count") or row.get("assigned_count")]
     history += [row for row in changed if _counts_differ(mirror[(row["adam_id"], row["pricing_param"])], row)]
     if history:  # the console's chart of assigned and available licenses over time (COPY on PostgreSQL)
-        at = bound(session, AC.c.at, now)
+        at = bound_value(session.get_bind().dialect, AC.c.at, now)
         insert_rows(session, AC, HISTORY_COLUMNS, [(acc, r["adam_id"], r["pricing_param"], at, *(r.get(k, 0) for k in COUNT_FIELDS)) for r in history])
     removed_dicts = [apple_asset({**mirror[key], "supported_platforms": stored_platforms(mirror[key]["supported_platforms"])}, name) for key in removed]
     for a, p in removed:
@@ -416,7 +416,8 @@ def apply_assets(
 ASSET_FIELDS = ("product_type", "assigned_count", "available_count", "retired_count", "total_count", "device_assignable", "revocable", "supported_platforms")
 _CHANGED_KEYS = {"adam_id", "pricing_param", *ASSET_FIELDS}
 AC = table_of(VppAssetCount)
-HISTORY_COLUMNS = ("account_id", "adam_id", "pricing_param", "at", *("assigned_count", "available_count", "retired_count", "total_count"))
+COUNT_FIELDS = ("assigned_count", "available_count", "retired_count", "total_count")
+HISTORY_COLUMNS = ("account_id", "adam_id", "pricing_param", "at", *COUNT_FIELDS)
 #: a mirrored asset's columns, its platforms as the stored JSON text: a few distinct values,
 #: each decoded once (:func:`stored_platforms`), not once per asset by the column's type
 _MIRRORED = tuple(cast(c, Text).label(c.name) if c.name == "supported_platforms" else c for c in A.c)
@@ -426,12 +427,6 @@ _MIRRORED = tuple(cast(c, Text).label(c.name) if c.name == "supported_platforms"
 def stored_platforms(text: str | None) -> list[str]:
     """A mirrored asset's platforms (its column's JSON text), sorted as Apple's records hold them."""
     return sorted(json.loads(text) if text else [])
-
-
-def bound(session: Session, column: Any, value: Any) -> Any:
-    """``value`` as the driver receives it for ``column`` (its type's bind processing, once)."""
-    process = column.type.bind_processor(session.get_bind().dialect)
-    return value if process is None else process(value)
 
 
 def _update_changed(session: Session, acc: int | None, now: Any, changed: list[dict[str, Any]]) -> None:
@@ -448,9 +443,10 @@ def _update_changed(session: Session, acc: int | None, now: Any, changed: list[d
         session.execute(_update_assets(), {**values, "b_account": acc, "b_now": now})
         return
     fields = ASSET_FIELDS[:-1]
-    processors = [A.c[f].type.bind_processor(session.get_bind().dialect) for f in fields]
-    stored = {p: bound(session, A.c.supported_platforms, list(p)) for p in platforms}
-    at = bound(session, A.c.updated_at, now)
+    dialect = session.get_bind().dialect
+    processors = [A.c[f].type.bind_processor(dialect) for f in fields]
+    stored = {p: bound_value(dialect, A.c.supported_platforms, list(p)) for p in platforms}
+    at = bound_value(dialect, A.c.updated_at, now)
     rows = [
         (
             *(v if f is None else f(v) for f, v in zip(processors, (row[k] for k in fields), strict=True)),
@@ -527,9 +523,6 @@ def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
 
         return postgresql.insert(table).on_conflict_do_nothing()
     return insert(table)
-
-
-COUNT_FIELDS = ("assigned_count", "available_count", "retired_count", "total_count")
 
 
 def _counts_differ(row: Any, new: dict[str, Any]) -> bool:

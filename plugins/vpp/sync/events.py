@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, any_, bindparam, case, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, case, select
 from sqlmodel import Session
 
+from mdm_core.db.bulk import in_chunks, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.models import Device, MdmUser
 
@@ -132,17 +132,16 @@ def known_ids(session: Session, column: Any, values: list[str]) -> set[str]:
     """The ``values`` present in ``column`` (the enrolled serials, the MDM user ids): on
     PostgreSQL by one ``= ANY(:array)`` (one parameter: the statement text is the same at every
     call, where an ``IN`` list of 500 parameters is parsed again each time, by psycopg and by
-    the server), elsewhere 500 at a time."""
+    the server), elsewhere 500 at a time (:func:`mdm_core.db.bulk.one_of`)."""
     found: set[str] = set()
     postgres = session.get_bind().dialect.name == "postgresql"
     query = _KNOWN.get((column, postgres))
     if query is None:
-        match = column == any_(bindparam("values", type_=ARRAY(column.type))) if postgres else column.in_(bindparam("values", expanding=True))
-        query = _KNOWN[(column, postgres)] = select(column).where(match)
-    if postgres:
-        if values:
-            found.update(session.execute(query, {"values": values}).scalars())
-        return found
+        query = _KNOWN[(column, postgres)] = select(column).where(one_of(column, "values", postgres))
+    for chunk in [values] if postgres else in_chunks(values):
+        if chunk:
+            found.update(session.execute(query, {"values": chunk}).scalars())
+    return found
     for start in range(0, len(values), 500):
         chunk = values[start : start + 500]
         if chunk:
