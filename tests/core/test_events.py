@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlmodel import col
 
 from mdm_core.models import OutboxEvent, SubscriberFailure
+from mdm_core.testing import recorded_statements
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
@@ -237,17 +238,12 @@ def test_recording_an_undeclared_event_is_an_error_and_writes_nothing(make_host,
     assert declared.deliver_events() == 1
 
 
-def test_an_interruption_in_a_later_batch_keeps_the_earlier_batches_delivered_once(make_host, load_plugin, monkeypatch):
-    """The delivered events of a batch are marked in the next batch's claim (one write a batch):
-    an interruption inside a later batch marks what it delivered, releases the rest, and the
-    next delivery starts at the first event not delivered, each event once and in order."""
-    from mdm_core import events
-
-    monkeypatch.setattr(events, "DELIVERY_BATCH", 2)
-    plugin = load_plugin(
-        """
+def interrupted_once_at(serial: str) -> str:
+    """A subscriber plugin's source: it keeps the serial of each device enrolled it hears
+    (``calls``), and is interrupted (Ctrl-C) once, on ``serial``, before keeping it."""
+    return f"""
     calls = []
-    stop_at = ["S3"]
+    stop_at = [{serial!r}]
 
     @hookimpl
     def mdm_device_enrolled(host, event):
@@ -256,7 +252,16 @@ def test_an_interruption_in_a_later_batch_keeps_the_earlier_batches_delivered_on
             raise KeyboardInterrupt
         calls.append(event.payload["serial_number"])
 """
-    )
+
+
+def test_an_interruption_in_a_later_batch_keeps_the_earlier_batches_delivered_once(make_host, load_plugin, monkeypatch):
+    """The delivered events of a batch are marked in the next batch's claim (one write a batch):
+    an interruption inside a later batch marks what it delivered, releases the rest, and the
+    next delivery starts at the first event not delivered, each event once and in order."""
+    from mdm_core import events
+
+    monkeypatch.setattr(events, "DELIVERY_BATCH", 2)
+    plugin = load_plugin(interrupted_once_at("S3"))
     host = make_host(plugins=[plugin])
     serials = [f"S{i}" for i in range(1, 6)]
     host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": n}) for n in serials]))
@@ -361,25 +366,12 @@ def test_a_batch_is_claimed_marked_and_released_by_its_range_and_holder(make_hos
     released) by the range of its seqs and that holder, a few parameters whatever the batch's
     size (was: each of 200 seqs bound, three times), and so is claimed on SQLite. An event in
     the range that a live delivery elsewhere holds is neither delivered, marked nor released."""
-    from sqlalchemy import event
 
     from mdm_core.models import utcnow
 
     if database == "postgres" and not PG_ADMIN_URL:
         pytest.skip(PG_SKIP_REASON)
-    plugin = load_plugin(
-        """
-    seen = []
-    stop_at = ["S150"]
-
-    @hookimpl
-    def mdm_device_enrolled(host, event):
-        if event.payload["serial_number"] in stop_at:
-            stop_at.clear()
-            raise KeyboardInterrupt
-        seen.append(event.payload["serial_number"])
-"""
-    )
+    plugin = load_plugin(interrupted_once_at("S150"))
     url = request.getfixturevalue("pg_url") if database == "postgres" else None
     host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
     names = [f"S{i}" for i in range(1, 201)]
@@ -388,19 +380,10 @@ def test_a_batch_is_claimed_marked_and_released_by_its_range_and_holder(make_hos
         third = s.execute(select(col(OutboxEvent.seq)).order_by(col(OutboxEvent.seq)).offset(2).limit(1)).scalar_one()
         s.execute(update(OutboxEvent).where(col(OutboxEvent.seq) == third).values(claimed_by="elsewhere:1:abc", claimed_at=utcnow()))
         s.commit()
-    bound: list[int] = []
-
-    def look(_conn, _cursor, statement, parameters, *_args):
-        if statement.lstrip().upper().startswith("UPDATE CORE_EVENT"):
-            bound.append(len(parameters))
-
-    event.listen(host.db.engine, "before_cursor_execute", look)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            host.events.deliver_pending()
-    finally:
-        event.remove(host.db.engine, "before_cursor_execute", look)
-    assert plugin.seen == [n for n in names[:149] if n != "S3"]
+    with recorded_statements(host.db.engine) as statements, pytest.raises(KeyboardInterrupt):
+        host.events.deliver_pending()
+    bound = [len(s.parameters) for s in statements if s.sql.upper().startswith("UPDATE CORE_EVENT")]
+    assert plugin.calls == [n for n in names[:149] if n != "S3"]
     assert len(bound) == 3 and max(bound) <= 8, bound  # the claim; the mark and the release at the end
     with host.db.session() as s:
         rows = {
@@ -411,7 +394,7 @@ def test_a_batch_is_claimed_marked_and_released_by_its_range_and_holder(make_hos
     assert all(rows[n][0] for n in names[:149] if n != "S3")
     assert all(rows[n] == (False, None) for n in names[149:])  # released
     assert host.events.deliver_pending() == 51
-    assert plugin.seen == [n for n in names if n != "S3"]
+    assert plugin.calls == [n for n in names if n != "S3"]
 
 
 @pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
