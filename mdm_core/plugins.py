@@ -11,7 +11,6 @@ that cannot be loaded is left out and listed as ``broken`` instead, so that ``md
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import importlib.metadata
 import sys
@@ -23,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
+from mdm_core.collector import freeze_startup_objects
 from mdm_core.config import Config
 from mdm_core.errors import MdmError, PluginError, describe
 
@@ -167,24 +167,8 @@ def load_plugins(
     for name in sorted(blocked - {r.name for r in records}):
         records.append(PluginRecord(name, "configuration", "-", "-", "disabled", "no plugin of this name is installed"))
     _check_pending(pm, records, tolerate_broken)
-    _freeze_startup_objects()
+    freeze_startup_objects()
     return records
-
-
-_frozen = False
-
-
-def _freeze_startup_objects() -> None:
-    """Once a process has loaded its first plugins, move every object alive then (modules,
-    classes, mappers, compiled schemas: they live as long as the process) out of the cyclic
-    collector's reach (``gc.freeze``): a full collection then scans only what the process made
-    since, instead of the whole import-time heap each time (a sync's one or two full
-    collections took 0.06 s of CPU each). Once only: a later freeze would also keep the
-    garbage of its time forever."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.freeze()
 
 
 def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolerate_broken: bool) -> None:

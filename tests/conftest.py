@@ -28,7 +28,7 @@ import pytest
 pytest.register_assert_rewrite("mdm_core.testing", "plugins.vpp.testing")
 pytest_plugins = ["mdm_core.testing", "pytester"]
 
-from mdm_core import plugins as plugins_module  # noqa: E402
+from mdm_core import collector as collector_module  # noqa: E402
 from mdm_core.host import Host  # noqa: E402
 from mdm_core.testing import HookCallLog, HookCoverage, RunTally, declared_hooks, payload_problems  # noqa: E402
 
@@ -91,10 +91,10 @@ def pytest_configure(config: pytest.Config) -> None:
 #: of each worker's 35). Young cycles are still collected as often as ever.
 GC_THRESHOLDS = (700, 10, 100)
 # ... and nothing of the suite's process is frozen: a host freezes what is alive after its first
-# plugin load (mdm_core.plugins), but hypothesis's register_random looks for a generator's
+# plugin load (mdm_core.collector), but hypothesis's register_random looks for a generator's
 # referrers with gc.get_referrers, which does not see frozen objects; tests/core/test_plugins.py
 # checks the freeze itself
-plugins_module._frozen = True
+collector_module._frozen = True
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -274,10 +274,10 @@ def test_the_objects_alive_after_the_first_plugin_load_are_frozen_once(make_host
     does not freeze again (that would keep the garbage of its time forever)."""
     import gc
 
-    from mdm_core import plugins
+    from mdm_core import collector
 
     frozen: list[int] = []
-    monkeypatch.setattr(plugins, "_frozen", False)
+    monkeypatch.setattr(collector, "_frozen", False)
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
     make_host()
     assert frozen == [1]

@@ -376,3 +376,36 @@ def changed_assets_written_by_the_driver(host: Any, simulator: Any) -> None:
 
 def test_changed_assets_are_written_by_the_driver(synced: Any, simulator: Any) -> None:
     changed_assets_written_by_the_driver(synced, simulator)
+
+
+def test_a_sync_runs_with_fewer_collections_and_gives_the_thresholds_back(synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync holds hundreds of thousands of rows alive while it compares them: the collector
+    scans its young generation every BULK_THRESHOLD allocations meanwhile (the read and apply,
+    and the delivery of the sync's events), and the process's thresholds are as before once
+    the sync has returned, also after a sync that failed."""
+    import gc
+
+    from mdm_core.collector import BULK_THRESHOLD
+    from mdm_core.host import Host
+    from plugins.vpp.sync import run
+
+    before = gc.get_threshold()
+    seen: list[tuple[str, int]] = []
+
+    def observing(name: str, work: Any) -> Any:
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            seen.append((name, gc.get_threshold()[0]))
+            return work(*args, **kwargs)
+
+        return observed
+
+    monkeypatch.setattr(run, "_locked_sync", observing("sync", run._locked_sync))
+    monkeypatch.setattr(Host, "deliver_events", observing("delivery", Host.deliver_events))
+    simulator.purchase(count=2)
+    assert sync_account(synced, "school")["status"] == "ok"
+    assert seen == [("sync", BULK_THRESHOLD), ("delivery", BULK_THRESHOLD)]
+    assert gc.get_threshold() == before
+    simulator.faults.add("server_error", endpoint="assets", retry_after=0)
+    assert sync_account(synced, "school")["status"] == "error"
+    assert seen[2:] == [("sync", BULK_THRESHOLD), ("delivery", BULK_THRESHOLD)]
+    assert gc.get_threshold() == before

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 from sqlmodel import Session, col
 
+from mdm_core.collector import fewer_collections
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.db.typed import stored_id, table_of
 from mdm_core.errors import MdmError, describe, one_line
@@ -79,8 +80,14 @@ def sync_account(host: Host, name: str, *, full: bool = False, trigger: str = "m
     """Sync one account under its lock; never raises for a failed sync, reports it.
 
     An interruption (SIGINT/SIGTERM, :class:`mdm_core.interrupts.Interrupted`) rolls back,
-    marks the run ``interrupted``, releases the lock and is raised again.
+    marks the run ``interrupted``, releases the lock and is raised again. The cyclic collector
+    runs less often meanwhile (:func:`mdm_core.collector.fewer_collections`).
     """
+    with fewer_collections():
+        return _sync_account(host, name, full=full, trigger=trigger, wait=wait)
+
+
+def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: float | None) -> SyncReport:
     wall = time.monotonic()  # the report's duration: lock wait and event delivery included
     s = settings(host)
     with host.db.session() as session:
