@@ -127,6 +127,11 @@ class Database:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
+            # a statement that writes many rows keeps the pages it changes in a statement journal
+            # (to undo itself alone on an error): past 64 KiB SQLite writes it to a temporary
+            # file. In memory instead: an incremental sync's insert of 1,500 licenses cost 0.028 s
+            # of CPU with the file, 0.023 s without; its whole write transaction 0.178 -> 0.166 s
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()

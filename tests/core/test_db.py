@@ -24,6 +24,7 @@ def test_sqlite_file_created_on_first_use_in_wal_mode(make_host, project_dir):
     with host.db.session() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert s.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+        assert s.execute(text("PRAGMA temp_store")).scalar() == 2  # MEMORY: statement journals in memory, not in temporary files
     assert db_file.exists()
 
 
