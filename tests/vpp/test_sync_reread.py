@@ -166,3 +166,48 @@ def test_the_reconcile_reads_the_staged_licenses_the_mirror_lacks_once(synced: A
     assert read.reread, "the change should make the sync read assets again"
     assert len(reads) == 1
     assert_mirror_equals_apple(synced, simulator)
+
+
+def test_the_mirrored_licenses_are_read_ahead_once_the_re_reading_threads_run(
+    synced: Any, simulator: Any, applied: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread reading the mirrored licenses reads those of one asset per re-reading thread,
+    then waits until every re-reading thread runs before it reads on (their first requests go
+    out at once: reading on, its parsing held up the start of each). Here each re-reading
+    thread starts only once the reader read on, or after a moment: it must have waited for
+    them all; the mirror is exact."""
+    _changed(simulator, mirror_state(synced))
+    read_on = threading.Event()
+    running: list[tuple[int, int]] = []  # (re-reading threads running, their number) when reading on
+    original_sets = read_module.mirrored_licenses
+
+    def counted(conn: Any, account_id: Any, adam_ids: list[str], first: int = 1, sizes: Any = None) -> Iterator[Any]:
+        for index, item in enumerate(original_sets(conn, account_id, adam_ids, first, sizes)):
+            if index == first:
+                me = threading.current_thread()
+                running.append((sum(1 for t in threading.enumerate() if t.name.startswith("vpp-reread") and t is not me), first))
+                read_on.set()
+            yield item
+
+    class SlowToStart(read_module.ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if getattr(fn, "__name__", "") == "worker":  # a re-reading thread
+                read_on.wait(0.2)
+            return super().submit(fn, *args, **kwargs)
+
+    original_reread = read_module.SyncReader.reread_assets
+
+    def two_threads(self: Any, adam_ids: list[str]) -> None:  # fewer threads than assets read again
+        self.client.max_parallel_pages = 2
+        original_reread(self, adam_ids)
+
+    monkeypatch.setattr(read_module, "mirrored_licenses", counted)
+    monkeypatch.setattr(read_module, "ThreadPoolExecutor", SlowToStart)
+    monkeypatch.setattr(read_module.SyncReader, "reread_assets", two_threads)
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    assert_mirror_equals_apple(synced, simulator)
+    (read,) = applied
+    ((others, workers),) = running
+    assert len(read.diffed) > workers > 1
+    assert others == workers

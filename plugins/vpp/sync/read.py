@@ -22,8 +22,8 @@ mirror lacks are staged, and the mirrored ones Apple no longer lists are kept as
 (:attr:`AppleRead.removed`). Its cost follows the pages it reads, not the size of the mirror.
 The mirrored licenses of the assets read again are read on a thread of their own, a chunk of
 assets per statement in the order the threads reading pages take the assets, ahead of them
-(:data:`MIRROR_AHEAD` licenses at most): those threads never hold one of Apple's request slots
-waiting for the database. An asset's rows wait for its mirrored licenses (:data:`DIFF_LIMIT`
+(:data:`MIRROR_AHEAD` licenses at most, and past the first ones only once those threads
+run): those threads never hold one of Apple's request slots waiting for the database. An asset's rows wait for its mirrored licenses (:data:`DIFF_LIMIT`
 rows at most: then its thread waits), and are compared once they are in.
 
 The asset list itself (a missing asset would be taken as removed) is read again while its
@@ -448,9 +448,15 @@ class SyncReader:
                 one(adam_id)
 
         pool = ThreadPoolExecutor(max_workers=workers + (mirror is not None), thread_name_prefix="vpp-reread")
-        futures = [pool.submit(mirror.run)] if mirror is not None else []  # first: the first assets' licenses are read at once
-        futures += [pool.submit(worker) for _ in range(workers)]
+        futures: list[Future[None]] = []
+        reader: Future[None] | None = None
         try:
+            if mirror is not None:  # first: the first assets' licenses are read at once, then it waits (see go)
+                reader = pool.submit(mirror.run)
+                futures.append(reader)
+            futures += [pool.submit(worker) for _ in range(workers)]
+            if mirror is not None:
+                mirror.go()
             wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:  # interrupted: do not wait for requests in flight
             self._stop(mirror)
@@ -460,8 +466,8 @@ class SyncReader:
         if failed:
             self._stop(mirror)  # the other threads stop at their next page
             pool.shutdown(wait=True, cancel_futures=True)
-            if mirror is not None and futures[0].exception() is not None:
-                failed = futures[:1]  # the reader's error, rather than the stop it caused in a re-reading thread
+            if reader is not None and reader.exception() is not None:
+                failed = [reader]  # the reader's error, rather than the stop it caused in a re-reading thread
             failed[0].result()
         pool.shutdown(wait=True)
         shared.flush()
@@ -757,6 +763,8 @@ class _MirrorPrefetch:
         self.dropped: set[str] = set()  # not needed (staged whole): not kept when read
         self.ahead = 0  # sum of held
         self.ended = False
+        self.read = 0  # assets read
+        self.going = False  # past the first assets (see go)
 
     def run(self) -> None:
         try:
@@ -767,12 +775,14 @@ class _MirrorPrefetch:
                             self.cond.wait()
                         if self.stopped.is_set():
                             return
-                        if adam_id in self.dropped:
-                            continue
-                        self.ready[adam_id] = licenses
-                        self.held[adam_id] = n = len(licenses or ())
-                        self.ahead += n
-                        self.cond.notify_all()
+                        self.read += 1
+                        if adam_id not in self.dropped:
+                            self.ready[adam_id] = licenses
+                            self.held[adam_id] = n = len(licenses or ())
+                            self.ahead += n
+                            self.cond.notify_all()
+                        while self.read >= self.first and not self.going and not self.stopped.is_set():
+                            self.cond.wait()  # the first assets are in: the next statement waits (see go)
         finally:
             with self.cond:
                 self.ended = True
@@ -797,6 +807,14 @@ class _MirrorPrefetch:
                 self.ahead -= self.held.pop(adam_id)
             else:
                 self.dropped.add(adam_id)
+            self.cond.notify_all()
+
+    def go(self) -> None:
+        """Read on past the first ``first`` assets: once the re-reading threads run (starting a
+        thread waits until it runs, which this one, parsing, would delay by up to a switch
+        interval each: their first requests went out over ~30 ms instead of at once)."""
+        with self.cond:
+            self.going = True
             self.cond.notify_all()
 
     def wake(self) -> None:
