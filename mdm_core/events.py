@@ -418,6 +418,27 @@ def _bind_processor(dialect: Any, column: Any) -> Callable[[Any], Any]:
     return process if process is not None else (lambda value: value)
 
 
+def first_time(session: Session, seen: Any, values: Mapping[str, Any]) -> bool:
+    """Insert the row ``values`` into ``seen`` (a subscriber's table of the events it applied,
+    keyed by the event's id) unless one with its key is there; True when this call inserted it:
+    the event is applied now, else it was before (a redelivery). One statement, ``INSERT ... ON
+    CONFLICT DO NOTHING`` (was: a read, then the insert: two statements, two round trips on
+    PostgreSQL, for each event a subscriber guards); a concurrent delivery of the same event
+    waits for the other's transaction and then finds the row."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert: Callable[[Any], Any] | None = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:  # no portable upsert: read, then insert
+        key = [seen.c[c.name] == values[c.name] for c in seen.primary_key]
+        if session.execute(select(*seen.primary_key).where(*key)).first() is not None:
+            return False
+        session.execute(seen.insert().values(**values))
+        return True
+    inserted = insert(seen).values(**values).on_conflict_do_nothing().returning(*seen.primary_key)  # a row back: inserted
+    return session.execute(inserted).first() is not None
+
+
 @functools.cache
 def _claim_statement(arrays: bool) -> Any:
     """The claim of :meth:`EventBus._claim`: those of the events ``seqs`` (``first`` to ``last``)

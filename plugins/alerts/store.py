@@ -18,6 +18,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks, one_of
 from mdm_core.db.typed import table_of
+from mdm_core.events import first_time
 from mdm_core.models import utcnow
 
 from . import rules
@@ -53,10 +54,9 @@ def on_event(host: Host, event: Event, work: Callable[[Session], Iterable[Alert]
 
     seen = table_of(SeenEvent)
 
-    def tx(session: Session) -> None:  # Core statements: no ORM object, identity lookup or flush for the guard
-        if session.execute(select(seen.c.event_id).where(seen.c.event_id == event.id)).first() is not None:
+    def tx(session: Session) -> None:  # one Core statement for the guard: no ORM object, identity lookup or flush
+        if not first_time(session, seen, {"event_id": event.id, "at": utcnow()}):
             return
-        session.execute(insert(seen).values(event_id=event.id, at=utcnow()))
         for alert in work(session):
             enqueue(host, session, alert, event.id)
 

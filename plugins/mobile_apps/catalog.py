@@ -22,6 +22,7 @@ from mdm_core.db.bulk import one_of, update_rows
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
+from mdm_core.events import first_time
 from mdm_core.models import utcnow
 from plugins.vpp.payloads import Asset
 
@@ -60,11 +61,10 @@ def once(host: Host, event: Event, work: Callable[[Session], Any]) -> Any:
 
     seen = table_of(SeenEvent)
 
-    def run(session: Session) -> Any:  # Core statements: no ORM object, identity lookup or flush for the guard
-        if session.execute(select(seen.c.event_id).where(seen.c.event_id == event.id)).first() is not None:
+    def run(session: Session) -> Any:  # one Core statement for the guard: no ORM object, identity lookup or flush
+        if not first_time(session, seen, {"event_id": event.id, "name": event.name, "at": utcnow()}):
             log.info("event %s (%s) already applied; skipping", event.id, event.name)
             return None
-        session.execute(insert(seen).values(event_id=event.id, name=event.name, at=utcnow()))
         return work(session)
 
     return host.db.run_write(run)

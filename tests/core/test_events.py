@@ -502,3 +502,40 @@ def test_a_claim_on_postgres_leaves_each_event_in_its_page(make_host, pg_url):
     assert len(set(before.values())) > 1  # more than one page: the rows of full pages would have moved
     host.events._finish(holder, [], sorted(won))  # released, then delivered once each, in order
     assert host.deliver_events() == 300
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_subscriber_guard_applies_an_event_once_in_one_statement(make_host, request, database):
+    """``first_time``: the guard of a subscriber that applies each event once (mobile_apps,
+    alerts) inserts the event's row unless it is there, in one statement (was: a read then the
+    insert, two round trips on PostgreSQL for each guarded event); True the first time only,
+    the row kept as first written."""
+    from datetime import timedelta
+
+    from mdm_core.db.typed import table_of
+    from mdm_core.events import Event, first_time
+    from mdm_core.models import utcnow
+    from plugins.mobile_apps.models import SeenEvent
+
+    if database == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    host = make_host(database_url=url) if url else make_host()
+    seen, at = table_of(SeenEvent), utcnow()
+    answers = []
+    for when in (at, at + timedelta(hours=1)):
+        with recorded_statements(host.db.write_engine) as statements:
+            answers.append(host.db.run_write(lambda s, when=when: first_time(s, seen, {"event_id": "e1", "name": "device_enrolled", "at": when})))
+        assert len([s for s in statements if "mobile_apps_seen_event" in s.sql]) == 1
+    assert answers == [True, False]
+    assert host.db.run_write(lambda s: first_time(s, seen, {"event_id": "e2", "name": "device_enrolled", "at": at}))
+    with host.db.session() as s:
+        assert sorted((r.event_id, r.at) for r in s.execute(select(SeenEvent)).scalars()) == [("e1", at), ("e2", at)]
+    changed = Event(name="vpp_assets_changed", payload={"account": "school", "assets": []})
+    for _ in range(2):  # delivered, then again: applied once by each subscriber, each guard one statement
+        with recorded_statements(host.db.write_engine) as statements:
+            host.events.dispatch(changed)
+        guards = [s.sql.split()[0] for s in statements if "_seen_event" in s.sql]
+        assert guards == ["INSERT", "INSERT"], guards  # alerts' and mobile_apps'
+    with host.db.session() as s:
+        assert s.execute(select(col(SeenEvent.event_id)).where(col(SeenEvent.event_id) == changed.id)).scalar_one() == changed.id
