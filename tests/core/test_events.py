@@ -539,3 +539,19 @@ def test_a_subscriber_guard_applies_an_event_once_in_one_statement(make_host, re
         assert guards == ["INSERT", "INSERT"], guards  # alerts' and mobile_apps'
     with host.db.session() as s:
         assert s.execute(select(col(SeenEvent.event_id)).where(col(SeenEvent.event_id) == changed.id)).scalar_one() == changed.id
+
+
+def test_events_recorded_together_get_distinct_random_uuid4_ids(make_host):
+    """The ids of events recorded together are made in one go (``new_ids``): each a distinct
+    version 4 UUID in its canonical text, as ``uuid.uuid4()`` made them one by one."""
+    import uuid
+
+    from mdm_core.events import new_ids
+
+    ids = new_ids(5000)
+    assert len(set(ids)) == 5000
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    host = make_host()
+    rows = host.events.outbox_rows([("device_enrolled", {"serial_number": "A"}), ("device_enrolled", {"serial_number": "B"})])
+    assert len({r["id"] for r in rows}) == 2 and all(uuid.UUID(r["id"]).version == 4 for r in rows)
+    assert new_ids(0) == []
