@@ -101,7 +101,8 @@ class VppLicense(SQLModel, table=True):
     """One assignment: a license of an asset held by a device (``kind`` device) or a user."""
 
     __tablename__ = "vpp_license"
-    __table_args__ = (Index("ix_vpp_license_target", "account_id", "kind", "target"),)
+    # SQLite: stored in its primary key's b-tree, every column being part of it (vpp migration 0009)
+    __table_args__ = (Index("ix_vpp_license_target", "account_id", "kind", "target"), {"sqlite_with_rowid": False})
 
     account_id: int = Field(primary_key=True)  # vpp_account.id, kept by triggers (vpp migration 0008)
     adam_id: str = Field(primary_key=True, max_length=32)
