@@ -303,7 +303,7 @@ def test_a_delivered_batch_is_let_go_before_the_next_one_is_read(make_host, monk
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plugin, request, monkeypatch, database):
     """A batch is bounded by its payloads' stored bytes as well as by its count: a sync's
-    1,381 small events go in two batches (was: 14 of 100, each one claim and one mark more), a
+    1,381 small events go in one batch (was: two of 1,000, before that 14 of 100: each one read, claim and mark more), a
     run of large payloads in batches of ``DELIVERY_BYTES`` (one batch in memory stays small), a
     payload larger than that alone; each event once, in order."""
     import secrets
@@ -331,8 +331,12 @@ def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plug
         return claim(self, seqs, *args, **kwargs)
 
     monkeypatch.setattr(events.EventBus, "_claim", counted)
-    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}"}) for i in range(1, 1200)]))
-    assert host.events.deliver_pending() == 1199
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}"}) for i in range(1, 1382)]))
+    assert host.events.deliver_pending() == 1381
+    assert claims == [1381]  # a sync's events after the spread change: one claim (was two, of 1,000 and 381)
+    claims.clear()
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"T{i}"}) for i in range(1, events.DELIVERY_BATCH + 200)]))
+    assert host.events.deliver_pending() == events.DELIVERY_BATCH + 199
     assert claims == [events.DELIVERY_BATCH, 199]
     claims.clear()
     monkeypatch.setattr(events, "DELIVERY_BYTES", 10_000)
@@ -341,7 +345,7 @@ def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plug
     host.db.run_write(lambda s: host.events.record_many(s, large))
     assert host.events.deliver_pending() == 8
     assert claims == [4, 3, 1]  # 4 x 3 kB start within 10 kB; then 2 x 3 kB and the 12 kB one; then the last
-    assert plugin.seen == [f"S{i}" for i in range(1, 1200)] + [f"L{i}" for i in range(8)]
+    assert plugin.seen == [f"S{i}" for i in range(1, 1382)] + [f"T{i}" for i in range(1, events.DELIVERY_BATCH + 200)] + [f"L{i}" for i in range(8)]
 
 
 def test_the_read_of_a_batch_measures_payloads_without_carrying_them_through_its_window():

@@ -63,7 +63,7 @@ def _statuses(host: Host, keys: set[Key]) -> dict[Key, set[str]]:
     query = select(installs.c.account, installs.c.adam_id, installs.c.pricing_param, installs.c.status).where(
         installs.c.status.in_(("pending", "queued")),
         one_of(installs.c.account, "accounts", postgres),
-        one_of(installs.c.adam_id, "adam_ids", postgres),  # a delivery batch's assets: up to ~1,000 (SQLite takes 32,766)
+        one_of(installs.c.adam_id, "adam_ids", postgres),  # a delivery batch's assets: up to ~2,000 (SQLite takes 32,766)
     )
     found: dict[Key, set[str]] = {}
     with host.db.reading() as conn:  # one round trip on PostgreSQL (no BEGIN, no ROLLBACK)
