@@ -521,6 +521,17 @@ def test_changed_assets_are_written_by_one_statement_and_copy_on_postgres(pg_hos
     changed_assets_written_by_the_driver(pg_host, simulator)
 
 
+def test_new_licenses_are_inserted_by_the_conflict_check_on_postgres(pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    from .vpp.test_sync_full_incremental import new_licenses_inserted_by_the_conflict_check
+
+    add_simulated_account(pg_host, simulator, project_dir)
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    new_licenses_inserted_by_the_conflict_check(pg_host, simulator, monkeypatch)
+
+
 def test_an_incremental_sync_delivers_its_events_to_every_plugin_by_array_parameters_on_postgres(pg_host: Host, simulator: Any, project_dir: Path) -> None:
     """After licenses were assigned in Apple's portal, every plugin hears the incremental sync
     on PostgreSQL as on SQLite: mobile_apps' applications take their assets' new counts, alerts

@@ -378,6 +378,34 @@ def test_changed_assets_are_written_by_the_driver(synced: Any, simulator: Any) -
     changed_assets_written_by_the_driver(synced, simulator)
 
 
+def new_licenses_inserted_by_the_conflict_check(host: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An incremental sync inserts the staged licenses with ``ON CONFLICT DO NOTHING`` alone,
+    without an anti-join that looked each one up in the mirror first (the conflict check looks
+    again): the assets read again are staged whole here, so most staged licenses are mirrored
+    already; only the new ones are inserted and counted, and the mirror is Apple's."""
+    from plugins.vpp.sync import read as read_module
+
+    monkeypatch.setattr(read_module, "DIFF_LIMIT", 0)  # every asset read again is staged whole
+    before = mirror_state(host)["assignments"]
+    summary = simulator.mutate_fraction(0.3, seed=12)
+    assert summary["assignments_removed"] and summary["assignments_added"]
+    with recorded_statements(host.db.write_engine) as statements:
+        report = sync_account(host, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    after = mirror_state(host)["assignments"]
+    inserts = [s.sql for s in statements if s.sql.startswith("INSERT INTO vpp_license ")]
+    assert len(inserts) == 1 and "ON CONFLICT DO NOTHING" in inserts[0] and "FROM vpp_license" not in inserts[0], inserts
+    whole = [s.sql for s in statements if s.sql.startswith("DELETE FROM vpp_license WHERE") and "NOT (EXISTS" in s.sql]
+    assert whole  # staged whole: what the stage lacks is deleted by anti-join
+    licenses = report["counts"]["licenses"]
+    assert (licenses["added"], licenses["removed"]) == (len(after - before), len(before - after)) and after - before
+    assert_mirror_equals_apple(host, simulator)  # the stored counts included
+
+
+def test_new_licenses_are_inserted_by_the_conflict_check(synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_licenses_inserted_by_the_conflict_check(synced, simulator, monkeypatch)
+
+
 def test_a_sync_runs_with_fewer_collections_and_gives_the_thresholds_back(synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sync holds hundreds of thousands of rows alive while it compares them: the collector
     scans its young generation every BULK_THRESHOLD allocations meanwhile (the read and apply,

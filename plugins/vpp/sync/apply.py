@@ -286,6 +286,12 @@ class MirrorUpdate:
         elif full:
             session.execute(inserting)
         else:  # the rows this statement inserted (as many as the change), counted per asset
+            # every staged row, the mirrored ones skipped by the conflict check alone: an
+            # anti-join with the mirror looked each one up first (1,500 licenses on PostgreSQL:
+            # 0.029 -> 0.017-0.026 s of server time; SQLite 0.137-0.144 -> 0.123-0.134 s of CPU
+            # for the whole write transaction)
+            staged = select(literal(acc), *columns).where(SL.c.run_id == run).order_by(SL.c.run_id, *columns)
+            inserting = insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, staged)
             deltas.update(per_asset(session.execute(inserting.returning(L.c.adam_id, L.c.pricing_param))))
 
         removed = 0
