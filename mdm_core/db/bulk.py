@@ -8,6 +8,7 @@ than the database's own work for hundreds of thousands of rows.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -111,3 +112,24 @@ def unnest_rows(name: str, prefix: str, columns: dict[str, Any]) -> Any:
     execution (``UPDATE ... FROM unnest(...)``: an executemany runs the statement once a row)."""
     arrays = (bindparam(f"{prefix}{key}", type_=ARRAY(kind)) for key, kind in columns.items())
     return func.unnest(*arrays).table_valued(*(column(key, kind) for key, kind in columns.items())).render_derived(name=name)
+
+
+@contextlib.contextmanager
+def page_cache(session: Session, mib: int) -> Iterator[None]:
+    """SQLite: the connection of ``session``'s transaction keeps up to ``mib`` MiB of database
+    pages in its cache inside the block (SQLite's default: 2 MiB), its own size again after it
+    (also when the block fails: the connection goes back to the pool as it came). A write of
+    thousands of rows spread over large tables changes and reads again more pages than the
+    default holds: each one dropped is read again (or spilled to the WAL and read back).
+    Elsewhere: nothing."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection has its driver connection
+    size = raw.execute("PRAGMA cache_size").fetchone()[0]
+    raw.execute(f"PRAGMA cache_size = -{int(mib) * 1024}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA cache_size = {int(size)}")

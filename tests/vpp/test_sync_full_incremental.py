@@ -437,3 +437,44 @@ def test_a_sync_runs_with_fewer_collections_and_gives_the_thresholds_back(synced
     assert sync_account(synced, "school")["status"] == "error"
     assert seen[2:] == [("sync", BULK_THRESHOLD), ("delivery", BULK_THRESHOLD)]
     assert gc.get_threshold() == before
+
+
+def test_an_incremental_sync_writes_with_a_larger_page_cache_on_sqlite(synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write transaction of an incremental sync keeps APPLY_CACHE_MIB of pages (its changes
+    spread over the mirror: with SQLite's 2 MiB each page dropped was read again); a full sync
+    keeps the default, and the connection goes back to the pool with it, also after a failure."""
+    from sqlalchemy import text
+
+    from plugins.vpp.sync import apply as apply_module
+
+    seen: list[int] = []
+    record = apply_module.record_license_events
+
+    def looking(host: Any, session: Any, *args: Any) -> int:
+        seen.append(session.execute(text("PRAGMA cache_size")).scalar_one())
+        return record(host, session, *args)
+
+    monkeypatch.setattr(apply_module, "record_license_events", looking)
+    simulator.mutate_fraction(0.3, seed=13)
+    assert sync_account(synced, "school")["mode"] == "incremental"
+    assert seen and set(seen) == {-apply_module.APPLY_CACHE_MIB * 1024}
+    seen.clear()
+    assert sync_account(synced, "school", full=True)["mode"] == "full"
+    assert seen and set(seen) == {-2000}  # SQLite's default
+    simulator.mutate_fraction(0.3, seed=14)
+
+    def failing(*args: Any) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(apply_module, "record_license_events", failing)
+    assert sync_account(synced, "school")["status"] == "error"
+    pool = synced.db.write_engine.pool
+    connections = [pool.connect() for _ in range(pool.checkedin())]  # every connection the pool holds
+    try:
+        assert connections and all(c.driver_connection.execute("PRAGMA cache_size").fetchone()[0] == -2000 for c in connections)
+    finally:
+        for c in connections:
+            c.close()
+    monkeypatch.setattr(apply_module, "record_license_events", looking)
+    assert sync_account(synced, "school")["status"] == "ok"
+    assert_mirror_equals_apple(synced, simulator)
