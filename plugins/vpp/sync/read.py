@@ -56,7 +56,7 @@ from datetime import datetime
 from functools import partial
 from itertools import compress, filterfalse
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -90,7 +90,6 @@ SL = table_of(VppStageLicense)
 SU = table_of(VppStageUser)
 
 AssetKey = tuple[str, str]
-T = TypeVar("T")
 #: an asset's mirrored licenses, one row each, in the driver's own parameter style ({p}): read
 #: with the driver's cursor and ``fetchall`` (plain tuples) when a value holds a separator
 _MIRRORED = f"SELECT pricing_param, kind, target FROM {L.name} WHERE account_id = {{p}} AND adam_id = {{p}} LIMIT {DIFF_LIMIT + 1}"
@@ -163,11 +162,6 @@ class DataChangedError(VppError):
     retryable = True
 
 
-class ReadStopped(DataChangedError):
-    """A traversal stopped at its next page because another part of the read failed (that
-    failure is the read's error) or was stopped."""
-
-
 @dataclass
 class AppleRead:
     """What one read found; the users and assignments wait in the staging tables under ``run_id``."""
@@ -222,9 +216,11 @@ class SyncReader:
 
     def read(self, mode: str) -> AppleRead:
         """Read Apple's state for ``mode`` (``full`` or ``incremental``)."""
+        assets, assets_version = self.fetch_assets()
         full = mode == "full"
         self.diff = not full
-        (assets, assets_version), users_version, assignments = self._listings(full)
+        users_version = self.stage_users(None if full else self.account.users_version_id)
+        assignments = self._read_assignments(None if full else self.account.assignments_version_id)
         self.host.db.analyze(SU.name, SL.name)  # the reconcile and the apply join these rows with the mirror
         reread: set[str] = set()
         mismatched = self.reconcile(assets, assets_version, full, reread, assignments.changed or not full)
@@ -247,46 +243,6 @@ class SyncReader:
             removed,
             self.direct,
         )
-
-    def _listings(self, full: bool) -> tuple[tuple[dict[AssetKey, dict[str, Any]], str | None], str | None, Traversal]:
-        """The asset list, the users and the assignments (every page, or the changes since the
-        stored ``versionId``). A full sync reads them in turn (each fills Apple's request slots);
-        an incremental one at once, the asset list and the users on threads of their own (their
-        deltas are a few pages each: one at a time, they left most slots idle for ~30 ms). A
-        failure stops the others at their next page; the read fails with the first failure in
-        that order (asset list, users, assignments), as when they were read in turn."""
-        if full:
-            return self.fetch_assets(), self.stage_users(None), self._read_assignments(None)
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vpp-read")
-        failure: BaseException | None = None
-        assignments: Traversal | None = None
-        try:
-            assets = pool.submit(self._or_stop, self.fetch_assets)
-            users = pool.submit(self._or_stop, self.stage_users, self.account.users_version_id)
-            try:
-                assignments = self._or_stop(self._read_assignments, self.account.assignments_version_id)
-            except Exception as exc:
-                failure = exc
-            aside: list[Future[Any]] = [assets, users]
-            wait(aside)
-        except BaseException:  # interrupted: do not wait for requests in flight
-            self.stopped.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-        errors = [e for e in (assets.exception(), users.exception(), failure) if e is not None]
-        if errors:
-            raise next((e for e in errors if not isinstance(e, ReadStopped)), errors[0])
-        assert assignments is not None
-        return assets.result(), users.result(), assignments
-
-    def _or_stop(self, read: Callable[..., T], *args: Any) -> T:
-        """``read(*args)``; when it fails, the rest of the read stops at its next page."""
-        try:
-            return read(*args)
-        except BaseException:
-            self.stopped.set()
-            raise
 
     def close(self) -> None:
         """Roll back the licenses written straight into the mirror, unless the apply committed them."""
@@ -313,7 +269,7 @@ class SyncReader:
             progress.page(self.account.name, what, page)
             self.heartbeat()
             if self.stopped.is_set():
-                raise ReadStopped("the read was stopped")
+                raise DataChangedError("the read was stopped")
             version = version_of(page)
             self._note_expiration(page)
             if index == 0:
