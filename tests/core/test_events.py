@@ -127,6 +127,24 @@ def test_undelivered_events_are_delivered_at_next_start(make_host, subscribers):
     assert second.deliver_events() == 0
 
 
+def _host_recording_enrolled(make_host, load_plugin, request, database, recorded):
+    """A host on ``database`` (skipped without a PostgreSQL server) with a plugin whose ``seen``
+    lists ``recorded`` (an expression of ``event``) for each device_enrolled event."""
+    if database == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    plugin = load_plugin(
+        f"""
+    seen = []
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        seen.append({recorded})
+"""
+    )
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    return (make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])), plugin
+
+
 def host_record(host, session):
     return host.events.record(session, "device_enrolled", {"serial_number": "S9"})
 
@@ -310,19 +328,7 @@ def test_a_batch_takes_many_small_events_and_few_large_ones(make_host, load_plug
 
     from mdm_core import events
 
-    if database == "postgres" and not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    plugin = load_plugin(
-        """
-    seen = []
-
-    @hookimpl
-    def mdm_device_enrolled(host, event):
-        seen.append(event.payload["serial_number"])
-"""
-    )
-    url = request.getfixturevalue("pg_url") if database == "postgres" else None
-    host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
+    host, plugin = _host_recording_enrolled(make_host, load_plugin, request, database, 'event.payload["serial_number"]')
     claims: list[int] = []
     claim = events.EventBus._claim
 
@@ -449,19 +455,7 @@ def test_events_recorded_together_are_written_without_per_row_statement_processi
     them in the same transaction."""
     from datetime import timedelta
 
-    if database == "postgres" and not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    plugin = load_plugin(
-        """
-    seen = []
-
-    @hookimpl
-    def mdm_device_enrolled(host, event):
-        seen.append((event.payload, event.created_at))
-"""
-    )
-    url = request.getfixturevalue("pg_url") if database == "postgres" else None
-    host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
+    host, plugin = _host_recording_enrolled(make_host, load_plugin, request, database, "(event.payload, event.created_at)")
     payloads = [{"serial_number": f"S{i}", "tags": ["é", i, None, {"n": 1.5}]} for i in range(1, 301)]
     with recorded_statements(host.db.write_engine) as statements, host.db.write_session() as session:
         host.events.record(session, "device_enrolled", {"serial_number": "FIRST"})
