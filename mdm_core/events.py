@@ -29,7 +29,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import insert_rows, one_of
+from mdm_core.db.bulk import bind_processor, insert_rows, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.errors import PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
@@ -139,7 +139,7 @@ class EventBus:
             if conn.dialect.name == "sqlite" or conn.dialect.driver == "psycopg":
                 if session.autoflush:  # events added before (record) stay first, as session.execute's autoflush kept them
                     session.flush()
-                payload, created = (_bind_processor(conn.dialect, outbox.c[name]) for name in ("payload", "created_at"))
+                payload, created = (bind_processor(conn.dialect, outbox.c[name]) for name in ("payload", "created_at"))
                 stamps = {at: created(at) for at in {r["created_at"] for r in rows}}  # one time for all, as outbox_rows makes them
                 insert_rows(session, outbox, OUTBOX_COLUMNS, [(r["id"], r["name"], payload(r["payload"]), stamps[r["created_at"]]) for r in rows])
             else:
@@ -413,13 +413,6 @@ class EventBus:
             session.commit()
         log.info("event %s (%s) delivered to %s on attempt %d", event.name, event.id, failure.plugin, (failure.attempts or 0) + 1)
         return None
-
-
-def _bind_processor(dialect: Any, column: Any) -> Callable[[Any], Any]:
-    """``column``'s bind processing of a value as this dialect's statements do it (the dialect's
-    own implementation of its type: psycopg's JSON wrapper on PostgreSQL, the JSON text on SQLite)."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else (lambda value: value)
 
 
 def new_ids(count: int) -> list[str]:
