@@ -538,16 +538,18 @@ def worker_replay(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         client.service_config()
+        cpu0 = cpu_seconds()
         started = time.perf_counter()
         # the largest traversals first, so that the small ones fill the gaps
         ordered = sorted((t for t in traversals if t["pages"]), key=lambda t: -t["pages"])
         with ThreadPoolExecutor(max_workers=client.max_parallel_pages) as pool:
             rows = sum(pool.map(read, ordered))
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu0
     finally:
         client.close()
         host.close()
-    return {"fetch": elapsed, "pages": pages[0], "rows": rows, "traversals": len(traversals)}
+    return {"fetch": elapsed, "cpu": cpu, "pages": pages[0], "rows": rows, "traversals": len(traversals)}
 
 
 class _FirstWrite:
