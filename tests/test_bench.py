@@ -5,6 +5,7 @@ benchmark, not to a test that could flake). PostgreSQL is included when the suit
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,9 @@ def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
         assert found[0][0] == goal
     exact = next(cells for name, cells in rows.items() if name.startswith("mirror exact"))
     assert all(cell.startswith("yes/yes/yes PASS") for cell in exact[1:]), exact
+    cpu = next(cells for name, cells in rows.items() if name.startswith("incremental (spread): CPU of the sync"))
+    # "<sync> + <simulator> s (floor: <replay> + <simulator> s)": four figures read from /proc
+    assert all(re.fullmatch(r"\d+\.\d\d \+ \d+\.\d\d s \(floor: \d+\.\d\d \+ \d+\.\d\d s\)", cell) for cell in cpu[1:]), cpu
     ratio = next(cells for name, cells in rows.items() if name == "full sync / floor")
     assert ratio[1].endswith(("PASS", "MISS")) and ratio[2].endswith("(reference)")
 
