@@ -29,7 +29,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import bind_processor, insert_rows, one_of
+from mdm_core.db.bulk import bind_processor, bound_value, insert_rows, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.errors import PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
@@ -139,9 +139,10 @@ class EventBus:
             if conn.dialect.name == "sqlite" or conn.dialect.driver == "psycopg":
                 if session.autoflush:  # events added before (record) stay first, as session.execute's autoflush kept them
                     session.flush()
-                payload, created = (bind_processor(conn.dialect, outbox.c[name]) for name in ("payload", "created_at"))
-                stamps = {at: created(at) for at in {r["created_at"] for r in rows}}  # one time for all, as outbox_rows makes them
-                insert_rows(session, outbox, OUTBOX_COLUMNS, [(r["id"], r["name"], payload(r["payload"]), stamps[r["created_at"]]) for r in rows])
+                payload = bind_processor(conn.dialect, outbox.c.payload)  # JSON: its text on SQLite, psycopg's wrapper on PostgreSQL
+                stamps = {at: bound_value(conn.dialect, outbox.c.created_at, at) for at in {r["created_at"] for r in rows}}  # one for all (outbox_rows)
+                values = [(r["id"], r["name"], r["payload"] if payload is None else payload(r["payload"]), stamps[r["created_at"]]) for r in rows]
+                insert_rows(session, outbox, OUTBOX_COLUMNS, values)
             else:
                 session.execute(outbox.insert(), rows)
         return len(rows)

@@ -99,22 +99,19 @@ def update_rows(session: Session, table: Any, key: str, columns: Sequence[str], 
     conn.exec_driver_sql(f'UPDATE "{table.name}" SET {sets_sql} WHERE "{key}" = {mark}', [(*r[:-1], *constants, r[-1]) for r in rows])
 
 
-def bind_processor(dialect: Any, column: Any) -> Callable[[Any], Any]:
+def bind_processor(dialect: Any, column: Any) -> Callable[[Any], Any] | None:
     """``column``'s bind processing of a value as SQLAlchemy's own statements do it on this
     dialect (the dialect's implementation of its type: psycopg's JSON wrapper on PostgreSQL,
-    the JSON text on SQLite), for rows sent by the driver's ``executemany`` or ``COPY``."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else _unchanged
-
-
-def _unchanged(value: Any) -> Any:
-    return value
+    the JSON text on SQLite), for rows sent by the driver's ``executemany`` or ``COPY``; None
+    when the driver takes the value as it is (no call per row for those columns)."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def bound_value(dialect: Any, column: Any, value: Any) -> Any:
     """``value`` as SQLAlchemy hands it to the driver for ``column`` (:func:`bind_processor`),
     for a statement sent by the driver's ``executemany`` (a value bound once for every row)."""
-    return bind_processor(dialect, column)(value)
+    process = bind_processor(dialect, column)
+    return value if process is None else process(value)
 
 
 def unnest_rows(name: str, prefix: str, columns: dict[str, Any]) -> Any:

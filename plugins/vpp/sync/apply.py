@@ -18,7 +18,7 @@ from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import bound_value, delete_rows, in_chunks, insert_rows, page_cache, unnest_rows
+from mdm_core.db.bulk import bind_processor, bound_value, delete_rows, in_chunks, insert_rows, page_cache, unnest_rows
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import describe
 from mdm_core.interrupts import deferred
@@ -461,7 +461,7 @@ def _update_changed(session: Session, acc: int | None, now: Any, changed: list[d
         return
     fields = ASSET_FIELDS[:-1]
     dialect = session.get_bind().dialect
-    processors = [A.c[f].type.bind_processor(dialect) for f in fields]
+    processors = [bind_processor(dialect, A.c[f]) for f in fields]  # None: the value as it is
     stored = {p: bound_value(dialect, A.c.supported_platforms, list(p)) for p in platforms}
     at = bound_value(dialect, A.c.updated_at, now)
     rows = [
