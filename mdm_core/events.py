@@ -437,14 +437,7 @@ def first_time(session: Session, seen: Any, values: Mapping[str, Any]) -> bool:
     waits for the other's transaction and then finds the row."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = session.get_bind().dialect.name
-    insert: Callable[[Any], Any] | None = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:  # no portable upsert: read, then insert
-        key = [seen.c[c.name] == values[c.name] for c in seen.primary_key]
-        if session.execute(select(*seen.primary_key).where(*key)).first() is not None:
-            return False
-        session.execute(seen.insert().values(**values))
-        return True
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert  # the only two (Database)
     inserted = insert(seen).values(**values).on_conflict_do_nothing().returning(*seen.primary_key)  # a row back: inserted
     return session.execute(inserted).first() is not None
 

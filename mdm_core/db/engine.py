@@ -1,4 +1,4 @@
-"""The host's engine and sessions: an SQLite file by default, any SQLAlchemy URL otherwise.
+"""The host's engine and sessions: an SQLite file by default, or PostgreSQL (nothing else).
 
 SQLite runs in WAL mode with a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so concurrent writers queue for the lock (bounded by the timeout) instead
@@ -66,6 +66,9 @@ LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
 #: server restarted, a connection cut by a firewall); one returned more recently worked then,
 #: and is used without a round trip (a sync's event delivery checks out one per event).
 PING_AFTER_IDLE = 1.0
+#: the databases the host runs on (its statements use their own SQL: upserts, COPY, PRAGMAs);
+#: any other URL is refused before anything connects
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
 class Database:
@@ -77,6 +80,11 @@ class Database:
         except ArgumentError:
             raise ConfigError("database URL is not valid: set [core] database_url or MDM_DATABASE_URL to an SQLAlchemy URL") from None
         self.url = parsed
+        if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+            raise ConfigError(
+                f"database {self.describe()} is not supported: use SQLite (sqlite:///PATH) or PostgreSQL "
+                "(postgresql+psycopg://USER:PASSWORD@HOST/DATABASE) in [core] database_url or MDM_DATABASE_URL"
+            )
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         database = parsed.database or ""
         self.in_memory = self.is_sqlite and (database in ("", ":memory:") or database.startswith("file::memory:"))

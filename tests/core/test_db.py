@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -52,6 +53,21 @@ def test_tables_of_enabled_plugins_are_created(make_host):
 def test_bad_database_url():
     with pytest.raises(ConfigError, match="database URL is not valid"):
         Database("not a url")
+
+
+@pytest.mark.parametrize("url", ["mysql+pymysql://mdm:secret-pw@db.example.org/mdm", "oracle+oracledb://mdm:secret-pw@db.example.org/mdm"])
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line(mdm: Any, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """The host's SQL is SQLite's and PostgreSQL's (upserts, COPY, PRAGMAs): another database
+    is refused before anything connects, naming the URLs it takes (was: a missing driver's
+    error, or a host that ran until its first upsert)."""
+    monkeypatch.setenv("MDM_DATABASE_URL", url)
+    code, out, err = mdm("devices", "list")
+    shown = url.replace("secret-pw", "***")
+    assert (code, out) == (2, "")  # a configuration error
+    assert err == (
+        f"mdm: error: database {shown} is not supported: use SQLite (sqlite:///PATH) or PostgreSQL "
+        "(postgresql+psycopg://USER:PASSWORD@HOST/DATABASE) in [core] database_url or MDM_DATABASE_URL\n"
+    )
 
 
 def _writer(db: Database, prefix: str, n: int, errors: list[BaseException]) -> None:
