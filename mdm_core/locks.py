@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -301,11 +301,13 @@ class DbLock:
             return LockInfo(row.name, row.holder, row.generation, row.acquired_at, row.expires_at)
 
     @contextmanager
-    def heartbeat(self, every: float | None = None) -> Iterator[Heartbeat]:
+    def heartbeat(self, every: float | None = None, *, tick: Callable[[], None] | None = None, tick_every: float = 1.0) -> Iterator[Heartbeat]:
         """Refresh the lock from a background thread every ``every`` seconds (a third of the
         time to live by default) while the block runs; ``beat.check()`` raises ``LockLost``
-        as soon as a refresh found the lock taken."""
-        beat = Heartbeat(self, every if every is not None else max(0.05, self.ttl / 3))
+        as soon as a refresh found the lock taken. ``tick``, if given, is called from the same
+        thread every ``tick_every`` seconds (periodic work of the lock's holder, such as
+        recording its progress; an error is logged, never raised)."""
+        beat = Heartbeat(self, every if every is not None else max(0.05, self.ttl / 3), tick=tick, tick_every=tick_every)
         beat.start()
         try:
             yield beat
@@ -357,9 +359,11 @@ class DbLock:
 class Heartbeat:
     """A daemon thread that refreshes a lock until stopped (see :meth:`DbLock.heartbeat`)."""
 
-    def __init__(self, lock: DbLock, every: float):
+    def __init__(self, lock: DbLock, every: float, *, tick: Callable[[], None] | None = None, tick_every: float = 1.0):
         self.lock = lock
         self.every = every
+        self.tick = tick
+        self.tick_every = tick_every
         self.lost: LockLost | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lock.name}", daemon=True)
@@ -372,15 +376,23 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.lock.refresh()
-            except LockLost as exc:
-                self.lost = exc
-                log.error("%s", exc)
-                return
-            except Exception as exc:  # a busy database: try again at the next beat
-                log.warning("lock %s: refresh failed, retrying: %s", self.lock.name, describe(exc))
+        due = time.monotonic() + self.every
+        while not self._stop.wait(max(0.0, min(due - time.monotonic(), self.tick_every if self.tick else self.every))):
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.every
+                try:
+                    self.lock.refresh()
+                except LockLost as exc:
+                    self.lost = exc
+                    log.error("%s", exc)
+                    return
+                except Exception as exc:  # a busy database: try again at the next beat
+                    log.warning("lock %s: refresh failed, retrying: %s", self.lock.name, describe(exc))
+            if self.tick is not None and not self._stop.is_set():
+                try:
+                    self.tick()
+                except Exception as exc:
+                    log.warning("lock %s: %s", self.lock.name, describe(exc))
 
     def check(self) -> None:
         """Raise ``LockLost`` if a refresh found the lock taken by another holder."""

@@ -129,6 +129,8 @@ class VppSyncRun(SQLModel, table=True):
     error_type: str | None = Field(default=None, max_length=64)
     error: str | None = None
     holder: str | None = Field(default=None, max_length=128)  # the lock holder running it (its staged rows are its own)
+    # while it runs: pages and rows read so far, as its process last wrote them (sync/stored_progress.py); None once it ended
+    progress: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class VppAssetCount(SQLModel, table=True):

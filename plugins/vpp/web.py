@@ -99,15 +99,6 @@ def get_run(host: Host, run_id: int) -> dict[str, Any]:
     return run
 
 
-def run_progress(run: dict[str, Any]) -> dict[str, Any] | None:
-    """Pages and rows read so far by a running sync of this process (``sync.progress``), or None."""
-    from .sync import progress
-
-    if run["status"] != "running":
-        return None
-    return next((p for p in progress.current() if p["account"] == run["account"]), None)
-
-
 def start_sync(request: Request, name: str, full: bool, trigger: str) -> int:
     """Start a sync through ``mdm_vpp_sync`` (as ``mdm vpp sync`` and the scheduler do) on the
     console's bounded worker pool; returns the id of its run as soon as it is recorded.
@@ -383,7 +374,7 @@ def page_router() -> APIRouter:
     @router.get("/vpp/runs/{run_id}")
     def run_page(request: Request, run_id: int) -> Response:
         run = get_run(host_of(request), run_id)
-        return render(request, "vpp/run.html", {"run": run, "progress": run_progress(run)})
+        return render(request, "vpp/run.html", {"run": run, "progress": run["progress"]})  # from any process (sync.stored_progress)
 
     @router.get("/vpp/accounts/{name}/remove")
     def remove_form(request: Request, name: str) -> Response:

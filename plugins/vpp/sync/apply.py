@@ -159,7 +159,7 @@ class MirrorUpdate:
             counts["assets"]["count_mismatches"] = read.count_mismatches
         run = session.get(VppSyncRun, self.run_id)
         assert run is not None
-        run.mode, run.status, run.finished_at, run.pages, run.counts = mode, "ok", now, read.pages, counts
+        run.mode, run.status, run.finished_at, run.pages, run.counts, run.progress = mode, "ok", now, read.pages, counts, None
         session.add(run)
         # the lock's row is ours since the fence above, so the heartbeat waits on it until the
         # commit: extend the lock from here, or an apply longer than its TTL ends with it expired

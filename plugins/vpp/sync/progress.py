@@ -2,7 +2,8 @@
 
 The sync reports each page here (one call in the reader); whoever wants to show progress
 listens: ``mdm vpp sync`` prints a line to stderr every few seconds on a terminal (or with
-``--progress``), and a console in the same process can poll :func:`current`.
+``--progress``), a console in the same process can poll :func:`current`, and the sync's run
+record carries it for the other processes (:mod:`.stored_progress`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SyncProgress:
 
     account: str
     mode: str
+    run_id: int | None = None
     started: float = field(default_factory=time.monotonic)
     pages: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
@@ -47,10 +49,10 @@ _running: dict[str, SyncProgress] = {}
 _listeners: list[Callable[[SyncProgress], None]] = []
 
 
-def started(account: str, mode: str) -> None:
-    """A sync of ``account`` begins (the sync calls it)."""
+def started(account: str, mode: str, run_id: int | None = None) -> None:
+    """A sync of ``account`` (its run ``run_id``) begins (the sync calls it)."""
     with _lock:
-        _running[account] = SyncProgress(account, mode)
+        _running[account] = SyncProgress(account, mode, run_id)
 
 
 def finished(account: str) -> None:
@@ -78,6 +80,14 @@ def current() -> list[dict[str, Any]]:
     """The syncs running in this process, as plain values (for a console to poll)."""
     with _lock:
         return [p.as_dict() for p in _running.values()]
+
+
+def snapshot(account: str) -> tuple[int | None, int, dict[str, Any]] | None:
+    """The sync of ``account`` running in this process: its run id, the pages read so far and
+    its plain values (:meth:`SyncProgress.as_dict`); None when none runs here."""
+    with _lock:
+        progress = _running.get(account)
+        return None if progress is None else (progress.run_id, sum(progress.pages.values()), progress.as_dict())
 
 
 @contextmanager

@@ -71,7 +71,7 @@ from ..apple.errors import VppError
 from ..apple.protocol import page_assets, page_assignments, page_users, parse_apple_date, version_of
 from ..license_counts import counted_licenses, license_counts
 from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser
-from . import progress
+from . import progress, stored_progress
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -909,4 +909,9 @@ class StageBuffer:
                 self.direct.write(rows)
                 return
             run, columns = self.run_id, ("run_id", *self.columns)
-            self.host.db.run_write(lambda s: insert_rows(s, self.table, columns, [(run, *r) for r in rows]))
+            self.host.db.run_write(lambda s: self._insert(s, columns, [(run, *r) for r in rows]))
+
+    def _insert(self, session: Session, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        insert_rows(session, self.table, columns, rows)
+        if self.host.db.is_sqlite:  # its write lock is held already: the run's progress too, when due
+            stored_progress.carry(session, self.run_id)

@@ -39,7 +39,7 @@ from ..apple.protocol import parse_apple_date
 from ..jobs import SCHEDULED_AFTER
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
-from . import progress
+from . import progress, stored_progress
 from .apply import apply_read, refresh_statistics
 from .read import DirectFallback, SyncReader, clear_stage
 
@@ -135,7 +135,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     _cleanup_abandoned(host, account_id, lock)
     mode = choose_mode(account, full, reconcile)
     run_id = host.db.run_write(lambda s: _new_run(s, account_id, trigger, mode, lock.holder))
-    progress.started(account.name, mode)
+    progress.started(account.name, mode, run_id)
     started = utcnow()
     client = None
     readers: list[SyncReader] = []  # each closed at the end (licenses written straight into the mirror and not committed roll back)
@@ -148,7 +148,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
         return reader
 
     try:
-        with lock.heartbeat() as beat:
+        with stored_progress.recording(host, run_id, account.name) as recorder, lock.heartbeat(tick=recorder.tick, tick_every=stored_progress.TICK) as beat:
             client = client_for(host, account)
             config = client.get_client_config()  # the token works and mdmInfo is still ours
             try:
@@ -161,13 +161,16 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                     mode = "full"
                     read = reader_for().read(mode)
                 beat.check()
+                recorder.stopped = True  # nothing is read during the apply, which clears the progress
                 counts = apply_read(host, account, run_id, read, lock)
             except DirectFallback as exc:  # rolled back: read again, staging the licenses
                 log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
                 _close(readers)
                 clear_stage(host, run_id)
+                recorder.stopped = False
                 read = reader_for(direct=False).read(mode)
                 beat.check()
+                recorder.stopped = True
                 counts = apply_read(host, account, run_id, read, lock)
             _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, counts))
         report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
@@ -250,7 +253,7 @@ def _new_run(session: Session, account_id: int, trigger: str, mode: str, holder:
 def _record_failure(host: Host, session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
     run = session.get(VppSyncRun, run_id)
     assert run is not None
-    run.mode, run.status, run.finished_at, run.error_type, run.error = mode, "error", utcnow(), type(exc).__name__, message
+    run.mode, run.status, run.finished_at, run.error_type, run.error, run.progress = mode, "error", utcnow(), type(exc).__name__, message, None
     session.add(run)
     if isinstance(exc, LockLost):  # the account belongs to the sync that took the lock: not a word on it
         return
@@ -268,7 +271,7 @@ def _mark_interrupted(host: Host, run_id: int, error: str) -> None:
         lambda s: s.execute(
             update(VppSyncRun)
             .where(col(VppSyncRun.id) == run_id, col(VppSyncRun.status) == "running")
-            .values(status="interrupted", finished_at=utcnow(), error=error)
+            .values(status="interrupted", finished_at=utcnow(), error=error, progress=None)
         )
     )
 
@@ -355,11 +358,13 @@ def runs_query() -> Any:
 
 def run_rows(host: Host, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Sync runs as plain values (``mdm vpp runs --json``); a run still ``running`` whose holder
-    is gone shows ``interrupted``."""
+    is gone shows ``interrupted``. ``progress`` is that of a running run, from whichever process
+    runs it (:func:`.stored_progress.shown`), else None."""
     found = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in rows]
     for row in found:
         if row["status"] == "running" and (row["holder"] is None or holder_is_dead(host.db, row["holder"])):
             row["status"], row["error"] = "interrupted", "the process stopped during this sync"
+        row["progress"] = stored_progress.shown(row)
     return found
 
 

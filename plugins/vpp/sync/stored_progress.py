@@ -1,0 +1,130 @@
+"""A running sync's progress in its run record (``vpp_sync_run.progress``), seen from every process.
+
+The syncing process writes the values of :meth:`.progress.SyncProgress.as_dict` plus ``at``
+(when they were written, UTC ISO 8601) at most every :data:`STORE_EVERY` seconds, and only
+when pages were read since the last write; never a write per page:
+
+- from the lock's heartbeat thread, which the recorder ticks every :data:`TICK` seconds
+  (:meth:`mdm_core.locks.DbLock.heartbeat`), in a short transaction of its own;
+- on SQLite, inside the staging writes' own transactions when one is due (they hold the
+  database's write lock anyway): the tick writes only when none carried the figures for a
+  second longer, so that the progress adds no transaction to hold up a busy sync's staging.
+
+The recorder stops before the apply transaction (nothing is read then), and the run's end
+(success, failure, interruption) sets the column back to NULL. Every write is guarded by
+``status = 'running'``: a run that ended is never given figures again. A run whose process died
+keeps its last figures, but shows ``interrupted`` (:func:`.run.run_rows`), and :func:`shown`
+shows progress only for a running run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from mdm_core.errors import describe
+from mdm_core.models import utcnow
+
+from ..models import VppSyncRun
+from . import progress
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
+
+STORE_EVERY = 2.0  # seconds between two writes of a run's progress at least
+TICK = 1.0  # seconds between two looks of the heartbeat thread
+SQLITE_GRACE = 1.0  # on SQLite the tick leaves a due write this long to a staging transaction
+
+_lock = threading.Lock()
+_recorders: dict[int, ProgressRecorder] = {}  # run id -> its recorder, for the staging writes
+
+
+class ProgressRecorder:
+    """Writes the progress of one run of this process into its run record (see the module docstring)."""
+
+    def __init__(self, host: Host, run_id: int, account: str):
+        self.host, self.run_id, self.account = host, run_id, account
+        self.stopped = False  # set during the apply: nothing is read then
+        self._written: tuple[int, float] = (0, float("-inf"))  # pages in the figures last written, and when (monotonic)
+
+    def _claim(self, grace: float) -> dict[str, Any] | None:
+        """The figures to write now (claimed: nobody else writes them), or None."""
+        if self.stopped:
+            return None
+        now = time.monotonic()
+        with _lock:
+            current = progress.snapshot(self.account)
+            pages, at = self._written
+            if current is None or current[1] == pages or now - at < STORE_EVERY + grace:
+                return None
+            self._written = (current[1], now)
+        return {**current[2], "at": utcnow().isoformat()}
+
+    def _store(self, session: Session, values: dict[str, Any]) -> None:
+        session.execute(update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running").values(progress=values))
+
+    def carry(self, session: Session) -> None:
+        """In a write transaction the sync makes anyway (a staging batch on SQLite): the figures, if due."""
+        values = self._claim(0.0)
+        if values is not None:
+            self._store(session, values)
+
+    def tick(self) -> None:
+        """From the heartbeat thread: the figures, if due, in a transaction of their own. A
+        failure is logged (the next tick tries again): progress never fails a sync."""
+        values = self._claim(SQLITE_GRACE if self.host.db.is_sqlite else 0.0)
+        if values is None:
+            return
+        try:
+            self.host.db.run_write(lambda session: self._store(session, values), attempts=1)
+        except Exception as exc:
+            log.debug("run %d: could not record its progress: %s", self.run_id, describe(exc))
+
+
+@contextmanager
+def recording(host: Host, run_id: int, account: str) -> Iterator[ProgressRecorder]:
+    """The recorder of run ``run_id`` while the block runs; its ``tick`` goes to the heartbeat."""
+    recorder = ProgressRecorder(host, run_id, account)
+    with _lock:
+        _recorders[run_id] = recorder
+    try:
+        yield recorder
+    finally:
+        with _lock:
+            _recorders.pop(run_id, None)
+
+
+def carry(session: Session, run_id: int) -> None:
+    """In a staging transaction of run ``run_id`` (SQLite): its progress too, when due."""
+    recorder = _recorders.get(run_id)
+    if recorder is not None:
+        recorder.carry(session)
+
+
+def shown(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The progress to show for ``run`` (a row of :func:`.run.run_rows`, ``progress`` as stored):
+    None unless it is running; this process's live figures when it runs here (``age_s`` 0), else
+    the figures its process stored, with ``age_s``, the seconds since they were written."""
+    if run["status"] != "running":
+        return None
+    live = progress.snapshot(run["account"])
+    if live is not None and live[0] == run["id"]:
+        return {**live[2], "at": utcnow().isoformat(), "age_s": 0.0}
+    stored = run.get("progress")
+    if not isinstance(stored, dict) or not isinstance(stored.get("at"), str):
+        return None
+    try:
+        at = datetime.fromisoformat(stored["at"])
+    except ValueError:
+        return None
+    return {**stored, "age_s": max(0.0, round((utcnow() - at).total_seconds(), 1))}  # another host's clock may be ahead
