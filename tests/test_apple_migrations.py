@@ -12,18 +12,19 @@ from sqlalchemy import text
 from mdm_core.testing import MdmRunner
 
 
-def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: dict[str, str], rows: list[str]) -> MdmRunner:
-    """A database whose histories are at ``revisions`` (the others at their head), holding ``rows``."""
+def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: dict[str, str], rows: list[str], url: str | None = None) -> MdmRunner:
+    """A database whose histories are at ``revisions`` (the others at their head), holding
+    ``rows``: the project's SQLite file, or the database at ``url`` (the runner's then)."""
     from alembic import command
 
     from mdm_core.db import Database
     from mdm_core.db.migrate import alembic_config
     from mdm_core.host import create_host
 
-    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": url} if url else None)
     host = create_host(mdm.conf)
     sets = host.migration_sets()
-    db = Database(f"sqlite:///{mdm.db}")
+    db = Database(url or f"sqlite:///{mdm.db}")
     try:
         for migration_set in sets:
             with db.migration_connection() as conn, conn.begin():
@@ -37,14 +38,15 @@ def _database_at(project_dir: Path, monkeypatch: Any, capsys: Any, revisions: di
     return mdm
 
 
-def _upgrade_then_query(mdm: MdmRunner, applied: str, *queries: str) -> list[list[Any]]:
-    """``mdm db upgrade`` (it must say ``applied``), then the rows of each query on the file."""
+def _upgrade_then_query(mdm: MdmRunner, applied: str, *queries: str, url: str | None = None) -> list[list[Any]]:
+    """``mdm db upgrade`` (it must say ``applied``), then the rows of each query on the file
+    (or on the database at ``url``)."""
     from sqlalchemy import create_engine
 
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
     assert applied in out
-    engine = create_engine(f"sqlite:///{mdm.db}")
+    engine = create_engine(url or f"sqlite:///{mdm.db}")
     try:
         with engine.connect() as conn:
             return [list(conn.execute(text(query)).all()) for query in queries]

@@ -82,12 +82,12 @@ def current() -> list[dict[str, Any]]:
         return [p.as_dict() for p in _running.values()]
 
 
-def snapshot(account: str) -> tuple[int | None, int, dict[str, Any]] | None:
-    """The sync of ``account`` running in this process: its run id, the pages read so far and
-    its plain values (:meth:`SyncProgress.as_dict`); None when none runs here."""
+def snapshot(account: str) -> tuple[int | None, dict[str, Any]] | None:
+    """The sync of ``account`` running in this process: its run id and its plain values
+    (:meth:`SyncProgress.as_dict`); None when none runs here."""
     with _lock:
         progress = _running.get(account)
-        return None if progress is None else (progress.run_id, sum(progress.pages.values()), progress.as_dict())
+        return None if progress is None else (progress.run_id, progress.as_dict())
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """A running sync's progress in its run record (``vpp_sync_run.progress``), seen from every process.
 
 The syncing process writes the values of :meth:`.progress.SyncProgress.as_dict` plus ``at``
-(when they were written, UTC ISO 8601) at most every :data:`STORE_EVERY` seconds, and only
-when pages were read since the last write; never a write per page:
+(when they were written, UTC ISO 8601) every :data:`STORE_EVERY` seconds while it reads, even
+when no page came meanwhile (its age then says the process is alive: its figures are the
+latest), and never a write per page:
 
 - from the lock's heartbeat thread, which the recorder ticks every :data:`TICK` seconds
   (:meth:`mdm_core.locks.DbLock.heartbeat`), in a short transaction of its own;
@@ -55,7 +56,7 @@ class ProgressRecorder:
     def __init__(self, host: Host, run_id: int, account: str):
         self.host, self.run_id, self.account = host, run_id, account
         self.stopped = False  # set during the apply: nothing is read then
-        self._written: tuple[int, float] = (0, float("-inf"))  # pages in the figures last written, and when (monotonic)
+        self._written_at = float("-inf")  # when the figures were last written (monotonic)
 
     def _claim(self, grace: float) -> dict[str, Any] | None:
         """The figures to write now (claimed: nobody else writes them), or None."""
@@ -64,11 +65,10 @@ class ProgressRecorder:
         now = time.monotonic()
         with _lock:
             current = progress.snapshot(self.account)
-            pages, at = self._written
-            if current is None or current[1] == pages or now - at < STORE_EVERY + grace:
+            if current is None or now - self._written_at < STORE_EVERY + grace:
                 return None
-            self._written = (current[1], now)
-        return {**current[2], "at": utcnow().isoformat()}
+            self._written_at = now
+        return {**current[1], "at": utcnow().isoformat()}
 
     def _store(self, session: Session, values: dict[str, Any]) -> None:
         session.execute(update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running").values(progress=values))
@@ -119,7 +119,7 @@ def shown(run: dict[str, Any]) -> dict[str, Any] | None:
         return None
     live = progress.snapshot(run["account"])
     if live is not None and live[0] == run["id"]:
-        return {**live[2], "at": utcnow().isoformat(), "age_s": 0.0}
+        return {**live[1], "at": utcnow().isoformat(), "age_s": 0.0}
     stored = run.get("progress")
     if not isinstance(stored, dict) or not isinstance(stored.get("at"), str):
         return None
