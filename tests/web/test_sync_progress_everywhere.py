@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow  # a real `mdm vpp sync` process, seconds each
 
 CONFIG = "[vpp]\nmax_attempts = 1\nrequest_timeout = 120.0\n"  # a slowed answer is waited for
 
-SHOWN = re.compile(r'id="run-progress">assets: \d+ pages?, \d+ rows; users: \d+ pages?, \d+ rows[^<]*\(\d+ s\)<span id="run-progress-age">, as of \d+ s ago</span>')
+SHOWN = re.compile(
+    r'id="run-progress">assets: \d+ pages?, \d+ rows; users: \d+ pages?, \d+ rows[^<]*\(\d+ s\)<span id="run-progress-age">, as of \d+ s ago</span>'
+)
 
 
 @pytest.fixture
