@@ -220,6 +220,34 @@ def test_expired_lock_can_be_taken_over_and_refresh_extends(make_host):
         assert DbLock(host.db, "job2").try_acquire()
 
 
+def test_a_heartbeat_runs_its_holders_periodic_work_between_refreshes(make_host):
+    """The heartbeat's thread also ticks its holder's periodic work (a sync records its progress
+    there), more often than it refreshes the lock; a failing tick stops neither."""
+    host = make_host(plugins=[])
+    lock = DbLock(host.db, "ticking", ttl=0.9)  # refreshed every 0.3 s
+    lock.acquire()
+    with host.db.session() as s:
+        first = s.get(Lock, "ticking").expires_at
+    ticks = []
+
+    def tick():
+        ticks.append(time.monotonic())
+        if len(ticks) == 2:
+            raise RuntimeError("a busy database")
+
+    with lock.heartbeat(tick=tick, tick_every=0.02) as beat:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until it refreshed the lock, ticking meanwhile
+            with host.db.session() as s:
+                expires = s.get(Lock, "ticking").expires_at
+            if expires > first and len(ticks) >= 10:
+                break
+            time.sleep(0.02)
+        beat.check()
+    assert expires > first and len(ticks) >= 10
+    lock.release()
+
+
 def test_held_context_releases_on_error(make_host):
     host = make_host(plugins=[])
     lock = host.lock("ctx")
