@@ -42,3 +42,29 @@ def test_a_console_can_poll_a_running_sync(school: Any) -> None:
     assert report["status"] == "ok"
     assert seen and seen[-1]["account"] == "school" and seen[-1]["mode"] == "full"
     assert sum(d["pages"] for d in seen[-1]["datasets"].values()) == report["pages"]
+
+
+def test_the_run_record_holds_every_page_read_while_the_changes_are_written(school: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other processes see the whole read, marked ``writing``, during the final transaction
+    (which reads nothing, and may take minutes); nothing once the run has ended."""
+    from sqlmodel import select
+
+    from plugins.vpp.models import VppSyncRun
+    from plugins.vpp.sync import run
+
+    stored: list[Any] = []
+    apply_read = run.apply_read
+
+    def apply(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+        with host.db.session() as session:
+            stored.append(session.get(VppSyncRun, run_id).progress)
+        return apply_read(host, account, run_id, read, lock)
+
+    monkeypatch.setattr(run, "apply_read", apply)
+    report = run.sync_account(school, "school", full=True)
+    assert report["status"] == "ok", report
+    [values] = stored
+    assert values["phase"] == "writing" and values["account"] == "school" and values["mode"] == "full", values
+    assert sum(d["pages"] for d in values["datasets"].values()) == report["pages"], values
+    with school.db.session() as session:
+        assert list(session.execute(select(VppSyncRun.progress)).scalars()) == [None]

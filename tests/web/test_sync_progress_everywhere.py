@@ -100,7 +100,7 @@ def test_a_sync_in_another_process_shows_its_progress_here_then_none_once_done(
         run_id, page = _run_page_with_progress(client, sync)
         assert 'id="run-status">running' in page
         api = client.get(f"/api/v1/vpp/runs/{run_id}", headers=token_for(host, "viewer")).json()
-        assert api["status"] == "running" and api["progress"]["account"] == "school", api
+        assert api["status"] == "running" and api["progress"]["account"] == "school" and api["progress"]["phase"] == "reading", api
         assert api["progress"]["datasets"]["users"]["rows"] > 0 and api["progress"]["age_s"] >= 0, api
         out, err = sync.communicate(timeout=60)
         assert sync.returncode == 0 and "school: full sync ok" in out, err

@@ -25,15 +25,17 @@ class SyncProgress:
     account: str
     mode: str
     run_id: int | None = None
+    phase: str = "reading"  # then "writing": the final transaction, which reads no page
     started: float = field(default_factory=time.monotonic)
     pages: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values: account, mode, elapsed seconds, and pages/rows per dataset."""
+        """Plain values: account, mode, phase, elapsed seconds, and pages/rows per dataset."""
         return {
             "account": self.account,
             "mode": self.mode,
+            "phase": self.phase,
             "elapsed_s": round(time.monotonic() - self.started, 1),
             "datasets": {d: {"pages": self.pages.get(d, 0), "rows": self.rows.get(d, 0)} for d in DATASETS if d in self.pages},
         }
@@ -59,6 +61,14 @@ def finished(account: str) -> None:
     """The sync of ``account`` ended, well or not (the sync calls it)."""
     with _lock:
         _running.pop(account, None)
+
+
+def set_phase(account: str, phase: str) -> None:
+    """The sync of ``account`` is ``reading`` (Apple's pages) or ``writing`` (the final transaction)."""
+    with _lock:
+        progress = _running.get(account)
+        if progress is not None:
+            progress.phase = phase
 
 
 def page(account: str, what: str, data: dict[str, Any]) -> None:

@@ -161,16 +161,16 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                     mode = "full"
                     read = reader_for().read(mode)
                 beat.check()
-                recorder.stopped = True  # nothing is read during the apply, which clears the progress
+                recorder.writing()  # the apply reads nothing, and clears the progress
                 counts = apply_read(host, account, run_id, read, lock)
             except DirectFallback as exc:  # rolled back: read again, staging the licenses
                 log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
                 _close(readers)
                 clear_stage(host, run_id)
-                recorder.stopped = False
+                recorder.reading()
                 read = reader_for(direct=False).read(mode)
                 beat.check()
-                recorder.stopped = True
+                recorder.writing()
                 counts = apply_read(host, account, run_id, read, lock)
             _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, counts))
         report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)

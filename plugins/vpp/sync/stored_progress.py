@@ -11,8 +11,10 @@ latest), and never a write per page:
   database's write lock anyway): the tick writes only when none carried the figures for a
   second longer, so that the progress adds no transaction to hold up a busy sync's staging.
 
-The recorder stops before the apply transaction (nothing is read then), and the run's end
-(success, failure, interruption) sets the column back to NULL. Every write is guarded by
+Before the final transaction the figures are written once more, in phase ``writing``, and the
+recorder stops (nothing is read then; on SQLite that transaction holds the write lock): their
+age grows while it runs. The run's end (success, failure, interruption) sets the column back
+to NULL. Every write is guarded by
 ``status = 'running'``: a run that ended is never given figures again. A run whose process died
 keeps its last figures, but shows ``interrupted`` (:func:`.run.run_rows`), and :func:`shown`
 shows progress only for a running run.
@@ -55,7 +57,7 @@ class ProgressRecorder:
 
     def __init__(self, host: Host, run_id: int, account: str):
         self.host, self.run_id, self.account = host, run_id, account
-        self.stopped = False  # set during the apply: nothing is read then
+        self.stopped = False  # set during the final transaction: nothing is read then
         self._written_at = float("-inf")  # when the figures were last written (monotonic)
 
     def _claim(self, grace: float) -> dict[str, Any] | None:
@@ -73,6 +75,19 @@ class ProgressRecorder:
     def _store(self, session: Session, values: dict[str, Any]) -> None:
         session.execute(update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running").values(progress=values))
 
+    def writing(self) -> None:
+        """The read is done and the final transaction begins: the figures once more, in phase
+        ``writing`` (from the sync's own thread, before that transaction), then no more."""
+        progress.set_phase(self.account, "writing")
+        self.stopped = True
+        current = progress.snapshot(self.account)
+        self._write(None if current is None else {**current[1], "at": utcnow().isoformat()})
+
+    def reading(self) -> None:
+        """The sync reads again (its final transaction gave way to a read that stages every license)."""
+        progress.set_phase(self.account, "reading")
+        self.stopped = False
+
     def carry(self, session: Session) -> None:
         """In a write transaction the sync makes anyway (a staging batch on SQLite): the figures, if due."""
         values = self._claim(0.0)
@@ -82,7 +97,9 @@ class ProgressRecorder:
     def tick(self) -> None:
         """From the heartbeat thread: the figures, if due, in a transaction of their own. A
         failure is logged (the next tick tries again): progress never fails a sync."""
-        values = self._claim(SQLITE_GRACE if self.host.db.is_sqlite else 0.0)
+        self._write(self._claim(SQLITE_GRACE if self.host.db.is_sqlite else 0.0))
+
+    def _write(self, values: dict[str, Any] | None) -> None:
         if values is None:
             return
         try:
