@@ -44,7 +44,7 @@ def test_a_console_can_poll_a_running_sync(school: Any) -> None:
     assert sum(d["pages"] for d in seen[-1]["datasets"].values()) == report["pages"]
 
 
-def test_the_run_record_holds_every_page_read_while_the_changes_are_written(school: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_run_record_holds_every_page_read_while_the_changes_are_written(school: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Other processes see the whole read, marked ``writing``, during the final transaction
     (which reads nothing, and may take minutes); nothing once the run has ended."""
     from sqlmodel import select
@@ -61,6 +61,7 @@ def test_the_run_record_holds_every_page_read_while_the_changes_are_written(scho
         return apply_read(host, account, run_id, read, lock)
 
     monkeypatch.setattr(run, "apply_read", apply)
+    simulator.faults.add("slow", endpoint="assignments", seconds=1.5, count=1)  # a read long enough to store figures
     report = run.sync_account(school, "school", full=True)
     assert report["status"] == "ok", report
     [values] = stored

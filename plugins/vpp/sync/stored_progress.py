@@ -11,11 +11,12 @@ latest), and never a write per page:
   database's write lock anyway): the tick writes only when none carried the figures for a
   second longer, so that the progress adds no transaction to hold up a busy sync's staging.
 
-Before the final transaction the figures are written once more, in phase ``writing``, and the
+The first figures are due a second after the sync starts: a sync quicker than that writes
+none. Before the final transaction they are written once more, in phase ``writing``, and the
 recorder stops (nothing is read then; on SQLite that transaction holds the write lock): their
 age grows while it runs. The run's end (success, failure, interruption) sets the column back
-to NULL. Every write is guarded by
-``status = 'running'``: a run that ended is never given figures again. A run whose process died
+to NULL. Every write is guarded by ``status = 'running'``: a run that ended is never given
+figures again. A run whose process died
 keeps its last figures, but shows ``interrupted`` (:func:`.run.run_rows`), and :func:`shown`
 shows progress only for a running run.
 """
@@ -58,7 +59,9 @@ class ProgressRecorder:
     def __init__(self, host: Host, run_id: int, account: str):
         self.host, self.run_id, self.account = host, run_id, account
         self.stopped = False  # set during the final transaction: nothing is read then
-        self._written_at = float("-inf")  # when the figures were last written (monotonic)
+        # when the figures were last written (monotonic): the first ones are due after a second
+        self._written_at = time.monotonic() + TICK - STORE_EVERY
+        self._stored = False  # figures were written
 
     def _claim(self, grace: float) -> dict[str, Any] | None:
         """The figures to write now (claimed: nobody else writes them), or None."""
@@ -69,7 +72,7 @@ class ProgressRecorder:
             current = progress.snapshot(self.account)
             if current is None or now - self._written_at < STORE_EVERY + grace:
                 return None
-            self._written_at = now
+            self._written_at, self._stored = now, True
         return {**current[1], "at": utcnow().isoformat()}
 
     def _store(self, session: Session, values: dict[str, Any]) -> None:
@@ -77,11 +80,13 @@ class ProgressRecorder:
 
     def writing(self) -> None:
         """The read is done and the final transaction begins: the figures once more, in phase
-        ``writing`` (from the sync's own thread, before that transaction), then no more."""
+        ``writing`` (from the sync's own thread, before that transaction), then no more. A read
+        too short to have stored figures (under a second: the first tick) adds no write."""
         progress.set_phase(self.account, "writing")
         self.stopped = True
         current = progress.snapshot(self.account)
-        self._write(None if current is None else {**current[1], "at": utcnow().isoformat()})
+        if current is not None and self._stored:  # a read under a second stored nothing: nor does its end
+            self._write({**current[1], "at": utcnow().isoformat()})
 
     def reading(self) -> None:
         """The sync reads again (its final transaction gave way to a read that stages every license)."""
