@@ -136,15 +136,12 @@ class EventBus:
         if rows:
             outbox = table_of(OutboxEvent)
             conn = session.connection()
-            if conn.dialect.name == "sqlite" or conn.dialect.driver == "psycopg":
-                if session.autoflush:  # events added before (record) stay first, as session.execute's autoflush kept them
-                    session.flush()
-                payload = bind_processor(conn.dialect, outbox.c.payload)  # JSON: its text on SQLite, psycopg's wrapper on PostgreSQL
-                stamps = {at: bound_value(conn.dialect, outbox.c.created_at, at) for at in {r["created_at"] for r in rows}}  # one for all (outbox_rows)
-                values = [(r["id"], r["name"], r["payload"] if payload is None else payload(r["payload"]), stamps[r["created_at"]]) for r in rows]
-                insert_rows(session, outbox, OUTBOX_COLUMNS, values)
-            else:
-                session.execute(outbox.insert(), rows)
+            if session.autoflush:  # events added before (record) stay first, as session.execute's autoflush kept them
+                session.flush()
+            payload = bind_processor(conn.dialect, outbox.c.payload)  # JSON: its text on SQLite, psycopg's wrapper on PostgreSQL
+            stamps = {at: bound_value(conn.dialect, outbox.c.created_at, at) for at in {r["created_at"] for r in rows}}  # one for all (outbox_rows)
+            values = [(r["id"], r["name"], r["payload"] if payload is None else payload(r["payload"]), stamps[r["created_at"]]) for r in rows]
+            insert_rows(session, outbox, OUTBOX_COLUMNS, values)
         return len(rows)
 
     def record_many(self, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:

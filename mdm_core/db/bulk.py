@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import any_, bindparam, column, delete, func, insert, update
+from sqlalchemy import any_, bindparam, column, delete, func, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -39,20 +39,19 @@ def in_chunks(keys: list[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
 
 
 def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Insert ``rows`` (tuples in the order of ``columns``) into ``table`` in ``session``'s transaction."""
+    """Insert ``rows`` (tuples in the order of ``columns``) into ``table`` in ``session``'s
+    transaction: ``COPY`` on PostgreSQL (psycopg, the one driver the host takes for it), the
+    driver's ``executemany`` on SQLite."""
     conn = session.connection()
-    dialect = conn.dialect.name
     names = ", ".join(f'"{c}"' for c in columns)
-    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
+    if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:  # type: ignore[union-attr]  # a checked-out connection has its driver connection
             for row in rows:
                 copy.write_row(row)
-    elif dialect == "sqlite":
+    else:
         marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(rows))
-    else:
-        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def delete_rows(session: Session, table: Any, fixed: dict[str, Any], columns: dict[str, Any], rows: Sequence[Sequence[Any]]) -> int:
@@ -94,9 +93,8 @@ def update_rows(session: Session, table: Any, key: str, columns: Sequence[str], 
         conn.execute(update(table).where(table.c[key] == values.c[key]).values(sets), {**arrays, **{f"f_{c}": v for c, v in fixed.items()}})
         return
     constants = tuple(bound_value(conn.dialect, table.c[c], v) for c, v in fixed.items())
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sets_sql = ", ".join(f'"{c}" = {mark}' for c in (*columns, *fixed))
-    conn.exec_driver_sql(f'UPDATE "{table.name}" SET {sets_sql} WHERE "{key}" = {mark}', [(*r[:-1], *constants, r[-1]) for r in rows])
+    sets_sql = ", ".join(f'"{c}" = ?' for c in (*columns, *fixed))
+    conn.exec_driver_sql(f'UPDATE "{table.name}" SET {sets_sql} WHERE "{key}" = ?', [(*r[:-1], *constants, r[-1]) for r in rows])
 
 
 def bind_processor(dialect: Any, column: Any) -> Callable[[Any], Any] | None:

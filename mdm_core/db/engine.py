@@ -61,7 +61,9 @@ def _interruption_point(*_args: Any) -> None:
 #: Seconds a PostgreSQL connection may take (libpq's ``connect_timeout``) unless the URL sets
 #: its own ``?connect_timeout=``: a host that drops packets fails in one line, not after minutes.
 CONNECT_TIMEOUT = 10
-LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+#: URL schemes taken as PostgreSQL through psycopg, the one driver the host's bulk statements
+#: (COPY, arrays) are written and tested for: ``postgresql://`` would be psycopg2 to SQLAlchemy
+PSYCOPG_ALIASES = ("postgresql", "postgres")
 #: A pooled PostgreSQL connection idle at least this long is pinged before it is handed out (a
 #: server restarted, a connection cut by a firewall); one returned more recently worked then,
 #: and is used without a round trip (a sync's event delivery checks out one per event).
@@ -79,11 +81,18 @@ class Database:
             parsed = make_url(url)
         except ArgumentError:
             raise ConfigError("database URL is not valid: set [core] database_url or MDM_DATABASE_URL to an SQLAlchemy URL") from None
+        if parsed.drivername in PSYCOPG_ALIASES:  # the scheme many tools and hosting services give
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
             raise ConfigError(
                 f"database {self.describe()} is not supported: use SQLite (sqlite:///PATH) or PostgreSQL "
                 "(postgresql+psycopg://USER:PASSWORD@HOST/DATABASE) in [core] database_url or MDM_DATABASE_URL"
+            )
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+            raise ConfigError(
+                f"database {self.describe()}: the host reaches PostgreSQL through psycopg (pip install '.[postgres]'), "
+                f"not {parsed.get_driver_name()}: write the URL as postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
             )
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         database = parsed.database or ""
@@ -95,7 +104,7 @@ class Database:
     def _create_engine(self, echo: bool) -> Engine:
         if not self.is_sqlite:
             connect_args: dict[str, Any] = {}
-            if self.url.get_driver_name() in LIBPQ_DRIVERS and "connect_timeout" not in self.url.query:
+            if "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = CONNECT_TIMEOUT  # a silent host fails in seconds, not never
             try:
                 engine = create_engine(self.url, echo=echo, hide_parameters=True, connect_args=connect_args)

@@ -70,6 +70,32 @@ def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line(mdm: 
     )
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_plain_postgresql_url_is_taken_through_psycopg(scheme: str) -> None:
+    """``postgresql://`` (and ``postgres://``, as hosting services give it) is the PostgreSQL
+    the host ships a driver for: to SQLAlchemy alone it would mean psycopg2, which is not
+    installed (was: "cannot be used: No module named 'psycopg2'")."""
+    db = Database(f"{scheme}://mdm:secret-pw@db.example.org:5433/mdm?sslmode=require")
+    try:
+        assert db.url.drivername == "postgresql+psycopg"
+        assert db.describe() == "postgresql+psycopg://mdm:***@db.example.org:5433/mdm?sslmode=require"
+    finally:
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "pg8000"])
+def test_another_postgresql_driver_is_refused_in_one_line(mdm: Any, monkeypatch: pytest.MonkeyPatch, driver: str) -> None:
+    """The bulk statements (COPY, arrays) are psycopg's: another driver is refused before
+    anything connects, saying how to write the URL."""
+    monkeypatch.setenv("MDM_DATABASE_URL", f"postgresql+{driver}://mdm:secret-pw@db.example.org/mdm")
+    code, out, err = mdm("devices", "list")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mdm: error: database postgresql+{driver}://mdm:***@db.example.org/mdm: the host reaches PostgreSQL through psycopg "
+        f"(pip install '.[postgres]'), not {driver}: write the URL as postgresql+psycopg://USER:PASSWORD@HOST/DATABASE\n"
+    )
+
+
 def _writer(db: Database, prefix: str, n: int, errors: list[BaseException]) -> None:
     for i in range(n):
         try:
