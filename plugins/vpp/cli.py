@@ -296,7 +296,11 @@ def _sync(host: Host, args: argparse.Namespace) -> int:
 
 def _runs(host: Host, args: argparse.Namespace) -> int:
     from plugins.vpp.sync.run import recent_runs
+    from plugins.vpp.views import get_account
 
+    if args.name:  # a misspelt name is an error, not an empty history
+        with host.db.session() as session:
+            get_account(session, args.name)
     rows = recent_runs(host, args.name, args.limit, offset=args.offset)
     return print_rows(
         rows, output_format(args), ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs"

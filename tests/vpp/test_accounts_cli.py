@@ -135,6 +135,17 @@ def test_unknown_account(plain_host: Any, cli: Any) -> None:
     assert code != 0 and "no VPP account named 'nope'" in err
 
 
+def test_runs_of_a_misspelt_account_name_it(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    """`mdm vpp runs NAME` with a name no account has says so (exit 1), as the other commands
+    and `GET /api/v1/vpp/runs?account=` do, instead of 'no sync runs'."""
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    for fmt in ([], ["--json"], ["--jsonl"]):
+        code, out, err = cli("vpp", "runs", "schol", *fmt)
+        assert (code, out) == (1, "") and err.strip() == "mdm: error: no VPP account named 'schol' (known accounts: school)"
+    code, out, err = cli("vpp", "runs", "school")
+    assert code == 0 and out.strip() == "no sync runs"
+
+
 def test_sync_report_and_runs(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
     assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     code, out, err = cli("vpp", "sync")
