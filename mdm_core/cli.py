@@ -29,11 +29,46 @@ log = logging.getLogger("mdm")
 USABLE_WITH_BROKEN_PLUGINS = ("plugins", "hooks")
 
 
+#: the namespace attribute naming the (sub)command parser that was given unknown arguments
+_UNKNOWN_OWNER = "_mdm_unknown_arguments_of"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with our error format (one line, exit 2)."""
+    """argparse with our error format (one line, exit 2). Options are never abbreviated
+    (`--devices SERIAL` is not taken for `--devices-file`), and unknown arguments are reported
+    by the command they were given to, with the option meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse's, noting the innermost command that left arguments unknown."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, _UNKNOWN_OWNER):
+            setattr(namespace, _UNKNOWN_OWNER, self)
+        return namespace, extras
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse's, with unknown arguments reported by their command: `mdm users list:
+        error: unrecognized arguments: --jsn: did you mean --json? (see mdm users list --help)`."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = getattr(namespace, _UNKNOWN_OWNER, self)
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{owner.meant(extras)}")
+        return namespace
+
+    def meant(self, extras: list[str]) -> str:
+        """``: did you mean --json?`` for the first unknown option close to one of ours."""
+        import difflib
+
+        given = next((a.split("=", 1)[0] for a in extras if a.startswith("--")), None)
+        ours = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        close = difflib.get_close_matches(given, ours, n=2, cutoff=0.75) if given else []
+        return f": did you mean {' or '.join(close)}?" if close else ""
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:

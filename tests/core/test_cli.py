@@ -79,6 +79,27 @@ def test_a_number_out_of_range_says_the_range_in_plain_words(mdm, args, says):
     assert code == 2 and says in err, err
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["devices", "set", "S1", "--platfrom", "iOS"],
+            "mdm devices set: error: unrecognized arguments: --platfrom iOS: did you mean --platform? (see mdm devices set --help)",
+        ),
+        (["users", "list", "--jsn"], "mdm users list: error: unrecognized arguments: --jsn: did you mean --json or --jsonl? (see mdm users list --help)"),
+        (["users", "list", "extra"], "mdm users list: error: unrecognized arguments: extra (see mdm users list --help)"),
+        (["users", "list", "--lim", "5"], "mdm users list: error: unrecognized arguments: --lim 5: did you mean --limit? (see mdm users list --help)"),
+        (["--bogus", "status"], "mdm: error: unrecognized arguments: --bogus (see mdm --help)"),
+    ],
+    ids=str,
+)
+def test_an_unknown_argument_is_named_by_its_command_with_the_option_meant(mdm, args, says):
+    """The error names the command it was given to (whose --help lists the options) and the
+    closest option; an abbreviation is unknown too (`--lim` is not taken for `--limit`)."""
+    code, out, err = mdm(*args)
+    assert (code, out, err) == (2, "", says + "\n")
+
+
 def test_config_option_without_value_exits_2(mdm, capsys):
     from mdm_core.cli import main
 

@@ -187,6 +187,22 @@ def test_devices_file(host, simulator, mdm, project_dir):
     assert all(len(commands(host, s)) == 1 for s in good)
 
 
+def test_devices_is_not_taken_for_devices_file(host, simulator, mdm):
+    """`--devices SERIAL` (plural) was read as `--devices-file SERIAL`: 'SERIAL: cannot be
+    read (No such file or directory)'. It is an unknown option naming the two meant."""
+    a = fixed_assets(simulator)[0]
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iOS")
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--devices", serial)
+    assert (code, out) == (2, "")
+    assert err == "mdm apps install: error: one of the arguments --device --user --devices-file is required (see mdm apps install --help)\n"
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--devices", serial)
+    assert (code, out) == (2, "")
+    meant = "did you mean --device or --devices-file? (see mdm apps install --help)"
+    assert err == f"mdm apps install: error: unrecognized arguments: --devices {serial}: {meant}\n"
+    assert commands(host) == []
+
+
 def test_pending_confirmation_is_recorded_and_completed_later(make_apps_host, mdm, apps_events):
     from plugins.vpp.simulator import Simulator
 
