@@ -72,22 +72,26 @@ def _check_role(role: str) -> str:
 # ---------------------------------------------------------------------- admins
 
 
-def add_admin(host: Host, name: str, password: str, role: str = "admin") -> dict[str, Any]:
-    """Add an admin, or set the password and role of an existing one (its sessions end)."""
+def add_admin(host: Host, name: str, password: str, role: str | None = None) -> dict[str, Any]:
+    """Add an admin (role ``admin`` unless given), or set the password of an existing one, and
+    its role when given (its sessions end). Returns ``name``, ``role``, ``added`` and
+    ``previous_role`` (None for a new admin)."""
     _check_name("admin", name)
-    _check_role(role)
+    if role is not None:
+        _check_role(role)
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"the password is too short: use at least {MIN_PASSWORD} characters")
     hashed = _hasher().hash(password)
 
     def work(session: Any) -> dict[str, Any]:
         row = session.get(Admin, name)
+        previous = None if row is None else row.role
         if row is None:
-            row = Admin(name=name, role=role, password_hash=hashed)
+            row = Admin(name=name, role=role or "admin", password_hash=hashed)
         else:
-            row.role, row.password_hash, row.session_epoch = role, hashed, row.session_epoch + 1
+            row.role, row.password_hash, row.session_epoch = role or row.role, hashed, row.session_epoch + 1
         session.add(row)
-        return {"name": name, "role": role}
+        return {"name": name, "role": row.role, "added": previous is None, "previous_role": previous}
 
     return host.db.run_write(work)
 

@@ -23,9 +23,9 @@ def register(subparsers: Any) -> None:
         "admins", help="people who sign in to the web console", description="Admins sign in to the console with a name and password (hashed with Argon2)."
     )
     sub = admins.add_subparsers(dest="admins_command", required=True, metavar="COMMAND")
-    add = sub.add_parser("add", help="add an admin, or set the password and role of one (their sessions end)")
+    add = sub.add_parser("add", help="add an admin, or change the password (and --role) of one (their sessions end)")
     add.add_argument("name")
-    add.add_argument("--role", choices=ROLES, default="admin", help="admin changes things; viewer only reads (default admin)")
+    add.add_argument("--role", choices=ROLES, help="admin changes things; viewer only reads (default: admin for a new admin; an existing one keeps theirs)")
     add.add_argument(
         "--password-file", metavar="FILE", help="read the password from FILE (its trailing newline is ignored); prompts twice on a terminal otherwise"
     )
@@ -77,7 +77,11 @@ def cmd_admins_add(host: Host, args: argparse.Namespace) -> int:
     from .access import add_admin
 
     row = add_admin(host, args.name, read_password(args.password_file), args.role)
-    print(f"admin {row['name']} ({row['role']}) can sign in to the console")
+    if row["added"]:
+        print(f"added admin {row['name']} ({row['role']}): can sign in to the console")
+    else:
+        was = f", was {row['previous_role']}" if row["previous_role"] != row["role"] else ""
+        print(f"changed the password of admin {row['name']} ({row['role']}{was}): their open sessions ended")
     return 0
 
 

@@ -357,6 +357,27 @@ def test_admins_add_prompts_twice_on_a_terminal(mdm_cli: Any, project_dir: Any, 
     assert code == 2 and "no terminal to type the password on: give --password-file FILE" in err
 
 
+def test_adding_an_existing_admin_changes_the_password_keeps_the_role_and_says_so(mdm_cli: Any, project_dir: Any) -> None:
+    """`mdm admins add NAME` again (a password reset) says what it did, and keeps a viewer a
+    viewer unless --role is given: it used to make them an admin, saying only 'can sign in'."""
+    import json
+
+    old, new = project_dir / "old.txt", project_dir / "new.txt"
+    old.write_text("a long enough password\n")
+    new.write_text("another long password\n")
+    code, out, _ = mdm_cli("admins", "add", "victor", "--role", "viewer", "--password-file", str(old))
+    assert (code, out) == (0, "added admin victor (viewer): can sign in to the console\n")
+    code, out, _ = mdm_cli("admins", "add", "victor", "--password-file", str(new))
+    assert (code, out) == (0, "changed the password of admin victor (viewer): their open sessions ended\n")
+    assert [a["role"] for a in json.loads(mdm_cli("admins", "list", "--json")[1])] == ["viewer"]
+    assert _signs_in(project_dir, "victor", "another long password")
+    assert not _signs_in(project_dir, "victor", "a long enough password")
+    code, out, _ = mdm_cli("admins", "add", "victor", "--role", "admin", "--password-file", str(new))
+    assert (code, out) == (0, "changed the password of admin victor (admin, was viewer): their open sessions ended\n")
+    code, out, _ = mdm_cli("admins", "add", "wendy", "--password-file", str(new))
+    assert (code, out) == (0, "added admin wendy (admin): can sign in to the console\n")
+
+
 def test_a_password_files_trailing_newline_is_not_part_of_the_password(mdm_cli: Any, project_dir: Any) -> None:
     pw = project_dir / "pw.txt"
     pw.write_text("a long enough password\r\n")
