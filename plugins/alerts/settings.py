@@ -110,15 +110,17 @@ class Thresholds:
         return self.per_asset.get((adam_id, pricing)) or self.per_asset.get((adam_id, None)) or self.default
 
 
-def thresholds(s: AlertsSettings) -> Thresholds:
-    """``low_licenses`` and ``low_licenses_per_asset``, parsed (one-line errors naming the key)."""
-    default = parse_threshold("[alerts] low_licenses", s.low_licenses)
+def thresholds(s: AlertsSettings, source: str | None = None) -> Thresholds:
+    """``low_licenses`` and ``low_licenses_per_asset``, parsed (one-line errors naming the key,
+    after the configuration file ``source`` when given)."""
+    at = f"{source}: " if source else ""
+    default = parse_threshold(f"{at}[alerts] low_licenses", s.low_licenses)
     per_asset: dict[tuple[str, str | None], Threshold] = {}
     for key, value in s.low_licenses_per_asset.items():
         adam_id, _, pricing = key.partition(":")
         if not adam_id.isdigit() or (pricing and not pricing.isalnum()):
-            raise ConfigError(f'[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like "1029705796:STDQ"')
-        per_asset[(adam_id, pricing or None)] = parse_threshold(f"[alerts.low_licenses_per_asset] {key}", value)
+            raise ConfigError(f'{at}[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like "1029705796:STDQ"')
+        per_asset[(adam_id, pricing or None)] = parse_threshold(f"{at}[alerts.low_licenses_per_asset] {key}", value)
     return Thresholds(default, per_asset)
 
 
@@ -146,4 +148,4 @@ def validate(s: AlertsSettings, source: str) -> None:
         value = getattr(s, key)
         if not 0 < value < float("inf"):
             raise ConfigError(f"{where} {key} must be a positive number of seconds, got {value}")
-    thresholds(s)
+    thresholds(s, source)

@@ -96,6 +96,7 @@ def test_bad_settings_are_one_line_errors(mdm, text, message):
     code, out, err = mdm("alerts", "list")
     assert code == 2 and out == ""
     assert message in err and err.count("\n") == 1
+    assert "mdm.toml: [alerts" in err, "the file is named, as for every setting"
     assert "hunter2-secret" not in err and "SECRET" not in err
 
 
