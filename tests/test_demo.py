@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,7 @@ def test_quiet_demo_prints_nothing_unless_it_fails(project_dir: Path, capsys: py
     out, err = capsys.readouterr()
     assert out == "" and "error" not in err
     assert (project_dir / "var" / "demo" / "demo.sqlite3").is_file()  # it did run
+    assert stat.S_IMODE((project_dir / "var" / "demo").stat().st_mode) == 0o700  # it holds a key and a token
 
     real = demo._mdm
 

@@ -85,7 +85,7 @@ def demo_host(host: Host, database_url: str | None) -> Host:
     from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
     folder = host.config.var_dir / DEMO_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds a key and a token: its owner's only
     url = database_url or f"sqlite:///{folder / DEMO_DATABASE}"
     if database_url is None and url == host.config.database_url:
         raise MdmError(f"the configured database is the demo's own ({url}): point [core] database_url somewhere else")

@@ -186,6 +186,7 @@ def test_stoken_format_and_secrecy(tmp_path):
         path = one.write_token(tmp_path / "sub" / "sim.vpptoken")
         assert path.read_text() == one.token
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700  # a folder it makes is its owner's only
 
 
 @pytest.mark.slow  # requests held 2 s to overlap

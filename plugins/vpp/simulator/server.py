@@ -369,7 +369,7 @@ class Simulator:
     def write_token(self, path: str | os.PathLike[str]) -> Path:
         """Write the `.vpptoken` file with mode 0600."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a token's folder: its owner's only
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(self.token)
