@@ -135,6 +135,22 @@ def test_unknown_account(plain_host: Any, cli: Any) -> None:
     assert code != 0 and "no VPP account named 'nope'" in err
 
 
+@pytest.mark.parametrize("interval", ["0", "-5", "59"])
+def test_an_interval_under_the_minimum_names_the_minimum(plain_host: Any, cli: Any, simulator: Any, token_file: Path, interval: str) -> None:
+    """`--interval 0` or `-5` said 'must be a whole number from 1 to 31536000', though 1 is
+    refused too: the one range given is the real one ([vpp] min_interval), nothing is added."""
+    add = ("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
+    code, out, err = cli(*add, "--interval", interval)
+    assert (code, out) == (2, "")
+    assert err == f"mdm: error: --interval {interval} is too short: the Account Synchronization Interval is at least 60 seconds ([vpp] min_interval)\n"
+    assert _accounts(plain_host) == 0
+    assert cli(*add)[0] == 0
+    code, out, err = cli("vpp", "account", "set", "school", "--interval", interval)
+    assert (code, out) == (2, "") and "is at least 60 seconds ([vpp] min_interval)" in err
+    code, out, err = cli("vpp", "account", "set", "school", "--interval", "1h")
+    assert (code, out) == (2, "") and err.startswith("mdm vpp account set: error: argument --interval: '1h' is not a whole number of seconds")
+
+
 def test_runs_of_a_misspelt_account_name_it(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
     """`mdm vpp runs NAME` with a name no account has says so (exit 1), as the other commands
     and `GET /api/v1/vpp/runs?account=` do, instead of 'no sync runs'."""

@@ -188,6 +188,7 @@ def test_an_account_that_cannot_be_scheduled_does_not_stop_the_others(school: An
 
 
 def test_numbers_are_checked_where_they_enter(school: Any, cli: Any) -> None:
+    cli("vpp", "runs")  # (plugins used for the first time here create their tables)
     for args in (
         ("vpp", "account", "set", "school", "--interval", "1000000000000"),
         ("vpp", "account", "set", "school", "--interval", "0"),
