@@ -202,7 +202,7 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
         if args.json:
             print_json(candidates)
         elif not candidates:
-            print("no license to reclaim")
+            print(_nothing_to_reclaim(args))
         for lic in [] if args.json else candidates:
             print(f"{lic['adamId']} {lic['pricingParam']} {lic.get('serialNumber') or lic.get('clientUserId')}: would be reclaimed (account {lic['account']})")
         return 0
@@ -214,12 +214,20 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
         print_json(rows)
         return 0 if reclaim_ok(rows) else 1
     if not rows:
-        say("no license to reclaim")
+        say(_nothing_to_reclaim(args))
         return 0
     for row in rows:
         target = row.get("serialNumber") or row.get("clientUserId")
         (say if row["status"] in ("done", "pending") else print)(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {reclaim_result(row)}")
     return 0 if reclaim_ok(rows) else 1
+
+
+def _nothing_to_reclaim(args: argparse.Namespace) -> str:
+    """What was looked for, so that a misspelt serial number or user shows."""
+    if args.app and (args.device or args.user):
+        what, option, target = ("device", "--device", args.device) if args.device else ("MDM user", "--user", args.user)
+        return f"no license to reclaim: {what} {target} holds no license of {args.app} (see `mdm vpp licenses {option} {target}`)"
+    return "no license to reclaim"
 
 
 def _reclaims(host: Host, args: argparse.Namespace) -> int:

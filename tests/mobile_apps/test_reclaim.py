@@ -128,6 +128,12 @@ def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_th
     assert kept not in holders(simulator, a["adamId"])
     code, out, _ = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--device", kept)
     assert code == 0 and "no license to reclaim" in out
+    for serial in (kept, "NOTASERIAL1"):  # one given back, one misspelt: the message names what was looked for
+        code, out, err = mdm("apps", "reclaim", a["adamId"], "--device", serial)
+        assert (code, err) == (0, "")
+        assert out == f"no license to reclaim: device {serial} holds no license of {a['adamId']} (see `mdm vpp licenses --device {serial}`)\n"
+    code, out, _ = mdm("apps", "reclaim", a["adamId"], "--user", "user-9999", "--dry-run")
+    assert out == f"no license to reclaim: MDM user user-9999 holds no license of {a['adamId']} (see `mdm vpp licenses --user user-9999`)\n"
     code, _, err = mdm("apps", "reclaim", "--all", "--device", kept)
     assert code == 2 and "--all needs --unused" in err
 
