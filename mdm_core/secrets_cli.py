@@ -62,18 +62,21 @@ def _ciphertexts(host: Host) -> list[tuple[Any, tuple[Any, ...], str]]:
 
 def status(host: Host) -> dict[str, Any]:
     """The key's source, its number of keys, and the stored secrets by state."""
-    from mdm_core.secrets import KeyMissing
+    from mdm_core.secrets import KEY_FILE_NAME, KeyMissing
 
     source = host.secret_key_source()
+    key_file = str(host.config.var_dir / KEY_FILE_NAME) if source == "key file" else None  # the file to back up
     try:
         box = host.secrets
     except KeyMissing:
-        return {"source": source, "keys": 0, "secrets": len(_ciphertexts(host)), "current": 0, "older_key": 0, "unreadable": len(_ciphertexts(host))}
+        missing = len(_ciphertexts(host))
+        return {"source": source, "key_file": key_file, "keys": 0, "secrets": missing, "current": 0, "older_key": 0, "unreadable": missing}
     rows = _ciphertexts(host)
     current = sum(1 for _, _, c in rows if box.is_current(c))
     readable = sum(1 for _, _, c in rows if box.can_decrypt(c))
     return {
         "source": source,
+        "key_file": key_file,
         "keys": box.key_count,
         "secrets": len(rows),
         "current": current,
@@ -88,8 +91,9 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
+    key = " ".join(filter(None, (info["source"], info["key_file"])))  # the key file's path: what to back up
     print(
-        f"key: {info['source']} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
+        f"key: {key} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
         f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable"
     )
     return 1 if info["unreadable"] else 0

@@ -97,7 +97,10 @@ def test_rotate_re_encrypts_every_secret_with_a_new_key(mdm: MdmRunner, small_si
                 Fernet(old_key.encode()).decrypt(ciphertext.encode())
         assert mdm("vpp", "sync", "school")[0] == 0 and mdm("vpp", "sync", "college")[0] == 0
         code, out, err = mdm("secrets", "status", "--json")
-        assert json.loads(out) == {"source": "key file", "keys": 1, "secrets": 2, "current": 2, "older_key": 0, "unreadable": 0}
+        assert json.loads(out) == {"source": "key file", "key_file": str(key_file), "keys": 1, "secrets": 2, "current": 2, "older_key": 0, "unreadable": 0}
+        code, out, err = mdm("secrets", "status")  # where the file to back up is
+        assert (code, err) == (0, "")
+        assert out.startswith(f"key: key file {key_file} (1 key(s)); stored secrets: 2: 2 with the current key, 0 with an older key")
     count_figure("key_cases")
 
 
@@ -131,6 +134,8 @@ def test_rotate_with_keys_in_the_environment(mdm: MdmRunner, small_sim: Any, pro
     monkeypatch.setenv("MDM_SECRET_KEY", new)
     assert mdm("vpp", "sync", "school")[0] == 0
     assert not (project_dir / "var" / "secret.key").exists()
+    status = json.loads(mdm("secrets", "status", "--json")[1])
+    assert (status["source"], status["key_file"]) == ("MDM_SECRET_KEY", None)
     count_figure("key_cases")
 
 
