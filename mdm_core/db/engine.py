@@ -8,7 +8,6 @@ of work with ``session()`` (reads) or ``write_session()`` (writes), never across
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -134,8 +133,15 @@ class Database:
             def _private_file(*_args: Any) -> None:
                 """A new database file is created readable by its owner only (SQLite gives its
                 -wal and -shm files the same mode)."""
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                except FileExistsError:
+                    pass
+                except OSError as exc:  # a folder the host's user cannot write in, say
+                    raise ConfigError(
+                        f"database {self.describe()}: the file {database} cannot be created ({exc.strerror}): "
+                        "check [core] database_url or MDM_DATABASE_URL, and that the user running mdm may write in its folder"
+                    ) from None
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:

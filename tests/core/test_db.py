@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,6 +94,19 @@ def test_another_postgresql_driver_is_refused_in_one_line(mdm: Any, monkeypatch:
     assert err == (
         f"mdm: error: database postgresql+{driver}://mdm:***@db.example.org/mdm: the host reaches PostgreSQL through psycopg "
         f"(pip install '.[postgres]'), not {driver}: write the URL as postgresql+psycopg://USER:PASSWORD@HOST/DATABASE\n"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder nobody may create files in")
+def test_a_database_file_that_cannot_be_created_is_a_one_line_error(mdm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user running mdm cannot write in (here /proc, refused even to root) is named
+    with the reason and what to check (was: a bare FileNotFoundError/PermissionError)."""
+    monkeypatch.setenv("MDM_DATABASE_URL", "sqlite:////proc/mdm.sqlite3")
+    code, out, err = mdm("devices", "list")
+    assert (code, out) == (2, "")
+    assert err == (
+        "mdm: error: database sqlite:////proc/mdm.sqlite3: the file /proc/mdm.sqlite3 cannot be created (No such file or directory): "
+        "check [core] database_url or MDM_DATABASE_URL, and that the user running mdm may write in its folder\n"
     )
 
 
