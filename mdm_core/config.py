@@ -27,9 +27,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None) -> Any:
-    """A numeric setting with its accepted range, checked when the section is read::
+    """A numeric setting with its accepted range, or a text setting with its accepted length
+    (blanks around it not counted), checked when the section is read::
 
     interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
+    name: str = setting("mdm-host", minimum=1, maximum=100)
     """
     return field(default=default, metadata={"minimum": minimum, "maximum": maximum})
 
@@ -202,6 +204,12 @@ def build_section(config: Config, name: str, schema: type) -> Any:
 
 def _check_range(where: str, value: Any, metadata: Mapping[str, Any]) -> None:
     low, high = metadata.get("minimum"), metadata.get("maximum")
+    if isinstance(value, str) and (low is not None or high is not None):
+        length = len(value.strip())
+        if (low is not None and length < low) or (high is not None and length > high):
+            span = f"{low} to {high}" if low is not None and high is not None else f"at least {low}" if low is not None else f"at most {high}"
+            raise ConfigError(f"{where} must be {span} characters long, got {length}")
+        return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or (low is None and high is None):
         return
     if (low is not None and value < low) or (high is not None and value > high):

@@ -20,7 +20,7 @@ class VppSettings:
     request_timeout: float = setting(60.0, minimum=0.1, maximum=3600)
     max_attempts: int = setting(5, minimum=1, maximum=100)  # per request, first try included
     max_total_wait: float = setting(300.0, minimum=0, maximum=86400)  # seconds of back-off per request at most
-    mdm_name: str = "mdm-host"  # mdmInfo.name sent to Apple
+    mdm_name: str = setting("mdm-host", minimum=1, maximum=100)  # mdmInfo.name sent to Apple: the MDM other admins see holding the location
     accounts_refresh: int = setting(30, minimum=1, maximum=86400)  # how often `mdm run` picks up added, removed or re-timed accounts
     notification_max_bytes: int = setting(1048576, minimum=1024, maximum=67108864)  # a larger notification from Apple is refused (413)
     notifications_poll: int = setting(30, minimum=1, maximum=86400)  # how often `mdm run` acts on notifications left waiting (a sync held the lock, a crash)

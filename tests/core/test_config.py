@@ -140,6 +140,10 @@ def test_config_errors_exit_2_from_main(mdm):
         ("[vpp]\ndefault_interval = 1000000000000\n", "[vpp] default_interval must be from 1 to 31536000"),
         ("[vpp]\nlock_wait = nan\n", "[vpp] lock_wait must be a finite number, got nan"),
         ("[mobile_apps]\ninstall_wait = -1.0\n", "[mobile_apps] install_wait must be from 0 to 3600"),
+        # the name Apple shows other admins as the MDM holding the location: never empty
+        ('[vpp]\nmdm_name = ""\n', "[vpp] mdm_name must be 1 to 100 characters long, got 0"),
+        ('[vpp]\nmdm_name = "   "\n', "[vpp] mdm_name must be 1 to 100 characters long, got 0"),
+        (f'[vpp]\nmdm_name = "{"x" * 101}"\n', "[vpp] mdm_name must be 1 to 100 characters long, got 101"),
     ):
         enabled = '[plugins]\nenabled = ["plugins.vpp.plugin", "plugins.mobile_apps.plugin"]\n'
         code, _, err = mdm("plugins", config=enabled + text)
