@@ -199,7 +199,10 @@ def build_section(config: Config, name: str, schema: type) -> Any:
             raise ConfigError(f"{where} unknown key '{key}'; known keys: {', '.join(sorted(known))}")
         values[key] = _check_value(f"{where} {key}", value, hints[key])
         _check_range(f"{where} {key}", values[key], next(f for f in dataclasses.fields(schema) if f.name == key).metadata)
-    return schema(**values)
+    try:
+        return schema(**values)
+    except ValueError as exc:  # a section's own check of its values (__post_init__), naming the key
+        raise ConfigError(f"{where} {exc}") from None
 
 
 def _check_range(where: str, value: Any, metadata: Mapping[str, Any]) -> None:

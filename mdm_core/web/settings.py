@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from mdm_core.config import setting
 from mdm_core.errors import UsageError
@@ -23,6 +24,18 @@ class WebSettings:
     request_max_bytes: int = setting(16 * 1024 * 1024, minimum=65536, maximum=256 * 1024 * 1024)  # any request body (413 beyond)
     background_workers: int = setting(2, minimum=1, maximum=32)  # syncs started from the console at once, per process
     public_url: str | None = None  # how the outside world (Apple's notifications) reaches `mdm run`, e.g. "https://mdm.example.org"
+
+    def __post_init__(self) -> None:
+        """A ``public_url`` that is not an http(s) URL of a host (and path) is refused when the
+        configuration is read, by every command (``mdm run`` included), not at the first
+        account that asks Apple for notifications."""
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment or parts.username:
+                raise ValueError(
+                    f"public_url {self.public_url!r} is not valid: give the https URL by which Apple reaches this host, "
+                    "host and optional path only, e.g. https://mdm.example.org"
+                )
 
 
 def parse_listen(value: str) -> tuple[str, int]:

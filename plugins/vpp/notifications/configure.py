@@ -23,12 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import delete
 from sqlmodel import Session, col
 
-from mdm_core.errors import ConfigError, MdmError, UsageError
+from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import utcnow
 
 from ..apple.errors import VppError
@@ -43,20 +42,12 @@ SECRET_BYTES = 32
 
 
 def public_url(host: Host) -> str | None:
-    """``[web] public_url`` without its trailing slash, or None when it is not set; a value
-    that is not an http(s) URL of a host (and path) is a one-line configuration error."""
+    """``[web] public_url`` without its trailing slash, or None when it is not set (checked
+    when the configuration is read: :class:`mdm_core.web.settings.WebSettings`)."""
     from mdm_core.web.settings import WebSettings
 
     url = host.config.section("web", WebSettings).public_url
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment or parts.username:
-        raise ConfigError(
-            f"[web] public_url {url!r} is not valid: give the https URL by which Apple reaches this host, "
-            "host and optional path only, e.g. https://mdm.example.org"
-        )
-    return url.rstrip("/")
+    return url.rstrip("/") if url else None
 
 
 @dataclass
