@@ -79,6 +79,9 @@ def test_already_licensed_device_gets_the_command_without_a_second_association(h
     assert len(commands(host, serial)) == 1
     code, out, _ = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial)
     assert code == 0 and "already queued" in out and len(commands(host, serial)) == 1
+    # asked twice while its command waits: one install in `mdm apps installs`, not two
+    [install] = [i for i in list_installs(host) if i["target"] == serial]
+    assert install["status"] == "queued" and install["command_uuids"] == [commands(host, serial)[0]["uuid"]]
 
 
 def test_user_install_end_to_end(host, simulator, mdm):
@@ -96,6 +99,10 @@ def test_user_install_end_to_end(host, simulator, mdm):
     assert user in holders(simulator, a["adamId"])
     assert len(commands(host, ipad)) == 1 and commands(host, mac) == []
     assert ipad not in holders(simulator, a["adamId"])  # a user license, not a device one
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", user)
+    assert code == 0 and f"{ipad}: queued: InstallApplication already queued" in out, out + err
+    [install] = [i for i in list_installs(host) if i["target"] == user]  # the same install, not a second one
+    assert install["status"] == "queued" and install["command_uuids"] == [commands(host, ipad)[0]["uuid"]]
 
 
 def test_user_registered_with_mdm_vpp_users_register(host, simulator, mdm):

@@ -251,10 +251,11 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
             out.add(
                 serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})"
             )
+            row = row or (None if new else _install_of(session, asset, "device", serial, [uuid]))
             row = row or Install(
                 account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial, source="request", status="queued"
             )
-            row.status, row.command_uuids, row.updated_at = "queued", [*row.command_uuids, uuid], utcnow()
+            row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, uuid])), utcnow()
             session.add(row)
 
     if succeeded:
@@ -320,10 +321,8 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
         return out
 
     def work(session: Session) -> None:
-        row = session.get(Install, intents[user]) if user in intents else None
-        row = row or Install(
-            account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
-        )
+        uuids: list[str] = []
+        fresh = False  # a command newly queued (else every device had one waiting already)
         for device in targets:
             enrolled = session.get(Device, device.serial_number)
             if enrolled is None:
@@ -335,13 +334,38 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
                 "queued",
                 f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})",
             )
-            row.command_uuids = [*row.command_uuids, uuid]
+            uuids.append(uuid)
+            fresh = fresh or new
+        row = session.get(Install, intents[user]) if user in intents else None
+        row = row or (None if fresh else _install_of(session, asset, "user", user, uuids))
+        row = row or Install(
+            account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
+        )
+        row.command_uuids = list(dict.fromkeys([*row.command_uuids, *uuids]))
         row.status, row.updated_at = "queued", utcnow()
         session.add(row)
 
     host.db.run_write(work)
     host.deliver_events()
     return out
+
+
+def _install_of(session: Session, asset: Asset, kind: str, target: str, uuids: list[str]) -> Install | None:
+    """The queued install of ``asset`` for ``target`` that holds one of these commands, if any:
+    an install asked again while its command still waits is that install, not a second one."""
+    if not uuids:
+        return None
+    rows = session.execute(
+        select(Install).where(
+            col(Install.account) == asset.account,
+            col(Install.adam_id) == asset.adam_id,
+            col(Install.pricing_param) == asset.pricing_param,
+            col(Install.kind) == kind,
+            col(Install.target) == target,
+            col(Install.status) == "queued",
+        )
+    ).scalars()
+    return next((row for row in rows if set(uuids) & set(row.command_uuids)), None)
 
 
 def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
