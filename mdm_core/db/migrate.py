@@ -154,9 +154,13 @@ class History:
         self.ids = [r.revision for r in self.revisions]
 
     def message(self, revision: str) -> str:
-        """The first line of a revision's docstring."""
+        """The first paragraph of a revision's docstring, on one line (a summary that wraps
+        onto a second line is not cut mid-sentence)."""
         script = self.script.get_revision(revision)
-        return (script.doc or "").strip().splitlines()[0] if script is not None and script.doc else ""
+        if script is None or not script.doc:
+            return ""
+        first, _, _ = script.doc.strip().partition("\n\n")
+        return " ".join(first.split())
 
     def after(self, revision: str | None) -> list[str]:
         """Revisions still to apply after ``revision`` (all of them after None)."""

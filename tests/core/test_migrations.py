@@ -204,7 +204,8 @@ def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     assert mdm("devices", "list", config=plugin.config)[0] == 0
 
-    plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))', doc="thing colour")
+    doc = "thing colour: the colour each thing is shown in,\nnone for the things made before.\n\nWhy: the console colours them."
+    plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))', doc=doc)
     code, out, err = mdm("devices", "list")
     assert code == 1 and out == ""
     assert err == f"mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: {plugin.name} 0001 -> 0002)\n"
@@ -212,11 +213,12 @@ def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm
     status = {r["plugin"]: r for r in json.loads(out)}
     assert status[plugin.name] == {"plugin": plugin.name, "current": "0001", "head": "0002", "pending": ["0002"], "state": "behind"}
     code, out, _ = mdm("db", "history", plugin.name)
-    assert out.splitlines()[1:] == ["  [x] 0001  a step", "  [ ] 0002  thing colour"]
+    # the summary is the docstring's first paragraph, whole, on one line
+    assert out.splitlines()[1:] == ["  [x] 0001  a step", "  [ ] 0002  thing colour: the colour each thing is shown in, none for the things made before."]
 
     code, out, err = mdm("db", "upgrade")
     assert code == 0, err
-    assert f"{plugin.name}: applied 0002 (thing colour)" in out
+    assert f"{plugin.name}: applied 0002 (thing colour: the colour each thing is shown in, none for the things made before.)" in out
     assert _version(db_url, plugin.name) == "0002"
     assert _query(db_url, f"SELECT id, name, colour FROM {plugin.name}_thing") == [(1, "first", None)]
     assert mdm("devices", "list")[0] == 0
