@@ -55,14 +55,19 @@ def _plain(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def count(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
-    """A whole number in [minimum, maximum] (a limit, a size, an interval in seconds)."""
+def count(minimum: int | None = 0, maximum: int | None = None, unit: str = "") -> Callable[[str], int]:
+    """A whole number in [minimum, maximum] (a limit, a size, an interval in seconds); ``minimum``
+    None: any whole number, its range checked by the caller (with the configuration, say).
+    ``unit`` names what it counts in the error (``'1h' is not a whole number of seconds``)."""
+    of = f" of {unit}" if unit else ""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number{of}") from None
+        if minimum is None:
+            return value
         if value < minimum or (maximum is not None and value > maximum):
             span = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
             raise argparse.ArgumentTypeError(f"'{text}' must be a whole number {span}")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.argtypes import seconds
+from mdm_core.argtypes import count, seconds
 from mdm_core.output import add_list_options, output_format, print_json, print_rows, print_table, say
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+
+
+#: an interval's whole seconds; its range ([vpp] min_interval to a year) is checked with the
+#: configuration (``check_interval``), so that the one range an admin is told is the real one
+INTERVAL = count(None, unit="seconds")
 
 
 def register(subparsers: Any) -> None:
@@ -30,9 +35,7 @@ def register(subparsers: Any) -> None:
     )
     add.add_argument("name", metavar="NAME", help="a short name for the account")
     add.add_argument("--token-file", required=True, metavar="PATH", help="the .vpptoken file from Apple School/Business Manager")
-    add.add_argument(
-        "--interval", type=_whole_seconds, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)"
-    )
+    add.add_argument("--interval", type=INTERVAL, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
     add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
     add.add_argument(
@@ -46,7 +49,7 @@ def register(subparsers: Any) -> None:
     lst.set_defaults(func=_account_list)
     set_ = asub.add_parser("set", help="change an account's interval or renew its token")
     set_.add_argument("name", metavar="NAME")
-    set_.add_argument("--interval", type=_whole_seconds, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
+    set_.add_argument("--interval", type=INTERVAL, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
     set_.add_argument(
@@ -291,15 +294,6 @@ def _sync(host: Host, args: argparse.Namespace) -> int:
         for report in reports:
             (say if report["status"] == "ok" else print)(format_report(report))
     return 0 if all(r["status"] == "ok" for r in reports) else 1
-
-
-def _whole_seconds(text: str) -> int:
-    """An interval's whole seconds; its range ([vpp] min_interval to a year) is checked with the
-    configuration (``check_interval``), so that the one range an admin is told is the real one."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of seconds") from None
 
 
 def _runs(host: Host, args: argparse.Namespace) -> int:
