@@ -207,17 +207,18 @@ def build_section(config: Config, name: str, schema: type) -> Any:
 
 def _check_range(where: str, value: Any, metadata: Mapping[str, Any]) -> None:
     low, high = metadata.get("minimum"), metadata.get("maximum")
-    if isinstance(value, str) and (low is not None or high is not None):
-        length = len(value.strip())
-        if (low is not None and length < low) or (high is not None and length > high):
-            span = f"{low} to {high}" if low is not None and high is not None else f"at least {low}" if low is not None else f"at most {high}"
-            raise ConfigError(f"{where} must be {span} characters long, got {length}")
+    if low is None and high is None:
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or (low is None and high is None):
+    measured: float
+    if isinstance(value, str):  # its length, blanks around it not counted
+        measured, frm, unit = len(value.strip()), "", " characters long"
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        measured, frm, unit = value, "from ", ""
+    else:
         return
-    if (low is not None and value < low) or (high is not None and value > high):
-        span = f"from {low} to {high}" if low is not None and high is not None else f"at least {low}" if low is not None else f"at most {high}"
-        raise ConfigError(f"{where} must be {span}, got {value}")
+    if (low is not None and measured < low) or (high is not None and measured > high):
+        span = f"{frm}{low} to {high}" if low is not None and high is not None else f"at least {low}" if low is not None else f"at most {high}"
+        raise ConfigError(f"{where} must be {span}{unit}, got {measured}")
 
 
 def _check_value(where: str, value: Any, expected: Any) -> Any:
