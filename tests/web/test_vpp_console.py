@@ -537,6 +537,39 @@ def test_api_rows_are_the_cli_json_rows(school: Host, client: Any, project_dir: 
         assert not differ, (key, differ)
 
 
+RUN_KEYS = [
+    "id",
+    "account",
+    "trigger",
+    "mode",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "pages",
+    "counts",
+    "error_type",
+    "error",
+    "holder",
+    "progress",
+]
+
+
+def test_a_run_lists_its_keys_in_one_order_in_the_cli_and_the_api(school: Host, client: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    """``mdm vpp runs --json`` and ``GET /api/v1/vpp/runs`` (and one run) give a run's keys in
+    the same logical order: id and account first, progress last."""
+    from mdm_core.testing import MdmRunner
+
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "runs", "--json")
+    assert code == 0, err
+    [cli] = json.loads(out)
+    headers = token_for(school, "viewer")
+    [api] = client.get("/api/v1/vpp/runs", headers=headers).json()["items"]
+    one = client.get(f"/api/v1/vpp/runs/{cli['id']}", headers=headers).json()
+    assert list(cli) == list(api) == list(one) == RUN_KEYS
+    assert cli["duration_s"] == api["duration_s"] >= 0 and cli["status"] == "ok"
+
+
 def test_licenses_are_filtered_by_asset_device_and_user(school: Host, client: Any, simulator: Any) -> None:
     headers = token_for(school, "viewer")
     snap = sorted(simulator.snapshot()["assignments"])

@@ -360,12 +360,35 @@ def run_rows(host: Host, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Sync runs as plain values (``mdm vpp runs --json``); a run still ``running`` whose holder
     is gone shows ``interrupted``. ``progress`` is that of a running run, from whichever process
     runs it (:func:`.stored_progress.shown`), else None."""
-    found = [{"account": n, **r.model_dump(exclude={"account_id"})} for r, n in rows]
+    found = [run_row(r, n) for r, n in rows]
     for row in found:
         if row["status"] == "running" and (row["holder"] is None or holder_is_dead(host.db, row["holder"])):
             row["status"], row["error"] = "interrupted", "the process stopped during this sync"
         row["progress"] = stored_progress.shown(row)
     return found
+
+
+def run_row(run: VppSyncRun, account: str) -> dict[str, Any]:
+    """One run record as plain values, its keys always in this order (the JSON of ``mdm vpp
+    runs`` and of ``GET /api/v1/vpp/runs``): who and how, when and how long (``duration_s``,
+    None while it runs), what it did, how it failed, then its holder and progress."""
+    finished = run.finished_at
+    return {
+        "id": run.id,
+        "account": account,
+        "trigger": run.trigger,
+        "mode": run.mode,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": finished,
+        "duration_s": None if finished is None else round((finished - run.started_at).total_seconds(), 3),
+        "pages": run.pages,
+        "counts": run.counts,
+        "error_type": run.error_type,
+        "error": run.error,
+        "holder": run.holder,
+        "progress": run.progress,
+    }
 
 
 def choose_mode(account: VppAccount, full: bool, reconcile_seconds: int, now: datetime | None = None) -> str:
