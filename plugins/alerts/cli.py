@@ -119,7 +119,12 @@ def _list(host: Host, args: argparse.Namespace) -> int:
                     "error": d.get("last_error"),
                 }
             )
-    return print_rows(rows, fmt, ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"], empty="(no alerts)")
+    return print_rows(
+        rows,
+        fmt,
+        ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"],
+        empty="no alerts" + (f" with a {args.status} delivery" if args.status else ""),
+    )
 
 
 def _test(host: Host, args: argparse.Namespace) -> int:

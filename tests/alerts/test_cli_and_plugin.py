@@ -49,7 +49,8 @@ def test_alerts_test_reports_each_channel(mdm, smtp_server, webhook_server, cert
     assert mdm("-q", "alerts", "test") == (0, "", "")  # -q silences successes
     assert len(good.requests) == 3 and len(smtp.mailbox.messages) == 3  # ... and still sends
     code, out, _ = mdm("alerts", "list")
-    assert out == "(no alerts)\n"  # a test is not an alert
+    assert out == "no alerts\n"  # a test is not an alert, and an empty list says so as the other lists do
+    assert mdm("alerts", "list", "--status", "failed") == (0, "no alerts with a failed delivery\n", "")
 
 
 def test_alerts_test_without_a_channel(mdm):

@@ -32,7 +32,7 @@ def test_enabling_alerts_on_an_existing_database(make_host, simulator, project_d
     code, out, err = mdm("db", "status", "--json")
     assert {r["plugin"]: r["current"] for r in json.loads(out)}["alerts"] is None
     code, out, err = mdm("alerts", "list")
-    assert (code, out) == (0, "(no alerts)\n")
+    assert (code, out) == (0, "no alerts\n")
     assert err == "mdm: created the tables of alerts (first use on this database)\n"
     code, out, err = mdm("db", "history", "alerts")
     assert out.splitlines()[1] == "  [x] 0001  alerts tables: subjects (state per watched thing), messages, deliveries, seen events"
