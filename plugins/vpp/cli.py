@@ -254,10 +254,11 @@ def format_report(report: dict[str, Any]) -> str:
     """One line per sync report."""
     if report["status"] != "ok":
         return f"{report['account']}: {report['status']}" + (f": {report['error']}" if report.get("error") else "")
+    from plugins.vpp.changes import format_changes
+
     c = report["counts"]
-    parts = [f"{name} +{v.get('added', 0)} ~{v.get('changed', 0)} -{v.get('removed', 0)}" for name, v in c.items() if name != "licenses"]
     lic = c.get("licenses", {})
-    parts.append(f"licenses +{lic.get('added', 0)} -{lic.get('removed', 0)}")
+    changes = format_changes({**c, "licenses": lic})
     retired = c.get("users", {}).get("retired", 0)
     extra = f", users retired {retired}" if retired else ""
     unknown = lic.get("unknown_assets")
@@ -266,7 +267,7 @@ def format_report(report: dict[str, Any]) -> str:
     mismatched = c.get("assets", {}).get("count_mismatches")
     if mismatched:
         extra += f"; Apple's assignedCount differs from its own licenses for {len(mismatched)} asset(s) ({', '.join(mismatched[:5])})"
-    return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {'; '.join(parts)}{extra}"
+    return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {changes}{extra}"
 
 
 PROGRESS_EVERY = 3.0  # seconds between two progress lines

@@ -42,6 +42,7 @@ from .accounts import (
     settings,
     token_readability,
 )
+from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 
 if TYPE_CHECKING:
@@ -290,7 +291,14 @@ def page_router() -> APIRouter:
         return render(
             request,
             "vpp/accounts.html",
-            {"accounts": rows, "found": found, "running": running, "min_interval": settings(host).min_interval, "max_interval": MAX_INTERVAL},
+            {
+                "accounts": rows,
+                "found": found,
+                "running": running,
+                "min_interval": settings(host).min_interval,
+                "max_interval": MAX_INTERVAL,
+                "changes": format_changes,
+            },
         )
 
     @router.get("/vpp/add")
@@ -451,7 +459,7 @@ def page_router() -> APIRouter:
         with host.db.session() as session:
             found = numbered(session, runs_query().where(col(VppSyncRun.account_id) == account.id), [col(VppSyncRun.id).desc()], page=page)
             rows = run_rows(host, found.items)
-        return render(request, "vpp/runs.html", {"account": describe_account(account), "runs": rows, "found": found})
+        return render(request, "vpp/runs.html", {"account": describe_account(account), "runs": rows, "found": found, "changes": format_changes})
 
     return router
 

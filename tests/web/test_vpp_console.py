@@ -570,6 +570,25 @@ def test_a_run_lists_its_keys_in_one_order_in_the_cli_and_the_api(school: Host, 
     assert cli["duration_s"] == api["duration_s"] >= 0 and cli["status"] == "ok"
 
 
+def test_the_console_writes_a_runs_changes_as_the_cli_does(school: Host, admin: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    """``licenses +N -M`` in ``mdm vpp sync`` and on the console's pages alike (the console said
+    ``licenses +N ~0 -M``: a license is added or removed, never changed)."""
+    from mdm_core.testing import MdmRunner
+
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "sync", "school", "--full")
+    assert code == 0, err
+    changes = re.search(r"pages: (.*licenses \+\d+ -\d+)", out)
+    assert changes is not None, out
+    runs = admin.get("/vpp/accounts/school/runs").text
+    assert f"<td>{changes.group(1)}</td>" in runs and "licenses +0 ~" not in runs
+    accounts = admin.get("/vpp").text
+    assert f"full; {changes.group(1)}</a>" in accounts and "licenses +0 ~" not in accounts
+    run_id = re.search(r'href="/vpp/runs/(\d+)"', runs)
+    assert run_id is not None
+    run = admin.get(f"/vpp/runs/{run_id.group(1)}").text
+    assert re.search(r"<th>Licenses</th><td>\+0 added, -0 removed", run), run
+
+
 def test_licenses_are_filtered_by_asset_device_and_user(school: Host, client: Any, simulator: Any) -> None:
     headers = token_for(school, "viewer")
     snap = sorted(simulator.snapshot()["assignments"])
