@@ -57,15 +57,17 @@ def settings(host: Host) -> VppSettings:
     return host.config.section("vpp", VppSettings)
 
 
-def read_token(path: str) -> SToken:
-    """Load a token file; a bad or expired one is a one-line usage error."""
+def read_token(path: str, label: str | None = None) -> SToken:
+    """Load a token file; a bad or expired one is a one-line usage error naming the file as
+    ``label`` (default ``token file PATH``; the console names the uploaded file)."""
+    label = label or f"token file {path}"
     try:
-        token = load_token_file(path)
+        token = load_token_file(path, label)
     except TokenFileError as exc:
         raise UsageError(str(exc)) from None
     if token.is_expired():
         raise UsageError(
-            f"token file {path} expired on {token.expires_at:%Y-%m-%d}: download a new token from "
+            f"{label} expired on {token.expires_at:%Y-%m-%d}: download a new token from "
             "Apple School Manager or Apple Business Manager (Settings > Apps and Books)"
         )
     return token
@@ -159,9 +161,10 @@ def _other_mdm(mdm_info: Any) -> str:
 class ClaimedByOtherMdm(MdmError):
     """The location is managed by another MDM: adding or renewing needs an explicit take-over."""
 
-    def __init__(self, message: str, other: str):
+    def __init__(self, message: str, other: str, location: str):
         super().__init__(message)
         self.other = other
+        self.location = location  # its name (or uId), for a page that asks to confirm
 
 
 def _vpp_failure(action: str, exc: VppError) -> MdmError:
@@ -207,8 +210,12 @@ def add_account(
     service_url: str | None = None,
     take_over: bool = False,
     notifications: bool | None = None,
+    token_label: str | None = None,
 ) -> Account:
     """Add an account: validate the token, read the location, refuse conflicts, claim it.
+
+    ``token_label`` names the token in messages instead of ``token file PATH`` (the console's
+    upload, whose path is a temporary file of the server's).
 
     Nothing is claimed at Apple that cannot be recorded here: the database must take writes
     (the accounts lock is one) and the token must encrypt with the host's key before the
@@ -225,7 +232,8 @@ def add_account(
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
     interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
-    token = read_token(token_file)
+    label = token_label or f"token file {token_file}"
+    token = read_token(token_file, label)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
     configure.check(host, notifications)
@@ -237,7 +245,7 @@ def add_account(
             try:
                 config = client.get_client_config()
             except VppError as exc:
-                raise _vpp_failure(f"cannot read the location of token file {token_file} from {service_url}", exc) from None
+                raise _vpp_failure(f"cannot read the location of {label} from {service_url}", exc) from None
             try:
                 fields = client_config_fields(config, service_url)
             except VppError as exc:
@@ -246,10 +254,8 @@ def add_account(
             with host.db.session() as session:
                 other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
             if other:
-                raise UsageError(
-                    f"this token's location {fields['location_name'] or uid} is already account '{other}': "
-                    f"renew it with `mdm vpp account set {other} --token-file {token_file}`"
-                )
+                renew = f"`mdm vpp account set {other} --token-file {token_file}`" if token_label is None else f"Renew token of account '{other}'"
+                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with {renew}")
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
@@ -257,6 +263,7 @@ def add_account(
                     f"location {fields['location_name'] or uid} is managed by {_other_mdm(current)}: "
                     "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over",
                     _other_mdm(current),
+                    fields["location_name"] or uid,
                 )
             mdm_info_id = str(current["id"])[:64] if ours and isinstance(current, dict) else str(uuid.uuid4())
             change = configure.plan(host, mdm_info_id, None, notifications)
@@ -300,6 +307,7 @@ def set_account(
     take_over: bool = False,
     notifications: bool | None = None,
     service_url: str | None = None,
+    token_label: str | None = None,
 ) -> Account:
     """Re-time an account, renew its token (the new token must belong to the same location),
     turn Apple's notifications on or off (``notifications``), or move it to another service URL
@@ -308,7 +316,8 @@ def set_account(
     Renewing claims the location back for this host; if another MDM claimed it meanwhile,
     that needs ``take_over`` (the user confirms the other MDM no longer uses the token). A
     renewal gives Apple a fresh notification secret when the account's notifications are on
-    and ``[web] public_url`` is set.
+    and ``[web] public_url`` is set. ``token_label`` names the token file in messages (as in
+    :func:`add_account`).
     """
     from .notifications import configure
 
@@ -369,7 +378,8 @@ def set_account(
                 row = host.db.run_write(work)
         host.deliver_events()
         return describe_account(row)
-    token = read_token(token_file)
+    label = token_label or f"token file {token_file}"
+    token = read_token(token_file, label)
     updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
     with _accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again
         change.prepare(host)
@@ -377,10 +387,10 @@ def set_account(
             try:
                 config = client.get_client_config()
             except VppError as exc:
-                raise _vpp_failure(f"cannot check token file {token_file}", exc) from None
+                raise _vpp_failure(f"cannot check {label}", exc) from None
             if str(config.get("uId")) != account.uid:
                 raise UsageError(
-                    f"token file {token_file} belongs to location {config.get('locationName') or config.get('uId')}, "
+                    f"{label} belongs to location {config.get('locationName') or config.get('uId')}, "
                     f"not to account '{name}' ({account.location_name}): add it as a new account instead"
                 )
             current = config.get("mdmInfo")
@@ -390,6 +400,7 @@ def set_account(
                     f"location {account.location_name or account.uid} is now managed by {_other_mdm(current)}: "
                     "stop the other MDM using it, then run this again with --take-over",
                     _other_mdm(current),
+                    account.location_name or account.uid,
                 )
             if not isinstance(current, dict) or current.get("id") != account.mdm_info_id or change.on is not None:
                 try:

@@ -257,6 +257,30 @@ async def read_upload(request: Request, upload: UploadFile | None, pending: str)
     return data
 
 
+def upload_label(upload: UploadFile | None) -> str:
+    """How messages name the uploaded token: its file name on the admin's computer, never the
+    server's temporary file (a path of the server, and gone once the request ends)."""
+    filename = Path(upload.filename).name[:100] if upload is not None and upload.filename else ""
+    return f"the uploaded file '{filename}'" if filename else "the uploaded token file"
+
+
+def take_over_page(request: Request, exc: ClaimedByOtherMdm, action: str, data: bytes, fields: dict[str, Any]) -> Response:
+    """The confirmation a take-over needs, naming the other MDM (409); the token waits in the
+    form encrypted with the host's key."""
+    return render(
+        request,
+        "vpp/take_over.html",
+        {
+            "action": action,
+            "other": exc.other,
+            "location": exc.location,
+            "pending": host_of(request).secrets.encrypt(data.decode("utf-8", "replace")),
+            "fields": fields,
+        },
+        status_code=409,
+    )
+
+
 def with_token_file(host: Host, data: bytes, work: Any) -> Any:
     """Run ``work(path)`` with the token in a private temporary file."""
     path = _store_upload(host, data)
@@ -318,25 +342,17 @@ def page_router() -> APIRouter:
         host = host_of(request)
         seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
         data = await read_upload(request, token_file, pending)
+        label = upload_label(token_file)
         try:
             with_token_file(
                 host,
                 data,
-                lambda path: add_account(host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None, take_over=take_over == "yes"),
+                lambda path: add_account(
+                    host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None, take_over=take_over == "yes", token_label=label
+                ),
             )
         except ClaimedByOtherMdm as exc:
-            return render(
-                request,
-                "vpp/take_over.html",
-                {
-                    "action": "/vpp/add",
-                    "other": exc.other,
-                    "message": str(exc),
-                    "pending": host.secrets.encrypt(data.decode("utf-8", "replace")),
-                    "fields": {"name": name, "interval": seconds, "service_url": service_url},
-                },
-                status_code=409,
-            )
+            return take_over_page(request, exc, "/vpp/add", data, {"name": name, "interval": seconds, "service_url": service_url})
         return redirect(request, "/vpp", f"account {name.strip()} added: click Synchronize to read its assets now, or wait for the interval")
 
     @router.post("/vpp/accounts/{name}/renew")
@@ -344,21 +360,11 @@ def page_router() -> APIRouter:
         host = host_of(request)
         _account(host, name)
         data = await read_upload(request, token_file, pending)
+        label = upload_label(token_file)
         try:
-            with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes"))
+            with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label))
         except ClaimedByOtherMdm as exc:
-            return render(
-                request,
-                "vpp/take_over.html",
-                {
-                    "action": f"/vpp/accounts/{name}/renew",
-                    "other": exc.other,
-                    "message": str(exc),
-                    "pending": host.secrets.encrypt(data.decode("utf-8", "replace")),
-                    "fields": {},
-                },
-                status_code=409,
-            )
+            return take_over_page(request, exc, f"/vpp/accounts/{name}/renew", data, {})
         return redirect(request, "/vpp", f"token of {name} renewed")
 
     @router.post("/vpp/accounts/{name}/interval")

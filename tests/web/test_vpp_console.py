@@ -126,6 +126,35 @@ def test_bad_token_uploads_change_nothing(school: Host, admin: Any, content: byt
     assert _accounts(school) == ["school"]
 
 
+def _error(response: Any) -> str:
+    return html.unescape(re.search(r'id="error">([^<]*)<', response.text).group(1))
+
+
+def test_upload_errors_name_the_uploaded_file_never_a_server_path(school: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    """A refused upload names the file the admin chose; it used to name the server's temporary
+    copy (var/.upload-….vpptoken) and, for a location already added, advised
+    `mdm vpp account set … --token-file` with that path, gone once the request ended."""
+    expired = json.loads(base64.b64decode(simulator.token))
+    expired["expDate"] = "2020-01-01T00:00:00+0000"
+    cases = [
+        ("garbage", b"\x89PNG garbage", "is not base64"),
+        ("expired", base64.b64encode(json.dumps(expired).encode()), "expired on 2020-01-01"),
+        ("second", simulator.write_token(project_dir / "again.vpptoken").read_bytes(), "renew it with Renew token of account 'school'"),
+    ]
+    for name, content, message in cases:
+        form = {"csrftoken": csrf(admin), "name": name, "interval": "900", "service_url": simulator.base_url}
+        response = admin.post("/vpp/add", data=form, files={"token_file": ("district.vpptoken", content)})
+        error = _error(response)
+        assert response.status_code == 422 and message in error, error
+        assert ".upload-" not in error and str(project_dir) not in error and "--token-file" not in error
+        if name != "second":
+            assert error.startswith("the uploaded file 'district.vpptoken' ")
+    forged = base64.b64encode(json.dumps({**expired, "expDate": "2099-01-01T00:00:00+0000", "token": "not-a-real-token"}).encode())
+    renewal = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("renewed.vpptoken", forged)})
+    assert renewal.status_code == 400 and _error(renewal).startswith("cannot check the uploaded file 'renewed.vpptoken': ")
+    assert _accounts(school) == ["school"]
+
+
 def test_an_expired_token_upload_is_refused(school: Host, admin: Any, simulator: Any) -> None:
     expired = json.loads(base64.b64decode(simulator.token))
     expired["expDate"] = "2020-01-01T00:00:00+0000"
@@ -140,6 +169,7 @@ def test_taking_over_a_location_asks_for_confirmation_naming_the_other_mdm(web_h
     response = _upload(admin, token, name="district", service_url=simulator.base_url)
     assert response.status_code == 409
     assert "Jamf Pro (jamf.example.edu)" in response.text and "Take over from" in response.text
+    assert "--take-over" not in response.text  # the CLI's option: the console asks with its checkbox
     assert _accounts(web_host) == []
     pending = re.search(r'name="pending" value="([^"]+)"', response.text).group(1)
     assert simulator.token not in response.text  # only the server can read the pending token

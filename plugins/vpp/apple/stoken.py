@@ -151,9 +151,10 @@ def _read_fields(payload: dict[str, Any], source: str) -> tuple[str, datetime]:
     return org_name, expires_at
 
 
-def load_token_file(path: str | os.PathLike[str]) -> SToken:
-    """Read and parse a ``.vpptoken`` file. Raises :class:`TokenFileError`."""
-    source = f"token file {os.fspath(path)}"
+def load_token_file(path: str | os.PathLike[str], source: str | None = None) -> SToken:
+    """Read and parse a ``.vpptoken`` file. Raises :class:`TokenFileError`, whose message names
+    the file as ``source`` (default ``token file PATH``)."""
+    source = source or f"token file {os.fspath(path)}"
     try:
         data = read_bounded(path, SMALL_SECRET_FILE)  # a wrong path (/dev/zero, a disk image) never fills memory
     except FileTooLarge as exc:
