@@ -44,3 +44,18 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(path, limit)
     return data
+
+
+def private_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` for its owner only (mode 0700), and so each missing folder
+    above it (``mkdir(parents=True, mode=0o700)`` gives those the default mode: a ``var/``
+    holding a key's folder stayed 0755). A folder that exists keeps its mode."""
+    target = Path(path)
+    missing = []
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return target

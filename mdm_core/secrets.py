@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from mdm_core.errors import MdmError
-from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
+from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, private_folder, read_bounded
 
 KEY_FILE_NAME = "secret.key"
 SECRET: dict[str, Any] = {"mdm_secret": True}
@@ -212,7 +212,7 @@ def write_key_file(path: Path, keys: list[str], *, replace: bool) -> None:
     """Write ``keys`` (one per line) to ``path``, mode 0600, atomically: a private temporary
     file, then linked (a new file: of two processes creating it at once, one key wins) or
     renamed into place (``replace``). The folder is created for its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -124,12 +124,14 @@ def test_quiet_demo_prints_nothing_unless_it_fails(project_dir: Path, capsys: py
 
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text("")
+    (project_dir / "var").rmdir()  # a new project: the demo makes var/
     capsys.readouterr()
     assert main(["--config", str(conf), "-q", "demo"]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "error" not in err
     assert (project_dir / "var" / "demo" / "demo.sqlite3").is_file()  # it did run
-    assert stat.S_IMODE((project_dir / "var" / "demo").stat().st_mode) == 0o700  # it holds a key and a token
+    for folder in (project_dir / "var", project_dir / "var" / "demo"):  # they hold a database, a key and a token
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
     real = demo._mdm
 

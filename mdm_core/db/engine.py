@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from mdm_core.db.errors import database_error
 from mdm_core.errors import ConfigError
+from mdm_core.files import private_folder
 from mdm_core.interrupts import check as _check_interrupted
 from mdm_core.interrupts import deferred
 
@@ -119,7 +120,7 @@ class Database:
             kwargs["poolclass"] = StaticPool
         else:
             try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_folder(Path(database).parent)
             except OSError as exc:
                 raise ConfigError(
                     f"database {self.describe()}: its folder {Path(database).parent} cannot be created ({exc.strerror}): "

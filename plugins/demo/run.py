@@ -21,6 +21,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import MdmError
+from mdm_core.files import private_folder
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -85,7 +86,7 @@ def demo_host(host: Host, database_url: str | None) -> Host:
     from mdm_core.secrets import KEY_FILE_NAME, SecretBox
 
     folder = host.config.var_dir / DEMO_DIR
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds a key and a token: its owner's only
+    private_folder(folder)  # it holds a key and a token, var/ too: its owner's only
     url = database_url or f"sqlite:///{folder / DEMO_DATABASE}"
     if database_url is None and url == host.config.database_url:
         raise MdmError(f"the configured database is the demo's own ({url}): point [core] database_url somewhere else")

@@ -82,6 +82,11 @@ def test_the_database_file_and_its_folder_are_created_for_their_owner_only(make_
     key = project_dir / "var" / "fresh-keys" / "secret.key"
     SecretBox.from_key_file(key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    (project_dir / "var").chmod(0o750)
+    deeper = project_dir / "var" / "new" / "keys" / "secret.key"  # each folder made on the way is private too
+    SecretBox.from_key_file(deeper)
+    assert [stat.S_IMODE(f.stat().st_mode) for f in (deeper.parent.parent, deeper.parent)] == [0o700, 0o700]
+    assert stat.S_IMODE((project_dir / "var").stat().st_mode) == 0o750  # a folder that existed keeps its mode
 
 
 def test_import_files_are_read_with_a_size_bound(mdm, project_dir):

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+from mdm_core.files import private_folder
+
 from .api import API_PREFIX, Api, Response, endpoint_for
 from .control import handle_control
 from .errors import error_body
@@ -369,7 +371,7 @@ class Simulator:
     def write_token(self, path: str | os.PathLike[str]) -> Path:
         """Write the `.vpptoken` file with mode 0600."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a token's folder: its owner's only
+        private_folder(target.parent)  # a token's folder: its owner's only
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(self.token)
