@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -49,6 +49,32 @@ class CliJsonRoute(APIRoute):
         kwargs["response_model"] = None
         status = kwargs.get("status_code") or 200
         super().__init__(path, _answering_cli_json(endpoint, status), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The handler, refusing a query parameter the endpoint does not take (422, one line):
+        a misspelt filter (``?acount=``) or ``offset`` was ignored, answering every row or the
+        first page as if it were what was asked."""
+        handler = super().get_route_handler()
+        known = sorted(_query_names(self.dependant))
+
+        async def checked(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - set(known))
+            if unknown:
+                raise WebError(422, _unknown_parameters(unknown, known))
+            return await handler(request)
+
+        return checked
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters an endpoint and its dependencies take."""
+    return {p.alias for p in dependant.query_params}.union(*(_query_names(d) for d in dependant.dependencies))
+
+
+def _unknown_parameters(unknown: list[str], known: list[str]) -> str:
+    takes = f"it takes {', '.join(known)}" if known else "it takes none"
+    paging = "; page with cursor (the next_cursor of the previous page), not offset" if "offset" in unknown and "cursor" in known else ""
+    return f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: {takes}{paging}"
 
 
 def _answering_cli_json(endpoint: Callable[..., Any], status: int) -> Callable[..., Any]:

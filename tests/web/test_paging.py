@@ -122,6 +122,26 @@ def test_a_cursor_the_server_did_not_give_is_refused(busy: Host, client: Any, cu
     assert response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
 
 
+def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client: Any) -> None:
+    """``offset`` and a misspelt filter were ignored: the first page, or every account's rows,
+    answered as if they were what was asked."""
+    headers = token_for(school, "admin")
+    routes = client.app.state.route_table
+    lists = [r.path for r in routes if r.kind == "api" and "GET" in r.methods and "{" not in r.path and r.path not in ("/api/v1/me", "/api/v1/openapi.json")]
+    assert "/api/v1/vpp/assets" in lists
+    for path in lists:
+        response = client.get(path, params={"limit": 2, "offset": 2}, headers=headers)
+        assert response.status_code == 422, path
+        error = response.json()["error"]
+        assert error.startswith("unknown query parameter offset: it takes ") and "page with cursor" in error, error
+    typo = client.get("/api/v1/vpp/assets", params={"acount": "nope"}, headers=headers)
+    assert typo.status_code == 422 and typo.json() == {"error": "unknown query parameter acount: it takes account, cursor, limit"}
+    sync = client.post("/api/v1/vpp/accounts/school/sync", params={"ful": "true"}, headers=headers)
+    assert sync.status_code == 422 and sync.json() == {"error": "unknown query parameter ful: it takes full"}
+    assert client.get("/api/v1/me", params={"x": "1"}, headers=headers).json() == {"error": "unknown query parameter x: it takes none"}
+    assert client.get("/api/v1/vpp/assets", params={"account": "school", "limit": 2}, headers=headers).status_code == 200
+
+
 def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import mdm_core.web.paging as paging
 
