@@ -402,9 +402,13 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
+#: The states of an application (``mdm apps list --state``).
+APP_STATES = ("published", "retired")
+
+
 def apps_query(platform: str | None = None, kind: str | None = None, state: str | None = None) -> Any:
-    """Rows ``(MobileApp, AppMetadata or None)`` for :func:`app_dict`; an unknown platform is a
-    ``UsageError`` (raised at once, before any row is read)."""
+    """Rows ``(MobileApp, AppMetadata or None)`` for :func:`app_dict`; an unknown platform or
+    state is a ``UsageError`` (raised at once, before any row is read)."""
     query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if platform:
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
@@ -414,6 +418,8 @@ def apps_query(platform: str | None = None, kind: str | None = None, state: str 
     if kind:
         query = query.where(col(MobileApp.kind) == kind)
     if state:
+        if state not in APP_STATES:
+            raise UsageError(f"unknown state '{state}': use one of {', '.join(APP_STATES)}")
         query = query.where(col(MobileApp.state) == state)
     return query
 

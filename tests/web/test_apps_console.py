@@ -177,3 +177,22 @@ def test_install_for_a_user_from_the_form(school: Host, admin: Any, simulator: A
     assert _held(simulator, key, user)  # the license is the user's at Apple
     status = admin.get(f"/apps/{app_id}").text
     assert re.search(rf'<td>user</td><td>{user}</td><td class="status-queued">queued</td><td>{command["uuid"]}</td>', status)
+
+
+def test_an_unknown_install_status_or_app_state_is_refused_not_an_empty_list(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """``?status=faild`` matched nothing and answered an empty list ('No install yet.'), as if
+    there were no such installs; the CLI refuses it (--status choices)."""
+    inventory.add_device(school, "WEBDEV000009", "iOS")
+    app_id, _ = _ios_app(school, simulator)
+    assert admin.post(f"/apps/{app_id}/install", data={"devices": ["WEBDEV000009"], "csrftoken": csrf(admin)}).status_code == 200
+    viewer = token_for(school, "viewer")
+    api = client.get("/api/v1/apps/installs", params={"status": "faild"}, headers=viewer)
+    assert api.status_code == 422 and api.json()["error"].startswith("unknown install status 'faild': use one of associating, invited, pending, queued")
+    page = admin.get("/apps/installs", params={"status": "faild"})
+    assert page.status_code == 422 and "unknown install status" in page.text
+    state = client.get("/api/v1/apps", params={"state": "retierd"}, headers=viewer)
+    assert state.status_code == 422 and state.json() == {"error": "unknown state 'retierd': use one of published, retired"}
+    # a known status that matches nothing says so, not "No install yet."
+    failed = admin.get("/apps/installs", params={"status": "failed"})
+    assert failed.status_code == 200 and "No install with status failed." in failed.text
+    assert [i["status"] for i in client.get("/api/v1/apps/installs", params={"status": "queued"}, headers=viewer).json()["items"]] == ["queued"]

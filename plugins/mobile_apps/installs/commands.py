@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.errors import UsageError
 from mdm_core.inventory import queue_command
 from mdm_core.models import Command, Device
 
@@ -105,8 +106,15 @@ def apple_reason(failure: Mapping[str, Any]) -> str:
     return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
 
 
+#: Every status an install can have (``mdm apps installs --status``).
+INSTALL_STATUSES = ("associating", "invited", "pending", "queued", "licensed", "failed", "canceled", "removed")
+
+
 def installs_query(status: str | None = None) -> Any:
-    """Recorded installs (``Install`` rows), ``status`` only when given."""
+    """Recorded installs (``Install`` rows), ``status`` only when given; an unknown status is a
+    ``UsageError`` (it would match nothing, as if there were no such installs)."""
+    if status and status not in INSTALL_STATUSES:
+        raise UsageError(f"unknown install status '{status}': use one of {', '.join(INSTALL_STATUSES)}")
     query = select(Install)
     return query.where(col(Install.status) == status) if status else query
 
