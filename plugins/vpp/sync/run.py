@@ -359,12 +359,14 @@ def runs_query() -> Any:
 def run_rows(host: Host, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Sync runs as plain values (``mdm vpp runs --json``); a run still ``running`` whose holder
     is gone shows ``interrupted``. ``progress`` is that of a running run, from whichever process
-    runs it (:func:`.stored_progress.shown`), else None."""
+    runs it (:func:`.stored_progress.shown`, aged by the database's clock), else None."""
     found = [run_row(r, n) for r, n in rows]
     for row in found:
         if row["status"] == "running" and (row["holder"] is None or holder_is_dead(host.db, row["holder"])):
             row["status"], row["error"] = "interrupted", "the process stopped during this sync"
-        row["progress"] = stored_progress.shown(row)
+    now = stored_progress.database_now(host) if any(row["status"] == "running" for row in found) else None
+    for row in found:
+        row["progress"] = stored_progress.shown(row, now)
     return found
 
 

@@ -1,7 +1,8 @@
 """A running sync's progress in its run record (``vpp_sync_run.progress``), seen from every process.
 
 The syncing process writes the values of :meth:`.progress.SyncProgress.as_dict` plus ``at``
-(when they were written, UTC ISO 8601) every :data:`STORE_EVERY` seconds while it reads, even
+(when they were written, UTC ISO 8601, by the database's clock: see :func:`database_now`) every
+:data:`STORE_EVERY` seconds while it reads, even
 when no page came meanwhile (its age then says the process is alive: its figures are the
 latest), and never a write per page:
 
@@ -14,7 +15,9 @@ latest), and never a write per page:
 The first figures are due a second after the sync starts: a sync quicker than that writes
 none. Before the final transaction they are written once more, in phase ``writing``, and the
 recorder stops (nothing is read then; on SQLite that transaction holds the write lock): their
-age grows while it runs. The run's end (success, failure, interruption) sets the column back
+age grows while it runs. That ``writing`` mark is final: a heartbeat's write already under way
+when it landed does not replace it (its UPDATE skips a run whose figures say ``writing``); only
+:meth:`ProgressRecorder.reading`, when the sync reads again, writes over it. The run's end (success, failure, interruption) sets the column back
 to NULL. Every write is guarded by ``status = 'running'``: a run that ended is never given
 figures again. A run whose process died
 keeps its last figures, but shows ``interrupted`` (:func:`.run.run_rows`), and :func:`shown`
@@ -28,10 +31,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
 from mdm_core.errors import describe
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 STORE_EVERY = 2.0  # seconds between two writes of a run's progress at least
 TICK = 1.0  # seconds between two looks of the heartbeat thread
 SQLITE_GRACE = 1.0  # on SQLite the tick leaves a due write this long to a staging transaction
+FUTURE_SLACK = 5.0  # seconds a stamp may lie ahead of the reader's clock and show age 0 (else no age)
 
 _lock = threading.Lock()
 _recorders: dict[int, ProgressRecorder] = {}  # run id -> its recorder, for the staging writes
@@ -73,25 +77,34 @@ class ProgressRecorder:
             if current is None or now - self._written_at < STORE_EVERY + grace:
                 return None
             self._written_at, self._stored = now, True
-        return {**current[1], "at": utcnow().isoformat()}
+        return current[1]
 
-    def _store(self, session: Session, values: dict[str, Any]) -> None:
-        session.execute(update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running").values(progress=values))
+    def _store(self, session: Session, values: dict[str, Any], *, mark: bool = False) -> None:
+        """``values`` stamped with the database's clock, into a running run; unless ``mark``
+        (the ``writing`` or ``reading`` mark itself), never over a stored ``writing`` mark."""
+        run = update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running")
+        if not mark:
+            run = run.where(func.coalesce(col(VppSyncRun.progress)["phase"].as_string(), "") != "writing")
+        session.execute(run.values(progress={**values, "at": _now(session, self.host.db.is_sqlite).isoformat()}))
 
     def writing(self) -> None:
         """The read is done and the final transaction begins: the figures once more, in phase
         ``writing`` (from the sync's own thread, before that transaction), then no more. A read
         too short to have stored figures (under a second: the first tick) adds no write."""
-        progress.set_phase(self.account, "writing")
+        self._mark("writing")
         self.stopped = True
-        current = progress.snapshot(self.account)
-        if current is not None and self._stored:  # a read under a second stored nothing: nor does its end
-            self._write({**current[1], "at": utcnow().isoformat()})
 
     def reading(self) -> None:
-        """The sync reads again (its final transaction gave way to a read that stages every license)."""
-        progress.set_phase(self.account, "reading")
+        """The sync reads again (its final transaction gave way to a read that stages every
+        license): the figures in phase ``reading`` replace the ``writing`` mark."""
+        self._mark("reading")
         self.stopped = False
+
+    def _mark(self, phase: str) -> None:
+        progress.set_phase(self.account, phase)
+        current = progress.snapshot(self.account)
+        if current is not None and self._stored:  # a read under a second stored nothing: nor does its end
+            self._write(current[1], mark=True)
 
     def carry(self, session: Session) -> None:
         """In a write transaction the sync makes anyway (a staging batch on SQLite): the figures, if due."""
@@ -104,11 +117,11 @@ class ProgressRecorder:
         failure is logged (the next tick tries again): progress never fails a sync."""
         self._write(self._claim(SQLITE_GRACE if self.host.db.is_sqlite else 0.0))
 
-    def _write(self, values: dict[str, Any] | None) -> None:
+    def _write(self, values: dict[str, Any] | None, *, mark: bool = False) -> None:
         if values is None:
             return
         try:
-            self.host.db.run_write(lambda session: self._store(session, values), attempts=1)
+            self.host.db.run_write(lambda session: self._store(session, values, mark=mark), attempts=1)
         except Exception as exc:
             log.debug("run %d: could not record its progress: %s", self.run_id, describe(exc))
 
@@ -133,15 +146,36 @@ def carry(session: Session, run_id: int) -> None:
         recorder.carry(session)
 
 
-def shown(run: dict[str, Any]) -> dict[str, Any] | None:
+def _now(session: Session, sqlite: bool) -> datetime:
+    """The database's clock: PostgreSQL's (one clock for every host that shares it), in
+    ``session``'s transaction; on SQLite this process's (SQLite has no clock of its own)."""
+    if sqlite:
+        return utcnow()
+    now: datetime = session.execute(select(func.statement_timestamp())).scalar_one()
+    return now.astimezone(UTC)
+
+
+def database_now(host: Host) -> datetime:
+    """The clock the stamps of stored progress are written with, for the age of a reader's
+    (so a host whose clock is off sees the right age)."""
+    if host.db.is_sqlite:
+        return utcnow()
+    with host.db.session() as session:
+        return _now(session, False)
+
+
+def shown(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any] | None:
     """The progress to show for ``run`` (a row of :func:`.run.run_rows`, ``progress`` as stored):
     None unless it is running; this process's live figures when it runs here (``age_s`` 0), else
-    the figures its process stored, with ``age_s``, the seconds since they were written."""
+    the figures its process stored, with ``age_s``, the seconds since they were written by
+    ``now`` (:func:`database_now`): 0 for a stamp up to :data:`FUTURE_SLACK` seconds ahead, None
+    (no age rather than a wrong one) for a stamp further ahead (written by a clock that was wrong)."""
     if run["status"] != "running":
         return None
+    now = now or utcnow()
     live = progress.snapshot(run["account"])
     if live is not None and live[0] == run["id"]:
-        return {**live[1], "at": utcnow().isoformat(), "age_s": 0.0}
+        return {**live[1], "at": now.isoformat(), "age_s": 0.0}
     stored = run.get("progress")
     if not isinstance(stored, dict) or not isinstance(stored.get("at"), str):
         return None
@@ -149,4 +183,5 @@ def shown(run: dict[str, Any]) -> dict[str, Any] | None:
         at = datetime.fromisoformat(stored["at"])
     except ValueError:
         return None
-    return {**stored, "age_s": max(0.0, round((utcnow() - at).total_seconds(), 1))}  # another host's clock may be ahead
+    age = (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds()
+    return {**stored, "age_s": None if age < -FUTURE_SLACK else max(0.0, round(age, 1))}
