@@ -309,6 +309,8 @@ def page_router() -> APIRouter:
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items, strict=True):
             row["days_left"] = token_state.days_left(account.token_expires_at)
+            # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
+            row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
             row["console_action"] = token_state.action(row["token_state"], row["name"], console=True)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)

@@ -80,6 +80,17 @@ def test_a_token_to_renew_says_what_to_do_in_the_console(
     assert 'id="token-action-school"' not in renewed.text
 
 
+def test_a_token_apple_refuses_before_its_date_is_not_said_to_expire_in_days(school: Host, admin: Any, simulator: Any) -> None:
+    """Apple answers 'token expired' (9621) for a token whose file gives a date a year ahead:
+    the page said 'expired — expires in 364 days'."""
+    from plugins.vpp.sync.run import sync_account
+
+    simulator.expire_token()
+    assert sync_account(school, "school")["status"] == "error"
+    state = html.unescape(re.search(r'id="token-state-school">([^<]+)<', admin.get("/vpp").text).group(1))
+    assert state.startswith("expired — Apple refuses it, though its file gave 20") and "expires in" not in state, state
+
+
 def test_a_token_this_host_cannot_decrypt_says_so(school: Host, make_host: Any, simulator: Any, project_dir: Path) -> None:
     """A host started with another secret key (a second host set up without the first one's
     key, say) shows the account's token as unreadable and how to fix it, on the page and in
