@@ -255,13 +255,25 @@ def _environment(loader: Any) -> Any:
     return env
 
 
-def _respond(request: Request, status: int, message: str) -> Response:
+def _respond(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """An error: ``{"error": "one line"}`` on the API, the error page in the console."""
     if _is_api(request):
-        return JSONResponse({"error": one_line(message)}, status_code=status)
+        return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
     from .helpers import render
 
-    return render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+    response = render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the application answers at the request's path, over every route there (a
+    path with GET and PATCH routes has both; Starlette's 405 names the first route's only)."""
+    from starlette.routing import compile_path
+
+    table: list[RouteInfo] = request.app.state.route_table
+    path = request.url.path
+    return sorted({m for r in table if r.kind != "static" and compile_path(r.path)[0].match(path) for m in r.methods})
 
 
 class CatchUnexpected:
@@ -335,5 +347,8 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: "no such page: check the address", 405: "this method is not allowed here"}.get(exc.status_code, str(exc.detail))
+        if exc.status_code == 405:  # which methods are allowed, in the message and the Allow header (RFC 9110)
+            allowed = _allowed_methods(request) or ["GET"]
+            return respond(request, 405, f"{request.method} is not allowed here: use {' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
+        message = {404: "no such page: check the address"}.get(exc.status_code, str(exc.detail))
         return respond(request, exc.status_code, message)
