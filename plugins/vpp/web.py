@@ -90,13 +90,13 @@ def _asset(host: Host, account: VppAccount, adam_id: str, pricing: str) -> VppAs
     return asset
 
 
-def get_run(host: Host, run_id: int) -> dict[str, Any]:
-    """One sync run (as ``mdm vpp runs --json``), or a 404."""
+def get_run(host: Host, run_id: int, where: str = "GET /api/v1/vpp/runs") -> dict[str, Any]:
+    """One sync run (as ``mdm vpp runs --json``), or a 404 pointing to ``where`` the runs are."""
     from .sync.run import get_run as find_run
 
     run = find_run(host, run_id)
     if run is None:
-        raise WebError(404, f"no sync run {run_id}: see GET /api/v1/vpp/runs")
+        raise WebError(404, f"no sync run {run_id}: see {where}")
     return run
 
 
@@ -389,7 +389,7 @@ def page_router() -> APIRouter:
 
     @router.get("/vpp/runs/{run_id}")
     def run_page(request: Request, run_id: int) -> Response:
-        run = get_run(host_of(request), run_id)
+        run = get_run(host_of(request), run_id, "an account's Sync runs")
         return render(request, "vpp/run.html", {"run": run, "progress": run["progress"]})  # from any process (sync.stored_progress)
 
     @router.get("/vpp/accounts/{name}/remove")

@@ -210,6 +210,18 @@ def test_unknown_account_and_asset(school: Host, admin: Any, client: Any) -> Non
     assert client.get("/api/v1/vpp/licenses?cursor=@@@", headers=headers).status_code == 400
     assert client.get("/api/v1/vpp/assets?limit=0", headers=headers).status_code == 422
     assert client.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": 5}).status_code == 422
+    # the console's page points to the console, the API to the API (the page said "see GET /api/v1/vpp/runs")
+    page = admin.get("/vpp/runs/999999")
+    assert page.status_code == 404 and _error(page) == "no sync run 999999: see an account's Sync runs"
+    assert client.get("/api/v1/vpp/runs/999999", headers=headers).json() == {"error": "no sync run 999999: see GET /api/v1/vpp/runs"}
+
+
+def test_a_table_of_one_row_counts_it_in_the_singular(school: Host, admin: Any) -> None:
+    """The pager said '1 sync runs', '1 assets'."""
+    assert re.search(r'<p class="pager">\s*1 sync run\s', admin.get("/vpp/accounts/school/runs").text)
+    adam = re.search(r"/vpp/accounts/school/assets/(\d+)/", admin.get("/vpp/accounts/school/assets").text).group(1)
+    assert re.search(r'<p class="pager">\s*1 asset\s', admin.get("/vpp/accounts/school/assets", params={"q": adam}).text)
+    assert re.search(r'<p class="pager">\s*\d+ assets\s', admin.get("/vpp/accounts/school/assets").text)
 
 
 def _wait_run(client: Any, run_id: int, headers: dict[str, str]) -> dict[str, Any]:
