@@ -420,6 +420,10 @@ def test_an_unexpected_error_is_one_line_and_tells_nothing_more(web_host: Host, 
             def broken_page() -> None:
                 raise RuntimeError("token mdm_SECRET leaked into an exception")
 
+            @pages.post("/buggy")
+            def broken_form() -> None:
+                raise RuntimeError("failed after writing half of it")
+
             web.add_api(api, plugin="buggy")
             web.add_pages(pages, plugin="buggy")
 
@@ -431,6 +435,12 @@ def test_an_unexpected_error_is_one_line_and_tells_nothing_more(web_host: Host, 
         page = client.get("/buggy")
         assert page.status_code == 500 and 'id="error"' in page.text and page.headers["content-security-policy"]
         assert "mdm_SECRET" not in api.text + page.text
+        # a form that failed unexpectedly may have changed something: the page said "Nothing was changed."
+        form = client.post("/buggy", data={"csrftoken": csrf(client)})
+        assert form.status_code == 500 and "Nothing was changed" not in form.text and "may have been done in part" in form.text
+        refused = client.post("/vpp/accounts/nope/sync", data={"csrftoken": csrf(client)})
+        assert refused.status_code == 404 and "Nothing was changed." in refused.text  # a refusal changes nothing
+        assert "Nothing was changed" not in client.get("/nosuch").text  # reading a page changes nothing anyway
     assert "token mdm_SECRET leaked" in caplog.text  # for the admin who reads the log
 
 
