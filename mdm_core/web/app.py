@@ -34,7 +34,7 @@ from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
 from .access import Principal, session_principal, token_principal, web_settings
-from .helpers import BackgroundWork, WebError, url_with
+from .helpers import BackgroundWork, WebError, read_only, url_with
 from .limits import BodyLimit
 from .registry import WebRegistry
 
@@ -100,9 +100,9 @@ def _access(request: Request) -> Principal:
     principal = current_principal(request)
     if principal is None:
         raise SignInRequired()
+    request.state.principal = principal  # before a refusal too: its page shows who is signed in, with the navigation
     if request.method not in SAFE_METHODS and not principal.can_change:
-        raise WebError(403, f"the role '{principal.role}' can only read: ask an admin to do this")
-    request.state.principal = principal
+        raise read_only(principal.role)
     return principal
 
 

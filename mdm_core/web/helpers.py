@@ -111,6 +111,19 @@ def principal_of(request: Request) -> Principal:
     return request.state.principal
 
 
+def read_only(role: str) -> WebError:
+    """The 403 of a role that can only read."""
+    return WebError(403, f"the role '{role}' can only read: ask an admin to do this")
+
+
+def require_change(request: Request) -> None:
+    """A 403 for a principal that can only read: for the page of a form that changes something,
+    so that a viewer is told before filling it in, not after submitting it."""
+    principal = principal_of(request)
+    if not principal.can_change:
+        raise read_only(principal.role)
+
+
 def flash(request: Request, message: str, kind: str = "ok") -> None:
     """A one-line message shown on the next page (kinds: ``ok``, ``error``)."""
     request.session.setdefault("flash", []).append([kind, one_line(message)])

@@ -26,7 +26,7 @@ from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_router, run_in_background
+from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
 from . import token_state, views
@@ -329,6 +329,7 @@ def page_router() -> APIRouter:
 
     @router.get("/vpp/add")
     def add_form(request: Request) -> Response:
+        require_change(request)
         return render(request, "vpp/add.html", {"default_interval": settings(host_of(request)).default_interval, "values": {}})
 
     @router.post("/vpp/add")
@@ -394,6 +395,7 @@ def page_router() -> APIRouter:
 
     @router.get("/vpp/accounts/{name}/remove")
     def remove_form(request: Request, name: str) -> Response:
+        require_change(request)
         account = describe_account(_account(host_of(request), name))
         return render(request, "vpp/remove.html", {"account": account})
 

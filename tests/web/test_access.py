@@ -163,7 +163,12 @@ def test_a_viewer_reads_but_changes_nothing(school: Host, viewer: Any) -> None:
     assert "Synchronize" not in viewer.get("/vpp").text
     response = viewer.post("/vpp/accounts/school/interval", data={"interval_seconds": "600", "csrftoken": csrf(viewer)})
     assert response.status_code == 403 and "can only read" in response.text
+    assert 'id="signed-in-as">victor (viewer)<' in response.text  # the refusal keeps the navigation (it had none)
     assert viewer.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(viewer)}).status_code == 403
+    # the forms a viewer cannot submit say so before they are filled in (a token chosen, a name typed)
+    for form in ("/vpp/add", "/vpp/accounts/school/remove"):
+        page = viewer.get(form)
+        assert page.status_code == 403 and "can only read" in page.text and "<form" not in page.text.split("</header>")[1], form
     from plugins.vpp.accounts import list_accounts
 
     assert list_accounts(school)[0]["interval_seconds"] == 3600
