@@ -364,8 +364,17 @@ def removed_targets(host: Host) -> dict[str, set[str]]:
     return out
 
 
+def check_holder(*, serial: str | None = None, user: str | None = None) -> None:
+    """Refuse a blank serial number or user (``UsageError``): it selects no holder, which is
+    every license of the app."""
+    for what, value in (("device serial number", serial), ("MDM user", user)):
+        if value is not None and not value.strip():
+            raise UsageError(f"the {what} is empty: give the one whose license to reclaim (an empty one would take back every license of the app)")
+
+
 def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[License]:
     """The licenses ``mdm apps reclaim`` would free (nothing is changed)."""
+    check_holder(serial=serial, user=user)
     keys: set[tuple[str, str, str]] | None = None
     if selector is not None:
         with host.db.session() as session:

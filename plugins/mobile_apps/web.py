@@ -96,7 +96,7 @@ def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str])
     """Reclaim the app's licenses held by devices and/or users (``mdm apps reclaim APP
     --device``/``--user``): whether all went back (or are pending), and a line per license or
     per target that holds none."""
-    from .reclaims import reclaim, reclaim_ok, reclaim_result
+    from .reclaims import check_holder, reclaim, reclaim_ok, reclaim_result
 
     _require_vpp(host)
     targets = [("device", s) for s in devices] + [("user", u) for u in users]
@@ -104,6 +104,8 @@ def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str])
         raise WebError(422, "no target: give device serial numbers and/or MDM users whose license to reclaim")
     if len(targets) > MAX_TARGETS:
         raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
+    for kind, target in targets:  # every one before the first is reclaimed
+        check_holder(**{"serial" if kind == "device" else "user": target})
     lines: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for kind, target in targets:

@@ -96,6 +96,17 @@ def test_irrevocable_licenses_are_reported_not_attempted(host, simulator, mdm):
     assert any(r["status"] == "irrevocable" and r["serialNumber"] == serial for r in json.loads(out))
 
 
+def test_reclaim_with_an_empty_device_or_user_is_refused(host, simulator, mdm):
+    """`--device ""` selected no holder, that is every license of the app, without asking."""
+    a = fixed_assets(simulator)[0]
+    before = sorted(simulator.snapshot()["assignments"])
+    for option in ("--device", "--user"):
+        for value in ("", " "):
+            code, _, err = mdm("apps", "reclaim", a["adamId"], option, value)
+            assert code == 2 and "is empty: give the one whose license to reclaim" in err, (option, err)
+    assert sorted(simulator.snapshot()["assignments"]) == before
+
+
 def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_this_mdm(host, simulator, mdm):
     """ "Unused" means held by a device or user this MDM removed (recorded), never one it never
     knew (a partial inventory during a migration): those used to be reclaimed too."""

@@ -154,6 +154,20 @@ def test_reclaim_through_the_api(school: Host, client: Any, simulator: Any) -> N
     assert missing.status_code == 404 and missing.json()["error"].startswith("no application '0000'")
 
 
+def test_an_empty_serial_or_user_reclaims_nothing(school: Host, client: Any, simulator: Any) -> None:
+    """``{"devices": [""]}`` selected no holder, that is every license of the app: all of them,
+    device and user licenses, went back to Apple's pool."""
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=True, kind="serialNumber")
+    admin = token_for(school, "admin")
+    before = sorted(simulator.snapshot()["assignments"])
+    for body in ({"devices": [""]}, {"devices": ["  "]}, {"users": [""]}, {"devices": [holders[0], ""]}):
+        response = client.post(f"/api/v1/apps/{app_id}/reclaim", headers=admin, json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"].startswith("the "), response.json()
+        assert "is empty: give the one whose license to reclaim" in response.json()["error"]
+    assert sorted(simulator.snapshot()["assignments"]) == before  # not one license taken back, not even holders[0]'s
+
+
 def test_install_for_a_user_from_the_form(school: Host, admin: Any, simulator: Any) -> None:
     """A user license from the form: the MDM user's VPP user gets the license at Apple and the
     user's enrolled device its InstallApplication; the app page's install status shows it."""
