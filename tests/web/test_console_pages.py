@@ -60,6 +60,15 @@ def test_events_page_lists_events_and_failed_deliveries_and_delivers_again(web_h
     assert len(subscriber.seen) == 1
 
 
+def test_an_event_filter_that_matches_nothing_says_so(web_host: Host, admin: Any) -> None:
+    """The filter by name said 'No event yet.' while the outbox held events of other names."""
+    inventory.add_device(web_host, "EVENTS000003", "iOS")
+    web_host.deliver_events()
+    assert "No event yet." not in admin.get("/events").text
+    page = admin.get("/events", params={"name": "device_enroled"}).text
+    assert "No event named device_enroled." in page and "No event yet." not in page
+
+
 def test_failed_deliveries_through_the_api(web_host: Host, client: Any) -> None:
     subscriber = Refusing()
     web_host.pm.register(subscriber, name="asset-register")
