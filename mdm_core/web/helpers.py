@@ -51,9 +51,10 @@ class CliJsonRoute(APIRoute):
         super().__init__(path, _answering_cli_json(endpoint, status), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The handler, refusing a query parameter the endpoint does not take (422, one line):
-        a misspelt filter (``?acount=``) or ``offset`` was ignored, answering every row or the
-        first page as if it were what was asked."""
+        """The handler, refusing a query parameter the endpoint does not take, or one given empty
+        (422, one line): a misspelt filter (``?acount=``), ``offset`` or an empty filter
+        (``?device=``) was ignored, answering every row or the first page as if it were what
+        was asked."""
         handler = super().get_route_handler()
         known = sorted(_query_names(self.dependant))
 
@@ -61,6 +62,9 @@ class CliJsonRoute(APIRoute):
             unknown = sorted(set(request.query_params) - set(known))
             if unknown:
                 raise WebError(422, _unknown_parameters(unknown, known))
+            empty = sorted({k for k, v in request.query_params.multi_items() if not v.strip()})
+            if empty:  # ?device=$SERIAL with the variable unset filtered nothing: every row
+                raise WebError(422, f"query parameter {', '.join(empty)} is empty: give a value or leave it out")
             return await handler(request)
 
         return checked

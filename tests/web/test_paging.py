@@ -140,6 +140,9 @@ def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client
     assert sync.status_code == 422 and sync.json() == {"error": "unknown query parameter ful: it takes full"}
     assert client.get("/api/v1/me", params={"x": "1"}, headers=headers).json() == {"error": "unknown query parameter x: it takes none"}
     assert client.get("/api/v1/vpp/assets", params={"account": "school", "limit": 2}, headers=headers).status_code == 200
+    # an empty filter (a script's unset variable) filtered nothing: every license
+    empty = client.get("/api/v1/vpp/licenses", params={"device": "", "limit": 5}, headers=headers)
+    assert empty.status_code == 422 and empty.json() == {"error": "query parameter device is empty: give a value or leave it out"}
 
 
 def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
