@@ -187,10 +187,13 @@ def page_router() -> APIRouter:
         )
 
     @router.post("/apps/{app_id}/reclaim")
-    def reclaim_form(request: Request, app_id: int, serials: str = Form(""), user: str = Form("")) -> Response:
+    def reclaim_form(request: Request, app_id: int, serials: str = Form(""), user: str = Form(""), confirm: str = Form("")) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
-        ok, lines = run_reclaim(host, str(app.id), sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else [])
+        devices, users = sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else []
+        if (devices or users) and confirm != "yes":  # it removes the app from the devices: asked, as removing an account is
+            raise WebError(422, "tick 'Take these licenses back' to confirm: the app is removed from the devices that hold them")
+        ok, lines = run_reclaim(host, str(app.id), devices, users)
         return render(
             request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"}, status_code=200 if ok else 409
         )

@@ -119,7 +119,12 @@ def test_reclaim_a_device_license_from_the_form(school: Host, admin: Any, viewer
     assert 'id="reclaim-form"' not in viewer.get(f"/apps/{app_id}").text
     assert viewer.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "csrftoken": csrf(viewer)}).status_code == 403
     assert _held(simulator, key, holders[0])  # the viewer changed nothing
-    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": f"{holders[0]}\nNOLICENSE001", "csrftoken": csrf(admin)})
+    # without ticking the confirmation nothing is taken back (the form asked nothing)
+    unconfirmed = admin.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "csrftoken": csrf(admin)})
+    assert unconfirmed.status_code == 422 and "to confirm: the app is removed from the devices that hold them" in unconfirmed.text
+    assert _held(simulator, key, holders[0])
+    assert 'id="reclaim-confirm"' in page and re.search(r'<input type="checkbox" name="confirm" value="yes" required id="reclaim-confirm">', page)
+    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": f"{holders[0]}\nNOLICENSE001", "confirm": "yes", "csrftoken": csrf(admin)})
     assert result.status_code == 200, result.text
     text = result.text.replace("\n", "")
     assert re.search(rf'<td>{holders[0]}</td><td class="status-done">done</td><td>license reclaimed</td>', text)
@@ -131,7 +136,7 @@ def test_reclaim_a_device_license_from_the_form(school: Host, admin: Any, viewer
 def test_an_irrevocable_license_is_reported_not_reclaimed(school: Host, admin: Any, simulator: Any) -> None:
     app_id, key, holders = _app_with_holders(school, simulator, revocable=False, kind="serialNumber")
     assert 'id="reclaim-irrevocable"' in admin.get(f"/apps/{app_id}").text
-    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "csrftoken": csrf(admin)})
+    result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "confirm": "yes", "csrftoken": csrf(admin)})
     assert result.status_code == 409 and "not reclaimed: the asset is irrevocable" in result.text
     assert _held(simulator, key, holders[0])
 
