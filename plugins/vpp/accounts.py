@@ -6,6 +6,7 @@ as the client's bearer value.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -527,9 +528,9 @@ def check_interval(host: Host, value: Any, what: str = "--interval") -> int:
 
     shortest = settings(host).min_interval
     text = value.strip() if isinstance(value, str) else None
-    interval = int(text) if text is not None and text.isdigit() else value
+    interval = int(text) if text is not None and text.isascii() and text.isdigit() else value  # '²' is a digit int() refuses
     if isinstance(interval, bool) or not isinstance(interval, int) or interval > MAX_INTERVAL:
-        shown = repr(value) if text is not None else value  # a form's text quoted, so that an empty one shows
+        shown = repr(value) if text is not None else json.dumps(value, default=str)  # a form's text quoted (an empty one shows); JSON as sent
         raise UsageError(f"{what} {shown} is not valid: give whole seconds from {shortest} to {MAX_INTERVAL} (a year)")
     if interval < shortest:
         raise UsageError(f"{what} {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")

@@ -190,7 +190,7 @@ def test_taking_over_a_location_asks_for_confirmation_naming_the_other_mdm(web_h
     assert confirmed.status_code == 200 and _accounts(web_host) == ["district"]
 
 
-@pytest.mark.parametrize("value", ["10", "99999999", "soon", ""])
+@pytest.mark.parametrize("value", ["10", "99999999", "soon", "", "²", "3600²"])  # '²' is a digit to str.isdigit, not to int(): it was a 500
 def test_interval_out_of_range_is_refused(school: Host, admin: Any, value: str) -> None:
     response = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": value, "csrftoken": csrf(admin)})
     assert response.status_code == 422 and "Account Synchronization Interval (sec)" in response.text
@@ -210,6 +210,9 @@ def test_unknown_account_and_asset(school: Host, admin: Any, client: Any) -> Non
     assert client.get("/api/v1/vpp/licenses?cursor=@@@", headers=headers).status_code == 400
     assert client.get("/api/v1/vpp/assets?limit=0", headers=headers).status_code == 422
     assert client.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": 5}).status_code == 422
+    for sent, shown in ((True, "true"), ("²", "'²'"), (600.5, "600.5")):  # as sent, in JSON (it said Python's True; '²' was a 500)
+        bad = client.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": sent})
+        assert bad.status_code == 422 and bad.json()["error"].startswith(f"interval_seconds {shown} is not valid: give whole seconds"), bad.text
     # the console's page points to the console, the API to the API (the page said "see GET /api/v1/vpp/runs")
     page = admin.get("/vpp/runs/999999")
     assert page.status_code == 404 and _error(page) == "no sync run 999999: see an account's Sync runs"
