@@ -15,7 +15,7 @@ from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, sign_in
 from .app import current_principal
-from .helpers import WebError, host_of, redirect, render, rest_router
+from .helpers import WebError, host_of, redirect, render, rest_router, row_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
@@ -114,7 +114,7 @@ def page_router() -> APIRouter:
         )
 
     @router.post("/events/failures/{failure_id}/redeliver")
-    def redeliver(request: Request, failure_id: int) -> Response:
+    def redeliver(request: Request, failure_id: int = row_id()) -> Response:
         error = redeliver_failure(host_of(request), failure_id)
         if error:
             return redirect(request, "/events", f"delivered again, and it failed again: {error}", "error")
@@ -158,7 +158,7 @@ def api_router() -> APIRouter:
         return failures_page(host_of(request), limit, cursor).as_json()
 
     @router.post("/events/failures/{failure_id}/redeliver")
-    def api_redeliver(request: Request, failure_id: int) -> dict[str, Any]:
+    def api_redeliver(request: Request, failure_id: int = row_id()) -> dict[str, Any]:
         """Deliver a failed event again to the subscriber that failed."""
         error = redeliver_failure(host_of(request), failure_id)
         return {"id": failure_id, "delivered": error is None, "error": error}

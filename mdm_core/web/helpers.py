@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 T = TypeVar("T")
+
+
+#: The largest row id in a path: PostgreSQL's INTEGER (SQLite's is larger). One beyond is a 422
+#: naming the bound, where the database's overflow was a 500.
+MAX_ID = 2**31 - 1
+
+
+def row_id() -> Any:
+    """A row id in a path (``run_id: int = row_id()`` for ``/runs/{run_id}``); one per parameter
+    (FastAPI names the field after the first parameter it is given to)."""
+    return Path(ge=1, le=MAX_ID)
 
 
 class WebError(Exception):

@@ -402,6 +402,8 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
+MAX_APP_ID = 2**31 - 1  # PostgreSQL's INTEGER
+
 #: The states of an application (``mdm apps list --state``).
 APP_STATES = ("published", "retired")
 
@@ -461,9 +463,9 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
     if not selector:
         raise UsageError("APP is empty: give an application id, an adamId or a bundle id (see `mdm apps list`)")
     base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():  # not '²', a digit int() refuses
         rows = list(session.execute(base.where(col(MobileApp.adam_id) == selector)).all())
-        if not rows:
+        if not rows and int(selector) <= MAX_APP_ID:  # a larger id would overflow the database's integer
             rows = list(session.execute(base.where(col(MobileApp.id) == int(selector))).all())
     else:
         rows = list(session.execute(base.where(col(AppMetadata.bundle_id) == selector)).all())

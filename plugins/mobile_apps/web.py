@@ -21,7 +21,7 @@ from sqlmodel import col
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
-from mdm_core.web.helpers import WebError, host_of, render, rest_router
+from mdm_core.web.helpers import WebError, host_of, render, rest_router, row_id
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 
 from .catalog import APP_ORDER, app_dict, apps_query
@@ -142,7 +142,7 @@ def page_router() -> APIRouter:
         return render(request, "mobile_apps/installs.html", {"rows": [i.model_dump() for (i,) in found.items], "found": found, "status": status})
 
     @router.get("/apps/{app_id}")
-    def app_page(request: Request, app_id: int, page: int = Query(1, ge=1)) -> Response:
+    def app_page(request: Request, app_id: int = row_id(), page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
         platforms = {"iOS": ("iOS", "iPadOS")}.get(app.platform, (app.platform,))
@@ -174,7 +174,7 @@ def page_router() -> APIRouter:
         )
 
     @router.post("/apps/{app_id}/install")
-    def install_form(request: Request, app_id: int, serials: str = Form(""), devices: list[str] = Form([]), user: str = Form("")) -> Response:
+    def install_form(request: Request, app_id: int = row_id(), serials: str = Form(""), devices: list[str] = Form([]), user: str = Form("")) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
@@ -187,7 +187,7 @@ def page_router() -> APIRouter:
         )
 
     @router.post("/apps/{app_id}/reclaim")
-    def reclaim_form(request: Request, app_id: int, serials: str = Form(""), user: str = Form(""), confirm: str = Form("")) -> Response:
+    def reclaim_form(request: Request, app_id: int = row_id(), serials: str = Form(""), user: str = Form(""), confirm: str = Form("")) -> Response:
         host = host_of(request)
         app, meta = _app(host, app_id)
         devices, users = sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else []

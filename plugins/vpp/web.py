@@ -26,7 +26,7 @@ from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, run_in_background
+from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 
 from . import token_state, views
@@ -389,7 +389,7 @@ def page_router() -> APIRouter:
         return redirect(request, f"/vpp/runs/{run_id}", f"synchronization of {name} started")
 
     @router.get("/vpp/runs/{run_id}")
-    def run_page(request: Request, run_id: int) -> Response:
+    def run_page(request: Request, run_id: int = row_id()) -> Response:
         run = get_run(host_of(request), run_id, "an account's Sync runs")
         return render(request, "vpp/run.html", {"run": run, "progress": run["progress"]})  # from any process (sync.stored_progress)
 
@@ -531,7 +531,7 @@ def api_router() -> APIRouter:
             return {"items": run_rows(host, page.items), "next_cursor": page.next_cursor}
 
     @router.get("/runs/{run_id}")
-    def api_run(request: Request, run_id: int) -> dict[str, Any]:
+    def api_run(request: Request, run_id: int = row_id()) -> dict[str, Any]:
         """One sync run: ``status`` is ``running`` until it ends (``ok``, ``error``)."""
         return get_run(host_of(request), run_id)
 

@@ -215,3 +215,17 @@ def test_an_unknown_install_status_or_app_state_is_refused_not_an_empty_list(sch
     failed = admin.get("/apps/installs", params={"status": "failed"})
     assert failed.status_code == 200 and "No install with status failed." in failed.text
     assert [i["status"] for i in client.get("/api/v1/apps/installs", params={"status": "queued"}, headers=viewer).json()["items"]] == ["queued"]
+
+
+def test_an_id_beyond_the_database_integers_is_refused_not_a_500(school: Host, admin: Any, client: Any) -> None:
+    """A run, failure or application id past 2**63 (or 2**31 on PostgreSQL), or '²' (a digit to
+    str.isdigit, not to int()), reached the database or int() and answered 500."""
+    headers = token_for(school, "admin")
+    huge = "9" * 23
+    for method, path in (("get", f"/api/v1/vpp/runs/{huge}"), ("post", f"/api/v1/events/failures/{huge}/redeliver")):
+        response = getattr(client, method)(path, headers=headers)
+        assert response.status_code == 422 and "less than or equal to 2147483647" in response.json()["error"], (path, response.text)
+    assert admin.get(f"/apps/{huge}").status_code == 422 and admin.get(f"/vpp/runs/{huge}").status_code == 422
+    for selector in (huge, "%C2%B2"):
+        response = client.post(f"/api/v1/apps/{selector}/install", headers=headers, json={"devices": ["X"]})
+        assert response.status_code == 404 and response.json()["error"].startswith("no application"), response.text
