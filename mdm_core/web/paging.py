@@ -75,9 +75,7 @@ def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: 
     must be NOT NULL and end with a unique one.
     """
     after = decode_cursor(cursor).get("after") if cursor else None
-    if cursor is not None and (
-        not isinstance(after, list) or len(after) != len(key) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in after)
-    ):
+    if cursor is not None and (not isinstance(after, list) or len(after) != len(key) or not all(map(_fits, key, after))):
         raise WebError(400, _BAD_CURSOR)
     if after is not None:
         bound = tuple_(*key) < tuple_(*after) if descending else tuple_(*key) > tuple_(*after)
@@ -90,6 +88,21 @@ def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: 
     rows = rows[:limit]
     next_cursor = encode_cursor({"after": list(rows[-1][-width:])}) if more and rows else None
     return Page([tuple(row[:-width]) for row in rows], next_cursor)
+
+
+def _fits(column: Any, value: Any) -> bool:
+    """A cursor's value is one the key column holds: a 64-bit integer for an integer column (a
+    larger one overflowed SQLite's, a 500), text for a text one (PostgreSQL refuses text for
+    an integer)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    try:
+        wanted = column.type.python_type
+    except (AttributeError, NotImplementedError):
+        return True
+    if wanted is int:
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    return isinstance(value, str) if wanted is str else True
 
 
 @dataclass(frozen=True)

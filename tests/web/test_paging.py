@@ -122,6 +122,16 @@ def test_a_cursor_the_server_did_not_give_is_refused(busy: Host, client: Any, cu
     assert response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
 
 
+@pytest.mark.parametrize("after", [[10**23], ["x"]])
+def test_a_cursor_holding_a_value_its_column_cannot_is_refused(school: Host, client: Any, after: list[Any]) -> None:
+    """An integer past 64 bits overflowed SQLite's (a 500); text for an integer key matched
+    every row on SQLite and failed on PostgreSQL."""
+    from mdm_core.web.paging import encode_cursor
+
+    response = client.get("/api/v1/vpp/runs", params={"cursor": encode_cursor({"after": after})}, headers=token_for(school, "viewer"))
+    assert response.status_code == 400 and response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
+
+
 def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client: Any) -> None:
     """``offset`` and a misspelt filter were ignored: the first page, or every account's rows,
     answered as if they were what was asked."""
