@@ -99,6 +99,7 @@ def test_a_sync_in_another_process_shows_its_progress_here_then_none_once_done(
     try:
         run_id, page = _run_page_with_progress(client, sync)
         assert 'id="run-status">running' in page
+        assert 'id="run-pages">— (see Read so far)<' in page  # it said 'Pages 0' beside the pages read so far
         api = client.get(f"/api/v1/vpp/runs/{run_id}", headers=token_for(host, "viewer")).json()
         assert api["status"] == "running" and api["progress"]["account"] == "school" and api["progress"]["phase"] == "reading", api
         assert api["progress"]["datasets"]["users"]["rows"] > 0 and api["progress"]["age_s"] >= 0, api
@@ -110,6 +111,7 @@ def test_a_sync_in_another_process_shows_its_progress_here_then_none_once_done(
             sync.communicate()
     page = client.get(f"/vpp/runs/{run_id}").text
     assert 'id="run-status">ok<' in page and "run-progress" not in page
+    assert re.search(r'id="run-pages">[1-9]\d*<', page)
     assert client.get(f"/api/v1/vpp/runs/{run_id}", headers=token_for(host, "admin")).json()["progress"] is None
     assert _stored_progress(host) == (run_id, "ok", None)  # cleared at the end
 
