@@ -181,6 +181,19 @@ def session_principal(host: Host, name: str | None, epoch: Any) -> Principal | N
     return Principal(admin.name, admin.role, "session")
 
 
+def end_sessions(host: Host, name: str) -> None:
+    """End every session of an admin (sign-out): a signed cookie is otherwise valid until it
+    expires, so a copy of it would outlive the sign-out."""
+
+    def work(session: Any) -> None:
+        row = session.get(Admin, name)
+        if row is not None:
+            row.session_epoch += 1
+            session.add(row)
+
+    host.db.run_write(work)
+
+
 def admin_epoch(host: Host, name: str) -> int:
     """The session epoch stored in a new session cookie."""
     with host.db.session() as session:

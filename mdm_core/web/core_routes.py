@@ -13,9 +13,9 @@ from sqlmodel import col
 
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
-from .access import SignInRefused, admin_epoch, sign_in
+from .access import SignInRefused, admin_epoch, end_sessions, sign_in
 from .app import current_principal
-from .helpers import WebError, host_of, redirect, render, rest_router, row_id
+from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
@@ -68,6 +68,9 @@ def page_router() -> APIRouter:
 
     @router.post("/logout")
     def logout(request: Request) -> Response:
+        principal = principal_of(request)
+        if principal.kind == "session":
+            end_sessions(host_of(request), principal.name)
         request.session.clear()
         request.session["flash"] = [["ok", "signed out"]]
         return RedirectResponse("/login", status_code=303)

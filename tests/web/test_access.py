@@ -76,7 +76,10 @@ def test_sign_in_sets_a_signed_httponly_samesite_session_and_sign_out_ends_it(cl
     _replace_cookie(client, tampered)
     assert client.get("/devices", follow_redirects=False).status_code == 303
     sign_in(client)
+    copied = client.cookies.get("mdm_session")
     assert client.post("/logout", data={"csrftoken": csrf(client)}, follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/devices", follow_redirects=False).status_code == 303
+    _replace_cookie(client, copied)  # a copy of the cookie (another browser, a stolen one) ended with the sign-out: it stayed valid
     assert client.get("/devices", follow_redirects=False).status_code == 303
 
 
