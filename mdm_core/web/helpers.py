@@ -112,7 +112,8 @@ def _answering_cli_json(endpoint: Callable[..., Any], status: int) -> Callable[.
 
 
 def rest_router(**kwargs: Any) -> APIRouter:
-    """An ``APIRouter`` for ``web.add_api`` whose routes answer what ``mdm ... --json`` prints."""
+    """An ``APIRouter`` for ``web.add_api`` whose routes answer what ``mdm ... --json`` prints
+    and refuse a query parameter they do not declare, or one given empty (422)."""
     return APIRouter(route_class=CliJsonRoute, **kwargs)
 
 
