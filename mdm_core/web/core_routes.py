@@ -1,16 +1,19 @@
-"""The core's own routes: sign-in and sign-out, the overview, the inventory's Devices and
-Users, and Events (recent events and failed deliveries, with a way to deliver again)."""
+"""The core's own routes: sign-in and sign-out, the health check, the overview, the
+inventory's Devices and Users, and Events (recent events and failed deliveries, with a way to
+deliver again)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from mdm_core.errors import describe
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, end_sessions, sign_in
@@ -19,10 +22,13 @@ from .helpers import WebError, host_of, principal_of, redirect, render, rest_rou
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 
+log = logging.getLogger(__name__)
+
 
 def register(web: WebRegistry) -> None:
     """Add the core's routes and navigation to the registry."""
     web.add_public(sign_in_router(), plugin="core")
+    web.add_public(health_router(), plugin="core")
     web.add_pages(page_router(), plugin="core")
     web.add_api(api_router(), plugin="core")
     web.add_nav("Devices", "/devices", order=60, plugin="core")
@@ -35,6 +41,25 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+def health_router() -> APIRouter:
+    """``/healthz`` (GET or HEAD) for a load balancer, a container's health check or a service
+    manager: 200 ``{"status": "ok"}`` while this process serves and its database answers, 503
+    ``{"status": "unavailable"}`` otherwise (the reason is logged, never shown: anybody may ask)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.api_route("/healthz", methods=["GET", "HEAD"])
+    def healthz(request: Request) -> Response:
+        try:
+            with host_of(request).db.reading() as conn:
+                conn.exec_driver_sql("SELECT 1").scalar_one()
+        except Exception as exc:
+            log.warning("health check: the database does not answer: %s", describe(exc))
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return router
 
 
 def sign_in_router() -> APIRouter:

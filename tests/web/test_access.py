@@ -4,6 +4,7 @@ throttling, CSRF and security headers behave as an admin (and an attacker) would
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from .conftest import PASSWORD, csrf, sign_in, token_for
 #: Routes that answer an anonymous request, and why. Everything else must refuse it.
 ANONYMOUS_ALLOWED = {
     "/login": "the sign-in page itself",
+    "/healthz": "the health check: says ok or unavailable, nothing else",
     "/static": "style sheet, no data",
     "/apple/apps-books/notify/{id}": "Apple's notification endpoint: carries its own bearer authentication",
 }
@@ -476,3 +478,27 @@ def test_a_request_body_larger_than_the_limit_is_refused_before_it_is_read(make_
         assert streamed.status_code == 413
         small = client.post("/login", data={"name": "nobody", "password": "x", "next": "/", "csrftoken": client.cookies.get("csrftoken")})
         assert small.status_code != 413  # an ordinary sign-in is read as before
+
+
+def test_the_health_check_answers_anybody_ok_while_the_database_answers(app: Any, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load balancer or a service manager asks /healthz without signing in: 200 while the
+    database answers, 503 when it does not, and never the reason (logged instead)."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import OperationalError
+
+    ok = client.get("/healthz", follow_redirects=False)
+    assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
+    assert client.head("/healthz").status_code == 200
+    assert "no-store" in ok.headers["cache-control"]
+
+    @contextmanager
+    def unreachable() -> Iterator[Any]:
+        raise OperationalError("SELECT 1", {}, Exception("connection to server at db.example.org failed: password authentication failed"))
+        yield
+
+    monkeypatch.setattr(app.state.host.db, "reading", unreachable)
+    down = client.get("/healthz")
+    assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
+    assert "example.org" not in down.text and "password" not in down.text
+    assert client.head("/healthz").status_code == 503
