@@ -160,13 +160,19 @@ def send_now(host: Host, message: Outgoing) -> list[dict[str, Any]]:
 
 
 def retry_failed(host: Host, message_ids: list[int]) -> int:
-    """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many."""
+    """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many.
+
+    An alert id without a failed delivery is refused (MdmError) and nothing is queued."""
 
     def work(session: Session) -> int:
         query = select(AlertDelivery).where(col(AlertDelivery.status) == "failed")
         if message_ids:
             query = query.where(col(AlertDelivery.message_id).in_(message_ids))
         rows = list(session.execute(query).scalars())
+        missing = sorted(set(message_ids) - {row.message_id for row in rows})
+        if missing:
+            names = ", ".join(map(str, missing))
+            raise MdmError(f"no failed delivery of alert(s) {names}: nothing was queued again (see `mdm alerts list --status failed`)")
         for row in rows:
             row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()
             session.add(row)

@@ -65,6 +65,11 @@ def test_a_failing_webhook_is_retried_with_backoff_then_failed_while_email_goes_
     assert header.split()[:7] == ["id", "created", "severity", "channel", "status", "attempts", "next_attempt"]
     assert "webhook:ops" in row and "failed" in row and "answered HTTP 500" in row and "email" not in row
 
+    failed_id = row.split()[0]
+    code, out, err = mdm("alerts", "retry", failed_id, "999")  # a mistyped id: refused, nothing queued
+    assert (code, out) == (1, "") and "no failed delivery of alert(s) 999: nothing was queued again" in err
+    assert [d["status"] for d in deliveries(host, "webhook:ops")] == ["failed"]
+
     hook.default = 200
     code, out, err = mdm("alerts", "retry")
     assert code == 0 and out.startswith("1 failed delivery queued again")
