@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -71,6 +72,8 @@ PING_AFTER_IDLE = 1.0
 #: the databases the host runs on (its statements use their own SQL: upserts, COPY, PRAGMAs);
 #: any other URL is refused before anything connects
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+#: libpq parameters that hold a secret when a URL gives them in its query (``?password=...``)
+SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&]*", re.IGNORECASE)
 
 
 class Database:
@@ -109,7 +112,7 @@ class Database:
             try:
                 engine = create_engine(self.url, echo=echo, hide_parameters=True, connect_args=connect_args)
             except Exception as exc:  # an uninstalled driver, say
-                raise ConfigError(f"database {self.url.render_as_string(hide_password=True)} cannot be used: {exc}") from None
+                raise ConfigError(f"database {self.describe()} cannot be used: {exc}") from None
             event.listen(engine, "before_cursor_execute", _interruption_point)
             _ping_when_idle(engine)
             return engine
@@ -198,8 +201,8 @@ class Database:
                 conn.close()
 
     def describe(self) -> str:
-        """The URL without its password, for messages."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL without its password (nor one given as ``?password=``), for messages."""
+        return SECRET_QUERY.sub(r"\1***", self.url.render_as_string(hide_password=True))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

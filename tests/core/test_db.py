@@ -309,6 +309,16 @@ def test_a_database_that_cannot_be_reached_is_one_plain_line(mdm, monkeypatch):
     assert "secret-pw" not in err
 
 
+def test_a_password_given_in_the_url_query_is_never_shown(mdm, monkeypatch):
+    """libpq takes the password as ``?password=`` too (some hosting services write it so): it is
+    hidden like one before the ``@`` (was: printed in clear by every error and `mdm status`)."""
+    monkeypatch.setenv("MDM_DATABASE_URL", "postgresql+psycopg://mdm@127.0.0.1:1/mdm?password=secret-pw&sslmode=disable&sslpassword=key-pw")
+    for command in (("devices", "list"), ("status",)):
+        code, out, err = mdm(*command)
+        assert code == 1 and "password=***" in out + err and "sslpassword=***" in out + err and "sslmode=disable" in out + err
+        assert "secret-pw" not in out + err and "key-pw" not in out + err
+
+
 # ---------------------------------------------------------------------- fencing (issue 17 points 1 and 6)
 
 
