@@ -93,7 +93,9 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
         )
         severity = "critical" if state == "expiring_7" else "warning"
     elif state == "expired":
-        title, severity = f"VPP token of account '{account}' expired on {day}", "critical"
+        # Apple can refuse a token as expired (9621) before the date it carries: never "expired on" a day to come
+        ended = f"expired on {day}" if when and when <= now else "has expired"
+        title, severity = f"VPP token of account '{account}' {ended}", "critical"
         text = "This account no longer syncs, and its licenses can no longer be assigned or reclaimed."
     elif state == "revoked":
         title, severity = f"VPP token of account '{account}' was revoked", "critical"

@@ -78,6 +78,9 @@ def test_token_changes_that_are_news():
     assert token_alert("a", "expiring_30", "expiring_30", expires=expires, detail=None, action=None, now=NOW) is None
     back = token_alert("a", "revoked", "valid", expires=expires, detail=None, action=None, now=NOW)
     assert back.severity == "resolved" and "was revoked; it is now valid until 2026-06-21" in back.text
-    assert token_alert("a", "expiring_7", "expired", expires=NOW.isoformat(), detail=None, action=None, now=NOW).severity == "critical"
+    expired = token_alert("a", "expiring_7", "expired", expires=NOW.isoformat(), detail=None, action=None, now=NOW)
+    assert expired.severity == "critical" and expired.title == "VPP token of account 'a' expired on 2026-06-01"
+    early = token_alert("a", "expiring_30", "expired", expires=expires, detail=None, action=None, now=NOW)  # Apple said 9621 before the date
+    assert early.title == "VPP token of account 'a' has expired"  # was: "expired on 2026-06-21", a day still to come
     one = token_alert("a", "expiring_14", "expiring_7", expires=(NOW + timedelta(days=1, hours=2)).isoformat(), detail=None, action=None, now=NOW)
     assert "expires in 1 day," in one.title
