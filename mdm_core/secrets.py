@@ -169,8 +169,9 @@ class SecretBox:
             if self._reloaded():
                 return self.decrypt(ciphertext)
             raise MdmError(
-                "a stored secret cannot be decrypted with this key: set MDM_SECRET_KEY (or the key file under var/) "
-                "to the key used when it was stored, or add the token again"
+                "a stored secret cannot be decrypted with this key: set MDM_SECRET_KEY (or [core] secret_key, or the key file "
+                "under var/) to the key used when it was stored (see `mdm secrets status`); if that key is lost, enter each "
+                "token again with `mdm vpp account set NAME --token-file FILE`"
             ) from None
 
     def can_decrypt(self, ciphertext: str) -> bool:
