@@ -90,7 +90,7 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     info = status(host)
     if args.json:
         print_json(info)
-        return 0
+        return 1 if info["unreadable"] else 0
     key = " ".join(filter(None, (info["source"], info["key_file"])))  # the key file's path: what to back up
     print(
         f"key: {key} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "

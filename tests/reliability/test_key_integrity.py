@@ -69,6 +69,9 @@ def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim
     (account,) = json.loads(out)
     assert account["token_state"] == "unreadable" and "mdm vpp account set school --token-file FILE" in account["action"]
     assert mdm("vpp", "sync", "school")[0] == 1
+    for form in ((), ("--json",)):  # a monitoring script reading --json sees the exit code too (was: 0 with --json)
+        code, out, err = mdm("secrets", "status", *form)
+        assert code == 1 and (json.loads(out)["unreadable"] == 1 if form else out.endswith("1 unreadable\n")), out + err
     token = small_sim.write_token(project_dir / "renewed.vpptoken")
     assert mdm("vpp", "account", "set", "school", "--token-file", str(token))[0] == 0
     assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["token_state"] == "valid"
