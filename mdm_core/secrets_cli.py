@@ -92,6 +92,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
         print_json(info)
         return 1 if info["unreadable"] else 0
     key = " ".join(filter(None, (info["source"], info["key_file"])))  # the key file's path: what to back up
+    if info["key_file"] and not info["keys"]:
+        key += " is missing: restore it from a backup"
     print(
         f"key: {key} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
         f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable"

@@ -57,6 +57,8 @@ def test_a_missing_key_file_is_never_replaced_while_secrets_exist(mdm: MdmRunner
         assert said.count("\n") == 1 and f"the secret key file {key_file} is missing" in said and "restore the file from a backup" in said, said
         assert "mdm vpp account set NAME --token-file FILE" in said
         assert not key_file.exists(), "a new key was created over the secrets of the old one"
+    code, out, err = mdm("secrets", "status")  # was: "key file PATH (0 key(s))", not saying the file is gone
+    assert code == 1 and out.startswith(f"key: key file {key_file} is missing: restore it from a backup (0 key(s))"), out + err
     count_figure("key_cases")
 
 
