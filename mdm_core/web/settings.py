@@ -33,9 +33,20 @@ class WebSettings:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment or parts.username:
                 raise ValueError(
-                    f"public_url {self.public_url!r} is not valid: give the https URL by which Apple reaches this host, "
+                    f"public_url {shown_url(self.public_url)!r} is not valid: give the https URL by which Apple reaches this host, "
                     "host and optional path only, e.g. https://mdm.example.org"
                 )
+
+
+def shown_url(url: str) -> str:
+    """``url`` as an error may show it: a user name or password, a query and a fragment (where a
+    token would be) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    return shown + ("?***" if parts.query else "") + ("#***" if parts.fragment else "")
 
 
 def parse_listen(value: str) -> tuple[str, int]:

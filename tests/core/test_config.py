@@ -146,7 +146,9 @@ def test_config_errors_exit_2_from_main(mdm):
         (f'[vpp]\nmdm_name = "{"x" * 101}"\n', "[vpp] mdm_name must be 1 to 100 characters long, got 101"),
         # refused by every command at start, `mdm run` included (was: only once an account asked Apple for notifications)
         ('[web]\npublic_url = "ftp://mdm.example.org"\n', "[web] public_url 'ftp://mdm.example.org' is not valid: give the https URL"),
-        ('[web]\npublic_url = "https://mdm.example.org/?x=1"\n', "[web] public_url 'https://mdm.example.org/?x=1' is not valid"),
+        ('[web]\npublic_url = "https://mdm.example.org/?x=1"\n', "[web] public_url 'https://mdm.example.org/?***' is not valid"),
+        # a credential written into it is never echoed
+        ('[web]\npublic_url = "https://u:PW1@mdm.example.org/a?token=SEC2#F3"\n', "[web] public_url 'https://***@mdm.example.org/a?***#***' is not valid"),
     ):
         enabled = '[plugins]\nenabled = ["plugins.vpp.plugin", "plugins.mobile_apps.plugin"]\n'
         code, _, err = mdm("plugins", config=enabled + text)
