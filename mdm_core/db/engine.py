@@ -72,6 +72,9 @@ PING_AFTER_IDLE = 1.0
 #: the databases the host runs on (its statements use their own SQL: upserts, COPY, PRAGMAs);
 #: any other URL is refused before anything connects
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+#: the largest row id every supported database holds (PostgreSQL's INTEGER; SQLite's is larger):
+#: an id given beyond it (a path, a selector) is refused or matches nothing, never sent to overflow
+MAX_ROW_ID = 2**31 - 1
 #: libpq parameters that hold a secret when a URL gives them in its query (``?password=...``)
 SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&]*", re.IGNORECASE)
 

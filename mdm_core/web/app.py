@@ -34,7 +34,7 @@ from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
 from .access import Principal, session_principal, token_principal, web_settings
-from .helpers import BackgroundWork, WebError, read_only, url_with
+from .helpers import BackgroundWork, WebError, require_change, url_with
 from .limits import BodyLimit
 from .registry import WebRegistry
 
@@ -101,8 +101,8 @@ def _access(request: Request) -> Principal:
     if principal is None:
         raise SignInRequired()
     request.state.principal = principal  # before a refusal too: its page shows who is signed in, with the navigation
-    if request.method not in SAFE_METHODS and not principal.can_change:
-        raise read_only(principal.role)
+    if request.method not in SAFE_METHODS:
+        require_change(request)
     return principal
 
 

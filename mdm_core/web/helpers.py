@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
+from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import one_line
 from mdm_core.output import to_jsonable
 
@@ -28,15 +29,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-#: The largest row id in a path: PostgreSQL's INTEGER (SQLite's is larger). One beyond is a 422
-#: naming the bound, where the database's overflow was a 500.
-MAX_ID = 2**31 - 1
-
-
 def row_id() -> Any:
     """A row id in a path (``run_id: int = row_id()`` for ``/runs/{run_id}``); one per parameter
-    (FastAPI names the field after the first parameter it is given to)."""
-    return Path(ge=1, le=MAX_ID)
+    (FastAPI names the field after the first parameter it is given to). One beyond
+    :data:`~mdm_core.db.engine.MAX_ROW_ID` is a 422 naming the bound, where the database's
+    overflow was a 500."""
+    return Path(ge=1, le=MAX_ROW_ID)
 
 
 class WebError(Exception):

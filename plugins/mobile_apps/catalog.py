@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import one_of, update_rows
+from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -402,8 +403,6 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
-MAX_APP_ID = 2**31 - 1  # PostgreSQL's INTEGER
-
 #: The states of an application (``mdm apps list --state``).
 APP_STATES = ("published", "retired")
 
@@ -465,7 +464,7 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
     base = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if selector.isascii() and selector.isdigit():  # not '²', a digit int() refuses
         rows = list(session.execute(base.where(col(MobileApp.adam_id) == selector)).all())
-        if not rows and int(selector) <= MAX_APP_ID:  # a larger id would overflow the database's integer
+        if not rows and int(selector) <= MAX_ROW_ID:  # a larger id would overflow the database's integer
             rows = list(session.execute(base.where(col(MobileApp.id) == int(selector))).all())
     else:
         rows = list(session.execute(base.where(col(AppMetadata.bundle_id) == selector)).all())
