@@ -69,3 +69,23 @@ def test_the_run_record_holds_every_page_read_while_the_changes_are_written(scho
     assert sum(d["pages"] for d in values["datasets"].values()) == report["pages"], values
     with school.db.session() as session:
         assert list(session.execute(select(VppSyncRun.progress)).scalars()) == [None]
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "incremental"])
+def test_each_asset_is_one_row_of_the_assets_progress(synced: Any, full: bool) -> None:
+    """The sync reads the first page of the assets again at the end, only to check their
+    ``versionId``: a page read, but not rows to count again (before, 2 pages and 240 rows for
+    120 assets)."""
+    from sqlmodel import func, select
+
+    from plugins.vpp.models import VppAsset
+
+    seen: list[dict[str, Any]] = []
+    with progress.listening(lambda p: seen.append(p.as_dict())):
+        [report] = synced.pm.hook.mdm_vpp_sync(host=synced, account="school", full=full, trigger="manual", wait=0)
+    assert report["status"] == "ok", report
+    with synced.db.session() as session:
+        assets = session.exec(select(func.count()).select_from(VppAsset)).one()
+    last = seen[-1]["datasets"]["assets"]
+    assert assets and last["rows"] == assets, (last, assets)
+    assert sum(d["pages"] for d in seen[-1]["datasets"].values()) == report["pages"]  # every page read is counted

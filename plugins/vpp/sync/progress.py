@@ -71,10 +71,12 @@ def set_phase(account: str, phase: str) -> None:
             progress.phase = phase
 
 
-def page(account: str, what: str, data: dict[str, Any]) -> None:
-    """One page of ``what`` (``assets``, ``users``, ``assignments``, ``assignments of ADAM_ID``) was read."""
+def page(account: str, what: str, data: dict[str, Any], *, count_rows: bool = True) -> None:
+    """One page of ``what`` (``assets``, ``users``, ``assignments``, ``assignments of ADAM_ID``)
+    was read; ``count_rows`` False for a page read only to check a listing's ``versionId``
+    (its rows were counted with the listing: 120 assets are not 240 rows)."""
     dataset = what.split(" ", 1)[0]
-    rows = sum(len(v) for v in data.values() if isinstance(v, list))
+    rows = sum(len(v) for v in data.values() if isinstance(v, list)) if count_rows else 0
     with _lock:
         progress = _running.get(account)
         if progress is None:

@@ -486,7 +486,7 @@ class SyncReader:
         finally:
             pages.close()
         self._count_page()
-        progress.page(self.account.name, "assets", first)
+        progress.page(self.account.name, "assets", first, count_rows=False)
         self._note_expiration(first)
         if version is not None and version_of(first) == version:
             return assets, version, False
