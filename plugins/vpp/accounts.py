@@ -58,10 +58,16 @@ def settings(host: Host) -> VppSettings:
     return host.config.section("vpp", VppSettings)
 
 
+def token_file_label(path: str, label: str | None = None) -> str:
+    """How messages name a token file: ``label`` when given (the console names the uploaded
+    file, whose path is a temporary file of the server's), else ``token file PATH``."""
+    return label or f"token file {path}"
+
+
 def read_token(path: str, label: str | None = None) -> SToken:
     """Load a token file; a bad or expired one is a one-line usage error naming the file as
-    ``label`` (default ``token file PATH``; the console names the uploaded file)."""
-    label = label or f"token file {path}"
+    :func:`token_file_label` does."""
+    label = token_file_label(path, label)
     try:
         token = load_token_file(path, label)
     except TokenFileError as exc:
@@ -233,7 +239,7 @@ def add_account(
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
     interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
-    label = token_label or f"token file {token_file}"
+    label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
     service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
@@ -379,7 +385,7 @@ def set_account(
                 row = host.db.run_write(work)
         host.deliver_events()
         return describe_account(row)
-    label = token_label or f"token file {token_file}"
+    label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
     updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
     with _accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again

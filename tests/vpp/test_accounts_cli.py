@@ -120,6 +120,7 @@ def test_renewal_must_be_same_location(plain_host: Any, cli: Any, simulator: Any
         path = other.write_token(project_dir / "other.vpptoken")
         code, out, err = cli("vpp", "account", "set", "school", "--token-file", str(path))
         assert code != 0 and len(err.strip().splitlines()) == 1
+        assert f"token file {path}" in err  # named as `account add` and a bad file name it
         assert other.token not in err
     after = account_row(plain_host)
     assert after.token_ciphertext == before.token_ciphertext and after.token_fingerprint == before.token_fingerprint
