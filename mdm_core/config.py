@@ -28,7 +28,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None) -> Any:
     """A numeric setting with its accepted range, or a text setting with its accepted length
-    (blanks around it not counted), checked when the section is read::
+    (blanks around it not counted, and dropped from the value), checked when the section is read::
 
     interval: int = setting(300, minimum=1, maximum=MAX_INTERVAL)
     name: str = setting("mdm-host", minimum=1, maximum=100)
@@ -198,7 +198,10 @@ def build_section(config: Config, name: str, schema: type) -> Any:
         if key not in known:
             raise ConfigError(f"{where} unknown key '{key}'; known keys: {', '.join(sorted(known))}")
         values[key] = _check_value(f"{where} {key}", value, hints[key])
-        _check_range(f"{where} {key}", values[key], next(f for f in dataclasses.fields(schema) if f.name == key).metadata)
+        metadata = next(f for f in dataclasses.fields(schema) if f.name == key).metadata
+        _check_range(f"{where} {key}", values[key], metadata)
+        if isinstance(values[key], str) and (metadata.get("minimum") is not None or metadata.get("maximum") is not None):
+            values[key] = values[key].strip()  # the value checked is the value used
     try:
         return schema(**values)
     except ValueError as exc:  # a section's own check of its values (__post_init__), naming the key

@@ -155,7 +155,7 @@ def client_for(host: Host, account: VppAccount, *, interactive: bool = False) ->
 
 
 def _mdm_info(host: Host, mdm_info_id: str) -> dict[str, str]:
-    return {"id": mdm_info_id, "name": settings(host).mdm_name[:100], "metadata": socket.getfqdn()[:255]}
+    return {"id": mdm_info_id, "name": settings(host).mdm_name, "metadata": socket.getfqdn()[:255]}
 
 
 def _other_mdm(mdm_info: Any) -> str:
@@ -188,7 +188,8 @@ def _is_ours(host: Host, mdm_info: Any) -> bool:
     if not isinstance(mdm_info, dict) or not mdm_info.get("id"):
         return False
     mine = _mdm_info(host, "")
-    return mdm_info.get("name") == mine["name"] and mdm_info.get("metadata") == mine["metadata"]
+    name = mdm_info.get("name")  # an earlier release sent [vpp] mdm_name with the blanks around it
+    return isinstance(name, str) and name.strip() == mine["name"] and mdm_info.get("metadata") == mine["metadata"]
 
 
 @contextmanager

@@ -279,3 +279,16 @@ def test_mirror_listings_page_and_stream_in_every_format(plain_host: Any, cli: A
     assert code == 2 and "not allowed with argument" in err
     code, out, err = cli("vpp", "licenses", "--account", "nope", "--json")
     assert code == 1 and out == "" and "no VPP account named 'nope'" in err
+
+
+def test_mdm_name_reaches_apple_without_the_blanks_around_it(make_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    """``[vpp] mdm_name`` is checked without the blanks around it, and Apple gets that value
+    (other admins saw "  Springfield MDM \\t" holding the location). A location this host
+    claimed with the blanks, before, is still recognised as its own."""
+    import socket
+
+    make_host(config=FAST_CONFIG + 'mdm_name = "  Springfield MDM \\t"\n').db
+    simulator.claim_by_other_mdm(id="earlier-claim", name="  Springfield MDM \t", metadata=socket.getfqdn()[:255])
+    code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
+    assert code == 0, err  # taken back without --take-over
+    assert simulator.state.mdm_info == {"id": "earlier-claim", "name": "Springfield MDM", "metadata": socket.getfqdn()[:255]}
