@@ -148,4 +148,9 @@ def validate(s: AlertsSettings, source: str) -> None:
         value = getattr(s, key)
         if not 0 < value < float("inf"):
             raise ConfigError(f"{where} {key} must be a positive number of seconds, got {value}")
+    if s.retry_delay > s.retry_max_delay:
+        raise ConfigError(
+            f"{where} retry_delay ({s.retry_delay:g}) is larger than retry_max_delay ({s.retry_max_delay:g}), "
+            "so every retry would wait retry_max_delay: lower retry_delay or raise retry_max_delay"
+        )
     thresholds(s, source)

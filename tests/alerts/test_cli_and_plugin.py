@@ -90,6 +90,11 @@ def test_alerts_test_with_every_channel_down(mdm, closed_port):
         ("sync_failures = 0", "[alerts] sync_failures must be at least 1, got 0"),
         ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a finite number, got nan"),
         ('colour = "red"', "[alerts] unknown key 'colour'"),
+        (
+            "retry_delay = 7200\nretry_max_delay = 600",
+            "[alerts] retry_delay (7200) is larger than retry_max_delay (600), so every retry would wait retry_max_delay: "
+            "lower retry_delay or raise retry_max_delay",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_errors(mdm, text, message):
