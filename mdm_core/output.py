@@ -3,7 +3,8 @@ programs (``--json``).
 
 - Times: :func:`format_time` is the one format of every time shown to people,
   ``2026-11-28 04:37:29 UTC`` (tables, messages, log lines); JSON keeps ISO 8601 with its
-  offset (``2026-11-28T04:37:29+00:00``).
+  offset (``2026-11-28T04:37:29+00:00``). :func:`days_until` counts "expires in N days"
+  (whole days left, rounded up) and :func:`days_text` writes it.
 - :func:`say` prints a success or progress message; ``mdm -q`` silences it. What a command
   was asked to show (a list, ``--json``) and errors are always printed.
 - Lists: :func:`print_rows` is the one printer of every list command. It streams: each row is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,6 +61,23 @@ def format_time(value: datetime | str | None) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def days_until(when: datetime, now: datetime | None = None) -> int:
+    """The N of "expires in N days", as an admin reads it: the whole days left, rounded up, while
+    ``when`` is ahead of ``now`` (default: the current time). 29 days 23 hours is 30 days, an
+    hour is 1 day: never 0 before ``when``, and at most 7 exactly when at most 7 days are left
+    (the 30/14/7-day token states). Once ``when`` has come: -1 during the first day after it,
+    -2 during the second, and so on."""
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds > 0:
+        return math.ceil(seconds / 86400)
+    return min(-1, math.floor(seconds / 86400))
+
+
+def days_text(days: int) -> str:
+    """``1 day``, ``12 days``."""
+    return f"{days} day{'' if days == 1 else 's'}"
 
 
 def to_jsonable(value: Any) -> Any:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mdm_core.output import days_text, days_until
+
 from .settings import Threshold
 
 if TYPE_CHECKING:  # the other plugins' published contracts: types only, no import at run time
@@ -51,10 +53,6 @@ def parse_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _days(n: int) -> str:
-    return f"{n} day{'s' if n != 1 else ''}"
-
-
 # --------------------------------------------------------------------------- tokens
 
 
@@ -85,8 +83,8 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
             fields,
         )
     if state.startswith("expiring_"):
-        left = max(0, int((when - now).total_seconds() // 86400)) if when else int(state.rsplit("_", 1)[1])
-        title = f"VPP token of account '{account}' expires in {_days(left)}, on {day}"
+        left = max(0, days_until(when, now)) if when else int(state.rsplit("_", 1)[1])
+        title = f"VPP token of account '{account}' expires in {days_text(left)}, on {day}"
         text = (
             "When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
             "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books)."

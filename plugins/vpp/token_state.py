@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from mdm_core.output import days_text, days_until
+
 from .apple.errors import MdmConflictError, TokenError
 from .models import VppAccount
 
@@ -80,16 +82,15 @@ def effective_state(account: VppAccount, now: datetime | None = None) -> str:
 
 
 def days_left(expires_at: datetime, now: datetime | None = None) -> int:
-    """Whole days until the token expires (negative once it has)."""
-    now = now or datetime.now(UTC)
-    return int((expires_at - now).total_seconds() // 86400)
+    """Days until the token expires, rounded up (at least 1 before it does, negative once it
+    has): :func:`mdm_core.output.days_until`."""
+    return days_until(expires_at, now)
 
 
 def describe(state: str, expires_at: datetime, detail: str | None = None, now: datetime | None = None) -> str:
     """A short human text: ``expiring in 12 days``, ``taken over by OtherMDM`` ..."""
-    days = days_left(expires_at, now)
     if state.startswith("expiring"):
-        return f"expiring in {days} day{'s' if days != 1 else ''}"
+        return f"expiring in {days_text(days_left(expires_at, now))}"
     if state == "taken_over":
         return f"taken over by another MDM ({detail})" if detail else "taken over by another MDM"
     return state

@@ -29,7 +29,7 @@ def test_token_states_are_alerted_once_each_and_sent(alerts_host, webhook_server
     now = datetime.now(UTC)
     with Simulator(token_expires_at=now + timedelta(days=25, hours=1), **SIM) as sim:
         host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, sim=sim)
-        assert titles(host) == [f"VPP token of account 'school' expires in 25 days, on {now + timedelta(days=25, hours=1):%Y-%m-%d}"]
+        assert titles(host) == [f"VPP token of account 'school' expires in 26 days, on {now + timedelta(days=25, hours=1):%Y-%m-%d}"]
         [first] = alerts(host)
         assert first["severity"] == "warning" and first["action"] == "renew the token within 30 days: mdm vpp account set school --token-file NEW.vpptoken"
         assert sync(host)["status"] == "ok" and sync(host)["status"] == "ok"
@@ -81,11 +81,11 @@ def test_expiry_is_noticed_without_any_sync(alerts_host):
         steps = [
             (timedelta(days=-31), None),
             (timedelta(days=-30, minutes=-1), None),  # from 30 days left, not before
-            (timedelta(days=-30, minutes=1), "expires in 29 days"),
+            (timedelta(days=-30, minutes=1), "expires in 30 days"),  # 29 days 23:59 left: rounded up
             (timedelta(days=-29, hours=-12), None),
             (timedelta(days=-20), None),
-            (timedelta(days=-13, hours=-12), "expires in 13 days"),
-            (timedelta(days=-6, hours=-12), "expires in 6 days"),
+            (timedelta(days=-13, hours=-12), "expires in 14 days"),
+            (timedelta(days=-6, hours=-12), "expires in 7 days"),
             (timedelta(days=-6), None),
             (timedelta(hours=12), "expired on"),
         ]

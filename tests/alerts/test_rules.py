@@ -83,4 +83,4 @@ def test_token_changes_that_are_news():
     early = token_alert("a", "expiring_30", "expired", expires=expires, detail=None, action=None, now=NOW)  # Apple said 9621 before the date
     assert early.title == "VPP token of account 'a' has expired"  # was: "expired on 2026-06-21", a day still to come
     one = token_alert("a", "expiring_14", "expiring_7", expires=(NOW + timedelta(days=1, hours=2)).isoformat(), detail=None, action=None, now=NOW)
-    assert "expires in 1 day," in one.title
+    assert "expires in 2 days," in one.title  # 1 day 2 hours left: rounded up

@@ -60,7 +60,7 @@ def test_every_token_state_is_distinct_and_announced(make_host: Callable[..., Ho
         token_file = sim.write_token(project_dir / "school.vpptoken")
         add_account(host, "school", str(token_file), service_url=sim.base_url)
         expect("expiring_30")
-        assert list_accounts(host)[0]["token_status"] == "expiring in 25 days"
+        assert list_accounts(host)[0]["token_status"] == "expiring in 26 days"  # 25 days 1 hour: rounded up
 
         for days, expected in ((12, "expiring_14"), (5, "expiring_7")):
             sim._token.expires_at = now + timedelta(days=days, hours=1)  # Apple's tokenExpirationDate moves

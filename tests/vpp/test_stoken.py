@@ -64,7 +64,7 @@ def test_expiry_helpers() -> None:
     tok = SToken.parse(RAW)
     before = tok.expires_at - timedelta(days=10, hours=1)
     assert not tok.is_expired(before)
-    assert tok.days_left(before) == 10
+    assert tok.days_left(before) == 11  # 10 days 1 hour left: rounded up, as the account list says
     assert tok.is_expired(tok.expires_at)
     assert tok.days_left(tok.expires_at + timedelta(days=2)) == -2
     naive = datetime(2030, 11, 8, 22, 33, 21)

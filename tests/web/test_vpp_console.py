@@ -51,7 +51,7 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
     "hours, shown, advice",
     [
         (
-            10 * 24 + 1,
+            10 * 24 - 1,  # 9 days 23 hours left: rounded up
             "expiring soon — expires in 10 days (",
             "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
         ),

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
+from mdm_core.output import days_until
 
 __all__ = ["SToken", "TokenFileError", "load_token_file"]
 
@@ -94,9 +95,8 @@ class SToken:
         return _aware(now) >= self.expires_at
 
     def days_left(self, now: datetime | None = None) -> int:
-        """Whole days until expiry (negative once expired)."""
-        seconds = (self.expires_at - _aware(now)).total_seconds()
-        return int(seconds // 86400)
+        """Days until expiry, rounded up (negative once expired): :func:`mdm_core.output.days_until`."""
+        return days_until(self.expires_at, _aware(now))
 
     def __repr__(self) -> str:
         return f"SToken(org_name={self.org_name!r}, expires_at={self.expires_at.isoformat()})"
