@@ -260,6 +260,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     for plugin in status["plugins"]:
         if plugin["error"] and plugin["state"] == "broken":
             print(f"\n{plugin['name']}: {plugin['error']}")
+    for warning in status["warnings"]:
+        print(f"\nwarning: {warning}")
     for problem in status["problems"]:
         print(f"\nattention: {problem}")
     return 1 if status["problems"] else 0

@@ -184,6 +184,25 @@ def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]] | None:
 
 
 @hookspec
+def mdm_status_attention(host: Host) -> dict[str, list[str]] | None:
+    """What needs the admin, for ``mdm status`` and the monitoring scripts that run it
+    (``mdm status || alert``).
+
+    When: on ``mdm status``, after ``mdm_status`` (only when the database schema is current;
+    never during a sync).
+    Args: ``host``.
+    Returns: ``{"problems": [line, ...], "warnings": [line, ...]}`` (either key may be left
+    out), or ``None`` when all is well. A problem is something that stopped working until the
+    admin acts (a VPP token expired, revoked or taken over): printed as an ``attention:`` line,
+    it makes ``mdm status`` exit 1. A warning is something to act on soon (a token expiring in
+    12 days): a ``warning:`` line, the exit code unchanged. Both are in ``--json``
+    (``problems``, ``warnings``). Each line says what is wrong and what to do; no secrets.
+    Errors: an exception, or a value of another shape, is one ``attention:`` line naming the
+    plugin (exit 1); ``mdm status`` still prints the rest.
+    """
+
+
+@hookspec
 def mdm_shutdown(host: Host) -> None:
     """The host is stopping.
 

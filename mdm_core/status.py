@@ -1,5 +1,6 @@
 """``mdm status``: which database is in use, its schema, the plugins, each plugin's own rows
-(accounts, ...) and the jobs; and the one-line banner ``mdm run`` prints when it starts.
+(accounts, ...) and the jobs; what needs attention (problems: exit 1; warnings: exit
+unchanged); and the one-line banner ``mdm run`` prints when it starts.
 
 Nothing here creates or upgrades a database: a missing SQLite file is reported as such.
 """
@@ -32,6 +33,7 @@ def collect_status(host: Host) -> dict[str, Any]:
         "sections": {},
         "jobs": [],
         "problems": [],
+        "warnings": [],
     }
     if db.is_new_file:
         status["database"]["schema"] = "new"
@@ -56,12 +58,12 @@ def collect_status(host: Host) -> dict[str, Any]:
 
     for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
         if isinstance(result, Exception):
-            status["problems"].append(
-                f"plugin '{name}' cannot tell its status: {str(result).split(': ', 1)[-1] if isinstance(result, PluginError) else result}"
-            )
+            status["problems"].append(f"plugin '{name}' cannot tell its status: {_failure(result)}")
             continue
         for section, rows in (result or {}).items():
             status["sections"][section] = list(rows)
+    for name, result in call_per_plugin(host.pm, "mdm_status_attention", isolate=True, host=host).items():
+        _add_attention(status, name, result)
     try:
         scheduler = host.build_scheduler(inline=True)
         status["jobs"] = [
@@ -70,6 +72,33 @@ def collect_status(host: Host) -> dict[str, Any]:
     except MdmError as exc:
         status["problems"].append(f"jobs cannot be planned: {exc}")
     return status
+
+
+def _failure(exc: Exception) -> str:
+    """A plugin's failure without the ``plugin 'x' failed in hook:`` its message starts with."""
+    return str(exc).split(": ", 1)[-1] if isinstance(exc, PluginError) else str(exc)
+
+
+def _add_attention(status: dict[str, Any], plugin: str, result: Any) -> None:
+    """Add one plugin's ``mdm_status_attention`` lines to ``status``; a failure, or a value of
+    another shape, is one problem naming the plugin."""
+    if isinstance(result, Exception):
+        status["problems"].append(f"plugin '{plugin}' cannot tell what needs attention: {_failure(result)}")
+        return
+    if result is None:
+        return
+    if (
+        not isinstance(result, dict)
+        or not set(result) <= {"problems", "warnings"}
+        or not all(isinstance(lines, list) and all(isinstance(line, str) for line in lines) for lines in result.values())
+    ):
+        status["problems"].append(
+            f"plugin '{plugin}' returned an unexpected value from mdm_status_attention: "
+            'expected {"problems": [lines], "warnings": [lines]} (a bug in the plugin: tell its authors)'
+        )
+        return
+    for key in ("problems", "warnings"):
+        status[key].extend(result.get(key, []))
 
 
 def banner(host: Host) -> str:

@@ -101,6 +101,16 @@ def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]]:
 
 
 @hookimpl
+def mdm_status_attention(host: Host) -> dict[str, list[str]]:
+    """Accounts whose token stopped working (problems: ``mdm status`` exits 1) or expires
+    within 30 days (warnings)."""
+    from plugins.vpp.accounts import list_accounts
+    from plugins.vpp.token_state import attention
+
+    return attention(list_accounts(host))
+
+
+@hookimpl
 def mdm_register_web(web: WebRegistry, host: Host) -> None:
     """The Apple Volume Purchase Program pages, the ``/api/v1/vpp`` routes, and the public
     endpoint of Apple's notifications (``/apple/apps-books/notify/{id}``, its own bearer)."""

@@ -25,7 +25,11 @@ from .apple.errors import MdmConflictError, TokenError
 from .models import VppAccount
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from mdm_core.host import Host
+
+    from .payloads import Account
 
 # States that only the user can clear (a manual sync or a renewed token).
 BLOCKING = ("expired", "revoked", "invalid", "taken_over")
@@ -94,6 +98,21 @@ def describe(state: str, expires_at: datetime, detail: str | None = None, now: d
     if state == "taken_over":
         return f"taken over by another MDM ({detail})" if detail else "taken over by another MDM"
     return state
+
+
+def attention(accounts: Iterable[Account]) -> dict[str, list[str]]:
+    """``mdm status``'s lines about the accounts' tokens: a problem for each one that stopped
+    syncing until the admin acts (a blocking state, or ``unreadable`` with this host's key), a
+    warning for each one expiring within 30 days (it still works: the exit code is unchanged)."""
+    found: dict[str, list[str]] = {"problems": [], "warnings": []}
+    for account in accounts:
+        state = account["token_state"]
+        line = f"VPP account '{account['name']}': token {account['token_status']}"
+        if state in (*BLOCKING, "unreadable"):
+            found["problems"].append(f"{line}, the account cannot sync: {account['action']}")
+        elif state.startswith("expiring"):
+            found["warnings"].append(f"{line} (on {account['tokenExpirationDate'][:10]}): {account['action']}")
+    return found
 
 
 def action(state: str, account_name: str, *, console: bool = False) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from mdm_core.cli import main
 
@@ -109,3 +112,100 @@ def test_plugins_add_their_rows_and_a_failing_one_is_one_line(mdm, write_plugin)
     assert code == 1, err
     assert "\nwidgets:\nname  state\nw1    spinning\n" in out
     assert f"attention: plugin '{bad}' cannot tell its status: RuntimeError: widget store unreachable" in out
+
+
+ATTENTION_PLUGIN = """
+    @hookimpl
+    def mdm_status_attention(host):
+        return {"problems": ["widget store full: empty it with mdm widgets purge"], "warnings": ["widget licence ends in 9 days"]}
+"""
+
+WARNING_PLUGIN = """
+    @hookimpl
+    def mdm_status_attention(host):
+        return {"warnings": ["widget licence ends in 9 days"]}
+"""
+
+MISSHAPEN_ATTENTION_PLUGIN = """
+    @hookimpl
+    def mdm_status_attention(host):
+        return ["widget store full"]
+"""
+
+
+def test_a_plugins_problem_makes_status_exit_1_and_a_warning_does_not(mdm, write_plugin):
+    """A monitoring script (`mdm status || alert`) hears of a plugin's problem; a warning is
+    shown, in text and JSON, and leaves the exit code."""
+    warner, troubled, misshapen = write_plugin(WARNING_PLUGIN), write_plugin(ATTENTION_PLUGIN), write_plugin(MISSHAPEN_ATTENTION_PLUGIN)
+    config = f'[plugins]\nenabled = ["{warner}"]\n'
+    assert mdm("devices", "list", config=config)[0] == 0
+    code, out, err = mdm("status", config=config)
+    assert code == 0, out + err
+    assert out.endswith("\nwarning: widget licence ends in 9 days\n")
+    code, out, err = mdm("status", "--json", config=config)
+    assert code == 0 and (json.loads(out)["problems"], json.loads(out)["warnings"]) == ([], ["widget licence ends in 9 days"])
+
+    config = f'[plugins]\nenabled = ["{troubled}", "{misshapen}"]\n'
+    code, out, err = mdm("status", config=config)
+    assert code == 1, out + err
+    assert "\nwarning: widget licence ends in 9 days\n" in out
+    assert "\nattention: widget store full: empty it with mdm widgets purge\n" in out
+    assert f"\nattention: plugin '{misshapen}' returned an unexpected value from mdm_status_attention: " in out
+    code, out, err = mdm("status", "--json", config=config)
+    status = json.loads(out)
+    assert code == 1 and "widget store full: empty it with mdm widgets purge" in status["problems"] and len(status["problems"]) == 2
+    assert status["warnings"] == ["widget licence ends in 9 days"]
+
+
+def _status(conf, capsys) -> tuple[int, dict, int, str]:
+    code = main(["--config", str(conf), "status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    text_code = main(["--config", str(conf), "status"])
+    return code, status, text_code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fault, shown, advice",
+    [
+        ("expire_token", "expired", "download a new token from Apple School/Business Manager, then: mdm vpp account set school --token-file"),
+        ("revoke_token", "revoked", "the token was revoked in Apple School/Business Manager"),
+        ("claim_by_other_mdm", "taken over by another MDM (OtherMDM (other.example.com))", "another MDM claimed this location"),
+    ],
+)
+def test_status_exits_1_while_a_vpp_token_stopped_working(vpp_host, simulator, project_dir, monkeypatch, capsys, fault, shown, advice):
+    """`mdm status` exited 0 with a revoked token: `mdm status || alert` never told the admin."""
+    from plugins.vpp.sync.run import sync_account
+
+    conf = project_dir / "conf" / "mdm.toml"
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+    capsys.readouterr()
+    assert _status(conf, capsys)[::2] == (0, 0)
+    getattr(simulator, fault)()
+    assert sync_account(vpp_host, "school")["status"] == "error"
+    code, status, text_code, out = _status(conf, capsys)
+    [problem] = status["problems"]
+    assert (code, text_code, status["warnings"]) == (1, 1, [])
+    assert problem.startswith(f"VPP account 'school': token {shown}, the account cannot sync: {advice}")
+    assert f"\nattention: {problem}\n" in out
+    assert simulator.token not in out
+
+
+def test_a_vpp_token_expiring_soon_is_a_warning_that_leaves_the_exit_code(make_host, project_dir, monkeypatch, capsys):
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.testing import add_simulated_account
+
+    conf = project_dir / "conf" / "mdm.toml"
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
+    expires = datetime.now(UTC) + timedelta(days=11, hours=12)
+    with Simulator(seed=3, assets=2, devices=2, users=2, async_delay=0, token_expires_at=expires) as apple:
+        add_simulated_account(make_host(), apple, project_dir)
+        capsys.readouterr()
+        code, status, text_code, out = _status(conf, capsys)
+    assert (code, text_code, status["problems"]) == (0, 0, [])
+    assert status["warnings"] == [
+        f"VPP account 'school': token expiring in 12 days (on {expires:%Y-%m-%d}): "
+        "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+    ]
+    assert f"\nwarning: {status['warnings'][0]}\n" in out
