@@ -209,3 +209,17 @@ def test_a_vpp_token_expiring_soon_is_a_warning_that_leaves_the_exit_code(make_h
         "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
     ]
     assert f"\nwarning: {status['warnings'][0]}\n" in out
+
+
+def test_a_vpp_token_this_host_cannot_decrypt_is_a_problem(vpp_host, project_dir, monkeypatch, capsys):
+    """Started with another secret key, no account can sync: exit 1, saying how to fix it."""
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
+    monkeypatch.setenv("MDM_SECRET_KEY", "another-hosts-key")
+    capsys.readouterr()
+    code, status, text_code, out = _status(project_dir / "conf" / "mdm.toml", capsys)
+    assert (code, text_code) == (1, 1)
+    assert status["problems"] == [
+        "VPP account 'school': token unreadable (wrong or missing secret key), the account cannot sync: the stored token cannot be decrypted "
+        "with this host's secret key: restore the key it was stored with (var/secret.key or MDM_SECRET_KEY), "
+        "or enter the token again: mdm vpp account set school --token-file FILE"
+    ]
