@@ -213,3 +213,39 @@ def test_synchronize_says_already_running_while_another_process_syncs(admins: Ho
         if cli.poll() is None:
             cli.kill()
         assert console.stop() == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_health_check_follows_the_database_going_away_and_coming_back(admins: Host, database_url: str, config: Path, project_dir: Path) -> None:
+    """What a load balancer sees from a real `mdm run` when PostgreSQL stops taking its
+    connections (a failover, a restart): 503 while it does, 200 again as soon as it is back,
+    without restarting the host; never the reason in the answer."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ..conftest import PG_ADMIN_URL
+
+    assert PG_ADMIN_URL
+    name = make_url(database_url).database
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    served = MdmRun(project_dir, run_env(database_url, config), "run", "--listen", "127.0.0.1:0")
+
+    def cut(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:  # the host's open connections end too, as in a server restart
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+
+    try:
+        assert served.url
+        assert (requests.get(f"{served.url}/healthz").status_code, requests.head(f"{served.url}/healthz").status_code) == (200, 200)
+        cut(False)
+        down = requests.get(f"{served.url}/healthz", timeout=30)
+        assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
+        assert name not in down.text and "connection" not in down.text
+        cut(True)
+        assert requests.get(f"{served.url}/healthz", timeout=30).status_code == 200  # the first probe after: no restart, no stale connection
+    finally:
+        cut(True)
+        admin.dispose()
+        assert served.stop() == 0
