@@ -5,7 +5,8 @@ without a session goes to the sign-in page, an API call without a valid bearer t
 session) gets 401, and a request that changes something needs the ``admin`` role (403).
 Starlette's signed-cookie sessions (itsdangerous) hold the signed-in admin; ``asgi-csrf``
 protects every state-changing form (double-submit cookie); the headers middleware adds the
-Content-Security-Policy (no inline scripts), refuses framing and marks data pages no-store.
+Content-Security-Policy (no inline scripts), refuses framing and marks data pages no-store;
+``HeadAsGet`` answers HEAD wherever GET is answered, as GET without the body.
 """
 
 from __future__ import annotations
@@ -140,6 +141,40 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: the scope key ``HeadAsGet`` sets on a HEAD request it passes on as GET
+HEAD_SCOPE_KEY = "mdm.head"
+
+
+class HeadAsGet:
+    """HEAD on any path is answered as GET without the body (RFC 9110: same status and
+    headers): browsers, uptime and link checkers send HEAD, which FastAPI routes answered
+    405. One place for every page and API route, whichever plugin added it, so that the
+    access check, the sign-in redirect and the 405 of a path without GET are GET's; a 405
+    names HEAD as the method refused."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, headers_only)
+
+
+def _method(request: Request) -> str:
+    """The method the client sent (HEAD, where ``HeadAsGet`` passed it on as GET)."""
+    return "HEAD" if request.scope.get(HEAD_SCOPE_KEY) else request.method
+
+
 async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
     """asgi-csrf's refusal, as one line: JSON on the API, a short page elsewhere."""
     text = "the form's security token is missing or stale (CSRF check failed): reload the page and submit again"
@@ -231,6 +266,7 @@ def create_app(host: Host) -> FastAPI:
         asgi_csrf, signing_secret=host.secrets.derive("web-csrf"), always_protect={"/login"}, cookie_samesite="Strict", send_csrf_failed=_csrf_failed
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)  # outermost: before anything reads a body
     return app
 
@@ -268,12 +304,14 @@ def _respond(request: Request, status: int, message: str, headers: dict[str, str
 
 def _allowed_methods(request: Request) -> list[str]:
     """The methods the application answers at the request's path, over every route there (a
-    path with GET and PATCH routes has both; Starlette's 405 names the first route's only)."""
+    path with GET and PATCH routes has both; Starlette's 405 names the first route's only);
+    HEAD wherever GET (see ``HeadAsGet``)."""
     from starlette.routing import compile_path
 
     table: list[RouteInfo] = request.app.state.route_table
     path = request.url.path
-    return sorted({m for r in table if r.kind != "static" and compile_path(r.path)[0].match(path) for m in r.methods})
+    methods = {m for r in table if r.kind != "static" and compile_path(r.path)[0].match(path) for m in r.methods}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 class CatchUnexpected:
@@ -348,7 +386,8 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:  # which methods are allowed, in the message and the Allow header (RFC 9110)
-            allowed = _allowed_methods(request) or ["GET"]
-            return respond(request, 405, f"{request.method} is not allowed here: use {' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
+            allowed = _allowed_methods(request) or ["GET", "HEAD"]
+            use = " or ".join(m for m in allowed if m != "HEAD")  # HEAD goes with GET
+            return respond(request, 405, f"{_method(request)} is not allowed here: use {use}", {"Allow": ", ".join(allowed)})
         message = {404: "no such page: check the address"}.get(exc.status_code, str(exc.detail))
         return respond(request, exc.status_code, message)

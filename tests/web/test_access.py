@@ -247,10 +247,31 @@ def test_a_wrong_method_names_the_methods_allowed(web_host: Host, client: Any, a
     script could not tell that the account takes GET and PATCH (two routes on one path)."""
     headers = token_for(web_host, "admin")
     api = client.delete("/api/v1/vpp/accounts/school", headers=headers)
-    assert api.status_code == 405 and api.headers["allow"] == "GET, PATCH"
+    assert api.status_code == 405 and api.headers["allow"] == "GET, HEAD, PATCH"
     assert api.json() == {"error": "DELETE is not allowed here: use GET or PATCH"}
     page = admin.get("/logout")
     assert page.status_code == 405 and page.headers["allow"] == "POST" and "GET is not allowed here: use POST" in page.text
+
+
+def test_head_answers_as_get_without_a_body(web_host: Host, app: Any, client: Any, admin: Any) -> None:
+    """HEAD on a console page answered 405 (FastAPI routes take the methods they declare), so
+    a browser, an uptime or a link checker saw every page as broken. Every GET route answers
+    HEAD with GET's status and headers, without the body; the sign-in redirect and 401 are
+    GET's; a path without GET still answers 405 naming HEAD."""
+    pages = [r.path for r in app.state.route_table if r.kind == "page" and "GET" in r.methods and "{" not in r.path]
+    assert len(pages) >= 8
+    for path in pages:
+        get, head = admin.get(path), admin.head(path)
+        assert (head.status_code, head.content) == (get.status_code, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"] and head.headers["content-length"] == str(len(get.content)), path
+        anonymous = client.head(path, follow_redirects=False)
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login?next="), path
+    assert client.head("/login").status_code == 200 and client.head("/nowhere").status_code == 404
+    headers = token_for(web_host, "viewer")
+    assert client.head("/api/v1/devices", headers=headers).status_code == 200
+    assert client.head("/api/v1/devices").status_code == 401
+    refused = admin.head("/logout")
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST" and refused.content == b""
 
 
 def test_only_local_next_targets_after_sign_in(client: Any) -> None:
