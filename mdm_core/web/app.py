@@ -119,7 +119,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         https = scope.get("scheme") == "https"
-        static = scope["path"].startswith("/static/")
+        static = scope["path"].startswith("/static/") or scope["path"] == "/favicon.ico"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

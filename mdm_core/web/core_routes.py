@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlmodel import col
 
@@ -17,7 +17,7 @@ from mdm_core.errors import describe
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, end_sessions, sign_in
-from .app import current_principal
+from .app import HERE, current_principal
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
@@ -29,6 +29,7 @@ def register(web: WebRegistry) -> None:
     """Add the core's routes and navigation to the registry."""
     web.add_public(sign_in_router(), plugin="core")
     web.add_public(health_router(), plugin="core")
+    web.add_public(favicon_router(), plugin="core")
     web.add_pages(page_router(), plugin="core")
     web.add_api(api_router(), plugin="core")
     web.add_nav("Devices", "/devices", order=60, plugin="core")
@@ -58,6 +59,19 @@ def health_router() -> APIRouter:
             log.warning("health check: the database does not answer: %s", describe(exc))
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    return router
+
+
+def favicon_router() -> APIRouter:
+    """``/favicon.ico``, which every browser asks for (a page's ``<link rel="icon">`` aside):
+    the console's icon (``static/favicon.svg``), public as the style sheet is, instead of a 404
+    in the log for every new visitor."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/favicon.ico")
+    def favicon() -> Response:
+        return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
     return router
 

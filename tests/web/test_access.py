@@ -19,6 +19,7 @@ ANONYMOUS_ALLOWED = {
     "/login": "the sign-in page itself",
     "/healthz": "the health check: says ok or unavailable, nothing else",
     "/static": "style sheet, no data",
+    "/favicon.ico": "the console's icon, which every browser asks for",
     "/apple/apps-books/notify/{id}": "Apple's notification endpoint: carries its own bearer authentication",
 }
 
@@ -65,6 +66,17 @@ def test_anonymous_access_allowed_only_where_listed(app: Any, client: Any) -> No
     assert client.get("/static/style.css").status_code == 200
     public = set(app.state.registry.public_paths())
     assert public <= set(ANONYMOUS_ALLOWED), f"public routes not listed in ANONYMOUS_ALLOWED: {public - set(ANONYMOUS_ALLOWED)}"
+
+
+def test_the_favicon_is_served_without_signing_in(client: Any, admin: Any) -> None:
+    """/favicon.ico answered 404: every browser asks for it, so the log filled with 404s. It
+    is the console's icon, public and cacheable as the style sheet, and every page links it."""
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml" and icon.content.startswith(b"<svg")
+    assert "no-store" not in icon.headers.get("cache-control", "")
+    assert client.get("/static/favicon.svg").content == icon.content
+    for page in (client.get("/login").text, admin.get("/").text, admin.get("/nowhere").text):
+        assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
 
 
 def test_sign_in_sets_a_signed_httponly_samesite_session_and_sign_out_ends_it(client: Any) -> None:
