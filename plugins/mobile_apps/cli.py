@@ -159,11 +159,11 @@ def _install(host: Host, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()})
     else:
-        for target, status, message in outcome.lines:
+        for target, status, said in outcome.lines:
             if status in ("refused", "failed"):
-                print(f"{target}: {status}: {message}", file=sys.stderr)
+                print(f"{target}: {status}: {said.cli}", file=sys.stderr)
             else:
-                say(f"{target}: {status}: {message}")
+                say(f"{target}: {status}: {said.cli}")
         counts: dict[str, int] = {}
         for _, status, _ in outcome.lines:
             counts[status] = counts.get(status, 0) + 1

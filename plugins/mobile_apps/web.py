@@ -27,6 +27,7 @@ from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
 from .installs.request import Outcome, install
+from .installs.wording import Refused
 from .models import AppMetadata, Install, MobileApp
 from .vpp_port import VppPort, VppUnavailable
 
@@ -178,11 +179,14 @@ def page_router() -> APIRouter:
         host = host_of(request)
         app, meta = _app(host, app_id)
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
-        outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
+        try:
+            outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
+        except Refused as exc:  # in the console's words
+            raise WebError(400, exc.said.for_console()) from None
         return render(
             request,
             "mobile_apps/result.html",
-            {"app": app_dict(app, meta), "outcome": outcome.as_dicts(), "ok": outcome.ok, "action": "install"},
+            {"app": app_dict(app, meta), "outcome": outcome.for_console(), "ok": outcome.ok, "action": "install"},
             status_code=200 if outcome.ok else 409,
         )
 

@@ -229,3 +229,35 @@ def test_an_id_beyond_the_database_integers_is_refused_not_a_500(school: Host, a
     for selector in (huge, "%C2%B2"):
         response = client.post(f"/api/v1/apps/{selector}/install", headers=headers, json={"devices": ["X"]})
         assert response.status_code == 404 and response.json()["error"].startswith("no application"), response.text
+
+
+def test_install_results_are_worded_for_the_console(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """The console's install results said what the command line says: 'see `mdm devices list`',
+    'add it with `mdm users add ...`', 'register it with `mdm vpp users register ...`', '(see
+    `mdm apps installs --status invited`)': commands an admin at the console cannot click.
+    The same facts are now worded for the console, each line with a link to what to see or do
+    next where there is one; the API keeps the command line's words (its JSON is --json's)."""
+    app_id, asset = _ios_app(school, simulator)
+    registered = simulator.state.user_ids("Registered")[0]  # a VPP user who has not accepted the invitation
+    inventory.add_user(school, registered, email=f"{registered}@example.org")
+    inventory.add_user(school, "not-at-apple", email="not-at-apple@example.org")  # an MDM user without a VPP user
+
+    def result(**form: str) -> str:
+        response = admin.post(f"/apps/{app_id}/install", data={**form, "csrftoken": csrf(admin)})
+        table = response.text.split('id="install-result"', 1)[1].split("</table>", 1)[0]
+        assert "`" not in table and "mdm " not in table and "--" not in table, table
+        return table.replace("\n", "")
+
+    not_enrolled = result(serials="NOTENROLLED1")
+    assert re.search(
+        r'NOTENROLLED1</td><td class="status-refused">refused</td><td>not enrolled in this MDM: .*<a class="next" href="/devices">Devices</a>', not_enrolled
+    )
+    assert re.search(r'<td>ghost</td><td class="status-refused">refused</td><td>not an MDM user of this host: .*href="/users">Users</a>', result(user="ghost"))
+    assert "not registered as a VPP user in account &#39;school&#39;" in result(user="not-at-apple")
+    invited = result(user=registered)
+    assert "waiting for the user to accept the invitation" in invited and 'href="/apps/installs?status=invited">Invited installs</a>' in invited
+    assert admin.get("/apps/installs?status=invited").status_code == 200
+
+    api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"devices": ["NOTENROLLED1"], "users": ["ghost"]})
+    cli_words = ["not enrolled (see `mdm devices list`)", "not an MDM user: add it with `mdm users add ghost`"]
+    assert [line["message"] for line in api.json()["results"]] == cli_words

@@ -33,7 +33,9 @@ from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
+from . import wording
 from .commands import apple_reason, queue_install
+from .wording import Said
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -63,20 +65,27 @@ class Asset:
 
 @dataclass
 class Outcome:
-    """What an install did, one line per device or user."""
+    """What an install did, one line per device or user, in the command line's words and the
+    console's (:mod:`.wording`)."""
 
     asset: Asset | None = None
-    lines: list[tuple[str, str, str]] = field(default_factory=list)  # (target, status, text)
+    lines: list[tuple[str, str, Said]] = field(default_factory=list)  # (target, status, what happened)
 
-    def add(self, target: str, status: str, text: str) -> None:
-        self.lines.append((target, status, text))
+    def add(self, target: str, status: str, said: str | Said) -> None:
+        """A line; a plain ``str`` is worded the same for both."""
+        self.lines.append((target, status, said if isinstance(said, Said) else Said(said)))
 
     @property
     def ok(self) -> bool:
         return not any(status in ("refused", "failed") for _, status, _ in self.lines)
 
     def as_dicts(self) -> list[dict[str, str]]:
-        return [{"target": t, "status": s, "message": m} for t, s, m in self.lines]
+        """The lines in the command line's words (``mdm apps install --json``, the REST API)."""
+        return [{"target": t, "status": s, "message": said.cli} for t, s, said in self.lines]
+
+    def for_console(self) -> list[dict[str, object]]:
+        """The lines in the console's words, each with its link to what to do next, if any."""
+        return [{"target": t, "status": s, "message": said.for_console(), "next": said.next} for t, s, said in self.lines]
 
 
 # ---------------------------------------------------------------------- resolving
@@ -120,7 +129,7 @@ def _fresh_counts(host: Host, asset: Asset) -> None:
     """Take the counts and flags from the VPP mirror (the events may lag behind)."""
     row = VppPort(host).asset(asset.account, asset.adam_id, asset.pricing_param)
     if row is None:
-        raise MdmError(f"{asset.label} is no longer in VPP account '{asset.account}': run `mdm vpp sync {asset.account}`")
+        raise wording.Refused(wording.gone_from_account(asset.label, asset.account))
     asset.available_count = int(row.get("availableCount") or 0)
     asset.device_assignable = bool(row.get("deviceAssignable"))
 
@@ -179,15 +188,13 @@ def install(host: Host, selector: str, *, serials: list[str] | None = None, user
     if user is not None:
         return _install_for_user(host, asset, user.strip(), wait)
     if asset.kind == "book":
-        raise MdmError(
-            f"{asset.label} is a book: Apple licenses books to users only, give --user MDM_USER (InstallMedia then goes to each of the user's enrolled devices)"
-        )
+        raise wording.Refused(wording.book_for_devices(asset.label))
     return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)
 
 
-def _check_device(asset: Asset, serial: str, device: Device | None) -> str | None:
+def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Said | None:
     if device is None:
-        return "not enrolled (see `mdm devices list`)"
+        return wording.not_enrolled()
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
     if platform not in asset.apps:
         return f"platform mismatch: the device runs {device.platform}, {asset.label} supports {', '.join(asset.platforms)}"
@@ -206,7 +213,7 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
     for serial in dict.fromkeys(serials):
         reason = _check_device(asset, serial, devices[serial])
         if reason is None and not asset.device_assignable:
-            reason = f"{asset.label} is not device-assignable (Apple licenses it to users only): use --user"
+            reason = wording.users_only(asset.label)
         if reason:
             out.add(serial, "refused", reason)
         else:
@@ -215,12 +222,7 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
     needed = [s for s in checked if s not in held]
     if needed and asset.available_count < len(needed):
         for serial in needed:
-            out.add(
-                serial,
-                "refused",
-                f"not enough licenses: {asset.available_count} available in account '{asset.account}', "
-                f"{len(needed)} needed (buy more, or reclaim with `mdm apps reclaim`)",
-            )
+            out.add(serial, "refused", wording.not_enough_licenses(asset.available_count, asset.account, len(needed)))
         needed = []
     succeeded: list[str] = list(held)
     intents = record_intent(host, asset, "device", needed) if needed else {}
@@ -270,22 +272,17 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
     out = Outcome(asset)
     with host.db.session() as session:
         if session.get(MdmUser, user) is None:
-            out.add(user, "refused", f"not an MDM user: add it with `mdm users add {user}`")
+            out.add(user, "refused", wording.not_an_mdm_user(user))
             return out
         devices = list(session.execute(select(Device).where(col(Device.owner) == user).order_by(col(Device.serial_number))).scalars())
     vpp_user = VppPort(host).user(asset.account, user)
     if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
-        out.add(user, "refused", f"no VPP user in account '{asset.account}': register it with `mdm vpp users register {user}`")
+        out.add(user, "refused", wording.no_vpp_user(asset.account, user))
         return out
     if vpp_user["status"] != "Associated":
         url = f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""
         _record_invited(host, asset, user)
-        out.add(
-            user,
-            "waiting",
-            f"waiting for the user to accept the invitation{url}: licensed and installed on the user's devices "
-            "as soon as they do (see `mdm apps installs --status invited`)",
-        )
+        out.add(user, "waiting", wording.invited(url))
         return out
     targets = []
     for device in devices:
@@ -298,7 +295,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
     intents: dict[str, int] = {}
     if not held:
         if asset.available_count < 1:
-            out.add(user, "refused", f"not enough licenses: 0 available in account '{asset.account}' (buy more, or reclaim with `mdm apps reclaim`)")
+            out.add(user, "refused", wording.not_enough_licenses(0, asset.account))
             return out
         intents = record_intent(host, asset, "user", [user])
         result = _associate(host, asset, [], [user], wait, out, intents)
@@ -316,7 +313,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
     out.add(user, "licensed", "user license already held" if held else "user license associated")
     if not targets:
         if not devices:
-            out.add(user, "note", "no enrolled device owned by this user: the license is ready; run the install again once a device is enrolled")
+            out.add(user, "note", wording.no_device_of_user())
         _settle_failed(host, intents, {user: "licensed, but no enrolled device of the user to install on"}, status="licensed")
         return out
 
@@ -421,7 +418,7 @@ def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], w
         # so the installs job asks again (a license it finds is installed, none is refused)
         pending = isinstance(exc, TemporaryError)
         for target in serials + users:
-            out.add(target, "failed", f"not licensed: {exc}" + ("; the mobile_apps.installs job asks Apple again" if pending else ""))
+            out.add(target, "failed", wording.not_licensed(str(exc), asked_again=pending))
         _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
         return None
 
@@ -467,9 +464,4 @@ def _record_pending(host: Host, asset: Asset, targets: list[str], event_ids: lis
 
     host.db.run_write(work)
     for target in targets:
-        out.add(
-            target,
-            "pending",
-            f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): "
-            "InstallApplication will be queued when it does (see `mdm apps installs`)",
-        )
+        out.add(target, "pending", wording.unconfirmed(wait, event_ids))
