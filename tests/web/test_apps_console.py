@@ -261,3 +261,22 @@ def test_install_results_are_worded_for_the_console(school: Host, admin: Any, cl
     api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"devices": ["NOTENROLLED1"], "users": ["ghost"]})
     cli_words = ["not enrolled (see `mdm devices list`)", "not an MDM user: add it with `mdm users add ghost`"]
     assert [line["message"] for line in api.json()["results"]] == cli_words
+
+
+def test_an_install_apple_could_not_be_asked_is_pending_not_failed(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """With Apple unreachable the install is recorded pending and the installs job asks Apple
+    again (README, "Pending confirmation"), but the result said 'failed' in red with 409 (and
+    the API 409 against its own '200 when every target is queued, licensed or pending'),
+    while Install status showed it pending. The result says pending, as the record does."""
+    inventory.add_device(school, "WEBDEV000010", "iOS")
+    inventory.add_device(school, "WEBDEV000011", "iOS")
+    app_id, _ = _ios_app(school, simulator)
+    simulator.faults.add("drop", endpoint="assets/associate", count=2)
+    result = admin.post(f"/apps/{app_id}/install", data={"devices": ["WEBDEV000010"], "csrftoken": csrf(admin)})
+    assert result.status_code == 200, result.text
+    text = result.text.replace("\n", "")
+    assert re.search(r'<td>WEBDEV000010</td><td class="status-pending">pending</td><td>not licensed yet: cannot reach Apple', text), text
+    assert 'href="/apps/installs">Install status</a>' in text
+    assert re.search(r'<td>WEBDEV000010</td><td>request</td><td class="status-pending">pending</td>', admin.get("/apps/installs").text.replace("\n", ""))
+    api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"devices": ["WEBDEV000011"]})
+    assert api.status_code == 200 and api.json()["ok"] is True and [line["status"] for line in api.json()["results"]] == ["pending"], api.text

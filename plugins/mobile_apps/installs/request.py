@@ -415,10 +415,11 @@ def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], w
         raise
     except MdmError as exc:
         # Apple refused, or could not be reached: then it may have accepted the request first,
-        # so the installs job asks again (a license it finds is installed, none is refused)
+        # so the installs job asks again (a license it finds is installed, none is refused): the
+        # target is pending, as its install is recorded, not failed
         pending = isinstance(exc, TemporaryError)
         for target in serials + users:
-            out.add(target, "failed", wording.not_licensed(str(exc), asked_again=pending))
+            out.add(target, "pending" if pending else "failed", wording.not_licensed(str(exc), asked_again=pending))
         _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
         return None
 

@@ -82,10 +82,12 @@ def no_device_of_user() -> Said:
 
 
 def not_licensed(reason: str, *, asked_again: bool) -> Said:
+    if not asked_again:
+        return Said(f"not licensed: {reason}")
     return Said(
-        f"not licensed: {reason}" + ("; the mobile_apps.installs job asks Apple again" if asked_again else ""),
-        f"not licensed: {reason}" + ("; this host asks Apple again by itself: Install status shows when it is licensed" if asked_again else ""),
-        ("Install status", INSTALL_STATUS) if asked_again else None,
+        f"not licensed: {reason}; the mobile_apps.installs job asks Apple again",
+        f"not licensed yet: {reason}; this host asks Apple again by itself: Install status shows when it is licensed",
+        ("Install status", INSTALL_STATUS),
     )
 
 
