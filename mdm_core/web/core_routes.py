@@ -157,7 +157,7 @@ def page_router() -> APIRouter:
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def redeliver(request: Request, failure_id: int = row_id()) -> Response:
-        error = redeliver_failure(host_of(request), failure_id)
+        error = redeliver_failure(host_of(request), failure_id, console=True)
         if error:
             return redirect(request, "/events", f"delivered again, and it failed again: {error}", "error")
         return redirect(request, "/events", "delivered again: the subscriber accepted the event")
@@ -208,15 +208,17 @@ def api_router() -> APIRouter:
     return router
 
 
-def redeliver_failure(host: Any, failure_id: int) -> str | None:
+def redeliver_failure(host: Any, failure_id: int, *, console: bool = False) -> str | None:
     """Deliver a failed event again (``None``: accepted, else the new error); a failure that
-    is gone (delivered again meanwhile) is a 404."""
+    is gone (delivered again meanwhile) is a 404, in the console's words for the console (the
+    API's are the CLI's)."""
     from mdm_core.errors import MdmError
 
     try:
         return host.events.redeliver(failure_id)
     except MdmError as exc:
-        raise WebError(404, str(exc)) from None
+        gone = f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone: Failed deliveries on the Events page lists those left"
+        raise WebError(404, gone if console and str(exc).startswith("no failed delivery") else str(exc)) from None
 
 
 def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:

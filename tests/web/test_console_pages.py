@@ -57,6 +57,8 @@ def test_events_page_lists_events_and_failed_deliveries_and_delivers_again(web_h
     # a failure delivered meanwhile (another admin, another tab): one line, 404, nothing delivered twice
     stale = admin.post(f"/events/failures/{failure}/redeliver", data={"csrftoken": csrf(admin)})
     assert stale.status_code == 404 and f"no failed delivery {failure}" in html.unescape(stale.text)
+    # in the console's words: the Events page, not `mdm events failures`, an admin cannot click
+    assert "Failed deliveries on the Events page lists those left" in stale.text and "mdm events" not in stale.text
     assert len(subscriber.seen) == 1
 
 
