@@ -219,7 +219,9 @@ def create_app(host: Host) -> FastAPI:
         yield
         app.state.background.shutdown()
 
-    app = FastAPI(title="mdm-host", version="1", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    from .storable import storable_input
+
+    app = FastAPI(title="mdm-host", version="1", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan, dependencies=[Depends(storable_input)])
     app.state.host = host
     app.state.registry = registry
     app.state.background = BackgroundWork(settings.background_workers)

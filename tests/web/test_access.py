@@ -535,3 +535,34 @@ def test_the_health_check_answers_anybody_ok_while_the_database_answers(app: Any
     assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
     assert "example.org" not in down.text and "password" not in down.text
     assert client.head("/healthz").status_code == 503
+
+
+def test_text_no_database_holds_is_refused_in_one_line_on_both_databases(make_host: Any, database_url: str) -> None:
+    """A NUL (%00) in a search, an address, a sign-in name, a form field or a JSON body reached
+    PostgreSQL, which refuses it in any text: 500 'internal error' (SQLite answered as if it
+    were any other text). Refused where it enters, 422 naming where, alike on both databases."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG
+
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
+    add_admin(host, "alice", PASSWORD, "admin")
+    with TestClient(create_app(host), raise_server_exceptions=False) as client:
+        login = client.post("/login", data={"name": "al\x00ice", "password": PASSWORD, "next": "/", "csrftoken": csrf(client)})
+        assert login.status_code == 422 and "form field name holds a NUL character, which cannot be stored: remove it" in login.text
+        assert sign_in(client).status_code == 303
+        pages = (("/devices?q=%00", "query parameter q"), ("/events?name=a%00", "query parameter name"), ("/vpp/accounts/a%00/users", "the address"))
+        for path, where in pages:
+            page = client.get(path)
+            assert page.status_code == 422 and f"{where} holds a NUL character" in page.text, (path, page.status_code)
+        form = client.post("/apps/1/install", data={"serials": "A\x00B", "csrftoken": csrf(client)})
+        assert form.status_code == 422 and "form field serials holds a NUL character" in form.text
+        headers = token_for(host, "admin")
+        api = client.post("/api/v1/apps/1/install", headers=headers, json={"devices": ["A\x00B"]})
+        assert api.status_code == 422 and api.json() == {"error": "the JSON body holds a NUL character, which cannot be stored: remove it"}
+        listed = client.get("/api/v1/vpp/licenses", params={"device": "\x00"}, headers=headers)
+        assert listed.status_code == 422 and listed.json()["error"].startswith("query parameter device holds a NUL character")
+        assert client.get("/devices?q=ok").status_code == 200  # other text as before
