@@ -82,17 +82,18 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
             "Nothing to do.",
             fields,
         )
-    if state.startswith("expiring_"):
-        left = max(0, days_until(when, now)) if when else int(state.rsplit("_", 1)[1])
+    past = when is not None and when <= now  # an expiring state told after the date itself (a late delivery)
+    if state.startswith("expiring_") and not past:
+        left = days_until(when, now) if when else int(state.rsplit("_", 1)[1])
         title = f"VPP token of account '{account}' expires in {days_text(left)}, on {day}"
         text = (
             "When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
             "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books)."
         )
         severity = "critical" if state == "expiring_7" else "warning"
-    elif state == "expired":
+    elif state == "expired" or state.startswith("expiring_"):  # expired, or expiring and told past its date
         # Apple can refuse a token as expired (9621) before the date it carries: never "expired on" a day to come
-        ended = f"expired on {day}" if when and when <= now else "has expired"
+        ended = f"expired on {day}" if past else "has expired"
         title, severity = f"VPP token of account '{account}' {ended}", "critical"
         text = "This account no longer syncs, and its licenses can no longer be assigned or reclaimed."
     elif state == "revoked":

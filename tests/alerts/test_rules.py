@@ -84,3 +84,5 @@ def test_token_changes_that_are_news():
     assert early.title == "VPP token of account 'a' has expired"  # was: "expired on 2026-06-21", a day still to come
     one = token_alert("a", "expiring_14", "expiring_7", expires=(NOW + timedelta(days=1, hours=2)).isoformat(), detail=None, action=None, now=NOW)
     assert "expires in 2 days," in one.title  # 1 day 2 hours left: rounded up
+    late = token_alert("a", "expiring_14", "expiring_7", expires=(NOW - timedelta(hours=3)).isoformat(), detail=None, action=None, now=NOW)
+    assert late.title == "VPP token of account 'a' expired on 2026-05-31" and late.severity == "critical"  # was: "expires in 0 days"
