@@ -111,6 +111,9 @@ def rotate(host: Host) -> tuple[int, str]:
     source = host.secret_key_source()
     box = host.secrets
     path = host.config.var_dir / KEY_FILE_NAME
+    for column, key, ciphertext in _ciphertexts(host):  # before the key file changes: a failed rotate leaves it as it was
+        if not box.can_decrypt(ciphertext):
+            raise _unreadable(column, key)
     new_key = None
     if source == "key file":
         box, new_key = box.with_new_key()
@@ -122,11 +125,7 @@ def rotate(host: Host) -> tuple[int, str]:
             try:
                 fresh = box.rotate(ciphertext)
             except (InvalidToken, ValueError):
-                where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key, strict=True))
-                raise MdmError(
-                    f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
-                    "re-encrypted; restore the key it was stored with, or enter it again (mdm vpp account set NAME --token-file FILE)"
-                ) from None
+                raise _unreadable(column, key) from None
             pk = list(column.table.primary_key.columns)
             session.execute(update(column.table).where(*(c == v for c, v in zip(pk, key, strict=True))).values({column.name: fresh}))
             done += 1
@@ -136,6 +135,15 @@ def rotate(host: Host) -> tuple[int, str]:
     if new_key is not None:
         write_key_file(path, [new_key], replace=True)
     return count, source
+
+
+def _unreadable(column: Any, key: tuple[Any, ...]) -> MdmError:
+    """The one line for a stored secret that no current key decrypts (nothing re-encrypted)."""
+    where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key, strict=True))
+    return MdmError(
+        f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
+        "re-encrypted; restore the key it was stored with, or enter it again (mdm vpp account set NAME --token-file FILE)"
+    )
 
 
 def cmd_rotate(host: Host, args: argparse.Namespace) -> int:

@@ -129,6 +129,22 @@ def test_a_rotation_that_fails_half_way_leaves_everything_readable(mdm: MdmRunne
     count_figure("key_cases")
 
 
+def test_a_rotation_refused_for_an_unreadable_secret_leaves_the_key_file_alone(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    """A wrong key file restored from a backup: rotate said 'nothing was re-encrypted' but had
+    already put a new key in front of it, so the next token stored used a key no backup held."""
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    right = key_file.read_text()
+    key_file.write_text(Fernet.generate_key().decode() + "\n")  # the wrong backup
+    wrong = key_file.read_text()
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 1 and err.count("\n") == 1 and "cannot be decrypted with the current key(s): nothing was re-encrypted" in err, out + err
+    assert key_file.read_text() == wrong  # was: a new key added in front of it
+    key_file.write_text(right)
+    assert mdm("secrets", "status")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
+    count_figure("key_cases")
+
+
 def test_rotate_with_keys_in_the_environment(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("MDM_SECRET_KEY", old)
