@@ -473,11 +473,19 @@ UNREADABLE_ACTION = (
 
 def list_accounts(host: Host) -> list[Account]:
     """Every account, described without its token; one whose token this host's key cannot
-    decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state."""
+    decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state,
+    and one whose notifications Apple posts elsewhere than ``[web] public_url`` has
+    ``notifications`` ``misdirected``."""
+    from .notifications import configure
+
     with host.db.session() as session:
         accounts = list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
     readable = token_readability(host)
-    return [describe_readable(account, readable) for account in accounts]
+    rows = [describe_readable(account, readable) for account in accounts]
+    for account, row in zip(accounts, rows, strict=True):
+        if configure.misdirected(host, account):
+            row["notifications"] = "misdirected"
+    return rows
 
 
 def token_readability(host: Host) -> Callable[[VppAccount], bool]:

@@ -203,6 +203,11 @@ def _account_list(host: Host, args: argparse.Namespace) -> int:
         for row in rows:
             if row["token_state"] != "valid":
                 print(f"{row['name']}: {row['action']}")
+        if any(row["notifications"] == "misdirected" for row in rows):
+            from plugins.vpp.notifications.configure import misdirected_notices
+
+            for name, notice in misdirected_notices(host).items():
+                print(f"{name}: {notice}")
     return 0
 
 

@@ -85,7 +85,7 @@ class Account(TypedDict):
     service_url: str
     last_sync_at: str | None
     last_sync_result: str | None
-    notifications: str  # "on": Apple posts this account's notifications to this host; "off": polling only
+    notifications: str  # "on": Apple posts this account's notifications to this host; "off": polling only; "misdirected": to another URL than [web] public_url
     last_notification_at: str | None
 
 

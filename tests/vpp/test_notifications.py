@@ -19,7 +19,7 @@ from plugins.vpp.notifications.act import MAX_ATTEMPTS, process_pending
 from plugins.vpp.notifications.inbox import receive
 from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
 
-from .conftest import account_row
+from .conftest import FAST_CONFIG, account_row
 from .notify_helpers import Endpoint, act_until, inbox, settle
 
 
@@ -80,10 +80,11 @@ def test_turning_notifications_on_gives_apple_our_url_and_a_fresh_secret(synced:
     assert config["subscribedNotificationTypes"] == ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED"]
     [test] = inbox(synced)  # Apple's test came in while the request was under way
     assert (test.notification_type, test.status) == ("TEST_NOTIFICATION", "done")
-    code, out, _ = cli("vpp", "account", "list")
+    config = f'{FAST_CONFIG}[web]\npublic_url = "{endpoint.public_url}"\n'  # the commands' configuration is the endpoint's
+    code, out, _ = cli("vpp", "account", "list", config=config)
     assert code == 0 and "notifications" in out.splitlines()[0] and " on " in out.splitlines()[1]
     assert secret not in out
-    code, out, _ = cli("vpp", "account", "list", "--json")
+    code, out, _ = cli("vpp", "account", "list", "--json", config=config)
     assert '"notifications": "on"' in out and '"last_notification_at": "20' in out and secret not in out
 
 
@@ -99,6 +100,24 @@ def test_an_unreachable_endpoint_is_one_line_naming_the_url_and_changes_nothing(
     row = account_row(synced)
     assert (row.notifications, row.notification_secret, _pending(synced)) == ("off", None, 0)
     assert "notificationUrl" not in simulator.api.client_config()
+
+
+def test_a_changed_public_url_shows_the_notifications_misdirected_until_set_again(notified: Host, endpoint: Endpoint, simulator: Any, cli: Any) -> None:
+    """[web] public_url changed (a new host name) after the notifications were turned on:
+    Apple kept posting to the old URL while `account list` said `on`."""
+    from mdm_core.web.settings import WebSettings
+    from plugins.vpp.accounts import list_accounts
+
+    old_url = account_row(notified).notification_url
+    for public_url, says in (("https://mdm.example.org", "not to [web] public_url https://mdm.example.org: run"), (None, "[web] public_url is not set")):
+        notified.config.section("web", WebSettings).public_url = public_url
+        assert [a["notifications"] for a in list_accounts(notified)] == ["misdirected"]  # was: "on"
+        web = "" if public_url is None else f'[web]\npublic_url = "{public_url}"\n'
+        code, out, err = cli("vpp", "account", "list", config=FAST_CONFIG + web)
+        assert code == 0 and " misdirected " in out.splitlines()[1], out + err
+        assert f"school: Apple posts its notifications to {old_url}, " in out and says in out
+    notified.config.section("web", WebSettings).public_url = endpoint.public_url
+    assert [a["notifications"] for a in list_accounts(notified)] == ["on"]
 
 
 def test_notifications_need_public_url(synced: Host) -> None:

@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, UsageError
@@ -149,6 +149,28 @@ def check(host: Host, wanted: bool | None) -> str | None:
             "(where `mdm run` serves the console), then run this again"
         )
     return base
+
+
+def misdirected(host: Host, account: VppAccount) -> str | None:
+    """What to do when Apple posts the account's notifications elsewhere than ``[web]
+    public_url`` says (it changed, or was removed, since they were turned on); None when they
+    are off or go where they should."""
+    if account.notifications != "on":
+        return None
+    base = public_url(host)
+    if base is not None and account.notification_url == f"{base}{NOTIFY_PATH}{account.mdm_info_id}":
+        return None
+    where = f"Apple posts its notifications to {account.notification_url}"
+    if base is None:
+        return f"{where}, but [web] public_url is not set: set it again, or run mdm vpp account set {account.name} --notifications off"
+    return f"{where}, not to [web] public_url {base}: run mdm vpp account set {account.name} --notifications on (or off)"
+
+
+def misdirected_notices(host: Host) -> dict[str, str]:
+    """:func:`misdirected` for every account whose notifications go astray, by name."""
+    with host.db.session() as session:
+        accounts = list(session.execute(select(VppAccount).where(col(VppAccount.notifications) == "on")).scalars())
+    return {account.name: notice for account in accounts if (notice := misdirected(host, account))}
 
 
 def plan(host: Host, mdm_info_id: str, current: str | None, wanted: bool | None) -> Change:
