@@ -7,6 +7,7 @@ makes, so that they work on a database behind or ahead of this release.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.output import print_json, print_table, say
@@ -74,7 +75,14 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     """``mdm db status``"""
     from mdm_core.db.migrate import History, read_states
 
-    states = read_states(host.unchecked_db, [History(s) for s in host.migration_sets()], unloaded=True)
+    db = host.unchecked_db
+    states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
+    if db.is_new_file:  # said on stderr: --json stays JSON
+        say(
+            f"mdm: database file {db.url.database} does not exist ({host.database_source}): `mdm db upgrade` creates it; "
+            "check the path if you expected your data there",
+            out=sys.stderr,
+        )
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)

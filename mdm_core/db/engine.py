@@ -124,22 +124,22 @@ class Database:
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": self.busy_timeout}}
         if in_memory:
             kwargs["poolclass"] = StaticPool
-        else:
-            try:
-                private_folder(Path(database).parent)
-            except OSError as exc:
-                raise ConfigError(
-                    f"database {self.describe()}: its folder {Path(database).parent} cannot be created ({exc.strerror}): "
-                    "check [core] database_url or MDM_DATABASE_URL"
-                ) from None
         engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
 
         if not in_memory:
 
             @event.listens_for(engine, "do_connect")
             def _private_file(*_args: Any) -> None:
-                """A new database file is created readable by its owner only (SQLite gives its
-                -wal and -shm files the same mode)."""
+                """A new database file, and its folder, are created at the first connection (not
+                by a command that only looks, such as ``mdm db status`` on a mistyped path),
+                readable by their owner only (SQLite gives its -wal and -shm files the same mode)."""
+                try:
+                    private_folder(Path(database).parent)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"database {self.describe()}: its folder {Path(database).parent} cannot be created ({exc.strerror}): "
+                        "check [core] database_url or MDM_DATABASE_URL"
+                    ) from None
                 try:
                     os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 except FileExistsError:

@@ -266,7 +266,10 @@ def _state(conn: Connection, history: History, tables: set[str]) -> HistoryState
 
 def read_states(db: Database, histories: Sequence[History], *, unloaded: bool = False) -> list[HistoryState]:
     """Each history's state, read without taking the write lock. With ``unloaded``, also the
-    histories the database has but no loaded plugin declares (state ``not loaded``)."""
+    histories the database has but no loaded plugin declares (state ``not loaded``). An SQLite
+    file that does not exist is not created: every history is ``new``."""
+    if db.is_new_file:
+        return [HistoryState(h.name, None, h.head, h.after(None), "new") for h in histories]
     try:
         with db.engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
