@@ -212,8 +212,8 @@ def check_mdm_info(data: Mapping[str, Any], expected_id: str | None) -> None:
     raise MdmConflictError(
         f"location is managed by another MDM {short(name)!r} "
         f"(id {short(other_id)!r}, metadata {short(metadata)!r}), not by this server "
-        f"(id {short(expected_id)!r}): stop the other MDM using this token, then renew it here with "
-        "`mdm vpp account set NAME --token-file FILE` (or add it again with --take-over)",
+        f"(id {short(expected_id)!r}): stop the other MDM using this token, then take the location back with "
+        "`mdm vpp account set NAME --token-file FILE --take-over`",
         other_id=str(other_id),
         other_name=name if isinstance(name, str) else None,
         other_metadata=metadata if isinstance(metadata, str) else None,
