@@ -167,7 +167,14 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
     if source != "key file":
         raise MdmError(f"the key comes from {source}: give it a new value there instead")
     if path.exists():
-        raise MdmError(f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)")
+        unreadable = status(host)["unreadable"]
+        raise MdmError(
+            f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)"
+            if not unreadable
+            else f"the key file {path} exists but does not read {unreadable} stored secret(s): restore the key they were stored with "
+            "(see `mdm secrets status`); if it is lost, enter each token again with `mdm vpp account set NAME --token-file FILE`, "
+            "which this key then encrypts"
+        )
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
     stored = host.stored_secrets()
     say(

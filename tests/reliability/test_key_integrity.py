@@ -145,6 +145,23 @@ def test_a_rotation_refused_for_an_unreadable_secret_leaves_the_key_file_alone(m
     count_figure("key_cases")
 
 
+def test_a_wrong_key_file_whose_right_key_is_lost_leads_to_tokens_entered_again(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    """new-key sent the admin to rotate, and rotate back to 'restore the key': a loop with the
+    wrong key file in place. new-key now names the way out, and it works."""
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    key_file.write_text(Fernet.generate_key().decode() + "\n")  # the right key is lost; some other key is there
+    code, out, err = mdm("secrets", "new-key")
+    assert code == 1 and err.count("\n") == 1 and f"the key file {key_file} exists but does not read 1 stored secret(s)" in err, err
+    assert "mdm secrets rotate" not in err and "mdm vpp account set NAME --token-file FILE" in err  # was: run `mdm secrets rotate`, which refuses
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    assert mdm("vpp", "account", "set", "school", "--token-file", str(token))[0] == 0
+    assert mdm("secrets", "status")[0] == 0 and mdm("secrets", "rotate")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
+    code, out, err = mdm("secrets", "new-key")  # every secret readable: replacing the key is rotate's job
+    assert code == 1 and "to replace its key, run `mdm secrets rotate`" in err
+    count_figure("key_cases")
+
+
 def test_rotate_with_keys_in_the_environment(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("MDM_SECRET_KEY", old)
