@@ -17,6 +17,27 @@ if TYPE_CHECKING:
 INTERVAL = count(None, unit="seconds")
 
 
+def service_url(text: str) -> str:
+    """An Apps and Books base URL: http(s), a host and a path; a user name, password, query or
+    fragment (a credential there would be stored, and printed by every message naming the URL)
+    is refused in one line that shows them as ``***``."""
+    from urllib.parse import urlsplit
+
+    from mdm_core.web.settings import shown_url
+
+    try:
+        parts = urlsplit(text)
+        shown = shown_url(text)
+        valid = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a port that is not a number, a bracket left open
+        shown, valid = "the URL given", False
+    if not valid or "@" in parts.netloc or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"{shown} is not an http(s) URL of a host and a path (no user name, password, query or fragment) like https://vpp.itunes.apple.com/mdm/v2"
+        )
+    return text
+
+
 def register(subparsers: Any) -> None:
     """Add ``vpp`` to the ``mdm`` parser."""
     vpp = subparsers.add_parser(
@@ -36,7 +57,7 @@ def register(subparsers: Any) -> None:
     add.add_argument("name", metavar="NAME", help="a short name for the account")
     add.add_argument("--token-file", required=True, metavar="PATH", help="the .vpptoken file from Apple School/Business Manager")
     add.add_argument("--interval", type=INTERVAL, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
-    add.add_argument("--service-url", metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
+    add.add_argument("--service-url", type=service_url, metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
     add.add_argument(
         "--notifications",
@@ -57,7 +78,7 @@ def register(subparsers: Any) -> None:
         choices=("on", "off"),
         help="turn Apple's notifications on (needs [web] public_url and `mdm run` reachable there) or off (sync by polling only)",
     )
-    set_.add_argument("--service-url", metavar="URL", help="another Apps and Books v2 base URL (checked with the stored token first)")
+    set_.add_argument("--service-url", type=service_url, metavar="URL", help="another Apps and Books v2 base URL (checked with the stored token first)")
     set_.set_defaults(func=_account_set)
     rm = asub.add_parser(
         "remove",

@@ -292,3 +292,18 @@ def test_mdm_name_reaches_apple_without_the_blanks_around_it(make_host: Any, cli
     code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
     assert code == 0, err  # taken back without --take-over
     assert simulator.state.mdm_info == {"id": "earlier-claim", "name": "Springfield MDM", "metadata": socket.getfqdn()[:255]}
+
+
+def test_a_service_url_with_a_credential_is_refused_without_showing_it(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    """--service-url http://user:password@host/... was stored, used, and printed by `set`,
+    `account list --json` and every error naming the URL."""
+    with_password = simulator.base_url.replace("http://", "http://proxyuser:S3CRETPW@")
+    for url in (with_password, simulator.base_url + "?token=S3CRETPW", "ftp://vpp.example.org/mdm/v2", "vpp.itunes.apple.com/mdm/v2"):
+        code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", url)
+        assert code == 2 and err.count("\n") == 1 and "is not an http(s) URL of a host and a path (no user name, password, query or fragment)" in err, err
+        assert "S3CRETPW" not in out + err and _accounts(plain_host) == 0
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    code, out, err = cli("vpp", "account", "set", "school", "--service-url", with_password)
+    assert code == 2 and "http://***@127.0.0.1" in err and "S3CRETPW" not in out + err, err
+    assert account_row(plain_host).service_url == simulator.base_url
+    assert "S3CRETPW" not in cli("vpp", "account", "list", "--json")[1]
