@@ -1,4 +1,4 @@
-"""``mdm db``: upgrade, status, history, revision.
+"""``mdm db``: upgrade, status, history, backup, revision.
 
 These commands open the database without the start-up schema check that every other command
 makes, so that they work on a database behind or ahead of this release.
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``mdm db`` and its subcommands."""
     db = sub.add_parser(
-        "db", help="the database schema: upgrade, status, history", description="Schema migrations (Alembic), one history per plugin, the core's first."
+        "db",
+        help="the database: upgrade, status, history, backup",
+        description="Schema migrations (Alembic), one history per plugin, the core's first; backups of an SQLite database.",
     )
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
 
@@ -44,6 +46,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     history.add_argument("plugin", nargs="?", help="only this plugin's history")
     history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(func=cmd_history)
+
+    backup = db_sub.add_parser(
+        "backup",
+        help="a consistent copy of the SQLite database, while mdm run keeps working",
+        description="Copy the SQLite database to FILE with SQLite's online backup (one snapshot, checked, owner-only), "
+        "e.g. before `mdm db upgrade`. FILE must not exist. The secret key is not in it: keep a copy of it apart. "
+        "PostgreSQL: use pg_dump.",
+    )
+    backup.add_argument("file", metavar="FILE", help="the new backup file, e.g. /srv/backups/mdm-2026-12-01.sqlite3")
+    backup.set_defaults(func=cmd_backup)
 
     revision = db_sub.add_parser(
         "revision",
@@ -127,6 +139,24 @@ def cmd_history(host: Host, args: argparse.Namespace) -> int:
         print(f"{history.name} ({history.set.directory})")
         for row in (r for r in rows if r["plugin"] == history.name):
             print(f"  [{'x' if row['applied'] else ' '}] {row['revision']}  {row['message']}")
+    return 0
+
+
+def cmd_backup(host: Host, args: argparse.Namespace) -> int:
+    """``mdm db backup FILE``"""
+    from pathlib import Path
+
+    from mdm_core.db.backup import backup_sqlite
+    from mdm_core.db.migrate import History, read_states
+    from mdm_core.secrets import KEY_FILE_NAME
+
+    db = host.unchecked_db  # a database behind this release is backed up before its upgrade
+    made = backup_sqlite(db, Path(args.file))
+    schema = ", ".join(f"{s.name} {s.current}" for s in read_states(db, [History(s) for s in host.migration_sets()]) if s.current)
+    source = host.secret_key_source()
+    key = f"the key file {host.config.var_dir / KEY_FILE_NAME}" if source == "key file" else f"the key in {source}"
+    say(f"backed up {made.source} to {made.target} ({made.size / 2**20:.1f} MiB; schema: {schema or 'none'})")
+    say(f"the secret key is not in the backup: keep a copy of {key} apart, or the tokens in it cannot be read")
     return 0
 
 
