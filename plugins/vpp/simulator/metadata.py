@@ -102,6 +102,21 @@ def mac_version(asset: Asset) -> str:
     return f"{int(major) + 10}.{rest}" if major.isdigit() else asset.version
 
 
+def publish_version(assets: dict[tuple[str, str], Asset], adam_id: str, version: str | None = None) -> str:
+    """A new version of an app in the App Store: every asset of ``adam_id`` (each pricingParam)
+    answers ``version`` from now on, by default its version with the last number plus one (a
+    universal app's Mac build follows, :func:`mac_version`); returns it."""
+    found = [a for a in assets.values() if a.adam_id == str(adam_id)]
+    if not found:
+        raise ValueError(f"no asset with adamId {adam_id}")
+    if version is None:
+        head, _, last = found[0].version.rpartition(".")
+        version = f"{head}.{int(last) + 1}" if head and last.isdigit() else f"{found[0].version}.1"
+    for asset in found:
+        asset.version, asset.external_version_id = str(version), asset.external_version_id + 1
+    return str(version)
+
+
 def lookup(assets: dict[tuple[str, str], Asset], query: Mapping[str, list[str]], authenticated: bool, country: str) -> dict[str, Any]:
     """Answer a lookup: public assets always, custom apps only ``authenticated``, unknown ids never."""
     cc = (query.get("cc") or [country])[0] or country

@@ -24,6 +24,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "remove_asset": ("remove_asset", "an asset refunded: gone with its licenses"),
     "refund": ("remove_asset", "the same as remove_asset"),
     "transfer": ("transfer", "licenses moved between locations in Apple's portal: count > 0 in, < 0 out (ASSET_COUNT)"),
+    "publish_version": ("publish_version", "a new version of an app in the App Store: its metadata lookup answers it"),
     "mutate_fraction": ("mutate_fraction", "a share of the licenses moved at random (benchmarks)"),
     "expire_token": ("expire_token", "the token expires: every authenticated request answers error 9621"),
     "revoke_token": ("revoke_token", "the token is revoked (a new one was downloaded): error 9625"),

@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,7 @@ from .api import API_PREFIX, Api, Response, endpoint_for
 from .control import handle_control
 from .errors import error_body
 from .faults import SHORT_CIRCUIT, Fault, Faults
-from .metadata import cookie_value
+from .metadata import cookie_value, publish_version
 from .models import AssetKey
 from .notifications import DEFAULT_ATTEMPTS, DEFAULT_CHUNK, DEFAULT_RETRY_DELAYS, Notifier
 from .seed import seed_state
@@ -175,6 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         """The answer to one request (None: drop the connection) and whether to truncate it."""
         sim = self.server.sim
         endpoint = endpoint_for(path)
+        if endpoint:
+            with sim.state.lock:
+                sim.requests[endpoint] += 1
         fired = sim.faults.select(endpoint) if endpoint else []
         by_kind: dict[str, Fault] = {}
         for fault in fired:
@@ -292,6 +296,7 @@ class Simulator:
         )
         self.state.notifier = self.notifier
         self.in_flight = InFlight(max_in_flight)  # Apple's 5 requests at once per token
+        self.requests: Counter[str] = Counter()  # requests received per endpoint ("assets/associate", "lookup", ...), faulted ones too
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -441,6 +446,11 @@ class Simulator:
         return self.state.transfer(adam_id, pricing_param, count)
 
     refund = remove_asset
+
+    def publish_version(self, adam_id: str, version: str | None = None) -> str:
+        """A new version of an app in the App Store (default: the last number plus one); returns it."""
+        with self.state.lock:
+            return publish_version(self.state.assets, adam_id, version)
 
     def mutate_fraction(self, fraction: float, seed: object = 0) -> dict[str, int]:
         return self.state.mutate_fraction(fraction, seed)
