@@ -299,11 +299,21 @@ def refresh_metadata(
             query = query.limit(limit)
         rows = list(session.execute(query).scalars())
         accounts = _live_accounts(session) if rows else {}  # every published app: read only when there is something to look up
-    counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
     by_account: dict[tuple[str, str], list[str]] = {}
     for row in rows:
         account = row.account if row.account in accounts else (accounts.get(row.adam_id) or row.account)
         by_account.setdefault((account, row.platform), []).append(row.adam_id)
+    return look_up(host, by_account, errors=errors)
+
+
+def look_up(host: Host, by_account: Mapping[tuple[str, str], list[str]], *, errors: list[str] | None = None) -> dict[str, int]:
+    """Look up the metadata of ``{(account, platform): [adamId, ...]}`` in batches of
+    ``LOOKUP_BATCH`` and store what Apple answered (``version`` and the other fields as the VPP
+    plugin's lookup names them); returns counts. A failed batch never raises: its rows are
+    marked and retried after ``metadata_retry`` seconds, the failure logged (or put in
+    ``errors``)."""
+    s = settings(host)
+    counts = {"looked_up": 0, "found": 0, "missing": 0, "failed": 0}
     for (account, platform), adam_ids in sorted(by_account.items()):
         for start in range(0, len(adam_ids), LOOKUP_BATCH):
             batch = adam_ids[start : start + LOOKUP_BATCH]
@@ -368,6 +378,17 @@ def _store(session: Session, account: str, platform: str, adam_ids: list[str], f
         row.name, row.bundle_id, row.version, row.icon_url = data.get("name"), data.get("bundleId"), data.get("version"), data.get("iconUrl")
         row.store_kind, row.device_families = data.get("kind"), list(data.get("deviceFamilies") or [])
         session.add(row)
+    session.flush()
+    apps = table_of(MobileApp)
+    start_known_versions(session, apps.c.platform == platform, apps.c.adam_id.in_(adam_ids))
+
+
+def start_known_versions(session: Session, *where: Any) -> None:
+    """Applications (matching ``where``) with no known version take their metadata's: the first
+    version looked up is where automatic updates start from (:mod:`.updates`)."""
+    apps = table_of(MobileApp)
+    looked_up = select(col(AppMetadata.version)).where(col(AppMetadata.adam_id) == apps.c.adam_id, col(AppMetadata.platform) == apps.c.platform)
+    session.execute(update(apps).where(apps.c.known_version.is_(None), *where).values(known_version=looked_up.scalar_subquery()))
 
 
 # ---------------------------------------------------------------------- reading

@@ -1,4 +1,4 @@
-"""``mdm apps ...``: list, show, install, reclaim, reclaims, installs, refresh-metadata."""
+"""``mdm apps ...``: list, show, install, reclaim, reclaims, installs, refresh-metadata, check-updates."""
 
 from __future__ import annotations
 
@@ -86,6 +86,17 @@ def register(subparsers: Any) -> None:
     meta = sub.add_parser("refresh-metadata", help="look up names, bundle ids, versions and icons now")
     meta.add_argument("--all", action="store_true", help="also refresh metadata that is not stale yet")
     meta.set_defaults(func=_refresh_metadata)
+
+    upd = sub.add_parser(
+        "check-updates",
+        help="look for new versions of the published apps now and queue their updates",
+        description="Look up every published app again; for each new version, record it, fire mdm_mobile_apps_app_updated and queue "
+        "InstallApplication on each enrolled device whose install of the app was acknowledged and that still holds a license "
+        "(no license is associated again). Runs whatever [mobile_apps] auto_update says. Exit 1 if a lookup failed.",
+    )
+    upd.add_argument("--no-install", action="store_true", help="record the new versions and fire the events, queue nothing (no later check installs them)")
+    upd.add_argument("--json", action="store_true", help="print JSON")
+    upd.set_defaults(func=_check_updates)
 
 
 def _list(host: Host, args: argparse.Namespace) -> int:
@@ -248,8 +259,34 @@ def _refresh_metadata(host: Host, args: argparse.Namespace) -> int:
     VppPort(host).require("metadata cannot be looked up")
     errors: list[str] = []
     counts = refresh_metadata(host, force=True, everything=args.all, errors=errors)
-    (print if counts["failed"] else say)(
-        f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed"
-        + (f" ({'; '.join(dict.fromkeys(errors))}; retried later by the mobile_apps.metadata job)" if counts["failed"] else "")
-    )
+    (print if counts["failed"] else say)(_looked_up(counts, errors, "retried later by the mobile_apps.metadata job"))
     return 1 if counts["failed"] else 0
+
+
+def _looked_up(counts: dict[str, int], errors: list[str], retry: str) -> str:
+    """The line that says what a metadata lookup did."""
+    return f"looked up {counts['looked_up']} app(s): {counts['found']} found, {counts['missing']} unknown to Apple, {counts['failed']} failed" + (
+        f" ({'; '.join(dict.fromkeys(errors))}; {retry})" if counts["failed"] else ""
+    )
+
+
+def _check_updates(host: Host, args: argparse.Namespace) -> int:
+    from .updates import check_updates
+
+    report = check_updates(host, install=not args.no_install)
+    failed = report.counts["failed"]
+    if args.json:
+        print_json({**report.counts, "errors": list(dict.fromkeys(report.errors)), "updates": [u.as_dict() for u in report.updates]})
+        return 1 if failed else 0
+    (print if failed else say)(_looked_up(report.counts, report.errors, "looked up again by the next check"))
+    for found in report.updates:
+        print(found.label)
+        for device in found.devices:
+            print(f"  {device['serialNumber']}: {device['status']}: {device['message']}")
+    skipped = sum(1 for u in report.updates for d in u.devices if d["status"] == "skipped")
+    if not report.updates:
+        say("no new version")
+    else:
+        how = " (--no-install)" if args.no_install else ""
+        print(f"{len(report.updates)} app(s) updated: {report.queued} InstallApplication queued, {skipped} skipped{how}")
+    return 1 if failed else 0

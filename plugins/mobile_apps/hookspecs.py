@@ -51,7 +51,7 @@ def mdm_mobile_apps_install_queued(host: Host, event: Event) -> None:
     install that Apple confirmed later, once the command is committed.
     Args: ``host``; ``event``, whose ``event.payload`` (``InstallQueuedPayload``) has ``account``, ``adamId``, ``pricingParam``,
     ``serialNumber``, ``commandUuid``, ``license`` (``device`` or ``user``), ``clientUserId``
-    (user licenses) and ``source`` (``request``, ``auto`` or ``pending``).
+    (user licenses) and ``source`` (``request``, ``auto``, ``pending`` or ``update``).
     Returns: nothing.
     Errors: isolated per subscriber.
     """
@@ -83,6 +83,22 @@ def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
     Args: ``host``; ``event``, whose ``event.payload`` (``ReclaimFinishedPayload``) has ``id``, ``account``, ``adamId``, ``pricingParam``,
     ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``user_removed``, ``manual``,
     ``unused``), ``status`` and ``error``.
+    Returns: nothing.
+    Errors: isolated per subscriber.
+    """
+
+
+@hookspec
+def mdm_mobile_apps_app_updated(host: Host, event: Event) -> None:
+    """Apple published a new version of an application: the update check
+    (``mobile_apps.updates`` with ``auto_update``, or ``mdm apps check-updates``) found it and
+    recorded it on the application, once per version.
+
+    When: after that is committed, together with the ``InstallApplication`` commands the update
+    queued (each announced by ``mdm_mobile_apps_install_queued`` with ``source`` ``update``).
+    Args: ``host``; ``event``, whose ``event.payload`` (``AppUpdatedPayload``) has ``id``
+    (application id), ``account``, ``adamId``, ``pricingParam``, ``platform``, ``oldVersion``
+    and ``newVersion``.
     Returns: nothing.
     Errors: isolated per subscriber.
     """

@@ -1,4 +1,4 @@
-"""Scheduled jobs: ``mobile_apps.metadata``, ``mobile_apps.reclaim``, ``mobile_apps.installs``."""
+"""Scheduled jobs: ``mobile_apps.metadata``, ``mobile_apps.reclaim``, ``mobile_apps.installs``, ``mobile_apps.updates``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def register(host: Host, scheduler: HostScheduler) -> None:
     scheduler.add("mobile_apps.metadata", s.metadata_retry, lambda: metadata_job(host), plugin=PLUGIN)
     scheduler.add("mobile_apps.reclaim", s.reclaim_retry, lambda: reclaim_job(host), plugin=PLUGIN)
     scheduler.add("mobile_apps.installs", s.install_retry, lambda: installs_job(host), plugin=PLUGIN)
+    scheduler.add("mobile_apps.updates", s.update_check, lambda: updates_job(host), plugin=PLUGIN)
 
 
 def metadata_job(host: Host) -> dict[str, int]:
@@ -57,3 +58,16 @@ def installs_job(host: Host) -> dict[str, int]:
     if not VppPort(host).available:
         return {}
     return retry_pending(host)
+
+
+def updates_job(host: Host) -> dict[str, int]:
+    """With ``auto_update``: look for new versions of the published apps and queue their updates.
+    A failed lookup is logged and looked up again at the next check."""
+    from .updates import check_updates
+
+    if not settings(host).auto_update or not VppPort(host).available:
+        return {}
+    report = check_updates(host, install=True)
+    for error in dict.fromkeys(report.errors):
+        log.warning("update check: metadata lookup failed (%s); looked up again in %ss", error, settings(host).update_check)
+    return report.totals()

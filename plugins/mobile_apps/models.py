@@ -42,6 +42,8 @@ class MobileApp(SQLModel, table=True):
     published_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: the version devices were last brought to (:mod:`.updates`): the first one looked up, then each update's
+    known_version: str | None = Field(default=None, max_length=64)
 
 
 class AppMetadata(SQLModel, table=True):

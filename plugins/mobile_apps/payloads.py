@@ -24,8 +24,8 @@ class AppPayload(TypedDict):
 
 class InstallQueuedPayload(TypedDict):
     """``mobile_apps_install_queued``: an ``InstallApplication`` with a VPP license was queued.
-    ``source``: ``request`` (``mdm apps install``), ``auto`` (auto_install) or ``pending`` (a
-    license Apple confirmed late)."""
+    ``source``: ``request`` (``mdm apps install``), ``auto`` (auto_install), ``pending`` (a
+    license Apple confirmed late) or ``update`` (a new version, :mod:`.updates`)."""
 
     account: str
     adamId: str
@@ -34,7 +34,7 @@ class InstallQueuedPayload(TypedDict):
     commandUuid: str
     license: str  # device or user
     clientUserId: str | None
-    source: str  # request, auto or pending
+    source: str  # request, auto, pending or update
 
 
 class InstallFailedPayload(TypedDict):
@@ -50,6 +50,19 @@ class InstallFailedPayload(TypedDict):
     source: str  # request or auto
     error: str
     errorNumber: int | None
+
+
+class AppUpdatedPayload(TypedDict):
+    """``mobile_apps_app_updated``: Apple published a new version of an application (one
+    platform of a VPP asset); ``oldVersion`` is the one devices were last brought to."""
+
+    id: int
+    account: str
+    adamId: str
+    pricingParam: str
+    platform: str
+    oldVersion: str
+    newVersion: str
 
 
 class ReclaimFinishedPayload(TypedDict):
@@ -76,4 +89,5 @@ EVENT_PAYLOADS: dict[str, type] = {
     "mobile_apps_install_queued": InstallQueuedPayload,
     "mobile_apps_install_failed": InstallFailedPayload,
     "mobile_apps_reclaim_finished": ReclaimFinishedPayload,
+    "mobile_apps_app_updated": AppUpdatedPayload,
 }

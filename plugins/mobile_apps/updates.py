@@ -1,0 +1,163 @@
+"""Automatic app updates: a new version of a published app is installed again where it was.
+
+The check (the ``mobile_apps.updates`` job with ``auto_update``, or ``mdm apps check-updates``)
+looks up every published app again with the metadata lookup (:func:`.catalog.look_up`) and
+compares the version Apple answers with the application's ``known_version`` (the version devices
+were last brought to). For each new version, in one transaction: the application records it (only
+if no other check did meanwhile, so one version is handled once), ``mobile_apps_app_updated`` is
+recorded, and ``InstallApplication`` is queued on each enrolled device whose
+``InstallApplication`` of the app was acknowledged and that still holds a license of it in the
+VPP mirror (a device license, or a user license of its owner). No license is associated again:
+Apple is not asked anything but the lookup. A device whose install of the app still waits gets
+nothing more. A failed lookup changes nothing; the next check looks it up again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from mdm_core.db.typed import rowcount, table_of
+from mdm_core.models import Command, Device, utcnow
+
+from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
+from .installs.commands import REQUEST_TYPE, queue_install
+from .models import AppMetadata, MobileApp
+from .payloads import AppUpdatedPayload
+from .vpp_port import VppPort
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+
+@dataclass
+class AppUpdate:
+    """A new version of one application, and what was done on each device that had it."""
+
+    payload: AppUpdatedPayload
+    name: str | None
+    devices: list[dict[str, str]] = field(default_factory=list)  # serialNumber, status (queued, skipped), message
+
+    @property
+    def label(self) -> str:
+        p = self.payload
+        return f"{self.name or 'adamId'} ({p['adamId']} {p['pricingParam']}) {p['platform']}: {p['oldVersion']} -> {p['newVersion']}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.payload, "name": self.name, "devices": self.devices}
+
+
+@dataclass
+class UpdateReport:
+    """What a check did: the lookup's counts (and errors), and the new versions found."""
+
+    counts: dict[str, int]
+    errors: list[str]
+    updates: list[AppUpdate]
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for u in self.updates for d in u.devices if d["status"] == "queued")
+
+    def totals(self) -> dict[str, int]:
+        """The counts of the job's record."""
+        return {**self.counts, "updated": len(self.updates), "queued": self.queued}
+
+
+def check_updates(host: Host, *, install: bool) -> UpdateReport:
+    """Look up the published apps again; record each new version, fire its event and, with
+    ``install``, queue its ``InstallApplication`` on the devices that had the app."""
+    port = VppPort(host)
+    port.require("app updates cannot be looked up")
+    apps, meta = table_of(MobileApp), table_of(AppMetadata)
+    host.db.run_write(lambda session: start_known_versions(session))
+    query = (
+        select(apps.c.id, apps.c.account, apps.c.adam_id, apps.c.pricing_param, apps.c.platform, apps.c.known_version, meta.c.version, meta.c.name)
+        .select_from(apps.outerjoin(meta, (meta.c.adam_id == apps.c.adam_id) & (meta.c.platform == apps.c.platform)))
+        .where(apps.c.state == "published", apps.c.kind == "app")
+        .order_by(apps.c.adam_id, apps.c.platform, apps.c.pricing_param)
+    )
+    with host.db.reading() as conn:
+        rows = conn.execute(query).all()
+    by_account: dict[tuple[str, str], list[str]] = {}
+    for account, adam_id, platform in dict.fromkeys((r.account, r.adam_id, r.platform) for r in rows):
+        if adam_id not in by_account.get((account, platform), []):
+            by_account.setdefault((account, platform), []).append(adam_id)
+    errors: list[str] = []
+    counts = look_up(host, by_account, errors=errors)
+    with host.db.reading() as conn:
+        changed = [r for r in conn.execute(query).all() if r.version and r.known_version and r.version != r.known_version]
+    had_it = _acknowledged(host, {r.adam_id for r in changed}) if install else {}
+    holders = {(r.account, r.adam_id): port.licenses(r.account, r.adam_id) for r in changed} if install else {}
+    updates = []
+    told: set[tuple[str, str, str]] = set()  # (adamId, platform, serial) a skip was reported for: once, not under each pricing's application
+    for row in changed:
+        serials, licenses = had_it.get(row.adam_id, []), holders.get((row.account, row.adam_id), [])
+        found = host.db.run_write(partial(_apply, host, row=row, serials=serials, licenses=licenses, told=told))
+        if found is not None:
+            updates.append(found)
+    if updates:
+        host.deliver_events()
+    return UpdateReport(counts, errors, updates)
+
+
+def _acknowledged(host: Host, adam_ids: set[str]) -> dict[str, list[str]]:
+    """The devices whose ``InstallApplication`` of each app was acknowledged, by adamId."""
+    commands = table_of(Command)
+    found: dict[str, list[str]] = {}
+    if not adam_ids:
+        return found
+    query = select(commands.c.device_serial, commands.c.payload).where(commands.c.request_type == REQUEST_TYPE, commands.c.status == "acknowledged")
+    with host.db.reading() as conn:
+        for serial, payload in conn.execute(query):
+            adam_id = str((payload or {}).get("iTunesStoreID"))
+            if adam_id in adam_ids and serial not in found.setdefault(adam_id, []):
+                found[adam_id].append(serial)
+    return found
+
+
+def _apply(host: Host, session: Session, *, row: Any, serials: list[str], licenses: list[Any], told: set[tuple[str, str, str]]) -> AppUpdate | None:
+    """Record one new version (unless another check did) with its event and its commands."""
+    apps = table_of(MobileApp)
+    moved = session.execute(
+        update(apps).where(apps.c.id == row.id, apps.c.known_version == row.known_version).values(known_version=row.version, updated_at=utcnow())
+    )
+    if rowcount(moved) != 1:
+        return None  # another check recorded this version (and queued its updates)
+    payload: AppUpdatedPayload = {
+        "id": row.id,
+        "account": row.account,
+        "adamId": row.adam_id,
+        "pricingParam": row.pricing_param,
+        "platform": row.platform,
+        "oldVersion": row.known_version,
+        "newVersion": row.version,
+    }
+    host.events.record(session, "mobile_apps_app_updated", payload)
+    found = AppUpdate(payload, row.name)
+    mine = [lic for lic in licenses if lic["pricingParam"] == row.pricing_param]
+    devices = {lic["serialNumber"] for lic in mine if lic.get("serialNumber")}
+    users = {lic["clientUserId"] for lic in mine if lic.get("clientUserId")}
+    others = {lic.get("serialNumber") or lic.get("clientUserId") for lic in licenses} - devices - users  # another pricing's licenses: its own application
+    for serial in sorted(serials):
+        device = session.get(Device, serial)
+        if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) != row.platform:
+            continue  # removed, or its platform's application is updated on its own
+        if serial in devices:
+            kind, user = "device", None
+        elif device.owner in users:
+            kind, user = "user", device.owner
+        else:
+            if serial not in others and device.owner not in others and (row.adam_id, row.platform, serial) not in told:
+                told.add((row.adam_id, row.platform, serial))
+                found.devices.append({"serialNumber": serial, "status": "skipped", "message": "it holds no license of the app any more: nothing queued"})
+            continue
+        uuid, new = queue_install(host, session, row.account, row.adam_id, row.pricing_param, device, kind, user, "update")
+        holder = "device license" if user is None else f"user license of {user}"
+        message = f"InstallApplication queued (command {uuid}, {holder})" if new else f"an install of the app still waits for the device (command {uuid})"
+        found.devices.append({"serialNumber": serial, "status": "queued" if new else "skipped", "message": message})
+    return found

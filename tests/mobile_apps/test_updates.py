@@ -1,0 +1,218 @@
+"""Automatic app updates: a new version Apple publishes is installed again, without a new
+license, on the devices that had the app (``mdm apps check-updates``, the ``mobile_apps.updates``
+job), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mdm_core.host import Host
+from mdm_core.inventory import add_device, add_user, set_command_status
+from mdm_core.testing import EventRecorder, MdmRunner
+
+from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+from .conftest import BASE_CONFIG, app_id, commands, fixed_assets, free_serials, holders, sync
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
+    """The project's SQLite file (None), or an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def setup(
+    make_host: Callable[..., Host], simulator: Any, project_dir: Path, apps_events: EventRecorder, database_url: str | None, monkeypatch: Any, capsys: Any
+) -> Callable[[str], tuple[Host, MdmRunner]]:
+    """``setup(extra_config)``: a host with account ``school`` on the simulator, synced, its
+    metadata looked up, and ``mdm`` on the same database."""
+    from plugins.vpp.testing import add_simulated_account
+
+    def make(extra_config: str = "", *, again: bool = False) -> tuple[Host, MdmRunner]:
+        host = make_host(config=BASE_CONFIG + extra_config, database_url=database_url)
+        host.pm.register(apps_events)
+        mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+        if again:  # another host on the same database
+            return host, mdm
+        add_simulated_account(host, simulator, project_dir)
+        sync(host)
+        code, _, err = mdm("apps", "refresh-metadata")
+        assert code == 0, err
+        return host, mdm
+
+    return make
+
+
+def _fired(host: Host, name: str) -> list[dict[str, Any]]:
+    """The payloads of the events ``name`` recorded and delivered (by any process: ``mdm`` too)."""
+    from sqlmodel import col, select
+
+    from mdm_core.models import OutboxEvent
+
+    with host.db.session() as session:
+        rows = session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == name).order_by(col(OutboxEvent.seq))).scalars()
+        return [dict(e.payload) for e in rows if e.delivered_at is not None]
+
+
+def _installed(host: Host, simulator: Any, mdm: MdmRunner) -> dict[str, str]:
+    """An iOS app installed with a device license on two iPads (acknowledged), on one whose
+    command was never acknowledged, on one whose license was then reclaimed, and with a user
+    license on the iPad of an MDM user (acknowledged). Returns the serials by role."""
+    a = fixed_assets(simulator)[0]  # iOS only; asset 5 is its PLUS pricing
+    ipads = free_serials(simulator, a["adamId"])[:4]
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
+    add_user(host, user)
+    owned = free_serials(simulator, a["adamId"])[4]
+    for serial in ipads:
+        add_device(host, serial, "iPadOS")
+    add_device(host, owned, "iOS", owner=user)
+    app = app_id(host, a["adamId"])
+    code, out, err = mdm("apps", "install", app, *[arg for s in ipads for arg in ("--device", s)], "--wait", "5")
+    assert code == 0, out + err
+    code, out, err = mdm("apps", "install", app, "--user", user, "--wait", "5")
+    assert code == 0, out + err
+    roles = {"acked": ipads[0], "acked2": ipads[1], "waiting": ipads[2], "reclaimed": ipads[3], "owned": owned, "user": user, "app": app, "adam": a["adamId"]}
+    for role in ("acked", "acked2", "reclaimed", "owned"):
+        [command] = commands(host, roles[role])
+        set_command_status(host, command["uuid"], "acknowledged")  # the device installed it
+    code, out, err = mdm("apps", "reclaim", app, "--device", roles["reclaimed"])
+    assert code == 0, out + err
+    return roles
+
+
+def test_a_new_version_is_installed_where_the_app_was_without_a_new_license(setup, simulator):
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    old = simulator.state.assets[(d["adam"], "STDQ")].version
+    new = simulator.publish_version(d["adam"])
+    assert new != old
+    before = simulator.requests.copy()
+    licenses_before = holders(simulator, d["adam"])
+
+    code, out, err = mdm("apps", "check-updates")
+
+    assert code == 0, out + err
+    assert f"({d['adam']} STDQ) iOS: {old} -> {new}" in out
+    assert f"{d['acked']}: queued: InstallApplication queued" in out and "device license" in out
+    assert f"{d['owned']}: queued: InstallApplication queued" in out and f"user license of {d['user']}" in out
+    assert f"{d['reclaimed']}: skipped: it holds no license of the app any more" in out
+    assert d["waiting"] not in out  # its first install never arrived: it installs the new version anyway
+    for role in ("acked", "acked2", "owned"):
+        first, update = commands(host, d[role])
+        assert first["status"] == "acknowledged" and update["status"] == "queued"
+        assert update["payload"]["iTunesStoreID"] == int(d["adam"]) and update["payload"]["Options"] == {"PurchaseMethod": 1}
+    assert [c["status"] for c in commands(host, d["waiting"])] == ["queued"]
+    assert [c["status"] for c in commands(host, d["reclaimed"])] == ["acknowledged"]
+    # Apple was asked the metadata, nothing else: no license associated again
+    asked = simulator.requests - before
+    assert asked["lookup"] >= 1 and set(asked) <= {"lookup", "service/config"}, asked  # the client reads Apple's endpoints first
+    assert holders(simulator, d["adam"]) == licenses_before
+    code, out, _ = mdm("apps", "list", "--json")
+    [shown] = [a for a in json.loads(out) if str(a["id"]) == d["app"]]
+    assert shown["version"] == new
+    [event] = [e for e in _fired(host, "mobile_apps_app_updated") if str(e["id"]) == d["app"]]
+    assert (event["adamId"], event["platform"], event["oldVersion"], event["newVersion"]) == (d["adam"], "iOS", old, new)
+    queued = [e for e in _fired(host, "mobile_apps_install_queued") if e["source"] == "update"]
+    assert sorted(e["serialNumber"] for e in queued) == sorted([d["acked"], d["acked2"], d["owned"]])
+
+    # again: the version is known, nothing is queued twice, no event
+    updated_events = len(_fired(host, "mobile_apps_app_updated"))
+    code, out, err = mdm("apps", "check-updates", "--json")
+    assert code == 0, err
+    assert json.loads(out)["updates"] == []
+    assert len(commands(host, d["acked"])) == 2
+    assert len(_fired(host, "mobile_apps_app_updated")) == updated_events
+
+
+def test_the_job_does_nothing_unless_auto_update_is_on(setup, simulator, apps_events):
+    from plugins.mobile_apps.jobs import updates_job
+
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    simulator.publish_version(d["adam"])
+    before = simulator.requests.copy()
+    job = host.build_scheduler(inline=True).jobs["mobile_apps.updates"]
+    assert job.seconds == 86400
+    assert updates_job(host) == {}
+    assert simulator.requests == before  # not even a lookup
+    assert len(commands(host, d["acked"])) == 1 and apps_events.named("mobile_apps_app_updated") == []
+
+    host, _ = setup("auto_update = true\nupdate_check = 3600\n", again=True)
+    assert host.build_scheduler(inline=True).jobs["mobile_apps.updates"].seconds == 3600
+    totals = updates_job(host)
+    assert totals["updated"] >= 1 and totals["queued"] == 3 and totals["failed"] == 0
+    [event] = [e for e in apps_events.named("mobile_apps_app_updated") if str(e["id"]) == d["app"]]  # delivered to plugins
+    assert [c["status"] for c in commands(host, d["acked"])] == ["acknowledged", "queued"]
+    assert updates_job(host)["queued"] == 0
+
+
+def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(setup, simulator):
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    from plugins.vpp.simulator.remote import call
+
+    answer = call(simulator.root_url, "POST", "change", {"action": "publish_version", "adam_id": int(d["adam"]), "version": "99.0"})  # the control API
+    new = answer["result"]
+    assert new == "99.0" and simulator.state.assets[(d["adam"], "STDQ")].version == new
+    simulator.faults.add("server_error", endpoint="lookup")
+    code, out, err = mdm("apps", "check-updates")
+    assert code == 1 and "failed (account school: " in out and "looked up again by the next check" in out, out + err
+    assert "no new version" in out and len(commands(host, d["acked"])) == 1
+    simulator.faults.clear()
+    code, out, err = mdm("apps", "check-updates", "--no-install")
+    assert code == 0 and f"-> {new}" in out and "0 InstallApplication queued" in out, out + err
+    assert len(commands(host, d["acked"])) == 1  # --no-install: recorded, nothing queued
+    assert [e["newVersion"] for e in _fired(host, "mobile_apps_app_updated") if str(e["id"]) == d["app"]] == [new]
+    code, out, _ = mdm("apps", "check-updates")
+    assert code == 0 and "no new version" in out and len(commands(host, d["acked"])) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "true"])
+def test_update_check_is_validated_like_the_other_intervals(project_dir, monkeypatch, capsys, value):
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, config=f"[mobile_apps]\nupdate_check = {value}\n")
+    code, out, err = mdm("apps", "list")
+    assert code != 0 and "update_check" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_mobile_apps_0003_apps_start_from_the_version_looked_up(project_dir, monkeypatch, capsys, database_url):
+    from ..test_apple_migrations import _database_at, _upgrade_then_query
+
+    app = (
+        "INSERT INTO mobile_apps_app (id, account, adam_id, pricing_param, platform, kind, state, product_type, device_assignable, revocable,"
+        " supported_platforms, assigned_count, available_count, retired_count, total_count, published_at, updated_at)"
+        " VALUES ({id}, 'school', '{adam}', 'STDQ', '{platform}', 'app', 'published', 'App', true, true, '[]', 0, 1, 0, 1,"
+        " '2026-01-02 03:04:05+00', '2026-01-02 03:04:05+00')"
+    )
+    meta = (
+        "INSERT INTO mobile_apps_metadata (adam_id, platform, account, status, version, device_families, attempts)"
+        " VALUES ('{adam}', '{platform}', 'school', '{status}', {version}, '[]', 0)"
+    )
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"mobile_apps": "0002"},
+        [
+            app.format(id=1, adam="111", platform="iOS"),
+            app.format(id=2, adam="111", platform="macOS"),
+            app.format(id=3, adam="222", platform="iOS"),
+            meta.format(adam="111", platform="iOS", status="ok", version="'6.2'"),
+            meta.format(adam="111", platform="macOS", status="ok", version="'16.2'"),
+            meta.format(adam="222", platform="iOS", status="pending", version="NULL"),
+        ],
+        url=database_url,
+    )
+    [rows] = _upgrade_then_query(
+        mdm, "mobile_apps: applied 0003 (app known version", "SELECT id, known_version FROM mobile_apps_app ORDER BY id", url=database_url
+    )
+    assert rows == [(1, "6.2"), (2, "16.2"), (3, None)]
