@@ -13,7 +13,7 @@ import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -476,15 +476,23 @@ def list_accounts(host: Host) -> list[Account]:
     decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state,
     and one whose notifications Apple posts elsewhere than ``[web] public_url`` has
     ``notifications`` ``misdirected``."""
-    from .notifications import configure
-
     with host.db.session() as session:
         accounts = list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
+    return describe_accounts(host, accounts)
+
+
+def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Account]:
+    """``accounts`` as :func:`list_accounts` describes them (the command line, the console and
+    the API alike): token readability and misdirected notifications included."""
+    from .notifications import configure
+
     readable = token_readability(host)
-    rows = [describe_readable(account, readable) for account in accounts]
-    for account, row in zip(accounts, rows, strict=True):
+    rows = []
+    for account in accounts:
+        row = describe_readable(account, readable)
         if configure.misdirected(host, account):
             row["notifications"] = "misdirected"
+        rows.append(row)
     return rows
 
 

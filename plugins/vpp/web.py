@@ -35,15 +35,15 @@ from .accounts import (
     add_account,
     check_interval,
     describe_account,
-    describe_readable,
+    describe_accounts,
     get_account,
     remove_account,
     set_account,
     settings,
-    token_readability,
 )
 from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
+from .notifications.configure import misdirected
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -304,10 +304,10 @@ def page_router() -> APIRouter:
         host = host_of(request)
         with host.db.session() as session:
             found = numbered(session, select(VppAccount), [VppAccount.name], page=page)
-        readable = token_readability(host)
-        rows: list[dict[str, Any]] = [dict(describe_readable(a, readable)) for (a,) in found.items]
+        rows: list[dict[str, Any]] = [dict(row) for row in describe_accounts(host, [a for (a,) in found.items])]
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items, strict=True):
+            row["misdirected"] = misdirected(host, account)  # where Apple posts instead, and what to do
             row["days_left"] = token_state.days_left(account.token_expires_at)
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
@@ -491,14 +491,14 @@ def api_router() -> APIRouter:
         host = host_of(request)
         with host.db.session() as session:
             page = keyset(session, select(VppAccount), [VppAccount.name], limit=limit, cursor=cursor)
-        readable = token_readability(host)
-        return {"items": [describe_readable(a, readable) for (a,) in page.items], "next_cursor": page.next_cursor}
+        return {"items": describe_accounts(host, [a for (a,) in page.items]), "next_cursor": page.next_cursor}
 
     @router.get("/accounts/{name}")
     def api_account(request: Request, name: str) -> dict[str, Any]:
         """One account."""
         host = host_of(request)
-        return dict(describe_readable(_account(host, name), token_readability(host)))
+        [row] = describe_accounts(host, [_account(host, name)])
+        return dict(row)
 
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:

@@ -120,6 +120,30 @@ def test_a_changed_public_url_shows_the_notifications_misdirected_until_set_agai
     assert [a["notifications"] for a in list_accounts(notified)] == ["on"]
 
 
+def test_the_console_and_the_api_show_misdirected_notifications_too(notified: Host) -> None:
+    """The console said "on — last received ..." and the API "on" while Apple posted to a URL
+    this host no longer answers at (only the command line said misdirected)."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin, create_token
+    from mdm_core.web.app import create_app
+    from mdm_core.web.settings import WebSettings
+
+    old_url = account_row(notified).notification_url
+    notified.config.section("web", WebSettings).public_url = "https://mdm.example.org"
+    add_admin(notified, "alice", "correct horse battery staple")
+    bearer = {"Authorization": "Bearer " + create_token(notified, "monitoring")["token"]}
+    with TestClient(create_app(notified)) as client:
+        assert [a["notifications"] for a in client.get("/api/v1/vpp/accounts", headers=bearer).json()["items"]] == ["misdirected"]
+        assert client.get("/api/v1/vpp/accounts/school", headers=bearer).json()["notifications"] == "misdirected"
+        client.get("/login")
+        form = {"name": "alice", "password": "correct horse battery staple", "next": "/vpp", "csrftoken": client.cookies.get("csrftoken")}
+        assert client.post("/login", data=form, follow_redirects=False).status_code == 303
+        page = client.get("/vpp").text
+    cell = page.split('id="notifications-school">', 1)[1].split("</td>", 1)[0]
+    assert "misdirected" in cell and f"Apple posts its notifications to {old_url}, not to [web] public_url https://mdm.example.org" in cell, cell
+
+
 def test_notifications_need_public_url(synced: Host) -> None:
     from mdm_core.errors import UsageError
     from plugins.vpp.accounts import set_account
