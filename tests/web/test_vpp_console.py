@@ -41,9 +41,13 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
     from sqlalchemy import update
 
     from mdm_core.models import utcnow
+    from mdm_core.web.settings import WebSettings
     from plugins.vpp.models import VppAccount
+    from plugins.vpp.notifications.configure import NOTIFY_PATH
 
-    school.db.run_write(lambda s: s.execute(update(VppAccount).values(notifications="on", last_notification_at=utcnow())))
+    school.config.section("web", WebSettings).public_url = "https://mdm.example.org"  # notifications on, posted where this host answers
+    url = "https://mdm.example.org" + NOTIFY_PATH + VppAccount.mdm_info_id  # the column: SQL concatenation
+    school.db.run_write(lambda s: s.execute(update(VppAccount).values(notifications="on", notification_url=url, last_notification_at=utcnow())))
     assert re.search(r'id="notifications-school">on — last received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', admin.get("/vpp").text)
 
 
