@@ -19,14 +19,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.models import Command, Device, utcnow
 
 from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
 from .installs.commands import REQUEST_TYPE, queue_install
-from .models import AppMetadata, MobileApp
+from .models import AppMetadata, Install, MobileApp
 from .payloads import AppUpdatedPayload
 from .vpp_port import VppPort
 
@@ -157,7 +157,32 @@ def _apply(host: Host, session: Session, *, row: Any, serials: list[str], licens
                 found.devices.append({"serialNumber": serial, "status": "skipped", "message": "it holds no license of the app any more: nothing queued"})
             continue
         uuid, new = queue_install(host, session, row.account, row.adam_id, row.pricing_param, device, kind, user, "update")
+        if new:
+            _follow(session, row, kind, user or serial, uuid)
         holder = "device license" if user is None else f"user license of {user}"
         message = f"InstallApplication queued (command {uuid}, {holder})" if new else f"an install of the app still waits for the device (command {uuid})"
         found.devices.append({"serialNumber": serial, "status": "queued" if new else "skipped", "message": message})
     return found
+
+
+def _follow(session: Session, row: Any, kind: str, target: str, uuid: str) -> None:
+    """Add the update's command to the install it updates, so that a license taken back later
+    cancels it while it waits, as it cancels the first one (:func:`.installs.removal.take_back`)."""
+    install = (
+        session.execute(
+            select(Install).where(
+                col(Install.account) == row.account,
+                col(Install.adam_id) == row.adam_id,
+                col(Install.pricing_param) == row.pricing_param,
+                col(Install.kind) == kind,
+                col(Install.target) == target,
+                col(Install.status) == "queued",
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if install is not None:
+        install.command_uuids = [*install.command_uuids, uuid]
+        install.updated_at = utcnow()
+        session.add(install)

@@ -134,6 +134,24 @@ def test_a_new_version_is_installed_where_the_app_was_without_a_new_license(setu
     assert len(_fired(host, "mobile_apps_app_updated")) == updated_events
 
 
+def test_a_license_taken_back_cancels_the_update_still_waiting(setup, simulator):
+    """The update's command belongs to the install it updates: reclaiming the license cancels
+    it while it waits (before, it stayed queued, and the device then failed to install an app
+    it held no license for), and removes the version installed before."""
+    from mdm_core.inventory import list_commands
+
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    simulator.publish_version(d["adam"])
+    assert mdm("apps", "check-updates")[0] == 0
+    code, out, err = mdm("apps", "reclaim", d["app"], "--device", d["acked"])
+    assert code == 0, out + err
+    first, update = commands(host, d["acked"])
+    assert (first["status"], update["status"]) == ("acknowledged", "canceled"), (first, update)  # was: the update stayed queued
+    assert [c["status"] for c in list_commands(host, d["acked"]) if c["request_type"] == "RemoveApplication"] == ["queued"]
+    assert [c["status"] for c in commands(host, d["acked2"])] == ["acknowledged", "queued"]  # its license stays: so does its update
+
+
 def test_the_job_does_nothing_unless_auto_update_is_on(setup, simulator, apps_events):
     from plugins.mobile_apps.jobs import updates_job
 
