@@ -66,7 +66,8 @@ class AppUpdatedPayload(TypedDict):
 
 
 class ReclaimFinishedPayload(TypedDict):
-    """``mobile_apps_reclaim_finished``: a reclaim reached ``done``, ``failed`` or ``irrevocable``;
+    """``mobile_apps_reclaim_finished``: a reclaim reached ``done``, ``failed``, ``irrevocable`` or
+    ``canceled`` (the removed device or user came back before Apple was asked);
     it names the device (``serialNumber``) or the user (``clientUserId``). ``adamId`` and
     ``pricingParam`` are ``*`` for Apple's revoke of every revocable license of a removed
     device or user."""
@@ -78,7 +79,7 @@ class ReclaimFinishedPayload(TypedDict):
     serialNumber: NotRequired[str]
     clientUserId: NotRequired[str]
     reason: str  # device_removed, user_removed, manual, unused
-    status: str  # done, failed or irrevocable
+    status: str  # done, failed, irrevocable or canceled
     error: str | None
 
 

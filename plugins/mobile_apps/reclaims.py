@@ -30,7 +30,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
-from mdm_core.models import utcnow
+from mdm_core.models import Device, MdmUser, utcnow
 
 from .catalog import find_apps, once
 from .models import Reclaim
@@ -44,10 +44,17 @@ if TYPE_CHECKING:
     from plugins.vpp.payloads import License
 
 log = logging.getLogger(__name__)
-FINAL = ("done", "failed", "irrevocable")
+FINAL = ("done", "failed", "irrevocable", "canceled")
 #: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
 ALL = "*"
 REMOVALS = ("device_removed", "user_removed")
+#: reclaims asked for because the target left this MDM: void once it is back
+LEFT = (*REMOVALS, "unused")
+#: why such a reclaim is canceled, by kind of target
+BACK = {
+    "device": "not reclaimed: the device was enrolled again, so its licenses are kept",
+    "user": "not reclaimed: the user was added again, so its licenses are kept (and its VPP user is not retired)",
+}
 #: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
 QUICK_WAIT = 2.0
 
@@ -154,6 +161,11 @@ def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, q
         else:
             query = query.where(or_(col(Reclaim.next_attempt_at).is_(None), col(Reclaim.next_attempt_at) <= now))
         rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
+        back = _back_in_inventory(session, rows)
+    for kind in ("device", "user"):
+        if gone := [r for r in rows if r.id in back and r.kind == kind]:
+            host.db.run_write(partial(_update, host, rows=gone, status="canceled", error=BACK[kind], event_ids=[], retry=s.reclaim_retry))
+    rows = [r for r in rows if r.id not in back]
     revokes = [r for r in rows if r.adam_id == ALL]
     covered = {(r.account, r.kind, r.target) for r in revokes}
     counts = {"done": 0, "failed": 0, "pending": 0, "irrevocable": 0}
@@ -196,6 +208,22 @@ def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, q
     if deliver:
         host.deliver_events()
     return counts
+
+
+def _back_in_inventory(session: Session, rows: list[Reclaim]) -> set[int | None]:
+    """Ids of the reclaims of a removed device or user (or an unused license) whose target is
+    in the inventory again: re-enrolled, or added again, before Apple could be asked."""
+    left = [r for r in rows if r.reason in LEFT]
+    serials = {r.target for r in left if r.kind == "device"}
+    users = {r.target for r in left if r.kind == "user"}
+    back = (
+        {("device", s) for s in session.execute(select(col(Device.serial_number)).where(col(Device.serial_number).in_(serials))).scalars()}
+        if serials
+        else set()
+    )
+    if users:
+        back |= {("user", u) for u in session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars()}
+    return {r.id for r in left if (r.kind, r.target) in back}
 
 
 def _settle(
@@ -443,6 +471,7 @@ RESULT_TEXT = {
     "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
     "failed": "Apple refused",
     "irrevocable": "not reclaimed: the asset is irrevocable",
+    "canceled": "not reclaimed: enrolled or added again, so the license is kept",
 }
 
 
@@ -453,8 +482,9 @@ def reclaim_result(row: dict[str, Any]) -> str:
 
 
 def reclaim_ok(rows: list[dict[str, Any]]) -> bool:
-    """Every license was reclaimed or is pending (Apple unreachable): nothing refused or irrevocable."""
-    return all(r["status"] in ("done", "pending") for r in rows)
+    """Every license was reclaimed, is pending (Apple unreachable) or is kept because its holder
+    came back: nothing refused or irrevocable."""
+    return all(r["status"] in ("done", "pending", "canceled") for r in rows)
 
 
 def reclaim_dict(row: Reclaim) -> dict[str, Any]:

@@ -186,3 +186,62 @@ def test_removing_a_device_reclaims_licenses_granted_since_the_last_sync(host, s
     remove_device(host, serial)
     assert serial not in holders(simulator, a["adamId"])
     assert "done" in {r["status"] for r in list_reclaims(host, everything=True) if r["target"] == serial}
+
+
+def _due_now(host) -> None:
+    host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
+
+
+def test_a_device_or_user_back_before_the_retry_keeps_its_licenses(host, simulator, mdm, apps_events):
+    """A device removed while Apple was down and enrolled again (wiped and re-enrolled), or a
+    user removed by mistake and added again, before the job retried: the job used to revoke
+    every license the device held, those assigned after it came back too (canceling their
+    installs), and to retire the user's VPP user at Apple."""
+    from plugins.mobile_apps.jobs import reclaim_job
+
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    snapshot = simulator.snapshot()
+    revocable = {key for key, asset in snapshot["assets"].items() if asset["revocable"]}
+    user = sorted(
+        t
+        for ad, p, k, t in snapshot["assignments"]
+        if k == "clientUserId" and (ad, p) in revocable and snapshot["users"].get(t, {}).get("status") == "Associated"
+    )[0]
+    user_held = {(ad, p) for ad, p, k, t in snapshot["assignments"] if t == user}
+    add_device(host, serial, "iOS")
+    add_user(host, user)
+    simulator.faults.add("drop", endpoint="assets/revoke")
+    remove_device(host, serial)
+    remove_user(host, user)
+    assert {r["status"] for r in list_reclaims(host) if r["target"] in (serial, user)} == {"pending"}
+    add_device(host, serial, "iOS")  # back in the inventory before the job retries
+    add_user(host, user)
+    simulator.faults.clear()
+    _due_now(host)
+    counts = reclaim_job(host)
+    assert counts["done"] == 0 and counts["pending"] == 0, counts
+    assert serial in holders(simulator, a["adamId"])  # kept
+    after = simulator.snapshot()
+    assert {(ad, p) for ad, p, k, t in after["assignments"] if t == user} == user_held
+    assert after["users"][user]["status"] == "Associated"  # not retired
+    rows = [r for r in list_reclaims(host, everything=True) if r["target"] in (serial, user)]
+    assert rows and {r["status"] for r in rows} == {"canceled"}
+    assert all("again" in r["last_error"] for r in rows)
+    code, out, _ = mdm("apps", "reclaims")
+    assert code == 0 and serial not in out and user not in out
+    finished = apps_events.named("mobile_apps_reclaim_finished")
+    assert {(e.get("serialNumber") or e.get("clientUserId"), e["status"]) for e in finished} == {(serial, "canceled"), (user, "canceled")}
+
+
+def test_a_device_removed_again_after_coming_back_is_reclaimed(host, simulator):
+    """Canceling the reclaims of a device that came back does not protect it for ever: removed
+    again, its licenses go back."""
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    add_device(host, serial, "iOS")
+    simulator.faults.add("drop", endpoint="assets/revoke", count=1)
+    remove_device(host, serial)
+    add_device(host, serial, "iOS")
+    remove_device(host, serial)  # Apple answers now: the pending revoke goes through
+    assert serial not in holders(simulator, a["adamId"])
