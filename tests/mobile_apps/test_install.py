@@ -10,6 +10,7 @@ from sqlmodel import col
 from mdm_core import hookimpl
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.models import Install
 
 from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
 
@@ -417,3 +418,33 @@ def test_quiet_install_prints_only_what_went_wrong(host, simulator, mdm):
     code, out, err = mdm("-q", "apps", "install", app_id(host, a["adamId"]), "--device", "NOT-ENROLLED", "--wait", "5")
     assert code == 1 and "NOT-ENROLLED: refused:" in err
     assert "1 refused" in out  # the summary of a command that failed is not silenced
+
+
+def test_a_pending_install_of_a_device_or_user_removed_meanwhile_is_canceled_not_licensed(host, simulator, mdm):
+    """Apple down at the install, the device (or user) removed before the installs job asked
+    again: the job used to license the removed device anyway (its removal's revoke was already
+    done, so that license was never reclaimed) and call the install queued."""
+    from mdm_core.inventory import remove_device, remove_user
+    from plugins.mobile_apps.installs.pending import retry_pending
+
+    a = fixed_assets(simulator)[0]
+    serial = free_serials(simulator, a["adamId"])[0]
+    user = "user-walk3"
+    add_device(host, serial, "iOS")
+    add_user(host, user)
+    simulator.faults.add("server_error", endpoint="assets/associate")
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "0")
+    assert code == 0 and f"{serial}: pending" in out, err
+    host.db.run_write(
+        lambda s: s.add(Install(account="school", adam_id=a["adamId"], pricing_param="STDQ", kind="user", target=user, source="request", status="pending"))
+    )
+    simulator.faults.clear()
+    remove_device(host, serial)
+    remove_user(host, user)
+    assert retry_pending(host) == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
+    assert serial not in holders(simulator, a["adamId"]) and user not in holders(simulator, a["adamId"])
+    rows = {r["target"]: r for r in list_installs(host)}
+    assert (rows[serial]["status"], rows[user]["status"]) == ("canceled", "canceled")
+    assert "device was removed" in rows[serial]["error"] and "user was removed" in rows[user]["error"]
+    code, out, _ = mdm("apps", "installs", "--status", "pending")
+    assert serial not in out

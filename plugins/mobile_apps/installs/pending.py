@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
-from mdm_core.models import Device, utcnow
+from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
@@ -181,6 +181,10 @@ def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
         query = query.where(col(Install.id).in_(ids))
     with host.db.session() as session:
         rows = list(session.execute(query).scalars())
+        gone = _gone(session, rows)
+    if gone:  # removed while Apple was not answering: a license now would never be reclaimed
+        host.db.run_write(partial(_cancel_gone, ids=sorted(gone)))
+        rows = [r for r in rows if r.id not in gone]
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     for row in rows:
         groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)
@@ -217,6 +221,34 @@ def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
         counts["failed"] += len(failures)
     host.deliver_events()
     return counts
+
+
+#: why a pending install of a target that left the inventory is canceled, by kind of license
+GONE = {
+    "device": "the device was removed from this MDM before Apple licensed it: Apple was not asked again",
+    "user": "the user was removed from this MDM before Apple licensed it: Apple was not asked again",
+}
+
+
+def _gone(session: Session, rows: list[Install]) -> set[int]:
+    """Ids of these installs whose device or user is no longer in the inventory."""
+    serials = {r.target for r in rows if r.kind == "device"}
+    users = {r.target for r in rows if r.kind == "user"}
+    here = (
+        {("device", s) for s in session.execute(select(col(Device.serial_number)).where(col(Device.serial_number).in_(serials))).scalars()}
+        if serials
+        else set()
+    )
+    if users:
+        here |= {("user", u) for u in session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars()}
+    return {int(r.id) for r in rows if r.id is not None and (r.kind, r.target) not in here}
+
+
+def _cancel_gone(session: Session, ids: list[int]) -> None:
+    for row in session.execute(select(Install).where(col(Install.id).in_(ids), col(Install.status) == "pending")).scalars():
+        row.status, row.error, row.updated_at = "canceled", GONE[row.kind], utcnow()
+        session.add(row)
+    log.info("%d pending install(s) canceled: their device or user was removed", len(ids))
 
 
 def fail_pending(host: Host, session: Session, key: tuple[str, str, str, str], failures: dict[str, dict[str, Any]], event_id: str | None = None) -> int:
