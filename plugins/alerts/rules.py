@@ -255,8 +255,21 @@ def license_digest(account: str, alerts: list[Alert]) -> Alert:
             if needs_action
             else "Nothing to do."
         ),
-        {"assets": [a.fields for a in alerts]},
+        {"assets": [{**a.fields, "state": a.state, "severity": a.severity, "title": a.title} for a in alerts]},
     )
+
+
+def digest_parts(message_state: str, subject: str, severity: str, account: str, title: str, fields: dict[str, Any]) -> list[Alert]:
+    """The per-asset license alerts a recorded license alert stands for (a digest: each asset
+    it lists), to be folded into a new digest; only what ``license_digest`` reads."""
+    if message_state != "digest":
+        return [Alert("licenses", subject, message_state, severity, account, title, "", "", fields)]
+    parts = []
+    for asset in fields.get("assets", []):
+        own = {k: v for k, v in asset.items() if k not in ("state", "severity", "title")}
+        key = license_subject(account, str(asset.get("adamId")), str(asset.get("pricingParam")))
+        parts.append(Alert("licenses", key, str(asset.get("state")), str(asset.get("severity")), account, str(asset.get("title")), "", "", own))
+    return parts
 
 
 # --------------------------------------------------------------------------- installs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -205,7 +206,47 @@ def license_counts(host: Host, session: Session, account: str, assets: Sequence[
         session.execute(update(subjects).where(subjects.c.subject == bindparam("b_subject")).values(since=now, updated_at=now), moved)
     if new:
         session.execute(insert(subjects), new)
+    alerts = _fold_unsent(session, account, alerts, now)
     return [rules.license_digest(account, alerts)] if len(alerts) > rules.DIGEST_AFTER else alerts
+
+
+def _fold_unsent(session: Session, account: str, alerts: list[Alert], now: datetime) -> list[Alert]:
+    """These license alerts with the account's not yet sent ones (recorded within
+    ``COALESCE_WINDOW``, their deliveries not tried yet): more than ``DIGEST_AFTER`` together replace those
+    by one digest. A removed device's revoke, or a bulk reclaim, changes many assets' counts in
+    separate events: each used to be a message of its own."""
+    if not alerts:
+        return alerts
+    rows = list(
+        session.execute(
+            select(AlertMessage)
+            .where(col(AlertMessage.kind) == "licenses", col(AlertMessage.account) == account, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
+            .order_by(col(AlertMessage.id))
+            .with_for_update()
+        ).scalars()
+    )
+    if not rows:
+        return alerts
+    deliveries = session.execute(
+        select(col(AlertDelivery.message_id), col(AlertDelivery.attempts)).where(col(AlertDelivery.message_id).in_([r.id for r in rows]))
+    )
+    tried: dict[int, bool] = {}
+    for message_id, attempts in deliveries:
+        tried[message_id] = tried.get(message_id, False) or attempts > 0
+    unsent = [r for r in rows if tried.get(r.id) is False]  # (no channel: nothing to send, nothing to fold)
+    earlier = [a for r in unsent for a in rules.digest_parts(r.state, r.subject, r.severity, account, r.title, r.fields)]
+    latest: dict[str, Alert] = {}
+    for alert in [*earlier, *alerts]:
+        first = latest.pop(alert.subject, None)
+        if first is not None and alert.state == "ok" and first.fields.get("previousState") == "ok":
+            continue  # low then available again before anyone was told: nothing to say
+        latest[alert.subject] = alert if first is None else replace(alert, fields={**alert.fields, "previousState": first.fields.get("previousState")})
+    if len(latest) <= rules.DIGEST_AFTER:
+        return alerts
+    gone = [r.id for r in unsent]
+    session.execute(delete(AlertDelivery).where(col(AlertDelivery.message_id).in_(gone)))
+    session.execute(delete(AlertMessage).where(col(AlertMessage.id).in_(gone)))
+    return list(latest.values())
 
 
 def assets_removed(session: Session, account: str, assets: Sequence[Asset]) -> list[Alert]:

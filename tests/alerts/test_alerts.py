@@ -329,3 +329,32 @@ def test_an_assets_event_reads_and_locks_the_states_of_its_own_assets_only(alert
     with host.db.session() as session:
         kept = set(session.execute(select(col(AlertSubject.subject)).where(col(AlertSubject.kind) == "licenses")).scalars())
     assert kept == {f"licenses:school:{adam}:STDQ" for adam in adams[1:]}
+
+
+def test_a_removed_device_freeing_many_assets_makes_one_digest_not_a_mail_each(alerts_host, simulator, smtp_server):
+    """A device removed with licenses of many assets: Apple's revoke changes each asset's counts
+    in an event of its own, and each asset back above its threshold used to be a mail of its
+    own (the digest only grouped the assets of one event)."""
+    smtp = smtp_server()
+    storm_makes_one_digest(lambda alerts_config: alerts_host(alerts_config), simulator, smtp)
+
+
+def storm_makes_one_digest(make: Any, simulator: Any, smtp: Any) -> None:
+    """Five assets low, then a device holding a license of each removed: one digest mail each time."""
+    from mdm_core.inventory import remove_device
+
+    serial = "STORM0000001"
+    adams = [simulator.purchase(count=2)[0] for _ in range(5)]
+    for adam in adams:
+        simulator.assign_in_portal(adam, serial_number=serial)
+    host = make(smtp.config() + "low_licenses = 2\n")
+    assert sync(host)["status"] == "ok"  # five assets with 1 of 2 licenses left: one digest
+    assert deliver_due(host)["sent"] == 1 and len(smtp.mailbox.messages) == 1
+    add_device(host, serial, "iOS")
+    remove_device(host, serial)  # the revoke frees a license of each
+    assert all(serial not in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == adam} for adam in adams)
+    [digest] = alerts(host)[1:]
+    assert digest["title"] == "Licenses of 5 assets in account 'school' changed: 5 available again"
+    assert all(f"adamId {adam} " in digest["text"] for adam in adams) and len(digest["fields"]["assets"]) == 5
+    assert deliver_due(host)["sent"] == 1
+    assert len(smtp.mailbox.messages) == 2  # one mail, not five

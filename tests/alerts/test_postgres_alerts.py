@@ -41,3 +41,18 @@ def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, p
     assert deliver_due(host)["sent"] == 3 and len(hook.requests) == 3
     with host.db.session() as session:
         assert list(session.execute(select(col(SubscriberFailure.plugin), col(SubscriberFailure.error))).all()) == []
+
+
+@pytest.mark.slow
+def test_an_alert_storm_folds_into_one_digest_on_postgres(make_host, simulator, smtp_server, project_dir, pg_url):
+    """The unsent license alerts are read with row locks and replaced by a digest, on PostgreSQL."""
+    from plugins.vpp.testing import add_simulated_account
+
+    from .test_alerts import storm_makes_one_digest
+
+    def make(alerts_config: str):
+        host = make_host(config=FAST_VPP + "\n[alerts]\n" + alerts_config, database_url=pg_url)
+        add_simulated_account(host, simulator, project_dir)
+        return host
+
+    storm_makes_one_digest(make, simulator, smtp_server())
