@@ -114,3 +114,20 @@ def test_limits_are_at_least_one(mdm: Any) -> None:
     for args in (("vpp", "runs", "--limit", "0"), ("alerts", "list", "--limit", "-5")):
         code, out, err = mdm(*args)
         assert code == 2 and "--limit" in err and err.count("\n") == 1, (args, err)
+
+
+def test_an_adam_id_given_as_digits_names_the_asset(served: tuple[str, Path], mdm: Any) -> None:
+    """`change remove adam_id=1029705796 serial_number=...` (the README's example): the digits
+    were read as a JSON number, which matches no asset (Apple's adamIds are text): `remove`
+    answered false and `transfer` 'unknown asset', and nothing changed."""
+    url, token_file = served
+    snapshot = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
+    adam, pricing, kind, serial = next(t for t in snapshot["assignments"] if t[2] == "serialNumber")
+    asset = next(a for a in snapshot["assets"] if (a["adamId"], a["pricingParam"]) == (adam, pricing))
+    code, out, err = mdm("vpp", "simulator", "change", "remove", f"adam_id={adam}", f"pricing_param={pricing}", f"serial_number={serial}", "--url", url)
+    assert code == 0 and out.startswith("remove: true"), (out, err)
+    code, out, err = mdm("vpp", "simulator", "change", "transfer", f"adam_id={adam}", f"pricing_param={pricing}", "count=2", "--url", url)
+    assert code == 0, err
+    after = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
+    assert [adam, pricing, kind, serial] not in after["assignments"]
+    assert next(a for a in after["assets"] if a["adamId"] == adam and a["pricingParam"] == pricing)["totalCount"] == asset["totalCount"] + 2

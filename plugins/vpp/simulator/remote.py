@@ -90,8 +90,13 @@ def describe_actions() -> str:
     return "\n".join(lines)
 
 
+#: parameters that are identifiers, never numbers: ``adam_id=1029705796`` is Apple's text id
+TEXT_PARAMS = frozenset({"adam_id", "pricing_param", "serial_number", "client_user_id", "email", "managed_apple_id", "apple_id", "id", "name", "metadata"})
+
+
 def parse_params(pairs: list[str], allowed: list[str], what: str) -> dict[str, Any]:
-    """``["count=5", "supported_platforms=[\\"iOS\\"]"]`` -> values (JSON where it parses, else text)."""
+    """``["count=5", "supported_platforms=[\\"iOS\\"]"]`` -> values (JSON where it parses, else
+    text); identifiers (:data:`TEXT_PARAMS`) stay text, so an adamId matches Apple's."""
     from mdm_core.errors import UsageError
 
     values: dict[str, Any] = {}
@@ -104,6 +109,8 @@ def parse_params(pairs: list[str], allowed: list[str], what: str) -> dict[str, A
         try:
             values[name] = json.loads(raw)
         except ValueError:
+            values[name] = raw
+        if name in TEXT_PARAMS and not isinstance(values[name], str | None):
             values[name] = raw
     return values
 
