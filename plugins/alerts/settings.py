@@ -117,8 +117,9 @@ def thresholds(s: AlertsSettings, source: str | None = None) -> Thresholds:
     default = parse_threshold(f"{at}[alerts] low_licenses", s.low_licenses)
     per_asset: dict[tuple[str, str | None], Threshold] = {}
     for key, value in s.low_licenses_per_asset.items():
-        adam_id, _, pricing = key.partition(":")
-        if not adam_id.isdigit() or (pricing and not pricing.isalnum()):
+        adam_id, colon, pricing = key.partition(":")
+        pricing = pricing.upper()  # Apple's are STDQ and PLUS: "stdq" used to match no asset, silently
+        if not adam_id.isdigit() or (colon and not pricing.isalnum()):
             raise ConfigError(f'{at}[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like "1029705796:STDQ"')
         per_asset[(adam_id, pricing or None)] = parse_threshold(f"{at}[alerts.low_licenses_per_asset] {key}", value)
     return Thresholds(default, per_asset)

@@ -144,6 +144,17 @@ def test_a_redelivered_event_is_counted_once(alerts_host):
     assert titles(host) == ["Sync of VPP account 'school' failed 2 times in a row"]
 
 
+def test_a_per_asset_threshold_with_a_lower_case_pricing_param_applies(alerts_host, simulator):
+    """`"ADAMID:stdq" = 3` was accepted and matched no asset (Apple's pricingParam is STDQ): the
+    asset fell to its last license with no alert, the default threshold (0: never) applying."""
+    scarce, _ = simulator.purchase(count=4)
+    host = alerts_host(f'low_licenses = 0\n\n[alerts.low_licenses_per_asset]\n"{scarce}:stdq" = 3\n')
+    for serial in ("PORTAL000001", "PORTAL000002"):
+        simulator.assign_in_portal(scarce, serial_number=serial)
+    assert sync(host)["status"] == "ok"
+    assert titles(host) == [f"Only 2 of 4 licenses left of adamId {scarce} (STDQ, App) in account 'school'"]
+
+
 def test_licenses_below_a_count_or_a_percentage(alerts_host, simulator):
     scarce, _ = simulator.purchase(count=4)
     big, _ = simulator.purchase(count=20)

@@ -87,6 +87,7 @@ def test_alerts_test_with_every_channel_down(mdm, closed_port):
         ('low_licenses = "ten percent"', "[alerts] low_licenses must be a count like 5 or a percentage like \"10%\", got 'ten percent'"),
         ("low_licenses = -1", "[alerts] low_licenses must be 0 or more, got -1"),
         ('low_licenses_per_asset = { "app" = 3 }', "[alerts.low_licenses_per_asset] key 'app' must be an adamId"),
+        ('low_licenses_per_asset = { "1029705796:" = 3 }', "[alerts.low_licenses_per_asset] key '1029705796:' must be an adamId, or adamId:pricingParam"),
         ("sync_failures = 0", "[alerts] sync_failures must be at least 1, got 0"),
         ('smtp_username = "mdm"\nsmtp_password = { env = "X" }\nretry_delay = nan', "[alerts] retry_delay must be a finite number, got nan"),
         ('colour = "red"', "[alerts] unknown key 'colour'"),
