@@ -186,11 +186,13 @@ def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
 def mdm_device_removed(host: Host, event: Event) -> None:
     """Reclaim the VPP licenses the removed device held. With the VPP plugin disabled this
     raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
+    from plugins.mobile_apps.installs.pending import cancel_removed
     from plugins.mobile_apps.reclaims import on_device_removed
     from plugins.mobile_apps.vpp_port import VppPort
 
     VppPort(host).require("the licenses of the removed device are reclaimed once it is enabled again")
     on_device_removed(host, event)
+    cancel_removed(host, "device", str(event.payload.get("serial_number") or "").upper())
 
 
 @hookimpl
@@ -205,8 +207,10 @@ def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
 def mdm_user_removed(host: Host, event: Event) -> None:
     """Reclaim the VPP user licenses the removed MDM user held. With the VPP plugin disabled
     this raises ``VppUnavailable``: the event waits and is delivered again once it is enabled."""
+    from plugins.mobile_apps.installs.pending import cancel_removed
     from plugins.mobile_apps.reclaims import on_user_removed
     from plugins.mobile_apps.vpp_port import VppPort
 
     VppPort(host).require("the licenses of the removed user are reclaimed once it is enabled again")
     on_user_removed(host, event)
+    cancel_removed(host, "user", str(event.payload.get("id") or ""))

@@ -177,3 +177,24 @@ def test_users_accepting_the_invitation_without_an_install_waiting_take_no_write
     simulator.accept_invite(waiting)
     sync(host)
     assert len(commands(host, serial)) == 1 and list_installs(host, "invited") == []
+
+
+def test_an_install_waiting_for_a_removed_user_or_device_is_canceled_at_once(host, simulator, mdm):
+    """A user removed while an install waited for their invitation (their VPP user is retired, so
+    it never would go ahead) stayed listed by `mdm apps installs --status invited` for ever; a
+    device removed while its install was pending stayed pending until the installs job."""
+    from mdm_core.inventory import remove_device, remove_user
+
+    registered, _, a = _waiting_user(host, simulator, mdm)
+    serial = free_serials(simulator, a["adamId"])[1]
+    add_device(host, serial, "iOS")
+    simulator.faults.add("server_error", endpoint="assets/associate")
+    assert mdm("apps", "install", app_id(host, a["adamId"]), "--device", serial, "--wait", "0")[0] == 0
+    simulator.faults.clear()
+    remove_user(host, registered)
+    remove_device(host, serial)
+    assert list_installs(host, "invited") == [] and list_installs(host, "pending") == []
+    rows = {r["target"]: r for r in list_installs(host, "canceled")}
+    assert "user was removed" in rows[registered]["error"] and "device was removed" in rows[serial]["error"]
+    code, out, _ = mdm("apps", "installs", "--status", "invited")
+    assert code == 0 and registered not in out

@@ -226,7 +226,7 @@ def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
 #: why a pending install of a target that left the inventory is canceled, by kind of license
 GONE = {
     "device": "the device was removed from this MDM before Apple licensed it: Apple was not asked again",
-    "user": "the user was removed from this MDM before Apple licensed it: Apple was not asked again",
+    "user": "the user was removed from this MDM before the install went ahead: Apple was not asked again",
 }
 
 
@@ -242,6 +242,27 @@ def _gone(session: Session, rows: list[Install]) -> set[int]:
     if users:
         here |= {("user", u) for u in session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars()}
     return {int(r.id) for r in rows if r.id is not None and (r.kind, r.target) not in here}
+
+
+def cancel_removed(host: Host, kind: str, target: str) -> int:
+    """A device or user removed from this MDM: its installs still waiting for Apple (``pending``)
+    or for the user's invitation (``invited``) end ``canceled``, unless it is back already;
+    returns how many. Idempotent (a redelivered removal finds nothing left to cancel)."""
+
+    def work(session: Session) -> int:
+        rows = list(
+            session.execute(
+                select(Install).where(col(Install.kind) == kind, col(Install.target) == target, col(Install.status).in_(("pending", "invited")))
+            ).scalars()
+        )
+        gone = _gone(session, rows)
+        for row in rows:
+            if row.id in gone:
+                row.status, row.error, row.updated_at = "canceled", GONE[kind], utcnow()
+                session.add(row)
+        return len(gone)
+
+    return host.db.run_write(work)
 
 
 def _cancel_gone(session: Session, ids: list[int]) -> None:
