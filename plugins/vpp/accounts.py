@@ -22,11 +22,11 @@ from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from mdm_core.db.typed import table_of
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, UsageError, describe
 
 from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
-from .apple.errors import VppError
+from .apple.errors import MdmConflictError, VppError
 from .apple.limiter import TokenGate
 from .apple.protocol import apple_asset, client_config_fields, parse_apple_date
 from .apple.stoken import SToken, TokenFileError, load_token_file
@@ -422,19 +422,23 @@ def set_account(
 
 
 def account_contents(host: Host, name: str) -> dict[str, int]:
-    """How many assets, licenses and VPP users the account's mirror holds (what removing it forgets)."""
+    """How many assets, licenses and VPP users the account's mirror holds (what removing it
+    forgets), and ``notifications`` 1 when Apple's are on (removing it turns them off)."""
     from sqlalchemy import func
 
     with host.db.session() as session:
-        account_id = get_account(session, name).id
-        return {
-            label: int(session.execute(select(func.count()).select_from(table).where(table.c.account_id == account_id)).scalar_one())
+        account = get_account(session, name)
+        counts = {
+            label: int(session.execute(select(func.count()).select_from(table).where(table.c.account_id == account.id)).scalar_one())
             for label, table in (("assets", table_of(VppAsset)), ("licenses", table_of(VppLicense)), ("users", table_of(VppUser)))
         }
+    return {**counts, "notifications": int(account.notifications == "on")}
 
 
-def remove_account(host: Host, name: str) -> None:
-    """Forget an account and its mirror; subscribers hear its assets removed.
+def remove_account(host: Host, name: str) -> str | None:
+    """Forget an account and its mirror; subscribers hear its assets removed. Apple is told to
+    stop its notifications first, when they are on (best effort: the account is removed even
+    when Apple cannot be told; the returned notice then says so, else None).
 
     Takes the account's sync lock (waiting ``[vpp] lock_wait``), so that a running sync is
     never left writing to an account that no longer exists.
@@ -442,17 +446,40 @@ def remove_account(host: Host, name: str) -> None:
     from mdm_core.locks import LockBusy
 
     with host.db.session() as session:
-        account_id = get_account(session, name).id
-    lock = account_lock(host, account_id)
+        account = get_account(session, name)
+    lock = account_lock(host, account.id)
     try:
         lock.acquire(wait=settings(host).lock_wait)
     except LockBusy:
         raise MdmError(f"a sync of {name} is running: remove the account when it has finished") from None
     try:
+        notice = _stop_notifications(host, account) if account.notifications == "on" else None
         host.db.run_write(lambda session: _remove(host, session, name))
     finally:
         lock.release()
     host.deliver_events()
+    return notice
+
+
+def _stop_notifications(host: Host, account: VppAccount) -> str | None:
+    """Ask Apple to stop posting the account's notifications (``POST client/config`` with no
+    notification types; its ``mdmInfo`` stays, so the location stays this host's to add again).
+    Without it, Apple posts to an account that no longer exists, each post refused, for good."""
+    from .notifications import configure
+
+    try:
+        with client_for(host, account, interactive=True) as client:
+            client.get_client_config()  # still ours (else MdmConflictError: the other MDM's notifications are not ours to stop)
+            client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id), **configure.Change(False, account.mdm_info_id).request())
+    except MdmConflictError:
+        return None
+    except (VppError, MdmError) as exc:
+        return (  # shown by the caller (the command line, the console)
+            f"Apple could not be told to stop posting notifications to {account.notification_url} ({describe(exc)}): "
+            "it keeps posting there, each post refused; to stop it, add the location again and run "
+            f"`mdm vpp account set {account.name} --notifications off`"
+        )
+    return None
 
 
 def _remove(host: Host, session: Session, name: str) -> None:

@@ -257,13 +257,15 @@ def _on_off(value: str | None) -> bool | None:
 
 
 def _account_remove(host: Host, args: argparse.Namespace) -> int:
+    import sys
+
     from mdm_core.output import confirm
     from plugins.vpp.accounts import account_contents, remove_account
 
     contents = account_contents(host, args.name)
+    at_apple = "Apple's notifications are turned off, nothing else changes at Apple" if contents["notifications"] else "nothing changes at Apple"
     what = (
-        f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, "
-        f"{contents['users']} VPP users; nothing changes at Apple)"
+        f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, {contents['users']} VPP users; {at_apple})"
     )
     if args.dry_run:
         print(f"would {what}")
@@ -271,8 +273,10 @@ def _account_remove(host: Host, args: argparse.Namespace) -> int:
     if not confirm(what, yes=args.yes):
         print("nothing removed")
         return 1
-    remove_account(host, args.name)
+    notice = remove_account(host, args.name)
     say(f"removed account {args.name}")
+    if notice:
+        say(f"warning: {notice}", out=sys.stderr)
     return 0
 
 

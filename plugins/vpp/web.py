@@ -405,7 +405,9 @@ def page_router() -> APIRouter:
         _account(host, name)
         if confirm != name:
             raise WebError(422, f"type the account name '{name}' to confirm its removal")
-        remove_account(host, name)
+        notice = remove_account(host, name)
+        if notice:  # removed, but Apple keeps posting its notifications
+            return redirect(request, "/vpp", f"account {name} removed with its assets, users and licenses; but {notice}", "error")
         return redirect(request, "/vpp", f"account {name} removed with its assets, users and licenses")
 
     @router.get("/vpp/accounts/{name}/assets")

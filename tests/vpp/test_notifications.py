@@ -3,6 +3,7 @@ endpoint, which records them and acts on them (the mirror, the events), with a s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlmodel import col
 from mdm_core.errors import MdmError
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
+from mdm_core.web.settings import WebSettings
 from plugins.vpp.accounts import account_lock
 from plugins.vpp.notifications.act import MAX_ATTEMPTS, process_pending
 from plugins.vpp.notifications.inbox import receive
@@ -164,6 +166,34 @@ def test_turning_them_off_unsubscribes_and_refuses_the_old_secret(notified: Host
     assert [n["notificationType"] for n in simulator.notifications()][-1] == "TEST_NOTIFICATION"  # nothing more was sent
     late = receive(notified, row.mdm_info_id, f"Bearer {secret}", b"{}", max_bytes=4096)
     assert late.status == 401
+
+
+def test_removing_the_account_tells_apple_to_stop_posting(notified: Host, simulator: Any, cli: Any) -> None:
+    """Before, `account remove` told Apple nothing: it kept posting to an account that no longer
+    existed, each post refused (401) and logged, for good."""
+    web = f'[web]\npublic_url = "{notified.config.section("web", WebSettings).public_url}"\n'
+    code, out, err = cli("vpp", "account", "remove", "school", "--dry-run", config=FAST_CONFIG + web)
+    assert code == 0 and "Apple's notifications are turned off, nothing else changes at Apple" in out, out + err
+    code, out, err = cli("vpp", "account", "remove", "school", "--yes")
+    assert (code, err) == (0, ""), out + err
+    config = simulator.api.client_config()
+    assert config["subscribedNotificationTypes"] == [] and config["mdmInfo"]["id"]  # stopped; the location stays this host's
+    simulator.purchase(count=2)
+    assert simulator.wait_notifications(30)
+    assert [n["notificationType"] for n in simulator.notifications()][-1] == "TEST_NOTIFICATION"  # nothing more was sent
+
+
+def test_an_account_is_removed_even_when_apple_cannot_be_told_and_the_admin_is_warned(notified: Host, simulator: Any, cli: Any) -> None:
+    url = account_row(notified).notification_url
+    simulator.faults.add("server_error", endpoint="client/config", status=503, retry_after=0)
+    code, out, err = cli("vpp", "account", "remove", "school", "--yes")
+    assert code == 0 and "removed account school" in out, out + err
+    [warning] = [line for line in err.splitlines() if "could not be told" in line]  # once
+    assert warning.startswith(f"warning: Apple could not be told to stop posting notifications to {url} (") and "HTTP 503" in warning, err
+    assert warning.endswith("add the location again and run `mdm vpp account set school --notifications off`"), warning
+    assert simulator.api.client_config()["subscribedNotificationTypes"] != []
+    code, out, _ = cli("vpp", "account", "list", "--json")
+    assert json.loads(out) == []  # removed all the same
 
 
 def test_a_renewed_token_gives_apple_a_new_secret_and_the_old_one_stops_working(notified: Host, simulator: Any, token_file: Path) -> None:
