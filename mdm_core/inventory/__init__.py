@@ -4,6 +4,7 @@ MDM command queue. Plugins use the functions re-exported here.
 - ``devices``: enrol, remove, list, import devices.
 - ``users``: add, remove, list, import MDM users.
 - ``commands``: queue MDM commands and follow their status.
+- ``presence``: which devices and users are in the inventory now.
 - ``csvfile``: the CSV reader of the imports; ``upsert``: their one insert-or-update (and ``set``).
 - ``plugin``: the hook implementations; ``cli``: ``mdm devices|users|commands``.
 """
@@ -27,6 +28,7 @@ from .devices import (
     remove_device,
     set_device,
 )
+from .presence import in_inventory
 from .upsert import Counts
 from .users import USER_HEADER, UserRow, add_user, add_users, import_users, iter_users, list_users, remove_user, set_user
 
@@ -43,6 +45,7 @@ __all__ = [
     "add_users",
     "import_devices",
     "import_users",
+    "in_inventory",
     "iter_commands",
     "iter_devices",
     "iter_users",

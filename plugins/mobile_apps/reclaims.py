@@ -30,7 +30,8 @@ from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
-from mdm_core.models import Device, MdmUser, utcnow
+from mdm_core.inventory import in_inventory
+from mdm_core.models import utcnow
 
 from .catalog import find_apps, once
 from .models import Reclaim
@@ -214,15 +215,7 @@ def _back_in_inventory(session: Session, rows: list[Reclaim]) -> set[int | None]
     """Ids of the reclaims of a removed device or user (or an unused license) whose target is
     in the inventory again: re-enrolled, or added again, before Apple could be asked."""
     left = [r for r in rows if r.reason in LEFT]
-    serials = {r.target for r in left if r.kind == "device"}
-    users = {r.target for r in left if r.kind == "user"}
-    back = (
-        {("device", s) for s in session.execute(select(col(Device.serial_number)).where(col(Device.serial_number).in_(serials))).scalars()}
-        if serials
-        else set()
-    )
-    if users:
-        back |= {("user", u) for u in session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars()}
+    back = in_inventory(session, ((r.kind, r.target) for r in left))
     return {r.id for r in left if (r.kind, r.target) in back}
 
 

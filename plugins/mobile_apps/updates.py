@@ -19,14 +19,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.models import Command, Device, utcnow
 
 from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
-from .installs.commands import REQUEST_TYPE, queue_install
-from .models import AppMetadata, Install, MobileApp
+from .installs.commands import REQUEST_TYPE, queue_install, queued_installs
+from .models import AppMetadata, MobileApp
 from .payloads import AppUpdatedPayload
 from .vpp_port import VppPort
 
@@ -168,20 +168,7 @@ def _apply(host: Host, session: Session, *, row: Any, serials: list[str], licens
 def _follow(session: Session, row: Any, kind: str, target: str, uuid: str) -> None:
     """Add the update's command to the install it updates, so that a license taken back later
     cancels it while it waits, as it cancels the first one (:func:`.installs.removal.take_back`)."""
-    install = (
-        session.execute(
-            select(Install).where(
-                col(Install.account) == row.account,
-                col(Install.adam_id) == row.adam_id,
-                col(Install.pricing_param) == row.pricing_param,
-                col(Install.kind) == kind,
-                col(Install.target) == target,
-                col(Install.status) == "queued",
-            )
-        )
-        .scalars()
-        .first()
-    )
+    install = next(iter(queued_installs(session, row.account, row.adam_id, row.pricing_param, kind, target)), None)
     if install is not None:
         install.command_uuids = [*install.command_uuids, uuid]
         install.updated_at = utcnow()

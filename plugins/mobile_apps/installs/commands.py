@@ -119,6 +119,23 @@ def installs_query(status: str | None = None) -> Any:
     return query.where(col(Install.status) == status) if status else query
 
 
+def queued_installs(session: Session, account: str, adam_id: str, pricing: str, kind: str, target: str) -> list[Install]:
+    """The ``queued`` installs of one asset (``account``, adamId, pricingParam) for one device or
+    user (``kind``, ``target``): the installs a later command of the app for it belongs to."""
+    return list(
+        session.execute(
+            select(Install).where(
+                col(Install.account) == account,
+                col(Install.adam_id) == adam_id,
+                col(Install.pricing_param) == pricing,
+                col(Install.kind) == kind,
+                col(Install.target) == target,
+                col(Install.status) == "queued",
+            )
+        ).scalars()
+    )
+
+
 def iter_installs(host: Host, status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Recorded installs, newest first; streamed (constant memory)."""
     query = installs_query(status).order_by(col(Install.id).desc())

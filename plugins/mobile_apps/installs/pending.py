@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
-from mdm_core.models import Device, MdmUser, utcnow
+from mdm_core.inventory import in_inventory
+from mdm_core.models import Device, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
 from ..catalog import DEVICE_TO_APP_PLATFORM
@@ -232,15 +233,7 @@ GONE = {
 
 def _gone(session: Session, rows: list[Install]) -> set[int]:
     """Ids of these installs whose device or user is no longer in the inventory."""
-    serials = {r.target for r in rows if r.kind == "device"}
-    users = {r.target for r in rows if r.kind == "user"}
-    here = (
-        {("device", s) for s in session.execute(select(col(Device.serial_number)).where(col(Device.serial_number).in_(serials))).scalars()}
-        if serials
-        else set()
-    )
-    if users:
-        here |= {("user", u) for u in session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars()}
+    here = in_inventory(session, ((r.kind, r.target) for r in rows))
     return {int(r.id) for r in rows if r.id is not None and (r.kind, r.target) not in here}
 
 

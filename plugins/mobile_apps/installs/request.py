@@ -34,7 +34,7 @@ from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
 from . import wording
-from .commands import apple_reason, queue_install
+from .commands import apple_reason, queue_install, queued_installs
 from .wording import Said
 
 if TYPE_CHECKING:
@@ -352,16 +352,7 @@ def _install_of(session: Session, asset: Asset, kind: str, target: str, uuids: l
     an install asked again while its command still waits is that install, not a second one."""
     if not uuids:
         return None
-    rows = session.execute(
-        select(Install).where(
-            col(Install.account) == asset.account,
-            col(Install.adam_id) == asset.adam_id,
-            col(Install.pricing_param) == asset.pricing_param,
-            col(Install.kind) == kind,
-            col(Install.target) == target,
-            col(Install.status) == "queued",
-        )
-    ).scalars()
+    rows = queued_installs(session, asset.account, asset.adam_id, asset.pricing_param, kind, target)
     return next((row for row in rows if set(uuids) & set(row.command_uuids)), None)
 
 
