@@ -329,6 +329,11 @@ def set_account(
     """
     from .notifications import configure
 
+    if take_over and token_file is None:  # the claim comes with a token: alone, it would be dropped without a word
+        raise UsageError(
+            "--take-over goes with --token-file FILE (renewing the token claims the location back), "
+            "or with `mdm vpp account add NAME --token-file FILE --take-over`"
+        )
     if interval is None and token_file is None and notifications is None and service_url is None:
         raise UsageError("nothing to change: give --interval SECONDS, --token-file PATH, --notifications on|off and/or --service-url URL")
     with host.db.session() as session:

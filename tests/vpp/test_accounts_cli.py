@@ -113,6 +113,16 @@ def test_location_of_other_mdm_refused_then_taken_over(plain_host: Any, cli: Any
     assert cli("vpp", "sync", "school")[0] == 0
 
 
+def test_take_over_without_a_token_file_says_what_it_goes_with(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    before = account_row(plain_host)
+    for extra in ([], ["--interval", "3600"]):  # was: "nothing to change", or the interval set and --take-over dropped
+        code, out, err = cli("vpp", "account", "set", "school", "--take-over", *extra)
+        assert code == 2 and "--take-over goes with --token-file FILE" in err and "mdm vpp account add" in err, err
+        assert len(err.strip().splitlines()) == 1 and out == ""
+    assert account_row(plain_host).interval_seconds == before.interval_seconds
+
+
 def test_renewal_must_be_same_location(plain_host: Any, cli: Any, simulator: Any, token_file: Path, project_dir: Path) -> None:
     assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     before = account_row(plain_host)
