@@ -131,3 +131,28 @@ def test_an_adam_id_given_as_digits_names_the_asset(served: tuple[str, Path], md
     after = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
     assert [adam, pricing, kind, serial] not in after["assignments"]
     assert next(a for a in after["assets"] if a["adamId"] == adam and a["pricingParam"] == pricing)["totalCount"] == asset["totalCount"] + 2
+
+
+def test_a_change_that_matches_nothing_fails_saying_what_to_check(served: tuple[str, Path], mdm: Any) -> None:
+    url, token_file = served
+    snapshot = requests.get(_root(url) + "/_sim/snapshot", timeout=5).json()
+    adam_id = snapshot["assets"][0]["adamId"]
+    code, out, err = mdm("vpp", "simulator", "change", "remove", f"adam_id={adam_id}", "serial_number=NOSUCHSERIAL", "--url", url)
+    assert code == 1 and out == "", (code, out, err)  # was: `remove: false`, exit 0
+    assert "remove changed nothing: nothing matched" in err and "serial_number" in err and len(err.strip().splitlines()) == 1
+    code, out, err = mdm("vpp", "simulator", "change", "refund", "adam_id=999", "--url", url)
+    assert code == 1 and "refund changed nothing: nothing matched: no asset has that adam_id" in err
+    assert requests.get(_root(url) + "/_sim/snapshot", timeout=5).json() == snapshot
+    code, out, err = mdm("vpp", "simulator", "change", "refund", f"adam_id={adam_id}", "--url", url)
+    assert code == 0 and out.startswith("refund: true;"), err  # a change that changed something still succeeds
+
+
+def test_every_action_that_can_match_nothing_says_what_to_check() -> None:
+    import inspect
+
+    from plugins.vpp.simulator.cli import UNMATCHED
+    from plugins.vpp.simulator.remote import ACTIONS
+    from plugins.vpp.simulator.server import Simulator
+
+    boolean = {m for m, _ in ACTIONS.values() if inspect.signature(getattr(Simulator, m)).return_annotation in (bool, "bool")}
+    assert boolean == set(UNMATCHED)

@@ -64,14 +64,29 @@ def add_control_arguments(change: argparse.ArgumentParser, fault: argparse.Argum
     fault.add_argument("--clear", action="store_true", help="disarm every fault and make the token valid again")
 
 
+#: what to check when an action (by its method) answers False: it found nothing to change
+UNMATCHED = {
+    "assign_in_portal": "that device or user holds this asset's license already (check adam_id, pricing_param, serial_number or client_user_id)",
+    "remove_in_portal": "nothing matched: no license of that asset is assigned to that device or user (check adam_id, pricing_param STDQ or PLUS, "
+    "serial_number or client_user_id)",
+    "retire_user": "nothing matched: no active user has that client_user_id (unknown, or retired already)",
+    "accept_invite": "nothing matched: no user with that client_user_id waits for an invitation (unknown, associated or retired already)",
+    "remove_asset": "nothing matched: no asset has that adam_id and pricing_param (STDQ or PLUS)",
+}
+
+
 def change(args: argparse.Namespace) -> int:
     """`mdm vpp simulator change ACTION NAME=VALUE ...`"""
     from mdm_core.output import say
 
-    from .remote import action_parameters, call, control_url, parse_params
+    from .remote import ACTIONS, action_parameters, call, control_url, parse_params
 
     values = parse_params(args.params, [n for n, _ in action_parameters(args.action)], f"action {args.action}")
     answer = call(control_url(args.url, args.token_file), "POST", "change", {"action": args.action, **values})
+    if answer.get("result") is False:  # the action found nothing to change: not a success
+        from mdm_core.errors import MdmError
+
+        raise MdmError(f"{args.action} changed nothing: {UNMATCHED[ACTIONS[args.action][0]]}")
     say(f"{args.action}: {json.dumps(answer.get('result'))}; versions {json.dumps(answer.get('versions'), sort_keys=True)}")
     return 0
 
