@@ -49,8 +49,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     new_key.set_defaults(func=cmd_new_key)
 
 
-def _ciphertexts(host: Host) -> list[tuple[Any, tuple[Any, ...], str]]:
-    """(column, primary key, ciphertext) of every stored secret."""
+def _ciphertexts(host: Host, *, read_only: bool = False) -> list[tuple[Any, tuple[Any, ...], str]]:
+    """(column, primary key, ciphertext) of every stored secret. ``read_only``: a database
+    without this release's tables (a new SQLite file, an empty or mistyped one) is left as it
+    is and holds none, rather than being created as a command that stores would."""
+    if read_only and not _has_tables(host):
+        return []
     found = []
     with host.db.session() as session:
         for column in host.secret_columns():
@@ -60,23 +64,40 @@ def _ciphertexts(host: Host) -> list[tuple[Any, tuple[Any, ...], str]]:
     return found
 
 
+def _has_tables(host: Host) -> bool:
+    """Whether the database has any of this release's tables (read without creating anything)."""
+    from mdm_core.db.migrate import History, read_states
+
+    return any(s.state != "new" for s in read_states(host.unchecked_db, [History(s) for s in host.migration_sets()]))
+
+
 def status(host: Host) -> dict[str, Any]:
-    """The key's source, its number of keys, and the stored secrets by state."""
-    from mdm_core.secrets import KEY_FILE_NAME, KeyMissing
+    """The key's source, its number of keys, and the stored secrets by state. Writes nothing:
+    neither a key file nor a database is created (the first stored secret creates them)."""
+    from mdm_core.secrets import KEY_FILE_NAME
 
     source = host.secret_key_source()
-    key_file = str(host.config.var_dir / KEY_FILE_NAME) if source == "key file" else None  # the file to back up
-    try:
-        box = host.secrets
-    except KeyMissing:
-        missing = len(_ciphertexts(host))
-        return {"source": source, "key_file": key_file, "keys": 0, "secrets": missing, "current": 0, "older_key": 0, "unreadable": missing}
-    rows = _ciphertexts(host)
+    path = host.config.var_dir / KEY_FILE_NAME
+    key_file = str(path) if source == "key file" else None  # the file to back up
+    rows = _ciphertexts(host, read_only=True)
+    if key_file and not path.exists():  # missing (secrets stored with it) or not created yet (none): never created here
+        return {
+            "source": source,
+            "key_file": key_file,
+            "key_file_exists": False,
+            "keys": 0,
+            "secrets": len(rows),
+            "current": 0,
+            "older_key": 0,
+            "unreadable": len(rows),
+        }
+    box = host.secrets
     current = sum(1 for _, _, c in rows if box.is_current(c))
     readable = sum(1 for _, _, c in rows if box.can_decrypt(c))
     return {
         "source": source,
         "key_file": key_file,
+        "key_file_exists": True if key_file else None,
         "keys": box.key_count,
         "secrets": len(rows),
         "current": current,
@@ -92,8 +113,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
         print_json(info)
         return 1 if info["unreadable"] else 0
     key = " ".join(filter(None, (info["source"], info["key_file"])))  # the key file's path: what to back up
-    if info["key_file"] and not info["keys"]:
-        key += " is missing: restore it from a backup"
+    if info["key_file_exists"] is False:
+        key += " is missing: restore it from a backup" if info["secrets"] else " does not exist yet: the first stored token creates it"
     print(
         f"key: {key} ({info['keys']} key(s)); stored secrets: {info['secrets']}: {info['current']} with the current key, "
         f"{info['older_key']} with an older key (run `mdm secrets rotate`), {info['unreadable']} unreadable"

@@ -62,6 +62,32 @@ def test_a_missing_key_file_is_never_replaced_while_secrets_exist(mdm: MdmRunner
     count_figure("key_cases")
 
 
+def test_secrets_status_on_a_fresh_database_creates_nothing(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    key_file = project_dir / "var" / "secret.key"
+    code, out, err = mdm("secrets", "status")
+    assert code == 0, err
+    assert f"key: key file {key_file} does not exist yet: the first stored token creates it" in out
+    code, out, err = mdm("secrets", "status", "--json")
+    assert code == 0 and json.loads(out)["key_file_exists"] is False and json.loads(out)["secrets"] == 0
+    assert not key_file.exists() and not mdm.db.exists()  # was: a new key (and database) made by a command that only looks
+    _add(mdm, small_sim, project_dir, "school")  # the first stored token creates the key file
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and out.startswith(f"key: key file {key_file} (1 key(s)); stored secrets: 1: 1 with the current key"), out
+
+
+def test_secrets_status_on_an_empty_postgres_database_creates_nothing(mdm: MdmRunner, pg_url: str, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import inspect
+
+    monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and "does not exist yet" in out, (out, err)
+    assert err == ""  # was: "created the tables in empty database ..."
+    engine = create_engine(pg_url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+    assert not (project_dir / "var" / "secret.key").exists()
+
+
 def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
     _add(mdm, small_sim, project_dir, "school")
     (project_dir / "var" / "secret.key").unlink()
@@ -102,7 +128,10 @@ def test_rotate_re_encrypts_every_secret_with_a_new_key(mdm: MdmRunner, small_si
                 Fernet(old_key.encode()).decrypt(ciphertext.encode())
         assert mdm("vpp", "sync", "school")[0] == 0 and mdm("vpp", "sync", "college")[0] == 0
         code, out, err = mdm("secrets", "status", "--json")
-        assert json.loads(out) == {"source": "key file", "key_file": str(key_file), "keys": 1, "secrets": 2, "current": 2, "older_key": 0, "unreadable": 0}
+        assert json.loads(out) == {
+            **{"source": "key file", "key_file": str(key_file), "key_file_exists": True, "keys": 1},
+            **{"secrets": 2, "current": 2, "older_key": 0, "unreadable": 0},
+        }
         code, out, err = mdm("secrets", "status")  # where the file to back up is
         assert (code, err) == (0, "")
         assert out.startswith(f"key: key file {key_file} (1 key(s)); stored secrets: 2: 2 with the current key, 0 with an older key")
