@@ -18,7 +18,7 @@ import pluggy
 
 from mdm_core.config import Config, load_config
 from mdm_core.db import Database
-from mdm_core.errors import PluginError, describe
+from mdm_core.errors import ConfigError, PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
@@ -127,12 +127,17 @@ class Host:
         return SecretBox.from_key_file(path)
 
     def secret_key_source(self) -> str:
-        """Where the key comes from: ``MDM_SECRET_KEY``, ``[core] secret_key`` or ``key file``."""
-        if self.config.environ.get("MDM_SECRET_KEY"):
+        """Where the key comes from: ``MDM_SECRET_KEY``, ``[core] secret_key`` or ``key file``.
+
+        ``MDM_SECRET_KEY`` set but empty (a failed secret lookup in a deploy script) is a
+        ``ConfigError``, never a silent fall back to the next source."""
+        value = self.config.environ.get("MDM_SECRET_KEY")
+        fallback = "[core] secret_key" if self.config.core.secret_key is not None else f"the key file {self.config.var_dir / KEY_FILE_NAME}"
+        if value is not None and not value.strip():
+            raise ConfigError(f"MDM_SECRET_KEY is set but empty: give it the key, or unset it (`unset MDM_SECRET_KEY`) to use {fallback}")
+        if value:
             return "MDM_SECRET_KEY"
-        if self.config.core.secret_key is not None:
-            return "[core] secret_key"
-        return "key file"
+        return "[core] secret_key" if self.config.core.secret_key is not None else "key file"
 
     def secret_columns(self) -> list[Any]:
         """Every column of the enabled plugins' tables that holds encrypted secrets."""

@@ -35,6 +35,10 @@ def collect_status(host: Host) -> dict[str, Any]:
         "problems": [],
         "warnings": [],
     }
+    try:
+        host.secret_key_source()
+    except MdmError as exc:  # MDM_SECRET_KEY set but empty: every command that needs the key stops on it
+        status["problems"].append(str(exc))
     if db.is_new_file:
         status["database"]["schema"] = "new"
         status["problems"].append(

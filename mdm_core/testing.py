@@ -80,14 +80,14 @@ def make_host(project_dir: Path) -> Iterator[Callable[..., Host]]:
 
     ``make_host(plugins=[module, ...], config="toml text", environ={...}, database_url=None)``;
     ``plugins=None`` loads the installed entry points like ``mdm`` does. The secret key is a
-    test key unless ``environ`` gives one.
+    test key unless ``environ`` gives one (``{"MDM_SECRET_KEY": None}``: none, the key file).
     """
     hosts: list[Host] = []
 
-    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: Mapping[str, str] | None = None, database_url: str | None = None) -> Host:
+    def make(plugins: Iterable[Any] | None = None, config: str = "", environ: Mapping[str, str | None] | None = None, database_url: str | None = None) -> Host:
         conf = project_dir / "conf" / "mdm.toml"
         conf.write_text(config)
-        env = {"MDM_SECRET_KEY": TEST_SECRET_KEY, **(environ or {})}
+        env = {k: v for k, v in {"MDM_SECRET_KEY": TEST_SECRET_KEY, **(environ or {})}.items() if v is not None}
         host = create_host(conf, environ=env, plugins=plugins, database_url=database_url or f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
         hosts.append(host)
         return host

@@ -150,10 +150,10 @@ def cmd_backup(host: Host, args: argparse.Namespace) -> int:
     from mdm_core.db.migrate import History, read_states
     from mdm_core.secrets import KEY_FILE_NAME
 
+    source = host.secret_key_source()  # before the backup: an empty MDM_SECRET_KEY stops here, nothing written
     db = host.unchecked_db  # a database behind this release is backed up before its upgrade
     made = backup_sqlite(db, Path(args.file))
     schema = ", ".join(f"{s.name} {s.current}" for s in read_states(db, [History(s) for s in host.migration_sets()]) if s.current)
-    source = host.secret_key_source()
     key = f"the key file {host.config.var_dir / KEY_FILE_NAME}" if source == "key file" else f"the key in {source}"
     say(f"backed up {made.source} to {made.target} ({made.size / 2**20:.1f} MiB; schema: {schema or 'none'})")
     say(f"the secret key is not in the backup: keep a copy of {key} apart, or the tokens in it cannot be read")

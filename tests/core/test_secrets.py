@@ -32,14 +32,14 @@ def test_wrong_key_is_one_line_mdm_error():
 
 
 def test_key_file_created_0600_under_var(make_host, project_dir):
-    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""})
+    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": None})
     key_file = project_dir / "var" / "secret.key"
     assert not key_file.exists()
     token = host.secrets.encrypt("s3cret")
     assert key_file.exists()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".secret.key")] == []
-    again = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""})
+    again = make_host(plugins=[], environ={"MDM_SECRET_KEY": None})
     assert again.secrets.decrypt(token) == "s3cret"  # the same key is read back
 
 
@@ -64,7 +64,7 @@ def test_empty_key_file_is_an_error_not_a_weak_key(tmp_path):
 
 def test_key_sources(make_host, project_dir):
     (project_dir / "conf" / "key.txt").write_text("file-key\n")
-    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": ""}, config='[core]\nsecret_key = { file = "conf/key.txt" }\n')
+    host = make_host(plugins=[], environ={"MDM_SECRET_KEY": None}, config='[core]\nsecret_key = { file = "conf/key.txt" }\n')
     assert SecretBox("file-key").decrypt(host.secrets.encrypt("a")) == "a"
     env_host = make_host(plugins=[], environ={"MDM_SECRET_KEY": "env-key"})
     assert SecretBox("env-key").decrypt(env_host.secrets.encrypt("b")) == "b"

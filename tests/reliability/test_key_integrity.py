@@ -88,6 +88,35 @@ def test_secrets_status_on_an_empty_postgres_database_creates_nothing(mdm: MdmRu
     assert not (project_dir / "var" / "secret.key").exists()
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_mdm_secret_key_is_an_error_not_the_key_file(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    """A failed secret lookup in a deploy script exports MDM_SECRET_KEY="": it was taken as unset,
+    and the key file made and used while the admin believed the key came from the environment."""
+    _add(mdm, small_sim, project_dir, "school")  # with the key file
+    key_file = project_dir / "var" / "secret.key"
+    before = key_file.read_bytes()
+    monkeypatch.setenv("MDM_SECRET_KEY", empty)
+    says = f"MDM_SECRET_KEY is set but empty: give it the key, or unset it (`unset MDM_SECRET_KEY`) to use the key file {key_file}"
+    token = small_sim.write_token(project_dir / "college.vpptoken")
+    for args in (
+        ("secrets", "status"),
+        ("secrets", "rotate"),
+        ("vpp", "account", "list"),
+        ("vpp", "sync", "school"),
+        ("vpp", "account", "add", "college", "--token-file", str(token), "--service-url", small_sim.base_url),
+        ("db", "backup", str(project_dir / "backup.sqlite3")),
+    ):
+        code, out, err = mdm(*args)
+        said = out + err  # (a sync reports it on its report line)
+        assert code != 0 and says in said and said.count("\n") == 1, (args, code, out, err)
+    assert key_file.read_bytes() == before and not (project_dir / "backup.sqlite3").exists()
+    assert set(_ciphertexts(project_dir)) == {"school"}
+    code, out, err = mdm("status")  # says it among what needs attention
+    assert code == 1 and f"attention: {says}" in out and "Traceback" not in out + err, (out, err)
+
+
 def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
     _add(mdm, small_sim, project_dir, "school")
     (project_dir / "var" / "secret.key").unlink()
