@@ -228,6 +228,7 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
             servers.append(WebServer(host, listen).start())
             print(f"web console at {servers[0].url} (sign in as an admin: `mdm admins add NAME`)", file=sys.stderr, flush=True)
 
+    host.warn_key_file_exposure()  # (an empty MDM_SECRET_KEY stops here, before anything starts)
     try:
         host.run(on_start=on_start)
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from functools import cached_property
@@ -54,6 +56,7 @@ class Host:
         self._scheduler: HostScheduler | None = None
         self.delivery_budget: float | None = config.core.delivery_budget  # None: deliver everything (mdm run)
         self.stop_event = threading.Event()
+        self.key_file_warned = False  # the key file's loose permissions are said once per command
 
     # ------------------------------------------------------------------ resources
 
@@ -124,7 +127,31 @@ class Host:
                     "restore the file from a backup (or set MDM_SECRET_KEY to that key); if the key is lost, run "
                     "`mdm secrets new-key`, then enter each token again with `mdm vpp account set NAME --token-file FILE`"
                 )
-        return SecretBox.from_key_file(path)
+        box = SecretBox.from_key_file(path)
+        self.warn_key_file_exposure()
+        return box
+
+    def key_file_exposure(self) -> str | None:
+        """The line saying the key file is open to other users (mode 0644, say), else None."""
+        if self.secret_key_source() != "key file":
+            return None
+        path = self.config.var_dir / KEY_FILE_NAME
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:  # not there (yet): nothing to say here
+            return None
+        if not mode & 0o077:
+            return None
+        return f"the secret key file {path} is open to other users (mode {mode:04o}): run chmod 600 {path}"
+
+    def warn_key_file_exposure(self) -> None:
+        """Say :meth:`key_file_exposure` on stderr, once per command; the key is still used."""
+        if self.key_file_warned:
+            return
+        message = self.key_file_exposure()
+        if message:
+            self.key_file_warned = True
+            print(f"mdm: warning: {message}", file=sys.stderr, flush=True)
 
     def secret_key_source(self) -> str:
         """Where the key comes from: ``MDM_SECRET_KEY``, ``[core] secret_key`` or ``key file``.

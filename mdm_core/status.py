@@ -36,9 +36,13 @@ def collect_status(host: Host) -> dict[str, Any]:
         "warnings": [],
     }
     try:
-        host.secret_key_source()
+        exposure = host.key_file_exposure()
     except MdmError as exc:  # MDM_SECRET_KEY set but empty: every command that needs the key stops on it
         status["problems"].append(str(exc))
+    else:
+        if exposure:
+            status["warnings"].append(exposure)
+            host.key_file_warned = True  # said here: not again on stderr when a plugin's status reads the key
     if db.is_new_file:
         status["database"]["schema"] = "new"
         status["problems"].append(

@@ -107,6 +107,7 @@ def test_an_empty_mdm_secret_key_is_an_error_not_the_key_file(
         ("vpp", "sync", "school"),
         ("vpp", "account", "add", "college", "--token-file", str(token), "--service-url", small_sim.base_url),
         ("db", "backup", str(project_dir / "backup.sqlite3")),
+        ("run", "--no-web"),
     ):
         code, out, err = mdm(*args)
         said = out + err  # (a sync reports it on its report line)
@@ -115,6 +116,39 @@ def test_an_empty_mdm_secret_key_is_an_error_not_the_key_file(
     assert set(_ciphertexts(project_dir)) == {"school"}
     code, out, err = mdm("status")  # says it among what needs attention
     assert code == 1 and f"attention: {says}" in out and "Traceback" not in out + err, (out, err)
+
+
+def test_a_key_file_open_to_other_users_is_used_with_one_warning(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    """A key file restored with mode 0644 was used without a word: now each command that reads
+    it says so once (still using it: an admin must be able to run while fixing it)."""
+    import os
+    import subprocess
+    import sys
+
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    key_file.chmod(0o644)
+    warning = f"mdm: warning: the secret key file {key_file} is open to other users (mode 0644): run chmod 600 {key_file}\n"
+    for args in (("secrets", "status"), ("vpp", "account", "list"), ("vpp", "sync", "school")):
+        code, out, err = mdm(*args)
+        assert code == 0 and err == warning, (args, code, out, err)  # used all the same, said once
+    code, out, err = mdm("status")  # among its warnings, once, and not again on stderr
+    assert out.count(f"warning: {warning[len('mdm: warning: ') :]}") == 1 and warning not in err, (out, err)
+    run = subprocess.Popen([sys.executable, "-m", "mdm_core.cli", "run", "--no-web"], cwd=project_dir, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    said = []
+    assert run.stderr is not None
+    with run.stderr:
+        try:
+            for line in run.stderr:  # until the banner: it has started
+                if line.startswith("mdm-host "):
+                    break
+                said.append(line)
+        finally:
+            run.terminate()
+            run.wait(30)
+    assert said == [warning], said  # at start, once (its jobs read the key again: not said again)
+    key_file.chmod(0o600)
+    assert mdm("vpp", "account", "list")[2] == ""
 
 
 def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
