@@ -529,12 +529,19 @@ def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Accoun
 
 
 def token_readability(host: Host) -> Callable[[VppAccount], bool]:
-    """Whether this host's secret key decrypts an account's stored token."""
-    try:
-        box: Any = host.secrets
-    except MdmError:  # no key at all: none can be read
-        return lambda account: False
-    return lambda account: bool(box.can_decrypt(account.token_ciphertext))
+    """Whether this host's secret key decrypts an account's stored token. The key is read at
+    the first account: with none, nothing is read (nor a key file created by a listing)."""
+    boxes: list[Any] = []
+
+    def readable(account: VppAccount) -> bool:
+        if not boxes:
+            try:
+                boxes.append(host.secrets)
+            except MdmError:  # no key at all: none can be read
+                boxes.append(None)
+        return boxes[0] is not None and bool(boxes[0].can_decrypt(account.token_ciphertext))
+
+    return readable
 
 
 def describe_readable(account: VppAccount, readable: Callable[[VppAccount], bool]) -> Account:

@@ -75,6 +75,16 @@ def test_secrets_status_on_a_fresh_database_creates_nothing(mdm: MdmRunner, smal
     assert code == 0 and out.startswith(f"key: key file {key_file} (1 key(s)); stored secrets: 1: 1 with the current key"), out
 
 
+def test_commands_that_only_look_create_no_key_file(mdm: MdmRunner, project_dir: Path) -> None:
+    """On a database without accounts, `mdm status` and `mdm vpp account list` made the key
+    file (the listing read the key before knowing there was no token to check)."""
+    assert mdm("db", "upgrade")[0] == 0
+    for args in (("status",), ("vpp", "account", "list"), ("vpp", "account", "list", "--json"), ("secrets", "status")):
+        code, out, err = mdm(*args)
+        assert code == 0, (args, out, err)
+        assert not (project_dir / "var" / "secret.key").exists(), args
+
+
 def test_secrets_status_on_an_empty_postgres_database_creates_nothing(mdm: MdmRunner, pg_url: str, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import inspect
 
