@@ -226,6 +226,25 @@ def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
     """
 
 
+@hookspec
+def mdm_app_names(host: Host, adam_ids: list[str]) -> dict[str, str] | None:
+    """The names of apps and books by adamId, for messages that name them (alerts: Apple's
+    asset lists carry no names).
+
+    When: any time, outside the caller's database transaction (the alerts plugin asks before
+    it records an alert about an asset). Reads stored names only, never calls Apple.
+    Args: ``host``; ``adam_ids``: the adamIds asked about (text; possibly thousands, for the
+    alerts check).
+    Returns: ``{adamId: name}`` for the adamIds the plugin knows (the others left out), or
+    ``None``. Every implementation is called and the answers are merged, the first answer for
+    an adamId winning (pluggy calls the plugin registered last first): the mobile_apps plugin
+    answers with the metadata it looked up (an app's iOS entry first). Names are as the lookup
+    found them: the caller makes them safe where it puts them (the alerts plugin keeps them on
+    one line, without control characters, at most 100 characters).
+    Errors: logged by the caller, which then names the apps by adamId (``adamId 123``).
+    """
+
+
 # --------------------------------------------------------------------------- events
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import one_of, update_rows
+from mdm_core.db.bulk import in_chunks, one_of, update_rows
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
@@ -475,6 +475,21 @@ def label_source() -> Any:
         .subquery()
     )
     return select(ranked.c.adam_id, ranked.c.name, ranked.c.icon_url).where(ranked.c.rank == 1).subquery("asset_labels")
+
+
+def app_names(host: Host, adam_ids: list[str]) -> dict[str, str]:
+    """``{adamId: name}`` of the looked-up apps among ``adam_ids`` (an app's iOS entry first,
+    as ``label_source``), for ``mdm_app_names``; stored rows only."""
+    meta = table_of(AppMetadata)
+    query = select(meta.c.adam_id, meta.c.platform, meta.c.name).where(meta.c.adam_id.in_(bindparam("ids", expanding=True)), meta.c.name.is_not(None))
+    rows: list[Any] = []
+    with host.db.reading() as conn:
+        for chunk in in_chunks(sorted({str(a) for a in adam_ids})):
+            rows += conn.execute(query, {"ids": chunk}).all()
+    names: dict[str, str] = {}
+    for adam_id, _, name in sorted(rows, key=lambda r: (r.adam_id, r.platform != "iOS", r.platform)):
+        names.setdefault(adam_id, name)
+    return names
 
 
 def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetadata | None]]:

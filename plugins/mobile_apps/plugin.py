@@ -96,6 +96,14 @@ def mdm_vpp_asset_labels(host: Host) -> Any:
     return label_source()
 
 
+@hookimpl
+def mdm_app_names(host: Host, adam_ids: list[str]) -> dict[str, str]:
+    """The names its metadata lookups found (never a lookup)."""
+    from plugins.mobile_apps.catalog import app_names
+
+    return app_names(host, adam_ids)
+
+
 # --------------------------------------------------------------------------- VPP events
 
 
