@@ -123,12 +123,12 @@ class EmailChannel:
         """The e-mail: ``[mdm] WARNING: title``, plain text."""
         mail = EmailMessage()
         prefix = f"{self.s.subject_prefix} " if self.s.subject_prefix else ""
-        mail["Subject"] = f"{prefix}{message.severity.upper()}: {message.title}"
+        mail["Subject"] = one_line(f"{prefix}{message.severity.upper()}: {message.title}")  # a line break never reaches a header
         mail["From"] = self.s.email_from
         mail["To"] = ", ".join(self.s.email_to)
         mail["Date"] = formatdate(message.created_at.timestamp(), usegmt=True)
         mail["Message-ID"] = make_msgid("mdm-alert", domain=self.s.email_from.rpartition("@")[2] or None)
-        mail["X-MDM-Alert"] = f"{message.kind} {message.state} {message.subject}"
+        mail["X-MDM-Alert"] = one_line(f"{message.kind} {message.state} {message.subject}")
         mail.set_content(message.body())
         return mail
 

@@ -24,6 +24,7 @@ from mdm_core.output import format_time
 from . import store
 from .channels import Channel, DeliveryError, Outgoing, configured_channels, known_secrets, scrub
 from .models import AlertDelivery, AlertMessage
+from .names import license_names
 from .settings import AlertsSettings, settings
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
         by_account: dict[str, list[Asset]] = {a["name"]: [] for a in accounts}
         for asset in assets:
             by_account.setdefault(asset["account"], []).append(asset)
+        names = license_names(host, assets, by_account)
 
         def work(session: Session) -> None:
             nonlocal queued
@@ -211,7 +213,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
                     action=account.get("action"),
                     now=now,
                 )
-                alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], complete=True, now=now)
+                alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], names=names, complete=True, now=now)
             store.forget_accounts(session, set(by_account))
             for alert in alerts:
                 store.enqueue(host, session, alert)

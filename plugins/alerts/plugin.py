@@ -3,9 +3,10 @@
 Written as a third-party plugin would be: it is loaded by its own ``mdm.plugins`` entry point,
 reads its own ``[alerts]`` section, owns its ``alerts_*`` tables and its ``alerts.*`` jobs,
 and knows the other plugins only by their documented events and request hooks
-(``mdm_vpp_accounts``, ``mdm_vpp_assets``), never by importing their modules. Its
-implementations of other plugins' hooks are ``optionalhook``, so it loads whichever of them is
-disabled, and its subscribers only write to its own queue, so no event waits for a mail server.
+(``mdm_vpp_accounts``, ``mdm_vpp_assets``; ``mdm_app_names`` for the apps' names), never by
+importing their modules. Its implementations of other plugins' hooks are ``optionalhook``, so
+it loads whichever of them is disabled, and its subscribers only write to its own queue, so no
+event waits for a mail server.
 """
 
 from __future__ import annotations
@@ -116,19 +117,23 @@ def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
 @hookimpl(optionalhook=True)
 def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """New assets whose available licenses are already below their threshold."""
+    from .names import app_names
     from .store import license_counts, on_event
 
     p = cast("AssetsPayload", event.payload)
-    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
+    names = app_names(host, [str(a.get("adamId")) for a in p["assets"]])
+    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
 
 
 @hookimpl(optionalhook=True)
 def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Available licenses crossing their threshold, either way."""
+    from .names import app_names
     from .store import license_counts, on_event
 
     p = cast("AssetsPayload", event.payload)
-    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"]))
+    names = app_names(host, [str(a.get("adamId")) for a in p["assets"]])
+    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
 
 
 @hookimpl(optionalhook=True)
@@ -146,7 +151,10 @@ def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
 @hookimpl(optionalhook=True)
 def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
     """An install Apple refused (failures of one asset close together make one alert)."""
+    from .names import app_names
     from .store import install_failed, on_event
 
     payload = cast("InstallFailedPayload", event.payload)
-    on_event(host, event, lambda session: install_failed(host, session, payload))
+    adam_id = str(payload.get("adamId"))
+    name = app_names(host, [adam_id]).get(adam_id)
+    on_event(host, event, lambda session: install_failed(host, session, payload, name))

@@ -168,15 +168,24 @@ def license_level(asset: Asset, threshold: Threshold) -> str:
     return "low" if threshold.is_low(available, total) else "ok"
 
 
-def license_alert(account: str, asset: Asset, previous: str, level: str, threshold: Threshold) -> Alert | None:
-    """The alert for an asset whose license level went from ``previous`` to ``level``."""
+def app_label(adam_id: str, name: str | None, *details: str) -> str:
+    """``Name (adamId 123, STDQ, App)``, or ``adamId 123 (STDQ, App)`` without a known name."""
+    if name:
+        return f"{name} ({', '.join((f'adamId {adam_id}', *details))})"
+    return f"adamId {adam_id} ({', '.join(details)})" if details else f"adamId {adam_id}"
+
+
+def license_alert(account: str, asset: Asset, previous: str, level: str, threshold: Threshold, name: str | None = None) -> Alert | None:
+    """The alert for an asset whose license level went from ``previous`` to ``level``;
+    ``name``: the app's name, when known (a safe one line)."""
     if level == previous:
         return None
     adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
-    what = f"adamId {adam_id} ({pricing}, {asset.get('productType') or 'asset'})"
+    what = app_label(adam_id, name, pricing, str(asset.get("productType") or "asset"))
     fields = {
         "adamId": adam_id,
+        "name": name,
         "pricingParam": pricing,
         "productType": asset.get("productType"),
         "availableCount": available,
@@ -291,13 +300,15 @@ def install_failure(payload: InstallFailedPayload) -> dict[str, Any]:
     }
 
 
-def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]]) -> Alert:
-    """Installs of one asset that failed (several failures of one moment are one alert)."""
+def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None = None) -> Alert:
+    """Installs of one asset that failed (several failures of one moment are one alert);
+    ``name``: the app's name, when known."""
     targets = [f"{'device' if f.get('license') == 'device' else 'user'} {f.get('target')}" for f in failures]
+    what = app_label(adam_id, name, pricing)
     if len(failures) == 1:
-        title = f"Install of adamId {adam_id} ({pricing}) from account '{account}' failed for {targets[0]}"
+        title = f"Install of {what} from account '{account}' failed for {targets[0]}"
     else:
-        title = f"Installs of adamId {adam_id} ({pricing}) from account '{account}' failed for {len(failures)} devices or users"
+        title = f"Installs of {what} from account '{account}' failed for {len(failures)} devices or users"
     lines = [f"{t}: {f.get('error') or 'failed'}" for t, f in zip(targets, failures, strict=True)][:MAX_LISTED]
     if len(failures) > MAX_LISTED:
         lines.append(f"... and {len(failures) - MAX_LISTED} more (`mdm apps installs --status failed`)")
@@ -320,7 +331,7 @@ def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[
         title,
         "No InstallApplication was queued:\n" + "\n".join(lines),
         action,
-        {"adamId": adam_id, "pricingParam": pricing, "failures": failures},
+        {"adamId": adam_id, "name": name, "pricingParam": pricing, "failures": failures},
     )
 
 

@@ -8,7 +8,7 @@ Subscribers only write here, so an event's delivery never waits for a mail serve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -156,9 +156,19 @@ def sync_finished(host: Host, session: Session, report: SyncReport, now: datetim
 # --------------------------------------------------------------------------- licenses
 
 
-def license_counts(host: Host, session: Session, account: str, assets: Sequence[Asset], *, complete: bool = False, now: datetime | None = None) -> list[Alert]:
+def license_counts(
+    host: Host,
+    session: Session,
+    account: str,
+    assets: Sequence[Asset],
+    *,
+    names: Mapping[str, str] | None = None,
+    complete: bool = False,
+    now: datetime | None = None,
+) -> list[Alert]:
     """Compare each asset's available licenses with its threshold; alert on a change of level
-    (more than a few at once: one digest alert).
+    (more than a few at once: one digest alert). ``names``: the apps' names by adamId
+    (``names.license_names``, asked before this transaction); the others are told by adamId.
 
     Rows exist only for assets below their threshold: those of ``assets`` are read (and locked),
     not every asset's of the account (an incremental sync's event names some of them). ``complete``:
@@ -188,7 +198,7 @@ def license_counts(host: Host, session: Session, account: str, assets: Sequence[
         threshold = limits.for_asset(adam_id, pricing)
         level = rules.license_level(asset, threshold)
         previous = states.get(key, "ok")
-        alert = rules.license_alert(account, asset, previous, level, threshold)
+        alert = rules.license_alert(account, asset, previous, level, threshold, (names or {}).get(adam_id))
         if alert is None:
             continue
         alerts.append(alert)
@@ -260,8 +270,9 @@ def assets_removed(session: Session, account: str, assets: Sequence[Asset]) -> l
 # --------------------------------------------------------------------------- installs
 
 
-def install_failed(host: Host, session: Session, payload: InstallFailedPayload, now: datetime | None = None) -> list[Alert]:
-    """A failed install: joined to an alert of the same asset not yet sent, else a new alert."""
+def install_failed(host: Host, session: Session, payload: InstallFailedPayload, name: str | None = None, now: datetime | None = None) -> list[Alert]:
+    """A failed install: joined to an alert of the same asset not yet sent, else a new alert;
+    ``name``: the app's name, when known."""
     now = now or utcnow()
     account, adam_id, pricing = str(payload.get("account")), str(payload.get("adamId")), str(payload.get("pricingParam"))
     failure = rules.install_failure(payload)
@@ -276,11 +287,11 @@ def install_failed(host: Host, session: Session, payload: InstallFailedPayload, 
     if recent is not None:
         tried = session.execute(select(col(AlertDelivery.id)).where(col(AlertDelivery.message_id) == recent.id, col(AlertDelivery.attempts) > 0)).first()
         if tried is None:
-            alert = rules.install_alert(account, adam_id, pricing, [*recent.fields.get("failures", []), failure])
+            alert = rules.install_alert(account, adam_id, pricing, [*recent.fields.get("failures", []), failure], name)
             recent.title, recent.text, recent.action, recent.fields = alert.title, alert.text, alert.action, alert.fields
             session.add(recent)
             return []
-    return [rules.install_alert(account, adam_id, pricing, [failure])]
+    return [rules.install_alert(account, adam_id, pricing, [failure], name)]
 
 
 # --------------------------------------------------------------------------- housekeeping

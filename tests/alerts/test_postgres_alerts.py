@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
@@ -14,6 +16,18 @@ from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import FAST_VPP, alerts, sync
 
 pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
+
+
+def pg_alerts_host(make_host: Any, simulator: Any, project_dir: Any, pg_url: str) -> Any:
+    """``make(alerts_config, environ=None)``: a host on PostgreSQL with account ``school`` on the simulator."""
+    from plugins.vpp.testing import add_simulated_account
+
+    def make(alerts_config: str, environ: dict[str, str] | None = None) -> Any:
+        host = make_host(config=FAST_VPP + "\n[alerts]\n" + alerts_config, environ=environ, database_url=pg_url)
+        add_simulated_account(host, simulator, project_dir)
+        return host
+
+    return make
 
 
 @pytest.mark.slow  # syncs and deliveries on PostgreSQL
@@ -46,13 +60,17 @@ def test_alerts_on_postgres(make_host, simulator, webhook_server, project_dir, p
 @pytest.mark.slow
 def test_an_alert_storm_folds_into_one_digest_on_postgres(make_host, simulator, smtp_server, project_dir, pg_url):
     """The unsent license alerts are read with row locks and replaced by a digest, on PostgreSQL."""
-    from plugins.vpp.testing import add_simulated_account
-
     from .test_alerts import storm_makes_one_digest
 
-    def make(alerts_config: str):
-        host = make_host(config=FAST_VPP + "\n[alerts]\n" + alerts_config, database_url=pg_url)
-        add_simulated_account(host, simulator, project_dir)
-        return host
+    storm_makes_one_digest(pg_alerts_host(make_host, simulator, project_dir, pg_url), simulator, smtp_server())
 
-    storm_makes_one_digest(make, simulator, smtp_server())
+
+@pytest.mark.slow
+def test_alerts_name_the_apps_on_postgres(make_host, simulator, smtp_server, project_dir, pg_url):
+    """The names mobile_apps looked up reach the mail, read from PostgreSQL (``mdm_app_names``)."""
+    from .test_names import run_low
+
+    smtp = smtp_server()
+    scarce, host = run_low(pg_alerts_host(make_host, simulator, project_dir, pg_url), simulator, smtp, "Atlas Kids")
+    assert host.db.url.get_backend_name() == "postgresql"
+    assert smtp.mailbox.messages[0]["Subject"] == f"[mdm] WARNING: Only 1 of 4 licenses left of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school'"

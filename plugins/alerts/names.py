@@ -1,0 +1,78 @@
+"""The names of the apps alerts are about, from whichever plugin knows them (``mdm_app_names``:
+the mobile_apps plugin's metadata), asked before the alert's transaction; an app without a
+known name is told by its adamId. Names only change the wording: what counts as the same
+alert (its subject) is the adamId's.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from mdm_core.db.typed import table_of
+from mdm_core.errors import describe, one_line
+
+from . import rules
+from .models import AlertSubject
+from .settings import settings, thresholds
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+    from plugins.vpp.payloads import Asset
+
+log = logging.getLogger(__name__)
+MAX_NAME = 100  # characters of a name in a title; longer ones end with "..."
+
+
+def safe_name(value: Any) -> str | None:
+    """``value`` fit for a title and an e-mail subject: one line, no control or format
+    characters (a newline from a hostile metadata answer never reaches a header), at most
+    ``MAX_NAME`` characters; None when nothing is left."""
+    if not isinstance(value, str):
+        return None
+    text = one_line("".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in value))
+    if len(text) > MAX_NAME:
+        text = text[: MAX_NAME - 3].rstrip() + "..."
+    return text or None
+
+
+def app_names(host: Host, adam_ids: Iterable[str]) -> dict[str, str]:
+    """``{adamId: name}`` of those the plugins can name; a failing answer is logged and leaves
+    the apps named by adamId. Never call it inside a write transaction."""
+    wanted = sorted({str(a) for a in adam_ids if a})
+    hook = host.hook("mdm_app_names")
+    if not wanted or hook is None:
+        return {}
+    try:
+        answers = hook(host=host, adam_ids=wanted)
+    except Exception as exc:  # names are a courtesy: the alert goes out without them
+        log.warning("app names are not available for alerts (mdm_app_names failed): %s", describe(exc))
+        return {}
+    names: dict[str, str] = {}
+    for answer in answers or []:
+        if not isinstance(answer, dict):
+            continue
+        for adam_id, name in answer.items():
+            clean = safe_name(name)
+            if clean is not None and str(adam_id) in wanted:
+                names.setdefault(str(adam_id), clean)
+    return names
+
+
+def license_names(host: Host, assets: Sequence[Asset], accounts: Iterable[str]) -> dict[str, str]:
+    """For the check, which reads every asset: the names of those whose license alert may be
+    written now (below their threshold, or recorded below it: back to normal) of ``accounts``,
+    not every asset's. (An assets event asks for its own assets' names, at most 500: one read,
+    where this is two.)"""
+    limits = thresholds(settings(host))
+    ids = {str(a.get("adamId")) for a in assets if rules.license_level(a, limits.for_asset(str(a.get("adamId")), str(a.get("pricingParam")))) != "ok"}
+    subjects = table_of(AlertSubject)
+    query = select(subjects.c.subject).where(subjects.c.kind == "licenses", subjects.c.account.in_(sorted(set(accounts))))
+    with host.db.reading() as conn:
+        recorded = {str(s).rsplit(":", 2)[1] for s in conn.execute(query).scalars()}  # licenses:ACCOUNT:ADAMID:PRICING
+    ids |= {str(a.get("adamId")) for a in assets if str(a.get("adamId")) in recorded}
+    return app_names(host, ids)
