@@ -481,7 +481,7 @@ def app_names(host: Host, adam_ids: list[str]) -> dict[str, str]:
     """``{adamId: name}`` of the looked-up apps among ``adam_ids`` (an app's iOS entry first,
     as ``label_source``), for ``mdm_app_names``; stored rows only."""
     meta = table_of(AppMetadata)
-    query = select(meta.c.adam_id, meta.c.platform, meta.c.name).where(meta.c.adam_id.in_(bindparam("ids", expanding=True)), meta.c.name.is_not(None))
+    query = select(meta.c.adam_id, meta.c.platform, meta.c.name).where(one_of(meta.c.adam_id, "ids", not host.db.is_sqlite), meta.c.name.is_not(None))
     rows: list[Any] = []
     with host.db.reading() as conn:
         for chunk in in_chunks(sorted({str(a) for a in adam_ids})):
