@@ -189,3 +189,20 @@ def test_log_level_is_the_default_logging_of_mdm(mdm):
     assert logging.getLogger().level == logging.WARNING  # the default: warnings and errors only
     code, _, err = mdm("plugins", config='[core]\nlog_level = "loud"\n')
     assert code == 2 and err.strip().endswith("[core] log_level 'loud' is not a level: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+
+
+def test_a_database_url_or_config_variable_exported_empty_is_an_error_not_another_database(mdm, project_dir, monkeypatch):
+    """`MDM_DATABASE_URL=` (a deploy script whose secret lookup failed) ran every command on the
+    default SQLite file, a database the admin never meant: a split brain with PostgreSQL."""
+    monkeypatch.setenv("MDM_DATABASE_URL", " ")
+    for args in (("status",), ("devices", "add", "C02EMPTYURL1", "--platform", "iOS"), ("db", "upgrade")):
+        code, out, err = mdm(*args)
+        assert (code, out) == (2, ""), args
+        assert err == (
+            "mdm: error: MDM_DATABASE_URL is set but empty: give it the database URL, or unset it (`unset MDM_DATABASE_URL`) "
+            "to use [core] database_url (or the default SQLite file var/mdm.sqlite3)\n"
+        ), err
+    assert not [p.name for p in project_dir.rglob("*.sqlite3*")]  # no database created anywhere
+    with pytest.raises(ConfigError, match=r"^MDM_CONFIG is set but empty: give it the path of the configuration file, or unset it"):
+        load_config(None, {"MDM_CONFIG": ""})
+    assert load_config(project_dir / "conf" / "mdm.toml", {"MDM_CONFIG": ""}).path == project_dir / "conf" / "mdm.toml"  # --config wins
