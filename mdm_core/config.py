@@ -165,8 +165,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     """Read the configuration: ``path``, else ``MDM_CONFIG``, else ``conf/mdm.toml`` if present."""
     environ = os.environ if environ is None else environ
     if path is None:  # --config wins over MDM_CONFIG
-        _refuse_empty(environ, "MDM_CONFIG", "the path of the configuration file", "conf/mdm.toml (or give --config PATH)")
-    _refuse_empty(environ, "MDM_DATABASE_URL", "the database URL", "[core] database_url (or the default SQLite file var/mdm.sqlite3)")
+        refuse_empty(environ, "MDM_CONFIG", "the path of the configuration file", "conf/mdm.toml (or give --config PATH)")
+    refuse_empty(environ, "MDM_DATABASE_URL", "the database URL", "[core] database_url (or the default SQLite file var/mdm.sqlite3)")
     chosen = path or environ.get("MDM_CONFIG")
     file: Path | None
     if chosen:
@@ -188,9 +188,10 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     return Config(raw, file, environ)
 
 
-def _refuse_empty(environ: Mapping[str, str], name: str, what: str, fallback: str) -> None:
+def refuse_empty(environ: Mapping[str, str], name: str, what: str, fallback: str) -> None:
     """A variable exported empty (a failed lookup in a deploy script) is a one-line error, never
-    a silent fall back: ``MDM_DATABASE_URL=`` would run on another database than the admin's."""
+    a silent fall back to ``fallback``: ``MDM_DATABASE_URL=`` would run on another database than
+    the admin's, ``MDM_SECRET_KEY=`` with another key (:meth:`mdm_core.host.Host.secret_key_source`)."""
     value = environ.get(name)
     if value is not None and not value.strip():
         raise ConfigError(f"{name} is set but empty: give it {what}, or unset it (`unset {name}`) to use {fallback}")

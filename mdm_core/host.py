@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from mdm_core.config import Config, load_config
+from mdm_core.config import Config, load_config, refuse_empty
 from mdm_core.db import Database
-from mdm_core.errors import ConfigError, PluginError, describe
+from mdm_core.errors import PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
@@ -160,8 +160,7 @@ class Host:
         ``ConfigError``, never a silent fall back to the next source."""
         value = self.config.environ.get("MDM_SECRET_KEY")
         fallback = "[core] secret_key" if self.config.core.secret_key is not None else f"the key file {self.config.var_dir / KEY_FILE_NAME}"
-        if value is not None and not value.strip():
-            raise ConfigError(f"MDM_SECRET_KEY is set but empty: give it the key, or unset it (`unset MDM_SECRET_KEY`) to use {fallback}")
+        refuse_empty(self.config.environ, "MDM_SECRET_KEY", "the key", fallback)
         if value:
             return "MDM_SECRET_KEY"
         return "[core] secret_key" if self.config.core.secret_key is not None else "key file"

@@ -307,7 +307,7 @@ def page_router() -> APIRouter:
         rows: list[dict[str, Any]] = [dict(row) for row in describe_accounts(host, [a for (a,) in found.items])]
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items, strict=True):
-            row["misdirected"] = misdirected(host, account)  # where Apple posts instead, and what to do
+            row["misdirected"] = misdirected(host, account) if row["notifications"] == "misdirected" else None  # where Apple posts instead, and what to do
             row["days_left"] = token_state.days_left(account.token_expires_at)
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
