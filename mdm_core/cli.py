@@ -20,7 +20,7 @@ from mdm_core import interrupts
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.errors import MdmError, PluginError
 from mdm_core.host import Host, create_host
-from mdm_core.output import TIME_FORMAT, print_json, print_rows, print_table, say, set_quiet
+from mdm_core.output import TIME_FORMAT, print_json, print_table, say, set_quiet
 from mdm_core.plugins import PerPluginSet, PluginRecord, call_hook, core_version, hooks_of
 from mdm_core.text import bad_character, shown
 
@@ -115,13 +115,10 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
-    jobs = sub.add_parser("jobs", help="list scheduled jobs and their next runs")
-    jobs.add_argument("--json", action="store_true", help="print JSON")
-    jobs.set_defaults(func=cmd_jobs)
-
-    from mdm_core import events_cli, secrets_cli
+    from mdm_core import events_cli, jobs_cli, secrets_cli
     from mdm_core.db import cli as db_cli
 
+    jobs_cli.register(sub)
     db_cli.register(sub)
     events_cli.register(sub)
     secrets_cli.register(sub)
@@ -266,31 +263,6 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     for problem in status["problems"]:
         print(f"\nattention: {problem}")
     return 1 if status["problems"] else 0
-
-
-def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
-    """``mdm jobs``"""
-    from sqlalchemy import select
-
-    from mdm_core.models import JobRun
-
-    scheduler = host.scheduler
-    with host.db.session() as session:
-        runs = {r.name: r for r in session.execute(select(JobRun)).scalars()}
-    rows = []
-    for name, state in sorted(scheduler.jobs.items()):
-        last = runs.get(name)
-        rows.append(
-            {
-                "name": name,
-                "plugin": state.plugin,
-                "every_seconds": state.seconds,
-                "next_run": scheduler.next_run(name),
-                "last_finished_at": last.last_finished_at if last else None,
-                "last_error": last.last_error if last else None,
-            }
-        )
-    return print_rows(rows, args.json, ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"], empty="no jobs")
 
 
 def setup_logging(verbose: int, quiet: bool, default: str = "WARNING") -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_INTERVAL = 365 * 24 * 3600  # a year: the longest interval a job (or an account) accepts
 LastDone = Callable[[], _dt.datetime | None]
 _FORCED: ContextVar[bool] = ContextVar("mdm_job_forced", default=False)
+#: set while :meth:`HostScheduler.run_now` runs a job whose caller reports its failure itself
+_CALLER_TELLS: ContextVar[bool] = ContextVar("mdm_job_caller_tells", default=False)
 
 
 def run_is_forced() -> bool:
@@ -123,6 +126,8 @@ class JobState:
     runs: int = 0
     failures: int = 0
     last_error: str | None = None
+    last_result: Any = None  # what ``func`` returned at its last run (counts, say); None if it failed
+    last_duration: float | None = None  # seconds its last run took
     last_started_at: _dt.datetime | None = None  # UTC, for the core_job_run row
 
 
@@ -219,6 +224,34 @@ class HostScheduler:
         state.job.next_run = utc_now() - _dt.timedelta(microseconds=1)
         state.job.forced = True
 
+    def run_now(self, name: str) -> JobState:
+        """Run the job once now, as a due run (:func:`run_is_forced`), through the same wrapper as
+        its scheduled runs: recorded by ``on_finish``, a failure caught and kept in
+        ``last_error`` (an inline run logs it at info level only: the caller tells it), then
+        planned again. An inline scheduler runs it on this thread; otherwise this waits for it."""
+        self.make_due(name)
+        state = self.jobs[name]
+        token = _CALLER_TELLS.set(True)
+        try:
+            state.job.run()
+        finally:
+            _CALLER_TELLS.reset(token)
+        if state.running is not None:
+            state.running.result()
+        return state
+
+    def run_due(self) -> list[JobState]:
+        """``run_pending`` for a caller that tells failures itself (``mdm jobs run --due``): the
+        jobs that ran, in the order they started (all of them finished on an inline scheduler)."""
+        before = {name: state.runs for name, state in self.jobs.items()}
+        token = _CALLER_TELLS.set(True)
+        try:
+            self.run_pending()
+        finally:
+            _CALLER_TELLS.reset(token)
+        ran = [state for name, state in self.jobs.items() if state.runs > before.get(name, 0)]
+        return sorted(ran, key=lambda state: state.last_started_at or utc_now())
+
     def idle_seconds(self) -> float | None:
         """Seconds until the next job is due, ``None`` without jobs."""
         return self.scheduler.idle_seconds
@@ -254,17 +287,21 @@ class HostScheduler:
         state.runs += 1
         error: BaseException | None = None
         token = _FORCED.set(forced)
+        started = time.monotonic()
         try:
-            state.func()
+            state.last_result = None
+            state.last_result = state.func()
         except Exception as exc:
             error = exc
             state.failures += 1
             state.last_error = describe(exc)
-            log.error("job %s (%s) failed: %s", state.name, state.plugin, state.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
+            level = logging.INFO if _CALLER_TELLS.get() else logging.ERROR
+            log.log(level, "job %s (%s) failed: %s", state.name, state.plugin, state.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
         else:
             state.last_error = None
         finally:
             _FORCED.reset(token)
+            state.last_duration = time.monotonic() - started
         if self.on_finish is not None:
             try:
                 self.on_finish(state, error)

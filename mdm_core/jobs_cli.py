@@ -1,0 +1,123 @@
+"""``mdm jobs``: the scheduled jobs, their next and last runs; ``mdm jobs run``: run some now.
+
+``mdm jobs run NAME...`` (or ``--due``) is for hosts that do not run ``mdm run`` (cron, a
+container running one command at a time): each job runs once, in the foreground, through the
+host's scheduler exactly as ``mdm run`` runs it when it falls due. Its run is recorded in the
+job history (``mdm jobs`` shows it, and ``mdm run`` on any host plans the next one from it),
+the locks its work takes apply as usual, and the events it recorded are delivered afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from mdm_core.errors import UsageError
+from mdm_core.output import print_json, print_rows, say
+from mdm_core.text import shown
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+    from mdm_core.scheduler import HostScheduler, JobState
+
+LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"]
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``mdm jobs`` and ``mdm jobs run``."""
+    jobs = sub.add_parser(
+        "jobs",
+        help="list scheduled jobs and their next runs; `mdm jobs run` runs some now",
+        description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, last finish and last error. "
+        "`mdm jobs run` runs jobs now, for a host run from cron.",
+    )
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    jobs.set_defaults(func=cmd_jobs)
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="COMMAND")
+    run = jobs_sub.add_parser(
+        "run",
+        help="run jobs once now, in the foreground, as `mdm run` does when they fall due",
+        description="Run the named jobs (or every due one) once now, through the host's scheduler as `mdm run` does: "
+        "the run is recorded in the job history (`mdm jobs`), the events it recorded are delivered. "
+        "Exit 1 if a job failed, 2 for an unknown name (nothing runs).",
+    )
+    run.add_argument("names", nargs="*", metavar="NAME", help="jobs to run, in this order (`mdm jobs` lists them)")
+    run.add_argument("--due", action="store_true", help="every job whose next run has come (what one turn of `mdm run` starts)")
+    run.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
+    """``mdm jobs``"""
+    from sqlalchemy import select
+
+    from mdm_core.models import JobRun
+
+    scheduler = host.scheduler
+    with host.db.session() as session:
+        runs = {r.name: r for r in session.execute(select(JobRun)).scalars()}
+    rows = []
+    for name, state in sorted(scheduler.jobs.items()):
+        last = runs.get(name)
+        rows.append(
+            {
+                "name": name,
+                "plugin": state.plugin,
+                "every_seconds": state.seconds,
+                "next_run": scheduler.next_run(name),
+                "last_finished_at": last.last_finished_at if last else None,
+                "last_error": last.last_error if last else None,
+            }
+        )
+    return print_rows(rows, args.json, LIST_COLUMNS, empty="no jobs")
+
+
+def cmd_run(host: Host, args: argparse.Namespace) -> int:
+    """``mdm jobs run NAME... | --due``: exit 1 if a job failed."""
+    if args.due == bool(args.names):
+        raise UsageError("give the names of the jobs to run (`mdm jobs` lists them), or --due")
+    scheduler = host.build_scheduler(inline=True)
+    unknown = [name for name in dict.fromkeys(args.names) if name not in scheduler.jobs]
+    if unknown:
+        raise UsageError(f"no job named {', '.join(shown(n) for n in unknown)}: `mdm jobs` lists the names")
+    if args.due:
+        ran = scheduler.run_due()
+        host.deliver_events()
+        rows = [_outcome(scheduler, state) for state in ran]
+    else:
+        rows = []
+        for name in dict.fromkeys(args.names):
+            rows.append(_outcome(scheduler, scheduler.run_now(name)))
+            host.deliver_events()  # as `mdm run` does after its jobs: before the next job starts
+    if getattr(args, "json", False):
+        print_json(rows)
+    elif args.due and not rows:
+        say("no job is due")
+    for row in [] if getattr(args, "json", False) else rows:
+        _print_outcome(row)
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def _print_outcome(row: dict[str, Any]) -> None:
+    """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), or ``NAME: failed in 0.2s: ERROR``."""
+    counts = ", ".join(f"{k} {v}" for k, v in (row["result"] or {}).items())
+    if row["status"] == "ok":
+        say(f"{row['name']}: ok in {row['duration_s']}s" + (f": {counts}" if counts else ""))
+    else:
+        print(f"{row['name']}: failed in {row['duration_s']}s: {row['error']}")
+
+
+def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
+    """One job's run as shown: its counts only (never other values a job returns), its error on one line."""
+    result = state.last_result
+    counts = result if isinstance(result, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in result.values()) else None
+    return {
+        "name": state.name,
+        "plugin": state.plugin,
+        "status": "failed" if state.last_error else "ok",
+        "started_at": state.last_started_at,
+        "duration_s": round(state.last_duration or 0.0, 3),
+        "error": state.last_error,
+        "result": {str(k): v for k, v in counts.items()} if counts else None,
+        "next_run": scheduler.next_run(state.name),
+    }

@@ -1,0 +1,128 @@
+"""``mdm jobs run``: jobs run once now through the scheduler's wrapper, recorded in the job
+history as a scheduled run is, events delivered; an unknown name runs nothing."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from mdm_core.models import JobRun
+
+JOBS = """
+    calls = []
+    delivered = []
+
+    def ok():
+        calls.append("ok")
+        return {"done": 2, "pending": 0}
+
+    def boom():
+        calls.append("boom")
+        raise ValueError("feed unreachable\\nretry later")
+
+    def enrol(host):
+        from mdm_core.inventory import add_device
+
+        calls.append("enrol")
+        add_device(host, f"SJOB{len(calls)}", "iOS")
+
+    @hookimpl
+    def mdm_register_jobs(scheduler, host):
+        scheduler.add("demo.boom", 60, boom, plugin="demo")
+        scheduler.add("demo.ok", 60, ok, plugin="demo")
+        scheduler.add("demo.enrol", 3600, lambda: enrol(host), plugin="demo")
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        delivered.append(event.payload["serial_number"])
+"""
+
+
+def _setup(mdm, write_plugin):
+    name = write_plugin(JOBS)
+    config = f'[plugins]\nenabled = ["inventory", "{name}"]\n'
+    assert mdm("db", "upgrade", config=config)[0] == 0
+    return importlib.import_module(name)
+
+
+def _history(mdm) -> dict[str, JobRun]:
+    from sqlalchemy import create_engine
+    from sqlmodel import Session
+
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    try:
+        with Session(engine) as session:
+            return {r.name: r for r in session.execute(select(JobRun)).scalars()}
+    finally:
+        engine.dispose()
+
+
+def test_named_job_runs_now_and_mdm_jobs_shows_the_run(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    code, out, err = mdm("jobs", "run", "demo.ok")
+    assert code == 0, err
+    assert plug.calls == ["ok"]  # that job only, though the others are due too
+    assert out.startswith("demo.ok: ok in ") and out.endswith("s: done 2, pending 0\n")
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    finished = datetime.fromisoformat(rows["demo.ok"]["last_finished_at"])
+    assert abs(finished - datetime.now(UTC)) < timedelta(seconds=5) and rows["demo.ok"]["last_error"] is None
+    assert datetime.fromisoformat(rows["demo.ok"]["next_run"]) > datetime.now(UTC) + timedelta(seconds=50)  # one interval on
+    assert rows["demo.boom"]["last_finished_at"] is None
+    history = _history(mdm)
+    assert history["demo.ok"].runs == 1 and history["demo.ok"].failures == 0 and set(history) == {"demo.ok"}
+
+
+def test_failing_job_is_one_line_exit_1_and_recorded_as_a_failure(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    code, out, err = mdm("jobs", "run", "demo.boom", "demo.ok")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("demo.boom: failed in ") and lines[0].endswith("s: ValueError: feed unreachable retry later")
+    assert lines[1].startswith("demo.ok: ok in ") and len(lines) == 2  # the next job still ran, as the scheduler does
+    assert "feed unreachable" not in err  # told once
+    assert plug.calls == ["boom", "ok"]
+    history = _history(mdm)
+    assert (history["demo.boom"].runs, history["demo.boom"].failures) == (1, 1)
+    assert history["demo.boom"].last_error == "ValueError: feed unreachable retry later"
+    code, out, _ = mdm("jobs")
+    assert "ValueError: feed unreachable retry later" in next(line for line in out.splitlines() if line.startswith("demo.boom"))
+    code, out, _ = mdm("-q", "jobs", "run", "demo.boom", "demo.ok")  # from cron: only the failure is printed
+    assert code == 1 and len(out.splitlines()) == 1 and out.startswith("demo.boom: failed")
+    assert (_history(mdm)["demo.boom"].runs, _history(mdm)["demo.boom"].failures) == (2, 2)
+
+
+def test_unknown_name_runs_nothing_exit_2(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    code, out, err = mdm("jobs", "run", "demo.ok", "demo.okk")
+    assert code == 2 and out == ""
+    assert err == "mdm: error: no job named 'demo.okk': `mdm jobs` lists the names\n"
+    assert plug.calls == [] and _history(mdm) == {}
+    code, _, err = mdm("jobs", "run")
+    assert code == 2 and "--due" in err and len(err.splitlines()) == 1
+    assert mdm("jobs", "run", "--due", "demo.ok")[0] == 2 and plug.calls == []
+
+
+def test_events_of_the_job_are_delivered(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    code, out, err = mdm("jobs", "run", "demo.enrol")
+    assert code == 0, err
+    assert plug.delivered == ["SJOB1"]  # by the command, not left for `mdm run`
+
+
+def test_due_runs_what_is_due_and_json(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    assert mdm("jobs", "run", "demo.ok")[0] == 0
+    code, out, err = mdm("jobs", "run", "--due", "--json")
+    assert code == 1  # demo.boom failed
+    rows = json.loads(out)
+    assert [(r["name"], r["status"]) for r in rows] == [("demo.boom", "failed"), ("demo.enrol", "ok")]  # demo.ok ran a moment ago
+    assert set(rows[0]) == {"name", "plugin", "status", "started_at", "duration_s", "error", "result", "next_run"}
+    assert rows[0]["error"] == "ValueError: feed unreachable retry later" and rows[0]["plugin"] == "demo"
+    assert sorted(plug.calls) == ["boom", "enrol", "ok"]
+    code, out, _ = mdm("jobs", "--json", "run", "demo.ok")  # --json before the subcommand too
+    assert code == 0 and json.loads(out)[0]["result"] == {"done": 2, "pending": 0}
+    code, out, _ = mdm("jobs", "run", "--due", config='[plugins]\nenabled = ["inventory"]\n')
+    assert (code, out) == (0, "no job is due\n")
