@@ -15,6 +15,8 @@ on this database runs at once, and ``mdm jobs`` in another process computes the 
 jobs after it in that tick do not run) and runs jobs serially. Here every job runs through a
 wrapper that hands it to a bounded worker pool, logs and records a failure, keeps the job on
 its schedule, and never starts a job again while its previous run is still going.
+``run_now`` and ``run_due`` run jobs through that same wrapper for ``mdm jobs run`` (a host
+run from cron), which tells their failures itself.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import datetime as _dt
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,16 @@ def run_is_forced() -> bool:
     """Whether the job running in this context was made due by :meth:`HostScheduler.make_due`
     (a test, a "run now") rather than by its plan."""
     return _FORCED.get()
+
+
+@contextmanager
+def _caller_tells() -> Iterator[None]:
+    """Jobs run on this thread meanwhile log their failure at info level: the caller tells it."""
+    token = _CALLER_TELLS.set(True)
+    try:
+        yield
+    finally:
+        _CALLER_TELLS.reset(token)
 
 
 def utc_now() -> _dt.datetime:
@@ -231,11 +244,8 @@ class HostScheduler:
         planned again. An inline scheduler runs it on this thread; otherwise this waits for it."""
         self.make_due(name)
         state = self.jobs[name]
-        token = _CALLER_TELLS.set(True)
-        try:
+        with _caller_tells():
             state.job.run()
-        finally:
-            _CALLER_TELLS.reset(token)
         if state.running is not None:
             state.running.result()
         return state
@@ -244,11 +254,8 @@ class HostScheduler:
         """``run_pending`` for a caller that tells failures itself (``mdm jobs run --due``): the
         jobs that ran, in the order they started (all of them finished on an inline scheduler)."""
         before = {name: state.runs for name, state in self.jobs.items()}
-        token = _CALLER_TELLS.set(True)
-        try:
+        with _caller_tells():
             self.run_pending()
-        finally:
-            _CALLER_TELLS.reset(token)
         ran = [state for name, state in self.jobs.items() if state.runs > before.get(name, 0)]
         return sorted(ran, key=lambda state: state.last_started_at or utc_now())
 

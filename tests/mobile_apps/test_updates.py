@@ -5,7 +5,7 @@ job), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,7 @@ from mdm_core.host import Host
 from mdm_core.inventory import add_device, add_user, set_command_status
 from mdm_core.testing import EventRecorder, MdmRunner
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import BASE_CONFIG, app_id, commands, fixed_assets, free_serials, holders, sync
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
-    """The project's SQLite file (None), or an empty PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
