@@ -158,9 +158,23 @@ def license_subject(account: str, adam_id: str, pricing: str) -> str:
     return f"licenses:{account}:{adam_id}:{pricing}"
 
 
-def license_level(asset: Asset, threshold: Threshold) -> str:
-    """``ok``, ``low`` (below the threshold) or ``none`` (no license left) for an asset's counts."""
+def license_level(asset: Asset, threshold: Threshold, previous: str = "ok", margin: int = 0) -> str:
+    """``ok``, ``low`` (below the threshold) or ``none`` (no license left) for an asset's counts.
+
+    Hysteresis: from a worse ``previous`` level, the asset gets better only once ``margin`` more
+    licenses are available than that level's bar (the threshold; 1 for ``none``), or once every
+    license is free; getting worse is immediate. Counts swinging around the threshold keep their level.
+    """
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
+    level = _level(available, total, threshold)
+    rank = LICENSE_STATES.index
+    previous = previous if previous in LICENSE_STATES else "ok"
+    if rank(level) >= rank(previous) or margin <= 0 or available >= total:
+        return level
+    return min(previous, _level(available - margin, total, threshold), key=rank)  # the better of the two
+
+
+def _level(available: int, total: int, threshold: Threshold) -> str:
     if not threshold.active or total <= 0:
         return "ok"
     if available <= 0:
@@ -175,13 +189,23 @@ def app_label(adam_id: str, name: str | None, *details: str) -> str:
     return f"adamId {adam_id} ({', '.join(details)})" if details else f"adamId {adam_id}"
 
 
-def license_alert(account: str, asset: Asset, previous: str, level: str, threshold: Threshold, name: str | None = None) -> Alert | None:
+def recovery_count(total: int, threshold: Threshold, margin: int) -> int:
+    """The available licenses at which a low asset of ``total`` is back to normal: its
+    threshold plus ``margin``, at most ``total`` (every license free) unless the threshold is
+    above it."""
+    bar = threshold.bar(total)
+    return max(bar, min(bar + max(margin, 0), total))
+
+
+def license_alert(account: str, asset: Asset, previous: str, level: str, threshold: Threshold, name: str | None = None, margin: int = 0) -> Alert | None:
     """The alert for an asset whose license level went from ``previous`` to ``level``;
-    ``name``: the app's name, when known (a safe one line)."""
+    ``name``: the app's name, when known (a safe one line); ``margin``: the recovery margin,
+    to say when the all-clear comes."""
     if level == previous:
         return None
     adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
     available, total = int(asset.get("availableCount") or 0), int(asset.get("totalCount") or 0)
+    recovery = recovery_count(total, threshold, margin)
     what = app_label(adam_id, name, pricing, str(asset.get("productType") or "asset"))
     fields = {
         "adamId": adam_id,
@@ -193,8 +217,13 @@ def license_alert(account: str, asset: Asset, previous: str, level: str, thresho
         "retiredCount": asset.get("retiredCount"),
         "totalCount": total,
         "threshold": str(threshold),
+        "recoveryCount": recovery,
         "previousState": previous,
     }
+    until = ""
+    if margin > 0 and recovery <= total:
+        why = f"the threshold plus a margin of {margin}" if recovery == threshold.bar(total) + margin else "every license"
+        until = f" The all-clear comes when {recovery} are available ({why})."
     subject = license_subject(account, adam_id, pricing)
     more = f"Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or free unused ones: mdm apps reclaim {adam_id} --unused"
     if level == "ok":
@@ -217,7 +246,7 @@ def license_alert(account: str, asset: Asset, previous: str, level: str, thresho
             "critical",
             account,
             f"No licenses left of {what} in account '{account}'",
-            f"All {total} licenses are in use: new installs of it fail (Apple error 9709) until licenses are bought or freed.",
+            f"All {total} licenses are in use: new installs of it fail (Apple error 9709) until licenses are bought or freed.{until}",
             more,
             fields,
         )
@@ -228,7 +257,7 @@ def license_alert(account: str, asset: Asset, previous: str, level: str, thresho
         "warning",
         account,
         f"Only {available} of {total} licenses left of {what} in account '{account}'",
-        f"Available licenses are below the threshold ({threshold}).",
+        f"Available licenses are below the threshold ({threshold}).{until}",
         more,
         fields,
     )

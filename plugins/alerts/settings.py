@@ -7,6 +7,7 @@ is sent; they never appear in logs, errors or output.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ class AlertsSettings:
     sync_failures: int = 3  # failed syncs in a row before an account's sync is reported failing
     low_licenses: int | str = "10%"  # available licenses below this count, or this percent of the total; 0: never
     low_licenses_per_asset: dict[str, int | str] = field(default_factory=dict)  # "adamId" or "adamId:pricingParam" = threshold
+    low_licenses_margin: int = 2  # a low asset is back to normal only this many licenses above its threshold; 0: at it
     # delivery
     deliver_interval: int = 30  # the alerts.deliver job sends what is due this often (seconds)
     check_interval: int = 3600  # the alerts.check job re-reads token expiry and license counts this often
@@ -77,6 +79,15 @@ class Threshold:
             return available < self.count
         return self.percent is not None and available * 100 < self.percent * total
 
+    def bar(self, total: int) -> int:
+        """The fewest available licenses of ``total`` that are not low."""
+        if self.count is not None:
+            return self.count
+        least = math.ceil((self.percent or 0) * total / 100)
+        if least > 0 and not self.is_low(least - 1, total):  # a float rounded up past the bar
+            least -= 1
+        return least + 1 if self.is_low(least, total) else least
+
     def __str__(self) -> str:
         return f"{self.percent:g}%" if self.percent is not None else str(self.count)
 
@@ -100,10 +111,12 @@ def settings(host: Host) -> AlertsSettings:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The default threshold and the per-asset ones keyed by (adamId, pricingParam or None)."""
+    """The default threshold and the per-asset ones keyed by (adamId, pricingParam or None), and
+    the recovery margin (licenses past a threshold before a low asset is back to normal)."""
 
     default: Threshold
     per_asset: dict[tuple[str, str | None], Threshold]
+    margin: int = 0
 
     def for_asset(self, adam_id: str, pricing: str) -> Threshold:
         """One asset's threshold: its own (with or without pricingParam), else the default."""
@@ -111,10 +124,15 @@ class Thresholds:
 
 
 def thresholds(s: AlertsSettings, source: str | None = None) -> Thresholds:
-    """``low_licenses`` and ``low_licenses_per_asset``, parsed (one-line errors naming the key,
-    after the configuration file ``source`` when given)."""
+    """``low_licenses``, ``low_licenses_per_asset`` and ``low_licenses_margin``, parsed (one-line
+    errors naming the key, after the configuration file ``source`` when given)."""
     at = f"{source}: " if source else ""
     default = parse_threshold(f"{at}[alerts] low_licenses", s.low_licenses)
+    if s.low_licenses_margin < 0:
+        raise ConfigError(
+            f"{at}[alerts] low_licenses_margin must be 0 or more (licenses above the threshold before a low asset is "
+            f"back to normal; 0: at the threshold itself), got {s.low_licenses_margin}"
+        )
     per_asset: dict[tuple[str, str | None], Threshold] = {}
     for key, value in s.low_licenses_per_asset.items():
         adam_id, colon, pricing = key.partition(":")
@@ -122,7 +140,7 @@ def thresholds(s: AlertsSettings, source: str | None = None) -> Thresholds:
         if not adam_id.isdigit() or (colon and not pricing.isalnum()):
             raise ConfigError(f'{at}[alerts.low_licenses_per_asset] key {key!r} must be an adamId, or adamId:pricingParam like "1029705796:STDQ"')
         per_asset[(adam_id, pricing or None)] = parse_threshold(f"{at}[alerts.low_licenses_per_asset] {key}", value)
-    return Thresholds(default, per_asset)
+    return Thresholds(default, per_asset, s.low_licenses_margin)
 
 
 def validate(s: AlertsSettings, source: str) -> None:

@@ -167,7 +167,8 @@ def license_counts(
     now: datetime | None = None,
 ) -> list[Alert]:
     """Compare each asset's available licenses with its threshold; alert on a change of level
-    (more than a few at once: one digest alert). ``names``: the apps' names by adamId
+    (more than a few at once: one digest alert), a low asset getting better only past the
+    recovery margin (``rules.license_level``). ``names``: the apps' names by adamId
     (``names.license_names``, asked before this transaction); the others are told by adamId.
 
     Rows exist only for assets below their threshold: those of ``assets`` are read (and locked),
@@ -196,9 +197,9 @@ def license_counts(
         key = rules.license_subject(account, adam_id, pricing)
         seen.add(key)
         threshold = limits.for_asset(adam_id, pricing)
-        level = rules.license_level(asset, threshold)
         previous = states.get(key, "ok")
-        alert = rules.license_alert(account, asset, previous, level, threshold, (names or {}).get(adam_id))
+        level = rules.license_level(asset, threshold, previous, limits.margin)
+        alert = rules.license_alert(account, asset, previous, level, threshold, (names or {}).get(adam_id), limits.margin)
         if alert is None:
             continue
         alerts.append(alert)

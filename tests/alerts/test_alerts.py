@@ -158,7 +158,7 @@ def test_a_per_asset_threshold_with_a_lower_case_pricing_param_applies(alerts_ho
 def test_licenses_below_a_count_or_a_percentage(alerts_host, simulator):
     scarce, _ = simulator.purchase(count=4)
     big, _ = simulator.purchase(count=20)
-    host = alerts_host(f'low_licenses = 2\n\n[alerts.low_licenses_per_asset]\n{big} = "50%"\n')
+    host = alerts_host(f'low_licenses = 2\nlow_licenses_margin = 0\n\n[alerts.low_licenses_per_asset]\n{big} = "50%"\n')  # the bare threshold
     assert sync(host)["status"] == "ok"
     assert alerts(host) == []  # 4 of 4 and 20 of 20 available
 
@@ -196,7 +196,7 @@ def test_licenses_taken_and_freed_by_this_host_alert_at_once(alerts_host, simula
     Apple's notification of it) moves the counts as a sync would: the alert comes at once, not
     at the next sync or check, which then have nothing new to say."""
     scarce, pricing = simulator.purchase(count=2)
-    host = alerts_host("low_licenses = 2\n")  # low below 2 available
+    host = alerts_host("low_licenses = 2\nlow_licenses_margin = 0\n")  # low below 2 available, back to normal at 2
     assert sync(host)["status"] == "ok" and alerts(host) == []
     hook = host.pm.hook
     result = hook.mdm_vpp_associate(

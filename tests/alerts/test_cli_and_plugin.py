@@ -86,6 +86,12 @@ def test_alerts_test_with_every_channel_down(mdm, closed_port):
         ('smtp_security = "tls"', "[alerts] smtp_security must be one of starttls, ssl, none, got 'tls'"),
         ('low_licenses = "ten percent"', "[alerts] low_licenses must be a count like 5 or a percentage like \"10%\", got 'ten percent'"),
         ("low_licenses = -1", "[alerts] low_licenses must be 0 or more, got -1"),
+        (
+            "low_licenses_margin = -2",
+            "[alerts] low_licenses_margin must be 0 or more (licenses above the threshold before a low asset is back to normal; "
+            "0: at the threshold itself), got -2",
+        ),
+        ('low_licenses_margin = "10%"', "[alerts] low_licenses_margin must be an integer, got a string"),
         ('low_licenses_per_asset = { "app" = 3 }', "[alerts.low_licenses_per_asset] key 'app' must be an adamId"),
         ('low_licenses_per_asset = { "1029705796:" = 3 }', "[alerts.low_licenses_per_asset] key '1029705796:' must be an adamId, or adamId:pricingParam"),
         ("sync_failures = 0", "[alerts] sync_failures must be at least 1, got 0"),
@@ -223,7 +229,7 @@ def test_other_subscribers_run_when_the_plugin_fails(alerts_host, simulator, mon
 def test_the_readme_configuration_example_is_valid(make_host):
     from pathlib import Path
 
-    from plugins.alerts.settings import settings, thresholds
+    from plugins.alerts.settings import AlertsSettings, settings, thresholds
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Alerts") :]
@@ -234,3 +240,4 @@ def test_the_readme_configuration_example_is_valid(make_host):
     limits = thresholds(s)
     assert str(limits.for_asset("1422705769", "STDQ")) == "5" and str(limits.for_asset("1029705796", "STDQ")) == "25%"
     assert str(limits.for_asset("1029705796", "PLUS")) == "10%"
+    assert limits.margin == AlertsSettings().low_licenses_margin == 2  # the default, shown in the example as it is

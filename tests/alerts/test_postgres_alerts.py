@@ -66,6 +66,14 @@ def test_an_alert_storm_folds_into_one_digest_on_postgres(make_host, simulator, 
 
 
 @pytest.mark.slow
+def test_counts_swinging_around_thresholds_alert_once_on_postgres(make_host, simulator, project_dir, pg_url):
+    """The recovery margin holds the stored levels through the events, the digest and the check, on PostgreSQL."""
+    from .test_hysteresis import many_assets_swing
+
+    many_assets_swing(pg_alerts_host(make_host, simulator, project_dir, pg_url), simulator)
+
+
+@pytest.mark.slow
 def test_alerts_name_the_apps_on_postgres(make_host, simulator, smtp_server, project_dir, pg_url):
     """The names mobile_apps looked up reach the mail, read from PostgreSQL (``mdm_app_names``)."""
     from .test_names import run_low

@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 
 from mdm_core.errors import ConfigError
-from plugins.alerts.rules import license_alert, license_level, token_alert
+from plugins.alerts.rules import license_alert, license_level, recovery_count, token_alert
 from plugins.alerts.settings import Threshold, parse_threshold
 from plugins.vpp.payloads import Asset
 
@@ -51,6 +51,56 @@ def asset(available: int, total: int) -> Asset:
 def test_license_levels(threshold, available, total, level):
     parsed = parse_threshold("t", int(threshold) if threshold.isdigit() else threshold)
     assert license_level(asset(available, total), parsed) == level
+
+
+@pytest.mark.parametrize(
+    "threshold, previous, available, total, level",
+    [
+        ("5", "low", 5, 50, "low"),  # at the threshold: not yet back to normal
+        ("5", "low", 6, 50, "low"),
+        ("5", "low", 7, 50, "ok"),  # the threshold plus the margin (2)
+        ("5", "ok", 4, 50, "low"),  # getting worse is immediate
+        ("5", "low", 0, 50, "none"),
+        ("5", "none", 2, 50, "none"),  # "none" holds until 1 + 2
+        ("5", "none", 3, 50, "low"),
+        ("5", "none", 7, 50, "ok"),
+        ("5", "low", 4, 4, "low"),  # a threshold above the total: low whatever the margin, as without it
+        ("2", "none", 3, 3, "ok"),  # every license free: back to normal, the margin asks no more than the total
+        ("10%", "low", 11, 100, "low"),
+        ("10%", "low", 12, 100, "ok"),
+        ("10%", "none", 2, 3, "none"),
+        ("10%", "none", 3, 3, "ok"),
+        ("0", "low", 0, 10, "ok"),  # a threshold set to 0 since: never low
+        ("5", "digest", 5, 50, "ok"),  # an unknown stored state counts as ok
+    ],
+)
+def test_license_levels_with_a_recovery_margin(threshold, previous, available, total, level):
+    parsed = parse_threshold("t", int(threshold) if threshold.isdigit() else threshold)
+    assert license_level(asset(available, total), parsed, previous, margin=2) == level
+    assert license_level(asset(available, total), parsed, previous, margin=0) == license_level(asset(available, total), parsed)
+
+
+@pytest.mark.parametrize(
+    "threshold, total, margin, count",
+    [("5", 50, 2, 7), ("10%", 100, 2, 12), ("12.5%", 8, 2, 3), ("10%", 3, 2, 3), ("2", 3, 5, 3), ("5", 4, 2, 5), ("5", 50, 0, 5)],
+)
+def test_recovery_counts(threshold, total, margin, count):
+    """What a low alert says the all-clear waits for agrees with the level rule."""
+    parsed = parse_threshold("t", int(threshold) if threshold.isdigit() else threshold)
+    assert recovery_count(total, parsed, margin) == count
+    if count <= total:
+        assert license_level(asset(count, total), parsed, "low", margin) == "ok"
+        assert license_level(asset(count - 1, total), parsed, "low", margin) != "ok"
+
+
+def test_a_low_alert_says_when_the_all_clear_comes():
+    five = Threshold(count=5)
+    low = license_alert("a", asset(3, 10), "ok", "low", five, margin=2)
+    assert low.text == "Available licenses are below the threshold (5). The all-clear comes when 7 are available (the threshold plus a margin of 2)."
+    assert low.fields["recoveryCount"] == 7
+    small = license_alert("a", asset(0, 6), "ok", "none", five, margin=2)
+    assert small.text.endswith("The all-clear comes when 6 are available (every license).")
+    assert license_alert("a", asset(3, 10), "ok", "low", five).text == "Available licenses are below the threshold (5)."
 
 
 @pytest.mark.parametrize("value", ["ten", "101%", "-5%", "5 licenses", -1])
