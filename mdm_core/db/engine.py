@@ -1,8 +1,8 @@
 """The host's engine and sessions: an SQLite file by default, or PostgreSQL (nothing else).
 
-SQLite runs in WAL mode with a busy timeout, and write transactions start with
-``BEGIN IMMEDIATE`` so concurrent writers queue for the lock (bounded by the timeout) instead
-of failing with "database is locked" half-way through. Sessions are short: open one per unit
+SQLite runs in WAL mode (checkpoints on a thread of their own: :mod:`.checkpoint`) with a
+busy timeout, and write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers
+queue for the lock (bounded by the timeout) instead of failing with "database is locked" half-way through. Sessions are short: open one per unit
 of work with ``session()`` (reads) or ``write_session()`` (writes), never across a hook call.
 """
 
@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from mdm_core.db.checkpoint import WalCheckpointer
 from mdm_core.db.errors import database_error
 from mdm_core.errors import ConfigError
 from mdm_core.files import private_folder
@@ -105,6 +106,7 @@ class Database:
         self.in_memory = self.is_sqlite and (database in ("", ":memory:") or database.startswith("file::memory:"))
         self.busy_timeout = busy_timeout
         self.engine = self._create_engine(echo)
+        self.checkpointer = WalCheckpointer(self.engine) if self.is_sqlite and not self.in_memory else None
         self.write_engine = self.engine.execution_options(mdm_write=True) if self.is_sqlite else self.engine
 
     def _create_engine(self, echo: bool) -> Engine:
@@ -157,6 +159,7 @@ class Database:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a thread of their own (checkpoint.py)
             # a statement that writes many rows keeps the pages it changes in a statement journal
             # (to undo itself alone on an error): past 64 KiB SQLite writes it to a temporary
             # file. In memory instead: an incremental sync's insert of 1,500 licenses cost 0.028 s
@@ -289,5 +292,7 @@ class Database:
         return stale
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (once the WAL checkpoints asked for are done)."""
+        if self.checkpointer is not None:
+            self.checkpointer.wait()
         self.engine.dispose()
