@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from jinja2 import ChoiceLoader, FileSystemLoader
+from jinja2 import ChoiceLoader, FileSystemLoader, pass_context
 from markupsafe import Markup, escape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -290,11 +290,24 @@ def _environment(loader: Any) -> Any:
     env.globals["csrf_field"] = csrf_field
     env.globals["url_with"] = url_with
     env.filters["time"] = format_time
+
+    @pass_context
+    def reworded(context: Any, text: object) -> str:
+        """An error recorded in the command line's words, in the console's (``wording``)."""
+        from .wording import for_request
+
+        return for_request(context["request"], str(text)) if text else ""
+
+    env.filters["reworded"] = reworded
     return env
 
 
 def _respond(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """An error: ``{"error": "one line"}`` on the API, the error page in the console."""
+    """An error: ``{"error": "one line"}`` on the API, the error page in the console; the
+    command line's advice in the surface's own words (``wording``)."""
+    from .wording import for_request
+
+    message = for_request(request, message)
     if _is_api(request):
         return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
     from .helpers import render

@@ -35,6 +35,10 @@ def register(web: WebRegistry) -> None:
     web.add_nav("Devices", "/devices", order=60, plugin="core")
     web.add_nav("Users", "/users", order=70, plugin="core")
     web.add_nav("Events", "/events", order=80, plugin="core")
+    from .wording import CORE
+
+    for cli, console in CORE:
+        web.add_wording(cli, console)
 
 
 def _safe_next(target: str | None) -> str:

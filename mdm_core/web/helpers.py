@@ -139,8 +139,11 @@ def require_change(request: Request) -> None:
 
 
 def flash(request: Request, message: str, kind: str = "ok") -> None:
-    """A one-line message shown on the next page (kinds: ``ok``, ``error``)."""
-    request.session.setdefault("flash", []).append([kind, one_line(message)])
+    """A one-line message shown on the next page (kinds: ``ok``, ``error``), with the command
+    line's advice in the console's words (``wording``)."""
+    from .wording import for_request
+
+    request.session.setdefault("flash", []).append([kind, one_line(for_request(request, message))])
 
 
 def redirect(request: Request, path: str, message: str | None = None, kind: str = "ok") -> RedirectResponse:

@@ -8,9 +8,12 @@ own authentication (Apple's notification endpoint with its bearer secret, for ex
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .wording import Rewording
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -35,6 +38,7 @@ class WebRegistry:
     public: list[tuple[APIRouter, str]] = field(default_factory=list)
     nav: list[NavEntry] = field(default_factory=list)
     template_dirs: list[Path] = field(default_factory=list)
+    wording: list[Rewording] = field(default_factory=list)
 
     def add_api(self, router: APIRouter, *, plugin: str) -> None:
         """REST routes, mounted under ``/api/v1``: a bearer token or a console session is
@@ -57,6 +61,12 @@ class WebRegistry:
     def add_nav(self, label: str, path: str, *, order: int = 100, plugin: str = "") -> None:
         """A navigation entry (lower ``order`` first)."""
         self.nav.append(NavEntry(label, path, order, plugin))
+
+    def add_wording(self, cli: str, console: str, api: str | None = None) -> None:
+        """Say a piece of the command line's advice in an error (``cli``, a regular expression)
+        as ``console`` on the console's pages and ``api`` (default: ``console``) in the API's
+        error bodies (``mdm_core.web.wording``)."""
+        self.wording.append(Rewording(re.compile(cli), console, console if api is None else api))
 
     def sorted_nav(self) -> list[NavEntry]:
         """Navigation entries in display order."""
