@@ -28,6 +28,7 @@ from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
+from mdm_core.web.wording import for_request
 
 from . import token_state, views
 from .accounts import (
@@ -69,6 +70,28 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="vpp", templates=TEMPLATES)
     web.add_api(api_router(), plugin="vpp")
     web.add_nav("Apple Volume Purchase Program", "/vpp", order=10, plugin="vpp")
+    for cli, console, api in WORDING:
+        web.add_wording(cli, console, api)
+
+
+#: The command line's advice in this plugin's errors (Apple's client, the accounts), as the
+#: console and the API say it (``mdm_core.web.wording``); the take-over's first.
+RENEW = "Renew token on the Apple Volume Purchase Program page"
+WORDING = [
+    (
+        r"`?mdm vpp account set \S+ --token-file \S+ --take-over`?|--token-file and --take-over",
+        f"{RENEW}, confirming the take-over",
+        f"the console's {RENEW}, confirming the take-over",
+    ),
+    (r"(?:add|run this again with) --take-over", "confirm the take-over", "confirm the take-over in the console"),
+    (r"`?mdm vpp account set \S+ --token-file \S+`?", RENEW, f"the console's {RENEW}"),
+    (
+        r"`mdm vpp account set (\S+) --interval SECONDS`",
+        f"the account's {INTERVAL} (Apple Volume Purchase Program page)",
+        r'PATCH /api/v1/vpp/accounts/\1 {"interval_seconds": SECONDS}',
+    ),
+    (r"--service-url", "the account's Service URL", "the account's service_url"),
+]
 
 
 # ---------------------------------------------------------------------- shared
@@ -530,12 +553,12 @@ def api_router() -> APIRouter:
             query = query.where(VppSyncRun.account_id == account_filter(host, account))
         with host.db.session() as session:
             page = keyset(session, query, [VppSyncRun.id], limit=limit, cursor=cursor, descending=True)
-            return {"items": run_rows(host, page.items), "next_cursor": page.next_cursor}
+            return {"items": [_api_run(request, r) for r in run_rows(host, page.items)], "next_cursor": page.next_cursor}
 
     @router.get("/runs/{run_id}")
     def api_run(request: Request, run_id: int = row_id()) -> dict[str, Any]:
         """One sync run: ``status`` is ``running`` until it ends (``ok``, ``error``)."""
-        return get_run(host_of(request), run_id)
+        return _api_run(request, get_run(host_of(request), run_id))
 
     @router.get("/assets")
     def api_assets(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
@@ -582,6 +605,11 @@ def api_router() -> APIRouter:
         return {"items": [views.user_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     return router
+
+
+def _api_run(request: Request, run: dict[str, Any]) -> dict[str, Any]:
+    """A run as ``mdm vpp runs --json`` has it, its error's advice in the API's words."""
+    return {**run, "error": for_request(request, run["error"])} if run.get("error") else run
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -87,7 +87,10 @@ def test_installing_without_the_vpp_plugin_is_refused_saying_so(make_host: Any, 
         admin = token_for(host, "admin")
         response = client.post("/api/v1/apps/1/install", headers=admin, json={"devices": ["WEBDEV000003"]})
         assert response.status_code == 409
-        assert response.json() == {"error": "the VPP plugin is not loaded (see `mdm plugins`): apps cannot be installed with a VPP license"}
+        assert response.json() == {
+            "error": "the VPP plugin is not loaded (it is disabled or failed to load on this host: the host's operator enables it in the configuration): "
+            "apps cannot be installed with a VPP license"
+        }  # not the command line's `mdm plugins`
         assert client.get("/api/v1/apps", headers=admin).json()["items"] == []
         assert not any(r.path.startswith("/api/v1/vpp") for r in client.app.state.route_table)  # type: ignore[attr-defined]  # TestClient types its app as a bare ASGI callable
     assert inventory.list_commands(host, "WEBDEV000003") == []

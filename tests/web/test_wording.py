@@ -1,0 +1,124 @@
+"""Errors shared with the command line say what to do in the console's and the API's own
+terms (a field, a button, an API parameter), never a command-line flag; the command line keeps
+its wording."""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import col
+
+from mdm_core.host import Host
+from mdm_core.testing import MdmRunner
+
+from .conftest import csrf, token_for
+
+CLI_ADVICE = re.compile(r"--service-url|--take-over|--token-file|`mdm ")
+
+
+def _closed_port_url() -> str:
+    """An address where nothing listens: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/mdm/v2"
+
+
+def _finished_run(client: Any, headers: dict[str, str], run_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        run = client.get(f"/api/v1/vpp/runs/{run_id}", headers=headers).json()
+        if run["status"] != "running" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+def _sync_through_api(host: Host, client: Any) -> tuple[dict[str, Any], str]:
+    """A sync of ``school`` started through the API: its run as the API and as the console's
+    run page show it."""
+    headers = token_for(host, "admin")
+    started = client.post("/api/v1/vpp/accounts/school/sync", headers=headers)
+    assert started.status_code == 202, started.text
+    run = _finished_run(client, headers, started.json()["id"])
+    assert run["status"] == "error"
+    return run, html.unescape(client.get(f"/vpp/runs/{run['id']}").text)
+
+
+def test_unreachable_service_url_is_the_service_url_field_in_the_console_and_the_api(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from plugins.vpp.models import VppAccount
+
+    closed = _closed_port_url()
+    token = simulator.write_token(project_dir / "t.vpptoken")
+    page = admin.post(
+        "/vpp/add",
+        data={"csrftoken": csrf(admin), "name": "second", "interval": "900", "service_url": closed},
+        files={"token_file": ("t.vpptoken", token.read_bytes(), "application/octet-stream")},
+    )
+    text = html.unescape(page.text)
+    assert page.status_code == 400 and "check the account's Service URL and the network" in text, text
+    assert not CLI_ADVICE.search(text)
+
+    with school.db.session() as session:  # the service moved: every sync fails to connect
+        session.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(service_url=closed))
+        session.commit()
+    run, run_page = _sync_through_api(school, admin)
+    assert "check the account's service_url and the network" in run["error"] and not CLI_ADVICE.search(run["error"])
+    assert "check the account's Service URL and the network" in run_page and not CLI_ADVICE.search(run_page)
+
+    code, _, err = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "account", "add", "third", "--token-file", str(token), "--service-url", closed)
+    assert code == 1 and "check --service-url and the network" in err  # the command line keeps its flag
+
+
+def test_a_location_another_mdm_claimed_is_renew_token_and_take_over_in_the_console_and_the_api(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    run, run_page = _sync_through_api(school, admin)
+    renew = "Renew token on the Apple Volume Purchase Program page, confirming the take-over"
+    assert run["error"].endswith(f"then take the location back with the console's {renew}")
+    assert f"then take the location back with {renew}" in run_page
+    assert not CLI_ADVICE.search(run["error"]) and not CLI_ADVICE.search(run_page)
+
+    code, out, _ = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "runs", "--json")
+    assert code == 0 and "take the location back with `mdm vpp account set NAME --token-file FILE --take-over`" in out  # the command line's words
+
+
+def test_a_disabled_vpp_plugin_is_the_hosts_configuration_in_the_console_and_the_api(
+    make_host: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An app published while the VPP plugin was enabled, installed from the console and the
+    API once it is disabled: refused, naming who enables it rather than `mdm plugins`."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.inventory import add_device
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+    from plugins.mobile_apps.models import MobileApp
+
+    from .conftest import PASSWORD, WEB_CONFIG, sign_in
+
+    host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "vpp"})
+    add_admin(host, "alice", PASSWORD, "admin")
+    add_device(host, "WEBDEV000009", "iOS")
+    with host.db.session() as session:
+        session.add(MobileApp(account="school", adam_id="100", pricing_param="STDQ", platform="iOS", kind="app", product_type="Application"))
+        session.commit()
+    said = "the VPP plugin is not loaded (it is disabled or failed to load on this host: the host's operator enables it in the configuration)"
+    with TestClient(create_app(host)) as client:
+        api = client.post("/api/v1/apps/1/install", headers=token_for(host, "admin"), json={"devices": ["WEBDEV000009"]})
+        assert api.status_code == 409 and api.json()["error"].startswith(said)
+        assert sign_in(client).status_code == 303
+        page = client.post("/apps/1/install", data={"csrftoken": csrf(client), "serials": "WEBDEV000009"})
+        text = html.unescape(page.text)
+        assert page.status_code == 409 and said in text and not CLI_ADVICE.search(text), text
+
+    code, _, err = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "vpp"})("apps", "install", "1", "--device", "WEBDEV000009")
+    assert code == 1 and "the VPP plugin is not loaded (see `mdm plugins`)" in err, err  # the command line's words
