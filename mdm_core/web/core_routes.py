@@ -21,6 +21,7 @@ from .app import HERE, current_principal
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
+from .wording import with_error_reworded
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,14 @@ def api_router() -> APIRouter:
     @router.get("/events/failures")
     def api_failures(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Deliveries a subscriber refused, newest first (deliver one again with POST .../redeliver)."""
-        return failures_page(host_of(request), limit, cursor).as_json()
+        page = failures_page(host_of(request), limit, cursor)
+        return {"items": [with_error_reworded(request, f) for f in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def api_redeliver(request: Request, failure_id: int = row_id()) -> dict[str, Any]:
         """Deliver a failed event again to the subscriber that failed."""
         error = redeliver_failure(host_of(request), failure_id)
-        return {"id": failure_id, "delivered": error is None, "error": error}
+        return with_error_reworded(request, {"id": failure_id, "delivered": error is None, "error": error})
 
     return router
 

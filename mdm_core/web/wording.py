@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -52,3 +52,9 @@ def for_request(request: Request, text: str) -> str:
     registry: WebRegistry = request.app.state.registry
     surface = "api" if request.url.path.startswith("/api/") else "console"
     return reword(text, registry.wording, surface)
+
+
+def with_error_reworded(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    """A row the API answers (an install, a sync run, a subscriber's failure) with its recorded
+    ``error`` in the words of ``request``'s surface (the rest as the command line's ``--json``)."""
+    return {**row, "error": for_request(request, row["error"])} if row.get("error") else row

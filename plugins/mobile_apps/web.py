@@ -23,6 +23,7 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, render, rest_router, row_id
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
+from mdm_core.web.wording import with_error_reworded
 
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
@@ -221,7 +222,7 @@ def api_router() -> APIRouter:
         """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
         with host_of(request).db.session() as session:
             page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)
-        return {"items": [i.model_dump() for (i,) in page.items], "next_cursor": page.next_cursor}
+        return {"items": [with_error_reworded(request, i.model_dump()) for (i,) in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/{app}/install")
     async def api_install(request: Request, app: str) -> JSONResponse:

@@ -28,7 +28,7 @@ from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
-from mdm_core.web.wording import for_request
+from mdm_core.web.wording import with_error_reworded
 
 from . import token_state, views
 from .accounts import (
@@ -609,7 +609,7 @@ def api_router() -> APIRouter:
 
 def _api_run(request: Request, run: dict[str, Any]) -> dict[str, Any]:
     """A run as ``mdm vpp runs --json`` has it, its error's advice in the API's words."""
-    return {**run, "error": for_request(request, run["error"])} if run.get("error") else run
+    return with_error_reworded(request, run)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

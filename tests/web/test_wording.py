@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from mdm_core.host import Host
@@ -122,3 +122,72 @@ def test_a_disabled_vpp_plugin_is_the_hosts_configuration_in_the_console_and_the
 
     code, _, err = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "vpp"})("apps", "install", "1", "--device", "WEBDEV000009")
     assert code == 1 and "the VPP plugin is not loaded (see `mdm plugins`)" in err, err  # the command line's words
+
+
+def test_an_install_error_recorded_from_the_cli_s_words_is_the_api_s_in_the_api(
+    school: Host, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pending install whose retry could not reach Apple records the client's error (with
+    `--service-url`): the API's installs list says service_url, the command line its flag."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.inventory import add_device
+    from mdm_core.web.app import create_app
+    from plugins.mobile_apps.installs.pending import retry_pending
+    from plugins.mobile_apps.models import Install
+    from plugins.vpp.models import VppAccount, VppAsset
+
+    add_device(school, "WEBDEV000010", "iOS")
+    with school.db.session() as session:
+        asset = session.execute(select(VppAsset)).scalars().first()
+        assert asset is not None
+        session.add(
+            Install(
+                account="school",
+                adam_id=asset.adam_id,
+                pricing_param=asset.pricing_param,
+                kind="device",
+                target="WEBDEV000010",
+                source="request",
+                status="pending",
+            )
+        )
+        session.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(service_url=_closed_port_url()))
+        session.commit()
+    retry_pending(school)
+    with TestClient(create_app(school)) as client:
+        (row,) = client.get("/api/v1/apps/installs", headers=token_for(school, "admin")).json()["items"]
+    assert "check the account's service_url and the network" in row["error"] and not CLI_ADVICE.search(row["error"]), row
+
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)("apps", "installs", "--json")
+    assert code == 0 and "check --service-url and the network" in out, out + err  # the command line keeps its flag
+
+
+def test_a_subscriber_failure_s_error_is_the_api_s_words_in_the_api(
+    make_host: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device removed while the VPP plugin is disabled: mobile_apps' delivery waits, its error
+    naming who enables the plugin in the API (and the console), `mdm plugins` on the command line."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.inventory import add_device, remove_device
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+
+    from .conftest import PASSWORD, WEB_CONFIG, sign_in
+
+    host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "vpp"})
+    add_admin(host, "alice", PASSWORD, "admin")
+    add_device(host, "WEBDEV000011", "iOS")
+    remove_device(host, "WEBDEV000011")
+    said = "the VPP plugin is not loaded (it is disabled or failed to load on this host: the host's operator enables it in the configuration)"
+    with TestClient(create_app(host)) as client:
+        items = client.get("/api/v1/events/failures", headers=token_for(host, "admin")).json()["items"]
+        (failure,) = [f for f in items if f["plugin"] == "mobile_apps"]
+        assert said in failure["error"] and not CLI_ADVICE.search(failure["error"]), failure
+        assert sign_in(client).status_code == 303
+        page = html.unescape(client.get("/events").text)
+        assert said in page and not CLI_ADVICE.search(page)
+
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "vpp"})("events", "failures", "--json")
+    assert code == 0 and "the VPP plugin is not loaded (see `mdm plugins`)" in out, out + err
