@@ -253,7 +253,15 @@ class Host:
 
     def build_scheduler(self, *, inline: bool = False) -> HostScheduler:
         """A scheduler with every plugin's jobs (``inline`` runs jobs on the caller's thread)."""
-        scheduler = HostScheduler(workers=self.config.core.workers, inline=inline, on_finish=self._record_job, history=self._job_last_started)
+        from mdm_core.job_lock import running_alone
+
+        scheduler = HostScheduler(
+            workers=self.config.core.workers,
+            inline=inline,
+            on_finish=self._record_job,
+            history=self._job_last_started,
+            guard=lambda state: running_alone(self.db, state.name),  # once across hosts and processes
+        )
         call_hook(self.pm, "mdm_register_jobs", scheduler=scheduler, host=self)
         if self._scheduler is not None and self._scheduler is not scheduler:
             self._scheduler.shutdown(wait=True)

@@ -14,7 +14,9 @@ on this database runs at once, and ``mdm jobs`` in another process computes the 
 ``schedule`` itself does not catch exceptions (a raising job stays due and re-fires, and the
 jobs after it in that tick do not run) and runs jobs serially. Here every job runs through a
 wrapper that hands it to a bounded worker pool, logs and records a failure, keeps the job on
-its schedule, and never starts a job again while its previous run is still going.
+its schedule, and never starts a job again while its previous run is still going. With a
+``guard`` (the host's: a database lock per job name), a job already running in another
+process or on another host is skipped for this turn rather than run twice at once.
 ``run_now`` and ``run_due`` run jobs through that same wrapper for ``mdm jobs run`` (a host
 run from cron), which tells their failures itself.
 """
@@ -27,7 +29,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_INTERVAL = 365 * 24 * 3600  # a year: the longest interval a job (or an account) accepts
 LastDone = Callable[[], _dt.datetime | None]
+#: enters while a job runs: yields ``None`` when the job may run, or who runs it elsewhere
+Guard = Callable[["JobState"], AbstractContextManager[str | None]]
 _FORCED: ContextVar[bool] = ContextVar("mdm_job_forced", default=False)
 #: set while :meth:`HostScheduler.run_now` runs a job whose caller reports its failure itself
 _CALLER_TELLS: ContextVar[bool] = ContextVar("mdm_job_caller_tells", default=False)
@@ -142,6 +146,9 @@ class JobState:
     last_result: Any = None  # what ``func`` returned at its last run (counts, say); None if it failed
     last_duration: float | None = None  # seconds its last run took
     last_started_at: _dt.datetime | None = None  # UTC, for the core_job_run row
+    local: bool = False  # work on this process alone (its own scheduler): never guarded
+    skips: int = 0  # turns skipped because the job was running elsewhere
+    skipped: str | None = None  # who ran it elsewhere, if its last turn was skipped
 
 
 class HostScheduler:
@@ -158,24 +165,27 @@ class HostScheduler:
         inline: bool = False,
         on_finish: Callable[[JobState, BaseException | None], None] | None = None,
         history: Callable[[str], _dt.datetime | None] | None = None,
+        guard: Guard | None = None,
     ):
         self.scheduler = _UtcScheduler()
         self.jobs: dict[str, JobState] = {}
         self.pool = None if inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdm-job")
         self.on_finish = on_finish
         self.history = history
+        self.guard = guard
 
-    def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str, last_done: LastDone | None = None) -> JobState:
+    def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str, last_done: LastDone | None = None, local: bool = False) -> JobState:
         """Run ``func`` every ``seconds``.
 
         The first run is one interval after the job's work was last done (its last start on
         this database, or ``last_done()`` if later, e.g. an account's last sync), at once if
-        that is past or never happened.
+        that is past or never happened. A ``local`` job works on this process alone (its own
+        scheduler): the guard never skips it because another process runs it.
         """
         if name in self.jobs:
             raise MdmError(f"job {name} is already scheduled")
         check_interval(seconds, f"job {name}: interval")
-        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None, last_done=last_done)  # type: ignore[arg-type]  # _schedule sets the job just below
+        state = JobState(name=name, plugin=plugin, seconds=seconds, func=func, job=None, last_done=last_done, local=local)  # type: ignore[arg-type]  # _schedule sets the job just below
         self._schedule(state, seconds)
         self.jobs[name] = state
         return state
@@ -252,11 +262,12 @@ class HostScheduler:
 
     def run_due(self) -> list[JobState]:
         """``run_pending`` for a caller that tells failures itself (``mdm jobs run --due``): the
-        jobs that ran, in the order they started (all of them finished on an inline scheduler)."""
-        before = {name: state.runs for name, state in self.jobs.items()}
+        jobs that ran or were skipped (:attr:`JobState.skipped`), in the order they started (all of
+        them finished on an inline scheduler)."""
+        before = {name: state.runs + state.skips for name, state in self.jobs.items()}
         with _caller_tells():
             self.run_pending()
-        ran = [state for name, state in self.jobs.items() if state.runs > before.get(name, 0)]
+        ran = [state for name, state in self.jobs.items() if state.runs + state.skips > before.get(name, 0)]
         return sorted(ran, key=lambda state: state.last_started_at or utc_now())
 
     def idle_seconds(self) -> float | None:
@@ -291,6 +302,30 @@ class HostScheduler:
             log.info("job %s not started: the host is stopping", state.name)
 
     def _run(self, state: JobState, forced: bool = False) -> None:
+        guard = nullcontext(None) if self.guard is None or state.local else self.guard(state)
+        elsewhere: str | None = None
+        try:
+            with guard as elsewhere:
+                state.skipped = elsewhere
+                if elsewhere is None:
+                    self._execute(state, forced)
+        except Exception as exc:  # the guard itself failed (its database is unreachable): a failed turn
+            state.runs += 1
+            state.failures += 1
+            state.last_result, state.last_duration = None, 0.0
+            state.last_error = f"not run: cannot tell whether it runs elsewhere: {describe(exc)}"
+            log.log(logging.INFO if _CALLER_TELLS.get() else logging.ERROR, "job %s (%s) %s", state.name, state.plugin, state.last_error)
+        if elsewhere is not None:
+            state.skips += 1
+            log.info("job %s is already running elsewhere (%s); skipping this turn", state.name, elsewhere)
+        if self.pool is not None:  # inline: Job.run plans the next run right after this
+            try:
+                state.job.next_run = self.plan(state, finished=True)
+            except Exception as exc:
+                log.error("job %s: cannot plan its next run: %s", state.name, describe(exc))
+
+    def _execute(self, state: JobState, forced: bool) -> None:
+        """Run the job's function: its failure caught, logged and kept; ``on_finish`` told."""
         state.runs += 1
         error: BaseException | None = None
         token = _FORCED.set(forced)
@@ -314,8 +349,3 @@ class HostScheduler:
                 self.on_finish(state, error)
             except Exception as exc:
                 log.error("could not record the run of job %s: %s", state.name, exc)
-        if self.pool is not None:  # inline: Job.run plans the next run right after this
-            try:
-                state.job.next_run = self.plan(state, finished=True)
-            except Exception as exc:
-                log.error("job %s: cannot plan its next run: %s", state.name, describe(exc))

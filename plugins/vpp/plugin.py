@@ -74,7 +74,8 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     from plugins.vpp.notifications.act import notifications_job
 
     refresh_account_jobs(host, scheduler)
-    scheduler.add("vpp.accounts", settings(host).accounts_refresh, lambda: refresh_account_jobs(host, scheduler), plugin=PLUGIN_NAME)
+    # local: it follows the accounts in this process's own scheduler, every process must run it
+    scheduler.add("vpp.accounts", settings(host).accounts_refresh, lambda: refresh_account_jobs(host, scheduler), plugin=PLUGIN_NAME, local=True)
     scheduler.add("vpp.notifications", settings(host).notifications_poll, lambda: notifications_job(host), plugin=PLUGIN_NAME)
 
 
