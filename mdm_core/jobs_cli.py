@@ -5,6 +5,8 @@ container running one command at a time): each job runs once, in the foreground,
 host's scheduler exactly as ``mdm run`` runs it when it falls due. Its run is recorded in the
 job history (``mdm jobs`` shows it, and ``mdm run`` on any host plans the next one from it),
 the locks its work takes apply as usual, and the events it recorded are delivered afterwards.
+A job already running in another process or on another host (its ``job.NAME`` lock) is not
+run again at the same time: it is shown as skipped, with who runs it, and does not fail.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="run jobs once now, in the foreground, as `mdm run` does when they fall due",
         description="Run the named jobs (or every due one) once now, through the host's scheduler as `mdm run` does: "
         "the run is recorded in the job history (`mdm jobs`), the events it recorded are delivered. "
+        "A job already running in another process or on another host is skipped (shown with who runs it; exit 0). "
         "Exit 1 if a job failed, 2 for an unknown name (nothing runs).",
     )
     run.add_argument("names", nargs="*", metavar="NAME", help="jobs to run, in this order (`mdm jobs` lists them)")
@@ -94,14 +97,19 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
     elif args.due and not rows:
         say("no job is due")
     for row in [] if getattr(args, "json", False) else rows:
-        _print_outcome(row)
+        _print_outcome(row, named=not args.due)
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
-def _print_outcome(row: dict[str, Any]) -> None:
-    """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), or ``NAME: failed in 0.2s: ERROR``."""
-    counts = ", ".join(f"{k} {v}" for k, v in (row["result"] or {}).items())
-    if row["status"] == "ok":
+def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
+    """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), ``NAME: failed in 0.2s: ERROR``,
+    or ``NAME: skipped: already running, held by process 12 on host-a since ...`` (``-q`` silences
+    it under ``--due``, where a skip is routine; never for a job asked for by name)."""
+    counts = ", ".join(f"{k} {v}" for k, v in (row.get("result") or {}).items())
+    if row["status"] == "skipped":
+        line = f"{row['name']}: skipped: already running elsewhere, {row['held_by']}"
+        (print if named else say)(line)
+    elif row["status"] == "ok":
         say(f"{row['name']}: ok in {row['duration_s']}s" + (f": {counts}" if counts else ""))
     else:
         print(f"{row['name']}: failed in {row['duration_s']}s: {row['error']}")
@@ -111,6 +119,8 @@ def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
     """One job's run as shown: its counts only (never other values a job returns), its error on one line."""
     result = state.last_result
     counts = result if isinstance(result, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in result.values()) else None
+    if state.skipped is not None:
+        return {"name": state.name, "plugin": state.plugin, "status": "skipped", "held_by": state.skipped, "next_run": scheduler.next_run(state.name)}
     return {
         "name": state.name,
         "plugin": state.plugin,

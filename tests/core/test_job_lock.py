@@ -1,0 +1,141 @@
+"""One run of a job at a time across processes and hosts on one database: a job already running
+elsewhere (`mdm run`, another `mdm jobs run`, another host) is skipped and says who runs it;
+once that run ends it runs again, and a lock left by a dead holder is taken over."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine
+from sqlmodel import Session
+
+from mdm_core.host import create_host
+from mdm_core.models import Lock, utcnow
+from mdm_core.testing import TEST_SECRET_KEY
+
+JOBS = """
+    import threading
+
+    calls = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow():
+        calls.append("slow")
+        started.set()
+        release.wait(30)
+        return {"done": 1}
+
+    @hookimpl
+    def mdm_register_jobs(scheduler, host):
+        scheduler.add("demo.slow", 60, slow, plugin="demo")
+        scheduler.add("demo.fast", 60, lambda: calls.append("fast"), plugin="demo")
+"""
+
+
+def _setup(mdm, write_plugin):
+    name = write_plugin(JOBS)
+    config = f'[plugins]\nenabled = ["{name}"]\n'
+    assert mdm("db", "upgrade", config=config)[0] == 0
+    return importlib.import_module(name)
+
+
+def _run_elsewhere(host, plug, name: str = "demo.slow") -> threading.Thread:
+    """Another process's run (``mdm run``'s wrapper, a host object of its own), left waiting."""
+    thread = threading.Thread(target=lambda: host.build_scheduler().run_now(name), daemon=True)
+    thread.start()
+    assert plug.started.wait(10)
+    return thread
+
+
+def _other_host(mdm):
+    return create_host(mdm.conf, environ={"MDM_SECRET_KEY": TEST_SECRET_KEY, "MDM_PLUGIN_AUTOLOAD": "0"}, database_url=f"sqlite:///{mdm.db}")
+
+
+def _put_lock(mdm, holder: str, expires_in: float) -> None:
+    engine = create_engine(f"sqlite:///{mdm.db}")
+    try:
+        with Session(engine) as session:
+            session.merge(Lock(name="job.demo.slow", holder=holder, acquired_at=utcnow(), expires_at=utcnow() + timedelta(seconds=expires_in), generation=7))
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_job_running_elsewhere_is_skipped_then_runs_again(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    other = _other_host(mdm)
+    try:
+        thread = _run_elsewhere(other, plug)
+        code, out, err = mdm("jobs", "run", "demo.slow")
+        assert code == 0, err
+        assert out.startswith(f"demo.slow: skipped: already running elsewhere, held by process {os.getpid()} on {socket.gethostname()} since ")
+        assert plug.calls == ["slow"]  # not run twice
+        code, out, _ = mdm("jobs", "run", "--due", "--json")
+        rows = {r["name"]: r for r in json.loads(out)}
+        assert code == 0 and rows["demo.slow"]["status"] == "skipped" and rows["demo.fast"]["status"] == "ok"
+        assert rows["demo.slow"]["held_by"].startswith("held by process ")
+        code, out, _ = mdm("-q", "jobs", "run", "--due")  # from cron: a skip is routine, nothing printed
+        assert (code, out) == (0, "")
+        assert mdm("-q", "jobs", "run", "demo.slow")[1].startswith("demo.slow: skipped: ")  # asked for by name: always told
+        assert plug.calls == ["slow", "fast"]
+    finally:
+        plug.release.set()
+        thread.join(10)
+        other.close()
+    code, out, _ = mdm("jobs", "run", "demo.slow")
+    assert code == 0 and out.startswith("demo.slow: ok in ")
+    assert plug.calls == ["slow", "fast", "slow"]
+
+
+def test_the_lock_of_a_dead_holder_is_taken_over(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    plug.release.set()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _put_lock(mdm, f"{socket.gethostname()}:{gone.pid}:deadbeef", expires_in=3600)  # crashed mid-run, lock not yet expired
+    code, out, _ = mdm("jobs", "run", "demo.slow")
+    assert code == 0 and out.startswith("demo.slow: ok in ") and plug.calls == ["slow"]
+    _put_lock(mdm, "host-b:4242:cafecafe", expires_in=-1)  # another machine's holder, expired: no heartbeat came
+    assert mdm("jobs", "run", "demo.slow")[1].startswith("demo.slow: ok in ")
+    _put_lock(mdm, "host-b:4242:cafecafe", expires_in=600)  # alive on another machine
+    code, out, _ = mdm("jobs", "run", "demo.slow")
+    assert code == 0 and out.startswith("demo.slow: skipped: already running elsewhere, held by process 4242 on host-b since ")
+    assert plug.calls == ["slow", "slow"]
+
+
+@pytest.mark.slow
+def test_two_hosts_on_postgresql_never_run_a_job_at_once(make_host, pg_url, load_plugin):
+    plug = load_plugin(JOBS)
+    first, second = make_host(database_url=pg_url, plugins=[plug]), make_host(database_url=pg_url, plugins=[plug])
+    thread = _run_elsewhere(first, plug)
+    try:
+        state = second.build_scheduler(inline=True).run_now("demo.slow")
+        assert state.skipped is not None and state.skipped.startswith("held by process ") and state.runs == 0
+    finally:
+        plug.release.set()
+        thread.join(10)
+    assert second.build_scheduler(inline=True).run_now("demo.slow").skipped is None
+    assert plug.calls == ["slow", "slow"]
+
+
+def test_a_local_job_is_never_skipped_and_run_due_lists_the_skipped_ones():
+    from contextlib import nullcontext
+
+    from mdm_core.scheduler import HostScheduler
+
+    calls: list[str] = []
+    scheduler = HostScheduler(inline=True, guard=lambda state: nullcontext("held by process 1 on host-b since 10:00:00 UTC"))
+    scheduler.add("shared", 60, lambda: calls.append("shared"), plugin="demo")
+    scheduler.add("mine", 60, lambda: calls.append("mine"), plugin="demo", local=True)  # e.g. vpp.accounts: this process's own scheduler
+    done = scheduler.run_due()
+    assert calls == ["mine"]
+    assert {s.name: s.skipped for s in done} == {"shared": "held by process 1 on host-b since 10:00:00 UTC", "mine": None}
