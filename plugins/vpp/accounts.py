@@ -262,7 +262,7 @@ def add_account(
             with host.db.session() as session:
                 other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
             if other:
-                renew = f"`mdm vpp account set {other} --token-file {token_file}`" if token_label is None else f"Renew token of account '{other}'"
+                renew = f"`mdm vpp account set {other} --token-file {token_file}`"  # the console's Renew token: web.WORDING
                 raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with {renew}")
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)

@@ -47,20 +47,23 @@ ACTIONS = {
     "then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
 }
 
-#: The same advice for the console, where the token is renewed by uploading it (Renew token).
-CONSOLE_ACTIONS = {
-    "valid": "nothing to do",
-    "expiring_30": "renew the token within 30 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
-    "expiring_14": "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
-    "expiring_7": "renew the token this week: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
-    "expired": "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
-    "revoked": "the token was revoked in Apple School/Business Manager: download a new one and upload it with Renew token",
-    "invalid": "Apple rejects the token: download a new one and upload it with Renew token",
-    "taken_over": "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over "
-    "(or remove the account)",
-    "unreadable": "this host's secret key cannot decrypt the stored token: give it the key the token was stored with "
-    "(MDM_SECRET_KEY or var/secret.key, the same on every host), or upload the token again with Renew token",
-}
+#: The commands of that advice (and of ``accounts.UNREADABLE_ACTION``), as the console says them,
+#: where the token is renewed by uploading it with Renew token, and the API
+#: (``web.add_wording``: the account page's What to do, errors and recorded errors).
+UPLOAD = "upload it with Renew token"
+WORDING = [
+    (r"then mdm vpp account set \S+ --token-file NEW\.vpptoken --take-over", f"then {UPLOAD} and confirm the take-over"),
+    (
+        r"download a new token from Apple School/Business Manager, then: mdm vpp account set \S+ --token-file NEW\.vpptoken",
+        f"download a new .vpptoken from Apple School/Business Manager and {UPLOAD}",
+    ),
+    (r", then mdm vpp account set \S+ --token-file NEW\.vpptoken", f" and {UPLOAD}"),
+    (r": mdm vpp account set \S+ --token-file NEW\.vpptoken", f": download a new .vpptoken from Apple School/Business Manager and {UPLOAD}"),
+    (
+        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: mdm vpp account set \S+ --token-file FILE",
+        "give it the key the token was stored with (MDM_SECRET_KEY or var/secret.key, the same on every host), or upload the token again with Renew token",
+    ),
+]
 
 
 def expiry_state(expires_at: datetime, now: datetime | None = None) -> str:
@@ -115,10 +118,10 @@ def attention(accounts: Iterable[Account]) -> dict[str, list[str]]:
     return found
 
 
-def action(state: str, account_name: str, *, console: bool = False) -> str:
+def action(state: str, account_name: str) -> str:
     """What the user should do about ``state``, with the account's name filled in (the
-    command to run; with ``console``, the console's Renew token instead)."""
-    return (CONSOLE_ACTIONS if console else ACTIONS)[state].replace("NAME", account_name)
+    command to run; the console's Renew token instead through ``WORDING``)."""
+    return ACTIONS[state].replace("NAME", account_name)
 
 
 # ---------------------------------------------------------------------- transitions

@@ -28,7 +28,7 @@ from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
-from mdm_core.web.wording import with_error_reworded
+from mdm_core.web.wording import for_request, with_error_reworded
 
 from . import token_state, views
 from .accounts import (
@@ -70,6 +70,8 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="vpp", templates=TEMPLATES)
     web.add_api(api_router(), plugin="vpp")
     web.add_nav("Apple Volume Purchase Program", "/vpp", order=10, plugin="vpp")
+    for cli, console in token_state.WORDING:
+        web.add_wording(cli, console)
     for cli, console, api in WORDING:
         web.add_wording(cli, console, api)
 
@@ -78,6 +80,11 @@ def register(web: WebRegistry) -> None:
 #: console and the API say it (``mdm_core.web.wording``); the take-over's first.
 RENEW = "Renew token on the Apple Volume Purchase Program page"
 WORDING = [
+    (
+        r"renew it with `mdm vpp account set (\S+) --token-file [^`]+`",
+        r"renew it with Renew token of account '\1'",
+        r"renew it with the console's Renew token of account '\1'",
+    ),
     (
         r"`?mdm vpp account set \S+ --token-file \S+ --take-over`?|--token-file and --take-over",
         f"{RENEW}, confirming the take-over",
@@ -334,7 +341,7 @@ def page_router() -> APIRouter:
             row["days_left"] = token_state.days_left(account.token_expires_at)
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
-            row["console_action"] = token_state.action(row["token_state"], row["name"], console=True)
+            row["console_action"] = for_request(request, row["action"])  # Renew token for the command (token_state.WORDING)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
         return render(

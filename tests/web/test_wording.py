@@ -191,3 +191,17 @@ def test_a_subscriber_failure_s_error_is_the_api_s_words_in_the_api(
 
     code, out, err = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "vpp"})("events", "failures", "--json")
     assert code == 0 and "the VPP plugin is not loaded (see `mdm plugins`)" in out, out + err
+
+
+def test_a_token_another_mdm_took_over_says_renew_token_on_the_account_page(school: Host, admin: Any) -> None:
+    """What to do about a taken-over token, in the console's words (token_state.WORDING, once
+    a table of its own): upload it with Renew token, not the command line's --take-over."""
+    from plugins.vpp.models import VppAccount
+
+    school.db.run_write(lambda s: s.execute(update(VppAccount).values(token_state="taken_over")))
+    page = html.unescape(admin.get("/vpp").text)
+    advice = re.search(r'id="token-action-school">([^<]+)<', page)
+    assert advice is not None and advice.group(1) == (
+        "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over (or remove the account)"
+    )
+    assert not CLI_ADVICE.search(page) and "mdm vpp account set" not in page
