@@ -41,8 +41,7 @@ def reword(text: str, rewordings: list[Rewording], surface: str) -> str:
     """``text`` with each command-line piece of advice in the words of ``surface`` (``console``
     or ``api``), in the order they were added."""
     for r in rewordings:
-        if r.cli.search(text):
-            text = r.cli.sub(r.console if surface == "console" else r.api, text)
+        text = r.cli.sub(r.console if surface == "console" else r.api, text)  # no match: the text as it was
     return text
 
 
