@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.web.registry import WebRegistry
 
+    from .payloads import Account
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
@@ -70,16 +72,16 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="vpp", templates=TEMPLATES)
     web.add_api(api_router(), plugin="vpp")
     web.add_nav("Apple Volume Purchase Program", "/vpp", order=10, plugin="vpp")
-    for cli, console in token_state.WORDING:
-        web.add_wording(cli, console)
     for cli, console, api in WORDING:
         web.add_wording(cli, console, api)
 
 
-#: The command line's advice in this plugin's errors (Apple's client, the accounts), as the
-#: console and the API say it (``mdm_core.web.wording``); the take-over's first.
+#: The command line's advice in this plugin's errors (Apple's client, the accounts) and in its
+#: accounts' What to do (``token_state.WORDING``, first), as the console and the API say it
+#: (``mdm_core.web.wording``); the take-over's before the plain renewal.
 RENEW = "Renew token on the Apple Volume Purchase Program page"
 WORDING = [
+    *token_state.WORDING,
     (
         r"renew it with `mdm vpp account set (\S+) --token-file [^`]+`",
         r"renew it with Renew token of account '\1'",
@@ -523,14 +525,14 @@ def api_router() -> APIRouter:
         host = host_of(request)
         with host.db.session() as session:
             page = keyset(session, select(VppAccount), [VppAccount.name], limit=limit, cursor=cursor)
-        return {"items": describe_accounts(host, [a for (a,) in page.items]), "next_cursor": page.next_cursor}
+        return {"items": [_api_account(request, a) for a in describe_accounts(host, [a for (a,) in page.items])], "next_cursor": page.next_cursor}
 
     @router.get("/accounts/{name}")
     def api_account(request: Request, name: str) -> dict[str, Any]:
         """One account."""
         host = host_of(request)
         [row] = describe_accounts(host, [_account(host, name)])
-        return dict(row)
+        return _api_account(request, row)
 
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:
@@ -541,7 +543,7 @@ def api_router() -> APIRouter:
         unknown = sorted(set(body) - {"interval_seconds"})
         if unknown or "interval_seconds" not in body:
             raise WebError(422, f'send {{"interval_seconds": SECONDS}}{"; unknown field(s): " + ", ".join(unknown) if unknown else ""}')
-        return dict(set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds")))
+        return _api_account(request, set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds")))
 
     @router.post("/accounts/{name}/sync", status_code=202)
     def api_sync(request: Request, name: str, full: bool = False) -> JSONResponse:
@@ -612,6 +614,11 @@ def api_router() -> APIRouter:
         return {"items": [views.user_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     return router
+
+
+def _api_account(request: Request, account: Account) -> dict[str, Any]:
+    """An account as ``mdm vpp account list --json`` has it, its ``action`` in the API's words."""
+    return {**account, "action": for_request(request, account["action"])}
 
 
 def _api_run(request: Request, run: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import html
 import re
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,40 @@ def test_a_token_another_mdm_took_over_says_renew_token_on_the_account_page(scho
         "another MDM claimed this location: stop it using the token, then upload it with Renew token and confirm the take-over (or remove the account)"
     )
     assert not CLI_ADVICE.search(page) and "mdm vpp account set" not in page
+
+
+def test_a_token_s_what_to_do_is_the_api_s_words_in_the_api(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account's ``action`` in the API (its list, the account, a PATCH's answer) names the
+    console's Renew token, never the command line's `mdm vpp account set ... --token-file`;
+    `mdm vpp account list --json` keeps the command."""
+    from plugins.vpp.models import VppAccount
+
+    headers = token_for(school, "admin")
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    started = admin.post("/api/v1/vpp/accounts/school/sync", headers=headers)
+    assert _finished_run(admin, headers, started.json()["id"])["status"] == "error"
+    (row,) = admin.get("/api/v1/vpp/accounts", headers=headers).json()["items"]
+    assert row["token_state"] == "taken_over" and row["action"] == (
+        "another MDM claimed this location: stop it using the token, "
+        "then upload it with the console's Renew token and confirm the take-over (or remove the account)"
+    ), row
+    code, out, _ = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "account", "list", "--json")
+    assert code == 0 and "mdm vpp account set school --token-file NEW.vpptoken --take-over" in out  # the command line's words
+
+    for state, expires in (("expired", -3), ("revoked", 90), ("invalid", 90), ("valid", 5), ("valid", 20)):  # 5, 20: expiring_7, _30
+        change = update(VppAccount).values(token_state=state, token_expires_at=datetime.now(UTC) + timedelta(days=expires))
+
+        def work(session: Any, change: Any = change) -> None:
+            session.execute(change)
+
+        school.db.run_write(work)
+        answers = [
+            admin.get("/api/v1/vpp/accounts", headers=headers).json()["items"][0],
+            admin.get("/api/v1/vpp/accounts/school", headers=headers).json(),
+            admin.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": 3600}).json(),
+        ]
+        for answer in answers:
+            assert "the console's Renew token" in answer["action"], answer
+            assert "mdm " not in answer["action"] and "--" not in answer["action"], answer
