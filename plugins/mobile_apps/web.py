@@ -28,7 +28,7 @@ from mdm_core.web.wording import with_error_reworded
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
 from .installs.request import Outcome, install
-from .installs.wording import Refused
+from .installs.wording import WORDING, Refused
 from .models import AppMetadata, Install, MobileApp
 from .vpp_port import VppPort, VppUnavailable
 
@@ -47,6 +47,8 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="mobile_apps", templates=TEMPLATES)
     web.add_api(api_router(), plugin="mobile_apps")
     web.add_nav("Mobile Applications", "/apps", order=20, plugin="mobile_apps")
+    for cli, console, api in WORDING:
+        web.add_wording(cli, console, api)
 
 
 def _require_vpp(host: Host) -> None:
@@ -182,8 +184,8 @@ def page_router() -> APIRouter:
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
         try:
             outcome = run_install(host, str(app.id), targets, [user] if user.strip() else [])
-        except Refused as exc:  # in the console's words
-            raise WebError(400, exc.said.for_console()) from None
+        except Refused as exc:  # the error page says it in the console's words (WORDING)
+            raise WebError(400, str(exc)) from None
         return render(
             request,
             "mobile_apps/result.html",

@@ -243,3 +243,26 @@ def test_a_token_s_what_to_do_is_the_api_s_words_in_the_api(
         for answer in answers:
             assert "the console's Renew token" in answer["action"], answer
             assert "mdm " not in answer["action"] and "--" not in answer["action"], answer
+
+
+def test_a_book_installed_on_devices_is_refused_in_each_surface_s_words(
+    school: Host, admin: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mobile_apps' refusals go through the same rewording as every error (its WORDING, once
+    a console-only second wording): the console's install form and the API name a user to
+    choose or give, the command line its --user."""
+    from mdm_core.inventory import add_device
+    from plugins.mobile_apps.catalog import list_apps
+
+    add_device(school, "WEBDEV000012", "iOS")
+    book = next(a for a in list_apps(school) if a["kind"] == "book")
+    page = admin.post(f"/apps/{book['id']}/install", data={"csrftoken": csrf(admin), "serials": "WEBDEV000012"})
+    text = html.unescape(page.text)
+    assert page.status_code == 400 and "Apple licenses books to users only: choose a user in the install form" in text, text
+    api = admin.post(f"/api/v1/apps/{book['id']}/install", headers=token_for(school, "admin"), json={"devices": ["WEBDEV000012"]})
+    error = api.json()["error"]
+    assert api.status_code == 400 and 'Apple licenses books to users only: give "users" instead of "devices"' in error, error
+    assert not CLI_ADVICE.search(text) and not CLI_ADVICE.search(error) and "--user" not in text + error
+
+    code, _, err = MdmRunner(project_dir, monkeypatch, capsys)("apps", "install", str(book["id"]), "--device", "WEBDEV000012")
+    assert code == 1 and "give --user MDM_USER" in err, err  # the command line's words

@@ -65,8 +65,8 @@ class Asset:
 
 @dataclass
 class Outcome:
-    """What an install did, one line per device or user, in the command line's words and the
-    console's (:mod:`.wording`)."""
+    """What an install did, one line per device or user, in the command line's words (the
+    console's through :mod:`.wording`)."""
 
     asset: Asset | None = None
     lines: list[tuple[str, str, Said]] = field(default_factory=list)  # (target, status, what happened)
@@ -84,8 +84,9 @@ class Outcome:
         return [{"target": t, "status": s, "message": said.cli} for t, s, said in self.lines]
 
     def for_console(self) -> list[dict[str, object]]:
-        """The lines in the console's words, each with its link to what to do next, if any."""
-        return [{"target": t, "status": s, "message": said.for_console(), "next": said.next} for t, s, said in self.lines]
+        """The lines with their links to what to do next in the console, if any (the console
+        rewords the command line's advice: ``wording.WORDING``)."""
+        return [{"target": t, "status": s, "message": said.cli, "next": said.next} for t, s, said in self.lines]
 
 
 # ---------------------------------------------------------------------- resolving

@@ -1,7 +1,9 @@
-"""What an install tells its user, in two wordings of the same facts: the command line's
-(``mdm apps install``, and the REST API, whose JSON is the CLI's ``--json``) names commands
-and flags; the console's names what to pick or click instead, with a link to it.
+"""What an install tells its user, in the command line's words (``mdm apps install``; the
+REST API's results, whose JSON is the CLI's ``--json``): they name commands and flags.
 
+The console and the API's errors say the same facts in their own words through the web
+registry's rewordings (``mdm_core.web.wording``): :data:`WORDING`, added by the plugin's
+``web.register``; a line's ``next`` links the console to what to see or do next.
 :mod:`.request` decides what happened (one source of the facts); only these words differ.
 """
 
@@ -12,24 +14,68 @@ from typing import NamedTuple
 from mdm_core.errors import MdmError
 
 INSTALL_STATUS = "/apps/installs"
+API_INSTALLS = "GET /api/v1/apps/installs"
+CHOOSE_USER = "choose a user in the install form"
+BUY_MORE = "buy more in Apple Business Manager or Apple School Manager, or take licenses back with"
+ASKS_AGAIN = r"not licensed yet: \1; this host asks Apple again by itself:"
+REGISTERS = r"not registered as a VPP user in account '\1', so Apple cannot license it to them: an administrator of the host registers it, then install again"
+
+#: The command line's advice in these lines (regular expressions) as the console and the API
+#: say it: (cli, console, api), for ``web.add_wording``.
+WORDING = [
+    (
+        r"not enrolled \(see `mdm devices list`\)",
+        "not enrolled in this MDM: check the serial number against Devices",
+        "not enrolled in this MDM: check the serial number against GET /api/v1/devices",
+    ),
+    (
+        r"\(Apple licenses it to users only\): use --user",
+        f"(Apple licenses it to users only): {CHOOSE_USER} instead",
+        '(Apple licenses it to users only): give "users" instead',
+    ),
+    (
+        r" \(buy more, or reclaim with `mdm apps reclaim`\)",
+        f": {BUY_MORE} Reclaim licenses on the app's page",
+        f": {BUY_MORE} POST /api/v1/apps/{{app}}/reclaim",
+    ),
+    (
+        r"not an MDM user: add it with `mdm users add [^`]*`",
+        "not an MDM user of this host: Users lists those who are (an administrator of the host adds users)",
+        "not an MDM user of this host: GET /api/v1/users lists those who are (an administrator of the host adds users)",
+    ),
+    (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
+    (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
+    (
+        r"; run the install again once a device is enrolled",
+        "; install again from this page once a device is enrolled",
+        "; install again once a device is enrolled",
+    ),
+    (
+        r"not licensed: (.*?); the mobile_apps\.installs job asks Apple again",
+        f"{ASKS_AGAIN} Install status shows when it is licensed",
+        f"{ASKS_AGAIN} {API_INSTALLS} shows when it is licensed",
+    ),
+    (r"(InstallApplication will be queued when it does) \(see `mdm apps installs`\)", r"\1", rf"\1 (see {API_INSTALLS}?status=pending)"),
+    (
+        r"(is no longer in VPP account '([^']*)'): run `mdm vpp sync [^`]*`",
+        r"\1: synchronize the account (Apple Volume Purchase Program › Synchronize), then try again",
+        r"\1: synchronize the account (POST /api/v1/vpp/accounts/\2/sync), then try again",
+    ),
+    (r"(Apple licenses books to users only), give --user MDM_USER", rf"\1: {CHOOSE_USER}", r'\1: give "users" instead of "devices"'),
+]
 
 
 class Said(NamedTuple):
-    """One line of an outcome: ``cli`` for the terminal and the API, ``console`` for the web
-    console (the same words when empty), ``next`` a link (text, path) to what the admin can
-    do or see next in the console."""
+    """One line of an outcome: ``cli``, its words (the console's and the API's through
+    :data:`WORDING`), ``next`` a link (text, path) to what the admin can do or see next in
+    the console."""
 
     cli: str
-    console: str = ""
     next: tuple[str, str] | None = None
-
-    def for_console(self) -> str:
-        """The console's words."""
-        return self.console or self.cli
 
 
 class Refused(MdmError):
-    """An install refused as a whole, in both wordings (``str()`` is the command line's)."""
+    """An install refused as a whole (``str()`` is the command line's words)."""
 
     def __init__(self, said: Said):
         super().__init__(said.cli)
@@ -37,73 +83,52 @@ class Refused(MdmError):
 
 
 def not_enrolled() -> Said:
-    return Said("not enrolled (see `mdm devices list`)", "not enrolled in this MDM: check the serial number against Devices", ("Devices", "/devices"))
+    return Said("not enrolled (see `mdm devices list`)", ("Devices", "/devices"))
 
 
 def users_only(label: str) -> Said:
-    return Said(
-        f"{label} is not device-assignable (Apple licenses it to users only): use --user",
-        f"{label} is not device-assignable (Apple licenses it to users only): choose a user in the install form instead",
-    )
+    return Said(f"{label} is not device-assignable (Apple licenses it to users only): use --user")
 
 
 def not_enough_licenses(available: int, account: str, needed: int | None = None) -> Said:
     facts = f"not enough licenses: {available} available in account '{account}'" + (f", {needed} needed" if needed is not None else "")
-    return Said(
-        f"{facts} (buy more, or reclaim with `mdm apps reclaim`)",
-        f"{facts}: buy more in Apple Business Manager or Apple School Manager, or take licenses back with Reclaim licenses on the app's page",
-    )
+    return Said(f"{facts} (buy more, or reclaim with `mdm apps reclaim`)")
 
 
 def not_an_mdm_user(user: str) -> Said:
-    return Said(
-        f"not an MDM user: add it with `mdm users add {user}`",
-        "not an MDM user of this host: Users lists those who are (an administrator of the host adds users)",
-        ("Users", "/users"),
-    )
+    return Said(f"not an MDM user: add it with `mdm users add {user}`", ("Users", "/users"))
 
 
 def no_vpp_user(account: str, user: str) -> Said:
-    return Said(
-        f"no VPP user in account '{account}': register it with `mdm vpp users register {user}`",
-        f"not registered as a VPP user in account '{account}', so Apple cannot license it to them: "
-        "an administrator of the host registers it, then install again",
-    )
+    return Said(f"no VPP user in account '{account}': register it with `mdm vpp users register {user}`")
 
 
 def invited(url: str) -> Said:
     facts = f"waiting for the user to accept the invitation{url}: licensed and installed on the user's devices as soon as they do"
-    return Said(f"{facts} (see `mdm apps installs --status invited`)", facts, ("Invited installs", f"{INSTALL_STATUS}?status=invited"))
+    return Said(f"{facts} (see `mdm apps installs --status invited`)", ("Invited installs", f"{INSTALL_STATUS}?status=invited"))
 
 
 def no_device_of_user() -> Said:
     facts = "no enrolled device owned by this user: the license is ready"
-    return Said(f"{facts}; run the install again once a device is enrolled", f"{facts}; install again from this page once a device is enrolled")
+    return Said(f"{facts}; run the install again once a device is enrolled")
 
 
 def not_licensed(reason: str, *, asked_again: bool) -> Said:
     if not asked_again:
         return Said(f"not licensed: {reason}")
-    return Said(
-        f"not licensed: {reason}; the mobile_apps.installs job asks Apple again",
-        f"not licensed yet: {reason}; this host asks Apple again by itself: Install status shows when it is licensed",
-        ("Install status", INSTALL_STATUS),
-    )
+    return Said(f"not licensed: {reason}; the mobile_apps.installs job asks Apple again", ("Install status", INSTALL_STATUS))
 
 
 def unconfirmed(wait: float, event_ids: list[str]) -> Said:
     facts = f"Apple has not confirmed the license after {wait:g}s (event {', '.join(event_ids)}): InstallApplication will be queued when it does"
-    return Said(f"{facts} (see `mdm apps installs`)", facts, ("Pending installs", f"{INSTALL_STATUS}?status=pending"))
+    return Said(f"{facts} (see `mdm apps installs`)", ("Pending installs", f"{INSTALL_STATUS}?status=pending"))
 
 
 def gone_from_account(label: str, account: str) -> Said:
     facts = f"{label} is no longer in VPP account '{account}'"
-    return Said(f"{facts}: run `mdm vpp sync {account}`", f"{facts}: synchronize the account (Apple Volume Purchase Program › Synchronize), then try again")
+    return Said(f"{facts}: run `mdm vpp sync {account}`")
 
 
 def book_for_devices(label: str) -> Said:
     facts = f"{label} is a book: Apple licenses books to users only"
-    return Said(
-        f"{facts}, give --user MDM_USER (InstallMedia then goes to each of the user's enrolled devices)",
-        f"{facts}: choose a user in the install form (InstallMedia then goes to each of the user's enrolled devices)",
-    )
+    return Said(f"{facts}, give --user MDM_USER (InstallMedia then goes to each of the user's enrolled devices)")
