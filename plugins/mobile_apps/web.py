@@ -23,7 +23,7 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, render, rest_router, row_id
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
-from mdm_core.web.wording import with_error_reworded
+from mdm_core.web.wording import for_request, with_error_reworded
 
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
@@ -232,9 +232,8 @@ def api_router() -> APIRouter:
         200 when every target is queued, licensed or pending; 409 when one was refused."""
         devices, users = await _targets(request)
         outcome = run_install(host_of(request), app, devices, users)
-        return JSONResponse(
-            {"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()}, status_code=200 if outcome.ok else 409
-        )
+        results = [{**line, "message": for_request(request, line["message"])} for line in outcome.as_dicts()]  # the API's words
+        return JSONResponse({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": results}, status_code=200 if outcome.ok else 409)
 
     @router.post("/{app}/reclaim")
     async def api_reclaim(request: Request, app: str) -> JSONResponse:

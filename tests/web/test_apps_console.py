@@ -234,12 +234,13 @@ def test_an_id_beyond_the_database_integers_is_refused_not_a_500(school: Host, a
         assert response.status_code == 404 and response.json()["error"].startswith("no application"), response.text
 
 
-def test_install_results_are_worded_for_the_console(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+def test_install_results_are_worded_for_the_console_and_the_api(school: Host, admin: Any, client: Any, simulator: Any) -> None:
     """The console's install results said what the command line says: 'see `mdm devices list`',
     'add it with `mdm users add ...`', 'register it with `mdm vpp users register ...`', '(see
     `mdm apps installs --status invited`)': commands an admin at the console cannot click.
     The same facts are now worded for the console, each line with a link to what to see or do
-    next where there is one; the API keeps the command line's words (its JSON is --json's)."""
+    next where there is one. The API's results kept the command line's words ('(see `mdm
+    devices list`)'); they are now the API's (its endpoints and fields)."""
     app_id, asset = _ios_app(school, simulator)
     registered = simulator.state.user_ids("Registered")[0]  # a VPP user who has not accepted the invitation
     inventory.add_user(school, registered, email=f"{registered}@example.org")
@@ -262,8 +263,11 @@ def test_install_results_are_worded_for_the_console(school: Host, admin: Any, cl
     assert admin.get("/apps/installs?status=invited").status_code == 200
 
     api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"devices": ["NOTENROLLED1"], "users": ["ghost"]})
-    cli_words = ["not enrolled (see `mdm devices list`)", "not an MDM user: add it with `mdm users add ghost`"]
-    assert [line["message"] for line in api.json()["results"]] == cli_words
+    api_words = [
+        "not enrolled in this MDM: check the serial number against GET /api/v1/devices",
+        "not an MDM user of this host: GET /api/v1/users lists those who are (an administrator of the host adds users)",
+    ]
+    assert api.status_code == 409 and [line["message"] for line in api.json()["results"]] == api_words, api.text
 
 
 def test_an_install_apple_could_not_be_asked_is_pending_not_failed(school: Host, admin: Any, client: Any, simulator: Any) -> None:

@@ -80,7 +80,8 @@ class Outcome:
         return not any(status in ("refused", "failed") for _, status, _ in self.lines)
 
     def as_dicts(self) -> list[dict[str, str]]:
-        """The lines in the command line's words (``mdm apps install --json``, the REST API)."""
+        """The lines in the command line's words (``mdm apps install --json``; the REST API
+        rewords each ``message``)."""
         return [{"target": t, "status": s, "message": said.cli} for t, s, said in self.lines]
 
     def for_console(self) -> list[dict[str, object]]:

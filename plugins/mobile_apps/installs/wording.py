@@ -1,9 +1,9 @@
-"""What an install tells its user, in the command line's words (``mdm apps install``; the
-REST API's results, whose JSON is the CLI's ``--json``): they name commands and flags.
+"""What an install tells its user, in the command line's words (``mdm apps install``, its
+``--json``): they name commands and flags.
 
-The console and the API's errors say the same facts in their own words through the web
-registry's rewordings (``mdm_core.web.wording``): :data:`WORDING`, added by the plugin's
-``web.register``; a line's ``next`` links the console to what to see or do next.
+The console and the API (its errors and its results' messages) say the same facts in their
+own words through the web registry's rewordings (``mdm_core.web.wording``): :data:`WORDING`,
+added by the plugin's ``web.register``; a line's ``next`` links the console to what to see or do next.
 :mod:`.request` decides what happened (one source of the facts); only these words differ.
 """
 
