@@ -233,7 +233,9 @@ def api_router() -> APIRouter:
         devices, users = await _targets(request)
         outcome = run_install(host_of(request), app, devices, users)
         results = [{**line, "message": for_request(request, line["message"])} for line in outcome.as_dicts()]  # the API's words
-        return JSONResponse({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": results}, status_code=200 if outcome.ok else 409)
+        return JSONResponse(
+            {"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": results}, status_code=200 if outcome.ok else 409
+        )
 
     @router.post("/{app}/reclaim")
     async def api_reclaim(request: Request, app: str) -> JSONResponse:

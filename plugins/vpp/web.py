@@ -44,6 +44,7 @@ from .accounts import (
 )
 from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
+from .notifications import configure
 from .notifications.configure import misdirected
 
 if TYPE_CHECKING:
@@ -77,11 +78,13 @@ def register(web: WebRegistry) -> None:
 
 
 #: The command line's advice in this plugin's errors (Apple's client, the accounts) and in its
-#: accounts' What to do (``token_state.WORDING``, first), as the console and the API say it
-#: (``mdm_core.web.wording``); the take-over's before the plain renewal.
+#: accounts' What to do (``token_state.WORDING``, first) and notifications
+#: (``configure.WORDING``), as the console and the API say it (``mdm_core.web.wording``); the
+#: take-over's before the plain renewal.
 RENEW = "Renew token on the Apple Volume Purchase Program page"
 WORDING = [
     *token_state.WORDING,
+    *configure.WORDING,
     (
         r"renew it with `mdm vpp account set (\S+) --token-file [^`]+`",
         r"renew it with Renew token of account '\1'",
@@ -339,7 +342,8 @@ def page_router() -> APIRouter:
         rows: list[dict[str, Any]] = [dict(row) for row in describe_accounts(host, [a for (a,) in found.items])]
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items, strict=True):
-            row["misdirected"] = misdirected(host, account) if row["notifications"] == "misdirected" else None  # where Apple posts instead, and what to do
+            notice = misdirected(host, account) if row["notifications"] == "misdirected" else None  # where Apple posts instead, and what to do
+            row["misdirected"] = notice and for_request(request, notice)  # the console's words (configure.WORDING)
             row["days_left"] = token_state.days_left(account.token_expires_at)
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0

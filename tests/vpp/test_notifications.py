@@ -3,8 +3,10 @@ endpoint, which records them and acts on them (the mirror, the events), with a s
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
 from mdm_core.web.settings import WebSettings
 from plugins.vpp.accounts import account_lock
+from plugins.vpp.models import VppAccount
 from plugins.vpp.notifications.act import MAX_ATTEMPTS, process_pending
 from plugins.vpp.notifications.inbox import receive
 from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
@@ -122,28 +125,68 @@ def test_a_changed_public_url_shows_the_notifications_misdirected_until_set_agai
     assert [a["notifications"] for a in list_accounts(notified)] == ["on"]
 
 
+@contextmanager
+def _console(host: Host) -> Iterator[Any]:
+    """A console client logged in as an admin."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+
+    add_admin(host, "alice", "correct horse battery staple")
+    with TestClient(create_app(host)) as client:
+        client.get("/login")
+        form = {"name": "alice", "password": "correct horse battery staple", "next": "/vpp", "csrftoken": client.cookies.get("csrftoken")}
+        assert client.post("/login", data=form, follow_redirects=False).status_code == 303
+        yield client
+
+
+def _notifications_cell(page: str) -> str:
+    return html.unescape(page.split('id="notifications-school">', 1)[1].split("</td>", 1)[0])
+
+
 def test_the_console_and_the_api_show_misdirected_notifications_too(notified: Host) -> None:
     """The console said "on — last received ..." and the API "on" while Apple posted to a URL
     this host no longer answers at (only the command line said misdirected)."""
-    from fastapi.testclient import TestClient
-
-    from mdm_core.web.access import add_admin, create_token
-    from mdm_core.web.app import create_app
+    from mdm_core.web.access import create_token
     from mdm_core.web.settings import WebSettings
 
     old_url = account_row(notified).notification_url
     notified.config.section("web", WebSettings).public_url = "https://mdm.example.org"
-    add_admin(notified, "alice", "correct horse battery staple")
     bearer = {"Authorization": "Bearer " + create_token(notified, "monitoring")["token"]}
-    with TestClient(create_app(notified)) as client:
+    with _console(notified) as client:
         assert [a["notifications"] for a in client.get("/api/v1/vpp/accounts", headers=bearer).json()["items"]] == ["misdirected"]
         assert client.get("/api/v1/vpp/accounts/school", headers=bearer).json()["notifications"] == "misdirected"
-        client.get("/login")
-        form = {"name": "alice", "password": "correct horse battery staple", "next": "/vpp", "csrftoken": client.cookies.get("csrftoken")}
-        assert client.post("/login", data=form, follow_redirects=False).status_code == 303
-        page = client.get("/vpp").text
-    cell = page.split('id="notifications-school">', 1)[1].split("</td>", 1)[0]
+        cell = _notifications_cell(client.get("/vpp").text)
     assert "misdirected" in cell and f"Apple posts its notifications to {old_url}, not to [web] public_url https://mdm.example.org" in cell, cell
+
+
+def test_the_console_says_what_it_can_do_about_misdirected_notifications(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
+    """The console told its admin to "run mdm vpp account set school --notifications on (or
+    off)", a command it has no control for. It now names what it can do, which works: saving
+    the account's interval gives Apple [web] public_url again (any change of an account whose
+    notifications are on does); without public_url it says whom to ask."""
+    from mdm_core.web.settings import WebSettings
+
+    def work(session: Any) -> None:  # turned on while [web] public_url was another
+        session.execute(update(VppAccount).values(notification_url="https://old.example.org/apple/apps-books/notify/x"))
+
+    notified.db.run_write(work)
+    with _console(notified) as client:
+        cell = _notifications_cell(client.get("/vpp").text)
+        assert "misdirected" in cell and "click Save beside its Account Synchronization Interval (unchanged) or renew its token" in cell, cell
+        assert "mdm " not in cell and "--" not in cell, cell
+        interval = account_row(notified).interval_seconds
+        saved = client.post("/vpp/accounts/school/interval", data={"interval_seconds": str(interval), "csrftoken": client.cookies.get("csrftoken")})
+        assert saved.status_code == 200, saved.text
+        cell = _notifications_cell(saved.text)
+        assert cell.startswith("on — "), cell
+        assert simulator.api.client_config()["notificationUrl"] == account_row(notified).notification_url
+        assert account_row(notified).notification_url.startswith(endpoint.public_url)
+        notified.config.section("web", WebSettings).public_url = None
+        cell = _notifications_cell(client.get("/vpp").text)
+    assert "[web] public_url is not set: ask the host's operator to set it again, or an administrator of the host to turn them off" in cell, cell
+    assert "mdm " not in cell and "--" not in cell, cell
 
 
 def test_notifications_need_public_url(synced: Host) -> None:

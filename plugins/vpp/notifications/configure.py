@@ -38,6 +38,30 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 NOTIFY_PATH = "/apple/apps-books/notify/"
+
+ASK_OFF = "ask an administrator of the host to turn them off"
+AGAIN_CONSOLE = "click Save beside its Account Synchronization Interval (unchanged) or renew its token: either gives Apple this URL again"
+AGAIN_API = r'PATCH /api/v1/vpp/accounts/\1 with its "interval_seconds" (unchanged): it gives Apple this URL again'
+
+#: The command line's advice about notifications (:func:`misdirected`, a refused URL, a removed
+#: account's notice) as the console and the API say it: (cli, console, api), for
+#: ``web.add_wording``. Neither turns notifications on or off; any change of an account whose
+#: notifications are on gives Apple ``[web] public_url`` again (:func:`plan`).
+WORDING = [
+    (r": run mdm vpp account set (\S+) --notifications on \(or off\)", f": {AGAIN_CONSOLE}, or {ASK_OFF}", f": {AGAIN_API}, or {ASK_OFF}"),
+    (
+        r"set it again, or run mdm vpp account set \S+ --notifications off",
+        "ask the host's operator to set it again, or an administrator of the host to turn them off",
+        "ask the host's operator to set it again, or an administrator of the host to turn them off",
+    ),
+    (
+        r"and run `mdm vpp account set \S+ --notifications off`",
+        "and ask an administrator of the host to turn its notifications off",
+        "and ask an administrator of the host to turn its notifications off",
+    ),
+    (r"`mdm run` must be running, serving", "this host's web server must be running, serving", "this host's web server must be running, serving"),
+    (r"or use --notifications off to sync by polling", f"or {ASK_OFF} to sync by polling", f"or {ASK_OFF} to sync by polling"),
+]
 SECRET_BYTES = 32
 
 
