@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
+    from mdm_core.web.registry import WebRegistry
     from plugins.mobile_apps.payloads import InstallFailedPayload
     from plugins.vpp.payloads import AssetsPayload, SyncReport, TokenStatePayload
 
@@ -79,6 +80,14 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     s = settings(host)
     scheduler.add("alerts.deliver", s.deliver_interval, lambda: deliver_job(host), plugin=PLUGIN_NAME)
     scheduler.add("alerts.check", s.check_interval, lambda: check(host), plugin=PLUGIN_NAME)
+
+
+@hookimpl
+def mdm_register_web(web: WebRegistry, host: Host) -> None:
+    """The console's and the API's words for the alerts' advice (no pages of its own)."""
+    from . import web as alerts_web
+
+    alerts_web.register(web)
 
 
 @hookimpl

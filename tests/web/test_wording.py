@@ -266,3 +266,37 @@ def test_a_book_installed_on_devices_is_refused_in_each_surface_s_words(
 
     code, _, err = MdmRunner(project_dir, monkeypatch, capsys)("apps", "install", str(book["id"]), "--device", "WEBDEV000012")
     assert code == 1 and "give --user MDM_USER" in err, err  # the command line's words
+
+
+def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
+    """An alert's What to do names commands ('`mdm vpp sync school` tries again now', 'free
+    unused ones: mdm apps reclaim 1 --unused'); the alerts plugin adds its rewordings to the
+    web registry, so the console and the API say the page or the endpoint wherever they show
+    an alert (mails and webhooks keep the command line's words)."""
+    from mdm_core.web.wording import reword
+    from plugins.alerts.rules import MAX_LISTED, install_alert, license_alert, license_digest, sync_failing_alert, token_alert
+    from plugins.alerts.settings import Threshold
+
+    asset: Any = {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": 0, "totalCount": 5, "assignedCount": 5, "retiredCount": 0}
+    none = license_alert("school", asset, "ok", "none", Threshold(count=5))
+    assert none is not None
+    failed = [{"license": "device", "target": f"S{i}", "error": "refused", "errorNumber": 9709} for i in range(MAX_LISTED + 1)]
+    alerts = [
+        sync_failing_alert("school", 3, datetime(2026, 6, 1, tzinfo=UTC), "VppError", "boom"),
+        none,
+        license_digest("school", [none, none]),
+        install_alert("school", "1", "STDQ", failed),
+        install_alert("school", "1", "STDQ", [{**failed[0], "errorNumber": 9609}]),
+        install_alert("school", "1", "STDQ", [{**failed[0], "errorNumber": 9600}]),
+        token_alert("school", "valid", "expired", expires="2026-06-01T00:00:00+00:00", detail=None, action=None, now=datetime(2026, 7, 1, tzinfo=UTC)),
+    ]
+    said = {surface: [reword(f"{a.text}\n{a.action}", app.state.registry.wording, surface) for a in alerts if a] for surface in ("console", "api")}
+    for text in said["console"] + said["api"]:
+        assert "mdm " not in text and "`" not in text and "--" not in text, text
+    assert said["console"][0].endswith("its Sync runs list the failed runs; its Synchronize tries again now.")
+    assert "POST /api/v1/vpp/accounts/school/sync tries again now" in said["api"][0]
+    assert "or free those no longer used: Reclaim licenses on the app's page" in said["console"][1]
+    assert "or free those no longer used: POST /api/v1/apps/1/reclaim" in said["api"][1]
+    assert "(Install status, failed)" in said["console"][3] and "then POST /api/v1/apps/1/install again for these targets" in said["api"][3]
+    assert "see the account's VPP users" in said["console"][4] and "See GET /api/v1/apps/installs?status=failed" in said["api"][5]
+    assert "mdm apps reclaim 1 --unused" in f"{none.action}"  # the mails' and webhooks' words
