@@ -169,7 +169,7 @@ def test_prefetch_is_bounded_while_consumer_is_slow(rsps) -> None:
 
 def test_abandoned_iteration_cancels_prefetch(rsps) -> None:
     """Closed after two pages: close() does not wait for the pages in flight, and nothing past
-    the prefetch window is ever requested (a closed page thread pool goes no further)."""
+    the prefetch window is ever requested; the client's page threads end once it is closed."""
     release = threading.Event()
 
     def make(index):
@@ -177,19 +177,28 @@ def test_abandoned_iteration_cancels_prefetch(rsps) -> None:
             release.wait(120)  # the prefetched pages are in flight until released
         return 200, page_body(index, last=99, total=100)
 
+    def page_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("vpp-page")}
+
     server = Server(make)
     rsps.add_callback(responses.GET, URLS["getAssets"], callback=server)
-    pages = make_client().iter_pages("getAssets")
+    others = page_threads()  # other clients' (earlier tests in this process)
+    client = make_client()
+    pages = client.iter_pages("getAssets")
     assert next(pages)["currentPageIndex"] == 0
     assert next(pages)["currentPageIndex"] == 1
     started = time.monotonic()
     pages.close()
     assert time.monotonic() - started < 60, "close() waited for the pages in flight (held for 120 s)"
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 60, "the client's close() waited for the pages in flight"
+    assert page_threads() - others, "no page thread was in flight"
     release.set()
     deadline = time.monotonic() + 30  # the page threads end once their requests are answered
-    while any(t.name.startswith("vpp-page") for t in threading.enumerate()) and time.monotonic() < deadline:
+    while page_threads() - others and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not any(t.name.startswith("vpp-page") for t in threading.enumerate())
+    assert not page_threads() - others
     assert len(server.requested) <= 1 + 5 and max(server.requested) <= 1 + 5 - 1, server.requested
 
 

@@ -201,6 +201,8 @@ class Transport:
         # (Apple's limits are per token); a client of its own otherwise.
         self.gate = gate if gate is not None else TokenGate(max_parallel_pages)
         self._wall = wall_clock
+        self._pages_pool: ThreadPoolExecutor | None = None  # see _fetch_ahead
+        self._pages_pool_lock = threading.Lock()
 
     @staticmethod
     def _new_session(parallel: int) -> requests.Session:
@@ -217,9 +219,23 @@ class Transport:
         )
 
     def close(self) -> None:
-        """Close the HTTP session if this client created it."""
+        """Close the HTTP session if this client created it; pages still fetched ahead are dropped."""
+        with self._pages_pool_lock:
+            pool, self._pages_pool = self._pages_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_session:
             self._session.close()
+
+    def _fetch_ahead(self) -> ThreadPoolExecutor:
+        """The threads that fetch pages ahead of the traversals, one set for the client's life
+        (``max_parallel_pages`` of them, the most Apple takes at once): a set per traversal
+        started its threads anew for every asset an incremental sync reads again, each start
+        waiting for the new thread to run while the others held the interpreter's lock."""
+        with self._pages_pool_lock:
+            if self._pages_pool is None:
+                self._pages_pool = ThreadPoolExecutor(max_workers=self.max_parallel_pages, thread_name_prefix="vpp-page")
+            return self._pages_pool
 
     def __enter__(self) -> Self:
         return self
@@ -440,8 +456,7 @@ class Transport:
         del first
         window = self.max_parallel_pages
         pending: dict[int, Future[dict[str, Any]]] = {}
-        executor = ThreadPoolExecutor(max_workers=window, thread_name_prefix="vpp-page")
-        finished = False
+        executor = self._fetch_ahead()
         try:
             while next_index is not None:
                 if next_index >= limit:
@@ -458,11 +473,9 @@ class Transport:
                 next_index, hint = self._page_links(page, current, what)
                 yield page
                 del page
-            finished = True
         finally:
+            # stopped early (an error, an interruption, the consumer closed us): the pages not
+            # requested yet are not; requests still in flight are not waited for, their answers dropped
             for future in pending.values():
                 future.cancel()
             pending.clear()
-            # stopped early (an error, an interruption, the consumer closed us): do not wait for
-            # requests still in flight; their answers are dropped
-            executor.shutdown(wait=finished, cancel_futures=True)
