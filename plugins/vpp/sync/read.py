@@ -54,7 +54,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from itertools import compress, filterfalse
+from itertools import compress
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -447,8 +447,9 @@ class SyncReader:
                     shared.add(rows)
                     return
                 keys = mirrored.keys_of(rows)
-                seen.update(keys)
-                absent = set(filterfalse(mirrored.keys.__contains__, keys))
+                page = set(keys)
+                seen.update(page)
+                absent = page - mirrored.keys
                 if absent:
                     shared.add(list(compress(rows, map(absent.__contains__, keys))))
 
@@ -565,7 +566,10 @@ class SyncReader:
                 )
                 return todo
             log.info("account %s: %d asset(s) have counts that differ from the licenses read; reading their assignments again", self.account.name, len(todo))
-            self.reread_assets(todo)
+            size: dict[str, int] = {}  # Apple's count of each asset's licenses: the largest read first, the small ones fill the end
+            for (adam_id, _), asset in assets.items():
+                size[adam_id] = size.get(adam_id, 0) + asset["assigned_count"]
+            self.reread_assets(sorted(todo, key=lambda adam_id: -size.get(adam_id, 0)))
             reread.update(todo)
             assets, version, changed = self.refresh_assets(assets, version)
             self.last_assets = (assets, version)
@@ -798,14 +802,22 @@ class _MirrorPrefetch:
     its own with one connection (:func:`mirrored_licenses`), in the order the re-reading threads
     take the assets and ahead of them (:data:`MIRROR_AHEAD` licenses at most), so that those
     threads download pages instead of waiting for the database. :meth:`run` is the thread;
-    :meth:`take` an asset's licenses, :meth:`done` when its thread is done with the asset."""
+    :meth:`take` an asset's licenses, :meth:`done` when its thread is done with the asset.
+
+    Each side wakes the other only when it waits for what just happened (``room``: the reader,
+    once it may read on; ``arrived``: a thread waiting for the asset just read): waking every
+    waiting thread at every asset had each of them take the interpreter's lock in turn only to
+    wait again, 0.3 s of a re-read of 566 assets."""
 
     def __init__(self, host: Host, account_id: int | None, adam_ids: list[str], stopped: threading.Event, first: int, sizes: Mapping[str, int]):
         self.host, self.account_id, self.adam_ids, self.stopped, self.first, self.sizes = host, account_id, adam_ids, stopped, first, sizes
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.room = threading.Condition(lock)  # the reader waits on it: read ahead enough, or the first assets in
+        self.arrived = threading.Condition(lock)  # re-reading threads wait on it for their asset
         self.ready: dict[str, Mirrored] = {}  # read, not yet taken
         self.held: dict[str, int] = {}  # read, the thread re-reading it not done with it: its licenses
         self.dropped: set[str] = set()  # not needed (staged whole): not kept when read
+        self.wanted: set[str] = set()  # assets a thread waits for
         self.ahead = 0  # sum of held
         self.ended = False
         self.read = 0  # assets read
@@ -815,9 +827,9 @@ class _MirrorPrefetch:
         try:
             with self.host.db.reading() as conn, closing(mirrored_licenses(conn, self.account_id, self.adam_ids, self.first, self.sizes)) as sets:
                 for adam_id, licenses in sets:
-                    with self.cond:
+                    with self.room:
                         while self.ahead >= MIRROR_AHEAD and not self.stopped.is_set():
-                            self.cond.wait()
+                            self.room.wait()
                         if self.stopped.is_set():
                             return
                         self.read += 1
@@ -825,47 +837,55 @@ class _MirrorPrefetch:
                             self.ready[adam_id] = licenses
                             self.held[adam_id] = n = len(licenses or ())
                             self.ahead += n
-                            self.cond.notify_all()
+                            if adam_id in self.wanted:
+                                self.arrived.notify_all()
                         while self.read >= self.first and not self.going and not self.stopped.is_set():
-                            self.cond.wait()  # the first assets are in: the next statement waits (see go)
+                            self.room.wait()  # the first assets are in: the next statement waits (see go)
         finally:
-            with self.cond:
+            with self.room:
                 self.ended = True
-                self.cond.notify_all()
+                self.arrived.notify_all()
 
     def take(self, adam_id: str, *, wait: bool) -> Mirrored:
         """The asset's mirrored licenses; :data:`_UNREAD` when not read yet and not ``wait``."""
-        with self.cond:
+        with self.arrived:
             while adam_id not in self.ready:
                 if not wait:
                     return _UNREAD
                 if self.stopped.is_set() or self.ended:  # the read failed or was stopped (its error is the read's)
                     raise DataChangedError("the read of the mirrored licenses was stopped")
-                self.cond.wait()
+                self.wanted.add(adam_id)
+                try:
+                    self.arrived.wait()
+                finally:
+                    self.wanted.discard(adam_id)
             return self.ready.pop(adam_id)
 
     def done(self, adam_id: str) -> None:
         """The asset's thread is done with it: its licenses no longer count as read ahead."""
-        with self.cond:
+        with self.room:
             self.ready.pop(adam_id, None)
             if adam_id in self.held:
+                full = self.ahead >= MIRROR_AHEAD
                 self.ahead -= self.held.pop(adam_id)
+                if full and self.ahead < MIRROR_AHEAD:  # the reader may wait for this
+                    self.room.notify()
             else:
                 self.dropped.add(adam_id)
-            self.cond.notify_all()
 
     def go(self) -> None:
         """Read on past the first ``first`` assets: once the re-reading threads run (starting a
         thread waits until it runs, which this one, parsing, would delay by up to a switch
         interval each: their first requests went out over ~30 ms instead of at once)."""
-        with self.cond:
+        with self.room:
             self.going = True
-            self.cond.notify_all()
+            self.room.notify()
 
     def wake(self) -> None:
         """After ``stopped`` was set: the waiting threads stop."""
-        with self.cond:
-            self.cond.notify_all()
+        with self.room:
+            self.room.notify_all()
+            self.arrived.notify_all()
 
 
 def in_mirror(account_id: int | None) -> Any:
