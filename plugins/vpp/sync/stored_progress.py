@@ -85,7 +85,10 @@ class ProgressRecorder:
         run = update(VppSyncRun).where(col(VppSyncRun.id) == self.run_id, col(VppSyncRun.status) == "running")
         if not mark:
             run = run.where(func.coalesce(col(VppSyncRun.progress)["phase"].as_string(), "") != "writing")
-        session.execute(run.values(progress={**values, "at": _now(session, self.host.db.is_sqlite).isoformat()}))
+        # no ORM object of the run is held: nothing to synchronize (the default fetched the row first)
+        session.execute(
+            run.values(progress={**values, "at": _now(session, self.host.db.is_sqlite).isoformat()}), execution_options={"synchronize_session": False}
+        )
 
     def writing(self) -> None:
         """The read is done and the final transaction begins: the figures once more, in phase
