@@ -8,6 +8,7 @@ input before changing anything and answers a bad one with a one-line message and
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
     from .payloads import Account
 
+#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes.
+PATCHABLE = {"interval_seconds", "notifications"}
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
@@ -414,6 +417,15 @@ def page_router() -> APIRouter:
         set_account(host, name, interval=seconds)
         return redirect(request, "/vpp", f"{name}: Account Synchronization Interval set to {seconds} seconds")
 
+    @router.post("/vpp/accounts/{name}/notifications")
+    def notifications(request: Request, name: str, notifications: str = Form("")) -> Response:
+        """Turn Apple's notifications on (giving Apple ``[web] public_url``) or off, as
+        ``mdm vpp account set NAME --notifications on|off`` does."""
+        host = host_of(request)
+        _account(host, name)
+        account = set_account(host, name, notifications=_on_off(notifications, "notifications"))
+        return redirect(request, "/vpp", f"{name}: Apple's notifications {account['notifications']}")
+
     @router.post("/vpp/accounts/{name}/sync")
     def synchronize(request: Request, name: str, full: str = Form("")) -> Response:
         try:
@@ -540,14 +552,19 @@ def api_router() -> APIRouter:
 
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:
-        """Change ``interval_seconds`` (the Account Synchronization Interval)."""
+        """Change ``interval_seconds`` (the Account Synchronization Interval) and/or
+        ``notifications`` (``"on"``: give Apple ``[web] public_url``; ``"off"``), as ``mdm vpp
+        account set NAME --interval SECONDS --notifications on|off`` does."""
         host = host_of(request)
         _account(host, name)
         body = await _json_object(request)
-        unknown = sorted(set(body) - {"interval_seconds"})
-        if unknown or "interval_seconds" not in body:
-            raise WebError(422, f'send {{"interval_seconds": SECONDS}}{"; unknown field(s): " + ", ".join(unknown) if unknown else ""}')
-        return _api_account(request, set_account(host, name, interval=check_interval(host, body["interval_seconds"], "interval_seconds")))
+        unknown = sorted(set(body) - PATCHABLE)
+        if unknown or not set(body) & PATCHABLE:
+            extra = "; unknown field(s): " + ", ".join(unknown) if unknown else ""
+            raise WebError(422, 'send {"interval_seconds": SECONDS} and/or {"notifications": "on"|"off"}' + extra)
+        seconds = check_interval(host, body["interval_seconds"], "interval_seconds") if "interval_seconds" in body else None
+        wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
+        return _api_account(request, set_account(host, name, interval=seconds, notifications=wanted))
 
     @router.post("/accounts/{name}/sync", status_code=202)
     def api_sync(request: Request, name: str, full: bool = False) -> JSONResponse:
@@ -618,6 +635,14 @@ def api_router() -> APIRouter:
         return {"items": [views.user_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     return router
+
+
+def _on_off(value: Any, field: str) -> bool:
+    """True for ``"on"``, False for ``"off"``; a 422 naming ``field`` otherwise (checked before
+    anything changes)."""
+    if value in ("on", "off"):
+        return bool(value == "on")
+    raise WebError(422, f'{field} {json.dumps(value, default=str)} is not valid: give "on" or "off"')
 
 
 def _api_account(request: Request, account: Account) -> dict[str, Any]:

@@ -126,14 +126,14 @@ def test_a_changed_public_url_shows_the_notifications_misdirected_until_set_agai
 
 
 @contextmanager
-def _console(host: Host) -> Iterator[Any]:
-    """A console client logged in as an admin."""
+def _console(host: Host, role: str = "admin") -> Iterator[Any]:
+    """A console client logged in with ``role``."""
     from fastapi.testclient import TestClient
 
     from mdm_core.web.access import add_admin
     from mdm_core.web.app import create_app
 
-    add_admin(host, "alice", "correct horse battery staple")
+    add_admin(host, "alice", "correct horse battery staple", role)
     with TestClient(create_app(host)) as client:
         client.get("/login")
         form = {"name": "alice", "password": "correct horse battery staple", "next": "/vpp", "csrftoken": client.cookies.get("csrftoken")}
@@ -142,7 +142,17 @@ def _console(host: Host) -> Iterator[Any]:
 
 
 def _notifications_cell(page: str) -> str:
-    return html.unescape(page.split('id="notifications-school">', 1)[1].split("</td>", 1)[0])
+    """The account's Apple's notifications as the console says them (without its buttons)."""
+    return html.unescape(page.split('id="notifications-school">', 1)[1].split("</td>", 1)[0].split("<form", 1)[0])
+
+
+def _turn(client: Any, value: str) -> Any:
+    """The console's Turn on / Turn off of the account's Apple's notifications."""
+    return client.post("/vpp/accounts/school/notifications", data={"notifications": value, "csrftoken": client.cookies.get("csrftoken")})
+
+
+def _error_line(page: Any) -> str:
+    return html.unescape(page.text.split('id="error">', 1)[1].split("<", 1)[0])
 
 
 def test_the_console_and_the_api_show_misdirected_notifications_too(notified: Host) -> None:
@@ -163,9 +173,9 @@ def test_the_console_and_the_api_show_misdirected_notifications_too(notified: Ho
 
 def test_the_console_says_what_it_can_do_about_misdirected_notifications(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
     """The console told its admin to "run mdm vpp account set school --notifications on (or
-    off)", a command it has no control for. It now names what it can do, which works: saving
-    the account's interval gives Apple [web] public_url again (any change of an account whose
-    notifications are on does); without public_url it says whom to ask."""
+    off)", then to ask an administrator of the host: it had no control for them. It now names
+    its Turn on and Turn off, which work: Turn on gives Apple [web] public_url again, Turn off
+    stops Apple's notifications, without public_url too."""
     from mdm_core.web.settings import WebSettings
 
     def work(session: Any) -> None:  # turned on while [web] public_url was another
@@ -173,20 +183,135 @@ def test_the_console_says_what_it_can_do_about_misdirected_notifications(notifie
 
     notified.db.run_write(work)
     with _console(notified) as client:
-        cell = _notifications_cell(client.get("/vpp").text)
-        assert "misdirected" in cell and "click Save beside its Account Synchronization Interval (unchanged) or renew its token" in cell, cell
-        assert "mdm " not in cell and "--" not in cell, cell
-        interval = account_row(notified).interval_seconds
-        saved = client.post("/vpp/accounts/school/interval", data={"interval_seconds": str(interval), "csrftoken": client.cookies.get("csrftoken")})
-        assert saved.status_code == 200, saved.text
-        cell = _notifications_cell(saved.text)
-        assert cell.startswith("on — "), cell
+        page = client.get("/vpp").text
+        cell = _notifications_cell(page)
+        assert "misdirected" in cell and "click Turn on beside its Apple's notifications to give Apple this URL, or Turn off to sync by polling" in cell, cell
+        assert "mdm " not in cell and "--" not in cell and "administrator" not in cell, cell
+        assert 'id="notifications-on-school">Turn on<' in page and 'id="notifications-off-school">Turn off<' in page
+        turned = _turn(client, "on")
+        assert turned.status_code == 200, turned.text
+        assert _notifications_cell(turned.text).startswith("on — ") and "school: Apple's notifications on" in html.unescape(turned.text)
         assert simulator.api.client_config()["notificationUrl"] == account_row(notified).notification_url
-        assert account_row(notified).notification_url.startswith(endpoint.public_url)
+        assert account_row(notified).notification_url == f"{endpoint.public_url}/apple/apps-books/notify/{account_row(notified).mdm_info_id}"
         notified.config.section("web", WebSettings).public_url = None
         cell = _notifications_cell(client.get("/vpp").text)
-    assert "[web] public_url is not set: ask the host's operator to set it again, or an administrator of the host to turn them off" in cell, cell
-    assert "mdm " not in cell and "--" not in cell, cell
+        assert "[web] public_url is not set: ask the host's operator to set it again, or click Turn off beside its Apple's notifications" in cell, cell
+        assert "mdm " not in cell and "--" not in cell, cell
+        turned = _turn(client, "off")  # needs no public_url
+        assert turned.status_code == 200 and _notifications_cell(turned.text).startswith("off: "), turned.text
+    assert simulator.api.client_config()["subscribedNotificationTypes"] == []
+    assert (account_row(notified).notifications, account_row(notified).notification_secret) == ("off", None)
+
+
+def test_the_console_turns_notifications_off_and_on(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
+    """The console could change an account's interval and token but not its notifications: an
+    admin had to ask an administrator of the host to run the command."""
+    from mdm_core.web.settings import WebSettings
+
+    with _console(notified) as client:
+        page = client.get("/vpp").text
+        assert 'id="notifications-off-school">Turn off<' in page and 'id="notifications-on-school"' not in page  # on: only Turn off
+        turned = _turn(client, "off")
+        assert turned.status_code == 200 and _notifications_cell(turned.text).startswith("off: changes at Apple are found by the scheduled sync")
+        assert simulator.api.client_config()["subscribedNotificationTypes"] == []  # Apple posts nothing more
+        assert 'id="notifications-on-school">Turn on<' in turned.text and 'id="notifications-off-school"' not in turned.text
+        turned = _turn(client, "on")
+        assert turned.status_code == 200 and _notifications_cell(turned.text).startswith("on — "), turned.text
+        row = account_row(notified)
+        config = simulator.api.client_config()
+        assert config["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
+        assert config["notificationAuthToken"] == notified.secrets.decrypt(row.notification_secret)
+        assert config["subscribedNotificationTypes"] == ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED"]
+        bad = _turn(client, "maybe")
+        assert bad.status_code == 422 and _error_line(bad) == 'notifications "maybe" is not valid: give "on" or "off"', bad.text
+        assert _turn(client, "off").status_code == 200
+        notified.config.section("web", WebSettings).public_url = None
+        refused = _turn(client, "on")
+    assert refused.status_code == 422
+    assert _error_line(refused) == (
+        "notifications need [web] public_url: ask the host's operator to set it to the https URL by which Apple reaches this host "
+        "(where this console is served), then turn them on again"
+    ), refused.text
+    assert (account_row(notified).notifications, account_row(notified).notification_secret, _pending(notified)) == ("off", None, 0)
+    assert simulator.api.client_config()["subscribedNotificationTypes"] == []
+
+
+def test_a_viewer_cannot_turn_notifications_off(notified: Host, simulator: Any) -> None:
+    from mdm_core.web.access import create_token
+
+    viewer = {"Authorization": "Bearer " + create_token(notified, "monitoring")["token"]}
+    with _console(notified, "viewer") as client:
+        page = client.get("/vpp").text
+        assert "notifications-off-school" not in page and "/vpp/accounts/school/notifications" not in page
+        assert _turn(client, "off").status_code == 403
+        assert client.patch("/api/v1/vpp/accounts/school", headers=viewer, json={"notifications": "off"}).status_code == 403
+    assert account_row(notified).notifications == "on"
+    assert simulator.api.client_config()["subscribedNotificationTypes"] != []
+
+
+def test_the_api_turns_notifications_off_and_on(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
+    """PATCH /api/v1/vpp/accounts/{name} took only "interval_seconds"."""
+    from mdm_core.web.access import create_token
+    from mdm_core.web.settings import WebSettings
+
+    admin = {"Authorization": "Bearer " + create_token(notified, "ops", "admin")["token"]}
+    interval = account_row(notified).interval_seconds
+    with _console(notified) as client:
+
+        def patch(body: Any) -> Any:
+            return client.patch("/api/v1/vpp/accounts/school", headers=admin, json=body)
+
+        answer = patch({"notifications": "off"})
+        assert answer.status_code == 200 and answer.json()["notifications"] == "off", answer.text
+        assert simulator.api.client_config()["subscribedNotificationTypes"] == []
+        answer = patch({"notifications": "on", "interval_seconds": 900})
+        assert answer.status_code == 200 and (answer.json()["notifications"], answer.json()["interval_seconds"]) == ("on", 900), answer.text
+        row = account_row(notified)
+        assert simulator.api.client_config()["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
+        for sent, shown in (("yes", '"yes"'), (True, "true"), (None, "null"), ("ON", '"ON"')):
+            bad = patch({"notifications": sent})
+            assert bad.status_code == 422 and bad.json() == {"error": f'notifications {shown} is not valid: give "on" or "off"'}, bad.text
+        bad = patch({"notification": "off"})
+        assert bad.status_code == 422 and "unknown field(s): notification" in bad.json()["error"] and '"notifications"' in bad.json()["error"]
+        assert patch({"notifications": "off"}).status_code == 200
+        notified.config.section("web", WebSettings).public_url = None
+        refused = patch({"notifications": "on", "interval_seconds": interval})
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": "notifications need [web] public_url: ask the host's operator to set it to the https URL by which Apple reaches this host "
+        "(where this API is served), then send this again"
+    }
+    assert (account_row(notified).notifications, account_row(notified).interval_seconds) == ("off", 900)  # nothing written
+    assert simulator.api.client_config()["subscribedNotificationTypes"] == []
+
+
+def test_the_api_names_its_notifications_field_in_the_command_lines_advice(notified: Host) -> None:
+    """The API's words for the command line's advice about notifications name the PATCH field
+    (they said to ask an administrator of the host), the console's its Turn on / Turn off."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+    from mdm_core.web.settings import WebSettings
+    from mdm_core.web.wording import reword
+    from plugins.vpp.notifications.configure import misdirected
+
+    account = account_row(notified)
+    notified.config.section("web", WebSettings).public_url = "https://mdm.example.org"
+    moved = misdirected(notified, account)
+    notified.config.section("web", WebSettings).public_url = None
+    unset = misdirected(notified, account)
+    with TestClient(create_app(notified)) as client:
+        wording = client.app.state.registry.wording  # type: ignore[attr-defined]
+    assert moved and unset
+    assert reword(moved, wording, "api").endswith(
+        ': PATCH /api/v1/vpp/accounts/school {"notifications": "on"} gives Apple this URL (or "off" to sync by polling)'
+    )
+    assert reword(unset, wording, "api").endswith(
+        'is not set: ask the host\'s operator to set it again, or PATCH /api/v1/vpp/accounts/school {"notifications": "off"}'
+    )
+    removed = "to stop it, add the location again and run `mdm vpp account set school --notifications off`"
+    assert reword(removed, wording, "api") == 'to stop it, add the location again and PATCH /api/v1/vpp/accounts/school {"notifications": "off"}'
+    assert reword(removed, wording, "console") == "to stop it, add the location again and click Turn off beside its Apple's notifications"
 
 
 def test_notifications_need_public_url(synced: Host) -> None:

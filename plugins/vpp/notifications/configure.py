@@ -39,28 +39,41 @@ if TYPE_CHECKING:
 
 NOTIFY_PATH = "/apple/apps-books/notify/"
 
-ASK_OFF = "ask an administrator of the host to turn them off"
-AGAIN_CONSOLE = "click Save beside its Account Synchronization Interval (unchanged) or renew its token: either gives Apple this URL again"
-AGAIN_API = r'PATCH /api/v1/vpp/accounts/\1 with its "interval_seconds" (unchanged): it gives Apple this URL again'
+#: The console's control (the account's Apple's notifications row) and the API's field that do
+#: what ``mdm vpp account set NAME --notifications on|off`` does.
+TURN_ON, TURN_OFF = "click Turn on beside its Apple's notifications", "click Turn off beside its Apple's notifications"
+API_ON, API_OFF = r'PATCH /api/v1/vpp/accounts/\1 {"notifications": "on"}', r'PATCH /api/v1/vpp/accounts/\1 {"notifications": "off"}'
 
-#: The command line's advice about notifications (:func:`misdirected`, a refused URL, a removed
-#: account's notice) as the console and the API say it: (cli, console, api), for
-#: ``web.add_wording``. Neither turns notifications on or off; any change of an account whose
-#: notifications are on gives Apple ``[web] public_url`` again (:func:`plan`).
+#: The command line's advice about notifications (:func:`misdirected`, :func:`check`, a refused
+#: URL, a removed account's notice) as the console and the API say it: (cli, console, api), for
+#: ``web.add_wording``: the console's Turn on / Turn off, the API's ``"notifications"``.
 WORDING = [
-    (r": run mdm vpp account set (\S+) --notifications on \(or off\)", f": {AGAIN_CONSOLE}, or {ASK_OFF}", f": {AGAIN_API}, or {ASK_OFF}"),
     (
-        r"set it again, or run mdm vpp account set \S+ --notifications off",
-        "ask the host's operator to set it again, or an administrator of the host to turn them off",
-        "ask the host's operator to set it again, or an administrator of the host to turn them off",
+        r": run mdm vpp account set (\S+) --notifications on \(or off\)",
+        f": {TURN_ON} to give Apple this URL, or Turn off to sync by polling",
+        f": {API_ON} gives Apple this URL" + ' (or "off" to sync by polling)',
     ),
     (
-        r"and run `mdm vpp account set \S+ --notifications off`",
-        "and ask an administrator of the host to turn its notifications off",
-        "and ask an administrator of the host to turn its notifications off",
+        r"set it again, or run mdm vpp account set (\S+) --notifications off",
+        f"ask the host's operator to set it again, or {TURN_OFF}",
+        f"ask the host's operator to set it again, or {API_OFF}",
+    ),
+    (
+        r"and run `mdm vpp account set (\S+) --notifications off`",
+        f"and {TURN_OFF}",
+        f"and {API_OFF}",
+    ),
+    (
+        r"set it to the https URL by which Apple reaches this host \(where `mdm run` serves the console\), then run this again",
+        "ask the host's operator to set it to the https URL by which Apple reaches this host (where this console is served), then turn them on again",
+        "ask the host's operator to set it to the https URL by which Apple reaches this host (where this API is served), then send this again",
     ),
     (r"`mdm run` must be running, serving", "this host's web server must be running, serving", "this host's web server must be running, serving"),
-    (r"or use --notifications off to sync by polling", f"or {ASK_OFF} to sync by polling", f"or {ASK_OFF} to sync by polling"),
+    (
+        r"or use --notifications off to sync by polling",
+        "or leave the account's Apple's notifications off (Turn off) to sync by polling",
+        'or send {"notifications": "off"} to sync by polling',
+    ),
 ]
 SECRET_BYTES = 32
 
