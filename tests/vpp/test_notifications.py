@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,19 @@ from plugins.vpp.testing import assert_mirror_equals_apple, mirror_state
 
 from .conftest import FAST_CONFIG, account_row
 from .notify_helpers import Endpoint, act_until, inbox, settle
+
+
+@pytest.fixture
+def host(make_host: Callable[..., Host], recorder: EventRecorder, request: pytest.FixtureRequest) -> Host:
+    """The VPP tests' host (``tests/vpp/conftest.py``), on SQLite unless a test asks for
+    ``postgresql`` (``parametrize("host", ..., indirect=True)``)."""
+    import plugins.vpp.plugin
+
+    url = request.getfixturevalue("pg_url") if getattr(request, "param", "sqlite") == "postgresql" else None
+    return make_host(plugins=[plugins.vpp.plugin, recorder], config=FAST_CONFIG, database_url=url)
+
+
+BOTH_DATABASES = pytest.mark.parametrize("host", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -203,6 +216,7 @@ def test_the_console_says_what_it_can_do_about_misdirected_notifications(notifie
     assert (account_row(notified).notifications, account_row(notified).notification_secret) == ("off", None)
 
 
+@BOTH_DATABASES
 def test_the_console_turns_notifications_off_and_on(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
     """The console could change an account's interval and token but not its notifications: an
     admin had to ask an administrator of the host to run the command."""
@@ -236,6 +250,20 @@ def test_the_console_turns_notifications_off_and_on(notified: Host, endpoint: En
     assert simulator.api.client_config()["subscribedNotificationTypes"] == []
 
 
+def test_turning_them_on_in_the_console_when_apple_cannot_reach_the_host_changes_nothing(synced: Host, endpoint: Endpoint, simulator: Any) -> None:
+    endpoint.close()
+    with _console(synced) as client:
+        refused = _turn(client, "on")
+    assert refused.status_code == 400 and "Nothing was changed" in refused.text
+    line = _error_line(refused)
+    assert f"Apple could not deliver a test notification to {endpoint.public_url}/apple/apps-books/notify/" in line, line
+    assert line.endswith(
+        "this host's web server must be running, serving [web] public_url and reachable from the internet, with the same database "
+        "and key; or leave the account's Apple's notifications off (Turn off) to sync by polling"
+    ), line
+    assert (account_row(synced).notifications, _pending(synced)) == ("off", 0) and "notificationUrl" not in simulator.api.client_config()
+
+
 def test_a_viewer_cannot_turn_notifications_off(notified: Host, simulator: Any) -> None:
     from mdm_core.web.access import create_token
 
@@ -249,6 +277,7 @@ def test_a_viewer_cannot_turn_notifications_off(notified: Host, simulator: Any) 
     assert simulator.api.client_config()["subscribedNotificationTypes"] != []
 
 
+@BOTH_DATABASES
 def test_the_api_turns_notifications_off_and_on(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
     """PATCH /api/v1/vpp/accounts/{name} took only "interval_seconds"."""
     from mdm_core.web.access import create_token
