@@ -7,13 +7,14 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlmodel import col
 
 from mdm_core.argtypes import count
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
 from mdm_core.output import add_list_options, output_format, print_rows, say
+
+from .listing import STATUSES
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     sub = alerts.add_subparsers(dest="alerts_cmd", required=True, metavar="COMMAND")
 
     lst = sub.add_parser("list", help="recent alerts and their delivery through each channel (pending, sent, failed)")
-    lst.add_argument("--status", choices=["pending", "sent", "failed"], help="only deliveries in this state")
+    lst.add_argument("--status", choices=STATUSES, help="only deliveries in this state")
     add_list_options(lst, limit=50)
     lst.set_defaults(func=_list)
 
@@ -55,49 +56,12 @@ def register(subparsers: Any) -> None:
 
 def list_alerts(host: Host, status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
     """The most recent alerts, newest first (``offset`` skips the newest), each with its deliveries."""
-    from .delivery import outgoing
-    from .models import AlertDelivery, AlertMessage
+    from .listing import alerts_query, with_deliveries
+    from .models import AlertMessage
 
     with host.db.session() as session:
-        query = select(AlertMessage).order_by(col(AlertMessage.id).desc()).offset(offset).limit(limit)
-        if status:
-            query = query.where(col(AlertMessage.id).in_(select(col(AlertDelivery.message_id)).where(col(AlertDelivery.status) == status)))
-        messages = list(session.execute(query).scalars())
-        deliveries: dict[int, list[AlertDelivery]] = {}
-        ids = [m.id for m in messages]
-        for row in session.execute(select(AlertDelivery).where(col(AlertDelivery.message_id).in_(ids)).order_by(col(AlertDelivery.id))).scalars():
-            deliveries.setdefault(row.message_id, []).append(row)
-    out = []
-    for message in messages:
-        m = outgoing(message)
-        out.append(
-            {
-                "id": m.id,
-                "created_at": m.created_at,
-                "kind": m.kind,
-                "subject": m.subject,
-                "state": m.state,
-                "severity": m.severity,
-                "account": m.account,
-                "title": m.title,
-                "text": m.text,
-                "action": m.action,
-                "fields": m.fields,
-                "deliveries": [
-                    {
-                        "channel": d.channel,
-                        "status": d.status,
-                        "attempts": d.attempts,
-                        "next_attempt_at": d.next_attempt_at if d.status == "pending" else None,
-                        "sent_at": d.sent_at,
-                        "last_error": d.last_error,
-                    }
-                    for d in deliveries.get(message.id, [])
-                    if status is None or d.status == status
-                ],
-            }
-        )
-    return out
+        messages = list(session.execute(alerts_query(status).order_by(col(AlertMessage.id).desc()).offset(offset).limit(limit)).scalars())
+        return with_deliveries(session, messages, status)
 
 
 def _list(host: Host, args: argparse.Namespace) -> int:

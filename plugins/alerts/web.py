@@ -1,16 +1,30 @@
-"""The alerts plugin's words in the console and the REST API: an alert's text and its What to
-do (``action``, :mod:`.rules`) name commands (`mdm vpp sync NAME`, `mdm apps reclaim ADAMID
---unused`); wherever the console or the API shows them, :data:`WORDING` (added to the web
-registry's rewordings, ``mdm_core.web.wording``) says the page or the endpoint instead. Mails
+"""The alerts plugin in the console and the REST API: the Alerts page and ``GET /api/v1/alerts``
+list the recorded alerts (``mdm alerts list``), read-only.
+
+An alert's text and its What to do (``action``, :mod:`.rules`) name commands (`mdm vpp sync
+NAME`, `mdm apps reclaim ADAMID --unused`); the page and the endpoint say them in their own words
+through :data:`WORDING` (added to the web registry's rewordings, ``mdm_core.web.wording``). Mails
 and webhooks keep the command line's words.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlmodel import col
+
+from mdm_core.web.helpers import host_of, render, rest_router
+from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
+from mdm_core.web.wording import for_request
 
 if TYPE_CHECKING:
+    from mdm_core.host import Host
     from mdm_core.web.registry import WebRegistry
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 VPP_PAGE = "the Apple Volume Purchase Program page"
 FREE = "or free those no longer used"
@@ -44,6 +58,66 @@ WORDING = [
 
 
 def register(web: WebRegistry) -> None:
-    """Add the alerts' rewordings."""
+    """Add the Alerts page, its navigation entry, ``GET /api/v1/alerts`` and the rewordings."""
+    web.add_pages(page_router(), plugin="alerts", templates=TEMPLATES)
+    web.add_api(api_router(), plugin="alerts")
+    web.add_nav("Alerts", "/alerts", order=75, plugin="alerts")
     for cli, console, api in WORDING:
         web.add_wording(cli, console, api)
+
+
+def alerts_page(host: Host, status: str | None, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
+    """Recorded alerts, newest first (those with a delivery in ``status`` when given), each as
+    ``mdm alerts list --json`` gives it; an unknown status is a ``UsageError`` (422)."""
+    from .listing import alerts_query, with_deliveries
+    from .models import AlertMessage
+
+    query = alerts_query(status)
+    with host.db.session() as session:
+        page = keyset(session, query, [col(AlertMessage.id)], limit=limit, cursor=cursor, descending=True)
+        return Page(with_deliveries(session, [m for (m,) in page.items], status), page.next_cursor)
+
+
+def in_words(request: Request, value: Any) -> Any:
+    """``value`` (an alert's row, or any part of it) with every text in the words of the
+    request's surface: title, text, action, the errors in its fields and deliveries."""
+    if isinstance(value, str):
+        return for_request(request, value)
+    if isinstance(value, dict):
+        return {k: in_words(request, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [in_words(request, v) for v in value]
+    return value
+
+
+def page_router() -> APIRouter:
+    """The Alerts page."""
+    router = APIRouter()
+
+    @router.get("/alerts")
+    def alerts(request: Request, status: str = "", after: str | None = None) -> Response:
+        found = alerts_page(host_of(request), status or None, PAGE_SIZE, after)
+        return render(request, "alerts/alerts.html", {"alerts": found, "status": status, "statuses": _statuses(), "first": not after})
+
+    return router
+
+
+def _statuses() -> tuple[str, ...]:
+    from .listing import STATUSES
+
+    return STATUSES
+
+
+def api_router() -> APIRouter:
+    """``/api/v1/alerts``: as ``mdm alerts list --json``."""
+    router = rest_router(prefix="/alerts", tags=["alerts"])
+
+    @router.get("")
+    def api_alerts(request: Request, status: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """Recorded alerts, newest first, each with its delivery through each channel (``pending``,
+        ``sent``, ``failed``, attempts, last error); ``status``: only alerts with a delivery in
+        that state, and only those deliveries. Advice in the API's words."""
+        found = alerts_page(host_of(request), status, limit, cursor)
+        return {"items": in_words(request, found.items), "next_cursor": found.next_cursor}
+
+    return router
