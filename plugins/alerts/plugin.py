@@ -84,7 +84,7 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
 
 @hookimpl
 def mdm_register_web(web: WebRegistry, host: Host) -> None:
-    """The console's and the API's words for the alerts' advice (no pages of its own)."""
+    """The Alerts page, ``GET /api/v1/alerts`` and the console's and the API's words for the alerts' advice."""
     from . import web as alerts_web
 
     alerts_web.register(web)
