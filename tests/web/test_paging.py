@@ -51,7 +51,24 @@ def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
     install(school, str(app["id"]), serials=["PAGING000001", "PAGING000002"])
     with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
         add_simulated_account(school, other, project_dir, "college")
+    _alerts(school)
     return school
+
+
+def _alerts(host: Host) -> None:
+    """Four alerts, recorded as the alerts plugin records them (its store)."""
+    from datetime import UTC, datetime
+
+    from plugins.alerts.rules import sync_failing_alert, sync_recovered_alert
+    from plugins.alerts.store import enqueue, write
+
+    since = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def record(session: Any) -> None:
+        for alert in (sync_failing_alert("school", 3, since, "VppError", "boom"), sync_recovered_alert("school", 3, since)) * 2:
+            enqueue(host, session, alert)
+
+    write(host, record)
 
 
 #: Every REST list, with the query that selects a non-trivial list and how a row is identified.
@@ -67,6 +84,7 @@ LISTS = {
     "/api/v1/vpp/users?account=school": lambda r: r["clientUserId"],
     "/api/v1/apps": lambda r: r["id"],
     "/api/v1/apps/installs": lambda r: r["id"],
+    "/api/v1/alerts": lambda r: r["id"],
 }
 
 
