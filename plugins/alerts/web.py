@@ -1,5 +1,6 @@
 """The alerts plugin in the console and the REST API: the Alerts page and ``GET /api/v1/alerts``
-list the recorded alerts (``mdm alerts list``), read-only.
+list the recorded alerts (``mdm alerts list``); its Retry buttons and ``POST /api/v1/alerts/retry``
+queue failed deliveries again (``mdm alerts retry``, admins only).
 
 An alert's text and its What to do (``action``, :mod:`.rules`) name commands (`mdm vpp sync
 NAME`, `mdm apps reclaim ADAMID --unused`); the page and the endpoint say them in their own words
@@ -12,11 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlmodel import col
 
-from mdm_core.web.helpers import host_of, render, rest_router
+from mdm_core.db.engine import MAX_ROW_ID
+from mdm_core.errors import MdmError
+from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_router
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
 from mdm_core.web.wording import for_request
 
@@ -54,7 +57,9 @@ WORDING = [
     ),
     (r" \(`mdm vpp assets --account (\S+)`\)", " (the account's Assets)", r" (GET /api/v1/vpp/assets?account=\1)"),
     (r" \(`mdm apps installs --status failed`\)", " (Install status, failed)", f" ({INSTALLS_FAILED})"),
+    (r"\(see `mdm alerts list --status failed`\)", "(see the Alerts page, failed deliveries)", "(see GET /api/v1/alerts?status=failed)"),
 ]
+RETRY_BODY = 'send {"ids": [alert ids]}, or no body for every failed delivery'
 
 
 def register(web: WebRegistry) -> None:
@@ -99,7 +104,32 @@ def page_router() -> APIRouter:
         found = alerts_page(host_of(request), status or None, PAGE_SIZE, after)
         return render(request, "alerts/alerts.html", {"alerts": found, "status": status, "statuses": _statuses(), "first": not after})
 
+    @router.post("/alerts/retry")
+    def retry(request: Request, alert: str = Form("")) -> Response:
+        """Retry failed deliveries (``mdm alerts retry [ID]``): every one, or ``alert``'s."""
+        from .delivery import retry_failed
+        from .settings import settings
+
+        host = host_of(request)
+        ids = [_alert_id(alert)] if alert else []
+        try:
+            count = retry_failed(host, ids)
+        except MdmError as exc:  # retried or sent meanwhile
+            return redirect(request, "/alerts", str(exc), "error")
+        if not count:
+            return redirect(request, "/alerts", "No failed delivery to retry")
+        every = settings(host).deliver_interval
+        return redirect(request, "/alerts", f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again, to be sent within {every} seconds")
+
     return router
+
+
+def _alert_id(value: Any) -> int:
+    """An alert id of a form or a body, as ``mdm alerts retry ID`` takes it; a 422 otherwise."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (isinstance(value, int) or text.isdigit()) or not 1 <= int(text) <= MAX_ROW_ID:
+        raise WebError(422, f"alert id {value!r} is not valid: give an alert's id, a number from 1 to {MAX_ROW_ID}")
+    return int(text)
 
 
 def _statuses() -> tuple[str, ...]:
@@ -120,4 +150,29 @@ def api_router() -> APIRouter:
         found = alerts_page(host_of(request), status, limit, cursor)
         return {"items": in_words(request, found.items), "next_cursor": found.next_cursor}
 
+    @router.post("/retry")
+    async def api_retry(request: Request) -> dict[str, Any]:
+        """Queue failed deliveries again, due now, as ``mdm alerts retry [ID...]``: ``{"ids":
+        [alert ids]}``, or no body for every one; ``{"queued": N}``. An id without a failed
+        delivery is a 400 and nothing is queued."""
+        from starlette.concurrency import run_in_threadpool
+
+        from .delivery import retry_failed
+
+        ids = await _retry_ids(request)
+        return {"queued": await run_in_threadpool(retry_failed, host_of(request), ids)}
+
     return router
+
+
+async def _retry_ids(request: Request) -> list[int]:
+    """The alert ids of a retry request's body (none: every failed delivery), checked."""
+    if not (await request.body()).strip():
+        return []
+    try:
+        body = await request.json()
+    except ValueError:
+        raise WebError(400, f"the body is not JSON: {RETRY_BODY}") from None
+    if not isinstance(body, dict) or not set(body) <= {"ids"} or not isinstance(body.get("ids", []), list):
+        raise WebError(422, RETRY_BODY)
+    return [_alert_id(v) for v in body.get("ids", [])]

@@ -17,7 +17,7 @@ from mdm_core.testing import MdmRunner
 from plugins.alerts.delivery import deliver_due
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-from ..web.conftest import PASSWORD, sign_in, token_for
+from ..web.conftest import PASSWORD, csrf, sign_in, token_for
 from .conftest import FAST_VPP, sync
 
 CLI_WORDS = re.compile(r"mdm |`|--")
@@ -34,9 +34,16 @@ def database(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def console(make_host: Any, simulator: Any, webhook_server: Any, project_dir: Any, database: str | None) -> Iterator[dict[str, Any]]:
-    """A host with account ``school`` on the simulator and a webhook ``ops``, an admin, a viewer
-    signed in (``viewer``), an anonymous client, and a viewer's API token (``headers``)."""
+def alerts_config() -> str:
+    """More of ``[alerts]`` (a test parametrizes it)."""
+    return ""
+
+
+@pytest.fixture
+def console(make_host: Any, simulator: Any, webhook_server: Any, project_dir: Any, database: str | None, alerts_config: str) -> Iterator[dict[str, Any]]:
+    """A host with account ``school`` on the simulator and a webhook ``ops`` (``[alerts]`` plus
+    ``alerts_config``), a viewer signed in (``viewer``), an anonymous client, and a viewer's API
+    token (``headers``)."""
     from fastapi.testclient import TestClient
 
     from mdm_core.web.access import add_admin
@@ -45,7 +52,9 @@ def console(make_host: Any, simulator: Any, webhook_server: Any, project_dir: An
 
     hook = webhook_server()
     host = make_host(
-        config=FAST_VPP + '[alerts]\nsync_failures = 2\nwebhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=database
+        config=FAST_VPP + '[alerts]\nsync_failures = 2\nwebhooks = { ops = { env = "OPS_URL" } }\n' + alerts_config,
+        environ={"OPS_URL": hook.url},
+        database_url=database,
     )
     add_admin(host, "victor", PASSWORD, "viewer")
     add_simulated_account(host, simulator, project_dir)
@@ -128,3 +137,74 @@ def test_alerts_are_refused_without_signing_in(console):
     assert anonymous.get("/api/v1/alerts", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
     page = anonymous.get("/alerts", follow_redirects=False)
     assert page.status_code in (302, 303) and "/login" in page.headers["location"]
+
+
+def statuses(host: Any) -> dict[int, list[str]]:
+    """Each alert's delivery statuses, as ``mdm alerts list --json`` has them."""
+    from plugins.alerts.listing import alerts_query, with_deliveries
+
+    with host.db.session() as session:
+        rows = with_deliveries(session, [m for (m,) in session.execute(alerts_query(None))], None)
+    return {row["id"]: [d["status"] for d in row["deliveries"]] for row in rows}
+
+
+@pytest.mark.parametrize("alerts_config", ["max_attempts = 1\n"])
+def test_failed_deliveries_are_retried_from_the_api_and_the_console(console, simulator):
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+
+    host, hook, viewer, headers = console["host"], console["hook"], console["viewer"], console["headers"]
+    add_admin(host, "alice", PASSWORD, "admin")
+    admin_headers = token_for(host, "admin")
+    for _ in range(2):  # the sync failing alert; the webhook answers 500 and, at the one attempt allowed, it failed
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    hook.statuses = [500]
+    assert deliver_due(host)["failed"] == 1
+    [failing] = statuses(host)
+    assert statuses(host) == {failing: ["failed"]}
+
+    # viewers can read, not retry; a typo or a bad body is refused, nothing is queued
+    assert viewer.post("/api/v1/alerts/retry", headers=headers).status_code == 403
+    page = viewer.get("/alerts").text
+    assert "Retry failed deliveries" not in page and f'id="retry-{failing}"' not in page
+    refused = viewer.post("/alerts/retry", data={"csrftoken": csrf(viewer)})
+    assert refused.status_code == 403 and "can only read" in refused.text
+    typo = viewer.post("/api/v1/alerts/retry", headers=admin_headers, json={"ids": [failing, failing + 100]})
+    assert typo.status_code == 400 and typo.json() == {
+        "error": f"no failed delivery of alert(s) {failing + 100}: nothing was queued again (see GET /api/v1/alerts?status=failed)"
+    }
+    for body, status in (({"ids": ["x"]}, 422), ({"ids": 1}, 422), ({"id": [1]}, 422), ([1], 422), ("not json", 400)):
+        bad = viewer.post("/api/v1/alerts/retry", headers=admin_headers, **({"content": body} if isinstance(body, str) else {"json": body}))
+        assert bad.status_code == status and "\n" not in bad.json()["error"], bad.text
+    assert statuses(host) == {failing: ["failed"]}
+
+    # the API: queued again, then sent once the webhook accepts
+    retried = viewer.post("/api/v1/alerts/retry", headers=admin_headers, json={"ids": [failing]})
+    assert retried.status_code == 200 and retried.json() == {"queued": 1}
+    assert statuses(host) == {failing: ["pending"]}
+    assert deliver_due(host)["sent"] == 1 and statuses(host) == {failing: ["sent"]}
+    assert viewer.post("/api/v1/alerts/retry", headers=admin_headers).json() == {"queued": 0}  # nothing failed: nothing to do
+
+    # the console: the sync works again, its alert's delivery fails; an admin retries it
+    hook.statuses = [500]
+    assert sync(host)["status"] == "ok"
+    assert deliver_due(host)["failed"] == 1
+    recovered = max(statuses(host))
+    with TestClient(viewer.app) as admin:
+        assert sign_in(admin, "alice").status_code == 303
+        page = admin.get("/alerts").text
+        assert 'id="retry-all">Retry failed deliveries<' in page and f'id="retry-{recovered}">Retry<' in page and f'id="retry-{failing}"' not in page
+        typo = admin.post("/alerts/retry", data={"alert": str(failing), "csrftoken": csrf(admin)})  # sent meanwhile
+        said = f"no failed delivery of alert(s) {failing}: nothing was queued again (see the Alerts page, failed deliveries)"
+        assert typo.status_code == 200 and said in html.unescape(typo.text)
+        assert statuses(host) == {failing: ["sent"], recovered: ["failed"]}
+        done = admin.post("/alerts/retry", data={"alert": str(recovered), "csrftoken": csrf(admin)})
+        assert done.status_code == 200 and "1 failed delivery queued again, to be sent within 30 seconds" in done.text
+        assert f'id="retry-{recovered}"' not in done.text and not CLI_WORDS.search(table(done))
+    assert statuses(host) == {failing: ["sent"], recovered: ["pending"]}
+    assert deliver_due(host)["sent"] == 1 and statuses(host) == {failing: ["sent"], recovered: ["sent"]}
+    with TestClient(viewer.app) as admin:  # Retry failed deliveries with none left
+        assert sign_in(admin, "alice").status_code == 303
+        assert "No failed delivery to retry" in admin.post("/alerts/retry", data={"csrftoken": csrf(admin)}).text
