@@ -46,7 +46,7 @@ from .accounts import (
 from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 from .notifications import configure
-from .notifications.configure import misdirected
+from .notifications.configure import misdirected, public_url
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -369,7 +369,9 @@ def page_router() -> APIRouter:
     @router.get("/vpp/add")
     def add_form(request: Request) -> Response:
         require_change(request)
-        return render(request, "vpp/add.html", {"default_interval": settings(host_of(request)).default_interval, "values": {}})
+        host = host_of(request)
+        url = public_url(host)  # the command line's default: on when it is set
+        return render(request, "vpp/add.html", {"default_interval": settings(host).default_interval, "public_url": url, "values": {}})
 
     @router.post("/vpp/add")
     async def add(
@@ -380,9 +382,13 @@ def page_router() -> APIRouter:
         token_file: UploadFile | None = File(None),
         pending: str = Form(""),
         take_over: str = Form(""),
+        notifications: str = Form(""),
     ) -> Response:
+        """Add an account as ``mdm vpp account add NAME --token-file F [--notifications on|off]``
+        does (``notifications`` empty: its default, on when ``[web] public_url`` is set)."""
         host = host_of(request)
         seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
+        wanted = _on_off(notifications, "notifications") if notifications else None
         data = await read_upload(request, token_file, pending)
         label = upload_label(token_file)
         try:
@@ -390,11 +396,20 @@ def page_router() -> APIRouter:
                 host,
                 data,
                 lambda path: add_account(
-                    host, name.strip(), path, interval=seconds, service_url=service_url.strip() or None, take_over=take_over == "yes", token_label=label
+                    host,
+                    name.strip(),
+                    path,
+                    interval=seconds,
+                    service_url=service_url.strip() or None,
+                    take_over=take_over == "yes",
+                    notifications=wanted,
+                    token_label=label,
                 ),
             )
         except ClaimedByOtherMdm as exc:
-            return take_over_page(request, exc, "/vpp/add", data, {"name": name, "interval": seconds, "service_url": service_url})
+            return take_over_page(
+                request, exc, "/vpp/add", data, {"name": name, "interval": seconds, "service_url": service_url, "notifications": notifications}
+            )
         return redirect(request, "/vpp", f"account {name.strip()} added: click Synchronize to read its assets now, or wait for the interval")
 
     @router.post("/vpp/accounts/{name}/renew")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -244,7 +245,7 @@ def test_the_console_turns_notifications_off_and_on(notified: Host, endpoint: En
     assert refused.status_code == 422
     assert _error_line(refused) == (
         "notifications need [web] public_url: ask the host's operator to set it to the https URL by which Apple reaches this host "
-        "(where this console is served), then turn them on again"
+        "(where this console is served), then try again"
     ), refused.text
     assert (account_row(notified).notifications, account_row(notified).notification_secret, _pending(notified)) == ("off", None, 0)
     assert simulator.api.client_config()["subscribedNotificationTypes"] == []
@@ -259,7 +260,7 @@ def test_turning_them_on_in_the_console_when_apple_cannot_reach_the_host_changes
     assert f"Apple could not deliver a test notification to {endpoint.public_url}/apple/apps-books/notify/" in line, line
     assert line.endswith(
         "this host's web server must be running, serving [web] public_url and reachable from the internet, with the same database "
-        "and key; or leave the account's Apple's notifications off (Turn off) to sync by polling"
+        "and key; or leave the account's Apple's notifications off (Turn off, or off in Add an account) to sync by polling"
     ), line
     assert (account_row(synced).notifications, _pending(synced)) == ("off", 0) and "notificationUrl" not in simulator.api.client_config()
 
@@ -453,6 +454,78 @@ def test_adding_an_account_apple_cannot_reach_leaves_no_account(host: Host, endp
     assert list_accounts(host) == [] and "mdmInfo" not in simulator.api.client_config()
     added = add_account(host, "school", str(token_file), service_url=simulator.base_url, notifications=False)
     assert added["notifications"] == "off"
+
+
+def _add(client: Any, token_file: Path, service_url: str, notifications: str) -> Any:
+    """The console's Add an account, its Apple's notifications chosen."""
+    form = {"csrftoken": client.cookies.get("csrftoken"), "name": "school", "interval": "900", "service_url": service_url, "notifications": notifications}
+    return client.post("/vpp/add", data=form, files={"token_file": ("school.vpptoken", token_file.read_bytes())})
+
+
+def _chosen(page: str) -> str:
+    """The Add an account form's Apple's notifications as it comes (the selected option)."""
+    select = page.split('id="account-notifications">', 1)[1].split("</select>", 1)[0]
+    return re.findall(r'<option value="(on|off)" selected>', select)[0]
+
+
+@BOTH_DATABASES
+def test_the_console_adds_an_account_with_notifications_off_or_on(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
+    """The Add an account form had no notifications choice: with [web] public_url set, an
+    account was always added with them on, so the 9728 advice (leave them off) could not be
+    followed there. It offers on (the command line's default here) and off."""
+    from plugins.vpp.accounts import remove_account
+
+    with _console(host) as client:
+        form = client.get("/vpp/add").text
+        assert _chosen(form) == "on" and f"Apple posts its changes to {endpoint.public_url}" in form
+        added = _add(client, token_file, simulator.base_url, "off")
+        assert added.status_code == 200 and _notifications_cell(added.text).startswith("off: "), added.text
+        row = account_row(host)
+        assert (row.notifications, row.notification_url, row.notification_secret, _pending(host)) == ("off", None, None, 0)
+        config = simulator.api.client_config()
+        assert config["subscribedNotificationTypes"] == [] and "notificationUrl" not in config and config["mdmInfo"]["id"] == row.mdm_info_id
+        assert simulator.notifications() == []  # Apple had nothing to test
+        remove_account(host, "school")
+        added = _add(client, token_file, simulator.base_url, "on")
+    assert added.status_code == 200 and _notifications_cell(added.text).startswith("on — "), added.text
+    row = account_row(host)
+    config = simulator.api.client_config()
+    assert config["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
+    assert config["subscribedNotificationTypes"] == ["ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCIATED"]
+    assert config["notificationAuthToken"] == host.secrets.decrypt(row.notification_secret)
+
+
+def test_the_console_refuses_a_notifications_choice_it_cannot_follow_and_adds_nothing(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
+    """A bad value, on without [web] public_url and on when Apple cannot deliver its test are one
+    line in the console's words; no account, nothing claimed at Apple, no secret left pending."""
+    from plugins.vpp.accounts import list_accounts
+
+    def nothing_written() -> None:
+        assert list_accounts(host) == [] and _pending(host) == 0 and "mdmInfo" not in simulator.api.client_config()
+
+    with _console(host) as client:
+        bad = _add(client, token_file, simulator.base_url, "maybe")
+        assert bad.status_code == 422 and _error_line(bad) == 'notifications "maybe" is not valid: give "on" or "off"', bad.text
+        nothing_written()
+        simulator.faults.add("notification_drop", type="TEST_NOTIFICATION", count=1)
+        refused = _add(client, token_file, simulator.base_url, "on")
+        assert refused.status_code == 400 and "Nothing was changed" in refused.text
+        line = _error_line(refused)
+        assert "error 9728" in line and line.endswith(
+            "or leave the account's Apple's notifications off (Turn off, or off in Add an account) to sync by polling"
+        )
+        assert "mdm " not in line and "--" not in line, line
+        nothing_written()
+        host.config.section("web", WebSettings).public_url = None
+        assert _chosen(client.get("/vpp/add").text) == "off"  # the command line's default without it
+        refused = _add(client, token_file, simulator.base_url, "on")
+        assert refused.status_code == 422 and _error_line(refused) == (
+            "notifications need [web] public_url: ask the host's operator to set it to the https URL by which Apple reaches this host "
+            "(where this console is served), then try again"
+        ), refused.text
+        nothing_written()
+        assert _add(client, token_file, simulator.base_url, "off").status_code == 200
+    assert [a["notifications"] for a in list_accounts(host)] == ["off"]
 
 
 # --------------------------------------------------------------------------- acting

@@ -65,13 +65,13 @@ WORDING = [
     ),
     (
         r"set it to the https URL by which Apple reaches this host \(where `mdm run` serves the console\), then run this again",
-        "ask the host's operator to set it to the https URL by which Apple reaches this host (where this console is served), then turn them on again",
+        "ask the host's operator to set it to the https URL by which Apple reaches this host (where this console is served), then try again",
         "ask the host's operator to set it to the https URL by which Apple reaches this host (where this API is served), then send this again",
     ),
     (r"`mdm run` must be running, serving", "this host's web server must be running, serving", "this host's web server must be running, serving"),
     (
         r"or use --notifications off to sync by polling",
-        "or leave the account's Apple's notifications off (Turn off) to sync by polling",
+        "or leave the account's Apple's notifications off (Turn off, or off in Add an account) to sync by polling",
         'or send {"notifications": "off"} to sync by polling',
     ),
 ]
