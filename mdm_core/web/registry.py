@@ -9,6 +9,7 @@ own authentication (Apple's notification endpoint with its bearer secret, for ex
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,11 @@ class WebRegistry:
         as ``console`` on the console's pages and ``api`` (default: ``console``) in the API's
         error bodies (``mdm_core.web.wording``)."""
         self.wording.append(Rewording(re.compile(cli), console, console if api is None else api))
+
+    def add_wordings(self, rules: Iterable[tuple[str, str, str]]) -> None:
+        """:meth:`add_wording` for each (cli, console, api) of a plugin's list."""
+        for cli, console, api in rules:
+            self.add_wording(cli, console, api)
 
     def sorted_nav(self) -> list[NavEntry]:
         """Navigation entries in display order."""

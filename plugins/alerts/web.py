@@ -67,8 +67,7 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="alerts", templates=TEMPLATES)
     web.add_api(api_router(), plugin="alerts")
     web.add_nav("Alerts", "/alerts", order=75, plugin="alerts")
-    for cli, console, api in WORDING:
-        web.add_wording(cli, console, api)
+    web.add_wordings(WORDING)
 
 
 def alerts_page(host: Host, status: str | None, limit: int, cursor: str | None) -> Page[dict[str, Any]]:

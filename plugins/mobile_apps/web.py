@@ -47,8 +47,7 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="mobile_apps", templates=TEMPLATES)
     web.add_api(api_router(), plugin="mobile_apps")
     web.add_nav("Mobile Applications", "/apps", order=20, plugin="mobile_apps")
-    for cli, console, api in WORDING:
-        web.add_wording(cli, console, api)
+    web.add_wordings(WORDING)
 
 
 def _require_vpp(host: Host) -> None:

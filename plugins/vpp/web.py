@@ -76,8 +76,7 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="vpp", templates=TEMPLATES)
     web.add_api(api_router(), plugin="vpp")
     web.add_nav("Apple Volume Purchase Program", "/vpp", order=10, plugin="vpp")
-    for cli, console, api in WORDING:
-        web.add_wording(cli, console, api)
+    web.add_wordings(WORDING)
 
 
 #: The command line's advice in this plugin's errors (Apple's client, the accounts) and in its
