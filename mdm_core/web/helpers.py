@@ -130,6 +130,20 @@ def read_only(role: str) -> WebError:
     return WebError(403, f"the role '{role}' can only read: ask an admin to do this")
 
 
+async def json_object(request: Request, *, send: str, shape: str, empty: bool = False) -> dict[str, Any]:
+    """The request's JSON body, an object: a 400 ``the body is not JSON: {send}`` when it does
+    not parse, a 422 ``shape`` when it is not an object; with ``empty``, no body is ``{}``."""
+    if empty and not (await request.body()).strip():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise WebError(400, f"the body is not JSON: {send}") from None
+    if not isinstance(body, dict):
+        raise WebError(422, shape)
+    return body
+
+
 def require_change(request: Request) -> None:
     """A 403 for a principal that can only read: for the page of a form that changes something,
     so that a viewer is told before filling it in, not after submitting it."""

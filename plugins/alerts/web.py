@@ -19,7 +19,7 @@ from sqlmodel import col
 
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import MdmError
-from mdm_core.web.helpers import WebError, host_of, redirect, render, rest_router
+from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, rest_router
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
 from mdm_core.web.wording import for_request
 
@@ -166,12 +166,7 @@ def api_router() -> APIRouter:
 
 async def _retry_ids(request: Request) -> list[int]:
     """The alert ids of a retry request's body (none: every failed delivery), checked."""
-    if not (await request.body()).strip():
-        return []
-    try:
-        body = await request.json()
-    except ValueError:
-        raise WebError(400, f"the body is not JSON: {RETRY_BODY}") from None
-    if not isinstance(body, dict) or not set(body) <= {"ids"} or not isinstance(body.get("ids", []), list):
+    body = await json_object(request, send=RETRY_BODY, shape=RETRY_BODY, empty=True)
+    if not set(body) <= {"ids"} or not isinstance(body.get("ids", []), list):
         raise WebError(422, RETRY_BODY)
     return [_alert_id(v) for v in body.get("ids", [])]

@@ -21,7 +21,7 @@ from sqlmodel import col
 
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
-from mdm_core.web.helpers import WebError, host_of, render, rest_router, row_id
+from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -251,12 +251,10 @@ def api_router() -> APIRouter:
 
 async def _targets(request: Request) -> tuple[list[str], list[str]]:
     """``{"devices": [...], "users": [...]}`` of an install or reclaim request, checked."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise WebError(400, 'the body is not JSON: send {"devices": [...], "users": [...]}') from None
-    if not isinstance(body, dict) or not set(body) <= {"devices", "users"}:
-        raise WebError(422, 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else')
+    shape = 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else'
+    body = await json_object(request, send='send {"devices": [...], "users": [...]}', shape=shape)
+    if not set(body) <= {"devices", "users"}:
+        raise WebError(422, shape)
     devices, users = body.get("devices") or [], body.get("users") or []
     if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (devices, users)):
         raise WebError(422, '"devices" and "users" must be lists of strings')

@@ -27,7 +27,7 @@ from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, redirect, render, require_change, rest_router, row_id, run_in_background
+from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -571,7 +571,7 @@ def api_router() -> APIRouter:
         account set NAME --interval SECONDS --notifications on|off`` does."""
         host = host_of(request)
         _account(host, name)
-        body = await _json_object(request)
+        body = await json_object(request, send="send a JSON object", shape="the body must be a JSON object")
         unknown = sorted(set(body) - PATCHABLE)
         if unknown or not set(body) & PATCHABLE:
             extra = "; unknown field(s): " + ", ".join(unknown) if unknown else ""
@@ -597,12 +597,12 @@ def api_router() -> APIRouter:
             query = query.where(VppSyncRun.account_id == account_filter(host, account))
         with host.db.session() as session:
             page = keyset(session, query, [VppSyncRun.id], limit=limit, cursor=cursor, descending=True)
-            return {"items": [_api_run(request, r) for r in run_rows(host, page.items)], "next_cursor": page.next_cursor}
+            return {"items": [with_error_reworded(request, r) for r in run_rows(host, page.items)], "next_cursor": page.next_cursor}
 
     @router.get("/runs/{run_id}")
     def api_run(request: Request, run_id: int = row_id()) -> dict[str, Any]:
         """One sync run: ``status`` is ``running`` until it ends (``ok``, ``error``)."""
-        return _api_run(request, get_run(host_of(request), run_id))
+        return with_error_reworded(request, get_run(host_of(request), run_id))  # its error's advice in the API's words
 
     @router.get("/assets")
     def api_assets(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
@@ -662,18 +662,3 @@ def _on_off(value: Any, field: str) -> bool:
 def _api_account(request: Request, account: Account) -> dict[str, Any]:
     """An account as ``mdm vpp account list --json`` has it, its ``action`` in the API's words."""
     return {**account, "action": for_request(request, account["action"])}
-
-
-def _api_run(request: Request, run: dict[str, Any]) -> dict[str, Any]:
-    """A run as ``mdm vpp runs --json`` has it, its error's advice in the API's words."""
-    return with_error_reworded(request, run)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise WebError(400, "the body is not JSON: send a JSON object") from None
-    if not isinstance(body, dict):
-        raise WebError(422, "the body must be a JSON object")
-    return body
