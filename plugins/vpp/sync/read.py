@@ -417,9 +417,7 @@ class SyncReader:
         workers = max(1, min(self.client.max_parallel_pages, len(adam_ids)))
         mirror = None
         if self.diff:
-            sizes: dict[str, int] = {}
-            for (adam_id, _), n in (self._mirrored_per_asset or {}).items():
-                sizes[adam_id] = sizes.get(adam_id, 0) + n
+            sizes = per_adam_id((self._mirrored_per_asset or {}).items())
             mirror = _MirrorPrefetch(self.host, self.account.id, adam_ids, self.stopped, workers, sizes)
 
         def one(adam_id: str) -> None:
@@ -566,9 +564,8 @@ class SyncReader:
                 )
                 return todo
             log.info("account %s: %d asset(s) have counts that differ from the licenses read; reading their assignments again", self.account.name, len(todo))
-            size: dict[str, int] = {}  # Apple's count of each asset's licenses: the largest read first, the small ones fill the end
-            for (adam_id, _), asset in assets.items():
-                size[adam_id] = size.get(adam_id, 0) + asset["assigned_count"]
+            # the largest (Apple's count of its licenses) read first, the small ones fill the end
+            size = per_adam_id((key, asset["assigned_count"]) for key, asset in assets.items())
             self.reread_assets(sorted(todo, key=lambda adam_id: -size.get(adam_id, 0)))
             reread.update(todo)
             assets, version, changed = self.refresh_assets(assets, version)
@@ -673,6 +670,14 @@ class SyncReader:
 
 _FIELDS = itemgetter(1, 2, 3)  # a staged license row's (pricingParam, kind, target)
 _JOIN = "\x1f".join  # the database's record of a license: its fields joined by the unit separator
+
+
+def per_adam_id(counts: Iterable[tuple[AssetKey, int]]) -> dict[str, int]:
+    """Counts per (adamId, pricingParam) summed per adamId (its pricings together)."""
+    summed: dict[str, int] = {}
+    for (adam_id, _), n in counts:
+        summed[adam_id] = summed.get(adam_id, 0) + n
+    return summed
 
 
 class MirroredLicenses:
