@@ -10,6 +10,7 @@ and webhooks keep the command line's words.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +102,8 @@ def page_router() -> APIRouter:
     @router.get("/alerts")
     def alerts(request: Request, status: str = "", after: str | None = None) -> Response:
         found = alerts_page(host_of(request), status or None, PAGE_SIZE, after)
-        return render(request, "alerts/alerts.html", {"alerts": found, "status": status, "statuses": _statuses(), "first": not after})
+        context = {"alerts": found, "status": status, "statuses": _statuses(), "first": not after, "field_text": field_text}
+        return render(request, "alerts/alerts.html", context)
 
     @router.post("/alerts/retry")
     def retry(request: Request, alert: str = Form("")) -> Response:
@@ -121,6 +123,16 @@ def page_router() -> APIRouter:
         return redirect(request, "/alerts", f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again, to be sent within {every} seconds")
 
     return router
+
+
+def field_text(value: Any) -> str:
+    """One of an alert's ``fields`` as the Alerts page shows it: a text or a number as is, none
+    as a dash, a list or a mapping (a digest's assets, an install's failures) as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
 def _alert_id(value: Any) -> int:

@@ -208,3 +208,28 @@ def test_failed_deliveries_are_retried_from_the_api_and_the_console(console, sim
     with TestClient(viewer.app) as admin:  # Retry failed deliveries with none left
         assert sign_in(admin, "alice").status_code == 303
         assert "No failed delivery to retry" in admin.post("/alerts/retry", data={"csrftoken": csrf(admin)}).text
+
+
+def fields_shown(page: Any, alert: int) -> dict[str, str]:
+    """An alert's Fields on the Alerts page: each key and the text shown for it (unescaped)."""
+    assert page.status_code == 200, page.text
+    block = page.text.split(f'id="fields-{alert}">', 1)[1].split("</details>", 1)[0]
+    return {html.unescape(k): html.unescape(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", block)}
+
+
+def test_the_page_shows_an_alerts_fields_and_never_a_token(console, simulator):
+    """The page showed an alert's title, text and advice but not its fields (the failures in a
+    row, since when, the error Apple gave), which only the API and `mdm alerts list --json` had."""
+    host, viewer, headers = console["host"], console["viewer"], console["headers"]
+    for _ in range(2):  # two failed syncs in a row: the sync failing alert
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    [item] = viewer.get("/api/v1/alerts", headers=headers).json()["items"]
+    page = viewer.get("/alerts")
+    shown = fields_shown(page, item["id"])
+    assert set(shown) == set(item["fields"]) == {"failures", "since", "errorType", "error"}
+    assert shown["failures"] == "2" and shown["since"] == item["fields"]["since"] and "503" in shown["error"]
+    assert shown == {k: "—" if v is None else str(v) for k, v in item["fields"].items()}
+    assert "<details" in page.text and not CLI_WORDS.search(table(page))
+    token = simulator.token  # the account's token is in no alert, on no surface
+    assert token not in json.dumps(item) and token not in page.text
