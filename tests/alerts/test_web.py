@@ -233,3 +233,31 @@ def test_the_page_shows_an_alerts_fields_and_never_a_token(console, simulator):
     assert "<details" in page.text and not CLI_WORDS.search(table(page))
     token = simulator.token  # the account's token is in no alert, on no surface
     assert token not in json.dumps(item) and token not in page.text
+
+
+@pytest.mark.parametrize("alerts_config", ["max_attempts = 1\n"])
+def test_retry_failed_deliveries_queues_every_failed_one_and_it_is_delivered(console, simulator):
+    """The page's Retry failed deliveries (no alert named) was tested only with nothing failed."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+
+    host, hook, viewer = console["host"], console["hook"], console["viewer"]
+    add_admin(host, "alice", PASSWORD, "admin")
+    for _ in range(2):  # the sync failing alert; the webhook answers 500 at its one attempt: failed
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    hook.statuses = [500]
+    assert deliver_due(host)["failed"] == 1
+    [failing] = statuses(host)
+    assert statuses(host) == {failing: ["failed"]} and len(hook.requests) == 1
+    with TestClient(viewer.app) as admin:
+        assert sign_in(admin, "alice").status_code == 303
+        page = admin.get("/alerts")
+        assert 'id="retry-all">Retry failed deliveries<' in page.text and "failed" in table(page)
+        done = admin.post("/alerts/retry", data={"csrftoken": csrf(admin)})  # the form's button: no alert named
+        assert done.status_code == 200 and "1 failed delivery queued again, to be sent within 30 seconds" in done.text
+        assert "webhook:ops:  pending , 0 attempts" in table(done)
+    assert statuses(host) == {failing: ["pending"]}
+    assert deliver_due(host)["sent"] == 1 and statuses(host) == {failing: ["sent"]}  # the webhook now answers 200
+    assert len(hook.requests) == 2 and hook.requests[1]["json"] == hook.requests[0]["json"]  # the same alert, delivered again
