@@ -495,6 +495,34 @@ def test_the_console_adds_an_account_with_notifications_off_or_on(host: Host, en
     assert config["notificationAuthToken"] == host.secrets.decrypt(row.notification_secret)
 
 
+@BOTH_DATABASES
+@pytest.mark.parametrize("choice", ["on", "off"])
+def test_confirming_a_take_over_adds_the_account_with_the_add_forms_notifications(
+    host: Host, endpoint: Endpoint, simulator: Any, token_file: Path, choice: str
+) -> None:
+    """Add an account with a token another MDM uses asks to confirm the take-over; the
+    confirmation keeps the Add form's Apple's notifications choice (on and off alike)."""
+    from plugins.vpp.accounts import list_accounts
+
+    simulator.state.mdm_info = {"id": "other-id", "name": "Jamf Pro", "metadata": "jamf.example.edu"}  # another MDM claimed it
+    with _console(host) as client:
+        asked = _add(client, token_file, simulator.base_url, choice)
+        assert asked.status_code == 409 and "Take over from Jamf Pro" in asked.text and list_accounts(host) == []
+        hidden = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', asked.text))
+        assert hidden["notifications"] == choice and simulator.token not in asked.text
+        confirmed = client.post("/vpp/add", data={**hidden, "take_over": "yes"})  # the confirmation page's form, its box ticked
+        assert confirmed.status_code == 200 and _notifications_cell(confirmed.text).startswith("on — " if choice == "on" else "off: "), confirmed.text
+    row = account_row(host)
+    config = simulator.api.client_config()
+    assert row.notifications == choice and config["mdmInfo"]["id"] == row.mdm_info_id != "other-id"  # taken over
+    if choice == "on":
+        assert config["notificationUrl"] == f"{endpoint.public_url}/apple/apps-books/notify/{row.mdm_info_id}" == row.notification_url
+        assert config["notificationAuthToken"] == host.secrets.decrypt(row.notification_secret)
+    else:
+        assert (row.notification_url, row.notification_secret, _pending(host)) == (None, None, 0)
+        assert config["subscribedNotificationTypes"] == [] and "notificationUrl" not in config
+
+
 def test_the_console_refuses_a_notifications_choice_it_cannot_follow_and_adds_nothing(host: Host, endpoint: Endpoint, simulator: Any, token_file: Path) -> None:
     """A bad value, on without [web] public_url and on when Apple cannot deliver its test are one
     line in the console's words; no account, nothing claimed at Apple, no secret left pending."""
