@@ -257,7 +257,7 @@ class DbLock:
     def _ours(self) -> tuple[Any, ...]:
         return (Lock.name == self.name, Lock.holder == self.holder, Lock.generation == self.generation)
 
-    def _lost(self) -> LockLost:
+    def _lost(self, outcome: str = "stopped with nothing written") -> LockLost:
         current = self.info()
         if current is None:
             who = "it no longer exists"
@@ -267,17 +267,18 @@ class DbLock:
             who = f"{describe_holder(current.holder)} took it meanwhile and has finished"
         else:
             who = f"it is now {current.describe()}"
-        return LockLost(f"lost the lock {self.name} (it expired and {who}): stopped with nothing written")
+        return LockLost(f"lost the lock {self.name} (it expired and {who}): {outcome}")
 
-    def refresh(self) -> None:
-        """Push the expiry forward; ``LockLost`` at once if another holder has taken the lock."""
+    def refresh(self, *, outcome: str = "stopped with nothing written") -> None:
+        """Push the expiry forward; ``LockLost`` at once if another holder has taken the lock
+        (its message ends with ``outcome``: what the holder does about it)."""
         if self.generation is None:
             raise LockLost(f"lock {self.name} is not held")
         with self._write_session() as session:
             result = session.execute(update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
             session.commit()
         if rowcount(result) != 1:
-            raise self._lost()
+            raise self._lost(outcome)
 
     def fence(self, session: Session) -> None:
         """In the caller's write transaction: check that we still hold the lock (holder and

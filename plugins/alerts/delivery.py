@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, describe
+from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
 from mdm_core.output import format_time
 
@@ -80,6 +81,7 @@ def deliver_due(host: Host) -> dict[str, int]:
         for delivery, message in due:
             if delivery.channel in down:
                 continue
+            check_held()  # the job's lock lost: the rest stay pending for its next holder
             channel = channels.get(delivery.channel)
             outcome = _attempt(host, channel, delivery.channel, outgoing(message))
             status = _record(host, delivery.id, outcome)

@@ -31,6 +31,7 @@ from sqlmodel import Session, col
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.inventory import in_inventory
+from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
 
 from .catalog import find_apps, once
@@ -174,12 +175,14 @@ def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, q
     for row in revokes:
         groups.setdefault((row.account, row.kind), []).append(row)
     for (account, kind), group in groups.items():
+        check_held()  # a job that lost its lock leaves the rest pending for the lock's next holder
         _revoke(host, account, kind, group, counts, quick, trouble)
     licenses: dict[tuple[str, str, str, str], list[Reclaim]] = {}
     for row in rows:
         if row.adam_id != ALL and (row.reason not in REMOVALS or (row.account, row.kind, row.target) not in covered):
             licenses.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row)
     for (account, adam_id, pricing, kind), group in licenses.items():
+        check_held()
         targets = [r.target for r in group]
         try:
             result = VppPort(host).disassociate(

@@ -20,6 +20,7 @@ from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
 from mdm_core.inventory import in_inventory
+from mdm_core.job_lock import check_held
 from mdm_core.models import Device, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
@@ -191,6 +192,7 @@ def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
         groups.setdefault((row.account, row.adam_id, row.pricing_param, row.kind), []).append(row.target)
     counts = {"asked": 0, "queued": 0, "failed": 0, "pending": 0}
     for (account, adam_id, pricing, kind), targets in groups.items():
+        check_held()  # a job that lost its lock leaves the rest pending for the lock's next holder
         counts["asked"] += len(targets)
         serials, users = (targets, []) if kind == "device" else ([], targets)
         try:
