@@ -48,32 +48,33 @@ ACTIONS = {
 }
 
 #: The commands of that advice (and of ``accounts.UNREADABLE_ACTION``) as the console says them,
-#: where the token is renewed by uploading it with Renew token, and as the API does (it has no
-#: upload: the console's Renew token), in ``web.add_wording``'s (cli, console, api) triples.
+#: where the token is renewed by uploading it with Renew token, and as the API does (``PATCH``
+#: the account with the token's text, ``\1`` its name), in ``web.add_wording``'s (cli, console,
+#: api) triples.
 UPLOAD = "upload it with Renew token"
-API_UPLOAD = "upload it with the console's Renew token"
+API_UPLOAD = r'send its text as "token" in PATCH /api/v1/vpp/accounts/\1'
 KEY = "give it the key the token was stored with (MDM_SECRET_KEY or var/secret.key, the same on every host)"
 WORDING = [
     (
-        r"then mdm vpp account set \S+ --token-file NEW\.vpptoken --take-over",
+        r"then mdm vpp account set (\S+) --token-file NEW\.vpptoken --take-over",
         f"then {UPLOAD} and confirm the take-over",
-        f"then {API_UPLOAD} and confirm the take-over",
+        API_UPLOAD.replace("send", "then send") + ' with "take_over": true',
     ),
     (
-        r"download a new token from Apple School/Business Manager, then: mdm vpp account set \S+ --token-file NEW\.vpptoken",
+        r"download a new token from Apple School/Business Manager, then: mdm vpp account set (\S+) --token-file NEW\.vpptoken",
         f"download a new .vpptoken from Apple School/Business Manager and {UPLOAD}",
         f"download a new .vpptoken from Apple School/Business Manager and {API_UPLOAD}",
     ),
-    (r", then mdm vpp account set \S+ --token-file NEW\.vpptoken", f" and {UPLOAD}", f" and {API_UPLOAD}"),
+    (r", then mdm vpp account set (\S+) --token-file NEW\.vpptoken", f" and {UPLOAD}", f" and {API_UPLOAD}"),
     (
-        r": mdm vpp account set \S+ --token-file NEW\.vpptoken",
+        r": mdm vpp account set (\S+) --token-file NEW\.vpptoken",
         f": download a new .vpptoken from Apple School/Business Manager and {UPLOAD}",
         f": download a new .vpptoken from Apple School/Business Manager and {API_UPLOAD}",
     ),
     (
-        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: mdm vpp account set \S+ --token-file FILE",
+        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: mdm vpp account set (\S+) --token-file FILE",
         f"{KEY}, or upload the token again with Renew token",
-        f"{KEY}, or upload the token again with the console's Renew token",
+        f"{KEY}, or {API_UPLOAD.replace('its text', 'the token again')}",
     ),
 ]
 

@@ -84,7 +84,8 @@ def test_a_location_another_mdm_claimed_is_renew_token_and_take_over_in_the_cons
     simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
     run, run_page = _sync_through_api(school, admin)
     renew = "Renew token on the Apple Volume Purchase Program page, confirming the take-over"
-    assert run["error"].endswith(f"then take the location back with the console's {renew}")
+    api_renew = 'PATCH /api/v1/vpp/accounts/NAME with the text of the new .vpptoken file as "token" and "take_over": true'
+    assert run["error"].endswith(f"then take the location back with {api_renew}"), run["error"]  # the API renews a token itself
     assert f"then take the location back with {renew}" in run_page
     assert not CLI_ADVICE.search(run["error"]) and not CLI_ADVICE.search(run_page)
 
@@ -212,8 +213,9 @@ def test_a_token_s_what_to_do_is_the_api_s_words_in_the_api(
     school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An account's ``action`` in the API (its list, the account, a PATCH's answer) names the
-    console's Renew token, never the command line's `mdm vpp account set ... --token-file`;
-    `mdm vpp account list --json` keeps the command."""
+    API's own renewal (PATCH the account with ``"token"``; it named the console's Renew token
+    when the API could not renew), never the command line's `mdm vpp account set ...
+    --token-file`; `mdm vpp account list --json` keeps the command."""
     from plugins.vpp.models import VppAccount
 
     headers = token_for(school, "admin")
@@ -223,7 +225,7 @@ def test_a_token_s_what_to_do_is_the_api_s_words_in_the_api(
     (row,) = admin.get("/api/v1/vpp/accounts", headers=headers).json()["items"]
     assert row["token_state"] == "taken_over" and row["action"] == (
         "another MDM claimed this location: stop it using the token, "
-        "then upload it with the console's Renew token and confirm the take-over (or remove the account)"
+        'then send its text as "token" in PATCH /api/v1/vpp/accounts/school with "take_over": true (or remove the account)'
     ), row
     code, out, _ = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "account", "list", "--json")
     assert code == 0 and "mdm vpp account set school --token-file NEW.vpptoken --take-over" in out  # the command line's words
@@ -241,7 +243,7 @@ def test_a_token_s_what_to_do_is_the_api_s_words_in_the_api(
             admin.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": 3600}).json(),
         ]
         for answer in answers:
-            assert "the console's Renew token" in answer["action"], answer
+            assert 'send its text as "token" in PATCH /api/v1/vpp/accounts/school' in answer["action"], answer
             assert "mdm " not in answer["action"] and "--" not in answer["action"], answer
 
 
