@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from mdm_core.web.wording import for_request, with_error_reworded
 from . import token_state, views
 from .accounts import (
     ClaimedByOtherMdm,
+    account_contents,
     add_account,
     check_interval,
     describe_account,
@@ -54,8 +56,12 @@ if TYPE_CHECKING:
 
     from .payloads import Account
 
-#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes.
-PATCHABLE = {"interval_seconds", "notifications"}
+#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes (``take_over`` goes with ``token``).
+PATCHABLE = {"interval_seconds", "notifications", "token", "take_over"}
+#: What ``POST /api/v1/vpp/accounts`` takes (``name`` and ``token`` required).
+ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "service_url"}
+#: How messages name a token sent in a JSON body (never its value).
+API_TOKEN = "the token sent"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
@@ -84,21 +90,24 @@ def register(web: WebRegistry) -> None:
 #: (``configure.WORDING``), as the console and the API say it (``mdm_core.web.wording``); the
 #: take-over's before the plain renewal.
 RENEW = "Renew token on the Apple Volume Purchase Program page"
+#: The API's Renew token (``\1``: the account's name, when the advice names it).
+API_RENEW = r'PATCH /api/v1/vpp/accounts/\1 with the text of the new .vpptoken file as "token"'
 WORDING = [
     *token_state.WORDING,
     *configure.WORDING,
     (
         r"renew it with `mdm vpp account set (\S+) --token-file [^`]+`",
         r"renew it with Renew token of account '\1'",
-        r"renew it with the console's Renew token of account '\1'",
+        rf"renew it with {API_RENEW}",
     ),
     (
-        r"`?mdm vpp account set \S+ --token-file \S+ --take-over`?|--token-file and --take-over",
+        r"`?mdm vpp account set (\S+) --token-file \S+ --take-over`?",
         f"{RENEW}, confirming the take-over",
-        f"the console's {RENEW}, confirming the take-over",
+        API_RENEW + ' and "take_over": true',
     ),
-    (r"(?:add|run this again with) --take-over", "confirm the take-over", "confirm the take-over in the console"),
-    (r"`?mdm vpp account set \S+ --token-file \S+`?", RENEW, f"the console's {RENEW}"),
+    (r"--token-file and --take-over", f"{RENEW}, confirming the take-over", 'PATCH with "token" and "take_over": true'),
+    (r"(?:add|run this again with) --take-over", "confirm the take-over", 'send this again with "take_over": true'),
+    (r"`?mdm vpp account set (\S+) --token-file \S+`?", RENEW, API_RENEW),
     (
         r"`mdm vpp account set (\S+) --interval SECONDS`",
         f"the account's {INTERVAL} (Apple Volume Purchase Program page)",
@@ -564,21 +573,88 @@ def api_router() -> APIRouter:
         [row] = describe_accounts(host, [_account(host, name)])
         return _api_account(request, row)
 
+    @router.post("/accounts", status_code=201)
+    async def api_add_account(request: Request) -> dict[str, Any]:
+        """Add an account as the console's Add and ``mdm vpp account add`` do: ``name`` and
+        ``token`` (the .vpptoken file's text) required; ``interval_seconds``, ``notifications``
+        (``"on"``/``"off"``), ``service_url``, ``take_over`` (true: claim a location another MDM
+        manages) optional. 201 with the account; 409 for a name taken or another MDM's location."""
+        host = host_of(request)
+        body = await json_object(request, send=ADD_SHAPE, shape=ADD_SHAPE)
+        _known_fields(body, ADDABLE, ADD_SHAPE)
+        missing = [f for f in ("name", "token") if f not in body]
+        if missing:
+            raise WebError(422, f"{' and '.join(missing)} missing: {ADD_SHAPE}")
+        if not isinstance(body["name"], str):
+            raise WebError(422, f"name {json.dumps(body['name'], default=str)[:50]} is not valid: give the account's name as text")
+        name = body["name"].strip()
+        service_url = body.get("service_url")
+        if service_url is not None and not isinstance(service_url, str):
+            raise WebError(422, "service_url must be text: an http(s) URL, or leave it out for Apple's")
+        seconds = check_interval(host, body["interval_seconds"], "interval_seconds") if "interval_seconds" in body else None
+        wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
+        take_over = _take_over(body)
+        data = _api_token(host, body["token"])
+        with host.db.session() as session:
+            if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
+                raise WebError(409, f"an account named '{name}' already exists: choose another name, or PATCH /api/v1/vpp/accounts/{name} to change it")
+        account = _claiming(
+            lambda: with_token_file(
+                host,
+                data,
+                lambda path: add_account(
+                    host, name, path, interval=seconds, service_url=service_url, take_over=take_over, notifications=wanted, token_label=API_TOKEN
+                ),
+            )
+        )
+        [row] = describe_accounts(host, [_account(host, account["name"])])
+        return _api_account(request, row)
+
     @router.patch("/accounts/{name}")
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:
-        """Change ``interval_seconds`` (the Account Synchronization Interval) and/or
-        ``notifications`` (``"on"``: give Apple ``[web] public_url``; ``"off"``), as ``mdm vpp
-        account set NAME --interval SECONDS --notifications on|off`` does."""
+        """Change ``interval_seconds`` (the Account Synchronization Interval), ``notifications``
+        (``"on"``: give Apple ``[web] public_url``; ``"off"``) and/or renew the ``token`` (the
+        new .vpptoken file's text; ``take_over`` true to claim the location back from another
+        MDM), as ``mdm vpp account set NAME --interval SECONDS --notifications on|off
+        --token-file FILE [--take-over]`` does."""
         host = host_of(request)
         _account(host, name)
         body = await json_object(request, send="send a JSON object", shape="the body must be a JSON object")
-        unknown = sorted(set(body) - PATCHABLE)
-        if unknown or not set(body) & PATCHABLE:
-            extra = "; unknown field(s): " + ", ".join(unknown) if unknown else ""
-            raise WebError(422, 'send {"interval_seconds": SECONDS} and/or {"notifications": "on"|"off"}' + extra)
+        _known_fields(body, PATCHABLE, PATCH_SHAPE)
+        if not set(body) & PATCHABLE:
+            raise WebError(422, PATCH_SHAPE)
         seconds = check_interval(host, body["interval_seconds"], "interval_seconds") if "interval_seconds" in body else None
         wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
-        return _api_account(request, set_account(host, name, interval=seconds, notifications=wanted))
+        take_over = _take_over(body)
+        if "token" not in body:
+            if "take_over" in body:
+                raise WebError(422, '"take_over" goes with "token": renewing the token claims the location back')
+            return _api_account(request, set_account(host, name, interval=seconds, notifications=wanted))
+        data = _api_token(host, body["token"])
+        row = _claiming(
+            lambda: with_token_file(
+                host,
+                data,
+                lambda path: set_account(host, name, interval=seconds, notifications=wanted, token_file=path, take_over=take_over, token_label=API_TOKEN),
+            )
+        )
+        return _api_account(request, row)
+
+    @router.delete("/accounts/{name}")
+    def api_remove_account(request: Request, name: str) -> dict[str, Any]:
+        """Remove an account as the console's Remove and ``mdm vpp account remove`` do: its
+        mirror (assets, licenses, VPP users, runs) is forgotten here, the licenses stay assigned
+        at Apple; Apple is told to stop its notifications (``notice`` says when it could not be)."""
+        host = host_of(request)
+        _account(host, name)
+        forgotten = account_contents(host, name)
+        notice = remove_account(host, name)
+        return {
+            "name": name,
+            "removed": True,
+            "forgotten": {k: forgotten[k] for k in ("assets", "licenses", "users")},
+            "notice": for_request(request, notice) if notice else None,
+        }
 
     @router.post("/accounts/{name}/sync", status_code=202)
     def api_sync(request: Request, name: str, full: bool = False) -> JSONResponse:
@@ -657,6 +733,52 @@ def _on_off(value: Any, field: str) -> bool:
     if value in ("on", "off"):
         return bool(value == "on")
     raise WebError(422, f'{field} {json.dumps(value, default=str)} is not valid: give "on" or "off"')
+
+
+ADD_SHAPE = (
+    'send {"name": NAME, "token": "<the text of the .vpptoken file>"}, '
+    'optionally with interval_seconds, notifications ("on"|"off"), service_url and take_over (true|false)'
+)
+PATCH_SHAPE = (
+    'send {"interval_seconds": SECONDS}, {"notifications": "on"|"off"} and/or '
+    '{"token": "<the text of the new .vpptoken file>"} (with "take_over": true to claim the location back)'
+)
+
+
+def _known_fields(body: dict[str, Any], known: set[str], shape: str) -> None:
+    """A 422 naming the fields of ``body`` the route does not take (never their values)."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise WebError(422, f"unknown field(s): {', '.join(unknown)[:200]}; {shape}")
+
+
+def _take_over(body: dict[str, Any]) -> bool:
+    """The body's ``take_over``: a JSON boolean (false when left out)."""
+    value = body.get("take_over", False)
+    if not isinstance(value, bool):
+        raise WebError(422, f"take_over {json.dumps(value, default=str)[:50]} is not valid: give true or false")
+    return value
+
+
+def _api_token(host: Host, token: Any) -> bytes:
+    """The ``token`` of a JSON body (the .vpptoken file's text) as the file's bytes; a 422 or
+    413 that never shows it."""
+    if not isinstance(token, str) or not token.strip():
+        raise WebError(422, "token must be the text of the .vpptoken file downloaded from Apple School Manager or Apple Business Manager")
+    data = token.strip().encode()
+    limit = web_settings(host).upload_max_bytes
+    if len(data) > limit:
+        raise WebError(413, f"the token sent is larger than {limit} bytes: a .vpptoken is a few hundred bytes; send the text of the file downloaded from Apple")
+    return data
+
+
+def _claiming(work: Callable[[], Account]) -> Account:
+    """``work`` (an add or a renewal); another MDM's location is a 409 asking to send the
+    request again with ``"take_over": true``."""
+    try:
+        return work()
+    except ClaimedByOtherMdm as exc:
+        raise WebError(409, str(exc)) from None  # its --take-over: "send this again with "take_over": true" (WORDING)
 
 
 def _api_account(request: Request, account: Account) -> dict[str, Any]:
