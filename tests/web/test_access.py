@@ -256,11 +256,11 @@ def test_security_headers(admin: Any) -> None:
 
 def test_a_wrong_method_names_the_methods_allowed(web_host: Host, client: Any, admin: Any) -> None:
     """405 said 'this method is not allowed here' without the Allow header HTTP requires, so a
-    script could not tell that the account takes GET and PATCH (two routes on one path)."""
+    script could not tell that the account takes GET, PATCH and DELETE (routes on one path)."""
     headers = token_for(web_host, "admin")
-    api = client.delete("/api/v1/vpp/accounts/school", headers=headers)
-    assert api.status_code == 405 and api.headers["allow"] == "GET, HEAD, PATCH"
-    assert api.json() == {"error": "DELETE is not allowed here: use GET or PATCH"}
+    api = client.put("/api/v1/vpp/accounts/school", headers=headers)
+    assert api.status_code == 405 and api.headers["allow"] == "DELETE, GET, HEAD, PATCH"
+    assert api.json() == {"error": "PUT is not allowed here: use DELETE or GET or PATCH"}
     page = admin.get("/logout")
     assert page.status_code == 405 and page.headers["allow"] == "POST" and "GET is not allowed here: use POST" in page.text
 
