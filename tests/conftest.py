@@ -229,3 +229,15 @@ def pg_url(pg_database: str) -> str:
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
     return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
+    """Each test on the project's SQLite file (None) and on an empty PostgreSQL database;
+    test folders with their own ``database_url`` (always a URL) override it."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    yield request.getfixturevalue("pg_url")

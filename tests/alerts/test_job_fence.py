@@ -4,8 +4,6 @@ lock's next holder, and the turn is a failed one; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,19 +15,7 @@ from plugins.alerts.channels import WebhookChannel
 from plugins.alerts.models import AlertDelivery
 from tests.job_fence import LOST_END, lose_lock_after_first, lost_message
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import FAST_VPP
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
-    """The project's SQLite file (None), or an empty PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    yield request.getfixturevalue("pg_url")
 
 
 def test_a_deliver_job_that_lost_its_lock_sends_nothing_more(

@@ -3,7 +3,7 @@ simulator, and helpers to sync, enrol, run ``mdm`` and find applications."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,6 @@ import pytest
 
 from mdm_core.host import Host
 from mdm_core.testing import EventRecorder, MdmRunner
-
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
 BASE_CONFIG = """
 [vpp]
@@ -24,17 +22,6 @@ request_timeout = 5.0
 reclaim_wait = 2.0
 install_wait = 5.0
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
-    """The project's SQLite file (None), or an empty PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
