@@ -33,6 +33,11 @@ class Unavailable(MdmError):
     that raises it keeps its event: it is delivered again when the host starts next."""
 
 
+class Conflict(MdmError):
+    """The request conflicts with the current state (a sync running, a location already an
+    account): the web answers 409. Mixed in first beside another error, it keeps that one's exit code."""
+
+
 class TemporaryError(MdmError):
     """A failure that may go away by itself (a service unreachable or busy): retry later."""
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from mdm_core.db.typed import table_of
-from mdm_core.errors import MdmError, UsageError, describe
+from mdm_core.errors import Conflict, MdmError, UsageError, describe
 
 from . import token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
@@ -174,6 +174,20 @@ class ClaimedByOtherMdm(MdmError):
         self.location = location  # its name (or uId), for a page that asks to confirm
 
 
+class SyncRunning(Conflict):
+    """A sync of the account holds its lock: it cannot be removed now (exit code 1, 409 on the web)."""
+
+
+class LocationTaken(Conflict, UsageError):
+    """The token's location is already another account of this host (exit code 2, 409 on the web)."""
+
+
+def _account_of(host: Host, uid: str) -> str | None:
+    """The name of this host's account of location ``uid``, if any."""
+    with host.db.session() as session:
+        return session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
+
+
 def _vpp_failure(action: str, exc: VppError) -> MdmError:
     return MdmError(f"{action}: {exc}")
 
@@ -259,11 +273,10 @@ def add_account(
             except VppError as exc:
                 raise MdmError(str(exc)) from None
             uid = fields["uid"]
-            with host.db.session() as session:
-                other = session.execute(select(col(VppAccount.name)).where(col(VppAccount.uid) == uid)).scalar_one_or_none()
+            other = _account_of(host, uid)
             if other:
                 renew = f"`mdm vpp account set {other} --token-file {token_file}`"  # the console's Renew token: web.WORDING
-                raise UsageError(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with {renew}")
+                raise LocationTaken(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with {renew}")
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
@@ -401,11 +414,15 @@ def set_account(
                 config = client.get_client_config()
             except VppError as exc:
                 raise _vpp_failure(f"cannot check {label}", exc) from None
-            if str(config.get("uId")) != account.uid:
-                raise UsageError(
-                    f"{label} belongs to location {config.get('locationName') or config.get('uId')}, "
-                    f"not to account '{name}' ({account.location_name}): add it as a new account instead"
-                )
+            uid = str(config.get("uId"))
+            if uid != account.uid:
+                location, other = config.get("locationName") or uid, _account_of(host, uid)
+                if other:  # the console's Renew token of that account, the API's PATCH of it (web.WORDING)
+                    raise LocationTaken(
+                        f"{label} belongs to location {location}, already account '{other}', not to account '{name}' ({account.location_name}): "
+                        f"renew it with `mdm vpp account set {other} --token-file {token_file}`"
+                    )
+                raise UsageError(f"{label} belongs to location {location}, not to account '{name}' ({account.location_name}): add it as a new account instead")
             current = config.get("mdmInfo")
             theirs = isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current)
             if theirs and not take_over:
@@ -456,7 +473,7 @@ def remove_account(host: Host, name: str) -> str | None:
     try:
         lock.acquire(wait=settings(host).lock_wait)
     except LockBusy:
-        raise MdmError(f"a sync of {name} is running: remove the account when it has finished") from None
+        raise SyncRunning(f"a sync of {name} is running: remove the account when it has finished") from None
     try:
         notice = _stop_notifications(host, account) if account.notifications == "on" else None
         host.db.run_write(lambda session: _remove(host, session, name))

@@ -35,6 +35,7 @@ from mdm_core.web.wording import for_request, with_error_reworded
 from . import token_state, views
 from .accounts import (
     ClaimedByOtherMdm,
+    SyncRunning,
     account_contents,
     add_account,
     check_interval,
@@ -476,7 +477,10 @@ def page_router() -> APIRouter:
         _account(host, name)
         if confirm != name:
             raise WebError(422, f"type the account name '{name}' to confirm its removal")
-        notice = remove_account(host, name)
+        try:
+            notice = remove_account(host, name)
+        except SyncRunning as exc:  # nothing removed: back to the page that shows the sync
+            return redirect(request, "/vpp", str(exc), "error")
         if notice:  # removed, but Apple keeps posting its notifications
             return redirect(request, "/vpp", f"account {name} removed with its assets, users and licenses; but {notice}", "error")
         return redirect(request, "/vpp", f"account {name} removed with its assets, users and licenses")
@@ -578,7 +582,8 @@ def api_router() -> APIRouter:
         """Add an account as the console's Add and ``mdm vpp account add`` do: ``name`` and
         ``token`` (the .vpptoken file's text) required; ``interval_seconds``, ``notifications``
         (``"on"``/``"off"``), ``service_url``, ``take_over`` (true: claim a location another MDM
-        manages) optional. 201 with the account; 409 for a name taken or another MDM's location."""
+        manages) optional. 201 with the account; 409 for a name taken, a location already an
+        account here or another MDM's location."""
         host = host_of(request)
         body = await json_object(request, send=ADD_SHAPE, shape=ADD_SHAPE)
         _known_fields(body, ADDABLE, ADD_SHAPE)
@@ -644,7 +649,8 @@ def api_router() -> APIRouter:
     def api_remove_account(request: Request, name: str) -> dict[str, Any]:
         """Remove an account as the console's Remove and ``mdm vpp account remove`` do: its
         mirror (assets, licenses, VPP users, runs) is forgotten here, the licenses stay assigned
-        at Apple; Apple is told to stop its notifications (``notice`` says when it could not be)."""
+        at Apple; Apple is told to stop its notifications (``notice`` says when it could not be);
+        409 while a sync of it runs (:class:`SyncRunning`)."""
         host = host_of(request)
         _account(host, name)
         forgotten = account_contents(host, name)

@@ -5,8 +5,10 @@ answer nor a log line."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from mdm_core.host import Host
 
-from .conftest import PASSWORD, WEB_CONFIG, sign_in, token_for
+from .conftest import PASSWORD, WEB_CONFIG, csrf, sign_in, token_for
 
 ACCOUNTS = "/api/v1/vpp/accounts"
 RENEW_DISTRICT = 'PATCH /api/v1/vpp/accounts/district with the text of the new .vpptoken file as "token"'
@@ -138,7 +140,7 @@ def test_bad_adds_and_renewals_are_one_line_and_change_nothing(
     expired = _expired(simulator)
     cases: list[tuple[dict[str, Any], int, str]] = [
         (good, 409, "an account named 'district' already exists"),
-        ({**good, "name": "second"}, 422, "is already account 'district': renew it with " + RENEW_DISTRICT),
+        ({**good, "name": "second"}, 409, "is already account 'district': renew it with " + RENEW_DISTRICT),  # a conflict with this host's accounts
         ({**good, "name": "second", "token": "not a token"}, 422, "the token sent is not base64"),
         ({**good, "name": "second", "token": expired}, 422, "the token sent expired on 2020-01-01"),
         ({**good, "name": "second", "tokn": token}, 422, "unknown field(s): tokn; send {"),
@@ -176,6 +178,78 @@ def test_bad_adds_and_renewals_are_one_line_and_change_nothing(
     assert _one_line_error(api.patch(f"{ACCOUNTS}/district", json={"token": token}), 400, token).startswith("cannot check the token sent: ")
     assert _names(api_host) == ["district"] and api.get(f"{ACCOUNTS}/district").json() == before
     assert token not in caplog.text
+
+
+def _console(api_host: Host) -> Any:
+    """A browser signed in as the admin ``alice`` (close it)."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    session = TestClient(create_app(api_host))
+    assert sign_in(session, "alice").status_code == 303
+    return session
+
+
+def _flash(page: str) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'<p class="flash error"[^>]*>([^<]*)</p>', page)]
+
+
+def test_an_account_whose_sync_runs_is_not_removed_a_conflict_in_the_api_and_the_console(api_host: Host, api: Any, simulator: Any) -> None:
+    from plugins.vpp.accounts import account_lock
+
+    body = {"name": "district", "token": simulator.token, "service_url": simulator.base_url}
+    assert api.post(ACCOUNTS, json=body).status_code == 201
+    before = api.get(f"{ACCOUNTS}/district").json()
+    busy = "a sync of district is running: remove the account when it has finished"
+    lock = account_lock(api_host, _account_id(api_host))
+    lock.acquire()  # as a sync of the account, in any process, holds it
+    try:
+        assert _one_line_error(api.delete(f"{ACCOUNTS}/district"), 409, simulator.token) == busy
+        with _console(api_host) as session:
+            refused = session.post("/vpp/accounts/district/remove", data={"confirm": "district", "csrftoken": csrf(session)}, follow_redirects=False)
+            assert refused.status_code == 303 and refused.headers["location"] == "/vpp"
+            assert _flash(session.get("/vpp").text) == [busy]  # the Apple Volume Purchase Program page, the account still on it
+        assert _names(api_host) == ["district"] and api.get(f"{ACCOUNTS}/district").json() == before  # nothing removed
+    finally:
+        lock.release()
+    assert api.delete(f"{ACCOUNTS}/district").status_code == 200 and _names(api_host) == []
+
+
+def _account_id(host: Host) -> int:
+    from plugins.vpp.views import get_account
+
+    with host.db.session() as session:
+        account_id = get_account(session, "district").id
+    assert account_id is not None
+    return account_id
+
+
+def test_a_location_already_an_account_is_a_conflict_in_the_api_and_the_console(api_host: Host, api: Any, simulator: Any) -> None:
+    from sqlalchemy import update
+
+    from plugins.vpp.models import VppAccount
+    from plugins.vpp.simulator import Simulator
+
+    token = simulator.token
+    assert api.post(ACCOUNTS, json={"name": "district", "token": token, "service_url": simulator.base_url}).status_code == 201
+    with _console(api_host) as session:
+        form = {"csrftoken": csrf(session), "name": "second", "interval": "900", "service_url": simulator.base_url}
+        added = session.post("/vpp/add", data=form, files={"token_file": ("district.vpptoken", token.encode(), "application/octet-stream")})
+        assert added.status_code == 409 and token not in added.text, added.text
+        [error] = _flash(added.text)
+        assert error == f"this token's location {simulator.state.location_name} is already account 'district': renew it with Renew token of account 'district'"
+    with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
+        assert api.post(ACCOUNTS, json={"name": "annex", "token": other.token, "service_url": other.base_url}).status_code == 201
+        # Apple's one service holds every location: annex's requests go where district's do
+        api_host.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "annex").values(service_url=simulator.base_url)))
+        before = api.get(f"{ACCOUNTS}/annex").json()
+        error = _one_line_error(api.patch(f"{ACCOUNTS}/annex", json={"token": token}), 409, token)
+        assert error == (
+            f"the token sent belongs to location {simulator.state.location_name}, already account 'district', "
+            f"not to account 'annex' ({other.state.location_name}): renew it with {RENEW_DISTRICT}"
+        )
+        assert api.get(f"{ACCOUNTS}/annex").json() == before and _names(api_host) == ["annex", "district"]
 
 
 def test_viewers_and_strangers_cannot_add_renew_or_remove(api_host: Host, api: Any, simulator: Any) -> None:
