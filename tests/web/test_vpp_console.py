@@ -152,15 +152,15 @@ def test_upload_errors_name_the_uploaded_file_never_a_server_path(school: Host, 
     expired = json.loads(base64.b64decode(simulator.token))
     expired["expDate"] = "2020-01-01T00:00:00+0000"
     cases = [
-        ("garbage", b"\x89PNG garbage", "is not base64"),
-        ("expired", base64.b64encode(json.dumps(expired).encode()), "expired on 2020-01-01"),
-        ("second", simulator.write_token(project_dir / "again.vpptoken").read_bytes(), "renew it with Renew token of account 'school'"),
+        ("garbage", b"\x89PNG garbage", 422, "is not base64"),
+        ("expired", base64.b64encode(json.dumps(expired).encode()), 422, "expired on 2020-01-01"),
+        ("second", simulator.write_token(project_dir / "again.vpptoken").read_bytes(), 409, "renew it with Renew token of account 'school'"),  # a conflict
     ]
-    for name, content, message in cases:
+    for name, content, status, message in cases:
         form = {"csrftoken": csrf(admin), "name": name, "interval": "900", "service_url": simulator.base_url}
         response = admin.post("/vpp/add", data=form, files={"token_file": ("district.vpptoken", content)})
         error = _error(response)
-        assert response.status_code == 422 and message in error, error
+        assert response.status_code == status and message in error, error
         assert ".upload-" not in error and str(project_dir) not in error and "--token-file" not in error
         if name != "second":
             assert error.startswith("the uploaded file 'district.vpptoken' ")
