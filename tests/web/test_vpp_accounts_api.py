@@ -227,6 +227,7 @@ def _account_id(host: Host) -> int:
 
 def test_a_location_already_an_account_is_a_conflict_in_the_api_and_the_console(api_host: Host, api: Any, simulator: Any) -> None:
     from sqlalchemy import update
+    from sqlmodel import col
 
     from plugins.vpp.models import VppAccount
     from plugins.vpp.simulator import Simulator
@@ -242,7 +243,7 @@ def test_a_location_already_an_account_is_a_conflict_in_the_api_and_the_console(
     with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
         assert api.post(ACCOUNTS, json={"name": "annex", "token": other.token, "service_url": other.base_url}).status_code == 201
         # Apple's one service holds every location: annex's requests go where district's do
-        api_host.db.run_write(lambda s: s.execute(update(VppAccount).where(VppAccount.name == "annex").values(service_url=simulator.base_url)))
+        api_host.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == "annex").values(service_url=simulator.base_url)))
         before = api.get(f"{ACCOUNTS}/annex").json()
         error = _one_line_error(api.patch(f"{ACCOUNTS}/annex", json={"token": token}), 409, token)
         assert error == (
