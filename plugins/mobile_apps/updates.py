@@ -3,17 +3,21 @@
 The check (the ``mobile_apps.updates`` job with ``auto_update``, or ``mdm apps check-updates``)
 looks up every published app again with the metadata lookup (:func:`.catalog.look_up`) and
 compares the version Apple answers with the application's ``known_version`` (the version devices
-were last brought to). For each new version, in one transaction: the application records it (only
-if no other check did meanwhile, so one version is handled once), ``mobile_apps_app_updated`` is
-recorded, and ``InstallApplication`` is queued on each enrolled device whose
-``InstallApplication`` of the app was acknowledged and that still holds a license of it in the
-VPP mirror (a device license, or a user license of its owner). No license is associated again:
-Apple is not asked anything but the lookup. A device whose install of the app still waits gets
-nothing more. A failed lookup changes nothing; the next check looks it up again.
+were last brought to). Only a higher version is new (:mod:`.versions`): a lower one (a stale
+answer) is logged and changes nothing, and "1.2" and "1.2.0" are the same. For each new version,
+in one transaction: the application records it (only if no other check did meanwhile, so one
+version is handled once), ``mobile_apps_app_updated`` is recorded, and ``InstallApplication``
+is queued on each enrolled device whose ``InstallApplication`` of the app was acknowledged and
+that still holds a license of it in the VPP mirror (a device license, or a user license of its
+owner). No license is associated again: Apple is not asked anything but the lookup. A device
+whose install of the app still waits gets nothing more. A failed lookup changes nothing; the
+next check looks it up again.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,10 +32,13 @@ from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
 from .installs.commands import REQUEST_TYPE, queue_install, queued_installs
 from .models import AppMetadata, MobileApp
 from .payloads import AppUpdatedPayload
+from .versions import compare_versions, is_newer
 from .vpp_port import VppPort
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,7 +97,7 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     errors: list[str] = []
     counts = look_up(host, by_account, errors=errors)
     with host.db.reading() as conn:
-        changed = [r for r in conn.execute(query).all() if r.version and r.known_version and r.version != r.known_version]
+        changed = _newer(conn.execute(query).all())
     had_it = _acknowledged(host, {r.adam_id for r in changed}) if install else {}
     holders = {(r.account, r.adam_id): port.licenses(r.account, r.adam_id) for r in changed} if install else {}
     updates = []
@@ -103,6 +110,30 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     if updates:
         host.deliver_events()
     return UpdateReport(counts, errors, updates)
+
+
+def _newer(rows: Sequence[Any]) -> list[Any]:
+    """The applications whose looked-up version is higher than their known one (:func:`.versions.is_newer`).
+    A lower one (a stale answer of the lookup) changes nothing and is logged, once per app and platform."""
+    lower: dict[tuple[str, str], Any] = {}
+    newer = []
+    for r in rows:
+        if not (r.version and r.known_version and r.version != r.known_version):
+            continue
+        if is_newer(r.version, r.known_version):
+            newer.append(r)
+        elif compare_versions(r.version, r.known_version) != 0:
+            lower.setdefault((r.adam_id, r.platform), r)
+    for r in lower.values():
+        log.warning(
+            "update check: %s (%s) %s: the lookup answers version %s, lower than the known %s: not an update, nothing changed",
+            r.name or "adamId",
+            r.adam_id,
+            r.platform,
+            r.version,
+            r.known_version,
+        )
+    return newer
 
 
 def _acknowledged(host: Host, adam_ids: set[str]) -> dict[str, list[str]]:

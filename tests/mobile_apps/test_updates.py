@@ -5,6 +5,7 @@ job), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def _fired(host: Host, name: str) -> list[dict[str, Any]]:
     with host.db.session() as session:
         rows = session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == name).order_by(col(OutboxEvent.seq))).scalars()
         return [dict(e.payload) for e in rows if e.delivered_at is not None]
+
+
+def _known_version(host: Host, app: str) -> str | None:
+    """The version the application's devices were last brought to."""
+    from plugins.mobile_apps.models import MobileApp
+
+    with host.db.session() as session:
+        found = session.get(MobileApp, int(app))
+        return found.known_version if found else None
 
 
 def _installed(host: Host, simulator: Any, mdm: MdmRunner) -> dict[str, str]:
@@ -181,6 +191,38 @@ def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(se
     assert [e["newVersion"] for e in _fired(host, "mobile_apps_app_updated") if str(e["id"]) == d["app"]] == [new]
     code, out, _ = mdm("apps", "check-updates")
     assert code == 0 and "no new version" in out and len(commands(host, d["acked"])) == 1
+
+
+def test_a_lower_version_looked_up_is_not_an_update(setup, simulator, caplog):
+    """A stale lookup answering an older version queues nothing and fires no event (before, it
+    was "new": installs queued everywhere, then queued again when the lookup answered the newer
+    version); the known version stays, and the next higher version is an update."""
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    known = simulator.state.assets[(d["adam"], "STDQ")].version
+    major, _, rest = known.partition(".")
+    older = f"{int(major) - 1}.{rest}"  # the simulator's versions start at 1
+    simulator.publish_version(d["adam"], older)
+    with caplog.at_level(logging.WARNING, logger="plugins.mobile_apps"):
+        code, out, err = mdm("apps", "check-updates")
+    assert code == 0 and "no new version" in out, out + err
+    assert len(commands(host, d["acked"])) == 1 and _fired(host, "mobile_apps_app_updated") == []
+    [line] = [r.getMessage() for r in caplog.records if f"answers version {older}, lower than the known {known}" in r.getMessage()]
+    assert d["adam"] in line
+    assert _known_version(host, d["app"]) == known
+
+    simulator.publish_version(d["adam"], f"{known}.0")  # the same version, written otherwise
+    code, out, err = mdm("apps", "check-updates")
+    assert code == 0 and "no new version" in out and len(commands(host, d["acked"])) == 1, out + err
+
+    head, _, last = known.rpartition(".")
+    nine, ten = f"{head}.{last}9", f"{head}.{last}10"  # numerically, not as text: 9 < 10
+    for version in (nine, ten):
+        simulator.publish_version(d["adam"], version)
+        code, out, err = mdm("apps", "check-updates")
+        assert code == 0 and f"-> {version}" in out, out + err
+    assert [e["newVersion"] for e in _fired(host, "mobile_apps_app_updated") if str(e["id"]) == d["app"]] == [nine, ten]
+    assert [c["status"] for c in commands(host, d["acked"])] == ["acknowledged", "queued"]  # the first update still waits: no second command
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "true"])
