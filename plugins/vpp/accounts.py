@@ -223,6 +223,37 @@ def _accounts_lock(host: Host) -> Iterator[None]:
         lock.release()
 
 
+SERVICE_URL_SHAPE = f"is not an http(s) URL of a host and a path (no user name, password, query or fragment) like {DEFAULT_SERVICE_URL}"
+
+
+def service_url_problem(text: str) -> str | None:
+    """Why ``text`` is no Apps and Books base URL (http(s), a host and a path), as ``URL is not
+    ...``, or None. A user name, password, query or fragment is refused (a credential there
+    would be stored, and printed by every message naming the URL) and shown as ``***``."""
+    from urllib.parse import urlsplit
+
+    from mdm_core.web.settings import shown_url
+
+    try:
+        parts = urlsplit(text)
+        shown = shown_url(text)
+        valid = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a port that is not a number, a bracket left open
+        return f"the URL given {SERVICE_URL_SHAPE}"
+    if not valid or "@" in parts.netloc or parts.query or parts.fragment:
+        return f"{shown} {SERVICE_URL_SHAPE}"
+    return None
+
+
+def check_service_url(text: str) -> str:
+    """``text`` without trailing slashes, or a one-line :class:`UsageError` saying why it is no
+    Apps and Books base URL (the console's Add form and the API's ``service_url`` come here)."""
+    problem = service_url_problem(text.strip())
+    if problem:
+        raise UsageError(f"--service-url {problem}")
+    return text.strip().rstrip("/")
+
+
 def add_account(
     host: Host,
     name: str,
@@ -254,9 +285,9 @@ def add_account(
     if not NAME_RE.match(name):
         raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
     interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
+    service_url = check_service_url(service_url) if service_url else DEFAULT_SERVICE_URL
     label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
-    service_url = (service_url or DEFAULT_SERVICE_URL).rstrip("/")
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
     configure.check(host, notifications)
     with _accounts_lock(host):
@@ -355,9 +386,7 @@ def set_account(
     if interval is not None:
         updates["interval_seconds"] = check_interval(host, interval)
     if service_url is not None:
-        service_url = service_url.strip().rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", service_url):
-            raise UsageError(f"--service-url '{service_url}' is not an http(s) URL like {DEFAULT_SERVICE_URL}")
+        service_url = check_service_url(service_url)
         updates["service_url"] = account.service_url = service_url
         if token_file is None:  # check the stored token there: same location, still ours
             with make_client(host, account_token(host, account), service_url, None, interactive=True, account_id=account.id) as client:

@@ -18,23 +18,13 @@ INTERVAL = count(None, unit="seconds")
 
 
 def service_url(text: str) -> str:
-    """An Apps and Books base URL: http(s), a host and a path; a user name, password, query or
-    fragment (a credential there would be stored, and printed by every message naming the URL)
-    is refused in one line that shows them as ``***``."""
-    from urllib.parse import urlsplit
+    """An Apps and Books base URL (:func:`~plugins.vpp.accounts.service_url_problem`): a bad one is
+    argparse's one-line error, a credential in it shown as ``***``."""
+    from .accounts import service_url_problem
 
-    from mdm_core.web.settings import shown_url
-
-    try:
-        parts = urlsplit(text)
-        shown = shown_url(text)
-        valid = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port or 0) >= 0
-    except ValueError:  # a port that is not a number, a bracket left open
-        shown, valid = "the URL given", False
-    if not valid or "@" in parts.netloc or parts.query or parts.fragment:
-        raise argparse.ArgumentTypeError(
-            f"{shown} is not an http(s) URL of a host and a path (no user name, password, query or fragment) like https://vpp.itunes.apple.com/mdm/v2"
-        )
+    problem = service_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -274,3 +274,33 @@ def test_viewers_and_strangers_cannot_add_renew_or_remove(api_host: Host, api: A
             assert refused.status_code == 403 and "can only read" in refused.json()["error"] and simulator.token not in refused.text
             assert session.request(method, path, json=sent).status_code == 403  # a signed-in browser without the CSRF token
     assert _names(api_host) == ["district"]
+
+
+def test_a_service_url_with_a_password_or_query_is_refused_by_the_api_and_the_console_as_by_the_cli(
+    api_host: Host, api: Any, simulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API's and the console's Add took any ``service_url``: one with a user name and
+    password (or a query) at a working service was added and stored, and one Apple could not be
+    reached at echoed the password in the error. Both now refuse it as ``--service-url`` does,
+    in one line showing ``***``, before Apple is called; nothing added."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    caplog.set_level(logging.DEBUG)
+    token, base = simulator.token, simulator.base_url
+    with_password = base.replace("://", "://admin:hunter2@")
+    bad = [with_password, base + "?key=hunter2", base + "#hunter2", "ftp://apple.example/mdm/v2", "http://"]
+    requests_before = sum(simulator.requests.values())
+    for url in bad:
+        error = _one_line_error(api.post(ACCOUNTS, json={"name": "district", "token": token, "service_url": url}), 422, token)
+        assert "is not an http(s) URL of a host and a path (no user name, password, query or fragment)" in error, error
+        assert error.startswith("the account's service_url ") and "hunter2" not in error, error
+    with TestClient(create_app(api_host)) as browser:
+        assert sign_in(browser, "alice").status_code == 303
+        form = {"csrftoken": browser.cookies.get("csrftoken"), "name": "district", "interval": "900", "service_url": with_password}
+        page = browser.post("/vpp/add", data=form, files={"token_file": ("district.vpptoken", token.encode())})
+        assert page.status_code == 422 and "the account&#39;s Service URL http://***@" in page.text and "hunter2" not in page.text, page.text
+    assert _names(api_host) == [] and sum(simulator.requests.values()) == requests_before  # nothing added, Apple never called
+    assert "hunter2" not in caplog.text
+    assert api.post(ACCOUNTS, json={"name": "district", "token": token, "service_url": base + "/"}).status_code == 201  # a trailing slash is fine
