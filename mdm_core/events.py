@@ -30,7 +30,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import bind_processor, bound_value, insert_rows, one_of
-from mdm_core.db.typed import table_of
+from mdm_core.db.typed import table_of, values_of
 from mdm_core.errors import PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
 from mdm_core.plugins import call_isolated
@@ -358,7 +358,7 @@ class EventBus:
         query = select(SubscriberFailure).order_by(col(SubscriberFailure.id))
         if not everything:
             query = query.where(col(SubscriberFailure.status) == "failed")
-        return (row[0].model_dump() for row in stream_rows(self.db, query, offset=offset, limit=limit))
+        return (values_of(row[0]) for row in stream_rows(self.db, query, offset=offset, limit=limit))
 
     def retry_due(self, now: datetime | None = None, *, at_start: bool = False, limit: int = 200) -> tuple[int, int]:
         """Deliver again, each to the one subscriber that failed, the events whose next attempt

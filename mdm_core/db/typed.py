@@ -29,3 +29,11 @@ def stored_id(row: Any) -> int:
     if row.id is None:
         raise ValueError(f"{type(row).__name__} has no id: it is not stored yet")
     return int(row.id)
+
+
+def values_of(row: SQLModel) -> dict[str, Any]:
+    """A row's plain values (``model_dump()``) with its fields in the model's declared order:
+    ``model_dump()`` of a loaded row follows the order SQLAlchemy happened to set them in, which
+    changed from one process to the next, so ``--json`` and the API shuffled their keys."""
+    dumped = row.model_dump()
+    return {name: dumped[name] for name in type(row).model_fields if name in dumped}

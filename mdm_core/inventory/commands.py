@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError
 from mdm_core.models import Command, utcnow
 from mdm_core.payloads import CommandQueuedPayload
@@ -31,7 +32,7 @@ def iter_commands(host: Host, device: str | None = None, *, offset: int = 0, lim
     query = select(Command).order_by(col(Command.created_at), col(Command.uuid))
     if device:
         query = query.where(col(Command.device_serial) == device.strip().upper())
-    return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
+    return (values_of(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def list_commands(host: Host, device: str | None = None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, EnrollmentType, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
@@ -185,7 +186,7 @@ def remove_device(host: Host, serial: str) -> DeviceRow:
 def iter_devices(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Enrolled devices as plain values, by serial number, streamed (constant memory)."""
     rows = stream_rows(host.db, select(Device).order_by(Device.serial_number), offset=offset, limit=limit)
-    return (row[0].model_dump() for row in rows)
+    return (values_of(row[0]) for row in rows)
 
 
 def list_devices(host: Host) -> list[dict[str, Any]]:

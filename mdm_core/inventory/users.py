@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 
@@ -130,7 +131,7 @@ def import_users(host: Host, path: str | Path, ignored: list[str] | None = None)
 def iter_users(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """MDM users as plain values, by id, streamed (constant memory)."""
     rows = stream_rows(host.db, select(MdmUser).order_by(MdmUser.id), offset=offset, limit=limit)
-    return (row[0].model_dump() for row in rows)
+    return (values_of(row[0]) for row in rows)
 
 
 def list_users(host: Host) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from mdm_core.db.typed import values_of
 from mdm_core.errors import describe
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
@@ -185,14 +186,14 @@ def api_router() -> APIRouter:
         """Enrolled devices (as ``mdm devices list --json``), by serial number."""
         with host_of(request).db.session() as session:
             page = keyset(session, select(Device), [Device.serial_number], limit=limit, cursor=cursor)
-        return {"items": [r[0].model_dump() for r in page.items], "next_cursor": page.next_cursor}
+        return {"items": [values_of(r[0]) for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/users")
     def api_users(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """MDM users (as ``mdm users list --json``), by id."""
         with host_of(request).db.session() as session:
             page = keyset(session, select(MdmUser), [MdmUser.id], limit=limit, cursor=cursor)
-        return {"items": [r[0].model_dump() for r in page.items], "next_cursor": page.next_cursor}
+        return {"items": [values_of(r[0]) for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/events")
     def api_events(request: Request, name: str = "", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
@@ -254,4 +255,4 @@ def failures_page(host: Any, limit: int, cursor: str | None) -> Page[dict[str, A
     """Deliveries a subscriber refused, newest first."""
     with host.db.session() as session:
         page = keyset(session, select(SubscriberFailure), [SubscriberFailure.id], limit=limit, cursor=cursor, descending=True)
-    return Page([f.model_dump() for (f,) in page.items], page.next_cursor)
+    return Page([values_of(f) for (f,) in page.items], page.next_cursor)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from mdm_core.db.typed import values_of
 from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
 
@@ -125,7 +126,7 @@ class SeenEvent(SQLModel, table=True):
 
 def as_dict(row: Any) -> dict[str, Any]:
     """A row as plain values."""
-    return row.model_dump()
+    return values_of(row)
 
 
 MOBILE_APPS_TABLES: list[type[SQLModel]] = [MobileApp, AppMetadata, Install, Reclaim, SeenEvent]

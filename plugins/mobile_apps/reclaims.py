@@ -29,6 +29,7 @@ from sqlalchemy import or_, select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.inventory import in_inventory
 from mdm_core.job_lock import check_held
@@ -485,7 +486,7 @@ def reclaim_ok(rows: list[dict[str, Any]]) -> bool:
 
 def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     """A reclaim as plain values."""
-    data = row.model_dump()
+    data = values_of(row)
     data["serialNumber" if row.kind == "device" else "clientUserId"] = row.target
     return data
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlmodel import col
 
+from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
@@ -223,7 +224,7 @@ def api_router() -> APIRouter:
         """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
         with host_of(request).db.session() as session:
             page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)
-        return {"items": [with_error_reworded(request, i.model_dump()) for (i,) in page.items], "next_cursor": page.next_cursor}
+        return {"items": [with_error_reworded(request, values_of(i)) for (i,) in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/{app}/install")
     async def api_install(request: Request, app: str) -> JSONResponse:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
+from mdm_core.db.typed import values_of
 from mdm_core.errors import UsageError
 from mdm_core.inventory import queue_command
 from mdm_core.models import Command, Device
@@ -139,7 +140,7 @@ def queued_installs(session: Session, account: str, adam_id: str, pricing: str, 
 def iter_installs(host: Host, status: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Recorded installs, newest first; streamed (constant memory)."""
     query = installs_query(status).order_by(col(Install.id).desc())
-    return (row[0].model_dump() for row in stream_rows(host.db, query, offset=offset, limit=limit))
+    return (values_of(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def list_installs(host: Host, status: str | None = None) -> list[dict[str, Any]]:
