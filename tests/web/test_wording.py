@@ -302,3 +302,19 @@ def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
     assert "(Install status, failed)" in said["console"][3] and "then POST /api/v1/apps/1/install again for these targets" in said["api"][3]
     assert "see the account's VPP users" in said["console"][4] and "See GET /api/v1/apps/installs?status=failed" in said["api"][5]
     assert "mdm apps reclaim 1 --unused" in f"{none.action}"  # the mails' and webhooks' words
+
+
+def test_an_unknown_app_is_a_404_in_the_api_s_words(
+    school: Host, admin: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``POST /api/v1/apps/{app}/install`` and ``/reclaim`` of an app the selector does not find
+    answered 404 with the command line's advice (see `mdm apps list`; run `mdm vpp sync`)."""
+    headers = token_for(school, "admin")
+    for action in ("install", "reclaim"):
+        response = admin.post(f"/api/v1/apps/com.example.nothing/{action}", headers=headers, json={"devices": ["WEBDEV000012"]})
+        error = response.json()["error"]
+        assert response.status_code == 404 and error.startswith("no application 'com.example.nothing': "), error
+        assert "(see GET /api/v1/apps; after a purchase, synchronize the VPP account: POST /api/v1/vpp/accounts/{name}/sync)" in error, error
+        assert not CLI_ADVICE.search(error), error
+    code, _, err = MdmRunner(project_dir, monkeypatch, capsys)("apps", "install", "com.example.nothing", "--device", "WEBDEV000012")
+    assert code != 0 and "(see `mdm apps list`; run `mdm vpp sync` after a purchase)" in err, err  # the command line's words

@@ -62,6 +62,11 @@ WORDING = [
         r"\1: synchronize the account (POST /api/v1/vpp/accounts/\2/sync), then try again",
     ),
     (r"(Apple licenses books to users only), give --user MDM_USER", rf"\1: {CHOOSE_USER}", r'\1: give "users" instead of "devices"'),
+    (
+        r"\(see `mdm apps list`; run `mdm vpp sync` after a purchase\)",
+        "(see Mobile Applications; after a purchase, synchronize the VPP account)",
+        "(see GET /api/v1/apps; after a purchase, synchronize the VPP account: POST /api/v1/vpp/accounts/{name}/sync)",
+    ),
 ]
 
 
