@@ -34,7 +34,7 @@ from mdm_core.errors import Conflict, MdmError, TemporaryError, UsageError, one_
 from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
-from .access import Principal, session_principal, token_principal, web_settings
+from .access import TOKEN_PREFIX, Principal, session_principal, token_principal, web_settings
 from .helpers import BackgroundWork, WebError, require_change, url_with
 from .limits import BodyLimit
 from .registry import WebRegistry
@@ -65,11 +65,33 @@ class RouteInfo:
 
 
 class SignInRequired(Exception):
-    """No valid session or token: 401 on the API, the sign-in page for the console."""
+    """No valid session or token: 401 on the API, the sign-in page for the console.
 
-    def __init__(self, message: str = "sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)"):
+    ``challenge`` is the ``WWW-Authenticate`` value (RFC 6750 section 3: a bare ``Bearer``
+    when no credentials were sent, with ``error="invalid_token"`` for a token refused)."""
+
+    def __init__(self, message: str = "sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", challenge: str = "Bearer"):
         super().__init__(message)
         self.message = message
+        self.challenge = challenge
+
+
+def _refusal(request: Request) -> SignInRequired:
+    """Why a request has no principal, in one line: no credentials, or which kind of bad
+    ones. Says nothing about other tokens and never repeats the value sent (a revoked token
+    is deleted, so it cannot be told from one never created)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return SignInRequired()
+    scheme, _, value = header.partition(" ")
+    create = "create one with `mdm api-tokens create NAME` (see `mdm api-tokens list`)"
+    if scheme.lower() != "bearer":
+        return SignInRequired("the Authorization header is not a bearer token: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)")
+    if not value.strip():
+        return SignInRequired("the Authorization header has no token after Bearer: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)")
+    if not value.strip().startswith(TOKEN_PREFIX):
+        return SignInRequired(f"the API token sent is not one of this host's (they begin with {TOKEN_PREFIX}): {create}", 'Bearer error="invalid_token"')
+    return SignInRequired(f"the API token sent is not valid (unknown or revoked): {create}", 'Bearer error="invalid_token"')
 
 
 def _is_api(request: Request) -> bool:
@@ -100,7 +122,7 @@ def _access(request: Request) -> Principal:
     """The one check every non-public route goes through."""
     principal = current_principal(request)
     if principal is None:
-        raise SignInRequired()
+        raise _refusal(request)
     request.state.principal = principal  # before a refusal too: its page shows who is signed in, with the navigation
     if request.method not in SAFE_METHODS:
         require_change(request)
@@ -370,7 +392,7 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SignInRequired)
     async def sign_in(request: Request, exc: SignInRequired) -> Response:
         if _is_api(request):
-            return JSONResponse({"error": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse({"error": exc.message}, status_code=401, headers={"WWW-Authenticate": exc.challenge})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         from urllib.parse import quote
 

@@ -211,6 +211,39 @@ def test_a_revoked_token_is_refused_at_once(web_host: Host, client: Any) -> None
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+def test_a_bad_bearer_token_is_told_apart_from_no_token_and_never_repeated(web_host: Host, client: Any, caplog: Any) -> None:
+    """No token, a token never created here, a revoked one, a foreign one: each 401 with its
+    own line (RFC 6750 ``WWW-Authenticate``), and the value sent is in no answer nor log."""
+    from mdm_core.web.access import create_token, revoke_token
+
+    revoked = create_token(web_host, "ci", "viewer")["token"]
+    revoke_token(web_host, "ci")
+    unknown = "mdm_" + "x" * 43
+    caplog.set_level("DEBUG")
+    answers = {}
+    for label, headers in (
+        ("none", {}),
+        ("unknown", {"Authorization": f"Bearer {unknown}"}),
+        ("revoked", {"Authorization": f"Bearer {revoked}"}),
+        ("foreign", {"Authorization": "Bearer ghp_s3cr3tv4lu3"}),
+        ("basic", {"Authorization": "Basic YWxpY2U6eA=="}),
+    ):
+        response = client.get("/api/v1/me", headers=headers)
+        assert response.status_code == 401, label
+        answers[label] = (response.json()["error"], response.headers["www-authenticate"])
+        for secret in (unknown, revoked, "ghp_s3cr3tv4lu3", "YWxpY2U6eA=="):
+            assert secret not in response.text and secret not in str(response.headers), label
+    assert answers["none"] == ("sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", "Bearer")
+    bad = "the API token sent is not valid (unknown or revoked): create one with `mdm api-tokens create NAME` (see `mdm api-tokens list`)"
+    assert answers["unknown"] == answers["revoked"] == (bad, 'Bearer error="invalid_token"')
+    assert answers["foreign"][0].startswith("the API token sent is not one of this host's (they begin with mdm_)")
+    assert answers["foreign"][1] == 'Bearer error="invalid_token"'
+    assert answers["basic"] == ("the Authorization header is not a bearer token: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", "Bearer")
+    assert all("\n" not in error for error, _ in answers.values())
+    for secret in (unknown, revoked, "ghp_s3cr3tv4lu3", "YWxpY2U6eA=="):
+        assert secret not in caplog.text
+
+
 def test_a_stale_csrf_token_changes_nothing(school: Host, admin: Any) -> None:
     from plugins.vpp.accounts import list_accounts
 
