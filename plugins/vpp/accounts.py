@@ -122,12 +122,20 @@ def token_gate(host: Host, token: SToken, service_url: str, account_id: int | No
 
 
 def make_client(
-    host: Host, token: SToken, service_url: str, mdm_info_id: str | None, *, interactive: bool = False, account_id: int | None = None
+    host: Host,
+    token: SToken,
+    service_url: str,
+    mdm_info_id: str | None,
+    *,
+    interactive: bool = False,
+    account_id: int | None = None,
+    account: str = "NAME",
 ) -> AppsBooksClient:
     """A client with the host's timeouts and retry bounds, sharing the token's gate.
 
     ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
     wrong ``--service-url`` fails in a second with one line instead of backing off for minutes.
+    ``account``: the account's name, in the advice when another MDM claimed the location.
     """
     s = settings(host)
     retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)
@@ -137,6 +145,7 @@ def make_client(
         token,
         service_url,
         mdm_info_id=mdm_info_id,
+        account=account,
         timeout=(min(10.0, s.request_timeout), s.request_timeout),
         retry=retry,
         gate=token_gate(host, token, service_url, account_id),
@@ -151,7 +160,8 @@ def account_token(host: Host, account: VppAccount) -> SToken:
 def client_for(host: Host, account: VppAccount, *, interactive: bool = False) -> AppsBooksClient:
     """A client for a stored account, checking that ``mdmInfo`` is still ours (``interactive``:
     see :func:`make_client`)."""
-    return make_client(host, account_token(host, account), account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id)
+    token = account_token(host, account)
+    return make_client(host, token, account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id, account=account.name)
 
 
 def _mdm_info(host: Host, mdm_info_id: str) -> dict[str, str]:

@@ -113,6 +113,26 @@ def test_location_of_other_mdm_refused_then_taken_over(plain_host: Any, cli: Any
     assert cli("vpp", "sync", "school")[0] == 0
 
 
+def test_a_location_another_mdm_claimed_names_the_account_in_the_command_that_takes_it_back(
+    plain_host: Any, cli: Any, simulator: Any, token_file: Path
+) -> None:
+    """`mdm vpp sync sim` and the last-sync column of `mdm vpp account list` advised
+    `mdm vpp account set NAME --token-file FILE --take-over`, NAME left for the admin to guess:
+    the account is named (FILE stays: the token the admin downloads); the command works as said."""
+    assert cli("vpp", "account", "add", "sim", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
+    advice = "then take the location back with `mdm vpp account set sim --token-file FILE --take-over`"
+    code, out, _ = cli("vpp", "sync", "sim")
+    assert code == 1 and out.startswith("sim: error:") and out.rstrip().endswith(advice), out
+    code, out, _ = cli("vpp", "account", "list", "--json")
+    [account] = json.loads(out)
+    assert code == 0 and account["last_sync_result"].endswith(advice), account
+    assert "NAME" not in cli("vpp", "account", "list")[1]
+    code, out, err = cli("vpp", "account", "set", "sim", "--token-file", str(token_file), "--take-over")  # as advised
+    assert code == 0, err
+    assert cli("vpp", "sync", "sim")[0] == 0
+
+
 def test_take_over_without_a_token_file_says_what_it_goes_with(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
     assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     before = account_row(plain_host)

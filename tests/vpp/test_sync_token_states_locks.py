@@ -85,7 +85,7 @@ def test_taken_over_names_other_mdm(synced: Any, simulator: Any, recorder: Any, 
     assert report["status"] == "error" and report["error_type"] == "MdmConflictError"
     assert "RivalMDM" in report["error"]
     # the advice is the command that works (was: `set` without --take-over, which refuses, "or add it again", refused for an existing account)
-    assert report["error"].endswith("then take the location back with `mdm vpp account set NAME --token-file FILE --take-over`"), report["error"]
+    assert report["error"].endswith("then take the location back with `mdm vpp account set school --token-file FILE --take-over`"), report["error"]
     acc = _state(synced)
     assert acc["token_state"] == "taken_over" and acc["paused"]
     assert "RivalMDM" in acc["token_status"]

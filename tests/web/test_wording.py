@@ -84,13 +84,13 @@ def test_a_location_another_mdm_claimed_is_renew_token_and_take_over_in_the_cons
     simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
     run, run_page = _sync_through_api(school, admin)
     renew = "Renew token on the Apple Volume Purchase Program page, confirming the take-over"
-    api_renew = 'PATCH /api/v1/vpp/accounts/NAME with the text of the new .vpptoken file as "token" and "take_over": true'
+    api_renew = 'PATCH /api/v1/vpp/accounts/school with the text of the new .vpptoken file as "token" and "take_over": true'
     assert run["error"].endswith(f"then take the location back with {api_renew}"), run["error"]  # the API renews a token itself
     assert f"then take the location back with {renew}" in run_page
     assert not CLI_ADVICE.search(run["error"]) and not CLI_ADVICE.search(run_page)
 
     code, out, _ = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "runs", "--json")
-    assert code == 0 and "take the location back with `mdm vpp account set NAME --token-file FILE --take-over`" in out  # the command line's words
+    assert code == 0 and "take the location back with `mdm vpp account set school --token-file FILE --take-over`" in out  # the command line's words, naming it
 
 
 def test_a_disabled_vpp_plugin_is_the_hosts_configuration_in_the_console_and_the_api(

@@ -192,8 +192,9 @@ def short(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_mdm_info(data: Mapping[str, Any], expected_id: str | None) -> None:
-    """Raise :class:`MdmConflictError` if ``mdmInfo.id`` names another MDM.
+def check_mdm_info(data: Mapping[str, Any], expected_id: str | None, account: str = "NAME") -> None:
+    """Raise :class:`MdmConflictError` if ``mdmInfo.id`` names another MDM, its advice naming
+    ``account`` (this host's name for the location) in the command that takes it back.
 
     A response without ``mdmInfo`` (or without an id) is fine: nobody claims
     the location. Does nothing when ``expected_id`` is None.
@@ -213,7 +214,7 @@ def check_mdm_info(data: Mapping[str, Any], expected_id: str | None) -> None:
         f"location is managed by another MDM {short(name)!r} "
         f"(id {short(other_id)!r}, metadata {short(metadata)!r}), not by this server "
         f"(id {short(expected_id)!r}): stop the other MDM using this token, then take the location back with "
-        "`mdm vpp account set NAME --token-file FILE --take-over`",
+        f"`mdm vpp account set {account} --token-file FILE --take-over`",
         other_id=str(other_id),
         other_name=name if isinstance(name, str) else None,
         other_metadata=metadata if isinstance(metadata, str) else None,

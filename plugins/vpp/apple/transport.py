@@ -159,7 +159,8 @@ class Transport:
     errors per ``retry``; never retries token errors, conflicts, 9721, 9650 or
     other 4xx. With ``mdm_info_id`` set, any authenticated response whose
     ``mdmInfo.id`` differs raises :class:`MdmConflictError` (use a client
-    without ``mdm_info_id`` to claim a location held by another MDM).
+    without ``mdm_info_id`` to claim a location held by another MDM); its advice names the
+    location as ``account``, this host's account of it.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class Transport:
         service_url: str = DEFAULT_SERVICE_URL,
         *,
         mdm_info_id: str | None = None,
+        account: str = "NAME",
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 60.0),
         retry: RetryPolicy = RetryPolicy(),
@@ -184,6 +186,7 @@ class Transport:
         self._stoken = stoken
         self.service_url = service_url.rstrip("/")
         self.mdm_info_id = mdm_info_id
+        self.account = account  # this host's name for the location, in the advice of another MDM's claim
         self.timeout = timeout
         self.retry = retry
         self.max_parallel_pages = max_parallel_pages
@@ -305,7 +308,7 @@ class Transport:
         log.debug("Apps and Books %s %s -> HTTP %s", method, urlsplit(url).path, response.status_code)
         result = parse_response(response.status_code, response.headers, body, url=url)
         if check_mdm:
-            check_mdm_info(result, self.mdm_info_id)
+            check_mdm_info(result, self.mdm_info_id, self.account)
         return result
 
     @staticmethod
