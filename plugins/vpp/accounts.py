@@ -641,14 +641,17 @@ def _expiry_from(config: dict[str, Any], token: SToken) -> datetime:
 
 def check_interval(host: Host, value: Any, what: str = "--interval") -> int:
     """An Account Synchronization Interval: whole seconds (a number, or digits from a form) from
-    ``[vpp] min_interval`` to a year; otherwise a one-line ``UsageError`` naming ``what``."""
+    ``[vpp] min_interval`` to a year; otherwise a one-line ``UsageError`` naming ``what``. A whole
+    number under the minimum is "too short" however it came (the console's ``-1`` was "not
+    valid" while ``--interval -5`` and the API's ``-5`` were "too short")."""
     from mdm_core.scheduler import MAX_INTERVAL
 
     shortest = settings(host).min_interval
     text = value.strip() if isinstance(value, str) else None
-    interval = int(text) if text is not None and text.isascii() and text.isdigit() else value  # '²' is a digit int() refuses
+    whole = text is not None and re.fullmatch(r"[+-]?[0-9]+", text) is not None  # ASCII digits: '²' is a digit int() refuses
+    interval = int(text) if text is not None and whole else value
     if isinstance(interval, bool) or not isinstance(interval, int) or interval > MAX_INTERVAL:
-        shown = repr(value) if text is not None else json.dumps(value, default=str)  # a form's text quoted (an empty one shows); JSON as sent
+        shown = repr(value) if text is not None and not whole else json.dumps(interval, default=str)  # a form's text quoted (an empty one shows); JSON as sent
         raise UsageError(f"{what} {shown} is not valid: give whole seconds from {shortest} to {MAX_INTERVAL} (a year)")
     if interval < shortest:
         raise UsageError(f"{what} {interval} is too short: the Account Synchronization Interval is at least {shortest} seconds ([vpp] min_interval)")

@@ -16,6 +16,7 @@ import pytest
 from sqlmodel import col
 
 from mdm_core.host import Host
+from mdm_core.testing import MdmRunner
 
 from .conftest import csrf, token_for
 
@@ -200,6 +201,28 @@ def test_interval_out_of_range_is_refused(school: Host, admin: Any, value: str) 
     assert response.status_code == 422 and "Account Synchronization Interval (sec)" in response.text
     from plugins.vpp.accounts import list_accounts
 
+    assert list_accounts(school)[0]["interval_seconds"] == 3600
+
+
+@pytest.mark.parametrize("value", ["-1", "-5", "0"])
+def test_an_interval_under_the_minimum_is_too_short_in_the_console_the_api_and_the_cli(
+    school: Host, admin: Any, client: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """One wording for one mistake: the console's form said "'-1' is not valid: give whole
+    seconds ..." where `--interval -5` and the API's -5 said "is too short", naming the minimum."""
+    from plugins.vpp.accounts import list_accounts
+
+    def too_short(what: str) -> str:
+        return f"{what} {value} is too short: the Account Synchronization Interval is at least 60 seconds ([vpp] min_interval)"
+
+    page = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": value, "csrftoken": csrf(admin)})
+    assert page.status_code == 422 and _error(page) == too_short("Account Synchronization Interval (sec)"), _error(page)
+    headers = token_for(school, "admin")
+    for sent in (int(value), value):  # a JSON number, or text as a form sends it
+        api = client.patch("/api/v1/vpp/accounts/school", headers=headers, json={"interval_seconds": sent})
+        assert api.status_code == 422 and api.json() == {"error": too_short("interval_seconds")}, api.text
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "account", "set", "school", "--interval", value)
+    assert (code, out, err) == (2, "", f"mdm: error: {too_short('--interval')}\n")
     assert list_accounts(school)[0]["interval_seconds"] == 3600
 
 
