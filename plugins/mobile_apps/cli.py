@@ -44,10 +44,13 @@ def register(subparsers: Any) -> None:
         help="install an app with a VPP license on devices or for a user",
         description="Check each target, associate the license with Apple (unless already held), then queue "
         "InstallApplication (PurchaseMethod 1). Exit 1 if any device or user was refused or failed.",
+        usage="%(prog)s APP (--device SERIAL [SERIAL ...] | --user MDM_USER | --devices-file FILE) [--wait SECONDS] [--json]",
     )
-    inst.add_argument("app", metavar="APP")
+    inst.add_argument("app", metavar="APP", nargs="?")  # checked in _install: after --device it was taken for a serial
     target = inst.add_mutually_exclusive_group(required=True)
-    target.add_argument("--device", metavar="SERIAL", action="append", help="a device serial number (repeatable)")
+    target.add_argument(
+        "--device", metavar="SERIAL", nargs="+", action="extend", help="device serial numbers: several after one --device, or --device repeated"
+    )
     target.add_argument("--user", metavar="MDM_USER", help="an MDM user: a user license, installed on each enrolled device they own")
     target.add_argument("--devices-file", metavar="FILE", help="serial numbers, one per line (or CSV with a serial_number column)")
     inst.add_argument("--wait", type=seconds(), metavar="SECONDS", help="how long to wait for Apple's confirmation (default: [mobile_apps] install_wait)")
@@ -164,6 +167,10 @@ def _show(host: Host, args: argparse.Namespace) -> int:
 def _install(host: Host, args: argparse.Namespace) -> int:
     from .installs.request import install, read_devices_file
 
+    if args.app is None:
+        raise UsageError(
+            "APP is missing: give it first (--device takes every serial number up to the next option): mdm apps install APP --device SERIAL [SERIAL ...]"
+        )
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
     serials = read_devices_file(args.devices_file) if args.devices_file else args.device
     outcome = install(host, args.app, serials=serials, user=args.user, wait=args.wait)

@@ -173,6 +173,24 @@ def test_apple_9709_is_reported_per_device_and_nothing_is_queued(host, simulator
     assert commands(host) == []
 
 
+def test_several_serials_after_one_device_as_the_synopsis_says(host, simulator, mdm):
+    """`mdm apps install APP --device A B` (the README's `--device SERIAL ...`) was
+    "unrecognized arguments: B": serials follow one --device, or --device is repeated, or both."""
+    a = fixed_assets(simulator)[0]
+    serials = free_serials(simulator, a["adamId"])[:3]
+    for serial in serials:
+        add_device(host, serial, "iOS")
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device", *serials[:2], "--device", serials[2], "--wait", "5")
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines()[:3]] == serials, out
+    assert all(len(commands(host, s)) == 1 for s in serials) and set(serials) <= holders(simulator, a["adamId"])
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--device")
+    assert (code, out) == (2, "") and "--device: expected at least one argument" in err
+    code, out, err = mdm("apps", "install", "--device", serials[0], app_id(host, a["adamId"]))  # APP taken for a serial: said, nothing done
+    assert (code, out) == (2, "") and err.startswith("mdm: error: APP is missing: give it first") and len(err.splitlines()) == 1, err
+    assert all(len(commands(host, s)) == 1 for s in serials)
+
+
 def test_devices_file(host, simulator, mdm, project_dir):
     a = fixed_assets(simulator)[0]
     good = free_serials(simulator, a["adamId"])[:2]
