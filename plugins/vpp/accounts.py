@@ -192,6 +192,16 @@ class LocationTaken(Conflict, UsageError):
     """The token's location is already another account of this host (exit code 2, 409 on the web)."""
 
 
+class NameTaken(Conflict, UsageError):
+    """An account of this name exists already (exit code 2, 409 on the web)."""
+
+
+def check_name_free(session: Session, name: str) -> None:
+    """Raise :class:`NameTaken` if an account is named ``name``."""
+    if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
+        raise NameTaken(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
+
+
 def _account_of(host: Host, uid: str) -> str | None:
     """The name of this host's account of location ``uid``, if any."""
     with host.db.session() as session:
@@ -302,8 +312,7 @@ def add_account(
     configure.check(host, notifications)
     with _accounts_lock(host):
         with host.db.session() as session:
-            if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
-                raise UsageError(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
+            check_name_free(session, name)
         with make_client(host, token, service_url, None, interactive=True) as client:
             try:
                 config = client.get_client_config()

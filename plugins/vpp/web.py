@@ -39,6 +39,7 @@ from .accounts import (
     account_contents,
     add_account,
     check_interval,
+    check_name_free,
     describe_account,
     describe_accounts,
     get_account,
@@ -115,6 +116,11 @@ WORDING = [
         r'PATCH /api/v1/vpp/accounts/\1 {"interval_seconds": SECONDS}',
     ),
     (r"--service-url", "the account's Service URL", "the account's service_url"),
+    (
+        r"choose another name or `mdm vpp account set ([^\s`]+)`",
+        "choose another name, or change that account on the Apple Volume Purchase Program page",
+        r"choose another name, or PATCH /api/v1/vpp/accounts/\1 to change it",
+    ),
 ]
 
 
@@ -601,8 +607,7 @@ def api_router() -> APIRouter:
         take_over = _take_over(body)
         data = _api_token(host, body["token"])
         with host.db.session() as session:
-            if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
-                raise WebError(409, f"an account named '{name}' already exists: choose another name, or PATCH /api/v1/vpp/accounts/{name} to change it")
+            check_name_free(session, name)  # before the token is read (409, in the API's words: WORDING)
         account = _claiming(
             lambda: with_token_file(
                 host,

@@ -139,7 +139,7 @@ def test_bad_adds_and_renewals_are_one_line_and_change_nothing(
     before = api.get(f"{ACCOUNTS}/district").json()
     expired = _expired(simulator)
     cases: list[tuple[dict[str, Any], int, str]] = [
-        (good, 409, "an account named 'district' already exists"),
+        (good, 409, "an account named 'district' already exists: choose another name, or PATCH /api/v1/vpp/accounts/district to change it"),
         ({**good, "name": "second"}, 409, "is already account 'district': renew it with " + RENEW_DISTRICT),  # a conflict with this host's accounts
         ({**good, "name": "second", "token": "not a token"}, 422, "the token sent is not base64"),
         ({**good, "name": "second", "token": expired}, 422, "the token sent expired on 2020-01-01"),

@@ -127,6 +127,21 @@ def test_add_an_account_by_upload(web_host: Host, admin: Any, simulator: Any, pr
     assert not list((project_dir / "var").glob(".upload-*"))  # the uploaded token is not left on disk
 
 
+def test_adding_a_name_taken_is_a_conflict_in_the_console_and_one_line_at_the_command_line(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name already an account was 422 in the console (the API's 409): a conflict with what
+    exists, 409 there too, in one line pointing to the page; `mdm vpp account add` keeps exit 2."""
+    token = simulator.write_token(project_dir / "t.vpptoken")
+    response = _upload(admin, token.read_bytes(), name="school", service_url=simulator.base_url)
+    assert response.status_code == 409, response.text
+    assert _error(response) == "an account named 'school' already exists: choose another name, or change that account on the Apple Volume Purchase Program page"
+    add = ("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", simulator.base_url)
+    code, out, err = MdmRunner(project_dir, monkeypatch, capsys)(*add)
+    assert (code, out, err) == (2, "", "mdm: error: an account named 'school' already exists: choose another name or `mdm vpp account set school`\n")
+    assert _accounts(school) == ["school"]
+
+
 @pytest.mark.parametrize(
     "content, status, message",
     [
