@@ -287,3 +287,54 @@ def test_an_install_apple_could_not_be_asked_is_pending_not_failed(school: Host,
     assert re.search(r'<td>WEBDEV000010</td><td>request</td><td class="status-pending">pending</td>', admin.get("/apps/installs").text.replace("\n", ""))
     api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"devices": ["WEBDEV000011"]})
     assert api.status_code == 200 and api.json()["ok"] is True and [line["status"] for line in api.json()["results"]] == ["pending"], api.text
+
+
+def test_install_status_shows_the_request_time_its_rows_are_ordered_by(make_host: Any, database_url: str) -> None:
+    """The "When" column showed the last update while rows were in request (id) order, so its
+    times looked shuffled: the page shows when each install was requested (its order, newest
+    first, as the API's) and, apart, when it last changed; on SQLite and PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+    from plugins.mobile_apps.models import Install
+
+    from .conftest import PASSWORD, WEB_CONFIG, sign_in
+
+    web_host = make_host(config=WEB_CONFIG, database_url=database_url)
+    add_admin(web_host, "alice", PASSWORD, "admin")
+
+    start = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    updated = [start + timedelta(hours=h) for h in (5, 1, 9, 3)]  # not in id order
+
+    def add(session: Any) -> None:
+        for n, when in enumerate(updated):
+            created = start + timedelta(minutes=n)
+            session.add(
+                Install(
+                    account="school",
+                    adam_id="1",
+                    pricing_param="STDQ",
+                    kind="device",
+                    target=f"ORDER{n:07d}",
+                    source="request",
+                    status="queued",
+                    created_at=created,
+                    updated_at=when,
+                )
+            )
+
+    web_host.db.run_write(add)
+    with TestClient(create_app(web_host)) as admin:
+        assert sign_in(admin).status_code == 303
+        page = admin.get("/apps/installs").text.replace("\n", "")
+        api = admin.get("/api/v1/apps/installs", headers=token_for(web_host, "viewer")).json()["items"]
+    assert "<th>When</th>" not in page and re.search(r"<th[^>]*>Requested</th><th>Updated</th>", page)
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>school</td><td>1</td><td>device</td><td>(ORDER\d+)</td>", page)
+    assert [r[2] for r in rows] == ["ORDER0000003", "ORDER0000002", "ORDER0000001", "ORDER0000000"]
+    requested = [r[0] for r in rows]
+    assert requested == sorted(requested, reverse=True) == [f"2026-11-01 08:0{n}:00 UTC" for n in (3, 2, 1, 0)]
+    assert [r[1] for r in rows] == [f"2026-11-01 {8 + h:02d}:00:00 UTC" for h in (3, 9, 1, 5)]
+    assert [i["target"] for i in api] == [r[2] for r in rows]  # the API's order: newest request first
