@@ -255,7 +255,11 @@ class DbLock:
     # ------------------------------------------------------------------ keeping it
 
     def _ours(self) -> tuple[Any, ...]:
-        return (Lock.name == self.name, Lock.holder == self.holder, Lock.generation == self.generation)
+        """The lock's row while we hold it: our holder and generation, not released. A renewal
+        that was under way when the lock was released (the heartbeat's, waiting for a write
+        lock while the holder released it) finds nothing, instead of holding a released lock
+        again for a whole time to live (the next sync was "already running")."""
+        return (Lock.name == self.name, Lock.holder == self.holder, Lock.generation == self.generation, Lock.expires_at > _RELEASED)
 
     def _lost(self, outcome: str = "stopped with nothing written") -> LockLost:
         current = self.info()
@@ -385,7 +389,8 @@ class Heartbeat:
                     self.lock.refresh()
                 except LockLost as exc:
                     self.lost = exc
-                    log.error("%s", exc)
+                    if not self._stop.is_set():  # else released while this renewal waited: not lost
+                        log.error("%s", exc)
                     return
                 except Exception as exc:  # a busy database: try again at the next beat
                     log.warning("lock %s: refresh failed, retrying: %s", self.lock.name, describe(exc))

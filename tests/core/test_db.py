@@ -15,7 +15,7 @@ from sqlalchemy import func, inspect, select, text
 
 from mdm_core.db import Database
 from mdm_core.errors import ConfigError
-from mdm_core.locks import DbLock, LockBusy
+from mdm_core.locks import DbLock, LockBusy, LockLost
 from mdm_core.models import Lock, MdmUser
 
 
@@ -186,6 +186,22 @@ def test_second_acquirer_gets_lock_busy(make_host):
     first.release()
     second.acquire()
     second.release()
+
+
+def test_a_renewal_under_way_at_the_release_does_not_hold_the_lock_again(make_host):
+    """The heartbeat's renewal may wait for a write lock while its holder releases the lock:
+    it then finds the lock released and lost, and never holds it again for a time to live."""
+    host = make_host(plugins=[])
+    holder = DbLock(host.db, "vpp-sync:acct1")
+    holder.acquire()
+    generation = holder.generation
+    holder.release()
+    holder.generation = generation  # the renewal built its statement before the release
+    with pytest.raises(LockLost):
+        holder.refresh()
+    nxt = DbLock(host.db, "vpp-sync:acct1")
+    assert nxt.try_acquire(), "a released lock was held again by its old holder's renewal"
+    nxt.release()
 
 
 def test_acquire_waits_for_a_release(make_host):
