@@ -64,13 +64,17 @@ class RouteInfo:
     plugin: str
 
 
+#: How to send a token, ending each refusal that is not about the token itself.
+SEND_BEARER = "send Authorization: Bearer TOKEN (see `mdm api-tokens create`)"
+
+
 class SignInRequired(Exception):
     """No valid session or token: 401 on the API, the sign-in page for the console.
 
     ``challenge`` is the ``WWW-Authenticate`` value (RFC 6750 section 3: a bare ``Bearer``
     when no credentials were sent, with ``error="invalid_token"`` for a token refused)."""
 
-    def __init__(self, message: str = "sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", challenge: str = "Bearer"):
+    def __init__(self, message: str = f"sign in first: {SEND_BEARER}", challenge: str = "Bearer"):
         super().__init__(message)
         self.message = message
         self.challenge = challenge
@@ -86,9 +90,9 @@ def _refusal(request: Request) -> SignInRequired:
     scheme, _, value = header.partition(" ")
     create = "create one with `mdm api-tokens create NAME` (see `mdm api-tokens list`)"
     if scheme.lower() != "bearer":
-        return SignInRequired("the Authorization header is not a bearer token: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)")
+        return SignInRequired(f"the Authorization header is not a bearer token: {SEND_BEARER}")
     if not value.strip():
-        return SignInRequired("the Authorization header has no token after Bearer: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)")
+        return SignInRequired(f"the Authorization header has no token after Bearer: {SEND_BEARER}")
     if not value.strip().startswith(TOKEN_PREFIX):
         return SignInRequired(f"the API token sent is not one of this host's (they begin with {TOKEN_PREFIX}): {create}", 'Bearer error="invalid_token"')
     return SignInRequired(f"the API token sent is not valid (unknown or revoked): {create}", 'Bearer error="invalid_token"')
