@@ -54,10 +54,10 @@ def all_hookspecs() -> set[str]:
 
 
 def head_revision(history: str) -> str:
-    """The newest migration of a built-in history (``core``, ``vpp``, ``mobile_apps``), as the
+    """The newest migration of a built-in history (``core``, ``web``, ``vpp``, ...), as the
     tests expect the database to end at it whatever migrations later branches add."""
     root = Path(__file__).resolve().parents[1]
-    folder = {"core": root / "mdm_core" / "migrations"}.get(history, root / "plugins" / history / "migrations")
+    folder = {"core": root / "mdm_core" / "migrations", "web": root / "mdm_core" / "web" / "migrations"}.get(history, root / "plugins" / history / "migrations")
     return max(p.name[:4] for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 

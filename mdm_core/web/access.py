@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -215,7 +215,7 @@ def create_token(host: Host, name: str, role: str = "viewer") -> dict[str, Any]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
 
     def work(session: Any) -> None:
-        if session.get(ApiToken, name) is not None:
+        if session.execute(select(col(ApiToken.id)).where(col(ApiToken.name) == name, col(ApiToken.revoked_at).is_(None))).first() is not None:
             raise UsageError(f"an API token named '{name}' exists: revoke it first or choose another name")
         session.add(ApiToken(name=name, role=role, token_hash=_token_hash(token)))
 
@@ -224,22 +224,41 @@ def create_token(host: Host, name: str, role: str = "viewer") -> dict[str, Any]:
 
 
 def list_tokens(host: Host) -> list[dict[str, Any]]:
-    """API tokens without their hashes."""
+    """API tokens without their hashes, the revoked ones too (``revoked_at`` set), by name
+    then age."""
     with host.db.session() as session:
         return [
-            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at}
-            for t in session.execute(select(ApiToken).order_by(ApiToken.name)).scalars()
+            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+            for t in session.execute(select(ApiToken).order_by(col(ApiToken.name), col(ApiToken.id))).scalars()
         ]
 
 
-def revoke_token(host: Host, name: str) -> None:
-    """Revoke an API token at once, in every process."""
+def revoke_token(host: Host, name: str) -> dict[str, Any]:
+    """Revoke an API token at once, in every process; its row stays so that a request still
+    sending it is told so. Returns ``name``, ``revoked_at`` and ``already`` (it was revoked
+    before: nothing changed)."""
+    now = utcnow()
 
-    def work(session: Any) -> None:
-        if session.execute(delete(ApiToken).where(col(ApiToken.name) == name)).rowcount == 0:
+    def work(session: Any) -> dict[str, Any]:
+        active = (col(ApiToken.name) == name, col(ApiToken.revoked_at).is_(None))
+        if session.execute(update(ApiToken).where(*active).values(revoked_at=now)).rowcount == 1:
+            return {"name": name, "revoked_at": now, "already": False}
+        last = session.execute(select(func.max(col(ApiToken.revoked_at))).where(col(ApiToken.name) == name)).scalar_one()
+        if last is None:
             raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
+        return {"name": name, "revoked_at": last, "already": True}
 
-    host.db.run_write(work)
+    return host.db.run_write(work)
+
+
+def revoked_token(host: Host, token: str) -> tuple[str, datetime] | None:
+    """The name of the revoked API token a bearer value is and when it was revoked, or ``None``
+    (the value is not a token of this host's, or one that is not revoked)."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    with host.db.session() as session:
+        row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == _token_hash(token))).scalar_one_or_none()
+    return None if row is None or row.revoked_at is None else (row.name, row.revoked_at)
 
 
 def token_principal(host: Host, token: str) -> Principal | None:
@@ -249,10 +268,10 @@ def token_principal(host: Host, token: str) -> Principal | None:
     digest = _token_hash(token)
     with host.db.session() as session:
         row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == digest)).scalar_one_or_none()
-    if row is None:
+    if row is None or row.revoked_at is not None:
         return None
     now = utcnow()
     last = row.last_used_at
     if last is None or (now - last).total_seconds() > 60:
-        host.db.run_write(lambda s: s.execute(update(ApiToken).where(ApiToken.name == row.name).values(last_used_at=now)))
+        host.db.run_write(lambda s: s.execute(update(ApiToken).where(col(ApiToken.id) == row.id).values(last_used_at=now)))
     return Principal(row.name, row.role, "token")

@@ -34,7 +34,7 @@ from mdm_core.errors import Conflict, MdmError, TemporaryError, UsageError, one_
 from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
-from .access import TOKEN_PREFIX, Principal, session_principal, token_principal, web_settings
+from .access import TOKEN_PREFIX, Principal, revoked_token, session_principal, token_principal, web_settings
 from .helpers import BackgroundWork, WebError, require_change, url_with
 from .limits import BodyLimit
 from .registry import WebRegistry
@@ -82,8 +82,9 @@ class SignInRequired(Exception):
 
 def _refusal(request: Request) -> SignInRequired:
     """Why a request has no principal, in one line: no credentials, or which kind of bad
-    ones. Says nothing about other tokens and never repeats the value sent (a revoked token
-    is deleted, so it cannot be told from one never created)."""
+    ones. A revoked token is named with when it was revoked (whoever sends it holds it); says
+    nothing about other tokens and never repeats the value sent. A token revoked before its
+    row was kept (the web history's 0002) is unknown."""
     header = request.headers.get("authorization")
     if header is None:
         return SignInRequired()
@@ -95,6 +96,11 @@ def _refusal(request: Request) -> SignInRequired:
         return SignInRequired(f"the Authorization header has no token after Bearer: {SEND_BEARER}")
     if not value.strip().startswith(TOKEN_PREFIX):
         return SignInRequired(f"the API token sent is not one of this host's (they begin with {TOKEN_PREFIX}): {create}", 'Bearer error="invalid_token"')
+    revoked = revoked_token(request.app.state.host, value.strip())
+    if revoked is not None:
+        name, when = revoked
+        again = f"create a new one with `mdm api-tokens create {name}` (see `mdm api-tokens list`)"
+        return SignInRequired(f"the API token sent ({name}) was revoked at {format_time(when)}: {again}", 'Bearer error="invalid_token"')
     return SignInRequired(f"the API token sent is not valid (unknown or revoked): {create}", 'Bearer error="invalid_token"')
 
 

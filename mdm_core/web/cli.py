@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError
 from mdm_core.files import SMALL_SECRET_FILE, FileTooLarge, read_bounded
-from mdm_core.output import print_json, print_rows
+from mdm_core.output import format_time, print_json, print_rows
 
 from .models import ROLES
 
@@ -46,10 +46,10 @@ def register(subparsers: Any) -> None:
     create.add_argument("--role", choices=ROLES, default="viewer", help="viewer only reads (default); admin may sync, install and change settings")
     create.add_argument("--json", action="store_true", help="print JSON (the token under the key 'token')")
     create.set_defaults(func=cmd_tokens_create)
-    lst = sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    lst = sub.add_parser("list", help="list tokens, the revoked ones too (never the tokens themselves)")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=cmd_tokens_list)
-    rv = sub.add_parser("revoke", help="revoke a token at once")
+    rv = sub.add_parser("revoke", help="revoke a token at once (it stays listed, as revoked)")
     rv.add_argument("name")
     rv.set_defaults(func=cmd_tokens_revoke)
 
@@ -118,15 +118,17 @@ def cmd_tokens_list(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens list``"""
     from .access import list_tokens
 
-    return print_rows(
-        list_tokens(host), args.json, ["name", "role", "created_at", "last_used_at"], empty="no API token: create one with `mdm api-tokens create NAME`"
-    )
+    columns = ["name", "role", "created_at", "last_used_at", "revoked_at"]
+    return print_rows(list_tokens(host), args.json, columns, empty="no API token: create one with `mdm api-tokens create NAME`")
 
 
 def cmd_tokens_revoke(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens revoke``"""
     from .access import revoke_token
 
-    revoke_token(host, args.name)
-    print(f"revoked API token {args.name}")
+    row = revoke_token(host, args.name)
+    if row["already"]:
+        print(f"API token {args.name} was already revoked at {format_time(row['revoked_at'])}: nothing to do")
+    else:
+        print(f"revoked API token {args.name}: a request sending it is told it was revoked")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
@@ -35,19 +35,29 @@ class Admin(SQLModel, table=True):
         return f"Admin(name={self.name!r}, role={self.role!r})"
 
 
+#: only one token that is not revoked per name; revoked ones keep theirs (and their hash)
+ACTIVE_NAME = text("revoked_at IS NULL")
+
+
 class ApiToken(SQLModel, table=True):
-    """A bearer token for the REST API; only its SHA-256 is kept (the token is shown once)."""
+    """A bearer token for the REST API; only its SHA-256 is kept (the token is shown once).
+
+    A revoked token keeps its row (``revoked_at`` set), so a request still sending it is told
+    it was revoked and when, not that the token is unknown; its name is free for a new one."""
 
     __tablename__ = "web_api_token"
+    __table_args__ = (Index("ux_web_api_token_active_name", "name", unique=True, sqlite_where=ACTIVE_NAME, postgresql_where=ACTIVE_NAME),)
 
-    name: str = Field(primary_key=True, max_length=128)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
     role: str = Field(default="viewer", max_length=16)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     def __repr__(self) -> str:
-        return f"ApiToken(name={self.name!r}, role={self.role!r})"
+        return f"ApiToken(name={self.name!r}, role={self.role!r}, revoked_at={self.revoked_at!r})"
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -235,7 +235,8 @@ def test_a_bad_bearer_token_is_told_apart_from_no_token_and_never_repeated(web_h
             assert secret not in response.text and secret not in str(response.headers), label
     assert answers["none"] == ("sign in first: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", "Bearer")
     bad = "the API token sent is not valid (unknown or revoked): create one with `mdm api-tokens create NAME` (see `mdm api-tokens list`)"
-    assert answers["unknown"] == answers["revoked"] == (bad, 'Bearer error="invalid_token"')
+    assert answers["unknown"] == (bad, 'Bearer error="invalid_token"')
+    assert answers["revoked"][0].startswith("the API token sent (ci) was revoked at ") and answers["revoked"][1] == 'Bearer error="invalid_token"'
     assert answers["foreign"][0].startswith("the API token sent is not one of this host's (they begin with mdm_)")
     assert answers["foreign"][1] == 'Bearer error="invalid_token"'
     assert answers["basic"] == ("the Authorization header is not a bearer token: send Authorization: Bearer TOKEN (see `mdm api-tokens create`)", "Bearer")

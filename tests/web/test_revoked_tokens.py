@@ -1,0 +1,105 @@
+"""A revoked API token keeps its row: a request still sending it is told it was revoked and
+when (not that it is unknown), the list shows it as revoked, revoking it again is one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from mdm_core.testing import MdmRunner
+
+from ..test_apple_migrations import _database_at, _upgrade_then_query
+from .conftest import WEB_CONFIG
+
+UNKNOWN = "the API token sent is not valid (unknown or revoked): create one with `mdm api-tokens create NAME` (see `mdm api-tokens list`)"
+INVALID = 'Bearer error="invalid_token"'
+
+
+def _refusal(client: Any, token: str) -> tuple[int, str, str]:
+    response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert token not in response.text and token not in str(response.headers)
+    return response.status_code, response.json().get("error", ""), response.headers.get("www-authenticate", "")
+
+
+def test_a_revoked_token_says_when_it_was_revoked_on_both_databases(make_host: Any, database_url: str, caplog: Any) -> None:
+    from fastapi.testclient import TestClient
+    from freezegun import freeze_time
+
+    from mdm_core.web.access import create_token, list_tokens, revoke_token
+    from mdm_core.web.app import create_app
+
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
+    old = create_token(host, "ci", "viewer")["token"]
+    caplog.set_level("DEBUG")
+    with TestClient(create_app(host)) as client:
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {old}"}).json()["name"] == "ci"
+        with freeze_time("2026-12-02 01:02:03"):
+            assert revoke_token(host, "ci")["already"] is False
+        revoked = "the API token sent (ci) was revoked at 2026-12-02 01:02:03 UTC: create a new one with `mdm api-tokens create ci` (see `mdm api-tokens list`)"
+        assert _refusal(client, old) == (401, revoked, INVALID)
+        assert _refusal(client, "mdm_" + "x" * 43) == (401, UNKNOWN, INVALID)  # never created: today's line
+        again = revoke_token(host, "ci")  # twice: nothing changes, the first time is kept
+        assert again["already"] is True and again["revoked_at"].isoformat().startswith("2026-12-02T01:02:03")
+        new = create_token(host, "ci", "admin")["token"]  # the name is free again
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {new}"}).json() == {"name": "ci", "role": "admin", "kind": "token"}
+        assert _refusal(client, old) == (401, revoked, INVALID)
+    listed = [(t["name"], t["role"], t["revoked_at"] is not None) for t in list_tokens(host)]
+    assert listed == [("ci", "viewer", True), ("ci", "admin", False)]
+    assert old not in caplog.text and new not in caplog.text
+    assert old not in repr(list_tokens(host)) and hashlib.sha256(old.encode()).hexdigest() not in repr(list_tokens(host))
+
+
+def test_cli_lists_revoked_tokens_as_revoked_and_revoking_twice_is_one_line(mdm_cli: Any) -> None:
+    assert mdm_cli("api-tokens", "create", "ci")[0] == 0
+    code, out, err = mdm_cli("api-tokens", "revoke", "ci")
+    assert (code, out, err) == (0, "revoked API token ci: a request sending it is told it was revoked\n", "")
+    code, out, err = mdm_cli("api-tokens", "revoke", "ci")
+    assert code == 0 and err == "" and out.startswith("API token ci was already revoked at ") and out.endswith(" UTC: nothing to do\n"), out
+    code, out, _ = mdm_cli("api-tokens", "list")
+    header, row = out.splitlines()[:2]
+    assert "revoked_at" in header and row.startswith("ci") and row.rstrip().endswith("UTC") and "viewer" in row
+    [listed] = json.loads(mdm_cli("api-tokens", "list", "--json")[1])
+    assert listed["name"] == "ci" and listed["revoked_at"]
+
+
+def test_web_0002_keeps_the_tokens_and_their_names(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
+    """Tokens made before 0002 still authenticate, keep their names, and are not revoked; a
+    name may then be given again once its token is revoked."""
+    url = database_url if database_url and database_url.startswith("postgresql") else None
+    token = "mdm_" + "t" * 43
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"web": "0001"},
+        [
+            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at)"
+            f" VALUES ('ci', 'admin', '{digest}', '2026-01-02 03:04:05.000000', NULL)",
+            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at)"
+            f" VALUES ('backup', 'viewer', '{'0' * 64}', '2026-01-01 03:04:05.000000', '2026-01-03 03:04:05.000000')",
+        ],
+        url,
+    )
+    query = "SELECT id, name, role, token_hash, revoked_at FROM web_api_token ORDER BY id"
+    [rows] = _upgrade_then_query(mdm, "web: applied 0002 (keep revoked API tokens", query, url=url)
+    assert rows == [(1, "backup", "viewer", "0" * 64, None), (2, "ci", "admin", digest, None)]
+    _check_after_upgrade(mdm, token)
+
+
+def _check_after_upgrade(mdm: MdmRunner, token: str) -> None:
+    from mdm_core.host import create_host
+    from mdm_core.web.access import token_principal
+
+    host = create_host(mdm.conf)
+    try:
+        principal = token_principal(host, token)
+        assert principal is not None and (principal.name, principal.role) == ("ci", "admin")
+    finally:
+        host.close()
+    assert mdm("api-tokens", "revoke", "ci")[0] == 0
+    assert mdm("api-tokens", "create", "ci")[0] == 0
+    code, out, err = mdm("api-tokens", "create", "ci")
+    assert code == 2 and "an API token named 'ci' exists: revoke it first or choose another name" in err
