@@ -8,13 +8,15 @@ import importlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from mdm_core.host import create_host
@@ -139,3 +141,60 @@ def test_a_local_job_is_never_skipped_and_run_due_lists_the_skipped_ones():
     done = scheduler.run_due()
     assert calls == ["mine"]
     assert {s.name: s.skipped for s in done} == {"shared": "held by process 1 on host-b since 10:00:00 UTC", "mine": None}
+
+
+@contextmanager
+def _busy(host, database_url):
+    """Another connection holds the database's write lock (SQLite) or the job lock's row
+    (PostgreSQL) until the block ends: a renewal fails as busy, a plain read still answers."""
+    if database_url is None:
+        writer = sqlite3.connect(host.db.url.database)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            writer.rollback()
+            writer.close()
+        return
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT name FROM core_lock WHERE name = 'job.demo' FOR UPDATE"))
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_busy_database_lets_a_job_go_on_only_while_its_lock_is_known_to_be_held(make_host, database_url, monkeypatch, caplog):
+    """check_held() meeting a busy database: with half the time to live left since the last
+    renewal the job goes on (a warning says until when); with less than a third left, or
+    past the expiry, it stops with LockLost instead of acting on a lock nobody renewed."""
+    from mdm_core import locks
+    from mdm_core.job_lock import JOB_LOCK_TTL, LOST, check_held, running_alone
+    from mdm_core.locks import LockLost
+
+    from ..job_fence import Clock
+
+    url = None if database_url is None else database_url + "?options=-c%20lock_timeout%3D100"  # a row lock waited 0.1 s
+    host = make_host(config="[core]\nsqlite_busy_timeout = 0.1\n", database_url=url)
+    clock = Clock()
+    monkeypatch.setattr(locks, "utcnow", clock)
+    with running_alone(host.db, "demo") as busy:
+        assert busy is None
+        check_held()  # renewed: held until now + 300 s
+        with _busy(host, database_url):
+            clock.offset = JOB_LOCK_TTL / 2
+            check_held()  # 150 s left: a transient busy, the job goes on
+            assert "lock job.demo: cannot " in caplog.text and "going on" in caplog.text
+            for offset, state in ((JOB_LOCK_TTL * 0.8, "expires"), (JOB_LOCK_TTL + 1, "expired")):
+                clock.offset = offset
+                with pytest.raises(LockLost) as lost:
+                    check_held()
+                assert str(lost.value).startswith("cannot renew the lock job.demo (") and f") and it {state} at " in str(lost.value)
+                assert str(lost.value).endswith(f" UTC: {LOST}") and "\n" not in str(lost.value)
+        clock.offset = JOB_LOCK_TTL * 0.8
+        check_held()  # the database answers again, nobody took the lock: renewed
+        with _busy(host, database_url):
+            clock.offset = JOB_LOCK_TTL * 1.3
+            check_held()  # the last renewal (at 240 s) holds it until 540 s
