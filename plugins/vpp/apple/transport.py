@@ -28,6 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .errors import IncompletePagesError, MalformedResponseError, RateLimitedError, TransportError, VppError, is_retryable
+from .http_session import EnvOnceSession
 from .limiter import TokenGate, format_wait_until
 from .protocol import DEFAULT_SERVICE_URL, ServiceConfig, check_mdm_info, is_int, parse_response
 from .stoken import SToken
@@ -209,7 +210,7 @@ class Transport:
 
     @staticmethod
     def _new_session(parallel: int) -> requests.Session:
-        session = requests.Session()
+        session = EnvOnceSession()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, parallel * 2))
         session.mount("https://", adapter)
         session.mount("http://", adapter)
