@@ -478,3 +478,46 @@ def test_an_incremental_sync_writes_with_a_larger_page_cache_on_sqlite(synced: A
     monkeypatch.setattr(apply_module, "record_license_events", looking)
     assert sync_account(synced, "school")["status"] == "ok"
     assert_mirror_equals_apple(synced, simulator)
+
+
+def test_a_sync_that_fails_while_it_streams_licenses_leaves_every_pooled_connection_able_to_write(
+    synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new licenses' events fail (disk full) while their rows stream: the stream is closed
+    before the rollback. Left open (kept by the failure's traceback until the collector ran),
+    its cursor held a read snapshot on its pooled connection, and the next write there (the
+    event delivery, the sync report) failed at once with "database is locked" once another
+    writer had committed (SQLITE_BUSY_SNAPSHOT: the busy timeout is not waited)."""
+    import sqlite3
+
+    from plugins.vpp.sync import apply as apply_module
+
+    kept: list[Any] = []
+    record = apply_module.record_license_events
+
+    def failing(host: Any, session: Any, account: str, event: str, rows: Any) -> int:
+        kept.append(rows)  # as the traceback of the failure keeps them until it is collected
+        raise OSError("disk full")
+
+    simulator.mutate_fraction(0.3, seed=14)
+    monkeypatch.setattr(apply_module, "record_license_events", failing)
+    assert sync_account(synced, "school")["status"] == "error"
+    assert kept
+    other = sqlite3.connect(synced.db.url.database, isolation_level=None)  # another process writes meanwhile
+    try:
+        other.execute("UPDATE vpp_account SET last_sync_result = last_sync_result")
+    finally:
+        other.close()
+    pool = synced.db.write_engine.pool
+    connections = [pool.connect() for _ in range(pool.checkedin())]  # every connection the pool holds
+    try:
+        assert connections
+        for c in connections:
+            c.driver_connection.execute("BEGIN IMMEDIATE")
+            c.driver_connection.execute("ROLLBACK")
+    finally:
+        for c in connections:
+            c.close()
+    monkeypatch.setattr(apply_module, "record_license_events", record)
+    assert sync_account(synced, "school")["status"] == "ok"
+    assert_mirror_equals_apple(synced, simulator)

@@ -41,7 +41,11 @@ U = table_of(VppUser)
 A = table_of(VppAsset)
 #: Reads of a number of rows that grows with the account (new users and licenses, removed
 #: licenses) stream: a server-side cursor on PostgreSQL, where psycopg would otherwise fetch the
-#: whole result into memory first (3,000,000 licenses: 600 MB)
+#: whole result into memory first (3,000,000 licenses: 600 MB). Each is read in a ``with``
+#: block, closed before the transaction ends also when its reader raises: on SQLite a cursor
+#: left open (kept by the failure's traceback until the collector runs) holds a read snapshot
+#: on its connection after the rollback, and the next write on that pooled connection fails
+#: at once with "database is locked" (SQLITE_BUSY_SNAPSHOT: no busy timeout is waited)
 STREAMED = {"yield_per": 5000}
 #: A run that leaves at least this many dead staged rows in a table vacuums it after its commit
 #: (PostgreSQL): the staged rows are deleted by run, and a full sync's 100,000 staged users
@@ -227,9 +231,10 @@ class MirrorUpdate:
         )
         # streamed, their events recorded 500 at a time, the mirror updated by one statement after
         changed = {"vpp_users_changed": UserEvents(self, session, "vpp_users_changed"), "vpp_users_retired": UserEvents(self, session, "vpp_users_retired")}
-        for r in session.execute(joined, execution_options=STREAMED):
-            retired = r.status in retiring and r.old_status not in retiring
-            changed["vpp_users_retired" if retired else "vpp_users_changed"].add(r._mapping)
+        with session.execute(joined, execution_options=STREAMED) as rows:
+            for r in rows:
+                retired = r.status in retiring and r.old_status not in retiring
+                changed["vpp_users_retired" if retired else "vpp_users_changed"].add(r._mapping)
         for events in changed.values():
             events.flush()
         removed = 0
@@ -284,8 +289,8 @@ class MirrorUpdate:
         held_before = not full or session.execute(select(L.c.target).where(L.c.account_id == acc).limit(1)).first() is not None
         # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
         # whether the inventory knows each holder comes with the row (no query per event)
-        new_rows = session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED)
-        added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
+        with session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED) as new_rows:
+            added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
         # inserted in the mirror's key order (read from the staging index: no sort), each row
         # next to the previous one in the primary key's index, rather than in the staged order
         # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
@@ -328,11 +333,11 @@ class MirrorUpdate:
         for a, p in removed_assets:
             conditions.append(and_(L.c.account_id == acc, L.c.adam_id == a, L.c.pricing_param == p))
         for condition in conditions:
-            rows = session.execute(
+            with session.execute(
                 with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind),
                 execution_options=STREAMED,
-            )
-            removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
+            ) as rows:
+                removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
             if full:
                 session.execute(delete(L).where(condition))
             else:  # the rows this statement deleted, counted off their assets
@@ -359,13 +364,13 @@ class MirrorUpdate:
         held = session.execute(select(func.count()).select_from(L).where(L.c.account_id == acc)).scalar_one()
         if held != direct.rows:
             raise DirectFallback(f"{held - direct.rows} license(s) of the account were mirrored meanwhile")
-        rows = session.execute(
+        with session.execute(
             with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L)
             .where(L.c.account_id == acc)
             .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target),
             execution_options=STREAMED,
-        )
-        added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", rows)
+        ) as rows:
+            added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", rows)
         recount_licenses(session, acc)
         counts["licenses"] = {"added": added, "removed": 0, "reread_assets": 0}
 
