@@ -63,6 +63,8 @@ class AppMetadata(SQLModel, table=True):
     icon_url: str | None = Field(default=None, max_length=1024)
     store_kind: str | None = Field(default=None, max_length=64)
     device_families: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    #: a version lower than the known one the lookup answered, already warned of by the update check (:mod:`.updates`)
+    warned_version: str | None = Field(default=None, max_length=64)
     fetched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     last_error: str | None = None

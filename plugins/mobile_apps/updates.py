@@ -4,7 +4,9 @@ The check (the ``mobile_apps.updates`` job with ``auto_update``, or ``mdm apps c
 looks up every published app again with the metadata lookup (:func:`.catalog.look_up`) and
 compares the version Apple answers with the application's ``known_version`` (the version devices
 were last brought to). Only a higher version is new (:mod:`.versions`): a lower one (a stale
-answer) is logged and changes nothing, and "1.2" and "1.2.0" are the same. For each new version,
+answer, which may last days) changes nothing and is logged once per app, platform and answered
+version, by whichever process checks first (the metadata's ``warned_version``); an answer that is
+no longer lower forgets it. "1.2" and "1.2.0" are the same. For each new version,
 in one transaction: the application records it (only if no other check did meanwhile, so one
 version is handled once), ``mobile_apps_app_updated`` is recorded, and ``InstallApplication``
 is queued on each enrolled device whose ``InstallApplication`` of the app was acknowledged and
@@ -83,7 +85,17 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     apps, meta = table_of(MobileApp), table_of(AppMetadata)
     host.db.run_write(lambda session: start_known_versions(session))
     query = (
-        select(apps.c.id, apps.c.account, apps.c.adam_id, apps.c.pricing_param, apps.c.platform, apps.c.known_version, meta.c.version, meta.c.name)
+        select(
+            apps.c.id,
+            apps.c.account,
+            apps.c.adam_id,
+            apps.c.pricing_param,
+            apps.c.platform,
+            apps.c.known_version,
+            meta.c.version,
+            meta.c.name,
+            meta.c.warned_version,
+        )
         .select_from(apps.outerjoin(meta, (meta.c.adam_id == apps.c.adam_id) & (meta.c.platform == apps.c.platform)))
         .where(apps.c.state == "published", apps.c.kind == "app")
         .order_by(apps.c.adam_id, apps.c.platform, apps.c.pricing_param)
@@ -97,7 +109,8 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     errors: list[str] = []
     counts = look_up(host, by_account, errors=errors)
     with host.db.reading() as conn:
-        changed = _newer(conn.execute(query).all())
+        changed, lower = _newer(conn.execute(query).all())
+    _warn_lower(host, lower)
     had_it = _acknowledged(host, {r.adam_id for r in changed}) if install else {}
     holders = {(r.account, r.adam_id): port.licenses(r.account, r.adam_id) for r in changed} if install else {}
     updates = []
@@ -112,28 +125,49 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     return UpdateReport(counts, errors, updates)
 
 
-def _newer(rows: Sequence[Any]) -> list[Any]:
-    """The applications whose looked-up version is higher than their known one (:func:`.versions.is_newer`).
-    A lower one (a stale answer of the lookup) changes nothing and is logged, once per app and platform."""
-    lower: dict[tuple[str, str], Any] = {}
+def _newer(rows: Sequence[Any]) -> tuple[list[Any], dict[tuple[str, str], tuple[Any, str | None]]]:
+    """The applications whose looked-up version is higher than their known one (:func:`.versions.is_newer`),
+    and by (adamId, platform) one row whose looked-up version is lower (a stale answer) with that
+    version, or one whose warning stands though it no longer is with None (the warning is forgotten)."""
+    lower: dict[tuple[str, str], tuple[Any, str | None]] = {}
     newer = []
     for r in rows:
-        if not (r.version and r.known_version and r.version != r.known_version):
-            continue
-        if is_newer(r.version, r.known_version):
+        if r.version and r.known_version and r.version != r.known_version and is_newer(r.version, r.known_version):
             newer.append(r)
-        elif compare_versions(r.version, r.known_version) != 0:
-            lower.setdefault((r.adam_id, r.platform), r)
-    for r in lower.values():
+        elif r.version and r.known_version and compare_versions(r.version, r.known_version) == -1:
+            lower.setdefault((r.adam_id, r.platform), (r, r.version))
+    for r in rows:
+        if r.warned_version is not None and (r.adam_id, r.platform) not in lower:
+            lower[(r.adam_id, r.platform)] = (r, None)
+    return newer, lower
+
+
+def _warn_lower(host: Host, lower: dict[tuple[str, str], tuple[Any, str | None]]) -> None:
+    """Warn of each stale answer once: only the check that records it as ``warned_version``
+    (a conditional ``UPDATE``: one process of several) logs it; a row no longer lower forgets it."""
+    meta = table_of(AppMetadata)
+    for (adam_id, platform), (r, version) in lower.items():
+        if version == r.warned_version:
+            continue
+        same = (meta.c.adam_id == adam_id) & (meta.c.platform == platform)
+        differs = meta.c.warned_version.is_not(None) if version is None else meta.c.warned_version.is_distinct_from(version)
+        stmt = update(meta).where(same, differs).values(warned_version=version)
+        moved = host.db.run_write(partial(_run_update, stmt=stmt))
+        if moved != 1 or version is None:
+            continue
         log.warning(
-            "update check: %s (%s) %s: the lookup answers version %s, lower than the known %s: not an update, nothing changed",
+            "update check: %s (%s) %s: the lookup answers version %s, lower than the known %s: not an update, nothing changed (said once per version)",
             r.name or "adamId",
             r.adam_id,
             r.platform,
             r.version,
             r.known_version,
         )
-    return newer
+
+
+def _run_update(session: Session, stmt: Any) -> int:
+    """Run one ``UPDATE``; the rows it changed."""
+    return rowcount(session.execute(stmt))
 
 
 def _acknowledged(host: Host, adam_ids: set[str]) -> dict[str, list[str]]:

@@ -225,6 +225,44 @@ def test_a_lower_version_looked_up_is_not_an_update(setup, simulator, caplog):
     assert [c["status"] for c in commands(host, d["acked"])] == ["acknowledged", "queued"]  # the first update still waits: no second command
 
 
+def _stale_warnings(caplog: Any, mdm: MdmRunner) -> list[str]:
+    """The stale-answer warnings one ``mdm apps check-updates`` logs."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="plugins.mobile_apps"):
+        code, out, err = mdm("apps", "check-updates")
+    assert code == 0, out + err
+    return [r.getMessage() for r in caplog.records if "lower than the known" in r.getMessage()]
+
+
+def test_a_stale_answer_is_warned_of_once_per_version(setup, simulator, caplog):
+    """A stale lookup can last days while the scheduler checks often: its warning is logged by
+    the first check only (before, by every check), even from another process (the state is in the
+    database); a different stale version is warned of again, and after a real update the same
+    stale version is news again."""
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    known = simulator.state.assets[(d["adam"], "STDQ")].version
+    major, _, rest = known.partition(".")
+    older, oldest = f"{int(major) - 1}.{rest}", f"{int(major) - 1}.0.1"
+    simulator.publish_version(d["adam"], older)
+    [line] = _stale_warnings(caplog, mdm)
+    assert f"answers version {older}, lower than the known {known}" in line and d["adam"] in line
+    assert _stale_warnings(caplog, mdm) == []  # the same stale answer: said already
+    _, mdm2 = setup(again=True)  # another process on the same database
+    assert _stale_warnings(caplog, mdm2) == []
+    simulator.publish_version(d["adam"], oldest)
+    [line] = _stale_warnings(caplog, mdm)
+    assert f"answers version {oldest}, lower than the known {known}" in line
+    simulator.publish_version(d["adam"], older)
+    assert len(_stale_warnings(caplog, mdm)) == 1  # changed again: a different answer from the last warned
+
+    newer = simulator.publish_version(d["adam"], f"{known}.1")
+    assert _stale_warnings(caplog, mdm) == [] and _known_version(host, d["app"]) == newer
+    simulator.publish_version(d["adam"], older)
+    [line] = _stale_warnings(caplog, mdm)
+    assert f"answers version {older}, lower than the known {newer}" in line
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "true"])
 def test_update_check_is_validated_like_the_other_intervals(project_dir, monkeypatch, capsys, value):
     mdm = MdmRunner(project_dir, monkeypatch, capsys, config=f"[mobile_apps]\nupdate_check = {value}\n")
@@ -264,3 +302,27 @@ def test_mobile_apps_0003_apps_start_from_the_version_looked_up(project_dir, mon
         mdm, "mobile_apps: applied 0003 (app known version", "SELECT id, known_version FROM mobile_apps_app ORDER BY id", url=database_url
     )
     assert rows == [(1, "6.2"), (2, "16.2"), (3, None)]
+
+
+def test_mobile_apps_0004_metadata_keeps_its_rows_with_no_warning_said(project_dir, monkeypatch, capsys, database_url):
+    from ..test_apple_migrations import _database_at, _upgrade_then_query
+
+    meta = (
+        "INSERT INTO mobile_apps_metadata (adam_id, platform, account, status, name, version, device_families, attempts)"
+        " VALUES ('{adam}', '{platform}', 'school', 'ok', 'Atlas', '{version}', '[\"iPad\"]', 0)"
+    )
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"mobile_apps": "0003"},
+        [meta.format(adam="111", platform="iOS", version="6.2"), meta.format(adam="111", platform="macOS", version="16.2")],
+        url=database_url,
+    )
+    [rows] = _upgrade_then_query(
+        mdm,
+        "mobile_apps: applied 0004 (metadata warned version",
+        "SELECT adam_id, platform, name, version, warned_version FROM mobile_apps_metadata ORDER BY platform",
+        url=database_url,
+    )
+    assert rows == [("111", "iOS", "Atlas", "6.2", None), ("111", "macOS", "Atlas", "16.2", None)]
