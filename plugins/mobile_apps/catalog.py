@@ -30,6 +30,7 @@ from plugins.vpp.payloads import Asset
 from .models import AppMetadata, MobileApp, SeenEvent
 from .payloads import AppPayload
 from .settings import settings
+from .versions import is_newer
 from .vpp_port import VppPort
 
 if TYPE_CHECKING:
@@ -395,7 +396,11 @@ def start_known_versions(session: Session, *where: Any) -> None:
 
 
 def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
-    """An application as plain values."""
+    """An application as plain values: ``version`` is the one the MDM knows its devices are on
+    (``known_version``; the looked-up one until it has none), ``available`` a higher one the
+    last lookup answered (not installed yet: the update check installs it), else None."""
+    looked_up = meta.version if meta else None
+    version = app.known_version or looked_up
     return {
         "id": app.id,
         "kind": app.kind,
@@ -407,7 +412,8 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
         "productType": app.product_type,
         "name": meta.name if meta else None,
         "bundleId": meta.bundle_id if meta else None,
-        "version": meta.version if meta else None,
+        "version": version,
+        "available": looked_up if looked_up and version and looked_up != version and is_newer(looked_up, version) else None,
         "iconUrl": meta.icon_url if meta else None,
         "metadata": meta.status if meta else "pending",
         "metadataFetchedAt": meta.fetched_at if meta else None,

@@ -112,7 +112,7 @@ def _list(host: Host, args: argparse.Namespace) -> int:
     return print_rows(
         rows,
         fmt,
-        ["id", "kind", "platform", "name", "bundleId", "version", "adamId", "pricingParam", "account", "licenses", "state"],
+        ["id", "kind", "platform", "name", "bundleId", "version", "available", "adamId", "pricingParam", "account", "licenses", "state"],
         empty="no applications: add a VPP account and run `mdm vpp sync`",
     )
 
@@ -141,7 +141,10 @@ def _show(host: Host, args: argparse.Namespace) -> int:
         fields = [
             ("source", f"VPP account {app['account']}, adamId {app['adamId']}, pricingParam {app['pricingParam']} ({app['productType']})"),
             ("bundle id", app["bundleId"]),
-            ("version", app["version"]),
+            (
+                "version",
+                app["version"] + (f" ({app['available']} available: the update check installs it)" if app["available"] else "") if app["version"] else None,
+            ),
             ("icon", app["iconUrl"]),
             ("platforms", ", ".join(app["supportedPlatforms"]) + (" (iOS covers iPadOS)" if "iOS" in app["supportedPlatforms"] else "")),
             ("licenses", f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"),

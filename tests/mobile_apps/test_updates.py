@@ -225,6 +225,40 @@ def test_a_lower_version_looked_up_is_not_an_update(setup, simulator, caplog):
     assert [c["status"] for c in commands(host, d["acked"])] == ["acknowledged", "queued"]  # the first update still waits: no second command
 
 
+def test_the_list_shows_the_version_devices_are_on_and_the_newer_one_apart(setup, simulator):
+    """A lookup (here ``refresh-metadata``) answers a new version before the update check
+    applies it: `mdm apps list` showed that version as the app's (before, with nothing on the
+    devices yet); it shows the one devices are on, the newer one as ``available``."""
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    old = simulator.state.assets[(d["adam"], "STDQ")].version
+    new = simulator.publish_version(d["adam"])
+    code, out, err = mdm("apps", "refresh-metadata", "--all")
+    assert code == 0, out + err
+
+    def listed(*args: str) -> dict[str, Any]:
+        code, out, err = mdm("apps", "list", *args)
+        assert code == 0, out + err
+        rows = json.loads(out) if "--json" in args else [json.loads(line) for line in out.splitlines()]
+        [shown] = [a for a in rows if str(a["id"]) == d["app"]]
+        return dict(shown)
+
+    for fmt in ("--json", "--jsonl"):
+        shown = listed(fmt)
+        assert (shown["version"], shown["available"]) == (old, new)
+    code, out, _ = mdm("apps", "list")
+    header, *lines = out.splitlines()
+    [line] = [line for line in lines if line.split()[0] == d["app"]]
+    assert header.split()[5:7] == ["version", "available"] and f" {old} " in line and f" {new} " in line
+    code, out, _ = mdm("apps", "show", d["app"])
+    assert f"{old} ({new} available: the update check installs it)" in out
+
+    code, out, err = mdm("apps", "check-updates", "--no-install")
+    assert code == 0 and f"-> {new}" in out, out + err
+    shown = listed("--json")
+    assert (shown["version"], shown["available"]) == (new, None)
+
+
 def _stale_warnings(caplog: Any, mdm: MdmRunner) -> list[str]:
     """The stale-answer warnings one ``mdm apps check-updates`` logs."""
     caplog.clear()

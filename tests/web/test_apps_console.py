@@ -338,3 +338,21 @@ def test_install_status_shows_the_request_time_its_rows_are_ordered_by(make_host
     assert requested == sorted(requested, reverse=True) == [f"2026-11-01 08:0{n}:00 UTC" for n in (3, 2, 1, 0)]
     assert [r[1] for r in rows] == [f"2026-11-01 {8 + h:02d}:00:00 UTC" for h in (3, 9, 1, 5)]
     assert [i["target"] for i in api] == [r[2] for r in rows]  # the API's order: newest request first
+
+
+def test_the_apps_list_shows_the_version_devices_are_on_and_the_newer_one_apart(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """A lookup answers a new version the update check has not applied: the console and the API
+    showed it as the app's version; they show the one devices are on, the new one as available."""
+    from plugins.mobile_apps.catalog import refresh_metadata
+
+    assert refresh_metadata(school, everything=True)["found"] >= 1  # the versions devices start from
+    app_id, asset = _ios_app(school, simulator)
+    old = simulator.state.assets[(str(asset["adamId"]), str(asset["pricingParam"]))].version
+    new = simulator.publish_version(str(asset["adamId"]))
+    assert refresh_metadata(school, everything=True)["found"] >= 1
+    [row] = [r for r in admin.get("/apps").text.split("<tr>") if f'href="/apps/{app_id}"' in r]
+    assert f"<td>{old} <span" in row and f"({new} available)" in row
+    assert f"{old} <span" in admin.get(f"/apps/{app_id}").text
+    viewer = token_for(school, "viewer")
+    [item] = [a for a in client.get("/api/v1/apps?platform=iOS&limit=500", headers=viewer).json()["items"] if str(a["id"]) == app_id]
+    assert (item["version"], item["available"]) == (old, new)
