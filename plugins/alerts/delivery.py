@@ -25,7 +25,7 @@ from mdm_core.output import format_time
 from . import store
 from .channels import Channel, DeliveryError, Outgoing, configured_channels, known_secrets, scrub
 from .models import AlertDelivery, AlertMessage
-from .names import license_names
+from .names import license_names, name_due
 from .settings import AlertsSettings, settings
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def deliver_due(host: Host) -> dict[str, int]:
                     .limit(BATCH)
                 ).all()
             )
+        name_due(host, {id(m): m for _, m in due}.values())  # a first sync's alerts, written before the apps were looked up
         down: set[str] = set()
         for delivery, message in due:
             if delivery.channel in down:

@@ -1,23 +1,27 @@
 """The names of the apps alerts are about, from whichever plugin knows them (``mdm_app_names``:
 the mobile_apps plugin's metadata), asked before the alert's transaction; an app without a
-known name is told by its adamId. Names only change the wording: what counts as the same
-alert (its subject) is the adamId's.
+known name is told by its adamId, and named at delivery if the name is known by then
+(:func:`name_due`). Names only change the wording: what counts as the same alert (its
+subject) is the adamId's.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlmodel import Session
 
-from mdm_core.db.typed import table_of
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import describe, one_line
 
 from . import rules
-from .models import AlertSubject
+from .models import AlertMessage, AlertSubject
 from .settings import settings, thresholds
 
 if TYPE_CHECKING:
@@ -76,3 +80,46 @@ def license_names(host: Host, assets: Sequence[Asset], accounts: Iterable[str]) 
         recorded = {str(s).rsplit(":", 2)[1] for s in conn.execute(query).scalars()}  # licenses:ACCOUNT:ADAMID:PRICING
     ids |= {str(a.get("adamId")) for a in assets if str(a.get("adamId")) in recorded}
     return app_names(host, ids)
+
+
+def name_due(host: Host, messages: Iterable[AlertMessage]) -> None:
+    """License alerts about to be sent that name an app by adamId because its name was not
+    known when they were written (a first sync: the alert is written before mobile_apps looks
+    its apps up) get the name now known: their title, text and fields are written again (only
+    if unchanged meanwhile) and the ``messages`` changed in place. Asks ``mdm_app_names`` (never
+    inside a write transaction); without an answer they stay as they are."""
+    due = [m for m in messages if m.kind == "licenses"]
+    wanted = {str(e.get("adamId")) for m in due for e in _assets(m.fields) if not e.get("name")}
+    names = app_names(host, wanted) if wanted else {}
+    if not names:
+        return
+    table = table_of(AlertMessage)
+    for message in due:
+        fields = copy.deepcopy(dict(message.fields or {}))
+        title, text = message.title, message.text
+        for entry in _assets(fields):
+            adam_id = str(entry.get("adamId"))
+            if entry.get("name") or adam_id not in names:
+                continue
+            details = (str(entry.get("pricingParam")), str(entry.get("productType") or "asset"))
+            before, after = rules.app_label(adam_id, None, *details), rules.app_label(adam_id, names[adam_id], *details)
+            entry["name"] = names[adam_id]
+            if "title" in entry:
+                entry["title"] = str(entry["title"]).replace(before, after)
+            title, text = title.replace(before, after), text.replace(before, after)
+        if fields == message.fields:
+            continue
+        unchanged = (table.c.id == message.id) & (table.c.title == message.title) & (table.c.text == message.text)
+        stmt = update(table).where(unchanged).values(title=title, text=text, fields=fields)
+        if host.db.run_write(partial(_renamed, stmt=stmt)):
+            message.title, message.text, message.fields = title, text, fields
+
+
+def _assets(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The assets a license alert's fields are about: a digest's list, or the fields themselves."""
+    assets = fields.get("assets")
+    return [a for a in assets if isinstance(a, dict)] if isinstance(assets, list) else [fields]
+
+
+def _renamed(session: Session, stmt: Any) -> bool:
+    return rowcount(session.execute(stmt)) == 1

@@ -105,3 +105,55 @@ def test_install_failures_name_the_app_and_a_failing_lookup_falls_back(alerts_ho
     host.events.dispatch(failed(3, other))  # the alert still goes out, by adamId
     assert alerts(host)[1]["title"] == f"Install of adamId {other} (STDQ) from account 'school' failed for device FAILED000003"
     assert "app names are not available for alerts (mdm_app_names failed): RuntimeError: names are down" in caplog.text
+
+
+def test_the_first_sync_s_low_licenses_alert_names_the_app(alerts_host, simulator, smtp_server):
+    """An account's first sync writes its low-licenses alert before mobile_apps looks up the
+    names of the apps it publishes (after the sync): the alert was sent, and listed, by adamId.
+    It is named when it goes out, with what the lookup found by then."""
+    smtp = smtp_server()
+    scarce, _ = simulator.purchase(count=4)
+    name_asset(simulator, scarce, "Atlas Kids")
+    for serial in ("PORTAL000001", "PORTAL000002", "PORTAL000003"):
+        simulator.assign_in_portal(scarce, serial_number=serial)
+    host = alerts_host(smtp.config() + "low_licenses = 2\n")
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=False, trigger="manual", wait=0)  # as `mdm vpp sync` does
+    assert report["status"] == "ok"
+    assert deliver_due(host)["sent"] == 1
+    title = f"Only 1 of 4 licenses left of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school'"
+    [mail] = smtp.mailbox.messages
+    assert mail["Subject"] == f"[mdm] WARNING: {title}"
+    [low] = [a for a in alerts(host) if a["subject"] == f"licenses:school:{scarce}:STDQ"]
+    assert low["title"] == title and low["fields"]["name"] == "Atlas Kids"
+
+
+def test_a_first_sync_with_many_low_assets_names_them_in_its_digest(alerts_host, simulator, smtp_server):
+    """More low assets than a single alert each: the digest's lines name them at delivery."""
+    smtp = smtp_server()
+    scarce = [simulator.purchase(count=4)[0] for _ in range(4)]
+    for n, adam_id in enumerate(scarce):
+        name_asset(simulator, adam_id, f"Atlas Kids {n}")
+        for serial in ("PORTAL000001", "PORTAL000002", "PORTAL000003"):
+            simulator.assign_in_portal(adam_id, serial_number=serial)
+    host = alerts_host(smtp.config() + "low_licenses = 2\n")
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=False, trigger="manual", wait=0)
+    assert report["status"] == "ok" and deliver_due(host)["sent"] >= 1
+    [digest] = [a for a in alerts(host) if a["subject"] == "licenses:school"]
+    for n, adam_id in enumerate(scarce):
+        assert f"Only 1 of 4 licenses left of Atlas Kids {n} (adamId {adam_id}, STDQ, App) in account 'school'" in digest["text"]
+    assert all(a["name"] for a in digest["fields"]["assets"] if a["adamId"] in scarce)
+
+
+def test_a_first_sync_whose_lookup_fails_sends_the_alert_by_adam_id(alerts_host, simulator, smtp_server):
+    smtp = smtp_server()
+    scarce, _ = simulator.purchase(count=4)
+    name_asset(simulator, scarce, "Atlas Kids")
+    for serial in ("PORTAL000001", "PORTAL000002", "PORTAL000003"):
+        simulator.assign_in_portal(scarce, serial_number=serial)
+    simulator.faults.add("server_error", endpoint="lookup")
+    host = alerts_host(smtp.config() + "low_licenses = 2\n")
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=False, trigger="manual", wait=0)
+    assert report["status"] == "ok" and deliver_due(host)["sent"] == 1
+    title = f"Only 1 of 4 licenses left of adamId {scarce} (STDQ, App) in account 'school'"
+    assert smtp.mailbox.messages[0]["Subject"] == f"[mdm] WARNING: {title}"
+    assert [a["title"] for a in alerts(host)] == [title]
