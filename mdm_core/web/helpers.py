@@ -141,6 +141,9 @@ async def json_object(request: Request, *, send: str, shape: str, empty: bool = 
         raise WebError(400, f"the body is not JSON: {send}") from None
     if not isinstance(body, dict):
         raise WebError(422, shape)
+    from .storable import refuse_unstorable_json  # a body labelled as a form was checked as one
+
+    refuse_unstorable_json(body)
     return body
 
 

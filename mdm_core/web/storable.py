@@ -9,7 +9,7 @@ query parameters, the fields of a form and the strings of a JSON body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import Request
@@ -28,6 +28,10 @@ async def storable_input(request: Request) -> None:
     found += [(f"query parameter {key}", key + value) for key, value in request.query_params.multi_items()]
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(FORMS):
+        if getattr(request.scope.get("route"), "body_field", None) is None:
+            # a route without form fields reads the body itself (the API's JSON, which `curl -d`
+            # labels as a form): keep it for that route, or parsing the form consumes it (a 500)
+            await request.body()
         form = await request.form()  # parsed once: FastAPI's Form parameters read the same
         found += [(f"form field {key}", key + value) for key, value in form.multi_items() if isinstance(value, str)]
     elif "json" in content_type:
@@ -36,10 +40,22 @@ async def storable_input(request: Request) -> None:
         except ValueError:
             return  # the route says that the body is not JSON
         found += [("the JSON body", text) for text in _strings(body)]
+    refuse_unstorable(found)
+
+
+def refuse_unstorable(found: Iterable[tuple[str, str]]) -> None:
+    """A 422 naming where, for the first text of ``found`` (``(where, text)`` pairs) that no
+    database column holds."""
     for where, value in found:
         bad = bad_character(value)
         if bad is not None:
             raise WebError(422, f"{where} holds {bad}, which cannot be stored: remove it")
+
+
+def refuse_unstorable_json(body: Any) -> None:
+    """:func:`refuse_unstorable` of every string of a parsed JSON body (one sent with another
+    content type than JSON, which :func:`storable_input` read as a form)."""
+    refuse_unstorable(("the JSON body", text) for text in _strings(body))
 
 
 def _strings(value: Any) -> Iterator[str]:
