@@ -153,15 +153,23 @@ def print_jsonl(rows: Iterable[Any], out: TextIO | None = None) -> None:
 def print_rows(rows: Iterable[dict[str, Any]], output: bool | str, columns: Sequence[str], empty: str = "(none)", out: TextIO | None = None) -> int:
     """The one way list commands print, streaming ``rows`` (any iterable: a generator is read
     as it is printed). ``output``: ``text``, ``json`` or ``jsonl`` (``True``/``False``: json or
-    text). Returns exit code 0."""
+    text; :func:`output_format` of the arguments, whose ``--offset`` words an empty page past
+    the end instead of ``empty``). Returns exit code 0."""
     fmt = ("json" if output else "text") if isinstance(output, bool) else output
     if fmt == "json":
         print_json_rows(rows, out)
     elif fmt == "jsonl":
         print_jsonl(rows, out)
     else:
-        print_table(rows, columns, out, empty=empty)
+        offset = getattr(output, "offset", 0)
+        print_table(rows, columns, out, empty=past_the_end(offset) if offset else empty)
     return 0
+
+
+def past_the_end(offset: int) -> str:
+    """The empty line of a page that starts past the last row: the list's own (``no assets: run
+    `mdm vpp sync```) sent the admin to fix what was not wrong."""
+    return f"nothing past the first {offset:,} rows (--offset {offset}): give a smaller --offset, or none"
 
 
 def add_list_options(parser: argparse.ArgumentParser, *, limit: int | None = None, json_help: str = "print JSON (an array)") -> None:
@@ -175,9 +183,19 @@ def add_list_options(parser: argparse.ArgumentParser, *, limit: int | None = Non
     parser.add_argument("--offset", type=count(0), default=0, metavar="N", help="skip the first N rows (with --limit: page through a long list)")
 
 
+class ListFormat(str):
+    """A list command's format (``text``, ``json`` or ``jsonl``) with its ``--offset``, for
+    :func:`print_rows`."""
+
+    offset: int = 0
+
+
 def output_format(args: argparse.Namespace) -> str:
-    """``text``, ``json`` or ``jsonl`` from a list command's arguments."""
-    return "jsonl" if getattr(args, "jsonl", False) else "json" if getattr(args, "json", False) else "text"
+    """``text``, ``json`` or ``jsonl`` from a list command's arguments (a :class:`ListFormat`
+    carrying its ``--offset``)."""
+    fmt = ListFormat("jsonl" if getattr(args, "jsonl", False) else "json" if getattr(args, "json", False) else "text")
+    fmt.offset = getattr(args, "offset", 0) or 0
+    return fmt
 
 
 def window(rows: Iterable[Any], offset: int = 0, limit: int | None = None) -> Iterator[Any]:

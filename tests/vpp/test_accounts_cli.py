@@ -337,3 +337,19 @@ def test_a_service_url_with_a_credential_is_refused_without_showing_it(plain_hos
     assert code == 2 and "http://***@127.0.0.1" in err and "S3CRETPW" not in out + err, err
     assert account_row(plain_host).service_url == simulator.base_url
     assert "S3CRETPW" not in cli("vpp", "account", "list", "--json")[1]
+
+
+def test_a_page_past_the_end_says_so_not_the_lists_own_advice(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
+    """`mdm vpp assets --offset 100000` of a synced account said "no assets: run `mdm vpp sync`"
+    (`mdm apps list`: "add a VPP account"): advice for a fault there was not. A page past the
+    last row says so; an empty list without --offset keeps its own line; JSON stays []."""
+    assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
+    assert cli("vpp", "sync")[0] == 0
+    total = len(json.loads(cli("vpp", "assets", "--json")[1]))
+    for command in (["vpp", "assets"], ["vpp", "users"], ["vpp", "runs"], ["devices", "list"]):
+        code, out, _ = cli(*command, "--offset", "100000")
+        assert (code, out) == (0, "nothing past the first 100,000 rows (--offset 100000): give a smaller --offset, or none\n"), command
+        assert cli(*command, "--json", "--offset", "100000")[1] == "[]\n"
+    code, out, _ = cli("vpp", "assets", "--offset", str(total - 1))
+    assert code == 0 and len(out.splitlines()) == 2  # the header and the last asset
+    assert cli("devices", "list")[1] == "no devices enrolled\n"
