@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from mdm_core.errors import UsageError
+from mdm_core.errors import UsageError, one_line
 from mdm_core.output import print_json, print_rows, say
 from mdm_core.text import shown
 
@@ -105,7 +105,7 @@ def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
     """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), ``NAME: failed in 0.2s: ERROR``,
     or ``NAME: skipped: already running, held by process 12 on host-a since ...`` (``-q`` silences
     it under ``--due``, where a skip is routine; never for a job asked for by name)."""
-    counts = ", ".join(f"{k} {v}" for k, v in (row.get("result") or {}).items())
+    counts = ", ".join([f"{k} {v}" for k, v in (row.get("result") or {}).items()] + ([row["note"]] if row.get("note") else []))
     if row["status"] == "skipped":
         line = f"{row['name']}: skipped: already running elsewhere, {row['held_by']}"
         (print if named else say)(line)
@@ -116,7 +116,9 @@ def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
 
 
 def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
-    """One job's run as shown: its counts only (never other values a job returns), its error on one line."""
+    """One job's run as shown: its counts, or the one line a job returns as a ``str`` (what it did
+    not do and why: a sync skipped while its token waits for the admin), never other values a
+    job returns; its error on one line."""
     result = state.last_result
     counts = result if isinstance(result, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in result.values()) else None
     if state.skipped is not None:
@@ -129,5 +131,6 @@ def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
         "duration_s": round(state.last_duration or 0.0, 3),
         "error": state.last_error,
         "result": {str(k): v for k, v in counts.items()} if counts else None,
+        "note": one_line(result) if isinstance(result, str) and not state.last_error else None,
         "next_run": scheduler.next_run(state.name),
     }

@@ -112,12 +112,13 @@ class AccountJob:
         self.seen, basis = _plan(self.host, self.name)
         return basis
 
-    def run(self) -> None:
-        """The scheduled sync, skipped if the account was synced since the plan that made it due."""
-        _scheduled_sync(self.host, self.name, None if run_is_forced() else self.seen)
+    def run(self) -> str | None:
+        """The scheduled sync, skipped if the account was synced since the plan that made it due
+        (the line saying why, when it was skipped)."""
+        return _scheduled_sync(self.host, self.name, None if run_is_forced() else self.seen)
 
 
-def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None = None) -> None:
+def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None = None) -> str | None:
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
     one raises so the scheduler logs and records it. Nothing happens if the account's last sync
     is no longer ``seen`` (by default, the last sync now): another host synced it since it fell
@@ -131,3 +132,6 @@ def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None =
         SCHEDULED_AFTER.reset(token)
     if report["status"] == "error":
         raise MdmError(f"sync of {name} failed: {report['error']}")
+    if report["status"] == "skipped":  # `mdm jobs run` says so rather than a bare "ok"
+        return f"not synced: {report['error']} (`mdm vpp sync {name}` syncs it anyway)"
+    return None

@@ -119,7 +119,7 @@ def test_due_runs_what_is_due_and_json(mdm, write_plugin):
     assert code == 1  # demo.boom failed
     rows = json.loads(out)
     assert [(r["name"], r["status"]) for r in rows] == [("demo.boom", "failed"), ("demo.enrol", "ok")]  # demo.ok ran a moment ago
-    assert set(rows[0]) == {"name", "plugin", "status", "started_at", "duration_s", "error", "result", "next_run"}
+    assert set(rows[0]) == {"name", "plugin", "status", "started_at", "duration_s", "error", "result", "note", "next_run"}
     assert rows[0]["error"] == "ValueError: feed unreachable retry later" and rows[0]["plugin"] == "demo"
     assert sorted(plug.calls) == ["boom", "enrol", "ok"]
     code, out, _ = mdm("jobs", "--json", "run", "demo.ok")  # --json before the subcommand too
