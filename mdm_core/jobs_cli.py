@@ -77,7 +77,9 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
     """``mdm jobs run NAME... | --due``: exit 1 if a job failed."""
-    if args.due == bool(args.names):
+    if args.due and args.names:
+        raise UsageError("give the names of the jobs to run or --due, not both: --due runs every due job")
+    if not args.due and not args.names:
         raise UsageError("give the names of the jobs to run (`mdm jobs` lists them), or --due")
     scheduler = host.build_scheduler(inline=True)
     unknown = [name for name in dict.fromkeys(args.names) if name not in scheduler.jobs]

@@ -105,6 +105,13 @@ def test_unknown_name_runs_nothing_exit_2(mdm, write_plugin):
     assert mdm("jobs", "run", "--due", "demo.ok")[0] == 2 and plug.calls == []
 
 
+def test_names_with_due_say_they_do_not_go_together(mdm, write_plugin):
+    plug = _setup(mdm, write_plugin)
+    code, out, err = mdm("jobs", "run", "--due", "demo.ok")
+    assert code == 2 and out == "" and plug.calls == [] and _history(mdm) == {}
+    assert err == "mdm: error: give the names of the jobs to run or --due, not both: --due runs every due job\n"
+
+
 def test_events_of_the_job_are_delivered(mdm, write_plugin):
     plug = _setup(mdm, write_plugin)
     code, out, err = mdm("jobs", "run", "demo.enrol")
