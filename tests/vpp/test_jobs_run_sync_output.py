@@ -1,0 +1,34 @@
+"""``mdm jobs run vpp.sync.NAME`` (a host run from cron) says what the sync did as ``mdm vpp
+sync`` does: its failure once (the job's line, not also a log line on stderr), its counts when
+it succeeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mdm_core.testing import MdmRunner
+from plugins.vpp.testing import add_simulated_account
+
+
+def test_a_failed_sync_is_told_once(make_host: Any, simulator: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    host = make_host()
+    add_simulated_account(host, simulator, project_dir)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    simulator.revoke_token()
+
+    code, out, err = mdm("jobs", "run", "vpp.sync.school")
+    assert code == 1 and out.startswith("vpp.sync.school: failed in ") and "sync of school failed: " in out, (out, err)
+    assert len(out.splitlines()) == 1 and err == "", (out, err)
+
+
+def test_mdm_run_still_logs_a_failed_scheduled_sync(make_host: Any, simulator: Any, project_dir: Path, caplog: Any) -> None:
+    host = make_host()
+    add_simulated_account(host, simulator, project_dir)
+    simulator.revoke_token()
+    scheduler = host.build_scheduler(inline=True)
+    scheduler.make_due("vpp.sync.school")
+    with caplog.at_level("INFO"):
+        scheduler.run_pending()  # one turn of `mdm run`: its log is how a daemon reports
+    errors = [r for r in caplog.records if r.name == "plugins.vpp.sync.run" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "account school: sync failed: " in errors[0].getMessage()
