@@ -107,7 +107,8 @@ def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
     """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), ``NAME: failed in 0.2s: ERROR``,
     or ``NAME: skipped: already running, held by process 12 on host-a since ...`` (``-q`` silences
     it under ``--due``, where a skip is routine; never for a job asked for by name)."""
-    counts = ", ".join([f"{k} {v}" for k, v in (row.get("result") or {}).items()] + ([row["note"]] if row.get("note") else []))
+    ints = [f"{k} {v}" for k, v in (row.get("result") or {}).items() if isinstance(v, int)]  # a Told's data is its line's
+    counts = ", ".join(ints + ([row["note"]] if row.get("note") else []))
     if row["status"] == "skipped":
         line = f"{row['name']}: skipped: already running elsewhere, {row['held_by']}"
         (print if named else say)(line)
@@ -118,10 +119,14 @@ def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
 
 
 def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
-    """One job's run as shown: its counts, or the one line a job returns as a ``str`` (what it did
-    not do and why: a sync skipped while its token waits for the admin), never other values a
-    job returns; its error on one line."""
+    """One job's run as shown: its counts, the one line a job returns as a ``str`` (what it did
+    not do and why: a sync skipped while its token waits for the admin), or a :class:`Told`'s
+    line and data (an account's sync: its counts), never other values a job returns; its error
+    on one line."""
+    from mdm_core.scheduler import Told
+
     result = state.last_result
+    told = result if isinstance(result, Told) and not state.last_error else None
     counts = result if isinstance(result, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in result.values()) else None
     if state.skipped is not None:
         return {"name": state.name, "plugin": state.plugin, "status": "skipped", "held_by": state.skipped, "next_run": scheduler.next_run(state.name)}
@@ -132,7 +137,7 @@ def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
         "started_at": state.last_started_at,
         "duration_s": round(state.last_duration or 0.0, 3),
         "error": state.last_error,
-        "result": {str(k): v for k, v in counts.items()} if counts else None,
-        "note": one_line(result) if isinstance(result, str) and not state.last_error else None,
+        "result": told.data if told else {str(k): v for k, v in counts.items()} if counts else None,
+        "note": one_line(told.line if told else result) if told or (isinstance(result, str) and not state.last_error) else None,
         "next_run": scheduler.next_run(state.name),
     }

@@ -49,6 +49,15 @@ _FORCED: ContextVar[bool] = ContextVar("mdm_job_forced", default=False)
 _CALLER_TELLS: ContextVar[bool] = ContextVar("mdm_job_caller_tells", default=False)
 
 
+@dataclass(frozen=True)
+class Told:
+    """What a job returns to say what it did: ``line`` for people (``mdm jobs run`` shows it after
+    ``ok in 0.2s:``, and as ``note`` in ``--json``), ``data`` as ``--json``'s ``result``."""
+
+    line: str
+    data: dict[str, Any]
+
+
 def run_is_forced() -> bool:
     """Whether the job running in this context was made due by :meth:`HostScheduler.make_due`
     (a test, a "run now") rather than by its plan."""

@@ -15,3 +15,20 @@ def format_changes(counts: Mapping[str, Any]) -> str:
     if licenses is not None:
         parts.append(f"licenses +{licenses.get('added', 0)} -{licenses.get('removed', 0)}")
     return "; ".join(parts)
+
+
+def format_sync_counts(c: Mapping[str, Any]) -> str:
+    """A successful sync's ``counts`` as ``mdm vpp sync`` (and ``mdm jobs run vpp.sync.NAME``)
+    says them: the changes, users retired, licenses of assets Apple does not list, and assets
+    whose ``assignedCount`` differs from their licenses."""
+    lic = c.get("licenses", {})
+    changes = format_changes({**c, "licenses": lic})
+    retired = c.get("users", {}).get("retired", 0)
+    extra = f", users retired {retired}" if retired else ""
+    unknown = lic.get("unknown_assets")
+    if unknown:
+        extra += f"; {lic.get('of_unknown_assets', 0)} license(s) of {len(unknown)} asset(s) Apple does not list ({', '.join(unknown[:5])})"
+    mismatched = c.get("assets", {}).get("count_mismatches")
+    if mismatched:
+        extra += f"; Apple's assignedCount differs from its own licenses for {len(mismatched)} asset(s) ({', '.join(mismatched[:5])})"
+    return changes + extra

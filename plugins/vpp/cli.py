@@ -274,20 +274,9 @@ def format_report(report: dict[str, Any]) -> str:
     """One line per sync report."""
     if report["status"] != "ok":
         return f"{report['account']}: {report['status']}" + (f": {report['error']}" if report.get("error") else "")
-    from plugins.vpp.changes import format_changes
+    from plugins.vpp.changes import format_sync_counts
 
-    c = report["counts"]
-    lic = c.get("licenses", {})
-    changes = format_changes({**c, "licenses": lic})
-    retired = c.get("users", {}).get("retired", 0)
-    extra = f", users retired {retired}" if retired else ""
-    unknown = lic.get("unknown_assets")
-    if unknown:
-        extra += f"; {lic.get('of_unknown_assets', 0)} license(s) of {len(unknown)} asset(s) Apple does not list ({', '.join(unknown[:5])})"
-    mismatched = c.get("assets", {}).get("count_mismatches")
-    if mismatched:
-        extra += f"; Apple's assignedCount differs from its own licenses for {len(mismatched)} asset(s) ({', '.join(mismatched[:5])})"
-    return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {changes}{extra}"
+    return f"{report['account']}: {report['mode']} sync ok in {report['duration_s']}s, {report['pages']} pages: {format_sync_counts(report['counts'])}"
 
 
 PROGRESS_EVERY = 3.0  # seconds between two progress lines

@@ -27,7 +27,7 @@ from sqlmodel import col
 
 from mdm_core.errors import describe
 from mdm_core.models import utcnow
-from mdm_core.scheduler import run_is_forced
+from mdm_core.scheduler import Told, run_is_forced
 
 from .models import VppAccount
 
@@ -112,18 +112,20 @@ class AccountJob:
         self.seen, basis = _plan(self.host, self.name)
         return basis
 
-    def run(self) -> str | None:
+    def run(self) -> Told | str | None:
         """The scheduled sync, skipped if the account was synced since the plan that made it due
-        (the line saying why, when it was skipped)."""
+        (the line saying why, when it was skipped; what it did, when it synced)."""
         return _scheduled_sync(self.host, self.name, None if run_is_forced() else self.seen)
 
 
-def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None = None) -> str | None:
+def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None = None) -> Told | str | None:
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
     one raises so the scheduler logs and records it. Nothing happens if the account's last sync
     is no longer ``seen`` (by default, the last sync now): another host synced it since it fell
-    due (:data:`SCHEDULED_AFTER`)."""
+    due (:data:`SCHEDULED_AFTER`). A sync's counts are told in ``mdm vpp sync``'s words."""
     from mdm_core.errors import MdmError
+
+    from .changes import format_sync_counts
 
     token = SCHEDULED_AFTER.set(seen or (last_sync(host, name),))
     try:
@@ -134,4 +136,6 @@ def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None =
         raise MdmError(f"sync of {name} failed: {report['error']}")
     if report["status"] == "skipped":  # `mdm jobs run` says so rather than a bare "ok"
         return f"not synced: {report['error']} (`mdm vpp sync {name}` syncs it anyway)"
+    if report["status"] == "ok":
+        return Told(f"{report['mode']} sync, {report['pages']} pages: {format_sync_counts(report['counts'])}", report["counts"])
     return None

@@ -4,6 +4,7 @@ it succeeds."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +33,23 @@ def test_mdm_run_still_logs_a_failed_scheduled_sync(make_host: Any, simulator: A
         scheduler.run_pending()  # one turn of `mdm run`: its log is how a daemon reports
     errors = [r for r in caplog.records if r.name == "plugins.vpp.sync.run" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "account school: sync failed: " in errors[0].getMessage()
+
+
+def test_a_synced_account_says_its_counts_as_mdm_vpp_sync_does(make_host: Any, simulator: Any, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    host = make_host()
+    add_simulated_account(host, simulator, project_dir)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 0, err
+    manual = out.split(" pages: ", 1)[1]  # school: full sync ok in 0.2s, 1 pages: assets +3 ~0 -0; ...
+    simulator.purchase(count=2)  # a new asset: something to count
+
+    code, out, err = mdm("jobs", "run", "vpp.sync.school")
+    assert code == 0 and out.startswith("vpp.sync.school: ok in ") and err == "", (out, err)
+    said = out.split("s: ", 1)[1]
+    assert said.startswith(("incremental sync, ", "full sync, ")) and " pages: assets +" in said and "licenses +" in said, out
+    assert said.split(" pages: ", 1)[1] != manual and "assets +1 " in said, out  # this sync's counts: the new asset
+    code, out, _ = mdm("jobs", "run", "vpp.sync.school", "--json")
+    [row] = json.loads(out)
+    assert code == 0 and row["status"] == "ok" and set(row["result"]) >= {"assets", "users", "licenses"} and row["result"]["licenses"]["added"] == 0
+    assert row["note"].startswith(("incremental sync, ", "full sync, ")), row
