@@ -378,6 +378,7 @@ def page_router() -> APIRouter:
                 "min_interval": settings(host).min_interval,
                 "max_interval": MAX_INTERVAL,
                 "changes": format_changes,
+                "public_url": public_url(host),  # Turn on needs it: without it, shown disabled and why
             },
         )
 

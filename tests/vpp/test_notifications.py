@@ -982,3 +982,17 @@ def test_the_notification_secret_never_shows(
         for place in (*outputs, caplog.text):
             assert secret not in place
         assert secret.encode() not in stored
+
+
+def test_without_public_url_the_console_shows_turn_on_disabled_and_why(synced: Host, endpoint: Endpoint) -> None:
+    """The console's Turn on could only fail (422) on a host without ``[web] public_url``: it is
+    shown disabled, with the line that says what must be set first, and where."""
+    with _console(synced) as client:
+        page = client.get("/vpp").text
+        assert 'id="notifications-on-school">Turn on<' in page and 'id="notifications-need-url-school"' not in page  # public_url set: enabled
+        synced.config.section("web", WebSettings).public_url = None
+        page = client.get("/vpp").text
+    button = page.split('id="notifications-on-school"', 1)[1].split(">", 1)[0]
+    assert "disabled" in button, button
+    line = html.unescape(page.split('id="notifications-need-url-school">', 1)[1].split("<", 1)[0])
+    assert line == "Turn on needs [web] public_url: the host's operator sets it in conf/mdm.toml (see \"Apple's notifications\" in the README).", line
