@@ -10,7 +10,8 @@ import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import UnionType
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Request
@@ -66,6 +67,7 @@ class CliJsonRoute(APIRoute):
         was asked."""
         handler = super().get_route_handler()
         known = sorted(_query_names(self.dependant))
+        many = _query_names(self.dependant, many=True)
 
         async def checked(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - set(known))
@@ -74,14 +76,27 @@ class CliJsonRoute(APIRoute):
             empty = sorted({k for k, v in request.query_params.multi_items() if not v.strip()})
             if empty:  # ?device=$SERIAL with the variable unset filtered nothing: every row
                 raise WebError(422, f"query parameter {', '.join(empty)} is empty: give a value or leave it out")
+            keys = [k for k, _ in request.query_params.multi_items()]
+            repeated = sorted({k for k in keys if keys.count(k) > 1} - many)
+            if repeated:  # ?account=a&account=b answered account b's rows alone, as if that were what was asked
+                raise WebError(422, f"query parameter {', '.join(repeated)} is given more than once: it takes one value")
             return await handler(request)
 
         return checked
 
 
-def _query_names(dependant: Any) -> set[str]:
-    """The query parameters an endpoint and its dependencies take."""
-    return {p.alias for p in dependant.query_params}.union(*(_query_names(d) for d in dependant.dependencies))
+def _query_names(dependant: Any, *, many: bool = False) -> set[str]:
+    """The query parameters an endpoint and its dependencies take (``many``: those that take a
+    list, given once per value)."""
+    own = {p.alias for p in dependant.query_params if not many or _takes_many(p.field_info.annotation)}
+    return own.union(*(_query_names(d, many=many) for d in dependant.dependencies))
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's type is a list (``list[str]``, ``list[str] | None``)."""
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_takes_many(a) for a in get_args(annotation))
+    return get_origin(annotation) in (list, set, tuple, frozenset) or annotation in (list, set, tuple, frozenset)
 
 
 def _unknown_parameters(unknown: list[str], known: list[str]) -> str:

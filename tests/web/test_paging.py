@@ -168,6 +168,9 @@ def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client
     assert sync.status_code == 422 and sync.json() == {"error": "unknown query parameter ful: it takes full"}
     assert client.get("/api/v1/me", params={"x": "1"}, headers=headers).json() == {"error": "unknown query parameter x: it takes none"}
     assert client.get("/api/v1/vpp/assets", params={"account": "school", "limit": 2}, headers=headers).status_code == 200
+    # a filter given twice answered the last value's rows alone, as if that were what was asked
+    twice = client.get("/api/v1/vpp/assets", params=[("account", "school"), ("account", "other"), ("limit", "2")], headers=headers)
+    assert twice.status_code == 422 and twice.json() == {"error": "query parameter account is given more than once: it takes one value"}
     # an empty filter (a script's unset variable) filtered nothing: every license
     empty = client.get("/api/v1/vpp/licenses", params={"device": "", "limit": 5}, headers=headers)
     assert empty.status_code == 422 and empty.json() == {"error": "query parameter device is empty: give a value or leave it out"}
