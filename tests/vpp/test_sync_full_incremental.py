@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +15,18 @@ from plugins.vpp.sync.run import sync_account
 from plugins.vpp.testing import apple_state, assert_mirror_equals_apple, mirror_state
 
 from .conftest import account_row
+
+
+@contextmanager
+def pooled_connections(host: Any) -> Iterator[list[Any]]:
+    """Every connection the host's write pool holds, checked out for the block."""
+    pool = host.db.write_engine.pool
+    connections = [pool.connect() for _ in range(pool.checkedin())]
+    try:
+        yield connections
+    finally:
+        for c in connections:
+            c.close()
 
 
 def _device_asset(sim: Any) -> tuple[str, str]:
@@ -468,13 +482,8 @@ def test_an_incremental_sync_writes_with_a_larger_page_cache_on_sqlite(synced: A
 
     monkeypatch.setattr(apply_module, "record_license_events", failing)
     assert sync_account(synced, "school")["status"] == "error"
-    pool = synced.db.write_engine.pool
-    connections = [pool.connect() for _ in range(pool.checkedin())]  # every connection the pool holds
-    try:
+    with pooled_connections(synced) as connections:
         assert connections and all(c.driver_connection.execute("PRAGMA cache_size").fetchone()[0] == -2000 for c in connections)
-    finally:
-        for c in connections:
-            c.close()
     monkeypatch.setattr(apply_module, "record_license_events", looking)
     assert sync_account(synced, "school")["status"] == "ok"
     assert_mirror_equals_apple(synced, simulator)
@@ -508,16 +517,11 @@ def test_a_sync_that_fails_while_it_streams_licenses_leaves_every_pooled_connect
         other.execute("UPDATE vpp_account SET last_sync_result = last_sync_result")
     finally:
         other.close()
-    pool = synced.db.write_engine.pool
-    connections = [pool.connect() for _ in range(pool.checkedin())]  # every connection the pool holds
-    try:
+    with pooled_connections(synced) as connections:
         assert connections
         for c in connections:
             c.driver_connection.execute("BEGIN IMMEDIATE")
             c.driver_connection.execute("ROLLBACK")
-    finally:
-        for c in connections:
-            c.close()
     monkeypatch.setattr(apply_module, "record_license_events", record)
     assert sync_account(synced, "school")["status"] == "ok"
     assert_mirror_equals_apple(synced, simulator)
