@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -44,15 +46,74 @@ def before(obj: Any, name: str) -> None:
 
 def pause_before(obj: Any, name: str) -> None:
     """Stop the whole process (SIGSTOP, like a paused VM: every thread) when ``obj.name`` is
-    called; once continued (SIGCONT), the call goes on."""
+    called; once continued (SIGCONT), the call goes on.
+
+    The pause waits for the other threads' write transactions to end (the lock's heartbeat
+    renews it and records the progress, a few milliseconds every third of a second) and lets
+    none begin until the process goes on: a process frozen inside a write transaction holds
+    SQLite's write lock, and every other process waits for it (PostgreSQL ends such a
+    transaction after the lock's time to live: tests/test_postgres.py). Pausing wherever the
+    heartbeat happened to be made the other sync fail now and then with "database is locked"."""
+    gate = _write_gate()
     original: Callable[..., Any] = getattr(obj, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        print("PAUSED", flush=True)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        with gate.closed():
+            print("PAUSED", flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
         return original(*args, **kwargs)
 
     setattr(obj, name, wrapper)
+
+
+class _WriteGate:
+    """Counts the write transactions under way; ``closed()`` waits until there are none and
+    holds new ones back until its block ends."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0
+        self._closed = False
+
+    @contextmanager
+    def passing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._closed)
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def closed(self) -> Iterator[None]:
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._open == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()
+
+
+def _write_gate() -> _WriteGate:
+    """A gate that every write transaction of this process (``Database.write_session``) passes."""
+    from mdm_core.db.engine import Database
+
+    gate = _WriteGate()
+    original = Database.write_session
+
+    @contextmanager
+    def write_session(self: Database) -> Iterator[Any]:
+        with gate.passing(), original(self) as session:
+            yield session
+
+    Database.write_session = write_session  # type: ignore[method-assign]
+    return gate
 
 
 def sigint_inside_a_staging_write() -> None:

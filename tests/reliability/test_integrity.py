@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host
+from mdm_core.models import utcnow
 from mdm_core.testing import EventRecorder as Recorder
 from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.testing import apple_state, mirror_state
@@ -86,6 +87,16 @@ def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
     raise AssertionError("the child never paused")
 
 
+def _wait_expired(host: Host, holder: str, timeout: float = 30.0) -> None:
+    """Until the account's lock, still held by ``holder``, has expired by the clock its takers read."""
+    lock = host.lock(f"vpp.sync.{_account_id(host)}")
+    deadline = time.monotonic() + timeout
+    while (info := lock.info()) is not None and info.holder == holder and (left := (info.expires_at - utcnow()).total_seconds()) >= 0:
+        assert time.monotonic() < deadline, f"the lock never expired: {info}"
+        time.sleep(left + 0.01)
+    assert info is not None and info.holder == holder, f"the paused holder lost its lock to someone else: {info}"
+
+
 def _staged_rows_of(host: Host, run_id: int) -> int:
     with host.db.engine.connect() as conn:
         return sum(
@@ -109,7 +120,7 @@ def test_a_sync_paused_past_its_lock_commits_nothing_when_it_resumes(
         _wait_stopped(child.pid)
         paused_run = runs(host)[-1]
         assert paused_run["status"] == "running" and _staged_rows_of(host, paused_run["id"]) > 0
-        time.sleep(1.2)  # past the lock's time to live (1 s): the paused holder cannot refresh it
+        _wait_expired(host, paused_run["holder"])  # the paused holder cannot renew it
 
         report = sync_account(host, "school", wait=0)  # takes the expired lock of a live (paused) holder
         assert report["status"] == "ok", report
