@@ -269,6 +269,9 @@ def _refresh_metadata(host: Host, args: argparse.Namespace) -> int:
     VppPort(host).require("metadata cannot be looked up")
     errors: list[str] = []
     counts = refresh_metadata(host, force=True, everything=args.all, errors=errors)
+    if not counts["looked_up"]:  # "looked up 0 app(s)" read as if the lookup had found nothing
+        say("nothing to look up: every published app's metadata is current (--all looks it up again)")
+        return 0
     (print if counts["failed"] else say)(_looked_up(counts, errors, "retried later by the mobile_apps.metadata job"))
     return 1 if counts["failed"] else 0
 

@@ -323,3 +323,15 @@ def test_a_change_of_license_counts_alone_writes_the_counts_alone(host, simulato
     full = [n for s, n in statements if "supported_platforms" in s]
     counts_only = [n for s, n in statements if "supported_platforms" not in s and "available_count" in s]
     assert (full, counts_only) == ([1], [1]), statements  # was: one UPDATE of every column for all three
+
+
+def test_refresh_metadata_with_nothing_to_look_up_says_why_not_that_it_found_nothing(host, simulator, mdm):
+    """ "looked up 0 app(s): 0 found" read as if the lookup had found nothing, where every name
+    was already there (the demo runs it after the sync's own lookup)."""
+    sync(host)
+    code, out, err = mdm("apps", "refresh-metadata")
+    assert code == 0 and out.startswith("looked up ") and not out.startswith("looked up 0 "), (out, err)
+    code, out, err = mdm("apps", "refresh-metadata")
+    assert (code, out.strip()) == (0, "nothing to look up: every published app's metadata is current (--all looks it up again)"), err
+    code, out, err = mdm("apps", "refresh-metadata", "--all")
+    assert code == 0 and out.startswith("looked up ") and not out.startswith("looked up 0 "), (out, err)
