@@ -254,6 +254,13 @@ class Database:
                 time.sleep(0.2 * attempt)
         raise AssertionError("unreachable")
 
+    def execute_write(self, statement: Any) -> int:
+        """Run one ``UPDATE`` or ``DELETE`` in its own write transaction (:meth:`run_write`);
+        returns the rows it changed (a conditional one: whether this process won)."""
+        from mdm_core.db.typed import rowcount
+
+        return self.run_write(lambda session: rowcount(session.execute(statement)))
+
     def analyze(self, *tables: str) -> None:
         """Refresh the query planner's statistics of ``tables`` (PostgreSQL), in a short
         transaction of its own. Rows bulk-loaded a moment ago have none until autovacuum passes,

@@ -11,13 +11,11 @@ import copy
 import logging
 import unicodedata
 from collections.abc import Iterable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session
 
-from mdm_core.db.typed import rowcount, table_of
+from mdm_core.db.typed import table_of
 from mdm_core.errors import describe, one_line
 
 from . import rules
@@ -111,7 +109,7 @@ def name_due(host: Host, messages: Iterable[AlertMessage]) -> None:
             continue
         unchanged = (table.c.id == message.id) & (table.c.title == message.title) & (table.c.text == message.text)
         stmt = update(table).where(unchanged).values(title=title, text=text, fields=fields)
-        if host.db.run_write(partial(_renamed, stmt=stmt)):
+        if host.db.execute_write(stmt) == 1:
             message.title, message.text, message.fields = title, text, fields
 
 
@@ -119,7 +117,3 @@ def _assets(fields: dict[str, Any]) -> list[dict[str, Any]]:
     """The assets a license alert's fields are about: a digest's list, or the fields themselves."""
     assets = fields.get("assets")
     return [a for a in assets if isinstance(a, dict)] if isinstance(assets, list) else [fields]
-
-
-def _renamed(session: Session, stmt: Any) -> bool:
-    return rowcount(session.execute(stmt)) == 1

@@ -152,7 +152,7 @@ def _warn_lower(host: Host, lower: dict[tuple[str, str], tuple[Any, str | None]]
         same = (meta.c.adam_id == adam_id) & (meta.c.platform == platform)
         differs = meta.c.warned_version.is_not(None) if version is None else meta.c.warned_version.is_distinct_from(version)
         stmt = update(meta).where(same, differs).values(warned_version=version)
-        moved = host.db.run_write(partial(_run_update, stmt=stmt))
+        moved = host.db.execute_write(stmt)
         if moved != 1 or version is None:
             continue
         log.warning(
@@ -163,11 +163,6 @@ def _warn_lower(host: Host, lower: dict[tuple[str, str], tuple[Any, str | None]]
             r.version,
             r.known_version,
         )
-
-
-def _run_update(session: Session, stmt: Any) -> int:
-    """Run one ``UPDATE``; the rows it changed."""
-    return rowcount(session.execute(stmt))
 
 
 def _acknowledged(host: Host, adam_ids: set[str]) -> dict[str, list[str]]:
