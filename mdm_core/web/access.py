@@ -254,20 +254,21 @@ def revoke_token(host: Host, name: str) -> dict[str, Any]:
 def revoked_token(host: Host, token: str) -> tuple[str, datetime] | None:
     """The name of the revoked API token a bearer value is and when it was revoked, or ``None``
     (the value is not a token of this host's, or one that is not revoked)."""
-    if not token.startswith(TOKEN_PREFIX):
-        return None
-    with host.db.session() as session:
-        row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == _token_hash(token))).scalar_one_or_none()
+    row = _token_row(host, token) if token.startswith(TOKEN_PREFIX) else None
     return None if row is None or row.revoked_at is None else (row.name, row.revoked_at)
+
+
+def _token_row(host: Host, token: str) -> ApiToken | None:
+    """The stored API token a bearer value is (found by its hash), revoked or not."""
+    with host.db.session() as session:
+        return session.execute(select(ApiToken).where(col(ApiToken.token_hash) == _token_hash(token))).scalar_one_or_none()
 
 
 def token_principal(host: Host, token: str) -> Principal | None:
     """The API token a bearer value belongs to, or ``None``."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    digest = _token_hash(token)
-    with host.db.session() as session:
-        row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == digest)).scalar_one_or_none()
+    row = _token_row(host, token)
     if row is None or row.revoked_at is not None:
         return None
     now = utcnow()
