@@ -55,13 +55,16 @@ def register(subparsers: Any) -> None:
 
 
 def list_alerts(host: Host, status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
-    """The most recent alerts, newest first (``offset`` skips the newest), each with its deliveries."""
+    """The most recent alerts, newest first (``offset`` skips the newest), each with its
+    deliveries; an app not named yet is named if its name is known now."""
     from .listing import alerts_query, with_deliveries
     from .models import AlertMessage
+    from .names import name_listed
 
     with host.db.session() as session:
         messages = list(session.execute(alerts_query(status).order_by(col(AlertMessage.id).desc()).offset(offset).limit(limit)).scalars())
-        return with_deliveries(session, messages, status)
+        rows = with_deliveries(session, messages, status)
+    return name_listed(host, rows)
 
 
 def _list(host: Host, args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The names of the apps alerts are about, from whichever plugin knows them (``mdm_app_names``:
 the mobile_apps plugin's metadata), asked before the alert's transaction; an app without a
-known name is told by its adamId, and named at delivery if the name is known by then
-(:func:`name_due`). Names only change the wording: what counts as the same alert (its
+known name is told by its adamId, and named at delivery (:func:`name_due`) and in listings
+(:func:`name_listed`) if the name is known by then. Names only change the wording: what counts as the same alert (its
 subject) is the adamId's.
 """
 
@@ -80,40 +80,69 @@ def license_names(host: Host, assets: Sequence[Asset], accounts: Iterable[str]) 
     return app_names(host, ids)
 
 
+NAMED = ("licenses", "install")  # the kinds of alert about an asset, told by its app's name
+
+
 def name_due(host: Host, messages: Iterable[AlertMessage]) -> None:
-    """License alerts about to be sent that name an app by adamId because its name was not
-    known when they were written (a first sync: the alert is written before mobile_apps looks
-    its apps up) get the name now known: their title, text and fields are written again (only
-    if unchanged meanwhile) and the ``messages`` changed in place. Asks ``mdm_app_names`` (never
-    inside a write transaction); without an answer they stay as they are."""
-    due = [m for m in messages if m.kind == "licenses"]
-    wanted = {str(e.get("adamId")) for m in due for e in _assets(m.fields) if not e.get("name")}
-    names = app_names(host, wanted) if wanted else {}
+    """Alerts about an asset, about to be sent, that name an app by adamId because its name was
+    not known when they were written (a first sync: its license alerts are written before
+    mobile_apps looks its apps up; an install failing before the lookup) get the name now
+    known: their title, text and fields are written again (only if unchanged meanwhile) and the
+    ``messages`` changed in place. Asks ``mdm_app_names`` (never inside a write transaction);
+    without an answer they stay as they are."""
+    due = [m for m in messages if m.kind in NAMED]
+    names = app_names(host, unnamed(m.fields for m in due))
     if not names:
         return
     table = table_of(AlertMessage)
     for message in due:
-        fields = copy.deepcopy(dict(message.fields or {}))
-        title, text = message.title, message.text
-        for entry in _assets(fields):
-            adam_id = str(entry.get("adamId"))
-            if entry.get("name") or adam_id not in names:
-                continue
-            details = (str(entry.get("pricingParam")), str(entry.get("productType") or "asset"))
-            before, after = rules.app_label(adam_id, None, *details), rules.app_label(adam_id, names[adam_id], *details)
-            entry["name"] = names[adam_id]
-            if "title" in entry:
-                entry["title"] = str(entry["title"]).replace(before, after)
-            title, text = title.replace(before, after), text.replace(before, after)
-        if fields == message.fields:
+        named = relabel(message.kind, message.title, message.text, dict(message.fields or {}), names)
+        if named is None:
             continue
+        title, text, fields = named
         unchanged = (table.c.id == message.id) & (table.c.title == message.title) & (table.c.text == message.text)
         stmt = update(table).where(unchanged).values(title=title, text=text, fields=fields)
         if host.db.execute_write(stmt) == 1:
             message.title, message.text, message.fields = title, text, fields
 
 
+def name_listed(host: Host, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Listed alerts (``mdm alerts list``, the console, the API) about an app not named yet,
+    with the name known now, as they will read when sent; nothing is written. One
+    ``mdm_app_names`` question for the whole listing (never inside a write transaction)."""
+    listed = [r for r in rows if r.get("kind") in NAMED]
+    names = app_names(host, unnamed(r.get("fields") or {} for r in listed))
+    for row in listed if names else []:
+        named = relabel(str(row["kind"]), str(row["title"]), str(row["text"]), dict(row.get("fields") or {}), names)
+        if named is not None:
+            row["title"], row["text"], row["fields"] = named
+    return rows
+
+
+def unnamed(fields: Iterable[dict[str, Any]]) -> set[str]:
+    """The adamIds of the assets these alerts' fields tell without a name."""
+    return {str(e.get("adamId")) for f in fields for e in _assets(f) if not e.get("name")}
+
+
+def relabel(kind: str, title: str, text: str, fields: dict[str, Any], names: dict[str, str]) -> tuple[str, str, dict[str, Any]] | None:
+    """An alert's title, text and fields (a copy) with each asset told by adamId alone named
+    from ``names``, as :func:`rules.app_label` words it; None when none of them is in ``names``."""
+    fields = copy.deepcopy(fields)
+    changed = False
+    for entry in _assets(fields):
+        adam_id = str(entry.get("adamId"))
+        if entry.get("name") or adam_id not in names:
+            continue
+        details = (str(entry.get("pricingParam")), str(entry.get("productType") or "asset")) if kind == "licenses" else (str(entry.get("pricingParam")),)
+        before, after = rules.app_label(adam_id, None, *details), rules.app_label(adam_id, names[adam_id], *details)
+        entry["name"], changed = names[adam_id], True
+        if "title" in entry:
+            entry["title"] = str(entry["title"]).replace(before, after)
+        title, text = title.replace(before, after), text.replace(before, after)
+    return (title, text, fields) if changed else None
+
+
 def _assets(fields: dict[str, Any]) -> list[dict[str, Any]]:
-    """The assets a license alert's fields are about: a digest's list, or the fields themselves."""
+    """The assets an alert's fields are about: a license digest's list, or the fields themselves."""
     assets = fields.get("assets")
     return [a for a in assets if isinstance(a, dict)] if isinstance(assets, list) else [fields]

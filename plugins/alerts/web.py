@@ -76,11 +76,13 @@ def alerts_page(host: Host, status: str | None, limit: int, cursor: str | None) 
     ``mdm alerts list --json`` gives it; an unknown status is a ``UsageError`` (422)."""
     from .listing import alerts_query, with_deliveries
     from .models import AlertMessage
+    from .names import name_listed
 
     query = alerts_query(status)
     with host.db.session() as session:
         page = keyset(session, query, [col(AlertMessage.id)], limit=limit, cursor=cursor, descending=True)
-        return Page(with_deliveries(session, [m for (m,) in page.items], status), page.next_cursor)
+        rows = with_deliveries(session, [m for (m,) in page.items], status)
+    return Page(name_listed(host, rows), page.next_cursor)
 
 
 def in_words(request: Request, value: Any) -> Any:

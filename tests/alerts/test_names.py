@@ -109,8 +109,8 @@ def test_install_failures_name_the_app_and_a_failing_lookup_falls_back(alerts_ho
 
 def test_the_first_sync_s_low_licenses_alert_names_the_app(alerts_host, simulator, smtp_server):
     """An account's first sync writes its low-licenses alert before mobile_apps looks up the
-    names of the apps it publishes (after the sync): the alert was sent, and listed, by adamId.
-    It is named when it goes out, with what the lookup found by then."""
+    names of the apps it publishes (after the sync): the alert was sent by adamId. It is named
+    when it goes out, with what the lookup found by then."""
     smtp = smtp_server()
     scarce, _ = simulator.purchase(count=4)
     name_asset(simulator, scarce, "Atlas Kids")

@@ -261,3 +261,70 @@ def test_retry_failed_deliveries_queues_every_failed_one_and_it_is_delivered(con
     assert statuses(host) == {failing: ["pending"]}
     assert deliver_due(host)["sent"] == 1 and statuses(host) == {failing: ["sent"]}  # the webhook now answers 200
     assert len(hook.requests) == 2 and hook.requests[1]["json"] == hook.requests[0]["json"]  # the same alert, delivered again
+
+
+@pytest.mark.parametrize("alerts_config", ["low_licenses = 2\n"])
+def test_alerts_not_sent_yet_are_listed_with_the_app_s_name_once_it_is_known(console, simulator, project_dir, monkeypatch, capsys):
+    """A license alert and an install failure written before mobile_apps looked their apps up
+    are stored by adamId; every listing (the page, the API, `mdm alerts list`) names the apps
+    as soon as their names are known, before the alerts are sent, and they go out named."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from mdm_core import hookimpl
+    from mdm_core.events import Event
+    from plugins.alerts.cli import list_alerts
+    from plugins.alerts.models import AlertMessage
+    from plugins.mobile_apps.catalog import refresh_metadata
+
+    from .test_names import name_asset
+
+    host, hook, viewer, headers = console["host"], console["hook"], console["viewer"], console["headers"]
+    scarce, _ = simulator.purchase(count=4)
+    failing, _ = simulator.purchase(count=2)
+    name_asset(simulator, scarce, "Atlas Kids")
+    name_asset(simulator, failing, "Compass")
+    for serial in ("PORTAL000001", "PORTAL000002", "PORTAL000003"):
+        simulator.assign_in_portal(scarce, serial_number=serial)
+    assert sync(host)["status"] == "ok"  # not a manual sync: nothing looked up yet
+    failure = {"id": 1, "account": "school", "adamId": failing, "pricingParam": "STDQ", "license": "device", "serialNumber": "FAILED000001"}
+    refused = {"clientUserId": None, "source": "request", "error": "refused", "errorNumber": 9709}
+    host.events.dispatch(Event(name="mobile_apps_install_failed", payload={**failure, **refused}))
+    low = "Only 1 of 4 licenses left of {} in account 'school'"
+    install = "Install of {} from account 'school' failed for device FAILED000001"
+    runner = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": console["database"]} if console["database"] else None)
+
+    def listed() -> tuple[list[str], str, str]:
+        """The titles in the API (newest first), the page's table, `mdm alerts list`'s output."""
+        api = viewer.get("/api/v1/alerts", headers=headers)
+        assert api.status_code == 200, api.text
+        code, out, _ = runner("alerts", "list")
+        assert code == 0
+        return [i["title"] for i in api.json()["items"]], table(viewer.get("/alerts")), out
+
+    by_id = [install.format(f"adamId {failing} (STDQ)"), low.format(f"adamId {scarce} (STDQ, App)")]
+    titles, page, out = listed()
+    assert titles == by_id and all(t in page and t in out for t in by_id)
+
+    assert refresh_metadata(host)["found"] >= 2
+    named = [install.format(f"Compass (adamId {failing}, STDQ)"), low.format(f"Atlas Kids (adamId {scarce}, STDQ, App)")]
+    titles, page, out = listed()
+    assert titles == named and all(t in page and t in out for t in named)
+    code, out, _ = runner("alerts", "list", "--json")
+    assert [(a["fields"]["name"], [d["status"] for d in a["deliveries"]]) for a in json.loads(out)] == [("Compass", ["pending"]), ("Atlas Kids", ["pending"])]
+    with host.db.session() as session:  # a listing writes nothing: the stored alerts are named as they go out
+        assert list(session.execute(select(col(AlertMessage.title)).order_by(col(AlertMessage.id).desc())).scalars()) == by_id
+
+    asked: list[list[str]] = []
+
+    class Counting:
+        @hookimpl
+        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
+            asked.append(adam_ids)
+            return {}
+
+    host.pm.register(Counting(), name="counting_names")
+    assert [a["title"] for a in list_alerts(host)] == named and asked == [sorted([scarce, failing])]  # one question per listing
+
+    assert deliver_due(host)["sent"] == 2
+    assert sorted(r["json"]["title"] for r in hook.requests) == sorted(named)
