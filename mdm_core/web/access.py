@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 from sqlmodel import col
 
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.models import utcnow
 
-from .models import ROLES, Admin, ApiToken, LoginAttempt
+from .models import REVOKED_BY_MAX, ROLES, Admin, ApiToken, LoginAttempt
 from .settings import WebSettings
 
 if TYPE_CHECKING:
@@ -224,29 +224,32 @@ def create_token(host: Host, name: str, role: str = "viewer") -> dict[str, Any]:
 
 
 def list_tokens(host: Host) -> list[dict[str, Any]]:
-    """API tokens without their hashes, the revoked ones too (``revoked_at`` set), by name
-    then age."""
+    """API tokens without their hashes, the revoked ones too (``revoked_at`` and ``revoked_by``
+    set), by name then age."""
     with host.db.session() as session:
         return [
-            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at, "revoked_by": t.revoked_by}
             for t in session.execute(select(ApiToken).order_by(col(ApiToken.name), col(ApiToken.id))).scalars()
         ]
 
 
-def revoke_token(host: Host, name: str) -> dict[str, Any]:
+def revoke_token(host: Host, name: str, by: str) -> dict[str, Any]:
     """Revoke an API token at once, in every process; its row stays so that a request still
-    sending it is told so. Returns ``name``, ``revoked_at`` and ``already`` (it was revoked
-    before: nothing changed)."""
-    now = utcnow()
+    sending it is told so, with ``by``: who revoked it (the command line's ``cli_actor()``).
+    Returns ``name``, ``revoked_at``, ``revoked_by`` and ``already`` (it was revoked before:
+    nothing changed, and those are of that revocation)."""
+    now, by = utcnow(), one_line(by)[:REVOKED_BY_MAX]
 
     def work(session: Any) -> dict[str, Any]:
         active = (col(ApiToken.name) == name, col(ApiToken.revoked_at).is_(None))
-        if session.execute(update(ApiToken).where(*active).values(revoked_at=now)).rowcount == 1:
-            return {"name": name, "revoked_at": now, "already": False}
-        last = session.execute(select(func.max(col(ApiToken.revoked_at))).where(col(ApiToken.name) == name)).scalar_one()
+        if session.execute(update(ApiToken).where(*active).values(revoked_at=now, revoked_by=by)).rowcount == 1:
+            return {"name": name, "revoked_at": now, "revoked_by": by, "already": False}
+        last = session.execute(
+            select(col(ApiToken.revoked_at), col(ApiToken.revoked_by)).where(col(ApiToken.name) == name).order_by(col(ApiToken.revoked_at).desc()).limit(1)
+        ).first()
         if last is None:
             raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
-        return {"name": name, "revoked_at": last, "already": True}
+        return {"name": name, "revoked_at": last[0], "revoked_by": last[1], "already": True}
 
     return host.db.run_write(work)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ def register(subparsers: Any) -> None:
     lst = sub.add_parser("list", help="list tokens, the revoked ones too (never the tokens themselves)")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=cmd_tokens_list)
-    rv = sub.add_parser("revoke", help="revoke a token at once (it stays listed, as revoked)")
+    rv = sub.add_parser("revoke", help="revoke a token at once (it stays listed, as revoked, with who revoked it)")
     rv.add_argument("name")
     rv.set_defaults(func=cmd_tokens_revoke)
 
@@ -118,17 +119,32 @@ def cmd_tokens_list(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens list``"""
     from .access import list_tokens
 
-    columns = ["name", "role", "created_at", "last_used_at", "revoked_at"]
+    columns = ["name", "role", "created_at", "last_used_at", "revoked_at", "revoked_by"]
     return print_rows(list_tokens(host), args.json, columns, empty="no API token: create one with `mdm api-tokens create NAME`")
+
+
+def cli_actor() -> str:
+    """Who revokes from the command line, for ``revoked_by``: ``cli:USER``, the operating
+    system's user the command runs as (from its user id, not the environment), with
+    ``via sudo`` and the user who ran sudo when it did (``cli:root via sudo from alice``)."""
+    try:
+        import pwd
+
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):  # no passwd entry for the uid (a container), or not POSIX
+        user = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else getpass.getuser()
+    sudo = os.environ.get("SUDO_USER")
+    return f"cli:{user} via sudo from {sudo}" if sudo and sudo != user else f"cli:{user}"
 
 
 def cmd_tokens_revoke(host: Host, args: argparse.Namespace) -> int:
     """``mdm api-tokens revoke``"""
     from .access import revoke_token
 
-    row = revoke_token(host, args.name)
+    row = revoke_token(host, args.name, cli_actor())
     if row["already"]:
-        print(f"API token {args.name} was already revoked at {format_time(row['revoked_at'])}: nothing to do")
+        by = f" by {row['revoked_by']}" if row["revoked_by"] else ""
+        print(f"API token {args.name} was already revoked at {format_time(row['revoked_at'])}{by}: nothing to do")
     else:
         print(f"revoked API token {args.name}: a request sending it is told it was revoked")
     return 0

@@ -35,6 +35,7 @@ class Admin(SQLModel, table=True):
         return f"Admin(name={self.name!r}, role={self.role!r})"
 
 
+REVOKED_BY_MAX = 160  # characters of who revoked a token
 #: only one token that is not revoked per name; revoked ones keep theirs (and their hash)
 ACTIVE_NAME = text("revoked_at IS NULL")
 
@@ -42,8 +43,9 @@ ACTIVE_NAME = text("revoked_at IS NULL")
 class ApiToken(SQLModel, table=True):
     """A bearer token for the REST API; only its SHA-256 is kept (the token is shown once).
 
-    A revoked token keeps its row (``revoked_at`` set), so a request still sending it is told
-    it was revoked and when, not that the token is unknown; its name is free for a new one."""
+    A revoked token keeps its row (``revoked_at`` set, and ``revoked_by``: who revoked it, for an
+    auditor), so a request still sending it is told it was revoked and when (never by whom), not
+    that the token is unknown; its name is free for a new one."""
 
     __tablename__ = "web_api_token"
     __table_args__ = (Index("ux_web_api_token_active_name", "name", unique=True, sqlite_where=ACTIVE_NAME, postgresql_where=ACTIVE_NAME),)
@@ -55,9 +57,10 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_by: str | None = Field(default=None, max_length=REVOKED_BY_MAX)  # who: "cli:OSUSER"; None if before web 0003
 
     def __repr__(self) -> str:
-        return f"ApiToken(name={self.name!r}, role={self.role!r}, revoked_at={self.revoked_at!r})"
+        return f"ApiToken(name={self.name!r}, role={self.role!r}, revoked_at={self.revoked_at!r}, revoked_by={self.revoked_by!r})"
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -207,7 +207,7 @@ def test_a_revoked_token_is_refused_at_once(web_host: Host, client: Any) -> None
 
     token = create_token(web_host, "ci", "viewer")["token"]
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json() == {"name": "ci", "role": "viewer", "kind": "token"}
-    revoke_token(web_host, "ci")
+    revoke_token(web_host, "ci", "cli:tester")
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
@@ -217,7 +217,7 @@ def test_a_bad_bearer_token_is_told_apart_from_no_token_and_never_repeated(web_h
     from mdm_core.web.access import create_token, revoke_token
 
     revoked = create_token(web_host, "ci", "viewer")["token"]
-    revoke_token(web_host, "ci")
+    revoke_token(web_host, "ci", "cli:tester")
     unknown = "mdm_" + "x" * 43
     caplog.set_level("DEBUG")
     answers = {}

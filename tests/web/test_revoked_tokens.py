@@ -1,10 +1,13 @@
 """A revoked API token keeps its row: a request still sending it is told it was revoked and
-when (not that it is unknown), the list shows it as revoked, revoking it again is one line."""
+when (not that it is unknown, nor by whom), the list shows it as revoked and who revoked it,
+revoking it again is one line."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +39,43 @@ def test_a_revoked_token_says_when_it_was_revoked_on_both_databases(make_host: A
     with TestClient(create_app(host)) as client:
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {old}"}).json()["name"] == "ci"
         with freeze_time("2026-12-02 01:02:03"):
-            assert revoke_token(host, "ci")["already"] is False
+            assert revoke_token(host, "ci", "cli:alice")["already"] is False
         revoked = "the API token sent (ci) was revoked at 2026-12-02 01:02:03 UTC: create a new one with `mdm api-tokens create ci` (see `mdm api-tokens list`)"
         assert _refusal(client, old) == (401, revoked, INVALID)
         assert _refusal(client, "mdm_" + "x" * 43) == (401, UNKNOWN, INVALID)  # never created: today's line
-        again = revoke_token(host, "ci")  # twice: nothing changes, the first time is kept
-        assert again["already"] is True and again["revoked_at"].isoformat().startswith("2026-12-02T01:02:03")
+        again = revoke_token(host, "ci", "cli:bob")  # twice: nothing changes, the first time is kept
+        assert again["already"] is True and again["revoked_at"].isoformat().startswith("2026-12-02T01:02:03") and again["revoked_by"] == "cli:alice"
         new = create_token(host, "ci", "admin")["token"]  # the name is free again
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {new}"}).json() == {"name": "ci", "role": "admin", "kind": "token"}
         assert _refusal(client, old) == (401, revoked, INVALID)
-    listed = [(t["name"], t["role"], t["revoked_at"] is not None) for t in list_tokens(host)]
-    assert listed == [("ci", "viewer", True), ("ci", "admin", False)]
+    listed = [(t["name"], t["role"], t["revoked_at"] is not None, t["revoked_by"]) for t in list_tokens(host)]
+    assert listed == [("ci", "viewer", True, "cli:alice"), ("ci", "admin", False, None)]
     assert old not in caplog.text and new not in caplog.text
     assert old not in repr(list_tokens(host)) and hashlib.sha256(old.encode()).hexdigest() not in repr(list_tokens(host))
 
 
-def test_cli_lists_revoked_tokens_as_revoked_and_revoking_twice_is_one_line(mdm_cli: Any) -> None:
+def test_cli_lists_revoked_tokens_as_revoked_and_revoking_twice_is_one_line(mdm_cli: Any, monkeypatch: Any) -> None:
+    """The command line records the operating system's user it runs as (from its uid: $USER
+    is not asked), and who ran sudo when it did."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.setenv("USER", "not-me")
+    monkeypatch.setenv("LOGNAME", "not-me")
+    monkeypatch.delenv("SUDO_USER", raising=False)
     assert mdm_cli("api-tokens", "create", "ci")[0] == 0
     code, out, err = mdm_cli("api-tokens", "revoke", "ci")
     assert (code, out, err) == (0, "revoked API token ci: a request sending it is told it was revoked\n", "")
+    monkeypatch.setenv("SUDO_USER", "someone-else")
     code, out, err = mdm_cli("api-tokens", "revoke", "ci")
-    assert code == 0 and err == "" and out.startswith("API token ci was already revoked at ") and out.endswith(" UTC: nothing to do\n"), out
+    assert code == 0 and err == "" and out.startswith("API token ci was already revoked at ") and out.endswith(f" UTC by cli:{me}: nothing to do\n"), out
+    assert mdm_cli("api-tokens", "create", "backup")[0] == 0 and mdm_cli("api-tokens", "revoke", "backup")[0] == 0
     code, out, _ = mdm_cli("api-tokens", "list")
-    header, row = out.splitlines()[:2]
-    assert "revoked_at" in header and row.startswith("ci") and row.rstrip().endswith("UTC") and "viewer" in row
-    [listed] = json.loads(mdm_cli("api-tokens", "list", "--json")[1])
-    assert listed["name"] == "ci" and listed["revoked_at"]
+    header, *rows = out.splitlines()
+    assert header.split()[-2:] == ["revoked_at", "revoked_by"] and len(rows) == 2
+    assert rows[0].startswith("backup") and rows[0].rstrip().endswith(f"UTC  cli:{me} via sudo from someone-else")
+    assert rows[1].startswith("ci") and rows[1].rstrip().endswith(f"UTC  cli:{me}") and "viewer" in rows[1]
+    listed = json.loads(mdm_cli("api-tokens", "list", "--json")[1])
+    assert [(t["name"], t["revoked_by"]) for t in listed] == [("backup", f"cli:{me} via sudo from someone-else"), ("ci", f"cli:{me}")]
+    assert all(t["revoked_at"] for t in listed)
 
 
 def test_web_0002_keeps_the_tokens_and_their_names(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
@@ -103,3 +117,32 @@ def _check_after_upgrade(mdm: MdmRunner, token: str) -> None:
     assert mdm("api-tokens", "create", "ci")[0] == 0
     code, out, err = mdm("api-tokens", "create", "ci")
     assert code == 2 and "an API token named 'ci' exists: revoke it first or choose another name" in err
+
+
+def test_web_0003_keeps_the_tokens_and_records_who_revokes_from_then_on(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
+    """Tokens of 0002, active and revoked, are kept as they were; who revoked the revoked one
+    is not known (NULL, listed empty); a token revoked after the upgrade records who did."""
+    url = database_url if database_url and database_url.startswith("postgresql") else None
+    token = "mdm_" + "t" * 43
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"web": "0002"},
+        [
+            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at, revoked_at)"
+            f" VALUES ('ci', 'admin', '{digest}', '2026-01-02 03:04:05.000000', NULL, NULL)",
+            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at, revoked_at)"
+            f" VALUES ('old', 'viewer', '{'0' * 64}', '2026-01-01 03:04:05.000000', NULL, '2026-01-03 03:04:05.000000')",
+        ],
+        url,
+    )
+    query = "SELECT name, role, token_hash, revoked_at IS NULL, revoked_by FROM web_api_token ORDER BY id"
+    [rows] = _upgrade_then_query(mdm, "web: applied 0003 (record who revoked API tokens", query, url=url)
+    assert rows == [("ci", "admin", digest, True, None), ("old", "viewer", "0" * 64, False, None)]
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    _check_after_upgrade(mdm, token)  # "ci" still signs in, is revoked, and its name given again
+    listed = json.loads(mdm("api-tokens", "list", "--json")[1])
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert [(t["name"], t["revoked_at"] is None, t["revoked_by"]) for t in listed] == [("ci", False, f"cli:{me}"), ("ci", True, None), ("old", False, None)]
