@@ -35,7 +35,7 @@ from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
 from .access import TOKEN_PREFIX, Principal, revoked_token, session_principal, token_principal, web_settings
-from .helpers import BackgroundWork, WebError, require_change, url_with
+from .helpers import BackgroundWork, WebError, flash, require_change, url_with
 from .limits import BodyLimit
 from .registry import WebRegistry
 
@@ -396,6 +396,23 @@ class CatchUnexpected:
             await response(scope, receive, send)
 
 
+def _form_page(request: Request) -> str:
+    """The page a form was sent from (the path of its ``Referer``, a page of this site that
+    answers GET), else the console's home page."""
+    from urllib.parse import urlsplit
+
+    from starlette.routing import Match
+
+    referer = urlsplit(request.headers.get("referer", ""))
+    path = referer.path
+    if not path.startswith("/") or path.startswith("//") or path == "/login":
+        return "/"
+    scope = {"type": "http", "path": path, "method": "GET"}
+    if not any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+        return "/"
+    return path + (f"?{referer.query}" if referer.query else "")
+
+
 def _error_handlers(app: FastAPI) -> None:
     respond = _respond
 
@@ -403,9 +420,14 @@ def _error_handlers(app: FastAPI) -> None:
     async def sign_in(request: Request, exc: SignInRequired) -> Response:
         if _is_api(request):
             return JSONResponse({"error": exc.message}, status_code=401, headers={"WWW-Authenticate": exc.challenge})
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         from urllib.parse import quote
 
+        if request.method in SAFE_METHODS:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        else:  # a form sent after the session ended: back to its page, never to a GET of a POST-only route (405)
+            if request.cookies:  # a browser that used the console (its expired session cookie may be gone)
+                flash(request, "your session had ended, so nothing was done: sign in, then send the form again", "error")
+            target = _form_page(request)
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
     @app.exception_handler(WebError)
