@@ -432,11 +432,12 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
 
 #: The states of an application (``mdm apps list --state``).
 APP_STATES = ("published", "retired")
+APP_KINDS = ("app", "book")
 
 
 def apps_query(platform: str | None = None, kind: str | None = None, state: str | None = None) -> Any:
-    """Rows ``(MobileApp, AppMetadata or None)`` for :func:`app_dict`; an unknown platform or
-    state is a ``UsageError`` (raised at once, before any row is read)."""
+    """Rows ``(MobileApp, AppMetadata or None)`` for :func:`app_dict`; an unknown platform, kind
+    or state is a ``UsageError`` (raised at once, before any row is read)."""
     query = select(MobileApp, AppMetadata).outerjoin(AppMetadata, METADATA_JOIN)
     if platform:
         known = sorted(set(APP_PLATFORMS.values()), key=str.lower)
@@ -444,6 +445,8 @@ def apps_query(platform: str | None = None, kind: str | None = None, state: str 
             raise UsageError(f"unknown platform '{platform}': use one of {', '.join(known)} (iPadOS apps are listed as iOS)")
         query = query.where(col(MobileApp.platform) == app_platform(platform))
     if kind:
+        if kind not in APP_KINDS:
+            raise UsageError(f"unknown kind '{kind}': use {' or '.join(APP_KINDS)}")
         query = query.where(col(MobileApp.kind) == kind)
     if state:
         if state not in APP_STATES:
