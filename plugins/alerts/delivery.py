@@ -84,6 +84,11 @@ def deliver_due(host: Host) -> dict[str, int]:
                 continue
             check_held()  # the job's lock lost: the rest stay pending for its next holder
             channel = channels.get(delivery.channel)
+            if channel is None and (source := _added_since_start(host, delivery.channel)):
+                _wait_for_restart(host, delivery.id, f"channel {delivery.channel} is in [alerts] of {source} but {STALE}")
+                counts["retrying"] += 1
+                down.add(delivery.channel)
+                continue
             outcome = _attempt(host, channel, delivery.channel, outgoing(message))
             status = _record(host, delivery.id, outcome)
             counts[status] += 1
@@ -105,6 +110,35 @@ def deliver_job(host: Host) -> dict[str, int]:
             "see `mdm alerts list --status pending` and `--status failed`"
         )
     return counts
+
+
+STALE = "this process read its configuration before: restart `mdm run` (the alert stays queued)"
+
+
+def _added_since_start(host: Host, name: str) -> str | None:
+    """The configuration file as it reads now, if its ``[alerts]`` configures channel ``name``,
+    which this process's configuration (read at start) does not: the channel was added since
+    ``mdm run`` started. None when it is not there either (removed) or the file does not read."""
+    from mdm_core.config import load_config
+
+    try:
+        now = load_config(host.config.path, host.config.environ)
+        return now.source if name in configured_channels(now.section("alerts", AlertsSettings), now) else None
+    except (MdmError, ValueError):  # a file being edited: as if the channel were not there
+        return None
+
+
+def _wait_for_restart(host: Host, delivery_id: int, text: str) -> None:
+    """Leave a delivery queued (no attempt counted), saying why in its ``last_error``."""
+
+    def work(session: Session) -> None:
+        row = session.get(AlertDelivery, delivery_id)
+        if row is not None and row.last_error != text:
+            row.last_error, row.updated_at = text, utcnow()
+            session.add(row)
+
+    host.db.run_write(work)
+    log.warning("alert delivery %s waits: %s", delivery_id, text)
 
 
 def _attempt(host: Host, channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:

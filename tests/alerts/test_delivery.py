@@ -140,6 +140,26 @@ def test_a_channel_removed_from_the_configuration_fails_its_pending_deliveries(a
     assert d["last_error"] == "channel webhook:old is no longer configured in [alerts]" and hook.requests == []
 
 
+def test_a_channel_added_since_mdm_run_started_waits_for_its_restart(alerts_host, smtp_server):
+    """The admin adds e-mail to [alerts] while `mdm run` runs: a command's alert queued for it is
+    not failed for good by the `mdm run` started before (which said the channel was "no longer
+    configured", though it had just been added); it stays queued, saying to restart `mdm run`,
+    and goes out once a process with the new configuration delivers."""
+    smtp = smtp_server("none")
+    running = alerts_host("sync_failures = 1\n", account=False)  # `mdm run`, started before [alerts] had e-mail
+    _ = running.db
+    edited = alerts_host(smtp.config() + "sync_failures = 1\n", account=False)  # conf/mdm.toml edited; a command raises an alert
+    raise_alert(edited)
+    assert deliver_due(running) == {"sent": 0, "retrying": 1, "failed": 0}
+    [d] = deliveries(running, "email")
+    assert d["status"] == "pending" and d["attempts"] == 0 and smtp.mailbox.messages == []
+    assert d["last_error"] == (
+        f"channel email is in [alerts] of {edited.config.source} but this process read its configuration before: restart `mdm run` (the alert stays queued)"
+    )
+    restarted = alerts_host(smtp.config() + "sync_failures = 1\n", account=False)
+    assert deliver_due(restarted) == {"sent": 1, "retrying": 0, "failed": 0} and len(smtp.mailbox.messages) == 1
+
+
 def test_a_sync_never_waits_for_a_channel(alerts_host, webhook_server, simulator):
     """A webhook that accepts connections and never answers: the failing sync, its alert and the
     other subscribers go on at once; only the alerts.deliver job talks to the webhook."""
