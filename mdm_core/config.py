@@ -81,6 +81,10 @@ class CoreSettings:
     secret_key: SecretRef | None = None
     auto_upgrade: bool = False  # `mdm run` applies pending migrations itself (under the database lock)
     delivery_budget: float = setting(10.0, minimum=0, maximum=3600)  # seconds a command spends delivering events; `mdm run` delivers the rest
+    housekeeping_interval: int = setting(86400, minimum=60, maximum=365 * 86400)  # how often the core.housekeeping job deletes old history (seconds)
+    event_retention_days: int = setting(30, minimum=1, maximum=3650)  # delivered events are kept this long (core_event)
+    command_retention_days: int = setting(90, minimum=1, maximum=3650)  # finished MDM commands are kept this long (core_command)
+    housekeeping_chunk: int = setting(1000, minimum=1, maximum=100000)  # rows deleted per transaction (short write locks on SQLite)
 
 
 @dataclass

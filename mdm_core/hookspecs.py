@@ -21,6 +21,7 @@ from mdm_core import hookspec
 
 if TYPE_CHECKING:
     import argparse
+    from datetime import datetime
 
     import pluggy
 
@@ -242,6 +243,24 @@ def mdm_app_names(host: Host, adam_ids: list[str]) -> dict[str, str] | None:
     found them: the caller makes them safe where it puts them (the alerts plugin keeps them on
     one line, without control characters, at most 100 characters).
     Errors: logged by the caller, which then names the apps by adamId (``adamId 123``).
+    """
+
+
+@hookspec
+def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int] | None:
+    """Delete the plugin's own rows that are past their retention (history nobody needs any more).
+
+    When: by the ``core.housekeeping`` job (``[core] housekeeping_interval``, default daily, and
+    ``mdm jobs run core.housekeeping``), after the core deleted the delivered events older than
+    ``[core] event_retention_days``: a plugin's guard against applying an event twice (a table
+    of the event ids it applied) may go once ``mdm_core.housekeeping.event_gone`` says its event
+    is gone from the outbox, as nothing can deliver that event again.
+    Args: ``host``; ``now``: the job's time (UTC), the one every retention is counted from;
+    ``chunk``: the most rows to delete in one transaction (``[core] housekeeping_chunk``;
+    ``mdm_core.housekeeping.delete_in_chunks`` does it).
+    Returns: the rows deleted by table name (``{"vpp_sync_run": 12}``), or ``None``.
+    Errors: an exception fails the job (logged, shown by ``mdm jobs``); what was deleted stays
+    deleted, and the next run goes on.
     """
 
 

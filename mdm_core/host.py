@@ -253,6 +253,7 @@ class Host:
 
     def build_scheduler(self, *, inline: bool = False) -> HostScheduler:
         """A scheduler with every plugin's jobs (``inline`` runs jobs on the caller's thread)."""
+        from mdm_core import housekeeping
         from mdm_core.job_lock import running_alone
 
         scheduler = HostScheduler(
@@ -263,6 +264,7 @@ class Host:
             guard=lambda state: running_alone(self.db, state.name),  # once across hosts and processes
         )
         call_hook(self.pm, "mdm_register_jobs", scheduler=scheduler, host=self)
+        housekeeping.register(scheduler, self)
         if self._scheduler is not None and self._scheduler is not scheduler:
             self._scheduler.shutdown(wait=True)
         self._scheduler = scheduler

@@ -79,7 +79,10 @@ class Command(SQLModel, table=True):
     """An MDM command queued for a device."""
 
     __tablename__ = "core_command"
-    __table_args__ = (Index("ix_core_command_device_status", "device_serial", "status"),)
+    __table_args__ = (
+        Index("ix_core_command_device_status", "device_serial", "status"),
+        Index("ix_core_command_finished", "status", "updated_at"),  # the finished commands housekeeping deletes (core migration 0006)
+    )
 
     uuid: str = Field(default_factory=lambda: str(uuid.uuid4()).upper(), primary_key=True, max_length=36)
     device_serial: str = Field(max_length=64)

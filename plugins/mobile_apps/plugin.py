@@ -16,6 +16,7 @@ from mdm_core import hookimpl
 
 if TYPE_CHECKING:
     import argparse
+    from datetime import datetime
 
     import pluggy
 
@@ -78,6 +79,24 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     from plugins.mobile_apps import jobs
 
     jobs.register(host, scheduler)
+
+
+@hookimpl
+def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
+    """The ids of applied events whose event is gone from the outbox.
+
+    A guard deleted while its event can still be delivered again lets that delivery apply it
+    a second time (a catalog entry added again). An event is delivered again only while it is
+    in the outbox: undelivered (a delivery cut short by a crash), or kept for a failed
+    subscriber's retry or ``mdm events redeliver``; the host's housekeeping deletes neither, and
+    deletes the others only ``[core] event_retention_days`` after their delivery. So a guard goes
+    once its event is gone, never by its own age."""
+    from mdm_core.db.typed import table_of
+    from mdm_core.housekeeping import delete_in_chunks, event_gone
+    from plugins.mobile_apps.models import SeenEvent
+
+    seen = table_of(SeenEvent)
+    return {"mobile_apps_seen_event": delete_in_chunks(host.db, seen, seen.c.event_id, [event_gone(seen.c.event_id)], chunk)}
 
 
 @hookimpl

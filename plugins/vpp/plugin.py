@@ -10,6 +10,7 @@ from mdm_core import hookimpl
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterator
+    from datetime import datetime
 
     import pluggy
 
@@ -77,6 +78,14 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     # local: it follows the accounts in this process's own scheduler, every process must run it
     scheduler.add("vpp.accounts", settings(host).accounts_refresh, lambda: refresh_account_jobs(host, scheduler), plugin=PLUGIN_NAME, local=True)
     scheduler.add("vpp.notifications", settings(host).notifications_poll, lambda: notifications_job(host), plugin=PLUGIN_NAME)
+
+
+@hookimpl
+def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
+    """Sync runs past ``[vpp] sync_run_retention_days``, each account's latest ones kept."""
+    from plugins.vpp.retention import prune_sync_runs
+
+    return {"vpp_sync_run": prune_sync_runs(host, now, chunk)}
 
 
 @hookimpl

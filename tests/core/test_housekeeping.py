@@ -1,0 +1,203 @@
+"""``core.housekeeping``: history past its retention is deleted (delivered events, finished
+commands, sync runs, mobile_apps' guards of applied events), what is still needed stays, in
+short transactions; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import func, select
+from sqlmodel import SQLModel
+
+from mdm_core.host import Host
+from mdm_core.housekeeping import housekeeping
+from mdm_core.models import Command, JobRun, OutboxEvent, SubscriberFailure
+from plugins.mobile_apps.models import SeenEvent
+from plugins.vpp.models import VppSyncRun
+
+from ..test_apple_migrations import _database_at, _upgrade_then_query
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def days_ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+@pytest.fixture
+def school(make_host: Callable[..., Host], simulator: Any, project_dir: Path, database_url: str | None) -> Host:
+    """A host with the installed plugins and the account ``school`` (not synced)."""
+    from plugins.vpp.testing import add_simulated_account
+
+    host = make_host(database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    return host
+
+
+def add(host: Host, *rows: SQLModel) -> None:
+    def work(session: Any) -> None:
+        session.add_all(rows)
+
+    host.db.run_write(work)
+
+
+def event(delivered: datetime | None, *, claimed: bool = False) -> OutboxEvent:
+    return OutboxEvent(
+        id=str(uuid.uuid4()), name="device_enrolled", payload={}, created_at=days_ago(400), delivered_at=delivered, claimed_by="p1" if claimed else None
+    )
+
+
+def ids(host: Host, model: type[SQLModel], column: Any) -> set[Any]:
+    with host.db.session() as session:
+        return set(session.execute(select(column)).scalars())
+
+
+def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_nothing(school: Host) -> None:
+    old, recent = days_ago(40), days_ago(10)
+    gone, failed, unclaimed, claimed, fresh = event(old), event(old), event(None), event(None, claimed=True), event(recent)
+    add(school, gone, failed, unclaimed, claimed, fresh)
+    add(school, SubscriberFailure(event_id=failed.id, event_name=failed.name, plugin="audit", error="RuntimeError: x", status="failed"))
+    # guards, all old: whether one goes depends on its event alone
+    add(school, *(SeenEvent(event_id=e.id, name=e.name, at=days_ago(400)) for e in (gone, failed, unclaimed, fresh)))
+
+    def command(status: str, updated: datetime, request_type: str = "Settings") -> Command:
+        return Command(device_serial="S1", request_type=request_type, status=status, created_at=updated, updated_at=updated)
+
+    commands = {
+        "acknowledged": command("acknowledged", days_ago(100)),
+        "error": command("error", days_ago(100)),
+        "canceled": command("canceled", days_ago(100)),
+        "queued": command("queued", days_ago(100)),
+        "sent": command("sent", days_ago(100)),
+        "installed": command("acknowledged", days_ago(100), "InstallApplication"),
+        "book": command("acknowledged", days_ago(100), "InstallMedia"),
+        "install-failed": command("error", days_ago(100), "InstallApplication"),
+        "recent": command("acknowledged", days_ago(80)),
+    }
+    add(school, *commands.values())
+
+    from plugins.vpp.views import get_account
+
+    with school.db.session() as session:
+        account_id = get_account(session, "school").id
+    assert account_id is not None
+
+    def run(mode: str, status: str, started: datetime) -> VppSyncRun:
+        return VppSyncRun(account_id=account_id, trigger="schedule", mode=mode, status=status, started_at=started, finished_at=started)
+
+    runs = {"recent": run("incremental", "error", days_ago(89))}  # the lowest id: not the latest, kept for its age
+    add(school, runs["recent"])
+    for name, r in {
+        "old": run("full", "ok", days_ago(100)),
+        "latest-full": run("full", "error", days_ago(98)),
+        "latest-ok": run("incremental", "ok", days_ago(97)),
+        "superseded": run("incremental", "error", days_ago(96)),
+        "running": run("incremental", "running", days_ago(95)),
+        "latest": run("incremental", "error", days_ago(94)),
+    }.items():
+        runs[name] = r
+        add(school, r)  # one at a time: ids in this order
+    with school.db.session() as session:
+        run_ids = {name: session.execute(select(VppSyncRun.id).where(VppSyncRun.started_at == r.started_at)).scalar_one() for name, r in runs.items()}
+    add(school, JobRun(name="vpp.sync.gone", plugin="vpp", last_started_at=days_ago(400), last_finished_at=days_ago(400), runs=1))
+
+    deleted = housekeeping(school, NOW)
+    assert deleted == {"core_event": 1, "core_command": 4, "vpp_sync_run": 2, "mobile_apps_seen_event": 1}
+
+    mine = {gone.id, failed.id, unclaimed.id, claimed.id, fresh.id}
+    assert ids(school, OutboxEvent, OutboxEvent.id) & mine == {failed.id, unclaimed.id, claimed.id, fresh.id}
+    # a guard goes with its event, not by its age: the others' events can still be delivered again
+    assert ids(school, SeenEvent, SeenEvent.event_id) == {failed.id, unclaimed.id, fresh.id}
+    kept = {name for name, c in commands.items() if c.uuid in ids(school, Command, Command.uuid)}
+    assert kept == {"queued", "sent", "installed", "book", "recent"}
+    kept_runs = {name for name, i in run_ids.items() if i in ids(school, VppSyncRun, VppSyncRun.id)}
+    assert kept_runs == {"recent", "latest-full", "latest-ok", "running", "latest"}
+    assert ids(school, JobRun, JobRun.name) >= {"vpp.sync.gone"}  # one row a job, its latest: never deleted
+
+    # what the account's pages show is still there
+    from plugins.vpp.sync.run import latest_runs
+
+    assert latest_runs(school)["school"]["id"] == run_ids["latest"]
+
+    assert housekeeping(school, NOW) == {"core_event": 0, "core_command": 0, "vpp_sync_run": 0, "mobile_apps_seen_event": 0}
+    # and a day later the recent ones' turn has come
+    assert housekeeping(school, NOW + timedelta(days=21))["core_event"] == 1
+
+
+def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], database_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host(database_url=database_url, config="[core]\nhousekeeping_chunk = 2\n")
+    add(host, *(event(days_ago(40)) for _ in range(5)))
+    add(host, *(SeenEvent(event_id=str(uuid.uuid4()), name="x", at=days_ago(1)) for _ in range(3)))
+    writes: list[int] = []
+    real = host.db.run_write
+
+    def counted(work: Any, **kw: Any) -> Any:
+        result = real(work, **kw)
+        writes.append(result[1] if isinstance(result, tuple) else -1)
+        return result
+
+    monkeypatch.setattr(host.db, "run_write", counted)
+    assert housekeeping(host, NOW) == {"core_event": 5, "core_command": 0, "vpp_sync_run": 0, "mobile_apps_seen_event": 3}
+    # events: 2, 2, 1 (the last chunk short: done); commands: none; guards: 2, 1
+    assert writes == [2, 2, 1, 0, 2, 1]
+    with host.db.session() as session:
+        assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 0
+
+
+def test_mdm_jobs_run_says_what_it_deleted_and_the_next_run_is_a_day_later(mdm: Any, project_dir: Path) -> None:
+    with freeze_time(NOW) as frozen:
+        code, out, err = mdm("jobs", "run", "core.housekeeping")
+        assert code == 0, err
+        assert out.startswith("core.housekeeping: ok in ") and "core_event 0, core_command 0" in out
+        frozen.tick(timedelta(seconds=5))
+        code, out, err = mdm("jobs", "--json")
+        [job] = [j for j in json.loads(out) if j["name"] == "core.housekeeping"]
+        assert job["every_seconds"] == 86400
+        assert job["next_run"].startswith("2026-06-02T12:00:00")  # planned from its recorded run
+        assert job["last_finished_at"].startswith("2026-06-01T12:00:0")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[core]\nevent_retention_days = 0\n", "[core] event_retention_days must be from 1 to 3650, got 0"),
+        ("[core]\ncommand_retention_days = -5\n", "[core] command_retention_days must be from 1 to 3650, got -5"),
+        ("[core]\nhousekeeping_chunk = 0\n", "[core] housekeeping_chunk must be from 1 to 100000, got 0"),
+        ("[core]\nhousekeeping_interval = 0\n", "[core] housekeeping_interval must be from 60 to 31536000, got 0"),
+        ('[plugins]\nenabled = ["plugins.vpp.plugin"]\n[vpp]\nsync_run_retention_days = 0\n', "[vpp] sync_run_retention_days must be from 1 to 3650, got 0"),
+    ],
+)
+def test_a_retention_of_zero_or_less_is_a_one_line_error(mdm: Any, text: str, expected: str) -> None:
+    code, _, err = mdm("jobs", config=text)
+    assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_core_0006_indexes_finished_commands_and_keeps_them(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"core": "0005"},
+        [
+            "INSERT INTO core_command (uuid, device_serial, request_type, payload, status, created_at, updated_at)"
+            " VALUES ('C1', 'S1', 'Settings', '{}', 'acknowledged', '2026-01-02 03:04:05+00', '2026-01-02 03:04:05+00')",
+        ],
+        url=database_url,
+    )
+    [rows] = _upgrade_then_query(mdm, "core: applied 0006 (index core_command", "SELECT uuid, status FROM core_command", url=database_url)
+    assert rows == [("C1", "acknowledged")]
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url or f"sqlite:///{mdm.db}")
+    try:
+        indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("core_command")}
+    finally:
+        engine.dispose()
+    assert indexes["ix_core_command_finished"] == ["status", "updated_at"]
