@@ -195,11 +195,12 @@ def test_mdm_jobs_lists_jobs_and_next_runs(mdm, write_plugin):
     code, out, err = mdm("jobs", "--json", config=f'[plugins]\nenabled = ["{mod}"]\n')
     assert code == 0, err
     rows = json.loads(out)
-    assert [(r["name"], r["plugin"], r["every_seconds"]) for r in rows] == [("demo.boom", "demo", 60), ("demo.ok", "demo", 60)]
+    listed = [(r["name"], r["plugin"], r["every_seconds"]) for r in rows]
+    assert listed == [("core.housekeeping", "core", 86400), ("demo.boom", "demo", 60), ("demo.ok", "demo", 60)]
     assert all(r["next_run"] and r["last_finished_at"] is None for r in rows)
     code, out, _ = mdm("jobs")
     assert out.splitlines()[0].split() == ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"]
-    assert mdm("jobs", config="")[1] == "no jobs\n"
+    assert [line.split()[0] for line in mdm("jobs", config="")[1].splitlines()[1:]] == ["core.housekeeping"]  # the host's own, without plugins
 
 
 @pytest.mark.slow  # an mdm run process
