@@ -587,10 +587,21 @@ def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Accoun
     rows = []
     for account in accounts:
         row = describe_readable(account, readable)
-        if configure.misdirected(host, account):
+        notice = configure.misdirected(host, account)
+        if notice:
             row["notifications"] = "misdirected"
+        row["action"] = account_action(row["action"], notice)
         rows.append(row)
     return rows
+
+
+def account_action(token_action: str, notice: str | None) -> str:
+    """An account's What to do: its token's (``nothing to do`` when it is fine), then what to do
+    about notifications Apple posts elsewhere (:func:`.notifications.configure.misdirected`);
+    the command line's table, ``--json``, the console and the API all say this one."""
+    if notice is None:
+        return token_action
+    return notice if token_action == token_state.NOTHING_TO_DO else f"{token_action}; {notice}"
 
 
 def token_readability(host: Host) -> Callable[[VppAccount], bool]:
@@ -639,6 +650,7 @@ def describe_account(account: VppAccount) -> Account:
         "last_sync_at": account.last_sync_at.isoformat() if account.last_sync_at else None,
         "last_sync_result": account.last_sync_result,
         "notifications": account.notifications,
+        "notification_url": account.notification_url,
         "last_notification_at": account.last_notification_at.isoformat() if account.last_notification_at else None,
     }
 

@@ -211,14 +211,11 @@ def _account_list(host: Host, args: argparse.Namespace) -> int:
             ],
             empty="no VPP accounts: add one with `mdm vpp account add`",
         )
-        for row in rows:
-            if row["token_state"] != "valid":
-                print(f"{row['name']}: {row['action']}")
-        if any(row["notifications"] == "misdirected" for row in rows):
-            from plugins.vpp.notifications.configure import misdirected_notices
+        from plugins.vpp.token_state import NOTHING_TO_DO
 
-            for name, notice in misdirected_notices(host).items():
-                print(f"{name}: {notice}")
+        for row in rows:  # what --json and the API say too (accounts.account_action)
+            if row["action"] != NOTHING_TO_DO:
+                print(f"{row['name']}: {row['action']}")
     return 0
 
 

@@ -86,6 +86,7 @@ class Account(TypedDict):
     last_sync_at: str | None
     last_sync_result: str | None
     notifications: str  # "on": Apple posts this account's notifications to this host; "off": polling only; "misdirected": to another URL than [web] public_url
+    notification_url: str | None  # where Apple posts this account's notifications (None when off); never their secret
     last_notification_at: str | None
 
 

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 BLOCKING = ("expired", "revoked", "invalid", "taken_over")
 STATES = ("valid", "expiring_30", "expiring_14", "expiring_7", *BLOCKING)
 
+NOTHING_TO_DO = "nothing to do"
 ACTIONS = {
-    "valid": "nothing to do",
+    "valid": NOTHING_TO_DO,
     "expiring_30": "renew the token within 30 days: mdm vpp account set NAME --token-file NEW.vpptoken",
     "expiring_14": "renew the token within 14 days: mdm vpp account set NAME --token-file NEW.vpptoken",
     "expiring_7": "renew the token this week: mdm vpp account set NAME --token-file NEW.vpptoken",

@@ -50,7 +50,7 @@ from .accounts import (
 from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 from .notifications import configure
-from .notifications.configure import misdirected, public_url
+from .notifications.configure import public_url
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -360,12 +360,10 @@ def page_router() -> APIRouter:
         rows: list[dict[str, Any]] = [dict(row) for row in describe_accounts(host, [a for (a,) in found.items])]
         runs = latest_runs(host)
         for row, (account,) in zip(rows, found.items, strict=True):
-            notice = misdirected(host, account) if row["notifications"] == "misdirected" else None  # where Apple posts instead, and what to do
-            row["misdirected"] = notice and for_request(request, notice)  # the console's words (configure.WORDING)
             row["days_left"] = token_state.days_left(account.token_expires_at)
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
-            row["console_action"] = for_request(request, row["action"])  # Renew token for the command (token_state.WORDING)
+            row["console_action"] = for_request(request, row["action"])  # Renew token, Turn on/off for the commands (WORDING)
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
         return render(

@@ -139,6 +139,58 @@ def test_a_changed_public_url_shows_the_notifications_misdirected_until_set_agai
     assert [a["notifications"] for a in list_accounts(notified)] == ["on"]
 
 
+@BOTH_DATABASES
+def test_list_json_and_the_api_say_where_apple_posts_and_what_to_do_as_the_table_does(notified: Host, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table said where Apple posts the misdirected notifications and what to do, while
+    `mdm vpp account list --json` and GET /api/v1/vpp/accounts said "action": "nothing to do"
+    and neither. All three now say the table's action (the API in its words), with the URL."""
+    from mdm_core.web.access import create_token
+    from mdm_core.web.wording import reword
+
+    monkeypatch.setenv("MDM_DATABASE_URL", notified.db.url.render_as_string(hide_password=False))  # the commands on the host's database
+    row = account_row(notified)
+    secret = notified.secrets.decrypt(row.notification_secret)
+    notified.config.section("web", WebSettings).public_url = "https://mdm.example.org"
+    config = FAST_CONFIG + '[web]\npublic_url = "https://mdm.example.org"\n'
+    code, table, err = cli("vpp", "account", "list", config=config)
+    assert code == 0, err
+    [said] = [line.removeprefix("school: ") for line in table.splitlines() if line.startswith("school: ")]
+    assert said.startswith(f"Apple posts its notifications to {row.notification_url}, not to [web] public_url https://mdm.example.org: run"), table
+    code, out, err = cli("vpp", "account", "list", "--json", config=config)
+    [listed] = json.loads(out)
+    assert code == 0 and listed["action"] == said, out + err  # was: "nothing to do"
+    assert (listed["notifications"], listed["notification_url"]) == ("misdirected", row.notification_url)
+    bearer = {"Authorization": "Bearer " + create_token(notified, "monitoring")["token"]}
+    with _console(notified) as client:
+        wording = client.app.state.registry.wording
+        answers = [client.get("/api/v1/vpp/accounts", headers=bearer).json()["items"][0], client.get("/api/v1/vpp/accounts/school", headers=bearer).json()]
+        page = client.get("/vpp").text
+    for answer in answers:
+        assert answer["action"] == reword(said, wording, "api"), answer  # was: "nothing to do"
+        assert answer["action"].endswith(': PATCH /api/v1/vpp/accounts/school {"notifications": "on"} gives Apple this URL (or "off" to sync by polling)')
+        assert (answer["notifications"], answer["notification_url"]) == ("misdirected", row.notification_url)
+    assert _what_to_do(page) == reword(said, wording, "console")
+    for shown in (table, out, json.dumps(answers), page):
+        assert secret not in shown and row.notification_secret not in shown
+
+
+def test_a_token_to_renew_and_misdirected_notifications_are_both_said(notified: Host, cli: Any) -> None:
+    """An account whose token expires soon and whose notifications go astray: one action, the
+    token's then the notifications', in the table and in --json alike."""
+    from datetime import timedelta
+
+    from mdm_core.models import utcnow
+
+    notified.db.run_write(lambda session: session.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(days=10), token_state="expiring_14")))
+    code, table, err = cli("vpp", "account", "list", config=FAST_CONFIG)  # no [web] public_url
+    [said] = [line.removeprefix("school: ") for line in table.splitlines() if line.startswith("school: ")]
+    token_action = "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+    assert code == 0 and said.startswith(f"{token_action}; Apple posts its notifications to "), table + err
+    assert said.endswith("but [web] public_url is not set: set it again, or run mdm vpp account set school --notifications off")
+    code, out, err = cli("vpp", "account", "list", "--json", config=FAST_CONFIG)
+    assert code == 0 and json.loads(out)[0]["action"] == said, out + err
+
+
 @contextmanager
 def _console(host: Host, role: str = "admin") -> Iterator[Any]:
     """A console client logged in with ``role``."""
@@ -165,6 +217,11 @@ def _turn(client: Any, value: str) -> Any:
     return client.post("/vpp/accounts/school/notifications", data={"notifications": value, "csrftoken": client.cookies.get("csrftoken")})
 
 
+def _what_to_do(page: str) -> str:
+    """The account's What to do on the console's VPP page."""
+    return html.unescape(page.split('id="token-action-school">', 1)[1].split("</td>", 1)[0])
+
+
 def _error_line(page: Any) -> str:
     return html.unescape(page.text.split('id="error">', 1)[1].split("<", 1)[0])
 
@@ -181,8 +238,9 @@ def test_the_console_and_the_api_show_misdirected_notifications_too(notified: Ho
     with _console(notified) as client:
         assert [a["notifications"] for a in client.get("/api/v1/vpp/accounts", headers=bearer).json()["items"]] == ["misdirected"]
         assert client.get("/api/v1/vpp/accounts/school", headers=bearer).json()["notifications"] == "misdirected"
-        cell = _notifications_cell(client.get("/vpp").text)
-    assert "misdirected" in cell and f"Apple posts its notifications to {old_url}, not to [web] public_url https://mdm.example.org" in cell, cell
+        page = client.get("/vpp").text
+    assert f"misdirected</span> — Apple posts them to {old_url} (see What to do)" in _notifications_cell(page), page
+    assert _what_to_do(page).startswith(f"Apple posts its notifications to {old_url}, not to [web] public_url https://mdm.example.org"), page
 
 
 def test_the_console_says_what_it_can_do_about_misdirected_notifications(notified: Host, endpoint: Endpoint, simulator: Any) -> None:
@@ -198,9 +256,10 @@ def test_the_console_says_what_it_can_do_about_misdirected_notifications(notifie
     notified.db.run_write(work)
     with _console(notified) as client:
         page = client.get("/vpp").text
-        cell = _notifications_cell(page)
-        assert "misdirected" in cell and "click Turn on beside its Apple's notifications to give Apple this URL, or Turn off to sync by polling" in cell, cell
-        assert "mdm " not in cell and "--" not in cell and "administrator" not in cell, cell
+        advice = _what_to_do(page)
+        assert "misdirected" in _notifications_cell(page)
+        assert advice.endswith(": click Turn on beside its Apple's notifications to give Apple this URL, or Turn off to sync by polling"), advice
+        assert "mdm " not in advice and "--" not in advice and "administrator" not in advice, advice
         assert 'id="notifications-on-school">Turn on<' in page and 'id="notifications-off-school">Turn off<' in page
         turned = _turn(client, "on")
         assert turned.status_code == 200, turned.text
@@ -208,9 +267,9 @@ def test_the_console_says_what_it_can_do_about_misdirected_notifications(notifie
         assert simulator.api.client_config()["notificationUrl"] == account_row(notified).notification_url
         assert account_row(notified).notification_url == f"{endpoint.public_url}/apple/apps-books/notify/{account_row(notified).mdm_info_id}"
         notified.config.section("web", WebSettings).public_url = None
-        cell = _notifications_cell(client.get("/vpp").text)
-        assert "[web] public_url is not set: ask the host's operator to set it again, or click Turn off beside its Apple's notifications" in cell, cell
-        assert "mdm " not in cell and "--" not in cell, cell
+        advice = _what_to_do(client.get("/vpp").text)
+        assert "[web] public_url is not set: ask the host's operator to set it again, or click Turn off beside its Apple's notifications" in advice, advice
+        assert "mdm " not in advice and "--" not in advice, advice
         turned = _turn(client, "off")  # needs no public_url
         assert turned.status_code == 200 and _notifications_cell(turned.text).startswith("off: "), turned.text
     assert simulator.api.client_config()["subscribedNotificationTypes"] == []

@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, UsageError
@@ -201,13 +201,6 @@ def misdirected(host: Host, account: VppAccount) -> str | None:
     if base is None:
         return f"{where}, but [web] public_url is not set: set it again, or run mdm vpp account set {account.name} --notifications off"
     return f"{where}, not to [web] public_url {base}: run mdm vpp account set {account.name} --notifications on (or off)"
-
-
-def misdirected_notices(host: Host) -> dict[str, str]:
-    """:func:`misdirected` for every account whose notifications go astray, by name."""
-    with host.db.session() as session:
-        accounts = list(session.execute(select(VppAccount).where(col(VppAccount.notifications) == "on")).scalars())
-    return {account.name: notice for account in accounts if (notice := misdirected(host, account))}
 
 
 def plan(host: Host, mdm_info_id: str, current: str | None, wanted: bool | None) -> Change:
