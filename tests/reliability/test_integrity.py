@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,10 @@ import pytest
 from sqlalchemy import text
 
 from mdm_core.host import Host
+from mdm_core.locks import DbLock
 from mdm_core.models import utcnow
 from mdm_core.testing import EventRecorder as Recorder
+from plugins.vpp.simulator.api import endpoint_for
 from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.testing import apple_state, mirror_state
 
@@ -74,6 +79,41 @@ def _spawn(project_dir: Path, database_url: str, point: str, full: bool = False)
         "full" if full else "incremental",
     ]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _configure_children(project_dir: Path, **vpp: float) -> None:
+    """Set ``[vpp]`` values in the configuration file the sync processes started later read
+    (the test's own host keeps the settings it read)."""
+    conf = project_dir / "conf" / "mdm.toml"
+    toml = conf.read_text()
+    for key, value in vpp.items():
+        toml, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", toml, flags=re.MULTILINE)
+        assert found == 1, f"no {key} in {conf}"
+    conf.write_text(toml)
+
+
+class HeldPage:
+    """The simulator holds its answer to one request of ``endpoint`` (the one after ``after``
+    others) until :meth:`release`: a sync waits inside that page for as long as the test needs,
+    on a busy machine too, instead of for a fixed delay. ``entered`` is set when it arrives."""
+
+    def __init__(self, sim: Any, endpoint: str, after: int, hold_at_most: float = 120.0):
+        self.entered, self._released = threading.Event(), threading.Event()
+        self._seen = 0
+        answer = sim.api.handle
+
+        def handle(method: str, path: str, *args: Any) -> Any:
+            if endpoint_for(path) == endpoint:
+                self._seen += 1
+                if self._seen == after + 1:
+                    self.entered.set()
+                    self._released.wait(hold_at_most)
+            return answer(method, path, *args)
+
+        sim.api.handle = handle
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
@@ -150,26 +190,46 @@ def assert_converged_but_for_stage(host: Host, sim: Any) -> None:
 
 @pytest.mark.slow  # a real sync process
 def test_a_sync_longer_than_the_lock_ttl_keeps_its_lock_while_another_process_waits(
-    synced_on: Host, small_sim: Any, project_dir: Path, database_url: str
+    synced_on: Host, small_sim: Any, project_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 16 (b): one page takes 3 s, the lock lives 1 s. The heartbeat keeps it: the
-    waiting sync starts only after the first one has committed, and both succeed. Without
-    the heartbeat the waiting sync takes the lock mid-sync and the first one is fenced."""
-    slow = small_sim.faults.add("slow", endpoint="assignments", after=1, count=1, seconds=3.0)
+    """Issue 16 (b): the lock lives 3 s, and one page of the first sync lasts until the waiting
+    sync has found the lock still held after its first expiry (however long that takes). The
+    heartbeat keeps it: the waiting sync starts only after the first one has committed, and both
+    succeed. Without the heartbeat the waiting sync takes the lock mid-sync and the first one is
+    fenced. (A renewal is due every second and may come two seconds late: with a 1 s time to
+    live, renewals 1.4 s apart were measured on a loaded machine, time enough to let the other
+    sync in.)"""
+    _configure_children(project_dir, lock_ttl=3.0, request_timeout=120.0)  # the held page is waited for, not retried
+    page = HeldPage(small_sim, "assignments", after=1)
     child = _spawn(project_dir, database_url, "none", full=True)
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "READY"
-    deadline = time.monotonic() + 20
-    while not slow.fired and time.monotonic() < deadline:  # the first sync is inside its slow request
-        time.sleep(0.01)
-    assert slow.fired
-    report = sync_account(synced_on, "school", wait=20)
+    tries: list[tuple[datetime, bool, str | None]] = []  # the waiting sync's: (begun at, won, holder that kept it)
+    try:
+        assert child.stdout.readline().strip() == "READY"
+        assert page.entered.wait(60), "the first sync never asked for its second page of assignments"
+        first = synced_on.lock(f"vpp.sync.{_account_id(synced_on)}").info()
+        assert first is not None and first.expires_at > utcnow()
+        try_acquire = DbLock.try_acquire
+
+        def watched(lock: DbLock) -> bool:
+            begun = utcnow()
+            won = try_acquire(lock)
+            tries.append((begun, won, lock.busy.holder if lock.busy else None))
+            if not won and tries[-1][2] == first.holder and begun > first.expires_at:
+                page.release()  # the first sync has outlived its time to live while this one waited
+            return won
+
+        monkeypatch.setattr(DbLock, "try_acquire", watched)
+        report = sync_account(synced_on, "school", wait=60)
+    finally:
+        page.release()
     out, err = child.communicate(timeout=60)
-    assert "DONE ok" in out, (out, err)
+    assert "DONE ok" in out, (out, err, tries)
     assert report["status"] == "ok", report
-    first, second = runs(synced_on)[-2:]
-    assert (first["status"], second["status"]) == ("ok", "ok"), (first, second)
-    assert first["finished_at"] <= second["started_at"], "the waiting sync ran while the first one was still syncing"
+    assert any(not won and holder == first.holder and begun > first.expires_at for begun, won, holder in tries), tries
+    a, b = runs(synced_on)[-2:]
+    assert (a["status"], b["status"]) == ("ok", "ok"), (a, b)
+    assert a["finished_at"] <= b["started_at"], "the waiting sync ran while the first one was still syncing"
     assert_converged(synced_on, small_sim)
     count_figure("fencing_cases")
 
@@ -338,12 +398,14 @@ def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
     """Point 5: Ctrl-C during a sync hung ~30 s and exited 1 with a raw "database is locked";
     SIGTERM left the run "running" and the lock held. Now: rollback, lock released, run
     interrupted, exit 130 at once (within a second on a quiet machine; the bound leaves room for
-    a busy one and still catches the 30 s hang)."""
+    a busy one and still catches the 30 s hang). The sync is interrupted while it waits for a
+    page the simulator holds: mid-read, with staged rows, however long it took to get there."""
     import subprocess
     import sys
 
     before = mirror_dump(synced_on)
-    small_sim.faults.add("slow", endpoint="assignments", seconds=0.4)
+    _configure_children(project_dir, request_timeout=120.0)  # the held page is waited for, not retried
+    page = HeldPage(small_sim, "assignments", after=1)
     env = {**os.environ, "MDM_DATABASE_URL": database_url, "MDM_SECRET_KEY": "test-secret-key", "MDM_DISABLED_PLUGINS": "mobile_apps"}
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
@@ -355,14 +417,18 @@ def test_an_interrupted_mdm_vpp_sync_rolls_back_releases_and_exits_130_at_once(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (runs(synced_on)[-1]["status"] == "running" and stage_rows(synced_on) > 0):
-        time.sleep(0.02)
-    assert runs(synced_on)[-1]["status"] == "running" and stage_rows(synced_on) > 0, "the sync never started staging"
-    sent = time.monotonic()
-    child.send_signal(signum)
-    out, err = child.communicate(timeout=30)
-    elapsed = time.monotonic() - sent
+    try:
+        assert page.entered.wait(120), "the sync never asked for its second page of assignments"
+        deadline = time.monotonic() + 60  # the users, read beside the assignments, are being staged
+        while stage_rows(synced_on) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert runs(synced_on)[-1]["status"] == "running" and stage_rows(synced_on) > 0, "the sync never started staging"
+        sent = time.monotonic()
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=30)
+        elapsed = time.monotonic() - sent
+    finally:
+        page.release()
     assert child.returncode == 130, (out, err)
     assert elapsed < 5.0, f"exited {elapsed:.2f}s after the signal"
     assert "Traceback" not in err and "SQL" not in err and "locked" not in err
