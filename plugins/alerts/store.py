@@ -20,6 +20,7 @@ from sqlmodel import Session, col
 from mdm_core.db.bulk import in_chunks, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.events import first_time
+from mdm_core.housekeeping import event_gone
 from mdm_core.models import utcnow
 
 from . import rules
@@ -304,9 +305,12 @@ def forget_accounts(session: Session, known: set[str]) -> None:
 
 
 def prune(session: Session, keep_days: int, now: datetime | None = None) -> None:
-    """Forget handled events after 30 days, and alerts no longer pending after ``keep_days``."""
+    """Forget handled events after 30 days once their event is gone from the outbox (one kept
+    for a failed subscriber's retry can still be delivered again: forgotten, it would queue its
+    alerts twice), and alerts no longer pending after ``keep_days``."""
     now = now or utcnow()
-    session.execute(delete(SeenEvent).where(col(SeenEvent.at) < now - timedelta(days=max(30, keep_days))))
+    seen = col(SeenEvent.event_id)
+    session.execute(delete(SeenEvent).where(col(SeenEvent.at) < now - timedelta(days=max(30, keep_days)), event_gone(seen)))
     old = select(col(AlertMessage.id)).where(col(AlertMessage.created_at) < now - timedelta(days=keep_days))
     pending = select(col(AlertDelivery.message_id)).where(col(AlertDelivery.status) == "pending")
     ids = list(session.execute(old.where(col(AlertMessage.id).not_in(pending))).scalars())

@@ -201,3 +201,16 @@ def test_core_0006_indexes_finished_commands_and_keeps_them(project_dir: Path, m
     finally:
         engine.dispose()
     assert indexes["ix_core_command_finished"] == ["status", "updated_at"]
+
+
+def test_alerts_forget_an_applied_event_only_once_it_cannot_come_again(make_host: Callable[..., Host], database_url: str | None) -> None:
+    from plugins.alerts import store
+    from plugins.alerts.models import SeenEvent as AlertsSeen
+
+    host = make_host(database_url=database_url)
+    pinned, gone = event(days_ago(400)), event(days_ago(400))
+    add(host, pinned, AlertsSeen(event_id=pinned.id, at=days_ago(400)), AlertsSeen(event_id=gone.id, at=days_ago(400)))
+    add(host, SubscriberFailure(event_id=pinned.id, event_name=pinned.name, plugin="alerts", error="RuntimeError: x", status="failed"))
+    host.db.run_write(lambda session: store.prune(session, 90, NOW))
+    # the event a failed delivery keeps can be redelivered: its guard stays, or its alerts would be queued again
+    assert ids(host, AlertsSeen.event_id) == {pinned.id}
