@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from mdm_core.db.backup import backup_sqlite
 from mdm_core.host import Host, create_host
 from mdm_core.testing import MdmRunner
 from plugins.vpp.sync.run import sync_account
@@ -115,7 +115,6 @@ def test_token_echoed_by_apple_is_redacted(school: Host, small_sim: Any, caplog:
 def test_database_copied_without_the_key(
     synced: Host,
     small_sim: Any,
-    project_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
     make_host: Callable[..., Host],
     capsys: pytest.CaptureFixture[str],
@@ -123,10 +122,11 @@ def test_database_copied_without_the_key(
 ) -> None:
     import plugins.vpp.plugin
 
-    with synced.db.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    # a consistent copy (mdm db backup), not cp: the host checkpoints its WAL on a thread of its
+    # own, so a copy of the file alone could miss the sync's last commits (its lock's release:
+    # the copy's sync was then "already running")
     elsewhere = tmp_path_factory.mktemp("stolen")
-    shutil.copy(project_dir / "var" / "mdm.sqlite3", elsewhere / "mdm.sqlite3")
+    backup_sqlite(synced.db, elsewhere / "mdm.sqlite3")
     _assert_absent(small_sim.token, (elsewhere / "mdm.sqlite3").read_bytes())
 
     (elsewhere / "mdm.toml").write_text(RELIABLE_CONFIG)
