@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugins.vpp.apple.errors import MalformedResponseError, VppError
@@ -68,15 +68,15 @@ def _check(page: Any) -> None:
 
 
 @pytest.mark.slow  # 250 examples
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pages)
 def test_record_parsers_raise_only_malformed_response(page: dict[str, Any]) -> None:
     count_figure("fuzz_examples")
     _check(page)
 
 
-@settings(max_examples=120, deadline=None)
-@given(st.dictionaries(st.text(max_size=8), json_values, max_size=4).filter(lambda d: d))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=8), json_values, min_size=1, max_size=4))
 def test_record_parsers_on_objects_with_any_values(value: dict[str, Any]) -> None:
     count_figure("fuzz_examples")
     _check(value)
