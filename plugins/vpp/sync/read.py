@@ -70,7 +70,7 @@ from ..apple.client import AppsBooksClient
 from ..apple.errors import VppError
 from ..apple.protocol import page_assets, page_assignments, page_users, parse_apple_date, version_of
 from ..license_counts import counted_licenses, license_counts
-from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser
+from ..models import VppAccount, VppLicense, VppStageLicense, VppStageUser, VppSyncRun
 from . import progress, stored_progress
 
 if TYPE_CHECKING:
@@ -902,12 +902,32 @@ def in_mirror(account_id: int | None) -> Any:
 
 def clear_stage(host: Host, run_id: int) -> None:
     """Drop what a run staged (a failed, interrupted or abandoned read)."""
+    host.db.run_write(lambda session: drop_staged(session, run_id))
 
-    def work(session: Any) -> None:
-        session.execute(delete(VppStageLicense).where(col(VppStageLicense.run_id) == run_id))
-        session.execute(delete(VppStageUser).where(col(VppStageUser.run_id) == run_id))
 
-    host.db.run_write(work)
+def drop_staged(session: Session, run_id: int) -> None:
+    """Delete the run's staged rows, in the caller's transaction."""
+    session.execute(delete(VppStageLicense).where(col(VppStageLicense.run_id) == run_id))
+    session.execute(delete(VppStageUser).where(col(VppStageUser.run_id) == run_id))
+
+
+class RunEnded(Exception):
+    """The run is no longer ``running`` (interrupted, or taken as abandoned) while its pages are
+    still being staged: the rows are not written."""
+
+
+def check_running(session: Session, run_id: int) -> None:
+    """Inside a staging write: raise :class:`RunEnded` unless the run is still ``running``.
+
+    The run's row is read ``FOR SHARE`` (PostgreSQL), so a transaction ending the run (an
+    ``UPDATE`` of that row, then a delete of its staged rows: :func:`.run.end_interrupted`) waits for this
+    write and then deletes its rows, or this write waits for it and finds the run ended. On
+    SQLite the write lock, held already, orders them the same way. Without it, a thread that
+    had not seen an interruption yet could commit rows after the run's were dropped."""
+    runs = table_of(VppSyncRun)
+    status = session.execute(select(runs.c.status).where(runs.c.id == run_id).with_for_update(read=True)).scalar_one_or_none()
+    if status != "running":
+        raise RunEnded(f"sync run {run_id} is {status or 'gone'}: its pages are not staged")
 
 
 LICENSE_COLUMNS = ("adam_id", "pricing_param", "kind", "target")  # the staged tuples of vpp_stage_license
@@ -982,6 +1002,7 @@ class StageBuffer:
             self.host.db.run_write(lambda s: self._insert(s, columns, [(run, *r) for r in rows]))
 
     def _insert(self, session: Session, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        check_running(session, self.run_id)
         insert_rows(session, self.table, columns, rows)
         if self.host.db.is_sqlite:  # its write lock is held already: the run's progress too, when due
             stored_progress.carry(session, self.run_id)

@@ -42,7 +42,7 @@ from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from . import progress, stored_progress
 from .apply import apply_read, refresh_statistics
-from .read import DirectFallback, SyncReader, clear_stage
+from .read import DirectFallback, SyncReader, clear_stage, drop_staged
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -187,8 +187,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
         why = str(exc) or type(exc).__name__
         _close(readers)
         log.warning("account %s: sync interrupted (%s); nothing written", account.name, why)
-        _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
-        _best_effort(f"mark run {run_id} interrupted", lambda: _mark_interrupted(host, run_id, f"interrupted ({why}): nothing written"))
+        _best_effort(f"mark run {run_id} interrupted and drop its staged rows", lambda: end_interrupted(host, run_id, f"interrupted ({why}): nothing written"))
         raise
     finally:
         _close(readers)
@@ -268,14 +267,21 @@ def _record_failure(host: Host, session: Session, account_id: int, run_id: int, 
     token_state.apple_refused(host, session, account, exc)
 
 
-def _mark_interrupted(host: Host, run_id: int, error: str) -> None:
-    host.db.run_write(
-        lambda s: s.execute(
+def end_interrupted(host: Host, run_id: int, error: str) -> None:
+    """Mark the run ``interrupted`` (if still running) and drop its staged rows, in one
+    transaction, the run's row first: a thread of the run still staging pages (it had not seen
+    the interruption yet) either commits before the rows are dropped or finds the run ended and
+    writes nothing (:func:`.read.check_running`)."""
+
+    def work(s: Session) -> None:
+        s.execute(
             update(VppSyncRun)
             .where(col(VppSyncRun.id) == run_id, col(VppSyncRun.status) == "running")
             .values(status="interrupted", finished_at=utcnow(), error=error, progress=None)
         )
-    )
+        drop_staged(s, run_id)
+
+    host.db.run_write(work)
 
 
 def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
@@ -298,8 +304,7 @@ def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
         if holder is not None and not holder_is_dead(host.db, holder) and started > now - ABANDONED_AFTER:
             log.info("run %d of %s may still be alive (its lock was lost): its staged rows are left to it", run_id, holder)
             continue
-        clear_stage(host, run_id)
-        _mark_interrupted(host, run_id, "the process stopped during this sync")
+        end_interrupted(host, run_id, "the process stopped during this sync")
 
     live = select(col(VppSyncRun.id)).where(col(VppSyncRun.status) == "running")
     tables = (table_of(VppStageLicense), table_of(VppStageUser))
