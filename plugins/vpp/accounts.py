@@ -384,6 +384,11 @@ def set_account(
     turn Apple's notifications on or off (``notifications``), or move it to another service URL
     (``service_url``: checked first, the location there must be this account's and still ours).
 
+    Only a renewed token and ``notifications`` send Apple the client config (and the
+    notification URL, which Apple tests first: error 9728 refuses the whole change, nothing
+    written). What this host alone keeps sends Apple nothing: ``interval`` (Apple is not called
+    at all) and ``service_url`` (the location is only read there, to check it).
+
     Renewing claims the location back for this host; if another MDM claimed it meanwhile,
     that needs ``take_over`` (the user confirms the other MDM no longer uses the token). A
     renewal gives Apple a fresh notification secret when the account's notifications are on
@@ -424,7 +429,10 @@ def set_account(
                     f"location {account.location_name or account.uid} at {service_url} is managed by {_other_mdm(current)}: "
                     "renew the token there with --token-file and --take-over once the other MDM stopped using it"
                 )
-    change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
+    if token_file is None and notifications is None:  # nothing Apple holds changes: nothing is sent (its test notification cannot refuse it)
+        change = configure.Change(None, account.mdm_info_id)
+    else:
+        change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
     renewed_expiry: datetime | None = None
 
     def work(session: Session) -> VppAccount:

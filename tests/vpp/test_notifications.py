@@ -1055,3 +1055,41 @@ def test_without_public_url_the_console_shows_turn_on_disabled_and_why(synced: H
     assert "disabled" in button, button
     line = html.unescape(page.split('id="notifications-need-url-school">', 1)[1].split("<", 1)[0])
     assert line == "Turn on needs [web] public_url: the host's operator sets it in conf/mdm.toml (see \"Apple's notifications\" in the README).", line
+
+
+@BOTH_DATABASES
+def test_a_new_interval_calls_apple_not_at_all_so_an_undeliverable_test_notification_cannot_refuse_it(
+    notified: Host, endpoint: Endpoint, simulator: Any, request_counter: Any, token_file: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mdm vpp account set NAME --interval N` (the console's Save, the API's PATCH) re-sent
+    the client config with [web] public_url whenever the notifications were on, so Apple's
+    error 9728 (its test notification undelivered) refused a change Apple holds nothing of.
+    Only a renewed token or --notifications still ask Apple, and still refuse cleanly."""
+    from mdm_core.web.access import create_token
+    from plugins.vpp.accounts import set_account
+    from plugins.vpp.models import VppPendingSecret
+
+    before, config = account_row(notified), simulator.api.client_config()
+    simulator.faults.add("notification_drop", type="TEST_NOTIFICATION", count=100)  # Apple cannot deliver its test
+    seen = request_counter.seen
+    monkeypatch.setenv("MDM_DATABASE_URL", notified.db.url.render_as_string(hide_password=False))  # the command on the host's database
+    code, out, err = cli("vpp", "account", "set", "school", "--interval", "1200", config=f'{FAST_CONFIG}[web]\npublic_url = "{endpoint.public_url}"\n')
+    assert code == 0 and "sync every 1200s, notifications on" in out, out + err  # was: error 9728, exit 1
+    admin = {"Authorization": "Bearer " + create_token(notified, "ops", "admin")["token"]}
+    with _console(notified) as client:
+        answer = client.patch("/api/v1/vpp/accounts/school", headers=admin, json={"interval_seconds": 1500})
+        assert answer.status_code == 200 and answer.json()["interval_seconds"] == 1500, answer.text
+        saved = client.post("/vpp/accounts/school/interval", data={"interval_seconds": "1800", "csrftoken": client.cookies.get("csrftoken")})
+        assert saved.status_code == 200 and "Nothing was changed" not in saved.text, saved.text
+        assert request_counter.seen == seen  # Apple was not called at all
+        refused = client.patch("/api/v1/vpp/accounts/school", headers=admin, json={"notifications": "on", "interval_seconds": 2400})
+    assert refused.status_code == 400 and "Apple could not deliver a test notification to" in refused.json()["error"], refused.text
+    with pytest.raises(MdmError, match="9728") as caught:  # a renewed token gives Apple a new secret: still asked, still refused
+        set_account(notified, "school", interval=3000, token_file=str(token_file))
+    assert "\n" not in str(caught.value)
+    after = account_row(notified)
+    assert (after.interval_seconds, after.notifications, after.notification_url) == (1800, "on", before.notification_url)
+    assert after.notification_secret == before.notification_secret and after.token_ciphertext == before.token_ciphertext
+    assert simulator.api.client_config()["notificationAuthToken"] == config["notificationAuthToken"]  # Apple kept what it had
+    with notified.db.session() as session:
+        assert session.execute(select(func.count()).select_from(VppPendingSecret)).scalar_one() == 0
