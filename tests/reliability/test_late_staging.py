@@ -23,7 +23,6 @@ from plugins.vpp.models import VppStageLicense, VppStageUser
 from plugins.vpp.sync.read import LICENSE_COLUMNS, USER_COLUMNS, RunEnded, StageBuffer, check_running
 from plugins.vpp.sync.run import _new_run, end_interrupted
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import runs, stage_rows
 
 SL = table_of(VppStageLicense)
@@ -31,21 +30,15 @@ SU = table_of(VppStageUser)
 LICENSE = ("408709785", "STDQ", "device", "SERIAL0001")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def host(request: pytest.FixtureRequest, make_host: Callable[..., Host], project_dir: Path) -> Iterator[Host]:
+@pytest.fixture
+def host(make_host: Callable[..., Host], project_dir: Path, database_url: str | None) -> Iterator[Host]:
+    """A host with the account ``school``, on SQLite and on PostgreSQL (``database_url``)."""
     import plugins.vpp.plugin
     from plugins.vpp.accounts import add_account
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    elif not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    else:
-        url = str(request.getfixturevalue("pg_url"))
     from plugins.vpp.simulator import Simulator
 
     with Simulator(seed=5, assets=2, devices=3, users=2, page_size=5, async_delay=0) as sim:
-        h = make_host(plugins=[plugins.vpp.plugin], database_url=url)
+        h = make_host(plugins=[plugins.vpp.plugin], database_url=database_url)
         add_account(h, "school", str(sim.write_token(project_dir / "school.vpptoken")), service_url=sim.base_url)
         yield h
 
