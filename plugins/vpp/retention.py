@@ -2,7 +2,10 @@
 (``mdm_housekeeping``), but never what pages and commands show of an account: its latest run
 (``mdm vpp accounts``, the console's account page and status), its latest ``ok`` run (when
 Apple's notifications were last caught up with) and its latest full run (ok or not), nor a
-run still under way."""
+run still under way. Assets' recorded counts (``vpp_asset_count``, the console's chart and the
+``history`` API) go after ``[vpp] asset_count_retention_days``, but each asset's latest one
+recorded before then stays: the counts that held when the kept history starts (for an asset
+unchanged since, its current counts)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from mdm_core.db.typed import table_of
 from mdm_core.housekeeping import delete_in_chunks
 
 from .accounts import settings
-from .models import VppSyncRun
+from .models import VppAssetCount, VppSyncRun
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -37,4 +40,21 @@ def prune_sync_runs(host: Host, now: datetime, chunk: int) -> int:
     for account_id, kept in sorted(keep.items()):
         where = [run.c.account_id == account_id, run.c.started_at < before, run.c.status != "running", run.c.id.not_in(kept)]
         deleted += delete_in_chunks(host.db, run, run.c.id, where, chunk)
+    return deleted
+
+
+def prune_asset_counts(host: Host, now: datetime, chunk: int) -> int:
+    """Delete the counts recorded before the retention, asset by asset (the ``(account_id,
+    adam_id, pricing_param, at)`` index finds them), keeping each asset's latest one recorded
+    before it; returns how many were deleted."""
+    count = table_of(VppAssetCount)
+    before = now - timedelta(days=settings(host).asset_count_retention_days)
+    asset = (count.c.account_id, count.c.adam_id, count.c.pricing_param)
+    latest = select(*asset, func.max(count.c.id)).where(count.c.at < before).group_by(*asset).having(func.count() > 1)
+    with host.db.session() as session:
+        assets = sorted(tuple(row) for row in session.execute(latest))
+    deleted = 0
+    for account_id, adam_id, pricing_param, kept in assets:
+        where = [count.c.account_id == account_id, count.c.adam_id == adam_id, count.c.pricing_param == pricing_param, count.c.at < before, count.c.id < kept]
+        deleted += delete_in_chunks(host.db, count, count.c.id, where, chunk)
     return deleted

@@ -28,3 +28,4 @@ class VppSettings:
         30 * 86400, minimum=3600, maximum=10 * 365 * 86400
     )  # seconds a notification acted on is kept (its id guards against repeats)
     sync_run_retention_days: int = setting(90, minimum=1, maximum=3650)  # sync runs are kept this long (an account's latest, latest ok and latest full: always)
+    asset_count_retention_days: int = setting(365, minimum=1, maximum=3650)  # recorded asset counts (the chart) are kept this long (the latest before: always)

@@ -20,7 +20,7 @@ from mdm_core.host import Host
 from mdm_core.housekeeping import housekeeping
 from mdm_core.models import Command, JobRun, OutboxEvent, SubscriberFailure
 from plugins.mobile_apps.models import SeenEvent
-from plugins.vpp.models import VppSyncRun
+from plugins.vpp.models import VppAssetCount, VppSyncRun
 
 from ..test_apple_migrations import _database_at, _upgrade_then_query
 
@@ -109,7 +109,7 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
     add(school, JobRun(name="vpp.sync.gone", plugin="vpp", last_started_at=days_ago(400), last_finished_at=days_ago(400), runs=1))
 
     deleted = housekeeping(school, NOW)
-    assert deleted == {"core_event": 1, "core_command": 4, "vpp_sync_run": 2, "mobile_apps_seen_event": 1}
+    assert deleted == {"core_event": 1, "core_command": 4, "vpp_sync_run": 2, "vpp_asset_count": 0, "mobile_apps_seen_event": 1}
 
     mine = {gone.id, failed.id, unclaimed.id, claimed.id, fresh.id}
     assert ids(school, OutboxEvent.id) & mine == {failed.id, unclaimed.id, claimed.id, fresh.id}
@@ -126,9 +126,52 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
 
     assert latest_runs(school)["school"]["id"] == run_ids["latest"]
 
-    assert housekeeping(school, NOW) == {"core_event": 0, "core_command": 0, "vpp_sync_run": 0, "mobile_apps_seen_event": 0}
+    assert housekeeping(school, NOW) == {"core_event": 0, "core_command": 0, "vpp_sync_run": 0, "vpp_asset_count": 0, "mobile_apps_seen_event": 0}
     # and a day later the recent ones' turn has come
     assert housekeeping(school, NOW + timedelta(days=21))["core_event"] == 1
+
+
+def test_an_asset_history_keeps_its_last_year_and_the_counts_it_starts_from(school: Host, simulator: Any) -> None:
+    from fastapi.testclient import TestClient
+    from sqlalchemy import delete
+
+    from mdm_core.web.access import create_token
+    from mdm_core.web.app import create_app
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.views import get_account
+
+    assert sync_account(school, "school")["status"] == "ok"  # the assets, each with the count the sync recorded (today: kept)
+    (busy, busy_pricing), (quiet, quiet_pricing) = list(simulator.state.assets)[:2]
+    with school.db.session() as session:
+        account_id = get_account(session, "school").id
+    assert account_id is not None
+
+    def counts(adam: str, pricing: str, *days: int) -> list[VppAssetCount]:
+        return [VppAssetCount(account_id=account_id, adam_id=adam, pricing_param=pricing, at=days_ago(d), assigned_count=d, total_count=900) for d in days]
+
+    school.db.run_write(lambda session: session.execute(delete(VppAssetCount).where(col(VppAssetCount.adam_id).in_([busy, quiet]))))
+    synced = ids(school, VppAssetCount.id)
+    assert synced
+    for row in counts(busy, busy_pricing, 400, 380, 100, 10) + counts(quiet, quiet_pricing, 500, 450, 370):
+        add(school, row)  # one at a time: ids in time order
+
+    with freeze_time(NOW):
+        assert housekeeping(school)["vpp_asset_count"] == 3
+        assert housekeeping(school)["vpp_asset_count"] == 0  # a second run deletes nothing
+
+    token = {"Authorization": "Bearer " + create_token(school, "t-viewer", "viewer")["token"]}
+    with TestClient(create_app(school)) as client:
+
+        def history(adam: str, pricing: str) -> list[int]:
+            response = client.get(f"/api/v1/vpp/assets/{adam}/history", params={"account": "school", "pricing": pricing}, headers=token)
+            assert response.status_code == 200, response.text
+            return [item["assignedCount"] for item in response.json()["items"]]
+
+        # the last year, from the counts that held when it began (recorded 380 days ago)
+        assert history(busy, busy_pricing) == [380, 100, 10]
+        # an asset unchanged for over a year keeps its latest counts: the chart's current point
+        assert history(quiet, quiet_pricing) == [370]
+    assert ids(school, VppAssetCount.id) >= synced  # the other assets' counts, recorded today, stay
 
 
 def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], database_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +187,7 @@ def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], data
         return result
 
     monkeypatch.setattr(host.db, "run_write", counted)
-    assert housekeeping(host, NOW) == {"core_event": 5, "core_command": 0, "vpp_sync_run": 0, "mobile_apps_seen_event": 3}
+    assert housekeeping(host, NOW) == {"core_event": 5, "core_command": 0, "vpp_sync_run": 0, "vpp_asset_count": 0, "mobile_apps_seen_event": 3}
     # events: 2, 2, 1 (the last chunk short: done); commands: none; guards: 2, 1
     assert writes == [2, 2, 1, 0, 2, 1]
     with host.db.session() as session:
@@ -172,6 +215,10 @@ def test_mdm_jobs_run_says_what_it_deleted_and_the_next_run_is_a_day_later(mdm: 
         ("[core]\nhousekeeping_chunk = 0\n", "[core] housekeeping_chunk must be from 1 to 100000, got 0"),
         ("[core]\nhousekeeping_interval = 0\n", "[core] housekeeping_interval must be from 60 to 31536000, got 0"),
         ('[plugins]\nenabled = ["plugins.vpp.plugin"]\n[vpp]\nsync_run_retention_days = 0\n', "[vpp] sync_run_retention_days must be from 1 to 3650, got 0"),
+        (
+            '[plugins]\nenabled = ["plugins.vpp.plugin"]\n[vpp]\nasset_count_retention_days = 0\n',
+            "[vpp] asset_count_retention_days must be from 1 to 3650, got 0",
+        ),
     ],
 )
 def test_a_retention_of_zero_or_less_is_a_one_line_error(mdm: Any, text: str, expected: str) -> None:
