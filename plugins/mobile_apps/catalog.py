@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy import String, bindparam, case, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks, one_of, update_rows
@@ -455,8 +455,16 @@ def apps_query(platform: str | None = None, kind: str | None = None, state: str 
     return query
 
 
-#: The order of the applications: by name (unnamed last), then adamId, pricing and platform.
-APP_ORDER = (func.lower(func.coalesce(AppMetadata.name, "~")), MobileApp.adam_id, MobileApp.pricing_param, MobileApp.platform, MobileApp.id)
+#: The order of the applications everywhere (``mdm apps list``, the console, ``GET /api/v1/apps``):
+#: by name (any case; unnamed last), then adamId, pricing, platform and id. Every key is NOT NULL
+#: and the last unique, so the API's keyset cursor can start a page just after any row.
+APP_ORDER = (
+    func.lower(func.coalesce(AppMetadata.name, "~"), type_=String),
+    MobileApp.adam_id,
+    MobileApp.pricing_param,
+    MobileApp.platform,
+    MobileApp.id,
+)
 
 
 def iter_apps(
@@ -469,7 +477,7 @@ def iter_apps(
 
 
 def list_apps(host: Host, platform: str | None = None, kind: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-    """Applications (and books) with their metadata, by name then platform."""
+    """Applications (and books) with their metadata, in ``APP_ORDER``."""
     return list(iter_apps(host, platform, kind, state))
 
 

@@ -216,10 +216,11 @@ def api_router() -> APIRouter:
     def api_apps(
         request: Request, platform: str | None = None, kind: str | None = None, state: str | None = None, limit: int = Limit, cursor: str | None = Cursor
     ) -> dict[str, Any]:
-        """Published (and retired) applications and books with their metadata and counts, by id
-        (``mdm apps list --json``, with its ``--platform``, ``--kind`` and ``--state``)."""
+        """Published (and retired) applications and books with their metadata and counts, in the
+        order of ``mdm apps list --json`` (by name: ``APP_ORDER``), with its ``--platform``,
+        ``--kind`` and ``--state``."""
         with host_of(request).db.session() as session:
-            page = keyset(session, apps_query(platform, kind, state), [MobileApp.id], limit=limit, cursor=cursor)
+            page = keyset(session, apps_query(platform, kind, state), APP_ORDER, limit=limit, cursor=cursor)
         return {"items": [app_dict(a, m) for a, m in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/installs")
