@@ -223,19 +223,30 @@ def create_token(host: Host, name: str, role: str = "viewer") -> dict[str, Any]:
     return {"name": name, "role": role, "token": token}
 
 
+#: the order tokens are listed in: by name, then age (``id``, unique: a key for keyset pages)
+TOKEN_ORDER = (col(ApiToken.name), col(ApiToken.id))
+
+
+def token_fields(t: ApiToken) -> dict[str, Any]:
+    """What is told of a token: never its hash (nor the token, which is not stored)."""
+    return {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at, "revoked_by": t.revoked_by}
+
+
 def list_tokens(host: Host) -> list[dict[str, Any]]:
     """API tokens without their hashes, the revoked ones too (``revoked_at`` and ``revoked_by``
     set), by name then age."""
     with host.db.session() as session:
-        return [
-            {"name": t.name, "role": t.role, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at, "revoked_by": t.revoked_by}
-            for t in session.execute(select(ApiToken).order_by(col(ApiToken.name), col(ApiToken.id))).scalars()
-        ]
+        return [token_fields(t) for t in session.execute(select(ApiToken).order_by(*TOKEN_ORDER)).scalars()]
+
+
+class UnknownToken(MdmError):
+    """No API token, revoked or not, has the name given."""
 
 
 def revoke_token(host: Host, name: str, by: str) -> dict[str, Any]:
     """Revoke an API token at once, in every process; its row stays so that a request still
-    sending it is told so, with ``by``: who revoked it (the command line's ``cli_actor()``).
+    sending it is told so, with ``by``: who revoked it (the command line's ``cli_actor()``, the
+    console's and the API's ``web_actor()``).
     Returns ``name``, ``revoked_at``, ``revoked_by`` and ``already`` (it was revoked before:
     nothing changed, and those are of that revocation)."""
     now, by = utcnow(), one_line(by)[:REVOKED_BY_MAX]
@@ -248,7 +259,7 @@ def revoke_token(host: Host, name: str, by: str) -> dict[str, Any]:
             select(col(ApiToken.revoked_at), col(ApiToken.revoked_by)).where(col(ApiToken.name) == name).order_by(col(ApiToken.revoked_at).desc()).limit(1)
         ).first()
         if last is None:
-            raise MdmError(f"no API token named '{name}' (see `mdm api-tokens list`)")
+            raise UnknownToken(f"no API token named '{name}' (see `mdm api-tokens list`)")
         return {"name": name, "revoked_at": last[0], "revoked_by": last[1], "already": True}
 
     return host.db.run_write(work)
@@ -279,3 +290,10 @@ def token_principal(host: Host, token: str) -> Principal | None:
     if last is None or (now - last).total_seconds() > 60:
         host.db.run_write(lambda s: s.execute(update(ApiToken).where(col(ApiToken.id) == row.id).values(last_used_at=now)))
     return Principal(row.name, row.role, "token")
+
+
+def web_actor(principal: Principal) -> str:
+    """Who revokes through the web, for ``revoked_by``: ``console:ADMIN`` for an admin signed in
+    to the console (on its pages, or calling the API with the session), ``api:TOKEN`` for a
+    bearer token (on the API, or on a page)."""
+    return f"{'api' if principal.kind == 'token' else 'console'}:{principal.name}"

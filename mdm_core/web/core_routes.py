@@ -1,6 +1,6 @@
 """The core's own routes: sign-in and sign-out, the health check, the overview, the
-inventory's Devices and Users, and Events (recent events and failed deliveries, with a way to
-deliver again)."""
+inventory's Devices and Users, Events (recent events and failed deliveries, with a way to
+deliver again) and API tokens (``token_routes``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def register(web: WebRegistry) -> None:
     web.add_nav("Devices", "/devices", order=60, plugin="core")
     web.add_nav("Users", "/users", order=70, plugin="core")
     web.add_nav("Events", "/events", order=80, plugin="core")
+    from . import token_routes
     from .wording import CORE
+
+    token_routes.register(web)
 
     for cli, console in CORE:
         web.add_wording(cli, console)
