@@ -4,7 +4,8 @@ for years keeps a database of bounded size.
 The core deletes delivered events (``core_event``, ``[core] event_retention_days``) and
 finished MDM commands (``core_command``, ``[core] command_retention_days``); each plugin
 deletes its own tables' history through the ``mdm_housekeeping`` hook (the VPP plugin its sync
-runs, mobile_apps the ids of the events it applied). Deletes go ``[core] housekeeping_chunk``
+runs, assets' counts and Apple's notifications, the alerts plugin its old alerts, it and
+mobile_apps the ids of the events they applied). Deletes go ``[core] housekeeping_chunk``
 rows per transaction: on SQLite a long DELETE would hold the write lock that syncs wait for.
 The job runs like every job (once at a time across hosts, under its ``job.core.housekeeping``
 lock); a second run deletes nothing new.

@@ -225,7 +225,7 @@ def retry_failed(host: Host, message_ids: list[int]) -> int:
 
 def check(host: Host, now: datetime | None = None) -> dict[str, int]:
     """Token expiry and license counts as they are now, even without a sync (a paused account's
-    token still approaches its expiry), then housekeeping. Returns how many alerts it queued."""
+    token still approaches its expiry). Returns how many alerts it queued."""
     accounts_hook = host.hook("mdm_vpp_accounts")
     assets_hook = host.hook("mdm_vpp_assets")
     queued = 0
@@ -257,7 +257,6 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
             queued = len(alerts)
 
         store.write(host, work)
-    host.db.run_write(lambda session: store.prune(session, settings(host).keep_days, now))
     return {"queued": queued}
 
 

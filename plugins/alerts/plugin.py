@@ -17,6 +17,7 @@ from mdm_core import hookimpl
 
 if TYPE_CHECKING:
     import argparse
+    from datetime import datetime
 
     from mdm_core.db.migrate import MigrationSet
     from mdm_core.events import Event
@@ -80,6 +81,15 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
     s = settings(host)
     scheduler.add("alerts.deliver", s.deliver_interval, lambda: deliver_job(host), plugin=PLUGIN_NAME)
     scheduler.add("alerts.check", s.check_interval, lambda: check(host), plugin=PLUGIN_NAME)
+
+
+@hookimpl
+def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
+    """Alerts past ``[alerts] keep_days`` (none with a delivery still pending), and the guards of
+    applied events whose event is gone from the outbox."""
+    from .store import prune
+
+    return prune(host, now, chunk)
 
 
 @hookimpl

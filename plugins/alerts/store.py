@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 from mdm_core.db.bulk import in_chunks, one_of
 from mdm_core.db.typed import table_of
 from mdm_core.events import first_time
-from mdm_core.housekeeping import event_gone
+from mdm_core.housekeeping import delete_in_chunks, event_gone
 from mdm_core.models import utcnow
 
 from . import rules
@@ -304,16 +304,19 @@ def forget_accounts(session: Session, known: set[str]) -> None:
     session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known)))
 
 
-def prune(session: Session, keep_days: int, now: datetime | None = None) -> None:
-    """Forget handled events after 30 days once their event is gone from the outbox (one kept
-    for a failed subscriber's retry can still be delivered again: forgotten, it would queue its
-    alerts twice), and alerts no longer pending after ``keep_days``."""
-    now = now or utcnow()
-    seen = col(SeenEvent.event_id)
-    session.execute(delete(SeenEvent).where(col(SeenEvent.at) < now - timedelta(days=max(30, keep_days)), event_gone(seen)))
-    old = select(col(AlertMessage.id)).where(col(AlertMessage.created_at) < now - timedelta(days=keep_days))
-    pending = select(col(AlertDelivery.message_id)).where(col(AlertDelivery.status) == "pending")
-    ids = list(session.execute(old.where(col(AlertMessage.id).not_in(pending))).scalars())
-    if ids:
-        session.execute(delete(AlertDelivery).where(col(AlertDelivery.message_id).in_(ids)))
-        session.execute(delete(AlertMessage).where(col(AlertMessage.id).in_(ids)))
+def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:
+    """The plugin's history past its retention, at most ``chunk`` rows a transaction (its
+    ``mdm_housekeeping``); returns the rows deleted by table. Alerts created more than ``[alerts]
+    keep_days`` ago go with their deliveries (the foreign key cascades), unless a delivery is
+    still pending; the guards of applied events after ``max(30, keep_days)`` days, once their
+    event is gone from the outbox (one kept for a failed subscriber's retry can still be
+    delivered again: forgotten, it would queue its alerts twice)."""
+    keep_days = settings(host).keep_days
+    message, delivery, seen = table_of(AlertMessage), table_of(AlertDelivery), table_of(SeenEvent)
+    pending = select(delivery.c.message_id).where(delivery.c.status == "pending")
+    alerts = [message.c.created_at < now - timedelta(days=keep_days), message.c.id.not_in(pending)]
+    guards = [seen.c.at < now - timedelta(days=max(30, keep_days)), event_gone(seen.c.event_id)]
+    return {
+        "alerts_message": delete_in_chunks(host.db, message, message.c.id, alerts, chunk),
+        "alerts_seen_event": delete_in_chunks(host.db, seen, seen.c.event_id, guards, chunk),
+    }

@@ -82,11 +82,16 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
 
 @hookimpl
 def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
-    """Sync runs past ``[vpp] sync_run_retention_days``, each account's latest ones kept, and
-    assets' recorded counts past ``[vpp] asset_count_retention_days``, the latest before kept."""
-    from plugins.vpp.retention import prune_asset_counts, prune_sync_runs
+    """Sync runs past ``[vpp] sync_run_retention_days``, each account's latest ones kept,
+    assets' recorded counts past ``[vpp] asset_count_retention_days``, the latest before kept,
+    and Apple's notifications acted on more than ``[vpp] notification_retention`` seconds ago."""
+    from plugins.vpp.retention import prune_asset_counts, prune_notifications, prune_sync_runs
 
-    return {"vpp_sync_run": prune_sync_runs(host, now, chunk), "vpp_asset_count": prune_asset_counts(host, now, chunk)}
+    return {
+        "vpp_sync_run": prune_sync_runs(host, now, chunk),
+        "vpp_asset_count": prune_asset_counts(host, now, chunk),
+        "vpp_notification": prune_notifications(host, now, chunk),
+    }
 
 
 @hookimpl

@@ -5,7 +5,9 @@ Apple's notifications were last caught up with) and its latest full run (ok or n
 run still under way. Assets' recorded counts (``vpp_asset_count``, the console's chart and the
 ``history`` API) go after ``[vpp] asset_count_retention_days``, but each asset's latest one
 recorded before then stays: the counts that held when the kept history starts (for an asset
-unchanged since, its current counts)."""
+unchanged since, its current counts). Apple's notifications acted on go ``[vpp]
+notification_retention`` seconds after that (their ids guard against acting on one twice); one
+still waiting to be acted on stays."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from mdm_core.db.typed import table_of
 from mdm_core.housekeeping import delete_in_chunks
 
 from .accounts import settings
-from .models import VppAssetCount, VppSyncRun
+from .models import VppAssetCount, VppNotification, VppSyncRun
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -58,3 +60,12 @@ def prune_asset_counts(host: Host, now: datetime, chunk: int) -> int:
         where = [count.c.account_id == account_id, count.c.adam_id == adam_id, count.c.pricing_param == pricing_param, count.c.at < before, count.c.id < kept]
         deleted += delete_in_chunks(host.db, count, count.c.id, where, chunk)
     return deleted
+
+
+def prune_notifications(host: Host, now: datetime, chunk: int) -> int:
+    """Delete Apple's notifications acted on (``done``, ``skipped``, ``failed``) more than
+    ``[vpp] notification_retention`` seconds before ``now``; returns how many were deleted."""
+    notification = table_of(VppNotification)
+    before = now - timedelta(seconds=settings(host).notification_retention)
+    where = [notification.c.status != "received", notification.c.processed_at < before]
+    return delete_in_chunks(host.db, notification, notification.c.id, where, chunk)

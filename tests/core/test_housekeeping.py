@@ -1,6 +1,7 @@
 """``core.housekeeping``: history past its retention is deleted (delivered events, finished
-commands, sync runs, mobile_apps' guards of applied events), what is still needed stays, in
-short transactions; on SQLite and PostgreSQL."""
+commands, sync runs, Apple's notifications, mobile_apps' and the alerts' guards of applied
+events, old alerts), what is still needed stays, in short transactions; on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from mdm_core.host import Host
 from mdm_core.housekeeping import housekeeping
 from mdm_core.models import Command, JobRun, OutboxEvent, SubscriberFailure
 from plugins.mobile_apps.models import SeenEvent
-from plugins.vpp.models import VppAssetCount, VppSyncRun
+from plugins.vpp.models import VppAssetCount, VppNotification, VppSyncRun
 
 from ..test_apple_migrations import _database_at, _upgrade_then_query
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+TABLES = ("core_event", "core_command", "vpp_sync_run", "vpp_asset_count", "vpp_notification", "mobile_apps_seen_event", "alerts_message", "alerts_seen_event")
+NOTHING = dict.fromkeys(TABLES, 0)  # what a run deletes from each table with the installed plugins, when nothing is due
 
 
 def days_ago(days: float) -> datetime:
@@ -108,8 +111,22 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
         run_ids = {name: session.execute(select(col(VppSyncRun.id)).where(col(VppSyncRun.started_at) == r.started_at)).scalar_one() for name, r in runs.items()}
     add(school, JobRun(name="vpp.sync.gone", plugin="vpp", last_started_at=days_ago(400), last_finished_at=days_ago(400), runs=1))
 
+    def notification(name: str, status: str, processed: datetime | None) -> VppNotification:
+        return VppNotification(
+            account_id=account_id, notification_id=name, notification_type="ASSET_COUNT", status=status, received_at=days_ago(400), processed_at=processed
+        )
+
+    # [vpp] notification_retention: 30 days; one still waiting to be acted on stays, however old
+    add(
+        school,
+        *(
+            notification(n, s, p)
+            for n, s, p in [("done", "done", days_ago(31)), ("failed", "failed", days_ago(40)), ("recent", "done", days_ago(29)), ("waiting", "received", None)]
+        ),
+    )
+
     deleted = housekeeping(school, NOW)
-    assert deleted == {"core_event": 1, "core_command": 4, "vpp_sync_run": 2, "vpp_asset_count": 0, "mobile_apps_seen_event": 1}
+    assert deleted == {**NOTHING, "core_event": 1, "core_command": 4, "vpp_sync_run": 2, "vpp_notification": 2, "mobile_apps_seen_event": 1}
 
     mine = {gone.id, failed.id, unclaimed.id, claimed.id, fresh.id}
     assert ids(school, OutboxEvent.id) & mine == {failed.id, unclaimed.id, claimed.id, fresh.id}
@@ -125,8 +142,9 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
     from plugins.vpp.sync.run import latest_runs
 
     assert latest_runs(school)["school"]["id"] == run_ids["latest"]
+    assert ids(school, VppNotification.notification_id) == {"recent", "waiting"}
 
-    assert housekeeping(school, NOW) == {"core_event": 0, "core_command": 0, "vpp_sync_run": 0, "vpp_asset_count": 0, "mobile_apps_seen_event": 0}
+    assert housekeeping(school, NOW) == NOTHING
     # and a day later the recent ones' turn has come
     assert housekeeping(school, NOW + timedelta(days=21))["core_event"] == 1
 
@@ -187,9 +205,10 @@ def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], data
         return result
 
     monkeypatch.setattr(host.db, "run_write", counted)
-    assert housekeeping(host, NOW) == {"core_event": 5, "core_command": 0, "vpp_sync_run": 0, "vpp_asset_count": 0, "mobile_apps_seen_event": 3}
-    # events: 2, 2, 1 (the last chunk short: done); commands: none; guards: 2, 1
-    assert writes == [2, 2, 1, 0, 2, 1]
+    assert housekeeping(host, NOW) == {**NOTHING, "core_event": 5, "mobile_apps_seen_event": 3}
+    # events: 2, 2, 1 (the last chunk short: done); commands: none; Apple's notifications: none;
+    # mobile_apps' guards: 2, 1; alerts, and their guards: none
+    assert writes == [2, 2, 1, 0, 0, 2, 1, 0, 0]
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 0
 
@@ -250,14 +269,52 @@ def test_core_0006_indexes_finished_commands_and_keeps_them(project_dir: Path, m
     assert indexes["ix_core_command_finished"] == ["status", "updated_at"]
 
 
-def test_alerts_forget_an_applied_event_only_once_it_cannot_come_again(make_host: Callable[..., Host], database_url: str | None) -> None:
-    from plugins.alerts import store
+def test_housekeeping_deletes_old_alerts_unless_a_delivery_or_a_redelivery_needs_them(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """[alerts] keep_days (90): an old alert goes with its deliveries, one still pending stays;
+    a guard of an applied event goes after 90 days once its event is gone from the outbox. The
+    plugin's own jobs no longer delete anything."""
+    from plugins.alerts.delivery import check, deliver_job
+    from plugins.alerts.models import AlertDelivery, AlertMessage
     from plugins.alerts.models import SeenEvent as AlertsSeen
 
     host = make_host(database_url=database_url)
-    pinned, gone = event(days_ago(400)), event(days_ago(400))
-    add(host, pinned, AlertsSeen(event_id=pinned.id, at=days_ago(400)), AlertsSeen(event_id=gone.id, at=days_ago(400)))
+    pinned, gone, young = event(days_ago(400)), event(days_ago(400)), event(days_ago(400))
+    add(
+        host,
+        pinned,
+        AlertsSeen(event_id=pinned.id, at=days_ago(400)),
+        AlertsSeen(event_id=gone.id, at=days_ago(400)),
+        AlertsSeen(event_id=young.id, at=days_ago(80)),
+    )
     add(host, SubscriberFailure(event_id=pinned.id, event_name=pinned.name, plugin="alerts", error="RuntimeError: x", status="failed"))
-    host.db.run_write(lambda session: store.prune(session, 90, NOW))
+
+    # id: (created days ago, its deliveries' statuses)
+    alerts = {1: (100, ["sent", "failed"]), 2: (100, ["failed", "pending"]), 3: (100, []), 4: (80, ["sent"]), 5: (91, ["failed"])}
+    add(
+        host,
+        *(
+            AlertMessage(
+                id=i, created_at=days_ago(d), kind="sync", subject="sync:school", state="failing", severity="critical", title="t", text="x", action="a"
+            )
+            for i, (d, _) in alerts.items()
+        ),
+    )
+    later = datetime(2100, 1, 1, tzinfo=UTC)  # never due here: the delivery job sends nothing
+    add(
+        host,
+        *(
+            AlertDelivery(message_id=i, channel=f"webhook:w{n}", status=s, next_attempt_at=later)
+            for i, (_, statuses) in alerts.items()
+            for n, s in enumerate(statuses)
+        ),
+    )
+    every = (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id))
+    assert deliver_job(host) == {"sent": 0, "retrying": 0, "failed": 0} and check(host) == {"queued": 0}
+    assert (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id)) == every  # the alerts' jobs delete nothing
+
+    assert housekeeping(host, NOW) == {**NOTHING, "alerts_message": 3, "alerts_seen_event": 1}
+    assert ids(host, AlertMessage.id) == {2, 4}  # a delivery still pending; younger than keep_days
+    assert ids(host, AlertDelivery.message_id) == {2, 4}  # the others' deliveries went with them
     # the event a failed delivery keeps can be redelivered: its guard stays, or its alerts would be queued again
-    assert ids(host, AlertsSeen.event_id) == {pinned.id}
+    assert ids(host, AlertsSeen.event_id) == {pinned.id, young.id}
+    assert housekeeping(host, NOW) == NOTHING

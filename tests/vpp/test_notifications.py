@@ -850,9 +850,10 @@ def test_a_lost_notification_is_caught_by_the_scheduled_sync(notified: Host, sim
     assert_mirror_equals_apple(notified, simulator)
 
 
-def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notified: Host, simulator: Any) -> None:
+def test_the_notifications_job_acts_on_what_was_left_and_housekeeping_forgets_old_ones(notified: Host, simulator: Any) -> None:
     from datetime import timedelta
 
+    from mdm_core.housekeeping import housekeeping
     from mdm_core.models import utcnow
     from plugins.vpp.models import VppNotification
     from plugins.vpp.notifications.act import notifications_job
@@ -870,8 +871,17 @@ def test_the_notifications_job_acts_on_what_was_left_and_forgets_old_ones(notifi
     act_until(notified, acted)
     old = utcnow() - timedelta(days=31)
     notified.db.run_write(lambda s: s.execute(update(VppNotification).values(processed_at=old)))
+    acted_on = len(inbox(notified))
+    assert acted_on and {n.status for n in inbox(notified)} <= {"done", "skipped"}
     notifications_job(notified)
-    assert inbox(notified) == []
+    assert len(inbox(notified)) == acted_on  # the job no longer deletes: housekeeping does
+    lock.acquire()  # one more, left waiting: it stays whatever its age
+    simulator.purchase(count=1)
+    assert simulator.wait_notifications(30)
+    assert housekeeping(notified)["vpp_notification"] == acted_on
+    assert [n.status for n in inbox(notified)] == ["received"]
+    assert housekeeping(notified, utcnow() + timedelta(days=3650))["vpp_notification"] == 0
+    lock.release()
 
 
 # --------------------------------------------------------------------------- the HTTP endpoint

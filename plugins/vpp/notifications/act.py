@@ -35,15 +35,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 
-from mdm_core.db.typed import rowcount
 from mdm_core.errors import MdmError, describe
 from mdm_core.locks import LockLost
 from mdm_core.models import utcnow
 
-from ..accounts import account_lock, client_for, settings
+from ..accounts import account_lock, client_for
 from ..apple.errors import VppError
 from ..apple.protocol import page_assignments, page_users
 from ..models import VppAccount, VppAsset, VppNotification, VppSyncRun
@@ -364,19 +363,10 @@ HANDLERS: dict[str, Callable[[Notice], None]] = {
 }
 
 
-def prune(host: Host, older_than: datetime) -> int:
-    """Forget notifications acted on before ``older_than`` (their ids no longer need guarding)."""
-    return host.db.run_write(
-        lambda s: rowcount(s.execute(delete(VppNotification).where(col(VppNotification.status) != "received", col(VppNotification.processed_at) < older_than)))
-    )
-
-
 def notifications_job(host: Host) -> None:
     """The ``vpp.notifications`` job of ``mdm run``: act on notifications left waiting (a sync
-    held the lock, the process stopped after answering Apple), forget old ones."""
-    from datetime import timedelta
-
+    held the lock, the process stopped after answering Apple). Those acted on are deleted by the
+    host's housekeeping (``plugins.vpp.retention``)."""
     totals = process_pending(host)
     if totals:
         log.info("notifications acted on: %s", dict(totals))
-    prune(host, utcnow() - timedelta(seconds=settings(host).notification_retention))
