@@ -156,6 +156,8 @@ class EmailChannel:
                     client.starttls(context=context)
                     client.ehlo()
                 if s.smtp_username:
+                    if not client.has_extn("auth"):
+                        raise DeliveryError(_no_auth(where, s.smtp_security, client.has_extn("starttls")), permanent=True)
                     client.login(s.smtp_username, password or "")
                 refused = client.send_message(self.message(message), from_addr=s.email_from, to_addrs=list(s.email_to))
         except DeliveryError:
@@ -182,6 +184,14 @@ class EmailChannel:
         if refused:
             return scrub(f"refused recipients: {', '.join(f'{r} ({c})' for r, (c, _) in refused.items())}", secrets)
         return None
+
+
+def _no_auth(where: str, security: str, offers_starttls: bool) -> str:
+    """Why a login cannot be tried, and the fix: the relay offers no AUTH (a relay taking mail
+    without a login; a server offering it only after STARTTLS)."""
+    if security == "none" and offers_starttls:
+        return f'{where} offers no login (AUTH) before STARTTLS: set [alerts] smtp_security = "starttls", or remove smtp_username and smtp_password'
+    return f"{where} offers no login (AUTH): remove [alerts] smtp_username and smtp_password (a relay taking mail without a login), or enable AUTH on it"
 
 
 def _text(value: Any) -> str:

@@ -171,3 +171,28 @@ def test_webhook_unreachable_and_bad_urls(alerts_host, project_dir, closed_port)
         channel(host, "webhook:odd").send(MESSAGE)
     assert str(caught.value) == "webhook odd: its URL (environment variable ODD) is not an http(s) URL" and caught.value.permanent
     assert channel(host, "webhook:odd").describe() == "webhook odd (URL not available)"
+
+
+def test_a_login_to_a_relay_without_auth_names_the_fix(alerts_host, smtp_server, certificate):
+    """A relay that takes mail without a login offers no AUTH: the error said the library's
+    "SMTP AUTH extension not supported by server.", not what to change."""
+    server = smtp_server("none")
+    host = alerts_host(server.config(smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'), environ=ENV, account=False)
+    with pytest.raises(DeliveryError) as caught:
+        channel(host).send(MESSAGE)
+    assert str(caught.value) == (
+        f"SMTP server 127.0.0.1:{server.port} offers no login (AUTH): remove [alerts] smtp_username and smtp_password "
+        "(a relay taking mail without a login), or enable AUTH on it"
+    )
+    assert caught.value.permanent and server.mailbox.messages == []
+    # a server offering AUTH only after STARTTLS, asked in plain text: the fix is STARTTLS
+    tls = smtp_server("starttls", login=True)
+    plain = tls.config(smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }')
+    plain = plain.replace('smtp_security = "starttls"', 'smtp_security = "none"')
+    with pytest.raises(DeliveryError) as caught:
+        channel(alerts_host(plain, environ=ENV, account=False)).send(MESSAGE)
+    assert str(caught.value) == (
+        f'SMTP server 127.0.0.1:{tls.port} offers no login (AUTH) before STARTTLS: set [alerts] smtp_security = "starttls", '
+        "or remove smtp_username and smtp_password"
+    )
+    assert tls.mailbox.logins == [] and SMTP_PASSWORD not in str(caught.value)

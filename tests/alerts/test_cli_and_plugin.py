@@ -53,6 +53,20 @@ def test_alerts_test_reports_each_channel(mdm, smtp_server, webhook_server, cert
     assert mdm("alerts", "list", "--status", "failed") == (0, "no alerts with a failed delivery\n", "")
 
 
+def test_alerts_test_through_a_relay_without_auth_names_the_fix(mdm, smtp_server, monkeypatch):
+    smtp = smtp_server("none")
+    monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
+    configure(mdm, "[alerts]\n" + smtp.config(smtp_username=f'"{SMTP_USER}"', smtp_password='{ env = "SMTP_PASSWORD" }'))
+    code, out, err = mdm("alerts", "test")
+    where = f"SMTP server 127.0.0.1:{smtp.port}"
+    assert (code, out) == (1, "")
+    assert err == (
+        f"email to 2 recipients via 127.0.0.1:{smtp.port} (none): failed: {where} offers no login (AUTH): "
+        "remove [alerts] smtp_username and smtp_password (a relay taking mail without a login), or enable AUTH on it\n"
+    )
+    assert SMTP_PASSWORD not in err and smtp.mailbox.messages == []
+
+
 def test_alerts_test_without_a_channel(mdm):
     configure(mdm, "")
     code, out, err = mdm("alerts", "test")
