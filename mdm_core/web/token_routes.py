@@ -1,9 +1,10 @@
-"""API tokens in the console (*API tokens*: list, create, revoke), through the functions
-``mdm api-tokens`` uses (``access``).
+"""API tokens in the console (*API tokens*: list, create, revoke) and the REST API (list,
+revoke), through the functions ``mdm api-tokens`` uses (``access``).
 
 A token is created by a person: an admin signed in to the console (or ``mdm api-tokens
-create`` on the host), never by a token sent to a page: a leaked admin token that could mint
-tokens would outlive its own revocation. ``revoked_by`` is ``console:ADMIN`` (``web_actor``).
+create`` on the host), never by a token, on the API or a page: a leaked admin token that could
+mint tokens would outlive its own revocation. A token may revoke another or itself (it can
+only lose access by it). ``revoked_by`` is ``console:ADMIN`` or ``api:TOKEN`` (``web_actor``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 
-from .access import UnknownToken, create_token, list_tokens, revoke_token, web_actor
-from .helpers import WebError, host_of, principal_of, redirect, render, require_change
-from .models import ROLES
+from .access import TOKEN_ORDER, UnknownToken, create_token, list_tokens, revoke_token, token_fields, web_actor
+from .helpers import WebError, host_of, principal_of, redirect, render, require_change, rest_router
+from .models import ROLES, ApiToken
+from .paging import Cursor, Limit, keyset
 from .registry import WebRegistry
 
 PAGE = "/api-tokens"
@@ -25,8 +28,9 @@ WORDING = [(r"\(see `mdm api-tokens list`\)", "(the API tokens page lists them)"
 
 
 def register(web: WebRegistry) -> None:
-    """The page, its navigation entry and its wording."""
+    """The page, its navigation entry, the API routes and their wording."""
     web.add_pages(page_router(), plugin="core")
+    web.add_api(api_router(), plugin="core")
     web.add_nav("API tokens", PAGE, order=90, plugin="core")
     web.add_wordings(WORDING)
 
@@ -71,5 +75,26 @@ def page_router() -> APIRouter:
             by = f" by {row['revoked_by']}" if row["revoked_by"] else ""
             return redirect(request, PAGE, f"API token {name} was already revoked{by}: nothing to do")
         return redirect(request, PAGE, f"revoked API token {name}: a request sending it is told it was revoked")
+
+    return router
+
+
+def api_router() -> APIRouter:
+    """``/api/v1/api-tokens``: list (never hashes nor tokens) and revoke; no create (see the module)."""
+    router = rest_router(tags=["core"])
+
+    @router.get("/api-tokens")
+    def api_tokens(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+        """API tokens, the revoked ones too, by name then age, as ``mdm api-tokens list --json``."""
+        with host_of(request).db.session() as session:
+            page = keyset(session, select(ApiToken), TOKEN_ORDER, limit=limit, cursor=cursor)
+        return {"items": [token_fields(t) for (t,) in page.items], "next_cursor": page.next_cursor}
+
+    @router.delete("/api-tokens/{name}")
+    def api_revoke(request: Request, name: str) -> dict[str, Any]:
+        """Revoke a token as ``mdm api-tokens revoke`` does (``revoked_by``: ``api:TOKEN``, or
+        ``console:ADMIN`` with a console session); ``already``: it was revoked before, nothing
+        changed, and ``revoked_at``/``revoked_by`` are of that revocation."""
+        return _revoke(request, name)
 
     return router

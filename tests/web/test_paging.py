@@ -52,7 +52,18 @@ def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
     with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
         add_simulated_account(school, other, project_dir, "college")
     _alerts(school)
+    _tokens(school)
     return school
+
+
+def _tokens(host: Host) -> None:
+    """API tokens, two of one name (the first revoked): ordered by name, then age."""
+    from mdm_core.web.access import create_token, revoke_token
+
+    for name in ("ci", "backup", "deploy"):
+        create_token(host, name)
+    revoke_token(host, "ci", "cli:test")
+    create_token(host, "ci", "admin")
 
 
 def _alerts(host: Host) -> None:
@@ -85,6 +96,7 @@ LISTS = {
     "/api/v1/apps": lambda r: r["id"],
     "/api/v1/apps/installs": lambda r: r["id"],
     "/api/v1/alerts": lambda r: r["id"],
+    "/api/v1/api-tokens": lambda r: (r["name"], r["role"], r["created_at"]),
 }
 
 
