@@ -11,7 +11,7 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from mdm_core.testing import MdmRunner
+import pytest
 
 from ..test_apple_migrations import _database_at, _upgrade_then_query
 from .conftest import WEB_CONFIG
@@ -78,71 +78,62 @@ def test_cli_lists_revoked_tokens_as_revoked_and_revoking_twice_is_one_line(mdm_
     assert all(t["revoked_at"] for t in listed)
 
 
-def test_web_0002_keeps_the_tokens_and_their_names(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
-    """Tokens made before 0002 still authenticate, keep their names, and are not revoked; a
-    name may then be given again once its token is revoked."""
-    url = database_url if database_url and database_url.startswith("postgresql") else None
-    token = "mdm_" + "t" * 43
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    mdm = _database_at(
-        project_dir,
-        monkeypatch,
-        capsys,
-        {"web": "0001"},
-        [
-            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at)"
-            f" VALUES ('ci', 'admin', '{digest}', '2026-01-02 03:04:05.000000', NULL)",
-            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at)"
-            f" VALUES ('backup', 'viewer', '{'0' * 64}', '2026-01-01 03:04:05.000000', '2026-01-03 03:04:05.000000')",
-        ],
-        url,
-    )
-    query = "SELECT id, name, role, token_hash, revoked_at FROM web_api_token ORDER BY id"
-    [rows] = _upgrade_then_query(mdm, "web: applied 0002 (keep revoked API tokens", query, url=url)
-    assert rows == [(1, "backup", "viewer", "0" * 64, None), (2, "ci", "admin", digest, None)]
-    _check_after_upgrade(mdm, token)
+TOKEN = "mdm_" + "t" * 43  # the token "ci" was made with before the upgrade
+DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
+CI = {"name": "ci", "role": "admin", "token_hash": DIGEST, "created_at": "2026-01-02 03:04:05.000000", "last_used_at": None}
+OTHER = {"role": "viewer", "token_hash": "0" * 64, "created_at": "2026-01-01 03:04:05.000000"}
+ME = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
 
 
-def _check_after_upgrade(mdm: MdmRunner, token: str) -> None:
+def _insert(*tokens: dict[str, str | None]) -> list[str]:
+    """The INSERTs of ``tokens`` (column: value, None for NULL) into ``web_api_token``."""
+    return [f"INSERT INTO web_api_token ({', '.join(t)}) VALUES ({', '.join('NULL' if v is None else repr(v) for v in t.values())})" for t in tokens]
+
+
+@pytest.mark.parametrize(
+    "revision, tokens, applied, kept, listed",
+    [
+        pytest.param(
+            "0001",
+            _insert(CI, {"name": "backup", **OTHER, "last_used_at": "2026-01-03 03:04:05.000000"}),
+            "web: applied 0002 (keep revoked API tokens",
+            [("backup", "viewer", "0" * 64, True, None), ("ci", "admin", DIGEST, True, None)],
+            [("backup", True, None), ("ci", False, ME), ("ci", True, None)],
+            id="0002",
+        ),
+        pytest.param(
+            "0002",
+            _insert({**CI, "revoked_at": None}, {"name": "old", **OTHER, "last_used_at": None, "revoked_at": "2026-01-03 03:04:05.000000"}),
+            "web: applied 0003 (record who revoked API tokens",
+            [("ci", "admin", DIGEST, True, None), ("old", "viewer", "0" * 64, False, None)],
+            [("ci", False, ME), ("ci", True, None), ("old", False, None)],
+            id="0003",
+        ),
+    ],
+)
+def test_web_upgrades_keep_the_tokens(
+    project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None, revision: str, tokens: list[str], applied: str, kept: Any, listed: Any
+) -> None:
+    """0002: tokens made before it still authenticate, keep their names, and are not revoked; a
+    name may then be given again once its token is revoked. 0003: tokens of 0002, active and
+    revoked, are kept as they were; who revoked the revoked one is not known (NULL, listed
+    empty); a token revoked after the upgrade records who did."""
     from mdm_core.host import create_host
     from mdm_core.web.access import token_principal
 
+    url = database_url if database_url and database_url.startswith("postgresql") else None
+    mdm = _database_at(project_dir, monkeypatch, capsys, {"web": revision}, tokens, url)
+    query = "SELECT name, role, token_hash, revoked_at IS NULL, revoked_by FROM web_api_token ORDER BY id"
+    assert _upgrade_then_query(mdm, applied, query, url=url) == [kept]
     host = create_host(mdm.conf)
     try:
-        principal = token_principal(host, token)
+        principal = token_principal(host, TOKEN)  # "ci" still signs in ...
         assert principal is not None and (principal.name, principal.role) == ("ci", "admin")
     finally:
         host.close()
-    assert mdm("api-tokens", "revoke", "ci")[0] == 0
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert mdm("api-tokens", "revoke", "ci")[0] == 0  # ... is revoked, and its name given again
     assert mdm("api-tokens", "create", "ci")[0] == 0
     code, out, err = mdm("api-tokens", "create", "ci")
     assert code == 2 and "an API token named 'ci' exists: revoke it first or choose another name" in err
-
-
-def test_web_0003_keeps_the_tokens_and_records_who_revokes_from_then_on(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
-    """Tokens of 0002, active and revoked, are kept as they were; who revoked the revoked one
-    is not known (NULL, listed empty); a token revoked after the upgrade records who did."""
-    url = database_url if database_url and database_url.startswith("postgresql") else None
-    token = "mdm_" + "t" * 43
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    mdm = _database_at(
-        project_dir,
-        monkeypatch,
-        capsys,
-        {"web": "0002"},
-        [
-            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at, revoked_at)"
-            f" VALUES ('ci', 'admin', '{digest}', '2026-01-02 03:04:05.000000', NULL, NULL)",
-            "INSERT INTO web_api_token (name, role, token_hash, created_at, last_used_at, revoked_at)"
-            f" VALUES ('old', 'viewer', '{'0' * 64}', '2026-01-01 03:04:05.000000', NULL, '2026-01-03 03:04:05.000000')",
-        ],
-        url,
-    )
-    query = "SELECT name, role, token_hash, revoked_at IS NULL, revoked_by FROM web_api_token ORDER BY id"
-    [rows] = _upgrade_then_query(mdm, "web: applied 0003 (record who revoked API tokens", query, url=url)
-    assert rows == [("ci", "admin", digest, True, None), ("old", "viewer", "0" * 64, False, None)]
-    monkeypatch.delenv("SUDO_USER", raising=False)
-    _check_after_upgrade(mdm, token)  # "ci" still signs in, is revoked, and its name given again
-    listed = json.loads(mdm("api-tokens", "list", "--json")[1])
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    assert [(t["name"], t["revoked_at"] is None, t["revoked_by"]) for t in listed] == [("ci", False, f"cli:{me}"), ("ci", True, None), ("old", False, None)]
+    assert [(t["name"], t["revoked_at"] is None, t["revoked_by"]) for t in json.loads(mdm("api-tokens", "list", "--json")[1])] == listed
