@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 API_PREFIX = "/api/v1"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+#: Forms any signed-in admin sends whatever their role: they change nothing but the sender's own sessions.
+OWN_SESSION_FORMS = {"/logout"}
 SESSION_COOKIE = "mdm_session"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
@@ -134,7 +136,7 @@ def _access(request: Request) -> Principal:
     if principal is None:
         raise _refusal(request)
     request.state.principal = principal  # before a refusal too: its page shows who is signed in, with the navigation
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and request.url.path not in OWN_SESSION_FORMS:
         require_change(request)
     return principal
 

@@ -191,6 +191,19 @@ def test_a_viewer_reads_but_changes_nothing(school: Host, viewer: Any) -> None:
     assert list_accounts(school)[0]["interval_seconds"] == 3600
 
 
+def test_a_viewer_can_sign_out(viewer: Any) -> None:
+    """Sign out is on every page a viewer sees, and it is a form (POST): the access check
+    refused it as a change a viewer may not make (403 "can only read"), so a viewer could not
+    end their sessions. It ends them as an admin's does, every copy of the cookie included."""
+    assert "Sign out" in viewer.get("/").text
+    copied = viewer.cookies.get("mdm_session")
+    response = viewer.post("/logout", data={"csrftoken": csrf(viewer)}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert viewer.get("/devices", follow_redirects=False).status_code == 303
+    _replace_cookie(viewer, copied)
+    assert viewer.get("/devices", follow_redirects=False).status_code == 303
+
+
 def test_api_tokens_authenticate_and_carry_their_role(school: Host, client: Any) -> None:
     viewer = token_for(school, "viewer")
     admin = token_for(school, "admin")
