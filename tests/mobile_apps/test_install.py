@@ -3,6 +3,8 @@ licenses already held, pending confirmations and auto-install of portal assignme
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 
 from sqlmodel import col
@@ -112,11 +114,34 @@ def test_user_registered_with_mdm_vpp_users_register(host, simulator, mdm):
     serial = free_serials(simulator, a["adamId"])[0]
     add_device(host, serial, "iOS", owner="kid-42")
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
-    assert code == 1 and "register it with `mdm vpp users register kid-42`" in err
+    assert code == 1 and "register it with `mdm vpp users register kid-42 --account school`" in err
     code, out, err = mdm("vpp", "users", "register", "kid-42")
     assert code == 0 and "associated" in out, err
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
     assert code == 0, err
+    assert "kid-42" in holders(simulator, a["adamId"]) and len(commands(host, serial)) == 1
+
+
+def test_the_advice_to_register_a_vpp_user_works_as_written_with_several_accounts(host, simulator, mdm, project_dir):
+    """With two accounts, the refusal said `mdm vpp users register kid-42`, which refuses to
+    guess the account ('give --account NAME'): the advice names the account it means."""
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.testing import add_simulated_account
+
+    a = fixed_assets(simulator)[1]
+    add_user(host, "kid-42", email="kid42@example.org", managed_apple_id="kid42@appleid.example.org")
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iOS", owner="kid-42")
+    with Simulator(seed=12, assets=2, devices=3, users=2, async_delay=0) as other:
+        add_simulated_account(host, other, project_dir, name="district")
+        code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
+        assert code == 1
+        [advice] = re.findall(r"register it with `mdm ([^`]*)`", err)
+        assert advice == "vpp users register kid-42 --account school"
+        code, out, err = mdm(*shlex.split(advice))
+        assert code == 0 and "kid-42: associated" in out, err
+        code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", "kid-42")
+        assert code == 0, err
     assert "kid-42" in holders(simulator, a["adamId"]) and len(commands(host, serial)) == 1
 
 
@@ -137,7 +162,7 @@ def test_every_refusal_says_why_and_queues_nothing(host, simulator, mdm):
     assert code == 1 and "NOSUCHDEVICE1: refused: not enrolled" in err
     add_user(host, "nobody")
     code, _, err = mdm("apps", "install", ios_app, "--user", "nobody")
-    assert code == 1 and "register it with `mdm vpp users register nobody`" in err
+    assert code == 1 and "register it with `mdm vpp users register nobody --account school`" in err
     registered = simulator.state.user_ids("Registered")[0]
     add_user(host, registered)
     code, out, err = mdm("apps", "install", ios_app, "--user", registered)  # not refused: it waits (test_install_notified.py)

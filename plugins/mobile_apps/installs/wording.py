@@ -105,7 +105,7 @@ def not_an_mdm_user(user: str) -> Said:
 
 
 def no_vpp_user(account: str, user: str) -> Said:
-    return Said(f"no VPP user in account '{account}': register it with `mdm vpp users register {user}`")
+    return Said(f"no VPP user in account '{account}': register it with `mdm vpp users register {user} --account {account}`")
 
 
 def invited(url: str) -> Said:
