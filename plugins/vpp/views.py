@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
-from mdm_core.errors import MdmError, describe
+from mdm_core.errors import MdmError, UsageError, describe
 from mdm_core.models import Device, MdmUser
 
 from .apple.protocol import apple_asset, apple_user, invitation_url
@@ -109,6 +109,19 @@ def with_labels(host: Host, read: Callable[[Any], T]) -> T:
     except SQLAlchemyError as exc:
         log.warning("asset names are not available (the mdm_vpp_asset_labels query failed): %s", describe(exc))
         return read(None)
+
+
+#: Apple's pricingParam values: standard quality and high quality.
+PRICING_PARAMS = ("STDQ", "PLUS")
+
+
+def pricing_param(value: str) -> str:
+    """A pricingParam as given (any case: ``stdq``) in Apple's spelling; another value is a
+    ``UsageError`` naming the two (it used to answer as an asset missing from the account)."""
+    pricing = value.strip().upper()
+    if pricing not in PRICING_PARAMS:
+        raise UsageError(f"unknown pricing '{value}': use {' or '.join(PRICING_PARAMS)} (any case)")
+    return pricing
 
 
 def asset_history_query(account_id: int | None, adam_id: str, pricing_param: str) -> Any:

@@ -136,6 +136,8 @@ def _account(host: Host, name: str) -> VppAccount:
 
 
 def _asset(host: Host, account: VppAccount, adam_id: str, pricing: str) -> VppAsset:
+    """The asset, its ``pricing`` in any case (an unknown one: 422; a missing asset: 404)."""
+    pricing = views.pricing_param(pricing)
     with host.db.session() as session:
         asset = session.get(VppAsset, (account.id, adam_id, pricing))
     if asset is None:
@@ -507,6 +509,7 @@ def page_router() -> APIRouter:
         host = host_of(request)
         account = _account(host, name)
         row = _asset(host, account, adam_id, pricing)
+        pricing = row.pricing_param  # as stored: "stdq" in the address shows the STDQ asset
         kind = "device" if tab == "device" else "user"
         with host.db.session() as session:
             licenses = keyset(session, views.licenses_query(account.id, adam_id, pricing, kind=kind), views.LICENSE_KEY, limit=PAGE_SIZE, cursor=after)
@@ -701,12 +704,13 @@ def api_router() -> APIRouter:
 
     @router.get("/assets/{adam_id}/history")
     def api_history(request: Request, adam_id: str, account: str, pricing: str = "STDQ", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
-        """The asset's counts at every sync that changed them, oldest first."""
+        """The asset's counts at every sync that changed them, oldest first; ``pricing``: STDQ
+        or PLUS, any case."""
         host = host_of(request)
         acc = _account(host, account)
-        _asset(host, acc, adam_id, pricing)
+        asset = _asset(host, acc, adam_id, pricing)
         with host.db.session() as session:
-            page = keyset(session, views.asset_history_query(acc.id, adam_id, pricing), [VppAssetCount.id], limit=limit, cursor=cursor)
+            page = keyset(session, views.asset_history_query(acc.id, adam_id, asset.pricing_param), [VppAssetCount.id], limit=limit, cursor=cursor)
         return {"items": [views.history_row(r) for (r,) in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/licenses")

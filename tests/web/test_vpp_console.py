@@ -416,6 +416,23 @@ def test_counts_are_recorded_at_each_sync_that_changes_them(school: Host, simula
     assert after[1]["availableCount"] == before[0]["availableCount"] + 1
 
 
+def test_an_asset_history_takes_its_pricing_in_any_case(school: Host, client: Any, admin: Any, simulator: Any) -> None:
+    """``pricing=stdq`` answered 404 "asset ... (stdq) is not in account": Apple's values are
+    STDQ and PLUS, and a value neither is now named as such."""
+    headers = token_for(school, "viewer")
+    adam, pricing = next(k for k in simulator.state.assets if k[1] == "STDQ")
+    history = f"/api/v1/vpp/assets/{adam}/history?account=school&pricing="
+    items = client.get(history + "STDQ", headers=headers).json()["items"]
+    assert items
+    for given in ("stdq", "Stdq", " STDQ"):
+        answer = client.get(history + given, headers=headers)
+        assert answer.status_code == 200 and answer.json()["items"] == items, given
+    answer = client.get(history + "gold", headers=headers)
+    assert answer.status_code == 422 and answer.json() == {"error": "unknown pricing 'gold': use STDQ or PLUS (any case)"}
+    page = admin.get(f"/vpp/accounts/school/assets/{adam}/stdq")  # the console's asset page (its chart: this history)
+    assert page.status_code == 200 and "pricing STDQ" in page.text
+
+
 def test_remove_needs_the_name_typed(school: Host, admin: Any) -> None:
     assert "Type the account name" in admin.get("/vpp/accounts/school/remove").text
     refused = admin.post("/vpp/accounts/school/remove", data={"confirm": "schol", "csrftoken": csrf(admin)})
