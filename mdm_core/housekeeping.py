@@ -91,17 +91,22 @@ def event_gone(event_id: Any) -> ColumnElement[bool]:
 
 def delete_in_chunks(db: Database, table: Table, key: Any, where: Sequence[ColumnElement[bool]], chunk: int) -> int:
     """Delete the rows of ``table`` matching ``where``, at most ``chunk`` per write transaction
-    (each one short, so that other writers wait little); returns how many were deleted."""
+    (each one short, so that other writers wait little); returns how many were deleted.
+
+    The DELETE checks ``where`` again: on PostgreSQL (READ COMMITTED) another transaction may
+    commit between it and the SELECT of the chunk's keys (an old alert's delivery queued again,
+    a command acknowledged), and a row that no longer matches stays. The rules in ``where`` are
+    the whole of them, evaluated by each statement (no set of rows to keep computed earlier)."""
 
     def one_chunk(session: Session) -> tuple[int, int]:
         keys = list(session.execute(select(key).where(*where).limit(chunk)).scalars())
         if not keys:
             return 0, 0
-        return len(keys), rowcount(session.execute(delete(table).where(key.in_(keys))))
+        return len(keys), rowcount(session.execute(delete(table).where(key.in_(keys), *where)))
 
     total = 0
     while True:
-        found, deleted = db.run_write(one_chunk)
+        found, deleted = db.run_write(one_chunk)  # a full chunk whose rows all stayed goes on: the next SELECT skips them
         total += deleted
         if found < chunk:
             return total

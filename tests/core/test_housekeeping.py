@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlmodel import SQLModel, col
 
@@ -318,3 +320,80 @@ def test_housekeeping_deletes_old_alerts_unless_a_delivery_or_a_redelivery_needs
     # the event a failed delivery keeps can be redelivered: its guard stays, or its alerts would be queued again
     assert ids(host, AlertsSeen.event_id) == {pinned.id, young.id}
     assert housekeeping(host, NOW) == NOTHING
+
+
+@contextmanager
+def committed_before_delete_from(host: Host, table: str, change: Callable[[dict[str, Any]], Any]) -> Iterator[list[str]]:
+    """Runs ``change(parameters)`` (its own transaction, committed) just before the first DELETE
+    from ``table``: what another process commits between a chunk's SELECT and its DELETE. Yields
+    the DELETEs it came before (one, once it has)."""
+    fired: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: dict[str, Any], *args: Any) -> None:
+        if not fired and statement.lstrip().startswith(f"DELETE FROM {table} "):
+            fired.append(statement)
+            change(parameters)
+
+    sa_event.listen(host.db.write_engine, "before_cursor_execute", before)
+    try:
+        yield fired
+    finally:
+        sa_event.remove(host.db.write_engine, "before_cursor_execute", before)
+
+
+def postgresql_only(database_url: str | None) -> None:
+    if database_url is None:
+        pytest.skip("SQLite: the chunk's write transaction holds the write lock (BEGIN IMMEDIATE), no other writer commits in it")
+
+
+def test_an_old_alert_whose_delivery_is_queued_again_while_it_is_pruned_stays(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """``mdm alerts retry`` committed between the prune's SELECT of old alerts and its DELETE: the
+    alert now has a pending delivery, and stays (with it) to be sent. A chunk of one: the chunk
+    that deleted nothing does not end the prune, the other old alert goes."""
+    from plugins.alerts.delivery import retry_failed
+    from plugins.alerts.models import AlertDelivery, AlertMessage
+
+    postgresql_only(database_url)
+    host = make_host(database_url=database_url, config="[core]\nhousekeeping_chunk = 1\n")
+    add(
+        host,
+        *(
+            AlertMessage(id=i, created_at=days_ago(100), kind="sync", subject="s", state="failing", severity="critical", title="t", text="x", action="a")
+            for i in (1, 2)
+        ),
+    )
+    add(host, *(AlertDelivery(message_id=i, channel="webhook:w0", status="failed", next_attempt_at=days_ago(99)) for i in (1, 2)))
+
+    retried: list[int] = []
+
+    def retry(parameters: dict[str, Any]) -> None:  # the alert the first chunk is about to delete
+        retried.extend(v for k, v in parameters.items() if k.startswith("id_"))
+        retry_failed(host, retried)
+
+    with committed_before_delete_from(host, "alerts_message", retry) as fired:
+        deleted = housekeeping(host, NOW)
+    assert fired and len(retried) == 1 and deleted["alerts_message"] == 1
+    assert ids(host, AlertMessage.id) == set(retried)
+    with host.db.session() as session:
+        assert list(session.execute(select(col(AlertDelivery.message_id), col(AlertDelivery.status)))) == [(retried[0], "pending")]
+
+
+def test_an_old_failed_install_acknowledged_while_it_is_pruned_stays(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """The device reports an old InstallApplication installed after all (error, then acknowledged)
+    between the prune's SELECT of finished commands and its DELETE: an acknowledged install is
+    kept whatever its age (what the device has installed), and it stays."""
+    from mdm_core.inventory import set_command_status
+
+    postgresql_only(database_url)
+    host = make_host(database_url=database_url)
+    install, settings = (
+        Command(device_serial="S1", request_type=t, status="error", created_at=days_ago(100), updated_at=days_ago(100))
+        for t in ("InstallApplication", "Settings")
+    )
+    add(host, install, settings)
+
+    with committed_before_delete_from(host, "core_command", lambda _: set_command_status(host, install.uuid, "acknowledged")) as fired:
+        deleted = housekeeping(host, NOW)
+    assert fired and deleted["core_command"] == 1
+    with host.db.session() as session:
+        assert list(session.execute(select(col(Command.uuid), col(Command.status)))) == [(install.uuid, "acknowledged")]
