@@ -29,18 +29,18 @@ if TYPE_CHECKING:
 def prune_sync_runs(host: Host, now: datetime, chunk: int) -> int:
     """Delete the finished sync runs started before the retention, account by account (the
     ``(account_id, started_at)`` index finds them), keeping each account's latest, latest ok
-    and latest full run; returns how many were deleted."""
+    and latest full run; returns how many were deleted. Which runs those are is asked by each
+    statement, not once before: a run may end, or a new one start, while the job deletes."""
     run = table_of(VppSyncRun)
     before = now - timedelta(days=settings(host).sync_run_retention_days)
-    latest = select(run.c.account_id, func.max(run.c.id)).group_by(run.c.account_id)
     with host.db.session() as session:
-        keep: dict[int, set[int]] = {}
-        for query in (latest, latest.where(run.c.status == "ok"), latest.where(run.c.mode == "full")):
-            for account_id, run_id in session.execute(query):
-                keep.setdefault(account_id, set()).add(run_id)
+        accounts = list(session.execute(select(run.c.account_id).where(run.c.started_at < before).distinct().order_by(run.c.account_id)).scalars())
     deleted = 0
-    for account_id, kept in sorted(keep.items()):
-        where = [run.c.account_id == account_id, run.c.started_at < before, run.c.status != "running", run.c.id.not_in(kept)]
+    for account_id in accounts:
+        # no row (not NULL) for an account without an ok or a full run: NOT IN (NULL) would keep every run
+        latest = select(func.max(run.c.id)).where(run.c.account_id == account_id).group_by(run.c.account_id)
+        kept = [run.c.id.not_in(q) for q in (latest, latest.where(run.c.status == "ok"), latest.where(run.c.mode == "full"))]
+        where = [run.c.account_id == account_id, run.c.started_at < before, run.c.status != "running", *kept]
         deleted += delete_in_chunks(host.db, run, run.c.id, where, chunk)
     return deleted
 
@@ -48,7 +48,8 @@ def prune_sync_runs(host: Host, now: datetime, chunk: int) -> int:
 def prune_asset_counts(host: Host, now: datetime, chunk: int) -> int:
     """Delete the counts recorded before the retention, asset by asset (the ``(account_id,
     adam_id, pricing_param, at)`` index finds them), keeping each asset's latest one recorded
-    before it; returns how many were deleted."""
+    before it; returns how many were deleted. That one cannot change while the job deletes:
+    counts are only added, recorded at the time they hold."""
     count = table_of(VppAssetCount)
     before = now - timedelta(days=settings(host).asset_count_retention_days)
     asset = (count.c.account_id, count.c.adam_id, count.c.pricing_param)

@@ -19,6 +19,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlmodel import SQLModel, col
 
+from mdm_core.db.typed import stored_id
 from mdm_core.host import Host
 from mdm_core.housekeeping import housekeeping
 from mdm_core.models import Command, JobRun, OutboxEvent, SubscriberFailure
@@ -192,6 +193,20 @@ def test_an_asset_history_keeps_its_last_year_and_the_counts_it_starts_from(scho
         # an asset unchanged for over a year keeps its latest counts: the chart's current point
         assert history(quiet, quiet_pricing) == [370]
     assert ids(school, VppAssetCount.id) >= synced  # the other assets' counts, recorded today, stay
+
+
+def test_an_account_that_never_synced_ok_nor_in_full_keeps_only_its_latest_run(school: Host) -> None:
+    """The runs to keep are asked by the DELETE itself: an account without an ok (or a full) run
+    has none of that kind to keep, and its other old runs still go."""
+    from plugins.vpp.views import get_account
+
+    with school.db.session() as session:
+        account_id = stored_id(get_account(session, "school"))
+    for d in (100, 99, 98):  # one at a time: ids in this order
+        add(school, VppSyncRun(account_id=account_id, trigger="schedule", mode="incremental", status="error", started_at=days_ago(d), finished_at=days_ago(d)))
+    latest = max(ids(school, VppSyncRun.id))
+    assert housekeeping(school, NOW)["vpp_sync_run"] == 2
+    assert ids(school, VppSyncRun.id) == {latest}
 
 
 def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], database_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
