@@ -581,14 +581,33 @@ def list_accounts(host: Host) -> list[Account]:
     decrypt says so (``token_state`` ``unreadable``) instead of showing its last known state,
     and one whose notifications Apple posts elsewhere than ``[web] public_url`` has
     ``notifications`` ``misdirected``."""
+    return describe_accounts(host, _all_accounts(host))
+
+
+def accounts_with_notices(host: Host) -> list[tuple[Account, str | None]]:
+    """Every account as :func:`list_accounts` describes it, but with its token's What to do
+    alone in ``action``, and what to do about its misdirected notifications apart (None when
+    they are fine): ``mdm status`` says each on its own line."""
+    return _described(host, _all_accounts(host))
+
+
+def _all_accounts(host: Host) -> list[VppAccount]:
     with host.db.session() as session:
-        accounts = list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
-    return describe_accounts(host, accounts)
+        return list(session.execute(select(VppAccount).order_by(VppAccount.name)).scalars())
 
 
 def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Account]:
     """``accounts`` as :func:`list_accounts` describes them (the command line, the console and
     the API alike): token readability and misdirected notifications included."""
+    rows = []
+    for row, notice in _described(host, accounts):
+        row["action"] = account_action(row["action"], notice)
+        rows.append(row)
+    return rows
+
+
+def _described(host: Host, accounts: Iterable[VppAccount]) -> list[tuple[Account, str | None]]:
+    """Each account described with its token's action, and its notifications' (or None)."""
     from .notifications import configure
 
     readable = token_readability(host)
@@ -598,8 +617,7 @@ def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Accoun
         notice = configure.misdirected(host, account)
         if notice:
             row["notifications"] = "misdirected"
-        row["action"] = account_action(row["action"], notice)
-        rows.append(row)
+        rows.append((row, notice))
     return rows
 
 

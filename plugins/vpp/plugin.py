@@ -119,11 +119,11 @@ def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]]:
 @hookimpl
 def mdm_status_attention(host: Host) -> dict[str, list[str]]:
     """Accounts whose token stopped working (problems: ``mdm status`` exits 1) or expires
-    within 30 days (warnings)."""
-    from plugins.vpp.accounts import list_accounts
+    within 30 days (warnings), and whose notifications Apple posts elsewhere (warnings)."""
+    from plugins.vpp.accounts import accounts_with_notices
     from plugins.vpp.token_state import attention
 
-    return attention(list_accounts(host))
+    return attention(accounts_with_notices(host))
 
 
 @hookimpl

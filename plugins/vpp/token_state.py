@@ -117,18 +117,23 @@ def describe(state: str, expires_at: datetime, detail: str | None = None, now: d
     return state
 
 
-def attention(accounts: Iterable[Account]) -> dict[str, list[str]]:
-    """``mdm status``'s lines about the accounts' tokens: a problem for each one that stopped
-    syncing until the admin acts (a blocking state, or ``unreadable`` with this host's key), a
-    warning for each one expiring within 30 days (it still works: the exit code is unchanged)."""
+def attention(accounts: Iterable[tuple[Account, str | None]]) -> dict[str, list[str]]:
+    """``mdm status``'s lines about the accounts (``accounts.accounts_with_notices``): a problem
+    for each token that stopped syncing until the admin acts (a blocking state, or
+    ``unreadable`` with this host's key), a warning for each one expiring within 30 days (it
+    still works: the exit code is unchanged), each with its token's What to do alone; and a
+    warning for each account whose notifications Apple posts elsewhere, with theirs (it still
+    syncs on its interval). Each advice is said once, on its own line."""
     found: dict[str, list[str]] = {"problems": [], "warnings": []}
-    for account in accounts:
+    for account, notice in accounts:
         state = account["token_state"]
         line = f"VPP account '{account['name']}': token {account['token_status']}"
         if state in (*BLOCKING, "unreadable"):
             found["problems"].append(f"{line}, the account cannot sync: {account['action']}")
         elif state.startswith("expiring"):
             found["warnings"].append(f"{line} (on {account['tokenExpirationDate'][:10]}): {account['action']}")
+        if notice:
+            found["warnings"].append(f"VPP account '{account['name']}': {notice}")
     return found
 
 

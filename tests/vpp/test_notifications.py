@@ -191,6 +191,35 @@ def test_a_token_to_renew_and_misdirected_notifications_are_both_said(notified: 
     assert code == 0 and json.loads(out)[0]["action"] == said, out + err
 
 
+def test_mdm_status_says_the_token_and_the_notifications_each_on_its_own_line(notified: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    """``mdm status``'s token line ended with the notifications' advice when both needed the
+    admin (the account's whole What to do), and said nothing of misdirected notifications
+    when the token was fine. Each line now says its own advice, once."""
+    import argparse
+    from datetime import timedelta
+
+    from mdm_core.cli import cmd_status
+    from mdm_core.models import utcnow
+
+    def warnings() -> list[str]:
+        assert cmd_status(notified, argparse.Namespace(json=False)) == 0  # warnings: the exit code is unchanged
+        return [line.removeprefix("warning: ") for line in capsys.readouterr().out.splitlines() if line.startswith("warning: ")]
+
+    old_url = account_row(notified).notification_url
+    notified.config.section("web", WebSettings).public_url = "https://mdm.example.org"
+    notice = f"Apple posts its notifications to {old_url}, not to [web] public_url https://mdm.example.org: "
+    notice += "run mdm vpp account set school --notifications on (or off)"
+    assert warnings() == [f"VPP account 'school': {notice}"]  # was: nothing
+    notified.db.run_write(lambda session: session.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(days=10), token_state="expiring_14")))
+    expires = account_row(notified).token_expires_at.date().isoformat()
+    token = f"VPP account 'school': token expiring in 10 days (on {expires}): "
+    token += "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+    assert warnings() == [token, f"VPP account 'school': {notice}"]  # the token's line ended with the notice too
+    notified.config.section("web", WebSettings).public_url = None
+    [said] = [line for line in warnings() if "notifications" in line]
+    assert said.endswith("but [web] public_url is not set: set it again, or run mdm vpp account set school --notifications off")
+
+
 @contextmanager
 def _console(host: Host, role: str = "admin") -> Iterator[Any]:
     """A console client logged in with ``role``."""
