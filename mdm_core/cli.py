@@ -340,7 +340,7 @@ def _main(argv: list[str]) -> int:
         return _exit_code(exc)
     except KeyboardInterrupt as exc:
         name = getattr(exc, "args", None) and exc.args[0] or "SIGINT"
-        print(f"mdm: interrupted ({name}): what was being written was rolled back", file=sys.stderr)
+        print(f"mdm: interrupted ({name}): {interrupts.stopped(exc)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `mdm ... | head`
         sys.stderr.close()

@@ -33,6 +33,22 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
 
+#: What the interruption line says by default (``mdm: interrupted (SIGINT): ...``).
+ROLLED_BACK = "what was being written was rolled back"
+
+
+def note(exc: BaseException, what: str) -> None:
+    """Say what the interruption ``exc`` stopped (the line ``mdm`` prints for it); the first
+    note, that of the innermost code, stays."""
+    if getattr(exc, "what", None) is None:
+        exc.what = what  # type: ignore[attr-defined]
+
+
+def stopped(exc: BaseException) -> str:
+    """What the interruption ``exc`` stopped: its :func:`note`, else :data:`ROLLED_BACK`."""
+    return getattr(exc, "what", None) or ROLLED_BACK
+
+
 def _on_signal(signum: int, _frame: Any) -> None:
     global _pending
     if _depth:

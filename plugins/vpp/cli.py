@@ -285,22 +285,31 @@ def _sync(host: Host, args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from plugins.vpp.sync import progress
+    from plugins.vpp.sync.run import finished_before
 
     started = time.monotonic()
     show = sys.stderr.isatty() if args.progress is None else args.progress
     listen = progress.listening(progress.every(PROGRESS_EVERY, lambda line: print(line, file=sys.stderr, flush=True))) if show else nullcontext()
-    with listen:
-        reports = host.pm.hook.mdm_vpp_sync(host=host, account=args.name, full=args.full, trigger="manual", wait=args.wait)
+    try:
+        with listen:
+            reports = host.pm.hook.mdm_vpp_sync(host=host, account=args.name, full=args.full, trigger="manual", wait=args.wait)
+    except KeyboardInterrupt as exc:  # the syncs that finished, then (mdm_core.cli) the interrupted one's line
+        _show_reports(args, finished_before(exc))
+        raise
     if len(reports) == 1:  # the time this command took, as the admin waited for it
         reports[0]["duration_s"] = round(time.monotonic() - started, 3)
+    if not reports and not args.json:
+        print("no VPP accounts: add one with `mdm vpp account add`")
+    _show_reports(args, reports)
+    return 0 if all(r["status"] == "ok" for r in reports) else 1
+
+
+def _show_reports(args: argparse.Namespace, reports: list[Any]) -> None:
     if args.json:
         print_json(reports)
-    elif not reports:
-        print("no VPP accounts: add one with `mdm vpp account add`")
-    else:
-        for report in reports:
-            (say if report["status"] == "ok" else print)(format_report(report))
-    return 0 if all(r["status"] == "ok" for r in reports) else 1
+        return
+    for report in reports:
+        (say if report["status"] == "ok" else print)(format_report(report))
 
 
 def _runs(host: Host, args: argparse.Namespace) -> int:

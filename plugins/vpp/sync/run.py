@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 from sqlmodel import Session, col
 
+from mdm_core import interrupts
 from mdm_core.collector import fewer_collections
 from mdm_core.db.errors import database_error, is_database_error
 from mdm_core.db.typed import stored_id, table_of
@@ -66,15 +67,25 @@ def sync_accounts(host: Host, account: str | None, *, full: bool = False, trigge
             names = [get_account(session, account).name]
         else:
             names = list(session.execute(select(col(VppAccount.name)).order_by(col(VppAccount.name))).scalars())
-    reports = []
-    for name in names:
+    reports: list[SyncReport] = []
+    for place, name in enumerate(names):
         try:
             reports.append(sync_account(host, name, full=full, trigger=trigger, wait=wait))
         except MdmError as exc:  # removed meanwhile: the other accounts still sync
             if account is not None:
                 raise
             reports.append({"account": name, "trigger": trigger, "mode": None, "status": "skipped", "error": str(exc), "error_type": type(exc).__name__})
+        except KeyboardInterrupt as exc:  # the syncs that finished go with it: the caller shows them
+            exc.vpp_reports = reports  # type: ignore[attr-defined]
+            if names[place + 1 :]:
+                exc.what = f"{interrupts.stopped(exc)}; not started: {', '.join(names[place + 1 :])}"  # type: ignore[attr-defined]
+            raise
     return reports
+
+
+def finished_before(exc: BaseException) -> list[SyncReport]:
+    """The reports of the syncs that finished before the interruption ``exc`` (:func:`sync_accounts`)."""
+    return list(getattr(exc, "vpp_reports", []))
 
 
 def sync_account(host: Host, name: str, *, full: bool = False, trigger: str = "manual", wait: float | None = None) -> SyncReport:
@@ -111,7 +122,11 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
         seen = SCHEDULED_AFTER.get() if trigger == "schedule" else None
         if seen is not None and account.last_sync_at != seen[0]:  # another host synced it since it fell due
             return _not_run(name, trigger, "skipped", f"already synced at {format_time(account.last_sync_at)} (by another host)")
-        report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
+        try:
+            report = _locked_sync(host, account, full, trigger, lock, s.full_reconcile_interval)
+        except KeyboardInterrupt as exc:
+            interrupts.note(exc, f"the sync of {name} stopped: what it was writing was rolled back (`mdm vpp runs` shows it interrupted)")
+            raise
     finally:
         _release(lock)
     host.deliver_events()
