@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler, JobState
 
-LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_error"]
+LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_result"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     jobs = sub.add_parser(
         "jobs",
         help="list scheduled jobs and their next runs; `mdm jobs run` runs some now",
-        description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, last finish and last error. "
+        description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, when its last run finished and its result "
+        "(ok, or failed: why), by whichever process ran it. "
         "`mdm jobs run` runs jobs now, for a host run from cron.",
     )
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -69,10 +70,17 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 "every_seconds": state.seconds,
                 "next_run": scheduler.next_run(name),
                 "last_finished_at": last.last_finished_at if last else None,
+                "last_result": last_result(last.last_error) if last and last.last_finished_at else None,
                 "last_error": last.last_error if last else None,
             }
         )
     return print_rows(rows, args.json, LIST_COLUMNS, empty="no jobs")
+
+
+def last_result(error: str | None) -> str:
+    """A recorded run's result as ``mdm jobs`` shows it: ``ok``, or ``failed: ERROR`` (one line),
+    as ``mdm jobs run`` says it."""
+    return f"failed: {one_line(error)}" if error else "ok"
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:

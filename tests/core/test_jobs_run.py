@@ -71,6 +71,7 @@ def test_named_job_runs_now_and_mdm_jobs_shows_the_run(mdm, write_plugin):
     assert abs(finished - datetime.now(UTC)) < timedelta(seconds=5) and rows["demo.ok"]["last_error"] is None
     assert datetime.fromisoformat(rows["demo.ok"]["next_run"]) > datetime.now(UTC) + timedelta(seconds=50)  # one interval on
     assert rows["demo.boom"]["last_finished_at"] is None
+    assert (rows["demo.ok"]["last_result"], rows["demo.boom"]["last_result"]) == ("ok", None)  # never run: no result
     history = _history(mdm)
     assert history["demo.ok"].runs == 1 and history["demo.ok"].failures == 0 and set(history) == {"demo.ok"}
 
@@ -87,8 +88,13 @@ def test_failing_job_is_one_line_exit_1_and_recorded_as_a_failure(mdm, write_plu
     history = _history(mdm)
     assert (history["demo.boom"].runs, history["demo.boom"].failures) == (1, 1)
     assert history["demo.boom"].last_error == "ValueError: feed unreachable retry later"
-    code, out, _ = mdm("jobs")
-    assert "ValueError: feed unreachable retry later" in next(line for line in out.splitlines() if line.startswith("demo.boom"))
+    code, out, _ = mdm("jobs")  # each job's last result, as the run said it: the list read it from the job history
+    header, *lines = out.splitlines()
+    assert header.split()[-2:] == ["last_finished_at", "last_result"]
+    said = {line.split()[0]: line[header.index("last_result") :].rstrip() for line in lines}
+    assert said["demo.boom"] == "failed: ValueError: feed unreachable retry later" and said["demo.ok"] == "ok"
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    assert rows["demo.boom"]["last_result"] == "failed: ValueError: feed unreachable retry later" and rows["demo.ok"]["last_result"] == "ok"
     code, out, _ = mdm("-q", "jobs", "run", "demo.boom", "demo.ok")  # from cron: only the failure is printed
     assert code == 1 and len(out.splitlines()) == 1 and out.startswith("demo.boom: failed")
     assert (_history(mdm)["demo.boom"].runs, _history(mdm)["demo.boom"].failures) == (2, 2)
