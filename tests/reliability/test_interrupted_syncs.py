@@ -19,7 +19,8 @@ from plugins.vpp.sync.run import recent_runs
 from plugins.vpp.testing import add_simulated_account
 
 from . import test_integrity
-from .test_integrity import HeldPage, _configure_children
+from .conftest import mirror_dump
+from .test_integrity import HeldPage, _account_id, _configure_children
 
 database_url, synced_on = test_integrity.database_url, test_integrity.synced_on  # its fixtures
 
@@ -60,3 +61,29 @@ def test_an_interrupted_sync_of_every_account_still_shows_the_syncs_that_finishe
     ), err
     latest = {run["account"]: run["status"] for run in reversed(recent_runs(synced_on))}
     assert latest == {"district": "ok", "school": "interrupted"}
+
+
+def test_an_interrupted_wait_for_a_running_sync_says_nothing_was_written(synced_on: Host, project_dir: Path, database_url: str) -> None:
+    """`mdm vpp sync school --wait 60` interrupted while another process held the account's
+    lock said "what was being written was rolled back": nothing was. It now says it stopped
+    while waiting, and writes nothing (no run, the mirror unchanged)."""
+    before, runs_before = mirror_dump(synced_on), recent_runs(synced_on)
+    other = synced_on.lock(f"vpp.sync.{_account_id(synced_on)}")  # another process's running sync
+    other.acquire()
+    child = _mdm(project_dir, database_url, "-v", "vpp", "sync", "school", "--wait", "60")
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:  # -v: the line it logs once it waits
+            if "account school: waiting up to 60s for the running sync" in line:
+                break
+        else:
+            raise AssertionError("the sync never said it waits")
+        child.send_signal(signal.SIGINT)
+        out, rest = child.communicate(timeout=30)
+    finally:
+        other.release()
+    assert child.returncode == 130, (out, rest)
+    assert rest.strip().splitlines()[-1] == (
+        "mdm: interrupted (SIGINT): stopped while waiting for the running sync of school: nothing was written by this command"
+    ), rest
+    assert recent_runs(synced_on) == runs_before and mirror_dump(synced_on) == before

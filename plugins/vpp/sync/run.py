@@ -107,11 +107,18 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
     if trigger == "schedule" and account.paused:
         return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
     lock = account_lock(host, account.id)
+    wait = s.lock_wait if wait is None else wait
     try:
-        lock.acquire(wait=s.lock_wait if wait is None else wait)
+        if not lock.try_acquire():
+            if wait > 0 and lock.busy is not None:
+                log.info("account %s: waiting up to %gs for the running sync (%s)", name, wait, lock.busy.describe())
+            lock.acquire(wait=wait)
     except LockBusy as exc:
         detail = exc.info.describe() if exc.info else "another process holds its lock"
         return _not_run(name, trigger, "already running", f"a sync of {name} is already running ({detail})")
+    except KeyboardInterrupt as exc:
+        interrupts.note(exc, f"stopped while waiting for the running sync of {name}: nothing was written by this command")
+        raise
     try:
         # read the account again under the lock: a sync we waited for may have stored new
         # versionIds, paused the account, or the account may have been removed meanwhile
