@@ -26,6 +26,15 @@ from .wording import with_error_reworded
 
 log = logging.getLogger(__name__)
 
+#: The command line's advice in the core's errors as the console and the API say it (cli, console, api)
+WORDING = [
+    (
+        r"\(see `mdm events failures`\)",
+        "(Failed deliveries on the Events page lists those left)",
+        "(GET /api/v1/events/failures lists those left)",
+    )
+]
+
 
 def register(web: WebRegistry) -> None:
     """Add the core's routes and navigation to the registry."""
@@ -41,6 +50,7 @@ def register(web: WebRegistry) -> None:
     from .wording import CORE
 
     token_routes.register(web)
+    web.add_wordings(WORDING)
 
     for cli, console in CORE:
         web.add_wording(cli, console)
@@ -166,7 +176,7 @@ def page_router() -> APIRouter:
 
     @router.post("/events/failures/{failure_id}/redeliver")
     def redeliver(request: Request, failure_id: int = row_id()) -> Response:
-        error = redeliver_failure(host_of(request), failure_id, console=True)
+        error = redeliver_failure(host_of(request), failure_id)
         if error:
             return redirect(request, "/events", f"delivered again, and it failed again: {error}", "error")
         return redirect(request, "/events", "delivered again: the subscriber accepted the event")
@@ -218,17 +228,15 @@ def api_router() -> APIRouter:
     return router
 
 
-def redeliver_failure(host: Any, failure_id: int, *, console: bool = False) -> str | None:
+def redeliver_failure(host: Any, failure_id: int) -> str | None:
     """Deliver a failed event again (``None``: accepted, else the new error); a failure that
-    is gone (delivered again meanwhile) is a 404, in the console's words for the console (the
-    API's are the CLI's)."""
+    is gone (delivered again meanwhile) is a 404, in the words of the surface (:data:`WORDING`)."""
     from mdm_core.errors import MdmError
 
     try:
         return host.events.redeliver(failure_id)
     except MdmError as exc:
-        gone = f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone: Failed deliveries on the Events page lists those left"
-        raise WebError(404, gone if console and str(exc).startswith("no failed delivery") else str(exc)) from None
+        raise WebError(404, str(exc)) from None
 
 
 def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
