@@ -23,6 +23,7 @@ from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install
 from ..payloads import InstallQueuedPayload
 from ..settings import settings
+from .wording import BUY_OR_RECLAIM, STALE_COUNTS
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -104,7 +105,8 @@ def apple_reason(failure: Mapping[str, Any]) -> str:
     hints: dict[Any, str] = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
     message = failure.get("errorMessage") or hints.get(number, "failed")
     hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
-    return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued"
+    advice = BUY_OR_RECLAIM + STALE_COUNTS if number == 9709 else ""  # the mirror counted licenses Apple no longer had
+    return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued" + advice
 
 
 #: Every status an install can have (``mdm apps installs --status``).

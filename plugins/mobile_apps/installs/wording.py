@@ -9,6 +9,7 @@ added by the plugin's ``web.register``; a line's ``next`` links the console to w
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from mdm_core.errors import MdmError
@@ -18,6 +19,10 @@ API_INSTALLS = "GET /api/v1/apps/installs"
 CHOOSE_USER = "choose a user in the install form"
 BUY_MORE = "buy more in Apple Business Manager or Apple School Manager, or take licenses back with"
 ASKS_AGAIN = r"not licensed yet: \1; this host asks Apple again by itself:"
+#: The advice when licenses run out, whether this host refused (its counts) or Apple did (9709)
+BUY_OR_RECLAIM = " (buy more, or reclaim with `mdm apps reclaim`)"
+#: Apple refused for want of licenses the mirror counted as available: its counts are as of the last sync
+STALE_COUNTS = "; `mdm vpp assets` shows the counts as of the last sync: `mdm vpp sync` refreshes them"
 REGISTERS = r"not registered as a VPP user in account '\1', so Apple cannot license it to them: an administrator of the host registers it, then install again"
 
 #: The command line's advice in these lines (regular expressions) as the console and the API
@@ -34,7 +39,7 @@ WORDING = [
         '(Apple licenses it to users only): give "users" instead',
     ),
     (
-        r" \(buy more, or reclaim with `mdm apps reclaim`\)",
+        re.escape(BUY_OR_RECLAIM),
         f": {BUY_MORE} Reclaim licenses on the app's page",
         f": {BUY_MORE} POST /api/v1/apps/{{app}}/reclaim",
     ),
@@ -42,6 +47,11 @@ WORDING = [
         r"not an MDM user: add it with `mdm users add [^`]*`",
         "not an MDM user of this host: Users lists those who are (an administrator of the host adds users)",
         "not an MDM user of this host: GET /api/v1/users lists those who are (an administrator of the host adds users)",
+    ),
+    (
+        re.escape(STALE_COUNTS),
+        "; the app's counts are as of the last synchronization: synchronize the VPP account to refresh them",
+        "; GET /api/v1/vpp/assets shows the counts as of the last sync: POST /api/v1/vpp/accounts/{name}/sync refreshes them",
     ),
     (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
     (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
@@ -97,7 +107,7 @@ def users_only(label: str) -> Said:
 
 def not_enough_licenses(available: int, account: str, needed: int | None = None) -> Said:
     facts = f"not enough licenses: {available} available in account '{account}'" + (f", {needed} needed" if needed is not None else "")
-    return Said(f"{facts} (buy more, or reclaim with `mdm apps reclaim`)")
+    return Said(facts + BUY_OR_RECLAIM)
 
 
 def not_an_mdm_user(user: str) -> Said:
