@@ -231,6 +231,17 @@ def pg_url(pg_database: str) -> str:
     return pg_database
 
 
+def database_param(request: pytest.FixtureRequest, project_dir: Path, kind: str | None = None) -> str:
+    """The URL of the database a test runs on: ``sqlite`` (a file of the project) or
+    ``postgresql`` (this session's, skipped without MDM_TEST_POSTGRES_URL); ``kind`` defaults
+    to the fixture's parameter."""
+    if (kind or request.param) == "sqlite":
+        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+    if not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, project_dir: Path) -> Iterator[str | None]:
     """Each test on the project's SQLite file (None) and on an empty PostgreSQL database;

@@ -21,7 +21,7 @@ from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
 from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
 
-from ..conftest import count_figure  # noqa: F401 - the tests count their figures through here
+from ..conftest import count_figure, database_param  # noqa: F401 - the tests import them from here
 
 #: Small retry bounds: a persistent fault fails in a few seconds, a single one is absorbed.
 RELIABLE_CONFIG = """
@@ -142,19 +142,6 @@ class RequestCounter:
 
 
 # ---------------------------------------------------------------------- an unwritable database
-
-
-def database_param(request: pytest.FixtureRequest, project_dir: Path, kind: str | None = None) -> str:
-    """The URL of the database a test runs on: ``sqlite`` (a file of the project) or
-    ``postgresql`` (this session's, skipped without MDM_TEST_POSTGRES_URL); ``kind`` defaults
-    to the fixture's parameter."""
-    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-
-    if (kind or request.param) == "sqlite":
-        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    return str(request.getfixturevalue("pg_url"))
 
 
 def make_read_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,17 +37,13 @@ from plugins.vpp.sync.run import recent_runs, sync_account
 from plugins.vpp.testing import apple_state, mirror_state
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-from .conftest import apple_changes, assert_converged, count_figure, mirror_dump, runs, stage_rows
+from .conftest import apple_changes, assert_converged, count_figure, database_param, mirror_dump, runs, stage_rows
 from .test_crash import CRASH_CONFIG, ROOT
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    return str(request.getfixturevalue("pg_url"))
+    return database_param(request, project_dir)
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from mdm_core.testing import EventRecorder as Recorder
 from mdm_core.testing import MdmRunner
 from plugins.vpp.sync.run import sync_account
 
-from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-from .conftest import RELIABLE_CONFIG, count_figure, mirror_dump, stage_rows
+from .conftest import RELIABLE_CONFIG, count_figure, database_param, mirror_dump, stage_rows
 
 LONG_ID = "1" * 100_000
 
@@ -40,11 +39,7 @@ POISONS = {
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    return str(request.getfixturevalue("pg_url"))
+    return database_param(request, project_dir)
 
 
 @pytest.fixture

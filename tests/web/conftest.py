@@ -117,13 +117,9 @@ def token_for(host: Host, role: str) -> dict[str, str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
     """An empty database shared by the processes of a test: an SQLite file, or PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
+    from ..conftest import database_param
 
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    return str(request.getfixturevalue("pg_url"))
+    return database_param(request, project_dir)
 
 
 class MdmRun:

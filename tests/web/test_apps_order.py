@@ -17,19 +17,8 @@ from mdm_core.testing import MdmRunner
 from .conftest import WEB_CONFIG, token_for
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, project_dir: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
-    from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
-
-    if not PG_ADMIN_URL:
-        pytest.skip(PG_SKIP_REASON)
-    return str(request.getfixturevalue("pg_url"))
-
-
 def test_the_api_and_the_command_line_list_apps_in_one_order(
-    make_host: Callable[..., Host], database: str, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    make_host: Callable[..., Host], database_url: str, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -38,12 +27,12 @@ def test_the_api_and_the_command_line_list_apps_in_one_order(
     from plugins.vpp.accounts import add_account
     from plugins.vpp.sync.run import sync_account
 
-    host = make_host(config=WEB_CONFIG, database_url=database)
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
     add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
     assert sync_account(host, "school")["status"] == "ok"
     host.deliver_events()
     refresh_metadata(host)  # names (a manual sync may have looked them up already)
-    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database})
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url})
     code, out, err = mdm("apps", "list", "--json")
     assert code == 0, err
     listed = json.loads(out)
