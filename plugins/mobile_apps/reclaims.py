@@ -352,7 +352,11 @@ def _reclaim_held(host: Host, event: Event, reason: str, revokes: list[tuple[str
 
 
 def removal_summary(host: Host, kind: str, target: str) -> str | None:
-    """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``."""
+    """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``.
+
+    Whichever process delivers the removal's event records its reclaims: until it has (another
+    process took the event first, ``mdm run``), the licenses the mirror holds are counted as
+    being reclaimed by it, and so are reclaims it recorded but has not tried yet."""
     with host.db.session() as session:
         latest = (
             session.execute(
@@ -363,9 +367,9 @@ def removal_summary(host: Host, kind: str, target: str) -> str | None:
             .scalars()
             .first()
         )
-        if latest is None:
-            return None
-        rows = list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
+        rows = [] if latest is None else list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
+    if latest is None:
+        return _not_recorded_yet(host, kind, target)
     licenses = [r for r in rows if r.adam_id != ALL]
     revokes = [r for r in rows if r.adam_id == ALL]
     count = {status: sum(1 for r in licenses if r.status == status) for status in ("done", "pending", "failed", "irrevocable")}
@@ -374,9 +378,25 @@ def removal_summary(host: Host, kind: str, target: str) -> str | None:
         text += f", {count['failed']} refused by Apple"
     if count["irrevocable"]:
         text += f", {count['irrevocable']} irrevocable (kept)"
-    if any(r.status == "pending" for r in revokes):
+    if any(r.status == "pending" and not r.attempts for r in revokes):
+        text += f" ({ELSEWHERE})"
+    elif any(r.status == "pending" for r in revokes):
         text += " (Apple could not be reached: the mobile_apps.reclaim job retries; see `mdm apps reclaims`)"
     return text
+
+
+#: Reclaims of a removal another process delivers (it took the removal's event first)
+ELSEWHERE = "being reclaimed by the process delivering the removal (`mdm run`): see `mdm apps reclaims`"
+
+
+def _not_recorded_yet(host: Host, kind: str, target: str) -> str | None:
+    """The summary of a removal whose reclaims are not recorded yet: the licenses the mirror
+    holds, which the process delivering the removal reclaims (None without a VPP account)."""
+    port = VppPort(host)
+    if not port.accounts():
+        return None
+    held = port.licenses(**({"serial_number": target} if kind == "device" else {"client_user_id": target}))
+    return f"VPP licenses: {len(held)} held, {ELSEWHERE}"
 
 
 def removed_targets(host: Host) -> dict[str, set[str]]:

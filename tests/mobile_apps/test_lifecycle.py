@@ -99,6 +99,25 @@ def test_removing_a_device_while_apple_fails_returns_at_once_with_pending_reclai
     assert out.strip() == f"removed {serial}: VPP licenses: 0 reclaimed, 0 pending{kept}"
 
 
+def test_the_removal_summary_does_not_depend_on_who_delivers_the_removal(host, simulator, mdm, monkeypatch):
+    """With `mdm run` up, it may take the removal's event before the command: the command
+    printed `removed SERIAL` alone. It now says what the process delivering it does."""
+    from mdm_core.host import Host
+
+    serial = next(t[3] for t in simulator.snapshot()["assignments"] if t[2] == "serialNumber")
+    held = sum(1 for t in simulator.snapshot()["assignments"] if t[3] == serial)
+    add_device(host, serial, "iOS")
+    deliver = Host.deliver_events
+    monkeypatch.setattr(Host, "deliver_events", lambda self: 0)  # another process took the event: none left for the command
+    code, out, err = mdm("devices", "remove", serial)
+    assert (code, out.strip()) == (
+        0,
+        f"removed {serial}: VPP licenses: {held} held, being reclaimed by the process delivering the removal (`mdm run`): see `mdm apps reclaims`",
+    ), err
+    assert deliver(host) >= 1  # that process delivers it: the licenses go back
+    assert not [t for t in simulator.snapshot()["assignments"] if t[3] == serial and simulator.state.assets[(t[0], t[1])].revocable]
+
+
 def test_a_removed_user_is_reclaimed_then_retired_at_apple(host, simulator, mdm):
     snapshot = simulator.snapshot()
     user = next(
