@@ -262,6 +262,7 @@ class Host:
             on_finish=self._record_job,
             history=self._job_last_started,
             guard=lambda state: running_alone(self.db, state.name),  # once across hosts and processes
+            plans_depend_on=self._live_hosts,  # a host gone or come: its share moves, planned again
         )
         call_hook(self.pm, "mdm_register_jobs", scheduler=scheduler, host=self)
         housekeeping.register(scheduler, self)
@@ -269,6 +270,13 @@ class Host:
             self._scheduler.shutdown(wait=True)
         self._scheduler = scheduler
         return scheduler
+
+    def _live_hosts(self) -> tuple[str, ...] | None:
+        """The live hosts of this database once this process has joined them (``mdm run``):
+        who owns which account, so when each host plans its sync; ``None`` before."""
+        if self.cluster.holder is None:
+            return None
+        return tuple(self.cluster.members())
 
     def _job_last_started(self, name: str) -> Any:
         """When job ``name`` last started on this database (by any process), or ``None``."""

@@ -16,7 +16,10 @@ jobs after it in that tick do not run) and runs jobs serially. Here every job ru
 wrapper that hands it to a bounded worker pool, logs and records a failure, keeps the job on
 its schedule, and never starts a job again while its previous run is still going. With a
 ``guard`` (the host's: a database lock per job name), a job already running in another
-process or on another host is skipped for this turn rather than run twice at once.
+process or on another host is skipped for this turn rather than run twice at once. With a
+``plans_depend_on`` (the host's: the live hosts of its database, whose shares decide who runs
+which account first), every job is planned again as soon as that changes: a host that sees
+another one gone runs its share when ``mdm jobs`` says, not at the plan it made before.
 ``run_now`` and ``run_due`` run jobs through that same wrapper for ``mdm jobs run`` (a host
 run from cron), which tells their failures itself.
 """
@@ -181,6 +184,7 @@ class HostScheduler:
         on_finish: Callable[[JobState, BaseException | None], None] | None = None,
         history: Callable[[str], _dt.datetime | None] | None = None,
         guard: Guard | None = None,
+        plans_depend_on: Callable[[], object] | None = None,
     ):
         self.scheduler = _UtcScheduler()
         self.jobs: dict[str, JobState] = {}
@@ -188,6 +192,8 @@ class HostScheduler:
         self.on_finish = on_finish
         self.history = history
         self.guard = guard
+        self.plans_depend_on = plans_depend_on
+        self._plans_made_with: object = None
 
     def add(self, name: str, seconds: float, func: Callable[[], Any], *, plugin: str, last_done: LastDone | None = None, local: bool = False) -> JobState:
         """Run ``func`` every ``seconds``.
@@ -251,8 +257,30 @@ class HostScheduler:
             self.retime(name, seconds)
 
     def run_pending(self) -> None:
-        """Start every due job (each in the pool, or inline when built with ``inline=True``)."""
+        """Start every due job (each in the pool, or inline when built with ``inline=True``),
+        after planning them all again if what their plans depend on changed (:meth:`replan`)."""
+        self._replan_if_changed()
         self.scheduler.run_pending()
+
+    def _replan_if_changed(self) -> None:
+        if self.plans_depend_on is None:
+            return
+        try:
+            basis = self.plans_depend_on()
+        except Exception as exc:  # (a database read failed) the plans stand; next turn (its planners log the outage)
+            log.debug("cannot tell whether the jobs' plans changed: %s", describe(exc))
+            return
+        if basis != self._plans_made_with:
+            if self._plans_made_with is not None:
+                self.replan()
+            self._plans_made_with = basis
+
+    def replan(self) -> None:
+        """Plan every job again now (those running or made due on purpose keep theirs)."""
+        for state in self.jobs.values():
+            if state.job.forced or (state.running is not None and not state.running.done()):
+                continue
+            state.job.next_run = state.job._plan()
 
     def make_due(self, name: str) -> None:
         """Let the job run at the next ``run_pending`` (tests, and `run now` commands)."""

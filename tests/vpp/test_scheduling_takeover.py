@@ -1,0 +1,135 @@
+"""Several hosts share the accounts: when an account's owner disappears, the surviving host syncs
+it when ``mdm jobs`` says, not at the later plan it made while the owner was alive (on a clock
+the test controls)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import update
+from sqlmodel import col
+
+from mdm_core.cluster import HOST_TTL, Cluster
+from mdm_core.host import Host
+from mdm_core.testing import EventRecorder, MdmRunner
+from plugins.vpp.models import VppAccount
+from plugins.vpp.sync.run import recent_runs
+from tests.conftest import PG_ADMIN_URL, PG_SKIP_REASON
+
+from .conftest import FAST_CONFIG
+
+INTERVAL = 120  # the non-owner waits a grace of 60 s past the due time
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return request.getfixturevalue("pg_url") if request.param == "postgres" else None
+
+
+@pytest.fixture
+def host(make_host: Callable[..., Host], recorder: EventRecorder, db_url: str | None) -> Host:
+    """The surviving host, on SQLite and on PostgreSQL."""
+    import plugins.vpp.plugin
+
+    return make_host(plugins=[plugins.vpp.plugin, recorder], config=FAST_CONFIG, database_url=db_url)
+
+
+@pytest.fixture
+def cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], db_url: str | None) -> MdmRunner:
+    """``mdm`` on the host's database."""
+    environ = {"MDM_DISABLED_PLUGINS": "mobile_apps"} | ({"MDM_DATABASE_URL": db_url} if db_url else {})
+    return MdmRunner(project_dir, monkeypatch, capsys, environ=environ)
+
+
+def _join_as(cluster: Cluster, holder: str, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """``cluster`` joined under a chosen id (the ids' order decides the owners)."""
+    with monkeypatch.context() as m:
+        m.setattr("mdm_core.cluster.new_holder", lambda: holder)
+        cluster.join()
+    return cluster
+
+
+def _killed(cluster: Cluster) -> None:
+    """The host stops as if SIGKILLed: no more refreshes, no leaving (its row stays until it
+    expires); on PostgreSQL its database session, and the advisory lock in it, ends."""
+    cluster._stop.set()
+    assert cluster._thread is not None
+    cluster._thread.join()
+    assert cluster.lock is not None
+    cluster.lock._drop_session_lock()
+
+
+class _Clock:
+    """The frozen clock of the test's hosts, released while ``mdm jobs`` runs (the command loads
+    its plugins afresh, which a frozen ``datetime`` breaks)."""
+
+    def __init__(self, at: datetime):
+        self.at = at
+        self._frozen: Any = freeze_time(at)
+        self._frozen.start()
+
+    def move_to(self, at: datetime) -> None:
+        self.stop()
+        self.at = at
+        self._frozen = freeze_time(at)
+        self._frozen.start()
+
+    def stop(self) -> None:
+        if self._frozen is not None:
+            self._frozen.stop()
+            self._frozen = None
+
+    def next_run_shown(self, cli: Callable[..., tuple[int, str, str]]) -> datetime:
+        """``mdm jobs --json``'s next run of the account's sync, on the real clock: still before
+        the account falls due, so it shows the plan itself."""
+        self.stop()
+        try:
+            code, out, err = cli("jobs", "--json")
+        finally:
+            self.move_to(self.at)
+        assert code == 0, err
+        return datetime.fromisoformat({r["name"]: r for r in json.loads(out)}["vpp.sync.school"]["next_run"])
+
+
+def test_the_survivor_syncs_the_dead_owners_account_when_mdm_jobs_says(school: Any, cli: Any, monkeypatch: pytest.MonkeyPatch, db_url: str | None) -> None:
+    """The walk's case: the owner of `school` SIGKILLed; `mdm jobs` said the due time, the
+    survivor ran it half an interval later (the plan it made as a non-owner)."""
+    start = datetime.now(UTC).replace(microsecond=0)
+    school.db.run_write(lambda s: s.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(last_sync_at=start, interval_seconds=INTERVAL)))
+    due = start + timedelta(seconds=INTERVAL)
+    clock = _Clock(start + timedelta(seconds=10))
+    try:
+        owner = _join_as(Cluster(school.db), "host-a:1:00000000", monkeypatch)  # sorts first: owns the one account
+        survivor = _join_as(school.cluster, "host-b:2:00000000", monkeypatch)
+        try:
+            scheduler = school.build_scheduler(inline=True)
+            scheduler.run_pending()
+            assert scheduler.next_run("vpp.sync.school") == due + timedelta(seconds=INTERVAL / 2)  # waits for its owner
+            assert clock.next_run_shown(cli) == due  # the owner's plan
+
+            _killed(owner)
+            gone = 1 if db_url else HOST_TTL + 1  # known at once on PostgreSQL (its session ended), once its row expired on SQLite
+            clock.move_to(clock.at + timedelta(seconds=gone))
+            scheduler.run_pending()
+            assert scheduler.next_run("vpp.sync.school") == due == clock.next_run_shown(cli)
+
+            clock.move_to(due - timedelta(seconds=1))
+            scheduler.run_pending()
+            assert recent_runs(school, "school") == []
+            clock.move_to(due)
+            scheduler.run_pending()
+            assert [r["trigger"] for r in recent_runs(school, "school")] == ["schedule"]
+            assert scheduler.next_run("vpp.sync.school") == clock.next_run_shown(cli) > due
+        finally:
+            owner.leave()
+            survivor.leave()
+    finally:
+        clock.stop()
