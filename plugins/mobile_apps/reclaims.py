@@ -393,6 +393,8 @@ def _not_recorded_yet(host: Host, kind: str, target: str) -> str | None:
     """The summary of a removal whose reclaims are not recorded yet: the licenses the mirror
     holds, which the process delivering the removal reclaims (None without a VPP account)."""
     port = VppPort(host)
+    if not port.available:  # the removal's event waits for the VPP plugin (mdm_device_removed)
+        return "VPP licenses: reclaimed once the VPP plugin is enabled again (see `mdm plugins`)"
     if not port.accounts():
         return None
     held = port.licenses(**({"serial_number": target} if kind == "device" else {"client_user_id": target}))

@@ -108,6 +108,7 @@ def test_retries_are_bounded_then_left_for_redeliver(
 
 
 def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(make_host: Callable[..., Host], simulator: Any, project_dir: Path) -> None:
+    from mdm_core.inventory.cli import _removal_lines
     from plugins.mobile_apps.reclaims import list_reclaims
     from plugins.vpp.sync.run import sync_account
     from plugins.vpp.testing import add_simulated_account
@@ -122,6 +123,8 @@ def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(
 
     without_vpp = make_host(environ={"MDM_DISABLED_PLUGINS": "vpp"})
     remove_device(without_vpp, serial)
+    said = _removal_lines(without_vpp, "device", serial)  # what `mdm devices remove` adds to its line
+    assert said == ": VPP licenses: reclaimed once the VPP plugin is enabled again (see `mdm plugins`)"
     (failure,) = [f for f in without_vpp.events.failures() if f["plugin"] == "mobile_apps"]
     assert failure["status"] == "waiting" and "the VPP plugin is not loaded" in failure["error"]
     assert [a for a in simulator.snapshot()["assignments"] if a[3] == serial] == held  # nothing reclaimed yet
