@@ -341,7 +341,8 @@ def test_housekeeping_deletes_old_alerts_unless_a_delivery_or_a_redelivery_needs
 def committed_before_delete_from(host: Host, table: str, change: Callable[[dict[str, Any]], Any]) -> Iterator[list[str]]:
     """Runs ``change(parameters)`` (its own transaction, committed) just before the first DELETE
     from ``table``: what another process commits between a chunk's SELECT and its DELETE. Yields
-    the DELETEs it came before (one, once it has)."""
+    the DELETEs it came before (one, once it has). PostgreSQL only: on SQLite the chunk's
+    transaction holds the write lock (BEGIN IMMEDIATE), so no other writer commits inside it."""
     fired: list[str] = []
 
     def before(conn: Any, cursor: Any, statement: str, parameters: dict[str, Any], *args: Any) -> None:
@@ -356,20 +357,14 @@ def committed_before_delete_from(host: Host, table: str, change: Callable[[dict[
         sa_event.remove(host.db.write_engine, "before_cursor_execute", before)
 
 
-def postgresql_only(database_url: str | None) -> None:
-    if database_url is None:
-        pytest.skip("SQLite: the chunk's write transaction holds the write lock (BEGIN IMMEDIATE), no other writer commits in it")
-
-
-def test_an_old_alert_whose_delivery_is_queued_again_while_it_is_pruned_stays(make_host: Callable[..., Host], database_url: str | None) -> None:
+def test_an_old_alert_whose_delivery_is_queued_again_while_it_is_pruned_stays(make_host: Callable[..., Host], pg_url: str) -> None:
     """``mdm alerts retry`` committed between the prune's SELECT of old alerts and its DELETE: the
     alert now has a pending delivery, and stays (with it) to be sent. A chunk of one: the chunk
     that deleted nothing does not end the prune, the other old alert goes."""
     from plugins.alerts.delivery import retry_failed
     from plugins.alerts.models import AlertDelivery, AlertMessage
 
-    postgresql_only(database_url)
-    host = make_host(database_url=database_url, config="[core]\nhousekeeping_chunk = 1\n")
+    host = make_host(database_url=pg_url, config="[core]\nhousekeeping_chunk = 1\n")
     add(
         host,
         *(
@@ -393,14 +388,13 @@ def test_an_old_alert_whose_delivery_is_queued_again_while_it_is_pruned_stays(ma
         assert list(session.execute(select(col(AlertDelivery.message_id), col(AlertDelivery.status)))) == [(retried[0], "pending")]
 
 
-def test_an_old_failed_install_acknowledged_while_it_is_pruned_stays(make_host: Callable[..., Host], database_url: str | None) -> None:
+def test_an_old_failed_install_acknowledged_while_it_is_pruned_stays(make_host: Callable[..., Host], pg_url: str) -> None:
     """The device reports an old InstallApplication installed after all (error, then acknowledged)
     between the prune's SELECT of finished commands and its DELETE: an acknowledged install is
     kept whatever its age (what the device has installed), and it stays."""
     from mdm_core.inventory import set_command_status
 
-    postgresql_only(database_url)
-    host = make_host(database_url=database_url)
+    host = make_host(database_url=pg_url)
     install, settings = (
         Command(device_serial="S1", request_type=t, status="error", created_at=days_ago(100), updated_at=days_ago(100))
         for t in ("InstallApplication", "Settings")
