@@ -44,6 +44,12 @@ def note(exc: BaseException, what: str) -> None:
         exc.what = what  # type: ignore[attr-defined]
 
 
+def note_more(exc: BaseException, more: str) -> None:
+    """Add ``more`` to what the interruption ``exc`` stopped (an outer loop's own words after
+    its innermost code's :func:`note`)."""
+    exc.what = f"{stopped(exc)}; {more}"  # type: ignore[attr-defined]
+
+
 def stopped(exc: BaseException) -> str:
     """What the interruption ``exc`` stopped: its :func:`note`, else :data:`ROLLED_BACK`."""
     return getattr(exc, "what", None) or ROLLED_BACK

@@ -78,7 +78,7 @@ def sync_accounts(host: Host, account: str | None, *, full: bool = False, trigge
         except KeyboardInterrupt as exc:  # the syncs that finished go with it: the caller shows them
             exc.vpp_reports = reports  # type: ignore[attr-defined]
             if names[place + 1 :]:
-                exc.what = f"{interrupts.stopped(exc)}; not started: {', '.join(names[place + 1 :])}"  # type: ignore[attr-defined]
+                interrupts.note_more(exc, f"not started: {', '.join(names[place + 1 :])}")
             raise
     return reports
 
