@@ -239,6 +239,19 @@ def list_tokens(host: Host) -> list[dict[str, Any]]:
         return [token_fields(t) for t in session.execute(select(ApiToken).order_by(*TOKEN_ORDER)).scalars()]
 
 
+def active_token(host: Host, name: str) -> dict[str, Any] | None:
+    """The token named ``name`` that is not revoked (there is at most one), or ``None``."""
+    with host.db.session() as session:
+        row = session.execute(select(ApiToken).where(col(ApiToken.name) == name, col(ApiToken.revoked_at).is_(None))).scalar_one_or_none()
+    return None if row is None else token_fields(row)
+
+
+def token_id(host: Host, token: str) -> int | None:
+    """The row id of the API token a value is (revoked or not), or ``None``: never the token."""
+    row = _token_row(host, token) if token.startswith(TOKEN_PREFIX) else None
+    return None if row is None else row.id
+
+
 class UnknownToken(MdmError):
     """No API token, revoked or not, has the name given."""
 

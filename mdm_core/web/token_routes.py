@@ -9,19 +9,24 @@ only lose access by it). ``revoked_by`` is ``console:ADMIN`` or ``api:TOKEN`` (`
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from .access import TOKEN_ORDER, UnknownToken, create_token, list_tokens, revoke_token, token_fields, web_actor
+from .access import TOKEN_ORDER, UnknownToken, active_token, create_token, revoke_token, token_fields, token_id, web_actor
 from .helpers import WebError, host_of, principal_of, redirect, render, require_change, rest_router
 from .models import ROLES, ApiToken
-from .paging import Cursor, Limit, keyset
+from .paging import Cursor, Limit, keyset, numbered
 from .registry import WebRegistry
 
 PAGE = "/api-tokens"
+#: the create form's one-time id (``form_id``), and the session key of those already used
+FORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+SPENT_KEY, SPENT_KEPT = "token_forms", 10
 
 #: "(see `mdm api-tokens list`)" of an unknown name, in the console's and the API's words
 WORDING = [(r"\(see `mdm api-tokens list`\)", "(the API tokens page lists them)", "(GET /api/v1/api-tokens lists them)")]
@@ -33,6 +38,26 @@ def register(web: WebRegistry) -> None:
     web.add_api(api_router(), plugin="core")
     web.add_nav("API tokens", PAGE, order=90, plugin="core")
     web.add_wordings(WORDING)
+
+
+def _form_spent(request: Request, form_id: str, name: str) -> str | None:
+    """The name of the token a create form (``form_id``) already created in this session (the
+    form's ``name`` if that row is gone), or ``None``: a reload of the page that answered the
+    form sends it again."""
+    spent = dict(request.session.get(SPENT_KEY, [])).get(form_id) if form_id else None
+    if spent is None:
+        return None
+    with host_of(request).db.session() as session:
+        row = session.get(ApiToken, spent)
+    return row.name if row is not None else name
+
+
+def _spend_form(request: Request, form_id: str, row_id: int | None) -> None:
+    """Record that ``form_id`` created the token ``row_id`` (its id, never its name nor its
+    secret, in the signed session cookie; the last ``SPENT_KEPT`` forms)."""
+    if row_id is not None:
+        kept = [pair for pair in request.session.get(SPENT_KEY, []) if pair[0] != form_id]
+        request.session[SPENT_KEY] = [*kept, [form_id, row_id]][-SPENT_KEPT:]
 
 
 def _revoke(request: Request, name: str) -> dict[str, Any]:
@@ -48,23 +73,34 @@ def page_router() -> APIRouter:
     router = APIRouter()
 
     @router.get(PAGE)
-    def tokens(request: Request) -> Response:
-        return render(request, "api_tokens.html", {"tokens": list_tokens(host_of(request)), "roles": ROLES})
+    def tokens(request: Request, page: int = Query(1, ge=1)) -> Response:
+        with host_of(request).db.session() as session:
+            found = numbered(session, select(ApiToken), TOKEN_ORDER, page=page)
+        rows = [token_fields(t) for (t,) in found.items]
+        return render(request, "api_tokens.html", {"tokens": rows, "found": found, "roles": ROLES, "form_id": secrets.token_urlsafe(16)})
 
     @router.post(PAGE)
-    def create(request: Request, name: str = Form(""), role: str = Form("viewer")) -> Response:
+    def create(request: Request, name: str = Form(""), role: str = Form("viewer"), form_id: str = Form("")) -> Response:
         if principal_of(request).kind != "session":
             raise WebError(403, "an API token cannot create tokens: an admin signed in to the console creates them")
-        row = create_token(host_of(request), name.strip(), role)
+        if form_id and not FORM_ID_RE.match(form_id):
+            raise WebError(422, "the form's id is not valid: open the API tokens page again and fill in the form there")
+        spent = _form_spent(request, form_id, name.strip())
+        if spent is not None:
+            return redirect(request, PAGE, f"API token {spent} was already created by this form; its secret was shown once")
+        host = host_of(request)
+        row = create_token(host, name.strip(), role)
+        if form_id:
+            _spend_form(request, form_id, token_id(host, row["token"]))
         return render(request, "api_token_created.html", {"token": row}, status_code=201)  # shown here once: never stored, flashed nor logged
 
     @router.get(PAGE + "/{name}/revoke")
     def revoke_form(request: Request, name: str) -> Response:
         require_change(request)
-        active = [t for t in list_tokens(host_of(request)) if t["name"] == name and t["revoked_at"] is None]
-        if not active:
+        active = active_token(host_of(request), name)
+        if active is None:
             raise WebError(404, f"no API token named '{name}' that is not revoked: the API tokens page lists them")
-        return render(request, "api_token_revoke.html", {"token": active[0]})
+        return render(request, "api_token_revoke.html", {"token": active})
 
     @router.post(PAGE + "/{name}/revoke")
     def revoke(request: Request, name: str, confirm: str = Form("")) -> Response:

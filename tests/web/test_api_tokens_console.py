@@ -131,3 +131,124 @@ def test_bad_names_and_unknown_tokens_are_one_line(web_host: Host, admin: Any) -
     assert response.status_code == 404 and "no API token named &#39;nobody&#39; (the API tokens page lists them)" in response.text
     assert admin.get("/api-tokens/nobody/revoke").status_code == 404
     assert [t["name"] for t in list_tokens(web_host)] == ["ci"]
+
+
+def _signed_in_admin(make_host: Any, database_url: str) -> tuple[Host, Any]:
+    """A host on ``database_url`` with the admin ``alice``, and a TestClient signed in as her."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+
+    from .conftest import PASSWORD
+
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
+    add_admin(host, "alice", PASSWORD, "admin")
+    client = TestClient(create_app(host))
+    assert sign_in(client).status_code == 303
+    return host, client
+
+
+def test_the_list_is_numbered_in_pages_on_both_databases(make_host: Any, database_url: str, monkeypatch: Any) -> None:
+    """Every token was on one page: a host with thousands (one per script, revoked ones
+    kept) rendered them all at once."""
+    from typing import cast
+
+    import mdm_core.web.paging as paging
+    from mdm_core.web.access import create_token, revoke_token
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    for name in ("g", "b", "e", "a", "f", "c", "d"):
+        create_token(host, name)
+    revoke_token(host, "c", "cli:test")
+    create_token(host, "c", "admin")  # two rows named c: the revoked one first
+    monkeypatch.setitem(cast(dict, paging.numbered.__kwdefaults__), "size", 3)  # three rows a page
+    with admin:
+        first = admin.get("/api-tokens").text
+        assert "8 API tokens · page 1 of 3" in first and 'rel="next" href="/api-tokens?page=2"' in first
+        seen = []
+        for page in (1, 2, 3):
+            seen += re.findall(r'<tr(?: class="(revoked)")?><td>(\w+)</td><td>(\w+)</td>', admin.get(f"/api-tokens?page={page}").text)
+        assert seen == [("", n, "viewer") for n in "ab"] + [("revoked", "c", "viewer"), ("", "c", "admin")] + [("", n, "viewer") for n in "defg"]
+        assert "8 API tokens · page 3 of 3" in admin.get("/api-tokens?page=9").text  # past the last: the last
+
+
+def _create_form(client: Any) -> dict[str, str]:
+    """The create form's hidden fields, as the API tokens page gives them."""
+    page = client.get("/api-tokens").text
+    form_id = re.search(r'<input type="hidden" name="form_id" value="([^"]+)">', page)
+    assert form_id, page
+    return {"form_id": form_id.group(1), "csrftoken": csrf(client)}
+
+
+def test_reloading_the_page_that_showed_a_new_token_says_it_was_created_once(make_host: Any, database_url: str, caplog: Any) -> None:
+    """A reload of the page answering the create form sends the form again: it was refused as
+    'a token named ... exists', an error for what had worked. The re-sent form now says the
+    token was already created by it, without the secret, and creates nothing."""
+    from mdm_core.web.access import list_tokens
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    caplog.set_level("DEBUG")
+    with admin:
+        form = {"name": "deploy", "role": "admin", **_create_form(admin)}
+        created = admin.post("/api-tokens", data=form)
+        assert created.status_code == 201 and created.headers["cache-control"] == "no-store"  # the browser keeps no copy
+        (secret,) = TOKEN_RE.findall(created.text)
+
+        reloaded = admin.post("/api-tokens", data=form, follow_redirects=False)  # the browser's reload: the same form
+        assert reloaded.status_code == 303 and reloaded.headers["location"] == "/api-tokens"
+        assert secret not in _session_payload(admin)
+        notice = admin.get("/api-tokens")
+        assert "deploy" not in _session_payload(admin)  # the form's id and the token's row id alone
+        assert "API token deploy was already created by this form; its secret was shown once" in notice.text
+        assert "exists" not in notice.text and TOKEN_RE.search(notice.text) is None
+        assert "already created" not in admin.get("/api-tokens").text  # said once
+        again = admin.post("/api-tokens", data=form)  # a third time, the page of the redirect followed
+        assert again.status_code == 200 and "API token deploy was already created by this form" in again.text and secret not in again.text
+
+        other = admin.post("/api-tokens", data={"name": "deploy", "role": "viewer", **_create_form(admin)})  # a new form, the same name
+        assert other.status_code == 422 and "an API token named &#39;deploy&#39; exists: revoke it first" in other.text
+        bad = admin.post("/api-tokens", data={**form, "form_id": "<x>"})
+        assert bad.status_code == 422 and "the form&#39;s id is not valid: open the API tokens page again" in bad.text
+    assert [(t["name"], t["role"]) for t in list_tokens(host)] == [("deploy", "admin")]
+    assert secret not in caplog.text
+
+
+def test_a_form_sent_again_after_its_token_was_revoked_still_creates_nothing(web_host: Host, admin: Any) -> None:
+    """The re-sent form names the token it created (found by its id, kept in the session
+    cookie), even once that token was revoked and its name given to a new one."""
+    from mdm_core.web.access import create_token, list_tokens, revoke_token
+
+    form = {"name": "ci", "role": "viewer", **_create_form(admin)}
+    assert admin.post("/api-tokens", data=form).status_code == 201
+    revoke_token(web_host, "ci", "cli:test")
+    create_token(web_host, "ci", "admin")
+    again = admin.post("/api-tokens", data={**form, "name": "renamed-in-the-form"})
+    assert "API token ci was already created by this form; its secret was shown once" in again.text
+    assert [(t["name"], t["role"]) for t in list_tokens(web_host)] == [("ci", "viewer"), ("ci", "admin")]
+
+
+def test_the_revoke_form_reads_the_one_token_it_names(web_host: Host, admin: Any) -> None:
+    """The confirmation page read every token (revoked ones too) to find one: it reads that one."""
+    from sqlalchemy import event
+
+    from mdm_core.web.access import create_token, revoke_token
+
+    for i in range(20):
+        create_token(web_host, f"script-{i:02d}")
+    revoke_token(web_host, "script-07", "cli:test")
+    create_token(web_host, "script-07", "admin")
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = web_host.db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        ask = admin.get("/api-tokens/script-07/revoke")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert ask.status_code == 200 and "Revoke the API token script-07?" in ask.text and "Role admin" in ask.text
+    reads = [s for s in statements if "FROM web_api_token" in s]
+    assert reads and all("WHERE web_api_token.name = " in s and "revoked_at IS NULL" in s for s in reads), reads
