@@ -12,11 +12,16 @@ site of its own: its configuration and a new database (``mdm_bench_*`` on Postgr
 at the end). Every measurement runs in a fresh child process (``bench/sync_workers.py``), so
 that a peak RSS is that process's alone. Per size:
 
-1. the floor: every page downloaded and parsed with the sync's client (no database), and the
-   same rows written to equivalent tables by ``sqlite3.executemany`` and by psycopg ``COPY``;
+1. the floor, ``--floor-runs`` times (3), each run in a fresh worker: every page downloaded and
+   parsed with the sync's client (no database), and the same rows written to equivalent tables
+   by ``sqlite3.executemany`` and by psycopg ``COPY``. The figure is the median download+parse
+   plus each database's median insert, with every run's figures beside them (one run's
+   download+parse of the same pages took 3.73 s, another's 5.95 s, on a shared machine);
 2. per site: the full sync (as ``mdm vpp sync NAME --full`` runs it, events delivered), the
    mirror checked exact against the simulator (an order-free digest of every row), and
-   ``mdm vpp licenses --json`` (peak RSS, time to the first row);
+   ``mdm vpp licenses --json`` (peak RSS, time to the first row). With ``--full-runs N`` (1),
+   the full sync runs N times, each further run on a new site of its own (a new database) that
+   is dropped after it; the figure is the median run's, every run's time beside it;
 3. on PostgreSQL, ``VACUUM (ANALYZE)`` of the sites' databases (what autovacuum does after the
    full sync's bulk writes, before a scheduled sync comes: left to autovacuum, it ran during
    the timed syncs of every site on the same two cores); then ``--rounds`` times (3): 1% of
@@ -36,13 +41,14 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +281,11 @@ class PgServer:
         self.created.append(name)
         return name, make_url(self.url).set(database=name).render_as_string(hide_password=False)
 
+    def drop(self, name: str) -> None:
+        with self._admin() as conn:
+            drop_database(conn, name)
+        self.created.remove(name)
+
     def drop_all(self) -> None:
         with self._admin() as conn:
             for name in self.created:
@@ -296,6 +307,30 @@ class PgServer:
     def version(self) -> str:
         with self._admin() as conn:
             return str(conn.execute("SHOW server_version").fetchone()[0])
+
+
+def median_run(values: Sequence[float]) -> float:
+    """The median of several runs' figures: the middle one (of an even count, the lower of the
+    two middle ones), a figure that was measured rather than an average of two."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def runs_note(values: Sequence[float]) -> str:
+    """``median of a, b, c``: every run's figure in the order they ran; empty for one run."""
+    return f"median of {', '.join(f'{v:.2f}' for v in values)}" if len(values) > 1 else ""
+
+
+def median_floor(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The floor of several floor workers' results: the median download+parse and, on its own,
+    each database's median insert; every run's figures kept (``fetch_runs``, ``insert_runs``)."""
+    if any(r["rows"] != runs[0]["rows"] for r in runs):
+        raise SystemExit(f"the floor's runs read different rows: {', '.join(str(r['rows']) for r in runs)} (the simulator changed between them)")
+    floor = {**runs[0], "fetch_runs": [r["fetch"] for r in runs], "insert_runs": {db: [r["insert"][db] for r in runs] for db in runs[0]["insert"]}}
+    floor["fetch"] = median_run(floor["fetch_runs"])
+    floor["insert"] = {db: median_run(times) for db, times in floor["insert_runs"].items()}
+    floor["rss_mb"] = max(r["rss_mb"] for r in runs)
+    return floor
 
 
 def round_ratio(one: dict[str, Any]) -> float:
@@ -355,21 +390,24 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
             f"[{label}] simulator up in {time.perf_counter() - started:.1f} s; "
             f"{assets:,} assets, {assignments:,} assignments, {users:,} users, {devices:,} devices"
         )
-        sites = []
-        for database in args.databases:
-            for plugins in args.plugins:
-                folder = workdir / f"{database}-{plugins}"
-                folder.mkdir()
-                write_site_config(folder, plugins)
-                if database == "sqlite":
-                    url = f"sqlite:///{folder / 'var' / 'mdm.sqlite3'}"
-                    name = None
-                else:
-                    assert pg is not None
-                    name, url = pg.create(f"{label}_{plugins}")
-                sites.append(Site(database, plugins, folder, url, name))
-        for site in sites:
+
+        def new_site(database: str, plugins: str, suffix: str = "") -> Site:
+            """A site of its own: its folder, configuration and new database, the account added."""
+            folder = workdir / f"{database}-{plugins}{suffix}"
+            folder.mkdir()
+            write_site_config(folder, plugins)
+            if database == "sqlite":
+                url = f"sqlite:///{folder / 'var' / 'mdm.sqlite3'}"
+                name = None
+            else:
+                assert pg is not None
+                name, url = pg.create(f"{label}_{plugins}{suffix}")
+            site = Site(database, plugins, folder, url, name)
             site.results["loaded"] = run_worker("setup", site, sim)["plugins"]
+            return site
+
+        sites = [new_site(database, plugins) for database in args.databases for plugins in args.plugins]
+        for site in sites:
             say(f"[{label}] {site.label}: plugins {', '.join(site.results['loaded'])}")
 
         floor_extra: list[str] = []
@@ -377,11 +415,17 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
             floor_extra = ["--pg", pg.create(f"{label}_floor")[1]]
         if "sqlite" not in args.databases:
             floor_extra.append("--no-sqlite")  # 13 minutes of sqlite3.executemany at 10x, for no figure
-        out["floor"] = floor = run_worker("floor", sites[0], sim, *floor_extra)
+        # the floor's median run: one run's download+parse of the same pages moved by 60% on a shared machine
+        out["floor"] = floor = median_floor([run_worker("floor", sites[0], sim, *floor_extra) for _ in range(args.floor_runs)])
         out["rows"] = floor["rows"]
+
+        def with_runs(value: float, runs: Sequence[float]) -> str:
+            note = runs_note(runs)
+            return f"{value:.2f} s ({note})" if note else f"{value:.2f} s"
+
         say(
-            f"[{label}] floor: download+parse {floor['fetch']:.2f} s ({floor['pages']} pages, {floor['rows']:,} rows); "
-            + "; ".join(f"{INSERT_FLOOR[db]} {t:.2f} s" for db, t in floor["insert"].items())
+            f"[{label}] floor: download+parse {with_runs(floor['fetch'], floor['fetch_runs'])} ({floor['pages']} pages, {floor['rows']:,} rows); "
+            + "; ".join(f"{INSERT_FLOOR[db]} {with_runs(t, floor['insert_runs'][db])}" for db, t in floor["insert"].items())
         )
 
         def prof(site: Any, phase: str) -> list[str]:
@@ -389,12 +433,26 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
 
         want = apple_digest(sim.snapshot())
         for site in sites:
-            r = site.results["full"] = run_worker("sync", site, sim, "--full", *prof(site, "full"))
-            site.results["exact"] = {"full": r["digest"] == want}
-            say(
-                f"[{label}] {site.label}: full sync {r['wall']:.2f} s ({r['sync']:.2f} s before event delivery), peak RSS {r['rss_mb']:.0f} MB, "
-                f"CPU {r['cpu']:.2f} s{cpu_of_server(r)}, mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
-            )
+            runs = []
+            for run in range(1, args.full_runs + 1):
+                # a further run syncs a new site of its own: a full sync into an empty mirror, as the first
+                into = site if run == 1 else new_site(site.database, site.plugins, f"_full{run}")
+                r = run_worker("sync", into, sim, "--full", *prof(site, "full" if run == 1 else f"full{run}"))
+                runs.append(r)
+                say(
+                    f"[{label}] {site.label}: full sync{f' (run {run})' if args.full_runs > 1 else ''} {r['wall']:.2f} s "
+                    f"({r['sync']:.2f} s before event delivery), peak RSS {r['rss_mb']:.0f} MB, "
+                    f"CPU {r['cpu']:.2f} s{cpu_of_server(r)}, mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
+                )
+                if into is not site:
+                    if into.pg_name and pg is not None:
+                        pg.drop(into.pg_name)
+                    shutil.rmtree(into.dir, ignore_errors=True)
+            site.results["full_walls"] = [r["wall"] for r in runs]
+            site.results["full"] = next(r for r in runs if r["wall"] == median_run(site.results["full_walls"]))
+            site.results["exact"] = {"full": all(r["digest"] == want for r in runs)}
+            if len(runs) > 1:
+                say(f"[{label}] {site.label}: full sync {with_runs(site.results['full']['wall'], site.results['full_walls'])}")
             if args.listing and site.plugins == args.plugins[0]:
                 lst = site.results["listing"] = run_worker("listing", site, sim)
                 say(
@@ -477,17 +535,22 @@ def figures(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[tu
         def floor_s(s: dict[str, Any]) -> float:
             return float(fl["fetch"] + fl["insert"][s["database"]])
 
+        def floor_cell(s: dict[str, Any]) -> str:
+            db = s["database"]
+            runs = [f"{what} {note}" for what, note in (("download+parse", runs_note(fl["fetch_runs"])), ("insert", runs_note(fl["insert_runs"][db]))) if note]
+            return f"{fl['fetch']:.2f} + {fl['insert'][db]:.2f} = {floor_s(s):.2f} s" + (f" ({'; '.join(runs)})" if runs else "")
+
+        def full_cell(s: dict[str, Any]) -> str:
+            note = runs_note(s["full_walls"])
+            return f"{s['full']['wall']:.2f} s ({s['full']['sync']:.2f} s), {size['rows'] / s['full']['wall']:,.0f} rows/s" + (f" ({note})" if note else "")
+
         add(
             f"floor: download+parse of every page ({fl['pages']:,} pages, {fl['rows']:,} rows) + the same rows bulk-inserted "
             "(sqlite3.executemany / psycopg COPY)",
             "-",
-            lambda s: f"{fl['fetch']:.2f} + {fl['insert'][s['database']]:.2f} = {floor_s(s):.2f} s",
+            floor_cell,
         )
-        add(
-            "full sync, events delivered (before delivery)",
-            "-",
-            lambda s: f"{s['full']['wall']:.2f} s ({s['full']['sync']:.2f} s), {size['rows'] / s['full']['wall']:,.0f} rows/s",
-        )
+        add("full sync, events delivered (before delivery)", "-", full_cell)
         add(
             "full sync / floor",
             f"<= {GOALS['full_floor']:g}",
@@ -508,7 +571,7 @@ def figures(results: list[dict[str, Any]]) -> list[tuple[str, list[str], list[tu
                 ifl = s[f"floor_{name}"]
                 value = round_ratio({"incr": s[f"incr_{name}"], "floor": ifl})
                 ratios = s.get(f"ratios_{name}") or [value]
-                rounds = f"median of {', '.join(f'{r:.2f}' for r in ratios)}; " if len(ratios) > 1 else ""
+                rounds = f"{runs_note(ratios)}; " if len(ratios) > 1 else ""
                 applies = s["plugins"] == "all" and name == "spread"
                 return cell(f"{value:.2f} ({rounds}pages: {ifl['fetch']:.2f} s)", value <= GOALS["incremental_floor"], applies)
 
@@ -619,6 +682,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="spread changes in a row, each followed by its incremental sync and its floor: the figure is the median round"
     )
+    parser.add_argument(
+        "--floor-runs",
+        type=int,
+        default=3,
+        help="floor runs per size, each in a fresh worker: the figure is the median download+parse and each database's median insert",
+    )
+    parser.add_argument("--full-runs", type=int, default=1, help="full syncs per site, each further one on a new site of its own: the figure is the median run")
     parser.add_argument("--no-clustered", dest="clustered", action="store_false", help="skip the clustered-change incremental sync")
     parser.add_argument("--no-listing", dest="listing", action="store_false", help="skip `mdm vpp licenses --json`")
     parser.add_argument(
@@ -633,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")
     args = parser.parse_args(argv)
 
+    for option, value in (("--floor-runs", args.floor_runs), ("--full-runs", args.full_runs)):
+        if value < 1:
+            parser.error(f"{option} {value}: give a count of 1 or more")
     args.plugins = [p.strip() for p in args.plugins.split(",") if p.strip()]
     if not args.plugins or any(p not in PLUGIN_SETS for p in args.plugins):
         parser.error(f"--plugins: give one or more of {', '.join(PLUGIN_SETS)}")
@@ -664,8 +737,6 @@ def main(argv: list[str] | None = None) -> int:
         if pg is not None:
             pg.drop_all()
         if not args.keep:
-            import shutil
-
             shutil.rmtree(root, ignore_errors=True)
     load_end = os.getloadavg()
     header = [

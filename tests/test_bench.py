@@ -1,25 +1,75 @@
 """The benchmark keeps working: `bench/sync_bench.py` on the smallest size prints its table with
 every figure, and every mirror exact (timings are reported, never asserted: goals belong to the
-benchmark, not to a test that could flake). PostgreSQL is included when the suite has a server."""
+benchmark, not to a test that could flake). PostgreSQL is included when the suite has a server.
+Its floor is the median of several runs, every run's figure beside it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """``bench/sync_bench.py`` imported as a module (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("sync_bench", ROOT / "bench" / "sync_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("sync_bench", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_median_of_runs_is_a_measured_run_and_names_every_run(bench: ModuleType) -> None:
+    assert bench.median_run([5.95, 3.73, 4.38]) == 4.38
+    assert bench.median_run([5.95, 3.73]) == 3.73  # an even count: the lower middle run, not an average
+    assert bench.median_run([2.5]) == 2.5
+    assert bench.runs_note([5.95, 3.73, 4.38]) == "median of 5.95, 3.73, 4.38"  # in the order they ran
+    assert bench.runs_note([5.95]) == ""
+
+
+def _floor_run(fetch: float, sqlite: float, postgres: float) -> dict[str, Any]:
+    return {"fetch": fetch, "pages": 919, "rows": 401_000, "insert": {"sqlite": sqlite, "postgres": postgres}, "rss_mb": 120.0}
+
+
+def test_full_sync_ratio_is_against_the_median_floor(bench: ModuleType) -> None:
+    """The two end-of-day runs of issue 15: the same pages took 3.73 s and 5.95 s to download and
+    parse, so one floor run read the same 18 s full sync as a MISS or a PASS. The floor now takes
+    the median download+parse and, on its own, each database's median insert, and shows every run."""
+    floor = bench.median_floor([_floor_run(3.73, 4.67, 5.66), _floor_run(5.95, 7.07, 4.93), _floor_run(4.38, 6.38, 5.21)])
+    assert (floor["fetch"], floor["insert"]) == (4.38, {"sqlite": 6.38, "postgres": 5.21})
+    full = {"wall": 18.0, "sync": 17.0, "rss_mb": 134.0}
+    sites = [{"database": db, "plugins": "all", "full": full, "full_walls": [18.0], "exact": {"full": True}} for db in ("sqlite", "postgres")]
+    (_, confs, rows), *_ = bench.figures([{"label": "full", "size": (1_000, 300_000, 100_000, 50_000), "rows": 401_000, "floor": floor, "sites": sites}])
+    table = {figure: dict(zip(confs, cells.values(), strict=True)) for figure, _, cells in rows}
+    floor_row = next(cells for figure, cells in table.items() if figure.startswith("floor:"))
+    assert floor_row["SQLite, every plugin"] == "4.38 + 6.38 = 10.76 s (download+parse median of 3.73, 5.95, 4.38; insert median of 4.67, 7.07, 6.38)"
+    assert floor_row["PostgreSQL, every plugin"] == "4.38 + 5.21 = 9.59 s (download+parse median of 3.73, 5.95, 4.38; insert median of 5.66, 4.93, 5.21)"
+    assert table["full sync / floor"] == {"SQLite, every plugin": "1.67 PASS", "PostgreSQL, every plugin": "1.88 PASS"}
+    assert table["full sync, events delivered (before delivery)"]["SQLite, every plugin"] == "18.00 s (17.00 s), 22,278 rows/s"  # one full run: no note
+
+
+def test_floor_runs_of_zero_is_refused_with_one_line(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--floor-runs", "0", "--databases", "sqlite"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: --floor-runs 0: give a count of 1 or more")
+
+
 @pytest.mark.slow  # the smallest benchmark in a subprocess, on SQLite and PostgreSQL
 def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small"], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    command = [sys.executable, str(ROOT / "bench" / "sync_bench.py"), "--size", "quick", "--only", "small", "--floor-runs", "3", "--full-runs", "2"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     out = run.stdout
@@ -51,6 +101,15 @@ def test_smallest_benchmark_prints_every_figure_with_its_goal() -> None:
     assert all(re.fullmatch(r"\d+\.\d\d \+ \d+\.\d\d s \(floor: \d+\.\d\d \+ \d+\.\d\d s\)", cell) for cell in cpu[1:]), cpu
     ratio = next(cells for name, cells in rows.items() if name == "full sync / floor")
     assert ratio[1].endswith(("PASS", "MISS")) and ratio[2].endswith("(reference)")
+    # the floor and the full sync: their median run, every run's figure beside it (table and progress)
+    num = r"\d+\.\d\d"
+    floor = next(cells for name, cells in rows.items() if name.startswith("floor: download+parse"))
+    three = rf"median of {num}, {num}, {num}"
+    assert all(re.fullmatch(rf"{num} \+ {num} = {num} s \(download\+parse {three}; insert {three}\)", cell) for cell in floor[1:]), floor
+    full = next(cells for name, cells in rows.items() if name.startswith("full sync, events delivered"))
+    assert all(re.fullmatch(rf"{num} s \({num} s\), [\d,]+ rows/s \(median of {num}, {num}\)", cell) for cell in full[1:]), full
+    progress = next(line for line in run.stderr.splitlines() if "] floor: download+parse" in line)
+    assert re.search(rf"download\+parse {num} s \({three}\)", progress) and re.search(rf"sqlite3.executemany {num} s \({three}\)", progress), progress
 
 
 def _cells(line: str) -> list[str]:
