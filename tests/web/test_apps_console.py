@@ -356,3 +356,39 @@ def test_the_apps_list_shows_the_version_devices_are_on_and_the_newer_one_apart(
     viewer = token_for(school, "viewer")
     [item] = [a for a in client.get("/api/v1/apps?platform=iOS&limit=500", headers=viewer).json()["items"] if str(a["id"]) == app_id]
     assert (item["version"], item["available"]) == (old, new)
+
+
+def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_api(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """Apple's 9709 (not enough licenses) when the mirror counted some available (licenses
+    assigned in Apple's portal since the last sync): the command line's advice names `mdm
+    apps reclaim`, `mdm vpp assets` and `mdm vpp sync`; the console says it with its pages and
+    the API with its endpoints, each line naming the error, and nothing is queued."""
+    from plugins.mobile_apps.catalog import list_apps
+    from plugins.vpp.sync.run import sync_account
+
+    adam, pricing = simulator.purchase(count=2)
+    assert sync_account(school, "school")["status"] == "ok"  # the mirror now says 2 available ...
+    for serial in ("PORTAL000001", "PORTAL000002"):
+        simulator.assign_in_portal(adam, pricing, serial_number=serial)  # ... but Apple has none left
+    for serial in ("WEB9709DEV01", "WEB9709DEV02"):
+        inventory.add_device(school, serial, "iOS")
+    [app] = [a for a in list_apps(school) if (a["adamId"], a["pricingParam"], a["platform"]) == (adam, pricing, "iOS")]
+    refused = "Apple refused the license: Not enough licenses (Apple error 9709); nothing queued: "
+    refused += "buy more in Apple Business Manager or Apple School Manager, or take licenses back with "
+
+    page = admin.post(f"/apps/{app['id']}/install", data={"devices": ["WEB9709DEV01"], "csrftoken": csrf(admin)})
+    table = page.text.split('id="install-result"', 1)[1].split("</table>", 1)[0].replace("\n", "")
+    console = (
+        refused + "Reclaim licenses on the app&#39;s page; the app&#39;s counts are as of the last synchronization: synchronize the VPP account to refresh them"
+    )
+    assert page.status_code == 409 and f'<td>WEB9709DEV01</td><td class="status-failed">failed</td><td>{console}</td>' in table, table
+    assert "`" not in table and "mdm " not in table and "--" not in table, table
+
+    api = client.post(f"/api/v1/apps/{app['id']}/install", headers=token_for(school, "admin"), json={"devices": ["WEB9709DEV02"]})
+    # the API names its endpoints as the README writes them, {app} and {name} not filled in
+    api_words = refused + (
+        "POST /api/v1/apps/{app}/reclaim; GET /api/v1/vpp/assets shows the counts as of the last sync: POST /api/v1/vpp/accounts/{name}/sync refreshes them"
+    )
+    assert api.status_code == 409 and api.json()["ok"] is False, api.text
+    assert api.json()["results"] == [{"target": "WEB9709DEV02", "status": "failed", "message": api_words}], api.text
+    assert inventory.list_commands(school, "WEB9709DEV01") == inventory.list_commands(school, "WEB9709DEV02") == []
