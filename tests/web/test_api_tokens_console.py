@@ -230,25 +230,15 @@ def test_a_form_sent_again_after_its_token_was_revoked_still_creates_nothing(web
 
 def test_the_revoke_form_reads_the_one_token_it_names(web_host: Host, admin: Any) -> None:
     """The confirmation page read every token (revoked ones too) to find one: it reads that one."""
-    from sqlalchemy import event
-
+    from mdm_core.testing import recorded_statements
     from mdm_core.web.access import create_token, revoke_token
 
     for i in range(20):
         create_token(web_host, f"script-{i:02d}")
     revoke_token(web_host, "script-07", "cli:test")
     create_token(web_host, "script-07", "admin")
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = web_host.db.engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with recorded_statements(web_host.db.engine) as statements:
         ask = admin.get("/api-tokens/script-07/revoke")
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert ask.status_code == 200 and "Revoke the API token script-07?" in ask.text and "Role admin" in ask.text
-    reads = [s for s in statements if "FROM web_api_token" in s]
+    reads = [s.sql for s in statements if "FROM web_api_token" in s.sql]
     assert reads and all("WHERE web_api_token.name = " in s and "revoked_at IS NULL" in s for s in reads), reads

@@ -75,10 +75,14 @@ def sync_accounts(host: Host, account: str | None, *, full: bool = False, trigge
             if account is not None:
                 raise
             reports.append({"account": name, "trigger": trigger, "mode": None, "status": "skipped", "error": str(exc), "error_type": type(exc).__name__})
-        except KeyboardInterrupt as exc:  # the syncs that finished go with it: the caller shows them
-            exc.vpp_reports = reports  # type: ignore[attr-defined]
-            if names[place + 1 :]:
-                interrupts.note_more(exc, f"not started: {', '.join(names[place + 1 :])}")
+        except KeyboardInterrupt as exc:  # the syncs that finished go with it (this one's too, if only its events' delivery stopped)
+            exc.vpp_reports = reports + finished_before(exc)  # type: ignore[attr-defined]
+            began = interrupts.stopped(exc) != interrupts.ROLLED_BACK  # its sync said how it stopped; else it stopped before it began
+            rest = names[place + 1 :] if began else names[place:]
+            if rest and began:
+                interrupts.note_more(exc, f"not started: {', '.join(rest)}")
+            elif rest:
+                interrupts.note(exc, f"not started: {', '.join(rest)}")
             raise
     return reports
 
@@ -136,8 +140,14 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
             raise
     finally:
         _release(lock)
-    host.deliver_events()
-    report["duration_s"] = round(time.monotonic() - wall, 3)
+    try:
+        host.deliver_events()
+    except KeyboardInterrupt as exc:  # the sync is written: its report goes with the interruption
+        interrupts.note(exc, f"the sync of {name} finished, then the delivery of its events to plugins stopped (`mdm run` delivers them)")
+        exc.vpp_reports = [report]  # type: ignore[attr-defined]
+        raise
+    finally:
+        report["duration_s"] = round(time.monotonic() - wall, 3)
     return report
 
 
