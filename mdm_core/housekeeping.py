@@ -89,17 +89,25 @@ def event_gone(event_id: Any) -> ColumnElement[bool]:
     return ~exists().where(event.c.id == event_id)
 
 
-def delete_in_chunks(db: Database, table: Table, key: Any, where: Sequence[ColumnElement[bool]], chunk: int) -> int:
+def delete_in_chunks(db: Database, table: Table, key: Any, where: Sequence[ColumnElement[bool]], chunk: int, *, lock: bool = False) -> int:
     """Delete the rows of ``table`` matching ``where``, at most ``chunk`` per write transaction
     (each one short, so that other writers wait little); returns how many were deleted.
 
     The DELETE checks ``where`` again: on PostgreSQL (READ COMMITTED) another transaction may
-    commit between it and the SELECT of the chunk's keys (an old alert's delivery queued again,
-    a command acknowledged), and a row that no longer matches stays. The rules in ``where`` are
-    the whole of them, evaluated by each statement (no set of rows to keep computed earlier)."""
+    commit between it and the SELECT of the chunk's keys (a command acknowledged), and a row
+    that no longer matches stays. The rules in ``where`` are the whole of them, evaluated by
+    each statement (no set of rows to keep computed earlier).
+
+    A rule on another table (an alert's pending delivery) is read from the DELETE's snapshot,
+    which misses a change committed while the DELETE runs. ``lock``: the SELECT locks the
+    chunk's rows (``FOR UPDATE``, in ``key`` order) until the DELETE commits, and the writers of
+    that table lock the row the change keeps (``FOR SHARE``, in key order) before making it: a
+    change either commits before the DELETE starts (which sees it) or waits and finds the row
+    gone (``plugins.alerts.delivery.retry_failed``). SQLite: each chunk holds the write lock."""
 
     def one_chunk(session: Session) -> tuple[int, int]:
-        keys = list(session.execute(select(key).where(*where).limit(chunk)).scalars())
+        query = select(key).where(*where).limit(chunk)
+        keys = list(session.execute(query.order_by(key).with_for_update() if lock else query).scalars())
         if not keys:
             return 0, 0
         return len(keys), rowcount(session.execute(delete(table).where(key.in_(keys), *where)))

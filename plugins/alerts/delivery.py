@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
+from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError, describe
 from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
@@ -201,17 +203,27 @@ def send_now(host: Host, message: Outgoing) -> list[dict[str, Any]]:
 def retry_failed(host: Host, message_ids: list[int]) -> int:
     """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many.
 
-    An alert id without a failed delivery is refused (MdmError) and nothing is queued."""
+    An alert id without a failed delivery, or no longer recorded (deleted by ``core.housekeeping``
+    after ``[alerts] keep_days``), is refused (MdmError, one line) and nothing is queued. The
+    alerts are locked first (``FOR SHARE``, in id order): the housekeeping's prune, which locks
+    the old alerts it deletes, either deletes one before (refused here) or waits and keeps it,
+    its delivery now pending (``mdm_core.housekeeping.delete_in_chunks``)."""
 
     def work(session: Session) -> int:
-        query = select(AlertDelivery).where(col(AlertDelivery.status) == "failed")
-        if message_ids:
-            query = query.where(col(AlertDelivery.message_id).in_(message_ids))
-        rows = list(session.execute(query).scalars())
-        missing = sorted(set(message_ids) - {row.message_id for row in rows})
-        if missing:
-            names = ", ".join(map(str, missing))
-            raise MdmError(f"no failed delivery of alert(s) {names}: nothing was queued again (see `mdm alerts list --status failed`)")
+        message, delivery = table_of(AlertMessage), table_of(AlertDelivery)
+        failed = delivery.c.status == "failed"
+        held = select(message.c.id).order_by(message.c.id).with_for_update(read=True)
+        held = held.where(message.c.id.in_(message_ids)) if message_ids else held.where(message.c.id.in_(select(delivery.c.message_id).where(failed)))
+        kept = list(session.execute(held).scalars())
+        rows = [
+            row for chunk in in_chunks(kept) for row in session.execute(select(AlertDelivery).where(failed, col(AlertDelivery.message_id).in_(chunk))).scalars()
+        ]
+        gone = sorted(set(message_ids) - set(kept))
+        unfailed = sorted(set(kept) - {row.message_id for row in rows}) if message_ids else []
+        if gone or unfailed:
+            said = [f"alert(s) {', '.join(map(str, gone))} not found (deleted after [alerts] keep_days, or a mistyped id)"] if gone else []
+            said += [f"no failed delivery of alert(s) {', '.join(map(str, unfailed))}"] if unfailed else []
+            raise MdmError(f"{'; '.join(said)}: nothing was queued again (see `mdm alerts list --status failed`)")
         for row in rows:
             row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()
             session.add(row)

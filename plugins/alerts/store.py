@@ -308,7 +308,8 @@ def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     """The plugin's history past its retention, at most ``chunk`` rows a transaction (its
     ``mdm_housekeeping``); returns the rows deleted by table. Alerts created more than ``[alerts]
     keep_days`` ago go with their deliveries (the foreign key cascades), unless a delivery is
-    still pending; the guards of applied events after ``max(30, keep_days)`` days, once their
+    still pending (or queued again by ``mdm alerts retry`` while the chunk is deleted: both lock
+    the alerts); the guards of applied events after ``max(30, keep_days)`` days, once their
     event is gone from the outbox (one kept for a failed subscriber's retry can still be
     delivered again: forgotten, it would queue its alerts twice)."""
     keep_days = settings(host).keep_days
@@ -317,6 +318,6 @@ def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     alerts = [message.c.created_at < now - timedelta(days=keep_days), message.c.id.not_in(pending)]
     guards = [seen.c.at < now - timedelta(days=max(30, keep_days)), event_gone(seen.c.event_id)]
     return {
-        "alerts_message": delete_in_chunks(host.db, message, message.c.id, alerts, chunk),
+        "alerts_message": delete_in_chunks(host.db, message, message.c.id, alerts, chunk, lock=True),  # see delivery.retry_failed
         "alerts_seen_event": delete_in_chunks(host.db, seen, seen.c.event_id, guards, chunk),
     }

@@ -173,7 +173,8 @@ def test_failed_deliveries_are_retried_from_the_api_and_the_console(console, sim
     assert refused.status_code == 403 and "can only read" in refused.text
     typo = viewer.post("/api/v1/alerts/retry", headers=admin_headers, json={"ids": [failing, failing + 100]})
     assert typo.status_code == 400 and typo.json() == {
-        "error": f"no failed delivery of alert(s) {failing + 100}: nothing was queued again (see GET /api/v1/alerts?status=failed)"
+        "error": f"alert(s) {failing + 100} not found (deleted after [alerts] keep_days, or a mistyped id): nothing was queued again "
+        "(see GET /api/v1/alerts?status=failed)"
     }
     for body, status in (({"ids": ["x"]}, 422), ({"ids": 1}, 422), ({"id": [1]}, 422), ([1], 422), ("not json", 400)):
         bad = viewer.post("/api/v1/alerts/retry", headers=admin_headers, **({"content": body} if isinstance(body, str) else {"json": body}))

@@ -6,6 +6,8 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import SQLModel, col
 
 from mdm_core.db.typed import stored_id
@@ -357,37 +359,6 @@ def committed_before_delete_from(host: Host, table: str, change: Callable[[dict[
         sa_event.remove(host.db.write_engine, "before_cursor_execute", before)
 
 
-def test_an_old_alert_whose_delivery_is_queued_again_while_it_is_pruned_stays(make_host: Callable[..., Host], pg_url: str) -> None:
-    """``mdm alerts retry`` committed between the prune's SELECT of old alerts and its DELETE: the
-    alert now has a pending delivery, and stays (with it) to be sent. A chunk of one: the chunk
-    that deleted nothing does not end the prune, the other old alert goes."""
-    from plugins.alerts.delivery import retry_failed
-    from plugins.alerts.models import AlertDelivery, AlertMessage
-
-    host = make_host(database_url=pg_url, config="[core]\nhousekeeping_chunk = 1\n")
-    add(
-        host,
-        *(
-            AlertMessage(id=i, created_at=days_ago(100), kind="sync", subject="s", state="failing", severity="critical", title="t", text="x", action="a")
-            for i in (1, 2)
-        ),
-    )
-    add(host, *(AlertDelivery(message_id=i, channel="webhook:w0", status="failed", next_attempt_at=days_ago(99)) for i in (1, 2)))
-
-    retried: list[int] = []
-
-    def retry(parameters: dict[str, Any]) -> None:  # the alert the first chunk is about to delete
-        retried.extend(v for k, v in parameters.items() if k.startswith("id_"))
-        retry_failed(host, retried)
-
-    with committed_before_delete_from(host, "alerts_message", retry) as fired:
-        deleted = housekeeping(host, NOW)
-    assert fired and len(retried) == 1 and deleted["alerts_message"] == 1
-    assert ids(host, AlertMessage.id) == set(retried)
-    with host.db.session() as session:
-        assert list(session.execute(select(col(AlertDelivery.message_id), col(AlertDelivery.status)))) == [(retried[0], "pending")]
-
-
 def test_an_old_failed_install_acknowledged_while_it_is_pruned_stays(make_host: Callable[..., Host], pg_url: str) -> None:
     """The device reports an old InstallApplication installed after all (error, then acknowledged)
     between the prune's SELECT of finished commands and its DELETE: an acknowledged install is
@@ -406,3 +377,122 @@ def test_an_old_failed_install_acknowledged_while_it_is_pruned_stays(make_host: 
     assert fired and deleted["core_command"] == 1
     with host.db.session() as session:
         assert list(session.execute(select(col(Command.uuid), col(Command.status)))) == [(install.uuid, "acknowledged")]
+
+
+@contextmanager
+def paused(host: Host, thread: str, when: Callable[[str], bool]) -> Iterator[tuple[threading.Event, threading.Event, list[int]]]:
+    """Holds thread ``thread``'s transaction on the write engine (PostgreSQL) where ``when``
+    (the statement about to run, ``"COMMIT"`` for its commit) first says so: yields (``there``,
+    set once it waits; ``go``, to set to let it on; the pid of its backend, once there)."""
+    there, go, pid = threading.Event(), threading.Event(), []
+
+    def hold(conn: Any, statement: str) -> None:
+        if threading.current_thread().name == thread and not there.is_set() and when(statement):
+            pid.append(conn.connection.dbapi_connection.info.backend_pid)
+            there.set()
+            assert go.wait(30), f"{thread} held for 30 s"
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        hold(conn, statement)
+
+    def commit(conn: Any) -> None:
+        hold(conn, "COMMIT")
+
+    sa_event.listen(host.db.write_engine, "before_cursor_execute", before)
+    sa_event.listen(host.db.write_engine, "commit", commit)
+    try:
+        yield there, go, pid
+    finally:
+        go.set()
+        sa_event.remove(host.db.write_engine, "before_cursor_execute", before)
+        sa_event.remove(host.db.write_engine, "commit", commit)
+
+
+def blocked_by(host: Host, pid: int, thread: threading.Thread) -> bool:
+    """Whether a backend waits for a lock that backend ``pid`` holds, polled until one does or
+    ``thread`` (the one that would wait) has ended without waiting (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    with host.db.engine.connect() as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": pid}).scalar_one():
+                return True
+            if not thread.is_alive():
+                return False
+            conn.rollback()  # a new snapshot of pg_stat_activity
+    raise AssertionError(f"nothing waited for backend {pid} within 30 s")
+
+
+def old_failed_alerts(host: Host, *ids_: int) -> None:
+    from plugins.alerts.models import AlertDelivery, AlertMessage
+
+    add(
+        host,
+        *(
+            AlertMessage(id=i, created_at=days_ago(100), kind="sync", subject="s", state="failing", severity="critical", title="t", text="x", action="a")
+            for i in ids_
+        ),
+    )
+    add(host, *(AlertDelivery(message_id=i, channel="webhook:w0", status="failed", next_attempt_at=days_ago(99)) for i in ids_))
+
+
+def in_thread(name: str, work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """``work()`` started in a thread named ``name``; the list gets what it returned or raised."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, out
+
+
+def test_a_retry_committed_while_the_prune_deletes_keeps_its_alert(make_host: Callable[..., Host], pg_url: str) -> None:
+    """``mdm alerts retry 1`` commits while the prune's DELETE of old alert 1 runs (it waited for
+    the retry's lock): the DELETE's snapshot did not show the delivery pending, yet the alert
+    stays with its delivery queued again. A chunk of one: the chunk that deleted nothing does
+    not end the prune, old alert 2, not retried, goes."""
+    from plugins.alerts.delivery import retry_failed
+    from plugins.alerts.models import AlertDelivery, AlertMessage
+
+    host = make_host(database_url=pg_url, config="[core]\nhousekeeping_chunk = 1\n")
+    old_failed_alerts(host, 1, 2)
+    with paused(host, "retry", lambda statement: statement == "COMMIT") as (there, go, pid):
+        retry, retried = in_thread("retry", lambda: retry_failed(host, [1]))
+        assert there.wait(30)  # the delivery is pending in the retry's transaction, not committed
+        prune, deleted = in_thread("prune", lambda: housekeeping(host, NOW))
+        assert blocked_by(host, pid[0], prune)  # the prune waits for the retry's transaction
+        go.set()
+        retry.join(30)
+        prune.join(30)
+    assert retried == [1] and deleted[0]["alerts_message"] == 1
+    with host.db.session() as session:
+        assert list(session.execute(select(col(AlertMessage.id)))) == [(1,)]
+        assert list(session.execute(select(col(AlertDelivery.message_id), col(AlertDelivery.status)))) == [(1, "pending")]
+
+
+def test_a_retry_of_an_alert_the_prune_is_deleting_says_it_is_gone(make_host: Callable[..., Host], pg_url: str) -> None:
+    """The prune holds old alert 1 (about to delete it) when ``mdm alerts retry 1`` starts: the
+    retry waits, then refuses in one line, the alert gone; nothing is queued."""
+    from mdm_core.errors import MdmError
+    from plugins.alerts.delivery import retry_failed
+    from plugins.alerts.models import AlertMessage
+
+    host = make_host(database_url=pg_url)
+    old_failed_alerts(host, 1)
+    with paused(host, "prune", lambda statement: statement.startswith("DELETE FROM alerts_message ")) as (there, go, pid):
+        prune, deleted = in_thread("prune", lambda: housekeeping(host, NOW))
+        assert there.wait(30)
+        retry, retried = in_thread("retry", lambda: retry_failed(host, [1]))
+        assert blocked_by(host, pid[0], retry)  # the retry waits for the prune's transaction
+        go.set()
+        retry.join(30)
+        prune.join(30)
+    assert deleted[0]["alerts_message"] == 1 and ids(host, AlertMessage.id) == set()
+    [refused] = retried
+    assert isinstance(refused, MdmError) and str(refused) == (
+        "alert(s) 1 not found (deleted after [alerts] keep_days, or a mistyped id): nothing was queued again (see `mdm alerts list --status failed`)"
+    )
