@@ -3,6 +3,7 @@ path outside the repository), and every section they cite exists."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -63,3 +64,57 @@ def test_the_apple_reference_names_its_public_sources() -> None:
     assert "https://github.com/apple/device-management" in text
     for schema in ("application.install.yaml", "media.install.yaml", "application.remove.yaml"):
         assert schema in text
+
+
+#: commands the documents show failing on purpose (an error message's example)
+SHOWN_FAILING = {"mdm apps install APP --device A --devices B"}
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every ``mdm ...`` the README and docs/ show: inline code and the lines of code blocks."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M)
+        prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
+        spans = [" ".join(code.split()) for _, code in re.findall(r"(`+)(.+?)\1", prose, re.S)]
+        lines = [re.sub(r"^(\$ |\* \* \* \* \* +cd \S+ && )", "", line.strip()) for block in blocks for line in block.splitlines()]
+        for command in spans + [line.split(" #")[0] for line in lines]:
+            command = command.removeprefix(".venv/bin/")
+            if command.startswith("mdm ") and command.strip() not in SHOWN_FAILING:
+                found.append((doc.name, command.strip()))
+    return found
+
+
+def _unknown_words(parser: argparse.ArgumentParser, command: str) -> list[str]:
+    """The commands and options of ``command`` that ``parser`` does not have (placeholders such as
+    NAME, values and the text after a ``,``/``;``/``:``, an error message's, are not read)."""
+    always = {"--help", "--config", "--verbose", "--quiet", "--version"}
+    unknown = []
+    for word in command.split()[1:]:
+        subcommands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        options = re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", word)
+        unknown += [o for o in options if o not in always and o not in parser._option_string_actions]
+        name = word.strip("[](),;:.`'\"")
+        if not options and subcommands and re.fullmatch(r"[a-z][a-z0-9_-]*(\\?\|[a-z][a-z0-9_-]*)*", name):
+            names = re.split(r"\\?\|", name)
+            unknown += [f"command {n!r}" for n in names if n not in subcommands]
+            if len(names) > 1 or names[0] not in subcommands:
+                break  # several commands at once (`mdm vpp assets|users`): nothing more to follow
+            parser = subcommands[name]
+        if word[-1] in ",;:":
+            break  # the end of the command: what follows is prose or a message
+    return unknown
+
+
+def test_every_documented_command_and_option_exists(make_host) -> None:
+    """An admin following the README or docs/ runs commands that exist, with options they take
+    (the Retention table sent people to `mdm vpp accounts`, which is `mdm vpp account list`)."""
+    from mdm_core.cli import build_parser
+
+    host = make_host(config='[plugins]\nenabled = ["plugins.examples.device_notes", "plugins.examples.license_audit"]\n')
+    parser = build_parser(host)
+    commands = _documented_commands()
+    assert len(commands) > 200 and ("README.md", "mdm vpp account list [--json]") in commands
+    wrong = [f"{doc}: `{command}`: {', '.join(unknown)}" for doc, command in commands if (unknown := _unknown_words(parser, command))]
+    assert wrong == []

@@ -1,6 +1,6 @@
 """Sync runs past ``[vpp] sync_run_retention_days`` are deleted by the host's housekeeping
 (``mdm_housekeeping``), but never what pages and commands show of an account: its latest run
-(``mdm vpp accounts``, the console's account page and status), its latest ``ok`` run (when
+(``mdm vpp account list``, the console's account page and status), its latest ``ok`` run (when
 Apple's notifications were last caught up with) and its latest full run (ok or not), nor a
 run still under way. Assets' recorded counts (``vpp_asset_count``, the console's chart and the
 ``history`` API) go after ``[vpp] asset_count_retention_days``, but each asset's latest one
