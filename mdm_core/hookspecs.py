@@ -216,12 +216,15 @@ def mdm_shutdown(host: Host) -> None:
 
 
 @hookspec
-def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
+def mdm_removal_summary(host: Host, kind: str, key: str, event_id: str | None) -> str | None:
     """One line saying what a plugin did about a removed device or user, for the admin.
 
     When: ``mdm devices remove`` / ``mdm users remove``, after the removal's events were
     delivered (e.g. mobile_apps: ``VPP licenses: 2 reclaimed, 1 pending``).
-    Args: ``host``; ``kind``: ``device`` or ``user``; ``key``: the serial number or user id.
+    Args: ``host``; ``kind``: ``device`` or ``user``; ``key``: the serial number or user id;
+    ``event_id``: the id of this removal's ``device_removed`` / ``user_removed`` event (the same
+    device removed, enrolled again and removed again has one per removal; another process may
+    deliver it, and not yet). An implementation may leave ``event_id`` out of its arguments.
     Returns: the line, or ``None`` when the plugin has nothing to say.
     Errors: an exception is logged and the line left out (the removal is already committed).
     """

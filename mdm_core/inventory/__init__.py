@@ -26,11 +26,12 @@ from .devices import (
     normalize_platform,
     normalize_serial,
     remove_device,
+    remove_device_with_event,
     set_device,
 )
 from .presence import in_inventory
 from .upsert import Counts
-from .users import USER_HEADER, UserRow, add_user, add_users, import_users, iter_users, list_users, remove_user, set_user
+from .users import USER_HEADER, UserRow, add_user, add_users, import_users, iter_users, list_users, remove_user, remove_user_with_event, set_user
 
 __all__ = [
     "DEVICE_HEADER",
@@ -57,7 +58,9 @@ __all__ = [
     "normalize_serial",
     "queue_command",
     "remove_device",
+    "remove_device_with_event",
     "remove_user",
+    "remove_user_with_event",
     "set_command_status",
     "Counts",
     "set_device",

@@ -124,12 +124,13 @@ def _devices_list(host: Host, args: argparse.Namespace) -> int:
     )
 
 
-def _removal_lines(host: Host, kind: str, key: str) -> str:
-    """``: line; line`` from the plugins' ``mdm_removal_summary`` (none: empty)."""
+def _removal_lines(host: Host, kind: str, key: str, event_id: str) -> str:
+    """``: line; line`` from the plugins' ``mdm_removal_summary`` about the removal whose event
+    is ``event_id`` (none: empty)."""
     import logging
 
     try:
-        lines = [line for line in host.pm.hook.mdm_removal_summary(host=host, kind=kind, key=key) if line]
+        lines = [line for line in host.pm.hook.mdm_removal_summary(host=host, kind=kind, key=key, event_id=event_id) if line]
     except Exception as exc:  # the removal is committed: never fail the command for its report
         logging.getLogger(__name__).warning("removal summary failed: %s", exc)
         return ""
@@ -137,8 +138,8 @@ def _removal_lines(host: Host, kind: str, key: str) -> str:
 
 
 def _devices_remove(host: Host, args: argparse.Namespace) -> int:
-    row = inventory.remove_device(host, args.serial)
-    say(f"removed {row.serial_number}{_removal_lines(host, 'device', row.serial_number)}")
+    row, event_id = inventory.remove_device_with_event(host, args.serial)
+    say(f"removed {row.serial_number}{_removal_lines(host, 'device', row.serial_number, event_id)}")
     return 0
 
 
@@ -167,8 +168,8 @@ def _users_list(host: Host, args: argparse.Namespace) -> int:
 
 
 def _users_remove(host: Host, args: argparse.Namespace) -> int:
-    row = inventory.remove_user(host, args.id)
-    say(f"removed user {row.id}{_removal_lines(host, 'user', row.id)}")
+    row, event_id = inventory.remove_user_with_event(host, args.id)
+    say(f"removed user {row.id}{_removal_lines(host, 'user', row.id, event_id)}")
     return 0
 
 

@@ -167,20 +167,25 @@ def set_device(
 
 def remove_device(host: Host, serial: str) -> DeviceRow:
     """Remove a device; plugins hear of it through ``mdm_device_removed``."""
+    return remove_device_with_event(host, serial)[0]
+
+
+def remove_device_with_event(host: Host, serial: str) -> tuple[DeviceRow, str]:
+    """:func:`remove_device`, and the id of its ``device_removed`` event (the removal's
+    summary is this event's, not an earlier removal's of the same device)."""
     serial = serial.strip().upper()
 
-    def work(session: Session) -> DeviceRow:
+    def work(session: Session) -> tuple[DeviceRow, str]:
         device = session.get(Device, serial)
         if device is None:
             raise MdmError(f"device {serial} is not enrolled: see `mdm devices list`")
         row = DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner, device.enrollment_type)
         session.delete(device)
-        host.events.record(session, "device_removed", row.payload())
-        return row
+        return row, host.events.record(session, "device_removed", row.payload()).id
 
-    row = host.db.run_write(work)
+    removed = host.db.run_write(work)
     host.deliver_events()
-    return row
+    return removed
 
 
 def iter_devices(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:

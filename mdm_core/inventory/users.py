@@ -100,8 +100,13 @@ def set_user(host: Host, user_id: str, *, email: str | None = None, managed_appl
 
 def remove_user(host: Host, user_id: str) -> UserRow:
     """Remove an MDM user (its devices lose their owner); plugins hear of it through ``mdm_user_removed``."""
+    return remove_user_with_event(host, user_id)[0]
 
-    def work(session: Session) -> UserRow:
+
+def remove_user_with_event(host: Host, user_id: str) -> tuple[UserRow, str]:
+    """:func:`remove_user`, and the id of its ``user_removed`` event (for the removal's summary)."""
+
+    def work(session: Session) -> tuple[UserRow, str]:
         user = session.get(MdmUser, user_id.strip())
         if user is None:
             raise MdmError(f"'{user_id}' is not an MDM user: see `mdm users list`")
@@ -110,12 +115,11 @@ def remove_user(host: Host, user_id: str) -> UserRow:
             device.owner = None
             session.add(device)
         session.delete(user)
-        host.events.record(session, "user_removed", dataclasses.asdict(row))
-        return row
+        return row, host.events.record(session, "user_removed", dataclasses.asdict(row)).id
 
-    row = host.db.run_write(work)
+    removed = host.db.run_write(work)
     host.deliver_events()
-    return row
+    return removed
 
 
 def import_users(host: Host, path: str | Path, ignored: list[str] | None = None) -> Counts:

@@ -223,11 +223,11 @@ def mdm_device_removed(host: Host, event: Event) -> None:
 
 
 @hookimpl
-def mdm_removal_summary(host: Host, kind: str, key: str) -> str | None:
-    """``VPP licenses: N reclaimed, M pending`` for a removed device or user."""
+def mdm_removal_summary(host: Host, kind: str, key: str, event_id: str | None) -> str | None:
+    """``VPP licenses: N reclaimed, M pending`` for the removal (event ``event_id``) of a device or user."""
     from plugins.mobile_apps.reclaims import removal_summary
 
-    return removal_summary(host, kind, key)
+    return removal_summary(host, kind, key, event_id)
 
 
 @hookimpl

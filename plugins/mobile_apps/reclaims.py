@@ -36,7 +36,7 @@ from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
 
 from .catalog import find_apps, once
-from .models import Reclaim
+from .models import Reclaim, SeenEvent
 from .payloads import ReclaimFinishedPayload
 from .settings import settings
 from .vpp_port import VppPort
@@ -351,25 +351,29 @@ def _reclaim_held(host: Host, event: Event, reason: str, revokes: list[tuple[str
         process(host, ids, deliver=False, quick=True, reported=True)
 
 
-def removal_summary(host: Host, kind: str, target: str) -> str | None:
-    """What the last removal of this device or user did to its licenses: ``N reclaimed, M pending``.
+def removal_summary(host: Host, kind: str, target: str, event_id: str | None = None) -> str | None:
+    """What the removal whose event is ``event_id`` (default: the last recorded removal of this
+    device or user) did to its licenses: ``N reclaimed, M pending``.
 
     Whichever process delivers the removal's event records its reclaims: until it has (another
     process took the event first, ``mdm run``), the licenses the mirror holds are counted as
-    being reclaimed by it, and so are reclaims it recorded but has not tried yet."""
+    being reclaimed by it, and so are reclaims it recorded but has not tried yet. An earlier
+    removal of the same device (removed, enrolled again, removed again) is not this one."""
     with host.db.session() as session:
-        latest = (
-            session.execute(
-                select(Reclaim)
+        if event_id is None:
+            latest = session.execute(
+                select(col(Reclaim.cause))
                 .where(col(Reclaim.kind) == kind, col(Reclaim.target) == target, col(Reclaim.reason).in_(REMOVALS), col(Reclaim.cause).is_not(None))
                 .order_by(col(Reclaim.id).desc())
-            )
-            .scalars()
-            .first()
-        )
-        rows = [] if latest is None else list(session.execute(select(Reclaim).where(Reclaim.cause == latest.cause)).scalars())
+                .limit(1)
+            ).scalar_one_or_none()
+        else:  # applied (its reclaims recorded, if any) once the plugin's guard of the event is there
+            latest = event_id if session.get(SeenEvent, event_id) is not None else None
+        rows = [] if latest is None else list(session.execute(select(Reclaim).where(Reclaim.cause == latest)).scalars())
     if latest is None:
         return _not_recorded_yet(host, kind, target)
+    if not rows and not VppPort(host).accounts():  # applied without a VPP account: nothing to say
+        return None
     licenses = [r for r in rows if r.adam_id != ALL]
     revokes = [r for r in rows if r.adam_id == ALL]
     count = {status: sum(1 for r in licenses if r.status == status) for status in ("done", "pending", "failed", "irrevocable")}

@@ -118,6 +118,54 @@ def test_the_removal_summary_does_not_depend_on_who_delivers_the_removal(host, s
     assert not [t for t in simulator.snapshot()["assignments"] if t[3] == serial and simulator.state.assets[(t[0], t[1])].revocable]
 
 
+def test_a_second_removal_says_what_the_second_removal_did(make_host, simulator, project_dir, database_url, monkeypatch, capsys):
+    """Removed, enrolled again and removed again, `mdm run` taking the second removal's event
+    first: the command printed the FIRST removal's counts (the last reclaims recorded for the
+    device). It now says what the second one does, and that removal's summary (found by its
+    event's id) is its own once delivered; on SQLite and PostgreSQL."""
+    from sqlalchemy import select
+
+    from mdm_core.host import Host
+    from mdm_core.models import OutboxEvent
+    from mdm_core.testing import MdmRunner
+    from plugins.mobile_apps.reclaims import ELSEWHERE, removal_summary
+    from plugins.mobile_apps.vpp_port import VppPort
+    from plugins.vpp.testing import add_simulated_account
+
+    from .conftest import BASE_CONFIG, sync
+
+    host = make_host(config=BASE_CONFIG, database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+    revocable = {k for k, a in simulator.snapshot()["assets"].items() if a["revocable"]}
+    held: dict[str, list[bool]] = {}
+    for adam_id, pricing, kind, target in simulator.snapshot()["assignments"]:
+        if kind == "serialNumber":
+            held.setdefault(target, []).append((adam_id, pricing) in revocable)
+    serial = max(held, key=lambda s: sum(held[s]))
+    reclaimed, kept = sum(held[serial]), held[serial].count(False)
+    kept_text = f", {kept} irrevocable (kept)" if kept else ""
+
+    def removal_ids() -> list[str]:
+        with host.db.session() as session:
+            return list(session.execute(select(col(OutboxEvent.id)).where(col(OutboxEvent.name) == "device_removed").order_by(col(OutboxEvent.seq))).scalars())
+
+    add_device(host, serial, "iOS")
+    first = f"VPP licenses: {reclaimed} reclaimed, 0 pending{kept_text}"
+    assert mdm("devices", "remove", serial)[1].strip() == f"removed {serial}: {first}"
+    assert mdm("devices", "add", serial, "--platform", "iOS")[0] == 0
+    still = len(VppPort(host).licenses(serial_number=serial))
+    deliver = Host.deliver_events
+    monkeypatch.setattr(Host, "deliver_events", lambda self: 0)  # another process took the event: none left for the command
+    code, out, err = mdm("devices", "remove", serial)
+    assert (code, out.strip()) == (0, f"removed {serial}: VPP licenses: {still} held, {ELSEWHERE}"), err
+    assert deliver(host) >= 1  # that process records and tries the second removal's reclaims
+    [_, second] = removal_ids()
+    said = f"VPP licenses: 0 reclaimed, 0 pending{kept_text}"  # nothing left to reclaim, the irrevocable one kept
+    assert removal_summary(host, "device", serial, second) == said == removal_summary(host, "device", serial)  # without the id: the last one
+
+
 def test_a_removed_user_is_reclaimed_then_retired_at_apple(host, simulator, mdm):
     snapshot = simulator.snapshot()
     user = next(

@@ -17,7 +17,7 @@ import pytest
 from mdm_core import hookimpl
 from mdm_core.events import RETRY_DELAYS
 from mdm_core.host import Host
-from mdm_core.inventory import add_device, remove_device
+from mdm_core.inventory import add_device, remove_device_with_event
 from mdm_core.models import utcnow
 from mdm_core.testing import EventRecorder, MdmRunner
 
@@ -122,8 +122,8 @@ def test_a_device_removed_while_vpp_is_disabled_is_reclaimed_once_it_is_enabled(
     assert held
 
     without_vpp = make_host(environ={"MDM_DISABLED_PLUGINS": "vpp"})
-    remove_device(without_vpp, serial)
-    said = _removal_lines(without_vpp, "device", serial)  # what `mdm devices remove` adds to its line
+    _, event_id = remove_device_with_event(without_vpp, serial)
+    said = _removal_lines(without_vpp, "device", serial, event_id)  # what `mdm devices remove` adds to its line
     assert said == ": VPP licenses: reclaimed once the VPP plugin is enabled again (see `mdm plugins`)"
     (failure,) = [f for f in without_vpp.events.failures() if f["plugin"] == "mobile_apps"]
     assert failure["status"] == "waiting" and "the VPP plugin is not loaded" in failure["error"]
