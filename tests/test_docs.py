@@ -7,6 +7,8 @@ import argparse
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [
     p for folder in ("mdm_core", "plugins", "tests", "bench", "docs", "conf") for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md", ".toml")
@@ -118,3 +120,22 @@ def test_every_documented_command_and_option_exists(make_host) -> None:
     assert len(commands) > 200 and ("README.md", "mdm vpp account list [--json]") in commands
     wrong = [f"{doc}: `{command}`: {', '.join(unknown)}" for doc, command in commands if (unknown := _unknown_words(parser, command))]
     assert wrong == []
+
+
+@pytest.mark.slow  # the whole demo (a second or two)
+def test_the_readme_demo_syncs_are_what_the_demo_prints(project_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's sample of `mdm demo`'s two syncs is the demo's current report, but for the
+    times (it showed 5 pages for the incremental sync, which reads 6)."""
+    from mdm_core.cli import main
+
+    def reports(text: str) -> list[str]:
+        return [re.sub(r" in [\d.]+s,", " in Ts,", line) for line in text.splitlines() if re.match(r"demo: \w+ sync ok in ", line)]
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sample = re.search(r"From the demo \(.*?```console\n(.*?)```", readme, re.S)
+    assert sample is not None and len(reports(sample.group(1))) == 2
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    capsys.readouterr()
+    assert main(["--config", str(conf), "demo"]) == 0
+    assert reports(capsys.readouterr().out) == reports(sample.group(1))
