@@ -361,8 +361,9 @@ def test_the_apps_list_shows_the_version_devices_are_on_and_the_newer_one_apart(
 def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_api(school: Host, admin: Any, client: Any, simulator: Any) -> None:
     """Apple's 9709 (not enough licenses) when the mirror counted some available (licenses
     assigned in Apple's portal since the last sync): the command line's advice names `mdm
-    apps reclaim`, `mdm vpp assets` and `mdm vpp sync`; the console says it with its pages and
-    the API with its endpoints, each line naming the error, and nothing is queued."""
+    apps reclaim ADAMID`, `mdm vpp assets --account NAME` and `mdm vpp sync NAME`; the console
+    says it with its pages and the API with the app's and the account's endpoints (it printed
+    ``{app}`` and ``{name}``), each line naming the error, and nothing is queued."""
     from plugins.mobile_apps.catalog import list_apps
     from plugins.vpp.sync.run import sync_account
 
@@ -384,11 +385,17 @@ def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_a
     assert page.status_code == 409 and f'<td>WEB9709DEV01</td><td class="status-failed">failed</td><td>{console}</td>' in table, table
     assert "`" not in table and "mdm " not in table and "--" not in table, table
 
-    api = client.post(f"/api/v1/apps/{app['id']}/install", headers=token_for(school, "admin"), json={"devices": ["WEB9709DEV02"]})
-    # the API names its endpoints as the README writes them, {app} and {name} not filled in
+    headers = token_for(school, "admin")
+    api = client.post(f"/api/v1/apps/{app['id']}/install", headers=headers, json={"devices": ["WEB9709DEV02"]})
+    # the API names the app's and the account's own endpoints (they printed {app} and {name})
     api_words = refused + (
-        "POST /api/v1/apps/{app}/reclaim; GET /api/v1/vpp/assets shows the counts as of the last sync: POST /api/v1/vpp/accounts/{name}/sync refreshes them"
+        f"POST /api/v1/apps/{adam}/reclaim; GET /api/v1/vpp/assets?account=school shows the counts as of the last sync: "
+        "POST /api/v1/vpp/accounts/school/sync refreshes them"
     )
     assert api.status_code == 409 and api.json()["ok"] is False, api.text
     assert api.json()["results"] == [{"target": "WEB9709DEV02", "status": "failed", "message": api_words}], api.text
     assert inventory.list_commands(school, "WEB9709DEV01") == inventory.list_commands(school, "WEB9709DEV02") == []
+    assets = client.get("/api/v1/vpp/assets?account=school", headers=headers)
+    assert assets.status_code == 200 and adam in {a["adamId"] for a in assets.json()["items"]}, assets.text
+    reclaim = client.post(f"/api/v1/apps/{adam}/reclaim", headers=headers, json={"devices": ["WEB9709DEV02"]})
+    assert reclaim.status_code == 200 and reclaim.json()["results"][0]["status"] == "none", reclaim.text  # the app found: it holds none

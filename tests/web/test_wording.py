@@ -314,7 +314,39 @@ def test_an_unknown_app_is_a_404_in_the_api_s_words(
         response = admin.post(f"/api/v1/apps/com.example.nothing/{action}", headers=headers, json={"devices": ["WEBDEV000012"]})
         error = response.json()["error"]
         assert response.status_code == 404 and error.startswith("no application 'com.example.nothing': "), error
-        assert "(see GET /api/v1/apps; after a purchase, synchronize the VPP account: POST /api/v1/vpp/accounts/{name}/sync)" in error, error
+        assert (
+            "(see GET /api/v1/apps; after a purchase, synchronize its VPP account: POST /api/v1/vpp/accounts/NAME/sync, NAME one of GET /api/v1/vpp/accounts)"
+            in error
+        ), error
         assert not CLI_ADVICE.search(error), error
     code, _, err = MdmRunner(project_dir, monkeypatch, capsys)("apps", "install", "com.example.nothing", "--device", "WEBDEV000012")
     assert code != 0 and "(see `mdm apps list`; run `mdm vpp sync` after a purchase)" in err, err  # the command line's words
+
+
+def test_no_api_rewording_names_an_endpoint_with_a_placeholder_left_in(app: Any) -> None:
+    """The API's answer to Apple's 9709 printed `POST /api/v1/apps/{app}/reclaim` and
+    `POST /api/v1/vpp/accounts/{name}/sync` literally: a path to copy must name the app or the
+    account (``\\1`` of the advice that names it), never a template's ``{field}``."""
+    for rewording in app.state.registry.wording:
+        assert not re.search(r"\{\w+\}", rewording.api), (rewording.cli.pattern, rewording.api)
+
+
+def test_a_9709_recorded_before_its_advice_named_the_app_is_worded_without_placeholders(school: Host, admin: Any) -> None:
+    """An install failed for want of licenses before the advice named the app and the account
+    (its recorded ``error`` says `mdm apps reclaim` and `mdm vpp sync` alone): the console and the
+    API still say it in their words, the API pointing to the install's own fields."""
+    from plugins.mobile_apps.installs.wording import OLD_BUY_OR_RECLAIM, OLD_STALE_COUNTS
+    from plugins.mobile_apps.models import Install
+
+    error = f"Apple refused the license: Not enough licenses (Apple error 9709); nothing queued{OLD_BUY_OR_RECLAIM}{OLD_STALE_COUNTS}"
+    with school.db.session() as session:
+        session.add(
+            Install(account="school", adam_id="1", pricing_param="STDQ", kind="device", target="OLD9709DEV01", source="request", status="failed", error=error)
+        )
+        session.commit()
+    (row,) = admin.get("/api/v1/apps/installs", headers=token_for(school, "admin")).json()["items"]
+    assert "take licenses back with POST /api/v1/apps/ADAM_ID/reclaim (ADAM_ID: the install's adam_id)" in row["error"], row
+    assert "POST /api/v1/vpp/accounts/ACCOUNT/sync refreshes them (ACCOUNT: the install's account)" in row["error"], row
+    assert not CLI_ADVICE.search(row["error"]) and "{" not in row["error"], row
+    page = html.unescape(admin.get("/apps/installs").text)
+    assert "Reclaim licenses on the app's page; the app's counts are as of the last synchronization" in page and "`mdm " not in page, page

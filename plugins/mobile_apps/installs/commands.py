@@ -23,7 +23,7 @@ from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install
 from ..payloads import InstallQueuedPayload
 from ..settings import settings
-from .wording import BUY_OR_RECLAIM, STALE_COUNTS
+from .wording import buy_or_reclaim, stale_counts
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -99,13 +99,14 @@ def queue_install(
     return command.uuid, True
 
 
-def apple_reason(failure: Mapping[str, Any]) -> str:
-    """Apple's reason for refusing a license (from an event's ``failures``), as one line."""
+def apple_reason(failure: Mapping[str, Any], *, account: str, adam_id: str) -> str:
+    """Apple's reason for refusing a license of ``adam_id`` in ``account`` (from an event's
+    ``failures``), as one line."""
     number = failure.get("errorNumber")
     hints: dict[Any, str] = {9709: "not enough licenses", 9609: "the VPP user is not registered", 9707: "not device-assignable"}
     message = failure.get("errorMessage") or hints.get(number, "failed")
     hint = f" ({hints[number]})" if number in hints and hints[number].lower() not in message.lower() else ""
-    advice = BUY_OR_RECLAIM + STALE_COUNTS if number == 9709 else ""  # the mirror counted licenses Apple no longer had
+    advice = buy_or_reclaim(adam_id) + stale_counts(account) if number == 9709 else ""  # the mirror counted licenses Apple no longer had
     return f"Apple refused the license: {message}{hint}" + (f" (Apple error {number})" if number else "") + "; nothing queued" + advice
 
 

@@ -277,7 +277,7 @@ def fail_pending(host: Host, session: Session, key: tuple[str, str, str, str], f
     for row in session.execute(_pending_of(key, failures)).scalars():
         if event_id is not None and event_id not in row.event_ids:
             continue
-        row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target]), utcnow()
+        row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target], account=account, adam_id=adam_id), utcnow()
         session.add(row)
         payload: InstallFailedPayload = {
             "id": row.id,

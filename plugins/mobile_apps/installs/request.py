@@ -224,7 +224,7 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
     needed = [s for s in checked if s not in held]
     if needed and asset.available_count < len(needed):
         for serial in needed:
-            out.add(serial, "refused", wording.not_enough_licenses(asset.available_count, asset.account, len(needed)))
+            out.add(serial, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
         needed = []
     succeeded: list[str] = list(held)
     intents = record_intent(host, asset, "device", needed) if needed else {}
@@ -234,8 +234,12 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
             succeeded += [s for s in result["succeeded"]["serialNumbers"] if s in needed]
             for failure in result["failed"]:
                 if failure.get("serialNumber") in needed:
-                    out.add(failure["serialNumber"], "failed", apple_reason(failure))
-            _settle_failed(host, intents, {f["serialNumber"]: apple_reason(f) for f in result["failed"] if f.get("serialNumber") in needed})
+                    out.add(failure["serialNumber"], "failed", apple_reason(failure, account=asset.account, adam_id=asset.adam_id))
+            _settle_failed(
+                host,
+                intents,
+                {f["serialNumber"]: apple_reason(f, account=asset.account, adam_id=asset.adam_id) for f in result["failed"] if f.get("serialNumber") in needed},
+            )
             pending = [s for s in result.get("pending", {}).get("serialNumbers", []) if s in needed]
             if pending:
                 _record_pending(host, asset, pending, result["event_ids"], wait, out, intents)
@@ -297,7 +301,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
     intents: dict[str, int] = {}
     if not held:
         if asset.available_count < 1:
-            out.add(user, "refused", wording.not_enough_licenses(0, asset.account))
+            out.add(user, "refused", wording.not_enough_licenses(0, asset.account, asset.adam_id))
             return out
         intents = record_intent(host, asset, "user", [user])
         result = _associate(host, asset, [], [user], wait, out, intents)
@@ -308,7 +312,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
             return out
         failure = next((f for f in result["failed"] if f.get("clientUserId") == user), None)
         if failure or user not in result["succeeded"]["clientUserIds"]:
-            reason = apple_reason(failure or {"errorMessage": "Apple did not confirm the license"})
+            reason = apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}, account=asset.account, adam_id=asset.adam_id)
             out.add(user, "failed", reason)
             _settle_failed(host, intents, {user: reason})
             return out

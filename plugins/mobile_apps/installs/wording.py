@@ -19,10 +19,15 @@ API_INSTALLS = "GET /api/v1/apps/installs"
 CHOOSE_USER = "choose a user in the install form"
 BUY_MORE = "buy more in Apple Business Manager or Apple School Manager, or take licenses back with"
 ASKS_AGAIN = r"not licensed yet: \1; this host asks Apple again by itself:"
-#: The advice when licenses run out, whether this host refused (its counts) or Apple did (9709)
-BUY_OR_RECLAIM = " (buy more, or reclaim with `mdm apps reclaim`)"
-#: Apple refused for want of licenses the mirror counted as available: its counts are as of the last sync
-STALE_COUNTS = "; `mdm vpp assets` shows the counts as of the last sync: `mdm vpp sync` refreshes them"
+#: An adamId or an account name in the command line's advice (``\1`` of a rewording): letters,
+#: digits, '.', '_' and '-' (an account's name is no more: ``NAME_RE``), so an API path names it
+#: as it is, with nothing to URL-quote.
+KEY = r"([A-Za-z0-9._-]+)"
+#: The two below as recorded before they named the app and the account (an install's ``error``)
+OLD_BUY_OR_RECLAIM = " (buy more, or reclaim with `mdm apps reclaim`)"
+OLD_STALE_COUNTS = "; `mdm vpp assets` shows the counts as of the last sync: `mdm vpp sync` refreshes them"
+RECLAIM_ON_PAGE = "Reclaim licenses on the app's page"
+STALE_ON_PAGE = "; the app's counts are as of the last synchronization: synchronize the VPP account to refresh them"
 REGISTERS = r"not registered as a VPP user in account '\1', so Apple cannot license it to them: an administrator of the host registers it, then install again"
 
 #: The command line's advice in these lines (regular expressions) as the console and the API
@@ -39,9 +44,14 @@ WORDING = [
         '(Apple licenses it to users only): give "users" instead',
     ),
     (
-        re.escape(BUY_OR_RECLAIM),
-        f": {BUY_MORE} Reclaim licenses on the app's page",
-        f": {BUY_MORE} POST /api/v1/apps/{{app}}/reclaim",
+        rf" \(buy more, or reclaim with `mdm apps reclaim {KEY}`\)",
+        f": {BUY_MORE} {RECLAIM_ON_PAGE}",
+        rf": {BUY_MORE} POST /api/v1/apps/\1/reclaim",
+    ),
+    (
+        re.escape(OLD_BUY_OR_RECLAIM),
+        f": {BUY_MORE} {RECLAIM_ON_PAGE}",
+        f": {BUY_MORE} POST /api/v1/apps/ADAM_ID/reclaim (ADAM_ID: the install's adam_id)",
     ),
     (
         r"not an MDM user: add it with `mdm users add [^`]*`",
@@ -49,9 +59,15 @@ WORDING = [
         "not an MDM user of this host: GET /api/v1/users lists those who are (an administrator of the host adds users)",
     ),
     (
-        re.escape(STALE_COUNTS),
-        "; the app's counts are as of the last synchronization: synchronize the VPP account to refresh them",
-        "; GET /api/v1/vpp/assets shows the counts as of the last sync: POST /api/v1/vpp/accounts/{name}/sync refreshes them",
+        rf"; `mdm vpp assets --account {KEY}` shows the counts as of the last sync: `mdm vpp sync \1` refreshes them",
+        STALE_ON_PAGE,
+        r"; GET /api/v1/vpp/assets?account=\1 shows the counts as of the last sync: POST /api/v1/vpp/accounts/\1/sync refreshes them",
+    ),
+    (
+        re.escape(OLD_STALE_COUNTS),
+        STALE_ON_PAGE,
+        "; GET /api/v1/vpp/assets?account=ACCOUNT shows the counts as of the last sync: POST /api/v1/vpp/accounts/ACCOUNT/sync refreshes them"
+        " (ACCOUNT: the install's account)",
     ),
     (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
     (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
@@ -75,7 +91,7 @@ WORDING = [
     (
         r"\(see `mdm apps list`; run `mdm vpp sync` after a purchase\)",
         "(see Mobile Applications; after a purchase, synchronize the VPP account)",
-        "(see GET /api/v1/apps; after a purchase, synchronize the VPP account: POST /api/v1/vpp/accounts/{name}/sync)",
+        "(see GET /api/v1/apps; after a purchase, synchronize its VPP account: POST /api/v1/vpp/accounts/NAME/sync, NAME one of GET /api/v1/vpp/accounts)",
     ),
 ]
 
@@ -105,9 +121,21 @@ def users_only(label: str) -> Said:
     return Said(f"{label} is not device-assignable (Apple licenses it to users only): use --user")
 
 
-def not_enough_licenses(available: int, account: str, needed: int | None = None) -> Said:
+def buy_or_reclaim(adam_id: str) -> str:
+    """The advice when the licenses of ``adam_id`` run out, whether this host refused (its
+    counts) or Apple did (9709)."""
+    return f" (buy more, or reclaim with `mdm apps reclaim {adam_id}`)"
+
+
+def stale_counts(account: str) -> str:
+    """Why Apple refused for want of licenses the mirror of ``account`` counted as available:
+    its counts are as of the last sync."""
+    return f"; `mdm vpp assets --account {account}` shows the counts as of the last sync: `mdm vpp sync {account}` refreshes them"
+
+
+def not_enough_licenses(available: int, account: str, adam_id: str, needed: int | None = None) -> Said:
     facts = f"not enough licenses: {available} available in account '{account}'" + (f", {needed} needed" if needed is not None else "")
-    return Said(facts + BUY_OR_RECLAIM)
+    return Said(facts + buy_or_reclaim(adam_id))
 
 
 def not_an_mdm_user(user: str) -> Said:
