@@ -2,7 +2,7 @@
 line it ends with names the account whose sync stopped (or finished) and every account not
 started, so that the admin knows what to sync again, and the syncs that finished are shown.
 In-process ``mdm``, SQLite and PostgreSQL; the interruption is a real SIGINT, handled in the
-main thread where the command waits."""
+main thread where the command waits (or, in the lock's first try, raised as its handler raises it)."""
 
 from __future__ import annotations
 
@@ -124,3 +124,57 @@ def test_one_account_interrupted_before_its_sync_began_says_it_did_not_start(
     code, out, err = mdm("vpp", "sync", "school")
     assert code == 130 and out == "" and _last_line(err) == "mdm: interrupted (SIGINT): not started: school", (out, err)
     assert recent_runs(host) == [] and counted[1].seen == 0
+
+
+def _ctrl_c_in_first_try(monkeypatch: pytest.MonkeyPatch, *, after_taking: bool = False) -> None:
+    """Ctrl-C during a sync's first, quick try of its account's lock (no other sync holds it),
+    raised as ``mdm``'s handler raises it; ``after_taking``: once the try has taken the lock (a
+    signal during its commit is raised when its write session ends)."""
+    import plugins.vpp.sync.run as run
+    from mdm_core.interrupts import Interrupted
+    from mdm_core.locks import DbLock
+
+    original = run.account_lock
+
+    def interrupted_lock(host: Host, account_id: int | None) -> DbLock:
+        lock = original(host, account_id)
+
+        def try_acquire() -> bool:
+            if after_taking:
+                assert DbLock.try_acquire(lock)
+            raise Interrupted(signal.SIGINT)
+
+        monkeypatch.setattr(lock, "try_acquire", try_acquire)
+        return lock
+
+    monkeypatch.setattr(run, "account_lock", interrupted_lock)
+
+
+@pytest.mark.parametrize(("args", "not_started"), [(("school",), "school"), ((), "district, school, university")])
+def test_an_interrupt_in_the_first_try_of_the_lock_says_the_sync_did_not_start(
+    three: tuple[Host, list[Any], list[Any]], mdm: MdmRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], not_started: str
+) -> None:
+    """Ctrl-C while the sync took its account's lock, no other sync running: the line said
+    "stopped while waiting for the running sync of school", a sync that did not exist. Nothing
+    ran: it says the account's sync did not start, as before its lock was asked for."""
+    host, sims, counted = three
+    _ctrl_c_in_first_try(monkeypatch)
+    code, out, err = mdm("vpp", "sync", *args)
+    assert code == 130 and out == "" and _last_line(err) == f"mdm: interrupted (SIGINT): not started: {not_started}", (out, err)
+    assert recent_runs(host) == [] and [c.seen for c in counted] == [0, 0, 0]
+
+
+def test_a_lock_taken_by_an_interrupted_try_is_given_back(three: tuple[Host, list[Any], list[Any]], mdm: MdmRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted once the first try had taken the account's lock: the lock stayed held by a
+    holder alive (this process), so the next sync found "a sync of school is already running"
+    until the lock expired. It is given back: the next sync runs."""
+    import plugins.vpp.sync.run as run
+
+    host, sims, counted = three
+    account_lock = run.account_lock
+    _ctrl_c_in_first_try(monkeypatch, after_taking=True)
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 130 and _last_line(err) == "mdm: interrupted (SIGINT): not started: school", (out, err)
+    monkeypatch.setattr(run, "account_lock", account_lock)
+    code, out, err = mdm("vpp", "sync", "school", "--wait", "0")
+    assert code == 0 and out.startswith("school: full sync ok in "), (out, err)

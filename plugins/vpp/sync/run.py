@@ -113,7 +113,12 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
     lock = account_lock(host, account.id)
     wait = s.lock_wait if wait is None else wait
     try:
-        if not lock.try_acquire():
+        taken = lock.try_acquire()
+    except KeyboardInterrupt:  # no other sync to wait for: no note, sync_accounts names it not started
+        _release_if_taken(lock)
+        raise
+    try:
+        if not taken:
             if wait > 0 and lock.busy is not None:
                 log.info("account %s: waiting up to %gs for the running sync (%s)", name, wait, lock.busy.describe())
             lock.acquire(wait=wait)
@@ -121,6 +126,7 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
         detail = exc.info.describe() if exc.info else "another process holds its lock"
         return _not_run(name, trigger, "already running", f"a sync of {name} is already running ({detail})")
     except KeyboardInterrupt as exc:
+        _release_if_taken(lock)
         interrupts.note(exc, f"stopped while waiting for the running sync of {name}: nothing was written by this command")
         raise
     try:
@@ -154,6 +160,13 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
 def _not_run(name: str, trigger: str, status: str, error: str) -> SyncReport:
     """The report of a sync that did not start (skipped, already running): the first six keys."""
     return {"account": name, "trigger": trigger, "mode": None, "status": status, "error": error, "error_type": None}
+
+
+def _release_if_taken(lock: DbLock) -> None:
+    """Give back a lock an interrupted try may have taken (its row committed before the
+    interruption was raised), so that the next sync need not wait for it to expire."""
+    if lock.generation is not None:
+        _release(lock)
 
 
 def _release(lock: DbLock) -> None:
