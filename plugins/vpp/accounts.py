@@ -196,10 +196,18 @@ class NameTaken(Conflict, UsageError):
     """An account of this name exists already (exit code 2, 409 on the web)."""
 
 
-def check_name_free(session: Session, name: str) -> None:
-    """Raise :class:`NameTaken` if an account is named ``name``."""
+def check_name(name: str) -> None:
+    """Raise a one-line :class:`UsageError` unless ``name`` is a valid account name (letters,
+    digits, ``.``, ``_``, ``-``; at most 128; compared as given, case included)."""
+    if not NAME_RE.match(name):
+        raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
+
+
+def check_name_free(session: Session, name: str, advice: str | None = None) -> None:
+    """Raise :class:`NameTaken` if an account is named ``name`` (``advice``: what to do instead,
+    by default changing that account)."""
     if session.execute(select(col(VppAccount.id)).where(col(VppAccount.name) == name)).first():
-        raise NameTaken(f"an account named '{name}' already exists: choose another name or `mdm vpp account set {name}`")
+        raise NameTaken(f"an account named '{name}' already exists: {advice or f'choose another name or `mdm vpp account set {name}`'}")
 
 
 def _account_of(host: Host, uid: str) -> str | None:
@@ -212,7 +220,7 @@ def _vpp_failure(action: str, exc: VppError) -> MdmError:
     return MdmError(f"{action}: {exc}")
 
 
-ACCOUNTS_LOCK = "vpp.accounts"  # serialises adding and renewing accounts: one claim at Apple at a time
+ACCOUNTS_LOCK = "vpp.accounts"  # serialises adding, renewing and renaming accounts: one claim at Apple at a time
 
 
 def _is_ours(host: Host, mdm_info: Any) -> bool:
@@ -227,7 +235,7 @@ def _is_ours(host: Host, mdm_info: Any) -> bool:
 
 
 @contextmanager
-def _accounts_lock(host: Host) -> Iterator[None]:
+def accounts_lock(host: Host) -> Iterator[None]:
     """Hold the accounts lock: also proves, before Apple is called, that the database takes
     writes (a read-only or full database stops here with one line, nothing claimed)."""
     from mdm_core.locks import LockBusy
@@ -236,7 +244,7 @@ def _accounts_lock(host: Host) -> Iterator[None]:
     try:
         lock.acquire(wait=30)
     except LockBusy as exc:
-        raise MdmError(f"another command is adding or renewing a VPP account ({exc.info.describe() if exc.info else 'busy'}): try again") from None
+        raise MdmError(f"another command is adding, renewing or renaming a VPP account ({exc.info.describe() if exc.info else 'busy'}): try again") from None
     try:
         yield
     finally:
@@ -302,15 +310,14 @@ def add_account(
     """
     from .notifications import configure
 
-    if not NAME_RE.match(name):
-        raise UsageError(f"account name '{name}' is not valid: use letters, digits, '.', '_' or '-' (at most 128)")
+    check_name(name)
     interval = check_interval(host, interval if interval is not None else settings(host).default_interval)
     service_url = check_service_url(service_url) if service_url else DEFAULT_SERVICE_URL
     label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
     configure.check(host, notifications)
-    with _accounts_lock(host):
+    with accounts_lock(host):
         with host.db.session() as session:
             check_name_free(session, name)
         with make_client(host, token, service_url, None, interactive=True) as client:
@@ -449,7 +456,7 @@ def set_account(
         if change.on is None:
             row = host.db.run_write(work)
         else:
-            with _accounts_lock(host), change.abandoned_on_error(host):
+            with accounts_lock(host), change.abandoned_on_error(host):
                 change.prepare(host)
                 with client_for(host, account) as client:  # refuses, naming it, a location another MDM took
                     try:
@@ -463,7 +470,7 @@ def set_account(
     label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
     updates.update(token_ciphertext=host.secrets.encrypt(token.bearer()), token_fingerprint=token.fingerprint)
-    with _accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again
+    with accounts_lock(host), change.abandoned_on_error(host):  # the database takes writes before the location is claimed again
         change.prepare(host)
         with make_client(host, token, account.service_url, None, interactive=True, account_id=account.id) as client:
             try:

@@ -70,6 +70,15 @@ def register(subparsers: Any) -> None:
     )
     set_.add_argument("--service-url", type=service_url, metavar="URL", help="another Apps and Books v2 base URL (checked with the stored token first)")
     set_.set_defaults(func=_account_set)
+    ren = asub.add_parser(
+        "rename",
+        help="give an account another name (its mirror, runs, schedule and alerts follow it)",
+        description="Rename an account: NEW is checked as `account add` checks a name and must not be an account already. "
+        "Refused while a sync of it runs. Past events and alerts keep the old name.",
+    )
+    ren.add_argument("name", metavar="OLD")
+    ren.add_argument("new_name", metavar="NEW")
+    ren.set_defaults(func=_account_rename)
     rm = asub.add_parser(
         "remove",
         help="forget an account and its mirror",
@@ -236,6 +245,14 @@ def _account_set(host: Host, args: argparse.Namespace) -> int:
         f"sync every {account['interval_seconds']}s, notifications {account['notifications']}"
         + (f", service {account['service_url']}" if args.service_url else "")
     )
+    return 0
+
+
+def _account_rename(host: Host, args: argparse.Namespace) -> int:
+    from plugins.vpp.rename import rename_account
+
+    account = rename_account(host, args.name, args.new_name)
+    say(f"renamed account {args.name} to {account['name']}")
     return 0
 
 

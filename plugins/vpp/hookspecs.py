@@ -428,3 +428,17 @@ def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
+
+
+@hookspec
+def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
+    """An account was renamed (``mdm vpp account rename``, the console, the API).
+
+    When: after the commit, delivered from the outbox, after the events recorded before the
+    rename (which name the account ``previous``).
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AccountRenamedPayload``):
+    ``account`` (the new name), ``previous`` (the old one). A subscriber that keys state by the
+    account's name moves it to the new name (what it keeps as history may stay as it was).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
+    """

@@ -235,6 +235,14 @@ class TokenStatePayload(TypedDict):
     action: str
 
 
+class AccountRenamedPayload(TypedDict):
+    """``vpp_account_renamed``: the account ``previous`` is now named ``account`` (the events
+    recorded before it name it ``previous``; those after it, ``account``)."""
+
+    account: str
+    previous: str
+
+
 #: Event name (the hook is ``mdm_<name>``) -> its payload type.
 EVENT_PAYLOADS: dict[str, type] = {
     "vpp_assets_added": AssetsPayload,
@@ -249,4 +257,5 @@ EVENT_PAYLOADS: dict[str, type] = {
     "vpp_user_invited": UserInvitedPayload,
     "vpp_token_state_changed": TokenStatePayload,
     "vpp_sync_finished": SyncReport,
+    "vpp_account_renamed": AccountRenamedPayload,
 }
