@@ -66,10 +66,12 @@ def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
         scheduler.remove(job)
 
 
-def last_sync(host: Host, name: str) -> datetime | None:
-    """When the account last synced (any trigger, ok or not), or ``None``."""
+def last_sync(host: Host, name: str) -> tuple[datetime | None] | None:
+    """When the account last synced (any trigger, ok or not; ``None`` never) as a 1-tuple, or
+    ``None`` when there is no account of that name (any more)."""
     with host.db.session() as session:
-        return session.execute(select(col(VppAccount.last_sync_at)).where(col(VppAccount.name) == name)).scalar_one_or_none()
+        row = session.execute(select(col(VppAccount.last_sync_at)).where(col(VppAccount.name) == name)).first()
+    return None if row is None else (row[0],)
 
 
 def grace(interval: float) -> float:
@@ -122,12 +124,17 @@ def _scheduled_sync(host: Host, name: str, seen: tuple[datetime | None] | None =
     """A scheduled sync, through the same ``mdm_vpp_sync`` hook as ``mdm vpp sync``; a failed
     one raises so the scheduler logs and records it. Nothing happens if the account's last sync
     is no longer ``seen`` (by default, the last sync now): another host synced it since it fell
-    due (:data:`SCHEDULED_AFTER`). A sync's counts are told in ``mdm vpp sync``'s words."""
+    due (:data:`SCHEDULED_AFTER`); nor if the account is no longer named ``name`` (renamed or
+    removed before :func:`refresh_account_jobs` dropped its job). A sync's counts are told in
+    ``mdm vpp sync``'s words."""
     from mdm_core.errors import MdmError
 
     from .changes import format_sync_counts
 
-    token = SCHEDULED_AFTER.set(seen or (last_sync(host, name),))
+    now = last_sync(host, name)
+    if now is None:  # renamed or removed since this process scheduled it: its job goes at the next refresh
+        return f"not synced: there is no account {name} any more (renamed or removed)"
+    token = SCHEDULED_AFTER.set(seen or now)
     try:
         [report] = host.pm.hook.mdm_vpp_sync(host=host, account=name, full=False, trigger="schedule", wait=None)
     finally:
