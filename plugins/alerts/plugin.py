@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
     from plugins.mobile_apps.payloads import InstallFailedPayload
-    from plugins.vpp.payloads import AssetsPayload, SyncReport, TokenStatePayload
+    from plugins.vpp.payloads import AccountRenamedPayload, AssetsPayload, SyncReport, TokenStatePayload
 
 PLUGIN_NAME = "alerts"
 
@@ -162,6 +162,15 @@ def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
 
     p = cast("AssetsPayload", event.payload)
     on_event(host, event, lambda session: assets_removed(session, p["account"], p["assets"]))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
+    """The account's states follow its new name (no alert sent again under it)."""
+    from .store import account_renamed, on_event
+
+    p = cast("AccountRenamedPayload", event.payload)
+    on_event(host, event, lambda session: account_renamed(session, p["previous"], p["account"]))
 
 
 # --------------------------------------------------------------------------- mobile_apps events

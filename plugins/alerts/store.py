@@ -299,6 +299,20 @@ def install_failed(host: Host, session: Session, payload: InstallFailedPayload, 
 # --------------------------------------------------------------------------- housekeeping
 
 
+def account_renamed(session: Session, previous: str, account: str) -> list[Alert]:
+    """The states kept for account ``previous`` (its token, its syncs, its low licenses) are now
+    account ``account``'s, so that a state already alerted is not alerted again under the new
+    name; those left by an account once named ``account`` go. Alerts already written keep the
+    name they were written with."""
+    subjects = table_of(AlertSubject)
+    session.execute(delete(subjects).where(subjects.c.account == account))
+    for key in list(session.execute(select(subjects.c.subject).where(subjects.c.account == previous)).scalars()):
+        kind, _, rest = key.partition(":")
+        moved = ":".join([kind, account, *rest.split(":")[1:]])  # KIND:ACCOUNT[:ADAMID:PRICING]
+        session.execute(update(subjects).where(subjects.c.subject == key).values(subject=moved, account=account))
+    return []
+
+
 def forget_accounts(session: Session, known: set[str]) -> None:
     """Drop the state of accounts that no longer exist (removed: nothing to alert)."""
     session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known)))
