@@ -51,6 +51,7 @@ from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 from .notifications import configure
 from .notifications.configure import public_url
+from .rename import rename_account
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -58,8 +59,8 @@ if TYPE_CHECKING:
 
     from .payloads import Account
 
-#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes (``take_over`` goes with ``token``).
-PATCHABLE = {"interval_seconds", "notifications", "token", "take_over"}
+#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes (``take_over`` goes with ``token``, ``name`` alone).
+PATCHABLE = {"interval_seconds", "notifications", "token", "take_over", "name"}
 #: What ``POST /api/v1/vpp/accounts`` takes (``name`` and ``token`` required).
 ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "service_url"}
 #: How messages name a token sent in a JSON body (never its value).
@@ -448,6 +449,18 @@ def page_router() -> APIRouter:
         set_account(host, name, interval=seconds)
         return redirect(request, "/vpp", f"{name}: Account Synchronization Interval set to {seconds} seconds")
 
+    @router.post("/vpp/accounts/{name}/rename")
+    def rename(request: Request, name: str, new_name: str = Form("")) -> Response:
+        """Rename the account as ``mdm vpp account rename OLD NEW`` does (a sync of it running:
+        back to the page, saying so)."""
+        host = host_of(request)
+        _account(host, name)
+        try:
+            account = rename_account(host, name, new_name.strip())
+        except SyncRunning as exc:
+            return redirect(request, "/vpp", str(exc), "error")
+        return redirect(request, "/vpp", f"account {name} renamed to {account['name']}")
+
     @router.post("/vpp/accounts/{name}/notifications")
     def notifications(request: Request, name: str, notifications: str = Form("")) -> Response:
         """Turn Apple's notifications on (giving Apple ``[web] public_url``) or off, as
@@ -628,7 +641,8 @@ def api_router() -> APIRouter:
         (``"on"``: give Apple ``[web] public_url``; ``"off"``) and/or renew the ``token`` (the
         new .vpptoken file's text; ``take_over`` true to claim the location back from another
         MDM), as ``mdm vpp account set NAME --interval SECONDS --notifications on|off
-        --token-file FILE [--take-over]`` does."""
+        --token-file FILE [--take-over]`` does; or rename it, ``{"name": NEW}`` alone, as ``mdm
+        vpp account rename NAME NEW`` does (409 while a sync of it runs, or for a name taken)."""
         host = host_of(request)
         _account(host, name)
         body = await json_object(request, send="send a JSON object", shape="the body must be a JSON object")
@@ -637,6 +651,8 @@ def api_router() -> APIRouter:
             raise WebError(422, PATCH_SHAPE)
         seconds = check_interval(host, body["interval_seconds"], "interval_seconds") if "interval_seconds" in body else None
         wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
+        if "name" in body:
+            return _api_account(request, _api_rename(host, name, body))
         take_over = _take_over(body)
         if "token" not in body:
             if "take_over" in body:
@@ -741,6 +757,16 @@ def api_router() -> APIRouter:
     return router
 
 
+def _api_rename(host: Host, name: str, body: dict[str, Any]) -> Account:
+    """``PATCH {"name": NEW}``: the rename alone (the other changes go in a PATCH of the new
+    name), as ``mdm vpp account rename`` does it."""
+    if set(body) != {"name"}:
+        raise WebError(422, f'"name" goes alone: rename the account, then PATCH /api/v1/vpp/accounts/{body["name"]} with the other changes')
+    if not isinstance(body["name"], str):
+        raise WebError(422, f"name {json.dumps(body['name'], default=str)[:50]} is not valid: give the account's new name as text")
+    return rename_account(host, name, body["name"].strip())
+
+
 def _on_off(value: Any, field: str) -> bool:
     """True for ``"on"``, False for ``"off"``; a 422 naming ``field`` otherwise (checked before
     anything changes)."""
@@ -755,7 +781,7 @@ ADD_SHAPE = (
 )
 PATCH_SHAPE = (
     'send {"interval_seconds": SECONDS}, {"notifications": "on"|"off"} and/or '
-    '{"token": "<the text of the new .vpptoken file>"} (with "take_over": true to claim the location back)'
+    '{"token": "<the text of the new .vpptoken file>"} (with "take_over": true to claim the location back), or {"name": NEW} alone'
 )
 
 
