@@ -213,3 +213,44 @@ def test_licenses_removed_in_the_portal_are_followed_up_only_where_this_mdm_inst
     assert queued["status"] == "canceled"
     code, out, _ = mdm("apps", "installs", "--json")
     assert [(i["target"], i["status"]) for i in __import__("json").loads(out)] == [(serial, "canceled")]
+
+
+def test_a_device_license_taken_back_keeps_the_command_its_owners_license_covers(make_host, simulator, project_dir, database_url, monkeypatch, capsys):
+    """An app installed on a device with a device license, then for its owner with a user license
+    (`already queued` with the device's command: one command for both): reclaiming the device
+    license canceled that command, while the user's install still said `queued` and its license
+    still covered the device, so the app never came. The command now stays while another queued
+    install counts on it, and goes once that license is taken back too; on SQLite and PostgreSQL."""
+    import json
+
+    from mdm_core.testing import MdmRunner
+    from plugins.vpp.testing import add_simulated_account
+
+    from .conftest import BASE_CONFIG, sync
+
+    host = make_host(config=BASE_CONFIG, database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+    a = fixed_assets(simulator)[0]  # iOS, revocable, device-assignable
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_user(host, user)
+    add_device(host, serial, "iOS", owner=user)
+    app = app_id(host, a["adamId"])
+    assert mdm("apps", "install", app, "--device", serial, "--wait", "5")[0] == 0
+    code, out, err = mdm("apps", "install", app, "--user", user, "--wait", "5")
+    assert code == 0 and f"{user}: licensed" in out and f"{serial}: queued: InstallApplication already queued" in out, out + err
+    [command] = _commands(host, serial, "InstallApplication")
+
+    def installs() -> dict[str, str]:
+        return {i["target"]: i["status"] for i in json.loads(mdm("apps", "installs", "--json")[1])}
+
+    code, out, err = mdm("apps", "reclaim", app, "--device", serial)
+    assert code == 0 and f"{serial}: done: license reclaimed" in out, out + err
+    assert _commands(host, serial, "InstallApplication") == [command]  # still queued: the user's license covers it
+    assert installs() == {serial: "canceled", user: "queued"}
+    code, out, err = mdm("apps", "reclaim", app, "--user", user)
+    assert code == 0 and f"{user}: done: license reclaimed" in out, out + err
+    assert [c["status"] for c in _commands(host, serial, "InstallApplication")] == ["canceled"]  # no license covers it now
+    assert installs() == {serial: "canceled", user: "canceled"}

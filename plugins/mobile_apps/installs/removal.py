@@ -9,7 +9,8 @@ and found by a sync), each install this MDM made with them is followed up:
   the app's bundle identifier from the metadata of the device's platform (without it the app
   keeps working for 30 days, then stops).
 
-The install is then recorded ``canceled`` or ``removed``. Books are never taken back (Apple makes
+A command another queued install counts on (the device's own license and its owner's user
+license, one command for both) is left to it. The install is then recorded ``canceled`` or ``removed``. Books are never taken back (Apple makes
 their licenses irrevocable), and apps this MDM did not install are left alone.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlmodel import Session, col
 
 from mdm_core.inventory import queue_command
@@ -68,13 +69,37 @@ def bundle_id(session: Session, adam_id: str, platform: str) -> str | None:
     return meta.bundle_id if meta is not None else None
 
 
+def serves_another_install(session: Session, row: Install, command: Command) -> bool:
+    """Whether another queued install of the app counts on ``command``: the device's own license
+    or its owner's user license, when one install found the other's command already queued."""
+    device = session.get(Device, command.device_serial)
+    targets = [and_(col(Install.kind) == "device", col(Install.target) == command.device_serial)]
+    if device is not None and device.owner:
+        targets.append(and_(col(Install.kind) == "user", col(Install.target) == device.owner))
+    others = session.execute(
+        select(Install).where(
+            col(Install.account) == row.account,
+            col(Install.adam_id) == row.adam_id,
+            col(Install.pricing_param) == row.pricing_param,
+            col(Install.status) == "queued",
+            col(Install.id) != row.id,
+            or_(*targets),
+        )
+    ).scalars()
+    return any(command.uuid in other.command_uuids for other in others)
+
+
 def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
-    """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts."""
-    counts = {"canceled": 0, "removed": 0, "unknown": 0}
+    """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts.
+    A command another install's license still covers is left alone (``kept``)."""
+    counts = {"canceled": 0, "removed": 0, "unknown": 0, "kept for another license": 0}
     now = utcnow()
     for uuid in row.command_uuids:
         command = session.get(Command, uuid)
         if command is None or command.request_type not in ("InstallApplication", "InstallMedia"):
+            continue
+        if serves_another_install(session, row, command):
+            counts["kept for another license"] += 1
             continue
         if command.status == "queued":
             command.status, command.error, command.updated_at = "canceled", "its VPP license was taken back", now
