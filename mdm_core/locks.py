@@ -170,18 +170,42 @@ class DbLock:
     # ------------------------------------------------------------------ taking and giving back
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free, expired or its holder is gone; True if we hold it now."""
+        """Take the lock if it is free, expired or its holder is gone; True if we hold it now.
+
+        A try that raises (Ctrl-C or SIGTERM during its commit, raised once its write session
+        has ended) never tells its caller it holds the lock: a lock it took is given back
+        first, else the next run would find it "already running" until it expired."""
+        held = self.generation is not None
         self._take_session_lock()
         try:
             won = self._take()
         except IntegrityError:  # another process inserted the row first
             won = False
-        except BaseException:
-            self._drop_session_lock()
+        except BaseException as exc:
+            try:
+                # taken: mdm's interruption is raised once the write session has ended, so the
+                # try knows; Python's own KeyboardInterrupt may have come after the server's commit
+                if not held and (self.generation is not None or type(exc) is KeyboardInterrupt):
+                    self._give_back()
+            finally:
+                self._drop_session_lock()
             raise
         if not won:
             self._drop_session_lock()
         return won
+
+    def _give_back(self) -> None:
+        """Release the row a failed try committed: our holder's, whatever its generation (an
+        interruption may have come before the try learned it). Only this ``DbLock`` takes
+        rows under its holder, so no other holder's lock or fencing token is touched."""
+        self.generation = None
+        try:
+            with self._write_session() as session:
+                ours: tuple[Any, ...] = (Lock.name == self.name, Lock.holder == self.holder, Lock.expires_at > _RELEASED)
+                session.execute(update(Lock).where(*ours).values(expires_at=_RELEASED))
+                session.commit()
+        except Exception as exc:  # its expiry frees it (or, on PostgreSQL, the end of our session)
+            log.error("could not give back the lock %s: %s", self.name, describe(exc))
 
     def _take(self) -> bool:
         now = utcnow()

@@ -384,6 +384,39 @@ def test_a_lock_of_a_dead_local_process_is_free_at_once(make_host):
     assert DbLock(host.db, "job").try_acquire()  # at once: no 600 s wait
 
 
+def test_an_interrupted_try_gives_back_the_lock_it_took_and_no_other(make_host, database_url, monkeypatch):
+    """A try interrupted once its commit is done (a signal during the commit is raised when its
+    write session ends) gives back the lock it took, so another holder takes it at once with
+    the next generation; a try interrupted while another holder has the lock leaves it theirs."""
+    import signal
+
+    from mdm_core.interrupts import Interrupted
+    from mdm_core.models import utcnow
+
+    host = make_host(plugins=[], database_url=database_url)
+    real_take = DbLock._take
+
+    def take_then_interrupted(self: DbLock) -> bool:
+        real_take(self)
+        raise Interrupted(signal.SIGINT)
+
+    other = DbLock(host.db, "job", ttl=300)
+    assert other.try_acquire()
+    monkeypatch.setattr(DbLock, "_take", take_then_interrupted)
+    mine = DbLock(host.db, "job", ttl=300)
+    with pytest.raises(Interrupted):
+        mine.try_acquire()  # busy: took nothing
+    other.refresh()  # still held by the other holder, same generation
+    other.release()
+    with pytest.raises(Interrupted):
+        mine.try_acquire()  # took it, then interrupted
+    monkeypatch.undo()
+    row = mine.info()
+    assert row is not None and row.holder == mine.holder and row.expires_at <= utcnow() and mine.generation is None
+    after = DbLock(host.db, "job", ttl=300)
+    assert after.try_acquire() and after.generation == row.generation + 1
+
+
 def test_lock_busy_names_the_holder_and_its_expiry(make_host):
     host = make_host(plugins=[])
     first = DbLock(host.db, "job", ttl=300)

@@ -114,6 +114,34 @@ def test_the_lock_of_a_dead_holder_is_taken_over(mdm, write_plugin):
     assert plug.calls == ["slow", "slow"]
 
 
+def test_a_job_interrupted_as_it_took_its_lock_gives_the_lock_back(project_dir, monkeypatch, capsys, database_url, write_plugin):
+    """Ctrl-C (or SIGTERM) during `mdm jobs run demo.fast` while the commit that took the job's
+    lock ended: the command stopped, but the lock stayed held by its holder. On SQLite the next
+    `mdm jobs run demo.fast` said "skipped: already running elsewhere, held by process <this
+    one>" until the lock expired (5 minutes); on PostgreSQL the row stayed held and the next run
+    took it over with a warning that its holder was gone. The interrupted try gives it back."""
+    from mdm_core.locks import DbLock
+    from mdm_core.testing import MdmRunner
+
+    from ..lock_signals import ctrl_c_once_taken
+
+    environ = {"MDM_PLUGIN_AUTOLOAD": "0", **({"MDM_DATABASE_URL": database_url} if database_url else {})}
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, config="", environ=environ, unset=("MDM_DISABLED_PLUGINS",), chdir=True)
+    plug = _setup(mdm, write_plugin)
+    ctrl_c_once_taken(monkeypatch, "job.demo.fast")
+    code, out, err = mdm("jobs", "run", "demo.fast")
+    assert code == 130 and plug.calls == [], (out, err)
+    host = create_host(mdm.conf, environ={"MDM_SECRET_KEY": TEST_SECRET_KEY, "MDM_PLUGIN_AUTOLOAD": "0"}, database_url=database_url or f"sqlite:///{mdm.db}")
+    try:
+        row = DbLock(host.db, "job.demo.fast").info()
+        assert row is not None and row.expires_at <= utcnow(), row  # given back at once
+    finally:
+        host.close()
+    code, out, err = mdm("jobs", "run", "demo.fast")
+    assert code == 0 and out.startswith("demo.fast: ok in ") and "is gone" not in err, (out, err)
+    assert plug.calls == ["fast"]
+
+
 @pytest.mark.slow
 def test_two_hosts_on_postgresql_never_run_a_job_at_once(make_host, pg_url, load_plugin):
     plug = load_plugin(JOBS)

@@ -112,11 +112,9 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
         return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
     lock = account_lock(host, account.id)
     wait = s.lock_wait if wait is None else wait
-    try:
-        taken = lock.try_acquire()
-    except KeyboardInterrupt:  # no other sync to wait for: no note, sync_accounts names it not started
-        _release_if_taken(lock)
-        raise
+    # interrupted, the first try gives back a lock it took and leaves no note: there is no other
+    # sync to wait for, and sync_accounts names the account not started
+    taken = lock.try_acquire()
     try:
         if not taken:
             if wait > 0 and lock.busy is not None:
@@ -126,7 +124,6 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
         detail = exc.info.describe() if exc.info else "another process holds its lock"
         return _not_run(name, trigger, "already running", f"a sync of {name} is already running ({detail})")
     except KeyboardInterrupt as exc:
-        _release_if_taken(lock)
         interrupts.note(exc, f"stopped while waiting for the running sync of {name}: nothing was written by this command")
         raise
     try:
@@ -160,13 +157,6 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
 def _not_run(name: str, trigger: str, status: str, error: str) -> SyncReport:
     """The report of a sync that did not start (skipped, already running): the first six keys."""
     return {"account": name, "trigger": trigger, "mode": None, "status": status, "error": error, "error_type": None}
-
-
-def _release_if_taken(lock: DbLock) -> None:
-    """Give back a lock an interrupted try may have taken (its row committed before the
-    interruption was raised), so that the next sync need not wait for it to expire."""
-    if lock.generation is not None:
-        _release(lock)
 
 
 def _release(lock: DbLock) -> None:
