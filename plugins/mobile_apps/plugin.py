@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
-    from plugins.vpp.payloads import AssetsPayload
+    from plugins.vpp.payloads import AccountRenamedPayload, AssetsPayload
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
@@ -204,6 +204,16 @@ def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
     from plugins.mobile_apps.installs.removal import on_licenses_disassociated
 
     on_licenses_disassociated(host, event)
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
+    """The applications, metadata, installs and reclaims filed under the old name follow the account."""
+    from plugins.mobile_apps.accounts import account_renamed
+    from plugins.mobile_apps.catalog import once
+
+    payload = cast("AccountRenamedPayload", event.payload)
+    once(host, event, lambda session: account_renamed(session, payload["previous"], payload["account"]))
 
 
 # --------------------------------------------------------------------------- core events

@@ -35,6 +35,7 @@ from mdm_core.inventory import in_inventory
 from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
 
+from .accounts import check_account
 from .catalog import find_apps, once
 from .models import Reclaim, SeenEvent
 from .payloads import ReclaimFinishedPayload
@@ -440,6 +441,8 @@ def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None =
         )
     if keys is not None:
         licenses = [lic for lic in licenses if (lic["account"], lic["adamId"], lic["pricingParam"]) in keys]
+        if not licenses:  # not "no license to reclaim" when its account was renamed
+            check_account(host, (k[0] for k in keys), f"app {selector}")
     if unused:  # held by a device or user removed from this MDM, never by one it never knew
         removed = removed_targets(host)
         licenses = [

@@ -29,6 +29,7 @@ from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult
 
+from ..accounts import check_account
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
@@ -129,7 +130,13 @@ def resolve_asset(host: Host, selector: str) -> Asset:
 
 def _fresh_counts(host: Host, asset: Asset) -> None:
     """Take the counts and flags from the VPP mirror (the events may lag behind)."""
-    row = VppPort(host).asset(asset.account, asset.adam_id, asset.pricing_param)
+    try:
+        row = VppPort(host).asset(asset.account, asset.adam_id, asset.pricing_param)
+    except VppUnavailable:
+        raise
+    except MdmError:
+        check_account(host, [asset.account], asset.label)  # its account renamed, mobile_apps not told yet: says so
+        raise
     if row is None:
         raise wording.Refused(wording.gone_from_account(asset.label, asset.account))
     asset.available_count = int(row.get("availableCount") or 0)

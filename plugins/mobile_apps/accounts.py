@@ -1,0 +1,68 @@
+"""mobile_apps files its rows under a VPP account's name: a renamed account's rows follow it.
+
+``vpp_account_renamed`` moves every application, metadata row, install and reclaim filed under
+the old name to the new one, in one transaction with the event's guard (:func:`.catalog.once`):
+delivered twice it changes nothing, and renames delivered in order end at the last name.
+
+Until that event is applied (the rename's own command delivers it at once; another process may
+ask in between, or a failed delivery waits for its retry) the old name is unknown to the VPP
+plugin: an install says so in one line (:func:`check_account`), a reclaim too, and the
+mobile_apps jobs keep their pending installs and reclaims pending, asked again once they follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+from sqlmodel import Session
+
+from mdm_core.db.typed import table_of
+from mdm_core.errors import MdmError
+
+from .models import AppMetadata, Install, MobileApp, Reclaim
+from .vpp_port import VppPort
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+#: the tables whose rows name their VPP account (``account``)
+BY_ACCOUNT = (MobileApp, AppMetadata, Install, Reclaim)
+
+
+def account_renamed(session: Session, previous: str, account: str) -> None:
+    """File under ``account`` what is filed under ``previous``. An application already under
+    ``account`` gives way to the renamed account's application of the same asset and platform
+    (which keeps its id): one left by an account once so named (removed since: retired, kept as
+    history), or one a sync of the new name published while this event waited."""
+    apps = table_of(MobileApp)
+    moving = apps.alias("moving")
+    same = select(moving.c.id).where(
+        moving.c.account == previous,
+        moving.c.adam_id == apps.c.adam_id,
+        moving.c.pricing_param == apps.c.pricing_param,
+        moving.c.platform == apps.c.platform,
+    )
+    session.execute(delete(apps).where(apps.c.account == account, same.exists()))
+    for model in BY_ACCOUNT:
+        table = table_of(model)
+        session.execute(update(table).where(table.c.account == previous).values(account=account))
+
+
+def check_account(host: Host, accounts: Iterable[str], what: str) -> None:
+    """Raise a one-line ``MdmError`` when ``what`` is filed under ``accounts`` none of which the
+    VPP plugin knows any more (renamed, and mobile_apps not told yet; or removed)."""
+    names = sorted(a["name"] for a in VppPort(host).accounts())
+    filed = sorted(set(accounts))
+    if filed and not set(filed) & set(names):
+        raise MdmError(unknown_account(filed[0], names, what))
+
+
+def unknown_account(account: str, names: list[str], what: str) -> str:
+    """Why ``what``, filed under the unknown ``account``, cannot be asked of Apple now."""
+    known = f"accounts: {', '.join(names)}" if names else "no account"
+    return (
+        f"{what} is filed under VPP account '{account}', which is not known any more ({known}): renamed, its applications "
+        "follow the new name as soon as mobile_apps has heard of the rename (`mdm events failures` shows a delivery that failed): try again then"
+    )

@@ -1,0 +1,192 @@
+"""A renamed VPP account (``mdm vpp account rename``): its published applications, their
+metadata, installs and reclaims follow it, so that installing, reclaiming, completing a pending
+install and a full sync work under the new name (no duplicate, nothing retired). The rename's
+event applied twice, or two renames in a row, end where the last rename says. SQLite and
+PostgreSQL, on the simulator."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mdm_core.errors import MdmError
+from mdm_core.events import Event
+from mdm_core.host import Host
+from mdm_core.inventory import add_device
+from mdm_core.models import OutboxEvent
+from mdm_core.testing import MdmRunner
+from plugins.mobile_apps.catalog import list_apps
+from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.installs.request import install
+from plugins.mobile_apps.models import MOBILE_APPS_TABLES, SeenEvent
+from plugins.mobile_apps.reclaims import reclaim_candidates
+from plugins.vpp.accounts import remove_account
+from plugins.vpp.rename import rename_account
+from plugins.vpp.simulator import Simulator
+from plugins.vpp.testing import add_simulated_account
+
+from .conftest import BASE_CONFIG, commands, fixed_assets, free_serials, holders
+
+SIM: dict[str, Any] = {"seed": 11, "assets": 10, "devices": 30, "users": 20, "page_size": 7}
+
+
+@pytest.fixture
+def setup(make_host: Callable[..., Host], project_dir: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Any:
+    """``setup(sim)``: a host with account ``school`` on ``sim``, synced, and an in-process ``mdm`` on its database."""
+
+    def make(sim: Simulator) -> tuple[Host, MdmRunner]:
+        host = make_host(config=BASE_CONFIG, database_url=database_url)
+        add_simulated_account(host, sim, project_dir)
+        _sync(host, "school")
+        return host, MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+
+    return make
+
+
+def _sync(host: Host, account: str, full: bool = False) -> None:
+    [report] = host.pm.hook.mdm_vpp_sync(host=host, account=account, full=full, trigger="test", wait=0)
+    assert report["status"] == "ok", report
+
+
+def _apps(mdm: MdmRunner) -> list[dict[str, Any]]:
+    code, out, err = mdm("apps", "list", "--json")
+    assert code == 0, err
+    return sorted(json.loads(out), key=lambda a: a["id"])
+
+
+def _app_id(apps: list[dict[str, Any]], adam_id: str) -> str:
+    [app] = [a for a in apps if a["adamId"] == adam_id and a["pricingParam"] == "STDQ" and a["platform"] == "iOS"]
+    return str(app["id"])
+
+
+def _accounts(host: Host) -> dict[str, set[str]]:
+    """The account names each mobile_apps table files its rows under."""
+    with host.db.session() as session:
+        return {
+            str(model.__tablename__): set(session.execute(select(model.account)).scalars())  # type: ignore[attr-defined]
+            for model in MOBILE_APPS_TABLES
+            if model is not SeenEvent
+        }
+
+
+def test_installs_reclaims_and_syncs_follow_a_renamed_account(setup: Any) -> None:
+    with Simulator(**SIM, async_delay=60) as sim:
+        host, mdm = setup(sim)
+        before = _apps(mdm)
+        asset = fixed_assets(sim)[0]
+        app = _app_id(before, asset["adamId"])
+        waiting, fresh = free_serials(sim, asset["adamId"])[:2]
+        for serial in (waiting, fresh):
+            add_device(host, serial, "iOS")
+        code, out, err = mdm("apps", "install", app, "--device", waiting, "--wait", "0")
+        assert code == 0 and f"{waiting}: pending" in out, err  # Apple has not confirmed it yet
+
+        code, out, err = mdm("vpp", "account", "rename", "school", "district")
+        assert code == 0, err
+        after = _apps(mdm)
+        assert [(a["id"], a["adamId"], a["platform"], a["state"]) for a in after] == [(a["id"], a["adamId"], a["platform"], a["state"]) for a in before]
+        assert {a["account"] for a in after} == {"district"}
+        assert all(names <= {"district"} for names in _accounts(host).values())
+
+        sim.state.process_due(now=time.monotonic() + 120)  # Apple confirms the license asked for before the rename
+        _sync(host, "district")
+        assert len(commands(host, waiting)) == 1 and list_installs(host, "pending") == []
+
+        sim.state.async_delay = 0
+        code, out, err = mdm("apps", "install", app, "--device", fresh, "--wait", "5")
+        assert code == 0, err
+        assert f"{fresh}: queued: InstallApplication queued" in out and "license associated" in out and "from account district" in out
+        assert fresh in holders(sim, asset["adamId"])
+
+        code, out, err = mdm("apps", "reclaim", app, "--device", fresh, "--yes")
+        assert code == 0 and f"{fresh}: done" in out, (out, err)
+        assert fresh not in holders(sim, asset["adamId"])
+
+        _sync(host, "district", full=True)
+        final = _apps(mdm)
+        assert [(a["id"], a["adamId"], a["platform"], a["state"], a["account"]) for a in final] == [
+            (a["id"], a["adamId"], a["platform"], a["state"], "district") for a in before
+        ]  # no application published twice, none retired
+        assert all(names <= {"district"} for names in _accounts(host).values())
+
+
+def _published(host: Host) -> dict[str, int]:
+    """How many applications each account publishes (retired ones aside)."""
+    out: dict[str, int] = {}
+    for app in list_apps(host, state="published"):
+        out[app["account"]] = out.get(app["account"], 0) + 1
+    return out
+
+
+def _renames(host: Host) -> list[Event]:
+    with host.db.session() as session:
+        rows = session.execute(select(OutboxEvent).where(OutboxEvent.name == "vpp_account_renamed").order_by(OutboxEvent.seq)).scalars()  # type: ignore[arg-type]
+        return [Event(name=r.name, payload=dict(r.payload), id=r.id) for r in rows]
+
+
+def test_an_install_or_reclaim_before_mobile_apps_heard_of_the_rename_says_why(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process renamed the account and this one asks before the rename's event reached
+    mobile_apps: one line saying why, not an unknown account or 'no license to reclaim'."""
+    with Simulator(**SIM, async_delay=0) as sim:
+        host, _ = setup(sim)
+        asset = fixed_assets(sim)[0]
+        app = _app_id(list_apps(host), asset["adamId"])
+        serial = free_serials(sim, asset["adamId"])[0]
+        holder = sorted(s for s in holders(sim, asset["adamId"]) if s in sim.state.device_serials())[0]
+        add_device(host, serial, "iOS")
+        with monkeypatch.context() as patch:
+            patch.setattr(host, "deliver_events", lambda: 0)
+            rename_account(host, "school", "district")
+        why = "is filed under VPP account 'school', which is not known any more (accounts: district): renamed, its applications follow the new name"
+        with pytest.raises(MdmError, match=re.escape(why)):
+            install(host, app, serials=[serial], wait=5)
+        with pytest.raises(MdmError, match=re.escape(f"app {app} {why}")):
+            reclaim_candidates(host, app, serial=holder)
+        assert serial not in holders(sim, asset["adamId"])  # nothing asked of Apple
+
+        host.deliver_events()
+        assert install(host, app, serials=[serial], wait=5).ok and serial in holders(sim, asset["adamId"])
+        assert [lic["account"] for lic in reclaim_candidates(host, app, serial=holder)] == ["district"]
+
+
+def test_a_rename_delivered_twice_or_renamed_again_ends_at_the_last_name(setup: Any, project_dir: Path) -> None:
+    with Simulator(**SIM, async_delay=0) as sim, Simulator(**{**SIM, "seed": 12}, async_delay=0) as other:
+        host, _ = setup(sim)
+        count = _published(host)["school"]
+        rename_account(host, "school", "district")
+        rename_account(host, "district", "campus")
+        assert _published(host) == {"campus": count}
+        add_simulated_account(host, other, project_dir, name="school")  # another account takes the free name
+        _sync(host, "school")
+        published = _published(host)
+        assert published["campus"] == count and published["school"] > 0
+        first, second = _renames(host)
+        for event in (first, second, first):  # delivered again (at least once): applied once
+            assert host.events.dispatch(event) == []
+        assert _published(host) == published
+        assert _accounts(host)["mobile_apps_install"] <= {"campus", "school"}
+
+
+def test_a_rename_to_the_name_of_a_removed_account_replaces_its_retired_applications(setup: Any, project_dir: Path) -> None:
+    """The removed account's applications stay as retired history under its name; the renamed
+    account, holding the same assets, takes the name without two rows of one asset."""
+    with Simulator(**SIM, async_delay=0) as sim:
+        host, _ = setup(sim)
+        count = _published(host)["school"]
+        remove_account(host, "school")
+        assert _published(host) == {}
+        add_simulated_account(host, sim, project_dir, name="district")
+        _sync(host, "district")
+        remove_account(host, "district")
+        add_simulated_account(host, sim, project_dir, name="school")
+        _sync(host, "school")
+        rename_account(host, "school", "district")
+        assert _published(host) == {"district": count}
+        assert {(a["account"], a["state"]) for a in list_apps(host)} == {("district", "published")}
