@@ -209,7 +209,7 @@ def _installs(host: Host, args: argparse.Namespace) -> int:
 def _reclaim(host: Host, args: argparse.Namespace) -> int:
     from mdm_core.output import confirm
 
-    from .reclaims import reclaim, reclaim_candidates, reclaim_ok, reclaim_result
+    from .reclaims import reclaim, reclaim_candidates, reclaim_ok, reclaim_plan, reclaim_result
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.all and args.app:
@@ -219,15 +219,22 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
     if not args.all and not args.app:
         raise UsageError("give APP (an application id, an adamId or a bundle id), or --all --unused")
     candidates = reclaim_candidates(host, args.app, serial=args.device, user=args.user, unused=args.unused)
+    plan = reclaim_plan(host, candidates)
+    kept = sum(1 for lic in plan if lic["status"] == "irrevocable")
     if args.dry_run:
         if args.json:
-            print_json(candidates)
-        elif not candidates:
+            print_json(plan)
+            return 0
+        if not plan:
             print(_nothing_to_reclaim(args))
-        for lic in [] if args.json else candidates:
-            print(f"{lic['adamId']} {lic['pricingParam']} {lic.get('serialNumber') or lic.get('clientUserId')}: would be reclaimed (account {lic['account']})")
+        for lic in plan:
+            said = f"irrevocable: {reclaim_result(lic)}" if lic["status"] == "irrevocable" else "would be reclaimed"
+            print(f"{lic['adamId']} {lic['pricingParam']} {lic.get('serialNumber') or lic.get('clientUserId')}: {said} (account {lic['account']})")
+        if plan:
+            print(f"would reclaim {len(plan) - kept} license(s)" + (f"; {kept} irrevocable (kept)" if kept else ""))
         return 0
-    if args.unused and candidates and not confirm(f"reclaim {len(candidates)} license(s) held by devices and users removed from this MDM", yes=args.yes):
+    asked = f"reclaim {len(plan) - kept} license(s) held by devices and users removed from this MDM" + (f" ({kept} irrevocable: kept)" if kept else "")
+    if args.unused and len(plan) > kept and not confirm(asked, yes=args.yes):
         print("nothing reclaimed")
         return 1
     rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused, licenses=candidates)

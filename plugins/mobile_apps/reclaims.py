@@ -63,12 +63,13 @@ BACK = {
 QUICK_WAIT = 2.0
 
 
-def _revocable_map(host: Host, accounts: set[str]) -> dict[tuple[str, str, str], bool]:
-    """(account, adamId, pricingParam) → revocable, from the VPP mirror."""
-    out: dict[tuple[str, str, str], bool] = {}
-    for account in sorted(accounts):
-        for asset in VppPort(host).assets(account):
-            out[(account, asset["adamId"], asset["pricingParam"])] = bool(asset.get("revocable"))
+def irrevocable_assets(host: Host, licenses: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """(account, adamId, pricingParam) of the assets the VPP mirror says are irrevocable (books,
+    some apps) in the accounts of these licenses: Apple keeps their licenses, so a reclaim of one
+    is recorded ``irrevocable`` and never attempted (an asset the mirror does not know is tried)."""
+    out: set[tuple[str, str, str]] = set()
+    for account in sorted({lic["account"] for lic in licenses}):
+        out.update((account, a["adamId"], a["pricingParam"]) for a in VppPort(host).assets(account) if not a.get("revocable"))
     return out
 
 
@@ -82,7 +83,7 @@ def create_reclaims(
     ``event``, the rows are written once per event (a redelivered event adds nothing) and carry
     its id as their ``cause``.
     """
-    revocable = _revocable_map(host, {lic["account"] for lic in licenses})
+    kept = irrevocable_assets(host, licenses)
     cause = event.id if event is not None else None
 
     def work(session: Session) -> list[int]:
@@ -114,7 +115,7 @@ def create_reclaims(
                     session.add(existing)
                 continue
             row = Reclaim(account=account, adam_id=adam_id, pricing_param=pricing, kind=kind, target=target, reason=reason, cause=cause)
-            if adam_id != ALL and not revocable.get((account, adam_id, pricing), True):
+            if adam_id != ALL and (account, adam_id, pricing) in kept:
                 row.status = "irrevocable"
                 row.last_error = "the asset is irrevocable: Apple does not allow reclaiming its licenses (error 9706)"
             session.add(row)
@@ -454,6 +455,14 @@ def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None =
     return licenses
 
 
+def reclaim_plan(host: Host, licenses: Sequence[License]) -> list[dict[str, Any]]:
+    """What ``mdm apps reclaim`` would do with these licenses (``--dry-run``): each with its
+    ``status``, ``reclaimable`` or ``irrevocable`` (kept, never attempted: the rule
+    :func:`create_reclaims` applies)."""
+    kept = irrevocable_assets(host, licenses)
+    return [{**lic, "status": "irrevocable" if (lic["account"], lic["adamId"], lic["pricingParam"]) in kept else "reclaimable"} for lic in licenses]
+
+
 def reclaim(
     host: Host,
     selector: str | None,
@@ -496,7 +505,7 @@ RESULT_TEXT = {
     "done": "license reclaimed",
     "pending": "Apple could not be reached; kept pending, retried by the mobile_apps.reclaim job",
     "failed": "Apple refused",
-    "irrevocable": "not reclaimed: the asset is irrevocable",
+    "irrevocable": "not reclaimed: the asset is irrevocable (the license is kept)",
     "canceled": "not reclaimed: enrolled or added again, so the license is kept",
 }
 
@@ -546,6 +555,7 @@ __all__ = [
     "process",
     "reclaim",
     "reclaim_candidates",
+    "reclaim_plan",
     "reclaim_ok",
     "reclaim_result",
     "removal_summary",

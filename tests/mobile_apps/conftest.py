@@ -61,6 +61,21 @@ def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     return MdmRunner(project_dir, monkeypatch, capsys)
 
 
+@pytest.fixture
+def on_both(
+    make_host: Callable[..., Host], simulator: Any, project_dir: Path, apps_events: EventRecorder, database_url: str | None, monkeypatch: Any, capsys: Any
+) -> tuple[Host, MdmRunner]:
+    """A host with account ``school`` on the simulator, synced once, and ``mdm`` on the same
+    database: each test on SQLite and on PostgreSQL."""
+    from plugins.vpp.testing import add_simulated_account
+
+    host = make_host(config=BASE_CONFIG, database_url=database_url)
+    host.pm.register(apps_events)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    return host, MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+
+
 def sync(host: Host) -> dict[str, Any]:
     """Sync account ``school`` and check that it went well."""
     [report] = host.pm.hook.mdm_vpp_sync(host=host, account="school", full=False, trigger="test", wait=0)

@@ -122,7 +122,7 @@ def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_th
 
     code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused", "--dry-run")
     assert code == 0, err
-    assert out.splitlines() == [f"{a['adamId']} STDQ {removed}: would be reclaimed (account school)"]
+    assert out.splitlines() == [f"{a['adamId']} STDQ {removed}: would be reclaimed (account school)", "would reclaim 1 license(s)"]
     code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused")  # no terminal, no --yes
     assert code == 2 and "add --yes" in err and removed in holders(simulator, a["adamId"])
     code, out, err = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--unused", "--yes")
@@ -245,3 +245,35 @@ def test_a_device_removed_again_after_coming_back_is_reclaimed(host, simulator):
     add_device(host, serial, "iOS")
     remove_device(host, serial)  # Apple answers now: the pending revoke goes through
     assert serial not in holders(simulator, a["adamId"])
+
+
+def test_dry_run_says_a_book_is_kept_as_the_real_run_does(on_both, simulator):
+    """A removed user's book (irrevocable) stays with it at Apple: `--dry-run` listed it as
+    "would be reclaimed" while the real run reports it irrevocable, kept (exit 1)."""
+    host, mdm = on_both
+    book = fixed_assets(simulator)[4]
+    snapshot = simulator.snapshot()
+    user = sorted(
+        t
+        for ad, p, k, t in snapshot["assignments"]
+        if k == "clientUserId" and (ad, p) == (book["adamId"], book["pricingParam"]) and snapshot["users"].get(t, {}).get("status") == "Associated"
+    )[0]
+    add_user(host, user)
+    remove_user(host, user)
+    assert user in holders(simulator, book["adamId"], book["pricingParam"])  # Apple keeps it
+
+    line = f"{book['adamId']} {book['pricingParam']} {user}: irrevocable: not reclaimed: the asset is irrevocable (the license is kept)"
+    code, out, err = mdm("apps", "reclaim", "--all", "--unused", "--dry-run")
+    assert code == 0, err
+    assert f"{line} (account school)" in out.splitlines(), out
+    assert "would be reclaimed" not in out  # its other licenses (revocable) went back at its removal
+    kept = out.count(": irrevocable: not reclaimed: the asset is irrevocable (the license is kept) (account school)")
+    assert kept >= 1 and out.splitlines()[-1] == f"would reclaim 0 license(s); {kept} irrevocable (kept)"
+    code, out, _ = mdm("apps", "reclaim", "--all", "--unused", "--dry-run", "--json")
+    [shown] = [lic for lic in json.loads(out) if (lic.get("clientUserId"), lic["adamId"]) == (user, book["adamId"])]
+    assert shown["status"] == "irrevocable"
+    assert {lic["status"] for lic in json.loads(out)} == {"irrevocable"}
+
+    code, out, err = mdm("apps", "reclaim", "--all", "--unused", "--yes")  # what the dry run said
+    assert code == 1 and line in out, out + err
+    assert user in holders(simulator, book["adamId"], book["pricingParam"])
