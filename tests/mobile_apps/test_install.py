@@ -197,12 +197,15 @@ def test_apple_9709_is_reported_per_device_and_nothing_is_queued(host, simulator
     assert err.count("9709") == 2
     assert commands(host) == []
     # the local refusal's advice, and why the counts were wrong: a sync refreshes them
-    advice = f"(buy more, or reclaim with `mdm apps reclaim {adam}`); `mdm vpp assets --account school` shows the counts as of the last sync: "
-    advice += "`mdm vpp sync school` refreshes them"
+    reclaim = f"(buy more, or reclaim unused ones with `mdm apps reclaim {adam} --unused`)"
+    advice = f"{reclaim}; `mdm vpp assets --account school` shows the counts as of the last sync: `mdm vpp sync school` refreshes them"
     assert err.count(advice) == 2, err
-    assert mdm("vpp", "sync", "school")[0] == 0  # the advice as written: now this host refuses before asking Apple
+    # each command as written runs (`mdm apps reclaim ADAMID` alone was a usage error: which licenses?)
+    written = re.search(r"`mdm (apps reclaim [^`]*)`", err)
+    assert written is not None and mdm(*shlex.split(written[1]))[0] == 0, err
+    assert mdm("vpp", "sync", "school")[0] == 0  # now this host refuses before asking Apple
     code, out, err = mdm("apps", "install", app_id(host, adam), "--device", first)
-    assert code == 1 and "not enough licenses: 0 available" in err and f"(buy more, or reclaim with `mdm apps reclaim {adam}`)" in err and "9709" not in err
+    assert code == 1 and "not enough licenses: 0 available" in err and reclaim in err and "9709" not in err
 
 
 def test_several_serials_after_one_device_as_the_synopsis_says(host, simulator, mdm):

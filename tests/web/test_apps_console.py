@@ -361,9 +361,10 @@ def test_the_apps_list_shows_the_version_devices_are_on_and_the_newer_one_apart(
 def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_api(school: Host, admin: Any, client: Any, simulator: Any) -> None:
     """Apple's 9709 (not enough licenses) when the mirror counted some available (licenses
     assigned in Apple's portal since the last sync): the command line's advice names `mdm
-    apps reclaim ADAMID`, `mdm vpp assets --account NAME` and `mdm vpp sync NAME`; the console
-    says it with its pages and the API with the app's and the account's endpoints (it printed
-    ``{app}`` and ``{name}``), each line naming the error, and nothing is queued."""
+    apps reclaim ADAMID --unused`, `mdm vpp assets --account NAME` and `mdm vpp sync NAME`; the
+    console says it with its pages, naming the account to synchronize (it said "the VPP
+    account"), and the API with the app's and the account's endpoints (it printed ``{app}`` and
+    ``{name}``), each line naming the error, and nothing is queued."""
     from plugins.mobile_apps.catalog import list_apps
     from plugins.vpp.sync.run import sync_account
 
@@ -379,8 +380,9 @@ def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_a
 
     page = admin.post(f"/apps/{app['id']}/install", data={"devices": ["WEB9709DEV01"], "csrftoken": csrf(admin)})
     table = page.text.split('id="install-result"', 1)[1].split("</table>", 1)[0].replace("\n", "")
-    console = (
-        refused + "Reclaim licenses on the app&#39;s page; the app&#39;s counts are as of the last synchronization: synchronize the VPP account to refresh them"
+    console = refused + (
+        "Reclaim licenses on the app&#39;s page; the app&#39;s counts are as of the last synchronization: "
+        "synchronize the VPP account &#39;school&#39; (Apple Volume Purchase Program › Synchronize) to refresh them"
     )
     assert page.status_code == 409 and f'<td>WEB9709DEV01</td><td class="status-failed">failed</td><td>{console}</td>' in table, table
     assert "`" not in table and "mdm " not in table and "--" not in table, table

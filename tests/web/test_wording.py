@@ -350,3 +350,20 @@ def test_a_9709_recorded_before_its_advice_named_the_app_is_worded_without_place
     assert not CLI_ADVICE.search(row["error"]) and "{" not in row["error"], row
     page = html.unescape(admin.get("/apps/installs").text)
     assert "Reclaim licenses on the app's page; the app's counts are as of the last synchronization" in page and "`mdm " not in page, page
+
+
+def test_a_9709_recorded_before_its_reclaim_advice_said_unused_is_worded_as_the_new_one(app: Any) -> None:
+    """The advice `mdm apps reclaim ADAMID` (a usage error as written: it needs --unused, --device
+    or --user) is now `mdm apps reclaim ADAMID --unused`; an install's error recorded with the
+    former is said in the console's and the API's words as the latter is, naming the account."""
+    from mdm_core.web.wording import reword
+    from plugins.mobile_apps.installs.commands import apple_reason
+
+    new = apple_reason({"errorNumber": 9709, "errorMessage": "Not enough licenses"}, account="school", adam_id="1")
+    recorded = new.replace("reclaim unused ones with `mdm apps reclaim 1 --unused`", "reclaim with `mdm apps reclaim 1`")
+    assert "`mdm apps reclaim 1 --unused`" in new and recorded != new
+    for surface in ("console", "api"):
+        said = {reword(text, app.state.registry.wording, surface) for text in (new, recorded)}
+        assert len(said) == 1 and not CLI_ADVICE.search(said.pop()), said
+    console = reword(new, app.state.registry.wording, "console")
+    assert console.endswith("synchronize the VPP account 'school' (Apple Volume Purchase Program › Synchronize) to refresh them"), console

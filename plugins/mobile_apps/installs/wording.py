@@ -28,6 +28,10 @@ OLD_BUY_OR_RECLAIM = " (buy more, or reclaim with `mdm apps reclaim`)"
 OLD_STALE_COUNTS = "; `mdm vpp assets` shows the counts as of the last sync: `mdm vpp sync` refreshes them"
 RECLAIM_ON_PAGE = "Reclaim licenses on the app's page"
 STALE_ON_PAGE = "; the app's counts are as of the last synchronization: synchronize the VPP account to refresh them"
+#: ``STALE_ON_PAGE`` naming the account (``\1``) and where the console synchronizes it
+STALE_ON_PAGE_NAMED = (
+    r"; the app's counts are as of the last synchronization: synchronize the VPP account '\1' (Apple Volume Purchase Program › Synchronize) to refresh them"
+)
 REGISTERS = r"not registered as a VPP user in account '\1', so Apple cannot license it to them: an administrator of the host registers it, then install again"
 
 #: The command line's advice in these lines (regular expressions) as the console and the API
@@ -43,8 +47,8 @@ WORDING = [
         f"(Apple licenses it to users only): {CHOOSE_USER} instead",
         '(Apple licenses it to users only): give "users" instead',
     ),
-    (
-        rf" \(buy more, or reclaim with `mdm apps reclaim {KEY}`\)",
+    (  # `--unused` since it must name what to reclaim; without it as recorded before
+        rf" \(buy more, or reclaim (?:unused ones )?with `mdm apps reclaim {KEY}(?: --unused)?`\)",
         f": {BUY_MORE} {RECLAIM_ON_PAGE}",
         rf": {BUY_MORE} POST /api/v1/apps/\1/reclaim",
     ),
@@ -60,7 +64,7 @@ WORDING = [
     ),
     (
         rf"; `mdm vpp assets --account {KEY}` shows the counts as of the last sync: `mdm vpp sync \1` refreshes them",
-        STALE_ON_PAGE,
+        STALE_ON_PAGE_NAMED,
         r"; GET /api/v1/vpp/assets?account=\1 shows the counts as of the last sync: POST /api/v1/vpp/accounts/\1/sync refreshes them",
     ),
     (
@@ -123,8 +127,9 @@ def users_only(label: str) -> Said:
 
 def buy_or_reclaim(adam_id: str) -> str:
     """The advice when the licenses of ``adam_id`` run out, whether this host refused (its
-    counts) or Apple did (9709)."""
-    return f" (buy more, or reclaim with `mdm apps reclaim {adam_id}`)"
+    counts) or Apple did (9709): a command that runs as written (``mdm apps reclaim`` needs to
+    be told which licenses: ``--unused``, those of devices and users removed from this MDM)."""
+    return f" (buy more, or reclaim unused ones with `mdm apps reclaim {adam_id} --unused`)"
 
 
 def stale_counts(account: str) -> str:
