@@ -116,6 +116,21 @@ def test_other_account_keeps_syncing(synced: Any, simulator: Any, project_dir: P
         assert _state(synced, "college")["token_state"] == "valid"
 
 
+@pytest.mark.parametrize("action", ["expire_token", "revoke_token"])
+def test_a_refused_token_s_sync_says_the_command_that_renews_it(synced: Any, simulator: Any, cli: Any, action: str) -> None:
+    """`mdm vpp sync` on a token Apple refuses names the command that stores a new one, as
+    `mdm vpp account list` does (was: "... and upload it again", the console's words)."""
+    getattr(simulator, action)()
+    code, out, err = cli("vpp", "sync", "school")
+    renew = (
+        "download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books), "
+        "then `mdm vpp account set school --token-file NEW.vpptoken`"
+    )
+    assert code == 1 and renew in out + err and "upload it" not in out + err, out + err
+    code, out, _ = cli("vpp", "account", "list", "--json")
+    assert code == 0 and renew in out  # its last result
+
+
 def test_second_trigger_while_locked(synced: Any, cli: Any) -> None:
     lock = synced.lock(f"vpp.sync.{account_row(synced).id}", ttl=60)
     lock.acquire()

@@ -93,6 +93,20 @@ def test_a_location_another_mdm_claimed_is_renew_token_and_take_over_in_the_cons
     assert code == 0 and "take the location back with `mdm vpp account set school --token-file FILE --take-over`" in out  # the command line's words, naming it
 
 
+def test_an_expired_token_s_sync_is_renew_token_in_the_console_and_the_api(
+    school: Host, admin: Any, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulator.expire_token()
+    run, run_page = _sync_through_api(school, admin)
+    download = "download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books), then "
+    assert download + 'PATCH /api/v1/vpp/accounts/school with the text of the new .vpptoken file as "token"' in run["error"], run["error"]
+    assert download + "Renew token on the Apple Volume Purchase Program page" in run_page
+    assert not CLI_ADVICE.search(run["error"]) and not CLI_ADVICE.search(run_page)
+
+    code, out, _ = MdmRunner(project_dir, monkeypatch, capsys)("vpp", "runs", "--json")
+    assert code == 0 and download + "`mdm vpp account set school --token-file NEW.vpptoken`" in out  # the command line's words
+
+
 def test_a_disabled_vpp_plugin_is_the_hosts_configuration_in_the_console_and_the_api(
     make_host: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

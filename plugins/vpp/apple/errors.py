@@ -34,7 +34,15 @@ __all__ = [
     "one_line",
 ]
 
-_TOKEN_FIX = "download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books) and upload it again"
+_TOKEN_FIX = "download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books)"
+
+
+def token_fix(account: str | None = None) -> str:
+    """What to do about a token Apple refuses: download a new one and, for a stored ``account``,
+    the command that stores it (the console and the API reword it: ``token_state.WORDING``)."""
+    if account is None:  # a token being added or renewed: the command just run is the one to repeat
+        return _TOKEN_FIX
+    return f"{_TOKEN_FIX}, then `mdm vpp account set {account} --token-file NEW.vpptoken`"
 
 
 def one_line(text: object) -> str:
@@ -198,15 +206,15 @@ def is_retryable(exc: BaseException) -> bool:
 # errorNumber -> (class, description). The description is our advice; Apple's
 # own errorMessage is appended when present.
 _BY_NUMBER: dict[int, tuple[type[VppError], str]] = {
-    9601: (TokenInvalidError, f"Apps and Books token rejected (login required): {_TOKEN_FIX}"),
+    9601: (TokenInvalidError, "Apps and Books token rejected (login required): {fix}"),
     9603: (ServerError, "Apps and Books service internal error"),
-    9621: (TokenExpiredError, f"Apps and Books token expired: {_TOKEN_FIX}"),
-    9622: (TokenInvalidError, f"Apps and Books token is invalid: {_TOKEN_FIX}"),
-    9625: (TokenRevokedError, f"Apps and Books token was revoked: {_TOKEN_FIX}"),
+    9621: (TokenExpiredError, "Apps and Books token expired: {fix}"),
+    9622: (TokenInvalidError, "Apps and Books token is invalid: {fix}"),
+    9625: (TokenRevokedError, "Apps and Books token was revoked: {fix}"),
     9646: (RateLimitedError, "Apps and Books service rate limit reached for this organization"),
     9650: (BadPageIndexError, "page index out of range: restart the full traversal"),
     9721: (InvalidVersionIdError, "sinceVersionId not accepted: do a full resync"),
-    9722: (TokenInvalidError, f"Apps and Books rejected the Authorization header: {_TOKEN_FIX}"),
+    9722: (TokenInvalidError, "Apps and Books rejected the Authorization header: {fix}"),
 }
 
 
@@ -216,7 +224,7 @@ def _by_status(http_status: int | None) -> tuple[type[VppError], str]:
     if http_status is not None and 500 <= http_status <= 599:
         return ServerError, "Apps and Books service error"
     if http_status in (401, 403):
-        return TokenInvalidError, f"Apps and Books token rejected: {_TOKEN_FIX}"
+        return TokenInvalidError, "Apps and Books token rejected: {fix}"
     return RequestRejectedError, "Apps and Books request rejected"
 
 
@@ -225,16 +233,20 @@ def error_for(
     http_status: int | None,
     message: str | None,
     error_info: Any = None,
+    *,
+    account: str | None = None,
 ) -> VppError:
     """Map an Apple ``errorNumber`` (preferred) or HTTP status to a typed error.
 
     An unknown error number falls back to the HTTP status class (429, 5xx,
-    401/403), else :class:`RequestRejectedError`.
+    401/403), else :class:`RequestRejectedError`. A token error's advice names the command that
+    renews ``account``'s token (:func:`token_fix`).
     """
     if error_number is not None and error_number in _BY_NUMBER:
         cls, description = _BY_NUMBER[error_number]
     else:
         cls, description = _by_status(http_status)
+    description = description.replace("{fix}", token_fix(account))
     apple = one_line(message) if message else ""
     text = f"{description}: {apple}" if apple else description
     return cls(text, error_number=error_number, http_status=http_status, error_info=error_info)

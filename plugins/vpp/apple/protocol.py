@@ -144,14 +144,15 @@ def _error_number(data: Mapping[str, Any]) -> tuple[int | None, bool]:
     return None, False
 
 
-def parse_response(status: int, headers: Any, body: bytes | None, *, url: str) -> dict[str, Any]:
+def parse_response(status: int, headers: Any, body: bytes | None, *, url: str, account: str | None = None) -> dict[str, Any]:
     """Decode an Apps and Books response or raise the matching :class:`VppError`.
 
     A non-zero ``errorNumber`` in the body wins over the HTTP status (Apple
     sends some errors with HTTP 200). Otherwise HTTP >= 400 maps by status,
     even when the body is empty or not JSON (e.g. a proxy's HTML 502 page is a
     retryable ``ServerError``). A 1xx-3xx answer must be a JSON object. Raises
-    only ``VppError`` subclasses, whatever the input.
+    only ``VppError`` subclasses, whatever the input; a token error's advice names the command
+    that renews ``account``'s token (none for a token not stored yet).
     """
     retry_after = _header(headers, "Retry-After")
     data, problem = _load_json(body)
@@ -163,14 +164,14 @@ def parse_response(status: int, headers: Any, body: bytes | None, *, url: str) -
         message = message if isinstance(message, str) else None
         info = obj.get("errorInfo")
         if number:
-            err = error_for(number, status, message, info)
+            err = error_for(number, status, message, info, account=account)
         elif status >= 400:
-            err = error_for(None, status, message, info)
+            err = error_for(None, status, message, info, account=account)
         elif not valid:
             err = MalformedResponseError("response has an 'errorNumber' that is not a number", http_status=status)
     elif status >= 400:
         what = problem or "a JSON body that is not an object"
-        err = error_for(None, status, f"HTTP {status} with {what}", None)
+        err = error_for(None, status, f"HTTP {status} with {what}", None, account=account)
     elif problem:
         err = MalformedResponseError(f"Apps and Books service answered with {problem}", http_status=status)
     else:

@@ -187,7 +187,7 @@ class Transport:
         self._stoken = stoken
         self.service_url = service_url.rstrip("/")
         self.mdm_info_id = mdm_info_id
-        self.account = account  # this host's name for the location, in the advice of another MDM's claim
+        self.account = account  # this host's name for the location, in the advice of another MDM's claim and of a refused token
         self.timeout = timeout
         self.retry = retry
         self.max_parallel_pages = max_parallel_pages
@@ -307,7 +307,8 @@ class Transport:
         except requests.RequestException as exc:
             raise _transport_error(exc, url) from None
         log.debug("Apps and Books %s %s -> HTTP %s", method, urlsplit(url).path, response.status_code)
-        result = parse_response(response.status_code, response.headers, body, url=url)
+        stored = None if self.account == "NAME" else self.account  # NAME: a token not stored yet (add, renew)
+        result = parse_response(response.status_code, response.headers, body, url=url, account=stored)
         if check_mdm:
             check_mdm_info(result, self.mdm_info_id, self.account)
         return result
