@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,22 @@ def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(se
     assert new == "99.0" and simulator.state.assets[(d["adam"], "STDQ")].version == new
     simulator.faults.add("server_error", endpoint="lookup")
     code, out, err = mdm("apps", "check-updates")
+    # every lookup failed: nothing was checked (it used to end "no new version", exit 1)
+    assert (code, out) == (3, ""), out + err
+    assert err.count("\n") == 1 and "no new version" not in err, err
+    assert err.startswith("mdm: error: no app was checked for a new version: the lookup of all 10 app(s) failed (account school: cannot reach Apple"), err
+    assert "try again later: mdm apps check-updates" in err, err
+    code, out, _ = mdm("apps", "check-updates", "--json")
+    assert code == 3 and json.loads(out)["failed"] == json.loads(out)["looked_up"] == 10
+    assert len(commands(host, d["acked"])) == 1
+    simulator.faults.clear()
+    simulator.faults.add("server_error", endpoint="lookup", count=1)  # the first batch (iOS, the new version's) fails, the others answer
+    code, out, err = mdm("apps", "check-updates")
     assert code == 1 and "failed (account school: " in out and "looked up again by the next check" in out, out + err
-    assert "no new version" in out and len(commands(host, d["acked"])) == 1
+    looked_up, last = out.splitlines()
+    failed = int(re.search(r"(\d+) failed", looked_up)[1])  # type: ignore[index]
+    assert 0 < failed < 10 and last == f"no new version among the {10 - failed} app(s) looked up; {failed} not checked (their lookup failed)", out
+    assert len(commands(host, d["acked"])) == 1
     simulator.faults.clear()
     code, out, err = mdm("apps", "check-updates", "--no-install")
     assert code == 0 and f"-> {new}" in out and "0 InstallApplication queued" in out, out + err
