@@ -56,6 +56,12 @@ def collect_status(host: Host) -> dict[str, Any]:
         status["problems"].append(str(exc))
         return status
     kinds = {s.state for s in states}
+    if kinds == {"new"}:  # a database without any table (PostgreSQL's, created empty), as `mdm db status` says
+        status["database"]["schema"] = "new"
+        status["problems"].append(
+            f"database {db.describe()} has no tables yet: the next command creates them (check the URL if you expected your data there)"
+        )
+        return status
     schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
     status["database"]["schema"] = schema
     status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]

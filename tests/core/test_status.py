@@ -28,6 +28,28 @@ def test_status_of_a_new_then_used_database(mdm, project_dir):
     assert "inventory" in out and "enabled" in out
 
 
+def test_status_of_an_empty_postgresql_database_is_new_as_db_status_says(mdm, pg_url, monkeypatch):
+    """An empty PostgreSQL database is ``new`` (was: ``behind``, pending every migration), as
+    `mdm db status` says and as `mdm status` says of a missing SQLite file; status creates nothing."""
+    from sqlalchemy import create_engine, inspect
+
+    monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    code, out, err = mdm("status", "--json")
+    assert code == 1, err
+    status = json.loads(out)
+    assert (status["database"]["schema"], status["database"]["pending"]) == ("new", []), status["database"]
+    assert any("has no tables yet: the next command creates them" in p for p in status["problems"]), status["problems"]
+    code, out, err = mdm("status")
+    assert "schema:        new\n" in out and "behind" not in out, out
+    code, out, _ = mdm("db", "status")
+    assert code == 0 and all(line.split()[3] == "new" for line in out.splitlines()[1:]), out
+    engine = create_engine(pg_url)
+    try:
+        assert inspect(engine).get_table_names() == []  # status created nothing
+    finally:
+        engine.dispose()
+
+
 def test_status_lists_disabled_plugins_accounts_and_jobs(vpp_host, project_dir, monkeypatch, capsys):
     conf = project_dir / "conf" / "mdm.toml"
     conf.write_text('[plugins]\ndisabled = ["demo"]\n')
