@@ -58,9 +58,7 @@ def collect_status(host: Host) -> dict[str, Any]:
     kinds = {s.state for s in states}
     if kinds == {"new"}:  # a database without any table (PostgreSQL's, created empty), as `mdm db status` says
         status["database"]["schema"] = "new"
-        status["problems"].append(
-            f"database {db.describe()} has no tables yet: the next command creates them (check the URL if you expected your data there)"
-        )
+        status["problems"].append(f"database {db.describe()} has no tables yet: the next command creates them (check the URL if you expected your data there)")
         return status
     schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
     status["database"]["schema"] = schema
