@@ -81,8 +81,9 @@ def register(subparsers: Any) -> None:
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=_reclaim)
 
-    recs = sub.add_parser("reclaims", help="pending, failed and irrevocable reclaims")
-    recs.add_argument("--all", action="store_true", help="done ones too")
+    shown = "pending, failed and irrevocable reclaims, then how many done or canceled ones are not shown (--all lists every one recorded)"
+    recs = sub.add_parser("reclaims", help=shown, description=f"Every reclaim is recorded. This lists the {shown}.")
+    recs.add_argument("--all", action="store_true", help="every reclaim recorded: done and canceled ones too")
     add_list_options(recs)
     recs.set_defaults(func=_reclaims)
 
@@ -260,15 +261,20 @@ def _nothing_to_reclaim(args: argparse.Namespace) -> str:
 
 
 def _reclaims(host: Host, args: argparse.Namespace) -> int:
-    from .reclaims import iter_reclaims
+    from .reclaims import count_closed, iter_reclaims
 
     rows = iter_reclaims(host, everything=args.all, offset=args.offset, limit=args.limit)
-    return print_rows(
+    fmt = output_format(args)
+    print_rows(
         rows,
-        output_format(args),
+        fmt,
         ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
-        empty="no pending or failed reclaims",
+        empty="no pending, failed or irrevocable reclaims" if not args.all else "no reclaims",
     )
+    hidden = 0 if args.all or fmt != "text" else count_closed(host)
+    if hidden:  # every reclaim is recorded: say that the finished ones are there
+        print(f"{hidden} done or canceled reclaim(s) not shown: `mdm apps reclaims --all` lists them")
+    return 0
 
 
 def _refresh_metadata(host: Host, args: argparse.Namespace) -> int:

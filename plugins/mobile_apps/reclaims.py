@@ -25,11 +25,11 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
-from mdm_core.db.typed import values_of
+from mdm_core.db.typed import table_of, values_of
 from mdm_core.errors import MdmError, UsageError, one_line
 from mdm_core.inventory import in_inventory
 from mdm_core.job_lock import check_held
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FINAL = ("done", "failed", "irrevocable", "canceled")
+#: reclaims an admin may have to act on: ``mdm apps reclaims`` lists them (the others with ``--all``)
+OPEN = ("pending", "failed", "irrevocable")
 #: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
 ALL = "*"
 REMOVALS = ("device_removed", "user_removed")
@@ -534,8 +536,14 @@ def iter_reclaims(host: Host, everything: bool = False, *, offset: int = 0, limi
     streamed (constant memory)."""
     query = select(Reclaim).order_by(col(Reclaim.id))
     if not everything:
-        query = query.where(col(Reclaim.status).in_(("pending", "failed", "irrevocable")))
+        query = query.where(col(Reclaim.status).in_(OPEN))
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def count_closed(host: Host) -> int:
+    """How many reclaims are ``done`` or ``canceled`` (those ``mdm apps reclaims`` lists only with ``--all``)."""
+    with host.db.reading() as conn:
+        return int(conn.execute(select(func.count()).select_from(table_of(Reclaim)).where(col(Reclaim.status).not_in(OPEN))).scalar_one())
 
 
 def list_reclaims(host: Host, everything: bool = False) -> list[dict[str, Any]]:
@@ -546,7 +554,9 @@ def list_reclaims(host: Host, everything: bool = False) -> list[dict[str, Any]]:
 __all__ = [
     "ALL",
     "FINAL",
+    "OPEN",
     "RESULT_TEXT",
+    "count_closed",
     "create_reclaims",
     "iter_reclaims",
     "list_reclaims",

@@ -277,3 +277,28 @@ def test_dry_run_says_a_book_is_kept_as_the_real_run_does(on_both, simulator):
     code, out, err = mdm("apps", "reclaim", "--all", "--unused", "--yes")  # what the dry run said
     assert code == 1 and line in out, out + err
     assert user in holders(simulator, book["adamId"], book["pricingParam"])
+
+
+def test_reclaims_says_how_many_finished_ones_it_does_not_show(on_both, simulator):
+    """The README says every reclaim is recorded and points to `mdm apps reclaims`, which listed
+    only the open ones (pending, failed, irrevocable): a removal whose licenses all came back
+    showed "no pending or failed reclaims", as if nothing had been recorded."""
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    add_device(host, serial, "iOS")
+    remove_device(host, serial)
+    rows = list_reclaims(host, everything=True)
+    closed = [r for r in rows if r["status"] in ("done", "canceled")]
+    assert closed
+
+    code, out, err = mdm("apps", "reclaims")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == f"{len(closed)} done or canceled reclaim(s) not shown: `mdm apps reclaims --all` lists them"
+    assert not {line.split()[0] for line in lines[:-1]} & {str(r["id"]) for r in closed}
+    code, out, _ = mdm("apps", "reclaims", "--all")
+    assert code == 0 and "not shown" not in out
+    assert {line.split()[0] for line in out.splitlines()[1:]} == {str(r["id"]) for r in rows}
+    code, out, _ = mdm("apps", "reclaims", "--json")  # JSON stays JSON: the open ones
+    assert [r["id"] for r in json.loads(out)] == [r["id"] for r in rows if r["status"] not in ("done", "canceled")]
