@@ -168,8 +168,9 @@ def print_rows(rows: Iterable[dict[str, Any]], output: bool | str, columns: Sequ
 
 def past_the_end(offset: int) -> str:
     """The empty line of a page that starts past the last row: the list's own (``no assets: run
-    `mdm vpp sync```) sent the admin to fix what was not wrong."""
-    return f"nothing past the first {offset:,} rows (--offset {offset}): give a smaller --offset, or none"
+    `mdm vpp sync```) sent the admin to fix what was not wrong. It names no row count: the rows
+    stream, and the list may hold any number up to ``offset`` (none at all, too)."""
+    return f"nothing at --offset {offset}: the list ends before it; give a smaller --offset, or none"
 
 
 def add_list_options(parser: argparse.ArgumentParser, *, limit: int | None = None, json_help: str = "print JSON (an array)") -> None:

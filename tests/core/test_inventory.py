@@ -303,7 +303,7 @@ def test_inventory_lists_page_and_print_json_lines(mdm, make_host):
         code, out, _ = mdm(*command, "--json", "--offset", "3", "--limit", "10")
         assert code == 0 and json.loads(out) == everything[3:]
         code, out, _ = mdm(*command, "--offset", "5")
-        assert code == 0 and out.startswith("nothing past the first 5 rows (--offset 5)")
+        assert code == 0 and out.startswith("nothing at --offset 5: the list ends before it;")
         code, _, err = mdm(*command, "--limit", "0")
         assert code == 2 and "--limit" in err
 

@@ -348,7 +348,8 @@ def test_a_page_past_the_end_says_so_not_the_lists_own_advice(plain_host: Any, c
     total = len(json.loads(cli("vpp", "assets", "--json")[1]))
     for command in (["vpp", "assets"], ["vpp", "users"], ["vpp", "runs"], ["devices", "list"]):
         code, out, _ = cli(*command, "--offset", "100000")
-        assert (code, out) == (0, "nothing past the first 100,000 rows (--offset 100000): give a smaller --offset, or none\n"), command
+        # it named 100,000 rows the list does not have
+        assert (code, out) == (0, "nothing at --offset 100000: the list ends before it; give a smaller --offset, or none\n"), command
         assert cli(*command, "--json", "--offset", "100000")[1] == "[]\n"
     code, out, _ = cli("vpp", "assets", "--offset", str(total - 1))
     assert code == 0 and len(out.splitlines()) == 2  # the header and the last asset
