@@ -18,6 +18,7 @@ import importlib
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -199,13 +200,37 @@ def pg_database() -> Iterator[str]:
             for (old,) in conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": f"mdm\\_t\\_{machine}\\_%"}):
                 pid = old.split("_")[3]
                 if pid.isdigit() and not _process_alive(int(pid)):
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)'))
+                    _drop_database(conn, old)
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop_database(conn, name)
         admin.dispose()
+
+
+def _drop_database(conn: Any, name: str, attempts: int = 20) -> None:
+    """``DROP DATABASE ... WITH (FORCE)`` (a test's leftover sessions are ended). FORCE cannot
+    end an autovacuum worker for a role without superuser (PostgreSQL 15: "must be a member of
+    the role whose process is being terminated"; it failed one CI run's teardown), where a plain
+    DROP cancels autovacuum by itself: that one then, again while sessions are still closing."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(attempts):
+        try:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege: an autovacuum worker
+                raise
+        try:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)  # the server's own workers, not a clock the test controls
 
 
 def _process_alive(pid: int) -> bool:
