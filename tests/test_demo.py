@@ -3,9 +3,12 @@ database of its own: the configured database (production, say) is never touched.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,7 @@ def test_demo_runs_twice_on_its_own_database(project_dir: Path, capsys: pytest.C
         assert f"database: sqlite:///{project_dir / 'var' / 'demo' / 'demo.sqlite3'} (the demo's own" in out
         assert f"its data stays in sqlite:///{project_dir / 'var' / 'demo' / 'demo.sqlite3'}" in out
         if run == 2:
-            assert "replacing the 'demo' account left by an earlier run" in out
+            assert "replacing the 'demo' account left by an earlier run; the rest of what it left stays" in out
         # it ends by telling how to open the console on the demo's database, leaving no server running
         hint = re.search(r'export MDM_DATABASE_URL=(\S+) MDM_SECRET_KEY="\$\(cat (\S+)\)"', out)
         listen = re.search(r"run --listen 127\.0\.0\.1:(\d+) .*http://127\.0\.0\.1:\1/", out)
@@ -86,6 +89,28 @@ def test_demo_runs_twice_on_its_own_database(project_dir: Path, capsys: pytest.C
     password.write_text("correct horse battery staple\n")
     assert main(["--config", str(conf), "admins", "add", "demo-admin", "--password-file", str(password)]) == 0
     _console_shows_the_demo_account(conf)
+
+
+@pytest.mark.slow  # the whole demo, twice, each in a process of its own
+def test_a_second_demo_removes_the_same_license_and_says_what_the_first_left(project_dir: Path) -> None:
+    """Each run removed a license from another device (a set's order, which changes with the
+    process's hash seed); a second run listed the app the first bought as retired without a
+    word. Each run removes the same one; the second says what the first left before listing it."""
+    conf = project_dir / "conf" / "mdm.toml"
+    conf.write_text("")
+    outs = []
+    for hash_seed in ("1", "2"):
+        env = {k: v for k, v in os.environ.items() if k not in ("MDM_DATABASE_URL", "MDM_DISABLED_PLUGINS")} | {"PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-m", "mdm_core.cli", "--config", str(conf), "demo"], env=env, cwd=project_dir, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        outs.append(done.stdout)
+    removed = [re.findall(r"removed the license of \d+ from device \S+", out) for out in outs]
+    assert len(removed[0]) == 1 and removed[0] == removed[1], removed
+    assert "earlier run" not in outs[0]
+    first, second = outs[1].index("the rest of what it left stays"), outs[1].index("$ mdm apps list")
+    assert first < second and f"delete {project_dir / 'var' / 'demo'} to start afresh" in outs[1][:second]
 
 
 def test_demo_never_replaces_an_account_it_did_not_create(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,9 @@ and there it adds only what is missing and replaces the ``demo`` account only if
 demo made it (a loopback simulator's location): it never deletes what it did not create.
 
 Every step runs a real ``mdm`` command in-process and prints it, so the output doubles as a
-walkthrough. Running it twice works: the demo account is replaced, devices and users kept.
+walkthrough. Running it twice works: the demo account is replaced, the rest kept (devices,
+users, the apps published, their commands), which the second run says; it makes the same
+changes each run (the same license removed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from mdm_core.errors import MdmError
 from mdm_core.files import private_folder
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mdm_core.host import Host
 
 ACCOUNT = "demo"
@@ -167,7 +171,7 @@ def _run(host: Host, seed: int, *, own_database: bool) -> int:
         )
 
         if existing is not None:
-            print(f"replacing the '{ACCOUNT}' account left by an earlier run", flush=True)
+            print(_rerun_note(var if own_database else None, has_apps), flush=True)
             remove_account(host, ACCOUNT)
 
         _step("Adding the VPP account (decodes the token, reads and claims the location)")
@@ -189,7 +193,8 @@ def _run(host: Host, seed: int, *, own_database: bool) -> int:
 
         _step("Meanwhile, in Apple School Manager: a new purchase, and a license removed")
         new_adam, _ = sim.purchase(count=25, product_type="App", device_assignable=True, revocable=True, supported_platforms=("iOS",))
-        removed = next(a for a in _assignments(sim.snapshot()) if a[0] == asset and a[2] == "serialNumber")
+        # the first in order: the same device every run (a set's order changed with the process)
+        removed = min(a for a in _assignments(sim.snapshot()) if a[0] == asset and a[2] == "serialNumber")
         sim.remove_in_portal(removed[0], removed[1], serial_number=removed[3])
         print(f"purchased 25 licenses of new app {new_adam}; removed the license of {removed[0]} from device {removed[3]}", flush=True)
 
@@ -214,6 +219,14 @@ def _run(host: Host, seed: int, *, own_database: bool) -> int:
     )
     _console_hint(host, own_database)
     return 0
+
+
+def _rerun_note(own_folder: Path | None, has_apps: bool) -> str:
+    """What a second run says before it lists anything: it replaces the account and keeps the
+    rest (the app the earlier run bought is listed retired until this run buys it again)."""
+    kept = "devices, users, the apps it published and their commands: the app it bought is listed retired until this run buys it again"
+    afresh = f"; delete {own_folder} to start afresh" if own_folder is not None else ""
+    return f"replacing the '{ACCOUNT}' account left by an earlier run; the rest of what it left stays ({kept if has_apps else 'devices, users'}){afresh}"
 
 
 def _console_hint(host: Host, own_database: bool) -> None:
@@ -245,4 +258,4 @@ def _asset_with_both(host: Host) -> str:
         kinds.setdefault(lic["adamId"], set()).add("device" if "serialNumber" in lic else "user")
         count[lic["adamId"]] += 1
     both = [a for a, k in kinds.items() if len(k) == 2]
-    return max(both or count, key=lambda a: count[a])
+    return max(sorted(both or count), key=lambda a: count[a])  # the first of equals: the same every run
