@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.argtypes import seconds
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import UsageError
 from mdm_core.output import add_list_options, format_time, output_format, print_json, print_rows, say
 
 from .vpp_port import VppPort
@@ -297,38 +297,21 @@ def _looked_up(counts: dict[str, int], errors: list[str], retry: str) -> str:
     )
 
 
-class NothingChecked(MdmError):
-    """Every lookup of an update check failed: no app was checked (exit 3, not 1: some were)."""
-
-    exit_code = 3
-
-
 def _check_updates(host: Host, args: argparse.Namespace) -> int:
-    from .updates import check_updates
+    from .updates import NothingChecked, check_updates
 
     report = check_updates(host, install=not args.no_install)
-    failed, looked_up = report.counts["failed"], report.counts["looked_up"]
-    code = NothingChecked.exit_code if failed and failed == looked_up else 1 if failed else 0
+    failed = report.counts["failed"]
+    code = NothingChecked.exit_code if report.nothing_checked else 1 if failed else 0
     if args.json:
         print_json({**report.counts, "errors": list(dict.fromkeys(report.errors)), "updates": [u.as_dict() for u in report.updates]})
         return code
-    if code == NothingChecked.exit_code:  # "no new version" said that every app had been checked
-        reasons = list(dict.fromkeys(report.errors))
-        first = ("first: " if len(reasons) > 1 else "") + reasons[0]
-        raise NothingChecked(
-            f"no app was checked for a new version: the lookup of all {looked_up} app(s) failed ({first}); "
-            "fix what it says or try again later: mdm apps check-updates"
-        )
+    if report.nothing_checked:  # "no new version" said that every app had been checked
+        raise report.nothing_checked_error("fix what it says or try again later: mdm apps check-updates")
     (print if failed else say)(_looked_up(report.counts, report.errors, "looked up again by the next check"))
     for found in report.updates:
         print(found.label)
         for device in found.devices:
             print(f"  {device['serialNumber']}: {device['status']}: {device['message']}")
-    skipped = sum(1 for u in report.updates for d in u.devices if d["status"] == "skipped")
-    unchecked = f"{failed} not checked (their lookup failed)"
-    if not report.updates:
-        (print if failed else say)(f"no new version among the {looked_up - failed} app(s) looked up; {unchecked}" if failed else "no new version")
-    else:
-        how = " (--no-install)" if args.no_install else ""
-        print(f"{len(report.updates)} app(s) updated: {report.queued} InstallApplication queued, {skipped} skipped{how}" + (f"; {unchecked}" if failed else ""))
+    (print if failed or report.updates else say)(report.outcome(" (--no-install)" if args.no_install else ""))
     return code

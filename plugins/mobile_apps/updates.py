@@ -13,7 +13,9 @@ is queued on each enrolled device whose ``InstallApplication`` of the app was ac
 that still holds a license of it in the VPP mirror (a device license, or a user license of its
 owner). No license is associated again: Apple is not asked anything but the lookup. A device
 whose install of the app still waits gets nothing more. A failed lookup changes nothing; the
-next check looks it up again.
+next check looks it up again. When every lookup failed, no app was checked: the report says so
+(:attr:`UpdateReport.nothing_checked`), and the command and the job fail with one line
+(:meth:`UpdateReport.nothing_checked_error`) rather than saying "no new version".
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from mdm_core.db.typed import rowcount, table_of
+from mdm_core.errors import MdmError
 from mdm_core.models import Command, Device, utcnow
 
 from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
@@ -60,6 +63,12 @@ class AppUpdate:
         return {**self.payload, "name": self.name, "devices": self.devices}
 
 
+class NothingChecked(MdmError):
+    """Every lookup of an update check failed: no app was checked (exit 3, not 1: some were)."""
+
+    exit_code = 3
+
+
 @dataclass
 class UpdateReport:
     """What a check did: the lookup's counts (and errors), and the new versions found."""
@@ -75,6 +84,28 @@ class UpdateReport:
     def totals(self) -> dict[str, int]:
         """The counts of the job's record."""
         return {**self.counts, "updated": len(self.updates), "queued": self.queued}
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Whether every lookup failed: no app was checked, which is not "no new version"."""
+        return 0 < self.counts["failed"] == self.counts["looked_up"]
+
+    def nothing_checked_error(self, then: str) -> NothingChecked:
+        """The one line saying that no app was checked: how many lookups failed, the first
+        reason, and ``then`` (what to do)."""
+        reasons = list(dict.fromkeys(self.errors))
+        first = ("first: " if len(reasons) > 1 else "") + (reasons[0] if reasons else "no reason given")
+        return NothingChecked(f"no app was checked for a new version: the lookup of all {self.counts['looked_up']} app(s) failed ({first}); {then}")
+
+    def outcome(self, how: str = "") -> str:
+        """The check's last line: the apps updated (``how`` after their counts) or "no new
+        version", and how many were not checked when some lookups failed."""
+        failed = self.counts["failed"]
+        unchecked = f"; {failed} not checked (their lookup failed)" if failed else ""
+        if not self.updates:
+            return f"no new version among the {self.counts['looked_up'] - failed} app(s) looked up{unchecked}" if failed else "no new version"
+        skipped = sum(1 for u in self.updates for d in u.devices if d["status"] == "skipped")
+        return f"{len(self.updates)} app(s) updated: {self.queued} InstallApplication queued, {skipped} skipped{how}{unchecked}"
 
 
 def check_updates(host: Host, *, install: bool) -> UpdateReport:

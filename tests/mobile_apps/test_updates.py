@@ -200,6 +200,15 @@ def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(se
     assert 0 < failed < 10 and last == f"no new version among the {10 - failed} app(s) looked up; {failed} not checked (their lookup failed)", out
     assert len(commands(host, d["acked"])) == 1
     simulator.faults.clear()
+    mac = fixed_assets(simulator)[3]["adamId"]  # macOS: looked up after the iOS batch
+    simulator.publish_version(mac)
+    simulator.faults.add("server_error", endpoint="lookup", count=1)  # a new version found while some lookups fail
+    code, out, err = mdm("apps", "check-updates")
+    assert code == 1, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("looked up 10 app(s)") and f"-> {simulator.state.assets[(mac, 'STDQ')].version}" in lines[1], out
+    assert lines[-1] == f"1 app(s) updated: 0 InstallApplication queued, 0 skipped; {failed} not checked (their lookup failed)", out
+    simulator.faults.clear()
     code, out, err = mdm("apps", "check-updates", "--no-install")
     assert code == 0 and f"-> {new}" in out and "0 InstallApplication queued" in out, out + err
     assert len(commands(host, d["acked"])) == 1  # --no-install: recorded, nothing queued
