@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mdm_core.errors import MdmError
+from mdm_core.scheduler import Told
 
 from .settings import settings
 from .vpp_port import VppPort
@@ -60,14 +61,19 @@ def installs_job(host: Host) -> dict[str, int]:
     return retry_pending(host)
 
 
-def updates_job(host: Host) -> dict[str, int]:
+def updates_job(host: Host) -> Told | dict[str, int]:
     """With ``auto_update``: look for new versions of the published apps and queue their updates.
-    A failed lookup is logged and looked up again at the next check."""
+    When every lookup failed, no app was checked: the run fails with the check's one line
+    (``mdm jobs`` shows ``failed: ...``). A failed lookup among others is logged, counted as not
+    checked in what the run did, and looked up again at the next check."""
     from .updates import check_updates
 
     if not settings(host).auto_update or not VppPort(host).available:
         return {}
     report = check_updates(host, install=True)
+    retry = settings(host).update_check
+    if report.nothing_checked:
+        raise report.nothing_checked_error(f"fix what it says; checked again in {retry}s, or now: mdm apps check-updates")
     for error in dict.fromkeys(report.errors):
-        log.warning("update check: metadata lookup failed (%s); looked up again in %ss", error, settings(host).update_check)
-    return report.totals()
+        log.warning("update check: metadata lookup failed (%s); looked up again in %ss", error, retry)
+    return Told(report.outcome(), report.totals())

@@ -15,6 +15,7 @@ import pytest
 
 from mdm_core.host import Host
 from mdm_core.inventory import add_device, add_user, set_command_status
+from mdm_core.scheduler import Told
 from mdm_core.testing import EventRecorder, MdmRunner
 
 from .conftest import BASE_CONFIG, app_id, commands, fixed_assets, free_serials, holders, sync
@@ -166,11 +167,46 @@ def test_the_job_does_nothing_unless_auto_update_is_on(setup, simulator, apps_ev
 
     host, _ = setup("auto_update = true\nupdate_check = 3600\n", again=True)
     assert host.build_scheduler(inline=True).jobs["mobile_apps.updates"].seconds == 3600
-    totals = updates_job(host)
-    assert totals["updated"] >= 1 and totals["queued"] == 3 and totals["failed"] == 0
+    told = updates_job(host)
+    assert isinstance(told, Told) and told.line == "2 app(s) updated: 3 InstallApplication queued, 2 skipped"  # STDQ and PLUS
+    assert told.data["updated"] >= 1 and told.data["queued"] == 3 and told.data["failed"] == 0
     [event] = [e for e in apps_events.named("mobile_apps_app_updated") if str(e["id"]) == d["app"]]  # delivered to plugins
     assert [c["status"] for c in commands(host, d["acked"])] == ["acknowledged", "queued"]
-    assert updates_job(host)["queued"] == 0
+    again = updates_job(host)
+    assert isinstance(again, Told) and again.line == "no new version" and again.data["queued"] == 0
+
+
+def test_the_job_fails_when_no_app_was_checked_and_says_how_many_were_not(setup, simulator):
+    """Every lookup failing (Apple unreachable) recorded the job's run as ``ok``: `mdm jobs` never
+    told that no update was checked for. The run now fails with the check's one line; when only
+    some lookups fail it is ``ok`` and says how many apps were not checked."""
+    host, mdm = setup("auto_update = true\n")
+    d = _installed(host, simulator, mdm)
+    simulator.publish_version(d["adam"])
+    simulator.faults.add("server_error", endpoint="lookup")
+    code, out, err = mdm("jobs", "run", "mobile_apps.updates")
+    assert code == 1, out + err
+    [line] = out.splitlines()
+    assert re.match(r"mobile_apps\.updates: failed in [\d.]+s: NothingChecked: no app was checked for a new version: ", line), line
+    assert "the lookup of all 10 app(s) failed (account school: cannot reach Apple" in line, line
+    assert line.endswith("; fix what it says; checked again in 86400s, or now: mdm apps check-updates"), line
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    assert rows["mobile_apps.updates"]["last_result"] == "failed: " + re.sub(r"^.*? failed in [\d.]+s: ", "", line)  # was: ok
+    assert len(commands(host, d["acked"])) == 1
+
+    simulator.faults.clear()
+    mac = fixed_assets(simulator)[3]["adamId"]  # macOS: looked up after the iOS batch, which fails
+    simulator.publish_version(mac)
+    simulator.faults.add("server_error", endpoint="lookup", count=1)
+    code, out, err = mdm("jobs", "run", "mobile_apps.updates", "--json")
+    assert code == 0, out + err
+    [row] = json.loads(out)
+    failed = row["result"]["failed"]
+    assert row["status"] == "ok" and 0 < failed < 10 and row["result"]["updated"] == 1, row
+    assert row["note"] == f"1 app(s) updated: 0 InstallApplication queued, 0 skipped; {failed} not checked (their lookup failed)", row
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    assert rows["mobile_apps.updates"]["last_result"] == "ok"
+    assert len(commands(host, d["acked"])) == 1  # its iOS lookup failed: looked up again at the next check
 
 
 def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(setup, simulator):
