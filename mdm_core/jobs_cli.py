@@ -20,6 +20,7 @@ from mdm_core.text import shown
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
+    from mdm_core.models import JobRun
     from mdm_core.scheduler import HostScheduler, JobState
 
 LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_result"]
@@ -53,13 +54,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     """``mdm jobs``"""
-    from sqlalchemy import select
-
-    from mdm_core.models import JobRun
-
     scheduler = host.scheduler
-    with host.db.session() as session:
-        runs = {r.name: r for r in session.execute(select(JobRun)).scalars()}
+    runs = recorded_runs(host)
     rows = []
     for name, state in sorted(scheduler.jobs.items()):
         last = runs.get(name)
@@ -75,6 +71,18 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
             }
         )
     return print_rows(rows, args.json, LIST_COLUMNS, empty="no jobs")
+
+
+def recorded_runs(host: Host) -> dict[str, JobRun]:
+    """The last recorded run of each job on this database (by any process or host), by job name:
+    what ``mdm jobs`` shows (``last_error`` None: it went well; ``last_finished_at`` None: never
+    finished)."""
+    from sqlalchemy import select
+
+    from mdm_core.models import JobRun
+
+    with host.db.session() as session:
+        return {r.name: r for r in session.execute(select(JobRun)).scalars()}
 
 
 def last_result(error: str | None) -> str:
