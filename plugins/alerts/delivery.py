@@ -237,7 +237,8 @@ def retry_failed(host: Host, message_ids: list[int]) -> int:
 
 def check(host: Host, now: datetime | None = None) -> dict[str, int]:
     """Token expiry and license counts as they are now, even without a sync (a paused account's
-    token still approaches its expiry). Returns how many alerts it queued."""
+    token still approaches its expiry), and the scheduled jobs' last runs. Returns how many
+    alerts it queued."""
     accounts_hook = host.hook("mdm_vpp_accounts")
     assets_hook = host.hook("mdm_vpp_assets")
     queued = 0
@@ -269,7 +270,29 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
             queued = len(alerts)
 
         store.write(host, work)
-    return {"queued": queued}
+    return {"queued": queued + check_jobs(host)}
+
+
+def check_jobs(host: Host) -> int:
+    """The scheduled jobs' last runs (``[alerts] job_failures``); returns how many alerts it queued."""
+    from mdm_core.jobs_cli import recorded_runs
+
+    enabled = settings(host).job_failures
+    runs = recorded_runs(host) if enabled else {}
+    queued = 0
+
+    def work(session: Session) -> None:
+        nonlocal queued
+        if not enabled:
+            store.forget_jobs(session)
+            return
+        alerts = store.job_runs(session, runs.values())
+        for alert in alerts:
+            store.enqueue(host, session, alert)
+        queued = len(alerts)
+
+    store.write(host, work)
+    return queued
 
 
 def safely(name: str, func: Any) -> Any:

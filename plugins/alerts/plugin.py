@@ -74,7 +74,7 @@ def mdm_register_cli(subparsers: argparse._SubParsersAction[Any], host: Host) ->
 
 @hookimpl
 def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
-    """``alerts.deliver`` (send what is due) and ``alerts.check`` (token expiry, license counts)."""
+    """``alerts.deliver`` (send what is due) and ``alerts.check`` (token expiry, license counts, failing jobs)."""
     from .delivery import check, deliver_job
     from .settings import settings
 

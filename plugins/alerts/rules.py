@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mdm_core.errors import one_line
 from mdm_core.output import days_text, days_until
 
 from .settings import Threshold
@@ -148,6 +149,46 @@ def sync_recovered_alert(account: str, failures: int, since: datetime) -> Alert:
         f"The sync succeeded after {failures} failed attempt(s) since {since:%Y-%m-%d %H:%M} UTC.",
         "Nothing to do.",
         {"failures": failures, "since": since.isoformat()},
+    )
+
+
+# --------------------------------------------------------------------------- scheduled jobs
+
+VPP_SYNC_JOBS = "vpp.sync."  # an account's sync job: its failures are the "sync failing" alert's
+
+
+def job_subject(job: str) -> str:
+    return f"job:{job}"
+
+
+def job_failing_alert(job: str, finished: datetime, error: str) -> Alert:
+    """Scheduled job ``job``'s last run, finished at ``finished``, failed with ``error``."""
+    last = one_line(error)
+    return Alert(
+        "job",
+        job_subject(job),
+        "failing",
+        "critical",
+        None,
+        f"Scheduled job '{job}' is failing",
+        f"Its run that finished at {finished:%Y-%m-%d %H:%M} UTC failed: {last}. Until a run succeeds, what the job does is not done.",
+        f"Fix what the error says (the log of `mdm run` has the details); `mdm jobs` shows the job's last result; `mdm jobs run {job}` tries again now.",
+        {"job": job, "finished": finished.isoformat(), "error": last},
+    )
+
+
+def job_recovered_alert(job: str, since: datetime) -> Alert:
+    """A job that was reported failing ran successfully."""
+    return Alert(
+        "job",
+        job_subject(job),
+        "ok",
+        "resolved",
+        None,
+        f"Scheduled job '{job}' works again",
+        f"A run succeeded after the runs that failed since {since:%Y-%m-%d %H:%M} UTC.",
+        "Nothing to do.",
+        {"job": job, "since": since.isoformat()},
     )
 
 

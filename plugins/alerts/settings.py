@@ -44,6 +44,7 @@ class AlertsSettings:
     webhook_timeout: float = 10.0
     # what is alerted
     sync_failures: int = 3  # failed syncs in a row before an account's sync is reported failing
+    job_failures: bool = True  # a scheduled job whose last run failed (`mdm jobs`) is reported failing; false: never
     low_licenses: int | str = "10%"  # available licenses below this count, or this percent of the total; 0: never
     low_licenses_per_asset: dict[str, int | str] = field(default_factory=dict)  # "adamId" or "adamId:pricingParam" = threshold
     low_licenses_margin: int = 2  # a low asset is back to normal only this many licenses above its threshold; 0: at it

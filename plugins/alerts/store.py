@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -32,6 +33,7 @@ from .settings import settings, thresholds
 if TYPE_CHECKING:
     from mdm_core.events import Event
     from mdm_core.host import Host
+    from mdm_core.models import JobRun
     from plugins.mobile_apps.payloads import InstallFailedPayload
     from plugins.vpp.payloads import Asset, SyncReport
 
@@ -130,28 +132,97 @@ def sync_finished(host: Host, session: Session, report: SyncReport, now: datetim
     status, account = report.get("status"), report.get("account")
     if status not in ("ok", "error") or not account:
         return []  # "already running", "skipped": no news about the account's health
-    now = now or utcnow()
-    key = rules.sync_subject(account)
+    return failure_streak(
+        session,
+        rules.sync_subject(account),
+        account,
+        failed=status == "error",
+        threshold=settings(host).sync_failures,
+        now=now or utcnow(),
+        failing=lambda failures, since: rules.sync_failing_alert(account, failures, since, report.get("error_type"), report.get("error")),
+        recovered=lambda failures, since: rules.sync_recovered_alert(account, failures, since),
+    )
+
+
+def failure_streak(
+    session: Session,
+    key: str,
+    account: str,
+    *,
+    failed: bool,
+    threshold: int,
+    now: datetime,
+    failing: Callable[[int, datetime], Alert],
+    recovered: Callable[[int, datetime], Alert],
+) -> list[Alert]:
+    """One more outcome of something run again and again (an account's sync, a scheduled job),
+    subject ``key`` (``KIND:NAME``): failures in a row are counted; the ``threshold``-th makes the
+    ``failing(failures, since)`` alert, said once, and the first success after it the
+    ``recovered(failures, since)`` one (``since``: the streak's first failure)."""
+    kind = key.partition(":")[0]
     row = _subject(session, key)
-    if status == "ok":
+    if not failed:
         if row is None or (row.state == "ok" and row.failures == 0):
-            _set(session, row, key, "sync", account, "ok", now, failures=0)
+            _set(session, row, key, kind, account, "ok", now, failures=0)
             return []
-        alerts = [rules.sync_recovered_alert(account, row.failures, row.since)] if row.state == "failing" else []
-        _set(session, row, key, "sync", account, "ok", now, failures=0)
+        alerts = [recovered(row.failures, row.since)] if row.state == "failing" else []
+        _set(session, row, key, kind, account, "ok", now, failures=0)
         return alerts
     failures = (row.failures if row else 0) + 1
     if row is None or row.failures == 0:  # the first failure of a run: "since" starts here
-        row = _set(session, row, key, "sync", account, "ok", now, failures=failures)
+        row = _set(session, row, key, kind, account, "ok", now, failures=failures)
         row.since = now
     else:
-        _set(session, row, key, "sync", account, row.state, now, failures=failures)
-    if row.state != "failing" and failures >= settings(host).sync_failures:
+        _set(session, row, key, kind, account, row.state, now, failures=failures)
+    if row.state != "failing" and failures >= threshold:
         since = row.since
         row.state = "failing"  # "since" stays the first failure
         session.add(row)
-        return [rules.sync_failing_alert(account, failures, since, report.get("error_type"), report.get("error"))]
+        return [failing(failures, since)]
     return []
+
+
+# --------------------------------------------------------------------------- scheduled jobs
+
+
+def job_runs(session: Session, runs: Iterable[JobRun]) -> list[Alert]:
+    """The last recorded run of each scheduled job (``mdm jobs``), but the accounts' syncs (the
+    sync alerts tell those): a failed one is the job's failure, alerted at once (then not again
+    until a run succeeds, which says it works again). The streak's subject keeps the finish time
+    of the last run read (``updated_at``), so a run read again by the next check counts once."""
+    alerts: list[Alert] = []
+    for run in runs:
+        finished = run.last_finished_at
+        if run.name.startswith(rules.VPP_SYNC_JOBS) or finished is None:
+            continue
+        key = rules.job_subject(run.name)
+        row = _subject(session, key)
+        if row is not None and finished <= row.updated_at:
+            continue  # no run since the last look
+        alerts += failure_streak(
+            session,
+            key,
+            "",  # no account: a job is the host's
+            failed=run.last_error is not None,
+            threshold=1,
+            now=finished,
+            failing=partial(_job_failing, run.name, finished, run.last_error or ""),
+            recovered=partial(_job_recovered, run.name),
+        )
+    return alerts
+
+
+def _job_failing(job: str, finished: datetime, error: str, failures: int, since: datetime) -> Alert:
+    return rules.job_failing_alert(job, finished, error)
+
+
+def _job_recovered(job: str, failures: int, since: datetime) -> Alert:
+    return rules.job_recovered_alert(job, since)
+
+
+def forget_jobs(session: Session) -> None:
+    """Drop the jobs' states (their alert turned off: turned on again, each job starts afresh)."""
+    session.execute(delete(AlertSubject).where(col(AlertSubject.kind) == "job"))
 
 
 # --------------------------------------------------------------------------- licenses
@@ -314,8 +385,9 @@ def account_renamed(session: Session, previous: str, account: str) -> list[Alert
 
 
 def forget_accounts(session: Session, known: set[str]) -> None:
-    """Drop the state of accounts that no longer exist (removed: nothing to alert)."""
-    session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known)))
+    """Drop the state of accounts that no longer exist (removed: nothing to alert); the jobs'
+    states belong to no account."""
+    session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known), col(AlertSubject.kind) != "job"))
 
 
 def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:
