@@ -49,6 +49,16 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def told(exc: BaseException) -> str:
+    """The one line a user is told of a failure: an :class:`MdmError`'s own message (written for
+    them, its class name says nothing more), anything else as :func:`describe` gives it."""
+    from mdm_core.db.errors import is_database_error
+
+    if isinstance(exc, MdmError) and not is_database_error(exc) and str(exc):
+        return one_line(str(exc))
+    return describe(exc)
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line, for logs and recorded failures; a database error is told
     without its SQL and parameters (:mod:`mdm_core.db.errors`)."""

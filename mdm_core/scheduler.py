@@ -39,7 +39,7 @@ from typing import Any
 
 import schedule
 
-from mdm_core.errors import MdmError, describe
+from mdm_core.errors import MdmError, describe, told
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ class HostScheduler:
         except Exception as exc:
             error = exc
             state.failures += 1
-            state.last_error = describe(exc)
+            state.last_error = told(exc)
             level = logging.INFO if _CALLER_TELLS.get() else logging.ERROR
             log.log(level, "job %s (%s) failed: %s", state.name, state.plugin, state.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
         else:

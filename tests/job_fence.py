@@ -50,7 +50,7 @@ def lose_lock_after_first(db: Database, monkeypatch: pytest.MonkeyPatch, owner: 
 
 def lost_message(job: str) -> str:
     """The start of the failed turn's error (``mdm jobs``' ``last_error``)."""
-    return f"LockLost: lost the lock job.{job} (it expired and it is now held by process 4242 on host-b since "
+    return f"lost the lock job.{job} (it expired and it is now held by process 4242 on host-b since "
 
 
 #: the end of that error

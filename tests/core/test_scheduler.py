@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
+from sqlmodel import col
 
 from mdm_core.errors import MdmError
 from mdm_core.models import JobRun
@@ -262,3 +263,29 @@ def test_mdm_jobs_shows_the_next_run_of_the_running_host(mdm, write_plugin, proj
     assert abs((next_ok - (started + timedelta(seconds=60))).total_seconds()) < 1  # 40 s from now, not 60
     next_boom = datetime.fromisoformat(rows["demo.boom"]["next_run"])
     assert abs(next_boom - datetime.now(UTC)) < timedelta(seconds=2)  # never ran on this database: due now
+
+
+TOLD_PLUGIN = """
+from mdm_core import hookimpl
+from mdm_core.errors import MdmError
+
+
+@hookimpl
+def mdm_register_jobs(scheduler, host):
+    def told():
+        raise MdmError("the feed answered 503: checked again at the next run")
+
+    scheduler.add("demo.told", 60, told, plugin="demo")
+"""
+
+
+def test_a_job_s_own_error_is_recorded_as_written_for_the_admin(make_host, load_plugin):
+    """An MdmError is the host's one line for the admin: `mdm jobs` shows it without its class
+    name ('failed: MdmError: ...' read as noise); an unexpected error keeps its type (above)."""
+    host = make_host(plugins=[load_plugin(TOLD_PLUGIN)])
+    scheduler = host.build_scheduler(inline=True)
+    scheduler.run_pending()
+    assert scheduler.jobs["demo.told"].last_error == "the feed answered 503: checked again at the next run"
+    with host.db.session() as s:
+        row = s.execute(select(JobRun).where(col(JobRun.name) == "demo.told")).scalar_one()
+    assert row.last_error == "the feed answered 503: checked again at the next run"
