@@ -50,7 +50,7 @@ def test_a_failing_job_is_alerted_once_then_works_again(make_host, database_url,
     [failing] = alerts(host)
     assert failing["title"] == "Scheduled job 'demo.flaky' is failing"
     assert failing["severity"] == "critical" and failing["kind"] == "job"
-    assert "failed: MdmError: Apple's lookup is unreachable: connection refused." in failing["text"]  # on one line
+    assert "failed: Apple's lookup is unreachable: connection refused." in failing["text"]  # on one line
     assert "`mdm jobs` shows the job's last result" in failing["action"] and "`mdm jobs run demo.flaky`" in failing["action"]
     assert deliver_due(host)["sent"] == 1
     [mail] = smtp.mailbox.messages
