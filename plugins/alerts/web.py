@@ -34,6 +34,12 @@ VPP_PAGE = "the Apple Volume Purchase Program page"
 FREE = "or free those no longer used"
 RECLAIM = "Reclaim licenses on the app's page"
 INSTALLS_FAILED = "GET /api/v1/apps/installs?status=failed"
+#: a job alert's advice (:func:`.rules.job_failing_alert`): no page or endpoint shows or runs the
+#: scheduled jobs, so both surfaces say where it is done: on the host
+JOB_ON_HOST = (
+    "Fix what the error says (the log of the host's `mdm run` has the details). No {} shows or runs scheduled jobs: on the host, "
+    r"`mdm jobs` shows the job's last result and `mdm jobs run \1` tries again now; else its next scheduled run does."
+)
 
 #: The command line's advice in alerts (regular expressions) as the console and the API say it:
 #: (cli, console, api), for ``web.add_wording``. A token's Renew advice is the VPP plugin's.
@@ -58,6 +64,11 @@ WORDING = [
     ),
     (r" \(`mdm vpp assets --account (\S+)`\)", " (the account's Assets)", r" (GET /api/v1/vpp/assets?account=\1)"),
     (r" \(`mdm apps installs --status failed`\)", " (Install status, failed)", f" ({INSTALLS_FAILED})"),
+    (
+        r"Fix what the error says \(the log of `mdm run` has the details\); `mdm jobs` shows the job's last result; `mdm jobs run (\S+)` tries again now\.",
+        JOB_ON_HOST.format("page of the console"),
+        JOB_ON_HOST.format("endpoint of the API"),
+    ),
     (r"\(see `mdm alerts list --status failed`\)", "(see the Alerts page, failed deliveries)", "(see GET /api/v1/alerts?status=failed)"),
 ]
 RETRY_BODY = 'send {"ids": [alert ids]}, or no body for every failed delivery'

@@ -329,3 +329,29 @@ def test_alerts_not_sent_yet_are_listed_with_the_app_s_name_once_it_is_known(con
 
     assert deliver_due(host)["sent"] == 2
     assert sorted(r["json"]["title"] for r in hook.requests) == sorted(named)
+
+
+def test_a_failing_jobs_advice_says_where_jobs_are_run(console):
+    """The job failing alert's What to do is the command line's (`mdm jobs run NAME`); the page
+    showed it as is, a command an admin in the console has no place to type. No page and no
+    endpoint shows or runs scheduled jobs: both say that it is done on the host."""
+    from mdm_core.errors import MdmError
+    from plugins.alerts.delivery import check
+
+    host, viewer, headers = console["host"], console["viewer"], console["headers"]
+
+    def broken() -> None:
+        raise MdmError("Apple's lookup is unreachable")
+
+    scheduler = host.build_scheduler(inline=True)
+    scheduler.add("demo.broken", 3600, broken, plugin="demo")
+    scheduler.run_now("demo.broken")
+    check(host)
+    rows = table(viewer.get("/alerts"))
+    assert "Scheduled job 'demo.broken' is failing" in rows and "Apple's lookup is unreachable" in rows
+    assert "No page of the console shows or runs scheduled jobs: on the host, `mdm jobs` shows the job's last result" in rows
+    assert "`mdm jobs run demo.broken` tries again now; else its next scheduled run does." in rows
+    assert "; `mdm jobs run demo.broken` tries again now." not in rows  # not the command line's sentence
+    [item] = viewer.get("/api/v1/alerts", headers=headers).json()["items"]
+    assert "No endpoint of the API shows or runs scheduled jobs: on the host" in item["action"]
+    assert "`mdm jobs run demo.broken` tries again now; else" in item["action"]
