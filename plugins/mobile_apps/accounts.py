@@ -8,6 +8,10 @@ Until that event is applied (the rename's own command delivers it at once; anoth
 ask in between, or a failed delivery waits for its retry) the old name is unknown to the VPP
 plugin: an install says so in one line (:func:`check_account`), a reclaim too, and the
 mobile_apps jobs keep their pending installs and reclaims pending, asked again once they follow.
+
+``vpp_account_removed`` closes what still waits under the removed account's name (its installs
+pending or invited ``canceled``, its pending reclaims ``canceled``, each with the reason): left
+open, another account renamed or added to that name later would be asked for them.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.typed import table_of
 from mdm_core.errors import MdmError
+from mdm_core.models import utcnow
 
 from .models import AppMetadata, Install, MobileApp, Reclaim
 from .vpp_port import VppPort
@@ -48,6 +53,26 @@ def account_renamed(session: Session, previous: str, account: str) -> None:
     for model in BY_ACCOUNT:
         table = table_of(model)
         session.execute(update(table).where(table.c.account == previous).values(account=account))
+
+
+def removed_reason(account: str) -> str:
+    """Why an install or reclaim of a removed account was closed."""
+    return f"its VPP account {account} was removed"
+
+
+def account_removed(host: Host, session: Session, account: str) -> None:
+    """Close what waits under the removed ``account``: installs ``pending`` or ``invited``
+    and pending reclaims end ``canceled`` with :func:`removed_reason` (a redelivered event finds
+    none left)."""
+    from .reclaims import cancel_reclaims
+
+    reason, now = removed_reason(account), utcnow()
+    waiting = select(Install).where(col(Install.account) == account, col(Install.status).in_(("pending", "invited")))
+    for row in session.execute(waiting).scalars():
+        row.status, row.error, row.updated_at = "canceled", reason, now
+        session.add(row)
+    pending = select(Reclaim).where(col(Reclaim.account) == account, col(Reclaim.status) == "pending")
+    cancel_reclaims(host, session, list(session.execute(pending).scalars()), reason)
 
 
 def check_account(host: Host, accounts: Iterable[str], what: str) -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
-    from plugins.vpp.payloads import AccountRenamedPayload, AssetsPayload
+    from plugins.vpp.payloads import AccountRemovedPayload, AccountRenamedPayload, AssetsPayload
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
@@ -214,6 +214,16 @@ def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
 
     payload = cast("AccountRenamedPayload", event.payload)
     once(host, event, lambda session: account_renamed(session, payload["previous"], payload["account"]))
+
+
+@hookimpl(optionalhook=True)
+def mdm_vpp_account_removed(host: Host, event: Event) -> None:
+    """The installs and reclaims still waiting under the removed account's name are canceled."""
+    from plugins.mobile_apps.accounts import account_removed
+    from plugins.mobile_apps.catalog import once
+
+    payload = cast("AccountRemovedPayload", event.payload)
+    once(host, event, lambda session: account_removed(host, session, payload["account"]))
 
 
 # --------------------------------------------------------------------------- core events

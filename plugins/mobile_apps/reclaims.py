@@ -326,6 +326,11 @@ def _update(host: Host, session: Session, rows: list[Reclaim], status: str | Non
         session.add(row)
 
 
+def cancel_reclaims(host: Host, session: Session, rows: list[Reclaim], reason: str) -> None:
+    """End these pending reclaims ``canceled`` with ``reason`` (each announced finished)."""
+    _update(host, session, rows, "canceled", reason, [], retry=0)
+
+
 # ---------------------------------------------------------------------- entry points
 
 

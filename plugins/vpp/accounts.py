@@ -574,6 +574,7 @@ def _remove(host: Host, session: Session, name: str) -> None:
     for model in (VppNotification, VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
         table = table_of(model)
         session.execute(delete(table).where(table.c.account_id == account.id))
+    host.events.record(session, "vpp_account_removed", {"account": account.name, "accountId": account.id})
     session.delete(account)
 
 

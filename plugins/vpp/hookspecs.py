@@ -442,3 +442,17 @@ def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """
+
+
+@hookspec
+def mdm_vpp_account_removed(host: Host, event: Event) -> None:
+    """An account was removed (``mdm vpp account remove``, the console, the API).
+
+    When: after the commit, delivered from the outbox, after its assets' ``vpp_assets_removed``.
+    Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AccountRemovedPayload``):
+    ``account`` (its name), ``accountId`` (its database id). The name is free: another account
+    may be added or renamed to it later, so a subscriber closes what it keeps waiting under that
+    name (the mobile_apps plugin cancels its pending installs and reclaims).
+    Returns: nothing.
+    Errors: isolated per subscriber (logged and recorded; the others still run).
+    """

@@ -243,6 +243,14 @@ class AccountRenamedPayload(TypedDict):
     previous: str
 
 
+class AccountRemovedPayload(TypedDict):
+    """``vpp_account_removed``: the account ``account`` (database id ``accountId``) was removed
+    (after its assets' ``vpp_assets_removed``); the name is free for another account."""
+
+    account: str
+    accountId: int
+
+
 #: Event name (the hook is ``mdm_<name>``) -> its payload type.
 EVENT_PAYLOADS: dict[str, type] = {
     "vpp_assets_added": AssetsPayload,
@@ -258,4 +266,5 @@ EVENT_PAYLOADS: dict[str, type] = {
     "vpp_token_state_changed": TokenStatePayload,
     "vpp_sync_finished": SyncReport,
     "vpp_account_renamed": AccountRenamedPayload,
+    "vpp_account_removed": AccountRemovedPayload,
 }

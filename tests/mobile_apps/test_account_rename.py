@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mdm_core.errors import MdmError
 from mdm_core.events import Event
 from mdm_core.host import Host
-from mdm_core.inventory import add_device
+from mdm_core.inventory import add_device, remove_device
 from mdm_core.models import OutboxEvent
 from mdm_core.testing import MdmRunner
 from plugins.mobile_apps.catalog import list_apps
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.request import install
-from plugins.mobile_apps.models import MOBILE_APPS_TABLES, SeenEvent
-from plugins.mobile_apps.reclaims import reclaim_candidates
+from plugins.mobile_apps.jobs import installs_job, reclaim_job
+from plugins.mobile_apps.models import MOBILE_APPS_TABLES, Reclaim, SeenEvent
+from plugins.mobile_apps.reclaims import list_reclaims, reclaim_candidates
 from plugins.vpp.accounts import remove_account
 from plugins.vpp.rename import rename_account
 from plugins.vpp.simulator import Simulator
@@ -190,3 +191,44 @@ def test_a_rename_to_the_name_of_a_removed_account_replaces_its_retired_applicat
         rename_account(host, "school", "district")
         assert _published(host) == {"district": count}
         assert {(a["account"], a["state"]) for a in list_apps(host)} == {("district", "published")}
+
+
+def test_a_removed_accounts_waiting_installs_and_reclaims_are_canceled_not_sent_to_the_account_renamed_to_its_name(setup: Any, project_dir: Path) -> None:
+    """An install and a reclaim still waiting for Apple under ``district`` when it is removed end
+    canceled, saying why; ``school`` renamed to ``district`` afterwards is never asked for them."""
+    with Simulator(**SIM, async_delay=0) as sim, Simulator(**SIM, async_delay=60, location_name="District") as other:
+        other.state.uid = str(int(sim.state.uid) + 1)  # another location with the same assets: what is asked of the wrong one succeeds
+        host, mdm = setup(sim)
+        add_simulated_account(host, other, project_dir, name="district")
+        _sync(host, "district")
+        asset = fixed_assets(other)[0]
+        [app] = [
+            a["id"]
+            for a in list_apps(host)
+            if a["account"] == "district" and a["adamId"] == asset["adamId"] and a["pricingParam"] == "STDQ" and a["platform"] == "iOS"
+        ]
+        serial = free_serials(other, asset["adamId"])[0]
+        holder = sorted(s for s in holders(other, asset["adamId"]) if s in other.state.device_serials())[0]
+        for device in (serial, holder):
+            add_device(host, device, "iOS")
+        assert install(host, str(app), serials=[serial], wait=0).ok  # Apple has not confirmed it yet
+        other.faults.add("drop", endpoint="assets/revoke")  # Apple unreachable: the reclaim waits
+        remove_device(host, holder)
+        assert [i["account"] for i in list_installs(host, "pending")] == ["district"]
+        waiting = [r["id"] for r in list_reclaims(host) if r["status"] == "pending"]
+        assert waiting and {r["account"] for r in list_reclaims(host) if r["status"] == "pending"} == {"district"}
+
+        remove_account(host, "district")
+        rename_account(host, "school", "district")
+        asked = dict(sim.requests)
+        host.db.run_write(lambda session: session.execute(update(Reclaim).values(next_attempt_at=None)))
+        installs_job(host)
+        reclaim_job(host)
+        assert {e: sim.requests[e] for e in ("assets/associate", "assets/revoke")} == {e: asked.get(e, 0) for e in ("assets/associate", "assets/revoke")}
+        assert serial not in holders(sim, asset["adamId"])
+        why = "its VPP account district was removed"
+        [closed] = [i for i in list_installs(host) if i["target"] == serial]
+        assert (closed["status"], closed["error"]) == ("canceled", why)
+        assert [(r["status"], r["last_error"]) for r in list_reclaims(host, everything=True) if r["id"] in waiting] == [("canceled", why)] * len(waiting)
+        code, out, err = mdm("apps", "installs", "--json")
+        assert code == 0 and why in out, err
