@@ -437,8 +437,10 @@ def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
     When: after the commit, delivered from the outbox, after the events recorded before the
     rename (which name the account ``previous``).
     Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``AccountRenamedPayload``):
-    ``account`` (the new name), ``previous`` (the old one). A subscriber that keys state by the
-    account's name moves it to the new name (what it keeps as history may stay as it was).
+    ``account`` (the new name), ``previous`` (the old one), ``accountId`` (the account's database
+    id, which a rename keeps; absent from events recorded before it was added). A subscriber that
+    keys state by the account's name moves it to the new name (what it keeps as history may stay
+    as it was).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).
     """

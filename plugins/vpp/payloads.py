@@ -237,10 +237,12 @@ class TokenStatePayload(TypedDict):
 
 class AccountRenamedPayload(TypedDict):
     """``vpp_account_renamed``: the account ``previous`` is now named ``account`` (the events
-    recorded before it name it ``previous``; those after it, ``account``)."""
+    recorded before it name it ``previous``; those after it, ``account``). ``accountId``: its
+    database id, the same before and after (absent from events recorded by older versions)."""
 
     account: str
     previous: str
+    accountId: NotRequired[int]
 
 
 class AccountRemovedPayload(TypedDict):

@@ -78,7 +78,7 @@ def _rename(host: Host, session: Session, old: str, new: str, lock: DbLock) -> V
     row.name = new
     session.add(row)
     carry_job_history(session, old, new)
-    host.events.record(session, "vpp_account_renamed", {"account": new, "previous": old})
+    host.events.record(session, "vpp_account_renamed", {"account": new, "previous": old, "accountId": row.id})
     return row
 
 

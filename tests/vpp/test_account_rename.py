@@ -66,7 +66,7 @@ def test_a_renamed_account_syncs_and_is_scheduled_under_its_new_name(school: Hos
     assert list(jobs) == ["vpp.sync.district"]  # the job is the new name's, with the old name's last run
     assert (jobs["vpp.sync.district"]["last_finished_at"], jobs["vpp.sync.district"]["last_result"]) == (before["last_finished_at"], "ok")
     assert [r["id"] for r in json.loads(mdm("vpp", "runs", "district", "--json")[1])] == [r["id"] for r in runs]
-    assert _events(school, "vpp_account_renamed") == [{"account": "district", "previous": "school"}]
+    assert _events(school, "vpp_account_renamed") == [{"account": "district", "previous": "school", "accountId": account_row(school, "district").id}]
 
     code, out, err = mdm("vpp", "sync", "district")
     assert code == 0 and out.startswith("district: incremental sync ok"), (out, err)
@@ -76,6 +76,16 @@ def test_a_renamed_account_syncs_and_is_scheduled_under_its_new_name(school: Hos
     assert (code, out, err) == (1, "", "mdm: error: no VPP account named 'school' (known accounts: district)\n")
     code, out, err = mdm("jobs", "run", "vpp.sync.school")
     assert (code, err) == (2, "mdm: error: no job named 'vpp.sync.school': `mdm jobs` lists the names\n")
+
+
+def test_the_rename_and_the_removal_name_the_account_by_its_id(school: Host, mdm: MdmRunner) -> None:
+    """A subscriber can tell the renamed account from another one given its name later: the
+    events carry the account's database id, the same through the rename and at its removal."""
+    account_id = account_row(school).id
+    assert mdm("vpp", "account", "rename", "school", "district")[0] == 0
+    assert mdm("vpp", "account", "remove", "district", "--yes")[0] == 0
+    assert _events(school, "vpp_account_renamed") == [{"account": "district", "previous": "school", "accountId": account_id}]
+    assert _events(school, "vpp_account_removed") == [{"account": "district", "accountId": account_id}]
 
 
 @pytest.mark.parametrize(
