@@ -111,6 +111,11 @@ def test_a_second_demo_removes_the_same_license_and_says_what_the_first_left(pro
     assert "earlier run" not in outs[0]
     first, second = outs[1].index("the rest of what it left stays"), outs[1].index("$ mdm apps list")
     assert first < second and f"delete {project_dir / 'var' / 'demo'} to start afresh" in outs[1][:second]
+    # the app the first run bought, retired with the first run's account: it showed "24/25 retired",
+    # that account's counts, as if they were its licenses now
+    listing = outs[1][second:].split("\n== ", 1)[0]
+    [bought] = [line.split() for line in listing.splitlines() if "Piano Plus" in line]
+    assert bought[-2:] == ["-", "retired"], listing
 
 
 def test_demo_never_replaces_an_account_it_did_not_create(project_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -430,6 +430,16 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
     }
 
 
+RETIRED_COUNTS = "when it was retired, not now"
+
+
+def licenses_text(app: dict[str, Any]) -> str:
+    """An application's licenses as the lists show them (``available/total``). A retired app's
+    counts are those it had when it was retired (its account may be gone, or bought it again
+    under another row): ``-``, never read as its licenses now (``show`` and the JSON keep them)."""
+    return "-" if app["state"] == "retired" else f"{app['availableCount']}/{app['totalCount']}"
+
+
 #: The states of an application (``mdm apps list --state``).
 APP_STATES = ("published", "retired")
 APP_KINDS = ("app", "book")

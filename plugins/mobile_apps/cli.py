@@ -105,12 +105,12 @@ def register(subparsers: Any) -> None:
 
 
 def _list(host: Host, args: argparse.Namespace) -> int:
-    from .catalog import iter_apps
+    from .catalog import iter_apps, licenses_text
 
     rows = iter_apps(host, platform=args.platform, kind=args.kind, state=args.state, offset=args.offset, limit=args.limit)
     fmt = output_format(args)
     if fmt == "text":
-        rows = ({**row, "licenses": f"{row['availableCount']}/{row['totalCount']}", "name": row["name"] or f"({row['metadata']})"} for row in rows)
+        rows = ({**row, "licenses": licenses_text(row), "name": row["name"] or f"({row['metadata']})"} for row in rows)
     return print_rows(
         rows,
         fmt,
@@ -120,7 +120,7 @@ def _list(host: Host, args: argparse.Namespace) -> int:
 
 
 def _show(host: Host, args: argparse.Namespace) -> int:
-    from .catalog import app_dict, find_apps
+    from .catalog import RETIRED_COUNTS, app_dict, find_apps
 
     with host.db.session() as session:
         rows = find_apps(session, args.app)
@@ -149,7 +149,11 @@ def _show(host: Host, args: argparse.Namespace) -> int:
             ),
             ("icon", app["iconUrl"]),
             ("platforms", ", ".join(app["supportedPlatforms"]) + (" (iOS covers iPadOS)" if "iOS" in app["supportedPlatforms"] else "")),
-            ("licenses", f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"),
+            (
+                "licenses",
+                f"{app['assignedCount']} assigned, {app['availableCount']} available, {app['retiredCount']} retired, {app['totalCount']} total"
+                + (f" ({RETIRED_COUNTS})" if app["state"] == "retired" else ""),
+            ),
             ("device-assignable", "yes" if app["deviceAssignable"] else "no (user licenses only)"),
             ("revocable", "yes" if app["revocable"] else "no (licenses cannot be reclaimed)"),
             (

@@ -401,3 +401,18 @@ def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_a
     assert assets.status_code == 200 and adam in {a["adamId"] for a in assets.json()["items"]}, assets.text
     reclaim = client.post(f"/api/v1/apps/{adam}/reclaim", headers=headers, json={"devices": ["WEB9709DEV02"]})
     assert reclaim.status_code == 200 and reclaim.json()["results"][0]["status"] == "none", reclaim.text  # the app found: it holds none
+
+
+def test_a_retired_apps_counts_are_not_shown_as_its_licenses_now(school: Host, admin: Any, simulator: Any) -> None:
+    """A retired app kept the counts it had when it was retired; the list showed them as its
+    "Available / total" now, the app page as its licenses."""
+    from plugins.vpp.sync.run import sync_account
+
+    app_id, asset = _ios_app(school, simulator)
+    simulator.remove_asset(asset["adamId"])
+    assert sync_account(school, "school")["status"] == "ok"
+    page = admin.get("/apps", params={"state": "retired"}).text.replace("\n", "")
+    row = page.split(f'href="/apps/{app_id}"', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num">-</td><td>retired</td>' in row and f"{asset['availableCount']} / {asset['totalCount']}" not in row
+    shown = admin.get(f"/apps/{app_id}").text
+    assert f"available of {asset['totalCount']} (when it was retired, not now)</td>" in shown
