@@ -11,7 +11,10 @@ mobile_apps jobs keep their pending installs and reclaims pending, asked again o
 
 ``vpp_account_removed`` closes what still waits under the removed account's name (its installs
 pending or invited ``canceled``, its pending reclaims ``canceled``, each with the reason): left
-open, another account renamed or added to that name later would be asked for them.
+open, another account renamed or added to that name later would be asked for them. An install
+still ``associating`` (Apple asked, or a process that died asking) is not touched under the
+request's feet: it is marked with the reason, and the installs job, resuming it once
+interrupted, ends it ``canceled`` instead of pending (:func:`.installs.pending.retry_pending`).
 """
 
 from __future__ import annotations
@@ -63,13 +66,18 @@ def removed_reason(account: str) -> str:
 def account_removed(host: Host, session: Session, account: str) -> None:
     """Close what waits under the removed ``account``: installs ``pending`` or ``invited``
     and pending reclaims end ``canceled`` with :func:`removed_reason` (a redelivered event finds
-    none left)."""
+    none left); installs ``associating`` keep their status and carry the reason, which the
+    installs job's resume of an interrupted install turns into ``canceled``."""
     from .reclaims import cancel_reclaims
 
     reason, now = removed_reason(account), utcnow()
     waiting = select(Install).where(col(Install.account) == account, col(Install.status).in_(("pending", "invited")))
     for row in session.execute(waiting).scalars():
         row.status, row.error, row.updated_at = "canceled", reason, now
+        session.add(row)
+    asking = select(Install).where(col(Install.account) == account, col(Install.status) == "associating")
+    for row in session.execute(asking).scalars():
+        row.error = reason  # updated_at kept: its request may still be in flight (interrupted_after)
         session.add(row)
     pending = select(Reclaim).where(col(Reclaim.account) == account, col(Reclaim.status) == "pending")
     cancel_reclaims(host, session, list(session.execute(pending).scalars()), reason)

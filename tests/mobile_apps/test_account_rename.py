@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,13 @@ from mdm_core.errors import MdmError
 from mdm_core.events import Event
 from mdm_core.host import Host
 from mdm_core.inventory import add_device, remove_device
-from mdm_core.models import OutboxEvent
+from mdm_core.models import OutboxEvent, utcnow
 from mdm_core.testing import MdmRunner
 from plugins.mobile_apps.catalog import list_apps
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.jobs import installs_job, reclaim_job
-from plugins.mobile_apps.models import MOBILE_APPS_TABLES, Reclaim, SeenEvent
+from plugins.mobile_apps.models import MOBILE_APPS_TABLES, Install, Reclaim, SeenEvent
 from plugins.mobile_apps.reclaims import list_reclaims, reclaim_candidates
 from plugins.vpp.accounts import remove_account
 from plugins.vpp.rename import rename_account
@@ -232,3 +233,36 @@ def test_a_removed_accounts_waiting_installs_and_reclaims_are_canceled_not_sent_
         assert [(r["status"], r["last_error"]) for r in list_reclaims(host, everything=True) if r["id"] in waiting] == [("canceled", why)] * len(waiting)
         code, out, err = mdm("apps", "installs", "--json")
         assert code == 0 and why in out, err
+
+
+def test_a_removed_accounts_interrupted_install_is_canceled_when_resumed_and_one_in_flight_is_left_to_its_request(setup: Any, project_dir: Path) -> None:
+    """Installs ``associating`` under ``district`` when it is removed: the one whose process died
+    asking Apple (older than ``interrupted_after``) ends canceled saying why when the installs job
+    resumes it, not pending under the name ``school`` takes next; the one whose request may still
+    be in flight is left ``associating`` for its request to finish."""
+    with Simulator(**SIM, async_delay=0) as sim, Simulator(**SIM, async_delay=60, location_name="District") as other:
+        other.state.uid = str(int(sim.state.uid) + 1)
+        host, _ = setup(sim)
+        add_simulated_account(host, other, project_dir, name="district")
+        _sync(host, "district")
+        asset = fixed_assets(other)[0]
+        died, flying = free_serials(other, asset["adamId"])[:2]
+        for device in (died, flying):
+            add_device(host, device, "iOS")
+        started = {died: utcnow() - timedelta(hours=1), flying: utcnow()}  # the default interrupted_after: 15 minutes
+
+        def intents(session: Any) -> None:  # as record_intent leaves them before Apple is asked
+            for target, at in started.items():
+                fields = {"adam_id": asset["adamId"], "pricing_param": "STDQ", "kind": "device", "source": "request"}
+                session.add(Install(account="district", target=target, status="associating", created_at=at, updated_at=at, **fields))
+
+        host.db.run_write(intents)
+        remove_account(host, "district")
+        rename_account(host, "school", "district")
+        asked = sim.requests.get("assets/associate", 0)
+        installs_job(host)
+        assert sim.requests.get("assets/associate", 0) == asked
+        why = "its VPP account district was removed"
+        by_target = {i["target"]: (i["status"], i["error"]) for i in list_installs(host)}
+        assert by_target[died] == ("canceled", why)
+        assert by_target[flying][0] == "associating"
