@@ -425,6 +425,7 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
         "availableCount": app.available_count,
         "retiredCount": app.retired_count,
         "totalCount": app.total_count,
+        "countsAsOf": "retired" if app.state == "retired" else "now",  # a retired app's counts are those it had then (retiredAt)
         "publishedAt": app.published_at,
         "retiredAt": app.retired_at,
     }

@@ -71,6 +71,11 @@ def test_counts_follow_purchases_and_a_refund_retires(host, simulator, mdm, apps
     assert code == 0 and row[-2:] == ["-", "retired"]
     code, out, _ = mdm("apps", "show", str(retired["id"]))
     assert code == 0 and f"{retired['totalCount']} total (when it was retired, not now)" in out
+    # --json kept the counts as they were with nothing saying they are old: countsAsOf says so
+    code, out, _ = mdm("apps", "show", str(retired["id"]), "--json")
+    assert code == 0 and (json.loads(out)["countsAsOf"], json.loads(out)["totalCount"]) == ("retired", retired["totalCount"])
+    code, out, _ = mdm("apps", "list", "--json")
+    assert code == 0 and {(r["state"], r["countsAsOf"]) for r in json.loads(out)} == {("published", "now"), ("retired", "retired")}
     new_app = apps[(new_adam, "STDQ", "iOS")]
     code, out, _ = mdm("apps", "list", "--state", "published")
     [row] = [line.split() for line in out.splitlines() if line.startswith(f"{new_app['id']} ")]

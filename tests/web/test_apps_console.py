@@ -403,9 +403,9 @@ def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_a
     assert reclaim.status_code == 200 and reclaim.json()["results"][0]["status"] == "none", reclaim.text  # the app found: it holds none
 
 
-def test_a_retired_apps_counts_are_not_shown_as_its_licenses_now(school: Host, admin: Any, simulator: Any) -> None:
+def test_a_retired_apps_counts_are_not_shown_as_its_licenses_now(school: Host, admin: Any, client: Any, simulator: Any) -> None:
     """A retired app kept the counts it had when it was retired; the list showed them as its
-    "Available / total" now, the app page as its licenses."""
+    "Available / total" now, the app page as its licenses, the API with nothing saying they are old."""
     from plugins.vpp.sync.run import sync_account
 
     app_id, asset = _ios_app(school, simulator)
@@ -416,3 +416,7 @@ def test_a_retired_apps_counts_are_not_shown_as_its_licenses_now(school: Host, a
     assert '<td class="num">-</td><td>retired</td>' in row and f"{asset['availableCount']} / {asset['totalCount']}" not in row
     shown = admin.get(f"/apps/{app_id}").text
     assert f"available of {asset['totalCount']} (when it was retired, not now)</td>" in shown
+    items = client.get("/api/v1/apps", params={"limit": 500}, headers=token_for(school, "viewer")).json()["items"]
+    [item] = [a for a in items if str(a["id"]) == app_id]
+    assert (item["state"], item["countsAsOf"], item["totalCount"]) == ("retired", "retired", asset["totalCount"])  # kept, and said to be old
+    assert {a["countsAsOf"] for a in items if a["state"] == "published"} == {"now"}
