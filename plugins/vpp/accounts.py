@@ -129,13 +129,14 @@ def make_client(
     *,
     interactive: bool = False,
     account_id: int | None = None,
-    account: str = "NAME",
+    account: str | None = None,
 ) -> AppsBooksClient:
     """A client with the host's timeouts and retry bounds, sharing the token's gate.
 
     ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
     wrong ``--service-url`` fails in a second with one line instead of backing off for minutes.
-    ``account``: the account's name, in the advice when another MDM claimed the location.
+    ``account``: the stored account's name, in the advice when another MDM claimed the location
+    or Apple refuses its token (None: a token being added or renewed).
     """
     s = settings(host)
     retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)

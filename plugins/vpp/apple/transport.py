@@ -170,7 +170,7 @@ class Transport:
         service_url: str = DEFAULT_SERVICE_URL,
         *,
         mdm_info_id: str | None = None,
-        account: str = "NAME",
+        account: str | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 60.0),
         retry: RetryPolicy = RetryPolicy(),
@@ -187,7 +187,9 @@ class Transport:
         self._stoken = stoken
         self.service_url = service_url.rstrip("/")
         self.mdm_info_id = mdm_info_id
-        self.account = account  # this host's name for the location, in the advice of another MDM's claim and of a refused token
+        # this host's name for the location, in the advice of another MDM's claim and of a refused
+        # token (None: a token not stored yet, being added or renewed)
+        self.account = account
         self.timeout = timeout
         self.retry = retry
         self.max_parallel_pages = max_parallel_pages
@@ -307,10 +309,9 @@ class Transport:
         except requests.RequestException as exc:
             raise _transport_error(exc, url) from None
         log.debug("Apps and Books %s %s -> HTTP %s", method, urlsplit(url).path, response.status_code)
-        stored = None if self.account == "NAME" else self.account  # NAME: a token not stored yet (add, renew)
-        result = parse_response(response.status_code, response.headers, body, url=url, account=stored)
+        result = parse_response(response.status_code, response.headers, body, url=url, account=self.account)
         if check_mdm:
-            check_mdm_info(result, self.mdm_info_id, self.account)
+            check_mdm_info(result, self.mdm_info_id, self.account or "NAME")
         return result
 
     @staticmethod
