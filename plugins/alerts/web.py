@@ -33,6 +33,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 VPP_PAGE = "the Apple Volume Purchase Program page"
 FREE = "or free those no longer used"
 RECLAIM = "Reclaim licenses on the app's page"
+#: the body of the API's ``mdm apps reclaim APP --unused`` (it answers what it would reclaim, confirmed with ``"yes": true``)
+UNUSED_BODY = '{"unused": true}'
 INSTALLS_FAILED = "GET /api/v1/apps/installs?status=failed"
 #: a job alert's advice (:func:`.rules.job_failing_alert`): no page or endpoint shows or runs the
 #: scheduled jobs, so both surfaces say where it is done: on the host
@@ -50,11 +52,11 @@ WORDING = [
         r"(network, service_url, token_state in GET /api/v1/vpp/accounts/\1); GET /api/v1/vpp/runs?account=\1 lists the failed runs; "
         r"POST /api/v1/vpp/accounts/\1/sync tries again now",
     ),
-    (r"or free unused ones: mdm apps reclaim (\S+) --unused", f"{FREE}: {RECLAIM}", rf"{FREE}: POST /api/v1/apps/\1/reclaim"),
+    (r"or free unused ones: mdm apps reclaim (\S+) --unused", f"{FREE}: {RECLAIM}", rf"{FREE}: POST /api/v1/apps/\1/reclaim {UNUSED_BODY}"),
     (
         r"or free unused ones \(`mdm apps reclaim (\S+) --unused`\), then run `mdm apps install \S+` again for these targets",
         f"{FREE} ({RECLAIM}), then install it again for these targets from its page",
-        rf"{FREE} (POST /api/v1/apps/\1/reclaim), then POST /api/v1/apps/\1/install again for these targets",
+        rf"{FREE} (POST /api/v1/apps/\1/reclaim {UNUSED_BODY}), then POST /api/v1/apps/\1/install again for these targets",
     ),
     (r"see `mdm vpp users`, then install again", "see the account's VPP users, then install again", "see GET /api/v1/vpp/users, then install again"),
     (

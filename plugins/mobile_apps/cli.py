@@ -215,7 +215,7 @@ def _installs(host: Host, args: argparse.Namespace) -> int:
 def _reclaim(host: Host, args: argparse.Namespace) -> int:
     from mdm_core.output import confirm
 
-    from .reclaims import reclaim, reclaim_candidates, reclaim_ok, reclaim_plan, reclaim_result
+    from .reclaims import plan_reclaim, reclaim, reclaim_ok, reclaim_result
 
     VppPort(host).require("VPP apps cannot be installed or reclaimed")
     if args.all and args.app:
@@ -224,26 +224,23 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
         raise UsageError("--all needs --unused (reclaim a device's or a user's license one app at a time)")
     if not args.all and not args.app:
         raise UsageError("give APP (an application id, an adamId or a bundle id), or --all --unused")
-    candidates = reclaim_candidates(host, args.app, serial=args.device, user=args.user, unused=args.unused)
-    plan = reclaim_plan(host, candidates)
-    kept = sum(1 for lic in plan if lic["status"] == "irrevocable")
+    plan = plan_reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused)
     if args.dry_run:
         if args.json:
-            print_json(plan)
+            print_json(plan.rows)
             return 0
-        if not plan:
+        if not plan.licenses:
             print(_nothing_to_reclaim(args))
-        for lic in plan:
+        for lic in plan.rows:
             said = f"irrevocable: {reclaim_result(lic)}" if lic["status"] == "irrevocable" else "would be reclaimed"
             print(f"{lic['adamId']} {lic['pricingParam']} {lic.get('serialNumber') or lic.get('clientUserId')}: {said} (account {lic['account']})")
-        if plan:
-            print(f"would reclaim {len(plan) - kept} license(s)" + (f"; {kept} irrevocable (kept)" if kept else ""))
+        if plan.licenses:
+            print(f"would reclaim {len(plan.licenses) - plan.kept} license(s)" + (f"; {plan.kept} irrevocable (kept)" if plan.kept else ""))
         return 0
-    asked = f"reclaim {len(plan) - kept} license(s) held by devices and users removed from this MDM" + (f" ({kept} irrevocable: kept)" if kept else "")
-    if args.unused and len(plan) > kept and not confirm(asked, yes=args.yes):
+    if plan.question and not confirm(plan.question, yes=args.yes):
         print("nothing reclaimed")
         return 1
-    rows = reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused, licenses=candidates)
+    rows = reclaim(host, args.app, plan=plan)
     if args.json:
         print_json(rows)
         return 0 if reclaim_ok(rows) else 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -76,16 +77,22 @@ def irrevocable_assets(host: Host, licenses: Sequence[Mapping[str, Any]]) -> set
 
 
 def create_reclaims(
-    host: Host, licenses: Sequence[Mapping[str, Any]], reason: str, event: Event | None = None, revokes: Sequence[tuple[str, str, str]] = ()
+    host: Host,
+    licenses: Sequence[Mapping[str, Any]],
+    reason: str,
+    event: Event | None = None,
+    revokes: Sequence[tuple[str, str, str]] = (),
+    irrevocable: set[tuple[str, str, str]] | None = None,
 ) -> list[int]:
     """Record a reclaim per license (``pending``, or ``irrevocable``) and a revoke per
     ``(account, kind, target)`` of ``revokes``; returns the pending ids.
 
     A license (or revoke) that already has a pending reclaim is not recorded twice. With
     ``event``, the rows are written once per event (a redelivered event adds nothing) and carry
-    its id as their ``cause``.
+    its id as their ``cause``. ``irrevocable``: :func:`irrevocable_assets` of these licenses,
+    when the caller has read them already (a :class:`ReclaimPlan`).
     """
-    kept = irrevocable_assets(host, licenses)
+    kept = irrevocable_assets(host, licenses) if irrevocable is None else irrevocable
     cause = event.id if event is not None else None
 
     def work(session: Session) -> list[int]:
@@ -462,12 +469,46 @@ def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None =
     return licenses
 
 
-def reclaim_plan(host: Host, licenses: Sequence[License]) -> list[dict[str, Any]]:
-    """What ``mdm apps reclaim`` would do with these licenses (``--dry-run``): each with its
-    ``status``, ``reclaimable`` or ``irrevocable`` (kept, never attempted: the rule
-    :func:`create_reclaims` applies)."""
-    kept = irrevocable_assets(host, licenses)
-    return [{**lic, "status": "irrevocable" if (lic["account"], lic["adamId"], lic["pricingParam"]) in kept else "reclaimable"} for lic in licenses]
+@dataclass(frozen=True)
+class ReclaimPlan:
+    """What a reclaim would do, read once (``mdm apps reclaim``, ``POST /api/v1/apps/.../reclaim``):
+    the candidate ``licenses``, the ``irrevocable`` assets among them (kept, never attempted)
+    and whether it is a bulk reclaim of ``unused`` licenses, which is confirmed first."""
+
+    licenses: list[License]
+    irrevocable: set[tuple[str, str, str]]
+    unused: bool = False
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Each license with its ``status``: ``reclaimable`` or ``irrevocable`` (``--dry-run``)."""
+        return [
+            {**lic, "status": "irrevocable" if (lic["account"], lic["adamId"], lic["pricingParam"]) in self.irrevocable else "reclaimable"}
+            for lic in self.licenses
+        ]
+
+    @property
+    def kept(self) -> int:
+        """How many licenses are irrevocable: listed, never reclaimed."""
+        return sum(1 for row in self.rows if row["status"] == "irrevocable")
+
+    @property
+    def question(self) -> str | None:
+        """What a bulk reclaim (``unused``) is asked to confirm, as ``reclaim N license(s) ...``;
+        None when nothing needs confirming (one holder's licenses, or none that would go back)."""
+        reclaimable = len(self.licenses) - self.kept
+        if not self.unused or not reclaimable:
+            return None
+        kept = f" ({self.kept} irrevocable: kept)" if self.kept else ""
+        return f"reclaim {reclaimable} license(s) held by devices and users removed from this MDM{kept}"
+
+
+def plan_reclaim(host: Host, selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> ReclaimPlan:
+    """The :class:`ReclaimPlan` of ``mdm apps reclaim`` (nothing is changed): its candidates
+    (:func:`reclaim_candidates`) and their irrevocable assets, read once for the dry run, the
+    confirmation and the reclaim itself."""
+    licenses = reclaim_candidates(host, selector, serial=serial, user=user, unused=unused)
+    return ReclaimPlan(licenses, irrevocable_assets(host, licenses), unused)
 
 
 def reclaim(
@@ -477,15 +518,16 @@ def reclaim(
     serial: str | None = None,
     user: str | None = None,
     unused: bool = False,
-    licenses: Sequence[Mapping[str, Any]] | None = None,
+    plan: ReclaimPlan | None = None,
 ) -> list[dict[str, Any]]:
     """``mdm apps reclaim``: free the licenses of one app (or every app with ``--unused``);
-    ``licenses``: the candidates already listed (and confirmed) by the caller."""
-    if licenses is None:
-        licenses = reclaim_candidates(host, selector, serial=serial, user=user, unused=unused)
+    ``plan``: what the caller listed (and had confirmed) already, carried out as it is."""
+    if plan is None:
+        plan = plan_reclaim(host, selector, serial=serial, user=user, unused=unused)
+    licenses = plan.licenses
     if not licenses:
         return []
-    ids = create_reclaims(host, licenses, "unused" if unused else "manual")
+    ids = create_reclaims(host, licenses, "unused" if plan.unused else "manual", irrevocable=plan.irrevocable)
     process(host, ids, reported=True)
     wanted = {
         (
@@ -493,7 +535,7 @@ def reclaim(
             lic["adamId"],
             lic["pricingParam"],
             "device" if lic.get("serialNumber") else "user",
-            lic.get("serialNumber") or lic.get("clientUserId"),
+            str(lic.get("serialNumber") or lic.get("clientUserId")),
         )
         for lic in licenses
     }
@@ -561,16 +603,17 @@ __all__ = [
     "FINAL",
     "OPEN",
     "RESULT_TEXT",
+    "ReclaimPlan",
     "count_closed",
     "create_reclaims",
     "iter_reclaims",
     "list_reclaims",
     "on_device_removed",
     "on_user_removed",
+    "plan_reclaim",
     "process",
     "reclaim",
     "reclaim_candidates",
-    "reclaim_plan",
     "reclaim_ok",
     "reclaim_result",
     "removal_summary",

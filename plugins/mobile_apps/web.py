@@ -241,25 +241,106 @@ def api_router() -> APIRouter:
             {"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": results}, status_code=200 if outcome.ok else 409
         )
 
+    @router.post("/reclaim")
+    async def api_reclaim_all(request: Request) -> JSONResponse:
+        """``{"unused": true}``: the licenses of every app held by devices and users removed from
+        this MDM, as ``mdm apps reclaim --all --unused``, with ``"dry_run": true`` (list them)
+        or ``"yes": true`` (confirmed); see :func:`run_reclaim_unused`."""
+        body = await _reclaim_body(request, UNUSED_KEYS)
+        if body.get("unused") is not True:
+            raise WebError(
+                422, 'give "unused": true (the licenses of devices and users removed from this MDM); one holder\'s: POST /api/v1/apps/ADAM_ID/reclaim'
+            )
+        return run_reclaim_unused(host_of(request), None, dry_run=body.get("dry_run") is True, yes=body.get("yes") is True)
+
     @router.post("/{app}/reclaim")
     async def api_reclaim(request: Request, app: str) -> JSONResponse:
         """Reclaim the app's licenses held by ``{"devices": [serials], "users": [MDM user ids]}``
         (as ``mdm apps reclaim APP --device/--user``): a line per license (``done``, ``pending``
         when Apple cannot be reached, ``failed``, ``irrevocable``) or per target holding none
-        (``none``). 200 when every license went back or is pending; 409 otherwise."""
-        devices, users = await _targets(request)
+        (``none``). 200 when every license went back or is pending; 409 otherwise.
+        ``{"unused": true}`` instead: those held by devices and users removed from this MDM
+        (``mdm apps reclaim APP --unused``, :func:`run_reclaim_unused`)."""
+        body = await _reclaim_body(request, {"devices", "users", *UNUSED_KEYS})
+        if "unused" in body:
+            if set(body) & {"devices", "users"} or body["unused"] is not True:
+                raise WebError(422, 'give "devices" and/or "users", or "unused": true, not both')
+            return run_reclaim_unused(host_of(request), app, dry_run=body.get("dry_run") is True, yes=body.get("yes") is True)
+        if set(body) & {"dry_run", "yes"}:
+            raise WebError(422, '"dry_run" and "yes" go with "unused": true (one holder\'s licenses are reclaimed at once)')
+        devices, users = _lists(body)
         ok, lines = run_reclaim(host_of(request), app, devices, users)
         return JSONResponse({"ok": ok, "results": lines}, status_code=200 if ok else 409)
 
     return router
 
 
+#: the fields of a reclaim of unused licenses (``mdm apps reclaim --unused [--dry-run] [--yes]``)
+UNUSED_KEYS = frozenset({"unused", "dry_run", "yes"})
+
+
+def run_reclaim_unused(host: Host, selector: str | None, *, dry_run: bool, yes: bool) -> JSONResponse:
+    """Reclaim the licenses of an app (``selector``; None: every app) held by devices and users
+    removed from this MDM, by the rules of ``mdm apps reclaim --unused``
+    (:func:`.reclaims.plan_reclaim`): ``dry_run`` lists each with its ``status``
+    (``reclaimable``, ``irrevocable``) and changes nothing; otherwise, unless ``yes``, a 409
+    says what it would reclaim (what the command asks on a terminal), nothing changed. Done:
+    a line per license as ``run_reclaim``'s, 200, or 409 if one was refused or irrevocable."""
+    from .reclaims import plan_reclaim, reclaim, reclaim_ok, reclaim_result
+
+    _require_vpp(host)
+    with _unknown_app_is_404():
+        plan = plan_reclaim(host, selector, unused=True)
+    counts = {"reclaimable": len(plan.licenses) - plan.kept, "irrevocable": plan.kept}
+    if dry_run:
+        lines = [
+            {**_line(lic), "status": lic["status"], "message": reclaim_result(lic) if lic["status"] == "irrevocable" else "would be reclaimed"}
+            for lic in plan.rows
+        ]
+        return JSONResponse({"ok": True, "dry_run": True, "counts": counts, "results": lines})
+    if plan.question and not yes:
+        raise WebError(409, f'this would {plan.question}: add "yes": true to do it, or "dry_run": true to list what it would do; nothing was reclaimed')
+    rows = reclaim(host, selector, plan=plan)
+    lines = [{**_line(r), "status": r["status"], "message": reclaim_result(r)} for r in rows]
+    ok = reclaim_ok(rows)
+    return JSONResponse({"ok": ok, "dry_run": False, "counts": counts, "results": lines}, status_code=200 if ok else 409)
+
+
+def _line(lic: dict[str, Any]) -> dict[str, Any]:
+    """A license (or its reclaim) as a result line's ``target``, ``account``, ``adamId``, ``pricingParam``."""
+    return {
+        "target": lic.get("serialNumber") or lic.get("clientUserId"),
+        "account": lic["account"],
+        "adamId": lic.get("adamId", lic.get("adam_id")),
+        "pricingParam": lic.get("pricingParam", lic.get("pricing_param")),
+    }
+
+
+async def _reclaim_body(request: Request, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The JSON object of a reclaim request, with ``allowed`` fields only; ``unused``,
+    ``dry_run`` and ``yes`` are booleans."""
+    body = await json_object(request, send='send {"devices": [...], "users": [...]} or {"unused": true}', shape=RECLAIM_SHAPE, empty=True)
+    if not set(body) <= allowed:
+        raise WebError(422, f"unknown field(s) {', '.join(sorted(set(body) - allowed))}: {RECLAIM_SHAPE}")
+    if not all(isinstance(body[k], bool) for k in UNUSED_KEYS & set(body)):
+        raise WebError(422, '"unused", "dry_run" and "yes" are true or false')
+    return body
+
+
+RECLAIM_SHAPE = 'send {"devices": [serial numbers], "users": [MDM user ids]}, or {"unused": true} with "dry_run": true or "yes": true'
+
+
 async def _targets(request: Request) -> tuple[list[str], list[str]]:
-    """``{"devices": [...], "users": [...]}`` of an install or reclaim request, checked."""
+    """``{"devices": [...], "users": [...]}`` of an install request, checked."""
     shape = 'send {"devices": [serial numbers], "users": [MDM user ids]} and nothing else'
     body = await json_object(request, send='send {"devices": [...], "users": [...]}', shape=shape)
     if not set(body) <= {"devices", "users"}:
         raise WebError(422, shape)
+    return _lists(body)
+
+
+def _lists(body: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The ``devices`` and ``users`` of a request's body, lists of strings (422 otherwise)."""
     devices, users = body.get("devices") or [], body.get("users") or []
     if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (devices, users)):
         raise WebError(422, '"devices" and "users" must be lists of strings')

@@ -302,3 +302,27 @@ def test_reclaims_says_how_many_finished_ones_it_does_not_show(on_both, simulato
     assert {line.split()[0] for line in out.splitlines()[1:]} == {str(r["id"]) for r in rows}
     code, out, _ = mdm("apps", "reclaims", "--json")  # JSON stays JSON: the open ones
     assert [r["id"] for r in json.loads(out)] == [r["id"] for r in rows if r["status"] not in ("done", "canceled")]
+
+
+def test_reclaim_reads_the_irrevocable_assets_once(host, simulator, mdm, monkeypatch):
+    """The dry run's rule (irrevocable assets kept) and the reclaim itself read the account's
+    assets once: they were read twice, once to list and confirm, once more to record."""
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    add_device(host, serial, "iOS")
+    simulator.faults.add("drop", endpoint="assets/revoke")
+    remove_device(host, serial)
+    simulator.faults.clear()
+    reads: list[str] = []
+    real = VppPort.assets
+
+    def counted(self: VppPort, account: str) -> Any:
+        reads.append(account)
+        return real(self, account)
+
+    monkeypatch.setattr(VppPort, "assets", counted)
+    code, out, err = mdm("apps", "reclaim", "--all", "--unused", "--yes")
+    assert code == 0 and f"{serial}: done: license reclaimed" in out, out + err
+    assert reads == ["school"]

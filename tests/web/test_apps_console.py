@@ -391,7 +391,7 @@ def test_apple_refusing_for_want_of_licenses_is_worded_for_the_console_and_the_a
     api = client.post(f"/api/v1/apps/{app['id']}/install", headers=headers, json={"devices": ["WEB9709DEV02"]})
     # the API names the app's and the account's own endpoints (they printed {app} and {name})
     api_words = refused + (
-        f"POST /api/v1/apps/{adam}/reclaim; GET /api/v1/vpp/assets?account=school shows the counts as of the last sync: "
+        f'POST /api/v1/apps/{adam}/reclaim {{"unused": true}}; GET /api/v1/vpp/assets?account=school shows the counts as of the last sync: '
         "POST /api/v1/vpp/accounts/school/sync refreshes them"
     )
     assert api.status_code == 409 and api.json()["ok"] is False, api.text

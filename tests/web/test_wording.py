@@ -312,7 +312,7 @@ def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
     assert said["console"][0].endswith("its Sync runs list the failed runs; its Synchronize tries again now.")
     assert "POST /api/v1/vpp/accounts/school/sync tries again now" in said["api"][0]
     assert "or free those no longer used: Reclaim licenses on the app's page" in said["console"][1]
-    assert "or free those no longer used: POST /api/v1/apps/1/reclaim" in said["api"][1]
+    assert 'or free those no longer used: POST /api/v1/apps/1/reclaim {"unused": true}' in said["api"][1]
     assert "(Install status, failed)" in said["console"][3] and "then POST /api/v1/apps/1/install again for these targets" in said["api"][3]
     assert "see the account's VPP users" in said["console"][4] and "See GET /api/v1/apps/installs?status=failed" in said["api"][5]
     assert "mdm apps reclaim 1 --unused" in f"{none.action}"  # the mails' and webhooks' words

@@ -27,6 +27,9 @@ KEY = r"([A-Za-z0-9._-]+)"
 OLD_BUY_OR_RECLAIM = " (buy more, or reclaim with `mdm apps reclaim`)"
 OLD_STALE_COUNTS = "; `mdm vpp assets` shows the counts as of the last sync: `mdm vpp sync` refreshes them"
 RECLAIM_ON_PAGE = "Reclaim licenses on the app's page"
+#: the body of the API's reclaim of unused licenses, ``mdm apps reclaim APP --unused`` (it answers
+#: what it would reclaim, to be confirmed with ``"yes": true``)
+UNUSED_BODY = '{"unused": true}'
 STALE_ON_PAGE = "; the app's counts are as of the last synchronization: synchronize the VPP account to refresh them"
 #: ``STALE_ON_PAGE`` naming the account (``\1``) and where the console synchronizes it
 STALE_ON_PAGE_NAMED = (
@@ -50,7 +53,7 @@ WORDING = [
     (  # `--unused` since it must name what to reclaim; without it as recorded before
         rf" \(buy more, or reclaim (?:unused ones )?with `mdm apps reclaim {KEY}(?: --unused)?`\)",
         f": {BUY_MORE} {RECLAIM_ON_PAGE}",
-        rf": {BUY_MORE} POST /api/v1/apps/\1/reclaim",
+        rf": {BUY_MORE} POST /api/v1/apps/\1/reclaim {UNUSED_BODY}",
     ),
     (
         re.escape(OLD_BUY_OR_RECLAIM),
