@@ -110,7 +110,7 @@ WORDING = [
     ),
     (r"--token-file and --take-over", f"{RENEW}, confirming the take-over", 'PATCH with "token" and "take_over": true'),
     (r"(?:add|run this again with) --take-over", "confirm the take-over", 'send this again with "take_over": true'),
-    (r"`?mdm vpp account set (\S+) --token-file \S+`?", RENEW, API_RENEW),
+    (r"`?mdm vpp account set (\S+) --token-file [^\s`]+`?", RENEW, API_RENEW),  # the colon after its backtick stays
     (
         r"`mdm vpp account set (\S+) --interval SECONDS`",
         f"the account's {INTERVAL} (Apple Volume Purchase Program page)",
@@ -367,6 +367,7 @@ def page_router() -> APIRouter:
             # Apple refuses a token before its date (renewed elsewhere, revoked, expired early)
             row["refused_early"] = row["token_state"] in ("expired", "revoked", "invalid") and row["days_left"] >= 0
             row["console_action"] = for_request(request, row["action"])  # Renew token, Turn on/off for the commands (WORDING)
+            row["last_sync_result"] = _reworded(request, row["last_sync_result"])  # a failed sync's advice, as on its run's page
             row["run"] = runs.get(row["name"])
         running = any(r["run"] and r["run"]["status"] == "running" for r in rows)
         return render(
@@ -823,4 +824,10 @@ def _claiming(work: Callable[[], Account]) -> Account:
 
 def _api_account(request: Request, account: Account) -> dict[str, Any]:
     """An account as ``mdm vpp account list --json`` has it, its ``action`` in the API's words."""
-    return {**account, "action": for_request(request, account["action"])}
+    return {**account, "action": for_request(request, account["action"]), "last_sync_result": _reworded(request, account["last_sync_result"])}
+
+
+def _reworded(request: Request, text: str | None) -> str | None:
+    """``text`` (an account's last sync result: ``error: ...`` holds the run's error) in the
+    words of ``request``'s surface; ``None`` stays ``None``."""
+    return for_request(request, text) if text else text

@@ -381,3 +381,22 @@ def test_a_9709_recorded_before_its_reclaim_advice_said_unused_is_worded_as_the_
         assert len(said) == 1 and not CLI_ADVICE.search(said.pop()), said
     console = reword(new, app.state.registry.wording, "console")
     assert console.endswith("synchronize the VPP account 'school' (Apple Volume Purchase Program › Synchronize) to refresh them"), console
+
+
+def test_an_account_s_last_sync_error_is_in_the_console_s_and_the_api_s_words(school: Host, admin: Any, simulator: Any) -> None:
+    """The account's card (Last sync) and GET /api/v1/vpp/accounts showed the failed sync's
+    error as the command line has it (`mdm vpp account set school --token-file NEW.vpptoken`),
+    where the run's own page said Renew token; and the rewording ate the colon before Apple's
+    own words ("...page Token expired")."""
+    simulator.expire_token()
+    run, run_page = _sync_through_api(school, admin)
+    renew = "then Renew token on the Apple Volume Purchase Program page: Token expired"
+    api_renew = 'then PATCH /api/v1/vpp/accounts/school with the text of the new .vpptoken file as "token": Token expired'
+    assert renew in run_page and api_renew in run["error"], (run_page, run["error"])
+
+    card = html.unescape(admin.get("/vpp").text)
+    last_sync = re.search(r'id="last-sync-school">(.*?)</td>', card, re.S)
+    assert last_sync and renew in last_sync.group(1) and not CLI_ADVICE.search(last_sync.group(1)), last_sync
+    headers = token_for(school, "viewer")
+    for account in (admin.get("/api/v1/vpp/accounts", headers=headers).json()["items"][0], admin.get("/api/v1/vpp/accounts/school", headers=headers).json()):
+        assert api_renew in account["last_sync_result"] and not CLI_ADVICE.search(account["last_sync_result"]), account
