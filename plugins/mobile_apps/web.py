@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.web.registry import WebRegistry
 
+#: an app filed under an account the VPP plugin does not know (``accounts.unknown_account``)
+ACCOUNT_WORDING = [
+    (
+        r"\(`mdm events failures` shows a delivery that failed\)",
+        "(the Events page lists a delivery that failed)",
+        "(GET /api/v1/events/failures lists a delivery that failed)",
+    )
+]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SERIALS_RE = re.compile(r"[\s,;]+")
 MAX_TARGETS = 1000
@@ -48,7 +56,7 @@ def register(web: WebRegistry) -> None:
     web.add_pages(page_router(), plugin="mobile_apps", templates=TEMPLATES)
     web.add_api(api_router(), plugin="mobile_apps")
     web.add_nav("Mobile Applications", "/apps", order=20, plugin="mobile_apps")
-    web.add_wordings(WORDING)
+    web.add_wordings([*WORDING, *ACCOUNT_WORDING])
 
 
 def _require_vpp(host: Host) -> None:
@@ -64,6 +72,19 @@ def _app(host: Host, app_id: int) -> tuple[MobileApp, AppMetadata | None]:
     if row is None:
         raise WebError(404, f"no application {app_id}: see Mobile Applications (synchronize the VPP account after a purchase)")
     return row[0], row[1]
+
+
+def account_gone(host: Host, app: MobileApp) -> str | None:
+    """Why ``app``'s licenses cannot be reclaimed here when its VPP account is not on this host
+    any more (removed; or renamed, and mobile_apps not told yet), else ``None``."""
+    port = VppPort(host)
+    if not port.available or app.account in {a["name"] for a in port.accounts()}:
+        return None
+    return (
+        f"app {app.id} is filed under VPP account '{app.account}', which is not on this host any more: removed, its licenses "
+        "are taken back in Apple School Manager or Apple Business Manager (Apps and Books), or here once the account is added "
+        "again; renamed, the app follows the new name as soon as mobile_apps hears of it (the Events page lists a failed delivery)"
+    )
 
 
 def run_install(host: Host, selector: str, devices: list[str], users: list[str]) -> Outcome:
@@ -174,6 +195,7 @@ def page_router() -> APIRouter:
                 "installs": [i.model_dump() for (i,) in found.items],
                 "found": found,
                 "pick_limit": PICK_LIMIT,
+                "account_gone": account_gone(host, app) if app.kind == "app" else None,  # no reclaim form then
             },
         )
 
@@ -200,6 +222,9 @@ def page_router() -> APIRouter:
         devices, users = sorted({s for s in SERIALS_RE.split(serials) if s}), [user.strip()] if user.strip() else []
         if (devices or users) and confirm != "yes":  # it removes the app from the devices: asked, as removing an account is
             raise WebError(422, "tick 'Take these licenses back' to confirm: the app is removed from the devices that hold them")
+        gone = account_gone(host, app)  # a form left open in another tab before the account was removed
+        if gone is not None and (devices or users):
+            raise WebError(409, gone)
         ok, lines = run_reclaim(host, str(app.id), devices, users)
         return render(
             request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"}, status_code=200 if ok else 409

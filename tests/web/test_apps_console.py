@@ -3,6 +3,7 @@ devices or for users from the form or the API, install status."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -420,3 +421,27 @@ def test_a_retired_apps_counts_are_not_shown_as_its_licenses_now(school: Host, a
     [item] = [a for a in items if str(a["id"]) == app_id]
     assert (item["state"], item["countsAsOf"], item["totalCount"]) == ("retired", "retired", asset["totalCount"])  # kept, and said to be old
     assert {a["countsAsOf"] for a in items if a["state"] == "published"} == {"now"}
+
+
+def test_a_removed_account_s_app_offers_no_reclaim_and_says_where_its_licenses_go_back(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """After its VPP account was removed, a retired app's page still offered *Reclaim
+    licenses*; sending it (or a form left open in another tab) answered that the account was
+    renamed, 'try again then', and pointed to `mdm events failures`: nothing the admin could do
+    would ever work. The page now says why there is no form and where such licenses go back."""
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=True, kind="serialNumber")
+    form = csrf(admin)
+    assert 'id="reclaim-form"' in admin.get(f"/apps/{app_id}").text  # the tab opened before the removal
+    removed = admin.post("/vpp/accounts/school/remove", data={"confirm": "school", "csrftoken": form}, follow_redirects=False)
+    assert removed.status_code == 303, removed.text
+
+    page = html.unescape(admin.get(f"/apps/{app_id}").text)
+    assert 'id="reclaim-form"' not in page and 'id="reclaim-submit"' not in page
+    gone = re.search(r'id="reclaim-account-gone">(.*?)</p>', page, re.S)
+    assert gone and "VPP account 'school', which is not on this host any more" in gone.group(1), page
+    assert "Apple School Manager or Apple Business Manager" in gone.group(1)
+    stale = admin.post(f"/apps/{app_id}/reclaim", data={"serials": holders[0], "confirm": "yes", "csrftoken": form})
+    said = html.unescape(stale.text)
+    assert stale.status_code == 409 and "VPP account 'school', which is not on this host any more" in said and "`mdm" not in said, said
+    assert _held(simulator, key, holders[0])  # nothing asked of Apple
+    api = client.post(f"/api/v1/apps/{app_id}/reclaim", json={"devices": [holders[0]]}, headers=token_for(school, "admin"))
+    assert api.status_code == 400 and "`mdm" not in api.json()["error"] and "GET /api/v1/events/failures" in api.json()["error"], api.json()
