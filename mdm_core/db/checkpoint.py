@@ -56,8 +56,12 @@ class WalCheckpointer:
             self._pending = True
             if self._thread is not None:
                 return
-            self._thread = thread = threading.Thread(target=self._run, name="mdm-wal-checkpoint", daemon=True)
-        thread.start()
+            # Started before it is recorded: an interruption (Ctrl-C raises in the main thread
+            # wherever it is) never leaves a recorded thread that never starts, which wait()
+            # could not join and which would keep every later nudge from starting one.
+            thread = threading.Thread(target=self._run, name="mdm-wal-checkpoint", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def wait(self) -> None:
         """Return once no checkpoint runs or waits (those asked for so far are done)."""
@@ -72,7 +76,8 @@ class WalCheckpointer:
         while True:
             with self._lock:
                 if not self._pending:
-                    self._thread = None
+                    if self._thread is threading.current_thread():
+                        self._thread = None
                     return
                 self._pending = False
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from mdm_core.db.engine import Database
+from mdm_core.interrupts import Interrupted
 
 ROWS = 400  # of 4 KiB each: 1,600 pages, past SQLite's automatic checkpoint (1,000 pages)
 
@@ -74,3 +76,33 @@ def test_without_the_thread_the_rows_would_stay_in_the_log(tmp_path: Path, monke
 
 def test_an_in_memory_database_has_no_checkpoint_thread() -> None:
     assert Database("sqlite://").checkpointer is None
+
+
+def test_ctrl_c_while_a_checkpoint_thread_starts_leaves_none_half_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the commit that asks for a checkpoint (``mdm db upgrade`` interrupted between
+    two migrations) raised in the main thread as the checkpoint thread was being started: the
+    command then ended with a traceback, ``cannot join thread before it is started``, from
+    closing the database, instead of ``mdm: interrupted``, and no later commit was
+    checkpointed. Now the interruption leaves no thread recorded; the next commit starts one."""
+    db = Database(f"sqlite:///{tmp_path / 'mdm.sqlite3'}")
+    checkpointer = db.checkpointer
+    assert checkpointer is not None
+    start = threading.Thread.start
+    calls: list[str] = []
+
+    def interrupted_once(thread: threading.Thread) -> None:
+        calls.append(thread.name)
+        if len(calls) == 1:
+            raise Interrupted(signal.SIGINT)  # the signal lands before the thread runs
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_once)
+    with pytest.raises(Interrupted):
+        checkpointer.nudge()
+    checkpointer.wait()  # closing the database: returns, nothing to join
+    checkpoints = checkpointer.checkpoints
+    db.run_write(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)")))  # the next commit
+    checkpointer.wait()
+    db.dispose()
+    assert calls == ["mdm-wal-checkpoint", "mdm-wal-checkpoint"]
+    assert checkpointer.checkpoints > checkpoints
