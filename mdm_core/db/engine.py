@@ -126,7 +126,13 @@ class Database:
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": self.busy_timeout}}
         if in_memory:
             kwargs["poolclass"] = StaticPool
-        engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
+        try:
+            engine = create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
+        except ArgumentError:  # sqlite://var/mdm.sqlite3: a host part, two slashes instead of three
+            raise ConfigError(
+                f"database URL {self.describe()} is not valid: an SQLite file is sqlite:///PATH (relative "
+                "to the project folder) or sqlite:////ABSOLUTE/PATH: fix [core] database_url or MDM_DATABASE_URL"
+            ) from None
 
         if not in_memory:
 

@@ -71,6 +71,30 @@ def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line(mdm: 
     )
 
 
+@pytest.mark.parametrize("source", ["env", "conf"])
+def test_an_sqlite_url_with_two_slashes_is_a_configuration_error_naming_the_forms(
+    mdm: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """``sqlite://var/mdm.sqlite3`` (two slashes: ``var`` read as a host) was reported as
+    ``database the database refused the change (ArgumentError: Invalid SQLite URL: ...)``, exit
+    1, as if a database had been reached. It is a configuration error: the URL, the two forms of
+    an SQLite file's URL and where to fix it, exit 2, nothing created."""
+    config = ""
+    if source == "env":
+        monkeypatch.setenv("MDM_DATABASE_URL", "sqlite://var/mdm.sqlite3")
+    else:
+        monkeypatch.delenv("MDM_DATABASE_URL")  # the runner's own: the configuration's is used
+        config = '[core]\ndatabase_url = "sqlite://var/mdm.sqlite3"\n'
+    for command in (("devices", "list"), ("db", "upgrade"), ("status",)):
+        code, out, err = mdm(*command, config=config)
+        assert (code, out) == (2, "")
+        assert err == (
+            "mdm: error: database URL sqlite://var/mdm.sqlite3 is not valid: an SQLite file is sqlite:///PATH "
+            "(relative to the project folder) or sqlite:////ABSOLUTE/PATH: fix [core] database_url or MDM_DATABASE_URL\n"
+        )
+    assert not (project_dir / "var" / "mdm.sqlite3").exists()
+
+
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_a_plain_postgresql_url_is_taken_through_psycopg(scheme: str) -> None:
     """``postgresql://`` (and ``postgres://``, as hosting services give it) is the PostgreSQL
