@@ -209,10 +209,29 @@ class SecretBox:
         return "SecretBox(<key hidden>)"
 
 
+class KeyFileUnwritable(MdmError):
+    """The key file cannot be written (``reason``: the system's words, e.g. a full disk)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"the secret key file {path} cannot be written ({reason}): free space on its disk, or let the user running "
+            f"mdm write in {path.parent} ([core] var_dir), then try again; or set MDM_SECRET_KEY"
+        )
+
+
 def write_key_file(path: Path, keys: list[str], *, replace: bool) -> None:
     """Write ``keys`` (one per line) to ``path``, mode 0600, atomically: a private temporary
     file, then linked (a new file: of two processes creating it at once, one key wins) or
-    renamed into place (``replace``). The folder is created for its owner only."""
+    renamed into place (``replace``). The folder is created for its owner only. A file that
+    cannot be written (a full disk, a folder not the host's user's) is one line naming it."""
+    try:
+        _write_key_file(path, keys, replace=replace)
+    except OSError as exc:
+        raise KeyFileUnwritable(path, exc.strerror or str(exc)) from None
+
+
+def _write_key_file(path: Path, keys: list[str], *, replace: bool) -> None:
     private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -127,7 +127,7 @@ def rotate(host: Host) -> tuple[int, str]:
     transaction; returns (how many, the key's source)."""
     from cryptography.fernet import InvalidToken
 
-    from mdm_core.secrets import KEY_FILE_NAME, write_key_file
+    from mdm_core.secrets import KEY_FILE_NAME, KeyFileUnwritable, write_key_file
 
     source = host.secret_key_source()
     box = host.secrets
@@ -154,7 +154,14 @@ def rotate(host: Host) -> tuple[int, str]:
 
     count = host.db.run_write(work)
     if new_key is not None:
-        write_key_file(path, [new_key], replace=True)
+        try:
+            write_key_file(path, [new_key], replace=True)
+        except KeyFileUnwritable as exc:  # the secrets are the new key's; the file still holds both keys
+            raise MdmError(
+                f"re-encrypted {count} secret(s) with a new key in {path}, but the old key could not be dropped from it "
+                f"({exc.reason}): it holds both keys, which read every secret; back it up, and run `mdm secrets rotate` "
+                "again once it can be written"
+            ) from None
     return count, source
 
 

@@ -11,8 +11,10 @@ release 0.1.0 encrypted with its SHA-256 still reads.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,61 @@ def test_a_rotation_that_fails_half_way_leaves_everything_readable(mdm: MdmRunne
     assert len((project_dir / "var" / "secret.key").read_text().split()) == 1
     assert mdm("vpp", "sync", "school")[0] == 0
     assert secrets_cli  # the module under test
+    count_figure("key_cases")
+
+
+def _no_space(*_args: Any) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_key_file_that_cannot_be_written_is_one_line_naming_it(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first stored token creates the key file; on a full disk `mdm vpp account add` said
+    only `OSError: [Errno 28] No space left on device`, naming neither the file nor what to do.
+    Now one line names the key file, why and the fix; no account, no key file, no temporary file."""
+    token = small_sim.write_token(project_dir / "school.vpptoken")
+    key_file = project_dir / "var" / "secret.key"
+    assert mdm("db", "upgrade")[0] == 0
+    monkeypatch.setattr(os, "fsync", _no_space)
+    code, out, err = mdm("vpp", "account", "add", "school", "--token-file", str(token), "--service-url", small_sim.base_url)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"mdm: error: the secret key file {key_file} cannot be written (No space left on device): free space on its disk, "
+        f"or let the user running mdm write in {key_file.parent} ([core] var_dir), then try again; or set MDM_SECRET_KEY\n"
+    )
+    assert not [p.name for p in key_file.parent.iterdir() if "secret.key" in p.name]
+    monkeypatch.undo()
+    code, out, err = mdm("vpp", "account", "list")
+    assert "no VPP accounts" in out + err
+
+
+def test_a_rotation_whose_old_key_cannot_be_dropped_says_what_holds(mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secrets were re-encrypted and the key file then could not be rewritten without the old
+    key (a full disk): rotate ended with `OSError: ...`, as if it had failed, though the database
+    held only the new key's secrets. Now it says what was done and that both keys are in the file."""
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    replace = os.replace
+    calls: list[str] = []
+
+    def second_fails(src: Any, dst: Any) -> None:
+        calls.append(str(dst))
+        if len(calls) == 2:  # the new key alone, once the secrets are re-encrypted
+            _no_space()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    code, out, err = mdm("secrets", "rotate")
+    monkeypatch.undo()
+    assert (code, out) == (1, "")
+    assert err == (
+        f"mdm: error: re-encrypted 1 secret(s) with a new key in {key_file}, but the old key could not be dropped from it "
+        "(No space left on device): it holds both keys, which read every secret; back it up, and run `mdm secrets rotate` "
+        "again once it can be written\n"
+    )
+    assert len(key_file.read_text().split()) == 2
+    code, out, err = mdm("secrets", "status", "--json")
+    assert json.loads(out)["current"] == 1 and json.loads(out)["unreadable"] == 0
+    assert mdm("vpp", "sync", "school")[0] == 0
     count_figure("key_cases")
 
 
