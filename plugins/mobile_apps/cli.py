@@ -174,7 +174,7 @@ def _show(host: Host, args: argparse.Namespace) -> int:
 
 
 def _install(host: Host, args: argparse.Namespace) -> int:
-    from .installs.request import install, read_devices_file
+    from .installs.request import NOT_DONE, install, read_devices_file
 
     if args.app is None:
         raise UsageError(
@@ -187,7 +187,7 @@ def _install(host: Host, args: argparse.Namespace) -> int:
         print_json({"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": outcome.as_dicts()})
     else:
         for target, status, said in outcome.lines:
-            if status in ("refused", "failed"):
+            if status in NOT_DONE:
                 print(f"{target}: {status}: {said.cli}", file=sys.stderr)
             else:
                 say(f"{target}: {status}: {said.cli}")

@@ -57,6 +57,19 @@ def _sync(host: Host, account: str, full: bool = False) -> None:
     assert report["status"] == "ok", report
 
 
+def _district(host: Host, other: Simulator, project_dir: Path) -> tuple[dict[str, Any], int]:
+    """Add ``other`` as account ``district``, synced: its first asset and that asset's iOS application id."""
+    add_simulated_account(host, other, project_dir, name="district")
+    _sync(host, "district")
+    asset = fixed_assets(other)[0]
+    [app] = [
+        a["id"]
+        for a in list_apps(host)
+        if a["account"] == "district" and a["adamId"] == asset["adamId"] and a["pricingParam"] == "STDQ" and a["platform"] == "iOS"
+    ]
+    return asset, app
+
+
 def _apps(mdm: MdmRunner) -> list[dict[str, Any]]:
     code, out, err = mdm("apps", "list", "--json")
     assert code == 0, err
@@ -200,14 +213,7 @@ def test_a_removed_accounts_waiting_installs_and_reclaims_are_canceled_not_sent_
     with Simulator(**SIM, async_delay=0) as sim, Simulator(**SIM, async_delay=60, location_name="District") as other:
         other.state.uid = str(int(sim.state.uid) + 1)  # another location with the same assets: what is asked of the wrong one succeeds
         host, mdm = setup(sim)
-        add_simulated_account(host, other, project_dir, name="district")
-        _sync(host, "district")
-        asset = fixed_assets(other)[0]
-        [app] = [
-            a["id"]
-            for a in list_apps(host)
-            if a["account"] == "district" and a["adamId"] == asset["adamId"] and a["pricingParam"] == "STDQ" and a["platform"] == "iOS"
-        ]
+        asset, app = _district(host, other, project_dir)
         serial = free_serials(other, asset["adamId"])[0]
         holder = sorted(s for s in holders(other, asset["adamId"]) if s in other.state.device_serials())[0]
         for device in (serial, holder):
@@ -266,3 +272,44 @@ def test_a_removed_accounts_interrupted_install_is_canceled_when_resumed_and_one
         by_target = {i["target"]: (i["status"], i["error"]) for i in list_installs(host)}
         assert by_target[died] == ("canceled", why)
         assert by_target[flying][0] == "associating"
+
+
+@pytest.mark.parametrize("delay", [60, 0], ids=["unconfirmed", "licensed"])
+def test_an_install_whose_account_is_removed_while_apple_is_asked_ends_canceled_or_queued_without_the_removal(
+    setup: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, delay: int
+) -> None:
+    """``district`` removed while its install's request is in flight (Apple answers after the
+    removal was applied): unconfirmed, the install ended ``pending`` under the removed name (the
+    installs job then asked the account renamed to it); licensed, it ended ``queued`` with the
+    removal's reason as its error. Now the first ends ``canceled`` saying why, never asked again,
+    and the second is ``queued`` with no error."""
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    with Simulator(**SIM, async_delay=0) as sim, Simulator(**SIM, async_delay=delay, location_name="District") as other:
+        other.state.uid = str(int(sim.state.uid) + 1)  # another location with the same assets
+        host, mdm = setup(sim)
+        asset, app = _district(host, other, project_dir)
+        serial = free_serials(other, asset["adamId"])[0]
+        add_device(host, serial, "iOS")
+        real = VppPort.associate
+
+        def answered_after_the_removal(self: VppPort, *args: Any, **kwargs: Any) -> Any:
+            result = real(self, *args, **kwargs)
+            remove_account(host, "district")  # applied (its event delivered) before the answer is recorded
+            return result
+
+        monkeypatch.setattr(VppPort, "associate", answered_after_the_removal)
+        outcome = install(host, str(app), serials=[serial], wait=0)
+        monkeypatch.setattr(VppPort, "associate", real)
+        why = "its VPP account district was removed"
+        [row] = [i for i in list_installs(host) if i["target"] == serial]
+        if delay:
+            assert (row["status"], row["error"]) == ("canceled", why)
+            assert [(t, s) for t, s, _ in outcome.lines] == [(serial, "canceled")] and why in outcome.lines[0][2].cli
+            rename_account(host, "school", "district")
+            asked = sim.requests.get("assets/associate", 0)
+            installs_job(host)
+            assert sim.requests.get("assets/associate", 0) == asked  # the other location is never asked for it
+        else:
+            assert (row["status"], row["error"]) == ("queued", None)
+            assert [(t, s) for t, s, _ in outcome.lines] == [(serial, "queued")]

@@ -29,7 +29,7 @@ from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult
 
-from ..accounts import check_account
+from ..accounts import check_account, removed_reason
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
@@ -64,6 +64,11 @@ class Asset:
         return sorted(self.apps)
 
 
+#: the statuses of a line whose target gets nothing: the command exits 1 (and prints it on stderr),
+#: the console and the API answer 409. ``canceled``: the account was removed while Apple was asked.
+NOT_DONE = ("refused", "failed", "canceled")
+
+
 @dataclass
 class Outcome:
     """What an install did, one line per device or user, in the command line's words (the
@@ -78,7 +83,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return not any(status in ("refused", "failed") for _, status, _ in self.lines)
+        return not any(status in NOT_DONE for _, status, _ in self.lines)
 
     def as_dicts(self) -> list[dict[str, str]]:
         """The lines in the command line's words (``mdm apps install --json``; the REST API
@@ -271,6 +276,7 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
                 account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial, source="request", status="queued"
             )
             row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, uuid])), utcnow()
+            row.error = None if _removed_meanwhile(row) else row.error  # licensed after all: the removal's mark is not its error
             session.add(row)
 
     if succeeded:
@@ -353,6 +359,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
         )
         row.command_uuids = list(dict.fromkeys([*row.command_uuids, *uuids]))
         row.status, row.updated_at = "queued", utcnow()
+        row.error = None if _removed_meanwhile(row) else row.error
         session.add(row)
 
     host.db.run_write(work)
@@ -395,20 +402,39 @@ def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> di
         ) from None
 
 
-def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> None:
-    """Record the end of installs that queue nothing (Apple refused, or nothing to install on)."""
-    todo = {intents[t]: r for t, r in reasons.items() if t in intents}
+def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> set[str]:
+    """Record the end of installs that queue nothing (Apple refused, or nothing to install on);
+    ``pending`` ones whose account was removed meanwhile end ``canceled`` instead (returned)."""
+    todo = {t: (intents[t], r) for t, r in reasons.items() if t in intents}
     if not todo:
-        return
+        return set()
 
-    def work(session: Session) -> None:
-        for install_id, reason in todo.items():
+    def work(session: Session) -> set[str]:
+        canceled = set()
+        for target, (install_id, reason) in todo.items():
             row = session.get(Install, install_id)
             if row is not None and row.status == "associating":
-                row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
+                if status == "pending" and _removed_meanwhile(row):
+                    row.status, row.updated_at = "canceled", utcnow()
+                    canceled.add(target)
+                else:
+                    row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
                 session.add(row)
+        return canceled
 
-    host.db.run_write(work)
+    return host.db.run_write(work)
+
+
+def _removed_meanwhile(row: Install) -> bool:
+    """Whether the install's VPP account was removed while Apple was asked (marked by
+    :func:`..accounts.account_removed`): what it would leave pending is asked of nobody (another
+    account may take the name), so it ends ``canceled``."""
+    return row.error == removed_reason(row.account)
+
+
+def _canceled(target: str, account: str) -> tuple[str, str, Said]:
+    """The outcome line of an install whose account was removed before Apple confirmed it."""
+    return (target, "canceled", Said(f"not licensed: {removed_reason(account)} before Apple confirmed the license: it is not asked again"))
 
 
 def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome, intents: dict[str, int]) -> LicenseResult | None:
@@ -422,9 +448,12 @@ def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], w
         # so the installs job asks again (a license it finds is installed, none is refused): the
         # target is pending, as its install is recorded, not failed
         pending = isinstance(exc, TemporaryError)
+        canceled = _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
         for target in serials + users:
-            out.add(target, "pending" if pending else "failed", wording.not_licensed(str(exc), asked_again=pending))
-        _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
+            if target in canceled:
+                out.lines.append(_canceled(target, asset.account))
+            else:
+                out.add(target, "pending" if pending else "failed", wording.not_licensed(str(exc), asked_again=pending))
         return None
 
 
@@ -460,13 +489,26 @@ def _record_invited(host: Host, asset: Asset, user: str) -> None:
 
 
 def _record_pending(host: Host, asset: Asset, targets: list[str], event_ids: list[str], wait: float, out: Outcome, intents: dict[str, int]) -> None:
-    def work(session: Session) -> None:
+    """Apple has not confirmed these licenses yet: their installs wait ``pending`` (those whose
+    account was removed meanwhile end ``canceled``)."""
+
+    def work(session: Session) -> set[str]:
+        canceled = set()
         for target in targets:
             row = session.get(Install, intents[target])
-            if row is not None:
+            if row is None:
+                continue
+            if _removed_meanwhile(row):
+                row.status, row.updated_at = "canceled", utcnow()
+                canceled.add(target)
+            else:
                 row.status, row.event_ids, row.updated_at = "pending", list(event_ids), utcnow()
-                session.add(row)
+            session.add(row)
+        return canceled
 
-    host.db.run_write(work)
+    canceled = host.db.run_write(work)
     for target in targets:
-        out.add(target, "pending", wording.unconfirmed(wait, event_ids))
+        if target in canceled:
+            out.lines.append(_canceled(target, asset.account))
+        else:
+            out.add(target, "pending", wording.unconfirmed(wait, event_ids))
