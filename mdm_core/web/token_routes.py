@@ -87,7 +87,8 @@ def page_router() -> APIRouter:
             raise WebError(422, "the form's id is not valid: open the API tokens page again and fill in the form there")
         spent = _form_spent(request, form_id, name.strip())
         if spent is not None:
-            return redirect(request, PAGE, f"API token {spent} was already created by this form; its secret was shown once")
+            other = f". {name.strip()} was not created: create it with the form below" if name.strip() and name.strip() != spent else ""
+            return redirect(request, PAGE, f"API token {spent} was already created by this form; its secret was shown once{other}")
         host = host_of(request)
         row = create_token(host, name.strip(), role)
         if form_id:

@@ -6,6 +6,7 @@ cannot create tokens; every form needs the CSRF token."""
 from __future__ import annotations
 
 import base64
+import html
 import re
 from typing import Any
 
@@ -242,3 +243,25 @@ def test_the_revoke_form_reads_the_one_token_it_names(web_host: Host, admin: Any
     assert ask.status_code == 200 and "Revoke the API token script-07?" in ask.text and "Role admin" in ask.text
     reads = [s.sql for s in statements if "FROM web_api_token" in s.sql]
     assert reads and all("WHERE web_api_token.name = " in s and "revoked_at IS NULL" in s for s in reads), reads
+
+
+def test_a_used_create_form_sent_with_another_name_says_that_name_was_not_created(make_host: Any, database_url: str) -> None:
+    """Back to the page after creating a token, a new name typed in the same form: the answer
+    said only that the first token was already created by this form, and the admin could
+    believe the second was too. It now says the second was not created and what to do."""
+    from mdm_core.web.access import list_tokens
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    with admin:
+        form = {"name": "deploy", "role": "admin", **_create_form(admin)}
+        assert admin.post("/api-tokens", data=form).status_code == 201
+        back = admin.post("/api-tokens", data={**form, "name": "backup", "role": "viewer"}, follow_redirects=False)  # the back button, a new name
+        assert back.status_code == 303
+        notice = html.unescape(admin.get("/api-tokens").text)
+        said = "API token deploy was already created by this form; its secret was shown once. backup was not created: create it with the form below"
+        assert said in notice, notice
+        reloaded = admin.post("/api-tokens", data=form, follow_redirects=False)  # the same name again: as before, nothing more to say
+        assert reloaded.status_code == 303
+        again = html.unescape(admin.get("/api-tokens").text)
+        assert "API token deploy was already created by this form; its secret was shown once" in again and "was not created" not in again
+    assert [t["name"] for t in list_tokens(host)] == ["deploy"]
