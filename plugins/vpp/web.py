@@ -47,6 +47,7 @@ from .accounts import (
     set_account,
     settings,
 )
+from .apple.client import DEFAULT_SERVICE_URL
 from .changes import format_changes
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 from .notifications import configure
@@ -381,6 +382,7 @@ def page_router() -> APIRouter:
                 "max_interval": MAX_INTERVAL,
                 "changes": format_changes,
                 "public_url": public_url(host),  # Turn on needs it: without it, shown disabled and why
+                "apple_service_url": DEFAULT_SERVICE_URL,  # a sync that cannot connect says to check the Service URL
             },
         )
 

@@ -400,3 +400,25 @@ def test_an_account_s_last_sync_error_is_in_the_console_s_and_the_api_s_words(sc
     headers = token_for(school, "viewer")
     for account in (admin.get("/api/v1/vpp/accounts", headers=headers).json()["items"][0], admin.get("/api/v1/vpp/accounts/school", headers=headers).json()):
         assert api_renew in account["last_sync_result"] and not CLI_ADVICE.search(account["last_sync_result"]), account
+
+
+def test_the_service_url_the_advice_points_to_is_on_the_account_s_card(school: Host, admin: Any, viewer: Any, simulator: Any) -> None:
+    """A sync that could not connect said "check the account's Service URL and the network",
+    but no page showed an account's Service URL: the admin could not check it. The account's
+    card now shows it (and says when it is Apple's)."""
+    from plugins.vpp.apple.client import DEFAULT_SERVICE_URL
+    from plugins.vpp.models import VppAccount
+
+    closed = _closed_port_url()
+    with school.db.session() as session:
+        session.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(service_url=closed))
+        session.commit()
+    _, run_page = _sync_through_api(school, admin)
+    assert "check the account's Service URL and the network" in run_page
+    for who in (admin, viewer):
+        shown = re.search(r'<th>Service URL</th><td id="service-url-school">([^<]*)</td>', who.get("/vpp").text)
+        assert shown and shown.group(1) == closed, shown
+    with school.db.session() as session:
+        session.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(service_url=DEFAULT_SERVICE_URL))
+        session.commit()
+    assert f'id="service-url-school">{DEFAULT_SERVICE_URL} (Apple\'s)</td>' in admin.get("/vpp").text
