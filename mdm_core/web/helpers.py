@@ -175,7 +175,9 @@ def flash(request: Request, message: str, kind: str = "ok") -> None:
     line's advice in the console's words (``wording``)."""
     from .wording import for_request
 
-    request.session.setdefault("flash", []).append([kind, one_line(for_request(request, message))])
+    # assigned, not appended in place: the session saves only what it sees set (a second message
+    # before the next page, a double click or another tab, was lost)
+    request.session["flash"] = [*request.session.get("flash", []), [kind, one_line(for_request(request, message))]]
 
 
 def redirect(request: Request, path: str, message: str | None = None, kind: str = "ok") -> RedirectResponse:

@@ -118,3 +118,16 @@ def test_sync_runs_page_shows_the_history_with_errors(school: Host, admin: Any, 
     assert html.unescape(rows[0][2]) == report["error"]
     run = admin.get(f"/vpp/runs/{rows[0][0]}").text
     assert html.unescape(re.search(r'id="run-error">([^<]+)<', run).group(1)) == report["error"]
+
+
+def test_a_second_message_before_the_next_page_is_kept(school: Host, admin: Any) -> None:
+    """A form sent before the page of the previous one was shown (a double click, a second
+    tab) lost its message: the session noticed the first message only, the second was appended
+    to it in place and never saved, so the admin read the first answer as the last one."""
+    token = csrf(admin)
+    for seconds in ("1800", "2400"):
+        sent = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": seconds, "csrftoken": token}, follow_redirects=False)
+        assert sent.status_code == 303
+    shown = re.findall(r'<p class="flash ok"[^>]*>([^<]*)</p>', admin.get("/vpp").text)
+    assert shown == ["school: Account Synchronization Interval set to 1800 seconds", "school: Account Synchronization Interval set to 2400 seconds"], shown
+    assert not re.findall(r'class="flash', admin.get("/vpp").text)  # shown once
