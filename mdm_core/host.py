@@ -294,6 +294,7 @@ class Host:
             row.last_started_at = state.last_started_at or utcnow()
             row.last_finished_at = utcnow()
             row.last_error = state.last_error
+            row.last_note = state.note()
             row.runs = (row.runs or 0) + 1
             row.failures = (row.failures or 0) + (1 if error else 0)
             session.add(row)

@@ -59,6 +59,8 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     rows = []
     for name, state in sorted(scheduler.jobs.items()):
         last = runs.get(name)
+        finished = last is not None and last.last_finished_at is not None
+        note = last.last_note if last is not None and finished and not last.last_error else None
         rows.append(
             {
                 "name": name,
@@ -66,8 +68,10 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 "every_seconds": state.seconds,
                 "next_run": scheduler.next_run(name),
                 "last_finished_at": last.last_finished_at if last else None,
-                "last_result": last_result(last.last_error) if last and last.last_finished_at else None,
+                # text: `ok: not synced: token expired: ...`; JSON keeps `ok` and says it in last_note
+                "last_result": (last_result(last.last_error, None if args.json else note) if last and finished else None),
                 "last_error": last.last_error if last else None,
+                "last_note": note,
             }
         )
     return print_rows(rows, args.json, LIST_COLUMNS, empty="no jobs")
@@ -85,10 +89,13 @@ def recorded_runs(host: Host) -> dict[str, JobRun]:
         return {r.name: r for r in session.execute(select(JobRun)).scalars()}
 
 
-def last_result(error: str | None) -> str:
-    """A recorded run's result as ``mdm jobs`` shows it: ``ok``, or ``failed: ERROR`` (one line),
-    as ``mdm jobs run`` says it."""
-    return f"failed: {one_line(error)}" if error else "ok"
+def last_result(error: str | None, note: str | None = None) -> str:
+    """A recorded run's result as ``mdm jobs`` shows it: ``ok`` (``ok: NOTE`` when it did not
+    do all its work, a sync its token keeps waiting), or ``failed: ERROR`` (one line), as
+    ``mdm jobs run`` says it."""
+    if error:
+        return f"failed: {one_line(error)}"
+    return f"ok: {one_line(note)}" if note else "ok"
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:
@@ -154,6 +161,6 @@ def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:
         "duration_s": round(state.last_duration or 0.0, 3),
         "error": state.last_error,
         "result": told.data if told else {str(k): v for k, v in counts.items()} if counts else None,
-        "note": one_line(told.line if told else result) if told or (isinstance(result, str) and not state.last_error) else None,
+        "note": one_line(told.line) if told else state.note(),
         "next_run": scheduler.next_run(state.name),
     }

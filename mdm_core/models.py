@@ -153,6 +153,7 @@ class JobRun(SQLModel, table=True):
     last_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = None
+    last_note: str | None = None  # what a run that went well did not do and why (a sync its token keeps waiting)
     runs: int = 0
     failures: int = 0
 

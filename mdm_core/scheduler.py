@@ -39,7 +39,7 @@ from typing import Any
 
 import schedule
 
-from mdm_core.errors import MdmError, describe, told
+from mdm_core.errors import MdmError, describe, one_line, told
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,13 @@ class JobState:
     local: bool = False  # work on this process alone (its own scheduler): never guarded
     skips: int = 0  # turns skipped because the job was running elsewhere
     skipped: str | None = None  # who ran it elsewhere, if its last turn was skipped
+
+    def note(self) -> str | None:
+        """What its last run, which went well, did not do and why: the one line a job returns as
+        a ``str`` (a sync skipped while its token waits for the admin); ``None`` otherwise."""
+        if self.last_error is None and isinstance(self.last_result, str):
+            return one_line(self.last_result)
+        return None
 
 
 class HostScheduler:

@@ -141,3 +141,28 @@ def test_due_runs_what_is_due_and_json(mdm, write_plugin):
     assert code == 0 and json.loads(out)[0]["result"] == {"done": 2, "pending": 0}
     code, out, _ = mdm("jobs", "run", "--due", config='[plugins]\nenabled = ["inventory"]\n')
     assert (code, out) == (0, "no job is due\n")
+
+
+def test_core_0007_keeps_the_job_history_and_adds_its_note(project_dir, monkeypatch, capsys, database_url):
+    """core 0007 adds ``core_job_run.last_note`` (what a run that went well did not do): the runs
+    recorded before stay, with no note, and `mdm jobs` lists them as before."""
+    from ..test_apple_migrations import _database_at, _upgrade_then_query
+
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"core": "0006"},
+        [
+            "INSERT INTO core_job_run (name, plugin, last_started_at, last_finished_at, last_error, runs, failures)"
+            " VALUES ('core.housekeeping', 'core', '2026-01-02 03:04:05+00', '2026-01-02 03:04:06+00', NULL, 7, 1)",
+        ],
+        url=database_url,
+    )
+    [rows] = _upgrade_then_query(
+        mdm, "core: applied 0007 (job run note", "SELECT name, runs, failures, last_error, last_note FROM core_job_run", url=database_url
+    )
+    assert rows == [("core.housekeeping", 7, 1, None, None)]
+    code, out, err = mdm("jobs", "--json")
+    [row] = [r for r in json.loads(out) if r["name"] == "core.housekeeping"]
+    assert code == 0 and (row["last_result"], row["last_note"]) == ("ok", None), err

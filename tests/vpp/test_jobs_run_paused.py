@@ -35,3 +35,36 @@ def test_a_paused_accounts_job_says_it_did_not_sync(make_host: Any, simulator: A
     code, out, _ = mdm("jobs", "run", "vpp.sync.school", "--json")
     [row] = json.loads(out)
     assert code == 0 and row["status"] == "ok" and row["note"].startswith(("incremental sync, ", "full sync, ")) and "not synced" not in row["note"]
+
+
+def test_mdm_jobs_says_the_last_run_did_not_sync(
+    make_host: Any, simulator: Any, project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None
+) -> None:
+    """`mdm jobs` listed the job of an account whose token had expired weeks ago as
+    `vpp.sync.school ... ok`, every interval, like an account that syncs. Its last result now
+    says what `mdm jobs run` said (`ok: not synced: token expired: ...`); JSON keeps `ok` and
+    gives it as `last_note`. Once the account syncs again, it is a plain `ok`."""
+    host = make_host(database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+    simulator.expire_token()
+    assert mdm("vpp", "sync", "school")[0] == 1
+    assert mdm("jobs", "run", "vpp.sync.school")[0] == 0
+
+    def listed() -> tuple[str, dict[str, Any]]:
+        code, out, err = mdm("jobs")
+        assert code == 0, err
+        header, *lines = out.splitlines()
+        [line] = [line for line in lines if line.startswith("vpp.sync.school ")]
+        rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+        return line[header.index("last_result") :].rstrip(), rows["vpp.sync.school"]
+
+    text, row = listed()
+    assert text == f"ok: {NOTE}"
+    assert (row["last_result"], row["last_note"], row["last_error"]) == ("ok", NOTE, None)
+
+    simulator.restore_token()
+    assert mdm("vpp", "sync", "school")[0] == 0
+    assert mdm("jobs", "run", "vpp.sync.school")[0] == 0
+    text, row = listed()
+    assert text == "ok" and (row["last_result"], row["last_note"]) == ("ok", None)
