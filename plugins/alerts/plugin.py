@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from mdm_core import hookimpl
+from mdm_core.redelivery import as_of_now
+from plugins.vpp.payloads import ACCOUNT_EVENTS, payload_now
 
 if TYPE_CHECKING:
     import argparse
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from plugins.vpp.payloads import AccountRenamedPayload, AssetsPayload, SyncReport, TokenStatePayload
 
 PLUGIN_NAME = "alerts"
+#: VPP events (and events naming a VPP account) delivered again after the account was renamed
+#: (a retry) are applied under its name now; after it was removed, not at all
+ACCOUNT_AS_OF_NOW = as_of_now(ACCOUNT_EVENTS, payload_now)
 
 
 @hookimpl
@@ -112,6 +117,7 @@ def mdm_startup(host: Host) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
     """Expiring in 30/14/7 days, expired, revoked, invalid, taken over; valid again."""
     from .store import on_event, token_state
@@ -125,6 +131,7 @@ def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """N failed syncs in a row; the first success after them."""
     from .store import on_event, sync_finished
@@ -134,6 +141,7 @@ def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """New assets whose available licenses are already below their threshold."""
     from .names import app_names
@@ -145,6 +153,7 @@ def mdm_vpp_assets_added(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Available licenses crossing their threshold, either way."""
     from .names import app_names
@@ -156,6 +165,7 @@ def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
     """Assets that left the account are no longer watched."""
     from .store import assets_removed, on_event
@@ -165,6 +175,7 @@ def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
     """The account's states follow its new name (no alert sent again under it)."""
     from .store import account_renamed, on_event
@@ -177,6 +188,7 @@ def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
     """An install Apple refused (failures of one asset close together make one alert)."""
     from .names import app_names

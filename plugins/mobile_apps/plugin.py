@@ -13,6 +13,8 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from mdm_core import hookimpl
+from mdm_core.redelivery import as_of_now
+from plugins.vpp.payloads import ACCOUNT_EVENTS, payload_now
 
 if TYPE_CHECKING:
     import argparse
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 
 PLUGIN_NAME = "mobile_apps"
 log = logging.getLogger(__name__)
+#: VPP events (and events naming a VPP account) delivered again after the account was renamed
+#: (a retry) are applied under its name now; after it was removed, not at all
+ACCOUNT_AS_OF_NOW = as_of_now(ACCOUNT_EVENTS, payload_now)
 
 
 @hookimpl
@@ -127,6 +132,7 @@ def mdm_app_names(host: Host, adam_ids: list[str]) -> dict[str, str]:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """Publish one application per platform of each new asset (books as books)."""
     from plugins.mobile_apps.catalog import once, upsert_assets
@@ -136,6 +142,7 @@ def mdm_vpp_assets_added(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Update counts and flags (and platforms) of published applications."""
     from plugins.mobile_apps.catalog import once, upsert_assets
@@ -145,6 +152,7 @@ def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
     """Retire the applications of assets that left the account (kept for history)."""
     from plugins.mobile_apps.catalog import once, retire_assets
@@ -154,6 +162,7 @@ def mdm_vpp_assets_removed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_licenses_associated(host: Host, event: Event) -> None:
     """Complete pending installs; with ``auto_install``, install licenses assigned in Apple's portal."""
     from plugins.mobile_apps.installs.pending import on_licenses_associated
@@ -162,6 +171,7 @@ def mdm_vpp_licenses_associated(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_licenses_refused(host: Host, event: Event) -> None:
     """Pending installs whose license Apple refused (its notification) fail at once."""
     from plugins.mobile_apps.installs.pending import on_licenses_refused
@@ -170,6 +180,7 @@ def mdm_vpp_licenses_refused(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_users_changed(host: Host, event: Event) -> None:
     """Users who accepted the invitation: the installs waiting for them go ahead."""
     from plugins.mobile_apps.installs.pending import on_users_changed
@@ -178,6 +189,7 @@ def mdm_vpp_users_changed(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """After a sync someone is waiting for (``mdm vpp sync``, the console's Synchronize, the
     REST API), look up the names, bundle ids and versions of the applications that sync
@@ -199,6 +211,7 @@ def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
     """Licenses taken back: cancel their queued installs, remove the apps this MDM installed."""
     from plugins.mobile_apps.installs.removal import on_licenses_disassociated
@@ -207,6 +220,7 @@ def mdm_vpp_licenses_disassociated(host: Host, event: Event) -> None:
 
 
 @hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
 def mdm_vpp_account_renamed(host: Host, event: Event) -> None:
     """The applications, metadata, installs and reclaims filed under the old name follow the account."""
     from plugins.mobile_apps.accounts import account_renamed

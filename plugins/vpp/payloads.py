@@ -8,7 +8,8 @@ dependency and no side effect. The hooks that return or carry each type are docu
 """
 
 # (no ``from __future__ import annotations``: TypedDict must see NotRequired[...] at run time)
-from typing import NotRequired, TypedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, NotRequired, TypedDict
 
 #: valid, expiring_30, expiring_14, expiring_7, expired, revoked, invalid or taken_over
 TokenState = str
@@ -270,3 +271,31 @@ EVENT_PAYLOADS: dict[str, type] = {
     "vpp_account_renamed": AccountRenamedPayload,
     "vpp_account_removed": AccountRemovedPayload,
 }
+
+
+#: The events that change what an account is called: a subscriber delivered an older event again
+#: (a retry) reads its payload as of now with :func:`payload_now`.
+ACCOUNT_EVENTS = ("vpp_account_renamed", "vpp_account_removed")
+
+
+def payload_now(payload: Mapping[str, Any], later: Iterable[tuple[str, Mapping[str, Any]]]) -> Mapping[str, Any] | None:
+    """``payload`` naming its account as it is called now, given the :data:`ACCOUNT_EVENTS`
+    recorded after it (``later``, oldest first, as ``mdm_core.redelivery.recorded_since`` gives
+    them): renamed, the new name in ``account`` and in its records' ``account`` (assets); removed,
+    None (nothing to file under a name another account may take). Unchanged: ``payload`` itself."""
+    name = payload.get("account")
+    now = name
+    for event, p in later:
+        if event == "vpp_account_renamed" and p.get("previous") == now:
+            now = p.get("account")
+        elif event == "vpp_account_removed" and p.get("account") == now:
+            return None
+    if now == name:
+        return payload
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, list):
+            return [{**v, "account": now} if isinstance(v, dict) and v.get("account") == name else v for v in value]
+        return value
+
+    return {key: now if key == "account" else moved(value) for key, value in payload.items()}
