@@ -150,7 +150,7 @@ def page_router() -> APIRouter:
     @router.get("/apps")
     def apps(request: Request, platform: str = "", q: str = "", state: str = "published", page: int = Query(1, ge=1)) -> Response:
         query = search(
-            apps_query(platform or None, state=state if state in ("published", "retired") else None),
+            apps_query(platform or None, state=None if state in ("", "all") else state),  # a misspelt one: 422, as the API
             q,
             [AppMetadata.name, MobileApp.adam_id, AppMetadata.bundle_id],
         )

@@ -445,3 +445,12 @@ def test_a_removed_account_s_app_offers_no_reclaim_and_says_where_its_licenses_g
     assert _held(simulator, key, holders[0])  # nothing asked of Apple
     api = client.post(f"/api/v1/apps/{app_id}/reclaim", json={"devices": [holders[0]]}, headers=token_for(school, "admin"))
     assert api.status_code == 400 and "`mdm" not in api.json()["error"] and "GET /api/v1/events/failures" in api.json()["error"], api.json()
+
+
+def test_a_misspelt_state_in_the_apps_page_address_is_refused_not_every_app(school: Host, admin: Any) -> None:
+    """``/apps?state=retierd`` (a bookmark, a typed address) listed every application, published
+    and retired alike, as if it were *All*; the API and ``--state`` refuse it."""
+    page = admin.get("/apps", params={"state": "retierd"})
+    assert page.status_code == 422 and "unknown state &#39;retierd&#39;: use one of published, retired" in page.text, page.text
+    assert admin.get("/apps", params={"state": "all"}).status_code == 200  # the page's own choices
+    assert admin.get("/apps", params={"state": "retired"}).status_code == 200
