@@ -268,14 +268,21 @@ def revoke_token(host: Host, name: str, by: str) -> dict[str, Any]:
         active = (col(ApiToken.name) == name, col(ApiToken.revoked_at).is_(None))
         if session.execute(update(ApiToken).where(*active).values(revoked_at=now, revoked_by=by)).rowcount == 1:
             return {"name": name, "revoked_at": now, "revoked_by": by, "already": False}
-        last = session.execute(
-            select(col(ApiToken.revoked_at), col(ApiToken.revoked_by)).where(col(ApiToken.name) == name).order_by(col(ApiToken.revoked_at).desc()).limit(1)
-        ).first()
+        last = last_revocation(session, name)
         if last is None:
             raise UnknownToken(f"no API token named '{name}' (see `mdm api-tokens list`)")
         return {"name": name, "revoked_at": last[0], "revoked_by": last[1], "already": True}
 
     return host.db.run_write(work)
+
+
+def last_revocation(session: Any, name: str) -> tuple[datetime | None, str | None] | None:
+    """When the last token named ``name`` was revoked and by whom (``None, None`` if one of
+    that name is not revoked), or ``None``: no token of that name."""
+    last = session.execute(
+        select(col(ApiToken.revoked_at), col(ApiToken.revoked_by)).where(col(ApiToken.name) == name).order_by(col(ApiToken.revoked_at).desc()).limit(1)
+    ).first()
+    return None if last is None else (last[0], last[1])
 
 
 def revoked_token(host: Host, token: str) -> tuple[str, datetime] | None:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from .access import TOKEN_ORDER, UnknownToken, active_token, create_token, revoke_token, token_fields, token_id, web_actor
+from .access import TOKEN_ORDER, UnknownToken, active_token, create_token, last_revocation, revoke_token, token_fields, token_id, web_actor
 from .helpers import WebError, host_of, principal_of, redirect, render, require_change, rest_router
 from .models import ROLES, ApiToken
 from .paging import Cursor, Limit, keyset, numbered
@@ -68,6 +68,12 @@ def _revoke(request: Request, name: str) -> dict[str, Any]:
         raise WebError(404, str(exc)) from None
 
 
+def _already_revoked(name: str, revoked_by: str | None) -> str:
+    """What the console says of a token revoked before the admin asked."""
+    by = f" by {revoked_by}" if revoked_by else ""
+    return f"API token {name} was already revoked{by}: nothing to do"
+
+
 def page_router() -> APIRouter:
     """``/api-tokens``: every admin and viewer reads the list; admins create and revoke."""
     router = APIRouter()
@@ -98,9 +104,14 @@ def page_router() -> APIRouter:
     @router.get(PAGE + "/{name}/revoke")
     def revoke_form(request: Request, name: str) -> Response:
         require_change(request)
-        active = active_token(host_of(request), name)
+        host = host_of(request)
+        active = active_token(host, name)
         if active is None:
-            raise WebError(404, f"no API token named '{name}' that is not revoked: the API tokens page lists them")
+            with host.db.session() as session:
+                last = last_revocation(session, name)
+            if last is not None and last[0] is not None:  # revoked meanwhile (another tab, another admin): as the form's answer says
+                return redirect(request, PAGE, _already_revoked(name, last[1]))
+            raise WebError(404, f"no API token named '{name}': the API tokens page lists them")
         return render(request, "api_token_revoke.html", {"token": active})
 
     @router.post(PAGE + "/{name}/revoke")
@@ -109,8 +120,7 @@ def page_router() -> APIRouter:
             raise WebError(422, f"tick 'Revoke {name}' to confirm: requests sending the token are refused from then on")
         row = _revoke(request, name)
         if row["already"]:
-            by = f" by {row['revoked_by']}" if row["revoked_by"] else ""
-            return redirect(request, PAGE, f"API token {name} was already revoked{by}: nothing to do")
+            return redirect(request, PAGE, _already_revoked(name, row["revoked_by"]))
         return redirect(request, PAGE, f"revoked API token {name}: a request sending it is told it was revoked")
 
     return router

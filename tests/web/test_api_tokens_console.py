@@ -72,7 +72,7 @@ def test_an_admin_lists_creates_and_revokes_tokens_on_both_databases(make_host: 
 
         again = admin.post("/api-tokens/deploy/revoke", data={"confirm": "yes", "csrftoken": csrf(admin)})
         assert "API token deploy was already revoked by console:alice: nothing to do" in again.text
-        assert "is not revoked" in admin.get("/api-tokens/deploy/revoke").text  # 404: nothing left to revoke
+        assert "API token deploy was already revoked by console:alice: nothing to do" in admin.get("/api-tokens/deploy/revoke").text  # nothing left to revoke
     assert [(t["name"], t["role"], t["revoked_by"]) for t in list_tokens(host)] == [("ci", "viewer", None), ("deploy", "admin", "console:alice")]
     assert new not in caplog.text and old not in caplog.text
 
@@ -265,3 +265,25 @@ def test_a_used_create_form_sent_with_another_name_says_that_name_was_not_create
         again = html.unescape(admin.get("/api-tokens").text)
         assert "API token deploy was already created by this form; its secret was shown once" in again and "was not created" not in again
     assert [t["name"] for t in list_tokens(host)] == ["deploy"]
+
+
+def test_the_revoke_page_of_a_token_revoked_meanwhile_says_by_whom_not_that_it_is_unknown(make_host: Any, database_url: str) -> None:
+    """The *Revoke…* link of a token another tab (or another admin) revoked meanwhile answered
+    404 "no API token named 'ci' that is not revoked", as if the admin had mistyped it. It now
+    leads to the list saying the token was already revoked, and by whom, as sending the form
+    does; a name never used is still a 404."""
+    from mdm_core.web.access import create_token, revoke_token
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    create_token(host, "ci")
+    with admin:
+        assert admin.get("/api-tokens/ci/revoke").status_code == 200  # the first tab
+        revoke_token(host, "ci", "console:bob")  # the second tab, another admin
+        again = admin.get("/api-tokens/ci/revoke", follow_redirects=False)
+        assert again.status_code == 303 and again.headers["location"] == "/api-tokens", again.text
+        said = "API token ci was already revoked by console:bob: nothing to do"
+        assert said in html.unescape(admin.get("/api-tokens").text)
+        sent = admin.post("/api-tokens/ci/revoke", data={"confirm": "yes", "csrftoken": csrf(admin)})
+        assert said in html.unescape(sent.text)  # the form's answer: the same words
+        unknown = admin.get("/api-tokens/never/revoke")
+        assert unknown.status_code == 404 and "no API token named &#39;never&#39;: the API tokens page lists them" in unknown.text
