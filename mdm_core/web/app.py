@@ -215,6 +215,12 @@ async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
     if scope["path"].startswith(API_PREFIX):
         import json
 
+        # no page to reload: a call carrying the console's session cookie (a browser's script, a copied cookie)
+        text = (
+            "the security token is missing or stale (CSRF check failed) on a call with the console's session cookie: "
+            "API clients send Authorization: Bearer TOKEN; a page's script sends the csrftoken cookie's value as X-CSRFToken"
+        )
+
         body, kind = json.dumps({"error": text}).encode(), b"application/json"
     else:
         body = (

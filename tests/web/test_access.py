@@ -613,3 +613,20 @@ def test_text_no_database_holds_is_refused_in_one_line_on_both_databases(make_ho
         listed = client.get("/api/v1/vpp/licenses", params={"device": "\x00"}, headers=headers)
         assert listed.status_code == 422 and listed.json()["error"].startswith("query parameter device holds a NUL character")
         assert client.get("/devices?q=ok").status_code == 200  # other text as before
+
+
+def test_an_api_call_refused_for_its_csrf_token_says_what_an_api_client_sends(school: Host, admin: Any) -> None:
+    """A change through the API with the console's session cookie and no CSRF token (a
+    script reusing a browser's cookie) was told to "reload the page and submit again": there
+    is no page. It now names the bearer token, and the header a page's script sends."""
+    from plugins.vpp.accounts import list_accounts
+
+    refused = admin.patch("/api/v1/vpp/accounts/school", json={"interval_seconds": 600})
+    assert refused.status_code == 403 and refused.headers["content-type"] == "application/json"
+    error = refused.json()["error"]
+    assert "API clients send Authorization: Bearer TOKEN" in error and "X-CSRFToken" in error and "reload the page" not in error, error
+    assert list_accounts(school)[0]["interval_seconds"] == 3600
+    done = admin.patch("/api/v1/vpp/accounts/school", json={"interval_seconds": 600}, headers={"X-CSRFToken": csrf(admin)})
+    assert done.status_code == 200 and list_accounts(school)[0]["interval_seconds"] == 600  # what the advice says works
+    page = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "900"})
+    assert page.status_code == 403 and "reload the page and submit again" in page.text  # a form: its page
