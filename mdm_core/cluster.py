@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlmodel import col
 
-from mdm_core.errors import describe
-from mdm_core.locks import DbLock, LockLost, holder_is_dead, new_holder
+from mdm_core.errors import MdmError, describe
+from mdm_core.locks import DbLock, LockLost, describe_holder, holder_is_dead, new_holder
 from mdm_core.models import Lock, utcnow
 
 if TYPE_CHECKING:
@@ -134,3 +134,24 @@ class Cluster:
         if self.lock is None:
             return True
         return self.owner(key, keys) == self.lock.holder
+
+
+def refuse_upgrade_while_running(db: Database, states: Sequence[Any]) -> None:
+    """Stop an upgrade that would change tables a live ``mdm run`` uses (a history ``behind`` or
+    ``unstamped``; creating a new plugin's tables is fine): that process keeps running the code
+    it started with, which knows the schema before the upgrade (a column a migration fills, a
+    table it backfills would then be written as the previous release did). Nothing is changed."""
+    changed = [s.name for s in states if s.state in ("behind", "unstamped")]
+    if not changed:
+        return
+    try:
+        running = Cluster(db).members()
+    except Exception as exc:  # no host table yet (release 0.1.0's schema), an unreadable row: no mdm run of this kind
+        log.debug("cannot list the hosts running on %s: %s", db.describe(), describe(exc))
+        return
+    if running:
+        raise MdmError(
+            f"`mdm run` is running on database {db.describe()} ({', '.join(describe_holder(h) for h in running)}): stop it first "
+            f"(it runs the release it started with, which would go on writing the tables of {', '.join(changed)} as before the "
+            "upgrade), then run `mdm db upgrade`, then start it again; nothing was changed"
+        )

@@ -95,9 +95,13 @@ class Host:
         print(f"mdm: {message}", file=sys.stderr, flush=True)
 
     def upgrade_database(self) -> list[Any]:
-        """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps."""
-        from mdm_core.db.migrate import ensure_current
+        """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps.
+        Refused while another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
+        from mdm_core.cluster import refuse_upgrade_while_running
+        from mdm_core.db.migrate import History, ensure_current, order, read_states
 
+        if not self.unchecked_db.is_new_file:
+            refuse_upgrade_while_running(self.unchecked_db, read_states(self.unchecked_db, [History(s) for s in order(self.migration_sets())]))
         steps = ensure_current(self.unchecked_db, self.migration_sets(), upgrade_if_behind=True, notify=self._notify_database)
         self.__dict__["db"] = self.unchecked_db
         return steps

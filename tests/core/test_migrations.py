@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from mdm_core.db.migrate import MigrationSet, SchemaAhead, SchemaBehind, order
-from mdm_core.errors import PluginError
+from mdm_core.errors import MdmError, PluginError
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON, head_revision
 
@@ -439,6 +441,39 @@ def test_mdm_run_upgrades_only_with_auto_upgrade(make_host, new_plugin, db_url):
     host.start()
     host.shutdown()
     assert "colour" in _columns(db_url, f"{plugin.name}_thing")
+    assert _version(db_url, plugin.name) == "0002"
+
+
+def test_an_upgrade_is_refused_while_mdm_run_runs_on_the_database(mdm, make_host, db_url, new_plugin):
+    """`mdm db upgrade` (and `mdm run` with auto_upgrade) upgraded the schema under a running
+    `mdm run`, which went on with the code it started with, written for the schema before (a
+    column a migration fills, a table it backfills, left as the previous release writes them),
+    and nothing said to restart it. Now the upgrade is refused, naming the process and the order
+    of the steps, and nothing changes; once it has stopped, the upgrade runs."""
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    assert mdm("devices", "list", config=plugin.config)[0] == 0
+    running = make_host(plugins=[plugin.module()], database_url=db_url)
+    running.cluster.join()  # what `mdm run` does at start
+    try:
+        plugin.add("0002", "0001", f'op.add_column("{plugin.name}_thing", sa.Column("colour", sa.String(16)))')
+        code, out, err = mdm("db", "upgrade", config=plugin.config)  # (make_host wrote its own configuration)
+        assert (code, out) == (1, "")
+        shown = db_url.replace(":mdm@", ":***@")
+        assert err == (
+            f"mdm: error: `mdm run` is running on database {shown} (process {os.getpid()} on {socket.gethostname()}): stop it first "
+            f"(it runs the release it started with, which would go on writing the tables of {plugin.name} as before the upgrade), "
+            "then run `mdm db upgrade`, then start it again; nothing was changed\n"
+        )
+        assert _version(db_url, plugin.name) == "0001" and "colour" not in _columns(db_url, f"{plugin.name}_thing")
+        starting = make_host(plugins=[plugin.module()], config="[core]\nauto_upgrade = true\n", database_url=db_url)
+        with pytest.raises(MdmError, match=r"^`mdm run` is running on database .*: stop it first"):
+            starting.start()  # another host of the database, on the new release
+        assert _version(db_url, plugin.name) == "0001"
+    finally:
+        running.cluster.leave()
+    code, out, err = mdm("db", "upgrade", config=plugin.config)
+    assert code == 0 and f"{plugin.name}: applied 0002" in out, err
     assert _version(db_url, plugin.name) == "0002"
 
 
