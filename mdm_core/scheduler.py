@@ -55,10 +55,13 @@ _CALLER_TELLS: ContextVar[bool] = ContextVar("mdm_job_caller_tells", default=Fal
 @dataclass(frozen=True)
 class Told:
     """What a job returns to say what it did: ``line`` for people (``mdm jobs run`` shows it after
-    ``ok in 0.2s:``, and as ``note`` in ``--json``), ``data`` as ``--json``'s ``result``."""
+    ``ok in 0.2s:``, and as ``note`` in ``--json``), ``data`` as ``--json``'s ``result``;
+    ``note``: what the run, which went well, did not do and why (some apps not checked), which
+    ``mdm jobs`` shows as its last result (``ok: NOTE``) until the next run."""
 
     line: str
     data: dict[str, Any]
+    note: str | None = None
 
 
 def run_is_forced() -> bool:
@@ -173,6 +176,8 @@ class JobState:
         a ``str`` (a sync skipped while its token waits for the admin); ``None`` otherwise."""
         if self.last_error is None and isinstance(self.last_result, str):
             return one_line(self.last_result)
+        if self.last_error is None and isinstance(self.last_result, Told) and self.last_result.note:
+            return one_line(self.last_result.note)
         return None
 
 

@@ -76,4 +76,6 @@ def updates_job(host: Host) -> Told | dict[str, int]:
         raise report.nothing_checked_error(f"fix what it says; checked again in {retry}s, or now: mdm apps check-updates")
     for error in dict.fromkeys(report.errors):
         log.warning("update check: metadata lookup failed (%s); looked up again in %ss", error, retry)
-    return Told(report.outcome(), report.totals())
+    failed = report.counts["failed"]
+    unchecked = f"{failed} app(s) not checked: their lookup failed; looked up again in {retry}s, or now: mdm apps check-updates" if failed else None
+    return Told(report.outcome(), report.totals(), unchecked)

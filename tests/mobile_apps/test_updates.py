@@ -205,8 +205,14 @@ def test_the_job_fails_when_no_app_was_checked_and_says_how_many_were_not(setup,
     assert row["status"] == "ok" and 0 < failed < 10 and row["result"]["updated"] == 1, row
     assert row["note"] == f"1 app(s) updated: 0 InstallApplication queued, 0 skipped; {failed} not checked (their lookup failed)", row
     rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
-    assert rows["mobile_apps.updates"]["last_result"] == "ok"
+    unchecked = f"{failed} app(s) not checked: their lookup failed; looked up again in 86400s, or now: mdm apps check-updates"
+    row = rows["mobile_apps.updates"]
+    assert (row["last_result"], row["last_note"], row["last_error"]) == ("ok", unchecked, None)  # the note was none
+    text = {line.split()[0]: line for line in mdm("jobs")[1].splitlines()}
+    assert text["mobile_apps.updates"].endswith(f" ok: {unchecked}"), text  # the last run's outcome, not the failure before it
     assert len(commands(host, d["acked"])) == 1  # its iOS lookup failed: looked up again at the next check
+    assert mdm("jobs", "run", "mobile_apps.updates")[0] == 0  # every app checked: a plain ok
+    assert {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}["mobile_apps.updates"]["last_note"] is None
 
 
 def test_a_failed_lookup_changes_nothing_and_the_next_check_finds_the_version(setup, simulator):
