@@ -355,3 +355,31 @@ def test_a_failing_jobs_advice_says_where_jobs_are_run(console):
     [item] = viewer.get("/api/v1/alerts", headers=headers).json()["items"]
     assert "No endpoint of the API shows or runs scheduled jobs: on the host" in item["action"]
     assert "`mdm jobs run demo.broken` tries again now; else" in item["action"]
+
+
+def test_without_a_channel_the_page_says_alerts_went_to_nobody(alerts_host, simulator):
+    """With no channel in ``[alerts]`` the page still opened with "What was told to the admins
+    by e-mail and webhooks" and offered *Retry failed deliveries*: nobody had been told
+    anything, and there was nothing to retry. It now says the alerts were sent to nobody and
+    where channels are set; a host with a channel keeps its words."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+    from mdm_core.web.app import create_app
+
+    host = alerts_host("")
+    add_admin(host, "alice", PASSWORD, "admin")
+    simulator.expire_token()
+    assert sync(host)["status"] == "error"  # a critical alert, recorded
+    with TestClient(create_app(host)) as admin:
+        assert sign_in(admin).status_code == 303
+        page = html.unescape(admin.get("/alerts").text)
+    assert "VPP token of account 'school' has expired" in page
+    note = re.search(r'<p id="no-channel">(.*?)</p>', page, re.S)
+    assert note and "No channel is configured on this host" in note.group(1) and "sent to nobody" in note.group(1), page
+    assert "What was told to the admins" not in page and 'id="retry-all"' not in page
+
+
+def test_with_a_channel_the_page_says_what_was_told(console):
+    page = console["viewer"].get("/alerts").text
+    assert "What was told to the admins by e-mail and webhooks" in page and 'id="no-channel"' not in page
