@@ -347,6 +347,16 @@ def with_token_file(host: Host, data: bytes, work: Any) -> Any:
         Path(path).unlink(missing_ok=True)
 
 
+def renewed_message(name: str, account: Account) -> str:
+    """What the console says after a renewal: the last sync it shows (a failure for the old
+    token, often) is from before, and how to sync now."""
+    until = account["tokenExpirationDate"][:10]
+    return (
+        f"token of {name} renewed: {account['token_status']} until {until}; the Last sync shown is from before it: "
+        "click Synchronize to sync now, or wait for the interval"
+    )
+
+
 # ---------------------------------------------------------------------- pages
 
 
@@ -439,10 +449,10 @@ def page_router() -> APIRouter:
         data = await read_upload(request, token_file, pending)
         label = upload_label(token_file)
         try:
-            with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label))
+            row = with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label))
         except ClaimedByOtherMdm as exc:
             return take_over_page(request, exc, f"/vpp/accounts/{name}/renew", data, {})
-        return redirect(request, "/vpp", f"token of {name} renewed")
+        return redirect(request, "/vpp", renewed_message(name, row))
 
     @router.post("/vpp/accounts/{name}/interval")
     def interval(request: Request, name: str, interval_seconds: str = Form("")) -> Response:

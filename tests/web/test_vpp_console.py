@@ -754,3 +754,24 @@ def test_renewing_a_location_another_mdm_claimed_asks_to_take_it_over(school: Ho
     done = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "pending": pending, "take_over": "yes"})
     assert done.status_code == 200 and "token of school renewed" in done.text
     assert simulator.state.mdm_info["name"] != "Jamf Pro"  # this MDM manages the location again
+
+
+def test_a_renewed_token_s_message_says_what_comes_next(school: Host, admin: Any, simulator: Any, project_dir: Path) -> None:
+    """After *Renew token* of an account whose sync failed for its expired token, the page said
+    only "token of school renewed" above a Last sync still reading "error: ... token expired",
+    which looked as if the renewal had not worked. The message now gives the new token's state
+    and says that the last sync shown is from before, and how to sync now."""
+    from plugins.vpp.sync.run import sync_account
+
+    simulator.expire_token()
+    assert sync_account(school, "school")["status"] == "error"
+    simulator.restore_token()
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("r.vpptoken", token)})
+    [said] = [html.unescape(m) for m in re.findall(r'<p class="flash ok"[^>]*>([^<]*)</p>', renewed.text)]
+    assert re.fullmatch(
+        r"token of school renewed: valid until \d{4}-\d\d-\d\d; the Last sync shown is from before it: "
+        r"click Synchronize to sync now, or wait for the interval",
+        said,
+    ), said
+    assert "token expired" in html.unescape(re.search(r'id="last-sync-school">(.*?)</td>', renewed.text, re.S).group(1))  # what the message explains
