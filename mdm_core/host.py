@@ -175,12 +175,13 @@ class Host:
 
         return secret_columns(t for s in self.migration_sets() for t in s.tables)
 
-    def stored_secrets(self) -> int:
-        """How many encrypted secrets the database holds (reads only)."""
+    def stored_secrets(self, *, unchecked: bool = False) -> int:
+        """How many encrypted secrets the database holds (reads only); ``unchecked``: on a
+        database whose schema is not checked first (one behind this release, ``mdm db backup``)."""
         from sqlalchemy import func, select
 
         count = 0
-        with self.db.session() as session:
+        with (self.unchecked_db if unchecked else self.db).session() as session:
             for column in self.secret_columns():
                 count += session.execute(select(func.count()).select_from(column.table).where(column.is_not(None), column != "")).scalar_one()
         return count

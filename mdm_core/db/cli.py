@@ -157,11 +157,35 @@ def cmd_backup(host: Host, args: argparse.Namespace) -> int:
     source = host.secret_key_source()  # before the backup: an empty MDM_SECRET_KEY stops here, nothing written
     db = host.unchecked_db  # a database behind this release is backed up before its upgrade
     made = backup_sqlite(db, Path(args.file))
-    schema = ", ".join(f"{s.name} {s.current}" for s in read_states(db, [History(s) for s in host.migration_sets()]) if s.current)
-    key = f"the key file {host.config.var_dir / KEY_FILE_NAME}" if source == "key file" else f"the key in {source}"
+    states = read_states(db, [History(s) for s in host.migration_sets()])
+    # release 0.1.0's tables carry no revision: they are named so, not left out (was: "schema: none")
+    schema = ", ".join(f"{s.name} {s.current}" if s.current else f"{s.name} release 0.1.0 tables" for s in states if s.current or s.state == "unstamped")
+    key_file = host.config.var_dir / KEY_FILE_NAME
+    key = f"the key file {key_file}" if source == "key file" else f"the key in {source}"
     say(f"backed up {made.source} to {made.target} ({made.size / 2**20:.1f} MiB; schema: {schema or 'none'})")
-    say(f"the secret key is not in the backup: keep a copy of {key} apart, or the tokens in it cannot be read")
+    if source == "key file" and not key_file.exists():
+        say(_no_key_file(host, key_file))
+    else:
+        say(f"the secret key is not in the backup: keep a copy of {key} apart, or the tokens in it cannot be read")
     return 0
+
+
+def _no_key_file(host: Host, key_file: Any) -> str:
+    """What ``mdm db backup`` says of the key when there is no key file (was: keep a copy of it)."""
+    try:
+        stored = host.stored_secrets(unchecked=True)
+    except Exception:  # a schema too old for the count: say what holds either way
+        stored = None
+    if stored == 0:
+        return (
+            f"the secret key is not in the backup: the key file {key_file} does not exist yet (no secret stored); "
+            "keep a copy of it apart once the first token creates it"
+        )
+    held = "secrets" if stored is None else f"{stored} secret(s)"
+    return (
+        f"the secret key is not in the backup, and the key file {key_file} is missing: the {held} in the backup can be read "
+        "only with the key they were stored with; restore that file (see `mdm secrets status`) and keep a copy of it apart"
+    )
 
 
 def cmd_revision(host: Host, args: argparse.Namespace) -> int:

@@ -98,3 +98,36 @@ def test_postgresql_is_pointed_to_pg_dump_without_its_password(mdm: MdmRunner, p
         "back PostgreSQL up with its own tools, e.g. `pg_dump --format=custom --file FILE DATABASE_URL`\n"
     )
     assert not (project_dir / "copy.dump").exists()
+
+
+def test_a_backup_of_a_release_0_1_0_database_names_its_tables_and_the_missing_key(mdm: MdmRunner, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its first upgrade, a 0.1.0 database's backup said `schema: none`, as if it were
+    empty, and `keep a copy of the key file PATH apart` of a key file that did not exist. It
+    now names the tables 0.1.0 made and says the key file is missing while secrets are stored."""
+    from ..test_release_0_1_0 import build_release_0_1_0
+
+    path = project_dir / "var" / "mdm.sqlite3"
+    monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{path}")
+    monkeypatch.delenv("MDM_SECRET_KEY")
+    build_release_0_1_0(f"sqlite:///{path}")
+    code, out, err = mdm("db", "backup", str(project_dir / "before-upgrade.sqlite3"), config='[plugins]\nenabled = ["plugins.vpp.plugin"]\n')
+    assert code == 0, err
+    first, second = out.splitlines()
+    assert first.endswith("; schema: core release 0.1.0 tables, vpp release 0.1.0 tables)"), first
+    key_file = project_dir / "var" / "secret.key"
+    assert second.startswith(f"the secret key is not in the backup, and the key file {key_file} is missing: the secrets in the backup ")
+    assert not key_file.exists()
+
+
+def test_a_backup_before_any_token_says_the_key_file_does_not_exist_yet(
+    mdm: MdmRunner, database: Path, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDM_SECRET_KEY")
+    code, out, err = mdm("db", "backup", str(project_dir / "copy.sqlite3"))
+    assert code == 0, err
+    key_file = project_dir / "var" / "secret.key"
+    assert out.splitlines()[1] == (
+        f"the secret key is not in the backup: the key file {key_file} does not exist yet (no secret stored); "
+        "keep a copy of it apart once the first token creates it"
+    )
+    assert not key_file.exists()
