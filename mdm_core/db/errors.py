@@ -9,7 +9,9 @@ the database's name (for logs and records that already say where they come from)
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import MdmError, one_line
@@ -190,6 +192,25 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
+#: an SQLite file on a file system mounted read-only: SQLite cannot open it at all (WAL mode
+#: writes its -shm file even to read), which it words as a file it cannot open
+READ_ONLY_MOUNT = (
+    "is on a file system mounted read-only, where SQLite cannot open it (even to read, it writes its -shm file beside it): "
+    "remount it read-write, or move the database to a writable disk and change [core] database_url or MDM_DATABASE_URL"
+)
+
+
+def _on_read_only_mount(db: Any) -> bool:
+    """True when the SQLite file of ``db`` (or the folder it would be in) is on a read-only mount."""
+    path = Path(db.url.database or "")
+    for where in (path, path.parent):
+        try:
+            return bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
     """The connection itself failed (no SQL was sent): the driver's words are safe to show."""
     return getattr(exc, "statement", None) is None
@@ -222,5 +243,7 @@ def database_error(exc: BaseException, db: Database | Any = None) -> DatabaseErr
         cause, advice = found
         if cause == "unreachable" and not getattr(db, "is_sqlite", False) and _is_connection_failure(exc):
             return DatabaseError(f"cannot connect to database {where}: {connection_failure(exc, getattr(db, 'url', None))}", cause=cause, retryable=True)
+        if cause == "unreachable" and getattr(db, "is_sqlite", False) and _on_read_only_mount(db):
+            return DatabaseError(f"database {where} {READ_ONLY_MOUNT}", cause="read_only")
         return DatabaseError(f"database {where} {advice}", cause=cause, retryable=cause in _RETRYABLE)
     return DatabaseError(f"database {where} refused the change ({type(_orig(exc)).__name__}: {_first_line(exc)})", cause="other")

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -93,6 +94,36 @@ def test_an_sqlite_url_with_two_slashes_is_a_configuration_error_naming_the_form
             "(relative to the project folder) or sqlite:////ABSOLUTE/PATH: fix [core] database_url or MDM_DATABASE_URL\n"
         )
     assert not (project_dir / "var" / "mdm.sqlite3").exists()
+
+
+@pytest.mark.parametrize("mounted", ["read-only", "read-write"])
+def test_an_sqlite_file_on_a_read_only_mount_says_so(mdm: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, mounted: str) -> None:
+    """A database on a disk mounted read-only (a container's read-only root, a volume mounted
+    ro) cannot even be read in WAL mode, and SQLite says only "unable to open database file":
+    every command said `cannot be opened: check the path ..., that its folder exists and is
+    writable`, sending the admin to the path. It now names the read-only mount and the fix. (The
+    mount is simulated: the file cannot be opened, and the file system reports ST_RDONLY.)"""
+    (project_dir / "var" / "mdm.sqlite3").mkdir()  # SQLite cannot open it: "unable to open database file"
+    statvfs = os.statvfs
+
+    def read_only(path: Any) -> Any:
+        real = statvfs(path)
+        return SimpleNamespace(f_flag=real.f_flag | os.ST_RDONLY)
+
+    if mounted == "read-only":
+        monkeypatch.setattr(os, "statvfs", read_only)
+    for command in (("devices", "list"), ("db", "status")):
+        code, out, err = mdm(*command)
+        assert (code, out) == (1, "")
+        shown = f"database sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}"
+        if mounted == "read-only":
+            assert err == (
+                f"mdm: error: {shown} is on a file system mounted read-only, where SQLite cannot open it (even to read, it writes "
+                "its -shm file beside it): remount it read-write, or move the database to a writable disk and change [core] "
+                "database_url or MDM_DATABASE_URL\n"
+            )
+        else:  # as before
+            assert err.startswith(f"mdm: error: {shown} cannot be opened: check the path in [core] database_url or MDM_DATABASE_URL")
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
