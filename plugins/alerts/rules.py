@@ -171,7 +171,8 @@ def job_failing_alert(job: str, finished: datetime, error: str) -> Alert:
         "critical",
         None,
         f"Scheduled job '{job}' is failing",
-        f"Its run that finished at {finished:%Y-%m-%d %H:%M} UTC failed: {last}. Until a run succeeds, what the job does is not done.",
+        f"Its run that finished at {finished:%Y-%m-%d %H:%M} UTC failed: {last}. Until a run succeeds, what the job does is not done, "
+        "and no other alert is sent for this job, even if it then fails for another reason (its last result, after a fix, says whether it works).",
         f"Fix what the error says (the log of `mdm run` has the details); `mdm jobs` shows the job's last result; `mdm jobs run {job}` tries again now.",
         {"job": job, "finished": finished.isoformat(), "error": last},
     )

@@ -1,5 +1,6 @@
 """A scheduled job whose last run failed (``mdm jobs`` says ``failed: ...``) is alerted once by the
-``alerts.check``, not again while it keeps failing, and said to work again after a run that went
+``alerts.check``, not again while it keeps failing (for the same cause or another: the alert says
+so), and said to work again after a run that went
 well; the accounts' sync jobs are the sync alert's (never a job alert too). SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def test_a_failing_job_is_alerted_once_then_works_again(make_host, database_url,
         scheduler.run_now("demo.flaky")
         assert check(host) == {"queued": 0}
     check(host)  # no run since: nothing either
-    assert len(alerts(host)) == 1
+    flaky.error = "disk full"  # a new cause in the same streak: not alerted again (once per streak, as the alert says)
+    scheduler.run_now("demo.flaky")
+    assert check(host) == {"queued": 0} and len(alerts(host)) == 1
+    assert "no other alert is sent for this job, even if it then fails for another reason" in failing["text"]
+    assert "(its last result, after a fix, says whether it works)" in failing["text"]
+    assert recorded_runs(host)["demo.flaky"].last_error == "disk full"  # what `mdm jobs` shows
 
     flaky.error = None
     scheduler.run_now("demo.flaky")
