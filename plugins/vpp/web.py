@@ -118,6 +118,7 @@ WORDING = [
         r'PATCH /api/v1/vpp/accounts/\1 {"interval_seconds": SECONDS}',
     ),
     (r"--service-url", "the account's Service URL", "the account's service_url"),
+    (r"add one with `mdm vpp account add`", "add one with Add an account on the Apple Volume Purchase Program page", "add one with POST /api/v1/vpp/accounts"),
     (
         r"choose another name or `mdm vpp account set ([^\s`]+)`",
         "choose another name, or change that account on the Apple Volume Purchase Program page",

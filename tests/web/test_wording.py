@@ -422,3 +422,16 @@ def test_the_service_url_the_advice_points_to_is_on_the_account_s_card(school: H
         session.execute(update(VppAccount).where(col(VppAccount.name) == "school").values(service_url=DEFAULT_SERVICE_URL))
         session.commit()
     assert f'id="service-url-school">{DEFAULT_SERVICE_URL} (Apple\'s)</td>' in admin.get("/vpp").text
+
+
+def test_an_unknown_account_on_a_host_without_any_says_how_to_add_one_in_each_surface_s_words(web_host: Host, admin: Any, client: Any) -> None:
+    """With no VPP account at all (a new host, the last one removed), an account's address and
+    ``?account=`` answered "(add one with `mdm vpp account add`)" in the console and the API."""
+    page = admin.get("/vpp/accounts/school/assets")
+    said = html.unescape(page.text)
+    assert page.status_code == 404 and "no VPP account named 'school' (add one with Add an account on the Apple Volume Purchase Program page)" in said
+    assert not CLI_ADVICE.search(said)
+    headers = token_for(web_host, "viewer")
+    for path in ("/api/v1/vpp/assets?account=school", "/api/v1/vpp/accounts/school"):
+        error = client.get(path, headers=headers).json()["error"]
+        assert error == "no VPP account named 'school' (add one with POST /api/v1/vpp/accounts)", error
