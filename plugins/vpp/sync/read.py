@@ -765,9 +765,13 @@ def mirrored_licenses(
                 per_pricing: dict[str, int] = {}
                 for group in groups:
                     pricing, kind, joined = group.split("\x1f")
-                    targets = joined.split("\x1e")
-                    keys.update(map(f"{pricing}\x1f{kind}\x1f".__add__, targets))
-                    per_pricing[pricing] = per_pricing.get(pricing, 0) + len(targets)
+                    # each license's key, pricing US kind US target, made by two passes of C
+                    # code over the group's text (the separator replaced by itself and the
+                    # prefix, then split): no string made per target and then another per key
+                    prefix = f"{pricing}\x1f{kind}\x1f"
+                    licenses = (prefix + joined.replace("\x1e", "\x1e" + prefix)).split("\x1e")
+                    keys.update(licenses)
+                    per_pricing[pricing] = per_pricing.get(pricing, 0) + len(licenses)
                 if len(keys) == count:
                     return MirroredLicenses(keys, per_pricing)
             return rows_of(adam_id)
