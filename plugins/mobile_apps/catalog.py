@@ -9,13 +9,15 @@ refresh-metadata``) looks it up in batches, and a failed lookup is retried later
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import String, bindparam, case, cast, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks, one_of, update_rows
@@ -106,18 +108,18 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     apps = table_of(MobileApp)
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    stored_columns = [c for c in apps.c if c.name not in ("published_at", "updated_at", "retired_at")]  # dates: written, never compared
     postgres = not host.db.is_sqlite
     of_event = {"adam_ids": adam_ids}  # at most 500: one event's assets
-    stored_query = select(*stored_columns).where(apps.c.account == account, one_of(apps.c.adam_id, "adam_ids", postgres))
+    stored_query = select(*STORED_COLUMNS).where(apps.c.account == account, one_of(apps.c.adam_id, "adam_ids", postgres))
     result = session.execute(stored_query, of_event)  # Core: no ORM compile state
     names = list(result.keys())
-    for fetched in result:
+    for fetched in result.all():  # fetched at once: no call into the driver per row
         stored = dict(zip(names, fetched, strict=True))
+        stored["supported_platforms"] = stored_platforms(stored["supported_platforms"])
         existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = stored
     metadata = table_of(AppMetadata)
     known_query = select(metadata.c.adam_id, metadata.c.platform).where(one_of(metadata.c.adam_id, "adam_ids", postgres))
-    known = {(a, p) for a, p in session.execute(known_query, of_event)}
+    known = {(a, p) for a, p in session.execute(known_query, of_event).all()}
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
     updates: list[dict[str, Any]] = []  # every column the asset sets
     counts: list[tuple[Any, ...]] = []  # the license counts alone (update_rows)
@@ -175,6 +177,23 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     if new_metadata:
         session.execute(insert(table_of(AppMetadata)), new_metadata)
     host.events.record_many(session, [("mobile_apps_app_published", _payload(row)) for row in published])
+
+
+#: a stored application's columns that :func:`upsert_assets` compares (dates: written, never
+#: compared), its platforms as the stored JSON text: a few distinct values, each decoded once
+#: (:func:`stored_platforms`), not once per application by the column's type
+STORED_COLUMNS = tuple(
+    cast(c, String).label(c.name) if c.name == "supported_platforms" else c
+    for c in table_of(MobileApp).c
+    if c.name not in ("published_at", "updated_at", "retired_at")
+)
+
+
+@functools.lru_cache(maxsize=256)
+def stored_platforms(text: str) -> list[str]:
+    """A stored application's platforms (its column's JSON text), as the column's type reads
+    them; one list per distinct text: compared, never changed."""
+    return list(json.loads(text))
 
 
 def _updated_values(row: Mapping[str, Any], values: Mapping[str, Any], now: datetime) -> dict[str, Any]:
