@@ -134,7 +134,7 @@ def load_plugins(
             continue
 
         def load_conf(dotted: str = dotted, ep: Any = ep, name: str = name) -> None:
-            module = _import(dotted, f"enabled in {config.source}", name)
+            module = _import(dotted, f"enabled in {config.source}", name, listed_in=str(config.source))
             version = _dist_version(ep) if ep is not None else str(getattr(module, "__version__", "unknown"))
             _register(pm, records, module, getattr(module, "PLUGIN_NAME", None) or name, "conf", version)
 
@@ -299,10 +299,18 @@ def blame(pm: pluggy.PluginManager, caller: Any, exc: BaseException) -> str | No
     return pm.get_name(found.plugin) or found.plugin_name
 
 
-def _import(dotted: str, why: str, name: str | None = None) -> types.ModuleType:
+def _import(dotted: str, why: str, name: str | None = None, listed_in: str | None = None) -> types.ModuleType:
+    """Import a plugin's module; ``listed_in``: the configuration whose ``[plugins] enabled``
+    names it (a module of that name not installed is then a name to correct there)."""
     try:
         return importlib.import_module(dotted)
     except Exception as exc:
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        if listed_in is not None and missing and (dotted == missing or dotted.startswith(missing + ".")):  # the name, not a module it imports
+            raise PluginError(
+                f"plugin '{dotted}' ({why}) cannot be imported: there is no module {missing}: correct the module path in "
+                f"[plugins] enabled in {listed_in} (a typo?), or remove it from that list"
+            ) from None
         raise PluginError(f"plugin '{dotted}' ({why}) cannot be imported: {describe(exc)}: {disable_hint(name or dotted)}") from None
 
 

@@ -117,9 +117,25 @@ def test_broken_conf_plugin_is_one_line_error_naming_it(make_host, write_plugin,
     assert "\n" not in message and mod in message and expected in message
 
 
-def test_unknown_conf_plugin(make_host):
-    with pytest.raises(PluginError, match=r"plugin 'no_such_mdm_plugin' \(enabled in .*mdm.toml\) cannot be imported: ModuleNotFoundError"):
-        make_host(config='[plugins]\nenabled = ["no_such_mdm_plugin"]\n')
+def test_unknown_conf_plugin(make_host, project_dir):
+    """A module path misspelt in [plugins] enabled said `ModuleNotFoundError: ...: disable it with
+    [plugins] disabled = [...]`: the fix is the name in `enabled`, which the line now names."""
+    conf = project_dir / "conf" / "mdm.toml"
+    for dotted, missing in (("no_such_mdm_plugin", "no_such_mdm_plugin"), ("plugins.examples.device_note", "plugins.examples.device_note")):
+        with pytest.raises(PluginError) as info:
+            make_host(config=f'[plugins]\nenabled = ["{dotted}"]\n')
+        assert str(info.value) == (
+            f"plugin '{dotted}' (enabled in {conf}) cannot be imported: there is no module {missing}: correct the module path in "
+            f"[plugins] enabled in {conf} (a typo?), or remove it from that list"
+        )
+
+
+def test_a_conf_plugin_missing_a_module_it_imports_is_disabled_as_before(make_host, write_plugin):
+    mod = write_plugin("import no_such_dependency_of_the_plugin\n")
+    with pytest.raises(PluginError) as info:
+        make_host(config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert "ModuleNotFoundError: No module named 'no_such_dependency_of_the_plugin'" in str(info.value)
+    assert str(info.value).endswith(f'disable it with [plugins] disabled = ["{mod}"] in the configuration or MDM_DISABLED_PLUGINS={mod}')
 
 
 def test_broken_entry_point(make_host, write_plugin, fake_entry_points):
