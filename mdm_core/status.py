@@ -35,6 +35,13 @@ def collect_status(host: Host) -> dict[str, Any]:
         "problems": [],
         "warnings": [],
     }
+    unknown = [p["name"] for p in status["plugins"] if p["source"] == "configuration"]  # disabled names no plugin has
+    if unknown:
+        installed = ", ".join(sorted(p["name"] for p in status["plugins"] if p["source"] != "configuration"))
+        status["warnings"].append(
+            f"[plugins] disabled or MDM_DISABLED_PLUGINS names {', '.join(repr(n) for n in unknown)}, which no installed plugin is "
+            f"(installed: {installed}): a typo? the plugin meant is not disabled; correct the name"
+        )
     try:
         exposure = host.key_file_exposure()
     except MdmError as exc:  # MDM_SECRET_KEY set but empty: every command that needs the key stops on it

@@ -245,3 +245,27 @@ def test_a_vpp_token_this_host_cannot_decrypt_is_a_problem(vpp_host, project_dir
         "with this host's secret key: restore the key it was stored with (var/secret.key or MDM_SECRET_KEY), "
         "or enter the token again: mdm vpp account set school --token-file FILE"
     ]
+
+
+@pytest.mark.parametrize("source", ["conf", "env"])
+def test_a_disabled_name_no_plugin_has_is_a_warning(mdm, monkeypatch, source):
+    """`disabled = ["invetory"]` (meaning inventory) left inventory enabled, and only `mdm plugins`
+    showed the name, on a line of its own: `mdm status` said nothing. It is now a warning (exit
+    0) naming it and the plugins installed."""
+    config = ""
+    if source == "conf":
+        config = '[plugins]\ndisabled = ["invetory"]\n'
+    else:
+        monkeypatch.setenv("MDM_DISABLED_PLUGINS", "invetory")
+    assert mdm("devices", "list", config=config)[0] == 0  # inventory is not disabled
+    code, out, err = mdm("status", config=config)
+    expected = (
+        "[plugins] disabled or MDM_DISABLED_PLUGINS names 'invetory', which no installed plugin is (installed: inventory, web): "
+        "a typo? the plugin meant is not disabled; correct the name"
+    )
+    assert code == 0 and f"\nwarning: {expected}\n" in out, out + err
+    code, out, err = mdm("status", "--json", config=config)
+    assert code == 0 and json.loads(out)["warnings"] == [expected]
+    monkeypatch.delenv("MDM_DISABLED_PLUGINS", raising=False)
+    code, out, err = mdm("status", config="")  # without it: no warning
+    assert "warning:" not in out
