@@ -511,6 +511,22 @@ def plan_reclaim(host: Host, selector: str | None, *, serial: str | None = None,
     return ReclaimPlan(licenses, irrevocable_assets(host, licenses), unused)
 
 
+def plan_holders_reclaim(host: Host, selector: str, devices: Sequence[str], users: Sequence[str]) -> ReclaimPlan:
+    """The :class:`ReclaimPlan` of one app's licenses held by these devices and users
+    (``POST /api/v1/apps/APP/reclaim``, the console's form): the app's licenses and its accounts'
+    assets are read once for the whole batch, not once per holder. A blank holder is refused
+    (``UsageError``) before anything is read."""
+    for serial in devices:
+        check_holder(serial=serial)
+    for user in users:
+        check_holder(user=user)
+    if len(devices) + len(users) == 1:  # one holder: its licenses only, as `mdm apps reclaim --device/--user`
+        return plan_reclaim(host, selector, serial=next(iter(devices), None), user=next(iter(users), None))
+    serials, ids = {s.strip().upper() for s in devices}, {u.strip() for u in users}
+    licenses = [lic for lic in reclaim_candidates(host, selector) if lic.get("serialNumber") in serials or lic.get("clientUserId") in ids]
+    return ReclaimPlan(licenses, irrevocable_assets(host, licenses))
+
+
 def reclaim(
     host: Host,
     selector: str | None,
@@ -540,7 +556,8 @@ def reclaim(
         for lic in licenses
     }
     with host.db.session() as session:
-        rows = session.execute(select(Reclaim).order_by(col(Reclaim.id).desc())).scalars()
+        targets = sorted({key[4] for key in wanted})  # these holders' rows only, not every reclaim ever recorded
+        rows = session.execute(select(Reclaim).where(col(Reclaim.target).in_(targets)).order_by(col(Reclaim.id).desc())).scalars()
         latest: dict[tuple[str, str, str, str, str], Reclaim] = {}
         for row in rows:
             key = (row.account, row.adam_id, row.pricing_param, row.kind, row.target)
@@ -610,6 +627,7 @@ __all__ = [
     "list_reclaims",
     "on_device_removed",
     "on_user_removed",
+    "plan_holders_reclaim",
     "plan_reclaim",
     "process",
     "reclaim",

@@ -119,27 +119,30 @@ def _unknown_app_is_404() -> Iterator[None]:
 
 def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str]) -> tuple[bool, list[dict[str, Any]]]:
     """Reclaim the app's licenses held by devices and/or users (``mdm apps reclaim APP
-    --device``/``--user``): whether all went back (or are pending), and a line per license or
-    per target that holds none."""
-    from .reclaims import check_holder, reclaim, reclaim_ok, reclaim_result
+    --device``/``--user``) in one batch (the licenses and assets read once, one request to
+    Apple per asset): whether all went back (or are pending), and a line per license or per
+    target that holds none, in the order the targets were given."""
+    from .reclaims import plan_holders_reclaim, reclaim, reclaim_ok, reclaim_result
 
     _require_vpp(host)
-    targets = [("device", s) for s in devices] + [("user", u) for u in users]
+    given: dict[tuple[str, str], str] = {}  # each holder once, as the caller spelt it first
+    for kind, raw in [("device", s) for s in devices] + [("user", u) for u in users]:
+        given.setdefault((kind, raw.strip().upper() if kind == "device" else raw.strip()), raw)
+    targets = list(given)
     if not targets:
         raise WebError(422, "no target: give device serial numbers and/or MDM users whose license to reclaim")
     if len(targets) > MAX_TARGETS:
         raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
-    for kind, target in targets:  # every one before the first is reclaimed
-        check_holder(**{"serial" if kind == "device" else "user": target})
+    with _unknown_app_is_404():  # a blank holder is refused before the first is reclaimed
+        plan = plan_holders_reclaim(host, selector, [t for k, t in targets if k == "device"], [t for k, t in targets if k == "user"])
+        rows = reclaim(host, selector, plan=plan) if plan.licenses else []
     lines: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
     for kind, target in targets:
-        with _unknown_app_is_404():
-            found = reclaim(host, selector, serial=target if kind == "device" else None, user=target if kind == "user" else None)
-        rows += found
+        found = [r for r in rows if r["kind"] == kind and r["target"] == target]
         lines += [
-            {"target": target, "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)} for r in found
-        ] or [{"target": target, "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
+            {"target": given[kind, target], "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
+            for r in found
+        ] or [{"target": given[kind, target], "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
     return reclaim_ok(rows), lines
 
 
