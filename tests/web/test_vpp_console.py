@@ -775,3 +775,19 @@ def test_a_renewed_token_s_message_says_what_comes_next(school: Host, admin: Any
         said,
     ), said
     assert "token expired" in html.unescape(re.search(r'id="last-sync-school">(.*?)</td>', renewed.text, re.S).group(1))  # what the message explains
+
+
+def test_a_viewer_is_told_an_admin_does_what_the_token_needs(school: Host, admin: Any, viewer: Any, simulator: Any) -> None:
+    """A viewer's account card said "upload it with Renew token" and "scheduled syncs paused
+    until you act", with no Renew token for them (their role only reads): nothing told them to
+    ask an admin. The viewer's card now says an admin does it; the admin's keeps its words."""
+    from plugins.vpp.sync.run import sync_account
+
+    simulator.expire_token()
+    assert sync_account(school, "school")["status"] == "error"
+    seen = html.unescape(viewer.get("/vpp").text)
+    action = re.search(r'id="token-action-school">([^<]+)<', seen)
+    assert action and action.group(1).endswith("upload it with Renew token (an admin of the console does this: your role, viewer, only reads)"), action
+    assert "scheduled syncs paused until an admin acts" in seen and "Renew</button>" not in seen
+    own = html.unescape(admin.get("/vpp").text)
+    assert re.search(r'id="token-action-school">[^<]+upload it with Renew token<', own) and "scheduled syncs paused until you act" in own
