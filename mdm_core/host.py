@@ -111,6 +111,18 @@ class Host:
         """The outbox: ``host.events.record(session, name, payload)``."""
         return EventBus(self.db, self.pm, self)
 
+    def _configured_secret_key(self) -> str:
+        """The key ``[core] secret_key`` refers to; a reference that does not resolve is one line
+        naming the file and the key (was: the variable or file alone, as if from nowhere)."""
+        from mdm_core.errors import ConfigError
+
+        ref = self.config.core.secret_key
+        assert ref is not None  # not a key file: [core] secret_key is set
+        try:
+            return ref.resolve(self.config)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.config.source}: [core] secret_key: {exc}") from None
+
     @cached_property
     def secrets(self) -> SecretBox:
         """Encryption for secrets stored in the database.
@@ -120,7 +132,7 @@ class Host:
         them unreadable (``KeyMissing`` says how to restore it instead)."""
         source = self.secret_key_source()
         if source != "key file":
-            material = self.config.environ.get("MDM_SECRET_KEY") or self.config.core.secret_key.resolve(self.config)  # type: ignore[union-attr]  # not a key file: the variable or [core] secret_key is set
+            material = self.config.environ.get("MDM_SECRET_KEY") or self._configured_secret_key()
             return SecretBox(material)
         path = self.config.var_dir / KEY_FILE_NAME
         if not path.exists():

@@ -104,3 +104,25 @@ def test_import_files_are_read_with_a_size_bound(mdm, project_dir):
         code, out, err = mdm("devices", "import", str(path))
         assert code == 2 and err.count("\n") == 1 and "larger than 256 MB" in err, err
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 400 * 1024  # KB: bounded, no runaway read
+
+
+@pytest.mark.parametrize(
+    "reference, said",
+    [
+        ('{ env = "MDM_TEST_NO_SUCH_KEY" }', "environment variable MDM_TEST_NO_SUCH_KEY is not set: export it or change the reference"),
+        (
+            '{ file = "conf/no-such.key" }',
+            "secret file {project}/conf/no-such.key cannot be read (No such file or directory): create it or change the reference",
+        ),
+    ],
+)
+def test_a_secret_key_reference_that_does_not_resolve_names_the_file_and_the_key(mdm, project_dir, monkeypatch, reference, said):
+    """`[core] secret_key = { env = "X" }` with X unset said only `environment variable X is not
+    set: export it or change the reference`, naming neither the configuration nor the key that
+    refers to it. The line now starts with both; nothing is written."""
+    monkeypatch.delenv("MDM_SECRET_KEY")
+    conf = project_dir / "conf" / "mdm.toml"
+    code, out, err = mdm("secrets", "status", config=f"[core]\nsecret_key = {reference}\n")
+    assert (code, out) == (2, "")
+    assert err == f"mdm: error: {conf}: [core] secret_key: {said.format(project=project_dir)}\n"
+    assert not (project_dir / "var" / "secret.key").exists()
