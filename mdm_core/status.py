@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def collect_status(host: Host) -> dict[str, Any]:
     """Everything ``mdm status`` shows, as plain values."""
     from mdm_core.cli import plugin_rows
-    from mdm_core.db.migrate import History, read_states
+    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states
     from mdm_core.plugins import core_version
 
     db = host.unchecked_db
@@ -71,7 +71,7 @@ def collect_status(host: Host) -> dict[str, Any]:
     status["database"]["schema"] = schema
     status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]
     if schema != "current":
-        status["problems"].append(f"database schema is {schema}: see `mdm db status`")
+        status["problems"].append(ahead_message(states) if schema == "ahead" else behind_message(states))  # the next step, as every command says it
         return status
     from mdm_core.plugins import call_per_plugin
 

@@ -11,6 +11,8 @@ import pytest
 
 from mdm_core.cli import main
 
+from ..conftest import head_revision
+
 
 def test_status_of_a_new_then_used_database(mdm, project_dir):
     code, out, err = mdm("status", "--json")
@@ -269,3 +271,28 @@ def test_a_disabled_name_no_plugin_has_is_a_warning(mdm, monkeypatch, source):
     monkeypatch.delenv("MDM_DISABLED_PLUGINS", raising=False)
     code, out, err = mdm("status", config="")  # without it: no warning
     assert "warning:" not in out
+
+
+def test_a_database_behind_or_ahead_names_the_next_step(mdm, project_dir):
+    """`mdm status` said `attention: database schema is behind: see mdm db status`, one more
+    command away from what to do; it now says it as every other command does."""
+    import sqlite3
+
+    from ..test_release_0_1_0 import build_release_0_1_0
+
+    build_release_0_1_0(f"sqlite:///{mdm.db}")
+    code, out, err = mdm("status")
+    assert code == 1
+    assert out.endswith(
+        "\nattention: database schema is behind this release: run `mdm db upgrade` (pending: core release 0.1.0 tables -> "
+        f"{head_revision('core')}, web nothing -> {head_revision('web')})\n"
+    ), out
+    assert mdm("db", "upgrade")[0] == 0
+    with sqlite3.connect(mdm.db) as conn:
+        conn.execute("UPDATE core_alembic_version SET version_num = '9999'")
+    code, out, err = mdm("status")
+    assert code == 1
+    assert out.endswith(
+        f"\nattention: database schema is ahead of this release (core is at 9999, this release knows up to {head_revision('core')}): "
+        "a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n"
+    ), out
