@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mdm_core.errors import MdmError
-from mdm_core.scheduler import Told
+from mdm_core.scheduler import Told, run_is_forced
 
 from .settings import settings
 from .vpp_port import VppPort
@@ -41,12 +41,13 @@ def metadata_job(host: Host) -> dict[str, int]:
 
 
 def reclaim_job(host: Host) -> dict[str, int]:
-    """Retry the pending reclaims that are due."""
+    """Retry the pending reclaims that are due; every pending one when the admin runs the job
+    (``mdm jobs run mobile_apps.reclaim``: Apple is back, do not wait for the back-off)."""
     from .reclaims import process
 
     if not VppPort(host).available:
         return {}
-    counts = process(host)
+    counts = process(host, due_only=not run_is_forced())
     if counts["pending"]:
         log.warning("%d reclaim(s) still pending; retrying in %ss", counts["pending"], settings(host).reclaim_retry)
     return counts

@@ -160,9 +160,12 @@ def _finished(host: Host, session: Session, row: Reclaim) -> None:
     host.events.record(session, "mobile_apps_reclaim_finished", payload)
 
 
-def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False, reported: bool = False) -> dict[str, int]:
-    """Ask Apple to give back pending reclaims (``ids``, or every due one); returns counts of
-    licenses. ``quick``: one attempt without back-off and a short wait (someone is waiting).
+def process(
+    host: Host, ids: list[int] | None = None, *, deliver: bool = True, quick: bool = False, reported: bool = False, due_only: bool = True
+) -> dict[str, int]:
+    """Ask Apple to give back pending reclaims (``ids``, or every due one: every pending one
+    without ``due_only``); returns counts of licenses. ``quick``: one attempt without back-off
+    and a short wait (someone is waiting).
     ``reported``: the caller shows each outcome (a command's report line), so Apple's failure
     is logged at INFO (``-v``) instead of a second time as a warning."""
     s = settings(host)
@@ -172,7 +175,7 @@ def process(host: Host, ids: list[int] | None = None, *, deliver: bool = True, q
         query = select(Reclaim).where(col(Reclaim.status) == "pending")
         if ids is not None:
             query = query.where(col(Reclaim.id).in_(ids or [-1]))
-        else:
+        elif due_only:
             query = query.where(or_(col(Reclaim.next_attempt_at).is_(None), col(Reclaim.next_attempt_at) <= now))
         rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
         back = _back_in_inventory(session, rows)

@@ -55,3 +55,30 @@ def test_jobs_run_retries_a_pending_reclaim_and_records_the_run(
     # `mdm run` on any host plans the next retry one interval after this run
     interval = host.build_scheduler(inline=True).jobs["mobile_apps.reclaim"].seconds
     assert host.build_scheduler(inline=True).next_run("mobile_apps.reclaim") > datetime.now(UTC) + timedelta(seconds=interval - 30)
+
+
+def test_jobs_run_retries_a_pending_reclaim_at_once_and_a_scheduled_run_keeps_its_back_off(
+    make_host: Any, simulator: Any, project_dir: Path, database_url: str | None, monkeypatch: Any, capsys: Any
+) -> None:
+    """Apple back, the admin runs the job: its pending reclaims go back now, not after their
+    back-off (it said ``done 0, pending 0`` while `mdm apps reclaims` listed them pending)."""
+    from plugins.mobile_apps.reclaims import process
+
+    host = make_host(config=BASE_CONFIG, database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+    adam_id = fixed_assets(simulator)[0]["adamId"]
+    serial = sorted(s for s in holders(simulator, adam_id) if s in simulator.state.device_serials())[0]
+    add_device(host, serial, "iOS")
+    simulator.faults.add("drop", endpoint="assets/revoke")
+    remove_device(host, serial)  # Apple unreachable: retried in reclaim_retry seconds
+    simulator.faults.clear()
+
+    assert process(host)["pending"] == 0  # a scheduled run: not due yet, Apple not asked
+    assert serial in holders(simulator, adam_id)
+    code, out, err = mdm("jobs", "run", "mobile_apps.reclaim")
+    assert code == 0, err
+    assert "pending 0" in out and "done 0" not in out, out
+    assert serial not in holders(simulator, adam_id)
+    assert [r for r in list_reclaims(host) if r["target"] == serial] == []  # none left open
