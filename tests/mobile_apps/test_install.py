@@ -452,11 +452,12 @@ def test_the_installs_job_queues_a_pending_install_once_apple_confirms(make_apps
         slow.state.process_due(now=time.monotonic() + 120)  # Apple completes the first association
         slow.state.async_delay = 0
         counts = job.func()
-        # (the command is queued by the license event the job's association delivers, before the
-        # job's own bookkeeping: its "queued" count does not include it)
-        assert (counts["asked"], counts["failed"], counts["pending"]) == (1, 0, 0)
+        # the command is queued by the license event the job's association delivers, before the
+        # job's own bookkeeping: its count still says so (it said "queued 0")
+        assert counts == {"asked": 1, "queued": 1, "failed": 0, "pending": 0}
         [command] = commands(host, serial)
         assert list_installs(host, "pending") == [] and [r["command_uuids"] for r in list_installs(host, "queued")] == [[command["uuid"]]]
+        assert [r["error"] for r in list_installs(host, "queued")] == [None]  # not Apple's past "cannot reach" on a queued install
         assert [e["source"] for e in apps_events.named("mobile_apps_install_queued")] == ["pending"]
         assert job.func() == {"asked": 0, "queued": 0, "failed": 0, "pending": 0}  # nothing left to ask
 

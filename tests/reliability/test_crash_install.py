@@ -94,12 +94,13 @@ def test_an_install_killed_at_any_point_is_finished_by_the_installs_job(installi
         if _licensed(sim, adam_id, pricing, serial):
             assert installs[serial]["status"] in ("associating", "pending", "queued")
 
-    installs_job(host)  # interrupted_after = 0: every "associating" install is taken as interrupted
+    counts = installs_job(host)  # interrupted_after = 0: every "associating" install is taken as interrupted
+    assert counts["queued"] == len([i for i in installs.values() if i["status"] != "queued"]), (point, counts)  # what it did, said
     for serial in serials:
         assert _licensed(sim, adam_id, pricing, serial), f"{point}: {serial} was not licensed in the end"
         commands = [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication" and c["status"] == "queued"]
         assert len(commands) == 1, f"{point}: {serial} has {len(commands)} InstallApplication"
-    assert {i["target"]: i["status"] for i in list_installs(host)} == {s: "queued" for s in serials}
+    assert {i["target"]: (i["status"], i["error"]) for i in list_installs(host)} == {s: ("queued", None) for s in serials}  # not "asking again"
     count_figure("install_cases")
 
 

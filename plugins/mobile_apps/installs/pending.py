@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
@@ -79,7 +79,7 @@ def complete_pending(host: Host, session: Session, account: str, adam_id: str, p
             uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending", kind)
             row.command_uuids = [*row.command_uuids, uuid]
             queued += int(new)
-        row.status, row.updated_at = "queued", utcnow()
+        row.status, row.error, row.updated_at = "queued", None, utcnow()  # not "asking again" any more
         session.add(row)
     return queued
 
@@ -221,10 +221,21 @@ def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
             fail_pending(host, session, (account, adam_id, pricing, kind), failures)
             return complete_pending(host, session, account, adam_id, pricing, ok_serials, ok_users)
 
-        counts["queued"] += host.db.run_write(work)
+        host.db.run_write(work)
         counts["failed"] += len(failures)
     host.deliver_events()
+    counts["queued"] = _now_queued(host, [int(r.id) for r in rows if r.id is not None])
     return counts
+
+
+def _now_queued(host: Host, ids: list[int]) -> int:
+    """How many of these installs are queued now: those whose license Apple confirmed in this
+    run, whether the run queued their commands itself or the license event it delivered did
+    (which comes first, and used to leave the run saying ``queued 0``)."""
+    if not ids:
+        return 0
+    with host.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(Install).where(col(Install.id).in_(ids), col(Install.status) == "queued")).scalar_one())
 
 
 #: why a pending install of a target that left the inventory is canceled, by kind of license
