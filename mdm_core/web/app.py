@@ -233,6 +233,25 @@ async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: where a parameter FastAPI checks came from, as the admin or the script wrote it
+WHERE = {"query": "query parameter {}", "path": "the address's {}", "form": "form field {}", "body": "field {}"}
+
+
+def validation_message(error: Any) -> str:
+    """One of FastAPI's validation errors as one line naming the parameter as it was sent, the
+    value and what it should be (pydantic said "app_id: Input should be a valid integer", or
+    "account: Field required", naming neither where nor the value)."""
+    loc = [str(p) for p in error.get("loc", ())]
+    name = ".".join(loc[1:]) if loc and loc[0] in WHERE else ".".join(loc)
+    where = WHERE.get(loc[0] if loc else "", "{}").format(name.replace("_", " ") if loc and loc[0] == "path" else name) if name else "the request"
+    msg = str(error.get("msg") or "is not valid")
+    if error.get("type") == "missing":
+        return f"{where} is required here: give it"
+    value = error.get("input")
+    shown = f" {str(value)[:100]!r}" if isinstance(value, str | int | float) else ""
+    return f"{where}{shown} is not valid: {msg[:1].lower()}{msg[1:]}"
+
+
 def build_registry(host: Host) -> WebRegistry:
     """The core's routers, then every plugin's (``mdm_register_web``)."""
     from . import core_routes
@@ -460,9 +479,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form"))
-        return respond(request, 422, f"{where or 'request'}: {first.get('msg', 'is not valid')}")
+        return respond(request, 422, validation_message(exc.errors()[0] if exc.errors() else {}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -3,6 +3,7 @@ throttling, CSRF and security headers behave as an admin (and an attacker) would
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -630,3 +631,20 @@ def test_an_api_call_refused_for_its_csrf_token_says_what_an_api_client_sends(sc
     assert done.status_code == 200 and list_accounts(school)[0]["interval_seconds"] == 600  # what the advice says works
     page = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "900"})
     assert page.status_code == 403 and "reload the page and submit again" in page.text  # a form: its page
+
+
+def test_a_parameter_fastapi_refuses_is_named_as_sent_with_its_value(school: Host, admin: Any, client: Any) -> None:
+    """FastAPI's checks answered in pydantic's words and names: "app_id: Input should be a
+    valid integer, unable to parse string as an integer" for /apps/abc (the admin typed no
+    "app_id"), "account: Field required" for a history without ?account=. They now say where
+    the parameter was (query, address), the value sent and what it should be."""
+    headers = token_for(school, "viewer")
+    missing = client.get("/api/v1/vpp/assets/1/history", headers=headers).json()["error"]
+    assert missing == "query parameter account is required here: give it", missing
+    limit = client.get("/api/v1/vpp/assets", params={"limit": "0"}, headers=headers).json()["error"]
+    assert limit == "query parameter limit '0' is not valid: input should be greater than or equal to 1", limit
+    page = admin.get("/apps/abc")
+    said = html.unescape(page.text)
+    assert page.status_code == 422 and "the address's app id 'abc' is not valid: input should be a valid integer" in said, said
+    paged = html.unescape(admin.get("/vpp/accounts/school/assets", params={"page": "-1"}).text)
+    assert "query parameter page '-1' is not valid: input should be greater than or equal to 1" in paged
