@@ -134,7 +134,7 @@ def rotate(host: Host) -> tuple[int, str]:
     path = host.config.var_dir / KEY_FILE_NAME
     for column, key, ciphertext in _ciphertexts(host):  # before the key file changes: a failed rotate leaves it as it was
         if not box.can_decrypt(ciphertext):
-            raise _unreadable(column, key)
+            raise _unreadable(host, column, key)
     new_key = None
     if source == "key file":
         box, new_key = box.with_new_key()
@@ -146,7 +146,7 @@ def rotate(host: Host) -> tuple[int, str]:
             try:
                 fresh = box.rotate(ciphertext)
             except (InvalidToken, ValueError):
-                raise _unreadable(column, key) from None
+                raise _unreadable(host, column, key) from None
             pk = list(column.table.primary_key.columns)
             session.execute(update(column.table).where(*(c == v for c, v in zip(pk, key, strict=True))).values({column.name: fresh}))
             done += 1
@@ -165,12 +165,23 @@ def rotate(host: Host) -> tuple[int, str]:
     return count, source
 
 
-def _unreadable(column: Any, key: tuple[Any, ...]) -> MdmError:
-    """The one line for a stored secret that no current key decrypts (nothing re-encrypted)."""
-    where = ", ".join(f"{c.name} {v}" for c, v in zip(column.table.primary_key.columns, key, strict=True))
+def _unreadable(host: Host, column: Any, key: tuple[Any, ...]) -> MdmError:
+    """The one line for a stored secret that no current key decrypts (nothing re-encrypted),
+    naming its row by its ``name`` when its table has one (a VPP account's)."""
+    pk = list(column.table.primary_key.columns)
+    where = ", ".join(f"{c.name} {v}" for c, v in zip(pk, key, strict=True))
+    if "name" in column.table.c:
+        try:
+            with host.db.session() as session:
+                name = session.execute(select(column.table.c.name).where(*(c == v for c, v in zip(pk, key, strict=True)))).scalar()
+        except Exception:  # the line is still true without the name
+            name = None
+        if name is not None:
+            where = f"'{name}', {where}"
     return MdmError(
         f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
-        "re-encrypted; restore the key it was stored with, or enter it again (mdm vpp account set NAME --token-file FILE)"
+        "re-encrypted; restore the key it was stored with (see `mdm secrets status`), or enter it again "
+        "(mdm vpp account set NAME --token-file FILE)"
     )
 
 

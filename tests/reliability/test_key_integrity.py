@@ -298,6 +298,8 @@ def test_a_rotation_refused_for_an_unreadable_secret_leaves_the_key_file_alone(m
     wrong = key_file.read_text()
     code, out, err = mdm("secrets", "rotate")
     assert code == 1 and err.count("\n") == 1 and "cannot be decrypted with the current key(s): nothing was re-encrypted" in err, out + err
+    # the account by its name, not only its row id (was: "the secret in vpp_account (id 1)")
+    assert err.startswith("mdm: error: the secret in vpp_account ('school', id 1) cannot be decrypted"), err
     assert key_file.read_text() == wrong  # was: a new key added in front of it
     key_file.write_text(right)
     assert mdm("secrets", "status")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
