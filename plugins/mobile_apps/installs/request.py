@@ -287,6 +287,29 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
     return out
 
 
+def refuse_users_short_of_licenses(host: Host, selector: str, users: list[str]) -> tuple[Outcome, list[str]]:
+    """A batch of users (``POST /api/v1/apps/APP/install`` with ``"users"``), all or nothing as a
+    batch of devices is: when the users who need a new license (MDM users whose VPP user is
+    Associated and holds none) outnumber the available ones, each of them is refused and Apple
+    is asked nothing for them; returns their lines and the users left to install one by one."""
+    VppPort(host).require("VPP apps cannot be installed")
+    asset = resolve_asset(host, selector)
+    _fresh_counts(host, asset)
+    port = VppPort(host)
+    wanted = list(dict.fromkeys(u.strip() for u in users))
+    associated = {u["clientUserId"] for u in port.users(asset.account) if u["status"] == "Associated"}
+    held = {lic.get("clientUserId") for lic in port.licenses(asset.account, asset.adam_id) if lic["pricingParam"] == asset.pricing_param}
+    with host.db.session() as session:
+        known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(wanted))).scalars())
+    needed = [u for u in wanted if u in known and u in associated and u not in held]
+    out = Outcome(asset)
+    if len(needed) <= asset.available_count:
+        return out, users
+    for user in needed:
+        out.add(user, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
+    return out, [u for u in users if u.strip() not in needed]
+
+
 def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outcome:
     out = Outcome(asset)
     with host.db.session() as session:

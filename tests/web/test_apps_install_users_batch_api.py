@@ -1,0 +1,68 @@
+"""``POST /api/v1/apps/{app}/install`` with ``"users"`` (a class's students at once) is all or
+nothing, as a batch of devices is: with 3 licenses left for 5 students it licensed the first 3
+and refused the other 2; now each of the 5 is refused and Apple is asked nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mdm_core.host import Host
+from mdm_core.inventory import add_device, add_user
+
+from .conftest import PASSWORD, WEB_CONFIG, token_for
+
+STUDENTS = [f"kid-{n}" for n in range(5)]
+
+
+@pytest.fixture
+def class_sim() -> Any:
+    """A simulator whose VPP users ``kid-0``..``kid-4`` accepted their invitation."""
+    from plugins.vpp.simulator import Simulator
+
+    with Simulator(seed=5, assets=2, devices=10, users=3, async_delay=0) as sim:
+        for kid in STUDENTS:
+            sim.create_user(client_user_id=kid)
+            sim.accept_invite(kid)
+        yield sim
+
+
+def _school(make_host: Any, database_url: str, sim: Any, project_dir: Any) -> Host:
+    from mdm_core.web.access import add_admin
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    host: Host = make_host(config=WEB_CONFIG, database_url=database_url)
+    add_admin(host, "alice", PASSWORD, "admin")
+    add_simulated_account(host, sim, project_dir)
+    for n, kid in enumerate(STUDENTS):
+        add_user(host, kid, email=f"{kid}@school.example")
+        add_device(host, f"KIDIPAD{n:05d}", "iPadOS", owner=kid)
+    assert sync_account(host, "school")["status"] == "ok"
+    return host
+
+
+def test_too_few_licenses_for_the_students_refuses_each_of_them(make_host: Any, database_url: str, class_sim: Any, project_dir: Any) -> None:
+    from mdm_core.web.app import create_app
+
+    adam_id, _ = class_sim.purchase(count=3)
+    host = _school(make_host, database_url, class_sim, project_dir)
+    with TestClient(create_app(host)) as client:
+        url, auth = f"/api/v1/apps/{adam_id}/install", token_for(host, "admin")
+        refused = client.post(url, headers=auth, json={"users": STUDENTS})
+        assert refused.status_code == 409, refused.text
+        assert [(r["target"], r["status"]) for r in refused.json()["results"]] == [(kid, "refused") for kid in STUDENTS]
+        assert all("3 available in account 'school', 5 needed" in r["message"] for r in refused.json()["results"])
+        assert not [a for a in class_sim.snapshot()["assignments"] if a[0] == adam_id]  # Apple asked nothing
+
+        done = client.post(url, headers=auth, json={"users": STUDENTS[:3]})  # as many as there are: licensed
+        assert done.status_code == 200, done.text
+        assert {(r["target"], r["status"]) for r in done.json()["results"]} >= {(kid, "licensed") for kid in STUDENTS[:3]}
+        again = client.post(url, headers=auth, json={"users": STUDENTS[:4]})  # 3 hold one already, 1 needs one of 0 left
+        assert again.status_code == 409
+        assert [(r["target"], r["status"]) for r in again.json()["results"] if r["status"] in ("refused", "licensed")] == [
+            ("kid-3", "refused"),
+            *[(kid, "licensed") for kid in STUDENTS[:3]],
+        ]
