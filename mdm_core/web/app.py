@@ -371,7 +371,8 @@ def _respond(request: Request, status: int, message: str, headers: dict[str, str
         return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
     from .helpers import render
 
-    response = render(request, "error.html", {"message": one_line(message), "status": status}, status_code=status)
+    back = _form_page(request) if request.method not in SAFE_METHODS else "/"  # a refused form: back to its page, not the home page
+    response = render(request, "error.html", {"message": one_line(message), "status": status, "back": back}, status_code=status)
     response.headers.update(headers or {})
     return response
 

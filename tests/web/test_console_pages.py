@@ -131,3 +131,20 @@ def test_a_second_message_before_the_next_page_is_kept(school: Host, admin: Any)
     shown = re.findall(r'<p class="flash ok"[^>]*>([^<]*)</p>', admin.get("/vpp").text)
     assert shown == ["school: Account Synchronization Interval set to 1800 seconds", "school: Account Synchronization Interval set to 2400 seconds"], shown
     assert not re.findall(r'class="flash', admin.get("/vpp").text)  # shown once
+
+
+def test_a_refused_form_s_page_leads_back_to_the_form(school: Host, admin: Any) -> None:
+    """A refused form (an interval too short, a name taken) answered "Nothing was changed. Back
+    to the console", a link to the home page: the admin had to find the account's page again.
+    It now leads back to the page the form was sent from; other errors keep the home page."""
+    refused = admin.post(
+        "/vpp/accounts/school/interval", data={"interval_seconds": "5", "csrftoken": csrf(admin)}, headers={"Referer": "http://testserver/vpp"}
+    )
+    assert refused.status_code == 422 and 'Nothing was changed. <a href="/vpp" id="back">Back to the page</a>' in refused.text, refused.text
+    searched = admin.post("/api-tokens", data={"name": "a b", "csrftoken": csrf(admin)}, headers={"Referer": "http://testserver/api-tokens?page=1"})
+    assert searched.status_code == 422 and '<a href="/api-tokens?page=1" id="back">Back to the page</a>' in searched.text
+    for referer in ({}, {"Referer": "http://testserver/login"}, {"Referer": "http://testserver//evil.example/"}, {"Referer": "http://testserver/no/such/page"}):
+        page = admin.post("/vpp/accounts/school/interval", data={"interval_seconds": "5", "csrftoken": csrf(admin)}, headers=referer)
+        assert page.status_code == 422 and '<a href="/">Back to the console</a>' in page.text, (referer, page.text)
+    missing = admin.get("/vpp/accounts/nope/assets", headers={"Referer": "http://testserver/vpp"})
+    assert missing.status_code == 404 and '<a href="/">Back to the console</a>' in missing.text
