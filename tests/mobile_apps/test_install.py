@@ -502,3 +502,30 @@ def test_a_pending_install_of_a_device_or_user_removed_meanwhile_is_canceled_not
     assert "device was removed" in rows[serial]["error"] and "user was removed" in rows[user]["error"]
     code, out, _ = mdm("apps", "installs", "--status", "pending")
     assert serial not in out
+
+
+def test_an_install_asked_again_after_it_was_interrupted_stays_one_install(on_both, simulator):
+    """The first ``mdm apps install`` killed while Apple was asked (its ``associating`` record
+    left), the admin asks again: one install, queued, that the installs job then leaves alone
+    (it was two installs of one device, both ``queued``, sharing one command)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from mdm_core.models import utcnow
+    from plugins.mobile_apps.installs.request import record_intent, resolve_asset
+    from plugins.mobile_apps.jobs import installs_job
+
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_device(host, serial, "iOS")
+    app = app_id(host, a["adamId"])
+    record_intent(host, resolve_asset(host, app), "device", [serial])  # the killed install's record
+
+    code, out, err = mdm("apps", "install", app, "--device", serial)
+    assert code == 0 and f"{serial}: queued: InstallApplication queued" in out, out + err
+    host.db.run_write(lambda session: session.execute(update(Install).values(updated_at=utcnow() - timedelta(days=1))))  # long past interrupted_after
+    installs_job(host)
+    assert [(i["target"], i["status"], i["error"]) for i in list_installs(host)] == [(serial, "queued", None)]
+    assert len(commands(host, serial)) == 1

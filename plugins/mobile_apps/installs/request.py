@@ -406,13 +406,26 @@ def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> di
     is called, with one line."""
 
     def work(session: Session) -> dict[str, int]:
-        rows = {
-            t: Install(
-                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="associating"
+        waiting = session.execute(  # asked again while Apple was being asked (or the asking was killed): the same install
+            select(Install).where(
+                col(Install.account) == asset.account,
+                col(Install.adam_id) == asset.adam_id,
+                col(Install.pricing_param) == asset.pricing_param,
+                col(Install.kind) == kind,
+                col(Install.target).in_(targets),
+                col(Install.status).in_(("associating", "pending")),
             )
-            for t in targets
-        }
+        ).scalars()
+        rows: dict[str, Install] = {row.target: row for row in waiting}
+        for t in targets:
+            rows.setdefault(
+                t,
+                Install(
+                    account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="associating"
+                ),
+            )
         for row in rows.values():
+            row.status, row.error, row.updated_at = "associating", None, utcnow()
             session.add(row)
         session.flush()
         return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]  # ids set by the flush above
