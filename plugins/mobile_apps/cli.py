@@ -314,5 +314,7 @@ def _check_updates(host: Host, args: argparse.Namespace) -> int:
         print(found.label)
         for device in found.devices:
             print(f"  {device['serialNumber']}: {device['status']}: {device['message']}")
+        if found.waiting_line:
+            print(f"  {found.waiting_line}")
     (print if failed or report.updates else say)(report.outcome(" (--no-install)" if args.no_install else ""))
     return code

@@ -21,13 +21,13 @@ next check looks it up again. When every lookup failed, no app was checked: the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import MdmError
@@ -53,6 +53,7 @@ class AppUpdate:
     payload: AppUpdatedPayload
     name: str | None
     devices: list[dict[str, str]] = field(default_factory=list)  # serialNumber, status (queued, skipped), message
+    waiting: int = 0  # devices whose first InstallApplication of the app still waits: they get the new version with it
 
     @property
     def label(self) -> str:
@@ -60,7 +61,14 @@ class AppUpdate:
         return f"{self.name or 'adamId'} ({p['adamId']} {p['pricingParam']}) {p['platform']}: {p['oldVersion']} -> {p['newVersion']}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.payload, "name": self.name, "devices": self.devices}
+        return {**self.payload, "name": self.name, "devices": self.devices, "waiting": self.waiting}
+
+    @property
+    def waiting_line(self) -> str | None:
+        """What becomes of the devices whose install still waits (none queued for them, none needed)."""
+        if not self.waiting:
+            return None
+        return f"{self.waiting} device(s) whose install of the app still waits get {self.payload['newVersion']} with it: nothing more queued"
 
 
 class NothingChecked(MdmError):
@@ -142,13 +150,13 @@ def check_updates(host: Host, *, install: bool) -> UpdateReport:
     with host.db.reading() as conn:
         changed, lower = _newer(conn.execute(query).all())
     _warn_lower(host, lower)
-    had_it = _acknowledged(host, {r.adam_id for r in changed}) if install else {}
+    had_it, waits = _acknowledged(host, {r.adam_id for r in changed}) if install else ({}, {})
     holders = {(r.account, r.adam_id): port.licenses(r.account, r.adam_id) for r in changed} if install else {}
     updates = []
     told: set[tuple[str, str, str]] = set()  # (adamId, platform, serial) a skip was reported for: once, not under each pricing's application
     for row in changed:
         serials, licenses = had_it.get(row.adam_id, []), holders.get((row.account, row.adam_id), [])
-        found = host.db.run_write(partial(_apply, host, row=row, serials=serials, licenses=licenses, told=told))
+        found = host.db.run_write(partial(_apply, host, row=row, serials=serials, licenses=licenses, told=told, waiting=waits.get(row.adam_id, set())))
         if found is not None:
             updates.append(found)
     if updates:
@@ -196,22 +204,32 @@ def _warn_lower(host: Host, lower: dict[tuple[str, str], tuple[Any, str | None]]
         )
 
 
-def _acknowledged(host: Host, adam_ids: set[str]) -> dict[str, list[str]]:
-    """The devices whose ``InstallApplication`` of each app was acknowledged, by adamId."""
+def _acknowledged(host: Host, adam_ids: set[str]) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """The devices whose ``InstallApplication`` of each app was acknowledged, by adamId; and
+    those whose one still waits (queued or sent) and never acknowledged one."""
     commands = table_of(Command)
     found: dict[str, list[str]] = {}
+    waiting: dict[str, set[str]] = {}
     if not adam_ids:
-        return found
-    query = select(commands.c.device_serial, commands.c.payload).where(commands.c.request_type == REQUEST_TYPE, commands.c.status == "acknowledged")
+        return found, waiting
+    query = select(commands.c.device_serial, commands.c.payload, commands.c.status).where(
+        commands.c.request_type == REQUEST_TYPE, commands.c.status.in_(("acknowledged", "queued", "sent"))
+    )
     with host.db.reading() as conn:
-        for serial, payload in conn.execute(query):
+        for serial, payload, status in conn.execute(query):
             adam_id = str((payload or {}).get("iTunesStoreID"))
-            if adam_id in adam_ids and serial not in found.setdefault(adam_id, []):
+            if adam_id not in adam_ids:
+                continue
+            if status != "acknowledged":
+                waiting.setdefault(adam_id, set()).add(serial)
+            elif serial not in found.setdefault(adam_id, []):
                 found[adam_id].append(serial)
-    return found
+    return found, {a: serials - set(found.get(a, [])) for a, serials in waiting.items()}
 
 
-def _apply(host: Host, session: Session, *, row: Any, serials: list[str], licenses: list[Any], told: set[tuple[str, str, str]]) -> AppUpdate | None:
+def _apply(
+    host: Host, session: Session, *, row: Any, serials: list[str], licenses: list[Any], told: set[tuple[str, str, str]], waiting: Collection[str] = ()
+) -> AppUpdate | None:
     """Record one new version (unless another check did) with its event and its commands."""
     apps = table_of(MobileApp)
     moved = session.execute(
@@ -233,6 +251,11 @@ def _apply(host: Host, session: Session, *, row: Any, serials: list[str], licens
     mine = [lic for lic in licenses if lic["pricingParam"] == row.pricing_param]
     devices = {lic["serialNumber"] for lic in mine if lic.get("serialNumber")}
     users = {lic["clientUserId"] for lic in mine if lic.get("clientUserId")}
+    if waiting:  # with a license of this application (this pricing), on its platform
+        pending = session.execute(select(Device).where(col(Device.serial_number).in_(sorted(waiting)))).scalars()
+        found.waiting = sum(
+            1 for d in pending if DEVICE_TO_APP_PLATFORM.get(d.platform, d.platform) == row.platform and (d.serial_number in devices or d.owner in users)
+        )
     others = {lic.get("serialNumber") or lic.get("clientUserId") for lic in licenses} - devices - users  # another pricing's licenses: its own application
     for serial in sorted(serials):
         device = session.get(Device, serial)

@@ -107,6 +107,8 @@ def test_a_new_version_is_installed_where_the_app_was_without_a_new_license(setu
     assert f"{d['owned']}: queued: InstallApplication queued" in out and f"user license of {d['user']}" in out
     assert f"{d['reclaimed']}: skipped: it holds no license of the app any more" in out
     assert d["waiting"] not in out  # its first install never arrived: it installs the new version anyway
+    # and the check says so, under this pricing's application only (it said "0 queued, 0 skipped" of such an app)
+    assert out.count(f"  1 device(s) whose install of the app still waits get {new} with it: nothing more queued") == 1, out
     for role in ("acked", "acked2", "owned"):
         first, update = commands(host, d[role])
         assert first["status"] == "acknowledged" and update["status"] == "queued"
