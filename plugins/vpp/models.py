@@ -22,6 +22,7 @@ class VppAccount(SQLModel, table=True):
     """A VPP location and its (encrypted) token."""
 
     __tablename__ = "vpp_account"
+    __table_args__ = {"sqlite_autoincrement": True}  # an id removed is never given again (vpp migration 0011)
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128, unique=True)
@@ -115,7 +116,7 @@ class VppSyncRun(SQLModel, table=True):
     """One sync of one account: what triggered it, what it did, how it ended."""
 
     __tablename__ = "vpp_sync_run"
-    __table_args__ = (Index("ix_vpp_sync_run_account", "account_id", "started_at"),)
+    __table_args__ = (Index("ix_vpp_sync_run_account", "account_id", "started_at"), {"sqlite_autoincrement": True})  # ids never reused (vpp migration 0011)
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
