@@ -118,6 +118,7 @@ class SubscriberFailure(SQLModel, table=True):
     starts), ``failed`` (retries exhausted: ``mdm events redeliver``). Removed once delivered."""
 
     __tablename__ = "core_subscriber_failure"
+    __table_args__ = {"sqlite_autoincrement": True}  # an id delivered (deleted) is never given again (core migration 0008)
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=36, index=True)

@@ -19,7 +19,8 @@ def never_reuse_ids(table: str, column: str = "id") -> None:
     deleted before are not known any more). The triggers on it or naming it are dropped for the
     rebuild (SQLite checks them at the rename) and created again as they were. Foreign keys are
     off on the migration's connection (``Database.migration_connection``: the drop does not
-    cascade) and checked after it (``migrate._check_foreign_keys``). PostgreSQL: nothing."""
+    cascade) and checked after it (``migrate._check_foreign_keys``); the table and its indexes are
+    checked too (``PRAGMA integrity_check``). PostgreSQL: nothing."""
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
         return
@@ -37,3 +38,6 @@ def never_reuse_ids(table: str, column: str = "id") -> None:
     op.execute(text(f'INSERT INTO sqlite_sequence (name, seq) SELECT :t, COALESCE(MAX("{column}"), 0) FROM "{table}"').bindparams(t=table))
     for _, sql in naming:
         op.execute(sql)
+    problems = [row[0] for row in bind.execute(text(f'PRAGMA integrity_check("{table}")'))]
+    if problems != ["ok"]:
+        raise RuntimeError(f"{table} rebuilt is not consistent: {problems[0]}")

@@ -40,7 +40,7 @@ class AlertMessage(SQLModel, table=True):
     """One alert: what happened, and what to do about it."""
 
     __tablename__ = "alerts_message"
-    __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"),)
+    __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"), {"sqlite_autoincrement": True})  # ids never reused (alerts migration 0002)
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -23,6 +23,7 @@ class MobileApp(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("account", "adam_id", "pricing_param", "platform", name="uq_mobile_apps_app_asset_platform"),
         Index("ix_mobile_apps_app_adam", "adam_id"),
+        {"sqlite_autoincrement": True},  # an id deleted is never given again (mobile_apps migration 0005)
     )
 
     id: int | None = Field(default=None, primary_key=True)
