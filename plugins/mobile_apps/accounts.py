@@ -83,19 +83,29 @@ def account_removed(host: Host, session: Session, account: str) -> None:
     cancel_reclaims(host, session, list(session.execute(pending).scalars()), reason)
 
 
-def check_account(host: Host, accounts: Iterable[str], what: str) -> None:
+#: what the admin does about an application whose VPP account was removed, by what was asked
+REMOVED = {
+    "install": "add it again to install its applications",
+    "reclaim": "its licenses are taken back in Apple School Manager or Apple Business Manager (Apps and Books), or here once the account is added again",
+}
+
+
+def check_account(host: Host, accounts: Iterable[str], what: str, action: str = "install") -> None:
     """Raise a one-line ``MdmError`` when ``what`` is filed under ``accounts`` none of which the
     VPP plugin knows any more (renamed, and mobile_apps not told yet; or removed)."""
     names = sorted(a["name"] for a in VppPort(host).accounts())
     filed = sorted(set(accounts))
     if filed and not set(filed) & set(names):
-        raise MdmError(unknown_account(filed[0], names, what))
+        raise MdmError(unknown_account(filed[0], names, what, action))
 
 
-def unknown_account(account: str, names: list[str], what: str) -> str:
-    """Why ``what``, filed under the unknown ``account``, cannot be asked of Apple now."""
+def unknown_account(account: str, names: list[str], what: str, action: str = "install") -> str:
+    """Why ``what``, filed under the unknown ``account``, cannot be asked of Apple now (to
+    ``install`` or ``reclaim``): removed, or renamed and mobile_apps not told yet (the same line
+    on every surface, the web's reworded)."""
     known = f"accounts: {', '.join(names)}" if names else "no account"
     return (
-        f"{what} is filed under VPP account '{account}', which is not known any more ({known}): renamed, its applications "
-        "follow the new name as soon as mobile_apps has heard of the rename (`mdm events failures` shows a delivery that failed): try again then"
+        f"{what} is filed under VPP account '{account}', which is not on this host any more ({known}): removed, {REMOVED[action]}; "
+        "renamed, its applications follow the new name as soon as mobile_apps has heard of the rename "
+        "(`mdm events failures` shows a delivery that failed): try again then"
     )

@@ -460,7 +460,7 @@ def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None =
     if keys is not None:
         licenses = [lic for lic in licenses if (lic["account"], lic["adamId"], lic["pricingParam"]) in keys]
         if not licenses:  # not "no license to reclaim" when its account was renamed
-            check_account(host, (k[0] for k in keys), f"app {selector}")
+            check_account(host, (k[0] for k in keys), f"app {selector}", "reclaim")
     if unused:  # held by a device or user removed from this MDM, never by one it never knew
         removed = removed_targets(host)
         licenses = [

@@ -26,6 +26,7 @@ from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_ro
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
+from .accounts import unknown_account
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
 from .installs.request import Outcome, install, refuse_users_short_of_licenses
@@ -76,15 +77,13 @@ def _app(host: Host, app_id: int) -> tuple[MobileApp, AppMetadata | None]:
 
 def account_gone(host: Host, app: MobileApp) -> str | None:
     """Why ``app``'s licenses cannot be reclaimed here when its VPP account is not on this host
-    any more (removed; or renamed, and mobile_apps not told yet), else ``None``."""
+    any more (removed; or renamed, and mobile_apps not told yet), else ``None``: the line the
+    command line and the API say (:func:`.accounts.unknown_account`), reworded where shown."""
     port = VppPort(host)
-    if not port.available or app.account in {a["name"] for a in port.accounts()}:
+    names = sorted(a["name"] for a in port.accounts()) if port.available else []
+    if not port.available or app.account in names:
         return None
-    return (
-        f"app {app.id} is filed under VPP account '{app.account}', which is not on this host any more: removed, its licenses "
-        "are taken back in Apple School Manager or Apple Business Manager (Apps and Books), or here once the account is added "
-        "again; renamed, the app follows the new name as soon as mobile_apps hears of it (the Events page lists a failed delivery)"
-    )
+    return unknown_account(app.account, names, f"app {app.id}", "reclaim")
 
 
 def run_install(host: Host, selector: str, devices: list[str], users: list[str]) -> Outcome:

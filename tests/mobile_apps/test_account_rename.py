@@ -159,10 +159,11 @@ def test_an_install_or_reclaim_before_mobile_apps_heard_of_the_rename_says_why(s
         with monkeypatch.context() as patch:
             patch.setattr(host, "deliver_events", lambda: 0)
             rename_account(host, "school", "district")
-        why = "is filed under VPP account 'school', which is not known any more (accounts: district): renamed, its applications follow the new name"
-        with pytest.raises(MdmError, match=re.escape(why)):
+        why = "is filed under VPP account 'school', which is not on this host any more (accounts: district): removed, "
+        renamed = "; renamed, its applications follow the new name"
+        with pytest.raises(MdmError, match=re.escape(why) + ".*" + re.escape(renamed)):
             install(host, app, serials=[serial], wait=5)
-        with pytest.raises(MdmError, match=re.escape(f"app {app} {why}")):
+        with pytest.raises(MdmError, match=re.escape(f"app {app} {why}") + ".*" + re.escape(renamed)):
             reclaim_candidates(host, app, serial=holder)
         assert serial not in holders(sim, asset["adamId"])  # nothing asked of Apple
 
@@ -313,3 +314,21 @@ def test_an_install_whose_account_is_removed_while_apple_is_asked_ends_canceled_
         else:
             assert (row["status"], row["error"]) == ("queued", None)
             assert [(t, s) for t, s, _ in outcome.lines] == [(serial, "queued")]
+
+
+def test_a_reclaim_after_the_account_was_removed_says_where_its_licenses_go_back(setup: Any) -> None:
+    """After its VPP account was removed, `mdm apps reclaim` (and the API's, the same line)
+    said the account was renamed, 'try again then': nothing the admin could do would work. The
+    line now says both cases, as the console does: removed, the licenses are taken back in
+    Apple School Manager or Apple Business Manager; renamed, the app follows the new name."""
+    with Simulator(**SIM, async_delay=0) as sim:
+        host, mdm = setup(sim)
+        asset = fixed_assets(sim)[0]
+        app = _app_id(list_apps(host), asset["adamId"])
+        holder = sorted(s for s in holders(sim, asset["adamId"]) if s in sim.state.device_serials())[0]
+        remove_account(host, "school")
+        code, out, err = mdm("apps", "reclaim", app, "--device", holder)
+        assert code != 0 and len(err.strip().splitlines()) == 1, (out, err)
+        assert "VPP account 'school', which is not on this host any more (no account): removed, its licenses are taken back in Apple School Manager" in err
+        assert "renamed, its applications follow the new name" in err, err
+        assert holder in holders(sim, asset["adamId"])  # nothing asked of Apple
