@@ -454,3 +454,26 @@ def test_a_misspelt_state_in_the_apps_page_address_is_refused_not_every_app(scho
     assert page.status_code == 422 and "unknown state &#39;retierd&#39;: use one of published, retired" in page.text, page.text
     assert admin.get("/apps", params={"state": "all"}).status_code == 200  # the page's own choices
     assert admin.get("/apps", params={"state": "retired"}).status_code == 200
+
+
+def test_an_install_for_a_user_apple_lists_retired_says_so_and_to_register_it_again(school: Host, admin: Any, client: Any, simulator: Any) -> None:
+    """Installing for a user whose VPP user Apple lists as Retired answered 'not registered as
+    a VPP user... an administrator of the host registers it', as for a user never registered:
+    the admin looked for a registration that was there. It now says the VPP user is retired at
+    Apple and that it is registered again, in each surface's words."""
+    from plugins.mobile_apps.installs.request import install
+
+    app_id, _ = _ios_app(school, simulator)
+    retired = simulator.state.user_ids("Retired")[0]
+    inventory.add_user(school, retired, email=f"{retired}@example.org")
+    [line] = install(school, app_id, user=retired).as_dicts()
+    assert line["status"] == "refused" and line["message"] == (
+        "its VPP user in account 'school' is retired at Apple (retired in Apple School Manager or Apple Business Manager, or by this host when the MDM "
+        f"user was removed): register it again with `mdm vpp users register {retired} --account school`, then install again"
+    ), line
+    page = html.unescape(admin.post(f"/apps/{app_id}/install", data={"user": retired, "csrftoken": csrf(admin)}).text)
+    assert "its VPP user in account 'school' is retired at Apple" in page and "an administrator of the host registers it again" in page, page
+    assert "not registered as a VPP user" not in page and "`mdm" not in page
+    api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"users": [retired]})
+    [said] = [r["message"] for r in api.json()["results"]]
+    assert "is retired at Apple" in said and "registers it again" in said and "`mdm" not in said, api.text

@@ -319,7 +319,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
         devices = list(session.execute(select(Device).where(col(Device.owner) == user).order_by(col(Device.serial_number))).scalars())
     vpp_user = VppPort(host).user(asset.account, user)
     if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
-        out.add(user, "refused", wording.no_vpp_user(asset.account, user))
+        out.add(user, "refused", wording.no_vpp_user(asset.account, user) if vpp_user is None else wording.retired_vpp_user(asset.account, user))
         return out
     if vpp_user["status"] != "Associated":
         url = f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""

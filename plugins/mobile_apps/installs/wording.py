@@ -35,6 +35,7 @@ STALE_ON_PAGE = "; the app's counts are as of the last synchronization: synchron
 STALE_ON_PAGE_NAMED = (
     r"; the app's counts are as of the last synchronization: synchronize the VPP account '\1' (Apple Volume Purchase Program › Synchronize) to refresh them"
 )
+REGISTERS_AGAIN = r"\1: an administrator of the host registers it again"
 REGISTERS = r"not registered as a VPP user in account '\1', so Apple cannot license it to them: an administrator of the host registers it, then install again"
 
 #: The command line's advice in these lines (regular expressions) as the console and the API
@@ -77,6 +78,7 @@ WORDING = [
         " (ACCOUNT: the install's account)",
     ),
     (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
+    (r"(is retired at Apple \([^)]*\)): register it again with `mdm vpp users register [^`]*`", REGISTERS_AGAIN, REGISTERS_AGAIN),
     (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
     (
         r"; run the install again once a device is enrolled",
@@ -152,6 +154,16 @@ def not_an_mdm_user(user: str) -> Said:
 
 def no_vpp_user(account: str, user: str) -> Said:
     return Said(f"no VPP user in account '{account}': register it with `mdm vpp users register {user} --account {account}`")
+
+
+def retired_vpp_user(account: str, user: str) -> Said:
+    """``user``'s VPP user is Retired (or the legacy Deleted) in Apple's service: registering it
+    again makes a new one (invited again unless it has a Managed Apple ID)."""
+    facts = (
+        f"its VPP user in account '{account}' is retired at Apple (retired in Apple School Manager or Apple Business Manager, "
+        "or by this host when the MDM user was removed)"
+    )
+    return Said(f"{facts}: register it again with `mdm vpp users register {user} --account {account}`, then install again")
 
 
 def invited(url: str) -> Said:
