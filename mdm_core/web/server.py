@@ -30,6 +30,7 @@ class WebServer:
         import uvicorn
 
         from .app import create_app
+        from .head_limit import MAX_HEAD, BoundedH11Protocol
         from .stoppable import StoppableServer
 
         address, port = parse_listen(listen)
@@ -48,7 +49,14 @@ class WebServer:
         self.url = f"http://{shown}:{bound[1]}/"
         self.app = create_app(host)
         config = uvicorn.Config(
-            self.app, log_level="warning", proxy_headers=True, forwarded_allow_ips=web_settings(host).trusted_proxies, access_log=False, lifespan="on"
+            self.app,
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=web_settings(host).trusted_proxies,
+            access_log=False,
+            lifespan="on",
+            http=BoundedH11Protocol,  # an over-long URL or headers: one line (414, 431), not a reset
+            h11_max_incomplete_event_size=MAX_HEAD,
         )
         self.server = StoppableServer(config)
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
