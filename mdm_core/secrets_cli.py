@@ -91,19 +91,43 @@ def status(host: Host) -> dict[str, Any]:
             "older_key": 0,
             "unreadable": len(rows),
         }
-    box = host.secrets
-    current = sum(1 for _, _, c in rows if box.is_current(c))
-    readable = sum(1 for _, _, c in rows if box.can_decrypt(c))
+    current, readable = key_reads(host, rows)
     return {
         "source": source,
         "key_file": key_file,
         "key_file_exists": True if key_file else None,
-        "keys": box.key_count,
+        "keys": host.secrets.key_count,
         "secrets": len(rows),
         "current": current,
         "older_key": readable - current,
         "unreadable": len(rows) - readable,
     }
+
+
+def key_reads(host: Host, rows: list[tuple[Any, tuple[Any, ...], str]]) -> tuple[int, int]:
+    """How many of these stored secrets (from :func:`_ciphertexts`) the host's key reads:
+    (with its first key, with any of its keys). What ``mdm secrets status`` counts."""
+    box = host.secrets
+    current = sum(1 for _, _, c in rows if box.is_current(c))
+    return current, sum(1 for _, _, c in rows if box.can_decrypt(c))
+
+
+def refuse_wrong_key(host: Host, if_lost: str) -> None:
+    """Refuse to store a secret with a key that reads none of the stored ones (there are some):
+    a wrong key file restored, whose secret would be unreadable once the right key is back.
+    ``if_lost``: what to do when the right key is lost (the caller's override)."""
+    rows = _ciphertexts(host)
+    if not rows or key_reads(host, rows)[1]:
+        return
+    from mdm_core.secrets import KEY_FILE_NAME
+
+    source = host.secret_key_source()
+    key = f"the secret key file {host.config.var_dir / KEY_FILE_NAME}" if source == "key file" else f"the secret key ({source})"
+    raise MdmError(
+        f"{key} reads none of the {len(rows)} stored secret(s): it is not the key they were stored with (a wrong backup?), "
+        "and a token stored with it would be unreadable once that key is back; nothing was stored: restore the key they "
+        f"were stored with (see `mdm secrets status`); if it is lost, {if_lost}"
+    )
 
 
 def cmd_status(host: Host, args: argparse.Namespace) -> int:
@@ -211,8 +235,8 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
             f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)"
             if not unreadable
             else f"the key file {path} exists but does not read {unreadable} stored secret(s): restore the key they were stored with "
-            "(see `mdm secrets status`); if it is lost, enter each token again with `mdm vpp account set NAME --token-file FILE`, "
-            "which this key then encrypts"
+            "(see `mdm secrets status`); if it is lost, enter each token again with `mdm vpp account set NAME --token-file FILE` "
+            "(--key-lost for the first), which this key then encrypts"
         )
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
     stored = host.stored_secrets()
@@ -220,7 +244,7 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
         f"created a new key in {path}; back it up"
         + (
             f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
-            "`mdm vpp account set NAME --token-file FILE` (see `mdm vpp account list`)"
+            "`mdm vpp account set NAME --token-file FILE` (--key-lost for the first; see `mdm vpp account list`)"
             if stored
             else ""
         )

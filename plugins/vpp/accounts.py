@@ -283,6 +283,15 @@ def check_service_url(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def check_key(host: Host, key_lost: bool) -> None:
+    """Refuse to store a token with a key that reads none of the stored secrets (a wrong key
+    file restored) unless ``key_lost``: the admin says the right key is gone for good."""
+    from mdm_core.secrets_cli import refuse_wrong_key
+
+    if not key_lost:
+        refuse_wrong_key(host, token_state.KEY_LOST)
+
+
 def add_account(
     host: Host,
     name: str,
@@ -293,6 +302,7 @@ def add_account(
     take_over: bool = False,
     notifications: bool | None = None,
     token_label: str | None = None,
+    key_lost: bool = False,
 ) -> Account:
     """Add an account: validate the token, read the location, refuse conflicts, claim it.
 
@@ -316,6 +326,7 @@ def add_account(
     service_url = check_service_url(service_url) if service_url else DEFAULT_SERVICE_URL
     label = token_file_label(token_file, token_label)
     token = read_token(token_file, label)
+    check_key(host, key_lost)
     ciphertext = host.secrets.encrypt(token.bearer())  # the key works (or says what is wrong) before Apple is called
     configure.check(host, notifications)
     with accounts_lock(host):
@@ -387,6 +398,7 @@ def set_account(
     notifications: bool | None = None,
     service_url: str | None = None,
     token_label: str | None = None,
+    key_lost: bool = False,
 ) -> Account:
     """Re-time an account, renew its token (the new token must belong to the same location),
     turn Apple's notifications on or off (``notifications``), or move it to another service URL
@@ -412,6 +424,8 @@ def set_account(
         )
     if interval is None and token_file is None and notifications is None and service_url is None:
         raise UsageError("nothing to change: give --interval SECONDS, --token-file PATH, --notifications on|off and/or --service-url URL")
+    if token_file is not None:
+        check_key(host, key_lost)
     with host.db.session() as session:
         account = get_account(session, name)
     updates: dict[str, Any] = {}

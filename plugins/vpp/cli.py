@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 #: an interval's whole seconds; its range ([vpp] min_interval to a year) is checked with the
 #: configuration (``check_interval``), so that the one range an admin is told is the real one
 INTERVAL = count(None, unit="seconds")
+KEY_LOST_HELP = (
+    "the key the stored tokens were encrypted with is lost: store this token with the current key although it reads none of them (see `mdm secrets status`)"
+)
 
 
 def service_url(text: str) -> str:
@@ -49,6 +52,7 @@ def register(subparsers: Any) -> None:
     add.add_argument("--interval", type=INTERVAL, metavar="SECONDS", help="Account Synchronization Interval (sec) (default: [vpp] default_interval, 3600)")
     add.add_argument("--service-url", type=service_url, metavar="URL", help="Apps and Books v2 base URL (default: https://vpp.itunes.apple.com/mdm/v2)")
     add.add_argument("--take-over", action="store_true", help="claim the location even if another MDM manages it")
+    add.add_argument("--key-lost", action="store_true", help=KEY_LOST_HELP)
     add.add_argument(
         "--notifications",
         choices=("on", "off"),
@@ -63,6 +67,7 @@ def register(subparsers: Any) -> None:
     set_.add_argument("--interval", type=INTERVAL, metavar="SECONDS", help="new Account Synchronization Interval (sec)")
     set_.add_argument("--token-file", metavar="PATH", help="renewed token of the same location")
     set_.add_argument("--take-over", action="store_true", help="claim the location back if another MDM claimed it meanwhile")
+    set_.add_argument("--key-lost", action="store_true", help=KEY_LOST_HELP)
     set_.add_argument(
         "--notifications",
         choices=("on", "off"),
@@ -185,6 +190,7 @@ def _account_add(host: Host, args: argparse.Namespace) -> int:
         service_url=args.service_url,
         take_over=args.take_over,
         notifications=_on_off(args.notifications),
+        key_lost=args.key_lost,
     )
     say(
         f"added account {account['name']}: {account['locationName']} ({account['orgName']}), "
@@ -239,6 +245,7 @@ def _account_set(host: Host, args: argparse.Namespace) -> int:
         take_over=args.take_over,
         notifications=_on_off(args.notifications),
         service_url=args.service_url,
+        key_lost=args.key_lost,
     )
     say(
         f"updated account {account['name']}: token {account['token_status']} until {account['tokenExpirationDate'][:10]}, "

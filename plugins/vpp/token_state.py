@@ -14,6 +14,7 @@ of its scheduled syncs on a blocking state) changes, and the only one that recor
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,15 @@ ACTIONS = {
 UPLOAD = "upload it with Renew token"
 API_UPLOAD = r'send its text as "token" in PATCH /api/v1/vpp/accounts/\1'
 KEY = "give it the key the token was stored with (MDM_SECRET_KEY or var/secret.key, the same on every host)"
+#: What to do when the key the stored tokens were encrypted with is lost (``accounts.check_key``).
+KEY_LOST = "run this again with --key-lost, then enter each other token again with `mdm vpp account set NAME --token-file FILE`"
+ON_THE_HOST = "store this token on the host's command line with --key-lost (mdm vpp account add|set ... --key-lost), then"
 WORDING = [
+    (
+        re.escape(KEY_LOST),
+        f"{ON_THE_HOST} upload each other token again with Renew token",
+        f'{ON_THE_HOST} send each other token\'s text as "token" in PATCH /api/v1/vpp/accounts/NAME',
+    ),
     (
         r"then mdm vpp account set (\S+) --token-file NEW\.vpptoken --take-over",
         f"then {UPLOAD} and confirm the take-over",

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from mdm_core.secrets import SecretBox
 from mdm_core.testing import MdmRunner
 
-from .conftest import count_figure
+from .conftest import count_figure, database_param
 
 
 @pytest.fixture
@@ -176,7 +176,9 @@ def test_a_lost_key_a_new_key_and_tokens_entered_again(mdm: MdmRunner, small_sim
         code, out, err = mdm("secrets", "status", *form)
         assert code == 1 and (json.loads(out)["unreadable"] == 1 if form else out.endswith("1 unreadable\n")), out + err
     token = small_sim.write_token(project_dir / "renewed.vpptoken")
-    assert mdm("vpp", "account", "set", "school", "--token-file", str(token))[0] == 0
+    code, out, err = mdm("vpp", "account", "set", "school", "--token-file", str(token))  # the new key reads none: the admin says it is lost
+    assert code == 1 and "run this again with --key-lost" in err, err
+    assert mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")[0] == 0
     assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["token_state"] == "valid"
     assert mdm("vpp", "sync", "school")[0] == 0
     count_figure("key_cases")
@@ -314,9 +316,10 @@ def test_a_wrong_key_file_whose_right_key_is_lost_leads_to_tokens_entered_again(
     key_file.write_text(Fernet.generate_key().decode() + "\n")  # the right key is lost; some other key is there
     code, out, err = mdm("secrets", "new-key")
     assert code == 1 and err.count("\n") == 1 and f"the key file {key_file} exists but does not read 1 stored secret(s)" in err, err
-    assert "mdm secrets rotate" not in err and "mdm vpp account set NAME --token-file FILE" in err  # was: run `mdm secrets rotate`, which refuses
+    assert "mdm secrets rotate" not in err  # was: run `mdm secrets rotate`, which refuses
+    assert "mdm vpp account set NAME --token-file FILE` (--key-lost for the first)" in err
     token = small_sim.write_token(project_dir / "renewed.vpptoken")
-    assert mdm("vpp", "account", "set", "school", "--token-file", str(token))[0] == 0
+    assert mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")[0] == 0
     assert mdm("secrets", "status")[0] == 0 and mdm("secrets", "rotate")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
     code, out, err = mdm("secrets", "new-key")  # every secret readable: replacing the key is rotate's job
     assert code == 1 and "to replace its key, run `mdm secrets rotate`" in err
@@ -381,3 +384,32 @@ def test_every_column_holding_an_encrypted_secret_is_marked(make_host: Any) -> N
     host = make_host()
     marked = {f"{c.table.name}.{c.name}" for c in host.secret_columns()}
     assert {"vpp_account.token_ciphertext", "vpp_account.notification_secret", "vpp_pending_secret.secret_ciphertext"} <= marked
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_token_is_not_stored_with_a_key_that_reads_none_of_the_stored_ones(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A wrong key file restored: `account add` / `account set --token-file` encrypted the new
+    token with it, which was unreadable once the right key was back. Now refused, nothing
+    written; --key-lost stores it when the right key is gone for good."""
+    monkeypatch.setenv("MDM_DATABASE_URL", database_param(request, project_dir, kind))
+    _add(mdm, small_sim, project_dir, "school")
+    key_file = project_dir / "var" / "secret.key"
+    right = key_file.read_text()
+    key_file.write_text(Fernet.generate_key().decode() + "\n")  # the wrong backup
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    for args in (("add", "second", "--service-url", small_sim.base_url), ("set", "school")):
+        code, out, err = mdm("vpp", "account", *args, "--token-file", str(token))
+        assert code == 1 and err.count("\n") == 1, (args, out, err)
+        assert err.startswith(f"mdm: error: the secret key file {key_file} reads none of the 1 stored secret(s)"), err
+        assert "nothing was stored: restore the key they were stored with" in err and "--key-lost" in err, err
+    assert [a["name"] for a in json.loads(mdm("vpp", "account", "list", "--json")[1])] == ["school"]
+    key_file.write_text(right)
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and out.endswith("0 unreadable\n"), out + err  # was: 1 unreadable, the token stored with the wrong key
+    assert mdm("vpp", "sync", "school")[0] == 0
+    key_file.write_text(Fernet.generate_key().decode() + "\n")  # the right key lost for good: the admin says so
+    assert mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")[0] == 0
+    assert mdm("secrets", "status")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
+    count_figure("key_cases")
