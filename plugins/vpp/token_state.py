@@ -126,6 +126,13 @@ def describe(state: str, expires_at: datetime, detail: str | None = None, now: d
     return state
 
 
+def paused_note(account: VppAccount) -> str:
+    """Why a paused account's scheduled sync did not run, its state said as ``describe`` says it
+    (``token taken over by another MDM (X): ...``, never the state's internal name)."""
+    state = effective_state(account)
+    return f"token {describe(state, account.token_expires_at, account.state_detail)}: waiting for the user to act"
+
+
 def attention(accounts: Iterable[tuple[Account, str | None]]) -> dict[str, list[str]]:
     """``mdm status``'s lines about the accounts (``accounts.accounts_with_notices``): a problem
     for each token that stopped syncing until the admin acts (a blocking state, or

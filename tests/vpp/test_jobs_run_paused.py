@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mdm_core.testing import MdmRunner
 from plugins.vpp.testing import add_simulated_account
 
@@ -68,3 +70,36 @@ def test_mdm_jobs_says_the_last_run_did_not_sync(
     assert mdm("jobs", "run", "vpp.sync.school")[0] == 0
     text, row = listed()
     assert text == "ok" and (row["last_result"], row["last_note"]) == ("ok", None)
+
+
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [
+        ("expired", "token expired"),
+        ("revoked", "token revoked"),
+        ("invalid", "token invalid"),
+        ("taken_over", "token taken over by another MDM (OtherMDM (other.example))"),
+    ],
+)
+def test_the_note_says_the_tokens_state_in_the_products_words(make_host: Any, simulator: Any, project_dir: Path, state: str, said: str) -> None:
+    """`mdm jobs` said `ok: not synced: token taken_over: waiting for the user to act`, the
+    state's internal name; it now says it as `mdm vpp account list` (token_status) does."""
+    from sqlmodel import select
+
+    from plugins.vpp.accounts import list_accounts
+    from plugins.vpp.jobs import AccountJob
+    from plugins.vpp.models import VppAccount
+
+    host = make_host()
+    add_simulated_account(host, simulator, project_dir)
+
+    def pause(session: Any) -> None:
+        account = session.exec(select(VppAccount)).one()
+        account.token_state, account.paused = state, True
+        account.state_detail = "OtherMDM (other.example)" if state == "taken_over" else None
+        session.add(account)
+
+    host.db.run_write(pause)
+    note = AccountJob(host, "school").run()
+    assert note == f"not synced: {said}: waiting for the user to act (`mdm vpp sync school` syncs it anyway)", note
+    assert f"token {list_accounts(host)[0]['token_status']}:" in str(note)

@@ -109,7 +109,7 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
     with host.db.session() as session:
         account = get_account(session, name)
     if trigger == "schedule" and account.paused:
-        return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
+        return _not_run(name, trigger, "skipped", token_state.paused_note(account))
     lock = account_lock(host, account.id)
     wait = s.lock_wait if wait is None else wait
     # interrupted, the first try gives back a lock it took and leaves no note: there is no other
@@ -132,7 +132,7 @@ def _sync_account(host: Host, name: str, *, full: bool, trigger: str, wait: floa
         with host.db.session() as session:
             account = get_account(session, name)
         if trigger == "schedule" and account.paused:
-            return _not_run(name, trigger, "skipped", f"token {token_state.effective_state(account)}: waiting for the user to act")
+            return _not_run(name, trigger, "skipped", token_state.paused_note(account))
         seen = SCHEDULED_AFTER.get() if trigger == "schedule" else None
         if seen is not None and account.last_sync_at != seen[0]:  # another host synced it since it fell due
             return _not_run(name, trigger, "skipped", f"already synced at {format_time(account.last_sync_at)} (by another host)")
