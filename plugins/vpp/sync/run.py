@@ -32,7 +32,6 @@ from mdm_core.errors import MdmError, describe, one_line
 from mdm_core.locks import DbLock, LockBusy, LockLost, holder_is_dead
 from mdm_core.models import utcnow
 from mdm_core.output import format_time
-from mdm_core.scheduler import caller_tells
 
 from .. import token_state
 from ..accounts import account_lock, client_for, get_account, settings
@@ -248,9 +247,9 @@ def _note_expiration(reader: SyncReader, config: dict[str, Any]) -> None:
 def _failure(account: str, trigger: str, exc: BaseException, host: Host) -> str:
     """The one line that says why a sync failed (never SQL, parameters or the token).
 
-    A scheduled sync's failure is logged (``mdm run``); a manual one's, or a scheduled one run by
-    ``mdm jobs run``, is the line the caller prints (logged at INFO, seen with -v): an error is
-    shown once."""
+    A manual sync's failure is the line the caller prints (logged at INFO, seen with -v); a
+    scheduled one's is the job's failure, which the scheduler logs (``mdm run``) or ``mdm jobs
+    run`` prints, with the account's name (logged here at DEBUG only): an error is said once."""
     unexpected = False
     if is_database_error(exc):
         message = str(database_error(exc, host.db))
@@ -258,7 +257,7 @@ def _failure(account: str, trigger: str, exc: BaseException, host: Host) -> str:
         message = one_line(exc)
     else:
         message, unexpected = describe(exc), True
-    level = logging.ERROR if trigger == "schedule" and not caller_tells() else logging.INFO
+    level = logging.DEBUG if trigger == "schedule" else logging.INFO  # scheduled: the scheduler's line says it, once
     log.log(level, "account %s: sync failed%s: %s", account, " unexpectedly" if unexpected else "", message)
     if unexpected:
         log.debug("account %s: the unexpected error", account, exc_info=True)
