@@ -29,7 +29,7 @@ from mdm_core.web.wording import for_request, with_error_reworded
 from .accounts import unknown_account
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
-from .installs.request import Outcome, install, refuse_users_short_of_licenses
+from .installs.request import Outcome, install, install_for_users
 from .installs.wording import WORDING, Refused
 from .models import AppMetadata, Install, MobileApp
 from .vpp_port import VppPort, VppUnavailable
@@ -95,12 +95,8 @@ def run_install(host: Host, selector: str, devices: list[str], users: list[str])
         raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
     with _unknown_app_is_404():
         outcome = install(host, selector, serials=devices) if devices else Outcome()
-        if users:  # all or nothing, as the devices: not the first N users licensed and the rest refused
-            short, users = refuse_users_short_of_licenses(host, selector, users)
-            outcome.asset = outcome.asset or short.asset
-            outcome.lines += short.lines
-        for user in users:
-            more = install(host, selector, user=user)
+        if users:  # together, as the devices: one read of the VPP users, one request to Apple, all or nothing
+            more = install_for_users(host, selector, users)
             outcome.asset = outcome.asset or more.asset
             outcome.lines += more.lines
     return outcome

@@ -66,3 +66,70 @@ def test_too_few_licenses_for_the_students_refuses_each_of_them(make_host: Any, 
             ("kid-3", "refused"),
             *[(kid, "licensed") for kid in STUDENTS[:3]],
         ]
+
+
+CLASS = [f"pupil-{n:03d}" for n in range(25)]
+
+
+def test_a_class_is_licensed_in_one_request_per_chunk_and_one_read_of_the_users(
+    make_host: Any, database_url: str, project_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """25 students took 25 requests to Apple and 26 reads of the whole VPP user list (100 took
+    21.7 s on PostgreSQL); now Apple's associate takes them by its limit (10 here: 3 requests)
+    and the users are read once, with the same lines, install rows and commands as before:
+    a student who holds the license already, one invited, one who is not an MDM user."""
+    from sqlmodel import select
+
+    from mdm_core.inventory import add_user
+    from mdm_core.web.app import create_app
+    from plugins.mobile_apps.models import Install
+    from plugins.mobile_apps.vpp_port import VppPort
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    with Simulator(seed=6, assets=1, devices=0, users=0, async_delay=0, limits={"maxClientUserIds": 10}) as sim:
+        for kid in [*CLASS, "pupil-late"]:
+            sim.create_user(client_user_id=kid)
+        for kid in CLASS:
+            sim.accept_invite(kid)
+        adam_id, pricing = sim.purchase(count=len(CLASS) + 5)
+        from mdm_core.web.access import add_admin
+
+        host: Host = make_host(config=WEB_CONFIG, database_url=database_url)
+        add_admin(host, "alice", PASSWORD, "admin")
+        add_simulated_account(host, sim, project_dir)
+        for n, kid in enumerate([*CLASS, "pupil-late"]):
+            add_user(host, kid, email=f"{kid}@school.example")
+            add_device(host, f"CLASSPAD{n:04d}", "iPadOS", owner=kid)
+        assert sync_account(host, "school")["status"] == "ok"
+        url, auth = f"/api/v1/apps/{adam_id}/install", token_for(host, "admin")
+        with TestClient(create_app(host)) as client:
+            assert client.post(url, headers=auth, json={"users": CLASS[:1]}).status_code == 200  # pupil-000 holds one already
+
+            reads: list[str | None] = []
+            users = VppPort.users
+
+            def counted(self: VppPort, account: str | None) -> Any:
+                reads.append(account)
+                return users(self, account)
+
+            monkeypatch.setattr(VppPort, "users", counted)
+            before = sim.requests["assets/associate"]
+            answer = client.post(url, headers=auth, json={"users": [*CLASS, "pupil-late", "nobody"]})
+            asked = sim.requests["assets/associate"] - before
+        assert answer.status_code == 409, answer.text  # "nobody" is refused
+        lines = [(r["target"], r["status"]) for r in answer.json()["results"]]
+        expected = []
+        for n, kid in enumerate(CLASS):
+            expected += [(kid, "licensed"), (f"CLASSPAD{n:04d}", "queued")]
+        assert lines == [*expected, ("pupil-late", "waiting"), ("nobody", "refused")]
+        assert "user license already held" in answer.json()["results"][0]["message"]
+        assert (asked, len(reads)) == (3, 1)  # 24 new licenses by 10; was (24, 27)
+        held = {a[3] for a in sim.snapshot()["assignments"] if tuple(a[:3]) == (adam_id, pricing, "clientUserId")}
+        assert held >= set(CLASS)
+        with host.db.session() as session:
+            rows = list(session.exec(select(Install).where(Install.kind == "user")))
+        assert sorted((r.target, r.status, len(r.command_uuids)) for r in rows) == sorted(
+            [(kid, "queued", 1) for kid in CLASS] + [("pupil-late", "invited", 0)]
+        )

@@ -27,7 +27,7 @@ from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
 from mdm_core.inventory import normalize_serial
 from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
-from plugins.vpp.payloads import LicenseResult
+from plugins.vpp.payloads import LicenseResult, MirroredUser
 
 from ..accounts import check_account, removed_reason
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
@@ -193,17 +193,22 @@ def read_devices_file(path: str) -> list[str]:
 
 def install(host: Host, selector: str, *, serials: list[str] | None = None, user: str | None = None, wait: float | None = None) -> Outcome:
     """``mdm apps install``: device licenses for ``serials``, or a user license for ``user``."""
+    asset, wait_for = _prepare(host, selector, wait)
+    if user is not None:
+        return _install_for_users(host, asset, [user.strip()], wait_for, counted=False)
+    if asset.kind == "book":
+        raise wording.Refused(wording.book_for_devices(asset.label))
+    return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait_for)
+
+
+def _prepare(host: Host, selector: str, wait: float | None) -> tuple[Asset, float]:
+    """The asset ``selector`` names with its counts read now, and the seconds to wait for Apple."""
     VppPort(host).require("VPP apps cannot be installed")
     asset = resolve_asset(host, selector)
     _fresh_counts(host, asset)
     from mdm_core.argtypes import check_wait
 
-    wait = settings(host).install_wait if wait is None else check_wait(wait, "--wait")
-    if user is not None:
-        return _install_for_user(host, asset, user.strip(), wait)
-    if asset.kind == "book":
-        raise wording.Refused(wording.book_for_devices(asset.label))
-    return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait)
+    return asset, settings(host).install_wait if wait is None else check_wait(wait, "--wait")
 
 
 def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Said | None:
@@ -287,107 +292,153 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
     return out
 
 
-def refuse_users_short_of_licenses(host: Host, selector: str, users: list[str]) -> tuple[Outcome, list[str]]:
-    """A batch of users (``POST /api/v1/apps/APP/install`` with ``"users"``), all or nothing as a
-    batch of devices is: when the users who need a new license (MDM users whose VPP user is
-    Associated and holds none) outnumber the available ones, each of them is refused and Apple
-    is asked nothing for them; returns their lines and the users left to install one by one."""
-    VppPort(host).require("VPP apps cannot be installed")
-    asset = resolve_asset(host, selector)
-    _fresh_counts(host, asset)
+def install_for_users(host: Host, selector: str, users: list[str], wait: float | None = None) -> Outcome:
+    """A batch of users (``POST /api/v1/apps/APP/install`` with ``"users"``), planned together as a
+    batch of devices is: the VPP users and the app's licenses read once, one request to Apple
+    for those who need a license (chunked by Apple's limits), and all or nothing: when the
+    users who need a new license (MDM users whose VPP user is Associated and holds none)
+    outnumber the available ones, each of them is refused and Apple is asked nothing for them."""
+    asset, wait = _prepare(host, selector, wait)
+    return _install_for_users(host, asset, list(dict.fromkeys(u.strip() for u in users)), wait, counted=True)
+
+
+def _install_for_users(host: Host, asset: Asset, users: list[str], wait: float, *, counted: bool) -> Outcome:
+    """Install ``asset`` for ``users`` (each once): a block of lines per user, in their order;
+    ``counted``: a shortage of licenses is said with the number needed, its refusals first (the
+    API's batch), else in the user's block after its skipped devices (``mdm apps install --user``)."""
     port = VppPort(host)
-    wanted = list(dict.fromkeys(u.strip() for u in users))
-    associated = {u["clientUserId"] for u in port.users(asset.account) if u["status"] == "Associated"}
-    held = {lic.get("clientUserId") for lic in port.licenses(asset.account, asset.adam_id) if lic["pricingParam"] == asset.pricing_param}
     with host.db.session() as session:
-        known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(wanted))).scalars())
-    needed = [u for u in wanted if u in known and u in associated and u not in held]
-    out = Outcome(asset)
-    if len(needed) <= asset.available_count:
-        return out, users
-    for user in needed:
-        out.add(user, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
-    return out, [u for u in users if u.strip() not in needed]
-
-
-def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outcome:
-    out = Outcome(asset)
-    with host.db.session() as session:
-        if session.get(MdmUser, user) is None:
-            out.add(user, "refused", wording.not_an_mdm_user(user))
-            return out
-        devices = list(session.execute(select(Device).where(col(Device.owner) == user).order_by(col(Device.serial_number))).scalars())
-    vpp_user = VppPort(host).user(asset.account, user)
-    if vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
-        out.add(user, "refused", wording.no_vpp_user(asset.account, user) if vpp_user is None else wording.retired_vpp_user(asset.account, user))
-        return out
-    if vpp_user["status"] != "Associated":
-        url = f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""
-        _record_invited(host, asset, user)
-        out.add(user, "waiting", wording.invited(url))
-        return out
-    targets = []
-    for device in devices:
-        reason = _check_device(asset, device.serial_number, device)
-        if reason:
-            out.add(device.serial_number, "skipped", reason)
+        known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
+        owned = session.execute(select(Device).where(col(Device.owner).in_(users)).order_by(col(Device.serial_number))).scalars()
+        devices: dict[str, list[Device]] = {}
+        for device in owned:
+            devices.setdefault(str(device.owner), []).append(device)
+    vpp_users: dict[str, MirroredUser] = {}
+    for mirrored in port.users(asset.account) if known else []:
+        vpp_users.setdefault(mirrored["clientUserId"], mirrored)  # the first, as Apple lists them
+    held = {lic.get("clientUserId") for lic in port.licenses(asset.account, asset.adam_id) if lic["pricingParam"] == asset.pricing_param} if known else set()
+    blocks: dict[str, Outcome] = {u: Outcome(asset) for u in users}
+    invited: list[str] = []
+    targets: dict[str, list[Device]] = {}  # the users to license (or holding one): their devices to install on
+    for user in users:
+        vpp_user, block = vpp_users.get(user), blocks[user]
+        if user not in known:
+            block.add(user, "refused", wording.not_an_mdm_user(user))
+        elif vpp_user is None or vpp_user["status"] in ("Retired", "Deleted"):
+            block.add(user, "refused", wording.no_vpp_user(asset.account, user) if vpp_user is None else wording.retired_vpp_user(asset.account, user))
+        elif vpp_user["status"] != "Associated":
+            invited.append(user)
+            block.add(user, "waiting", wording.invited(f" ({vpp_user['invitationUrl']})" if vpp_user.get("invitationUrl") else ""))
         else:
-            targets.append(device)
-    held = _held(host, asset, user=user)
+            targets[user] = []
+            for device in devices.get(user, []):
+                reason = _check_device(asset, device.serial_number, device)
+                if reason:
+                    block.add(device.serial_number, "skipped", reason)
+                else:
+                    targets[user].append(device)
+    if invited:
+        _record_invited(host, asset, invited)
+    needed = [u for u in targets if u not in held]
+    first = Outcome(asset)  # a batch's refusals for want of licenses
+    if needed and len(needed) > asset.available_count:
+        for user in needed:
+            if counted:
+                first.add(user, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
+                blocks[user].lines = []
+            else:
+                blocks[user].add(user, "refused", wording.not_enough_licenses(0, asset.account, asset.adam_id))
+            del targets[user]
+        needed = []
     intents: dict[str, int] = {}
-    if not held:
-        if asset.available_count < 1:
-            out.add(user, "refused", wording.not_enough_licenses(0, asset.account, asset.adam_id))
-            return out
-        intents = record_intent(host, asset, "user", [user])
-        result = _associate(host, asset, [], [user], wait, out, intents)
-        if result is None:
-            return out
-        if user in result.get("pending", {}).get("clientUserIds", []):
-            _record_pending(host, asset, [user], result["event_ids"], wait, out, intents)
-            return out
-        failure = next((f for f in result["failed"] if f.get("clientUserId") == user), None)
-        if failure or user not in result["succeeded"]["clientUserIds"]:
-            reason = apple_reason(failure or {"errorMessage": "Apple did not confirm the license"}, account=asset.account, adam_id=asset.adam_id)
-            out.add(user, "failed", reason)
-            _settle_failed(host, intents, {user: reason})
-            return out
-    out.add(user, "licensed", "user license already held" if held else "user license associated")
-    if not targets:
-        if not devices:
-            out.add(user, "note", wording.no_device_of_user())
-        _settle_failed(host, intents, {user: "licensed, but no enrolled device of the user to install on"}, status="licensed")
-        return out
+    if needed:
+        not_licensed, intents = _license_users(host, asset, needed, wait, blocks)
+        for user in not_licensed:
+            del targets[user]
+    for user in targets:
+        blocks[user].add(user, "licensed", "user license associated" if user in needed else "user license already held")
+    _queue_for_users(host, asset, targets, devices, intents, blocks)
+    out = first
+    for user in users:
+        out.lines += blocks[user].lines
+    return out
+
+
+def _license_users(host: Host, asset: Asset, needed: list[str], wait: float, blocks: dict[str, Outcome]) -> tuple[list[str], dict[str, int]]:
+    """Ask Apple once (chunked by its limits) for the users' licenses; says in each user's block
+    why one is not licensed (failed, pending, canceled); returns those users and the ids of the
+    installs recorded before Apple was asked."""
+    intents = record_intent(host, asset, "user", needed)
+    said = Outcome(asset)
+    result = _associate(host, asset, [], needed, wait, said, intents)
+    if result is None:
+        not_licensed = list(needed)
+    else:
+        pending = [u for u in needed if u in result.get("pending", {}).get("clientUserIds", [])]
+        if pending:
+            _record_pending(host, asset, pending, result["event_ids"], wait, said, intents)
+        failures = {f["clientUserId"]: f for f in result["failed"] if f.get("clientUserId") in needed}
+        reasons: dict[str, str] = {}
+        for user in needed:
+            if user not in pending and (user in failures or user not in result["succeeded"]["clientUserIds"]):
+                failure = failures.get(user) or {"errorMessage": "Apple did not confirm the license"}
+                reasons[user] = apple_reason(failure, account=asset.account, adam_id=asset.adam_id)
+                said.add(user, "failed", reasons[user])
+        _settle_failed(host, intents, reasons)
+        not_licensed = [*pending, *reasons]
+    for line in said.lines:
+        blocks[line[0]].lines.append(line)
+    return not_licensed, intents
+
+
+def _queue_for_users(
+    host: Host, asset: Asset, targets: dict[str, list[Device]], devices: dict[str, list[Device]], intents: dict[str, int], blocks: dict[str, Outcome]
+) -> None:
+    """Queue the install on each device of the licensed users (one write) and record their
+    installs; a user licensed now with no device to install on is recorded ``licensed``."""
+    idle = [u for u, ds in targets.items() if not ds]
+    for user in idle:
+        if not devices.get(user):
+            blocks[user].add(user, "note", wording.no_device_of_user())
+    busy = {u: ds for u, ds in targets.items() if ds}
+    said: dict[str, list[tuple[str, str, Said]]] = {}
 
     def work(session: Session) -> None:
-        uuids: list[str] = []
-        fresh = False  # a command newly queued (else every device had one waiting already)
-        for device in targets:
-            enrolled = session.get(Device, device.serial_number)
-            if enrolled is None:
-                continue
-            uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
-            command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
-            out.add(
-                device.serial_number,
-                "queued",
-                f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})",
+        said.clear()  # a retried transaction says it once
+        for user, targets_of_user in busy.items():
+            uuids: list[str] = []
+            fresh = False  # a command newly queued (else every device had one waiting already)
+            for device in targets_of_user:
+                enrolled = session.get(Device, device.serial_number)
+                if enrolled is None:
+                    continue
+                uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
+                command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
+                said.setdefault(user, []).append(
+                    (
+                        device.serial_number,
+                        "queued",
+                        Said(f"{command} queued (command {uuid}, user license of {user})" if new else f"{command} already queued (command {uuid})"),
+                    )
+                )
+                uuids.append(uuid)
+                fresh = fresh or new
+            row = session.get(Install, intents[user]) if user in intents else None
+            row = row or (None if fresh else _install_of(session, asset, "user", user, uuids))
+            row = row or Install(
+                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
             )
-            uuids.append(uuid)
-            fresh = fresh or new
-        row = session.get(Install, intents[user]) if user in intents else None
-        row = row or (None if fresh else _install_of(session, asset, "user", user, uuids))
-        row = row or Install(
-            account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
-        )
-        row.command_uuids = list(dict.fromkeys([*row.command_uuids, *uuids]))
-        row.status, row.updated_at = "queued", utcnow()
-        row.error = None if _removed_meanwhile(row) else row.error
-        session.add(row)
+            row.command_uuids = list(dict.fromkeys([*row.command_uuids, *uuids]))
+            row.status, row.updated_at = "queued", utcnow()
+            row.error = None if _removed_meanwhile(row) else row.error
+            session.add(row)
 
-    host.db.run_write(work)
-    host.deliver_events()
-    return out
+    _settle_failed(host, intents, {u: "licensed, but no enrolled device of the user to install on" for u in idle}, status="licensed")
+    if busy:
+        host.db.run_write(work)
+        for user, lines in said.items():
+            blocks[user].lines += lines
+        host.deliver_events()
 
 
 def _install_of(session: Session, asset: Asset, kind: str, target: str, uuids: list[str]) -> Install | None:
@@ -493,33 +544,36 @@ def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], w
         return None
 
 
-def _record_invited(host: Host, asset: Asset, user: str) -> None:
-    """An install for a VPP user who has not accepted the invitation yet: ``invited`` until the
-    user is Associated (:func:`..pending.on_users_changed`), once per app and user."""
+def _record_invited(host: Host, asset: Asset, users: list[str]) -> None:
+    """Installs for VPP users who have not accepted the invitation yet: ``invited`` until the
+    user is Associated (:func:`..pending.on_users_changed`), once per app and user (one write)."""
 
     def work(session: Session) -> None:
-        waiting = session.execute(
-            select(col(Install.id)).where(
-                col(Install.status) == "invited",
-                col(Install.account) == asset.account,
-                col(Install.adam_id) == asset.adam_id,
-                col(Install.pricing_param) == asset.pricing_param,
-                col(Install.kind) == "user",
-                col(Install.target) == user,
-            )
-        ).first()
-        if waiting is None:
-            session.add(
-                Install(
-                    account=asset.account,
-                    adam_id=asset.adam_id,
-                    pricing_param=asset.pricing_param,
-                    kind="user",
-                    target=user,
-                    source="request",
-                    status="invited",
+        waiting = set(
+            session.execute(
+                select(col(Install.target)).where(
+                    col(Install.status) == "invited",
+                    col(Install.account) == asset.account,
+                    col(Install.adam_id) == asset.adam_id,
+                    col(Install.pricing_param) == asset.pricing_param,
+                    col(Install.kind) == "user",
+                    col(Install.target).in_(users),
                 )
-            )
+            ).scalars()
+        )
+        for user in users:
+            if user not in waiting:
+                session.add(
+                    Install(
+                        account=asset.account,
+                        adam_id=asset.adam_id,
+                        pricing_param=asset.pricing_param,
+                        kind="user",
+                        target=user,
+                        source="request",
+                        status="invited",
+                    )
+                )
 
     host.db.run_write(work)
 
