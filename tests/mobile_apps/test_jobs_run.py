@@ -22,9 +22,11 @@ from plugins.vpp.testing import add_simulated_account
 from .conftest import BASE_CONFIG, fixed_assets, holders, sync
 
 
-def test_jobs_run_retries_a_pending_reclaim_and_records_the_run(
+def _pending_reclaim(
     make_host: Any, simulator: Any, project_dir: Path, database_url: str | None, monkeypatch: Any, capsys: Any
-) -> None:
+) -> tuple[Any, MdmRunner, str, str]:
+    """A synced host whose device left while Apple was unreachable: its reclaim waits (pending).
+    Returns the host, an ``mdm`` runner on its database, the asset's adamId and the serial."""
     host = make_host(config=BASE_CONFIG, database_url=database_url)
     add_simulated_account(host, simulator, project_dir)
     sync(host)
@@ -33,7 +35,14 @@ def test_jobs_run_retries_a_pending_reclaim_and_records_the_run(
     serial = sorted(s for s in holders(simulator, adam_id) if s in simulator.state.device_serials())[0]
     add_device(host, serial, "iOS")
     simulator.faults.add("drop", endpoint="assets/revoke")
-    remove_device(host, serial)  # Apple unreachable: the reclaim waits for the job
+    remove_device(host, serial)  # Apple unreachable: the reclaim waits for the job (retried in reclaim_retry seconds)
+    return host, mdm, adam_id, serial
+
+
+def test_jobs_run_retries_a_pending_reclaim_and_records_the_run(
+    make_host: Any, simulator: Any, project_dir: Path, database_url: str | None, monkeypatch: Any, capsys: Any
+) -> None:
+    host, mdm, adam_id, serial = _pending_reclaim(make_host, simulator, project_dir, database_url, monkeypatch, capsys)
     assert [r["status"] for r in list_reclaims(host) if r["target"] == serial and r["adam_id"] == adam_id] == ["pending"]
     simulator.faults.clear()
     host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
@@ -64,15 +73,7 @@ def test_jobs_run_retries_a_pending_reclaim_at_once_and_a_scheduled_run_keeps_it
     back-off (it said ``done 0, pending 0`` while `mdm apps reclaims` listed them pending)."""
     from plugins.mobile_apps.reclaims import process
 
-    host = make_host(config=BASE_CONFIG, database_url=database_url)
-    add_simulated_account(host, simulator, project_dir)
-    sync(host)
-    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
-    adam_id = fixed_assets(simulator)[0]["adamId"]
-    serial = sorted(s for s in holders(simulator, adam_id) if s in simulator.state.device_serials())[0]
-    add_device(host, serial, "iOS")
-    simulator.faults.add("drop", endpoint="assets/revoke")
-    remove_device(host, serial)  # Apple unreachable: retried in reclaim_retry seconds
+    host, mdm, adam_id, serial = _pending_reclaim(make_host, simulator, project_dir, database_url, monkeypatch, capsys)
     simulator.faults.clear()
 
     assert process(host)["pending"] == 0  # a scheduled run: not due yet, Apple not asked
