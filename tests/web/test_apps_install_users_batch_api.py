@@ -133,3 +133,30 @@ def test_a_class_is_licensed_in_one_request_per_chunk_and_one_read_of_the_users(
         assert sorted((r.target, r.status, len(r.command_uuids)) for r in rows) == sorted(
             [(kid, "queued", 1) for kid in CLASS] + [("pupil-late", "invited", 0)]
         )
+
+
+def test_apple_refusing_the_batch_says_so_for_each_student_and_queues_nothing(make_host: Any, database_url: str, class_sim: Any, project_dir: Any) -> None:
+    """The mirror says 3 licenses left, Apple has none (taken in the portal since): the one
+    request for the 3 students comes back 9709 for each, each is 'failed' with Apple's reason,
+    its install is recorded failed, and no command is queued."""
+    from sqlmodel import select
+
+    from mdm_core.web.app import create_app
+    from plugins.mobile_apps.models import Install
+
+    adam_id, _ = class_sim.purchase(count=3)
+    host = _school(make_host, database_url, class_sim, project_dir)
+    for n in range(3):
+        class_sim.assign_in_portal(adam_id, serial_number=f"PORTAL{n:06d}")
+    before = class_sim.requests["assets/associate"]
+    with TestClient(create_app(host)) as client:
+        answer = client.post(f"/api/v1/apps/{adam_id}/install", headers=token_for(host, "admin"), json={"users": STUDENTS[:3]})
+    assert answer.status_code == 409, answer.text
+    results = answer.json()["results"]
+    assert [(r["target"], r["status"]) for r in results] == [(kid, "failed") for kid in STUDENTS[:3]]
+    assert all("9709" in r["message"] for r in results)
+    assert class_sim.requests["assets/associate"] - before == 1
+    with host.db.session() as session:
+        rows = list(session.exec(select(Install)))
+    assert sorted((r.target, r.status, r.command_uuids) for r in rows) == [(kid, "failed", []) for kid in STUDENTS[:3]]
+    assert "9709" in (rows[0].error or "")
