@@ -441,6 +441,22 @@ def _form_page(request: Request) -> str:
     return path + (f"?{referer.query}" if referer.query else "")
 
 
+#: the longest page address kept for after sign-in (``/login?next=``); a longer one (a search
+#: pasted whole into the URL) is dropped, the admin lands on the home page instead
+MAX_NEXT = 2048
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` when it is a path of this site of at most :data:`MAX_NEXT` characters, else
+    ``/`` (never ``//other.host``, a full URL, or one a browser reads as such: a backslash or a
+    control character, which browsers drop from a URL)."""
+    if not target or len(target) > MAX_NEXT or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 or c == "\x7f" for c in target):
+        return "/"
+    return target
+
+
 def _error_handlers(app: FastAPI) -> None:
     respond = _respond
 
@@ -456,7 +472,8 @@ def _error_handlers(app: FastAPI) -> None:
             if request.cookies:  # a browser that used the console (its expired session cookie may be gone)
                 flash(request, "your session had ended, so nothing was done: sign in, then send the form again", "error")
             target = _form_page(request)
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        kept = safe_next(target) == target  # else dropped: too long to carry (the browser's next request as large)
+        return RedirectResponse(f"/login?next={quote(target, safe='')}" if kept else "/login", status_code=303)
 
     @app.exception_handler(WebError)
     async def web_error(request: Request, exc: WebError) -> Response:

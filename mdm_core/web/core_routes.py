@@ -18,7 +18,7 @@ from mdm_core.errors import describe
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
 from .access import SignInRefused, admin_epoch, end_sessions, sign_in
-from .app import HERE, current_principal
+from .app import HERE, current_principal, safe_next
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
@@ -54,13 +54,6 @@ def register(web: WebRegistry) -> None:
 
     for cli, console in CORE:
         web.add_wording(cli, console)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path of this site (never ``//other.host`` or a full URL)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
 
 
 def health_router() -> APIRouter:
@@ -102,8 +95,8 @@ def sign_in_router() -> APIRouter:
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:
         if current_principal(request) is not None:
-            return RedirectResponse(_safe_next(next), status_code=303)
-        return render(request, "login.html", {"next": _safe_next(next)})
+            return RedirectResponse(safe_next(next), status_code=303)
+        return render(request, "login.html", {"next": safe_next(next)})
 
     @router.post("/login")
     def login(request: Request, name: str = Form(""), password: str = Form(""), next: str = Form("/")) -> Response:
@@ -112,10 +105,10 @@ def sign_in_router() -> APIRouter:
         try:
             principal = sign_in(host, name, password, address)
         except SignInRefused as exc:
-            return render(request, "login.html", {"next": _safe_next(next), "error": str(exc), "name": name}, status_code=429 if exc.throttled else 401)
+            return render(request, "login.html", {"next": safe_next(next), "error": str(exc), "name": name}, status_code=429 if exc.throttled else 401)
         request.session.clear()
         request.session.update({"admin": principal.name, "epoch": admin_epoch(host, principal.name), "iat": time.time()})
-        return RedirectResponse(_safe_next(next), status_code=303)
+        return RedirectResponse(safe_next(next), status_code=303)
 
     return router
 

@@ -648,3 +648,24 @@ def test_a_parameter_fastapi_refuses_is_named_as_sent_with_its_value(school: Hos
     assert page.status_code == 422 and "the address's app id 'abc' is not valid: input should be a valid integer" in said, said
     paged = html.unescape(admin.get("/vpp/accounts/school/assets", params={"page": "-1"}).text)
     assert "query parameter page '-1' is not valid: input should be greater than or equal to 1" in paged
+
+
+def test_an_over_long_page_address_is_not_carried_through_sign_in(client: Any) -> None:
+    """A search pasted whole into the URL: the sign-in redirect stays short (the browser's
+    next request would be as large), and the admin lands on the home page after signing in."""
+    short = client.get("/devices?q=ipad", follow_redirects=False)
+    assert short.status_code == 303 and short.headers["location"] == "/login?next=%2Fdevices%3Fq%3Dipad"
+    anonymous = client.get("/devices?q=" + "a" * 60_000, follow_redirects=False)
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    assert 'value="/"' in client.get("/login?next=/devices?q=" + "a" * 4000).text
+    response = client.post(
+        "/login", data={"name": "alice", "password": PASSWORD, "next": "/devices?q=" + "a" * 4000, "csrftoken": csrf(client)}, follow_redirects=False
+    )
+    assert response.headers["location"] == "/"
+
+
+def test_a_next_target_a_browser_reads_as_another_host_is_refused(client: Any) -> None:
+    client.get("/login")
+    for target in ("/\t/evil.example/x", "/\\evil.example/", "/\r\n/evil.example"):
+        response = client.post("/login", data={"name": "alice", "password": PASSWORD, "next": target, "csrftoken": csrf(client)}, follow_redirects=False)
+        assert response.headers["location"] == "/", repr(target)
