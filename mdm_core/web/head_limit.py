@@ -6,11 +6,14 @@ received." written as the socket was closed with the rest of the request unread,
 client saw as a connection reset, or, when the request arrived in one piece, the request served
 (a sign-in redirect carrying the 120 KB). :class:`BoundedH11Protocol` measures the request's
 head itself, however it arrives: over :data:`MAX_HEAD` bytes it answers 414 (the request line)
-or 431 (the headers) with one line, then reads and drops what the client still sends, so that
-the answer is read before the connection closes (imported with uvicorn, when serving).
+or 431 (the headers) with one line (on the API, its JSON ``{"error": ...}``), then reads and
+drops what the client still sends, so that the answer is read before the connection closes
+(imported with uvicorn, when serving).
 """
 
 from __future__ import annotations
+
+import json
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -38,11 +41,22 @@ def over_long(head: bytes, limit: int = MAX_HEAD) -> int | None:
     return 414 if line < 0 or line > limit else 431
 
 
-def refusal(status: int, limit: int = MAX_HEAD) -> bytes:
-    """The whole HTTP answer for ``status`` (:data:`REFUSALS`): one line, then the connection closes."""
+def for_api(head: bytes) -> bool:
+    """True when the request whose ``head`` arrived asks for the API (its path under ``/api/v1``)."""
+    from .app import API_PREFIX
+
+    target = head.partition(b" ")[2]
+    prefix = API_PREFIX.encode()
+    return target.startswith(prefix) and target[len(prefix) : len(prefix) + 1] in (b"/", b"?", b" ", b"\r", b"")
+
+
+def refusal(status: int, limit: int = MAX_HEAD, *, api: bool = False) -> bytes:
+    """The whole HTTP answer for ``status`` (:data:`REFUSALS`): one line (on the API, the API's
+    ``{"error": ...}``), then the connection closes."""
     reason, text = REFUSALS[status]
-    body = (text.format(limit // 1024) + "\n").encode()
-    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    said = text.format(limit // 1024)
+    body, kind = (json.dumps({"error": said}).encode(), "application/json") if api else ((said + "\n").encode(), "text/plain; charset=utf-8")
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: {kind}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     return head.encode() + body
 
 
@@ -58,15 +72,16 @@ class BoundedH11Protocol(H11Protocol):
                 self.transport.close()
             return
         if self.conn.their_state is h11.IDLE:  # reading a request's head (not its body)
-            status = over_long(self.conn.trailing_data[0] + data)
+            head = self.conn.trailing_data[0] + data
+            status = over_long(head)
             if status is not None:
-                self._refuse(status)
+                self._refuse(status, for_api(head))
                 return
         super().data_received(data)
 
-    def _refuse(self, status: int) -> None:
+    def _refuse(self, status: int, api: bool) -> None:
         self.dropped = 0
-        self.transport.write(refusal(status))
+        self.transport.write(refusal(status, api=api))
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then the end, and closes
         self.loop.call_later(DRAIN_SECONDS, self.transport.close)

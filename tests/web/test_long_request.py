@@ -4,6 +4,7 @@ large) is answered with one line saying what is too long, not a connection reset
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Callable
 
@@ -41,5 +42,22 @@ def test_an_over_long_request_line_or_header_is_answered_in_one_line(make_host: 
         said = body.decode().strip()
         assert "\n" not in said and "too long" in said, said
         assert _ask(server.url, b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200 ")  # still serving
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("what", ["url", "header"])
+def test_the_api_answers_an_over_long_request_in_its_json_error_shape(make_host: Callable[..., Host], what: str) -> None:
+    """An API client reads ``{"error": ...}`` there as for the API's other refusals, not a page's text line."""
+    server = WebServer(make_host(), "127.0.0.1:0").start()
+    try:
+        long = "a" * 120_000
+        path, header = (f"/api/v1/devices?q={long}", "") if what == "url" else ("/api/v1/devices", f"Authorization: Bearer {long}\r\n")
+        answer = _ask(server.url, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith({"url": b"HTTP/1.1 414 ", "header": b"HTTP/1.1 431 "}[what]), answer[:300]
+        assert b"content-type: application/json" in head.lower(), head
+        said = json.loads(body)
+        assert list(said) == ["error"] and "too long" in said["error"], said
     finally:
         server.stop()
