@@ -29,7 +29,7 @@ from mdm_core.web.wording import for_request, with_error_reworded
 from .accounts import unknown_account
 from .catalog import APP_ORDER, app_dict, apps_query
 from .installs.commands import installs_query
-from .installs.request import Outcome, install, install_for_users
+from .installs.request import Outcome, install_batch
 from .installs.wording import WORDING, Refused
 from .models import AppMetadata, Install, MobileApp
 from .vpp_port import VppPort, VppUnavailable
@@ -93,13 +93,8 @@ def run_install(host: Host, selector: str, devices: list[str], users: list[str])
         raise WebError(422, "no target: give device serial numbers and/or MDM users")
     if len(devices) + len(users) > MAX_TARGETS:
         raise WebError(422, f"too many targets at once: at most {MAX_TARGETS}")
-    with _unknown_app_is_404():
-        outcome = install(host, selector, serials=devices) if devices else Outcome()
-        if users:  # together, as the devices: one read of the VPP users, one request to Apple, all or nothing
-            more = install_for_users(host, selector, users)
-            outcome.asset = outcome.asset or more.asset
-            outcome.lines += more.lines
-    return outcome
+    with _unknown_app_is_404():  # one plan: the devices and users together are all or nothing
+        return install_batch(host, selector, devices, users)
 
 
 @contextmanager

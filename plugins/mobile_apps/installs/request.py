@@ -196,9 +196,42 @@ def install(host: Host, selector: str, *, serials: list[str] | None = None, user
     asset, wait_for = _prepare(host, selector, wait)
     if user is not None:
         return _install_for_users(host, asset, [user.strip()], wait_for, counted=False)
+    return _install_on_devices(host, asset, _serials(asset, serials), wait_for)
+
+
+def install_batch(host: Host, selector: str, serials: list[str], users: list[str], wait: float | None = None) -> Outcome:
+    """``POST /api/v1/apps/APP/install`` with ``"devices"`` and/or ``"users"``: one plan for the
+    request, the app and its counts read once, all or nothing as a whole: when the devices and
+    users who need a new license together outnumber the available ones, each of them is refused
+    (one line, :func:`_short`) and Apple is asked nothing, for the devices as for the users."""
+    asset, wait_for = _prepare(host, selector, wait)
+    out = Outcome(asset)
+    devices = _plan_devices(host, asset, _serials(asset, serials), out) if serials else None
+    people = _plan_users(host, asset, list(dict.fromkeys(u.strip() for u in users))) if users else None
+    refusal = _short(asset, (len(devices.needed) if devices else 0) + (len(people.needed) if people else 0))
+    if devices:
+        _license_devices(host, asset, devices, wait_for, out, refusal)
+    if people:
+        out.lines += _license_users_planned(host, asset, people, wait_for, refusal).lines
+    return out
+
+
+def _serials(asset: Asset, serials: list[str] | None) -> list[str]:
+    """The serials asked for, normalized; a book is refused for devices (one line)."""
     if asset.kind == "book":
         raise wording.Refused(wording.book_for_devices(asset.label))
-    return _install_on_devices(host, asset, [s.strip().upper() for s in serials or [] if s.strip()], wait_for)
+    found = [s.strip().upper() for s in serials or [] if s.strip()]
+    if not found:
+        raise UsageError("no device given")
+    return found
+
+
+def _short(asset: Asset, needed: int) -> Said | None:
+    """The refusal of each target of a request whose ``needed`` new licenses outnumber the
+    available ones (devices and users counted together), else ``None``."""
+    if needed and asset.available_count < needed:
+        return wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, needed)
+    return None
 
 
 def _prepare(host: Host, selector: str, wait: float | None) -> tuple[Asset, float]:
@@ -222,10 +255,24 @@ def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Sai
     return None
 
 
+@dataclass
+class _DevicePlan:
+    """The devices of a request, checked: their order, those holding a license, those needing one."""
+
+    serials: list[str]
+    held: list[str]
+    needed: list[str]
+
+
 def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: float) -> Outcome:
     out = Outcome(asset)
-    if not serials:
-        raise UsageError("no device given")
+    plan = _plan_devices(host, asset, serials, out)
+    _license_devices(host, asset, plan, wait, out, _short(asset, len(plan.needed)))
+    return out
+
+
+def _plan_devices(host: Host, asset: Asset, serials: list[str], out: Outcome) -> _DevicePlan:
+    """Check each device (refusals said in ``out``) and read which hold a license already."""
     with host.db.session() as session:
         devices = {s: session.get(Device, s) for s in serials}
     checked: list[str] = []
@@ -238,10 +285,16 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
         else:
             checked.append(serial)
     held = [s for s in checked if _held(host, asset, serial=s)]
-    needed = [s for s in checked if s not in held]
-    if needed and asset.available_count < len(needed):
+    return _DevicePlan(serials, held, [s for s in checked if s not in held])
+
+
+def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, out: Outcome, refusal: Said | None) -> None:
+    """License the devices that need one (each refused with ``refusal`` when the request is
+    short of licenses), then queue the install on the licensed ones; lines in ``out``."""
+    serials, held, needed = plan.serials, plan.held, plan.needed
+    if needed and refusal is not None:
         for serial in needed:
-            out.add(serial, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
+            out.add(serial, "refused", refusal)
         needed = []
     succeeded: list[str] = list(held)
     intents = record_intent(host, asset, "device", needed) if needed else {}
@@ -289,23 +342,34 @@ def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: floa
         host.deliver_events()
     order = {s: i for i, s in enumerate(serials)}
     out.lines.sort(key=lambda line: order.get(line[0], len(order)))
-    return out
 
 
-def install_for_users(host: Host, selector: str, users: list[str], wait: float | None = None) -> Outcome:
-    """A batch of users (``POST /api/v1/apps/APP/install`` with ``"users"``), planned together as a
-    batch of devices is: the VPP users and the app's licenses read once, one request to Apple
-    for those who need a license (chunked by Apple's limits), and all or nothing: when the
-    users who need a new license (MDM users whose VPP user is Associated and holds none)
-    outnumber the available ones, each of them is refused and Apple is asked nothing for them."""
-    asset, wait = _prepare(host, selector, wait)
-    return _install_for_users(host, asset, list(dict.fromkeys(u.strip() for u in users)), wait, counted=True)
+@dataclass
+class _UserPlan:
+    """The users of a request, checked: a block of lines per user (in their order), the users
+    to license or holding a license with their devices to install on, those needing one."""
+
+    users: list[str]
+    blocks: dict[str, Outcome]
+    targets: dict[str, list[Device]]
+    devices: dict[str, list[Device]]
+    needed: list[str]
 
 
 def _install_for_users(host: Host, asset: Asset, users: list[str], wait: float, *, counted: bool) -> Outcome:
     """Install ``asset`` for ``users`` (each once): a block of lines per user, in their order;
     ``counted``: a shortage of licenses is said with the number needed, its refusals first (the
     API's batch), else in the user's block after its skipped devices (``mdm apps install --user``)."""
+    plan = _plan_users(host, asset, users)
+    refusal = _short(asset, len(plan.needed))
+    if refusal is not None and not counted:
+        refusal = wording.not_enough_licenses(0, asset.account, asset.adam_id)
+    return _license_users_planned(host, asset, plan, wait, refusal, counted=counted)
+
+
+def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
+    """Check each user (refusals and invitations said in their block; the invited recorded):
+    the MDM users, their devices, the VPP users and the app's licenses read once."""
     port = VppPort(host)
     with host.db.session() as session:
         known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
@@ -339,15 +403,22 @@ def _install_for_users(host: Host, asset: Asset, users: list[str], wait: float, 
                     targets[user].append(device)
     if invited:
         _record_invited(host, asset, invited)
-    needed = [u for u in targets if u not in held]
+    return _UserPlan(users, blocks, targets, devices, [u for u in targets if u not in held])
+
+
+def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: float, refusal: Said | None, *, counted: bool = True) -> Outcome:
+    """License the planned users that need one (each refused with ``refusal`` when the request
+    is short of licenses: first, or in the user's block unless ``counted``), then queue the
+    install on their devices; the lines in the users' order."""
+    blocks, targets, needed = plan.blocks, plan.targets, plan.needed
     first = Outcome(asset)  # a batch's refusals for want of licenses
-    if needed and len(needed) > asset.available_count:
+    if needed and refusal is not None:
         for user in needed:
             if counted:
-                first.add(user, "refused", wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, len(needed)))
+                first.add(user, "refused", refusal)
                 blocks[user].lines = []
             else:
-                blocks[user].add(user, "refused", wording.not_enough_licenses(0, asset.account, asset.adam_id))
+                blocks[user].add(user, "refused", refusal)
             del targets[user]
         needed = []
     intents: dict[str, int] = {}
@@ -357,9 +428,9 @@ def _install_for_users(host: Host, asset: Asset, users: list[str], wait: float, 
             del targets[user]
     for user in targets:
         blocks[user].add(user, "licensed", "user license associated" if user in needed else "user license already held")
-    _queue_for_users(host, asset, targets, devices, intents, blocks)
+    _queue_for_users(host, asset, targets, plan.devices, intents, blocks)
     out = first
-    for user in users:
+    for user in plan.users:
         out.lines += blocks[user].lines
     return out
 
