@@ -138,10 +138,12 @@ class Host:
         if not path.exists():
             stored = self.stored_secrets()
             if stored:
+                from mdm_core.secrets import token_again
+
                 raise KeyMissing(
                     f"the secret key file {path} is missing, but the database holds {stored} secret(s) encrypted with it: "
                     "restore the file from a backup (or set MDM_SECRET_KEY to that key); if the key is lost, run "
-                    "`mdm secrets new-key`, then enter each token again with `mdm vpp account set NAME --token-file FILE`"
+                    f"`mdm secrets new-key`, then enter each token again with {token_again(True)}"  # the new key reads none
                 )
         box = SecretBox.from_key_file(path)
         self.warn_key_file_exposure()

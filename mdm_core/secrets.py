@@ -94,6 +94,17 @@ def _fernets(keys: Iterable[str]) -> list[Fernet]:
     return out
 
 
+def token_again(key_lost: bool | None, name: str = "NAME") -> str:
+    """The command that enters a token again once the key it was stored with is lost, in
+    backticks: with ``--key-lost`` when ``key_lost`` (the key reads none of the stored
+    secrets, which refuses the plain command), and when that is not known (None) saying when
+    it is needed. Every message that sends the admin to re-enter a token says this one."""
+    command = f"mdm vpp account set {name} --token-file FILE"
+    if key_lost is None:
+        return f"`{command}` (with --key-lost while the key reads none of the stored secrets)"
+    return f"`{command} --key-lost`" if key_lost else f"`{command}`"
+
+
 class SecretBox:
     """Encrypt and decrypt short secrets with the host's key (and read those of older keys)."""
 
@@ -171,7 +182,7 @@ class SecretBox:
             raise MdmError(
                 "a stored secret cannot be decrypted with this key: set MDM_SECRET_KEY (or [core] secret_key, or the key file "
                 "under var/) to the key used when it was stored (see `mdm secrets status`); if that key is lost, enter each "
-                "token again with `mdm vpp account set NAME --token-file FILE`"
+                f"token again with {token_again(None)}"
             ) from None
 
     def can_decrypt(self, ciphertext: str) -> bool:

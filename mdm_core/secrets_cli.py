@@ -112,6 +112,18 @@ def key_reads(host: Host, rows: list[tuple[Any, tuple[Any, ...], str]]) -> tuple
     return current, sum(1 for _, _, c in rows if box.can_decrypt(c))
 
 
+def key_reads_none(host: Host) -> bool:
+    """Whether secrets are stored and this host's key (if any) reads none of them: a token is
+    then stored again only with ``--key-lost`` (:func:`refuse_wrong_key`). Creates nothing."""
+    rows = _ciphertexts(host, read_only=True)
+    if not rows:
+        return False
+    try:
+        return not key_reads(host, rows)[1]
+    except MdmError:  # no key at all (its file missing): the new one will read none
+        return True
+
+
 def refuse_wrong_key(host: Host, if_lost: str) -> None:
     """Refuse to store a secret with a key that reads none of the stored ones (there are some):
     a wrong key file restored, whose secret would be unreadable once the right key is back.
@@ -202,10 +214,12 @@ def _unreadable(host: Host, column: Any, key: tuple[Any, ...]) -> MdmError:
             name = None
         if name is not None:
             where = f"'{name}', {where}"
+    from mdm_core.secrets import token_again
+
     return MdmError(
         f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
         "re-encrypted; restore the key it was stored with (see `mdm secrets status`), or enter it again "
-        "(mdm vpp account set NAME --token-file FILE)"
+        f"({token_again(key_reads_none(host))})"
     )
 
 
@@ -223,7 +237,7 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
     """``mdm secrets new-key``"""
     from cryptography.fernet import Fernet
 
-    from mdm_core.secrets import KEY_FILE_NAME, write_key_file
+    from mdm_core.secrets import KEY_FILE_NAME, token_again, write_key_file
 
     source = host.secret_key_source()
     path = host.config.var_dir / KEY_FILE_NAME
@@ -235,8 +249,8 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
             f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)"
             if not unreadable
             else f"the key file {path} exists but does not read {unreadable} stored secret(s): restore the key they were stored with "
-            "(see `mdm secrets status`); if it is lost, enter each token again with `mdm vpp account set NAME --token-file FILE` "
-            "(--key-lost for the first), which this key then encrypts"
+            f"(see `mdm secrets status`); if it is lost, enter each token again with {token_again(key_reads_none(host))}, "
+            "which this key then encrypts"
         )
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
     stored = host.stored_secrets()
@@ -244,7 +258,7 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
         f"created a new key in {path}; back it up"
         + (
             f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
-            "`mdm vpp account set NAME --token-file FILE` (--key-lost for the first; see `mdm vpp account list`)"
+            f"{token_again(True)} (see `mdm vpp account list`)"  # the new key reads none of them
             if stored
             else ""
         )

@@ -593,10 +593,15 @@ def _remove(host: Host, session: Session, name: str) -> None:
     session.delete(account)
 
 
-UNREADABLE_ACTION = (
-    "the stored token cannot be decrypted with this host's secret key: restore the key it was stored with "
-    "(var/secret.key or MDM_SECRET_KEY), or enter the token again: mdm vpp account set NAME --token-file FILE"
-)
+def unreadable_action(name: str, key_lost: bool) -> str:
+    """What to do about an account whose stored token this host's key cannot decrypt; the
+    command names --key-lost when ``key_lost`` (the key reads none of the stored secrets)."""
+    from mdm_core.secrets import token_again
+
+    return (
+        "the stored token cannot be decrypted with this host's secret key: restore the key it was stored with "
+        f"(var/secret.key or MDM_SECRET_KEY), or enter the token again: {token_again(key_lost, name)}"
+    )
 
 
 def list_accounts(host: Host) -> list[Account]:
@@ -631,12 +636,21 @@ def describe_accounts(host: Host, accounts: Iterable[VppAccount]) -> list[Accoun
 
 def _described(host: Host, accounts: Iterable[VppAccount]) -> list[tuple[Account, str | None]]:
     """Each account described with its token's action, and its notifications' (or None)."""
+    from mdm_core.secrets_cli import key_reads_none
+
     from .notifications import configure
 
     readable = token_readability(host)
+    lost: list[bool] = []  # asked at the first unreadable token, once
+
+    def key_lost() -> bool:
+        if not lost:
+            lost.append(key_reads_none(host))
+        return lost[0]
+
     rows = []
     for account in accounts:
-        row = describe_readable(account, readable)
+        row = describe_readable(account, readable, key_lost)
         notice = configure.misdirected(host, account)
         if notice:
             row["notifications"] = "misdirected"
@@ -669,13 +683,14 @@ def token_readability(host: Host) -> Callable[[VppAccount], bool]:
     return readable
 
 
-def describe_readable(account: VppAccount, readable: Callable[[VppAccount], bool]) -> Account:
-    """:func:`describe_account`, saying ``unreadable`` when this host cannot decrypt the token."""
+def describe_readable(account: VppAccount, readable: Callable[[VppAccount], bool], key_lost: Callable[[], bool]) -> Account:
+    """:func:`describe_account`, saying ``unreadable`` when this host cannot decrypt the token
+    (``key_lost``: whether its key reads none of the stored secrets, :func:`unreadable_action`)."""
     row = describe_account(account)
     if not readable(account):
         row["token_state"] = "unreadable"
         row["token_status"] = "unreadable (wrong or missing secret key)"
-        row["action"] = UNREADABLE_ACTION.replace("NAME", account.name)
+        row["action"] = unreadable_action(account.name, key_lost())
     return row
 
 

@@ -49,7 +49,7 @@ ACTIONS = {
     "then mdm vpp account set NAME --token-file NEW.vpptoken --take-over (or remove the account)",
 }
 
-#: The commands of that advice (and of ``accounts.UNREADABLE_ACTION``) as the console says them,
+#: The commands of that advice (and of ``accounts.unreadable_action``) as the console says them,
 #: where the token is renewed by uploading it with Renew token, and as the API does (``PATCH``
 #: the account with the token's text, ``\1`` its name), in ``web.add_wording``'s (cli, console,
 #: api) triples.
@@ -82,7 +82,13 @@ WORDING = [
         f": download a new .vpptoken from Apple School/Business Manager and {API_UPLOAD}",
     ),
     (
-        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: mdm vpp account set (\S+) --token-file FILE",
+        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: "
+        r"`mdm vpp account set (\S+) --token-file FILE --key-lost`",
+        f"{KEY}, or {ON_THE_HOST} upload each other token again with Renew token",
+        f'{KEY}, or {ON_THE_HOST} send each other token\'s text as "token" in PATCH /api/v1/vpp/accounts/NAME',
+    ),
+    (
+        r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: `mdm vpp account set (\S+) --token-file FILE`",
         f"{KEY}, or upload the token again with Renew token",
         f"{KEY}, or {API_UPLOAD.replace('its text', 'the token again')}",
     ),

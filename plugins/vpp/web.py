@@ -111,6 +111,11 @@ WORDING = [
     ),
     (r"--token-file and --take-over", f"{RENEW}, confirming the take-over", 'PATCH with "token" and "take_over": true'),
     (r"(?:add|run this again with) --take-over", "confirm the take-over", 'send this again with "take_over": true'),
+    (  # the key lost (the host's --key-lost, which the console cannot give), then the other tokens
+        r"`mdm vpp account set (\S+) --token-file FILE --key-lost`",
+        f"the first on the host's command line (mdm vpp account set \\1 ... --key-lost), the others with {RENEW}",
+        f"the first on the host's command line (mdm vpp account set \\1 ... --key-lost), the others with {API_RENEW}",
+    ),
     (r"`?mdm vpp account set (\S+) --token-file [^\s`]+`?", RENEW, API_RENEW),  # the colon after its backtick stays
     (
         r"`mdm vpp account set (\S+) --interval SECONDS`",

@@ -26,7 +26,9 @@ def test_wrong_key_is_one_line_mdm_error():
         SecretBox("wrong").decrypt(token)
     assert "\n" not in str(info.value) and "MDM_SECRET_KEY" in str(info.value)
     # the command that re-enters a token (was: "add the token again", which `mdm vpp account add` refuses for an existing account)
-    assert str(info.value).endswith("enter each token again with `mdm vpp account set NAME --token-file FILE`")
+    assert str(info.value).endswith(
+        "enter each token again with `mdm vpp account set NAME --token-file FILE` (with --key-lost while the key reads none of the stored secrets)"
+    )
     with pytest.raises(MdmError):
         SecretBox("right").decrypt("not a token at all")
 

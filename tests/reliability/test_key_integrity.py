@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,7 @@ def test_a_wrong_key_file_whose_right_key_is_lost_leads_to_tokens_entered_again(
     code, out, err = mdm("secrets", "new-key")
     assert code == 1 and err.count("\n") == 1 and f"the key file {key_file} exists but does not read 1 stored secret(s)" in err, err
     assert "mdm secrets rotate" not in err  # was: run `mdm secrets rotate`, which refuses
-    assert "mdm vpp account set NAME --token-file FILE` (--key-lost for the first)" in err
+    assert "`mdm vpp account set NAME --token-file FILE --key-lost`" in err  # the key reads none: the plain command is refused
     token = small_sim.write_token(project_dir / "renewed.vpptoken")
     assert mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")[0] == 0
     assert mdm("secrets", "status")[0] == 0 and mdm("secrets", "rotate")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
@@ -413,3 +414,31 @@ def test_a_token_is_not_stored_with_a_key_that_reads_none_of_the_stored_ones(
     assert mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")[0] == 0
     assert mdm("secrets", "status")[0] == 0 and mdm("vpp", "sync", "school")[0] == 0
     count_figure("key_cases")
+
+
+def _advised(text: str) -> list[str]:
+    """The arguments of the `mdm vpp account set ...` command that ``text`` advises."""
+    match = re.search(r"`mdm (vpp account set [^`]+)`", text)
+    assert match, text
+    return match.group(1).split()
+
+
+def test_every_advice_to_enter_a_token_again_after_a_lost_key_names_the_command_that_works(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    """After `mdm secrets new-key` the new key reads none of the stored tokens, so storing one
+    again needs --key-lost; the missing key's message, new-key's and the unreadable account's
+    action in `mdm vpp account list` gave the plain command, which is refused."""
+    _add(mdm, small_sim, project_dir, "school")
+    (project_dir / "var" / "secret.key").unlink()
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code != 0 and "is missing" in out + err and _advised(out + err) == ["vpp", "account", "set", "NAME", "--token-file", "FILE", "--key-lost"], err
+    code, out, err = mdm("secrets", "new-key")
+    assert code == 0 and _advised(out)[-1] == "--key-lost", out
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 1 and _advised(err)[-1] == "--key-lost", err
+    (account,) = json.loads(mdm("vpp", "account", "list", "--json")[1])
+    advised = _advised(account["action"])
+    assert advised == ["vpp", "account", "set", "school", "--token-file", "FILE", "--key-lost"], account["action"]
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    code, out, err = mdm(*(str(token) if word == "FILE" else word for word in advised))  # the advice, followed, works
+    assert code == 0, err
+    assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["token_state"] == "valid"

@@ -435,3 +435,19 @@ def test_an_unknown_account_on_a_host_without_any_says_how_to_add_one_in_each_su
     for path in ("/api/v1/vpp/assets?account=school", "/api/v1/vpp/accounts/school"):
         error = client.get(path, headers=headers).json()["error"]
         assert error == "no VPP account named 'school' (add one with POST /api/v1/vpp/accounts)", error
+
+
+def test_entering_a_token_again_after_a_lost_key_is_the_hosts_key_lost_in_the_console_and_the_api() -> None:
+    """The advice naming --key-lost (the key reads none of the stored tokens) is the host's
+    command line for the first token there, never a Renew token the key refuses, nor a stray flag."""
+    from mdm_core.secrets import token_again
+    from mdm_core.web.wording import CORE, Rewording, reword
+    from plugins.vpp.accounts import unreadable_action
+    from plugins.vpp.web import WORDING
+
+    rules = [Rewording(re.compile(cli), said, said) for cli, said in CORE] + [Rewording(re.compile(c), s, a) for c, s, a in WORDING]
+    for text in (unreadable_action("school", True), f"run `mdm secrets new-key`, then enter each token again with {token_again(True)}"):
+        for surface in ("console", "api"):
+            said = reword(text, rules, surface)
+            assert "--token-file" not in said and "`" not in said.partition("new-key`")[2], said
+            assert "on the host's command line" in said and "--key-lost)" in said, said
