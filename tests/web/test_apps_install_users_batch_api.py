@@ -160,3 +160,20 @@ def test_apple_refusing_the_batch_says_so_for_each_student_and_queues_nothing(ma
         rows = list(session.exec(select(Install)))
     assert sorted((r.target, r.status, r.command_uuids) for r in rows) == [(kid, "failed", []) for kid in STUDENTS[:3]]
     assert "9709" in (rows[0].error or "")
+
+
+def test_a_refused_batch_still_says_which_devices_of_a_student_were_skipped(make_host: Any, database_url: str, class_sim: Any, project_dir: Any) -> None:
+    """A student with a Mac and an iPad, an iOS-only app, too few licenses: the refusal dropped
+    the student's other lines, so the answer never said the Mac was skipped; now it does."""
+    from mdm_core.web.app import create_app
+
+    adam_id, _ = class_sim.purchase(count=3)  # iOS only
+    host = _school(make_host, database_url, class_sim, project_dir)
+    add_device(host, "KIDMAC00000", "macOS", owner="kid-0")
+    with TestClient(create_app(host)) as client:
+        refused = client.post(f"/api/v1/apps/{adam_id}/install", headers=token_for(host, "admin"), json={"users": STUDENTS})
+        assert refused.status_code == 409, refused.text
+        results = [(r["target"], r["status"]) for r in refused.json()["results"]]
+        assert results == [*[(kid, "refused") for kid in STUDENTS], ("KIDMAC00000", "skipped")]
+        mac = next(r for r in refused.json()["results"] if r["target"] == "KIDMAC00000")
+        assert "platform mismatch: the device runs macOS" in mac["message"]

@@ -415,8 +415,7 @@ def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: floa
     if needed and refusal is not None:
         for user in needed:
             if counted:
-                first.add(user, "refused", refusal)
-                blocks[user].lines = []
+                first.add(user, "refused", refusal)  # its skipped devices still said in its block
             else:
                 blocks[user].add(user, "refused", refusal)
             del targets[user]
