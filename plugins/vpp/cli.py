@@ -332,8 +332,13 @@ def _show_reports(args: argparse.Namespace, reports: list[Any]) -> None:
     if args.json:
         print_json(reports)
         return
-    for report in reports:
-        (say if report["status"] == "ok" else print)(format_report(report))
+    import sys
+
+    for report in reports:  # results on stdout, an account's error on stderr
+        if report["status"] == "ok":
+            say(format_report(report))
+        else:
+            print(format_report(report), file=sys.stderr, flush=True)
 
 
 def _runs(host: Host, args: argparse.Namespace) -> int:

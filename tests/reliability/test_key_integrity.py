@@ -65,6 +65,22 @@ def test_a_missing_key_file_is_never_replaced_while_secrets_exist(mdm: MdmRunner
     count_figure("key_cases")
 
 
+def test_a_sync_that_fails_says_so_on_stderr_for_each_account(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
+    """`mdm vpp sync` printed an account's error line ("school: error: ... is missing") on stdout,
+    with the results; errors go to stderr, one line per account (named or all), stdout stays empty."""
+    _add(mdm, small_sim, project_dir, "school")
+    code, out, err = mdm("vpp", "sync", "school")
+    assert code == 0 and out.startswith("school: ") and " sync ok " in out and not err, (out, err)
+    key_file = project_dir / "var" / "secret.key"
+    key_file.unlink()
+    for args in (("vpp", "sync", "school"), ("vpp", "sync")):
+        code, out, err = mdm(*args)
+        assert code == 1 and out == "", (args, out, err)
+        lines = err.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["school"], err
+        assert all(f"the secret key file {key_file} is missing" in line for line in lines), err
+
+
 def test_secrets_status_on_a_fresh_database_creates_nothing(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
     key_file = project_dir / "var" / "secret.key"
     code, out, err = mdm("secrets", "status")

@@ -64,7 +64,7 @@ def test_demo_and_failing_syncs_never_show_the_token(
     outputs: list[str] = []
     small_sim.revoke_token()
     code, out, err = cli_env("-vv", "vpp", "sync", "school")
-    assert code == 1 and "revoked" in out
+    assert code == 1 and "revoked" in err and "revoked" not in out
     outputs += [out, err]
     small_sim.restore_token()
     small_sim.faults.add("malformed_json", endpoint="assets", body=f'{{"errorMessage": "bad {small_sim.token} {inner_token(small_sim.token)}"')
@@ -149,8 +149,8 @@ def test_database_copied_without_the_key(
     code = main(["--config", str(elsewhere / "mdm.toml"), "vpp", "sync", "school"])
     out, err = capsys.readouterr()
     assert code == 1 and "cannot be decrypted" in out + err
-    # one line on stdout (the sync report), and the error is not printed again as a log line
-    assert len(out.strip().splitlines()) == 1 and err == ""
+    # one line on stderr (the sync report), and the error is not printed again as a log line
+    assert out == "" and len(err.strip().splitlines()) == 1
     _assert_absent(small_sim.token, out, err)
 
 

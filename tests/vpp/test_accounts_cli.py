@@ -122,8 +122,8 @@ def test_a_location_another_mdm_claimed_names_the_account_in_the_command_that_ta
     assert cli("vpp", "account", "add", "sim", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     simulator.claim_by_other_mdm(name="RivalMDM", metadata="rival.example.com")
     advice = "then take the location back with `mdm vpp account set sim --token-file FILE --take-over`"
-    code, out, _ = cli("vpp", "sync", "sim")
-    assert code == 1 and out.startswith("sim: error:") and out.rstrip().endswith(advice), out
+    code, out, err = cli("vpp", "sync", "sim")
+    assert code == 1 and out == "" and err.startswith("sim: error:") and err.rstrip().endswith(advice), (out, err)
     code, out, _ = cli("vpp", "account", "list", "--json")
     [account] = json.loads(out)
     assert code == 0 and account["last_sync_result"].endswith(advice), account
@@ -226,8 +226,8 @@ def test_sync_error_exit_code(plain_host: Any, cli: Any, simulator: Any, token_f
     assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     simulator.faults.add("server_error", endpoint="assets", retry_after=0)
     code, out, err = cli("vpp", "sync")
-    assert code == 1
-    assert out.startswith("school: error:") and len(out.strip().splitlines()) == 1
+    assert code == 1 and out == ""  # errors on stderr, results on stdout
+    assert err.startswith("school: error:") and len(err.strip().splitlines()) == 1
 
 
 def test_token_never_in_output_logs_or_database(

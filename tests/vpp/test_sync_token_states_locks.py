@@ -138,7 +138,7 @@ def test_second_trigger_while_locked(synced: Any, cli: Any) -> None:
         report = sync_account(synced, "school")
         assert report["status"] == "already running"
         code, out, err = cli("vpp", "sync", "school")
-        assert code == 1 and "already running" in out
+        assert code == 1 and out == "" and "already running" in err
     finally:
         lock.release()
     assert sync_account(synced, "school")["status"] == "ok"
