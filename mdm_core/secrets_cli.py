@@ -244,12 +244,13 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
     if source != "key file":
         raise MdmError(f"the key comes from {source}: give it a new value there instead")
     if path.exists():
-        unreadable = status(host)["unreadable"]
+        info = status(host)
+        unreadable = info["unreadable"]
         raise MdmError(
             f"the key file {path} exists: to replace its key, run `mdm secrets rotate` (which keeps the secrets readable)"
             if not unreadable
             else f"the key file {path} exists but does not read {unreadable} stored secret(s): restore the key they were stored with "
-            f"(see `mdm secrets status`); if it is lost, enter each token again with {token_again(key_reads_none(host))}, "
+            f"(see `mdm secrets status`); if it is lost, enter each token again with {token_again(unreadable == info['secrets'])}, "
             "which this key then encrypts"
         )
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
