@@ -116,11 +116,12 @@ def page_router() -> APIRouter:
 
     @router.get("/alerts")
     def alerts(request: Request, status: str = "", after: str | None = None) -> Response:
+        from .channels import configured_channels
         from .settings import settings
 
         host = host_of(request)
         found = alerts_page(host, status or None, PAGE_SIZE, after)
-        channels = bool(settings(host).email_to or settings(host).webhooks)  # none: the alerts were sent to nobody
+        channels = bool(configured_channels(settings(host), host.config))  # none: the alerts were sent to nobody
         context = {"alerts": found, "status": status, "statuses": _statuses(), "first": not after, "field_text": field_text, "channels": channels}
         return render(request, "alerts/alerts.html", context)
 
