@@ -195,7 +195,7 @@ def install(host: Host, selector: str, *, serials: list[str] | None = None, user
     """``mdm apps install``: device licenses for ``serials``, or a user license for ``user``."""
     asset, wait_for = _prepare(host, selector, wait)
     if user is not None:
-        return _install_for_users(host, asset, [user.strip()], wait_for, counted=False)
+        return _install_for_user(host, asset, user.strip(), wait_for)
     return _install_on_devices(host, asset, _serials(asset, serials), wait_for)
 
 
@@ -356,15 +356,14 @@ class _UserPlan:
     needed: list[str]
 
 
-def _install_for_users(host: Host, asset: Asset, users: list[str], wait: float, *, counted: bool) -> Outcome:
-    """Install ``asset`` for ``users`` (each once): a block of lines per user, in their order;
-    ``counted``: a shortage of licenses is said with the number needed, its refusals first (the
-    API's batch), else in the user's block after its skipped devices (``mdm apps install --user``)."""
-    plan = _plan_users(host, asset, users)
+def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outcome:
+    """``mdm apps install --user``: a shortage of licenses is said without the number needed,
+    in the user's block after its skipped devices (the API's batch: :func:`install_batch`)."""
+    plan = _plan_users(host, asset, [user])
     refusal = _short(asset, len(plan.needed))
-    if refusal is not None and not counted:
+    if refusal is not None:
         refusal = wording.not_enough_licenses(0, asset.account, asset.adam_id)
-    return _license_users_planned(host, asset, plan, wait, refusal, counted=counted)
+    return _license_users_planned(host, asset, plan, wait, refusal, counted=False)
 
 
 def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
