@@ -485,15 +485,16 @@ class ReclaimPlan:
     @property
     def rows(self) -> list[dict[str, Any]]:
         """Each license with its ``status``: ``reclaimable`` or ``irrevocable`` (``--dry-run``)."""
-        return [
-            {**lic, "status": "irrevocable" if (lic["account"], lic["adamId"], lic["pricingParam"]) in self.irrevocable else "reclaimable"}
-            for lic in self.licenses
-        ]
+        return [{**lic, "status": "irrevocable" if self._kept(lic) else "reclaimable"} for lic in self.licenses]
+
+    def _kept(self, lic: License) -> bool:
+        """Whether the license's asset is irrevocable."""
+        return (lic["account"], lic["adamId"], lic["pricingParam"]) in self.irrevocable
 
     @property
     def kept(self) -> int:
         """How many licenses are irrevocable: listed, never reclaimed."""
-        return sum(1 for row in self.rows if row["status"] == "irrevocable")
+        return sum(1 for lic in self.licenses if self._kept(lic))
 
     @property
     def question(self) -> str | None:
