@@ -70,12 +70,6 @@ def run_is_forced() -> bool:
     return _FORCED.get()
 
 
-def caller_tells() -> bool:
-    """Whether the job running in this context is run by a caller that tells its failure itself
-    (``mdm jobs run``): the job logs its own failure at info level, not as an error."""
-    return _CALLER_TELLS.get()
-
-
 @contextmanager
 def _caller_tells() -> Iterator[None]:
     """Jobs run on this thread meanwhile log their failure at info level: the caller tells it."""
