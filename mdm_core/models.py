@@ -98,8 +98,9 @@ class OutboxEvent(SQLModel, table=True):
     """An event written in the transaction of the change it describes, delivered after commit."""
 
     __tablename__ = "core_event"
-    #: pages 45% full on PostgreSQL (core migration 0005): a claim's new row versions stay in their page, no index written
-    __table_args__ = (Index("ix_core_event_pending", "delivered_at", "seq"), {"postgresql_with": {"fillfactor": 45}})
+    #: pages 45% full on PostgreSQL (core migration 0005): a claim's new row versions stay in their page, no index written;
+    #: a seq deleted is never given again on SQLite (core migration 0009): the API's events cursor holds one
+    __table_args__ = (Index("ix_core_event_pending", "delivered_at", "seq"), {"postgresql_with": {"fillfactor": 45}, "sqlite_autoincrement": True})
 
     seq: int | None = Field(default=None, primary_key=True)
     id: str = Field(max_length=36, unique=True)

@@ -1,7 +1,8 @@
 """Ids that leave the database are never given again once their row is deleted (SQLite
 AUTOINCREMENT; PostgreSQL's sequences never go back): a failed delivery's (`mdm events redeliver
 ID`, deleted once delivered), an alert's (`mdm alerts retry ID`, deleted past its retention),
-an application's (/apps/ID, deleted when a renamed account's replaces it). Each migration runs on
+an application's (/apps/ID, deleted when a renamed account's replaces it), an event's seq (the
+``GET /api/v1/events`` cursor, deleted past its retention). Each migration runs on
 a database holding rows, on SQLite and PostgreSQL; the VPP accounts' and runs' are in
 tests/vpp/test_ids_never_reused.py."""
 
@@ -24,6 +25,12 @@ CASES: dict[str, tuple[str, str, str, dict[str, str]]] = {
         "0007",
         "core: applied 0008 (failure ids never reused",
         {"event_id": "'e{id}'", "event_name": "'vpp_sync_finished'", "plugin": "'alerts'", "error": "'boom'", "at": AT, "attempts": "1", "status": "'failed'"},
+    ),
+    "core_event": (
+        "core",
+        "0008",
+        "core: applied 0009 (event seq never reused",
+        {"id": "'e{id}'", "name": "'device_enrolled'", "payload": "'{{}}'", "created_at": AT, "delivered_at": AT},
     ),
     "alerts_message": (
         "alerts",
@@ -65,6 +72,8 @@ CASES: dict[str, tuple[str, str, str, dict[str, str]]] = {
         },
     ),
 }
+#: the key a table's rows are named by, where it is not ``id``
+KEY = {"core_event": "seq"}
 DELIVERY = (
     "INSERT INTO alerts_delivery (id, message_id, channel, status, attempts, next_attempt_at, updated_at)"
     f" VALUES ({{id}}, {{id}}, 'email', 'failed', 3, {AT}, {AT})"
@@ -72,8 +81,8 @@ DELIVERY = (
 
 
 def _insert(table: str, row: dict[str, str], id_: int | None) -> str:
-    """The INSERT of ``row`` (its values formatted with ``id_``): with that id, else without one."""
-    values = {**({"id": str(id_)} if id_ is not None else {}), **{k: v.format(id=id_ or 9) for k, v in row.items()}}
+    """The INSERT of ``row`` (its values formatted with ``id_``): with that id as its key, else without one."""
+    values = {**({KEY.get(table, "id"): str(id_)} if id_ is not None else {}), **{k: v.format(id=id_ or 9) for k, v in row.items()}}
     return f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join(values.values())})"
 
 
@@ -86,22 +95,25 @@ def test_the_migration_keeps_the_rows_and_a_deleted_id_is_never_given_again(
     upgraded, both are kept with their ids (and deliveries); the newest deleted (its delivery
     with it), the next row gets id 3, not 2."""
     history, before, applied, row = CASES[table]
+    key = KEY.get(table, "id")
     url = str(request.getfixturevalue("pg_url")) if dialect == "postgresql" else None
     rows = [_insert(table, row, n) for n in (1, 2)]
     rows += [DELIVERY.format(id=n) for n in (1, 2)] if table == "alerts_message" else []
     if url:  # the rows' ids were given, not drawn: the sequence as drawing them would leave it
-        rows.append(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 2)")
+        rows.append(f"SELECT setval(pg_get_serial_sequence('{table}', '{key}'), 2)")
     mdm = _database_at(project_dir, monkeypatch, capsys, {history: before}, rows, url=url)
-    [ids, deliveries] = _upgrade_then_query(mdm, applied, f"SELECT id FROM {table} ORDER BY id", "SELECT message_id FROM alerts_delivery ORDER BY id", url=url)
+    [ids, deliveries] = _upgrade_then_query(
+        mdm, applied, f"SELECT {key} FROM {table} ORDER BY {key}", "SELECT message_id FROM alerts_delivery ORDER BY id", url=url
+    )
     assert ids == [(1,), (2,)]
     assert deliveries == ([(1,), (2,)] if table == "alerts_message" else [])
     host = create_host(mdm.conf)
     try:
         with host.db.engine.begin() as conn:
-            conn.execute(text(f"DELETE FROM {table} WHERE id = 2"))
+            conn.execute(text(f"DELETE FROM {table} WHERE {key} = 2"))
             conn.execute(text(_insert(table, row, None)))
         with host.db.engine.connect() as conn:
-            assert list(conn.execute(text(f"SELECT id FROM {table} ORDER BY id")).scalars()) == [1, 3], "the deleted row's id was given again"
+            assert list(conn.execute(text(f"SELECT {key} FROM {table} ORDER BY {key}")).scalars()) == [1, 3], "the deleted row's id was given again"
             assert list(conn.execute(text("SELECT message_id FROM alerts_delivery")).scalars()) == ([1] if table == "alerts_message" else [])
     finally:
         host.close()

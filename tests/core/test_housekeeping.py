@@ -232,6 +232,28 @@ def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], data
         assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 0
 
 
+def test_events_recorded_after_every_event_was_deleted_come_after_a_cursor_held_from_before(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """An API client paging ``GET /api/v1/events`` (newest first) holds the cursor after the
+    newest event; housekeeping deletes every event; the events recorded then are newer: they are
+    the first page's, never the held cursor's next page (SQLite gave their seqs again: the client
+    was answered new events as older ones and missed them at the top)."""
+    from mdm_core.web.core_routes import events_page
+
+    host = make_host(database_url=database_url)
+    old = [event(days_ago(40)) for _ in range(2)]
+    for row in old:
+        add(host, row)
+    held = events_page(host, "device_enrolled", 1, None)
+    assert [e["id"] for e in held.items] == [old[1].id]
+    assert housekeeping(host, NOW)["core_event"] == 2
+    new = [event(None) for _ in range(3)]
+    for row in new:
+        add(host, row)
+    assert events_page(host, "device_enrolled", 10, held.next_cursor).items == [], "events recorded after the cursor was given were answered as older ones"
+    assert [e["id"] for e in events_page(host, "device_enrolled", 10, None).items] == [e.id for e in reversed(new)]
+    assert min(ids(host, OutboxEvent.seq)) > max(e.seq or 0 for e in old), "a deleted event's seq was given again"
+
+
 def test_mdm_jobs_run_says_what_it_deleted_and_the_next_run_is_a_day_later(mdm: Any, project_dir: Path) -> None:
     with freeze_time(NOW) as frozen:
         code, out, err = mdm("jobs", "run", "core.housekeeping")
