@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
 if TYPE_CHECKING:
     from mdm_core.cluster import Cluster
+    from mdm_core.db.migrate import Step
 
 log = logging.getLogger(__name__)
 RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s loop (then the scheduler's turn)
@@ -94,16 +95,27 @@ class Host:
             message += f" ({self.database_source})"
         print(f"mdm: {message}", file=sys.stderr, flush=True)
 
-    def upgrade_database(self) -> list[Any]:
-        """Apply pending migrations (``[core] auto_upgrade`` at ``mdm run``); returns the steps.
-        Refused while another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
+    def upgrade_database(self, on_step: Callable[[Step], None] | None = None, notify: Callable[[str], None] | None = None) -> list[Step]:
+        """Apply pending migrations (``mdm db upgrade``; ``[core] auto_upgrade`` at ``mdm run``),
+        each step told to ``on_step`` as it is applied, then a new database (or plugins' first
+        tables) told to ``notify`` (``migrate.created_note``); returns the steps. Refused while
+        another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
         from mdm_core.cluster import refuse_upgrade_while_running
-        from mdm_core.db.migrate import History, ensure_current, order, read_states
+        from mdm_core.db.migrate import History, created_note, order, read_states, upgrade
 
-        if not self.unchecked_db.is_new_file:
-            refuse_upgrade_while_running(self.unchecked_db, read_states(self.unchecked_db, [History(s) for s in order(self.migration_sets())]))
-        steps = ensure_current(self.unchecked_db, self.migration_sets(), upgrade_if_behind=True, notify=self._notify_database)
-        self.__dict__["db"] = self.unchecked_db
+        db, sets = self.unchecked_db, self.migration_sets()
+        new_file = db.is_new_file
+        histories = [History(s) for s in order(sets)]
+        states = read_states(db, histories)
+        steps: list[Step] = []
+        if not all(s.state == "current" for s in states):
+            if not new_file:
+                refuse_upgrade_while_running(db, states)
+            steps = upgrade(db, sets, histories=histories, on_step=on_step)
+        note = created_note(db, states, new_file) if steps else None
+        if note and notify is not None:
+            notify(note)
+        self.__dict__["db"] = db
         return steps
 
     @cached_property
@@ -327,8 +339,7 @@ class Host:
         left in the outbox, deliver again the events of subscribers that failed and whose turn
         has come or that waited for a start (a plugin enabled again), and call ``mdm_startup``."""
         if self.config.core.auto_upgrade and "db" not in self.__dict__:
-            for step in self.upgrade_database():
-                log.warning("database upgraded: %s", step.describe())
+            self.upgrade_database(on_step=lambda step: log.warning("database upgraded: %s", step.describe()), notify=self._notify_database)
         _ = self.db
         self.deliver_events()
         self._retry_failed_deliveries(at_start=True)

@@ -8,6 +8,7 @@ there). Each test runs on SQLite, and on PostgreSQL when ``MDM_TEST_POSTGRES_URL
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,6 +242,24 @@ def test_a_release_0_1_0_database_is_recognised_upgraded_and_keeps_every_row(
     assert code == 0, err
     code, out, _ = mdm("devices", "list", "--json")
     assert len(json.loads(out)) == len(rows["core_device"]) + 1
+
+
+def test_mdm_run_with_auto_upgrade_says_the_upgrade_of_a_release_0_1_0_database_step_by_step(
+    database_url: str, make_host: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mdm run` with auto_upgrade on a 0.1.0 database: each step logged as it is applied, the
+    0.1.0 tables adopted first; it said "created the tables of alerts, web (first use on this
+    database)" before any of them, as if nothing else had been upgraded."""
+    build_release_0_1_0(database_url)
+    host = make_host(database_url=database_url, config="[core]\nauto_upgrade = true\n")
+    with caplog.at_level(logging.WARNING, logger="mdm_core.host"):
+        host.start()
+    host.shutdown()
+    said = [r.getMessage() for r in caplog.records if r.name == "mdm_core.host"]
+    assert said[0] == "database upgraded: core: existing tables match 0001 (release 0.1.0 schema): recorded as applied"
+    assert any(line.startswith("database upgraded: alerts: applied 0001 (alerts tables") for line in said)
+    assert any(line.startswith("database upgraded: web: applied 0001 (admins") for line in said)
+    assert "created" not in capsys.readouterr().err
 
 
 def _password_file(project_dir: Path) -> Path:

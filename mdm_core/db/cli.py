@@ -72,15 +72,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def cmd_upgrade(host: Host, args: argparse.Namespace) -> int:
     """``mdm db upgrade``"""
-    from mdm_core.cluster import refuse_upgrade_while_running
-    from mdm_core.db.migrate import History, order, read_states, upgrade
-
     db = host.unchecked_db
     new_file = db.is_new_file
-    histories = [History(s) for s in order(host.migration_sets())]
-    if not new_file:
-        refuse_upgrade_while_running(db, read_states(db, histories))
-    steps = upgrade(db, host.migration_sets(), histories=histories, on_step=lambda step: say(step.describe()))
+    steps = host.upgrade_database(on_step=lambda step: say(step.describe()))
     if new_file and steps:
         say(f"created new database at {db.url.database}")
     say(f"database {db.describe()} is up to date" + ("" if steps else " (nothing to do)"))

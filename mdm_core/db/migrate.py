@@ -303,21 +303,14 @@ def ahead_message(states: Sequence[HistoryState]) -> str:
     )
 
 
-def ensure_current(
-    db: Database,
-    sets: Sequence[MigrationSet],
-    *,
-    upgrade_if_behind: bool = False,
-    notify: Callable[[str], None] | None = None,
-) -> list[Step]:
+def ensure_current(db: Database, sets: Sequence[MigrationSet], *, notify: Callable[[str], None] | None = None) -> list[Step]:
     """Check at start that the database is at this release's revisions, without the write lock.
 
     A new, empty database is created by running every migration, and so are the tables of a
     plugin used for the first time on this database (no version table, none of its tables);
-    ``notify`` says so. A database behind this release stops with ``SchemaBehind`` unless
-    ``upgrade_if_behind``; one ahead stops with ``SchemaAhead``.
+    ``notify`` says so. A database behind this release stops with ``SchemaBehind`` (``mdm db
+    upgrade``, ``Host.upgrade_database``); one ahead stops with ``SchemaAhead``.
     """
-    notify = notify or _to_stderr
     new_file = db.is_new_file
     histories = [History(s) for s in order(sets)]
     states = read_states(db, histories)
@@ -325,17 +318,30 @@ def ensure_current(
         raise SchemaAhead(ahead_message(states))
     if all(s.state == "current" for s in states):
         return []
-    if not upgrade_if_behind and any(s.state in ("behind", "unstamped") for s in states):
+    if any(s.state in ("behind", "unstamped") for s in states):
         raise SchemaBehind(behind_message(states))
     steps = upgrade(db, sets, histories=histories)
-    created = [s.name for s in states if s.state == "new"]
-    if steps and not db.in_memory:
-        where = db.url.database if db.is_sqlite else db.describe()
-        if len(created) == len(states):
-            notify(f"created new database at {where}" if new_file else f"created the tables in empty database {where}")
-        elif created:
-            notify(f"created the tables of {', '.join(created)} (first use on this database)")
+    note = created_note(db, states, new_file) if steps else None
+    if note:
+        (notify or _to_stderr)(note)
     return steps
+
+
+def created_note(db: Database, states: Sequence[HistoryState], new_file: bool) -> str | None:
+    """What to say once migrations ran from ``states``, said after their steps: a new database (or
+    the tables of an empty one), or the tables of plugins used for the first time (the others
+    current), with where, so that a mistyped path is noticed. None for an upgrade, whose steps
+    already say which tables they created (``alerts: applied 0001 (alerts tables ...)``), and
+    for an in-memory database."""
+    created = [s.name for s in states if s.state == "new"]
+    if not created or db.in_memory:
+        return None
+    where = db.url.database if db.is_sqlite else db.describe()
+    if len(created) == len(states):
+        return f"created new database at {where}" if new_file else f"created the tables in empty database {where}"
+    if all(s.state in ("new", "current") for s in states):
+        return f"created the tables of {', '.join(created)} (first use on this database)"
+    return None
 
 
 def _to_stderr(message: str) -> None:
