@@ -12,6 +12,7 @@ run again at the same time: it is shown as skipped, with who runs it, and does n
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError, one_line
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Run the named jobs (or every due one) once now, through the host's scheduler as `mdm run` does: "
         "the run is recorded in the job history (`mdm jobs`), the events it recorded are delivered. "
         "A job already running in another process or on another host is skipped (shown with who runs it; exit 0). "
-        "Exit 1 if a job failed, 2 for an unknown name (nothing runs).",
+        "A failed job's line goes to stderr. Exit 1 if a job failed, 2 for an unknown name (nothing runs).",
     )
     run.add_argument("names", nargs="*", metavar="NAME", help="jobs to run, in this order (`mdm jobs` lists them)")
     run.add_argument("--due", action="store_true", help="every job whose next run has come (what one turn of `mdm run` starts)")
@@ -127,7 +128,7 @@ def cmd_run(host: Host, args: argparse.Namespace) -> int:
 
 
 def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
-    """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), ``NAME: failed in 0.2s: ERROR``,
+    """``NAME: ok in 0.041s: done 1, pending 0`` (``-q`` silences it), ``NAME: failed in 0.2s: ERROR`` (stderr),
     or ``NAME: skipped: already running, held by process 12 on host-a since ...`` (``-q`` silences
     it under ``--due``, where a skip is routine; never for a job asked for by name)."""
     ints = [f"{k} {v}" for k, v in (row.get("result") or {}).items() if isinstance(v, int)]  # a Told's data is its line's
@@ -137,8 +138,8 @@ def _print_outcome(row: dict[str, Any], *, named: bool) -> None:
         (print if named else say)(line)
     elif row["status"] == "ok":
         say(f"{row['name']}: ok in {row['duration_s']}s" + (f": {counts}" if counts else ""))
-    else:
-        print(f"{row['name']}: failed in {row['duration_s']}s: {row['error']}")
+    else:  # on stderr, as `mdm vpp sync` says an account's failure: stdout keeps what went well
+        print(f"{row['name']}: failed in {row['duration_s']}s: {row['error']}", file=sys.stderr, flush=True)
 
 
 def _outcome(scheduler: HostScheduler, state: JobState) -> dict[str, Any]:

@@ -80,10 +80,10 @@ def test_failing_job_is_one_line_exit_1_and_recorded_as_a_failure(mdm, write_plu
     plug = _setup(mdm, write_plugin)
     code, out, err = mdm("jobs", "run", "demo.boom", "demo.ok")
     assert code == 1
-    lines = out.splitlines()
-    assert lines[0].startswith("demo.boom: failed in ") and lines[0].endswith("s: ValueError: feed unreachable retry later")
-    assert lines[1].startswith("demo.ok: ok in ") and len(lines) == 2  # the next job still ran, as the scheduler does
-    assert "feed unreachable" not in err  # told once
+    [failed] = err.splitlines()  # told once, on stderr (was: stdout, where a script reads what went well)
+    assert failed.startswith("demo.boom: failed in ") and failed.endswith("s: ValueError: feed unreachable retry later")
+    [ok] = out.splitlines()  # the next job still ran, as the scheduler does
+    assert ok.startswith("demo.ok: ok in ") and "feed unreachable" not in out
     assert plug.calls == ["boom", "ok"]
     history = _history(mdm)
     assert (history["demo.boom"].runs, history["demo.boom"].failures) == (1, 1)
@@ -95,8 +95,8 @@ def test_failing_job_is_one_line_exit_1_and_recorded_as_a_failure(mdm, write_plu
     assert said["demo.boom"] == "failed: ValueError: feed unreachable retry later" and said["demo.ok"] == "ok"
     rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
     assert rows["demo.boom"]["last_result"] == "failed: ValueError: feed unreachable retry later" and rows["demo.ok"]["last_result"] == "ok"
-    code, out, _ = mdm("-q", "jobs", "run", "demo.boom", "demo.ok")  # from cron: only the failure is printed
-    assert code == 1 and len(out.splitlines()) == 1 and out.startswith("demo.boom: failed")
+    code, out, err = mdm("-q", "jobs", "run", "demo.boom", "demo.ok")  # from cron: only the failure is printed
+    assert code == 1 and out == "" and len(err.splitlines()) == 1 and err.startswith("demo.boom: failed")
     assert (_history(mdm)["demo.boom"].runs, _history(mdm)["demo.boom"].failures) == (2, 2)
 
 

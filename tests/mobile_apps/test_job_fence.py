@@ -33,7 +33,7 @@ def _setup(make_host: Any, simulator: Any, project_dir: Path, database_url: str 
 
 
 def _assert_failed_turn(mdm: Callable[..., tuple[int, str, str]], job: str) -> None:
-    code, out, _ = mdm("jobs", "run", job)
+    code, _, out = mdm("jobs", "run", job)  # the failure is said on stderr
     lost = lost_message(job)
     assert code == 1 and out.startswith(f"{job}: failed in ") and lost in out, out
     assert out.rstrip().endswith(LOST_END) and out.count("\n") == 1

@@ -188,7 +188,7 @@ def test_the_job_fails_when_no_app_was_checked_and_says_how_many_were_not(setup,
     simulator.faults.add("server_error", endpoint="lookup")
     code, out, err = mdm("jobs", "run", "mobile_apps.updates")
     assert code == 1, out + err
-    [line] = out.splitlines()
+    [line] = err.splitlines()
     assert re.match(r"mobile_apps\.updates: failed in [\d.]+s: no app was checked for a new version: ", line), line
     assert "the lookup of all 10 app(s) failed (account school: cannot reach Apple" in line, line
     assert line.endswith("; fix what it says; checked again in 86400s, or now: mdm apps check-updates"), line

@@ -1,5 +1,5 @@
 """``mdm jobs run vpp.sync.NAME`` (a host run from cron) says what the sync did as ``mdm vpp
-sync`` does: its failure once (the job's line, not also a log line on stderr), its counts when
+sync`` does: its failure once on stderr (the job's line, not also a log line), its counts when
 it succeeds."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def test_a_failed_sync_is_told_once(make_host: Any, simulator: Any, project_dir:
     simulator.revoke_token()
 
     code, out, err = mdm("jobs", "run", "vpp.sync.school")
-    assert code == 1 and out.startswith("vpp.sync.school: failed in ") and "sync of school failed: " in out, (out, err)
-    assert len(out.splitlines()) == 1 and err == "", (out, err)
+    assert code == 1 and err.startswith("vpp.sync.school: failed in ") and "sync of school failed: " in err, (out, err)
+    assert len(err.splitlines()) == 1 and out == "", (out, err)  # was: on stdout, where `mdm vpp sync` says its failure on stderr
 
 
 def test_mdm_run_still_logs_a_failed_scheduled_sync(make_host: Any, simulator: Any, project_dir: Path, caplog: Any) -> None:
