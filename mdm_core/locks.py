@@ -95,6 +95,17 @@ def holder_is_dead(db: Database, holder: str) -> bool:
         return False
 
 
+def _session_alive(conn: Any) -> bool:
+    """Whether a kept PostgreSQL connection (and so every session lock on it) still lives."""
+    try:
+        conn.execute(text("SELECT 1"))
+        conn.commit()
+        return True
+    except Exception as exc:
+        log.debug("a kept database session has ended: %s", describe(exc))
+        return False
+
+
 def describe_holder(holder: str) -> str:
     """``process 1234 on host-a`` from a holder id (the id itself when it has another form)."""
     try:
@@ -155,6 +166,7 @@ class DbLock:
         self.generation: int | None = None
         self.busy: LockInfo | None = None  # the holder that made the last try fail
         self._pg_conn: Any = None
+        self._session_guard = threading.RLock()  # the heartbeat's refresh and the holder's release
 
     def __repr__(self) -> str:
         return f"DbLock({self.name!r}, holder={self.holder!r}, generation={self.generation})"
@@ -299,9 +311,11 @@ class DbLock:
 
     def refresh(self, *, outcome: str = "stopped with nothing written") -> None:
         """Push the expiry forward; ``LockLost`` at once if another holder has taken the lock
-        (its message ends with ``outcome``: what the holder does about it)."""
+        (its message ends with ``outcome``: what the holder does about it). On PostgreSQL, the
+        session advisory lock that tells others we are alive is taken again if its session ended."""
         if self.generation is None:
             raise LockLost(f"lock {self.name} is not held")
+        self._take_session_lock()
         with self._write_session() as session:
             result = session.execute(update(Lock).where(*self._ours()).values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
             session.commit()
@@ -359,9 +373,20 @@ class DbLock:
     def _take_session_lock(self) -> None:
         """On PostgreSQL: take the session advisory lock of our holder on a connection kept for
         as long as we hold the lock, so that others can tell when our session has ended
-        (:func:`holder_is_dead`)."""
-        if self.db.is_sqlite or self._pg_conn is not None:
+        (:func:`holder_is_dead`). A session that ended while we are alive (the server restarted,
+        a connection cut) took that lock with it, and every other host would count us gone for
+        as long as we live: it is taken again on a new connection (each :meth:`refresh` checks)."""
+        if self.db.is_sqlite:
             return
+        with self._session_guard:
+            if self._pg_conn is not None:
+                if _session_alive(self._pg_conn):
+                    return
+                log.warning("lock %s: its database session ended (a server restart, a cut connection): holding it on a new one", self.name)
+                self._drop_session_lock()
+            self._connect_session_lock()
+
+    def _connect_session_lock(self) -> None:
         conn = self.db.engine.connect()
         try:
             conn.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": _PG_HOLDER_CLASS, "k": _key(self.holder)})
@@ -372,7 +397,8 @@ class DbLock:
         self._pg_conn = conn
 
     def _drop_session_lock(self) -> None:
-        conn, self._pg_conn = self._pg_conn, None
+        with self._session_guard:
+            conn, self._pg_conn = self._pg_conn, None
         if conn is None:
             return
         try:
