@@ -42,13 +42,16 @@ log = logging.getLogger(__name__)
 #: (read by :func:`plugins.vpp.sync.run.sync_account` under the account's lock)
 SCHEDULED_AFTER: ContextVar[tuple[datetime | None] | None] = ContextVar("vpp_scheduled_after", default=None)
 _told: weakref.WeakKeyDictionary[HostScheduler, dict[str, str]] = weakref.WeakKeyDictionary()  # problems already logged
+_names: weakref.WeakKeyDictionary[HostScheduler, frozenset[str]] = weakref.WeakKeyDictionary()  # the accounts its plans were made with
 
 
 def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
     """Add, re-time or remove per-account jobs to match the accounts table (no restart needed).
 
     An account whose job cannot be scheduled (an interval stored before it was validated) is
-    logged and left out; the other accounts are scheduled as usual.
+    logged and left out; the other accounts are scheduled as usual. When accounts came or went
+    (added, removed, renamed), every job is planned again: the accounts' shares over the hosts
+    follow their names' order, so the accounts after that name may have changed owner.
     """
     with host.db.session() as session:
         accounts = {name: interval for name, interval in session.execute(select(col(VppAccount.name), col(VppAccount.interval_seconds)))}
@@ -64,6 +67,10 @@ def refresh_account_jobs(host: Host, scheduler: HostScheduler) -> None:
             told[name] = message
     for job in [j for j in scheduler.jobs if j.startswith(PREFIX) and j[len(PREFIX) :] not in accounts]:
         scheduler.remove(job)
+    names, before = frozenset(accounts), _names.get(scheduler)
+    _names[scheduler] = names
+    if before is not None and names != before:  # a new owner plans it when due, not a grace later
+        scheduler.replan()
 
 
 def last_sync(host: Host, name: str) -> tuple[datetime | None] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,40 @@ def test_the_survivor_syncs_the_dead_owners_account_when_mdm_jobs_says(school: A
             survivor.leave()
     finally:
         clock.stop()
+
+
+def test_a_host_given_an_account_by_a_removal_syncs_it_when_due(host: Host, monkeypatch: pytest.MonkeyPatch, project_dir: Path) -> None:
+    """The walk's case: the accounts are shared over the hosts in their names' order, so removing
+    one moved the accounts after it to other owners; their new owner kept the plan it made as a
+    non-owner and synced them half an interval late (a gap of 15 s in a 10 s interval)."""
+    from plugins.vpp.accounts import remove_account
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.testing import add_simulated_account
+
+    with ExitStack() as stack:
+        for i, name in enumerate(["alpha", "beta", "gamma"]):
+            sim = stack.enter_context(Simulator(seed=20 + i, assets=2, devices=3, users=2, page_size=5, async_delay=0))
+            add_simulated_account(host, sim, project_dir, name=name, interval=INTERVAL)
+        start = datetime.now(UTC).replace(microsecond=0)
+        host.db.run_write(lambda s: s.execute(update(VppAccount).values(last_sync_at=start)))
+        due = start + timedelta(seconds=INTERVAL)
+        clock = _Clock(start + timedelta(seconds=10))
+        try:
+            other = _join_as(Cluster(host.db), "host-a:1:00000000", monkeypatch)  # owns alpha and gamma, then alpha
+            me = _join_as(host.cluster, "host-b:2:00000000", monkeypatch)  # owns beta, then gamma
+            try:
+                scheduler = host.build_scheduler(inline=True)
+                scheduler.run_pending()
+                assert scheduler.next_run("vpp.sync.gamma") == due + timedelta(seconds=INTERVAL / 2)  # waits for its owner
+                remove_account(host, "beta")
+                scheduler.run_now("vpp.accounts")  # its next refresh of the accounts ([vpp] accounts_refresh)
+                assert "vpp.sync.beta" not in scheduler.jobs
+                assert scheduler.next_run("vpp.sync.gamma") == due
+                clock.move_to(due)
+                scheduler.run_pending()
+                assert [r["trigger"] for r in recent_runs(host, "gamma")] == ["schedule"]
+            finally:
+                other.leave()
+                me.leave()
+        finally:
+            clock.stop()
