@@ -258,7 +258,7 @@ def test_a_removed_accounts_interrupted_install_is_canceled_when_resumed_and_one
             add_device(host, device, "iOS")
         started = {died: utcnow() - timedelta(hours=1), flying: utcnow()}  # the default interrupted_after: 15 minutes
 
-        def intents(session: Any) -> None:  # as record_intent leaves them before Apple is asked
+        def intents(session: Any) -> None:  # as reserve leaves them before Apple is asked
             for target, at in started.items():
                 fields = {"adam_id": asset["adamId"], "pricing_param": "STDQ", "kind": "device", "source": "request"}
                 session.add(Install(account="district", target=target, status="associating", created_at=at, updated_at=at, **fields))

@@ -513,7 +513,7 @@ def test_an_install_asked_again_after_it_was_interrupted_stays_one_install(on_bo
     from sqlalchemy import update
 
     from mdm_core.models import utcnow
-    from plugins.mobile_apps.installs.request import record_intent, resolve_asset
+    from plugins.mobile_apps.installs.request import reserve, resolve_asset
     from plugins.mobile_apps.jobs import installs_job
 
     host, mdm = on_both
@@ -521,7 +521,7 @@ def test_an_install_asked_again_after_it_was_interrupted_stays_one_install(on_bo
     serial = free_serials(simulator, a["adamId"])[0]
     add_device(host, serial, "iOS")
     app = app_id(host, a["adamId"])
-    record_intent(host, resolve_asset(host, app), "device", [serial])  # the killed install's record
+    reserve(host, resolve_asset(host, app), [serial], [])  # the killed install's record
 
     code, out, err = mdm("apps", "install", app, "--device", serial)
     assert code == 0 and f"{serial}: queued: InstallApplication queued" in out, out + err

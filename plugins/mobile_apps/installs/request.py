@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col
 
@@ -148,9 +149,20 @@ def _fresh_counts(host: Host, asset: Asset) -> None:
     asset.device_assignable = bool(row.get("deviceAssignable"))
 
 
-def _held(host: Host, asset: Asset, *, serial: str | None = None, user: str | None = None) -> bool:
-    rows = VppPort(host).licenses(asset.account, asset.adam_id, serial_number=serial, client_user_id=user)
-    return any(r["pricingParam"] == asset.pricing_param for r in rows)
+#: up to this many targets, the mirror is asked about each; more, the asset's licenses are read once
+FEW = 5
+
+
+def _holding(host: Host, asset: Asset, kind: str, targets: Collection[str]) -> set[str]:
+    """The ``targets`` (serials, or users for ``kind`` ``user``) that hold a license of ``asset``
+    in the mirror: a read per target when few, else one read of the asset's licenses."""
+    port, key = VppPort(host), "serialNumber" if kind == "device" else "clientUserId"
+    if len(targets) > FEW:
+        rows = port.licenses(asset.account, asset.adam_id)
+    else:
+        by = "serial_number" if kind == "device" else "client_user_id"
+        rows = [r for t in targets for r in port.licenses(asset.account, asset.adam_id, **{by: t})]
+    return {str(r.get(key)) for r in rows if r["pricingParam"] == asset.pricing_param} & set(targets)
 
 
 def read_devices_file(path: str) -> list[str]:
@@ -208,11 +220,11 @@ def install_batch(host: Host, selector: str, serials: list[str], users: list[str
     out = Outcome(asset)
     devices = _plan_devices(host, asset, _serials(asset, serials), out) if serials else None
     people = _plan_users(host, asset, list(dict.fromkeys(u.strip() for u in users))) if users else None
-    refusal = _short(asset, (len(devices.needed) if devices else 0) + (len(people.needed) if people else 0))
+    intents = reserve(host, asset, devices.needed if devices else [], people.needed if people else [])
     if devices:
-        _license_devices(host, asset, devices, wait_for, out, refusal)
+        _license_devices(host, asset, devices, wait_for, out, intents)
     if people:
-        out.lines += _license_users_planned(host, asset, people, wait_for, refusal).lines
+        out.lines += _license_users_planned(host, asset, people, wait_for, intents).lines
     return out
 
 
@@ -226,11 +238,13 @@ def _serials(asset: Asset, serials: list[str] | None) -> list[str]:
     return found
 
 
-def _short(asset: Asset, needed: int) -> Said | None:
+def _short(asset: Asset, needed: int, *, taken: int = 0, counted: bool = True) -> Said | None:
     """The refusal of each target of a request whose ``needed`` new licenses outnumber the
-    available ones (devices and users counted together), else ``None``."""
-    if needed and asset.available_count < needed:
-        return wording.not_enough_licenses(asset.available_count, asset.account, asset.adam_id, needed)
+    available ones (devices and users counted together; ``taken`` of them by installs still
+    asking Apple), else ``None``; ``counted``: the line says how many were needed."""
+    available = max(0, asset.available_count - taken)
+    if needed and available < needed:
+        return wording.not_enough_licenses(available, asset.account, asset.adam_id, needed if counted else None, taken=taken)
     return None
 
 
@@ -267,7 +281,7 @@ class _DevicePlan:
 def _install_on_devices(host: Host, asset: Asset, serials: list[str], wait: float) -> Outcome:
     out = Outcome(asset)
     plan = _plan_devices(host, asset, serials, out)
-    _license_devices(host, asset, plan, wait, out, _short(asset, len(plan.needed)))
+    _license_devices(host, asset, plan, wait, out, reserve(host, asset, plan.needed, []))
     return out
 
 
@@ -284,20 +298,20 @@ def _plan_devices(host: Host, asset: Asset, serials: list[str], out: Outcome) ->
             out.add(serial, "refused", reason)
         else:
             checked.append(serial)
-    held = [s for s in checked if _held(host, asset, serial=s)]
+    held = [s for s in checked if _holding(host, asset, "device", [s])]
     return _DevicePlan(serials, held, [s for s in checked if s not in held])
 
 
-def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, out: Outcome, refusal: Said | None) -> None:
-    """License the devices that need one (each refused with ``refusal`` when the request is
-    short of licenses), then queue the install on the licensed ones; lines in ``out``."""
+def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, out: Outcome, reserved: Intents) -> None:
+    """License the devices that need one (each refused when the request is short of licenses:
+    ``reserved.refusal``), then queue the install on the licensed ones; lines in ``out``."""
     serials, held, needed = plan.serials, plan.held, plan.needed
-    if needed and refusal is not None:
+    if needed and reserved.refusal is not None:
         for serial in needed:
-            out.add(serial, "refused", refusal)
+            out.add(serial, "refused", reserved.refusal)
         needed = []
     succeeded: list[str] = list(held)
-    intents = record_intent(host, asset, "device", needed) if needed else {}
+    intents = reserved.devices
     if needed:
         result = _associate(host, asset, needed, [], wait, out, intents)
         if result is not None:
@@ -360,10 +374,7 @@ def _install_for_user(host: Host, asset: Asset, user: str, wait: float) -> Outco
     """``mdm apps install --user``: a shortage of licenses is said without the number needed,
     in the user's block after its skipped devices (the API's batch: :func:`install_batch`)."""
     plan = _plan_users(host, asset, [user])
-    refusal = _short(asset, len(plan.needed))
-    if refusal is not None:
-        refusal = wording.not_enough_licenses(0, asset.account, asset.adam_id)
-    return _license_users_planned(host, asset, plan, wait, refusal, counted=False)
+    return _license_users_planned(host, asset, plan, wait, reserve(host, asset, [], plan.needed, counted=False), counted=False)
 
 
 def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
@@ -405,11 +416,11 @@ def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
     return _UserPlan(users, blocks, targets, devices, [u for u in targets if u not in held])
 
 
-def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: float, refusal: Said | None, *, counted: bool = True) -> Outcome:
-    """License the planned users that need one (each refused with ``refusal`` when the request
-    is short of licenses: first, or in the user's block unless ``counted``), then queue the
-    install on their devices; the lines in the users' order."""
-    blocks, targets, needed = plan.blocks, plan.targets, plan.needed
+def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: float, reserved: Intents, *, counted: bool = True) -> Outcome:
+    """License the planned users that need one (each refused when the request is short of
+    licenses, ``reserved.refusal``: first, or in the user's block unless ``counted``), then
+    queue the install on their devices; the lines in the users' order."""
+    blocks, targets, needed, refusal = plan.blocks, plan.targets, plan.needed, reserved.refusal
     first = Outcome(asset)  # a batch's refusals for want of licenses
     if needed and refusal is not None:
         for user in needed:
@@ -419,9 +430,9 @@ def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: floa
                 blocks[user].add(user, "refused", refusal)
             del targets[user]
         needed = []
-    intents: dict[str, int] = {}
+    intents = reserved.users
     if needed:
-        not_licensed, intents = _license_users(host, asset, needed, wait, blocks)
+        not_licensed = _license_users(host, asset, needed, wait, blocks, intents)
         for user in not_licensed:
             del targets[user]
     for user in targets:
@@ -433,11 +444,10 @@ def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: floa
     return out
 
 
-def _license_users(host: Host, asset: Asset, needed: list[str], wait: float, blocks: dict[str, Outcome]) -> tuple[list[str], dict[str, int]]:
-    """Ask Apple once (chunked by its limits) for the users' licenses; says in each user's block
-    why one is not licensed (failed, pending, canceled); returns those users and the ids of the
-    installs recorded before Apple was asked."""
-    intents = record_intent(host, asset, "user", needed)
+def _license_users(host: Host, asset: Asset, needed: list[str], wait: float, blocks: dict[str, Outcome], intents: dict[str, int]) -> list[str]:
+    """Ask Apple once (chunked by its limits) for the users' licenses (their installs recorded
+    before, ``intents``); says in each user's block why one is not licensed (failed, pending,
+    canceled); returns those users."""
     said = Outcome(asset)
     result = _associate(host, asset, [], needed, wait, said, intents)
     if result is None:
@@ -457,7 +467,7 @@ def _license_users(host: Host, asset: Asset, needed: list[str], wait: float, blo
         not_licensed = [*pending, *reasons]
     for line in said.lines:
         blocks[line[0]].lines.append(line)
-    return not_licensed, intents
+    return not_licensed
 
 
 def _queue_for_users(
@@ -519,36 +529,44 @@ def _install_of(session: Session, asset: Asset, kind: str, target: str, uuids: l
     return next((row for row in rows if set(uuids) & set(row.command_uuids)), None)
 
 
-def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
-    """Record the installs as ``associating`` before Apple is asked (committed), so that a
-    process killed after Apple licensed them leaves a record the installs job completes;
-    returns their ids by target. A database that cannot be written stops here, before Apple
-    is called, with one line."""
+@dataclass
+class Intents:
+    """The installs a request recorded ``associating`` before asking Apple (ids by device and by
+    user), or why it records none: ``refusal``, the request is short of licenses."""
 
-    def work(session: Session) -> dict[str, int]:
-        waiting = session.execute(  # asked again while Apple was being asked (or the asking was killed): the same install
-            select(Install).where(
-                col(Install.account) == asset.account,
-                col(Install.adam_id) == asset.adam_id,
-                col(Install.pricing_param) == asset.pricing_param,
-                col(Install.kind) == kind,
-                col(Install.target).in_(targets),
-                col(Install.status).in_(("associating", "pending")),
-            )
-        ).scalars()
-        rows: dict[str, Install] = {row.target: row for row in waiting}
-        for t in targets:
-            rows.setdefault(
-                t,
-                Install(
-                    account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="associating"
-                ),
-            )
-        for row in rows.values():
-            row.status, row.error, row.updated_at = "associating", None, utcnow()
-            session.add(row)
-        session.flush()
-        return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]  # ids set by the flush above
+    devices: dict[str, int] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
+    refusal: Said | None = None
+
+
+#: the installs that may be taking a license Apple has not confirmed to the mirror yet
+IN_FLIGHT = ("associating", "pending")
+
+
+def reserve(host: Host, asset: Asset, serials: list[str], users: list[str], *, counted: bool = True) -> Intents:
+    """Check the licenses of ``asset`` and record the installs of ``serials`` and ``users`` as
+    ``associating`` (committed) before Apple is asked, so that a process killed after Apple
+    licensed them leaves a record the installs job completes.
+
+    The check and the record are one write transaction, one at a time per asset (SQLite
+    writes one at a time; PostgreSQL locks the asset's applications): the counts are read
+    again in it, less the licenses of installs still asking Apple that the mirror does not
+    hold yet. Two requests for the last license: the second is refused here, nothing recorded,
+    instead of both asking Apple and the second failing with 9709. A database that cannot be
+    written stops here, before Apple is called, with one line."""
+    if not serials and not users:
+        return Intents()
+    refusal = _short(asset, len(serials) + len(users), counted=counted)  # the counts read at the start say it already
+    if refusal is not None:
+        return Intents(refusal=refusal)
+
+    def work(session: Session) -> Intents:
+        session.execute(_asset_apps(asset).with_for_update())
+        _fresh_counts(host, asset)
+        refused = _short(asset, len(serials) + len(users), taken=_taken(host, session, asset, serials, users), counted=counted)
+        if refused is not None:
+            return Intents(refusal=refused)
+        return Intents(_record(session, asset, "device", serials), _record(session, asset, "user", users))
 
     try:
         return host.db.run_write(work)
@@ -556,6 +574,50 @@ def record_intent(host: Host, asset: Asset, kind: str, targets: list[str]) -> di
         raise MdmError(
             f"cannot record the install: {database_error(exc, host.db)}; nothing was asked of Apple: run the install again once the database takes writes"
         ) from None
+
+
+def _asset_apps(asset: Asset) -> Select[int | None]:
+    """The ids of the asset's applications: the rows a request locks to check its licenses."""
+    return select(col(MobileApp.id)).where(
+        col(MobileApp.account) == asset.account, col(MobileApp.adam_id) == asset.adam_id, col(MobileApp.pricing_param) == asset.pricing_param
+    )
+
+
+def _of_asset(asset: Asset, kind: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of the installs of ``asset`` for one kind of target."""
+    return (
+        col(Install.account) == asset.account,
+        col(Install.adam_id) == asset.adam_id,
+        col(Install.pricing_param) == asset.pricing_param,
+        col(Install.kind) == kind,
+    )
+
+
+def _taken(host: Host, session: Session, asset: Asset, serials: list[str], users: list[str]) -> int:
+    """Licenses of ``asset`` that other installs are asking Apple for (``associating``, or
+    ``pending`` Apple's answer) and the mirror does not count yet: their targets hold none there."""
+    taken = 0
+    for kind, ours in (("device", serials), ("user", users)):
+        others = session.execute(select(col(Install.target)).where(*_of_asset(asset, kind), col(Install.status).in_(IN_FLIGHT))).scalars()
+        asking = set(others) - set(ours)  # few: the requests of this very moment
+        taken += len(asking - _holding(host, asset, kind, asking))
+    return taken
+
+
+def _record(session: Session, asset: Asset, kind: str, targets: list[str]) -> dict[str, int]:
+    """Record the installs of ``targets`` ``associating`` in the caller's transaction; an install
+    asked again while Apple was being asked (or the asking was killed) is the same install."""
+    if not targets:
+        return {}
+    waiting = session.execute(select(Install).where(*_of_asset(asset, kind), col(Install.target).in_(targets), col(Install.status).in_(IN_FLIGHT))).scalars()
+    rows: dict[str, Install] = {row.target: row for row in waiting}
+    for t in (t for t in targets if t not in rows):
+        rows[t] = Install(account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="")
+    for row in rows.values():
+        row.status, row.error, row.updated_at = "associating", None, utcnow()
+        session.add(row)
+    session.flush()
+    return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]  # ids set by the flush above
 
 
 def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str], status: str = "failed") -> set[str]:

@@ -80,6 +80,7 @@ WORDING = [
     (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
     (r"(is retired at Apple \([^)]*\)): register it again with `mdm vpp users register [^`]*`", REGISTERS_AGAIN, REGISTERS_AGAIN),
     (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
+    (r"( more being licensed by other installs): see `mdm apps installs`\)", r"\1: see Install status)", rf"\1: see {API_INSTALLS})"),
     (
         r"; run the install again once a device is enrolled",
         "; install again from this page once a device is enrolled",
@@ -143,9 +144,12 @@ def stale_counts(account: str) -> str:
     return f"; `mdm vpp assets --account {account}` shows the counts as of the last sync: `mdm vpp sync {account}` refreshes them"
 
 
-def not_enough_licenses(available: int, account: str, adam_id: str, needed: int | None = None) -> Said:
-    facts = f"not enough licenses: {available} available in account '{account}'" + (f", {needed} needed" if needed is not None else "")
-    return Said(facts + buy_or_reclaim(adam_id))
+def not_enough_licenses(available: int, account: str, adam_id: str, needed: int | None = None, *, taken: int = 0) -> Said:
+    """This host's refusal for want of licenses; ``taken``: licenses other installs are asking
+    Apple for at this moment, counted as gone (``mdm apps installs`` lists them)."""
+    busy = f" ({taken} more being licensed by other installs: see `mdm apps installs`)" if taken else ""
+    facts = f"not enough licenses: {available} available in account '{account}'{busy}" + (f", {needed} needed" if needed is not None else "")
+    return Said(facts + buy_or_reclaim(adam_id), (("Installs", INSTALL_STATUS) if taken else None))
 
 
 def not_an_mdm_user(user: str) -> Said:
