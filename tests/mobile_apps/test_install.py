@@ -6,13 +6,16 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from typing import Any
 
 from sqlmodel import col
 
 from mdm_core import hookimpl
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.models import Install
+from plugins.mobile_apps.vpp_port import VppPort
 
 from .conftest import app_id, commands, fixed_assets, free_serials, holders, sync
 
@@ -529,3 +532,31 @@ def test_an_install_asked_again_after_it_was_interrupted_stays_one_install(on_bo
     installs_job(host)
     assert [(i["target"], i["status"], i["error"]) for i in list_installs(host)] == [(serial, "queued", None)]
     assert len(commands(host, serial)) == 1
+
+
+def test_a_batch_of_30_devices_reads_their_licenses_once(on_both, simulator, monkeypatch):
+    """``mdm apps install APP --device`` x 30 (or the API's batch) asked the mirror which
+    devices held a license one serial at a time: 30 reads. Now one read, the same results."""
+    host, _ = on_both
+    adam, _ = simulator.purchase(count=40)
+    serials = simulator.state.device_serials()[:30]
+    for serial in serials[:3]:
+        simulator.assign_in_portal(adam, serial_number=serial)  # held already: queued without asking Apple
+    sync(host)
+    for serial in serials:
+        add_device(host, serial, "iOS")
+    reads: list[dict[str, Any]] = []
+    real = VppPort.licenses
+
+    def counted(port: VppPort, *args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs)
+        return real(port, *args, **kwargs)
+
+    monkeypatch.setattr(VppPort, "licenses", counted)
+    out = install(host, app_id(host, adam), serials=serials)
+
+    assert len(reads) == 1, reads
+    lines = out.as_dicts()
+    assert [line["target"] for line in lines] == serials and {line["status"] for line in lines} == {"queued"}, lines
+    assert [line["message"].endswith("license already held)") for line in lines] == [True] * 3 + [False] * 27
+    assert holders(simulator, adam) == set(serials) and all(len(commands(host, s)) == 1 for s in serials)

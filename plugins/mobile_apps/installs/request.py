@@ -298,7 +298,8 @@ def _plan_devices(host: Host, asset: Asset, serials: list[str], out: Outcome) ->
             out.add(serial, "refused", reason)
         else:
             checked.append(serial)
-    held = [s for s in checked if _holding(host, asset, "device", [s])]
+    holding = _holding(host, asset, "device", checked) if checked else set()
+    held = [s for s in checked if s in holding]
     return _DevicePlan(serials, held, [s for s in checked if s not in held])
 
 
@@ -390,7 +391,7 @@ def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
     vpp_users: dict[str, MirroredUser] = {}
     for mirrored in port.users(asset.account) if known else []:
         vpp_users.setdefault(mirrored["clientUserId"], mirrored)  # the first, as Apple lists them
-    held = {lic.get("clientUserId") for lic in port.licenses(asset.account, asset.adam_id) if lic["pricingParam"] == asset.pricing_param} if known else set()
+    held = _holding(host, asset, "user", known)
     blocks: dict[str, Outcome] = {u: Outcome(asset) for u in users}
     invited: list[str] = []
     targets: dict[str, list[Device]] = {}  # the users to license (or holding one): their devices to install on
