@@ -5,6 +5,7 @@ error naming no field) answer alike: with one line naming the value."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 #: NUL (PostgreSQL refuses it in text), lone UTF-16 surrogates (not Unicode: no UTF-8 encodes them;
 #: Python makes them of the bytes of an argument that is not UTF-8)
@@ -18,6 +19,19 @@ def bad_character(value: str) -> str | None:
     if bad is None:
         return None
     return "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate (not valid Unicode)"
+
+
+def json_strings(value: object) -> Iterator[str]:
+    """Every string (keys included) of a parsed JSON document."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
 
 
 def shown(value: object, limit: int = 40) -> str:

@@ -4,21 +4,27 @@ it enters the console and the API, as the command line refuses it in an argument
 PostgreSQL refuses a NUL in any text it is given, so ``/devices?q=%00``, a sign-in name or a
 serial number holding one reached the database and answered 500 there, while SQLite answered
 as if it were any other text. Every route's requests are checked once, here: the path, the
-query parameters, the fields of a form and the strings of a JSON body.
+query parameters, the fields of a form and the strings of a JSON body; a route marked
+:data:`OWN_BODY` (a public route that authenticates its caller itself) checks its body itself,
+after the caller proved who it is: its body is not read here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request
 
-from mdm_core.text import bad_character
+from mdm_core.text import bad_character, json_strings
 
 from .helpers import WebError
 
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: ``openapi_extra`` of a route that reads and checks its body itself once it has authenticated
+#: the caller (Apple's notification endpoint): an anonymous request's body is never read or
+#: parsed before that (and answered 401, not 422, whatever it holds).
+OWN_BODY: dict[str, Any] = {"x-mdm-own-body": True}
 
 
 async def storable_input(request: Request) -> None:
@@ -27,8 +33,12 @@ async def storable_input(request: Request) -> None:
     found = [("the address", request.url.path)]
     found += [(f"query parameter {key}", key + value) for key, value in request.query_params.multi_items()]
     content_type = request.headers.get("content-type", "").lower()
+    route = request.scope.get("route")
+    if (getattr(route, "openapi_extra", None) or {}).get("x-mdm-own-body"):
+        refuse_unstorable(found)  # the path and the query: the route checks its body itself
+        return
     if content_type.startswith(FORMS):
-        if getattr(request.scope.get("route"), "body_field", None) is None:
+        if getattr(route, "body_field", None) is None:
             # a route without form fields reads the body itself (the API's JSON, which `curl -d`
             # labels as a form): keep it for that route, or parsing the form consumes it (a 500)
             await request.body()
@@ -39,7 +49,7 @@ async def storable_input(request: Request) -> None:
             body = await request.json()
         except ValueError:
             return  # the route says that the body is not JSON
-        found += [("the JSON body", text) for text in _strings(body)]
+        found += [("the JSON body", text) for text in json_strings(body)]
     refuse_unstorable(found)
 
 
@@ -55,17 +65,4 @@ def refuse_unstorable(found: Iterable[tuple[str, str]]) -> None:
 def refuse_unstorable_json(body: Any) -> None:
     """:func:`refuse_unstorable` of every string of a parsed JSON body (one sent with another
     content type than JSON, which :func:`storable_input` read as a form)."""
-    refuse_unstorable(("the JSON body", text) for text in _strings(body))
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every string (keys included) of a JSON document."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+    refuse_unstorable(("the JSON body", text) for text in json_strings(body))

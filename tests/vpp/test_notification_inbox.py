@@ -171,3 +171,29 @@ def test_the_secret_is_stored_encrypted_and_never_logged(school: Host, caplog: p
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
             assert secret.encode() not in path.read_bytes()
+
+
+def test_over_http_the_bearer_is_checked_before_anything_reads_the_body(school: Host) -> None:
+    """The console's check of every request's text (storable_input) read and parsed the body of
+    the public endpoint before its bearer was checked: anyone could make the host parse a JSON
+    body of up to [web] request_max_bytes, and a NUL in it, or a large form field, was answered
+    422 or 400 (an HTML page) instead of 401. The endpoint checks its body itself, after the
+    bearer, and answers in its own JSON."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    notify_id, secret = _give_secret(school)
+    url = f"/apple/apps-books/notify/{notify_id}"
+    nul = _body("TEST_NOTIFICATION", {"note": "a\u0000b"})
+    with TestClient(create_app(school)) as client:
+        anonymous = client.post(url, content=nul, headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"})
+        assert (anonymous.status_code, anonymous.json()) == (401, {"error": "unknown notification URL or wrong bearer secret"})
+        form = client.post(url, data={"a": "x" * 1_100_000}, headers={"Authorization": "Bearer wrong"})
+        assert form.status_code == 401, form.text
+        refused = client.post(url, content=nul, headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+        assert (refused.status_code, refused.json()) == (400, {"error": "the body holds a NUL character, which cannot be stored"})
+        assert inbox(school) == []
+        good = client.post(url, content=_body("TEST_NOTIFICATION", {}), headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+        assert (good.status_code, good.json()) == (200, {"status": "recorded"})
+        assert client.get("/devices?q=%00").status_code == 422  # every other route is still checked before it runs

@@ -31,6 +31,7 @@ from sqlmodel import Session, col
 from mdm_core.db.typed import rowcount, stored_id, table_of
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
+from mdm_core.text import bad_character, json_strings
 
 from ..apple.errors import MalformedResponseError
 from ..apple.protocol import page_assignments, page_users
@@ -127,6 +128,10 @@ def parse(body: bytes, uid: str | None) -> dict[str, Any]:
         raise BadNotification("the body is not JSON") from None
     if not isinstance(data, dict):
         raise BadNotification("the body is not a JSON object")
+    for text in json_strings(data):  # the console's check of a JSON body (storable_input), here after the bearer
+        bad = bad_character(text)
+        if bad is not None:
+            raise BadNotification(f"the body holds {bad}, which cannot be stored")
     notification_id, ntype, payload = data.get("notificationId"), data.get("notificationType"), data.get("notification")
     if not isinstance(notification_id, str) or not 0 < len(notification_id) <= 255:
         raise BadNotification("notificationId is missing or not a string of at most 255 characters")

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from mdm_core.web.helpers import host_of, run_in_background
+from mdm_core.web.storable import OWN_BODY
 
 from ..accounts import settings
 from .act import process_pending
@@ -35,7 +36,7 @@ def router() -> APIRouter:
     """The one route Apple calls."""
     routes = APIRouter()
 
-    @routes.post(NOTIFY_PATH + "{id}", include_in_schema=False)
+    @routes.post(NOTIFY_PATH + "{id}", include_in_schema=False, openapi_extra=OWN_BODY)  # the body is read after the bearer is checked
     async def notify(id: str, request: Request) -> JSONResponse:  # noqa: A002 - the path's name in the route table
         host = host_of(request)
         limit = settings(host).notification_max_bytes
