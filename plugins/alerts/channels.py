@@ -8,6 +8,7 @@ server refused for good: a 5xx SMTP reply, an HTTP 4xx) are not retried.
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 import socket
@@ -19,7 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mdm_core.errors import MdmError, one_line
 
@@ -258,10 +259,13 @@ class WebhookChannel:
     def send(self, message: Outgoing) -> str | None:
         url, hostname = self._url()
         parts = urlsplit(url)
-        secrets = [url, parts.path, parts.query, parts.netloc if "@" in parts.netloc else ""]
-        request = urllib.request.Request(
-            url, data=json.dumps(self.payload(message)).encode(), method="POST", headers={"Content-Type": "application/json", "User-Agent": "mdm-host-alerts"}
-        )
+        secrets = [url, parts.path, parts.query, parts.netloc if "@" in parts.netloc else "", unquote(parts.password or "")]
+        headers = {"Content-Type": "application/json", "User-Agent": "mdm-host-alerts"}
+        if "@" in parts.netloc:  # urllib would look up "user:password@host" as the host name: HTTP Basic, as curl sends it
+            login = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        request = urllib.request.Request(url, data=json.dumps(self.payload(message)).encode(), method="POST", headers=headers)
         opener = urllib.request.build_opener(_NoRedirect)
         where = f"webhook {self.label} ({hostname})"
         try:
@@ -314,7 +318,7 @@ def known_secrets(s: AlertsSettings, config: Config) -> list[str]:
         except MdmError:
             continue
         parts = urlsplit(value)
-        found += [value, parts.path, parts.query] if parts.scheme else [value]
+        found += [value, parts.path, parts.query, unquote(parts.password or "")] if parts.scheme else [value]
     return found
 
 

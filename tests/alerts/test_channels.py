@@ -196,3 +196,25 @@ def test_a_login_to_a_relay_without_auth_names_the_fix(alerts_host, smtp_server,
         "or remove smtp_username and smtp_password"
     )
     assert tls.mailbox.logins == [] and SMTP_PASSWORD not in str(caught.value)
+
+
+def test_a_webhook_url_with_a_login_sends_it_as_basic_auth(alerts_host, webhook_server):
+    """A receiver behind HTTP Basic (``https://user:password@host/...``, as curl takes it): urllib
+    looked up ``user:password@host`` as the host name, so every alert failed 'host name not
+    found' (retried, then failed) though the host was up. The login goes as HTTP Basic, the
+    request to the host alone; the password is never shown."""
+    import base64
+
+    hook = webhook_server()
+    url = hook.url.replace("http://", "http://hook-user:hook%40Pa55@")
+    host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": url}, account=False)
+    webhook = channel(host, "webhook:ops")
+    assert webhook.describe() == "webhook ops (127.0.0.1)"
+    assert webhook.send(MESSAGE) is None
+    [request] = hook.requests
+    assert request["path"] == f"/services/{WEBHOOK_SECRET}"
+    assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"hook-user:hook@Pa55").decode()
+    hook.default, hook.body = 500, b"bad login hook-user:hook@Pa55"  # a server echoing the login
+    with pytest.raises(DeliveryError) as caught:
+        webhook.send(MESSAGE)
+    assert str(caught.value) == "webhook ops (127.0.0.1) answered HTTP 500: bad login hook-user:***"
