@@ -242,6 +242,8 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
     accounts_hook = host.hook("mdm_vpp_accounts")
     assets_hook = host.hook("mdm_vpp_assets")
     queued = 0
+    if configured_channels(settings(host), host.config):
+        store.write(host, store.forget_untold)  # what was told to nobody before a channel was set: told below
     if accounts_hook is not None and assets_hook is not None:
         accounts: list[Account] = accounts_hook(host=host) or []
         assets: list[Asset] = assets_hook(host=host, account=None) or []

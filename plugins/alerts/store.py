@@ -384,6 +384,36 @@ def account_renamed(session: Session, previous: str, account: str) -> list[Alert
     return []
 
 
+def forget_untold(session: Session) -> None:
+    """Forget the watched states whose alert went through no channel (none was configured when
+    it was written: "(no channel configured)" in ``mdm alerts list``), so that the check, run
+    next with channels configured, tells each as it is now, once (the alert it writes has
+    deliveries); a sync still failing is told at its next failure."""
+    rows = list(session.execute(select(AlertSubject).where(col(AlertSubject.state).not_in(("ok", "valid"))).with_for_update()).scalars())
+    if not rows:
+        return
+    told = col(AlertMessage.id).in_(select(col(AlertDelivery.message_id)))
+    written: dict[str, list[tuple[datetime, bool]]] = {}
+    for subject, created_at, was_told in session.execute(
+        select(col(AlertMessage.subject), col(AlertMessage.created_at), told).where(col(AlertMessage.created_at) >= min(row.since for row in rows))
+    ):
+        written.setdefault(subject, []).append((created_at, bool(was_told)))
+    forgotten = 0
+    for row in rows:
+        digest = [f"licenses:{row.account}"] if row.kind == "licenses" else []  # a digest tells its assets too
+        since = [was_told for key in (row.subject, *digest) for created_at, was_told in written.get(key, []) if created_at >= row.since]
+        if not since or any(since):
+            continue  # nothing written about this state yet, or told
+        forgotten += 1
+        if row.kind == "sync":
+            row.state = "ok"  # the failures in a row are kept: the next one alerts
+            session.add(row)
+        else:
+            session.delete(row)
+    if forgotten:
+        log.info("%d state(s) alerted when no channel was configured: told again through the channels configured now", forgotten)
+
+
 def forget_accounts(session: Session, known: set[str]) -> None:
     """Drop the state of accounts that no longer exist (removed: nothing to alert); the jobs'
     states belong to no account."""

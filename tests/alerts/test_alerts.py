@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 from sqlmodel import col
@@ -17,7 +19,8 @@ from plugins.alerts.delivery import check, deliver_due
 from plugins.alerts.models import AlertSubject
 from plugins.vpp.simulator import Simulator
 
-from .conftest import alerts, sync, titles
+from ..conftest import database_param
+from .conftest import FAST_VPP, alerts, sync, titles
 
 SIM: dict[str, Any] = {"seed": 5, "assets": 6, "devices": 20, "users": 10, "page_size": 7, "async_delay": 0}
 
@@ -369,3 +372,47 @@ def storm_makes_one_digest(make: Any, simulator: Any, smtp: Any) -> None:
     assert all(f"adamId {adam} " in digest["text"] for adam in adams) and len(digest["fields"]["assets"]) == 5
     assert deliver_due(host)["sent"] == 1
     assert len(smtp.mailbox.messages) == 2  # one mail, not five
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request: pytest.FixtureRequest, project_dir: Path) -> str:
+    return database_param(request, project_dir)
+
+
+def test_what_was_alerted_to_no_channel_is_told_once_a_channel_is_set(make_host, webhook_server, project_dir, db_url):
+    """The alerts plugin records states with no channel configured ("(no channel configured)" in
+    `mdm alerts list`, "sent to nobody" on the Alerts page). An admin then setting up e-mail or a
+    webhook was never told of a token already expiring (or revoked), licenses already low or a
+    sync already failing: each state was known, so the check said nothing until it changed. The
+    check, with a channel configured, now tells each state still true, as it is now, once."""
+    from plugins.vpp.testing import add_simulated_account
+
+    hook = webhook_server()
+    expires = datetime.now(UTC) + timedelta(days=19, hours=12)
+    with Simulator(token_expires_at=expires, **SIM) as sim:
+        scarce, _ = sim.purchase(count=4)
+        for n in range(3):
+            sim.assign_in_portal(scarce, serial_number=f"PORTAL0000{n:02d}")
+        config = FAST_VPP + "\n[alerts]\nlow_licenses = 0\nsync_failures = 1\n" + f"low_licenses_per_asset = {{ {scarce} = 2 }}\n"
+        silent = make_host(config=config, database_url=db_url)
+        add_simulated_account(silent, sim, project_dir)
+        assert sync(silent)["status"] == "ok"
+        sim.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(silent)["status"] == "error"
+        assert check(silent) == {"queued": 0}
+        assert [a["state"] for a in alerts(silent)] == ["expiring_30", "low", "failing"]
+        assert all(a["deliveries"] == [] for a in alerts(silent))  # told to nobody
+
+        told = make_host(config=config + 'webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=db_url)
+        assert check(told) == {"queued": 2}
+        assert titles(told)[3:] == [
+            f"VPP token of account 'school' expires in 20 days, on {expires:%Y-%m-%d}",
+            f"Only 1 of 4 licenses left of adamId {scarce} (STDQ, App) in account 'school'",
+        ]
+        assert deliver_due(told)["sent"] == 2 and [r["json"]["state"] for r in hook.requests] == ["expiring_30", "low"]
+        assert check(told) == {"queued": 0} and check(told) == {"queued": 0}  # told once
+        sim.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(told)["status"] == "error"  # still failing: told at this failure
+        assert titles(told)[5:] == ["Sync of VPP account 'school' failed 2 times in a row"]
+        assert sync(told)["status"] == "ok" and titles(told)[6:] == ["Sync of VPP account 'school' works again"]
+        assert check(told) == {"queued": 0} and deliver_due(told)["sent"] == 2 and len(hook.requests) == 4
