@@ -17,6 +17,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pluggy
@@ -25,6 +26,7 @@ from mdm_core import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from mdm_core.collector import freeze_startup_objects
 from mdm_core.config import Config
 from mdm_core.errors import MdmError, PluginError, describe
+from mdm_core.plugin_fit import FittingManager, UnfitHook, unmarked_or_misspelt
 
 BUILTIN_PLUGINS: tuple[str, ...] = ("mdm_core.inventory.plugin", "mdm_core.web")
 
@@ -72,7 +74,7 @@ def _monitor(pm: pluggy.PluginManager) -> None:
 
 def get_plugin_manager() -> pluggy.PluginManager:
     """A fresh manager with the core hookspecs and the historic ``mdm_add_hookspecs`` call armed."""
-    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm = FittingManager(PROJECT_NAME)
     if _HOOK_OBSERVERS:
         _monitor(pm)
     pm.add_hookspecs(hookspecs)
@@ -134,7 +136,7 @@ def load_plugins(
             continue
 
         def load_conf(dotted: str = dotted, ep: Any = ep, name: str = name) -> None:
-            module = _import(dotted, f"enabled in {config.source}", name, listed_in=str(config.source))
+            module = _import(dotted, f"enabled in {config.source}", name, listed_in=str(config.source), folder=config.base_dir)
             version = _dist_version(ep) if ep is not None else str(getattr(module, "__version__", "unknown"))
             _register(pm, records, module, getattr(module, "PLUGIN_NAME", None) or name, "conf", version)
 
@@ -159,7 +161,7 @@ def load_plugins(
                     try:
                         module = ep.load()
                     except Exception as exc:
-                        raise PluginError(f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {describe(exc)}: {disable_hint(ep.name)}") from None
+                        raise PluginError(_unloadable(ep, exc)) from None
                     if not pm.is_registered(module):  # else: also enabled by module path in the configuration
                         _register(pm, records, module, ep.name, "entry point", _dist_version(ep))
 
@@ -167,8 +169,33 @@ def load_plugins(
     for name in sorted(blocked - {r.name for r in records}):
         records.append(PluginRecord(name, "configuration", "-", "-", "disabled", "no plugin of this name is installed"))
     _check_pending(pm, records, tolerate_broken)
+    _check_fit(pm, records, tolerate_broken)
     freeze_startup_objects()
     return records
+
+
+def _check_fit(pm: pluggy.PluginManager, records: list[PluginRecord], tolerate_broken: bool) -> None:
+    """Every hook implementation is called as its author meant (:mod:`mdm_core.plugin_fit`):
+    a plugin left out by another's hookspecs, or with a hook that would never be called, is an
+    error (or, when tolerated, unregistered and recorded as broken)."""
+    unfit = list(getattr(pm, "unfit", []))
+    for plugin in list(pm.get_plugins()):
+        why = unmarked_or_misspelt(pm, plugin)
+        if why is not None:
+            unfit.append((plugin, pm.get_name(plugin) or "", why))
+    for plugin, name, why in unfit:
+        _leave_out(pm, records, plugin, name, f"plugin '{name}' is broken: {why}, or {disable_hint(name)}", tolerate_broken)
+
+
+def _leave_out(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any, name: str, error: str, tolerate_broken: bool) -> None:
+    """Raise ``error``, or (tolerated) unregister the plugin and record it as broken."""
+    if not tolerate_broken:
+        raise PluginError(error) from None
+    if pm.is_registered(plugin):
+        pm.unregister(plugin)
+    for i, record in enumerate(records):
+        if record.name == name:
+            records[i] = PluginRecord(record.name, record.source, record.module, record.version, "broken", error)
 
 
 def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolerate_broken: bool) -> None:
@@ -182,12 +209,7 @@ def _check_pending(pm: pluggy.PluginManager, records: list[PluginRecord], tolera
             name = pm.get_name(exc.plugin) or str(getattr(exc.plugin, "__name__", repr(exc.plugin)))
             message = str(exc).replace(repr(exc.plugin), f"'{name}'")
             error = f"plugin '{name}' is broken: {' '.join(message.split())} (a misspelt hook name?): fix it, or {disable_hint(name)}"
-            if not tolerate_broken:
-                raise PluginError(error) from None
-            pm.unregister(exc.plugin)
-            for i, record in enumerate(records):
-                if record.name == name:
-                    records[i] = PluginRecord(record.name, record.source, record.module, record.version, "broken", error)
+            _leave_out(pm, records, exc.plugin, name, error, tolerate_broken)
 
 
 def _entry_points_by_module() -> dict[str, Any]:
@@ -299,14 +321,42 @@ def blame(pm: pluggy.PluginManager, caller: Any, exc: BaseException) -> str | No
     return pm.get_name(found.plugin) or found.plugin_name
 
 
-def _import(dotted: str, why: str, name: str | None = None, listed_in: str | None = None) -> types.ModuleType:
+def _missing_module(dotted: str, exc: BaseException) -> str | None:
+    """The module (``dotted`` or a package on its path) whose absence ``exc`` reports, or
+    ``None`` when it is another one (a module the plugin itself imports)."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    return missing if missing and (dotted == missing or dotted.startswith(missing + ".")) else None
+
+
+def _unloadable(ep: Any, exc: BaseException) -> str:
+    """Why an entry point cannot be loaded: a module its package lacks is the entry point to
+    correct (a typo in ``pyproject.toml``), anything else the error itself."""
+    missing = _missing_module(ep.value.split(":", 1)[0].strip(), exc)
+    if missing is None:
+        return f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded: {describe(exc)}: {disable_hint(ep.name)}"
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    return (
+        f"plugin '{ep.name}' (entry point {ep.value}{f' of package {dist}' if dist else ''}) cannot be loaded: there is no module {missing}: "
+        f'correct the entry point {ep.name} under [project.entry-points."mdm.plugins"] in its pyproject.toml (a typo?) and install '
+        f"the package again, or {disable_hint(ep.name)}"
+    )
+
+
+def _import(dotted: str, why: str, name: str | None = None, listed_in: str | None = None, folder: Path | None = None) -> types.ModuleType:
     """Import a plugin's module; ``listed_in``: the configuration whose ``[plugins] enabled``
-    names it (a module of that name not installed is then a name to correct there)."""
+    names it (a module of that name not installed is then a name to correct there, or, when the
+    project ``folder`` holds it, a module Python does not see)."""
     try:
         return importlib.import_module(dotted)
     except Exception as exc:
-        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
-        if listed_in is not None and missing and (dotted == missing or dotted.startswith(missing + ".")):  # the name, not a module it imports
+        missing = _missing_module(dotted, exc)
+        local = [p for p in (folder / f"{dotted.replace('.', '/')}.py", folder / dotted.replace(".", "/")) if p.exists()] if folder and missing else []
+        if listed_in is not None and local:
+            raise PluginError(
+                f"plugin '{dotted}' ({why}) cannot be imported: {local[0]} is in the project folder, but Python does not import "
+                f"from that folder: install it as a package (pip install -e), or run mdm with PYTHONPATH={folder}"
+            ) from None
+        if listed_in is not None and missing:  # the name, not a module it imports
             raise PluginError(
                 f"plugin '{dotted}' ({why}) cannot be imported: there is no module {missing}: correct the module path in "
                 f"[plugins] enabled in {listed_in} (a typo?), or remove it from that list"
@@ -315,12 +365,15 @@ def _import(dotted: str, why: str, name: str | None = None, listed_in: str | Non
 
 
 def _register(pm: pluggy.PluginManager, records: list[PluginRecord], plugin: Any, name: str, source: str, version: str) -> None:
-    if pm.is_blocked(name):
+    if pm.is_blocked(name):  # by its PLUGIN_NAME (a module enabled by path): listed disabled, not "no plugin of this name"
+        records.append(PluginRecord(name, source, getattr(plugin, "__name__", type(plugin).__name__), version, "disabled"))
         return
     if pm.is_registered(plugin):
         return
     try:
         pm.register(plugin, name=name)
+    except UnfitHook as exc:
+        raise PluginError(f"plugin '{name}' is broken: {exc}, or {disable_hint(name)}") from None
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin '{name}' cannot be registered: {describe(exc)}: {disable_hint(name)}") from None
     except Exception as exc:

@@ -189,7 +189,7 @@ def redirect(request: Request, path: str, message: str | None = None, kind: str 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """A console page: ``template`` extends ``base.html``; the navigation, the signed-in
-    admin, the flash messages and ``csrf_field()`` are provided."""
+    admin, the flash messages and ``csrf_field(request)`` are provided."""
     templates = request.app.state.templates
     ctx: dict[str, Any] = {
         "nav": request.app.state.registry.sorted_nav(),

@@ -48,7 +48,7 @@ class WebRegistry:
 
     def add_pages(self, router: APIRouter, *, plugin: str, templates: str | Path | None = None) -> None:
         """Console pages at the root: anonymous requests are sent to sign in; forms must carry
-        the CSRF token (``{{ csrf_field() }}``); POSTs need the ``admin`` role. ``templates``:
+        the CSRF token (``{{ csrf_field(request) }}``); POSTs need the ``admin`` role. ``templates``:
         the plugin's template folder (its templates extend ``base.html``)."""
         self.pages.append((router, plugin))
         if templates is not None:

@@ -105,7 +105,7 @@ def test_misspelt_hook_is_one_line_error_naming_plugin(make_host, load_plugin):
         ("raise ImportError('no such thing')\n", "cannot be imported: ImportError: no such thing"),
         ("def broken(:\n", "cannot be imported: SyntaxError"),
         ("@hookimpl\ndef mdm_add_hookspecs(pluginmanager):\n    raise ValueError('boom')\n", "failed while registering: ValueError: boom"),
-        ("@hookimpl\ndef mdm_startup(hst):\n    pass\n", "cannot be registered"),
+        ("@hookimpl\ndef mdm_startup(hst):\n    pass\n", "is broken: its mdm_startup(hst) takes hst, which the hook does not give (it gives host)"),
     ],
     ids=["import-error", "syntax-error", "raises-at-register", "bad-hook-arguments"],
 )
@@ -128,6 +128,32 @@ def test_unknown_conf_plugin(make_host, project_dir):
             f"plugin '{dotted}' (enabled in {conf}) cannot be imported: there is no module {missing}: correct the module path in "
             f"[plugins] enabled in {conf} (a typo?), or remove it from that list"
         )
+
+
+def test_a_module_in_the_project_folder_is_said_to_be_off_pythons_path(make_host, project_dir):
+    """The walk's case: a plugin author put the README's example beside conf/ and enabled it by
+    module path; the line said to correct a typo in the name, which was right."""
+    (project_dir / "walk_audit_plugin.py").write_text("")
+    with pytest.raises(PluginError) as info:
+        make_host(config='[plugins]\nenabled = ["walk_audit_plugin"]\n')
+    assert str(info.value) == (
+        f"plugin 'walk_audit_plugin' (enabled in {project_dir / 'conf' / 'mdm.toml'}) cannot be imported: {project_dir / 'walk_audit_plugin.py'} "
+        f"is in the project folder, but Python does not import from that folder: install it as a package (pip install -e), or run mdm "
+        f"with PYTHONPATH={project_dir}"
+    )
+
+
+def test_an_entry_point_naming_no_module_says_which_entry_point_to_correct(make_host, fake_entry_points):
+    """A typo in a package's entry point (`widgets = "mdm_widgets.plugn"`) said only
+    `ModuleNotFoundError: No module named ...`; the line now names the entry point to correct."""
+    fake_entry_points({"widgets": "mdm_core.plugn"})
+    with pytest.raises(PluginError) as info:
+        make_host()
+    assert str(info.value) == (
+        "plugin 'widgets' (entry point mdm_core.plugn) cannot be loaded: there is no module mdm_core.plugn: correct the entry point widgets "
+        'under [project.entry-points."mdm.plugins"] in its pyproject.toml (a typo?) and install the package again, or disable it with '
+        '[plugins] disabled = ["widgets"] in the configuration or MDM_DISABLED_PLUGINS=widgets'
+    )
 
 
 def test_a_conf_plugin_missing_a_module_it_imports_is_disabled_as_before(make_host, write_plugin):
