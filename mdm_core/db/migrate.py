@@ -25,6 +25,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ from sqlmodel import SQLModel
 
 from mdm_core.db.engine import Database
 from mdm_core.db.errors import database_error
+from mdm_core.db.revision_files import explain
 from mdm_core.errors import MdmError, PluginError, describe
 
 log = logging.getLogger(__name__)
@@ -141,8 +143,13 @@ class History:
         self.config = alembic_config(migration_set)
         try:
             self.script, heads, self.revisions = _read_scripts(migration_set.directory, self.config)
-        except CommandError as exc:
-            raise PluginError(f"migrations of {self.name} in {migration_set.directory} cannot be read: {describe(exc)}") from None
+        except Exception as exc:  # Alembic's own error about a file written by hand: say which file lacks what
+            why = explain(self.name, migration_set.directory)
+            if why is not None:
+                raise PluginError(why) from None
+            if isinstance(exc, CommandError):
+                raise PluginError(f"migrations of {self.name} in {migration_set.directory} cannot be read: {describe(exc)}") from None
+            raise
         if len(heads) != 1:
             if not heads:
                 raise PluginError(f"migrations of {self.name}: no revision in {migration_set.directory}")
@@ -186,9 +193,11 @@ def _read_scripts(directory: Path, config: Config) -> tuple[ScriptDirectory, tup
     with _SCRIPTS_LOCK:
         known = _SCRIPTS.get(key)
     if known is None:
-        script = ScriptDirectory.from_config(config)
-        heads = tuple(script.get_heads())
-        known = (script, heads, list(reversed(list(script.walk_revisions()))))
+        with warnings.catch_warnings():  # a down_revision naming no revision: told in one line by History
+            warnings.simplefilter("ignore", UserWarning)
+            script = ScriptDirectory.from_config(config)
+            heads = tuple(script.get_heads())
+            known = (script, heads, list(reversed(list(script.walk_revisions()))))
         with _SCRIPTS_LOCK:
             _SCRIPTS[key] = known
     return known[0], known[1], list(known[2])
