@@ -14,6 +14,7 @@ drops what the client still sends, so that the answer is read before the connect
 from __future__ import annotations
 
 import json
+import re
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -41,11 +42,19 @@ def over_long(head: bytes, limit: int = MAX_HEAD) -> int | None:
     return 414 if line < 0 or line > limit else 431
 
 
+#: the scheme and authority of an absolute-form request target (``GET http://host/api/v1/... HTTP/1.1``)
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*")
+
+
 def for_api(head: bytes) -> bool:
-    """True when the request whose ``head`` arrived asks for the API (its path under ``/api/v1``)."""
+    """True when the request whose ``head`` arrived asks for the API (its path under ``/api/v1``),
+    its target in origin form (``/api/v1/...``) or absolute form (``http://host/api/v1/...``, as
+    sent to a proxy: it answered a text 414)."""
     from .app import API_PREFIX
 
     target = head.partition(b" ")[2]
+    if absolute := _ABSOLUTE.match(target):
+        target = target[absolute.end() :]
     prefix = API_PREFIX.encode()
     return target.startswith(prefix) and target[len(prefix) : len(prefix) + 1] in (b"/", b"?", b" ", b"\r", b"")
 

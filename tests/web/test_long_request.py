@@ -46,13 +46,14 @@ def test_an_over_long_request_line_or_header_is_answered_in_one_line(make_host: 
         server.stop()
 
 
+@pytest.mark.parametrize("form", ["", "http://127.0.0.1"])  # the request target's origin form, and its absolute form (was: a text 414)
 @pytest.mark.parametrize("what", ["url", "header"])
-def test_the_api_answers_an_over_long_request_in_its_json_error_shape(make_host: Callable[..., Host], what: str) -> None:
+def test_the_api_answers_an_over_long_request_in_its_json_error_shape(make_host: Callable[..., Host], what: str, form: str) -> None:
     """An API client reads ``{"error": ...}`` there as for the API's other refusals, not a page's text line."""
     server = WebServer(make_host(), "127.0.0.1:0").start()
     try:
         long = "a" * 120_000
-        path, header = (f"/api/v1/devices?q={long}", "") if what == "url" else ("/api/v1/devices", f"Authorization: Bearer {long}\r\n")
+        path, header = (f"{form}/api/v1/devices?q={long}", "") if what == "url" else (f"{form}/api/v1/devices", f"Authorization: Bearer {long}\r\n")
         answer = _ask(server.url, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\n".encode())
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith({"url": b"HTTP/1.1 414 ", "header": b"HTTP/1.1 431 "}[what]), answer[:300]
