@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "status",
         help="each plugin's current and latest revision",
         description="Each plugin's current revision, the latest this release has, its state and what is pending; "
-        "histories of plugins that are not loaded are listed as 'not loaded'.",
+        "histories of plugins that are not loaded are listed as 'not loaded'. "
+        "Exit 1 when other commands refuse the database (a plugin behind, unstamped or ahead: `mdm db upgrade` is due, "
+        "or a newer release upgraded it), with that line on stderr; 0 when it is current or only new.",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
@@ -82,8 +84,9 @@ def cmd_upgrade(host: Host, args: argparse.Namespace) -> int:
 
 
 def cmd_status(host: Host, args: argparse.Namespace) -> int:
-    """``mdm db status``"""
-    from mdm_core.db.migrate import History, read_states
+    """``mdm db status``: exit 1 when the other commands refuse the database (behind, unstamped
+    or ahead: the line they print, on stderr), so that a script knows an upgrade is due."""
+    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states
 
     db = host.unchecked_db
     states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
@@ -96,12 +99,16 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)
-        return 0
-    for row in rows:
-        row["pending"] = " ".join(row["pending"]) or "-"
-        row["current"] = row["current"] or "-"
-        row["head"] = row["head"] or "-"
-    print_table(rows, ["plugin", "current", "head", "state", "pending"])
+    else:
+        for row in rows:
+            row["pending"] = " ".join(row["pending"]) or "-"
+            row["current"] = row["current"] or "-"
+            row["head"] = row["head"] or "-"
+        print_table(rows, ["plugin", "current", "head", "state", "pending"])
+    kinds = {s.state for s in states}
+    if "ahead" in kinds or kinds & {"behind", "unstamped"}:  # said on stderr, as every other command says it
+        print(f"mdm: {ahead_message(states) if 'ahead' in kinds else behind_message(states)}", file=sys.stderr, flush=True)  # -q too
+        return 1
     return 0
 
 

@@ -230,9 +230,11 @@ def test_a_database_behind_the_code_stops_every_command_until_mdm_db_upgrade(mdm
     code, out, err = mdm("devices", "list")
     assert code == 1 and out == ""
     assert err == f"mdm: error: database schema is behind this release: run `mdm db upgrade` (pending: {plugin.name} 0001 -> 0002)\n"
-    code, out, _ = mdm("db", "status", "--json")
+    code, out, err = mdm("db", "status", "--json")  # exit 1: a script knows an upgrade is due (was: exit 0)
     status = {r["plugin"]: r for r in json.loads(out)}
     assert status[plugin.name] == {"plugin": plugin.name, "current": "0001", "head": "0002", "pending": ["0002"], "state": "behind"}
+    assert (code, err) == (1, f"mdm: database schema is behind this release: run `mdm db upgrade` (pending: {plugin.name} 0001 -> 0002)\n")
+    assert mdm("-q", "db", "status")[::2] == (1, err)  # -q: the line still said
     code, out, _ = mdm("db", "history", plugin.name)
     # the summary is the docstring's first paragraph, whole, on one line
     assert out.splitlines()[1:] == ["  [x] 0001  a step", "  [ ] 0002  thing colour: the colour each thing is shown in, none for the things made before."]
@@ -260,8 +262,11 @@ def test_a_database_ahead_of_the_code_stops_every_command_and_the_upgrade(mdm, d
             "to 0001): a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n"
         )
     assert _version(db_url, plugin.name) == "0002"
-    code, out, _ = mdm("db", "status")
-    assert code == 0 and any(line.split()[:4] == [plugin.name, "0002", "0001", "ahead"] for line in out.splitlines())
+    code, out, err = mdm("db", "status")  # the table, and exit 1 with the line every command says (was: exit 0)
+    assert code == 1 and any(line.split()[:4] == [plugin.name, "0002", "0001", "ahead"] for line in out.splitlines())
+    assert err == f"mdm: database schema is ahead of this release ({plugin.name} is at 0002, this release knows up to 0001): " + (
+        "a newer mdm-host has upgraded it; run that release, or restore the backup made before the upgrade\n"
+    )
 
 
 def test_a_plugin_enabled_later_gets_its_tables_at_the_next_command(mdm, db_url, new_plugin):
