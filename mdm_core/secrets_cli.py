@@ -112,30 +112,39 @@ def key_reads(host: Host, rows: list[tuple[Any, tuple[Any, ...], str]]) -> tuple
     return current, sum(1 for _, _, c in rows if box.can_decrypt(c))
 
 
+class WrongKey(MdmError):
+    """:func:`refuse_wrong_key`'s refusal: the consent the caller takes (``--key-lost``, the
+    console's confirmation, the API's ``"key_lost": true``) stores the secret all the same."""
+
+
+def _reads_none(host: Host, rows: list[tuple[Any, tuple[Any, ...], str]]) -> bool:
+    """Whether these stored secrets (from :func:`_ciphertexts`) are some and the host's key reads
+    none of them (its missing key file raises ``KeyMissing``)."""
+    return bool(rows) and not key_reads(host, rows)[1]
+
+
 def key_reads_none(host: Host) -> bool:
     """Whether secrets are stored and this host's key (if any) reads none of them: a token is
     then stored again only with ``--key-lost`` (:func:`refuse_wrong_key`). Creates nothing."""
     rows = _ciphertexts(host, read_only=True)
-    if not rows:
-        return False
     try:
-        return not key_reads(host, rows)[1]
+        return _reads_none(host, rows)
     except MdmError:  # no key at all (its file missing): the new one will read none
         return True
 
 
 def refuse_wrong_key(host: Host, if_lost: str) -> None:
-    """Refuse to store a secret with a key that reads none of the stored ones (there are some):
-    a wrong key file restored, whose secret would be unreadable once the right key is back.
-    ``if_lost``: what to do when the right key is lost (the caller's override)."""
+    """Refuse (:class:`WrongKey`) to store a secret with a key that reads none of the stored ones
+    (there are some): a wrong key file restored, whose secret would be unreadable once the right
+    key is back. ``if_lost``: what to do when the right key is lost (the caller's override)."""
     rows = _ciphertexts(host)
-    if not rows or key_reads(host, rows)[1]:
+    if not _reads_none(host, rows):
         return
     from mdm_core.secrets import KEY_FILE_NAME
 
     source = host.secret_key_source()
     key = f"the secret key file {host.config.var_dir / KEY_FILE_NAME}" if source == "key file" else f"the secret key ({source})"
-    raise MdmError(
+    raise WrongKey(
         f"{key} reads none of the {len(rows)} stored secret(s): it is not the key they were stored with (a wrong backup?), "
         "and a token stored with it would be unreadable once that key is back; nothing was stored: restore the key they "
         f"were stored with (see `mdm secrets status`); if it is lost, {if_lost}"
