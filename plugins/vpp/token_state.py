@@ -58,12 +58,14 @@ API_UPLOAD = r'send its text as "token" in PATCH /api/v1/vpp/accounts/\1'
 KEY = "give it the key the token was stored with (MDM_SECRET_KEY or var/secret.key, the same on every host)"
 #: What to do when the key the stored tokens were encrypted with is lost (``accounts.check_key``).
 KEY_LOST = "run this again with --key-lost, then enter each other token again with `mdm vpp account set NAME --token-file FILE`"
-ON_THE_HOST = "store this token on the host's command line with --key-lost (mdm vpp account add|set ... --key-lost), then"
+#: The console's and the API's --key-lost: the confirmation of Add or Renew token, ``"key_lost": true``.
+CONFIRMED = "confirming that the key is lost"
+API_KEY_LOST = 'with "key_lost": true'
 WORDING = [
     (
         re.escape(KEY_LOST),
-        f"{ON_THE_HOST} upload each other token again with Renew token",
-        f'{ON_THE_HOST} send each other token\'s text as "token" in PATCH /api/v1/vpp/accounts/NAME',
+        "confirm it below, then upload each other token again with Renew token",
+        f'send this again {API_KEY_LOST}, then send each other token\'s text as "token" in PATCH /api/v1/vpp/accounts/NAME',
     ),
     (
         r"then mdm vpp account set (\S+) --token-file NEW\.vpptoken --take-over",
@@ -84,8 +86,8 @@ WORDING = [
     (
         r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: "
         r"`mdm vpp account set (\S+) --token-file FILE --key-lost`",
-        f"{KEY}, or {ON_THE_HOST} upload each other token again with Renew token",
-        f'{KEY}, or {ON_THE_HOST} send each other token\'s text as "token" in PATCH /api/v1/vpp/accounts/NAME',
+        f"{KEY}, or upload the token again with Renew token, {CONFIRMED}, then each other token with Renew token",
+        f'{KEY}, or send the token\'s text as "token" {API_KEY_LOST} in PATCH /api/v1/vpp/accounts/\\1, then each other token\'s text as "token" in its PATCH',
     ),
     (
         r"restore the key it was stored with \(var/secret\.key or MDM_SECRET_KEY\), or enter the token again: `mdm vpp account set (\S+) --token-file FILE`",

@@ -27,6 +27,7 @@ from sqlmodel import col
 from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
+from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
@@ -49,6 +50,7 @@ from .accounts import (
 )
 from .apple.client import DEFAULT_SERVICE_URL
 from .changes import format_changes
+from .cli import KEY_LOST_HELP
 from .models import VppAccount, VppAsset, VppAssetCount, VppSyncRun, VppUser
 from .notifications import configure
 from .notifications.configure import public_url
@@ -60,10 +62,10 @@ if TYPE_CHECKING:
 
     from .payloads import Account
 
-#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes (``take_over`` goes with ``token``, ``name`` alone).
-PATCHABLE = {"interval_seconds", "notifications", "token", "take_over", "name"}
+#: What ``PATCH /api/v1/vpp/accounts/{name}`` changes (``take_over`` and ``key_lost`` go with ``token``, ``name`` alone).
+PATCHABLE = {"interval_seconds", "notifications", "token", "take_over", "key_lost", "name"}
 #: What ``POST /api/v1/vpp/accounts`` takes (``name`` and ``token`` required).
-ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "service_url"}
+ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "key_lost", "service_url"}
 #: How messages name a token sent in a JSON body (never its value).
 API_TOKEN = "the token sent"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -111,10 +113,10 @@ WORDING = [
     ),
     (r"--token-file and --take-over", f"{RENEW}, confirming the take-over", 'PATCH with "token" and "take_over": true'),
     (r"(?:add|run this again with) --take-over", "confirm the take-over", 'send this again with "take_over": true'),
-    (  # the key lost (the host's --key-lost, which the console cannot give), then the other tokens
+    (  # the key lost: --key-lost for the first token (the console's confirmation, the API's "key_lost"), then the others
         r"`mdm vpp account set (\S+) --token-file FILE --key-lost`",
-        f"the first on the host's command line (mdm vpp account set \\1 ... --key-lost), the others with {RENEW}",
-        f"the first on the host's command line (mdm vpp account set \\1 ... --key-lost), the others with {API_RENEW}",
+        f"{RENEW}, {token_state.CONFIRMED} for the first token (the others without)",
+        f"{API_RENEW} {token_state.API_KEY_LOST} for the first token (the others without)",
     ),
     (r"`?mdm vpp account set (\S+) --token-file [^\s`]+`?", RENEW, API_RENEW),  # the colon after its backtick stays
     (
@@ -327,21 +329,27 @@ def upload_label(upload: UploadFile | None) -> str:
     return f"the uploaded file '{filename}'" if filename else "the uploaded token file"
 
 
-def take_over_page(request: Request, exc: ClaimedByOtherMdm, action: str, data: bytes, fields: dict[str, Any]) -> Response:
-    """The confirmation a take-over needs, naming the other MDM (409); the token waits in the
-    form encrypted with the host's key."""
-    return render(
-        request,
-        "vpp/take_over.html",
-        {
-            "action": action,
-            "other": exc.other,
-            "location": exc.location,
-            "pending": host_of(request).secrets.encrypt(data.decode("utf-8", "replace")),
-            "fields": fields,
-        },
-        status_code=409,
-    )
+def confirmation_page(request: Request, template: str, action: str, data: bytes, fields: dict[str, Any], **context: Any) -> Response:
+    """A confirmation the uploaded token needs before it is stored (409): the form posts to
+    ``action`` again with ``fields`` (the form's, and the confirmations given before), the token
+    waiting in it encrypted with the host's key."""
+    pending = host_of(request).secrets.encrypt(data.decode("utf-8", "replace"))
+    return render(request, template, {"action": action, "pending": pending, "fields": fields, **context}, status_code=409)
+
+
+def confirmation_for(request: Request, exc: ClaimedByOtherMdm | WrongKey, action: str, data: bytes, fields: dict[str, Any]) -> Response:
+    """The confirmation the refusal ``exc`` asks for: a take-over, naming the other MDM; or what
+    ``--key-lost`` says on the command line, in its words, after the refusal (the host's key
+    reads none of the stored tokens): the admin says the right key is lost for good."""
+    if isinstance(exc, ClaimedByOtherMdm):
+        return confirmation_page(request, "vpp/take_over.html", action, data, fields, other=exc.other, location=exc.location)
+    error, label = for_request(request, str(exc)), for_request(request, KEY_LOST_HELP)
+    return confirmation_page(request, "vpp/key_lost.html", action, data, fields, error=error, key_lost_label=label)
+
+
+def confirmed(take_over: str, key_lost: str) -> dict[str, str]:
+    """The confirmations a form carries (``yes``), kept in the next confirmation's form."""
+    return {name: "yes" for name, value in (("take_over", take_over), ("key_lost", key_lost)) if value == "yes"}
 
 
 def with_token_file(host: Host, data: bytes, work: Any) -> Any:
@@ -419,9 +427,11 @@ def page_router() -> APIRouter:
         pending: str = Form(""),
         take_over: str = Form(""),
         notifications: str = Form(""),
+        key_lost: str = Form(""),
     ) -> Response:
-        """Add an account as ``mdm vpp account add NAME --token-file F [--notifications on|off]``
-        does (``notifications`` empty: its default, on when ``[web] public_url`` is set)."""
+        """Add an account as ``mdm vpp account add NAME --token-file F [--notifications on|off]
+        [--take-over] [--key-lost]`` does (``notifications`` empty: its default, on when ``[web]
+        public_url`` is set); a take-over and a lost key are confirmed on their own page."""
         host = host_of(request)
         seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
         wanted = _on_off(notifications, "notifications") if notifications else None
@@ -440,24 +450,28 @@ def page_router() -> APIRouter:
                     take_over=take_over == "yes",
                     notifications=wanted,
                     token_label=label,
+                    key_lost=key_lost == "yes",
                 ),
             )
-        except ClaimedByOtherMdm as exc:
-            return take_over_page(
-                request, exc, "/vpp/add", data, {"name": name, "interval": seconds, "service_url": service_url, "notifications": notifications}
-            )
+        except (ClaimedByOtherMdm, WrongKey) as exc:
+            form = {"name": name, "interval": seconds, "service_url": service_url, "notifications": notifications, **confirmed(take_over, key_lost)}
+            return confirmation_for(request, exc, "/vpp/add", data, form)
         return redirect(request, "/vpp", f"account {name.strip()} added: click Synchronize to read its assets now, or wait for the interval")
 
     @router.post("/vpp/accounts/{name}/renew")
-    async def renew(request: Request, name: str, token_file: UploadFile | None = File(None), pending: str = Form(""), take_over: str = Form("")) -> Response:
+    async def renew(
+        request: Request, name: str, token_file: UploadFile | None = File(None), pending: str = Form(""), take_over: str = Form(""), key_lost: str = Form("")
+    ) -> Response:
         host = host_of(request)
         _account(host, name)
         data = await read_upload(request, token_file, pending)
         label = upload_label(token_file)
         try:
-            row = with_token_file(host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label))
-        except ClaimedByOtherMdm as exc:
-            return take_over_page(request, exc, f"/vpp/accounts/{name}/renew", data, {})
+            row = with_token_file(
+                host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label, key_lost=key_lost == "yes")
+            )
+        except (ClaimedByOtherMdm, WrongKey) as exc:
+            return confirmation_for(request, exc, f"/vpp/accounts/{name}/renew", data, confirmed(take_over, key_lost))
         return redirect(request, "/vpp", renewed_message(name, row))
 
     @router.post("/vpp/accounts/{name}/interval")
@@ -622,7 +636,8 @@ def api_router() -> APIRouter:
         """Add an account as the console's Add and ``mdm vpp account add`` do: ``name`` and
         ``token`` (the .vpptoken file's text) required; ``interval_seconds``, ``notifications``
         (``"on"``/``"off"``), ``service_url``, ``take_over`` (true: claim a location another MDM
-        manages) optional. 201 with the account; 409 for a name taken, a location already an
+        manages), ``key_lost`` (true: as ``--key-lost``, store it although the host's key reads
+        none of the stored tokens) optional. 201 with the account; 409 for a name taken, a location already an
         account here or another MDM's location."""
         host = host_of(request)
         body = await json_object(request, send=ADD_SHAPE, shape=ADD_SHAPE)
@@ -638,7 +653,7 @@ def api_router() -> APIRouter:
             raise WebError(422, "service_url must be text: an http(s) URL, or leave it out for Apple's")
         seconds = check_interval(host, body["interval_seconds"], "interval_seconds") if "interval_seconds" in body else None
         wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
-        take_over = _take_over(body)
+        take_over, key_lost = _flag(body, "take_over"), _flag(body, "key_lost")
         data = _api_token(host, body["token"])
         with host.db.session() as session:
             check_name_free(session, name)  # before the token is read (409, in the API's words: WORDING)
@@ -647,7 +662,15 @@ def api_router() -> APIRouter:
                 host,
                 data,
                 lambda path: add_account(
-                    host, name, path, interval=seconds, service_url=service_url, take_over=take_over, notifications=wanted, token_label=API_TOKEN
+                    host,
+                    name,
+                    path,
+                    interval=seconds,
+                    service_url=service_url,
+                    take_over=take_over,
+                    notifications=wanted,
+                    token_label=API_TOKEN,
+                    key_lost=key_lost,
                 ),
             )
         )
@@ -659,8 +682,8 @@ def api_router() -> APIRouter:
         """Change ``interval_seconds`` (the Account Synchronization Interval), ``notifications``
         (``"on"``: give Apple ``[web] public_url``; ``"off"``) and/or renew the ``token`` (the
         new .vpptoken file's text; ``take_over`` true to claim the location back from another
-        MDM), as ``mdm vpp account set NAME --interval SECONDS --notifications on|off
-        --token-file FILE [--take-over]`` does; or rename it, ``{"name": NEW}`` alone, as ``mdm
+        MDM, ``key_lost`` true as ``--key-lost``), as ``mdm vpp account set NAME --interval SECONDS
+        --notifications on|off --token-file FILE [--take-over] [--key-lost]`` does; or rename it, ``{"name": NEW}`` alone, as ``mdm
         vpp account rename NAME NEW`` does (409 while a sync of it runs, or for a name taken)."""
         host = host_of(request)
         _account(host, name)
@@ -672,17 +695,21 @@ def api_router() -> APIRouter:
         wanted = _on_off(body["notifications"], "notifications") if "notifications" in body else None
         if "name" in body:
             return _api_account(request, _api_rename(host, name, body))
-        take_over = _take_over(body)
+        take_over, key_lost = _flag(body, "take_over"), _flag(body, "key_lost")
         if "token" not in body:
             if "take_over" in body:
                 raise WebError(422, '"take_over" goes with "token": renewing the token claims the location back')
+            if "key_lost" in body:
+                raise WebError(422, '"key_lost" goes with "token": it stores the token sent with a key that reads none of the stored ones')
             return _api_account(request, set_account(host, name, interval=seconds, notifications=wanted))
         data = _api_token(host, body["token"])
         row = _claiming(
             lambda: with_token_file(
                 host,
                 data,
-                lambda path: set_account(host, name, interval=seconds, notifications=wanted, token_file=path, take_over=take_over, token_label=API_TOKEN),
+                lambda path: set_account(
+                    host, name, interval=seconds, notifications=wanted, token_file=path, take_over=take_over, token_label=API_TOKEN, key_lost=key_lost
+                ),
             )
         )
         return _api_account(request, row)
@@ -796,11 +823,12 @@ def _on_off(value: Any, field: str) -> bool:
 
 ADD_SHAPE = (
     'send {"name": NAME, "token": "<the text of the .vpptoken file>"}, '
-    'optionally with interval_seconds, notifications ("on"|"off"), service_url and take_over (true|false)'
+    'optionally with interval_seconds, notifications ("on"|"off"), service_url, take_over and key_lost (true|false)'
 )
 PATCH_SHAPE = (
     'send {"interval_seconds": SECONDS}, {"notifications": "on"|"off"} and/or '
-    '{"token": "<the text of the new .vpptoken file>"} (with "take_over": true to claim the location back), or {"name": NEW} alone'
+    '{"token": "<the text of the new .vpptoken file>"} (with "take_over": true to claim the location back, "key_lost": true to store it '
+    'with a key that reads none of the stored tokens), or {"name": NEW} alone'
 )
 
 
@@ -811,11 +839,11 @@ def _known_fields(body: dict[str, Any], known: set[str], shape: str) -> None:
         raise WebError(422, f"unknown field(s): {', '.join(unknown)[:200]}; {shape}")
 
 
-def _take_over(body: dict[str, Any]) -> bool:
-    """The body's ``take_over``: a JSON boolean (false when left out)."""
-    value = body.get("take_over", False)
+def _flag(body: dict[str, Any], field: str) -> bool:
+    """The body's ``take_over`` or ``key_lost``: a JSON boolean (false when left out)."""
+    value = body.get(field, False)
     if not isinstance(value, bool):
-        raise WebError(422, f"take_over {json.dumps(value, default=str)[:50]} is not valid: give true or false")
+        raise WebError(422, f"{field} {json.dumps(value, default=str)[:50]} is not valid: give true or false")
     return value
 
 

@@ -101,7 +101,7 @@ def test_a_token_this_host_cannot_decrypt_says_so(school: Host, make_host: Any, 
     key, say) shows the account's token as unreadable and how to fix it, on the page and in
     the API, as `mdm vpp account list` does. Uploading the token again with Renew token is
     refused: that key reads none of the stored tokens, and a token stored with it would be
-    unreadable once the right key is back (restore it, or --key-lost on the host)."""
+    unreadable once the right key is back (restore it, or confirm that it is lost)."""
     from fastapi.testclient import TestClient
 
     from mdm_core.web.app import create_app
@@ -119,7 +119,7 @@ def test_a_token_this_host_cannot_decrypt_says_so(school: Host, make_host: Any, 
         token = simulator.write_token(project_dir / "again.vpptoken").read_bytes()
         renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("t.vpptoken", token)})
         said = html.unescape(renewed.text)
-        assert renewed.status_code == 400 and "reads none of the 1 stored secret(s)" in said and "with --key-lost" in said, said[-1500:]
+        assert renewed.status_code == 409 and "reads none of the 1 stored secret(s)" in said and "if it is lost, confirm it below" in said, said[-1500:]
         assert admin.get("/api/v1/vpp/accounts").json()["items"][0]["token_state"] == "unreadable"
 
 

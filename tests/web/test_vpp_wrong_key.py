@@ -1,11 +1,14 @@
 """A wrong key in place (a wrong backup of the key file restored, reading none of the stored
 tokens): the console's and the API's add and Renew token refuse to store a token with it, in
-their words, nothing written (it would be unreadable once the right key is back). SQLite and
-PostgreSQL."""
+their words, nothing written (it would be unreadable once the right key is back); the admin
+whose right key is lost gives the consent the command line's --key-lost gives, in its words:
+the console's confirmation, the API's ``"key_lost": true`` (they could not: the host's command
+line was the only way). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,10 +62,38 @@ def test_the_console_refuses_a_token_for_a_key_that_reads_none(wrong_key: tuple[
         assert sign_in(admin).status_code == 303
         for path, form in (("/vpp/accounts/school/renew", {}), ("/vpp/add", {"name": "second", "service_url": simulator.base_url})):
             page = admin.post(path, data={**form, "csrftoken": csrf(admin)}, files={"token_file": ("t.vpptoken", token)})
-            assert page.status_code in (400, 409) and REFUSED in page.text, (path, page.status_code, page.text[-2000:])
+            assert page.status_code == 409 and REFUSED in page.text, (path, page.status_code, page.text[-2000:])
             said = html.unescape(page.text)
-            assert "run this again" not in said and "on the host's command line with --key-lost" in said, said[-1500:]
+            assert "run this again" not in said and "--key-lost" not in said and "if it is lost, confirm it below" in said, said[-1500:]
+            assert "the key the stored tokens were encrypted with is lost: store this token with the current key" in said, said[-1500:]
     assert _stored(host) == stored  # nothing written: was, a token only the wrong key reads
+
+
+def test_the_console_stores_the_token_once_the_key_is_confirmed_lost(wrong_key: tuple[Host, str], simulator: Any, project_dir: Path) -> None:
+    host, stored = wrong_key
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    with _client(host) as admin:
+        assert sign_in(admin).status_code == 303
+        page = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin)}, files={"token_file": ("t.vpptoken", token)})
+        pending = re.search(r'name="pending" value="([^"]+)"', page.text)
+        assert page.status_code == 409 and pending and 'name="key_lost" value="yes" required' in page.text, page.text[-2000:]
+        renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "pending": html.unescape(pending.group(1)), "key_lost": "yes"})
+        assert renewed.status_code == 200 and "token of school renewed" in renewed.text, renewed.text[-2000:]
+    assert host.secrets.can_decrypt(_stored(host)) and _stored(host) != stored  # stored with the current key
+
+
+def test_the_api_stores_the_token_with_key_lost(wrong_key: tuple[Host, str], simulator: Any, project_dir: Path) -> None:
+    host, stored = wrong_key
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_text()
+    with _client(host, headers=token_for(host, "admin")) as api:
+        response = api.patch(f"{ACCOUNTS}/school", json={"key_lost": True})
+        assert response.status_code == 422 and response.json()["error"].startswith('"key_lost" goes with "token"'), response.text
+        response = api.patch(f"{ACCOUNTS}/school", json={"token": token, "key_lost": "yes"})
+        assert response.status_code == 422 and 'key_lost "yes" is not valid: give true or false' in response.json()["error"], response.text
+        assert _stored(host) == stored
+        response = api.patch(f"{ACCOUNTS}/school", json={"token": token, "key_lost": True})
+        assert response.status_code == 200 and response.json()["token_state"] == "valid", response.text
+    assert host.secrets.can_decrypt(_stored(host)) and _stored(host) != stored
 
 
 def test_the_api_refuses_a_token_for_a_key_that_reads_none(wrong_key: tuple[Host, str], simulator: Any, project_dir: Path) -> None:
@@ -75,5 +106,5 @@ def test_the_api_refuses_a_token_for_a_key_that_reads_none(wrong_key: tuple[Host
         ):
             error = response.json()["error"]
             assert response.status_code in (400, 409) and REFUSED in error and "\n" not in error, response.text
-            assert "run this again" not in error and "on the host's command line with --key-lost" in error, error
+            assert "run this again" not in error and "--key-lost" not in error and 'if it is lost, send this again with "key_lost": true' in error, error
     assert _stored(host) == stored

@@ -437,9 +437,11 @@ def test_an_unknown_account_on_a_host_without_any_says_how_to_add_one_in_each_su
         assert error == "no VPP account named 'school' (add one with POST /api/v1/vpp/accounts)", error
 
 
-def test_entering_a_token_again_after_a_lost_key_is_the_hosts_key_lost_in_the_console_and_the_api() -> None:
-    """The advice naming --key-lost (the key reads none of the stored tokens) is the host's
-    command line for the first token there, never a Renew token the key refuses, nor a stray flag."""
+def test_entering_a_token_again_after_a_lost_key_is_the_key_lost_consent_in_the_console_and_the_api() -> None:
+    """The advice naming --key-lost (the key reads none of the stored tokens) is Renew token
+    confirming that the key is lost, and the API's ``"key_lost": true``, for the first token
+    (was: the host's command line, which the console and the API could not give), never a
+    plain Renew token the key refuses, nor a stray flag."""
     from mdm_core.secrets import token_again
     from mdm_core.web.wording import CORE, Rewording, reword
     from plugins.vpp.accounts import unreadable_action
@@ -450,4 +452,5 @@ def test_entering_a_token_again_after_a_lost_key_is_the_hosts_key_lost_in_the_co
         for surface in ("console", "api"):
             said = reword(text, rules, surface)
             assert "--token-file" not in said and "`" not in said.partition("new-key`")[2], said
-            assert "on the host's command line" in said and "--key-lost)" in said, said
+            assert "--key-lost" not in said, said
+            assert ("confirming that the key is lost" if surface == "console" else 'with "key_lost": true') in said, said
