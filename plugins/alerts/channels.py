@@ -9,6 +9,7 @@ server refused for good: a 5xx SMTP reply, an HTTP 4xx) are not retried.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import smtplib
 import socket
@@ -147,7 +148,7 @@ class EmailChannel:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(s.smtp_host, s.port, timeout=s.smtp_timeout, context=context)
             else:
                 client = smtplib.SMTP(s.smtp_host, s.port, timeout=s.smtp_timeout)
-            with client:
+            with contextlib.closing(client):  # QUIT only after a delivery (_quit)
                 client.ehlo()
                 if s.smtp_security == "starttls":
                     if not client.has_extn("starttls"):
@@ -161,6 +162,7 @@ class EmailChannel:
                         raise DeliveryError(_no_auth(where, s.smtp_security, client.has_extn("starttls")), permanent=True)
                     client.login(s.smtp_username, password or "")
                 refused = client.send_message(self.message(message), from_addr=s.email_from, to_addrs=list(s.email_to))
+                _quit(client)
         except DeliveryError:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
@@ -185,6 +187,15 @@ class EmailChannel:
         if refused:
             return scrub(f"refused recipients: {', '.join(f'{r} ({c})' for r, (c, _) in refused.items())}", secrets)
         return None
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    """End the session after the message was accepted: whatever the server answers to QUIT (an
+    error while it shuts down), or its closing the connection first, the alert was delivered."""
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
 
 
 def _no_auth(where: str, security: str, offers_starttls: bool) -> str:

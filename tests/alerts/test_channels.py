@@ -10,7 +10,7 @@ import pytest
 from plugins.alerts.channels import DeliveryError, Outgoing, configured_channels
 from plugins.alerts.settings import settings
 
-from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET
+from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, free_port
 
 MESSAGE = Outgoing(
     id=7,
@@ -218,3 +218,45 @@ def test_a_webhook_url_with_a_login_sends_it_as_basic_auth(alerts_host, webhook_
     with pytest.raises(DeliveryError) as caught:
         webhook.send(MESSAGE)
     assert str(caught.value) == "webhook ops (127.0.0.1) answered HTTP 500: bad login hook-user:***"
+
+
+def test_a_message_accepted_is_sent_whatever_the_server_answers_to_quit(alerts_host):
+    """A relay that accepted the message (250) and then answered QUIT with an error (a 4xx while
+    it shuts down) or closed the connection: smtplib raised that answer from the end of the
+    session, so a delivered alert was retried (sent twice) or, with a 5xx, marked failed. The
+    session's end no longer counts once the message was accepted."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    received: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content)
+            return "250 OK"
+
+    class RudeAtQuit(SMTP):
+        quit_answer = ""
+
+        async def smtp_QUIT(self, arg):
+            await self.push(self.quit_answer)
+            self.transport.close()
+
+    class Server(Controller):
+        def factory(self):
+            return RudeAtQuit(self.handler)
+
+    for answer in ("451 4.3.0 shutting down", "554 5.0.0 go away"):
+        RudeAtQuit.quit_answer = answer
+        port = free_port()
+        controller = Server(Handler(), hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            host = alerts_host(
+                f'email_to = ["it@school.example"]\nemail_from = "mdm@school.example"\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nsmtp_security = "none"\n',
+                account=False,
+            )
+            assert channel(host).send(MESSAGE) is None
+        finally:
+            controller.stop()
+    assert len(received) == 2
