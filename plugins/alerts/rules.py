@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the other plugins' published contracts: types only, no impo
     from plugins.vpp.payloads import Asset
 
 TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expired", "revoked", "invalid", "taken_over")
+BLOCKED = ("expired", "revoked", "invalid", "taken_over")  # the token states that stop the account's syncs
 LICENSE_STATES = ("ok", "low", "none")
 MAX_LISTED = 20  # targets listed in one install-failure alert
 
@@ -91,6 +92,8 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
             "When it expires, this account stops syncing and its licenses can no longer be assigned or reclaimed. "
             "Download a new token from Apple School Manager or Apple Business Manager (Settings > Apps and Books)."
         )
+        if previous in BLOCKED:  # renewed (or taken back) with a token expiring soon: say the block is over too
+            text = f"The token of account '{account}' was {previous.replace('_', ' ')}: it works again and the account syncs again. {text}"
         severity = "critical" if state == "expiring_7" else "warning"
     elif state == "expired" or state.startswith("expiring_"):  # expired, or expiring and told past its date
         # Apple can refuse a token as expired (9621) before the date it carries: never "expired on" a day to come

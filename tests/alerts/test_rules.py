@@ -128,6 +128,12 @@ def test_token_changes_that_are_news():
     assert token_alert("a", "expiring_30", "expiring_30", expires=expires, detail=None, action=None, now=NOW) is None
     back = token_alert("a", "revoked", "valid", expires=expires, detail=None, action=None, now=NOW)
     assert back.severity == "resolved" and "was revoked; it is now valid until 2026-06-21" in back.text
+    # taken back (or renewed) with a token expiring soon: the admin told "syncs are stopped" hears they go on
+    for blocked, said in (("taken_over", "taken over"), ("revoked", "revoked"), ("expired", "expired")):
+        soon = token_alert("a", blocked, "expiring_30", expires=expires, detail=None, action="renew it", now=NOW)
+        assert soon.title == "VPP token of account 'a' expires in 20 days, on 2026-06-21" and soon.severity == "warning"
+        assert soon.text.startswith(f"The token of account 'a' was {said}: it works again and the account syncs again. When it expires"), soon.text
+    assert first.text.startswith("When it expires")  # a first alert has nothing to take back
     expired = token_alert("a", "expiring_7", "expired", expires=NOW.isoformat(), detail=None, action=None, now=NOW)
     assert expired.severity == "critical" and expired.title == "VPP token of account 'a' expired on 2026-06-01"
     early = token_alert("a", "expiring_30", "expired", expires=expires, detail=None, action=None, now=NOW)  # Apple said 9621 before the date
