@@ -39,8 +39,8 @@ STATES = ("valid", "expiring_30", "expiring_14", "expiring_7", *BLOCKING)
 NOTHING_TO_DO = "nothing to do"
 ACTIONS = {
     "valid": NOTHING_TO_DO,
-    "expiring_30": "renew the token within 30 days: mdm vpp account set NAME --token-file NEW.vpptoken",
-    "expiring_14": "renew the token within 14 days: mdm vpp account set NAME --token-file NEW.vpptoken",
+    "expiring_30": "renew the token before it expires: mdm vpp account set NAME --token-file NEW.vpptoken",
+    "expiring_14": "renew the token before it expires: mdm vpp account set NAME --token-file NEW.vpptoken",
     "expiring_7": "renew the token this week: mdm vpp account set NAME --token-file NEW.vpptoken",
     "expired": "download a new token from Apple School/Business Manager, then: mdm vpp account set NAME --token-file NEW.vpptoken",
     "revoked": "the token was revoked in Apple School/Business Manager: download a new one, then mdm vpp account set NAME --token-file NEW.vpptoken",

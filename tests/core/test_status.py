@@ -230,7 +230,7 @@ def test_a_vpp_token_expiring_soon_is_a_warning_that_leaves_the_exit_code(make_h
     assert (code, text_code, status["problems"]) == (0, 0, [])
     assert status["warnings"] == [
         f"VPP account 'school': token expiring in 12 days (on {expires:%Y-%m-%d}): "
-        "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+        "renew the token before it expires: mdm vpp account set school --token-file NEW.vpptoken"
     ]
     assert f"\nwarning: {status['warnings'][0]}\n" in out
 

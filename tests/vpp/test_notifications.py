@@ -184,7 +184,7 @@ def test_a_token_to_renew_and_misdirected_notifications_are_both_said(notified: 
     notified.db.run_write(lambda session: session.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(days=10), token_state="expiring_14")))
     code, table, err = cli("vpp", "account", "list", config=FAST_CONFIG)  # no [web] public_url
     [said] = [line.removeprefix("school: ") for line in table.splitlines() if line.startswith("school: ")]
-    token_action = "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+    token_action = "renew the token before it expires: mdm vpp account set school --token-file NEW.vpptoken"
     assert code == 0 and said.startswith(f"{token_action}; Apple posts its notifications to "), table + err
     assert said.endswith("but [web] public_url is not set: set it again, or run mdm vpp account set school --notifications off")
     code, out, err = cli("vpp", "account", "list", "--json", config=FAST_CONFIG)
@@ -213,7 +213,7 @@ def test_mdm_status_says_the_token_and_the_notifications_each_on_its_own_line(no
     notified.db.run_write(lambda session: session.execute(update(VppAccount).values(token_expires_at=utcnow() + timedelta(days=10), token_state="expiring_14")))
     expires = account_row(notified).token_expires_at.date().isoformat()
     token = f"VPP account 'school': token expiring in 10 days (on {expires}): "
-    token += "renew the token within 14 days: mdm vpp account set school --token-file NEW.vpptoken"
+    token += "renew the token before it expires: mdm vpp account set school --token-file NEW.vpptoken"
     assert warnings() == [token, f"VPP account 'school': {notice}"]  # the token's line ended with the notice too
     notified.config.section("web", WebSettings).public_url = None
     [said] = [line for line in warnings() if "notifications" in line]

@@ -58,7 +58,7 @@ def test_accounts_page_shows_token_state_last_sync_and_interval(school: Host, ad
         (
             10 * 24 - 1,  # 9 days 23 hours left: rounded up
             "expiring soon — expires in 10 days (",
-            "renew the token within 14 days: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
+            "renew the token before it expires: download a new .vpptoken from Apple School/Business Manager and upload it with Renew token",
         ),
         (-3 * 24, "expired — expired ", "download a new .vpptoken from Apple School/Business Manager and upload it with Renew token"),
     ],
