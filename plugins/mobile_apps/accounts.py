@@ -63,6 +63,21 @@ def removed_reason(account: str) -> str:
     return f"its VPP account {account} was removed"
 
 
+def removed_meanwhile(row: Install) -> bool:
+    """Whether the install's VPP account was removed while Apple was asked (its ``error`` is the
+    mark :func:`account_removed` leaves on an install ``associating``)."""
+    return row.error == removed_reason(row.account)
+
+
+def wait_or_cancel(row: Install) -> bool:
+    """An install whose license Apple has not confirmed ends ``pending`` (asked again later), or
+    ``canceled`` when its account was removed meanwhile (:func:`removed_meanwhile`): another
+    account may take the name, and must not be asked for it. Returns whether it was canceled."""
+    canceled = removed_meanwhile(row)
+    row.status, row.updated_at = "canceled" if canceled else "pending", utcnow()
+    return canceled
+
+
 def account_removed(host: Host, session: Session, account: str) -> None:
     """Close what waits under the removed ``account``: installs ``pending`` or ``invited``
     and pending reclaims end ``canceled`` with :func:`removed_reason` (a redelivered event finds

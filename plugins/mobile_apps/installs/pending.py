@@ -24,7 +24,7 @@ from mdm_core.job_lock import check_held
 from mdm_core.models import Device, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
-from ..accounts import removed_reason
+from ..accounts import wait_or_cancel
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install, MobileApp
 from ..payloads import InstallFailedPayload
@@ -333,11 +333,8 @@ def _resume(session: Session, ids: list[int | None]) -> None:
     """Interrupted installs are asked again (``pending``), unless their account was removed
     meanwhile (marked by :func:`.accounts.account_removed`): those end ``canceled``."""
     for row in session.execute(select(Install).where(col(Install.id).in_(ids), col(Install.status) == "associating")).scalars():
-        if row.error == removed_reason(row.account):
-            row.status = "canceled"
-        else:
-            row.status, row.error = "pending", "interrupted while Apple was asked; asking again"
-        row.updated_at = utcnow()
+        if not wait_or_cancel(row):
+            row.error = "interrupted while Apple was asked; asking again"
         session.add(row)
 
 

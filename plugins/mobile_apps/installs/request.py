@@ -30,7 +30,7 @@ from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult, MirroredUser
 
-from ..accounts import check_account, removed_reason
+from ..accounts import check_account, removed_meanwhile, removed_reason, wait_or_cancel
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
@@ -332,9 +332,9 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
     def work(session: Session) -> None:
         for serial in succeeded:
             device = session.get(Device, serial)
-            row = session.get(Install, intents[serial]) if serial in intents else None
             if device is None:  # removed meanwhile
                 out.add(serial, "refused", "not enrolled any more")
+                row = session.get(Install, intents[serial]) if serial in intents else None
                 if row is not None:
                     row.status, row.error, row.updated_at = "failed", "the device was removed while Apple licensed it", utcnow()
                     session.add(row)
@@ -344,13 +344,7 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
             out.add(
                 serial, "queued", f"InstallApplication queued (command {uuid}, {how})" if new else f"InstallApplication already queued (command {uuid}, {how})"
             )
-            row = row or (None if new else _install_of(session, asset, "device", serial, [uuid]))
-            row = row or Install(
-                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="device", target=serial, source="request", status="queued"
-            )
-            row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, uuid])), utcnow()
-            row.error = None if _removed_meanwhile(row) else row.error  # licensed after all: the removal's mark is not its error
-            session.add(row)
+            _mark_queued(session, asset, "device", serial, intents.get(serial), [uuid], new)
 
     if succeeded:
         host.db.run_write(work)
@@ -503,15 +497,7 @@ def _queue_for_users(
                 )
                 uuids.append(uuid)
                 fresh = fresh or new
-            row = session.get(Install, intents[user]) if user in intents else None
-            row = row or (None if fresh else _install_of(session, asset, "user", user, uuids))
-            row = row or Install(
-                account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind="user", target=user, source="request", status="queued"
-            )
-            row.command_uuids = list(dict.fromkeys([*row.command_uuids, *uuids]))
-            row.status, row.updated_at = "queued", utcnow()
-            row.error = None if _removed_meanwhile(row) else row.error
-            session.add(row)
+            _mark_queued(session, asset, "user", user, intents.get(user), uuids, fresh)
 
     _settle_failed(host, intents, {u: "licensed, but no enrolled device of the user to install on" for u in idle}, status="licensed")
     if busy:
@@ -519,6 +505,21 @@ def _queue_for_users(
         for user, lines in said.items():
             blocks[user].lines += lines
         host.deliver_events()
+
+
+def _mark_queued(session: Session, asset: Asset, kind: str, target: str, intent: int | None, uuids: list[str], fresh: bool) -> None:
+    """Record ``target``'s install ``queued`` with the commands ``uuids`` (``fresh``: one was
+    newly queued): the install recorded before Apple was asked (``intent``), else the queued one
+    that holds these commands (asked again while they wait), else a new one. Licensed after all,
+    an account's removal meanwhile (:func:`..accounts.removed_meanwhile`) is not its error."""
+    row = session.get(Install, intent) if intent is not None else None
+    row = row or (None if fresh else _install_of(session, asset, kind, target, uuids))
+    row = row or Install(
+        account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=target, source="request", status="queued"
+    )
+    row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, *uuids])), utcnow()
+    row.error = None if removed_meanwhile(row) else row.error
+    session.add(row)
 
 
 def _install_of(session: Session, asset: Asset, kind: str, target: str, uuids: list[str]) -> Install | None:
@@ -633,8 +634,7 @@ def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str],
         for target, (install_id, reason) in todo.items():
             row = session.get(Install, install_id)
             if row is not None and row.status == "associating":
-                if status == "pending" and _removed_meanwhile(row):
-                    row.status, row.updated_at = "canceled", utcnow()
+                if status == "pending" and wait_or_cancel(row):
                     canceled.add(target)
                 else:
                     row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
@@ -644,16 +644,12 @@ def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str],
     return host.db.run_write(work)
 
 
-def _removed_meanwhile(row: Install) -> bool:
-    """Whether the install's VPP account was removed while Apple was asked (marked by
-    :func:`..accounts.account_removed`): what it would leave pending is asked of nobody (another
-    account may take the name), so it ends ``canceled``."""
-    return row.error == removed_reason(row.account)
-
-
-def _canceled(target: str, account: str) -> tuple[str, str, Said]:
-    """The outcome line of an install whose account was removed before Apple confirmed it."""
-    return (target, "canceled", Said(f"not licensed: {removed_reason(account)} before Apple confirmed the license: it is not asked again"))
+def _say_waiting(out: Outcome, asset: Asset, targets: list[str], canceled: set[str], said: Said) -> None:
+    """The lines of installs Apple has not confirmed: ``pending`` (``said``), or ``canceled``
+    when their account was removed meanwhile (:func:`..accounts.wait_or_cancel`)."""
+    gone = Said(f"not licensed: {removed_reason(asset.account)} before Apple confirmed the license: it is not asked again")
+    for target in targets:
+        out.add(target, "canceled" if target in canceled else "pending", gone if target in canceled else said)
 
 
 def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], wait: float, out: Outcome, intents: dict[str, int]) -> LicenseResult | None:
@@ -668,11 +664,12 @@ def _associate(host: Host, asset: Asset, serials: list[str], users: list[str], w
         # target is pending, as its install is recorded, not failed
         pending = isinstance(exc, TemporaryError)
         canceled = _settle_failed(host, intents, {t: one_line(exc) for t in serials + users}, status="pending" if pending else "failed")
-        for target in serials + users:
-            if target in canceled:
-                out.lines.append(_canceled(target, asset.account))
-            else:
-                out.add(target, "pending" if pending else "failed", wording.not_licensed(str(exc), asked_again=pending))
+        said = wording.not_licensed(str(exc), asked_again=pending)
+        if pending:
+            _say_waiting(out, asset, serials + users, canceled, said)
+        else:
+            for target in serials + users:
+                out.add(target, "failed", said)
         return None
 
 
@@ -720,17 +717,11 @@ def _record_pending(host: Host, asset: Asset, targets: list[str], event_ids: lis
             row = session.get(Install, intents[target])
             if row is None:
                 continue
-            if _removed_meanwhile(row):
-                row.status, row.updated_at = "canceled", utcnow()
+            if wait_or_cancel(row):
                 canceled.add(target)
             else:
-                row.status, row.event_ids, row.updated_at = "pending", list(event_ids), utcnow()
+                row.event_ids = list(event_ids)
             session.add(row)
         return canceled
 
-    canceled = host.db.run_write(work)
-    for target in targets:
-        if target in canceled:
-            out.lines.append(_canceled(target, asset.account))
-        else:
-            out.add(target, "pending", wording.unconfirmed(wait, event_ids))
+    _say_waiting(out, asset, targets, host.db.run_write(work), wording.unconfirmed(wait, event_ids))
