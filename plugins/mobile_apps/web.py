@@ -130,9 +130,12 @@ def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str])
     with _unknown_app_is_404():  # a blank holder is refused before the first is reclaimed
         plan = plan_holders_reclaim(host, selector, [t for k, t in targets if k == "device"], [t for k, t in targets if k == "user"])
         rows = reclaim(host, selector, plan=plan) if plan.licenses else []
+    by_holder: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_holder.setdefault((row["kind"], row["target"]), []).append(row)
     lines: list[dict[str, Any]] = []
     for kind, target in targets:
-        found = [r for r in rows if r["kind"] == kind and r["target"] == target]
+        found = by_holder.get((kind, target), [])
         lines += [
             {"target": given[kind, target], "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
             for r in found
