@@ -111,6 +111,26 @@ def test_user_install_end_to_end(host, simulator, mdm):
     assert install["status"] == "queued" and install["command_uuids"] == [commands(host, ipad)[0]["uuid"]]
 
 
+def test_a_user_whose_only_devices_cannot_run_the_app_is_told_so(on_both, simulator):
+    """A user whose enrolled devices are all Macs, an iOS app: the Macs were skipped and the user
+    licensed with no word about why nothing was installed (the note was said only for a user
+    with no device at all). Now the user's line says the license is ready and why it waits."""
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]  # iOS only
+    user = [u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"])][0]
+    add_user(host, user)
+    mac = free_serials(simulator, a["adamId"])[0]
+    add_device(host, mac, "macOS", owner=user)
+    code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", user)
+    assert code == 0, err
+    assert out.splitlines()[:3] == [
+        f"{mac}: skipped: platform mismatch: the device runs macOS, adamId {a['adamId']} supports iOS",
+        f"{user}: licensed: user license associated",
+        f"{user}: note: no enrolled device of this user runs iOS: the license is ready; run the install again once a device is enrolled",
+    ], out
+    assert commands(host, mac) == [] and user in holders(simulator, a["adamId"])
+
+
 def test_user_registered_with_mdm_vpp_users_register(host, simulator, mdm):
     a = fixed_assets(simulator)[1]
     add_user(host, "kid-42", email="kid42@example.org", managed_apple_id="kid42@appleid.example.org")

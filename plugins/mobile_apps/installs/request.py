@@ -471,9 +471,8 @@ def _queue_for_users(
     """Queue the install on each device of the licensed users (one write) and record their
     installs; a user licensed now with no device to install on is recorded ``licensed``."""
     idle = [u for u, ds in targets.items() if not ds]
-    for user in idle:
-        if not devices.get(user):
-            blocks[user].add(user, "note", wording.no_device_of_user())
+    for user in idle:  # its devices each said skipped, if it has any
+        blocks[user].add(user, "note", wording.no_device_of_user(asset.platforms if devices.get(user) else None))
     busy = {u: ds for u, ds in targets.items() if ds}
     said: dict[str, list[tuple[str, str, Said]]] = {}
 

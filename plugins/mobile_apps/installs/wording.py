@@ -175,9 +175,11 @@ def invited(url: str) -> Said:
     return Said(f"{facts} (see `mdm apps installs --status invited`)", ("Invited installs", f"{INSTALL_STATUS}?status=invited"))
 
 
-def no_device_of_user() -> Said:
-    facts = "no enrolled device owned by this user: the license is ready"
-    return Said(f"{facts}; run the install again once a device is enrolled")
+def no_device_of_user(platforms: list[str] | None = None) -> Said:
+    """A user licensed with no enrolled device to install on: none at all, or (``platforms``,
+    those the app supports) none that runs one of them."""
+    facts = f"no enrolled device of this user runs {' or '.join(platforms)}" if platforms else "no enrolled device owned by this user"
+    return Said(f"{facts}: the license is ready; run the install again once a device is enrolled")
 
 
 def not_licensed(reason: str, *, asked_again: bool) -> Said:
