@@ -108,3 +108,26 @@ def test_the_api_refuses_a_token_for_a_key_that_reads_none(wrong_key: tuple[Host
             assert response.status_code in (400, 409) and REFUSED in error and "\n" not in error, response.text
             assert "run this again" not in error and "--key-lost" not in error and 'if it is lost, send this again with "key_lost": true' in error, error
     assert _stored(host) == stored
+
+
+def test_notifications_turned_on_with_a_key_that_reads_none_store_no_secret(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """A notification secret is stored, encrypted, beside the token, without --key-lost's check:
+    under a key that reads none of the stored secrets, turning Apple's notifications on stops at
+    the token that key cannot read, before Apple is told, and leaves no secret (not even the
+    pending one, committed before Apple is called) that the right key could not read back."""
+    from sqlalchemy import func, select
+
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.models import VppPendingSecret
+
+    host = make_host(config=WEB_CONFIG + '\n[web]\npublic_url = "https://mdm.example.test"\n', database_url=database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url, notifications=False)
+    stored = _stored(host)
+    host.__dict__["secrets"] = SecretBox(Fernet.generate_key().decode())  # the wrong key file
+    with _client(host, headers=token_for(host, "admin")) as api:
+        response = api.patch(f"{ACCOUNTS}/school", json={"notifications": "on"})
+        assert response.status_code == 400 and "cannot be decrypted with this key" in response.json()["error"], response.text
+        assert api.get(f"{ACCOUNTS}/school").json()["notifications"] == "off"
+    with host.db.session() as session:
+        assert session.execute(select(func.count()).select_from(VppPendingSecret)).scalar_one() == 0
+    assert _stored(host) == stored and host.stored_secrets() == 1
