@@ -179,7 +179,8 @@ class EmailChannel:
                 permanent=exc.smtp_code >= 500,
             ) from None
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(scrub(f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}", secrets), permanent=exc.smtp_code >= 500) from None
+            said = f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}{_fix(exc.smtp_code, _text(exc.smtp_error), s)}"
+            raise DeliveryError(scrub(said, secrets), permanent=exc.smtp_code >= 500) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise DeliveryError(scrub(f"{where}: {exc}", secrets), permanent=True) from None
         except (OSError, smtplib.SMTPException) as exc:
@@ -196,6 +197,17 @@ def _quit(client: smtplib.SMTP) -> None:
         client.quit()
     except (smtplib.SMTPException, OSError):
         client.close()
+
+
+def _fix(code: int, text: str, s: AlertsSettings) -> str:
+    """The setting to change when a relay refuses mail for want of TLS or a login (530), else ''."""
+    if code != 530:
+        return ""
+    if "tls" in text.lower() and s.smtp_security == "none":
+        return ': it takes mail only over TLS: set [alerts] smtp_security = "starttls" (or "ssl" for port 465)'
+    if not s.smtp_username:
+        return ": it takes mail only after a login: set [alerts] smtp_username and smtp_password"
+    return ""
 
 
 def _no_auth(where: str, security: str, offers_starttls: bool) -> str:

@@ -260,3 +260,24 @@ def test_a_message_accepted_is_sent_whatever_the_server_answers_to_quit(alerts_h
         finally:
             controller.stop()
     assert len(received) == 2
+
+
+def test_a_relay_wanting_tls_or_a_login_names_the_setting(alerts_host, smtp_server, certificate):
+    """A relay requiring STARTTLS, asked with smtp_security = "none", refused the mail with '530
+    Must issue a STARTTLS command first', and one requiring a login, asked without
+    smtp_username, with '530 Authentication required': the error gave the server's words, not
+    the setting to change."""
+    tls = smtp_server("starttls")
+    plain = tls.config().replace('smtp_security = "starttls"', 'smtp_security = "none"')
+    with pytest.raises(DeliveryError) as caught:
+        channel(alerts_host(plain, account=False)).send(MESSAGE)
+    assert str(caught.value) == (
+        f"SMTP server 127.0.0.1:{tls.port} answered 530 Must issue a STARTTLS command first: "
+        'it takes mail only over TLS: set [alerts] smtp_security = "starttls" (or "ssl" for port 465)'
+    )
+    assert caught.value.permanent
+    login = smtp_server("starttls", login=True)
+    with pytest.raises(DeliveryError) as caught:
+        channel(alerts_host(login.config(ca_file=certificate[0]), account=False)).send(MESSAGE)
+    assert str(caught.value).endswith(": it takes mail only after a login: set [alerts] smtp_username and smtp_password"), str(caught.value)
+    assert login.mailbox.messages == []
