@@ -126,11 +126,16 @@ def _test(host: Host, args: argparse.Namespace) -> int:
 
 
 def _send(host: Host, args: argparse.Namespace) -> int:
+    from .channels import configured_channels
     from .delivery import check, deliver_due
+    from .settings import settings
 
     queued = check(host)["queued"]
     counts = deliver_due(host)
     failed = bool(counts["retrying"] or counts["failed"])
+    if not configured_channels(settings(host), host.config):  # recorded, and told to nobody: say where to set a channel
+        say(f"{queued} new alert(s), sent to nobody: {NO_CHANNEL}")
+        return 0
     (print if failed else say)(f"{queued} new alert(s); {counts['sent']} sent, {counts['retrying']} to retry, {counts['failed']} failed")
     return 1 if failed else 0
 

@@ -11,6 +11,7 @@ from sqlmodel import col
 
 from mdm_core.errors import MdmError
 from mdm_core.events import Event
+from plugins.alerts.cli import NO_CHANNEL
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, WEBHOOK_SECRET, sync
 
@@ -75,8 +76,8 @@ def test_alerts_test_without_a_channel(mdm):
 
 
 def test_quiet_alerts_send_and_retry_print_nothing_when_all_went_well(mdm):
-    configure(mdm, "")
-    assert mdm("alerts", "send")[:2] == (0, "0 new alert(s); 0 sent, 0 to retry, 0 failed\n")
+    configure(mdm, "")  # no channel: `send` said "0 sent, 0 to retry, 0 failed" as if all were told, and nothing of the fix
+    assert mdm("alerts", "send")[:2] == (0, f"0 new alert(s), sent to nobody: {NO_CHANNEL}\n")
     assert mdm("-q", "alerts", "send") == (0, "", "")
     assert mdm("-q", "alerts", "retry") == (0, "", "")
 
