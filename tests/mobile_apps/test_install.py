@@ -536,7 +536,8 @@ def test_an_install_asked_again_after_it_was_interrupted_stays_one_install(on_bo
     from sqlalchemy import update
 
     from mdm_core.models import utcnow
-    from plugins.mobile_apps.installs.request import reserve, resolve_asset
+    from plugins.mobile_apps.installs.request import resolve_asset
+    from plugins.mobile_apps.installs.reserve import reserve
     from plugins.mobile_apps.jobs import installs_job
 
     host, mdm = on_both
