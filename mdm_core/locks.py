@@ -136,8 +136,15 @@ class LockInfo:
     expires_at: datetime
 
     def describe(self) -> str:
-        """``held by process 1234 on host-a since 10:00:01 UTC; its lock expires at 10:05:01 UTC unless renewed``"""
-        return f"held by {describe_holder(self.holder)} since {_hhmmss(self.acquired_at)}; its lock expires at {_hhmmss(self.expires_at)} unless renewed"
+        """``held by process 1234 on host-a since 10:00:01 UTC; its lock expires at 10:05:01 UTC unless renewed``;
+        a lock read just after its holder gave it back (a try found the row busy with the release)
+        says so, not an expiry of ``00:00:00 UTC``."""
+        held = f"held by {describe_holder(self.holder)} since {_hhmmss(self.acquired_at)}"
+        if self.expires_at <= _RELEASED:
+            return f"{held}, which was giving it back just then"
+        if self.expires_at <= utcnow():
+            return f"{held}; its lock expired at {_hhmmss(self.expires_at)}"
+        return f"{held}; its lock expires at {_hhmmss(self.expires_at)} unless renewed"
 
 
 class LockBusy(MdmError):

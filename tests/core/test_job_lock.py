@@ -226,3 +226,19 @@ def test_a_busy_database_lets_a_job_go_on_only_while_its_lock_is_known_to_be_hel
         with _busy(host, database_url):
             clock.offset = JOB_LOCK_TTL * 1.3
             check_held()  # the last renewal (at 240 s) holds it until 540 s
+
+
+def test_a_lock_read_as_its_holder_gives_it_back_says_so_rather_than_an_expiry_at_midnight() -> None:
+    """The walk's case: three `mdm run` hosts logged `job vpp.notifications is already running
+    elsewhere (held by process 10463 on vm since 15:50:28 UTC; its lock expires at 00:00:00 UTC
+    unless renewed)`: on PostgreSQL a try finds the row busy while its holder's release commits,
+    then reads it released (its expiry set to 1970)."""
+    from datetime import UTC, datetime, timedelta
+
+    from mdm_core.locks import _RELEASED, LockInfo
+
+    since = datetime(2026, 12, 2, 15, 50, 28, tzinfo=UTC)
+    released = LockInfo("job.x", "vm:10463:abcdef01", 3, since, _RELEASED)
+    assert released.describe() == "held by process 10463 on vm since 15:50:28 UTC, which was giving it back just then"
+    expired = LockInfo("job.x", "vm:10463:abcdef01", 3, since, since + timedelta(seconds=300))
+    assert expired.describe() == "held by process 10463 on vm since 15:50:28 UTC; its lock expired at 15:55:28 UTC"
