@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import UsageError, one_line
-from mdm_core.output import print_json, print_rows, say
+from mdm_core.output import format_time, print_json, print_rows, say
 from mdm_core.text import shown
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mdm_core.models import JobRun
     from mdm_core.scheduler import HostScheduler, JobState
 
-LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_result"]
+LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_result", "running"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -55,11 +55,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
     """``mdm jobs``"""
+    from mdm_core.job_lock import held_jobs
+    from mdm_core.locks import describe_holder
+
     scheduler = host.scheduler
     runs = recorded_runs(host)
+    held = held_jobs(host.db)
     rows = []
     for name, state in sorted(scheduler.jobs.items()):
         last = runs.get(name)
+        lock = held.get(name)
+        by: dict[str, Any] | None = None if lock is None else {"by": describe_holder(lock.holder), "holder": lock.holder, "since": lock.acquired_at}
         finished = last is not None and last.last_finished_at is not None
         note = last.last_note if last is not None and finished and not last.last_error else None
         rows.append(
@@ -73,6 +79,8 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 "last_result": (last_result(last.last_error, None if args.json else note) if last and finished else None),
                 "last_error": last.last_error if last else None,
                 "last_note": note,
+                # who runs it now, on which host (`process 1234 on host-a since ...`)
+                "running": by if args.json or by is None else f"{by['by']} since {format_time(by['since'])}",
             }
         )
     return print_rows(rows, args.json, LIST_COLUMNS, empty="no jobs")

@@ -171,3 +171,28 @@ def test_a_host_given_an_account_by_a_removal_syncs_it_when_due(host: Host, monk
                 me.leave()
         finally:
             clock.stop()
+
+
+def test_mdm_jobs_says_which_host_runs_a_job_now(school: Any, cli: Any) -> None:
+    """With several hosts, `mdm jobs` showed when each job last finished and its result, and
+    nothing of who runs what: a sync running on another host looked like one not running."""
+    from mdm_core.locks import DbLock
+    from mdm_core.output import format_time
+
+    lock = DbLock(school.db, "job.vpp.sync.school", ttl=300, holder="host-b.example:4242:abcdef01")
+    lock.acquire()
+    try:
+        code, out, err = cli("jobs", "--json")
+        assert code == 0, err
+        running = {r["name"]: r["running"] for r in json.loads(out)}
+        assert running["vpp.sync.school"]["by"] == "process 4242 on host-b.example"
+        assert running["vpp.sync.school"]["holder"] == "host-b.example:4242:abcdef01"
+        assert [name for name, by in running.items() if by] == ["vpp.sync.school"]
+        since = datetime.fromisoformat(running["vpp.sync.school"]["since"])
+        code, out, err = cli("jobs")
+        [line] = [line for line in out.splitlines() if line.startswith("vpp.sync.school ")]
+        assert line.endswith(f"process 4242 on host-b.example since {format_time(since)}")
+    finally:
+        lock.release()
+    code, out, err = cli("jobs", "--json")
+    assert {r["name"]: r["running"] for r in json.loads(out)}["vpp.sync.school"] is None
