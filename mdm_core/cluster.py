@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlmodel import col
 
 from mdm_core.errors import MdmError, describe
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HOST_PREFIX = "host."
 HOST_TTL = 30.0  # seconds a host stays listed after its last refresh (a crashed host on another machine, without PostgreSQL)
 MEMBERS_CACHE = 1.0  # seconds the list of live hosts is reused
+MAX_SKEW = 5.0  # seconds this host's clock may differ from the database server's before `mdm run` warns
 
 
 class Cluster:
@@ -68,6 +69,7 @@ class Cluster:
         self._thread = threading.Thread(target=self._keep, name="cluster-membership", daemon=True)
         self._thread.start()
         log.info("joined the hosts of this database as %s", holder)
+        warn_of_clock_skew(self.db)
 
     def leave(self) -> None:
         """Stop being listed (at shutdown): the others take this host's share at once."""
@@ -134,6 +136,37 @@ class Cluster:
         if self.lock is None:
             return True
         return self.owner(key, keys) == self.lock.holder
+
+
+def clock_skew(db: Database) -> float | None:
+    """Seconds this host's clock is ahead of the database server's (negative: behind); ``None``
+    on SQLite (one machine, one clock)."""
+    if db.is_sqlite:
+        return None
+    with db.engine.connect() as conn:
+        before = utcnow()
+        server = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        after = utcnow()
+    return ((before - server) + (after - server)).total_seconds() / 2
+
+
+def warn_of_clock_skew(db: Database) -> None:
+    """Log a warning when this host's clock is more than :data:`MAX_SKEW` off the database
+    server's: the hosts compare the expiries other hosts wrote with their own clocks."""
+    try:
+        skew = clock_skew(db)
+    except Exception as exc:  # the next beat tells of an unreachable database
+        log.debug("cannot compare this host's clock with the database server's: %s", describe(exc))
+        return
+    if skew is not None and abs(skew) > MAX_SKEW:
+        log.warning(
+            "this host's clock is %.0f s %s the database server's: the hosts of a database tell who is alive by the times they "
+            "write there, and a host more than %.0f s off counts the others gone or is counted gone (the accounts' shares then "
+            "disagree): set the clocks right (NTP)",
+            abs(skew),
+            "ahead of" if skew > 0 else "behind",
+            HOST_TTL,
+        )
 
 
 def refuse_upgrade_while_running(db: Database, states: Sequence[Any]) -> None:

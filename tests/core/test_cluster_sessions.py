@@ -73,3 +73,30 @@ def test_a_lock_whose_session_was_cut_is_not_taken_from_its_live_holder(make_hos
         assert other.busy is not None and "process 4242 on other-host.example" in other.busy.describe()
     finally:
         job.release()
+
+
+@pytest.mark.parametrize(("skew", "said"), [(60, "60 s ahead of"), (-45, "45 s behind")])
+def test_mdm_run_warns_when_its_clock_is_off_the_database_servers(
+    make_host: Callable[..., Host], pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, skew: int, said: str
+) -> None:
+    """The hosts compare the expiries other hosts wrote with their own clocks: one more than the
+    membership's 30 s off counted the others gone (or was counted gone), without a word."""
+    from datetime import timedelta
+
+    import mdm_core.cluster
+    from mdm_core.models import utcnow
+
+    host = make_host(plugins=[], database_url=pg_url)
+    monkeypatch.setattr(mdm_core.cluster, "utcnow", lambda: utcnow() + timedelta(seconds=skew))
+    running = Cluster(host.db, ttl=3600)
+    with caplog.at_level("WARNING", logger="mdm_core.cluster"):
+        running.join()
+    running.leave()
+    [line] = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert line.startswith(f"this host's clock is {said} the database server's: ") and line.endswith("set the clocks right (NTP)")
+    caplog.clear()
+    monkeypatch.setattr(mdm_core.cluster, "utcnow", utcnow)
+    with caplog.at_level("WARNING", logger="mdm_core.cluster"):
+        running.join()
+    running.leave()
+    assert not [r for r in caplog.records if "clock" in r.getMessage()]
