@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mdm_core.models import JobRun
     from mdm_core.scheduler import HostScheduler, JobState
 
-LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "last_finished_at", "last_result", "running"]
+LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "running", "last_finished_at", "last_result"]  # last_result last: free text
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
