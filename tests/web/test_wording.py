@@ -383,6 +383,20 @@ def test_a_9709_recorded_before_its_reclaim_advice_said_unused_is_worded_as_the_
     assert console.endswith("synchronize the VPP account 'school' (Apple Volume Purchase Program › Synchronize) to refresh them"), console
 
 
+def test_a_refusal_counting_installs_in_progress_is_worded_for_the_console_and_the_api(app: Any) -> None:
+    """The refusal of an install whose last licenses other installs are asking Apple for names
+    `mdm apps installs`; the console points to Install status, the API to its endpoint."""
+    from mdm_core.web.wording import reword
+    from plugins.mobile_apps.installs.wording import not_enough_licenses
+
+    cli = not_enough_licenses(0, "school", "1", 1, taken=1).cli
+    assert "(1 more being licensed by other installs: see `mdm apps installs`)" in cli
+    said = {surface: reword(cli, app.state.registry.wording, surface) for surface in ("console", "api")}
+    assert "(1 more being licensed by other installs: see Install status)" in said["console"], said
+    assert "(1 more being licensed by other installs: see GET /api/v1/apps/installs)" in said["api"], said
+    assert not any(CLI_ADVICE.search(text) for text in said.values()), said
+
+
 def test_an_account_s_last_sync_error_is_in_the_console_s_and_the_api_s_words(school: Host, admin: Any, simulator: Any) -> None:
     """The account's card (Last sync) and GET /api/v1/vpp/accounts showed the failed sync's
     error as the command line has it (`mdm vpp account set school --token-file NEW.vpptoken`),
