@@ -295,17 +295,13 @@ def license_alert(account: str, asset: Asset, previous: str, level: str, thresho
             more,
             fields,
         )
-    return Alert(
-        "licenses",
-        subject,
-        "low",
-        "warning",
-        account,
-        f"Only {available} of {total} licenses left of {what} in account '{account}'",
-        f"Available licenses are below the threshold ({threshold}).{until}",
-        more,
-        fields,
-    )
+    if available >= total:  # a threshold above all the asset has: none of them is in use, none to free
+        text = f"Every license is free, but {total} is below the threshold ({threshold}): it stays low until more are bought or its threshold is lowered."
+        more = "Buy more licenses in Apple School Manager or Apple Business Manager (Apps and Books), or lower its threshold ([alerts] low_licenses_per_asset)."
+    else:
+        text = f"Available licenses are below the threshold ({threshold}).{until}"
+    title = f"Only {available} of {total} licenses left of {what} in account '{account}'"
+    return Alert("licenses", subject, "low", "warning", account, title, text, more, fields)
 
 
 SEVERITY_ORDER = ("critical", "warning", "resolved", "info")

@@ -109,6 +109,18 @@ def test_bad_thresholds(value):
         parse_threshold("[alerts] low_licenses", value)
 
 
+def test_a_low_asset_with_every_license_free_says_so():
+    """A threshold above the asset's total (3 bought, threshold 5): low with every license free.
+    The alert read 'Available licenses are below the threshold', and advised freeing unused ones
+    (`mdm apps reclaim --unused`) when none was in use."""
+    five = parse_threshold("t", 5)
+    alert = license_alert("a", asset(3, 3), "ok", "low", five, margin=2)
+    assert alert.title == "Only 3 of 3 licenses left of adamId 1 (STDQ, App) in account 'a'"
+    assert alert.text == "Every license is free, but 3 is below the threshold (5): it stays low until more are bought or its threshold is lowered."
+    assert "reclaim" not in alert.action and "lower its threshold ([alerts] low_licenses_per_asset)" in alert.action
+    assert "mdm apps reclaim 1 --unused" in license_alert("a", asset(2, 3), "ok", "low", five).action  # some in use: free them
+
+
 def test_license_changes_that_are_news():
     five = Threshold(count=5)
     assert license_alert("a", asset(10, 10), "ok", "ok", five) is None
