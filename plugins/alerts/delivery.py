@@ -14,11 +14,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
-from mdm_core.db.typed import table_of
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import MdmError, describe
 from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
@@ -91,7 +91,9 @@ def deliver_due(host: Host) -> dict[str, int]:
                 counts["retrying"] += 1
                 down.add(delivery.channel)
                 continue
-            outcome = _attempt(host, channel, delivery.channel, outgoing(message))
+            if not _claim(host, delivery.id, message.id):
+                continue  # folded into a digest (or joined by nothing: gone) meanwhile: the digest goes out instead
+            outcome = _attempt(host, channel, delivery.channel, _reread(host, message))
             status = _record(host, delivery.id, outcome)
             counts[status] += 1
             if status != "sent" and channel is not None:
@@ -143,6 +145,31 @@ def _wait_for_restart(host: Host, delivery_id: int, text: str) -> None:
     log.warning("alert delivery %s waits: %s", delivery_id, text)
 
 
+def _claim(host: Host, delivery_id: int | None, message_id: int | None) -> bool:
+    """Count the attempt before sending: an alert with a tried delivery is never changed again (a
+    digest folds only untried ones, an install failure joins only an untried alert), so what
+    is sent is what is recorded. The alert is locked first, as those writers lock it: either
+    one of them changed it before (it is read again here) or it sees this attempt. False if
+    the delivery is gone (folded into a digest, which goes out instead) or no longer pending."""
+
+    def work(session: Session) -> bool:
+        session.execute(select(col(AlertMessage.id)).where(col(AlertMessage.id) == message_id).with_for_update())
+        claimed = session.execute(
+            update(AlertDelivery)
+            .where(col(AlertDelivery.id) == delivery_id, col(AlertDelivery.status) == "pending")
+            .values(attempts=col(AlertDelivery.attempts) + 1, updated_at=utcnow())
+        )
+        return rowcount(claimed) == 1
+
+    return host.db.run_write(work)
+
+
+def _reread(host: Host, message: AlertMessage) -> Outgoing:
+    """The alert as it is now (an install failure may have joined it since the due ones were read)."""
+    with host.db.session() as session:
+        return outgoing(session.get(AlertMessage, message.id) or message)
+
+
 def _attempt(host: Host, channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:
     """(sent, error or note, permanent); the text holds no secret of ``[alerts]``."""
     if channel is None:
@@ -165,8 +192,7 @@ def _record(host: Host, delivery_id: int, outcome: tuple[bool, str | None, bool]
         row = session.get(AlertDelivery, delivery_id)
         if row is None:  # its alert was folded into a digest meanwhile (which goes out too)
             return "sent" if sent else "retrying"
-        now = utcnow()
-        row.attempts += 1
+        now = utcnow()  # the attempt was counted by _claim
         row.updated_at = now
         row.last_error = text
         if sent:

@@ -176,3 +176,52 @@ def test_a_sync_never_waits_for_a_channel(alerts_host, webhook_server, simulator
     assert hook.requests == []
     assert [a["state"] for a in alerts(host)] == ["failing", "ok"]
     assert {d["status"] for a in alerts(host) for d in a["deliveries"]} == {"pending"}
+
+
+def _install_failed(serial: str, number: int) -> Event:
+    return Event(
+        name="mobile_apps_install_failed",
+        payload={
+            "id": number,
+            "account": "school",
+            "adamId": "408709785",
+            "pricingParam": "STDQ",
+            "license": "device",
+            "serialNumber": serial,
+            "clientUserId": None,
+            "source": "request",
+            "error": "Apple refused the license",
+            "errorNumber": 9709,
+        },
+    )
+
+
+def test_a_failure_joining_an_alert_while_it_is_sent_is_told(alerts_host, webhook_server, monkeypatch):
+    """Install failures of one asset join its alert while no delivery of it was tried. One arriving
+    while alerts.deliver was sending that alert (read as due, its attempt not yet recorded)
+    joined it, and the alert was then recorded sent with the text sent before: that failure
+    was never told. The attempt is now counted before the alert is sent (and the alert read
+    again then): a failure arriving during the send makes an alert of its own."""
+    hook = webhook_server()
+    host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, account=False)
+    told_while_sent(host, hook, monkeypatch)
+
+
+def told_while_sent(host, hook, monkeypatch):
+    """The scenario of the test above on ``host``, whose webhook ``ops`` is ``hook``."""
+    from plugins.alerts.channels import WebhookChannel
+
+    host.events.dispatch(_install_failed("SERIAL0001", 1))
+    send = WebhookChannel.send
+
+    def send_while_another_fails(self, message):
+        if not hook.requests:
+            host.events.dispatch(_install_failed("SERIAL0002", 2))  # the same asset, while the first alert goes out
+        return send(self, message)
+
+    monkeypatch.setattr(WebhookChannel, "send", send_while_another_fails)
+    assert deliver_due(host)["sent"] == 1
+    assert deliver_due(host)["sent"] == 1
+    told = [r["json"]["text"] for r in hook.requests]
+    assert len(told) == 2 and "SERIAL0001" in told[0] and "SERIAL0002" not in told[0] and "SERIAL0002" in told[1]
+    assert [d["status"] for a in alerts(host) for d in a["deliveries"]] == ["sent", "sent"]

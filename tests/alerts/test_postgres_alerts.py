@@ -82,3 +82,13 @@ def test_alerts_name_the_apps_on_postgres(make_host, simulator, smtp_server, pro
     scarce, host = run_low(pg_alerts_host(make_host, simulator, project_dir, pg_url), simulator, smtp, "Atlas Kids")
     assert host.db.url.get_backend_name() == "postgresql"
     assert smtp.mailbox.messages[0]["Subject"] == f"[mdm] WARNING: Only 1 of 4 licenses left of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school'"
+
+
+@pytest.mark.slow
+def test_a_failure_joining_an_alert_while_it_is_sent_is_told_on_postgres(make_host, webhook_server, pg_url, monkeypatch):
+    from .test_delivery import told_while_sent
+
+    hook = webhook_server()
+    host = make_host(config=FAST_VPP + '[alerts]\nwebhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=pg_url)
+    assert host.db.url.get_backend_name() == "postgresql"
+    told_while_sent(host, hook, monkeypatch)
