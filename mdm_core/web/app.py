@@ -31,6 +31,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mdm_core.errors import Conflict, MdmError, TemporaryError, UsageError, one_line
+from mdm_core.locks import describe_holder
 from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
 
@@ -349,6 +350,7 @@ def _environment(loader: Any) -> Any:
     env.globals["csrf_field"] = csrf_field
     env.globals["url_with"] = url_with
     env.filters["time"] = format_time
+    env.filters["holder"] = lambda holder: describe_holder(holder) if holder else "—"  # the host a sync or job ran on
 
     @pass_context
     def reworded(context: Any, text: object) -> str:

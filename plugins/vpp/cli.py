@@ -342,6 +342,7 @@ def _show_reports(args: argparse.Namespace, reports: list[Any]) -> None:
 
 
 def _runs(host: Host, args: argparse.Namespace) -> int:
+    from mdm_core.locks import describe_holder
     from plugins.vpp.sync.run import recent_runs
     from plugins.vpp.views import get_account
 
@@ -349,9 +350,11 @@ def _runs(host: Host, args: argparse.Namespace) -> int:
         with host.db.session() as session:
             get_account(session, args.name)
     rows = recent_runs(host, args.name, args.limit, offset=args.offset)
-    return print_rows(
-        rows, output_format(args), ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "pages", "error"], empty="no sync runs"
-    )
+    fmt = output_format(args)
+    if fmt == "text":  # which host ran it (`holder` in JSON)
+        rows = [{**r, "host": describe_holder(r["holder"]) if r["holder"] else None} for r in rows]
+    columns = ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "host", "pages", "error"]
+    return print_rows(rows, fmt, columns, empty="no sync runs")
 
 
 def _assets(host: Host, args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,9 @@ def test_sync_report_and_runs(plain_host: Any, cli: Any, simulator: Any, token_f
     assert all(r["status"] == "ok" and r["trigger"] == "manual" for r in runs)
     code, out, err = cli("vpp", "runs", "school")
     assert code == 0 and "incremental" in out
+    header, *lines = out.splitlines()  # which host ran each: `holder` in JSON, the process and host in the table
+    assert header.split()[-3:] == ["host", "pages", "error"]
+    assert len(lines) == 3 and all(f" process {os.getpid()} on {socket.gethostname()} " in line for line in lines)
 
     # the mirror with Apple's field names
     assets = json.loads(cli("vpp", "assets", "--json")[1])

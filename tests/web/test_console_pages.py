@@ -5,7 +5,9 @@ errors)."""
 from __future__ import annotations
 
 import html
+import os
 import re
+import socket
 from typing import Any
 
 from mdm_core import hookimpl, inventory
@@ -118,6 +120,10 @@ def test_sync_runs_page_shows_the_history_with_errors(school: Host, admin: Any, 
     assert html.unescape(rows[0][2]) == report["error"]
     run = admin.get(f"/vpp/runs/{rows[0][0]}").text
     assert html.unescape(re.search(r'id="run-error">([^<]+)<', run).group(1)) == report["error"]
+    # which host ran each (several hosts share the accounts): this process, on this machine
+    here = f"process {os.getpid()} on {socket.gethostname()}"
+    assert re.search(r'id="run-host">([^<]+)<', run).group(1) == here
+    assert page.count(f"<td>{here}</td>") == 2
 
 
 def test_a_second_message_before_the_next_page_is_kept(school: Host, admin: Any) -> None:
