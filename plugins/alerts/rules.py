@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the other plugins' published contracts: types only, no impo
     from plugins.mobile_apps.payloads import InstallFailedPayload
     from plugins.vpp.payloads import Asset
 
-TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expired", "revoked", "invalid", "taken_over")
+TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expiring_1", "expired", "revoked", "invalid", "taken_over")
 BLOCKED = ("expired", "revoked", "invalid", "taken_over")  # the token states that stop the account's syncs
 LICENSE_STATES = ("ok", "low", "none")
 MAX_LISTED = 20  # targets listed in one install-failure alert
@@ -62,6 +62,13 @@ def token_subject(account: str) -> str:
     return f"token:{account}"
 
 
+def token_alert_state(state: str, expires: Any, now: datetime) -> str:
+    """The VPP plugin's token ``state`` as the alerts tell it: ``expiring_7`` with a day or less
+    left is ``expiring_1``, the last day's reminder (the VPP plugin has no such state)."""
+    when = parse_time(expires)
+    return "expiring_1" if state == "expiring_7" and when is not None and days_until(when, now) <= 1 else state
+
+
 def token_alert(account: str, previous: str | None, state: str, *, expires: Any, detail: str | None, action: str | None, now: datetime) -> Alert | None:
     """The alert for a token that went from ``previous`` to ``state`` (None: nothing to say)."""
     if state == previous:
@@ -94,7 +101,9 @@ def token_alert(account: str, previous: str | None, state: str, *, expires: Any,
         )
         if previous in BLOCKED:  # renewed (or taken back) with a token expiring soon: say the block is over too
             text = f"The token of account '{account}' was {previous.replace('_', ' ')}: it works again and the account syncs again. {text}"
-        severity = "critical" if state == "expiring_7" else "warning"
+        severity = "critical" if state in ("expiring_7", "expiring_1") else "warning"
+        if state == "expiring_1":  # the last day: the VPP plugin's advice still says "this week"
+            action = f"renew the token today: {renew}"
     elif state == "expired" or state.startswith("expiring_"):  # expired, or expiring and told past its date
         # Apple can refuse a token as expired (9621) before the date it carries: never "expired on" a day to come
         ended = f"expired on {day}" if past else "has expired"

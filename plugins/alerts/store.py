@@ -114,6 +114,7 @@ def token_state(
 ) -> list[Alert]:
     """An account's token is in ``state`` now (from the event, or from the daily check)."""
     now = now or utcnow()
+    state = rules.token_alert_state(state, expires, now)
     key = rules.token_subject(account)
     row = _subject(session, key)
     previous = row.state if row else None

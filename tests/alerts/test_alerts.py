@@ -91,6 +91,9 @@ def test_expiry_is_noticed_without_any_sync(alerts_host):
             (timedelta(days=-13, hours=-12), "expires in 14 days"),
             (timedelta(days=-6, hours=-12), "expires in 7 days"),
             (timedelta(days=-6), None),
+            (timedelta(days=-1, minutes=-1), None),
+            (timedelta(days=-1, minutes=1), "expires in 1 day"),  # the last day's reminder
+            (timedelta(hours=-1), None),
             (timedelta(hours=12), "expired on"),
         ]
         for offset, expected in steps:
@@ -104,8 +107,23 @@ def test_expiry_is_noticed_without_any_sync(alerts_host):
                 else:
                     [alert] = new
                     assert expected in alert["title"], (offset, alert["title"])
-        assert [a["state"] for a in alerts(host)] == ["expiring_30", "expiring_14", "expiring_7", "expired"]
-        assert [a["severity"] for a in alerts(host)] == ["warning", "warning", "critical", "critical"]
+        assert [a["state"] for a in alerts(host)] == ["expiring_30", "expiring_14", "expiring_7", "expiring_1", "expired"]
+        assert [a["severity"] for a in alerts(host)] == ["warning", "warning", "critical", "critical", "critical"]
+        last_day = alerts(host)[3]
+        assert last_day["title"] == f"VPP token of account 'school' expires in 1 day, on {expires:%Y-%m-%d}"
+        assert last_day["action"] == "renew the token today: mdm vpp account set school --token-file NEW.vpptoken"
+
+
+def test_a_token_with_a_day_left_is_told_once_as_its_last_day(alerts_host):
+    """The VPP plugin's expiring_7 covers the last week; the alerts add the last day (told by the
+    event of an account added then, or by the check): once, not again by the check."""
+    expires = datetime.now(UTC) + timedelta(hours=20)
+    with Simulator(token_expires_at=expires, **SIM) as sim:
+        host = alerts_host(sim=sim)
+        [alert] = alerts(host)
+        assert (alert["state"], alert["severity"]) == ("expiring_1", "critical")
+        assert alert["title"] == f"VPP token of account 'school' expires in 1 day, on {expires:%Y-%m-%d}"
+        assert check(host) == {"queued": 0} and sync(host)["status"] == "ok" and len(alerts(host)) == 1
 
 
 def test_sync_failing_n_times_in_a_row_and_recovering(alerts_host, simulator):
