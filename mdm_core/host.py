@@ -24,6 +24,7 @@ from mdm_core.errors import PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
+from mdm_core.repeats import Repeated
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
@@ -58,6 +59,7 @@ class Host:
         self.delivery_budget: float | None = config.core.delivery_budget  # None: deliver everything (mdm run)
         self.stop_event = threading.Event()
         self.key_file_warned = False  # the key file's loose permissions are said once per command
+        self._retry_outage = Repeated(log, "failed deliveries could not be retried", "failed deliveries are retried again")
 
     # ------------------------------------------------------------------ resources
 
@@ -349,8 +351,9 @@ class Host:
         try:
             delivered, failed = self.events.retry_due(at_start=at_start)
         except Exception as exc:  # a busy or unreachable database must not stop the host
-            log.error("failed deliveries could not be retried, retrying later: %s", describe(exc))
+            self._retry_outage.failed(describe(exc))
             return
+        self._retry_outage.succeeded()
         if delivered or failed:
             log.info("failed deliveries retried: %d delivered, %d failed again", delivered, failed)
 
@@ -381,6 +384,8 @@ class Host:
                 previous[signum] = signal.signal(signum, lambda *_: self.stop_event.set())
         # a backlog is delivered in slices between the scheduler's turns, all of it in the end
         self.delivery_budget = RUN_DELIVERY_SLICE
+        # an outage fails every turn: told once, and when it ends (mdm_core.repeats)
+        delivery_outage = Repeated(log, "event delivery failed", "event delivery works again")
         try:
             self.start()
             self.cluster.join()  # before the jobs are planned: they ask who owns what
@@ -394,7 +399,9 @@ class Host:
                     try:
                         self.deliver_events()
                     except Exception as exc:  # a busy or unreachable database must not stop the host
-                        log.error("event delivery failed, retrying later: %s", describe(exc))
+                        delivery_outage.failed(describe(exc))
+                    else:
+                        delivery_outage.succeeded()
                     self._retry_failed_deliveries()
                     idle = 0.0 if self.events.left_behind else scheduler.idle_seconds()
                     self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
