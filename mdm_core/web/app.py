@@ -38,6 +38,7 @@ from mdm_core.plugins import PerPluginSet, call_hook
 from .access import TOKEN_PREFIX, Principal, revoked_token, session_principal, token_principal, web_settings
 from .helpers import BackgroundWork, WebError, flash, require_change, url_with
 from .limits import BodyLimit
+from .once import FormsOnce
 from .registry import WebRegistry
 
 if TYPE_CHECKING:
@@ -285,6 +286,7 @@ def create_app(host: Host) -> FastAPI:
     app.state.host = host
     app.state.registry = registry
     app.state.background = BackgroundWork(settings.background_workers)
+    app.state.forms_once = FormsOnce()
     loader = ChoiceLoader([FileSystemLoader(str(HERE / "templates")), *(FileSystemLoader(str(d)) for d in registry.template_dirs)])
     templates = Jinja2Templates(env=_environment(loader))
     app.state.templates = templates

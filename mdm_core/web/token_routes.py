@@ -9,8 +9,6 @@ only lose access by it). ``revoked_by`` is ``console:ADMIN`` or ``api:TOKEN`` (`
 
 from __future__ import annotations
 
-import re
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -20,12 +18,12 @@ from sqlalchemy import select
 from .access import TOKEN_ORDER, UnknownToken, active_token, create_token, last_revocation, revoke_token, token_fields, token_id, web_actor
 from .helpers import WebError, host_of, principal_of, redirect, render, require_change, rest_router
 from .models import ROLES, ApiToken
+from .once import FORM_ID_RE, forms_once, new_form_id
 from .paging import Cursor, Limit, keyset, numbered
 from .registry import WebRegistry
 
 PAGE = "/api-tokens"
-#: the create form's one-time id (``form_id``), and the session key of those already used
-FORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+#: the session key of the create forms (their ``form_id``) already used
 SPENT_KEY, SPENT_KEPT = "token_forms", 10
 
 #: "(see `mdm api-tokens list`)" of an unknown name, in the console's and the API's words
@@ -60,6 +58,12 @@ def _spend_form(request: Request, form_id: str, row_id: int | None) -> None:
         request.session[SPENT_KEY] = [*kept, [form_id, row_id]][-SPENT_KEPT:]
 
 
+def _already_created(request: Request, spent: str, name: str) -> Response:
+    """The answer to a create form used before (it created ``spent``), sent again with ``name``."""
+    other = f". {name} was not created: create it with the form below" if name and name != spent else ""
+    return redirect(request, PAGE, f"API token {spent} was already created by this form; its secret was shown once{other}")
+
+
 def _revoke(request: Request, name: str) -> dict[str, Any]:
     """Revoke ``name`` as the request's principal; an unknown name is a 404."""
     try:
@@ -83,7 +87,7 @@ def page_router() -> APIRouter:
         with host_of(request).db.session() as session:
             found = numbered(session, select(ApiToken), TOKEN_ORDER, page=page)
         rows = [token_fields(t) for (t,) in found.items]
-        return render(request, "api_tokens.html", {"tokens": rows, "found": found, "roles": ROLES, "form_id": secrets.token_urlsafe(16)})
+        return render(request, "api_tokens.html", {"tokens": rows, "found": found, "roles": ROLES, "form_id": new_form_id()})
 
     @router.post(PAGE)
     def create(request: Request, name: str = Form(""), role: str = Form("viewer"), form_id: str = Form("")) -> Response:
@@ -93,12 +97,15 @@ def page_router() -> APIRouter:
             raise WebError(422, "the form's id is not valid: open the API tokens page again and fill in the form there")
         spent = _form_spent(request, form_id, name.strip())
         if spent is not None:
-            other = f". {name.strip()} was not created: create it with the form below" if name.strip() and name.strip() != spent else ""
-            return redirect(request, PAGE, f"API token {spent} was already created by this form; its secret was shown once{other}")
+            return _already_created(request, spent, name.strip())
         host = host_of(request)
-        row = create_token(host, name.strip(), role)
-        if form_id:
-            _spend_form(request, form_id, token_id(host, row["token"]))
+        if form_id:  # sent twice before the first answer's cookie came back (a double-click): the first's token, shown again
+            row, first = forms_once(request).run(f"{principal_of(request).name}:{form_id}", lambda: create_token(host, name.strip(), role))
+            _spend_form(request, form_id, token_id(host, row["token"]))  # in each answer: the browser keeps the last one's cookie
+            if not first and row["name"] != name.strip():
+                return _already_created(request, row["name"], name.strip())
+        else:
+            row = create_token(host, name.strip(), role)
         return render(request, "api_token_created.html", {"token": row}, status_code=201)  # shown here once: never stored, flashed nor logged
 
     @router.get(PAGE + "/{name}/revoke")

@@ -287,3 +287,31 @@ def test_the_revoke_page_of_a_token_revoked_meanwhile_says_by_whom_not_that_it_i
         assert said in html.unescape(sent.text)  # the form's answer: the same words
         unknown = admin.get("/api-tokens/never/revoke")
         assert unknown.status_code == 404 and "no API token named &#39;never&#39;: the API tokens page lists them" in unknown.text
+
+
+def test_a_create_form_sent_twice_before_the_cookie_came_back_creates_one_token_and_shows_it(make_host: Any, database_url: str, caplog: Any) -> None:
+    """A double-click on Create sends the form twice with the session cookie from before the
+    first answer (which records the form as used): the second was refused as 'an API token
+    named deploy exists', the page the browser shows, and the secret of the one created was
+    lost with the first answer. The second now shows that same token; one token exists."""
+    from mdm_core.web.access import list_tokens
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    caplog.set_level("DEBUG")
+    with admin:
+        form = {"name": "deploy", "role": "admin", **_create_form(admin)}
+        before = list(admin.cookies.jar)
+        first = admin.post("/api-tokens", data=form)
+        assert first.status_code == 201
+        (secret,) = TOKEN_RE.findall(first.text)
+        admin.cookies.clear()
+        for cookie in before:  # the second click: the cookie the first answer replaced never reached it
+            admin.cookies.jar.set_cookie(cookie)
+        second = admin.post("/api-tokens", data=form)
+        assert second.status_code == 201 and "exists" not in second.text
+        assert TOKEN_RE.findall(second.text) == [secret]  # the token the first click created, the page the browser shows
+        assert secret not in _session_payload(admin)
+        reloaded = admin.post("/api-tokens", data=form)  # a reload once the second answer's cookie is back: no secret
+        assert "API token deploy was already created by this form" in reloaded.text and secret not in reloaded.text
+    assert [(t["name"], t["role"]) for t in list_tokens(host)] == [("deploy", "admin")]
+    assert secret not in caplog.text

@@ -1,0 +1,69 @@
+"""Forms carried out once: the same form sent twice at once (a double-click on its button, a
+resubmission before the first answer came back) does its work once.
+
+A form that creates something carries a one-time id (:func:`new_form_id`). What a page records
+of a used form in the session cookie cannot tell such a second request: it carries the cookie
+from before the first answer. :class:`FormsOnce` (one per console, ``forms_once(request)``)
+makes the second wait for the first and answer with the first's outcome, kept in memory
+``KEEP_SECONDS`` after it, never stored nor logged.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+#: a form's one-time id, as :func:`new_form_id` makes it
+FORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+#: how long a form's outcome is kept for a second request of it (its cookie is back by then)
+KEEP_SECONDS = 30.0
+
+
+def new_form_id() -> str:
+    """A one-time id for a form that creates something (its hidden ``form_id`` field)."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass
+class _Form:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+    result: Any = None
+    at: float = 0.0
+
+
+class FormsOnce:
+    """The forms under way or just done in this process, by key (the admin and the form's id)."""
+
+    def __init__(self, keep: float = KEEP_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.keep, self.clock = keep, clock
+        self._lock = threading.Lock()
+        self._forms: dict[str, _Form] = {}
+
+    def run(self, key: str, work: Callable[[], Any]) -> tuple[Any, bool]:
+        """``(work(), True)`` for the first request of ``key``; ``(its result, False)`` for a
+        later one within ``keep`` seconds, which waits while the first is under way. A first
+        request that raised leaves nothing: the next runs ``work`` itself."""
+        now = self.clock()
+        with self._lock:
+            for old in [k for k, f in self._forms.items() if f.done and f.at + self.keep < now]:
+                del self._forms[old]
+            form = self._forms.setdefault(key, _Form())
+        with form.lock:
+            if form.done:
+                return form.result, False
+            form.result, form.done, form.at = work(), True, self.clock()
+            return form.result, True
+
+
+def forms_once(request: Request) -> FormsOnce:
+    """The console's :class:`FormsOnce` (made with its application)."""
+    forms: FormsOnce = request.app.state.forms_once
+    return forms
