@@ -5,7 +5,9 @@ keeps by a name in a payload (a VPP account's) files it under that name and move
 later event (a rename) says so. A delivery that failed is delivered again later, on its own
 (``mdm run``'s retries, ``mdm events redeliver``), after the events recorded since: its payload
 names things as they were. :func:`recorded_since` gives the subscriber those later events, so
-that it can read the payload as of now (:func:`event_now` with ``plugins.vpp.payloads.payload_now``).
+that it can read the payload as of now (:func:`event_now` with ``plugins.vpp.payloads.payload_now``);
+the events past ``[core] event_retention_days`` are gone from the outbox, so the reader is given
+the host too, to read what is current (an account found by its id).
 """
 
 from __future__ import annotations
@@ -41,18 +43,19 @@ def recorded_since(host: Host, event: Event, names: Collection[str]) -> list[tup
     return [(str(name), dict(payload)) for name, payload in rows]
 
 
-#: reads a payload as of now from the events recorded after it: the payload, a new one, or None (nothing to apply)
-PayloadNow = Callable[[Mapping[str, Any], Iterable[tuple[str, Mapping[str, Any]]]], Mapping[str, Any] | None]
+#: reads a payload as of now from the events recorded after it (those still in the outbox) and
+#: the host's tables (what pruned events no longer tell): the payload, a new one, or None (nothing to apply)
+PayloadNow = Callable[[Mapping[str, Any], Iterable[tuple[str, Mapping[str, Any]]], "Host"], Mapping[str, Any] | None]
 
 
 def event_now(host: Host, event: Event, names: Collection[str], payload_now: PayloadNow) -> Event | None:
-    """``event`` with its payload as of now: ``payload_now(payload, recorded_since(...))``.
-    The same ``event`` when nothing changed it (always, delivered in order), None when there is
-    nothing left to apply (what it names was removed since)."""
-    later = recorded_since(host, event, names)
-    if not later:
+    """``event`` with its payload as of now: ``payload_now(payload, recorded_since(...), host)``
+    when delivered on its own (a retry, a redelivery), even with no event kept after it (they may
+    have been pruned). The same ``event`` when nothing changed it (always, delivered in order:
+    nothing read), None when there is nothing left to apply (what it names was removed since)."""
+    if host.events.delivering():
         return event
-    payload = payload_now(event.payload, later)
+    payload = payload_now(event.payload, recorded_since(host, event, names), host)
     if payload is None:
         return None
     return event if payload is event.payload else dataclasses.replace(event, payload=dict(payload))

@@ -10,7 +10,8 @@ Two kinds:
   the host's outbox, each implementation on its own (a failing subscriber is logged and
   recorded; the others still run). Every event has a stable ``event.id``: subscribers should
   be idempotent, as an event cut short by a crash is delivered again at the next start.
-  Payloads are plain JSON values; each carries ``account`` (the account's name).
+  Payloads are plain JSON values; each carries ``account`` (the account's name) and
+  ``accountId`` (its database id, which a rename keeps; absent from events of older versions).
 
 The types of the results and payloads are the ``TypedDict``s of :mod:`plugins.vpp.payloads`,
 the contract other plugins may import. Consumers mark their implementations ``@hookimpl(optionalhook=True)`` so they load even when

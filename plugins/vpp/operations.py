@@ -26,6 +26,7 @@ from .apple.transport import backoff_delay
 from .license_counts import add_license_counts
 from .models import VppAccount, VppAsset, VppLicense, VppUser
 from .payloads import AppMetadata, LicenseResult, Targets, UserResult
+from .recording import record_event
 from .sync.apply import insert_ignoring_duplicates, move_counts
 from .sync.events import known_ids, license_payload, record_chunks
 from .views import user_invitation_url
@@ -279,7 +280,7 @@ def apply_licenses(host: Host, session: Session, acc: VppAccount, asset: VppAsse
             continue
         changed += len(todo) if associate else -len(todo)
         event = "vpp_licenses_associated" if associate else "vpp_licenses_disassociated"
-        host.events.record(session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
+        record_event(host, session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
     if changed:  # the counts follow, announced as a sync would (vpp_assets_changed)
         add_license_counts(session, acc.id, {(asset.adam_id, asset.pricing_param): changed})
         move_counts(host, session, acc, (asset.adam_id, asset.pricing_param), assigned=changed)
@@ -352,7 +353,7 @@ def drop_revoked(host: Host, session: Session, acc: VppAccount, succeeded: Targe
                 continue
             add_license_counts(session, acc.id, {(adam_id, pricing): -len(gone)})
             move_counts(host, session, acc, (adam_id, pricing), assigned=-len(gone))
-            host.events.record(session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
+            record_event(host, session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
 
 
 def register_users(host: Host, account: str, mdm_user_ids: list[str], *, wait: float = 60.0) -> list[dict[str, Any]]:
@@ -446,7 +447,8 @@ def store_users(host: Host, session: Session, acc: VppAccount, records: list[dic
     for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
         record_chunks(host, session, acc.name, event, [apple_user(r, linked) for r in rows])
     for record in invited:
-        host.events.record(
+        record_event(
+            host,
             session,
             "vpp_user_invited",
             {

@@ -3,13 +3,16 @@
 Plain JSON values with Apple's field names (plus ``account``, the account's name), typed here
 so that other plugins (and type checkers) know them without reading the VPP plugin's code.
 Other plugins may import this module (and only this one, with the hookspecs): it has no
-dependency and no side effect. The hooks that return or carry each type are documented in
+dependency and no side effect (:func:`payload_now` reads the VPP accounts' table when called). The hooks that return or carry each type are documented in
 :mod:`plugins.vpp.hookspecs`.
 """
 
 # (no ``from __future__ import annotations``: TypedDict must see NotRequired[...] at run time)
 from collections.abc import Iterable, Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
 
 #: valid, expiring_30, expiring_14, expiring_7, expired, revoked, invalid or taken_over
 TokenState = str
@@ -102,6 +105,7 @@ class SyncReport(TypedDict):
     """
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     trigger: str
     mode: str | None  # full or incremental
     status: str
@@ -174,6 +178,7 @@ class AssetsPayload(TypedDict):
     """``vpp_assets_added``, ``vpp_assets_changed``, ``vpp_assets_removed``: at most 500 assets."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     assets: list[Asset]
 
 
@@ -183,6 +188,7 @@ class LicensesPayload(TypedDict):
     MDM inventory knows. ``source``: ``sync`` (found by a sync) or ``request`` (done by this host)."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     adamId: str
     pricingParam: str
     source: str  # sync or request
@@ -198,6 +204,7 @@ class LicensesRefusedPayload(TypedDict):
     error. At most 1000 targets."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     type: str  # ASSOCIATE, DISASSOCIATE or REVOKE
     eventId: str
     adamId: str
@@ -212,6 +219,7 @@ class UsersPayload(TypedDict):
     """``vpp_users_added``, ``vpp_users_changed``, ``vpp_users_retired``: at most 500 users."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     users: list[User]
 
 
@@ -219,6 +227,7 @@ class UserInvitedPayload(TypedDict):
     """``vpp_user_invited``: send ``invitationUrl`` to the user."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     clientUserId: str
     email: str | None
     invitationUrl: str | None
@@ -229,6 +238,7 @@ class TokenStatePayload(TypedDict):
     other MDM of a ``taken_over`` location; ``action`` says what the user should do."""
 
     account: str
+    accountId: NotRequired[int]  # the account's database id: a rename keeps it (absent from events of older versions)
     previous: TokenState | None
     state: TokenState
     detail: str | None
@@ -278,18 +288,27 @@ EVENT_PAYLOADS: dict[str, type] = {
 ACCOUNT_EVENTS = ("vpp_account_renamed", "vpp_account_removed")
 
 
-def payload_now(payload: Mapping[str, Any], later: Iterable[tuple[str, Mapping[str, Any]]]) -> Mapping[str, Any] | None:
-    """``payload`` naming its account as it is called now, given the :data:`ACCOUNT_EVENTS`
-    recorded after it (``later``, oldest first, as ``mdm_core.redelivery.recorded_since`` gives
-    them): renamed, the new name in ``account`` and in its records' ``account`` (assets); removed,
-    None (nothing to file under a name another account may take). Unchanged: ``payload`` itself."""
+def payload_now(payload: Mapping[str, Any], later: Iterable[tuple[str, Mapping[str, Any]]], host: "Host | None" = None) -> Mapping[str, Any] | None:
+    """``payload`` naming its account as it is called now: with ``accountId`` (and ``host``), the
+    name of that account now, read from the database (the renames' events may be pruned);
+    without (events recorded by older versions), given the :data:`ACCOUNT_EVENTS` recorded after
+    it (``later``, oldest first, as ``mdm_core.redelivery.recorded_since`` gives them). Renamed,
+    the new name in ``account`` and in its records' ``account`` (assets); removed, None (nothing
+    to file under a name another account may take). Unchanged: ``payload`` itself."""
     name = payload.get("account")
     now = name
-    for event, p in later:
-        if event == "vpp_account_renamed" and p.get("previous") == now:
-            now = p.get("account")
-        elif event == "vpp_account_removed" and p.get("account") == now:
+    if host is not None and isinstance(payload.get("accountId"), int):
+        from .recording import account_name  # read only here: importing this module loads nothing
+
+        now = account_name(host, payload["accountId"])
+        if now is None:
             return None
+    else:
+        for event, p in later:
+            if event == "vpp_account_renamed" and p.get("previous") == now:
+                now = p.get("account")
+            elif event == "vpp_account_removed" and p.get("account") == now:
+                return None
     if now == name:
         return payload
 

@@ -24,6 +24,7 @@ from mdm_core.output import days_text, days_until
 
 from .apple.errors import MdmConflictError, TokenError
 from .models import VppAccount
+from .recording import record_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -217,7 +218,8 @@ def _move(host: Host, session: Session, account: VppAccount, state: str, detail:
 
 
 def _record(host: Host, session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
-    host.events.record(
+    record_event(
+        host,
         session,
         "vpp_token_state_changed",
         {

@@ -7,6 +7,7 @@ all when the account was removed since. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from mdm_core.host import Host
-from mdm_core.models import utcnow
+from mdm_core.models import OutboxEvent, utcnow
 from plugins.alerts.models import AlertSubject
 from plugins.mobile_apps.models import MOBILE_APPS_TABLES, SeenEvent
 from plugins.vpp.accounts import remove_account
+from plugins.vpp.payloads import ACCOUNT_EVENTS
 from plugins.vpp.rename import rename_account
 from plugins.vpp.simulator import Simulator
 from plugins.vpp.testing import add_simulated_account
@@ -54,6 +56,18 @@ def _sync_with_subscribers_failing(host: Host, sim: Simulator, project_dir: Path
     assert _filed_under(host) == set()
 
 
+def _pruned(host: Host, _: Any) -> None:
+    """Housekeeping past ``[core] event_retention_days``: the rename's (or removal's) event is
+    gone, the failed events stay (their retries need them)."""
+    from mdm_core.housekeeping import housekeeping
+
+    host.events.deliver_pending()
+    days = host.config.core.event_retention_days + 1
+    assert housekeeping(host, now=utcnow() + timedelta(days=days))["core_event"] > 0
+    with host.db.session() as session:
+        assert not session.execute(select(col(OutboxEvent.name)).where(col(OutboxEvent.name).in_(ACCOUNT_EVENTS))).all()
+
+
 def _retry(host: Host) -> None:
     later = utcnow().replace(year=utcnow().year + 1)
     assert host.events.retry_due(now=later, limit=10_000)[1] == 0
@@ -65,8 +79,10 @@ def _retry(host: Host) -> None:
     [
         (lambda host: rename_account(host, "school", "district"), {"district"}),  # the applications, their metadata, the low-license states
         (lambda host: remove_account(host, "school"), set()),  # nothing to file
+        (lambda host: _pruned(host, rename_account(host, "school", "district")), {"district"}),  # filed under "school", no account's name
+        (lambda host: _pruned(host, remove_account(host, "school")), set()),
     ],
-    ids=["renamed", "removed"],
+    ids=["renamed", "removed", "renamed-event-pruned", "removed-event-pruned"],
 )
 def test_a_failed_event_retried_after_a_rename_is_filed_under_the_new_name_and_after_a_removal_nowhere(
     make_host: Callable[..., Host],

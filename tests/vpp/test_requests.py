@@ -12,6 +12,8 @@ from mdm_core.host import Host
 from mdm_core.testing import EventRecorder
 from plugins.vpp.testing import assert_mirror_equals_apple
 
+from .conftest import account_row
+
 
 def _asset(sim: Any, **wanted: Any) -> tuple[str, str, dict[str, Any]]:
     for (adam_id, pricing), asset in sim.snapshot()["assets"].items():
@@ -125,7 +127,13 @@ def test_registering_users_invites_those_without_a_managed_apple_id(synced: Host
     code = simulator.snapshot()["users"]["new-teacher"]["inviteCode"]
     assert code and code in teacher["invitationUrl"]
     assert recorder.named("vpp_user_invited") == [
-        {"account": "school", "clientUserId": "new-teacher", "email": "new-teacher@example.com", "invitationUrl": teacher["invitationUrl"]}
+        {
+            "account": "school",
+            "accountId": account_row(synced).id,
+            "clientUserId": "new-teacher",
+            "email": "new-teacher@example.com",
+            "invitationUrl": teacher["invitationUrl"],
+        }
     ]
     added = {u["clientUserId"]: u for p in recorder.named("vpp_users_added") for u in p["users"]}
     assert set(added) == {"new-teacher", "new-pupil"} and added["new-pupil"]["mdmUser"] == "new-pupil"

@@ -47,6 +47,7 @@ from ..apple.errors import VppError
 from ..apple.protocol import page_assignments, page_users
 from ..models import VppAccount, VppAsset, VppNotification, VppSyncRun
 from ..operations import apply_licenses, store_users
+from ..recording import record_event
 from ..sync.apply import move_counts
 from ..sync.asset import apply_asset, read_asset
 
@@ -214,7 +215,7 @@ def _asset_management(notice: Notice) -> None:
 
         def failed(session: Session) -> None:
             for payload in refused:
-                host.events.record(session, "vpp_licenses_refused", payload)
+                record_event(host, session, "vpp_licenses_refused", payload)
             notice.finish(
                 session,
                 "done",

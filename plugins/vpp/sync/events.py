@@ -18,6 +18,7 @@ from mdm_core.db.typed import table_of
 from mdm_core.models import Device, MdmUser
 
 from ..payloads import LicensesPayload
+from ..recording import record_events
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -40,7 +41,7 @@ def record_chunks(host: Host, session: Session, account: str, event: str, record
     key = "assets" if event.startswith("vpp_assets") else "users"
     chunks = [records[start : start + EVENT_RECORDS] for start in range(0, len(records), EVENT_RECORDS)]
     if chunks:
-        host.events.record_many(session, [(event, {"account": account, key: chunk}) for chunk in chunks])
+        record_events(host, session, [(event, {"account": account, key: chunk}) for chunk in chunks])
 
 
 def with_known(query: Any, table: Any) -> Any:
@@ -81,7 +82,7 @@ def record_license_events(host: Host, session: Session, account: str, event: str
             events.append((event, licenses_payload(account, current[0], current[1], current[2], list(batch), known, "sync")))
             held += len(batch)
             if len(events) >= WRITE_EVENTS or held >= WRITE_TARGETS:  # written as they come: memory does not grow with the account
-                host.events.record_many(session, events)
+                record_events(host, session, events)
                 events.clear()
                 held = 0
         batch.clear()
@@ -103,7 +104,7 @@ def record_license_events(host: Host, session: Session, account: str, event: str
         total += 1
     flush()
     if events:
-        host.events.record_many(session, events)
+        record_events(host, session, events)
     return total
 
 

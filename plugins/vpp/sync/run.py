@@ -40,6 +40,7 @@ from ..apple.protocol import parse_apple_date
 from ..jobs import SCHEDULED_AFTER
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
+from ..recording import record_event
 from . import progress, stored_progress
 from .apply import apply_read, refresh_statistics
 from .read import DirectFallback, SyncReader, clear_stage, drop_staged
@@ -273,7 +274,7 @@ def _best_effort(what: str, work: Any) -> None:
 
 def _record_report(host: Host, report: SyncReport) -> None:
     with host.db.write_session() as session:
-        host.events.record(session, "vpp_sync_finished", report)
+        record_event(host, session, "vpp_sync_finished", report)
         session.commit()
 
 
