@@ -106,7 +106,7 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
             row["head"] = row["head"] or "-"
         print_table(rows, ["plugin", "current", "head", "state", "pending"])
     kinds = {s.state for s in states}
-    if "ahead" in kinds or kinds & {"behind", "unstamped"}:  # said on stderr, as every other command says it
+    if kinds & {"ahead", "behind", "unstamped"}:  # said on stderr, as every other command says it
         print(f"mdm: {ahead_message(states) if 'ahead' in kinds else behind_message(states)}", file=sys.stderr, flush=True)  # -q too
         return 1
     return 0
