@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import threading
 import uuid
 import weakref
@@ -24,7 +23,7 @@ from sqlmodel import Session, col
 from mdm_core.db.typed import table_of
 from mdm_core.errors import Conflict, MdmError, UsageError, describe
 
-from . import token_state
+from . import installation, token_state
 from .apple.client import DEFAULT_SERVICE_URL, AppsBooksClient
 from .apple.errors import MdmConflictError, VppError
 from .apple.limiter import TokenGate
@@ -166,7 +165,7 @@ def client_for(host: Host, account: VppAccount, *, interactive: bool = False) ->
 
 
 def _mdm_info(host: Host, mdm_info_id: str) -> dict[str, str]:
-    return {"id": mdm_info_id, "name": settings(host).mdm_name, "metadata": socket.getfqdn()[:255]}
+    return {"id": mdm_info_id, "name": settings(host).mdm_name, "metadata": installation.metadata(host)}
 
 
 def _other_mdm(mdm_info: Any) -> str:
@@ -225,14 +224,11 @@ ACCOUNTS_LOCK = "vpp.accounts"  # serialises adding, renewing and renaming accou
 
 
 def _is_ours(host: Host, mdm_info: Any) -> bool:
-    """``mdmInfo`` written by this host (same product name and host name): an earlier claim of
-    ours whose database write did not happen (a full disk, an interrupted add), or a location
-    whose account was removed here. Another MDM's claim is never ours."""
-    if not isinstance(mdm_info, dict) or not mdm_info.get("id"):
-        return False
-    mine = _mdm_info(host, "")
-    name = mdm_info.get("name")  # an earlier release sent [vpp] mdm_name with the blanks around it
-    return isinstance(name, str) and name.strip() == mine["name"] and mdm_info.get("metadata") == mine["metadata"]
+    """``mdmInfo`` written from this database (its metadata carries this installation's id): an
+    earlier claim of ours whose database write did not happen (a full disk, an interrupted add),
+    or a location whose account was removed here. Another MDM's claim is never ours, nor another
+    installation's on this machine (another database), whatever its name and host name."""
+    return installation.claimed_here(host, mdm_info)
 
 
 @contextmanager
@@ -312,8 +308,9 @@ def add_account(
     Nothing is claimed at Apple that cannot be recorded here: the database must take writes
     (the accounts lock is one) and the token must encrypt with the host's key before the
     claim; adds are serialised, so two adds of one name or one location never both claim. A
-    location this host claimed before (``mdmInfo`` naming this host and product: a removed
-    account, an add whose final write failed) is taken back without ``take_over``.
+    location this database claimed before (``mdmInfo`` carrying its installation id: a removed
+    account, an add whose final write failed) is taken back without ``take_over``; another
+    installation's on this machine needs it, as any other MDM's.
 
     ``notifications`` (None: on when ``[web] public_url`` is set) goes in the same claim; its
     secret is committed as pending first, so that ``mdm run`` answers Apple's test notification
@@ -349,8 +346,9 @@ def add_account(
             current = config.get("mdmInfo")
             ours = _is_ours(host, current)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
+                here = " (this machine: another installation on it, or this one before its upgrade)" if installation.claimed_from_this_machine(current) else ""
                 raise ClaimedByOtherMdm(
-                    f"location {fields['location_name'] or uid} is managed by {_other_mdm(current)}: "
+                    f"location {fields['location_name'] or uid} is managed by {_other_mdm(current)}{here}: "
                     "two MDMs on one location give unpredictable license assignment; stop the other MDM using it, or add --take-over",
                     _other_mdm(current),
                     fields["location_name"] or uid,
@@ -510,7 +508,8 @@ def set_account(
                     _other_mdm(current),
                     account.location_name or account.uid,
                 )
-            if not isinstance(current, dict) or current.get("id") != account.mdm_info_id or change.on is not None:
+            # an earlier release's claim (the host name alone in its metadata) gets this installation's id
+            if not isinstance(current, dict) or not _is_ours(host, current) or current.get("id") != account.mdm_info_id or change.on is not None:
                 try:
                     client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id), **change.request())
                 except VppError as exc:

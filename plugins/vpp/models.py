@@ -218,6 +218,19 @@ class VppNotification(SQLModel, table=True):
     detail: str | None = None  # what acting on it did, or why it could not
 
 
+class VppInstallation(SQLModel, table=True):
+    """This database's installation id (one row, ``key`` 'installation'; made at its first claim,
+    kept across upgrades): it goes in the ``mdmInfo`` metadata of every claim, so that a location
+    claimed from this database is told from one claimed by another installation on the same
+    machine (plugins/vpp/installation.py)."""
+
+    __tablename__ = "vpp_installation"
+
+    key: str = Field(default="installation", primary_key=True, max_length=32)  # one row: two processes never make two ids
+    installation_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 VPP_TABLES: list[type[SQLModel]] = [
     VppAccount,
     VppAsset,
@@ -229,4 +242,5 @@ VPP_TABLES: list[type[SQLModel]] = [
     VppStageUser,
     VppPendingSecret,
     VppNotification,
+    VppInstallation,
 ]

@@ -318,15 +318,16 @@ def test_mirror_listings_page_and_stream_in_every_format(plain_host: Any, cli: A
 
 def test_mdm_name_reaches_apple_without_the_blanks_around_it(make_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:
     """``[vpp] mdm_name`` is checked without the blanks around it, and Apple gets that value
-    (other admins saw "  Springfield MDM \\t" holding the location). A location this host
+    (other admins saw "  Springfield MDM \\t" holding the location). A location this database
     claimed with the blanks, before, is still recognised as its own."""
-    import socket
+    from plugins.vpp import installation
 
-    make_host(config=FAST_CONFIG + 'mdm_name = "  Springfield MDM \\t"\n').db
-    simulator.claim_by_other_mdm(id="earlier-claim", name="  Springfield MDM \t", metadata=socket.getfqdn()[:255])
+    host = make_host(config=FAST_CONFIG + 'mdm_name = "  Springfield MDM \\t"\n')
+    metadata = installation.metadata(host)
+    simulator.claim_by_other_mdm(id="earlier-claim", name="  Springfield MDM \t", metadata=metadata)
     code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
     assert code == 0, err  # taken back without --take-over
-    assert simulator.state.mdm_info == {"id": "earlier-claim", "name": "Springfield MDM", "metadata": socket.getfqdn()[:255]}
+    assert simulator.state.mdm_info == {"id": "earlier-claim", "name": "Springfield MDM", "metadata": metadata}
 
 
 def test_a_service_url_with_a_credential_is_refused_without_showing_it(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:

@@ -1,0 +1,69 @@
+"""This database's installation id and the ``mdmInfo`` it claims locations with.
+
+Apple's ``mdmInfo`` holds ``id``, ``name`` and ``metadata`` (docs/apple-api.md, "Client config
+and mdmInfo"). ``metadata`` names this machine and this database's installation id
+(table ``vpp_installation``, vpp migration 0012): a location is this installation's own when
+its metadata carries that id, so two installations on one machine (two databases) never take
+each other's location silently.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from .models import VppInstallation
+
+if TYPE_CHECKING:
+    from mdm_core.host import Host
+
+KEY = "installation"  # the row
+MARK = " installation "  # between the host name and the id in the metadata
+
+
+def installation_id(host: Host) -> str:
+    """This database's installation id, made at the first claim and kept (two processes making
+    it at once agree on the first one written)."""
+    found = _stored(host)
+    if found:
+        return found
+
+    def work(session: Session) -> None:
+        if session.get(VppInstallation, KEY) is None:
+            session.add(VppInstallation(key=KEY, installation_id=str(uuid.uuid4())))
+
+    with suppress(IntegrityError):  # another process made it first: that one is ours
+        host.db.run_write(work)
+    return _stored(host) or ""
+
+
+def _stored(host: Host) -> str | None:
+    with host.db.session() as session:
+        return session.execute(select(col(VppInstallation.installation_id)).where(col(VppInstallation.key) == KEY)).scalar_one_or_none()
+
+
+def metadata(host: Host) -> str:
+    """The ``mdmInfo`` metadata of this installation's claims: the host name, then the id
+    (at most 255 characters: the host name is cut, never the id)."""
+    suffix = MARK + installation_id(host)
+    return socket.getfqdn()[: 255 - len(suffix)] + suffix
+
+
+def claimed_here(host: Host, mdm_info: Any) -> bool:
+    """``mdmInfo`` this installation wrote: its metadata ends with this database's id."""
+    if not isinstance(mdm_info, dict) or not mdm_info.get("id"):
+        return False
+    value = mdm_info.get("metadata")
+    return isinstance(value, str) and value.endswith(MARK + installation_id(host))
+
+
+def claimed_from_this_machine(mdm_info: Any) -> bool:
+    """``mdmInfo`` naming this machine as an earlier release wrote it (the host name alone): this
+    installation before its upgrade, or another installation on this machine."""
+    return isinstance(mdm_info, dict) and mdm_info.get("metadata") == socket.getfqdn()[:255]
