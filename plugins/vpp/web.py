@@ -23,13 +23,15 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 from sqlmodel import col
+from starlette.concurrency import run_in_threadpool
 
 from mdm_core.errors import MdmError
 from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
+from mdm_core.web.helpers import WebError, host_of, json_object, principal_of, redirect, render, require_change, rest_router, row_id, run_in_background
+from mdm_core.web.once import FORM_ID_RE, forms_once, new_form_id
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -361,6 +363,16 @@ def with_token_file(host: Host, data: bytes, work: Any) -> Any:
         Path(path).unlink(missing_ok=True)
 
 
+async def once(request: Request, form_id: str, work: Callable[[], Any]) -> Any:
+    """``work()`` in a worker thread (it asks Apple: the console answers other requests
+    meanwhile), once for the form ``form_id`` (a double-click's second request waits for the
+    first and gets its result, see :mod:`mdm_core.web.once`); without an id, each time."""
+    if form_id and not FORM_ID_RE.match(form_id):
+        raise WebError(422, "the form's id is not valid: open the Apple Volume Purchase Program page again and fill in the form there")
+    key = f"{principal_of(request).name}:{request.url.path}:{form_id}"
+    return await run_in_threadpool(lambda: forms_once(request).run(key, work)[0] if form_id else work())
+
+
 def renewed_message(name: str, account: Account) -> str:
     """What the console says after a renewal: the last sync it shows (a failure for the old
     token, often) is from before, and how to sync now."""
@@ -407,6 +419,7 @@ def page_router() -> APIRouter:
                 "changes": format_changes,
                 "public_url": public_url(host),  # Turn on needs it: without it, shown disabled and why
                 "apple_service_url": DEFAULT_SERVICE_URL,  # a sync that cannot connect says to check the Service URL
+                "form_id": new_form_id(),  # the Renew token forms' (each posts to its account's path)
             },
         )
 
@@ -415,7 +428,8 @@ def page_router() -> APIRouter:
         require_change(request)
         host = host_of(request)
         url = public_url(host)  # the command line's default: on when it is set
-        return render(request, "vpp/add.html", {"default_interval": settings(host).default_interval, "public_url": url, "values": {}})
+        context: dict[str, Any] = {"default_interval": settings(host).default_interval, "public_url": url, "values": {}, "form_id": new_form_id()}
+        return render(request, "vpp/add.html", context)
 
     @router.post("/vpp/add")
     async def add(
@@ -428,50 +442,71 @@ def page_router() -> APIRouter:
         take_over: str = Form(""),
         notifications: str = Form(""),
         key_lost: str = Form(""),
+        form_id: str = Form(""),
     ) -> Response:
         """Add an account as ``mdm vpp account add NAME --token-file F [--notifications on|off]
         [--take-over] [--key-lost]`` does (``notifications`` empty: its default, on when ``[web]
-        public_url`` is set); a take-over and a lost key are confirmed on their own page."""
+        public_url`` is set); a take-over and a lost key are confirmed on their own page. The
+        form sent twice at once (a double-click) adds the account once and answers both alike."""
         host = host_of(request)
         seconds = check_interval(host, interval or settings(host).default_interval, INTERVAL)
         wanted = _on_off(notifications, "notifications") if notifications else None
         data = await read_upload(request, token_file, pending)
         label = upload_label(token_file)
         try:
-            with_token_file(
-                host,
-                data,
-                lambda path: add_account(
+            await once(
+                request,
+                form_id,
+                lambda: with_token_file(
                     host,
-                    name.strip(),
-                    path,
-                    interval=seconds,
-                    service_url=service_url.strip() or None,
-                    take_over=take_over == "yes",
-                    notifications=wanted,
-                    token_label=label,
-                    key_lost=key_lost == "yes",
+                    data,
+                    lambda path: add_account(
+                        host,
+                        name.strip(),
+                        path,
+                        interval=seconds,
+                        service_url=service_url.strip() or None,
+                        take_over=take_over == "yes",
+                        notifications=wanted,
+                        token_label=label,
+                        key_lost=key_lost == "yes",
+                    ),
                 ),
             )
         except (ClaimedByOtherMdm, WrongKey) as exc:
-            form = {"name": name, "interval": seconds, "service_url": service_url, "notifications": notifications, **confirmed(take_over, key_lost)}
+            form = {
+                "name": name,
+                "interval": seconds,
+                "service_url": service_url,
+                "notifications": notifications,
+                "form_id": form_id,
+                **confirmed(take_over, key_lost),
+            }
             return confirmation_for(request, exc, "/vpp/add", data, form)
         return redirect(request, "/vpp", f"account {name.strip()} added: click Synchronize to read its assets now, or wait for the interval")
 
     @router.post("/vpp/accounts/{name}/renew")
     async def renew(
-        request: Request, name: str, token_file: UploadFile | None = File(None), pending: str = Form(""), take_over: str = Form(""), key_lost: str = Form("")
+        request: Request,
+        name: str,
+        token_file: UploadFile | None = File(None),
+        pending: str = Form(""),
+        take_over: str = Form(""),
+        key_lost: str = Form(""),
+        form_id: str = Form(""),
     ) -> Response:
         host = host_of(request)
         _account(host, name)
         data = await read_upload(request, token_file, pending)
         label = upload_label(token_file)
-        try:
-            row = with_token_file(
-                host, data, lambda path: set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label, key_lost=key_lost == "yes")
-            )
+
+        def renew_with(path: str) -> Account:
+            return set_account(host, name, token_file=path, take_over=take_over == "yes", token_label=label, key_lost=key_lost == "yes")
+
+        try:  # sent twice at once (a double-click): Apple is asked once, both answers alike
+            row = await once(request, form_id, lambda: with_token_file(host, data, renew_with))
         except (ClaimedByOtherMdm, WrongKey) as exc:
-            return confirmation_for(request, exc, f"/vpp/accounts/{name}/renew", data, confirmed(take_over, key_lost))
+            return confirmation_for(request, exc, f"/vpp/accounts/{name}/renew", data, {"form_id": form_id, **confirmed(take_over, key_lost)})
         return redirect(request, "/vpp", renewed_message(name, row))
 
     @router.post("/vpp/accounts/{name}/interval")

@@ -1,0 +1,79 @@
+"""A console form sent twice at once (a double-click on its button, the second request sent
+before the first answer came back) does its work once, and both answers say what it did: the
+page the browser shows is the second's (see ``mdm_core.web.once``)."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .conftest import csrf
+from .test_api_tokens_console import _signed_in_admin
+
+FORM_ID_RE = re.compile(r'<input type="hidden" name="form_id" value="([^"]+)">')
+
+
+def _twice_at_once(send: Callable[[], Any]) -> list[Any]:
+    """``send()`` from two threads at once, as a double-click sends a form: both answers."""
+    answers: list[Any] = []
+    threads = [threading.Thread(target=lambda: answers.append(send())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 2, "a request did not end"
+    return answers
+
+
+def _flash(response: Any) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'<p class="flash (?:ok|error)"[^>]*>([^<]*)</p>', response.text)]
+
+
+def test_a_double_click_on_add_account_adds_it_once_and_says_so_twice(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Add sent twice at once: the first added the account, the second answered 409 "an account
+    named 'district' already exists", the page the admin saw after adding it. Both now say it
+    was added; Apple is asked once."""
+    from plugins.vpp.accounts import list_accounts
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    token = simulator.write_token(project_dir / "t.vpptoken").read_bytes()
+    with admin:
+        (form_id,) = FORM_ID_RE.findall(admin.get("/vpp/add").text)
+        form = {"csrftoken": csrf(admin), "name": "district", "interval": "900", "service_url": simulator.base_url, "form_id": form_id}
+        simulator.faults.add("slow", endpoint="client/config", seconds=0.5, count=1)  # the first is under way when the second comes
+        answers = _twice_at_once(lambda: admin.post("/vpp/add", data=form, files={"token_file": ("t.vpptoken", token)}))
+        for answer in answers:
+            assert answer.status_code == 200 and "already exists" not in answer.text, _flash(answer)
+            assert _flash(answer) == ["account district added: click Synchronize to read its assets now, or wait for the interval"]
+        assert simulator.requests["client/config"] == 2  # one read, one claim: one add
+        refused = admin.post("/vpp/add", data={**form, "form_id": "not an id"}, files={"token_file": ("t.vpptoken", token)})
+        assert refused.status_code == 422 and "the form&#39;s id is not valid" in refused.text
+    assert [a["name"] for a in list_accounts(host)] == ["district"]
+
+
+def test_a_double_click_on_renew_token_asks_apple_once(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Renew sent twice: Apple was asked twice (the location read and claimed again, a new
+    notification secret each time). Now once; both answers say the token was renewed."""
+    from plugins.vpp.accounts import add_account
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    token = simulator.write_token(project_dir / "renewed.vpptoken").read_bytes()
+    with admin:
+        (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+        before = simulator.requests["client/config"]
+        answers = [
+            admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "form_id": form_id}, files={"token_file": ("r.vpptoken", token)})
+            for _ in range(2)
+        ]
+        twice = simulator.requests["client/config"] - before
+        for answer in answers:
+            assert answer.status_code == 200 and _flash(answer)[0].startswith("token of school renewed: valid until"), _flash(answer)
+        (other,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))  # the page opened again: a new form, renewed again
+        before = simulator.requests["client/config"]
+        again = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "form_id": other}, files={"token_file": ("r.vpptoken", token)})
+        assert again.status_code == 200 and twice == simulator.requests["client/config"] - before > 0  # the double-click asked as one renewal does
