@@ -91,9 +91,10 @@ def deliver_due(host: Host) -> dict[str, int]:
                 counts["retrying"] += 1
                 down.add(delivery.channel)
                 continue
-            if not _claim(host, delivery.id, message.id):
+            claimed = _claim(host, delivery.id, message)
+            if claimed is None:
                 continue  # folded into a digest (or joined by nothing: gone) meanwhile: the digest goes out instead
-            outcome = _attempt(host, channel, delivery.channel, _reread(host, message))
+            outcome = _attempt(host, channel, delivery.channel, claimed)
             status = _record(host, delivery.id, outcome)
             counts[status] += 1
             if status != "sent" and channel is not None:
@@ -145,29 +146,24 @@ def _wait_for_restart(host: Host, delivery_id: int, text: str) -> None:
     log.warning("alert delivery %s waits: %s", delivery_id, text)
 
 
-def _claim(host: Host, delivery_id: int | None, message_id: int | None) -> bool:
+def _claim(host: Host, delivery_id: int | None, message: AlertMessage) -> Outgoing | None:
     """Count the attempt before sending: an alert with a tried delivery is never changed again (a
     digest folds only untried ones, an install failure joins only an untried alert), so what
     is sent is what is recorded. The alert is locked first, as those writers lock it: either
-    one of them changed it before (it is read again here) or it sees this attempt. False if
-    the delivery is gone (folded into a digest, which goes out instead) or no longer pending."""
+    one of them changed it before (it is read as it is now, here) or it sees this attempt.
+    Returns the alert to send; None if the delivery is gone (folded into a digest, which goes
+    out instead) or no longer pending."""
 
-    def work(session: Session) -> bool:
-        session.execute(select(col(AlertMessage.id)).where(col(AlertMessage.id) == message_id).with_for_update())
+    def work(session: Session) -> Outgoing | None:
+        current = session.execute(select(AlertMessage).where(col(AlertMessage.id) == message.id).with_for_update()).scalar_one_or_none()
         claimed = session.execute(
             update(AlertDelivery)
             .where(col(AlertDelivery.id) == delivery_id, col(AlertDelivery.status) == "pending")
             .values(attempts=col(AlertDelivery.attempts) + 1, updated_at=utcnow())
         )
-        return rowcount(claimed) == 1
+        return outgoing(current or message) if rowcount(claimed) == 1 else None
 
     return host.db.run_write(work)
-
-
-def _reread(host: Host, message: AlertMessage) -> Outgoing:
-    """The alert as it is now (an install failure may have joined it since the due ones were read)."""
-    with host.db.session() as session:
-        return outgoing(session.get(AlertMessage, message.id) or message)
 
 
 def _attempt(host: Host, channel: Channel | None, name: str, message: Outgoing) -> tuple[bool, str | None, bool]:

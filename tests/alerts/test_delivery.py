@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from freezegun import freeze_time
 
 from mdm_core.events import Event
@@ -196,19 +197,9 @@ def _install_failed(serial: str, number: int) -> Event:
     )
 
 
-def test_a_failure_joining_an_alert_while_it_is_sent_is_told(alerts_host, webhook_server, monkeypatch):
-    """Install failures of one asset join its alert while no delivery of it was tried. One arriving
-    while alerts.deliver was sending that alert (read as due, its attempt not yet recorded)
-    joined it, and the alert was then recorded sent with the text sent before: that failure
-    was never told. The attempt is now counted before the alert is sent (and the alert read
-    again then): a failure arriving during the send makes an alert of its own."""
-    hook = webhook_server()
-    host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, account=False)
-    told_while_sent(host, hook, monkeypatch)
-
-
 def told_while_sent(host, hook, monkeypatch):
-    """The scenario of the test above on ``host``, whose webhook ``ops`` is ``hook``."""
+    """A failure joining an alert while it is sent, on ``host``, whose webhook ``ops`` is ``hook``:
+    an alert of its own."""
     from plugins.alerts.channels import WebhookChannel
 
     host.events.dispatch(_install_failed("SERIAL0001", 1))
@@ -225,3 +216,37 @@ def told_while_sent(host, hook, monkeypatch):
     told = [r["json"]["text"] for r in hook.requests]
     assert len(told) == 2 and "SERIAL0001" in told[0] and "SERIAL0002" not in told[0] and "SERIAL0002" in told[1]
     assert [d["status"] for a in alerts(host) for d in a["deliveries"]] == ["sent", "sent"]
+
+
+def told_with_it(host, hook, monkeypatch):
+    """A failure joining an alert after alerts.deliver read it as due, before its attempt was
+    counted, on ``host``, whose webhook ``ops`` is ``hook``: it is in what is sent (the alert is
+    read again when its attempt is counted), and nothing is left for a second alert."""
+    from plugins.alerts import delivery
+
+    host.events.dispatch(_install_failed("SERIAL0001", 1))
+    name_due = delivery.name_due
+
+    def read_then_another_fails(*args, **kwargs):
+        host.events.dispatch(_install_failed("SERIAL0002", 2))  # the same asset, once the due alerts were read
+        return name_due(*args, **kwargs)
+
+    monkeypatch.setattr(delivery, "name_due", read_then_another_fails)
+    assert deliver_due(host)["sent"] == 1
+    monkeypatch.setattr(delivery, "name_due", name_due)
+    assert deliver_due(host)["sent"] == 0
+    [told] = [r["json"]["text"] for r in hook.requests]
+    assert "SERIAL0001" in told and "SERIAL0002" in told
+
+
+@pytest.mark.parametrize("scenario", [told_while_sent, told_with_it], ids=lambda scenario: scenario.__name__)
+def test_a_failure_joining_an_alert_being_sent_is_told(alerts_host, webhook_server, monkeypatch, scenario):
+    """Install failures of one asset join its alert while no delivery of it was tried. One arriving
+    while alerts.deliver was sending that alert (read as due, its attempt not yet recorded)
+    joined it, and the alert was then recorded sent with the text sent before: that failure
+    was never told. The attempt is now counted before the alert is sent (and the alert read
+    again then): a failure arriving during the send makes an alert of its own, one arriving
+    before the attempt is counted goes out with it."""
+    hook = webhook_server()
+    host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, account=False)
+    scenario(host, hook, monkeypatch)

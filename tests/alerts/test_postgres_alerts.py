@@ -14,6 +14,7 @@ from plugins.alerts.delivery import check, deliver_due
 
 from ..conftest import PG_ADMIN_URL, PG_SKIP_REASON
 from .conftest import FAST_VPP, alerts, sync
+from .test_delivery import told_while_sent, told_with_it
 
 pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
 
@@ -85,10 +86,9 @@ def test_alerts_name_the_apps_on_postgres(make_host, simulator, smtp_server, pro
 
 
 @pytest.mark.slow
-def test_a_failure_joining_an_alert_while_it_is_sent_is_told_on_postgres(make_host, webhook_server, pg_url, monkeypatch):
-    from .test_delivery import told_while_sent
-
+@pytest.mark.parametrize("scenario", [told_while_sent, told_with_it], ids=lambda scenario: scenario.__name__)
+def test_a_failure_joining_an_alert_being_sent_is_told_on_postgres(make_host, webhook_server, pg_url, monkeypatch, scenario):
     hook = webhook_server()
     host = make_host(config=FAST_VPP + '[alerts]\nwebhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=pg_url)
     assert host.db.url.get_backend_name() == "postgresql"
-    told_while_sent(host, hook, monkeypatch)
+    scenario(host, hook, monkeypatch)
