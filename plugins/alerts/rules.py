@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # the other plugins' published contracts: types only, no impo
     from plugins.mobile_apps.payloads import InstallFailedPayload
     from plugins.vpp.payloads import Asset
 
-TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expiring_1", "expired", "revoked", "invalid", "taken_over")
 BLOCKED = ("expired", "revoked", "invalid", "taken_over")  # the token states that stop the account's syncs
+TOKEN_ALERT_STATES = ("expiring_30", "expiring_14", "expiring_7", "expiring_1", *BLOCKED)
 LICENSE_STATES = ("ok", "low", "none")
 MAX_LISTED = 20  # targets listed in one install-failure alert
 
