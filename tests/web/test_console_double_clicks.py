@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mdm_core.host import Host
+
 from .conftest import csrf
 from .test_api_tokens_console import _signed_in_admin
 
@@ -77,3 +79,59 @@ def test_a_double_click_on_renew_token_asks_apple_once(make_host: Any, database_
         before = simulator.requests["client/config"]
         again = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "form_id": other}, files={"token_file": ("r.vpptoken", token)})
         assert again.status_code == 200 and twice == simulator.requests["client/config"] - before > 0  # the double-click asked as one renewal does
+
+
+def _school_app_page(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> tuple[Host, Any]:
+    """A signed-in admin on ``database_url`` with the account ``school`` synced."""
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.sync.run import sync_account
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    assert sync_account(host, "school")["status"] == "ok"
+    return host, admin
+
+
+def _lines(response: Any) -> list[str]:
+    return re.findall(r"<tr><td>[^<]*</td><td class=\"status-[^>]*>.*?</tr>", response.text.replace("\n", ""))
+
+
+def test_a_double_click_on_install_asks_apple_once_and_shows_the_install_twice(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Install sent twice at once asked Apple twice for the license (the second answer: "already
+    queued", as if an earlier install had); now once, and both answers show the install made."""
+    from mdm_core import inventory
+
+    from .test_apps_console import _ios_app
+
+    host, admin = _school_app_page(make_host, database_url, simulator, project_dir)
+    inventory.add_device(host, "WEBDEV000001", "iOS", model="iPhone15,2")
+    app_id, _ = _ios_app(host, simulator)
+    with admin:
+        (form_id,) = set(FORM_ID_RE.findall(admin.get(f"/apps/{app_id}").text))
+        form = {"devices": ["WEBDEV000001"], "csrftoken": csrf(admin), "form_id": form_id}
+        simulator.faults.add("slow", endpoint="assets/associate", seconds=0.5, count=1)  # the first is under way when the second comes
+        first, second = _twice_at_once(lambda: admin.post(f"/apps/{app_id}/install", data=form))
+        assert first.status_code == second.status_code == 200 and _lines(first) == _lines(second)
+        [line] = _lines(first)
+        assert "InstallApplication queued (command" in line and "license associated" in line and "already" not in line
+    assert simulator.requests["assets/associate"] == 1
+    assert [c["request_type"] for c in inventory.list_commands(host, "WEBDEV000001")] == ["InstallApplication"]
+
+
+def test_a_double_click_on_reclaim_asks_apple_once_and_says_reclaimed_twice(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Reclaim sent twice asked Apple twice, or, the second after the first, answered "holds no
+    license of this app", the page the admin saw after reclaiming it. Both now say it was."""
+    from .test_apps_console import _app_with_holders, _held
+
+    host, admin = _school_app_page(make_host, database_url, simulator, project_dir)
+    app_id, key, holders = _app_with_holders(host, simulator, revocable=True, kind="serialNumber")
+    with admin:
+        (form_id,) = set(FORM_ID_RE.findall(admin.get(f"/apps/{app_id}").text))
+        form = {"serials": holders[0], "confirm": "yes", "csrftoken": csrf(admin), "form_id": form_id}
+        simulator.faults.add("slow", endpoint="assets/disassociate", seconds=0.5, count=1)
+        answers = [*_twice_at_once(lambda: admin.post(f"/apps/{app_id}/reclaim", data=form)), admin.post(f"/apps/{app_id}/reclaim", data=form)]
+        for answer in answers:  # the third: sent again once the first had answered (a reload of its page)
+            assert answer.status_code == 200 and _lines(answer) == [
+                f'<tr><td>{holders[0]}</td><td class="status-done">done</td><td>license reclaimed</td></tr>'
+            ]
+    assert simulator.requests["assets/disassociate"] == 1 and not _held(simulator, key, holders[0])
