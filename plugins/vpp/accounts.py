@@ -410,7 +410,8 @@ def set_account(
     Renewing claims the location back for this host; if another MDM claimed it meanwhile,
     that needs ``take_over`` (the user confirms the other MDM no longer uses the token). A
     renewal gives Apple a fresh notification secret when the account's notifications are on
-    and ``[web] public_url`` is set. ``token_label`` names the token file in messages (as in
+    and ``[web] public_url`` is set; without it, notifications whose secret the key cannot read
+    (a lost key) are turned off, the returned ``notice`` saying so. ``token_label`` names the token file in messages (as in
     :func:`add_account`).
     """
     from .notifications import configure
@@ -449,10 +450,13 @@ def set_account(
                     f"location {account.location_name or account.uid} at {service_url} is managed by {_other_mdm(current)}: "
                     "renew the token there with --token-file and --take-over once the other MDM stopped using it"
                 )
+    notice: str | None = None
     if token_file is None and notifications is None:  # nothing Apple holds changes: nothing is sent (its test notification cannot refuse it)
         change = configure.Change(None, account.mdm_info_id)
-    else:
+    elif token_file is None:
         change = configure.plan(host, account.mdm_info_id, account.notifications, notifications)
+    else:  # a secret stored with a lost key is replaced, or turned off (notice says so)
+        change, notice = configure.renewal_plan(host, account, notifications)
     renewed_expiry: datetime | None = None
 
     def work(session: Session) -> VppAccount:
@@ -463,6 +467,7 @@ def set_account(
         session.add(row)
         if renewed_expiry is not None:
             token_state.token_renewed(host, session, row, renewed_expiry)
+            configure.drop_unreadable_pending(host, session, row.mdm_info_id)
         return row
 
     if token_file is None:
@@ -517,7 +522,10 @@ def set_account(
         renewed_expiry = _expiry_from(config, token)
         row = host.db.run_write(work)
     host.deliver_events()
-    return describe_account(row)
+    described = describe_account(row)
+    if notice:
+        described["notice"] = notice
+    return described
 
 
 def account_contents(host: Host, name: str) -> dict[str, int]:

@@ -252,6 +252,10 @@ def _account_set(host: Host, args: argparse.Namespace) -> int:
         f"sync every {account['interval_seconds']}s, notifications {account['notifications']}"
         + (f", service {account['service_url']}" if args.service_url else "")
     )
+    if "notice" in account:  # what the renewal changed unasked (notifications it turned off)
+        import sys
+
+        say(f"warning: {account['notice']}", out=sys.stderr)
     return 0
 
 

@@ -92,6 +92,7 @@ class Account(TypedDict):
     notifications: str  # "on": Apple posts this account's notifications to this host; "off": polling only; "misdirected": to another URL than [web] public_url
     notification_url: str | None  # where Apple posts this account's notifications (None when off); never their secret
     last_notification_at: str | None
+    notice: NotRequired[str]  # a renewal's: what it changed that the user did not ask for (notifications turned off)
 
 
 # --------------------------------------------------------------------------- request results

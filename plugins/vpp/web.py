@@ -507,6 +507,8 @@ def page_router() -> APIRouter:
             row = await once(request, form_id, lambda: with_token_file(host, data, renew_with))
         except (ClaimedByOtherMdm, WrongKey) as exc:
             return confirmation_for(request, exc, f"/vpp/accounts/{name}/renew", data, {"form_id": form_id, **confirmed(take_over, key_lost)})
+        if "notice" in row:  # notifications turned off: their secret was stored with a lost key
+            return redirect(request, "/vpp", f"{renewed_message(name, row)}; but {for_request(request, row['notice'])}", "error")
         return redirect(request, "/vpp", renewed_message(name, row))
 
     @router.post("/vpp/accounts/{name}/interval")
@@ -905,7 +907,8 @@ def _claiming(work: Callable[[], Account]) -> Account:
 
 def _api_account(request: Request, account: Account) -> dict[str, Any]:
     """An account as ``mdm vpp account list --json`` has it, its ``action`` in the API's words."""
-    return {**account, "action": for_request(request, account["action"]), "last_sync_result": _reworded(request, account["last_sync_result"])}
+    shown = {**account, "action": for_request(request, account["action"]), "last_sync_result": _reworded(request, account["last_sync_result"])}
+    return {**shown, "notice": for_request(request, account["notice"])} if "notice" in account else shown
 
 
 def _reworded(request: Request, text: str | None) -> str | None:

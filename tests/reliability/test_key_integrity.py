@@ -458,3 +458,72 @@ def test_every_advice_to_enter_a_token_again_after_a_lost_key_names_the_command_
     code, out, err = mdm(*(str(token) if word == "FILE" else word for word in advised))  # the advice, followed, works
     assert code == 0, err
     assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["token_state"] == "valid"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_lost_key_renewal_without_public_url_turns_the_unreadable_notifications_off(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """Notifications on, [web] public_url since removed, the key lost: the renewal with
+    --key-lost kept the notification secret stored with the lost key (and a pending one), so
+    Apple's posts were refused with 401 and `mdm secrets status` exited 1 for good. Now the
+    renewal turns them off at Apple, forgets both secrets and says how to turn them on again."""
+    url = database_param(request, project_dir, kind)
+    monkeypatch.setenv("MDM_DATABASE_URL", url)
+    _add(mdm, small_sim, project_dir, "school")
+    old = Fernet((project_dir / "var" / "secret.key").read_text().strip().encode())
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:  # as `--notifications on` left them while public_url was set
+        mdm_info_id = conn.execute(text("SELECT mdm_info_id FROM vpp_account")).scalar_one()
+        conn.execute(
+            text("UPDATE vpp_account SET notifications = 'on', notification_url = :u, notification_secret = :s"),
+            {"u": f"https://mdm.example/apple/apps-books/notify/{mdm_info_id}", "s": old.encrypt(b"old secret").decode()},
+        )
+        conn.execute(
+            text("INSERT INTO vpp_pending_secret (mdm_info_id, secret_ciphertext, created_at) VALUES (:m, :s, CURRENT_TIMESTAMP)"),
+            {"m": mdm_info_id, "s": old.encrypt(b"pending secret").decode()},
+        )
+    engine.dispose()
+    small_sim.state.notification_url, small_sim.state.notification_types = "https://mdm.example/notify", ["ASSET_MANAGEMENT"]
+    (project_dir / "var" / "secret.key").write_text(Fernet.generate_key().decode() + "\n")  # the key lost for good
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    code, out, err = mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")
+    assert code == 0, out + err
+    assert "notifications off" in out and err.startswith("warning: Apple's notifications of school were turned off"), out + err
+    assert "set [web] public_url" in err and "`mdm vpp account set school --notifications on`" in err, err
+    assert small_sim.state.notification_types == []  # Apple posts nothing more to be refused
+    assert json.loads(mdm("vpp", "account", "list", "--json")[1])[0]["notifications"] == "off"
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and out.endswith("0 unreadable\n"), out + err  # was: 2 unreadable, for good
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_notification_secret_the_key_cannot_read_is_logged_with_what_fits_a_wrong_or_lost_key(
+    make_host: Any, small_sim: Any, project_dir: Path, request: pytest.FixtureRequest, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Apple's notification refused for a secret stored with another key: the error line said
+    only that `mdm run` and the command must share MDM_SECRET_KEY, no help when a wrong key file
+    was restored from a backup or the key is lost. Now it names `mdm secrets status` and the
+    renewal with --key-lost."""
+    from sqlalchemy import select
+
+    import plugins.vpp.plugin
+    from plugins.vpp.models import VppAccount
+    from plugins.vpp.notifications.inbox import authenticate
+    from plugins.vpp.testing import add_simulated_account
+
+    host = make_host(plugins=[plugins.vpp.plugin], database_url=database_param(request, project_dir, kind))
+    add_simulated_account(host, small_sim, project_dir)
+    other = Fernet(Fernet.generate_key())
+
+    def notifications_on(session: Any) -> str:
+        account = session.execute(select(VppAccount)).scalar_one()
+        account.notifications, account.notification_secret = "on", other.encrypt(b"secret").decode()
+        return str(account.mdm_info_id)
+
+    mdm_info_id = host.db.run_write(notifications_on)
+    caplog.set_level("ERROR")
+    assert authenticate(host, mdm_info_id, "Bearer secret") is None
+    (line,) = [r.getMessage() for r in caplog.records if "cannot be decrypted" in r.getMessage()]
+    assert "a key restored from a backup may be another one: see `mdm secrets status`" in line, line
+    assert line.endswith("`mdm vpp account set school --token-file FILE --key-lost`") and "secret'" not in line, line

@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, UsageError
@@ -62,6 +62,11 @@ WORDING = [
         r"and run `mdm vpp account set (\S+) --notifications off`",
         f"and {TURN_OFF}",
         f"and {API_OFF}",
+    ),
+    (
+        r"and run `mdm vpp account set (\S+) --notifications on`",
+        f"and {TURN_ON}",
+        f"and {API_ON}",
     ),
     (
         r"set it to the https URL by which Apple reaches this host \(where `mdm run` serves the console\), then run this again",
@@ -201,6 +206,32 @@ def misdirected(host: Host, account: VppAccount) -> str | None:
     if base is None:
         return f"{where}, but [web] public_url is not set: set it again, or run mdm vpp account set {account.name} --notifications off"
     return f"{where}, not to [web] public_url {base}: run mdm vpp account set {account.name} --notifications on (or off)"
+
+
+def renewal_plan(host: Host, account: VppAccount, wanted: bool | None) -> tuple[Change, str | None]:
+    """The notification change of a token renewal and what to tell the user about it (or None).
+
+    Notifications on whose secret the host's key cannot read (stored with a lost key) cannot
+    stay as they are: each of Apple's posts would be refused with 401. Without ``public_url``
+    no new secret can be given to Apple, so the renewal turns them off there and says how to
+    turn them on again (with it, :func:`plan` already gives Apple a new secret)."""
+    change = plan(host, account.mdm_info_id, account.notifications, wanted)
+    secret = account.notification_secret
+    if change.on is not None or account.notifications != "on" or not secret or host.secrets.can_decrypt(secret):
+        return change, None
+    return Change(False, account.mdm_info_id), (
+        f"Apple's notifications of {account.name} were turned off: their secret was stored with a key this host no longer has, "
+        "and [web] public_url is not set to give Apple a new one (each notification would be refused); the account is synced by polling; "
+        f"to have them again, set [web] public_url and run `mdm vpp account set {account.name} --notifications on`"
+    )
+
+
+def drop_unreadable_pending(host: Host, session: Session, mdm_info_id: str) -> None:
+    """Forget the pending secrets of ``mdm_info_id`` the host's key cannot read (stored with a
+    lost key: no test notification is accepted with them, and `mdm secrets status` counts them)."""
+    rows = session.execute(select(VppPendingSecret).where(col(VppPendingSecret.mdm_info_id) == mdm_info_id)).scalars()
+    for pending in [p for p in rows if not host.secrets.can_decrypt(p.secret_ciphertext)]:
+        session.delete(pending)
 
 
 def plan(host: Host, mdm_info_id: str, current: str | None, wanted: bool | None) -> Change:

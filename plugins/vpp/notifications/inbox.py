@@ -106,9 +106,11 @@ def authenticate(host: Host, notify_id: str, authorization: str | None) -> Calle
             secrets.append(host.secrets.decrypt(ciphertext))
         except MdmError:
             log.error(
-                "a notification secret of %s cannot be decrypted with this host's key: `mdm run` and the command "
-                "that configured notifications must share MDM_SECRET_KEY (or var/secret.key)",
+                "a notification secret of %s cannot be decrypted with this host's key: Apple's notification is refused; "
+                "`mdm run` needs the key it was stored with (MDM_SECRET_KEY or var/secret.key, as the command that turned "
+                "notifications on had; a key restored from a backup may be another one: see `mdm secrets status`)%s",
                 f"account {account.name}" if account else "an account being added",
+                f"; if that key is lost, renew the token: `mdm vpp account set {account.name} --token-file FILE --key-lost`" if account else "",
             )
     match = False
     for secret in secrets or [_DUMMY]:
