@@ -5,7 +5,8 @@ A form that creates something carries a one-time id (:func:`new_form_id`). What 
 of a used form in the session cookie cannot tell such a second request: it carries the cookie
 from before the first answer. :class:`FormsOnce` (one per console, ``forms_once(request)``)
 makes the second wait for the first and answer with the first's outcome, kept in memory
-``KEEP_SECONDS`` after it, never stored nor logged.
+``KEEP_SECONDS`` after it, never stored nor logged. A route checks the id it was sent
+(:func:`check_form_id`) and runs its work through :func:`run_form`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+
+from .helpers import WebError, principal_of
 
 #: a form's one-time id, as :func:`new_form_id` makes it
 FORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 #: how long a form's outcome is kept for a second request of it (its cookie is back by then)
 KEEP_SECONDS = 30.0
+T = TypeVar("T")
 
 
 def new_form_id() -> str:
@@ -67,3 +71,20 @@ def forms_once(request: Request) -> FormsOnce:
     """The console's :class:`FormsOnce` (made with its application)."""
     forms: FormsOnce = request.app.state.forms_once
     return forms
+
+
+def check_form_id(form_id: str, page: str) -> None:
+    """A 422 when the form sent an id (``form_id``) that :func:`new_form_id` did not make; ``page``
+    names the page whose form to fill in again ("the API tokens page")."""
+    if form_id and not FORM_ID_RE.match(form_id):
+        raise WebError(422, f"the form's id is not valid: open {page} again and fill in the form there")
+
+
+def run_form(request: Request, form_id: str, work: Callable[[], T]) -> tuple[T, bool]:
+    """:meth:`FormsOnce.run` of the form ``form_id`` posted to the request's path by its admin:
+    ``(work(), True)`` the first time, ``(its result, False)`` for the same form sent again at
+    once (a double-click); a form without an id does its work each time (``(work(), True)``)."""
+    if not form_id:
+        return work(), True
+    outcome: tuple[T, bool] = forms_once(request).run(f"{principal_of(request).name}:{request.url.path}:{form_id}", work)
+    return outcome

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from .access import TOKEN_ORDER, UnknownToken, active_token, create_token, last_revocation, revoke_token, token_fields, token_id, web_actor
 from .helpers import WebError, host_of, principal_of, redirect, render, require_change, rest_router
 from .models import ROLES, ApiToken
-from .once import FORM_ID_RE, forms_once, new_form_id
+from .once import check_form_id, new_form_id, run_form
 from .paging import Cursor, Limit, keyset, numbered
 from .registry import WebRegistry
 
@@ -93,19 +93,17 @@ def page_router() -> APIRouter:
     def create(request: Request, name: str = Form(""), role: str = Form("viewer"), form_id: str = Form("")) -> Response:
         if principal_of(request).kind != "session":
             raise WebError(403, "an API token cannot create tokens: an admin signed in to the console creates them")
-        if form_id and not FORM_ID_RE.match(form_id):
-            raise WebError(422, "the form's id is not valid: open the API tokens page again and fill in the form there")
+        check_form_id(form_id, "the API tokens page")
         spent = _form_spent(request, form_id, name.strip())
         if spent is not None:
             return _already_created(request, spent, name.strip())
         host = host_of(request)
-        if form_id:  # sent twice before the first answer's cookie came back (a double-click): the first's token, shown again
-            row, first = forms_once(request).run(f"{principal_of(request).name}:{form_id}", lambda: create_token(host, name.strip(), role))
+        # sent twice before the first answer's cookie came back (a double-click): the first's token, shown again
+        row, first = run_form(request, form_id, lambda: create_token(host, name.strip(), role))
+        if form_id:
             _spend_form(request, form_id, token_id(host, row["token"]))  # in each answer: the browser keeps the last one's cookie
-            if not first and row["name"] != name.strip():
-                return _already_created(request, row["name"], name.strip())
-        else:
-            row = create_token(host, name.strip(), role)
+        if not first and row["name"] != name.strip():
+            return _already_created(request, row["name"], name.strip())
         return render(request, "api_token_created.html", {"token": row}, status_code=201)  # shown here once: never stored, flashed nor logged
 
     @router.get(PAGE + "/{name}/revoke")

@@ -22,8 +22,8 @@ from sqlmodel import col
 from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
-from mdm_core.web.helpers import WebError, host_of, json_object, principal_of, render, rest_router, row_id
-from mdm_core.web.once import FORM_ID_RE, forms_once, new_form_id
+from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
+from mdm_core.web.once import check_form_id, new_form_id, run_form
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -92,12 +92,8 @@ def form_once(request: Request, form_id: str, work: Callable[[], T]) -> T:
     """``work()`` once for the form ``form_id`` of the app's page: sent twice at once (a
     double-click), the second request waits for the first and gets its outcome, Apple asked
     once (:mod:`mdm_core.web.once`); a form without an id does its work each time."""
-    if not form_id:
-        return work()
-    if not FORM_ID_RE.match(form_id):
-        raise WebError(422, "the form's id is not valid: open the application's page again and fill in the form there")
-    outcome: T = forms_once(request).run(f"{principal_of(request).name}:{request.url.path}:{form_id}", work)[0]
-    return outcome
+    check_form_id(form_id, "the application's page")
+    return run_form(request, form_id, work)[0]
 
 
 def run_install(host: Host, selector: str, devices: list[str], users: list[str]) -> Outcome:
