@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -43,6 +43,12 @@ def recorded_since(host: Host, event: Event, names: Collection[str]) -> list[tup
     return [(str(name), dict(payload)) for name, payload in rows]
 
 
+def _read_when_asked(host: Host, event: Event, names: Collection[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """:func:`recorded_since`, read when first iterated: a reader that finds the payload as of
+    now in the host's tables (an account by its id) reads no outbox."""
+    yield from recorded_since(host, event, names)
+
+
 #: reads a payload as of now from the events recorded after it (those still in the outbox) and
 #: the host's tables (what pruned events no longer tell): the payload, a new one, or None (nothing to apply)
 PayloadNow = Callable[[Mapping[str, Any], Iterable[tuple[str, Mapping[str, Any]]], "Host"], Mapping[str, Any] | None]
@@ -50,12 +56,12 @@ PayloadNow = Callable[[Mapping[str, Any], Iterable[tuple[str, Mapping[str, Any]]
 
 def event_now(host: Host, event: Event, names: Collection[str], payload_now: PayloadNow) -> Event | None:
     """``event`` with its payload as of now: ``payload_now(payload, recorded_since(...), host)``
-    when delivered on its own (a retry, a redelivery), even with no event kept after it (they may
+    (the later events read only if it iterates them) when delivered on its own (a retry, a redelivery), even with no event kept after it (they may
     have been pruned). The same ``event`` when nothing changed it (always, delivered in order:
     nothing read), None when there is nothing left to apply (what it names was removed since)."""
     if host.events.delivering():
         return event
-    payload = payload_now(event.payload, recorded_since(host, event, names), host)
+    payload = payload_now(event.payload, _read_when_asked(host, event, names), host)
     if payload is None:
         return None
     return event if payload is event.payload else dataclasses.replace(event, payload=dict(payload))
