@@ -320,7 +320,10 @@ class Host:
             return row.last_started_at if row is not None else None
 
     def _record_job(self, state: JobState, error: BaseException | None) -> None:
+        from mdm_core.job_lock import running_holder
         from mdm_core.models import JobRun, utcnow
+
+        holder = running_holder()  # the job lock's holder (this process on this host), or one naming them
 
         def work(session: Any) -> None:
             row = session.get(JobRun, state.name) or JobRun(name=state.name, plugin=state.plugin)
@@ -328,6 +331,7 @@ class Host:
             row.last_finished_at = utcnow()
             row.last_error = state.last_error
             row.last_note = state.note()
+            row.last_holder = holder
             row.runs = (row.runs or 0) + 1
             row.failures = (row.failures or 0) + (1 if error else 0)
             session.add(row)

@@ -59,6 +59,14 @@ class _Held:
 _HELD: ContextVar[_Held | None] = ContextVar("mdm_job_lock", default=None)
 
 
+def running_holder() -> str:
+    """The holder id of the running job's lock (``host:pid:random``), or a new one naming this
+    process and host outside a guarded job (a ``local`` job): what ``core_job_run`` records as
+    who ran the job's last run."""
+    held = _HELD.get()
+    return held.lock.holder if held is not None else locks.new_holder()
+
+
 def check_held() -> None:
     """Raise ``LockLost`` when the running job's lock was lost (it expired and another process
     took it), else renew it; a job calls this before each item that acts on Apple or the queue.

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mdm_core.models import JobRun
     from mdm_core.scheduler import HostScheduler, JobState
 
-LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "running", "last_finished_at", "last_result"]  # last_result last: free text
+LIST_COLUMNS = ["name", "plugin", "every_seconds", "next_run", "running", "last_finished_at", "last_run_by", "last_result"]  # last_result last: free text
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     jobs = sub.add_parser(
         "jobs",
         help="list scheduled jobs and their next runs; `mdm jobs run` runs some now",
-        description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, when its last run finished and its result "
-        "(ok, or failed: why), by whichever process ran it. "
+        description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, when its last run finished, which process on which host ran it, "
+        "and its result (ok, or failed: why). "
         "`mdm jobs run` runs jobs now, for a host run from cron.",
     )
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -75,6 +75,9 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 "every_seconds": state.seconds,
                 "next_run": scheduler.next_run(name),
                 "last_finished_at": last.last_finished_at if last else None,
+                # who ran the last run (`process 1234 on host-a`; JSON: last_holder too); None: not recorded (an older release)
+                "last_run_by": describe_holder(last.last_holder) if last and last.last_holder else None,
+                **({"last_holder": last.last_holder if last else None} if args.json else {}),
                 # text: `ok: not synced: token expired: ...`; JSON keeps `ok` and says it in last_note
                 "last_result": (last_result(last.last_error, None if args.json else note) if last and finished else None),
                 "last_error": last.last_error if last else None,

@@ -156,6 +156,7 @@ class JobRun(SQLModel, table=True):
     last_finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = None
     last_note: str | None = None  # what a run that went well did not do and why (a sync its token keeps waiting)
+    last_holder: str | None = Field(default=None, max_length=128)  # who ran the last run: ``host:pid:random`` (``locks.new_holder``)
     runs: int = 0
     failures: int = 0
 

@@ -90,7 +90,7 @@ def test_failing_job_is_one_line_exit_1_and_recorded_as_a_failure(mdm, write_plu
     assert history["demo.boom"].last_error == "ValueError: feed unreachable retry later"
     code, out, _ = mdm("jobs")  # each job's last result, as the run said it: the list read it from the job history
     header, *lines = out.splitlines()
-    assert header.split()[-2:] == ["last_finished_at", "last_result"]
+    assert header.split()[-2:] == ["last_run_by", "last_result"]
     said = {line.split()[0]: line[header.index("last_result") :].rstrip() for line in lines}
     assert said["demo.boom"] == "failed: ValueError: feed unreachable retry later" and said["demo.ok"] == "ok"
     rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
@@ -166,3 +166,55 @@ def test_core_0007_keeps_the_job_history_and_adds_its_note(project_dir, monkeypa
     code, out, err = mdm("jobs", "--json")
     [row] = [r for r in json.loads(out) if r["name"] == "core.housekeeping"]
     assert code == 0 and (row["last_result"], row["last_note"]) == ("ok", None), err
+
+
+def test_mdm_jobs_says_which_process_on_which_host_ran_the_last_run(mdm, write_plugin, monkeypatch, database_url):
+    """With several hosts on one database, `mdm jobs` showed a job's last result but not which
+    host ran it (core_job_run had no holder): the failure was looked for in every host's log.
+    Now the run records its job lock's holder; `mdm jobs` shows `process PID on HOST` before the
+    result (still the last column), --json the holder too."""
+    import os
+    import socket
+
+    if database_url:
+        monkeypatch.setenv("MDM_DATABASE_URL", database_url)
+    _setup(mdm, write_plugin)
+    assert mdm("jobs", "run", "demo.boom", "demo.ok")[0] == 1
+    ran_by = f"process {os.getpid()} on {socket.gethostname()}"
+    code, out, err = mdm("jobs")
+    header, *lines = out.splitlines()
+    assert code == 0 and header.split()[-3:] == ["last_finished_at", "last_run_by", "last_result"], out
+    said = {line.split()[0]: line[header.index("last_run_by") :].rstrip() for line in lines}
+    assert said["demo.boom"] == f"{ran_by}  failed: ValueError: feed unreachable retry later", said
+    assert said["demo.ok"] == f"{ran_by}  ok" and said["demo.enrol"].split() == ["-", "-"], said  # never run
+    rows = {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}
+    assert rows["demo.ok"]["last_run_by"] == ran_by and rows["demo.ok"]["last_holder"].startswith(f"{socket.gethostname()}:{os.getpid()}:")
+    assert (rows["demo.enrol"]["last_run_by"], rows["demo.enrol"]["last_holder"]) == (None, None)
+
+
+def test_core_0010_keeps_the_job_history_and_adds_who_ran_it(project_dir, monkeypatch, capsys, database_url):
+    """core 0010 adds ``core_job_run.last_holder``: the runs recorded before stay, with no holder
+    (`mdm jobs` shows `-`), and the next run records it."""
+    from ..test_apple_migrations import _database_at, _upgrade_then_query
+
+    mdm = _database_at(
+        project_dir,
+        monkeypatch,
+        capsys,
+        {"core": "0009"},
+        [
+            "INSERT INTO core_job_run (name, plugin, last_started_at, last_finished_at, last_error, last_note, runs, failures)"
+            " VALUES ('core.housekeeping', 'core', '2026-01-02 03:04:05+00', '2026-01-02 03:04:06+00', NULL, NULL, 7, 1)",
+        ],
+        url=database_url,
+    )
+    [rows] = _upgrade_then_query(
+        mdm, "core: applied 0010 (job run holder", "SELECT name, runs, failures, last_error, last_holder FROM core_job_run", url=database_url
+    )
+    assert rows == [("core.housekeeping", 7, 1, None, None)]
+    code, out, err = mdm("jobs", "--json")
+    [row] = [r for r in json.loads(out) if r["name"] == "core.housekeeping"]
+    assert code == 0 and (row["last_result"], row["last_run_by"], row["last_holder"]) == ("ok", None, None), err
+    assert mdm("jobs", "run", "core.housekeeping")[0] == 0
+    [row] = [r for r in json.loads(mdm("jobs", "--json")[1]) if r["name"] == "core.housekeeping"]
+    assert row["last_run_by"] and row["last_run_by"].startswith("process "), row

@@ -200,8 +200,8 @@ def test_mdm_jobs_lists_jobs_and_next_runs(mdm, write_plugin):
     assert listed == [("core.housekeeping", "core", 86400), ("demo.boom", "demo", 60), ("demo.ok", "demo", 60)]
     assert all(r["next_run"] and r["last_finished_at"] is None for r in rows)
     code, out, _ = mdm("jobs")
-    assert out.splitlines()[0].split() == ["name", "plugin", "every_seconds", "next_run", "running", "last_finished_at", "last_result"]
-    assert all(line.split()[-3:] == ["-", "-", "-"] for line in out.splitlines()[1:])  # never run: no finish, no result; not running
+    assert out.splitlines()[0].split() == ["name", "plugin", "every_seconds", "next_run", "running", "last_finished_at", "last_run_by", "last_result"]
+    assert all(line.split()[-4:] == ["-", "-", "-", "-"] for line in out.splitlines()[1:])  # never run: no finish, by nobody, no result; not running
     assert [line.split()[0] for line in mdm("jobs", config="")[1].splitlines()[1:]] == ["core.housekeeping"]  # the host's own, without plugins
 
 
