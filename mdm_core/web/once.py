@@ -41,6 +41,7 @@ class _Form:
     done: bool = False
     result: Any = None
     at: float = 0.0
+    users: int = 0  # the requests holding it (the one at work and those waiting for it)
 
 
 class FormsOnce:
@@ -60,11 +61,23 @@ class FormsOnce:
             for old in [k for k, f in self._forms.items() if f.done and f.at + self.keep < now]:
                 del self._forms[old]
             form = self._forms.setdefault(key, _Form())
-        with form.lock:
-            if form.done:
-                return form.result, False
-            form.result, form.done, form.at = work(), True, self.clock()
-            return form.result, True
+            form.users += 1
+        try:
+            with form.lock:
+                if form.done:
+                    return form.result, False
+                form.result, form.done, form.at = work(), True, self.clock()
+                return form.result, True
+        finally:
+            with self._lock:  # a form whose work raised, and that no other request waits for, goes
+                form.users -= 1
+                if not form.done and not form.users and self._forms.get(key) is form:
+                    del self._forms[key]
+
+    def __len__(self) -> int:
+        """How many forms are kept (under way, or done within ``keep`` seconds)."""
+        with self._lock:
+            return len(self._forms)
 
 
 def forms_once(request: Request) -> FormsOnce:
