@@ -131,3 +131,40 @@ def test_notifications_turned_on_with_a_key_that_reads_none_store_no_secret(make
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(VppPendingSecret)).scalar_one() == 0
     assert _stored(host) == stored and host.stored_secrets() == 1
+
+
+@pytest.mark.parametrize("surface", ["console", "api"])
+def test_a_renewal_with_key_lost_says_in_its_words_that_it_turned_unreadable_notifications_off(
+    wrong_key: tuple[Host, str], simulator: Any, project_dir: Path, surface: str
+) -> None:
+    """Notifications on, their secret stored with the lost key, no [web] public_url: the
+    renewal turns them off at Apple (each post would be refused) and the console's message and
+    the API's ``notice`` say so, with the console's Turn on / the API's PATCH to have them again."""
+    from sqlalchemy import select
+
+    from plugins.vpp.models import VppAccount
+
+    host, _ = wrong_key
+
+    def notifications_on(session: Any) -> None:
+        account = session.execute(select(VppAccount)).scalar_one()
+        account.notifications, account.notification_secret = "on", Fernet(Fernet.generate_key()).encrypt(b"secret").decode()
+
+    host.db.run_write(notifications_on)
+    token = simulator.write_token(project_dir / "renewed.vpptoken")
+    if surface == "console":
+        with _client(host) as admin:
+            assert sign_in(admin).status_code == 303
+            files = {"token_file": ("t.vpptoken", token.read_bytes())}
+            renewed = admin.post("/vpp/accounts/school/renew", data={"csrftoken": csrf(admin), "key_lost": "yes"}, files=files)
+            said = html.unescape(renewed.text)
+        assert renewed.status_code == 200 and "token of school renewed" in said, said[-2000:]
+        assert "but Apple's notifications of school were turned off" in said and "click Turn on beside its Apple's notifications" in said, said[-2000:]
+    else:
+        with _client(host, headers=token_for(host, "admin")) as api:
+            response = api.patch(f"{ACCOUNTS}/school", json={"token": token.read_text(), "key_lost": True})
+        body = response.json()
+        assert response.status_code == 200 and body["notifications"] == "off", response.text
+        assert body["notice"].startswith("Apple's notifications of school were turned off"), body
+        assert body["notice"].endswith('PATCH /api/v1/vpp/accounts/school {"notifications": "on"}'), body
+    assert simulator.state.notification_types == []
