@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -30,8 +30,8 @@ from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, json_object, principal_of, redirect, render, require_change, rest_router, row_id, run_in_background
-from mdm_core.web.once import FORM_ID_RE, forms_once, new_form_id
+from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
+from mdm_core.web.once import check_form_id, new_form_id, run_form
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -72,6 +72,8 @@ ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "k
 API_TOKEN = "the token sent"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
+T = TypeVar("T")
+PAGE = "the Apple Volume Purchase Program page"  # what a form with an invalid one-time id says to open again
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
 #: The Assets table's sort keys (``name`` needs the label source, see ``asset_sort``).
 SORTS = {
@@ -365,12 +367,15 @@ def with_token_file(host: Host, data: bytes, work: Any) -> Any:
 
 async def once(request: Request, form_id: str, work: Callable[[], Any]) -> Any:
     """``work()`` in a worker thread (it asks Apple: the console answers other requests
-    meanwhile), once for the form ``form_id`` (a double-click's second request waits for the
+    meanwhile), once for the form ``form_id`` (:func:`form_once`)."""
+    return await run_in_threadpool(form_once, request, form_id, work)
+
+
+def form_once(request: Request, form_id: str, work: Callable[[], T]) -> T:
+    """``work()`` once for the form ``form_id`` (a double-click's second request waits for the
     first and gets its result, see :mod:`mdm_core.web.once`); without an id, each time."""
-    if form_id and not FORM_ID_RE.match(form_id):
-        raise WebError(422, "the form's id is not valid: open the Apple Volume Purchase Program page again and fill in the form there")
-    key = f"{principal_of(request).name}:{request.url.path}:{form_id}"
-    return await run_in_threadpool(lambda: forms_once(request).run(key, work)[0] if form_id else work())
+    check_form_id(form_id, PAGE)
+    return run_form(request, form_id, work)[0]
 
 
 def renewed_message(name: str, account: Account) -> str:
@@ -520,16 +525,21 @@ def page_router() -> APIRouter:
         return redirect(request, "/vpp", f"{name}: Account Synchronization Interval set to {seconds} seconds")
 
     @router.post("/vpp/accounts/{name}/rename")
-    def rename(request: Request, name: str, new_name: str = Form("")) -> Response:
+    def rename(request: Request, name: str, new_name: str = Form(""), form_id: str = Form("")) -> Response:
         """Rename the account as ``mdm vpp account rename OLD NEW`` does (a sync of it running:
-        back to the page, saying so)."""
+        back to the page, saying so). Sent twice (a double-click): renamed once, both answers
+        say so (the second is not a 404 for the old name)."""
         host = host_of(request)
-        _account(host, name)
+
+        def work() -> str:
+            _account(host, name)
+            return f"account {name} renamed to {rename_account(host, name, new_name.strip())['name']}"
+
         try:
-            account = rename_account(host, name, new_name.strip())
+            done = form_once(request, form_id, work)
         except SyncRunning as exc:
             return redirect(request, "/vpp", str(exc), "error")
-        return redirect(request, "/vpp", f"account {name} renamed to {account['name']}")
+        return redirect(request, "/vpp", done)
 
     @router.post("/vpp/accounts/{name}/notifications")
     def notifications(request: Request, name: str, notifications: str = Form("")) -> Response:
@@ -559,16 +569,22 @@ def page_router() -> APIRouter:
     def remove_form(request: Request, name: str) -> Response:
         require_change(request)
         account = describe_account(_account(host_of(request), name))
-        return render(request, "vpp/remove.html", {"account": account})
+        return render(request, "vpp/remove.html", {"account": account, "form_id": new_form_id()})
 
     @router.post("/vpp/accounts/{name}/remove")
-    def remove(request: Request, name: str, confirm: str = Form("")) -> Response:
+    def remove(request: Request, name: str, confirm: str = Form(""), form_id: str = Form("")) -> Response:
+        """Remove the account as ``mdm vpp account remove`` does, its name typed to confirm. Sent
+        twice (a double-click): removed once, both answers say so (the second is not a 404)."""
         host = host_of(request)
-        _account(host, name)
-        if confirm != name:
-            raise WebError(422, f"type the account name '{name}' to confirm its removal")
+
+        def work() -> str | None:
+            _account(host, name)
+            if confirm != name:
+                raise WebError(422, f"type the account name '{name}' to confirm its removal")
+            return remove_account(host, name)
+
         try:
-            notice = remove_account(host, name)
+            notice = form_once(request, form_id, work)
         except SyncRunning as exc:  # nothing removed: back to the page that shows the sync
             return redirect(request, "/vpp", str(exc), "error")
         if notice:  # removed, but Apple keeps posting its notifications

@@ -135,3 +135,25 @@ def test_a_double_click_on_reclaim_asks_apple_once_and_says_reclaimed_twice(make
                 f'<tr><td>{holders[0]}</td><td class="status-done">done</td><td>license reclaimed</td></tr>'
             ]
     assert simulator.requests["assets/disassociate"] == 1 and not _held(simulator, key, holders[0])
+
+
+def test_a_double_click_on_rename_or_remove_says_done_twice_not_404(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Rename (new name school2) and Remove (confirm school2) each sent twice: the second answered
+    404 for the account the first had just renamed or removed. Both now say what was done."""
+    from plugins.vpp.accounts import add_account, list_accounts
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    with admin:
+        (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+        form = {"csrftoken": csrf(admin), "new_name": "school2", "form_id": form_id}
+        for answer in [admin.post("/vpp/accounts/school/rename", data=form) for _ in range(2)]:
+            assert answer.status_code == 200 and _flash(answer) == ["account school renamed to school2"], (answer.status_code, _flash(answer))
+        assert [a["name"] for a in list_accounts(host)] == ["school2"]
+        (form_id,) = FORM_ID_RE.findall(admin.get("/vpp/accounts/school2/remove").text)
+        form = {"csrftoken": csrf(admin), "confirm": "school2", "form_id": form_id}
+        for answer in [admin.post("/vpp/accounts/school2/remove", data=form) for _ in range(2)]:
+            assert answer.status_code == 200 and _flash(answer) == ["account school2 removed with its assets, users and licenses"], answer.status_code
+        gone = admin.post("/vpp/accounts/school2/remove", data={**form, "form_id": ""})  # no form id: a request of its own
+        assert gone.status_code == 404
+    assert list_accounts(host) == []
