@@ -7,11 +7,16 @@ not be retried, retrying later`` at ERROR: 40 lines a host for a 20-second outag
 minutes, and nothing when it worked again. :class:`Repeated` logs the first failure at ERROR,
 again when its message changes and every :data:`REMIND` seconds while it lasts (with how long),
 the others at DEBUG, and once at WARNING when it works again.
+
+:class:`Throttled` does the same for what callers outside can repeat at will (a scanner posting
+forged requests to a public route): one WARNING line of each kind, the others at DEBUG, and
+with the next one after :data:`REMIND` seconds the exact count of those not logged meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -49,3 +54,30 @@ class Repeated:
         if self.since is not None:
             self.log.warning("%s after %.0f s (%d failed tries)", self.again_words, self.clock() - self.since, self.count)
         self.since, self.told, self.count = None, None, 0
+
+
+class Throttled:
+    """Warnings of kinds an outside caller repeats at will (see the module docstring); thread-safe."""
+
+    def __init__(self, log: logging.Logger, *, remind: float = REMIND, clock: Callable[[], float] = time.monotonic):
+        self.log = log
+        self.remind = remind
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind: when its last WARNING was logged, how many since
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at WARNING if it is the first of ``kind`` or ``remind`` seconds
+        after the last one logged (saying how many came meanwhile), else at DEBUG."""
+        now = self.clock()
+        with self._lock:
+            told = self._kinds.get(kind)
+            if told is not None and now - told[0] < self.remind:
+                self._kinds[kind] = (told[0], told[1] + 1)
+                self.log.debug(message, *args)
+                return
+            self._kinds[kind] = (now, 0)
+        if told and told[1]:
+            self.log.warning(message + " (and %d more in the last %.0f s, not logged)", *args, told[1], now - told[0])
+        else:
+            self.log.warning(message, *args)

@@ -197,3 +197,28 @@ def test_over_http_the_bearer_is_checked_before_anything_reads_the_body(school: 
         good = client.post(url, content=_body("TEST_NOTIFICATION", {}), headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
         assert (good.status_code, good.json()) == (200, {"status": "recorded"})
         assert client.get("/devices?q=%00").status_code == 422  # every other route is still checked before it runs
+
+
+def test_forged_posts_log_one_line_then_a_count_every_few_minutes(school: Host, caplog: pytest.LogCaptureFixture) -> None:
+    """Each anonymous or forged POST to the endpoint logged a WARNING: a scanner filled `mdm run`'s
+    log. Now one line, then, a few minutes on, one with the exact count of those not logged;
+    every one is still answered 401."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+    from plugins.vpp.notifications.inbox import refusals
+
+    notify_id, _ = _give_secret(school)
+    now = [1000.0]
+    refusals(school).clock = lambda: now[0]
+    refused = "notification refused (401)"
+    with TestClient(create_app(school)) as client, caplog.at_level(logging.WARNING, logger="plugins.vpp.notifications"):
+        for n in range(50):
+            url = f"/apple/apps-books/notify/{notify_id if n % 2 else 'scan' + str(n)}"
+            assert client.post(url, content=b"{}", headers={"Authorization": "Bearer forged"}).status_code == 401
+            now[0] += 1.0
+        assert [r.levelname for r in caplog.records if refused in r.getMessage()] == ["WARNING"]
+        now[0] += 300.0
+        assert client.post(f"/apple/apps-books/notify/{notify_id}", content=b"{}").status_code == 401
+    lines = [r.getMessage() for r in caplog.records if refused in r.getMessage()]
+    assert len(lines) == 2 and "(and 49 more in the last 350 s, not logged)" in lines[1], lines

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from sqlmodel import Session, col
 from mdm_core.db.typed import rowcount, stored_id, table_of
 from mdm_core.errors import MdmError
 from mdm_core.models import utcnow
+from mdm_core.repeats import Throttled
 from mdm_core.text import bad_character, json_strings
 
 from ..apple.errors import MalformedResponseError
@@ -47,6 +49,19 @@ SUBSCRIBED = ("ASSET_MANAGEMENT", "ASSET_COUNT", "USER_MANAGEMENT", "USER_ASSOCI
 TYPES = ("TEST_NOTIFICATION", *SUBSCRIBED)
 _DUMMY = "x" * 43  # compared against when the account is unknown: the same work either way
 PENDING_FOR = timedelta(hours=1)  # a secret being given to Apple is accepted this long at most
+
+
+_REFUSALS: weakref.WeakKeyDictionary[Host, Throttled] = weakref.WeakKeyDictionary()
+_REFUSALS_LOCK = threading.Lock()
+
+
+def refusals(host: Host) -> Throttled:
+    """How ``host`` logs refused notifications: anyone can post forged ones, so a scanner would
+    fill ``mdm run``'s log; one line of each kind, then a count every few minutes."""
+    with _REFUSALS_LOCK:
+        if host not in _REFUSALS:
+            _REFUSALS[host] = Throttled(log)
+        return _REFUSALS[host]
 
 
 class BadNotification(ValueError):
@@ -210,17 +225,17 @@ def receive(host: Host, notify_id: str, authorization: str | None, body: bytes, 
     ``too_large``: the body was not read, its declared size being over ``max_bytes``."""
     caller = authenticate(host, notify_id, authorization)
     if caller is None:
-        log.warning("notification refused (401): unknown notification URL or wrong secret")
+        refusals(host).warning("401", "notification refused (401): unknown notification URL or wrong secret")
         return Receipt(401, "unknown notification URL or wrong bearer secret")
     account = caller.account
     who = f"account {account.name}" if account else "account being added"
     if too_large or len(body) > max_bytes:
-        log.warning("%s: notification refused (413): more than [vpp] notification_max_bytes (%d)", who, max_bytes)
+        refusals(host).warning(f"413 {who}", "%s: notification refused (413): more than [vpp] notification_max_bytes (%d)", who, max_bytes)
         return Receipt(413, f"notification larger than {max_bytes} bytes")
     try:
         data = parse(body, account.uid if account else None)
     except BadNotification as exc:
-        log.warning("%s: notification refused (400): %s", who, exc)
+        refusals(host).warning(f"400 {who}", "%s: notification refused (400): %s", who, exc)
         return Receipt(400, str(exc))
     if account is None:  # Apple's test while the account is added: nothing to record or act on
         if data["notificationType"] == "TEST_NOTIFICATION":
