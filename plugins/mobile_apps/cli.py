@@ -225,6 +225,8 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
     if not args.all and not args.app:
         raise UsageError("give APP (an application id, an adamId or a bundle id), or --all --unused")
     plan = plan_reclaim(host, args.app, serial=args.device, user=args.user, unused=args.unused)
+    if not plan.licenses:
+        _refuse_unknown_holder(host, args)
     if args.dry_run:
         if args.json:
             print_json(plan.rows)
@@ -251,6 +253,17 @@ def _reclaim(host: Host, args: argparse.Namespace) -> int:
         target = row.get("serialNumber") or row.get("clientUserId")
         (say if row["status"] in ("done", "pending") else print)(f"{row['adam_id']} {row['pricing_param']} {target}: {row['status']}: {reclaim_result(row)}")
     return 0 if reclaim_ok(rows) else 1
+
+
+def _refuse_unknown_holder(host: Host, args: argparse.Namespace) -> None:
+    """No license found for a ``--device`` or ``--user`` this MDM does not know (misspelt, most
+    often): say so (``UsageError``), not "holds no license", which exited 0."""
+    from .reclaims import UNKNOWN_HOLDER, unknown_holders
+
+    if args.app and (args.device or args.user):
+        kind, target = ("device", args.device.strip().upper()) if args.device else ("user", args.user.strip())
+        if unknown_holders(host, [(kind, target)]):
+            raise UsageError(f"no license to reclaim: {'device ' if args.device else ''}{target} is {UNKNOWN_HOLDER[kind]}")
 
 
 def _nothing_to_reclaim(args: argparse.Namespace) -> str:

@@ -442,6 +442,19 @@ def check_holder(*, serial: str | None = None, user: str | None = None) -> None:
             raise UsageError(f"the {what} is empty: give the one whose license to reclaim (an empty one would take back every license of the app)")
 
 
+#: why a holder a reclaim names holds nothing when this MDM does not know it (no license, no
+#: device or user of that name: a misspelt one, most often), by kind; the console and the API
+#: say it in their words (``installs.wording.WORDING``)
+UNKNOWN_HOLDER = {"device": "not enrolled (see `mdm devices list`)", "user": "not an MDM user (see `mdm users list`)"}
+
+
+def unknown_holders(host: Host, targets: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Those of ``targets`` (``("device", SERIAL)``, upper-cased, or ``("user", MDM user id)``)
+    this MDM does not know: not enrolled, not an MDM user (:data:`UNKNOWN_HOLDER`)."""
+    with host.db.session() as session:
+        return set(targets) - in_inventory(session, targets)
+
+
 def reclaim_candidates(host: Host, selector: str | None, *, serial: str | None = None, user: str | None = None, unused: bool = False) -> list[License]:
     """The licenses ``mdm apps reclaim`` would free (nothing is changed)."""
     check_holder(serial=serial, user=user)

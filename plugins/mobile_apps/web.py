@@ -126,7 +126,7 @@ def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str])
     --device``/``--user``) in one batch (the licenses and assets read once, one request to
     Apple per asset): whether all went back (or are pending), and a line per license or per
     target that holds none, in the order the targets were given."""
-    from .reclaims import plan_holders_reclaim, reclaim, reclaim_ok, reclaim_result
+    from .reclaims import plan_holders_reclaim, reclaim, reclaim_ok, reclaim_result, unknown_holders
 
     _require_vpp(host)
     given: dict[tuple[str, str], str] = {}  # each holder once, as the caller spelt it first
@@ -143,14 +143,25 @@ def run_reclaim(host: Host, selector: str, devices: list[str], users: list[str])
     by_holder: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         by_holder.setdefault((row["kind"], row["target"]), []).append(row)
+    unknown = unknown_holders(host, [t for t in targets if t not in by_holder])
     lines: list[dict[str, Any]] = []
     for kind, target in targets:
         found = by_holder.get((kind, target), [])
         lines += [
             {"target": given[kind, target], "adamId": r["adam_id"], "pricingParam": r["pricing_param"], "status": r["status"], "message": reclaim_result(r)}
             for r in found
-        ] or [{"target": given[kind, target], "adamId": None, "pricingParam": None, "status": "none", "message": "holds no license of this app"}]
-    return reclaim_ok(rows), lines
+        ] or [{"target": given[kind, target], "adamId": None, "pricingParam": None, **_holds_none(kind, (kind, target) in unknown)}]
+    return reclaim_ok(rows) and len(unknown) < len(targets), lines  # not ok when none of the targets exists
+
+
+def _holds_none(kind: str, unknown: bool) -> dict[str, str]:
+    """The status and message of a reclaim's target holding no license of the app: ``unknown``
+    when this MDM does not know it either (the command line's words, reworded where shown)."""
+    if unknown:
+        from .reclaims import UNKNOWN_HOLDER
+
+        return {"status": "unknown", "message": UNKNOWN_HOLDER[kind]}
+    return {"status": "none", "message": "holds no license of this app"}
 
 
 def page_router() -> APIRouter:
@@ -298,7 +309,8 @@ def api_router() -> APIRouter:
         """Reclaim the app's licenses held by ``{"devices": [serials], "users": [MDM user ids]}``
         (as ``mdm apps reclaim APP --device/--user``): a line per license (``done``, ``pending``
         when Apple cannot be reached, ``failed``, ``irrevocable``) or per target holding none
-        (``none``). 200 when every license went back or is pending; 409 otherwise.
+        (``none``; ``unknown``: not enrolled, not an MDM user). 200 when every license went back
+        or is pending; 409 otherwise, and when every target is unknown.
         ``{"unused": true}`` instead: those held by devices and users removed from this MDM
         (``mdm apps reclaim APP --unused``, :func:`run_reclaim_unused`)."""
         body = await _reclaim_body(request, {"devices", "users", *UNUSED_KEYS})
@@ -310,7 +322,8 @@ def api_router() -> APIRouter:
             raise WebError(422, '"dry_run" and "yes" go with "unused": true (one holder\'s licenses are reclaimed at once)')
         devices, users = _lists(body)
         ok, lines = run_reclaim(host_of(request), app, devices, users)
-        return JSONResponse({"ok": ok, "results": lines}, status_code=200 if ok else 409)
+        results = [{**line, "message": for_request(request, line["message"])} for line in lines]  # the API's words
+        return JSONResponse({"ok": ok, "results": results}, status_code=200 if ok else 409)
 
     return router
 

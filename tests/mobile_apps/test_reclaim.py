@@ -139,10 +139,10 @@ def test_reclaim_unused_takes_only_licenses_of_devices_and_users_removed_from_th
     assert kept not in holders(simulator, a["adamId"])
     code, out, _ = mdm("apps", "reclaim", app_id(host, a["adamId"]), "--device", kept)
     assert code == 0 and "no license to reclaim" in out
-    for serial in (kept, "NOTASERIAL1"):  # one given back, one misspelt: the message names what was looked for
-        code, out, err = mdm("apps", "reclaim", a["adamId"], "--device", serial)
-        assert (code, err) == (0, "")
-        assert out == f"no license to reclaim: device {serial} holds no license of {a['adamId']} (see `mdm vpp licenses --device {serial}`)\n"
+    code, out, err = mdm("apps", "reclaim", a["adamId"], "--device", kept)  # given back: the message names what was looked for
+    assert (code, err) == (0, "")
+    assert out == f"no license to reclaim: device {kept} holds no license of {a['adamId']} (see `mdm vpp licenses --device {kept}`)\n"
+    add_user(host, "user-9999")
     code, out, _ = mdm("apps", "reclaim", a["adamId"], "--user", "user-9999", "--dry-run")
     assert out == f"no license to reclaim: MDM user user-9999 holds no license of {a['adamId']} (see `mdm vpp licenses --user user-9999`)\n"
     code, _, err = mdm("apps", "reclaim", "--all", "--device", kept)
@@ -326,3 +326,27 @@ def test_reclaim_reads_the_irrevocable_assets_once(host, simulator, mdm, monkeyp
     code, out, err = mdm("apps", "reclaim", "--all", "--unused", "--yes")
     assert code == 0 and f"{serial}: done: license reclaimed" in out, out + err
     assert reads == ["school"]
+
+
+def test_reclaim_for_a_device_or_user_this_mdm_does_not_know_says_so_and_fails(on_both, simulator):
+    """`mdm apps reclaim APP --user ghost` (not an MDM user) or `--device NOSUCH0001` (not
+    enrolled) said "holds no license" and exited 0, as for a holder that gave it back: a misspelt
+    one went unnoticed. Now one line naming what is unknown and how to list them, exit 2; a
+    removed device that still holds a license is still reclaimed."""
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    for args, line in [
+        (("--device", "nosuch0001"), "no license to reclaim: device NOSUCH0001 is not enrolled (see `mdm devices list`)"),
+        (("--user", "ghost"), "no license to reclaim: ghost is not an MDM user (see `mdm users list`)"),
+    ]:
+        for extra in ((), ("--dry-run",), ("--json",)):
+            code, out, err = mdm("apps", "reclaim", a["adamId"], *args, *extra)
+            assert (code, out) == (2, "") and line in err and len(err.strip().splitlines()) == 1, (args, extra, err)
+    add_device(host, "NOSUCH0001", "iOS")
+    add_user(host, "ghost")
+    for args in (("--device", "NOSUCH0001"), ("--user", "ghost")):  # known now: they hold none, as before
+        code, out, err = mdm("apps", "reclaim", a["adamId"], *args)
+        assert code == 0 and "holds no license of" in out, err
+    held = seeded_holder(simulator, a["adamId"])  # never enrolled here, holding a license: reclaimed
+    code, out, err = mdm("apps", "reclaim", a["adamId"], "--device", held)
+    assert code == 0 and f"{held}: done: license reclaimed" in out, err

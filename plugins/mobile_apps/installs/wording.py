@@ -62,6 +62,11 @@ WORDING = [
         f": {BUY_MORE} POST /api/v1/apps/ADAM_ID/reclaim (ADAM_ID: the install's adam_id)",
     ),
     (
+        r"not an MDM user \(see `mdm users list`\)",
+        "not an MDM user of this host: check the user against Users",
+        "not an MDM user of this host: check the user against GET /api/v1/users",
+    ),
+    (
         r"not an MDM user: add it with `mdm users add [^`]*`",
         "not an MDM user of this host: Users lists those who are (an administrator of the host adds users)",
         "not an MDM user of this host: GET /api/v1/users lists those who are (an administrator of the host adds users)",
