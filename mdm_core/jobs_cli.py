@@ -77,7 +77,7 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 "last_finished_at": last.last_finished_at if last else None,
                 # who ran the last run (`process 1234 on host-a`; JSON: last_holder too); None: not recorded (an older release)
                 "last_run_by": describe_holder(last.last_holder) if last and last.last_holder else None,
-                **({"last_holder": last.last_holder if last else None} if args.json else {}),
+                "last_holder": last.last_holder if last else None,  # JSON only (not a column)
                 # text: `ok: not synced: token expired: ...`; JSON keeps `ok` and says it in last_note
                 "last_result": (last_result(last.last_error, None if args.json else note) if last and finished else None),
                 "last_error": last.last_error if last else None,
