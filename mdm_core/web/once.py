@@ -101,3 +101,11 @@ def run_form(request: Request, form_id: str, work: Callable[[], T]) -> tuple[T, 
         return work(), True
     outcome: tuple[T, bool] = forms_once(request).run(f"{principal_of(request).name}:{request.url.path}:{form_id}", work)
     return outcome
+
+
+def form_once(request: Request, form_id: str, page: str, work: Callable[[], T]) -> T:
+    """``work()`` once for the form ``form_id`` of ``page`` (the page to open again when its id is
+    not valid): sent twice at once (a double-click), the second request waits for the first and
+    gets its outcome; a form without an id does its work each time."""
+    check_form_id(form_id, page)
+    return run_form(request, form_id, work)[0]

@@ -9,10 +9,10 @@ imports a VPP module.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,7 +23,7 @@ from mdm_core.db.typed import values_of
 from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
-from mdm_core.web.once import check_form_id, new_form_id, run_form
+from mdm_core.web.once import form_once, new_form_id
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -51,7 +51,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 SERIALS_RE = re.compile(r"[\s,;]+")
 MAX_TARGETS = 1000
 PICK_LIMIT = 500  # devices and users offered in the install form's lists (more: type serial numbers)
-T = TypeVar("T")
+APP_PAGE = "the application's page"  # what a form with an invalid one-time id says to open again
 
 
 def register(web: WebRegistry) -> None:
@@ -86,14 +86,6 @@ def account_gone(host: Host, app: MobileApp) -> str | None:
     if not port.available or app.account in names:
         return None
     return unknown_account(app.account, names, f"app {app.id}", "reclaim")
-
-
-def form_once(request: Request, form_id: str, work: Callable[[], T]) -> T:
-    """``work()`` once for the form ``form_id`` of the app's page: sent twice at once (a
-    double-click), the second request waits for the first and gets its outcome, Apple asked
-    once (:mod:`mdm_core.web.once`); a form without an id does its work each time."""
-    check_form_id(form_id, "the application's page")
-    return run_form(request, form_id, work)[0]
 
 
 def run_install(host: Host, selector: str, devices: list[str], users: list[str]) -> Outcome:
@@ -229,7 +221,7 @@ def page_router() -> APIRouter:
         app, meta = _app(host, app_id)
         targets = sorted({s for s in SERIALS_RE.split(serials) if s} | set(devices))
         try:  # sent twice at once: the first's outcome twice, where Apple was asked twice and the second said "already queued"
-            outcome = form_once(request, form_id, lambda: run_install(host, str(app.id), targets, [user] if user.strip() else []))
+            outcome = form_once(request, form_id, APP_PAGE, lambda: run_install(host, str(app.id), targets, [user] if user.strip() else []))
         except Refused as exc:  # the error page says it in the console's words (WORDING)
             raise WebError(400, str(exc)) from None
         return render(
@@ -251,7 +243,7 @@ def page_router() -> APIRouter:
         gone = account_gone(host, app)  # a form left open in another tab before the account was removed
         if gone is not None and (devices or users):
             raise WebError(409, gone)
-        ok, lines = form_once(request, form_id, lambda: run_reclaim(host, str(app.id), devices, users))  # not "holds no license" the second time
+        ok, lines = form_once(request, form_id, APP_PAGE, lambda: run_reclaim(host, str(app.id), devices, users))  # not "holds no license" the second time
         return render(
             request, "mobile_apps/result.html", {"app": app_dict(app, meta), "outcome": lines, "ok": ok, "action": "reclaim"}, status_code=200 if ok else 409
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -31,7 +31,7 @@ from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
-from mdm_core.web.once import check_form_id, new_form_id, run_form
+from mdm_core.web.once import form_once, new_form_id
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -72,7 +72,6 @@ ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "k
 API_TOKEN = "the token sent"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INTERVAL = "Account Synchronization Interval (sec)"
-T = TypeVar("T")
 PAGE = "the Apple Volume Purchase Program page"  # what a form with an invalid one-time id says to open again
 START_WAIT = 30  # seconds a Synchronize click waits for the sync's run to be recorded
 #: The Assets table's sort keys (``name`` needs the label source, see ``asset_sort``).
@@ -367,15 +366,8 @@ def with_token_file(host: Host, data: bytes, work: Any) -> Any:
 
 async def once(request: Request, form_id: str, work: Callable[[], Any]) -> Any:
     """``work()`` in a worker thread (it asks Apple: the console answers other requests
-    meanwhile), once for the form ``form_id`` (:func:`form_once`)."""
-    return await run_in_threadpool(form_once, request, form_id, work)
-
-
-def form_once(request: Request, form_id: str, work: Callable[[], T]) -> T:
-    """``work()`` once for the form ``form_id`` (a double-click's second request waits for the
-    first and gets its result, see :mod:`mdm_core.web.once`); without an id, each time."""
-    check_form_id(form_id, PAGE)
-    return run_form(request, form_id, work)[0]
+    meanwhile), once for the form ``form_id`` (:func:`mdm_core.web.once.form_once`)."""
+    return await run_in_threadpool(form_once, request, form_id, PAGE, work)
 
 
 def renewed_message(name: str, account: Account) -> str:
@@ -536,7 +528,7 @@ def page_router() -> APIRouter:
             return f"account {name} renamed to {rename_account(host, name, new_name.strip())['name']}"
 
         try:
-            done = form_once(request, form_id, work)
+            done = form_once(request, form_id, PAGE, work)
         except SyncRunning as exc:
             return redirect(request, "/vpp", str(exc), "error")
         return redirect(request, "/vpp", done)
@@ -584,7 +576,7 @@ def page_router() -> APIRouter:
             return remove_account(host, name)
 
         try:
-            notice = form_once(request, form_id, work)
+            notice = form_once(request, form_id, PAGE, work)
         except SyncRunning as exc:  # nothing removed: back to the page that shows the sync
             return redirect(request, "/vpp", str(exc), "error")
         if notice:  # removed, but Apple keeps posting its notifications
