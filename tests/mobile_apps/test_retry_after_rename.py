@@ -68,6 +68,19 @@ def _pruned(host: Host, _: Any) -> None:
         assert not session.execute(select(col(OutboxEvent.name)).where(col(OutboxEvent.name).in_(ACCOUNT_EVENTS))).all()
 
 
+def _renamed_after_events_without_account_id(host: Host) -> None:
+    """The events recorded so far made as a release before ``accountId`` recorded them, then
+    ``school`` renamed ``district``: a retry finds the name now by the rename's event kept."""
+
+    def strip(session: Any) -> None:
+        for event in session.execute(select(OutboxEvent)).scalars():
+            if "accountId" in event.payload:
+                event.payload = {k: v for k, v in event.payload.items() if k != "accountId"}
+
+    host.db.run_write(strip)
+    rename_account(host, "school", "district")
+
+
 def _retry(host: Host) -> None:
     later = utcnow().replace(year=utcnow().year + 1)
     assert host.events.retry_due(now=later, limit=10_000)[1] == 0
@@ -81,8 +94,9 @@ def _retry(host: Host) -> None:
         (lambda host: remove_account(host, "school"), set()),  # nothing to file
         (lambda host: _pruned(host, rename_account(host, "school", "district")), {"district"}),  # filed under "school", no account's name
         (lambda host: _pruned(host, remove_account(host, "school")), set()),
+        (_renamed_after_events_without_account_id, {"district"}),
     ],
-    ids=["renamed", "removed", "renamed-event-pruned", "removed-event-pruned"],
+    ids=["renamed", "removed", "renamed-event-pruned", "removed-event-pruned", "renamed-recorded-without-accountId"],
 )
 def test_a_failed_event_retried_after_a_rename_is_filed_under_the_new_name_and_after_a_removal_nowhere(
     make_host: Callable[..., Host],
