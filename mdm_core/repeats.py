@@ -9,8 +9,8 @@ again when its message changes and every :data:`REMIND` seconds while it lasts (
 the others at DEBUG, and once at WARNING when it works again.
 
 :class:`Throttled` does the same for what callers outside can repeat at will (a scanner posting
-forged requests to a public route): one WARNING line of each kind, the others at DEBUG, and
-with the next one after :data:`REMIND` seconds the exact count of those not logged meanwhile.
+forged requests to a public route): one WARNING (or ERROR) line of each kind, the others at DEBUG,
+and with the next one after :data:`REMIND` seconds the exact count of those not logged meanwhile.
 """
 
 from __future__ import annotations
@@ -64,10 +64,19 @@ class Throttled:
         self.remind = remind
         self.clock = clock
         self._lock = threading.Lock()
-        self._kinds: dict[str, tuple[float, int]] = {}  # kind: when its last WARNING was logged, how many since
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind: when its last line above DEBUG was logged, how many since
 
     def warning(self, kind: str, message: str, *args: object) -> None:
         """Log ``message % args`` at WARNING if it is the first of ``kind`` or ``remind`` seconds
+        after the last one logged (saying how many came meanwhile), else at DEBUG."""
+        self.log_at(logging.WARNING, kind, message, *args)
+
+    def error(self, kind: str, message: str, *args: object) -> None:
+        """:meth:`warning` at ERROR (what needs the admin, though anyone can repeat it)."""
+        self.log_at(logging.ERROR, kind, message, *args)
+
+    def log_at(self, level: int, kind: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at ``level`` if it is the first of ``kind`` or ``remind`` seconds
         after the last one logged (saying how many came meanwhile), else at DEBUG."""
         now = self.clock()
         with self._lock:
@@ -78,6 +87,6 @@ class Throttled:
                 return
             self._kinds[kind] = (now, 0)
         if told and told[1]:
-            self.log.warning(message + " (and %d more in the last %.0f s, not logged)", *args, told[1], now - told[0])
+            self.log.log(level, message + " (and %d more in the last %.0f s, not logged)", *args, told[1], now - told[0])
         else:
-            self.log.warning(message, *args)
+            self.log.log(level, message, *args)

@@ -497,22 +497,16 @@ def test_a_lost_key_renewal_without_public_url_turns_the_unreadable_notification
     assert code == 0 and out.endswith("0 unreadable\n"), out + err  # was: 2 unreadable, for good
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_a_notification_secret_the_key_cannot_read_is_logged_with_what_fits_a_wrong_or_lost_key(
-    make_host: Any, small_sim: Any, project_dir: Path, request: pytest.FixtureRequest, kind: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Apple's notification refused for a secret stored with another key: the error line said
-    only that `mdm run` and the command must share MDM_SECRET_KEY, no help when a wrong key file
-    was restored from a backup or the key is lost. Now it names `mdm secrets status` and the
-    renewal with --key-lost."""
+def _secret_of_another_key(make_host: Any, small_sim: Any, project_dir: Path, database_url: str | None) -> tuple[Any, str]:
+    """A host with account ``school`` whose notifications are on with a secret stored with
+    another key; and its notification URL's id."""
     from sqlalchemy import select
 
     import plugins.vpp.plugin
     from plugins.vpp.models import VppAccount
-    from plugins.vpp.notifications.inbox import authenticate
     from plugins.vpp.testing import add_simulated_account
 
-    host = make_host(plugins=[plugins.vpp.plugin], database_url=database_param(request, project_dir, kind))
+    host = make_host(plugins=[plugins.vpp.plugin], database_url=database_url)
     add_simulated_account(host, small_sim, project_dir)
     other = Fernet(Fernet.generate_key())
 
@@ -521,9 +515,49 @@ def test_a_notification_secret_the_key_cannot_read_is_logged_with_what_fits_a_wr
         account.notifications, account.notification_secret = "on", other.encrypt(b"secret").decode()
         return str(account.mdm_info_id)
 
-    mdm_info_id = host.db.run_write(notifications_on)
+    return host, host.db.run_write(notifications_on)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_notification_secret_the_key_cannot_read_is_logged_with_what_fits_a_wrong_or_lost_key(
+    make_host: Any, small_sim: Any, project_dir: Path, request: pytest.FixtureRequest, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Apple's notification refused for a secret stored with another key: the error line said
+    only that `mdm run` and the command must share MDM_SECRET_KEY, no help when a wrong key file
+    was restored from a backup or the key is lost. Now it names `mdm secrets status` and the
+    renewal with --key-lost."""
+    from plugins.vpp.notifications.inbox import authenticate
+
+    host, mdm_info_id = _secret_of_another_key(make_host, small_sim, project_dir, database_param(request, project_dir, kind))
     caplog.set_level("ERROR")
     assert authenticate(host, mdm_info_id, "Bearer secret") is None
     (line,) = [r.getMessage() for r in caplog.records if "cannot be decrypted" in r.getMessage()]
     assert "a key restored from a backup may be another one: see `mdm secrets status`" in line, line
     assert line.endswith("`mdm vpp account set school --token-file FILE --key-lost`") and "secret'" not in line, line
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_posts_to_a_url_whose_secret_the_key_cannot_read_log_one_error_then_a_count_every_few_minutes(
+    make_host: Any, small_sim: Any, project_dir: Path, request: pytest.FixtureRequest, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each POST to a real notification URL whose secret the key cannot read logged that ERROR
+    (before the throttled 401 warning): forged POSTs still filled `mdm run`'s log there. Now one
+    ERROR line, then, a few minutes on, one with the exact count of those not logged; each POST
+    is still refused."""
+    from plugins.vpp.notifications.inbox import authenticate, refusals
+
+    host, mdm_info_id = _secret_of_another_key(make_host, small_sim, project_dir, database_param(request, project_dir, kind))
+    now = [1000.0]
+    refusals(host).clock = lambda: now[0]
+    caplog.set_level("DEBUG", logger="plugins.vpp.notifications")
+    for _ in range(30):
+        assert authenticate(host, mdm_info_id, "Bearer forged") is None
+        now[0] += 1.0
+    unreadable = [r for r in caplog.records if "cannot be decrypted" in r.getMessage()]
+    assert [r.levelname for r in unreadable if r.levelname != "DEBUG"] == ["ERROR"] and len(unreadable) == 30
+    now[0] += 300.0
+    caplog.clear()
+    assert authenticate(host, mdm_info_id, "Bearer secret") is None
+    (line,) = [r for r in caplog.records if "cannot be decrypted" in r.getMessage()]
+    assert line.levelname == "ERROR" and "`mdm secrets status`" in line.getMessage(), line.getMessage()
+    assert line.getMessage().endswith("--key-lost` (and 29 more in the last 330 s, not logged)"), line.getMessage()

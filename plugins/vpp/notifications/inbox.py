@@ -119,8 +119,9 @@ def authenticate(host: Host, notify_id: str, authorization: str | None) -> Calle
     for ciphertext in ciphertexts:
         try:
             secrets.append(host.secrets.decrypt(ciphertext))
-        except MdmError:
-            log.error(
+        except MdmError:  # each POST to this URL, forged ones too: throttled as the 401 warning
+            refusals(host).error(
+                f"unreadable secret {notify_id}",
                 "a notification secret of %s cannot be decrypted with this host's key: Apple's notification is refused; "
                 "`mdm run` needs the key it was stored with (MDM_SECRET_KEY or var/secret.key, as the command that turned "
                 "notifications on had; a key restored from a backup may be another one: see `mdm secrets status`)%s",
