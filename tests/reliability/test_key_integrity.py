@@ -561,3 +561,28 @@ def test_posts_to_a_url_whose_secret_the_key_cannot_read_log_one_error_then_a_co
     (line,) = [r for r in caplog.records if "cannot be decrypted" in r.getMessage()]
     assert line.levelname == "ERROR" and "`mdm secrets status`" in line.getMessage(), line.getMessage()
     assert line.getMessage().endswith("--key-lost` (and 29 more in the last 330 s, not logged)"), line.getMessage()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_post_whose_stored_and_pending_secrets_are_both_unreadable_counts_once(
+    make_host: Any, small_sim: Any, project_dir: Path, request: pytest.FixtureRequest, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The account's secret and a pending one (a renewal under way) both stored with another
+    key: each POST counted twice in the throttled ERROR's count (20 POSTs said 39 more). Now
+    one POST counts once."""
+    from plugins.vpp.models import VppPendingSecret
+    from plugins.vpp.notifications.inbox import authenticate, refusals
+
+    host, mdm_info_id = _secret_of_another_key(make_host, small_sim, project_dir, database_param(request, project_dir, kind))
+    other = Fernet(Fernet.generate_key())
+    host.db.run_write(lambda s: s.add(VppPendingSecret(mdm_info_id=mdm_info_id, secret_ciphertext=other.encrypt(b"pending").decode())))
+    now = [1000.0]
+    refusals(host).clock = lambda: now[0]
+    caplog.set_level("ERROR", logger="plugins.vpp.notifications")
+    for _ in range(20):
+        assert authenticate(host, mdm_info_id, "Bearer forged") is None
+        now[0] += 1.0
+    now[0] += 300.0
+    assert authenticate(host, mdm_info_id, "Bearer forged") is None
+    lines = [r.getMessage() for r in caplog.records if "cannot be decrypted" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].endswith("(and 19 more in the last 320 s, not logged)"), lines

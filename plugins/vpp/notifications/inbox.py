@@ -116,18 +116,21 @@ def authenticate(host: Host, notify_id: str, authorization: str | None) -> Calle
     if account is not None and account.notification_secret:
         ciphertexts.append(account.notification_secret)
     secrets: list[str] = []
+    unreadable = False
     for ciphertext in ciphertexts:
         try:
             secrets.append(host.secrets.decrypt(ciphertext))
-        except MdmError:  # each POST to this URL, forged ones too: throttled as the 401 warning
-            refusals(host).error(
-                f"unreadable secret {notify_id}",
-                "a notification secret of %s cannot be decrypted with this host's key: Apple's notification is refused; "
-                "`mdm run` needs the key it was stored with (MDM_SECRET_KEY or var/secret.key, as the command that turned "
-                "notifications on had; a key restored from a backup may be another one: see `mdm secrets status`)%s",
-                f"account {account.name}" if account else "an account being added",
-                f"; if that key is lost, renew the token: `mdm vpp account set {account.name} --token-file FILE --key-lost`" if account else "",
-            )
+        except MdmError:
+            unreadable = True
+    if unreadable:  # once per POST (its stored and pending secrets alike), forged ones too: throttled as the 401 warning
+        refusals(host).error(
+            f"unreadable secret {notify_id}",
+            "a notification secret of %s cannot be decrypted with this host's key: Apple's notification is refused; "
+            "`mdm run` needs the key it was stored with (MDM_SECRET_KEY or var/secret.key, as the command that turned "
+            "notifications on had; a key restored from a backup may be another one: see `mdm secrets status`)%s",
+            f"account {account.name}" if account else "an account being added",
+            f"; if that key is lost, renew the token: `mdm vpp account set {account.name} --token-file FILE --key-lost`" if account else "",
+        )
     match = False
     for secret in secrets or [_DUMMY]:
         match |= hmac.compare_digest(presented.encode(), secret.encode())
