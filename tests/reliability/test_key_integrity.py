@@ -497,6 +497,36 @@ def test_a_lost_key_renewal_without_public_url_turns_the_unreadable_notification
     assert code == 0 and out.endswith("0 unreadable\n"), out + err  # was: 2 unreadable, for good
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_lost_key_renewal_forgets_an_orphan_pending_secret_of_that_key(
+    mdm: MdmRunner, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """An add killed while Apple tested its notification URL left a pending secret of no account;
+    the key then lost, the renewals with --key-lost forgot only their own account's, so `mdm
+    secrets status` said 1 unreadable (exit 1) until some later notifications change. Now the
+    renewal forgets it too; a readable orphan (an add under way elsewhere, its hour not over) stays."""
+    url = database_param(request, project_dir, kind)
+    monkeypatch.setenv("MDM_DATABASE_URL", url)
+    _add(mdm, small_sim, project_dir, "school")
+    old = Fernet((project_dir / "var" / "secret.key").read_text().strip().encode())
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    insert = text("INSERT INTO vpp_pending_secret (mdm_info_id, secret_ciphertext, created_at) VALUES (:m, :s, CURRENT_TIMESTAMP)")
+    with engine.begin() as conn:
+        conn.execute(insert, {"m": "killed-add", "s": old.encrypt(b"orphan secret").decode()})
+    new = Fernet.generate_key()
+    (project_dir / "var" / "secret.key").write_text(new.decode() + "\n")  # the key lost for good
+    with engine.begin() as conn:
+        conn.execute(insert, {"m": "add-under-way", "s": Fernet(new).encrypt(b"readable secret").decode()})
+    token = small_sim.write_token(project_dir / "renewed.vpptoken")
+    code, out, err = mdm("vpp", "account", "set", "school", "--token-file", str(token), "--key-lost")
+    assert code == 0, out + err
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and out.endswith("0 unreadable\n"), out + err  # was: 1 unreadable
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT mdm_info_id FROM vpp_pending_secret")).scalars().all() == ["add-under-way"]
+    engine.dispose()
+
+
 def _secret_of_another_key(make_host: Any, small_sim: Any, project_dir: Path, database_url: str | None) -> tuple[Any, str]:
     """A host with account ``school`` whose notifications are on with a secret stored with
     another key; and its notification URL's id."""

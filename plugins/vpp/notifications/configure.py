@@ -227,9 +227,13 @@ def renewal_plan(host: Host, account: VppAccount, wanted: bool | None) -> tuple[
 
 
 def drop_unreadable_pending(host: Host, session: Session, mdm_info_id: str) -> None:
-    """Forget the pending secrets of ``mdm_info_id`` the host's key cannot read (stored with a
-    lost key: no test notification is accepted with them, and `mdm secrets status` counts them)."""
-    rows = session.execute(select(VppPendingSecret).where(col(VppPendingSecret.mdm_info_id) == mdm_info_id)).scalars()
+    """At a token renewal (the accounts lock held: no add is under way), forget the pending
+    secrets the host's key cannot read (stored with a lost key: no test notification is accepted
+    with them, and `mdm secrets status` counts them) of ``mdm_info_id`` and of no account (an add
+    that failed or was killed before Apple's answer: no later change of its account forgets them)."""
+    accounts = select(col(VppAccount.mdm_info_id))
+    mine_or_orphan = (col(VppPendingSecret.mdm_info_id) == mdm_info_id) | col(VppPendingSecret.mdm_info_id).not_in(accounts)
+    rows = session.execute(select(VppPendingSecret).where(mine_or_orphan)).scalars()
     for pending in [p for p in rows if not host.secrets.can_decrypt(p.secret_ciphertext)]:
         session.delete(pending)
 
