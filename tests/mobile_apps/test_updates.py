@@ -154,6 +154,28 @@ def test_a_license_taken_back_cancels_the_update_still_waiting(setup, simulator)
     assert [c["status"] for c in commands(host, d["acked2"])] == ["acknowledged", "queued"]  # its license stays: so does its update
 
 
+def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulator):
+    """A device that installed the app and then two of its updates (three acknowledged
+    InstallApplication) gets one RemoveApplication when the license is taken back, and the
+    reclaim says one removal: it queued one per acknowledged command, three for one app."""
+    from mdm_core.inventory import list_commands
+
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    for _ in range(2):
+        simulator.publish_version(d["adam"])
+        assert mdm("apps", "check-updates")[0] == 0
+        [update] = [c for c in commands(host, d["acked"]) if c["status"] == "queued"]
+        set_command_status(host, update["uuid"], "acknowledged")
+    code, out, err = mdm("apps", "reclaim", d["app"], "--device", d["acked"])
+    assert code == 0, out + err
+    assert [c["status"] for c in list_commands(host, d["acked"]) if c["request_type"] == "RemoveApplication"] == ["queued"]
+    code, out, err = mdm("apps", "installs", "--status", "removed")
+    assert code == 0, err
+    [line] = [row for row in out.splitlines() if d["acked"] in row]
+    assert line.endswith("license taken back: 1 removed"), line
+
+
 def test_the_job_does_nothing_unless_auto_update_is_on(setup, simulator, apps_events):
     from plugins.mobile_apps.jobs import updates_job
 

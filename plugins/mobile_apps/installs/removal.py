@@ -91,9 +91,11 @@ def serves_another_install(session: Session, row: Install, command: Command) -> 
 
 def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
     """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts.
-    A command another install's license still covers is left alone (``kept``)."""
+    A command another install's license still covers is left alone (``kept``). A device sent
+    several (the install, then updates: :mod:`..updates`) gets one RemoveApplication."""
     counts = {"canceled": 0, "removed": 0, "unknown": 0, "kept for another license": 0}
     now = utcnow()
+    removing: set[str] = set()  # the devices already seen to (RemoveApplication queued, or said why not)
     for uuid in row.command_uuids:
         command = session.get(Command, uuid)
         if command is None or command.request_type not in ("InstallApplication", "InstallMedia"):
@@ -109,6 +111,9 @@ def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
         device = session.get(Device, command.device_serial)
         if device is None or command.status not in ("sent", "acknowledged") or command.request_type != "InstallApplication":
             continue
+        if device.serial_number in removing:
+            continue  # an earlier command of this install (the app, or an update of it) removes it already
+        removing.add(device.serial_number)
         platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
         identifier = bundle_id(session, row.adam_id, platform)
         if identifier is None:
