@@ -75,11 +75,12 @@ class CliJsonRoute(APIRoute):
                 raise WebError(422, _unknown_parameters(unknown, known))
             empty = sorted({k for k, v in request.query_params.multi_items() if not v.strip()})
             if empty:  # ?device=$SERIAL with the variable unset filtered nothing: every row
-                raise WebError(422, f"query parameter {', '.join(empty)} is empty: give a value or leave it out")
+                raise WebError(422, f"{_parameters(empty)} {'are' if len(empty) > 1 else 'is'} empty: give a value or leave it out")
             keys = [k for k, _ in request.query_params.multi_items()]
             repeated = sorted({k for k in keys if keys.count(k) > 1} - many)
             if repeated:  # ?account=a&account=b answered account b's rows alone, as if that were what was asked
-                raise WebError(422, f"query parameter {', '.join(repeated)} is given more than once: it takes one value")
+                are, each = ("are", "each") if len(repeated) > 1 else ("is", "it")
+                raise WebError(422, f"{_parameters(repeated)} {are} given more than once: {each} takes one value")
             return await handler(request)
 
         return checked
@@ -97,6 +98,11 @@ def _takes_many(annotation: Any) -> bool:
     if get_origin(annotation) in (Union, UnionType):
         return any(_takes_many(a) for a in get_args(annotation))
     return get_origin(annotation) in (list, set, tuple, frozenset) or annotation in (list, set, tuple, frozenset)
+
+
+def _parameters(names: list[str]) -> str:
+    """``query parameter a`` or ``query parameters a, b``."""
+    return f"query parameter{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def _unknown_parameters(unknown: list[str], known: list[str]) -> str:

@@ -186,6 +186,10 @@ def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client
     # an empty filter (a script's unset variable) filtered nothing: every license
     empty = client.get("/api/v1/vpp/licenses", params={"device": "", "limit": 5}, headers=headers)
     assert empty.status_code == 422 and empty.json() == {"error": "query parameter device is empty: give a value or leave it out"}
+    both = client.get("/api/v1/vpp/licenses", params={"device": "", "user": " ", "limit": 5}, headers=headers)
+    assert both.json() == {"error": "query parameters device, user are empty: give a value or leave it out"}
+    twice = client.get("/api/v1/vpp/licenses", params=[("device", "A"), ("device", "B"), ("user", "u"), ("user", "v")], headers=headers)
+    assert twice.json() == {"error": "query parameters device, user are given more than once: each takes one value"}
 
 
 def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
