@@ -338,7 +338,9 @@ def create_app(host: Host) -> FastAPI:
 def _openapi(request: Request) -> dict[str, Any]:
     """The OpenAPI document of the REST API (a module function: FastAPI keeps the callables of
     routes in a module-level cache, where a closure over the application would keep it alive)."""
-    return request.app.openapi()
+    from .openapi import api_document
+
+    return api_document(request.app)
 
 
 def _environment(loader: Any) -> Any:

@@ -21,6 +21,7 @@ from sqlmodel import col
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import MdmError
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, rest_router
+from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
 from mdm_core.web.wording import for_request
 
@@ -73,6 +74,7 @@ WORDING = [
     ),
     (r"\(see `mdm alerts list --status failed`\)", "(see the Alerts page, failed deliveries)", "(see GET /api/v1/alerts?status=failed)"),
 ]
+ALERT_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID}
 RETRY_BODY = 'send {"ids": [alert ids]}, or no body for every failed delivery'
 
 
@@ -181,7 +183,7 @@ def api_router() -> APIRouter:
         found = alerts_page(host_of(request), status, limit, cursor)
         return {"items": in_words(request, found.items), "next_cursor": found.next_cursor}
 
-    @router.post("/retry")
+    @router.post("/retry", openapi_extra=json_body({"ids": {"type": "array", "items": ALERT_ID}}, optional=True))
     async def api_retry(request: Request) -> dict[str, Any]:
         """Queue failed deliveries again, due now, as ``mdm alerts retry [ID...]``: ``{"ids":
         [alert ids]}``, or no body for every one; ``{"queued": N}``. An id without a failed

@@ -24,6 +24,7 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
 from mdm_core.web.once import form_once, new_form_id
+from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -52,6 +53,11 @@ SERIALS_RE = re.compile(r"[\s,;]+")
 MAX_TARGETS = 1000
 PICK_LIMIT = 500  # devices and users offered in the install form's lists (more: type serial numbers)
 APP_PAGE = "the application's page"  # what a form with an invalid one-time id says to open again
+_TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
+#: the body of an install or a reclaim, for the OpenAPI document
+TARGETS: dict[str, Any] = {"devices": _TEXTS | {"description": "serial numbers"}, "users": _TEXTS | {"description": "MDM user ids"}}
+UNUSED: dict[str, Any] = {name: {"type": "boolean"} for name in ("unused", "dry_run", "yes")}
+REFUSED_TARGET: dict[str, Any] = {"description": "a target was refused (or its license is irrevocable): the answer of a 200 with ok false"}
 
 
 def register(web: WebRegistry) -> None:
@@ -273,7 +279,7 @@ def api_router() -> APIRouter:
             page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)
         return {"items": [with_error_reworded(request, values_of(i)) for (i,) in page.items], "next_cursor": page.next_cursor}
 
-    @router.post("/{app}/install")
+    @router.post("/{app}/install", openapi_extra=json_body(TARGETS), responses={409: REFUSED_TARGET})
     async def api_install(request: Request, app: str) -> JSONResponse:
         """Install with a VPP license: ``{"devices": [serials], "users": [MDM user ids]}``.
         200 when every target is queued, licensed or pending; 409 when one was refused."""
@@ -284,7 +290,7 @@ def api_router() -> APIRouter:
             {"app": outcome.asset.label if outcome.asset else None, "ok": outcome.ok, "results": results}, status_code=200 if outcome.ok else 409
         )
 
-    @router.post("/reclaim")
+    @router.post("/reclaim", openapi_extra=json_body(UNUSED, required=["unused"]), responses={409: REFUSED_TARGET})
     async def api_reclaim_all(request: Request) -> JSONResponse:
         """``{"unused": true}``: the licenses of every app held by devices and users removed from
         this MDM, as ``mdm apps reclaim --all --unused``, with ``"dry_run": true`` (list them)
@@ -296,7 +302,7 @@ def api_router() -> APIRouter:
             )
         return run_reclaim_unused(host_of(request), None, dry_run=body.get("dry_run") is True, yes=body.get("yes") is True)
 
-    @router.post("/{app}/reclaim")
+    @router.post("/{app}/reclaim", openapi_extra=json_body(TARGETS | UNUSED), responses={409: REFUSED_TARGET})
     async def api_reclaim(request: Request, app: str) -> JSONResponse:
         """Reclaim the app's licenses held by ``{"devices": [serials], "users": [MDM user ids]}``
         (as ``mdm apps reclaim APP --device/--user``): a line per license (``done``, ``pending``

@@ -32,6 +32,7 @@ from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.once import form_once, new_form_id
+from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
@@ -68,6 +69,17 @@ if TYPE_CHECKING:
 PATCHABLE = {"interval_seconds", "notifications", "token", "take_over", "key_lost", "name"}
 #: What ``POST /api/v1/vpp/accounts`` takes (``name`` and ``token`` required).
 ADDABLE = {"name", "token", "interval_seconds", "notifications", "take_over", "key_lost", "service_url"}
+_FLAG = {"type": "boolean"}
+#: The fields of ``ADDABLE`` and ``PATCHABLE``, for the OpenAPI document.
+ACCOUNT_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1},
+    "token": {"type": "string", "description": "the text of the .vpptoken file"},
+    "interval_seconds": {"type": "integer", "description": "Account Synchronization Interval (sec)"},
+    "notifications": {"enum": ["on", "off"]},
+    "service_url": {"type": "string", "description": "Apple's by default"},
+    "take_over": _FLAG | {"description": "claim a location another MDM manages"},
+    "key_lost": _FLAG | {"description": "as mdm vpp account add --key-lost"},
+}
 #: How messages name a token sent in a JSON body (never its value).
 API_TOKEN = "the token sent"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -676,7 +688,7 @@ def api_router() -> APIRouter:
         [row] = describe_accounts(host, [_account(host, name)])
         return _api_account(request, row)
 
-    @router.post("/accounts", status_code=201)
+    @router.post("/accounts", status_code=201, openapi_extra=json_body(ACCOUNT_FIELDS, required=["name", "token"]))
     async def api_add_account(request: Request) -> dict[str, Any]:
         """Add an account as the console's Add and ``mdm vpp account add`` do: ``name`` and
         ``token`` (the .vpptoken file's text) required; ``interval_seconds``, ``notifications``
@@ -722,7 +734,7 @@ def api_router() -> APIRouter:
         [row] = describe_accounts(host, [_account(host, account["name"])])
         return _api_account(request, row)
 
-    @router.patch("/accounts/{name}")
+    @router.patch("/accounts/{name}", openapi_extra=json_body({k: v for k, v in ACCOUNT_FIELDS.items() if k in PATCHABLE}))
     async def api_change_account(request: Request, name: str) -> dict[str, Any]:
         """Change ``interval_seconds`` (the Account Synchronization Interval), ``notifications``
         (``"on"``: give Apple ``[web] public_url``; ``"off"``) and/or renew the ``token`` (the

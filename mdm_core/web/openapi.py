@@ -1,0 +1,98 @@
+"""The OpenAPI document of the REST API (``GET /api/v1/openapi.json``), saying what the routes do.
+
+FastAPI's own document described errors as its validation error (``{"detail": [...]}``, 422
+only), while every error is ``{"error": "one line"}`` with 400, 401, 403, 404, 409 or 422; it
+left out the bearer scheme, the JSON bodies the routes read themselves (``helpers.json_object``)
+and that a query parameter given empty is refused; a client generated from it, or a contract
+test, got all of that wrong. :func:`api_document` amends it once per application.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Every refusal: one line saying what is wrong and how to fix it.",
+    "properties": {"error": {"type": "string"}},
+    "required": ["error"],
+    "additionalProperties": False,
+}
+PAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One page of a list: pass next_cursor back as cursor for the next one (null on the last page).",
+    "properties": {"items": {"type": "array", "items": {"type": "object"}}, "next_cursor": {"type": ["string", "null"]}},
+    "required": ["items", "next_cursor"],
+}
+BEARER: dict[str, Any] = {"type": "http", "scheme": "bearer", "description": "an API token: `mdm api-tokens create NAME` or the console's API tokens page"}
+#: What each refusal means, for every operation (``default``: the other statuses, 404, 409, 405, 413 ...).
+REFUSALS = {
+    "401": "no token, or one that is not valid (unknown, revoked)",
+    "422": "a query parameter, an id in the address or the body is not valid",
+    "default": "another refusal (404 not found, 409 conflict, 413 too large ...)",
+}
+
+
+def json_body(properties: dict[str, Any], *, required: Iterable[str] = (), optional: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` of an API route that reads its JSON object itself
+    (:func:`~mdm_core.web.helpers.json_object`): the document shows the fields it takes
+    (``optional``: no body at all is taken too); the route refuses any other field."""
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return {"requestBody": {"required": not optional, "content": {"application/json": {"schema": schema}}}}
+
+
+def api_document(app: Any) -> dict[str, Any]:
+    """The application's OpenAPI document, amended (made once, then kept)."""
+    document = getattr(app.state, "api_document", None)
+    if document is None:
+        document = app.state.api_document = amended(copy.deepcopy(app.openapi()))
+    return document
+
+
+def amended(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (FastAPI's) with the API's errors, bearer scheme, pages and query rules."""
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for fastapi_own in ("HTTPValidationError", "ValidationError"):  # never answered
+        schemas.pop(fastapi_own, None)
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["Page"] = PAGE_SCHEMA
+    components["securitySchemes"] = {"bearer": BEARER}
+    document["security"] = [{"bearer": []}]
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            _amend(method, operation)
+    return document
+
+
+def _amend(method: str, operation: dict[str, Any]) -> None:
+    """One operation: its query parameters, its page, its refusals."""
+    responses = operation.setdefault("responses", {})
+    params = operation.get("parameters", [])
+    for param in params:
+        if param.get("in") == "query" and _is_text(param.get("schema", {})):
+            # given empty (?device=, an unset variable) it is refused, never taken as no filter
+            param["schema"] = {k: v for k, v in param["schema"].items() if k != "anyOf"} | {"type": "string", "minLength": 1, "pattern": r"\S"}
+    refusals = dict(REFUSALS)
+    if any(p.get("name") == "cursor" and p.get("in") == "query" for p in params):
+        ok = responses.setdefault("200", {"description": "Successful Response"})
+        ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
+        refusals["400"] = "the cursor is not one this list gave"
+    if "requestBody" in operation:
+        refusals["400"] = "the body is not JSON"
+    if method.lower() not in ("get", "head"):
+        refusals["403"] = "the token's role (viewer) can only read"
+    for status, description in refusals.items():
+        if status not in responses or status == "422":  # a status the route documents itself keeps its body
+            responses[status] = {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _is_text(schema: dict[str, Any]) -> bool:
+    """A parameter's schema is text (``str`` or ``str | None``)."""
+    kinds = schema.get("anyOf", [schema])
+    types = {k.get("type") for k in kinds}
+    return "string" in types and types <= {"string", "null"} and not any("enum" in k or "format" in k for k in kinds)

@@ -1,0 +1,105 @@
+"""``GET /api/v1/openapi.json`` says what the API does: the errors it sends, the bearer token,
+the pages of its lists, the query parameters it refuses empty and the JSON bodies its routes
+read. FastAPI's document described every error as ``{"detail": [...]}`` with 422 only and left
+the bodies and the token out, so clients generated from it, and contract tests, went wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mdm_core.host import Host
+
+from .conftest import token_for
+
+#: (method, path in the document, path sent, request arguments, who, status the API answers)
+REFUSALS: list[tuple[str, str, str, dict[str, Any], str | None, int]] = [
+    ("get", "/api/v1/vpp/licenses", "/api/v1/vpp/licenses", {"params": {"cursor": "garbage"}}, "viewer", 400),
+    ("get", "/api/v1/vpp/assets", "/api/v1/vpp/assets", {"params": {"account": "nope"}}, "viewer", 404),
+    ("get", "/api/v1/devices", "/api/v1/devices", {"params": {"limit": "0"}}, "viewer", 422),
+    ("get", "/api/v1/vpp/runs/{run_id}", "/api/v1/vpp/runs/99999", {}, "viewer", 404),
+    ("get", "/api/v1/me", "/api/v1/me", {}, None, 401),
+    ("post", "/api/v1/apps/{app}/install", "/api/v1/apps/nope/install", {"content": b"not json"}, "admin", 400),
+    ("patch", "/api/v1/vpp/accounts/{name}", "/api/v1/vpp/accounts/school", {"json": {"bogus": 1}}, "admin", 422),
+    ("post", "/api/v1/vpp/accounts/{name}/sync", "/api/v1/vpp/accounts/school/sync", {}, "viewer", 403),
+    ("delete", "/api/v1/api-tokens/{name}", "/api/v1/api-tokens/nope", {}, "admin", 404),
+]
+#: the operations whose routes read a JSON object themselves
+BODIES = {
+    ("post", "/api/v1/apps/{app}/install"),
+    ("post", "/api/v1/apps/{app}/reclaim"),
+    ("post", "/api/v1/apps/reclaim"),
+    ("post", "/api/v1/vpp/accounts"),
+    ("patch", "/api/v1/vpp/accounts/{name}"),
+    ("post", "/api/v1/alerts/retry"),
+}
+
+
+def _document(client: Any, headers: dict[str, str]) -> dict[str, Any]:
+    return client.get("/api/v1/openapi.json", headers=headers).json()
+
+
+def _schema(document: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    return document["components"]["schemas"][reference["$ref"].rsplit("/", 1)[1]]
+
+
+def test_every_refusal_is_documented_as_the_error_the_api_sends(school: Host, client: Any) -> None:
+    tokens = {role: token_for(school, role) for role in ("viewer", "admin")}
+    document = _document(client, tokens["viewer"])
+    assert "HTTPValidationError" not in json.dumps(document)  # {"detail": [...]} is never sent
+    for method, path, sent, arguments, who, status in REFUSALS:
+        response = client.request(method.upper(), sent, headers=tokens[who] if who else {}, **arguments)
+        assert response.status_code == status, (sent, response.text)
+        responses = document["paths"][path][method]["responses"]
+        documented = responses.get(str(status), responses.get("default"))
+        assert documented, (method, path, status, sorted(responses))
+        schema = _schema(document, documented["content"]["application/json"]["schema"])
+        body = response.json()
+        assert set(body) == set(schema["properties"]) == set(schema["required"]) == {"error"} and isinstance(body["error"], str)
+
+
+def test_the_bearer_token_is_declared(school: Host, client: Any) -> None:
+    document = _document(client, token_for(school, "viewer"))
+    assert document["components"]["securitySchemes"]["bearer"] | {"description": ""} == {"type": "http", "scheme": "bearer", "description": ""}
+    assert document["security"] == [{"bearer": []}]
+    assert client.get("/api/v1/me").status_code == 401 and "401" in document["paths"]["/api/v1/me"]["get"]["responses"]
+
+
+def test_lists_are_documented_as_pages_and_their_text_parameters_as_never_empty(school: Host, client: Any) -> None:
+    headers = token_for(school, "viewer")
+    document = _document(client, headers)
+    lists = [path for path, item in document["paths"].items() if any(p["name"] == "cursor" for p in item.get("get", {}).get("parameters", []))]
+    assert "/api/v1/vpp/licenses" in lists and "/api/v1/apps/installs" in lists
+    for path in lists:
+        operation = document["paths"][path]["get"]
+        page = _schema(document, operation["responses"]["200"]["content"]["application/json"]["schema"])
+        sent = path.replace("{adam_id}", school_asset(client, headers))
+        body = client.get(sent, params={"limit": 1, "account": "school"} if "{adam_id}" in path else {"limit": 1}, headers=headers).json()
+        assert set(body) == set(page["required"]) == {"items", "next_cursor"}, (path, body)
+        for param in operation["parameters"]:
+            if param["in"] == "query" and param["schema"].get("type") == "string":
+                assert param["schema"]["minLength"] == 1, (path, param)
+                refused = client.get(sent, params={param["name"]: ""}, headers=headers)
+                assert refused.status_code == 422 and "is empty" in refused.json()["error"], (path, param["name"], refused.text)
+
+
+def school_asset(client: Any, headers: dict[str, str]) -> str:
+    """The adamId of an asset of ``school``."""
+    return str(client.get("/api/v1/vpp/assets", params={"account": "school", "limit": 1}, headers=headers).json()["items"][0]["adamId"])
+
+
+def test_the_json_bodies_routes_read_are_documented_with_the_fields_they_take(school: Host, client: Any) -> None:
+    headers = token_for(school, "admin")
+    document = _document(client, headers)
+    operations = [(method, path, operation) for path, item in document["paths"].items() for method, operation in item.items()]
+    documented = {(method, path): operation["requestBody"] for method, path, operation in operations if "requestBody" in operation}
+    assert set(documented) == BODIES
+    for (method, path), body in documented.items():
+        schema = body["content"]["application/json"]["schema"]
+        assert schema["additionalProperties"] is False and schema["properties"]
+        sent = path.replace("{app}", "nope").replace("{name}", "school")
+        refused = client.request(method.upper(), sent, json={"zz_unknown": 1}, headers=headers)
+        # the route refuses a field the document does not list, and names those it does take
+        assert refused.status_code == 422, (path, refused.text)
+        assert all(name in refused.json()["error"] for name in schema["properties"]), (path, sorted(schema["properties"]), refused.text)
+        assert ("400" in document["paths"][path][method]["responses"]) and ("403" in document["paths"][path][method]["responses"])
