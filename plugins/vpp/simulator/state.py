@@ -337,8 +337,8 @@ class SimState:
         if not present:
             return 0
         self._bump("assignments", "assets")
+        self.assignments.remove_many(present)
         for key in present:
-            self.assignments.remove(key)
             asset = self.assets.get((key[0], key[1]))
             if asset is not None:
                 asset.assigned -= 1
@@ -499,6 +499,8 @@ class SimState:
             rows = store.keys_for_user(client_user_id)
         elif adam_id is not None:
             rows = store.keys_for_adam(adam_id)
+        elif since is not None:
+            rows, since = store.keys_since(since), None
         else:
             rows = store.keys()
         if since is not None:
@@ -537,9 +539,12 @@ class SimState:
         if cached is not None:
             return cached
         store = self.users
-        rows = store.record_ids() if client_user_id is None else store.record_ids_for(client_user_id)
-        if since is not None:
-            rows = since_suffix(rows, since, store.stamp_of)
+        if client_user_id is not None:
+            rows = store.record_ids_for(client_user_id)
+            if since is not None:
+                rows = since_suffix(rows, since, store.stamp_of)
+        else:
+            rows = store.record_ids() if since is None else store.record_ids_since(since)
         if active_only or retired_only:
             records = store.records
             rows = [rid for rid in rows if (not active_only or records[rid].active) and (not retired_only or not records[rid].active)]

@@ -2,8 +2,11 @@
 
 Rows are kept in dicts in modification order (a modified row is re-inserted at
 the end), so every ordered list is sorted by its `stamp` (the dataset counter of
-its last write) and a `sinceVersionId` delta is a suffix found by bisection.
-Ordered key lists are rebuilt lazily, only after writes.
+its last write) and a `sinceVersionId` delta is a suffix: walked back from the
+newest row, or found by bisection in an index. The adamId index is kept current
+by every write, as Apple's are: the first read after a change builds nothing
+(a re-read of a changed asset costs what a repeated one does). The full ordered
+key lists are built on demand (full listings, out-of-band changes).
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from __future__ import annotations
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterable
+from typing import TypeVar
 
 from .models import DEVICE, AssignmentKey, UserRecord
 
 DATASETS = ("assets", "assignments", "users")
+#: up to this many assignments of one asset removed at once are taken out of its index one by
+#: one (a scan each); more, and the index is filtered once
+_FEW = 16
 _NAMESPACE = uuid.UUID("7c1f3c52-8f47-4a7e-9d5b-5a4e6f0b9a11")
 
 
@@ -54,21 +61,35 @@ class Versions:
         return dict(self._current)
 
 
+Row = TypeVar("Row")
+
+
 def since_suffix(keys: list, since: int, stamp_of) -> list:
     """The rows of a stamp-ordered list written after counter `since`."""
     return keys[bisect_right(keys, since, key=stamp_of) :]
 
 
+def newest_since(newest_first: Iterable[tuple[Row, int]], since: int) -> list[Row]:
+    """The rows written after counter `since`, oldest first, from (row, stamp) pairs newest first."""
+    rows = []
+    for row, stamp in newest_first:
+        if stamp <= since:
+            break
+        rows.append(row)
+    rows.reverse()
+    return rows
+
+
 class AssignmentStore:
-    """Assignments keyed by (adamId, pricingParam, kind, value) with adamId and target indexes."""
+    """Assignments keyed by (adamId, pricingParam, kind, value) with adamId and target indexes,
+    each kept current by every write (the adamId one in stamp order)."""
 
     def __init__(self) -> None:
         self.stamps: dict[AssignmentKey, int] = {}
-        self._by_adam: dict[str, dict[AssignmentKey, None]] = {}
+        self._by_adam: dict[str, list[AssignmentKey]] = {}
         self._by_serial: dict[str, dict[AssignmentKey, None]] = {}
         self._by_user: dict[str, dict[AssignmentKey, None]] = {}
         self._keys: list[AssignmentKey] | None = None
-        self._adam_keys: dict[str, list[AssignmentKey]] = {}
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -80,45 +101,60 @@ class AssignmentStore:
         return self.stamps[key]
 
     def add(self, key: AssignmentKey, stamp: int) -> bool:
-        """Insert a new assignment; False if it already exists (then nothing changes)."""
+        """Insert a new assignment (`stamp` no older than any held); False if it already exists."""
         if key in self.stamps:
             return False
         self.stamps[key] = stamp
-        self._by_adam.setdefault(key[0], {})[key] = None
+        self._by_adam.setdefault(key[0], []).append(key)
         (self._by_serial if key[2] == DEVICE else self._by_user).setdefault(key[3], {})[key] = None
         self._keys = None
-        self._adam_keys.pop(key[0], None)
         return True
 
     def remove(self, key: AssignmentKey) -> bool:
         """Delete an assignment; False if absent."""
-        if self.stamps.pop(key, None) is None:
-            return False
-        for index, sub in ((self._by_adam, key[0]), (self._by_serial if key[2] == DEVICE else self._by_user, key[3])):
-            rows = index[sub]
+        return self.remove_many((key,)) == 1
+
+    def remove_many(self, keys: Iterable[AssignmentKey]) -> int:
+        """Delete the assignments held among `keys`; returns how many went. Each asset's index is
+        rewritten once, however many of its assignments go."""
+        gone: dict[str, set[AssignmentKey]] = {}
+        for key in keys:
+            if self.stamps.pop(key, None) is None:
+                continue
+            index = self._by_serial if key[2] == DEVICE else self._by_user
+            rows = index[key[3]]
             del rows[key]
             if not rows:
-                del index[sub]
-        self._keys = None
-        self._adam_keys.pop(key[0], None)
-        return True
+                del index[key[3]]
+            gone.setdefault(key[0], set()).add(key)
+        for adam_id, removed in gone.items():
+            held = self._by_adam[adam_id]
+            if len(removed) <= _FEW:
+                for key in removed:
+                    held.remove(key)
+            else:
+                held[:] = [k for k in held if k not in removed]
+            if not held:
+                del self._by_adam[adam_id]
+        if gone:
+            self._keys = None
+        return sum(len(removed) for removed in gone.values())
 
     def bulk_load(self, keys: Iterable[AssignmentKey], stamp: int) -> None:
         """Fast initial load (keys must be new and unique)."""
         stamps, by_adam, by_serial, by_user = self.stamps, self._by_adam, self._by_serial, self._by_user
         for key in keys:
             stamps[key] = stamp
-            rows = by_adam.get(key[0])
-            if rows is None:
-                rows = by_adam[key[0]] = {}
-            rows[key] = None
+            held = by_adam.get(key[0])
+            if held is None:
+                held = by_adam[key[0]] = []
+            held.append(key)
             index = by_serial if key[2] == DEVICE else by_user
             rows = index.get(key[3])
             if rows is None:
                 rows = index[key[3]] = {}
             rows[key] = None
         self._keys = None
-        self._adam_keys.clear()
 
     def keys(self) -> list[AssignmentKey]:
         """All assignments in stamp order."""
@@ -126,12 +162,14 @@ class AssignmentStore:
             self._keys = list(self.stamps)
         return self._keys
 
+    def keys_since(self, since: int) -> list[AssignmentKey]:
+        """The assignments written after counter `since`, in stamp order (only they are walked)."""
+        return newest_since(reversed(self.stamps.items()), since)
+
     def keys_for_adam(self, adam_id: str) -> list[AssignmentKey]:
-        cached = self._adam_keys.get(adam_id)
-        if cached is None:
-            cached = list(self._by_adam.get(adam_id, ()))
-            self._adam_keys[adam_id] = cached
-        return cached
+        """The asset's assignments in stamp order: the live index, current until the next write
+        (read it under the state's lock, never change it)."""
+        return self._by_adam.get(adam_id, [])
 
     def keys_for_serial(self, serial: str) -> list[AssignmentKey]:
         return list(self._by_serial.get(serial, ()))
@@ -187,6 +225,10 @@ class UserStore:
         if self._keys is None:
             self._keys = list(self.records)
         return self._keys
+
+    def record_ids_since(self, since: int) -> list[str]:
+        """The records written after counter `since`, in stamp order (only they are walked)."""
+        return newest_since(((rid, record.stamp) for rid, record in reversed(self.records.items())), since)
 
     def record_ids_for(self, client_user_id: str) -> list[str]:
         ids = self._by_cid.get(client_user_id, [])
