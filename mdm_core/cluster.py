@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, text
 from sqlmodel import col
 
 from mdm_core.errors import MdmError, describe
-from mdm_core.locks import DbLock, LockLost, describe_holder, holder_is_dead, new_holder
+from mdm_core.locks import DbLock, LockLost, describe_holder, live_locks, new_holder
 from mdm_core.models import Lock, utcnow
 
 if TYPE_CHECKING:
@@ -113,11 +113,8 @@ class Cluster:
         cached = self._members
         if cached is not None and time.monotonic() - cached[0] < MEMBERS_CACHE:
             return cached[1]
-        now = utcnow()
-        with self.db.session() as session:
-            rows = session.execute(select(col(Lock.holder)).where(col(Lock.name).like(HOST_PREFIX + "%"), col(Lock.expires_at) > now)).scalars().all()
         me = self.holder
-        live = sorted({h for h in rows if h == me or not holder_is_dead(self.db, h)} | ({me} if me else set()))
+        live = sorted({info.holder for info in live_locks(self.db, HOST_PREFIX, mine=me)} | ({me} if me else set()))
         self._members = (time.monotonic(), live)
         return live
 

@@ -112,15 +112,7 @@ def _go_on_while_held(held: _Held, why: str) -> None:
 def held_jobs(db: Database) -> dict[str, locks.LockInfo]:
     """The jobs running now in any process or host of the database, by job name: their
     ``job.NAME`` lock unexpired and its holder not known to be gone (``mdm jobs``' ``running``)."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from mdm_core.models import Lock
-
-    with db.session() as session:
-        rows = session.execute(select(Lock).where(col(Lock.name).startswith(PREFIX, autoescape=True), col(Lock.expires_at) > locks.utcnow())).scalars().all()
-    found = [locks.LockInfo(r.name, r.holder, r.generation, r.acquired_at, r.expires_at) for r in rows]
-    return {info.name[len(PREFIX) :]: info for info in found if not locks.holder_is_dead(db, info.holder)}
+    return {info.name[len(PREFIX) :]: info for info in locks.live_locks(db, PREFIX)}
 
 
 @contextmanager

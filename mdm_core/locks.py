@@ -95,6 +95,15 @@ def holder_is_dead(db: Database, holder: str) -> bool:
         return False
 
 
+def live_locks(db: Database, prefix: str, *, mine: str | None = None) -> list[LockInfo]:
+    """The locks named ``prefix...`` unexpired whose holder is not known to be gone (``mine``,
+    this process's holder, is not asked): the jobs running (``job.``), the live hosts (``host.``)."""
+    with db.session() as session:
+        rows = session.execute(select(Lock).where(col(Lock.name).startswith(prefix, autoescape=True), col(Lock.expires_at) > utcnow())).scalars().all()
+    found = [LockInfo(r.name, r.holder, r.generation, r.acquired_at, r.expires_at) for r in rows]
+    return [info for info in found if info.holder == mine or not holder_is_dead(db, info.holder)]
+
+
 def _session_alive(conn: Any) -> bool:
     """Whether a kept PostgreSQL connection (and so every session lock on it) still lives."""
     try:
