@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -103,20 +103,15 @@ class Host:
         tables) told to ``notify`` (``migrate.created_note``); returns the steps. Refused while
         another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
         from mdm_core.cluster import refuse_upgrade_while_running
-        from mdm_core.db.migrate import History, created_note, order, read_states, upgrade
+        from mdm_core.db.migrate import HistoryState, bring_current
 
-        db, sets = self.unchecked_db, self.migration_sets()
-        new_file = db.is_new_file
-        histories = [History(s) for s in order(sets)]
-        states = read_states(db, histories)
-        steps: list[Step] = []
-        if not all(s.state == "current" for s in states):
+        db = self.unchecked_db
+
+        def check(states: Sequence[HistoryState], new_file: bool) -> None:
             if not new_file:
                 refuse_upgrade_while_running(db, states)
-            steps = upgrade(db, sets, histories=histories, on_step=on_step)
-        note = created_note(db, states, new_file) if steps else None
-        if note and notify is not None:
-            notify(note)
+
+        steps = bring_current(db, self.migration_sets(), check, on_step=on_step, notify=notify)
         self.__dict__["db"] = db
         return steps
 

@@ -320,19 +320,39 @@ def ensure_current(db: Database, sets: Sequence[MigrationSet], *, notify: Callab
     ``notify`` says so. A database behind this release stops with ``SchemaBehind`` (``mdm db
     upgrade``, ``Host.upgrade_database``); one ahead stops with ``SchemaAhead``.
     """
+    return bring_current(db, sets, _refuse_behind, notify=notify or _to_stderr)
+
+
+def _refuse_behind(states: Sequence[HistoryState], new_file: bool) -> None:
+    """:func:`ensure_current`'s check: only a new database, or new plugins' tables, are created."""
+    if any(s.state == "ahead" for s in states):
+        raise SchemaAhead(ahead_message(states))
+    if any(s.state in ("behind", "unstamped") for s in states):
+        raise SchemaBehind(behind_message(states))
+
+
+def bring_current(
+    db: Database,
+    sets: Sequence[MigrationSet],
+    check: Callable[[Sequence[HistoryState], bool], None],
+    *,
+    on_step: Callable[[Step], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> list[Step]:
+    """Run the pending migrations of ``sets`` unless every history is current; returns the steps.
+    ``check(states, new_file)`` may refuse first (nothing is changed); each step is told to
+    ``on_step`` as it is applied, then a new database (or plugins' first tables) to ``notify``
+    (:func:`created_note`). What :func:`ensure_current` and ``Host.upgrade_database`` share."""
     new_file = db.is_new_file
     histories = [History(s) for s in order(sets)]
     states = read_states(db, histories)
-    if any(s.state == "ahead" for s in states):
-        raise SchemaAhead(ahead_message(states))
     if all(s.state == "current" for s in states):
         return []
-    if any(s.state in ("behind", "unstamped") for s in states):
-        raise SchemaBehind(behind_message(states))
-    steps = upgrade(db, sets, histories=histories)
+    check(states, new_file)
+    steps = upgrade(db, sets, histories=histories, on_step=on_step)
     note = created_note(db, states, new_file) if steps else None
-    if note:
-        (notify or _to_stderr)(note)
+    if note and notify is not None:
+        notify(note)
     return steps
 
 
