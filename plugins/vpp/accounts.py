@@ -592,7 +592,7 @@ def _stop_notifications(host: Host, account: VppAccount) -> str | None:
 def _remove(host: Host, session: Session, name: str) -> None:
     account = get_account(session, name)
     assets = [apple_asset(a.model_dump(), account.name) for a in session.execute(select(VppAsset).where(col(VppAsset.account_id) == account.id)).scalars()]
-    record_chunks(host, session, account.name, "vpp_assets_removed", assets)
+    record_chunks(host, session, account, "vpp_assets_removed", assets)
     for model in (VppNotification, VppLicense, VppUser, VppAssetCount, VppAsset, VppSyncRun):
         table = table_of(model)
         session.execute(delete(table).where(table.c.account_id == account.id))

@@ -280,7 +280,7 @@ def apply_licenses(host: Host, session: Session, acc: VppAccount, asset: VppAsse
             continue
         changed += len(todo) if associate else -len(todo)
         event = "vpp_licenses_associated" if associate else "vpp_licenses_disassociated"
-        record_event(host, session, event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
+        record_event(host, session, stored_id(acc), event, license_payload(session, acc.name, asset.adam_id, asset.pricing_param, kind, todo, "request"))
     if changed:  # the counts follow, announced as a sync would (vpp_assets_changed)
         add_license_counts(session, acc.id, {(asset.adam_id, asset.pricing_param): changed})
         move_counts(host, session, acc, (asset.adam_id, asset.pricing_param), assigned=changed)
@@ -353,7 +353,9 @@ def drop_revoked(host: Host, session: Session, acc: VppAccount, succeeded: Targe
                 continue
             add_license_counts(session, acc.id, {(adam_id, pricing): -len(gone)})
             move_counts(host, session, acc, (adam_id, pricing), assigned=-len(gone))
-            record_event(host, session, "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request"))
+            record_event(
+                host, session, stored_id(acc), "vpp_licenses_disassociated", license_payload(session, acc.name, adam_id, pricing, kind, sorted(gone), "request")
+            )
 
 
 def register_users(host: Host, account: str, mdm_user_ids: list[str], *, wait: float = 60.0) -> list[dict[str, Any]]:
@@ -445,11 +447,12 @@ def store_users(host: Host, session: Session, acc: VppAccount, records: list[dic
     session.flush()
     linked = known_ids(session, table_of(MdmUser).c.id, [r["client_user_id"] for r in records])
     for event, rows in (("vpp_users_added", added), ("vpp_users_changed", changed), ("vpp_users_retired", retired)):
-        record_chunks(host, session, acc.name, event, [apple_user(r, linked) for r in rows])
+        record_chunks(host, session, acc, event, [apple_user(r, linked) for r in rows])
     for record in invited:
         record_event(
             host,
             session,
+            stored_id(acc),
             "vpp_user_invited",
             {
                 "account": acc.name,

@@ -23,32 +23,25 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 
-def with_account_ids(session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
-    """These (name, payload) events with ``accountId`` after ``account`` where the account is
-    found in ``session`` (one read per account named), the others as they are."""
-    accounts = table_of(VppAccount)
-    ids: dict[str, int | None] = {}
-    stamped: list[tuple[str, Mapping[str, Any]]] = []
-    for name, payload in events:
-        account = payload.get("account")
-        if isinstance(account, str) and "accountId" not in payload:
-            if account not in ids:
-                ids[account] = session.execute(select(accounts.c.id).where(accounts.c.name == account)).scalar_one_or_none()
-            if ids[account] is not None:
-                payload = {**payload, "accountId": ids[account]}
-        stamped.append((name, payload))
-    return stamped
+def with_account_id(account_id: int, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """These (name, payload) events of account ``account_id`` with ``accountId`` after ``account``
+    (one that names no account, or has its id already, as it is): the caller has the account, so
+    nothing is read."""
+    return [
+        (name, {**payload, "accountId": account_id} if isinstance(payload.get("account"), str) and "accountId" not in payload else payload)
+        for name, payload in events
+    ]
 
 
-def record_event(host: Host, session: Session, name: str, payload: Mapping[str, Any]) -> Event:
-    """``host.events.record`` of a VPP event, with its ``accountId``."""
-    [(_, stamped)] = with_account_ids(session, [(name, payload)])
+def record_event(host: Host, session: Session, account_id: int, name: str, payload: Mapping[str, Any]) -> Event:
+    """``host.events.record`` of a VPP event of account ``account_id``, with its ``accountId``."""
+    [(_, stamped)] = with_account_id(account_id, [(name, payload)])
     return host.events.record(session, name, stamped)
 
 
-def record_events(host: Host, session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
-    """``host.events.record_many`` of VPP events, with their ``accountId``."""
-    return host.events.record_many(session, with_account_ids(session, events))
+def record_events(host: Host, session: Session, account_id: int, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+    """``host.events.record_many`` of VPP events of account ``account_id``, with their ``accountId``."""
+    return host.events.record_many(session, with_account_id(account_id, events))
 
 
 def account_name(host: Host, account_id: int) -> str | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from mdm_core.db.typed import stored_id
 from mdm_core.output import days_text, days_until
 
 from .apple.errors import MdmConflictError, TokenError
@@ -221,6 +222,7 @@ def _record(host: Host, session: Session, account: VppAccount, previous: str | N
     record_event(
         host,
         session,
+        stored_id(account),
         "vpp_token_state_changed",
         {
             "account": account.name,

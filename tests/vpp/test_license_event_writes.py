@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from mdm_core.db.typed import table_of
 from mdm_core.host import Host
-from mdm_core.models import OutboxEvent
+from mdm_core.models import OutboxEvent, utcnow
+from plugins.vpp.models import VppAccount
 from plugins.vpp.sync import events
 from tests.conftest import PG_ADMIN_URL, PG_SKIP_REASON
 
@@ -39,7 +40,17 @@ def _record(host: Host, rows: list[tuple[str, str, str, str, bool]], monkeypatch
         return record_many(session, batch)
 
     monkeypatch.setattr(host.events, "record_many", counted)
-    total = host.db.run_write(lambda session: events.record_license_events(host, session, "school", "vpp_licenses_associated", rows))
+    account = VppAccount(  # not stored: its events carry the caller's id, nothing is read
+        id=7,
+        name="school",
+        uid="1",
+        service_url="https://vpp.example/mdm/v2",
+        token_ciphertext="",
+        token_fingerprint="",
+        token_expires_at=utcnow(),
+        mdm_info_id="x",
+    )
+    total = host.db.run_write(lambda session: events.record_license_events(host, session, account, "vpp_licenses_associated", rows))
     return total, writes
 
 
@@ -55,7 +66,7 @@ def test_many_small_license_events_are_written_at_once(vpp_host: Host, monkeypat
     assert writes == [1374]  # one write (it was one per 100 events: 14)
     payloads = _outbox(vpp_host)
     assert [(p["adamId"], p["serialNumbers"], p["enrolledSerialNumbers"]) for p in payloads[:2]] == [("1000", ["C00000"], ["C00000"]), ("1001", ["C00001"], [])]
-    assert len(payloads) == 1374
+    assert len(payloads) == 1374 and {p["accountId"] for p in payloads} == {7}  # the caller's account, not read again by its name
 
 
 def test_large_license_events_are_written_a_bounded_number_of_targets_at_a_time(vpp_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:

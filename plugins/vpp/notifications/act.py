@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from mdm_core.db.typed import stored_id
 from mdm_core.errors import MdmError, describe
 from mdm_core.locks import LockLost
 from mdm_core.models import utcnow
@@ -215,7 +216,7 @@ def _asset_management(notice: Notice) -> None:
 
         def failed(session: Session) -> None:
             for payload in refused:
-                record_event(host, session, "vpp_licenses_refused", payload)
+                record_event(host, session, stored_id(account), "vpp_licenses_refused", payload)
             notice.finish(
                 session,
                 "done",

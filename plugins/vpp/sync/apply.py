@@ -290,7 +290,7 @@ class MirrorUpdate:
         # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
         # whether the inventory knows each holder comes with the row (no query per event)
         with session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED) as new_rows:
-            added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", new_rows)
+            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", new_rows)
         # inserted in the mirror's key order (read from the staging index: no sort), each row
         # next to the previous one in the primary key's index, rather than in the staged order
         # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
@@ -323,7 +323,7 @@ class MirrorUpdate:
             for chunk in in_chunks(sorted(set(reread) - set(diffed))):
                 conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(chunk), ~in_stage))
         if gone:
-            removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
+            removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", with_known_keys(session, gone))
             deleted = delete_rows(session, L, {"account_id": acc}, {c: L.c[c].type for c in LICENSE_KEY[1:]}, gone)
             # one key deletes one row at most: when every key deleted one, the counts move by
             # them; otherwise (another writer took some meanwhile) the check below recounts
@@ -337,7 +337,7 @@ class MirrorUpdate:
                 with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind),
                 execution_options=STREAMED,
             ) as rows:
-                removed += record_license_events(self.host, session, self.account.name, "vpp_licenses_disassociated", rows)
+                removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", rows)
             if full:
                 session.execute(delete(L).where(condition))
             else:  # the rows this statement deleted, counted off their assets
@@ -370,7 +370,7 @@ class MirrorUpdate:
             .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target),
             execution_options=STREAMED,
         ) as rows:
-            added = record_license_events(self.host, session, self.account.name, "vpp_licenses_associated", rows)
+            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", rows)
         recount_licenses(session, acc)
         counts["licenses"] = {"added": added, "removed": 0, "reread_assets": 0}
 
@@ -429,8 +429,8 @@ def apply_assets(
     for a, p in removed:
         session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
     for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
-        record_chunks(host, session, name, event, [apple_asset(r, name) for r in rows])
-    record_chunks(host, session, name, "vpp_assets_removed", removed_dicts)
+        record_chunks(host, session, account, event, [apple_asset(r, name) for r in rows])
+    record_chunks(host, session, account, "vpp_assets_removed", removed_dicts)
     return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
 
 
@@ -582,6 +582,6 @@ class UserEvents:
     def flush(self) -> None:
         """Record the event of the rows added since the last one."""
         if self.rows:
-            record_chunks(self.mirror.host, self.session, self.mirror.account.name, self.event, [apple_user(r, self.linked) for r in self.rows])
+            record_chunks(self.mirror.host, self.session, self.mirror.account, self.event, [apple_user(r, self.linked) for r in self.rows])
             self.rows.clear()
             self.linked.clear()

@@ -95,7 +95,7 @@ def _remove_licenses(host: Host, session: Session, account: VppAccount, key: tup
         for chunk in in_chunks(targets):
             deleted += rowcount(session.execute(delete(L).where(where, L.c.kind == kind, L.c.target.in_(chunk))))
     add_license_counts(session, account.id, {key: -deleted})
-    return record_license_events(host, session, account.name, "vpp_licenses_disassociated", with_known_keys(session, gone))
+    return record_license_events(host, session, account, "vpp_licenses_disassociated", with_known_keys(session, gone))
 
 
 def _add_licenses(host: Host, session: Session, account: VppAccount, key: tuple[str, str], apple: set[tuple[str, str]]) -> int:
@@ -106,4 +106,4 @@ def _add_licenses(host: Host, session: Session, account: VppAccount, key: tuple[
     if new:
         session.execute(insert(L), [{"account_id": account.id, "adam_id": a, "pricing_param": p, "kind": k, "target": t} for a, p, k, t in new])
         add_license_counts(session, account.id, {key: len(new)})
-    return record_license_events(host, session, account.name, "vpp_licenses_associated", with_known_keys(session, new))
+    return record_license_events(host, session, account, "vpp_licenses_associated", with_known_keys(session, new))

@@ -14,9 +14,10 @@ from sqlalchemy import and_, case, select
 from sqlmodel import Session
 
 from mdm_core.db.bulk import in_chunks, one_of
-from mdm_core.db.typed import table_of
+from mdm_core.db.typed import stored_id, table_of
 from mdm_core.models import Device, MdmUser
 
+from ..models import VppAccount
 from ..payloads import LicensesPayload
 from ..recording import record_events
 
@@ -33,15 +34,15 @@ WRITE_EVENTS = 2000
 WRITE_TARGETS = 100 * EVENT_TARGETS
 
 
-def record_chunks(host: Host, session: Session, account: str, event: str, records: Sequence[Mapping[str, Any]]) -> None:
-    """Record ``event`` for these asset or user records, at most ``EVENT_RECORDS`` per event.
+def record_chunks(host: Host, session: Session, account: VppAccount, event: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Record ``event`` of ``account`` for these asset or user records, at most ``EVENT_RECORDS`` per event.
 
     The events are inserted at once (one bulk insert, not ORM objects left in the session until
     its next flush): a sync that records its events while it streams rows holds none of them."""
     key = "assets" if event.startswith("vpp_assets") else "users"
     chunks = [records[start : start + EVENT_RECORDS] for start in range(0, len(records), EVENT_RECORDS)]
     if chunks:
-        record_events(host, session, [(event, {"account": account, key: chunk}) for chunk in chunks])
+        record_events(host, session, stored_id(account), [(event, {"account": account.name, key: chunk}) for chunk in chunks])
 
 
 def with_known(query: Any, table: Any) -> Any:
@@ -64,11 +65,12 @@ def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> 
     return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
 
 
-def record_license_events(host: Host, session: Session, account: str, event: str, rows: Iterable[Any]) -> int:
-    """Record license events from (adamId, pricingParam, kind, target, known) rows (sorted by
+def record_license_events(host: Host, session: Session, account: VppAccount, event: str, rows: Iterable[Any]) -> int:
+    """Record license events of ``account`` from (adamId, pricingParam, kind, target, known) rows (sorted by
     asset and kind, a repeated row skipped; ``known``: see :func:`with_known`), at most
     ``EVENT_TARGETS`` targets each, written :data:`WRITE_EVENTS` or :data:`WRITE_TARGETS` at a
     time; returns the row count."""
+    account_id = stored_id(account)
     total = 0
     held = 0  # targets of the events not written yet
     batch: list[str] = []
@@ -79,10 +81,10 @@ def record_license_events(host: Host, session: Session, account: str, event: str
     def flush() -> None:
         nonlocal held
         if current and batch:
-            events.append((event, licenses_payload(account, current[0], current[1], current[2], list(batch), known, "sync")))
+            events.append((event, licenses_payload(account.name, current[0], current[1], current[2], list(batch), known, "sync")))
             held += len(batch)
             if len(events) >= WRITE_EVENTS or held >= WRITE_TARGETS:  # written as they come: memory does not grow with the account
-                record_events(host, session, events)
+                record_events(host, session, account_id, events)
                 events.clear()
                 held = 0
         batch.clear()
@@ -104,7 +106,7 @@ def record_license_events(host: Host, session: Session, account: str, event: str
         total += 1
     flush()
     if events:
-        record_events(host, session, events)
+        record_events(host, session, account_id, events)
     return total
 
 

@@ -229,7 +229,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
         progress.finished(account.name)
         if client is not None:
             client.close()
-    _best_effort("record the sync report", lambda: _record_report(host, report))
+    _best_effort("record the sync report", lambda: _record_report(host, account_id, report))
     return report
 
 
@@ -272,9 +272,9 @@ def _best_effort(what: str, work: Any) -> None:
         log.error("could not %s: %s", what, describe(exc))
 
 
-def _record_report(host: Host, report: SyncReport) -> None:
+def _record_report(host: Host, account_id: int, report: SyncReport) -> None:
     with host.db.write_session() as session:
-        record_event(host, session, "vpp_sync_finished", report)
+        record_event(host, session, account_id, "vpp_sync_finished", report)
         session.commit()
 
 
