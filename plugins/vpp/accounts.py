@@ -164,8 +164,10 @@ def client_for(host: Host, account: VppAccount, *, interactive: bool = False) ->
     return make_client(host, token, account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id, account=account.name)
 
 
-def _mdm_info(host: Host, mdm_info_id: str) -> dict[str, str]:
-    return {"id": mdm_info_id, "name": settings(host).mdm_name, "metadata": installation.metadata(host)}
+def _mdm_info(host: Host, mdm_info_id: str, here: str | None = None) -> dict[str, str]:
+    """The ``mdmInfo`` of a claim; ``here``: this installation's id when the caller read it
+    (else read, and made at the first claim)."""
+    return {"id": mdm_info_id, "name": settings(host).mdm_name, "metadata": installation.metadata(here or installation.installation_id(host))}
 
 
 def _other_mdm(mdm_info: Any) -> str:
@@ -344,7 +346,8 @@ def add_account(
                 renew = f"`mdm vpp account set {other} --token-file {token_file}`"  # the console's Renew token: web.WORDING
                 raise LocationTaken(f"this token's location {fields['location_name'] or uid} is already account '{other}': renew it with {renew}")
             current = config.get("mdmInfo")
-            ours = _is_ours(host, current)
+            here = installation.stored_installation_id(host)  # read once for the check and the claim
+            ours = here is not None and installation.claimed_by(current, here)
             if isinstance(current, dict) and current.get("id") and not ours and not take_over:
                 here = " (this machine: another installation on it, or this one before its upgrade)" if installation.claimed_from_this_machine(current) else ""
                 raise ClaimedByOtherMdm(
@@ -357,7 +360,7 @@ def add_account(
             change = configure.plan(host, mdm_info_id, None, notifications)
             change.prepare(host)
             try:
-                client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id), **change.request())
+                client.post_client_config(mdm_info=_mdm_info(host, mdm_info_id, here), **change.request())
             except VppError as exc:
                 change.abandon(host)
                 raise change.failure("cannot claim the location (POST client/config)", exc) from None
@@ -505,7 +508,8 @@ def set_account(
                     )
                 raise UsageError(f"{label} belongs to location {location}, not to account '{name}' ({account.location_name}): add it as a new account instead")
             current = config.get("mdmInfo")
-            theirs = isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not _is_ours(host, current)
+            ours = _is_ours(host, current)
+            theirs = isinstance(current, dict) and current.get("id") and current.get("id") != account.mdm_info_id and not ours
             if theirs and not take_over:
                 raise ClaimedByOtherMdm(
                     f"location {account.location_name or account.uid} is now managed by {_other_mdm(current)}: "
@@ -514,7 +518,7 @@ def set_account(
                     account.location_name or account.uid,
                 )
             # an earlier release's claim (the host name alone in its metadata) gets this installation's id
-            if not isinstance(current, dict) or not _is_ours(host, current) or current.get("id") != account.mdm_info_id or change.on is not None:
+            if not isinstance(current, dict) or not ours or current.get("id") != account.mdm_info_id or change.on is not None:
                 try:
                     client.post_client_config(mdm_info=_mdm_info(host, account.mdm_info_id), **change.request())
                 except VppError as exc:

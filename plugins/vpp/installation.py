@@ -30,7 +30,7 @@ MARK = " installation "  # between the host name and the id in the metadata
 def installation_id(host: Host) -> str:
     """This database's installation id, made at the first claim and kept (two processes making
     it at once agree on the first one written)."""
-    found = _stored(host)
+    found = stored_installation_id(host)
     if found:
         return found
 
@@ -40,27 +40,35 @@ def installation_id(host: Host) -> str:
 
     with suppress(IntegrityError):  # another process made it first: that one is ours
         host.db.run_write(work)
-    return _stored(host) or ""
+    return stored_installation_id(host) or ""
 
 
-def _stored(host: Host) -> str | None:
+def stored_installation_id(host: Host) -> str | None:
+    """This database's installation id, None before its first claim (read only)."""
     with host.db.session() as session:
         return session.execute(select(col(VppInstallation.installation_id)).where(col(VppInstallation.key) == KEY)).scalar_one_or_none()
 
 
-def metadata(host: Host) -> str:
-    """The ``mdmInfo`` metadata of this installation's claims: the host name, then the id
-    (at most 255 characters: the host name is cut, never the id)."""
-    suffix = MARK + installation_id(host)
+def metadata(here: str) -> str:
+    """The ``mdmInfo`` metadata of the claims of installation ``here`` (:func:`installation_id`):
+    the host name, then the id (at most 255 characters: the host name is cut, never the id)."""
+    suffix = MARK + here
     return socket.getfqdn()[: 255 - len(suffix)] + suffix
 
 
 def claimed_here(host: Host, mdm_info: Any) -> bool:
-    """``mdmInfo`` this installation wrote: its metadata ends with this database's id."""
+    """``mdmInfo`` this installation wrote: its metadata ends with this database's id. A check:
+    it writes nothing (a database without an id has claimed nothing yet)."""
+    here = stored_installation_id(host)
+    return here is not None and claimed_by(mdm_info, here)
+
+
+def claimed_by(mdm_info: Any, here: str) -> bool:
+    """``mdmInfo`` that installation ``here`` (its id) wrote: its metadata ends with that id."""
     if not isinstance(mdm_info, dict) or not mdm_info.get("id"):
         return False
     value = mdm_info.get("metadata")
-    return isinstance(value, str) and value.endswith(MARK + installation_id(host))
+    return isinstance(value, str) and value.endswith(MARK + here)
 
 
 def claimed_from_this_machine(mdm_info: Any) -> bool:

@@ -323,7 +323,7 @@ def test_mdm_name_reaches_apple_without_the_blanks_around_it(make_host: Any, cli
     from plugins.vpp import installation
 
     host = make_host(config=FAST_CONFIG + 'mdm_name = "  Springfield MDM \\t"\n')
-    metadata = installation.metadata(host)
+    metadata = installation.metadata(installation.installation_id(host))
     simulator.claim_by_other_mdm(id="earlier-claim", name="  Springfield MDM \t", metadata=metadata)
     code, out, err = cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)
     assert code == 0, err  # taken back without --take-over
