@@ -24,7 +24,7 @@ from mdm_core.errors import PluginError, describe
 from mdm_core.events import EventBus
 from mdm_core.locks import DbLock
 from mdm_core.plugins import PluginRecord, blocked_names, call_hook, call_isolated, call_per_plugin, get_plugin_manager, load_plugins
-from mdm_core.repeats import Repeated
+from mdm_core.repeats import Repeated, tell_counts
 from mdm_core.scheduler import HostScheduler, JobState
 from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
@@ -402,12 +402,14 @@ class Host:
                     else:
                         delivery_outage.succeeded()
                     self._retry_failed_deliveries()
+                    tell_counts()  # a burst of refusals followed by silence: its count once its window ends
                     idle = 0.0 if self.events.left_behind else scheduler.idle_seconds()
                     self.stop_event.wait(max_sleep if idle is None else min(max(idle, 0.05), max_sleep))
             finally:
                 log.info("stopping: waiting for running jobs")
                 self.shutdown()
                 self.cluster.leave()
+                tell_counts(every=True)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -11,6 +11,9 @@ the others at DEBUG, and once at WARNING when it works again.
 :class:`Throttled` does the same for what callers outside can repeat at will (a scanner posting
 forged requests to a public route): one WARNING (or ERROR) line of each kind, the others at DEBUG,
 and with the next one after :data:`REMIND` seconds the exact count of those not logged meanwhile.
+A burst followed by silence has no next one: ``mdm run``'s loop calls :func:`tell_counts` each
+turn, which logs the count of each kind whose :data:`REMIND` seconds are over, and at shutdown
+those of every kind.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 REMIND = 300.0  # seconds between two ERROR lines of one failure that lasts
 
@@ -56,6 +61,18 @@ class Repeated:
         self.since, self.told, self.count = None, None, 0
 
 
+@dataclass
+class _Told:
+    """A kind's last line above DEBUG: when, at which level; how many came since, not logged,
+    and the last of them (``message % args``)."""
+
+    at: float
+    level: int
+    count: int = 0
+    message: str = ""
+    args: tuple[object, ...] = ()
+
+
 class Throttled:
     """Warnings of kinds an outside caller repeats at will (see the module docstring); thread-safe."""
 
@@ -64,7 +81,8 @@ class Throttled:
         self.remind = remind
         self.clock = clock
         self._lock = threading.Lock()
-        self._kinds: dict[str, tuple[float, int]] = {}  # kind: when its last line above DEBUG was logged, how many since
+        self._kinds: dict[str, _Told] = {}
+        _LIVE.add(self)
 
     def warning(self, kind: str, message: str, *args: object) -> None:
         """Log ``message % args`` at WARNING if it is the first of ``kind`` or ``remind`` seconds
@@ -81,12 +99,35 @@ class Throttled:
         now = self.clock()
         with self._lock:
             told = self._kinds.get(kind)
-            if told is not None and now - told[0] < self.remind:
-                self._kinds[kind] = (told[0], told[1] + 1)
+            if told is not None and now - told.at < self.remind:
+                told.count, told.message, told.args = told.count + 1, message, args
                 self.log.debug(message, *args)
                 return
-            self._kinds[kind] = (now, 0)
-        if told and told[1]:
-            self.log.log(level, message + " (and %d more in the last %.0f s, not logged)", *args, told[1], now - told[0])
+            self._kinds[kind] = _Told(now, level)
+        if told and told.count:
+            self.log.log(level, message + " (and %d more in the last %.0f s, not logged)", *args, told.count, now - told.at)
         else:
             self.log.log(level, message, *args)
+
+    def tell_counts(self, *, every: bool = False) -> None:
+        """For each kind whose ``remind`` seconds are over (``every``: each kind, at shutdown), log
+        how many came since its last line, not logged (at its level, with the last of them), and
+        forget it: its next one is logged again."""
+        now = self.clock()
+        with self._lock:
+            ended = {kind: told for kind, told in self._kinds.items() if every or now - told.at >= self.remind}
+            for kind in ended:
+                del self._kinds[kind]
+        for told in ended.values():
+            if told.count:
+                self.log.log(told.level, told.message + " (%d like this in the last %.0f s were not logged)", *told.args, told.count, now - told.at)
+
+
+_LIVE: weakref.WeakSet[Throttled] = weakref.WeakSet()
+
+
+def tell_counts(*, every: bool = False) -> None:
+    """:meth:`Throttled.tell_counts` of every :class:`Throttled` of this process (``mdm run``'s
+    loop each turn; ``every`` at its shutdown)."""
+    for throttled in list(_LIVE):
+        throttled.tell_counts(every=every)
