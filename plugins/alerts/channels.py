@@ -14,8 +14,10 @@ import json
 import smtplib
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -26,6 +28,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from mdm_core.errors import MdmError, one_line
 
 from .settings import AlertsSettings
+from .signing import SIGNATURE, TIMESTAMP, signature
 
 if TYPE_CHECKING:
     from mdm_core.config import Config, SecretRef
@@ -233,14 +236,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class WebhookChannel:
-    """A JSON POST: ``text`` (what Slack and Teams show) plus the alert's fields."""
+    """A JSON POST: ``text`` (what Slack and Teams show) plus the alert's fields, signed with
+    the webhook's secret (``secret_of(name)``, :mod:`.signing`) when sent."""
 
-    def __init__(self, name: str, url_ref: SecretRef, s: AlertsSettings, config: Config):
+    def __init__(self, name: str, url_ref: SecretRef, s: AlertsSettings, config: Config, secret_of: Callable[[str], str] | None = None):
         self.name = f"webhook:{name}"
         self.label = name
         self.url_ref = url_ref
         self.s = s
         self.config = config
+        self.secret_of = secret_of
 
     def _url(self) -> tuple[str, str]:
         url = _resolve(self.url_ref, self.config, f"webhooks.{self.label}").strip()
@@ -288,9 +293,18 @@ class WebhookChannel:
             login = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
             url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        request = urllib.request.Request(url, data=json.dumps(self.payload(message)).encode(), method="POST", headers=headers)
-        opener = urllib.request.build_opener(_NoRedirect)
+        body = json.dumps(self.payload(message)).encode()
         where = f"webhook {self.label} ({hostname})"
+        if self.secret_of is not None:
+            try:
+                secret = self.secret_of(self.label)
+            except MdmError as exc:
+                raise DeliveryError(f"{where}: {exc}") from None
+            secrets.append(secret)
+            headers[TIMESTAMP] = str(int(time.time()))
+            headers[SIGNATURE] = signature(secret, headers[TIMESTAMP], body)
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(request, timeout=self.s.webhook_timeout) as response:
                 response.read(4096)
@@ -345,12 +359,13 @@ def known_secrets(s: AlertsSettings, config: Config) -> list[str]:
     return found
 
 
-def configured_channels(s: AlertsSettings, config: Config) -> dict[str, Channel]:
-    """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``)."""
+def configured_channels(s: AlertsSettings, config: Config, secret_of: Callable[[str], str] | None = None) -> dict[str, Channel]:
+    """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``); ``secret_of``:
+    a webhook's signing secret by its name, for the channels that send."""
     channels: dict[str, Channel] = {}
     if s.email_to:
         channels["email"] = EmailChannel(s, config)
     for name, ref in sorted(s.webhooks.items()):
-        channel = WebhookChannel(name, ref, s, config)
+        channel = WebhookChannel(name, ref, s, config, secret_of)
         channels[channel.name] = channel
     return channels

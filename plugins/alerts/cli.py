@@ -1,4 +1,4 @@
-"""``mdm alerts ...``: list, test, send, retry."""
+"""``mdm alerts ...``: list, test, send, retry, webhook-secret."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ def register(subparsers: Any) -> None:
     retry = sub.add_parser("retry", help="send failed alerts again (after fixing a channel)")
     retry.add_argument("ids", nargs="*", type=count(1), metavar="ID", help="alert ids (default: every failed delivery)")
     retry.set_defaults(func=_retry)
+
+    secret = sub.add_parser(
+        "webhook-secret",
+        help="print the secret a webhook's POSTs are signed with (X-MDM-Signature), for its receiver",
+        description="Each webhook's POSTs carry X-MDM-Timestamp and X-MDM-Signature: sha256=HMAC-SHA256(secret, TIMESTAMP + '.' + body); "
+        "the receiver checks it with this secret (README, Alerts). Made at the webhook's first use, kept encrypted with the host's key.",
+    )
+    secret.add_argument("name", metavar="NAME", help="the webhook's name under [alerts.webhooks]")
+    secret.add_argument("--new", action="store_true", help="replace it (its receiver then needs the new one)")
+    secret.set_defaults(func=_webhook_secret)
 
 
 def list_alerts(host: Host, status: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -138,6 +148,13 @@ def _send(host: Host, args: argparse.Namespace) -> int:
         return 0
     (print if failed else say)(f"{queued} new alert(s); {counts['sent']} sent, {counts['retrying']} to retry, {counts['failed']} failed")
     return 1 if failed else 0
+
+
+def _webhook_secret(host: Host, args: argparse.Namespace) -> int:
+    from .signing import configured_webhook, webhook_secret
+
+    print(webhook_secret(host, configured_webhook(host, args.name), new=args.new))  # asked for: shown here only, never logged
+    return 0
 
 
 def _retry(host: Host, args: argparse.Namespace) -> int:

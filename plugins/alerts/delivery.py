@@ -11,6 +11,7 @@ so two ``mdm run`` on one database do not send twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from .channels import Channel, DeliveryError, Outgoing, configured_channels, kno
 from .models import AlertDelivery, AlertMessage
 from .names import license_names, name_due
 from .settings import AlertsSettings, settings
+from .signing import webhook_secret
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -56,6 +58,11 @@ def outgoing(message: AlertMessage) -> Outgoing:
     )
 
 
+def signer(host: Host) -> Callable[[str], str]:
+    """A webhook's signing secret by its name (:func:`.signing.webhook_secret`)."""
+    return lambda name: webhook_secret(host, name)
+
+
 def backoff(s: AlertsSettings, attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: ``retry_delay`` doubling, at most ``retry_max_delay``."""
     return float(min(s.retry_max_delay, s.retry_delay * 2 ** max(0, attempts - 1)))
@@ -68,7 +75,7 @@ def deliver_due(host: Host) -> dict[str, int]:
     if not lock.try_acquire():
         return counts  # another process is delivering
     try:
-        channels = configured_channels(settings(host), host.config)
+        channels = configured_channels(settings(host), host.config, signer(host))
         with host.db.session() as session:
             due = list(
                 session.execute(
@@ -216,7 +223,7 @@ def _record(host: Host, delivery_id: int, outcome: tuple[bool, str | None, bool]
 def send_now(host: Host, message: Outgoing) -> list[dict[str, Any]]:
     """Send ``message`` through every configured channel at once (``mdm alerts test``), one result each."""
     results = []
-    for name, channel in configured_channels(settings(host), host.config).items():
+    for name, channel in configured_channels(settings(host), host.config, signer(host)).items():
         sent, text, _ = _attempt(host, channel, name, message)
         results.append({"channel": name, "target": channel.describe(), "status": "sent" if sent else "failed", "error": None if sent else text})
     return results

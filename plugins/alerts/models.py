@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
+from mdm_core.secrets import SECRET
 
 
 class AlertSubject(SQLModel, table=True):
@@ -82,4 +83,15 @@ class SeenEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
 
 
-ALERTS_TABLES: list[type[SQLModel]] = [AlertSubject, AlertMessage, AlertDelivery, SeenEvent]
+class WebhookSecret(SQLModel, table=True):
+    """The secret a webhook's POSTs are signed with (HMAC-SHA256, :mod:`plugins.alerts.signing`),
+    encrypted with the host's key like the other stored secrets; made at its first use."""
+
+    __tablename__ = "alerts_webhook_secret"
+
+    name: str = Field(primary_key=True, max_length=64)  # the webhook's name under [alerts.webhooks]
+    secret_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+ALERTS_TABLES: list[type[SQLModel]] = [AlertSubject, AlertMessage, AlertDelivery, SeenEvent, WebhookSecret]

@@ -150,7 +150,7 @@ class WebhookServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"null")})
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"null"), "raw": raw})
                 if outer.hang:
                     outer.release.wait(30)
                 status = outer.statuses.pop(0) if outer.statuses else outer.default

@@ -400,7 +400,12 @@ def test_every_column_holding_an_encrypted_secret_is_marked(make_host: Any) -> N
     column the code fills with ``host.secrets.encrypt`` must carry it."""
     host = make_host()
     marked = {f"{c.table.name}.{c.name}" for c in host.secret_columns()}
-    assert {"vpp_account.token_ciphertext", "vpp_account.notification_secret", "vpp_pending_secret.secret_ciphertext"} <= marked
+    assert {
+        "vpp_account.token_ciphertext",
+        "vpp_account.notification_secret",
+        "vpp_pending_secret.secret_ciphertext",
+        "alerts_webhook_secret.secret_ciphertext",
+    } <= marked
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

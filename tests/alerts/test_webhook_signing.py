@@ -1,0 +1,118 @@
+"""Webhooks are signed: a receiver tells this host's alerts from forged ones (X-MDM-Signature,
+HMAC-SHA256 with a secret of each webhook's own, which `mdm alerts webhook-secret NAME` prints)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import database_param
+
+from .conftest import WEBHOOK_SECRET
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, *, max_age: float = 300) -> bool:
+    """The README's receiver check, as written there (header names are case-insensitive)."""
+    named = {key.lower(): value for key, value in headers.items()}
+    timestamp, signature = named.get("x-mdm-timestamp", ""), named.get("x-mdm-signature", "")
+    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(signature, expected) and timestamp.isdigit() and abs(time.time() - int(timestamp)) <= max_age
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_each_webhook_post_is_signed_with_its_own_secret_which_the_command_prints(
+    mdm: Any,
+    webhook_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    project_dir: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Webhook POSTs carried no signature: anyone who learnt a receiver's URL could post alerts
+    it would believe. Each now carries X-MDM-Timestamp and X-MDM-Signature, made with that
+    webhook's own secret; `mdm alerts webhook-secret NAME` prints it (the same each time), --new
+    replaces it; the secret is in no log line nor other output."""
+    monkeypatch.setenv("MDM_DATABASE_URL", database_param(request, project_dir, kind))
+    slack, teams = webhook_server(), webhook_server()
+    monkeypatch.setenv("SLACK_URL", slack.url)
+    monkeypatch.setenv("TEAMS_URL", teams.url)
+    mdm.conf.write_text('[alerts]\nwebhooks = { slack = { env = "SLACK_URL" }, teams = { env = "TEAMS_URL" } }\n')
+    caplog.set_level(logging.DEBUG)
+    code, out, err = mdm("alerts", "test")
+    assert code == 0, out + err
+    code, secret, err = mdm("alerts", "webhook-secret", "slack")
+    secret = secret.strip()
+    assert code == 0 and len(secret) >= 43 and err == "", err
+    assert mdm("alerts", "webhook-secret", "slack")[1].strip() == secret
+    other = mdm("alerts", "webhook-secret", "teams")[1].strip()
+    [posted], [elsewhere] = slack.requests, teams.requests
+    assert verify(secret, posted["headers"], posted["raw"]) and not verify(other, posted["headers"], posted["raw"])
+    assert verify(other, elsewhere["headers"], elsewhere["raw"])
+    assert not verify(secret, posted["headers"], posted["raw"].replace(b"Test alert", b"Fake alert"))  # a changed body fails
+    assert secret not in caplog.text and other not in caplog.text
+    code, new, _ = mdm("alerts", "webhook-secret", "slack", "--new")
+    new = new.strip()
+    assert code == 0 and new != secret
+    assert mdm("alerts", "test")[0] == 0
+    assert verify(new, slack.requests[1]["headers"], slack.requests[1]["raw"]) and not verify(secret, slack.requests[1]["headers"], slack.requests[1]["raw"])
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and "stored secrets: 2: 2 with the current key," in out and out.endswith("0 unreadable\n"), out  # encrypted with the host's key
+    assert WEBHOOK_SECRET not in out + err
+
+
+def test_a_webhook_name_not_configured_is_one_line_naming_them(mdm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_URL", "https://hooks.example/x")
+    mdm.conf.write_text('[alerts]\nwebhooks = { slack = { env = "SLACK_URL" } }\n')
+    code, out, err = mdm("alerts", "webhook-secret", "slak")
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert "no webhook named 'slak' under [alerts.webhooks] (its webhooks are slack): give one of their names" in err
+
+
+def test_a_signing_secret_the_key_cannot_read_fails_the_post_saying_what_to_do(alerts_host: Any, webhook_server: Any) -> None:
+    """Its secret stored with another key: the POST is not sent unsigned; its error says how to fix it."""
+    from cryptography.fernet import Fernet
+
+    from plugins.alerts.channels import DeliveryError, configured_channels
+    from plugins.alerts.delivery import signer
+    from plugins.alerts.models import WebhookSecret
+    from plugins.alerts.settings import settings
+
+    from .test_channels import MESSAGE
+
+    hook = webhook_server()
+    host = alerts_host('webhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, account=False)
+    lost = Fernet(Fernet.generate_key()).encrypt(b"lost").decode()
+    host.db.run_write(lambda s: s.add(WebhookSecret(name="ops", secret_ciphertext=lost)))
+    channel = configured_channels(settings(host), host.config, signer(host))["webhook:ops"]
+    with pytest.raises(DeliveryError) as caught:
+        channel.send(MESSAGE)
+    assert str(caught.value) == (
+        "webhook ops (127.0.0.1): the signing secret of webhook ops cannot be decrypted with this host's key (see `mdm secrets status`): "
+        "restore the key, or run `mdm alerts webhook-secret ops --new` and give its receiver the new secret"
+    )
+    assert hook.requests == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_alerts_0003_adds_the_webhook_secrets_to_a_database_at_0002_keeping_its_alerts(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, kind: str
+) -> None:
+    from tests.test_apple_migrations import _database_at, _upgrade_then_query
+
+    url = None if kind == "sqlite" else database_param(request, project_dir, kind)
+    alert = (
+        "INSERT INTO alerts_message (id, created_at, kind, subject, state, severity, title, text, action, fields) "
+        "VALUES (4, '2026-01-02 03:04:05+00:00', 'token', 'token:school', 'expired', 'critical', 't', 'x', 'a', '{}')"
+    )
+    mdm = _database_at(project_dir, monkeypatch, capsys, {"alerts": "0002"}, [alert], url)
+    alerts, secrets = _upgrade_then_query(
+        mdm, "alerts: applied 0003 (alerts webhook secrets", "SELECT id, subject FROM alerts_message", "SELECT name FROM alerts_webhook_secret", url=url
+    )
+    assert (alerts, secrets) == ([(4, "token:school")], [])
