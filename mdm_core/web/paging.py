@@ -23,6 +23,8 @@ from typing import Any, Generic, TypeVar
 from fastapi import Query
 from sqlalchemy import func, or_, select, tuple_
 
+from mdm_core.text import bad_character
+
 from .helpers import WebError
 
 T = TypeVar("T")
@@ -93,8 +95,8 @@ def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: 
 def _fits(column: Any, value: Any) -> bool:
     """A cursor's value is one the key column holds: a 64-bit integer for an integer column (a
     larger one overflowed SQLite's, a 500), text for a text one (PostgreSQL refuses text for
-    an integer)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    an integer), text a column can hold (a NUL or a lone surrogate was a 500)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and bad_character(value)):
         return False
     try:
         wanted = column.type.python_type

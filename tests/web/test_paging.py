@@ -162,6 +162,40 @@ def test_a_cursor_holding_a_value_its_column_cannot_is_refused(school: Host, cli
     assert response.status_code == 400 and response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
 
 
+#: a cursor of each list with text keys, its text replaced by BAD (the shape of its key: ``paging.keyset``)
+TEXT_KEYS: dict[str, list[Any]] = {
+    "/api/v1/devices": ["BAD"],
+    "/api/v1/users": ["BAD"],
+    "/api/v1/vpp/accounts": ["BAD"],
+    "/api/v1/api-tokens": ["BAD", 1],
+    "/api/v1/vpp/assets": [1, "BAD", "STDQ"],
+    "/api/v1/vpp/users": [1, "BAD"],
+    "/api/v1/vpp/licenses": [1, "1", "STDQ", "device", "BAD"],
+    "/api/v1/apps": ["BAD", "1", "STDQ", "iOS", 1],
+}
+
+
+def test_a_cursor_holding_text_no_column_holds_is_refused_on_both_databases(make_host: Any, database_url: str) -> None:
+    """A NUL (PostgreSQL refuses it in any text) or a lone surrogate (not UTF-8) in a cursor's
+    text reached the database: a 500 on PostgreSQL, and for a surrogate on SQLite too."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+    from mdm_core.web.paging import encode_cursor
+
+    from .conftest import WEB_CONFIG
+
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
+    headers = token_for(host, "viewer")
+    with TestClient(create_app(host), raise_server_exceptions=False) as client:
+        for path, shape in TEXT_KEYS.items():
+            for bad in ("a\x00b", "\ud800"):
+                cursor = encode_cursor({"after": [bad if v == "BAD" else v for v in shape]})
+                response = client.get(path, params={"cursor": cursor}, headers=headers)
+                assert response.status_code == 400, (path, repr(bad), response.text)
+                assert response.json() == {"error": "cursor is not valid: pass the next_cursor of the previous page unchanged"}
+
+
 def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client: Any) -> None:
     """``offset`` and a misspelt filter were ignored: the first page, or every account's rows,
     answered as if they were what was asked."""
