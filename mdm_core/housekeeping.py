@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, not_, select
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, not_, or_, select
 from sqlmodel import Session
 
 from mdm_core.db.typed import rowcount, table_of
@@ -36,7 +36,8 @@ JOB = "core.housekeeping"
 FINISHED = (CommandStatus.acknowledged.value, CommandStatus.error.value, CommandStatus.canceled.value)
 #: An acknowledged install is the record of what a device has installed: mobile_apps pushes an
 #: app's update to the devices that acknowledged its install, and a reclaimed license queues
-#: RemoveApplication where it was installed. Those commands are kept whatever their age.
+#: RemoveApplication where it was installed. A device's latest one of each app (``iTunesStoreID``)
+#: is kept whatever its age; those before it (the versions an update replaced) go with the others.
 INSTALLED = ("InstallApplication", "InstallMedia")
 
 
@@ -74,11 +75,30 @@ def prune_events(db: Database, before: datetime, chunk: int) -> int:
 
 def prune_commands(db: Database, before: datetime, chunk: int) -> int:
     """Delete the MDM commands finished (acknowledged, error, canceled) before ``before``; queued
-    and sent ones stay, and so do acknowledged installs (:data:`INSTALLED`)."""
+    and sent ones stay, and so does each device's latest acknowledged install of each app
+    (:data:`INSTALLED`, :func:`superseded`)."""
     command = table_of(Command)
-    installed = and_(command.c.status == CommandStatus.acknowledged.value, command.c.request_type.in_(INSTALLED))
+    installed = and_(command.c.status == CommandStatus.acknowledged.value, command.c.request_type.in_(INSTALLED), not_(superseded(command)))
     where = [command.c.status.in_(FINISHED), command.c.updated_at < before, not_(installed)]
     return delete_in_chunks(db, command, command.c.uuid, where, chunk)
+
+
+def superseded(command: Table) -> ColumnElement[bool]:
+    """True where the device acknowledged a later install of the same app (same request type and
+    ``iTunesStoreID``: an update installed over it). An install without ``iTunesStoreID`` (from a
+    manifest URL) is never superseded. The device's commands are found by its index."""
+    later = command.alias("later")
+    app, later_app = command.c.payload["iTunesStoreID"].as_string(), later.c.payload["iTunesStoreID"].as_string()
+    return and_(
+        app.is_not(None),
+        exists().where(
+            later.c.device_serial == command.c.device_serial,
+            later.c.status == CommandStatus.acknowledged.value,
+            later.c.request_type == command.c.request_type,
+            later_app == app,
+            or_(later.c.updated_at > command.c.updated_at, and_(later.c.updated_at == command.c.updated_at, later.c.uuid > command.c.uuid)),
+        ),
+    )
 
 
 def event_gone(event_id: Any) -> ColumnElement[bool]:

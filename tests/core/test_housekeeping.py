@@ -518,3 +518,40 @@ def test_a_retry_of_an_alert_the_prune_is_deleting_says_it_is_gone(make_host: Ca
     assert isinstance(refused, MdmError) and str(refused) == (
         "alert(s) 1 not found (deleted after [alerts] keep_days, or a mistyped id): nothing was queued again (see `mdm alerts list --status failed`)"
     )
+
+
+def test_an_app_updated_on_a_device_keeps_its_latest_acknowledged_install(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """Each update of an app queues InstallApplication again where it was installed: kept all,
+    a device's acknowledged installs grew by one per update for as long as the host ran (weekly
+    updates of 20 apps on 100 devices: 100,000 rows a year). The latest of each app on each
+    device is the record of what it has installed (updates and RemoveApplication find it there):
+    it stays, whatever its age; those before it go once past ``[core] command_retention_days``."""
+    host = make_host(database_url=database_url)
+
+    def install(serial: str, days: float, app: int | None = 111, request_type: str = "InstallApplication") -> Command:
+        payload = {"RequestType": request_type, "iTunesStoreID": app} if app is not None else {"RequestType": request_type, "ManifestURL": "https://x/m.plist"}
+        at = days_ago(days)
+        return Command(device_serial=serial, request_type=request_type, payload=payload, status="acknowledged", created_at=at, updated_at=at)
+
+    commands = {
+        "first": install("S1", 400),
+        "update1": install("S1", 300),
+        "update2": install("S1", 200),  # the latest of app 111 on S1: stays, however old
+        "other-app": install("S1", 400, 222),
+        "other-device": install("S2", 400),
+        "book": install("S1", 400, request_type="InstallMedia"),
+        "manifest": install("S1", 400, None),
+        "manifest-again": install("S1", 300, None),
+        "superseded-recently": install("S3", 400),
+        "recent": install("S3", 10),
+        "within-retention": install("S4", 20),
+        "latest-s4": install("S4", 5),
+    }
+    add(host, *commands.values())
+
+    assert housekeeping(host, NOW)["core_command"] == 3
+
+    kept = {name for name, c in commands.items() if c.uuid in ids(host, Command.uuid)}
+    assert kept == set(commands) - {"first", "update1", "superseded-recently"}
+    assert housekeeping(host, NOW)["core_command"] == 0
+    assert housekeeping(host, NOW + timedelta(days=100))["core_command"] == 1  # within-retention's turn

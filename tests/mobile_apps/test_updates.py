@@ -154,6 +154,16 @@ def test_a_license_taken_back_cancels_the_update_still_waiting(setup, simulator)
     assert [c["status"] for c in commands(host, d["acked2"])] == ["acknowledged", "queued"]  # its license stays: so does its update
 
 
+def _updated_twice(host: Host, simulator: Any, mdm: MdmRunner, adam: str, serial: str) -> dict[str, Any]:
+    """Two new versions published, each update acknowledged by ``serial``; returns the last one's command."""
+    for _ in range(2):
+        simulator.publish_version(adam)
+        assert mdm("apps", "check-updates")[0] == 0
+        [update] = [c for c in commands(host, serial) if c["status"] == "queued"]
+        set_command_status(host, update["uuid"], "acknowledged")
+    return update
+
+
 def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulator):
     """A device that installed the app and then two of its updates (three acknowledged
     InstallApplication) gets one RemoveApplication when the license is taken back, and the
@@ -162,11 +172,7 @@ def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulato
 
     host, mdm = setup()
     d = _installed(host, simulator, mdm)
-    for _ in range(2):
-        simulator.publish_version(d["adam"])
-        assert mdm("apps", "check-updates")[0] == 0
-        [update] = [c for c in commands(host, d["acked"]) if c["status"] == "queued"]
-        set_command_status(host, update["uuid"], "acknowledged")
+    _updated_twice(host, simulator, mdm, d["adam"], d["acked"])
     code, out, err = mdm("apps", "reclaim", d["app"], "--device", d["acked"])
     assert code == 0, out + err
     assert [c["status"] for c in list_commands(host, d["acked"]) if c["request_type"] == "RemoveApplication"] == ["queued"]
@@ -174,6 +180,37 @@ def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulato
     assert code == 0, err
     [line] = [row for row in out.splitlines() if d["acked"] in row]
     assert line.endswith("license taken back: 1 removed"), line
+
+
+def test_after_housekeeping_pruned_older_versions_the_device_still_gets_updates_and_removal(setup, simulator):
+    """Housekeeping deletes the installs an update replaced once past their retention (they grew
+    by one per update and device for as long as the host ran) and keeps each device's latest:
+    the next update still reaches the device, and a reclaim still removes the app there."""
+    from datetime import timedelta
+
+    from mdm_core.housekeeping import housekeeping
+    from mdm_core.inventory import list_commands
+    from mdm_core.models import utcnow
+
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    update = _updated_twice(host, simulator, mdm, d["adam"], d["acked"])
+    assert len(commands(host, d["acked"])) == 3
+
+    housekeeping(host, utcnow() + timedelta(days=200))
+
+    [latest] = commands(host, d["acked"])  # the first install and the first update are gone
+    assert latest["uuid"] == update["uuid"]
+    assert [c["status"] for c in commands(host, d["acked2"])] == ["acknowledged", "queued"]  # its first update never arrived: both stay
+    simulator.publish_version(d["adam"])
+    code, out, err = mdm("apps", "check-updates")
+    assert code == 0, out + err
+    assert f"{d['acked']}: queued: InstallApplication queued" in out
+    [update] = [c for c in commands(host, d["acked"]) if c["status"] == "queued"]
+    set_command_status(host, update["uuid"], "acknowledged")
+    code, out, err = mdm("apps", "reclaim", d["app"], "--device", d["acked"])
+    assert code == 0, out + err
+    assert [c["status"] for c in list_commands(host, d["acked"]) if c["request_type"] == "RemoveApplication"] == ["queued"]
 
 
 def test_the_job_does_nothing_unless_auto_update_is_on(setup, simulator, apps_events):
