@@ -88,7 +88,8 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
 
 @hookimpl
 def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
-    """The ids of applied events whose event is gone from the outbox.
+    """The ids of applied events whose event is gone from the outbox, and the installs and
+    reclaims ended more than ``[mobile_apps] history_retention_days`` ago (:mod:`.retention`).
 
     A guard deleted while its event can still be delivered again lets that delivery apply it
     a second time (a catalog entry added again). An event is delivered again only while it is
@@ -99,9 +100,10 @@ def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     from mdm_core.db.typed import table_of
     from mdm_core.housekeeping import delete_in_chunks, event_gone
     from plugins.mobile_apps.models import SeenEvent
+    from plugins.mobile_apps.retention import prune_history
 
     seen = table_of(SeenEvent)
-    return {"mobile_apps_seen_event": delete_in_chunks(host.db, seen, seen.c.event_id, [event_gone(seen.c.event_id)], chunk)}
+    return {"mobile_apps_seen_event": delete_in_chunks(host.db, seen, seen.c.event_id, [event_gone(seen.c.event_id)], chunk), **prune_history(host, now, chunk)}
 
 
 @hookimpl

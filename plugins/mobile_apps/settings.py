@@ -28,6 +28,7 @@ class MobileAppsSettings:
     )  # an install still "associating" this long was interrupted: the installs job completes it
     auto_update: bool = False  # queue InstallApplication when Apple publishes a new version (off: an update interrupts the app in use)
     update_check: int = setting(86400, minimum=1, maximum=MAX_INTERVAL)  # the mobile_apps.updates job looks for new versions this often
+    history_retention_days: int = setting(365, minimum=1, maximum=3650)  # ended installs and reclaims are kept this long (core.housekeeping)
     remove_on_unenroll: bool = True  # ManagementFlags 1: remove the app when the MDM profile is removed
     prevent_backup: bool = False  # ManagementFlags 4: do not back up the app's data
 

@@ -31,7 +31,18 @@ from plugins.vpp.models import VppAssetCount, VppNotification, VppSyncRun
 from ..test_apple_migrations import _database_at, _upgrade_then_query
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-TABLES = ("core_event", "core_command", "vpp_sync_run", "vpp_asset_count", "vpp_notification", "mobile_apps_seen_event", "alerts_message", "alerts_seen_event")
+TABLES = (
+    "core_event",
+    "core_command",
+    "vpp_sync_run",
+    "vpp_asset_count",
+    "vpp_notification",
+    "mobile_apps_seen_event",
+    "mobile_apps_install",
+    "mobile_apps_reclaim",
+    "alerts_message",
+    "alerts_seen_event",
+)
 NOTHING = dict.fromkeys(TABLES, 0)  # what a run deletes from each table with the installed plugins, when nothing is due
 
 
@@ -226,8 +237,8 @@ def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], data
     monkeypatch.setattr(host.db, "run_write", counted)
     assert housekeeping(host, NOW) == {**NOTHING, "core_event": 5, "mobile_apps_seen_event": 3}
     # events: 2, 2, 1 (the last chunk short: done); commands: none; Apple's notifications: none;
-    # mobile_apps' guards: 2, 1; alerts, and their guards: none
-    assert writes == [2, 2, 1, 0, 0, 2, 1, 0, 0]
+    # mobile_apps' guards: 2, 1; its ended installs and reclaims, alerts, and their guards: none
+    assert writes == [2, 2, 1, 0, 0, 2, 1, 0, 0, 0, 0]
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 0
 
@@ -278,6 +289,10 @@ def test_mdm_jobs_run_says_what_it_deleted_and_the_next_run_is_a_day_later(mdm: 
         (
             '[plugins]\nenabled = ["plugins.vpp.plugin"]\n[vpp]\nasset_count_retention_days = 0\n',
             "[vpp] asset_count_retention_days must be from 1 to 3650, got 0",
+        ),
+        (
+            '[plugins]\nenabled = ["plugins.vpp.plugin", "plugins.mobile_apps.plugin"]\n[mobile_apps]\nhistory_retention_days = 0\n',
+            "[mobile_apps] history_retention_days must be from 1 to 3650, got 0",
         ),
     ],
 )

@@ -1,0 +1,43 @@
+"""Ended installs and reclaims past ``[mobile_apps] history_retention_days`` are deleted by the
+host's housekeeping (``mdm_housekeeping``): every `mdm apps install` and every license taken
+back adds a row, which `mdm apps installs` and `mdm apps reclaims --all` list for as long as it
+stays. What is still under way or needs the admin stays, whatever its age: an install waiting
+for Apple, the user or the device (``associating``, ``invited``, ``pending``, ``queued``: the
+install whose commands a reclaim withdraws) or licensed for a user without a device
+(``licensed``); a reclaim ``pending``, ``failed`` or ``irrevocable`` (listed without ``--all``).
+Each table's newest row stays too: SQLite gives the highest id plus one to the next row, and
+an install's or a reclaim's id is in its events and the API, never to be given again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from mdm_core.db.typed import table_of
+from mdm_core.housekeeping import delete_in_chunks
+
+from .models import Install, Reclaim
+from .settings import settings
+
+if TYPE_CHECKING:
+    from sqlmodel import SQLModel
+
+    from mdm_core.host import Host
+
+#: the statuses of an install or a reclaim that has ended, and that nothing reads again
+ENDED: dict[type[SQLModel], tuple[str, ...]] = {Install: ("failed", "canceled", "removed"), Reclaim: ("done", "canceled")}
+
+
+def prune_history(host: Host, now: datetime, chunk: int) -> dict[str, int]:
+    """Delete the installs and reclaims that ended more than ``[mobile_apps]
+    history_retention_days`` before ``now``; returns the rows deleted by table."""
+    before = now - timedelta(days=settings(host).history_retention_days)
+    deleted = {}
+    for model, ended in ENDED.items():
+        table = table_of(model)
+        newest = select(func.max(table.c.id)).scalar_subquery()
+        where = [table.c.status.in_(ended), table.c.updated_at < before, table.c.id < newest]
+        deleted[table.name] = delete_in_chunks(host.db, table, table.c.id, where, chunk)
+    return deleted
