@@ -124,3 +124,29 @@ def test_quick_web_benchmark_prints_every_figure() -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     for figure in ("assets, last page by total:", "VPP users, last page:", "asset, next device page:", "licenses (", "VPP users (", "peak RSS"):
         assert figure in run.stdout, f"missing figure {figure!r}"
+
+
+@pytest.mark.slow  # a simulator of 20,000 assignments changed twice, in a subprocess
+def test_simulator_reads_benchmark_serves_the_sync_pages_twice() -> None:
+    """`bench/sim_reads.py` re-reads the assets a sync re-reads after each change (every one that
+    lost assignments) and prints the simulator's CPU for the pages after the change and again."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sim_reads.py"), "--size", "quick", "--rounds", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    num = r"\d+\.\d ms \(\d+\.\d-\d+\.\d\)"
+    rows = {_cells(line)[0]: _cells(line)[1:] for line in run.stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    pages = next(cells for name, cells in rows.items() if name.startswith("the sync's pages"))
+    assert all(re.fullmatch(num, cell) for cell in pages) and len(pages) == 2, pages
+    assert re.search(r"round 2: \d+ assets re-read, \d+ pages; after the change", run.stderr), run.stderr
+
+
+def test_simulator_reads_benchmark_refuses_a_single_round(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("sim_reads", ROOT / "bench" / "sim_reads.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--rounds", "1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: --rounds 1: give 2 or more (the first round is left out)")
