@@ -20,6 +20,7 @@ from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 from .access import SignInRefused, admin_epoch, end_sessions, sign_in
 from .app import HERE, current_principal, safe_next
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
+from .once import form_once, new_form_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
 from .registry import WebRegistry
 from .wording import with_error_reworded
@@ -164,12 +165,17 @@ def page_router() -> APIRouter:
                 "name": name,
                 "first": not after,
                 "failures_first": not failures_after,
+                "form_id": new_form_id(),  # the Deliver again forms' one-time id (each posts to its failure's path)
             },
         )
 
     @router.post("/events/failures/{failure_id}/redeliver")
-    def redeliver(request: Request, failure_id: int = row_id()) -> Response:
-        error = redeliver_failure(host_of(request), failure_id)
+    def redeliver(request: Request, failure_id: int = row_id(), form_id: str = Form("")) -> Response:
+        """Deliver a failed event again. Sent twice at once (a double-click): delivered once and
+        both answers say how it went, where the subscriber got it twice, or the second answer
+        was a 404 for the failure the first had just cleared."""
+        host = host_of(request)
+        error = form_once(request, form_id, "the Events page", lambda: redeliver_failure(host, failure_id))
         if error:
             return redirect(request, "/events", f"delivered again, and it failed again: {error}", "error")
         return redirect(request, "/events", "delivered again: the subscriber accepted the event")

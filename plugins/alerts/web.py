@@ -21,6 +21,7 @@ from sqlmodel import col
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import MdmError
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, rest_router
+from mdm_core.web.once import form_once, new_form_id
 from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
 from mdm_core.web.wording import for_request
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 VPP_PAGE = "the Apple Volume Purchase Program page"
+ALERTS_PAGE = "the Alerts page"  # what a form with an invalid one-time id says to open again
 FREE = "or free those no longer used"
 RECLAIM = "Reclaim licenses on the app's page"
 #: the body of the API's ``mdm apps reclaim APP --unused`` (it answers what it would reclaim, confirmed with ``"yes": true``)
@@ -124,19 +126,29 @@ def page_router() -> APIRouter:
         host = host_of(request)
         found = alerts_page(host, status or None, PAGE_SIZE, after)
         channels = bool(configured_channels(settings(host), host.config))  # none: the alerts were sent to nobody
-        context = {"alerts": found, "status": status, "statuses": _statuses(), "first": not after, "field_text": field_text, "channels": channels}
+        context = {
+            "alerts": found,
+            "status": status,
+            "statuses": _statuses(),
+            "first": not after,
+            "field_text": field_text,
+            "channels": channels,
+            "form_id": new_form_id(),  # the Retry forms' one-time id (an alert's: with its id, all post to one path)
+        }
         return render(request, "alerts/alerts.html", context)
 
     @router.post("/alerts/retry")
-    def retry(request: Request, alert: str = Form("")) -> Response:
-        """Retry failed deliveries (``mdm alerts retry [ID]``): every one, or ``alert``'s."""
+    def retry(request: Request, alert: str = Form(""), form_id: str = Form("")) -> Response:
+        """Retry failed deliveries (``mdm alerts retry [ID]``): every one, or ``alert``'s. Sent
+        twice at once (a double-click): queued once and both answers say how many, where the
+        second said there was nothing to retry, or queued again one sent and failed meanwhile."""
         from .delivery import retry_failed
         from .settings import settings
 
         host = host_of(request)
         ids = [_alert_id(alert)] if alert else []
         try:
-            count = retry_failed(host, ids)
+            count = form_once(request, form_id, ALERTS_PAGE, lambda: retry_failed(host, ids))
         except MdmError as exc:  # retried or sent meanwhile
             return redirect(request, "/alerts", str(exc), "error")
         if not count:

@@ -428,7 +428,7 @@ def page_router() -> APIRouter:
                 "changes": format_changes,
                 "public_url": public_url(host),  # Turn on needs it: without it, shown disabled and why
                 "apple_service_url": DEFAULT_SERVICE_URL,  # a sync that cannot connect says to check the Service URL
-                "form_id": new_form_id(),  # the Renew token forms' (each posts to its account's path)
+                "form_id": new_form_id(),  # the forms' one-time id: Renew, Rename, Turn on/off, Synchronize (each posts to its own path)
             },
         )
 
@@ -522,6 +522,8 @@ def page_router() -> APIRouter:
 
     @router.post("/vpp/accounts/{name}/interval")
     def interval(request: Request, name: str, interval_seconds: str = Form("")) -> Response:
+        """Set the Account Synchronization Interval (stored here, Apple not asked): sent twice,
+        the same value is set twice and both answers say so, so it carries no one-time id."""
         host = host_of(request)
         _account(host, name)
         seconds = check_interval(host, interval_seconds, INTERVAL)
@@ -546,18 +548,23 @@ def page_router() -> APIRouter:
         return redirect(request, "/vpp", done)
 
     @router.post("/vpp/accounts/{name}/notifications")
-    def notifications(request: Request, name: str, notifications: str = Form("")) -> Response:
+    def notifications(request: Request, name: str, notifications: str = Form(""), form_id: str = Form("")) -> Response:
         """Turn Apple's notifications on (giving Apple ``[web] public_url``) or off, as
-        ``mdm vpp account set NAME --notifications on|off`` does."""
+        ``mdm vpp account set NAME --notifications on|off`` does. Sent twice at once (a
+        double-click): Apple is asked once, where each request gave it a new secret and the one
+        stored could be the other's (every notification refused then)."""
         host = host_of(request)
         _account(host, name)
-        account = set_account(host, name, notifications=_on_off(notifications, "notifications"))
+        wanted = _on_off(notifications, "notifications")
+        account = form_once(request, form_id, PAGE, lambda: set_account(host, name, notifications=wanted))
         return redirect(request, "/vpp", f"{name}: Apple's notifications {account['notifications']}")
 
     @router.post("/vpp/accounts/{name}/sync")
-    def synchronize(request: Request, name: str, full: str = Form("")) -> Response:
+    def synchronize(request: Request, name: str, full: str = Form(""), form_id: str = Form("")) -> Response:
+        """Start a sync and show its run. Sent twice at once (a double-click): both answers show
+        the run started, where the second said a sync was already running."""
         try:
-            run_id = start_sync(request, name, full == "yes", "console")
+            run_id = form_once(request, form_id, PAGE, lambda: start_sync(request, name, full == "yes", "console"))
         except WebError as exc:
             if exc.status == 409:
                 return redirect(request, "/vpp", exc.message, "error")

@@ -383,3 +383,43 @@ def test_without_a_channel_the_page_says_alerts_went_to_nobody(alerts_host, simu
 def test_with_a_channel_the_page_says_what_was_told(console):
     page = console["viewer"].get("/alerts").text
     assert "What was told to the admins by e-mail and webhooks" in page and 'id="no-channel"' not in page
+
+
+@pytest.mark.parametrize("alerts_config", ["max_attempts = 1\n"])
+def test_a_double_click_on_retry_queues_once_and_says_so_twice(console, simulator):
+    """Retry (an alert's, or Retry failed deliveries) sent twice: the second answered "no failed
+    delivery of alert(s) N: nothing was queued again" or "No failed delivery to retry", an error
+    for what the first had just done. Both now say what was queued."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.access import add_admin
+
+    host, hook, viewer = console["host"], console["hook"], console["viewer"]
+    add_admin(host, "alice", PASSWORD, "admin")
+    for _ in range(2):  # the sync failing alert; the webhook answers 500 and, at the one attempt allowed, it failed
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    hook.statuses = [500]
+    assert deliver_due(host)["failed"] == 1
+    [failing] = statuses(host)
+    with TestClient(viewer.app) as admin:
+        assert sign_in(admin, "alice").status_code == 303
+        page = admin.get("/alerts").text
+        [(every_id, one_id)] = re.findall(r'name="form_id" value="([^"]+)"><button type="submit" id="retry-all">.*name="form_id" value="([^"]+)">', page, re.S)
+        assert every_id != one_id  # every Retry form posts to /alerts/retry: each its own id
+        form = {"alert": str(failing), "csrftoken": csrf(admin), "form_id": one_id}
+        for answer in [admin.post("/alerts/retry", data=form) for _ in range(2)]:
+            assert answer.status_code == 200 and _flashes(answer) == ["1 failed delivery queued again, to be sent within 30 seconds"], _flashes(answer)
+        assert statuses(host) == {failing: ["pending"]}
+        hook.statuses = [500]
+        assert deliver_due(host)["failed"] == 1
+        form = {"csrftoken": csrf(admin), "form_id": every_id}
+        for answer in [admin.post("/alerts/retry", data=form) for _ in range(2)]:
+            assert answer.status_code == 200 and _flashes(answer) == ["1 failed delivery queued again, to be sent within 30 seconds"], _flashes(answer)
+        refused = admin.post("/alerts/retry", data={**form, "form_id": "<x>"})
+        assert refused.status_code == 422 and "the form's id is not valid: open the Alerts page again" in html.unescape(refused.text)
+    assert statuses(host) == {failing: ["pending"]}
+
+
+def _flashes(response: Any) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'<p class="flash (?:ok|error)"[^>]*>([^<]*)</p>', response.text)]

@@ -7,9 +7,12 @@ from __future__ import annotations
 import html
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from mdm_core.host import Host
 
@@ -157,3 +160,74 @@ def test_a_double_click_on_rename_or_remove_says_done_twice_not_404(make_host: A
         gone = admin.post("/vpp/accounts/school2/remove", data={**form, "form_id": ""})  # no form id: a request of its own
         assert gone.status_code == 404
     assert list_accounts(host) == []
+
+
+def test_a_double_click_on_synchronize_shows_the_run_it_started_twice(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Synchronize sent twice: the second answered "a sync of school is already running" (an
+    error, for the sync the first had just started). Both now show that run; one sync ran."""
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.sync.run import get_run, recent_runs
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    with admin:
+        (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+        simulator.faults.add("slow", endpoint="assignments", seconds=1.0, count=1)  # the sync still runs when the second comes
+        form = {"csrftoken": csrf(admin), "form_id": form_id}
+        answers = [admin.post("/vpp/accounts/school/sync", data=form) for _ in range(2)]
+        assert [(a.status_code, a.url.path, _flash(a)) for a in answers] == [(200, answers[0].url.path, ["synchronization of school started"])] * 2
+        run_id = int(answers[0].url.path.rsplit("/", 1)[1])
+        deadline = time.monotonic() + 60
+        while get_run(host, run_id)["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the sync runs in the console's worker: its end is not the test's to control
+    assert [(r["id"], r["status"]) for r in recent_runs(host, "school", 5)] == [(run_id, "ok")]
+
+
+def test_a_double_click_on_turn_on_asks_apple_once(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Turn on (Apple's notifications) sent twice gave Apple a new notification secret twice;
+    at once, the secret stored could be the first's while Apple kept the second's, and every
+    notification was refused. Now Apple is asked once and keeps the secret stored."""
+    from plugins.vpp.accounts import add_account
+    from plugins.vpp.models import VppAccount
+    from tests.vpp.notify_helpers import Endpoint
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url, notifications=False)
+    endpoint = Endpoint(host, simulator)
+    try:
+        with admin:
+            (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+            before = simulator.requests["client/config"]
+            form = {"csrftoken": csrf(admin), "notifications": "on", "form_id": form_id}
+            answers = _twice_at_once(lambda: admin.post("/vpp/accounts/school/notifications", data=form))
+            assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"])] * 2
+            twice = simulator.requests["client/config"] - before
+            with host.db.session() as session:
+                [account] = session.execute(select(VppAccount)).scalars()
+                assert host.secrets.decrypt(account.notification_secret) == simulator.state.notification_auth_token
+            for wanted in ("off", "on"):  # the page opened again each time: a new form, done again
+                (other,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+                before = simulator.requests["client/config"]
+                again = admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted, "form_id": other})
+                assert again.status_code == 200 and _flash(again) == [f"school: Apple's notifications {wanted}"]
+            assert twice == simulator.requests["client/config"] - before > 0  # the double-click asked as one Turn on does
+    finally:
+        endpoint.close()
+
+
+def test_a_double_click_on_save_interval_sets_it_twice_to_the_same_value(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Save (the Account Synchronization Interval) carries no one-time id: it sets a value here,
+    Apple is not asked, so sent twice at once it sets the same value twice and both answers say so."""
+    from plugins.vpp.accounts import add_account, list_accounts
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url)
+    with admin:
+        page = admin.get("/vpp").text
+        assert 'action="/vpp/accounts/school/interval"' in page
+        before = dict(simulator.requests)
+        form = {"csrftoken": csrf(admin), "interval_seconds": "1200"}
+        answers = _twice_at_once(lambda: admin.post("/vpp/accounts/school/interval", data=form))
+        assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Account Synchronization Interval set to 1200 seconds"])] * 2
+        assert dict(simulator.requests) == before  # nothing asked of Apple
+    assert [a["interval_seconds"] for a in list_accounts(host)] == [1200]

@@ -154,3 +154,23 @@ def test_a_refused_form_s_page_leads_back_to_the_form(school: Host, admin: Any) 
         assert page.status_code == 422 and '<a href="/">Back to the console</a>' in page.text, (referer, page.text)
     missing = admin.get("/vpp/accounts/nope/assets", headers={"Referer": "http://testserver/vpp"})
     assert missing.status_code == 404 and '<a href="/">Back to the console</a>' in missing.text
+
+
+def test_a_double_click_on_deliver_again_delivers_once_and_says_so_twice(web_host: Host, admin: Any) -> None:
+    """Deliver again sent twice: the subscriber could get the event twice at once, and the
+    second answer, after the first delivered it, was a 404 "no failed delivery N". Now it is
+    delivered once and both answers say the subscriber accepted it."""
+    subscriber = Refusing()
+    web_host.pm.register(subscriber, name="asset-register")
+    inventory.add_device(web_host, "EVENTS000002", "iOS")
+    web_host.deliver_events()
+    page = admin.get("/events").text
+    [failure] = _failures(page)
+    [form_id] = set(re.findall(r'name="form_id" value="([^"]+)"', page))
+    subscriber.accept = True
+    form = {"csrftoken": csrf(admin), "form_id": form_id}
+    for answer in [admin.post(f"/events/failures/{failure}/redeliver", data=form) for _ in range(2)]:
+        assert answer.status_code == 200 and "delivered again: the subscriber accepted the event" in answer.text, answer.status_code
+    assert len(subscriber.seen) == 1
+    refused = admin.post(f"/events/failures/{failure}/redeliver", data={**form, "form_id": "<x>"})
+    assert refused.status_code == 422 and "the form's id is not valid: open the Events page again" in html.unescape(refused.text)
