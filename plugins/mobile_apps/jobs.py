@@ -54,12 +54,15 @@ def reclaim_job(host: Host) -> dict[str, int]:
 
 
 def installs_job(host: Host) -> dict[str, int]:
-    """Ask Apple again about installs whose licenses were still pending."""
+    """Ask Apple again about installs whose licenses were still pending, and those a request
+    left ``associating`` ``interrupted_after`` ago; every ``associating`` one when the admin
+    runs the job (``mdm jobs run mobile_apps.installs``, which a refusal for want of licenses
+    names: a request that died a minute ago holds its license until then)."""
     from .installs.pending import retry_pending
 
     if not VppPort(host).available:
         return {}
-    return retry_pending(host)
+    return retry_pending(host, resume_all=run_is_forced())
 
 
 def updates_job(host: Host) -> Told | dict[str, int]:

@@ -5,6 +5,8 @@ loser ended ``failed`` with Apple's error 9709."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import threading
 import time
 from typing import Any
@@ -112,10 +114,42 @@ def test_a_license_apple_has_not_confirmed_yet_is_counted_as_taken(make_host, pr
         [line] = install(host, app, serials=[second], wait=0).as_dicts()
         assert (line["status"], line["message"].split(" (buy more")[0]) == (
             "refused",
-            "not enough licenses: 0 available in account 'school' (1 more being licensed by other installs: see `mdm apps installs`), 1 needed",
+            "not enough licenses: 0 available in account 'school' (1 more being licensed by other installs: see `mdm apps installs`; "
+            "`mdm jobs run mobile_apps.installs` asks Apple again now for those an interrupted request left), 1 needed",
         )
         assert [(i["target"], i["status"]) for i in list_installs(host)] == [(first, "pending")]
         slow.state.process_due(now=time.monotonic() + 120)  # Apple licenses the first
         sync(host)
         [line] = install(host, app, serials=[second], wait=0).as_dicts()
         assert line["message"].startswith("not enough licenses: 0 available in account 'school', 1 needed"), line
+
+
+def test_the_refusal_names_the_command_that_settles_an_install_an_interrupted_request_left(on_both, simulator):
+    """A request that died after recording its install ``associating`` (before or while Apple was
+    asked) holds the last license here: a new install was refused, naming `mdm apps installs`
+    only, and the installs job left it alone for ``interrupted_after`` (15 minutes). The refusal
+    now names `mdm jobs run mobile_apps.installs`, and that command, run as written, asks Apple
+    again for it at once: licensed and queued, the next refusal counts the license as held."""
+    from plugins.mobile_apps.installs.request import resolve_asset
+    from plugins.mobile_apps.installs.reserve import fresh_counts, reserve
+
+    host, mdm = on_both
+    adam, _ = simulator.purchase(count=1)
+    sync(host)
+    stuck, other = free_serials(simulator, adam)[:2]
+    add_device(host, stuck, "iOS")
+    add_device(host, other, "iOS")
+    app = app_id(host, adam)
+    asset = resolve_asset(host, app)
+    fresh_counts(host, asset)
+    assert reserve(host, asset, [stuck], []).devices  # recorded; then the process died, Apple not asked
+
+    [line] = install(host, app, serials=[other], wait=0).as_dicts()
+    assert line["status"] == "refused" and "(1 more being licensed by other installs: see `mdm apps installs`; " in line["message"], line
+    [command] = re.findall(r"`(mdm jobs run [^`]+)` asks Apple again now for those an interrupted request left\)", line["message"])
+    code, out, err = mdm(*shlex.split(command)[1:])
+    assert code == 0, err
+    assert [(i["target"], i["status"]) for i in list_installs(host)] == [(stuck, "queued")]
+    assert holders(simulator, adam) == {stuck} and len(commands(host, stuck)) == 1
+    [line] = install(host, app, serials=[other], wait=0).as_dicts()
+    assert line["message"].startswith("not enough licenses: 0 available in account 'school', 1 needed"), line

@@ -390,10 +390,11 @@ def test_a_refusal_counting_installs_in_progress_is_worded_for_the_console_and_t
     from plugins.mobile_apps.installs.wording import not_enough_licenses
 
     cli = not_enough_licenses(0, "school", "1", 1, taken=1).cli
-    assert "(1 more being licensed by other installs: see `mdm apps installs`)" in cli
+    settles = "mdm jobs run mobile_apps.installs asks Apple again now for those an interrupted request left)"
+    assert f"(1 more being licensed by other installs: see `mdm apps installs`; `{settles.replace(' asks', '` asks')}" in cli
     said = {surface: reword(cli, app.state.registry.wording, surface) for surface in ("console", "api")}
-    assert "(1 more being licensed by other installs: see Install status)" in said["console"], said
-    assert "(1 more being licensed by other installs: see GET /api/v1/apps/installs)" in said["api"], said
+    assert f"(1 more being licensed by other installs: see Install status; on the host, {settles}" in said["console"], said
+    assert f"(1 more being licensed by other installs: see GET /api/v1/apps/installs; on the host, {settles}" in said["api"], said
     assert not any(CLI_ADVICE.search(text) for text in said.values()), said
 
 
@@ -468,3 +469,4 @@ def test_entering_a_token_again_after_a_lost_key_is_the_key_lost_consent_in_the_
             assert "--token-file" not in said and "`" not in said.partition("new-key`")[2], said
             assert "--key-lost" not in said, said
             assert ("confirming that the key is lost" if surface == "console" else 'with "key_lost": true') in said, said
+

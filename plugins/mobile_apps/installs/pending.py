@@ -168,12 +168,14 @@ def on_users_changed(host: Host, event: Event) -> None:
         retry_pending(host, ids)
 
 
-def retry_pending(host: Host, ids: list[int] | None = None) -> dict[str, int]:
+def retry_pending(host: Host, ids: list[int] | None = None, *, resume_all: bool = False) -> dict[str, int]:
     """The ``mobile_apps.installs`` job: ask Apple again about pending installs (``ids``: only
-    these, at once)."""
+    these, at once), and about those left ``associating`` ``interrupted_after`` ago (any age
+    with ``resume_all``: one whose request still runs is then asked twice, which Apple answers
+    alike, and its command is queued once)."""
     s = settings(host)
     if ids is None:
-        interrupted = utcnow() - timedelta(seconds=s.interrupted_after)
+        interrupted = utcnow() - timedelta(seconds=0 if resume_all else s.interrupted_after)
         with host.db.session() as session:
             stale = list(session.execute(select(Install).where(col(Install.status) == "associating", col(Install.updated_at) <= interrupted)).scalars())
         if stale:  # recorded before Apple was asked, then the process died: finish what it started

@@ -15,6 +15,9 @@ from typing import NamedTuple
 from mdm_core.errors import MdmError
 
 INSTALL_STATUS = "/apps/installs"
+#: what settles the installs an interrupted request left ``associating`` (holding their licenses) now
+SETTLE = "mdm jobs run mobile_apps.installs"
+SETTLES = "asks Apple again now for those an interrupted request left"
 API_INSTALLS = "GET /api/v1/apps/installs"
 CHOOSE_USER = "choose a user in the install form"
 BUY_MORE = "buy more in Apple Business Manager or Apple School Manager, or take licenses back with"
@@ -85,7 +88,11 @@ WORDING = [
     (r"no VPP user in account '([^']*)': register it with `mdm vpp users register [^`]*`", REGISTERS, REGISTERS),
     (r"(is retired at Apple \([^)]*\)): register it again with `mdm vpp users register [^`]*`", REGISTERS_AGAIN, REGISTERS_AGAIN),
     (r" \(see `mdm apps installs --status invited`\)", "", f" (see {API_INSTALLS}?status=invited)"),
-    (r"( more being licensed by other installs): see `mdm apps installs`\)", r"\1: see Install status)", rf"\1: see {API_INSTALLS})"),
+    (
+        rf"( more being licensed by other installs): see `mdm apps installs`; `({re.escape(SETTLE)})` ({re.escape(SETTLES)})\)",
+        r"\1: see Install status; on the host, \2 \3)",
+        rf"\1: see {API_INSTALLS}; on the host, \2 \3)",
+    ),
     (
         r"; run the install again once a device is enrolled",
         "; install again from this page once a device is enrolled",
@@ -151,8 +158,9 @@ def stale_counts(account: str) -> str:
 
 def not_enough_licenses(available: int, account: str, adam_id: str, needed: int | None = None, *, taken: int = 0) -> Said:
     """This host's refusal for want of licenses; ``taken``: licenses other installs are asking
-    Apple for at this moment, counted as gone (``mdm apps installs`` lists them)."""
-    busy = f" ({taken} more being licensed by other installs: see `mdm apps installs`)" if taken else ""
+    Apple for at this moment, counted as gone (``mdm apps installs`` lists them; those of a
+    request that died asking hold theirs until the installs job asks again: :data:`SETTLE`)."""
+    busy = f" ({taken} more being licensed by other installs: see `mdm apps installs`; `{SETTLE}` {SETTLES})" if taken else ""
     facts = f"not enough licenses: {available} available in account '{account}'{busy}" + (f", {needed} needed" if needed is not None else "")
     return Said(facts + buy_or_reclaim(adam_id), (("Installs", INSTALL_STATUS) if taken else None))
 
