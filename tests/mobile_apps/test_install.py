@@ -3,6 +3,7 @@ licenses already held, pending confirmations and auto-install of portal assignme
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -124,7 +125,8 @@ def test_a_user_whose_only_devices_cannot_run_the_app_is_told_so(on_both, simula
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", user)
     assert code == 0, err
     assert out.splitlines()[:3] == [
-        f"{mac}: skipped: platform mismatch: the device runs macOS, adamId {a['adamId']} supports iOS",
+        f"{mac}: skipped: platform mismatch: the device runs macOS, adamId {a['adamId']} supports iOS: install it on a device that runs iOS or iPadOS; "
+        "for this device, choose an app `mdm apps list --platform macOS` lists",
         f"{user}: licensed: user license associated",
         f"{user}: note: no enrolled device of this user runs iOS: the license is ready; run the install again once a device is enrolled",
     ], out
@@ -179,6 +181,9 @@ def test_every_refusal_says_why_and_queues_nothing(host, simulator, mdm):
 
     code, _, err = mdm("apps", "install", ios_app, "--device", mac)
     assert code == 1 and f"{mac}: refused: platform mismatch: the device runs macOS" in err
+    [advice] = re.findall(r"for this device, choose an app `mdm ([^`]*)` lists", err)  # the fix, a command that runs as written
+    code, out, _ = mdm(*shlex.split(advice), "--json")
+    assert code == 0 and {a["platform"] for a in json.loads(out)} == {"macOS"} and ios_app not in {str(a["id"]) for a in json.loads(out)}
     code, _, err = mdm("apps", "install", app_id(host, user_only["adamId"]), "--device", ipad)
     assert code == 1 and "not device-assignable" in err
     code, _, err = mdm("apps", "install", ios_app, "--device", "NOSUCHDEVICE1")
@@ -581,3 +586,4 @@ def test_a_batch_of_30_devices_reads_their_licenses_once(on_both, simulator, mon
     assert [line["target"] for line in lines] == serials and {line["status"] for line in lines} == {"queued"}, lines
     assert [line["message"].endswith("license already held)") for line in lines] == [True] * 3 + [False] * 27
     assert holders(simulator, adam) == set(serials) and all(len(commands(host, s)) == 1 for s in serials)
+

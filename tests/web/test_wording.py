@@ -470,3 +470,17 @@ def test_entering_a_token_again_after_a_lost_key_is_the_key_lost_consent_in_the_
             assert "--key-lost" not in said, said
             assert ("confirming that the key is lost" if surface == "console" else 'with "key_lost": true') in said, said
 
+
+def test_a_platform_mismatch_names_the_fix_in_each_surface_s_words(app: Any) -> None:
+    """A device whose platform the app does not support was refused naming the mismatch only; the
+    line now says what to do: another device, or an app for this one, where each surface lists them."""
+    from mdm_core.web.wording import reword
+    from plugins.mobile_apps.installs.wording import platform_mismatch
+
+    said = platform_mismatch("iPadOS", "iOS", "Words Pro (1422705769)", ["macOS"])
+    facts = "platform mismatch: the device runs iPadOS, Words Pro (1422705769) supports macOS: install it on a device that runs macOS; "
+    assert said.cli == facts + "for this device, choose an app `mdm apps list --platform iOS` lists"
+    assert said.next == ("Mobile Applications", "/apps?platform=iOS")
+    assert reword(said.cli, app.state.registry.wording, "console") == facts + "for this device, choose an app Mobile Applications lists for iOS"
+    assert reword(said.cli, app.state.registry.wording, "api") == facts + "for this device, choose an app GET /api/v1/apps?platform=iOS lists"
+    assert "device that runs iOS or iPadOS" in platform_mismatch("macOS", "macOS", "Words Pro (1422705769)", ["iOS"]).cli

@@ -220,7 +220,7 @@ def _check_device(asset: Asset, serial: str, device: Device | None) -> str | Sai
         return wording.not_enrolled()
     platform = DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform)
     if platform not in asset.apps:
-        return f"platform mismatch: the device runs {device.platform}, {asset.label} supports {', '.join(asset.platforms)}"
+        return wording.platform_mismatch(device.platform, platform, asset.label, asset.platforms)
     if asset.kind == "book" and platform == "macOS" and device.enrollment_type == "user":
         return "Apple does not allow InstallMedia (books) on a Mac under User Enrollment"
     return None

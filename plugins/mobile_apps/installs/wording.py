@@ -94,6 +94,11 @@ WORDING = [
         rf"\1: see {API_INSTALLS}; on the host, \2 \3)",
     ),
     (
+        r"for this device, choose an app `mdm apps list --platform (\S+)` lists",
+        r"for this device, choose an app Mobile Applications lists for \1",
+        r"for this device, choose an app GET /api/v1/apps?platform=\1 lists",
+    ),
+    (
         r"; run the install again once a device is enrolled",
         "; install again from this page once a device is enrolled",
         "; install again once a device is enrolled",
@@ -137,6 +142,15 @@ class Refused(MdmError):
 
 def not_enrolled() -> Said:
     return Said("not enrolled (see `mdm devices list`)", ("Devices", "/devices"))
+
+
+def platform_mismatch(runs: str, platform: str, label: str, platforms: list[str]) -> Said:
+    """A device that runs ``runs`` (``platform`` in the catalog: iPadOS runs iOS apps), an app
+    for ``platforms``: the fix is another device, or another app for this one."""
+    devices = " or ".join(f"{p} or iPadOS" if p == "iOS" else p for p in platforms)
+    facts = f"platform mismatch: the device runs {runs}, {label} supports {', '.join(platforms)}"
+    advice = f"install it on a device that runs {devices}; for this device, choose an app `mdm apps list --platform {platform}` lists"
+    return Said(f"{facts}: {advice}", ("Mobile Applications", f"/apps?platform={platform}"))
 
 
 def users_only(label: str) -> Said:
