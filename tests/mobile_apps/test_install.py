@@ -587,3 +587,45 @@ def test_a_batch_of_30_devices_reads_their_licenses_once(on_both, simulator, mon
     assert [line["message"].endswith("license already held)") for line in lines] == [True] * 3 + [False] * 27
     assert holders(simulator, adam) == set(serials) and all(len(commands(host, s)) == 1 for s in serials)
 
+
+def test_a_users_device_removed_while_apple_licenses_the_user_is_said_and_recorded(on_both, simulator, monkeypatch):
+    """A user's device removed from this MDM while Apple licensed the user was skipped without a
+    word; with no device left, the install was recorded ``queued`` with no command. Now the
+    device's line says it was removed and nothing was queued on it; with none left, the user's
+    install is ``licensed``, saying there is no enrolled device to install on."""
+    from mdm_core.inventory import remove_device
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]  # iOS only
+    first, second = [u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"])][:2]
+    kept, gone, alone = free_serials(simulator, a["adamId"])[:3]
+    add_user(host, first)
+    add_user(host, second)
+    add_device(host, kept, "iOS", owner=first)
+    add_device(host, gone, "iPadOS", owner=first)
+    add_device(host, alone, "iOS", owner=second)
+    real = VppPort.associate
+    removed: list[str] = []
+
+    def associate(port, *args, **kwargs):  # the admin unenrols a device while Apple is asked
+        result = real(port, *args, **kwargs)
+        remove_device(host, removed.pop())
+        return result
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    app = app_id(host, a["adamId"])
+    removed.append(gone)
+    lines = {line["target"]: (line["status"], line["message"]) for line in install(host, app, user=first).as_dicts()}
+    assert {t: s for t, (s, _) in lines.items()} == {first: "licensed", kept: "queued", gone: "skipped"}, lines
+    assert lines[gone][1] == "not enrolled any more: the device was removed from this MDM while Apple licensed the user; nothing was queued for it"
+    removed.append(alone)
+    lines = [tuple(line.values()) for line in install(host, app, user=second).as_dicts()]
+    assert lines == [
+        (second, "licensed", "user license associated"),
+        (alone, "skipped", "not enrolled any more: the device was removed from this MDM while Apple licensed the user; nothing was queued for it"),
+        (second, "note", "no enrolled device owned by this user: the license is ready; run the install again once a device is enrolled"),
+    ], lines
+    installs = {i["target"]: (i["status"], i["command_uuids"], i["error"]) for i in list_installs(host)}
+    assert installs[first][0] == "queued" and len(installs[first][1]) == 1
+    assert installs[second] == ("licensed", [], "licensed, but no enrolled device of the user to install on")
+    assert {first, second} <= holders(simulator, a["adamId"]) and commands(host, alone) == [] and commands(host, gone) == []

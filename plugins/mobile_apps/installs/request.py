@@ -440,7 +440,8 @@ def _queue_for_users(
             fresh = False  # a command newly queued (else every device had one waiting already)
             for device in targets_of_user:
                 enrolled = session.get(Device, device.serial_number)
-                if enrolled is None:
+                if enrolled is None:  # removed from this MDM while Apple licensed the user
+                    said.setdefault(user, []).append((device.serial_number, "skipped", wording.removed_while_licensed()))
                     continue
                 uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
                 command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
@@ -453,14 +454,22 @@ def _queue_for_users(
                 )
                 uuids.append(uuid)
                 fresh = fresh or new
-            _mark_queued(session, asset, "user", user, intents.get(user), uuids, fresh)
+            if uuids:
+                _mark_queued(session, asset, "user", user, intents.get(user), uuids, fresh)
+            else:  # every device removed meanwhile: licensed, nothing queued (not "queued" with no command)
+                said.setdefault(user, []).append((user, "note", wording.no_device_of_user()))
+                _end_intent(session, intents.get(user), "licensed", NO_DEVICE)
 
-    _settle_failed(host, intents, {u: "licensed, but no enrolled device of the user to install on" for u in idle}, status="licensed")
+    _settle_failed(host, intents, dict.fromkeys(idle, NO_DEVICE), status="licensed")
     if busy:
         host.db.run_write(work)
         for user, lines in said.items():
             blocks[user].lines += lines
         host.deliver_events()
+
+
+#: why a user's install ends ``licensed``: nothing to install on
+NO_DEVICE = "licensed, but no enrolled device of the user to install on"
 
 
 def _mark_queued(session: Session, asset: Asset, kind: str, target: str, intent: int | None, uuids: list[str], fresh: bool) -> None:
@@ -507,6 +516,15 @@ def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str],
         return canceled
 
     return host.db.run_write(work)
+
+
+def _end_intent(session: Session, install_id: int | None, status: str, reason: str) -> None:
+    """The install recorded ``associating`` before Apple was asked (``install_id``) ends
+    ``status`` with ``reason``, in the caller's transaction; one already past that is left."""
+    row = session.get(Install, install_id) if install_id is not None else None
+    if row is not None and row.status == "associating":
+        row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
+        session.add(row)
 
 
 def _say_waiting(out: Outcome, asset: Asset, targets: list[str], canceled: set[str], said: Said) -> None:

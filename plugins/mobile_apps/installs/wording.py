@@ -153,6 +153,11 @@ def platform_mismatch(runs: str, platform: str, label: str, platforms: list[str]
     return Said(f"{facts}: {advice}", ("Mobile Applications", f"/apps?platform={platform}"))
 
 
+def removed_while_licensed() -> Said:
+    """A user's device removed from this MDM while Apple licensed the user: nothing queued on it."""
+    return Said("not enrolled any more: the device was removed from this MDM while Apple licensed the user; nothing was queued for it")
+
+
 def users_only(label: str) -> Said:
     return Said(f"{label} is not device-assignable (Apple licenses it to users only): use --user")
 
