@@ -157,12 +157,7 @@ def test_failed_deliveries_are_retried_from_the_api_and_the_console(console, sim
     host, hook, viewer, headers = console["host"], console["hook"], console["viewer"], console["headers"]
     add_admin(host, "alice", PASSWORD, "admin")
     admin_headers = token_for(host, "admin")
-    for _ in range(2):  # the sync failing alert; the webhook answers 500 and, at the one attempt allowed, it failed
-        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
-        assert sync(host)["status"] == "error"
-    hook.statuses = [500]
-    assert deliver_due(host)["failed"] == 1
-    [failing] = statuses(host)
+    failing = _failed_delivery(host, hook, simulator)
     assert statuses(host) == {failing: ["failed"]}
 
     # viewers can read, not retry; a typo or a bad body is refused, nothing is queued
@@ -396,12 +391,7 @@ def test_a_double_click_on_retry_queues_once_and_says_so_twice(console, simulato
 
     host, hook, viewer = console["host"], console["hook"], console["viewer"]
     add_admin(host, "alice", PASSWORD, "admin")
-    for _ in range(2):  # the sync failing alert; the webhook answers 500 and, at the one attempt allowed, it failed
-        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
-        assert sync(host)["status"] == "error"
-    hook.statuses = [500]
-    assert deliver_due(host)["failed"] == 1
-    [failing] = statuses(host)
+    failing = _failed_delivery(host, hook, simulator)
     with TestClient(viewer.app) as admin:
         assert sign_in(admin, "alice").status_code == 303
         page = admin.get("/alerts").text
@@ -419,6 +409,18 @@ def test_a_double_click_on_retry_queues_once_and_says_so_twice(console, simulato
         refused = admin.post("/alerts/retry", data={**form, "form_id": "<x>"})
         assert refused.status_code == 422 and "the form's id is not valid: open the Alerts page again" in html.unescape(refused.text)
     assert statuses(host) == {failing: ["pending"]}
+
+
+def _failed_delivery(host: Any, hook: Any, simulator: Any) -> int:
+    """The id of an alert whose delivery failed: a sync failing twice alerts, the webhook answers
+    500 and, at the one attempt allowed (``max_attempts = 1``), its delivery failed."""
+    for _ in range(2):
+        simulator.faults.add("server_error", endpoint="client/config", count=1, status=503)
+        assert sync(host)["status"] == "error"
+    hook.statuses = [500]
+    assert deliver_due(host)["failed"] == 1
+    [failing] = statuses(host)
+    return int(failing)
 
 
 def _flashes(response: Any) -> list[str]:

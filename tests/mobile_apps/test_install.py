@@ -619,12 +619,12 @@ def test_a_users_device_removed_while_apple_licenses_the_user_is_said_and_record
     assert {t: s for t, (s, _) in lines.items()} == {first: "licensed", kept: "queued", gone: "skipped"}, lines
     assert lines[gone][1] == "not enrolled any more: the device was removed from this MDM while Apple licensed the user; nothing was queued for it"
     removed.append(alone)
-    lines = [tuple(line.values()) for line in install(host, app, user=second).as_dicts()]
-    assert lines == [
+    alone_lines = [tuple(line.values()) for line in install(host, app, user=second).as_dicts()]
+    assert alone_lines == [
         (second, "licensed", "user license associated"),
         (alone, "skipped", "not enrolled any more: the device was removed from this MDM while Apple licensed the user; nothing was queued for it"),
         (second, "note", "no enrolled device owned by this user: the license is ready; run the install again once a device is enrolled"),
-    ], lines
+    ], alone_lines
     installs = {i["target"]: (i["status"], i["command_uuids"], i["error"]) for i in list_installs(host)}
     assert installs[first][0] == "queued" and len(installs[first][1]) == 1
     assert installs[second] == ("licensed", [], "licensed, but no enrolled device of the user to install on")

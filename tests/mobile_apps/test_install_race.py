@@ -61,19 +61,25 @@ class TwoAtOnce:
         return results
 
 
-@pytest.mark.slow
-def test_two_installs_of_the_last_license_at_once_one_is_refused_up_front(make_host, simulator, project_dir, database_url, monkeypatch):
+def last_license_for_two(make_host: Any, simulator: Any, project_dir: Any, database_url: str | None) -> tuple[Any, Any, str, str, tuple[str, str]]:
+    """Two admins' hosts (two processes on one database), an app with one license left and two
+    devices without one: the hosts, the adamId, the application id and the two serials."""
     from plugins.vpp.testing import add_simulated_account
 
     first_admin = make_host(config=BASE_CONFIG, database_url=database_url)
     add_simulated_account(first_admin, simulator, project_dir)
     adam, _ = simulator.purchase(count=1)
     sync(first_admin)
-    second_admin = make_host(config=BASE_CONFIG, database_url=database_url)  # another process on the same database
+    second_admin = make_host(config=BASE_CONFIG, database_url=database_url)
     ipad, iphone = free_serials(simulator, adam)[:2]
     add_device(first_admin, ipad, "iPadOS")
     add_device(first_admin, iphone, "iOS")
-    app = app_id(first_admin, adam)
+    return first_admin, second_admin, adam, app_id(first_admin, adam), (ipad, iphone)
+
+
+@pytest.mark.slow
+def test_two_installs_of_the_last_license_at_once_one_is_refused_up_front(make_host, simulator, project_dir, database_url, monkeypatch):
+    first_admin, second_admin, adam, app, (ipad, iphone) = last_license_for_two(make_host, simulator, project_dir, database_url)
     meeting = TwoAtOnce()
     monkeypatch.setattr(VppPort, "associate", meeting.associate(VppPort.associate))
 

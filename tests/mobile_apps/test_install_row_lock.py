@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from mdm_core.inventory import add_device
 from plugins.mobile_apps.installs import reserve as reserve_module
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.request import Outcome, install
 
-from .conftest import BASE_CONFIG, app_id, commands, free_serials, holders, sync
+from .conftest import commands, holders
+from .test_install_race import last_license_for_two
 
 WAIT = 30.0  # seconds before a stuck test fails (never reached when it passes or fails as meant)
 
@@ -64,17 +64,7 @@ class HeldCheck:
 def test_the_second_install_of_the_last_license_waits_for_the_first_s_record(
     make_host: Any, simulator: Any, project_dir: Any, pg_url: str, monkeypatch: Any
 ) -> None:
-    from plugins.vpp.testing import add_simulated_account
-
-    first_admin = make_host(config=BASE_CONFIG, database_url=pg_url)
-    add_simulated_account(first_admin, simulator, project_dir)
-    adam, _ = simulator.purchase(count=1)
-    sync(first_admin)
-    second_admin = make_host(config=BASE_CONFIG, database_url=pg_url)  # another process on the same database
-    ipad, iphone = free_serials(simulator, adam)[:2]
-    add_device(first_admin, ipad, "iPadOS")
-    add_device(first_admin, iphone, "iOS")
-    app = app_id(first_admin, adam)
+    first_admin, second_admin, adam, app, (ipad, iphone) = last_license_for_two(make_host, simulator, project_dir, pg_url)
     held = HeldCheck(pg_url)
     monkeypatch.setattr(reserve_module, "_taken", held.taken(reserve_module._taken))
     results: dict[str, Outcome | BaseException] = {}

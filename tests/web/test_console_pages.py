@@ -30,17 +30,23 @@ class Refusing:
         self.seen.append(event.id)
 
 
+def _refused_enrolment(host: Host, admin: Any, serial: str) -> tuple[Refusing, str, str]:
+    """A subscriber refusing the enrolment of ``serial``: it, the Events page and the failure's id."""
+    subscriber = Refusing()
+    host.pm.register(subscriber, name="asset-register")
+    inventory.add_device(host, serial, "iOS")
+    host.deliver_events()
+    page = admin.get("/events").text
+    [failure] = _failures(page)
+    return subscriber, page, failure
+
+
 def _failures(page: str) -> list[str]:
     return re.findall(r'action="/events/failures/(\d+)/redeliver"', page)
 
 
 def test_events_page_lists_events_and_failed_deliveries_and_delivers_again(web_host: Host, admin: Any, viewer: Any) -> None:
-    subscriber = Refusing()
-    web_host.pm.register(subscriber, name="asset-register")
-    inventory.add_device(web_host, "EVENTS000001", "iOS")
-    web_host.deliver_events()
-    page = admin.get("/events").text
-    [failure] = _failures(page)
+    subscriber, page, failure = _refused_enrolment(web_host, admin, "EVENTS000001")
     row = re.search(r'<table class="grid" id="failures">.*?</table>', page, re.S).group(0)
     assert "asset-register" in row and "the asset register is down for maintenance" in row and "Deliver again" in row
     recent = re.search(r'<table class="grid" id="events">.*?</table>', page, re.S).group(0)
@@ -160,12 +166,7 @@ def test_a_double_click_on_deliver_again_delivers_once_and_says_so_twice(web_hos
     """Deliver again sent twice: the subscriber could get the event twice at once, and the
     second answer, after the first delivered it, was a 404 "no failed delivery N". Now it is
     delivered once and both answers say the subscriber accepted it."""
-    subscriber = Refusing()
-    web_host.pm.register(subscriber, name="asset-register")
-    inventory.add_device(web_host, "EVENTS000002", "iOS")
-    web_host.deliver_events()
-    page = admin.get("/events").text
-    [failure] = _failures(page)
+    subscriber, page, failure = _refused_enrolment(web_host, admin, "EVENTS000002")
     [form_id] = set(re.findall(r'name="form_id" value="([^"]+)"', page))
     subscriber.accept = True
     form = {"csrftoken": csrf(admin), "form_id": form_id}
