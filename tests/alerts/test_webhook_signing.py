@@ -3,12 +3,12 @@ HMAC-SHA256 with a secret of each webhook's own, which `mdm alerts webhook-secre
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
+from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -17,12 +17,37 @@ from tests.conftest import database_param
 from .conftest import WEBHOOK_SECRET
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, *, max_age: float = 300) -> bool:
-    """The README's receiver check, as written there (header names are case-insensitive)."""
-    named = {key.lower(): value for key, value in headers.items()}
-    timestamp, signature = named.get("x-mdm-timestamp", ""), named.get("x-mdm-signature", "")
-    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(signature, expected) and timestamp.isdigit() and abs(time.time() - int(timestamp)) <= max_age
+def readme_check() -> Callable[[str, Any, bytes], bool]:
+    """The receiver's check the README gives under **Signed webhooks**, run as written there."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    code = readme[readme.index("**Signed webhooks.**") :].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # the README's own snippet, as a receiver would copy it
+    return cast("Callable[[str, Any, bytes], bool]", scope["from_mdm_host"])
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The README's check of a POST as received (header names are case-insensitive there)."""
+    received = Message()
+    for key, value in headers.items():
+        received[key] = value
+    return readme_check()(secret, received, body)
+
+
+def test_the_readmes_receiver_check_refuses_forged_stale_and_malformed_headers() -> None:
+    """A receiver copying the README's check: a forged signature holding a non-ASCII character
+    (a header any client can send) made it raise TypeError (a 500 there, hmac.compare_digest of
+    text) instead of answering False; an old timestamp (a replay) and a changed body are refused."""
+    from plugins.alerts.signing import SIGNATURE, TIMESTAMP, signature
+
+    check, body, now = readme_check(), b'{"text": "alert"}', str(int(time.time()))
+    signed = {TIMESTAMP: now, SIGNATURE: signature("s3cret", now, body)}
+    assert verify("s3cret", signed, body) and not verify("other", signed, body) and not verify("s3cret", signed, body + b" ")
+    old = str(int(time.time()) - 600)
+    assert not verify("s3cret", {TIMESTAMP: old, SIGNATURE: signature("s3cret", old, body)}, body)  # a replay
+    assert not check("s3cret", {"X-MDM-Timestamp": now, "X-MDM-Signature": "sha256=\u00e9"}, body)
+    assert not check("s3cret", {"X-MDM-Timestamp": "\u00b2", "X-MDM-Signature": signed[SIGNATURE]}, body)  # a digit int() refuses
+    assert not check("s3cret", {}, body)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
