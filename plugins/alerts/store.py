@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, exists, insert, literal, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from plugins.vpp.payloads import Asset, SyncReport
 
 log = logging.getLogger(__name__)
+GOOD = ("ok", "valid")  # the states of a watched thing that need nothing (a license subject exists only while low)
 COALESCE_WINDOW = timedelta(minutes=10)  # install failures of one asset within this, not yet sent, make one alert
 
 
@@ -385,12 +386,26 @@ def account_renamed(session: Session, previous: str, account: str) -> list[Alert
     return []
 
 
+def still_true(message: Table) -> ColumnElement[bool]:
+    """True for the latest alert of a watched thing whose state is still not ok (a token expired,
+    a job failing, an asset's licenses low: the account's digest too), so that `mdm alerts list`
+    keeps saying why while it lasts; pruned by its age, it was gone after ``keep_days`` while
+    nothing had changed, and the same state is not alerted again."""
+    subjects, later = table_of(AlertSubject), message.alias("later")
+    unresolved = subjects.c.state.not_in(GOOD)
+    digests = select(literal("licenses:") + subjects.c.account).where(unresolved, subjects.c.kind == "licenses")
+    return and_(
+        or_(message.c.subject.in_(select(subjects.c.subject).where(unresolved)), message.c.subject.in_(digests)),
+        ~exists().where(later.c.subject == message.c.subject, later.c.id > message.c.id),
+    )
+
+
 def forget_untold(session: Session) -> None:
     """Forget the watched states whose alert went through no channel (none was configured when
     it was written: "(no channel configured)" in ``mdm alerts list``), so that the check, run
     next with channels configured, tells each as it is now, once (the alert it writes has
     deliveries); a sync still failing is told at its next failure."""
-    rows = list(session.execute(select(AlertSubject).where(col(AlertSubject.state).not_in(("ok", "valid"))).with_for_update()).scalars())
+    rows = list(session.execute(select(AlertSubject).where(col(AlertSubject.state).not_in(GOOD)).with_for_update()).scalars())
     if not rows:
         return
     told = col(AlertMessage.id).in_(select(col(AlertDelivery.message_id)))
@@ -428,11 +443,12 @@ def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     still pending (or queued again by ``mdm alerts retry`` while the chunk is deleted: both lock
     the alerts); the guards of applied events after ``max(30, keep_days)`` days, once their
     event is gone from the outbox (one kept for a failed subscriber's retry can still be
-    delivered again: forgotten, it would queue its alerts twice)."""
+    delivered again: forgotten, it would queue its alerts twice). The latest alert of a thing
+    still not ok stays whatever its age (:func:`still_true`)."""
     keep_days = settings(host).keep_days
     message, delivery, seen = table_of(AlertMessage), table_of(AlertDelivery), table_of(SeenEvent)
     pending = select(delivery.c.message_id).where(delivery.c.status == "pending")
-    alerts = [message.c.created_at < now - timedelta(days=keep_days), message.c.id.not_in(pending)]
+    alerts = [message.c.created_at < now - timedelta(days=keep_days), message.c.id.not_in(pending), not_(still_true(message))]
     guards = [seen.c.at < now - timedelta(days=max(30, keep_days)), event_gone(seen.c.event_id)]
     return {
         "alerts_message": delete_in_chunks(host.db, message, message.c.id, alerts, chunk, lock=True),  # see delivery.retry_failed

@@ -570,3 +570,49 @@ def test_an_app_updated_on_a_device_keeps_its_latest_acknowledged_install(make_h
     assert kept == set(commands) - {"first", "update1", "superseded-recently"}
     assert housekeeping(host, NOW)["core_command"] == 0
     assert housekeeping(host, NOW + timedelta(days=100))["core_command"] == 1  # within-retention's turn
+
+
+def test_the_latest_alert_of_a_state_still_not_ok_stays_until_it_is_resolved(make_host: Callable[..., Host], database_url: str | None) -> None:
+    """A token expired 150 days ago and never renewed: its alert was deleted after [alerts]
+    keep_days (90), so `mdm alerts list` no longer said why the account stopped syncing, and the
+    same state is not alerted again. The latest alert of each thing still not ok stays (an
+    asset's low licenses told in its account's digest: the digest), the older ones and those
+    of things resolved go; once resolved, it goes too."""
+    from plugins.alerts.models import AlertMessage, AlertSubject
+
+    host = make_host(database_url=database_url)
+    add(
+        host,
+        AlertSubject(subject="token:school", kind="token", account="school", state="expired", since=days_ago(150)),
+        AlertSubject(subject="sync:school", kind="sync", account="school", state="ok", since=days_ago(120)),
+        AlertSubject(subject="licenses:school:111:STDQ", kind="licenses", account="school", state="low", since=days_ago(150)),
+        AlertSubject(subject="job:vpp.sync.school", kind="job", account="", state="failing", since=days_ago(200)),
+    )
+    # id: (subject, created days ago)
+    alerts = {
+        1: ("token:school", 200),  # expiring: an expired one came after it
+        2: ("token:school", 150),  # expired, still: stays
+        3: ("sync:school", 150),  # failing, then resolved
+        4: ("sync:school", 120),
+        5: ("licenses:school", 150),  # the digest that told the low asset: stays
+        6: ("job:vpp.sync.school", 200),  # failing, still: stays
+        7: ("licenses:other", 150),  # an account without low licenses now
+    }
+    add(
+        host,
+        *(
+            AlertMessage(id=i, created_at=days_ago(d), kind=s.split(":")[0], subject=s, state="x", severity="critical", title="t", text="x", action="a")
+            for i, (s, d) in alerts.items()
+        ),
+    )
+
+    assert housekeeping(host, NOW)["alerts_message"] == 4
+    assert ids(host, AlertMessage.id) == {2, 5, 6}
+    assert housekeeping(host, NOW)["alerts_message"] == 0
+
+    def renewed(session: Any) -> None:
+        session.get(AlertSubject, "token:school").state = "valid"
+
+    host.db.run_write(renewed)
+    assert housekeeping(host, NOW)["alerts_message"] == 1
+    assert ids(host, AlertMessage.id) == {5, 6}
