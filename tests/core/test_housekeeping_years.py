@@ -1,0 +1,83 @@
+"""Two years of a small fleet, a week at a time (a controlled clock): devices enrolled and
+removed, apps installed, updated and reclaimed, syncs, the host's jobs, and housekeeping. No
+table grows without bound: what the second year ends with is about what the first did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import func, inspect, select, table
+
+from mdm_core.host import Host
+from mdm_core.housekeeping import housekeeping
+from mdm_core.inventory import add_device, list_commands, remove_device_with_event, set_command_status
+from mdm_core.testing import MdmRunner
+
+START = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+WEEKS = 104
+
+
+def rows_by_table(host: Host) -> dict[str, int]:
+    with host.db.engine.connect() as conn:
+        names = [n for n in inspect(conn).get_table_names() if not n.endswith("alembic_version")]
+        return {n: conn.execute(select(func.count()).select_from(table(n))).scalar_one() for n in sorted(names)}
+
+
+def a_week(host: Host, mdm: MdmRunner, sim: Any, week: int, serials: list[str], app: str, adam_id: str) -> None:
+    """One device of the fleet leaves (its licenses are reclaimed) and enrols again with the app
+    installed; every fourth week a new version is published and installed; the devices
+    acknowledge what they were sent; the due jobs run (syncs, alerts, mobile_apps) and so does
+    housekeeping."""
+    serial = serials[week % len(serials)]
+    if week >= len(serials):
+        remove_device_with_event(host, serial)
+        host.deliver_events()
+    add_device(host, serial, "iPadOS")
+    code, out, err = mdm("apps", "install", app, "--device", serial, "--wait", "5")
+    assert code == 0, out + err
+    if week % 4 == 0:
+        sim.publish_version(adam_id)
+        assert mdm("apps", "check-updates")[0] == 0
+    for command in list_commands(host):
+        if command["status"] == "queued":
+            set_command_status(host, command["uuid"], "acknowledged")
+    code, out, err = mdm("jobs", "run", "--due")
+    assert code == 0, out + err
+    host.deliver_events()
+    housekeeping(host)
+
+
+@pytest.mark.slow  # two years a week at a time: about a minute
+def test_two_years_of_a_small_fleet_leave_no_table_growing(make_host: Callable[..., Host], project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+    """Before: every acknowledged InstallApplication an update replaced, every ended install and
+    reclaim were kept for ever (core_command, mobile_apps_install and mobile_apps_reclaim about
+    doubled in the second year)."""
+    from plugins.vpp.simulator import Simulator
+    from plugins.vpp.testing import add_simulated_account
+
+    from ..mobile_apps.conftest import app_id, fixed_assets, free_serials
+
+    with Simulator(seed=11, assets=10, devices=30, users=20, page_size=50, async_delay=0, token_expires_at=START + timedelta(days=1000)) as sim:
+        host = make_host(config="[vpp]\nmax_attempts = 1\n[mobile_apps]\nreclaim_wait = 2.0\n")  # today: the clock is controlled from next week
+        add_simulated_account(host, sim, project_dir)
+        asset = fixed_assets(sim)[0]
+        sim.purchase(adam_id=asset["adamId"], count=20)
+        mdm = MdmRunner(project_dir, monkeypatch, capsys)
+        assert mdm("vpp", "sync", "school")[0] == 0
+        assert mdm("apps", "refresh-metadata")[0] == 0
+        app, serials = app_id(host, asset["adamId"]), free_serials(sim, asset["adamId"])[:12]
+        counted: dict[int, dict[str, int]] = {}
+        for week in range(WEEKS):
+            with freeze_time(START + timedelta(weeks=week), tick=True):
+                a_week(host, mdm, sim, week, serials, app, asset["adamId"])
+            if week + 1 in (WEEKS // 2, WEEKS):
+                counted[week + 1] = rows_by_table(host)
+
+    first, second = counted[WEEKS // 2], counted[WEEKS]
+    grown = {t: (first[t], n) for t, n in second.items() if n > first[t] * 1.25 + 5}
+    assert not grown, f"tables that grew in the second year (first year, second): {grown}"
