@@ -45,6 +45,14 @@ def json_body(properties: dict[str, Any], *, required: Iterable[str] = (), optio
     return {"requestBody": {"required": not optional, "content": {"application/json": {"schema": schema}}}}
 
 
+def one_of(values: Iterable[str]) -> Any:
+    """An optional query parameter taking one of ``values`` (the route refuses another, 422):
+    the document lists them, where it showed any text."""
+    from fastapi import Query
+
+    return Query(None, json_schema_extra={"enum": list(values)})
+
+
 def api_document(app: Any) -> dict[str, Any]:
     """The application's OpenAPI document, amended (made once, then kept)."""
     document = getattr(app.state, "api_document", None)

@@ -22,7 +22,7 @@ from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import MdmError
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, rest_router
 from mdm_core.web.once import form_once, new_form_id
-from mdm_core.web.openapi import json_body
+from mdm_core.web.openapi import json_body, one_of
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
 from mdm_core.web.wording import for_request
 
@@ -188,7 +188,7 @@ def api_router() -> APIRouter:
     router = rest_router(prefix="/alerts", tags=["alerts"])
 
     @router.get("")
-    def api_alerts(request: Request, status: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+    def api_alerts(request: Request, status: str | None = one_of(_statuses()), limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Recorded alerts, newest first, each with its delivery through each channel (``pending``,
         ``sent``, ``failed``, attempts, last error); ``status``: only alerts with a delivery in
         that state, and only those deliveries. Advice in the API's words."""

@@ -24,13 +24,13 @@ from mdm_core.errors import MdmError, UsageError
 from mdm_core.models import Device, MdmUser
 from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_router, row_id
 from mdm_core.web.once import form_once, new_form_id
-from mdm_core.web.openapi import json_body
+from mdm_core.web.openapi import json_body, one_of
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
 
 from .accounts import unknown_account
-from .catalog import APP_ORDER, app_dict, apps_query
-from .installs.commands import installs_query
+from .catalog import APP_KINDS, APP_ORDER, APP_PLATFORMS, APP_STATES, app_dict, apps_query
+from .installs.commands import INSTALL_STATUSES, installs_query
 from .installs.request import Outcome, install_batch
 from .installs.wording import WORDING, Refused
 from .models import AppMetadata, Install, MobileApp
@@ -263,7 +263,12 @@ def api_router() -> APIRouter:
 
     @router.get("")
     def api_apps(
-        request: Request, platform: str | None = None, kind: str | None = None, state: str | None = None, limit: int = Limit, cursor: str | None = Cursor
+        request: Request,
+        platform: str | None = Query(None, description=f"{', '.join(sorted(set(APP_PLATFORMS.values())))} (in any case; iPadOS is iOS)"),
+        kind: str | None = one_of(APP_KINDS),
+        state: str | None = one_of(APP_STATES),
+        limit: int = Limit,
+        cursor: str | None = Cursor,
     ) -> dict[str, Any]:
         """Published (and retired) applications and books with their metadata and counts, in the
         order of ``mdm apps list --json`` (by name: ``APP_ORDER``), with its ``--platform``,
@@ -273,7 +278,7 @@ def api_router() -> APIRouter:
         return {"items": [app_dict(a, m) for a, m in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/installs")
-    def api_installs(request: Request, status: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+    def api_installs(request: Request, status: str | None = one_of(INSTALL_STATUSES), limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
         with host_of(request).db.session() as session:
             page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)

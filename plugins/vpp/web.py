@@ -829,7 +829,14 @@ def api_router() -> APIRouter:
         return {"items": [views.asset_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/assets/{adam_id}/history")
-    def api_history(request: Request, adam_id: str, account: str, pricing: str = "STDQ", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
+    def api_history(
+        request: Request,
+        adam_id: str,
+        account: str,
+        pricing: str = Query("STDQ", description="STDQ or PLUS, in any case"),
+        limit: int = Limit,
+        cursor: str | None = Cursor,
+    ) -> dict[str, Any]:
         """The asset's counts at every sync that changed them, oldest first; ``pricing``: STDQ
         or PLUS, any case."""
         host = host_of(request)

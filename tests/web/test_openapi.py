@@ -103,3 +103,20 @@ def test_the_json_bodies_routes_read_are_documented_with_the_fields_they_take(sc
         assert refused.status_code == 422, (path, refused.text)
         assert all(name in refused.json()["error"] for name in schema["properties"]), (path, sorted(schema["properties"]), refused.text)
         assert ("400" in document["paths"][path][method]["responses"]) and ("403" in document["paths"][path][method]["responses"])
+
+
+#: the query parameters whose values the document lists (the routes refuse any other)
+ENUMS = {("/api/v1/apps", "kind"), ("/api/v1/apps", "state"), ("/api/v1/apps/installs", "status"), ("/api/v1/alerts", "status")}
+
+
+def test_filters_taking_known_values_list_them(school: Host, client: Any) -> None:
+    headers = token_for(school, "viewer")
+    document = _document(client, headers)
+    operations = [(path, param) for path, item in document["paths"].items() for param in item.get("get", {}).get("parameters", [])]
+    listed = {(path, param["name"]): param["schema"]["enum"] for path, param in operations if "enum" in param["schema"]}
+    assert set(listed) == ENUMS
+    for (path, name), values in listed.items():
+        for value in values:
+            assert client.get(path, params={name: value, "limit": 1}, headers=headers).status_code == 200, (path, name, value)
+        refused = client.get(path, params={name: "nonsense"}, headers=headers)
+        assert refused.status_code == 422 and "'nonsense'" in refused.json()["error"], (path, name, refused.text)
