@@ -60,7 +60,9 @@ def register(subparsers: Any) -> None:
         "the receiver checks it with this secret (README, Alerts). Made at the webhook's first use, kept encrypted with the host's key.",
     )
     secret.add_argument("name", metavar="NAME", help="the webhook's name under [alerts.webhooks]")
-    secret.add_argument("--new", action="store_true", help="replace it (its receiver then needs the new one)")
+    change = secret.add_mutually_exclusive_group()
+    change.add_argument("--new", action="store_true", help="replace it (its receiver then needs the new one)")
+    change.add_argument("--forget", action="store_true", help="drop it, e.g. of a webhook removed from [alerts.webhooks] (its name need not be there)")
     secret.set_defaults(func=_webhook_secret)
 
 
@@ -151,8 +153,12 @@ def _send(host: Host, args: argparse.Namespace) -> int:
 
 
 def _webhook_secret(host: Host, args: argparse.Namespace) -> int:
-    from .signing import configured_webhook, webhook_secret
+    from .signing import configured_webhook, forget_webhook_secret, webhook_secret
 
+    if args.forget:
+        forget_webhook_secret(host, args.name)
+        print(f"forgot the signing secret of webhook {args.name}")
+        return 0
     print(webhook_secret(host, configured_webhook(host, args.name), new=args.new))  # asked for: shown here only, never logged
     return 0
 

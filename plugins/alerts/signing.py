@@ -5,7 +5,8 @@ The signed text is ``X-MDM-Timestamp`` (Unix seconds), a dot, then the body as s
 ``X-MDM-Signature: sha256=<hex>``. A receiver recomputes it with the secret that ``mdm alerts
 webhook-secret NAME`` prints, compares in constant time, and refuses a timestamp more than a few
 minutes old (a replay). The secret is made at the webhook's first use (or by that command), kept
-encrypted with the host's key (``mdm secrets``), never logged; ``--new`` replaces it.
+encrypted with the host's key (``mdm secrets``), never logged; ``--new`` replaces it, ``--forget``
+drops it (a webhook no longer configured).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import secrets
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import MdmError, UsageError
 
 from .models import WebhookSecret
@@ -60,6 +63,14 @@ def webhook_secret(host: Host, name: str, *, new: bool = False) -> str:
         row = session.get(WebhookSecret, name)
         assert row is not None
         return _readable(host, name, row.secret_ciphertext)
+
+
+def forget_webhook_secret(host: Host, name: str) -> None:
+    """Drop webhook ``name``'s stored secret (one of a webhook removed from ``[alerts.webhooks]``,
+    left unreadable by a lost key); a webhook still configured makes a new one at its next POST."""
+    table = table_of(WebhookSecret)
+    if not host.db.run_write(lambda session: rowcount(session.execute(delete(table).where(table.c.name == name)))):
+        raise MdmError(f"webhook {name} has no stored signing secret: nothing to forget")
 
 
 def _readable(host: Host, name: str, ciphertext: str) -> str:

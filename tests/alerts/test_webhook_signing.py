@@ -141,3 +141,29 @@ def test_alerts_0003_adds_the_webhook_secrets_to_a_database_at_0002_keeping_its_
         mdm, "alerts: applied 0003 (alerts webhook secrets", "SELECT id, subject FROM alerts_message", "SELECT name FROM alerts_webhook_secret", url=url
     )
     assert (alerts, secrets) == ([(4, "token:school")], [])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_secret_of_a_webhook_removed_from_the_configuration_can_be_forgotten(
+    mdm: Any, monkeypatch: pytest.MonkeyPatch, project_dir: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A webhook removed from [alerts.webhooks] kept its secret; once the key was lost, `mdm
+    secrets status` said 1 unreadable (exit 1) for good, `mdm secrets rotate` was refused, and
+    `--new` refused the name (not configured): nothing could clear it. `--forget` drops it."""
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("MDM_DATABASE_URL", database_param(request, project_dir, kind))
+    monkeypatch.setenv("OLD_URL", "https://hooks.example/old")
+    mdm.conf.write_text('[alerts]\nwebhooks = { old = { env = "OLD_URL" } }\n')
+    assert mdm("alerts", "webhook-secret", "old")[0] == 0
+    mdm.conf.write_text("[alerts]\n")  # the webhook removed
+    monkeypatch.setenv("MDM_SECRET_KEY", Fernet.generate_key().decode())  # the key lost
+    code, out, err = mdm("secrets", "status")
+    assert code == 1 and out.endswith("1 unreadable\n"), out + err
+    assert mdm("alerts", "webhook-secret", "old", "--new")[0] == 2  # not configured any more
+    code, out, err = mdm("alerts", "webhook-secret", "old", "--forget")
+    assert (code, out, err) == (0, "forgot the signing secret of webhook old\n", ""), out + err
+    code, out, err = mdm("secrets", "status")
+    assert code == 0 and out.endswith("0 unreadable\n"), out + err
+    code, out, err = mdm("alerts", "webhook-secret", "old", "--forget")
+    assert (code, out) == (1, "") and err == "mdm: error: webhook old has no stored signing secret: nothing to forget\n", err
