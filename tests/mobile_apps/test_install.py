@@ -629,3 +629,40 @@ def test_a_users_device_removed_while_apple_licenses_the_user_is_said_and_record
     assert installs[first][0] == "queued" and len(installs[first][1]) == 1
     assert installs[second] == ("licensed", [], "licensed, but no enrolled device of the user to install on")
     assert {first, second} <= holders(simulator, a["adamId"]) and commands(host, alone) == [] and commands(host, gone) == []
+
+
+def test_the_admins_installs_job_run_while_a_users_install_asks_apple_leaves_the_request_its_outcome(on_both, simulator, monkeypatch):
+    """`mdm jobs run mobile_apps.installs` asks Apple again for every ``associating`` install,
+    one whose request is still asking too. For a user with no enrolled device, the job's answer
+    recorded the install ``queued`` with no command (the request's ``licensed`` was then
+    skipped). It now ends ``licensed`` with the reason, whichever answer comes first; a user
+    with a device gets one install and one command."""
+    from plugins.mobile_apps.installs.pending import retry_pending
+    from plugins.mobile_apps.installs.request import NO_DEVICE
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]  # iOS only
+    lonely, owner = [u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"])][:2]
+    add_user(host, lonely)
+    add_user(host, owner)
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_device(host, serial, "iOS", owner=owner)
+    real = VppPort.associate
+    job_runs: list[dict[str, int]] = []
+
+    def associate(port, *args, **kwargs):  # the admin runs the job while the request asks Apple
+        if not job_runs:
+            job_runs.append({})
+            job_runs[0] = retry_pending(host, resume_all=True)
+        return real(port, *args, **kwargs)
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    app = app_id(host, a["adamId"])
+    assert [line["status"] for line in install(host, app, user=lonely).as_dicts()] == ["licensed", "note"]
+    assert job_runs[0]["asked"] == 1
+    job_runs.clear()
+    assert [line["status"] for line in install(host, app, user=owner).as_dicts()] == ["licensed", "queued"]
+    installs = {i["target"]: (i["status"], i["command_uuids"], i["error"]) for i in list_installs(host)}
+    assert installs[lonely] == ("licensed", [], NO_DEVICE), installs
+    assert installs[owner][0] == "queued" and len(installs[owner][1]) == 1 and len(commands(host, serial)) == 1, installs
+    assert len(list_installs(host)) == 2 and {lonely, owner} <= holders(simulator, a["adamId"])

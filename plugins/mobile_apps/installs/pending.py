@@ -32,6 +32,7 @@ from ..settings import settings
 from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install
 from .waiting import install_waits
+from .wording import DEVICE_GONE, NO_DEVICE
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 def complete_pending(host: Host, session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
-    """Queue the commands of pending installs whose licenses are now held; returns how many."""
+    """Queue the commands of pending installs whose licenses are now held; returns how many. One
+    left with no command (no enrolled device of its user to install on) ends ``licensed``."""
     serials, users = set(serials), set(users)
     if not serials and not users:
         return 0
@@ -79,7 +81,10 @@ def complete_pending(host: Host, session: Session, account: str, adam_id: str, p
             uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending", kind)
             row.command_uuids = [*row.command_uuids, uuid]
             queued += int(new)
-        row.status, row.error, row.updated_at = "queued", None, utcnow()  # not "asking again" any more
+        if row.command_uuids:
+            row.status, row.error, row.updated_at = "queued", None, utcnow()  # not "asking again" any more
+        else:  # nothing to install on (not "queued" with no command)
+            row.status, row.error, row.updated_at = "licensed", NO_DEVICE if row.kind == "user" else DEVICE_GONE, utcnow()
         session.add(row)
     return queued
 

@@ -35,7 +35,7 @@ from ..vpp_port import VppPort, VppUnavailable
 from . import wording
 from .commands import apple_reason, queue_install, queued_installs
 from .reserve import Intents, fresh_counts, holding, reserve
-from .wording import Said
+from .wording import NO_DEVICE, Said
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -466,10 +466,6 @@ def _queue_for_users(
         for user, lines in said.items():
             blocks[user].lines += lines
         host.deliver_events()
-
-
-#: why a user's install ends ``licensed``: nothing to install on
-NO_DEVICE = "licensed, but no enrolled device of the user to install on"
 
 
 def _mark_queued(session: Session, asset: Asset, kind: str, target: str, intent: int | None, uuids: list[str], fresh: bool) -> None:

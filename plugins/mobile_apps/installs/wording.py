@@ -19,6 +19,10 @@ INSTALL_STATUS = "/apps/installs"
 SETTLE = "mdm jobs run mobile_apps.installs"
 SETTLES = "asks Apple again now for those an interrupted request left"
 API_INSTALLS = "GET /api/v1/apps/installs"
+#: why a user's install ends ``licensed``: nothing to install on
+NO_DEVICE = "licensed, but no enrolled device of the user to install on"
+#: why a device's install ends ``licensed``: no command could be queued on it
+DEVICE_GONE = "licensed, but nothing was queued: the device is not enrolled any more, or runs none of the app's platforms"
 CHOOSE_USER = "choose a user in the install form"
 BUY_MORE = "buy more in Apple Business Manager or Apple School Manager, or take licenses back with"
 ASKS_AGAIN = r"not licensed yet: \1; this host asks Apple again by itself:"
