@@ -43,6 +43,24 @@ KEY_FILE_NAME = "secret.key"
 SECRET: dict[str, Any] = {"mdm_secret": True}
 """``info`` of a column holding a :class:`SecretBox` ciphertext: ``Field(sa_column_kwargs={"info": SECRET})``."""
 
+
+def secret_made_again(what: str, command: str) -> dict[str, Any]:
+    """``info`` of a secret column whose secrets are not VPP tokens: ``what`` one of them is
+    ("a webhook's signing secret") and the ``command`` that makes it again once the key is lost,
+    ``{name}`` standing for the row's ``name``. Messages about an unreadable secret name it."""
+    return {**SECRET, "mdm_secret_what": what, "mdm_secret_again": command}
+
+
+def enter_again(column: Any, name: str | None, key_lost: bool | None) -> str:
+    """The command, in backticks, that stores again the secret of ``column`` in the row named
+    ``name`` once the key it was stored with is lost: the column's own (:func:`secret_made_again`)
+    or, for a VPP token, :func:`token_again`."""
+    command = column.info.get("mdm_secret_again")
+    if command:
+        return f"`{command.format(name=name or 'NAME')}`"
+    return token_again(key_lost, name or "NAME")
+
+
 #: scrypt parameters for passphrases (RFC 7914's interactive-login strength; about 0.1 s, 32 MiB).
 #: The salt is fixed: a key is needed before anything can be stored to hold a random one.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1

@@ -223,13 +223,24 @@ def _unreadable(host: Host, column: Any, key: tuple[Any, ...]) -> MdmError:
             name = None
         if name is not None:
             where = f"'{name}', {where}"
-    from mdm_core.secrets import token_again
+    else:
+        name = None
+    from mdm_core.secrets import enter_again
 
     return MdmError(
         f"the secret in {column.table.name} ({where}) cannot be decrypted with the current key(s): nothing was "
         "re-encrypted; restore the key it was stored with (see `mdm secrets status`), or enter it again "
-        f"({token_again(key_reads_none(host))})"
+        f"({enter_again(column, name, key_reads_none(host))})"
     )
+
+
+def _other_secrets_again(host: Host) -> str:
+    """What to run for the stored secrets that are not VPP tokens (a webhook's signing secret),
+    when the key that reads them is lost: "; and ..." for each kind stored, or nothing."""
+    from mdm_core.secrets import enter_again
+
+    kinds = {c.info["mdm_secret_what"]: enter_again(c, None, True) for c, _, _ in _ciphertexts(host) if c.info.get("mdm_secret_again")}
+    return "".join(f"; for {what}, run {command}" for what, command in sorted(kinds.items()))
 
 
 def cmd_rotate(host: Host, args: argparse.Namespace) -> int:
@@ -260,7 +271,7 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
             if not unreadable
             else f"the key file {path} exists but does not read {unreadable} stored secret(s): restore the key they were stored with "
             f"(see `mdm secrets status`); if it is lost, enter each token again with {token_again(unreadable == info['secrets'])}, "
-            "which this key then encrypts"
+            f"which this key then encrypts{_other_secrets_again(host)}"
         )
     write_key_file(path, [Fernet.generate_key().decode()], replace=False)
     stored = host.stored_secrets()
@@ -268,7 +279,7 @@ def cmd_new_key(host: Host, args: argparse.Namespace) -> int:
         f"created a new key in {path}; back it up"
         + (
             f". The {stored} secret(s) stored with the lost key cannot be read: enter each token again with "
-            f"{token_again(True)} (see `mdm vpp account list`)"  # the new key reads none of them
+            f"{token_again(True)} (see `mdm vpp account list`){_other_secrets_again(host)}"  # the new key reads none of them
             if stored
             else ""
         )

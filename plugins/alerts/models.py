@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
 from mdm_core.models import utcnow
-from mdm_core.secrets import SECRET
+from mdm_core.secrets import secret_made_again
 
 
 class AlertSubject(SQLModel, table=True):
@@ -90,7 +90,7 @@ class WebhookSecret(SQLModel, table=True):
     __tablename__ = "alerts_webhook_secret"
 
     name: str = Field(primary_key=True, max_length=64)  # the webhook's name under [alerts.webhooks]
-    secret_ciphertext: str = Field(sa_column_kwargs={"info": SECRET})
+    secret_ciphertext: str = Field(sa_column_kwargs={"info": secret_made_again("a webhook's signing secret", "mdm alerts webhook-secret {name} --new")})
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from mdm_core.testing import MdmRunner
 from tests.conftest import database_param
 
 from .conftest import WEBHOOK_SECRET
@@ -167,3 +168,43 @@ def test_the_secret_of_a_webhook_removed_from_the_configuration_can_be_forgotten
     assert code == 0 and out.endswith("0 unreadable\n"), out + err
     code, out, err = mdm("alerts", "webhook-secret", "old", "--forget")
     assert (code, out) == (1, "") and err == "mdm: error: webhook old has no stored signing secret: nothing to forget\n", err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_unreadable_signing_secret_names_the_webhook_command_not_a_vpp_token(
+    mdm: Any, monkeypatch: pytest.MonkeyPatch, project_dir: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """With the key lost, `mdm secrets rotate` and `new-key` sent the admin to enter a VPP token
+    again for a webhook's signing secret (`mdm vpp account set NAME --token-file FILE`), which
+    cannot fix it. They name `mdm alerts webhook-secret NAME --new`, and running it as said
+    lets the rotation through."""
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("MDM_DATABASE_URL", database_param(request, project_dir, kind))
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example/a")
+    mdm.conf.write_text('[alerts]\nwebhooks = { ops = { env = "HOOK_URL" } }\n')
+    assert mdm("alerts", "webhook-secret", "ops")[0] == 0
+    monkeypatch.setenv("MDM_SECRET_KEY", Fernet.generate_key().decode())  # the key lost
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 1 and "\n" not in err.rstrip("\n"), err
+    assert "alerts_webhook_secret ('ops', name ops)" in err and "(`mdm alerts webhook-secret ops --new`)" in err, err
+    assert "vpp account set" not in err, err
+    assert mdm("alerts", "webhook-secret", "ops", "--new")[0] == 0  # as the line says
+    code, out, err = mdm("secrets", "rotate")
+    assert code == 0 and out.startswith("re-encrypted 1 secret(s)"), out + err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_new_key_names_the_webhook_command_for_signing_secrets_it_cannot_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], project_dir: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """`mdm secrets new-key` after a lost key file names, beside the tokens' command, the one
+    that makes each webhook's signing secret again."""
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, unset=["MDM_SECRET_KEY"])  # the key is the key file under var/
+    monkeypatch.setenv("MDM_DATABASE_URL", database_param(request, project_dir, kind))
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example/a")
+    mdm.conf.write_text('[alerts]\nwebhooks = { ops = { env = "HOOK_URL" } }\n')
+    assert mdm("alerts", "webhook-secret", "ops")[0] == 0
+    (project_dir / "var" / "secret.key").unlink()  # the key file lost
+    code, out, err = mdm("secrets", "new-key")
+    assert code == 0 and "; for a webhook's signing secret, run `mdm alerts webhook-secret NAME --new`" in out, out + err
