@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from starlette.datastructures import QueryParams
 
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.errors import one_line
@@ -81,9 +82,19 @@ class CliJsonRoute(APIRoute):
             if repeated:  # ?account=a&account=b answered account b's rows alone, as if that were what was asked
                 are, each = ("are", "each") if len(repeated) > 1 else ("is", "it")
                 raise WebError(422, f"{_parameters(repeated)} {are} given more than once: {each} takes one value")
+            _trim_query(request)
             return await handler(request)
 
         return checked
+
+
+def _trim_query(request: Request) -> None:
+    """Take the query's values without the spaces around them, as the API takes a body's serial
+    numbers and names: ``?device=%20SERIAL`` (a pasted serial) matched nothing, an empty page."""
+    items = request.query_params.multi_items()
+    if any(v != v.strip() for _, v in items):
+        request.scope["query_string"] = urlencode([(k, v.strip()) for k, v in items]).encode()
+        request._query_params = QueryParams(request.scope["query_string"])
 
 
 def _query_names(dependant: Any, *, many: bool = False) -> set[str]:

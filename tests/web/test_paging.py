@@ -226,6 +226,19 @@ def test_a_query_parameter_the_api_does_not_take_is_refused(school: Host, client
     assert twice.json() == {"error": "query parameters device, user are given more than once: each takes one value"}
 
 
+def test_a_filter_with_spaces_around_it_is_taken_trimmed(school: Host, client: Any) -> None:
+    """``?device=%20SERIAL`` (a serial pasted with a space) matched nothing: an empty page, as if
+    the device held no license, where a serial given to an install is taken trimmed."""
+    headers = token_for(school, "viewer")
+    licenses = client.get("/api/v1/vpp/licenses", params={"limit": 100}, headers=headers).json()["items"]
+    serial = next(row["serialNumber"] for row in licenses if "serialNumber" in row)
+    wanted = client.get("/api/v1/vpp/licenses", params={"device": serial}, headers=headers).json()
+    assert wanted["items"]
+    for given in (f" {serial}", f"{serial}\t", f"\n{serial} "):
+        response = client.get("/api/v1/vpp/licenses", params={"device": given, "account": " school "}, headers=headers)
+        assert response.status_code == 200 and response.json() == wanted, (repr(given), response.text)
+
+
 def test_console_tables_number_their_pages(busy: Host, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import mdm_core.web.paging as paging
 
