@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "jobs",
         help="list scheduled jobs and their next runs; `mdm jobs run` runs some now",
         description="Each scheduled job: its interval, next run (UTC) as `mdm run` plans it, when its last run finished, which process on which host ran it, "
-        "and its result (ok, or failed: why). "
+        "and its result (ok; attention: what a run that went well did not do, a sync waiting for a new token; or failed: why). "
         "`mdm jobs run` runs jobs now, for a host run from cron.",
     )
     jobs.add_argument("--json", action="store_true", help="print JSON")
@@ -78,7 +78,7 @@ def cmd_jobs(host: Host, args: argparse.Namespace) -> int:
                 # who ran the last run (`process 1234 on host-a`; JSON: last_holder too); None: not recorded (an older release)
                 "last_run_by": describe_holder(last.last_holder) if last and last.last_holder else None,
                 "last_holder": last.last_holder if last else None,  # JSON only (not a column)
-                # text: `ok: not synced: token expired: ...`; JSON keeps `ok` and says it in last_note
+                # text: `attention: not synced: token expired: ...`; JSON keeps `ok` and says it in last_note
                 "last_result": (last_result(last.last_error, None if args.json else note) if last and finished else None),
                 "last_error": last.last_error if last else None,
                 "last_note": note,
@@ -102,12 +102,13 @@ def recorded_runs(host: Host) -> dict[str, JobRun]:
 
 
 def last_result(error: str | None, note: str | None = None) -> str:
-    """A recorded run's result as ``mdm jobs`` shows it: ``ok`` (``ok: NOTE`` when it did not
-    do all its work, a sync its token keeps waiting), or ``failed: ERROR`` (one line), as
-    ``mdm jobs run`` says it."""
+    """A recorded run's result as ``mdm jobs`` shows it: ``ok``, ``attention: NOTE`` when it went
+    well but did not do all its work (a sync its token keeps waiting: not a line starting with
+    ``ok`` for an account that stopped syncing), or ``failed: ERROR`` (one line), as ``mdm jobs
+    run`` says it."""
     if error:
         return f"failed: {one_line(error)}"
-    return f"ok: {one_line(note)}" if note else "ok"
+    return f"attention: {one_line(note)}" if note else "ok"
 
 
 def cmd_run(host: Host, args: argparse.Namespace) -> int:

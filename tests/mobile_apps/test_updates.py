@@ -270,7 +270,7 @@ def test_the_job_fails_when_no_app_was_checked_and_says_how_many_were_not(setup,
     row = rows["mobile_apps.updates"]
     assert (row["last_result"], row["last_note"], row["last_error"]) == ("ok", unchecked, None)  # the note was none
     text = {line.split()[0]: line for line in mdm("jobs")[1].splitlines()}
-    assert text["mobile_apps.updates"].endswith(f" ok: {unchecked}"), text  # the last run's outcome, not the failure before it
+    assert text["mobile_apps.updates"].endswith(f" attention: {unchecked}"), text  # the last run's outcome, not the failure before it; was `ok: `
     assert len(commands(host, d["acked"])) == 1  # its iOS lookup failed: looked up again at the next check
     assert mdm("jobs", "run", "mobile_apps.updates")[0] == 0  # every app checked: a plain ok
     assert {r["name"]: r for r in json.loads(mdm("jobs", "--json")[1])}["mobile_apps.updates"]["last_note"] is None

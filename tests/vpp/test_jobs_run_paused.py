@@ -44,8 +44,9 @@ def test_mdm_jobs_says_the_last_run_did_not_sync(
 ) -> None:
     """`mdm jobs` listed the job of an account whose token had expired weeks ago as
     `vpp.sync.school ... ok`, every interval, like an account that syncs. Its last result now
-    says what `mdm jobs run` said (`ok: not synced: token expired: ...`); JSON keeps `ok` and
-    gives it as `last_note`. Once the account syncs again, it is a plain `ok`."""
+    says it as needing the admin (`attention: not synced: token expired: ...`: it read `ok: ...`,
+    a line starting with ok for an account that stopped syncing); JSON keeps `ok` and gives it
+    as `last_note`. Once the account syncs again, it is a plain `ok`."""
     host = make_host(database_url=database_url)
     add_simulated_account(host, simulator, project_dir)
     mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
@@ -62,7 +63,7 @@ def test_mdm_jobs_says_the_last_run_did_not_sync(
         return line[header.index("last_result") :].rstrip(), rows["vpp.sync.school"]
 
     text, row = listed()
-    assert text == f"ok: {NOTE}"
+    assert text == f"attention: {NOTE}"
     assert (row["last_result"], row["last_note"], row["last_error"]) == ("ok", NOTE, None)
 
     simulator.restore_token()
