@@ -31,8 +31,9 @@ def rows_by_table(host: Host) -> dict[str, int]:
 def a_week(host: Host, mdm: MdmRunner, sim: Any, week: int, serials: list[str], app: str, adam_id: str) -> None:
     """One device of the fleet leaves (its licenses are reclaimed) and enrols again with the app
     installed; every fourth week a new version is published and installed; the devices
-    acknowledge what they were sent; the due jobs run (syncs, alerts, mobile_apps) and so does
-    housekeeping."""
+    acknowledge what they were sent; the due jobs run (syncs, alerts, mobile_apps), every eighth
+    week with Apple failing (alerts of a failing sync and jobs, resolved the week after), and so
+    does housekeeping."""
     serial = serials[week % len(serials)]
     if week >= len(serials):
         remove_device_with_event(host, serial)
@@ -46,8 +47,12 @@ def a_week(host: Host, mdm: MdmRunner, sim: Any, week: int, serials: list[str], 
     for command in list_commands(host):
         if command["status"] == "queued":
             set_command_status(host, command["uuid"], "acknowledged")
+    failing = week % 8 == 5  # Apple answers errors all this week's jobs: the sync and jobs failing are alerted, resolved the next week
+    if failing:
+        sim.faults.add("server_error")
     code, out, err = mdm("jobs", "run", "--due")
-    assert code == 0, out + err
+    sim.faults.clear()
+    assert code == (1 if failing else 0), out + err
     host.deliver_events()
     housekeeping(host)
 
@@ -56,7 +61,9 @@ def a_week(host: Host, mdm: MdmRunner, sim: Any, week: int, serials: list[str], 
 def test_two_years_of_a_small_fleet_leave_no_table_growing(make_host: Callable[..., Host], project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
     """Before: every acknowledged InstallApplication an update replaced, every ended install and
     reclaim were kept for ever (core_command, mobile_apps_install and mobile_apps_reclaim about
-    doubled in the second year)."""
+    doubled in the second year). Apple fails every eighth week, so that alerts are written and
+    resolved: without them the alerts' retention was never exercised (alerts_message 0 and 0),
+    and with its prune removed this fails naming alerts_message 12 -> 26."""
     from plugins.vpp.simulator import Simulator
     from plugins.vpp.testing import add_simulated_account
 
@@ -79,5 +86,6 @@ def test_two_years_of_a_small_fleet_leave_no_table_growing(make_host: Callable[.
                 counted[week + 1] = rows_by_table(host)
 
     first, second = counted[WEEKS // 2], counted[WEEKS]
+    assert first["alerts_message"] and second["alerts_message"], "no alert written: the alerts' retention is not exercised"
     grown = {t: (first[t], n) for t, n in second.items() if n > first[t] * 1.25 + 5}
     assert not grown, f"tables that grew in the second year (first year, second): {grown}"
