@@ -182,6 +182,45 @@ def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulato
     assert line.endswith("license taken back: 1 removed"), line
 
 
+def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_license_covers(setup, simulator):
+    """An app installed with a device license, then for the device's owner with a user license
+    (one command for both), then updated: the update's command joins the device license's
+    install only. Taking back the device license kept the first command (the user's license
+    covers it) but queued RemoveApplication for the update's, so the app left a device its
+    owner's license still covers. The device keeps it; the user's reclaim removes it, once."""
+    from mdm_core.inventory import list_commands
+
+    host, mdm = setup()
+    a = fixed_assets(simulator)[0]
+    held = holders(simulator, a["adamId"]) | holders(simulator, a["adamId"], "PLUS")
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in held)  # no license of the app in either pricing
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_user(host, user)
+    add_device(host, serial, "iOS", owner=user)
+    app = app_id(host, a["adamId"])
+    assert mdm("apps", "install", app, "--device", serial, "--wait", "5")[0] == 0
+    code, out, err = mdm("apps", "install", app, "--user", user, "--wait", "5")
+    assert code == 0 and f"{serial}: queued: InstallApplication already queued" in out, out + err
+    [command] = commands(host, serial)
+    set_command_status(host, command["uuid"], "acknowledged")
+    simulator.publish_version(a["adamId"])
+    assert mdm("apps", "check-updates")[0] == 0
+    [update] = [c for c in commands(host, serial) if c["status"] == "queued"]
+    set_command_status(host, update["uuid"], "acknowledged")
+
+    def removals() -> list[str]:
+        return [c["status"] for c in list_commands(host, serial) if c["request_type"] == "RemoveApplication"]
+
+    code, out, err = mdm("apps", "reclaim", app, "--device", serial)
+    assert code == 0, out + err
+    assert removals() == []  # was ["queued"]: the app removed though the user's license covers it
+    code, out, err = mdm("apps", "installs", "--status", "canceled")
+    assert code == 0 and out.rstrip().endswith("license taken back: 1 kept for another license"), out + err
+    code, out, err = mdm("apps", "reclaim", app, "--user", user)
+    assert code == 0, out + err
+    assert removals() == ["queued"]
+
+
 def test_after_housekeeping_pruned_older_versions_the_device_still_gets_updates_and_removal(setup, simulator):
     """Housekeeping deletes the installs an update replaced once past their retention (they grew
     by one per update and device for as long as the host ran) and keeps each device's latest:

@@ -91,17 +91,18 @@ def serves_another_install(session: Session, row: Install, command: Command) -> 
 
 def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
     """Cancel the install's queued commands, queue RemoveApplication where it was sent; returns counts.
-    A command another install's license still covers is left alone (``kept``). A device sent
-    several (the install, then updates: :mod:`..updates`) gets one RemoveApplication."""
+    A device where another install's license still covers one of its commands is left alone
+    (``kept``), its updates' commands too. A device sent several (the install, then updates:
+    :mod:`..updates`) gets one RemoveApplication."""
     counts = {"canceled": 0, "removed": 0, "unknown": 0, "kept for another license": 0}
     now = utcnow()
+    found = (session.get(Command, uuid) for uuid in row.command_uuids)
+    commands = [c for c in found if c is not None and c.request_type in ("InstallApplication", "InstallMedia")]
+    covered = {c.device_serial for c in commands if serves_another_install(session, row, c)}  # the app stays there, updates too
+    counts["kept for another license"] = len(covered)
     removing: set[str] = set()  # the devices already seen to (RemoveApplication queued, or said why not)
-    for uuid in row.command_uuids:
-        command = session.get(Command, uuid)
-        if command is None or command.request_type not in ("InstallApplication", "InstallMedia"):
-            continue
-        if serves_another_install(session, row, command):
-            counts["kept for another license"] += 1
+    for command in commands:
+        if command.device_serial in covered:
             continue
         if command.status == "queued":
             command.status, command.error, command.updated_at = "canceled", "its VPP license was taken back", now
