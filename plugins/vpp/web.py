@@ -31,7 +31,7 @@ from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
 from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
-from mdm_core.web.once import form_once, new_form_id
+from mdm_core.web.once import check_form_id, form_once, new_form_id, run_form
 from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
 from mdm_core.web.wording import for_request, with_error_reworded
@@ -556,7 +556,9 @@ def page_router() -> APIRouter:
         host = host_of(request)
         _account(host, name)
         wanted = _on_off(notifications, "notifications")
-        account = form_once(request, form_id, PAGE, lambda: set_account(host, name, notifications=wanted))
+        check_form_id(form_id, PAGE)  # Turn on and Turn off are buttons of one form: each its own outcome
+        done = run_form(request, f"{form_id}-{wanted}" if form_id else "", lambda: set_account(host, name, notifications=wanted))
+        account = done[0]
         return redirect(request, "/vpp", f"{name}: Apple's notifications {account['notifications']}")
 
     @router.post("/vpp/accounts/{name}/sync")

@@ -231,3 +231,24 @@ def test_a_double_click_on_save_interval_sets_it_twice_to_the_same_value(make_ho
         assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Account Synchronization Interval set to 1200 seconds"])] * 2
         assert dict(simulator.requests) == before  # nothing asked of Apple
     assert [a["interval_seconds"] for a in list_accounts(host)] == [1200]
+
+
+def test_turn_on_then_turn_off_from_one_page_does_both(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
+    """Turn on and Turn off are two buttons of one form (both shown while Apple posts elsewhere):
+    with the page's one id for both, Turn off clicked right after Turn on was answered with Turn
+    on's outcome ("notifications on") and never done. Each button now has its own: done both."""
+    from plugins.vpp.accounts import add_account, list_accounts
+    from tests.vpp.notify_helpers import Endpoint
+
+    host, admin = _signed_in_admin(make_host, database_url)
+    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url, notifications=False)
+    endpoint = Endpoint(host, simulator)
+    try:
+        with admin:
+            (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+            form = {"csrftoken": csrf(admin), "form_id": form_id}
+            answers = [admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted}) for wanted in ("on", "off")]
+            assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"]), (200, ["school: Apple's notifications off"])]
+        assert [a["notifications"] for a in list_accounts(host)] == ["off"]
+    finally:
+        endpoint.close()
