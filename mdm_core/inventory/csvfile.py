@@ -40,6 +40,17 @@ def read_text(path: Path) -> str:
         raise UsageError(f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}): {UTF8_FIX}") from None
 
 
+SEPARATORS = (",", ";", "\t")
+
+
+def separator(text: str) -> str:
+    """The header's separator: ``,``, or the ``;`` of Excel in a locale whose decimal mark is a
+    comma, or a tab, whichever the header line (the first that is not blank or a comment) holds
+    most; a header of one column is comma-separated."""
+    header = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    return max(SEPARATORS, key=header.count)
+
+
 def csv_rows(
     path: Path, columns: Sequence[str], required: Sequence[str], *, ignored: list[str] | None = None, comments: bool = False
 ) -> Iterator[tuple[int, dict[str, str] | str]]:
@@ -48,11 +59,13 @@ def csv_rows(
 
     The header names the columns, in any order (case and spaces do not matter); ``required``
     ones must be there, unknown ones are left out (and listed in ``ignored``); each row gives
-    every known column, ``""`` for an absent one or an empty cell. ``comments``: rows whose
-    first cell starts with ``#`` are skipped, before the header too. A file that cannot be read,
-    is not UTF-8 or not CSV, or a bad header raise ``UsageError`` naming the line.
+    every known column, ``""`` for an absent one or an empty cell. Cells are separated by ``,``,
+    ``;`` or tabs (see :func:`separator`). ``comments``: rows whose first cell starts with ``#``
+    are skipped, before the header too. A file that cannot be read, is not UTF-8 or not CSV, or
+    a bad header raise ``UsageError`` naming the line.
     """
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator(text))
 
     def skipped(cells: list[str]) -> bool:
         return comments and (not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"))

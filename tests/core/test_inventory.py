@@ -347,3 +347,21 @@ def test_removals_print_what_plugins_did_about_them(mdm, write_plugin):
     assert mdm("devices", "add", "s1", "--platform", "ios")[0] == 0
     assert mdm("devices", "remove", "s1")[1] == "removed S1: watcher saw device S1 go\n"
     assert mdm("users", "remove", "u1")[1] == "removed user u1: watcher saw user u1 go\n"
+
+
+@pytest.mark.parametrize("sep", [";", "\t"], ids=["semicolon", "tab"])
+def test_an_excel_export_separated_by_semicolons_or_tabs_imports(mdm, project_dir, sep):
+    """Excel in a locale whose decimal mark is a comma saves "CSV" with `;`; a tab-separated
+    export is as common: both used to be refused as a header lacking every column."""
+    text = '\ufeffid;email;name;department\r\nu1;ann@example.com;"Doe; Ann";Science\r\n\r\nu2;bob@example.com;Bob, Jr;\r\n'
+    path = project_dir / "users.csv"
+    path.write_bytes(text.replace(";", sep).encode())
+    code, out, err = mdm("users", "import", str(path))
+    assert (code, out) == (0, f"imported {path}: 2 added, 0 updated, 0 unchanged (ignored columns: department)\n"), err
+    users = json.loads(mdm("users", "list", "--json")[1])
+    assert [(u["id"], u["email"], u["name"]) for u in users] == [("u1", "ann@example.com", f"Doe{sep} Ann"), ("u2", "bob@example.com", "Bob, Jr")]
+    devices = write(project_dir / "devices.csv", f"serial_number{sep}platform{sep}model{sep}user\nS1{sep}ios{sep}iPhone15,2{sep}u1\n")
+    code, out, err = mdm("devices", "import", devices)
+    assert (code, out) == (0, f"imported {devices}: 1 enrolled, 0 updated, 0 unchanged\n"), err
+    [device] = json.loads(mdm("devices", "list", "--json")[1])
+    assert (device["serial_number"], device["model"], device["owner"]) == ("S1", "iPhone15,2", "u1")
