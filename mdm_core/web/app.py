@@ -296,8 +296,8 @@ def create_app(host: Host) -> FastAPI:
     table: list[RouteInfo] = [RouteInfo("/static", frozenset({"GET"}), "static", "core")]
     for kind, prefix, routers in (("public", "", registry.public), ("page", "", registry.pages), ("api", API_PREFIX, registry.api)):
         for router, plugin in routers:
-            if kind == "public":
-                app.include_router(router)
+            if kind == "public":  # its own authentication: not the REST API the OpenAPI document describes
+                app.include_router(router, include_in_schema=False)
             elif kind == "page":
                 app.include_router(router, dependencies=access, include_in_schema=False)
             else:

@@ -24,6 +24,7 @@ from mdm_core.errors import one_line
 from mdm_core.output import to_jsonable
 
 from .access import Principal
+from .openapi import REFUSES_EMPTY
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -58,6 +59,7 @@ class CliJsonRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
         kwargs["response_model"] = None
+        kwargs["openapi_extra"] = (kwargs.get("openapi_extra") or {}) | {REFUSES_EMPTY: True}  # what get_route_handler checks
         status = kwargs.get("status_code") or 200
         super().__init__(path, _answering_cli_json(endpoint, status), **kwargs)
 

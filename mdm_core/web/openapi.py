@@ -27,6 +27,10 @@ PAGE_SCHEMA: dict[str, Any] = {
     "required": ["items", "next_cursor"],
 }
 BEARER: dict[str, Any] = {"type": "http", "scheme": "bearer", "description": "an API token: `mdm api-tokens create NAME` or the console's API tokens page"}
+#: The mark ``helpers.CliJsonRoute`` puts on its operations: they refuse a query parameter given
+#: empty (a plugin's route on a plain ``APIRouter`` takes it); the document says so, not the mark.
+REFUSES_EMPTY = "x-mdm-refuses-empty-query"
+METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 #: What each refusal means, for every operation (``default``: the other statuses, 404, 409, 405, 413 ...).
 REFUSALS = {
     "401": "no token, or one that is not valid (unknown, revoked)",
@@ -73,16 +77,17 @@ def amended(document: dict[str, Any]) -> dict[str, Any]:
     document["security"] = [{"bearer": []}]
     for item in document.get("paths", {}).values():
         for method, operation in item.items():
-            _amend(method, operation)
+            if method in METHODS:  # not a path's own summary or parameters
+                _amend(method, operation, refuses_empty=operation.pop(REFUSES_EMPTY, False))
     return document
 
 
-def _amend(method: str, operation: dict[str, Any]) -> None:
+def _amend(method: str, operation: dict[str, Any], *, refuses_empty: bool) -> None:
     """One operation: its query parameters, its page, its refusals."""
     responses = operation.setdefault("responses", {})
     params = operation.get("parameters", [])
     for param in params:
-        if param.get("in") == "query" and _is_text(param.get("schema", {})):
+        if refuses_empty and param.get("in") == "query" and _is_text(param.get("schema", {})):
             # given empty (?device=, an unset variable) it is refused, never taken as no filter
             param["schema"] = {k: v for k, v in param["schema"].items() if k != "anyOf"} | {"type": "string", "minLength": 1, "pattern": r"\S"}
     refusals = dict(REFUSALS)

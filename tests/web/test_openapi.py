@@ -120,3 +120,49 @@ def test_filters_taking_known_values_list_them(school: Host, client: Any) -> Non
             assert client.get(path, params={name: value, "limit": 1}, headers=headers).status_code == 200, (path, name, value)
         refused = client.get(path, params={name: "nonsense"}, headers=headers)
         assert refused.status_code == 422 and "'nonsense'" in refused.json()["error"], (path, name, refused.text)
+
+
+def test_a_third_party_plugins_routes_are_documented_as_they_behave(web_host: Host) -> None:
+    """A plugin's public route (its own authentication) was documented as the API, the bearer
+    token required; a plugin's API route on a plain ``APIRouter``, which takes a query parameter
+    given empty, was documented as refusing it."""
+    from fastapi import APIRouter
+    from fastapi.testclient import TestClient
+
+    from mdm_core import hookimpl
+    from mdm_core.web.app import create_app
+    from mdm_core.web.helpers import rest_router
+
+    class ThirdParty:
+        @hookimpl
+        def mdm_register_web(self, web: Any, host: Host) -> None:
+            checked, plain, public = rest_router(), APIRouter(), APIRouter()
+
+            @checked.get("/third/checked")
+            def checked_route(q: str | None = None) -> dict[str, Any]:
+                return {"q": q}
+
+            @plain.get("/third/plain")
+            def plain_route(q: str | None = None) -> dict[str, Any]:
+                return {"q": q}
+
+            @public.get("/third/hook")
+            def hook() -> dict[str, Any]:
+                return {}
+
+            web.add_api(checked, plugin="third")
+            web.add_api(plain, plugin="third")
+            web.add_public(public, plugin="third")
+
+    web_host.pm.register(ThirdParty(), name="third")
+    headers = token_for(web_host, "viewer")
+    with TestClient(create_app(web_host)) as client:
+        document = _document(client, headers)
+        assert client.get("/third/hook").status_code == 200 and "/third/hook" not in document["paths"]
+        refused = {}
+        for path in ("/api/v1/third/checked", "/api/v1/third/plain"):
+            [param] = document["paths"][path]["get"]["parameters"]
+            refused[path] = client.get(path, params={"q": ""}, headers=headers).status_code == 422
+            assert ("minLength" in param["schema"]) == refused[path], (path, param)
+        assert refused == {"/api/v1/third/checked": True, "/api/v1/third/plain": False}
+        assert "x-mdm" not in json.dumps(document)  # the routes' mark is not the document's
