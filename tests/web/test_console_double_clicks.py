@@ -8,7 +8,8 @@ import html
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,32 +188,23 @@ def test_a_double_click_on_turn_on_asks_apple_once(make_host: Any, database_url:
     """Turn on (Apple's notifications) sent twice gave Apple a new notification secret twice;
     at once, the secret stored could be the first's while Apple kept the second's, and every
     notification was refused. Now Apple is asked once and keeps the secret stored."""
-    from plugins.vpp.accounts import add_account
     from plugins.vpp.models import VppAccount
-    from tests.vpp.notify_helpers import Endpoint
 
-    host, admin = _signed_in_admin(make_host, database_url)
-    add_account(host, "school", str(simulator.write_token(project_dir / "school.vpptoken")), service_url=simulator.base_url, notifications=False)
-    endpoint = Endpoint(host, simulator)
-    try:
-        with admin:
-            (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
+    with _notifications_off(make_host, database_url, simulator, project_dir) as (host, admin, form_id):
+        before = simulator.requests["client/config"]
+        form = {"csrftoken": csrf(admin), "notifications": "on", "form_id": form_id}
+        answers = _twice_at_once(lambda: admin.post("/vpp/accounts/school/notifications", data=form))
+        assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"])] * 2
+        twice = simulator.requests["client/config"] - before
+        with host.db.session() as session:
+            [account] = session.execute(select(VppAccount)).scalars()
+            assert host.secrets.decrypt(account.notification_secret) == simulator.state.notification_auth_token
+        for wanted in ("off", "on"):  # the page opened again each time: a new form, done again
+            (other,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
             before = simulator.requests["client/config"]
-            form = {"csrftoken": csrf(admin), "notifications": "on", "form_id": form_id}
-            answers = _twice_at_once(lambda: admin.post("/vpp/accounts/school/notifications", data=form))
-            assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"])] * 2
-            twice = simulator.requests["client/config"] - before
-            with host.db.session() as session:
-                [account] = session.execute(select(VppAccount)).scalars()
-                assert host.secrets.decrypt(account.notification_secret) == simulator.state.notification_auth_token
-            for wanted in ("off", "on"):  # the page opened again each time: a new form, done again
-                (other,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
-                before = simulator.requests["client/config"]
-                again = admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted, "form_id": other})
-                assert again.status_code == 200 and _flash(again) == [f"school: Apple's notifications {wanted}"]
-            assert twice == simulator.requests["client/config"] - before > 0  # the double-click asked as one Turn on does
-    finally:
-        endpoint.close()
+            again = admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted, "form_id": other})
+            assert again.status_code == 200 and _flash(again) == [f"school: Apple's notifications {wanted}"]
+        assert twice == simulator.requests["client/config"] - before > 0  # the double-click asked as one Turn on does
 
 
 def test_a_double_click_on_save_interval_sets_it_twice_to_the_same_value(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> None:
@@ -237,7 +229,20 @@ def test_turn_on_then_turn_off_from_one_page_does_both(make_host: Any, database_
     """Turn on and Turn off are two buttons of one form (both shown while Apple posts elsewhere):
     with the page's one id for both, Turn off clicked right after Turn on was answered with Turn
     on's outcome ("notifications on") and never done. Each button now has its own: done both."""
-    from plugins.vpp.accounts import add_account, list_accounts
+    from plugins.vpp.accounts import list_accounts
+
+    with _notifications_off(make_host, database_url, simulator, project_dir) as (host, admin, form_id):
+        form = {"csrftoken": csrf(admin), "form_id": form_id}
+        answers = [admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted}) for wanted in ("on", "off")]
+        assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"]), (200, ["school: Apple's notifications off"])]
+        assert [a["notifications"] for a in list_accounts(host)] == ["off"]
+
+
+@contextmanager
+def _notifications_off(make_host: Any, database_url: str, simulator: Any, project_dir: Path) -> Iterator[tuple[Host, Any, str]]:
+    """An account with Apple's notifications off, an endpoint taking Apple's posts, an admin
+    signed in on the VPP page: the host, the admin's client (open) and the page's form id."""
+    from plugins.vpp.accounts import add_account
     from tests.vpp.notify_helpers import Endpoint
 
     host, admin = _signed_in_admin(make_host, database_url)
@@ -246,9 +251,6 @@ def test_turn_on_then_turn_off_from_one_page_does_both(make_host: Any, database_
     try:
         with admin:
             (form_id,) = set(FORM_ID_RE.findall(admin.get("/vpp").text))
-            form = {"csrftoken": csrf(admin), "form_id": form_id}
-            answers = [admin.post("/vpp/accounts/school/notifications", data={**form, "notifications": wanted}) for wanted in ("on", "off")]
-            assert [(a.status_code, _flash(a)) for a in answers] == [(200, ["school: Apple's notifications on"]), (200, ["school: Apple's notifications off"])]
-        assert [a["notifications"] for a in list_accounts(host)] == ["off"]
+            yield host, admin, form_id
     finally:
         endpoint.close()
