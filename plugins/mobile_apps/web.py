@@ -57,7 +57,16 @@ _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 #: the body of an install or a reclaim, for the OpenAPI document
 TARGETS: dict[str, Any] = {"devices": _TEXTS | {"description": "serial numbers"}, "users": _TEXTS | {"description": "MDM user ids"}}
 UNUSED: dict[str, Any] = {name: {"type": "boolean"} for name in ("unused", "dry_run", "yes")}
-REFUSED_TARGET: dict[str, Any] = {"description": "a target was refused (or its license is irrevocable): the answer of a 200 with ok false"}
+_REFUSED_RESULTS = {
+    "type": "object",
+    "required": ["ok", "results"],
+    "properties": {"ok": {"const": False}, "results": {"type": "array", "items": {"type": "object"}}},
+}
+REFUSED_TARGET: dict[str, Any] = {
+    "description": "a target was refused (or its license is irrevocable): the answer of a 200 with ok false; "
+    "or the request was refused as a whole, nothing done (the VPP plugin not loaded, a reclaim to confirm with yes): an error",
+    "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Error"}, _REFUSED_RESULTS]}}},
+}
 
 
 def register(web: WebRegistry) -> None:

@@ -166,3 +166,25 @@ def test_a_third_party_plugins_routes_are_documented_as_they_behave(web_host: Ho
             assert ("minLength" in param["schema"]) == refused[path], (path, param)
         assert refused == {"/api/v1/third/checked": True, "/api/v1/third/plain": False}
         assert "x-mdm" not in json.dumps(document)  # the routes' mark is not the document's
+
+
+def test_a_409_refusing_the_whole_request_is_documented_as_an_error(make_host: Any) -> None:
+    """An install or reclaim answers 409 with its results (a target refused), or with an error
+    when it is refused as a whole (here: the VPP plugin not loaded); the document described the
+    first alone, without a schema."""
+    from fastapi.testclient import TestClient
+
+    from mdm_core.web.app import create_app
+
+    from .conftest import WEB_CONFIG
+
+    host = make_host(config=WEB_CONFIG, environ={"MDM_DISABLED_PLUGINS": "vpp"})
+    admin = token_for(host, "admin")
+    with TestClient(create_app(host)) as client:
+        document = _document(client, admin)
+        response = client.post("/api/v1/apps/1/install", headers=admin, json={"devices": ["WEBDEV000003"]})
+        assert response.status_code == 409 and list(response.json()) == ["error"], response.text
+        for path in ("/api/v1/apps/{app}/install", "/api/v1/apps/reclaim", "/api/v1/apps/{app}/reclaim"):
+            schema = document["paths"][path]["post"]["responses"]["409"]["content"]["application/json"]["schema"]
+            shapes = [_schema(document, s) if "$ref" in s else s for s in schema["oneOf"]]
+            assert [set(s["required"]) for s in shapes] == [{"error"}, {"ok", "results"}], (path, shapes)
