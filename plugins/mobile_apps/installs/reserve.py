@@ -107,8 +107,7 @@ def reserve(host: Host, asset: Asset, serials: list[str], users: list[str], *, c
 
     def work(session: Session) -> Intents:
         session.execute(_asset_apps(asset).with_for_update())
-        fresh_counts(host, asset)
-        refused = short(asset, len(serials) + len(users), taken=_taken(host, session, asset, serials, users), counted=counted)
+        refused = short(asset, len(serials) + len(users), taken=_taken_with_counts(host, session, asset, serials, users), counted=counted)
         if refused is not None:
             return Intents(refusal=refused)
         return Intents(_record(session, asset, "device", serials), _record(session, asset, "user", users))
@@ -136,6 +135,20 @@ def _of_asset(asset: Asset, kind: str) -> tuple[ColumnElement[bool], ...]:
         col(Install.pricing_param) == asset.pricing_param,
         col(Install.kind) == kind,
     )
+
+
+def _taken_with_counts(host: Host, session: Session, asset: Asset, serials: list[str], users: list[str]) -> int:
+    """:func:`_taken`, with the asset's counts read fresh around it until they did not move: the
+    mirror is read apart from the installs, so an install that finished meanwhile (no longer in
+    flight, its license now counted by the mirror) would otherwise be counted by neither."""
+    for _ in range(5):  # the counts move only when an install or a sync commits: a few tries at most
+        fresh_counts(host, asset)
+        before = (asset.available_count, asset.device_assignable)
+        taken = _taken(host, session, asset, serials, users)
+        fresh_counts(host, asset)
+        if (asset.available_count, asset.device_assignable) == before:
+            break
+    return taken
 
 
 def _taken(host: Host, session: Session, asset: Asset, serials: list[str], users: list[str]) -> int:
