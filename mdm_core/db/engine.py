@@ -13,13 +13,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -259,6 +259,24 @@ class Database:
                 log.info("database busy, retrying (%d/%d)", attempt, attempts)
                 time.sleep(0.2 * attempt)
         raise AssertionError("unreachable")
+
+    def read_or_add(self, read: Callable[[Session], T | None], row: Callable[[], Any]) -> T | None:
+        """What ``read(session)`` finds, or else what it finds once ``row()`` is added: a row made
+        at its first use, two processes making it at once agreeing on the first one written (the
+        other's duplicate key is ignored)."""
+        with self.session() as session:
+            found = read(session)
+        if found is not None:
+            return found
+
+        def work(session: Session) -> None:
+            if read(session) is None:
+                session.add(row())
+
+        with suppress(IntegrityError):  # another process made it first: that one is read
+            self.run_write(work)
+        with self.session() as session:
+            return read(session)
 
     def execute_write(self, statement: Any) -> int:
         """Run one ``UPDATE`` or ``DELETE`` in its own write transaction (:meth:`run_write`);

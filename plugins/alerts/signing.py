@@ -42,27 +42,28 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def webhook_secret(host: Host, name: str, *, new: bool = False) -> str:
     """Webhook ``name``'s signing secret, made at its first use (two processes making it at once
     agree on the first one written); ``new``: replace it (the receiver needs the new one)."""
-    if not new:
-        with host.db.session() as session:
+
+    def made() -> WebhookSecret:
+        return WebhookSecret(name=name, secret_ciphertext=host.secrets.encrypt(secrets.token_urlsafe(SECRET_BYTES)))
+
+    if new:
+
+        def replace(session: Session) -> None:
             row = session.get(WebhookSecret, name)
             if row is not None:
-                return _readable(host, name, row.secret_ciphertext)
-    ciphertext = host.secrets.encrypt(secrets.token_urlsafe(SECRET_BYTES))
+                row.secret_ciphertext = made().secret_ciphertext
+            session.add(row or made())
 
-    def work(session: Session) -> None:
-        row = session.get(WebhookSecret, name)
-        if row is None:
-            session.add(WebhookSecret(name=name, secret_ciphertext=ciphertext))
-        elif new:
-            row.secret_ciphertext = ciphertext
-            session.add(row)
+        with suppress(IntegrityError):  # another process made it first: that one is the secret
+            host.db.run_write(replace)
 
-    with suppress(IntegrityError):  # another process made it first: that one is the secret
-        host.db.run_write(work)
-    with host.db.session() as session:
+    def read(session: Session) -> str | None:
         row = session.get(WebhookSecret, name)
-        assert row is not None
-        return _readable(host, name, row.secret_ciphertext)
+        return None if row is None else row.secret_ciphertext
+
+    ciphertext = host.db.read_or_add(read, made)
+    assert ciphertext is not None
+    return _readable(host, name, ciphertext)
 
 
 def forget_webhook_secret(host: Host, name: str) -> None:

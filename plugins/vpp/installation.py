@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import socket
 import uuid
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from .models import VppInstallation
@@ -30,23 +28,17 @@ MARK = " installation "  # between the host name and the id in the metadata
 def installation_id(host: Host) -> str:
     """This database's installation id, made at the first claim and kept (two processes making
     it at once agree on the first one written)."""
-    found = stored_installation_id(host)
-    if found:
-        return found
-
-    def work(session: Session) -> None:
-        if session.get(VppInstallation, KEY) is None:
-            session.add(VppInstallation(key=KEY, installation_id=str(uuid.uuid4())))
-
-    with suppress(IntegrityError):  # another process made it first: that one is ours
-        host.db.run_write(work)
-    return stored_installation_id(host) or ""
+    return host.db.read_or_add(_read_id, lambda: VppInstallation(key=KEY, installation_id=str(uuid.uuid4()))) or ""
 
 
 def stored_installation_id(host: Host) -> str | None:
     """This database's installation id, None before its first claim (read only)."""
     with host.db.session() as session:
-        return session.execute(select(col(VppInstallation.installation_id)).where(col(VppInstallation.key) == KEY)).scalar_one_or_none()
+        return _read_id(session)
+
+
+def _read_id(session: Session) -> str | None:
+    return session.execute(select(col(VppInstallation.installation_id)).where(col(VppInstallation.key) == KEY)).scalar_one_or_none()
 
 
 def metadata(here: str) -> str:
