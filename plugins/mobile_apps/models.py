@@ -92,6 +92,10 @@ class Install(SQLModel, table=True):
     attempts: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    #: the mark of the request asking Apple while ``associating`` (its token, and when it started): the
+    #: installs job takes the install over only while status and token are as it read them (:mod:`.installs.pending`)
+    request_token: str | None = Field(default=None, max_length=32)
+    request_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Reclaim(SQLModel, table=True):
