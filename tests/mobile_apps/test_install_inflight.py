@@ -5,6 +5,23 @@ its request was interrupted or still under way."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import col
+
+from mdm_core.inventory import add_device
+from mdm_core.models import utcnow
+from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.installs.request import install
+from plugins.mobile_apps.models import Install
+from plugins.mobile_apps.vpp_port import VppPort
+
+from .conftest import app_id, commands, fixed_assets, free_serials
 
 
 def test_mobile_apps_0006_installs_keep_their_rows_with_no_request_mark(project_dir, monkeypatch, capsys, database_url):
@@ -36,3 +53,94 @@ def test_mobile_apps_0006_installs_keep_their_rows_with_no_request_mark(project_
     code, out, err = mdm("apps", "installs", "--json")
     assert code == 0, err
     assert {i["target"]: i["status"] for i in json.loads(out)} == {"C02DONE": "queued", "C02STUCK": "associating"}
+
+
+def _the_job_paused_before_its_write(host, job):
+    """Pause the installs job ``job`` (a thread) at its first write of an install, for as long as
+    another writer can commit meanwhile: before its write transaction on SQLite (one writer at a
+    time), before its ``UPDATE`` on PostgreSQL (the read before it locked nothing). Returns the
+    events (the job paused, the other writer committed) and a function to stop listening."""
+    from sqlalchemy import event
+
+    paused, committed = threading.Event(), threading.Event()
+    first = "BEGIN IMMEDIATE" if host.db.is_sqlite else "UPDATE mobile_apps_install"
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if threading.current_thread() is job.get("thread") and not paused.is_set() and statement.startswith(first):
+            paused.set()
+            assert committed.wait(60), "the request never committed"
+
+    event.listen(host.db.engine, "before_cursor_execute", before)
+    return paused, committed, lambda: event.remove(host.db.engine, "before_cursor_execute", before)
+
+
+@pytest.mark.slow
+def test_a_request_that_records_its_outcome_while_the_job_takes_over_keeps_it(on_both, simulator, monkeypatch, caplog):
+    """The admin runs the installs job (`mdm jobs run mobile_apps.installs`) while a request asks
+    Apple: the job reads the install ``associating``, the request records it ``queued``, then the
+    job writes. On PostgreSQL the job overwrote the outcome with ``pending``, asked Apple again and
+    listed the command twice. Now its switch is a compare-and-set on the status and the request's
+    mark: the request's outcome stays, Apple is asked once, the command listed once."""
+    from plugins.mobile_apps.installs.pending import retry_pending
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_device(host, serial, "iOS")
+    app = app_id(host, a["adamId"])
+    job: dict[str, Any] = {}
+    paused, committed, stop = _the_job_paused_before_its_write(host, job)
+    real = VppPort.associate
+    asked: list[str] = []
+
+    def associate(port, *args, **kwargs):  # the admin runs the job while the request asks Apple
+        asked.append(threading.current_thread().name)
+        if "thread" not in job:
+            job["thread"] = threading.Thread(target=lambda: job.update(counts=retry_pending(host, resume_all=True)), name="job")
+            job["thread"].start()
+            assert paused.wait(60), "the job never wrote"
+        return real(port, *args, **kwargs)
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    caplog.set_level(logging.INFO, logger="plugins.mobile_apps")
+    try:
+        [line] = install(host, app, serials=[serial]).as_dicts()
+    finally:
+        committed.set()
+        if "thread" in job:
+            job["thread"].join(60)
+        stop()
+    assert line["status"] == "queued", line
+    [(status, uuids, error)] = [(i["status"], i["command_uuids"], i["error"]) for i in list_installs(host)]
+    assert (status, error) == ("queued", None) and len(uuids) == 1, (status, uuids, error)
+    assert [c["uuid"] for c in commands(host, serial)] == uuids
+    assert asked == [threading.main_thread().name] and job["counts"]["asked"] == 0, (asked, job)
+    assert "1 install(s) left to their request: it recorded an outcome, or was asked again, after the job read them" in caplog.text
+
+
+def test_the_job_says_whether_a_request_was_interrupted_or_is_still_under_way(on_both, simulator, caplog):
+    """`mdm jobs run mobile_apps.installs` takes over every ``associating`` install: one whose
+    request started moments ago (it may still be asking Apple, in another process) was logged
+    and recorded "interrupted" like one left long ago. Each is now said for what it is."""
+    from plugins.mobile_apps.installs.pending import retry_pending
+    from plugins.mobile_apps.installs.request import resolve_asset
+    from plugins.mobile_apps.installs.reserve import reserve
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]
+    old, young = free_serials(simulator, a["adamId"])[:2]
+    for serial in (old, young):
+        add_device(host, serial, "iOS")
+    asset = resolve_asset(host, app_id(host, a["adamId"]))
+    ids = reserve(host, asset, [old], []).devices
+    past = utcnow() - timedelta(hours=1)  # long past interrupted_after: its process died
+    host.db.run_write(lambda session: session.execute(update(Install).where(col(Install.id) == ids[old]).values(updated_at=past, request_started_at=past)))
+    reserve(host, asset, [young], [])  # its request is asking Apple now
+    caplog.set_level(logging.INFO, logger="plugins.mobile_apps")
+
+    counts = retry_pending(host, resume_all=True)
+
+    assert counts["asked"] == 2 and counts["queued"] == 2, counts
+    assert "1 install(s) were interrupted while Apple was asked for their licenses; asking again" in caplog.text
+    assert "1 install(s) still being asked for by their request (started less than 900s ago, maybe in another process)" in caplog.text
+    assert {i["target"]: i["status"] for i in list_installs(host)} == {old: "queued", young: "queued"}

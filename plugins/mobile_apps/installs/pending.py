@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,13 +23,13 @@ from mdm_core.job_lock import check_held
 from mdm_core.models import Device, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
 
-from ..accounts import wait_or_cancel
 from ..catalog import DEVICE_TO_APP_PLATFORM
 from ..models import Install, MobileApp
 from ..payloads import InstallFailedPayload
 from ..settings import settings
 from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install
+from .resume import resume_associating
 from .waiting import install_waits
 from .wording import DEVICE_GONE, NO_DEVICE
 
@@ -79,7 +78,7 @@ def complete_pending(host: Host, session: Session, account: str, adam_id: str, p
             if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
                 continue
             uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending", kind)
-            row.command_uuids = [*row.command_uuids, uuid]
+            row.command_uuids = list(dict.fromkeys([*row.command_uuids, uuid]))  # its request may have queued it already
             queued += int(new)
         if row.command_uuids:
             row.status, row.error, row.updated_at = "queued", None, utcnow()  # not "asking again" any more
@@ -177,15 +176,11 @@ def retry_pending(host: Host, ids: list[int] | None = None, *, resume_all: bool 
     """The ``mobile_apps.installs`` job: ask Apple again about pending installs (``ids``: only
     these, at once), and about those left ``associating`` ``interrupted_after`` ago (any age
     with ``resume_all``: one whose request still runs is then asked twice, which Apple answers
-    alike, and its command is queued once)."""
+    alike, and its command is queued once), unless their request recorded an outcome meanwhile
+    (:mod:`.resume`)."""
     s = settings(host)
     if ids is None:
-        interrupted = utcnow() - timedelta(seconds=0 if resume_all else s.interrupted_after)
-        with host.db.session() as session:
-            stale = list(session.execute(select(Install).where(col(Install.status) == "associating", col(Install.updated_at) <= interrupted)).scalars())
-        if stale:  # recorded before Apple was asked, then the process died: finish what it started
-            log.warning("%d install(s) were interrupted while Apple was asked for their licenses; asking again", len(stale))
-            host.db.run_write(lambda session: _resume(session, [r.id for r in stale]))
+        resume_associating(host, resume_all=resume_all)
     query = select(Install).where(col(Install.status) == "pending")
     if ids is not None:
         query = query.where(col(Install.id).in_(ids))
@@ -334,15 +329,6 @@ def on_licenses_refused(host: Host, event: Event) -> None:
     failed = host.db.run_write(work)
     if failed:
         log.info("%d pending install(s) of %s failed: Apple refused their licenses (event %s)", failed, p["adamId"], p["eventId"])
-
-
-def _resume(session: Session, ids: list[int | None]) -> None:
-    """Interrupted installs are asked again (``pending``), unless their account was removed
-    meanwhile (marked by :func:`.accounts.account_removed`): those end ``canceled``."""
-    for row in session.execute(select(Install).where(col(Install.id).in_(ids), col(Install.status) == "associating")).scalars():
-        if not wait_or_cancel(row):
-            row.error = "interrupted while Apple was asked; asking again"
-        session.add(row)
 
 
 def _pending_of(key: tuple[str, str, str, str], targets: Iterable[str]) -> Select[Install]:

@@ -27,14 +27,14 @@ from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult, MirroredUser
 
-from ..accounts import removed_meanwhile, removed_reason, wait_or_cancel
+from ..accounts import removed_reason, wait_or_cancel
 from ..catalog import DEVICE_TO_APP_PLATFORM, find_apps, label
 from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
 from . import wording
 from .commands import apple_reason, queue_install, queued_installs
-from .reserve import Intents, fresh_counts, holding, reserve
+from .reserve import Intents, fresh_counts, holding, intent, reserve
 from .wording import NO_DEVICE, Said
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
             device = session.get(Device, serial)
             if device is None:  # removed meanwhile
                 out.add(serial, "refused", "not enrolled any more")
-                row = session.get(Install, intents[serial]) if serial in intents else None
+                row = intent(session, intents.get(serial))
                 if row is not None:
                     row.status, row.error, row.updated_at = "failed", "the device was removed while Apple licensed it", utcnow()
                     session.add(row)
@@ -468,18 +468,17 @@ def _queue_for_users(
         host.deliver_events()
 
 
-def _mark_queued(session: Session, asset: Asset, kind: str, target: str, intent: int | None, uuids: list[str], fresh: bool) -> None:
+def _mark_queued(session: Session, asset: Asset, kind: str, target: str, install_id: int | None, uuids: list[str], fresh: bool) -> None:
     """Record ``target``'s install ``queued`` with the commands ``uuids`` (``fresh``: one was
-    newly queued): the install recorded before Apple was asked (``intent``), else the queued one
-    that holds these commands (asked again while they wait), else a new one. Licensed after all,
-    an account's removal meanwhile (:func:`..accounts.removed_meanwhile`) is not its error."""
-    row = session.get(Install, intent) if intent is not None else None
+    newly queued): the install recorded before Apple was asked (``install_id``), else the queued one
+    that holds these commands (asked again while they wait), else a new one."""
+    row = intent(session, install_id)
     row = row or (None if fresh else _install_of(session, asset, kind, target, uuids))
     row = row or Install(
         account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=target, source="request", status="queued"
     )
     row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, *uuids])), utcnow()
-    row.error = None if removed_meanwhile(row) else row.error
+    row.error = None  # licensed after all: not the installs job's "asking again", nor an account's removal meanwhile
     session.add(row)
 
 
@@ -502,7 +501,7 @@ def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str],
     def work(session: Session) -> set[str]:
         canceled = set()
         for target, (install_id, reason) in todo.items():
-            row = session.get(Install, install_id)
+            row = intent(session, install_id)
             if row is not None and row.status == "associating":
                 if status == "pending" and wait_or_cancel(row):
                     canceled.add(target)
@@ -517,7 +516,7 @@ def _settle_failed(host: Host, intents: dict[str, int], reasons: dict[str, str],
 def _end_intent(session: Session, install_id: int | None, status: str, reason: str) -> None:
     """The install recorded ``associating`` before Apple was asked (``install_id``) ends
     ``status`` with ``reason``, in the caller's transaction; one already past that is left."""
-    row = session.get(Install, install_id) if install_id is not None else None
+    row = intent(session, install_id)
     if row is not None and row.status == "associating":
         row.status, row.error, row.updated_at = status, reason[:1000], utcnow()
         session.add(row)
@@ -593,8 +592,8 @@ def _record_pending(host: Host, asset: Asset, targets: list[str], event_ids: lis
     def work(session: Session) -> set[str]:
         canceled = set()
         for target in targets:
-            row = session.get(Install, intents[target])
-            if row is None:
+            row = intent(session, intents[target])
+            if row is None or row.status != "associating":  # the installs job took it over meanwhile
                 continue
             if wait_or_cancel(row):
                 canceled.add(target)

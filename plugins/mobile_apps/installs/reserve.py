@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from uuid import uuid4
 
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import DBAPIError
@@ -173,8 +174,17 @@ def _record(session: Session, asset: Asset, kind: str, targets: list[str]) -> di
         rows[t] = Install(
             account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=t, source="request", status="associating"
         )
+    token, now = uuid4().hex, utcnow()  # the request's mark (:mod:`.resume`)
     for row in rows.values():
-        row.status, row.error, row.updated_at = "associating", None, utcnow()
+        row.status, row.error, row.updated_at = "associating", None, now
+        row.request_token, row.request_started_at = token, now
         session.add(row)
     session.flush()
     return {t: int(row.id) for t, row in rows.items()}  # type: ignore[arg-type]  # ids set by the flush above
+
+
+def intent(session: Session, install_id: int | None) -> Install | None:
+    """The install a request recorded (``install_id``), locked until the caller's transaction
+    ends (PostgreSQL; SQLite writes one at a time): the installs job does not take it over
+    between the request's read and its write (:mod:`.resume`)."""
+    return session.get(Install, install_id, with_for_update=True) if install_id is not None else None
