@@ -141,3 +141,32 @@ def test_a_large_import_is_all_or_nothing(make_host: Any, project_dir: Path, req
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(Device)).scalar_one() == 5000
     count_figure("large_imports")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_an_import_naming_many_owners_reads_them_in_a_few_statements(make_host: Any, project_dir: Path, request: pytest.FixtureRequest, database: str) -> None:
+    """A device import naming 100,000 users held SQLite's write lock for minutes (and a re-import
+    of unchanged rows as long): the owners were checked inside the write transaction one
+    ``SELECT`` each. They are read in ``IN`` lists, before and inside the transaction."""
+    from sqlalchemy import event as sa_event
+
+    from mdm_core import inventory
+
+    host = make_host(plugins=[], database_url=database_param(request, project_dir, database), config="[core]\ndelivery_budget = 0\n")
+    users = project_dir / "users.csv"
+    users.write_text("id,email\n" + "".join(f"u{i},u{i}@example.org\n" for i in range(3000)))
+    inventory.import_users(host, users)
+    devices = project_dir / "devices.csv"
+    devices.write_text("serial_number,platform,user\n" + "".join(f"C02OWN{i:06d},iOS,u{i}\n" for i in range(3000)))
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa_event.listen(host.db.engine, "before_cursor_execute", count)
+    try:
+        assert inventory.import_devices(host, devices).added == 3000
+        assert inventory.import_devices(host, devices).unchanged == 3000
+    finally:
+        sa_event.remove(host.db.engine, "before_cursor_execute", count)
+    assert len(statements) < 200, f"{len(statements)} statements for two imports of 3,000 devices"
