@@ -34,7 +34,7 @@ from mdm_core.errors import MdmError
 from mdm_core.models import Command, Device, utcnow
 
 from .catalog import DEVICE_TO_APP_PLATFORM, look_up, start_known_versions
-from .installs.commands import REQUEST_TYPE, queue_install, queued_installs
+from .installs.commands import REQUEST_TYPE, queue_install, queued_installs, with_commands
 from .models import AppMetadata, MobileApp
 from .payloads import AppUpdatedPayload
 from .versions import compare_versions, is_newer
@@ -284,6 +284,6 @@ def _follow(session: Session, row: Any, kind: str, target: str, uuid: str) -> No
     cancels it while it waits, as it cancels the first one (:func:`.installs.removal.take_back`)."""
     install = next(iter(queued_installs(session, row.account, row.adam_id, row.pricing_param, kind, target)), None)
     if install is not None:
-        install.command_uuids = [*install.command_uuids, uuid]
+        install.command_uuids = with_commands(session, install.command_uuids, [uuid])  # bounded: not one more per update for ever
         install.updated_at = utcnow()
         session.add(install)

@@ -182,6 +182,32 @@ def test_a_license_taken_back_after_updates_removes_the_app_once(setup, simulato
     assert line.endswith("license taken back: 1 removed"), line
 
 
+def test_an_install_lists_only_the_commands_still_needed_however_many_updates(setup, simulator):
+    """Each update's command joined its install's list, for ever (the console's installs table
+    and ``mdm apps installs --json`` grew one id per version). It now keeps the command still
+    waiting and the last one the device acknowledged: taking the license back still removes the
+    app once, and cancels the update still waiting."""
+    from mdm_core.inventory import list_commands
+
+    host, mdm = setup()
+    d = _installed(host, simulator, mdm)
+    last = _updated_twice(host, simulator, mdm, d["adam"], d["acked"])
+    _updated_twice(host, simulator, mdm, d["adam"], d["acked"])
+    simulator.publish_version(d["adam"])
+    assert mdm("apps", "check-updates")[0] == 0
+    [waiting] = [c for c in commands(host, d["acked"]) if c["status"] == "queued"]
+    code, out, err = mdm("apps", "installs", "--status", "queued", "--json")
+    assert code == 0, err
+    [listed] = [i["command_uuids"] for i in json.loads(out) if i["target"] == d["acked"]]
+    acknowledged = [c["uuid"] for c in commands(host, d["acked"]) if c["status"] == "acknowledged"]
+    assert len(acknowledged) == 5 and last["uuid"] in acknowledged, acknowledged  # the install and four updates
+    assert listed == [acknowledged[-1], waiting["uuid"]], (listed, acknowledged)
+    code, out, err = mdm("apps", "reclaim", d["app"], "--device", d["acked"])
+    assert code == 0, out + err
+    assert [c["status"] for c in list_commands(host, d["acked"]) if c["request_type"] == "RemoveApplication"] == ["queued"]
+    assert [c["status"] for c in commands(host, d["acked"]) if c["uuid"] == waiting["uuid"]] == ["canceled"]
+
+
 def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_license_covers(setup, simulator):
     """An app installed with a device license, then for the device's owner with a user license
     (one command for both), then updated: the update's command joins the device license's

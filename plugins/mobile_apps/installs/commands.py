@@ -99,6 +99,21 @@ def queue_install(
     return command.uuid, True
 
 
+#: the statuses of a command the device has not answered yet
+WAITING = ("queued", "sent")
+
+
+def with_commands(session: Session, uuids: list[str], new: list[str]) -> list[str]:
+    """An install's commands ``uuids`` with ``new`` added once, bounded (it grew by one per update
+    of the app, for ever): kept are the new ones, those the device has not answered (a queued one
+    is canceled when the license is taken back) and, per device, the last one it acknowledged
+    (the app is there: RemoveApplication then); the others match nothing any more."""
+    merged = list(dict.fromkeys([*uuids, *new]))
+    found = {c.uuid: c for c in session.execute(select(Command).where(col(Command.uuid).in_(merged))).scalars()}
+    last = {found[u].device_serial: u for u in merged if u in found and found[u].status == "acknowledged"}  # the latest per device wins
+    return [u for u in merged if u in new or (u in found and (found[u].status in WAITING or last.get(found[u].device_serial) == u))]
+
+
 def apple_reason(failure: Mapping[str, Any], *, account: str, adam_id: str) -> str:
     """Apple's reason for refusing a license of ``adam_id`` in ``account`` (from an event's
     ``failures``), as one line."""

@@ -28,7 +28,7 @@ from ..models import Install, MobileApp
 from ..payloads import InstallFailedPayload
 from ..settings import settings
 from ..vpp_port import VppPort
-from .commands import apple_reason, queue_install
+from .commands import apple_reason, queue_install, with_commands
 from .resume import resume_associating
 from .waiting import install_waits
 from .wording import DEVICE_GONE, NO_DEVICE
@@ -78,7 +78,7 @@ def complete_pending(host: Host, session: Session, account: str, adam_id: str, p
             if device is None or DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
                 continue
             uuid, new = queue_install(host, session, account, adam_id, pricing, device, row.kind, row.target if row.kind == "user" else None, "pending", kind)
-            row.command_uuids = list(dict.fromkeys([*row.command_uuids, uuid]))  # its request may have queued it already
+            row.command_uuids = with_commands(session, row.command_uuids, [uuid])  # its request may have queued it already
             queued += int(new)
         if row.command_uuids:
             row.status, row.error, row.updated_at = "queued", None, utcnow()  # not "asking again" any more

@@ -70,8 +70,10 @@ def bundle_id(session: Session, adam_id: str, platform: str) -> str | None:
 
 
 def serves_another_install(session: Session, row: Install, command: Command) -> bool:
-    """Whether another queued install of the app counts on ``command``: the device's own license
-    or its owner's user license, when one install found the other's command already queued."""
+    """Whether another queued install of the app counts on ``command``'s device: the device's own
+    license or its owner's user license, whose install holds this command (one found the other's
+    already queued) or another of the app on that device (an install keeps only the last one the
+    device acknowledged: :func:`.commands.with_commands`)."""
     device = session.get(Device, command.device_serial)
     targets = [and_(col(Install.kind) == "device", col(Install.target) == command.device_serial)]
     if device is not None and device.owner:
@@ -86,7 +88,11 @@ def serves_another_install(session: Session, row: Install, command: Command) -> 
             or_(*targets),
         )
     ).scalars()
-    return any(command.uuid in other.command_uuids for other in others)
+    theirs = [u for other in others for u in other.command_uuids]
+    if command.uuid in theirs:
+        return True
+    on_device = select(col(Command.uuid)).where(col(Command.uuid).in_(theirs), col(Command.device_serial) == command.device_serial).limit(1)
+    return bool(theirs) and session.execute(on_device).first() is not None
 
 
 def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:

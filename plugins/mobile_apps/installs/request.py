@@ -33,7 +33,7 @@ from ..models import AppMetadata, Install, MobileApp
 from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
 from . import wording
-from .commands import apple_reason, queue_install, queued_installs
+from .commands import apple_reason, queue_install, queued_installs, with_commands
 from .reserve import Intents, fresh_counts, holding, intent, reserve
 from .wording import NO_DEVICE, Said
 
@@ -477,7 +477,7 @@ def _mark_queued(session: Session, asset: Asset, kind: str, target: str, install
     row = row or Install(
         account=asset.account, adam_id=asset.adam_id, pricing_param=asset.pricing_param, kind=kind, target=target, source="request", status="queued"
     )
-    row.status, row.command_uuids, row.updated_at = "queued", list(dict.fromkeys([*row.command_uuids, *uuids])), utcnow()
+    row.status, row.command_uuids, row.updated_at = "queued", with_commands(session, row.command_uuids, uuids), utcnow()
     row.error = None  # licensed after all: not the installs job's "asking again", nor an account's removal meanwhile
     session.add(row)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from mdm_core.db.typed import rowcount
 from mdm_core.models import utcnow
 
 from ..accounts import removed_meanwhile
@@ -87,4 +88,4 @@ def _take_over(session: Session, row: Install, said: str, now: datetime) -> bool
         .values(status="canceled" if canceled else "pending", error=row.error if canceled else said, updated_at=now, request_token=None)
         .execution_options(synchronize_session=False)
     )
-    return bool(switched.rowcount)  # type: ignore[attr-defined]  # a CursorResult
+    return rowcount(switched) == 1
