@@ -144,3 +144,37 @@ def test_the_job_says_whether_a_request_was_interrupted_or_is_still_under_way(on
     assert "1 install(s) were interrupted while Apple was asked for their licenses; asking again" in caplog.text
     assert "1 install(s) still being asked for by their request (started less than 900s ago, maybe in another process)" in caplog.text
     assert {i["target"]: i["status"] for i in list_installs(host)} == {old: "queued", young: "queued"}
+
+
+def test_a_device_removed_while_apple_licenses_it_gives_its_license_back(on_both, simulator, monkeypatch):
+    """The admin removes a device while an install asks Apple for its device license: the
+    removal's reclaim ran before Apple granted it, and the request only recorded the install
+    failed, so the license stayed at Apple, held by a device this MDM no longer has, until
+    someone reclaimed it by hand. The request now gives it back at once and says so."""
+    from mdm_core.inventory import remove_device
+    from plugins.mobile_apps.reclaims import list_reclaims
+
+    from .conftest import holders
+
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_device(host, serial, "iOS")
+    real = VppPort.associate
+
+    def associate(port, *args, **kwargs):  # the admin unenrols the device as the request asks Apple
+        remove_device(host, serial)
+        return real(port, *args, **kwargs)
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    [line] = install(host, app_id(host, a["adamId"]), serials=[serial]).as_dicts()
+
+    assert (
+        line["status"] == "refused"
+        and line["message"] == "not enrolled any more: the device was removed from this MDM while Apple licensed it: its license is given back"
+    ), line
+    assert serial not in holders(simulator, a["adamId"])
+    [reclaim] = [r for r in list_reclaims(host, everything=True) if r["adam_id"] == a["adamId"]]
+    assert (reclaim["target"], reclaim["reason"], reclaim["status"]) == (serial, "device_removed", "done"), reclaim
+    [row] = list_installs(host)
+    assert row["status"] == "failed" and "its license is given back" in row["error"], row

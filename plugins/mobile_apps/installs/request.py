@@ -34,6 +34,7 @@ from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
 from . import wording
 from .commands import apple_reason, queue_install, queued_installs, with_commands
+from .removal import give_back
 from .reserve import Intents, fresh_counts, holding, intent, reserve
 from .wording import NO_DEVICE, Said
 
@@ -286,14 +287,18 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
             if pending:
                 _record_pending(host, asset, pending, result["event_ids"], wait, out, intents)
 
+    removed: list[str] = []
+
     def work(session: Session) -> None:
+        removed.clear()  # a retried transaction says it once
         for serial in succeeded:
             device = session.get(Device, serial)
-            if device is None:  # removed meanwhile
-                out.add(serial, "refused", "not enrolled any more")
+            if device is None:  # removed meanwhile: its removal's reclaim may have come before Apple's license
+                removed.append(serial)
+                out.add(serial, "refused", f"not enrolled any more: {wording.REMOVED_WHILE_LICENSED}")
                 row = intent(session, intents.get(serial))
                 if row is not None:
-                    row.status, row.error, row.updated_at = "failed", "the device was removed while Apple licensed it", utcnow()
+                    row.status, row.error, row.updated_at = "failed", wording.REMOVED_WHILE_LICENSED, utcnow()
                     session.add(row)
                 continue
             uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, device, "device", None, "request")
@@ -306,6 +311,8 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
     if succeeded:
         host.db.run_write(work)
         host.deliver_events()
+    if removed:
+        give_back(host, asset.account, asset.adam_id, asset.pricing_param, removed)
     order = {s: i for i, s in enumerate(serials)}
     out.lines.sort(key=lambda line: order.get(line[0], len(order)))
 
