@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: an install's error once the job took it over, by what its request was doing
 INTERRUPTED = "interrupted while Apple was asked; asking again"
-IN_FLIGHT = "its request was still asking Apple when the installs job was run (mdm jobs run mobile_apps.installs); asked again by the job"
+IN_FLIGHT = "its request was still asking Apple when the installs job was run; asked again by the job"
 
 
 def resume_associating(host: Host, *, resume_all: bool) -> dict[str, int]:
