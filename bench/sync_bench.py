@@ -64,11 +64,12 @@ SIZES = {
     "10x": (10_000, 3_000_000, 1_000_000, 500_000),
     "full": (1_000, 300_000, 100_000, 50_000),
     "tenth": (100, 30_000, 10_000, 5_000),
+    "third": (334, 100_000, 33_000, 16_000),
     "quick": (100, 20_000, 6_000, 3_000),
     "quick-tenth": (10, 2_000, 600, 300),
 }
 # --size: the sizes run, the big one first; growth figures compare the first with the second
-RUNS = {"default": ["full", "tenth"], "10x": ["10x", "full"], "quick": ["quick", "quick-tenth"]}
+RUNS = {"default": ["full", "tenth"], "third": ["third", "tenth"], "10x": ["10x", "full"], "quick": ["quick", "quick-tenth"]}
 
 GOALS = {
     "full_floor": 2.0,  # full sync / (download+parse + the database's bulk insert)
@@ -429,7 +430,9 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
         )
 
         def prof(site: Any, phase: str) -> list[str]:
-            return ["--profile-out", str(root / f"profile-{label}-{site.database}-{site.plugins}-{phase}.txt")] if args.profile else []
+            name = f"profile-{label}-{site.database}-{site.plugins}-{phase}"
+            flags = ["--profile-out", str(root / f"{name}.txt")] if args.profile else []
+            return flags + (["--cprofile-out", str(root / f"{name}.pstats")] if args.cprofile else [])
 
         want = apple_digest(sim.snapshot())
         for site in sites:
@@ -479,7 +482,7 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 snap = None
             for site in sites:
                 record = site.dir / f"traversals-{name}.json"
-                sync_args = ("--record", str(record), *prof(site, f"incr-{name}"))
+                sync_args = ("--record", str(record), *prof(site, f"incr-{name}{index + 1}"))
                 r = with_simulator_cpu(sim, lambda: run_worker("sync", site, sim, *sync_args))
                 site.results["exact"][name] = site.results["exact"].get(name, True) and r["digest"] == want
                 fl = with_simulator_cpu(sim, lambda: run_worker("replay", site, sim, "--record", str(record)))
@@ -698,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the full sync alone (its time per row, peak RSS and exact mirror): the quickest --size 10x",
     )
     parser.add_argument("--profile", action="store_true", help="profile each sync with pyinstrument (slower; texts left in the --keep folder)")
+    parser.add_argument(
+        "--cprofile", action="store_true", help="profile each sync's CPU time on every thread with cProfile (pstats files left in the --keep folder)"
+    )
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (databases, profiles)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")

@@ -291,6 +291,45 @@ def record_traversals() -> list[dict[str, Any]]:
     return traversals
 
 
+class ThreadCpuProfile:
+    """cProfile of every thread's CPU time (``time.thread_time``) while it runs: the threads
+    started meanwhile (pages re-read, staging, the heartbeat) profiled each on its own, their
+    statistics merged. pyinstrument sees the main thread alone; this gives call counts too."""
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self.make = lambda: cProfile.Profile(time.thread_time)
+        self.profiles: list[Any] = []
+        self.lock = threading.Lock()
+
+    def _thread(self, *_: Any) -> None:
+        sys.setprofile(None)  # the hook runs once per thread: its own profiler from here
+        profile = self.make()
+        with self.lock:
+            self.profiles.append(profile)
+        profile.enable()
+
+    def start(self) -> None:
+        threading.setprofile(self._thread)
+        main = self.make()
+        self.profiles.append(main)
+        main.enable()
+
+    def stop(self, path: str) -> None:
+        import pstats
+
+        threading.setprofile(None)
+        self.profiles[0].disable()
+        with self.lock:
+            profiles = list(self.profiles)
+        stats = pstats.Stats(profiles[0])
+        for other in profiles[1:]:
+            other.create_stats()  # a thread still running (none, after the sync) is read as it is
+            stats.add(other)
+        stats.dump_stats(path)
+
+
 def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
     from plugins.vpp.accounts import get_account
     from plugins.vpp.sync.run import sync_account
@@ -311,12 +350,18 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
 
             profiler = Profiler(interval=0.005)
             profiler.start()
+        cprofile = None
+        if args.cprofile_out:
+            cprofile = ThreadCpuProfile()
+            cprofile.start()
         cpu0 = cpu_seconds()
         started = time.perf_counter()
         report = sync_account(host, ACCOUNT, full=args.full, trigger="manual")  # what `mdm vpp sync NAME` runs
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu0
         server_cpu = server.seconds() if server is not None else None
+        if cprofile is not None:
+            cprofile.stop(args.cprofile_out)
         if profiler is not None:
             profiler.stop()
             Path(args.profile_out).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
@@ -625,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", action="append", help="floor: also COPY into this PostgreSQL database")
     parser.add_argument("--no-sqlite", action="store_true", help="floor: no sqlite3.executemany (a run on PostgreSQL alone)")
     parser.add_argument("--profile-out")
+    parser.add_argument("--cprofile-out", help="sync: every thread's CPU profile (cProfile, pstats file)")
     parser.add_argument("--mdm-info-id", default="00000000-0000-4000-8000-0000000b3e7c", help="setup: the mdmInfo id every site claims with")
     parser.add_argument("command", nargs="*", help="listing: the mdm command (default: vpp licenses --json)")
     args = parser.parse_args(argv)

@@ -150,3 +150,49 @@ def test_simulator_reads_benchmark_refuses_a_single_round(capsys: pytest.Capture
         module.main(["--rounds", "1"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("error: --rounds 1: give 2 or more (the first round is left out)")
+
+
+def _load(name: str) -> ModuleType:
+    """A script of ``bench/`` imported as a module (its folder on the path, as when it runs)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def _busy(rounds: int) -> int:
+    return sum(i * i for i in range(rounds))
+
+
+def test_cpu_profile_of_a_sync_counts_the_threads_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cprofile`: the work of the threads a sync starts (its pages re-read on threads of their
+    own) is in the profile with the main thread's, and `cpu_phases.py` splits it by phase."""
+    import threading
+
+    workers, phases = _load("sync_workers"), _load("cpu_phases")
+    profile = workers.ThreadCpuProfile()
+    profile.start()
+    try:
+        threads = [threading.Thread(target=_busy, args=(20_000,)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        _busy(10)
+    finally:
+        profile.stop(str(tmp_path / "sync.pstats"))
+    import pstats
+
+    stats = pstats.Stats(str(tmp_path / "sync.pstats"))
+    calls = {name: nc for (_, _, name), (_, nc, *_rest) in stats.stats.items()}  # type: ignore[attr-defined]
+    assert calls["_busy"] == 4  # three threads and the main one
+    assert phases.main([str(tmp_path / "sync.pstats")]) == 0
+    out = capsys.readouterr().out
+    assert "s of CPU on every thread" in out and "event delivery (plugins' hooks)" in out
+    assert phases.main([str(tmp_path / "missing.pstats")]) == 2
+    assert capsys.readouterr().err.startswith(f"{tmp_path / 'missing.pstats'}: not a profile written by sync_bench.py --cprofile")
