@@ -345,6 +345,12 @@ def cpu_of_server(result: dict[str, Any]) -> str:
     return f" + server {server:.2f} s" if server is not None else ""
 
 
+def phase_line(phases: dict[str, list[float]], replay_cpu: float) -> str:
+    """A sync's CPU by phase (``--phases``), beside its replay's CPU (download+parse alone)."""
+    parts = [f"{label} {seconds:.3f} s ({int(calls)})" for label, (calls, seconds) in phases.items()]
+    return f"CPU by phase (calls): {'; '.join(parts)}; the replay's CPU {replay_cpu:.3f} s"
+
+
 def with_simulator_cpu(sim: Sim, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``measure()``'s result with ``sim_cpu``: the simulator's CPU seconds meanwhile (None where
     /proc cannot tell). The simulator shares the machine's cores with the sync: on 2 cores, a
@@ -482,7 +488,7 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 snap = None
             for site in sites:
                 record = site.dir / f"traversals-{name}.json"
-                sync_args = ("--record", str(record), *prof(site, f"incr-{name}{index + 1}"))
+                sync_args = ("--record", str(record), *prof(site, f"incr-{name}{index + 1}"), *(["--phases"] if args.phases else []))
                 r = with_simulator_cpu(sim, lambda: run_worker("sync", site, sim, *sync_args))
                 site.results["exact"][name] = site.results["exact"].get(name, True) and r["digest"] == want
                 fl = with_simulator_cpu(sim, lambda: run_worker("replay", site, sim, "--record", str(record)))
@@ -493,6 +499,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                     f"{r['pages_read']} pages; their download+parse {fl['fetch']:.2f} s, CPU {fl['cpu']:.2f} s), CPU {r['cpu']:.2f} s{cpu_of_server(r)}, "
                     f"mirror {'exact' if r['digest'] == want else 'DIFFERS'}"
                 )
+                if r.get("phases"):
+                    say(f"[{label}] {site.label}: {phase_line(r['phases'], fl['cpu'])}")
         for site in sites:  # each change's figures: its median round (by the ratio to its floor)
             for name in {n for n, _ in changes}:
                 rounds = sorted(site.results[f"rounds_{name}"], key=lambda x: round_ratio(x))
@@ -703,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile each sync with pyinstrument (slower; texts left in the --keep folder)")
     parser.add_argument(
         "--cprofile", action="store_true", help="profile each sync's CPU time on every thread with cProfile (pstats files left in the --keep folder)"
+    )
+    parser.add_argument(
+        "--phases", action="store_true", help="each incremental sync's CPU by phase (download, parse, apply, event delivery...), on stderr and in --json"
     )
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (databases, profiles)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")

@@ -196,3 +196,29 @@ def test_cpu_profile_of_a_sync_counts_the_threads_it_starts(tmp_path: Path, caps
     assert "s of CPU on every thread" in out and "event delivery (plugins' hooks)" in out
     assert phases.main([str(tmp_path / "missing.pstats")]) == 2
     assert capsys.readouterr().err.startswith(f"{tmp_path / 'missing.pstats'}: not a profile written by sync_bench.py --cprofile")
+
+
+def test_phases_of_a_sync_count_each_thread_and_leave_nothing_behind() -> None:
+    """`--phases`: a phase's calls on every thread are counted (the pages parsed on the
+    re-reading threads too, through the name the sync imported), and the functions are the
+    original ones again afterwards."""
+    import threading
+
+    from plugins.vpp.apple import protocol
+    from plugins.vpp.sync import read
+
+    workers = _load("sync_workers")
+    meter = workers.PhaseMeter()
+    try:
+        threads = [threading.Thread(target=read.page_assignments, args=({"assignments": []},)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        protocol.page_assignments({"assignments": []})
+    finally:
+        figures = meter.stop()
+    calls, seconds = figures["parse (Apple's records)"]
+    assert calls == 3 and seconds >= 0
+    assert figures["event delivery (plugins' hooks)"] == [0, 0.0]
+    assert read.page_assignments is protocol.page_assignments and not hasattr(protocol.page_assignments, "__wrapped__")
