@@ -84,13 +84,15 @@ def mdm_register_jobs(scheduler: HostScheduler, host: Host) -> None:
 def mdm_housekeeping(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     """Sync runs past ``[vpp] sync_run_retention_days``, each account's latest ones kept,
     assets' recorded counts past ``[vpp] asset_count_retention_days``, the latest before kept,
-    and Apple's notifications acted on more than ``[vpp] notification_retention`` seconds ago."""
-    from plugins.vpp.retention import prune_asset_counts, prune_notifications, prune_sync_runs
+    Apple's notifications acted on more than ``[vpp] notification_retention`` seconds ago, and
+    the sync jobs' last runs of accounts removed, past the sync runs' retention."""
+    from plugins.vpp.retention import prune_asset_counts, prune_job_runs, prune_notifications, prune_sync_runs
 
     return {
         "vpp_sync_run": prune_sync_runs(host, now, chunk),
         "vpp_asset_count": prune_asset_counts(host, now, chunk),
         "vpp_notification": prune_notifications(host, now, chunk),
+        "core_job_run": prune_job_runs(host, now, chunk),
     }
 
 

@@ -7,20 +7,24 @@ run still under way. Assets' recorded counts (``vpp_asset_count``, the console's
 recorded before then stays: the counts that held when the kept history starts (for an asset
 unchanged since, its current counts). Apple's notifications acted on go ``[vpp]
 notification_retention`` seconds after that (their ids guard against acting on one twice); one
-still waiting to be acted on stays."""
+still waiting to be acted on stays. A removed account's sync job (``vpp.sync.NAME``, its last
+run in ``core_job_run``) goes ``[vpp] sync_run_retention_days`` after that run, as its runs
+would have: an account added and removed every week left one row a week for ever."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, literal, select
 
 from mdm_core.db.typed import table_of
 from mdm_core.housekeeping import delete_in_chunks
+from mdm_core.models import JobRun
 
 from .accounts import settings
-from .models import VppAssetCount, VppNotification, VppSyncRun
+from .jobs import PREFIX
+from .models import VppAccount, VppAssetCount, VppNotification, VppSyncRun
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -70,3 +74,17 @@ def prune_notifications(host: Host, now: datetime, chunk: int) -> int:
     before = now - timedelta(seconds=settings(host).notification_retention)
     where = [notification.c.status != "received", notification.c.processed_at < before]
     return delete_in_chunks(host.db, notification, notification.c.id, where, chunk)
+
+
+def prune_job_runs(host: Host, now: datetime, chunk: int) -> int:
+    """Delete the last runs of the sync jobs (``vpp.sync.NAME``) of accounts removed, whose run
+    finished more than ``[vpp] sync_run_retention_days`` before ``now``; an account of that
+    name added again keeps its job's row. Returns how many were deleted."""
+    job, account = table_of(JobRun), table_of(VppAccount)
+    before = now - timedelta(days=settings(host).sync_run_retention_days)
+    where = [
+        job.c.name.startswith(PREFIX, autoescape=True),
+        func.coalesce(job.c.last_finished_at, job.c.last_started_at) < before,
+        ~exists().where(literal(PREFIX).concat(account.c.name) == job.c.name),
+    ]
+    return delete_in_chunks(host.db, job, job.c.name, where, chunk)

@@ -35,6 +35,7 @@ TABLES = (
     "core_event",
     "core_command",
     "vpp_sync_run",
+    "core_job_run",
     "vpp_asset_count",
     "vpp_notification",
     "mobile_apps_seen_event",
@@ -125,7 +126,12 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
         add(school, r)  # one at a time: ids in this order
     with school.db.session() as session:
         run_ids = {name: session.execute(select(col(VppSyncRun.id)).where(col(VppSyncRun.started_at) == r.started_at)).scalar_one() for name, r in runs.items()}
-    add(school, JobRun(name="vpp.sync.gone", plugin="vpp", last_started_at=days_ago(400), last_finished_at=days_ago(400), runs=1))
+
+    def job(name: str, finished: datetime) -> JobRun:
+        return JobRun(name=name, plugin="vpp", last_started_at=finished, last_finished_at=finished, runs=1)
+
+    # [vpp] sync_run_retention_days: 90; an account's job stays while the account does, whatever its age
+    add(school, job("vpp.sync.gone", days_ago(91)), job("vpp.sync.left", days_ago(89)), job("vpp.sync.school", days_ago(400)), job("demo.old", days_ago(400)))
 
     def notification(name: str, status: str, processed: datetime | None) -> VppNotification:
         return VppNotification(
@@ -142,7 +148,15 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
     )
 
     deleted = housekeeping(school, NOW)
-    assert deleted == {**NOTHING, "core_event": 1, "core_command": 4, "vpp_sync_run": 2, "vpp_notification": 2, "mobile_apps_seen_event": 1}
+    assert deleted == {
+        **NOTHING,
+        "core_event": 1,
+        "core_command": 4,
+        "vpp_sync_run": 2,
+        "core_job_run": 1,
+        "vpp_notification": 2,
+        "mobile_apps_seen_event": 1,
+    }
 
     mine = {gone.id, failed.id, unclaimed.id, claimed.id, fresh.id}
     assert ids(school, OutboxEvent.id) & mine == {failed.id, unclaimed.id, claimed.id, fresh.id}
@@ -152,7 +166,8 @@ def test_old_history_goes_what_is_still_needed_stays_and_a_second_run_deletes_no
     assert kept == {"queued", "sent", "installed", "book", "recent"}
     kept_runs = {name for name, i in run_ids.items() if i in ids(school, VppSyncRun.id)}
     assert kept_runs == {"recent", "latest-full", "latest-ok", "running", "latest"}
-    assert ids(school, JobRun.name) >= {"vpp.sync.gone"}  # one row a job, its latest: never deleted
+    # a removed account's sync job went past the retention (one row an account added and removed, for ever)
+    assert ids(school, JobRun.name) == {"vpp.sync.left", "vpp.sync.school", "demo.old"}
 
     # what the account's pages show is still there
     from plugins.vpp.sync.run import latest_runs
@@ -237,8 +252,9 @@ def test_deletes_go_a_chunk_per_transaction(make_host: Callable[..., Host], data
     monkeypatch.setattr(host.db, "run_write", counted)
     assert housekeeping(host, NOW) == {**NOTHING, "core_event": 5, "mobile_apps_seen_event": 3}
     # events: 2, 2, 1 (the last chunk short: done); commands: none; Apple's notifications: none;
-    # mobile_apps' guards: 2, 1; its ended installs and reclaims, alerts, and their guards: none
-    assert writes == [2, 2, 1, 0, 0, 2, 1, 0, 0, 0, 0]
+    # removed accounts' sync jobs: none; mobile_apps' guards: 2, 1; its ended installs and
+    # reclaims, alerts, and their guards: none
+    assert writes == [2, 2, 1, 0, 0, 0, 2, 1, 0, 0, 0, 0]
     with host.db.session() as session:
         assert session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one() == 0
 
