@@ -266,8 +266,8 @@ def retry_failed(host: Host, message_ids: list[int]) -> int:
 
 def check(host: Host, now: datetime | None = None) -> dict[str, int]:
     """Token expiry and license counts as they are now, even without a sync (a paused account's
-    token still approaches its expiry), and the scheduled jobs' last runs. Returns how many
-    alerts it queued."""
+    token still approaches its expiry), the scheduled jobs' last runs, and the event subscribers
+    whose deliveries failed for good. Returns how many alerts it queued."""
     accounts_hook = host.hook("mdm_vpp_accounts")
     assets_hook = host.hook("mdm_vpp_assets")
     queued = 0
@@ -301,7 +301,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
             queued = len(alerts)
 
         store.write(host, work)
-    return {"queued": queued + check_jobs(host)}
+    return {"queued": queued + check_jobs(host) + check_subscribers(host, now or utcnow())}
 
 
 def check_jobs(host: Host) -> int:
@@ -310,17 +310,34 @@ def check_jobs(host: Host) -> int:
 
     enabled = settings(host).job_failures
     runs = recorded_runs(host) if enabled else {}
+
+    def alerts(session: Session) -> list[store.Alert]:
+        if not enabled:
+            store.forget_jobs(session)
+            return []
+        return store.job_runs(session, runs.values())
+
+    return _queue(host, alerts)
+
+
+def check_subscribers(host: Host, now: datetime) -> int:
+    """The plugins with event deliveries failed for good; returns how many alerts it queued."""
+    from mdm_core.failed_deliveries import failed_subscribers
+
+    failed = failed_subscribers(host.db)
+    return _queue(host, lambda session: store.failed_subscribers(session, failed, now))
+
+
+def _queue(host: Host, alerts: Callable[[Session], list[store.Alert]]) -> int:
+    """Queue the alerts ``alerts`` returns, in its write transaction; returns how many."""
     queued = 0
 
     def work(session: Session) -> None:
         nonlocal queued
-        if not enabled:
-            store.forget_jobs(session)
-            return
-        alerts = store.job_runs(session, runs.values())
-        for alert in alerts:
+        found = alerts(session)
+        for alert in found:
             store.enqueue(host, session, alert)
-        queued = len(alerts)
+        queued = len(found)
 
     store.write(host, work)
     return queued

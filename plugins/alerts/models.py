@@ -22,14 +22,15 @@ class AlertSubject(SQLModel, table=True):
     """The last known state of one watched thing, so that each change is alerted once.
 
     ``subject`` is ``token:ACCOUNT``, ``sync:ACCOUNT``, ``licenses:ACCOUNT:ADAMID:PRICING`` or
-    ``job:NAME`` (a scheduled job: ``account`` empty, ``updated_at`` the finish of its last run read).
+    ``job:NAME`` (a scheduled job: ``account`` empty, ``updated_at`` the finish of its last run read)
+    or ``subscriber:PLUGIN`` (event deliveries to a plugin failed for good: ``account`` empty).
     License subjects exist only while low (no row: enough licenses).
     """
 
     __tablename__ = "alerts_subject"
 
     subject: str = Field(primary_key=True, max_length=255)
-    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "job"
+    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "job", "subscriber"
     account: str = Field(max_length=128, index=True)
     state: str = Field(max_length=32)
     failures: int = 0  # syncs (or a job's runs) failed in a row
@@ -45,7 +46,7 @@ class AlertMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install", "job"
+    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install", "job", "subscriber"
     subject: str = Field(max_length=255)
     state: str = Field(max_length=32)
     severity: str = Field(max_length=16)  # "critical", "warning", "resolved"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import one_line
+from mdm_core.failed_deliveries import FIX, FailedSubscriber
 from mdm_core.output import days_text, days_until
 
 from .settings import Threshold
@@ -202,6 +203,45 @@ def job_recovered_alert(job: str, since: datetime) -> Alert:
         f"A run succeeded after the runs that failed since {since:%Y-%m-%d %H:%M} UTC.",
         "Nothing to do.",
         {"job": job, "since": since.isoformat()},
+    )
+
+
+# --------------------------------------------------------------------------- event subscribers
+
+SUBSCRIBER = "subscriber:"
+
+
+def subscriber_failing_alert(failed: FailedSubscriber) -> Alert:
+    """Plugin ``failed.plugin`` has event deliveries failed for good (retries exhausted)."""
+    last = one_line(failed.error)
+    return Alert(
+        "subscriber",
+        SUBSCRIBER + failed.plugin,
+        "failing",
+        "critical",
+        None,
+        f"Events are not delivered to plugin '{failed.plugin}'",
+        f"{failed.deliveries} event deliveries to {failed.plugin} failed after every retry, the first at {failed.since:%Y-%m-%d %H:%M} UTC; "
+        f"the last error: {last}. What the plugin does with these events is not done, and each one stays in the database until it is delivered "
+        "(housekeeping cannot delete it): while the plugin keeps failing, every event it fails on adds one. No other alert is sent for it "
+        "until none is left failed.",
+        FIX[0].upper() + FIX[1:] + ".",
+        {"plugin": failed.plugin, "deliveries": failed.deliveries, "since": failed.since.isoformat(), "error": last},
+    )
+
+
+def subscriber_recovered_alert(plugin: str, since: datetime) -> Alert:
+    """No delivery to ``plugin`` is left failed any more (delivered again, or its events gone)."""
+    return Alert(
+        "subscriber",
+        SUBSCRIBER + plugin,
+        "ok",
+        "resolved",
+        None,
+        f"Events are delivered to plugin '{plugin}' again",
+        f"No event delivery to {plugin} is left failed (there were since {since:%Y-%m-%d %H:%M} UTC).",
+        "Nothing to do.",
+        {"plugin": plugin, "since": since.isoformat()},
     )
 
 

@@ -32,6 +32,7 @@ from .settings import settings, thresholds
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
+    from mdm_core.failed_deliveries import FailedSubscriber
     from mdm_core.host import Host
     from mdm_core.models import JobRun
     from plugins.mobile_apps.payloads import InstallFailedPayload
@@ -225,6 +226,27 @@ def _job_recovered(job: str, failures: int, since: datetime) -> Alert:
 def forget_jobs(session: Session) -> None:
     """Drop the jobs' states (their alert turned off: turned on again, each job starts afresh)."""
     session.execute(delete(AlertSubject).where(col(AlertSubject.kind) == "job"))
+
+
+# --------------------------------------------------------------------------- event subscribers
+
+
+def failed_subscribers(session: Session, failed: Sequence[FailedSubscriber], now: datetime) -> list[Alert]:
+    """The plugins with event deliveries failed for good (``mdm events failures --failed``): each
+    alerted once when it starts, and said to work again once none of its deliveries is left failed."""
+    told = {row.subject: row for row in session.execute(select(AlertSubject).where(col(AlertSubject.kind) == "subscriber").with_for_update()).scalars()}
+    alerts = []
+    for subscriber in failed:
+        key = rules.SUBSCRIBER + subscriber.plugin
+        row = told.pop(key, None)
+        if row is None or row.state != "failing":
+            alerts.append(rules.subscriber_failing_alert(subscriber))
+        _set(session, row, key, "subscriber", "", "failing", now, failures=subscriber.deliveries)
+    for key, row in told.items():
+        if row.state == "failing":
+            alerts.append(rules.subscriber_recovered_alert(key.removeprefix(rules.SUBSCRIBER), row.since))
+            _set(session, row, key, "subscriber", "", "ok", now, failures=0)
+    return alerts
 
 
 # --------------------------------------------------------------------------- licenses
@@ -431,9 +453,9 @@ def forget_untold(session: Session) -> None:
 
 
 def forget_accounts(session: Session, known: set[str]) -> None:
-    """Drop the state of accounts that no longer exist (removed: nothing to alert); the jobs'
-    states belong to no account."""
-    session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known), col(AlertSubject.kind) != "job"))
+    """Drop the state of accounts that no longer exist (removed: nothing to alert); the jobs' and
+    the event subscribers' states belong to no account."""
+    session.execute(delete(AlertSubject).where(col(AlertSubject.account).not_in(known), col(AlertSubject.kind).not_in(("job", "subscriber"))))
 
 
 def prune(host: Host, now: datetime, chunk: int) -> dict[str, int]:

@@ -380,12 +380,14 @@ def test_housekeeping_deletes_old_alerts_unless_a_delivery_or_a_redelivery_needs
             for n, s in enumerate(statuses)
         ),
     )
+    assert check(host) == {"queued": 1}  # the delivery to alerts that failed for good is told (a new alert, today's)
+    [told] = ids(host, AlertMessage.id) - set(alerts)
     every = (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id))
     assert deliver_job(host) == {"sent": 0, "retrying": 0, "failed": 0} and check(host) == {"queued": 0}
     assert (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id)) == every  # the alerts' jobs delete nothing
 
     assert housekeeping(host, NOW) == {**NOTHING, "alerts_message": 3, "alerts_seen_event": 1}
-    assert ids(host, AlertMessage.id) == {2, 4}  # a delivery still pending; younger than keep_days
+    assert ids(host, AlertMessage.id) == {2, 4, told}  # a delivery still pending; younger than keep_days
     assert ids(host, AlertDelivery.message_id) == {2, 4}  # the others' deliveries went with them
     # the event a failed delivery keeps can be redelivered: its guard stays, or its alerts would be queued again
     assert ids(host, AlertsSeen.event_id) == {pinned.id, young.id}
