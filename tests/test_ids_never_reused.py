@@ -2,7 +2,8 @@
 AUTOINCREMENT; PostgreSQL's sequences never go back): a failed delivery's (`mdm events redeliver
 ID`, deleted once delivered), an alert's (`mdm alerts retry ID`, deleted past its retention),
 an application's (/apps/ID, deleted when a renamed account's replaces it), an event's seq (the
-``GET /api/v1/events`` cursor, deleted past its retention). Each migration runs on
+``GET /api/v1/events`` cursor, deleted past its retention), an install's and a reclaim's (in
+their events, `mdm apps installs`, deleted past their retention). Each migration runs on
 a database holding rows, on SQLite and PostgreSQL; the VPP accounts' and runs' are in
 tests/vpp/test_ids_never_reused.py."""
 
@@ -68,6 +69,43 @@ CASES: dict[str, tuple[str, str, str, dict[str, str]]] = {
             "retired_count": "0",
             "total_count": "1",
             "published_at": AT,
+            "updated_at": AT,
+        },
+    ),
+    "mobile_apps_install": (
+        "mobile_apps",
+        "0006",
+        "mobile_apps: applied 0007 (install and reclaim ids never reused",
+        {
+            "account": "'school'",
+            "adam_id": "'111'",
+            "pricing_param": "'STDQ'",
+            "kind": "'device'",
+            "target": "'S{id}'",
+            "source": "'request'",
+            "status": "'removed'",
+            "event_ids": "'[]'",
+            "command_uuids": "'[]'",
+            "attempts": "0",
+            "created_at": AT,
+            "updated_at": AT,
+        },
+    ),
+    "mobile_apps_reclaim": (
+        "mobile_apps",
+        "0006",
+        "mobile_apps: applied 0007 (install and reclaim ids never reused",
+        {
+            "account": "'school'",
+            "adam_id": "'111'",
+            "pricing_param": "'STDQ'",
+            "kind": "'device'",
+            "target": "'S{id}'",
+            "reason": "'manual'",
+            "status": "'done'",
+            "attempts": "0",
+            "event_ids": "'[]'",
+            "created_at": AT,
             "updated_at": AT,
         },
     ),

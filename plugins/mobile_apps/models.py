@@ -76,7 +76,10 @@ class Install(SQLModel, table=True):
     """An install asked for (or started automatically): queued, pending Apple, or failed."""
 
     __tablename__ = "mobile_apps_install"
-    __table_args__ = (Index("ix_mobile_apps_install_status", "status", "account", "adam_id"),)
+    __table_args__ = (
+        Index("ix_mobile_apps_install_status", "status", "account", "adam_id"),
+        {"sqlite_autoincrement": True},  # an id deleted (past its retention) is never given again (mobile_apps migration 0007)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)
@@ -102,7 +105,10 @@ class Reclaim(SQLModel, table=True):
     """A license to give back to the pool: pending, done, failed or irrevocable."""
 
     __tablename__ = "mobile_apps_reclaim"
-    __table_args__ = (Index("ix_mobile_apps_reclaim_status", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_mobile_apps_reclaim_status", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},  # an id deleted (past its retention) is never given again (mobile_apps migration 0007)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=128)

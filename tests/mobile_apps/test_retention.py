@@ -50,7 +50,7 @@ def test_ended_installs_and_reclaims_go_after_their_retention_the_others_stay(ma
 
     installs = {s: install(s, 400) for s in ("associating", "invited", "pending", "queued", "licensed", "failed", "canceled", "removed")}
     installs["recent-failed"] = install("failed", 90)
-    installs["newest-removed"] = install("removed", 400)  # the highest id: stays, so that SQLite never gives it again
+    installs["newest-removed"] = install("removed", 400)  # the highest id: goes too (it was kept, so that SQLite never gave it again)
     reclaims = {s: reclaim(s, 400) for s in ("pending", "failed", "irrevocable", "done", "canceled")}
     reclaims["recent-done"] = reclaim("done", 90)
     reclaims["newest-done"] = reclaim("done", 400)
@@ -59,14 +59,13 @@ def test_ended_installs_and_reclaims_go_after_their_retention_the_others_stay(ma
 
     deleted = housekeeping(host, NOW)
 
-    assert (deleted["mobile_apps_install"], deleted["mobile_apps_reclaim"]) == (3, 2)
-    assert _kept(host, Install, installs) == set(installs) - {"failed", "canceled", "removed"}
-    assert _kept(host, Reclaim, reclaims) == set(reclaims) - {"done", "canceled"}
+    assert (deleted["mobile_apps_install"], deleted["mobile_apps_reclaim"]) == (4, 3)
+    assert _kept(host, Install, installs) == set(installs) - {"failed", "canceled", "removed", "newest-removed"}
+    assert _kept(host, Reclaim, reclaims) == set(reclaims) - {"done", "canceled", "newest-done"}
     assert housekeeping(host, NOW)["mobile_apps_install"] == 0
     assert housekeeping(host, NOW + timedelta(days=11))["mobile_apps_install"] == 1  # recent-failed's turn
 
-    newest = installs["newest-removed"].id
-    assert newest is not None
-    later = install("failed", 0)
-    _add(host, later)
-    assert later.id is not None and later.id > newest
+    for model, newest in ((Install, installs["newest-removed"].id), (Reclaim, reclaims["newest-done"].id)):
+        later = install("failed", 0) if model is Install else reclaim("done", 0)
+        _add(host, later)
+        assert newest is not None and later.id is not None and later.id > newest, f"{model.__tablename__}: the deleted id {newest} was given again"
