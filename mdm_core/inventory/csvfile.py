@@ -65,7 +65,8 @@ def csv_rows(
     a bad header raise ``UsageError`` naming the line.
     """
     text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator(text))
+    sep = separator(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
 
     def skipped(cells: list[str]) -> bool:
         return comments and (not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"))
@@ -94,11 +95,23 @@ def csv_rows(
             if not any(c.strip() for c in cells) or skipped(cells):
                 continue
             if len(cells) != len(header):
-                yield number, f"expected {len(header)} columns, got {len(cells)}"
+                yield number, f"expected {len(header)} columns, got {len(cells)}: {column_count_fix(len(cells) > len(header), sep)}"
                 continue
             yield number, {c: cells[i].strip() if i is not None else "" for c, i in ((c, where.get(c)) for c in columns)}
     except csv.Error as exc:
         raise UsageError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def column_count_fix(more: bool, sep: str) -> str:
+    """How to fix a row with more cells than the header (a value holding the separator, unquoted:
+    ``iPad13,1``) or fewer."""
+    name = SEPARATOR_NAMES[sep]
+    if more:
+        return f'put a value that holds a {name} in double quotes ("iPad13{sep}1")'
+    return f"give each row every column of the header (an empty value: nothing between two {name}s)"
 
 
 def duplicate(key: object, first_line: int) -> str:

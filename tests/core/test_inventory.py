@@ -181,13 +181,24 @@ def test_imports_ok(mdm, project_dir):
             "serial,platform\nS1,ios\n",
             "line 1: the header lacks serial_number: it needs serial_number,platform (optional: udid,model,user,enrollment_type), in any order",
         ),
-        ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,\n", "line 3: expected 5 columns, got 4"),
+        (
+            "serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,\n",
+            "line 3: expected 5 columns, got 4: give each row every column of the header (an empty value: nothing between two commas)",
+        ),
+        (
+            "serial_number,platform,model\nS1,ios,iPad13,1\n",
+            'line 2: expected 3 columns, got 4: put a value that holds a comma in double quotes ("iPad13,1")',
+        ),
+        (
+            "serial_number;platform;model\nS1;ios;a;b\n",
+            'line 2: expected 3 columns, got 4: put a value that holds a semicolon in double quotes ("iPad13;1")',
+        ),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\n\nS2,android,,,\n", "line 4: unknown platform 'android'"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,\nS2,ios,,,\ns1,macos,,,\n", "line 4: 'S1' already appears on line 2"),
         ("serial_number,platform,udid,model,user\nS1,ios,,,u1\n\n\nS2,ios,,,ghost\n", "line 5: user 'ghost' is not an MDM user"),
         ('serial_number,platform,udid,model,user\nS1,ios,,"multi\nline",\nS2,ios,,,ghost\n', "line 4: user 'ghost' is not an MDM user"),
     ],
-    ids=["bad-header", "column-count", "unknown-platform", "duplicate-serial", "unknown-owner", "multiline-field"],
+    ids=["bad-header", "column-count", "unquoted-comma", "unquoted-semicolon", "unknown-platform", "duplicate-serial", "unknown-owner", "multiline-field"],
 )
 def test_bad_device_import_is_reported_by_line_and_writes_nothing(mdm, project_dir, load_plugin, text, message):
     mdm("users", "add", "u1")
