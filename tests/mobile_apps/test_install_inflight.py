@@ -21,7 +21,7 @@ from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.models import Install
 from plugins.mobile_apps.vpp_port import VppPort
 
-from .conftest import app_id, commands, fixed_assets, free_serials
+from .conftest import app_id, commands, fixed_assets, free_serials, holders
 
 
 def test_mobile_apps_0006_installs_keep_their_rows_with_no_request_mark(project_dir, monkeypatch, capsys, database_url):
@@ -154,8 +154,6 @@ def test_a_device_removed_while_apple_licenses_it_gives_its_license_back(on_both
     from mdm_core.inventory import remove_device
     from plugins.mobile_apps.reclaims import list_reclaims
 
-    from .conftest import holders
-
     host, mdm = on_both
     a = fixed_assets(simulator)[0]
     [serial] = free_serials(simulator, a["adamId"])[:1]
@@ -178,3 +176,41 @@ def test_a_device_removed_while_apple_licenses_it_gives_its_license_back(on_both
     assert (reclaim["target"], reclaim["reason"], reclaim["status"]) == (serial, "device_removed", "done"), reclaim
     [row] = list_installs(host)
     assert row["status"] == "failed" and "its license is given back" in row["error"], row
+
+
+def test_an_account_removed_as_the_job_takes_an_install_over_still_cancels_it(on_both, simulator):
+    """The VPP account of an interrupted install is removed between the installs job's read of it
+    and its write: the job's compare-and-set also compared the install's error, which the removal
+    had just marked, so it left the install ``associating`` and logged it as kept by its request.
+    It now ends ``canceled`` with the removal's reason, Apple not asked."""
+    from sqlalchemy import event
+
+    from plugins.mobile_apps.accounts import account_removed, removed_reason
+    from plugins.mobile_apps.installs.pending import retry_pending
+    from plugins.mobile_apps.installs.request import resolve_asset
+    from plugins.mobile_apps.installs.reserve import reserve
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_device(host, serial, "iOS")
+    reserve(host, resolve_asset(host, app_id(host, a["adamId"])), [serial], [])
+    past = utcnow() - timedelta(hours=1)  # long past interrupted_after: its process died
+    host.db.run_write(lambda session: session.execute(update(Install).values(updated_at=past, request_started_at=past)))
+    first = "BEGIN IMMEDIATE" if host.db.is_sqlite else "UPDATE mobile_apps_install"
+    removed: list[bool] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):  # the job read it; the account goes now
+        if not removed and statement.startswith(first):
+            removed.append(True)
+            host.db.run_write(lambda session: account_removed(host, session, "school"))
+
+    event.listen(host.db.engine, "before_cursor_execute", before)
+    try:
+        counts = retry_pending(host)
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", before)
+
+    assert removed and counts["asked"] == 0, counts
+    assert [(i["status"], i["error"]) for i in list_installs(host)] == [("canceled", removed_reason("school"))]
+    assert serial not in holders(simulator, a["adamId"])

@@ -6,7 +6,8 @@ A request records its installs ``associating`` with its mark (``request_token``,
 (``mdm jobs run mobile_apps.installs``) takes over younger ones too, whose request may still be
 under way elsewhere. Either way the switch to ``pending`` is a compare-and-set on the status and
 the mark the job read: a request that recorded its outcome in between keeps it (the job asks
-Apple nothing for it), and one asked again since (a new mark) is left to its new request.
+Apple nothing for it), and one asked again since (a new mark) is left to its new request; an
+account removed in between still ends it ``canceled``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.typed import rowcount
 from mdm_core.models import utcnow
 
-from ..accounts import removed_meanwhile
+from ..accounts import removed_reason
 from ..models import Install
 from ..settings import settings
 
@@ -37,8 +38,9 @@ IN_FLIGHT = "its request was still asking Apple when the installs job was run; a
 
 def resume_associating(host: Host, *, resume_all: bool) -> dict[str, int]:
     """Take over the installs left ``associating`` ``interrupted_after`` ago (any age with
-    ``resume_all``); returns how many were interrupted, still in flight, and kept by their
-    request (it recorded an outcome, or asked again, after the job read them)."""
+    ``resume_all``); returns how many were interrupted, still in flight (canceled ones, their
+    account removed, among them), and kept by their request (it recorded an outcome, or asked
+    again, after the job read them)."""
     now = utcnow()
     cutoff = now - timedelta(seconds=settings(host).interrupted_after)
     with host.db.session() as session:
@@ -74,18 +76,14 @@ def _started(row: Install) -> datetime:
 
 
 def _take_over(session: Session, row: Install, said: str, now: datetime) -> bool:
-    """Switch ``row`` to ``pending`` (``canceled`` when its account was removed meanwhile) if its
-    status, mark and error are still those read; whether it was switched."""
-    canceled = removed_meanwhile(row)
+    """Switch ``row`` to ``pending`` if its status and mark are still those read, or to
+    ``canceled`` if its account was removed meanwhile (:func:`..accounts.account_removed` marks
+    its error, even between the job's read and this write); whether it was switched."""
+    removed = col(Install.error) == removed_reason(row.account)
     switched = session.execute(
         update(Install)
-        .where(
-            col(Install.id) == row.id,
-            col(Install.status) == "associating",
-            col(Install.request_token).is_not_distinct_from(row.request_token),
-            col(Install.error).is_not_distinct_from(row.error),
-        )
-        .values(status="canceled" if canceled else "pending", error=row.error if canceled else said, updated_at=now, request_token=None)
+        .where(col(Install.id) == row.id, col(Install.status) == "associating", col(Install.request_token).is_not_distinct_from(row.request_token))
+        .values(status=case((removed, "canceled"), else_="pending"), error=case((removed, col(Install.error)), else_=said), updated_at=now, request_token=None)
         .execution_options(synchronize_session=False)
     )
     return rowcount(switched) == 1
