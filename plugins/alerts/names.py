@@ -66,17 +66,25 @@ def app_names(host: Host, adam_ids: Iterable[str]) -> dict[str, str]:
 
 
 def license_names(host: Host, assets: Sequence[Asset], accounts: Iterable[str]) -> dict[str, str]:
-    """For the check, which reads every asset: the names of those whose license alert may be
-    written now (below their threshold, or recorded below it: back to normal) of ``accounts``,
-    not every asset's. (An assets event asks for its own assets' names, at most 500: one read,
-    where this is two.)"""
+    """The names of those of ``assets`` (of ``accounts``) whose license alert may be written now:
+    below their threshold, or recorded below it (back to normal), not every asset's. For the
+    check (every asset) and an assets event (an incremental sync's names hundreds of assets whose
+    counts moved, few of them low): two reads, the second only when one of them may alert."""
     limits = thresholds(settings(host))
-    ids = {str(a.get("adamId")) for a in assets if rules.license_level(a, limits.for_asset(str(a.get("adamId")), str(a.get("pricingParam")))) != "ok"}
-    subjects = table_of(AlertSubject)
-    query = select(subjects.c.subject).where(subjects.c.kind == "licenses", subjects.c.account.in_(sorted(set(accounts))))
-    with host.db.reading() as conn:
-        recorded = {str(s).rsplit(":", 2)[1] for s in conn.execute(query).scalars()}  # licenses:ACCOUNT:ADAMID:PRICING
-    ids |= {str(a.get("adamId")) for a in assets if str(a.get("adamId")) in recorded}
+    ids: set[str] = set()
+    others: list[str] = []
+    for asset in assets:
+        adam_id = str(asset.get("adamId"))
+        if rules.license_level(asset, limits.for_asset(adam_id, str(asset.get("pricingParam")))) != "ok":
+            ids.add(adam_id)
+        else:
+            others.append(adam_id)
+    if others:
+        subjects = table_of(AlertSubject)
+        query = select(subjects.c.subject).where(subjects.c.kind == "licenses", subjects.c.account.in_(sorted(set(accounts))))
+        with host.db.reading() as conn:
+            recorded = {str(s).rsplit(":", 2)[1] for s in conn.execute(query).scalars()}  # licenses:ACCOUNT:ADAMID:PRICING
+        ids.update(a for a in others if a in recorded)
     return app_names(host, ids)
 
 

@@ -144,23 +144,24 @@ def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
 @ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_added(host: Host, event: Event) -> None:
     """New assets whose available licenses are already below their threshold."""
-    from .names import app_names
-    from .store import license_counts, on_event
-
-    p = cast("AssetsPayload", event.payload)
-    names = app_names(host, [str(a.get("adamId")) for a in p["assets"]])
-    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
+    _license_counts(host, event)
 
 
 @hookimpl(optionalhook=True)
 @ACCOUNT_AS_OF_NOW
 def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
     """Available licenses crossing their threshold, either way."""
-    from .names import app_names
+    _license_counts(host, event)
+
+
+def _license_counts(host: Host, event: Event) -> None:
+    """An assets event's license levels, with the names of the apps that may alert (asked
+    before the transaction, for those alone: an incremental sync's event names hundreds)."""
+    from .names import license_names
     from .store import license_counts, on_event
 
     p = cast("AssetsPayload", event.payload)
-    names = app_names(host, [str(a.get("adamId")) for a in p["assets"]])
+    names = license_names(host, p["assets"], [p["account"]])  # those that may alert: not every asset's
     on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
 
 

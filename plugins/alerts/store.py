@@ -277,25 +277,28 @@ def license_counts(
     prefix = f"licenses:{account}:"
     subjects = table_of(AlertSubject)  # Core rows: no ORM object per state read (hundreds an event)
     query = select(subjects.c.subject, subjects.c.state).where(subjects.c.kind == "licenses", subjects.c.account == account).with_for_update()
+    keyed = []  # (subject, adamId, pricingParam, asset): each asset's strings built once
+    for asset in assets:
+        adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
+        keyed.append((rules.license_subject(account, adam_id, pricing), adam_id, pricing, asset))
     if complete:
         states = {k: v for k, v in session.execute(query)}
     else:
-        keys = sorted({rules.license_subject(account, str(a.get("adamId")), str(a.get("pricingParam"))) for a in assets})
+        keys = sorted({key for key, *_ in keyed})
         of_keys = query.where(one_of(subjects.c.subject, "keys", not host.db.is_sqlite))
         states = {k: v for chunk in in_chunks(keys) for k, v in session.execute(of_keys, {"keys": chunk})}
+    names = names or {}
     alerts = []
-    seen = set()
     gone: list[str] = []
     moved: list[dict[str, Any]] = []
     new: list[dict[str, Any]] = []
-    for asset in assets:
-        adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
-        key = rules.license_subject(account, adam_id, pricing)
-        seen.add(key)
+    for key, adam_id, pricing, asset in keyed:
         threshold = limits.for_asset(adam_id, pricing)
         previous = states.get(key, "ok")
         level = rules.license_level(asset, threshold, previous, limits.margin)
-        alert = rules.license_alert(account, asset, previous, level, threshold, (names or {}).get(adam_id), limits.margin)
+        if level == previous:  # most assets of an incremental sync's event: no alert, no row written
+            continue
+        alert = rules.license_alert(account, asset, previous, level, threshold, names.get(adam_id), limits.margin)
         if alert is None:
             continue
         alerts.append(alert)
@@ -306,6 +309,7 @@ def license_counts(
         else:
             new.append({"subject": key, "kind": "licenses", "account": account, "state": level, "failures": 0, "since": now, "updated_at": now})
     if complete:
+        seen = {key for key, *_ in keyed}
         gone += [key for key in states if key.startswith(prefix) and key not in seen]
     for chunk in in_chunks(gone):
         session.execute(delete(subjects).where(subjects.c.subject.in_(chunk)))

@@ -157,3 +157,37 @@ def test_a_first_sync_whose_lookup_fails_sends_the_alert_by_adam_id(alerts_host,
     title = f"Only 1 of 4 licenses left of adamId {scarce} (STDQ, App) in account 'school'"
     assert smtp.mailbox.messages[0]["Subject"] == f"[mdm] WARNING: {title}"
     assert [a["title"] for a in alerts(host)] == [title]
+
+
+def test_an_incremental_sync_asks_the_names_of_the_assets_that_may_alert_alone(alerts_host, simulator):
+    """An incremental sync's assets event names every asset whose counts moved; the alerts ask
+    ``mdm_app_names`` for those below their threshold (or recorded below it) alone, and the
+    alerts written still name their app, low and back to normal."""
+    from mdm_core import hookimpl
+
+    scarce, _ = simulator.purchase(count=4)
+    plenty = [simulator.purchase(count=20)[0] for _ in range(3)]
+    name_asset(simulator, scarce, "Atlas Kids")
+    host = alerts_host("low_licenses = 2\n")
+    assert sync(host)["status"] == "ok" and refresh_metadata(host)["found"] >= 1
+    asked: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
+            asked.extend(adam_ids)
+            return {}
+
+    host.pm.register(Counting(), name="counting_names")
+    for n, adam_id in enumerate([scarce, scarce, scarce, *plenty]):
+        simulator.assign_in_portal(adam_id, serial_number=f"PORTAL{n:06d}")
+    assert sync(host)["status"] == "ok"
+    assert asked == [scarce]  # not the three assets whose counts moved far above their threshold
+    assert [a["title"] for a in alerts(host)] == [f"Only 1 of 4 licenses left of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school'"]
+
+    asked.clear()
+    for n, adam_id in enumerate([scarce, scarce, scarce, *plenty]):
+        simulator.remove_in_portal(adam_id, serial_number=f"PORTAL{n:06d}")
+    assert sync(host)["status"] == "ok"
+    assert asked == [scarce]  # recorded low, now back to normal: its all-clear names it too
+    assert alerts(host)[1]["title"] == f"Licenses of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school' are available again"
