@@ -16,6 +16,11 @@ class UsageError(MdmError):
     exit_code = 2
 
 
+class NotFound(UsageError):
+    """A name or id given (an account, an asset, a filter's value) names nothing here: exit code
+    2 as any bad input, the web answers 404. The message says how to list the valid ones."""
+
+
 class ConfigError(MdmError):
     """The configuration is malformed: names the file and the key."""
 

@@ -31,7 +31,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.bulk import bind_processor, bound_value, insert_rows, one_of
 from mdm_core.db.typed import table_of, values_of
-from mdm_core.errors import PluginError, describe
+from mdm_core.errors import NotFound, PluginError, describe
 from mdm_core.locks import local_holder_is_dead, new_holder
 from mdm_core.plugins import call_isolated
 
@@ -98,6 +98,22 @@ class EventBus:
                 "(registered with mdm_add_hookspecs) before recording it"
             )
         self._declared.add(name)
+
+    def declared(self) -> list[str]:
+        """The names of the events the loaded plugins declare (hookspecs ``mdm_<name>(host, event)``)."""
+        names = (n for n in dir(self.pm.hook) if n.startswith("mdm_") and n != "mdm_event")
+        return sorted(n[4:] for n in names if (spec := getattr(self.pm.hook, n).spec) is not None and tuple(spec.argnames) == ("host", "event"))
+
+    def check_name(self, session: Session, name: str) -> None:
+        """Refuse (:class:`NotFound`) a filter by an event name that is neither declared nor in
+        the outbox (a disabled plugin's events stay listed): it listed no event, as if none
+        had happened."""
+        declared = self.declared()
+        from mdm_core.models import OutboxEvent
+
+        if name in declared or session.execute(select(col(OutboxEvent.seq)).where(col(OutboxEvent.name) == name).limit(1)).first() is not None:
+            return
+        raise NotFound(f"no event named '{name[:50]}': events are named {', '.join(declared)}")
 
     def record(self, session: Session, name: str, payload: Mapping[str, Any]) -> Event:
         """Add an event to the caller's transaction; it is delivered only if that commits.
@@ -384,14 +400,14 @@ class EventBus:
         Returns ``None`` when it succeeded (the failure record is removed), else the new error
         (recorded on the same failure: ``failed`` when ``manual``; a subscriber that is not
         loaded leaves it ``waiting``). An unknown failure id raises ``MdmError``."""
-        from mdm_core.errors import MdmError, Unavailable
+        from mdm_core.errors import Unavailable
         from mdm_core.models import OutboxEvent, SubscriberFailure
 
         with self.db.session() as session:
             failure = session.get(SubscriberFailure, failure_id)
             seq = session.execute(select(col(OutboxEvent.seq)).where(col(OutboxEvent.id) == failure.event_id)).scalar_one_or_none() if failure else None
         if failure is None or seq is None:
-            raise MdmError(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone (see `mdm events failures`)")
+            raise NotFound(f"no failed delivery {failure_id}: it was delivered again meanwhile or its event is gone (see `mdm events failures`)")
         [(_, event)] = self._load_batch([seq])
         hook_name = failure.hook or event.hook_name
         plugin = self.pm.get_plugin(failure.plugin)

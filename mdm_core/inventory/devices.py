@@ -17,7 +17,7 @@ from sqlmodel import Session, col
 from mdm_core.db.bulk import in_chunks
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import values_of
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import NotFound, UsageError
 from mdm_core.models import Device, EnrollmentType, MdmUser, Platform
 from mdm_core.payloads import DevicePayload
 
@@ -178,7 +178,7 @@ def remove_device_with_event(host: Host, serial: str) -> tuple[DeviceRow, str]:
     def work(session: Session) -> tuple[DeviceRow, str]:
         device = session.get(Device, serial)
         if device is None:
-            raise MdmError(f"device {serial} is not enrolled: see `mdm devices list`")
+            raise NotFound(f"device {serial} is not enrolled: see `mdm devices list`")
         row = DeviceRow(device.serial_number, device.platform, device.udid, device.model, device.owner, device.enrollment_type)
         session.delete(device)
         return row, host.events.record(session, "device_removed", row.payload()).id

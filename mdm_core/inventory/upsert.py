@@ -17,7 +17,7 @@ from sqlmodel import Session, SQLModel
 
 from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import table_of
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import MdmError, NotFound, UsageError
 from mdm_core.text import bad_character, shown
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def update_one(
     def work(session: Session) -> tuple[Any, list[str]]:
         row = session.get(model, ident)
         if row is None:
-            raise MdmError(missing)
+            raise NotFound(missing)
         if check is not None:
             check(session)
         diff = {name: value for name, value in given.items() if getattr(row, name) != value}

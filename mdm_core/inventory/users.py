@@ -17,7 +17,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import values_of
-from mdm_core.errors import MdmError, UsageError
+from mdm_core.errors import NotFound, UsageError
 from mdm_core.models import Device, MdmUser
 
 from .csvfile import read_csv
@@ -109,7 +109,7 @@ def remove_user_with_event(host: Host, user_id: str) -> tuple[UserRow, str]:
     def work(session: Session) -> tuple[UserRow, str]:
         user = session.get(MdmUser, user_id.strip())
         if user is None:
-            raise MdmError(f"'{user_id}' is not an MDM user: see `mdm users list`")
+            raise NotFound(f"'{user_id}' is not an MDM user: see `mdm users list`")
         row = UserRow(user.id, user.email, user.managed_apple_id, user.name)
         for device in session.execute(select(Device).where(col(Device.owner) == user.id)).scalars():
             device.owner = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 from sqlmodel import col
 
-from mdm_core.errors import MdmError, UsageError, one_line
+from mdm_core.errors import MdmError, NotFound, UsageError, one_line
 from mdm_core.models import utcnow
 
 from .models import REVOKED_BY_MAX, ROLES, Admin, ApiToken, LoginAttempt
@@ -110,7 +110,7 @@ def remove_admin(host: Host, name: str) -> None:
 
     def work(session: Any) -> None:
         if session.execute(delete(Admin).where(col(Admin.name) == name)).rowcount == 0:
-            raise MdmError(f"no admin named '{name}' (see `mdm admins list`)")
+            raise NotFound(f"no admin named '{name}' (see `mdm admins list`)")
 
     host.db.run_write(work)
 
@@ -252,7 +252,7 @@ def token_id(host: Host, token: str) -> int | None:
     return None if row is None else row.id
 
 
-class UnknownToken(MdmError):
+class UnknownToken(NotFound):
     """No API token, revoked or not, has the name given."""
 
 

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mdm_core.errors import Conflict, MdmError, TemporaryError, UsageError, one_line
+from mdm_core.errors import Conflict, MdmError, NotFound, TemporaryError, UsageError, one_line
 from mdm_core.locks import describe_holder
 from mdm_core.output import format_time
 from mdm_core.plugins import PerPluginSet, call_hook
@@ -488,6 +488,10 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UsageError)
     async def usage_error(request: Request, exc: UsageError) -> Response:
         return respond(request, 422, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return respond(request, 404, str(exc))
 
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> Response:

@@ -239,11 +239,13 @@ def redeliver_failure(host: Any, failure_id: int) -> str | None:
 
 
 def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
-    """Events of the outbox, newest first, ``name`` only when given."""
+    """Events of the outbox, newest first, ``name`` only when given (one naming no event: 404)."""
     query = select(OutboxEvent)
     if name:
         query = query.where(col(OutboxEvent.name) == name)
     with host.db.session() as session:
+        if name:  # a misspelt name is a 404 naming the events, not an empty list
+            host.events.check_name(session, name)
         page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True)
     return Page(
         [

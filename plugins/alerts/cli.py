@@ -86,7 +86,7 @@ def _list(host: Host, args: argparse.Namespace) -> int:
         return print_rows(alerts, fmt, [])
     rows = []
     for alert in alerts:
-        base = {"id": alert["id"], "created": alert["created_at"], "severity": alert["severity"], "title": alert["title"]}
+        base = {"id": alert["id"], "created_at": alert["created_at"], "severity": alert["severity"], "title": alert["title"]}
         for d in alert["deliveries"] or [{"channel": "(no channel configured)", "status": "-"}]:
             rows.append(
                 {
@@ -94,14 +94,14 @@ def _list(host: Host, args: argparse.Namespace) -> int:
                     "channel": d["channel"],
                     "status": d["status"],
                     "attempts": d.get("attempts"),
-                    "next_attempt": d.get("next_attempt_at"),
-                    "error": d.get("last_error"),
+                    "next_attempt_at": d.get("next_attempt_at"),
+                    "last_error": d.get("last_error"),
                 }
             )
     return print_rows(
         rows,
         fmt,
-        ["id", "created", "severity", "channel", "status", "attempts", "next_attempt", "title", "error"],
+        ["id", "created_at", "severity", "channel", "status", "attempts", "next_attempt_at", "title", "last_error"],  # the JSON's keys (a delivery's)
         empty="no alerts" + (f" with a {args.status} delivery" if args.status else ""),
     )
 

@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
 from mdm_core.db.typed import rowcount, table_of
-from mdm_core.errors import MdmError, describe
+from mdm_core.errors import MdmError, NotFound, describe
 from mdm_core.job_lock import check_held
 from mdm_core.models import utcnow
 from mdm_core.output import format_time
@@ -252,7 +252,8 @@ def retry_failed(host: Host, message_ids: list[int]) -> int:
         if gone or unfailed:
             said = [f"alert(s) {', '.join(map(str, gone))} not found (deleted after [alerts] keep_days, or a mistyped id)"] if gone else []
             said += [f"no failed delivery of alert(s) {', '.join(map(str, unfailed))}"] if unfailed else []
-            raise MdmError(f"{'; '.join(said)}: nothing was queued again (see `mdm alerts list --status failed`)")
+            refused = NotFound if gone else MdmError  # a mistyped id is bad input (exit 2, 404); one sent meanwhile is not
+            raise refused(f"{'; '.join(said)}: nothing was queued again (see `mdm alerts list --status failed`)")
         for row in rows:
             row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()
             session.add(row)

@@ -24,7 +24,7 @@ from mdm_core.db.bulk import in_chunks, one_of, update_rows
 from mdm_core.db.engine import MAX_ROW_ID
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of
-from mdm_core.errors import MdmError, UsageError, one_line
+from mdm_core.errors import NotFound, UsageError, one_line
 from mdm_core.events import first_time
 from mdm_core.models import utcnow
 from plugins.vpp.payloads import Asset
@@ -453,11 +453,13 @@ def app_dict(app: MobileApp, meta: AppMetadata | None) -> dict[str, Any]:
 RETIRED_COUNTS = "when it was retired, not now"
 
 
-def licenses_text(app: dict[str, Any]) -> str:
-    """An application's licenses as the lists show them (``available/total``). A retired app's
-    counts are those it had when it was retired (its account may be gone, or bought it again
-    under another row): ``-``, never read as its licenses now (``show`` and the JSON keep them)."""
-    return "-" if app["state"] == "retired" else f"{app['availableCount']}/{app['totalCount']}"
+def counts_shown(app: dict[str, Any]) -> dict[str, Any]:
+    """An application's ``availableCount`` and ``totalCount`` as the lists' text shows them. A
+    retired app's counts are those it had when it was retired (its account may be gone, or
+    bought it again under another row): ``-``, never read as its licenses now (``show`` and the
+    JSON keep them)."""
+    retired = app["state"] == "retired"
+    return {k: None if retired else app[k] for k in ("availableCount", "totalCount")}
 
 
 #: The states of an application (``mdm apps list --state``).
@@ -552,7 +554,7 @@ def find_apps(session: Session, selector: str) -> list[tuple[MobileApp, AppMetad
     else:
         rows = list(session.execute(base.where(col(AppMetadata.bundle_id) == selector)).all())
     if not rows:
-        raise MdmError(
+        raise NotFound(
             f"no application '{selector}': give an application id, an adamId or a bundle id (see `mdm apps list`; run `mdm vpp sync` after a purchase)"
         )
     return [(a, m) for a, m in rows]

@@ -105,16 +105,17 @@ def register(subparsers: Any) -> None:
 
 
 def _list(host: Host, args: argparse.Namespace) -> int:
-    from .catalog import iter_apps, licenses_text
+    from .catalog import counts_shown, iter_apps
 
     rows = iter_apps(host, platform=args.platform, kind=args.kind, state=args.state, offset=args.offset, limit=args.limit)
     fmt = output_format(args)
     if fmt == "text":
-        rows = ({**row, "licenses": licenses_text(row), "name": row["name"] or f"({row['metadata']})"} for row in rows)
+        rows = ({**row, **counts_shown(row), "name": row["name"] or f"({row['metadata']})"} for row in rows)
     return print_rows(
         rows,
         fmt,
-        ["id", "kind", "platform", "name", "bundleId", "version", "available", "adamId", "pricingParam", "account", "licenses", "state"],
+        # the JSON's keys
+        ["id", "kind", "platform", "name", "bundleId", "version", "available", "adamId", "pricingParam", "account", "availableCount", "totalCount", "state"],
         empty="no applications: add a VPP account and run `mdm vpp sync`",
     )
 

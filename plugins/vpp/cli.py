@@ -209,14 +209,14 @@ def _account_list(host: Host, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        shown: list[dict[str, Any]] = [{**row, "expires": row["tokenExpirationDate"][:10]} for row in rows]
+        shown: list[dict[str, Any]] = [{**row, "tokenExpirationDate": row["tokenExpirationDate"][:10]} for row in rows]  # the day
         print_table(
             shown,
             [
                 "name",
                 "locationName",
                 "orgName",
-                "expires",
+                "tokenExpirationDate",
                 "token_status",
                 "interval_seconds",
                 "last_sync_at",
@@ -355,9 +355,9 @@ def _runs(host: Host, args: argparse.Namespace) -> int:
             get_account(session, args.name)
     rows = recent_runs(host, args.name, args.limit, offset=args.offset)
     fmt = output_format(args)
-    if fmt == "text":  # which host ran it (`holder` in JSON)
-        rows = [{**r, "host": describe_holder(r["holder"]) if r["holder"] else None} for r in rows]
-    columns = ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "host", "pages", "error"]
+    if fmt == "text":  # which process on which host ran it (`process 1234 on host-a`; JSON: the holder's own id)
+        rows = [{**r, "holder": describe_holder(r["holder"]) if r["holder"] else None} for r in rows]
+    columns = ["id", "account", "trigger", "mode", "status", "started_at", "finished_at", "holder", "pages", "error"]
     return print_rows(rows, fmt, columns, empty="no sync runs")
 
 
@@ -384,6 +384,10 @@ def _assets(host: Host, args: argparse.Namespace) -> int:
 
 
 def _licenses(host: Host, args: argparse.Namespace) -> int:
+    from plugins.vpp.views import account_id, check_license_filters
+
+    with host.db.session() as session:  # a filter naming nothing here is an error, not "no licenses"
+        check_license_filters(session, account_id(session, args.account), args.asset, args.device, args.user)
     rows = host.pm.hook.mdm_vpp_iter_licenses(
         host=host, account=args.account, adam_id=args.asset, serial_number=args.device, client_user_id=args.user, offset=args.offset, limit=args.limit
     )

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
-from mdm_core.errors import MdmError, UsageError, describe
+from mdm_core.errors import NotFound, UsageError, describe
 from mdm_core.models import Device, MdmUser
 
 from .apple.protocol import apple_asset, apple_user, invitation_url
@@ -44,7 +44,7 @@ def get_account(session: Session, name: str) -> VppAccount:
     if account is None:
         names = list(session.execute(select(col(VppAccount.name)).order_by(col(VppAccount.name))).scalars())
         known = f"known accounts: {', '.join(names)}" if names else "add one with `mdm vpp account add`"
-        raise MdmError(f"no VPP account named '{name}' ({known})")
+        raise NotFound(f"no VPP account named '{name}' ({known})")
     return account
 
 
@@ -227,6 +227,41 @@ def iter_licenses(
         query = licenses_query(account_id(session, account), adam_id, None, serial_number, client_user_id)
     query = query.order_by(VppAccount.name, VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
     return (license_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
+
+
+def check_license_filters(session: Session, account_id: int | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> None:
+    """Refuse a licenses filter naming nothing here (:class:`NotFound`, naming the list of the
+    valid ones), where it listed no license as if there were none: an adamId that is not an
+    asset of the mirror (of the account, when given), a serial number neither enrolled nor
+    holding a license, a clientUserId neither a VPP user nor holding a license. A known one
+    that holds no license is an empty list."""
+    where = " of that account" if account_id is not None else ""
+    if adam_id is not None:
+        if not (adam_id.isascii() and adam_id.isdigit()):
+            raise UsageError(f"adamId '{adam_id[:50]}' is not valid: an adamId is a number (see `mdm vpp assets`)")
+        assets = select(col(VppAsset.adam_id)).where(col(VppAsset.adam_id) == adam_id)
+        if account_id is not None:
+            assets = assets.where(col(VppAsset.account_id) == account_id)
+        if session.execute(assets.limit(1)).first() is None:
+            raise NotFound(f"no asset {adam_id} in the mirror{where} (see `mdm vpp assets`; `mdm vpp sync` brings in a purchase)")
+    if serial_number is not None and not _holder_known(session, "device", serial_number.upper(), account_id):
+        raise NotFound(f"device {serial_number[:50]} is neither enrolled nor holding a license{where} (`mdm devices list` lists the enrolled ones)")
+    if client_user_id is not None and not _holder_known(session, "user", client_user_id, account_id):
+        raise NotFound(f"'{client_user_id[:50]}' is not a VPP user{where} (see `mdm vpp users`)")
+
+
+def _holder_known(session: Session, kind: str, target: str, account_id: int | None) -> bool:
+    """Whether ``target`` is a device enrolled / a VPP user (of the account), or holds a license."""
+    if kind == "device":
+        known: Any = select(col(Device.serial_number)).where(col(Device.serial_number) == target)
+    else:
+        known = select(col(VppUser.client_user_id)).where(col(VppUser.client_user_id) == target)
+        if account_id is not None:
+            known = known.where(col(VppUser.account_id) == account_id)
+    held = select(col(VppLicense.target)).where(col(VppLicense.kind) == kind, col(VppLicense.target) == target)
+    if account_id is not None:
+        held = held.where(col(VppLicense.account_id) == account_id)
+    return any(session.execute(q.limit(1)).first() is not None for q in (known, held))
 
 
 def list_licenses(

@@ -140,6 +140,10 @@ WORDING = [
         r'PATCH /api/v1/vpp/accounts/\1 {"interval_seconds": SECONDS}',
     ),
     (r"--service-url", "the account's Service URL", "the account's service_url"),
+    (r"\(see `mdm vpp assets`", "(see the account's Assets", "(see GET /api/v1/vpp/assets"),
+    (r"\(see `mdm vpp users`\)", "(see the account's VPP users)", "(see GET /api/v1/vpp/users)"),
+    (r"\(`mdm devices list` lists the enrolled ones\)", "(Devices lists the enrolled ones)", "(GET /api/v1/devices lists the enrolled ones)"),
+    (r"; `mdm vpp sync` brings in a purchase\)", "; Synchronize brings in a purchase)", "; POST /api/v1/vpp/accounts/NAME/sync brings in a purchase)"),
     (r"add one with `mdm vpp account add`", "add one with Add an account on the Apple Volume Purchase Program page", "add one with POST /api/v1/vpp/accounts"),
     (
         r"choose another name or `mdm vpp account set ([^\s`]+)`",
@@ -860,8 +864,10 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         """Licenses, as ``mdm vpp licenses --json``."""
         host = host_of(request)
-        query = views.licenses_query(account_filter(host, account), asset, None, device, user)
+        account_id = account_filter(host, account)
+        query = views.licenses_query(account_id, asset, None, device, user)
         with host.db.session() as session:
+            views.check_license_filters(session, account_id, asset, device, user)  # naming nothing: 404 (malformed: 422)
             page = keyset(session, query, views.LICENSE_KEY, limit=limit, cursor=cursor)
         return {"items": [views.license_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 

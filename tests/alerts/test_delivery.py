@@ -63,12 +63,12 @@ def test_a_failing_webhook_is_retried_with_backoff_then_failed_while_email_goes_
     code, out, err = mdm("alerts", "list", "--status", "failed")
     assert code == 0, err
     header, row = out.splitlines()
-    assert header.split()[:7] == ["id", "created", "severity", "channel", "status", "attempts", "next_attempt"]
+    assert header.split()[:7] == ["id", "created_at", "severity", "channel", "status", "attempts", "next_attempt_at"]
     assert "webhook:ops" in row and "failed" in row and "answered HTTP 500" in row and "email" not in row
 
     failed_id = row.split()[0]
     code, out, err = mdm("alerts", "retry", failed_id, "999")  # a mistyped id: refused, nothing queued
-    assert (code, out) == (1, "") and err.strip().endswith(
+    assert (code, out) == (2, "") and err.strip().endswith(
         "alert(s) 999 not found (deleted after [alerts] keep_days, or a mistyped id): nothing was queued again (see `mdm alerts list --status failed`)"
     )
     assert [d["status"] for d in deliveries(host, "webhook:ops")] == ["failed"]

@@ -167,7 +167,7 @@ def test_failed_deliveries_are_retried_from_the_api_and_the_console(console, sim
     refused = viewer.post("/alerts/retry", data={"csrftoken": csrf(viewer)})
     assert refused.status_code == 403 and "can only read" in refused.text
     typo = viewer.post("/api/v1/alerts/retry", headers=admin_headers, json={"ids": [failing, failing + 100]})
-    assert typo.status_code == 400 and typo.json() == {
+    assert typo.status_code == 404 and typo.json() == {
         "error": f"alert(s) {failing + 100} not found (deleted after [alerts] keep_days, or a mistyped id): nothing was queued again "
         "(see GET /api/v1/alerts?status=failed)"
     }

@@ -133,7 +133,7 @@ def test_devices_and_users_commands(mdm):
     assert mdm("devices", "remove", "s1")[:2] == (0, "removed S1\n")
     assert mdm("devices", "list")[1] == "no devices enrolled\n"
     code, _, err = mdm("devices", "remove", "s1")
-    assert code == 1 and err == "mdm: error: device S1 is not enrolled: see `mdm devices list`\n"
+    assert code == 2 and err == "mdm: error: device S1 is not enrolled: see `mdm devices list`\n"
     code, _, err = mdm("devices", "add", "s2", "--platform", "android")
     assert code == 2 and "unknown platform 'android'" in err
     code, _, err = mdm("users", "add", "u2", "--email", "nope")
@@ -251,9 +251,9 @@ def test_add_refuses_an_existing_record_and_set_changes_only_what_is_given(mdm):
     code, _, err = mdm("devices", "set", "nope1")
     assert code == 2 and "nothing to change" in err
     code, _, err = mdm("devices", "set", "nope1", "--model", "x")
-    assert code == 1 and "device NOPE1 is not enrolled" in err
+    assert code == 2 and "device NOPE1 is not enrolled" in err
     code, _, err = mdm("users", "set", "ghost", "--name", "x")
-    assert code == 1 and "'ghost' is not an MDM user" in err
+    assert code == 2 and "'ghost' is not an MDM user" in err
     code, _, err = mdm("users", "set", "u1", "--email", "nope")
     assert code == 2 and "email 'nope' is not an address" in err
 

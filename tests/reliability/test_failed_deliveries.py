@@ -103,7 +103,7 @@ def test_retries_are_bounded_then_left_for_redeliver(
     assert flaky.heard == ["C02RETRY0002"]
     assert mdm("events", "failures", "--json")[1].strip() == "[]"
     code, out, err = mdm("events", "redeliver", "12345")
-    assert code == 1 and "no failed delivery 12345" in err
+    assert code == 2 and "no failed delivery 12345" in err
     count_figure("failed_deliveries")
 
 

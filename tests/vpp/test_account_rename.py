@@ -73,7 +73,7 @@ def test_a_renamed_account_syncs_and_is_scheduled_under_its_new_name(school: Hos
     code, out, err = mdm("jobs", "run", "vpp.sync.district")
     assert code == 0 and "vpp.sync.district: ok" in out, err
     code, out, err = mdm("vpp", "sync", "school")
-    assert (code, out, err) == (1, "", "mdm: error: no VPP account named 'school' (known accounts: district)\n")
+    assert (code, out, err) == (2, "", "mdm: error: no VPP account named 'school' (known accounts: district)\n")
     code, out, err = mdm("jobs", "run", "vpp.sync.school")
     assert (code, err) == (2, "mdm: error: no job named 'vpp.sync.school': `mdm jobs` lists the names\n")
 
@@ -109,11 +109,11 @@ def test_names_keep_their_case(school: Host, mdm: MdmRunner) -> None:
     """Names are compared as given (as `account add` and every lookup do): ``School`` is another name."""
     assert mdm("vpp", "account", "rename", "school", "School")[0] == 0
     assert account_row(school, "School").name == "School"
-    assert mdm("vpp", "sync", "school")[0] == 1 and mdm("vpp", "sync", "School")[0] == 0
+    assert mdm("vpp", "sync", "school")[0] == 2 and mdm("vpp", "sync", "School")[0] == 0
 
 
 def test_an_unknown_account_is_one_line(school: Host, mdm: MdmRunner) -> None:
-    assert mdm("vpp", "account", "rename", "schol", "district") == (1, "", "mdm: error: no VPP account named 'schol' (known accounts: school)\n")
+    assert mdm("vpp", "account", "rename", "schol", "district") == (2, "", "mdm: error: no VPP account named 'schol' (known accounts: school)\n")
 
 
 @pytest.mark.parametrize("held", ["sync", "job"])

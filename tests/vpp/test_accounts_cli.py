@@ -54,7 +54,7 @@ def test_add_list_set_remove(plain_host: Any, cli: Any, simulator: Any, token_fi
     code, out, _ = cli("vpp", "account", "list")
     assert code == 0
     header, line = out.splitlines()[:2]
-    for column in ("name", "locationName", "orgName", "expires", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"):
+    for column in ("name", "locationName", "orgName", "tokenExpirationDate", "token_status", "interval_seconds", "last_sync_at", "last_sync_result"):
         assert column in header
     assert "school" in line and "ok (full)" in line and simulator.token_expiration_date[:10] in line and "900" in line
     assert simulator.token not in out and inner_token(simulator) not in out
@@ -190,7 +190,7 @@ def test_runs_of_a_misspelt_account_name_it(plain_host: Any, cli: Any, simulator
     assert cli("vpp", "account", "add", "school", "--token-file", str(token_file), "--service-url", simulator.base_url)[0] == 0
     for fmt in ([], ["--json"], ["--jsonl"]):
         code, out, err = cli("vpp", "runs", "schol", *fmt)
-        assert (code, out) == (1, "") and err.strip() == "mdm: error: no VPP account named 'schol' (known accounts: school)"
+        assert (code, out) == (2, "") and err.strip() == "mdm: error: no VPP account named 'schol' (known accounts: school)"
     code, out, err = cli("vpp", "runs", "school")
     assert code == 0 and out.strip() == "no sync runs"
 
@@ -213,7 +213,7 @@ def test_sync_report_and_runs(plain_host: Any, cli: Any, simulator: Any, token_f
     code, out, err = cli("vpp", "runs", "school")
     assert code == 0 and "incremental" in out
     header, *lines = out.splitlines()  # which host ran each: `holder` in JSON, the process and host in the table
-    assert header.split()[-3:] == ["host", "pages", "error"]
+    assert header.split()[-3:] == ["holder", "pages", "error"]
     assert len(lines) == 3 and all(f" process {os.getpid()} on {socket.gethostname()} " in line for line in lines)
 
     # the mirror with Apple's field names
@@ -313,7 +313,7 @@ def test_mirror_listings_page_and_stream_in_every_format(plain_host: Any, cli: A
     code, out, err = cli("vpp", "licenses", "--json", "--jsonl")
     assert code == 2 and "not allowed with argument" in err
     code, out, err = cli("vpp", "licenses", "--account", "nope", "--json")
-    assert code == 1 and out == "" and "no VPP account named 'nope'" in err
+    assert code == 2 and out == "" and "no VPP account named 'nope'" in err
 
 
 def test_mdm_name_reaches_apple_without_the_blanks_around_it(make_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:

@@ -378,8 +378,8 @@ def test_what_apple_and_users_send_is_shown_as_text(school: Host, admin: Any) ->
     "argv, expected, message",
     [
         (["admins", "add", "x", "--role", "root"], 2, "argument --role: invalid choice: 'root'"),
-        (["admins", "remove", "nobody"], 1, "mdm: error: no admin named 'nobody' (see `mdm admins list`)"),
-        (["api-tokens", "revoke", "nobody"], 1, "mdm: error: no API token named 'nobody' (see `mdm api-tokens list`)"),
+        (["admins", "remove", "nobody"], 2, "mdm: error: no admin named 'nobody' (see `mdm admins list`)"),
+        (["api-tokens", "revoke", "nobody"], 2, "mdm: error: no API token named 'nobody' (see `mdm api-tokens list`)"),
     ],
 )
 def test_cli_refuses_bad_input(mdm_cli: Any, argv: list[str], expected: int, message: str) -> None:

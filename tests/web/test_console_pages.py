@@ -75,8 +75,10 @@ def test_an_event_filter_that_matches_nothing_says_so(web_host: Host, admin: Any
     inventory.add_device(web_host, "EVENTS000003", "iOS")
     web_host.deliver_events()
     assert "No event yet." not in admin.get("/events").text
-    page = admin.get("/events", params={"name": "device_enroled"}).text
-    assert "No event named device_enroled." in page and "No event yet." not in page
+    page = admin.get("/events", params={"name": "user_removed"}).text  # a known event that did not happen
+    assert "No event named user_removed." in page and "No event yet." not in page
+    misspelt = admin.get("/events", params={"name": "device_enroled"})  # was the same empty list
+    assert misspelt.status_code == 404 and "no event named &#39;device_enroled&#39;: events are named " in misspelt.text
 
 
 def test_failed_deliveries_through_the_api(web_host: Host, client: Any) -> None:

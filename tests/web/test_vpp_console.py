@@ -724,7 +724,8 @@ def test_licenses_are_filtered_by_asset_device_and_user(school: Host, client: An
     assert licenses(user=user) == {(a[0], a[1], a[3]) for a in snap if a[2] == "clientUserId" and a[3] == user}
     assert licenses(asset=adam) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam}
     assert licenses(asset=adam, device=serial) == {(a[0], a[1], a[3]) for a in snap if a[0] == adam and a[3] == serial}
-    assert licenses(device="NOSUCHSERIAL") == set()
+    unknown = client.get("/api/v1/vpp/licenses", params={"device": "NOSUCHSERIAL"}, headers=headers)  # naming no device: 404, not an empty page
+    assert unknown.status_code == 404 and "device NOSUCHSERIAL is neither enrolled nor holding a license" in unknown.json()["error"]
 
 
 def test_a_bad_renewal_changes_nothing(school: Host, admin: Any, project_dir: Path) -> None:
