@@ -208,7 +208,9 @@ def redirect(request: Request, path: str, message: str | None = None, kind: str 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """A console page: ``template`` extends ``base.html``; the navigation, the signed-in
-    admin, the flash messages and ``csrf_field(request)`` are provided."""
+    admin, the flash messages and ``csrf_field(request)`` are provided; ``notices`` (one line
+    each, the page's own: an unknown sort) and those of the query parameters the page does not
+    take are shown above it."""
     templates = request.app.state.templates
     ctx: dict[str, Any] = {
         "nav": request.app.state.registry.sorted_nav(),
@@ -216,7 +218,33 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
         "messages": request.session.pop("flash", []) if "session" in request.scope else [],
     }
     ctx.update(context or {})
+    ctx["notices"] = [*ctx.get("notices", []), *_unknown_parameter_notices(request)] if status_code == 200 else []
     return templates.TemplateResponse(request, template, ctx, status_code=status_code)
+
+
+def _unknown_parameter_notices(request: Request) -> list[str]:
+    """A console page's line naming the query parameters it does not take (a misspelt
+    ``?sotr=``, a link from an older release), which it ignores: the page showed as if they
+    were not there, and nothing said so."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return []
+    known = sorted(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - set(known))
+    if not unknown:
+        return []
+    takes = f"this page takes {', '.join(known)}" if known else "this page takes none"
+    return [f"{_parameters(unknown)} ignored: {takes}"]
+
+
+def chosen(name: str, value: str, valid: list[str], notices: list[str]) -> str:
+    """``value`` of a console page's query parameter ``name`` if it is one of ``valid``, else
+    the first of them, with a line in ``notices`` saying so (an unknown sort fell back on the
+    default without a word)."""
+    if value in valid:
+        return value
+    notices.append(f"{name} '{value[:50]}' is not one this page takes ({', '.join(valid)}): shown by {valid[0]}")
+    return valid[0]
 
 
 def url_with(request: Request, **changes: Any) -> str:

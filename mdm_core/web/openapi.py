@@ -100,8 +100,18 @@ def _amend(method: str, operation: dict[str, Any], *, refuses_empty: bool) -> No
     if method.lower() not in ("get", "head"):
         refusals["403"] = "the token's role (viewer) can only read"
     for status, description in refusals.items():
-        if status not in responses or status == "422":  # a status the route documents itself keeps its body
+        if status not in responses or _fastapi_own(responses[status]):  # a status the route documents itself keeps its body (its own 422 too)
             responses[status] = {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for status, response in responses.items():  # an answer FastAPI left without a schema: every route answers a JSON object
+        content = response.get("content", {}).get("application/json")
+        if status.startswith("2") and content is not None and not content.get("schema"):
+            content["schema"] = {"type": "object"}
+
+
+def _fastapi_own(response: dict[str, Any]) -> bool:
+    """FastAPI's validation error, which the API never sends (it sends :data:`ERROR_SCHEMA`)."""
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
 def _is_text(schema: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from mdm_core.output import format_time
 from mdm_core.scheduler import MAX_INTERVAL
 from mdm_core.secrets_cli import WrongKey
 from mdm_core.web.access import web_settings
-from mdm_core.web.helpers import WebError, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
+from mdm_core.web.helpers import WebError, chosen, host_of, json_object, redirect, render, require_change, rest_router, row_id, run_in_background
 from mdm_core.web.once import check_form_id, form_once, new_form_id, run_form
 from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
@@ -612,13 +612,11 @@ def page_router() -> APIRouter:
     def assets(request: Request, name: str, q: str = "", sort: str = "name", dir: str = "asc", page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
         account = _account(host, name)
-        sort = sort if sort in SORTS or sort == "name" else "name"
-        found, rows = assets_table(host, account, q, sort, dir == "desc", page)
-        return render(
-            request,
-            "vpp/assets.html",
-            {"account": describe_account(account), "rows": rows, "found": found, "q": q, "sort": sort, "direction": "desc" if dir == "desc" else "asc"},
-        )
+        notices: list[str] = []  # an unknown sort or direction: said, where it fell back on the default silently
+        sort, direction = chosen("sort", sort, ["name", *SORTS], notices), chosen("dir", dir, ["asc", "desc"], notices)
+        found, rows = assets_table(host, account, q, sort, direction == "desc", page)
+        context = {"account": describe_account(account), "rows": rows, "found": found, "q": q, "sort": sort, "direction": direction, "notices": notices}
+        return render(request, "vpp/assets.html", context)
 
     @router.get("/vpp/accounts/{name}/assets/{adam_id}/{pricing}")
     def asset(request: Request, name: str, adam_id: str, pricing: str, tab: str = "user", after: str | None = None) -> Response:
@@ -626,7 +624,8 @@ def page_router() -> APIRouter:
         account = _account(host, name)
         row = _asset(host, account, adam_id, pricing)
         pricing = row.pricing_param  # as stored: "stdq" in the address shows the STDQ asset
-        kind = "device" if tab == "device" else "user"
+        notices: list[str] = []
+        kind = chosen("tab", tab, ["user", "device"], notices)
         with host.db.session() as session:
             licenses = keyset(session, views.licenses_query(account.id, adam_id, pricing, kind=kind), views.LICENSE_KEY, limit=PAGE_SIZE, cursor=after)
         label, icon = asset_label(host, adam_id)
@@ -645,6 +644,7 @@ def page_router() -> APIRouter:
                 "user_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "user"),
                 "device_count": views.count_licenses(host, account.id or 0, adam_id, pricing, "device"),
                 "chart": chart(views.asset_history(host, account.id or 0, adam_id, pricing), row),
+                "notices": notices,
             },
         )
 
