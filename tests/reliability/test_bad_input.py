@@ -211,8 +211,8 @@ ARGS = {
     "interval-not-int": (("vpp", "account", "set", "school", "--interval", "1h"), 2),
     "interval-too-short": (("vpp", "account", "add", "school", "--token-file", "x", "--interval", "5"), 2),
     "nothing-to-set": (("vpp", "account", "set", "school"), 2),
-    "unknown-account-sync": (("vpp", "sync", "nosuch"), 1),
-    "unknown-account-remove": (("vpp", "account", "remove", "nosuch"), 1),
+    "unknown-account-sync": (("vpp", "sync", "nosuch"), 2),
+    "unknown-account-remove": (("vpp", "account", "remove", "nosuch"), 2),
     "bad-account-name": (("vpp", "account", "add", "bad name!", "--token-file", "x"), 2),
     "config-without-value": (("--config",), 2),
     "limit-not-int": (("vpp", "runs", "--limit", "many"), 2),
@@ -220,7 +220,7 @@ ARGS = {
     "device-bad-serial": (("devices", "add", "ABC 123!", "--platform", "iOS"), 2),
     "device-unknown-owner": (("devices", "add", "ABC123", "--platform", "iOS", "--user", "ghost"), 2),
     "user-bad-email": (("users", "add", "u1", "--email", "not-an-address"), 2),
-    "remove-unknown-device": (("devices", "remove", "NOPE123"), 1),
+    "remove-unknown-device": (("devices", "remove", "NOPE123"), 2),
 }
 
 
