@@ -360,35 +360,36 @@ def test_housekeeping_deletes_old_alerts_unless_a_delivery_or_a_redelivery_needs
     )
     add(host, SubscriberFailure(event_id=pinned.id, event_name=pinned.name, plugin="alerts", error="RuntimeError: x", status="failed"))
 
-    # id: (created days ago, its deliveries' statuses)
+    # name: (created days ago, its deliveries' statuses); the ids are the database's (a new alert
+    # below takes the next one: ids given by hand would leave PostgreSQL's sequence behind them)
     alerts = {1: (100, ["sent", "failed"]), 2: (100, ["failed", "pending"]), 3: (100, []), 4: (80, ["sent"]), 5: (91, ["failed"])}
     add(
         host,
         *(
-            AlertMessage(
-                id=i, created_at=days_ago(d), kind="sync", subject="sync:school", state="failing", severity="critical", title="t", text="x", action="a"
-            )
-            for i, (d, _) in alerts.items()
+            AlertMessage(created_at=days_ago(d), kind="sync", subject="sync:school", state="failing", severity="critical", title=str(k), text="x", action="a")
+            for k, (d, _) in alerts.items()
         ),
     )
+    with host.db.session() as session:
+        id_of = {int(title): i for i, title in session.execute(select(col(AlertMessage.id), col(AlertMessage.title)))}
     later = datetime(2100, 1, 1, tzinfo=UTC)  # never due here: the delivery job sends nothing
     add(
         host,
         *(
-            AlertDelivery(message_id=i, channel=f"webhook:w{n}", status=s, next_attempt_at=later)
-            for i, (_, statuses) in alerts.items()
+            AlertDelivery(message_id=id_of[k], channel=f"webhook:w{n}", status=s, next_attempt_at=later)
+            for k, (_, statuses) in alerts.items()
             for n, s in enumerate(statuses)
         ),
     )
     assert check(host) == {"queued": 1}  # the delivery to alerts that failed for good is told (a new alert, today's)
-    [told] = ids(host, AlertMessage.id) - set(alerts)
+    [told] = ids(host, AlertMessage.id) - set(id_of.values())
     every = (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id))
     assert deliver_job(host) == {"sent": 0, "retrying": 0, "failed": 0} and check(host) == {"queued": 0}
     assert (ids(host, AlertMessage.id), ids(host, AlertDelivery.id), ids(host, AlertsSeen.event_id)) == every  # the alerts' jobs delete nothing
 
     assert housekeeping(host, NOW) == {**NOTHING, "alerts_message": 3, "alerts_seen_event": 1}
-    assert ids(host, AlertMessage.id) == {2, 4, told}  # a delivery still pending; younger than keep_days
-    assert ids(host, AlertDelivery.message_id) == {2, 4}  # the others' deliveries went with them
+    assert ids(host, AlertMessage.id) == {id_of[2], id_of[4], told}  # a delivery still pending; younger than keep_days
+    assert ids(host, AlertDelivery.message_id) == {id_of[2], id_of[4]}  # the others' deliveries went with them
     # the event a failed delivery keeps can be redelivered: its guard stays, or its alerts would be queued again
     assert ids(host, AlertsSeen.event_id) == {pinned.id, young.id}
     assert housekeeping(host, NOW) == NOTHING
