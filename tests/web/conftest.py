@@ -35,9 +35,15 @@ reclaim_wait = 1.0
 @pytest.fixture
 def web_host(make_host: Callable[..., Host]) -> Host:
     """A host with the installed plugins, an admin ``alice`` and a viewer ``victor``."""
+    return make_web_host(make_host)
+
+
+def make_web_host(make_host: Callable[..., Host], database_url: str | None = None) -> Host:
+    """``web_host`` on ``database_url`` (the project's SQLite file when None): a module overrides
+    ``web_host`` with it and the ``database_url`` fixture to run on SQLite and PostgreSQL."""
     from mdm_core.web.access import add_admin
 
-    host = make_host(config=WEB_CONFIG)
+    host = make_host(config=WEB_CONFIG, database_url=database_url)
     add_admin(host, "alice", PASSWORD, "admin")
     add_admin(host, "victor", PASSWORD, "viewer")
     return host

@@ -5,11 +5,20 @@ account was a 404."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from mdm_core.host import Host
 
-from .conftest import token_for
+from .conftest import make_web_host, token_for
+
+
+@pytest.fixture
+def web_host(make_host: Callable[..., Host], database_url: str) -> Host:
+    """On SQLite and PostgreSQL: the checks are queries of the mirror and the outbox."""
+    return make_web_host(make_host, database_url)
 
 
 def test_a_filter_naming_nothing_is_a_404_saying_where_the_valid_ones_are(school: Host, client: Any) -> None:

@@ -6,13 +6,21 @@ document (a route's own 422 overwritten by the API's, a 2xx without a schema) we
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mdm_core.host import Host
 
-from .conftest import token_for
+from .conftest import make_web_host, token_for
+
+
+@pytest.fixture
+def web_host(make_host: Callable[..., Host], database_url: str) -> Host:
+    """On SQLite and PostgreSQL: the answers are read from either."""
+    return make_web_host(make_host, database_url)
+
 
 #: (method, path in the document) -> the requests made of it: (path sent, request arguments)
 Case = tuple[str, dict[str, Any]]
