@@ -10,8 +10,8 @@ from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import values_of
-from mdm_core.errors import MdmError
-from mdm_core.models import Command, utcnow
+from mdm_core.errors import MdmError, NotFound
+from mdm_core.models import Command, Device, utcnow
 from mdm_core.payloads import CommandQueuedPayload
 
 if TYPE_CHECKING:
@@ -28,10 +28,19 @@ def queue_command(host: Host, session: Session, device_serial: str, request_type
 
 
 def iter_commands(host: Host, device: str | None = None, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Queued and past commands, oldest first, optionally for one device; streamed (constant memory)."""
+    """Queued and past commands, oldest first, optionally for one device; streamed (constant memory).
+
+    A device neither enrolled nor with a command is :class:`NotFound` (checked now, before any row
+    is read), not an empty list."""
     query = select(Command).order_by(col(Command.created_at), col(Command.uuid))
     if device:
-        query = query.where(col(Command.device_serial) == device.strip().upper())
+        serial = device.strip().upper()
+        with host.db.session() as session:
+            queued = select(col(Command.uuid)).where(col(Command.device_serial) == serial).limit(1)
+            known = session.get(Device, serial) is not None or session.execute(queued).first() is not None
+        if not known:
+            raise NotFound(f"device {device.strip()[:50]} is neither enrolled nor has commands (`mdm devices list` lists the enrolled ones)")
+        query = query.where(col(Command.device_serial) == serial)
     return (values_of(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 

@@ -156,6 +156,17 @@ def test_commands_list(mdm, make_host):
     assert "DeviceLock" in out and "InstallApplication" not in out
 
 
+def test_commands_list_for_a_device_naming_nothing_is_exit_2_naming_the_list(mdm, make_host):
+    """`mdm commands list --device TYPO` printed "no commands", exit 0, as if the device had none."""
+    host = make_host(plugins=[])
+    inventory.add_device(host, "S1", "ios")
+    host.close()
+    code, out, err = mdm("commands", "list", "--device", "nope9", "--json")
+    assert (code, out) == (2, "")
+    assert err == "mdm: error: device nope9 is neither enrolled nor has commands (`mdm devices list` lists the enrolled ones)\n"
+    assert mdm("commands", "list", "--device", "s1")[:2] == (0, "no commands\n")  # known, no command: an empty list
+
+
 def write(path, text):
     path.write_text(text)
     return str(path)
