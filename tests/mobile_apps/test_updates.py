@@ -552,3 +552,35 @@ def test_mobile_apps_0004_metadata_keeps_its_rows_with_no_warning_said(project_d
         url=database_url,
     )
     assert rows == [("111", "iOS", "Atlas", "6.2", None), ("111", "macOS", "Atlas", "16.2", None)]
+
+
+def test_an_install_keeps_the_command_the_device_acknowledged_last_the_one_housekeeping_keeps(on_both):
+    """A device answered an install's commands out of their order (the first one after a NotNow,
+    once the update's): the install kept the one listed last, while housekeeping keeps the one
+    acknowledged last and deletes the other, so the install's list matched no command on the
+    device and a license taken back left the app there. Both now keep the one acknowledged last."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+    from sqlmodel import col
+
+    from mdm_core.housekeeping import prune_commands
+    from mdm_core.inventory import add_device
+    from mdm_core.inventory.commands import queue_command
+    from mdm_core.models import Command, utcnow
+    from plugins.mobile_apps.installs.commands import with_commands
+
+    host, _ = on_both
+    add_device(host, "C02ORDER", "iOS")
+    payload = {"iTunesStoreID": 361309726}
+    first, update_ = host.db.run_write(lambda s: [queue_command(host, s, "C02ORDER", "InstallApplication", payload).uuid for _ in range(2)])
+    old = utcnow() - timedelta(days=400)
+    for uuid, at in ((update_, old), (first, old + timedelta(minutes=5))):  # the update acknowledged first, then the install
+        host.db.run_write(lambda s, u=uuid, t=at: s.execute(update(Command).where(Command.uuid == u).values(status="acknowledged", updated_at=t)))
+
+    kept = host.db.run_write(lambda s: with_commands(s, [first, update_], []))
+    prune_commands(host.db, utcnow(), 100)
+
+    with host.db.session() as s:
+        left = list(s.execute(select(col(Command.uuid))).scalars())
+    assert kept == left == [first], (kept, left)

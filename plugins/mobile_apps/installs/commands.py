@@ -107,10 +107,13 @@ def with_commands(session: Session, uuids: list[str], new: list[str]) -> list[st
     """An install's commands ``uuids`` with ``new`` added once, bounded (it grew by one per update
     of the app, for ever): kept are the new ones, those the device has not answered (a queued one
     is canceled when the license is taken back) and, per device, the last one it acknowledged
-    (the app is there: RemoveApplication then); the others match nothing any more."""
+    (the app is there: RemoveApplication then; the last by acknowledgement, not by place in the
+    list, as housekeeping keeps it: :func:`mdm_core.housekeeping.superseded`); the others match
+    nothing any more."""
     merged = list(dict.fromkeys([*uuids, *new]))
     found = {c.uuid: c for c in session.execute(select(Command).where(col(Command.uuid).in_(merged))).scalars()}
-    last = {found[u].device_serial: u for u in merged if u in found and found[u].status == "acknowledged"}  # the latest per device wins
+    acked = sorted((c for c in found.values() if c.status == "acknowledged"), key=lambda c: (c.updated_at, c.uuid))
+    last = {c.device_serial: c.uuid for c in acked}  # the latest acknowledged per device wins
     return [u for u in merged if u in new or (u in found and (found[u].status in WAITING or last.get(found[u].device_serial) == u))]
 
 
