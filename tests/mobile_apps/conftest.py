@@ -109,7 +109,12 @@ def free_serials(sim: Any, *adam_ids: str) -> list[str]:
 
 
 def commands(host: Host, serial: str | None = None) -> list[dict[str, Any]]:
-    """Queued InstallApplication commands."""
+    """Queued InstallApplication commands; none for a device removed with no command left (which
+    ``list_commands`` refuses as unknown)."""
+    from mdm_core.errors import NotFound
     from mdm_core.inventory import list_commands
 
-    return [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication"]
+    try:
+        return [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication"]
+    except NotFound:
+        return []
