@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import values_of
-from mdm_core.errors import MdmError, NotFound
+from mdm_core.errors import MdmError, NotFound, UsageError
 from mdm_core.models import Command, Device, utcnow
 from mdm_core.payloads import CommandQueuedPayload
 
@@ -33,8 +33,10 @@ def iter_commands(host: Host, device: str | None = None, *, offset: int = 0, lim
     A device neither enrolled nor with a command is :class:`NotFound` (checked now, before any row
     is read), not an empty list."""
     query = select(Command).order_by(col(Command.created_at), col(Command.uuid))
-    if device:
+    if device is not None:
         serial = device.strip().upper()
+        if not serial:
+            raise UsageError("--device is empty: give a device's serial number (`mdm devices list` lists the enrolled ones)")
         with host.db.session() as session:
             queued = select(col(Command.uuid)).where(col(Command.device_serial) == serial).limit(1)
             known = session.get(Device, serial) is not None or session.execute(queued).first() is not None

@@ -114,14 +114,15 @@ def _takes_many(annotation: Any) -> bool:
 
 
 def _parameters(names: list[str]) -> str:
-    """``query parameter a`` or ``query parameters a, b``."""
-    return f"query parameter{'s' if len(names) > 1 else ''} {', '.join(names)}"
+    """``query parameter a`` or ``query parameters a, b``; each name cut at 50 characters, as
+    every echo of what a request sent (a 4 KB name made a 4 KB line)."""
+    return f"query parameter{'s' if len(names) > 1 else ''} {', '.join(name[:50] for name in names)}"
 
 
 def _unknown_parameters(unknown: list[str], known: list[str]) -> str:
     takes = f"it takes {', '.join(known)}" if known else "it takes none"
     paging = "; page with cursor (the next_cursor of the previous page), not offset" if "offset" in unknown and "cursor" in known else ""
-    return f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: {takes}{paging}"
+    return f"unknown {_parameters(unknown)}: {takes}{paging}"
 
 
 def _answering_cli_json(endpoint: Callable[..., Any], status: int) -> Callable[..., Any]:

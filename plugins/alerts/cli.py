@@ -164,8 +164,15 @@ def _webhook_secret(host: Host, args: argparse.Namespace) -> int:
 
 
 def _retry(host: Host, args: argparse.Namespace) -> int:
-    from .delivery import retry_failed
+    from .delivery import NothingToRetry, retry_failed
 
-    count = retry_failed(host, args.ids)
+    try:
+        count = retry_failed(host, args.ids)
+    except NothingToRetry as exc:  # nothing to do is not a failure (exit 0)
+        say(f"nothing to retry: {str(exc).split(': nothing was queued again')[0]}")
+        return 0
+    if not count:
+        say("nothing to retry: no failed deliveries")
+        return 0
     say(f"{count} failed deliver{'y' if count == 1 else 'ies'} queued again; the alerts.deliver job (or `mdm alerts send`) sends them")
     return 0

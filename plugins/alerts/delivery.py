@@ -229,6 +229,11 @@ def send_now(host: Host, message: Outgoing) -> list[dict[str, Any]]:
     return results
 
 
+class NothingToRetry(MdmError):
+    """None of the alerts given to :func:`retry_failed` has a failed delivery (sent meanwhile,
+    say): the API and console refuse it (400) as before; ``mdm alerts retry`` has nothing to do (exit 0)."""
+
+
 def retry_failed(host: Host, message_ids: list[int]) -> int:
     """Put failed deliveries (of these alerts, or all) back in the queue, due now; returns how many.
 
@@ -252,7 +257,7 @@ def retry_failed(host: Host, message_ids: list[int]) -> int:
         if gone or unfailed:
             said = [f"alert(s) {', '.join(map(str, gone))} not found (deleted after [alerts] keep_days, or a mistyped id)"] if gone else []
             said += [f"no failed delivery of alert(s) {', '.join(map(str, unfailed))}"] if unfailed else []
-            refused = NotFound if gone else MdmError  # a mistyped id is bad input (exit 2, 404); one sent meanwhile is not
+            refused = NotFound if gone else NothingToRetry if not rows else MdmError  # a mistyped id is bad input (exit 2, 404); one sent meanwhile is not
             raise refused(f"{'; '.join(said)}: nothing was queued again (see `mdm alerts list --status failed`)")
         for row in rows:
             row.status, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, utcnow(), utcnow()

@@ -78,6 +78,9 @@ def test_a_failing_webhook_is_retried_with_backoff_then_failed_while_email_goes_
     assert code == 0 and out.startswith("1 failed delivery queued again")
     assert deliver_due(host)["sent"] == 1 and len(hook.requests) == 5
     assert [d["status"] for d in deliveries(host, "webhook:ops")] == ["sent"]
+    # nothing left to retry is nothing to do (exit 0, one line), not a failure (it exited 1 for the id)
+    assert mdm("alerts", "retry")[:2] == (0, "nothing to retry: no failed deliveries\n")
+    assert mdm("alerts", "retry", failed_id)[:2] == (0, f"nothing to retry: no failed delivery of alert(s) {failed_id}\n")
 
 
 def test_a_webhook_that_recovers_delivers_at_the_next_attempt(alerts_host, webhook_server):

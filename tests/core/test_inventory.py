@@ -167,6 +167,18 @@ def test_commands_list_for_a_device_naming_nothing_is_exit_2_naming_the_list(mdm
     assert mdm("commands", "list", "--device", "s1")[:2] == (0, "no commands\n")  # known, no command: an empty list
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_commands_list_for_an_empty_device_is_exit_2(mdm, make_host, empty):
+    """`--device ""` listed every device's commands (the filter dropped), and `--device " "` said
+    "device  is neither..." (an empty name between two spaces): both are one line asking for a serial."""
+    host = make_host(plugins=[])
+    inventory.add_device(host, "S1", "ios")
+    host.db.run_write(lambda s: inventory.queue_command(host, s, "S1", "DeviceLock", {}))
+    host.close()
+    said = "mdm: error: --device is empty: give a device's serial number (`mdm devices list` lists the enrolled ones)\n"
+    assert mdm("commands", "list", "--device", empty) == (2, "", said)
+
+
 def write(path, text):
     path.write_text(text)
     return str(path)

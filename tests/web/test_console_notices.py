@@ -38,3 +38,12 @@ def test_known_parameters_show_no_notice(school: Host, viewer: Any) -> None:
     for path, params in [("/vpp/accounts/school/assets", {"sort": "total", "dir": "desc", "q": "a", "page": "1"}), ("/devices", {"q": "x"}), ("/vpp", {})]:
         page = viewer.get(path, params=params)
         assert page.status_code == 200 and _notices(page.text) == [], (path, page.text)
+
+
+def test_an_unknown_parameter_is_named_in_at_most_50_characters(school: Host, viewer: Any) -> None:
+    """A 4,000-character parameter name was echoed whole in the notice (and in the API's 422)."""
+    name = "x" * 4000
+    page = viewer.get("/devices", params={name: "1"})
+    assert page.status_code == 200 and _notices(page.text) == [f"query parameter {'x' * 50} ignored: this page takes page, q"]
+    answer = viewer.get("/api/v1/vpp/assets", params={name: "1"})
+    assert answer.status_code == 422 and "x" * 51 not in answer.text and "x" * 50 in answer.text
