@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from mdm_core.db.typed import rowcount
+from mdm_core.db.typed import rowcount, table_of
 from mdm_core.errors import MdmError, describe
 from mdm_core.models import Lock, utcnow
 
@@ -48,6 +48,8 @@ _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 _PG_LOCK_NOT_AVAILABLE = "55P03"  # SELECT ... FOR UPDATE NOWAIT on a row another transaction holds
 #: Seconds before a waiter first tries a busy lock again (doubling up to ``acquire``'s ``poll``).
 FIRST_POLL = 0.05
+_LOCKS = table_of(Lock)
+_LOCK_ROW = select(_LOCKS.c.holder, _LOCKS.c.generation, _LOCKS.c.acquired_at, _LOCKS.c.expires_at)
 
 
 def new_holder() -> str:
@@ -242,7 +244,8 @@ class DbLock:
             try:
                 # PostgreSQL: never wait for the row's lock. Its holder is in a transaction on it
                 # (a sync's apply, from its fence to its commit): it is alive, so the lock is busy
-                row = session.execute(select(Lock).where(col(Lock.name) == self.name).with_for_update(nowait=not self.db.is_sqlite)).scalar_one_or_none()
+                # plain rows and statements (Core): no ORM object loaded, tracked and flushed
+                row = session.execute(_LOCK_ROW.where(_LOCKS.c.name == self.name).with_for_update(nowait=not self.db.is_sqlite)).first()
             except OperationalError as exc:
                 if getattr(exc.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
                     raise
@@ -250,7 +253,7 @@ class DbLock:
                 self.busy = self.info()  # a plain read does not wait for the row's lock
                 return False
             if row is None:
-                session.add(Lock(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires, generation=1))
+                session.execute(insert(_LOCKS).values(name=self.name, holder=self.holder, acquired_at=now, expires_at=expires, generation=1))
                 session.commit()
                 self.generation, self.busy = 1, None
                 return True
@@ -262,11 +265,12 @@ class DbLock:
                 return False
             if row.expires_at > now and row.holder != self.holder:
                 log.warning("lock %s: its holder (%s) is gone; taking it", self.name, describe_holder(row.holder))
-            row.holder, row.acquired_at, row.expires_at = self.holder, now, expires
-            row.generation = (row.generation or 0) + 1
-            session.add(row)
+            generation = (row.generation or 0) + 1
+            session.execute(
+                update(_LOCKS).where(_LOCKS.c.name == self.name).values(holder=self.holder, acquired_at=now, expires_at=expires, generation=generation)
+            )
             session.commit()
-            self.generation, self.busy = row.generation, None
+            self.generation, self.busy = generation, None
             return True
 
     def acquire(self, wait: float = 0.0, poll: float = 0.5) -> None:

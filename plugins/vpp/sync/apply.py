@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 L = table_of(VppLicense)
 U = table_of(VppUser)
 A = table_of(VppAsset)
+RUNS = table_of(VppSyncRun)
 #: Reads of a number of rows that grows with the account (new users and licenses, removed
 #: licenses) stream: a server-side cursor on PostgreSQL, where psycopg would otherwise fetch the
 #: whole result into memory first (3,000,000 licenses: 600 MB). Each is read in a ``with``
@@ -161,10 +162,9 @@ class MirrorUpdate:
             counts["licenses"]["of_unknown_assets"] = sum(read.unknown_assets.values())
         if read.count_mismatches:
             counts["assets"]["count_mismatches"] = read.count_mismatches
-        run = session.get(VppSyncRun, self.run_id)
-        assert run is not None
-        run.mode, run.status, run.finished_at, run.pages, run.counts, run.progress = mode, "ok", now, read.pages, counts, None
-        session.add(run)
+        # the run's record by one Core statement (no ORM object loaded and flushed for it)
+        ended = {"mode": mode, "status": "ok", "finished_at": now, "pages": read.pages, "counts": counts, "progress": None}
+        session.execute(update(RUNS).where(RUNS.c.id == self.run_id).values(ended))
         # the lock's row is ours since the fence above, so the heartbeat waits on it until the
         # commit: extend the lock from here, or an apply longer than its TTL ends with it expired
         self.lock.fence(session)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from mdm_core import interrupts
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
 log = logging.getLogger(__name__)
+RUNS = table_of(VppSyncRun)
 
 #: A run still ``running`` whose holder cannot be checked (another machine on SQLite) is taken
 #: as abandoned after this long: its staged rows are deleted and it shows ``interrupted``.
@@ -279,11 +280,9 @@ def _record_report(host: Host, account_id: int, report: SyncReport) -> None:
 
 
 def _new_run(session: Session, account_id: int, trigger: str, mode: str, holder: str) -> int:
-    run = VppSyncRun(account_id=account_id, trigger=trigger, mode=mode, holder=holder)
-    session.add(run)
-    session.flush()
-    assert run.id is not None
-    return run.id
+    """Insert the run's record (one Core statement: no ORM object and flush); returns its id."""
+    values = {"account_id": account_id, "trigger": trigger, "mode": mode, "status": "running", "started_at": utcnow(), "pages": 0, "counts": {}}
+    return int(session.execute(insert(RUNS).values(**values, holder=holder).returning(RUNS.c.id)).scalar_one())
 
 
 def _record_failure(host: Host, session: Session, account_id: int, run_id: int, mode: str, exc: BaseException, message: str) -> None:
