@@ -363,9 +363,7 @@ def configured_channels(s: AlertsSettings, config: Config, secret_of: Callable[[
     """Every channel ``[alerts]`` configures, by name (``email``, ``webhook:NAME``); ``secret_of``:
     a webhook's signing secret by its name, for the channels that send."""
     channels: dict[str, Channel] = {}
-    if s.email_to:
-        channels["email"] = EmailChannel(s, config)
-    for name, ref in sorted(s.webhooks.items()):
-        channel = WebhookChannel(name, ref, s, config, secret_of)
-        channels[channel.name] = channel
+    for name in s.channel_names:
+        kind, _, label = name.partition(":")
+        channels[name] = EmailChannel(s, config) if kind == "email" else WebhookChannel(label, s.webhooks[label], s, config, secret_of)
     return channels

@@ -58,6 +58,12 @@ class AlertsSettings:
     subject_prefix: str = "[mdm]"
 
     @property
+    def channel_names(self) -> list[str]:
+        """The channels configured, by name (``email``, ``webhook:NAME``): what an alert's
+        deliveries are queued for, known without loading the channels' code (SMTP, HTTP)."""
+        return (["email"] if self.email_to else []) + [f"webhook:{name}" for name in sorted(self.webhooks)]
+
+    @property
     def port(self) -> int:
         """The SMTP port: the one given, else the usual one for the security mode."""
         return self.smtp_port or DEFAULT_PORTS[self.smtp_security]

@@ -25,7 +25,6 @@ from mdm_core.housekeeping import delete_in_chunks, event_gone
 from mdm_core.models import utcnow
 
 from . import rules
-from .channels import configured_channels
 from .models import AlertDelivery, AlertMessage, AlertSubject, SeenEvent
 from .rules import Alert
 from .settings import settings, thresholds
@@ -69,27 +68,22 @@ def on_event(host: Host, event: Event, work: Callable[[Session], Iterable[Alert]
     write(host, tx)
 
 
-def enqueue(host: Host, session: Session, alert: Alert, event_id: str | None = None) -> AlertMessage:
-    """Record an alert and one pending delivery per configured channel."""
-    message = AlertMessage(
-        kind=alert.kind,
-        subject=alert.subject,
-        state=alert.state,
-        severity=alert.severity,
-        account=alert.account,
-        title=alert.title,
-        text=alert.text,
-        action=alert.action,
-        fields=alert.fields,
-        event_id=event_id,
-    )
-    session.add(message)
-    session.flush()
-    assert message.id is not None
-    for channel in configured_channels(settings(host), host.config):
-        session.add(AlertDelivery(message_id=message.id, channel=channel))
-    log.info("alert %s (%s): %s", message.id, alert.severity, alert.title)
-    return message
+def enqueue(host: Host, session: Session, alert: Alert, event_id: str | None = None) -> int:
+    """Record an alert and one pending delivery per configured channel; returns its id.
+
+    Core inserts (the alert's, returning its id; its deliveries' in one statement): an ORM
+    object added and flushed for each alert and each delivery cost a sync's assets event more
+    CPU than the statements themselves."""
+    now = utcnow()
+    values = {"created_at": now, "kind": alert.kind, "subject": alert.subject, "state": alert.state, "severity": alert.severity}
+    values |= {"account": alert.account, "title": alert.title, "text": alert.text, "action": alert.action, "fields": alert.fields, "event_id": event_id}
+    message_id: int = session.execute(insert(table_of(AlertMessage)).values(values).returning(table_of(AlertMessage).c.id)).scalar_one()
+    channels = settings(host).channel_names  # names alone: the channels' code (SMTP, HTTP clients) is not loaded
+    if channels:
+        pending = {"message_id": message_id, "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None, "sent_at": None, "updated_at": now}
+        session.execute(insert(table_of(AlertDelivery)), [{**pending, "channel": channel} for channel in channels])
+    log.info("alert %s (%s): %s", message_id, alert.severity, alert.title)
+    return message_id
 
 
 def _subject(session: Session, key: str) -> AlertSubject | None:
@@ -328,21 +322,14 @@ def _fold_unsent(session: Session, account: str, alerts: list[Alert], now: datet
     separate events: each used to be a message of its own."""
     if not alerts:
         return alerts
-    rows = list(
-        session.execute(
-            select(AlertMessage)
-            .where(col(AlertMessage.kind) == "licenses", col(AlertMessage.account) == account, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
-            .order_by(col(AlertMessage.id))
-            .with_for_update()
-        ).scalars()
-    )
+    message, delivery = table_of(AlertMessage), table_of(AlertDelivery)  # Core rows, the columns a digest needs: no ORM object
+    recent = (message.c.kind == "licenses", message.c.account == account, message.c.created_at >= now - COALESCE_WINDOW)
+    columns = (message.c.id, message.c.state, message.c.subject, message.c.severity, message.c.title, message.c.fields)
+    rows = session.execute(select(*columns).where(*recent).order_by(message.c.id).with_for_update()).all()
     if not rows:
         return alerts
-    deliveries = session.execute(
-        select(col(AlertDelivery.message_id), col(AlertDelivery.attempts)).where(col(AlertDelivery.message_id).in_([r.id for r in rows]))
-    )
     tried: dict[int, bool] = {}
-    for message_id, attempts in deliveries:
+    for message_id, attempts in session.execute(select(delivery.c.message_id, delivery.c.attempts).where(delivery.c.message_id.in_([r.id for r in rows]))):
         tried[message_id] = tried.get(message_id, False) or attempts > 0
     unsent = [r for r in rows if tried.get(r.id) is False]  # (no channel: nothing to send, nothing to fold)
     earlier = [a for r in unsent for a in rules.digest_parts(r.state, r.subject, r.severity, account, r.title, r.fields)]
@@ -355,8 +342,8 @@ def _fold_unsent(session: Session, account: str, alerts: list[Alert], now: datet
     if len(latest) <= rules.DIGEST_AFTER:
         return alerts
     gone = [r.id for r in unsent]
-    session.execute(delete(AlertDelivery).where(col(AlertDelivery.message_id).in_(gone)))
-    session.execute(delete(AlertMessage).where(col(AlertMessage.id).in_(gone)))
+    session.execute(delete(delivery).where(delivery.c.message_id.in_(gone)))
+    session.execute(delete(message).where(message.c.id.in_(gone)))
     return list(latest.values())
 
 

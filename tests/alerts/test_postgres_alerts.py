@@ -92,3 +92,11 @@ def test_a_failure_joining_an_alert_being_sent_is_told_on_postgres(make_host, we
     host = make_host(config=FAST_VPP + '[alerts]\nwebhooks = { ops = { env = "OPS_URL" } }\n', environ={"OPS_URL": hook.url}, database_url=pg_url)
     assert host.db.url.get_backend_name() == "postgresql"
     scenario(host, hook, monkeypatch)
+
+
+@pytest.mark.slow
+def test_license_alerts_are_written_as_plain_rows_on_postgres(make_host, simulator, smtp_server, project_dir, pg_url):
+    """The license alerts' Core inserts (RETURNING the alert's id) and locked read of the unsent ones, on PostgreSQL."""
+    from .test_alerts import license_alerts_are_written_as_plain_rows
+
+    license_alerts_are_written_as_plain_rows(pg_alerts_host(make_host, simulator, project_dir, pg_url), simulator, smtp_server())
