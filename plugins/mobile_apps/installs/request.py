@@ -34,6 +34,7 @@ from ..settings import settings
 from ..vpp_port import VppPort, VppUnavailable
 from . import wording
 from .commands import apple_reason, queue_install, queued_installs, with_commands
+from .released import let_go
 from .removal import give_back
 from .reserve import Intents, fresh_counts, holding, intent, reserve
 from .wording import NO_DEVICE, Said
@@ -394,9 +395,7 @@ def _license_users_planned(host: Host, asset: Asset, plan: _UserPlan, wait: floa
         not_licensed = _license_users(host, asset, needed, wait, blocks, intents)
         for user in not_licensed:
             del targets[user]
-    for user in targets:
-        blocks[user].add(user, "licensed", "user license associated" if user in needed else "user license already held")
-    _queue_for_users(host, asset, targets, plan.devices, intents, blocks)
+    _queue_for_users(host, asset, targets, plan.devices, intents, blocks, set(needed))
     out = first
     for user in plan.users:
         out.lines += blocks[user].lines
@@ -430,29 +429,44 @@ def _license_users(host: Host, asset: Asset, needed: list[str], wait: float, blo
 
 
 def _queue_for_users(
-    host: Host, asset: Asset, targets: dict[str, list[Device]], devices: dict[str, list[Device]], intents: dict[str, int], blocks: dict[str, Outcome]
+    host: Host,
+    asset: Asset,
+    targets: dict[str, list[Device]],
+    devices: dict[str, list[Device]],
+    intents: dict[str, int],
+    blocks: dict[str, Outcome],
+    licensed_now: set[str],
 ) -> None:
     """Queue the install on each device of the licensed users (one write) and record their
-    installs; a user licensed now with no device to install on is recorded ``licensed``."""
-    idle = [u for u, ds in targets.items() if not ds]
-    for user in idle:  # its devices each said skipped, if it has any
-        blocks[user].add(user, "note", wording.no_device_of_user(asset.platforms if devices.get(user) else None))
-    busy = {u: ds for u, ds in targets.items() if ds}
+    installs; a user licensed now with no device to install on is recorded ``licensed``. A user
+    whose license Apple let go meanwhile (:func:`.released.let_go`) is recorded ``failed``."""
     said: dict[str, list[tuple[str, str, Said]]] = {}
 
     def work(session: Session) -> None:
         said.clear()  # a retried transaction says it once
-        for user, targets_of_user in busy.items():
+        gone = let_go(host, session, asset.account, asset.adam_id, asset.pricing_param, list(targets))
+        for user, targets_of_user in targets.items():
+            lines = said.setdefault(user, [])
+            if user in gone:
+                reason = wording.license_let_go(asset.account, user, gone[user])
+                lines.append((user, "failed", reason))
+                _end_intent(session, intents.get(user), "failed", reason.cli)
+                continue
+            lines.append((user, "licensed", Said("user license associated" if user in licensed_now else "user license already held")))
+            if not targets_of_user:  # its devices each said skipped, if it has any
+                lines.append((user, "note", wording.no_device_of_user(asset.platforms if devices.get(user) else None)))
+                _end_intent(session, intents.get(user), "licensed", NO_DEVICE)
+                continue
             uuids: list[str] = []
             fresh = False  # a command newly queued (else every device had one waiting already)
             for device in targets_of_user:
                 enrolled = session.get(Device, device.serial_number)
                 if enrolled is None:  # removed from this MDM while Apple licensed the user
-                    said.setdefault(user, []).append((device.serial_number, "skipped", wording.removed_while_licensed()))
+                    lines.append((device.serial_number, "skipped", wording.removed_while_licensed()))
                     continue
                 uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, enrolled, "user", user, "request", asset.kind)
                 command = "InstallMedia" if asset.kind == "book" else "InstallApplication"
-                said.setdefault(user, []).append(
+                lines.append(
                     (
                         device.serial_number,
                         "queued",
@@ -464,11 +478,10 @@ def _queue_for_users(
             if uuids:
                 _mark_queued(session, asset, "user", user, intents.get(user), uuids, fresh)
             else:  # every device removed meanwhile: licensed, nothing queued (not "queued" with no command)
-                said.setdefault(user, []).append((user, "note", wording.no_device_of_user()))
+                lines.append((user, "note", wording.no_device_of_user()))
                 _end_intent(session, intents.get(user), "licensed", NO_DEVICE)
 
-    _settle_failed(host, intents, dict.fromkeys(idle, NO_DEVICE), status="licensed")
-    if busy:
+    if targets:
         host.db.run_write(work)
         for user, lines in said.items():
             blocks[user].lines += lines

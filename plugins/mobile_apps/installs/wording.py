@@ -239,3 +239,18 @@ def gone_from_account(label: str, account: str) -> Said:
 def book_for_devices(label: str) -> Said:
     facts = f"{label} is a book: Apple licenses books to users only"
     return Said(f"{facts}, give --user MDM_USER (InstallMedia then goes to each of the user's enrolled devices)")
+
+
+#: a user license Apple granted and let go before the install was written: nothing queued
+LET_GO = "not installed, nothing was queued: Apple released the user license right after granting it"
+
+
+def license_let_go(account: str, user: str, why: str) -> Said:
+    """Why a user's install queued nothing though Apple had granted its license (``why``:
+    ``removed`` from this MDM, VPP user ``retired`` at Apple, license ``reclaimed``), and what to do."""
+    if why == "removed":
+        return Said("not installed, nothing was queued: the user was removed from this MDM while Apple licensed it (the removal takes its licenses back)")
+    if why == "retired":
+        return Said(f"{LET_GO}: {retired_vpp_user(account, user).cli}")
+    where = "reclaimed here, or in Apple School Manager or Apple Business Manager"
+    return Said(f"{LET_GO} (taken back at Apple meanwhile: {where}): install again to license the user")

@@ -1,0 +1,55 @@
+"""A user's license that Apple granted and then let go before the install was written (the
+user retired, or the license taken back, while the request waited on Apple): the install is
+failed with the reason, and nothing is queued for a license that is not there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mdm_core.inventory import add_device, add_user
+from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.installs.request import install
+from plugins.mobile_apps.vpp_port import VppPort
+
+from .conftest import app_id, commands, fixed_assets, free_serials, holders
+
+
+def _let_go(host: Any, how: str, adam_id: str, user: str) -> None:
+    port = VppPort(host)
+    if how == "retired":  # `mdm vpp users retire USER`
+        port.retire_users("school", [user], wait=5.0)
+    else:  # `mdm apps reclaim APP --user USER`
+        port.disassociate("school", adam_id, "STDQ", client_user_ids=[user], wait=5.0)
+
+
+@pytest.mark.parametrize("how", ["retired", "reclaimed"])
+def test_a_user_license_let_go_right_after_apple_granted_it_queues_no_install(on_both, simulator, monkeypatch, how):
+    """The request said ``licensed`` and queued InstallApplication on the user's device though
+    Apple had already released the license (the user retired, or the license taken back, while
+    the request waited): the device asked the App Store for an app it holds no license for."""
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]  # iOS only
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_user(host, user)
+    add_device(host, serial, "iOS", owner=user)
+    real = VppPort.associate
+
+    def associate(port, *args, **kwargs):  # Apple grants, then lets go before the install is written
+        result = real(port, *args, **kwargs)
+        _let_go(host, how, a["adamId"], user)
+        return result
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    outcome = install(host, app_id(host, a["adamId"]), user=user)
+    lines = [tuple(line.values()) for line in outcome.as_dicts()]
+    gone = "retired at Apple" if how == "retired" else "taken back at Apple"
+    assert [(t, s) for t, s, _ in lines] == [(user, "failed")], lines
+    assert gone in lines[0][2] and "nothing was queued" in lines[0][2], lines
+    assert not outcome.ok
+    assert commands(host, serial) == []
+    [row] = list_installs(host)
+    assert (row["status"], row["command_uuids"]) == ("failed", []) and gone in row["error"], row
+    assert user not in holders(simulator, a["adamId"])
