@@ -64,6 +64,15 @@ BACK = {
 }
 #: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
 QUICK_WAIT = 2.0
+#: Apple's answer for a license that is not associated ("License not found"): released already
+#: (an earlier attempt Apple carried out after we stopped following it, or taken back elsewhere)
+RELEASED = 9610
+#: a pending reclaim's ``last_error`` when Apple took the request but has not confirmed it yet
+NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
+#: what a reclaim Apple had released already says (``last_error`` of a ``done`` one)
+ALREADY = f"released already at Apple (error {RELEASED}): nothing was left to take back"
+#: the same, known from the mirror without asking Apple again
+ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
 
 
 def irrevocable_assets(host: Host, licenses: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
@@ -171,6 +180,7 @@ def process(
     s = settings(host)
     trouble = logging.INFO if reported else logging.WARNING
     now = utcnow()
+    counts = {"done": 0, "failed": 0, "pending": 0, "irrevocable": 0}
     with host.db.session() as session:
         query = select(Reclaim).where(col(Reclaim.status) == "pending")
         if ids is not None:
@@ -183,9 +193,13 @@ def process(
         if gone := [r for r in rows if r.id in back and r.kind == kind]:
             host.db.run_write(partial(_update, host, rows=gone, status="canceled", error=BACK[kind], event_ids=[], retry=s.reclaim_retry))
     rows = [r for r in rows if r.id not in back]
+    known = _known_released(host, rows)
+    if released := [r for r in rows if r.id in known]:
+        host.db.run_write(partial(_update, host, rows=released, status="done", error=ALREADY_MIRRORED, event_ids=[], retry=s.reclaim_retry))
+        counts["done"] += sum(1 for r in released if r.adam_id != ALL)
+    rows = [r for r in rows if r not in released]
     revokes = [r for r in rows if r.adam_id == ALL]
     covered = {(r.account, r.kind, r.target) for r in revokes}
-    counts = {"done": 0, "failed": 0, "pending": 0, "irrevocable": 0}
     groups: dict[tuple[str, str], list[Reclaim]] = {}
     for row in revokes:
         groups.setdefault((row.account, row.kind), []).append(row)
@@ -229,6 +243,27 @@ def process(
     return counts
 
 
+def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
+    """Ids of the pending reclaims an earlier attempt asked Apple for (its events recorded) whose
+    licenses the mirror no longer holds: Apple took them back after that attempt stopped
+    following it (a notification or a sync told the mirror), and asking again would only be
+    answered 9610. A device's revoke is known done when every license it rode for is; a user's
+    is asked again (its VPP user is retired after it)."""
+    port = VppPort(host)
+    gone: set[int | None] = set()
+    for row in rows:
+        if row.adam_id != ALL and row.event_ids:
+            where = {"serial_number": row.target} if row.kind == "device" else {"client_user_id": row.target}
+            if not any(lic["pricingParam"] == row.pricing_param for lic in port.licenses(account=row.account, adam_id=row.adam_id, **where)):
+                gone.add(row.id)
+    for row in rows:
+        if row.adam_id == ALL and row.kind == "device" and row.event_ids:
+            riders = [r for r in rows if r.adam_id != ALL and r.reason in REMOVALS and (r.account, r.kind, r.target) == (row.account, row.kind, row.target)]
+            if riders and all(r.id in gone for r in riders):
+                gone.add(row.id)
+    return gone
+
+
 def _back_in_inventory(session: Session, rows: list[Reclaim]) -> set[int | None]:
     """Ids of the reclaims of a removed device or user (or an unused license) whose target is
     in the inventory again: re-enrolled, or added again, before Apple could be asked."""
@@ -252,8 +287,11 @@ def _settle(
     for row in group:
         rows = [row, *(riders or {}).get(row.target, [])]
         if row.target in pending:
-            _update(host, session, rows, None, "Apple has not confirmed yet; asking again later", result["event_ids"], retry)
+            _update(host, session, rows, None, NOT_CONFIRMED, result["event_ids"], retry)
             outcome = "pending"
+        elif row.target in failures and failures[row.target].get("errorNumber") == RELEASED:
+            _update(host, session, rows, "done", ALREADY, result["event_ids"], retry)
+            outcome = "done"
         elif row.target in failures:
             f = failures[row.target]
             _update(host, session, rows, "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})", result["event_ids"], retry)
@@ -297,9 +335,8 @@ def _revoke(host: Host, account: str, kind: str, group: list[Reclaim], counts: d
         counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
         return
     if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
-        done = [
-            t for t in targets if t not in result.get("pending", {}).get("clientUserIds", []) and t not in {f.get("clientUserId") for f in result["failed"]}
-        ]
+        refused = {f.get("clientUserId") for f in result["failed"] if f.get("errorNumber") != RELEASED}
+        done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", []) and t not in refused]
         retired_failed = _retire(host, account, done, trouble)
         if retired_failed:
             result = {**result, "pending": {"serialNumbers": [], "clientUserIds": [*result.get("pending", {}).get("clientUserIds", []), *retired_failed]}}
@@ -403,6 +440,8 @@ def removal_summary(host: Host, kind: str, target: str, event_id: str | None = N
         text += f", {count['irrevocable']} irrevocable (kept)"
     if any(r.status == "pending" and not r.attempts for r in revokes):
         text += f" ({ELSEWHERE})"
+    elif any(r.status == "pending" and r.last_error == NOT_CONFIRMED for r in revokes):
+        text += " (Apple was asked to take them back and has not confirmed yet: the mobile_apps.reclaim job asks again; see `mdm apps reclaims`)"
     elif any(r.status == "pending" for r in revokes):
         text += " (Apple could not be reached: the mobile_apps.reclaim job retries; see `mdm apps reclaims`)"
     return text
@@ -594,8 +633,11 @@ RESULT_TEXT = {
 
 
 def reclaim_result(row: dict[str, Any]) -> str:
-    """One reclaim's outcome in words, with Apple's error when it failed or is pending."""
-    detail = f" ({row['last_error']})" if row.get("last_error") and row["status"] in ("pending", "failed") else ""
+    """One reclaim's outcome in words, with Apple's error when it failed or is pending (one Apple
+    took but has not confirmed is not given back yet: it says so)."""
+    if row["status"] == "pending" and row.get("last_error") == NOT_CONFIRMED:
+        return "asked Apple to take the license back; not confirmed yet, the mobile_apps.reclaim job asks again"
+    detail = f" ({row['last_error']})" if row.get("last_error") and row["status"] in ("pending", "failed", "done") else ""
     return RESULT_TEXT[row["status"]] + detail
 
 

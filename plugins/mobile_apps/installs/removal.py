@@ -144,17 +144,21 @@ def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
     return counts
 
 
-def give_back(host: Host, account: str, adam_id: str, pricing: str, serials: list[str]) -> None:
+def give_back(host: Host, account: str, adam_id: str, pricing: str, serials: list[str]) -> bool:
     """Reclaim the device licenses of ``adam_id`` Apple granted to ``serials`` after they were
     removed from this MDM (the removal's own reclaim came first): one quick attempt now, else
     the ``mobile_apps.reclaim`` job retries (``mdm apps reclaims``). A device enrolled again
-    before then keeps its license."""
+    before then keeps its license. Returns whether Apple confirmed it took every one back."""
     from ..reclaims import create_reclaims, process
 
     licenses = [{"account": account, "adamId": adam_id, "pricingParam": pricing, "serialNumber": s} for s in serials]
     ids = create_reclaims(host, licenses, "device_removed")
-    if ids:
-        process(host, ids, quick=True, reported=True)
+    counts = process(host, ids, quick=True, reported=True) if ids else {}
+    confirmed = not counts.get("pending") and not counts.get("failed")
     log.info(
-        "%d device license(s) of %s given back (see `mdm apps reclaims`): the device was removed from this MDM while Apple licensed it", len(serials), adam_id
+        "%d device license(s) of %s %s (see `mdm apps reclaims`): the device was removed from this MDM while Apple licensed it",
+        len(serials),
+        adam_id,
+        "given back" if confirmed else "asked back from Apple, not confirmed yet",
     )
+    return confirmed

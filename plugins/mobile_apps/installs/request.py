@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
@@ -296,10 +296,9 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
             device = session.get(Device, serial)
             if device is None:  # removed meanwhile: its removal's reclaim may have come before Apple's license
                 removed.append(serial)
-                out.add(serial, "refused", f"not enrolled any more: {wording.REMOVED_WHILE_LICENSED}")
                 row = intent(session, intents.get(serial))
                 if row is not None:
-                    row.status, row.error, row.updated_at = "failed", wording.REMOVED_WHILE_LICENSED, utcnow()
+                    row.status, row.error, row.updated_at = "failed", wording.REMOVED_ASKED_BACK, utcnow()
                     session.add(row)
                 continue
             uuid, new = queue_install(host, session, asset.account, asset.adam_id, asset.pricing_param, device, "device", None, "request")
@@ -313,9 +312,20 @@ def _license_devices(host: Host, asset: Asset, plan: _DevicePlan, wait: float, o
         host.db.run_write(work)
         host.deliver_events()
     if removed:
-        give_back(host, asset.account, asset.adam_id, asset.pricing_param, removed)
+        _given_back(host, asset, removed, [intents[s] for s in removed if s in intents], out)
     order = {s: i for i, s in enumerate(serials)}
     out.lines.sort(key=lambda line: order.get(line[0], len(order)))
+
+
+def _given_back(host: Host, asset: Asset, serials: list[str], install_ids: list[int], out: Outcome) -> None:
+    """Give back the licenses Apple granted to devices removed meanwhile, and say it (their
+    lines, their installs' errors): "given back" once Apple confirmed, else "asked back"."""
+    confirmed = give_back(host, asset.account, asset.adam_id, asset.pricing_param, serials)
+    said = wording.REMOVED_WHILE_LICENSED if confirmed else wording.REMOVED_ASKED_BACK
+    for serial in serials:
+        out.add(serial, "refused", f"not enrolled any more: {said}")
+    if confirmed and install_ids:
+        host.db.execute_write(update(Install).where(col(Install.id).in_(install_ids), col(Install.error) == wording.REMOVED_ASKED_BACK).values(error=said))
 
 
 @dataclass

@@ -21,8 +21,13 @@ SETTLES = "asks Apple again now for those an interrupted request left"
 API_INSTALLS = "GET /api/v1/apps/installs"
 #: why a user's install ends ``licensed``: nothing to install on
 NO_DEVICE = "licensed, but no enrolled device of the user to install on"
-#: a device license Apple granted to a device removed from this MDM meanwhile (:func:`.removal.give_back`)
+#: a device license Apple granted to a device removed from this MDM meanwhile (:func:`.removal.give_back`),
+#: once Apple confirmed it took the license back
 REMOVED_WHILE_LICENSED = "the device was removed from this MDM while Apple licensed it: its license is given back"
+#: the same while Apple has not confirmed it took the license back (or could not be reached)
+REMOVED_ASKED_BACK = (
+    "the device was removed from this MDM while Apple licensed it: Apple was asked to take its license back (not confirmed yet: the reclaim job asks again)"
+)
 #: why a device's install ends ``licensed``: no command could be queued on it
 DEVICE_GONE = "licensed, but nothing was queued: the device is not enrolled any more, or runs none of the app's platforms"
 CHOOSE_USER = "choose a user in the install form"

@@ -52,6 +52,11 @@ def failure(error_number: int, **error_info: Any) -> dict[str, Any]:
     return {"errorNumber": error_number, "errorMessage": ERROR_MESSAGES[error_number], "errorInfo": info}
 
 
+def _not_associated(keys: list[AssignmentKey], **info: Any) -> dict[str, Any]:
+    """The failure of licenses that are not associated (9610 "License not found")."""
+    return failure(9610, **info, serialNumbers=[k[3] for k in keys if k[2] == DEVICE], clientUserIds=[k[3] for k in keys if k[2] == USER])
+
+
 class SimState:
     """Everything Apple knows about one location."""
 
@@ -310,22 +315,37 @@ class SimState:
         return record is not None and record.status == ASSOCIATED
 
     def _run_disassociate(self, event: Event) -> None:
+        """A license that is not associated (released already: twice asked, or taken back
+        elsewhere) fails with 9610, naming its asset and target; the others are removed."""
         targets = [(DEVICE, s) for s in event.payload["serialNumbers"]] + [(USER, c) for c in event.payload["clientUserIds"]]
         keys = [(a[0], a[1], kind, value) for a in event.payload["assets"] for kind, value in targets]
-        self._remove_assignments(keys)
-        event.num_completed = len(keys)
-        event.done.extend(keys)
+        held = [k for k in keys if k in self.assignments]
+        self._remove_assignments(held)
+        event.num_completed = len(held)
+        event.done.extend(held)
+        for asset_key in event.payload["assets"]:
+            gone = [k for k in keys if k[:2] == tuple(asset_key) and k not in held]
+            if gone:
+                event.failures.append(_not_associated(gone, assets=[{"adamId": asset_key[0], "pricingParam": asset_key[1]}]))
 
     def _run_revoke(self, event: Event) -> None:
+        """Every revocable license of the targets goes; a target holding none (revoked already)
+        fails with 9610, as a disassociation of a license that is not associated does."""
         keys: list[AssignmentKey] = []
-        for serial in event.payload["serialNumbers"]:
-            keys.extend(self.assignments.keys_for_serial(serial))
-        for cid in event.payload["clientUserIds"]:
-            keys.extend(self.assignments.keys_for_user(cid))
-        revoked = [k for k in dict.fromkeys(keys) if self._revocable(k)]
+        empty: list[AssignmentKey] = []
+        for kind, target, found in [(DEVICE, s, self.assignments.keys_for_serial(s)) for s in event.payload["serialNumbers"]] + [
+            (USER, c, self.assignments.keys_for_user(c)) for c in event.payload["clientUserIds"]
+        ]:
+            mine = [k for k in found if self._revocable(k)]
+            keys.extend(mine)
+            if not mine:
+                empty.append(("", "", kind, target))
+        revoked = list(dict.fromkeys(keys))
         self._remove_assignments(revoked)
-        event.num_completed = event.num_requested
+        event.num_completed = event.num_requested - len(empty)
         event.done.extend(revoked)
+        if empty:
+            event.failures.append(_not_associated(empty))
 
     def _revocable(self, key: AssignmentKey) -> bool:
         asset = self.assets.get((key[0], key[1]))

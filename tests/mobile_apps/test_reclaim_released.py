@@ -1,0 +1,69 @@
+"""A license Apple has released already is a done reclaim: a removal's revoke that Apple had
+not confirmed in time is not shown failed when the job asks again (Apple answers 9610, the
+license is not there any more), and is not asked again once the mirror shows it gone."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from mdm_core.inventory import add_device, remove_device
+from mdm_core.models import utcnow
+from plugins.mobile_apps.jobs import reclaim_job
+from plugins.mobile_apps.models import Reclaim
+from plugins.mobile_apps.reclaims import list_reclaims, reclaim_result
+from plugins.mobile_apps.vpp_port import VppPort
+
+from .conftest import fixed_assets, holders, sync
+
+
+def _removed_while_apple_is_slow(host, simulator) -> str:
+    """A device holding a license of asset 0, removed while Apple takes longer than the removal
+    waits: its revoke is left pending, then Apple carries it out."""
+    a = fixed_assets(simulator)[0]
+    serial = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[0]
+    add_device(host, serial, "iOS")
+    simulator.state.async_delay = 30.0  # longer than the removal's one quick attempt follows it
+    remove_device(host, serial)
+    assert {r["status"] for r in list_reclaims(host) if r["target"] == serial} == {"pending"}
+    simulator.state.async_delay = 0.0
+    with simulator.state.lock:
+        simulator.state.process_due(now=time.monotonic() + 60)  # Apple carries the revoke out
+    assert serial not in holders(simulator, a["adamId"])
+    host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
+    return serial
+
+
+@pytest.mark.slow
+def test_a_revoke_asked_again_after_apple_released_the_license_is_done(on_both, simulator):
+    host, mdm = on_both
+    serial = _removed_while_apple_is_slow(host, simulator)
+    counts = reclaim_job(host)  # asks Apple again: the license is not there any more (9610)
+    assert counts["failed"] == 0 and counts["done"] >= 1, counts
+    rows = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
+    assert {r["status"] for r in rows} == {"done"}, rows
+    assert all("released already" in reclaim_result(r) for r in rows), [reclaim_result(r) for r in rows]
+    code, out, _ = mdm("apps", "reclaims")
+    assert code == 0 and serial not in out  # nothing for the admin to act on
+
+
+@pytest.mark.slow
+def test_a_revoke_the_mirror_shows_done_is_not_asked_again(on_both, simulator, monkeypatch):
+    host, _ = on_both
+    serial = _removed_while_apple_is_slow(host, simulator)
+    sync(host)  # the mirror learns the license is gone
+    asked: list[list[str]] = []
+    real = VppPort.revoke
+
+    def revoke(port, account, **kwargs):
+        asked.append(list(kwargs["serial_numbers"]))
+        return real(port, account, **kwargs)
+
+    monkeypatch.setattr(VppPort, "revoke", revoke)
+    counts = reclaim_job(host)
+    assert asked == [] and counts["failed"] == 0, (asked, counts)
+    rows = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
+    assert {r["status"] for r in rows} == {"done"}, rows
