@@ -75,7 +75,9 @@ def test_disassociate_and_revoke(fresh):
     key = sim.purchase(count=4)
     fresh.run("assets/associate", {"assets": [_ref(key)], "serialNumbers": ["D1", "D2", "D3"]})
     status = fresh.run("assets/disassociate", {"assets": [_ref(key)], "serialNumbers": ["D1", "D9"]})
-    assert (status["eventStatus"], status["eventType"], status["numCompleted"]) == ("COMPLETE", "DISASSOCIATE", 2)
+    assert (status["eventStatus"], status["eventType"], status["numCompleted"]) == ("FAILED", "DISASSOCIATE", 1)
+    # a license that is not associated (D9 never held one): 9610, named with its asset
+    assert [(f["errorNumber"], f["errorInfo"]) for f in status["failures"]] == [(9610, {"assets": [_ref(key)], "serialNumbers": ["D9"]})]
     assert (_asset(fresh, key)["assignedCount"], _asset(fresh, key)["availableCount"]) == (2, 2)
     fixed = sim.purchase(count=3, revocable=False)
     fresh.run("assets/associate", {"assets": [_ref(fixed)], "serialNumbers": ["D2"]})
@@ -83,6 +85,10 @@ def test_disassociate_and_revoke(fresh):
     assert (status["eventStatus"], status["eventType"], status["numRequested"]) == ("COMPLETE", "REVOKE", 2)
     left = {row for row in sim.snapshot()["assignments"] if row[3] in ("D2", "D3")}
     assert left == {(fixed[0], fixed[1], "serialNumber", "D2")}
+    # revoked again: nothing revocable is left (D2 keeps only its irrevocable license): 9610
+    again = fresh.run("assets/revoke", {"serialNumbers": ["D2", "D3"]})
+    assert (again["eventStatus"], again["numCompleted"]) == ("FAILED", 0)
+    assert [(f["errorNumber"], f["errorInfo"]) for f in again["failures"]] == [(9610, {"serialNumbers": ["D2", "D3"]})]
 
 
 def test_synchronous_asset_errors(fresh):
