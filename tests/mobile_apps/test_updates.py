@@ -247,6 +247,48 @@ def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_li
     assert removals() == ["queued"]
 
 
+def test_after_housekeeping_pruned_the_shared_install_the_owners_license_still_keeps_the_app(setup, simulator):
+    """As above, but housekeeping ran after the update: it deleted the first command (the update
+    superseded it), the only one the user's install holds. Taking back the device license then
+    found no command of the user's install on the device and queued RemoveApplication, taking
+    the app from a device its owner's license still covers; the user's reclaim then removed
+    nothing. The device keeps the app; the user's reclaim removes it, once."""
+    from datetime import timedelta
+
+    from mdm_core.housekeeping import housekeeping
+    from mdm_core.inventory import list_commands
+    from mdm_core.models import utcnow
+
+    host, mdm = setup()
+    a = fixed_assets(simulator)[0]
+    held = holders(simulator, a["adamId"]) | holders(simulator, a["adamId"], "PLUS")
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in held)
+    serial = free_serials(simulator, a["adamId"])[0]
+    add_user(host, user)
+    add_device(host, serial, "iOS", owner=user)
+    app = app_id(host, a["adamId"])
+    assert mdm("apps", "install", app, "--device", serial, "--wait", "5")[0] == 0
+    assert mdm("apps", "install", app, "--user", user, "--wait", "5")[0] == 0
+    [command] = commands(host, serial)
+    set_command_status(host, command["uuid"], "acknowledged")
+    simulator.publish_version(a["adamId"])
+    assert mdm("apps", "check-updates")[0] == 0
+    [update] = [c for c in commands(host, serial) if c["status"] == "queued"]
+    set_command_status(host, update["uuid"], "acknowledged")
+    housekeeping(host, utcnow() + timedelta(days=200))
+    assert [c["uuid"] for c in commands(host, serial)] == [update["uuid"]]  # the shared first command is gone
+
+    def removals() -> list[str]:
+        return [c["status"] for c in list_commands(host, serial) if c["request_type"] == "RemoveApplication"]
+
+    code, out, err = mdm("apps", "reclaim", app, "--device", serial)
+    assert code == 0, out + err
+    assert removals() == []  # was ["queued"]: the app removed though the user's license covers it
+    code, out, err = mdm("apps", "reclaim", app, "--user", user)
+    assert code == 0, out + err
+    assert removals() == ["queued"]  # was []: nothing left to say the app is there
+
+
 def test_after_housekeeping_pruned_older_versions_the_device_still_gets_updates_and_removal(setup, simulator):
     """Housekeeping deletes the installs an update replaced once past their retention (they grew
     by one per update and device for as long as the host ran) and keeps each device's latest:

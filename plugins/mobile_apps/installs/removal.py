@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select
 from sqlmodel import Session, col
 
+from mdm_core.housekeeping import INSTALLED
 from mdm_core.inventory import queue_command
 from mdm_core.models import Command, Device, utcnow
 
@@ -91,8 +92,30 @@ def serves_another_install(session: Session, row: Install, command: Command) -> 
     theirs = [u for other in others for u in other.command_uuids]
     if command.uuid in theirs:
         return True
+    if set(theirs) - set(session.execute(select(col(Command.uuid)).where(col(Command.uuid).in_(theirs))).scalars()):
+        return True  # housekeeping deleted one (an update installed over it): its license covers this device, it may have been here
     on_device = select(col(Command.uuid)).where(col(Command.uuid).in_(theirs), col(Command.device_serial) == command.device_serial).limit(1)
     return bool(theirs) and session.execute(on_device).first() is not None
+
+
+def kept_installs(session: Session, row: Install, seen: set[str]) -> list[Command]:
+    """The latest install of ``row``'s app each device it covers acknowledged (its serial, or its
+    user's devices), but those in ``seen``: housekeeping keeps that one when it deletes the
+    install's own command (:func:`mdm_core.housekeeping.superseded`)."""
+    if row.kind == "device":
+        serials = [row.target]
+    else:
+        serials = list(session.execute(select(col(Device.serial_number)).where(col(Device.owner) == row.target)).scalars())
+    serials = [s for s in serials if s not in seen]
+    if not serials:
+        return []
+    acked = session.execute(
+        select(Command)
+        .where(col(Command.device_serial).in_(serials), col(Command.status) == "acknowledged", col(Command.request_type).in_(INSTALLED))
+        .order_by(col(Command.updated_at), col(Command.uuid))
+    ).scalars()
+    latest = {c.device_serial: c for c in acked if str(c.payload.get("iTunesStoreID")) == row.adam_id}
+    return list(latest.values())
 
 
 def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
@@ -102,8 +125,10 @@ def take_back(host: Host, session: Session, row: Install) -> dict[str, Any]:
     :mod:`..updates`) gets one RemoveApplication."""
     counts = {"canceled": 0, "removed": 0, "unknown": 0, "kept for another license": 0}
     now = utcnow()
-    found = (session.get(Command, uuid) for uuid in row.command_uuids)
-    commands = [c for c in found if c is not None and c.request_type in ("InstallApplication", "InstallMedia")]
+    found = [session.get(Command, uuid) for uuid in row.command_uuids]
+    commands = [c for c in found if c is not None and c.request_type in INSTALLED]
+    if None in found:  # housekeeping deleted some: the app's latest install each device acknowledged, which it keeps, stands for them
+        commands += kept_installs(session, row, {c.device_serial for c in commands})
     covered = {c.device_serial for c in commands if serves_another_install(session, row, c)}  # the app stays there, updates too
     counts["kept for another license"] = len(covered)
     removing: set[str] = set()  # the devices already seen to (RemoveApplication queued, or said why not)
