@@ -27,13 +27,11 @@ def let_go(host: Host, session: Session, account: str, adam_id: str, pricing: st
         return {}
     known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
     port = VppPort(host)
-    live = {u["clientUserId"] for u in port.users(account) if u["status"] in LIVE}
-    why: dict[str, str] = {}
+    why = {user: "removed" for user in users if user not in known}
     for user in users:
-        if user not in known:
-            why[user] = "removed"
-        elif user not in live:
-            why[user] = "retired"
-        elif not any(lic["pricingParam"] == pricing for lic in port.licenses(account=account, adam_id=adam_id, client_user_id=user)):
+        if user in known and not any(lic["pricingParam"] == pricing for lic in port.licenses(account=account, adam_id=adam_id, client_user_id=user)):
             why[user] = "reclaimed"
+    if "reclaimed" in why.values():  # the users are read only then (a retirement takes the licenses too)
+        live = {u["clientUserId"] for u in port.users(account) if u["status"] in LIVE}
+        why.update({user: "retired" for user, reason in why.items() if reason == "reclaimed" and user not in live})
     return why
