@@ -320,6 +320,7 @@ class MdmRunner:
     at the folder's SQLite file and a test key (``environ`` adds or overrides variables,
     ``unset`` removes some); ``config`` (if given) is written to ``conf/mdm.toml``, which is
     created empty otherwise. ``runner(..., config="toml")`` rewrites it for one call.
+    ``database_url`` (the ``database_url`` fixture's) runs it on that database instead of the file.
     """
 
     def __init__(
@@ -332,12 +333,13 @@ class MdmRunner:
         environ: Mapping[str, str] | None = None,
         unset: Iterable[str] = (),
         chdir: bool = False,
+        database_url: str | None = None,
     ):
         self.project_dir = project_dir
         self.conf = project_dir / "conf" / "mdm.toml"
         self.db = project_dir / "var" / "mdm.sqlite3"
         self.capsys = capsys
-        monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{self.db}")
+        monkeypatch.setenv("MDM_DATABASE_URL", database_url or f"sqlite:///{self.db}")
         monkeypatch.setenv("MDM_SECRET_KEY", TEST_SECRET_KEY)
         for name in ("MDM_CONFIG", *unset):
             monkeypatch.delenv(name, raising=False)

@@ -6,9 +6,30 @@ usage errors; a known one that matches nothing is an empty list, exit 0. `mdm vp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mdm_core.host import Host
+from mdm_core.testing import EventRecorder, MdmRunner
+
+from .conftest import FAST_CONFIG
+
+
+@pytest.fixture
+def host(make_host: Callable[..., Host], recorder: EventRecorder, database_url: str | None) -> Host:
+    """The VPP host on SQLite and PostgreSQL: each filter is a lookup each database answers on its own."""
+    import plugins.vpp.plugin
+
+    return make_host(plugins=[plugins.vpp.plugin, recorder], config=FAST_CONFIG, database_url=database_url)
+
+
+@pytest.fixture
+def cli(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], database_url: str | None) -> MdmRunner:
+    """``mdm`` on the host's database."""
+    return MdmRunner(project_dir, monkeypatch, capsys, config=FAST_CONFIG, environ={"MDM_DISABLED_PLUGINS": "mobile_apps"}, database_url=database_url)
 
 
 def test_a_filter_naming_nothing_is_exit_2_naming_the_list_of_valid_ones(synced: Host, cli: Any, simulator: Any) -> None:

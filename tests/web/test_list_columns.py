@@ -8,6 +8,7 @@ a script written against one, or an admin comparing them, looked for a field tha
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from mdm_core.host import Host
 from mdm_core.testing import MdmRunner
 
-from .conftest import token_for
+from .conftest import make_web_host, token_for
 
 #: every list command (each prints a table in text, an array with --json)
 LISTS = [
@@ -38,6 +39,12 @@ LISTS = [
     ["commands", "list"],
     ["plugins"],
 ]
+
+
+@pytest.fixture
+def web_host(make_host: Callable[..., Host], database_url: str) -> Host:
+    """On SQLite and PostgreSQL: each list's rows are read (and their values typed) by each database."""
+    return make_web_host(make_host, database_url)
 
 
 def _seed(host: Host) -> None:
@@ -68,10 +75,10 @@ def _keys(rows: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.mark.slow
-def test_every_list_names_its_text_columns_as_its_json_keys(school: Host, project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
+def test_every_list_names_its_text_columns_as_its_json_keys(school: Host, project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str) -> None:
     token_for(school, "viewer")
     _seed(school)
-    mdm = MdmRunner(project_dir, monkeypatch, capsys)
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, database_url=database_url)
     for command in LISTS:
         code, text, err = mdm(*command)
         assert code == 0 and text, (command, err)
