@@ -1,7 +1,8 @@
 """The ``core.housekeeping`` job: history past its retention is deleted, so that a host running
 for years keeps a database of bounded size.
 
-The core deletes delivered events (``core_event``, ``[core] event_retention_days``) and
+The core deletes delivered events (``core_event``, ``[core] event_retention_days``), the
+failed deliveries of plugins no longer installed whose event is that old (``core_subscriber_failure``), and
 finished MDM commands (``core_command``, ``[core] command_retention_days``); each plugin
 deletes its own tables' history through the ``mdm_housekeeping`` hook (the VPP plugin its sync
 runs, assets' counts and Apple's notifications, the alerts plugin its old alerts, it and
@@ -14,7 +15,7 @@ lock); a second run deletes nothing new.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,12 @@ def housekeeping(host: Host, now: datetime | None = None) -> dict[str, int]:
     (``mdm_housekeeping``); returns the rows deleted by table (``mdm jobs run`` prints them)."""
     now = now or utcnow()
     core = host.config.core
+    from mdm_core.failed_deliveries import installed_plugins
+
+    retention = now - timedelta(days=core.event_retention_days)
     deleted = {
-        "core_event": prune_events(host.db, now - timedelta(days=core.event_retention_days), core.housekeeping_chunk),
+        "core_subscriber_failure": prune_uninstalled(host.db, installed_plugins(host), retention, core.housekeeping_chunk),
+        "core_event": prune_events(host.db, retention, core.housekeeping_chunk),
         "core_command": prune_commands(host.db, now - timedelta(days=core.command_retention_days), core.housekeeping_chunk),
     }
     for counts in call_hook(host.pm, "mdm_housekeeping", host=host, now=now, chunk=core.housekeeping_chunk):
@@ -71,6 +76,16 @@ def prune_events(db: Database, before: datetime, chunk: int) -> int:
     failures = table_of(SubscriberFailure)
     where = [event.c.delivered_at < before, event.c.id.not_in(select(failures.c.event_id))]
     return delete_in_chunks(db, event, event.c.seq, where, chunk)
+
+
+def prune_uninstalled(db: Database, installed: Collection[str], before: datetime, chunk: int) -> int:
+    """Delete the failed deliveries of plugins not in ``installed`` whose event was recorded
+    before ``before``: nothing will deliver them (they waited for ever, keeping their events);
+    :func:`prune_events` then deletes those events. An installed plugin's stay (disabled or
+    broken ones too) for ``mdm events redeliver``."""
+    failure, event = table_of(SubscriberFailure), table_of(OutboxEvent)
+    old = select(event.c.id).where(event.c.created_at < before)
+    return delete_in_chunks(db, failure, failure.c.id, [failure.c.plugin.not_in(list(installed)), failure.c.event_id.in_(old)], chunk)
 
 
 def prune_commands(db: Database, before: datetime, chunk: int) -> int:

@@ -119,7 +119,9 @@ class SubscriberFailure(SQLModel, table=True):
     starts), ``failed`` (retries exhausted: ``mdm events redeliver``). Removed once delivered."""
 
     __tablename__ = "core_subscriber_failure"
-    __table_args__ = {"sqlite_autoincrement": True}  # an id delivered (deleted) is never given again (core migration 0008)
+    #: by status then plugin (core migration 0011): `mdm run`'s retries, `mdm status`, `mdm events discard --plugin`;
+    #: an id delivered (deleted) is never given again (core migration 0008)
+    __table_args__ = (Index("ix_core_subscriber_failure_status", "status", "plugin"), {"sqlite_autoincrement": True})
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=36, index=True)

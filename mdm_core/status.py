@@ -73,10 +73,12 @@ def collect_status(host: Host) -> dict[str, Any]:
     if schema != "current":
         status["problems"].append(ahead_message(states) if schema == "ahead" else behind_message(states))  # the next step, as every command says it
         return status
-    from mdm_core.failed_deliveries import failed_subscribers
+    from mdm_core.failed_deliveries import failed_subscribers, installed_plugins, uninstalled_subscribers
     from mdm_core.plugins import call_per_plugin
 
-    status["warnings"].extend(f.line() for f in failed_subscribers(db))
+    here = installed_plugins(host)
+    status["warnings"].extend(f.line() for f in failed_subscribers(db) if f.plugin in here)
+    status["warnings"].extend(u.line() for u in uninstalled_subscribers(db, here))
     for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
         if isinstance(result, Exception):
             status["problems"].append(f"plugin '{name}' cannot tell its status: {_failure(result)}")
