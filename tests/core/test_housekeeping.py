@@ -319,6 +319,17 @@ def test_a_retention_of_zero_or_less_is_a_one_line_error(mdm: Any, text: str, ex
     assert code == 2 and expected in err and err.count("\n") == 1, err
 
 
+def _indexes(url: str, table: str) -> dict[str, list[str]]:
+    """The indexes of ``table`` on the database at ``url``: name to columns."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return {str(i["name"]): [str(c) for c in i["column_names"]] for i in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 def test_core_0006_indexes_finished_commands_and_keeps_them(project_dir: Path, monkeypatch: Any, capsys: Any, database_url: str | None) -> None:
     mdm = _database_at(
         project_dir,
@@ -333,13 +344,7 @@ def test_core_0006_indexes_finished_commands_and_keeps_them(project_dir: Path, m
     )
     [rows] = _upgrade_then_query(mdm, "core: applied 0006 (index core_command", "SELECT uuid, status FROM core_command", url=database_url)
     assert rows == [("C1", "acknowledged")]
-    from sqlalchemy import create_engine, inspect
-
-    engine = create_engine(database_url or f"sqlite:///{mdm.db}")
-    try:
-        indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("core_command")}
-    finally:
-        engine.dispose()
+    indexes = _indexes(database_url or f"sqlite:///{mdm.db}", "core_command")
     assert indexes["ix_core_command_finished"] == ["status", "updated_at"]
 
 
@@ -361,13 +366,7 @@ def test_core_0011_indexes_subscriber_failures_by_status_and_keeps_them(project_
         mdm, "core: applied 0011 (index core_subscriber_failure", "SELECT event_id, plugin, status FROM core_subscriber_failure", url=database_url
     )
     assert rows == [("e1", "p", "failed")]
-    from sqlalchemy import create_engine, inspect
-
-    engine = create_engine(database_url or f"sqlite:///{mdm.db}")
-    try:
-        indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("core_subscriber_failure")}
-    finally:
-        engine.dispose()
+    indexes = _indexes(database_url or f"sqlite:///{mdm.db}", "core_subscriber_failure")
     assert indexes["ix_core_subscriber_failure_status"] == ["status", "plugin"]
 
 
