@@ -11,6 +11,7 @@ from pathlib import Path
 SMALL_SECRET_FILE = 64 * 1024  # a token, a key, a password: a few hundred bytes
 CONFIG_FILE = 4 * 1024 * 1024  # conf/mdm.toml: a few KB
 IMPORT_FILE = 256 * 1024 * 1024  # an import of a million devices is about 60 MB
+READ_PIECE = 1024 * 1024  # read_bounded reads this much at a time
 
 
 class FileTooLarge(Exception):
@@ -37,13 +38,20 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     A regular file larger than the bound fails before it is read; a device or a pipe
     (``/dev/zero``) is read up to the bound. ``OSError`` (missing, a directory, no permission)
     is the caller's to word."""
+    chunks: list[bytes] = []
+    total = 0
     with open(Path(path), "rb") as handle:
         if os.fstat(handle.fileno()).st_size > limit:
             raise FileTooLarge(path, limit)
-        data = handle.read(limit + 1)
-    if len(data) > limit:
+        while total <= limit:  # by pieces: one read(limit + 1) allocated the whole bound (256 MB for an import) whatever the size
+            chunk = handle.read(min(READ_PIECE, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    if total > limit:
         raise FileTooLarge(path, limit)
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def private_folder(path: str | os.PathLike[str]) -> Path:
