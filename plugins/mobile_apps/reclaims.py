@@ -64,13 +64,14 @@ BACK = {
 }
 #: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
 QUICK_WAIT = 2.0
-#: Apple's answer for a license that is not associated ("License not found"): released already
-#: (an earlier attempt Apple carried out after we stopped following it, or taken back elsewhere)
-RELEASED = 9610
+#: Apple's answers for a license that is not associated (9610 "License not found", 9619 "License
+#: not associated"): released already (an earlier attempt Apple carried out after we stopped
+#: following it, or taken back elsewhere)
+RELEASED = frozenset({9610, 9619})
 #: a pending reclaim's ``last_error`` when Apple took the request but has not confirmed it yet
 NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
 #: what a reclaim Apple had released already says (``last_error`` of a ``done`` one)
-ALREADY = f"released already at Apple (error {RELEASED}): nothing was left to take back"
+ALREADY = "released already at Apple (error {number}): nothing was left to take back"
 #: the same, known from the mirror without asking Apple again
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
 
@@ -289,8 +290,8 @@ def _settle(
         if row.target in pending:
             _update(host, session, rows, None, NOT_CONFIRMED, result["event_ids"], retry)
             outcome = "pending"
-        elif row.target in failures and failures[row.target].get("errorNumber") == RELEASED:
-            _update(host, session, rows, "done", ALREADY, result["event_ids"], retry)
+        elif row.target in failures and failures[row.target].get("errorNumber") in RELEASED:
+            _update(host, session, rows, "done", ALREADY.format(number=failures[row.target]["errorNumber"]), result["event_ids"], retry)
             outcome = "done"
         elif row.target in failures:
             f = failures[row.target]
@@ -335,7 +336,7 @@ def _revoke(host: Host, account: str, kind: str, group: list[Reclaim], counts: d
         counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
         return
     if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
-        refused = {f.get("clientUserId") for f in result["failed"] if f.get("errorNumber") != RELEASED}
+        refused = {f.get("clientUserId") for f in result["failed"] if f.get("errorNumber") not in RELEASED}
         done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", []) and t not in refused]
         retired_failed = _retire(host, account, done, trouble)
         if retired_failed:

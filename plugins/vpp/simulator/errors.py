@@ -12,6 +12,7 @@ ERROR_MESSAGES: dict[int, str] = {
     9603: "Internal error",
     9609: "Registered user not found",
     9610: "License not found",
+    9619: "License not associated",
     9621: "Token expired",
     9622: "Invalid authentication token",
     9625: "Token revoked",
