@@ -208,15 +208,10 @@ def test_an_install_lists_only_the_commands_still_needed_however_many_updates(se
     assert [c["status"] for c in commands(host, d["acked"]) if c["uuid"] == waiting["uuid"]] == ["canceled"]
 
 
-def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_license_covers(setup, simulator):
-    """An app installed with a device license, then for the device's owner with a user license
-    (one command for both), then updated: the update's command joins the device license's
-    install only. Taking back the device license kept the first command (the user's license
-    covers it) but queued RemoveApplication for the update's, so the app left a device its
-    owner's license still covers. The device keeps it; the user's reclaim removes it, once."""
-    from mdm_core.inventory import list_commands
-
-    host, mdm = setup()
+def _shared_install_then_updated(host, mdm, simulator) -> tuple[str, str, str, str]:
+    """An app installed on a device with a device license, then for its owner with a user
+    license (one command for both, acknowledged), then updated (acknowledged): (app, serial,
+    user, the update's command uuid)."""
     a = fixed_assets(simulator)[0]
     held = holders(simulator, a["adamId"]) | holders(simulator, a["adamId"], "PLUS")
     user = next(u for u in simulator.state.user_ids("Associated") if u not in held)  # no license of the app in either pricing
@@ -233,9 +228,28 @@ def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_li
     assert mdm("apps", "check-updates")[0] == 0
     [update] = [c for c in commands(host, serial) if c["status"] == "queued"]
     set_command_status(host, update["uuid"], "acknowledged")
+    return app, serial, user, update["uuid"]
+
+
+def _removals(host, serial: str) -> list[str]:
+    """The statuses of the device's RemoveApplication commands."""
+    from mdm_core.inventory import list_commands
+
+    return [c["status"] for c in list_commands(host, serial) if c["request_type"] == "RemoveApplication"]
+
+
+def test_a_device_license_taken_back_after_an_update_keeps_the_app_its_owners_license_covers(setup, simulator):
+    """An app installed with a device license, then for the device's owner with a user license
+    (one command for both), then updated: the update's command joins the device license's
+    install only. Taking back the device license kept the first command (the user's license
+    covers it) but queued RemoveApplication for the update's, so the app left a device its
+    owner's license still covers. The device keeps it; the user's reclaim removes it, once."""
+
+    host, mdm = setup()
+    app, serial, user, _ = _shared_install_then_updated(host, mdm, simulator)
 
     def removals() -> list[str]:
-        return [c["status"] for c in list_commands(host, serial) if c["request_type"] == "RemoveApplication"]
+        return _removals(host, serial)
 
     code, out, err = mdm("apps", "reclaim", app, "--device", serial)
     assert code == 0, out + err
@@ -256,30 +270,15 @@ def test_after_housekeeping_pruned_the_shared_install_the_owners_license_still_k
     from datetime import timedelta
 
     from mdm_core.housekeeping import housekeeping
-    from mdm_core.inventory import list_commands
     from mdm_core.models import utcnow
 
     host, mdm = setup()
-    a = fixed_assets(simulator)[0]
-    held = holders(simulator, a["adamId"]) | holders(simulator, a["adamId"], "PLUS")
-    user = next(u for u in simulator.state.user_ids("Associated") if u not in held)
-    serial = free_serials(simulator, a["adamId"])[0]
-    add_user(host, user)
-    add_device(host, serial, "iOS", owner=user)
-    app = app_id(host, a["adamId"])
-    assert mdm("apps", "install", app, "--device", serial, "--wait", "5")[0] == 0
-    assert mdm("apps", "install", app, "--user", user, "--wait", "5")[0] == 0
-    [command] = commands(host, serial)
-    set_command_status(host, command["uuid"], "acknowledged")
-    simulator.publish_version(a["adamId"])
-    assert mdm("apps", "check-updates")[0] == 0
-    [update] = [c for c in commands(host, serial) if c["status"] == "queued"]
-    set_command_status(host, update["uuid"], "acknowledged")
+    app, serial, user, update = _shared_install_then_updated(host, mdm, simulator)
     housekeeping(host, utcnow() + timedelta(days=200))
-    assert [c["uuid"] for c in commands(host, serial)] == [update["uuid"]]  # the shared first command is gone
+    assert [c["uuid"] for c in commands(host, serial)] == [update]  # the shared first command is gone
 
     def removals() -> list[str]:
-        return [c["status"] for c in list_commands(host, serial) if c["request_type"] == "RemoveApplication"]
+        return _removals(host, serial)
 
     code, out, err = mdm("apps", "reclaim", app, "--device", serial)
     assert code == 0, out + err
