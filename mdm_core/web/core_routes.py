@@ -21,7 +21,7 @@ from .access import SignInRefused, admin_epoch, end_sessions, sign_in
 from .app import HERE, current_principal, safe_next
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .once import form_once, new_form_id
-from .paging import PAGE_SIZE, Cursor, Limit, Page, keyset, numbered, search
+from .paging import PAGE_SIZE, Cursor, Limit, Page, json_bytes, keyset, numbered, search
 from .registry import WebRegistry
 from .wording import with_error_reworded
 
@@ -239,28 +239,22 @@ def redeliver_failure(host: Any, failure_id: int) -> str | None:
 
 
 def events_page(host: Any, name: str, limit: int, cursor: str | None) -> Page[dict[str, Any]]:
-    """Events of the outbox, newest first, ``name`` only when given (one naming no event: 404)."""
+    """Events of the outbox, newest first, ``name`` only when given (one naming no event: 404);
+    at most ``limit`` events and :data:`~.paging.PAGE_BYTES` of them (a payload can be large)."""
     query = select(OutboxEvent)
     if name:
         query = query.where(col(OutboxEvent.name) == name)
     with host.db.session() as session:
         if name:  # a misspelt name is a 404 naming the events, not an empty list
             host.events.check_name(session, name)
-        page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True)
-    return Page(
-        [
-            {
-                "id": e.id,
-                "name": e.name,
-                "created_at": e.created_at,
-                "delivered_at": e.delivered_at,
-                "account": (e.payload or {}).get("account"),
-                "payload": e.payload,
-            }
-            for (e,) in page.items
-        ],
-        page.next_cursor,
-    )
+        page = keyset(session, query, [OutboxEvent.seq], limit=limit, cursor=cursor, descending=True, weigh=lambda row: json_bytes(_event(row[0])))
+    return Page([_event(e) for (e,) in page.items], page.next_cursor)
+
+
+def _event(e: OutboxEvent) -> dict[str, Any]:
+    """An event as the API and the console show it."""
+    account = (e.payload or {}).get("account")
+    return {"id": e.id, "name": e.name, "created_at": e.created_at, "delivered_at": e.delivered_at, "account": account, "payload": e.payload}
 
 
 def failures_page(host: Any, limit: int, cursor: str | None) -> Page[dict[str, Any]]:

@@ -8,7 +8,10 @@
   ``LIMIT``/``OFFSET`` on an indexed order, with the total from ``COUNT(*)``. Lists that can
   hold hundreds of thousands of rows (licenses, events) use the keyset instead ("Next").
 
-Nothing here loads a whole list: at most ``limit`` + 1 rows are read.
+Nothing here loads a whole list: at most ``limit`` + 1 rows are read. A list whose rows can be
+large (events and their payloads) is bounded by bytes too (``weigh``): a page stops before the
+row that would take it past :data:`PAGE_BYTES` (never before its first row), the rows streamed
+from the database, and its cursor goes on from the last row sent.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fastapi import Query
 from sqlalchemy import func, or_, select, tuple_
 
+from mdm_core.output import to_jsonable
 from mdm_core.text import bad_character
 
 from .helpers import WebError
@@ -31,6 +35,9 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PAGE_SIZE = 50  # rows of a console table
+#: The most bytes of rows (their JSON) a page of a weighed list holds; a row larger alone is a page alone.
+PAGE_BYTES = 1024 * 1024
+STREAM_ROWS = 50  # rows of a weighed list fetched from the database at a time
 
 #: The ``limit`` parameter of every REST list.
 Limit: Any = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"rows per page, 1 to {MAX_LIMIT}")
@@ -70,11 +77,22 @@ class Page(Generic[T]):
         return {"items": self.items, "next_cursor": self.next_cursor}
 
 
-def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: str | None, descending: bool = False) -> Page[Any]:
+def keyset(
+    session: Any,
+    query: Any,
+    key: Sequence[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    descending: bool = False,
+    weigh: Callable[[tuple[Any, ...]], int] | None = None,
+    max_bytes: int = PAGE_BYTES,
+) -> Page[Any]:
     """One page of ``query`` in the order of the ``key`` columns, starting after ``cursor``.
 
     Returns the result rows (without the key columns) and the next cursor. The key columns
-    must be NOT NULL and end with a unique one.
+    must be NOT NULL and end with a unique one. ``weigh``: a row's size in bytes; the page then
+    ends before the row that would take it past ``max_bytes`` (its first row is always sent).
     """
     after = decode_cursor(cursor).get("after") if cursor else None
     if cursor is not None and (not isinstance(after, list) or len(after) != len(key) or not all(map(_fits, key, after))):
@@ -85,11 +103,32 @@ def keyset(session: Any, query: Any, key: Sequence[Any], *, limit: int, cursor: 
     width = len(key)
     query = query.add_columns(*(column.label(f"page_key_{i}") for i, column in enumerate(key)))
     query = query.order_by(None).order_by(*(column.desc() if descending else column.asc() for column in key)).limit(limit + 1)
-    rows = session.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    if weigh is None:
+        rows = session.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        rows, more = _weighed(session.execute(query.execution_options(yield_per=STREAM_ROWS)), width, limit, weigh, max_bytes)
     next_cursor = encode_cursor({"after": list(rows[-1][-width:])}) if more and rows else None
     return Page([tuple(row[:-width]) for row in rows], next_cursor)
+
+
+def _weighed(result: Any, width: int, limit: int, weigh: Callable[[tuple[Any, ...]], int], max_bytes: int) -> tuple[list[Any], bool]:
+    """The rows of ``result`` up to ``limit`` and ``max_bytes`` (at least one), and whether a row
+    was left for the next page; the rows after it are never fetched."""
+    rows: list[Any] = []
+    used = 0
+    try:
+        for row in result:
+            if len(rows) == limit:
+                return rows, True
+            used += weigh(tuple(row[:-width]))
+            if rows and used > max_bytes:
+                return rows, True
+            rows.append(row)
+        return rows, False
+    finally:
+        result.close()
 
 
 def _fits(column: Any, value: Any) -> bool:
@@ -137,3 +176,8 @@ def search(query: Any, text: str, columns: Sequence[Any]) -> Any:
         return query
     pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return query.where(or_(*(func.lower(column).like(pattern, escape="\\") for column in columns)))
+
+
+def json_bytes(row: Any) -> int:
+    """The bytes ``row`` takes in an API answer (JSON as the API writes it, and its comma)."""
+    return len(json.dumps(to_jsonable(row), ensure_ascii=False, separators=(",", ":")).encode()) + 1
