@@ -24,17 +24,24 @@ def _let_go(host: Any, how: str, adam_id: str, user: str) -> None:
         port.disassociate("school", adam_id, "STDQ", client_user_ids=[user], wait=5.0)
 
 
+def _user_with_device(host: Any, simulator: Any) -> tuple[dict[str, Any], str, str]:
+    """An iOS-only asset, and an MDM user (an Associated VPP user holding none of its licenses)
+    owning an enrolled device that holds none either."""
+    a = fixed_assets(simulator)[0]  # iOS only
+    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
+    [serial] = free_serials(simulator, a["adamId"])[:1]
+    add_user(host, user)
+    add_device(host, serial, "iOS", owner=user)
+    return a, user, serial
+
+
 @pytest.mark.parametrize("how", ["retired", "reclaimed"])
 def test_a_user_license_let_go_right_after_apple_granted_it_queues_no_install(on_both, simulator, monkeypatch, how):
     """The request said ``licensed`` and queued InstallApplication on the user's device though
     Apple had already released the license (the user retired, or the license taken back, while
     the request waited): the device asked the App Store for an app it holds no license for."""
     host, _ = on_both
-    a = fixed_assets(simulator)[0]  # iOS only
-    user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
-    [serial] = free_serials(simulator, a["adamId"])[:1]
-    add_user(host, user)
-    add_device(host, serial, "iOS", owner=user)
+    a, user, serial = _user_with_device(host, simulator)
     real = VppPort.associate
 
     def associate(port, *args, **kwargs):  # Apple grants, then lets go before the install is written
@@ -52,4 +59,41 @@ def test_a_user_license_let_go_right_after_apple_granted_it_queues_no_install(on
     assert commands(host, serial) == []
     [row] = list_installs(host)
     assert (row["status"], row["command_uuids"]) == ("failed", []) and gone in row["error"], row
+    assert user not in holders(simulator, a["adamId"])
+
+
+@pytest.mark.parametrize("how", ["retired", "reclaimed"])
+def test_a_pending_user_install_whose_license_apple_let_go_before_its_event_queues_nothing(on_both, simulator, monkeypatch, apps_events, how):
+    """The installs job asks Apple again for a pending user install; Apple grants, and the user
+    is retired (or the license taken back) before the grant's license event is delivered: the
+    event's handler queued InstallApplication for a license that was not there any more."""
+    from plugins.mobile_apps.installs.pending import retry_pending
+    from plugins.mobile_apps.models import Install
+
+    host, _ = on_both
+    a, user, serial = _user_with_device(host, simulator)
+    install_row = Install(account="school", adam_id=a["adamId"], pricing_param="STDQ", kind="user", target=user, source="request", status="pending")
+    host.db.run_write(lambda s: s.add(install_row))
+    real_associate, real_deliver = VppPort.associate, host.deliver_events
+    granted: list[bool] = []
+
+    def associate(port, *args, **kwargs):
+        granted.append(True)
+        return real_associate(port, *args, **kwargs)
+
+    def deliver(*args, **kwargs):  # the grant is in the mirror, its event not delivered yet
+        if granted and granted.pop():
+            _let_go(host, how, a["adamId"], user)
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    monkeypatch.setattr(host, "deliver_events", deliver)
+    counts = retry_pending(host)
+    gone = "retired at Apple" if how == "retired" else "taken back at Apple"
+    assert commands(host, serial) == []
+    [row] = list_installs(host)
+    assert (row["status"], row["command_uuids"]) == ("failed", []) and gone in row["error"] and "nothing was queued" in row["error"], row
+    assert counts["queued"] == 0, counts
+    [failed] = apps_events.named("mobile_apps_install_failed")
+    assert failed["clientUserId"] == user and gone in failed["error"]
     assert user not in holders(simulator, a["adamId"])

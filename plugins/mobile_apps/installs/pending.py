@@ -29,9 +29,10 @@ from ..payloads import InstallFailedPayload
 from ..settings import settings
 from ..vpp_port import VppPort
 from .commands import apple_reason, queue_install, with_commands
+from .released import let_go
 from .resume import resume_associating
 from .waiting import install_waits
-from .wording import DEVICE_GONE, NO_DEVICE
+from .wording import DEVICE_GONE, NO_DEVICE, license_let_go
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 def complete_pending(host: Host, session: Session, account: str, adam_id: str, pricing: str, serials: Iterable[str], users: Iterable[str]) -> int:
     """Queue the commands of pending installs whose licenses are now held; returns how many. One
-    left with no command (no enrolled device of its user to install on) ends ``licensed``."""
+    left with no command (no enrolled device of its user to install on) ends ``licensed``; a
+    user's whose license Apple let go meanwhile (:func:`.released.let_go`) fails, announced."""
     serials, users = set(serials), set(users)
     if not serials and not users:
         return 0
@@ -55,9 +57,12 @@ def complete_pending(host: Host, session: Session, account: str, adam_id: str, p
             )
         ).scalars()
     )
+    rows = [r for r in rows if (r.kind == "device" and r.target in serials) or (r.kind == "user" and r.target in users)]
+    gone = let_go(host, session, account, adam_id, pricing, sorted({r.target for r in rows if r.kind == "user"}))
     queued = 0
     for row in rows:
-        if (row.kind == "device" and row.target not in serials) or (row.kind == "user" and row.target not in users):
+        if row.kind == "user" and row.target in gone:
+            _fail(host, session, row, (account, adam_id, pricing, "user"), license_let_go(account, row.target, gone[row.target]).cli, None)
             continue
         devices = (
             [session.get(Device, row.target)] if row.kind == "device" else list(session.execute(select(Device).where(Device.owner == row.target)).scalars())
@@ -286,28 +291,37 @@ def fail_pending(host: Host, session: Session, key: tuple[str, str, str, str], f
     Apple refused (``failures``: target -> Apple's failure, ``errorNumber``/``errorMessage``)
     fail with Apple's reason, each announced (``mobile_apps_install_failed``); ``event_id``:
     only those waiting for that Apple event. Returns how many."""
-    account, adam_id, pricing, kind = key
+    account, _, _, _ = key
     failed = 0
     for row in session.execute(_pending_of(key, failures)).scalars():
         if event_id is not None and event_id not in row.event_ids:
             continue
-        row.status, row.error, row.updated_at = "failed", apple_reason(failures[row.target], account=account, adam_id=adam_id), utcnow()
-        session.add(row)
-        payload: InstallFailedPayload = {
-            "id": row.id,
-            "account": account,
-            "adamId": adam_id,
-            "pricingParam": pricing,
-            "license": kind,
-            "serialNumber": row.target if kind == "device" else None,
-            "clientUserId": row.target if kind == "user" else None,
-            "source": row.source,
-            "error": row.error,
-            "errorNumber": failures[row.target].get("errorNumber"),
-        }
-        host.events.record(session, "mobile_apps_install_failed", payload)
+        failure = failures[row.target]
+        _fail(host, session, row, key, apple_reason(failure, account=account, adam_id=row.adam_id), failure.get("errorNumber"))
         failed += 1
     return failed
+
+
+def _fail(host: Host, session: Session, row: Install, key: tuple[str, str, str, str], error: str, number: int | None) -> None:
+    """The pending install ``row`` of ``key`` fails with ``error`` (Apple's ``number``), announced
+    (``mobile_apps_install_failed``): nobody waits on a pending install to be told otherwise."""
+    account, adam_id, pricing, kind = key
+    assert row.id is not None  # read from the table
+    row.status, row.error, row.updated_at = "failed", error, utcnow()
+    session.add(row)
+    payload: InstallFailedPayload = {
+        "id": row.id,
+        "account": account,
+        "adamId": adam_id,
+        "pricingParam": pricing,
+        "license": kind,
+        "serialNumber": row.target if kind == "device" else None,
+        "clientUserId": row.target if kind == "user" else None,
+        "source": row.source,
+        "error": row.error,
+        "errorNumber": number,
+    }
+    host.events.record(session, "mobile_apps_install_failed", payload)
 
 
 def on_licenses_refused(host: Host, event: Event) -> None:
