@@ -13,9 +13,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import Unavailable
-from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserResult
+from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserHold, UserResult
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from mdm_core.host import Host
 
 #: The request hooks this plugin uses, and what cannot be done without each.
@@ -23,6 +25,7 @@ HOOKS = {
     "mdm_vpp_assets": "VPP assets cannot be read",
     "mdm_vpp_licenses": "VPP licenses cannot be read",
     "mdm_vpp_users": "VPP users cannot be read",
+    "mdm_vpp_user_holds": "VPP user licenses cannot be checked",
     "mdm_vpp_associate": "VPP licenses cannot be associated",
     "mdm_vpp_disassociate": "VPP licenses cannot be reclaimed",
     "mdm_vpp_lookup_metadata": "metadata cannot be looked up",
@@ -83,6 +86,13 @@ class VppPort:
     def user(self, account: str, client_user_id: str) -> MirroredUser | None:
         """The VPP user ``client_user_id`` of ``account``, or ``None``."""
         return next((u for u in self.users(account) if u["clientUserId"] == client_user_id), None)
+
+    def user_holds(self, session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: Iterable[str]) -> dict[str, UserHold]:
+        """``mdm_vpp_user_holds``: whether each user holds a license of the asset, and its VPP
+        user's status, read in ``session`` (the caller's transaction) for the whole batch."""
+        return self._call(
+            "mdm_vpp_user_holds", session=session, account=account, adam_id=adam_id, pricing_param=pricing_param, client_user_ids=list(client_user_ids)
+        )
 
     # ------------------------------------------------------------------ requests to Apple
 

@@ -27,11 +27,12 @@ from mdm_core import hookspec
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import FromClause
+    from sqlmodel import Session
 
     from mdm_core.events import Event
     from mdm_core.host import Host
 
-    from .payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserResult
+    from .payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserHold, UserResult
 
 
 # --------------------------------------------------------------------------- requests
@@ -90,6 +91,21 @@ def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, seria
     Returns: ``License`` dicts with ``account``, ``adamId``, ``pricingParam`` and either
     ``serialNumber`` (+ ``enrolled``) or ``clientUserId`` (+ ``mdmUser``); ``None``: the VPP
     plugin is not loaded.
+    Errors: an unknown account raises ``MdmError``.
+    """
+
+
+@hookspec(firstresult=True)
+def mdm_vpp_user_holds(host: Host, session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: list[str]) -> dict[str, UserHold] | None:
+    """Whether each of these users holds a license of one asset in the mirror, and its VPP
+    user's status, read in the caller's transaction (``session``).
+
+    When: inside a write transaction whose writes depend on the answer (an install queues
+    nothing for a user whose license is gone). Reads the whole batch at once.
+    Args: ``host``; ``session``: the caller's; ``account``, ``adam_id``, ``pricing_param``: the
+    asset; ``client_user_ids``: the users.
+    Returns: ``clientUserId`` -> ``UserHold`` (``holds``, ``status``: ``None`` when the account
+    has no such VPP user) for each one given; ``None``: the VPP plugin is not loaded.
     Errors: an unknown account raises ``MdmError``.
     """
 

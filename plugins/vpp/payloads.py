@@ -63,6 +63,14 @@ class User(TypedDict):
     mdmUser: str | None
 
 
+class UserHold(TypedDict):
+    """A ``mdm_vpp_user_holds`` answer for one clientUserId: whether it holds a license of the
+    asset in the mirror, and the status of its VPP user there (``None``: none in the account)."""
+
+    holds: bool
+    status: str | None
+
+
 class MirroredUser(User):
     """A ``mdm_vpp_users`` row: a :class:`User` with its account and, while Registered, the
     invitation URL to send."""

@@ -13,13 +13,14 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import pluggy
+    from sqlmodel import Session
 
     from mdm_core.db.migrate import MigrationSet
     from mdm_core.events import Event
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
-    from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserResult
+    from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, SyncReport, UserHold, UserResult
 
 PLUGIN_NAME = "vpp"
 log = logging.getLogger(__name__)
@@ -169,6 +170,14 @@ def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, seria
     from plugins.vpp.views import list_licenses
 
     return list_licenses(host, account, adam_id, serial_number, client_user_id)
+
+
+@hookimpl
+def mdm_vpp_user_holds(host: Host, session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: list[str]) -> dict[str, UserHold]:
+    """Whether these users hold a license of the asset, in the caller's transaction."""
+    from plugins.vpp.views import user_holds
+
+    return user_holds(session, account, adam_id, pricing_param, client_user_ids)
 
 
 @hookimpl

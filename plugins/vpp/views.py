@@ -18,13 +18,14 @@ from sqlalchemy import func, null, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.stream import stream_rows
 from mdm_core.errors import NotFound, UsageError, describe
 from mdm_core.models import Device, MdmUser
 
 from .apple.protocol import apple_asset, apple_user, invitation_url
 from .models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppUser
-from .payloads import Asset, License, MirroredUser
+from .payloads import Asset, License, MirroredUser, UserHold
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -298,6 +299,28 @@ def list_licenses(
 ) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
     return list(iter_licenses(host, account, adam_id, serial_number, client_user_id))
+
+
+def user_holds(session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: list[str]) -> dict[str, UserHold]:
+    """Whether each of these users holds a license of the asset in the mirror, and its VPP
+    user's status (``None``: no VPP user of that id in the account), read in ``session``: one
+    statement per table for the whole batch (by ``IN`` lists of ``IN_CHUNK``)."""
+    acc = account_id(session, account)
+    out: dict[str, UserHold] = {user: {"holds": False, "status": None} for user in client_user_ids}
+    for chunk in in_chunks(sorted(out)):
+        users = select(col(VppUser.client_user_id), col(VppUser.status)).where(col(VppUser.account_id) == acc, col(VppUser.client_user_id).in_(chunk))
+        for user, status in session.execute(users).all():
+            out[user]["status"] = status
+        held = select(col(VppLicense.target)).where(
+            col(VppLicense.account_id) == acc,
+            col(VppLicense.adam_id) == adam_id,
+            col(VppLicense.pricing_param) == pricing_param,
+            col(VppLicense.kind) == "user",
+            col(VppLicense.target).in_(chunk),
+        )
+        for user in session.execute(held).scalars():
+            out[user]["holds"] = True
+    return out
 
 
 def count_licenses(host: Host, account_id: int, adam_id: str, pricing_param: str, kind: str) -> int:

@@ -10,6 +10,7 @@ import pytest
 
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.installs.commands import list_installs
+from plugins.mobile_apps.installs.released import let_go
 from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.vpp_port import VppPort
 
@@ -97,3 +98,41 @@ def test_a_pending_user_install_whose_license_apple_let_go_before_its_event_queu
     [failed] = apps_events.named("mobile_apps_install_failed")
     assert failed["clientUserId"] == user and gone in failed["error"]
     assert user not in holders(simulator, a["adamId"])
+
+
+def test_the_check_reads_the_mirror_once_for_a_whole_batch_of_users(on_both, simulator):
+    """An install for many users checked, before its write, whether each still held its license
+    with one read of the mirror per user (and, for any that did not, one of every VPP user of
+    the account): a batch of 20 users made 20 reads where one does. The answer is the same."""
+    from sqlalchemy import event
+
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]
+    held = holders(simulator, a["adamId"])
+    status = {u["clientUserId"]: u["status"] for u in simulator.state.user_records()}
+    users = sorted(status)
+    for user in users:
+        add_user(host, user)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    def check(batch: list[str]) -> tuple[dict[str, str], int]:
+        engines = {id(e): e for e in (host.db.engine, host.db.write_engine)}.values()
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", count)
+        try:
+            statements.clear()
+            gone = host.db.run_write(lambda session: let_go(host, session, "school", a["adamId"], "STDQ", batch))
+            return gone, len(statements)
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", count)
+
+    one, for_one = check(users[:1])
+    every, for_all = check([*users, "nobody-here"])
+    assert for_all == for_one, (for_one, for_all)
+    expected = {u: "reclaimed" if status[u] in ("Registered", "Associated") else "retired" for u in users if u not in held}
+    assert every == {**expected, "nobody-here": "removed"}
+    assert {"reclaimed", "retired"} <= set(every.values()) and len(every) < len(users), every  # the batch has each kind

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.models import MdmUser
 
 from ..vpp_port import VppPort
@@ -21,17 +22,16 @@ LIVE = ("Registered", "Associated")
 
 def let_go(host: Host, session: Session, account: str, adam_id: str, pricing: str, users: list[str]) -> dict[str, str]:
     """Of ``users``, those who hold no license of the asset any more, with why (``removed``,
-    ``retired``, ``reclaimed``): the inventory as ``session`` reads it (the caller's write), the
-    VPP mirror as it is now (the VPP plugin records a retirement and a reclaim there)."""
+    ``retired``, ``reclaimed``): the inventory and the VPP mirror (where the VPP plugin records
+    a retirement and a reclaim) as ``session`` reads them (the caller's write), for the whole
+    batch at once."""
     if not users:
         return {}
-    known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
-    port = VppPort(host)
+    known: set[str] = set()
+    for chunk in in_chunks(sorted(set(users))):
+        known.update(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(chunk))).scalars())
     why = {user: "removed" for user in users if user not in known}
-    for user in users:
-        if user in known and not any(lic["pricingParam"] == pricing for lic in port.licenses(account=account, adam_id=adam_id, client_user_id=user)):
-            why[user] = "reclaimed"
-    if "reclaimed" in why.values():  # the users are read only then (a retirement takes the licenses too)
-        live = {u["clientUserId"] for u in port.users(account) if u["status"] in LIVE}
-        why.update({user: "retired" for user, reason in why.items() if reason == "reclaimed" and user not in live})
+    for user, hold in VppPort(host).user_holds(session, account, adam_id, pricing, sorted(known)).items():
+        if not hold["holds"]:  # a retirement takes the licenses too
+            why[user] = "reclaimed" if hold["status"] in LIVE else "retired"
     return why
