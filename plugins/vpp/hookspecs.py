@@ -101,7 +101,9 @@ def mdm_vpp_user_holds(host: Host, session: Session, account: str, adam_id: str,
     user's status, read in the caller's transaction (``session``).
 
     When: inside a write transaction whose writes depend on the answer (an install queues
-    nothing for a user whose license is gone). Reads the whole batch at once.
+    nothing for a user whose license is gone). Reads the whole batch at once, and holds the
+    rows read until that transaction ends (PostgreSQL ``FOR SHARE``): a retirement or a reclaim
+    another process writes meanwhile waits for it, so the check and the write agree.
     Args: ``host``; ``session``: the caller's; ``account``, ``adam_id``, ``pricing_param``: the
     asset; ``client_user_ids``: the users.
     Returns: ``clientUserId`` -> ``UserHold`` (``holds``, ``status``: ``None`` when the account

@@ -304,12 +304,16 @@ def list_licenses(
 def user_holds(session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: list[str]) -> dict[str, UserHold]:
     """Whether each of these users holds a license of the asset in the mirror, and its VPP
     user's status (``None``: no VPP user of that id in the account), read in ``session``: one
-    statement per table for the whole batch (by ``IN`` lists of ``IN_CHUNK``)."""
+    statement per table for the whole batch (by ``IN`` lists of ``IN_CHUNK``). The rows read are
+    held until the caller's transaction ends (PostgreSQL ``FOR SHARE``, the VPP users before
+    their licenses, the order a retirement writes them in; SQLite's write transaction keeps
+    every other writer out already): a retirement or a reclaim committed by another process
+    waits for the caller's write instead of slipping in between the check and it."""
     acc = account_id(session, account)
     out: dict[str, UserHold] = {user: {"holds": False, "status": None} for user in client_user_ids}
     for chunk in in_chunks(sorted(out)):
         users = select(col(VppUser.client_user_id), col(VppUser.status)).where(col(VppUser.account_id) == acc, col(VppUser.client_user_id).in_(chunk))
-        for user, status in session.execute(users).all():
+        for user, status in session.execute(users.with_for_update(read=True)).all():
             out[user]["status"] = status
         held = select(col(VppLicense.target)).where(
             col(VppLicense.account_id) == acc,
@@ -318,7 +322,7 @@ def user_holds(session: Session, account: str, adam_id: str, pricing_param: str,
             col(VppLicense.kind) == "user",
             col(VppLicense.target).in_(chunk),
         )
-        for user in session.execute(held).scalars():
+        for user in session.execute(held.with_for_update(read=True)).scalars():
             out[user]["holds"] = True
     return out
 

@@ -136,3 +136,52 @@ def test_the_check_reads_the_mirror_once_for_a_whole_batch_of_users(on_both, sim
     expected = {u: "reclaimed" if status[u] in ("Registered", "Associated") else "retired" for u in users if u not in held}
     assert every == {**expected, "nobody-here": "removed"}
     assert {"reclaimed", "retired"} <= set(every.values()) and len(every) < len(users), every  # the batch has each kind
+
+
+def test_a_retirement_committed_while_the_install_is_written_waits_for_it(on_both, simulator, monkeypatch):
+    """On PostgreSQL the check read the mirror on a connection of its own: a retirement another
+    process committed after that read and before the install's commit slipped through, and
+    InstallApplication was queued for a user retired before the install was written. The
+    check now reads in the install's transaction and holds what it read until the commit: the
+    retirement waits for the install (here, whose wait is cut short: refused at once)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from plugins.mobile_apps.installs import request
+
+    host, _ = on_both
+    a, user, serial = _user_with_device(host, simulator)
+    quick = {"timeout": 0} if host.db.is_sqlite else {"options": "-c lock_timeout=200"}  # no wait for a lock held
+    other = create_engine(host.db.url, connect_args=quick)
+    retire = [
+        text("UPDATE vpp_user SET status = 'Retired' WHERE client_user_id = :user"),
+        text("DELETE FROM vpp_license WHERE kind = 'user' AND target = :user"),
+    ]
+    tried: list[str] = []
+
+    def retired_elsewhere() -> None:  # another process's retirement, as the VPP plugin writes it
+        try:
+            with other.begin() as conn:
+                for statement in retire:
+                    conn.execute(statement, {"user": user})
+            tried.append("committed")
+        except OperationalError:
+            tried.append("waits")
+
+    real = request.let_go
+
+    def let_go(*args, **kwargs):  # between the check and the install's write
+        gone = real(*args, **kwargs)
+        retired_elsewhere()
+        return gone
+
+    monkeypatch.setattr(request, "let_go", let_go)
+    try:
+        outcome = install(host, app_id(host, a["adamId"]), user=user)
+        queued = commands(host, serial)
+        assert not (tried == ["committed"] and queued), "a user retired before the install was written got InstallApplication"
+        assert tried == ["waits"] and outcome.ok and len(queued) == 1, (tried, outcome.as_dicts())
+        retired_elsewhere()  # the install committed: the retirement goes through, after it
+        assert tried == ["waits", "committed"]
+    finally:
+        other.dispose()

@@ -24,12 +24,13 @@ def let_go(host: Host, session: Session, account: str, adam_id: str, pricing: st
     """Of ``users``, those who hold no license of the asset any more, with why (``removed``,
     ``retired``, ``reclaimed``): the inventory and the VPP mirror (where the VPP plugin records
     a retirement and a reclaim) as ``session`` reads them (the caller's write), for the whole
-    batch at once."""
+    batch at once, and held so until it commits: a removal, retirement or reclaim another
+    process commits meanwhile waits for the caller's write (check and write agree)."""
     if not users:
         return {}
     known: set[str] = set()
     for chunk in in_chunks(sorted(set(users))):
-        known.update(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(chunk))).scalars())
+        known.update(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(chunk)).with_for_update(read=True)).scalars())
     why = {user: "removed" for user in users if user not in known}
     for user, hold in VppPort(host).user_holds(session, account, adam_id, pricing, sorted(known)).items():
         if not hold["holds"]:  # a retirement takes the licenses too
