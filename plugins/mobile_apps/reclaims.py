@@ -41,7 +41,7 @@ from .catalog import find_apps, once
 from .models import Reclaim, SeenEvent
 from .payloads import ReclaimFinishedPayload
 from .settings import settings
-from .vpp_port import VppPort
+from .vpp_port import LIVE_USERS, VppPort
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -394,7 +394,7 @@ def on_user_removed(host: Host, event: Event) -> None:
     """Revoke every license of the removed MDM user where it is a VPP user, then retire it there."""
     user = str(event.payload.get("id") or "")
     if user:
-        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in ("Registered", "Associated")})
+        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in LIVE_USERS})
         _reclaim_held(host, event, "user_removed", [(a, "user", user) for a in accounts], serial_number=None, client_user_id=user)
 
 

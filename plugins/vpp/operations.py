@@ -25,7 +25,7 @@ from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
 from .license_counts import add_license_counts
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .payloads import AppMetadata, LicenseResult, Targets, UserResult
+from .payloads import LIVE_USER_STATUSES, AppMetadata, LicenseResult, Targets, UserResult
 from .recording import record_event
 from .sync.apply import insert_ignoring_duplicates, move_counts
 from .sync.events import known_ids, license_payload, record_chunks
@@ -480,7 +480,7 @@ def _active_vpp_accounts(host: Host, client_user_id: str, account: str | None) -
             session.execute(
                 select(VppAccount)
                 .join(VppUser, col(VppUser.account_id) == col(VppAccount.id))
-                .where(col(VppUser.client_user_id) == client_user_id, col(VppUser.status).in_(("Registered", "Associated")))
+                .where(col(VppUser.client_user_id) == client_user_id, col(VppUser.status).in_(LIVE_USER_STATUSES))
             ).scalars()
         )
 

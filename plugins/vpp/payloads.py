@@ -51,6 +51,11 @@ class License(TypedDict):
     mdmUser: NotRequired[str | None]
 
 
+#: The statuses of a VPP user that still holds licenses (invited, and accepted); a ``Retired``
+#: (or legacy ``Deleted``) one holds none.
+LIVE_USER_STATUSES = ("Registered", "Associated")
+
+
 class User(TypedDict):
     """A VPP user (Apple's ``ResponseUser``) as the user events carry it; ``mdmUser`` is the MDM
     user with the same ``clientUserId``, or None."""

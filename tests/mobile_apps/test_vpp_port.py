@@ -60,3 +60,15 @@ def test_without_the_vpp_plugin_every_call_is_one_clear_error(make_host, project
     mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DISABLED_PLUGINS": "vpp"})
     code, out, err = mdm("apps", "install", "1", "--device", "S1")
     assert code == 1 and err.strip() == "mdm: error: the VPP plugin is not loaded (see `mdm plugins`): VPP apps cannot be installed or reclaimed"
+
+
+def test_the_statuses_of_a_vpp_user_holding_licenses_are_the_vpp_plugins():
+    """Which VPP user statuses still hold licenses was written out three times (an install's
+    let-go check, a removed user's revoke, the VPP plugin's users/update): one is now the VPP
+    plugin's, reached through the port, so the three cannot disagree about a new status."""
+    from plugins.mobile_apps import reclaims, vpp_port
+    from plugins.mobile_apps.installs import released
+    from plugins.vpp import operations, payloads
+
+    assert vpp_port.LIVE_USERS is payloads.LIVE_USER_STATUSES == ("Registered", "Associated")
+    assert released.LIVE_USERS is reclaims.LIVE_USERS is operations.LIVE_USER_STATUSES is vpp_port.LIVE_USERS
