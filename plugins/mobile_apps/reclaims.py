@@ -41,7 +41,7 @@ from .catalog import find_apps, once
 from .models import Reclaim, SeenEvent
 from .payloads import ReclaimFinishedPayload
 from .settings import settings
-from .vpp_port import LIVE_USERS, VppPort
+from .vpp_port import LIVE_USERS, RELEASED_ERRORS, VppPort
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -66,8 +66,8 @@ BACK = {
 QUICK_WAIT = 2.0
 #: Apple's answers for a license that is not associated (9610 "License not found", 9619 "License
 #: not associated"): released already (an earlier attempt Apple carried out after we stopped
-#: following it, or taken back elsewhere)
-RELEASED = frozenset({9610, 9619})
+#: following it, or taken back elsewhere); the VPP plugin drops it from the mirror at once
+RELEASED = RELEASED_ERRORS
 #: a pending reclaim's ``last_error`` when Apple took the request but has not confirmed it yet
 NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
 #: what a reclaim Apple had released already says (``last_error`` of a ``done`` one)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import Unavailable
 from plugins.vpp.payloads import LIVE_USER_STATUSES, Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserHold, UserResult
+from plugins.vpp.payloads import RELEASED_ERRORS as RELEASED_ERRORS  # Apple's answers for a license released already
 
 if TYPE_CHECKING:
     from sqlmodel import Session

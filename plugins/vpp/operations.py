@@ -25,7 +25,7 @@ from .apple.protocol import apple_user, page_users
 from .apple.transport import backoff_delay
 from .license_counts import add_license_counts
 from .models import VppAccount, VppAsset, VppLicense, VppUser
-from .payloads import LIVE_USER_STATUSES, AppMetadata, LicenseResult, Targets, UserResult
+from .payloads import LIVE_USER_STATUSES, RELEASED_ERRORS, AppMetadata, LicenseResult, Targets, UserResult
 from .recording import record_event
 from .sync.apply import insert_ignoring_duplicates, move_counts
 from .sync.events import known_ids, license_payload, record_chunks
@@ -111,10 +111,26 @@ def manage_licenses(
             return _holders(client, adam_id, pricing_param, kind, targets)
 
         result = follow_rounds(client, submit, serials, users, wait, confirm=holds, present=associate, notified=event_waiter(host, acc))
-    if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
-        host.db.run_write(lambda s: apply_licenses(host, s, acc, asset, result, associate))
+    done = result["succeeded"] if associate else released_too(result)
+    if done["serialNumbers"] or done["clientUserIds"]:
+        host.db.run_write(lambda s: apply_licenses(host, s, acc, asset, {**result, "succeeded": done}, associate))
         host.deliver_events()
     return result
+
+
+def released_too(result: LicenseResult) -> Targets:
+    """The targets a take-back left without the license at Apple: those it took it from, and
+    those Apple answered it had none (:data:`RELEASED_ERRORS`), which the mirror drops at once
+    instead of showing (and counting) until the next sync. The result still reports those as
+    failed with Apple's error."""
+    serials, users = set(result["succeeded"]["serialNumbers"]), set(result["succeeded"]["clientUserIds"])
+    for failed in result["failed"]:
+        if failed.get("errorNumber") in RELEASED_ERRORS:
+            if serial := failed.get("serialNumber"):
+                serials.add(serial)
+            elif user := failed.get("clientUserId"):
+                users.add(user)
+    return {"serialNumbers": sorted(serials), "clientUserIds": sorted(users)}
 
 
 def follow_rounds(
@@ -322,8 +338,9 @@ def revoke_licenses(host: Host, account: str, serial_numbers: list[str], client_
             return holding
 
         result = follow_rounds(client, submit, serials, users, wait, confirm=still_holding, present=False, notified=event_waiter(host, acc))
-    if result["succeeded"]["serialNumbers"] or result["succeeded"]["clientUserIds"]:
-        host.db.run_write(lambda session: drop_revoked(host, session, acc, result["succeeded"], irrevocable))
+    done = released_too(result)
+    if done["serialNumbers"] or done["clientUserIds"]:
+        host.db.run_write(lambda session: drop_revoked(host, session, acc, done, irrevocable))
         host.deliver_events()
     return result
 

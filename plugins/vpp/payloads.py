@@ -54,6 +54,10 @@ class License(TypedDict):
 #: The statuses of a VPP user that still holds licenses (invited, and accepted); a ``Retired``
 #: (or legacy ``Deleted``) one holds none.
 LIVE_USER_STATUSES = ("Registered", "Associated")
+#: Apple's answers to a take-back (disassociate, revoke) of a license that is not there: 9610
+#: "License not found", 9619 "License not associated" (Apple does not say which it gives). The
+#: license is released already (an earlier request, or taken back elsewhere).
+RELEASED_ERRORS = frozenset({9610, 9619})
 
 
 class User(TypedDict):

@@ -74,3 +74,48 @@ def test_a_revoke_the_mirror_shows_done_is_not_asked_again(on_both, simulator, m
     assert asked == [] and counts["failed"] == 0, (asked, counts)
     rows = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
     assert {r["status"] for r in rows} == {"done"}, rows
+
+
+def _disassociated(host, serial: str) -> list[str]:
+    """The assets of the ``vpp_licenses_disassociated`` events that named ``serial``."""
+    from sqlmodel import col, select
+
+    from mdm_core.models import OutboxEvent
+
+    with host.db.session() as session:
+        rows = session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_licenses_disassociated")).scalars()
+        return [e.payload["adamId"] for e in rows if serial in (e.payload.get("serialNumbers") or [])]
+
+
+def _assigned(port: VppPort, adam_id: str) -> int:
+    """The mirror's assigned count of the asset."""
+    asset = port.asset("school", adam_id, "STDQ")
+    assert asset is not None
+    return asset["assignedCount"]
+
+
+@pytest.mark.parametrize("how", ["disassociate", "revoke"])
+def test_a_take_back_apple_answers_released_already_leaves_the_mirror_at_once(on_both, simulator, how):
+    """Apple answered 9610 (or 9619): it has no such license any more (taken back in its portal
+    here), yet the mirror kept listing and counting it until the next sync. It now drops it at
+    once, announced once (the next sync finds nothing to change, and counts as Apple does)."""
+    host, _ = on_both
+    a = fixed_assets(simulator)[0]
+    serial = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[0]
+    port = VppPort(host)
+    held = {lic["adamId"] for lic in port.licenses("school", serial_number=serial)}
+    for adam_id in held:  # taken back at Apple, not in the mirror yet
+        assert simulator.remove_in_portal(adam_id, serial_number=serial)
+    assigned = _assigned(port, a["adamId"])
+    if how == "disassociate":
+        result = port.disassociate("school", a["adamId"], "STDQ", serial_numbers=[serial], wait=5.0)
+    else:
+        result = port.revoke("school", serial_numbers=[serial], wait=5.0, quick=False)
+    assert [(f.get("serialNumber"), f["errorNumber"]) for f in result["failed"]] == [(serial, 9610)], result
+    gone = {a["adamId"]} if how == "disassociate" else held
+    assert {lic["adamId"] for lic in port.licenses("school", serial_number=serial)} == held - gone
+    assert _assigned(port, a["adamId"]) == assigned - 1 == simulator.state.asset(a["adamId"])["assignedCount"]
+    assert sorted(_disassociated(host, serial)) == sorted(gone)
+    sync(host)
+    assert sorted(_disassociated(host, serial)) == sorted(held)  # what the take-back dropped is not announced again
+    assert _assigned(port, a["adamId"]) == assigned - 1
