@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import NotFound, UsageError
-from mdm_core.output import add_list_options, confirm, output_format, print_rows, say
+from mdm_core.output import add_list_options, ask_first, output_format, print_rows, say
 from mdm_core.text import shown
 
 if TYPE_CHECKING:
@@ -102,13 +102,9 @@ def cmd_discard(host: Host, args: argparse.Namespace) -> int:
             raise NotFound(f"no plugin named {shown(args.plugin, 50)} has failed deliveries (plugins with some: {having}; see `mdm events failures`)")
         say(f"no failed deliveries{f' of {args.plugin}' if args.plugin else ''}: nothing to discard")
         return 0
-    what = f"discard {_counted(counts)} without delivering them"
-    if args.dry_run:
-        print(f"would {what}")
-        return 0
-    if not confirm(what, yes=args.yes):
-        print("nothing discarded")
-        return 1
+    stop = ask_first(f"discard {_counted(counts)} without delivering them", yes=args.yes, dry_run=args.dry_run, declined="nothing discarded")
+    if stop is not None:
+        return stop
     done = discard(host.db, args.plugin)
     say(f"discarded {_counted(done)}; their events go with core.housekeeping" if done else "no failed deliveries: nothing to discard (redelivered meanwhile)")
     return 0

@@ -223,3 +223,16 @@ def confirm(what: str, *, yes: bool, stdin: TextIO | None = None, out: TextIO | 
     out.flush()
     answer = stdin.readline().strip().lower()
     return answer in ("y", "yes")
+
+
+def ask_first(what: str, *, yes: bool, dry_run: bool, declined: str) -> int | None:
+    """The steps before a destructive command acts: ``--dry-run`` prints ``would WHAT`` (exit 0),
+    else :func:`confirm` asks; declined, it prints ``declined`` (``nothing removed``, exit 1).
+    ``None``: go on and do it."""
+    if dry_run:
+        print(f"would {what}")
+        return 0
+    if not confirm(what, yes=yes):
+        print(declined)
+        return 1
+    return None

@@ -274,7 +274,7 @@ def _on_off(value: str | None) -> bool | None:
 def _account_remove(host: Host, args: argparse.Namespace) -> int:
     import sys
 
-    from mdm_core.output import confirm
+    from mdm_core.output import ask_first
     from plugins.vpp.accounts import account_contents, remove_account
 
     contents = account_contents(host, args.name)
@@ -282,12 +282,9 @@ def _account_remove(host: Host, args: argparse.Namespace) -> int:
     what = (
         f"remove account {args.name} and its mirror ({contents['assets']} assets, {contents['licenses']} licenses, {contents['users']} VPP users; {at_apple})"
     )
-    if args.dry_run:
-        print(f"would {what}")
-        return 0
-    if not confirm(what, yes=args.yes):
-        print("nothing removed")
-        return 1
+    stop = ask_first(what, yes=args.yes, dry_run=args.dry_run, declined="nothing removed")
+    if stop is not None:
+        return stop
     notice = remove_account(host, args.name)
     say(f"removed account {args.name}")
     if notice:
