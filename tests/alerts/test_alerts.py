@@ -373,11 +373,10 @@ def test_a_removed_device_freeing_many_assets_makes_one_digest_not_a_mail_each(a
     storm_makes_one_digest(lambda alerts_config: alerts_host(alerts_config), simulator, smtp)
 
 
-def storm_makes_one_digest(make: Any, simulator: Any, smtp: Any) -> None:
-    """Five assets low, then a device holding a license of each removed: one digest mail each time."""
-    from mdm_core.inventory import remove_device
-
-    serial = "STORM0000001"
+def five_low_assets_on_one_device(make: Any, simulator: Any, smtp: Any, serial: str) -> tuple[Any, list[str]]:
+    """Five assets of two licenses, one of each held by the device ``serial`` (enrolled): the host
+    (``make``, alerting by ``smtp``) synced and its digest of the five low assets mailed; and
+    their adamIds."""
     adams = [simulator.purchase(count=2)[0] for _ in range(5)]
     for adam in adams:
         simulator.assign_in_portal(adam, serial_number=serial)
@@ -385,6 +384,15 @@ def storm_makes_one_digest(make: Any, simulator: Any, smtp: Any) -> None:
     assert sync(host)["status"] == "ok"  # five assets with 1 of 2 licenses left: one digest
     assert deliver_due(host)["sent"] == 1 and len(smtp.mailbox.messages) == 1
     add_device(host, serial, "iOS")
+    return host, adams
+
+
+def storm_makes_one_digest(make: Any, simulator: Any, smtp: Any) -> None:
+    """Five assets low, then a device holding a license of each removed: one digest mail each time."""
+    from mdm_core.inventory import remove_device
+
+    serial = "STORM0000001"
+    host, adams = five_low_assets_on_one_device(make, simulator, smtp, serial)
     remove_device(host, serial)  # the revoke frees a license of each
     assert all(serial not in {t[3] for t in simulator.snapshot()["assignments"] if t[0] == adam} for adam in adams)
     [digest] = alerts(host)[1:]
@@ -449,13 +457,7 @@ def license_alerts_are_written_as_plain_rows(make: Any, simulator: Any, smtp: An
     from plugins.alerts.models import AlertDelivery, AlertMessage
 
     serial = "PLAIN0000001"
-    adams = [simulator.purchase(count=2)[0] for _ in range(5)]
-    for adam in adams:
-        simulator.assign_in_portal(adam, serial_number=serial)
-    host = make(smtp.config() + "low_licenses = 2\n")
-    assert sync(host)["status"] == "ok"  # five assets with 1 of 2 licenses left: one digest
-    assert deliver_due(host)["sent"] == 1
-    add_device(host, serial, "iOS")
+    host, _ = five_low_assets_on_one_device(make, simulator, smtp, serial)
     built: list[str] = []
 
     def note(target: Any, *_args: Any) -> None:

@@ -118,3 +118,26 @@ def commands(host: Host, serial: str | None = None) -> list[dict[str, Any]]:
         return [c for c in list_commands(host, serial) if c["request_type"] == "InstallApplication"]
     except NotFound:
         return []
+
+
+def removed_while_licensed(host: Host, sim: Any, monkeypatch: pytest.MonkeyPatch, *, then_apple_delay: float | None = None) -> tuple[dict[str, Any], str]:
+    """An asset and a free device of it enrolled on ``host``, which the admin removes while an
+    install asks Apple for its license (``VppPort.associate``); ``then_apple_delay``: Apple is
+    that slow to carry out what follows (the reclaim). Returns the asset and the serial."""
+    from mdm_core.inventory import add_device, remove_device
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    asset = fixed_assets(sim)[0]
+    [serial] = free_serials(sim, asset["adamId"])[:1]
+    add_device(host, serial, "iOS")
+    real = VppPort.associate
+
+    def associate(port: Any, *args: Any, **kwargs: Any) -> Any:
+        remove_device(host, serial)
+        result = real(port, *args, **kwargs)
+        if then_apple_delay is not None:
+            sim.state.async_delay = then_apple_delay
+        return result
+
+    monkeypatch.setattr(VppPort, "associate", associate)
+    return asset, serial

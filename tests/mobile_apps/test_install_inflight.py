@@ -21,7 +21,7 @@ from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.models import Install
 from plugins.mobile_apps.vpp_port import VppPort
 
-from .conftest import app_id, commands, fixed_assets, free_serials, holders
+from .conftest import app_id, commands, fixed_assets, free_serials, holders, removed_while_licensed
 
 
 def test_mobile_apps_0006_installs_keep_their_rows_with_no_request_mark(project_dir, monkeypatch, capsys, database_url):
@@ -151,20 +151,10 @@ def test_a_device_removed_while_apple_licenses_it_gives_its_license_back(on_both
     removal's reclaim ran before Apple granted it, and the request only recorded the install
     failed, so the license stayed at Apple, held by a device this MDM no longer has, until
     someone reclaimed it by hand. The request now gives it back at once and says so."""
-    from mdm_core.inventory import remove_device
     from plugins.mobile_apps.reclaims import list_reclaims
 
     host, mdm = on_both
-    a = fixed_assets(simulator)[0]
-    [serial] = free_serials(simulator, a["adamId"])[:1]
-    add_device(host, serial, "iOS")
-    real = VppPort.associate
-
-    def associate(port, *args, **kwargs):  # the admin unenrols the device as the request asks Apple
-        remove_device(host, serial)
-        return real(port, *args, **kwargs)
-
-    monkeypatch.setattr(VppPort, "associate", associate)
+    a, serial = removed_while_licensed(host, simulator, monkeypatch)  # the admin unenrols the device as the request asks Apple
     [line] = install(host, app_id(host, a["adamId"]), serials=[serial]).as_dicts()
 
     assert (

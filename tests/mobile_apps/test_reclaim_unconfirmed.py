@@ -7,30 +7,19 @@ import time
 
 import pytest
 
-from mdm_core.inventory import add_device, remove_device
+from mdm_core.inventory import add_device
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.request import install
 from plugins.mobile_apps.reclaims import list_reclaims, reclaim_result
-from plugins.mobile_apps.vpp_port import VppPort
 
-from .conftest import app_id, fixed_assets, free_serials, holders
+from .conftest import app_id, fixed_assets, holders, removed_while_licensed
 
 
 @pytest.mark.slow
 def test_a_license_of_a_device_removed_while_licensed_is_asked_back_until_apple_confirms(on_both, simulator, monkeypatch):
     host, _ = on_both
-    a = fixed_assets(simulator)[0]
-    [serial] = free_serials(simulator, a["adamId"])[:1]
-    add_device(host, serial, "iOS")
-    real = VppPort.associate
-
-    def associate(port, *args, **kwargs):  # the admin unenrols the device as the request asks Apple
-        remove_device(host, serial)
-        result = real(port, *args, **kwargs)
-        simulator.state.async_delay = 30.0  # Apple is slow to carry out the reclaim that follows
-        return result
-
-    monkeypatch.setattr(VppPort, "associate", associate)
+    # the admin unenrols the device as the request asks Apple; Apple is slow to carry out the reclaim that follows
+    a, serial = removed_while_licensed(host, simulator, monkeypatch, then_apple_delay=30.0)
     [line] = install(host, app_id(host, a["adamId"]), serials=[serial]).as_dicts()
     assert line["status"] == "refused" and "given back" not in line["message"], line
     assert "Apple was asked to take its license back (not confirmed yet" in line["message"], line
