@@ -17,12 +17,14 @@ from mdm_core.db.typed import values_of
 from mdm_core.errors import describe
 from mdm_core.models import Device, MdmUser, OutboxEvent, SubscriberFailure
 
+from . import schemas
 from .access import SignInRefused, admin_epoch, end_sessions, sign_in
 from .app import HERE, current_principal, safe_next
 from .helpers import WebError, host_of, principal_of, redirect, render, rest_router, row_id
 from .once import form_once, new_form_id
 from .paging import PAGE_SIZE, Cursor, Limit, Page, json_bytes, keyset, numbered, search
 from .registry import WebRegistry
+from .schemas import page_of, row_model
 from .wording import with_error_reworded
 
 log = logging.getLogger(__name__)
@@ -187,32 +189,32 @@ def api_router() -> APIRouter:
     """``/api/v1`` routes of the core."""
     router = rest_router(tags=["core"])
 
-    @router.get("/me")
+    @router.get("/me", response_model=schemas.Me)
     def me(request: Request) -> dict[str, Any]:
         """Who the token or session belongs to, and its role."""
         p = request.state.principal
         return {"name": p.name, "role": p.role, "kind": p.kind}
 
-    @router.get("/devices")
+    @router.get("/devices", response_model=page_of(row_model(Device, "Device")))
     def api_devices(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Enrolled devices (as ``mdm devices list --json``), by serial number."""
         with host_of(request).db.session() as session:
             page = keyset(session, select(Device), [Device.serial_number], limit=limit, cursor=cursor)
         return {"items": [values_of(r[0]) for r in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/users")
+    @router.get("/users", response_model=page_of(row_model(MdmUser, "MdmUser")))
     def api_users(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """MDM users (as ``mdm users list --json``), by id."""
         with host_of(request).db.session() as session:
             page = keyset(session, select(MdmUser), [MdmUser.id], limit=limit, cursor=cursor)
         return {"items": [values_of(r[0]) for r in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/events")
+    @router.get("/events", response_model=page_of(schemas.Event))
     def api_events(request: Request, name: str = "", limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Events of the outbox, newest first (``name``: one kind only)."""
         return events_page(host_of(request), name, limit, cursor).as_json()
 
-    @router.get("/events/failures")
+    @router.get("/events/failures", response_model=page_of(row_model(SubscriberFailure, "SubscriberFailure")))
     def api_failures(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Deliveries a subscriber refused, newest first (deliver one again with POST .../redeliver)."""
         page = failures_page(host_of(request), limit, cursor)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Request
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import QueryParams
@@ -55,12 +56,18 @@ class CliJsonRoute(APIRoute):
     by ``mdm_core.output.to_jsonable`` (datetimes as ``isoformat()``, ``+00:00``), as ``mdm
     ... --json`` does, never re-serialized through a response model inferred from the return
     annotation (pydantic writes ``Z``) nor FastAPI's generic encoder (ten times slower on a
-    page of 1,000 rows). A ``Response`` the endpoint returns goes out as it is."""
+    page of 1,000 rows). A ``response_model`` given (``schemas``) only documents the body. A
+    ``Response`` the endpoint returns goes out as it is."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        status = kwargs.get("status_code") or 200
+        model = kwargs.get("response_model")
+        if model is not None and not isinstance(model, DefaultPlaceholder):  # documented only: the body stays the CLI's JSON
+            responses = dict(kwargs.get("responses") or {})
+            responses[status] = {"model": model, **responses.get(status, {})}
+            kwargs["responses"] = responses
         kwargs["response_model"] = None
         kwargs["openapi_extra"] = (kwargs.get("openapi_extra") or {}) | {REFUSES_EMPTY: True}  # what get_route_handler checks
-        status = kwargs.get("status_code") or 200
         super().__init__(path, _answering_cli_json(endpoint, status), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -93,7 +93,8 @@ def _amend(method: str, operation: dict[str, Any], *, refuses_empty: bool) -> No
     refusals = dict(REFUSALS)
     if any(p.get("name") == "cursor" and p.get("in") == "query" for p in params):
         ok = responses.setdefault("200", {"description": "Successful Response"})
-        ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
+        if "$ref" not in ok.get("content", {}).get("application/json", {}).get("schema", {}):  # a list without its rows' model (schemas.page_of)
+            ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
         refusals["400"] = "the cursor is not one this list gave"
     if "requestBody" in operation:
         refusals["400"] = "the body is not JSON"

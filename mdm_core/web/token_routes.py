@@ -21,6 +21,8 @@ from .models import ROLES, ApiToken
 from .once import check_form_id, new_form_id, run_form
 from .paging import Cursor, Limit, keyset, numbered
 from .registry import WebRegistry
+from .schemas import ApiToken as ApiTokenRow
+from .schemas import page_of
 
 PAGE = "/api-tokens"
 #: the session key of the create forms (their ``form_id``) already used
@@ -135,7 +137,7 @@ def api_router() -> APIRouter:
     """``/api/v1/api-tokens``: list (never hashes nor tokens) and revoke; no create (see the module)."""
     router = rest_router(tags=["core"])
 
-    @router.get("/api-tokens")
+    @router.get("/api-tokens", response_model=page_of(ApiTokenRow))
     def api_tokens(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """API tokens, the revoked ones too, by name then age, as ``mdm api-tokens list --json``."""
         with host_of(request).db.session() as session:

@@ -24,7 +24,10 @@ from mdm_core.web.helpers import WebError, host_of, json_object, redirect, rende
 from mdm_core.web.once import form_once, new_form_id
 from mdm_core.web.openapi import json_body, one_of
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, Page, keyset
+from mdm_core.web.schemas import page_of
 from mdm_core.web.wording import for_request
+
+from .api_models import Alert
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -187,7 +190,7 @@ def api_router() -> APIRouter:
     """``/api/v1/alerts``: as ``mdm alerts list --json``."""
     router = rest_router(prefix="/alerts", tags=["alerts"])
 
-    @router.get("")
+    @router.get("", response_model=page_of(Alert))
     def api_alerts(request: Request, status: str | None = one_of(_statuses()), limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Recorded alerts, newest first, each with its delivery through each channel (``pending``,
         ``sent``, ``failed``, attempts, last error); ``status``: only alerts with a delivery in

@@ -26,8 +26,10 @@ from mdm_core.web.helpers import WebError, host_of, json_object, render, rest_ro
 from mdm_core.web.once import form_once, new_form_id
 from mdm_core.web.openapi import json_body, one_of
 from mdm_core.web.paging import Cursor, Limit, keyset, numbered, search
+from mdm_core.web.schemas import page_of, row_model
 from mdm_core.web.wording import for_request, with_error_reworded
 
+from . import api_models
 from .accounts import unknown_account
 from .catalog import APP_KINDS, APP_ORDER, APP_PLATFORMS, APP_STATES, app_dict, apps_query
 from .installs.commands import INSTALL_STATUSES, installs_query
@@ -270,7 +272,7 @@ def api_router() -> APIRouter:
     """``/api/v1/apps``: as ``mdm apps list --json`` and ``mdm apps install --json``."""
     router = rest_router(prefix="/apps", tags=["mobile_apps"])
 
-    @router.get("")
+    @router.get("", response_model=page_of(api_models.App))
     def api_apps(
         request: Request,
         platform: str | None = Query(None, description=f"{', '.join(sorted(set(APP_PLATFORMS.values())))} (in any case; iPadOS is iOS)"),
@@ -286,7 +288,7 @@ def api_router() -> APIRouter:
             page = keyset(session, apps_query(platform, kind, state), APP_ORDER, limit=limit, cursor=cursor)
         return {"items": [app_dict(a, m) for a, m in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/installs")
+    @router.get("/installs", response_model=page_of(row_model(Install, "Install")))
     def api_installs(request: Request, status: str | None = one_of(INSTALL_STATUSES), limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Recorded installs, newest first: queued, pending (Apple has not confirmed) or failed."""
         with host_of(request).db.session() as session:

@@ -34,9 +34,10 @@ from mdm_core.web.helpers import WebError, chosen, host_of, json_object, redirec
 from mdm_core.web.once import check_form_id, form_once, new_form_id, run_form
 from mdm_core.web.openapi import json_body
 from mdm_core.web.paging import PAGE_SIZE, Cursor, Limit, keyset, numbered, search
+from mdm_core.web.schemas import page_of
 from mdm_core.web.wording import for_request, with_error_reworded
 
-from . import token_state, views
+from . import api_models, token_state, views
 from .accounts import (
     ClaimedByOtherMdm,
     SyncRunning,
@@ -686,7 +687,7 @@ def api_router() -> APIRouter:
     def account_filter(host: Host, account: str | None) -> int | None:
         return None if account is None else _account(host, account).id
 
-    @router.get("/accounts")
+    @router.get("/accounts", response_model=page_of(api_models.Account))
     def api_accounts(request: Request, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """The accounts (never their tokens), as ``mdm vpp account list --json``, by name."""
         host = host_of(request)
@@ -694,7 +695,7 @@ def api_router() -> APIRouter:
             page = keyset(session, select(VppAccount), [VppAccount.name], limit=limit, cursor=cursor)
         return {"items": [_api_account(request, a) for a in describe_accounts(host, [a for (a,) in page.items])], "next_cursor": page.next_cursor}
 
-    @router.get("/accounts/{name}")
+    @router.get("/accounts/{name}", response_model=api_models.Account)
     def api_account(request: Request, name: str) -> dict[str, Any]:
         """One account."""
         host = host_of(request)
@@ -807,7 +808,7 @@ def api_router() -> APIRouter:
         run_id = start_sync(request, name, full, "api")
         return JSONResponse({"id": run_id, "account": name, "status": "running", "run": f"/api/v1/vpp/runs/{run_id}"}, status_code=202)
 
-    @router.get("/runs")
+    @router.get("/runs", response_model=page_of(api_models.Run))
     def api_runs(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Sync runs, newest first, as ``mdm vpp runs --json``."""
         from .sync.run import run_rows, runs_query
@@ -820,12 +821,12 @@ def api_router() -> APIRouter:
             page = keyset(session, query, [VppSyncRun.id], limit=limit, cursor=cursor, descending=True)
             return {"items": [with_error_reworded(request, r) for r in run_rows(host, page.items)], "next_cursor": page.next_cursor}
 
-    @router.get("/runs/{run_id}")
+    @router.get("/runs/{run_id}", response_model=api_models.Run)
     def api_run(request: Request, run_id: int = row_id()) -> dict[str, Any]:
         """One sync run: ``status`` is ``running`` until it ends (``ok``, ``error``)."""
         return with_error_reworded(request, get_run(host_of(request), run_id))  # its error's advice in the API's words
 
-    @router.get("/assets")
+    @router.get("/assets", response_model=page_of(api_models.Asset))
     def api_assets(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """Assets with their counts, as ``mdm vpp assets --json``."""
         host = host_of(request)
@@ -834,7 +835,7 @@ def api_router() -> APIRouter:
             page = keyset(session, query, views.ASSET_KEY, limit=limit, cursor=cursor)
         return {"items": [views.asset_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/assets/{adam_id}/history")
+    @router.get("/assets/{adam_id}/history", response_model=page_of(api_models.AssetCount))
     def api_history(
         request: Request,
         adam_id: str,
@@ -852,7 +853,7 @@ def api_router() -> APIRouter:
             page = keyset(session, views.asset_history_query(acc.id, adam_id, asset.pricing_param), [VppAssetCount.id], limit=limit, cursor=cursor)
         return {"items": [views.history_row(r) for (r,) in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/licenses")
+    @router.get("/licenses", response_model=page_of(api_models.License))
     def api_licenses(
         request: Request,
         account: str | None = None,
@@ -871,7 +872,7 @@ def api_router() -> APIRouter:
             page = keyset(session, query, views.LICENSE_KEY, limit=limit, cursor=cursor)
         return {"items": [views.license_row(*r) for r in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/users")
+    @router.get("/users", response_model=page_of(api_models.VppUser))
     def api_users(request: Request, account: str | None = None, limit: int = Limit, cursor: str | None = Cursor) -> dict[str, Any]:
         """VPP users, as ``mdm vpp users --json``."""
         host = host_of(request)

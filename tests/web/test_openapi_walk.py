@@ -63,13 +63,38 @@ def problems(document: dict[str, Any], schema: dict[str, Any], value: Any, where
     return found
 
 
+def rows_of(document: dict[str, Any], schema: dict[str, Any], body: Any) -> tuple[set[str], list[dict[str, Any]]]:
+    """The fields ``schema`` documents of a row, and the rows of ``body``: a page's items, or the body itself."""
+    schema = _resolve(document, schema)
+    properties = schema.get("properties", {})
+    if set(properties) == {"items", "next_cursor"}:
+        return set(_resolve(document, properties["items"].get("items", {})).get("properties", {})), body["items"]
+    return set(properties), [body]
+
+
 def _cases(school: Host, client: Any, admin: dict[str, str]) -> dict[tuple[str, str], list[Case]]:
     """Requests of every operation, on ``school`` (synced, a device enrolled, a failed delivery)."""
+    from mdm_core import hookimpl, inventory
     from mdm_core.models import Device
+    from plugins.mobile_apps.installs.request import install
+
+    from .test_paging import _alerts
 
     with school.db.session() as session:
         session.add(Device(serial_number="WALK0001", platform="iOS"))
         session.commit()
+    inventory.add_users(school, [inventory.UserRow("walk-user", "walk@school.example", None, None)])
+
+    class Grumpy:  # refuses device enrolments: a failed delivery to list
+        @hookimpl
+        def mdm_device_enrolled(self, host: Host, event: Any) -> None:
+            raise RuntimeError("no")
+
+    school.pm.register(Grumpy(), name="grumpy")
+    inventory.add_devices(school, [inventory.DeviceRow(s, "iOS", None, None, None) for s in ("WALK0002", "WALK0003")])
+    school.deliver_events()
+    school.pm.unregister(name="grumpy")
+    _alerts(school)
 
     def first(path: str, key: str) -> Any:
         return client.get(path, headers=admin).json()["items"][0][key]
@@ -77,6 +102,7 @@ def _cases(school: Host, client: Any, admin: dict[str, str]) -> dict[tuple[str, 
     run, adam = first("/api/v1/vpp/runs", "id"), first("/api/v1/vpp/assets", "adamId")
     apps = client.get("/api/v1/apps", headers=admin).json()["items"]
     app = next(a["id"] for a in apps if a["kind"] == "app" and a["deviceAssignable"] and a["availableCount"] and a["platform"] == "iOS")  # WALK0001 can get
+    install(school, str(app), serials=["WALK0003"])  # an install to list
     lists = ["/devices", "/users", "/events", "/events/failures", "/api-tokens", "/vpp/accounts", "/vpp/runs", "/vpp/assets"]
     lists += ["/vpp/licenses", "/vpp/users", "/apps", "/apps/installs", "/alerts"]
     cases: dict[tuple[str, str], list[Case]] = {("get", f"/api/v1{p}"): [(f"/api/v1{p}", {}), (f"/api/v1{p}", {"params": {"cursor": "x"}})] for p in lists}
@@ -118,6 +144,8 @@ def test_every_operation_answers_as_its_document_says(school: Host, client: Any)
     operations = {(m, p) for p, item in document["paths"].items() for m in item}
     assert operations == set(cases), ("not walked", sorted(operations - set(cases)), "not in the document", sorted(set(cases) - operations))
     seen: dict[tuple[str, str], set[int]] = {}
+    described: dict[str, set[str]] = {}  # GET path -> the fields its 200 documents of a row (of a page's items, or the body)
+    given: dict[str, set[str]] = {}  # ... and those its answers held
     for (method, path), requests in sorted(cases.items()):
         responses = document["paths"][path][method]["responses"]
         for sent, arguments in requests:
@@ -127,9 +155,16 @@ def test_every_operation_answers_as_its_document_says(school: Host, client: Any)
             assert documented is not None, (method, sent, status, sorted(responses))
             schema = documented["content"]["application/json"]["schema"]
             assert problems(document, schema, response.json()) == [], (method, sent, status, response.text[:300])
+            if method == "get" and status == "200":
+                fields, rows = rows_of(document, schema, response.json())
+                described[path] = fields
+                given.setdefault(path, set()).update(k for row in rows for k in row)
             seen.setdefault((method, path), set()).add(response.status_code)
             if path.endswith("/sync") and response.status_code == 202:
                 _finished(client, admin, response.json()["run"])
+    gets = {p for m, p in operations if m == "get" and p != "/api/v1/openapi.json"}
+    assert {p for p in gets if not described.get(p)} == set(), "a GET documented as a bare JSON object: give it a response_model (mdm_core.web.schemas)"
+    assert {p: described[p] - given.get(p, set()) for p in gets if described[p] - given.get(p, set())} == {}, "documented fields no answer held"
     answered = {op for op, statuses in seen.items() if any(s < 300 for s in statuses)}
     refused_only = {("post", "/api/v1/events/failures/{failure_id}/redeliver"), ("post", "/api/v1/vpp/accounts"), ("delete", "/api/v1/vpp/accounts/{name}")}
     assert answered == operations - refused_only, sorted(operations - refused_only - answered)  # a success of every other operation
