@@ -74,6 +74,8 @@ NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
 ALREADY = "released already at Apple (error {number}): nothing was left to take back"
 #: the same, known from the mirror without asking Apple again
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
+#: a removed user's revoke whose licenses are released, its VPP user not retired yet
+NOT_RETIRED = "its licenses are released at Apple; its VPP user could not be retired yet: asking again later"
 
 
 def irrevocable_assets(host: Host, licenses: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
@@ -195,10 +197,14 @@ def process(
             host.db.run_write(partial(_update, host, rows=gone, status="canceled", error=BACK[kind], event_ids=[], retry=s.reclaim_retry))
     rows = [r for r in rows if r.id not in back]
     known = _known_released(host, rows)
-    if released := [r for r in rows if r.id in known]:
+    unretired = _retire_released(host, [r for r in rows if r.id in known and r.adam_id == ALL and r.kind == "user"], trouble)
+    if unretired:  # its licenses are released: only its VPP user is left to retire, asked again later
+        host.db.run_write(partial(_update, host, rows=unretired, status=None, error=NOT_RETIRED, event_ids=[], retry=s.reclaim_retry))
+        counts["pending"] += len(unretired)
+    if released := [r for r in rows if r.id in known and r not in unretired]:
         host.db.run_write(partial(_update, host, rows=released, status="done", error=ALREADY_MIRRORED, event_ids=[], retry=s.reclaim_retry))
         counts["done"] += sum(1 for r in released if r.adam_id != ALL)
-    rows = [r for r in rows if r not in released]
+    rows = [r for r in rows if r not in released and r not in unretired]
     revokes = [r for r in rows if r.adam_id == ALL]
     covered = {(r.account, r.kind, r.target) for r in revokes}
     groups: dict[tuple[str, str], list[Reclaim]] = {}
@@ -248,8 +254,8 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     """Ids of the pending reclaims an earlier attempt asked Apple for (its events recorded) whose
     licenses the mirror no longer holds: Apple took them back after that attempt stopped
     following it (a notification or a sync told the mirror), and asking again would only be
-    answered 9610. A device's revoke is known done when every license it rode for is; a user's
-    is asked again (its VPP user is retired after it)."""
+    answered 9610. A removal's revoke is known done when every license it rode for is (a
+    user's is then not asked again either: :func:`_retire_released` retires its VPP user)."""
     port = VppPort(host)
     gone: set[int | None] = set()
     for row in rows:
@@ -258,11 +264,26 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
             if not any(lic["pricingParam"] == row.pricing_param for lic in port.licenses(account=row.account, adam_id=row.adam_id, **where)):
                 gone.add(row.id)
     for row in rows:
-        if row.adam_id == ALL and row.kind == "device" and row.event_ids:
+        if row.adam_id == ALL and row.event_ids:
             riders = [r for r in rows if r.adam_id != ALL and r.reason in REMOVALS and (r.account, r.kind, r.target) == (row.account, row.kind, row.target)]
-            if riders and all(r.id in gone for r in riders):
+            if (riders and all(r.id in gone for r in riders)) or row.last_error == NOT_RETIRED:  # (its riders done before)
                 gone.add(row.id)
     return gone
+
+
+def _retire_released(host: Host, revokes: list[Reclaim], trouble: int) -> list[Reclaim]:
+    """Retire the VPP users of these removed users' revokes, whose licenses the mirror shows
+    released (:func:`_known_released`): the revoke is not sent again (it was, every attempt),
+    only the retirement that follows it, unless the mirror shows the user retired already.
+    Returns the revokes whose VPP user could not be retired yet."""
+    left: list[Reclaim] = []
+    for account in sorted({r.account for r in revokes}):
+        check_held()
+        group = [r for r in revokes if r.account == account]
+        live = {u["clientUserId"] for u in VppPort(host).users(account) if u["status"] in LIVE_USERS}
+        failed = set(_retire(host, account, [r.target for r in group if r.target in live], trouble))
+        left += [r for r in group if r.target in failed]
+    return left
 
 
 def _back_in_inventory(session: Session, rows: list[Reclaim]) -> set[int | None]:

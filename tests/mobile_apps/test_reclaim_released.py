@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from mdm_core.inventory import add_device, remove_device
+from mdm_core.inventory import add_device, add_user, remove_device, remove_user
 from mdm_core.models import utcnow
 from plugins.mobile_apps.jobs import reclaim_job
 from plugins.mobile_apps.models import Reclaim
@@ -20,21 +20,42 @@ from plugins.mobile_apps.vpp_port import VppPort
 from .conftest import fixed_assets, holders, sync
 
 
-def _removed_while_apple_is_slow(host, simulator) -> str:
-    """A device holding a license of asset 0, removed while Apple takes longer than the removal
-    waits: its revoke is left pending, then Apple carries it out."""
+def _removed_while_apple_is_slow(host, simulator, kind: str = "device") -> str:
+    """A device (or a user, Associated) holding a license of asset 0, removed while Apple takes
+    longer than the removal waits: its revoke is left pending, then Apple carries it out."""
     a = fixed_assets(simulator)[0]
-    serial = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[0]
-    add_device(host, serial, "iOS")
+    known = simulator.state.device_serials() if kind == "device" else simulator.state.user_ids("Associated")
+    target = sorted(t for t in holders(simulator, a["adamId"]) if t in known)[0]
+    if kind == "device":
+        add_device(host, target, "iOS")
+    else:
+        add_user(host, target)
     simulator.state.async_delay = 30.0  # longer than the removal's one quick attempt follows it
-    remove_device(host, serial)
-    assert {r["status"] for r in list_reclaims(host) if r["target"] == serial} == {"pending"}
+    (remove_device if kind == "device" else remove_user)(host, target)
+    assert {r["status"] for r in list_reclaims(host) if r["target"] == target} == {"pending"}
     simulator.state.async_delay = 0.0
     with simulator.state.lock:
         simulator.state.process_due(now=time.monotonic() + 60)  # Apple carries the revoke out
-    assert serial not in holders(simulator, a["adamId"])
+    assert target not in holders(simulator, a["adamId"])
+    _due_now(host)
+    return target
+
+
+def _due_now(host) -> None:
     host.db.run_write(lambda s: s.execute(update(Reclaim).values(next_attempt_at=utcnow() - timedelta(seconds=1))))
-    return serial
+
+
+def _revokes_asked(monkeypatch) -> list[list[str]]:
+    """The targets of each revoke asked of Apple from now on (the call still goes through)."""
+    asked: list[list[str]] = []
+    real = VppPort.revoke
+
+    def revoke(port, account, **kwargs):
+        asked.append([*kwargs["serial_numbers"], *kwargs["client_user_ids"]])
+        return real(port, account, **kwargs)
+
+    monkeypatch.setattr(VppPort, "revoke", revoke)
+    return asked
 
 
 @pytest.mark.slow
@@ -62,14 +83,7 @@ def test_a_revoke_the_mirror_shows_done_is_not_asked_again(on_both, simulator, m
     host, _ = on_both
     serial = _removed_while_apple_is_slow(host, simulator)
     sync(host)  # the mirror learns the license is gone
-    asked: list[list[str]] = []
-    real = VppPort.revoke
-
-    def revoke(port, account, **kwargs):
-        asked.append(list(kwargs["serial_numbers"]))
-        return real(port, account, **kwargs)
-
-    monkeypatch.setattr(VppPort, "revoke", revoke)
+    asked = _revokes_asked(monkeypatch)
     counts = reclaim_job(host)
     assert asked == [] and counts["failed"] == 0, (asked, counts)
     rows = [r for r in list_reclaims(host, everything=True) if r["target"] == serial]
@@ -119,3 +133,27 @@ def test_a_take_back_apple_answers_released_already_leaves_the_mirror_at_once(on
     sync(host)
     assert sorted(_disassociated(host, serial)) == sorted(held)  # what the take-back dropped is not announced again
     assert _assigned(port, a["adamId"]) == assigned - 1
+
+
+@pytest.mark.slow
+def test_a_removed_users_revoke_the_mirror_shows_done_is_not_sent_again(on_both, simulator, monkeypatch):
+    """A removed user's revoke Apple carried out after the removal stopped waiting, the mirror
+    told (a sync): the job sent the revoke again at every attempt, though the mirror showed its
+    licenses released. It now only retires the VPP user, which the revoke was waiting for."""
+    host, _ = on_both
+    user = _removed_while_apple_is_slow(host, simulator, "user")
+    sync(host)  # the mirror learns the licenses are gone
+    _due_now(host)
+    asked = _revokes_asked(monkeypatch)
+    simulator.faults.add("server_error", endpoint="users/retire", status=503, retry_after=0)  # Apple cannot retire it yet
+    counts = reclaim_job(host)
+    assert asked == [] and counts["pending"] == 1, (asked, counts)
+    [revoke_row] = [r for r in list_reclaims(host) if r["target"] == user]
+    assert revoke_row["adam_id"] == "*" and "could not be retired yet" in revoke_row["last_error"], revoke_row
+    simulator.faults.clear()
+    _due_now(host)
+    counts = reclaim_job(host)
+    assert asked == [] and counts["failed"] == 0 and counts["pending"] == 0, (asked, counts)
+    rows = [r for r in list_reclaims(host, everything=True) if r["target"] == user]
+    assert {r["status"] for r in rows} == {"done"}, rows
+    assert simulator.state.user(user)["status"] == "Retired"  # what the revoke was kept pending for
