@@ -285,7 +285,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
         by_account: dict[str, list[Asset]] = {a["name"]: [] for a in accounts}
         for asset in assets:
             by_account.setdefault(asset["account"], []).append(asset)
-        names = license_names(host, assets, by_account)
+        names = license_names(host, by_account)
 
         def work(session: Session) -> None:
             nonlocal queued

@@ -161,7 +161,7 @@ def _license_counts(host: Host, event: Event) -> None:
     from .store import license_counts, on_event
 
     p = cast("AssetsPayload", event.payload)
-    names = license_names(host, p["assets"], [p["account"]])  # those that may alert: not every asset's
+    names = license_names(host, {p["account"]: p["assets"]})  # those whose level changes: not every asset's
     on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
 
 

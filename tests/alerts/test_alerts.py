@@ -339,8 +339,10 @@ def test_an_assets_event_reads_and_locks_the_states_of_its_own_assets_only(alert
     reads: list[Any] = []
 
     def look(_conn, _cursor, statement, parameters, *_args):
-        states = "alerts_subject.state" in statement  # the states (not the names' question: which are recorded low)
-        if statement.lstrip().upper().startswith("SELECT") and "FROM alerts_subject" in statement and "alerts_subject.kind =" in statement and states:
+        values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+        # the assets' states (not the names' question: the account's recorded ones)
+        keyed = any(str(k).startswith("licenses:") for v in values for k in (v if isinstance(v, list) else [v]))
+        if statement.lstrip().upper().startswith("SELECT") and "FROM alerts_subject" in statement and "alerts_subject.kind =" in statement and keyed:
             reads.append(parameters)
 
     loaded: list[str] = []

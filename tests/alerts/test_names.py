@@ -191,3 +191,36 @@ def test_an_incremental_sync_asks_the_names_of_the_assets_that_may_alert_alone(a
     assert sync(host)["status"] == "ok"
     assert asked == [scarce]  # recorded low, now back to normal: its all-clear names it too
     assert alerts(host)[1]["title"] == f"Licenses of Atlas Kids (adamId {scarce}, STDQ, App) in account 'school' are available again"
+
+
+def test_an_asset_staying_low_is_not_named_again(alerts_host, simulator):
+    """An asset already alerted low whose counts move but stay low alerts nothing: the alerts
+    ask ``mdm_app_names`` for the assets whose level changes alone (an incremental sync's event
+    names the ~80 low assets of a school whose counts moved; ~3 of them change level). The one
+    that runs out is still named in its alert."""
+    from mdm_core import hookimpl
+
+    low, _ = simulator.purchase(count=10)
+    running_out, _ = simulator.purchase(count=10)
+    name_asset(simulator, running_out, "Atlas Kids")
+    host = alerts_host(f"low_licenses = 0\n\n[alerts.low_licenses_per_asset]\n{low} = 5\n{running_out} = 5\n")  # the others: never low
+    assert sync(host)["status"] == "ok" and refresh_metadata(host)["found"] >= 1
+    for n in range(6):  # both low: 4 of 10 left
+        simulator.assign_in_portal(low, serial_number=f"PORTAL{n:06d}")
+        simulator.assign_in_portal(running_out, serial_number=f"PORTAL{n + 10:06d}")
+    assert sync(host)["status"] == "ok" and len(alerts(host)) == 2  # one alert each
+    asked: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
+            asked.extend(adam_ids)
+            return {}
+
+    host.pm.register(Counting(), name="counting_names")
+    simulator.assign_in_portal(low, serial_number="PORTAL000020")  # 3 of 10 left: still low
+    for n in range(21, 25):  # none left
+        simulator.assign_in_portal(running_out, serial_number=f"PORTAL{n:06d}")
+    assert sync(host)["status"] == "ok"
+    assert asked == [running_out]
+    assert alerts(host)[-1]["title"].startswith("No licenses left of Atlas Kids")
