@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from mdm_core.db.bulk import one_of
 from mdm_core.db.typed import table_of
 from mdm_core.errors import describe, one_line
 
@@ -75,9 +76,10 @@ def license_names(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> dict
     transaction leaves an app told by adamId, named when its alert is sent (:func:`name_due`)."""
     limits = thresholds(settings(host))
     subjects = table_of(AlertSubject)
-    query = select(subjects.c.subject, subjects.c.state).where(subjects.c.kind == "licenses", subjects.c.account.in_(sorted(by_account)))
+    of_accounts = one_of(subjects.c.account, "accounts", not host.db.is_sqlite)  # PostgreSQL: one array parameter
+    query = select(subjects.c.subject, subjects.c.state).where(subjects.c.kind == "licenses", of_accounts)
     with host.db.reading() as conn:
-        recorded: dict[str, str] = {str(subject): str(state) for subject, state in conn.execute(query)}
+        recorded: dict[str, str] = {str(subject): str(state) for subject, state in conn.execute(query, {"accounts": sorted(by_account)})}
     ids: set[str] = set()
     for account, assets in by_account.items():
         for asset in assets:
