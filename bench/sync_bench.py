@@ -351,6 +351,14 @@ def phase_line(phases: dict[str, list[float]], replay_cpu: float) -> str:
     return f"CPU by phase (calls): {'; '.join(parts)}; the replay's CPU {replay_cpu:.3f} s"
 
 
+def thread_line(threads: dict[str, list[float]], cpu: float) -> str:
+    """A sync's CPU by thread (``--phases``): the main thread's, each group's (threads of one
+    pool or kind), and what neither accounts for of the process's CPU."""
+    parts = [f"{group} {seconds:.3f} s" + (f" ({int(n)} threads)" if n > 1 else "") for group, (n, seconds) in threads.items()]
+    rest = cpu - sum(seconds for _, seconds in threads.values())
+    return f"CPU by thread: {'; '.join(parts)}; unaccounted {rest:.3f} s of the process's {cpu:.3f} s"
+
+
 def with_simulator_cpu(sim: Sim, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``measure()``'s result with ``sim_cpu``: the simulator's CPU seconds meanwhile (None where
     /proc cannot tell). The simulator shares the machine's cores with the sync: on 2 cores, a
@@ -501,6 +509,8 @@ def run_size(label: str, args: argparse.Namespace, root: Path, pg: PgServer | No
                 )
                 if r.get("phases"):
                     say(f"[{label}] {site.label}: {phase_line(r['phases'], fl['cpu'])}")
+                if r.get("threads"):
+                    say(f"[{label}] {site.label}: {thread_line(r['threads'], r['cpu'])}")
         for site in sites:  # each change's figures: its median round (by the ratio to its floor)
             for name in {n for n, _ in changes}:
                 rounds = sorted(site.results[f"rounds_{name}"], key=lambda x: round_ratio(x))

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import resource
 import sqlite3
 import sys
@@ -399,6 +400,63 @@ class PhaseMeter:
         return {label: [int(n), round(t, 4)] for label, (n, t) in self.figures.items()}
 
 
+def thread_group(name: str) -> str:
+    """A thread's name without its number (``vpp-page_3`` -> ``vpp-page``; ``Thread-7 (run)``
+    -> ``Thread (run)``): the threads of one pool or one kind counted together."""
+    return re.sub(r"[-_]\d+", "", name)
+
+
+class ThreadMeter:
+    """The CPU time (``time.thread_time``) of each thread, from its start to its end or to
+    :meth:`stop`, the threads grouped by name (:func:`thread_group`): which of the main thread,
+    the page readers, the staging writer, the heartbeat... spends what the phases leave out.
+    The main thread's is counted from the meter's start; threads started before it (none in a
+    sync worker) are not counted, and show in the process's CPU alone."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spent: dict[str, list[float]] = {}  # group -> [threads, CPU seconds]
+        self.live: dict[int, tuple[threading.Thread, float]] = {}  # ident -> (thread, its CPU at its start)
+        self.main = time.thread_time()
+        self.original = threading.Thread.run
+        meter, original = self, self.original
+
+        def run(thread: threading.Thread) -> None:
+            started = time.thread_time()
+            with meter.lock:
+                meter.live[threading.get_ident()] = (thread, started)
+            try:
+                original(thread)
+            finally:
+                meter._add(thread.name, time.thread_time() - started, threading.get_ident())
+
+        threading.Thread.run = run  # type: ignore[method-assign]
+
+    def _add(self, name: str, seconds: float, ident: int | None) -> None:
+        with self.lock:
+            if ident is not None and self.live.pop(ident, None) is None:
+                return  # counted by stop() already
+            figure = self.spent.setdefault(thread_group(name), [0, 0.0])
+            figure[0] += 1
+            figure[1] += seconds
+
+    def stop(self) -> dict[str, list[float]]:
+        """Each group's threads and CPU seconds, ``main`` first; a thread still running is read
+        through its CPU clock (Linux lets one thread read another's)."""
+        main = time.thread_time() - self.main
+        threading.Thread.run = self.original  # type: ignore[method-assign]
+        with self.lock:
+            live = list(self.live.items())
+            self.live.clear()
+        for _ident, (thread, started) in live:
+            try:
+                now = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
+            except (OSError, AttributeError):  # it ended meanwhile
+                continue
+            self._add(f"{thread.name} (still running)", now - started, None)
+        return {"main": [1, round(main, 4)], **{group: [int(n), round(t, 4)] for group, (n, t) in sorted(self.spent.items(), key=lambda x: -x[1][1])}}
+
+
 def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
     from plugins.vpp.accounts import get_account
     from plugins.vpp.sync.run import sync_account
@@ -420,6 +478,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
             profiler = Profiler(interval=0.005)
             profiler.start()
         meter = PhaseMeter() if args.phases else None
+        threads = ThreadMeter() if args.phases else None
         cprofile = None
         if args.cprofile_out:
             cprofile = ThreadCpuProfile()
@@ -429,6 +488,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         report = sync_account(host, ACCOUNT, full=args.full, trigger="manual")  # what `mdm vpp sync NAME` runs
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu0
+        thread_cpu = threads.stop() if threads is not None else None
         server_cpu = server.seconds() if server is not None else None
         phases = meter.stop() if meter is not None else None
         if cprofile is not None:
@@ -449,6 +509,7 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         "cpu": cpu,
         "server_cpu": server_cpu,  # PostgreSQL on this machine: its processes serving the sync's connections
         "phases": phases,  # --phases: label -> [calls, CPU seconds]
+        "threads": thread_cpu,  # --phases: thread group -> [threads, CPU seconds], "main" first
         "rss_mb": rss,
         "report": report,
         "digest": digest,

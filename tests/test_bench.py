@@ -222,3 +222,46 @@ def test_phases_of_a_sync_count_each_thread_and_leave_nothing_behind() -> None:
     assert calls == 3 and seconds >= 0
     assert figures["event delivery (plugins' hooks)"] == [0, 0.0]
     assert read.page_assignments is protocol.page_assignments and not hasattr(protocol.page_assignments, "__wrapped__")
+
+
+def _burn(seconds: float) -> None:
+    """``seconds`` of this thread's CPU time, spent."""
+    import time
+
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_of_a_sync_by_thread_names_each_pool_and_the_main_thread(bench: ModuleType) -> None:
+    """`--phases`: each thread's CPU, grouped by name without its number (the pool's threads
+    together), the main thread's on its own and a thread still running read through its clock;
+    the printed line says what no thread accounts for. Thread.run is the original afterwards."""
+    import threading
+
+    workers = _load("sync_workers")
+    original = threading.Thread.run
+    meter = workers.ThreadMeter()
+    release = threading.Event()
+    try:
+        pool = [threading.Thread(target=_burn, args=(0.05,), name=f"vpp-page_{i}") for i in range(2)]
+
+        def heartbeat() -> None:
+            _burn(0.03)
+            release.wait()
+
+        waiting = threading.Thread(target=heartbeat, name="heartbeat-vpp.sync.1")
+        for thread in (*pool, waiting):
+            thread.start()
+        for thread in pool:
+            thread.join()
+        _burn(0.04)
+    finally:
+        figures = meter.stop()
+        release.set()
+    assert threading.Thread.run is original
+    assert list(figures)[0] == "main" and figures["main"][1] >= 0.04
+    assert figures["vpp-page"][0] == 2 and 0.1 <= figures["vpp-page"][1] < 0.2, figures
+    assert figures["heartbeat-vpp.sync.1 (still running)"][0] == 1 and figures["heartbeat-vpp.sync.1 (still running)"][1] >= 0.03, figures
+    line = bench.thread_line(figures, 1.0)
+    assert line.startswith("CPU by thread: main ") and "vpp-page " in line and "(2 threads)" in line and line.endswith("of the process's 1.000 s")
