@@ -141,3 +141,34 @@ def test_a_heartbeat_write_under_way_never_replaces_the_writing_mark(school: Hos
         recorder.tick()
         stored = _stored(school, run_id)
         assert (stored["phase"], stored["datasets"]["users"]["rows"]) == ("reading", 3)
+
+
+@pytest.mark.parametrize("school", ["postgresql"], indirect=True)
+def test_a_progress_write_is_one_statement_stamped_by_the_database(school: Host) -> None:
+    """PostgreSQL: a heartbeat's write of the figures is its UPDATE alone, which stamps them
+    with the server's clock itself (it read the clock with a statement of its own first); the
+    stored JSON is the text the column's serializer writes, ``at`` as ``isoformat`` writes it."""
+    import json
+
+    from sqlalchemy import event, text
+
+    with a_sync_reading(school) as (run_id, recorder):
+        seen: list[str] = []
+
+        def look(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        before = stored_progress.database_now(school)
+        event.listen(school.db.write_engine, "before_cursor_execute", look)
+        try:
+            recorder.tick()
+        finally:
+            event.remove(school.db.write_engine, "before_cursor_execute", look)
+        after = stored_progress.database_now(school)
+        with school.db.session() as session:
+            stored = session.execute(text("SELECT progress::text FROM vpp_sync_run WHERE id = :id"), {"id": run_id}).scalar_one()
+    assert len(seen) == 1 and seen[0].lstrip().upper().startswith("UPDATE"), seen
+    values = json.loads(stored)
+    assert stored == json.dumps(values) and values["datasets"]["users"]["rows"] == 2, stored
+    at = datetime.fromisoformat(values["at"])
+    assert before <= at <= after and values["at"] == at.isoformat() and at.utcoffset() == timedelta(0), (before, values["at"], after)

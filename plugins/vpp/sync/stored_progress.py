@@ -26,6 +26,7 @@ shows progress only for a running run.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, Text, cast, func, literal, select, text, update
 from sqlmodel import Session, col
 
 from mdm_core.errors import describe
@@ -86,9 +87,7 @@ class ProgressRecorder:
         if not mark:
             run = run.where(func.coalesce(col(VppSyncRun.progress)["phase"].as_string(), "") != "writing")
         # no ORM object of the run is held: nothing to synchronize (the default fetched the row first)
-        session.execute(
-            run.values(progress={**values, "at": _now(session, self.host.db.is_sqlite).isoformat()}), execution_options={"synchronize_session": False}
-        )
+        session.execute(run.values(progress=_stamped(values, self.host.db.is_sqlite)), execution_options={"synchronize_session": False})
 
     def writing(self) -> None:
         """The read is done and the final transaction begins: the figures once more, in phase
@@ -147,6 +146,25 @@ def carry(session: Session, run_id: int) -> None:
     recorder = _recorders.get(run_id)
     if recorder is not None:
         recorder.carry(session)
+
+
+#: PostgreSQL's statement_timestamp() as ``datetime.isoformat`` writes it in UTC (its
+#: microseconds left out when they are 0)
+_PG_NOW_ISO = text(
+    "to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+    "|| CASE WHEN to_char(statement_timestamp(), 'US') = '000000' THEN '' ELSE to_char(statement_timestamp(), '.US') END || '+00:00'"
+)
+
+
+def _stamped(values: dict[str, Any], sqlite: bool) -> Any:
+    """``values`` with ``at``, the database's clock (see :func:`_now`), for the progress column.
+    On PostgreSQL the UPDATE stamps them itself: the JSON text ``json.dumps`` writes (the
+    column's serializer), its stamp's value filled in by the statement (a statement less per
+    write than reading the clock first)."""
+    if sqlite:
+        return {**values, "at": utcnow().isoformat()}
+    head = json.dumps({**values, "at": ""})[:-2]  # up to the stamp's opening quote
+    return cast(literal(head, Text) + _PG_NOW_ISO + literal('"}', Text), JSON)
 
 
 def _now(session: Session, sqlite: bool) -> datetime:
