@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select, update
 from sqlmodel import Session
 
-from mdm_core.db.typed import stored_id
+from mdm_core.db.typed import stored_id, table_of
 from mdm_core.output import days_text, days_until
 
 from .apple.errors import MdmConflictError, TokenError
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
 
     from .payloads import Account
+
+ACCOUNTS = table_of(VppAccount)
 
 # States that only the user can clear (a manual sync or a renewed token).
 BLOCKING = ("expired", "revoked", "invalid", "taken_over")
@@ -187,12 +190,17 @@ def token_renewed(host: Host, session: Session, account: VppAccount, expires_at:
     _move(host, session, account, expiry_state(expires_at), None)
 
 
-def sync_succeeded(host: Host, session: Session, account: VppAccount, token_expiration: datetime | None) -> None:
-    """A sync of ``account`` worked: Apple's expiry (when it sent one) decides the state; no pause."""
-    if token_expiration is not None:
-        account.token_expires_at = token_expiration
-    account.paused = False
-    _move(host, session, account, expiry_state(account.token_expires_at), None)
+def sync_succeeded(host: Host, session: Session, account_id: int, token_expiration: datetime | None, values: dict[str, Any]) -> None:
+    """A sync of account ``account_id`` worked: Apple's expiry (when it sent one) decides the
+    state; no pause. ``values`` (the other columns the sync sets) go in the same UPDATE: the
+    columns the state needs are read, one Core statement each way (no ORM object of the account)."""
+    row = ACCOUNTS.c.id == account_id
+    name, stored_expiry, previous = session.execute(select(ACCOUNTS.c.name, ACCOUNTS.c.token_expires_at, ACCOUNTS.c.token_state).where(row)).one()
+    expires = stored_expiry if token_expiration is None else token_expiration
+    state = expiry_state(expires)
+    session.execute(update(ACCOUNTS).where(row).values(**values, token_expires_at=expires, paused=False, token_state=state, state_detail=None))
+    if previous != state:
+        _recorded(host, session, account_id, name, expires, previous, state, None)
 
 
 def apple_refused(host: Host, session: Session, account: VppAccount, exc: BaseException) -> None:
@@ -219,17 +227,22 @@ def _move(host: Host, session: Session, account: VppAccount, state: str, detail:
 
 
 def _record(host: Host, session: Session, account: VppAccount, previous: str | None, state: str, detail: str | None) -> None:
+    _recorded(host, session, stored_id(account), account.name, account.token_expires_at, previous, state, detail)
+
+
+def _recorded(host: Host, session: Session, account_id: int, name: str, expires: datetime, previous: str | None, state: str, detail: str | None) -> None:
+    """The event ``vpp_token_state_changed`` of account ``account_id`` (named ``name``)."""
     record_event(
         host,
         session,
-        stored_id(account),
+        account_id,
         "vpp_token_state_changed",
         {
-            "account": account.name,
+            "account": name,
             "previous": previous,
             "state": state,
             "detail": detail,
-            "tokenExpirationDate": account.token_expires_at.isoformat(),
-            "action": action(state, account.name),
+            "tokenExpirationDate": expires.isoformat(),
+            "action": action(state, name),
         },
     )

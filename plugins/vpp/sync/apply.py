@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import bind_processor, bound_value, delete_rows, in_chunks, insert_rows, page_cache, unnest_rows
-from mdm_core.db.typed import rowcount, table_of
+from mdm_core.db.typed import rowcount, stored_id, table_of
 from mdm_core.errors import describe
 from mdm_core.interrupts import deferred
 from mdm_core.models import MdmUser, utcnow
@@ -146,17 +146,13 @@ class MirrorUpdate:
         for table in (SL, SU):
             self._delete_stage(session, table)
 
-        account = session.get(VppAccount, self.account.id)
-        assert account is not None
         now = utcnow()
-        for key, value in versions.items():
-            setattr(account, key, value)
-        account.last_sync_at = now
-        account.last_sync_result = f"ok ({mode})"
+        synced: dict[str, Any] = {**versions, "last_sync_at": now, "last_sync_result": f"ok ({mode})"}
         if mode == "full":
-            account.last_full_sync_at = now
-        account.invitation_template = read.invitation_template or account.invitation_template
-        token_state.sync_succeeded(self.host, session, account, read.token_expiration)
+            synced["last_full_sync_at"] = now
+        if read.invitation_template:  # else the stored one stays
+            synced["invitation_template"] = read.invitation_template
+        token_state.sync_succeeded(self.host, session, stored_id(self.account), read.token_expiration, synced)
         if read.unknown_assets:
             counts["licenses"]["unknown_assets"] = sorted({a for a, _ in read.unknown_assets})
             counts["licenses"]["of_unknown_assets"] = sum(read.unknown_assets.values())
