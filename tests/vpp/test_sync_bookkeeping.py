@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from mdm_core.db.typed import table_of
@@ -70,3 +71,41 @@ def test_full_and_incremental_syncs_write_their_lock_and_run_without_orm_objects
     assert account.users_version_id and account.assignments_version_id and account.assets_version_id and account.invitation_template
     assert account.last_full_sync_at is not None and account.last_sync_at is not None and account.last_full_sync_at < account.last_sync_at
     assert account.last_full_sync_at == runs[1]["finished_at"] and account.last_sync_at == runs[0]["finished_at"]
+
+
+def test_a_sync_looks_for_leftover_staged_rows_with_one_read_and_drops_them(vpp_host: Host, simulator: Any) -> None:
+    """Before it reads, a sync drops the rows staged by runs that ended (a crash left them): one
+    read looks for them in both staging tables (it took one per table), and finding some, they go."""
+    from plugins.vpp.accounts import account_lock, get_account
+    from plugins.vpp.models import VppStageLicense, VppStageUser
+    from plugins.vpp.sync.run import _cleanup_abandoned, _new_run
+
+    with vpp_host.db.session() as session:
+        account_id = get_account(session, "school").id
+    assert account_id is not None
+    lock = account_lock(vpp_host, account_id)
+    staged_users, staged_licenses = table_of(VppStageUser), table_of(VppStageLicense)
+
+    def cleanup() -> list[str]:
+        seen: list[str] = []
+
+        def look(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(" ".join(statement.split()))
+
+        event.listen(Engine, "before_cursor_execute", look)  # every engine of the host's (a write engine derived from the reading one hears its statements too)
+        try:
+            _cleanup_abandoned(vpp_host, account_id, lock)
+        finally:
+            event.remove(Engine, "before_cursor_execute", look)
+        return [s for s in seen if "vpp_stage_" in s]
+
+    assert len(cleanup()) == 1  # nothing left: one read, no write
+    ended = vpp_host.db.run_write(lambda s: _new_run(s, account_id, "manual", "full", "gone-host"))
+    vpp_host.db.run_write(lambda s: s.execute(update(table_of(VppSyncRun)).where(table_of(VppSyncRun).c.id == ended).values(status="error")))
+    row = {"run_id": ended, "client_user_id": "u-left", "email": None, "status": "Registered", "id_hash": None, "invite_code": None, "rank": 0}
+    vpp_host.db.run_write(lambda s: s.execute(staged_users.insert().values(**{k: v for k, v in row.items() if k in staged_users.c})))
+    statements = cleanup()
+    assert len(statements) == 3 and statements[0].startswith("SELECT"), statements  # the read, then each table's delete
+    with vpp_host.db.session() as session:
+        assert session.execute(select(staged_users.c.id)).first() is None
+        assert session.execute(select(staged_licenses.c.id)).first() is None

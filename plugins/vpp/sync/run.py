@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core import interrupts
@@ -342,8 +342,8 @@ def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
 
     live = select(col(VppSyncRun.id)).where(col(VppSyncRun.status) == "running")
     tables = (table_of(VppStageLicense), table_of(VppStageUser))
-    with host.db.session() as session:  # a read first: most syncs find nothing to drop and take no write lock for it
-        found = any(session.execute(select(t.c.id).where(t.c.run_id.not_in(live)).limit(1)).first() for t in tables)
+    with host.db.session() as session:  # a read first (one statement): most syncs find nothing to drop and take no write lock for it
+        found = session.execute(select(or_(*(exists().where(t.c.run_id.not_in(live)) for t in tables)))).scalar_one()
     if found:
         host.db.run_write(lambda session: [session.execute(delete(t).where(t.c.run_id.not_in(live))) for t in tables])
 
