@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from mdm_core.db.typed import table_of
 from mdm_core.host import Host
@@ -66,11 +67,34 @@ def test_full_and_incremental_syncs_write_their_lock_and_run_without_orm_objects
     assert (holder, generation) == (runs[0]["holder"], 2)
     # the account as the syncs left it: Apple's versionIds, both syncs' times, its token's state
     with vpp_host.db.session() as session:
-        account = session.execute(select(VppAccount).where(VppAccount.name == "school")).scalar_one()
+        account = session.execute(select(VppAccount).where(col(VppAccount.name) == "school")).scalar_one()
     assert (account.last_sync_result, account.paused, account.token_state, account.state_detail) == ("ok (incremental)", False, "valid", None)
     assert account.users_version_id and account.assignments_version_id and account.assets_version_id and account.invitation_template
     assert account.last_full_sync_at is not None and account.last_sync_at is not None and account.last_full_sync_at < account.last_sync_at
     assert account.last_full_sync_at == runs[1]["finished_at"] and account.last_sync_at == runs[0]["finished_at"]
+
+
+def test_token_expiration_is_parsed_once_per_value_and_stored(vpp_host: Host, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page repeats Apple's tokenExpirationDate: a sync parses each value it sees once
+    (it parsed every page's), and stores the expiry Apple sent."""
+    from datetime import UTC, datetime
+
+    from plugins.vpp.sync import read
+
+    parsed: list[object] = []
+    real = read.parse_apple_date
+
+    def counting(value: object) -> datetime | None:
+        parsed.append(value)
+        return real(value)
+
+    monkeypatch.setattr(read, "parse_apple_date", counting)
+    report = sync_account(vpp_host, "school")
+    assert report["status"] == "ok" and report["pages"] > 5, report
+    assert parsed == [simulator.token_expiration_date], parsed
+    with vpp_host.db.session() as session:
+        account = session.execute(select(VppAccount).where(col(VppAccount.name) == "school")).scalar_one()
+    assert account.token_expires_at == datetime.fromisoformat(simulator.token_expiration_date.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def test_a_sync_looks_for_leftover_staged_rows_with_one_read_and_drops_them(vpp_host: Host, simulator: Any) -> None:

@@ -244,6 +244,7 @@ class SyncReader:
         self.pages = 0
         self._pages_lock = threading.Lock()
         self.expirations: list[datetime] = []
+        self._expiration_values: set[str] = set()  # the tokenExpirationDate values noted (each parsed once)
         self.stopped = threading.Event()
         self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
         self._mirrored_per_asset: dict[AssetKey, int] | None = None  # _mirrored_counts
@@ -301,7 +302,12 @@ class SyncReader:
             self.pages += 1
 
     def _note_expiration(self, page: dict[str, Any]) -> None:
-        expires = parse_apple_date(page.get("tokenExpirationDate"))
+        """The page's ``tokenExpirationDate``, parsed once per value (every page repeats it)."""
+        raw = page.get("tokenExpirationDate")
+        if not isinstance(raw, str) or raw in self._expiration_values:  # not a date (parsed as None), or noted already
+            return
+        self._expiration_values.add(raw)
+        expires = parse_apple_date(raw)
         if expires is not None:
             self.expirations.append(expires)
 
