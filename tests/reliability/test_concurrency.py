@@ -68,17 +68,29 @@ def test_manual_cli_sync_during_a_running_one(
     synced: Host, small_sim: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from mdm_core.cli import main
+    from plugins.vpp.sync import run as sync_run
 
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlite3'}")
     monkeypatch.setenv("MDM_SECRET_KEY", "test-secret-key")
     conf = str(project_dir / "conf" / "mdm.toml")
-    small_sim.faults.add("slow", endpoint="assignments", seconds=0.2)
+    # the running sync holds its lock until the first command has answered: a 1-second sync
+    # could end while that command was still creating its plugins' tables (a loaded machine)
+    answered, apply_read = threading.Event(), sync_run.apply_read
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        answered.wait(60)
+        return apply_read(*args, **kwargs)
+
+    monkeypatch.setattr(sync_run, "apply_read", held)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(sync_account, synced, "school", full=True)
         deadline = time.monotonic() + 60  # a bound for a loaded machine: the loop ends once the sync shows as running
         while not any(r["status"] == "running" for r in runs(synced)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        code = main(["--config", conf, "vpp", "sync", "school"])
+        try:
+            code = main(["--config", conf, "vpp", "sync", "school"])
+        finally:
+            answered.set()
         out, err = capsys.readouterr()
         assert code == 1 and out == "" and "already running" in err, (out, err)
         code = main(["--config", conf, "vpp", "sync", "school", "--wait", "20"])
