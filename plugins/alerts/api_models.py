@@ -1,12 +1,17 @@
 """What ``GET /api/v1/alerts`` answers, for the OpenAPI document (``mdm_core.web.schemas``):
-an alert as ``mdm alerts list --json`` has it."""
+an alert as ``mdm alerts list --json`` has it, the message channels send (``Outgoing``) and
+its deliveries."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_type_hints
+
+from pydantic import create_model
 
 from mdm_core.web.schemas import ApiModel
+
+from .channels import Outgoing
 
 
 class Delivery(ApiModel):
@@ -20,18 +25,6 @@ class Delivery(ApiModel):
     last_error: str | None
 
 
-class Alert(ApiModel):
-    """A recorded alert and its deliveries."""
-
-    id: int
-    created_at: datetime
-    kind: str
-    subject: str
-    state: str
-    severity: str
-    account: str | None
-    title: str
-    text: str
-    action: str | None
-    fields: dict[str, Any]
-    deliveries: list[Delivery]
+_FIELDS: dict[str, Any] = {name: (hint, ...) for name, hint in get_type_hints(Outgoing).items()}
+#: A recorded alert: the fields of the message it sends, and its deliveries.
+Alert = create_model("Alert", __base__=ApiModel, __doc__="A recorded alert and its deliveries.", **(_FIELDS | {"deliveries": (list[Delivery], ...)}))
