@@ -77,6 +77,10 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 #: an id given beyond it (a path, a selector) is refused or matches nothing, never sent to overflow
 MAX_ROW_ID = 2**31 - 1
 #: libpq parameters that hold a secret when a URL gives them in its query (``?password=...``)
+#: PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back
+#: and running it again is the documented remedy (a busy SQLite file is retried by its words)
+RETRY_STATES = frozenset({"40P01", "40001"})
+
 SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&]*", re.IGNORECASE)
 
 
@@ -246,7 +250,9 @@ class Database:
             yield session
 
     def run_write(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
-        """Run ``work(session)`` in one write transaction and commit, retrying a busy database."""
+        """Run ``work(session)`` in one write transaction and commit, running it again (up to
+        ``attempts`` times) when SQLite was busy or PostgreSQL rolled it back for a deadlock or a
+        serialization failure."""
         for attempt in range(1, attempts + 1):
             try:
                 with self.write_session() as session:
@@ -254,7 +260,7 @@ class Database:
                     session.commit()
                     return result
             except OperationalError as exc:
-                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig) or attempt == attempts:
+                if not _worth_retrying(exc) or attempt == attempts:
                     raise
                 log.info("database busy, retrying (%d/%d)", attempt, attempts)
                 time.sleep(0.2 * attempt)
@@ -327,3 +333,10 @@ class Database:
         if self.checkpointer is not None:
             self.checkpointer.wait()
         self.engine.dispose()
+
+
+def _worth_retrying(exc: OperationalError) -> bool:
+    """A write that failed only because of another writer: run again, it may well succeed."""
+    if getattr(exc.orig, "sqlstate", None) in RETRY_STATES:
+        return True
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
