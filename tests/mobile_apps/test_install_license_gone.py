@@ -185,3 +185,36 @@ def test_a_retirement_committed_while_the_install_is_written_waits_for_it(on_bot
         assert tried == ["waits", "committed"]
     finally:
         other.dispose()
+
+
+def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing(make_host, simulator, project_dir, apps_events, database_url, monkeypatch):
+    """With ``auto_install``, a sync finds a license assigned to a user in Apple's portal; the
+    user is retired before the sync's license event is handled: the handler queued
+    InstallApplication for a license that was not there any more. Now nothing is queued and the
+    install is failed and announced, in the pending path's words."""
+    from plugins.vpp.testing import add_simulated_account
+
+    from .conftest import BASE_CONFIG, sync
+
+    host = make_host(config=BASE_CONFIG + "auto_install = true\n", database_url=database_url)
+    host.pm.register(apps_events)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    a, user, serial = _user_with_device(host, simulator)
+    simulator.assign_in_portal(a["adamId"], client_user_id=user)
+    real_deliver, armed = host.deliver_events, [True]
+
+    def deliver(*args, **kwargs):  # the sync's event recorded, not delivered yet
+        if armed and armed.pop():
+            _let_go(host, "retired", a["adamId"], user)
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(host, "deliver_events", deliver)
+    sync(host)
+    assert not armed  # the sync delivered its events after the retirement
+    assert commands(host, serial) == []
+    [row] = list_installs(host)
+    assert (row["source"], row["status"], row["command_uuids"]) == ("auto", "failed", []), row
+    assert "retired at Apple" in row["error"] and "nothing was queued" in row["error"], row
+    [failed] = apps_events.named("mobile_apps_install_failed")
+    assert failed["clientUserId"] == user and failed["source"] == "auto" and "retired at Apple" in failed["error"]

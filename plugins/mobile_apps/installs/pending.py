@@ -125,9 +125,14 @@ def on_licenses_associated(host: Host, event: Event) -> None:
             device = session.get(Device, serial)
             if device is not None:
                 targets.append((device, "device", None))
-        for owner in p.get("mdmUserIds") or []:
-            for device in session.execute(select(Device).where(col(Device.owner) == owner)).scalars():
-                targets.append((device, "user", owner))
+        owners = p.get("mdmUserIds") or []
+        gone = let_go(host, session, account, adam_id, pricing, list(owners))  # retired or reclaimed since the sync saw them
+        for owner in owners:
+            devices = list(session.execute(select(Device).where(col(Device.owner) == owner)).scalars())
+            if owner in gone and devices:  # its license is not there any more: nothing to install with
+                _fail_auto(host, session, (account, adam_id, pricing), owner, gone[owner], event.id)
+                continue
+            targets.extend((device, "user", owner) for device in devices)
         for device, kind, user in targets:
             if DEVICE_TO_APP_PLATFORM.get(device.platform, device.platform) not in platforms:
                 log.info("auto-install of %s skipped on %s: platform %s not supported", adam_id, device.serial_number, device.platform)
@@ -149,6 +154,16 @@ def on_licenses_associated(host: Host, event: Event) -> None:
                 )
 
     once(host, event, work)
+
+
+def _fail_auto(host: Host, session: Session, asset: tuple[str, str, str], user: str, why: str, event_id: str) -> None:
+    """The automatic install for ``user``, whose license Apple let go (``why``) after the sync
+    that found it, is recorded failed and announced, as a pending one is (:func:`complete_pending`)."""
+    account, adam_id, pricing = asset
+    row = Install(account=account, adam_id=adam_id, pricing_param=pricing, kind="user", target=user, source="auto", status="pending", event_ids=[event_id])
+    session.add(row)
+    session.flush()  # its id, for the announcement
+    _fail(host, session, row, (account, adam_id, pricing, "user"), license_let_go(account, user, why).cli, None)
 
 
 def on_users_changed(host: Host, event: Event) -> None:
