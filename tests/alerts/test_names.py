@@ -19,6 +19,23 @@ def name_asset(simulator: Any, adam_id: str, name: str) -> None:
         simulator.state.assets[(adam_id, "STDQ")].name = name
 
 
+def count_name_questions(host: Any) -> list[str]:
+    """The adamIds the alerts ask ``mdm_app_names`` about from now on (a plugin registered on
+    ``host`` that records each question and names nothing)."""
+    from mdm_core import hookimpl
+
+    asked: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
+            asked.extend(adam_ids)
+            return {}
+
+    host.pm.register(Counting(), name="counting_names")
+    return asked
+
+
 def run_low(make: Any, simulator: Any, smtp: Any, name: str | None, environ: dict[str, str] | None = None) -> tuple[str, Any]:
     """An asset of 4 licenses (named ``name`` by the lookup, when looked up), 3 then taken in
     Apple's portal: one low-licenses alert, sent by mail. Returns (adamId, the host)."""
@@ -163,22 +180,12 @@ def test_an_incremental_sync_asks_the_names_of_the_assets_that_may_alert_alone(a
     """An incremental sync's assets event names every asset whose counts moved; the alerts ask
     ``mdm_app_names`` for those below their threshold (or recorded below it) alone, and the
     alerts written still name their app, low and back to normal."""
-    from mdm_core import hookimpl
-
     scarce, _ = simulator.purchase(count=4)
     plenty = [simulator.purchase(count=20)[0] for _ in range(3)]
     name_asset(simulator, scarce, "Atlas Kids")
     host = alerts_host("low_licenses = 2\n")
     assert sync(host)["status"] == "ok" and refresh_metadata(host)["found"] >= 1
-    asked: list[str] = []
-
-    class Counting:
-        @hookimpl
-        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
-            asked.extend(adam_ids)
-            return {}
-
-    host.pm.register(Counting(), name="counting_names")
+    asked = count_name_questions(host)
     for n, adam_id in enumerate([scarce, scarce, scarce, *plenty]):
         simulator.assign_in_portal(adam_id, serial_number=f"PORTAL{n:06d}")
     assert sync(host)["status"] == "ok"
@@ -198,8 +205,6 @@ def test_an_asset_staying_low_is_not_named_again(alerts_host, simulator):
     ask ``mdm_app_names`` for the assets whose level changes alone (an incremental sync's event
     names the ~80 low assets of a school whose counts moved; ~3 of them change level). The one
     that runs out is still named in its alert."""
-    from mdm_core import hookimpl
-
     low, _ = simulator.purchase(count=10)
     running_out, _ = simulator.purchase(count=10)
     name_asset(simulator, running_out, "Atlas Kids")
@@ -209,15 +214,7 @@ def test_an_asset_staying_low_is_not_named_again(alerts_host, simulator):
         simulator.assign_in_portal(low, serial_number=f"PORTAL{n:06d}")
         simulator.assign_in_portal(running_out, serial_number=f"PORTAL{n + 10:06d}")
     assert sync(host)["status"] == "ok" and len(alerts(host)) == 2  # one alert each
-    asked: list[str] = []
-
-    class Counting:
-        @hookimpl
-        def mdm_app_names(self, host: Any, adam_ids: list[str]) -> dict[str, str]:
-            asked.extend(adam_ids)
-            return {}
-
-    host.pm.register(Counting(), name="counting_names")
+    asked = count_name_questions(host)
     simulator.assign_in_portal(low, serial_number="PORTAL000020")  # 3 of 10 left: still low
     for n in range(21, 25):  # none left
         simulator.assign_in_portal(running_out, serial_number=f"PORTAL{n:06d}")
