@@ -41,7 +41,7 @@ from .catalog import find_apps, once
 from .models import Reclaim, SeenEvent
 from .payloads import ReclaimFinishedPayload
 from .settings import settings
-from .vpp_port import LIVE_USERS, RELEASED_ERRORS, VppPort
+from .vpp_port import LIVE_USER_STATUSES, RELEASED_ERRORS, VppPort
 
 if TYPE_CHECKING:
     from mdm_core.events import Event
@@ -64,10 +64,6 @@ BACK = {
 }
 #: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
 QUICK_WAIT = 2.0
-#: Apple's answers for a license that is not associated (9610 "License not found", 9619 "License
-#: not associated"): released already (an earlier attempt Apple carried out after we stopped
-#: following it, or taken back elsewhere); the VPP plugin drops it from the mirror at once
-RELEASED = RELEASED_ERRORS
 #: a pending reclaim's ``last_error`` when Apple took the request but has not confirmed it yet
 NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
 #: what a reclaim Apple had released already says (``last_error`` of a ``done`` one)
@@ -280,7 +276,7 @@ def _retire_released(host: Host, revokes: list[Reclaim], trouble: int) -> list[R
     for account in sorted({r.account for r in revokes}):
         check_held()
         group = [r for r in revokes if r.account == account]
-        live = {u["clientUserId"] for u in VppPort(host).users(account) if u["status"] in LIVE_USERS}
+        live = {u["clientUserId"] for u in VppPort(host).users(account) if u["status"] in LIVE_USER_STATUSES}
         failed = set(_retire(host, account, [r.target for r in group if r.target in live], trouble))
         left += [r for r in group if r.target in failed]
     return left
@@ -311,7 +307,7 @@ def _settle(
         if row.target in pending:
             _update(host, session, rows, None, NOT_CONFIRMED, result["event_ids"], retry)
             outcome = "pending"
-        elif row.target in failures and failures[row.target].get("errorNumber") in RELEASED:
+        elif row.target in failures and failures[row.target].get("errorNumber") in RELEASED_ERRORS:  # released already at Apple
             _update(host, session, rows, "done", ALREADY.format(number=failures[row.target]["errorNumber"]), result["event_ids"], retry)
             outcome = "done"
         elif row.target in failures:
@@ -357,7 +353,7 @@ def _revoke(host: Host, account: str, kind: str, group: list[Reclaim], counts: d
         counts["pending"] += sum(max(1, len(riders.get(t, []))) for t in targets)
         return
     if kind == "user":  # reclaimed: now retire the VPP users (a failure keeps the revoke pending)
-        refused = {f.get("clientUserId") for f in result["failed"] if f.get("errorNumber") not in RELEASED}
+        refused = {f.get("clientUserId") for f in result["failed"] if f.get("errorNumber") not in RELEASED_ERRORS}
         done = [t for t in targets if t not in result.get("pending", {}).get("clientUserIds", []) and t not in refused]
         retired_failed = _retire(host, account, done, trouble)
         if retired_failed:
@@ -415,7 +411,7 @@ def on_user_removed(host: Host, event: Event) -> None:
     """Revoke every license of the removed MDM user where it is a VPP user, then retire it there."""
     user = str(event.payload.get("id") or "")
     if user:
-        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in LIVE_USERS})
+        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in LIVE_USER_STATUSES})
         _reclaim_held(host, event, "user_removed", [(a, "user", user) for a in accounts], serial_number=None, client_user_id=user)
 
 

@@ -13,16 +13,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mdm_core.errors import Unavailable
-from plugins.vpp.payloads import LIVE_USER_STATUSES, Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserHold, UserResult
+from plugins.vpp.payloads import LIVE_USER_STATUSES as LIVE_USER_STATUSES  # a VPP user's statuses that still hold licenses
 from plugins.vpp.payloads import RELEASED_ERRORS as RELEASED_ERRORS  # Apple's answers for a license released already
+from plugins.vpp.payloads import Account, AppMetadata, Asset, License, LicenseResult, MirroredUser, UserHold, UserResult
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mdm_core.host import Host
-
-#: The statuses of a VPP user that still holds licenses, as the VPP plugin knows them
-LIVE_USERS = LIVE_USER_STATUSES
 
 #: The request hooks this plugin uses, and what cannot be done without each.
 HOOKS = {

@@ -70,5 +70,5 @@ def test_the_statuses_of_a_vpp_user_holding_licenses_are_the_vpp_plugins():
     from plugins.mobile_apps.installs import released
     from plugins.vpp import operations, payloads
 
-    assert vpp_port.LIVE_USERS is payloads.LIVE_USER_STATUSES == ("Registered", "Associated")
-    assert released.LIVE_USERS is reclaims.LIVE_USERS is operations.LIVE_USER_STATUSES is vpp_port.LIVE_USERS
+    assert vpp_port.LIVE_USER_STATUSES is payloads.LIVE_USER_STATUSES == ("Registered", "Associated")
+    assert released.LIVE_USER_STATUSES is reclaims.LIVE_USER_STATUSES is operations.LIVE_USER_STATUSES is vpp_port.LIVE_USER_STATUSES

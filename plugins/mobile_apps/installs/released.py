@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from mdm_core.db.bulk import in_chunks
 from mdm_core.models import MdmUser
 
-from ..vpp_port import LIVE_USERS, VppPort
+from ..vpp_port import LIVE_USER_STATUSES, VppPort
 
 if TYPE_CHECKING:
     from mdm_core.host import Host
@@ -32,5 +32,5 @@ def let_go(host: Host, session: Session, account: str, adam_id: str, pricing: st
     why = {user: "removed" for user in users if user not in known}
     for user, hold in VppPort(host).user_holds(session, account, adam_id, pricing, sorted(known)).items():
         if not hold["holds"]:  # a retirement takes the licenses too
-            why[user] = "reclaimed" if hold["status"] in LIVE_USERS else "retired"
+            why[user] = "reclaimed" if hold["status"] in LIVE_USER_STATUSES else "retired"
     return why
