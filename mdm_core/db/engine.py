@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -339,4 +340,6 @@ def _worth_retrying(exc: OperationalError) -> bool:
     """A write that failed only because of another writer: run again, it may well succeed."""
     if getattr(exc.orig, "sqlstate", None) in RETRY_STATES:
         return True
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+    # SQLite says a busy file in words ("database is locked"); a PostgreSQL error is retried by
+    # its SQLSTATE only: its text (a value, a constraint's name) may hold either word
+    return isinstance(exc.orig, sqlite3.Error) and ("locked" in str(exc.orig) or "busy" in str(exc.orig))

@@ -4,14 +4,18 @@ failing the user's command."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from mdm_core.db import Database
+from mdm_core.db import engine as engine_module
 
 
 @pytest.fixture
@@ -94,3 +98,44 @@ def test_a_write_that_cannot_be_serialized_runs_again(pg_db: Database) -> None:
 
     assert _counts(pg_db)[1] == 11  # the other's change and this write's, none lost
     assert calls == 2
+
+
+def test_a_postgresql_error_that_says_locked_is_not_run_again(pg_db: Database) -> None:
+    """Only SQLite's busy file is retried by its words: a PostgreSQL error is retried by its
+    SQLSTATE (above), never because its text says "locked" or "busy" (a value, a name in it)."""
+    calls = 0
+
+    def work(session: Session) -> None:
+        nonlocal calls
+        calls += 1
+        session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'account row is locked by a busy job' USING ERRCODE = '55P03'; END $$"))
+
+    with pytest.raises(OperationalError, match="locked by a busy job"):
+        pg_db.run_write(work)
+    assert calls == 1  # failed once, at once: not run four more times, seconds apart
+
+
+def test_a_busy_sqlite_file_is_still_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection holds SQLite's write lock: the write fails with "database is locked"
+    after the busy timeout, waits, and runs again once the lock is released."""
+    path = tmp_path / "busy.sqlite3"
+    db = Database(f"sqlite:///{path}", busy_timeout=0.05)
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE counter (id integer PRIMARY KEY, n integer NOT NULL)"))
+        conn.execute(text("INSERT INTO counter VALUES (1, 0)"))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other writer holds the lock
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:  # run_write's pause between attempts: the other writer commits meanwhile
+        waits.append(seconds)
+        other.execute("COMMIT")
+
+    monkeypatch.setattr(engine_module.time, "sleep", wait)
+    try:
+        db.run_write(lambda session: _bump(session, 1))
+        assert _counts(db) == {1: 1}
+        assert len(waits) == 1  # failed once (locked), ran again and was written
+    finally:
+        other.close()
+        db.dispose()
