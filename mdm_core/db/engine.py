@@ -250,6 +250,20 @@ class Database:
         with deferred(), Session(self.write_engine, expire_on_commit=False) as session:
             yield session
 
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection for writes whose statements each stand alone (none needs another's
+        transaction): autocommit on PostgreSQL, one round trip a statement (no BEGIN, no COMMIT:
+        the outbox's claim and mark); on SQLite one transaction that takes the write lock up front
+        (``BEGIN IMMEDIATE``), committed at the end of the block. SIGINT/SIGTERM wait until it
+        has ended, as for :meth:`write_session`."""
+        with deferred(), self.write_engine.connect() as conn:
+            if self.is_sqlite:
+                with conn.begin():
+                    yield conn
+            else:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
     def run_write(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
         """Run ``work(session)`` in one write transaction and commit, running it again (up to
         ``attempts`` times) when SQLite was busy or PostgreSQL rolled it back for a deadlock or a

@@ -553,3 +553,70 @@ def test_events_recorded_together_get_distinct_random_uuid4_ids(make_host):
     rows = host.events.outbox_rows([("device_enrolled", {"serial_number": "A"}), ("device_enrolled", {"serial_number": "B"})])
     assert len({r["id"] for r in rows}) == 2 and all(uuid.UUID(r["id"]).version == 4 for r in rows)
     assert new_ids(0) == []
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_delivery_is_one_read_one_claim_and_one_mark_whatever_its_size(make_host, load_plugin, request, database, monkeypatch):
+    """What the outbox itself costs a delivery that fits in a batch (a sync's events): the read,
+    the claim and the mark, for 3 events as for 300; on PostgreSQL each one round trip, with no
+    BEGIN and COMMIT around the claim and the mark (was: eight round trips, with a second read
+    that found nothing)."""
+    import psycopg
+
+    host, plugin = _host_recording_enrolled(make_host, load_plugin, request, database, 'event.payload["serial_number"]')
+    commands: list[str] = []
+    send = psycopg.Connection._exec_command
+
+    def counted(self, command, *args, **kwargs):
+        commands.append(command.decode() if isinstance(command, bytes) else str(command))
+        return send(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "_exec_command", counted)
+    names: list[str] = []
+    for count in (3, 300):
+        new = [f"S{count}-{i}" for i in range(count)]
+        names += new
+        host.db.run_write(lambda s, new=new: host.events.record_many(s, [("device_enrolled", {"serial_number": n}) for n in new]))
+        commands.clear()
+        with recorded_statements(host.db.engine) as statements:
+            assert host.deliver_events() == count
+        outbox = [s.sql.split()[0].upper() for s in statements if "core_event" in s.sql.lower()]
+        assert outbox == ["SELECT", "UPDATE", "UPDATE"], outbox  # the read, the claim, the mark
+        assert commands == []  # on PostgreSQL: no BEGIN, no COMMIT (none on SQLite, whose driver psycopg is not)
+    assert plugin.seen == names
+    assert host.deliver_events() == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_events_a_subscriber_records_during_the_last_batch_are_delivered_by_the_same_call(make_host, load_plugin, request, database):
+    """A batch that held every waiting event is the last one read, unless its subscribers
+    recorded events: those are delivered by the same call, after the batch, in order; one
+    recorded in a transaction that rolled back is delivered to nobody."""
+    if database == "postgres" and not PG_ADMIN_URL:
+        pytest.skip(PG_SKIP_REASON)
+    plugin = load_plugin(
+        """
+    seen = []
+
+    @hookimpl
+    def mdm_device_enrolled(host, event):
+        serial = event.payload["serial_number"]
+        seen.append(serial)
+        if serial == "S2":
+            host.db.run_write(lambda s: host.events.record(s, "device_removed", {"serial_number": serial}))
+        if serial == "S3":
+            with host.db.write_session() as s:
+                host.events.record(s, "device_removed", {"serial_number": "never"})
+                s.rollback()
+
+    @hookimpl
+    def mdm_device_removed(host, event):
+        seen.append("removed " + event.payload["serial_number"])
+"""
+    )
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    host = make_host(database_url=url, plugins=[plugin]) if url else make_host(plugins=[plugin])
+    host.db.run_write(lambda s: host.events.record_many(s, [("device_enrolled", {"serial_number": f"S{i}"}) for i in (1, 2, 3)]))
+    assert host.deliver_events() == 4
+    assert plugin.seen == ["S1", "S2", "S3", "removed S2"]
+    assert host.deliver_events() == 0
