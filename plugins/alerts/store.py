@@ -62,28 +62,42 @@ def on_event(host: Host, event: Event, work: Callable[[Session], Iterable[Alert]
     def tx(session: Session) -> None:  # one Core statement for the guard: no ORM object, identity lookup or flush
         if not first_time(session, seen, {"event_id": event.id, "at": utcnow()}):
             return
-        for alert in work(session):
-            enqueue(host, session, alert, event.id)
+        enqueue_all(host, session, list(work(session)), event.id)
 
     write(host, tx)
 
 
 def enqueue(host: Host, session: Session, alert: Alert, event_id: str | None = None) -> int:
-    """Record an alert and one pending delivery per configured channel; returns its id.
+    """Record an alert and one pending delivery per configured channel; returns its id."""
+    [message_id] = enqueue_all(host, session, [alert], event_id)
+    return message_id
 
-    Core inserts (the alert's, returning its id; its deliveries' in one statement): an ORM
-    object added and flushed for each alert and each delivery cost a sync's assets event more
-    CPU than the statements themselves."""
+
+def enqueue_all(host: Host, session: Session, alerts: Sequence[Alert], event_id: str | None = None) -> list[int]:
+    """Record alerts, in order, and one pending delivery per configured channel of each;
+    returns their ids.
+
+    Core inserts, one statement for the alerts (returning their ids, in order) and one for their
+    deliveries: an ORM object added and flushed for each alert and each delivery cost a sync's
+    assets event more CPU than the statements themselves, and a statement per alert one round
+    trip each on PostgreSQL (an assets event's license alerts: 3 round trips, now 1)."""
+    if not alerts:
+        return []
     now = utcnow()
-    values = {"created_at": now, "kind": alert.kind, "subject": alert.subject, "state": alert.state, "severity": alert.severity}
-    values |= {"account": alert.account, "title": alert.title, "text": alert.text, "action": alert.action, "fields": alert.fields, "event_id": event_id}
-    message_id: int = session.execute(insert(table_of(AlertMessage)).values(values).returning(table_of(AlertMessage).c.id)).scalar_one()
+    messages = table_of(AlertMessage)
+    rows = [
+        {"created_at": now, "kind": a.kind, "subject": a.subject, "state": a.state, "severity": a.severity}
+        | {"account": a.account, "title": a.title, "text": a.text, "action": a.action, "fields": a.fields, "event_id": event_id}
+        for a in alerts
+    ]
+    ids: list[int] = list(session.execute(insert(messages).returning(messages.c.id, sort_by_parameter_order=True), rows).scalars())
     channels = settings(host).channel_names  # names alone: the channels' code (SMTP, HTTP clients) is not loaded
     if channels:
-        pending = {"message_id": message_id, "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None, "sent_at": None, "updated_at": now}
-        session.execute(insert(table_of(AlertDelivery)), [{**pending, "channel": channel} for channel in channels])
-    log.info("alert %s (%s): %s", message_id, alert.severity, alert.title)
-    return message_id
+        pending = {"status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None, "sent_at": None, "updated_at": now}
+        session.execute(insert(table_of(AlertDelivery)), [{**pending, "message_id": i, "channel": channel} for i in ids for channel in channels])
+    for message_id, alert in zip(ids, alerts, strict=True):
+        log.info("alert %s (%s): %s", message_id, alert.severity, alert.title)
+    return ids
 
 
 def _subject(session: Session, key: str) -> AlertSubject | None:

@@ -15,6 +15,7 @@ from sqlmodel import col
 
 from mdm_core.events import Event
 from mdm_core.inventory import add_device
+from mdm_core.testing import recorded_statements
 from plugins.alerts.delivery import check, deliver_due
 from plugins.alerts.models import AlertSubject
 from plugins.vpp.simulator import Simulator
@@ -321,6 +322,33 @@ def test_many_assets_changing_at_once_make_one_digest(alerts_host, simulator):
     simulator.remove_in_portal(adams[0], serial_number="PORTAL000000")
     assert sync(host)["status"] == "ok"
     assert titles(host)[1:] == [f"Licenses of adamId {adams[0]} (STDQ, App) in account 'school' are available again"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_alerts_of_one_event_are_queued_by_one_insert(make_host, simulator, webhook_server, project_dir, request, database):
+    """An assets event that takes three assets below their threshold (an alert each: a digest
+    takes more) queues its alerts with one statement on PostgreSQL (was one each, a round trip
+    each), each with its delivery to each channel; all are sent."""
+    from plugins.alerts.models import AlertDelivery, AlertMessage
+    from plugins.vpp.testing import add_simulated_account
+
+    hook = webhook_server()
+    adams = [simulator.purchase(count=1)[0] for _ in range(3)]
+    for i, adam in enumerate(adams):
+        simulator.assign_in_portal(adam, serial_number=f"PORTAL00000{i}")
+    config = FAST_VPP + '\n[alerts]\nlow_licenses = 1\nwebhooks = { ops = { env = "OPS_URL" }, audit = { env = "OPS_URL" } }\n'
+    host = make_host(config=config, environ={"OPS_URL": hook.url}, database_url=database_param(request, project_dir, database))
+    add_simulated_account(host, simulator, project_dir)
+    with recorded_statements(host.db.engine) as statements:
+        assert sync(host)["status"] == "ok"
+    inserts = [s for s in statements if s.sql.upper().startswith("INSERT INTO ALERTS_MESSAGE")]
+    assert len(inserts) == (1 if database == "postgresql" else 3)  # SQLite's driver takes them one by one, in process
+    assert sorted(titles(host)) == sorted(f"No licenses left of adamId {adam} (STDQ, App) in account 'school'" for adam in adams)
+    with host.db.session() as session:
+        ids = list(session.execute(select(col(AlertMessage.id)).order_by(col(AlertMessage.id))).scalars())
+        deliveries = sorted(session.execute(select(col(AlertDelivery.message_id), col(AlertDelivery.channel))).all())
+    assert deliveries == sorted((i, channel) for i in ids for channel in ("webhook:audit", "webhook:ops"))
+    assert deliver_due(host)["sent"] == 6 and len(hook.requests) == 6
 
 
 def test_an_assets_event_reads_and_locks_the_states_of_its_own_assets_only(alerts_host, simulator):
