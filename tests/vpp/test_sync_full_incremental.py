@@ -337,21 +337,6 @@ def test_the_mirrored_licenses_of_the_assets_read_again_are_read_exactly(synced:
     assert all(past[a].licenses() == held[a] for a in assets if len(held[a]) < len(held[assets[0]]))
 
 
-def test_an_incremental_sync_moves_the_stored_license_counts_with_one_statement(synced: Any, simulator: Any) -> None:
-    """Licenses added and taken back in one sync move their assets' stored counts by the sum,
-    written once: one ``UPDATE`` of ``license_count`` by delta, not one per statement that
-    inserted or deleted licenses (each writes every such asset row again)."""
-    summary = simulator.mutate_fraction(0.3, seed=11)
-    assert summary["assignments_removed"] and summary["assignments_added"]
-    with recorded_statements(synced.db.write_engine) as statements:
-        report = sync_account(synced, "school")
-    assert report["status"] == "ok" and report["mode"] == "incremental"
-    assert report["counts"]["licenses"]["added"] and report["counts"]["licenses"]["removed"]
-    by_delta = [s.sql for s in statements if s.sql.startswith("UPDATE vpp_asset SET license_count=(vpp_asset.license_count +")]
-    assert len(by_delta) == 1, by_delta
-    assert_mirror_equals_apple(synced, simulator)  # the stored counts included
-
-
 def changed_assets_written_by_the_driver(host: Any, simulator: Any) -> None:
     """An incremental sync after counts moved on many assets: their new values and their count
     history are written without SQLAlchemy's per-row parameter processing (the driver's

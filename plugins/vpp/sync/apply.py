@@ -12,9 +12,10 @@ import functools
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy import Integer, Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -114,6 +115,9 @@ class MirrorUpdate:
         self.run_id = run_id
         self.lock = lock
         self.cleared: dict[str, int] = {}  # staging table -> rows of this run it deleted
+        #: an incremental sync's changed assets, written with their license counts once the
+        #: licenses are (:func:`write_changed`): each asset row written once, not twice
+        self.changed: list[dict[str, Any]] = []
 
     def apply(self, session: Session, read: AppleRead) -> dict[str, Any]:
         """The one transaction: mirror, account, sync run, events; returns the counts.
@@ -121,6 +125,7 @@ class MirrorUpdate:
         It starts by checking the fencing token (holder and generation of the account's lock)
         inside itself: a run that lost its lock writes nothing, whatever it read. It ends by
         extending the lock again (its row is held meanwhile: the heartbeat cannot)."""
+        self.changed = []  # a transaction run again (a retried write) starts afresh
         self.lock.fence(session)
         if read.mode == "full":
             return self._apply(session, read)
@@ -167,7 +172,8 @@ class MirrorUpdate:
         return counts
 
     def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any], *, recount: bool) -> list[tuple[str, str]]:
-        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets, recount=recount)
+        deferred = self.changed if recount else None  # a full sync recounts every asset after its licenses
+        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets, recount=recount, deferred=deferred)
         return removed
 
     def _delete_stage(self, session: Session, table: Any) -> None:
@@ -347,7 +353,7 @@ class MirrorUpdate:
         if full:
             recount_licenses(session, acc, None)
         else:
-            add_license_counts(session, acc, deltas)
+            write_changed(session, acc, self.changed, deltas)
             recount_licenses(session, acc, keys, only_off=exact)
         counts["licenses"] = {"added": added, "removed": removed, "reread_assets": len(reread)}
 
@@ -379,6 +385,7 @@ def apply_assets(
     only: set[tuple[str, str]] | None = None,
     *,
     recount: bool = True,
+    deferred: list[dict[str, Any]] | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Make the mirrored assets Apple's ``assets`` (vpp_asset values by key), in the caller's
     transaction: new ones inserted, changed ones updated, missing ones deleted, with their
@@ -386,7 +393,9 @@ def apply_assets(
     again on its own); None: ``assets`` is every asset of the account. Returns the removed
     keys (their licenses are the caller's) and the counts. ``recount`` False: the caller sets
     every stored license count afterwards (a full sync), the new assets' are not counted here
-    (a first full sync on PostgreSQL already holds its licenses: 300,000 counted twice)."""
+    (a first full sync on PostgreSQL already holds its licenses: 300,000 counted twice).
+    ``deferred``: the changed assets' values are appended to it, for the caller to write later
+    with their license counts (:func:`write_changed`), when they can be written by one statement."""
     acc, name = account.id, account.name
     query = select(*_MIRRORED).where(A.c.account_id == acc)  # plain rows: no ORM object per asset (1,000 assets: 15 ms)
     if only is not None:
@@ -401,7 +410,10 @@ def apply_assets(
         if recount:
             recount_licenses(session, acc, [(row["adam_id"], row["pricing_param"]) for row in added])  # licenses mirrored before Apple listed it
     if len(changed) > 1 and all(row.keys() == _CHANGED_KEYS for row in changed):
-        _update_changed(session, acc, now, changed)
+        if deferred is None:
+            _update_changed(session, acc, now, changed, {})
+        else:
+            deferred.extend({**row, "updated_at": now} for row in changed)
     elif changed:
         session.execute(
             update(A).where(A.c.account_id == bindparam("b_account"), A.c.adam_id == bindparam("b_adam"), A.c.pricing_param == bindparam("b_pricing")),
@@ -447,18 +459,20 @@ def stored_platforms(text: str | None) -> list[str]:
     return sorted(json.loads(text) if text else [])
 
 
-def _update_changed(session: Session, acc: int | None, now: Any, changed: list[dict[str, Any]]) -> None:
-    """Set the values of the changed assets (Apple's records: ``_CHANGED_KEYS``): on PostgreSQL
-    by one ``UPDATE ... FROM unnest(...)`` (an executemany runs the UPDATE once per asset on the
+def _update_changed(session: Session, acc: int | None, now: Any, changed: list[dict[str, Any]], deltas: Mapping[tuple[str, str], int]) -> None:
+    """Set the values of the changed assets (Apple's records: ``_CHANGED_KEYS``) and move their
+    stored license counts by ``deltas`` (per asset; none for the others): on PostgreSQL by one
+    ``UPDATE ... FROM unnest(...)`` (an executemany runs the UPDATE once per asset on the
     server), elsewhere by the driver's executemany of one prepared statement, each value bound
     as its column's type binds it, the platforms' JSON once per distinct list (SQLAlchemy's
     executemany processed every parameter of every row: that JSON encoded 566 times)."""
     platforms = {tuple(row["supported_platforms"]) for row in changed}
     as_json = {p: json.dumps(list(p)) for p in platforms}
+    moves = [deltas.get((row["adam_id"], row["pricing_param"]), 0) for row in changed]
     if session.get_bind().dialect.name == "postgresql":
         values = {f"v_{key}": [row[key] for row in changed] for key in ("adam_id", "pricing_param", *ASSET_FIELDS)}
         values["v_supported_platforms"] = [as_json[tuple(p)] for p in values["v_supported_platforms"]]
-        session.execute(_update_assets(), {**values, "b_account": acc, "b_now": now})
+        session.execute(_update_assets(), {**values, "v_delta": moves, "b_account": acc, "b_now": now})
         return
     fields = ASSET_FIELDS[:-1]
     dialect = session.get_bind().dialect
@@ -470,28 +484,42 @@ def _update_changed(session: Session, acc: int | None, now: Any, changed: list[d
             *(v if f is None else f(v) for f, v in zip(processors, (row[k] for k in fields), strict=True)),
             stored[tuple(row["supported_platforms"])],
             at,
+            move,
             acc,
             row["adam_id"],
             row["pricing_param"],
         )
-        for row in changed
+        for row, move in zip(changed, moves, strict=True)
     ]
     sets = ", ".join(f'"{f}" = ?' for f in (*ASSET_FIELDS, "updated_at"))
-    session.connection().exec_driver_sql(f'UPDATE "{A.name}" SET {sets} WHERE "account_id" = ? AND "adam_id" = ? AND "pricing_param" = ?', rows)
+    session.connection().exec_driver_sql(
+        f'UPDATE "{A.name}" SET {sets}, "license_count" = "license_count" + ? WHERE "account_id" = ? AND "adam_id" = ? AND "pricing_param" = ?', rows
+    )
 
 
 @functools.cache
 def _update_assets() -> Any:
-    """PostgreSQL: the changed assets' values set by one statement, each column passed as an array."""
+    """PostgreSQL: the changed assets' values set, and their license counts moved, by one
+    statement, each column passed as an array."""
     keys = ("adam_id", "pricing_param", *ASSET_FIELDS)
     types = {key: Text() if key == "supported_platforms" else A.c[key].type for key in keys}  # platforms: JSON text (a list is not an array element)
-    rows = unnest_rows("changed", "v_", types)
+    rows = unnest_rows("changed", "v_", {**types, "delta": Integer()})
     values = {key: rows.c[key] for key in ASSET_FIELDS} | {"supported_platforms": cast(rows.c.supported_platforms, A.c.supported_platforms.type)}
     return (
         update(A)
         .where(A.c.account_id == bindparam("b_account"), A.c.adam_id == rows.c.adam_id, A.c.pricing_param == rows.c.pricing_param)
-        .values({**values, "updated_at": bindparam("b_now", type_=A.c.updated_at.type)})
+        .values({**values, "license_count": A.c.license_count + rows.c.delta, "updated_at": bindparam("b_now", type_=A.c.updated_at.type)})
     )
+
+
+def write_changed(session: Session, acc: int | None, changed: list[dict[str, Any]], deltas: Mapping[tuple[str, str], int]) -> None:
+    """Write the changed assets ``apply_assets`` left to the caller (``deferred``: each row with
+    its ``updated_at``) and move the stored license counts by ``deltas``, the changed assets'
+    in the same statement (one row version each, where two statements wrote two)."""
+    if changed:
+        _update_changed(session, acc, changed[0]["updated_at"], changed, deltas)
+    written = {(row["adam_id"], row["pricing_param"]) for row in changed}
+    add_license_counts(session, acc, {key: delta for key, delta in deltas.items() if key not in written})
 
 
 def move_counts(host: Host, session: Session, account: VppAccount, key: tuple[str, str], *, assigned: int = 0, total: int = 0) -> bool:
