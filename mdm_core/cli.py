@@ -330,6 +330,7 @@ def _main(argv: list[str]) -> int:
             broken = [r for r in host.unloaded if r.state == "broken"]
             if broken and args.command not in USABLE_WITH_BROKEN_PLUGINS:
                 raise PluginError(broken[0].error or f"plugin '{broken[0].name}' is broken")
+            host.creates_database = bool(getattr(args, "creates_database", False))  # `mdm db upgrade`'s parser sets it
             code = int(args.func(host, args) or 0)
             _undelivered_notice(host)
             return code

@@ -39,6 +39,12 @@ RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s lo
 class Host:
     """What plugins receive in every hook: ``host.config``, ``host.db``, ``host.events`` ..."""
 
+    #: whether a database without tables (a new SQLite file, an empty PostgreSQL database) is
+    #: created at first use: by a host built in code (tests, ``mdm demo``'s own) and by the
+    #: ``mdm`` commands that create a site (``mdm db upgrade``); every other command refuses it
+    #: in one line, exit 2 (a mistyped path: ``migrate.refuse_uninitialised``)
+    creates_database: bool = True
+
     def __init__(
         self,
         config: Config,
@@ -78,7 +84,8 @@ class Host:
         """
         from mdm_core.db.migrate import ensure_current
 
-        ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database)
+        refuse_new = None if self.creates_database else self.database_source
+        ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database, refuse_new=refuse_new)
         return self.unchecked_db
 
     @property
@@ -103,11 +110,13 @@ class Host:
         tables) told to ``notify`` (``migrate.created_note``); returns the steps. Refused while
         another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
         from mdm_core.cluster import refuse_upgrade_while_running
-        from mdm_core.db.migrate import HistoryState, bring_current
+        from mdm_core.db.migrate import HistoryState, bring_current, refuse_uninitialised
 
         db = self.unchecked_db
 
         def check(states: Sequence[HistoryState], new_file: bool) -> None:
+            if not self.creates_database:  # `mdm run` with auto_upgrade: it upgrades a site, never makes one
+                refuse_uninitialised(db, states, self.database_source)
             if not new_file:
                 refuse_upgrade_while_running(db, states)
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def collect_status(host: Host) -> dict[str, Any]:
     """Everything ``mdm status`` shows, as plain values."""
     from mdm_core.cli import plugin_rows
-    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states
+    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised_message
     from mdm_core.plugins import core_version
 
     db = host.unchecked_db
@@ -52,9 +52,7 @@ def collect_status(host: Host) -> dict[str, Any]:
             host.key_file_warned = True  # said here: not again on stderr when a plugin's status reads the key
     if db.is_new_file:
         status["database"]["schema"] = "new"
-        status["problems"].append(
-            f"database file {db.url.database} does not exist: the next command creates it (check the path if you expected your data there)"
-        )
+        status["problems"].append(uninitialised_message(db, host.database_source))
         return status
     try:
         states = read_states(db, [History(s) for s in host.migration_sets()])
@@ -65,7 +63,7 @@ def collect_status(host: Host) -> dict[str, Any]:
     kinds = {s.state for s in states}
     if kinds == {"new"}:  # a database without any table (PostgreSQL's, created empty), as `mdm db status` says
         status["database"]["schema"] = "new"
-        status["problems"].append(f"database {db.describe()} has no tables yet: the next command creates them (check the URL if you expected your data there)")
+        status["problems"].append(uninitialised_message(db, host.database_source))
         return status
     schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
     status["database"]["schema"] = schema

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import shutil
 import socket
 import sqlite3
@@ -184,6 +185,24 @@ class MigratedTemplates:
         return list(known)
 
 
+def _has_tables(conf: Path) -> bool | None:
+    """Whether the database ``conf`` (or MDM_DATABASE_URL) names has any table (an SQLite file
+    that does not exist: none)."""
+    from mdm_core.config import load_config
+    from mdm_core.db.engine import Database
+
+    try:
+        db = Database(load_config(conf, os.environ).database_url)
+    except Exception:  # noqa: BLE001 - a configuration the command itself refuses
+        return None
+    try:
+        return not db.is_new_file and not _has_no_tables(db)
+    except Exception:  # noqa: BLE001 - unreadable here (a read-only mount): the command itself says why
+        return None
+    finally:
+        db.dispose()
+
+
 def _has_no_tables(db: Database) -> bool:
     from sqlalchemy import inspect
 
@@ -321,7 +340,13 @@ class MdmRunner:
     ``unset`` removes some); ``config`` (if given) is written to ``conf/mdm.toml``, which is
     created empty otherwise. ``runner(..., config="toml")`` rewrites it for one call.
     ``database_url`` (the ``database_url`` fixture's) runs it on that database instead of the file.
+
+    The database is made before the first command, as an admin's ``mdm db upgrade`` makes a
+    site's (every other command refuses a database without tables); ``initialise = False``
+    (before the first call) leaves it as it is, for tests of a new or mistyped database.
     """
+
+    initialise = True
 
     def __init__(
         self,
@@ -351,12 +376,17 @@ class MdmRunner:
             self.conf.write_text(config)
         elif not self.conf.exists():
             self.conf.write_text("")
+        self.url_given = os.environ.get("MDM_DATABASE_URL")  # a test that sets another one (a typo) is not initialised
 
     def __call__(self, *args: str, config: str | None = None) -> tuple[int, str, str]:
         from mdm_core.cli import main
 
         if config is not None:
             self.conf.write_text(config)
+        if self.initialise and args[:1] != ("db",) and os.environ.get("MDM_DATABASE_URL") == self.url_given:
+            tables = _has_tables(self.conf)  # None: cannot tell (a configuration or a file the command itself refuses)
+            if tables is not None:
+                self.initialise = not tables and main(["--config", str(self.conf), "-q", "db", "upgrade"]) != 0  # again if it failed
         self.capsys.readouterr()
         code = main(["--config", str(self.conf), *args])
         out, err = self.capsys.readouterr()

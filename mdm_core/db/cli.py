@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Apply pending migrations, each in its own transaction, under the database's write lock. "
         "A database made by release 0.1.0 is recognised and kept.",
     )
-    upgrade.set_defaults(func=cmd_upgrade)
+    upgrade.set_defaults(func=cmd_upgrade, creates_database=True)  # the command that creates a site's database
 
     status = db_sub.add_parser(
         "status",

@@ -43,7 +43,7 @@ from sqlmodel import SQLModel
 from mdm_core.db.engine import Database
 from mdm_core.db.errors import database_error
 from mdm_core.db.revision_files import explain
-from mdm_core.errors import MdmError, PluginError, describe
+from mdm_core.errors import MdmError, PluginError, UsageError, describe
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,11 @@ class SchemaBehind(MdmError):
 
 class SchemaAhead(MdmError):
     """The database has migrations this release does not know (a newer release ran on it)."""
+
+
+class NotInitialised(UsageError):
+    """The database has none of this release's tables (a mistyped path, an empty PostgreSQL
+    database) and the command is not one that creates it (exit 2)."""
 
 
 class MigrationFailed(MdmError):
@@ -312,15 +317,38 @@ def ahead_message(states: Sequence[HistoryState]) -> str:
     )
 
 
-def ensure_current(db: Database, sets: Sequence[MigrationSet], *, notify: Callable[[str], None] | None = None) -> list[Step]:
+def ensure_current(db: Database, sets: Sequence[MigrationSet], *, notify: Callable[[str], None] | None = None, refuse_new: str | None = None) -> list[Step]:
     """Check at start that the database is at this release's revisions, without the write lock.
 
-    A new, empty database is created by running every migration, and so are the tables of a
+    A new, empty database is created by running every migration (unless ``refuse_new``, where
+    its URL came from, is given: :func:`refuse_uninitialised`), and so are the tables of a
     plugin used for the first time on this database (no version table, none of its tables);
     ``notify`` says so. A database behind this release stops with ``SchemaBehind`` (``mdm db
     upgrade``, ``Host.upgrade_database``); one ahead stops with ``SchemaAhead``.
     """
-    return bring_current(db, sets, _refuse_behind, notify=notify or _to_stderr)
+
+    def check(states: Sequence[HistoryState], new_file: bool) -> None:
+        if refuse_new is not None:
+            refuse_uninitialised(db, states, refuse_new)
+        _refuse_behind(states, new_file)
+
+    return bring_current(db, sets, check, notify=notify or _to_stderr)
+
+
+def refuse_uninitialised(db: Database, states: Sequence[HistoryState], source: str) -> None:
+    """Refuse a database without any of this release's tables (``NotInitialised``, before anything
+    is created): every command but those that create one (``mdm db upgrade``, ``mdm demo``'s own)."""
+    if not db.in_memory and states and all(s.state == "new" for s in states):
+        raise NotInitialised(uninitialised_message(db, source))
+
+
+def uninitialised_message(db: Database, source: str) -> str:
+    """The one line naming a database without tables, where its URL came from (``source``) and
+    the fix; a PostgreSQL URL without its password."""
+    if db.is_sqlite and not Path(db.url.database or "").exists():
+        return f"database file {db.url.database} does not exist ({source}): create it with `mdm db upgrade`, or correct the path"
+    where = db.url.database if db.is_sqlite else db.describe()
+    return f"database {where} is not initialised, it has no tables ({source}): create them with `mdm db upgrade`, or correct the URL"
 
 
 def _refuse_behind(states: Sequence[HistoryState], new_file: bool) -> None:

@@ -157,7 +157,7 @@ def test_a_database_file_that_cannot_be_created_is_a_one_line_error(mdm: Any, mo
     """A folder the user running mdm cannot write in (here /proc, refused even to root) is named
     with the reason and what to check (was: a bare FileNotFoundError/PermissionError)."""
     monkeypatch.setenv("MDM_DATABASE_URL", "sqlite:////proc/mdm.sqlite3")
-    code, out, err = mdm("devices", "list")
+    code, out, err = mdm("db", "upgrade")  # the command that creates the file
     assert (code, out) == (2, "")
     assert err == (
         "mdm: error: database sqlite:////proc/mdm.sqlite3: the file /proc/mdm.sqlite3 cannot be created (No such file or directory): "

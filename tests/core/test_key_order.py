@@ -24,6 +24,7 @@ def _mdm(folder: Path, seed: int, *args: str) -> str:
 def test_list_keys_come_in_the_models_order_whatever_the_hash_seed(tmp_path: Path) -> None:
     (tmp_path / "users.csv").write_text("id,email\nuser-1,one@example.org\n")
     (tmp_path / "devices.csv").write_text("serial_number,platform,udid,model,user\nC02XYZ,iOS,U-1,iPad,user-1\n")
+    _mdm(tmp_path, 0, "db", "upgrade")
     _mdm(tmp_path, 0, "users", "import", "users.csv")
     _mdm(tmp_path, 0, "devices", "import", "devices.csv")
     for seed in range(3):  # the old order differed between these seeds

@@ -150,9 +150,16 @@ def _core_head() -> str:
 
 def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_dir):
     db_file = project_dir / "var" / "mdm.sqlite3"
-    code, out, err = mdm("devices", "list")
-    assert code == 0, err
-    assert err.strip() == f"mdm: created new database at {db_file} (from MDM_DATABASE_URL)"
+    mdm.initialise = False
+    code, out, err = mdm("devices", "list")  # a command that reads a site: the file is not made here
+    assert (code, out, err) == (
+        2,
+        "",
+        f"mdm: error: database file {db_file} does not exist (from MDM_DATABASE_URL): create it with `mdm db upgrade`, or correct the path\n",
+    )
+    assert not db_file.exists()
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0 and f"created new database at {db_file}" in out, err
     head = _core_head()
     assert _version(_sqlite_url(project_dir), "core") == head
     code, out, err = mdm("devices", "list")
@@ -163,9 +170,15 @@ def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_
 
 def test_an_empty_postgresql_database_is_created_by_the_migrations(mdm, pg_url, monkeypatch):
     monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
-    code, out, err = mdm("devices", "list")
+    for args in (("devices", "list"), ("users", "add", "u1")):  # commands on a site: an empty database is refused, left empty
+        code, out, err = mdm(*args)
+        assert (code, out) == (2, "") and err.count("\n") == 1, err
+        assert err.startswith("mdm: error: database postgresql+psycopg://mdm:***@") and "is not initialised, it has no tables (from MDM_DATABASE_URL)" in err
+        assert "create them with `mdm db upgrade`, or correct the URL" in err
+        assert ":mdm@" not in err  # the password never shown
+        assert _tables(pg_url) == set()  # nothing created
+    code, out, err = mdm("db", "upgrade")
     assert code == 0, err
-    assert err.startswith("mdm: created the tables in empty database postgresql+psycopg://") and "***" in err
     assert _version(pg_url, "core") == _core_head()
     assert mdm("devices", "list")[2] == ""
 

@@ -15,6 +15,7 @@ from ..conftest import head_revision
 
 
 def test_status_of_a_new_then_used_database(mdm, project_dir):
+    mdm.initialise = False  # a site whose database is not made yet
     code, out, err = mdm("status", "--json")
     assert code == 1, err  # the file does not exist yet: attention
     status = json.loads(out)
@@ -22,7 +23,7 @@ def test_status_of_a_new_then_used_database(mdm, project_dir):
     assert status["database"] == {"url": f"sqlite:///{db}", "source": "from MDM_DATABASE_URL", "exists": False, "schema": "new", "pending": []}
     assert any("does not exist" in p for p in status["problems"])
     assert not db.exists()  # status creates nothing
-    assert mdm("devices", "list")[0] == 0
+    assert mdm("db", "upgrade")[0] == 0  # as the problem line says
     code, out, err = mdm("status")
     assert code == 0, out + err
     assert f"database:      sqlite:///{db} (from MDM_DATABASE_URL)" in out
@@ -40,7 +41,7 @@ def test_status_of_an_empty_postgresql_database_is_new_as_db_status_says(mdm, pg
     assert code == 1, err
     status = json.loads(out)
     assert (status["database"]["schema"], status["database"]["pending"]) == ("new", []), status["database"]
-    assert any("has no tables yet: the next command creates them" in p for p in status["problems"]), status["problems"]
+    assert any("is not initialised, it has no tables (from MDM_DATABASE_URL): create them with `mdm db upgrade`" in p for p in status["problems"])
     code, out, err = mdm("status")
     assert "schema:        new\n" in out and "behind" not in out, out
     code, out, _ = mdm("db", "status")
@@ -80,14 +81,20 @@ def test_a_new_database_says_where_its_url_came_from(project_dir, monkeypatch, c
     elsewhere.mkdir()
     (elsewhere / "my.toml").write_text("")
     capsys.readouterr()
-    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
+    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"mdm: created new database at {elsewhere / 'var' / 'mdm.sqlite3'} (the default, relative to {elsewhere}, the folder of {elsewhere / 'my.toml'})\n"
+        f"mdm: error: database file {elsewhere / 'var' / 'mdm.sqlite3'} does not exist (the default, relative to {elsewhere}, "
+        f"the folder of {elsewhere / 'my.toml'}): create it with `mdm db upgrade`, or correct the path\n"
     )
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{project_dir / 'var' / 'mdm.sqlte3'}")
-    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 0
-    assert capsys.readouterr().err == f"mdm: created new database at {project_dir / 'var' / 'mdm.sqlte3'} (from MDM_DATABASE_URL)\n"
+    assert main(["--config", str(elsewhere / "my.toml"), "devices", "list"]) == 2
+    typo = project_dir / "var" / "mdm.sqlte3"
+    assert (
+        capsys.readouterr().err
+        == f"mdm: error: database file {typo} does not exist (from MDM_DATABASE_URL): create it with `mdm db upgrade`, or correct the path\n"
+    )
+    assert not typo.exists() and not (elsewhere / "var").exists()  # was: an empty database made at each
 
 
 def test_quiet_silences_successes_but_not_lists_or_errors(mdm):

@@ -83,12 +83,14 @@ def test_a_sync_that_fails_says_so_on_stderr_for_each_account(mdm: MdmRunner, sm
 
 def test_secrets_status_on_a_fresh_database_creates_nothing(mdm: MdmRunner, small_sim: Any, project_dir: Path) -> None:
     key_file = project_dir / "var" / "secret.key"
+    mdm.initialise = False  # a site whose database is not made yet
     code, out, err = mdm("secrets", "status")
     assert code == 0, err
     assert f"key: key file {key_file} does not exist yet: the first stored token creates it" in out
     code, out, err = mdm("secrets", "status", "--json")
     assert code == 0 and json.loads(out)["key_file_exists"] is False and json.loads(out)["secrets"] == 0
     assert not key_file.exists() and not mdm.db.exists()  # was: a new key (and database) made by a command that only looks
+    assert mdm("db", "upgrade")[0] == 0
     _add(mdm, small_sim, project_dir, "school")  # the first stored token creates the key file
     code, out, err = mdm("secrets", "status")
     assert code == 0 and out.startswith(f"key: key file {key_file} (1 key(s)); stored secrets: 1: 1 with the current key"), out

@@ -1,0 +1,123 @@
+"""A mistyped database path (an existing folder, a file that does not exist) or an empty
+PostgreSQL database: every command but those that make a site's database (``mdm db upgrade``)
+created an empty database there, then showed an empty inventory as if the fleet were gone
+(``mdm alerts test`` alone refused it). Each now says, in one line, which database is not there
+and how to make it, exit 2, and creates nothing; a PostgreSQL password is never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from mdm_core.host import Host
+from mdm_core.testing import MdmRunner
+from tests.conftest import database_param
+
+#: commands that read or work on an existing site
+SITE_COMMANDS = [
+    ("vpp", "account", "list"),
+    ("vpp", "licenses"),
+    ("devices", "list"),
+    ("apps", "list"),
+    ("alerts", "test"),
+    ("users", "add", "kid-1"),
+    ("run", "--no-web"),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url(request: pytest.FixtureRequest, project_dir: Path, kind: str) -> str:
+    """A mistyped SQLite path (its folder exists), or an empty PostgreSQL database."""
+    if kind == "sqlite":
+        return f"sqlite:///{project_dir / 'var' / 'mdm.sqlit3'}"
+    return database_param(request, project_dir, "postgresql")
+
+
+@pytest.fixture
+def mdm(project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str) -> MdmRunner:
+    runner = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": url})
+    runner.initialise = False
+    return runner
+
+
+@pytest.fixture(autouse=True)
+def run_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mdm run` that got past its start (the old code) returns at once instead of running on."""
+    real = Host.run
+
+    def run(self: Host, **kwargs: Any) -> None:
+        self.stop_event.set()
+        real(self, install_signal_handlers=False, on_start=kwargs.get("on_start"))
+
+    monkeypatch.setattr(Host, "run", run)
+
+
+def _tables(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("args", SITE_COMMANDS, ids=" ".join)
+def test_a_command_on_a_site_refuses_a_database_that_is_not_there(mdm: MdmRunner, project_dir: Path, kind: str, url: str, args: tuple[str, ...]) -> None:
+    before = _files(project_dir)
+    code, out, err = mdm(*args)
+    assert (code, out) == (2, ""), err
+    if kind == "sqlite":
+        typo = project_dir / "var" / "mdm.sqlit3"
+        assert err == f"mdm: error: database file {typo} does not exist (from MDM_DATABASE_URL): create it with `mdm db upgrade`, or correct the path\n"
+        assert _files(project_dir) == before  # nothing created: no file, no key
+    else:
+        name = url.rsplit("/", 1)[-1]
+        assert err == (
+            f"mdm: error: database postgresql+psycopg://mdm:***@127.0.0.1/{name} is not initialised, it has no tables (from MDM_DATABASE_URL): "
+            "create them with `mdm db upgrade`, or correct the URL\n"
+        )
+        assert _tables(url) == []  # nothing created
+
+
+def test_mdm_run_with_auto_upgrade_upgrades_a_site_but_does_not_make_one(mdm: MdmRunner, project_dir: Path, kind: str, url: str) -> None:
+    code, out, err = mdm("run", "--no-web", config="[core]\nauto_upgrade = true\n")
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "mdm db upgrade" in err, err
+    assert not (project_dir / "var" / "mdm.sqlit3").exists() if kind == "sqlite" else _tables(url) == []
+
+
+def test_mdm_db_upgrade_makes_the_database_then_the_commands_work(mdm: MdmRunner, project_dir: Path) -> None:
+    code, out, err = mdm("db", "upgrade")
+    assert code == 0 and "is up to date" in out, err
+    for args in SITE_COMMANDS[:4]:
+        code, out, err = mdm(*args)
+        assert (code, err) == (0, ""), (args, err)
+    assert mdm("users", "add", "kid-1")[:2] == (0, "added user kid-1\n")
+    assert "kid-1" in mdm("users", "list")[1]
+
+
+def test_a_postgresql_password_is_never_in_the_line(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kind: str, url: str
+) -> None:
+    """The URL is shown without its password, given in the URL or as ``?password=``."""
+    if kind == "sqlite":
+        pytest.skip("a PostgreSQL URL")
+    assert "mdm:mdm@" in url  # the test server's user and password
+    for given in (url, url.replace("mdm:mdm@", "mdm@") + "?password=mdm"):
+        mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": given})
+        mdm.initialise = False
+        for args in (("devices", "list"), ("alerts", "test"), ("status",)):
+            code, out, err = mdm(*args)
+            assert code in (1, 2), (args, out, err)
+            assert ":mdm@" not in out + err and "password=mdm" not in out + err, (args, out, err)
+            assert "***" in out + err, (args, out, err)
