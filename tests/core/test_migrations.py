@@ -95,8 +95,9 @@ def db_url(request: pytest.FixtureRequest, project_dir: Path, monkeypatch: pytes
         pytest.skip(PG_SKIP_REASON)
     else:
         url = request.getfixturevalue("pg_url")
-    request.getfixturevalue("mdm")  # sets MDM_DATABASE_URL to SQLite: this one wins
+    runner = request.getfixturevalue("mdm")  # sets MDM_DATABASE_URL to SQLite: this one wins
     monkeypatch.setenv("MDM_DATABASE_URL", url)
+    runner.url_given = url  # the database its first command makes, as `mdm db upgrade` would
     return url
 
 
