@@ -14,6 +14,7 @@ def test_a_missing_database_file_is_named_and_nothing_is_written(mdm: Any, webho
     mdm.conf.write_text('[alerts]\nwebhooks = { slack = { env = "SLACK_URL" } }\n')
     typo = mdm.project_dir / "var" / "mdm.sqlit3"
     before = sorted(p.name for p in mdm.project_dir.rglob("*"))
+    mdm.initialise = False  # the database the configuration names is not made yet either
 
     with monkeypatch.context() as typed:
         typed.setenv("MDM_DATABASE_URL", f"sqlite:///{typo}")

@@ -95,9 +95,8 @@ def db_url(request: pytest.FixtureRequest, project_dir: Path, monkeypatch: pytes
         pytest.skip(PG_SKIP_REASON)
     else:
         url = request.getfixturevalue("pg_url")
-    runner = request.getfixturevalue("mdm")  # sets MDM_DATABASE_URL to SQLite: this one wins
+    request.getfixturevalue("mdm")  # sets MDM_DATABASE_URL to SQLite: this one wins
     monkeypatch.setenv("MDM_DATABASE_URL", url)
-    runner.url_given = url  # the database its first command makes, as `mdm db upgrade` would
     return url
 
 
@@ -171,6 +170,7 @@ def test_new_database_is_created_by_every_migration_and_says_where(mdm, project_
 
 def test_an_empty_postgresql_database_is_created_by_the_migrations(mdm, pg_url, monkeypatch):
     monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    mdm.initialise = False  # the empty database itself
     for args in (("devices", "list"), ("users", "add", "u1")):  # commands on a site: an empty database is refused, left empty
         code, out, err = mdm(*args)
         assert (code, out) == (2, "") and err.count("\n") == 1, err
@@ -216,6 +216,7 @@ def test_looking_at_a_mistyped_sqlite_path_creates_nothing_and_says_it_does_not_
     """`mdm db status` on a mistyped path created the folder and an empty database there,
     and showed every plugin `new` without saying the file was not there."""
     typo = project_dir / "vra" / "mdm.sqlite3"
+    mdm.initialise = False
     monkeypatch.setenv("MDM_DATABASE_URL", f"sqlite:///{typo}")
     for args in (("db", "status"), ("db", "status", "--json"), ("db", "history", "core"), ("status",)):
         code, out, err = mdm(*args)

@@ -37,6 +37,7 @@ def test_status_of_an_empty_postgresql_database_is_new_as_db_status_says(mdm, pg
     from sqlalchemy import create_engine, inspect
 
     monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    mdm.initialise = False  # the empty database itself
     code, out, err = mdm("status", "--json")
     assert code == 1, err
     status = json.loads(out)

@@ -110,6 +110,7 @@ def test_secrets_status_on_an_empty_postgres_database_creates_nothing(mdm: MdmRu
     from sqlalchemy import inspect
 
     monkeypatch.setenv("MDM_DATABASE_URL", pg_url)
+    mdm.initialise = False  # the empty database itself
     code, out, err = mdm("secrets", "status")
     assert code == 0 and "does not exist yet" in out, (out, err)
     assert err == ""  # was: "created the tables in empty database ..."
