@@ -200,6 +200,18 @@ class DataChangedError(VppError):
     retryable = True
 
 
+class ReadStopped(DataChangedError):
+    """A thread of the read stopped because another one failed (or the read was stopped)."""
+
+
+def first_failure(exc: BaseException, *besides: Beside) -> BaseException:
+    """The error to raise for the caller's failure ``exc`` while ``besides`` ran: each is stopped
+    (:meth:`Beside.instead_of`), and a real failure wins over the stops it caused in the others
+    (a thread that failed first stops the caller and the other threads at their next page)."""
+    errors = [beside.instead_of(exc) for beside in besides]
+    return next((e for e in (*errors, exc) if not isinstance(e, ReadStopped)), exc)
+
+
 @dataclass
 class AppleRead:
     """What one read found; the users and assignments wait in the staging tables under ``run_id``."""
@@ -257,15 +269,20 @@ class SyncReader:
         """Read Apple's state for ``mode`` (``full`` or ``incremental``)."""
         full = mode == "full"
         self.diff = not full
-        # the users on a thread of their own, beside the assets and the assignments: three
+        # the users and the assignments each on a thread of their own, beside the assets: three
         # listings independent of one another (a full sync: 100,000 users no longer wait for
-        # the 300,000 assignments; an incremental one: its three short listings at once)
+        # the 300,000 assignments; an incremental one: its three short listings at once, the
+        # assignments' changes no longer after the asset list)
         users = Beside(lambda: self.stage_users(None if full else self.account.users_version_id), self.stopped, "vpp-users")
         try:
-            assets, assets_version = self.fetch_assets()
-            assignments = self._read_assignments(None if full else self.account.assignments_version_id)
-        except BaseException as exc:
+            listing = Beside(lambda: self._read_assignments(None if full else self.account.assignments_version_id), self.stopped, "vpp-assignments")
+        except BaseException as exc:  # the thread could not start
             raise users.instead_of(exc) from None
+        try:
+            assets, assets_version = self.fetch_assets()
+            assignments: Traversal = listing.result()
+        except BaseException as exc:
+            raise first_failure(exc, listing, users) from None
         users_version = users.result()
         self.host.db.analyze(SU.name, SL.name)  # the reconcile and the apply join these rows with the mirror
         reread: set[str] = set()
@@ -320,7 +337,7 @@ class SyncReader:
             progress.page(self.account.name, what, page)
             self.heartbeat()
             if self.stopped.is_set():
-                raise DataChangedError("the read was stopped")
+                raise ReadStopped("the read was stopped")
             version = version_of(page)
             self._note_expiration(page)
             if index == 0:
@@ -868,7 +885,7 @@ class _MirrorPrefetch:
                 if not wait:
                     return _UNREAD
                 if self.stopped.is_set() or self.ended:  # the read failed or was stopped (its error is the read's)
-                    raise DataChangedError("the read of the mirrored licenses was stopped")
+                    raise ReadStopped("the read of the mirrored licenses was stopped")
                 self.wanted.add(adam_id)
                 try:
                     self.arrived.wait()
