@@ -600,8 +600,9 @@ def test_console_syncs_run_on_a_bounded_pool_and_show_their_progress(make_host: 
                 run_url = str(page.url.path)
                 assert reached.wait(60)
                 page = admin.get(run_url)
-                # the users are read beside the assets: their pages may show already
-                assert re.search(r'id="run-progress">assets: 1 page, 7 rows(; users: \d+ pages?, \d+ rows)? \(\d+ s\)', page.text), page.text
+                # the users and the assignments are read beside the assets: their pages may show already
+                listing = r"(; users: \d+ pages?, \d+ rows)?(; assignments: \d+ pages?, \d+ rows)?"
+                assert re.search(r'id="run-progress">assets: 1 page, 7 rows' + listing + r" \(\d+ s\)", page.text), page.text
                 busy = admin.post("/vpp/accounts/college/sync", data={"csrftoken": csrf(admin)})
                 assert busy.status_code == 503 and "already running 1 background task(s)" in busy.text
                 again = admin.post("/vpp/accounts/school/sync", data={"csrftoken": csrf(admin)})
