@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="each plugin's current and latest revision",
         description="Each plugin's current revision, the latest this release has, its state and what is pending; "
         "histories of plugins that are not loaded are listed as 'not loaded'. "
-        "Exit 1 when other commands refuse the database (a plugin behind, unstamped or ahead: `mdm db upgrade` is due, "
-        "or a newer release upgraded it), with that line on stderr; 0 when it is current or only new.",
+        "Exit 1 when other commands refuse the database (no tables yet, or a plugin behind, unstamped or ahead: "
+        "`mdm db upgrade` is due, or a newer release upgraded it), with that line on stderr; 0 when it is current "
+        "or only a plugin's tables are new.",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
@@ -84,18 +85,18 @@ def cmd_upgrade(host: Host, args: argparse.Namespace) -> int:
 
 
 def cmd_status(host: Host, args: argparse.Namespace) -> int:
-    """``mdm db status``: exit 1 when the other commands refuse the database (behind, unstamped
-    or ahead: the line they print, on stderr), so that a script knows an upgrade is due."""
-    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states
+    """``mdm db status``: exit 1 when the other commands refuse the database (no tables yet,
+    behind, unstamped or ahead: the line they print, on stderr), so that a script knows an
+    upgrade is due (``mdm db status || mdm db upgrade``)."""
+    from mdm_core.db.migrate import History, NotInitialised, ahead_message, behind_message, read_states, refuse_uninitialised
 
     db = host.unchecked_db
     states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
-    if db.is_new_file:  # said on stderr: --json stays JSON
-        say(
-            f"mdm: database file {db.url.database} does not exist ({host.database_source}): `mdm db upgrade` creates it; "
-            "check the path if you expected your data there",
-            out=sys.stderr,
-        )
+    refused: str | None = None
+    try:
+        refuse_uninitialised(db, [s for s in states if s.state != "not loaded"], host.database_source)
+    except NotInitialised as exc:
+        refused = str(exc)
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)
@@ -105,6 +106,9 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
             row["current"] = row["current"] or "-"
             row["head"] = row["head"] or "-"
         print_table(rows, ["plugin", "current", "head", "state", "pending"])
+    if refused is not None:  # said on stderr, as every other command says it: --json stays JSON
+        print(f"mdm: {refused}", file=sys.stderr, flush=True)
+        return 1
     kinds = {s.state for s in states}
     if kinds & {"ahead", "behind", "unstamped"}:  # said on stderr, as every other command says it
         print(f"mdm: {ahead_message(states) if 'ahead' in kinds else behind_message(states)}", file=sys.stderr, flush=True)  # -q too
