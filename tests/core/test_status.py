@@ -46,7 +46,7 @@ def test_status_of_an_empty_postgresql_database_is_new_as_db_status_says(mdm, pg
     code, out, err = mdm("status")
     assert "schema:        new\n" in out and "behind" not in out, out
     code, out, _ = mdm("db", "status")
-    assert code == 0 and all(line.split()[3] == "new" for line in out.splitlines()[1:]), out
+    assert code == 1 and all(line.split()[3] == "new" for line in out.splitlines()[1:]), out
     engine = create_engine(pg_url)
     try:
         assert inspect(engine).get_table_names() == []  # status created nothing
