@@ -12,7 +12,7 @@ import pytest
 from mdm_core.host import Host
 from mdm_core.testing import recorded_statements
 from plugins.vpp.sync.run import sync_account
-from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
+from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple, mirror_state
 
 from .conftest import FAST_CONFIG
 
@@ -76,3 +76,50 @@ def test_an_incremental_sync_whose_write_is_run_again_moves_each_count_once(sync
     assert report["status"] == "ok" and report["mode"] == "incremental", report
     assert len(calls) == 2, calls
     assert_mirror_equals_apple(synced, simulator)  # the stored counts included
+
+
+def test_an_incremental_sync_asks_once_which_holders_of_taken_back_licenses_the_inventory_knows(synced: Any, simulator: Any) -> None:
+    """Licenses taken back from an enrolled device and from an MDM user in one sync: which
+    holders the MDM inventory knows is read by one statement for both kinds (one per kind
+    before), and the events still name them (``enrolledSerialNumbers``, ``mdmUserIds``)."""
+    from mdm_core.inventory import add_device, add_user
+    from mdm_core.testing import EventRecorder
+    from plugins.vpp.payloads import EVENT_PAYLOADS
+    from plugins.vpp.simulator import DEVICE, USER
+
+    mirror = mirror_state(synced)
+    device_key = next(k for k in sorted(mirror["assignments"]) if k[2] == DEVICE)
+    user_key = next(k for k in sorted(mirror["assignments"]) if k[2] == USER)
+    add_device(synced, device_key[3], "iOS")
+    add_user(synced, user_key[3], email="someone@example.org")
+    assert simulator.remove_in_portal(device_key[0], device_key[1], serial_number=device_key[3])
+    assert simulator.remove_in_portal(user_key[0], user_key[1], client_user_id=user_key[3])
+    recorder = EventRecorder(events=EVENT_PAYLOADS)
+    synced.pm.register(recorder)
+    with recorded_statements(synced.db.write_engine) as statements:
+        report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    flat = [s.sql.replace('"', "") for s in statements]
+    lookups = [s for s in flat if "FROM core_device WHERE core_device.serial_number" in s or "FROM core_user WHERE core_user.id" in s]
+    assert len(lookups) == 1 and "core_device" in lookups[0] and "core_user" in lookups[0], lookups
+    taken = recorder.named("vpp_licenses_disassociated")
+    assert [p["enrolledSerialNumbers"] for p in taken if device_key[3] in p["serialNumbers"]] == [[device_key[3]]]
+    assert [p["mdmUserIds"] for p in taken if user_key[3] in p["clientUserIds"]] == [[user_key[3]]]
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def test_the_holders_the_inventory_knows_are_found_among_many_of_both_kinds(synced: Any) -> None:
+    """More holders of each kind than one SQLite statement takes (500 a list): every enrolled
+    serial and every MDM user among them is found, none of the others, whichever list is longer."""
+    from mdm_core.inventory import add_device, add_user
+    from plugins.vpp.sync.events import known_holders
+
+    add_device(synced, "C-KNOWN-1", "iOS")
+    add_device(synced, "C-KNOWN-2", "iOS")
+    add_user(synced, "u-known", email="known@example.org")
+    serials = [f"C-{n:04}" for n in range(1200)] + ["C-KNOWN-2", "C-KNOWN-1"]
+    users = ["u-known"] + [f"u-{n:04}" for n in range(600)]
+    with synced.db.session() as session:
+        assert known_holders(session, serials, users) == ({"C-KNOWN-1", "C-KNOWN-2"}, {"u-known"})
+        assert known_holders(session, users[:3], serials[-3:]) == (set(), set())
+        assert known_holders(session, [], users) == (set(), {"u-known"})

@@ -8,9 +8,10 @@ The payload shapes are the public contract documented in :mod:`plugins.vpp.hooks
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import zip_longest
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, select
+from sqlalchemy import and_, case, literal, select
 from sqlmodel import Session
 
 from mdm_core.db.bulk import in_chunks, one_of
@@ -60,8 +61,7 @@ def with_known(query: Any, table: Any) -> Any:
 def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str, bool]]:
     """(adamId, pricingParam, kind, target) keys, sorted, with whether the inventory knows each
     holder (as :func:`with_known` gives them from a query)."""
-    devices = known_ids(session, table_of(Device).c.serial_number, [t for _, _, k, t in keys if k == "device"])
-    users = known_ids(session, table_of(MdmUser).c.id, [t for _, _, k, t in keys if k != "device"])
+    devices, users = known_holders(session, [t for _, _, k, t in keys if k == "device"], [t for _, _, k, t in keys if k != "device"])
     return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
 
 
@@ -158,3 +158,27 @@ def known_ids(session: Session, column: Any, values: list[str]) -> set[str]:
         if chunk:
             found.update(session.execute(query, {"values": chunk}).scalars())
     return found
+
+
+_HOLDERS: dict[bool, Any] = {}  # postgres -> the query of both kinds of holders, built once
+
+
+def known_holders(session: Session, serials: list[str], user_ids: list[str]) -> tuple[set[str], set[str]]:
+    """The enrolled ``serials`` and the MDM users among ``user_ids``, both by one statement
+    (a ``UNION ALL`` of the two lookups of :func:`known_ids`): a sync that takes back
+    licenses of devices and of users asks once, not once per kind."""
+    D, MU = table_of(Device).c.serial_number, table_of(MdmUser).c.id
+    if not serials or not user_ids:
+        return known_ids(session, D, serials), known_ids(session, MU, user_ids)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = _HOLDERS.get(postgres)
+    if query is None:
+        devices = select(literal("device").label("kind"), D.label("holder")).where(one_of(D, "serials", postgres))
+        query = _HOLDERS[postgres] = devices.union_all(select(literal("user"), MU).where(one_of(MU, "user_ids", postgres)))
+    found: dict[str, set[str]] = {"device": set(), "user": set()}
+    empty: list[str] = []
+    chunks: Iterable[tuple[list[str], list[str]]] = [(serials, user_ids)] if postgres else zip_longest(in_chunks(serials), in_chunks(user_ids), fillvalue=empty)
+    for serial_chunk, user_chunk in chunks:
+        for kind, holder in session.execute(query, {"serials": serial_chunk, "user_ids": user_chunk}):
+            found[kind].add(holder)
+    return found["device"], found["user"]
