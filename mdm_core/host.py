@@ -30,7 +30,7 @@ from mdm_core.secrets import KEY_FILE_NAME, KeyMissing, SecretBox
 
 if TYPE_CHECKING:
     from mdm_core.cluster import Cluster
-    from mdm_core.db.migrate import Step
+    from mdm_core.db.migrate import HistoryState, Step
 
 log = logging.getLogger(__name__)
 RUN_DELIVERY_SLICE = 2.0  # seconds of event delivery per turn of `mdm run`'s loop (then the scheduler's turn)
@@ -84,9 +84,16 @@ class Host:
         """
         from mdm_core.db.migrate import ensure_current
 
-        refuse_new = None if self.creates_database else self.database_source
-        ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database, refuse_new=refuse_new)
+        ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database, check=self._refuse_uninitialised)
         return self.unchecked_db
+
+    def _refuse_uninitialised(self, states: Sequence[HistoryState]) -> None:
+        """Refuse a database without tables unless this host :attr:`creates_database`: what the
+        schema check at first use and :meth:`upgrade_database` both ask first."""
+        from mdm_core.db.migrate import refuse_uninitialised
+
+        if not self.creates_database:
+            refuse_uninitialised(self.unchecked_db, states, self.database_source)
 
     @property
     def database_source(self) -> str:
@@ -110,13 +117,12 @@ class Host:
         tables) told to ``notify`` (``migrate.created_note``); returns the steps. Refused while
         another ``mdm run`` runs on the database (see ``refuse_upgrade_while_running``)."""
         from mdm_core.cluster import refuse_upgrade_while_running
-        from mdm_core.db.migrate import HistoryState, bring_current, refuse_uninitialised
+        from mdm_core.db.migrate import bring_current
 
         db = self.unchecked_db
 
         def check(states: Sequence[HistoryState], new_file: bool) -> None:
-            if not self.creates_database:  # `mdm run` with auto_upgrade: it upgrades a site, never makes one
-                refuse_uninitialised(db, states, self.database_source)
+            self._refuse_uninitialised(states)  # `mdm run` with auto_upgrade: it upgrades a site, never makes one
             if not new_file:
                 refuse_upgrade_while_running(db, states)
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def collect_status(host: Host) -> dict[str, Any]:
     """Everything ``mdm status`` shows, as plain values."""
     from mdm_core.cli import plugin_rows
-    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised_message
+    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised, uninitialised_message
     from mdm_core.plugins import core_version
 
     db = host.unchecked_db
@@ -50,21 +50,17 @@ def collect_status(host: Host) -> dict[str, Any]:
         if exposure:
             status["warnings"].append(exposure)
             host.key_file_warned = True  # said here: not again on stderr when a plugin's status reads the key
-    if db.is_new_file:
-        status["database"]["schema"] = "new"
-        status["problems"].append(uninitialised_message(db, host.database_source))
-        return status
     try:
-        states = read_states(db, [History(s) for s in host.migration_sets()])
+        states = read_states(db, [History(s) for s in host.migration_sets()])  # a missing SQLite file: not created, all "new"
     except MdmError as exc:
         status["database"]["schema"] = "unreachable"
         status["problems"].append(str(exc))
         return status
-    kinds = {s.state for s in states}
-    if kinds == {"new"}:  # a database without any table (PostgreSQL's, created empty), as `mdm db status` says
+    if uninitialised(db, states):  # no tables: the line every other command refuses it with, as `mdm db status` says
         status["database"]["schema"] = "new"
         status["problems"].append(uninitialised_message(db, host.database_source))
         return status
+    kinds = {s.state for s in states}
     schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
     status["database"]["schema"] = schema
     status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]

@@ -88,15 +88,11 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     """``mdm db status``: exit 1 when the other commands refuse the database (no tables yet,
     behind, unstamped or ahead: the line they print, on stderr), so that a script knows an
     upgrade is due (``mdm db status || mdm db upgrade``)."""
-    from mdm_core.db.migrate import History, NotInitialised, ahead_message, behind_message, read_states, refuse_uninitialised
+    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised, uninitialised_message
 
     db = host.unchecked_db
     states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
-    refused: str | None = None
-    try:
-        refuse_uninitialised(db, [s for s in states if s.state != "not loaded"], host.database_source)
-    except NotInitialised as exc:
-        refused = str(exc)
+    refused = uninitialised_message(db, host.database_source) if uninitialised(db, states) else None
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)

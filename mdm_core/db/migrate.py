@@ -317,28 +317,44 @@ def ahead_message(states: Sequence[HistoryState]) -> str:
     )
 
 
-def ensure_current(db: Database, sets: Sequence[MigrationSet], *, notify: Callable[[str], None] | None = None, refuse_new: str | None = None) -> list[Step]:
+def ensure_current(
+    db: Database,
+    sets: Sequence[MigrationSet],
+    *,
+    notify: Callable[[str], None] | None = None,
+    check: Callable[[Sequence[HistoryState]], None] | None = None,
+) -> list[Step]:
     """Check at start that the database is at this release's revisions, without the write lock.
 
-    A new, empty database is created by running every migration (unless ``refuse_new``, where
-    its URL came from, is given: :func:`refuse_uninitialised`), and so are the tables of a
-    plugin used for the first time on this database (no version table, none of its tables);
-    ``notify`` says so. A database behind this release stops with ``SchemaBehind`` (``mdm db
+    ``check(states)`` may refuse first (the host refuses a database without tables there:
+    :func:`refuse_uninitialised`). A new, empty database is otherwise created by running every
+    migration, and so are the tables of a plugin used for the first time on this database (no
+    version table, none of its tables); ``notify`` says so. A database behind this release stops with ``SchemaBehind`` (``mdm db
     upgrade``, ``Host.upgrade_database``); one ahead stops with ``SchemaAhead``.
     """
 
-    def check(states: Sequence[HistoryState], new_file: bool) -> None:
-        if refuse_new is not None:
-            refuse_uninitialised(db, states, refuse_new)
+    def checks(states: Sequence[HistoryState], new_file: bool) -> None:
+        if check is not None:
+            check(states)
         _refuse_behind(states, new_file)
 
-    return bring_current(db, sets, check, notify=notify or _to_stderr)
+    return bring_current(db, sets, checks, notify=notify or _to_stderr)
+
+
+def uninitialised(db: Database, states: Sequence[HistoryState]) -> bool:
+    """Whether ``states`` (:func:`read_states`'s; ``not loaded`` ones aside) say the database has
+    none of this release's tables: an SQLite file that does not exist or is empty (0 bytes), an
+    empty PostgreSQL database. The one rule of :func:`refuse_uninitialised`, ``mdm status`` and
+    ``mdm db status`` (schema ``new``, :func:`uninitialised_message`). Never an in-memory
+    database: its first use makes it."""
+    loaded = [s for s in states if s.state != "not loaded"]  # as every command reads them: loaded plugins only
+    return not db.in_memory and bool(loaded) and all(s.state == "new" for s in loaded)
 
 
 def refuse_uninitialised(db: Database, states: Sequence[HistoryState], source: str) -> None:
     """Refuse a database without any of this release's tables (``NotInitialised``, before anything
     is created): every command but those that create one (``mdm db upgrade``, ``mdm demo``'s own)."""
-    if not db.in_memory and states and all(s.state == "new" for s in states):
+    if uninitialised(db, states):
         raise NotInitialised(uninitialised_message(db, source))
 
 
