@@ -28,7 +28,7 @@ def collect_status(host: Host) -> dict[str, Any]:
     status: dict[str, Any] = {
         "version": core_version(),
         "config": str(host.config.path) if host.config.path else None,
-        "database": {"url": db.describe(), "source": host.database_source, "exists": not db.is_new_file, "schema": None, "pending": []},
+        "database": {"url": db.describe(), "source": host.database_source, "exists": not db.is_missing_file, "schema": None, "pending": []},
         "plugins": [{k: r[k] for k in ("name", "version", "source", "state", "error")} for r in plugin_rows(host)],
         "sections": {},
         "jobs": [],

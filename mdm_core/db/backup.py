@@ -44,8 +44,13 @@ def backup_sqlite(db: Database, target: Path) -> Backup:
             "back PostgreSQL up with its own tools, e.g. `pg_dump --format=custom --file FILE DATABASE_URL`"
         )
     source = Path(db.url.database or "")
-    if db.is_new_file:
+    if db.is_missing_file:
         raise MdmError(f"database file {source} does not exist: there is nothing to back up (check [core] database_url or MDM_DATABASE_URL)")
+    if db.is_new_file:  # 0 bytes (`touch mdm.db`): a database without tables
+        raise MdmError(
+            f"database file {source} is empty, it has no tables: there is nothing to back up (create them with `mdm db upgrade`, "
+            "or check [core] database_url or MDM_DATABASE_URL)"
+        )
     target = target.expanduser().absolute()
     if target.exists():
         raise MdmError(f"{target} exists: give a new file name (a backup never replaces a file)")

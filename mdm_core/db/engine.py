@@ -189,10 +189,15 @@ class Database:
         return engine
 
     @property
+    def is_missing_file(self) -> bool:
+        """True for an SQLite file that does not exist (the first connection creates it)."""
+        return self.is_sqlite and not self.in_memory and not Path(self.url.database or "").exists()
+
+    @property
     def is_new_file(self) -> bool:
-        """True for an SQLite file that does not exist yet (the first connection creates it)."""
-        path = Path(self.url.database or "")
-        return self.is_sqlite and not self.in_memory and (not path.exists() or path.stat().st_size == 0)
+        """True for an SQLite file that does not exist yet or is empty (0 bytes, ``touch mdm.db``):
+        SQLite takes both for a database without tables, which its first connection makes."""
+        return self.is_missing_file or (self.is_sqlite and not self.in_memory and Path(self.url.database or "").stat().st_size == 0)
 
     @contextmanager
     def migration_connection(self) -> Iterator[Connection]:

@@ -361,7 +361,7 @@ def refuse_uninitialised(db: Database, states: Sequence[HistoryState], source: s
 def uninitialised_message(db: Database, source: str) -> str:
     """The one line naming a database without tables, where its URL came from (``source``) and
     the fix; a PostgreSQL URL without its password."""
-    if db.is_sqlite and not Path(db.url.database or "").exists():
+    if db.is_missing_file:
         return f"database file {db.url.database} does not exist ({source}): create it with `mdm db upgrade`, or correct the path"
     where = db.url.database if db.is_sqlite else db.describe()
     return f"database {where} is not initialised, it has no tables ({source}): create them with `mdm db upgrade`, or correct the URL"

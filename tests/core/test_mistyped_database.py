@@ -2,10 +2,12 @@
 PostgreSQL database: every command but those that make a site's database (``mdm db upgrade``)
 created an empty database there, then showed an empty inventory as if the fleet were gone
 (``mdm alerts test`` alone refused it). Each now says, in one line, which database is not there
-and how to make it, exit 2, and creates nothing; a PostgreSQL password is never shown."""
+and how to make it, exit 2, and creates nothing; a PostgreSQL password is never shown. An empty
+SQLite file (``touch mdm.db``) is a database without tables, as an empty PostgreSQL database."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +30,21 @@ SITE_COMMANDS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "empty file", "postgresql"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def url(request: pytest.FixtureRequest, project_dir: Path, kind: str) -> str:
-    """A mistyped SQLite path (its folder exists), or an empty PostgreSQL database."""
+    """A mistyped SQLite path (its folder exists), an empty SQLite file (``touch mdm.db``, 0
+    bytes), or an empty PostgreSQL database."""
     if kind == "sqlite":
         return f"sqlite:///{project_dir / 'var' / 'mdm.sqlit3'}"
+    if kind == "empty file":
+        (project_dir / "var").mkdir(exist_ok=True)
+        (project_dir / "var" / "mdm.db").touch()
+        return f"sqlite:///{project_dir / 'var' / 'mdm.db'}"
     return database_param(request, project_dir, "postgresql")
 
 
@@ -81,6 +88,13 @@ def test_a_command_on_a_site_refuses_a_database_that_is_not_there(mdm: MdmRunner
         typo = project_dir / "var" / "mdm.sqlit3"
         assert err == f"mdm: error: database file {typo} does not exist (from MDM_DATABASE_URL): create it with `mdm db upgrade`, or correct the path\n"
         assert _files(project_dir) == before  # nothing created: no file, no key
+    elif kind == "empty file":
+        empty = project_dir / "var" / "mdm.db"
+        assert err == (
+            f"mdm: error: database {empty} is not initialised, it has no tables (from MDM_DATABASE_URL): "
+            "create them with `mdm db upgrade`, or correct the URL\n"
+        )
+        assert _files(project_dir) == before and empty.stat().st_size == 0  # nothing written: no -wal file, no key
     else:
         name = url.rsplit("/", 1)[-1]
         assert err == (
@@ -93,7 +107,8 @@ def test_a_command_on_a_site_refuses_a_database_that_is_not_there(mdm: MdmRunner
 def test_mdm_run_with_auto_upgrade_upgrades_a_site_but_does_not_make_one(mdm: MdmRunner, project_dir: Path, kind: str, url: str) -> None:
     code, out, err = mdm("run", "--no-web", config="[core]\nauto_upgrade = true\n")
     assert (code, out) == (2, "") and err.count("\n") == 1 and "mdm db upgrade" in err, err
-    assert not (project_dir / "var" / "mdm.sqlit3").exists() if kind == "sqlite" else _tables(url) == []
+    assert _tables(url) == [] if kind == "postgresql" else not (project_dir / "var" / "mdm.sqlit3").exists()
+    assert kind != "empty file" or (project_dir / "var" / "mdm.db").stat().st_size == 0
 
 
 def test_mdm_db_upgrade_makes_the_database_then_the_commands_work(mdm: MdmRunner, project_dir: Path) -> None:
@@ -120,3 +135,23 @@ def test_a_postgresql_password_is_never_in_the_line(
             assert code in (1, 2), (args, out, err)
             assert ":mdm@" not in out + err and "password=mdm" not in out + err, (args, out, err)
             assert "***" in out + err, (args, out, err)
+
+
+@pytest.mark.parametrize("kind", ["empty file"])
+def test_an_empty_sqlite_file_is_a_database_without_tables_to_status_and_backup(mdm: MdmRunner, project_dir: Path, kind: str) -> None:
+    """An empty file (``touch mdm.db``) is there, without tables: ``mdm status`` said it did not
+    exist (``"exists": false``) and ``mdm db backup`` that the file did not exist."""
+    empty = project_dir / "var" / "mdm.db"
+    refusal = f"database {empty} is not initialised, it has no tables (from MDM_DATABASE_URL): create them with `mdm db upgrade`, or correct the URL"
+    code, out, err = mdm("status", "--json")
+    status = json.loads(out)
+    assert (code, status["database"]["exists"], status["database"]["schema"], status["problems"]) == (1, True, "new", [refusal]), err
+    code, out, err = mdm("db", "status")
+    assert (code, err) == (1, f"mdm: {refusal}\n") and "new" in out
+    code, out, err = mdm("db", "backup", str(project_dir / "copy.sqlite3"))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"mdm: error: database file {empty} is empty, it has no tables: there is nothing to back up (create them with `mdm db upgrade`, "
+        "or check [core] database_url or MDM_DATABASE_URL)\n"
+    )
+    assert not (project_dir / "copy.sqlite3").exists() and empty.stat().st_size == 0
