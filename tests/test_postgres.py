@@ -419,8 +419,9 @@ def test_license_counts_of_many_assets_move_by_one_statement_on_postgres(pg_host
 
 
 def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_licenses_exactly(pg_host: Host, simulator: Any, project_dir: Path) -> None:
-    """On PostgreSQL the mirrored licenses of the assets read again come back as one string per
-    chunk of assets: values holding the separators are read exactly, and
+    """On PostgreSQL the mirrored licenses of the assets read again come back as one row per
+    asset, pricingParam and kind, its targets joined: values holding the separators are read
+    exactly (a target holding the record or unit separator row by row), and
     an incremental sync after licenses were removed, added and kept (the odd ones, which Apple
     does not list, among the removed) leaves the mirror exactly Apple's."""
     from sqlalchemy import insert, select
@@ -450,8 +451,9 @@ def test_the_assets_read_again_on_postgres_are_compared_with_their_mirrored_lice
     with pg_host.db.reading() as conn:
         got = list(read.mirrored_licenses(conn, acc, order, first=2))
     assert [(a, m.licenses()) for a, m in got] == [(a, held.get(a, set())) for a in order]
-    row_by_row = {a for a, m in got if not m.joined}  # a value holds a separator: read row by row
-    assert set(odd) <= row_by_row and order[0] not in row_by_row and "no-such-asset" not in row_by_row
+    row_by_row = {a for a, m in got if not m.joined}  # a target holds a separator of the licenses or their fields
+    assert {assets[0], assets[1], assets[2]} <= row_by_row and assets[3] not in row_by_row  # the file separator separates nothing here
+    assert order[0] not in row_by_row and "no-such-asset" not in row_by_row
 
     simulator.mutate_fraction(0.3, seed=5)
     report = sync_account(pg_host, "school")

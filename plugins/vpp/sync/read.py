@@ -108,6 +108,16 @@ _MIRRORED_SETS = (
     f"SELECT pricing_param AS p, kind AS k, count(*) AS n, {{agg}}(target, '\x1e') AS ts FROM {L.name} "
     "WHERE account_id = {p} AND adam_id = t.adam_id GROUP BY pricing_param, kind) AS g) AS s FROM t) AS x"
 )
+#: PostgreSQL: the same licenses as one row per asset, pricingParam and kind (its adamId, its
+#: pricingParam, its kind, its licenses counted and its targets joined by the record separator):
+#: a fifth less of the server's time than the three nested aggregates above, and less to split
+#: here (a value holding a separator is a column of its own, but for the targets' one); on
+#: SQLite, rows cost the GIL at every step (see :func:`mirrored_licenses`), the string stays
+_MIRRORED_GROUPS = (
+    "WITH t(adam_id) AS (VALUES {assets}) SELECT t.adam_id, g.p, g.k, g.n, g.ts FROM t, LATERAL ("
+    f"SELECT pricing_param AS p, kind AS k, count(*) AS n, string_agg(target, '\x1e') AS ts FROM {L.name} "
+    "WHERE account_id = {p} AND adam_id = t.adam_id GROUP BY pricing_param, kind) AS g"
+)
 _AGGREGATES = {"sqlite": "group_concat", "postgresql": "string_agg"}
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 MIRROR_CHUNK = 64  # assets per query of their mirrored licenses at most (the first query: one per re-reading thread)
@@ -738,6 +748,15 @@ class MirroredLicenses:
         return {tuple(k.split("\x1f")) for k in keys} if self.joined else set(keys)
 
 
+def _license_keys(pricing: str, kind: str, joined: str) -> list[str]:
+    """The keys of a group's licenses (``joined``: its targets joined by the record separator),
+    each ``pricing US kind US target``, made by two passes of C code over the group's text (the
+    separator replaced by itself and the prefix, then split): no string made per target and
+    then another per key."""
+    prefix = f"{pricing}\x1f{kind}\x1f"
+    return (prefix + joined.replace("\x1e", "\x1e" + prefix)).split("\x1e")
+
+
 Mirrored = MirroredLicenses | None  # an asset's mirrored licenses, None past DIFF_LIMIT
 _UNREAD: Any = object()  # an asset whose mirrored licenses have not been read yet
 
@@ -755,10 +774,11 @@ def mirrored_licenses(
     One statement per chunk of assets (the first ``first`` of them, so that the first assets
     arrive at once, then twice as many each time, :data:`MIRROR_CHUNK` and
     :data:`CHUNK_LICENSES` at most) on the driver's cursor returns the chunk's rows as one
-    string, split here into licenses: SQLite hands the GIL back and forth at every row it
-    steps, which with the threads downloading pages made one row per license, then one per
-    asset, the slowest part of the comparison; a statement per asset cost a round trip each.
-    A value holding a separator (the counts disagree) is read again row by row."""
+    string (SQLite), or one row per asset and group (PostgreSQL: :data:`_MIRRORED_GROUPS`),
+    split here into licenses: SQLite hands the GIL back and forth at every row it steps, which
+    with the threads downloading pages made one row per license, then one per asset, the
+    slowest part of the comparison; a statement per asset cost a round trip each. A value
+    holding a separator (the counts disagree) is read again row by row."""
     raw: Any = conn.connection.dbapi_connection
     p = _PLACEHOLDERS[conn.dialect.paramstyle]
     agg = _AGGREGATES.get(conn.dialect.name)
@@ -788,16 +808,29 @@ def mirrored_licenses(
                 per_pricing: dict[str, int] = {}
                 for group in groups:
                     pricing, kind, joined = group.split("\x1f")
-                    # each license's key, pricing US kind US target, made by two passes of C
-                    # code over the group's text (the separator replaced by itself and the
-                    # prefix, then split): no string made per target and then another per key
-                    prefix = f"{pricing}\x1f{kind}\x1f"
-                    licenses = (prefix + joined.replace("\x1e", "\x1e" + prefix)).split("\x1e")
+                    licenses = _license_keys(pricing, kind, joined)
                     keys.update(licenses)
                     per_pricing[pricing] = per_pricing.get(pricing, 0) + len(licenses)
                 if len(keys) == count:
                     return MirroredLicenses(keys, per_pricing)
             return rows_of(adam_id)
+
+        def grouped(adam_id: str, groups: list[tuple[str, str, str, int, str]]) -> Mirrored:
+            """An asset's rows of :data:`_MIRRORED_GROUPS` (none: no license)."""
+            count = sum(group[3] for group in groups)
+            if count > DIFF_LIMIT:
+                return None
+            keys: set[str] = set()
+            per_pricing: dict[str, int] = {}
+            for _, pricing, kind, n, joined in groups:
+                if "\x1f" in joined or "\x1f" in pricing or "\x1f" in kind:  # a key would not hold exactly two
+                    return rows_of(adam_id)
+                licenses = _license_keys(pricing, kind, joined)
+                if len(licenses) != n:  # a record separator in a value
+                    return rows_of(adam_id)
+                keys.update(licenses)
+                per_pricing[pricing] = per_pricing.get(pricing, 0) + n
+            return MirroredLicenses(keys, per_pricing) if len(keys) == count else rows_of(adam_id)
 
         known = sizes or {}
         start, size = 0, max(1, first)
@@ -818,7 +851,16 @@ def mirrored_licenses(
                 for adam_id in chunk:
                     yield adam_id, rows_of(adam_id)
                 continue
-            cursor.execute(_MIRRORED_SETS.format(assets=", ".join([f"({p})"] * len(chunk)), p=p, agg=agg), (*chunk, account_id))
+            assets = ", ".join([f"({p})"] * len(chunk))
+            if conn.dialect.name == "postgresql":
+                cursor.execute(_MIRRORED_GROUPS.format(assets=assets, p=p), (*chunk, account_id))
+                by_asset: dict[str, list[tuple[str, str, str, int, str]]] = {}
+                for row in cursor.fetchall():
+                    by_asset.setdefault(row[0], []).append(row)
+                for adam_id in chunk:
+                    yield adam_id, grouped(adam_id, by_asset.get(adam_id, []))
+                continue
+            cursor.execute(_MIRRORED_SETS.format(assets=assets, p=p, agg=agg), (*chunk, account_id))
             (joined,) = cursor.fetchone()
             pieces = joined.split("\x1c")
             if len(pieces) != len(chunk):  # a value holds the file separator: each asset row by row
