@@ -155,3 +155,30 @@ def test_an_empty_sqlite_file_is_a_database_without_tables_to_status_and_backup(
         "or check [core] database_url or MDM_DATABASE_URL)\n"
     )
     assert not (project_dir / "copy.sqlite3").exists() and empty.stat().st_size == 0
+
+
+SITE_PLUGIN = """
+    @hookimpl
+    def mdm_register_cli(subparsers, host):
+        subparsers.add_parser("site-make").set_defaults(func=_use, creates_database=True)
+        subparsers.add_parser("site-show").set_defaults(func=_use)
+
+    def _use(host, args):
+        host.db
+        print("used the database")
+"""
+
+
+def test_a_plugin_command_creates_the_database_only_with_creates_database(mdm: MdmRunner, write_plugin: Any, project_dir: Path, kind: str, url: str) -> None:
+    """A plugin's command is refused a database without tables as the core's are, unless its
+    parser says ``set_defaults(creates_database=True)``, as `mdm db upgrade`'s does (README,
+    Writing a plugin)."""
+    mdm.conf.write_text(f'[plugins]\nenabled = ["{write_plugin(SITE_PLUGIN)}"]\n')
+    before = _files(project_dir / "var")
+    code, out, err = mdm("site-show")
+    assert (code, out, err.count("\n")) == (2, "", 1) and "`mdm db upgrade`" in err, err
+    assert _tables(url) == [] if kind == "postgresql" else _files(project_dir / "var") == before  # nothing created
+    code, out, err = mdm("site-make")
+    assert (code, out) == (0, "used the database\n"), err
+    assert err.startswith(("mdm: created new database at ", "mdm: created the tables in empty database ")), err
+    assert mdm("site-show")[:2] == (0, "used the database\n")
