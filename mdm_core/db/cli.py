@@ -88,7 +88,7 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     """``mdm db status``: exit 1 when the other commands refuse the database (no tables yet,
     behind, unstamped or ahead: the line they print, on stderr), so that a script knows an
     upgrade is due (``mdm db status || mdm db upgrade``)."""
-    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised, uninitialised_message
+    from mdm_core.db.migrate import History, read_states, schema_refusal, uninitialised, uninitialised_message
 
     db = host.unchecked_db
     states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
@@ -105,9 +105,9 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     if refused is not None:  # said on stderr, as every other command says it: --json stays JSON
         print(f"mdm: {refused}", file=sys.stderr, flush=True)
         return 1
-    kinds = {s.state for s in states}
-    if kinds & {"ahead", "behind", "unstamped"}:  # said on stderr, as every other command says it
-        print(f"mdm: {ahead_message(states) if 'ahead' in kinds else behind_message(states)}", file=sys.stderr, flush=True)  # -q too
+    refusal = schema_refusal(states)
+    if refusal is not None:  # said on stderr, as every other command says it
+        print(f"mdm: {refusal}", file=sys.stderr, flush=True)  # -q too
         return 1
     return 0
 

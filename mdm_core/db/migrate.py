@@ -367,12 +367,23 @@ def uninitialised_message(db: Database, source: str) -> str:
     return f"database {where} is not initialised, it has no tables ({source}): create them with `mdm db upgrade`, or correct the URL"
 
 
+def schema_refusal(states: Sequence[HistoryState]) -> SchemaAhead | SchemaBehind | None:
+    """What every command stops with on a database with tables in ``states``: ``SchemaAhead``
+    (a newer release upgraded it), ``SchemaBehind`` (a history behind or unstamped: ``mdm db
+    upgrade``); None when they go on (current, or only plugins' first tables to make). The one
+    rule of :func:`ensure_current` and ``mdm db status``'s exit code."""
+    if any(s.state == "ahead" for s in states):
+        return SchemaAhead(ahead_message(states))
+    if any(s.state in ("behind", "unstamped") for s in states):
+        return SchemaBehind(behind_message(states))
+    return None
+
+
 def _refuse_behind(states: Sequence[HistoryState], new_file: bool) -> None:
     """:func:`ensure_current`'s check: only a new database, or new plugins' tables, are created."""
-    if any(s.state == "ahead" for s in states):
-        raise SchemaAhead(ahead_message(states))
-    if any(s.state in ("behind", "unstamped") for s in states):
-        raise SchemaBehind(behind_message(states))
+    refusal = schema_refusal(states)
+    if refusal is not None:
+        raise refusal
 
 
 def bring_current(
