@@ -107,15 +107,6 @@ def test_config_option_without_value_exits_2(mdm, capsys):
     assert "expected one argument" in capsys.readouterr().err
 
 
-def test_mdm_error_exits_1_with_one_line_and_no_traceback(mdm, write_plugin):
-    mod = write_plugin(CLI_PLUGIN)
-    code, out, err = mdm("fail", config=f'[plugins]\nenabled = ["{mod}"]\n')
-    assert code == 1
-    assert err == "mdm: error: the thing is not there: add it first\n"
-    code, _, err = mdm("-v", "fail")
-    assert code == 1 and "Traceback" not in err
-
-
 def test_the_parser_is_built_once_per_set_of_plugins(mdm, write_plugin):
     hosts = [create_host(environ={}, database_url="sqlite://") for _ in range(2)]
     try:
@@ -129,14 +120,20 @@ def test_the_parser_is_built_once_per_set_of_plugins(mdm, write_plugin):
     assert code == 1 and "the thing is not there" in err
 
 
-def test_unexpected_error_one_line_then_traceback_with_v(mdm, write_plugin):
+@pytest.mark.parametrize(
+    ("command", "line", "traceback"),
+    [
+        ("fail", "mdm: error: the thing is not there: add it first\n", False),  # an MdmError: never a traceback
+        ("explode", "mdm: error: ZeroDivisionError: division by zero (run with -v for details)\n", True),  # unexpected: -v shows it
+    ],
+)
+def test_an_error_exits_1_in_one_line_and_v_adds_the_traceback_of_an_unexpected_one(mdm, write_plugin, command, line, traceback):
     mod = write_plugin(CLI_PLUGIN)
-    code, out, err = mdm("explode", config=f'[plugins]\nenabled = ["{mod}"]\n')
-    assert code == 1
-    assert err == "mdm: error: ZeroDivisionError: division by zero (run with -v for details)\n"
-    code, _, err = mdm("-v", "explode")
-    assert code == 1
-    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
+    code, out, err = mdm(command, config=f'[plugins]\nenabled = ["{mod}"]\n')
+    assert (code, err) == (1, line)
+    code, _, err = mdm("-v", command)
+    assert code == 1 and ("Traceback (most recent call last)" in err) is traceback, err
+    assert not traceback or "ZeroDivisionError" in err
 
 
 def test_plugins_json_and_table(mdm, write_plugin):
