@@ -258,6 +258,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
     for plugin in status["plugins"]:
         if plugin["error"] and plugin["state"] == "broken":
             print(f"\n{plugin['name']}: {plugin['error']}")
+    for note in status["notes"]:
+        print(f"\nnote: {note}")
     for warning in status["warnings"]:
         print(f"\nwarning: {warning}")
     for problem in status["problems"]:

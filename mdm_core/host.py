@@ -12,7 +12,8 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,20 @@ class Host:
 
         ensure_current(self.unchecked_db, self.migration_sets(), notify=self._notify_database, check=self._refuse_uninitialised)
         return self.unchecked_db
+
+    @contextmanager
+    def database_as_it_is(self) -> Iterator[None]:
+        """For the block, :attr:`db` is the database as it is, its schema not brought current:
+        ``mdm status`` calls the plugins' status hooks on a database where a plugin's tables are
+        not made yet, and creates nothing (a hook reading those tables fails as any query would)."""
+        checked = "db" in self.__dict__
+        if not checked:
+            self.__dict__["db"] = self.unchecked_db
+        try:
+            yield
+        finally:
+            if not checked:
+                del self.__dict__["db"]  # the next use checks the schema, as before the block
 
     def _refuse_uninitialised(self, states: Sequence[HistoryState]) -> None:
         """Refuse a database without tables unless this host :attr:`creates_database`: what the

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def collect_status(host: Host) -> dict[str, Any]:
     """Everything ``mdm status`` shows, as plain values."""
     from mdm_core.cli import plugin_rows
-    from mdm_core.db.migrate import History, ahead_message, behind_message, read_states, uninitialised, uninitialised_message
+    from mdm_core.db.migrate import History, SchemaAhead, read_states, schema_refusal, uninitialised, uninitialised_message
     from mdm_core.plugins import core_version
 
     db = host.unchecked_db
@@ -34,6 +34,7 @@ def collect_status(host: Host) -> dict[str, Any]:
         "jobs": [],
         "problems": [],
         "warnings": [],
+        "notes": [],  # neither problem nor warning: a plugin's tables made at its first use
     }
     unknown = [p["name"] for p in status["plugins"] if p["source"] == "configuration"]  # disabled names no plugin has
     if unknown:
@@ -60,27 +61,41 @@ def collect_status(host: Host) -> dict[str, Any]:
         status["database"]["schema"] = "new"
         status["problems"].append(uninitialised_message(db, host.database_source))
         return status
-    kinds = {s.state for s in states}
-    schema = "current" if kinds == {"current"} else "ahead" if "ahead" in kinds else "behind"
-    status["database"]["schema"] = schema
-    status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]
-    if schema != "current":
-        status["problems"].append(ahead_message(states) if schema == "ahead" else behind_message(states))  # the next step, as every command says it
+    refusal = schema_refusal(states)  # the rule of every command and `mdm db status`
+    if refusal is not None:
+        status["database"]["schema"] = "ahead" if isinstance(refusal, SchemaAhead) else "behind"
+        status["database"]["pending"] = [f"{s.name} {p}" for s in states for p in s.pending]
+        status["problems"].append(str(refusal))  # the next step, as every command says it
         return status
+    status["database"]["schema"] = "current"
+    first_use = {s.name for s in states if s.state == "new"}  # made by the next command that uses the database, not by this one
+    status["notes"].extend(f"plugin {name}: its tables are made at its first use" for name in sorted(first_use))
+    with host.database_as_it_is():  # a plugin's hook reading host.db creates no table
+        _plugins_and_jobs(host, status, first_use)
+    return status
+
+
+def _plugins_and_jobs(host: Host, status: dict[str, Any], first_use: set[str]) -> None:
+    """Add the plugins' sections, lines needing attention and the jobs to ``status``; the hooks of
+    the plugins in ``first_use`` (no tables yet, so no rows) are left out."""
     from mdm_core.failed_deliveries import failed_subscribers, installed_plugins, uninstalled_subscribers
     from mdm_core.plugins import call_per_plugin
 
+    db = host.unchecked_db
     here = installed_plugins(host)
     status["warnings"].extend(f.line() for f in failed_subscribers(db) if f.plugin in here)
     status["warnings"].extend(u.line() for u in uninstalled_subscribers(db, here))
     for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
+        if name in first_use:
+            continue
         if isinstance(result, Exception):
             status["problems"].append(f"plugin '{name}' cannot tell its status: {_failure(result)}")
             continue
         for section, rows in (result or {}).items():
             status["sections"][section] = list(rows)
     for name, result in call_per_plugin(host.pm, "mdm_status_attention", isolate=True, host=host).items():
-        _add_attention(status, name, result)
+        if name not in first_use:
+            _add_attention(status, name, result)
     try:
         scheduler = host.build_scheduler(inline=True)
         status["jobs"] = [
@@ -88,7 +103,6 @@ def collect_status(host: Host) -> dict[str, Any]:
         ]
     except MdmError as exc:
         status["problems"].append(f"jobs cannot be planned: {exc}")
-    return status
 
 
 def _failure(exc: Exception) -> str:
