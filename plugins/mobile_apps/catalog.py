@@ -106,29 +106,35 @@ def upsert_assets(host: Host, session: Session, account: str, assets: list[Asset
     (an event carries up to 500 assets: a first sync publishes every asset)."""
     now = utcnow()
     apps = table_of(MobileApp)
+    metadata = table_of(AppMetadata)
     adam_ids = sorted({str(a["adamId"]) for a in assets})
     existing: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    known: set[tuple[str, str]] = set()  # (adamId, platform) with a metadata row
     postgres = not host.db.is_sqlite
     of_event = {"adam_ids": adam_ids}  # at most 500: one event's assets
-    stored_query = select(*STORED_COLUMNS).where(apps.c.account == account, one_of(apps.c.adam_id, "adam_ids", postgres))
-    result = session.execute(stored_query, of_event)  # Core: no ORM compile state
+    result = session.execute(_stored_query(postgres), {**of_event, "account": account})  # Core: no ORM compile state
     names = list(result.keys())
     for fetched in result.all():  # fetched at once: no call into the driver per row
         stored = dict(zip(names, fetched, strict=True))
+        if stored.pop("has_metadata"):
+            known.add((stored["adam_id"], stored["platform"]))
         stored["supported_platforms"] = stored_platforms(stored["supported_platforms"])
         existing.setdefault((stored["adam_id"], stored["pricing_param"]), {})[stored["platform"]] = stored
-    metadata = table_of(AppMetadata)
-    known_query = select(metadata.c.adam_id, metadata.c.platform).where(one_of(metadata.c.adam_id, "adam_ids", postgres))
-    known = {(a, p) for a, p in session.execute(known_query, of_event).all()}
+    platforms_of = [list(dict.fromkeys(app_platform(p) for p in asset.get("supportedPlatforms") or [])) for asset in assets]
+    # the metadata of a platform no stored application of the account has (a new one) may exist
+    # all the same (another account's, or retired): read for those alone (none when only counts moved)
+    unsure = sorted({str(a["adamId"]) for a, platforms in zip(assets, platforms_of, strict=True) for p in platforms if (str(a["adamId"]), p) not in known})
+    if unsure:
+        known_query = select(metadata.c.adam_id, metadata.c.platform).where(one_of(metadata.c.adam_id, "adam_ids", postgres))
+        known.update((a, p) for a, p in session.execute(known_query, {"adam_ids": unsure}).all())
     published: list[Mapping[str, Any]] = []  # in the assets' order: stored rows published again, new rows' values
     updates: list[dict[str, Any]] = []  # every column the asset sets
     counts: list[tuple[Any, ...]] = []  # the license counts alone (update_rows)
     new_apps: list[dict[str, Any]] = []
     new_metadata: list[dict[str, Any]] = []
-    for asset in assets:
+    for asset, platforms in zip(assets, platforms_of, strict=True):
         adam_id, pricing = str(asset["adamId"]), str(asset["pricingParam"])
         kind = "book" if str(asset.get("productType", "")).lower() == "book" else "app"
-        platforms = list(dict.fromkeys(app_platform(p) for p in asset.get("supportedPlatforms") or []))
         rows = existing.get((adam_id, pricing), {})
         for platform in platforms:
             row = rows.get(platform)
@@ -187,6 +193,20 @@ STORED_COLUMNS = tuple(
     for c in table_of(MobileApp).c
     if c.name not in ("published_at", "updated_at", "retired_at")
 )
+
+
+@functools.cache
+def _stored_query(postgres: bool) -> Any:
+    """The stored applications of ``account`` for the assets ``adam_ids`` (:func:`upsert_assets`),
+    each with whether its metadata row exists: one read, where a second one read the metadata
+    of every asset of the event (an incremental sync's: only their counts moved). Built once."""
+    apps, metadata = table_of(MobileApp), table_of(AppMetadata)
+    has_metadata = metadata.c.adam_id.is_not(None).label("has_metadata")
+    return (
+        select(*STORED_COLUMNS, has_metadata)
+        .outerjoin(metadata, (metadata.c.adam_id == apps.c.adam_id) & (metadata.c.platform == apps.c.platform))
+        .where(apps.c.account == bindparam("account"), one_of(apps.c.adam_id, "adam_ids", postgres))
+    )
 
 
 @functools.lru_cache(maxsize=256)

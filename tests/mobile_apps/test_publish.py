@@ -350,3 +350,42 @@ def test_refresh_metadata_with_nothing_to_look_up_says_why_not_that_it_found_not
     assert (code, out.strip()) == (0, "nothing to look up: every published app's metadata is current (--all looks it up again)"), err
     code, out, err = mdm("apps", "refresh-metadata", "--all")
     assert code == 0 and out.startswith("looked up ") and not out.startswith("looked up 0 "), (out, err)
+
+
+def test_an_event_of_stored_applications_reads_them_with_their_metadata_in_one_statement(on_both, simulator):
+    """An incremental sync's assets event names hundreds of assets whose counts alone moved:
+    their applications and whether each has its metadata row come back in one read (was two:
+    the applications, then the metadata of every asset of the event). A platform the account
+    has no application for yet still finds its metadata row, left by another account (no second
+    row, no failure), and one without gets its row, pending."""
+    from sqlalchemy import event
+
+    host, _ = on_both
+    a = fixed_assets(simulator)
+    selects: list[str] = []
+
+    def look(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("SELECT") and "mobile_apps_" in statement:  # this plugin's (alerts subscribes too)
+            selects.append(statement.replace('"', ""))
+
+    counted = [{**asset, "availableCount": asset["availableCount"] + 1} for asset in a[:3]]
+    event.listen(host.db.engine, "before_cursor_execute", look)
+    try:
+        host.events.dispatch(Event(name="vpp_assets_changed", payload={"account": "school", "assets": counted}))
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", look)
+    assert len(selects) == 1 and "mobile_apps_metadata" in selects[0], selects
+    apps = by_key(host)
+    assert [apps[(x["adamId"], "STDQ", "iOS")]["availableCount"] for x in counted] == [x["availableCount"] for x in counted]
+
+    with host.db.write_session() as session:  # the macOS application of a[0] was another account's: its metadata row stays
+        session.add(AppMetadata(adam_id=a[0]["adamId"], platform="macOS", account="other", status="ok", name="Known"))
+        session.commit()
+    grown = [{**a[0], "supportedPlatforms": [*a[0]["supportedPlatforms"], "macOS"]}, {**a[2], "supportedPlatforms": [*a[2]["supportedPlatforms"], "macOS"]}]
+    host.events.dispatch(Event(name="vpp_assets_changed", payload={"account": "school", "assets": grown}))
+    apps = by_key(host)
+    assert {(k[0], k[2]) for k in apps if k[2] == "macOS"} >= {(a[0]["adamId"], "macOS"), (a[2]["adamId"], "macOS")}
+    with host.db.session() as session:
+        meta = {(m.adam_id, m.platform): (m.account, m.status, m.name) for m in session.execute(select(AppMetadata)).scalars()}
+    assert meta[(a[0]["adamId"], "macOS")] == ("other", "ok", "Known")
+    assert meta[(a[2]["adamId"], "macOS")][1] == "pending"
