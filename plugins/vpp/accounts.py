@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
@@ -106,8 +107,9 @@ class AccountBackoff:
             log.warning("could not record Apple's back-off in the database: %s", type(exc).__name__)
 
 
-def token_gate(host: Host, token: SToken, service_url: str, account_id: int | None) -> TokenGate:
-    """The one gate (5 requests in flight, Apple's back-off) of this token in this process."""
+def token_gate(host: Host, token: SToken, service_url: str, account_id: int | None, backoff_until: datetime | None | EllipsisType = ...) -> TokenGate:
+    """The one gate (5 requests in flight, Apple's back-off) of this token in this process;
+    ``backoff_until``: the account's stored back-off as the caller has just read it (else read)."""
     key = (service_url.rstrip("/"), token.fingerprint)
     with _GATES_LOCK:
         gates = _GATES.setdefault(host, {})
@@ -116,7 +118,7 @@ def token_gate(host: Host, token: SToken, service_url: str, account_id: int | No
             gate = gates[key] = TokenGate()
         if account_id is not None and gate.store is None:
             gate.store = AccountBackoff(host, account_id)
-    gate.refresh()  # a back-off another process recorded since
+    gate.refresh(backoff_until)  # a back-off another process recorded since
     return gate
 
 
@@ -129,13 +131,15 @@ def make_client(
     interactive: bool = False,
     account_id: int | None = None,
     account: str | None = None,
+    backoff_until: datetime | None | EllipsisType = ...,
 ) -> AppsBooksClient:
     """A client with the host's timeouts and retry bounds, sharing the token's gate.
 
     ``interactive`` (someone is waiting at the command line): one quick retry at most, so a
     wrong ``--service-url`` fails in a second with one line instead of backing off for minutes.
     ``account``: the stored account's name, in the advice when another MDM claimed the location
-    or Apple refuses its token (None: a token being added or renewed).
+    or Apple refuses its token (None: a token being added or renewed). ``backoff_until``: see
+    :func:`token_gate`.
     """
     s = settings(host)
     retry = RetryPolicy(max_attempts=s.max_attempts, max_total_wait=s.max_total_wait)
@@ -148,7 +152,7 @@ def make_client(
         account=account,
         timeout=(min(10.0, s.request_timeout), s.request_timeout),
         retry=retry,
-        gate=token_gate(host, token, service_url, account_id),
+        gate=token_gate(host, token, service_url, account_id, backoff_until),
     )
 
 
@@ -157,11 +161,15 @@ def account_token(host: Host, account: VppAccount) -> SToken:
     return SToken.parse(host.secrets.decrypt(account.token_ciphertext), source=f"stored token of account {account.name}")
 
 
-def client_for(host: Host, account: VppAccount, *, interactive: bool = False) -> AppsBooksClient:
+def client_for(host: Host, account: VppAccount, *, interactive: bool = False, read_now: bool = False) -> AppsBooksClient:
     """A client for a stored account, checking that ``mdmInfo`` is still ours (``interactive``:
-    see :func:`make_client`)."""
+    see :func:`make_client`). ``read_now``: ``account`` was read just now (a sync, under its
+    lock): the back-off it holds is current, its row is not read again for it."""
     token = account_token(host, account)
-    return make_client(host, token, account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id, account=account.name)
+    backoff: datetime | None | EllipsisType = account.backoff_until if read_now else ...
+    return make_client(
+        host, token, account.service_url, account.mdm_info_id, interactive=interactive, account_id=account.id, account=account.name, backoff_until=backoff
+    )
 
 
 def _mdm_info(host: Host, mdm_info_id: str, here: str | None = None) -> dict[str, str]:

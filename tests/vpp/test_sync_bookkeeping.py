@@ -133,3 +133,36 @@ def test_a_sync_looks_for_leftover_staged_rows_with_one_read_and_drops_them(vpp_
     with vpp_host.db.session() as session:
         assert session.execute(select(staged_users.c.id)).first() is None
         assert session.execute(select(staged_licenses.c.id)).first() is None
+
+
+def test_a_sync_reads_its_account_and_its_runs_once_each_before_it_asks_apple(vpp_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statements a sync runs alone before its first request to Apple: the account's row is
+    read before the lock and once under it (the token gate's back-off comes from that read: it
+    read the row a third time), and the account's running runs with the leftover staged rows
+    of ended ones by one statement (was two)."""
+    import re
+
+    from plugins.vpp.apple.transport import Transport
+
+    assert sync_account(vpp_host, "school")["status"] == "ok"
+    seen: list[str] = []
+    asked: list[str] = []
+    real = Transport._request
+
+    def first_request(self: Transport, *args: Any, **kwargs: Any) -> Any:
+        asked.append(args[1])
+        return real(self, *args, **kwargs)
+
+    def look(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not asked:
+            seen.append(" ".join(statement.replace('"', "").split()))
+
+    monkeypatch.setattr(Transport, "_request", first_request)
+    event.listen(Engine, "before_cursor_execute", look)
+    try:
+        assert sync_account(vpp_host, "school")["status"] == "ok"
+    finally:
+        event.remove(Engine, "before_cursor_execute", look)
+    reads = [s for s in seen if s.upper().startswith("SELECT")]
+    assert len([s for s in reads if re.search(r"\bFROM vpp_account\b", s)]) == 2, reads
+    assert len([s for s in reads if "vpp_sync_run" in s]) == 1, reads

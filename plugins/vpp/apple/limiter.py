@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Protocol
 
 __all__ = ["MAX_IN_FLIGHT", "BackoffStore", "TokenGate", "format_wait_until"]
@@ -51,11 +52,13 @@ class TokenGate:
         now = time.time() if now is None else now
         return max(0.0, self.until() - now)
 
-    def refresh(self) -> None:
-        """Take in a back-off another process recorded (never shortens ours)."""
+    def refresh(self, recorded: datetime | None | EllipsisType = ...) -> None:
+        """Take in a back-off another process recorded (never shortens ours); ``recorded``: the
+        store's value as the caller has just read it (the account's row), not read again."""
         if self.store is None:
             return
-        recorded = self.store.load()
+        if isinstance(recorded, EllipsisType):
+            recorded = self.store.load()
         if recorded is not None:
             self._extend(recorded.timestamp())
 

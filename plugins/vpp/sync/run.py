@@ -15,13 +15,14 @@ belong to their run; another run deletes them only once their holder is known to
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core import interrupts
@@ -186,7 +187,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
 
     try:
         with stored_progress.recording(host, run_id, account.name) as recorder, lock.heartbeat(tick=recorder.tick, tick_every=stored_progress.TICK) as beat:
-            client = client_for(host, account)
+            client = client_for(host, account, read_now=True)  # read under the lock: its back-off is current
             config = client.get_client_config()  # the token works and mdmInfo is still ours
             try:
                 try:
@@ -324,14 +325,9 @@ def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
     lost and stop by itself) keeps its rows, until ``ABANDONED_AFTER``. Staged rows of runs
     that have ended are dropped too."""
     now = utcnow()
-    with host.db.session() as session:
-        running = list(
-            session.execute(
-                select(col(VppSyncRun.id), col(VppSyncRun.holder), col(VppSyncRun.started_at)).where(
-                    col(VppSyncRun.account_id) == account_id, col(VppSyncRun.status) == "running"
-                )
-            ).all()
-        )
+    with host.db.session() as session:  # one read: most syncs find nothing to drop and take no write lock for it
+        found = session.execute(_abandoned_query(), {"account_id": account_id}).all()
+    running = [(run_id, holder, started) for _, run_id, holder, started in found if run_id is not None]
     for run_id, holder, started in running:
         if holder == lock.holder:
             continue
@@ -339,13 +335,23 @@ def _cleanup_abandoned(host: Host, account_id: int, lock: DbLock) -> None:
             log.info("run %d of %s may still be alive (its lock was lost): its staged rows are left to it", run_id, holder)
             continue
         end_interrupted(host, run_id, "the process stopped during this sync")
+    if found[0][0]:
+        live = select(col(VppSyncRun.id)).where(col(VppSyncRun.status) == "running")
+        host.db.run_write(lambda session: [session.execute(delete(t).where(t.c.run_id.not_in(live))) for t in _STAGING])
 
-    live = select(col(VppSyncRun.id)).where(col(VppSyncRun.status) == "running")
-    tables = (table_of(VppStageLicense), table_of(VppStageUser))
-    with host.db.session() as session:  # a read first (one statement): most syncs find nothing to drop and take no write lock for it
-        found = session.execute(select(or_(*(exists().where(t.c.run_id.not_in(live)) for t in tables)))).scalar_one()
-    if found:
-        host.db.run_write(lambda session: [session.execute(delete(t).where(t.c.run_id.not_in(live))) for t in tables])
+
+_STAGING = (table_of(VppStageLicense), table_of(VppStageUser))
+
+
+@functools.cache
+def _abandoned_query() -> Any:
+    """:func:`_cleanup_abandoned`'s one read: whether either staging table holds rows of runs
+    that are not running (``leftovers``), with the account's runs still ``running`` (one row
+    each, or one row of NULLs): the preamble of every sync took two statements for it."""
+    live = select(RUNS.c.id).where(RUNS.c.status == "running")
+    leftovers = select(or_(*(exists().where(t.c.run_id.not_in(live)) for t in _STAGING)).label("leftovers")).subquery("leftovers")
+    running = and_(RUNS.c.account_id == bindparam("account_id"), RUNS.c.status == "running")
+    return select(leftovers.c.leftovers, RUNS.c.id, RUNS.c.holder, RUNS.c.started_at).select_from(leftovers.outerjoin(RUNS, running)).order_by(RUNS.c.id)
 
 
 def _report(
