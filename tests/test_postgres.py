@@ -561,7 +561,7 @@ def test_an_incremental_sync_delivers_its_events_to_every_plugin_by_array_parame
     assert all((apps[key]["availableCount"], apps[key]["totalCount"]) == (a["availableCount"], a["totalCount"]) for key, a in assets.items())
     assert apps[(scarce, "STDQ")]["availableCount"] == 0
     marks = (
-        "FROM mobile_apps_app WHERE mobile_apps_app.account",
+        "AS has_metadata FROM mobile_apps_app LEFT OUTER JOIN mobile_apps_metadata",  # with whether each has its metadata (one read)
         "FROM mobile_apps_metadata WHERE",
         "FROM alerts_subject WHERE alerts_subject.kind",
         "mobile_apps_install.status FROM",
