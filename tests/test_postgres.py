@@ -483,14 +483,14 @@ def test_the_licenses_apple_took_back_go_by_one_statement_on_postgres(pg_host: H
     E = table_of(OutboxEvent)
     original, taken, enrolled = run.apply_read, [], []
 
-    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any, *more: Any) -> Any:
         devices = [key for key in read.removed if key[2] == "device"]
         assert len(read.removed) > 10 and devices  # named by the read: the statement under test deletes them
         enrolled.append(devices[0][3])
         inventory.add_device(host, devices[0][3], "iOS")
         taken.extend(read.removed[-3:])  # another writer disassociates these meanwhile
         delete_licenses_as_another_writer(host, account.id, taken)
-        return original(host, account, run_id, read, lock)
+        return original(host, account, run_id, read, lock, *more)
 
     monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
     with pg_host.db.write_session() as session:

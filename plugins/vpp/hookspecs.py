@@ -442,7 +442,8 @@ def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
 def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """A sync of one account finished, successfully or not (after its transaction committed or rolled back).
 
-    When: after the commit, delivered from the outbox.
+    When: after the commit, delivered from the outbox; a successful sync's report is recorded in
+    its transaction, after every other event of it, a failed one's after the rollback.
     Args: ``host``; ``event`` (stable ``event.id``), ``event.payload`` (``SyncReport``): the sync report (see ``mdm_vpp_sync``).
     Returns: nothing.
     Errors: isolated per subscriber (logged and recorded; the others still run).

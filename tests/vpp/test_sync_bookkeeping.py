@@ -166,3 +166,23 @@ def test_a_sync_reads_its_account_and_its_runs_once_each_before_it_asks_apple(vp
     reads = [s for s in seen if s.upper().startswith("SELECT")]
     assert len([s for s in reads if re.search(r"\bFROM vpp_account\b", s)]) == 2, reads
     assert len([s for s in reads if "vpp_sync_run" in s]) == 1, reads
+
+
+def test_a_sync_stopped_right_after_its_commit_has_its_report_recorded(vpp_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync's report (``vpp_sync_finished``) commits in the transaction of what it reports: it
+    was a write transaction of its own after the apply's (one more commit and round trips for
+    every sync), and a sync stopped between the two was written with no report for the plugins."""
+    from mdm_core.models import OutboxEvent
+    from plugins.vpp.sync import run
+
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(run, "refresh_statistics", interrupted)  # the first step after the commit
+    with pytest.raises(KeyboardInterrupt):
+        sync_account(vpp_host, "school")
+    with vpp_host.db.session() as session:
+        reports = [e.payload for e in session.execute(select(OutboxEvent).where(col(OutboxEvent.name) == "vpp_sync_finished")).scalars()]
+    [latest] = recent_runs(vpp_host, "school")
+    assert latest["status"] == "ok"
+    assert [(r["status"], r["mode"], r["counts"]) for r in reports] == [("ok", "full", latest["counts"])], reports

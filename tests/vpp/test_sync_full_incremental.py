@@ -265,10 +265,10 @@ def test_licenses_another_writer_removed_during_the_read_leave_the_stored_counts
     original = run.apply_read
     taken: list[tuple[str, str, str, str]] = []
 
-    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+    def apply_after_another_writer(host: Any, account: Any, run_id: int, read: Any, lock: Any, *more: Any) -> Any:
         taken.extend(read.removed[:3])  # licenses Apple no longer lists: this host disassociates them meanwhile
         delete_licenses_as_another_writer(host, account.id, taken)
-        return original(host, account, run_id, read, lock)
+        return original(host, account, run_id, read, lock, *more)
 
     monkeypatch.setattr(run, "apply_read", apply_after_another_writer)
     report = sync_account(synced, "school")

@@ -24,9 +24,9 @@ def applied(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     reads: list[Any] = []
     original = run.apply_read
 
-    def recording(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+    def recording(host: Any, account: Any, run_id: int, read: Any, lock: Any, *more: Any) -> Any:
         reads.append(read)
-        return original(host, account, run_id, read, lock)
+        return original(host, account, run_id, read, lock, *more)
 
     monkeypatch.setattr(run, "apply_read", recording)
     return reads

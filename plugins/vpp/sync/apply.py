@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, Text, and_, bindparam, cast, delete, exists, func, insert, literal, or_, select, text, tuple_, update
@@ -29,6 +29,7 @@ from .. import token_state
 from ..apple.protocol import apple_asset, apple_user
 from ..license_counts import add_license_counts, per_asset, recount_licenses
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
+from ..recording import record_events
 from .events import EVENT_RECORDS, record_chunks, record_license_events, with_known, with_known_keys
 from .read import SL, SU, AppleRead, DirectFallback, DirectLicenses, in_mirror
 
@@ -60,10 +61,14 @@ VACUUM_AFTER = 10_000
 APPLY_CACHE_MIB = 64
 
 
-def apply_read(host: Host, account: VppAccount, run_id: int, read: AppleRead, lock: DbLock) -> dict[str, Any]:
+def apply_read(
+    host: Host, account: VppAccount, run_id: int, read: AppleRead, lock: DbLock, finished: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """Apply ``read`` in one write transaction, if this run still holds ``lock``; returns the
-    counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it."""
-    mirror = MirrorUpdate(host, account, run_id, lock)
+    counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it.
+    ``finished``: the sync's report of these counts, recorded (``vpp_sync_finished``) in the same
+    transaction, after every other event of the sync."""
+    mirror = MirrorUpdate(host, account, run_id, lock, finished)
     if read.direct is None:
         counts = host.db.run_write(lambda session: mirror.apply(session, read))
     else:
@@ -109,8 +114,9 @@ def refresh_statistics(host: Host, counts: dict[str, Any]) -> list[str]:
 class MirrorUpdate:
     """The one transaction of a sync run of ``account``."""
 
-    def __init__(self, host: Host, account: VppAccount, run_id: int, lock: DbLock):
+    def __init__(self, host: Host, account: VppAccount, run_id: int, lock: DbLock, finished: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None):
         self.host = host
+        self.finished = finished
         self.account = account
         self.run_id = run_id
         self.lock = lock
@@ -166,6 +172,8 @@ class MirrorUpdate:
         # the run's record by one Core statement (no ORM object loaded and flushed for it)
         ended = {"mode": mode, "status": "ok", "finished_at": now, "pages": read.pages, "counts": counts, "progress": None}
         session.execute(update(RUNS).where(RUNS.c.id == self.run_id).values(ended))
+        if self.finished is not None:  # the report commits with what it reports (was a write transaction of its own, after this one)
+            record_events(self.host, session, stored_id(self.account), [("vpp_sync_finished", self.finished(counts))])
         # the lock's row is ours since the fence above, so the heartbeat waits on it until the
         # commit: extend the lock from here, or an apply longer than its TTL ends with it expired
         self.lock.fence(session)

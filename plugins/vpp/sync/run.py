@@ -177,6 +177,11 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     started = utcnow()
     client = None
     readers: list[SyncReader] = []  # each closed at the end (licenses written straight into the mirror and not committed roll back)
+    reports: list[SyncReport] = []  # the report the apply recorded in its transaction (the last try's)
+
+    def finished(counts: dict[str, Any]) -> SyncReport:
+        reports.append(_report(account.name, trigger, read.mode, "ok", started, read.pages, counts, None, None))
+        return reports[-1]
 
     def reader_for(direct: bool = True) -> SyncReader:
         assert client is not None
@@ -200,7 +205,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                     read = reader_for().read(mode)
                 beat.check()
                 recorder.writing()  # the apply reads nothing, and clears the progress
-                counts = apply_read(host, account, run_id, read, lock)
+                apply_read(host, account, run_id, read, lock, finished)
             except DirectFallback as exc:  # rolled back: read again, staging the licenses
                 log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
                 _close(readers)
@@ -209,9 +214,9 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                 read = reader_for(direct=False).read(mode)
                 beat.check()
                 recorder.writing()
-                counts = apply_read(host, account, run_id, read, lock)
-            _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, counts))
-        report = _report(account.name, trigger, mode, "ok", started, read.pages, counts, None, None)
+                apply_read(host, account, run_id, read, lock, finished)
+            report = reports[-1]
+            _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, report["counts"]))
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         _close(readers)  # rolled back first: its row locks would hold up the record of the failure
         message = _failure(account.name, trigger, exc, host)
@@ -231,7 +236,8 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
         progress.finished(account.name)
         if client is not None:
             client.close()
-    _best_effort("record the sync report", lambda: _record_report(host, account_id, report))
+    if report["status"] != "ok":  # a sync's own report was recorded with what it wrote
+        _best_effort("record the sync report", lambda: _record_report(host, account_id, report))
     return report
 
 
