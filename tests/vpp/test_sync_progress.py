@@ -55,10 +55,10 @@ def test_the_run_record_holds_every_page_read_while_the_changes_are_written(scho
     stored: list[Any] = []
     apply_read = run.apply_read
 
-    def apply(host: Any, account: Any, run_id: int, read: Any, lock: Any) -> Any:
+    def apply(host: Any, account: Any, run_id: int, read: Any, lock: Any, *more: Any) -> Any:
         with host.db.session() as session:
             stored.append(session.get(VppSyncRun, run_id).progress)
-        return apply_read(host, account, run_id, read, lock)
+        return apply_read(host, account, run_id, read, lock, *more)
 
     monkeypatch.setattr(run, "apply_read", apply)
     simulator.faults.add("slow", endpoint="assignments", seconds=1.5, count=1)  # a read long enough to store figures
