@@ -187,7 +187,13 @@ class MigratedTemplates:
 
 def _has_tables(conf: Path) -> bool | None:
     """Whether the database ``conf`` (or MDM_DATABASE_URL) names has any table (an SQLite file
-    that does not exist: none)."""
+    that does not exist: none).
+
+    Any table at all, deliberately not ``migrate.uninitialised`` (none of the loaded plugins'
+    tables): :class:`MdmRunner` stands in for the admin's ``mdm db upgrade`` only on a database
+    holding nothing, and leaves one holding anything (another application's tables, or only the
+    history of a plugin no longer loaded) to the command, whose own refusal the test then sees;
+    and it reads the configuration only, without loading the plugins that rule needs."""
     from mdm_core.config import load_config
     from mdm_core.db.engine import Database
 
@@ -204,6 +210,8 @@ def _has_tables(conf: Path) -> bool | None:
 
 
 def _has_no_tables(db: Database) -> bool:
+    """Whether the database has no table at all: the template copy replaces the whole file, so
+    it may only stand in for the migrations of an empty one."""
     from sqlalchemy import inspect
 
     with db.engine.connect() as conn:
