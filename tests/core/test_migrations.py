@@ -373,23 +373,33 @@ def test_a_failing_migration_is_rolled_back_and_leaves_the_previous_revision(mdm
         assert _query(db_url, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm, project_dir, new_plugin):
-    """Batch mode copies, drops and renames the table: with foreign keys enforced, the drop
-    would cascade-delete every child row. Migrations run with them off and checked after."""
+def _parent_and_child(mdm: Any, new_plugin: Callable[..., PluginPackage], on_delete: str = "", *, rows: bool = False) -> PluginPackage:
+    """A plugin whose 0001 makes ``P_parent`` and ``P_child`` (its ``parent_id`` a foreign key to
+    it, ``on_delete`` e.g. ``', ondelete="CASCADE"'``), with ``rows`` parent 1 and its children 10
+    and 11; upgraded to it."""
     plugin = new_plugin()
     p = plugin.name
+    fill = f"""
+        op.execute("INSERT INTO {p}_parent (id) VALUES (1)")
+        op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (10, 1), (11, 1)")"""
     plugin.add(
         "0001",
         None,
         f"""
         op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
         op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
-                        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id", ondelete="CASCADE"), nullable=False))
-        op.execute("INSERT INTO {p}_parent (id) VALUES (1)")
-        op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (10, 1), (11, 1)")
+                        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id"{on_delete}), nullable=False)){fill if rows else ""}
     """,
     )
     assert mdm("db", "upgrade", config=plugin.config)[0] == 0
+    return plugin
+
+
+def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm, project_dir, new_plugin):
+    """Batch mode copies, drops and renames the table: with foreign keys enforced, the drop
+    would cascade-delete every child row. Migrations run with them off and checked after."""
+    plugin = _parent_and_child(mdm, new_plugin, ', ondelete="CASCADE"', rows=True)
+    p = plugin.name
     plugin.add(
         "0002",
         "0001",
@@ -408,18 +418,8 @@ def test_rebuilding_a_parent_table_on_sqlite_keeps_the_rows_that_refer_to_it(mdm
 
 
 def test_a_migration_leaving_orphan_rows_is_rolled_back(mdm, db_url, new_plugin):
-    plugin = new_plugin()
+    plugin = _parent_and_child(mdm, new_plugin)
     p = plugin.name
-    plugin.add(
-        "0001",
-        None,
-        f"""
-        op.create_table("{p}_parent", sa.Column("id", sa.Integer(), primary_key=True))
-        op.create_table("{p}_child", sa.Column("id", sa.Integer(), primary_key=True),
-                        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{p}_parent.id"), nullable=False))
-    """,
-    )
-    assert mdm("db", "upgrade", config=plugin.config)[0] == 0
     plugin.add("0002", "0001", f'op.execute("INSERT INTO {p}_child (id, parent_id) VALUES (1, 42)")')
     code, out, err = mdm("db", "upgrade")
     assert code == 1 and "stays at 0001" in err
