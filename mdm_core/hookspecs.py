@@ -176,7 +176,9 @@ def mdm_status(host: Host) -> dict[str, list[dict[str, Any]]] | None:
     """What a plugin adds to ``mdm status``: named lists of plain rows.
 
     When: on ``mdm status`` (and the ``mdm run`` banner counts the rows), only when the
-    database schema is current; never during a sync.
+    database schema is current; never during a sync. ``host.db`` is the database as it is
+    (``mdm status`` creates nothing): a plugin whose tables are not made yet (its first use) is
+    called, but what it returns is not shown.
     Args: ``host``.
     Returns: ``{"accounts": [{"name": ..., "token_state": ...}, ...]}`` (each list printed as a
     table titled with its key; keep rows short and plain: no secrets), or ``None``.
@@ -190,7 +192,8 @@ def mdm_status_attention(host: Host) -> dict[str, list[str]] | None:
     (``mdm status || alert``).
 
     When: on ``mdm status``, after ``mdm_status`` (only when the database schema is current;
-    never during a sync).
+    never during a sync; as for ``mdm_status``, not shown for a plugin whose tables are not made
+    yet).
     Args: ``host``.
     Returns: ``{"problems": [line, ...], "warnings": [line, ...]}`` (either key may be left
     out), or ``None`` when all is well. A problem is something that stopped working until the

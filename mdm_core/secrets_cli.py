@@ -65,10 +65,12 @@ def _ciphertexts(host: Host, *, read_only: bool = False) -> list[tuple[Any, tupl
 
 
 def _has_tables(host: Host) -> bool:
-    """Whether the database has any of this release's tables (read without creating anything)."""
-    from mdm_core.db.migrate import History, read_states
+    """Whether the database has any of this release's tables (read without creating anything):
+    the one rule of the commands' refusal, :func:`mdm_core.db.migrate.uninitialised`."""
+    from mdm_core.db.migrate import History, read_states, uninitialised
 
-    return any(s.state != "new" for s in read_states(host.unchecked_db, [History(s) for s in host.migration_sets()]))
+    db = host.unchecked_db
+    return not uninitialised(db, read_states(db, [History(s) for s in host.migration_sets()]))
 
 
 def status(host: Host) -> dict[str, Any]:
