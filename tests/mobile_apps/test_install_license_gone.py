@@ -218,3 +218,38 @@ def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing
     assert "retired at Apple" in row["error"] and "nothing was queued" in row["error"], row
     [failed] = apps_events.named("mobile_apps_install_failed")
     assert failed["clientUserId"] == user and failed["source"] == "auto" and "retired at Apple" in failed["error"]
+
+
+def test_automatic_installs_for_many_users_read_their_devices_once(make_host, simulator, project_dir, database_url):
+    """With ``auto_install``, a license event naming many users read each user's devices by a
+    statement of its own (an event carries up to 500): now one read for the event, and every
+    user's device still gets its InstallApplication."""
+    from sqlalchemy import event
+
+    from plugins.vpp.testing import add_simulated_account
+
+    from .conftest import BASE_CONFIG, sync
+
+    host = make_host(config=BASE_CONFIG + "auto_install = true\n", database_url=database_url)
+    add_simulated_account(host, simulator, project_dir)
+    sync(host)
+    a = fixed_assets(simulator)[0]  # iOS only
+    users = [u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"])][:6]
+    serials = free_serials(simulator, a["adamId"])[: len(users)]
+    for user, serial in zip(users, serials, strict=True):
+        add_user(host, user)
+        add_device(host, serial, "iOS", owner=user)
+        simulator.assign_in_portal(a["adamId"], client_user_id=user)
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM core_device" in statement and "owner" in statement:
+            reads.append(statement)
+
+    event.listen(host.db.engine, "before_cursor_execute", count)  # the write engine's statements too (it shares its events)
+    try:
+        sync(host)
+    finally:
+        event.remove(host.db.engine, "before_cursor_execute", count)
+    assert all(len(commands(host, serial)) == 1 for serial in serials), [commands(host, s) for s in serials]
+    assert len(reads) == 1, [r[-300:] for r in reads]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
@@ -121,14 +121,13 @@ def on_licenses_associated(host: Host, event: Event) -> None:
         if not platforms:
             return
         targets: list[tuple[Device, str, str | None]] = []
-        for serial in p.get("enrolledSerialNumbers") or []:
-            device = session.get(Device, serial)
-            if device is not None:
-                targets.append((device, "device", None))
-        owners = p.get("mdmUserIds") or []
-        gone = let_go(host, session, account, adam_id, pricing, list(owners))  # retired or reclaimed since the sync saw them
+        serials = list(p.get("enrolledSerialNumbers") or [])
+        owners = list(p.get("mdmUserIds") or [])
+        by_serial, by_owner = _devices_of(session, serials, owners)
+        targets.extend((by_serial[serial], "device", None) for serial in serials if serial in by_serial)
+        gone = let_go(host, session, account, adam_id, pricing, owners)  # retired or reclaimed since the sync saw them
         for owner in owners:
-            devices = list(session.execute(select(Device).where(col(Device.owner) == owner)).scalars())
+            devices = by_owner.get(owner, [])
             if owner in gone and devices:  # its license is not there any more: nothing to install with
                 _fail_auto(host, session, (account, adam_id, pricing), owner, gone[owner], event.id)
                 continue
@@ -154,6 +153,26 @@ def on_licenses_associated(host: Host, event: Event) -> None:
                 )
 
     once(host, event, work)
+
+
+def _devices_of(session: Session, serials: list[str], owners: list[str]) -> tuple[dict[str, Device], dict[str, list[Device]]]:
+    """The enrolled devices of a license event's serial numbers, and those its MDM users own (in
+    the inventory's order), by one read (was one per serial and one per user: an event carries
+    hundreds of each)."""
+    if not serials and not owners:
+        return {}, {}
+    found = session.execute(
+        select(Device).where(or_(col(Device.serial_number).in_(serials), col(Device.owner).in_(owners))).order_by(col(Device.serial_number))
+    ).scalars()
+    by_serial: dict[str, Device] = {}
+    by_owner: dict[str, list[Device]] = {}
+    wanted_serials, wanted_owners = set(serials), set(owners)
+    for device in found:
+        if device.serial_number in wanted_serials:
+            by_serial[device.serial_number] = device
+        if device.owner in wanted_owners:
+            by_owner.setdefault(device.owner, []).append(device)
+    return by_serial, by_owner
 
 
 def _fail_auto(host: Host, session: Session, asset: tuple[str, str, str], user: str, why: str, event_id: str) -> None:
