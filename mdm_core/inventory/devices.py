@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
@@ -186,6 +186,27 @@ def remove_device_with_event(host: Host, serial: str) -> tuple[DeviceRow, str]:
     removed = host.db.run_write(work)
     host.deliver_events()
     return removed
+
+
+def devices_of(session: Session, *, serials: Iterable[str] = (), owners: Iterable[str] = ()) -> tuple[dict[str, Device], dict[str, list[Device]]]:
+    """The enrolled devices of these serial numbers, and those each of these MDM users owns (in
+    serial-number order), by one read: ``(by serial, by owner)``, the unknown ones left out."""
+    wanted_serials, wanted_owners = set(serials), set(owners)
+    if not wanted_serials and not wanted_owners:
+        return {}, {}
+    found = session.execute(
+        select(Device)
+        .where(or_(col(Device.serial_number).in_(sorted(wanted_serials)), col(Device.owner).in_(sorted(wanted_owners))))
+        .order_by(col(Device.serial_number))
+    ).scalars()
+    by_serial: dict[str, Device] = {}
+    by_owner: dict[str, list[Device]] = {}
+    for device in found:
+        if device.serial_number in wanted_serials:
+            by_serial[device.serial_number] = device
+        if device.owner in wanted_owners:
+            by_owner.setdefault(str(device.owner), []).append(device)
+    return by_serial, by_owner
 
 
 def iter_devices(host: Host, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError
-from mdm_core.inventory import in_inventory
+from mdm_core.inventory import devices_of, in_inventory
 from mdm_core.job_lock import check_held
 from mdm_core.models import Device, utcnow
 from plugins.vpp.payloads import LicensesPayload, LicensesRefusedPayload, UsersPayload
@@ -123,7 +123,7 @@ def on_licenses_associated(host: Host, event: Event) -> None:
         targets: list[tuple[Device, str, str | None]] = []
         serials = list(p.get("enrolledSerialNumbers") or [])
         owners = list(p.get("mdmUserIds") or [])
-        by_serial, by_owner = _devices_of(session, serials, owners)
+        by_serial, by_owner = devices_of(session, serials=serials, owners=owners)
         targets.extend((by_serial[serial], "device", None) for serial in serials if serial in by_serial)
         gone = let_go(host, session, account, adam_id, pricing, owners)  # retired or reclaimed since the sync saw them
         for owner in owners:
@@ -153,26 +153,6 @@ def on_licenses_associated(host: Host, event: Event) -> None:
                 )
 
     once(host, event, work)
-
-
-def _devices_of(session: Session, serials: list[str], owners: list[str]) -> tuple[dict[str, Device], dict[str, list[Device]]]:
-    """The enrolled devices of a license event's serial numbers, and those its MDM users own (in
-    the inventory's order), by one read (was one per serial and one per user: an event carries
-    hundreds of each)."""
-    if not serials and not owners:
-        return {}, {}
-    found = session.execute(
-        select(Device).where(or_(col(Device.serial_number).in_(serials), col(Device.owner).in_(owners))).order_by(col(Device.serial_number))
-    ).scalars()
-    by_serial: dict[str, Device] = {}
-    by_owner: dict[str, list[Device]] = {}
-    wanted_serials, wanted_owners = set(serials), set(owners)
-    for device in found:
-        if device.serial_number in wanted_serials:
-            by_serial[device.serial_number] = device
-        if device.owner in wanted_owners:
-            by_owner.setdefault(device.owner, []).append(device)
-    return by_serial, by_owner
 
 
 def _fail_auto(host: Host, session: Session, asset: tuple[str, str, str], user: str, why: str, event_id: str) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session, col
 
 from mdm_core.errors import MdmError, TemporaryError, UsageError, one_line
-from mdm_core.inventory import normalize_serial
+from mdm_core.inventory import devices_of, normalize_serial
 from mdm_core.inventory.csvfile import csv_rows, duplicate, read_text
 from mdm_core.models import Device, MdmUser, utcnow
 from plugins.vpp.payloads import LicenseResult, MirroredUser
@@ -353,10 +353,7 @@ def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
     port = VppPort(host)
     with host.db.session() as session:
         known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
-        owned = session.execute(select(Device).where(col(Device.owner).in_(users)).order_by(col(Device.serial_number))).scalars()
-        devices: dict[str, list[Device]] = {}
-        for device in owned:
-            devices.setdefault(str(device.owner), []).append(device)
+        _, devices = devices_of(session, owners=users)
     vpp_users: dict[str, MirroredUser] = {}
     for mirrored in port.users(asset.account) if known else []:
         vpp_users.setdefault(mirrored["clientUserId"], mirrored)  # the first, as Apple lists them
