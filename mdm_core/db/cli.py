@@ -92,7 +92,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
 
     db = host.unchecked_db
     states = read_states(db, [History(s) for s in host.migration_sets()], unloaded=True)
-    refused = uninitialised_message(db, host.database_source) if uninitialised(db, states) else None
+    # the line every other command refuses it with, if any: no tables yet, or behind, unstamped or ahead
+    refusal = uninitialised_message(db, host.database_source) if uninitialised(db, states) else schema_refusal(states)
     rows = [s.as_dict() for s in states]
     if args.json:
         print_json(rows)
@@ -102,12 +103,8 @@ def cmd_status(host: Host, args: argparse.Namespace) -> int:
             row["current"] = row["current"] or "-"
             row["head"] = row["head"] or "-"
         print_table(rows, ["plugin", "current", "head", "state", "pending"])
-    if refused is not None:  # said on stderr, as every other command says it: --json stays JSON
-        print(f"mdm: {refused}", file=sys.stderr, flush=True)
-        return 1
-    refusal = schema_refusal(states)
-    if refusal is not None:  # said on stderr, as every other command says it
-        print(f"mdm: {refusal}", file=sys.stderr, flush=True)  # -q too
+    if refusal is not None:  # said on stderr, as every other command says it: --json stays JSON; -q too
+        print(f"mdm: {refusal}", file=sys.stderr, flush=True)
         return 1
     return 0
 

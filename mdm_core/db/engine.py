@@ -189,15 +189,21 @@ class Database:
         return engine
 
     @property
+    def _file(self) -> Path | None:
+        """The SQLite database's file (None: PostgreSQL, or SQLite in memory)."""
+        return Path(self.url.database or "") if self.is_sqlite and not self.in_memory else None
+
+    @property
     def is_missing_file(self) -> bool:
         """True for an SQLite file that does not exist (the first connection creates it)."""
-        return self.is_sqlite and not self.in_memory and not Path(self.url.database or "").exists()
+        return self._file is not None and not self._file.exists()
 
     @property
     def is_new_file(self) -> bool:
         """True for an SQLite file that does not exist yet or is empty (0 bytes, ``touch mdm.db``):
         SQLite takes both for a database without tables, which its first connection makes."""
-        return self.is_missing_file or (self.is_sqlite and not self.in_memory and Path(self.url.database or "").stat().st_size == 0)
+        path = self._file
+        return path is not None and (not path.exists() or path.stat().st_size == 0)
 
     @contextmanager
     def migration_connection(self) -> Iterator[Connection]:
