@@ -15,7 +15,7 @@ import importlib
 import importlib.metadata
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -428,15 +428,16 @@ def call_isolated(
     return failures
 
 
-def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool = False, **kwargs: Any) -> dict[str, Any]:
+def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool = False, skip: Collection[str] = (), **kwargs: Any) -> dict[str, Any]:
     """Call each implementation of a fail-fast hook on its own: ``{plugin name: result}``.
 
     An unexpected exception becomes a one-line ``PluginError`` naming the plugin; an
     ``MdmError`` passes unchanged. With ``isolate``, nothing raises: a failing plugin's
-    result is its ``PluginError`` (or ``MdmError``), and the others still run.
+    result is its ``PluginError`` (or ``MdmError``), and the others still run. The plugins
+    named in ``skip`` are not called (and have no result).
     """
     caller = getattr(pm.hook, hook_name)
-    impls = list(reversed(caller.get_hookimpls()))
+    impls = [impl for impl in reversed(caller.get_hookimpls()) if (pm.get_name(impl.plugin) or impl.plugin_name) not in skip]
     for observer in list(_HOOK_OBSERVERS):
         observer(hook_name, kwargs, len(impls))
     found: dict[str, Any] = {}

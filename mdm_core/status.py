@@ -2,7 +2,8 @@
 (accounts, ...) and the jobs; what needs attention (problems: exit 1; warnings: exit
 unchanged); and the one-line banner ``mdm run`` prints when it starts.
 
-Nothing here creates or upgrades a database: a missing SQLite file is reported as such.
+Nothing here creates or upgrades a database: a missing SQLite file is reported as such (an
+in-memory one, new in every process, is made as every command makes it, with a warning).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mdm_core.errors import MdmError, PluginError
 
 if TYPE_CHECKING:
+    from mdm_core.db.engine import Database
     from mdm_core.host import Host
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ def collect_status(host: Host) -> dict[str, Any]:
         if exposure:
             status["warnings"].append(exposure)
             host.key_file_warned = True  # said here: not again on stderr when a plugin's status reads the key
+    if db.in_memory:  # new in every process: made as every command makes it (nothing lasts), its status an empty one's
+        host.db  # noqa: B018 (the schema check makes the tables)
+        status["warnings"].append(in_memory_warning(db))
     try:
         states = read_states(db, [History(s) for s in host.migration_sets()])  # a missing SQLite file: not created, all "new"
     except MdmError as exc:
@@ -85,17 +90,14 @@ def _plugins_and_jobs(host: Host, status: dict[str, Any], first_use: set[str]) -
     here = installed_plugins(host)
     status["warnings"].extend(f.line() for f in failed_subscribers(db) if f.plugin in here)
     status["warnings"].extend(u.line() for u in uninstalled_subscribers(db, here))
-    for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, host=host).items():
-        if name in first_use:
-            continue
+    for name, result in call_per_plugin(host.pm, "mdm_status", isolate=True, skip=first_use, host=host).items():
         if isinstance(result, Exception):
             status["problems"].append(f"plugin '{name}' cannot tell its status: {_failure(result)}")
             continue
         for section, rows in (result or {}).items():
             status["sections"][section] = list(rows)
-    for name, result in call_per_plugin(host.pm, "mdm_status_attention", isolate=True, host=host).items():
-        if name not in first_use:
-            _add_attention(status, name, result)
+    for name, result in call_per_plugin(host.pm, "mdm_status_attention", isolate=True, skip=first_use, host=host).items():
+        _add_attention(status, name, result)
     try:
         scheduler = host.build_scheduler(inline=True)
         status["jobs"] = [
@@ -103,6 +105,14 @@ def _plugins_and_jobs(host: Host, status: dict[str, Any], first_use: set[str]) -
         ]
     except MdmError as exc:
         status["problems"].append(f"jobs cannot be planned: {exc}")
+
+
+def in_memory_warning(db: Database) -> str:
+    """The line saying that ``db`` is an in-memory database: every command starts with an empty one."""
+    return (
+        f"database {db.describe()} is in memory: every mdm command starts with an empty one, and what it writes is gone when it ends; "
+        "set [core] database_url or MDM_DATABASE_URL to a file or a PostgreSQL database"
+    )
 
 
 def _failure(exc: Exception) -> str:

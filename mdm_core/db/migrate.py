@@ -333,10 +333,13 @@ def ensure_current(
     upgrade``, ``Host.upgrade_database``); one ahead stops with ``SchemaAhead``.
     """
 
-    def checks(states: Sequence[HistoryState], new_file: bool) -> None:
+    def checks(states: Sequence[HistoryState], _new_file: bool) -> None:
+        """Only a new database, or new plugins' tables, are created: a history behind or ahead stops."""
         if check is not None:
             check(states)
-        _refuse_behind(states, new_file)
+        refusal = schema_refusal(states)
+        if refusal is not None:
+            raise refusal
 
     return bring_current(db, sets, checks, notify=notify or _to_stderr)
 
@@ -377,13 +380,6 @@ def schema_refusal(states: Sequence[HistoryState]) -> SchemaAhead | SchemaBehind
     if any(s.state in ("behind", "unstamped") for s in states):
         return SchemaBehind(behind_message(states))
     return None
-
-
-def _refuse_behind(states: Sequence[HistoryState], new_file: bool) -> None:
-    """:func:`ensure_current`'s check: only a new database, or new plugins' tables, are created."""
-    refusal = schema_refusal(states)
-    if refusal is not None:
-        raise refusal
 
 
 def bring_current(

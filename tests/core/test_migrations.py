@@ -331,6 +331,33 @@ def test_status_says_a_plugin_used_for_the_first_time_gets_its_tables_then_and_m
     assert f"{plugin.name} things:" in out and "first" in out
 
 
+NOISY_STATUS_HOOK = """
+
+@hookimpl
+def mdm_status(host):
+    import sys
+
+    print(f"{PLUGIN_NAME}: status asked", file=sys.stderr)
+    return {}
+"""
+
+
+def test_status_does_not_ask_a_plugin_without_its_tables_yet_for_its_status(mdm, db_url, new_plugin):
+    """A plugin used for the first time has no rows to show: its status hook is not called (was:
+    called, and its result, often a failure to read its missing tables, thrown away); it is once
+    its tables are made."""
+    assert mdm("devices", "list")[0] == 0
+    plugin = new_plugin()
+    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
+    with (plugin.package / "__init__.py").open("a") as init:
+        init.write(NOISY_STATUS_HOOK)
+    code, out, err = mdm("status", config=plugin.config)
+    assert (code, err) == (0, ""), out
+    assert mdm("devices", "list")[0] == 0  # makes its tables
+    code, out, err = mdm("status")
+    assert (code, err) == (0, f"{plugin.name}: status asked\n"), out
+
+
 def test_status_lists_the_histories_of_plugins_no_longer_loaded(mdm, db_url, new_plugin):
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))

@@ -31,6 +31,24 @@ def test_status_of_a_new_then_used_database(mdm, project_dir):
     assert "inventory" in out and "enabled" in out
 
 
+def test_status_of_an_in_memory_database_warns_that_nothing_lasts(mdm, monkeypatch):
+    """An in-memory database is new in every command: status shows an empty one's status, exit 0,
+    and one warning saying so and how to keep data (was: exit 1, "lacks a table this release
+    needs: run `mdm db upgrade`", which no upgrade can fix)."""
+    monkeypatch.setenv("MDM_DATABASE_URL", "sqlite://")
+    code, out, err = mdm("status")
+    assert (code, err) == (0, ""), out + err
+    assert "schema:        current\n" in out and "attention" not in out, out
+    assert (
+        "\nwarning: database sqlite:// is in memory: every mdm command starts with an empty one, and what it writes is gone when "
+        "it ends; set [core] database_url or MDM_DATABASE_URL to a file or a PostgreSQL database\n"
+    ) in out
+    code, out, _ = mdm("status", "--json")
+    status = json.loads(out)
+    assert (code, status["database"]["schema"], status["problems"]) == (0, "current", [])
+    assert [w for w in status["warnings"] if "in memory" in w] == [status["warnings"][-1]]
+
+
 def test_status_of_an_empty_postgresql_database_is_new_as_db_status_says(mdm, pg_url, monkeypatch):
     """An empty PostgreSQL database is ``new`` (was: ``behind``, pending every migration), as
     `mdm db status` says and as `mdm status` says of a missing SQLite file; status creates nothing."""
