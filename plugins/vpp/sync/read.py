@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -790,47 +790,39 @@ def mirrored_licenses(
             rows = set(cursor.fetchall())
             return MirroredLicenses(rows) if len(rows) <= DIFF_LIMIT else None
 
-        def parsed(adam_id: str, piece: str) -> Mirrored:
-            got, _, rest = piece.partition("\x1d")
-            head, _, body = rest.partition("\x1d")
-            if got != adam_id:  # the adamId holds a separator
-                return rows_of(adam_id)
-            count = int(head)
-            if count > DIFF_LIMIT:
-                return None
-            if not count:
-                return MirroredLicenses(set(), {})
-            groups = body.split("\x1d")
-            # no separator in a value: two unit separators per group, and one record separator
-            # fewer than the targets in each (the count and the groups are of one statement)
-            if body.count("\x1f") == 2 * len(groups) and body.count("\x1e") == count - len(groups):
-                keys: set[str] = set()
-                per_pricing: dict[str, int] = {}
-                for group in groups:
-                    pricing, kind, joined = group.split("\x1f")
-                    licenses = _license_keys(pricing, kind, joined)
-                    keys.update(licenses)
-                    per_pricing[pricing] = per_pricing.get(pricing, 0) + len(licenses)
-                if len(keys) == count:
-                    return MirroredLicenses(keys, per_pricing)
-            return rows_of(adam_id)
-
-        def grouped(adam_id: str, groups: list[tuple[str, str, str, int, str]]) -> Mirrored:
-            """An asset's rows of :data:`_MIRRORED_GROUPS` (none: no license)."""
-            count = sum(group[3] for group in groups)
+        def collected(adam_id: str, count: int, groups: Iterable[Sequence[str]]) -> Mirrored:
+            """The asset's ``count`` licenses from its groups as the database joined them, each
+            (pricingParam, kind, its targets joined by the record separator), whichever shape the
+            statement gave them in; read row by row when a value holds a separator. A group's
+            fields hold no unit separator, and its targets split into as many keys as the
+            database counted licenses (a separator in a value, of a record or between groups,
+            splits one more), all distinct: then the keys are exactly the licenses."""
             if count > DIFF_LIMIT:
                 return None
             keys: set[str] = set()
             per_pricing: dict[str, int] = {}
-            for _, pricing, kind, n, joined in groups:
-                if "\x1f" in joined or "\x1f" in pricing or "\x1f" in kind:  # a key would not hold exactly two
+            total = 0
+            for group in groups:
+                if len(group) != 3 or "\x1f" in group[0] or "\x1f" in group[1] or "\x1f" in group[2]:  # a key would not hold exactly two
                     return rows_of(adam_id)
+                pricing, kind, joined = group
                 licenses = _license_keys(pricing, kind, joined)
-                if len(licenses) != n:  # a record separator in a value
-                    return rows_of(adam_id)
                 keys.update(licenses)
-                per_pricing[pricing] = per_pricing.get(pricing, 0) + n
-            return MirroredLicenses(keys, per_pricing) if len(keys) == count else rows_of(adam_id)
+                total += len(licenses)
+                per_pricing[pricing] = per_pricing.get(pricing, 0) + len(licenses)
+            return MirroredLicenses(keys, per_pricing) if total == count == len(keys) else rows_of(adam_id)
+
+        def parsed(adam_id: str, piece: str) -> Mirrored:
+            """An asset's piece of :data:`_MIRRORED_SETS` (its adamId, count and groups)."""
+            got, _, rest = piece.partition("\x1d")
+            head, _, body = rest.partition("\x1d")
+            if got != adam_id:  # the adamId holds a separator
+                return rows_of(adam_id)
+            return collected(adam_id, int(head), (group.split("\x1f") for group in body.split("\x1d")) if body else ())
+
+        def grouped(adam_id: str, groups: list[tuple[str, str, str, int, str]]) -> Mirrored:
+            """An asset's rows of :data:`_MIRRORED_GROUPS` (none: no license)."""
+            return collected(adam_id, sum(group[3] for group in groups), ((pricing, kind, joined) for _, pricing, kind, _, joined in groups))
 
         known = sizes or {}
         start, size = 0, max(1, first)
