@@ -123,3 +123,48 @@ def test_the_holders_the_inventory_knows_are_found_among_many_of_both_kinds(sync
         assert known_holders(session, serials, users) == ({"C-KNOWN-1", "C-KNOWN-2"}, {"u-known"})
         assert known_holders(session, users[:3], serials[-3:]) == (set(), set())
         assert known_holders(session, [], users) == (set(), {"u-known"})
+
+
+def test_an_incremental_sync_writes_its_mirror_events_at_once_in_their_order(synced: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events of an incremental sync's changes (assets changed, users added, changed and
+    retired, licenses associated and taken back) reach the outbox by one write (a COPY on
+    PostgreSQL), then the sync's report by another: the apply wrote them by one per kind (seven
+    here, each a COPY with its own round trips). Their order in the outbox (the delivery's) is
+    the one they were recorded in."""
+    from sqlalchemy import select
+
+    from mdm_core.db.typed import table_of
+    from mdm_core.models import OutboxEvent
+
+    simulator.mutate_fraction(0.3, seed=11)
+    outbox = table_of(OutboxEvent)
+    with synced.db.session() as session:
+        last = session.execute(select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)).scalar_one()
+    writes: list[list[str]] = []
+    record_rows = synced.events.record_rows
+
+    def counted(session: Any, rows: list[dict[str, Any]]) -> int:
+        writes.append([r["name"] for r in rows])
+        return record_rows(session, rows)
+
+    monkeypatch.setattr(synced.events, "record_rows", counted)
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    users = report["counts"]["users"]
+    assert users["added"] and users["changed"] and users["retired"], users
+    assert len(writes) == 2, [sorted(set(w)) for w in writes]
+    assert writes[1] == ["vpp_sync_finished"]
+    with synced.db.session() as session:
+        names = list(session.execute(select(outbox.c.name).where(outbox.c.seq > last).order_by(outbox.c.seq)).scalars())
+    assert names == writes[0] + writes[1]
+    kinds = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]  # each kind's events together, in the apply's order
+    assert kinds == [
+        "vpp_assets_changed",
+        "vpp_users_added",
+        "vpp_users_changed",
+        "vpp_users_retired",
+        "vpp_licenses_associated",
+        "vpp_licenses_disassociated",
+        "vpp_sync_finished",
+    ], kinds
+    assert_mirror_equals_apple(synced, simulator)

@@ -489,7 +489,7 @@ def test_a_sync_that_fails_while_it_streams_licenses_leaves_every_pooled_connect
     kept: list[Any] = []
     record = apply_module.record_license_events
 
-    def failing(host: Any, session: Any, account: str, event: str, rows: Any) -> int:
+    def failing(host: Any, session: Any, account: str, event: str, rows: Any, *rest: Any) -> int:
         kept.append(rows)  # as the traceback of the failure keeps them until it is collected
         raise OSError("disk full")
 

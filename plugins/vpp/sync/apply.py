@@ -30,7 +30,7 @@ from ..apple.protocol import apple_asset, apple_user
 from ..license_counts import add_license_counts, per_asset, recount_licenses
 from ..models import VppAccount, VppAsset, VppAssetCount, VppLicense, VppSyncRun, VppUser
 from ..recording import record_events
-from .events import EVENT_RECORDS, record_chunks, record_license_events, with_known, with_known_keys
+from .events import EVENT_RECORDS, EventBatch, record_chunks, record_license_events, with_known, with_known_keys
 from .read import SL, SU, AppleRead, DirectFallback, DirectLicenses, in_mirror
 
 if TYPE_CHECKING:
@@ -124,6 +124,9 @@ class MirrorUpdate:
         #: an incremental sync's changed assets, written with their license counts once the
         #: licenses are (:func:`write_changed`): each asset row written once, not twice
         self.changed: list[dict[str, Any]] = []
+        #: the events of the mirror's changes, written together before the account's (its token
+        #: state's) and the sync's report (set by :meth:`apply`)
+        self.batch: EventBatch
 
     def apply(self, session: Session, read: AppleRead) -> dict[str, Any]:
         """The one transaction: mirror, account, sync run, events; returns the counts.
@@ -132,6 +135,7 @@ class MirrorUpdate:
         inside itself: a run that lost its lock writes nothing, whatever it read. It ends by
         extending the lock again (its row is held meanwhile: the heartbeat cannot)."""
         self.changed = []  # a transaction run again (a retried write) starts afresh
+        self.batch = EventBatch(self.host, session, stored_id(self.account))
         self.lock.fence(session)
         if read.mode == "full":
             return self._apply(session, read)
@@ -156,6 +160,7 @@ class MirrorUpdate:
         )
         for table in (SL, SU):
             self._delete_stage(session, table)
+        self.batch.write()  # before the token state's event and the report, in the outbox's (delivery's) order
 
         now = utcnow()
         synced: dict[str, Any] = {**versions, "last_sync_at": now, "last_sync_result": f"ok ({mode})"}
@@ -181,7 +186,7 @@ class MirrorUpdate:
 
     def _apply_assets(self, session: Session, assets: dict[tuple[str, str], dict[str, Any]], counts: dict[str, Any], *, recount: bool) -> list[tuple[str, str]]:
         deferred = self.changed if recount else None  # a full sync recounts every asset after its licenses
-        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets, recount=recount, deferred=deferred)
+        removed, counts["assets"] = apply_assets(self.host, session, self.account, assets, recount=recount, deferred=deferred, batch=self.batch)
         return removed
 
     def _delete_stage(self, session: Session, table: Any) -> None:
@@ -300,7 +305,7 @@ class MirrorUpdate:
         # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
         # whether the inventory knows each holder comes with the row (no query per event)
         with session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED) as new_rows:
-            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", new_rows)
+            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", new_rows, self.batch)
         # inserted in the mirror's key order (read from the staging index: no sort), each row
         # next to the previous one in the primary key's index, rather than in the staged order
         # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
@@ -333,7 +338,7 @@ class MirrorUpdate:
             for chunk in in_chunks(sorted(set(reread) - set(diffed))):
                 conditions.append(and_(L.c.account_id == acc, L.c.adam_id.in_(chunk), ~in_stage))
         if gone:
-            removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", with_known_keys(session, gone))
+            removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", with_known_keys(session, gone), self.batch)
             deleted = delete_rows(session, L, {"account_id": acc}, {c: L.c[c].type for c in LICENSE_KEY[1:]}, gone)
             # one key deletes one row at most: when every key deleted one, the counts move by
             # them; otherwise (another writer took some meanwhile) the check below recounts
@@ -347,7 +352,7 @@ class MirrorUpdate:
                 with_known(select(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target), L).where(condition).order_by(L.c.adam_id, L.c.pricing_param, L.c.kind),
                 execution_options=STREAMED,
             ) as rows:
-                removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", rows)
+                removed += record_license_events(self.host, session, self.account, "vpp_licenses_disassociated", rows, self.batch)
             if full:
                 session.execute(delete(L).where(condition))
             else:  # the rows this statement deleted, counted off their assets
@@ -380,7 +385,7 @@ class MirrorUpdate:
             .order_by(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target),
             execution_options=STREAMED,
         ) as rows:
-            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", rows)
+            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", rows, self.batch)
         recount_licenses(session, acc)
         counts["licenses"] = {"added": added, "removed": 0, "reread_assets": 0}
 
@@ -394,6 +399,7 @@ def apply_assets(
     *,
     recount: bool = True,
     deferred: list[dict[str, Any]] | None = None,
+    batch: EventBatch | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Make the mirrored assets Apple's ``assets`` (vpp_asset values by key), in the caller's
     transaction: new ones inserted, changed ones updated, missing ones deleted, with their
@@ -403,7 +409,9 @@ def apply_assets(
     every stored license count afterwards (a full sync), the new assets' are not counted here
     (a first full sync on PostgreSQL already holds its licenses: 300,000 counted twice).
     ``deferred``: the changed assets' values are appended to it, for the caller to write later
-    with their license counts (:func:`write_changed`), when they can be written by one statement."""
+    with their license counts (:func:`write_changed`), when they can be written by one statement.
+    ``batch``: the transaction's events, where the assets' go (written by its owner); None: written
+    here, together."""
     acc, name = account.id, account.name
     query = select(*_MIRRORED).where(A.c.account_id == acc)  # plain rows: no ORM object per asset (1,000 assets: 15 ms)
     if only is not None:
@@ -444,9 +452,12 @@ def apply_assets(
     removed_dicts = [apple_asset({**mirror[key], "supported_platforms": stored_platforms(mirror[key]["supported_platforms"])}, name) for key in removed]
     for a, p in removed:
         session.execute(delete(A).where(A.c.account_id == acc, A.c.adam_id == a, A.c.pricing_param == p))
+    events = EventBatch(host, session, stored_id(account)) if batch is None else batch
     for event, rows in (("vpp_assets_added", added), ("vpp_assets_changed", changed)):
-        record_chunks(host, session, account, event, [apple_asset(r, name) for r in rows])
-    record_chunks(host, session, account, "vpp_assets_removed", removed_dicts)
+        record_chunks(host, session, account, event, [apple_asset(r, name) for r in rows], events)
+    record_chunks(host, session, account, "vpp_assets_removed", removed_dicts, events)
+    if batch is None:
+        events.write()
     return removed, {"added": len(added), "changed": len(changed), "removed": len(removed), "total": len(assets)}
 
 
@@ -614,6 +625,6 @@ class UserEvents:
     def flush(self) -> None:
         """Record the event of the rows added since the last one."""
         if self.rows:
-            record_chunks(self.mirror.host, self.session, self.mirror.account, self.event, [apple_user(r, self.linked) for r in self.rows])
+            record_chunks(self.mirror.host, self.session, self.mirror.account, self.event, [apple_user(r, self.linked) for r in self.rows], self.mirror.batch)
             self.rows.clear()
             self.linked.clear()

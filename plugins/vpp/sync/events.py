@@ -27,23 +27,61 @@ if TYPE_CHECKING:
 
 EVENT_TARGETS = 1000
 EVENT_RECORDS = 500
-#: License events are written (one bulk insert: a ``COPY`` on PostgreSQL) once this many are
-#: waiting, or once they hold this many targets: memory stays bounded whatever the account, and
-#: a sync's many small events (an incremental sync: 1,374 of one or two targets) go in one or
-#: two writes instead of one per 100 events (14 round trips and statements)
+#: The events of a transaction (:class:`EventBatch`) are written (one bulk insert: a ``COPY``
+#: on PostgreSQL) once this many are waiting, or once they weigh this much (a license target 1,
+#: an asset or user record :data:`RECORD_WEIGHT`): memory stays bounded whatever the account,
+#: and a sync's many small events (an incremental sync: 1,374 of one or two targets) go in one
+#: or two writes instead of one per 100 events (14 round trips and statements)
 WRITE_EVENTS = 2000
 WRITE_TARGETS = 100 * EVENT_TARGETS
+#: An asset or user record weighs as many license targets (a dict of eight values, a target one
+#: string): a full sync's 100,000 users are written ten events (5,000 users) at a time
+RECORD_WEIGHT = 20
 
 
-def record_chunks(host: Host, session: Session, account: VppAccount, event: str, records: Sequence[Mapping[str, Any]]) -> None:
+class EventBatch:
+    """The events of account ``account_id`` that one transaction records, kept in their order and
+    written together by :meth:`write` (one bulk insert: a ``COPY`` on PostgreSQL), or before once
+    :data:`WRITE_EVENTS` events or :data:`WRITE_TARGETS` of weight wait. A sync's apply recorded
+    its events by about seven writes (assets, users added, changed, retired, licenses associated,
+    taken back...), each a ``COPY`` with its own round trips; the caller writes the batch before
+    anything else records an event of the transaction (the outbox's order is the delivery's)."""
+
+    def __init__(self, host: Host, session: Session, account_id: int):
+        self.host, self.session, self.account_id = host, session, account_id
+        self.events: list[tuple[str, Mapping[str, Any]]] = []
+        self.weight = 0
+
+    def add(self, events: Sequence[tuple[str, Mapping[str, Any]]], weight: int) -> None:
+        """Record ``events`` (name, payload) weighing ``weight`` (license targets, or records x :data:`RECORD_WEIGHT`)."""
+        self.events.extend(events)
+        self.weight += weight
+        if len(self.events) >= WRITE_EVENTS or self.weight >= WRITE_TARGETS:  # written as they come: memory does not grow with the account
+            self.write()
+
+    def write(self) -> None:
+        """Write the events waiting, in their order."""
+        if self.events:
+            record_events(self.host, self.session, self.account_id, self.events)
+            self.events = []
+            self.weight = 0
+
+
+def record_chunks(host: Host, session: Session, account: VppAccount, event: str, records: Sequence[Mapping[str, Any]], batch: EventBatch | None = None) -> None:
     """Record ``event`` of ``account`` for these asset or user records, at most ``EVENT_RECORDS`` per event.
 
     The events are inserted at once (one bulk insert, not ORM objects left in the session until
-    its next flush): a sync that records its events while it streams rows holds none of them."""
+    its next flush): a sync that records its events while it streams rows holds none of them.
+    ``batch``: the transaction's events, written by its owner (with the events it records after)."""
     key = "assets" if event.startswith("vpp_assets") else "users"
     chunks = [records[start : start + EVENT_RECORDS] for start in range(0, len(records), EVENT_RECORDS)]
-    if chunks:
-        record_events(host, session, stored_id(account), [(event, {"account": account.name, key: chunk}) for chunk in chunks])
+    if not chunks:
+        return
+    events = [(event, {"account": account.name, key: chunk}) for chunk in chunks]
+    if batch is None:
+        record_events(host, session, stored_id(account), events)
+    else:
+        batch.add(events, RECORD_WEIGHT * len(records))
 
 
 def with_known(query: Any, table: Any) -> Any:
@@ -65,29 +103,21 @@ def with_known_keys(session: Session, keys: list[tuple[str, str, str, str]]) -> 
     return [(a, p, k, t, t in (devices if k == "device" else users)) for a, p, k, t in sorted(keys)]
 
 
-def record_license_events(host: Host, session: Session, account: VppAccount, event: str, rows: Iterable[Any]) -> int:
+def record_license_events(host: Host, session: Session, account: VppAccount, event: str, rows: Iterable[Any], batch: EventBatch | None = None) -> int:
     """Record license events of ``account`` from (adamId, pricingParam, kind, target, known) rows (sorted by
     asset and kind, a repeated row skipped; ``known``: see :func:`with_known`), at most
-    ``EVENT_TARGETS`` targets each, written :data:`WRITE_EVENTS` or :data:`WRITE_TARGETS` at a
-    time; returns the row count."""
-    account_id = stored_id(account)
+    ``EVENT_TARGETS`` targets each, in ``batch`` (the transaction's events, written by its owner)
+    or in one of their own, written at the end; returns the row count."""
+    events = EventBatch(host, session, stored_id(account)) if batch is None else batch
     total = 0
-    held = 0  # targets of the events not written yet
-    batch: list[str] = []
+    targets: list[str] = []
     known: set[str] = set()
     current: tuple[str, str, str] | None = None
-    events: list[tuple[str, Mapping[str, Any]]] = []
 
     def flush() -> None:
-        nonlocal held
-        if current and batch:
-            events.append((event, licenses_payload(account.name, current[0], current[1], current[2], list(batch), known, "sync")))
-            held += len(batch)
-            if len(events) >= WRITE_EVENTS or held >= WRITE_TARGETS:  # written as they come: memory does not grow with the account
-                record_events(host, session, account_id, events)
-                events.clear()
-                held = 0
-        batch.clear()
+        if current and targets:
+            events.add([(event, licenses_payload(account.name, current[0], current[1], current[2], list(targets), known, "sync"))], len(targets))
+        targets.clear()
         known.clear()
 
     previous = None
@@ -97,16 +127,16 @@ def record_license_events(host: Host, session: Session, account: VppAccount, eve
             continue
         previous = row
         key = (adam_id, pricing, kind)
-        if key != current or len(batch) >= EVENT_TARGETS:
+        if key != current or len(targets) >= EVENT_TARGETS:
             flush()
             current = key
-        batch.append(target)
+        targets.append(target)
         if is_known:
             known.add(target)
         total += 1
     flush()
-    if events:
-        record_events(host, session, account_id, events)
+    if batch is None:
+        events.write()
     return total
 
 
