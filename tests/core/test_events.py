@@ -471,6 +471,18 @@ def test_events_recorded_together_are_written_without_per_row_statement_processi
     assert [p for p, _ in plugin.seen] == [{"serial_number": "FIRST"}, *payloads]
     at = rows[0]["created_at"]
     assert all(created == at and created.utcoffset() == timedelta(0) for _, created in plugin.seen[1:])  # aware UTC, as recorded
+    import json
+
+    from sqlalchemy import String, cast, select
+
+    from mdm_core.db.typed import table_of
+    from mdm_core.models import OutboxEvent
+
+    outbox = table_of(OutboxEvent)
+    with host.db.session() as session:
+        stored = list(session.execute(select(cast(outbox.c.payload, String)).order_by(outbox.c.seq)).scalars())
+    # the text the ORM's statement stores (PostgreSQL's json type keeps it as it was sent)
+    assert stored == [json.dumps(p) for p in [{"serial_number": "FIRST"}, *payloads]]
 
 
 @pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
