@@ -168,3 +168,39 @@ def test_an_incremental_sync_writes_its_mirror_events_at_once_in_their_order(syn
         "vpp_sync_finished",
     ], kinds
     assert_mirror_equals_apple(synced, simulator)
+
+
+def test_an_incremental_sync_reads_its_new_and_changed_users_by_one_statement(synced: Any, simulator: Any) -> None:
+    """The staged users of an incremental sync that are new or changed are read by one
+    statement (two joined the stage with the mirror twice, one per kind), the new ones first:
+    the users' events are those of the change, added before changed and retired."""
+    from sqlalchemy import select
+
+    from mdm_core.db.typed import table_of
+    from mdm_core.models import OutboxEvent
+
+    summary = simulator.mutate_fraction(0.3, seed=11)
+    outbox = table_of(OutboxEvent)
+    with synced.db.session() as session:
+        last = session.execute(select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)).scalar_one()
+    with recorded_statements(synced.db.write_engine) as statements:
+        report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    reads = [s for s in statements if s.sql.replace('"', "").startswith("SELECT vpp_stage_user.client_user_id")]
+    assert len(reads) == 1, [s.sql for s in reads]
+    with synced.db.session() as session:
+        rows = session.execute(
+            select(outbox.c.name, outbox.c.payload).where(outbox.c.seq > last, outbox.c.name.like("vpp_users_%")).order_by(outbox.c.seq)
+        ).all()
+    users: dict[str, list[str]] = {}
+    for name, payload in rows:
+        users.setdefault(name, []).extend(u["clientUserId"] for u in payload["users"])
+    assert [name for name, _ in rows] == sorted((name for name, _ in rows), key=["vpp_users_added", "vpp_users_changed", "vpp_users_retired"].index)
+    assert (len(users["vpp_users_added"]), len(users["vpp_users_changed"]), len(users["vpp_users_retired"])) == (
+        summary["users_created"],
+        summary["users_updated"],
+        summary["users_retired"],
+    )
+    assert all(u.startswith("user-new-") for u in users["vpp_users_added"])
+    assert users["vpp_users_added"] == sorted(users["vpp_users_added"])
+    assert_mirror_equals_apple(synced, simulator)
