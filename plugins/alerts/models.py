@@ -22,7 +22,7 @@ class AlertSubject(SQLModel, table=True):
     """The last known state of one watched thing, so that each change is alerted once.
 
     ``subject`` is ``token:ACCOUNT``, ``sync:ACCOUNT``, ``licenses:ACCOUNT:ADAMID:PRICING`` or
-    ``job:NAME`` (a scheduled job: ``account`` empty, ``updated_at`` the finish of its last run read)
+    ``job:NAME`` (a scheduled job: ``account`` empty, ``updated_at`` the finish of the last run read that changed it)
     or ``subscriber:PLUGIN`` (event deliveries to a plugin failed for good: ``account`` empty).
     License subjects exist only while low (no row: enough licenses).
     """

@@ -169,11 +169,15 @@ def failure_streak(
     """One more outcome of something run again and again (an account's sync, a scheduled job),
     subject ``key`` (``KIND:NAME``): failures in a row are counted; the ``threshold``-th makes the
     ``failing(failures, since)`` alert, said once, and the first success after it the
-    ``recovered(failures, since)`` one (``since``: the streak's first failure)."""
+    ``recovered(failures, since)`` one (``since``: the streak's first failure). A success that
+    changes nothing (the state ``ok``, no failure counted) writes nothing: its ``updated_at``
+    stays the time of its last change (was: rewritten at every sync, a write a sync)."""
     kind = key.partition(":")[0]
     row = _subject(session, key)
     if not failed:
-        if row is None or (row.state == "ok" and row.failures == 0):
+        if row is not None and row.state == "ok" and row.failures == 0:
+            return []
+        if row is None:
             _set(session, row, key, kind, account, "ok", now, failures=0)
             return []
         alerts = [recovered(row.failures, row.since)] if row.state == "failing" else []
@@ -200,7 +204,8 @@ def job_runs(session: Session, runs: Iterable[JobRun]) -> list[Alert]:
     """The last recorded run of each scheduled job (``mdm jobs``), but the accounts' syncs (the
     sync alerts tell those): a failed one is the job's failure, alerted at once (then not again
     until a run succeeds, which says it works again). The streak's subject keeps the finish time
-    of the last run read (``updated_at``), so a run read again by the next check counts once."""
+    of the last run read that changed it (``updated_at``), so a run read again by the next check
+    counts once (a success read again changes nothing either way)."""
     alerts: list[Alert] = []
     for run in runs:
         finished = run.last_finished_at

@@ -521,3 +521,30 @@ def test_queuing_an_alert_loads_no_channel_code():
     code = "import sys, plugins.alerts.store; print(sorted({'plugins.alerts.channels', 'smtplib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_syncs_that_change_nothing_leave_the_sync_state_as_it_was(make_host, project_dir, request, database):
+    """The state of an account's syncs is written when it changes (a failure counted, a
+    recovery), not at every sync: after the first success, successful syncs leave its
+    ``updated_at`` the time of that change (was: rewritten by each sync, a write a sync)."""
+    host = make_host(config=FAST_VPP + "\n[alerts]\nsync_failures = 2\n", database_url=database_param(request, project_dir, database))
+    report = {"account": "school", "trigger": "schedule", "mode": "incremental", "error_type": None, "error": None}
+    assert alerts(host) == []  # the plugins loaded before the clock is frozen
+
+    def finished(status: str, at: str) -> datetime:
+        with freeze_time(at):
+            host.events.dispatch(Event(name="vpp_sync_finished", payload={**report, "status": status}))
+        with host.db.session() as session:
+            row = session.get(AlertSubject, "sync:school")
+            assert row is not None
+            return row.updated_at
+
+    first = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    assert finished("ok", "2026-05-01 08:00") == first
+    assert finished("ok", "2026-05-01 09:00") == first  # nothing changed: nothing written
+    assert finished("ok", "2026-05-01 10:00") == first
+    assert finished("error", "2026-05-01 11:00") == datetime(2026, 5, 1, 11, tzinfo=UTC)  # a failure counted
+    assert finished("ok", "2026-05-01 12:00") == datetime(2026, 5, 1, 12, tzinfo=UTC)  # back to no failure
+    assert finished("ok", "2026-05-01 13:00") == datetime(2026, 5, 1, 12, tzinfo=UTC)
+    assert alerts(host) == []
