@@ -204,3 +204,23 @@ def test_an_incremental_sync_reads_its_new_and_changed_users_by_one_statement(sy
     assert all(u.startswith("user-new-") for u in users["vpp_users_added"])
     assert users["vpp_users_added"] == sorted(users["vpp_users_added"])
     assert_mirror_equals_apple(synced, simulator)
+
+
+def test_an_incremental_sync_writes_the_changed_assets_platforms(synced: Any, simulator: Any) -> None:
+    """Changed assets whose platforms Apple now lists differently (several distinct lists, one
+    shared by two assets) are written with them, by the one statement that writes the changed
+    assets (on PostgreSQL each names its list by its place among the distinct ones)."""
+    state = simulator.state
+    keys = sorted(state.assets)[:4]
+    lists = [("iOS", "macOS"), ("tvOS",), ("iOS", "macOS"), ("visionOS", 'w"eird\\OS')]
+    with state.lock:
+        for key, platforms in zip(keys, lists, strict=True):
+            state.assets[key].platforms = platforms
+            state.assets[key].total += 1
+        state._bump("assets")
+    report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    assert report["counts"]["assets"]["changed"] == 4, report["counts"]
+    stored = {key: mirror_state(synced, "school")["assets"][key]["supportedPlatforms"] for key in keys}
+    assert stored == {key: sorted(p) for key, p in zip(keys, lists, strict=True)}
+    assert_mirror_equals_apple(synced, simulator)
