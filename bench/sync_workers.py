@@ -8,6 +8,8 @@ prints one JSON line. Kinds:
 - ``sync``: one sync (``--full`` or incremental) as ``mdm vpp sync`` runs it, with the wall time,
   CPU, peak RSS, the report, a digest of the mirror, and the page traversals it made
   (``--record PATH``: what the incremental floor replays);
+- ``syncs``: syncs of one site in one process that stays up between them, as ``mdm run`` runs
+  the scheduled ones: each sync's arguments a line of JSON on stdin, its figures a line on stdout;
 - ``floor``: every page downloaded and parsed with the sync's own client (no database), then
   the same rows written to equivalent tables: ``sqlite3.executemany`` into a new SQLite file,
   and ``COPY`` with psycopg into a new schema of each PostgreSQL database given (``--pg URL``);
@@ -79,6 +81,7 @@ class ServerCpu:
     def __init__(self, engine: Any):
         from sqlalchemy import event
 
+        self.engine = engine
         self.start: dict[int, float | None] = {}
         self.last: dict[int, float | None] = {}
         event.listen(engine, "checkout", self._checkout)
@@ -99,6 +102,14 @@ class ServerCpu:
         pid = self._pid(dbapi_connection)
         if pid is not None and pid in self.start:
             self.last[pid] = process_cpu(pid)
+
+    def close(self) -> None:
+        """Stop following the engine's connections (a process that syncs again measures anew)."""
+        from sqlalchemy import event
+
+        event.remove(self.engine, "checkout", self._checkout)
+        event.remove(self.engine, "checkin", self._seen)
+        event.remove(self.engine, "close", self._seen)
 
     def seconds(self) -> float | None:
         """The server CPU so far of every connection seen (those still open read now)."""
@@ -458,19 +469,53 @@ class ThreadMeter:
 
 
 def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
-    from plugins.vpp.accounts import get_account
-    from plugins.vpp.sync.run import sync_account
-
+    """One sync in a process of its own (the full sync: as ``mdm vpp sync NAME --full`` runs it)."""
     traversals = record_traversals()
     host = open_host(Path(args.dir), args.db)
     try:
-        # the database is open and migrated, and the account read once, before the clock starts,
-        # as the floor's worker (worker_replay) reads it before its own: a process's first ORM
-        # query configures SQLAlchemy's mappers (0.1-0.15 s here), once per process (`mdm run`
-        # pays it at its first job), not a cost of the sync
-        with host.db.session() as session:
-            get_account(session, ACCOUNT)
-        server = ServerCpu(host.db.engine) if host.db.url.get_backend_name() == "postgresql" else None
+        before_the_clock(host)
+        return measured_sync(host, args, traversals)
+    finally:
+        host.close()
+
+
+def worker_syncs(args: argparse.Namespace) -> dict[str, Any]:
+    """Syncs of one site in one process that stays up between them, as ``mdm run`` runs an
+    account's scheduled syncs: one line of JSON on stdin per sync (its arguments, e.g.
+    ``["--record", PATH, "--phases"]``), its result as one line of JSON on stdout; ends at the
+    end of the input. A process's first sync also pays what a process pays once (statements
+    compiled, its subscribers' modules imported on first use: 0.1 s here); the later ones do not."""
+    traversals = record_traversals()
+    host = open_host(Path(args.dir), args.db)
+    try:
+        before_the_clock(host)
+        for line in sys.stdin:
+            one = argument_parser().parse_args(["sync", "--dir", args.dir, "--db", args.db, *json.loads(line)])
+            print(json.dumps(measured_sync(host, one, traversals), default=str), flush=True)
+    finally:
+        host.close()
+    return {"syncs": "ended"}
+
+
+def before_the_clock(host: Any) -> None:
+    """What a sync worker does before its first clock starts: the account read once, as the
+    floor's worker (worker_replay) reads it before its own. A process's first ORM query
+    configures SQLAlchemy's mappers (0.1-0.15 s here), once per process (`mdm run` pays it at
+    its first job), not a cost of the sync."""
+    from plugins.vpp.accounts import get_account
+
+    with host.db.session() as session:
+        get_account(session, ACCOUNT)
+
+
+def measured_sync(host: Any, args: argparse.Namespace, traversals: list[dict[str, Any]]) -> dict[str, Any]:
+    """One sync of the site's account, measured (wall, CPU, the PostgreSQL server's CPU, the
+    ``--phases`` meters and profiles), and the mirror's digest after it."""
+    from plugins.vpp.sync.run import sync_account
+
+    traversals.clear()
+    server = ServerCpu(host.db.engine) if host.db.url.get_backend_name() == "postgresql" else None
+    try:
         profiler = None
         if args.profile_out:
             from pyinstrument import Profiler
@@ -499,7 +544,8 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         rss = peak_rss_mb()
         digest = mirror_digest(host)
     finally:
-        host.close()
+        if server is not None:
+            server.close()
     if args.record:
         Path(args.record).write_text(json.dumps(traversals))
     # `sync` excludes the event delivery that follows the commit (run.py: deliver_events)
@@ -510,11 +556,12 @@ def worker_sync(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu": server_cpu,  # PostgreSQL on this machine: its processes serving the sync's connections
         "phases": phases,  # --phases: label -> [calls, CPU seconds]
         "threads": thread_cpu,  # --phases: thread group -> [threads, CPU seconds], "main" first
-        "rss_mb": rss,
+        "rss_mb": rss,  # the process's peak so far
         "report": report,
         "digest": digest,
         "traversals": len(traversals),
         "pages_read": sum(t["pages"] for t in traversals),
+        "pid": os.getpid(),  # the process that synced (``syncs``: the same for every round of a site)
     }
 
 
@@ -788,10 +835,11 @@ def worker_listing(args: argparse.Namespace) -> dict[str, Any]:
     return {"exit": code, "wall": wall, "first_row": sink.first, "rss_mb": rss, "rows": rows, "bytes": size, "command": command}
 
 
-WORKERS = {"setup": worker_setup, "sync": worker_sync, "floor": worker_floor, "replay": worker_replay, "listing": worker_listing}
+WORKERS = {"setup": worker_setup, "sync": worker_sync, "syncs": worker_syncs, "floor": worker_floor, "replay": worker_replay, "listing": worker_listing}
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The workers' arguments (``syncs`` reads each sync's from its input with it too)."""
     parser = argparse.ArgumentParser(description="one measurement of the sync benchmark, in its own process")
     parser.add_argument("kind", choices=sorted(WORKERS))
     parser.add_argument("--dir", required=True, help="the site's folder (conf/, var/)")
@@ -807,7 +855,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", action="store_true", help="sync: the CPU time of each phase (PHASES), on every thread")
     parser.add_argument("--mdm-info-id", default="00000000-0000-4000-8000-0000000b3e7c", help="setup: the mdmInfo id every site claims with")
     parser.add_argument("command", nargs="*", help="listing: the mdm command (default: vpp licenses --json)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     print(json.dumps(WORKERS[args.kind](args), default=str))
     return 0
 
