@@ -253,16 +253,21 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     answered 9610. A removal's revoke is known done when every license it rode for is (a
     user's is then not asked again either: :func:`_retire_released` retires its VPP user)."""
     port = VppPort(host)
-    gone: set[int | None] = set()
-    for row in rows:
-        if row.adam_id != ALL and row.event_ids:
-            where = {"serial_number": row.target} if row.kind == "device" else {"client_user_id": row.target}
-            if not any(lic["pricingParam"] == row.pricing_param for lic in port.licenses(account=row.account, adam_id=row.adam_id, **where)):
-                gone.add(row.id)
+    asked = [r for r in rows if r.adam_id != ALL and r.event_ids]
+    held: set[tuple[str, str, str, str, str]] = set()  # (account, adamId, pricingParam, kind, target)
+    for account, adam_id in sorted({(r.account, r.adam_id) for r in asked}):  # one read per asset, not per license
+        for lic in port.licenses(account=account, adam_id=adam_id):
+            holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
+            held.add((account, adam_id, lic["pricingParam"], *holder))
+    gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target) not in held}
+    riders: dict[tuple[str, str, str], list[Reclaim]] = {}
+    for r in rows:
+        if r.adam_id != ALL and r.reason in REMOVALS:
+            riders.setdefault((r.account, r.kind, r.target), []).append(r)
     for row in rows:
         if row.adam_id == ALL and row.event_ids:
-            riders = [r for r in rows if r.adam_id != ALL and r.reason in REMOVALS and (r.account, r.kind, r.target) == (row.account, row.kind, row.target)]
-            if (riders and all(r.id in gone for r in riders)) or row.last_error == NOT_RETIRED:  # (its riders done before)
+            mine = riders.get((row.account, row.kind, row.target), [])
+            if (mine and all(r.id in gone for r in mine)) or row.last_error == NOT_RETIRED:  # (its riders done before)
                 gone.add(row.id)
     return gone
 
