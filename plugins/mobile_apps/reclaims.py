@@ -259,7 +259,7 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
         for lic in port.licenses(account=account, adam_id=adam_id):
             holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
             held.add((account, adam_id, lic["pricingParam"], *holder))
-    gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target) not in held}
+    gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target.upper() if r.kind == "device" else r.target) not in held}
     riders: dict[tuple[str, str, str], list[Reclaim]] = {}
     for r in rows:
         if r.adam_id != ALL and r.reason in REMOVALS:
