@@ -308,15 +308,22 @@ def mdm_status(host):
 """
 
 
-def test_status_says_a_plugin_used_for_the_first_time_gets_its_tables_then_and_makes_none(mdm, db_url, new_plugin):
-    """`mdm status` agrees with `mdm db status` (exit 0) and the other commands (they make the
-    tables): one note, exit 0 (was: "attention: database schema is behind", exit 1). It makes
-    nothing itself, nor does the plugin's status hook reading host.db; its rows show once made."""
+def _enabled_after_first_use(mdm: Any, new_plugin: Callable[..., PluginPackage], hooks: str) -> PluginPackage:
+    """A plugin with one table and ``hooks`` (its source), enabled on a database already in use: its
+    tables are not made yet."""
     assert mdm("devices", "list")[0] == 0
     plugin = new_plugin()
     plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
     with (plugin.package / "__init__.py").open("a") as init:
-        init.write(STATUS_HOOK)
+        init.write(hooks)
+    return plugin
+
+
+def test_status_says_a_plugin_used_for_the_first_time_gets_its_tables_then_and_makes_none(mdm, db_url, new_plugin):
+    """`mdm status` agrees with `mdm db status` (exit 0) and the other commands (they make the
+    tables): one note, exit 0 (was: "attention: database schema is behind", exit 1). It makes
+    nothing itself, nor does the plugin's status hook reading host.db; its rows show once made."""
+    plugin = _enabled_after_first_use(mdm, new_plugin, STATUS_HOOK)
     code, out, err = mdm("status", config=plugin.config)
     assert (code, err) == (0, ""), out
     assert "schema:        current\n" in out and "attention" not in out, out
@@ -346,11 +353,7 @@ def test_status_does_not_ask_a_plugin_without_its_tables_yet_for_its_status(mdm,
     """A plugin used for the first time has no rows to show: its status hook is not called (was:
     called, and its result, often a failure to read its missing tables, thrown away); it is once
     its tables are made."""
-    assert mdm("devices", "list")[0] == 0
-    plugin = new_plugin()
-    plugin.add("0001", None, CREATE_THINGS.format(p=plugin.name))
-    with (plugin.package / "__init__.py").open("a") as init:
-        init.write(NOISY_STATUS_HOOK)
+    plugin = _enabled_after_first_use(mdm, new_plugin, NOISY_STATUS_HOOK)
     code, out, err = mdm("status", config=plugin.config)
     assert (code, err) == (0, ""), out
     assert mdm("devices", "list")[0] == 0  # makes its tables
