@@ -246,6 +246,16 @@ def process(
     return counts
 
 
+#: up to this many retried reclaims of one asset, :func:`_known_released` reads each one's licenses
+#: of it; past it, every license of the asset at once (a list the size of the asset's licenses)
+FEW_TARGETS = 8
+
+
+def _target_filter(row: Reclaim) -> dict[str, str]:
+    """The ``mdm_vpp_licenses`` filter of a reclaim's target."""
+    return {"serial_number": row.target} if row.kind == "device" else {"client_user_id": row.target}
+
+
 def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     """Ids of the pending reclaims an earlier attempt asked Apple for (its events recorded) whose
     licenses the mirror no longer holds: Apple took them back after that attempt stopped
@@ -255,8 +265,15 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     port = VppPort(host)
     asked = [r for r in rows if r.adam_id != ALL and r.event_ids]
     held: set[tuple[str, str, str, str, str]] = set()  # (account, adamId, pricingParam, kind, target)
-    for account, adam_id in sorted({(r.account, r.adam_id) for r in asked}):  # one read per asset, not per license
-        for lic in port.licenses(account=account, adam_id=adam_id):
+    per_asset: dict[tuple[str, str], list[Reclaim]] = {}
+    for r in asked:
+        per_asset.setdefault((r.account, r.adam_id), []).append(r)
+    for (account, adam_id), group in sorted(per_asset.items()):
+        if len(group) > FEW_TARGETS:  # one read of the asset's licenses, not one per license
+            found = port.licenses(account=account, adam_id=adam_id)
+        else:  # a few targets of an asset that may hold 100,000 licenses: each target's alone
+            found = [lic for r in group for lic in port.licenses(account=account, adam_id=adam_id, **_target_filter(r))]
+        for lic in found:
             holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
             held.add((account, adam_id, lic["pricingParam"], *holder))
     gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target.upper() if r.kind == "device" else r.target) not in held}
