@@ -298,7 +298,7 @@ def _retire_released(host: Host, revokes: list[Reclaim], trouble: int) -> list[R
     for account in sorted({r.account for r in revokes}):
         check_held()
         group = [r for r in revokes if r.account == account]
-        live = {u["clientUserId"] for u in VppPort(host).users(account) if u["status"] in LIVE_USER_STATUSES}
+        live = {u["clientUserId"] for u in VppPort(host).users(account, [r.target for r in group]) if u["status"] in LIVE_USER_STATUSES}
         failed = set(_retire(host, account, [r.target for r in group if r.target in live], trouble))
         left += [r for r in group if r.target in failed]
     return left
@@ -433,7 +433,7 @@ def on_user_removed(host: Host, event: Event) -> None:
     """Revoke every license of the removed MDM user where it is a VPP user, then retire it there."""
     user = str(event.payload.get("id") or "")
     if user:
-        accounts = sorted({u["account"] for u in VppPort(host).users(None) if u["clientUserId"] == user and u["status"] in LIVE_USER_STATUSES})
+        accounts = sorted({u["account"] for u in VppPort(host).users(None, [user]) if u["status"] in LIVE_USER_STATUSES})
         _reclaim_held(host, event, "user_removed", [(a, "user", user) for a in accounts], serial_number=None, client_user_id=user)
 
 

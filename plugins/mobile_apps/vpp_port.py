@@ -81,13 +81,14 @@ class VppPort:
         """``mdm_vpp_licenses``: the mirrored licenses matching every filter given."""
         return self._call("mdm_vpp_licenses", account=account, adam_id=adam_id, serial_number=serial_number, client_user_id=client_user_id)
 
-    def users(self, account: str | None) -> list[MirroredUser]:
-        """``mdm_vpp_users``: the mirrored VPP users of ``account`` (or of every account)."""
-        return self._call("mdm_vpp_users", account=account)
+    def users(self, account: str | None, client_user_ids: Iterable[str] | None = None) -> list[MirroredUser]:
+        """``mdm_vpp_users``: the mirrored VPP users of ``account`` (or of every account), of
+        ``client_user_ids`` only when given."""
+        return self._call("mdm_vpp_users", account=account, client_user_ids=None if client_user_ids is None else list(client_user_ids))
 
     def user(self, account: str, client_user_id: str) -> MirroredUser | None:
         """The VPP user ``client_user_id`` of ``account``, or ``None``."""
-        return next((u for u in self.users(account) if u["clientUserId"] == client_user_id), None)
+        return next(iter(self.users(account, [client_user_id])), None)
 
     def user_holds(self, session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: Iterable[str]) -> dict[str, UserHold]:
         """``mdm_vpp_user_holds``: whether each user holds a license of the asset, and its VPP

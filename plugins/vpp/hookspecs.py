@@ -113,11 +113,13 @@ def mdm_vpp_user_holds(host: Host, session: Session, account: str, adam_id: str,
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_users(host: Host, account: str | None) -> list[MirroredUser] | None:
+def mdm_vpp_users(host: Host, account: str | None, client_user_ids: list[str] | None) -> list[MirroredUser] | None:
     """The mirrored VPP users, linked to MDM users by ``clientUserId``.
 
     When: any time (reads the mirror only).
-    Args: ``host``; ``account``: a name, or ``None`` for all accounts.
+    Args: ``host``; ``account``: a name, or ``None`` for all accounts; ``client_user_ids``:
+    only the VPP users of these ids (a user's, a batch's: not every user of a district read
+    to find them), ``None`` for every one.
     Returns: ``MirroredUser`` dicts with ``account``, ``clientUserId``, ``email``, ``status``, ``idHash``,
     ``inviteCode``, ``invitationUrl`` (while Registered) and ``mdmUser``; ``None``: the VPP
     plugin is not loaded.

@@ -181,11 +181,11 @@ def mdm_vpp_user_holds(host: Host, session: Session, account: str, adam_id: str,
 
 
 @hookimpl
-def mdm_vpp_users(host: Host, account: str | None) -> list[MirroredUser]:
-    """The mirrored VPP users."""
+def mdm_vpp_users(host: Host, account: str | None, client_user_ids: list[str] | None) -> list[MirroredUser]:
+    """The mirrored VPP users (of these ids)."""
     from plugins.vpp.views import list_users
 
-    return list_users(host, account)
+    return list_users(host, account, client_user_ids)
 
 
 @hookimpl

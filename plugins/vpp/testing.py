@@ -65,7 +65,7 @@ def mirror_state(host: Host, account: str | None = "school") -> dict[str, Any]:
         assignments.add((row["adamId"], row["pricingParam"], kind, row[kind]))
     users = {
         row["clientUserId"]: {"email": row["email"], "status": row["status"], "idHash": row["idHash"], "inviteCode": row["inviteCode"]}
-        for row in hook.mdm_vpp_users(host=host, account=account)
+        for row in hook.mdm_vpp_users(host=host, account=account, client_user_ids=None)
     }
     return {"assets": assets, "assignments": assignments, "users": users}
 

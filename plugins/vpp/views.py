@@ -11,7 +11,7 @@ primary keys: account name, then the key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, null, select
@@ -347,6 +347,10 @@ def count_licenses(host: Host, account_id: int, adam_id: str, pricing_param: str
 # ---------------------------------------------------------------------- users
 
 
+#: clientUserIds per statement of :func:`list_users` (bound parameters, within every database's limit)
+USERS_CHUNK = 1000
+
+
 def users_query(account_id: int | None = None) -> Any:
     """Rows for :func:`user_row`."""
     query = (
@@ -373,9 +377,20 @@ def iter_users(host: Host, account: str | None = None, *, offset: int = 0, limit
     return (user_row(*r) for r in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
-def list_users(host: Host, account: str | None = None) -> list[MirroredUser]:
-    """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs."""
-    return list(iter_users(host, account))
+def list_users(host: Host, account: str | None = None, client_user_ids: Iterable[str] | None = None) -> list[MirroredUser]:
+    """Mirrored VPP users, linked to MDM users by ``clientUserId``, with invitation URLs; of
+    ``client_user_ids`` only when given (read :data:`USERS_CHUNK` ids a statement), in the same
+    order (by account, then clientUserId)."""
+    if client_user_ids is None:
+        return list(iter_users(host, account))
+    ids = sorted(set(client_user_ids))
+    found: list[MirroredUser] = []
+    with host.db.session() as session:
+        base = users_query(account_id(session, account))
+        for start in range(0, len(ids), USERS_CHUNK):
+            chunk = ids[start : start + USERS_CHUNK]
+            found += [user_row(*r) for r in session.execute(base.where(col(VppUser.client_user_id).in_(chunk))).all()]
+    return sorted(found, key=lambda u: (u["account"], u["clientUserId"]))
 
 
 def user_invitation_url(template: str | None, invite_code: str | None) -> str | None:

@@ -81,7 +81,7 @@ def test_vpp_users_follow_mdm_users_and_can_be_retired_by_hand(synced: Host, sim
     code, out, err = cli("users", "set", "pupil-1", "--email", "new.pupil@example.com")
     assert code == 0, err
     assert simulator.state.user("pupil-1")["email"] == "new.pupil@example.com"
-    assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if u["clientUserId"] == "pupil-1"] == ["new.pupil@example.com"]
+    assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school", client_user_ids=["pupil-1"])] == ["new.pupil@example.com"]
 
     adam_id, pricing = _free_app(simulator)
     assert (
@@ -95,7 +95,7 @@ def test_vpp_users_follow_mdm_users_and_can_be_retired_by_hand(synced: Host, sim
     assert out.strip() == "pupil-1: retired in school"
     assert simulator.state.user("pupil-1")["status"] == "Retired"
     assert not [t for t in simulator.snapshot()["assignments"] if t[3] == "pupil-1"]  # its revocable license went back
-    assert [u["status"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if u["clientUserId"] == "pupil-1"] == ["Retired"]
+    assert [u["status"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school", client_user_ids=["pupil-1"])] == ["Retired"]
     assert_mirror_equals_apple(synced, simulator)
     code, out, err = cli("vpp", "users", "retire", "pupil-1")
     assert code == 1 and "not a live VPP user" in out
@@ -148,4 +148,4 @@ def test_a_users_update_that_apple_refuses_is_sent_again_by_the_failed_deliverie
     simulator.faults.clear()
     assert synced.events.retry_due(now=utcnow() + timedelta(minutes=2)) == (1, 0)
     assert simulator.state.user("pupil-2")["email"] == "moved@example.com"
-    assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if u["clientUserId"] == "pupil-2"] == ["moved@example.com"]
+    assert [u["email"] for u in synced.pm.hook.mdm_vpp_users(host=synced, account="school", client_user_ids=["pupil-2"])] == ["moved@example.com"]

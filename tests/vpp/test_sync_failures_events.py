@@ -163,7 +163,7 @@ def test_incremental_event_payloads(synced: Any, simulator: Any, recorder: Any) 
     assert rows and all(r["enrolled"] is True for r in rows)
     others = synced.pm.hook.mdm_vpp_licenses(host=synced, account="school", adam_id=None, serial_number=None, client_user_id=None)
     assert any(r.get("enrolled") is False for r in others)
-    user_rows = [r for r in synced.pm.hook.mdm_vpp_users(host=synced, account="school") if r["clientUserId"] == user_key[3]]
+    user_rows = [r for r in synced.pm.hook.mdm_vpp_users(host=synced, account="school", client_user_ids=None) if r["clientUserId"] == user_key[3]]
     assert user_rows[0]["mdmUser"] == user_key[3]
     linked = synced.pm.hook.mdm_vpp_licenses(host=synced, account="school", adam_id=None, serial_number=None, client_user_id=user_key[3])
     assert all(r["mdmUser"] == user_key[3] for r in linked)

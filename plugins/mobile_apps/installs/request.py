@@ -355,7 +355,7 @@ def _plan_users(host: Host, asset: Asset, users: list[str]) -> _UserPlan:
         known = set(session.execute(select(col(MdmUser.id)).where(col(MdmUser.id).in_(users))).scalars())
         _, devices = devices_of(session, owners=users)
     vpp_users: dict[str, MirroredUser] = {}
-    for mirrored in port.users(asset.account) if known else []:
+    for mirrored in port.users(asset.account, known) if known else []:
         vpp_users.setdefault(mirrored["clientUserId"], mirrored)  # the first, as Apple lists them
     held = holding(host, asset, "user", known)
     blocks: dict[str, Outcome] = {u: Outcome(asset) for u in users}
