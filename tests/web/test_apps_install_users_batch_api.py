@@ -110,9 +110,9 @@ def test_a_class_is_licensed_in_one_request_per_chunk_and_one_read_of_the_users(
             reads: list[str | None] = []
             users = VppPort.users
 
-            def counted(self: VppPort, account: str | None) -> Any:
+            def counted(self: VppPort, account: str | None, client_user_ids: Any = None) -> Any:
                 reads.append(account)
-                return users(self, account)
+                return users(self, account, client_user_ids)
 
             monkeypatch.setattr(VppPort, "users", counted)
             before = sim.requests["assets/associate"]
