@@ -120,6 +120,23 @@ def commands(host: Host, serial: str | None = None) -> list[dict[str, Any]]:
         return []
 
 
+def read_sizes(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """The length of each list ``VppPort.<method>`` (``licenses``, ``users``) returns from now on:
+    how much of the mirror a step read."""
+    from plugins.mobile_apps.vpp_port import VppPort
+
+    sizes: list[int] = []
+    real = getattr(VppPort, method)
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real(self, *args, **kwargs)
+        sizes.append(len(found))
+        return found
+
+    monkeypatch.setattr(VppPort, method, counted)
+    return sizes
+
+
 def removed_while_licensed(host: Host, sim: Any, monkeypatch: pytest.MonkeyPatch, *, then_apple_delay: float | None = None) -> tuple[dict[str, Any], str]:
     """An asset and a free device of it enrolled on ``host``, which the admin removes while an
     install asks Apple for its license (``VppPort.associate``); ``then_apple_delay``: Apple is

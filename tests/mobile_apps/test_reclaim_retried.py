@@ -15,6 +15,8 @@ from plugins.mobile_apps.models import Reclaim
 from plugins.mobile_apps.reclaims import ALREADY_MIRRORED, list_reclaims
 from plugins.mobile_apps.vpp_port import VppPort
 
+from .conftest import read_sizes
+
 DOWN = "Apple is down for maintenance"
 
 
@@ -119,16 +121,8 @@ def test_a_few_retried_reclaims_read_their_own_licenses_not_the_whole_asset(on_b
 
     monkeypatch.setattr(VppPort, "disassociate", down)
     monkeypatch.setattr(VppPort, "revoke", down)
-    returned: list[int] = []
-    real = VppPort.licenses
-
-    def licenses(self: Any, *args: Any, **kwargs: Any) -> Any:
-        found = real(self, *args, **kwargs)
-        returned.append(len(found))
-        return found
-
     few = _retried(host, [a[0]], "few", 4)
-    monkeypatch.setattr(VppPort, "licenses", licenses)
+    returned = read_sizes(monkeypatch, "licenses")
     reclaim_job(host)
     _settled(host, few)
     assert returned and max(returned) < len(a), (returned, len(a))

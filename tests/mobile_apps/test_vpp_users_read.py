@@ -4,27 +4,11 @@ to find one, a list the size of a district at every removal of a bulk offboardin
 
 from __future__ import annotations
 
-from typing import Any
-
 from mdm_core.inventory import add_device, add_user
 from plugins.mobile_apps.vpp_port import VppPort
 from plugins.vpp import views
 
-from .conftest import app_id, fixed_assets, free_serials, holders
-
-
-def _users_read(monkeypatch: Any) -> list[int]:
-    """The number of VPP users each ``VppPort.users`` read returns, from now on."""
-    sizes: list[int] = []
-    real = VppPort.users
-
-    def users(self: Any, *args: Any, **kwargs: Any) -> Any:
-        found = real(self, *args, **kwargs)
-        sizes.append(len(found))
-        return found
-
-    monkeypatch.setattr(VppPort, "users", users)
-    return sizes
+from .conftest import app_id, fixed_assets, free_serials, holders, read_sizes
 
 
 def test_the_users_hook_reads_the_users_asked_for(on_both, monkeypatch):
@@ -48,7 +32,7 @@ def test_a_user_install_and_a_user_removal_read_that_users_vpp_users_only(on_bot
     user = next(u for u in simulator.state.user_ids("Associated") if u not in holders(simulator, a["adamId"]))
     add_user(host, user)
     add_device(host, free_serials(simulator, a["adamId"])[0], "iPadOS", owner=user)
-    sizes = _users_read(monkeypatch)
+    sizes = read_sizes(monkeypatch, "users")
     code, out, err = mdm("apps", "install", app_id(host, a["adamId"]), "--user", user)
     assert code == 0 and f"{user}: licensed: user license associated" in out, out + err
     code, out, err = mdm("users", "remove", user)
