@@ -251,9 +251,9 @@ def process(
 FEW_TARGETS = 8
 
 
-def _target_filter(row: Reclaim) -> dict[str, str]:
-    """The ``mdm_vpp_licenses`` filter of a reclaim's target."""
-    return {"serial_number": row.target} if row.kind == "device" else {"client_user_id": row.target}
+def _target_filter(kind: str, target: str) -> dict[str, str]:
+    """The ``mdm_vpp_licenses`` filter of a device's or a user's licenses."""
+    return {"serial_number": target} if kind == "device" else {"client_user_id": target}
 
 
 def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
@@ -272,7 +272,7 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
         if len(group) > FEW_TARGETS:  # one read of the asset's licenses, not one per license
             found = port.licenses(account=account, adam_id=adam_id)
         else:  # a few targets of an asset that may hold 100,000 licenses: each target's alone
-            found = [lic for r in group for lic in port.licenses(account=account, adam_id=adam_id, **_target_filter(r))]
+            found = [lic for r in group for lic in port.licenses(account=account, adam_id=adam_id, **_target_filter(r.kind, r.target))]
         for lic in found:
             holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
             held.add((account, adam_id, lic["pricingParam"], *holder))
@@ -499,7 +499,7 @@ def _not_recorded_yet(host: Host, kind: str, target: str) -> str | None:
         return "VPP licenses: reclaimed once the VPP plugin is enabled again (see `mdm plugins`)"
     if not port.accounts():
         return None
-    held = port.licenses(**({"serial_number": target} if kind == "device" else {"client_user_id": target}))
+    held = port.licenses(**_target_filter(kind, target))
     return f"VPP licenses: {len(held)} held, {ELSEWHERE}"
 
 
