@@ -387,8 +387,7 @@ def list_users(host: Host, account: str | None = None, client_user_ids: Iterable
     found: list[MirroredUser] = []
     with host.db.session() as session:
         base = users_query(account_id(session, account))
-        for start in range(0, len(ids), USERS_CHUNK):
-            chunk = ids[start : start + USERS_CHUNK]
+        for chunk in in_chunks(ids, USERS_CHUNK):
             found += [user_row(*r) for r in session.execute(base.where(col(VppUser.client_user_id).in_(chunk))).all()]
     return sorted(found, key=lambda u: (u["account"], u["clientUserId"]))
 
