@@ -15,8 +15,44 @@ from typing import Any, TypeVar
 from sqlalchemy import any_, bindparam, column, delete, func, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 T = TypeVar("T")
+
+
+class BinaryList(list[Any]):
+    """A list psycopg sends as a binary array (its list dumper's binary format). Its text
+    format quotes each element by a regular expression: 450 serial numbers 0.41 -> 0.13 ms of
+    CPU, as many integers 0.61 -> 0.28 ms; the server receives the same array."""
+
+
+try:
+    import psycopg
+    from psycopg.types.array import ListBinaryDumper
+except ImportError:  # pragma: no cover  # psycopg is the host's one PostgreSQL driver
+    pass
+else:
+    psycopg.adapters.register_dumper(BinaryList, ListBinaryDumper)
+
+
+class BinaryArray(TypeDecorator[Any]):
+    """PostgreSQL ``ARRAY`` of ``item`` whose parameters psycopg sends in binary
+    (:class:`BinaryList`), each element processed as ``ARRAY`` processes it, without the text
+    format's per-element quoting: an array parameter of :func:`one_of` or :func:`unnest_rows`
+    holds hundreds of keys or values."""
+
+    impl = ARRAY
+    cache_ok = True
+
+    def __init__(self, item: Any):
+        super().__init__(item)
+
+    def bind_processor(self, dialect: Any) -> Callable[[Any], Any] | None:
+        items = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
+        if dialect.driver != "psycopg" or items is None:
+            return items
+        return lambda value: None if value is None else BinaryList(items(value))
+
 
 #: keys per ``IN (...)`` list: well under SQLite's and PostgreSQL's limits on bound parameters
 IN_CHUNK = 500
@@ -28,7 +64,7 @@ def one_of(column: Any, name: str, postgres: bool) -> Any:
     execution, do not grow with the list (hundreds of keys an event); elsewhere an expanding
     ``IN`` (at most ``IN_CHUNK`` values a statement: :func:`in_chunks`)."""
     if postgres:
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+        return column == any_(bindparam(name, type_=BinaryArray(column.type)))
     return column.in_(bindparam(name, expanding=True))
 
 
@@ -116,7 +152,7 @@ def unnest_rows(name: str, prefix: str, columns: dict[str, Any]) -> Any:
     """PostgreSQL: a derived table ``name`` of rows passed as one array parameter per column
     (``{prefix}{column}``, of ``columns``' types), for a statement that writes many rows in one
     execution (``UPDATE ... FROM unnest(...)``: an executemany runs the statement once a row)."""
-    arrays = (bindparam(f"{prefix}{key}", type_=ARRAY(kind)) for key, kind in columns.items())
+    arrays = (bindparam(f"{prefix}{key}", type_=BinaryArray(kind)) for key, kind in columns.items())
     return func.unnest(*arrays).table_valued(*(column(key, kind) for key, kind in columns.items())).render_derived(name=name)
 
 

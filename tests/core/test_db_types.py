@@ -95,3 +95,44 @@ def test_rows_updated_by_the_driver_store_what_sqlalchemy_would(engine_url: str)
         assert all(at.tzinfo == UTC for _, at in read.values())
     finally:
         engine.dispose()
+
+
+def test_rows_deleted_and_matched_by_array_parameters_are_exactly_the_named_ones(engine_url: str) -> None:
+    """``bulk.delete_rows`` and ``bulk.one_of`` match the keys given, whatever they hold (quotes,
+    backslashes, braces, commas, spaces, non-ASCII text, NULLs among the matched values), and
+    nothing else. On PostgreSQL each array reaches psycopg as a binary array (``BinaryList``:
+    the text format quoted every element by a regular expression, hundreds a statement)."""
+    from mdm_core.db.bulk import BinaryList, delete_rows, in_chunks, one_of
+
+    engine = create_engine(engine_url)
+    postgres = engine_url.startswith("postgresql")
+    try:
+        devices = table_of(Device)
+        SQLModel.metadata.create_all(engine, tables=[devices])
+        awkward = ['q"uote', "back\\slash", "{brace}", "a,b", "sp ace", "NULL", "é☃", "", "plain"]
+        with Session(engine) as session:
+            session.add_all([Device(serial_number=s, platform="iOS", model=str(i)) for i, s in enumerate([*awkward, "keep1", "keep2"])])
+            session.commit()
+        arrays: list[Any] = []
+
+        def sent(conn: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> None:
+            if isinstance(params, dict):
+                arrays.extend(v for v in params.values() if isinstance(v, list))
+
+        event.listen(engine, "before_cursor_execute", sent)
+        with Session(engine) as session:
+            matched: list[str] = []
+            for chunk in in_chunks(awkward[:5]):
+                query = select(col(Device.serial_number)).where(one_of(devices.c.serial_number, "keys", postgres))
+                matched += session.execute(query, {"keys": [*chunk, None]}).scalars().all()
+            keys = {"serial_number": devices.c.serial_number.type, "model": devices.c.model.type}
+            deleted = delete_rows(session, devices, {"platform": "iOS"}, keys, [(s, str(i)) for i, s in enumerate(awkward)] + [("keep1", "x")])
+            session.commit()
+        assert sorted(matched) == sorted(awkward[:5])
+        assert deleted == len(awkward)
+        with Session(engine) as session:
+            assert sorted(session.execute(select(col(Device.serial_number))).scalars()) == ["keep1", "keep2"]
+        if postgres:  # one_of's array, then delete_rows' two
+            assert [type(a) for a in arrays] == [BinaryList] * 3
+    finally:
+        engine.dispose()
