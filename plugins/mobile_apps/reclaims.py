@@ -26,9 +26,10 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
+from mdm_core.db.bulk import in_chunks
 from mdm_core.db.stream import stream_rows
 from mdm_core.db.typed import table_of, values_of
 from mdm_core.errors import MdmError, UsageError, one_line
@@ -72,6 +73,11 @@ ALREADY = "released already at Apple (error {number}): nothing was left to take 
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
 #: a removed user's revoke whose licenses are released, its VPP user not retired yet
 NOT_RETIRED = "its licenses are released at Apple; its VPP user could not be retired yet: asking again later"
+
+
+#: an outcome of :func:`_update_many`: the reclaims, their new status (None: still pending,
+#: asked again in ``retry`` seconds) and the error they carry
+Outcome = tuple[Sequence[Reclaim], str | None, str | None]
 
 
 def irrevocable_assets(host: Host, licenses: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
@@ -151,21 +157,25 @@ def create_reclaims(
 
 
 def _finished(host: Host, session: Session, row: Reclaim) -> None:
-    assert row.id is not None
+    host.events.record(session, "mobile_apps_reclaim_finished", _finished_payload(values_of(row)))
+
+
+def _finished_payload(row: Mapping[str, Any]) -> ReclaimFinishedPayload:
+    """The ``mobile_apps_reclaim_finished`` payload of a reclaim (its column values)."""
     payload: ReclaimFinishedPayload = {
-        "id": row.id,
-        "account": row.account,
-        "adamId": row.adam_id,
-        "pricingParam": row.pricing_param,
-        "reason": row.reason,
-        "status": row.status,
-        "error": row.last_error,
+        "id": row["id"],
+        "account": row["account"],
+        "adamId": row["adam_id"],
+        "pricingParam": row["pricing_param"],
+        "reason": row["reason"],
+        "status": row["status"],
+        "error": row["last_error"],
     }
-    if row.kind == "device":
-        payload["serialNumber"] = row.target
+    if row["kind"] == "device":
+        payload["serialNumber"] = row["target"]
     else:
-        payload["clientUserId"] = row.target
-    host.events.record(session, "mobile_apps_reclaim_finished", payload)
+        payload["clientUserId"] = row["target"]
+    return payload
 
 
 def process(
@@ -324,22 +334,20 @@ def _settle(
     """Apply Apple's answer to these reclaims (and to the license rows riding on a revoke)."""
     failures = {f.get("serialNumber") or f.get("clientUserId"): f for f in result["failed"]}
     pending = {*result.get("pending", {}).get("serialNumbers", []), *result.get("pending", {}).get("clientUserIds", [])}
+    outcomes: list[Outcome] = []
     for row in group:
         rows = [row, *(riders or {}).get(row.target, [])]
         if row.target in pending:
-            _update(host, session, rows, None, NOT_CONFIRMED, result["event_ids"], retry)
-            outcome = "pending"
+            outcomes.append((rows, None, NOT_CONFIRMED))
         elif row.target in failures and failures[row.target].get("errorNumber") in RELEASED_ERRORS:  # released already at Apple
-            _update(host, session, rows, "done", ALREADY.format(number=failures[row.target]["errorNumber"]), result["event_ids"], retry)
-            outcome = "done"
+            outcomes.append((rows, "done", ALREADY.format(number=failures[row.target]["errorNumber"])))
         elif row.target in failures:
             f = failures[row.target]
-            _update(host, session, rows, "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})", result["event_ids"], retry)
-            outcome = "failed"
+            outcomes.append((rows, "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})"))
         else:
-            _update(host, session, rows, "done", None, result["event_ids"], retry)
-            outcome = "done"
-        counts[outcome] += max(1, len(rows) - 1) if riders is not None else 1
+            outcomes.append((rows, "done", None))
+        counts[outcomes[-1][1] or "pending"] += max(1, len(rows) - 1) if riders is not None else 1
+    _update_many(host, session, outcomes, result["event_ids"], retry)
 
 
 def _revoke(host: Host, account: str, kind: str, group: list[Reclaim], counts: dict[str, int], quick: bool, trouble: int = logging.WARNING) -> None:
@@ -395,22 +403,45 @@ def _retire(host: Host, account: str, users: list[str], trouble: int = logging.W
     return [r["clientUserId"] for r in rows if r["status"] not in ("Retired", "unknown")]
 
 
-def _update(host: Host, session: Session, rows: list[Reclaim], status: str | None, error: str | None, event_ids: list[str], retry: int) -> None:
+def _update(host: Host, session: Session, rows: Sequence[Reclaim], status: str | None, error: str | None, event_ids: list[str], retry: int) -> None:
+    """Apply one outcome to these pending reclaims (:func:`_update_many`)."""
+    _update_many(host, session, [(rows, status, error)], event_ids, retry)
+
+
+def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], event_ids: list[str], retry: int) -> None:
+    """Apply ``outcomes`` in order to those of their reclaims still pending (one that ended
+    meanwhile is left as it is), each one that ends announced finished in that order: one read
+    a chunk of ids, one update and one insert of events, whatever their number (a bulk reclaim
+    of a school year's thousands of licenses made three statements a license)."""
     now = utcnow()
-    for stale in rows:
-        row = session.get(Reclaim, stale.id)
-        if row is None or row.status != "pending":
-            continue
-        row.attempts += 1
-        row.updated_at = now
-        row.last_error = error[:1000] if error else None
-        row.event_ids = [*row.event_ids, *event_ids]
-        if status is None:
-            row.next_attempt_at = now + timedelta(seconds=retry)
-        else:
-            row.status, row.next_attempt_at = status, None
-            _finished(host, session, row)
-        session.add(row)
+    reclaims = table_of(Reclaim)
+    wanted = sorted({row.id for rows, _, _ in outcomes for row in rows if row.id is not None})
+    current: dict[int, dict[str, Any]] = {}
+    for chunk in in_chunks(wanted):
+        query = select(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending")
+        current.update((r["id"], dict(r)) for r in session.execute(query).mappings())
+    changed: dict[int, dict[str, Any]] = {}
+    finished: list[tuple[str, Mapping[str, Any]]] = []
+    for rows, status, error in outcomes:
+        for stale in rows:
+            row = current.get(stale.id or 0)
+            if row is None or row["status"] != "pending":
+                continue
+            row["attempts"] += 1
+            row["updated_at"] = now
+            row["last_error"] = error[:1000] if error else None
+            row["event_ids"] = [*row["event_ids"], *event_ids]
+            if status is None:
+                row["next_attempt_at"] = now + timedelta(seconds=retry)
+            else:
+                row["status"], row["next_attempt_at"] = status, None
+                finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
+            changed[row["id"]] = row
+    if changed:
+        columns = ("status", "attempts", "last_error", "event_ids", "updated_at", "next_attempt_at")
+        statement = update(reclaims).where(reclaims.c.id == bindparam("u_id")).values({c: bindparam(f"u_{c}") for c in columns})
+        session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
+    host.events.record_many(session, finished)
 
 
 def cancel_reclaims(host: Host, session: Session, rows: list[Reclaim], reason: str) -> None:
