@@ -403,6 +403,36 @@ def test_a_removed_device_freeing_many_assets_makes_one_digest_not_a_mail_each(a
     storm_makes_one_digest(lambda alerts_config: alerts_host(alerts_config), simulator, smtp)
 
 
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_an_assets_event_folds_its_alerts_with_none_already_sent(make_host, simulator, smtp_server, project_dir, request, database):
+    """A sync whose event changes four assets' levels (a digest) minutes after a digest that was
+    mailed: the mailed one stays as it was and the new digest tells the four; the recent alerts
+    are locked by their ids and only unsent ones read (was: the mailed digest read with its
+    fields, then its deliveries, then two DELETEs that deleted nothing)."""
+    from plugins.vpp.testing import add_simulated_account
+
+    smtp = smtp_server()
+    serial = "FOLD00000001"
+    adams = [simulator.purchase(count=2)[0] for _ in range(5)]
+    for adam in adams:
+        simulator.assign_in_portal(adam, serial_number=serial)
+    host = make_host(config=FAST_VPP + "\n[alerts]\n" + smtp.config() + "low_licenses = 2\n", database_url=database_param(request, project_dir, database))
+    add_simulated_account(host, simulator, project_dir)
+    assert sync(host)["status"] == "ok" and deliver_due(host)["sent"] == 1  # the five low assets' digest, mailed
+    for adam in adams[:4]:
+        simulator.remove_in_portal(adam, serial_number=serial)
+    with recorded_statements(host.db.engine) as statements:
+        assert sync(host)["status"] == "ok"
+    alerts_sql = [s.sql for s in statements if "alerts_message" in s.sql or "alerts_delivery" in s.sql]
+    assert not [s for s in alerts_sql if s.upper().startswith("DELETE")]
+    assert not [s for s in alerts_sql if s.upper().startswith("SELECT") and "FROM alerts_delivery" in s.split(" WHERE ")[0]]
+    assert titles(host) == [
+        "Licenses of 5 assets in account 'school' changed: 5 low",
+        "Licenses of 4 assets in account 'school' changed: 4 available again",
+    ]
+    assert deliver_due(host)["sent"] == 1 and len(smtp.mailbox.messages) == 2
+
+
 def five_low_assets_on_one_device(make: Any, simulator: Any, smtp: Any, serial: str) -> tuple[Any, list[str]]:
     """Five assets of two licenses, one of each held by the device ``serial`` (enrolled): the host
     (``make``, alerting by ``smtp``) synced and its digest of the five low assets mailed; and
