@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, cast, delete, func, null, select, union_all, update
+from sqlalchemy import ARRAY, Integer, Text, any_, bindparam, cast, delete, func, null, select, union_all, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
@@ -268,6 +268,7 @@ class EventBus:
         from mdm_core.models import utcnow
 
         now, token = utcnow(), new_holder()
+        loads = self.db.engine.dialect._json_deserializer or json.loads  # the payloads come as their JSON text (_claim_next)
         with self.db.writing() as conn:  # each statement alone: one round trip each
             self._mark(conn, mark_delivered, now)
             rows = conn.execute(_claim_next(), {**values, "stale": now - CLAIM_TIMEOUT, "now": now, "token": token}).all()
@@ -276,7 +277,7 @@ class EventBus:
         read: list[tuple[int, str | None]] = []  # every event read, in order, with its holder when read
         for seq, holder, id_, name, payload, at, _ in rows:
             if id_ is not None:  # won (its row comes before the one that tells it was read)
-                won[seq] = Event(name=name, payload=payload, id=id_, created_at=at)
+                won[seq] = Event(name=name, payload=loads(payload), id=id_, created_at=at)
             else:
                 read.append((seq, holder))
         if not read:
@@ -614,7 +615,12 @@ def _claim_next() -> Any:
     waiting (no id). The claim names the batch's seqs by one array built in the database (the
     same plan as the array of seqs the claim bound), and no join: with the outbox's statistics
     taken when it was empty (after a full sync's delivery) a join of the two chose nested loops,
-    270 ms for a sync's 471 events. Built once."""
+    270 ms for a sync's 471 events. The payloads are returned as their JSON text, which the
+    caller decodes with the dialect's deserializer (``json.loads`` by default, as SQLite's
+    result processing does): psycopg's JSON loader, called per value on its bytes, made the
+    claim of a sync's 463 events (217 kB of payloads) with their ``Event`` objects cost 13.6
+    and 14.6 ms of CPU, 10.7 and 11.8 ms from the text (medians of 30 alternating runs, twice).
+    Built once."""
     from mdm_core.models import OutboxEvent
 
     outbox = table_of(OutboxEvent)
@@ -627,7 +633,7 @@ def _claim_next() -> Any:
             outbox.c.seq == any_(cast(select(func.array_agg(batch.c.seq)).scalar_subquery(), ARRAY(outbox.c.seq.type))), outbox.c.delivered_at.is_(None), free
         )
         .values(claimed_by=bindparam("token"), claimed_at=bindparam("now", type_=outbox.c.claimed_at.type))
-        .returning(outbox.c.seq, outbox.c.id, outbox.c.name, outbox.c.payload, outbox.c.created_at)
+        .returning(outbox.c.seq, outbox.c.id, outbox.c.name, cast(outbox.c.payload, Text).label("payload"), outbox.c.created_at)
         .cte("won")
     )
     rows = union_all(
