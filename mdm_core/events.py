@@ -268,7 +268,7 @@ class EventBus:
         from mdm_core.models import utcnow
 
         now, token = utcnow(), new_holder()
-        loads = self.db.engine.dialect._json_deserializer or json.loads  # the payloads come as their JSON text (_claim_next)
+        loads: Callable[[str], Any] = self.db.engine.dialect._json_deserializer or json.loads  # the payloads come as their JSON text (_claim_next)
         with self.db.writing() as conn:  # each statement alone: one round trip each
             self._mark(conn, mark_delivered, now)
             rows = conn.execute(_claim_next(), {**values, "stale": now - CLAIM_TIMEOUT, "now": now, "token": token}).all()
