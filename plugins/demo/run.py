@@ -251,7 +251,12 @@ def _console_hint(host: Host, own_database: bool) -> None:
 
 def _asset_with_both(host: Host) -> str:
     """An asset that has both user and device licenses (else the most licensed one)."""
-    licenses = host.pm.hook.mdm_vpp_licenses(host=host, account=ACCOUNT, adam_id=None, serial_number=None, client_user_id=None) or []
+    licenses = (
+        host.pm.hook.mdm_vpp_licenses(
+            host=host, account=ACCOUNT, adam_id=None, serial_number=None, client_user_id=None, serial_numbers=None, client_user_ids=None
+        )
+        or []
+    )
     kinds: dict[str, set[str]] = {}
     count: Counter[str] = Counter()
     for lic in licenses:

@@ -256,11 +256,6 @@ def process(
     return counts
 
 
-#: up to this many retried reclaims of one asset, :func:`_known_released` reads each one's licenses
-#: of it; past it, every license of the asset at once (a list the size of the asset's licenses)
-FEW_TARGETS = 8
-
-
 def _target_filter(kind: str, target: str) -> dict[str, str]:
     """The ``mdm_vpp_licenses`` filter of a device's or a user's licenses."""
     return {"serial_number": target} if kind == "device" else {"client_user_id": target}
@@ -278,12 +273,9 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     per_asset: dict[tuple[str, str], list[Reclaim]] = {}
     for r in asked:
         per_asset.setdefault((r.account, r.adam_id), []).append(r)
-    for (account, adam_id), group in sorted(per_asset.items()):
-        if len(group) > FEW_TARGETS:  # one read of the asset's licenses, not one per license
-            found = port.licenses(account=account, adam_id=adam_id)
-        else:  # a few targets of an asset that may hold 100,000 licenses: each target's alone
-            found = [lic for r in group for lic in port.licenses(account=account, adam_id=adam_id, **_target_filter(r.kind, r.target))]
-        for lic in found:
+    for (account, adam_id), group in sorted(per_asset.items()):  # these targets' licenses of the asset, by chunks of targets
+        devices, users = [r.target for r in group if r.kind == "device"], [r.target for r in group if r.kind == "user"]
+        for lic in port.licenses(account=account, adam_id=adam_id, serial_numbers=devices, client_user_ids=users):
             holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
             held.add((account, adam_id, lic["pricingParam"], *holder))
     gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target.upper() if r.kind == "device" else r.target) not in held}

@@ -76,10 +76,27 @@ class VppPort:
         return next((a for a in self.assets(account) if a["adamId"] == adam_id and a["pricingParam"] == pricing_param), None)
 
     def licenses(
-        self, account: str | None = None, adam_id: str | None = None, serial_number: str | None = None, client_user_id: str | None = None
+        self,
+        account: str | None = None,
+        adam_id: str | None = None,
+        serial_number: str | None = None,
+        client_user_id: str | None = None,
+        *,
+        serial_numbers: Iterable[str] | None = None,
+        client_user_ids: Iterable[str] | None = None,
     ) -> list[License]:
-        """``mdm_vpp_licenses``: the mirrored licenses matching every filter given."""
-        return self._call("mdm_vpp_licenses", account=account, adam_id=adam_id, serial_number=serial_number, client_user_id=client_user_id)
+        """``mdm_vpp_licenses``: the mirrored licenses matching every filter given; with
+        ``serial_numbers`` or ``client_user_ids``, those held by these devices or users only."""
+        held = serial_numbers is not None or client_user_ids is not None
+        return self._call(
+            "mdm_vpp_licenses",
+            account=account,
+            adam_id=adam_id,
+            serial_number=serial_number,
+            client_user_id=client_user_id,
+            serial_numbers=list(serial_numbers or ()) if held else None,
+            client_user_ids=list(client_user_ids or ()) if held else None,
+        )
 
     def users(self, account: str | None, client_user_ids: Iterable[str] | None = None) -> list[MirroredUser]:
         """``mdm_vpp_users``: the mirrored VPP users of ``account`` (or of every account), of

@@ -82,12 +82,22 @@ def mdm_vpp_assets(host: Host, account: str | None) -> list[Asset] | None:
 
 
 @hookspec(firstresult=True)
-def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License] | None:
+def mdm_vpp_licenses(
+    host: Host,
+    account: str | None,
+    adam_id: str | None,
+    serial_number: str | None,
+    client_user_id: str | None,
+    serial_numbers: list[str] | None,
+    client_user_ids: list[str] | None,
+) -> list[License] | None:
     """The mirrored licenses (assignments), filtered by any of the arguments.
 
     When: any time (reads the mirror only).
     Args: ``host``; ``account``, ``adam_id``, ``serial_number``, ``client_user_id``: filters,
-    ``None`` for any.
+    ``None`` for any; ``serial_numbers``, ``client_user_ids``: the licenses held by
+    any of these devices or users only (read by chunks of targets, never the whole list of an
+    asset that may hold 100,000 licenses), ``None`` for any.
     Returns: ``License`` dicts with ``account``, ``adamId``, ``pricingParam`` and either
     ``serialNumber`` (+ ``enrolled``) or ``clientUserId`` (+ ``mdmUser``); ``None``: the VPP
     plugin is not loaded.

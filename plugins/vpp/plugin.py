@@ -165,10 +165,20 @@ def mdm_vpp_assets(host: Host, account: str | None) -> list[Asset]:
 
 
 @hookimpl
-def mdm_vpp_licenses(host: Host, account: str | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> list[License]:
-    """The mirrored licenses."""
-    from plugins.vpp.views import list_licenses
+def mdm_vpp_licenses(
+    host: Host,
+    account: str | None,
+    adam_id: str | None,
+    serial_number: str | None,
+    client_user_id: str | None,
+    serial_numbers: list[str] | None,
+    client_user_ids: list[str] | None,
+) -> list[License]:
+    """The mirrored licenses (of these devices or users only, when given)."""
+    from plugins.vpp.views import list_licenses, list_licenses_held
 
+    if serial_numbers is not None or client_user_ids is not None:
+        return list_licenses_held(host, account, adam_id, serial_numbers or [], client_user_ids or [])
     return list_licenses(host, account, adam_id, serial_number, client_user_id)
 
 

@@ -60,7 +60,9 @@ def mirror_state(host: Host, account: str | None = "school") -> dict[str, Any]:
         row["supportedPlatforms"] = sorted(row["supportedPlatforms"])
         assets[(row["adamId"], row["pricingParam"])] = row
     assignments = set()
-    for row in hook.mdm_vpp_licenses(host=host, account=account, adam_id=None, serial_number=None, client_user_id=None):
+    for row in hook.mdm_vpp_licenses(
+        host=host, account=account, adam_id=None, serial_number=None, client_user_id=None, serial_numbers=None, client_user_ids=None
+    ):
         kind = "serialNumber" if "serialNumber" in row else "clientUserId"
         assignments.add((row["adamId"], row["pricingParam"], kind, row[kind]))
     users = {

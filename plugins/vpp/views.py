@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import func, null, select
+from sqlalchemy import func, null, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
@@ -299,6 +299,34 @@ def list_licenses(
 ) -> list[License]:
     """Mirrored licenses, with the enrolled device or MDM user they are linked to."""
     return list(iter_licenses(host, account, adam_id, serial_number, client_user_id))
+
+
+def list_licenses_held(host: Host, account: str | None, adam_id: str | None, serial_numbers: Iterable[str], client_user_ids: Iterable[str]) -> list[License]:
+    """The mirrored licenses held by these devices or users (of ``account`` and ``adam_id`` when
+    given), in :func:`list_licenses`' order: one statement per :data:`~mdm_core.db.bulk.IN_CHUNK`
+    targets, whatever the kind, so that many retried reclaims read their targets' licenses only,
+    not every license of an asset that may hold 100,000."""
+    targets = sorted({("device", s.upper()) for s in serial_numbers} | {("user", u) for u in client_user_ids})
+    found: list[License] = []
+    with host.db.session() as session:
+        base = licenses_query(account_id(session, account), adam_id)
+        for chunk in in_chunks(targets):
+            held = [
+                (col(VppLicense.kind) == kind) & col(VppLicense.target).in_(ids)
+                for kind in ("device", "user")
+                if (ids := [target for k, target in chunk if k == kind])
+            ]
+            found += [license_row(*r) for r in session.execute(base.where(or_(*held))).all()]
+    return sorted(
+        found,
+        key=lambda lic: (
+            lic["account"],
+            lic["adamId"],
+            lic["pricingParam"],
+            "serialNumber" not in lic,
+            lic.get("serialNumber") or lic.get("clientUserId") or "",
+        ),
+    )
 
 
 def user_holds(session: Session, account: str, adam_id: str, pricing_param: str, client_user_ids: list[str]) -> dict[str, UserHold]:

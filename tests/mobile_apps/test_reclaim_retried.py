@@ -92,7 +92,7 @@ def test_a_retried_bulk_reclaim_reads_the_mirror_in_as_many_statements_for_20_or
                 event.remove(engine, "before_cursor_execute", count)
 
     monkeypatch.setattr(reclaims, "_known_released", counted)
-    few = _retried(host, [a[0], b[0]], "few", 20)  # about ten of each asset: past reclaims.FEW_TARGETS
+    few = _retried(host, [a[0], b[0]], "few", 20)  # about ten of each asset
     reclaim_job(host)
     _settled(host, few)
     for_few = len(statements)
@@ -125,4 +125,33 @@ def test_a_few_retried_reclaims_read_their_own_licenses_not_the_whole_asset(on_b
     returned = read_sizes(monkeypatch, "licenses")
     reclaim_job(host)
     _settled(host, few)
+    assert returned and max(returned) < len(a), (returned, len(a))
+
+
+def test_many_retried_reclaims_read_their_own_licenses_not_the_whole_asset(on_both, monkeypatch):
+    """Past eight retried reclaims of one asset the job read every license of the asset (a list
+    the size of the asset, 100,000 for a district's app, at every turn while Apple is down); now
+    the targets' own licenses (``mdm_vpp_licenses`` of many serial numbers and clientUserIds, by
+    chunks), and they settle as before."""
+    host, _ = on_both
+    port = VppPort(host)
+    by_asset: dict[str, list[Any]] = {}
+    for lic in port.licenses("school"):
+        by_asset.setdefault(lic["adamId"], []).append(lic)
+    a = max(by_asset.values(), key=len)
+    assert len(a) > 4
+    devices = [lic["serialNumber"] for lic in a if "serialNumber" in lic][:2]
+    users = [lic["clientUserId"] for lic in a if "clientUserId" in lic][:2]
+    mine = port.licenses("school", a[0]["adamId"], serial_numbers=[s.lower() for s in devices] + ["NOT-A-HOLDER"], client_user_ids=users)
+    assert mine == [lic for lic in a if lic.get("serialNumber") in devices or lic.get("clientUserId") in users]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise TemporaryError(DOWN)
+
+    monkeypatch.setattr(VppPort, "disassociate", down)
+    monkeypatch.setattr(VppPort, "revoke", down)
+    many = _retried(host, a[:2], "many", 12)  # past the eight whose licenses the job read one by one
+    returned = read_sizes(monkeypatch, "licenses")
+    reclaim_job(host)
+    _settled(host, many)
     assert returned and max(returned) < len(a), (returned, len(a))

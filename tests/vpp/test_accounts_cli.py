@@ -290,7 +290,12 @@ def test_hooks_and_remove_events(synced: Any, simulator: Any, recorder: Any) -> 
     remove_account(synced, "school")
     removed = [a for p in recorder.named("vpp_assets_removed") for a in p["assets"]]
     assert {(a["adamId"], a["pricingParam"]) for a in removed} == set(simulator.snapshot()["assets"])
-    assert synced.pm.hook.mdm_vpp_licenses(host=synced, account=None, adam_id=None, serial_number=None, client_user_id=None) == []
+    assert (
+        synced.pm.hook.mdm_vpp_licenses(
+            host=synced, account=None, adam_id=None, serial_number=None, client_user_id=None, serial_numbers=None, client_user_ids=None
+        )
+        == []
+    )
 
 
 def test_mirror_listings_page_and_stream_in_every_format(plain_host: Any, cli: Any, simulator: Any, token_file: Path) -> None:

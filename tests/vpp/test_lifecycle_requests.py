@@ -67,7 +67,9 @@ def test_revoke_takes_back_licenses_granted_since_the_last_sync(synced: Host, si
     events = {e["adamId"]: e for e in recorder.named("vpp_licenses_disassociated")}
     assert (events[adam_id]["serialNumbers"], events[adam_id]["source"]) == ([serial], "request")
     assert other[0] not in events  # the mirror never knew it; Apple's revoke took it all the same
-    held = synced.pm.hook.mdm_vpp_licenses(host=synced, account="school", adam_id=None, serial_number=serial, client_user_id=None)
+    held = synced.pm.hook.mdm_vpp_licenses(
+        host=synced, account="school", adam_id=None, serial_number=serial, client_user_id=None, serial_numbers=None, client_user_ids=None
+    )
     assert held == []
 
 

@@ -159,13 +159,19 @@ def test_incremental_event_payloads(synced: Any, simulator: Any, recorder: Any) 
     assert changed_users[0]["idHash"]
 
     # views link licenses to the enrolled device and the MDM user
-    rows = synced.pm.hook.mdm_vpp_licenses(host=synced, account=None, adam_id=None, serial_number=device_key[3], client_user_id=None)
+    rows = synced.pm.hook.mdm_vpp_licenses(
+        host=synced, account=None, adam_id=None, serial_number=device_key[3], client_user_id=None, serial_numbers=None, client_user_ids=None
+    )
     assert rows and all(r["enrolled"] is True for r in rows)
-    others = synced.pm.hook.mdm_vpp_licenses(host=synced, account="school", adam_id=None, serial_number=None, client_user_id=None)
+    others = synced.pm.hook.mdm_vpp_licenses(
+        host=synced, account="school", adam_id=None, serial_number=None, client_user_id=None, serial_numbers=None, client_user_ids=None
+    )
     assert any(r.get("enrolled") is False for r in others)
     user_rows = [r for r in synced.pm.hook.mdm_vpp_users(host=synced, account="school", client_user_ids=None) if r["clientUserId"] == user_key[3]]
     assert user_rows[0]["mdmUser"] == user_key[3]
-    linked = synced.pm.hook.mdm_vpp_licenses(host=synced, account="school", adam_id=None, serial_number=None, client_user_id=user_key[3])
+    linked = synced.pm.hook.mdm_vpp_licenses(
+        host=synced, account="school", adam_id=None, serial_number=None, client_user_id=user_key[3], serial_numbers=None, client_user_ids=None
+    )
     assert all(r["mdmUser"] == user_key[3] for r in linked)
 
 
