@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mdm_core.inventory import add_device, add_user
+from mdm_core.inventory import add_device, add_user, remove_device
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.released import let_go
 from plugins.mobile_apps.installs.request import install
@@ -187,11 +187,16 @@ def test_a_retirement_committed_while_the_install_is_written_waits_for_it(on_bot
         other.dispose()
 
 
-def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing(make_host, simulator, project_dir, apps_events, database_url, monkeypatch):
+@pytest.mark.parametrize("with_device", [True, False], ids=["with-device", "no-device"])
+def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing(
+    make_host, simulator, project_dir, apps_events, database_url, monkeypatch, capsys, with_device
+):
     """With ``auto_install``, a sync finds a license assigned to a user in Apple's portal; the
     user is retired before the sync's license event is handled: the handler queued
     InstallApplication for a license that was not there any more. Now nothing is queued and the
-    install is failed and announced, in the pending path's words."""
+    install is failed and announced, in the pending path's words; also for a user with no
+    enrolled device, for whom nothing was recorded (``mdm apps installs`` said "no installs")."""
+    from mdm_core.testing import MdmRunner
     from plugins.vpp.testing import add_simulated_account
 
     from .conftest import BASE_CONFIG, sync
@@ -201,6 +206,8 @@ def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing
     add_simulated_account(host, simulator, project_dir)
     sync(host)
     a, user, serial = _user_with_device(host, simulator)
+    if not with_device:
+        remove_device(host, serial)
     simulator.assign_in_portal(a["adamId"], client_user_id=user)
     real_deliver, armed = host.deliver_events, [True]
 
@@ -213,8 +220,11 @@ def test_an_automatic_install_for_a_user_retired_before_its_event_queues_nothing
     sync(host)
     assert not armed  # the sync delivered its events after the retirement
     assert commands(host, serial) == []
+    mdm = MdmRunner(project_dir, monkeypatch, capsys, environ={"MDM_DATABASE_URL": database_url} if database_url else None)
+    code, out, err = mdm("apps", "installs")
+    assert code == 0 and user in out and "failed" in out and "retired at Apple" in out, (out, err)
     [row] = list_installs(host)
-    assert (row["source"], row["status"], row["command_uuids"]) == ("auto", "failed", []), row
+    assert (row["source"], row["status"], row["target"], row["command_uuids"]) == ("auto", "failed", user, []), row
     assert "retired at Apple" in row["error"] and "nothing was queued" in row["error"], row
     [failed] = apps_events.named("mobile_apps_install_failed")
     assert failed["clientUserId"] == user and failed["source"] == "auto" and "retired at Apple" in failed["error"]

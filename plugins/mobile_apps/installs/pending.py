@@ -128,7 +128,7 @@ def on_licenses_associated(host: Host, event: Event) -> None:
         gone = let_go(host, session, account, adam_id, pricing, owners)  # retired or reclaimed since the sync saw them
         for owner in owners:
             devices = by_owner.get(owner, [])
-            if owner in gone and devices:  # its license is not there any more: nothing to install with
+            if owner in gone:  # its license is not there any more: nothing to install with (with a device or not: said)
                 _fail_auto(host, session, (account, adam_id, pricing), owner, gone[owner], event.id)
                 continue
             targets.extend((device, "user", owner) for device in devices)
