@@ -121,6 +121,7 @@ class Reclaim(SQLModel, table=True):
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
     last_error: str | None = None
+    unconfirmed: bool = False  # pending: Apple took the request and has not confirmed it yet (mobile_apps migration 0008)
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -66,7 +66,10 @@ BACK = {
 #: how long a removal's one immediate attempt follows Apple's event before leaving it to the job
 QUICK_WAIT = 2.0
 #: a pending reclaim's ``last_error`` when Apple took the request but has not confirmed it yet
+#: (such a reclaim is told by its ``unconfirmed`` column, never by this text)
 NOT_CONFIRMED = "Apple has not confirmed yet; asking again later"
+#: the outcome (:data:`Outcome`) of a reclaim Apple took but has not confirmed: pending, ``unconfirmed``
+WAITING = "waiting"
 #: what a reclaim Apple had released already says (``last_error`` of a ``done`` one)
 ALREADY = "released already at Apple (error {number}): nothing was left to take back"
 #: the same, known from the mirror without asking Apple again
@@ -76,7 +79,8 @@ NOT_RETIRED = "its licenses are released at Apple; its VPP user could not be ret
 
 
 #: an outcome of :func:`_update_many`: the reclaims, their new status (None: still pending,
-#: asked again in ``retry`` seconds) and the error they carry
+#: asked again in ``retry`` seconds; :data:`WAITING`: the same, Apple has not confirmed yet)
+#: and the error they carry
 Outcome = tuple[Sequence[Reclaim], str | None, str | None]
 
 
@@ -330,7 +334,7 @@ def _settle(
     for row in group:
         rows = [row, *(riders or {}).get(row.target, [])]
         if row.target in pending:
-            outcomes.append((rows, None, NOT_CONFIRMED))
+            outcomes.append((rows, WAITING, NOT_CONFIRMED))
         elif row.target in failures and failures[row.target].get("errorNumber") in RELEASED_ERRORS:  # released already at Apple
             outcomes.append((rows, "done", ALREADY.format(number=failures[row.target]["errorNumber"])))
         elif row.target in failures:
@@ -338,7 +342,8 @@ def _settle(
             outcomes.append((rows, "failed", f"{f.get('errorMessage') or 'failed'} (Apple error {f.get('errorNumber')})"))
         else:
             outcomes.append((rows, "done", None))
-        counts[outcomes[-1][1] or "pending"] += max(1, len(rows) - 1) if riders is not None else 1
+        status = outcomes[-1][1]
+        counts["pending" if status in (None, WAITING) else status] += max(1, len(rows) - 1) if riders is not None else 1
     _update_many(host, session, outcomes, result["event_ids"], retry)
 
 
@@ -423,14 +428,15 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
             row["updated_at"] = now
             row["last_error"] = error[:1000] if error else None
             row["event_ids"] = [*row["event_ids"], *event_ids]
-            if status is None:
+            row["unconfirmed"] = status == WAITING
+            if status in (None, WAITING):
                 row["next_attempt_at"] = now + timedelta(seconds=retry)
             else:
                 row["status"], row["next_attempt_at"] = status, None
                 finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
             changed[row["id"]] = row
     if changed:
-        columns = ("status", "attempts", "last_error", "event_ids", "updated_at", "next_attempt_at")
+        columns = ("status", "attempts", "last_error", "unconfirmed", "event_ids", "updated_at", "next_attempt_at")
         statement = update(reclaims).where(reclaims.c.id == bindparam("u_id")).values({c: bindparam(f"u_{c}") for c in columns})
         session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
     host.events.record_many(session, finished)
@@ -503,7 +509,7 @@ def removal_summary(host: Host, kind: str, target: str, event_id: str | None = N
         text += f", {count['irrevocable']} irrevocable (kept)"
     if any(r.status == "pending" and not r.attempts for r in revokes):
         text += f" ({ELSEWHERE})"
-    elif any(r.status == "pending" and r.last_error == NOT_CONFIRMED for r in revokes):
+    elif any(r.status == "pending" and r.unconfirmed for r in revokes):
         text += " (Apple was asked to take them back and has not confirmed yet: the mobile_apps.reclaim job asks again; see `mdm apps reclaims`)"
     elif any(r.status == "pending" for r in revokes):
         text += " (Apple could not be reached: the mobile_apps.reclaim job retries; see `mdm apps reclaims`)"
@@ -698,7 +704,7 @@ RESULT_TEXT = {
 def reclaim_result(row: dict[str, Any]) -> str:
     """One reclaim's outcome in words, with Apple's error when it failed or is pending (one Apple
     took but has not confirmed is not given back yet: it says so)."""
-    if row["status"] == "pending" and row.get("last_error") == NOT_CONFIRMED:
+    if row["status"] == "pending" and row.get("unconfirmed"):
         return "asked Apple to take the license back; not confirmed yet, the mobile_apps.reclaim job asks again"
     detail = f" ({row['last_error']})" if row.get("last_error") and row["status"] in ("pending", "failed", "done") else ""
     return RESULT_TEXT[row["status"]] + detail
