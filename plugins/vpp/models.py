@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from mdm_core.db.types import UTCDateTime
@@ -112,11 +112,19 @@ class VppLicense(SQLModel, table=True):
     target: str = Field(primary_key=True, max_length=255)  # serialNumber or clientUserId
 
 
+RUNNING = text("status = 'running'")
+
+
 class VppSyncRun(SQLModel, table=True):
     """One sync of one account: what triggered it, what it did, how it ended."""
 
     __tablename__ = "vpp_sync_run"
-    __table_args__ = (Index("ix_vpp_sync_run_account", "account_id", "started_at"), {"sqlite_autoincrement": True})  # ids never reused (vpp migration 0011)
+    __table_args__ = (
+        Index("ix_vpp_sync_run_account", "account_id", "started_at"),
+        # the runs still running (every sync's preamble looks for them): vpp migration 0013
+        Index("ix_vpp_sync_run_running", "account_id", sqlite_where=RUNNING, postgresql_where=RUNNING),
+        {"sqlite_autoincrement": True},  # ids never reused (vpp migration 0011)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="vpp_account.id", ondelete="CASCADE")
