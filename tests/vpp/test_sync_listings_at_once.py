@@ -75,3 +75,34 @@ def test_the_listing_that_fails_is_the_error_reported_and_nothing_is_written(sch
     assert "stopped" not in report["error"], report["error"]
     assert "500" in report["error"] or "server" in report["error"].lower(), report["error"]
     assert mirror_state(school) == before
+
+
+def test_an_incremental_syncs_counts_are_read_beside_the_asset_lists_check(school: Host, simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After its listings, an incremental sync checks with a request whether the asset list
+    moved and reads the counts it compares with Apple's (the staged licenses, the mirrored
+    ones, those the mirror lacks): the counts are read while the request runs (nothing else runs
+    at that point of the sync), not after it. The request waits (5 s at most) for the counts'
+    costliest read to begin; the mirror is Apple's after the sync."""
+    from plugins.vpp.sync.read import SyncReader
+
+    assert sync_account(school, "school")["status"] == "ok"
+    simulator.mutate_fraction(0.3, seed=11)
+    started = threading.Event()
+    overlapped: list[bool] = []
+    refresh, added = SyncReader.refresh_assets, SyncReader._added_counts
+
+    def refresh_assets(self: SyncReader, *args: Any) -> Any:
+        overlapped.append(started.wait(timeout=5))
+        return refresh(self, *args)
+
+    def added_counts(self: SyncReader) -> Any:
+        started.set()
+        return added(self)
+
+    monkeypatch.setattr(SyncReader, "refresh_assets", refresh_assets)
+    monkeypatch.setattr(SyncReader, "_added_counts", added_counts)
+    report = sync_account(school, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report.get("error")
+    assert overlapped and overlapped[0], "the counts were read only once the asset list was checked"
+    assert report["counts"]["licenses"]["reread_assets"] > 0  # the counts found the changed assets
+    assert_mirror_equals_apple(school, simulator)

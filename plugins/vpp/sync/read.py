@@ -578,8 +578,21 @@ class SyncReader:
 
         ``check`` False (a full read during which nothing changed) skips the re-reads but still
         re-reads the counts. Returns the adamIds whose counts Apple's own list does not match
-        (read twice with nothing changing in between): reported, not retried forever."""
-        assets, version, changed = self.refresh_assets(assets, version)
+        (read twice with nothing changing in between): reported, not retried forever.
+
+        An incremental read's counts (:meth:`mismatches`: three statements, the staged licenses
+        the mirror lacks the costliest, 20-35 ms at a third of the benchmark's size) are read
+        beside the request that checks whether the asset list moved, not after it: nothing else
+        runs at this point of the sync, and the database's time then overlaps the request's."""
+        counting = Beside(lambda: self._counts(assets), self.stopped, "vpp-counts") if check and not full else None
+        try:
+            assets, version, changed = self.refresh_assets(assets, version)
+            if counting is not None:
+                counting.result()
+        except BaseException as exc:
+            if counting is None:
+                raise
+            raise first_failure(exc, counting) from None
         self.last_assets = (assets, version)
         for round_ in range(RECONCILE_ROUNDS):
             if not (check or changed):
@@ -613,6 +626,12 @@ class SyncReader:
             f"the counts of {len(todo)} asset(s) kept changing while their assignments were read ({RECONCILE_ROUNDS} rounds): "
             "nothing written; the next sync tries again"
         )
+
+    def _counts(self, assets: dict[AssetKey, dict[str, Any]]) -> None:
+        """Read the counts :meth:`mismatches` compares (an incremental read's), each kept for it."""
+        self._staged_counts()
+        self._mirrored_counts(assets)
+        self._added_counts()
 
     def _staged_counts(self) -> dict[AssetKey, int]:
         """Distinct staged licenses per asset (kept until the staged licenses change: a re-read)."""
