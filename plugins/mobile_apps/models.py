@@ -122,6 +122,7 @@ class Reclaim(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = None
     unconfirmed: bool = False  # pending: Apple took the request and has not confirmed it yet (mobile_apps migration 0008)
+    unretired: bool = False  # pending revoke: its licenses are released, its VPP user not retired yet (migration 0009)
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

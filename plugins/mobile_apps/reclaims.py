@@ -76,10 +76,14 @@ ALREADY = "released already at Apple (error {number}): nothing was left to take 
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
 #: a removed user's revoke whose licenses are released, its VPP user not retired yet
 NOT_RETIRED = "its licenses are released at Apple; its VPP user could not be retired yet: asking again later"
+#: the outcome (:data:`Outcome`) of a removed user's revoke whose licenses are released and whose
+#: VPP user is not retired yet: pending, ``unretired`` (told by that column, never by :data:`NOT_RETIRED`)
+UNRETIRED = "unretired"
 
 
 #: an outcome of :func:`_update_many`: the reclaims, their new status (None: still pending,
-#: asked again in ``retry`` seconds; :data:`WAITING`: the same, Apple has not confirmed yet)
+#: asked again in ``retry`` seconds; :data:`WAITING`: the same, Apple has not confirmed yet;
+#: :data:`UNRETIRED`: the same, only its VPP user is left to retire)
 #: and the error they carry
 Outcome = tuple[Sequence[Reclaim], str | None, str | None]
 
@@ -209,7 +213,7 @@ def process(
     known = _known_released(host, rows)
     unretired = _retire_released(host, [r for r in rows if r.id in known and r.adam_id == ALL and r.kind == "user"], trouble)
     if unretired:  # its licenses are released: only its VPP user is left to retire, asked again later
-        host.db.run_write(partial(_update, host, rows=unretired, status=None, error=NOT_RETIRED, event_ids=[], retry=s.reclaim_retry))
+        host.db.run_write(partial(_update, host, rows=unretired, status=UNRETIRED, error=NOT_RETIRED, event_ids=[], retry=s.reclaim_retry))
         counts["pending"] += len(unretired)
     if released := [r for r in rows if r.id in known and r not in unretired]:
         host.db.run_write(partial(_update, host, rows=released, status="done", error=ALREADY_MIRRORED, event_ids=[], retry=s.reclaim_retry))
@@ -290,7 +294,7 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     for row in rows:
         if row.adam_id == ALL and row.event_ids:
             mine = riders.get((row.account, row.kind, row.target), [])
-            if (mine and all(r.id in gone for r in mine)) or row.last_error == NOT_RETIRED:  # (its riders done before)
+            if (mine and all(r.id in gone for r in mine)) or row.unretired:  # (its riders done before)
                 gone.add(row.id)
     return gone
 
@@ -428,15 +432,15 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
             row["updated_at"] = now
             row["last_error"] = error[:1000] if error else None
             row["event_ids"] = [*row["event_ids"], *event_ids]
-            row["unconfirmed"] = status == WAITING
-            if status in (None, WAITING):
+            row["unconfirmed"], row["unretired"] = status == WAITING, status == UNRETIRED
+            if status in (None, WAITING, UNRETIRED):
                 row["next_attempt_at"] = now + timedelta(seconds=retry)
             else:
                 row["status"], row["next_attempt_at"] = status, None
                 finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
             changed[row["id"]] = row
     if changed:
-        columns = ("status", "attempts", "last_error", "unconfirmed", "event_ids", "updated_at", "next_attempt_at")
+        columns = ("status", "attempts", "last_error", "unconfirmed", "unretired", "event_ids", "updated_at", "next_attempt_at")
         statement = update(reclaims).where(reclaims.c.id == bindparam("u_id")).values({c: bindparam(f"u_{c}") for c in columns})
         session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
     host.events.record_many(session, finished)

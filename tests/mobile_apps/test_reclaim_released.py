@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from mdm_core.inventory import add_device, add_user, remove_device, remove_user
 from mdm_core.models import utcnow
+from plugins.mobile_apps import reclaims
 from plugins.mobile_apps.jobs import reclaim_job
 from plugins.mobile_apps.models import Reclaim
 from plugins.mobile_apps.reclaims import list_reclaims, reclaim_result
@@ -150,6 +151,9 @@ def test_a_removed_users_revoke_the_mirror_shows_done_is_not_sent_again(on_both,
     assert asked == [] and counts["pending"] == 1, (asked, counts)
     [revoke_row] = [r for r in list_reclaims(host) if r["target"] == user]
     assert revoke_row["adam_id"] == "*" and "could not be retired yet" in revoke_row["last_error"], revoke_row
+    assert revoke_row["unretired"] is True, revoke_row
+    # told by its state, not by its message: a reworded message must not send the revoke again
+    monkeypatch.setattr(reclaims, "NOT_RETIRED", "its VPP user is still to be retired; asking again later")
     simulator.faults.clear()
     _due_now(host)
     counts = reclaim_job(host)

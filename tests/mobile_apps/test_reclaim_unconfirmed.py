@@ -13,7 +13,7 @@ from mdm_core.inventory import add_device
 from plugins.mobile_apps import reclaims
 from plugins.mobile_apps.installs.commands import list_installs
 from plugins.mobile_apps.installs.request import install
-from plugins.mobile_apps.reclaims import NOT_CONFIRMED, list_reclaims, process, reclaim_result
+from plugins.mobile_apps.reclaims import NOT_CONFIRMED, NOT_RETIRED, list_reclaims, process, reclaim_result
 from plugins.mobile_apps.vpp_port import VppPort
 
 from .conftest import app_id, fixed_assets, holders, removed_while_licensed
@@ -70,9 +70,15 @@ def test_a_reclaim_apple_has_not_confirmed_is_told_by_its_state_not_by_its_messa
     assert {r["target"]: r["unconfirmed"] for r in json.loads(out)} == {"WAIT-000": True, "WAIT-001": True}
 
 
-def test_mobile_apps_0008_reclaims_waiting_for_apple_stay_recognised(project_dir, monkeypatch, capsys, database_url):
-    """The upgrade marks the pending reclaims whose message said Apple had not confirmed yet:
-    they keep saying so; the others (Apple down, done) are not marked."""
+@pytest.mark.parametrize(
+    ("revision", "column", "message"),
+    [("0008", "unconfirmed", NOT_CONFIRMED), ("0009", "unretired", NOT_RETIRED)],
+    ids=["0008-unconfirmed", "0009-unretired"],
+)
+def test_mobile_apps_reclaims_waiting_stay_recognised_after_the_upgrade(project_dir, monkeypatch, capsys, database_url, revision, column, message):
+    """The upgrade marks the pending reclaims whose message said what they wait for (Apple's
+    confirmation, 0008; their VPP user's retirement, 0009): they keep being recognised; the
+    others (Apple down, done) are not marked."""
     from ..test_apple_migrations import _database_at, _upgrade_then_query
 
     reclaim = (
@@ -84,22 +90,23 @@ def test_mobile_apps_0008_reclaims_waiting_for_apple_stay_recognised(project_dir
         project_dir,
         monkeypatch,
         capsys,
-        {"mobile_apps": "0007"},
+        {"mobile_apps": f"{int(revision) - 1:04d}"},
         [
-            reclaim.format(serial="C02WAIT", status="pending", error=f"'{NOT_CONFIRMED}'"),
+            reclaim.format(serial="C02WAIT", status="pending", error=f"'{message}'"),
             reclaim.format(serial="C02DOWN", status="pending", error="'Apple is down for maintenance'"),
             reclaim.format(serial="C02DONE", status="done", error="NULL"),
         ],
         url=database_url,
     )
     [rows] = _upgrade_then_query(
-        mdm, "mobile_apps: applied 0008 (reclaim unconfirmed", "SELECT target, unconfirmed FROM mobile_apps_reclaim ORDER BY target", url=database_url
+        mdm, f"mobile_apps: applied {revision} (reclaim {column}", f"SELECT target, {column} FROM mobile_apps_reclaim ORDER BY target", url=database_url
     )
     assert [(t, bool(u)) for t, u in rows] == [("C02DONE", False), ("C02DOWN", False), ("C02WAIT", True)]
     code, out, err = mdm("apps", "reclaims", "--all", "--json")
     assert code == 0, err
     shown = {r["target"]: r for r in json.loads(out)}
-    assert {t: r["unconfirmed"] for t, r in shown.items()} == {"C02DONE": False, "C02DOWN": False, "C02WAIT": True}
-    monkeypatch.setattr(reclaims, "NOT_CONFIRMED", "Apple is still working on it; asking again later")  # reworded after the upgrade
-    assert reclaim_result(shown["C02WAIT"]).startswith(WAITING), shown
-    assert reclaim_result(shown["C02DOWN"]).startswith("Apple could not be reached"), shown
+    assert {t: r[column] for t, r in shown.items()} == {"C02DONE": False, "C02DOWN": False, "C02WAIT": True}
+    if column == "unconfirmed":
+        monkeypatch.setattr(reclaims, "NOT_CONFIRMED", "Apple is still working on it; asking again later")  # reworded after the upgrade
+        assert reclaim_result(shown["C02WAIT"]).startswith(WAITING), shown
+        assert reclaim_result(shown["C02DOWN"]).startswith("Apple could not be reached"), shown
