@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
-from mdm_core.db.stream import stream_rows
+from mdm_core.db.stream import snapshot, stream_in, stream_rows
 from mdm_core.errors import NotFound, UsageError, describe
 from mdm_core.models import Device, MdmUser
 
@@ -227,36 +227,38 @@ def iter_licenses(
 
     Read one account at a time (accounts by name, the database's collation as before), each in its primary key's order, so
     the database walks its index and the first row comes at once instead of after a sort of
-    every license; an offset skips whole accounts by their count."""
+    every license; an offset skips whole accounts by their count. Every account is read in one
+    :func:`~mdm_core.db.stream.snapshot`: a sync committing meanwhile is in the next listing,
+    not in the accounts this one has yet to read."""
     with host.db.session() as session:  # the account is checked now, before any row is read
         wanted = account_id(session, account)
-        ids = [wanted] if wanted is not None else list(session.execute(select(col(VppAccount.id)).order_by(VppAccount.name)).scalars())
-    return _licenses_by_account(host, ids, adam_id, serial_number, client_user_id, offset, limit)
+    return _licenses_by_account(host, wanted, adam_id, serial_number, client_user_id, offset, limit)
 
 
 def _licenses_by_account(
-    host: Host, ids: list[int], adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
+    host: Host, wanted: int | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None, offset: int, limit: int | None
 ) -> Iterator[License]:
-    """The licenses of the accounts ``ids``, in that order, ``offset`` and ``limit`` applied."""
-    for acc in ids:
-        if limit is not None and limit <= 0:
-            return
-        if offset:
-            query = licenses_query(acc, adam_id, None, serial_number, client_user_id)
-            with host.db.session() as session:
+    """The licenses of the account ``wanted`` (None: of every account, by name), ``offset`` and ``limit`` applied."""
+    with snapshot(host.db) as session:
+        ids = [wanted] if wanted is not None else list(session.execute(select(col(VppAccount.id)).order_by(VppAccount.name)).scalars())
+        for acc in ids:
+            if limit is not None and limit <= 0:
+                return
+            if offset:
+                query = licenses_query(acc, adam_id, None, serial_number, client_user_id)
                 held = session.execute(select(func.count()).select_from(query.with_only_columns(col(VppLicense.target)).subquery())).scalar_one()
-            if held <= offset:
-                offset -= held
-                continue
-        query = licenses_query(acc, adam_id, None, serial_number, client_user_id)
-        query = query.order_by(VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
-        read = 0
-        for r in stream_rows(host.db, query, offset=offset, limit=limit):
-            read += 1
-            yield license_row(*r)
-        offset = 0
-        if limit is not None:
-            limit -= read
+                if held <= offset:
+                    offset -= held
+                    continue
+            query = licenses_query(acc, adam_id, None, serial_number, client_user_id)
+            query = query.order_by(VppLicense.adam_id, VppLicense.pricing_param, VppLicense.kind, VppLicense.target)
+            read = 0
+            for r in stream_in(session, query, offset=offset, limit=limit):
+                read += 1
+                yield license_row(*r)
+            offset = 0
+            if limit is not None:
+                limit -= read
 
 
 def check_license_filters(session: Session, account_id: int | None, adam_id: str | None, serial_number: str | None, client_user_id: str | None) -> None:

@@ -103,3 +103,28 @@ def _params(statement: str) -> dict[str, Any]:
     import re
 
     return {name: 1 for name in re.findall(r"%\((\w+)\)s", statement)}
+
+
+def test_a_listing_of_every_account_is_one_snapshot(school: Host, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each account was read in a transaction of its own: a sync of zeta committing after
+    alpha's first row was printed showed up in the same listing, which then mixed two moments.
+    The whole listing is now one snapshot; the next listing shows the commit."""
+    import plugins.vpp.views
+    from plugins.vpp.models import VppLicense
+
+    expected = _seed(school)
+    zeta = account_row(school, "zeta").id
+    row = plugins.vpp.views.license_row
+    committed: list[bool] = []
+
+    def commit_after_first_row(*args: Any, **kwargs: Any) -> Any:
+        if not committed:  # another process's sync of zeta commits while alpha is being printed
+            school.db.run_write(lambda s: s.add(VppLicense(account_id=zeta, adam_id="10", pricing_param="STDQ", kind="device", target="D999")))
+            committed.append(True)
+        return row(*args, **kwargs)
+
+    monkeypatch.setattr(plugins.vpp.views, "license_row", commit_after_first_row)
+    assert _listed(cli) == expected
+    assert committed
+    monkeypatch.setattr(plugins.vpp.views, "license_row", row)
+    assert _listed(cli) == sorted([*expected, ("zeta", "10", "STDQ", "device", "D999")])
