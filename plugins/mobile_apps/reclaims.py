@@ -413,14 +413,22 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
     """Apply ``outcomes`` in order to those of their reclaims still pending (one that ended
     meanwhile is left as it is), each one that ends announced finished in that order: one read
     a chunk of ids, one update and one insert of events, whatever their number (a bulk reclaim
-    of a school year's thousands of licenses made three statements a license)."""
+    of a school year's thousands of licenses made three statements a license).
+
+    The read is itself an update of the pending ones (``WHERE status = 'pending'``, read back
+    by ``RETURNING``): on PostgreSQL it holds them until the commit, so a reclaim another
+    process (a second ``mdm run`` host, ``mdm apps reclaim`` by hand) settles meanwhile is
+    either settled there first, and left here as it is (not announced twice), or waits for
+    this settle; a plain read let this update overwrite the other's outcome and announce it
+    finished a second time. (SQLite's write transaction holds the database from its first
+    statement.)"""
     now = utcnow()
     reclaims = table_of(Reclaim)
     wanted = sorted({row.id for rows, _, _ in outcomes for row in rows if row.id is not None})
     current: dict[int, dict[str, Any]] = {}
     for chunk in in_chunks(wanted):
-        query = select(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending")
-        current.update((r["id"], dict(r)) for r in session.execute(query).mappings())
+        held = update(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending").values(updated_at=now).returning(*reclaims.c)
+        current.update((r["id"], dict(r)) for r in session.execute(held).mappings())
     changed: dict[int, dict[str, Any]] = {}
     finished: list[tuple[str, Mapping[str, Any]]] = []
     for rows, status, error in outcomes:
@@ -441,7 +449,7 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
             changed[row["id"]] = row
     if changed:
         columns = ("status", "attempts", "last_error", "unconfirmed", "unretired", "event_ids", "updated_at", "next_attempt_at")
-        statement = update(reclaims).where(reclaims.c.id == bindparam("u_id")).values({c: bindparam(f"u_{c}") for c in columns})
+        statement = update(reclaims).where(reclaims.c.id == bindparam("u_id"), reclaims.c.status == "pending").values({c: bindparam(f"u_{c}") for c in columns})
         session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
     host.events.record_many(session, finished)
 

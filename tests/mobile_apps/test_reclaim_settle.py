@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlmodel import Session, col
 
 from mdm_core.testing import EventRecorder
 from plugins.mobile_apps import reclaims
@@ -41,6 +42,23 @@ def _answer(targets: list[str]) -> dict[str, Any]:
     }
 
 
+def _while_settling(host: Any, monkeypatch: Any, name: str, listener: Any) -> None:
+    """Call ``listener`` on the engines' event ``name`` while Apple's answer is settled (``_settle``)."""
+    real = reclaims._settle
+
+    def settle(*args: Any, **kwargs: Any) -> Any:
+        engines = {id(e): e for e in (host.db.engine, host.db.write_engine)}.values()
+        for engine in engines:
+            event.listen(engine, name, listener)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            for engine in engines:
+                event.remove(engine, name, listener)
+
+    monkeypatch.setattr(reclaims, "_settle", settle)
+
+
 def _expected(ids: list[int]) -> tuple[dict[int, tuple[str, str | None, int, list[str]]], list[tuple[int, str, str | None]]]:
     """Each reclaim's (status, last_error, attempts, event_ids), and the finished events in order."""
     outcome = {
@@ -61,19 +79,7 @@ def test_a_bulk_reclaim_settles_in_as_many_statements_for_20_or_60_licenses(on_b
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    real = reclaims._settle
-
-    def counted(*args: Any, **kwargs: Any) -> Any:  # the step that applies Apple's answer
-        engines = {id(e): e for e in (host.db.engine, host.db.write_engine)}.values()
-        for engine in engines:
-            event.listen(engine, "before_cursor_execute", count)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            for engine in engines:
-                event.remove(engine, "before_cursor_execute", count)
-
-    monkeypatch.setattr(reclaims, "_settle", counted)
+    _while_settling(host, monkeypatch, "before_cursor_execute", count)
     counts: list[int] = []
     for tag, n in (("FEW", 20), ("MANY", 60)):
         ids = _pending(host, tag, n)
@@ -92,3 +98,50 @@ def test_a_bulk_reclaim_settles_in_as_many_statements_for_20_or_60_licenses(on_b
     assert counts[0] == counts[1], counts
     code, out, _ = mdm("apps", "reclaims")
     assert code == 0 and "MANY-000" in out and "MANY-003" not in out, out
+
+
+def test_a_reclaim_another_process_settles_meanwhile_keeps_its_outcome_and_one_finished_event(on_both, monkeypatch, apps_events: EventRecorder):
+    """Two processes settle the same reclaim (a second `mdm run` host, `mdm apps reclaim` by hand):
+    the other one settles it after this one read its reclaims, before this one writes. The other's
+    outcome stays (not overwritten by this one's), and it is announced finished once, by the other;
+    the rest of the batch settles and is announced as usual, in order. On SQLite the other's write
+    goes through this transaction's connection (it holds the write lock from its first statement,
+    so no other process writes there meanwhile); on PostgreSQL it commits on a connection of its
+    own, as another host's would."""
+    host, mdm = on_both
+    ids = _pending(host, "RACE", 3)
+    monkeypatch.setattr(
+        VppPort,
+        "disassociate",
+        lambda self, account, adam_id, pricing, serial_numbers, client_user_ids, wait: {"failed": [], "pending": {}, "event_ids": ["apple-event-2"]},
+    )
+    other: list[int] = []
+
+    def settled_elsewhere(session: Any) -> None:  # the other process's settle of ids[1]: Apple refused it there
+        [row] = session.execute(select(Reclaim).where(col(Reclaim.id) == ids[1])).scalars()
+        reclaims._update(host, session, [row], "failed", "refused (Apple error 9616)", ["apple-event-other"], 60)
+
+    def meanwhile(conn: Any, clause: Any, *args: Any) -> None:  # before this settle's first write of a reclaim
+        if other or not getattr(clause, "is_dml", False) or getattr(clause, "table", None) is None or clause.table.name != "mobile_apps_reclaim":
+            return
+        other.append(ids[1])
+        if host.db.is_sqlite:
+            with Session(bind=conn) as session:
+                settled_elsewhere(session)
+        else:
+            host.db.run_write(settled_elsewhere)
+
+    _while_settling(host, monkeypatch, "before_execute", meanwhile)
+    apps_events.clear()
+    process(host, ids)
+    assert other == [ids[1]]
+    shown = {r["id"]: (r["status"], r["last_error"], r["attempts"], r["event_ids"]) for r in list_reclaims(host, everything=True) if r["id"] in ids}
+    assert shown == {
+        ids[0]: ("done", None, 1, ["apple-event-2"]),
+        ids[1]: ("failed", "refused (Apple error 9616)", 1, ["apple-event-other"]),
+        ids[2]: ("done", None, 1, ["apple-event-2"]),
+    }
+    told = sorted((p["id"], p["status"]) for p in apps_events.named("mobile_apps_reclaim_finished"))
+    assert told == sorted([(ids[1], "failed"), (ids[0], "done"), (ids[2], "done")])
+    code, out, _ = mdm("apps", "reclaims")
+    assert code == 0 and "RACE-001" in out and "refused (Apple error 9616)" in out, out
