@@ -42,7 +42,11 @@ class AlertMessage(SQLModel, table=True):
     """One alert: what happened, and what to do about it."""
 
     __tablename__ = "alerts_message"
-    __table_args__ = (Index("ix_alerts_message_subject", "subject", "created_at"), {"sqlite_autoincrement": True})  # ids never reused (alerts migration 0002)
+    __table_args__ = (
+        Index("ix_alerts_message_subject", "subject", "created_at"),
+        Index("ix_alerts_message_recent", "kind", "account", "created_at"),  # an account's recent license alerts (alerts migration 0004)
+        {"sqlite_autoincrement": True},  # ids never reused (alerts migration 0002)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
