@@ -20,9 +20,15 @@ def never_reuse_ids(table: str, column: str = "id") -> None:
     rebuild (SQLite checks them at the rename) and created again as they were. Foreign keys are
     off on the migration's connection (``Database.migration_connection``: the drop does not
     cascade) and checked after it (``migrate._check_foreign_keys``); the table and its indexes are
-    checked too (``PRAGMA integrity_check``). PostgreSQL: nothing."""
+    checked too (``PRAGMA integrity_check``). A table that has AUTOINCREMENT already (its
+    history taken down past this migration and up again) is left as it is, its sequence with
+    it: counted again from its highest id, the ids deleted at its top would be given again.
+    PostgreSQL: nothing."""
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
+        return
+    created = bind.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}).scalar_one()
+    if "AUTOINCREMENT" in created.upper():
         return
     if bind.execute(text("PRAGMA foreign_keys")).scalar():
         raise RuntimeError(f"{table} cannot be rebuilt with foreign keys on: its drop would delete the rows that refer to it")

@@ -83,7 +83,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("mobile_apps_reclaim", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_mobile_apps_reclaim_cause"))
-        batch_op.drop_column("cause")
+    """Refused before it changes anything: metadata per platform has no way back."""
     raise NotImplementedError("metadata per platform cannot be folded back into one row per adamId")

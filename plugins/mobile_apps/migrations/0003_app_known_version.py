@@ -32,5 +32,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("mobile_apps_app", schema=None) as batch_op:
+    # SQLite 3.35+: ALTER TABLE ... DROP COLUMN, the table kept (a rebuild dropped the AUTOINCREMENT of 0005: ids given again)
+    with op.batch_alter_table("mobile_apps_app", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("known_version")

@@ -29,5 +29,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("mobile_apps_metadata", schema=None) as batch_op:
+    # SQLite 3.35+: ALTER TABLE ... DROP COLUMN, no rebuild
+    with op.batch_alter_table("mobile_apps_metadata", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("warned_version")

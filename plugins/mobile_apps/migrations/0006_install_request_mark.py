@@ -32,6 +32,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("mobile_apps_install", schema=None) as batch_op:
+    # SQLite 3.35+: ALTER TABLE ... DROP COLUMN, the table kept (a rebuild dropped the AUTOINCREMENT of 0007: ids given again)
+    with op.batch_alter_table("mobile_apps_install", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("request_started_at")
         batch_op.drop_column("request_token")
