@@ -44,9 +44,6 @@ class BinaryArray(TypeDecorator[Any]):
     impl = ARRAY
     cache_ok = True
 
-    def __init__(self, item: Any):
-        super().__init__(item)
-
     def bind_processor(self, dialect: Any) -> Callable[[Any], Any] | None:
         items = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
         if dialect.driver != "psycopg" or items is None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, null, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
-from mdm_core.db.bulk import in_chunks
+from mdm_core.db.bulk import IN_CHUNK, in_chunks
 from mdm_core.db.stream import snapshot, stream_in, stream_rows
 from mdm_core.errors import NotFound, UsageError, describe
 from mdm_core.models import Device, MdmUser
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
 
 #: The keyset of each list: NOT NULL columns ending with the primary key.
 ASSET_KEY = (VppAsset.account_id, VppAsset.adam_id, VppAsset.pricing_param)
@@ -308,26 +310,25 @@ def list_licenses_held(host: Host, account: str | None, adam_id: str | None, ser
     given), in :func:`list_licenses`' order: one statement per :data:`~mdm_core.db.bulk.IN_CHUNK`
     targets, whatever the kind, so that many retried reclaims read their targets' licenses only,
     not every license of an asset that may hold 100,000."""
-    targets = sorted({("device", s.upper()) for s in serial_numbers} | {("user", u) for u in client_user_ids})
-    found: list[License] = []
-    with host.db.session() as session:
-        base = licenses_query(account_id(session, account), adam_id)
-        for chunk in in_chunks(targets):
-            held = [
+
+    def held(chunk: list[tuple[str, str]]) -> Any:
+        return or_(
+            *(
                 (col(VppLicense.kind) == kind) & col(VppLicense.target).in_(ids)
                 for kind in ("device", "user")
                 if (ids := [target for k, target in chunk if k == kind])
-            ]
-            found += [license_row(*r) for r in session.execute(base.where(or_(*held))).all()]
-    return sorted(
-        found,
-        key=lambda lic: (
-            lic["account"],
-            lic["adamId"],
-            lic["pricingParam"],
-            "serialNumber" not in lic,
-            lic.get("serialNumber") or lic.get("clientUserId") or "",
-        ),
+            )
+        )
+
+    targets = sorted({("device", s.upper()) for s in serial_numbers} | {("user", u) for u in client_user_ids})
+    return _read_in_chunks(
+        host,
+        account,
+        lambda acc: licenses_query(acc, adam_id),
+        targets,
+        held,
+        license_row,
+        lambda lic: (lic["account"], lic["adamId"], lic["pricingParam"], "serialNumber" not in lic, lic.get("serialNumber") or lic.get("clientUserId") or ""),
     )
 
 
@@ -413,13 +414,36 @@ def list_users(host: Host, account: str | None = None, client_user_ids: Iterable
     order (by account, then clientUserId)."""
     if client_user_ids is None:
         return list(iter_users(host, account))
-    ids = sorted(set(client_user_ids))
-    found: list[MirroredUser] = []
+    return _read_in_chunks(
+        host,
+        account,
+        users_query,
+        sorted(set(client_user_ids)),
+        lambda chunk: col(VppUser.client_user_id).in_(chunk),
+        user_row,
+        lambda u: (u["account"], u["clientUserId"]),
+        USERS_CHUNK,
+    )
+
+
+def _read_in_chunks(
+    host: Host,
+    account: str | None,
+    query: Callable[[int | None], Any],
+    keys: list[K],
+    where: Callable[[list[K]], Any],
+    row: Callable[..., R],
+    order: Callable[[R], Any],
+    size: int = IN_CHUNK,
+) -> list[R]:
+    """The rows of ``query`` (of the account named ``account``, None: every account) matching
+    ``keys``, read in one session by one statement per ``size`` keys (``where`` of each slice),
+    each turned into ``row`` and all sorted by ``order``: a batch of many keys reads those
+    rows only, in a bounded number of bound parameters a statement."""
     with host.db.session() as session:
-        base = users_query(account_id(session, account))
-        for chunk in in_chunks(ids, USERS_CHUNK):
-            found += [user_row(*r) for r in session.execute(base.where(col(VppUser.client_user_id).in_(chunk))).all()]
-    return sorted(found, key=lambda u: (u["account"], u["clientUserId"]))
+        base = query(account_id(session, account))
+        found = [row(*r) for chunk in in_chunks(keys, size) for r in session.execute(base.where(where(chunk))).all()]
+    return sorted(found, key=order)
 
 
 def user_invitation_url(template: str | None, invite_code: str | None) -> str | None:
