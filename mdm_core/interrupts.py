@@ -9,10 +9,19 @@ connection pool: the transaction is rolled back (or was committed) and no transa
 open that the process's own cleanup (releasing a lock, recording the run) would wait for.
 
 ``mdm run`` installs its own handlers (stop after the running jobs) instead.
+
+The kernel hands a process's signal to any of its threads; Python runs the handler in the main
+thread only, when that thread next runs Python code. A main thread blocked meanwhile (joining a
+thread that waits for an HTTP answer, waiting for a future or a lock) would only notice the
+signal once that wait ended (a sync's Ctrl-C once seen ignored for as long as Apple took to
+answer a page). So while :func:`handled` is active the main thread is woken whichever thread
+received the signal (:func:`_main_woken`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,6 +32,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _depth = 0  # nesting of deferred() in the main thread
 _pending: int | None = None
+
+#: Sent to the main thread to wake it when another thread received SIGINT/SIGTERM: a signal
+#: mdm gives no meaning to and that is ignored by default (a late one, once the handlers are
+#: restored, does nothing), the one the Go runtime sends its own threads for the same reason.
+WAKE = signal.SIGURG
 
 
 class Interrupted(KeyboardInterrupt):
@@ -75,10 +89,57 @@ def handled() -> Iterator[None]:
         return
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
     try:
-        yield
+        with _main_woken():
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def _main_woken() -> Iterator[None]:
+    """While the block runs, a SIGINT/SIGTERM that another thread received wakes the main
+    thread: whichever thread receives a signal, Python's own handler writes its number to the
+    wakeup fd, and a thread that reads it sends :data:`WAKE` (whose handler does nothing) to
+    the main thread. Its blocking call is interrupted and Python runs the handlers pending, that
+    of the SIGINT/SIGTERM among them, at once (a main thread that received the signal itself has
+    run it already: the wake then does nothing)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    main = threading.main_thread().ident or 0
+    wanted = {int(signum) for signum in SIGNALS}
+
+    def watch() -> None:
+        try:
+            while data := os.read(read_end, 64):  # empty: the block ended (the write end closed)
+                if wanted.intersection(data):
+                    with contextlib.suppress(OSError):  # the main thread has ended meanwhile
+                        signal.pthread_kill(main, WAKE)
+        finally:
+            os.close(read_end)
+
+    try:
+        threading.Thread(target=watch, name="mdm-signal-watch", daemon=True).start()
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    try:
+        previous_wake = signal.signal(WAKE, _woken)
+        try:
+            previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+            try:
+                yield
+            finally:
+                signal.set_wakeup_fd(previous_fd)
+        finally:
+            signal.signal(WAKE, previous_wake)
+    finally:
+        os.close(write_end)  # the watcher reads the end of the pipe, and ends
+
+
+def _woken(_signum: int, _frame: Any) -> None:
+    """:data:`WAKE`'s handler: nothing (the main thread is woken; the handlers pending run)."""
 
 
 def check() -> None:

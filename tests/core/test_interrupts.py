@@ -1,0 +1,51 @@
+"""Ctrl-C (SIGINT) and SIGTERM reach the command whichever thread the kernel hands them to.
+
+The kernel gives a process's signal to any of its threads (a loaded machine showed it: a
+sync's SIGINT taken by a thread waiting for Apple's answer); Python runs the handler in the
+main thread only. A main thread blocked waiting for another thread noticed nothing until that
+wait ended. Here the signal is sent to one thread (``pthread_kill``): the one the main thread
+waits for, blocked in its own wait, as a page reader waits for Apple."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+from mdm_core import interrupts
+from mdm_core.interrupts import Interrupted
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_another_thread_received_interrupts_the_main_thread_waiting_for_it(signum: signal.Signals) -> None:
+    answered = threading.Event()  # set only once the main thread has stopped waiting: the "page" never comes before
+    started, ended = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        started.set()
+        answered.wait(20)  # the held page (bounded: a main thread never woken still ends)
+        ended.set()
+
+    thread = threading.Thread(target=reader, name="reader", daemon=True)
+    with pytest.raises(Interrupted) as raised, interrupts.handled():
+        thread.start()
+        started.wait()
+        signal.pthread_kill(thread.ident or 0, signum)  # received by the reader, not by the main thread
+        thread.join()  # as the sync joins its reader
+    stopped_waiting = not ended.is_set()  # (not is_alive(): Python 3.11 takes an interrupted join's thread for ended)
+    answered.set()
+    assert raised.value.signum == signum
+    assert stopped_waiting, "the main thread was interrupted only once the thread it waited for had ended"
+
+
+def test_the_handlers_are_given_back() -> None:
+    """The signals' handlers and the wakeup fd are as they were once the command ends."""
+    before = {s: signal.getsignal(s) for s in (*interrupts.SIGNALS, interrupts.WAKE)}
+    fd_before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd_before)
+    with interrupts.handled():
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    assert {s: signal.getsignal(s) for s in before} == before
+    fd_after = signal.set_wakeup_fd(fd_before)
+    assert fd_after == fd_before
