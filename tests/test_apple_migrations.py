@@ -54,6 +54,38 @@ def _upgrade_then_query(mdm: MdmRunner, applied: str, *queries: str, url: str | 
         engine.dispose()
 
 
+def _indexes(url: str, table: str) -> dict[str, list[str]]:
+    """The indexes of ``table`` in the database at ``url``: name -> its columns."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {str(ix["name"]): [str(c) for c in ix["column_names"]] for ix in inspect(conn).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
+def _downgrade(mdm: MdmRunner, history: str, revision: str, url: str | None = None) -> None:
+    """Take ``history`` down to ``revision`` on the runner's database (the project's SQLite file,
+    or the database at ``url``): as an admin going back to the previous release would."""
+    from alembic import command
+
+    from mdm_core.db import Database
+    from mdm_core.db.migrate import alembic_config
+    from mdm_core.host import create_host
+
+    host = create_host(mdm.conf)
+    db = Database(url or f"sqlite:///{mdm.db}")
+    try:
+        [migration_set] = [s for s in host.migration_sets() if s.name == history]
+        with db.migration_connection() as conn, conn.begin():
+            command.downgrade(alembic_config(migration_set, connection=conn), revision)
+    finally:
+        db.dispose()
+        host.close()
+
+
 def test_core_0002_devices_enrolled_before_are_device_enrollment(project_dir: Path, monkeypatch: Any, capsys: Any) -> None:
     mdm = _database_at(
         project_dir,

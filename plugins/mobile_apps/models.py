@@ -23,6 +23,7 @@ class MobileApp(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("account", "adam_id", "pricing_param", "platform", name="uq_mobile_apps_app_asset_platform"),
         Index("ix_mobile_apps_app_adam", "adam_id"),
+        Index("ix_mobile_apps_app_published", "published_at"),  # a manual sync's "published since it started?" (mobile_apps migration 0010)
         {"sqlite_autoincrement": True},  # an id deleted is never given again (mobile_apps migration 0005)
     )
 
