@@ -33,6 +33,8 @@ from mdm_core import collector as collector_module  # noqa: E402
 from mdm_core.host import Host  # noqa: E402
 from mdm_core.testing import HookCallLog, HookCoverage, RunTally, declared_hooks, payload_problems  # noqa: E402
 
+from .children import no_child_left  # noqa: E402
+
 TESTS = Path(__file__).resolve().parent
 HOOK_CALLS = HookCallLog()
 PAYLOAD_PROBLEMS: list[str] = []
@@ -137,6 +139,14 @@ def _event_payloads_follow_their_types(request: pytest.FixtureRequest) -> Iterat
     if request.node.get_closest_marker("arbitrary_payloads"):
         return
     assert not problems, "event payloads that break their declared types: " + "; ".join(sorted(set(problems)))
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left() -> Iterator[None]:
+    """Every process the test started is killed, if it still runs, and waited for when it ends
+    (:mod:`tests.children`): a hung child fails its own test, never the next one on the worker."""
+    with no_child_left():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow  # real `mdm` processes
 
 
 def _mdm(project_dir: Path, database_url: str, *args: str) -> subprocess.Popen[str]:
+    """A real ``mdm`` process; one still running when the test ends (hung, or the test failed
+    before it ended) is killed and waited for then (``tests.children``)."""
     env = {**os.environ, "MDM_DATABASE_URL": database_url, "MDM_SECRET_KEY": "test-secret-key", "MDM_DISABLED_PLUGINS": "mobile_apps"}
     env.pop("MDM_CONFIG", None)
     mdm = Path(sys.executable).with_name("mdm")
