@@ -298,14 +298,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     writing is rolled back, its locks released, and it exits with 130. Run as the console
     script (``argv`` None), it then exits at once, without waiting for requests still in
     flight in worker threads."""
-    console = argv is None
-    code = _main(list(sys.argv[1:] if argv is None else argv))
-    if console and code == 130:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(130)
+    if argv is not None:
+        return _main(list(argv))
+    # the console script: the signals stay handled until the process ends, so that one that
+    # comes before the command began or while it closes (a second Ctrl-C) ends it with 130 at
+    # once too, not with a traceback and an interpreter that waits for requests in flight
+    with interrupts.handled():
+        try:
+            code = _main(sys.argv[1:])
+        except KeyboardInterrupt as exc:
+            code = _interrupted(exc)
+        if code == 130:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(BaseException):
+                    stream.flush()
+            os._exit(130)
     return code
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Say what the interruption ``exc`` stopped; the exit code, 130."""
+    name = getattr(exc, "args", None) and exc.args[0] or "SIGINT"
+    print(f"mdm: interrupted ({name}): {interrupts.stopped(exc)}", file=sys.stderr)
+    return 130
 
 
 def _main(argv: list[str]) -> int:
@@ -342,9 +357,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or argparse's one-line usage error (exit 2)
         return _exit_code(exc)
     except KeyboardInterrupt as exc:
-        name = getattr(exc, "args", None) and exc.args[0] or "SIGINT"
-        print(f"mdm: interrupted ({name}): {interrupts.stopped(exc)}", file=sys.stderr)
-        return 130
+        return _interrupted(exc)
     except BrokenPipeError:  # `mdm ... | head`
         sys.stderr.close()
         return 0

@@ -15,6 +15,7 @@ import pytest
 
 from mdm_core import interrupts
 from mdm_core.interrupts import Interrupted
+from mdm_core.testing import MdmRunner
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -49,3 +50,32 @@ def test_the_handlers_are_given_back() -> None:
     assert {s: signal.getsignal(s) for s in before} == before
     fd_after = signal.set_wakeup_fd(fd_before)
     assert fd_after == fd_before
+
+
+def test_a_ctrl_c_while_mdm_closes_ends_it_with_130_at_once(mdm: MdmRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console ``mdm`` handled SIGINT only while its command ran: one that came as it closed
+    (a second Ctrl-C after a sync's first one had stopped it) escaped as a traceback, and
+    Python's exit then waited for the threads still waiting for Apple (up to the request
+    timeout). It now exits with 130 at once, as for the first."""
+    from mdm_core import cli
+    from mdm_core.host import Host
+
+    assert mdm("db", "upgrade")[0] == 0  # the environment of the command below, and its tables
+    exits: list[int] = []
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    real_close = Host.close
+
+    def close(self: Host) -> None:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # Ctrl-C as it closes
+        real_close(self)
+
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    monkeypatch.setattr(Host, "close", close)
+    monkeypatch.setattr("sys.argv", ["mdm", "devices", "list"])
+    with pytest.raises((SystemExit, KeyboardInterrupt)):  # (KeyboardInterrupt: the old escape)
+        cli.main()
+    assert exits == [130]
