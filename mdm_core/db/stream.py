@@ -27,10 +27,15 @@ STREAM_BATCH = 500
 @contextmanager
 def snapshot(db: Database) -> Iterator[Session]:
     """A session whose statements all see the database as of its first one, whatever commits
-    meanwhile: on PostgreSQL a read-only ``REPEATABLE READ`` transaction (``READ COMMITTED``,
+    meanwhile: on PostgreSQL a ``REPEATABLE READ`` transaction (``READ COMMITTED``,
     the default, takes a new snapshot at each statement); on SQLite its one read transaction
-    (``BEGIN``), which holds its WAL snapshot from its first read to its end."""
-    engine = db.engine if db.is_sqlite else db.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    (``BEGIN``), which holds its WAL snapshot from its first read to its end.
+
+    Not ``postgresql_readonly`` too: psycopg's ``read_only`` set on a pooled connection and
+    reset on its return changed how a later write on it failed on a read-only database (an
+    install lost its "cannot record the install" error); the isolation level alone is what
+    gives the snapshot."""
+    engine = db.engine if db.is_sqlite else db.engine.execution_options(isolation_level="REPEATABLE READ")
     with Session(engine, expire_on_commit=False) as session:
         yield session
 
