@@ -329,15 +329,30 @@ class Database:
             conn.exec_driver_sql(f"ANALYZE {names}")
             conn.commit()
 
-    def analyze_changed(self, changed: Mapping[str, int], *, share: float = 0.1, minimum: int = 500) -> list[str]:
-        """Refresh the planner's statistics (PostgreSQL) of the tables in ``changed`` (name →
-        rows just inserted, updated or deleted) whose change is large next to the rows their
-        statistics count (``share`` of them plus ``minimum``); returns the tables analyzed.
+    def vacuum(self, *tables: str, analyze: bool = False) -> None:
+        """``VACUUM`` (with ``analyze``: ``VACUUM (ANALYZE)``) of ``tables`` (PostgreSQL), on a
+        connection of its own outside any transaction (VACUUM cannot run in one). SQLite:
+        nothing. Raises what the server raised: callers decide what a failure means."""
+        if self.url.get_backend_name() != "postgresql" or not tables:
+            return
+        names = ", ".join(f'"{t}"' for t in tables)
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"VACUUM {'(ANALYZE) ' if analyze else ''}{names}")
+
+    def vacuum_changed(self, changed: Mapping[str, int], *, share: float = 0.1, minimum: int = 500) -> list[str]:
+        """``VACUUM (ANALYZE)`` (PostgreSQL) of the tables in ``changed`` (name → rows just
+        inserted, updated or deleted) whose change is large next to the rows their statistics
+        count (``share`` of them plus ``minimum``); returns the tables vacuumed.
 
         A bulk write (a first full sync: 300,000 licenses) leaves statistics that say the
         table is empty until autovacuum passes; the next sync's joins with it are then planned
         as with an empty table (a 300,000-row sort for a 1,000-row anti-join, a sequential
-        scan per staged user) and take seconds instead of milliseconds. SQLite: nothing."""
+        scan per staged user) and take seconds instead of milliseconds. It also leaves every
+        page of the table out of the visibility map: until autovacuum passes, an index-only scan
+        (the mirrored licenses an incremental sync compares with) fetches every row from the
+        table too (64 assets' 19,120 licenses: 19,120 heap fetches, twice the statement's time
+        of an all-visible table), and the first reader of each row writes its page (its hint
+        bits). The vacuum sets both, in 0.1-0.2 s at 300,000 licenses. SQLite: nothing."""
         if self.url.get_backend_name() != "postgresql":
             return []
         names = sorted(t for t, n in changed.items() if n >= minimum)
@@ -351,7 +366,7 @@ class Database:
                 ).all()
             )
         stale = [t for t in names if changed[t] >= minimum + share * float(counted.get(t, 0))]
-        self.analyze(*stale)
+        self.vacuum(*stale, analyze=True)
         return stale
 
     def dispose(self) -> None:

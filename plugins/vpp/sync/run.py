@@ -216,7 +216,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                 recorder.writing()
                 apply_read(host, account, run_id, read, lock, finished)
             report = reports[-1]
-            _best_effort("refresh the mirror's statistics", lambda: refresh_statistics(host, report["counts"]))
+            _best_effort("vacuum and analyze the mirror (its statistics, its visibility map)", lambda: refresh_statistics(host, report["counts"]))
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         _close(readers)  # rolled back first: its row locks would hold up the record of the failure
         message = _failure(account.name, trigger, exc, host)
