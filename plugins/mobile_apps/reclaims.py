@@ -415,19 +415,24 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
     a chunk of ids, one update and one insert of events, whatever their number (a bulk reclaim
     of a school year's thousands of licenses made three statements a license).
 
-    The read is itself an update of the pending ones (``WHERE status = 'pending'``, read back
-    by ``RETURNING``): on PostgreSQL it holds them until the commit, so a reclaim another
-    process (a second ``mdm run`` host, ``mdm apps reclaim`` by hand) settles meanwhile is
-    either settled there first, and left here as it is (not announced twice), or waits for
-    this settle; a plain read let this update overwrite the other's outcome and announce it
-    finished a second time. (SQLite's write transaction holds the database from its first
-    statement.)"""
+    The read locks the pending ones (``SELECT ... FOR UPDATE``) in the order of their ids: on
+    PostgreSQL it holds them until the commit, so a reclaim another process (a second ``mdm
+    run`` host, ``mdm apps reclaim`` by hand) settles meanwhile is either settled there first,
+    and left here as it is (not announced twice), or waits for this settle; a plain read let
+    this update overwrite the other's outcome and announce it finished a second time. The order
+    is the ids', whatever the plan: two processes settling overlapping reclaims both lock the
+    lowest id first, so one waits for the other instead of each holding a row the other wants
+    (a deadlock, one of them rolled back), as a lock taken by the update itself did, in the
+    order its plan read the rows (an index's for a few ids, the table's for many, where a
+    reclaim written again since sits after the others). Each reclaim is then written once.
+    (SQLite's write transaction holds the database from its first statement: ``FOR UPDATE``
+    is left out there.)"""
     now = utcnow()
     reclaims = table_of(Reclaim)
     wanted = sorted({row.id for rows, _, _ in outcomes for row in rows if row.id is not None})
     current: dict[int, dict[str, Any]] = {}
     for chunk in in_chunks(wanted):
-        held = update(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending").values(updated_at=now).returning(*reclaims.c)
+        held = select(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending").order_by(reclaims.c.id).with_for_update()
         current.update((r["id"], dict(r)) for r in session.execute(held).mappings())
     changed: dict[int, dict[str, Any]] = {}
     finished: list[tuple[str, Mapping[str, Any]]] = []

@@ -59,6 +59,12 @@ def _while_settling(host: Any, monkeypatch: Any, name: str, listener: Any) -> No
     monkeypatch.setattr(reclaims, "_settle", settle)
 
 
+def _on_reclaims(clause: Any) -> bool:
+    """Whether a statement reads or writes the reclaims' table."""
+    tables = [clause.table] if getattr(clause, "is_dml", False) else getattr(clause, "get_final_froms", list)()
+    return any(getattr(table, "name", None) == "mobile_apps_reclaim" for table in tables)
+
+
 def _expected(ids: list[int]) -> tuple[dict[int, tuple[str, str | None, int, list[str]]], list[tuple[int, str, str | None]]]:
     """Each reclaim's (status, last_error, attempts, event_ids), and the finished events in order."""
     outcome = {
@@ -102,7 +108,7 @@ def test_a_bulk_reclaim_settles_in_as_many_statements_for_20_or_60_licenses(on_b
 
 def test_a_reclaim_another_process_settles_meanwhile_keeps_its_outcome_and_one_finished_event(on_both, monkeypatch, apps_events: EventRecorder):
     """Two processes settle the same reclaim (a second `mdm run` host, `mdm apps reclaim` by hand):
-    the other one settles it after this one read its reclaims, before this one writes. The other's
+    the other one settles it after this one read its reclaims, before this one locks them to write. The other's
     outcome stays (not overwritten by this one's), and it is announced finished once, by the other;
     the rest of the batch settles and is announced as usual, in order. On SQLite the other's write
     goes through this transaction's connection (it holds the write lock from its first statement,
@@ -121,8 +127,8 @@ def test_a_reclaim_another_process_settles_meanwhile_keeps_its_outcome_and_one_f
         [row] = session.execute(select(Reclaim).where(col(Reclaim.id) == ids[1])).scalars()
         reclaims._update(host, session, [row], "failed", "refused (Apple error 9616)", ["apple-event-other"], 60)
 
-    def meanwhile(conn: Any, clause: Any, *args: Any) -> None:  # before this settle's first write of a reclaim
-        if other or not getattr(clause, "is_dml", False) or getattr(clause, "table", None) is None or clause.table.name != "mobile_apps_reclaim":
+    def meanwhile(conn: Any, clause: Any, *args: Any) -> None:  # before this settle's first statement on its reclaims (their lock)
+        if other or not _on_reclaims(clause):
             return
         other.append(ids[1])
         if host.db.is_sqlite:
