@@ -352,7 +352,8 @@ class Database:
         (the mirrored licenses an incremental sync compares with) fetches every row from the
         table too (64 assets' 19,120 licenses: 19,120 heap fetches, twice the statement's time
         of an all-visible table), and the first reader of each row writes its page (its hint
-        bits). The vacuum sets both, in 0.1-0.2 s at 300,000 licenses. SQLite: nothing."""
+        bits). The vacuum sets both, and with the analysis costs what the analysis alone did
+        (0.24 s against 0.25 s for the mirror's three tables at 300,000 licenses). SQLite: nothing."""
         if self.url.get_backend_name() != "postgresql":
             return []
         names = sorted(t for t, n in changed.items() if n >= minimum)
