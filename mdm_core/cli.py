@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -297,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT and SIGTERM stop a command cleanly (:mod:`mdm_core.interrupts`): what it was
     writing is rolled back, its locks released, and it exits with 130. Run as the console
     script (``argv`` None), it then exits at once, without waiting for requests still in
-    flight in worker threads."""
+    flight in worker threads; so does a command that ended otherwise (a sync that failed while
+    a page was being fetched), once it has closed: nothing reads those answers any more."""
     if argv is not None:
         return _main(list(argv))
     # the console script: the signals stay handled until the process ends, so that one that
@@ -308,12 +310,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _main(sys.argv[1:])
         except KeyboardInterrupt as exc:
             code = _interrupted(exc)
-        if code == 130:
+        if code == 130 or _left_running():
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(BaseException):
                     stream.flush()
-            os._exit(130)
+            with contextlib.suppress(BaseException):
+                logging.shutdown()
+            os._exit(code)
     return code
+
+
+def _left_running() -> bool:
+    """Whether threads the command started still run once it has ended: requests in flight
+    whose answers nobody reads. The interpreter would wait for each, up to its timeout (a
+    pool's worker too, though it is a daemon when a daemon thread started its pool)."""
+    return any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread())
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:

@@ -195,12 +195,13 @@ class Beside:
 
     def instead_of(self, exc: BaseException) -> BaseException:
         """The error to raise for the caller's failure ``exc``: the thread's own, when it failed
-        first (``exc`` is then the stop it caused). The thread is stopped; after an error (not an
-        interruption) it is waited for, so that nothing of it is staged after the failure."""
+        first (``exc`` is then the stop it caused). The thread is stopped at its next page, not
+        waited for: one waiting for Apple's answer to a page held up the failed sync until that
+        answer came (up to ``[vpp] request_timeout``). What it would stage afterwards is refused
+        (:func:`check_running`: a failed run is ended before its staged rows are dropped); a
+        caller that reads again under the same run waits for it first (:meth:`SyncReader.settle`)."""
         first = self.error
         self.stopped.set()
-        if isinstance(exc, Exception):
-            self.thread.join()
         return first if first is not None else exc
 
 
@@ -268,6 +269,7 @@ class SyncReader:
         self.expirations: list[datetime] = []
         self._expiration_values: set[str] = set()  # the tokenExpirationDate values noted (each parsed once)
         self.stopped = threading.Event()
+        self.threads: list[Callable[[], None]] = []  # each waits for one of the read's threads to end (settle)
         self._staged: dict[AssetKey, int] | None = None  # _staged_counts, until the staged licenses change
         self._mirrored_per_asset: dict[AssetKey, int] | None = None  # _mirrored_counts
         self._added: dict[AssetKey, int] | None = None  # _added_counts, until the assignments are read again
@@ -283,9 +285,9 @@ class SyncReader:
         # listings independent of one another (a full sync: 100,000 users no longer wait for
         # the 300,000 assignments; an incremental one: its three short listings at once, the
         # assignments' changes no longer after the asset list)
-        users = Beside(lambda: self.stage_users(None if full else self.account.users_version_id), self.stopped, "vpp-users")
+        users = self._beside(lambda: self.stage_users(None if full else self.account.users_version_id), "vpp-users")
         try:
-            listing = Beside(lambda: self._read_assignments(None if full else self.account.assignments_version_id), self.stopped, "vpp-assignments")
+            listing = self._beside(lambda: self._read_assignments(None if full else self.account.assignments_version_id), "vpp-assignments")
         except BaseException as exc:  # the thread could not start
             raise users.instead_of(exc) from None
         try:
@@ -317,9 +319,23 @@ class SyncReader:
             self.direct,
         )
 
+    def _beside(self, work: Callable[[], Any], name: str) -> Beside:
+        beside = Beside(work, self.stopped, name)
+        self.threads.append(beside.thread.join)
+        return beside
+
+    def settle(self) -> None:
+        """Wait until the read's threads have ended (each stops at its next page): nothing of
+        this read is staged afterwards, which a read again under the same run needs."""
+        self.stopped.set()
+        for wait_for in self.threads:
+            wait_for()
+
     def close(self) -> None:
-        """Roll back the licenses written straight into the mirror, unless the apply committed them."""
+        """Roll back the licenses written straight into the mirror, unless the apply committed
+        them (once the read's threads have ended: one may still be writing them)."""
         if self.direct is not None:
+            self.settle()
             self.direct.close()
 
     # ------------------------------------------------------------------ traversal
@@ -525,6 +541,7 @@ class SyncReader:
                 one(adam_id)
 
         pool = ThreadPoolExecutor(max_workers=workers + (mirror is not None), thread_name_prefix="vpp-reread")
+        self.threads.append(partial(pool.shutdown, wait=True))
         futures: list[Future[None]] = []
         reader: Future[None] | None = None
         try:
@@ -541,8 +558,8 @@ class SyncReader:
             raise
         failed = [f for f in futures if f.done() and f.exception() is not None]
         if failed:
-            self._stop(mirror)  # the other threads stop at their next page
-            pool.shutdown(wait=True, cancel_futures=True)
+            self._stop(mirror)  # the other threads stop at their next page (not waited for: see Beside.instead_of)
+            pool.shutdown(wait=False, cancel_futures=True)
             if reader is not None and reader.exception() is not None:
                 failed = [reader]  # the reader's error, rather than the stop it caused in a re-reading thread
             failed[0].result()
@@ -584,7 +601,7 @@ class SyncReader:
         the mirror lacks the costliest, 20-35 ms at a third of the benchmark's size) are read
         beside the request that checks whether the asset list moved, not after it: nothing else
         runs at this point of the sync, and the database's time then overlaps the request's."""
-        counting = Beside(lambda: self._counts(assets), self.stopped, "vpp-counts") if check and not full else None
+        counting = self._beside(lambda: self._counts(assets), "vpp-counts") if check and not full else None
         try:
             assets, version, changed = self.refresh_assets(assets, version)
             if counting is not None:

@@ -199,7 +199,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                     read = reader_for().read(mode)
                 except (InvalidVersionIdError, BadPageIndexError) as exc:
                     log.warning("account %s: %s; falling back to a full sync", account.name, exc)
-                    _close(readers)
+                    _close(readers, settle=True)
                     clear_stage(host, run_id)
                     mode = "full"
                     read = reader_for().read(mode)
@@ -208,7 +208,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                 apply_read(host, account, run_id, read, lock, finished)
             except DirectFallback as exc:  # rolled back: read again, staging the licenses
                 log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
-                _close(readers)
+                _close(readers, settle=True)
                 clear_stage(host, run_id)
                 recorder.reading()
                 read = reader_for(direct=False).read(mode)
@@ -220,10 +220,12 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         _close(readers)  # rolled back first: its row locks would hold up the record of the failure
         message = _failure(account.name, trigger, exc, host)
-        _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
+        # the run ended first: a thread of the read still waiting for a page (not waited for)
+        # finds it ended and stages nothing (read.check_running), or stages before the drop
         _best_effort(
             f"record the failure of run {run_id}", lambda exc=exc: host.db.run_write(lambda s: _record_failure(host, s, account_id, run_id, mode, exc, message))
         )
+        _best_effort(f"drop the staged rows of run {run_id}", lambda: clear_stage(host, run_id))
         report = _report(account.name, trigger, mode, "error", started, 0, {}, type(exc).__name__, message)
     except BaseException as exc:  # interrupted (SIGINT/SIGTERM): roll back, record, release (the caller), re-raise
         why = str(exc) or type(exc).__name__
@@ -241,8 +243,12 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     return report
 
 
-def _close(readers: list[SyncReader]) -> None:
+def _close(readers: list[SyncReader], *, settle: bool = False) -> None:
+    """Close the readers; ``settle``: once their threads have ended (the run reads again: nothing
+    of theirs may be staged into it afterwards)."""
     for reader in readers:
+        if settle:
+            reader.settle()
         reader.close()
     readers.clear()
 
