@@ -16,6 +16,7 @@ from plugins.vpp.simulator.errors import error_body
 from plugins.vpp.sync.run import recent_runs
 
 from . import test_integrity
+from .conftest import stage_rows
 from .test_integrity import HeldPage, _configure_children
 from .test_interrupted_syncs import _mdm
 
@@ -58,3 +59,4 @@ def test_a_sync_that_fails_while_a_page_is_in_flight_exits_at_once(synced_on: Ho
     assert child.returncode == 1, err
     assert "school" in err and "9603" in err, err
     assert recent_runs(synced_on)[0]["status"] == "error"
+    assert stage_rows(synced_on) == 0  # nothing the failed run staged is left behind
