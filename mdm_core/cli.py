@@ -306,10 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # comes before the command began or while it closes (a second Ctrl-C) ends it with 130 at
     # once too, not with a traceback and an interpreter that waits for requests in flight
     with interrupts.handled():
+        said = len(_said)
         try:
             code = _main(sys.argv[1:])
-        except KeyboardInterrupt as exc:
-            code = _interrupted(exc)
+        except KeyboardInterrupt as exc:  # as mdm closed (a second Ctrl-C): the first one's line stays the last
+            code = 130 if len(_said) > said else _interrupted(exc)
         if code == 130 or _left_running():
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(BaseException):
@@ -327,10 +328,16 @@ def _left_running() -> bool:
     return any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread())
 
 
+#: the lines :func:`_interrupted` printed: one that came while mdm closed after a command it
+#: stopped says nothing more (its generic "rolled back" line ended the output, not what stopped)
+_said: list[str] = []
+
+
 def _interrupted(exc: KeyboardInterrupt) -> int:
     """Say what the interruption ``exc`` stopped; the exit code, 130."""
     name = getattr(exc, "args", None) and exc.args[0] or "SIGINT"
-    print(f"mdm: interrupted ({name}): {interrupts.stopped(exc)}", file=sys.stderr)
+    _said.append(f"mdm: interrupted ({name}): {interrupts.stopped(exc)}")
+    print(_said[-1], file=sys.stderr)
     return 130
 
 

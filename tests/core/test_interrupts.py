@@ -79,3 +79,46 @@ def test_a_ctrl_c_while_mdm_closes_ends_it_with_130_at_once(mdm: MdmRunner, monk
     with pytest.raises((SystemExit, KeyboardInterrupt)):  # (KeyboardInterrupt: the old escape)
         cli.main()
     assert exits == [130]
+
+
+def test_a_second_ctrl_c_while_mdm_closes_leaves_the_first_one_s_line_last(
+    mdm: MdmRunner, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first Ctrl-C stopped the command (its line says what stopped); a second one as mdm
+    closed printed the generic "what was being written was rolled back" after it, the last line
+    the user saw. The first one's line now stays the last; the exit is 130 at once all the same."""
+    from mdm_core import cli
+    from mdm_core.host import Host
+
+    assert mdm("db", "upgrade")[0] == 0  # the environment of the command below, and its tables
+    capsys.readouterr()
+    exits: list[int] = []
+    ran: list[bool] = []
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    def stopped_by_a_first_ctrl_c(host: Host) -> dict[str, object]:
+        ran.append(True)
+        exc = Interrupted(signal.SIGINT)
+        interrupts.note(exc, "the sync of school stopped: what it was writing was rolled back")
+        raise exc
+
+    real_close = Host.close
+
+    def close(self: Host) -> None:
+        if ran:  # (not a host closed before the command ran)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # the second Ctrl-C, as it closes
+        real_close(self)
+
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    monkeypatch.setattr("mdm_core.status.collect_status", stopped_by_a_first_ctrl_c)  # `mdm status` stopped by a first Ctrl-C
+    monkeypatch.setattr(Host, "close", close)
+    monkeypatch.setattr("sys.argv", ["mdm", "status"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert exits == [130]
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "mdm: interrupted (SIGINT): the sync of school stopped: what it was writing was rolled back", err
+    assert interrupts.ROLLED_BACK not in err.replace("what it was writing was rolled back", ""), err
