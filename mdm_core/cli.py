@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import thread as futures_thread
 from typing import Any
 
 from mdm_core import interrupts
@@ -322,10 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _left_running() -> bool:
-    """Whether threads the command started still run once it has ended: requests in flight
-    whose answers nobody reads. The interpreter would wait for each, up to its timeout (a
-    pool's worker too, though it is a daemon when a daemon thread started its pool)."""
-    return any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread())
+    """Whether threads the command started still run once it has ended that the interpreter's
+    exit would wait for (each up to its request's timeout, for answers nobody reads): a thread
+    that is not a daemon, or a thread pool's worker (joined at exit even when a daemon thread
+    started its pool, and so a daemon itself). Daemon threads that exit never waits for (the
+    signal watcher of :mod:`mdm_core.interrupts`) do not count: a command that ended with them
+    alone exits as Python does, running its ``atexit`` handlers."""
+    workers = set(getattr(futures_thread, "_threads_queues", {}))  # (CPython's registry of them)
+    return any(t.is_alive() and (not t.daemon or t in workers) for t in threading.enumerate() if t is not threading.main_thread())
 
 
 #: the lines :func:`_interrupted` printed: one that came while mdm closed after a command it
