@@ -44,6 +44,8 @@ def account_renamed(session: Session, previous: str, account: str) -> None:
     ``account`` gives way to the renamed account's application of the same asset and platform
     (which keeps its id): one left by an account once so named (removed since: retired, kept as
     history), or one a sync of the new name published while this event waited."""
+    from .reclaims import lock_in_id_order
+
     apps = table_of(MobileApp)
     moving = apps.alias("moving")
     same = select(moving.c.id).where(
@@ -55,6 +57,8 @@ def account_renamed(session: Session, previous: str, account: str) -> None:
     session.execute(delete(apps).where(apps.c.account == account, same.exists()))
     for model in BY_ACCOUNT:
         table = table_of(model)
+        if model is Reclaim:  # a settle may hold some: locked in its order first (no deadlock with it)
+            lock_in_id_order(session, table.c.account == previous, only=(table.c.id,))
         session.execute(update(table).where(table.c.account == previous).values(account=account))
 
 

@@ -26,7 +26,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Column, ColumnElement, bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
@@ -432,8 +432,7 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
     wanted = sorted({row.id for rows, _, _ in outcomes for row in rows if row.id is not None})
     current: dict[int, dict[str, Any]] = {}
     for chunk in in_chunks(wanted):
-        held = select(reclaims).where(reclaims.c.id.in_(chunk), reclaims.c.status == "pending").order_by(reclaims.c.id).with_for_update()
-        current.update((r["id"], dict(r)) for r in session.execute(held).mappings())
+        current.update((r["id"], r) for r in lock_in_id_order(session, reclaims.c.id.in_(chunk), reclaims.c.status == "pending"))
     changed: dict[int, dict[str, Any]] = {}
     finished: list[tuple[str, Mapping[str, Any]]] = []
     for rows, status, error in outcomes:
@@ -457,6 +456,19 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
         statement = update(reclaims).where(reclaims.c.id == bindparam("u_id"), reclaims.c.status == "pending").values({c: bindparam(f"u_{c}") for c in columns})
         session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
     host.events.record_many(session, finished)
+
+
+def lock_in_id_order(session: Session, *where: ColumnElement[bool], only: Sequence[Column[Any]] = ()) -> list[dict[str, Any]]:
+    """Lock the reclaims matching ``where`` in the order of their ids (``SELECT ... ORDER BY id
+    FOR UPDATE``) and return them (their ``only`` columns, else every one). Every writer of
+    reclaims a settle may hold locks them so before writing (:func:`_update_many`, an account's
+    rename): each takes the lowest id first and waits for the other, where one writing them in
+    its plan's order (the table's for many rows) could hold a row the other wants while waiting
+    for one the other holds, a deadlock PostgreSQL rolls one of them back for (40P01, retried
+    after about a second). SQLite's write transaction holds the database: no ``FOR UPDATE``."""
+    reclaims = table_of(Reclaim)
+    held = select(*(only or (reclaims,))).where(*where).order_by(reclaims.c.id).with_for_update()
+    return [dict(r) for r in session.execute(held).mappings()]
 
 
 def cancel_reclaims(host: Host, session: Session, rows: list[Reclaim], reason: str) -> None:

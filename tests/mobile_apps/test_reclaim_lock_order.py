@@ -20,7 +20,7 @@ from sqlmodel import col
 
 from mdm_core.db.typed import table_of
 from mdm_core.models import OutboxEvent
-from plugins.mobile_apps import reclaims
+from plugins.mobile_apps import accounts, reclaims
 from plugins.mobile_apps.models import Reclaim
 
 from .conftest import BASE_CONFIG
@@ -87,6 +87,21 @@ def _settle(host: Any, ids: list[int], status: str, plan: str | None = None, bef
     return run
 
 
+def _reversed_in_table(host: Any, engine: Engine, prefix: str) -> list[int]:
+    """Three pending reclaims (their ids, ascending), the lower two written again since (an
+    earlier attempt): the table holds them in the reverse order of their ids."""
+    with engine.begin() as conn:  # the table as new: its rows in the order written below
+        conn.execute(text("TRUNCATE mobile_apps_reclaim"))
+    low, middle, high = ids = _pending(host, [f"{prefix}-A", f"{prefix}-B", f"{prefix}-C"])
+    with engine.begin() as conn:  # retried since: their new versions sit after the highest
+        for again in (middle, low):
+            conn.execute(text("UPDATE mobile_apps_reclaim SET attempts = attempts WHERE id = :id"), {"id": again})
+    with engine.connect() as conn:
+        order = [int(i) for i in conn.execute(text("SELECT id FROM mobile_apps_reclaim ORDER BY ctid")).scalars()]
+    assert order == [high, middle, low]
+    return ids
+
+
 def _start(target: Callable[[], None], errors: list[BaseException]) -> threading.Thread:
     def run() -> None:
         try:
@@ -128,15 +143,7 @@ def test_two_hosts_settling_reclaims_read_in_opposite_orders_settle_each_once(tw
     the rows its order reaches first. Rounds alternate which host goes first; its outcome stays."""
     first, second, engine = two_hosts
     for n in range(4):
-        with engine.begin() as conn:  # the table as new: its rows in the order written below
-            conn.execute(text("TRUNCATE mobile_apps_reclaim"))
-        low, middle, high = ids = _pending(first, [f"R{n}-A", f"R{n}-B", f"R{n}-C"])
-        with engine.begin() as conn:  # retried since: their new versions sit after the highest
-            for again in (middle, low):
-                conn.execute(text("UPDATE mobile_apps_reclaim SET attempts = attempts WHERE id = :id"), {"id": again})
-        with engine.connect() as conn:
-            order = [int(i) for i in conn.execute(text("SELECT id FROM mobile_apps_reclaim ORDER BY ctid")).scalars()]
-        assert order == [high, middle, low]
+        low, middle, high = ids = _reversed_in_table(first, engine, f"R{n}")
         (one, one_plan), (other, other_plan) = ((first, BY_INDEX), (second, BY_TABLE))[:: 1 if n % 2 else -1]
         errors: list[BaseException] = []
         with engine.connect() as holder:  # a third session holds the middle reclaim
@@ -198,3 +205,74 @@ def test_a_settled_reclaim_is_written_once(on_both: tuple[Any, Any]) -> None:
 
 def _rows_of(session: Any, ids: list[int]) -> list[Reclaim]:
     return list(session.execute(select(Reclaim).where(col(Reclaim.id).in_(ids))).scalars())
+
+
+@pytest.fixture
+def hosts_on_both(make_host: Callable[..., Any], database_url: str | None) -> Iterator[tuple[Any, Any, Engine | None]]:
+    """Two hosts on one database, SQLite's or PostgreSQL's, and on PostgreSQL an engine of the
+    test's own (a third session; SQLite has no row locks: None)."""
+    first, second = make_host(config=BASE_CONFIG, database_url=database_url), make_host(config=BASE_CONFIG, database_url=database_url)
+    for host in (first, second):
+        host.db.engine.dispose()
+    engine = create_engine(database_url) if database_url else None
+    yield first, second, engine
+    if engine is not None:
+        engine.dispose()
+
+
+def _account_changed(host: Any, change: str, plan: str | None = None) -> Callable[[], None]:
+    """mobile_apps following VPP account ``school`` renamed (to ``college``) or removed, in one
+    transaction with this plan (no second attempt: a deadlock is raised, not retried)."""
+
+    def run() -> None:
+        with host.db.write_session() as session:
+            if plan:
+                session.execute(text(plan))
+            if change == "renamed":
+                accounts.account_renamed(session, "school", "college")
+            else:
+                accounts.account_removed(host, session, "school")
+            session.commit()
+
+    return run
+
+
+@pytest.mark.parametrize("first_in", ["settle", "account"])
+@pytest.mark.parametrize("change", ["renamed", "removed"])
+def test_a_settle_and_its_accounts_rename_or_removal_both_complete(hosts_on_both: tuple[Any, Any, Engine | None], change: str, first_in: str) -> None:
+    """A host settles reclaims while another follows their VPP account renamed or removed. On
+    PostgreSQL the settle reads them by their index, the account's change by the table (which
+    holds them in the reverse order of their ids), and a third session holds the middle one
+    until both wait: each has taken what its order reaches first. Both complete (before, the
+    rename updated them in the table's order: a deadlock, one rolled back and retried a second
+    later); each reclaim ends in the first one's state, announced finished once."""
+    settler, follower, engine = hosts_on_both
+    if engine is None:  # SQLite: one write transaction at a time
+        ids = _pending(settler, ["S-A", "S-B", "S-C"])
+    else:
+        ids = _reversed_in_table(settler, engine, "S")
+    settle = _settle(settler, ids, "done", BY_INDEX if engine else None)
+    change_account = _account_changed(follower, change, BY_TABLE if engine else None)
+    steps = [settle, change_account] if first_in == "settle" else [change_account, settle]
+    errors: list[BaseException] = []
+    if engine is None:  # one after the other
+        for step in steps:
+            _join([_start(step, errors)])
+    else:
+        with engine.connect() as holder:
+            holder.execute(text("SELECT id FROM mobile_apps_reclaim WHERE id = :id FOR UPDATE"), {"id": ids[1]})
+            threads = [_start(steps[0], errors)]
+            _wait_blocked(engine, 1)
+            threads.append(_start(steps[1], errors))
+            _wait_blocked(engine, 2)
+            holder.rollback()
+        _join(threads)
+
+    assert errors == [], errors
+    canceled = change == "removed" and first_in == "account"
+    status, error = ("canceled", accounts.removed_reason("school")) if canceled else ("done", "settled done")
+    assert _rows(settler, ids) == {i: (status, error, 1) for i in ids}
+    assert _finished(settler, ids) == [(i, status) for i in ids]
+    with settler.db.session() as session:
+        filed = set(session.execute(select(col(Reclaim.account)).where(col(Reclaim.id).in_(ids))).scalars())
+    assert filed == {"college" if change == "renamed" else "school"}
