@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -322,22 +322,22 @@ class Database:
         transaction of its own. Rows bulk-loaded a moment ago have none until autovacuum passes,
         and a plan made for an empty table (nested loops) turns a join of 100,000 rows into
         10^10 steps. SQLite plans from its indexes: nothing to do."""
-        if self.url.get_backend_name() != "postgresql" or not tables:
-            return
-        names = ", ".join(f'"{t}"' for t in tables)
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql(f"ANALYZE {names}")
-            conn.commit()
+        self._maintain("ANALYZE", tables)
 
     def vacuum(self, *tables: str, analyze: bool = False) -> None:
         """``VACUUM`` (with ``analyze``: ``VACUUM (ANALYZE)``) of ``tables`` (PostgreSQL), on a
         connection of its own outside any transaction (VACUUM cannot run in one). SQLite:
         nothing. Raises what the server raised: callers decide what a failure means."""
+        self._maintain("VACUUM (ANALYZE)" if analyze else "VACUUM", tables)
+
+    def _maintain(self, command: str, tables: Sequence[str]) -> None:
+        """``command`` (``ANALYZE``, ``VACUUM``) of ``tables`` on PostgreSQL, on a connection of
+        its own in autocommit (each its own transaction; VACUUM cannot run in one)."""
         if self.url.get_backend_name() != "postgresql" or not tables:
             return
         names = ", ".join(f'"{t}"' for t in tables)
         with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"VACUUM {'(ANALYZE) ' if analyze else ''}{names}")
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"{command} {names}")
 
     def vacuum_changed(self, changed: Mapping[str, int], *, share: float = 0.1, minimum: int = 500) -> list[str]:
         """``VACUUM (ANALYZE)`` (PostgreSQL) of the tables in ``changed`` (name → rows just
