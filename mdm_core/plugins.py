@@ -407,20 +407,34 @@ def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
     return sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
 
 
+def hooks_observed() -> bool:
+    """Whether hook calls are observed (:func:`observe_hook_calls`)."""
+    return bool(_HOOK_OBSERVERS)
+
+
+def hook_impls(caller: Any) -> list[Any]:
+    """A hook's implementations in the order pluggy calls them (the last registered first)."""
+    return list(reversed(caller.get_hookimpls()))
+
+
 def call_isolated(
     pm: pluggy.PluginManager,
     caller: Any,
     kwargs: dict[str, Any],
     on_error: Callable[[str, BaseException], None],
+    impls: list[Any] | None = None,
 ) -> list[tuple[str, str]]:
-    """Call each implementation of a hook on its own; an exception is reported, not raised."""
+    """Call each implementation of a hook on its own; an exception is reported, not raised.
+    ``impls``: the caller's implementations as :func:`hook_impls` lists them, when the caller
+    has them already (an event delivery: once per batch, not once per event)."""
     failures = []
-    impls = list(reversed(caller.get_hookimpls()))
+    if impls is None:
+        impls = hook_impls(caller)
     for observer in list(_HOOK_OBSERVERS):
         observer(caller.name, kwargs, len(impls))
     for impl in impls:
         try:
-            impl.function(**{name: kwargs[name] for name in impl.argnames})
+            impl.function(**(kwargs if len(impl.argnames) == len(kwargs) else {name: kwargs[name] for name in impl.argnames}))
         except Exception as exc:
             plugin = pm.get_name(impl.plugin) or impl.plugin_name
             on_error(plugin, exc)
