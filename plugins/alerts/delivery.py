@@ -28,7 +28,7 @@ from mdm_core.output import format_time
 from . import store
 from .channels import Channel, DeliveryError, Outgoing, configured_channels, known_secrets, scrub
 from .models import AlertDelivery, AlertMessage
-from .names import license_names, name_due
+from .names import license_levels, name_due
 from .settings import AlertsSettings, settings
 from .signing import webhook_secret
 
@@ -285,7 +285,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
         by_account: dict[str, list[Asset]] = {a["name"]: [] for a in accounts}
         for asset in assets:
             by_account.setdefault(asset["account"], []).append(asset)
-        names = license_names(host, by_account)
+        levels = license_levels(host, by_account)
 
         def work(session: Session) -> None:
             nonlocal queued
@@ -300,7 +300,7 @@ def check(host: Host, now: datetime | None = None) -> dict[str, int]:
                     action=account.get("action"),
                     now=now,
                 )
-                alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], names=names, complete=True, now=now)
+                alerts += store.license_counts(host, session, account["name"], by_account[account["name"]], levels=levels, complete=True, now=now)
             store.forget_accounts(session, set(by_account))
             for alert in alerts:
                 store.enqueue(host, session, alert)

@@ -11,6 +11,7 @@ import copy
 import logging
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -66,13 +67,25 @@ def app_names(host: Host, adam_ids: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def license_names(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> dict[str, str]:
-    """The names of those of the assets (``{account: assets}``) whose license level changes now,
-    from its recorded state (``ok`` when none is), as :func:`store.license_counts` finds it: the
-    assets it may alert about, not every asset's. For the check (every asset) and an assets
-    event (an incremental sync's names hundreds of assets whose counts moved; of the 81 below
-    their threshold after the benchmark's change, 3 changed level, and the names of all 81 were
-    asked and cleaned): one read of the recorded states. A state changed before the alert's
+@dataclass(frozen=True)
+class LicenseLevels:
+    """What :func:`license_levels` found before an alert's transaction: ``names``, those of the
+    apps whose level changes; ``found``, each asset's subject with its recorded state then and
+    its level from it, which :func:`store.license_counts` takes when the state it locks is that
+    one (the level is a function of the asset's counts, its threshold and that state)."""
+
+    names: dict[str, str]
+    found: dict[str, tuple[str, str]]
+
+
+def license_levels(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> LicenseLevels:
+    """The level of each of the assets (``{account: assets}``) from its recorded state (``ok``
+    when none is), as :func:`store.license_counts` finds it, and the names of those whose level
+    changes now: the assets it may alert about, not every asset's. For the check (every asset)
+    and an assets event (an incremental sync's names hundreds of assets whose counts moved; of
+    the 81 below their threshold after the benchmark's change, 3 changed level, and the names of
+    all 81 were asked and cleaned): one read of the recorded states, each level computed once
+    (was: again in the transaction, for every asset). A state changed before the alert's
     transaction leaves an app told by adamId, named when its alert is sent (:func:`name_due`)."""
     limits = thresholds(settings(host))
     subjects = table_of(AlertSubject)
@@ -81,13 +94,17 @@ def license_names(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> dict
     with host.db.reading() as conn:
         recorded: dict[str, str] = {str(subject): str(state) for subject, state in conn.execute(query, {"accounts": sorted(by_account)})}
     ids: set[str] = set()
+    found: dict[str, tuple[str, str]] = {}
     for account, assets in by_account.items():
         for asset in assets:
             adam_id, pricing = str(asset.get("adamId")), str(asset.get("pricingParam"))
-            previous = recorded.get(rules.license_subject(account, adam_id, pricing), "ok")
-            if rules.license_level(asset, limits.for_asset(adam_id, pricing), previous, limits.margin) != previous:
+            subject = rules.license_subject(account, adam_id, pricing)
+            previous = recorded.get(subject, "ok")
+            level = rules.license_level(asset, limits.for_asset(adam_id, pricing), previous, limits.margin)
+            found[subject] = (previous, level)
+            if level != previous:
                 ids.add(adam_id)
-    return app_names(host, ids)
+    return LicenseLevels(app_names(host, ids), found)
 
 
 NAMED = ("licenses", "install")  # the kinds of alert about an asset, told by its app's name

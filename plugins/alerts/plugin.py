@@ -156,13 +156,14 @@ def mdm_vpp_assets_changed(host: Host, event: Event) -> None:
 
 def _license_counts(host: Host, event: Event) -> None:
     """An assets event's license levels, with the names of the apps that may alert (asked
-    before the transaction, for those alone: an incremental sync's event names hundreds)."""
-    from .names import license_names
+    before the transaction, for those alone: an incremental sync's event names hundreds), each
+    level computed once (again in the transaction only for a state changed meanwhile)."""
+    from .names import license_levels
     from .store import license_counts, on_event
 
     p = cast("AssetsPayload", event.payload)
-    names = license_names(host, {p["account"]: p["assets"]})  # those whose level changes: not every asset's
-    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], names=names))
+    levels = license_levels(host, {p["account"]: p["assets"]})  # names of those whose level changes: not every asset's
+    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], levels=levels))
 
 
 @hookimpl(optionalhook=True)

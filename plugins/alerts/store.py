@@ -8,7 +8,7 @@ Subscribers only write here, so an event's delivery never waits for a mail serve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mdm_core.failed_deliveries import FailedSubscriber
     from mdm_core.host import Host
     from mdm_core.models import JobRun
+    from plugins.alerts.names import LicenseLevels
     from plugins.mobile_apps.payloads import InstallFailedPayload
     from plugins.vpp.payloads import Asset, SyncReport
 
@@ -271,14 +272,15 @@ def license_counts(
     account: str,
     assets: Sequence[Asset],
     *,
-    names: Mapping[str, str] | None = None,
+    levels: LicenseLevels | None = None,
     complete: bool = False,
     now: datetime | None = None,
 ) -> list[Alert]:
     """Compare each asset's available licenses with its threshold; alert on a change of level
     (more than a few at once: one digest alert), a low asset getting better only past the
-    recovery margin (``rules.license_level``). ``names``: the apps' names by adamId
-    (``names.license_names``, asked before this transaction); the others are told by adamId.
+    recovery margin (``rules.license_level``). ``levels``: what ``names.license_levels`` found
+    before this transaction, the apps' names by adamId (the others are told by adamId) and each
+    asset's level, taken when the state locked here is the one it was computed from.
 
     Rows exist only for assets below their threshold: those of ``assets`` are read (and locked),
     not every asset's of the account (an incremental sync's event names some of them). ``complete``:
@@ -300,7 +302,7 @@ def license_counts(
         keys = sorted({key for key, *_ in keyed})
         of_keys = query.where(one_of(subjects.c.subject, "keys", not host.db.is_sqlite))
         states = {k: v for chunk in in_chunks(keys) for k, v in session.execute(of_keys, {"keys": chunk})}
-    names = names or {}
+    names, found = (levels.names, levels.found) if levels is not None else ({}, {})
     alerts = []
     gone: list[str] = []
     moved: list[dict[str, Any]] = []
@@ -308,7 +310,8 @@ def license_counts(
     for key, adam_id, pricing, asset in keyed:
         threshold = limits.for_asset(adam_id, pricing)
         previous = states.get(key, "ok")
-        level = rules.license_level(asset, threshold, previous, limits.margin)
+        before = found.get(key)  # found from the same state (most): its level as found, not computed again
+        level = before[1] if before is not None and before[0] == previous else rules.license_level(asset, threshold, previous, limits.margin)
         if level == previous:  # most assets of an incremental sync's event: no alert, no row written
             continue
         alert = rules.license_alert(account, asset, previous, level, threshold, names.get(adam_id), limits.margin)

@@ -395,6 +395,56 @@ def test_an_assets_event_reads_and_locks_the_states_of_its_own_assets_only(alert
     assert kept == {f"licenses:school:{adam}:STDQ" for adam in adams[1:]}
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_an_assets_event_computes_each_asset_s_level_once(make_host, simulator, project_dir, request, database, monkeypatch):
+    """An assets event's license levels are computed once each, before the transaction (to ask
+    the names of the apps that may alert), and taken as they are in it when the state it locks
+    is the one they were computed from (was: every asset's level computed again in it); the
+    alerts are the same."""
+    from plugins.alerts import rules
+    from plugins.vpp.testing import add_simulated_account
+
+    adams = [simulator.purchase(count=2)[0] for _ in range(3)]
+    host = make_host(config=FAST_VPP + "\n[alerts]\nlow_licenses = 1\n", database_url=database_param(request, project_dir, database))
+    add_simulated_account(host, simulator, project_dir)
+    assert sync(host)["status"] == "ok" and alerts(host) == []
+    simulator.assign_in_portal(adams[0], serial_number="PORTAL000000")
+    simulator.assign_in_portal(adams[0], serial_number="PORTAL000001")
+    simulator.assign_in_portal(adams[1], serial_number="PORTAL000002")
+    computed: list[str] = []
+    level = rules.license_level
+
+    def counted(asset: Any, *args: Any, **kwargs: Any) -> str:
+        computed.append(str(asset.get("adamId")))
+        return level(asset, *args, **kwargs)
+
+    monkeypatch.setattr(rules, "license_level", counted)
+    assert sync(host)["status"] == "ok"
+    assert sorted(computed) == sorted(adams[:2])  # the two assets whose counts moved, once each
+    assert titles(host) == [f"No licenses left of adamId {adams[0]} (STDQ, App) in account 'school'"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_level_found_before_its_state_changed_is_computed_again(make_host, project_dir, request, database):
+    """A level found before the alert's transaction from a state that changed meanwhile (another
+    delivery alerted it) is computed again from the state the transaction locks: the change is
+    not alerted twice."""
+    from plugins.alerts.names import license_levels
+    from plugins.alerts.store import license_counts
+
+    host = make_host(config="[alerts]\nlow_licenses = 1\n", database_url=database_param(request, project_dir, database))
+    asset = {"adamId": "361309726", "pricingParam": "STDQ", "productType": "App", "availableCount": 0, "assignedCount": 2, "totalCount": 2}
+    levels = license_levels(host, {"school": [asset]})
+    assert levels.found == {"licenses:school:361309726:STDQ": ("ok", "none")}
+    first = host.db.run_write(lambda session: license_counts(host, session, "school", [asset]))  # meanwhile: alerted, state "none"
+    assert [a.title for a in first] == ["No licenses left of adamId 361309726 (STDQ, App) in account 'school'"]
+    assert host.db.run_write(lambda session: license_counts(host, session, "school", [asset], levels=levels)) == []
+    asset = {**asset, "availableCount": 2, "assignedCount": 0}
+    levels = license_levels(host, {"school": [asset]})  # "none" to "ok": taken as found
+    [back] = host.db.run_write(lambda session: license_counts(host, session, "school", [asset], levels=levels))
+    assert back.title == "Licenses of adamId 361309726 (STDQ, App) in account 'school' are available again"
+
+
 def test_a_removed_device_freeing_many_assets_makes_one_digest_not_a_mail_each(alerts_host, simulator, smtp_server):
     """A device removed with licenses of many assets: Apple's revoke changes each asset's counts
     in an event of its own, and each asset back above its threshold used to be a mail of its
