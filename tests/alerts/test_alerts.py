@@ -433,13 +433,27 @@ def test_a_level_found_before_its_state_changed_is_computed_again(make_host, pro
     from plugins.alerts.store import license_counts
 
     host = make_host(config="[alerts]\nlow_licenses = 1\n", database_url=database_param(request, project_dir, database))
-    asset = {"adamId": "361309726", "pricingParam": "STDQ", "productType": "App", "availableCount": 0, "assignedCount": 2, "totalCount": 2}
+    from plugins.vpp.payloads import Asset
+
+    asset = Asset(
+        account="school",
+        adamId="361309726",
+        pricingParam="STDQ",
+        productType="App",
+        assignedCount=2,
+        availableCount=0,
+        retiredCount=0,
+        totalCount=2,
+        deviceAssignable=True,
+        revocable=True,
+        supportedPlatforms=["iOS"],
+    )
     levels = license_levels(host, {"school": [asset]})
     assert levels.found == {"licenses:school:361309726:STDQ": ("ok", "none")}
     first = host.db.run_write(lambda session: license_counts(host, session, "school", [asset]))  # meanwhile: alerted, state "none"
     assert [a.title for a in first] == ["No licenses left of adamId 361309726 (STDQ, App) in account 'school'"]
     assert host.db.run_write(lambda session: license_counts(host, session, "school", [asset], levels=levels)) == []
-    asset = {**asset, "availableCount": 2, "assignedCount": 0}
+    asset = Asset(**{**asset, "availableCount": 2, "assignedCount": 0})
     levels = license_levels(host, {"school": [asset]})  # "none" to "ok": taken as found
     [back] = host.db.run_write(lambda session: license_counts(host, session, "school", [asset], levels=levels))
     assert back.title == "Licenses of adamId 361309726 (STDQ, App) in account 'school' are available again"
