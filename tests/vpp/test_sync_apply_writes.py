@@ -28,6 +28,20 @@ def synced(make_host: Callable[..., Host], project_dir: Path, database_url: str 
     return host
 
 
+def heard_sync(host: Host) -> tuple[Any, list[str], Any]:
+    """An incremental sync of ``school``: its report, the statements it ran (quotes dropped)
+    and a recorder of the VPP events it delivered."""
+    from mdm_core.testing import EventRecorder
+    from plugins.vpp.payloads import EVENT_PAYLOADS
+
+    recorder = EventRecorder(events=EVENT_PAYLOADS)
+    host.pm.register(recorder)
+    with recorded_statements(host.db.write_engine) as statements:
+        report = sync_account(host, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    return report, [s.sql.replace('"', "") for s in statements], recorder
+
+
 def test_an_incremental_sync_writes_each_changed_asset_once_with_its_license_count(synced: Any, simulator: Any) -> None:
     """Licenses added and taken back in one sync move their assets' stored counts by the sum,
     written by the one statement that writes the changed assets' new values: each asset row
@@ -83,8 +97,6 @@ def test_an_incremental_sync_asks_once_which_holders_of_taken_back_licenses_the_
     holders the MDM inventory knows is read by one statement for both kinds (one per kind
     before), and the events still name them (``enrolledSerialNumbers``, ``mdmUserIds``)."""
     from mdm_core.inventory import add_device, add_user
-    from mdm_core.testing import EventRecorder
-    from plugins.vpp.payloads import EVENT_PAYLOADS
     from plugins.vpp.simulator import DEVICE, USER
 
     mirror = mirror_state(synced)
@@ -94,12 +106,7 @@ def test_an_incremental_sync_asks_once_which_holders_of_taken_back_licenses_the_
     add_user(synced, user_key[3], email="someone@example.org")
     assert simulator.remove_in_portal(device_key[0], device_key[1], serial_number=device_key[3])
     assert simulator.remove_in_portal(user_key[0], user_key[1], client_user_id=user_key[3])
-    recorder = EventRecorder(events=EVENT_PAYLOADS)
-    synced.pm.register(recorder)
-    with recorded_statements(synced.db.write_engine) as statements:
-        report = sync_account(synced, "school")
-    assert report["status"] == "ok" and report["mode"] == "incremental", report
-    flat = [s.sql.replace('"', "") for s in statements]
+    report, flat, recorder = heard_sync(synced)
     lookups = [s for s in flat if "FROM core_device WHERE core_device.serial_number" in s or "FROM core_user WHERE core_user.id" in s]
     assert len(lookups) == 1 and "core_device" in lookups[0] and "core_user" in lookups[0], lookups
     taken = recorder.named("vpp_licenses_disassociated")
@@ -223,4 +230,35 @@ def test_an_incremental_sync_writes_the_changed_assets_platforms(synced: Any, si
     assert report["counts"]["assets"]["changed"] == 4, report["counts"]
     stored = {key: mirror_state(synced, "school")["assets"][key]["supportedPlatforms"] for key in keys}
     assert stored == {key: sorted(p) for key, p in zip(keys, lists, strict=True)}
+    assert_mirror_equals_apple(synced, simulator)
+
+
+def test_an_incremental_sync_takes_its_new_licenses_from_the_statement_that_inserts_them(synced: Any, simulator: Any) -> None:
+    """The licenses an incremental sync adds are the rows its insert of the staged licenses
+    inserted (``RETURNING``): no statement of its own reads them first (it joined every staged
+    license with the mirror once more); their events name each of them once, with the holders
+    the MDM inventory knows (``enrolledSerialNumbers``, ``mdmUserIds``), and the mirror is Apple's."""
+    from mdm_core.inventory import add_device, add_user
+    from plugins.vpp.simulator import USER
+
+    summary = simulator.mutate_fraction(0.3, seed=11)
+    assert summary["assignments_added"]
+    state = simulator.state
+    adam_id, pricing = next(key for key, asset in sorted(state.assets.items()) if asset.device_assignable and asset.available >= 2)
+    user = next(u for u in sorted(state.users.record_ids()) if state._user_can_receive(u) and (adam_id, pricing, USER, u) not in state.assignments)
+    add_device(synced, "C-NEW-KNOWN", "iOS")
+    add_user(synced, user, email="known@example.org")
+    assert simulator.assign_in_portal(adam_id, pricing, serial_number="C-NEW-KNOWN")
+    assert simulator.assign_in_portal(adam_id, pricing, client_user_id=user)
+    before = mirror_state(synced)["assignments"]
+    report, flat, recorder = heard_sync(synced)
+    first_read = [s for s in flat if s.startswith("SELECT") and "FROM vpp_stage_license" in s and "core_device" in s]  # with their known holders
+    assert not first_read, first_read
+    added = recorder.named("vpp_licenses_associated")
+    targets = [(p["adamId"], p["pricingParam"], t) for p in added for t in p["serialNumbers"] + p["clientUserIds"]]
+    assert sorted(targets) == sorted((a, p, t) for a, p, _, t in set(mirror_state(synced)["assignments"]) - set(before))
+    assert len(targets) == len(set(targets)) == report["counts"]["licenses"]["added"]
+    assert [p["enrolledSerialNumbers"] for p in added if "C-NEW-KNOWN" in p["serialNumbers"]] == [["C-NEW-KNOWN"]]
+    assert [p["mdmUserIds"] for p in added if user in p["clientUserIds"]] == [[user]]
+    assert all(p["serialNumbers"] == sorted(p["serialNumbers"]) and p["clientUserIds"] == sorted(p["clientUserIds"]) for p in added)
     assert_mirror_equals_apple(synced, simulator)

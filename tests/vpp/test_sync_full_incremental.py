@@ -392,7 +392,7 @@ def new_licenses_inserted_by_the_conflict_check(host: Any, simulator: Any, monke
         report = sync_account(host, "school")
     assert report["status"] == "ok" and report["mode"] == "incremental", report
     after = mirror_state(host)["assignments"]
-    inserts = [s.sql for s in statements if s.sql.startswith("INSERT INTO vpp_license ")]
+    inserts = [s.sql for s in statements if "INSERT INTO vpp_license " in s.sql]  # on PostgreSQL inside the statement that reads what it inserted
     assert len(inserts) == 1 and "ON CONFLICT DO NOTHING" in inserts[0] and "FROM vpp_license" not in inserts[0], inserts
     whole = [s.sql for s in statements if s.sql.startswith("DELETE FROM vpp_license WHERE") and "NOT (EXISTS" in s.sql]
     assert whole  # staged whole: what the stage lacks is deleted by anti-join

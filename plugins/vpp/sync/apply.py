@@ -316,28 +316,33 @@ class MirrorUpdate:
         # a first full sync finds no license to take back: the anti-join of every license just
         # inserted with the stage (300,000 index probes, twice) is skipped
         held_before = not full or session.execute(select(L.c.target).where(L.c.account_id == acc).limit(1)).first() is not None
-        # in the staging index's order (no sort); a row Apple sent twice is adjacent and skipped;
-        # whether the inventory knows each holder comes with the row (no query per event)
-        with session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED) as new_rows:
-            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", new_rows, self.batch)
         # inserted in the mirror's key order (read from the staging index: no sort), each row
         # next to the previous one in the primary key's index, rather than in the staged order
         # (batches sorted on their own): on PostgreSQL, 300,000 licenses took 3.1 s of server CPU
         # in the staged order, 2.9 s in key order (3.7 s vs 2.7 s from an unsorted stage)
-        new_licenses = select(literal(acc), *columns).where(is_new).order_by(SL.c.run_id, *columns)
-        inserting = insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, new_licenses)
-        if full and not self.host.db.is_sqlite:  # every count is recounted below
-            insert_or_ignore(session, insert(L).from_select(LICENSE_KEY, new_licenses), inserting)
-        elif full:
-            session.execute(inserting)
-        else:  # the rows this statement inserted (as many as the change), counted per asset
+        if full:
+            # in the staging index's order (no sort); a row Apple sent twice is adjacent and
+            # skipped; whether the inventory knows each holder comes with the row (no query per
+            # event); streamed: a first full sync's every license is new
+            with session.execute(with_known(select(*columns), SL).where(is_new).order_by(SL.c.run_id, *columns), execution_options=STREAMED) as new_rows:
+                added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", new_rows, self.batch)
+            new_licenses = select(literal(acc), *columns).where(is_new).order_by(SL.c.run_id, *columns)
+            inserting = insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, new_licenses)
+            if self.host.db.is_sqlite:
+                session.execute(inserting)
+            else:  # every count is recounted below
+                insert_or_ignore(session, insert(L).from_select(LICENSE_KEY, new_licenses), inserting)
+        else:
             # every staged row, the mirrored ones skipped by the conflict check alone: an
             # anti-join with the mirror looked each one up first (1,500 licenses on PostgreSQL:
             # 0.029 -> 0.017-0.026 s of server time; SQLite 0.137-0.144 -> 0.123-0.134 s of CPU
-            # for the whole write transaction)
+            # for the whole write transaction). The rows it inserted (as many as the change) are
+            # the associated licenses, counted per asset: they were read first by a statement of
+            # their own, the same anti-join (1,500 licenses on PostgreSQL: 10-11 ms of server time)
             staged = select(literal(acc), *columns).where(SL.c.run_id == run).order_by(SL.c.run_id, *columns)
-            inserting = insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, staged)
-            deltas.update(per_asset(session.execute(inserting.returning(L.c.adam_id, L.c.pricing_param))))
+            inserted = inserted_licenses(session, insert_ignoring_duplicates(session, L).from_select(LICENSE_KEY, staged))
+            deltas.update(per_asset(inserted))
+            added = record_license_events(self.host, session, self.account, "vpp_licenses_associated", inserted, self.batch)
 
         removed = 0
         exact = True  # every license deleted below is counted off its asset's stored count
@@ -581,6 +586,22 @@ def move_counts(host: Host, session: Session, account: VppAccount, key: tuple[st
 
 
 LICENSE_KEY = ["account_id", "adam_id", "pricing_param", "kind", "target"]
+
+
+def inserted_licenses(session: Session, inserting: Any) -> list[tuple[str, str, str, str, bool]]:
+    """Run ``inserting`` (an ``INSERT ... SELECT`` into the mirrored licenses) and return the
+    (adamId, pricingParam, kind, target, known) rows it inserted, sorted by key, ``known`` as
+    :func:`~.events.with_known` gives it: on PostgreSQL by the one statement (its ``RETURNING``
+    joined with the inventory and sorted by the server, in the database's collation as a read of
+    the stage sorted them); on SQLite its ``RETURNING``, then one lookup of the holders
+    (:func:`~.events.with_known_keys`), sorted by Python (SQLite's ``BINARY`` collation is the
+    code points' order, Python's)."""
+    returning = inserting.returning(L.c.adam_id, L.c.pricing_param, L.c.kind, L.c.target)
+    if session.get_bind().dialect.name != "postgresql":
+        return with_known_keys(session, [(a, p, k, t) for a, p, k, t in session.execute(returning)])
+    new = returning.cte("inserted")
+    keys = (new.c.adam_id, new.c.pricing_param, new.c.kind, new.c.target)
+    return [(a, p, k, t, bool(known)) for a, p, k, t, known in session.execute(with_known(select(*keys), new).order_by(*keys))]
 
 
 def insert_or_ignore(session: Session, plain: Any, ignoring: Any) -> None:
