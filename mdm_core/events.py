@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, Integer, Text, any_, bindparam, cast, delete, func, null, select, union_all, update
+from sqlalchemy import Integer, Text, bindparam, cast, delete, func, null, select, union_all, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
@@ -632,10 +632,14 @@ def _claim_next() -> Any:
     ``stale``) claimed for ``token`` at ``now``. Rows in order of seq, in ``_next_events``'
     columns: for each event won, a row with its id, name, payload and creation time (no holder,
     no count); then, for every event read, a row with its holder when read and how many were
-    waiting (no id). The claim names the batch's seqs by one array built in the database (the
-    same plan as the array of seqs the claim bound), and no join: with the outbox's statistics
-    taken when it was empty (after a full sync's delivery) a join of the two chose nested loops,
-    270 ms for a sync's 471 events. The payloads are returned as their JSON text, which the
+    waiting (no id). The claim names the batch's range of seqs, its first and last: the batch
+    holds every event undelivered in that range, and one statement sees the outbox as of one
+    snapshot, so those are the events the claim finds there (one numbered in the range that
+    commits later is seen by neither). Was: an array of the batch's seqs built in the database
+    (= ANY), searched from its start for each event, 4.3 of the 12.6 ms the server took for a
+    claim of 1,400 events (an outbox of 30,000 delivered events), the range 0.4 of 9.3 ms. No
+    join: with the outbox's statistics taken when it was empty (after a full sync's delivery) a
+    join of the two chose nested loops, 270 ms for a sync's 471 events. The payloads are returned as their JSON text, which the
     caller decodes with the dialect's deserializer (``json.loads`` by default, as SQLite's
     result processing does): psycopg's JSON loader, called per value on its bytes, made the
     claim of a sync's 463 events (217 kB of payloads) with their ``Event`` objects cost 13.6
@@ -650,7 +654,9 @@ def _claim_next() -> Any:
     won = (
         update(outbox)
         .where(
-            outbox.c.seq == any_(cast(select(func.array_agg(batch.c.seq)).scalar_subquery(), ARRAY(outbox.c.seq.type))), outbox.c.delivered_at.is_(None), free
+            outbox.c.seq.between(select(func.min(batch.c.seq)).scalar_subquery(), select(func.max(batch.c.seq)).scalar_subquery()),
+            outbox.c.delivered_at.is_(None),
+            free,
         )
         .values(claimed_by=bindparam("token"), claimed_at=bindparam("now", type_=outbox.c.claimed_at.type))
         .returning(outbox.c.seq, outbox.c.id, outbox.c.name, cast(outbox.c.payload, Text).label("payload"), outbox.c.created_at)
