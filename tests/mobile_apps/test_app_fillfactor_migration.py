@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mdm_core.host import Host
-from tests.conftest import database_param
-from tests.test_apple_migrations import _database_at, _downgrade, _upgrade_then_query
-from tests.test_ids_never_reused import CASES, _insert
+from tests.test_apple_migrations import _downgrade, _upgrade_then_query
+
+from .test_app_published_index import apps_at
 
 APPLIED = "mobile_apps: applied 0011 (application pages kept half full"
 APPS = "SELECT id, adam_id FROM mobile_apps_app ORDER BY id"
@@ -25,9 +25,7 @@ OPTIONS = "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class W
 def test_mobile_apps_0011_keeps_the_applications_pages_half_full(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, kind: str
 ) -> None:
-    url = None if kind == "sqlite" else database_param(request, project_dir, kind)
-    apps = [_insert("mobile_apps_app", CASES["mobile_apps_app"][3], n) for n in (1, 2, 3)]
-    mdm = _database_at(project_dir, monkeypatch, capsys, {"mobile_apps": "0010"}, apps, url)
+    mdm, url = apps_at(project_dir, monkeypatch, capsys, request, kind, "0010")
     kept = [(1, "100"), (2, "200"), (3, "300")]
     assert _upgrade_then_query(mdm, APPLIED, APPS, url=url) == [kept]
     if url is None:
@@ -50,7 +48,7 @@ def test_a_sync_s_new_counts_update_the_applications_in_place_on_postgres(make_h
         for n in range(400)
     ]
     host.db.run_write(lambda session: upsert_assets(host, session, "school", assets))
-    moved = [{**asset, "assignedCount": 2, "availableCount": 8} for asset in assets]
+    moved: list[Any] = [{**asset, "assignedCount": 2, "availableCount": 8} for asset in assets]
 
     def counted(session: Any) -> tuple[int, int]:
         upsert_assets(host, session, "school", moved)

@@ -25,14 +25,16 @@ down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-FILLFACTOR = 50
-
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":  # pages written from now on; those already full stay so
-        op.execute(f"ALTER TABLE mobile_apps_app SET (fillfactor = {FILLFACTOR})")
+    _storage("SET (fillfactor = 50)")  # pages written from now on; those already full stay so
 
 
 def downgrade() -> None:
+    _storage("RESET (fillfactor)")
+
+
+def _storage(change: str) -> None:
+    """Change ``mobile_apps_app``'s storage parameters on PostgreSQL (SQLite has none)."""
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE mobile_apps_app RESET (fillfactor)")
+        op.execute(f"ALTER TABLE mobile_apps_app {change}")
