@@ -648,7 +648,7 @@ def test_an_incremental_sync_joins_its_staged_users_by_the_mirrors_key_on_postgr
     assert summary["users_updated"] and summary["users_created"] and report["counts"]["users"]["changed"] and report["counts"]["users"]["added"]
     users = [on for s, on in planned if "vpp_user" in s or "vpp_stage_user" in s]
     licenses = [on for s, on in planned if "vpp_license" in s]
-    assert len(users) >= 3 and set(users) == {"off"}, planned
+    assert len(users) >= 2 and set(users) == {"off"}, planned  # the read, and the write of the new and changed ones
     assert licenses and set(licenses) == {"on"}, planned
     assert full and {on for _, on in full} == {"on"}, full
     assert_mirror_equals_apple(pg_host, simulator)

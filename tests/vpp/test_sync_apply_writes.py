@@ -262,3 +262,33 @@ def test_an_incremental_sync_takes_its_new_licenses_from_the_statement_that_inse
     assert [p["mdmUserIds"] for p in added if user in p["clientUserIds"]] == [[user]]
     assert all(p["serialNumbers"] == sorted(p["serialNumbers"]) and p["clientUserIds"] == sorted(p["clientUserIds"]) for p in added)
     assert_mirror_equals_apple(synced, simulator)
+
+
+def test_an_incremental_sync_writes_its_new_and_changed_users_by_one_statement(synced: Any, simulator: Any) -> None:
+    """The staged users of an incremental sync reach the mirror by one statement: each new one
+    inserted, each mirrored one that differs updated (an INSERT of the new ones and an UPDATE
+    of the changed ones joined the stage with the mirror once each); the users that did not
+    change keep their row (``updated_at`` as before), and the mirror is Apple's."""
+    from sqlalchemy import select
+
+    from mdm_core.db.typed import table_of
+    from plugins.vpp.models import VppUser
+
+    summary = simulator.mutate_fraction(0.3, seed=11)
+    assert summary["users_created"] and summary["users_updated"] and summary["users_retired"], summary
+    users = table_of(VppUser)
+    stamps = select(users.c.client_user_id, users.c.updated_at)
+    with synced.db.session() as session:
+        before = {user: at for user, at in session.execute(stamps)}
+    with recorded_statements(synced.db.write_engine) as statements:
+        report = sync_account(synced, "school")
+    assert report["status"] == "ok" and report["mode"] == "incremental", report
+    writes = [s.sql.replace('"', "") for s in statements if s.sql.replace('"', "").startswith(("INSERT INTO vpp_user ", "UPDATE vpp_user "))]
+    assert len(writes) == 1 and "ON CONFLICT" in writes[0], writes
+    with synced.db.session() as session:
+        after = {user: at for user, at in session.execute(stamps)}
+    written = {user for user, at in after.items() if before.get(user) != at}
+    counts = report["counts"]["users"]
+    expected = summary["users_created"] + summary["users_updated"] + summary["users_retired"]
+    assert len(written) == counts["added"] + counts["changed"] + counts["retired"] == expected, (len(written), counts, summary)
+    assert_mirror_equals_apple(synced, simulator)
