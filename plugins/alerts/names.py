@@ -77,6 +77,13 @@ class LicenseLevels:
     names: dict[str, str]
     found: dict[str, tuple[str, str]]
 
+    @property
+    def changing(self) -> bool:
+        """Whether the level of any of the assets changes from its recorded state: else their
+        event alerts about nothing and writes nothing (:func:`store.license_counts` finds the
+        same, unless a state changed meanwhile: then as if the event came first)."""
+        return any(previous != level for previous, level in self.found.values())
+
 
 def license_levels(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> LicenseLevels:
     """The level of each of the assets (``{account: assets}``) from its recorded state (``ok``

@@ -134,10 +134,11 @@ def mdm_vpp_token_state_changed(host: Host, event: Event) -> None:
 @ACCOUNT_AS_OF_NOW
 def mdm_vpp_sync_finished(host: Host, event: Event) -> None:
     """N failed syncs in a row; the first success after them."""
-    from .store import on_event, sync_finished
+    from .store import on_event, sync_finished, sync_news
 
     report = cast("SyncReport", event.payload)
-    on_event(host, event, lambda session: sync_finished(host, session, report))
+    if sync_news(host, report):  # a success after a success changes nothing: no transaction
+        on_event(host, event, lambda session: sync_finished(host, session, report))
 
 
 @hookimpl(optionalhook=True)
@@ -163,7 +164,8 @@ def _license_counts(host: Host, event: Event) -> None:
 
     p = cast("AssetsPayload", event.payload)
     levels = license_levels(host, {p["account"]: p["assets"]})  # names of those whose level changes: not every asset's
-    on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], levels=levels))
+    if levels.changing:  # else no asset changes level: no alert, nothing written, no transaction
+        on_event(host, event, lambda session: license_counts(host, session, p["account"], p["assets"], levels=levels))
 
 
 @hookimpl(optionalhook=True)

@@ -139,6 +139,24 @@ def token_state(
 # --------------------------------------------------------------------------- syncs
 
 
+def sync_news(host: Host, report: SyncReport) -> bool:
+    """Whether :func:`sync_finished` may change anything for ``report``: a failure, or a success
+    after failures (or the account's first); read without a transaction. Most syncs succeed
+    after a success: their subscriber then opens no transaction (was: BEGIN, the event's guard
+    row, the state read and locked, COMMIT, for nothing written but the guard; a redelivery of
+    it changes nothing either)."""
+    status, account = report.get("status"), report.get("account")
+    if status not in ("ok", "error") or not account:
+        return False
+    if status == "error":
+        return True
+    subjects = table_of(AlertSubject)
+    query = select(subjects.c.state, subjects.c.failures).where(subjects.c.subject == rules.sync_subject(account))
+    with host.db.reading() as conn:
+        row = conn.execute(query).first()
+    return row is None or (row.state, row.failures) != ("ok", 0)
+
+
 def sync_finished(host: Host, session: Session, report: SyncReport, now: datetime | None = None) -> list[Alert]:
     """Count failures in a row; alert at the N-th, and once more when a sync succeeds again."""
     status, account = report.get("status"), report.get("account")

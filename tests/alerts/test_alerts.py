@@ -642,3 +642,32 @@ def test_syncs_that_change_nothing_leave_the_sync_state_as_it_was(make_host, pro
     assert finished("ok", "2026-05-01 12:00") == datetime(2026, 5, 1, 12, tzinfo=UTC)  # back to no failure
     assert finished("ok", "2026-05-01 13:00") == datetime(2026, 5, 1, 12, tzinfo=UTC)
     assert alerts(host) == []
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_events_that_change_nothing_open_no_alerts_transaction(make_host, project_dir, request, database):
+    """A sync that succeeds after a success, and an assets event whose assets all keep their
+    license level, change no state and alert about nothing: alerts reads its states and opens
+    no transaction (was: the event's guard row inserted and the states read again and locked, in
+    a transaction of each event, a sync's three); a failure and a low asset are still alerted."""
+    host = make_host(config=FAST_VPP + "\n[alerts]\nsync_failures = 1\nlow_licenses = 2\n", database_url=database_param(request, project_dir, database))
+    report = {"account": "school", "trigger": "schedule", "mode": "incremental", "error_type": None, "error": None}
+    asset = {
+        "account": "school", "adamId": "1", "pricingParam": "STDQ", "productType": "App", "assignedCount": 5, "availableCount": 5,
+        "retiredCount": 0, "totalCount": 10, "deviceAssignable": True, "revocable": True, "supportedPlatforms": ["iOS"],
+    }  # fmt: skip
+    assert alerts(host) == []  # the plugins loaded
+
+    def alerts_sql(name: str, payload: dict[str, Any]) -> list[str]:
+        """The statements of alerts' tables that delivering the event ran, each as its verb."""
+        with recorded_statements(host.db.engine) as statements:
+            host.events.dispatch(Event(name=name, payload=payload))
+        return [s.sql.split()[0].upper() for s in statements if "alerts_" in s.sql]
+
+    assert "INSERT" in alerts_sql("vpp_sync_finished", {**report, "status": "ok"})  # the account's first: its state written
+    unchanged = [alerts_sql("vpp_sync_finished", {**report, "status": "ok"}), alerts_sql("vpp_assets_changed", {"account": "school", "assets": [asset]})]
+    assert unchanged == [["SELECT"], ["SELECT"]]
+    assert alerts(host) == []
+    assert "INSERT" in alerts_sql("vpp_assets_changed", {"account": "school", "assets": [{**asset, "assignedCount": 9, "availableCount": 1}]})
+    assert "INSERT" in alerts_sql("vpp_sync_finished", {**report, "status": "error", "error_type": "network", "error": "down"})
+    assert len(titles(host)) == 2 and "low" in str(alerts(host)[0]).lower()
