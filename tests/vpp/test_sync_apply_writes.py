@@ -311,8 +311,13 @@ def test_an_incremental_sync_drops_its_staged_rows_by_one_statement_on_postgresq
         real_delete(self, session, *args)
 
     cleared: list[dict[str, int]] = []
+
+    def vacuumed(host: Host, counts: dict[str, int]) -> list[str]:
+        cleared.append(dict(counts))
+        return []
+
     monkeypatch.setattr(apply.MirrorUpdate, "_delete_stage", counting)
-    monkeypatch.setattr(apply, "vacuum_stage", lambda host, counts: cleared.append(dict(counts)) or [])
+    monkeypatch.setattr(apply, "vacuum_stage", vacuumed)
     summary = simulator.mutate_fraction(0.3, seed=11)
     assert summary["assignments_added"] and summary["users_created"], summary
     with recorded_statements(synced.db.write_engine) as statements:
