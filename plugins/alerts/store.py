@@ -326,11 +326,13 @@ def license_counts(
     moved: list[dict[str, Any]] = []
     new: list[dict[str, Any]] = []
     for key, adam_id, pricing, asset in keyed:
-        threshold = limits.for_asset(adam_id, pricing)
         previous = states.get(key, "ok")
         before = found.get(key)  # found from the same state (most): its level as found, not computed again
+        if before is not None and before[0] == previous and before[1] == previous:
+            continue  # most assets of an incremental sync's event: no alert, no row written (and no threshold looked up)
+        threshold = limits.for_asset(adam_id, pricing)
         level = before[1] if before is not None and before[0] == previous else rules.license_level(asset, threshold, previous, limits.margin)
-        if level == previous:  # most assets of an incremental sync's event: no alert, no row written
+        if level == previous:
             continue
         alert = rules.license_alert(account, asset, previous, level, threshold, names.get(adam_id), limits.margin)
         if alert is None:
