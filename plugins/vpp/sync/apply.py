@@ -454,7 +454,7 @@ def apply_assets(
     mirror: dict[tuple[str, str], Any] = {(r[0], r[1]): r for r in session.execute(query)}  # rows: each one's mapping made only when needed
     now = utcnow()
     added = [row for key, row in assets.items() if key not in mirror]
-    changed = [row for key, row in assets.items() if key in mirror and _differs(mirror[key], row)]
+    changed = [row for key, row in assets.items() if key in mirror and asset_differs(mirror[key], row)]
     removed = [key for key in mirror if key not in assets]
     if added:
         session.execute(insert(A), [{**row, "account_id": acc, "updated_at": now} for row in added])
@@ -507,16 +507,18 @@ HISTORY_COLUMNS = ("account_id", "adam_id", "pricing_param", "at", *COUNT_FIELDS
 #: account and ``updated_at`` (never compared: 1,000 timestamps converted to Python for
 #: nothing); the platforms as the stored JSON text: a few distinct values, each decoded once
 #: (:func:`stored_platforms`), not once per asset by the column's type
+_PLAIN_FIELDS = tuple(f for f in ASSET_FIELDS if f != "supported_platforms")  # compared as they are
 _MIRRORED = (
     A.c.adam_id,
     A.c.pricing_param,
-    *(cast(A.c[f], Text).label(f) if f == "supported_platforms" else A.c[f] for f in ASSET_FIELDS),
+    *(A.c[f] for f in _PLAIN_FIELDS),
+    cast(A.c.supported_platforms, Text).label("supported_platforms"),
     A.c.license_count,
 )
 #: Apple's values but the platforms, as a mirrored row (:data:`_MIRRORED`) holds them and as
 #: Apple's record gives them: compared as two tuples, by C code
-_STORED_VALUES = slice(2, 1 + len(ASSET_FIELDS))
-_APPLE_VALUES = itemgetter(*ASSET_FIELDS[:-1])
+_STORED_VALUES = slice(2, 2 + len(_PLAIN_FIELDS))
+_APPLE_VALUES = itemgetter(*_PLAIN_FIELDS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -666,22 +668,16 @@ def _counts_differ(row: Any, new: dict[str, Any]) -> bool:
     return any(row[k] != new.get(k, 0) for k in COUNT_FIELDS)
 
 
-def _differs(row: Any, new: dict[str, Any]) -> bool:
-    """:func:`asset_differs` of a mirrored row read by :data:`_MIRRORED`: a record of Apple's
-    (``_CHANGED_KEYS``) compared as a tuple of its values (1,000 assets: a generator and a
-    lookup by name per value and asset took 3-5 ms)."""
-    if new.keys() == _CHANGED_KEYS:
-        return row[_STORED_VALUES] != _APPLE_VALUES(new) or stored_platforms(row.supported_platforms) != new["supported_platforms"]
-    return asset_differs(row._mapping, new)
-
-
 def asset_differs(row: Any, new: dict[str, Any]) -> bool:
-    """The mirrored asset (a ``vpp_asset`` row's mapping, its platforms as the stored JSON
-    text) differs from Apple's record (``new``: vpp_asset values, platforms sorted)."""
-    return (
-        any(row[key] != value for key, value in new.items() if key != "supported_platforms")
-        or stored_platforms(row["supported_platforms"]) != new["supported_platforms"]
-    )
+    """The mirrored asset (a row read by :data:`_MIRRORED`, its platforms as the stored JSON
+    text) differs from Apple's record (``new``: vpp_asset values, platforms sorted). A record
+    of every field (``_CHANGED_KEYS``: all of Apple's) is compared as a tuple of its values, by
+    C code (1,000 assets: a generator and a lookup by name per value and asset took 3-5 ms)."""
+    if new.keys() == _CHANGED_KEYS:
+        values_differ = row[_STORED_VALUES] != _APPLE_VALUES(new)
+    else:
+        values_differ = any(row._mapping[key] != value for key, value in new.items() if key != "supported_platforms")
+    return values_differ or stored_platforms(row.supported_platforms) != new["supported_platforms"]
 
 
 class UserEvents:
