@@ -145,28 +145,40 @@ def sync_news(host: Host, report: SyncReport) -> bool:
     after a success: their subscriber then opens no transaction (was: BEGIN, the event's guard
     row, the state read and locked, COMMIT, for nothing written but the guard; a redelivery of
     it changes nothing either)."""
-    status, account = report.get("status"), report.get("account")
-    if status not in ("ok", "error") or not account:
+    account = _reported_account(report)
+    if account is None:
         return False
-    if status == "error":
+    if report.get("status") == "error":
         return True
     subjects = table_of(AlertSubject)
     query = select(subjects.c.state, subjects.c.failures).where(subjects.c.subject == rules.sync_subject(account))
     with host.db.reading() as conn:
-        row = conn.execute(query).first()
-    return row is None or (row.state, row.failures) != ("ok", 0)
+        return not _settled(conn.execute(query).first())
+
+
+def _reported_account(report: SyncReport) -> str | None:
+    """The account a sync's report says something about the health of (its sync ``ok`` or in
+    ``error``); None for "already running", "skipped": no news about the account's health."""
+    account = report.get("account")
+    return account if report.get("status") in ("ok", "error") and account else None
+
+
+def _settled(row: Any) -> bool:
+    """Whether a success changes nothing for the subject (``row``: its state and failures, or
+    None): its state is ``ok`` with no failure counted."""
+    return row is not None and row.state == "ok" and row.failures == 0
 
 
 def sync_finished(host: Host, session: Session, report: SyncReport, now: datetime | None = None) -> list[Alert]:
     """Count failures in a row; alert at the N-th, and once more when a sync succeeds again."""
-    status, account = report.get("status"), report.get("account")
-    if status not in ("ok", "error") or not account:
-        return []  # "already running", "skipped": no news about the account's health
+    account = _reported_account(report)
+    if account is None:
+        return []
     return failure_streak(
         session,
         rules.sync_subject(account),
         account,
-        failed=status == "error",
+        failed=report.get("status") == "error",
         threshold=settings(host).sync_failures,
         now=now or utcnow(),
         failing=lambda failures, since: rules.sync_failing_alert(account, failures, since, report.get("error_type"), report.get("error")),
@@ -194,7 +206,7 @@ def failure_streak(
     kind = key.partition(":")[0]
     row = _subject(session, key)
     if not failed:
-        if row is not None and row.state == "ok" and row.failures == 0:
+        if _settled(row):
             return []
         if row is None:
             _set(session, row, key, kind, account, "ok", now, failures=0)
