@@ -233,10 +233,10 @@ def test_a_full_sync_leaves_no_dead_staged_rows_for_the_next_syncs_to_scan(
     from plugins.vpp.testing import add_simulated_account, assert_mirror_equals_apple
 
     monkeypatch.setattr(apply, "VACUUM_AFTER", 1)  # the simulated account's few users count as many
-    # no progress write from the heartbeat thread during the sync: one that began before the
-    # apply committed (waiting for the run's row) and commits after the vacuum keeps the deleted
-    # rows visible to it, so the vacuum may not remove them (seen once under CI's load)
-    monkeypatch.setattr(stored_progress, "TICK", 3600.0)
+    # the heartbeat's progress writes as often as they come: one still open at the vacuum would
+    # keep the deleted rows visible to it (seen once under CI's load, when the vacuum ran before
+    # the heartbeat stopped)
+    monkeypatch.setattr(stored_progress, "TICK", 0.001)
     add_simulated_account(pg_host, simulator, project_dir)
     statements = _stage_statements(pg_host)
     report = sync_account(pg_host, "school", full=True)
@@ -251,6 +251,37 @@ def test_a_full_sync_leaves_no_dead_staged_rows_for_the_next_syncs_to_scan(
     simulator.mutate_fraction(0.2, seed=4)
     assert sync_account(pg_host, "school")["status"] == "ok"
     assert_mirror_equals_apple(pg_host, simulator)
+
+
+def test_the_staged_rows_are_vacuumed_once_the_sync_s_heartbeat_has_stopped(
+    pg_host: Host, simulator: Any, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat writes the lock's renewal and the sync's progress from a thread of its own;
+    a write of it still open when the staging tables are vacuumed would keep the deleted rows
+    visible to the vacuum. The vacuum comes after the heartbeat has stopped, once per sync,
+    with the rows every try of the apply deleted."""
+    import threading
+
+    from plugins.vpp.sync import apply, stored_progress
+    from plugins.vpp.sync.run import sync_account
+    from plugins.vpp.testing import add_simulated_account
+
+    monkeypatch.setattr(apply, "VACUUM_AFTER", 1)
+    monkeypatch.setattr(stored_progress, "TICK", 0.001)
+    add_simulated_account(pg_host, simulator, project_dir)
+    calls: list[tuple[dict[str, int], list[str]]] = []
+    real = apply.vacuum_stage
+
+    def vacuum(host: Host, cleared: dict[str, int]) -> list[str]:
+        beating = [t.name for t in threading.enumerate() if t.name.startswith("heartbeat-") and t.is_alive()]
+        calls.append((dict(cleared), beating))
+        return real(host, cleared)
+
+    monkeypatch.setattr(apply, "vacuum_stage", vacuum)
+    assert sync_account(pg_host, "school", full=True)["status"] == "ok"
+    assert len(calls) == 1, calls
+    cleared, beating = calls[0]
+    assert beating == [] and cleared.get("vpp_stage_user", 0) > 0, calls
 
 
 def test_the_vacuum_after_a_sync_keeps_the_rows_other_runs_are_staging(

@@ -42,7 +42,7 @@ from ..jobs import SCHEDULED_AFTER
 from ..models import VppAccount, VppStageLicense, VppStageUser, VppSyncRun
 from ..payloads import SyncReport
 from ..recording import record_event
-from . import progress, stored_progress
+from . import apply, progress, stored_progress
 from .apply import apply_read, refresh_statistics
 from .read import DirectFallback, SyncReader, clear_stage, drop_staged
 
@@ -178,6 +178,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
     client = None
     readers: list[SyncReader] = []  # each closed at the end (licenses written straight into the mirror and not committed roll back)
     reports: list[SyncReport] = []  # the report the apply recorded in its transaction (the last try's)
+    cleared: dict[str, int] = {}  # staging table -> rows the apply deleted (vacuumed after the heartbeat)
 
     def finished(counts: dict[str, Any]) -> SyncReport:
         reports.append(_report(account.name, trigger, read.mode, "ok", started, read.pages, counts, None, None))
@@ -205,7 +206,7 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                     read = reader_for().read(mode)
                 beat.check()
                 recorder.writing()  # the apply reads nothing, and clears the progress
-                apply_read(host, account, run_id, read, lock, finished)
+                apply_read(host, account, run_id, read, lock, finished, cleared)
             except DirectFallback as exc:  # rolled back: read again, staging the licenses
                 log.info("account %s: %s; reading again, staging the licenses", account.name, exc)
                 _close(readers, settle=True)
@@ -214,9 +215,12 @@ def _locked_sync(host: Host, account: VppAccount, full: bool, trigger: str, lock
                 read = reader_for(direct=False).read(mode)
                 beat.check()
                 recorder.writing()
-                apply_read(host, account, run_id, read, lock, finished)
+                apply_read(host, account, run_id, read, lock, finished, cleared)
             report = reports[-1]
             _best_effort("vacuum and analyze the mirror (its statistics, its visibility map)", lambda: refresh_statistics(host, report["counts"]))
+        # committed; the heartbeat has stopped: none of its writes (the lock's, the progress's) is
+        # open now, which would keep the deleted staged rows visible to the vacuum
+        apply.vacuum_stage(host, cleared)
     except Exception as exc:  # recorded on the run; the mirror is unchanged
         _close(readers)  # rolled back first: its row locks would hold up the record of the failure
         message = _failure(account.name, trigger, exc, host)
