@@ -69,15 +69,15 @@ def apply_read(
     run_id: int,
     read: AppleRead,
     lock: DbLock,
-    finished: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
-    cleared: dict[str, int] | None = None,
+    finished: Callable[[dict[str, Any]], Mapping[str, Any]] | None,
+    cleared: dict[str, int],
 ) -> dict[str, Any]:
     """Apply ``read`` in one write transaction, if this run still holds ``lock``; returns the
     counts (added/changed/removed). ``LockLost`` (nothing written) when another holder took it.
     ``finished``: the sync's report of these counts, recorded (``vpp_sync_finished``) in the same
-    transaction, after every other event of the sync. The staging tables are vacuumed after the
-    commit (:func:`vacuum_stage`), or, given ``cleared``, the rows deleted from each are added to
-    it and the vacuum is the caller's (the sync's, once its heartbeat has stopped)."""
+    transaction, after every other event of the sync. Once committed, the staged rows it deleted
+    from each staging table are added to ``cleared``: the caller vacuums them
+    (:func:`vacuum_stage`, once the sync's heartbeat has stopped)."""
     mirror = MirrorUpdate(host, account, run_id, lock, finished)
     if read.direct is None:
         counts = host.db.run_write(lambda session: mirror.apply(session, read))
@@ -85,11 +85,8 @@ def apply_read(
         with deferred():  # the transaction that holds the licenses written straight into the mirror
             counts = mirror.apply(read.direct.session, read)  # on failure the sync closes it (rolled back) before recording the failure
             read.direct.session.commit()
-    if cleared is None:
-        vacuum_stage(host, mirror.cleared)
-    else:
-        for table, n in mirror.cleared.items():
-            cleared[table] = cleared.get(table, 0) + n
+    for table, n in mirror.cleared.items():
+        cleared[table] = cleared.get(table, 0) + n
     return counts
 
 
