@@ -44,6 +44,13 @@ class BinaryArray(TypeDecorator[Any]):
     impl = ARRAY
     cache_ok = True
 
+    def __init__(self, item_type: Any):
+        super().__init__(item_type)
+        # a constructor argument of its own: SQLAlchemy's statement cache keys a type by the
+        # arguments its constructor names, so that an array of integers and one of strings
+        # are not served each other's compiled statement (and bind processing)
+        self.item_type = item_type
+
     def bind_processor(self, dialect: Any) -> Callable[[Any], Any] | None:
         items = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
         if dialect.driver != "psycopg" or items is None:

@@ -136,3 +136,18 @@ def test_rows_deleted_and_matched_by_array_parameters_are_exactly_the_named_ones
             assert [type(a) for a in arrays] == [BinaryList] * 3
     finally:
         engine.dispose()
+
+
+def test_statements_alike_but_for_their_arrays_item_types_are_cached_apart() -> None:
+    """SQLAlchemy's statement cache keys a type by the arguments its constructor names: a
+    statement binding an array of integers is never served the compiled form (and the bind
+    processing) of one binding an array of strings, and a statement alike in every way is."""
+    from sqlalchemy import Integer, String, any_, bindparam, literal_column
+
+    from mdm_core.db.bulk import BinaryArray
+
+    def statement(item: Any) -> Any:
+        return select(literal_column("1")).where(literal_column("x") == any_(bindparam("keys", type_=BinaryArray(item))))
+
+    assert statement(Integer())._generate_cache_key() != statement(String())._generate_cache_key()
+    assert statement(String())._generate_cache_key() == statement(String())._generate_cache_key()
