@@ -138,16 +138,24 @@ def test_rows_deleted_and_matched_by_array_parameters_are_exactly_the_named_ones
         engine.dispose()
 
 
-def test_statements_alike_but_for_their_arrays_item_types_are_cached_apart() -> None:
+def test_statements_alike_but_for_their_arrays_item_types_each_bind_their_own(pg_url: str) -> None:
     """SQLAlchemy's statement cache keys a type by the arguments its constructor names: a
-    statement binding an array of integers is never served the compiled form (and the bind
-    processing) of one binding an array of strings, and a statement alike in every way is."""
-    from sqlalchemy import Integer, String, any_, bindparam, literal_column
+    statement binding an array of strings after one alike binding an array of times is not
+    served the other's compiled form (cast to ``timestamptz[]``) and bind processing (each
+    element's ``tzinfo`` asked: it raised for a string). Run on PostgreSQL, the only database
+    that takes array parameters."""
+    from sqlalchemy import Text, bindparam, func
 
     from mdm_core.db.bulk import BinaryArray
 
     def statement(item: Any) -> Any:
-        return select(literal_column("1")).where(literal_column("x") == any_(bindparam("keys", type_=BinaryArray(item))))
+        return select(func.cardinality(bindparam("keys", type_=BinaryArray(item))))
 
-    assert statement(Integer())._generate_cache_key() != statement(String())._generate_cache_key()
-    assert statement(String())._generate_cache_key() == statement(String())._generate_cache_key()
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(statement(UTCDateTime()), {"keys": [datetime(2026, 1, 1, tzinfo=UTC)]}).scalar_one() == 1
+            assert conn.execute(statement(Text()), {"keys": ["b", "c"]}).scalar_one() == 2
+            assert conn.execute(statement(UTCDateTime()), {"keys": [datetime(2026, 1, 1, tzinfo=PARIS)] * 3}).scalar_one() == 3
+    finally:
+        engine.dispose()
