@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def _error(response) -> tuple[int, int]:
     return response.status_code, response.json()["errorNumber"]
@@ -89,6 +91,21 @@ def test_disassociate_and_revoke(fresh):
     again = fresh.run("assets/revoke", {"serialNumbers": ["D2", "D3"]})
     assert (again["eventStatus"], again["numCompleted"]) == ("FAILED", 0)
     assert [(f["errorNumber"], f["errorInfo"]) for f in again["failures"]] == [(9610, {"serialNumbers": ["D2", "D3"]})]
+
+
+def test_an_event_fault_with_an_error_number_apple_does_not_document_is_refused(fresh):
+    """It used to be armed, then to fail the status request that ran the event (the simulator's
+    own HTTP 500), which a test read as Apple unreachable."""
+    sim = fresh.sim
+    key = sim.purchase(count=4)
+    fresh.run("assets/associate", {"assets": [_ref(key)], "serialNumbers": ["D1"]})
+    with pytest.raises(ValueError, match="unknown Apple error number 9616: use one of 9600, 9601"):
+        sim.fail_next_event("DISASSOCIATE", 9616)
+    status = fresh.run("assets/disassociate", {"assets": [_ref(key)], "serialNumbers": ["D1"]})  # nothing was armed
+    assert (status["eventStatus"], status["numCompleted"]) == ("COMPLETE", 1)
+    sim.fail_next_event("ASSOCIATE", 9709)  # a documented one is armed
+    status = fresh.run("assets/associate", {"assets": [_ref(key)], "serialNumbers": ["D2"]})
+    assert (status["eventStatus"], [f["errorNumber"] for f in status["failures"]]) == ("FAILED", [9709])
 
 
 def test_synchronous_asset_errors(fresh):

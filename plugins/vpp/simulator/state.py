@@ -257,7 +257,11 @@ class SimState:
     def fail_next_event(self, event_type: str, error_number: int | None = 9603, silent: bool = False) -> None:
         """The next event of this type does nothing: it FAILs naming every target with
         ``error_number`` (9603: Apple's internal error, worth retrying), or with ``silent`` it says
-        COMPLETE without failures while ``numCompleted`` stays 0."""
+        COMPLETE without failures while ``numCompleted`` stays 0. An error number Apple does not
+        document (:data:`.errors.ERROR_MESSAGES`) is refused here: it used to fail the status
+        request that ran the event, as the simulator's own error (HTTP 500, 9603)."""
+        if error_number is not None and error_number not in ERROR_MESSAGES:
+            raise ValueError(f"unknown Apple error number {error_number}: use one of {', '.join(map(str, sorted(ERROR_MESSAGES)))}")
         with self.lock:
             self.event_faults.append({"event_type": event_type.upper(), "error_number": error_number, "silent": silent})
 
