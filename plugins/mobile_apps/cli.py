@@ -81,9 +81,9 @@ def register(subparsers: Any) -> None:
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=_reclaim)
 
-    shown = "pending, failed and irrevocable reclaims, then how many done or canceled ones are not shown (--all lists every one recorded)"
+    shown = "pending, failed and irrevocable reclaims (not a failed one reclaimed again since), then how many others are not shown (--all lists them)"
     recs = sub.add_parser("reclaims", help=shown, description=f"Every reclaim is recorded. This lists the {shown}.")
-    recs.add_argument("--all", action="store_true", help="every reclaim recorded: done and canceled ones too")
+    recs.add_argument("--all", action="store_true", help="every reclaim recorded: done, canceled and superseded ones too")
     add_list_options(recs)
     recs.set_defaults(func=_reclaims)
 
@@ -280,15 +280,16 @@ def _reclaims(host: Host, args: argparse.Namespace) -> int:
 
     rows = iter_reclaims(host, everything=args.all, offset=args.offset, limit=args.limit)
     fmt = output_format(args)
+    columns = ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"]
     print_rows(
         rows,
         fmt,
-        ["id", "account", "adam_id", "pricing_param", "kind", "target", "reason", "status", "attempts", "next_attempt_at", "last_error"],
+        columns + ["superseded_by"] if args.all else columns,  # open ones are never superseded
         empty="no pending, failed or irrevocable reclaims" if not args.all else "no reclaims",
     )
     hidden = 0 if args.all or fmt != "text" else count_closed(host)
     if hidden:  # every reclaim is recorded: say that the finished ones are there
-        print(f"{hidden} done or canceled reclaim(s) not shown: `mdm apps reclaims --all` lists them")
+        print(f"{hidden} done, canceled or superseded reclaim(s) not shown: `mdm apps reclaims --all` lists them")
     return 0
 
 

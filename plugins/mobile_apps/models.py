@@ -105,7 +105,8 @@ class Install(SQLModel, table=True):
 
 
 class Reclaim(SQLModel, table=True):
-    """A license to give back to the pool: pending, done, failed or irrevocable."""
+    """A license to give back to the pool: pending, done, failed or irrevocable (a failed one
+    reclaimed again later is ``superseded_by`` that later reclaim)."""
 
     __tablename__ = "mobile_apps_reclaim"
     __table_args__ = (
@@ -126,6 +127,9 @@ class Reclaim(SQLModel, table=True):
     last_error: str | None = None
     unconfirmed: bool = False  # pending: Apple took the request and has not confirmed it yet (mobile_apps migration 0008)
     unretired: bool = False  # pending revoke: its licenses are released, its VPP user not retired yet (migration 0009)
+    #: failed: the id of a later reclaim of the same license (or revoke), which took its place: no
+    #: longer open, and pruned with the history (mobile_apps migration 0012)
+    superseded_by: int | None = None
     event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -26,7 +26,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import Column, ColumnElement, and_, bindparam, func, not_, or_, select, update
 from sqlmodel import Session, col
 
 from mdm_core.db.bulk import in_chunks
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FINAL = ("done", "failed", "irrevocable", "canceled")
-#: reclaims an admin may have to act on: ``mdm apps reclaims`` lists them (the others with ``--all``)
+#: reclaims an admin may have to act on: ``mdm apps reclaims`` lists them (the others with
+#: ``--all``), but for a failed one reclaimed again since (``superseded_by``: :func:`_open`)
 OPEN = ("pending", "failed", "irrevocable")
 #: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
 ALL = "*"
@@ -109,7 +110,8 @@ def create_reclaims(
     """Record a reclaim per license (``pending``, or ``irrevocable``) and a revoke per
     ``(account, kind, target)`` of ``revokes``; returns the pending ids.
 
-    A license (or revoke) that already has a pending reclaim is not recorded twice. With
+    A license (or revoke) that already has a pending reclaim is not recorded twice; one whose
+    reclaim failed is recorded again, the failed one ``superseded_by`` the new one. With
     ``event``, the rows are written once per event (a redelivered event adds nothing) and carry
     its id as their ``cause``. ``irrevocable``: :func:`irrevocable_assets` of these licenses,
     when the caller has read them already (a :class:`ReclaimPlan`).
@@ -124,20 +126,24 @@ def create_reclaims(
             kind, target = ("device", lic["serialNumber"]) if lic.get("serialNumber") else ("user", lic["clientUserId"])
             wanted.append((lic["account"], lic["adamId"], lic["pricingParam"], kind, target))
         for account, adam_id, pricing, kind, target in wanted:
-            existing = (
-                session.execute(
-                    select(Reclaim).where(
-                        col(Reclaim.account) == account,
-                        col(Reclaim.adam_id) == adam_id,
-                        col(Reclaim.pricing_param) == pricing,
-                        col(Reclaim.kind) == kind,
-                        col(Reclaim.target) == target,
-                        col(Reclaim.status).in_(("pending", "irrevocable")),
-                    )
+            found = session.execute(
+                select(Reclaim)
+                .where(
+                    col(Reclaim.account) == account,
+                    col(Reclaim.adam_id) == adam_id,
+                    col(Reclaim.pricing_param) == pricing,
+                    col(Reclaim.kind) == kind,
+                    col(Reclaim.target) == target,
+                    _open(),
                 )
-                .scalars()
-                .first()
-            )
+                .order_by(col(Reclaim.id))
+            ).scalars()
+            existing, failed = None, []
+            for found_row in found:
+                if found_row.status == "failed":
+                    failed.append(found_row)
+                elif existing is None:
+                    existing = found_row
             if existing is not None and (existing.status == "irrevocable" or adam_id != ALL or existing.reason == reason):
                 if existing.status == "pending":  # already being reclaimed, or known to be irrevocable
                     ids.append(existing.id)
@@ -151,6 +157,9 @@ def create_reclaims(
                 row.last_error = "the asset is irrevocable: Apple does not allow reclaiming its licenses (error 9706)"
             session.add(row)
             session.flush()
+            for earlier in failed:  # tried again: the failed one is history now (listed with --all, pruned)
+                earlier.superseded_by, earlier.updated_at = row.id, utcnow()
+                session.add(earlier)
             if row.status == "irrevocable":
                 _finished(host, session, row)
             else:
@@ -752,23 +761,30 @@ def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     return data
 
 
+def _open() -> ColumnElement[bool]:
+    """SQL: the reclaim is open (:data:`OPEN`): pending, irrevocable, or failed and not
+    superseded by a later reclaim of the same license."""
+    return and_(col(Reclaim.status).in_(OPEN), col(Reclaim.superseded_by).is_(None))
+
+
 def iter_reclaims(host: Host, everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first;
-    streamed (constant memory)."""
+    """Open reclaims (:func:`_open`; all of them with ``everything``), oldest first; streamed
+    (constant memory)."""
     query = select(Reclaim).order_by(col(Reclaim.id))
     if not everything:
-        query = query.where(col(Reclaim.status).in_(OPEN))
+        query = query.where(_open())
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
 def count_closed(host: Host) -> int:
-    """How many reclaims are ``done`` or ``canceled`` (those ``mdm apps reclaims`` lists only with ``--all``)."""
+    """How many reclaims are not open: ``done``, ``canceled``, or failed and superseded (those
+    ``mdm apps reclaims`` lists only with ``--all``)."""
     with host.db.reading() as conn:
-        return int(conn.execute(select(func.count()).select_from(table_of(Reclaim)).where(col(Reclaim.status).not_in(OPEN))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(table_of(Reclaim)).where(not_(_open()))).scalar_one())
 
 
 def list_reclaims(host: Host, everything: bool = False) -> list[dict[str, Any]]:
-    """Pending, failed and irrevocable reclaims (all of them with ``everything``), oldest first."""
+    """Open reclaims (all of them with ``everything``), oldest first."""
     return list(iter_reclaims(host, everything))
 
 

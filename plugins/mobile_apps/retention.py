@@ -4,7 +4,8 @@ back adds a row, which `mdm apps installs` and `mdm apps reclaims --all` list fo
 stays. What is still under way or needs the admin stays, whatever its age: an install waiting
 for Apple, the user or the device (``associating``, ``invited``, ``pending``, ``queued``: the
 install whose commands a reclaim withdraws) or licensed for a user without a device
-(``licensed``); a reclaim ``pending``, ``failed`` or ``irrevocable`` (listed without ``--all``).
+(``licensed``); a reclaim ``pending``, ``failed`` or ``irrevocable`` (listed without ``--all``),
+but for a failed one that a later reclaim of the same license superseded.
 An install's or a reclaim's id (in its events and the API) is never given again once deleted:
 the tables count their ids up on SQLite too (``AUTOINCREMENT``, mobile_apps migration 0007)."""
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, or_
 
 from mdm_core.db.typed import table_of
 from mdm_core.housekeeping import delete_in_chunks
@@ -30,11 +33,14 @@ ENDED: dict[type[SQLModel], tuple[str, ...]] = {Install: ("failed", "canceled", 
 
 def prune_history(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     """Delete the installs and reclaims that ended more than ``[mobile_apps]
-    history_retention_days`` before ``now``; returns the rows deleted by table."""
+    history_retention_days`` before ``now`` (a failed reclaim has ended once a later reclaim of
+    the same license superseded it); returns the rows deleted by table."""
     before = now - timedelta(days=settings(host).history_retention_days)
     deleted = {}
     for model, ended in ENDED.items():
         table = table_of(model)
-        where = [table.c.status.in_(ended), table.c.updated_at < before]
-        deleted[table.name] = delete_in_chunks(host.db, table, table.c.id, where, chunk)
+        over: ColumnElement[bool] = table.c.status.in_(ended)
+        if model is Reclaim:
+            over = or_(over, table.c.superseded_by.is_not(None))
+        deleted[table.name] = delete_in_chunks(host.db, table, table.c.id, [over, table.c.updated_at < before], chunk)
     return deleted

@@ -295,7 +295,7 @@ def test_reclaims_says_how_many_finished_ones_it_does_not_show(on_both, simulato
     code, out, err = mdm("apps", "reclaims")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[-1] == f"{len(closed)} done or canceled reclaim(s) not shown: `mdm apps reclaims --all` lists them"
+    assert lines[-1] == f"{len(closed)} done, canceled or superseded reclaim(s) not shown: `mdm apps reclaims --all` lists them"
     assert not {line.split()[0] for line in lines[:-1]} & {str(r["id"]) for r in closed}
     code, out, _ = mdm("apps", "reclaims", "--all")
     assert code == 0 and "not shown" not in out
@@ -350,3 +350,48 @@ def test_reclaim_for_a_device_or_user_this_mdm_does_not_know_says_so_and_fails(o
     held = seeded_holder(simulator, a["adamId"])  # never enrolled here, holding a license: reclaimed
     code, out, err = mdm("apps", "reclaim", a["adamId"], "--device", held)
     assert code == 0 and f"{held}: done: license reclaimed" in out, err
+
+
+def test_a_failed_reclaim_reclaimed_again_is_no_longer_listed_open(on_both, simulator):
+    """Apple refused a reclaim (it stays `failed`, for the admin to act on); the admin reclaimed
+    the license again and Apple took it back: the failed reclaim stayed listed as open for good
+    (and was never pruned), as if the license were still out. The new reclaim supersedes it."""
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    add_device(host, serial, "iOS")
+    simulator.fail_next_event("DISASSOCIATE", 9706)
+    code, out, _ = mdm("apps", "reclaim", a["adamId"], "--device", serial)
+    assert code == 1 and f"{serial}: failed: Apple refused" in out, out
+    code, out, _ = mdm("apps", "reclaims", "--json")
+    [failed] = json.loads(out)
+    assert (failed["status"], failed["serialNumber"], failed.get("superseded_by")) == ("failed", serial, None)
+
+    code, out, _ = mdm("apps", "reclaim", a["adamId"], "--device", serial)  # Apple takes it this time
+    assert code == 0 and f"{serial}: done: license reclaimed" in out, out
+    assert serial not in holders(simulator, a["adamId"])
+    code, out, _ = mdm("apps", "reclaims", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = mdm("apps", "reclaims")
+    assert out.splitlines() == [
+        "no pending, failed or irrevocable reclaims",
+        "2 done, canceled or superseded reclaim(s) not shown: `mdm apps reclaims --all` lists them",
+    ]
+    shown = {r["id"]: (r["status"], r["superseded_by"]) for r in list_reclaims(host, everything=True)}
+    assert shown == {failed["id"]: ("failed", failed["id"] + 1), failed["id"] + 1: ("done", None)}
+    code, out, _ = mdm("apps", "reclaims", "--all")
+    assert out.splitlines()[0].split()[-1] == "superseded_by" and out.splitlines()[1].split()[-1] == str(failed["id"] + 1), out
+
+
+def test_a_failed_reclaim_stays_open_while_nothing_reclaimed_its_license_again(on_both, simulator):
+    """Another license's reclaim, or another device's of the same app, supersedes nothing."""
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    first, second = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[:2]
+    for serial in (first, second):
+        add_device(host, serial, "iOS")
+    simulator.fail_next_event("DISASSOCIATE", 9706)
+    assert mdm("apps", "reclaim", a["adamId"], "--device", first)[0] == 1
+    assert mdm("apps", "reclaim", a["adamId"], "--device", second)[0] == 0
+    code, out, _ = mdm("apps", "reclaims", "--json")
+    assert [(r["serialNumber"], r["status"], r["superseded_by"]) for r in json.loads(out)] == [(first, "failed", None)]

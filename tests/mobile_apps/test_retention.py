@@ -53,17 +53,22 @@ def test_ended_installs_and_reclaims_go_after_their_retention_the_others_stay(ma
     installs["newest-removed"] = install("removed", 400)  # the highest id: goes too (it was kept, so that SQLite never gave it again)
     reclaims = {s: reclaim(s, 400) for s in ("pending", "failed", "irrevocable", "done", "canceled")}
     reclaims["recent-done"] = reclaim("done", 90)
+    reclaims["superseded"] = reclaim("failed", 400)  # reclaimed again since: history, pruned like a done one
+    reclaims["superseded"].superseded_by = 1
+    reclaims["recent-superseded"] = reclaim("failed", 90)
+    reclaims["recent-superseded"].superseded_by = 1
     reclaims["newest-done"] = reclaim("done", 400)
     for row in [*installs.values(), *reclaims.values()]:
         _add(host, row)  # one at a time: ids in this order
 
     deleted = housekeeping(host, NOW)
 
-    assert (deleted["mobile_apps_install"], deleted["mobile_apps_reclaim"]) == (4, 3)
+    assert (deleted["mobile_apps_install"], deleted["mobile_apps_reclaim"]) == (4, 4)
     assert _kept(host, Install, installs) == set(installs) - {"failed", "canceled", "removed", "newest-removed"}
-    assert _kept(host, Reclaim, reclaims) == set(reclaims) - {"done", "canceled", "newest-done"}
+    assert _kept(host, Reclaim, reclaims) == set(reclaims) - {"done", "canceled", "superseded", "newest-done"}
     assert housekeeping(host, NOW)["mobile_apps_install"] == 0
-    assert housekeeping(host, NOW + timedelta(days=11))["mobile_apps_install"] == 1  # recent-failed's turn
+    pruned = housekeeping(host, NOW + timedelta(days=11))
+    assert (pruned["mobile_apps_install"], pruned["mobile_apps_reclaim"]) == (1, 2)  # recent-failed's turn; recent-done's and recent-superseded's
 
     for model, newest in ((Install, installs["newest-removed"].id), (Reclaim, reclaims["newest-done"].id)):
         later = install("failed", 0) if model is Install else reclaim("done", 0)
