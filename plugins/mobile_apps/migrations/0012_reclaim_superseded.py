@@ -5,7 +5,7 @@ on. Reclaiming the same license again (same account, asset, pricing, device or u
 new reclaim beside it, and the failed one stayed listed for good, even once the new one had
 taken the license back, and the history's retention never deleted it. It gets ``superseded_by``:
 the id of the later reclaim. The failed reclaims that already have a later one of the same
-license are given the first of them.
+license are given the next of them.
 
 Revision ID: 0012
 Revises: 0011
@@ -35,9 +35,15 @@ def upgrade() -> None:
     license_columns: list[ColumnClause[Any]] = [sa.column(name, sa.String) for name in LICENSE]
     columns: list[ColumnClause[Any]] = [sa.column("id", sa.Integer), sa.column("status", sa.String), sa.column("superseded_by", sa.Integer), *license_columns]
     reclaim = sa.table("mobile_apps_reclaim", *columns)
-    later = reclaim.alias("later")
-    first_later = sa.select(sa.func.min(later.c.id)).where(later.c.id > reclaim.c.id, *(later.c[name] == reclaim.c[name] for name in LICENSE)).scalar_subquery()
-    op.execute(reclaim.update().where(reclaim.c.status == "failed").values(superseded_by=first_later))
+    # each reclaim with the next one of its license, numbered by one sort of the table (a
+    # subquery per failed reclaim scanned the whole table: no index holds the license's columns)
+    following = sa.func.lead(reclaim.c.id).over(partition_by=license_columns, order_by=reclaim.c.id)
+    ordered = sa.select(reclaim.c.id, reclaim.c.status, following.label("next_id")).subquery("ordered")
+    bind = op.get_bind()
+    superseded = bind.execute(sa.select(ordered.c.id, ordered.c.next_id).where(ordered.c.status == "failed", ordered.c.next_id.is_not(None))).all()
+    mark = reclaim.update().where(reclaim.c.id == sa.bindparam("reclaim_id")).values(superseded_by=sa.bindparam("next_id"))
+    for start in range(0, len(superseded), 1000):
+        bind.execute(mark, [{"reclaim_id": row[0], "next_id": row[1]} for row in superseded[start : start + 1000]])
 
 
 def downgrade() -> None:
