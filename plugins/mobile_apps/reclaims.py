@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FINAL = ("done", "failed", "irrevocable", "canceled")
 #: reclaims an admin may have to act on: ``mdm apps reclaims`` lists them (the others with
-#: ``--all``), but for a failed one reclaimed again since (``superseded_by``: :func:`_open`)
+#: ``--all``), but for a failed one reclaimed again since (``superseded_by``: :func:`is_open`)
 OPEN = ("pending", "failed", "irrevocable")
 #: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
 ALL = "*"
@@ -134,7 +134,7 @@ def create_reclaims(
                     col(Reclaim.pricing_param) == pricing,
                     col(Reclaim.kind) == kind,
                     col(Reclaim.target) == target,
-                    _open(),
+                    is_open(),
                 )
                 .order_by(col(Reclaim.id))
             ).scalars()
@@ -761,18 +761,20 @@ def reclaim_dict(row: Reclaim) -> dict[str, Any]:
     return data
 
 
-def _open() -> ColumnElement[bool]:
+def is_open() -> ColumnElement[bool]:
     """SQL: the reclaim is open (:data:`OPEN`): pending, irrevocable, or failed and not
-    superseded by a later reclaim of the same license."""
-    return and_(col(Reclaim.status).in_(OPEN), col(Reclaim.superseded_by).is_(None))
+    superseded by a later reclaim of the same license. The others have ended: the history's
+    retention prunes them (:func:`.retention.prune_history`)."""
+    reclaim = table_of(Reclaim)
+    return and_(reclaim.c.status.in_(OPEN), reclaim.c.superseded_by.is_(None))
 
 
 def iter_reclaims(host: Host, everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Open reclaims (:func:`_open`; all of them with ``everything``), oldest first; streamed
+    """Open reclaims (:func:`is_open`; all of them with ``everything``), oldest first; streamed
     (constant memory)."""
     query = select(Reclaim).order_by(col(Reclaim.id))
     if not everything:
-        query = query.where(_open())
+        query = query.where(is_open())
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
@@ -780,7 +782,7 @@ def count_closed(host: Host) -> int:
     """How many reclaims are not open: ``done``, ``canceled``, or failed and superseded (those
     ``mdm apps reclaims`` lists only with ``--all``)."""
     with host.db.reading() as conn:
-        return int(conn.execute(select(func.count()).select_from(table_of(Reclaim)).where(not_(_open()))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(table_of(Reclaim)).where(not_(is_open()))).scalar_one())
 
 
 def list_reclaims(host: Host, everything: bool = False) -> list[dict[str, Any]]:
@@ -796,6 +798,7 @@ __all__ = [
     "ReclaimPlan",
     "count_closed",
     "create_reclaims",
+    "is_open",
     "iter_reclaims",
     "list_reclaims",
     "on_device_removed",

@@ -14,33 +14,32 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, Table, not_
 
 from mdm_core.db.typed import table_of
 from mdm_core.housekeeping import delete_in_chunks
 
 from .models import Install, Reclaim
+from .reclaims import is_open
 from .settings import settings
 
 if TYPE_CHECKING:
-    from sqlmodel import SQLModel
-
     from mdm_core.host import Host
 
-#: the statuses of an install or a reclaim that has ended, and that nothing reads again
-ENDED: dict[type[SQLModel], tuple[str, ...]] = {Install: ("failed", "canceled", "removed"), Reclaim: ("done", "canceled")}
+#: the statuses of an install that has ended, and that nothing reads again
+ENDED_INSTALLS = ("failed", "canceled", "removed")
+
+
+def _ended() -> list[tuple[Table, ColumnElement[bool]]]:
+    """Each table with what says a row of it has ended, and nothing reads it again: an install
+    :data:`ENDED_INSTALLS`; a reclaim no longer open (:func:`.reclaims.is_open`: ``done``,
+    ``canceled``, or failed and superseded by a later reclaim of the same license)."""
+    installs = table_of(Install)
+    return [(installs, installs.c.status.in_(ENDED_INSTALLS)), (table_of(Reclaim), not_(is_open()))]
 
 
 def prune_history(host: Host, now: datetime, chunk: int) -> dict[str, int]:
     """Delete the installs and reclaims that ended more than ``[mobile_apps]
-    history_retention_days`` before ``now`` (a failed reclaim has ended once a later reclaim of
-    the same license superseded it); returns the rows deleted by table."""
+    history_retention_days`` before ``now`` (:func:`_ended`); returns the rows deleted by table."""
     before = now - timedelta(days=settings(host).history_retention_days)
-    deleted = {}
-    for model, ended in ENDED.items():
-        table = table_of(model)
-        over: ColumnElement[bool] = table.c.status.in_(ended)
-        if model is Reclaim:
-            over = or_(over, table.c.superseded_by.is_not(None))
-        deleted[table.name] = delete_in_chunks(host.db, table, table.c.id, [over, table.c.updated_at < before], chunk)
-    return deleted
+    return {table.name: delete_in_chunks(host.db, table, table.c.id, [ended, table.c.updated_at < before], chunk) for table, ended in _ended()}
