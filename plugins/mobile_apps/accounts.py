@@ -83,11 +83,12 @@ def wait_or_cancel(row: Install) -> bool:
 
 
 def account_removed(host: Host, session: Session, account: str) -> None:
-    """Close what waits under the removed ``account``: installs ``pending`` or ``invited``
-    and pending reclaims end ``canceled`` with :func:`removed_reason` (a redelivered event finds
-    none left); installs ``associating`` keep their status and carry the reason, which the
+    """Close what waits under the removed ``account``: installs ``pending`` or ``invited``,
+    pending reclaims, and failed or irrevocable ones still open (nothing can reclaim their
+    licenses under that name any more) end ``canceled`` with :func:`removed_reason` (a
+    redelivered event finds none left); installs ``associating`` keep their status and carry the reason, which the
     installs job's resume of an interrupted install turns into ``canceled``."""
-    from .reclaims import cancel_reclaims
+    from .reclaims import ENDED, cancel_reclaims, close_ended, is_open
 
     reason, now = removed_reason(account), utcnow()
     waiting = select(Install).where(col(Install.account) == account, col(Install.status).in_(("pending", "invited")))
@@ -100,6 +101,8 @@ def account_removed(host: Host, session: Session, account: str) -> None:
         session.add(row)
     pending = select(Reclaim).where(col(Reclaim.account) == account, col(Reclaim.status) == "pending")
     cancel_reclaims(host, session, list(session.execute(pending).scalars()), reason)
+    ended = select(Reclaim).where(col(Reclaim.account) == account, is_open(), col(Reclaim.status).in_(ENDED))
+    close_ended(host, session, list(session.execute(ended).scalars()), "canceled", reason)
 
 
 #: what the admin does about an application whose VPP account was removed, by what was asked

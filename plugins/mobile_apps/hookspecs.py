@@ -79,7 +79,10 @@ def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
     """A reclaim of a VPP license reached an end state.
 
     When: after Apple confirmed (``done``) or refused (``failed``) a disassociation, or when the
-    asset turned out irrevocable (``irrevocable``, never attempted).
+    asset turned out irrevocable (``irrevocable``, never attempted); a pending reclaim ``canceled``
+    (its device or user came back, its account was removed). A ``failed`` or ``irrevocable`` one
+    is announced again when it ends ``done`` (a sync showed its license released elsewhere) or
+    ``canceled`` (its account was removed).
     Args: ``host``; ``event``, whose ``event.payload`` (``ReclaimFinishedPayload``) has ``id``, ``account``, ``adamId``, ``pricingParam``,
     ``serialNumber`` or ``clientUserId``, ``reason`` (``device_removed``, ``user_removed``, ``manual``,
     ``unused``), ``status`` and ``error``.

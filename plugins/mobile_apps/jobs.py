@@ -42,12 +42,15 @@ def metadata_job(host: Host) -> dict[str, int]:
 
 def reclaim_job(host: Host) -> dict[str, int]:
     """Retry the pending reclaims that are due; every pending one when the admin runs the job
-    (``mdm jobs run mobile_apps.reclaim``: Apple is back, do not wait for the back-off)."""
-    from .reclaims import process
+    (``mdm jobs run mobile_apps.reclaim``: Apple is back, do not wait for the back-off). Then
+    end ``done`` the failed or irrevocable ones whose license the mirror no longer holds
+    (``released``: :func:`.reclaims.close_released`)."""
+    from .reclaims import close_released, process
 
     if not VppPort(host).available:
         return {}
     counts = process(host, due_only=not run_is_forced())
+    counts["released"] = close_released(host)  # failed or irrevocable ones whose license was taken back by other means
     if counts["pending"]:
         log.warning("%d reclaim(s) still pending; retrying in %ss", counts["pending"], settings(host).reclaim_retry)
     return counts

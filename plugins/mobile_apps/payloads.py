@@ -67,7 +67,8 @@ class AppUpdatedPayload(TypedDict):
 
 class ReclaimFinishedPayload(TypedDict):
     """``mobile_apps_reclaim_finished``: a reclaim reached ``done``, ``failed``, ``irrevocable`` or
-    ``canceled`` (the removed device or user came back before Apple was asked);
+    ``canceled`` (the removed device or user came back before Apple was asked, or its account was
+    removed); a failed or irrevocable one is announced again when it ends ``done`` or ``canceled``;
     it names the device (``serialNumber``) or the user (``clientUserId``). ``adamId`` and
     ``pricingParam`` are ``*`` for Apple's revoke of every revocable license of a removed
     device or user."""

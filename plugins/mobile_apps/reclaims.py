@@ -75,6 +75,11 @@ WAITING = "waiting"
 ALREADY = "released already at Apple (error {number}): nothing was left to take back"
 #: the same, known from the mirror without asking Apple again
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
+#: what a failed or irrevocable reclaim says once the mirror shows its license released
+#: (``last_error`` of the ``done`` one :func:`close_released` ends)
+RELEASED_ELSEWHERE = "released at Apple after this reclaim failed (in Apple's portal, or by another MDM): nothing was left to take back"
+#: the final statuses of a reclaim that stays open (:data:`OPEN`) until it is superseded or closed
+ENDED = ("failed", "irrevocable")
 #: a removed user's revoke whose licenses are released, its VPP user not retired yet
 NOT_RETIRED = "its licenses are released at Apple; its VPP user could not be retired yet: asking again later"
 #: the outcome (:data:`Outcome`) of a removed user's revoke whose licenses are released and whose
@@ -284,18 +289,7 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
     following it (a notification or a sync told the mirror), and asking again would only be
     answered 9610. A removal's revoke is known done when every license it rode for is (a
     user's is then not asked again either: :func:`_retire_released` retires its VPP user)."""
-    port = VppPort(host)
-    asked = [r for r in rows if r.adam_id != ALL and r.event_ids]
-    held: set[tuple[str, str, str, str, str]] = set()  # (account, adamId, pricingParam, kind, target)
-    per_asset: dict[tuple[str, str], list[Reclaim]] = {}
-    for r in asked:
-        per_asset.setdefault((r.account, r.adam_id), []).append(r)
-    for (account, adam_id), group in sorted(per_asset.items()):  # these targets' licenses of the asset, by chunks of targets
-        devices, users = [r.target for r in group if r.kind == "device"], [r.target for r in group if r.kind == "user"]
-        for lic in port.licenses(account=account, adam_id=adam_id, serial_numbers=devices, client_user_ids=users):
-            holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
-            held.add((account, adam_id, lic["pricingParam"], *holder))
-    gone = {r.id for r in asked if (r.account, r.adam_id, r.pricing_param, r.kind, r.target.upper() if r.kind == "device" else r.target) not in held}
+    gone = _not_mirrored(host, [r for r in rows if r.adam_id != ALL and r.event_ids])
     riders: dict[tuple[str, str, str], list[Reclaim]] = {}
     for r in rows:
         if r.adam_id != ALL and r.reason in REMOVALS:
@@ -306,6 +300,62 @@ def _known_released(host: Host, rows: list[Reclaim]) -> set[int | None]:
             if (mine and all(r.id in gone for r in mine)) or row.unretired:  # (its riders done before)
                 gone.add(row.id)
     return gone
+
+
+def _not_mirrored(host: Host, rows: list[Reclaim]) -> set[int | None]:
+    """Ids of these reclaims of one license each whose license the mirror no longer holds (one
+    read per asset, of these targets' licenses)."""
+    port = VppPort(host)
+    held: set[tuple[str, str, str, str, str]] = set()  # (account, adamId, pricingParam, kind, target)
+    per_asset: dict[tuple[str, str], list[Reclaim]] = {}
+    for r in rows:
+        per_asset.setdefault((r.account, r.adam_id), []).append(r)
+    for (account, adam_id), group in sorted(per_asset.items()):  # these targets' licenses of the asset, by chunks of targets
+        devices, users = [r.target for r in group if r.kind == "device"], [r.target for r in group if r.kind == "user"]
+        for lic in port.licenses(account=account, adam_id=adam_id, serial_numbers=devices, client_user_ids=users):
+            holder = ("device", lic["serialNumber"]) if "serialNumber" in lic else ("user", lic.get("clientUserId", ""))
+            held.add((account, adam_id, lic["pricingParam"], *holder))
+    return {r.id for r in rows if (r.account, r.adam_id, r.pricing_param, r.kind, r.target.upper() if r.kind == "device" else r.target) not in held}
+
+
+def close_released(host: Host) -> int:
+    """End ``done`` (:data:`RELEASED_ELSEWHERE`) the open failed or irrevocable reclaims of one
+    license each whose license the mirror no longer holds: taken back at Apple by other means
+    (Apple's portal, another MDM) after Apple refused this MDM, so nothing is left to reclaim and
+    nothing would supersede them (a new reclaim finds no license). Those of an account the VPP
+    plugin does not know (removed: :func:`.accounts.account_removed` cancels them; renamed, and
+    mobile_apps not told yet) are left as they are. Each is announced finished; returns how many
+    ended (the ``mobile_apps.reclaim`` job calls it)."""
+    accounts = {a["name"] for a in VppPort(host).accounts()}
+    with host.db.session() as session:
+        query = select(Reclaim).where(is_open(), col(Reclaim.status).in_(ENDED), col(Reclaim.adam_id) != ALL, col(Reclaim.account).in_(sorted(accounts)))
+        rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
+    gone = _not_mirrored(host, rows) if rows else set()
+    released = [r for r in rows if r.id in gone]
+    if not released:
+        return 0
+    closed = host.db.run_write(partial(close_ended, host, rows=released, status="done", error=RELEASED_ELSEWHERE))
+    host.deliver_events()
+    return closed
+
+
+def close_ended(host: Host, session: Session, rows: Sequence[Reclaim], status: str, error: str) -> int:
+    """End these failed or irrevocable reclaims ``status`` with ``error``, each announced finished
+    again, but those no longer open meanwhile (superseded by a new reclaim, ended by another
+    process: locked first, in id order as :func:`lock_in_id_order` says); returns how many."""
+    reclaims, now = table_of(Reclaim), utcnow()
+    finished: list[tuple[str, Mapping[str, Any]]] = []
+    for chunk in in_chunks(sorted(r.id for r in rows if r.id is not None)):
+        for row in lock_in_id_order(session, reclaims.c.id.in_(chunk), is_open(), reclaims.c.status.in_(ENDED)):
+            row.update(status=status, last_error=error[:1000], updated_at=now, next_attempt_at=None)
+            finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
+    if finished:
+        ids = [payload["id"] for _, payload in finished]
+        session.execute(
+            update(reclaims).where(reclaims.c.id.in_(ids), is_open()).values(status=status, last_error=error[:1000], updated_at=now, next_attempt_at=None)
+        )
+    host.events.record_many(session, finished)
+    return len(finished)
 
 
 def _retire_released(host: Host, revokes: list[Reclaim], trouble: int) -> list[Reclaim]:
@@ -796,6 +846,8 @@ __all__ = [
     "OPEN",
     "RESULT_TEXT",
     "ReclaimPlan",
+    "close_ended",
+    "close_released",
     "count_closed",
     "create_reclaims",
     "is_open",

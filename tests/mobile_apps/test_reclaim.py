@@ -15,7 +15,7 @@ from mdm_core.models import utcnow
 from plugins.mobile_apps.models import Reclaim
 from plugins.mobile_apps.reclaims import list_reclaims
 
-from .conftest import app_id, fixed_assets, holders
+from .conftest import app_id, fixed_assets, holders, sync
 
 
 def seeded_holder(sim, adam_id):
@@ -395,3 +395,63 @@ def test_a_failed_reclaim_stays_open_while_nothing_reclaimed_its_license_again(o
     assert mdm("apps", "reclaim", a["adamId"], "--device", second)[0] == 0
     code, out, _ = mdm("apps", "reclaims", "--json")
     assert [(r["serialNumber"], r["status"], r["superseded_by"]) for r in json.loads(out)] == [(first, "failed", None)]
+
+
+def _failed_reclaim(host, mdm, simulator, serial: str, adam_id: str) -> dict[str, Any]:
+    """A reclaim of the device's license of the app that Apple refused (open, ``failed``)."""
+    add_device(host, serial, "iOS")
+    simulator.fail_next_event("DISASSOCIATE", 9706)
+    assert mdm("apps", "reclaim", adam_id, "--device", serial)[0] == 1
+    [failed] = [r for r in list_reclaims(host) if r["target"] == serial]
+    assert failed["status"] == "failed"
+    return failed
+
+
+def test_a_failed_reclaim_whose_license_was_released_elsewhere_ends_done(on_both, simulator, apps_events):
+    """Apple refused a reclaim; the admin then released the license in Apple's portal. Nothing
+    could supersede the failed reclaim (a new one finds no license to reclaim), so it stayed
+    listed open for good, as if the license were still out. Once a sync shows the license gone,
+    the reclaim job ends it ``done``, saying it was released elsewhere, and announces it; a failed
+    reclaim whose license is still held stays open."""
+    from plugins.mobile_apps.jobs import reclaim_job
+    from plugins.mobile_apps.reclaims import RELEASED_ELSEWHERE
+
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    released, kept = sorted(s for s in holders(simulator, a["adamId"]) if s in simulator.state.device_serials())[:2]
+    failed = _failed_reclaim(host, mdm, simulator, released, a["adamId"])
+    other = _failed_reclaim(host, mdm, simulator, kept, a["adamId"])
+    assert simulator.state.remove_in_portal(a["adamId"], a["pricingParam"], serial_number=released)
+    assert reclaim_job(host)["released"] == 0  # the mirror still holds it until a sync says otherwise
+    apps_events.clear()
+
+    sync(host)
+    assert reclaim_job(host)["released"] == 1
+    code, out, _ = mdm("apps", "reclaims", "--json")
+    assert code == 0 and [(r["id"], r["status"]) for r in json.loads(out)] == [(other["id"], "failed")]
+    shown = {r["id"]: (r["status"], r["last_error"]) for r in list_reclaims(host, everything=True)}
+    assert shown[failed["id"]] == ("done", RELEASED_ELSEWHERE)
+    assert [(e["id"], e["status"], e["serialNumber"]) for e in apps_events.named("mobile_apps_reclaim_finished")] == [(failed["id"], "done", released)]
+    assert reclaim_job(host)["released"] == 0  # ended once
+    assert len(apps_events.named("mobile_apps_reclaim_finished")) == 1
+
+
+def test_removing_an_account_cancels_its_failed_reclaims(on_both, simulator, apps_events):
+    """A removed account's failed reclaims stayed open under its name for good: no reclaim can
+    supersede them, and the job never looks at them. They end ``canceled`` with the reason, as
+    its pending ones do."""
+    from plugins.mobile_apps.accounts import removed_reason
+    from plugins.vpp.accounts import remove_account
+
+    host, mdm = on_both
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    failed = _failed_reclaim(host, mdm, simulator, serial, a["adamId"])
+    apps_events.clear()
+    remove_account(host, "school")
+    host.deliver_events()
+    code, out, _ = mdm("apps", "reclaims", "--json")
+    assert code == 0 and json.loads(out) == []
+    [row] = [r for r in list_reclaims(host, everything=True) if r["id"] == failed["id"]]
+    assert (row["status"], row["last_error"]) == ("canceled", removed_reason("school"))
+    assert [(e["id"], e["status"]) for e in apps_events.named("mobile_apps_reclaim_finished")] == [(failed["id"], "canceled")]
