@@ -334,6 +334,7 @@ def close_released(host: Host) -> int:
     released = [r for r in rows if r.id in gone]
     if not released:
         return 0
+    check_held()  # a job that lost its lock leaves them to the lock's next holder
     closed = host.db.run_write(partial(close_ended, host, rows=released, status="done", error=RELEASED_ELSEWHERE))
     host.deliver_events()
     return closed
