@@ -77,7 +77,7 @@ ALREADY = "released already at Apple (error {number}): nothing was left to take 
 ALREADY_MIRRORED = "released already at Apple (an earlier request of this reclaim): not asked again"
 #: what a failed or irrevocable reclaim says once the mirror shows its license released
 #: (``last_error`` of the ``done`` one :func:`close_released` ends)
-RELEASED_ELSEWHERE = "released at Apple after this reclaim failed (in Apple's portal, or by another MDM): nothing was left to take back"
+RELEASED_ELSEWHERE = "released at Apple by other means (in Apple's portal, or by another MDM): nothing was left to take back"
 #: the final statuses of a reclaim that stays open (:data:`OPEN`) until it is superseded or closed
 ENDED = ("failed", "irrevocable")
 #: a removed user's revoke whose licenses are released, its VPP user not retired yet
@@ -346,15 +346,12 @@ def close_ended(host: Host, session: Session, rows: Sequence[Reclaim], status: s
     process: locked first, in id order as :func:`lock_in_id_order` says); returns how many."""
     reclaims, now = table_of(Reclaim), utcnow()
     finished: list[tuple[str, Mapping[str, Any]]] = []
+    values = {"status": status, "last_error": error[:1000], "updated_at": now, "next_attempt_at": None}
     for chunk in in_chunks(sorted(r.id for r in rows if r.id is not None)):
-        for row in lock_in_id_order(session, reclaims.c.id.in_(chunk), is_open(), reclaims.c.status.in_(ENDED)):
-            row.update(status=status, last_error=error[:1000], updated_at=now, next_attempt_at=None)
-            finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
-    if finished:
-        ids = [payload["id"] for _, payload in finished]
-        session.execute(
-            update(reclaims).where(reclaims.c.id.in_(ids), is_open()).values(status=status, last_error=error[:1000], updated_at=now, next_attempt_at=None)
-        )
+        locked = lock_in_id_order(session, reclaims.c.id.in_(chunk), is_open(), reclaims.c.status.in_(ENDED))
+        if locked:
+            session.execute(update(reclaims).where(reclaims.c.id.in_([row["id"] for row in locked])).values(values))
+        finished += [("mobile_apps_reclaim_finished", _finished_payload({**row, **values})) for row in locked]
     host.events.record_many(session, finished)
     return len(finished)
 
