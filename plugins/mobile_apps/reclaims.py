@@ -817,12 +817,17 @@ def is_open() -> ColumnElement[bool]:
     return and_(reclaim.c.status.in_(OPEN), reclaim.c.superseded_by.is_(None))
 
 
+def reclaims_query(everything: bool = False) -> Any:
+    """Open reclaims (:func:`is_open`; every one recorded with ``everything``), unordered: ``mdm
+    apps reclaims``, the console's Reclaims and ``GET /api/v1/apps/reclaims`` list them by id."""
+    query = select(Reclaim)
+    return query if everything else query.where(is_open())
+
+
 def iter_reclaims(host: Host, everything: bool = False, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Open reclaims (:func:`is_open`; all of them with ``everything``), oldest first; streamed
     (constant memory)."""
-    query = select(Reclaim).order_by(col(Reclaim.id))
-    if not everything:
-        query = query.where(is_open())
+    query = reclaims_query(everything).order_by(col(Reclaim.id))
     return (reclaim_dict(row[0]) for row in stream_rows(host.db, query, offset=offset, limit=limit))
 
 
@@ -860,6 +865,7 @@ __all__ = [
     "reclaim_candidates",
     "reclaim_ok",
     "reclaim_result",
+    "reclaims_query",
     "removal_summary",
     "removed_targets",
 ]

@@ -1,6 +1,6 @@
 """The mobile_apps plugin's console pages and REST routes: Mobile Applications (published
 apps per platform), installing an app on devices or for users from a form, install status,
-reclaiming the licenses a device or a user holds.
+reclaiming the licenses a device or a user holds, and the reclaims recorded.
 
 Uses the VPP plugin only through the mobile_apps modules (which use its hooks): nothing here
 imports a VPP module.
@@ -35,7 +35,7 @@ from .catalog import APP_KINDS, APP_ORDER, APP_PLATFORMS, APP_STATES, app_dict, 
 from .installs.commands import INSTALL_STATUSES, installs_query
 from .installs.request import Outcome, install_batch
 from .installs.wording import WORDING, Refused
-from .models import AppMetadata, Install, MobileApp
+from .models import AppMetadata, Install, MobileApp, Reclaim
 from .vpp_port import VppPort, VppUnavailable
 
 if TYPE_CHECKING:
@@ -196,6 +196,17 @@ def page_router() -> APIRouter:
             found = numbered(session, installs_query(status or None), [col(Install.id).desc()], page=page)
         return render(request, "mobile_apps/installs.html", {"rows": [i.model_dump() for (i,) in found.items], "found": found, "status": status})
 
+    @router.get("/apps/reclaims")
+    def reclaims(request: Request, everything: bool = Query(False, alias="all"), page: int = Query(1, ge=1)) -> Response:
+        from .reclaims import count_closed, reclaim_dict, reclaims_query
+
+        host = host_of(request)
+        with host.db.session() as session:
+            found = numbered(session, reclaims_query(everything), [col(Reclaim.id)], page=page)
+        hidden = 0 if everything else count_closed(host)
+        rows = [reclaim_dict(r) for (r,) in found.items]
+        return render(request, "mobile_apps/reclaims.html", {"rows": rows, "found": found, "all": everything, "hidden": hidden})
+
     @router.get("/apps/{app_id}")
     def app_page(request: Request, app_id: int = row_id(), page: int = Query(1, ge=1)) -> Response:
         host = host_of(request)
@@ -294,6 +305,21 @@ def api_router() -> APIRouter:
         with host_of(request).db.session() as session:
             page = keyset(session, installs_query(status), [Install.id], limit=limit, cursor=cursor, descending=True)
         return {"items": [with_error_reworded(request, values_of(i)) for (i,) in page.items], "next_cursor": page.next_cursor}
+
+    @router.get("/reclaims", response_model=page_of(row_model(Reclaim, "Reclaim")))
+    def api_reclaims(
+        request: Request,
+        everything: bool = Query(False, alias="all", description="every reclaim recorded, not only the open ones (`mdm apps reclaims --all`)"),
+        limit: int = Limit,
+        cursor: str | None = Cursor,
+    ) -> dict[str, Any]:
+        """Reclaims of VPP licenses, oldest first, as ``mdm apps reclaims --json``: the open ones
+        (pending, failed and not superseded, irrevocable), every one with ``all=true``."""
+        from .reclaims import reclaims_query
+
+        with host_of(request).db.session() as session:
+            page = keyset(session, reclaims_query(everything), [Reclaim.id], limit=limit, cursor=cursor)
+        return {"items": [values_of(r) for (r,) in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/{app}/install", openapi_extra=json_body(TARGETS), responses={409: REFUSED_TARGET})
     async def api_install(request: Request, app: str) -> JSONResponse:

@@ -478,3 +478,37 @@ def test_an_install_for_a_user_apple_lists_retired_says_so_and_to_register_it_ag
     api = client.post(f"/api/v1/apps/{app_id}/install", headers=token_for(school, "admin"), json={"users": [retired]})
     [said] = [r["message"] for r in api.json()["results"]]
     assert "is retired at Apple" in said and "registers it again" in said and "`mdm" not in said, api.text
+
+
+def test_reclaims_are_listed_in_the_console_and_the_api_as_the_cli_lists_them(school: Host, admin: Any, viewer: Any, client: Any, simulator: Any) -> None:
+    """The console and the API had no list of reclaims: which licenses were still pending,
+    refused by Apple or irrevocable was seen only with `mdm apps reclaims`. Reclaims (linked from
+    Mobile Applications) and ``GET /api/v1/apps/reclaims`` list the open ones, oldest first, and
+    say how many ended ones they leave out; ``all=true`` lists every one recorded."""
+    from plugins.mobile_apps.reclaims import list_reclaims
+
+    app_id, key, holders = _app_with_holders(school, simulator, revocable=True, kind="serialNumber")
+    refused, taken = holders[:2]
+    simulator.fail_next_event("DISASSOCIATE", 9706)
+    for serial, status in ((refused, 409), (taken, 200)):
+        assert admin.post(f"/apps/{app_id}/reclaim", data={"serials": serial, "confirm": "yes", "csrftoken": csrf(admin)}).status_code == status
+    [failed] = [r for r in list_reclaims(school) if r["target"] == refused]
+    [done] = [r for r in list_reclaims(school, everything=True) if r["target"] == taken]
+    assert (failed["status"], done["status"]) == ("failed", "done")
+
+    assert 'href="/apps/reclaims">Reclaims</a>' in viewer.get("/apps").text
+    page = viewer.get("/apps/reclaims")
+    assert page.status_code == 200
+    rows = page.text.replace("\n", "")
+    cells = rf'<td>{key[0]}</td><td>{key[1]}</td><td>device</td><td>{refused}</td><td>manual</td><td class="status-failed">failed</td>'
+    assert re.search(rf"<td>{failed['id']}</td>.*{cells}", rows)
+    assert f"<td>{taken}</td>" not in rows and '1 done, canceled or superseded reclaim(s) not shown: <a href="/apps/reclaims?all=true">' in rows
+    every = viewer.get("/apps/reclaims", params={"all": "true"}).text.replace("\n", "")
+    assert f"<td>{taken}</td>" in every and f"<td>{refused}</td>" in every and "Superseded by" in every and "not shown" not in every
+
+    headers = token_for(school, "viewer")
+    listed = client.get("/api/v1/apps/reclaims", headers=headers).json()
+    assert [(r["id"], r["status"], r["target"]) for r in listed["items"]] == [(failed["id"], "failed", refused)] and listed["next_cursor"] is None
+    everything = client.get("/api/v1/apps/reclaims", params={"all": "true"}, headers=headers).json()["items"]
+    assert [r["id"] for r in everything] == sorted(r["id"] for r in list_reclaims(school, everything=True))
+    assert client.get("/api/v1/apps/reclaims", params={"all": "maybe"}, headers=headers).status_code == 422

@@ -77,6 +77,8 @@ def _cases(school: Host, client: Any, admin: dict[str, str]) -> dict[tuple[str, 
     from mdm_core import hookimpl, inventory
     from mdm_core.models import Device
     from plugins.mobile_apps.installs.request import install
+    from plugins.mobile_apps.reclaims import create_reclaims
+    from plugins.mobile_apps.vpp_port import VppPort
 
     from .test_paging import _alerts
 
@@ -103,11 +105,14 @@ def _cases(school: Host, client: Any, admin: dict[str, str]) -> dict[tuple[str, 
     apps = client.get("/api/v1/apps", headers=admin).json()["items"]
     app = next(a["id"] for a in apps if a["kind"] == "app" and a["deviceAssignable"] and a["availableCount"] and a["platform"] == "iOS")  # WALK0001 can get
     install(school, str(app), serials=["WALK0003"])  # an install to list
+    held = next(lic for lic in VppPort(school).licenses(account="school") if lic.get("serialNumber"))
+    create_reclaims(school, [held], "manual")  # a reclaim to list (never sent to Apple here)
     lists = ["/devices", "/users", "/events", "/events/failures", "/api-tokens", "/vpp/accounts", "/vpp/runs", "/vpp/assets"]
-    lists += ["/vpp/licenses", "/vpp/users", "/apps", "/apps/installs", "/alerts"]
+    lists += ["/vpp/licenses", "/vpp/users", "/apps", "/apps/installs", "/apps/reclaims", "/alerts"]
     cases: dict[tuple[str, str], list[Case]] = {("get", f"/api/v1{p}"): [(f"/api/v1{p}", {}), (f"/api/v1{p}", {"params": {"cursor": "x"}})] for p in lists}
     cases[("get", "/api/v1/events")].append(("/api/v1/events", {"params": {"name": "nope"}}))
     cases[("get", "/api/v1/vpp/licenses")].append(("/api/v1/vpp/licenses", {"params": {"asset": "abc"}}))
+    cases[("get", "/api/v1/apps/reclaims")] += [("/api/v1/apps/reclaims", {"params": {"all": "true"}}), ("/api/v1/apps/reclaims", {"params": {"all": "maybe"}})]
     history = f"/api/v1/vpp/assets/{adam}/history"
     token = "/api/v1/api-tokens/{name}"
     return cases | {

@@ -20,11 +20,13 @@ from .conftest import token_for
 
 @pytest.fixture
 def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
-    """``school`` with enrolled devices and users, a second sync, an install, a failed delivery
-    and a second account."""
+    """``school`` with enrolled devices and users, a second sync, an install, reclaims, a failed
+    delivery and a second account."""
     from mdm_core import hookimpl
     from plugins.mobile_apps.catalog import list_apps
     from plugins.mobile_apps.installs.request import install
+    from plugins.mobile_apps.reclaims import create_reclaims
+    from plugins.mobile_apps.vpp_port import VppPort
     from plugins.vpp.simulator import Simulator
     from plugins.vpp.sync.run import sync_account
     from plugins.vpp.testing import add_simulated_account
@@ -49,6 +51,8 @@ def busy(school: Host, simulator: Any, project_dir: Path) -> Host:
     assert sync_account(school, "school")["status"] == "ok"
     app = next(a for a in list_apps(school) if (a["adamId"], a["pricingParam"], a["platform"]) == (adam, pricing, "iOS"))
     install(school, str(app["id"]), serials=["PAGING000001", "PAGING000002"])
+    held = [lic for lic in VppPort(school).licenses(account="school") if lic["adamId"] != adam and lic.get("serialNumber")]
+    create_reclaims(school, held[:3], "manual")  # three open reclaims to list (never sent to Apple here)
     with Simulator(seed=12, assets=2, devices=2, users=2, async_delay=0) as other:
         add_simulated_account(school, other, project_dir, "college")
     _alerts(school)
@@ -95,6 +99,7 @@ LISTS = {
     "/api/v1/vpp/users?account=school": lambda r: r["clientUserId"],
     "/api/v1/apps": lambda r: r["id"],
     "/api/v1/apps/installs": lambda r: r["id"],
+    "/api/v1/apps/reclaims": lambda r: r["id"],
     "/api/v1/alerts": lambda r: r["id"],
     "/api/v1/api-tokens": lambda r: (r["name"], r["role"], r["created_at"]),
 }
