@@ -491,7 +491,8 @@ def test_reclaims_are_listed_in_the_console_and_the_api_as_the_cli_lists_them(sc
     refused, taken = holders[:2]
     simulator.fail_next_event("DISASSOCIATE", 9706)
     for serial, status in ((refused, 409), (taken, 200)):
-        assert admin.post(f"/apps/{app_id}/reclaim", data={"serials": serial, "confirm": "yes", "csrftoken": csrf(admin)}).status_code == status
+        result = admin.post(f"/apps/{app_id}/reclaim", data={"serials": serial, "confirm": "yes", "csrftoken": csrf(admin)})
+        assert result.status_code == status and '<a href="/apps/reclaims">Reclaims</a>' in result.text  # the result links to the list
     [failed] = [r for r in list_reclaims(school) if r["target"] == refused]
     [done] = [r for r in list_reclaims(school, everything=True) if r["target"] == taken]
     assert (failed["status"], done["status"]) == ("failed", "done")
