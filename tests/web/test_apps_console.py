@@ -513,3 +513,13 @@ def test_reclaims_are_listed_in_the_console_and_the_api_as_the_cli_lists_them(sc
     everything = client.get("/api/v1/apps/reclaims", params={"all": "true"}, headers=headers).json()["items"]
     assert [r["id"] for r in everything] == sorted(r["id"] for r in list_reclaims(school, everything=True))
     assert client.get("/api/v1/apps/reclaims", params={"all": "maybe"}, headers=headers).status_code == 422
+    # a recorded error's command-line advice is in the surface's words, as an install's
+    from sqlalchemy import update
+
+    from plugins.mobile_apps.models import Reclaim
+
+    school.db.run_write(lambda s: s.execute(update(Reclaim).where(Reclaim.id == failed["id"]).values(last_error="VPP plugin unavailable (see `mdm plugins`)")))
+    page_text = html.unescape(viewer.get("/apps/reclaims").text)
+    assert "see `mdm plugins`" not in page_text and "the host's operator enables it in the configuration)</td>" in page_text, page_text
+    [row] = client.get("/api/v1/apps/reclaims", headers=headers).json()["items"]
+    assert row["last_error"] == "VPP plugin unavailable (it is disabled or failed to load on this host: the host's operator enables it in the configuration)"
