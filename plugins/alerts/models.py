@@ -50,7 +50,7 @@ class AlertMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install", "job", "subscriber"
+    kind: str = Field(max_length=16)  # "token", "sync", "licenses", "install", "reclaim", "job", "subscriber"
     subject: str = Field(max_length=255)
     state: str = Field(max_length=32)
     severity: str = Field(max_length=16)  # "critical", "warning", "resolved"

@@ -114,7 +114,7 @@ def license_levels(host: Host, by_account: Mapping[str, Sequence[Asset]]) -> Lic
     return LicenseLevels(app_names(host, ids), found)
 
 
-NAMED = ("licenses", "install")  # the kinds of alert about an asset, told by its app's name
+NAMED = ("licenses", "install", "reclaim")  # the kinds of alert about an asset, told by its app's name
 
 
 def name_due(host: Host, messages: Iterable[AlertMessage]) -> None:

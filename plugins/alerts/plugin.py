@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.scheduler import HostScheduler
     from mdm_core.web.registry import WebRegistry
-    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.mobile_apps.payloads import InstallFailedPayload, ReclaimFinishedPayload
     from plugins.vpp.payloads import AccountRenamedPayload, AssetsPayload, SyncReport, TokenStatePayload
 
 PLUGIN_NAME = "alerts"
@@ -202,3 +202,20 @@ def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
     adam_id = str(payload.get("adamId"))
     name = app_names(host, [adam_id]).get(adam_id)
     on_event(host, event, lambda session: install_failed(host, session, payload, name))
+
+
+@hookimpl(optionalhook=True)
+@ACCOUNT_AS_OF_NOW
+def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
+    """A reclaim Apple refused: the device or user keeps the license (refusals of one asset close
+    together make one alert). A removed device's or user's revoke (adamId ``*``) is told by the
+    reclaims of the licenses it held, each with its outcome; other outcomes alert nothing."""
+    from .names import app_names
+    from .store import on_event, reclaim_failed
+
+    payload = cast("ReclaimFinishedPayload", event.payload)
+    adam_id = str(payload.get("adamId"))
+    if payload.get("status") != "failed" or adam_id == "*":
+        return
+    name = app_names(host, [adam_id]).get(adam_id)
+    on_event(host, event, lambda session: reclaim_failed(host, session, payload, name))

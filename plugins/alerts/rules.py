@@ -18,7 +18,7 @@ from mdm_core.output import days_text, days_until
 from .settings import Threshold
 
 if TYPE_CHECKING:  # the other plugins' published contracts: types only, no import at run time
-    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.mobile_apps.payloads import InstallFailedPayload, ReclaimFinishedPayload
     from plugins.vpp.payloads import Asset
 
 BLOCKED = ("expired", "revoked", "invalid", "taken_over")  # the token states that stop the account's syncs
@@ -403,8 +403,13 @@ def digest_parts(message_state: str, subject: str, severity: str, account: str, 
 # --------------------------------------------------------------------------- installs
 
 
+def asset_subject(kind: str, account: str, adam_id: str, pricing: str) -> str:
+    """The subject of an alert of ``kind`` about one asset of ``account``."""
+    return f"{kind}:{account}:{adam_id}:{pricing}"
+
+
 def install_subject(account: str, adam_id: str, pricing: str) -> str:
-    return f"install:{account}:{adam_id}:{pricing}"
+    return asset_subject("install", account, adam_id, pricing)
 
 
 def install_failure(payload: InstallFailedPayload) -> dict[str, Any]:
@@ -422,15 +427,6 @@ def install_failure(payload: InstallFailedPayload) -> dict[str, Any]:
 def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None = None) -> Alert:
     """Installs of one asset that failed (several failures of one moment are one alert);
     ``name``: the app's name, when known."""
-    targets = [f"{'device' if f.get('license') == 'device' else 'user'} {f.get('target')}" for f in failures]
-    what = app_label(adam_id, name, pricing)
-    if len(failures) == 1:
-        title = f"Install of {what} from account '{account}' failed for {targets[0]}"
-    else:
-        title = f"Installs of {what} from account '{account}' failed for {len(failures)} devices or users"
-    lines = [f"{t}: {f.get('error') or 'failed'}" for t, f in zip(targets, failures, strict=True)][:MAX_LISTED]
-    if len(failures) > MAX_LISTED:
-        lines.append(f"... and {len(failures) - MAX_LISTED} more (`mdm apps installs --status failed`)")
     numbers = {f.get("errorNumber") for f in failures}
     if 9709 in numbers:
         action = (
@@ -441,17 +437,49 @@ def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[
         action = "The VPP user is not registered or has not accepted the invitation: see `mdm vpp users`, then install again."
     else:
         action = f"See `mdm apps installs --status failed`; fix what Apple said, then run `mdm apps install {adam_id}` again."
-    return Alert(
-        "install",
-        install_subject(account, adam_id, pricing),
-        "failed",
-        "warning",
-        account,
-        title,
-        "No InstallApplication was queued:\n" + "\n".join(lines),
-        action,
-        {"adamId": adam_id, "name": name, "pricingParam": pricing, "failures": failures},
+    told = ("Install", "failed", "No InstallApplication was queued:", "`mdm apps installs --status failed`")
+    return _asset_failures("install", account, told, action, adam_id, pricing, failures, name)
+
+
+def _asset_failures(
+    kind: str, account: str, told: tuple[str, str, str, str], action: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None
+) -> Alert:
+    """An alert about failures of one asset (installs, reclaims), ``told`` as (noun, outcome,
+    heading, where they are listed): its title, each device or user with what Apple said
+    (``MAX_LISTED`` at most, the rest counted), and ``action``."""
+    noun, outcome, heading, listed_by = told
+    targets = [f"{'device' if f.get('license') == 'device' else 'user'} {f.get('target')}" for f in failures]
+    what = app_label(adam_id, name, pricing)
+    if len(failures) == 1:
+        title = f"{noun} of {what} from account '{account}' {outcome} for {targets[0]}"
+    else:
+        title = f"{noun}s of {what} from account '{account}' {outcome} for {len(failures)} devices or users"
+    lines = [f"{t}: {f.get('error') or outcome}" for t, f in zip(targets, failures, strict=True)][:MAX_LISTED]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"... and {len(failures) - MAX_LISTED} more ({listed_by})")
+    fields = {"adamId": adam_id, "name": name, "pricingParam": pricing, "failures": failures}
+    return Alert(kind, asset_subject(kind, account, adam_id, pricing), "failed", "warning", account, title, "\n".join([heading, *lines]), action, fields)
+
+
+def reclaim_subject(account: str, adam_id: str, pricing: str) -> str:
+    return asset_subject("reclaim", account, adam_id, pricing)
+
+
+def reclaim_failure(payload: ReclaimFinishedPayload) -> dict[str, Any]:
+    """One reclaim Apple refused, from a ``mobile_apps_reclaim_finished`` payload."""
+    device = payload.get("serialNumber")
+    return {"id": payload.get("id"), "license": "device" if device else "user", "target": device or payload.get("clientUserId"), "error": payload.get("error")}
+
+
+def reclaim_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None = None) -> Alert:
+    """Reclaims of one asset's licenses that Apple refused (several of one moment are one alert):
+    the devices or users keep the licenses; ``name``: the app's name, when known."""
+    action = (
+        f"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim {adam_id}` again for these devices or users "
+        "(or release the licenses in Apple School Manager or Apple Business Manager: the reclaim job then ends them)."
     )
+    told = ("Reclaim", "refused", "Apple kept these licenses assigned:", "`mdm apps reclaims`")
+    return _asset_failures("reclaim", account, told, action, adam_id, pricing, failures, name)
 
 
 def trial_alert(hostname: str) -> Alert:

@@ -8,7 +8,7 @@ Subscribers only write here, so an event's delivery never waits for a mail serve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mdm_core.host import Host
     from mdm_core.models import JobRun
     from plugins.alerts.names import LicenseLevels
-    from plugins.mobile_apps.payloads import InstallFailedPayload
+    from plugins.mobile_apps.payloads import InstallFailedPayload, ReclaimFinishedPayload
     from plugins.vpp.payloads import Asset, SyncReport
 
 log = logging.getLogger(__name__)
@@ -425,10 +425,30 @@ def assets_removed(session: Session, account: str, assets: Sequence[Asset]) -> l
 def install_failed(host: Host, session: Session, payload: InstallFailedPayload, name: str | None = None, now: datetime | None = None) -> list[Alert]:
     """A failed install: joined to an alert of the same asset not yet sent, else a new alert;
     ``name``: the app's name, when known."""
+    return _failure_of_asset(session, rules.install_subject, rules.install_alert, payload, rules.install_failure(payload), name, now)
+
+
+def reclaim_failed(host: Host, session: Session, payload: ReclaimFinishedPayload, name: str | None = None, now: datetime | None = None) -> list[Alert]:
+    """A reclaim Apple refused: joined to an alert of the same asset not yet sent, else a new
+    alert; ``name``: the app's name, when known."""
+    return _failure_of_asset(session, rules.reclaim_subject, rules.reclaim_alert, payload, rules.reclaim_failure(payload), name, now)
+
+
+def _failure_of_asset(
+    session: Session,
+    subject: Callable[[str, str, str], str],
+    alert_of: Callable[..., Alert],
+    payload: Mapping[str, Any],
+    failure: dict[str, Any],
+    name: str | None,
+    now: datetime | None,
+) -> list[Alert]:
+    """A failure about one asset (an install, a reclaim): added to the alert of its ``subject``
+    written within ``COALESCE_WINDOW`` and not tried yet (its title and text written again by
+    ``alert_of``), else a new alert."""
     now = now or utcnow()
     account, adam_id, pricing = str(payload.get("account")), str(payload.get("adamId")), str(payload.get("pricingParam"))
-    failure = rules.install_failure(payload)
-    key = rules.install_subject(account, adam_id, pricing)
+    key = subject(account, adam_id, pricing)
     recent = session.execute(
         select(AlertMessage)
         .where(col(AlertMessage.subject) == key, col(AlertMessage.created_at) >= now - COALESCE_WINDOW)
@@ -439,11 +459,11 @@ def install_failed(host: Host, session: Session, payload: InstallFailedPayload, 
     if recent is not None:
         tried = session.execute(select(col(AlertDelivery.id)).where(col(AlertDelivery.message_id) == recent.id, col(AlertDelivery.attempts) > 0)).first()
         if tried is None:
-            alert = rules.install_alert(account, adam_id, pricing, [*recent.fields.get("failures", []), failure], name)
+            alert = alert_of(account, adam_id, pricing, [*recent.fields.get("failures", []), failure], name)
             recent.title, recent.text, recent.action, recent.fields = alert.title, alert.text, alert.action, alert.fields
             session.add(recent)
             return []
-    return [rules.install_alert(account, adam_id, pricing, [failure], name)]
+    return [alert_of(account, adam_id, pricing, [failure], name)]
 
 
 # --------------------------------------------------------------------------- housekeeping

@@ -70,6 +70,12 @@ WORDING = [
         "See Install status (failed); fix what Apple said, then install it again from the app's page",
         rf"See {INSTALLS_FAILED}; fix what Apple said, then POST /api/v1/apps/\1/install again",
     ),
+    (
+        r"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim (\S+)` again for these devices or users",
+        "See Reclaims; fix what Apple said, then reclaim these licenses again on the app's page",
+        r"See GET /api/v1/apps/reclaims; fix what Apple said, then POST /api/v1/apps/\1/reclaim again for these devices or users",
+    ),
+    (r" \(`mdm apps reclaims`\)", " (Reclaims)", " (GET /api/v1/apps/reclaims)"),
     (r" \(`mdm vpp assets --account (\S+)`\)", " (the account's Assets)", r" (GET /api/v1/vpp/assets?account=\1)"),
     (r" \(`mdm apps installs --status failed`\)", " (Install status, failed)", f" ({INSTALLS_FAILED})"),
     (

@@ -308,6 +308,34 @@ def test_failed_installs_of_one_asset_make_one_alert(alerts_host, webhook_server
         assert titles(host)[1:] == [f"Install of adamId {adam} (STDQ) from account 'school' failed for device {serials[2]}"]
 
 
+def test_refused_reclaims_of_one_asset_make_one_alert(alerts_host, simulator, mdm):
+    """A reclaim Apple refused left the license with its holder, and only `mdm apps reclaims`
+    said so: nobody was told, as they are of a failed install. Refusals of one app close
+    together make one alert naming each device; a reclaim Apple accepted alerts nothing."""
+    host = alerts_host("low_licenses = 0\n")
+    assert sync(host)["status"] == "ok"
+    snapshot = simulator.snapshot()
+    devices = set(simulator.state.device_serials())
+    adam, pricing = next(
+        key
+        for key, asset in snapshot["assets"].items()
+        if asset["revocable"] and asset["deviceAssignable"] and len({t for a, p, k, t in snapshot["assignments"] if (a, p) == key and t in devices}) >= 3
+    )
+    serials = sorted({t for a, p, k, t in snapshot["assignments"] if (a, p) == (adam, pricing) and t in devices})[:3]
+    for serial in serials:
+        add_device(host, serial, "iOS")
+    for serial in serials[:2]:
+        simulator.fail_next_event("DISASSOCIATE", 9706)
+        assert mdm("apps", "reclaim", adam, "--device", serial)[0] == 1
+    assert mdm("apps", "reclaim", adam, "--device", serials[2])[0] == 0  # taken back: no alert
+    [alert] = [a for a in alerts(host) if a["kind"] == "reclaim"]
+    assert alert["title"].startswith("Reclaims of ") and f"adamId {adam}" in alert["title"]
+    assert alert["title"].endswith("from account 'school' refused for 2 devices or users") and alert["severity"] == "warning"
+    assert alert["text"].startswith("Apple kept these licenses assigned:") and all(f"device {s}: " in alert["text"] for s in serials[:2])
+    assert f"device {serials[2]}" not in alert["text"]
+    assert alert["action"].startswith(f"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim {adam}` again")
+
+
 def test_many_assets_changing_at_once_make_one_digest(alerts_host, simulator):
     adams = [simulator.purchase(count=1)[0] for _ in range(5)]
     for i, adam in enumerate(adams):

@@ -425,3 +425,26 @@ def _failed_delivery(host: Any, hook: Any, simulator: Any) -> int:
 
 def _flashes(response: Any) -> list[str]:
     return [html.unescape(m) for m in re.findall(r'<p class="flash (?:ok|error)"[^>]*>([^<]*)</p>', response.text)]
+
+
+def test_a_refused_reclaims_advice_names_the_reclaims_list_of_each_surface(console, simulator):
+    """A refused reclaim's alert says what to do with the command line (`mdm apps reclaims`,
+    `mdm apps reclaim ADAMID`); the Alerts page says it with the console's Reclaims and the app's
+    page, the API with its endpoints; mails and webhooks keep the command line's."""
+    from mdm_core.events import Event
+
+    host, viewer, headers = console["host"], console["viewer"], console["headers"]
+    adam = next(a.adam_id for a in simulator.state.assets.values() if a.revocable and a.device_assignable)
+    payload = {"id": 7, "account": "school", "adamId": adam, "pricingParam": "STDQ", "reason": "manual", "status": "failed", "error": "Apple refused (9706)"}
+    host.events.dispatch(Event(name="mobile_apps_reclaim_finished", payload={**payload, "serialNumber": "REFUSED00001"}))
+    [alert] = viewer.get("/api/v1/alerts", headers=headers).json()["items"]
+    assert alert["title"].startswith("Reclaim of ") and alert["title"].endswith("from account 'school' refused for device REFUSED00001")
+    assert alert["action"].startswith(
+        f"See GET /api/v1/apps/reclaims; fix what Apple said, then POST /api/v1/apps/{adam}/reclaim again for these devices or users"
+    )
+    page = html.unescape(viewer.get("/alerts").text)
+    assert "See Reclaims; fix what Apple said, then reclaim these licenses again on the app's page" in page and "`mdm apps reclaims`" not in page
+    from plugins.alerts.cli import list_alerts
+
+    [stored] = list_alerts(host)
+    assert stored["action"].startswith(f"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim {adam}` again")
