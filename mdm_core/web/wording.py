@@ -53,7 +53,8 @@ def for_request(request: Request, text: str) -> str:
     return reword(text, registry.wording, surface)
 
 
-def with_error_reworded(request: Request, row: dict[str, Any]) -> dict[str, Any]:
-    """A row the API answers (an install, a sync run, a subscriber's failure) with its recorded
-    ``error`` in the words of ``request``'s surface (the rest as the command line's ``--json``)."""
-    return {**row, "error": for_request(request, row["error"])} if row.get("error") else row
+def with_error_reworded(request: Request, row: dict[str, Any], key: str = "error") -> dict[str, Any]:
+    """A row the API answers (an install, a sync run, a subscriber's failure, a reclaim's
+    ``last_error``) with its recorded error (``key``) in the words of ``request``'s surface (the
+    rest as the command line's ``--json``)."""
+    return {**row, key: for_request(request, row[key])} if row.get(key) else row

@@ -88,7 +88,7 @@ def account_removed(host: Host, session: Session, account: str) -> None:
     licenses under that name any more) end ``canceled`` with :func:`removed_reason` (a
     redelivered event finds none left); installs ``associating`` keep their status and carry the reason, which the
     installs job's resume of an interrupted install turns into ``canceled``."""
-    from .reclaims import ENDED, cancel_reclaims, close_ended, is_open
+    from .reclaims import cancel_reclaims, close_ended, open_ended
 
     reason, now = removed_reason(account), utcnow()
     waiting = select(Install).where(col(Install.account) == account, col(Install.status).in_(("pending", "invited")))
@@ -101,7 +101,7 @@ def account_removed(host: Host, session: Session, account: str) -> None:
         session.add(row)
     pending = select(Reclaim).where(col(Reclaim.account) == account, col(Reclaim.status) == "pending")
     cancel_reclaims(host, session, list(session.execute(pending).scalars()), reason)
-    ended = select(Reclaim).where(col(Reclaim.account) == account, is_open(), col(Reclaim.status).in_(ENDED))
+    ended = select(Reclaim).where(col(Reclaim.account) == account, open_ended())
     close_ended(host, session, list(session.execute(ended).scalars()), "canceled", reason)
 
 

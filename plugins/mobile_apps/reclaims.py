@@ -328,7 +328,7 @@ def close_released(host: Host) -> int:
     ended (the ``mobile_apps.reclaim`` job calls it)."""
     accounts = {a["name"] for a in VppPort(host).accounts()}
     with host.db.session() as session:
-        query = select(Reclaim).where(is_open(), col(Reclaim.status).in_(ENDED), col(Reclaim.adam_id) != ALL, col(Reclaim.account).in_(sorted(accounts)))
+        query = select(Reclaim).where(open_ended(), col(Reclaim.adam_id) != ALL, col(Reclaim.account).in_(sorted(accounts)))
         rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
     gone = _not_mirrored(host, rows) if rows else set()
     released = [r for r in rows if r.id in gone]
@@ -348,7 +348,7 @@ def close_ended(host: Host, session: Session, rows: Sequence[Reclaim], status: s
     finished: list[tuple[str, Mapping[str, Any]]] = []
     values = {"status": status, "last_error": error[:1000], "updated_at": now, "next_attempt_at": None}
     for chunk in in_chunks(sorted(r.id for r in rows if r.id is not None)):
-        locked = lock_in_id_order(session, reclaims.c.id.in_(chunk), is_open(), reclaims.c.status.in_(ENDED))
+        locked = lock_in_id_order(session, reclaims.c.id.in_(chunk), open_ended())
         if locked:
             session.execute(update(reclaims).where(reclaims.c.id.in_([row["id"] for row in locked])).values(values))
         finished += [("mobile_apps_reclaim_finished", _finished_payload({**row, **values})) for row in locked]
@@ -817,6 +817,12 @@ def is_open() -> ColumnElement[bool]:
     return and_(reclaim.c.status.in_(OPEN), reclaim.c.superseded_by.is_(None))
 
 
+def open_ended() -> ColumnElement[bool]:
+    """SQL: the reclaim ended ``failed`` or ``irrevocable`` (:data:`ENDED`) and is still open
+    (:func:`is_open`): nothing superseded or closed it yet."""
+    return and_(is_open(), table_of(Reclaim).c.status.in_(ENDED))
+
+
 def reclaims_query(everything: bool = False) -> Any:
     """Open reclaims (:func:`is_open`; every one recorded with ``everything``), unordered: ``mdm
     apps reclaims``, the console's Reclaims and ``GET /api/v1/apps/reclaims`` list them by id."""
@@ -858,6 +864,7 @@ __all__ = [
     "list_reclaims",
     "on_device_removed",
     "on_user_removed",
+    "open_ended",
     "plan_holders_reclaim",
     "plan_reclaim",
     "process",

@@ -319,8 +319,7 @@ def api_router() -> APIRouter:
 
         with host_of(request).db.session() as session:
             page = keyset(session, reclaims_query(everything), [Reclaim.id], limit=limit, cursor=cursor)
-        rows = (values_of(r) for (r,) in page.items)  # Apple's or the VPP plugin's line in the API's words, as an install's error
-        return {"items": [{**r, "last_error": for_request(request, r["last_error"])} if r["last_error"] else r for r in rows], "next_cursor": page.next_cursor}
+        return {"items": [with_error_reworded(request, values_of(r), "last_error") for (r,) in page.items], "next_cursor": page.next_cursor}
 
     @router.post("/{app}/install", openapi_extra=json_body(TARGETS), responses={409: REFUSED_TARGET})
     async def api_install(request: Request, app: str) -> JSONResponse:
