@@ -9,6 +9,7 @@ than the database's own work for hundreds of thousands of rows.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -26,12 +27,15 @@ class BinaryList(list[Any]):
     CPU, as many integers 0.61 -> 0.28 ms; the server receives the same array."""
 
 
-try:
+@functools.cache
+def register_binary_lists() -> None:
+    """Tell psycopg to send :class:`BinaryList` in binary, once per process, before a PostgreSQL
+    engine is created (its dialect, and each connection, copy psycopg's adapters when made).
+    Called by :class:`~mdm_core.db.engine.Database` rather than at import: on SQLite every
+    command would load psycopg for nothing (9 MB, 50 ms)."""
     import psycopg
     from psycopg.types.array import ListBinaryDumper
-except ImportError:  # pragma: no cover  # psycopg is the host's one PostgreSQL driver
-    pass
-else:
+
     psycopg.adapters.register_dumper(BinaryList, ListBinaryDumper)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError, IntegrityError, Op
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from mdm_core.db.bulk import register_binary_lists
 from mdm_core.db.checkpoint import WalCheckpointer
 from mdm_core.db.errors import database_error
 from mdm_core.errors import ConfigError
@@ -120,6 +121,7 @@ class Database:
             if "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = CONNECT_TIMEOUT  # a silent host fails in seconds, not never
             try:
+                register_binary_lists()  # before the engine: its dialect copies psycopg's adapters
                 engine = create_engine(self.url, echo=echo, hide_parameters=True, connect_args=connect_args)
             except Exception as exc:  # an uninstalled driver, say
                 raise ConfigError(f"database {self.describe()} cannot be used: {exc}") from None

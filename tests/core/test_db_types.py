@@ -159,3 +159,43 @@ def test_statements_alike_but_for_their_arrays_item_types_each_bind_their_own(pg
             assert conn.execute(statement(UTCDateTime()), {"keys": [datetime(2026, 1, 1, tzinfo=PARIS)] * 3}).scalar_one() == 3
     finally:
         engine.dispose()
+
+
+def _in_a_fresh_process(code: str) -> str:
+    """``code``'s output, run by this interpreter in a process of its own (psycopg's adapters and
+    the modules loaded are per process)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.slow  # a fresh Python process
+def test_an_sqlite_host_does_not_load_the_postgresql_driver(tmp_path: Any) -> None:
+    """Every `mdm` command on SQLite paid psycopg's import (9 MB of its peak memory, 50 ms) for a
+    binary-array adapter only PostgreSQL uses; a query on SQLite still works."""
+    code = (
+        "import sys, mdm_core.cli, mdm_core.events, plugins.vpp.sync.apply;"
+        "from sqlalchemy import text;"
+        "from mdm_core.db.engine import Database;"
+        f"db = Database('sqlite:///{tmp_path / 'mdm.sqlite3'}');"
+        "conn = db.engine.connect(); print(conn.execute(text('SELECT 7')).scalar_one()); conn.close();"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))"
+    )
+    assert _in_a_fresh_process(code).splitlines() == ["7", "[]"]
+
+
+@pytest.mark.slow  # a fresh Python process
+@pytest.mark.skipif(not PG_ADMIN_URL, reason=PG_SKIP_REASON)
+def test_a_postgresql_database_sends_its_array_parameters_in_binary(pg_url: str) -> None:
+    """The adapter registered when the PostgreSQL engine is made, before its dialect copies
+    psycopg's adapters (registered after, the connections kept quoting each element as text)."""
+    code = (
+        "from psycopg.adapt import PyFormat;"
+        "from mdm_core.db.bulk import BinaryList;"
+        "from mdm_core.db.engine import Database;"
+        f"db = Database({pg_url!r});"
+        "conn = db.engine.connect();"
+        "print(conn.connection.driver_connection.adapters.get_dumper(BinaryList, PyFormat.AUTO).__name__); conn.close()"
+    )
+    assert _in_a_fresh_process(code) == "ListBinaryDumper"
