@@ -10,11 +10,15 @@ running them and names the file, what it lacks and the line to write.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
 _MISSING = object()
 _NOT_LITERAL = object()
+#: a top-level ``revision = ...`` or ``down_revision: ... = ...`` line, as `mdm db revision`
+#: and Alembic's template write them (an annotation and a trailing comment allowed)
+_PLAIN = re.compile(r"^(revision|down_revision)[ \t]*(?::[^=\n]*)?=[ \t]*(.+?)[ \t]*(?:#[^\n]*)?$", re.MULTILINE)
 
 
 def _assigned(tree: ast.Module, name: str) -> Any:
@@ -65,3 +69,37 @@ def explain(history: str, directory: Path) -> str | None:
             return f'migration {path} of {history} follows down_revision "{down}", which no migration in {directory} is: write down_revision = {follows}'
         before = revision
     return None
+
+
+def plain_head(directory: Path) -> str | None:
+    """The head of ``directory``'s revisions, read from each file's plain ``revision`` and
+    ``down_revision`` lines without running the files (Alembic runs every one, after importing
+    itself: 80 ms and 10 MB at every command). ``None`` when a file says them otherwise (twice,
+    not as one literal line, not as text) or the revisions are not one line from a first one
+    to a head: Alembic's to read, and :class:`~mdm_core.db.migrate.History` to explain."""
+    follows: dict[str, str | None] = {}
+    for path in _files(directory):
+        try:
+            found = _PLAIN.findall(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+        values = dict(found)
+        if len(found) != 2 or len(values) != 2:
+            return None
+        try:
+            revision, down = ast.literal_eval(values["revision"]), ast.literal_eval(values["down_revision"])
+        except (ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)) or revision in follows:
+            return None
+        follows[revision] = down
+    heads = set(follows) - set(follows.values())
+    if len(heads) != 1:
+        return None
+    (head,) = heads
+    at: str | None = head
+    for _ in follows:  # from the head back to the first revision, through every file
+        if at is None or at not in follows:
+            return None
+        at = follows[at]
+    return head if at is None else None
