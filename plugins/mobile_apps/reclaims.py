@@ -330,7 +330,7 @@ def close_released(host: Host) -> int:
     with host.db.session() as session:
         query = select(Reclaim).where(open_ended(), col(Reclaim.adam_id) != ALL, col(Reclaim.account).in_(sorted(accounts)))
         rows = list(session.execute(query.order_by(col(Reclaim.id))).scalars())
-    gone = _not_mirrored(host, rows) if rows else set()
+    gone = _not_mirrored(host, rows)
     released = [r for r in rows if r.id in gone]
     if not released:
         return 0
