@@ -209,13 +209,16 @@ def mdm_mobile_apps_install_failed(host: Host, event: Event) -> None:
 def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
     """A reclaim Apple refused: the device or user keeps the license (refusals of one asset close
     together make one alert). A removed device's or user's revoke (adamId ``*``) is told by the
-    reclaims of the licenses it held, each with its outcome; other outcomes alert nothing."""
+    reclaims of the licenses it held, each with its outcome; a refused one that none rode on
+    (``licenses`` 0: what it holds, the mirror did not know) is told on its own, refused revokes
+    close together in one alert. Other outcomes alert nothing."""
     from .names import app_names
+    from .rules import REVOKE
     from .store import on_event, reclaim_failed
 
     payload = cast("ReclaimFinishedPayload", event.payload)
     adam_id = str(payload.get("adamId"))
-    if payload.get("status") != "failed" or adam_id == "*":
+    if payload.get("status") != "failed" or (adam_id == REVOKE and payload.get("licenses") != 0):  # (no count: an older event)
         return
-    name = app_names(host, [adam_id]).get(adam_id)
+    name = None if adam_id == REVOKE else app_names(host, [adam_id]).get(adam_id)
     on_event(host, event, lambda session: reclaim_failed(host, session, payload, name))

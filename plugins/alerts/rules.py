@@ -442,14 +442,23 @@ def install_alert(account: str, adam_id: str, pricing: str, failures: list[dict[
 
 
 def _asset_failures(
-    kind: str, account: str, told: tuple[str, str, str, str], action: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None
+    kind: str,
+    account: str,
+    told: tuple[str, str, str, str],
+    action: str,
+    adam_id: str,
+    pricing: str,
+    failures: list[dict[str, Any]],
+    name: str | None,
+    what: str | None = None,
 ) -> Alert:
     """An alert about failures of one asset (installs, reclaims), ``told`` as (noun, outcome,
     heading, where they are listed): its title, each device or user with what Apple said
-    (``MAX_LISTED`` at most, the rest counted), and ``action``."""
+    (``MAX_LISTED`` at most, the rest counted), and ``action``; ``what``: the asset as the title
+    names it (default: its label)."""
     noun, outcome, heading, listed_by = told
     targets = [f"{'device' if f.get('license') == 'device' else 'user'} {f.get('target')}" for f in failures]
-    what = app_label(adam_id, name, pricing)
+    what = what or app_label(adam_id, name, pricing)
     if len(failures) == 1:
         title = f"{noun} of {what} from account '{account}' {outcome} for {targets[0]}"
     else:
@@ -471,9 +480,23 @@ def reclaim_failure(payload: ReclaimFinishedPayload) -> dict[str, Any]:
     return {"id": payload.get("id"), "license": "device" if device else "user", "target": device or payload.get("clientUserId"), "error": payload.get("error")}
 
 
+#: the adamId (and pricingParam) of Apple's revoke of every revocable license of a removed device or user
+REVOKE = "*"
+
+
 def reclaim_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None = None) -> Alert:
     """Reclaims of one asset's licenses that Apple refused (several of one moment are one alert):
-    the devices or users keep the licenses; ``name``: the app's name, when known."""
+    the devices or users keep the licenses; ``name``: the app's name, when known. For adamId
+    ``*``: revokes of removed devices or users whose licenses the mirror did not know (those it
+    knew are told by their own reclaims)."""
+    if adam_id == REVOKE:
+        action = (
+            "See `mdm apps reclaims`; fix what Apple said: once a sync shows the licenses they hold, `mdm apps reclaim --all --unused` takes them back "
+            "(or release them in Apple School Manager or Apple Business Manager)."
+        )
+        heading = "Apple kept the licenses of these removed devices or users (none of them mirrored yet: assigned since the last sync, or in Apple's portal):"
+        told = ("Revoke", "refused", heading, "`mdm apps reclaims`")
+        return _asset_failures("reclaim", account, told, action, adam_id, pricing, failures, None, "the licenses of removed devices or users")
     action = (
         f"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim {adam_id}` again for these devices or users "
         "(or release the licenses in Apple School Manager or Apple Business Manager: the reclaim job then ends them)."

@@ -75,6 +75,12 @@ WORDING = [
         "See Reclaims; fix what Apple said, then reclaim these licenses again on the app's page",
         r"See GET /api/v1/apps/reclaims; fix what Apple said, then POST /api/v1/apps/\1/reclaim again for these devices or users",
     ),
+    (
+        r"See `mdm apps reclaims`; fix what Apple said: once a sync shows the licenses they hold, `mdm apps reclaim --all --unused` takes them back",
+        "See Reclaims; fix what Apple said: once a sync shows the licenses they hold, reclaiming each app's unused licenses on its page takes them back",
+        "See GET /api/v1/apps/reclaims; fix what Apple said: once a sync shows the licenses they hold, "
+        f"POST /api/v1/apps/reclaim {UNUSED_BODY} takes them back",
+    ),
     (r" \(`mdm apps reclaims`\)", " (Reclaims)", " (GET /api/v1/apps/reclaims)"),
     (r" \(`mdm vpp assets --account (\S+)`\)", " (the account's Assets)", r" (GET /api/v1/vpp/assets?account=\1)"),
     (r" \(`mdm apps installs --status failed`\)", " (Install status, failed)", f" ({INSTALLS_FAILED})"),

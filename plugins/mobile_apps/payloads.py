@@ -71,7 +71,9 @@ class ReclaimFinishedPayload(TypedDict):
     removed); a failed or irrevocable one is announced again when it ends ``done`` or ``canceled``;
     it names the device (``serialNumber``) or the user (``clientUserId``). ``adamId`` and
     ``pricingParam`` are ``*`` for Apple's revoke of every revocable license of a removed
-    device or user."""
+    device or user; ``licenses`` then counts the reclaims of the licenses the mirror held for it
+    that ended with it (each announced on its own): 0 for a revoke of licenses the mirror did
+    not know (granted since the last sync, or in Apple's portal)."""
 
     id: int
     account: str
@@ -82,6 +84,7 @@ class ReclaimFinishedPayload(TypedDict):
     reason: str  # device_removed, user_removed, manual, unused
     status: str  # done, failed, irrevocable or canceled
     error: str | None
+    licenses: NotRequired[int]  # a revoke's (adamId *): its mirrored licenses' reclaims that ended with it, each announced too
 
 
 #: Event name (the hook is ``mdm_<name>``) -> its payload type.

@@ -20,6 +20,7 @@ recorded ``irrevocable`` and never attempted.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -493,6 +494,7 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
     changed: dict[int, dict[str, Any]] = {}
     finished: list[tuple[str, Mapping[str, Any]]] = []
     for rows, status, error in outcomes:
+        ended: list[ReclaimFinishedPayload] = []  # this outcome's
         for stale in rows:
             row = current.get(stale.id or 0)
             if row is None or row["status"] != "pending":
@@ -506,13 +508,26 @@ def _update_many(host: Host, session: Session, outcomes: Sequence[Outcome], even
                 row["next_attempt_at"] = now + timedelta(seconds=retry)
             else:
                 row["status"], row["next_attempt_at"] = status, None
-                finished.append(("mobile_apps_reclaim_finished", _finished_payload(row)))
+                ended.append(_finished_payload(row))
             changed[row["id"]] = row
+        _count_riders(ended)
+        finished += [("mobile_apps_reclaim_finished", payload) for payload in ended]
     if changed:
         columns = ("status", "attempts", "last_error", "unconfirmed", "unretired", "event_ids", "updated_at", "next_attempt_at")
         statement = update(reclaims).where(reclaims.c.id == bindparam("u_id"), reclaims.c.status == "pending").values({c: bindparam(f"u_{c}") for c in columns})
         session.execute(statement, [{"u_id": i, **{f"u_{c}": row[c] for c in columns}} for i, row in changed.items()])
     host.events.record_many(session, finished)
+
+
+def _count_riders(ended: list[ReclaimFinishedPayload]) -> None:
+    """Tell each revoke among these reclaims that ended together (adamId ``*``) how many
+    reclaims of its device's or user's mirrored licenses ended with it (``licenses``): a
+    subscriber tells a refused revoke that none rode on (its licenses unknown to the mirror)
+    where each refused license already tells its own."""
+    riders = Counter((p["account"], p.get("serialNumber"), p.get("clientUserId")) for p in ended if p["adamId"] != ALL)
+    for payload in ended:
+        if payload["adamId"] == ALL:
+            payload["licenses"] = riders[(payload["account"], payload.get("serialNumber"), payload.get("clientUserId"))]
 
 
 def lock_in_id_order(session: Session, *where: ColumnElement[bool], only: Sequence[Column[Any]] = ()) -> list[dict[str, Any]]:
@@ -593,6 +608,9 @@ def removal_summary(host: Host, kind: str, target: str, event_id: str | None = N
         text += f", {count['failed']} refused by Apple"
     if count["irrevocable"]:
         text += f", {count['irrevocable']} irrevocable (kept)"
+    refused = [r for r in revokes if r.status == "failed"]
+    if refused and not count["failed"]:  # its licenses unknown to the mirror: no license row tells it
+        text += f"; Apple refused the revoke ({refused[0].last_error}): what it holds stays assigned, see `mdm apps reclaims`"
     if any(r.status == "pending" and not r.attempts for r in revokes):
         text += f" ({ELSEWHERE})"
     elif any(r.status == "pending" and r.unconfirmed for r in revokes):

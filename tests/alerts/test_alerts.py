@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from mdm_core.events import Event
-from mdm_core.inventory import add_device
+from mdm_core.inventory import add_device, remove_device
 from mdm_core.testing import recorded_statements
 from plugins.alerts.delivery import check, deliver_due
 from plugins.alerts.models import AlertSubject
@@ -334,6 +334,38 @@ def test_refused_reclaims_of_one_asset_make_one_alert(alerts_host, simulator, md
     assert alert["text"].startswith("Apple kept these licenses assigned:") and all(f"device {s}: " in alert["text"] for s in serials[:2])
     assert f"device {serials[2]}" not in alert["text"]
     assert alert["action"].startswith(f"See `mdm apps reclaims`; fix what Apple said, then run `mdm apps reclaim {adam}` again")
+
+
+def test_a_refused_revoke_of_licenses_the_mirror_does_not_know_makes_an_alert(alerts_host, simulator):
+    """Removed devices hold a license assigned in Apple's portal since the last sync, and Apple
+    refuses their revokes: no license of the mirror rode on them, so no reclaim alert told it
+    (only `mdm apps reclaims` listed them). Refused revokes close together make one alert naming
+    each device; a refused revoke of licenses the mirror held is told by their own alert alone."""
+    host = alerts_host("low_licenses = 0\n")
+    assert sync(host)["status"] == "ok"
+    snapshot = simulator.snapshot()
+    held = {t for _, _, _, t in snapshot["assignments"]}
+    free = [s for s in sorted(simulator.state.device_serials()) if s not in held][:2]
+    adam, pricing = next(key for key, asset in snapshot["assets"].items() if asset["revocable"] and asset["deviceAssignable"])
+    for serial in free:
+        assert simulator.assign_in_portal(adam, pricing, serial_number=serial)
+        add_device(host, serial, "iOS")
+        simulator.fail_next_event("REVOKE", 9602)
+        remove_device(host, serial)
+    [alert] = [a for a in alerts(host) if a["kind"] == "reclaim"]
+    assert alert["title"] == "Revokes of the licenses of removed devices or users from account 'school' refused for 2 devices or users"
+    assert alert["text"].startswith("Apple kept the licenses of these removed devices or users (none of them mirrored yet")
+    assert all(f"device {s}: Invalid argument (Apple error 9602)" in alert["text"] for s in free)
+    assert alert["action"].startswith(
+        "See `mdm apps reclaims`; fix what Apple said: once a sync shows the licenses they hold, `mdm apps reclaim --all --unused` takes them back"
+    )
+    holder = sorted(t for a, p, _, t in snapshot["assignments"] if snapshot["assets"][(a, p)]["revocable"] and t in simulator.state.device_serials())[0]
+    add_device(host, holder, "iOS")
+    simulator.fail_next_event("REVOKE", 9602)
+    remove_device(host, holder)
+    told = [a for a in alerts(host) if a["kind"] == "reclaim" and f"device {holder}" in a["text"]]
+    assert told and all(a["title"].startswith("Reclaim") for a in told)  # its licenses' alerts, no revoke alert
+    assert [a["id"] for a in alerts(host) if a["title"].startswith("Revoke")] == [alert["id"]]
 
 
 def test_many_assets_changing_at_once_make_one_digest(alerts_host, simulator):

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from mdm_core.inventory import add_device, add_user, remove_device, remove_user
 from mdm_core.models import utcnow
 from plugins.mobile_apps.models import Reclaim
-from plugins.mobile_apps.reclaims import list_reclaims
+from plugins.mobile_apps.reclaims import list_reclaims, removal_summary
 
 from .conftest import app_id, fixed_assets, holders, sync
 
@@ -455,3 +455,46 @@ def test_removing_an_account_cancels_its_failed_reclaims(on_both, simulator, app
     [row] = [r for r in list_reclaims(host, everything=True) if r["id"] == failed["id"]]
     assert (row["status"], row["last_error"]) == ("canceled", removed_reason("school"))
     assert [(e["id"], e["status"]) for e in apps_events.named("mobile_apps_reclaim_finished")] == [(failed["id"], "canceled")]
+
+
+def _revocable_device_asset(sim: Any) -> dict[str, Any]:
+    return next(a for a in fixed_assets(sim) if sim.state.assets[(a["adamId"], a["pricingParam"])].revocable and a["deviceAssignable"])
+
+
+def test_a_refused_revoke_of_licenses_the_mirror_does_not_know_is_said(on_both, simulator, apps_events):
+    """A removed device holds a license assigned in Apple's portal since the last sync, and Apple
+    refuses the revoke: `mdm devices remove` said "0 reclaimed, 0 pending" and nothing else told
+    it (no license of the mirror rode on the revoke). It now says the revoke was refused, and the
+    revoke's event says that no license rode on it (what an alert is raised from)."""
+    host, _ = on_both
+    a = _revocable_device_asset(simulator)
+    held = {t[3] for t in simulator.snapshot()["assignments"]}
+    serial = next(s for s in sorted(simulator.state.device_serials()) if s not in held)  # no license at all
+    assert simulator.assign_in_portal(a["adamId"], a["pricingParam"], serial_number=serial)
+    add_device(host, serial, "iOS")
+    simulator.fail_next_event("REVOKE", 9602)
+    remove_device(host, serial)
+    assert removal_summary(host, "device", serial) == (
+        "VPP licenses: 0 reclaimed, 0 pending; Apple refused the revoke (Invalid argument (Apple error 9602)): "
+        "what it holds stays assigned, see `mdm apps reclaims`"
+    )
+    assert serial in holders(simulator, a["adamId"], a["pricingParam"])  # still assigned at Apple
+    [revoke] = [r for r in list_reclaims(host) if r["target"] == serial]
+    assert (revoke["adam_id"], revoke["status"]) == ("*", "failed")
+    [finished] = apps_events.named("mobile_apps_reclaim_finished")
+    assert (finished["adamId"], finished["status"], finished["licenses"]) == ("*", "failed", 0)
+
+
+def test_a_refused_revoke_counts_the_mirrored_licenses_refused_with_it(host, simulator, apps_events):
+    """The licenses the mirror held ride on the revoke and are refused with it, each counted in
+    the summary (not the revoke a second time); the revoke's event counts them."""
+    a = fixed_assets(simulator)[0]
+    serial = seeded_holder(simulator, a["adamId"])
+    held = len([t for t in simulator.snapshot()["assignments"] if t[3] == serial and simulator.state.assets[(t[0], t[1])].revocable])
+    add_device(host, serial, "iOS")
+    simulator.fail_next_event("REVOKE", 9602)
+    remove_device(host, serial)
+    assert removal_summary(host, "device", serial) == f"VPP licenses: 0 reclaimed, 0 pending, {held} refused by Apple"
+    finished = apps_events.named("mobile_apps_reclaim_finished")
+    [revoke] = [e for e in finished if e["adamId"] == "*"]
+    assert revoke["status"] == "failed" and revoke["licenses"] == held == len([e for e in finished if e["adamId"] != "*" and e["status"] == "failed"])

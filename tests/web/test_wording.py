@@ -290,7 +290,7 @@ def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
     web registry, so the console and the API say the page or the endpoint wherever they show
     an alert (mails and webhooks keep the command line's words)."""
     from mdm_core.web.wording import reword
-    from plugins.alerts.rules import MAX_LISTED, install_alert, license_alert, license_digest, sync_failing_alert, token_alert
+    from plugins.alerts.rules import MAX_LISTED, install_alert, license_alert, license_digest, reclaim_alert, sync_failing_alert, token_alert
     from plugins.alerts.settings import Threshold
 
     asset: Any = {"adamId": "1", "pricingParam": "STDQ", "productType": "App", "availableCount": 0, "totalCount": 5, "assignedCount": 5, "retiredCount": 0}
@@ -305,6 +305,7 @@ def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
         install_alert("school", "1", "STDQ", [{**failed[0], "errorNumber": 9609}]),
         install_alert("school", "1", "STDQ", [{**failed[0], "errorNumber": 9600}]),
         token_alert("school", "valid", "expired", expires="2026-06-01T00:00:00+00:00", detail=None, action=None, now=datetime(2026, 7, 1, tzinfo=UTC)),
+        reclaim_alert("school", "*", "*", failed[:1]),  # a refused revoke of licenses the mirror did not know
     ]
     said = {surface: [reword(f"{a.text}\n{a.action}", app.state.registry.wording, surface) for a in alerts if a] for surface in ("console", "api")}
     for text in said["console"] + said["api"]:
@@ -315,6 +316,8 @@ def test_alerts_advice_is_worded_for_the_console_and_the_api(app: Any) -> None:
     assert 'or free those no longer used: POST /api/v1/apps/1/reclaim {"unused": true}' in said["api"][1]
     assert "(Install status, failed)" in said["console"][3] and "then POST /api/v1/apps/1/install again for these targets" in said["api"][3]
     assert "see the account's VPP users" in said["console"][4] and "See GET /api/v1/apps/installs?status=failed" in said["api"][5]
+    assert "once a sync shows the licenses they hold, reclaiming each app's unused licenses on its page takes them back" in said["console"][7]
+    assert 'once a sync shows the licenses they hold, POST /api/v1/apps/reclaim {"unused": true} takes them back' in said["api"][7]
     assert "mdm apps reclaim 1 --unused" in f"{none.action}"  # the mails' and webhooks' words
 
 
