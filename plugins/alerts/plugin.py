@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mdm_core import hookimpl
 from mdm_core.redelivery import as_of_now
+from plugins.mobile_apps.payloads import REVOKE
 from plugins.vpp.payloads import ACCOUNT_EVENTS, payload_now
 
 if TYPE_CHECKING:
@@ -213,7 +214,6 @@ def mdm_mobile_apps_reclaim_finished(host: Host, event: Event) -> None:
     (``licenses`` 0: what it holds, the mirror did not know) is told on its own, refused revokes
     close together in one alert. Other outcomes alert nothing."""
     from .names import app_names
-    from .rules import REVOKE
     from .store import on_event, reclaim_failed
 
     payload = cast("ReclaimFinishedPayload", event.payload)

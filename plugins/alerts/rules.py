@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mdm_core.errors import one_line
 from mdm_core.failed_deliveries import FIX, FailedSubscriber
 from mdm_core.output import days_text, days_until
+from plugins.mobile_apps.payloads import REVOKE
 
 from .settings import Threshold
 
@@ -478,10 +479,6 @@ def reclaim_failure(payload: ReclaimFinishedPayload) -> dict[str, Any]:
     """One reclaim Apple refused, from a ``mobile_apps_reclaim_finished`` payload."""
     device = payload.get("serialNumber")
     return {"id": payload.get("id"), "license": "device" if device else "user", "target": device or payload.get("clientUserId"), "error": payload.get("error")}
-
-
-#: the adamId (and pricingParam) of Apple's revoke of every revocable license of a removed device or user
-REVOKE = "*"
 
 
 def reclaim_alert(account: str, adam_id: str, pricing: str, failures: list[dict[str, Any]], name: str | None = None) -> Alert:

@@ -7,6 +7,10 @@ them without reading this plugin's code. No dependency, no side effect.
 # (no ``from __future__ import annotations``: TypedDict must see NotRequired[...] at run time)
 from typing import NotRequired, TypedDict
 
+#: ``adamId`` and ``pricingParam`` of a reclaim that is Apple's revoke of every revocable
+#: license of a removed device or user (:class:`ReclaimFinishedPayload`)
+REVOKE = "*"
+
 
 class AppPayload(TypedDict):
     """``mobile_apps_app_published``, ``mobile_apps_app_retired``: one application (one platform

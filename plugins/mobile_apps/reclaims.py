@@ -41,7 +41,7 @@ from mdm_core.models import utcnow
 from .accounts import check_account
 from .catalog import find_apps, once
 from .models import Reclaim, SeenEvent
-from .payloads import ReclaimFinishedPayload
+from .payloads import REVOKE, ReclaimFinishedPayload
 from .settings import settings
 from .vpp_port import LIVE_USER_STATUSES, RELEASED_ERRORS, VppPort
 
@@ -56,7 +56,7 @@ FINAL = ("done", "failed", "irrevocable", "canceled")
 #: ``--all``), but for a failed one reclaimed again since (``superseded_by``: :func:`is_open`)
 OPEN = ("pending", "failed", "irrevocable")
 #: ``adam_id`` / ``pricing_param`` of a revoke: every revocable license of the target
-ALL = "*"
+ALL = REVOKE
 REMOVALS = ("device_removed", "user_removed")
 #: reclaims asked for because the target left this MDM: void once it is back
 LEFT = (*REMOVALS, "unused")
